@@ -1,0 +1,1 @@
+//! MS-SIPAE security core.

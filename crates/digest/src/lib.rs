@@ -1,0 +1,1 @@
+//! SIP Digest authentication.

@@ -1,0 +1,1 @@
+//! Kerberos acceptor (MIT krb5 through GSS-API).

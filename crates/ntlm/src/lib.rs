@@ -1,0 +1,1 @@
+//! Connectionless NTLMv2 server side for MS-SIPAE.

@@ -1,0 +1,1 @@
+//! Wire-exact SIP messages: parse, inspect, edit and serialise without I/O.
