@@ -1,0 +1,393 @@
+//! The verifying side: challenges, credential checks, `Authentication-Info`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use subtle::ConstantTimeEq;
+
+use crate::algorithm::{Algorithm, DigestBytes, Hasher, decode_hex_exact};
+use crate::ha1::Ha1;
+use crate::nonce::{self, NonceKey};
+use crate::params::DigestResponse;
+use crate::{DigestError, quote};
+
+/// How far in the future a nonce's timestamp may lie. Nonces minted by another node of a cluster
+/// sharing the key carry that node's clock; anything further ahead was not minted by a sane peer.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+/// Server settings. Build with [`DigestConfig::new`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// Realm put in challenges and required in credentials (exact match).
+    pub realm: String,
+    /// Algorithms offered, most preferred first; one challenge is emitted per entry
+    /// (RFC 8760 §2.6). Credentials using any other algorithm are refused.
+    pub algorithms: Vec<Algorithm>,
+    /// How long a nonce stays valid after issue.
+    pub nonce_lifetime: Duration,
+    /// Largest `nc` accepted on one nonce; beyond it the nonce is reported stale so the client
+    /// fetches a fresh one.
+    pub max_nonce_uses: u32,
+}
+
+impl DigestConfig {
+    /// Defaults: SHA-256 then MD5 (what deployed SIP phones implement; SHA-512-256 support is
+    /// rare), 300 s nonce lifetime, 1000 uses per nonce.
+    pub fn new(realm: impl Into<String>) -> Self {
+        DigestConfig {
+            realm: realm.into(),
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            nonce_lifetime: Duration::from_secs(300),
+            max_nonce_uses: 1000,
+        }
+    }
+
+    /// Checks what `DigestServer::new` cannot reject (it is infallible): call at configuration
+    /// load time.
+    pub fn validate(&self) -> Result<(), DigestError> {
+        if self.realm.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(DigestError::InvalidConfig(
+                "realm contains control characters",
+            ));
+        }
+        if self.algorithms.is_empty() {
+            return Err(DigestError::InvalidConfig("no algorithm offered"));
+        }
+        if self.nonce_lifetime.is_zero() {
+            return Err(DigestError::InvalidConfig("nonce lifetime is zero"));
+        }
+        if self.max_nonce_uses == 0 {
+            return Err(DigestError::InvalidConfig("max_nonce_uses is zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether credentials without `qop` (RFC 2069 form, response = `KD(HA1, nonce:HA2)`) are accepted.
+///
+/// They carry no `nc`/`cnonce`, so the only replay defence is single use of the nonce through
+/// [`crate::NonceCounter`] (which records them as `nc = 0`). Refused by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rfc2069Policy {
+    #[default]
+    Reject,
+    Accept,
+}
+
+/// The protection form of verified credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QopMode {
+    /// `qop=auth` with `nc` and `cnonce`.
+    Auth,
+    /// Legacy RFC 2069 form (only with [`Rfc2069Policy::Accept`]).
+    Rfc2069,
+}
+
+/// Credentials that passed [`DigestServer::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedDigest {
+    /// As sent: the user name, or `H(user:realm)` hex when `userhash` is set.
+    pub username: String,
+    pub userhash: bool,
+    pub algorithm: Algorithm,
+    pub qop: QopMode,
+    /// The `uri` directive as sent; whether it names the request target is the caller's policy.
+    pub uri: String,
+    pub nonce: String,
+    pub nonce_issued: SystemTime,
+    /// 0 for the RFC 2069 form.
+    pub nc: u32,
+    pub cnonce: Option<String>,
+    /// `nc` exactly as sent: rspauth must hash the client's spelling.
+    nc_text: String,
+}
+
+/// Stateless Digest verifier. Immutable after construction, so one instance can be shared by all
+/// worker threads.
+pub struct DigestServer {
+    config: DigestConfig,
+    key: NonceKey,
+    rfc2069: Rfc2069Policy,
+}
+
+impl std::fmt::Debug for DigestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestServer")
+            .field("config", &self.config)
+            .field("key", &self.key)
+            .field("rfc2069", &self.rfc2069)
+            .finish()
+    }
+}
+
+/// Parses `nc`: exactly 8 hex digits (RFC 7616 §3.4: `nc-value = 8LHEX`), not zero.
+fn parse_nc(s: &str) -> Result<u32, DigestError> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DigestError::Malformed("nc is not 8 hex digits"));
+    }
+    match u32::from_str_radix(s, 16) {
+        Ok(0) | Err(_) => Err(DigestError::Malformed("nc is zero")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// The `response` (or, with an empty method, `rspauth`) value. `qop` is `None` for RFC 2069.
+pub(crate) struct ResponseInput<'a> {
+    pub alg: Algorithm,
+    pub nonce: &'a str,
+    pub qop: Option<(&'a str, &'a str, &'a str)>, // (nc, cnonce, qop) as sent
+    pub method: &'a str,
+    pub uri: &'a str,
+}
+
+pub(crate) fn compute_response(ha1: &Ha1, input: &ResponseInput<'_>) -> DigestBytes {
+    let cnonce = input.qop.map_or("", |(_, c, _)| c);
+    let key = ha1.effective(input.alg, input.nonce, cnonce).to_hex();
+    let ha2 =
+        Hasher::colon_joined(input.alg, &[input.method.as_bytes(), input.uri.as_bytes()]).to_hex();
+    match input.qop {
+        Some((nc, cnonce, qop)) => Hasher::colon_joined(
+            input.alg,
+            &[
+                key.as_bytes(),
+                input.nonce.as_bytes(),
+                nc.as_bytes(),
+                cnonce.as_bytes(),
+                qop.as_bytes(),
+                ha2.as_bytes(),
+            ],
+        ),
+        None => Hasher::colon_joined(
+            input.alg,
+            &[key.as_bytes(), input.nonce.as_bytes(), ha2.as_bytes()],
+        ),
+    }
+}
+
+/// Hex `response` for the given inputs; shared by the client helper and tests.
+pub fn response_hex(
+    ha1: &Ha1,
+    alg: Algorithm,
+    nonce: &str,
+    qop: Option<(&str, &str, &str)>,
+    method: &str,
+    uri: &str,
+) -> String {
+    compute_response(
+        ha1,
+        &ResponseInput {
+            alg,
+            nonce,
+            qop,
+            method,
+            uri,
+        },
+    )
+    .to_hex()
+    .as_str()
+    .to_owned()
+}
+
+impl DigestServer {
+    /// Builds a verifier. Never fails: check the configuration with [`DigestConfig::validate`].
+    pub fn new(config: DigestConfig, key: NonceKey) -> Self {
+        DigestServer {
+            config,
+            key,
+            rfc2069: Rfc2069Policy::Reject,
+        }
+    }
+
+    /// Opts in to (or out of) the legacy no-`qop` form.
+    pub fn with_rfc2069(mut self, policy: Rfc2069Policy) -> Self {
+        self.rfc2069 = policy;
+        self
+    }
+
+    pub fn config(&self) -> &DigestConfig {
+        &self.config
+    }
+
+    /// A nonce carrying its own timestamp and MAC, verifiable without state:
+    /// base64url(LE64(unix secs) || salt || HMAC-SHA256(key, label || ts || salt || realm)[..16]).
+    /// `salt` must come from the caller's CSPRNG so nonces minted in the same second differ.
+    pub fn make_nonce(&self, now: SystemTime, salt: [u8; 8]) -> String {
+        nonce::make(&self.key, &self.config.realm, now, salt)
+    }
+
+    /// Challenge header values (for `WWW-Authenticate` or `Proxy-Authenticate`), one per offered
+    /// algorithm in preference order, all sharing one fresh nonce:
+    /// `Digest realm="..", nonce="..", algorithm=SHA-256, qop="auth"[, stale=true]`.
+    pub fn challenges(&self, now: SystemTime, salt: [u8; 8], stale: bool) -> Vec<String> {
+        let nonce = self.make_nonce(now, salt);
+        let realm = quote(&self.config.realm);
+        self.config
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = format!(
+                    "Digest realm={realm}, nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
+                    alg.token()
+                );
+                if stale {
+                    v.push_str(", stale=true");
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// Verifies credentials against the request method and the user's HA1.
+    ///
+    /// Order matters: everything that needs no secret is checked first; the nonce MAC next (so
+    /// forged nonces cost one HMAC, not a response computation); then the response; expiry and the
+    /// use limit last, so `Stale` is only ever reported to a client that proved it knows the
+    /// password (RFC 7616 §3.3 on `stale`).
+    ///
+    /// Does not judge `uri` (caller's policy) and does not track `nc`: feed the result to a
+    /// [`crate::NonceCounter`].
+    pub fn verify(
+        &self,
+        resp: &DigestResponse<'_>,
+        method: &str,
+        ha1: &Ha1,
+        now: SystemTime,
+    ) -> Result<VerifiedDigest, DigestError> {
+        let alg = match resp.algorithm {
+            None => Algorithm::Md5, // RFC 7616 §3.3: absent means MD5
+            Some(tok) => Algorithm::from_token(tok).ok_or(DigestError::UnsupportedAlgorithm)?,
+        };
+        if !self.config.algorithms.contains(&alg) {
+            return Err(DigestError::UnsupportedAlgorithm);
+        }
+        if ha1.algorithm() != alg.base() {
+            return Err(DigestError::Ha1AlgorithmMismatch);
+        }
+        if resp.realm != self.config.realm {
+            return Err(DigestError::RealmMismatch);
+        }
+        let (mode, qop) = match (resp.qop, resp.nc, resp.cnonce) {
+            (Some(q), Some(nc), Some(cnonce)) if q.eq_ignore_ascii_case("auth") => {
+                if cnonce.is_empty() {
+                    return Err(DigestError::Malformed("empty cnonce"));
+                }
+                (QopMode::Auth, Some((nc, cnonce, q)))
+            }
+            (Some(q), _, _) if q.eq_ignore_ascii_case("auth") => {
+                return Err(DigestError::MissingParam(if resp.nc.is_none() {
+                    "nc"
+                } else {
+                    "cnonce"
+                }));
+            }
+            (Some(_), _, _) => return Err(DigestError::UnsupportedQop),
+            (None, None, None) if self.rfc2069 == Rfc2069Policy::Accept && !alg.is_sess() => {
+                (QopMode::Rfc2069, None)
+            }
+            (None, None, None) => return Err(DigestError::UnsupportedQop),
+            (None, _, _) => return Err(DigestError::Malformed("nc or cnonce without qop")),
+        };
+        let nc = match qop {
+            Some((nc, _, _)) => parse_nc(nc)?,
+            None => 0,
+        };
+
+        let mut got = [0u8; 32];
+        let got = got
+            .get_mut(..alg.output_len())
+            .ok_or(DigestError::WrongResponse)?;
+        decode_hex_exact(resp.response, got).ok_or(DigestError::WrongResponse)?;
+
+        let issued =
+            nonce::check(&self.key, &self.config.realm, resp.nonce).ok_or(DigestError::BadNonce)?;
+        if issued
+            .duration_since(now)
+            .is_ok_and(|ahead| ahead > MAX_CLOCK_SKEW)
+        {
+            return Err(DigestError::BadNonce);
+        }
+
+        let want = compute_response(
+            ha1,
+            &ResponseInput {
+                alg,
+                nonce: resp.nonce,
+                qop,
+                method,
+                uri: resp.uri,
+            },
+        );
+        if !bool::from(want.as_bytes().ct_eq(got)) {
+            return Err(DigestError::WrongResponse);
+        }
+
+        let expired = match issued.checked_add(self.config.nonce_lifetime) {
+            Some(expiry) => now > expiry,
+            None => true,
+        };
+        if expired || nc > self.config.max_nonce_uses {
+            return Err(DigestError::Stale);
+        }
+
+        Ok(VerifiedDigest {
+            username: resp.username.to_owned(),
+            userhash: resp.userhash,
+            algorithm: alg,
+            qop: mode,
+            uri: resp.uri.to_owned(),
+            nonce: resp.nonce.to_owned(),
+            nonce_issued: issued,
+            nc,
+            cnonce: qop.map(|(_, c, _)| c.to_owned()),
+            nc_text: qop.map_or_else(String::new, |(n, _, _)| n.to_owned()),
+        })
+    }
+
+    /// `Authentication-Info` value for the final response:
+    /// `nextnonce="..", qop=auth, rspauth="..", cnonce="..", nc=00000001`, where rspauth is the
+    /// response computed with an empty method (A2 = ":" uri, RFC 7616 §3.5). `ha1` must be the one
+    /// `verify` accepted. For the RFC 2069 form there is no rspauth: the value holds only
+    /// `nextnonce`, or is empty (omit the header) when there is none.
+    pub fn authentication_info(
+        &self,
+        verified: &VerifiedDigest,
+        ha1: &Ha1,
+        next_nonce: Option<&str>,
+    ) -> String {
+        let mut out = String::new();
+        if let Some(n) = next_nonce {
+            let _ = write!(out, "nextnonce={}", quote(n));
+        }
+        if let (QopMode::Auth, Some(cnonce)) = (verified.qop, verified.cnonce.as_deref()) {
+            let rspauth = compute_response(
+                ha1,
+                &ResponseInput {
+                    alg: verified.algorithm,
+                    nonce: &verified.nonce,
+                    qop: Some((&verified.nc_text, cnonce, "auth")),
+                    method: "",
+                    uri: &verified.uri,
+                },
+            )
+            .to_hex();
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let _ = write!(
+                out,
+                "qop=auth, rspauth=\"{}\", cnonce={}, nc={}",
+                rspauth.as_str(),
+                quote(cnonce),
+                verified.nc_text
+            );
+        }
+        out
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<DigestServer>();
+}
