@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing sagw needs on Debian: the MIT krb5 headers and libclang for the
+# Kerberos acceptor (libgssapi's bindgen), and an MIT KDC plus client tools for the Kerberos tests.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
