@@ -1,6 +1,8 @@
 //! The answering side, for test tooling and an operator tool: parse a challenge, produce
 //! credentials. Not used by the server path.
 
+use std::borrow::Cow;
+
 use crate::algorithm::Algorithm;
 use crate::ha1::{Ha1, userhash};
 use crate::server::{QopMode, response_hex};
@@ -170,4 +172,136 @@ pub fn authorize(
         params.push(("userhash", "true".to_owned(), Form::Token));
     }
     Ok(Authorization { params })
+}
+
+/// A `Digest ...` header value split into its scheme and unquoted parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderParams<'a> {
+    pub scheme: &'a str,
+    pub params: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl HeaderParams<'_> {
+    /// Borrowed (name, value) pairs for [`Challenge::from_params`] /
+    /// [`crate::DigestResponse::from_params`].
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter().map(|(n, v)| (*n, v.as_ref()))
+    }
+}
+
+/// Lenient token: any visible ASCII except the list and quoting delimiters (and `=` in names).
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'=')
+}
+
+fn is_value_char(b: u8) -> bool {
+    b.is_ascii_graphic() && !matches!(b, b',' | b'"')
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while s
+        .get(i)
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        i += 1;
+    }
+    i
+}
+
+fn token(s: &[u8], start: usize, allowed: fn(u8) -> bool) -> usize {
+    let mut i = start;
+    while s.get(i).copied().is_some_and(allowed) {
+        i += 1;
+    }
+    i
+}
+
+/// Splits a challenge or credentials header value (`Digest realm="x", qop="auth", nc=00000001`),
+/// unquoting quoted-strings (RFC 3261 §25.1, `\` escapes). A minimal parser for tooling and
+/// tests; the gateway feeds the server from its own SIP header parser.
+pub fn parse_header(value: &str) -> Result<HeaderParams<'_>, DigestError> {
+    let s = value.as_bytes();
+    let start = skip_ws(s, 0);
+    let end = token(s, start, is_name_char);
+    let scheme = value.get(start..end).unwrap_or("");
+    if scheme.is_empty() {
+        return Err(DigestError::Malformed("missing auth scheme"));
+    }
+    let mut params = Vec::new();
+    let mut i = end;
+    loop {
+        i = skip_ws(s, i);
+        match s.get(i) {
+            None => break,
+            Some(b',') => {
+                i += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        if params.len() >= crate::params::MAX_PARAMS {
+            return Err(DigestError::Malformed("too many parameters"));
+        }
+        let name_end = token(s, i, is_name_char);
+        let name = value.get(i..name_end).unwrap_or("");
+        if name.is_empty() {
+            return Err(DigestError::Malformed("expected a parameter name"));
+        }
+        i = skip_ws(s, name_end);
+        if s.get(i) != Some(&b'=') {
+            return Err(DigestError::Malformed("expected `=` after parameter name"));
+        }
+        i = skip_ws(s, i + 1);
+        let v = if s.get(i) == Some(&b'"') {
+            let (v, next) = quoted(value, i + 1)?;
+            i = next;
+            v
+        } else {
+            let v_end = token(s, i, is_value_char);
+            let v = value.get(i..v_end).unwrap_or("");
+            if v.is_empty() {
+                return Err(DigestError::Malformed("expected a parameter value"));
+            }
+            i = v_end;
+            Cow::Borrowed(v)
+        };
+        params.push((name, v));
+        i = skip_ws(s, i);
+        match s.get(i) {
+            None => break,
+            Some(b',') => i += 1,
+            Some(_) => return Err(DigestError::Malformed("expected `,` between parameters")),
+        }
+    }
+    Ok(HeaderParams { scheme, params })
+}
+
+/// Reads a quoted-string body starting after the opening quote; returns it and the index after
+/// the closing quote.
+fn quoted(value: &str, start: usize) -> Result<(Cow<'_, str>, usize), DigestError> {
+    let rest = value.get(start..).unwrap_or("");
+    let mut out: Option<String> = None;
+    let mut chars = rest.char_indices();
+    while let Some((off, c)) = chars.next() {
+        match c {
+            '"' => {
+                let v = match out {
+                    Some(o) => Cow::Owned(o),
+                    None => Cow::Borrowed(rest.get(..off).unwrap_or("")),
+                };
+                return Ok((v, start + off + 1));
+            }
+            '\\' => {
+                let Some((_, esc)) = chars.next() else { break };
+                out.get_or_insert_with(|| rest.get(..off).unwrap_or("").to_owned())
+                    .push(esc);
+            }
+            c => {
+                if let Some(o) = out.as_mut() {
+                    o.push(c);
+                }
+            }
+        }
+    }
+    Err(DigestError::Malformed("unterminated quoted-string"))
 }

@@ -254,6 +254,21 @@ impl DigestServer {
         ha1: &Ha1,
         now: SystemTime,
     ) -> Result<VerifiedDigest, DigestError> {
+        self.verify_with(resp, method, ha1, now, |n| {
+            nonce::check(&self.key, &self.config.realm, n)
+        })
+    }
+
+    /// `verify` with the nonce authentication injected, so unit tests can run the published
+    /// RFC examples (whose nonces are not ours) through the whole decision path.
+    fn verify_with(
+        &self,
+        resp: &DigestResponse<'_>,
+        method: &str,
+        ha1: &Ha1,
+        now: SystemTime,
+        authenticate_nonce: impl FnOnce(&str) -> Option<SystemTime>,
+    ) -> Result<VerifiedDigest, DigestError> {
         let alg = match resp.algorithm {
             None => Algorithm::Md5, // RFC 7616 §3.3: absent means MD5
             Some(tok) => Algorithm::from_token(tok).ok_or(DigestError::UnsupportedAlgorithm)?,
@@ -299,8 +314,7 @@ impl DigestServer {
             .ok_or(DigestError::WrongResponse)?;
         decode_hex_exact(resp.response, got).ok_or(DigestError::WrongResponse)?;
 
-        let issued =
-            nonce::check(&self.key, &self.config.realm, resp.nonce).ok_or(DigestError::BadNonce)?;
+        let issued = authenticate_nonce(resp.nonce).ok_or(DigestError::BadNonce)?;
         if issued
             .duration_since(now)
             .is_ok_and(|ahead| ahead > MAX_CLOCK_SKEW)
@@ -390,4 +404,284 @@ impl DigestServer {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<DigestServer>();
+}
+
+/// Published examples run through the full verification path. Their nonces were not minted by
+/// us, so the nonce MAC step is replaced by a stub that reports a fixed issue time; every other
+/// check (algorithm, realm, qop/nc syntax, response, staleness) runs as in production.
+#[cfg(test)]
+mod rfc_tests {
+    use super::*;
+    use crate::client::parse_header;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn server(realm: &str, algs: &[Algorithm]) -> DigestServer {
+        let mut cfg = DigestConfig::new(realm);
+        cfg.algorithms = algs.to_vec();
+        DigestServer::new(cfg, NonceKey::new([7; 32]))
+    }
+
+    /// Verifies `header` (an RFC Authorization value) as if its nonce had been issued at T0.
+    fn run(
+        srv: &DigestServer,
+        header: &str,
+        ha1: &Ha1,
+        now: SystemTime,
+    ) -> Result<VerifiedDigest, DigestError> {
+        let hp = parse_header(header).unwrap();
+        assert_eq!(hp.scheme, "Digest");
+        let resp = DigestResponse::from_params(hp.pairs()).unwrap();
+        srv.verify_with(&resp, "GET", ha1, now, |_| Some(at(T0)))
+    }
+
+    // RFC 7616 §3.9.1 (password "Circle of Life", lower-case "of" per verified erratum 4495).
+    const RFC7616_MD5: &str = r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=MD5, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="8ca523f5e9506fed4657c9700eebdbec", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
+    const RFC7616_SHA256: &str = r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
+    // RFC 2617 §3.5 (password "Circle Of Life"); no algorithm directive, so MD5 by default.
+    const RFC2617: &str = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+
+    #[test]
+    fn rfc7616_md5_example() {
+        let srv = server("http-auth@example.org", &[Algorithm::Md5]);
+        let ha1 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        let v = run(&srv, RFC7616_MD5, &ha1, at(T0 + 1)).unwrap();
+        assert_eq!(v.username, "Mufasa");
+        assert_eq!(v.algorithm, Algorithm::Md5);
+        assert_eq!(v.nc, 1);
+        assert_eq!(v.qop, QopMode::Auth);
+        assert_eq!(v.nonce_issued, at(T0));
+        // RFC 2617's capital-O password must not verify against the RFC 7616 response.
+        let wrong = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle Of Life",
+        );
+        assert_eq!(
+            run(&srv, RFC7616_MD5, &wrong, at(T0 + 1)),
+            Err(DigestError::WrongResponse)
+        );
+    }
+
+    #[test]
+    fn rfc7616_sha256_example() {
+        let srv = server("http-auth@example.org", &[Algorithm::Sha256]);
+        let ha1 = Ha1::compute(
+            Algorithm::Sha256,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        let v = run(&srv, RFC7616_SHA256, &ha1, at(T0 + 1)).unwrap();
+        assert_eq!(v.algorithm, Algorithm::Sha256);
+        // The MD5 example is refused by a SHA-256-only server.
+        let md5 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        assert_eq!(
+            run(&srv, RFC7616_MD5, &md5, at(T0 + 1)),
+            Err(DigestError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn rfc2617_example_defaults_to_md5() {
+        let srv = server("testrealm@host.com", &[Algorithm::Md5]);
+        let ha1 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        assert_eq!(ha1.to_hex(), "939e7578ed9e3c518a452acee763bce9");
+        let v = run(&srv, RFC2617, &ha1, at(T0 + 1)).unwrap();
+        assert_eq!(v.algorithm, Algorithm::Md5);
+        // RFC 2617 prints no rspauth; this value was cross-checked with Python hashlib:
+        // MD5(HA1:nonce:00000001:0a4f113b:auth:MD5(":/dir/index.html")).
+        let info = srv.authentication_info(&v, &ha1, Some("next"));
+        assert_eq!(
+            info,
+            r#"nextnonce="next", qop=auth, rspauth="376602cfd2f4e8e5e78b948a85263e85", cnonce="0a4f113b", nc=00000001"#
+        );
+    }
+
+    #[test]
+    fn rfc7616_sha256_rspauth_cross_checked() {
+        let srv = server("http-auth@example.org", &[Algorithm::Sha256]);
+        let ha1 = Ha1::compute(
+            Algorithm::Sha256,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        let v = run(&srv, RFC7616_SHA256, &ha1, at(T0 + 1)).unwrap();
+        // Not printed in the RFC; computed independently with Python hashlib.
+        assert_eq!(
+            srv.authentication_info(&v, &ha1, None),
+            r#"qop=auth, rspauth="86d3b25618d41854ca5039a5d7e53ff6355d5134a9b1fb088a78ac3c462195a0", cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", nc=00000001"#
+        );
+    }
+
+    /// RFC 7616 §3.9.2 as corrected by erratum 4897: the printed userhash (488869...) and response
+    /// (ae66e6...) were computed with a pre-standard SHA-512/256 and are wrong; the corrected
+    /// values are reproduced by every independent implementation (and by Python's hashlib).
+    #[test]
+    fn rfc7616_sha512_256_userhash_example_with_erratum_4897() {
+        let realm = "api@example.org";
+        let user = "J\u{e4}s\u{f8}n Doe";
+        assert_eq!(
+            user.as_bytes(),
+            [
+                0x4a, 0xc3, 0xa4, 0x73, 0xc3, 0xb8, 0x6e, 0x20, 0x44, 0x6f, 0x65
+            ]
+        );
+        let uh = crate::userhash(Algorithm::Sha512_256, user, realm);
+        assert_eq!(
+            uh,
+            "793263caabb707a56211940d90411ea4a575adeccb7e360aeb624ed06ece9b0b"
+        );
+        assert_ne!(
+            uh,
+            "488869477bf257147b804c45308cd62ac4e25eb717b12b298c79e62dcea254ec"
+        );
+        let header = format!(
+            r#"Digest username="{uh}", realm="api@example.org", uri="/doe.json", algorithm=SHA-512-256, nonce="5TsQWLVdgBdmrQ0XsxbDODV+57QdFR34I9HAbC/RVvkK", nc=00000001, cnonce="NTg6RKcb9boFIAS3KrFK9BGeh+iDa/sm6jUMp2wds69v", qop=auth, response="3798d4131c277846293534c3edc11bd8a5e4cdcbff78b05db9d95eeb1cec68a5", opaque="HRPCssKJSGjCrkzDg8OhwpzCiGPChXYjwrI2QmXDnsOS", userhash=true"#
+        );
+        let srv = server(realm, &[Algorithm::Sha512_256]);
+        let ha1 = Ha1::compute(Algorithm::Sha512_256, user, realm, "Secret, or not?");
+        let v = run(&srv, &header, &ha1, at(T0 + 1)).unwrap();
+        assert!(v.userhash);
+        assert_eq!(v.username, uh);
+        assert_eq!(v.algorithm, Algorithm::Sha512_256);
+        // The response as printed in the RFC does not verify.
+        let printed = header.replace(
+            "3798d4131c277846293534c3edc11bd8a5e4cdcbff78b05db9d95eeb1cec68a5",
+            "ae66e67d6b427bd3f120414a82e4acff38e8ecd9101d6c861229025f607a79dd",
+        );
+        assert_eq!(
+            run(&srv, &printed, &ha1, at(T0 + 1)),
+            Err(DigestError::WrongResponse)
+        );
+    }
+
+    /// RFC 2069 §2.4 example as corrected by its erratum (printed e966c932... is wrong).
+    const RFC2069: &str = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", response="1949323746fe6a43ef61f9606e7febea", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+
+    #[test]
+    fn rfc2069_form_only_when_accepted() {
+        let ha1 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "CircleOfLife",
+        );
+        let strict = server("testrealm@host.com", &[Algorithm::Md5]);
+        assert_eq!(
+            run(&strict, RFC2069, &ha1, at(T0 + 1)),
+            Err(DigestError::UnsupportedQop)
+        );
+        let lax =
+            server("testrealm@host.com", &[Algorithm::Md5]).with_rfc2069(Rfc2069Policy::Accept);
+        let v = run(&lax, RFC2069, &ha1, at(T0 + 1)).unwrap();
+        assert_eq!(v.qop, QopMode::Rfc2069);
+        assert_eq!(v.nc, 0);
+        assert_eq!(v.cnonce, None);
+        assert_eq!(lax.authentication_info(&v, &ha1, None), "");
+        assert_eq!(
+            lax.authentication_info(&v, &ha1, Some("n2")),
+            r#"nextnonce="n2""#
+        );
+        // -sess needs a cnonce, so it has no RFC 2069 form.
+        let sess =
+            server("testrealm@host.com", &[Algorithm::Md5Sess]).with_rfc2069(Rfc2069Policy::Accept);
+        let hdr = RFC2069.replace("response=", "algorithm=MD5-sess, response=");
+        assert_eq!(
+            run(&sess, &hdr, &ha1, at(T0 + 1)),
+            Err(DigestError::UnsupportedQop)
+        );
+    }
+
+    /// MD5-sess over the RFC 2617 inputs; expected value from Python hashlib
+    /// (HA1-sess = MD5(hex(HA1):nonce:cnonce)).
+    #[test]
+    fn md5_sess_cross_checked() {
+        let srv = server("testrealm@host.com", &[Algorithm::Md5Sess]);
+        let ha1 = Ha1::compute(
+            Algorithm::Md5Sess,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        assert_eq!(ha1.algorithm(), Algorithm::Md5);
+        let hdr = RFC2617
+            .replace(
+                "6629fae49393a05397450978507c4ef1",
+                "8e3825c57e897f5a0dec6c2d4e5059d0",
+            )
+            .replace("qop=auth", "algorithm=MD5-sess, qop=auth");
+        let v = run(&srv, &hdr, &ha1, at(T0 + 1)).unwrap();
+        assert_eq!(v.algorithm, Algorithm::Md5Sess);
+        // The plain-MD5 response is not a valid MD5-sess response.
+        let plain = RFC2617.replace("qop=auth", "algorithm=MD5-sess, qop=auth");
+        assert_eq!(
+            run(&srv, &plain, &ha1, at(T0 + 1)),
+            Err(DigestError::WrongResponse)
+        );
+    }
+
+    #[test]
+    fn stale_only_after_a_correct_response() {
+        let srv = server("testrealm@host.com", &[Algorithm::Md5]);
+        let ha1 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        let lifetime = srv.config().nonce_lifetime.as_secs();
+        assert!(run(&srv, RFC2617, &ha1, at(T0 + lifetime)).is_ok());
+        assert_eq!(
+            run(&srv, RFC2617, &ha1, at(T0 + lifetime + 1)),
+            Err(DigestError::Stale)
+        );
+        let wrong = Ha1::compute(Algorithm::Md5, "Mufasa", "testrealm@host.com", "guess");
+        assert_eq!(
+            run(&srv, RFC2617, &wrong, at(T0 + lifetime + 1)),
+            Err(DigestError::WrongResponse)
+        );
+    }
+
+    #[test]
+    fn response_hex_case_is_irrelevant() {
+        let srv = server("testrealm@host.com", &[Algorithm::Md5]);
+        let ha1 = Ha1::compute(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        let upper = RFC2617.replace(
+            "6629fae49393a05397450978507c4ef1",
+            "6629FAE49393A05397450978507C4EF1",
+        );
+        assert!(run(&srv, &upper, &ha1, at(T0 + 1)).is_ok());
+        let short = RFC2617.replace("6629fae49393a05397450978507c4ef1", "6629fae4");
+        assert_eq!(
+            run(&srv, &short, &ha1, at(T0 + 1)),
+            Err(DigestError::WrongResponse)
+        );
+    }
 }
