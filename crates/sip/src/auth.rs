@@ -1,0 +1,443 @@
+//! Authentication header grammar shared by Digest (RFC 3261 §25 / RFC 7235) and MS-SIPAE
+//! (NTLM, Kerberos, TLS-DSK): `scheme 1*SP param *("," param)`, `param = token "=" (token /
+//! quoted-string)`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::error::AuthParseError;
+
+/// One parameter of an authentication header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthParam<'a> {
+    /// Name as written (compare case-insensitively).
+    pub name: &'a str,
+    /// Value with quotes removed and `\`-escapes resolved (borrowed when there were none).
+    pub value: Cow<'a, str>,
+    /// Whether the value was a quoted-string on the wire. MS-SIPAE peers expect some values
+    /// quoted (sipe finds `rand="` by substring), so builders should keep the form.
+    pub quoted: bool,
+}
+
+/// A parsed challenge, credentials or Authentication-Info value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHeader<'a> {
+    /// Scheme token as written, e.g. `NTLM`, `Kerberos`, `TLS-DSK`, `Digest`.
+    pub scheme: &'a str,
+    /// Parameters in wire order (names unique, case-insensitively).
+    pub params: Vec<AuthParam<'a>>,
+}
+
+impl<'a> AuthHeader<'a> {
+    /// Parse one challenge or credentials value. Rejects empty input, a missing scheme, empty or
+    /// non-token names, a missing value, unterminated quotes, duplicate names (case-insensitive),
+    /// empty list elements, trailing commas and anything that is not `name=value`. A value holding
+    /// several challenges is [`AuthParseError::MultipleChallenges`] (see [`parse_challenges`]).
+    pub fn parse(value: &'a str) -> Result<AuthHeader<'a>, AuthParseError> {
+        let mut all = parse_challenges(value)?;
+        if all.len() > 1 {
+            return Err(AuthParseError::MultipleChallenges);
+        }
+        all.pop().ok_or(AuthParseError::Empty)
+    }
+
+    /// Value of parameter `name` (case-insensitive), unescaped.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.value.as_ref())
+    }
+
+    /// Whether the scheme is `scheme` (case-insensitive, as RFC 7235 §2.1 says).
+    pub fn is_scheme(&self, scheme: &str) -> bool {
+        self.scheme.eq_ignore_ascii_case(scheme)
+    }
+
+    /// A builder pre-filled with this header's scheme and parameters (keeping quoted/token form).
+    pub fn to_builder(&self) -> AuthHeaderBuilder {
+        self.params
+            .iter()
+            .fold(AuthHeaderBuilder::new(self.scheme), |b, p| b.param(p))
+    }
+}
+
+impl fmt::Display for AuthHeader<'_> {
+    /// Canonical form: `Scheme a="x", b=4`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.to_builder().as_str())
+    }
+}
+
+/// RFC 7230 `tchar` plus the RFC 3261 token characters (a superset of both).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.i).copied()
+    }
+
+    /// Skip LWS (folded values may hold CRLF); returns whether anything was skipped.
+    fn skip_lws(&mut self) -> bool {
+        let start = self.i;
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.i += 1;
+        }
+        self.i > start
+    }
+
+    fn token(&mut self) -> &'a str {
+        let start = self.i;
+        while self.peek().is_some_and(is_tchar) {
+            self.i += 1;
+        }
+        self.s.get(start..self.i).unwrap_or("")
+    }
+
+    /// A quoted-string starting at the current `"`.
+    fn quoted(&mut self) -> Result<Cow<'a, str>, AuthParseError> {
+        let open = self.i;
+        let b = self.s.as_bytes();
+        let mut i = open + 1;
+        let mut has_escape = false;
+        loop {
+            match b.get(i) {
+                None => return Err(AuthParseError::UnterminatedQuote { at: open }),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    has_escape = true;
+                    if b.get(i + 1).is_none() {
+                        return Err(AuthParseError::UnterminatedQuote { at: open });
+                    }
+                    i += 2;
+                }
+                Some(_) => i += 1,
+            }
+        }
+        self.i = i + 1;
+        let inner = self.s.get(open + 1..i).unwrap_or("");
+        if !has_escape {
+            return Ok(Cow::Borrowed(inner));
+        }
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// Parse a value holding one or more challenges (RFC 7235 §4.1 allows e.g.
+/// `Digest realm="a", nonce="b", NTLM realm="c"`). A new challenge starts at a list element that
+/// is a token followed by whitespace and a parameter (or by `,` or the end), not by `=`.
+pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
+    let mut c = Cursor { s: value, i: 0 };
+    c.skip_lws();
+    if c.peek().is_none() {
+        return Err(AuthParseError::Empty);
+    }
+    let mut out = Vec::new();
+    loop {
+        let scheme_at = c.i;
+        let scheme = c.token();
+        if scheme.is_empty() {
+            return Err(AuthParseError::BadScheme { at: scheme_at });
+        }
+        let mut params: Vec<AuthParam<'_>> = Vec::new();
+        let spaced = c.skip_lws();
+        match c.peek() {
+            None => {
+                out.push(AuthHeader { scheme, params });
+                return Ok(out);
+            }
+            Some(b',') => {
+                c.i += 1;
+                list_separator_tail(&mut c)?;
+                out.push(AuthHeader { scheme, params });
+                continue;
+            }
+            Some(_) if !spaced => return Err(AuthParseError::Garbage { at: c.i }),
+            Some(_) => {}
+        }
+        let finished = loop {
+            let name_at = c.i;
+            let name = c.token();
+            if name.is_empty() {
+                return Err(AuthParseError::BadParamName { at: name_at });
+            }
+            c.skip_lws();
+            if c.peek() != Some(b'=') {
+                if params.is_empty() {
+                    return Err(AuthParseError::Garbage { at: c.i });
+                }
+                // The element is the next challenge's scheme.
+                c.i = name_at;
+                break false;
+            }
+            c.i += 1;
+            c.skip_lws();
+            let value_at = c.i;
+            let (value, quoted) = if c.peek() == Some(b'"') {
+                (c.quoted()?, true)
+            } else {
+                let t = c.token();
+                if t.is_empty() {
+                    return Err(AuthParseError::BadParamValue { at: value_at });
+                }
+                (Cow::Borrowed(t), false)
+            };
+            if params.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+                return Err(AuthParseError::DuplicateParam {
+                    name: name.to_owned(),
+                });
+            }
+            params.push(AuthParam {
+                name,
+                value,
+                quoted,
+            });
+            c.skip_lws();
+            match c.peek() {
+                None => break true,
+                Some(b',') => {
+                    c.i += 1;
+                    list_separator_tail(&mut c)?;
+                }
+                Some(_) => return Err(AuthParseError::Garbage { at: c.i }),
+            }
+        };
+        out.push(AuthHeader { scheme, params });
+        if finished {
+            return Ok(out);
+        }
+    }
+}
+
+/// After a `,`: skip LWS and reject a trailing comma or an empty element.
+fn list_separator_tail(c: &mut Cursor<'_>) -> Result<(), AuthParseError> {
+    c.skip_lws();
+    match c.peek() {
+        None | Some(b',') => Err(AuthParseError::Garbage { at: c.i }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Writes authentication header values: `Scheme a="x", b=4` (`, ` between parameters; `\"` and
+/// `\\` escaped inside quoted-strings).
+///
+/// The output always parses back: characters of the scheme or of names that are not token
+/// characters become `-`, CR and LF are dropped from quoted values, and a [`token`] value that is
+/// not a valid token is written as a quoted-string instead.
+///
+/// [`token`]: AuthHeaderBuilder::token
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHeaderBuilder {
+    out: String,
+    params: usize,
+}
+
+fn push_token(out: &mut String, t: &str) {
+    if t.is_empty() {
+        out.push('-');
+    }
+    out.extend(t.chars().map(|c| {
+        if c.is_ascii() && is_tchar(c as u8) {
+            c
+        } else {
+            '-'
+        }
+    }));
+}
+
+impl AuthHeaderBuilder {
+    /// Start a value with `scheme`.
+    pub fn new(scheme: &str) -> Self {
+        let mut out = String::with_capacity(256);
+        push_token(&mut out, scheme);
+        AuthHeaderBuilder { out, params: 0 }
+    }
+
+    fn sep(&mut self, name: &str) {
+        self.out.push_str(if self.params == 0 { " " } else { ", " });
+        self.params += 1;
+        push_token(&mut self.out, name);
+        self.out.push('=');
+    }
+
+    /// Append `name="value"`.
+    pub fn quoted(mut self, name: &str, value: &str) -> Self {
+        self.sep(name);
+        self.out.push('"');
+        for c in value.chars() {
+            match c {
+                '"' | '\\' => {
+                    self.out.push('\\');
+                    self.out.push(c);
+                }
+                '\r' | '\n' => {}
+                _ => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+        self
+    }
+
+    /// Append `name=value` (quoted instead when `value` is not a token).
+    pub fn token(mut self, name: &str, value: &str) -> Self {
+        if value.is_empty() || !value.bytes().all(is_tchar) {
+            return self.quoted(name, value);
+        }
+        self.sep(name);
+        self.out.push_str(value);
+        self
+    }
+
+    /// Append a parsed parameter in its original form (quoted or token).
+    pub fn param(self, p: &AuthParam<'_>) -> Self {
+        if p.quoted {
+            self.quoted(p.name, &p.value)
+        } else {
+            self.token(p.name, &p.value)
+        }
+    }
+
+    /// The value built so far.
+    pub fn as_str(&self) -> &str {
+        &self.out
+    }
+
+    /// Finish.
+    pub fn build(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORDED_PROXY_AUTHORIZATION: &str = r#"NTLM qop="auth", realm="SIP Communications Service", opaque="2BDBAC9D", targetname="cosmo-ocs-r2.cosmo.local", version=4, gssapi-data="TlRMTVNTUAADAAAA", crand="13317733", cnum="1", response="0100000029618e9651b65a7764000000""#;
+
+    #[test]
+    fn recorded_ntlm_credentials() {
+        let h = AuthHeader::parse(RECORDED_PROXY_AUTHORIZATION).unwrap();
+        assert_eq!(h.scheme, "NTLM");
+        assert_eq!(h.params.len(), 9);
+        assert_eq!(h.param("REALM"), Some("SIP Communications Service"));
+        assert_eq!(h.param("version"), Some("4"));
+        assert!(!h.params[4].quoted);
+        assert_eq!(h.param("crand"), Some("13317733"));
+        assert_eq!(
+            h.param("response"),
+            Some("0100000029618e9651b65a7764000000")
+        );
+        assert!(matches!(h.params[0].value, Cow::Borrowed(_)));
+        // The canonical form of this value is the value itself.
+        assert_eq!(h.to_string(), RECORDED_PROXY_AUTHORIZATION);
+    }
+
+    #[test]
+    fn escapes_are_resolved_and_rebuilt() {
+        let h = AuthHeader::parse(r#"Digest realm="a \"b\" \\ c", nonce=xyz"#).unwrap();
+        assert_eq!(h.param("realm"), Some(r#"a "b" \ c"#));
+        assert!(matches!(h.params[0].value, Cow::Owned(_)));
+        assert_eq!(h.to_string(), r#"Digest realm="a \"b\" \\ c", nonce=xyz"#);
+    }
+
+    #[test]
+    fn builder_output_is_exact() {
+        let v = AuthHeaderBuilder::new("NTLM")
+            .quoted("realm", "SIP Communications Service")
+            .token("version", "4")
+            .quoted("x", "q\"\\")
+            .token("bad", "has space")
+            .build();
+        assert_eq!(
+            v,
+            r#"NTLM realm="SIP Communications Service", version=4, x="q\"\\", bad="has space""#
+        );
+        assert_eq!(AuthHeaderBuilder::new("Kerberos").build(), "Kerberos");
+    }
+
+    #[test]
+    fn several_challenges_in_one_value() {
+        let v = r#"Digest realm="a", nonce="b", NTLM realm="c", targetname="t""#;
+        let all = parse_challenges(v).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].scheme, "Digest");
+        assert_eq!(all[0].param("nonce"), Some("b"));
+        assert_eq!(all[1].scheme, "NTLM");
+        assert_eq!(all[1].param("realm"), Some("c"));
+        assert_eq!(
+            AuthHeader::parse(v),
+            Err(AuthParseError::MultipleChallenges)
+        );
+        let all = parse_challenges("Negotiate, NTLM realm=\"x\"").unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all[0].params.is_empty());
+        // LWS including a fold is allowed around '=' and ','.
+        let h = AuthHeader::parse("Digest realm = \"a\" ,\r\n nonce=b").unwrap();
+        assert_eq!(h.param("nonce"), Some("b"));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        use AuthParseError as E;
+        let cases: &[(&str, AuthParseError)] = &[
+            ("", E::Empty),
+            ("   ", E::Empty),
+            ("=x", E::BadScheme { at: 0 }),
+            ("Digest realm=\"a", E::UnterminatedQuote { at: 13 }),
+            ("Digest realm=\"a\\", E::UnterminatedQuote { at: 13 }),
+            (
+                "Digest realm=a, REALM=b",
+                E::DuplicateParam {
+                    name: "REALM".into(),
+                },
+            ),
+            ("Digest =a", E::BadParamName { at: 7 }),
+            ("Digest realm=", E::BadParamValue { at: 13 }),
+            ("Digest realm=a,", E::Garbage { at: 15 }),
+            ("Digest realm=a,,b=c", E::Garbage { at: 15 }),
+            ("Digest realm=a b=c", E::Garbage { at: 15 }),
+            ("Digest realm", E::Garbage { at: 12 }),
+            ("Digest\"x\"", E::Garbage { at: 6 }),
+            ("Basic dXNlcjpwYXNz==", E::BadParamValue { at: 19 }),
+            ("Digest realm=\"a\"x", E::Garbage { at: 16 }),
+        ];
+        for (input, want) in cases {
+            assert_eq!(AuthHeader::parse(input).as_ref(), Err(want), "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Sans-IO framing of SIP over stream transports (TCP, TLS).
+
+use crate::error::ParseError;
+use crate::message::{Framing, Limits, Message, parse_core};
+
+/// RFC 5626 §4.4.1 keep-alives seen between messages on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveKind {
+    /// Double CRLF: the peer asks for a pong (answer with a single CRLF).
+    Ping,
+    /// Single CRLF: the peer answers our ping.
+    Pong,
+}
+
+/// One unit taken off a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete message.
+    Message(Message),
+    /// A keep-alive between messages.
+    KeepAlive(KeepAliveKind),
+}
+
+/// Accumulates stream bytes and cuts them into messages and keep-alives.
+///
+/// On a stream Content-Length is mandatory (RFC 3261 §18.3). Any error leaves the stream without
+/// trustworthy message boundaries: the framer then returns the same error forever and the caller
+/// must close the connection.
+///
+/// A lone CRLF at the end of the buffered bytes is held back until the next bytes show whether
+/// it is a pong or the first half of a ping split across two segments; as a server mostly
+/// receives pings, reporting a pong early would leave such a ping unanswered.
+#[derive(Debug)]
+pub struct StreamFramer {
+    limits: Limits,
+    buf: Vec<u8>,
+    /// Start of unconsumed bytes in `buf`.
+    pos: usize,
+    /// Bytes of the current message known to be needed before parsing again is worthwhile.
+    need: usize,
+    /// Bytes of the current message already searched for the end of the header section.
+    scanned: usize,
+    failed: Option<ParseError>,
+}
+
+impl StreamFramer {
+    /// A framer with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        StreamFramer {
+            limits,
+            buf: Vec::new(),
+            pos: 0,
+            need: 0,
+            scanned: 0,
+            failed: None,
+        }
+    }
+
+    /// Append received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        // Compact lazily so that a burst of small messages does not move bytes each time.
+        if self.pos > 0 && (self.pos == self.buf.len() || self.pos >= 4096) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ParseError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
+        if rest.starts_with(b"\r\n") {
+            return Ok(match rest.get(2..4) {
+                Some(b"\r\n") => {
+                    self.pos += 4;
+                    Some(Frame::KeepAlive(KeepAliveKind::Ping))
+                }
+                Some(b) if b.first() != Some(&b'\r') => {
+                    self.pos += 2;
+                    Some(Frame::KeepAlive(KeepAliveKind::Pong))
+                }
+                // "\r\n", "\r\n\r" or "\r\n\r" + non-LF: wait for more bytes (a ping may be split).
+                _ if rest.get(3).is_none() => None,
+                _ => {
+                    self.pos += 2;
+                    Some(Frame::KeepAlive(KeepAliveKind::Pong))
+                }
+            });
+        }
+        if rest.is_empty() || rest.len() < self.need {
+            return Ok(None);
+        }
+        if self.need == 0 {
+            // Look for the end of the header section in the new bytes only, so that a peer
+            // trickling a header byte by byte costs linear, not quadratic, work.
+            let from = self.scanned.saturating_sub(3);
+            let tail = rest.get(from..).unwrap_or(&[]);
+            if memchr::memmem::find(tail, b"\r\n\r\n").is_none() {
+                self.scanned = rest.len();
+                if rest.len() > self.limits.max_message_bytes {
+                    return self.fail(ParseError::TooLarge {
+                        limit: self.limits.max_message_bytes,
+                    });
+                }
+                return Ok(None);
+            }
+        }
+        match parse_core(rest, &self.limits, Framing::Stream) {
+            Ok((message, used)) => {
+                self.pos += used;
+                self.need = 0;
+                self.scanned = 0;
+                Ok(Some(Frame::Message(message)))
+            }
+            Err(ParseError::Incomplete) => {
+                if rest.len() > self.limits.max_message_bytes {
+                    return self.fail(ParseError::TooLarge {
+                        limit: self.limits.max_message_bytes,
+                    });
+                }
+                // Re-parse only once the bytes announced so far can be complete.
+                self.need = announced_len(rest).unwrap_or(rest.len() + 1);
+                Ok(None)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: ParseError) -> Result<Option<Frame>, ParseError> {
+        self.failed = Some(e.clone());
+        self.buf = Vec::new();
+        self.pos = 0;
+        Err(e)
+    }
+}
+
+/// Total length of the message at the start of `rest` when its header section is complete
+/// (only Content-Length is needed; the full parse happens once the body is there).
+fn announced_len(rest: &[u8]) -> Option<usize> {
+    let head_end = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
+    let head = rest.get(..head_end)?;
+    let mut cl = None;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or(&[]).trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            let v = line.get(colon + 1..).unwrap_or(&[]);
+            cl = std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok();
+        }
+    }
+    head_end.checked_add(cl?)
+}

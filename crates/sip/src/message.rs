@@ -1,0 +1,885 @@
+//! The [`Message`] type: parsing, accessors, edits and serialisation.
+
+use std::fmt;
+
+use crate::error::ParseError;
+use crate::name::{HeaderId, is_token_byte};
+use crate::name_addr::{NameAddr, parse_name_addr};
+use crate::scan::{Split, is_lws, is_wsp, trim_lws};
+
+/// Which SIP-Version values [`Message::parse_with`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionPolicy {
+    /// Only `SIP/2.0` (case-insensitive); anything else well formed is
+    /// [`ParseError::UnsupportedVersion`].
+    #[default]
+    Sip20Only,
+    /// Any `SIP/<digits>.<digits>`: lets a UAS parse a request it must answer with 505 (RFC 4475
+    /// §3.1.2.16). [`Message::version`] tells which version was sent.
+    AnySipVersion,
+}
+
+/// Size limits and acceptance policy, for datagrams and streams alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Whole message: start line, headers and body. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Header fields (a folded header counts once). Default 256.
+    pub max_headers: usize,
+    /// One physical line, without its CRLF. Default 8 KiB.
+    pub max_line_bytes: usize,
+    /// Accepted SIP-Version values. Default [`VersionPolicy::Sip20Only`].
+    pub version: VersionPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_headers: 256,
+            max_line_bytes: 8 * 1024,
+            version: VersionPolicy::Sip20Only,
+        }
+    }
+}
+
+/// The start line, borrowed from a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// Request-Line.
+    Request {
+        /// Method token, case as on the wire (methods are case-sensitive).
+        method: &'a str,
+        /// Request-URI as on the wire.
+        uri: &'a str,
+    },
+    /// Status-Line.
+    Response {
+        /// Status code (100..=699).
+        code: u16,
+        /// Reason phrase as on the wire (may be empty).
+        reason: &'a str,
+    },
+}
+
+/// One header field, borrowed from a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Name exactly as on the wire (case and compact form preserved).
+    pub name: &'a str,
+    /// Value with surrounding whitespace trimmed, otherwise raw: a folded value keeps its inner
+    /// CRLF and leading whitespace of continuation lines.
+    pub value: &'a str,
+}
+
+/// The CSeq header, split into its two parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    /// The digits as on the wire (leading zeros kept, e.g. `0009`).
+    pub number: &'a str,
+    /// The method token.
+    pub method: &'a str,
+}
+
+impl CSeq<'_> {
+    /// The sequence number if it is below 2^31 as RFC 3261 §8.1.1.5 requires.
+    pub fn value(&self) -> Option<u32> {
+        let n: u64 = self.number.bytes().try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        u32::try_from(n).ok().filter(|n| *n < 1 << 31)
+    }
+}
+
+type Range = (usize, usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// The received head (start line + headers + blank line).
+    Head,
+    /// Text written by edits.
+    Arena,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StartKind {
+    Request { method: Range, uri: Range },
+    Response { code: u16, reason: Range },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StartLine {
+    store: Store,
+    /// The line without CRLF.
+    line: Range,
+    version: Range,
+    kind: StartKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: HeaderId,
+    store: Store,
+    name: Range,
+    value: Range,
+    /// The original line(s) in the head including CRLF; `None` for headers written by edits.
+    raw: Option<Range>,
+}
+
+/// A SIP request or response: the bytes as received plus an index of the start line and headers,
+/// and any edits made since.
+///
+/// Accessors return slices of the original text. Edits never rewrite untouched headers:
+/// [`Message::to_bytes`] copies every original header line verbatim (case, spacing, folding and
+/// compact names included) and writes edited or added headers as `Name: value` + CRLF.
+#[derive(Clone)]
+pub struct Message {
+    head: String,
+    arena: String,
+    start: StartLine,
+    headers: Vec<Entry>,
+    body: Vec<u8>,
+    /// While false, serialisation is a plain copy of `head` and `body`.
+    edited: bool,
+}
+
+/// Whether a missing Content-Length means "rest of the input" (datagram) or is an error (stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Datagram,
+    Stream,
+}
+
+impl Message {
+    /// Parse one whole message, e.g. a UDP datagram, with the default [`Limits`].
+    ///
+    /// Leading CRLFs are skipped (RFC 3261 §7.5). Without Content-Length the rest of the input is
+    /// the body; with it, bytes beyond Content-Length are ignored (RFC 3261 §18.3) and a shorter
+    /// input is [`ParseError::BodyTooShort`]. Lines must end with CRLF.
+    pub fn parse(input: &[u8]) -> Result<Message, ParseError> {
+        Self::parse_with(input, &Limits::default())
+    }
+
+    /// [`Message::parse`] with explicit limits and version policy.
+    pub fn parse_with(input: &[u8], limits: &Limits) -> Result<Message, ParseError> {
+        parse_core(input, limits, Framing::Datagram).map(|(m, _)| m)
+    }
+
+    fn text(&self, store: Store, (start, end): Range) -> &str {
+        let s = match store {
+            Store::Head => &self.head,
+            Store::Arena => &self.arena,
+        };
+        s.get(start..end).unwrap_or("")
+    }
+
+    /// The start line.
+    pub fn kind(&self) -> Kind<'_> {
+        match self.start.kind {
+            StartKind::Request { method, uri } => Kind::Request {
+                method: self.text(self.start.store, method),
+                uri: self.text(self.start.store, uri),
+            },
+            StartKind::Response { code, reason } => Kind::Response {
+                code,
+                reason: self.text(self.start.store, reason),
+            },
+        }
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start.kind, StartKind::Request { .. })
+    }
+
+    /// Request method (None for responses).
+    pub fn method(&self) -> Option<&str> {
+        match self.kind() {
+            Kind::Request { method, .. } => Some(method),
+            Kind::Response { .. } => None,
+        }
+    }
+
+    /// Request-URI (None for responses).
+    pub fn request_uri(&self) -> Option<&str> {
+        match self.kind() {
+            Kind::Request { uri, .. } => Some(uri),
+            Kind::Response { .. } => None,
+        }
+    }
+
+    /// Status code (None for requests).
+    pub fn status_code(&self) -> Option<u16> {
+        match self.start.kind {
+            StartKind::Response { code, .. } => Some(code),
+            StartKind::Request { .. } => None,
+        }
+    }
+
+    /// SIP-Version as on the wire, e.g. `SIP/2.0`.
+    pub fn version(&self) -> &str {
+        self.text(self.start.store, self.start.version)
+    }
+
+    /// The start line as on the wire (without CRLF).
+    pub fn start_line(&self) -> &str {
+        self.text(self.start.store, self.start.line)
+    }
+
+    fn header_of(&self, e: &Entry) -> Header<'_> {
+        Header {
+            name: self.text(e.store, e.name),
+            value: self.text(e.store, e.value),
+        }
+    }
+
+    fn matches(&self, e: &Entry, id: HeaderId, name: &str) -> bool {
+        if id == HeaderId::Other {
+            e.id == HeaderId::Other && self.text(e.store, e.name).eq_ignore_ascii_case(name)
+        } else {
+            e.id == id
+        }
+    }
+
+    /// All header fields in wire order, edits included.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'_>> {
+        self.headers.iter().map(|e| self.header_of(e))
+    }
+
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Value of the first header named `name` (case-insensitive; full and compact forms are
+    /// equivalent, e.g. `i` and `Call-ID`). A folded value is returned raw (inner CRLF and
+    /// continuation whitespace kept).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let id = HeaderId::from_name(name.as_bytes());
+        self.headers
+            .iter()
+            .find(|e| self.matches(e, id, name))
+            .map(|e| self.text(e.store, e.value))
+    }
+
+    /// Every value of header `name`, one per header line, not comma-split.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let id = HeaderId::from_name(name.as_bytes());
+        self.headers
+            .iter()
+            .filter(move |e| self.matches(e, id, name))
+            .map(move |e| self.text(e.store, e.value))
+    }
+
+    /// Every element of header `name`, comma-split across all its lines (commas inside quotes or
+    /// `<...>` do not split; empty elements are skipped). Auth headers (WWW-Authenticate,
+    /// Authorization, Proxy-Authenticate, Proxy-Authorization, Authentication-Info,
+    /// Proxy-Authentication-Info), Date and the free-text headers Subject, User-Agent, Server and
+    /// Organization are never split.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let whole = HeaderId::from_name(name.as_bytes()).is_single_valued_text();
+        self.header_all(name).flat_map(move |v| {
+            // `Split` with a separator that cannot occur in a str yields the trimmed value whole.
+            Split::new(v, if whole { b'\n' } else { b',' }, true)
+        })
+    }
+
+    /// Call-ID value.
+    pub fn call_id(&self) -> Option<&str> {
+        self.header("Call-ID")
+    }
+
+    /// CSeq split into number and method; None when absent or not `1*DIGIT LWS method`.
+    pub fn cseq(&self) -> Option<CSeq<'_>> {
+        let v = self.header("CSeq")?;
+        let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, rest) = v.split_at_checked(digits)?;
+        if number.is_empty() || !rest.bytes().next().is_some_and(is_lws) {
+            return None;
+        }
+        let method = trim_lws(rest);
+        (!method.is_empty() && method.bytes().all(is_token_byte)).then_some(CSeq { number, method })
+    }
+
+    /// From header as a [`NameAddr`] (None when absent or malformed).
+    pub fn from(&self) -> Option<NameAddr<'_>> {
+        parse_name_addr(self.header("From")?).ok()
+    }
+
+    /// To header as a [`NameAddr`] (None when absent or malformed).
+    pub fn to(&self) -> Option<NameAddr<'_>> {
+        parse_name_addr(self.header("To")?).ok()
+    }
+
+    /// The Expires header value as on the wire (not Contact `;expires=`).
+    pub fn expires(&self) -> Option<&str> {
+        self.header("Expires")
+    }
+
+    /// Content-Length as a number, if present and well formed.
+    pub fn content_length(&self) -> Option<usize> {
+        parse_content_length(self.header("Content-Length")?.as_bytes()).ok()
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// RFC 3261 §8.1.1 checks that need the whole message, for a UAS/proxy deciding to answer 400:
+    /// To, From, Call-ID, CSeq and Via present (and Max-Forwards for requests); To, From, Call-ID,
+    /// CSeq, Max-Forwards, Content-Type and Expires at most once; CSeq number below 2^31 and its
+    /// method equal to the request method; Max-Forwards 0..=255; From and To parsable.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        const SINGLE: [&str; 7] = [
+            "To",
+            "From",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Type",
+            "Expires",
+        ];
+        for name in SINGLE {
+            if self.header_all(name).nth(1).is_some() {
+                return Err(ParseError::DuplicateHeader(name));
+            }
+        }
+        for name in ["To", "From", "Call-ID", "CSeq", "Via"] {
+            if self.header(name).is_none() {
+                return Err(ParseError::MissingHeader(name));
+            }
+        }
+        let cseq = self.cseq().ok_or(ParseError::BadHeaderValue("CSeq"))?;
+        if cseq.value().is_none() {
+            return Err(ParseError::BadHeaderValue("CSeq"));
+        }
+        if self.from().is_none() {
+            return Err(ParseError::BadHeaderValue("From"));
+        }
+        if self.to().is_none() {
+            return Err(ParseError::BadHeaderValue("To"));
+        }
+        if let Some(method) = self.method() {
+            let mf = self
+                .header("Max-Forwards")
+                .ok_or(ParseError::MissingHeader("Max-Forwards"))?;
+            if mf.is_empty()
+                || !mf.bytes().all(|b| b.is_ascii_digit())
+                || mf.trim_start_matches('0').len() > 3
+                || mf.parse::<u16>().map_or(true, |n| n > 255)
+            {
+                return Err(ParseError::BadHeaderValue("Max-Forwards"));
+            }
+            if cseq.method != method {
+                return Err(ParseError::CSeqMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Edits
+
+    fn arena_push(&mut self, s: &str) -> Range {
+        let start = self.arena.len();
+        self.arena.push_str(s);
+        (start, self.arena.len())
+    }
+
+    fn new_entry(&mut self, name: &str, value: &str) -> Entry {
+        let name = sanitize_name(name);
+        let value = sanitize_value(value);
+        let n = self.arena_push(&name);
+        let v = self.arena_push(trim_lws(&value));
+        Entry {
+            id: HeaderId::from_name(name.as_bytes()),
+            store: Store::Arena,
+            name: n,
+            value: v,
+            raw: None,
+        }
+    }
+
+    /// Append a header after the last one.
+    ///
+    /// Edits can never inject a line: CR and LF in `value` become SP, and characters of `name`
+    /// that are not token characters become `-` (an empty name becomes `X`). Surrounding
+    /// whitespace of `value` is dropped, matching what parsing would return.
+    pub fn push_header(&mut self, name: &str, value: &str) {
+        let e = self.new_entry(name, value);
+        self.headers.push(e);
+        self.edited = true;
+    }
+
+    /// Insert a header so that it becomes `headers().nth(index)` (index clamped to the count).
+    /// Sanitised like [`Message::push_header`].
+    pub fn insert_header(&mut self, index: usize, name: &str, value: &str) {
+        let e = self.new_entry(name, value);
+        let index = index.min(self.headers.len());
+        self.headers.insert(index, e);
+        self.edited = true;
+    }
+
+    /// Remove every header named `name` (compact forms included); returns how many were removed.
+    pub fn remove_header(&mut self, name: &str) -> usize {
+        let id = HeaderId::from_name(name.as_bytes());
+        let before = self.headers.len();
+        let keep: Vec<bool> = self
+            .headers
+            .iter()
+            .map(|e| !self.matches(e, id, name))
+            .collect();
+        let mut it = keep.iter();
+        self.headers.retain(|_| it.next().copied().unwrap_or(true));
+        let removed = before - self.headers.len();
+        if removed > 0 {
+            self.edited = true;
+        }
+        removed
+    }
+
+    /// Remove the header at `index` in [`Message::headers`] order (no-op when out of range).
+    pub fn remove_header_at(&mut self, index: usize) {
+        if index < self.headers.len() {
+            self.headers.remove(index);
+            self.edited = true;
+        }
+    }
+
+    /// Replace the first header named `name` in place, keeping its wire name (e.g. `l`), and drop
+    /// later headers of that name; push a new header when there is none. Sanitised like
+    /// [`Message::push_header`].
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        let id = HeaderId::from_name(name.as_bytes());
+        let Some(first) = self.headers.iter().position(|e| self.matches(e, id, name)) else {
+            self.push_header(name, value);
+            return;
+        };
+        let wire_name = self
+            .headers
+            .get(first)
+            .map(|e| self.text(e.store, e.name).to_owned())
+            .unwrap_or_else(|| name.to_owned());
+        let e = self.new_entry(&wire_name, value);
+        if let Some(slot) = self.headers.get_mut(first) {
+            *slot = e;
+        }
+        let mut index = 0;
+        let later: Vec<bool> = self
+            .headers
+            .iter()
+            .map(|e| {
+                let drop = index > first && self.matches(e, id, name);
+                index += 1;
+                !drop
+            })
+            .collect();
+        let mut it = later.iter();
+        self.headers.retain(|_| it.next().copied().unwrap_or(true));
+        self.edited = true;
+    }
+
+    /// Replace the start line (e.g. `SIP/2.0 200 OK` when building a response from a request).
+    /// The line is validated like a received one (with [`VersionPolicy::Sip20Only`]); on error the
+    /// message is unchanged.
+    pub fn set_start_line(&mut self, line: &str) -> Result<(), ParseError> {
+        if line.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(ParseError::BadStartLine);
+        }
+        let (version, kind) = parse_start_line(line.as_bytes(), VersionPolicy::Sip20Only)?;
+        let (base, end) = self.arena_push(line);
+        let shift = |(s, e): Range| (s + base, e + base);
+        self.start = StartLine {
+            store: Store::Arena,
+            line: (base, end),
+            version: shift(version),
+            kind: match kind {
+                StartKind::Request { method, uri } => StartKind::Request {
+                    method: shift(method),
+                    uri: shift(uri),
+                },
+                StartKind::Response { code, reason } => StartKind::Response {
+                    code,
+                    reason: shift(reason),
+                },
+            },
+        };
+        self.edited = true;
+        Ok(())
+    }
+
+    /// Replace the body and set Content-Length to its length (keeping the header's position and
+    /// wire name, adding it at the end when absent).
+    pub fn set_body(&mut self, body: &[u8]) {
+        self.body = body.to_vec();
+        self.set_header("Content-Length", &body.len().to_string());
+        self.edited = true;
+    }
+
+    /// Serialise to a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.arena.len() + self.body.len() + 8);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Append the serialised message to `out`. Without edits this is the received bytes exactly.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        if !self.edited {
+            out.extend_from_slice(self.head.as_bytes());
+            out.extend_from_slice(&self.body);
+            return;
+        }
+        out.extend_from_slice(self.start_line().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for e in &self.headers {
+            match e.raw {
+                Some(raw) => out.extend_from_slice(self.text(Store::Head, raw).as_bytes()),
+                None => {
+                    out.extend_from_slice(self.text(e.store, e.name).as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(self.text(e.store, e.value).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+impl fmt::Debug for Message {
+    /// Start line and header names only: values may carry credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("start_line", &self.start_line())
+            .field(
+                "headers",
+                &self.headers().map(|h| h.name).collect::<Vec<_>>(),
+            )
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl PartialEq for Message {
+    /// Two messages are equal when they serialise to the same bytes.
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl Eq for Message {}
+
+fn sanitize_name(name: &str) -> String {
+    if name.is_empty() {
+        return "X".to_owned();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii() && is_token_byte(c as u8) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn sanitize_value(value: &str) -> String {
+    value.replace(['\r', '\n'], " ")
+}
+
+fn parse_content_length(v: &[u8]) -> Result<usize, ParseError> {
+    if v.is_empty() {
+        return Err(ParseError::BadContentLength);
+    }
+    v.iter().try_fold(0usize, |acc, &d| {
+        if d.is_ascii_digit() {
+            acc.checked_mul(10)
+                .and_then(|a| a.checked_add(usize::from(d - b'0')))
+                .ok_or(ParseError::BadContentLength)
+        } else {
+            Err(ParseError::BadContentLength)
+        }
+    })
+}
+
+/// Find the end of the line starting at `from`: returns (index of CR, index after LF).
+fn line_end(data: &[u8], from: usize, line: usize, limits: &Limits) -> Result<Range, ParseError> {
+    let rest = data.get(from..).unwrap_or(&[]);
+    // Never scan further than one maximal line: bounds the work a hostile peer can cause.
+    let window = rest
+        .get(..limits.max_line_bytes.saturating_add(1))
+        .unwrap_or(rest);
+    match memchr::memchr2(b'\r', b'\n', window) {
+        Some(i) if i > limits.max_line_bytes => Err(ParseError::LineTooLong { line }),
+        Some(i) => match (window.get(i), rest.get(i + 1)) {
+            (Some(b'\r'), Some(b'\n')) => Ok((from + i, from + i + 2)),
+            (Some(b'\r'), None) => Err(ParseError::Incomplete),
+            _ => Err(ParseError::BareLineEnding { line }),
+        },
+        None if rest.len() > limits.max_line_bytes => Err(ParseError::LineTooLong { line }),
+        None => Err(ParseError::Incomplete),
+    }
+}
+
+/// `SIP/1*DIGIT.1*DIGIT`, case-insensitive `SIP`.
+fn check_version(v: &[u8], policy: VersionPolicy) -> Result<(), ParseError> {
+    let Some((sip, num)) = v.split_at_checked(4) else {
+        return Err(ParseError::BadStartLine);
+    };
+    if !sip.eq_ignore_ascii_case(b"SIP/") {
+        return Err(ParseError::BadStartLine);
+    }
+    let dot = memchr::memchr(b'.', num).ok_or(ParseError::BadStartLine)?;
+    let (major, minor) = (
+        num.get(..dot).unwrap_or(&[]),
+        num.get(dot + 1..).unwrap_or(&[]),
+    );
+    let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+    if !digits(major) || !digits(minor) {
+        return Err(ParseError::BadStartLine);
+    }
+    if num != b"2.0" && policy == VersionPolicy::Sip20Only {
+        return Err(ParseError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
+/// RFC 3261 Request-URI: `scheme ":"` then URI characters (RFC 2396 unreserved, reserved,
+/// escaped, plus `[]` for IPv6). Rejects `<...>` (RFC 4475 §3.1.2.7) and anything with spaces.
+fn check_request_uri(uri: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', uri) else {
+        return false;
+    };
+    let scheme = uri.get(..colon).unwrap_or(&[]);
+    scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        && uri.iter().all(|&c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'-' | b'_'
+                        | b'.'
+                        | b'!'
+                        | b'~'
+                        | b'*'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b';'
+                        | b'/'
+                        | b'?'
+                        | b':'
+                        | b'@'
+                        | b'&'
+                        | b'='
+                        | b'+'
+                        | b'$'
+                        | b','
+                        | b'%'
+                        | b'['
+                        | b']'
+                )
+        })
+}
+
+/// Parse a start line (without CRLF); returns (version range, kind) relative to `line`.
+fn parse_start_line(line: &[u8], policy: VersionPolicy) -> Result<(Range, StartKind), ParseError> {
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let first = line.get(..sp1).unwrap_or(&[]);
+    let rest = line.get(sp1 + 1..).unwrap_or(&[]);
+    if first
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        check_version(first, policy)?;
+        let code_digits = rest.get(..3).ok_or(ParseError::BadStartLine)?;
+        if !code_digits.iter().all(u8::is_ascii_digit) || !matches!(rest.get(3), None | Some(b' '))
+        {
+            return Err(ParseError::BadStartLine);
+        }
+        let code = code_digits
+            .iter()
+            .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStartLine);
+        }
+        let reason_start = (sp1 + 5).min(line.len());
+        let reason = line.get(reason_start..).unwrap_or(&[]);
+        if reason
+            .iter()
+            .any(|&c| (c < b' ' && c != b'\t') || c == 0x7f)
+        {
+            return Err(ParseError::BadStartLine);
+        }
+        Ok((
+            (0, sp1),
+            StartKind::Response {
+                code,
+                reason: (reason_start, line.len()),
+            },
+        ))
+    } else {
+        if first.is_empty() || !first.iter().copied().all(is_token_byte) {
+            return Err(ParseError::BadStartLine);
+        }
+        let sp2 = memchr::memchr(b' ', rest).ok_or(ParseError::BadStartLine)?;
+        let uri = rest.get(..sp2).unwrap_or(&[]);
+        let version = rest.get(sp2 + 1..).unwrap_or(&[]);
+        if !check_request_uri(uri) {
+            return Err(ParseError::BadStartLine);
+        }
+        check_version(version, policy)?;
+        let uri_start = sp1 + 1;
+        let version_start = uri_start + sp2 + 1;
+        Ok((
+            (version_start, line.len()),
+            StartKind::Request {
+                method: (0, sp1),
+                uri: (uri_start, uri_start + sp2),
+            },
+        ))
+    }
+}
+
+/// Parse one message from the start of `input`; returns it and the number of input bytes it
+/// covers (leading CRLFs included).
+pub(crate) fn parse_core(
+    input: &[u8],
+    limits: &Limits,
+    framing: Framing,
+) -> Result<(Message, usize), ParseError> {
+    let mut skip = 0;
+    while input.get(skip..skip + 2) == Some(b"\r\n") {
+        skip += 2;
+    }
+    let data = input.get(skip..).unwrap_or(&[]);
+    let too_large = ParseError::TooLarge {
+        limit: limits.max_message_bytes,
+    };
+
+    let (sl_end, mut pos) = line_end(data, 0, 1, limits)?;
+    let (version, kind) = parse_start_line(data.get(..sl_end).unwrap_or(&[]), limits.version)?;
+
+    let mut headers: Vec<Entry> = Vec::with_capacity(20);
+    let mut line_no = 1;
+    let head_end = loop {
+        line_no += 1;
+        if pos > limits.max_message_bytes {
+            return Err(too_large);
+        }
+        let (end, next) = line_end(data, pos, line_no, limits)?;
+        let line = data.get(pos..end).unwrap_or(&[]);
+        let Some(&first) = line.first() else {
+            break next;
+        };
+        if is_wsp(first) {
+            // Continuation of the previous header (RFC 3261 §7.3.1 folding).
+            let Some(last) = headers.last_mut() else {
+                return Err(ParseError::BadHeader { line: line_no });
+            };
+            let lead = line.iter().take_while(|&&c| is_wsp(c)).count();
+            if lead < line.len() {
+                let trail = line.iter().rev().take_while(|&&c| is_wsp(c)).count();
+                if last.value.0 == last.value.1 {
+                    last.value.0 = pos + lead;
+                }
+                last.value.1 = end - trail;
+            }
+            if let Some(raw) = last.raw.as_mut() {
+                raw.1 = next;
+            }
+        } else {
+            if headers.len() >= limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
+            }
+            let name_len = line.iter().take_while(|&&c| is_token_byte(c)).count();
+            let mut i = name_len
+                + line
+                    .iter()
+                    .skip(name_len)
+                    .take_while(|&&c| is_wsp(c))
+                    .count();
+            if name_len == 0 || line.get(i) != Some(&b':') {
+                return Err(ParseError::BadHeader { line: line_no });
+            }
+            i += 1;
+            i += line.iter().skip(i).take_while(|&&c| is_wsp(c)).count();
+            let trail = line
+                .iter()
+                .skip(i)
+                .rev()
+                .take_while(|&&c| is_wsp(c))
+                .count();
+            headers.push(Entry {
+                id: HeaderId::from_name(line.get(..name_len).unwrap_or(&[])),
+                store: Store::Head,
+                name: (pos, pos + name_len),
+                value: (pos + i, end - trail),
+                raw: Some((pos, next)),
+            });
+        }
+        pos = next;
+    };
+    if head_end > limits.max_message_bytes {
+        return Err(too_large);
+    }
+
+    let head_bytes = data.get(..head_end).unwrap_or(&[]);
+    let head = match std::str::from_utf8(head_bytes) {
+        Ok(s) => s.to_owned(),
+        Err(e) => {
+            let upto = head_bytes.get(..e.valid_up_to()).unwrap_or(&[]);
+            let line = 1 + upto.iter().filter(|&&c| c == b'\n').count();
+            return Err(ParseError::NotUtf8 { line });
+        }
+    };
+
+    let mut content_length = None;
+    for e in headers.iter().filter(|e| e.id == HeaderId::ContentLength) {
+        if content_length.is_some() {
+            return Err(ParseError::MultipleContentLength);
+        }
+        let v = data.get(e.value.0..e.value.1).unwrap_or(&[]);
+        content_length = Some(parse_content_length(v)?);
+    }
+    let available = data.len() - head_end.min(data.len());
+    let body_len = match (content_length, framing) {
+        (Some(n), _) => n,
+        (None, Framing::Datagram) => available,
+        (None, Framing::Stream) => return Err(ParseError::MissingHeader("Content-Length")),
+    };
+    let total = head_end.checked_add(body_len).ok_or(too_large.clone())?;
+    if total > limits.max_message_bytes {
+        return Err(too_large);
+    }
+    let body = match data.get(head_end..total) {
+        Some(b) => b.to_vec(),
+        None if framing == Framing::Stream => return Err(ParseError::Incomplete),
+        None => {
+            return Err(ParseError::BodyTooShort {
+                expected: body_len,
+                available,
+            });
+        }
+    };
+    let message = Message {
+        head,
+        arena: String::new(),
+        start: StartLine {
+            store: Store::Head,
+            line: (0, sl_end),
+            version,
+            kind,
+        },
+        headers,
+        body,
+        edited: false,
+    };
+    Ok((message, skip + total))
+}

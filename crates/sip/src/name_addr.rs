@@ -1,0 +1,247 @@
+//! `name-addr` / `addr-spec` values (From, To, Contact, P-Asserted-Identity, ...).
+
+use crate::error::ParseError;
+use crate::name::is_token_byte;
+use crate::scan::{Split, closing_quote, is_lws, trim_lws};
+
+/// A From/To/Contact-style address, borrowed from the header value.
+///
+/// All fields are slices of the original value, byte for byte: the MS-SIPAE signature buffer
+/// needs the URI exactly as the peer sent it (no case folding, no percent-decoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name: the text between the quotes (escapes left as written) when quoted, the
+    /// trimmed token sequence when not, `None` when absent.
+    pub display_name: Option<&'a str>,
+    /// The URI: the content between `<` and `>`, or, without angle brackets, everything up to
+    /// the first `;` (trimmed).
+    pub uri: &'a str,
+    /// The raw header-parameter tail after `>` (or after the URI), e.g. `;tag=12;epid=34`.
+    /// Empty when there are no parameters.
+    pub params: &'a str,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Value of header parameter `name` (case-insensitive name). The value is returned as on the
+    /// wire, without surrounding quotes if it was quoted, and `""` for a flag parameter.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param_in(self.params, name)
+    }
+
+    /// The `tag` parameter: the value after `;tag=` up to the next `;` (LWS-trimmed).
+    pub fn tag(&self) -> Option<&'a str> {
+        self.param("tag")
+    }
+}
+
+/// Look up a `;name=value` parameter in a raw parameter tail.
+pub(crate) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    for piece in Split::new(params, b';', false) {
+        let (n, v) = match piece.find('=') {
+            Some(eq) => (
+                trim_lws(piece.get(..eq).unwrap_or("")),
+                trim_lws(piece.get(eq + 1..).unwrap_or("")),
+            ),
+            None => (piece, ""),
+        };
+        if n.eq_ignore_ascii_case(name) {
+            let unquoted = v
+                .strip_prefix('"')
+                .and_then(|inner| inner.strip_suffix('"'))
+                .unwrap_or(v);
+            return Some(unquoted);
+        }
+    }
+    None
+}
+
+/// Parse a `name-addr` (`"Display" <uri>;params`, `Display <uri>;params`, `<uri>;params`) or an
+/// `addr-spec` (`uri;params`) header value.
+///
+/// Rejected ([`ParseError::BadNameAddr`]): unterminated quoted display names, display names with
+/// non-token characters outside quotes (e.g. `Bell, Alexander <...>`, RFC 4475 §3.1.2.15),
+/// whitespace or control characters inside the URI (`< sip:a@b >`, §3.1.2.14), URIs without a
+/// scheme, a missing `>`, and anything but `;`-parameters after the address (so a list of several
+/// addresses is rejected rather than silently truncated).
+pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
+    let v = trim_lws(value);
+    let b = v.as_bytes();
+    let (display_name, lt) = match memchr::memchr3(b'"', b'<', b';', b) {
+        Some(0) if b.first() == Some(&b'"') => {
+            let close = closing_quote(b, 0).ok_or(ParseError::BadNameAddr)?;
+            let dn = v.get(1..close).ok_or(ParseError::BadNameAddr)?;
+            let after = close + 1;
+            let lt = after
+                + b.get(after..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .position(|&c| !is_lws(c))
+                    .ok_or(ParseError::BadNameAddr)?;
+            if b.get(lt) != Some(&b'<') {
+                return Err(ParseError::BadNameAddr);
+            }
+            (Some(dn), lt)
+        }
+        Some(i) if b.get(i) == Some(&b'<') => {
+            let dn = trim_lws(v.get(..i).unwrap_or(""));
+            if !dn
+                .bytes()
+                .all(|c| is_token_byte(c) || is_lws(c) || c >= 0x80)
+            {
+                return Err(ParseError::BadNameAddr);
+            }
+            ((!dn.is_empty()).then_some(dn), i)
+        }
+        Some(i) if b.get(i) == Some(&b'"') => return Err(ParseError::BadNameAddr),
+        found => {
+            // addr-spec: no angle brackets before the first ';'.
+            let end = found.unwrap_or(b.len());
+            let uri = trim_lws(v.get(..end).unwrap_or(""));
+            let params = v.get(end..).unwrap_or("");
+            check_uri(uri)?;
+            check_params(params)?;
+            return Ok(NameAddr {
+                display_name: None,
+                uri,
+                params,
+            });
+        }
+    };
+    let gt = lt
+        + 1
+        + memchr::memchr(b'>', b.get(lt + 1..).unwrap_or(&[])).ok_or(ParseError::BadNameAddr)?;
+    let uri = v.get(lt + 1..gt).ok_or(ParseError::BadNameAddr)?;
+    check_uri(uri)?;
+    let params = v.get(gt + 1..).unwrap_or("");
+    check_params(params)?;
+    Ok(NameAddr {
+        display_name,
+        uri,
+        params,
+    })
+}
+
+/// `scheme ":" ...` with no whitespace, controls, quotes or angle brackets.
+fn check_uri(uri: &str) -> Result<(), ParseError> {
+    let b = uri.as_bytes();
+    let colon = memchr::memchr(b':', b).ok_or(ParseError::BadNameAddr)?;
+    let scheme = b.get(..colon).unwrap_or(&[]);
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    let body_ok = b
+        .iter()
+        .all(|&c| c > b' ' && c != 0x7f && !matches!(c, b'<' | b'>' | b'"'));
+    if scheme_ok && body_ok {
+        Ok(())
+    } else {
+        Err(ParseError::BadNameAddr)
+    }
+}
+
+/// Empty, or `;` parameters with balanced quotes and no `,`, `<` or `>` outside quotes.
+fn check_params(params: &str) -> Result<(), ParseError> {
+    let p = params.trim_start_matches([' ', '\t', '\r', '\n']);
+    let b = p.as_bytes();
+    if b.is_empty() {
+        return Ok(());
+    }
+    if b.first() != Some(&b';') {
+        return Err(ParseError::BadNameAddr);
+    }
+    let mut i = 0;
+    while i < b.len() {
+        match b.get(i) {
+            Some(b'"') => i = closing_quote(b, i).ok_or(ParseError::BadNameAddr)?,
+            Some(b',' | b'<' | b'>') => return Err(ParseError::BadNameAddr),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_from_and_to_forms() {
+        let f = parse_name_addr("<sip:user@cosmo.local>;tag=3e49177a52;epid=c8ca638a15").unwrap();
+        assert_eq!(f.display_name, None);
+        assert_eq!(f.uri, "sip:user@cosmo.local");
+        assert_eq!(f.tag(), Some("3e49177a52"));
+        assert_eq!(f.param("EPID"), Some("c8ca638a15"));
+        let f = parse_name_addr("\"User\"<sip:user@cosmo.local>;tag=3e49177a52").unwrap();
+        assert_eq!(f.display_name, Some("User"));
+        assert_eq!(f.uri, "sip:user@cosmo.local");
+        let t = parse_name_addr("<sip:user@cosmo.local>").unwrap();
+        assert_eq!(t.tag(), None);
+        assert_eq!(t.params, "");
+    }
+
+    #[test]
+    fn display_names_may_hide_separators_in_quotes() {
+        let a = parse_name_addr(
+            r#""Bell, <Alexander>; \"AG\"" <SIP:a.g.bell@Example.com;transport=tcp>;TAG=x;q"#,
+        )
+        .unwrap();
+        assert_eq!(a.display_name, Some(r#"Bell, <Alexander>; \"AG\""#));
+        assert_eq!(a.uri, "SIP:a.g.bell@Example.com;transport=tcp");
+        assert_eq!(a.tag(), Some("x"));
+        assert_eq!(a.param("q"), Some(""));
+        assert_eq!(a.param("missing"), None);
+    }
+
+    #[test]
+    fn addr_spec_form_ends_uri_at_first_semicolon() {
+        let a = parse_name_addr("sip:caller@example.net;tag=2234923;epid=1").unwrap();
+        assert_eq!(a.uri, "sip:caller@example.net");
+        assert_eq!(a.tag(), Some("2234923"));
+        assert_eq!(a.params, ";tag=2234923;epid=1");
+        // RFC 4475 wsinv: LWS around ';' and '=' and a folded tail.
+        let a =
+            parse_name_addr(" sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        assert_eq!(a.uri, "sip:vivekg@chair-dnrc.example.com");
+        assert_eq!(a.tag(), Some("1918181833n"));
+        let a = parse_name_addr("sip:a@b;+sip.instance=\"<urn:uuid:1>\"").unwrap();
+        assert_eq!(a.uri, "sip:a@b");
+        assert_eq!(a.param("+sip.instance"), Some("<urn:uuid:1>"));
+    }
+
+    #[test]
+    fn unquoted_display_name_and_lws() {
+        let a = parse_name_addr("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(a.display_name, Some("caller"));
+        let a = parse_name_addr(
+            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
+        assert_eq!(a.display_name, Some("J Rosenberg \\\\\\\""));
+        assert_eq!(a.tag(), Some("98asjd8"));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        for bad in [
+            "\"Mr. J. User <sip:j.user@example.com>", // quotbal
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43", // baddn
+            "\"Watson, Thomas\" < sip:t.watson@example.org >", // badaspec
+            "<sip:a@b",
+            "<sip:a@b>junk",
+            "<sip:a@b>, <sip:c@d>",
+            "noscheme",
+            "<>",
+            "",
+            "Joe \"x\" <sip:a@b>",
+            "<sip:a@b>;x=\"open",
+        ] {
+            assert_eq!(
+                parse_name_addr(bad),
+                Err(ParseError::BadNameAddr),
+                "{bad:?}"
+            );
+        }
+    }
+}
