@@ -1,0 +1,371 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use subtle::ConstantTimeEq;
+
+use crate::authenticate::{MIC_RANGE, NtResponse, SIGNATURE};
+use crate::crypto::{self, HmacMd5Key, Key16, NtHash};
+use crate::time::{filetime_from_system_time, ticks_diff_secs, ticks_since_1601};
+use crate::{AuthenticateMessage, LegacyAuth, NtlmError, NtlmSession, flags};
+
+/// The server's names, sent as AV pairs in the CHALLENGE_MESSAGE TargetInfo (the client copies
+/// them into its NTLMv2 response, so they are covered by NTProofStr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIdentity {
+    /// NetBIOS domain name (MsvAvNbDomainName), e.g. `COSMO`.
+    pub netbios_domain: String,
+    /// NetBIOS computer name (MsvAvNbComputerName), e.g. `COSMO-OCS-R2`.
+    pub netbios_computer: String,
+    /// DNS domain (MsvAvDnsDomainName); omitted when empty.
+    pub dns_domain: String,
+    /// DNS name of the server (MsvAvDnsComputerName); omitted when empty.
+    pub dns_computer: String,
+    /// DNS forest name (MsvAvDnsTreeName); omitted when empty.
+    pub dns_tree: String,
+}
+
+/// Acceptor configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptorConfig {
+    /// Names put in the CHALLENGE TargetInfo.
+    pub identity: ServerIdentity,
+    /// Largest accepted distance between the client timestamp and `now` (MS-SIP: 15 min for NTLM).
+    pub max_clock_skew: Duration,
+    /// Put an MsvAvTimestamp in the TargetInfo (Lync 2010+ do; OCS 2007 R2 did not). Modern
+    /// Windows clients then add a MIC; pidgin-sipe does not.
+    pub include_timestamp: bool,
+    /// VERSION field of the CHALLENGE (debug information only).
+    pub version: [u8; 8],
+}
+
+impl AcceptorConfig {
+    /// Windows Server 2008 R2 SP1 (6.1.7601), NTLMSSP revision 15, as sent by Lync 2013 servers.
+    pub const DEFAULT_VERSION: [u8; 8] = [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F];
+    /// Default maximum clock skew: 15 minutes.
+    pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+    /// Defaults: 15 min skew, no timestamp (like OCS 2007 R2), version 6.1.7601 rev 15.
+    pub fn new(identity: ServerIdentity) -> Self {
+        AcceptorConfig {
+            identity,
+            max_clock_skew: Self::DEFAULT_MAX_CLOCK_SKEW,
+            include_timestamp: false,
+            version: Self::DEFAULT_VERSION,
+        }
+    }
+}
+
+/// AV pair ids used in the TargetInfo.
+const AV_EOL: u16 = 0;
+const AV_NB_COMPUTER: u16 = 1;
+const AV_NB_DOMAIN: u16 = 2;
+const AV_DNS_COMPUTER: u16 = 3;
+const AV_DNS_DOMAIN: u16 = 4;
+const AV_DNS_TREE: u16 = 5;
+const AV_TIMESTAMP: u16 = 7;
+
+/// DNS names are at most 253 characters; longer configured names are cut to this many UTF-16
+/// units by [`NtlmAcceptor::new`] (and refused by [`NtlmAcceptor::try_new`]).
+const MAX_NAME_UNITS: usize = 255;
+
+const CHALLENGE_HEADER_LEN: usize = 56;
+const SERVER_CHALLENGE_AT: usize = 24;
+
+/// The constant bytes of every CHALLENGE_MESSAGE this acceptor sends; only the server challenge
+/// and the timestamp change per handshake.
+struct ChallengeTemplate {
+    bytes: Box<[u8]>,
+    timestamp_at: Option<usize>,
+    max_clock_skew: Duration,
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16()
+        .take(MAX_NAME_UNITS)
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
+fn push_av(out: &mut Vec<u8>, id: u16, value: &[u8]) {
+    // Values are capped at MAX_NAME_UNITS UTF-16 units (or 8 bytes), so the length fits a u16.
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+impl ChallengeTemplate {
+    fn build(config: &AcceptorConfig) -> Self {
+        let id = &config.identity;
+        let mut target_info = Vec::with_capacity(256);
+        push_av(&mut target_info, AV_NB_DOMAIN, &utf16le(&id.netbios_domain));
+        push_av(
+            &mut target_info,
+            AV_NB_COMPUTER,
+            &utf16le(&id.netbios_computer),
+        );
+        for (av, name) in [
+            (AV_DNS_DOMAIN, &id.dns_domain),
+            (AV_DNS_COMPUTER, &id.dns_computer),
+            (AV_DNS_TREE, &id.dns_tree),
+        ] {
+            if !name.is_empty() {
+                push_av(&mut target_info, av, &utf16le(name));
+            }
+        }
+        let timestamp_at = if config.include_timestamp {
+            push_av(&mut target_info, AV_TIMESTAMP, &[0; 8]);
+            Some(CHALLENGE_HEADER_LEN + target_info.len() - 8)
+        } else {
+            None
+        };
+        push_av(&mut target_info, AV_EOL, &[]);
+        // At most 5 names of 510 bytes plus 24 bytes of framing: always fits a u16.
+        let ti_len = u16::try_from(target_info.len()).unwrap_or(u16::MAX);
+
+        let mut m = Vec::with_capacity(CHALLENGE_HEADER_LEN + target_info.len());
+        m.extend_from_slice(SIGNATURE);
+        m.extend_from_slice(&2u32.to_le_bytes());
+        // Empty TargetName (REQUEST_TARGET is not set), offset pointing at the payload.
+        m.extend_from_slice(&0u16.to_le_bytes());
+        m.extend_from_slice(&0u16.to_le_bytes());
+        m.extend_from_slice(&(CHALLENGE_HEADER_LEN as u32).to_le_bytes());
+        m.extend_from_slice(&flags::CHALLENGE_FLAGS.to_le_bytes());
+        m.extend_from_slice(&[0; 8]); // ServerChallenge, patched per handshake
+        m.extend_from_slice(&[0; 8]); // Reserved
+        m.extend_from_slice(&ti_len.to_le_bytes());
+        m.extend_from_slice(&ti_len.to_le_bytes());
+        m.extend_from_slice(&(CHALLENGE_HEADER_LEN as u32).to_le_bytes());
+        m.extend_from_slice(&config.version);
+        m.extend_from_slice(&target_info);
+        ChallengeTemplate {
+            bytes: m.into_boxed_slice(),
+            timestamp_at,
+            max_clock_skew: config.max_clock_skew,
+        }
+    }
+
+    fn write(&self, server_challenge: &[u8; 8], timestamp: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        if let Some(dst) = out.get_mut(start + SERVER_CHALLENGE_AT..start + SERVER_CHALLENGE_AT + 8)
+        {
+            dst.copy_from_slice(server_challenge);
+        }
+        if let Some(at) = self.timestamp_at {
+            if let Some(dst) = out.get_mut(start + at..start + at + 8) {
+                dst.copy_from_slice(&timestamp.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Issues CHALLENGE_MESSAGEs. Immutable and shareable between threads (`Send + Sync`); the
+/// constant part of the challenge is built once.
+#[derive(Clone)]
+pub struct NtlmAcceptor {
+    template: Arc<ChallengeTemplate>,
+}
+
+impl fmt::Debug for NtlmAcceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NtlmAcceptor")
+            .field("challenge_len", &self.template.bytes.len())
+            .field("timestamp", &self.template.timestamp_at.is_some())
+            .field("max_clock_skew", &self.template.max_clock_skew)
+            .finish()
+    }
+}
+
+impl NtlmAcceptor {
+    /// Builds the acceptor. Names longer than 255 UTF-16 units are truncated (see
+    /// [`try_new`](Self::try_new) to refuse them instead).
+    pub fn new(config: AcceptorConfig) -> Self {
+        NtlmAcceptor {
+            template: Arc::new(ChallengeTemplate::build(&config)),
+        }
+    }
+
+    /// Like [`new`](Self::new) but refuses names longer than 255 UTF-16 units.
+    pub fn try_new(config: AcceptorConfig) -> Result<Self, NtlmError> {
+        let id = &config.identity;
+        for name in [
+            &id.netbios_domain,
+            &id.netbios_computer,
+            &id.dns_domain,
+            &id.dns_computer,
+            &id.dns_tree,
+        ] {
+            if name.encode_utf16().count() > MAX_NAME_UNITS {
+                return Err(NtlmError::Config(
+                    "server name longer than 255 UTF-16 units",
+                ));
+            }
+        }
+        Ok(Self::new(config))
+    }
+
+    /// Leg 2: a CHALLENGE_MESSAGE for `server_challenge` (8 bytes from a CSPRNG, never reused).
+    /// `now` is only used for the MsvAvTimestamp when configured.
+    pub fn challenge(&self, server_challenge: [u8; 8], now: SystemTime) -> PendingHandshake {
+        PendingHandshake {
+            template: Arc::clone(&self.template),
+            server_challenge,
+            timestamp: filetime_from_system_time(now),
+        }
+    }
+}
+
+/// What the server keeps between the CHALLENGE and the AUTHENTICATE (under the SIP `opaque`):
+/// the server challenge, the challenge timestamp and a shared pointer to the constant challenge
+/// bytes (needed to check a MIC). `Send + Sync`, 32 bytes.
+///
+/// One AUTHENTICATE per challenge: remove the handshake from the pending table before calling
+/// [`accept`](Self::accept), whatever its outcome.
+#[derive(Clone)]
+pub struct PendingHandshake {
+    template: Arc<ChallengeTemplate>,
+    server_challenge: [u8; 8],
+    timestamp: u64,
+}
+
+impl fmt::Debug for PendingHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingHandshake")
+            .field("server_challenge", &self.server_challenge)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful [`PendingHandshake::accept_detailed`].
+#[derive(Debug)]
+pub struct Accepted {
+    /// The session keys.
+    pub session: NtlmSession,
+    /// The ExportedSessionKey, for diagnostics, tests and protocols deriving further keys.
+    pub exported_session_key: Key16,
+}
+
+impl PendingHandshake {
+    /// The CHALLENGE_MESSAGE bytes (the caller base64-encodes them into `gssapi-data`).
+    pub fn challenge_message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.template.bytes.len());
+        self.write_challenge_message(&mut out);
+        out
+    }
+
+    /// Appends the CHALLENGE_MESSAGE bytes to `out`.
+    pub fn write_challenge_message(&self, out: &mut Vec<u8>) {
+        self.template
+            .write(&self.server_challenge, self.timestamp, out);
+    }
+
+    /// The server challenge of this handshake.
+    pub fn server_challenge(&self) -> [u8; 8] {
+        self.server_challenge
+    }
+
+    /// Leg 3: verifies an AUTHENTICATE_MESSAGE with the user's NT hash (looked up by
+    /// `authenticate.user()` / `domain()`) and derives the session.
+    ///
+    /// Checks, in order: NTLMv2 response present (else [`NtlmError::NotNtlmV2`]); UNICODE, SIGN,
+    /// ESS and KEY_EXCH negotiated; NTProofStr (constant time); the MIC when the client's
+    /// MsvAvFlags has bit 0x2 (constant time, `HMAC_MD5(ExportedSessionKey, CHALLENGE ||
+    /// AUTHENTICATE with the MIC zeroed)`); the client timestamp (its MsvAvTimestamp, else the
+    /// NTLMv2 blob's) within `max_clock_skew` of `now`.
+    pub fn accept(
+        &self,
+        authenticate: &AuthenticateMessage<'_>,
+        nt_hash: &NtHash,
+        now: SystemTime,
+    ) -> Result<NtlmSession, NtlmError> {
+        self.accept_detailed(authenticate, nt_hash, now)
+            .map(|a| a.session)
+    }
+
+    /// [`accept`](Self::accept), also returning the ExportedSessionKey.
+    pub fn accept_detailed(
+        &self,
+        authenticate: &AuthenticateMessage<'_>,
+        nt_hash: &NtHash,
+        now: SystemTime,
+    ) -> Result<Accepted, NtlmError> {
+        let v2 = match authenticate.nt_response() {
+            NtResponse::V2(v2) => v2,
+            NtResponse::V1 => return Err(NtlmError::NotNtlmV2(LegacyAuth::NtlmV1)),
+            NtResponse::Empty => {
+                let lm = authenticate.lm_response();
+                let anonymous = authenticate.user().is_empty() && (lm.is_empty() || lm == [0]);
+                return Err(NtlmError::NotNtlmV2(if anonymous {
+                    LegacyAuth::Anonymous
+                } else {
+                    LegacyAuth::LmOnly
+                }));
+            }
+        };
+        let negotiated = authenticate.flags();
+        let missing = flags::REQUIRED_AUTHENTICATE_FLAGS & !negotiated;
+        if missing != 0 {
+            return Err(NtlmError::MissingFlags(missing));
+        }
+        if authenticate.user().is_empty() {
+            return Err(NtlmError::Malformed("empty user name"));
+        }
+        let encrypted_key: [u8; 16] = authenticate
+            .encrypted_session_key()
+            .try_into()
+            .map_err(|_| NtlmError::Malformed("EncryptedRandomSessionKey is not 16 bytes"))?;
+
+        let ntowf = crypto::ntowfv2(nt_hash, authenticate.user(), authenticate.domain());
+        let proof = crypto::nt_proof_str(&ntowf, &self.server_challenge, v2.blob);
+        if !bool::from(proof.ct_eq(&v2.nt_proof_str)) {
+            return Err(NtlmError::WrongPassword);
+        }
+        let session_base_key = crypto::session_base_key(&ntowf, &proof);
+        let exported_session_key = crypto::exported_session_key(&session_base_key, &encrypted_key);
+
+        if authenticate.has_mic() {
+            self.check_mic(authenticate.as_bytes(), &exported_session_key)?;
+        }
+
+        let client_time = i128::from(v2.av_timestamp.unwrap_or(v2.blob_timestamp));
+        let server_time = ticks_since_1601(now);
+        let max_ticks = (self.template.max_clock_skew.as_nanos() / 100) as i128;
+        if (client_time - server_time).abs() > max_ticks {
+            return Err(NtlmError::ClockSkew {
+                offset_secs: ticks_diff_secs(client_time, server_time),
+                max_secs: self.template.max_clock_skew.as_secs(),
+            });
+        }
+
+        let session = NtlmSession::from_exported_session_key(&exported_session_key, negotiated)?;
+        Ok(Accepted {
+            session,
+            exported_session_key,
+        })
+    }
+
+    fn check_mic(&self, auth: &[u8], exported_session_key: &Key16) -> Result<(), NtlmError> {
+        // `parse` guaranteed the payload starts at or after the MIC field when a MIC is flagged.
+        let (Some(head), Some(mic), Some(tail)) = (
+            auth.get(..MIC_RANGE.start),
+            auth.get(MIC_RANGE),
+            auth.get(MIC_RANGE.end..),
+        ) else {
+            return Err(NtlmError::Malformed(
+                "MIC flagged but the message has no MIC field",
+            ));
+        };
+        let mut challenge = Vec::with_capacity(self.template.bytes.len());
+        self.write_challenge_message(&mut challenge);
+        let expected = HmacMd5Key::new(exported_session_key.as_bytes())
+            .mac(&[&challenge, head, &[0u8; 16], tail]);
+        if bool::from(expected.as_slice().ct_eq(mic)) {
+            Ok(())
+        } else {
+            Err(NtlmError::BadMic)
+        }
+    }
+}
