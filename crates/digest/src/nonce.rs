@@ -2,7 +2,9 @@
 //! check it without shared state.
 //!
 //! Layout (32 bytes, base64url without padding = 43 characters, safe inside a quoted-string):
-//! `LE64(unix seconds) || salt(8) || HMAC-SHA256(key, LABEL || ts || salt || realm)[..16]`.
+//! `LE64(unix milliseconds) || salt(8) || HMAC-SHA256(key, LABEL || ts || salt || realm)[..16]`.
+//! Milliseconds rather than seconds so the replay table's eviction watermark (which compares
+//! issue times) hardly ever ties with a fresh nonce.
 //! The realm is bound so a nonce from one realm's challenge cannot be replayed against another
 //! realm served with the same key; the label separates this MAC from any other use of the key.
 
@@ -50,10 +52,11 @@ impl Drop for NonceKey {
     }
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
+fn unix_millis(t: SystemTime) -> u64 {
     // A clock before 1970 is a host misconfiguration; clamping keeps nonce minting total and such
     // nonces simply look expired.
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn tag(key: &NonceKey, ts: &[u8; 8], salt: &[u8; 8], realm: &str) -> [u8; TAG_LEN] {
@@ -71,7 +74,7 @@ fn tag(key: &NonceKey, ts: &[u8; 8], salt: &[u8; 8], realm: &str) -> [u8; TAG_LE
 }
 
 pub(crate) fn make(key: &NonceKey, realm: &str, now: SystemTime, salt: [u8; 8]) -> String {
-    let ts = unix_secs(now).to_le_bytes();
+    let ts = unix_millis(now).to_le_bytes();
     let t = tag(key, &ts, &salt, realm);
     let mut raw = [0u8; RAW_LEN];
     for (dst, src) in raw
@@ -104,7 +107,7 @@ fn decode(nonce: &str) -> Option<([u8; 8], [u8; 8], [u8; TAG_LEN])> {
 }
 
 fn time_of(ts: [u8; 8]) -> Option<SystemTime> {
-    UNIX_EPOCH.checked_add(Duration::from_secs(u64::from_le_bytes(ts)))
+    UNIX_EPOCH.checked_add(Duration::from_millis(u64::from_le_bytes(ts)))
 }
 
 /// Authenticates a nonce and returns its issue time.

@@ -210,7 +210,7 @@ impl DigestServer {
     }
 
     /// A nonce carrying its own timestamp and MAC, verifiable without state:
-    /// base64url(LE64(unix secs) || salt || HMAC-SHA256(key, label || ts || salt || realm)[..16]).
+    /// base64url(LE64(unix ms) || salt || HMAC-SHA256(key, label || ts || salt || realm)[..16]).
     /// `salt` must come from the caller's CSPRNG so nonces minted in the same second differ.
     pub fn make_nonce(&self, now: SystemTime, salt: [u8; 8]) -> String {
         nonce::make(&self.key, &self.config.realm, now, salt)

@@ -1,0 +1,182 @@
+//! Nonce-count replay table: window semantics, expiry, bounded memory.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sagw_digest::{Algorithm, DigestError, NC_WINDOW, NonceCounter};
+
+const LIFE: Duration = Duration::from_secs(300);
+
+fn nonce(issued: u64, salt: u8) -> String {
+    server(&[Algorithm::Md5]).make_nonce(at(issued), [salt; 8])
+}
+
+#[test]
+fn each_pair_accepted_once_in_any_order_within_window() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let n = nonce(T0, 1);
+    let now = at(T0 + 1);
+    for nc in [1, 3, 2, 10, 5] {
+        c.check_and_record(&n, nc, now).unwrap();
+    }
+    for nc in [1, 2, 3, 5, 10] {
+        assert_eq!(
+            c.check_and_record(&n, nc, now),
+            Err(DigestError::Replay),
+            "nc {nc}"
+        );
+    }
+    c.check_and_record(&n, 4, now).unwrap();
+}
+
+#[test]
+fn window_edges() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let n = nonce(T0, 2);
+    let now = at(T0 + 1);
+    c.check_and_record(&n, 100, now).unwrap();
+    // 100 - 63 is the oldest count still inside a 64-wide window; 100 - 64 is outside.
+    c.check_and_record(&n, 100 - (NC_WINDOW - 1), now).unwrap();
+    assert_eq!(
+        c.check_and_record(&n, 100 - NC_WINDOW, now),
+        Err(DigestError::NcOutOfWindow)
+    );
+    assert_eq!(
+        c.check_and_record(&n, 30, now),
+        Err(DigestError::NcOutOfWindow)
+    );
+    // A jump wider than the window forgets everything below it.
+    c.check_and_record(&n, 1000, now).unwrap();
+    c.check_and_record(&n, 999, now).unwrap();
+    assert_eq!(
+        c.check_and_record(&n, 100, now),
+        Err(DigestError::NcOutOfWindow)
+    );
+    assert_eq!(c.check_and_record(&n, 999, now), Err(DigestError::Replay));
+    // Shift by exactly the window width keeps only the new maximum.
+    c.check_and_record(&n, 1000 + NC_WINDOW, now).unwrap();
+    assert_eq!(
+        c.check_and_record(&n, 1000, now),
+        Err(DigestError::NcOutOfWindow)
+    );
+    c.check_and_record(&n, 1001, now).unwrap();
+    assert_eq!(c.check_and_record(&n, u32::MAX, now), Ok(()));
+    assert_eq!(
+        c.check_and_record(&n, u32::MAX, now),
+        Err(DigestError::Replay)
+    );
+}
+
+#[test]
+fn nonces_are_independent() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let (a, b) = (nonce(T0, 3), nonce(T0, 4));
+    c.check_and_record(&a, 1, at(T0)).unwrap();
+    c.check_and_record(&b, 1, at(T0)).unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c.check_and_record(&a, 1, at(T0)), Err(DigestError::Replay));
+}
+
+#[test]
+fn expired_entries_are_dropped_and_expired_nonces_refused() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let old = nonce(T0, 5);
+    c.check_and_record(&old, 1, at(T0)).unwrap();
+    assert_eq!(c.len(), 1);
+    // Still tracked at the last valid second.
+    assert_eq!(
+        c.check_and_record(&old, 1, at(T0 + 300)),
+        Err(DigestError::Replay)
+    );
+    // One second later the nonce cannot verify any more: the entry goes, the nonce is stale.
+    let fresh = nonce(T0 + 301, 6);
+    c.check_and_record(&fresh, 1, at(T0 + 301)).unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c.check_and_record(&old, 2, at(T0 + 301)),
+        Err(DigestError::Stale)
+    );
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn eviction_never_reopens_a_live_nonce() {
+    let mut c = NonceCounter::new(2, LIFE);
+    let n1 = nonce(T0, 7);
+    let n2 = nonce(T0 + 10, 8);
+    let n3 = nonce(T0 + 20, 9);
+    c.check_and_record(&n1, 1, at(T0 + 20)).unwrap();
+    c.check_and_record(&n2, 1, at(T0 + 20)).unwrap();
+    // Full: n1 (closest to expiry) is evicted while still valid.
+    c.check_and_record(&n3, 1, at(T0 + 20)).unwrap();
+    assert_eq!(c.len(), 2);
+    // Replaying n1 must not succeed just because it was forgotten: it is reported stale, the
+    // client gets a fresh nonce.
+    assert_eq!(
+        c.check_and_record(&n1, 1, at(T0 + 21)),
+        Err(DigestError::Stale)
+    );
+    assert_eq!(
+        c.check_and_record(&n1, 2, at(T0 + 21)),
+        Err(DigestError::Stale)
+    );
+    // Tracked nonces keep working; a nonce issued after the watermark is admitted.
+    assert_eq!(
+        c.check_and_record(&n2, 1, at(T0 + 21)),
+        Err(DigestError::Replay)
+    );
+    c.check_and_record(&n3, 2, at(T0 + 21)).unwrap();
+    let n4 = nonce(T0 + 21, 10);
+    c.check_and_record(&n4, 1, at(T0 + 21)).unwrap();
+    assert_eq!(c.len(), 2);
+}
+
+#[test]
+fn memory_stays_bounded_under_many_nonces() {
+    let srv = server(&[Algorithm::Md5]);
+    let mut c = NonceCounter::new(64, LIFE);
+    // 10 000 logins, one every 10 ms, each on its own nonce used 5 ms after issue.
+    for i in 0..10_000u64 {
+        let issued = at(T0) + Duration::from_millis(10 * i);
+        let n = srv.make_nonce(issued, i.to_le_bytes());
+        c.check_and_record(&n, 1, issued + Duration::from_millis(5))
+            .unwrap();
+        assert!(c.len() <= 64);
+    }
+}
+
+#[test]
+fn table_turnover_faster_than_issue_resolution_is_refused_as_stale() {
+    // Overload: more first uses of same-instant nonces than the table holds. Once a live entry
+    // is evicted, other never-seen nonces from that instant cannot be told apart from it, so they
+    // are refused (stale) rather than risk admitting a replay.
+    let srv = server(&[Algorithm::Md5]);
+    let mut c = NonceCounter::new(4, LIFE);
+    let mut results = Vec::new();
+    for salt in 0..8u8 {
+        let n = srv.make_nonce(at(T0), [salt; 8]);
+        results.push(c.check_and_record(&n, 1, at(T0)));
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert!(results[5..].iter().all(|r| *r == Err(DigestError::Stale)));
+    // A nonce issued a millisecond later is admitted again.
+    let later = srv.make_nonce(at(T0) + Duration::from_millis(1), [99; 8]);
+    c.check_and_record(&later, 1, at(T0 + 1)).unwrap();
+}
+
+#[test]
+fn foreign_nonces_are_refused() {
+    let mut c = NonceCounter::new(8, LIFE);
+    assert_eq!(
+        c.check_and_record("abc", 1, at(T0)),
+        Err(DigestError::BadNonce)
+    );
+    let long = "A".repeat(100_000);
+    assert_eq!(
+        c.check_and_record(&long, 1, at(T0)),
+        Err(DigestError::BadNonce)
+    );
+    assert!(c.is_empty());
+}
