@@ -396,7 +396,7 @@ pub(crate) fn non_ess_signature(ks: &[u8; 8], seq: u32, msg: &[u8]) -> [u8; 16] 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hmac::{Hmac, KeyInit as _, Mac};
+    use hmac::{Hmac, Mac};
 
     /// Deterministic xorshift so the cross-checks cover many lengths reproducibly.
     fn xorshift(state: &mut u64) -> u64 {
