@@ -327,9 +327,10 @@ impl Message {
     }
 
     /// RFC 3261 §8.1.1 checks that need the whole message, for a UAS/proxy deciding to answer 400:
-    /// To, From, Call-ID, CSeq and Via present (and Max-Forwards for requests); To, From, Call-ID,
-    /// CSeq, Max-Forwards, Content-Type and Expires at most once; CSeq number below 2^31 and its
-    /// method equal to the request method; Max-Forwards 0..=255; From and To parsable.
+    /// To, From, Call-ID, CSeq and Via present; To, From, Call-ID, CSeq, Max-Forwards,
+    /// Content-Type and Expires at most once; CSeq number below 2^31 and its method equal to the
+    /// request method; Max-Forwards, when present, 0..=255 (it is not required: RFC 2543 peers
+    /// omit it, RFC 4475 §3.4.1, and a proxy adds one); From and To parsable.
     pub fn validate(&self) -> Result<(), ParseError> {
         const SINGLE: [&str; 7] = [
             "To",
@@ -360,20 +361,18 @@ impl Message {
         if self.to().is_none() {
             return Err(ParseError::BadHeaderValue("To"));
         }
-        if let Some(method) = self.method() {
-            let mf = self
-                .header("Max-Forwards")
-                .ok_or(ParseError::MissingHeader("Max-Forwards"))?;
-            if mf.is_empty()
-                || !mf.bytes().all(|b| b.is_ascii_digit())
+        if let Some(mf) = self.header("Max-Forwards") {
+            // Optional here: RFC 2543 peers omit it (RFC 4475 §3.4.1) and a proxy adds one.
+            let digits = !mf.is_empty() && mf.bytes().all(|b| b.is_ascii_digit());
+            if !digits
                 || mf.trim_start_matches('0').len() > 3
                 || mf.parse::<u16>().map_or(true, |n| n > 255)
             {
                 return Err(ParseError::BadHeaderValue("Max-Forwards"));
             }
-            if cseq.method != method {
-                return Err(ParseError::CSeqMismatch);
-            }
+        }
+        if self.method().is_some_and(|method| method != cseq.method) {
+            return Err(ParseError::CSeqMismatch);
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ pub(crate) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 /// Rejected ([`ParseError::BadNameAddr`]): unterminated quoted display names, display names with
 /// non-token characters outside quotes (e.g. `Bell, Alexander <...>`, RFC 4475 §3.1.2.15),
 /// whitespace or control characters inside the URI (`< sip:a@b >`, §3.1.2.14), URIs without a
-/// scheme, a missing `>`, and anything but `;`-parameters after the address (so a list of several
+/// scheme, an addr-spec URI holding `?` or `,` (RFC 4475 §3.1.2.13), a missing `>`, and anything but `;`-parameters after the address (so a list of several
 /// addresses is rejected rather than silently truncated).
 pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
     let v = trim_lws(value);
@@ -98,6 +98,11 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
             let end = found.unwrap_or(b.len());
             let uri = trim_lws(v.get(..end).unwrap_or(""));
             let params = v.get(end..).unwrap_or("");
+            // RFC 3261 §20: a URI holding ',', '?' or ';' must be in angle brackets, otherwise
+            // its headers/parameters are ambiguous with the header's (RFC 4475 §3.1.2.13).
+            if uri.contains([',', '?']) {
+                return Err(ParseError::BadNameAddr);
+            }
             check_uri(uri)?;
             check_params(params)?;
             return Ok(NameAddr {
@@ -233,6 +238,7 @@ mod tests {
             "<sip:a@b>, <sip:c@d>",
             "noscheme",
             "<>",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E", // regbadct
             "",
             "Joe \"x\" <sip:a@b>",
             "<sip:a@b>;x=\"open",
