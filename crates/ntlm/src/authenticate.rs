@@ -229,14 +229,13 @@ impl<'a> AuthenticateMessage<'a> {
 
         let unicode = flags & flags::NEGOTIATE_UNICODE != 0;
         let nt_response = parse_nt_response(nt.slice(bytes))?;
-        if let NtResponse::V2(v2) = &nt_response {
-            if v2.av_flags.is_some_and(|f| f & AV_FLAG_MIC_PRESENT != 0)
-                && payload_start < MIC_RANGE.end
-            {
-                return Err(NtlmError::Malformed(
-                    "MIC flagged but the payload overlaps the MIC field",
-                ));
-            }
+        if let NtResponse::V2(v2) = &nt_response
+            && v2.av_flags.is_some_and(|f| f & AV_FLAG_MIC_PRESENT != 0)
+            && payload_start < MIC_RANGE.end
+        {
+            return Err(NtlmError::Malformed(
+                "MIC flagged but the payload overlaps the MIC field",
+            ));
         }
         Ok(AuthenticateMessage {
             bytes,

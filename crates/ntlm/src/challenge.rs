@@ -153,10 +153,10 @@ impl ChallengeTemplate {
         {
             dst.copy_from_slice(server_challenge);
         }
-        if let Some(at) = self.timestamp_at {
-            if let Some(dst) = out.get_mut(start + at..start + at + 8) {
-                dst.copy_from_slice(&timestamp.to_le_bytes());
-            }
+        if let Some(at) = self.timestamp_at
+            && let Some(dst) = out.get_mut(start + at..start + at + 8)
+        {
+            dst.copy_from_slice(&timestamp.to_le_bytes());
         }
     }
 }

@@ -30,9 +30,13 @@ pub fn system_time_from_filetime(ft: u64) -> Option<SystemTime> {
     epoch_1601.checked_add(d)
 }
 
-/// Signed difference `a - b` in whole seconds (truncated toward zero).
+/// Signed difference `a - b` in whole seconds, rounded away from zero so that a reported skew
+/// never looks smaller than the limit it exceeded.
 pub(crate) fn ticks_diff_secs(a: i128, b: i128) -> i64 {
-    i64::try_from((a - b) / TICKS_PER_SEC).unwrap_or(if a > b { i64::MAX } else { i64::MIN })
+    let d = a - b;
+    let secs = (d.abs() + TICKS_PER_SEC - 1) / TICKS_PER_SEC;
+    let signed = if d < 0 { -secs } else { secs };
+    i64::try_from(signed).unwrap_or(if d > 0 { i64::MAX } else { i64::MIN })
 }
 
 trait FromNanosU128 {
