@@ -4,10 +4,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::context::{Enctype, MicFormat, SecContext};
+use crate::context::{Enctype, MicFormat, SecContext, SequenceWarning};
 use crate::error::{KerberosError, Op};
 use crate::ffi::{self, AcceptFailure, Context, Cred, CredError, Name, Usage};
 use crate::profile;
+use crate::token;
 
 /// Which client realms may authenticate.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -118,6 +119,16 @@ impl KerberosSession {
     /// Verify a client signature. Sequencing warnings (duplicate, old,
     /// out-of-order, gap) are not errors: replay is the caller's cnum check.
     pub fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), KerberosError> {
+        self.inner.verify_mic(buffer, token).map(|_| ())
+    }
+
+    /// [`verify_mic`](Self::verify_mic), also reporting the sequencing
+    /// warning MIT attached to a valid token (for logs and metrics).
+    pub fn verify_mic_with_sequence(
+        &self,
+        buffer: &[u8],
+        token: &[u8],
+    ) -> Result<Option<SequenceWarning>, KerberosError> {
         self.inner.verify_mic(buffer, token)
     }
 
@@ -248,11 +259,9 @@ impl KerberosAcceptor {
     /// Reads the system clock (MIT does too) to turn the context lifetime
     /// into `ticket_end`.
     pub fn accept(&self, ap_req: &[u8]) -> Result<Accepted, KerberosError> {
-        if ap_req.is_empty() {
-            return Err(KerberosError::Malformed {
-                detail: "empty token".into(),
-            });
-        }
+        token::check_ap_req(ap_req).map_err(|why| KerberosError::Malformed {
+            detail: why.to_owned(),
+        })?;
         let op = Op::Accept {
             principal: &self.principal,
             skew: self.skew,

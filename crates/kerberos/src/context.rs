@@ -72,6 +72,38 @@ pub enum MicFormat {
     Rfc1964Des3,
 }
 
+/// A GSS supplementary status reported with a *valid* MIC when the peer
+/// asked for replay/sequence detection. Informational only: [MS-SIPAE]
+/// replay protection is the cnum window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SequenceWarning {
+    /// GSS_S_DUPLICATE_TOKEN: this token was verified before.
+    Duplicate,
+    /// GSS_S_OLD_TOKEN: too old to tell whether it is a duplicate.
+    Old,
+    /// GSS_S_UNSEQ_TOKEN: a later token was already verified.
+    Unsequenced,
+    /// GSS_S_GAP_TOKEN: an earlier expected token was skipped.
+    Gap,
+}
+
+impl SequenceWarning {
+    fn from_major(major: u32) -> Option<Self> {
+        // RFC 2744 supplementary bits 1..4.
+        if major & (1 << 1) != 0 {
+            Some(SequenceWarning::Duplicate)
+        } else if major & (1 << 2) != 0 {
+            Some(SequenceWarning::Old)
+        } else if major & (1 << 3) != 0 {
+            Some(SequenceWarning::Unsequenced)
+        } else if major & (1 << 4) != 0 {
+            Some(SequenceWarning::Gap)
+        } else {
+            None
+        }
+    }
+}
+
 /// An established context behind a mutex: RFC 2744 forbids concurrent calls
 /// on one context, and `gss_get_mic`/`gss_verify_mic` mutate its sequence
 /// state.
@@ -127,12 +159,16 @@ impl SecContext {
     /// Accepts the supplementary DUPLICATE/OLD/UNSEQ/GAP statuses: MS-SIPAE
     /// replay protection is the caller's cnum window, and MIT only reports
     /// these after the checksum has verified.
-    pub fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), KerberosError> {
+    pub fn verify_mic(
+        &self,
+        buffer: &[u8],
+        token: &[u8],
+    ) -> Result<Option<SequenceWarning>, KerberosError> {
         let st = self.ctx.lock().verify_mic(buffer, token);
         if st.is_error() {
             return Err(KerberosError::from_status(Op::VerifyMic, st));
         }
-        Ok(())
+        Ok(SequenceWarning::from_major(st.major))
     }
 }
 

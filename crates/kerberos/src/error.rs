@@ -185,6 +185,16 @@ impl KerberosError {
                     KerberosError::Unsupported { detail }
                 }
                 c if is_asn1(c) || is_ggss(c) => KerberosError::Malformed { detail },
+                // MIT's acceptor loses the minor code when the AP-REQ body
+                // does not decode (it jumps past the line that stores it),
+                // and the mechglue then reports 0 or a substitute number.
+                // The outer framing was checked before the call, so this is
+                // a corrupt AP-REQ, not an internal failure.
+                _ if st.routine_error() == routine::FAILURE && lost_minor(st.minor) => {
+                    KerberosError::Malformed {
+                        detail: format!("AP-REQ does not decode ({detail})"),
+                    }
+                }
                 _ => match st.routine_error() {
                     routine::DEFECTIVE_TOKEN | routine::BAD_MECH | routine::BAD_BINDINGS => {
                         KerberosError::Malformed { detail }
@@ -233,6 +243,13 @@ impl KerberosError {
             message,
         }
     }
+}
+
+/// 0, or one of the substitute numbers MIT's mechglue hands out (counting
+/// up from 100001, util_errmap.c) when a mechanism's minor code collides
+/// with one already mapped.
+fn lost_minor(minor: u32) -> bool {
+    minor == 0 || (100_001..200_000).contains(&minor)
 }
 
 fn is_asn1(code: i32) -> bool {

@@ -48,6 +48,7 @@ pub(crate) mod routine {
     pub const DEFECTIVE_CREDENTIAL: u32 = 10;
     pub const CREDENTIALS_EXPIRED: u32 = 11;
     pub const CONTEXT_EXPIRED: u32 = 12;
+    pub const FAILURE: u32 = 13;
 }
 
 const CONTINUE_NEEDED: u32 = 1;

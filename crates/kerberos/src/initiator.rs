@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::context::{Enctype, MicFormat, SecContext};
+use crate::context::{Enctype, MicFormat, SecContext, SequenceWarning};
 use crate::error::{KerberosError, Op};
 use crate::ffi::{self, Context, Cred, CredError, Name, Usage};
 
@@ -173,6 +173,15 @@ impl ClientSession {
 
     /// Verify a server signature (sequencing warnings are not errors).
     pub fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), KerberosError> {
+        self.established()?.verify_mic(buffer, token).map(|_| ())
+    }
+
+    /// [`verify_mic`](Self::verify_mic) with the sequencing warning, if any.
+    pub fn verify_mic_with_sequence(
+        &self,
+        buffer: &[u8],
+        token: &[u8],
+    ) -> Result<Option<SequenceWarning>, KerberosError> {
         self.established()?.verify_mic(buffer, token)
     }
 

@@ -66,7 +66,8 @@ mod error;
 mod ffi;
 pub mod initiator;
 mod profile;
+mod token;
 
 pub use acceptor::{Accepted, ClientRealms, KerberosAcceptor, KerberosConfig, KerberosSession};
-pub use context::{Enctype, MicFormat};
+pub use context::{Enctype, MicFormat, SequenceWarning};
 pub use error::KerberosError;
