@@ -1,1 +1,41 @@
-//! MS-SIPAE security core.
+//! MS-SIPAE security core: challenges, security associations (SAs), signing and verification, and
+//! Digest, without I/O.
+//!
+//! The gateway hands every message from a client to [`SecurityCore::on_request`] or
+//! [`SecurityCore::on_response`] and gets a [`Decision`]; every message it sends to an authenticated
+//! client goes through [`SecurityCore::sign`]. Time (`SystemTime` values) and randomness ([`Rng`]) are
+//! arguments, so a recorded flow replays byte for byte and an 8-hour expiry is a one-line test.
+//!
+//! Layers: `sagw-sip` parses messages; `sagw-ntlm` and `sagw-digest` do the mechanism maths; the
+//! Kerberos acceptor plugs in through [`KerberosBackend`]. This crate builds the signature buffer
+//! ([`SignatureBuffer`]), owns the SAs ([`SaManager`]) and decides.
+
+pub mod buffer;
+pub mod config;
+pub mod counters;
+pub mod credentials;
+pub mod date;
+pub mod decision;
+mod hex;
+pub mod kerberos;
+pub mod manager;
+pub mod replay;
+pub mod rng;
+pub mod sa;
+pub mod security;
+
+pub use buffer::{BufferParams, SignatureBuffer};
+pub use config::{
+    ChallengeFamily, ChallengePolicy, CoreConfig, DigestSettings, MAX_SA_LIFETIME, NtlmSettings,
+    PendingLimits, SignatureHeader,
+};
+pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
+pub use credentials::{CredentialStore, CredentialsError, FileCredentialStore};
+pub use decision::{
+    Authenticated, Binding, Challenge, Decision, ResponseVerdict, Transport, TransportContext,
+};
+pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
+pub use manager::{SaHandle, SaInfo, SaLookup, SaManager};
+pub use rng::{Rng, ScriptedRng, XorShiftRng};
+pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};
+pub use security::{SecurityCore, SignError};

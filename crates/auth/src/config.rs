@@ -1,0 +1,181 @@
+//! What the security core is told by its operator. The gateway fills this from its TOML file; the
+//! defaults are what a Microsoft front end does unless there is a reason to differ.
+
+use std::time::Duration;
+
+/// The hard ceiling of [MS-SIPAE] 3.2.2 on an SA's life. Configuration may shorten it, never extend it.
+pub const MAX_SA_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// Which header family a challenge uses: 401 + `WWW-Authenticate`, or 407 + `Proxy-Authenticate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeFamily {
+    /// 401 Unauthorized / `WWW-Authenticate` / `Authorization` / `Authentication-Info`.
+    Www,
+    /// 407 Proxy Authentication Required / `Proxy-Authenticate` / `Proxy-Authorization`.
+    Proxy,
+}
+
+impl ChallengeFamily {
+    pub fn status(self) -> u16 {
+        match self {
+            ChallengeFamily::Www => 401,
+            ChallengeFamily::Proxy => 407,
+        }
+    }
+    pub fn reason_phrase(self) -> &'static str {
+        match self {
+            ChallengeFamily::Www => "Unauthorized",
+            ChallengeFamily::Proxy => "Proxy Authentication Required",
+        }
+    }
+    pub fn challenge_header(self) -> &'static str {
+        match self {
+            ChallengeFamily::Www => "WWW-Authenticate",
+            ChallengeFamily::Proxy => "Proxy-Authenticate",
+        }
+    }
+    pub fn credentials_header(self) -> &'static str {
+        match self {
+            ChallengeFamily::Www => "Authorization",
+            ChallengeFamily::Proxy => "Proxy-Authorization",
+        }
+    }
+    pub fn info_header(self) -> &'static str {
+        match self {
+            ChallengeFamily::Www => "Authentication-Info",
+            ChallengeFamily::Proxy => "Proxy-Authentication-Info",
+        }
+    }
+}
+
+/// Which challenge family each kind of request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengePolicy {
+    /// REGISTER: 401 by default, because pidgin-sipe fails against a 407 (notes §9).
+    pub register: ChallengeFamily,
+    /// Every other request: 407 when the gateway acts as a proxy (the default), 401 as a registrar/UAS.
+    pub other: ChallengeFamily,
+}
+
+impl Default for ChallengePolicy {
+    fn default() -> Self {
+        ChallengePolicy {
+            register: ChallengeFamily::Www,
+            other: ChallengeFamily::Proxy,
+        }
+    }
+}
+
+/// Where server signatures go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureHeader {
+    /// Always `Authentication-Info`: the only header real Lync-family clients read (notes §4.3, §9).
+    #[default]
+    AuthenticationInfo,
+    /// Follow the family of the client's credentials header (`Proxy-Authentication-Info` for clients
+    /// that sent `Proxy-Authorization`), for clients known to read it.
+    FollowClient,
+}
+
+/// NTLM scheme settings.
+#[derive(Debug, Clone)]
+pub struct NtlmSettings {
+    /// `targetname` for NTLM: the gateway's FQDN.
+    pub targetname: String,
+    /// Names in the CHALLENGE TargetInfo.
+    pub identity: sagw_ntlm::ServerIdentity,
+    /// Client timestamp tolerance ([MS-SIP]: 15 minutes for NTLM).
+    pub max_clock_skew: Duration,
+    /// Put MsvAvTimestamp in the challenge (modern clients then add a MIC). OCS 2007 R2 did not.
+    pub include_timestamp: bool,
+    /// The VERSION field of the CHALLENGE (major, minor, build LE16, 3 reserved, NTLM revision 15).
+    pub version: [u8; 8],
+}
+
+impl NtlmSettings {
+    /// Settings with Microsoft's defaults: 15 minutes of skew, no timestamp, Windows 6.1.7601.
+    pub fn new(targetname: impl Into<String>, identity: sagw_ntlm::ServerIdentity) -> Self {
+        NtlmSettings {
+            targetname: targetname.into(),
+            identity,
+            max_clock_skew: Duration::from_secs(15 * 60),
+            include_timestamp: false,
+            version: [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F],
+        }
+    }
+}
+
+/// Digest scheme settings.
+#[derive(Debug, Clone)]
+pub struct DigestSettings {
+    pub config: sagw_digest::DigestConfig,
+    /// Secret for stateless nonces (32 bytes from the operator's key file or a CSPRNG at start).
+    pub nonce_key: [u8; 32],
+    /// How many nonces the nonce-count tracker remembers at most.
+    pub max_tracked_nonces: usize,
+}
+
+/// Limits on handshakes that have not finished: a flood of first legs must not exhaust memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingLimits {
+    /// Pending handshakes in total.
+    pub max_total: usize,
+    /// Pending handshakes per source (IP address).
+    pub max_per_source: usize,
+    /// Time a client has to send the final leg.
+    pub ttl: Duration,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        PendingLimits {
+            max_total: 65_536,
+            max_per_source: 32,
+            ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the security core needs to know.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// `realm` of NTLM/Kerberos challenges; Microsoft's default.
+    pub realm: String,
+    /// SIP domain for identities when the credential store gives none (`user` -> `sip:user@domain`).
+    pub sip_domain: String,
+    /// The `version` advertised in NTLM/Kerberos challenges (3 or 4).
+    pub version: u8,
+    pub ntlm: Option<NtlmSettings>,
+    pub digest: Option<DigestSettings>,
+    pub policy: ChallengePolicy,
+    pub signature_header: SignatureHeader,
+    /// Absolute SA life; clamped to [`MAX_SA_LIFETIME`].
+    pub sa_lifetime: Duration,
+    /// An SA unused this long expires; every verified signed message, and every REGISTER's Expires
+    /// (plus a margin), pushes the deadline out.
+    pub sa_idle_ttl: Duration,
+    pub pending: PendingLimits,
+}
+
+impl CoreConfig {
+    /// A configuration with Microsoft's defaults and no scheme enabled.
+    pub fn new(sip_domain: impl Into<String>) -> Self {
+        CoreConfig {
+            realm: "SIP Communications Service".to_owned(),
+            sip_domain: sip_domain.into(),
+            version: 4,
+            ntlm: None,
+            digest: None,
+            policy: ChallengePolicy::default(),
+            signature_header: SignatureHeader::default(),
+            sa_lifetime: MAX_SA_LIFETIME,
+            sa_idle_ttl: Duration::from_secs(15 * 60),
+            pending: PendingLimits::default(),
+        }
+    }
+
+    /// The SA lifetime actually enforced.
+    pub fn effective_sa_lifetime(&self) -> Duration {
+        self.sa_lifetime.min(MAX_SA_LIFETIME)
+    }
+}

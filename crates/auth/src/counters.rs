@@ -1,0 +1,323 @@
+//! Counters an operator graphs: handshakes, failures by scheme and reason, SA churn, pending pressure.
+//! Plain atomics; the gateway exports a [`CountersSnapshot`] to Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sa::SaScheme;
+
+/// Authentication schemes, for labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Ntlm,
+    Kerberos,
+    Digest,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 3] = [Scheme::Ntlm, Scheme::Kerberos, Scheme::Digest];
+    pub fn label(self) -> &'static str {
+        match self {
+            Scheme::Ntlm => "ntlm",
+            Scheme::Kerberos => "kerberos",
+            Scheme::Digest => "digest",
+        }
+    }
+}
+
+impl From<SaScheme> for Scheme {
+    fn from(s: SaScheme) -> Self {
+        match s {
+            SaScheme::Ntlm => Scheme::Ntlm,
+            SaScheme::Kerberos => Scheme::Kerberos,
+        }
+    }
+}
+
+/// Why authentication of a message failed. Each value is something an operator can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The credentials header could not be parsed, or a parameter is missing, duplicated or garbled.
+    MalformedHeader,
+    /// The handshake token (NTLM message, AP-REQ, Digest fields) is malformed.
+    MalformedToken,
+    /// The user is not in the credential store.
+    UnknownUser,
+    /// The password (NTProofStr, Digest response) is wrong.
+    WrongPassword,
+    /// Client and server clocks differ by more than allowed.
+    ClockSkew,
+    /// NTLMv1, LM or anonymous NTLM, or a flag set the gateway does not accept.
+    WeakNtlm,
+    /// The NTLM MIC did not verify.
+    BadMic,
+    /// The final leg named a handshake that is unknown or timed out.
+    UnknownHandshake,
+    /// Too many handshakes in progress from this source.
+    PendingLimit,
+    /// Kerberos refused the AP-REQ (wrong service, expired ticket, replayed AP-REQ, missing key...).
+    KerberosRejected,
+    /// The message names an SA that does not exist.
+    UnknownSa,
+    /// The SA's lifetime or idle time is over.
+    ExpiredSa,
+    /// The SA belongs to another endpoint (epid) or another realm/targetname/scheme.
+    SaMismatch,
+    /// The signature did not verify.
+    BadSignature,
+    /// The `cnum` was seen before.
+    Replay,
+    /// The `cnum` is older than the replay window.
+    OutsideWindow,
+    /// A Digest nonce is past its lifetime (the client is told `stale=true`).
+    StaleNonce,
+    /// The Digest nonce was not issued by this gateway.
+    BadNonce,
+    /// The scheme, realm or algorithm is not offered here.
+    UnsupportedScheme,
+    /// The request carried no credentials for this gateway.
+    NoCredentials,
+    /// The message needed a signature and had none.
+    Unsigned,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 21] = [
+        Reason::MalformedHeader,
+        Reason::MalformedToken,
+        Reason::UnknownUser,
+        Reason::WrongPassword,
+        Reason::ClockSkew,
+        Reason::WeakNtlm,
+        Reason::BadMic,
+        Reason::UnknownHandshake,
+        Reason::PendingLimit,
+        Reason::KerberosRejected,
+        Reason::UnknownSa,
+        Reason::ExpiredSa,
+        Reason::SaMismatch,
+        Reason::BadSignature,
+        Reason::Replay,
+        Reason::OutsideWindow,
+        Reason::StaleNonce,
+        Reason::BadNonce,
+        Reason::UnsupportedScheme,
+        Reason::NoCredentials,
+        Reason::Unsigned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::MalformedHeader => "malformed_header",
+            Reason::MalformedToken => "malformed_token",
+            Reason::UnknownUser => "unknown_user",
+            Reason::WrongPassword => "wrong_password",
+            Reason::ClockSkew => "clock_skew",
+            Reason::WeakNtlm => "weak_ntlm",
+            Reason::BadMic => "bad_mic",
+            Reason::UnknownHandshake => "unknown_handshake",
+            Reason::PendingLimit => "pending_limit",
+            Reason::KerberosRejected => "kerberos_rejected",
+            Reason::UnknownSa => "unknown_sa",
+            Reason::ExpiredSa => "expired_sa",
+            Reason::SaMismatch => "sa_mismatch",
+            Reason::BadSignature => "bad_signature",
+            Reason::Replay => "replay",
+            Reason::OutsideWindow => "outside_window",
+            Reason::StaleNonce => "stale_nonce",
+            Reason::BadNonce => "bad_nonce",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::NoCredentials => "no_credentials",
+            Reason::Unsigned => "unsigned",
+        }
+    }
+
+    fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// How an SA ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryKind {
+    Lifetime,
+    Idle,
+}
+
+const NS: usize = 3;
+const NR: usize = Reason::ALL.len();
+
+fn si(s: Scheme) -> usize {
+    match s {
+        Scheme::Ntlm => 0,
+        Scheme::Kerberos => 1,
+        Scheme::Digest => 2,
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
+    challenges: AtomicU64,
+    handshakes_started: [AtomicU64; NS],
+    handshakes_completed: [AtomicU64; NS],
+    handshake_failures: [[AtomicU64; NR]; NS],
+    verified: [AtomicU64; NS],
+    verify_failures: [[AtomicU64; NR]; NS],
+    signed: [AtomicU64; NS],
+    sa_established: [AtomicU64; NS],
+    sa_expired_lifetime: AtomicU64,
+    sa_expired_idle: AtomicU64,
+    sa_replaced: AtomicU64,
+    sa_revoked: AtomicU64,
+    pending_evicted: AtomicU64,
+    pending_expired: AtomicU64,
+    pending_refused_source: AtomicU64,
+    discarded: AtomicU64,
+    dropped_responses: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn challenge(&self) {
+        inc(&self.challenges)
+    }
+    pub fn handshake_started(&self, s: Scheme) {
+        inc(&self.handshakes_started[si(s)])
+    }
+    pub fn handshake_completed(&self, s: Scheme) {
+        inc(&self.handshakes_completed[si(s)])
+    }
+    pub fn handshake_failed(&self, s: Scheme, r: Reason) {
+        inc(&self.handshake_failures[si(s)][r.index()])
+    }
+    pub fn verified(&self, s: Scheme) {
+        inc(&self.verified[si(s)])
+    }
+    pub fn verify_failed(&self, s: Scheme, r: Reason) {
+        inc(&self.verify_failures[si(s)][r.index()])
+    }
+    pub fn signed(&self, s: Scheme) {
+        inc(&self.signed[si(s)])
+    }
+    pub fn sa_established(&self, s: SaScheme) {
+        inc(&self.sa_established[si(s.into())])
+    }
+    pub fn sa_expired(&self, kind: ExpiryKind) {
+        match kind {
+            ExpiryKind::Lifetime => inc(&self.sa_expired_lifetime),
+            ExpiryKind::Idle => inc(&self.sa_expired_idle),
+        }
+    }
+    pub fn sa_replaced(&self) {
+        inc(&self.sa_replaced)
+    }
+    pub fn sa_revoked(&self) {
+        inc(&self.sa_revoked)
+    }
+    pub fn pending_evicted(&self) {
+        inc(&self.pending_evicted)
+    }
+    pub fn pending_expired(&self) {
+        inc(&self.pending_expired)
+    }
+    pub fn pending_refused_source(&self) {
+        inc(&self.pending_refused_source)
+    }
+    pub fn discarded(&self) {
+        inc(&self.discarded)
+    }
+    pub fn dropped_response(&self) {
+        inc(&self.dropped_responses)
+    }
+
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut by_scheme = Vec::new();
+        for s in Scheme::ALL {
+            let i = si(s);
+            let failures = |arr: &[[AtomicU64; NR]; NS]| {
+                Reason::ALL
+                    .iter()
+                    .map(|r| (*r, get(&arr[i][r.index()])))
+                    .filter(|(_, n)| *n > 0)
+                    .collect::<Vec<_>>()
+            };
+            by_scheme.push(SchemeCounters {
+                scheme: s,
+                handshakes_started: get(&self.handshakes_started[i]),
+                handshakes_completed: get(&self.handshakes_completed[i]),
+                handshake_failures: failures(&self.handshake_failures),
+                verified: get(&self.verified[i]),
+                verify_failures: failures(&self.verify_failures),
+                signed: get(&self.signed[i]),
+                sa_established: get(&self.sa_established[i]),
+            });
+        }
+        CountersSnapshot {
+            challenges: get(&self.challenges),
+            by_scheme,
+            sa_expired_lifetime: get(&self.sa_expired_lifetime),
+            sa_expired_idle: get(&self.sa_expired_idle),
+            sa_replaced: get(&self.sa_replaced),
+            sa_revoked: get(&self.sa_revoked),
+            pending_evicted: get(&self.pending_evicted),
+            pending_expired: get(&self.pending_expired),
+            pending_refused_source: get(&self.pending_refused_source),
+            discarded: get(&self.discarded),
+            dropped_responses: get(&self.dropped_responses),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemeCounters {
+    pub scheme: Scheme,
+    pub handshakes_started: u64,
+    pub handshakes_completed: u64,
+    /// Non-zero failure counts only.
+    pub handshake_failures: Vec<(Reason, u64)>,
+    pub verified: u64,
+    pub verify_failures: Vec<(Reason, u64)>,
+    pub signed: u64,
+    pub sa_established: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    pub challenges: u64,
+    pub by_scheme: Vec<SchemeCounters>,
+    pub sa_expired_lifetime: u64,
+    pub sa_expired_idle: u64,
+    pub sa_replaced: u64,
+    pub sa_revoked: u64,
+    pub pending_evicted: u64,
+    pub pending_expired: u64,
+    pub pending_refused_source: u64,
+    pub discarded: u64,
+    pub dropped_responses: u64,
+}
+
+impl CountersSnapshot {
+    pub fn scheme(&self, s: Scheme) -> &SchemeCounters {
+        // by_scheme always holds every scheme in Scheme::ALL order.
+        &self.by_scheme[si(s)]
+    }
+
+    pub fn handshake_failures(&self, s: Scheme, r: Reason) -> u64 {
+        self.scheme(s)
+            .handshake_failures
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn verify_failures(&self, s: Scheme, r: Reason) -> u64 {
+        self.scheme(s)
+            .verify_failures
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,318 @@
+//! Where the gateway finds what proves a user: the NT hash (NTLM) and Digest HA1 values per realm and
+//! algorithm. Clear-text passwords are never stored: the file holds hashes only, and the loader refuses
+//! a file other users can read.
+//!
+//! File format (one record per line, `#` starts a comment, fields separated by spaces):
+//!
+//! ```text
+//! # user  kind    fields
+//! alice   nt      8846F7EAEE8FB117AD06BDD830B7586C
+//! alice   ha1     SHA-256 3b1c...e9  SIP Communications Service
+//! alice   sip     sip:alice@example.com
+//! ```
+//!
+//! * `nt <32 hex>`: MD4 of the UTF-16LE password.
+//! * `ha1 <algorithm> <hex> <realm>`: H(user:realm:password) for one Digest algorithm (`MD5`,
+//!   `SHA-256`, `SHA-512-256`); the realm is the rest of the line and may contain spaces.
+//! * `sip <uri>`: the SIP identity this user signs in as (default `sip:<user>@<sip_domain>`).
+//!
+//! User names compare without case, as Windows account names do.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sagw_digest::{Algorithm, Ha1};
+use sagw_ntlm::NtHash;
+
+/// Looks up what proves a user. Implementations must be cheap: they run once per handshake.
+pub trait CredentialStore: Send + Sync {
+    fn nt_hash(&self, user: &str) -> Option<NtHash>;
+    fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1>;
+    /// The SIP identity of the user, when it is not `sip:<user>@<sip_domain>`.
+    fn sip_identity(&self, user: &str) -> Option<String>;
+}
+
+#[derive(Default, Clone)]
+struct UserRecord {
+    nt: Option<[u8; 16]>,
+    /// (realm, algorithm token, hex)
+    ha1: Vec<(String, Algorithm, String)>,
+    sip: Option<String>,
+}
+
+/// Errors loading a credentials file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    #[error("cannot read credentials file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "credentials file {path} is readable by other users (mode {mode:o}); run chmod 600 on it"
+    )]
+    WorldReadable { path: String, mode: u32 },
+    #[error("credentials file line {line}: {what}")]
+    Syntax { line: usize, what: String },
+}
+
+/// In-memory store, loaded from the file format above or filled by code.
+#[derive(Default, Clone)]
+pub struct FileCredentialStore {
+    users: HashMap<String, UserRecord>,
+}
+
+impl std::fmt::Debug for FileCredentialStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hashes are secrets: show only how many users there are.
+        f.debug_struct("FileCredentialStore")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl FileCredentialStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a file, refusing one that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, CredentialsError> {
+        let p = path.display().to_string();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|source| CredentialsError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(CredentialsError::WorldReadable { path: p, mode });
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CredentialsError> {
+        let mut store = FileCredentialStore::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let content = raw.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            let syntax = |what: &str| CredentialsError::Syntax {
+                line,
+                what: what.to_owned(),
+            };
+            let mut fields = content.splitn(3, char::is_whitespace);
+            let user = fields.next().ok_or_else(|| syntax("missing user"))?;
+            let kind = fields
+                .next()
+                .ok_or_else(|| syntax("missing record kind (nt, ha1, sip)"))?;
+            let rest = fields.next().unwrap_or("").trim();
+            match kind {
+                "nt" => {
+                    let bytes = decode_hex16(rest)
+                        .ok_or_else(|| syntax("nt wants 32 hex digits (the NT hash)"))?;
+                    store.record(user).nt = Some(bytes);
+                }
+                "ha1" => {
+                    let mut f = rest.splitn(3, char::is_whitespace);
+                    let alg_token = f.next().unwrap_or("");
+                    let algorithm = Algorithm::from_token(alg_token).ok_or_else(|| {
+                        syntax("ha1 wants an algorithm: MD5, SHA-256 or SHA-512-256")
+                    })?;
+                    let hex = f.next().unwrap_or("");
+                    Ha1::from_hex(algorithm, hex)
+                        .map_err(|_| syntax("ha1 value is not a hash of that algorithm in hex"))?;
+                    let realm = f.next().unwrap_or("").trim();
+                    if realm.is_empty() {
+                        return Err(syntax("ha1 wants a realm after the hash"));
+                    }
+                    store
+                        .record(user)
+                        .ha1
+                        .push((realm.to_owned(), algorithm, hex.to_owned()));
+                }
+                "sip" => {
+                    if !(rest.starts_with("sip:") || rest.starts_with("sips:")) {
+                        return Err(syntax("sip wants a sip: URI"));
+                    }
+                    store.record(user).sip = Some(rest.to_owned());
+                }
+                _ => return Err(syntax("unknown record kind (nt, ha1, sip)")),
+            }
+        }
+        Ok(store)
+    }
+
+    fn record(&mut self, user: &str) -> &mut UserRecord {
+        self.users.entry(user.to_lowercase()).or_default()
+    }
+
+    /// Adds a user from a password, keeping only its hashes.
+    pub fn add_password(
+        &mut self,
+        user: &str,
+        password: &str,
+        digest_realms: &[(&str, Algorithm)],
+    ) {
+        let nt = *NtHash::from_password(password).as_bytes();
+        let ha1: Vec<_> = digest_realms
+            .iter()
+            .map(|(realm, alg)| {
+                let h = Ha1::compute(*alg, user, realm, password);
+                ((*realm).to_owned(), *alg, h.to_hex())
+            })
+            .collect();
+        let rec = self.record(user);
+        rec.nt = Some(nt);
+        rec.ha1
+            .retain(|(r, a, _)| !ha1.iter().any(|(r2, a2, _)| r == r2 && a == a2));
+        rec.ha1.extend(ha1);
+    }
+
+    pub fn set_sip_identity(&mut self, user: &str, uri: &str) {
+        self.record(user).sip = Some(uri.to_owned());
+    }
+
+    pub fn remove(&mut self, user: &str) -> bool {
+        self.users.remove(&user.to_lowercase()).is_some()
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// The file form of this store.
+    pub fn to_file_text(&self) -> String {
+        let mut names: Vec<_> = self.users.keys().collect();
+        names.sort();
+        let mut out = String::from("# sagw credentials: hashes only (see docs). Keep mode 600.\n");
+        for name in names {
+            let rec = &self.users[name];
+            if let Some(nt) = rec.nt {
+                out.push_str(&format!("{name} nt {}\n", crate::hex::upper(&nt)));
+            }
+            for (realm, alg, hex) in &rec.ha1 {
+                out.push_str(&format!("{name} ha1 {} {hex} {realm}\n", alg.token()));
+            }
+            if let Some(sip) = &rec.sip {
+                out.push_str(&format!("{name} sip {sip}\n"));
+            }
+        }
+        out
+    }
+}
+
+fn decode_hex16(s: &str) -> Option<[u8; 16]> {
+    let v = crate::hex::decode(s)?;
+    v.try_into().ok()
+}
+
+impl CredentialStore for FileCredentialStore {
+    fn nt_hash(&self, user: &str) -> Option<NtHash> {
+        self.users
+            .get(&user.to_lowercase())
+            .and_then(|r| r.nt)
+            .map(NtHash::from_bytes)
+    }
+
+    fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1> {
+        let rec = self.users.get(&user.to_lowercase())?;
+        rec.ha1
+            .iter()
+            .find(|(r, a, _)| r == realm && *a == algorithm)
+            .and_then(|(_, a, hex)| Ha1::from_hex(*a, hex).ok())
+    }
+
+    fn sip_identity(&self, user: &str) -> Option<String> {
+        self.users
+            .get(&user.to_lowercase())
+            .and_then(|r| r.sip.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let text = "# comment\nalice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+                    alice sip sip:alice@example.com  # trailing comment\n\
+                    Bob nt 8846f7eaee8fb117ad06bdd830b7586c\n";
+        let s = FileCredentialStore::parse(text).expect("parses");
+        // MD4("password") in UTF-16LE.
+        assert_eq!(
+            s.nt_hash("ALICE").map(|h| *h.as_bytes()),
+            Some(*NtHash::from_password("password").as_bytes())
+        );
+        assert_eq!(
+            s.sip_identity("alice").as_deref(),
+            Some("sip:alice@example.com")
+        );
+        assert!(s.nt_hash("bob").is_some());
+        assert!(s.nt_hash("carol").is_none());
+    }
+
+    #[test]
+    fn reports_line_numbers() {
+        let err = FileCredentialStore::parse("alice nt 1234\n").unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::Syntax { line: 1, .. }),
+            "{err}"
+        );
+        let err = FileCredentialStore::parse("\n\nalice password secret\n").unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::Syntax { line: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn add_password_round_trips_through_the_file_format_without_the_password() {
+        let mut s = FileCredentialStore::new();
+        s.add_password("carol", "S3cret!", &[("example.com", Algorithm::Sha256)]);
+        let text = s.to_file_text();
+        assert!(!text.contains("S3cret!"));
+        let back = FileCredentialStore::parse(&text).expect("parses");
+        let expect = Ha1::compute(Algorithm::Sha256, "carol", "example.com", "S3cret!").to_hex();
+        assert_eq!(
+            back.digest_ha1("carol", "example.com", Algorithm::Sha256)
+                .map(|h| h.to_hex()),
+            Some(expect)
+        );
+        assert!(
+            back.digest_ha1("carol", "other", Algorithm::Sha256)
+                .is_none()
+        );
+        assert!(format!("{back:?}").contains("users: 1"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sagw-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("users");
+        std::fs::write(&path, "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            FileCredentialStore::load(&path),
+            Err(CredentialsError::WorldReadable { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(FileCredentialStore::load(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,104 @@
+//! What the core tells the gateway to do with a message.
+
+use std::net::SocketAddr;
+
+use crate::config::ChallengeFamily;
+use crate::counters::{Reason, Scheme};
+use crate::manager::SaHandle;
+
+/// Transport a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Where a message came from. Pending handshakes are limited per source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportContext {
+    pub source: SocketAddr,
+    pub transport: Transport,
+}
+
+/// A 401/407 to send back, with every header it needs (challenges and `Date`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub status: u16,
+    pub reason_phrase: &'static str,
+    /// Headers to add to the response, in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// Why the request was challenged again, when it carried credentials that failed.
+    pub cause: Option<Reason>,
+}
+
+/// How an authenticated message is bound to its proof.
+#[derive(Debug, Clone)]
+pub enum Binding {
+    /// An MS-SIPAE SA: every message to this client is signed with it.
+    Sa {
+        sa: SaHandle,
+        /// The family of the client's credentials header.
+        family: ChallengeFamily,
+        /// True when this message finished the handshake.
+        established_now: bool,
+    },
+    /// RFC 3261 Digest: the final response carries this `Authentication-Info` value.
+    Digest {
+        family: ChallengeFamily,
+        authentication_info: String,
+    },
+}
+
+/// The message is authenticated.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The SIP identity the credentials prove, e.g. `sip:alice@example.com`.
+    pub identity: String,
+    pub scheme: Scheme,
+    pub binding: Binding,
+}
+
+/// The core's verdict on a request from a client.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Answer with a fresh challenge.
+    Challenge(Challenge),
+    /// The handshake goes on: answer with this 401/407 (carries `opaque` and `gssapi-data`).
+    Continue(Challenge),
+    /// Process the request; sign the answers with the binding.
+    Authenticated(Authenticated),
+    /// Answer with this final error (e.g. 403 when the From user is not the authenticated one).
+    Reject {
+        status: u16,
+        reason_phrase: &'static str,
+        reason: Reason,
+    },
+    /// Drop silently: ACK or CANCEL without valid credentials ([MS-SIPAE] 3.3.5.1).
+    Discard(Reason),
+}
+
+impl Decision {
+    /// The SA binding, when the decision is an authenticated MS-SIPAE message.
+    pub fn sa(&self) -> Option<&SaHandle> {
+        match self {
+            Decision::Authenticated(Authenticated {
+                binding: Binding::Sa { sa, .. },
+                ..
+            }) => Some(sa),
+            _ => None,
+        }
+    }
+}
+
+/// The core's verdict on a response a client sent (to a request the gateway sent it).
+#[derive(Debug, Clone)]
+pub enum ResponseVerdict {
+    /// Signed with a live SA and verified.
+    Verified(SaHandle),
+    /// No credentials for this gateway in it. Whether that is acceptable (it is not, once the endpoint
+    /// has an SA) is the gateway's call: it knows which SA the request went out under.
+    Unsigned,
+    /// Signed, but the signature or its SA does not hold: drop and count.
+    Drop(Reason),
+}

@@ -1,0 +1,57 @@
+//! The Kerberos seam: the core drives any acceptor that turns an AP-REQ into a GSS session. The gateway
+//! plugs in MIT krb5 (crate `sagw-kerberos`); keeping C libraries out of this crate keeps it buildable
+//! and testable on its own.
+
+use std::time::SystemTime;
+
+use crate::counters::Reason;
+use crate::sa::GssSession;
+
+/// A Kerberos context the acceptor established.
+pub struct KerberosAccepted {
+    pub session: Box<dyn GssSession>,
+    /// `alice@EXAMPLE.TEST`.
+    pub client_principal: String,
+    pub ticket_end: Option<SystemTime>,
+    /// AP-REP for clients that asked for mutual authentication.
+    pub ap_rep: Option<Vec<u8>>,
+}
+
+/// Why an AP-REQ was refused, for logs (no secrets in `detail`) and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KerberosRejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+/// A Kerberos acceptor for `sip/<fqdn>`.
+pub trait KerberosBackend: Send + Sync {
+    /// `sip/<fqdn>`, as challenges and signature buffers carry it.
+    fn targetname(&self) -> &str;
+    fn accept(&self, ap_req: &[u8]) -> Result<KerberosAccepted, KerberosRejection>;
+}
+
+/// Default mapping of a client principal to a SIP identity: `alice@EXAMPLE.TEST` ->
+/// `sip:alice@example.test`; with `domain` set, `sip:alice@<domain>`.
+pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> String {
+    let (user, realm) = principal.rsplit_once('@').unwrap_or((principal, ""));
+    // Instance components (alice/admin) are not SIP users; keep the primary.
+    let user = user.split('/').next().unwrap_or(user);
+    let host = domain.map_or_else(|| realm.to_ascii_lowercase(), str::to_owned);
+    format!("sip:{}@{}", user.to_ascii_lowercase(), host)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn maps_principals() {
+        assert_eq!(
+            super::principal_to_identity("alice@EXAMPLE.TEST", None),
+            "sip:alice@example.test"
+        );
+        assert_eq!(
+            super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")),
+            "sip:bob@example.com"
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! The SA manager: established SAs by `opaque` and by (identity, epid), and the bounded table of
+//! handshakes still in progress.
+//!
+//! Established SAs sit in 64 mutex-guarded shards so that lookups on different SAs rarely contend;
+//! the value is an `Arc`, so signing and verifying run outside any lock. Pending handshakes live in
+//! one table with a FIFO: their TTL is fixed, so insertion order is expiry order and eviction is O(1).
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::counters::{Counters, ExpiryKind};
+use crate::rng::Rng;
+use crate::sa::{Opaque, SaScheme, SecurityAssociation};
+
+const SHARDS: usize = 64;
+
+/// An established SA, shared between the manager and whoever signs or verifies with it.
+pub type SaHandle = Arc<SecurityAssociation>;
+
+/// Result of looking an SA up.
+#[derive(Debug)]
+pub enum SaLookup {
+    Live(SaHandle),
+    /// It existed but its time is up (removed now).
+    Expired,
+    Unknown,
+}
+
+/// A handshake between its challenge and its final leg.
+pub struct PendingSa<P> {
+    pub opaque: Opaque,
+    pub source: IpAddr,
+    pub epid: Box<str>,
+    pub version: u8,
+    pub created: u64,
+    pub handshake: P,
+}
+
+/// Why a new pending handshake was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingRefusal {
+    /// This source has too many handshakes in progress.
+    SourceLimit,
+}
+
+struct PendingTable<P> {
+    by_opaque: HashMap<u32, PendingSa<P>>,
+    /// (created, opaque) in insertion order = expiry order.
+    fifo: VecDeque<(u64, u32)>,
+    per_source: HashMap<IpAddr, u32>,
+}
+
+/// Information about one SA for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaInfo {
+    pub opaque: Opaque,
+    pub scheme: SaScheme,
+    pub identity: String,
+    pub epid: String,
+    pub created: u64,
+    pub expiry: u64,
+    pub snum: u32,
+}
+
+/// Limits the manager enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerLimits {
+    pub pending_max_total: usize,
+    pub pending_max_per_source: usize,
+    pub pending_ttl_secs: u64,
+}
+
+pub struct SaManager<P> {
+    shards: Box<[Mutex<HashMap<u32, SaHandle>>]>,
+    /// hash(identity, epid) -> opaque, sharded like `shards` by the hash.
+    endpoints: Box<[Mutex<HashMap<u64, u32>>]>,
+    hasher: RandomState,
+    pending: Mutex<PendingTable<P>>,
+    limits: ManagerLimits,
+}
+
+impl<P> SaManager<P> {
+    pub fn new(limits: ManagerLimits) -> Self {
+        SaManager {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            endpoints: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            pending: Mutex::new(PendingTable {
+                by_opaque: HashMap::new(),
+                fifo: VecDeque::new(),
+                per_source: HashMap::new(),
+            }),
+            limits,
+        }
+    }
+
+    fn shard(&self, opaque: u32) -> &Mutex<HashMap<u32, SaHandle>> {
+        &self.shards[(opaque as usize) % SHARDS]
+    }
+
+    fn endpoint_key(&self, identity: &str, epid: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        // Identities compare without case (SIP URIs' user@host as clients spell them vary).
+        for b in identity.bytes() {
+            b.to_ascii_lowercase().hash(&mut h);
+        }
+        0xFFu8.hash(&mut h);
+        epid.hash(&mut h);
+        h.finish()
+    }
+
+    fn endpoint_shard(&self, key: u64) -> &Mutex<HashMap<u64, u32>> {
+        &self.endpoints[(key as usize) % SHARDS]
+    }
+
+    /// A fresh `opaque` that names neither an established nor a pending SA.
+    pub fn fresh_opaque(&self, rng: &mut dyn Rng) -> Opaque {
+        loop {
+            let mut b = [0u8; 4];
+            rng.fill_bytes(&mut b);
+            let candidate = u32::from_be_bytes(b);
+            if self.shard(candidate).lock().contains_key(&candidate) {
+                continue;
+            }
+            if self.pending.lock().by_opaque.contains_key(&candidate) {
+                continue;
+            }
+            return Opaque(candidate);
+        }
+    }
+
+    /// Registers a handshake in progress. Expired entries go first; when the table is full the oldest
+    /// entry makes room (a flood displaces itself, and a displaced client simply starts again).
+    pub fn insert_pending(
+        &self,
+        entry: PendingSa<P>,
+        now: u64,
+        counters: &Counters,
+    ) -> Result<(), PendingRefusal> {
+        let mut t = self.pending.lock();
+        Self::expire_pending_locked(&mut t, now, self.limits.pending_ttl_secs, counters);
+        let count = t.per_source.get(&entry.source).copied().unwrap_or(0);
+        if count as usize >= self.limits.pending_max_per_source {
+            counters.pending_refused_source();
+            return Err(PendingRefusal::SourceLimit);
+        }
+        while t.by_opaque.len() >= self.limits.pending_max_total {
+            let Some((_, victim)) = t.fifo.pop_front() else {
+                break;
+            };
+            if let Some(old) = t.by_opaque.remove(&victim) {
+                Self::release_source(&mut t, old.source);
+                counters.pending_evicted();
+            }
+        }
+        *t.per_source.entry(entry.source).or_insert(0) += 1;
+        t.fifo.push_back((entry.created, entry.opaque.0));
+        t.by_opaque.insert(entry.opaque.0, entry);
+        Ok(())
+    }
+
+    /// Takes the pending handshake named by `opaque`, if it is still in time. A final leg is tried once:
+    /// whether it succeeds or not, the pending state is gone.
+    pub fn take_pending(&self, opaque: Opaque, now: u64) -> Option<PendingSa<P>> {
+        let mut t = self.pending.lock();
+        let entry = t.by_opaque.remove(&opaque.0)?;
+        Self::release_source(&mut t, entry.source);
+        // Its FIFO slot stays behind and is skipped when it comes up.
+        if now >= entry.created.saturating_add(self.limits.pending_ttl_secs) {
+            return None;
+        }
+        Some(entry)
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().by_opaque.len()
+    }
+
+    fn release_source(t: &mut PendingTable<P>, source: IpAddr) {
+        if let Entry::Occupied(mut e) = t.per_source.entry(source) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    fn expire_pending_locked(t: &mut PendingTable<P>, now: u64, ttl: u64, counters: &Counters) {
+        while let Some(&(created, opaque)) = t.fifo.front() {
+            let live = t.by_opaque.get(&opaque).map(|e| e.created);
+            match live {
+                // A slot whose entry was taken, or replaced by a newer entry with the same opaque.
+                None => {
+                    t.fifo.pop_front();
+                }
+                Some(c) if c != created => {
+                    t.fifo.pop_front();
+                }
+                Some(_) if now >= created.saturating_add(ttl) => {
+                    t.fifo.pop_front();
+                    if let Some(old) = t.by_opaque.remove(&opaque) {
+                        Self::release_source(t, old.source);
+                        counters.pending_expired();
+                    }
+                }
+                Some(_) => break,
+            }
+            if t.fifo.len() > 4 * t.by_opaque.len() + 64 {
+                // Stale slots pile up only if entries are taken far faster than they expire; compact.
+                let keep: VecDeque<(u64, u32)> = t
+                    .fifo
+                    .iter()
+                    .copied()
+                    .filter(|(c, o)| t.by_opaque.get(o).is_some_and(|e| e.created == *c))
+                    .collect();
+                t.fifo = keep;
+            }
+        }
+    }
+
+    /// Makes `sa` the endpoint's SA; an SA the same identity and epid held before is dropped (a new
+    /// handshake from an endpoint replaces its SA). Returns the replaced SA's opaque.
+    pub fn establish(
+        &self,
+        sa: SecurityAssociation,
+        counters: &Counters,
+    ) -> (SaHandle, Option<Opaque>) {
+        let handle = Arc::new(sa);
+        let opaque = handle.opaque().0;
+        let key = self.endpoint_key(handle.identity(), handle.epid());
+        let previous = self.endpoint_shard(key).lock().insert(key, opaque);
+        let mut replaced = None;
+        if let Some(prev) = previous.filter(|p| *p != opaque)
+            && let Some(old) = self.shard(prev).lock().remove(&prev)
+        {
+            old.revoke();
+            counters.sa_replaced();
+            replaced = Some(Opaque(prev));
+        }
+        self.shard(opaque).lock().insert(opaque, handle.clone());
+        counters.sa_established(handle.scheme());
+        (handle, replaced)
+    }
+
+    /// Finds a live SA; an expired one is removed on the way.
+    pub fn lookup(&self, opaque: Opaque, now: u64, counters: &Counters) -> SaLookup {
+        let found = self.shard(opaque.0).lock().get(&opaque.0).cloned();
+        match found {
+            None => SaLookup::Unknown,
+            Some(sa) if sa.is_live(now) => SaLookup::Live(sa),
+            Some(sa) => {
+                self.remove(&sa);
+                counters.sa_expired(Self::expiry_kind(&sa));
+                SaLookup::Expired
+            }
+        }
+    }
+
+    /// The SA of an endpoint, for signing requests the gateway sends to it.
+    pub fn lookup_endpoint(
+        &self,
+        identity: &str,
+        epid: &str,
+        now: u64,
+        counters: &Counters,
+    ) -> SaLookup {
+        let key = self.endpoint_key(identity, epid);
+        let Some(opaque) = self.endpoint_shard(key).lock().get(&key).copied() else {
+            return SaLookup::Unknown;
+        };
+        match self.lookup(Opaque(opaque), now, counters) {
+            SaLookup::Live(sa)
+                if sa.epid() == epid && sa.identity().eq_ignore_ascii_case(identity) =>
+            {
+                SaLookup::Live(sa)
+            }
+            SaLookup::Live(_) => SaLookup::Unknown,
+            other => other,
+        }
+    }
+
+    fn expiry_kind(sa: &SecurityAssociation) -> ExpiryKind {
+        if sa.idle_deadline() < sa.hard_expiry() {
+            ExpiryKind::Idle
+        } else {
+            ExpiryKind::Lifetime
+        }
+    }
+
+    fn remove(&self, sa: &SecurityAssociation) {
+        let opaque = sa.opaque().0;
+        self.shard(opaque).lock().remove(&opaque);
+        let key = self.endpoint_key(sa.identity(), sa.epid());
+        let mut ep = self.endpoint_shard(key).lock();
+        if ep.get(&key) == Some(&opaque) {
+            ep.remove(&key);
+        }
+    }
+
+    /// Operator revocation. The SA stops verifying and signing at once.
+    pub fn revoke(&self, opaque: Opaque, counters: &Counters) -> bool {
+        let found = self.shard(opaque.0).lock().get(&opaque.0).cloned();
+        match found {
+            Some(sa) => {
+                sa.revoke();
+                self.remove(&sa);
+                counters.sa_revoked();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every SA and pending handshake whose time is up; call it every few seconds. Returns how many
+    /// established SAs went.
+    pub fn expire(&self, now: u64, counters: &Counters) -> usize {
+        let mut dead = Vec::new();
+        for shard in self.shards.iter() {
+            shard.lock().retain(|_, sa| {
+                let live = sa.is_live(now);
+                if !live {
+                    dead.push(sa.clone());
+                }
+                live
+            });
+        }
+        for sa in &dead {
+            let key = self.endpoint_key(sa.identity(), sa.epid());
+            let mut ep = self.endpoint_shard(key).lock();
+            if ep.get(&key) == Some(&sa.opaque().0) {
+                ep.remove(&key);
+            }
+            counters.sa_expired(Self::expiry_kind(sa));
+        }
+        let mut t = self.pending.lock();
+        Self::expire_pending_locked(&mut t, now, self.limits.pending_ttl_secs, counters);
+        dead.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn list(&self) -> Vec<SaInfo> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for sa in shard.lock().values() {
+                out.push(SaInfo {
+                    opaque: sa.opaque(),
+                    scheme: sa.scheme(),
+                    identity: sa.identity().to_owned(),
+                    epid: sa.epid().to_owned(),
+                    created: sa.created(),
+                    expiry: sa.expiry(),
+                    snum: sa.snum(),
+                });
+            }
+        }
+        out.sort_by_key(|i| i.opaque);
+        out
+    }
+
+    /// Pre-sizes the tables for `n` SAs (avoids rehash pauses when loading many SAs at once).
+    pub fn reserve(&self, n: usize) {
+        let per = n / SHARDS + 1;
+        for s in self.shards.iter() {
+            s.lock().reserve(per);
+        }
+        for s in self.endpoints.iter() {
+            s.lock().reserve(per);
+        }
+    }
+}

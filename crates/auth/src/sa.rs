@@ -1,0 +1,243 @@
+//! One security association: the keys of a finished handshake, bound to one user's endpoint.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::replay::{ReplayVerdict, ReplayWindow};
+
+/// Mechanisms that produce MS-SIPAE security associations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaScheme {
+    Ntlm,
+    Kerberos,
+}
+
+impl SaScheme {
+    /// The scheme token on the wire (and in signature buffers).
+    pub fn token(self) -> &'static str {
+        match self {
+            SaScheme::Ntlm => "NTLM",
+            SaScheme::Kerberos => "Kerberos",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        if token.eq_ignore_ascii_case("NTLM") {
+            Some(SaScheme::Ntlm)
+        } else if token.eq_ignore_ascii_case("Kerberos") {
+            Some(SaScheme::Kerberos)
+        } else {
+            None
+        }
+    }
+}
+
+/// `opaque`: the SA's name on the wire. Eight upper-case hex digits, as Microsoft servers send and as
+/// every known client has seen. It is an index, not a secret: authority comes from the signature keys,
+/// and a lookup also checks the sender's epid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Opaque(pub u32);
+
+impl Opaque {
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(s, 16).ok().map(Opaque)
+    }
+}
+
+impl fmt::Display for Opaque {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08X}", self.0)
+    }
+}
+
+impl fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Opaque({self})")
+    }
+}
+
+/// A GSS security context (Kerberos) as the core uses it; implemented over MIT krb5 by the gateway's
+/// Kerberos adapter, so this crate stays free of C libraries.
+pub trait GssSession: Send + Sync {
+    /// MIC token over `buffer` (server to client).
+    fn get_mic(&self, buffer: &[u8]) -> Result<Vec<u8>, String>;
+    /// Checks the client's MIC token; sequencing warnings are not errors (cnum does replay).
+    fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), String>;
+}
+
+/// The keys of an SA.
+pub enum Mechanism {
+    Ntlm(sagw_ntlm::NtlmSession),
+    Kerberos(Box<dyn GssSession>),
+}
+
+impl Mechanism {
+    pub fn scheme(&self) -> SaScheme {
+        match self {
+            Mechanism::Ntlm(_) => SaScheme::Ntlm,
+            Mechanism::Kerberos(_) => SaScheme::Kerberos,
+        }
+    }
+}
+
+impl fmt::Debug for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys never reach logs.
+        write!(f, "Mechanism::{:?}(..)", self.scheme())
+    }
+}
+
+/// An established security association.
+pub struct SecurityAssociation {
+    opaque: Opaque,
+    version: u8,
+    /// The SIP identity the handshake proved, e.g. `sip:alice@example.com`.
+    identity: Box<str>,
+    /// The endpoint the SA was made for (From `epid`); may be empty for clients that send none.
+    epid: Box<str>,
+    created: u64,
+    /// Unix seconds after which the SA is dead whatever happens.
+    hard_expiry: u64,
+    /// Unix seconds after which the SA is dead unless a signed message moves it.
+    idle_deadline: AtomicU64,
+    /// Seconds each verified message (or REGISTER refresh) grants.
+    idle_ttl: AtomicU32,
+    snum: AtomicU32,
+    revoked: AtomicBool,
+    window: Mutex<ReplayWindow>,
+    mechanism: Mechanism,
+    /// Token for the first signed response (Kerberos AP-REP for mutual authentication).
+    final_token: Mutex<Option<Box<[u8]>>>,
+}
+
+impl fmt::Debug for SecurityAssociation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityAssociation")
+            .field("opaque", &self.opaque)
+            .field("scheme", &self.mechanism.scheme())
+            .field("identity", &self.identity)
+            .field("epid", &self.epid)
+            .field("created", &self.created)
+            .field("hard_expiry", &self.hard_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an SA was made from.
+pub struct NewSa {
+    pub opaque: Opaque,
+    pub version: u8,
+    pub identity: String,
+    pub epid: String,
+    pub mechanism: Mechanism,
+    pub now: u64,
+    pub hard_expiry: u64,
+    pub idle_ttl: u32,
+    pub final_token: Option<Vec<u8>>,
+}
+
+impl SecurityAssociation {
+    pub fn new(n: NewSa) -> Self {
+        SecurityAssociation {
+            opaque: n.opaque,
+            version: n.version,
+            identity: n.identity.into_boxed_str(),
+            epid: n.epid.into_boxed_str(),
+            created: n.now,
+            hard_expiry: n.hard_expiry,
+            idle_deadline: AtomicU64::new(
+                n.now
+                    .saturating_add(u64::from(n.idle_ttl))
+                    .min(n.hard_expiry),
+            ),
+            idle_ttl: AtomicU32::new(n.idle_ttl),
+            snum: AtomicU32::new(0),
+            revoked: AtomicBool::new(false),
+            window: Mutex::new(ReplayWindow::new()),
+            mechanism: n.mechanism,
+            final_token: Mutex::new(n.final_token.map(Vec::into_boxed_slice)),
+        }
+    }
+
+    pub fn opaque(&self) -> Opaque {
+        self.opaque
+    }
+    pub fn scheme(&self) -> SaScheme {
+        self.mechanism.scheme()
+    }
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+    pub fn epid(&self) -> &str {
+        &self.epid
+    }
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+    pub fn hard_expiry(&self) -> u64 {
+        self.hard_expiry
+    }
+    pub fn idle_deadline(&self) -> u64 {
+        self.idle_deadline.load(Ordering::Relaxed)
+    }
+    pub fn mechanism(&self) -> &Mechanism {
+        &self.mechanism
+    }
+    /// Last `snum` used.
+    pub fn snum(&self) -> u32 {
+        self.snum.load(Ordering::Relaxed)
+    }
+
+    /// When the SA stops being usable: the earlier of the hard and the idle deadline.
+    pub fn expiry(&self) -> u64 {
+        self.hard_expiry.min(self.idle_deadline())
+    }
+
+    pub fn is_live(&self, now: u64) -> bool {
+        !self.revoked.load(Ordering::Relaxed) && now < self.expiry()
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::Relaxed);
+    }
+
+    /// Next server sequence number: strictly increasing per SA however many threads sign at once.
+    pub(crate) fn next_snum(&self) -> u32 {
+        self.snum.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Records a verified `cnum`; the signature has been checked before, so a forged message cannot
+    /// burn a number.
+    pub(crate) fn accept_cnum(&self, cnum: u32) -> ReplayVerdict {
+        self.window.lock().accept(cnum)
+    }
+
+    pub(crate) fn check_cnum(&self, cnum: u32) -> ReplayVerdict {
+        self.window.lock().check(cnum)
+    }
+
+    /// A properly signed message arrived (or was sent): push the idle deadline out.
+    pub(crate) fn touch(&self, now: u64) {
+        let ttl = u64::from(self.idle_ttl.load(Ordering::Relaxed));
+        let deadline = now.saturating_add(ttl).min(self.hard_expiry);
+        self.idle_deadline.fetch_max(deadline, Ordering::Relaxed);
+    }
+
+    /// A REGISTER asked for `secs` of registration: the SA must outlive it (within the hard limit).
+    pub(crate) fn raise_idle_ttl(&self, secs: u32, now: u64) {
+        self.idle_ttl.fetch_max(secs, Ordering::Relaxed);
+        self.touch(now);
+    }
+
+    pub(crate) fn take_final_token(&self) -> Option<Box<[u8]>> {
+        self.final_token.lock().take()
+    }
+}

@@ -1,0 +1,963 @@
+//! The entry point: [`SecurityCore`] judges every message from a client and signs every message to one.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use parking_lot::Mutex;
+use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
+use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError, PendingHandshake};
+use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, parse_name_addr};
+
+use crate::buffer::{BufferParams, SignatureBuffer};
+use crate::config::{ChallengeFamily, CoreConfig, SignatureHeader};
+use crate::counters::{Counters, Reason, Scheme};
+use crate::credentials::CredentialStore;
+use crate::date::http_date;
+use crate::decision::{
+    Authenticated, Binding, Challenge, Decision, ResponseVerdict, TransportContext,
+};
+use crate::hex;
+use crate::kerberos::{KerberosBackend, principal_to_identity};
+use crate::manager::{ManagerLimits, PendingSa, SaHandle, SaLookup, SaManager};
+use crate::replay::ReplayVerdict;
+use crate::rng::Rng;
+use crate::sa::{Mechanism, NewSa, Opaque, SaScheme, SecurityAssociation};
+
+/// Seconds an SA outlives the registration it carries, so a refresh sent on time still verifies.
+const REGISTER_MARGIN_SECS: u32 = 30;
+
+/// Why a message could not be signed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignError {
+    #[error("the security association {0} has expired or was revoked")]
+    Expired(Opaque),
+    #[error("the Kerberos context could not make a MIC: {0}")]
+    Gss(String),
+}
+
+struct DigestState {
+    server: DigestServer,
+    counter: Mutex<NonceCounter>,
+}
+
+/// The security core. Shareable across threads (`&self` everywhere); time and randomness come in.
+pub struct SecurityCore {
+    config: CoreConfig,
+    credentials: Arc<dyn CredentialStore>,
+    ntlm: Option<NtlmAcceptor>,
+    kerberos: Option<Box<dyn KerberosBackend>>,
+    kerberos_domain: Option<String>,
+    digest: Option<DigestState>,
+    sas: SaManager<PendingHandshake>,
+    counters: Counters,
+}
+
+/// One credentials header the client sent for this gateway.
+struct Credentials<'m> {
+    header: AuthHeader<'m>,
+    family: ChallengeFamily,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl SecurityCore {
+    pub fn new(config: CoreConfig, credentials: Arc<dyn CredentialStore>) -> Self {
+        let ntlm = config.ntlm.as_ref().map(|n| {
+            NtlmAcceptor::new(sagw_ntlm::AcceptorConfig {
+                identity: n.identity.clone(),
+                max_clock_skew: n.max_clock_skew,
+                include_timestamp: n.include_timestamp,
+                version: n.version,
+            })
+        });
+        let digest = config.digest.as_ref().map(|d| DigestState {
+            server: DigestServer::new(d.config.clone(), NonceKey::new(d.nonce_key)),
+            counter: Mutex::new(NonceCounter::new(
+                d.max_tracked_nonces,
+                d.config.nonce_lifetime,
+            )),
+        });
+        let limits = ManagerLimits {
+            pending_max_total: config.pending.max_total,
+            pending_max_per_source: config.pending.max_per_source,
+            pending_ttl_secs: config.pending.ttl.as_secs().max(1),
+        };
+        SecurityCore {
+            config,
+            credentials,
+            ntlm,
+            kerberos: None,
+            kerberos_domain: None,
+            digest,
+            sas: SaManager::new(limits),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Enables Kerberos with an acceptor; `identity_domain` overrides the SIP domain of identities
+    /// (default: the principal's realm in lower case).
+    pub fn with_kerberos(
+        mut self,
+        backend: Box<dyn KerberosBackend>,
+        identity_domain: Option<String>,
+    ) -> Self {
+        self.kerberos = Some(backend);
+        self.kerberos_domain = identity_domain;
+        self
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn sas(&self) -> &SaManager<PendingHandshake> {
+        &self.sas
+    }
+
+    /// Housekeeping: drop expired SAs and handshakes. Call every few seconds.
+    pub fn expire(&self, now: SystemTime) -> usize {
+        self.sas.expire(unix_secs(now), &self.counters)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Challenges
+
+    fn family_for(&self, msg: &Message) -> ChallengeFamily {
+        if msg.method().is_some_and(|m| m == "REGISTER") {
+            self.config.policy.register
+        } else {
+            self.config.policy.other
+        }
+    }
+
+    fn ntlm_targetname(&self) -> Option<&str> {
+        self.config.ntlm.as_ref().map(|n| n.targetname.as_str())
+    }
+
+    fn kerberos_targetname(&self) -> Option<&str> {
+        self.kerberos.as_ref().map(|k| k.targetname())
+    }
+
+    /// A fresh challenge: one header per enabled scheme (Kerberos, NTLM, Digest) and `Date`.
+    pub fn challenge(
+        &self,
+        family: ChallengeFamily,
+        cause: Option<Reason>,
+        stale: bool,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Challenge {
+        let name = family.challenge_header();
+        let mut headers = vec![("Date", http_date(now))];
+        let version = self.config.version.to_string();
+        if let Some(target) = self.kerberos_targetname() {
+            headers.push((name, self.ms_challenge("Kerberos", target, &version)));
+        }
+        if let Some(target) = self.ntlm_targetname() {
+            headers.push((name, self.ms_challenge("NTLM", target, &version)));
+        }
+        if let Some(d) = &self.digest {
+            let mut salt = [0u8; 8];
+            rng.fill_bytes(&mut salt);
+            for value in d.server.challenges(now, salt, stale) {
+                headers.push((name, value));
+            }
+        }
+        self.counters.challenge();
+        Challenge {
+            status: family.status(),
+            reason_phrase: family.reason_phrase(),
+            headers,
+            cause,
+        }
+    }
+
+    fn ms_challenge(&self, scheme: &str, target: &str, version: &str) -> String {
+        AuthHeaderBuilder::new(scheme)
+            .quoted("qop", "auth")
+            .quoted("realm", &self.config.realm)
+            .quoted("targetname", target)
+            .token("version", version)
+            .build()
+    }
+
+    fn rechallenge(
+        &self,
+        msg: &Message,
+        family: ChallengeFamily,
+        cause: Reason,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        if is_ack_or_cancel(msg) {
+            self.counters.discarded();
+            return Decision::Discard(cause);
+        }
+        Decision::Challenge(self.challenge(family, Some(cause), false, now, rng))
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Requests
+
+    /// Judges a request from a client.
+    pub fn on_request(
+        &self,
+        msg: &Message,
+        ctx: &TransportContext,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let default_family = self.family_for(msg);
+        let creds = match self.find_credentials(msg) {
+            Ok(Some(c)) => c,
+            Ok(None) => return self.rechallenge_unless_fresh(msg, default_family, None, now, rng),
+            Err(reason) => {
+                return self.rechallenge_unless_fresh(msg, default_family, Some(reason), now, rng);
+            }
+        };
+        let decision = match creds.header.scheme {
+            s if s.eq_ignore_ascii_case("Digest") => self.digest_request(msg, &creds, now, rng),
+            s => match SaScheme::from_token(s) {
+                Some(scheme) => self.ms_request(msg, &creds, scheme, ctx, now, rng),
+                None => self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng),
+            },
+        };
+        self.enforce_identity(msg, decision)
+    }
+
+    fn rechallenge_unless_fresh(
+        &self,
+        msg: &Message,
+        family: ChallengeFamily,
+        cause: Option<Reason>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        if is_ack_or_cancel(msg) {
+            self.counters.discarded();
+            return Decision::Discard(cause.unwrap_or(Reason::NoCredentials));
+        }
+        Decision::Challenge(self.challenge(family, cause, false, now, rng))
+    }
+
+    /// The first Authorization / Proxy-Authorization header meant for this gateway (our scheme and
+    /// realm); other realms' headers belong to servers further on and are left alone.
+    fn find_credentials<'m>(&self, msg: &'m Message) -> Result<Option<Credentials<'m>>, Reason> {
+        let mut malformed = false;
+        for (name, family) in [
+            ("Authorization", ChallengeFamily::Www),
+            ("Proxy-Authorization", ChallengeFamily::Proxy),
+        ] {
+            for value in msg.header_all(name) {
+                let header = match AuthHeader::parse(value) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        malformed = true;
+                        continue;
+                    }
+                };
+                if self.is_ours(&header) {
+                    return Ok(Some(Credentials { header, family }));
+                }
+            }
+        }
+        if malformed {
+            Err(Reason::MalformedHeader)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn is_ours(&self, h: &AuthHeader<'_>) -> bool {
+        let realm = h.param("realm");
+        if h.scheme.eq_ignore_ascii_case("Digest") {
+            return match &self.digest {
+                Some(_) => realm == self.config.digest.as_ref().map(|d| d.config.realm.as_str()),
+                None => false,
+            };
+        }
+        let enabled = match SaScheme::from_token(h.scheme) {
+            Some(SaScheme::Ntlm) => self.ntlm.is_some(),
+            Some(SaScheme::Kerberos) => self.kerberos.is_some(),
+            None => false,
+        };
+        // Clients omit realm on signed messages only rarely; an opaque without realm is still ours if
+        // it names one of our SAs, which verification checks.
+        enabled && realm.is_none_or(|r| r == self.config.realm)
+    }
+
+    fn targetname_for(&self, scheme: SaScheme) -> Option<&str> {
+        match scheme {
+            SaScheme::Ntlm => self.ntlm_targetname(),
+            SaScheme::Kerberos => self.kerberos_targetname(),
+        }
+    }
+
+    fn ms_request(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        scheme: SaScheme,
+        ctx: &TransportContext,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let h = &creds.header;
+        match (h.param("gssapi-data"), scheme) {
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, creds, token, ctx, now, rng),
+            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, creds, token, now, rng),
+            (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
+                Ok(sa) => {
+                    self.refresh_for_register(msg, &sa, now);
+                    Decision::Authenticated(Authenticated {
+                        identity: sa.identity().to_owned(),
+                        scheme: sa.scheme().into(),
+                        binding: Binding::Sa {
+                            sa,
+                            family: creds.family,
+                            established_now: false,
+                        },
+                    })
+                }
+                Err(reason) => self.rechallenge(msg, creds.family, reason, now, rng),
+            },
+        }
+    }
+
+    fn client_version(h: &AuthHeader<'_>) -> u8 {
+        // No version parameter at all is an LCS 2005-era client: protocol version 2.
+        h.param("version")
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(2)
+    }
+
+    fn ntlm_leg(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        token: &str,
+        ctx: &TransportContext,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
+            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        let h = &creds.header;
+        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let secs = unix_secs(now);
+        if token.is_empty() {
+            // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(Reason::NoCredentials);
+            }
+            self.counters.handshake_started(Scheme::Ntlm);
+            let version = Self::client_version(h).min(self.config.version);
+            let mut server_challenge = [0u8; 8];
+            rng.fill_bytes(&mut server_challenge);
+            let opaque = self.sas.fresh_opaque(rng);
+            let pending = acceptor.challenge(server_challenge, now);
+            let gssapi = B64.encode(pending.challenge_message());
+            let entry = PendingSa {
+                opaque,
+                source: ctx.source.ip(),
+                epid: epid.into(),
+                version,
+                created: secs,
+                handshake: pending,
+            };
+            if self
+                .sas
+                .insert_pending(entry, secs, &self.counters)
+                .is_err()
+            {
+                self.counters
+                    .handshake_failed(Scheme::Ntlm, Reason::PendingLimit);
+                return Decision::Reject {
+                    status: 503,
+                    reason_phrase: "Service Unavailable",
+                    reason: Reason::PendingLimit,
+                };
+            }
+            let value = AuthHeaderBuilder::new(h.scheme)
+                .quoted("qop", "auth")
+                .quoted("opaque", &opaque.to_string())
+                .quoted("gssapi-data", &gssapi)
+                .quoted("targetname", target)
+                .quoted("realm", &self.config.realm)
+                .token("version", &self.config.version.to_string())
+                .build();
+            self.counters.challenge();
+            return Decision::Continue(Challenge {
+                status: creds.family.status(),
+                reason_phrase: creds.family.reason_phrase(),
+                headers: vec![
+                    ("Date", http_date(now)),
+                    (creds.family.challenge_header(), value),
+                ],
+                cause: None,
+            });
+        }
+        // Leg 3: AUTHENTICATE for the pending handshake named by opaque.
+        let mut fail = |reason: Reason| {
+            self.counters.handshake_failed(Scheme::Ntlm, reason);
+            self.rechallenge(msg, creds.family, reason, now, rng)
+        };
+        let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
+            return fail(Reason::MalformedHeader);
+        };
+        let Some(pending) = self.sas.take_pending(opaque, secs) else {
+            return fail(Reason::UnknownHandshake);
+        };
+        if *pending.epid != *epid {
+            return fail(Reason::SaMismatch);
+        }
+        let Ok(bytes) = B64.decode(token) else {
+            return fail(Reason::MalformedToken);
+        };
+        let auth = match AuthenticateMessage::parse(&bytes) {
+            Ok(a) => a,
+            Err(e) => return fail(ntlm_reason(&e)),
+        };
+        let user = auth.user().to_string();
+        let Some(nt_hash) = self.credentials.nt_hash(&user) else {
+            return fail(Reason::UnknownUser);
+        };
+        let session = match pending.handshake.accept(&auth, &nt_hash, now) {
+            Ok(s) => s,
+            Err(e) => return fail(ntlm_reason(&e)),
+        };
+        let identity = self
+            .credentials
+            .sip_identity(&user)
+            .unwrap_or_else(|| format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain));
+        let sa = self.new_sa(
+            opaque,
+            pending.version,
+            identity,
+            epid,
+            Mechanism::Ntlm(session),
+            now,
+            None,
+            None,
+        );
+        self.finish_handshake(msg, creds, sa, Scheme::Ntlm, now, rng)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_sa(
+        &self,
+        opaque: Opaque,
+        version: u8,
+        identity: String,
+        epid: &str,
+        mechanism: Mechanism,
+        now: SystemTime,
+        ticket_end: Option<SystemTime>,
+        final_token: Option<Vec<u8>>,
+    ) -> SecurityAssociation {
+        let secs = unix_secs(now);
+        let mut hard = secs.saturating_add(self.config.effective_sa_lifetime().as_secs());
+        if let Some(end) = ticket_end {
+            hard = hard.min(unix_secs(end));
+        }
+        SecurityAssociation::new(NewSa {
+            opaque,
+            version,
+            identity,
+            epid: epid.to_owned(),
+            mechanism,
+            now: secs,
+            hard_expiry: hard,
+            idle_ttl: u32::try_from(self.config.sa_idle_ttl.as_secs()).unwrap_or(u32::MAX),
+            final_token,
+        })
+    }
+
+    /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
+    fn finish_handshake(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        sa: SecurityAssociation,
+        scheme: Scheme,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
+        // whose own signature fails proves nothing and must not disturb a working SA.
+        if creds.header.param("response").is_some()
+            && let Err(reason) = self.verify_with(msg, creds, &sa, Direction::Request, now)
+        {
+            self.counters.handshake_failed(scheme, reason);
+            return self.rechallenge(msg, creds.family, reason, now, rng);
+        }
+        let (sa, _replaced) = self.sas.establish(sa, &self.counters);
+        self.counters.handshake_completed(scheme);
+        self.refresh_for_register(msg, &sa, now);
+        Decision::Authenticated(Authenticated {
+            identity: sa.identity().to_owned(),
+            scheme,
+            binding: Binding::Sa {
+                sa,
+                family: creds.family,
+                established_now: true,
+            },
+        })
+    }
+
+    fn kerberos_leg(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        token: &str,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let Some(backend) = &self.kerberos else {
+            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        self.counters.handshake_started(Scheme::Kerberos);
+        let mut fail = |reason: Reason| {
+            self.counters.handshake_failed(Scheme::Kerberos, reason);
+            self.rechallenge(msg, creds.family, reason, now, rng)
+        };
+        if creds.header.param("targetname") != Some(backend.targetname()) {
+            return fail(Reason::SaMismatch);
+        }
+        let Ok(ap_req) = B64.decode(token) else {
+            return fail(Reason::MalformedToken);
+        };
+        if ap_req.is_empty() {
+            return fail(Reason::MalformedToken);
+        }
+        let accepted = match backend.accept(&ap_req) {
+            Ok(a) => a,
+            Err(rejection) => return fail(rejection.reason),
+        };
+        let identity =
+            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref());
+        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let opaque = self.sas.fresh_opaque(rng);
+        let version = Self::client_version(&creds.header).min(self.config.version);
+        let sa = self.new_sa(
+            opaque,
+            version,
+            identity,
+            epid,
+            Mechanism::Kerberos(accepted.session),
+            now,
+            accepted.ticket_end,
+            accepted.ap_rep,
+        );
+        self.finish_handshake(msg, creds, sa, Scheme::Kerberos, now, rng)
+    }
+
+    /// A REGISTER's lifetime keeps the SA alive at least as long as the registration.
+    fn refresh_for_register(&self, msg: &Message, sa: &SecurityAssociation, now: SystemTime) {
+        if msg.method() != Some("REGISTER") {
+            return;
+        }
+        let expires = msg
+            .expires()
+            .and_then(|e| e.trim().parse::<u32>().ok())
+            .or_else(|| {
+                msg.header("Contact")
+                    .and_then(|c| parse_name_addr(c).ok())
+                    .and_then(|na| na.param("expires").and_then(|e| e.parse::<u32>().ok()))
+            });
+        if let Some(e) = expires {
+            sa.raise_idle_ttl(e.saturating_add(REGISTER_MARGIN_SECS), unix_secs(now));
+        }
+    }
+
+    fn verify_signed(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        scheme: SaScheme,
+        dir: Direction,
+        now: SystemTime,
+    ) -> Result<SaHandle, Reason> {
+        let label: Scheme = scheme.into();
+        let result = (|| {
+            let h = &creds.header;
+            let opaque = h
+                .param("opaque")
+                .ok_or(Reason::Unsigned)
+                .and_then(|o| Opaque::parse(o).ok_or(Reason::MalformedHeader))?;
+            let sa = match self.sas.lookup(opaque, unix_secs(now), &self.counters) {
+                SaLookup::Live(sa) => sa,
+                SaLookup::Expired => return Err(Reason::ExpiredSa),
+                SaLookup::Unknown => return Err(Reason::UnknownSa),
+            };
+            if sa.scheme() != scheme {
+                return Err(Reason::SaMismatch);
+            }
+            self.verify_with(msg, creds, &sa, dir, now)?;
+            Ok(sa)
+        })();
+        if let Err(reason) = result {
+            self.counters.verify_failed(label, reason);
+        }
+        result
+    }
+
+    /// Checks one client signature against `sa` and records its `cnum`.
+    fn verify_with(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        sa: &SecurityAssociation,
+        dir: Direction,
+        now: SystemTime,
+    ) -> Result<(), Reason> {
+        let h = &creds.header;
+        let realm = h.param("realm").unwrap_or(&self.config.realm);
+        let targetname = h.param("targetname").ok_or(Reason::MalformedHeader)?;
+        if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
+            return Err(Reason::SaMismatch);
+        }
+        if endpoint_epid(msg, dir).unwrap_or("") != sa.epid() {
+            return Err(Reason::SaMismatch);
+        }
+        let (Some(crand), Some(cnum_text), Some(response)) =
+            (h.param("crand"), h.param("cnum"), h.param("response"))
+        else {
+            return Err(Reason::Unsigned);
+        };
+        let cnum: u32 = cnum_text.parse().map_err(|_| Reason::MalformedHeader)?;
+        match sa.check_cnum(cnum) {
+            ReplayVerdict::Fresh => {}
+            ReplayVerdict::Replayed => return Err(Reason::Replay),
+            ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
+        }
+        let params = BufferParams {
+            scheme: h.scheme,
+            rand: crand,
+            num: cnum_text,
+            realm,
+            targetname,
+            version: sa.version(),
+        };
+        let buffer = SignatureBuffer::build(msg, &params);
+        match sa.mechanism() {
+            Mechanism::Ntlm(session) => {
+                let sig = hex::decode16(response).ok_or(Reason::BadSignature)?;
+                session
+                    .verify_from_client(buffer.as_bytes(), &sig)
+                    .map_err(|_| Reason::BadSignature)?;
+            }
+            Mechanism::Kerberos(session) => {
+                let token = hex::decode(response).ok_or(Reason::BadSignature)?;
+                session
+                    .verify_mic(buffer.as_bytes(), &token)
+                    .map_err(|_| Reason::BadSignature)?;
+            }
+        }
+        // Two copies of one message racing each other: only one wins the number.
+        match sa.accept_cnum(cnum) {
+            ReplayVerdict::Fresh => {}
+            ReplayVerdict::Replayed => return Err(Reason::Replay),
+            ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
+        }
+        sa.touch(unix_secs(now));
+        self.counters.verified(sa.scheme().into());
+        Ok(())
+    }
+
+    fn digest_request(
+        &self,
+        msg: &Message,
+        creds: &Credentials<'_>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let Some(d) = &self.digest else {
+            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        let mut fail = |reason: Reason, stale: bool| {
+            self.counters.handshake_failed(Scheme::Digest, reason);
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(reason);
+            }
+            Decision::Challenge(self.challenge(creds.family, Some(reason), stale, now, rng))
+        };
+        let params = creds
+            .header
+            .params
+            .iter()
+            .map(|p| (p.name, p.value.as_ref()));
+        let resp = match DigestResponse::from_params(params) {
+            Ok(r) => r,
+            Err(e) => return fail(digest_reason(&e), false),
+        };
+        let method = msg.method().unwrap_or("");
+        let algorithm = match resp.algorithm {
+            None => sagw_digest::Algorithm::Md5,
+            Some(a) => match sagw_digest::Algorithm::from_token(a) {
+                Some(a) => a,
+                None => return fail(Reason::UnsupportedScheme, false),
+            },
+        };
+        let Some(ha1) = self
+            .credentials
+            .digest_ha1(resp.username, resp.realm, algorithm)
+        else {
+            return fail(Reason::UnknownUser, false);
+        };
+        let verified = match d.server.verify(&resp, method, &ha1, now) {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = digest_reason(&e);
+                return fail(reason, reason == Reason::StaleNonce);
+            }
+        };
+        if let Err(e) = d
+            .counter
+            .lock()
+            .check_and_record(resp.nonce, verified.nc, now)
+        {
+            return fail(digest_reason(&e), false);
+        }
+        let mut salt = [0u8; 8];
+        rng.fill_bytes(&mut salt);
+        let next = d.server.make_nonce(now, salt);
+        let info = d.server.authentication_info(&verified, &ha1, Some(&next));
+        self.counters.handshake_completed(Scheme::Digest);
+        let identity = self
+            .credentials
+            .sip_identity(resp.username)
+            .unwrap_or_else(|| {
+                format!(
+                    "sip:{}@{}",
+                    resp.username.to_lowercase(),
+                    self.config.sip_domain
+                )
+            });
+        Decision::Authenticated(Authenticated {
+            identity,
+            scheme: Scheme::Digest,
+            binding: Binding::Digest {
+                family: creds.family,
+                authentication_info: info,
+            },
+        })
+    }
+
+    /// The From of a request must be the authenticated user (403 otherwise): the next hop trusts the
+    /// identity the gateway asserts, so one user must not speak as another.
+    fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
+        let Decision::Authenticated(auth) = &decision else {
+            return decision;
+        };
+        let from_uri = msg
+            .from()
+            .map(|na| strip_uri_params(na.uri))
+            .unwrap_or_default();
+        if same_identity(from_uri, &auth.identity) {
+            decision
+        } else {
+            Decision::Reject {
+                status: 403,
+                reason_phrase: "Forbidden",
+                reason: Reason::SaMismatch,
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Responses from clients
+
+    /// Judges a response a client sent to a request the gateway sent it.
+    pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
+        let creds = match self.find_credentials(msg) {
+            Ok(Some(c)) => c,
+            Ok(None) => return ResponseVerdict::Unsigned,
+            Err(reason) => {
+                self.counters.dropped_response();
+                return ResponseVerdict::Drop(reason);
+            }
+        };
+        let Some(scheme) = SaScheme::from_token(creds.header.scheme) else {
+            return ResponseVerdict::Unsigned;
+        };
+        match self.verify_signed(msg, &creds, scheme, Direction::Response, now) {
+            Ok(sa) => ResponseVerdict::Verified(sa),
+            Err(reason) => {
+                self.counters.dropped_response();
+                ResponseVerdict::Drop(reason)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Signing
+
+    /// The SA of an endpoint, for requests the gateway sends to it (found through the epid the
+    /// registrar stored).
+    pub fn sa_for_endpoint(&self, identity: &str, epid: &str, now: SystemTime) -> Option<SaHandle> {
+        match self
+            .sas
+            .lookup_endpoint(identity, epid, unix_secs(now), &self.counters)
+        {
+            SaLookup::Live(sa) => Some(sa),
+            _ => None,
+        }
+    }
+
+    /// Signs a message to the client of `sa`: fresh `srand`, next `snum`, the buffer from the message's
+    /// final header values, and `Authentication-Info` (or `Proxy-Authentication-Info` where configured
+    /// and the client used that family). An existing header of that name is replaced in place.
+    pub fn sign(
+        &self,
+        msg: &mut Message,
+        sa: &SecurityAssociation,
+        client_family: ChallengeFamily,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Result<(), SignError> {
+        let secs = unix_secs(now);
+        if !sa.is_live(secs) {
+            return Err(SignError::Expired(sa.opaque()));
+        }
+        let header = match self.config.signature_header {
+            SignatureHeader::AuthenticationInfo => "Authentication-Info",
+            SignatureHeader::FollowClient => client_family.info_header(),
+        };
+        let mut r = [0u8; 4];
+        rng.fill_bytes(&mut r);
+        let srand = hex::upper(&r);
+        let snum = sa.next_snum().to_string();
+        let scheme = sa.scheme().token();
+        let targetname = self.targetname_for(sa.scheme()).unwrap_or("");
+        let params = BufferParams {
+            scheme,
+            rand: &srand,
+            num: &snum,
+            realm: &self.config.realm,
+            targetname,
+            version: sa.version(),
+        };
+        let buffer = SignatureBuffer::build(msg, &params);
+        let rspauth = match sa.mechanism() {
+            Mechanism::Ntlm(session) => hex::upper(&session.sign_as_server(buffer.as_bytes())),
+            Mechanism::Kerberos(session) => {
+                hex::upper(&session.get_mic(buffer.as_bytes()).map_err(SignError::Gss)?)
+            }
+        };
+        let mut b = AuthHeaderBuilder::new(scheme)
+            .quoted("rspauth", &rspauth)
+            .quoted("srand", &srand)
+            .quoted("snum", &snum)
+            .quoted("opaque", &sa.opaque().to_string())
+            .quoted("qop", "auth")
+            .quoted("targetname", targetname)
+            .quoted("realm", &self.config.realm);
+        if let Some(token) = sa.take_final_token() {
+            b = b.quoted("gssapi-data", &B64.encode(token));
+        }
+        msg.set_header(header, &b.build());
+        sa.touch(secs);
+        self.counters.signed(sa.scheme().into());
+        Ok(())
+    }
+
+    /// Adds what an authenticated request's final response needs: the signature (SA schemes) or the
+    /// Digest `Authentication-Info`.
+    pub fn finish_response(
+        &self,
+        msg: &mut Message,
+        auth: &Authenticated,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Result<(), SignError> {
+        match &auth.binding {
+            Binding::Sa { sa, family, .. } => self.sign(msg, sa, *family, now, rng),
+            Binding::Digest {
+                family,
+                authentication_info,
+            } => {
+                msg.set_header(family.info_header(), authentication_info);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Which side of the message is the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// A request the client sent: it is in From.
+    Request,
+    /// A response the client sent: it is in To.
+    Response,
+}
+
+fn endpoint_epid(msg: &Message, dir: Direction) -> Option<&str> {
+    let na = match dir {
+        Direction::Request => msg.from(),
+        Direction::Response => msg.to(),
+    }?;
+    na.param("epid")
+}
+
+fn is_ack_or_cancel(msg: &Message) -> bool {
+    matches!(msg.method(), Some("ACK") | Some("CANCEL"))
+}
+
+fn strip_uri_params(uri: &str) -> &str {
+    uri.split(';').next().unwrap_or(uri)
+}
+
+/// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
+fn same_identity(from_uri: &str, identity: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim();
+        let s = s
+            .strip_prefix("sips:")
+            .or_else(|| s.strip_prefix("sip:"))
+            .unwrap_or(s);
+        s.to_ascii_lowercase()
+    };
+    !from_uri.is_empty() && norm(from_uri) == norm(identity)
+}
+
+fn ntlm_reason(e: &NtlmError) -> Reason {
+    match e {
+        NtlmError::WrongPassword => Reason::WrongPassword,
+        NtlmError::ClockSkew { .. } => Reason::ClockSkew,
+        NtlmError::NotNtlmV2 { .. } => Reason::WeakNtlm,
+        NtlmError::MissingFlags { .. } => Reason::WeakNtlm,
+        NtlmError::BadMic => Reason::BadMic,
+        _ => Reason::MalformedToken,
+    }
+}
+
+fn digest_reason(e: &DigestError) -> Reason {
+    match e {
+        DigestError::Stale => Reason::StaleNonce,
+        DigestError::BadNonce => Reason::BadNonce,
+        DigestError::Replay => Reason::Replay,
+        DigestError::WrongResponse => Reason::WrongPassword,
+        DigestError::UnsupportedAlgorithm | DigestError::UnsupportedQop => {
+            Reason::UnsupportedScheme
+        }
+        DigestError::RealmMismatch => Reason::SaMismatch,
+        _ => Reason::MalformedHeader,
+    }
+}
+
+/// A duration in seconds that fits the SA's u32 fields.
+pub fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
