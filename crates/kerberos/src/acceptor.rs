@@ -151,8 +151,7 @@ fn config_err(detail: impl Into<String>) -> KerberosError {
 
 fn valid_component(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '/' | '@' | '\\'))
 }
 

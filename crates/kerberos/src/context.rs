@@ -116,7 +116,11 @@ impl SecContext {
     pub fn new(ctx: Context) -> Self {
         // The enctype is informative; a library that cannot report it still
         // yields a working context.
-        let enctype = ctx.session_enctype().ok().flatten().map(Enctype::from_number);
+        let enctype = ctx
+            .session_enctype()
+            .ok()
+            .flatten()
+            .map(Enctype::from_number);
         SecContext {
             ctx: Mutex::new(ctx),
             enctype,

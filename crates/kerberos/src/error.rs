@@ -168,8 +168,11 @@ impl KerberosError {
                 KRB5KRB_AP_WRONG_PRINC | KRB5KRB_AP_ERR_NOT_US => {
                     KerberosError::WrongService { detail }
                 }
-                KRB5_KT_NOTFOUND | KRB5_KT_KVNONOTFOUND | KRB5KRB_AP_ERR_NOKEY
-                | KRB5KRB_AP_ERR_BADKEYVER | KG_KEYTAB_NOMATCH => KerberosError::NoKey {
+                KRB5_KT_NOTFOUND
+                | KRB5_KT_KVNONOTFOUND
+                | KRB5KRB_AP_ERR_NOKEY
+                | KRB5KRB_AP_ERR_BADKEYVER
+                | KG_KEYTAB_NOMATCH => KerberosError::NoKey {
                     principal: principal.to_owned(),
                     detail,
                 },

@@ -423,7 +423,8 @@ impl Context {
                 req_flags,
                 0,
                 ptr::null_mut(),
-                tok.as_mut().map_or(ptr::null_mut(), |t| t as sys::gss_buffer_t),
+                tok.as_mut()
+                    .map_or(ptr::null_mut(), |t| t as sys::gss_buffer_t),
                 ptr::null_mut(),
                 output.as_out(),
                 ptr::null_mut(),
@@ -488,21 +489,21 @@ impl Context {
                     std::slice::from_raw_parts_mut(s.elements, s.count)
                 }
             };
-            if let Some(key) = buffers.first_mut() {
-                if !key.value.is_null() {
-                    // SAFETY: `length` writable bytes owned by the set.
-                    unsafe { std::slice::from_raw_parts_mut(key.value.cast::<u8>(), key.length) }
-                        .zeroize();
-                }
+            if let Some(key) = buffers.first_mut()
+                && !key.value.is_null()
+            {
+                // SAFETY: `length` writable bytes owned by the set.
+                unsafe { std::slice::from_raw_parts_mut(key.value.cast::<u8>(), key.length) }
+                    .zeroize();
             }
-            if let Some(oid_buf) = buffers.get(1) {
-                if !oid_buf.value.is_null() {
-                    // SAFETY: `length` readable bytes owned by the set.
-                    let bytes = unsafe {
-                        std::slice::from_raw_parts(oid_buf.value.cast::<u8>(), oid_buf.length)
-                    };
-                    enctype = parse_enctype_oid(bytes);
-                }
+            if let Some(oid_buf) = buffers.get(1)
+                && !oid_buf.value.is_null()
+            {
+                // SAFETY: `length` readable bytes owned by the set.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(oid_buf.value.cast::<u8>(), oid_buf.length)
+                };
+                enctype = parse_enctype_oid(bytes);
             }
             let mut minor2 = 0;
             // SAFETY: the set came from gss_inquire_sec_context_by_oid.
@@ -560,9 +561,15 @@ mod tests {
     #[test]
     fn supplementary_bits_are_not_errors() {
         // GSS_S_DUPLICATE_TOKEN (bit 1) | GSS_S_UNSEQ_TOKEN (bit 3)
-        let st = Status { major: 0b1010, minor: 0 };
+        let st = Status {
+            major: 0b1010,
+            minor: 0,
+        };
         assert!(!st.is_error());
-        let bad_sig = Status { major: routine::BAD_SIG << 16, minor: 0 };
+        let bad_sig = Status {
+            major: routine::BAD_SIG << 16,
+            minor: 0,
+        };
         assert!(bad_sig.is_error());
         assert_eq!(bad_sig.routine_error(), routine::BAD_SIG);
     }

@@ -92,9 +92,11 @@ pub fn initiate_with(
     options: InitiatorOptions,
 ) -> Result<(Vec<u8>, ClientSession), KerberosError> {
     let err = |st| KerberosError::from_status(Op::Initiate, st);
-    let target = Name::import(&format!("sip@{service_fqdn}"), ffi::OID_NT_HOSTBASED)
-        .map_err(|st| KerberosError::Config {
-            detail: format!("bad service name sip@{service_fqdn}: {}", st.message()),
+    let target =
+        Name::import(&format!("sip@{service_fqdn}"), ffi::OID_NT_HOSTBASED).map_err(|st| {
+            KerberosError::Config {
+                detail: format!("bad service name sip@{service_fqdn}: {}", st.message()),
+            }
         })?;
     let store: Vec<(&str, &str)> = ccache.map(|c| ("ccache", c)).into_iter().collect();
     let cred = Cred::acquire_from(None, Usage::Initiate, &store).map_err(|e| match e {

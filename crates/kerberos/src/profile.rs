@@ -83,7 +83,9 @@ pub(crate) fn read() -> Result<ProfileValues, i32> {
     let code = unsafe { krb5_get_default_realm(ctx.0, &mut realm) };
     let default_realm = if code == 0 && !realm.is_null() {
         // SAFETY: MIT returns a NUL-terminated string.
-        let s = unsafe { CStr::from_ptr(realm) }.to_string_lossy().into_owned();
+        let s = unsafe { CStr::from_ptr(realm) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: allocated by krb5_get_default_realm.
         unsafe { krb5_free_default_realm(ctx.0, realm) };
         Some(s)

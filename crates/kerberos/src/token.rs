@@ -112,7 +112,11 @@ mod tests {
     fn accepts_all_krb5_oids_and_length_forms() {
         for oid in [OID_KRB5, OID_KRB5_MS, OID_KRB5_OLD] {
             for n in [1, 0x7f, 0x80, 0xff, 0x100, 700, 20_000] {
-                assert_eq!(check_ap_req(&framed(oid, n)), Ok(()), "oid {oid:02x?} n {n}");
+                assert_eq!(
+                    check_ap_req(&framed(oid, n)),
+                    Ok(()),
+                    "oid {oid:02x?} n {n}"
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use sagw_kerberos::initiator::{self, InitiatorOptions, Mutual, Sequencing};
@@ -15,16 +15,17 @@ use support::{
 };
 
 /// A signature buffer as [MS-SIPAE] builds it (version 4 layout).
-const BUFFER: &[u8] = b"<Kerberos><41c2a0b4><3><EXAMPLE.TEST><sip/gw.example.test><6E2B01F4><REGISTER>\
+const BUFFER: &[u8] =
+    b"<Kerberos><41c2a0b4><3><EXAMPLE.TEST><sip/gw.example.test><6E2B01F4><REGISTER>\
 <sip:alice@example.test><8a1b7c2d><sip:alice@example.test><><><><><200>";
 
 fn kdc() -> Option<&'static TestKdc> {
     support::kdc(KdcOptions::default())
 }
 
-fn acceptor(kdc: &TestKdc, fqdn: &str, keytab: &PathBuf) -> KerberosAcceptor {
+fn acceptor(kdc: &TestKdc, fqdn: &str, keytab: &Path) -> KerberosAcceptor {
     let mut cfg = KerberosConfig::new(fqdn);
-    cfg.keytab = Some(keytab.clone());
+    cfg.keytab = Some(keytab.to_path_buf());
     cfg.replay_cache = Some(kdc.rcache());
     KerberosAcceptor::new(cfg).expect("acceptor")
 }
@@ -37,7 +38,7 @@ fn seconds_between(a: SystemTime, b: SystemTime) -> f64 {
 }
 
 /// Both directions of signing for one service, checking the token format.
-fn round_trip(fqdn: &str, keytab: &PathBuf, enctype: Enctype, mic_len: usize, format: MicFormat) {
+fn round_trip(fqdn: &str, keytab: &Path, enctype: Enctype, mic_len: usize, format: MicFormat) {
     let Some(kdc) = kdc() else { return };
     let ccache = kdc.kinit(ALICE, ALICE_PW, Some("1h"));
     let acc = acceptor(kdc, fqdn, keytab);
@@ -66,27 +67,35 @@ fn round_trip(fqdn: &str, keytab: &PathBuf, enctype: Enctype, mic_len: usize, fo
     // Server -> client.
     let server_mic = server.get_mic(BUFFER).expect("server get_mic");
     assert_eq!(server_mic.len(), mic_len);
-    client.verify_mic(BUFFER, &server_mic).expect("client verifies server MIC");
+    client
+        .verify_mic(BUFFER, &server_mic)
+        .expect("client verifies server MIC");
 
     // Client -> server.
     let client_mic = client.get_mic(BUFFER).expect("client get_mic");
     assert_eq!(client_mic.len(), mic_len);
-    server.verify_mic(BUFFER, &client_mic).expect("server verifies client MIC");
+    server
+        .verify_mic(BUFFER, &client_mic)
+        .expect("server verifies client MIC");
 
     match format {
         MicFormat::Rfc4121 => {
             // TOK_ID 04 04; Flags: SentByAcceptor (0x01) only on server tokens.
             assert_eq!(&server_mic[..2], &[0x04, 0x04]);
             assert_eq!(&client_mic[..2], &[0x04, 0x04]);
-            assert_eq!(server_mic[2] & 0x01, 0x01, "server token flags SentByAcceptor");
+            assert_eq!(
+                server_mic[2] & 0x01,
+                0x01,
+                "server token flags SentByAcceptor"
+            );
             assert_eq!(client_mic[2] & 0x01, 0x00);
             assert_eq!(&server_mic[3..8], &[0xff; 5]);
         }
         MicFormat::Rfc4757 => {
             // GSS framing, krb5 OID, TOK_ID 01 01, SGN_ALG 11 00 (HMAC-MD5).
             let header = [
-                0x60, 0x23, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
-                0x01, 0x01, 0x11, 0x00, 0xff, 0xff, 0xff, 0xff,
+                0x60, 0x23, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x01,
+                0x01, 0x11, 0x00, 0xff, 0xff, 0xff, 0xff,
             ];
             assert_eq!(&server_mic[..21], &header);
             assert_eq!(&client_mic[..21], &header);
@@ -120,7 +129,13 @@ fn aes_two_leg_accept_and_mics() {
 #[test]
 fn rc4_only_service_gives_37_byte_tokens() {
     let Some(kdc) = kdc() else { return };
-    round_trip(RC4_FQDN, &kdc.rc4_keytab, Enctype::Rc4Hmac, 37, MicFormat::Rfc4757);
+    round_trip(
+        RC4_FQDN,
+        &kdc.rc4_keytab,
+        Enctype::Rc4Hmac,
+        37,
+        MicFormat::Rfc4757,
+    );
 }
 
 #[test]
@@ -129,15 +144,21 @@ fn mutual_auth_returns_ap_rep_that_the_initiator_accepts() {
     let ccache = kdc.kinit(ALICE, ALICE_PW, None);
     let acc = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
 
-    let (ap_req, mut client) = initiator::initiate(AES_FQDN, Some(&ccache), true).expect("initiate");
+    let (ap_req, mut client) =
+        initiator::initiate(AES_FQDN, Some(&ccache), true).expect("initiate");
     assert!(!client.is_established());
-    assert!(matches!(client.get_mic(BUFFER), Err(KerberosError::NotEstablished)));
+    assert!(matches!(
+        client.get_mic(BUFFER),
+        Err(KerberosError::NotEstablished)
+    ));
 
     let accepted = acc.accept(&ap_req).expect("accept");
     let ap_rep = accepted.ap_rep.clone().expect("AP-REP for mutual auth");
     // GSS framing + krb5 OID + TOK_ID 02 00 (AP-REP), then APPLICATION 15.
     assert_eq!(ap_rep[0], 0x60);
-    let krb5_oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02];
+    let krb5_oid = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+    ];
     let at = ap_rep
         .windows(krb5_oid.len())
         .position(|w| w == krb5_oid)
@@ -156,7 +177,9 @@ fn mutual_auth_returns_ap_rep_that_the_initiator_accepts() {
     assert!(other_client.finish(&bad).is_err());
     assert!(!other_client.is_established());
 
-    client.finish(&ap_rep).expect("initiator accepts the AP-REP");
+    client
+        .finish(&ap_rep)
+        .expect("initiator accepts the AP-REP");
     assert!(client.is_established());
     assert!(client.finish(&ap_rep).is_err(), "no second AP-REP");
 
@@ -188,23 +211,33 @@ fn sequencing_warnings_are_not_errors_but_bad_checksums_are() {
     let m1 = client.get_mic(b"<one>").unwrap();
     let m2 = client.get_mic(b"<two>").unwrap();
     let m3 = client.get_mic(b"<three>").unwrap();
-    assert_eq!(server.verify_mic_with_sequence(b"<one>", &m1).unwrap(), None);
+    assert_eq!(
+        server.verify_mic_with_sequence(b"<one>", &m1).unwrap(),
+        None
+    );
     // Same token twice: MIT flags a duplicate, we still accept it.
     assert_eq!(
         server.verify_mic_with_sequence(b"<one>", &m1).unwrap(),
         Some(sagw_kerberos::SequenceWarning::Duplicate)
     );
-    server.verify_mic(b"<one>", &m1).expect("duplicate is not an error");
+    server
+        .verify_mic(b"<one>", &m1)
+        .expect("duplicate is not an error");
     // Skipping m2: a gap; then m2 late: unsequenced.
     assert_eq!(
         server.verify_mic_with_sequence(b"<three>", &m3).unwrap(),
         Some(sagw_kerberos::SequenceWarning::Gap)
     );
     assert!(
-        server.verify_mic_with_sequence(b"<two>", &m2).unwrap().is_some(),
+        server
+            .verify_mic_with_sequence(b"<two>", &m2)
+            .unwrap()
+            .is_some(),
         "late token reported as out of sequence"
     );
-    server.verify_mic(b"<two>", &m2).expect("out of order is not an error");
+    server
+        .verify_mic(b"<two>", &m2)
+        .expect("out of order is not an error");
 
     // Integrity failures are errors, whatever the sequence state.
     for i in 0..m1.len() {
@@ -215,9 +248,18 @@ fn sequencing_warnings_are_not_errors_but_bad_checksums_are() {
             "flipped bit in token byte {i} must fail"
         );
     }
-    assert!(matches!(server.verify_mic(b"<onf>", &m1), Err(KerberosError::BadMic)));
-    assert!(matches!(server.verify_mic(b"<one>", &m1[..27]), Err(KerberosError::BadMic)));
-    assert!(matches!(server.verify_mic(b"<one>", &[]), Err(KerberosError::BadMic)));
+    assert!(matches!(
+        server.verify_mic(b"<onf>", &m1),
+        Err(KerberosError::BadMic)
+    ));
+    assert!(matches!(
+        server.verify_mic(b"<one>", &m1[..27]),
+        Err(KerberosError::BadMic)
+    ));
+    assert!(matches!(
+        server.verify_mic(b"<one>", &[]),
+        Err(KerberosError::BadMic)
+    ));
     assert!(matches!(
         server.verify_mic(b"<one>", &[0x60, 0x23, 0x06]),
         Err(KerberosError::BadMic)
@@ -248,7 +290,9 @@ fn garbage_and_truncated_tokens_are_malformed_not_panics() {
 
     let (ap_req, _client) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
     for cut in (0..ap_req.len()).step_by(7).chain([ap_req.len() - 1]) {
-        let err = acc.accept(&ap_req[..cut]).expect_err("truncated AP-REQ accepted");
+        let err = acc
+            .accept(&ap_req[..cut])
+            .expect_err("truncated AP-REQ accepted");
         assert!(
             matches!(err, KerberosError::Malformed { .. }),
             "cut at {cut}: {err:?}"
@@ -264,7 +308,10 @@ fn garbage_and_truncated_tokens_are_malformed_not_panics() {
         let mut bad = ap_req.clone();
         bad[pos] ^= 0x20;
         let err = acc.accept(&bad).expect_err("corrupt AP-REQ accepted");
-        assert!(matches!(err, KerberosError::Malformed { .. }), "byte {pos}: {err:?}");
+        assert!(
+            matches!(err, KerberosError::Malformed { .. }),
+            "byte {pos}: {err:?}"
+        );
     }
 
     // A flipped bit in the authenticator ciphertext breaks its checksum.
@@ -282,7 +329,9 @@ fn ticket_for_another_service_is_wrong_service() {
     let ccache = kdc.kinit(ALICE, ALICE_PW, None);
     let acc = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
     let (ap_req, _c) = initiator::initiate(OTHER_FQDN, Some(&ccache), false).unwrap();
-    let err = acc.accept(&ap_req).expect_err("ticket for sip/other accepted");
+    let err = acc
+        .accept(&ap_req)
+        .expect_err("ticket for sip/other accepted");
     assert!(matches!(err, KerberosError::WrongService { .. }), "{err:?}");
     assert!(err.to_string().contains("targetname"), "{err}");
 }
@@ -297,7 +346,11 @@ fn stale_keytab_is_no_key_and_wrong_key_is_integrity() {
     let (ap_req, _c) = initiator::initiate(STALE_FQDN, Some(&ccache), false).unwrap();
     let err = stale.accept(&ap_req).expect_err("stale keytab accepted");
     assert!(matches!(err, KerberosError::NoKey { .. }), "{err:?}");
-    assert!(err.to_string().contains("sip/stale.example.test@EXAMPLE.TEST"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("sip/stale.example.test@EXAMPLE.TEST"),
+        "{err}"
+    );
 
     // Right kvno, other key: the ticket does not decrypt.
     let wrong = acceptor(kdc, AES_FQDN, &kdc.wrong_key_keytab);
@@ -313,7 +366,10 @@ fn keytab_without_the_principal_fails_at_new() {
     cfg.keytab = Some(kdc.rc4_keytab.clone());
     let err = KerberosAcceptor::new(cfg).expect_err("rc4 keytab has no sip/gw key");
     assert!(matches!(err, KerberosError::NoKey { .. }), "{err:?}");
-    assert!(err.to_string().contains("sip/gw.example.test@EXAMPLE.TEST"), "{err}");
+    assert!(
+        err.to_string().contains("sip/gw.example.test@EXAMPLE.TEST"),
+        "{err}"
+    );
 
     let mut cfg = KerberosConfig::new(AES_FQDN);
     cfg.keytab = Some(kdc.dir().join("does-not-exist.keytab"));
@@ -374,7 +430,9 @@ fn client_clock_ahead_is_clock_skew() {
     let _ = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
     let skewed = kdc.skewed_copy(&ccache, 3600);
     let (ap_req, _c) = initiator::initiate(AES_FQDN, Some(&skewed), false).unwrap();
-    let err = acc.accept(&ap_req).expect_err("skewed authenticator accepted");
+    let err = acc
+        .accept(&ap_req)
+        .expect_err("skewed authenticator accepted");
     assert!(matches!(err, KerberosError::ClockSkew { .. }), "{err:?}");
     assert_eq!(acc.effective_clock_skew(), Duration::from_secs(300));
 
@@ -398,7 +456,10 @@ fn configuration_errors_are_reported() {
 
     let mut no_rcache = cfg.clone();
     no_rcache.replay_cache = Some("none:".into());
-    assert!(matches!(KerberosAcceptor::new(no_rcache), Err(KerberosError::Config { .. })));
+    assert!(matches!(
+        KerberosAcceptor::new(no_rcache),
+        Err(KerberosError::Config { .. })
+    ));
 
     for bad in ["", "sip/gw.example.test", "gw@example.test", "gw example"] {
         let mut c = cfg.clone();
@@ -490,5 +551,8 @@ fn debug_output_shows_no_key_material() {
         "ClientSession { state: \"established\", enctype: Some(Aes256CtsHmacSha1) }"
     );
     let acc_dbg = format!("{acc:?}");
-    assert!(acc_dbg.contains("sip/gw.example.test@EXAMPLE.TEST"), "{acc_dbg}");
+    assert!(
+        acc_dbg.contains("sip/gw.example.test@EXAMPLE.TEST"),
+        "{acc_dbg}"
+    );
 }

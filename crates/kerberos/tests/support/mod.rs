@@ -188,14 +188,21 @@ impl TestKdc {
         let stale_keytab = files.dir.join("stale.keytab");
         let wrong_key_keytab = files.dir.join("wrong-key.keytab");
 
-        run(files
-            .env(&mut Command::new(tool("kdb5_util")))
-            .args(["create", "-s", "-r", REALM, "-P", "master-Key-0"]))?;
+        run(files.env(&mut Command::new(tool("kdb5_util"))).args([
+            "create",
+            "-s",
+            "-r",
+            REALM,
+            "-P",
+            "master-Key-0",
+        ]))?;
         for (user, pw) in [(ALICE, ALICE_PW), (BOB, BOB_PW)] {
             files.kadmin(&format!("addprinc -pw {pw} {user}"))?;
         }
         files.kadmin(&format!("addprinc -randkey -e aes256-cts-hmac-sha1-96:normal,aes128-cts-hmac-sha1-96:normal sip/{AES_FQDN}"))?;
-        files.kadmin(&format!("addprinc -randkey -e rc4-hmac:normal sip/{RC4_FQDN}"))?;
+        files.kadmin(&format!(
+            "addprinc -randkey -e rc4-hmac:normal sip/{RC4_FQDN}"
+        ))?;
         // Without this the KDC would still pick an AES session key (it
         // assumes every service supports AES session keys).
         files.kadmin(&format!("setstr sip/{RC4_FQDN} session_enctypes rc4-hmac"))?;
@@ -229,7 +236,9 @@ impl TestKdc {
             s.write_all(ktutil_script.as_bytes())
                 .map_err(|e| format!("ktutil stdin: {e}"))?;
         }
-        let out = ktutil.wait_with_output().map_err(|e| format!("ktutil: {e}"))?;
+        let out = ktutil
+            .wait_with_output()
+            .map_err(|e| format!("ktutil: {e}"))?;
         if !out.status.success() || !wrong_key_keytab.exists() {
             return Err(format!(
                 "ktutil failed: {}",
@@ -275,7 +284,9 @@ impl TestKdc {
                 ));
             }
             if Instant::now() > deadline {
-                return Err(format!("krb5kdc did not listen on 127.0.0.1:{port} within 10 s"));
+                return Err(format!(
+                    "krb5kdc did not listen on 127.0.0.1:{port} within 10 s"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -316,7 +327,10 @@ impl TestKdc {
 
     /// A replay cache name private to one acceptor.
     pub fn rcache(&self) -> String {
-        format!("file2:{}", self.dir().join(format!("rc-{}", fresh_id())).display())
+        format!(
+            "file2:{}",
+            self.dir().join(format!("rc-{}", fresh_id())).display()
+        )
     }
 
     /// Copy of a FILE ccache whose KDC time offset says the client clock is
