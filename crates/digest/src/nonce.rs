@@ -40,6 +40,12 @@ impl NonceKey {
     }
 }
 
+impl From<[u8; 32]> for NonceKey {
+    fn from(bytes: [u8; 32]) -> Self {
+        NonceKey(bytes)
+    }
+}
+
 impl std::fmt::Debug for NonceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NonceKey(<redacted>)")
