@@ -214,6 +214,16 @@ impl SecurityCore {
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
+        // The signature covers the request-line method, not CSeq's: the two must agree.
+        if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
+            && method != cseq.method
+        {
+            return Decision::Reject {
+                status: 400,
+                reason_phrase: "CSeq Method Mismatch",
+                reason: Reason::MalformedHeader,
+            };
+        }
         let default_family = self.family_for(msg);
         let creds = match self.find_credentials(msg) {
             Ok(Some(c)) => c,
