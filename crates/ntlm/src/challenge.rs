@@ -219,7 +219,7 @@ impl NtlmAcceptor {
 
 /// What the server keeps between the CHALLENGE and the AUTHENTICATE (under the SIP `opaque`):
 /// the server challenge, the challenge timestamp and a shared pointer to the constant challenge
-/// bytes (needed to check a MIC). `Send + Sync`, 32 bytes.
+/// bytes (needed to check a MIC). `Send + Sync`, 24 bytes on 64-bit targets.
 ///
 /// One AUTHENTICATE per challenge: remove the handshake from the pending table before calling
 /// [`accept`](Self::accept), whatever its outcome.
@@ -319,11 +319,13 @@ impl PendingHandshake {
             .map_err(|_| NtlmError::Malformed("EncryptedRandomSessionKey is not 16 bytes"))?;
 
         let ntowf = crypto::ntowfv2(nt_hash, authenticate.user(), authenticate.domain());
-        let proof = crypto::nt_proof_str(&ntowf, &self.server_challenge, v2.blob);
+        // NTProofStr and SessionBaseKey are both keyed with NTOWFv2: prepare the key once.
+        let ntowf_mac = HmacMd5Key::new(ntowf.as_bytes());
+        let proof = ntowf_mac.mac(&[&self.server_challenge, v2.blob]);
         if !bool::from(proof.ct_eq(&v2.nt_proof_str)) {
             return Err(NtlmError::WrongPassword);
         }
-        let session_base_key = crypto::session_base_key(&ntowf, &proof);
+        let session_base_key = Key16::from_bytes(ntowf_mac.mac(&[&proof]));
         let exported_session_key = crypto::exported_session_key(&session_base_key, &encrypted_key);
 
         if authenticate.has_mic() {
