@@ -266,6 +266,12 @@ impl SecurityCore {
             ("Proxy-Authorization", ChallengeFamily::Proxy),
         ] {
             for value in msg.header_all(name) {
+                // Only headers of a scheme we serve are parsed: `Basic` token68 credentials or
+                // another proxy's parameters are none of our business, malformed or not.
+                let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
+                if !self.serves_scheme(scheme) {
+                    continue;
+                }
                 let header = match AuthHeader::parse(value) {
                     Ok(h) => h,
                     Err(_) => {
@@ -282,6 +288,17 @@ impl SecurityCore {
             Err(Reason::MalformedHeader)
         } else {
             Ok(None)
+        }
+    }
+
+    fn serves_scheme(&self, scheme: &str) -> bool {
+        if scheme.eq_ignore_ascii_case("Digest") {
+            return self.digest.is_some();
+        }
+        match SaScheme::from_token(scheme) {
+            Some(SaScheme::Ntlm) => self.ntlm.is_some(),
+            Some(SaScheme::Kerberos) => self.kerberos.is_some(),
+            None => false,
         }
     }
 
@@ -958,6 +975,7 @@ fn digest_reason(e: &DigestError) -> Reason {
         DigestError::Stale => Reason::StaleNonce,
         DigestError::BadNonce => Reason::BadNonce,
         DigestError::Replay => Reason::Replay,
+        DigestError::NcOutOfWindow => Reason::OutsideWindow,
         DigestError::WrongResponse => Reason::WrongPassword,
         DigestError::UnsupportedAlgorithm | DigestError::UnsupportedQop => {
             Reason::UnsupportedScheme
