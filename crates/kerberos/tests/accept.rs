@@ -556,3 +556,56 @@ fn debug_output_shows_no_key_material() {
         "{acc_dbg}"
     );
 }
+
+#[test]
+fn random_mutations_never_panic_or_change_identity() {
+    let Some(kdc) = kdc() else { return };
+    let ccache = kdc.kinit(ALICE, ALICE_PW, None);
+    let acc = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
+    // xorshift64*: deterministic, no extra dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let (ap_req, _c) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
+    let (mut accepted, mut malformed) = (0, 0);
+    for round in 0..400 {
+        let mut tok = ap_req.clone();
+        let edits = 1 + next() % 3;
+        for _ in 0..edits {
+            let pos = (next() % tok.len() as u64) as usize;
+            match next() % 4 {
+                0 => tok[pos] ^= 1 << (next() % 8),
+                1 => tok[pos] = next() as u8,
+                2 => tok.truncate(pos.max(1)),
+                _ => tok.insert(pos, next() as u8),
+            }
+        }
+        match acc.accept(&tok) {
+            Ok(a) => {
+                // Only unauthenticated fields (msg-type, ap-options) can be
+                // changed without failing, and never the identity.
+                assert_eq!(
+                    a.client_principal,
+                    format!("{ALICE}@{REALM}"),
+                    "round {round}"
+                );
+                accepted += 1;
+            }
+            Err(KerberosError::Malformed { .. }) => malformed += 1,
+            Err(e @ KerberosError::Gss { .. }) => panic!("round {round}: unclassified {e:?}"),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        malformed > 100,
+        "most random edits break the structure ({malformed})"
+    );
+    assert!(
+        accepted <= 1,
+        "one authenticator is accepted at most once ({accepted})"
+    );
+}
