@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# sipp benchmark: the sagw gateway and Kamailio doing the same job in the same run (issue 6).
+#
+#   scripts/bench-sipp.sh [--quick] [--auth] [--servers kamailio,sagw] [--scenarios register,call]
+#                         [--no-build] [--out DIR]
+#
+# For each scenario: one unmeasured warm-up step per server, then measured steps at fixed offered
+# rates, repeated, servers interleaved at every rate so both see the same machine conditions.
+# Per step: sipp's successful/failed/retransmission counters and the server's CPU time
+# (utime+stime from /proc/PID/stat summed over the server's processes, before/after) divided by
+# successful flows. Prints a markdown table and keeps raw data under benches/sipp/results/.
+#
+# Everything runs on 127.0.0.1, every sipp call is bounded by count and time, and all processes
+# started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS,
+# SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/benches/sipp"
+SCEN="$BENCH/scenarios"
+
+QUICK=0
+AUTH=0
+BUILD=1
+SERVERS="kamailio,sagw"
+SCENARIOS="register,call"
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --auth) AUTH=1 ;;
+        --no-build) BUILD=0 ;;
+        --servers) SERVERS="$2"; shift ;;
+        --scenarios) SCENARIOS="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    REG_RATES=${REG_RATES:-"1000 4000"}
+    CALL_RATES=${CALL_RATES:-"200 1000"}
+    STEP_SECS=${STEP_SECS:-3}
+    REPS=${REPS:-1}
+    WARM_SECS=2
+else
+    REG_RATES=${REG_RATES:-"1000 2000 4000"}
+    CALL_RATES=${CALL_RATES:-"200 500 1000"}
+    STEP_SECS=${STEP_SECS:-8}
+    REPS=${REPS:-3}
+    WARM_SECS=4
+fi
+# Kamailio's tm frees a finished transaction after its wait timer (5 s): wait that long after
+# the last call before the "after" CPU snapshot so deferred clean-up is charged to the step.
+CALL_SETTLE=${CALL_SETTLE:-6}
+REG_SETTLE=${REG_SETTLE:-1}
+CALL_HOLD_MS=${CALL_HOLD_MS:-100}
+USERS=${USERS:-10000}
+
+# Ports: one per server, one per sipp role (-p, -cp, -mp all distinct: sipp grabs 5060/8888/6000
+# by default otherwise).
+KAM_PORT=15060
+SAGW_PORT=15062
+UAS_PORT=15080
+UAC_PORT=15090
+UAS_CP=15180
+UAC_CP=15190
+UAS_MP=16080
+UAC_MP=16090
+CALLEE=callee
+
+WORK=${WORK:-/tmp/sagw-bench}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)$([ "$AUTH" = 1 ] && echo -auth || true)
+OUT=${OUT:-"$BENCH/results/$STAMP-$MODE"}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+SAGW_BIN=${SAGW_BIN:-"$CARGO_TARGET_DIR/release/sagw"}
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+ensure_tools() {
+    local missing=()
+    command -v sipp >/dev/null || missing+=(sip-tester)
+    command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || missing+=(kamailio)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    log "installing ${missing[*]} with apt-get"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- /proc accounting
+# pid plus all its descendants (Kamailio forks its workers from the main process).
+proc_tree() {
+    local root=$1 f line rest pid
+    local -A parent=() keep=()
+    for f in /proc/[0-9]*/stat; do
+        read -r line <"$f" 2>/dev/null || continue # the process may be gone already
+        pid=${f#/proc/}; pid=${pid%/stat}
+        rest=${line##*) }
+        read -r _ ppid _ <<<"$rest"
+        parent[$pid]=$ppid
+    done
+    keep[$root]=1
+    local changed=1 p
+    while [ "$changed" = 1 ]; do
+        changed=0
+        for p in "${!parent[@]}"; do
+            if [ -z "${keep[$p]:-}" ] && [ -n "${keep[${parent[$p]}]:-}" ]; then keep[$p]=1; changed=1; fi
+        done
+    done
+    printf '%s\n' "${!keep[@]}"
+}
+
+# "<utime+stime ticks> <on-cpu ns from schedstat>" summed over the given pids (all threads).
+cpu_of() {
+    local ticks=0 ns=0 pid line t a
+    local -a f
+    for pid in "$@"; do
+        read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+        # fields after "(comm) " start at field 3 (state): utime/stime (14/15) are f[11]/f[12]
+        read -ra f <<<"${line##*) }"
+        ticks=$((ticks + f[11] + f[12]))
+        for t in /proc/"$pid"/task/*/schedstat; do
+            read -r a _ <"$t" 2>/dev/null && ns=$((ns + a))
+        done
+    done
+    echo "$ticks $ns"
+}
+
+# "<busy jiffies> <total jiffies>" over all CPUs, to report how loaded the host was.
+host_cpu() {
+    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- servers
+declare -A SERVER_PID=()
+declare -A SERVER_PORT=([kamailio]=$KAM_PORT [sagw]=$SAGW_PORT)
+declare -A SERVER_NOTE=()
+BG_PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for name in "${!SERVER_PID[@]}"; do
+        pid=${SERVER_PID[$name]}
+        local tree
+        tree=$(proc_tree "$pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
+        for p in $tree; do kill -9 "$p" 2>/dev/null || true; done
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+udp_bound() {
+    local hex
+    hex=$(printf ':%04X ' "$1")
+    grep -q "$hex" /proc/net/udp 2>/dev/null
+}
+
+wait_port() {
+    local port=$1 pid=$2 i
+    for i in $(seq 1 100); do
+        udp_bound "$port" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+start_kamailio() {
+    local args=(-f "$BENCH/kamailio/kamailio.cfg" -DD -E -m 2048 -M 16 -n 2
+        -l "udp:127.0.0.1:$KAM_PORT" -A "UAS_URI=\"sip:127.0.0.1:$UAS_PORT\"")
+    if [ "$AUTH" = 1 ]; then
+        args+=(-A WITH_AUTH -A "SUBSCRIBERS_DB=\"text://$WORK/db\"")
+    fi
+    udp_bound "$KAM_PORT" && die "port $KAM_PORT already in use"
+    kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
+    SERVER_PID[kamailio]=$!
+    wait_port "$KAM_PORT" "${SERVER_PID[kamailio]}" || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio did not start"; }
+    sleep 1 # workers finish their own init after the socket is bound
+    SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)"
+}
+
+start_sagw() {
+    local cfg="$BENCH/sagw.toml"
+    [ "$AUTH" = 1 ] && cfg="$BENCH/sagw-auth.toml"
+    if [ "$BUILD" = 1 ]; then
+        log "building sagw (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+        if ! (cd "$ROOT" && cargo build --release -q -p sagw-gateway) >"$WORK/sagw-build.log" 2>&1; then
+            SERVER_NOTE[sagw]="NOT RUN: build failed (see $OUT/sagw-build.log)"
+            cp "$WORK/sagw-build.log" "$OUT/" 2>/dev/null || true
+            return 1
+        fi
+    fi
+    if [ ! -x "$SAGW_BIN" ]; then SERVER_NOTE[sagw]="NOT RUN: no binary at $SAGW_BIN"; return 1; fi
+    if [ ! -f "$cfg" ]; then SERVER_NOTE[sagw]="NOT RUN: no config $cfg"; return 1; fi
+    if ! "$SAGW_BIN" check-config --config "$cfg" >"$WORK/sagw-check.log" 2>&1; then
+        SERVER_NOTE[sagw]="NOT RUN: check-config failed: $(head -c 400 "$WORK/sagw-check.log" | tr '\n' ' ')"
+        return 1
+    fi
+    udp_bound "$SAGW_PORT" && die "port $SAGW_PORT already in use"
+    "$SAGW_BIN" run --config "$cfg" >"$WORK/sagw.log" 2>&1 &
+    SERVER_PID[sagw]=$!
+    if ! wait_port "$SAGW_PORT" "${SERVER_PID[sagw]}"; then
+        SERVER_NOTE[sagw]="NOT RUN: did not bind udp $SAGW_PORT: $(tail -c 400 "$WORK/sagw.log" | tr '\n' ' ')"
+        kill "${SERVER_PID[sagw]}" 2>/dev/null || true
+        unset 'SERVER_PID[sagw]'
+        return 1
+    fi
+    sleep 0.5
+    SERVER_NOTE[sagw]="sagw $("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), git $(cd "$ROOT" && git rev-parse --short HEAD)"
+}
+
+# ---------------------------------------------------------------- sipp
+# Last line of a sipp -trace_stat file as "name=value" lookups.
+stat_get() { # file column-name
+    awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i }
+        END { v = $c; if (col ~ /Time$/) { n = split(v, a, "\t"); v = a[n] } print (v == "" ? 0 : v) }' "$1"
+}
+
+SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 4194304 -fd 1 -trace_stat -trace_err)
+
+# run_step <server> <scenario> <rate> <secs> <tag>  -> prints one TSV result line
+run_step() {
+    local server=$1 scen=$2 rate=$3 secs=$4 tag=$5
+    local port=${SERVER_PORT[$server]} count=$((rate * secs)) dir="$WORK/steps/$tag"
+    local uac_xml uas_pid="" settle limit
+    mkdir -p "$dir"
+    case "$scen" in
+        register) uac_xml=$SCEN/register.xml; settle=$REG_SETTLE ;;
+        call) uac_xml=$SCEN/call_uac.xml; settle=$CALL_SETTLE ;;
+        *) die "unknown scenario $scen" ;;
+    esac
+    if [ "$AUTH" = 1 ]; then uac_xml=${uac_xml%.xml}_auth.xml; fi
+    limit=$rate
+
+    if [ "$scen" = call ]; then
+        timeout $((secs + 60)) sipp "${SIPP_COMMON[@]}" -sf "$SCEN/call_uas.xml" \
+            -p "$UAS_PORT" -cp "$UAS_CP" -mp "$UAS_MP" -m "$count" -timeout $((secs + 50))s \
+            -stf "$dir/uas.csv" -error_file "$dir/uas_err.log" >"$dir/uas.out" 2>&1 &
+        uas_pid=$!
+        BG_PIDS+=("$uas_pid")
+        wait_port "$UAS_PORT" "$uas_pid" || die "sipp UAS did not start (see $dir/uas.out)"
+    fi
+
+    local pids cpu0 cpu1 host0 host1 rc=0
+    pids=$(proc_tree "${SERVER_PID[$server]}")
+    host0=$(host_cpu)
+    cpu0=$(cpu_of $pids)
+    timeout $((secs + 40)) sipp 127.0.0.1:"$port" "${SIPP_COMMON[@]}" -sf "$uac_xml" \
+        -inf "$WORK/users.csv" -s "$CALLEE" -r "$rate" -rp 1000 -m "$count" -l "$limit" -d "$CALL_HOLD_MS" \
+        -p "$UAC_PORT" -cp "$UAC_CP" -mp "$UAC_MP" -timeout $((secs + 30))s \
+        -stf "$dir/uac.csv" -error_file "$dir/uac_err.log" >"$dir/uac.out" 2>&1 || rc=$?
+    sleep "$settle"
+    cpu1=$(cpu_of $pids)
+    host1=$(host_cpu)
+
+    local uas_rc=-
+    if [ -n "$uas_pid" ]; then
+        # The UAS stops by itself after -m calls; when calls failed it never gets there.
+        for _ in $(seq 1 20); do kill -0 "$uas_pid" 2>/dev/null || break; sleep 0.1; done
+        kill "$uas_pid" 2>/dev/null || true
+        uas_rc=0; wait "$uas_pid" 2>/dev/null || uas_rc=$?
+    fi
+
+    local ok failed retr ooc start end elapsed uas_retr=0 uas_failed=0
+    ok=$(stat_get "$dir/uac.csv" 'SuccessfulCall(C)')
+    failed=$(stat_get "$dir/uac.csv" 'FailedCall(C)')
+    retr=$(stat_get "$dir/uac.csv" 'Retransmissions(C)')
+    ooc=$(stat_get "$dir/uac.csv" 'OutOfCallMsgs(C)')
+    start=$(stat_get "$dir/uac.csv" 'StartTime')
+    end=$(stat_get "$dir/uac.csv" 'CurrentTime')
+    if [ -f "$dir/uas.csv" ]; then
+        uas_retr=$(stat_get "$dir/uas.csv" 'Retransmissions(C)')
+        uas_failed=$(stat_get "$dir/uas.csv" 'FailedCall(C)')
+    fi
+    # server cpu: ticks -> us; per successful flow
+    awk -v OFS='\t' -v scen="$scen" -v server="$server" -v rate="$rate" -v tag="$tag" \
+        -v count="$count" -v ok="$ok" -v failed="$failed" -v retr="$retr" -v uretr="$uas_retr" \
+        -v ufailed="$uas_failed" -v ooc="$ooc" -v start="$start" -v end="$end" -v rc="$rc" -v urc="$uas_rc" \
+        -v c0="$cpu0" -v c1="$cpu1" -v h0="$host0" -v h1="$host1" -v hz="$CLK_TCK" 'BEGIN {
+            split(c0, a, " "); split(c1, b, " "); split(h0, x, " "); split(h1, y, " ")
+            el = end - start; okps = el > 0 ? ok / el : 0
+            us = (b[1] - a[1]) * 1e6 / hz; sus = (b[2] - a[2]) / 1e3
+            busy = (y[2] - x[2]) > 0 ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0
+            per = ok > 0 ? us / ok : -1; sper = ok > 0 ? sus / ok : -1
+            printf "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f\t%.2f\t%.2f\t%.1f\t%s\t%s\n",
+                scen, server, rate, tag, count, ok, failed + ufailed, retr, uretr, ooc, el, okps,
+                us, per, sper, busy, rc, urc
+        }'
+}
+
+HEADER=$'scenario\tserver\trate\ttag\toffered\tok\tfailed\tretrans_uac\tretrans_uas\tout_of_call\telapsed_s\tok_per_s\tcpu_us\tcpu_us_per_flow\tsched_us_per_flow\thost_busy_pct\tuac_rc\tuas_rc'
+
+# ---------------------------------------------------------------- summary
+summarize() { # steps.tsv -> markdown on stdout
+    awk -F'\t' -v servers="$ACTIVE" '
+        function median(s,   n, v, i, j, t) {
+            n = split(s, v, " ")
+            for (i = 2; i <= n; i++) { t = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            if (n == 0) return ""
+            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        NR == 1 { next }
+        $4 ~ /^warmup/ { next }
+        {
+            k = $1 SUBSEP $3 SUBSEP $2
+            okps[k] = okps[k] " " $12; cpu[k] = cpu[k] " " $14; sch[k] = sch[k] " " $15
+            busy[k] = busy[k] " " $16; fail[k] += $7; retr[k] += $8 + $9; reps[k]++
+            if (!(($1 SUBSEP $3) in seen)) { seen[$1 SUBSEP $3] = 1; order[++no] = $1 SUBSEP $3 }
+        }
+        END {
+            ns = split(servers, sv, ",")
+            last = ""
+            for (o = 1; o <= no; o++) {
+                split(order[o], p, SUBSEP); scen = p[1]; rate = p[2]
+                if (scen != last) {
+                    unit = scen == "call" ? "calls/s" : "REGISTER/s"
+                    printf "\n### %s (offered %s; medians of the repeats; failed and retrans summed over repeats)\n\n", scen, unit
+                    hdr = "| offered |"; sep = "|---:|"
+                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s host busy %% |", sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|" }
+                    if (ns == 2) { hdr = hdr " CPU ratio " sv[2] "/" sv[1] " |"; sep = sep "---:|" }
+                    print hdr; print sep; last = scen
+                }
+                line = sprintf("| %s |", rate)
+                for (i = 1; i <= ns; i++) {
+                    k = scen SUBSEP rate SUBSEP sv[i]
+                    if (!(k in reps)) { line = line " - | - | - | - | - |"; m[i] = ""; continue }
+                    m[i] = median(cpu[k])
+                    line = line sprintf(" %.0f | %d | %d | %.1f (sched %.1f) | %.0f |", median(okps[k]), fail[k], retr[k], m[i], median(sch[k]), median(busy[k]))
+                }
+                if (ns == 2) line = line ((m[1] != "" && m[2] != "" && m[1] > 0) ? sprintf(" %.2f |", m[2] / m[1]) : " - |")
+                print line
+            }
+        }' "$1"
+}
+
+# ---------------------------------------------------------------- main
+main() {
+    ensure_tools
+    mkdir -p "$WORK" "$OUT"
+    rm -rf "$WORK/steps"
+    # Subscribers: sipp injection file (user;password) and, for the auth variant, Kamailio's
+    # htable source in db_text format. Same users and passwords for every server.
+    {
+        echo SEQUENTIAL
+        for i in $(seq 1 "$USERS"); do printf 'u%05d;pw%05d\n' "$i" "$i"; done
+    } >"$WORK/users.csv"
+    if [ "$AUTH" = 1 ]; then
+        mkdir -p "$WORK/db"
+        {
+            echo 'key_name(str) key_type(int) value_type(int) key_value(str) expires(int)'
+            for i in $(seq 1 "$USERS"); do printf 'u%05d:0:0:pw%05d:0\n' "$i" "$i"; done
+        } >"$WORK/db/htable"
+        echo 'table_name(str) table_version(int)' >"$WORK/db/version"
+        echo 'htable:2' >>"$WORK/db/version"
+    fi
+
+    ACTIVE=""
+    local s
+    for s in ${SERVERS//,/ }; do
+        case "$s" in
+            kamailio) start_kamailio; ACTIVE="$ACTIVE,kamailio" ;;
+            sagw) if start_sagw; then ACTIVE="$ACTIVE,sagw"; else log "sagw skipped: ${SERVER_NOTE[sagw]}"; fi ;;
+            *) die "unknown server $s" ;;
+        esac
+    done
+    ACTIVE=${ACTIVE#,}
+    [ -n "$ACTIVE" ] || die "no server running"
+
+    {
+        echo "date_utc: $STAMP"
+        echo "mode: $MODE; step ${STEP_SECS}s per rate, $REPS repeat(s), warm-up ${WARM_SECS}s; call hold ${CALL_HOLD_MS} ms; settle call ${CALL_SETTLE}s register ${REG_SETTLE}s"
+        echo "host: $(uname -srm); nproc $(nproc); $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
+        echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ {print $2; exit}')"
+        for s in ${SERVERS//,/ }; do echo "$s: ${SERVER_NOTE[$s]:-}"; done
+        echo "busiest processes at start:"
+        ps -eo pcpu=,comm= --sort=-pcpu | head -6 | sed 's/^/  /'
+    } >"$OUT/env.txt"
+    cat "$OUT/env.txt" >&2
+
+    # Idle cost: what each server burns doing nothing for 3 s (timers), for the record.
+    for s in ${ACTIVE//,/ }; do
+        local pids c0 c1
+        pids=$(proc_tree "${SERVER_PID[$s]}")
+        c0=$(cpu_of $pids); sleep 3; c1=$(cpu_of $pids)
+        echo "$s idle: $(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f us CPU per s (schedstat)", (y[2] - x[2]) / 3e3 }')" >>"$OUT/env.txt"
+    done
+
+    local steps="$OUT/steps.tsv" scen rates rate rep
+    echo "$HEADER" >"$steps"
+    for scen in ${SCENARIOS//,/ }; do
+        case "$scen" in
+            register) rates=$REG_RATES ;;
+            call) rates=$CALL_RATES ;;
+            *) die "unknown scenario $scen" ;;
+        esac
+        local mid
+        mid=$(echo "$rates" | awk '{print $(int((NF + 1) / 2))}')
+        for s in ${ACTIVE//,/ }; do
+            log "$scen warm-up on $s at $mid/s"
+            run_step "$s" "$scen" "$mid" "$WARM_SECS" "warmup-$scen-$s" >>"$steps"
+            tail -n 1 "$steps" >&2
+        done
+        for rep in $(seq 1 "$REPS"); do
+            for rate in $rates; do
+                for s in ${ACTIVE//,/ }; do
+                    log "$scen on $s at $rate/s, repeat $rep/$REPS"
+                    run_step "$s" "$scen" "$rate" "$STEP_SECS" "$scen-$s-$rate-r$rep" >>"$steps"
+                    tail -n 1 "$steps" >&2
+                done
+            done
+        done
+    done
+
+    # Keep the evidence of anything that went wrong.
+    local f
+    for f in "$WORK"/steps/*/*_err.log; do
+        [ -s "$f" ] || continue
+        local t
+        t=$(basename "$(dirname "$f")")
+        head -c 20000 "$f" >"$OUT/$t-$(basename "$f")"
+    done
+    for s in ${ACTIVE//,/ }; do tail -c 20000 "$WORK/$s.log" >"$OUT/$s.log" 2>/dev/null || true; done
+    echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+
+    {
+        echo "## sipp benchmark ($MODE, $STAMP)"
+        echo
+        echo '```'
+        cat "$OUT/env.txt"
+        echo '```'
+        summarize "$steps"
+        echo
+        echo "CPU us/flow = server utime+stime (/proc/PID/stat, all its processes) over the step incl. settle, / successful flows;"
+        echo "(sched ...) = same from /proc/PID/task/*/schedstat (ns resolution). A call flow is INVITE+ACK+BYE (2 transactions)."
+    } >"$OUT/summary.md"
+    cat "$OUT/summary.md"
+    log "raw data: $OUT"
+}
+
+main
