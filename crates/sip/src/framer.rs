@@ -108,12 +108,18 @@ impl StreamFramer {
             let tail = rest.get(from..).unwrap_or(&[]);
             if memchr::memmem::find(tail, b"\r\n\r\n").is_none() {
                 self.scanned = rest.len();
-                if rest.len() > self.limits.max_message_bytes {
-                    return self.fail(ParseError::TooLarge {
-                        limit: self.limits.max_message_bytes,
-                    });
+                if rest.len() <= self.limits.max_message_bytes {
+                    return Ok(None);
                 }
-                return Ok(None);
+                // Too long for a header section: report the first syntax error when there is
+                // one (more useful in logs), the size otherwise.
+                let e = match parse_core(rest, &self.limits, Framing::Stream) {
+                    Err(ParseError::Incomplete) | Ok(_) => ParseError::TooLarge {
+                        limit: self.limits.max_message_bytes,
+                    },
+                    Err(e) => e,
+                };
+                return self.fail(e);
             }
         }
         match parse_core(rest, &self.limits, Framing::Stream) {

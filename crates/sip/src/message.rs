@@ -279,8 +279,11 @@ impl Message {
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let whole = HeaderId::from_name(name.as_bytes()).is_single_valued_text();
         self.header_all(name).flat_map(move |v| {
-            // `Split` with a separator that cannot occur in a str yields the trimmed value whole.
-            Split::new(v, if whole { b'\n' } else { b',' }, true)
+            if whole {
+                Split::whole(v)
+            } else {
+                Split::new(v, b',', true)
+            }
         })
     }
 

@@ -21,7 +21,8 @@ pub(crate) fn trim_lws(s: &str) -> &str {
 /// `angles` is set, outside `<...>`. Pieces are LWS-trimmed; empty pieces are skipped.
 pub(crate) struct Split<'a> {
     rest: Option<&'a str>,
-    sep: u8,
+    /// `None`: yield the whole (trimmed) value once.
+    sep: Option<u8>,
     angles: bool,
 }
 
@@ -29,14 +30,27 @@ impl<'a> Split<'a> {
     pub(crate) fn new(s: &'a str, sep: u8, angles: bool) -> Self {
         Split {
             rest: Some(s),
-            sep,
+            sep: Some(sep),
             angles,
+        }
+    }
+
+    /// The trimmed value as a single piece (nothing when it is empty).
+    pub(crate) fn whole(s: &'a str) -> Self {
+        Split {
+            rest: Some(s),
+            sep: None,
+            angles: false,
         }
     }
 
     /// Next raw piece (may be empty after trimming).
     fn next_piece(&mut self) -> Option<&'a str> {
         let s = self.rest?;
+        let Some(sep) = self.sep else {
+            self.rest = None;
+            return Some(s);
+        };
         let b = s.as_bytes();
         let mut in_quotes = false;
         let mut in_angle = false;
@@ -56,7 +70,7 @@ impl<'a> Split<'a> {
                 b'"' => in_quotes = true,
                 b'<' if self.angles => in_angle = true,
                 b'>' if self.angles => in_angle = false,
-                _ if c == self.sep && !in_angle => {
+                _ if c == sep && !in_angle => {
                     self.rest = s.get(i + 1..);
                     return s.get(..i);
                 }

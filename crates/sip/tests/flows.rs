@@ -108,6 +108,19 @@ fn multi_value_headers_split_but_auth_headers_stay_whole() {
     assert_eq!(pa, [m.header("Proxy-Authorization").unwrap()]);
     assert!(pa[0].contains(", "));
 
+    // Folded: still one element, returned raw.
+    let folded = String::from_utf8(read("oc2007r2-register-request.sip"))
+        .unwrap()
+        .replace("\", realm=", "\",\r\n realm=");
+    let f = Message::parse(folded.as_bytes()).unwrap();
+    let pa: Vec<_> = f.header_values("Proxy-Authorization").collect();
+    assert_eq!(pa.len(), 1);
+    assert!(pa[0].starts_with("NTLM qop=\"auth\",\r\n realm="));
+    assert_eq!(
+        AuthHeader::parse(pa[0]).unwrap(),
+        AuthHeader::parse(m.header("Proxy-Authorization").unwrap()).unwrap()
+    );
+
     let ok = Message::parse(&read("oc2007r2-register-200ok.sip")).unwrap();
     assert_eq!(ok.header_values("Allow-Events").count(), 7);
     assert_eq!(ok.header_values("u").count(), 7);
