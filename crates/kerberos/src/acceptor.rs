@@ -93,8 +93,9 @@ pub struct Accepted {
     pub session: KerberosSession,
     /// The authenticated client, `alice@EXAMPLE.TEST`.
     pub client_principal: String,
-    /// End of the service ticket (the context dies with it); `None` when the
-    /// library reports an indefinite lifetime.
+    /// End of the service ticket; `None` when the library reports an
+    /// indefinite lifetime. The SA must not outlive it: MIT keeps signing
+    /// and verifying after this instant, so expiry is the caller's check.
     pub ticket_end: Option<SystemTime>,
     /// GSS token carrying the AP-REP, when the client asked for mutual
     /// authentication; send it back base64 in `gssapi-data`.

@@ -96,6 +96,41 @@ pub enum KerberosError {
     },
 }
 
+/// Who most likely has to act on an error: decides log level and alerting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The client sent something wrong, stale or hostile; re-challenge it.
+    Client,
+    /// The gateway's keytab, krb5.conf or library needs an operator.
+    Gateway,
+    /// Either side (an integrity failure is tampering *or* a keytab that no
+    /// longer matches the KDC).
+    Either,
+}
+
+impl KerberosError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            KerberosError::Malformed { .. }
+            | KerberosError::WrongService { .. }
+            | KerberosError::TicketExpired { .. }
+            | KerberosError::TicketNotYetValid { .. }
+            | KerberosError::Replay
+            | KerberosError::ClockSkew { .. }
+            | KerberosError::WrongRealm { .. }
+            | KerberosError::BadMic
+            | KerberosError::ContextExpired
+            | KerberosError::Unsupported { .. }
+            | KerberosError::NotEstablished => Fault::Client,
+            KerberosError::NoKey { .. }
+            | KerberosError::Config { .. }
+            | KerberosError::NoCredentials { .. }
+            | KerberosError::Gss { .. } => Fault::Gateway,
+            KerberosError::Integrity { .. } => Fault::Either,
+        }
+    }
+}
+
 // krb5 com_err codes (krb5/krb5.h, MIT 1.20; stable since they are wire
 // error numbers offset by ERROR_TABLE_BASE_krb5).
 const KRB5KDC_ERR_ETYPE_NOSUPP: i32 = -1765328370;

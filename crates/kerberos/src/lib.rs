@@ -33,9 +33,9 @@
 //!   file, takes an exclusive lock, reads one or two 16-byte records of a
 //!   hash table, writes one and closes it (no `fsync`); the bench measures
 //!   the whole accept including this. Gateways behind one load balancer do
-//!   not share it: a replay sent to another node is
-//!   accepted there, which is harmless without the session key (it cannot
-//!   sign) but worth knowing.
+//!   not share it: a replay sent to another node is accepted there, which is
+//!   harmless without the session key (the replayer cannot sign) but worth
+//!   knowing.
 //! * Signatures: the caller's `cnum` window. GSS sequencing statuses
 //!   (duplicate/old/unsequenced/gap) are therefore *not* errors in
 //!   [`KerberosSession::verify_mic`]; a bad checksum is.
@@ -47,6 +47,14 @@
 //! per-call knob and the authenticator is only visible to MIT. So
 //! [`KerberosAcceptor::new`] reads the effective value through libkrb5 and
 //! refuses to start when it exceeds [`KerberosConfig::max_clock_skew`].
+//!
+//! # Lifetime
+//!
+//! [`Accepted::ticket_end`] is the service ticket's end time. MIT 1.20 keeps
+//! `get_mic`/`verify_mic` working after it (it only reports
+//! `GSS_S_CONTEXT_EXPIRED`, mapped to [`KerberosError::ContextExpired`], in
+//! older releases), so the caller must expire the SA at
+//! `min(ticket_end, 8 h)`; `tests/expiry.rs` pins this behaviour down.
 //!
 //! # Threads
 //!
@@ -70,4 +78,4 @@ mod token;
 
 pub use acceptor::{Accepted, ClientRealms, KerberosAcceptor, KerberosConfig, KerberosSession};
 pub use context::{Enctype, MicFormat, SequenceWarning};
-pub use error::KerberosError;
+pub use error::{Fault, KerberosError};

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sagw_kerberos::initiator::{self, InitiatorOptions, Mutual, Sequencing};
 use sagw_kerberos::{
-    ClientRealms, Enctype, KerberosAcceptor, KerberosConfig, KerberosError, MicFormat,
+    ClientRealms, Enctype, Fault, KerberosAcceptor, KerberosConfig, KerberosError, MicFormat,
 };
 use support::{
     AES_FQDN, ALICE, ALICE_PW, BOB, BOB_PW, KdcOptions, OTHER_FQDN, RC4_FQDN, REALM, STALE_FQDN,
@@ -357,6 +357,7 @@ fn stale_keytab_is_no_key_and_wrong_key_is_integrity() {
     let (ap_req, _c) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
     let err = wrong.accept(&ap_req).expect_err("wrong key accepted");
     assert!(matches!(err, KerberosError::Integrity { .. }), "{err:?}");
+    assert_eq!(err.fault(), Fault::Either);
 }
 
 #[test]
@@ -404,6 +405,7 @@ fn replayed_ap_req_is_refused_by_the_replay_cache() {
     acc.accept(&ap_req).expect("first use");
     let err = acc.accept(&ap_req).expect_err("replay accepted");
     assert!(matches!(err, KerberosError::Replay), "{err:?}");
+    assert_eq!(err.fault(), Fault::Client);
 
     // The cache is a file: a second acceptor (restart, other worker) on the
     // same file also refuses it ...
