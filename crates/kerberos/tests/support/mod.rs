@@ -409,7 +409,10 @@ pub fn kdc(options: KdcOptions) -> Option<&'static TestKdc> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true and the test KDC cannot start: {e}");
             }
-            eprintln!(
+            // Straight to the stderr handle: libtest captures eprintln! of
+            // passing tests, and a skip must not be silent.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
                  !! SKIPPING Kerberos integration tests: the MIT test KDC cannot start.\n\
                  !! {e}\n\
