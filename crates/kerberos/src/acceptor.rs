@@ -281,8 +281,10 @@ impl KerberosAcceptor {
         let ticket_end = match out.time_rec {
             u32::MAX => None,
             // MIT reports endtime - now + clockskew (a grace period); the
-            // ticket itself ends `skew` earlier.
-            secs => Some(now + Duration::from_secs(u64::from(secs)).saturating_sub(self.skew)),
+            // ticket itself ends `skew` earlier, possibly already.
+            secs => now
+                .checked_add(Duration::from_secs(u64::from(secs)))
+                .and_then(|t| t.checked_sub(self.skew)),
         };
         let ap_rep = match out.output.as_slice() {
             [] => None,
