@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use sagw_ntlm::initiator::{self, ClientInputs, Credentials, MicPolicy};
-use sagw_ntlm::{AcceptorConfig, AuthenticateMessage, NtHash, NtlmAcceptor, PendingHandshake, ServerIdentity};
+use sagw_ntlm::{
+    AcceptorConfig, AuthenticateMessage, NtHash, NtlmAcceptor, PendingHandshake, ServerIdentity,
+};
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_267_438_088)
@@ -29,7 +31,10 @@ fn acceptor(timestamp: bool) -> NtlmAcceptor {
 
 static PENDING: LazyLock<[PendingHandshake; 2]> = LazyLock::new(|| {
     let challenge = [0xDD, 0x1B, 0xAA, 0xF4, 0xE7, 0xE2, 0x18, 0xD1];
-    [acceptor(false).challenge(challenge, now()), acceptor(true).challenge(challenge, now())]
+    [
+        acceptor(false).challenge(challenge, now()),
+        acceptor(true).challenge(challenge, now()),
+    ]
 });
 static NT: LazyLock<NtHash> = LazyLock::new(|| NtHash::from_password("Pa$$word"));
 
@@ -37,12 +42,20 @@ fn exercise(bytes: &[u8], pending: &PendingHandshake) -> bool {
     let Ok(msg) = AuthenticateMessage::parse(bytes) else {
         return false;
     };
-    let _ = (msg.user(), msg.domain(), msg.workstation(), msg.flags(), msg.version());
+    let _ = (
+        msg.user(),
+        msg.domain(),
+        msg.workstation(),
+        msg.flags(),
+        msg.version(),
+    );
     let _ = (msg.nt_proof_str(), msg.has_mic());
     match pending.accept(&msg, &NT, now()) {
         Ok(session) => {
             let sig = session.sign_as_client(bytes);
-            session.verify_from_client(bytes, &sig).expect("own signature verifies");
+            session
+                .verify_from_client(bytes, &sig)
+                .expect("own signature verifies");
             true
         }
         Err(_) => false,
@@ -58,15 +71,25 @@ fuzz_target!(|data: &[u8]| {
     }
     let rest = &data[1..];
     let with_timestamp = rest[0] & 1 == 1;
-    let mic = if rest[0] & 2 == 2 { MicPolicy::Include } else { MicPolicy::Omit };
+    let mic = if rest[0] & 2 == 2 {
+        MicPolicy::Include
+    } else {
+        MicPolicy::Omit
+    };
     let pending = &PENDING[usize::from(with_timestamp)];
     let client_challenge: [u8; 8] = rest[1..9].try_into().unwrap();
     let random_session_key: [u8; 16] = rest[9..25].try_into().unwrap();
     let mutations = &rest[25..];
-    let user = String::from_utf8_lossy(&rest[25..25 + usize::from(rest[0] >> 4).min(mutations.len())]).into_owned();
+    let user =
+        String::from_utf8_lossy(&rest[25..25 + usize::from(rest[0] >> 4).min(mutations.len())])
+            .into_owned();
     let out = initiator::authenticate(
         &pending.challenge_message(),
-        &Credentials { user: if user.is_empty() { "u" } else { &user }, domain: "COSMO", nt_hash: &NT },
+        &Credentials {
+            user: if user.is_empty() { "u" } else { &user },
+            domain: "COSMO",
+            nt_hash: &NT,
+        },
         &ClientInputs {
             workstation: "WS",
             client_challenge,
@@ -77,7 +100,10 @@ fuzz_target!(|data: &[u8]| {
         },
     )
     .expect("initiator accepts our challenge");
-    assert!(exercise(&out.message, pending), "genuine AUTHENTICATE must be accepted");
+    assert!(
+        exercise(&out.message, pending),
+        "genuine AUTHENTICATE must be accepted"
+    );
 
     // Mutations: pairs (position, xor mask).
     let mut m = out.message.clone();

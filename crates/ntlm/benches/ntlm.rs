@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use criterion::{Criterion, criterion_group, criterion_main};
-use hmac::{Hmac, KeyInit as _, Mac};
+use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use rc4::{KeyInit, Rc4, StreamCipher};
 use sagw_ntlm::{

@@ -275,6 +275,9 @@ impl PendingHandshake {
     /// MsvAvFlags has bit 0x2 (constant time, `HMAC_MD5(ExportedSessionKey, CHALLENGE ||
     /// AUTHENTICATE with the MIC zeroed)`); the client timestamp (its MsvAvTimestamp, else the
     /// NTLMv2 blob's) within `max_clock_skew` of `now`.
+    ///
+    /// For an unknown user, call this with any fixed [`NtHash`] and report the (certain)
+    /// failure: answering faster would tell a client which user names exist.
     pub fn accept(
         &self,
         authenticate: &AuthenticateMessage<'_>,

@@ -267,6 +267,15 @@ pub fn authenticate(
     let domain = utf16(credentials.domain);
     let user = utf16(credentials.user);
     let workstation = utf16(inputs.workstation);
+    let longest = [&domain, &user, &workstation, &nt_response]
+        .iter()
+        .map(|v| v.len())
+        .max();
+    if longest.is_some_and(|l| l > usize::from(u16::MAX)) {
+        return Err(NtlmError::Malformed(
+            "AUTHENTICATE field longer than 65535 bytes",
+        ));
+    }
     let header_len = match inputs.mic {
         MicPolicy::Omit => 72,
         MicPolicy::Include => 88,
@@ -309,13 +318,6 @@ pub fn authenticate(
         &encrypted,
     ] {
         msg.extend_from_slice(part);
-    }
-    if u16::try_from(nt_response.len()).is_err()
-        || u16::try_from(user.len().max(domain.len()).max(workstation.len())).is_err()
-    {
-        return Err(NtlmError::Malformed(
-            "AUTHENTICATE field longer than 65535 bytes",
-        ));
     }
 
     if inputs.mic == MicPolicy::Include {

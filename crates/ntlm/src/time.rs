@@ -24,7 +24,7 @@ pub fn filetime_from_system_time(t: SystemTime) -> u64 {
 /// The instant a FILETIME denotes, or `None` if the platform cannot represent it.
 pub fn system_time_from_filetime(ft: u64) -> Option<SystemTime> {
     let nanos_from_1601 = u128::from(ft) * 100;
-    let d = Duration::from_nanos_u128_compat(nanos_from_1601);
+    let d = duration_from_nanos(nanos_from_1601);
     let epoch_1601 =
         UNIX_EPOCH.checked_sub(Duration::from_secs(FILETIME_UNIX_EPOCH / 10_000_000))?;
     epoch_1601.checked_add(d)
@@ -39,17 +39,11 @@ pub(crate) fn ticks_diff_secs(a: i128, b: i128) -> i64 {
     i64::try_from(signed).unwrap_or(if d > 0 { i64::MAX } else { i64::MIN })
 }
 
-trait FromNanosU128 {
-    fn from_nanos_u128_compat(n: u128) -> Duration;
-}
-
-impl FromNanosU128 for Duration {
-    fn from_nanos_u128_compat(n: u128) -> Duration {
-        let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
-        // The remainder is < 1e9, so it always fits a u32.
-        let nanos = u32::try_from(n % 1_000_000_000).unwrap_or(0);
-        Duration::new(secs, nanos)
-    }
+fn duration_from_nanos(n: u128) -> Duration {
+    let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
+    // The remainder is below 1e9, so it always fits a u32.
+    let nanos = u32::try_from(n % 1_000_000_000).unwrap_or(0);
+    Duration::new(secs, nanos)
 }
 
 #[cfg(test)]
