@@ -22,6 +22,7 @@ pub mod manager;
 pub mod replay;
 pub mod rng;
 pub mod sa;
+pub use sa::NewSa;
 pub mod security;
 
 pub use buffer::{BufferParams, SignatureBuffer};

@@ -455,11 +455,17 @@ impl SecurityCore {
             Err(e) => return fail(ntlm_reason(&e)),
         };
         let user = auth.user().to_string();
-        let Some(nt_hash) = self.credentials.nt_hash(&user) else {
-            return fail(Reason::UnknownUser);
+        // An unknown user costs the same work as a wrong password, so response times do not tell
+        // which account names exist.
+        let (nt_hash, known) = match self.credentials.nt_hash(&user) {
+            Some(h) => (h, true),
+            None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
-        let session = match pending.handshake.accept(&auth, &nt_hash, now) {
-            Ok(s) => s,
+        let accepted = pending.handshake.accept(&auth, &nt_hash, now);
+        let session = match accepted {
+            Ok(s) if known => s,
+            Ok(_) => return fail(Reason::UnknownUser),
+            Err(_) if !known => return fail(Reason::UnknownUser),
             Err(e) => return fail(ntlm_reason(&e)),
         };
         let identity = self

@@ -1,0 +1,180 @@
+//! The security core's per-message and per-handshake server CPU, beside the crypto floor measured on
+//! the same buffer in the same run: one HMAC-MD5 pass (what a signature must cost at least) and
+//! HMAC-MD5 plus a fresh RC4 key schedule (what a naive connectionless MAC costs).
+
+#[path = "sa_fixture.rs"]
+mod sa_fixture;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use hmac::{KeyInit, Mac};
+use rc4::StreamCipher;
+use sagw_auth::{
+    Binding, BufferParams, ChallengeFamily, Counters, Decision, Opaque, SaManager,
+    SecurityAssociation, SignatureBuffer, XorShiftRng,
+};
+use sagw_sip::Message;
+use support::*;
+
+const REGISTER_200: &[u8] =
+    include_bytes!("../../../../shared/reference/flows/oc2007r2-register-200ok.sip");
+
+fn established(core: &sagw_auth::SecurityCore, c: &mut NtlmClient) -> sagw_auth::SaHandle {
+    let mut rng = rng();
+    match c.sign_in(core, t0(), &mut rng) {
+        Decision::Authenticated(a) => match a.binding {
+            Binding::Sa { sa, .. } => sa,
+            Binding::Digest { .. } => unreachable!("NTLM"),
+        },
+        other => panic!("sign-in failed: {other:?}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let core = core();
+    let mut client = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    let sa = established(&core, &mut client);
+
+    // The buffer a typical REGISTER 200 OK signs (vector A's layout, 193 bytes).
+    let ok = Message::parse(REGISTER_200).expect("200 OK");
+    let buffer = SignatureBuffer::build(
+        &ok,
+        &BufferParams {
+            scheme: "NTLM",
+            rand: "9616454F",
+            num: "1",
+            realm: REALM,
+            targetname: TARGET,
+            version: 4,
+        },
+    );
+    let key = [0x42u8; 16];
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("hmac_md5", |b| {
+        b.iter(|| {
+            let mut m = <hmac::Hmac<md5::Md5> as KeyInit>::new_from_slice(&key).expect("key");
+            m.update(&100u32.to_le_bytes());
+            m.update(black_box(buffer.as_bytes()));
+            black_box(m.finalize().into_bytes())
+        })
+    });
+    g.bench_function("hmac_md5+rc4_key_schedule", |b| {
+        b.iter(|| {
+            let mut m = <hmac::Hmac<md5::Md5> as KeyInit>::new_from_slice(&key).expect("key");
+            m.update(&100u32.to_le_bytes());
+            m.update(black_box(buffer.as_bytes()));
+            let mac = m.finalize().into_bytes();
+            let mut out = [0u8; 8];
+            out.copy_from_slice(&mac[..8]);
+            let mut rc4 = <rc4::Rc4 as rc4::KeyInit>::new_from_slice(black_box(&key)).expect("key");
+            rc4.apply_keystream(&mut out);
+            black_box(out)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("core");
+    g.bench_function("signature_buffer_200ok", |b| {
+        let params = BufferParams {
+            scheme: "NTLM",
+            rand: "9616454F",
+            num: "1",
+            realm: REALM,
+            targetname: TARGET,
+            version: 4,
+        };
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            SignatureBuffer::write(black_box(&ok), &params, &mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("sign_register_200ok", |b| {
+        let mut rng = rng();
+        let mut msg = ok.clone();
+        b.iter(|| {
+            core.sign(&mut msg, &sa, ChallengeFamily::Www, t0(), &mut rng)
+                .expect("sign");
+        })
+    });
+    g.bench_function("verify_signed_register", |b| {
+        let mut rng = rng();
+        let mut client_rng = XorShiftRng::new(99);
+        b.iter_batched(
+            || {
+                let text = client.request("REGISTER", &["Expires: 3600"]);
+                client.signed(&text, &mut client_rng)
+            },
+            |m| {
+                let d = core.on_request(&m, &ctx(), t0(), &mut rng);
+                assert!(matches!(d, Decision::Authenticated(_)));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Server CPU per full NTLM sign-in: leg 1 (challenge) + leg 3 (AUTHENTICATE, v4 signature); the
+    // client's work in between is not timed.
+    g.bench_function("ntlm_handshake_server_cpu", |b| {
+        let mut rng = rng();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let mut c = NtlmClient::new("alice", "alice-pw", &format!("{i:010x}"));
+                let leg1 = c.leg1("REGISTER");
+                let t = Instant::now();
+                let d = core.on_request(&leg1, &ctx(), t0(), &mut rng);
+                total += t.elapsed();
+                let Decision::Continue(ch) = d else {
+                    panic!("leg 2")
+                };
+                let leg3 = c.leg3("REGISTER", &ch, t0(), &mut rng);
+                let t = Instant::now();
+                let d = core.on_request(&leg3, &ctx(), t0(), &mut rng);
+                total += t.elapsed();
+                assert!(matches!(d, Decision::Authenticated(_)));
+                if i % 1024 == 0 {
+                    core.expire(t0());
+                }
+            }
+            total
+        })
+    });
+    g.finish();
+
+    // Lookup among 1 M established SAs.
+    let manager: SaManager<()> = SaManager::new(sagw_auth::manager::ManagerLimits {
+        pending_max_total: 16,
+        pending_max_per_source: 16,
+        pending_ttl_secs: 30,
+    });
+    let counters = Counters::default();
+    manager.reserve(1_000_000);
+    let esk = sagw_ntlm::Key16::from_bytes([7; 16]);
+    let mut opaques = Vec::with_capacity(1_000_000);
+    for i in 0..1_000_000u32 {
+        let opaque = Opaque(i.wrapping_mul(2_654_435_761));
+        let session =
+            sagw_ntlm::NtlmSession::from_exported_session_key(&esk, 0x6298_8255).expect("session");
+        manager.establish(
+            SecurityAssociation::new(sa_fixture::new_sa(opaque, i, session)),
+            &counters,
+        );
+        opaques.push(opaque);
+    }
+    let mut g = c.benchmark_group("sa_manager_1M");
+    g.bench_function("lookup", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7919) % opaques.len();
+            black_box(manager.lookup(opaques[i], 1_767_603_601, &counters))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
