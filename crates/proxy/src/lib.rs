@@ -1,1 +1,45 @@
-//! Sans-IO SIP proxy logic.
+//! Sans-IO SIP edge proxy: routing, Via/Record-Route/Path, transactions, registrar.
+//!
+//! The [`Edge`] state machine is driven the quinn-proto way: the driver hands it received
+//! messages ([`Edge::handle_inbound`]), delivery failures ([`Edge::send_failed`]), closed flows
+//! ([`Edge::flow_closed`]) and timeouts ([`Edge::handle_timeout`] at [`Edge::poll_timeout`]),
+//! each with the current time ([`Now`]), and drains [`Action`]s ([`Edge::poll_action`]). There are
+//! no sockets, no clocks and no RNG here: identifiers come from a caller-provided [`Secret`].
+//!
+//! What the proxy does (RFC 3261 §16 as an edge needs it):
+//! * own Via on top with a unique `z9hG4bK` branch carrying a loop-detection hash (482), `received`
+//!   and `rport` stamped on the client's Via (RFC 3581), Max-Forwards (483);
+//! * transaction-stateful forwarding: 100 Trying for INVITE, retransmission absorption and
+//!   UDP retransmission (Timers A/E/G), timeouts (408, Timer C), CANCEL matched to its INVITE,
+//!   hop-by-hop ACK for non-2xx, stateless forwarding of 2xx ACKs and stray 2xx responses;
+//! * double Record-Route (RFC 5658) with HMAC-protected flow tokens (RFC 5626 style) so in-dialog
+//!   requests reach a client over the connection it used, even behind NAT;
+//! * an embedded registrar ([`Registrar`]) storing the flow, `+sip.instance` and MS `epid` with
+//!   each binding, or, in [`Mode::Edge`], REGISTER forwarded with a Path header;
+//! * a static list of next hops with fail-over; unreachable -> 503 with Retry-After;
+//! * the authentication hook ([`ClientAuth`]): every message from a client passes an inbound
+//!   stage, every message to a client an outbound stage that runs last.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod edge;
+mod edit;
+pub mod hook;
+mod registrar;
+mod token;
+mod types;
+pub mod uri;
+
+pub use config::{EdgeConfig, LocalAddrs, Mode, NextHop, Timers};
+pub use edge::Edge;
+pub use edit::{build_response, reason_phrase};
+pub use hook::{
+    AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext, OutboundKind,
+};
+pub use registrar::{Binding, BindingInfo, Registrar, RegistrarConfig};
+pub use token::Secret;
+pub use types::{
+    Action, BindingChange, DropReason, Flow, FlowId, Inbound, LimitKind, Now, Report, SendToken,
+    Stats, Target, Transport,
+};

@@ -1,0 +1,148 @@
+//! Settings of the proxy core (the driver builds them from its TOML file).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::registrar::RegistrarConfig;
+use crate::token::Secret;
+use crate::types::Transport;
+
+/// Where out-of-dialog requests from clients go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// REGISTER is handled by the embedded registrar; requests for registered AORs go to their
+    /// bindings, other requests to the next hops (404 when there are none).
+    #[default]
+    Registrar,
+    /// Pure edge: REGISTER and every out-of-dialog request go to the next hops; registrations
+    /// get a Path header so the registrar sends requests for the client back through this edge.
+    Edge,
+}
+
+/// A next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    /// Transport towards it.
+    pub transport: Transport,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+/// How this proxy names itself in Via, Record-Route and Path, and recognises its own URIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// Host written in our headers (an IP address or a name that resolves to this host).
+    pub host: String,
+    /// Other names or addresses that mean this proxy in a Route or Request-URI.
+    pub aliases: Vec<String>,
+    /// Listening ports per transport (`None`: not listening).
+    pub udp: Option<u16>,
+    /// TCP port.
+    pub tcp: Option<u16>,
+    /// TLS port.
+    pub tls: Option<u16>,
+}
+
+impl LocalAddrs {
+    /// The port we advertise for `transport` (falls back to another listener's port).
+    pub fn port(&self, transport: Transport) -> u16 {
+        let own = match transport {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        };
+        own.or(self.tcp)
+            .or(self.udp)
+            .or(self.tls)
+            .unwrap_or(transport.default_port())
+    }
+
+    /// True when `host[:port]` names this proxy.
+    pub fn is_local(&self, host: &str, port: Option<u16>, transport: Option<Transport>) -> bool {
+        let host_ok = host.eq_ignore_ascii_case(&self.host)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host));
+        if !host_ok {
+            return false;
+        }
+        let port = port.unwrap_or(transport.unwrap_or(Transport::Udp).default_port());
+        [self.udp, self.tcp, self.tls].contains(&Some(port))
+    }
+}
+
+/// RFC 3261 timer values and proxy time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// T1, RTT estimate (500 ms).
+    pub t1: Duration,
+    /// T2, maximum non-INVITE retransmit interval (4 s).
+    pub t2: Duration,
+    /// T4, time a message may stay in the network (5 s).
+    pub t4: Duration,
+    /// Timer C, INVITE proceeding limit at a proxy (> 3 min).
+    pub timer_c: Duration,
+    /// How long to wait for any answer from a next hop before trying the next one.
+    pub fail_over: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(181),
+            fail_over: Duration::from_secs(4),
+        }
+    }
+}
+
+impl Timers {
+    /// 64*T1: transaction timeout (Timers B, F, H, J).
+    pub fn timeout(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+}
+
+/// Everything the core needs.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Own addresses.
+    pub local: LocalAddrs,
+    /// Registrar or pure edge.
+    pub mode: Mode,
+    /// Domains the embedded registrar serves (empty: any).
+    pub domains: Vec<String>,
+    /// Next hops in preference order, with fail-over.
+    pub next_hops: Vec<NextHop>,
+    /// Addresses treated as servers (not clients) whatever their port, besides the next hops.
+    pub trusted_peers: Vec<IpAddr>,
+    /// Timers.
+    pub timers: Timers,
+    /// Retry-After of the 503 sent when no next hop is reachable, and how long a failed next
+    /// hop is skipped.
+    pub retry_after: Duration,
+    /// Live server transactions above which new requests get 503.
+    pub max_transactions: usize,
+    /// Registrar settings.
+    pub registrar: RegistrarConfig,
+    /// Keyed identifiers (branches, tags, flow tokens).
+    pub secret: Secret,
+}
+
+impl EdgeConfig {
+    /// Defaults around the given own addresses and secret.
+    pub fn new(local: LocalAddrs, secret: Secret) -> EdgeConfig {
+        EdgeConfig {
+            local,
+            mode: Mode::Registrar,
+            domains: Vec::new(),
+            next_hops: Vec::new(),
+            trusted_peers: Vec::new(),
+            timers: Timers::default(),
+            retry_after: Duration::from_secs(30),
+            max_transactions: 100_000,
+            registrar: RegistrarConfig::default(),
+            secret,
+        }
+    }
+}

@@ -1,0 +1,1472 @@
+//! The edge proxy state machine (RFC 3261 §16 transaction-stateful proxy, §17 transactions).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use sagw_sip::{Message, parse_name_addr};
+
+use crate::config::{EdgeConfig, Mode, NextHop};
+use crate::edit::{
+    build_hop_request, build_response, pop_route, pop_via, push_on_top, push_via, reason_phrase,
+    set_top_via, top_route, top_via, vias,
+};
+use crate::hook::{
+    AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext, OutboundKind,
+};
+use crate::registrar::{BindingInfo, RegisterOutcome, Registrar};
+use crate::token::{BRANCH_PREFIX, Ids, branch_loop_hash, loop_hash};
+use crate::types::{
+    Action, DropReason, Flow, Inbound, LimitKind, Now, Report, SendToken, Stats, Target, Transport,
+};
+use crate::uri::{SipUri, Via};
+
+/// Methods whose out-of-dialog requests create dialogs, so the proxy Record-Routes them.
+const DIALOG_METHODS: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    /// No final response yet.
+    Proceeding,
+    /// Non-2xx final sent (INVITE: waiting for the ACK).
+    Completed,
+    /// INVITE 2xx sent: absorb retransmitted INVITEs (RFC 6026 "Accepted").
+    Accepted,
+    /// ACK received for a non-2xx final.
+    Confirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// Sent, nothing heard.
+    Trying,
+    /// A provisional response arrived.
+    Proceeding,
+    /// Final response received; kept to absorb retransmissions.
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The next hop gave no answer in time.
+    Timeout,
+    /// The driver could not deliver (connection refused, flow gone).
+    Transport,
+}
+
+struct ServerTx {
+    method: String,
+    /// The request as received (plus received/rport), for building responses.
+    request: Message,
+    /// The request after Route processing, before per-hop edits: re-used for fail-over.
+    forward: Option<Message>,
+    upstream: Flow,
+    from_client: bool,
+    note: Option<AuthNote>,
+    state: ServerState,
+    last_response: Option<Message>,
+    client_key: Option<String>,
+    started: Instant,
+    to_tag: String,
+    loop_hash: String,
+    /// Next hops still to try, in order.
+    hops: VecDeque<usize>,
+    epoch: u32,
+    interval: Duration,
+}
+
+struct ClientTx {
+    server_key: Option<String>,
+    method: String,
+    /// As sent (after the outbound stage).
+    request: Message,
+    target: Target,
+    binding: Option<BindingInfo>,
+    state: ClientState,
+    epoch: u32,
+    interval: Duration,
+    cancel_pending: bool,
+    hop: Option<usize>,
+    ack: Option<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TimerKind {
+    ClientRetransmit(String, u32),
+    ClientTimeout(String, u32),
+    ClientCleanup(String, u32),
+    ServerRetransmit(String, u32),
+    ServerCleanup(String, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TimerEntry {
+    at: Instant,
+    seq: u64,
+    kind: TimerKind,
+}
+
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where routing sends a request.
+enum Dest {
+    Flow(Flow, Option<BindingInfo>),
+    Addr(Transport, std::net::SocketAddr),
+    Hops,
+}
+
+/// The sans-IO edge proxy: feed it messages, timeouts and delivery failures; drain [`Action`]s.
+///
+/// ```
+/// use std::time::{Instant, SystemTime};
+/// use sagw_proxy::{Edge, EdgeConfig, LocalAddrs, Secret, Now, Inbound, Flow, FlowId, Transport, Action};
+/// let local = LocalAddrs { host: "192.0.2.10".into(), aliases: vec![], udp: Some(5060), tcp: Some(5060), tls: None };
+/// let mut edge = Edge::new(EdgeConfig::new(local, Secret::new([9; 32])));
+/// let now = Now { mono: Instant::now(), wall: SystemTime::now() };
+/// let flow = Flow { id: FlowId(1), transport: Transport::Tcp, remote: "198.51.100.7:40000".parse().unwrap() };
+/// let msg = sagw_sip::Message::parse(b"OPTIONS sip:192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK1\r\n\
+///     From: <sip:a@x>;tag=1\r\nTo: <sip:192.0.2.10>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+/// edge.handle_inbound(Inbound { message: msg, flow }, now);
+/// let Some(Action::Send { message, .. }) = edge.poll_action() else { panic!() };
+/// assert_eq!(message.status_code(), Some(200));
+/// ```
+pub struct Edge {
+    cfg: EdgeConfig,
+    auth: Box<dyn ClientAuth>,
+    ids: Ids,
+    registrar: Registrar,
+    server: HashMap<String, ServerTx>,
+    client: HashMap<String, ClientTx>,
+    timers: BinaryHeap<Reverse<TimerEntry>>,
+    timer_seq: u64,
+    actions: VecDeque<Action>,
+    hop_down: Vec<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("server_transactions", &self.server.len())
+            .field("client_transactions", &self.client.len())
+            .field("bindings", &self.registrar.len())
+            .finish()
+    }
+}
+
+fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
+    match via.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => {
+            format!("{b}\u{0}{}\u{0}{method}", via.sent_by_key())
+        }
+        // RFC 2543 peers: no magic cookie, match on the dialog and CSeq identifiers instead.
+        _ => format!(
+            "2543\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{method}",
+            msg.call_id().unwrap_or(""),
+            msg.cseq().map(|c| c.number).unwrap_or(""),
+            msg.from().and_then(|f| f.tag()).unwrap_or(""),
+            via.sent_by_key()
+        ),
+    }
+}
+
+impl Edge {
+    /// A proxy with no authentication stage.
+    pub fn new(cfg: EdgeConfig) -> Edge {
+        Edge::with_auth(cfg, Box::new(NoAuth))
+    }
+
+    /// A proxy whose client messages pass `auth` (see [`crate::hook`]).
+    pub fn with_auth(cfg: EdgeConfig, auth: Box<dyn ClientAuth>) -> Edge {
+        let hops = cfg.next_hops.len();
+        Edge {
+            ids: Ids::new(cfg.secret.clone()),
+            registrar: Registrar::new(cfg.registrar.clone()),
+            cfg,
+            auth,
+            server: HashMap::new(),
+            client: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            actions: VecDeque::new(),
+            hop_down: vec![None; hops],
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.cfg
+    }
+
+    /// The location service.
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    /// Live state counts.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            server_transactions: self.server.len(),
+            client_transactions: self.client.len(),
+            bindings: self.registrar.len(),
+        }
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Edge::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.peek().map(|Reverse(e)| e.at);
+        match (t, self.registrar.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when `flow` belongs to a client rather than a next hop or trusted server.
+    pub fn is_client(&self, flow: &Flow) -> bool {
+        !(self
+            .cfg
+            .next_hops
+            .iter()
+            .any(|h| h.addr == flow.remote && h.transport == flow.transport)
+            || self.cfg.trusted_peers.contains(&flow.remote.ip()))
+    }
+
+    /// A stream flow closed: its registrations are useless now (the client must re-register).
+    pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
+        self.registrar.flow_closed(flow);
+        self.report_binding_changes();
+    }
+
+    fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse(TimerEntry {
+            at,
+            seq: self.timer_seq,
+            kind,
+        }));
+    }
+
+    fn report(&mut self, r: Report) {
+        self.actions.push_back(Action::Report(r));
+    }
+
+    fn report_binding_changes(&mut self) {
+        for (aor, change) in self.registrar.take_changes() {
+            self.report(Report::Binding { aor, change });
+        }
+        for _ in 0..self.registrar.take_evictions() {
+            self.report(Report::Limit(LimitKind::BindingsPerAor));
+        }
+    }
+
+    /// Queue a send; messages to clients pass the outbound stage first. Returns what was sent.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        to: Target,
+        mut msg: Message,
+        token: Option<SendToken>,
+        kind: OutboundKind,
+        binding: Option<&BindingInfo>,
+        request: Option<&Message>,
+        note: Option<&AuthNote>,
+        now: Now,
+    ) -> Message {
+        if let Target::Flow(flow) = to
+            && self.is_client(&flow)
+        {
+            let binding = binding.or_else(|| self.registrar.flow_identity(&flow));
+            let ctx = OutboundContext {
+                flow,
+                now,
+                kind,
+                binding,
+                request,
+                note,
+            };
+            self.auth.outbound(&mut msg, &ctx);
+        }
+        self.actions.push_back(Action::Send {
+            to,
+            message: msg.clone(),
+            token,
+        });
+        msg
+    }
+
+    /// Answer `req` without a transaction.
+    fn respond_stateless(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        code: u16,
+        extra: &[(&str, String)],
+        now: Now,
+    ) {
+        let tag = self.ids.unique();
+        if let Some(resp) = build_response(req, code, reason_phrase(code), Some(&tag), extra) {
+            self.emit(
+                Target::Flow(flow),
+                resp,
+                None,
+                OutboundKind::Response,
+                None,
+                Some(req),
+                None,
+                now,
+            );
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Inbound
+
+    /// Process one message from the network.
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
+        let Inbound { message, flow } = inbound;
+        let from_client = self.is_client(&flow);
+        if message.is_request() {
+            self.on_request(message, flow, from_client, now);
+        } else {
+            self.on_response(message, flow, from_client, now);
+        }
+    }
+
+    fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
+        let method = msg.method().unwrap_or("").to_owned();
+        if msg.validate().is_err()
+            || top_via(&msg)
+                .and_then(|v| Via::parse(&v).map(|_| ()))
+                .is_none()
+        {
+            if method == "ACK" {
+                self.report(Report::Dropped(DropReason::Invalid));
+            } else {
+                self.respond_stateless(&msg, flow, 400, &[], now);
+            }
+            return;
+        }
+        let mut note = None;
+        if from_client {
+            let binding = self.registrar.flow_identity(&flow).cloned();
+            let ctx = InboundContext {
+                flow,
+                now,
+                flow_binding: binding.as_ref(),
+            };
+            match self.auth.inbound(&msg, &ctx) {
+                InboundVerdict::Continue { note: n } => note = n,
+                InboundVerdict::Respond(resp) => {
+                    self.emit(
+                        Target::Flow(flow),
+                        resp,
+                        None,
+                        OutboundKind::Response,
+                        binding.as_ref(),
+                        Some(&msg),
+                        None,
+                        now,
+                    );
+                    return;
+                }
+                InboundVerdict::Drop => {
+                    self.report(Report::Dropped(DropReason::Auth));
+                    return;
+                }
+            }
+        }
+        stamp_via(&mut msg, &flow);
+        let Some(top) = top_via(&msg) else { return };
+        let Some(via) = Via::parse(&top) else { return };
+        match method.as_str() {
+            "ACK" => {
+                let key = server_key(&via, "INVITE", &msg);
+                self.on_ack(msg, key, flow, now);
+                return;
+            }
+            "CANCEL" => {
+                let key = server_key(&via, "INVITE", &msg);
+                self.on_cancel(msg, key, flow, now);
+                return;
+            }
+            _ => {}
+        }
+        let key = server_key(&via, &method, &msg);
+        if let Some(st) = self.server.get(&key) {
+            // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2);
+            // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
+            let resend = st
+                .last_response
+                .clone()
+                .filter(|_| st.state != ServerState::Accepted)
+                .map(|r| (st.upstream, r));
+            if let Some((up, resp)) = resend {
+                self.actions.push_back(Action::Send {
+                    to: Target::Flow(up),
+                    message: resp,
+                    token: None,
+                });
+            }
+            self.report(Report::Dropped(DropReason::Retransmission));
+            return;
+        }
+        if self.server.len() >= self.cfg.max_transactions {
+            self.report(Report::Limit(LimitKind::Transactions));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
+        let max_forwards = msg
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        let ruri_local = msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+            u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
+        });
+        let addressed_to_us = ruri_local && msg.header("Route").is_none();
+        if method == "OPTIONS" && addressed_to_us {
+            let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
+            self.local_transaction(key, msg, flow, from_client, note, 200, &[allow], now);
+            return;
+        }
+        if max_forwards == 0 {
+            self.local_transaction(key, msg, flow, from_client, note, 483, &[], now);
+            return;
+        }
+        let lh = loop_hash(&msg);
+        let looped = vias(&msg)
+            .iter()
+            .filter_map(|v| {
+                Via::parse(v).map(|v| {
+                    (
+                        v.host.to_owned(),
+                        v.port,
+                        v.transport(),
+                        v.branch().map(str::to_owned),
+                    )
+                })
+            })
+            .any(|(host, port, t, branch)| {
+                self.cfg.local.is_local(&host, port, t)
+                    && branch.as_deref().and_then(branch_loop_hash) == Some(lh.as_str())
+            });
+        if looped {
+            self.local_transaction(key, msg, flow, from_client, note, 482, &[], now);
+            return;
+        }
+        if method == "REGISTER"
+            && self.cfg.mode == Mode::Registrar
+            && (ruri_local || self.serves_ruri(&msg))
+        {
+            let outcome = self.registrar.register(&msg, flow, now.mono);
+            self.report_binding_changes();
+            match outcome {
+                RegisterOutcome::Ok { contacts } => {
+                    let extra: Vec<(&str, String)> =
+                        contacts.into_iter().map(|c| ("Contact", c)).collect();
+                    self.local_transaction(key, msg, flow, from_client, note, 200, &extra, now);
+                }
+                RegisterOutcome::Error(code, _, extra) => {
+                    self.local_transaction(key, msg, flow, from_client, note, code, &extra, now);
+                }
+            }
+            return;
+        }
+
+        // Proxy it.
+        let mut forward = msg.clone();
+        let dest = self.route(&mut forward, &flow, from_client, now.mono);
+        let st = ServerTx {
+            method: method.clone(),
+            request: msg,
+            forward: None,
+            upstream: flow,
+            from_client,
+            note,
+            state: ServerState::Proceeding,
+            last_response: None,
+            client_key: None,
+            started: now.mono,
+            to_tag: self.ids.unique(),
+            loop_hash: lh,
+            hops: VecDeque::new(),
+            epoch: 0,
+            interval: self.cfg.timers.t1,
+        };
+        self.server.insert(key.clone(), st);
+        if method == "INVITE" {
+            self.respond(&key, 100, &[], now);
+        }
+        match dest {
+            Ok(Dest::Flow(f, binding)) => {
+                self.forward(&key, forward, Target::Flow(f), binding, None, now);
+            }
+            Ok(Dest::Addr(transport, addr)) => {
+                self.forward(
+                    &key,
+                    forward,
+                    Target::Addr { transport, addr },
+                    None,
+                    None,
+                    now,
+                );
+            }
+            Ok(Dest::Hops) => {
+                if let Some(st) = self.server.get_mut(&key) {
+                    st.hops = (0..self.cfg.next_hops.len()).collect();
+                    st.forward = Some(forward);
+                }
+                self.try_next_hop(&key, Failure::Transport, now);
+            }
+            Err(code) => self.respond(&key, code, &[], now),
+        }
+    }
+
+    /// Create a server transaction answered at once (so retransmissions get the same answer).
+    #[allow(clippy::too_many_arguments)]
+    fn local_transaction(
+        &mut self,
+        key: String,
+        msg: Message,
+        flow: Flow,
+        from_client: bool,
+        note: Option<AuthNote>,
+        code: u16,
+        extra: &[(&str, String)],
+        now: Now,
+    ) {
+        let st = ServerTx {
+            method: msg.method().unwrap_or("").to_owned(),
+            request: msg,
+            forward: None,
+            upstream: flow,
+            from_client,
+            note,
+            state: ServerState::Proceeding,
+            last_response: None,
+            client_key: None,
+            started: now.mono,
+            to_tag: self.ids.unique(),
+            loop_hash: String::new(),
+            hops: VecDeque::new(),
+            epoch: 0,
+            interval: self.cfg.timers.t1,
+        };
+        self.server.insert(key.clone(), st);
+        self.respond(&key, code, extra, now);
+    }
+
+    fn serves_ruri(&self, msg: &Message) -> bool {
+        msg.request_uri()
+            .and_then(SipUri::parse)
+            .is_some_and(|u| self.serves(&u))
+    }
+
+    fn serves(&self, uri: &SipUri<'_>) -> bool {
+        self.cfg.domains.is_empty()
+            || self
+                .cfg
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(uri.host))
+            || self.cfg.local.is_local(uri.host, uri.port, uri.transport())
+    }
+
+    /// RFC 3261 §16.4 and §16.5: strip our own Route entries (remembering a flow token in them),
+    /// then pick the destination from the next Route or the Request-URI.
+    fn route(
+        &mut self,
+        msg: &mut Message,
+        inflow: &Flow,
+        from_client: bool,
+        now: Instant,
+    ) -> Result<Dest, u16> {
+        let mut token_flow = None;
+        while let Some(r) = top_route(msg) {
+            let Ok(na) = parse_name_addr(&r) else { break };
+            let Some(uri) = SipUri::parse(na.uri) else {
+                break;
+            };
+            if !self.cfg.local.is_local(uri.host, uri.port, uri.transport()) {
+                break;
+            }
+            if let Some(f) = uri.user.and_then(|u| self.ids.parse_flow_token(u))
+                && !(f.id == inflow.id && f.remote == inflow.remote)
+            {
+                token_flow = Some(f);
+            }
+            pop_route(msg);
+        }
+        if let Some(f) = token_flow {
+            let binding = self.registrar.flow_identity(&f).cloned();
+            return Ok(Dest::Flow(f, binding));
+        }
+        if let Some(r) = top_route(msg) {
+            let next = parse_name_addr(&r).ok().and_then(|na| {
+                let uri = SipUri::parse(na.uri)?;
+                let t = uri.transport().unwrap_or(Transport::Udp);
+                Some((t, uri.socket_addr(t)?))
+            });
+            return match next {
+                Some((t, addr)) => Ok(Dest::Addr(t, addr)),
+                None if !self.cfg.next_hops.is_empty() => Ok(Dest::Hops),
+                None => Err(404),
+            };
+        }
+        let ruri = msg.request_uri().unwrap_or("").to_owned();
+        let Some(uri) = SipUri::parse(&ruri) else {
+            return Err(416);
+        };
+        if let Some(b) = self.registrar.lookup_contact(&ruri, now) {
+            return Ok(Dest::Flow(b.flow, Some(b.info.clone())));
+        }
+        let local_lookup = match self.cfg.mode {
+            Mode::Registrar => self.serves(&uri),
+            Mode::Edge => !from_client,
+        };
+        if local_lookup && let Some(b) = self.registrar.lookup(&uri.aor(), now).first() {
+            return Ok(Dest::Flow(b.flow, Some(b.info.clone())));
+        }
+        if self.cfg.local.is_local(uri.host, uri.port, uri.transport()) && uri.user.is_none() {
+            return Err(404);
+        }
+        if from_client && !self.cfg.next_hops.is_empty() {
+            return Ok(Dest::Hops);
+        }
+        match self.cfg.mode {
+            Mode::Registrar if self.serves(&uri) => Err(404),
+            Mode::Registrar => Err(404),
+            Mode::Edge => Err(480),
+        }
+    }
+
+    fn our_uri(&self, transport: Transport, user: Option<&str>, extra: &str) -> String {
+        let port = self.cfg.local.port(transport);
+        match user {
+            Some(u) => format!(
+                "<sip:{u}@{}:{port};transport={};lr{extra}>",
+                self.cfg.local.host,
+                transport.uri_param()
+            ),
+            None => format!(
+                "<sip:{}:{port};transport={};lr{extra}>",
+                self.cfg.local.host,
+                transport.uri_param()
+            ),
+        }
+    }
+
+    /// Send the request of server transaction `key` to `target` in a new client transaction.
+    fn forward(
+        &mut self,
+        key: &str,
+        mut out: Message,
+        target: Target,
+        binding: Option<BindingInfo>,
+        hop: Option<usize>,
+        now: Now,
+    ) {
+        let Some(st) = self.server.get(key) else {
+            return;
+        };
+        let upstream = st.upstream;
+        let from_client = st.from_client;
+        let lh = st.loop_hash.clone();
+        let method = st.method.clone();
+        let has_alternatives = !st.hops.is_empty();
+        let mf = out
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(71);
+        out.set_header("Max-Forwards", &mf.saturating_sub(1).min(70).to_string());
+        let out_transport = target.transport();
+        let in_token = self.ids.flow_token(&upstream);
+        let out_token = match target {
+            Target::Flow(f) => Some(self.ids.flow_token(&f)),
+            Target::Addr { .. } => None,
+        };
+        let in_dialog = out.to().and_then(|t| t.tag()).is_some();
+        if !in_dialog && DIALOG_METHODS.contains(&method.as_str()) {
+            // RFC 5658 double Record-Route: one entry per side, each with that side's transport
+            // and, for a client side, the token of its flow.
+            let rr_in = self.our_uri(upstream.transport, Some(&in_token), "");
+            let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
+            push_on_top(&mut out, "Record-Route", &rr_in);
+            push_on_top(&mut out, "Record-Route", &rr_out);
+        }
+        if method == "REGISTER" && self.cfg.mode == Mode::Edge && from_client {
+            let path = self.our_uri(out_transport, Some(&in_token), ";ob");
+            push_on_top(&mut out, "Path", &path);
+        }
+        let branch = self.ids.branch(&lh);
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={branch};rport;sgf={in_token}",
+            out_transport.via_token(),
+            self.cfg.local.host,
+            self.cfg.local.port(out_transport)
+        );
+        push_via(&mut out, &via);
+        let token = SendToken(branch.clone());
+        let sent = self.emit(
+            target,
+            out,
+            Some(token),
+            OutboundKind::Request,
+            binding.as_ref(),
+            None,
+            None,
+            now,
+        );
+        let t1 = self.cfg.timers.t1;
+        let ct = ClientTx {
+            server_key: Some(key.to_owned()),
+            method: method.clone(),
+            request: sent,
+            target,
+            binding,
+            state: ClientState::Trying,
+            epoch: 0,
+            interval: t1,
+            cancel_pending: false,
+            hop,
+            ack: None,
+        };
+        if !out_transport.is_reliable() {
+            self.schedule(
+                now.mono + t1,
+                TimerKind::ClientRetransmit(branch.clone(), 0),
+            );
+        }
+        let timeout = if hop.is_some() && has_alternatives {
+            self.cfg.timers.fail_over.min(self.cfg.timers.timeout())
+        } else {
+            self.cfg.timers.timeout()
+        };
+        self.schedule(
+            now.mono + timeout,
+            TimerKind::ClientTimeout(branch.clone(), 0),
+        );
+        self.client.insert(branch.clone(), ct);
+        if let Some(st) = self.server.get_mut(key) {
+            st.client_key = Some(branch);
+        }
+    }
+
+    /// Forward to the next next hop that is not known to be down; 503 when none is left.
+    fn try_next_hop(&mut self, key: &str, last_failure: Failure, now: Now) {
+        loop {
+            let Some(st) = self.server.get_mut(key) else {
+                return;
+            };
+            let Some(i) = st.hops.pop_front() else {
+                let code = match last_failure {
+                    Failure::Transport => 503,
+                    Failure::Timeout => 408,
+                };
+                let extra = if code == 503 {
+                    vec![("Retry-After", self.cfg.retry_after.as_secs().to_string())]
+                } else {
+                    Vec::new()
+                };
+                self.respond(key, code, &extra, now);
+                return;
+            };
+            let down = self
+                .hop_down
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|until| until > now.mono);
+            if down {
+                continue;
+            }
+            let Some(NextHop { transport, addr }) = self.cfg.next_hops.get(i).copied() else {
+                continue;
+            };
+            let Some(msg) = st.forward.clone() else {
+                return;
+            };
+            self.forward(
+                key,
+                msg,
+                Target::Addr { transport, addr },
+                None,
+                Some(i),
+                now,
+            );
+            return;
+        }
+    }
+
+    /// Send a response generated here for server transaction `key`.
+    fn respond(&mut self, key: &str, code: u16, extra: &[(&str, String)], now: Now) {
+        let Some(st) = self.server.get(key) else {
+            return;
+        };
+        if st.state != ServerState::Proceeding {
+            return;
+        }
+        if let Some(resp) = build_response(
+            &st.request,
+            code,
+            reason_phrase(code),
+            Some(&st.to_tag),
+            extra,
+        ) {
+            self.send_upstream(key, resp, now);
+        }
+    }
+
+    /// Send a response (ours, or a downstream one with our Via already removed) to the client
+    /// of server transaction `key`, and move the transaction on.
+    fn send_upstream(&mut self, key: &str, resp: Message, now: Now) {
+        let Some(st) = self.server.get_mut(key) else {
+            return;
+        };
+        if st.state != ServerState::Proceeding {
+            return;
+        }
+        let code = resp.status_code().unwrap_or(500);
+        let upstream = st.upstream;
+        let request = st.request.clone();
+        let note = st.note.clone();
+        let method = st.method.clone();
+        let started = st.started;
+        let sent = self.emit(
+            Target::Flow(upstream),
+            resp,
+            None,
+            OutboundKind::Response,
+            None,
+            Some(&request),
+            note.as_ref(),
+            now,
+        );
+        let timers = self.cfg.timers;
+        let Some(st) = self.server.get_mut(key) else {
+            return;
+        };
+        st.last_response = Some(sent);
+        if code < 200 {
+            return;
+        }
+        st.epoch += 1;
+        let epoch = st.epoch;
+        let reliable = upstream.transport.is_reliable();
+        let retransmit = if method == "INVITE" && code >= 300 {
+            st.state = ServerState::Completed;
+            // Timer G (unreliable only) until the ACK, Timer H as the limit.
+            (!reliable).then_some(timers.t1)
+        } else if method == "INVITE" {
+            st.state = ServerState::Accepted;
+            None
+        } else {
+            st.state = ServerState::Completed;
+            None
+        };
+        let cleanup = if method != "INVITE" && reliable {
+            Duration::ZERO
+        } else {
+            timers.timeout()
+        };
+        self.report(Report::Transaction {
+            method,
+            status: code,
+            elapsed: now.mono.saturating_duration_since(started),
+        });
+        if let Some(iv) = retransmit {
+            self.schedule(
+                now.mono + iv,
+                TimerKind::ServerRetransmit(key.to_owned(), epoch),
+            );
+        }
+        if cleanup.is_zero() {
+            self.server.remove(key);
+        } else {
+            self.schedule(
+                now.mono + cleanup,
+                TimerKind::ServerCleanup(key.to_owned(), epoch),
+            );
+        }
+    }
+
+    fn on_ack(&mut self, mut msg: Message, key: String, flow: Flow, now: Now) {
+        if let Some(st) = self.server.get_mut(&key)
+            && st.state == ServerState::Completed
+            && st.method == "INVITE"
+        {
+            // ACK for our non-2xx final: hop by hop, ends here (RFC 3261 §17.2.1).
+            st.state = ServerState::Confirmed;
+            st.epoch += 1;
+            let epoch = st.epoch;
+            let linger = if flow.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                self.cfg.timers.t4
+            };
+            if linger.is_zero() {
+                self.server.remove(&key);
+            } else {
+                self.schedule(now.mono + linger, TimerKind::ServerCleanup(key, epoch));
+            }
+            return;
+        }
+        if self.server.contains_key(&key) {
+            // A retransmitted ACK after the transaction moved on.
+            self.report(Report::Dropped(DropReason::Retransmission));
+            return;
+        }
+        // ACK for a 2xx: end to end, forwarded statelessly (RFC 3261 §16.11).
+        let mf = msg
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        if mf == 0 {
+            self.report(Report::Dropped(DropReason::Stray));
+            return;
+        }
+        let from_client = self.is_client(&flow);
+        let lh = loop_hash(&msg);
+        let incoming = top_via(&msg)
+            .and_then(|v| Via::parse(&v).and_then(|v| v.branch().map(str::to_owned)))
+            .unwrap_or_default();
+        let target = match self.route(&mut msg, &flow, from_client, now.mono) {
+            Ok(Dest::Flow(f, _)) => Target::Flow(f),
+            Ok(Dest::Addr(transport, addr)) => Target::Addr { transport, addr },
+            Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
+                Some(h) => Target::Addr {
+                    transport: h.transport,
+                    addr: h.addr,
+                },
+                None => {
+                    self.report(Report::Dropped(DropReason::Stray));
+                    return;
+                }
+            },
+            Err(_) => {
+                self.report(Report::Dropped(DropReason::Stray));
+                return;
+            }
+        };
+        msg.set_header("Max-Forwards", &(mf - 1).min(70).to_string());
+        let branch = self.ids.stateless_branch(&lh, &incoming);
+        let t = target.transport();
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={branch};rport",
+            t.via_token(),
+            self.cfg.local.host,
+            self.cfg.local.port(t)
+        );
+        push_via(&mut msg, &via);
+        self.emit(
+            target,
+            msg,
+            None,
+            OutboundKind::Request,
+            None,
+            None,
+            None,
+            now,
+        );
+    }
+
+    fn first_live_hop(&self, now: Instant) -> Option<NextHop> {
+        self.cfg
+            .next_hops
+            .iter()
+            .enumerate()
+            .find(|(i, _)| {
+                self.hop_down
+                    .get(*i)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|u| u <= now)
+            })
+            .map(|(_, h)| *h)
+    }
+
+    fn on_cancel(&mut self, msg: Message, key: String, flow: Flow, now: Now) {
+        let Some(st) = self.server.get(&key) else {
+            self.respond_stateless(&msg, flow, 481, &[], now);
+            return;
+        };
+        let tag = st.to_tag.clone();
+        let proceeding = st.state == ServerState::Proceeding;
+        let ck = st.client_key.clone();
+        if let Some(ok) = build_response(&msg, 200, "OK", Some(&tag), &[]) {
+            self.emit(
+                Target::Flow(flow),
+                ok,
+                None,
+                OutboundKind::Response,
+                None,
+                Some(&msg),
+                None,
+                now,
+            );
+        }
+        if !proceeding {
+            return;
+        }
+        // Stop fail-over: a cancelled request is not tried elsewhere.
+        if let Some(st) = self.server.get_mut(&key) {
+            st.hops.clear();
+        }
+        match ck {
+            Some(ck) => {
+                let state = self.client.get(&ck).map(|c| c.state);
+                match state {
+                    Some(ClientState::Proceeding) => self.send_cancel(&ck, now),
+                    Some(ClientState::Trying) => {
+                        if let Some(ct) = self.client.get_mut(&ck) {
+                            ct.cancel_pending = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None => self.respond(&key, 487, &[], now),
+        }
+    }
+
+    fn send_cancel(&mut self, ct_key: &str, now: Now) {
+        let Some(ct) = self.client.get(ct_key) else {
+            return;
+        };
+        let Some(cancel) = build_hop_request(&ct.request, "CANCEL", None) else {
+            return;
+        };
+        let target = ct.target;
+        let binding = ct.binding.clone();
+        let key = format!("{ct_key}|CANCEL");
+        if self.client.contains_key(&key) {
+            return;
+        }
+        let sent = self.emit(
+            target,
+            cancel,
+            None,
+            OutboundKind::Request,
+            binding.as_ref(),
+            None,
+            None,
+            now,
+        );
+        let t1 = self.cfg.timers.t1;
+        if !target.transport().is_reliable() {
+            self.schedule(now.mono + t1, TimerKind::ClientRetransmit(key.clone(), 0));
+        }
+        self.schedule(
+            now.mono + self.cfg.timers.timeout(),
+            TimerKind::ClientTimeout(key.clone(), 0),
+        );
+        self.client.insert(
+            key,
+            ClientTx {
+                server_key: None,
+                method: "CANCEL".into(),
+                request: sent,
+                target,
+                binding,
+                state: ClientState::Trying,
+                epoch: 0,
+                interval: t1,
+                cancel_pending: false,
+                hop: None,
+                ack: None,
+            },
+        );
+    }
+
+    fn on_response(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
+        if from_client {
+            let binding = self.registrar.flow_identity(&flow).cloned();
+            let ctx = InboundContext {
+                flow,
+                now,
+                flow_binding: binding.as_ref(),
+            };
+            if !matches!(
+                self.auth.inbound(&msg, &ctx),
+                InboundVerdict::Continue { .. }
+            ) {
+                self.report(Report::Dropped(DropReason::Auth));
+                return;
+            }
+        }
+        let Some(top) = top_via(&msg) else {
+            self.report(Report::Dropped(DropReason::Invalid));
+            return;
+        };
+        let Some(via) = Via::parse(&top) else {
+            self.report(Report::Dropped(DropReason::Invalid));
+            return;
+        };
+        let Some(branch) = via
+            .branch()
+            .filter(|b| b.starts_with(BRANCH_PREFIX))
+            .filter(|_| self.cfg.local.is_local(via.host, via.port, via.transport()))
+            .map(str::to_owned)
+        else {
+            self.report(Report::Dropped(DropReason::ResponseNotOurs));
+            return;
+        };
+        let sgf = via.param("sgf").map(str::to_owned);
+        let code = msg.status_code().unwrap_or(500);
+        let method = msg.cseq().map(|c| c.method.to_owned()).unwrap_or_default();
+        let ct_key = if method == "CANCEL" {
+            format!("{branch}|CANCEL")
+        } else {
+            branch
+        };
+        let Some(ct) = self.client.get_mut(&ct_key) else {
+            if method == "CANCEL" {
+                self.report(Report::Dropped(DropReason::Stray));
+                return;
+            }
+            // No transaction (e.g. a retransmitted 2xx after it ended): forward statelessly
+            // by the flow token in our Via, else by the next Via.
+            pop_via(&mut msg);
+            let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
+                Some(f) => Some(Target::Flow(f)),
+                None => top_via(&msg).and_then(|v| {
+                    let v = Via::parse(&v)?;
+                    Some(Target::Addr {
+                        transport: v.transport()?,
+                        addr: v.response_addr()?,
+                    })
+                }),
+            };
+            match target {
+                Some(t) => {
+                    self.emit(t, msg, None, OutboundKind::Response, None, None, None, now);
+                }
+                None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
+            }
+            return;
+        };
+        if ct.method == "CANCEL" {
+            if code >= 200 {
+                ct.state = ClientState::Completed;
+                ct.epoch += 1;
+                self.client.remove(&ct_key);
+            }
+            return;
+        }
+        let server_key = ct.server_key.clone();
+        if code < 200 {
+            if ct.state == ClientState::Trying {
+                ct.state = ClientState::Proceeding;
+                ct.epoch += 1;
+                let epoch = ct.epoch;
+                let invite = ct.method == "INVITE";
+                let cancel = std::mem::take(&mut ct.cancel_pending);
+                if invite {
+                    self.schedule(
+                        now.mono + self.cfg.timers.timer_c,
+                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                    );
+                } else {
+                    self.schedule(
+                        now.mono + self.cfg.timers.timeout(),
+                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                    );
+                }
+                if cancel {
+                    self.send_cancel(&ct_key, now);
+                }
+            }
+            if code == 100 {
+                return;
+            }
+            if let Some(sk) = server_key {
+                pop_via(&mut msg);
+                self.send_upstream(&sk, msg, now);
+            }
+            return;
+        }
+        // Final response.
+        if ct.state == ClientState::Completed {
+            // Retransmission: re-ACK a non-2xx; a 2xx is end to end, pass it on.
+            let ack = ct.ack.clone();
+            let target = ct.target;
+            if code >= 300 {
+                if let Some(ack) = ack {
+                    self.actions.push_back(Action::Send {
+                        to: target,
+                        message: ack,
+                        token: None,
+                    });
+                }
+            } else if let Some(sk) = server_key
+                && let Some(up) = self.server.get(&sk).map(|s| s.upstream)
+            {
+                pop_via(&mut msg);
+                self.emit(
+                    Target::Flow(up),
+                    msg,
+                    None,
+                    OutboundKind::Response,
+                    None,
+                    None,
+                    None,
+                    now,
+                );
+            }
+            return;
+        }
+        ct.state = ClientState::Completed;
+        ct.epoch += 1;
+        let epoch = ct.epoch;
+        let invite = ct.method == "INVITE";
+        let target = ct.target;
+        let binding = ct.binding.clone();
+        let request = ct.request.clone();
+        if invite
+            && code >= 300
+            && let Some(ack) = build_hop_request(&request, "ACK", msg.header("To"))
+        {
+            {
+                let sent = self.emit(
+                    target,
+                    ack,
+                    None,
+                    OutboundKind::Request,
+                    binding.as_ref(),
+                    None,
+                    None,
+                    now,
+                );
+                if let Some(ct) = self.client.get_mut(&ct_key) {
+                    ct.ack = Some(sent);
+                }
+            }
+        }
+        let linger = if invite || !target.transport().is_reliable() {
+            self.cfg.timers.timeout()
+        } else {
+            Duration::ZERO
+        };
+        if linger.is_zero() {
+            self.client.remove(&ct_key);
+        } else {
+            self.schedule(
+                now.mono + linger,
+                TimerKind::ClientCleanup(ct_key.clone(), epoch),
+            );
+        }
+        if let Some(sk) = server_key {
+            pop_via(&mut msg);
+            let still_open = self
+                .server
+                .get(&sk)
+                .is_some_and(|s| s.state == ServerState::Proceeding);
+            if still_open {
+                self.send_upstream(&sk, msg, now);
+            } else if (200..300).contains(&code)
+                && let Some(up) = self.server.get(&sk).map(|s| s.upstream)
+            {
+                // A 2xx after we already answered (e.g. 408 on Timer C): still end to end.
+                self.emit(
+                    Target::Flow(up),
+                    msg,
+                    None,
+                    OutboundKind::Response,
+                    None,
+                    None,
+                    None,
+                    now,
+                );
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Timers and failures
+
+    /// Process every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.registrar.expire(now.mono);
+        self.report_binding_changes();
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if top.at > now.mono {
+                break;
+            }
+            let Some(Reverse(entry)) = self.timers.pop() else {
+                break;
+            };
+            self.fire(entry.kind, now);
+        }
+    }
+
+    fn fire(&mut self, kind: TimerKind, now: Now) {
+        let timers = self.cfg.timers;
+        match kind {
+            TimerKind::ClientRetransmit(key, epoch) => {
+                let Some(ct) = self.client.get_mut(&key) else {
+                    return;
+                };
+                if ct.epoch != epoch || ct.state == ClientState::Completed {
+                    return;
+                }
+                if ct.method == "INVITE" && ct.state != ClientState::Trying {
+                    return;
+                }
+                ct.interval = if ct.method == "INVITE" {
+                    ct.interval.saturating_mul(2)
+                } else {
+                    ct.interval.saturating_mul(2).min(timers.t2)
+                };
+                let next = now.mono + ct.interval;
+                self.actions.push_back(Action::Send {
+                    to: ct.target,
+                    message: ct.request.clone(),
+                    token: None,
+                });
+                self.schedule(next, TimerKind::ClientRetransmit(key, epoch));
+            }
+            TimerKind::ClientTimeout(key, epoch) => {
+                let Some(ct) = self.client.get(&key) else {
+                    return;
+                };
+                if ct.epoch != epoch || ct.state == ClientState::Completed {
+                    return;
+                }
+                let state = ct.state;
+                let invite = ct.method == "INVITE";
+                let cancel = ct.method == "CANCEL";
+                let hop = ct.hop;
+                let sk = ct.server_key.clone();
+                if cancel {
+                    self.client.remove(&key);
+                    return;
+                }
+                if invite && state == ClientState::Proceeding {
+                    // Timer C: give up on the callee, cancel downstream, 408 upstream. Keep the
+                    // client transaction to ACK the 487 that follows.
+                    self.send_cancel(&key, now);
+                    if let Some(ct) = self.client.get_mut(&key) {
+                        ct.epoch += 1;
+                    }
+                    if let Some(sk) = sk {
+                        self.respond(&sk, 408, &[], now);
+                    }
+                    return;
+                }
+                self.client.remove(&key);
+                if state == ClientState::Trying
+                    && let Some(i) = hop
+                {
+                    self.mark_down(i, now.mono);
+                }
+                if let Some(sk) = sk {
+                    self.try_next_hop(&sk, Failure::Timeout, now);
+                }
+            }
+            TimerKind::ClientCleanup(key, epoch) => {
+                if self.client.get(&key).is_some_and(|c| c.epoch == epoch) {
+                    self.client.remove(&key);
+                }
+            }
+            TimerKind::ServerRetransmit(key, epoch) => {
+                let Some(st) = self.server.get_mut(&key) else {
+                    return;
+                };
+                if st.epoch != epoch || st.state != ServerState::Completed {
+                    return;
+                }
+                st.interval = st.interval.saturating_mul(2).min(timers.t2);
+                let next = now.mono + st.interval;
+                if let Some(r) = st.last_response.clone() {
+                    self.actions.push_back(Action::Send {
+                        to: Target::Flow(st.upstream),
+                        message: r,
+                        token: None,
+                    });
+                }
+                self.schedule(next, TimerKind::ServerRetransmit(key, epoch));
+            }
+            TimerKind::ServerCleanup(key, epoch) => {
+                if self.server.get(&key).is_some_and(|s| s.epoch == epoch) {
+                    self.server.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn mark_down(&mut self, hop: usize, now: Instant) {
+        if let Some(slot) = self.hop_down.get_mut(hop) {
+            *slot = Some(now + self.cfg.retry_after);
+        }
+    }
+
+    /// The driver could not deliver a message sent with `token` (connection refused or reset,
+    /// flow gone): fail over to the next hop, or answer 503 (next hops) / 480 (a client's flow).
+    pub fn send_failed(&mut self, token: &SendToken, now: Now) {
+        let Some(ct) = self.client.get(&token.0) else {
+            return;
+        };
+        if ct.state == ClientState::Completed {
+            return;
+        }
+        let hop = ct.hop;
+        let sk = ct.server_key.clone();
+        self.client.remove(&token.0);
+        let Some(sk) = sk else { return };
+        match hop {
+            Some(i) => {
+                self.mark_down(i, now.mono);
+                self.try_next_hop(&sk, Failure::Transport, now);
+            }
+            None => self.respond(&sk, 480, &[], now),
+        }
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
+fn stamp_via(msg: &mut Message, flow: &Flow) {
+    let Some(top) = top_via(msg) else { return };
+    let Some(via) = Via::parse(&top) else { return };
+    let ip = flow.remote.ip();
+    let sent_ip = crate::uri::host_ip(via.host);
+    let needs_received = sent_ip != Some(ip);
+    let has_rport = via.param("rport").is_some();
+    if !needs_received && !has_rport {
+        return;
+    }
+    let mut params: Vec<String> = via
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("").trim();
+            !name.eq_ignore_ascii_case("received") && !name.eq_ignore_ascii_case("rport")
+        })
+        .map(str::to_owned)
+        .collect();
+    params.push(format!("received={ip}"));
+    if has_rport {
+        params.push(format!("rport={}", flow.remote.port()));
+    }
+    let sent_by = match via.port {
+        Some(p) => format!("{}:{p}", via.host),
+        None => via.host.to_owned(),
+    };
+    let new = format!("SIP/2.0/{} {sent_by};{}", via.transport, params.join(";"));
+    set_top_via(msg, &new);
+}

@@ -1,0 +1,121 @@
+//! The authentication hook: where `sagw-auth` plugs into the message pipeline.
+//!
+//! * Every message **received from a client** (requests and responses; not from next hops) goes
+//!   through [`ClientAuth::inbound`] before the proxy acts on it, after parsing and the RFC 3261
+//!   §8.1.1 validity checks.
+//! * Every message **sent to a client** (responses, requests towards it, the proxy's own
+//!   responses) goes through [`ClientAuth::outbound`] last, after all of the proxy's own
+//!   rewrites (Via, Record-Route, Max-Forwards), so a signature computed there covers the final
+//!   bytes.
+//!
+//! "Client" means any peer that is not a configured next hop or trusted peer.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use sagw_sip::Message;
+
+use crate::registrar::BindingInfo;
+use crate::types::{Flow, Now};
+
+/// State the inbound stage wants back when the outbound stage handles a response of the same
+/// transaction (e.g. the SA a request was verified with, or a Digest `Authentication-Info`).
+pub type AuthNote = Arc<dyn Any + Send + Sync>;
+
+/// Context of a message from a client.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundContext<'a> {
+    /// The flow it arrived on (transport, peer address after NAT).
+    pub flow: Flow,
+    /// Current time.
+    pub now: Now,
+    /// The identity registered over this flow, when there is one.
+    pub flow_binding: Option<&'a BindingInfo>,
+}
+
+/// What the inbound stage decided.
+#[derive(Clone)]
+pub enum InboundVerdict {
+    /// Process the message; `note` comes back with the responses of this transaction.
+    Continue {
+        /// Opaque state for [`OutboundContext::note`].
+        note: Option<AuthNote>,
+    },
+    /// Answer the request with this response (e.g. a 401/407 challenge) instead of processing
+    /// it. The response is sent over the request's flow (and passes the outbound stage).
+    Respond(Message),
+    /// Drop the message silently.
+    Drop,
+}
+
+impl std::fmt::Debug for InboundVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InboundVerdict::Continue { note } => f
+                .debug_struct("Continue")
+                .field("note", &note.as_ref().map(|_| ".."))
+                .finish(),
+            InboundVerdict::Respond(m) => f.debug_tuple("Respond").field(m).finish(),
+            InboundVerdict::Drop => f.write_str("Drop"),
+        }
+    }
+}
+
+/// What kind of message is leaving towards a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundKind {
+    /// A response to a request the client sent (proxied or generated here).
+    Response,
+    /// A request towards the client (a call to it, an in-dialog request, CANCEL, ACK).
+    Request,
+}
+
+/// Context of a message about to be sent to a client.
+#[derive(Clone, Copy)]
+pub struct OutboundContext<'a> {
+    /// The flow it will be sent over.
+    pub flow: Flow,
+    /// Current time.
+    pub now: Now,
+    /// Response or request.
+    pub kind: OutboundKind,
+    /// The destination's registrar binding when known (AOR, epid, instance): the SA to sign
+    /// with is found through it.
+    pub binding: Option<&'a BindingInfo>,
+    /// For responses: the client's request as received (before the proxy's edits).
+    pub request: Option<&'a Message>,
+    /// For responses: what the inbound stage returned for the request.
+    pub note: Option<&'a AuthNote>,
+}
+
+impl std::fmt::Debug for OutboundContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundContext")
+            .field("flow", &self.flow)
+            .field("kind", &self.kind)
+            .field("binding", &self.binding)
+            .field("has_note", &self.note.is_some())
+            .finish()
+    }
+}
+
+/// The authentication stage. Both methods default to "do nothing", so `NoAuth` (or any
+/// `impl ClientAuth for X {}`) is a pass-through.
+pub trait ClientAuth: Send {
+    /// Judge a message from a client.
+    fn inbound(&mut self, msg: &Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+        let _ = (msg, ctx);
+        InboundVerdict::Continue { note: None }
+    }
+
+    /// Edit (e.g. sign) a message about to go to a client. Runs after every other edit.
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+        let _ = (msg, ctx);
+    }
+}
+
+/// The pass-through stage (no authentication).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAuth;
+
+impl ClientAuth for NoAuth {}

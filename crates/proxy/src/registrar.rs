@@ -1,0 +1,533 @@
+//! In-memory registrar and location service (RFC 3261 §10, with RFC 5626 instance ids and the
+//! MS-SIPAE `epid`).
+//!
+//! A binding remembers the flow the REGISTER came over: a client behind NAT is reachable only
+//! through it, and the authentication layer finds the SA for a destination through the binding's
+//! AOR and epid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use sagw_sip::{Message, parse_name_addr};
+
+use crate::types::{BindingChange, Flow, FlowId};
+use crate::uri::{SipUri, split_list};
+
+/// Registrar settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Expiry used when the request gives none.
+    pub default_expires: Duration,
+    /// Shorter non-zero expiries get 423 Interval Too Brief.
+    pub min_expires: Duration,
+    /// Longer expiries are shortened to this.
+    pub max_expires: Duration,
+    /// Bindings kept per address-of-record; registering one more evicts the oldest.
+    pub max_bindings_per_aor: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            default_expires: Duration::from_secs(3600),
+            min_expires: Duration::from_secs(60),
+            max_expires: Duration::from_secs(7200),
+            max_bindings_per_aor: 10,
+        }
+    }
+}
+
+/// What the authentication stage and routing need to know about a registered endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingInfo {
+    /// Address-of-record, normalised (`sip:user@host`, host lower-cased).
+    pub aor: String,
+    /// The `epid` parameter of the REGISTER's From header ([MS-SIPAE] endpoint id).
+    pub epid: Option<String>,
+    /// The Contact's `+sip.instance` (RFC 5626), unquoted.
+    pub instance: Option<String>,
+    /// The Contact URI as the client wrote it.
+    pub contact: String,
+}
+
+/// One registered contact.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Identity and contact.
+    pub info: BindingInfo,
+    /// The flow the registration arrived on: requests for this contact go back over it.
+    pub flow: Flow,
+    /// When the binding lapses.
+    pub expires_at: Instant,
+    call_id: String,
+    cseq: u32,
+    /// Registration order, for "most recent binding first".
+    seq: u64,
+}
+
+/// The registrar's answer to a REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RegisterOutcome {
+    /// 200 OK with these Contact header values.
+    Ok {
+        /// One `<uri>;expires=N` value per current binding.
+        contacts: Vec<String>,
+    },
+    /// An error status, reason and extra headers.
+    Error(u16, &'static str, Vec<(&'static str, String)>),
+}
+
+/// The location service.
+#[derive(Debug, Default)]
+pub struct Registrar {
+    config: RegistrarConfig,
+    /// AOR -> binding key -> binding.
+    aors: HashMap<String, HashMap<String, Binding>>,
+    /// Expiry index: (deadline, seq) -> (aor, key).
+    expiry: BTreeMap<(Instant, u64), (String, String)>,
+    /// Flow -> identity registered over it (latest REGISTER wins).
+    flows: HashMap<Flow, BindingInfo>,
+    seq: u64,
+    changes: Vec<(String, BindingChange)>,
+    evictions: usize,
+}
+
+impl Registrar {
+    /// An empty registrar.
+    pub fn new(config: RegistrarConfig) -> Registrar {
+        Registrar {
+            config,
+            ..Registrar::default()
+        }
+    }
+
+    /// Number of live bindings.
+    pub fn len(&self) -> usize {
+        self.aors.values().map(HashMap::len).sum()
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.aors.is_empty()
+    }
+
+    /// Binding changes since the last call (for reports).
+    pub(crate) fn take_changes(&mut self) -> Vec<(String, BindingChange)> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Live bindings of `aor`, most recent first.
+    pub fn lookup(&self, aor: &str, now: Instant) -> Vec<&Binding> {
+        let mut v: Vec<&Binding> = self
+            .aors
+            .get(aor)
+            .map(|m| m.values().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|b| std::cmp::Reverse(b.seq));
+        v
+    }
+
+    /// The live binding whose Contact URI is `uri` (in-dialog requests target a contact).
+    pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<&Binding> {
+        let want = SipUri::parse(uri)?;
+        self.aors
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|b| b.expires_at > now)
+            .filter(|b| {
+                SipUri::parse(&b.info.contact).is_some_and(|c| {
+                    c.user == want.user
+                        && c.host.eq_ignore_ascii_case(want.host)
+                        && c.port == want.port
+                })
+            })
+            .max_by_key(|b| b.seq)
+    }
+
+    /// The identity registered over `flow`, if any.
+    pub fn flow_identity(&self, flow: &Flow) -> Option<&BindingInfo> {
+        self.flows.get(flow)
+    }
+
+    /// Earliest binding expiry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Remove every binding that has lapsed by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (aor, key) = entry.remove();
+            self.remove_if_lapsed(&aor, &key, now);
+        }
+    }
+
+    fn remove_if_lapsed(&mut self, aor: &str, key: &str, now: Instant) {
+        let lapsed = self
+            .aors
+            .get(aor)
+            .and_then(|m| m.get(key))
+            .is_some_and(|b| b.expires_at <= now);
+        if lapsed {
+            self.remove(aor, key);
+        }
+    }
+
+    fn remove(&mut self, aor: &str, key: &str) -> Option<Binding> {
+        let map = self.aors.get_mut(aor)?;
+        let b = map.remove(key)?;
+        if map.is_empty() {
+            self.aors.remove(aor);
+        }
+        self.expiry.remove(&(b.expires_at, b.seq));
+        self.changes.push((aor.to_owned(), BindingChange::Removed));
+        Some(b)
+    }
+
+    /// Drop the bindings that use a closed flow (RFC 5626 §5.3: the flow is the only way to the
+    /// client) and its identity.
+    pub fn flow_closed(&mut self, flow: FlowId) {
+        self.flows
+            .retain(|f, _| f.id != flow || !f.transport.is_reliable());
+        let dead: Vec<(String, String)> = self
+            .aors
+            .iter()
+            .flat_map(|(aor, m)| {
+                m.iter()
+                    .filter(|(_, b)| b.flow.id == flow && b.flow.transport.is_reliable())
+                    .map(|(k, _)| (aor.clone(), k.clone()))
+            })
+            .collect();
+        for (aor, key) in dead {
+            self.remove(&aor, &key);
+        }
+    }
+
+    /// Apply a REGISTER received over `flow` at `now`.
+    pub(crate) fn register(&mut self, req: &Message, flow: Flow, now: Instant) -> RegisterOutcome {
+        self.expire(now);
+        let bad = |why: &'static str| RegisterOutcome::Error(400, why, Vec::new());
+        let Some(to) = req.to() else {
+            return bad("Bad To");
+        };
+        let Some(aor_uri) = SipUri::parse(to.uri) else {
+            return RegisterOutcome::Error(416, "Unsupported URI Scheme", Vec::new());
+        };
+        let aor = aor_uri.aor();
+        let epid = req
+            .from()
+            .and_then(|f| f.param("epid"))
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned);
+        let Some(call_id) = req.call_id() else {
+            return bad("Missing Call-ID");
+        };
+        let Some(cseq) = req.cseq().and_then(|c| c.value()) else {
+            return bad("Bad CSeq");
+        };
+        let header_expires = req.expires().and_then(|e| e.trim().parse::<u64>().ok());
+        let contacts: Vec<&str> = req.header_all("Contact").flat_map(split_list).collect();
+
+        if contacts.contains(&"*") {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return bad("Invalid wildcard");
+            }
+            let keys: Vec<String> = self
+                .aors
+                .get(&aor)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for key in keys {
+                self.remove(&aor, &key);
+            }
+            return RegisterOutcome::Ok {
+                contacts: Vec::new(),
+            };
+        }
+
+        // Validate everything before changing anything: a REGISTER is applied whole or not at all.
+        let mut updates = Vec::with_capacity(contacts.len());
+        for c in &contacts {
+            let Ok(na) = parse_name_addr(c) else {
+                return bad("Bad Contact");
+            };
+            if SipUri::parse(na.uri).is_none() {
+                return RegisterOutcome::Error(416, "Unsupported URI Scheme", Vec::new());
+            }
+            let secs = match na.param("expires") {
+                Some(e) => match e.trim().parse::<u64>() {
+                    Ok(n) => n,
+                    Err(_) => return bad("Bad expires"),
+                },
+                None => header_expires.unwrap_or(self.config.default_expires.as_secs()),
+            };
+            if secs != 0 && secs < self.config.min_expires.as_secs() {
+                return RegisterOutcome::Error(
+                    423,
+                    "Interval Too Brief",
+                    vec![("Min-Expires", self.config.min_expires.as_secs().to_string())],
+                );
+            }
+            let secs = secs.min(self.config.max_expires.as_secs());
+            let instance = na
+                .param("+sip.instance")
+                .map(|i| i.trim_matches(|c| c == '<' || c == '>').to_owned());
+            // One binding per device: the instance id, else the MS endpoint id, else the URI.
+            let key = match (&instance, &epid) {
+                (Some(i), _) => format!("i:{i}"),
+                (None, Some(e)) => format!("e:{e}"),
+                (None, None) => format!("u:{}", na.uri),
+            };
+            if let Some(old) = self.aors.get(&aor).and_then(|m| m.get(&key))
+                && old.call_id == call_id
+                && old.cseq >= cseq
+            {
+                return RegisterOutcome::Error(500, "Out Of Order", Vec::new());
+            }
+            updates.push((key, na.uri.to_owned(), instance, secs));
+        }
+
+        for (key, contact, instance, secs) in updates {
+            if secs == 0 {
+                self.remove(&aor, &key);
+                continue;
+            }
+            let existed = self.remove_silently(&aor, &key);
+            self.seq += 1;
+            let binding = Binding {
+                info: BindingInfo {
+                    aor: aor.clone(),
+                    epid: epid.clone(),
+                    instance,
+                    contact,
+                },
+                flow,
+                expires_at: now + Duration::from_secs(secs),
+                call_id: call_id.to_owned(),
+                cseq,
+                seq: self.seq,
+            };
+            self.expiry.insert(
+                (binding.expires_at, binding.seq),
+                (aor.clone(), key.clone()),
+            );
+            self.flows.insert(flow, binding.info.clone());
+            let map = self.aors.entry(aor.clone()).or_default();
+            map.insert(key, binding);
+            self.changes.push((
+                aor.clone(),
+                if existed {
+                    BindingChange::Refreshed
+                } else {
+                    BindingChange::Added
+                },
+            ));
+            self.evict_over_limit(&aor);
+        }
+
+        let contacts = self
+            .lookup(&aor, now)
+            .into_iter()
+            .map(|b| {
+                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                match &b.info.instance {
+                    Some(i) => format!(
+                        "<{}>;expires={left};+sip.instance=\"<{i}>\"",
+                        b.info.contact
+                    ),
+                    None => format!("<{}>;expires={left}", b.info.contact),
+                }
+            })
+            .collect();
+        RegisterOutcome::Ok { contacts }
+    }
+
+    /// True when a binding was there (replaced without a "removed" report).
+    fn remove_silently(&mut self, aor: &str, key: &str) -> bool {
+        let Some(map) = self.aors.get_mut(aor) else {
+            return false;
+        };
+        match map.remove(key) {
+            Some(b) => {
+                self.expiry.remove(&(b.expires_at, b.seq));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn evict_over_limit(&mut self, aor: &str) {
+        loop {
+            let Some(map) = self.aors.get(aor) else {
+                return;
+            };
+            if map.len() <= self.config.max_bindings_per_aor.max(1) {
+                return;
+            }
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, b)| b.seq)
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            self.remove(aor, &oldest);
+            self.evictions += 1;
+        }
+    }
+
+    /// Bindings evicted for the per-AOR limit since the last call.
+    pub(crate) fn take_evictions(&mut self) -> usize {
+        std::mem::take(&mut self.evictions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Transport;
+
+    fn flow(id: u64) -> Flow {
+        Flow {
+            id: FlowId(id),
+            transport: Transport::Tcp,
+            remote: "192.0.2.1:40000".parse().unwrap(),
+        }
+    }
+
+    fn register(contact: &str, expires: Option<&str>, cseq: u32, epid: &str) -> Message {
+        let mut s = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK{cseq}\r\n\
+From: <sip:alice@Example.com>;tag=1;epid={epid}\r\nTo: <sip:alice@Example.com>\r\n\
+Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
+        );
+        if !contact.is_empty() {
+            s.push_str(&format!("Contact: {contact}\r\n"));
+        }
+        if let Some(e) = expires {
+            s.push_str(&format!("Expires: {e}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        Message::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn bind_refresh_expire() {
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        let out = r.register(
+            &register(
+                "<sip:alice@10.0.0.1:5060;transport=tcp>",
+                Some("600"),
+                1,
+                "e1",
+            ),
+            flow(1),
+            t0,
+        );
+        assert_eq!(
+            out,
+            RegisterOutcome::Ok {
+                contacts: vec!["<sip:alice@10.0.0.1:5060;transport=tcp>;expires=600".into()]
+            }
+        );
+        let b = r.lookup("sip:alice@example.com", t0);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].info.epid.as_deref(), Some("e1"));
+        assert_eq!(b[0].flow, flow(1));
+        assert_eq!(
+            r.flow_identity(&flow(1)).unwrap().aor,
+            "sip:alice@example.com"
+        );
+        assert!(r.lookup_contact("sip:alice@10.0.0.1:5060", t0).is_some());
+        assert!(r.lookup_contact("sip:alice@10.0.0.2:5060", t0).is_none());
+        // Same epid again: the binding is replaced, not duplicated.
+        r.register(
+            &register("<sip:alice@10.0.0.9>", Some("600"), 2, "e1"),
+            flow(2),
+            t0,
+        );
+        let b = r.lookup("sip:alice@example.com", t0);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].flow, flow(2));
+        // Replays and reordering are refused.
+        assert!(matches!(
+            r.register(
+                &register("<sip:alice@10.0.0.9>", Some("600"), 2, "e1"),
+                flow(2),
+                t0
+            ),
+            RegisterOutcome::Error(500, ..)
+        ));
+        assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(600)));
+        r.expire(t0 + Duration::from_secs(599));
+        assert_eq!(r.len(), 1);
+        r.expire(t0 + Duration::from_secs(600));
+        assert_eq!(r.len(), 0);
+        assert!(r.lookup("sip:alice@example.com", t0).is_empty());
+    }
+
+    #[test]
+    fn interval_wildcard_and_flow_close() {
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(
+            r.register(&register("<sip:a@h>", Some("10"), 1, "e1"), flow(1), t0),
+            RegisterOutcome::Error(
+                423,
+                "Interval Too Brief",
+                vec![("Min-Expires", "60".into())]
+            )
+        );
+        assert!(r.is_empty());
+        r.register(
+            &register("<sip:a@h>;expires=99999", None, 2, "e1"),
+            flow(1),
+            t0,
+        );
+        assert_eq!(
+            r.lookup("sip:alice@example.com", t0)[0].expires_at,
+            t0 + Duration::from_secs(7200)
+        );
+        r.register(&register("<sip:a@h2>", None, 3, "e2"), flow(2), t0);
+        assert_eq!(r.len(), 2);
+        // Query: no Contact, no change.
+        let RegisterOutcome::Ok { contacts } =
+            r.register(&register("", None, 4, "e1"), flow(1), t0)
+        else {
+            panic!()
+        };
+        assert_eq!(contacts.len(), 2);
+        r.flow_closed(FlowId(2));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            r.register(&register("*", None, 5, "e1"), flow(1), t0),
+            RegisterOutcome::Error(400, ..)
+        ));
+        r.register(&register("*", Some("0"), 6, "e1"), flow(1), t0);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn per_aor_limit_evicts_the_oldest() {
+        let mut r = Registrar::new(RegistrarConfig {
+            max_bindings_per_aor: 2,
+            ..RegistrarConfig::default()
+        });
+        let t0 = Instant::now();
+        for (i, e) in ["e1", "e2", "e3"].iter().enumerate() {
+            r.register(
+                &register(&format!("<sip:a@h{i}>"), None, i as u32 + 1, e),
+                flow(i as u64),
+                t0,
+            );
+        }
+        let b = r.lookup("sip:alice@example.com", t0);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].info.epid.as_deref(), Some("e3"));
+        assert_eq!(b[1].info.epid.as_deref(), Some("e2"));
+    }
+}

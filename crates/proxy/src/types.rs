@@ -1,0 +1,273 @@
+//! Values exchanged between the proxy core and its driver.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use sagw_sip::Message;
+
+/// Identifies one flow in the driver: a TCP/TLS connection, or the UDP socket a datagram used.
+///
+/// The driver allocates ids; the core only compares and stores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP datagrams.
+    Udp,
+    /// TCP stream.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// Via transport token (`UDP`, `TCP`, `TLS`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// URI `transport=` parameter value.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// Parse a Via or URI transport token (case-insensitive).
+    pub fn from_token(token: &str) -> Option<Transport> {
+        if token.eq_ignore_ascii_case("udp") {
+            Some(Transport::Udp)
+        } else if token.eq_ignore_ascii_case("tcp") {
+            Some(Transport::Tcp)
+        } else if token.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
+        } else {
+            None
+        }
+    }
+
+    /// True for connection-oriented transports, where the transport itself retransmits.
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// Default port (5060, or 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.uri_param())
+    }
+}
+
+/// A flow together with the peer address on it: enough to send back to the peer.
+///
+/// For UDP `id` names the socket and `remote` the peer; for streams `id` names the connection
+/// (and `remote` is its peer address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// The driver's flow id.
+    pub id: FlowId,
+    /// Transport of the flow.
+    pub transport: Transport,
+    /// The peer's address as seen by the socket (after NAT).
+    pub remote: SocketAddr,
+}
+
+/// Where the driver must send a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Over this existing flow only (a client behind NAT can be reached no other way). For a
+    /// stream flow that no longer exists the send fails.
+    Flow(Flow),
+    /// To this address: UDP datagram, or an existing connection to it, opened when there is none
+    /// (next hops).
+    Addr {
+        /// Transport to use.
+        transport: Transport,
+        /// Destination.
+        addr: SocketAddr,
+    },
+}
+
+impl Target {
+    /// Transport the message will use.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Target::Flow(f) => f.transport,
+            Target::Addr { transport, .. } => *transport,
+        }
+    }
+
+    /// Destination address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Target::Flow(f) => f.remote,
+            Target::Addr { addr, .. } => *addr,
+        }
+    }
+}
+
+/// The current time as the caller sees it: the monotonic clock drives timers, the wall clock is
+/// handed to the authentication stage (SA lifetimes and Digest nonces use `SystemTime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Wall-clock time.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// `self` advanced by `d` on both clocks (tests drive time with it).
+    pub fn after(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall + d,
+        }
+    }
+}
+
+/// A message received by the driver.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The parsed message.
+    pub message: Message,
+    /// The flow it arrived on.
+    pub flow: Flow,
+}
+
+/// Opaque reference to the client transaction a send belongs to; handed back through
+/// [`crate::Edge::send_failed`] when the driver cannot deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SendToken(pub(crate) String);
+
+/// Something the driver must do.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Send is the common case; boxing it costs an allocation per message.
+pub enum Action {
+    /// Send a message.
+    Send {
+        /// Destination.
+        to: Target,
+        /// The message, ready for the wire.
+        message: Message,
+        /// Set when the core wants to know about a delivery failure (next hop unreachable, flow
+        /// gone): pass it to [`crate::Edge::send_failed`].
+        token: Option<SendToken>,
+    },
+    /// An event for metrics and logs.
+    Report(Report),
+}
+
+/// Observable events, for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A proxied or locally answered transaction got its final response.
+    Transaction {
+        /// Request method.
+        method: String,
+        /// Final status code.
+        status: u16,
+        /// Time from the request's arrival to the final response.
+        elapsed: Duration,
+    },
+    /// A message was dropped.
+    Dropped(DropReason),
+    /// A configured limit was hit.
+    Limit(LimitKind),
+    /// A registrar binding was created, refreshed or removed.
+    Binding {
+        /// The address-of-record.
+        aor: String,
+        /// What happened.
+        change: BindingChange,
+    },
+}
+
+/// Why the core dropped a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A response whose top Via is not ours.
+    ResponseNotOurs,
+    /// A response with no transaction and no way to route it.
+    ResponseUnroutable,
+    /// A request retransmission absorbed by its server transaction.
+    Retransmission,
+    /// The authentication stage said so.
+    Auth,
+    /// A message that fails RFC 3261 §8.1.1 checks and cannot be answered (ACK, responses).
+    Invalid,
+    /// A stray ACK or CANCEL response with nothing to do.
+    Stray,
+}
+
+impl DropReason {
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::ResponseNotOurs => "response_not_ours",
+            DropReason::ResponseUnroutable => "response_unroutable",
+            DropReason::Retransmission => "retransmission",
+            DropReason::Auth => "auth",
+            DropReason::Invalid => "invalid",
+            DropReason::Stray => "stray",
+        }
+    }
+}
+
+/// A limit of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Too many live transactions: new requests get 503.
+    Transactions,
+    /// Too many bindings for one address-of-record: the oldest was evicted.
+    BindingsPerAor,
+}
+
+impl LimitKind {
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Transactions => "transactions",
+            LimitKind::BindingsPerAor => "bindings_per_aor",
+        }
+    }
+}
+
+/// What happened to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// New binding.
+    Added,
+    /// Existing binding refreshed.
+    Refreshed,
+    /// Removed by the client, by expiry or because its flow closed.
+    Removed,
+}
+
+/// Live state counts, for gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Server transactions.
+    pub server_transactions: usize,
+    /// Client transactions.
+    pub client_transactions: usize,
+    /// Registrar bindings.
+    pub bindings: usize,
+}

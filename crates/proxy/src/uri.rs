@@ -1,0 +1,324 @@
+//! Just enough SIP-URI and Via parsing for routing decisions (RFC 3261 §19.1, §20.42).
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::types::Transport;
+
+/// A `sip:`/`sips:` URI, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    /// True for `sips:`.
+    pub secure: bool,
+    /// User part (before `@`), without password handling.
+    pub user: Option<&'a str>,
+    /// Host as written (IPv6 references keep their brackets).
+    pub host: &'a str,
+    /// Port when present.
+    pub port: Option<u16>,
+    /// The `;param` tail (without the leading `;`), before any `?headers`.
+    pub params: &'a str,
+}
+
+impl<'a> SipUri<'a> {
+    /// Parse a SIP or SIPS URI; `None` for other schemes or malformed input.
+    pub fn parse(s: &'a str) -> Option<SipUri<'a>> {
+        let s = s.trim();
+        let colon = s.find(':')?;
+        let scheme = s.get(..colon)?;
+        let secure = if scheme.eq_ignore_ascii_case("sip") {
+            false
+        } else if scheme.eq_ignore_ascii_case("sips") {
+            true
+        } else {
+            return None;
+        };
+        let rest = s.get(colon + 1..)?;
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (user, hostpart) = match rest.rfind('@') {
+            Some(at) => (Some(rest.get(..at)?), rest.get(at + 1..)?),
+            None => (None, rest),
+        };
+        let (hostport, params) = match hostpart.find(';') {
+            Some(i) => (hostpart.get(..i)?, hostpart.get(i + 1..)?),
+            None => (hostpart, ""),
+        };
+        let (host, port) = split_hostport(hostport)?;
+        Some(SipUri {
+            secure,
+            user: user.filter(|u| !u.is_empty()),
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// Value of URI parameter `name` (case-insensitive); `Some("")` for a flag parameter.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param_in(self.params, ';', name)
+    }
+
+    /// The `transport` parameter as a [`Transport`] (TLS for `sips:` without one).
+    pub fn transport(&self) -> Option<Transport> {
+        match self.param("transport") {
+            Some(t) => Transport::from_token(t),
+            None if self.secure => Some(Transport::Tls),
+            None => None,
+        }
+    }
+
+    /// The host as an IP address when it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        host_ip(self.host)
+    }
+
+    /// `sip:user@host[:port]` with the host lower-cased: the key of an address-of-record.
+    pub fn aor(&self) -> String {
+        let host = self.host.to_ascii_lowercase();
+        let mut out = String::with_capacity(8 + host.len());
+        out.push_str("sip:");
+        if let Some(user) = self.user {
+            // A password, if any, is not part of the identity.
+            out.push_str(user.split(':').next().unwrap_or(user));
+            out.push('@');
+        }
+        out.push_str(&host);
+        if let Some(p) = self.port {
+            out.push(':');
+            out.push_str(&p.to_string());
+        }
+        out
+    }
+
+    /// Socket address for a literal host, with the transport's default port.
+    pub fn socket_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        Some(SocketAddr::new(
+            self.ip()?,
+            self.port.unwrap_or(transport.default_port()),
+        ))
+    }
+}
+
+/// Split `host[:port]`, `[v6][:port]`.
+pub(crate) fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        let host = s.get(..=close)?;
+        match s.get(close + 1..)? {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match s.rfind(':') {
+            Some(i) => (s.get(..i)?, Some(s.get(i + 1..)?)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// A literal IPv4 or bracketed IPv6 host.
+pub(crate) fn host_ip(host: &str) -> Option<IpAddr> {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    h.parse().ok()
+}
+
+/// Look up `name` in a `sep`-separated parameter list.
+pub(crate) fn param_in<'a>(params: &'a str, sep: char, name: &str) -> Option<&'a str> {
+    params.split(sep).find_map(|p| {
+        let p = p.trim();
+        let (n, v) = match p.find('=') {
+            Some(i) => (p.get(..i)?.trim(), p.get(i + 1..)?.trim()),
+            None => (p, ""),
+        };
+        n.eq_ignore_ascii_case(name).then(|| {
+            v.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v)
+        })
+    })
+}
+
+/// One Via header element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Transport token as written (`UDP`, `TCP`, `TLS`, ...).
+    pub transport: &'a str,
+    /// sent-by host.
+    pub host: &'a str,
+    /// sent-by port.
+    pub port: Option<u16>,
+    /// The `;param` tail without its leading `;`.
+    pub params: &'a str,
+}
+
+impl<'a> Via<'a> {
+    /// Parse one Via element: `SIP/2.0/UDP host:port;params` (LWS allowed around `/`).
+    pub fn parse(s: &'a str) -> Option<Via<'a>> {
+        let s = s.trim();
+        let mut parts = s.splitn(3, '/');
+        let name = parts.next()?.trim();
+        let version = parts.next()?.trim();
+        let rest = parts.next()?.trim_start();
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return None;
+        }
+        let tend = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let transport = rest.get(..tend)?;
+        let after = rest.get(tend..)?.trim_start();
+        let (sent_by, params) = match after.find(';') {
+            Some(i) => (after.get(..i)?, after.get(i + 1..)?),
+            None => (after, ""),
+        };
+        if transport.is_empty() {
+            return None;
+        }
+        let (host, port) = split_hostport(sent_by)?;
+        Some(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// Parameter value (`Some("")` for a flag).
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param_in(self.params, ';', name)
+    }
+
+    /// The branch parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.param("branch")
+    }
+
+    /// Transport as an enum.
+    pub fn transport(&self) -> Option<Transport> {
+        Transport::from_token(self.transport)
+    }
+
+    /// `host:port` of sent-by, lower-cased (transaction matching key part).
+    pub fn sent_by_key(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.host.to_ascii_lowercase()),
+            None => self.host.to_ascii_lowercase(),
+        }
+    }
+
+    /// Where a response to this Via goes (RFC 3261 §18.2.2 with RFC 3581 rport): `received` or
+    /// the sent-by host, `rport` value or the sent-by port.
+    pub fn response_addr(&self) -> Option<SocketAddr> {
+        let transport = self.transport().unwrap_or(Transport::Udp);
+        let ip = match self.param("received") {
+            Some(r) => host_ip(r)?,
+            None => host_ip(self.host)?,
+        };
+        let port = match self.param("rport").and_then(|p| p.parse::<u16>().ok()) {
+            Some(p) => p,
+            None => self.port.unwrap_or(transport.default_port()),
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+}
+
+/// Split a header value on commas outside quotes and angle brackets.
+pub(crate) fn split_list(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut angle = false;
+    let mut escape = false;
+    for (i, c) in v.char_indices() {
+        if escape {
+            escape = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escape = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                if let Some(p) = v.get(start..i) {
+                    out.push(p.trim());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = v.get(start..) {
+        out.push(p.trim());
+    }
+    out.retain(|p| !p.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_parts() {
+        let u = SipUri::parse("sip:alice@Example.COM:5070;transport=TCP;lr?x=y").unwrap();
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.host, "Example.COM");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.transport(), Some(Transport::Tcp));
+        assert_eq!(u.param("lr"), Some(""));
+        assert_eq!(u.aor(), "sip:alice@example.com:5070");
+        let v6 = SipUri::parse("sips:[::1]:5061").unwrap();
+        assert_eq!(v6.ip(), Some("::1".parse().unwrap()));
+        assert_eq!(v6.transport(), Some(Transport::Tls));
+        assert_eq!(
+            v6.socket_addr(Transport::Tls),
+            Some("[::1]:5061".parse().unwrap())
+        );
+        assert!(SipUri::parse("tel:+123").is_none());
+        assert!(SipUri::parse("sip:a@").is_none());
+        assert!(SipUri::parse("sip:a@h:99999").is_none());
+    }
+
+    #[test]
+    fn via_parts() {
+        let v =
+            Via::parse("SIP / 2.0 / TCP 10.0.0.1:5062;branch=z9hG4bK1;rport=4000;received=1.2.3.4")
+                .unwrap();
+        assert_eq!(v.transport(), Some(Transport::Tcp));
+        assert_eq!(v.host, "10.0.0.1");
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(v.response_addr(), Some("1.2.3.4:4000".parse().unwrap()));
+        let v = Via::parse("SIP/2.0/UDP host.example").unwrap();
+        assert_eq!(v.port, None);
+        assert_eq!(v.response_addr(), None);
+        assert!(Via::parse("SIP/3.0/UDP h").is_none());
+        assert!(Via::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn list_split() {
+        assert_eq!(
+            split_list("<sip:a;x=1,2>;q=1 , \"x,y\" <sip:b>,,"),
+            vec!["<sip:a;x=1,2>;q=1", "\"x,y\" <sip:b>"]
+        );
+    }
+}

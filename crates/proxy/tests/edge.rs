@@ -1,0 +1,671 @@
+//! The edge state machine without sockets: whole call flows on a virtual clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sagw_proxy::{
+    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext, InboundVerdict,
+    LocalAddrs, Mode, NextHop, Now, OutboundContext, Report, Secret, Target, Transport,
+    build_response,
+};
+use sagw_sip::Message;
+
+const GW: &str = "192.0.2.10";
+
+fn local() -> LocalAddrs {
+    LocalAddrs {
+        host: GW.into(),
+        aliases: vec!["gw.example.com".into()],
+        udp: Some(5060),
+        tcp: Some(5060),
+        tls: Some(5061),
+    }
+}
+
+fn flow(id: u64, t: Transport, remote: &str) -> Flow {
+    Flow {
+        id: FlowId(id),
+        transport: t,
+        remote: remote.parse().unwrap(),
+    }
+}
+
+fn alice() -> Flow {
+    flow(1, Transport::Tcp, "198.51.100.1:40001")
+}
+fn bob() -> Flow {
+    flow(0, Transport::Udp, "198.51.100.2:40002")
+}
+
+struct H {
+    edge: Edge,
+    now: Now,
+    reports: Vec<Report>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    to: Target,
+    msg: Message,
+    token: Option<sagw_proxy::SendToken>,
+}
+
+impl H {
+    fn new(cfg: EdgeConfig) -> H {
+        H {
+            edge: Edge::new(cfg),
+            now: Now {
+                mono: Instant::now(),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            },
+            reports: Vec::new(),
+        }
+    }
+
+    fn registrar() -> H {
+        H::new(EdgeConfig::new(local(), Secret::new([3; 32])))
+    }
+
+    fn feed(&mut self, f: Flow, raw: &str) -> Vec<Sent> {
+        let message = Message::parse(raw.as_bytes()).expect("test message parses");
+        self.feed_msg(f, message)
+    }
+
+    fn feed_msg(&mut self, f: Flow, message: Message) -> Vec<Sent> {
+        self.edge
+            .handle_inbound(Inbound { message, flow: f }, self.now);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Sent> {
+        let mut out = Vec::new();
+        while let Some(a) = self.edge.poll_action() {
+            match a {
+                Action::Send { to, message, token } => out.push(Sent {
+                    to,
+                    msg: message,
+                    token,
+                }),
+                Action::Report(r) => self.reports.push(r),
+            }
+        }
+        out
+    }
+
+    fn reports(&mut self) -> Vec<Report> {
+        self.drain();
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Advance the clock to `d` later, firing due timers.
+    fn advance(&mut self, d: Duration) -> Vec<Sent> {
+        let end = self.now.after(d);
+        let mut out = Vec::new();
+        while let Some(t) = self.edge.poll_timeout() {
+            if t > end.mono {
+                break;
+            }
+            self.now = Now {
+                mono: t,
+                wall: self.now.wall + (t - self.now.mono),
+            };
+            self.edge.handle_timeout(self.now);
+            out.extend(self.drain());
+        }
+        self.now = end;
+        out
+    }
+
+    fn register(&mut self, f: Flow, user: &str, epid: &str) {
+        let t = f.transport.via_token();
+        let sent = self.feed(
+            f,
+            &format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{t} 10.0.0.5:5060;branch=z9hG4bKr{user};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=r{user};epid={epid}\r\nTo: <sip:{user}@example.com>\r\n\
+Call-ID: reg-{user}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@10.0.0.5:5060;transport={}>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n",
+                f.transport.uri_param()
+            ),
+        );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].msg.status_code(), Some(200));
+        assert_eq!(sent[0].to, Target::Flow(f));
+    }
+}
+
+fn invite(branch: &str, to_user: &str, mf: u32) -> String {
+    format!(
+        "INVITE sip:{to_user}@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
+Max-Forwards: {mf}\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:{to_user}@example.com>\r\n\
+Call-ID: call-1\r\nCSeq: 10 INVITE\r\nContact: <sip:alice@10.0.0.5:5060;transport=tcp>\r\n\
+Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+/// The callee's response to a forwarded request: Via and Record-Route copied, To tag added.
+fn answer(req: &Message, code: u16, reason: &str) -> Message {
+    let mut extra = vec![("Contact", "<sip:bob@10.0.0.6:5060>".to_owned())];
+    for rr in req.header_all("Record-Route") {
+        extra.push(("Record-Route", rr.to_owned()));
+    }
+    build_response(req, code, reason, Some("b1"), &extra).unwrap()
+}
+
+fn vias(m: &Message) -> Vec<String> {
+    m.header_all("Via").map(str::to_owned).collect()
+}
+
+#[test]
+fn call_between_two_registered_clients() {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    h.register(bob(), "bob", "eb");
+    assert_eq!(h.edge.stats().bindings, 2);
+    let b = h.edge.registrar().lookup("sip:bob@example.com", h.now.mono);
+    assert_eq!(b[0].info.epid.as_deref(), Some("eb"));
+
+    // INVITE: 100 Trying to alice, the INVITE over bob's UDP flow.
+    let sent = h.feed(alice(), &invite("z9hG4bKinv1", "bob", 70));
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.status_code(), Some(100));
+    let fwd = &sent[1];
+    assert_eq!(fwd.to, Target::Flow(bob()));
+    let v = vias(&fwd.msg);
+    assert_eq!(v.len(), 2);
+    assert!(
+        v[0].starts_with(&format!("SIP/2.0/UDP {GW}:5060;branch=z9hG4bK")),
+        "{v:?}"
+    );
+    // The client's Via records where it really came from.
+    assert_eq!(
+        v[1],
+        "SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKinv1;received=198.51.100.1"
+    );
+    assert_eq!(fwd.msg.header("Max-Forwards"), Some("69"));
+    let rr: Vec<&str> = fwd.msg.header_all("Record-Route").collect();
+    assert_eq!(rr.len(), 2);
+    assert!(rr[0].contains(";transport=udp;lr"), "{rr:?}");
+    assert!(rr[1].contains(";transport=tcp;lr"), "{rr:?}");
+    assert_eq!(fwd.msg.body(), b"v=0\n");
+    // The body and untouched headers are byte-identical.
+    assert!(
+        String::from_utf8_lossy(&fwd.msg.to_bytes())
+            .contains("From: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\n")
+    );
+
+    // 180 and 200 from bob reach alice without our Via.
+    let ringing = answer(&fwd.msg, 180, "Ringing");
+    let sent = h.feed_msg(bob(), ringing);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.status_code(), Some(180));
+    assert_eq!(vias(&sent[0].msg).len(), 1);
+    let ok = answer(&fwd.msg, 200, "OK");
+    let sent = h.feed_msg(bob(), ok);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    let rr_alice: Vec<String> = sent[0]
+        .msg
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+
+    // ACK from alice follows the reversed route set and reaches bob's flow.
+    let route = format!("Route: {}\r\nRoute: {}\r\n", rr_alice[1], rr_alice[0]);
+    let ack = format!(
+        "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKack1\r\n{route}\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(alice(), &ack);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    assert!(sent[0].msg.header("Route").is_none());
+    // Retransmitted ACK gets the same branch (stateless forwarding is deterministic).
+    let again = h.feed(alice(), &ack);
+    assert_eq!(vias(&again[0].msg)[0], vias(&sent[0].msg)[0]);
+
+    // BYE from bob uses the route set in Record-Route order and reaches alice's TCP flow.
+    let route = format!("Route: {}, {}\r\n", rr_alice[0], rr_alice[1]);
+    let bye = format!(
+        "BYE sip:alice@10.0.0.5:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKbye1;rport\r\n{route}\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1\r\nTo: <sip:alice@example.com>;tag=a1\r\n\
+Call-ID: call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(bob(), &bye);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert!(vias(&sent[0].msg)[0].starts_with(&format!("SIP/2.0/TCP {GW}:5060;")));
+    assert!(vias(&sent[0].msg)[1].contains("received=198.51.100.2;rport=40002"));
+    let bye_ok = build_response(&sent[0].msg, 200, "OK", None, &[]).unwrap();
+    let sent = h.feed_msg(alice(), bye_ok);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    assert_eq!(sent[0].msg.cseq().unwrap().method, "BYE");
+
+    // The INVITE server transaction absorbs a retransmitted INVITE after the 2xx.
+    assert!(
+        h.feed(alice(), &invite("z9hG4bKinv1", "bob", 70))
+            .is_empty()
+    );
+    // Everything is cleaned up after 64*T1.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.edge.stats().server_transactions, 0);
+    assert_eq!(h.edge.stats().client_transactions, 0);
+}
+
+#[test]
+fn message_and_registration_retransmission() {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    h.register(bob(), "bob", "eb");
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKm1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:bob@example.com>\r\nCall-ID: m1\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    let sent = h.feed(alice(), msg);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    assert!(sent[0].msg.header("Record-Route").is_none());
+    // UDP towards bob: retransmitted at T1, 2*T1 ...
+    let re = h.advance(Duration::from_millis(600));
+    assert_eq!(re.len(), 1);
+    assert_eq!(re[0].msg.to_bytes(), sent[0].msg.to_bytes());
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("bb"), &[]).unwrap();
+    let back = h.feed_msg(bob(), ok);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].to, Target::Flow(alice()));
+    assert!(
+        h.advance(Duration::from_secs(10)).is_empty(),
+        "no retransmission after the answer"
+    );
+
+    // A REGISTER retransmission gets the very same answer.
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7;branch=z9hG4bKrr\r\n\
+From: <sip:carol@example.com>;tag=c\r\nTo: <sip:carol@example.com>\r\nCall-ID: rc\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:carol@10.0.0.7>\r\nContent-Length: 0\r\n\r\n";
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5060");
+    let a = h.feed(carol, reg);
+    let b = h.feed(carol, reg);
+    assert_eq!(a[0].msg.to_bytes(), b[0].msg.to_bytes());
+    assert_eq!(h.edge.registrar().len(), 3);
+}
+
+#[test]
+fn cancel_before_answer() {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(alice(), &invite("z9hG4bKc1", "bob", 70));
+    let fwd = sent[1].msg.clone();
+    h.feed_msg(bob(), answer(&fwd, 180, "Ringing"));
+    let cancel = "CANCEL sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKc1\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: call-1\r\nCSeq: 10 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), cancel);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    assert_eq!(sent[0].msg.cseq().unwrap().method, "CANCEL");
+    assert_eq!(sent[1].to, Target::Flow(bob()));
+    assert_eq!(sent[1].msg.method(), Some("CANCEL"));
+    // Same branch as the INVITE we sent (RFC 3261 §9.1).
+    assert_eq!(vias(&sent[1].msg)[0], vias(&fwd)[0]);
+    // bob: 200 to CANCEL (consumed), 487 to INVITE (ACKed by us, forwarded to alice).
+    let c_ok = build_response(&sent[1].msg, 200, "OK", Some("b1"), &[]).unwrap();
+    assert!(h.feed_msg(bob(), c_ok).is_empty());
+    let sent = h.feed_msg(bob(), answer(&fwd, 487, "Request Terminated"));
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    assert_eq!(sent[0].msg.method(), Some("ACK"));
+    assert_eq!(sent[0].msg.to().unwrap().tag(), Some("b1"));
+    assert_eq!(sent[1].to, Target::Flow(alice()));
+    assert_eq!(sent[1].msg.status_code(), Some(487));
+    // alice's ACK for the 487 ends at the proxy.
+    let ack = "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKc1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
+    assert!(h.feed(alice(), ack).is_empty());
+    // Unknown CANCEL: 481.
+    let stray = cancel.replace("z9hG4bKc1", "z9hG4bKnone");
+    let sent = h.feed(alice(), &stray);
+    assert_eq!(sent[0].msg.status_code(), Some(481));
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut h = H::registrar();
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(alice(), &invite("z9hG4bKc2", "bob", 70));
+    let fwd = sent[1].msg.clone();
+    let cancel = invite("z9hG4bKc2", "bob", 70)
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("10 INVITE", "10 CANCEL");
+    let cancel = Message::parse(cancel.as_bytes()).unwrap();
+    let mut cancel = cancel;
+    cancel.set_body(b"");
+    cancel.remove_header("Content-Type");
+    let sent = h.feed_msg(alice(), cancel);
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the 200 to CANCEL until bob sends a provisional"
+    );
+    let sent = h.feed_msg(bob(), answer(&fwd, 100, "Trying"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg.method(), Some("CANCEL"));
+}
+
+#[test]
+fn max_forwards_loop_and_bad_requests() {
+    let mut h = H::registrar();
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(alice(), &invite("z9hG4bKmf", "bob", 0));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg.status_code(), Some(483));
+
+    // Our own forwarded request coming back unchanged is a loop.
+    let sent = h.feed(alice(), &invite("z9hG4bKlp", "bob", 70));
+    let mut looped = sent[1].msg.clone();
+    looped.remove_header("Record-Route");
+    let sent = h.feed_msg(alice(), looped);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg.status_code(), Some(482));
+
+    // CSeq method differs from the request method: 400.
+    let bad = invite("z9hG4bKbad", "bob", 70).replace("10 INVITE", "10 BYE");
+    let sent = h.feed(alice(), &bad);
+    assert_eq!(sent[0].msg.status_code(), Some(400));
+
+    // Unknown user, no next hop: 404.
+    let sent = h.feed(alice(), &invite("z9hG4bKnf", "nobody", 70));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(404));
+
+    // A response whose Via is not ours is dropped.
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.9;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\n\
+To: <sip:b@x>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert!(h.feed(bob(), resp).is_empty());
+    assert!(
+        h.reports()
+            .contains(&Report::Dropped(sagw_proxy::DropReason::ResponseNotOurs))
+    );
+
+    // OPTIONS to the proxy itself: 200.
+    let opt = format!(
+        "OPTIONS sip:{GW}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKo\r\nFrom: <sip:a@x>;tag=1\r\n\
+To: <sip:{GW}>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(bob(), &opt);
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+}
+
+fn with_hops(n: usize) -> H {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.next_hops = (0..n)
+        .map(|i| NextHop {
+            transport: Transport::Tcp,
+            addr: format!("203.0.113.{}:5060", i + 1).parse().unwrap(),
+        })
+        .collect();
+    cfg.retry_after = Duration::from_secs(17);
+    H::new(cfg)
+}
+
+#[test]
+fn next_hop_fail_over_then_503() {
+    let mut h = with_hops(2);
+    let sent = h.feed(alice(), &invite("z9hG4bKh1", "carol", 70));
+    assert_eq!(sent.len(), 2);
+    let first = &sent[1];
+    assert_eq!(
+        first.to,
+        Target::Addr {
+            transport: Transport::Tcp,
+            addr: "203.0.113.1:5060".parse().unwrap()
+        }
+    );
+    let token = first.token.clone().unwrap();
+    h.edge.send_failed(&token, h.now);
+    let sent = h.drain();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to.addr(), "203.0.113.2:5060".parse().unwrap());
+    assert_ne!(
+        vias(&sent[0].msg)[0],
+        vias(&first.msg)[0],
+        "a new branch per attempt"
+    );
+    h.edge.send_failed(sent[0].token.as_ref().unwrap(), h.now);
+    let sent = h.drain();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.status_code(), Some(503));
+    assert_eq!(sent[0].msg.header("Retry-After"), Some("17"));
+    // Both hops are known down now: the next request is answered at once.
+    let sent = h.feed(alice(), &invite("z9hG4bKh2", "carol", 70));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(503));
+    // After Retry-After they are tried again.
+    h.advance(Duration::from_secs(18));
+    let sent = h.feed(alice(), &invite("z9hG4bKh3", "carol", 70));
+    assert_eq!(
+        sent.last().unwrap().to.addr(),
+        "203.0.113.1:5060".parse().unwrap()
+    );
+}
+
+#[test]
+fn silent_next_hop_fails_over_then_times_out_408() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.next_hops = ["203.0.113.1:5060", "203.0.113.2:5060"]
+        .iter()
+        .map(|a| NextHop {
+            transport: Transport::Udp,
+            addr: a.parse().unwrap(),
+        })
+        .collect();
+    let mut h = H::new(cfg);
+    let msg = "MESSAGE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKs1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\nCall-ID: s1\r\n\
+CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    assert_eq!(sent.len(), 1);
+    // Retransmissions at 0.5, 1.5, 3.5 s; fail-over at 4 s.
+    let sent = h.advance(Duration::from_millis(4001));
+    let to_first = sent
+        .iter()
+        .filter(|s| s.to.addr() == "203.0.113.1:5060".parse().unwrap())
+        .count();
+    assert_eq!(to_first, 3, "{sent:?}");
+    assert_eq!(
+        sent.last().unwrap().to.addr(),
+        "203.0.113.2:5060".parse().unwrap()
+    );
+    // The last hop gets the full 64*T1, then 408.
+    let sent = h.advance(Duration::from_secs(32));
+    let last = sent.last().unwrap();
+    assert_eq!(last.to, Target::Flow(alice()));
+    assert_eq!(last.msg.status_code(), Some(408));
+    assert_eq!(h.edge.stats().client_transactions, 0);
+}
+
+#[test]
+fn invite_non_2xx_over_udp_is_retransmitted_until_ack() {
+    let mut h = H::registrar();
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5062");
+    let inv = invite("z9hG4bKu1", "nobody", 70).replace("SIP/2.0/TCP", "SIP/2.0/UDP");
+    let sent = h.feed(carol, &inv);
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(404));
+    let re = h.advance(Duration::from_millis(1600));
+    assert_eq!(re.len(), 2, "Timer G at T1 and 2*T1");
+    let ack = "ACK sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKu1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:nobody@example.com>;tag=x\r\n\
+Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
+    assert!(h.feed(carol, ack).is_empty());
+    assert!(h.advance(Duration::from_secs(10)).is_empty());
+    assert_eq!(h.edge.stats().server_transactions, 0);
+}
+
+#[test]
+fn flow_close_removes_bindings() {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    h.edge.flow_closed(FlowId(1));
+    assert_eq!(h.edge.registrar().len(), 0);
+    let sent = h.feed(bob(), &invite("z9hG4bKfc", "alice", 70));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(404));
+}
+
+#[test]
+fn edge_mode_adds_path_and_routes_back_through_it() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.mode = Mode::Edge;
+    let registrar: Flow = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: registrar.remote,
+    }];
+    let mut h = H::new(cfg);
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKe1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=e;epid=ea\r\nTo: <sip:alice@example.com>\r\nCall-ID: e1\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), reg);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to.addr(), registrar.remote);
+    let path = sent[0].msg.header("Path").unwrap().to_owned();
+    assert!(path.contains(";lr;ob>"), "{path}");
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("r"), &[]).unwrap();
+    let back = h.feed_msg(registrar, ok);
+    assert_eq!(back[0].to, Target::Flow(alice()));
+    // The registrar sends a request for alice with the Path as Route: it reaches alice's flow.
+    let req = format!(
+        "MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKsrv\r\n\
+Route: {path}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: e2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(registrar, &req);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    // A forged token is not honoured.
+    let forged = req.replace(&path, &path.replacen('.', ".f", 1));
+    let sent = h.feed(registrar, &forged.replace("z9hG4bKsrv", "z9hG4bKsrv2"));
+    assert!(
+        sent.iter().all(|s| s.to != Target::Flow(alice())),
+        "{sent:?}"
+    );
+}
+
+/// An auth stage that challenges REGISTERs without Authorization and tags what it signs.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl ClientAuth for Recorder {
+    fn inbound(&mut self, msg: &Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("in {} {:?}", msg.start_line(), ctx.flow.id));
+        if msg.method() == Some("REGISTER") && msg.header("Authorization").is_none() {
+            let r = build_response(
+                msg,
+                401,
+                "Unauthorized",
+                Some("auth"),
+                &[("WWW-Authenticate", "NTLM realm=\"x\"".into())],
+            )
+            .unwrap();
+            return InboundVerdict::Respond(r);
+        }
+        InboundVerdict::Continue {
+            note: Some(Arc::new(msg.call_id().unwrap_or("").to_owned())),
+        }
+    }
+
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+        let note = ctx.note.and_then(|n| n.downcast_ref::<String>()).cloned();
+        self.0.lock().unwrap().push(format!(
+            "out {:?} {} epid={:?} note={note:?}",
+            ctx.kind,
+            msg.start_line(),
+            ctx.binding.and_then(|b| b.epid.clone())
+        ));
+        msg.push_header("X-Signed", "yes");
+    }
+}
+
+#[test]
+fn auth_hook_sees_client_messages_and_signs_last() {
+    let rec = Recorder::default();
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    let server = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: server.remote,
+    }];
+    let mut h = H {
+        edge: Edge::with_auth(cfg, Box::new(rec.clone())),
+        now: Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        },
+        reports: Vec::new(),
+    };
+    // Challenged: the 401 goes out through the outbound stage.
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKa1\r\n\
+From: <sip:bob@example.com>;tag=e;epid=eb\r\nTo: <sip:bob@example.com>\r\nCall-ID: a1\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(bob(), reg);
+    assert_eq!(sent[0].msg.status_code(), Some(401));
+    assert_eq!(sent[0].msg.header("X-Signed"), Some("yes"));
+    let authed = reg
+        .replace("z9hG4bKa1", "z9hG4bKa2")
+        .replace("CSeq: 1", "Authorization: NTLM x\r\nCSeq: 2");
+    let sent = h.feed(bob(), &authed);
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    // A request from the server side to bob: no inbound stage, outbound stage with bob's epid.
+    let req = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKsv\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: a3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(server, req);
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    let fwd = sent[0].msg.clone();
+    let bytes = String::from_utf8(fwd.to_bytes()).unwrap();
+    assert!(
+        bytes.ends_with("X-Signed: yes\r\n\r\n"),
+        "signed after every other edit: {bytes}"
+    );
+    // bob's answer passes the inbound stage; the server gets it unsigned by us.
+    let ok = build_response(&fwd, 200, "OK", Some("t"), &[]).unwrap();
+    let sent = h.feed_msg(bob(), ok);
+    assert_eq!(sent[0].to, Target::Flow(server));
+    assert_eq!(sent[0].msg.header("X-Signed"), None);
+    let log = rec.0.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![
+            "in REGISTER sip:example.com SIP/2.0 FlowId(0)".to_owned(),
+            "out Response SIP/2.0 401 Unauthorized epid=None note=None".into(),
+            "in REGISTER sip:example.com SIP/2.0 FlowId(0)".into(),
+            "out Response SIP/2.0 200 OK epid=Some(\"eb\") note=Some(\"a1\")".into(),
+            "out Request MESSAGE sip:bob@example.com SIP/2.0 epid=Some(\"eb\") note=None".into(),
+            "in SIP/2.0 200 OK FlowId(0)".into(),
+        ]
+    );
+}
+
+#[test]
+fn transaction_limit_answers_503() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.max_transactions = 1;
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: "203.0.113.1:5060".parse().unwrap(),
+    }];
+    let mut h = H::new(cfg);
+    h.feed(alice(), &invite("z9hG4bKl1", "x", 70));
+    let sent = h.feed(alice(), &invite("z9hG4bKl2", "x", 70));
+    assert_eq!(sent[0].msg.status_code(), Some(503));
+    assert!(
+        h.reports()
+            .contains(&Report::Limit(sagw_proxy::LimitKind::Transactions))
+    );
+}
