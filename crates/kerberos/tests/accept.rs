@@ -611,3 +611,15 @@ fn random_mutations_never_panic_or_change_identity() {
         "one authenticator is accepted at most once ({accepted})"
     );
 }
+
+#[test]
+fn initiator_without_a_ticket_cache_reports_no_credentials() {
+    let Some(kdc) = kdc() else { return };
+    let missing = format!("FILE:{}", kdc.dir().join("no-such-ccache").display());
+    let err = initiator::initiate(AES_FQDN, Some(&missing), false).expect_err("no ccache");
+    assert!(
+        matches!(err, KerberosError::NoCredentials { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("kinit"), "{err}");
+}
