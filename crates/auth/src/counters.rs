@@ -54,8 +54,18 @@ pub enum Reason {
     UnknownHandshake,
     /// Too many handshakes in progress from this source.
     PendingLimit,
-    /// Kerberos refused the AP-REQ (wrong service, expired ticket, replayed AP-REQ, missing key...).
+    /// Kerberos refused the AP-REQ for a reason not listed below.
     KerberosRejected,
+    /// The Kerberos ticket is for another service principal than `sip/<fqdn>` of this gateway.
+    WrongService,
+    /// The Kerberos ticket has expired or is not yet valid.
+    TicketExpired,
+    /// The AP-REQ was seen before (Kerberos replay cache).
+    ReplayedToken,
+    /// The client's Kerberos realm is not accepted here.
+    WrongRealm,
+    /// The gateway's keytab lacks the key the ticket needs, or no longer matches the KDC.
+    GatewayKeytab,
     /// The message names an SA that does not exist.
     UnknownSa,
     /// The SA's lifetime or idle time is over.
@@ -81,7 +91,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 26] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -92,6 +102,11 @@ impl Reason {
         Reason::UnknownHandshake,
         Reason::PendingLimit,
         Reason::KerberosRejected,
+        Reason::WrongService,
+        Reason::TicketExpired,
+        Reason::ReplayedToken,
+        Reason::WrongRealm,
+        Reason::GatewayKeytab,
         Reason::UnknownSa,
         Reason::ExpiredSa,
         Reason::SaMismatch,
@@ -117,6 +132,11 @@ impl Reason {
             Reason::UnknownHandshake => "unknown_handshake",
             Reason::PendingLimit => "pending_limit",
             Reason::KerberosRejected => "kerberos_rejected",
+            Reason::WrongService => "wrong_service",
+            Reason::TicketExpired => "ticket_expired",
+            Reason::ReplayedToken => "replayed_token",
+            Reason::WrongRealm => "wrong_realm",
+            Reason::GatewayKeytab => "gateway_keytab",
             Reason::UnknownSa => "unknown_sa",
             Reason::ExpiredSa => "expired_sa",
             Reason::SaMismatch => "sa_mismatch",

@@ -18,6 +18,8 @@ pub mod date;
 pub mod decision;
 mod hex;
 pub mod kerberos;
+#[cfg(feature = "kerberos-mit")]
+pub mod kerberos_mit;
 pub mod manager;
 pub mod replay;
 pub mod rng;

@@ -1,0 +1,309 @@
+//! Kerberos security associations through the core against a real MIT KDC (started by the test on
+//! loopback; see crates/kerberos/tests/support): a client gets a ticket with a password, drives the
+//! 2-leg handshake, and both sides sign and verify. AES and RC4-HMAC service keys; bad tokens.
+#![cfg(feature = "kerberos-mit")]
+
+#[path = "../../kerberos/tests/support/mod.rs"]
+mod kdc;
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sagw_auth::kerberos_mit::MitKerberos;
+use sagw_auth::{
+    Binding, BufferParams, CoreConfig, Decision, FileCredentialStore, Reason, Scheme, SecurityCore,
+    SignatureBuffer,
+};
+use sagw_kerberos::initiator::{ClientSession, initiate};
+use sagw_kerberos::{KerberosAcceptor, KerberosConfig};
+use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
+use support::{REALM, ctx, parse, response_to, rng};
+
+fn core_for(k: &kdc::TestKdc, fqdn: &str, keytab: &Path) -> SecurityCore {
+    let mut cfg = KerberosConfig::new(fqdn);
+    cfg.keytab = Some(keytab.to_path_buf());
+    cfg.replay_cache = Some(k.rcache());
+    let acceptor = KerberosAcceptor::new(cfg).expect("acceptor from the test keytab");
+    SecurityCore::new(
+        CoreConfig::new("example.test"),
+        Arc::new(FileCredentialStore::new()),
+    )
+    .with_kerberos(Box::new(MitKerberos::new(acceptor)), None)
+}
+
+struct KrbClient {
+    session: ClientSession,
+    targetname: String,
+    opaque: Option<String>,
+    cnum: u32,
+    seq: u32,
+}
+
+impl KrbClient {
+    fn request(&mut self, method: &str) -> String {
+        self.seq += 1;
+        format!(
+            "{method} sip:example.test SIP/2.0\r\nVia: SIP/2.0/TLS 198.51.100.7:50000;branch=z9hG4bKk{n}\r\nFrom: <sip:alice@example.test>;tag=k{n};epid=kerb000001\r\nTo: <sip:alice@example.test>\r\nCall-ID: krb-{n}\r\nCSeq: {n} {method}\r\nContent-Length: 0\r\n\r\n",
+            n = self.seq
+        )
+    }
+
+    fn buffer(&self, m: &Message, rand: &str, num: &str) -> SignatureBuffer {
+        SignatureBuffer::build(
+            m,
+            &BufferParams {
+                scheme: "Kerberos",
+                rand,
+                num,
+                realm: REALM,
+                targetname: &self.targetname,
+                version: 4,
+            },
+        )
+    }
+
+    /// Adds the credentials header; signs unless `gssapi` is set and the client is version 3.
+    fn credentials(&mut self, text: &str, gssapi: Option<&[u8]>, sign: bool) -> Message {
+        let mut m = parse(text);
+        let mut b = AuthHeaderBuilder::new("Kerberos")
+            .quoted("qop", "auth")
+            .quoted("realm", REALM)
+            .quoted("targetname", &self.targetname);
+        if let Some(o) = &self.opaque {
+            b = b.quoted("opaque", o);
+        }
+        if let Some(token) = gssapi {
+            b = b
+                .quoted("gssapi-data", &B64.encode(token))
+                .token("version", "4");
+        }
+        if sign {
+            self.cnum += 1;
+            let crand = format!("{:08x}", 0xC0FFEE00u32 + self.cnum);
+            let cnum = self.cnum.to_string();
+            let mic = self
+                .session
+                .get_mic(self.buffer(&m, &crand, &cnum).as_bytes())
+                .expect("client MIC");
+            b = b
+                .quoted("crand", &crand)
+                .quoted("cnum", &cnum)
+                .quoted("response", &hex(&mic));
+        }
+        m.push_header("Authorization", &b.build());
+        m
+    }
+
+    fn verify_server(&mut self, m: &Message) -> Result<(), String> {
+        let v = m.header("Authentication-Info").ok_or("unsigned")?;
+        let h = AuthHeader::parse(v).map_err(|e| e.to_string())?;
+        if let Some(o) = h.param("opaque") {
+            self.opaque = Some(o.to_owned());
+        }
+        if let Some(ap_rep) = h.param("gssapi-data") {
+            let bytes = B64.decode(ap_rep).map_err(|e| e.to_string())?;
+            self.session.finish(&bytes).map_err(|e| e.to_string())?;
+        }
+        let p = |n: &str| h.param(n).ok_or(format!("missing {n}"));
+        let buf = self.buffer(m, p("srand")?, p("snum")?);
+        let token = unhex(p("rspauth")?).ok_or("bad hex")?;
+        self.session
+            .verify_mic(buf.as_bytes(), &token)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect()
+}
+
+fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_len: usize) {
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(fqdn, Some(&ccache), mutual).expect("AP-REQ");
+    let mut c = KrbClient {
+        session,
+        targetname: format!("sip/{fqdn}"),
+        opaque: None,
+        cnum: 0,
+        seq: 0,
+    };
+    let mut rng = rng();
+    let now = SystemTime::now();
+
+    // Leg 1: a challenge offering Kerberos for sip/<fqdn>, with Date.
+    let first = parse(&c.request("REGISTER"));
+    let Decision::Challenge(ch) = core.on_request(&first, &ctx(), now, &mut rng) else {
+        panic!("challenge expected");
+    };
+    assert!(ch.headers.iter().any(|(n, _)| *n == "Date"));
+    let offer = &ch
+        .headers
+        .iter()
+        .find(|(_, v)| v.starts_with("Kerberos "))
+        .expect("Kerberos offered")
+        .1;
+    assert_eq!(
+        offer,
+        &format!("Kerberos qop=\"auth\", realm=\"{REALM}\", targetname=\"sip/{fqdn}\", version=4")
+    );
+
+    // Leg 2: the AP-REQ. Without mutual authentication the client context is complete, so a
+    // version-4 client signs this request already.
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), !mutual);
+    let auth = match core.on_request(&m, &ctx(), now, &mut rng) {
+        Decision::Authenticated(a) => a,
+        other => panic!("Kerberos sign-in failed: {other:?}"),
+    };
+    assert_eq!(auth.identity, "sip:alice@example.test");
+    assert_eq!(auth.scheme, Scheme::Kerberos);
+    let Binding::Sa { sa, .. } = &auth.binding else {
+        panic!("SA binding")
+    };
+    let hard = sa.hard_expiry();
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(hard <= now_secs + 8 * 3600, "never beyond 8 h");
+
+    // The signed final response carries opaque (and the AP-REP when mutual).
+    let mut ok = response_to(&m, 200, "OK", &["Expires: 3600"]);
+    core.finish_response(&mut ok, &auth, now, &mut rng)
+        .expect("sign");
+    let info = ok.header("Authentication-Info").expect("signed").to_owned();
+    assert!(info.starts_with("Kerberos "), "{info}");
+    assert_eq!(info.contains("gssapi-data="), mutual, "{info}");
+    c.verify_server(&ok)
+        .expect("the client verifies the gateway's MIC");
+    let rspauth = AuthHeader::parse(&info)
+        .expect("parse")
+        .param("rspauth")
+        .expect("rspauth")
+        .len();
+    assert_eq!(rspauth, 2 * mic_len, "MIC token length for this enctype");
+    assert_eq!(c.opaque.as_deref(), Some(sa.opaque().to_string().as_str()));
+
+    // Later requests signed by the client verify; a tampered one and a replay do not.
+    for _ in 0..3 {
+        let text = c.request("MESSAGE");
+        let m = c.credentials(&text, None, true);
+        let a = match core.on_request(&m, &ctx(), now, &mut rng) {
+            Decision::Authenticated(a) => a,
+            other => panic!("signed MESSAGE refused: {other:?}"),
+        };
+        let mut resp = response_to(&m, 200, "OK", &[]);
+        core.finish_response(&mut resp, &a, now, &mut rng)
+            .expect("sign");
+        c.verify_server(&resp).expect("verifies");
+        match core.on_request(&m, &ctx(), now, &mut rng) {
+            Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::Replay)),
+            other => panic!("replay accepted: {other:?}"),
+        }
+    }
+    let text = c.request("MESSAGE");
+    let m = c.credentials(&text, None, true);
+    let tampered = parse(
+        &String::from_utf8(m.to_bytes())
+            .expect("utf8")
+            .replace("krb-", "krc-"),
+    );
+    match core.on_request(&tampered, &ctx(), now, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::BadSignature)),
+        other => panic!("tampered message accepted: {other:?}"),
+    }
+    // The AP-REQ again: MIT's replay cache refuses it.
+    let text = c.request("REGISTER");
+    let again = c.credentials(&text, Some(&ap_req), false);
+    match core.on_request(&again, &ctx(), now, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
+        other => panic!("replayed AP-REQ accepted: {other:?}"),
+    }
+    let snap = core.counters().snapshot();
+    assert_eq!(snap.scheme(Scheme::Kerberos).handshakes_completed, 1);
+}
+
+#[test]
+fn kerberos_sign_in_with_an_aes_service_key() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
+    sign_in(&core, k, kdc::AES_FQDN, false, 28);
+}
+
+#[test]
+fn kerberos_sign_in_with_mutual_authentication() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
+    sign_in(&core, k, kdc::AES_FQDN, true, 28);
+}
+
+#[test]
+fn kerberos_sign_in_with_an_rc4_service_key() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::RC4_FQDN, &k.rc4_keytab);
+    sign_in(&core, k, kdc::RC4_FQDN, false, 37);
+}
+
+#[test]
+fn kerberos_bad_tokens_are_challenged_with_a_reason() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
+    let mut rng = rng();
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (other_ticket, session) = initiate(kdc::OTHER_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient {
+        session,
+        targetname: format!("sip/{}", kdc::AES_FQDN),
+        opaque: None,
+        cnum: 0,
+        seq: 0,
+    };
+    let (good, _) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let cases: Vec<(Vec<u8>, Reason)> = vec![
+        (b"garbage, not a token".to_vec(), Reason::MalformedToken),
+        (good[..good.len() / 2].to_vec(), Reason::MalformedToken),
+        (other_ticket, Reason::WrongService),
+    ];
+    for (token, expected) in cases {
+        let text = c.request("REGISTER");
+        let m = c.credentials(&text, Some(&token), false);
+        match core.on_request(&m, &ctx(), SystemTime::now(), &mut rng) {
+            Decision::Challenge(ch) => assert_eq!(ch.cause, Some(expected)),
+            other => panic!("{expected:?}: {other:?}"),
+        }
+    }
+    // A targetname that is not ours never reaches the acceptor.
+    c.targetname = "sip/elsewhere.example.test".into();
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&good), false);
+    match core.on_request(&m, &ctx(), SystemTime::now(), &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::SaMismatch)),
+        other => panic!("{other:?}"),
+    }
+    let snap = core.counters().snapshot();
+    assert_eq!(
+        snap.handshake_failures(Scheme::Kerberos, Reason::WrongService),
+        1
+    );
+    assert!(core.sas().is_empty());
+    let _ = Duration::ZERO;
+}
