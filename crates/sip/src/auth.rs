@@ -69,26 +69,38 @@ impl fmt::Display for AuthHeader<'_> {
     }
 }
 
-/// RFC 7230 `tchar` plus the RFC 3261 token characters (a superset of both).
+/// RFC 7230 `tchar` plus the RFC 3261 token characters (a superset of both), as a table.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[usize::from(b)]
 }
 
 struct Cursor<'a> {
@@ -124,19 +136,21 @@ impl<'a> Cursor<'a> {
         let b = self.s.as_bytes();
         let mut i = open + 1;
         let mut has_escape = false;
+        // Jump between quotes and backslashes: gssapi-data values are hundreds of bytes long.
         loop {
-            match b.get(i) {
-                None => return Err(AuthParseError::UnterminatedQuote { at: open }),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    has_escape = true;
-                    if b.get(i + 1).is_none() {
-                        return Err(AuthParseError::UnterminatedQuote { at: open });
-                    }
-                    i += 2;
-                }
-                Some(_) => i += 1,
+            let rest = b.get(i..).unwrap_or(&[]);
+            let Some(j) = memchr::memchr2(b'"', b'\\', rest) else {
+                return Err(AuthParseError::UnterminatedQuote { at: open });
+            };
+            i += j;
+            if b.get(i) == Some(&b'"') {
+                break;
             }
+            has_escape = true;
+            if b.get(i + 1).is_none() {
+                return Err(AuthParseError::UnterminatedQuote { at: open });
+            }
+            i += 2;
         }
         self.i = i + 1;
         let inner = self.s.get(open + 1..i).unwrap_or("");
@@ -174,7 +188,7 @@ pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseErr
         if scheme.is_empty() {
             return Err(AuthParseError::BadScheme { at: scheme_at });
         }
-        let mut params: Vec<AuthParam<'_>> = Vec::new();
+        let mut params: Vec<AuthParam<'_>> = Vec::with_capacity(12);
         let spaced = c.skip_lws();
         match c.peek() {
             None => {

@@ -254,6 +254,7 @@ impl Message {
     /// Value of the first header named `name` (case-insensitive; full and compact forms are
     /// equivalent, e.g. `i` and `Call-ID`). A folded value is returned raw (inner CRLF and
     /// continuation whitespace kept).
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&str> {
         let id = HeaderId::from_name(name.as_bytes());
         self.headers
@@ -800,17 +801,17 @@ pub(crate) fn parse_core(
             if headers.len() >= limits.max_headers {
                 return Err(ParseError::TooManyHeaders);
             }
-            let name_len = line.iter().take_while(|&&c| is_token_byte(c)).count();
-            let mut i = name_len
-                + line
-                    .iter()
-                    .skip(name_len)
-                    .take_while(|&&c| is_wsp(c))
-                    .count();
-            if name_len == 0 || line.get(i) != Some(&b':') {
+            let colon =
+                memchr::memchr(b':', line).ok_or(ParseError::BadHeader { line: line_no })?;
+            let before = line.get(..colon).unwrap_or(&[]);
+            let name_len = before.len() - before.iter().rev().take_while(|&&c| is_wsp(c)).count();
+            let name = before.get(..name_len).unwrap_or(&[]);
+            // Non-short-circuiting: header names are short and an early exit costs a
+            // mispredicted branch per header.
+            if name.is_empty() || !name.iter().fold(true, |ok, &c| ok & is_token_byte(c)) {
                 return Err(ParseError::BadHeader { line: line_no });
             }
-            i += 1;
+            let mut i = colon + 1;
             i += line.iter().skip(i).take_while(|&&c| is_wsp(c)).count();
             let trail = line
                 .iter()
@@ -819,7 +820,7 @@ pub(crate) fn parse_core(
                 .take_while(|&&c| is_wsp(c))
                 .count();
             headers.push(Entry {
-                id: HeaderId::from_name(line.get(..name_len).unwrap_or(&[])),
+                id: HeaderId::from_name(name),
                 store: Store::Head,
                 name: (pos, pos + name_len),
                 value: (pos + i, end - trail),

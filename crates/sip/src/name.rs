@@ -93,65 +93,66 @@ pub(crate) const KNOWN: &[(&str, Option<u8>, HeaderId)] = &[
 
 impl HeaderId {
     /// Identify a header name as written on the wire (any case, full or compact form).
+    #[inline]
     pub(crate) fn from_name(n: &[u8]) -> HeaderId {
-        // Dispatch on the length first so that each name costs one or two case-insensitive
-        // comparisons: this runs for every header of every parsed message.
-        let candidates: &[(&[u8], HeaderId)] = match n.len() {
-            1 => return Self::from_compact(n.first().copied().unwrap_or(0)),
-            2 => &[(b"to", H::To)],
-            3 => &[(b"via", H::Via)],
-            4 => &[(b"from", H::From), (b"cseq", H::CSeq), (b"date", H::Date)],
-            5 => &[
-                (b"route", H::Route),
-                (b"event", H::Event),
-                (b"allow", H::Allow),
-            ],
-            6 => &[(b"server", H::Server)],
-            7 => &[
-                (b"call-id", H::CallId),
-                (b"contact", H::Contact),
-                (b"expires", H::Expires),
-                (b"subject", H::Subject),
-            ],
-            8 => &[(b"refer-to", H::ReferTo)],
-            9 => &[(b"supported", H::Supported)],
-            10 => &[(b"user-agent", H::UserAgent)],
-            11 => &[(b"referred-by", H::ReferredBy)],
-            12 => &[
-                (b"max-forwards", H::MaxForwards),
-                (b"content-type", H::ContentType),
-                (b"record-route", H::RecordRoute),
-                (b"allow-events", H::AllowEvents),
-                (b"organization", H::Organization),
-            ],
-            13 => &[(b"authorization", H::Authorization)],
-            14 => &[
-                (b"content-length", H::ContentLength),
-                (b"accept-contact", H::AcceptContact),
-                (b"reject-contact", H::RejectContact),
-            ],
-            15 => &[(b"session-expires", H::SessionExpires)],
-            16 => &[
-                (b"www-authenticate", H::WwwAuthenticate),
-                (b"content-encoding", H::ContentEncoding),
-            ],
-            18 => &[(b"proxy-authenticate", H::ProxyAuthenticate)],
-            19 => &[
-                (b"proxy-authorization", H::ProxyAuthorization),
-                (b"authentication-info", H::AuthenticationInfo),
-                (b"p-asserted-identity", H::PAssertedIdentity),
-                (b"request-disposition", H::RequestDisposition),
-            ],
-            20 => &[(b"p-preferred-identity", H::PPreferredIdentity)],
-            25 => &[(b"proxy-authentication-info", H::ProxyAuthenticationInfo)],
+        // Length and first letter select at most one candidate, so each name costs one
+        // case-insensitive comparison: this runs for every header of every parsed message.
+        let Some(&first) = n.first() else {
+            return H::Other;
+        };
+        let at = |i: usize| n.get(i).map_or(0, |b| b | 0x20);
+        let (lower, id): (&[u8], HeaderId) = match (n.len(), first | 0x20) {
+            (1, _) => return Self::from_compact(first),
+            (2, b't') => (b"to", H::To),
+            (3, b'v') => (b"via", H::Via),
+            (4, b'f') => (b"from", H::From),
+            (4, b'c') => (b"cseq", H::CSeq),
+            (4, b'd') => (b"date", H::Date),
+            (5, b'r') => (b"route", H::Route),
+            (5, b'e') => (b"event", H::Event),
+            (5, b'a') => (b"allow", H::Allow),
+            (6, b's') => (b"server", H::Server),
+            (7, b'c') if at(2) == b'l' => (b"call-id", H::CallId),
+            (7, b'c') => (b"contact", H::Contact),
+            (7, b'e') => (b"expires", H::Expires),
+            (7, b's') => (b"subject", H::Subject),
+            (8, b'r') => (b"refer-to", H::ReferTo),
+            (9, b's') => (b"supported", H::Supported),
+            (10, b'u') => (b"user-agent", H::UserAgent),
+            (11, b'r') => (b"referred-by", H::ReferredBy),
+            (12, b'm') => (b"max-forwards", H::MaxForwards),
+            (12, b'c') => (b"content-type", H::ContentType),
+            (12, b'r') => (b"record-route", H::RecordRoute),
+            (12, b'a') => (b"allow-events", H::AllowEvents),
+            (12, b'o') => (b"organization", H::Organization),
+            (13, b'a') => (b"authorization", H::Authorization),
+            (14, b'c') => (b"content-length", H::ContentLength),
+            (14, b'a') => (b"accept-contact", H::AcceptContact),
+            (14, b'r') => (b"reject-contact", H::RejectContact),
+            (15, b's') => (b"session-expires", H::SessionExpires),
+            (16, b'w') => (b"www-authenticate", H::WwwAuthenticate),
+            (16, b'c') => (b"content-encoding", H::ContentEncoding),
+            (18, b'p') => (b"proxy-authenticate", H::ProxyAuthenticate),
+            (19, b'p') if at(1) == b'r' => (b"proxy-authorization", H::ProxyAuthorization),
+            (19, b'p') => (b"p-asserted-identity", H::PAssertedIdentity),
+            (19, b'a') => (b"authentication-info", H::AuthenticationInfo),
+            (19, b'r') => (b"request-disposition", H::RequestDisposition),
+            (20, b'p') => (b"p-preferred-identity", H::PPreferredIdentity),
+            (25, b'p') => (b"proxy-authentication-info", H::ProxyAuthenticationInfo),
             _ => return H::Other,
         };
-        for (lower, id) in candidates {
-            if n.eq_ignore_ascii_case(lower) {
-                return *id;
-            }
+        // Branch-free case-insensitive compare. Sound because `lower` holds only lower-case
+        // letters and '-': `b | 0x20` equals a letter only for that letter in either case, and
+        // equals '-' only for '-' or CR, which a header name cannot contain.
+        let diff = n
+            .iter()
+            .zip(lower)
+            .fold(0u8, |acc, (a, b)| acc | ((a | 0x20) ^ b));
+        if diff == 0 && n.len() == lower.len() {
+            id
+        } else {
+            H::Other
         }
-        H::Other
     }
 
     fn from_compact(c: u8) -> HeaderId {
@@ -198,14 +199,26 @@ impl HeaderId {
     }
 }
 
+/// RFC 3261 `token` characters, as a table: the header scanner asks for every name byte.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
 }
 
 #[cfg(test)]
@@ -232,6 +245,23 @@ mod tests {
             }
         }
         assert_eq!(HeaderId::from_name(b"X-Foo"), H::Other);
+        // Same length and first letter as known names, but different.
+        for other in [
+            "Tx",
+            "Vib",
+            "Fram",
+            "Callxid",
+            "Contacx",
+            "Proxy-Authorizatiox",
+            "P-Asserted-Identitx",
+        ] {
+            assert_eq!(HeaderId::from_name(other.as_bytes()), H::Other, "{other}");
+        }
+        let tokens: Vec<u8> = (0..=255u8).filter(|b| is_token_byte(*b)).collect();
+        assert_eq!(
+            tokens,
+            b"!%'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_`abcdefghijklmnopqrstuvwxyz~"
+        );
         assert_eq!(HeaderId::from_name(b"q"), H::Other);
         assert_eq!(HeaderId::from_name(b""), H::Other);
     }
