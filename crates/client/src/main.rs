@@ -1,0 +1,3 @@
+//! Operator client.
+
+fn main() {}
