@@ -401,7 +401,7 @@ main() {
         echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ {print $2; exit}')"
         for s in ${SERVERS//,/ }; do echo "$s: ${SERVER_NOTE[$s]:-}"; done
-        echo "busiest processes at start:"
+        echo "top processes at start (ps lifetime %CPU; per-step host busy % is in the tables):"
         ps -eo pcpu=,comm= --sort=-pcpu | head -6 | sed 's/^/  /'
     } >"$OUT/env.txt"
     cat "$OUT/env.txt" >&2
