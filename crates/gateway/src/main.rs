@@ -1,7 +1,122 @@
-//! The gateway binary. The socket driver arrives with the gateway issue; until then it only
-//! states what it is, so nobody mistakes it for a working edge.
+//! `sagw`: the SIP security-association gateway binary.
 
-fn main() {
-    eprintln!("sagw: the network driver is not built yet; the security core lives in crates/auth");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sagw_gateway::config::{Config, LogFormat};
+use sagw_gateway::{driver, logging};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sagw",
+    version,
+    about = "SIP edge proxy with MS-SIPAE / Digest security associations"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it the embedded default configuration is used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Override log.level (e.g. warn, info, debug, trace, or a filter like "sagw=debug").
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Override log.format.
+    #[arg(long, global = true, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the configuration and exit (0 when valid).
+    CheckConfig,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(l) = &cli.log_level {
+        cfg.log.level = l.clone();
+    }
+    if let Some(f) = &cli.log_format {
+        cfg.log.format = f.clone();
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = cli.config.as_ref().map_or_else(
+        || "embedded default".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let settings = match load(&cli).and_then(|c| c.validate().map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sagw: invalid configuration ({source}): {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        println!("configuration OK ({source})");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&settings.log_level, settings.log_format);
+    if settings.log_format == LogFormat::Json {
+        tracing::debug!("json logs");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sagw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        tracing::info!(config = %source, "starting");
+        let running = match driver::start(settings).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "start failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown(Duration::from_secs(5)).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,675 @@
+//! The TOML configuration: schema (serde, unknown keys rejected), defaults (config/default.toml,
+//! embedded) and validation into typed [`Settings`] with errors that name the key.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sagw_proxy::{Mode, NextHop, RegistrarConfig, Timers, Transport};
+use serde::Deserialize;
+
+/// The embedded default configuration (config/default.toml).
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message names the key and line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value that parses but is not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `listen.tcp`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Level or tracing filter directive.
+    pub level: String,
+    /// `human` or `json`.
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: "human".into(),
+        }
+    }
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    /// UDP address, empty to disable.
+    pub udp: String,
+    /// TCP address, empty to disable.
+    pub tcp: String,
+    /// TLS address, empty to disable.
+    pub tls: String,
+    /// Host written in Via / Record-Route / Path.
+    pub advertise: String,
+    /// Other names of this host.
+    pub aliases: Vec<String>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            udp: "0.0.0.0:5060".into(),
+            tcp: "0.0.0.0:5060".into(),
+            tls: "0.0.0.0:5061".into(),
+            advertise: String::new(),
+            aliases: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// Directory for the generated certificate when `cert` is empty.
+    pub generated_dir: String,
+    /// Subject alternative names of the generated certificate.
+    pub subject_names: Vec<String>,
+    /// PEM CA bundle to verify TLS next hops.
+    pub next_hop_ca: String,
+    /// TLS handshake limit.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: String::new(),
+            key: String::new(),
+            generated_dir: "sagw-data".into(),
+            subject_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            next_hop_ca: String::new(),
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// `registrar` or `edge`.
+    pub mode: String,
+    /// Served domains (empty: any).
+    pub domains: Vec<String>,
+    /// `transport:host:port` entries.
+    pub next_hops: Vec<String>,
+    /// IPs treated as servers.
+    pub trusted_peers: Vec<String>,
+    /// Retry-After on 503.
+    pub retry_after_secs: u64,
+    /// Live server transactions limit.
+    pub max_transactions: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            mode: "registrar".into(),
+            domains: Vec::new(),
+            next_hops: Vec::new(),
+            trusted_peers: Vec::new(),
+            retry_after_secs: 30,
+            max_transactions: 100_000,
+        }
+    }
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSection {
+    /// Expiry when the REGISTER gives none.
+    pub default_expires_secs: u64,
+    /// Shorter non-zero expiries get 423.
+    pub min_expires_secs: u64,
+    /// Longer expiries are shortened.
+    pub max_expires_secs: u64,
+    /// Bindings per AOR.
+    pub max_bindings_per_aor: usize,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        RegistrarSection {
+            default_expires_secs: 3600,
+            min_expires_secs: 60,
+            max_expires_secs: 7200,
+            max_bindings_per_aor: 10,
+        }
+    }
+}
+
+/// `[timers]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersSection {
+    /// T1.
+    pub t1_ms: u64,
+    /// T2.
+    pub t2_ms: u64,
+    /// T4.
+    pub t4_ms: u64,
+    /// Timer C.
+    pub timer_c_secs: u64,
+    /// Fail-over wait.
+    pub fail_over_ms: u64,
+}
+
+impl Default for TimersSection {
+    fn default() -> Self {
+        TimersSection {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            timer_c_secs: 181,
+            fail_over_ms: 4000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Concurrent TCP+TLS connections.
+    pub max_connections: usize,
+    /// Message (and UDP datagram) size.
+    pub max_message_bytes: usize,
+    /// Header fields per message.
+    pub max_headers: usize,
+    /// One header line.
+    pub max_line_bytes: usize,
+    /// Close a connection silent for this long.
+    pub idle_timeout_secs: u64,
+    /// Close a connection whose partial message is not complete after this long.
+    pub message_timeout_secs: u64,
+    /// Messages queued towards one connection before it is closed as too slow.
+    pub write_queue_messages: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_connections: 10_000,
+            max_message_bytes: 65_535,
+            max_headers: 256,
+            max_line_bytes: 8192,
+            idle_timeout_secs: 600,
+            message_timeout_secs: 30,
+            write_queue_messages: 1024,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// HTTP listen address for `/metrics`, empty to disable.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[log]`
+    pub log: LogSection,
+    /// `[listen]`
+    pub listen: ListenSection,
+    /// `[tls]`
+    pub tls: TlsSection,
+    /// `[proxy]`
+    pub proxy: ProxySection,
+    /// `[registrar]`
+    pub registrar: RegistrarSection,
+    /// `[timers]`
+    pub timers: TimersSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
+}
+
+impl Config {
+    /// Parse TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_TOML)
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// Operator-provided PEM files.
+    Files {
+        /// Chain.
+        cert: PathBuf,
+        /// Key.
+        key: PathBuf,
+    },
+    /// Generated at first start and kept in this directory.
+    Generated {
+        /// Directory.
+        dir: PathBuf,
+        /// SANs.
+        names: Vec<String>,
+    },
+}
+
+/// Validated, typed settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Log filter directive.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// UDP listen address.
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address.
+    pub tcp: Option<SocketAddr>,
+    /// TLS listen address.
+    pub tls: Option<SocketAddr>,
+    /// Advertised host (empty: derived from the listen addresses at start).
+    pub advertise: String,
+    /// Aliases.
+    pub aliases: Vec<String>,
+    /// Certificate.
+    pub cert: CertSource,
+    /// CA bundle for TLS next hops.
+    pub next_hop_ca: Option<PathBuf>,
+    /// TLS handshake limit.
+    pub handshake_timeout: Duration,
+    /// Proxy mode.
+    pub mode: Mode,
+    /// Served domains.
+    pub domains: Vec<String>,
+    /// Next hops.
+    pub next_hops: Vec<NextHop>,
+    /// Trusted peers.
+    pub trusted_peers: Vec<IpAddr>,
+    /// Retry-After.
+    pub retry_after: Duration,
+    /// Transaction limit.
+    pub max_transactions: usize,
+    /// Registrar.
+    pub registrar: RegistrarConfig,
+    /// Timers.
+    pub timers: Timers,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Message limits for the parser.
+    pub sip_limits: sagw_sip::Limits,
+    /// Idle limit.
+    pub idle_timeout: Duration,
+    /// Partial-message limit.
+    pub message_timeout: Duration,
+    /// Per-connection queue.
+    pub write_queue: usize,
+    /// Metrics endpoint.
+    pub metrics: Option<SocketAddr>,
+}
+
+fn opt_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if v.trim().is_empty() {
+        return Ok(None);
+    }
+    v.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| invalid(key, format!("`{v}` is not an IP:port socket address")))
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// Parse `transport:host:port` (host may be a name, resolved now).
+pub fn parse_next_hop(key: &str, v: &str) -> Result<NextHop, ConfigError> {
+    let (t, rest) = v
+        .split_once(':')
+        .ok_or_else(|| invalid(key, format!("`{v}` is not transport:host:port")))?;
+    let transport = Transport::from_token(t)
+        .ok_or_else(|| invalid(key, format!("`{t}` is not udp, tcp or tls")))?;
+    let addr = match rest.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => rest
+            .to_socket_addrs()
+            .map_err(|e| invalid(key, format!("cannot resolve `{rest}`: {e}")))?
+            .next()
+            .ok_or_else(|| invalid(key, format!("`{rest}` resolves to nothing")))?,
+    };
+    Ok(NextHop { transport, addr })
+}
+
+impl Config {
+    /// Check every value and build [`Settings`].
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let log_format = match self.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}` is not human or json"),
+                ));
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a level (trace, debug, info, warn, error) or filter",
+                    self.log.level
+                ),
+            ));
+        }
+        let udp = opt_addr("listen.udp", &self.listen.udp)?;
+        let tcp = opt_addr("listen.tcp", &self.listen.tcp)?;
+        let tls = opt_addr("listen.tls", &self.listen.tls)?;
+        if udp.is_none() && tcp.is_none() && tls.is_none() {
+            return Err(invalid(
+                "listen",
+                "at least one of udp, tcp, tls must be set",
+            ));
+        }
+        if self
+            .listen
+            .advertise
+            .contains(|c: char| c.is_whitespace() || c == ';' || c == '>')
+        {
+            return Err(invalid(
+                "listen.advertise",
+                "must be a bare host name or IP address",
+            ));
+        }
+        let cert = match (self.tls.cert.trim(), self.tls.key.trim()) {
+            ("", "") => {
+                if self.tls.generated_dir.trim().is_empty() {
+                    return Err(invalid(
+                        "tls.generated_dir",
+                        "must be set when tls.cert is empty",
+                    ));
+                }
+                if self.tls.subject_names.is_empty() {
+                    return Err(invalid("tls.subject_names", "must name at least one host"));
+                }
+                CertSource::Generated {
+                    dir: PathBuf::from(&self.tls.generated_dir),
+                    names: self.tls.subject_names.clone(),
+                }
+            }
+            ("", _) => return Err(invalid("tls.cert", "must be set when tls.key is")),
+            (_, "") => return Err(invalid("tls.key", "must be set when tls.cert is")),
+            (c, k) => CertSource::Files {
+                cert: PathBuf::from(c),
+                key: PathBuf::from(k),
+            },
+        };
+        let mode = match self.proxy.mode.as_str() {
+            "registrar" => Mode::Registrar,
+            "edge" => Mode::Edge,
+            other => {
+                return Err(invalid(
+                    "proxy.mode",
+                    format!("`{other}` is not registrar or edge"),
+                ));
+            }
+        };
+        let next_hops = self
+            .proxy
+            .next_hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| parse_next_hop(&format!("proxy.next_hops[{i}]"), h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if mode == Mode::Edge && next_hops.is_empty() {
+            return Err(invalid(
+                "proxy.next_hops",
+                "edge mode needs at least one next hop",
+            ));
+        }
+        let next_hop_ca = match self.tls.next_hop_ca.trim() {
+            "" => None,
+            p => Some(PathBuf::from(p)),
+        };
+        if next_hop_ca.is_none() && next_hops.iter().any(|h| h.transport == Transport::Tls) {
+            return Err(invalid(
+                "tls.next_hop_ca",
+                "must be set when a next hop uses tls",
+            ));
+        }
+        let trusted_peers = self
+            .proxy
+            .trusted_peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        format!("proxy.trusted_peers[{i}]"),
+                        format!("`{p}` is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let r = &self.registrar;
+        positive("registrar.min_expires_secs", r.min_expires_secs)?;
+        if r.max_expires_secs < r.min_expires_secs {
+            return Err(invalid(
+                "registrar.max_expires_secs",
+                "must be at least registrar.min_expires_secs",
+            ));
+        }
+        if !(r.min_expires_secs..=r.max_expires_secs).contains(&r.default_expires_secs) {
+            return Err(invalid(
+                "registrar.default_expires_secs",
+                "must lie between registrar.min_expires_secs and registrar.max_expires_secs",
+            ));
+        }
+        positive(
+            "registrar.max_bindings_per_aor",
+            r.max_bindings_per_aor as u64,
+        )?;
+        let t = &self.timers;
+        positive("timers.t1_ms", t.t1_ms)?;
+        if t.t2_ms < t.t1_ms {
+            return Err(invalid("timers.t2_ms", "must be at least timers.t1_ms"));
+        }
+        positive("timers.t4_ms", t.t4_ms)?;
+        positive("timers.timer_c_secs", t.timer_c_secs)?;
+        positive("timers.fail_over_ms", t.fail_over_ms)?;
+        let l = &self.limits;
+        positive("limits.max_connections", l.max_connections as u64)?;
+        if !(512..=65_535).contains(&l.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 512 and 65535",
+            ));
+        }
+        positive("limits.max_headers", l.max_headers as u64)?;
+        if l.max_line_bytes < 128 {
+            return Err(invalid("limits.max_line_bytes", "must be at least 128"));
+        }
+        positive("limits.idle_timeout_secs", l.idle_timeout_secs)?;
+        positive("limits.message_timeout_secs", l.message_timeout_secs)?;
+        positive("limits.write_queue_messages", l.write_queue_messages as u64)?;
+        positive(
+            "tls.handshake_timeout_secs",
+            self.tls.handshake_timeout_secs,
+        )?;
+        positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
+        let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
+        Ok(Settings {
+            log_level: self.log.level.clone(),
+            log_format,
+            udp,
+            tcp,
+            tls,
+            advertise: self.listen.advertise.trim().to_owned(),
+            aliases: self.listen.aliases.clone(),
+            cert,
+            next_hop_ca,
+            handshake_timeout: Duration::from_secs(self.tls.handshake_timeout_secs),
+            mode,
+            domains: self.proxy.domains.clone(),
+            next_hops,
+            trusted_peers,
+            retry_after: Duration::from_secs(self.proxy.retry_after_secs),
+            max_transactions: self.proxy.max_transactions,
+            registrar: RegistrarConfig {
+                default_expires: Duration::from_secs(r.default_expires_secs),
+                min_expires: Duration::from_secs(r.min_expires_secs),
+                max_expires: Duration::from_secs(r.max_expires_secs),
+                max_bindings_per_aor: r.max_bindings_per_aor,
+            },
+            timers: Timers {
+                t1: Duration::from_millis(t.t1_ms),
+                t2: Duration::from_millis(t.t2_ms),
+                t4: Duration::from_millis(t.t4_ms),
+                timer_c: Duration::from_secs(t.timer_c_secs),
+                fail_over: Duration::from_millis(t.fail_over_ms),
+            },
+            max_connections: l.max_connections,
+            sip_limits: sagw_sip::Limits {
+                max_message_bytes: l.max_message_bytes,
+                max_headers: l.max_headers,
+                max_line_bytes: l.max_line_bytes,
+                ..sagw_sip::Limits::default()
+            },
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            message_timeout: Duration::from_secs(l.message_timeout_secs),
+            write_queue: l.write_queue_messages,
+            metrics,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_the_built_in_defaults() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c, Config::default());
+        let s = c.validate().unwrap();
+        assert_eq!(s.tcp, Some("0.0.0.0:5060".parse().unwrap()));
+        assert_eq!(s.tls, Some("0.0.0.0:5061".parse().unwrap()));
+        assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
+        assert_eq!(s.mode, Mode::Registrar);
+        assert_eq!(s.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    fn err(text: &str) -> String {
+        match Config::parse(text).and_then(|c| c.validate().map(|_| ())) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted: {text}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[listen]\ntcp = \"nope\"").contains("`listen.tcp`"));
+        assert!(
+            err("[proxy]\nnext_hops = [\"tcp:127.0.0.1:5070\", \"sctp:1.2.3.4:5\"]")
+                .contains("`proxy.next_hops[1]`")
+        );
+        assert!(err("[proxy]\nmode = \"edge\"").contains("`proxy.next_hops`"));
+        assert!(err("[timers]\nt1_ms = 0").contains("`timers.t1_ms`"));
+        assert!(
+            err("[registrar]\ndefault_expires_secs = 10")
+                .contains("`registrar.default_expires_secs`")
+        );
+        assert!(err("[log]\nformat = \"xml\"").contains("`log.format`"));
+        assert!(err("[tls]\ncert = \"a.pem\"").contains("`tls.key`"));
+        assert!(err("[proxy]\nnext_hops = [\"tls:127.0.0.1:5071\"]").contains("`tls.next_hop_ca`"));
+        // Unknown keys are rejected with their name.
+        let e = err("[listen]\ntcpp = \"1.2.3.4:5\"");
+        assert!(e.contains("tcpp"), "{e}");
+        let e = err("[nosuch]\n");
+        assert!(e.contains("nosuch"), "{e}");
+    }
+
+    #[test]
+    fn partial_files_take_defaults() {
+        let c = Config::parse("[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[proxy]\nnext_hops = [\"udp:127.0.0.1:5070\"]").unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.udp, None);
+        assert_eq!(s.next_hops.len(), 1);
+        assert_eq!(s.next_hops[0].transport, Transport::Udp);
+        assert_eq!(s.registrar.default_expires, Duration::from_secs(3600));
+    }
+}

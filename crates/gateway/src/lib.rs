@@ -1,0 +1,19 @@
+//! The sagw gateway: the tokio driver around the sans-IO crates.
+//!
+//! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
+//! * [`driver`]: listeners (UDP, TCP, TLS), connection tasks, the flow table and the core task that
+//!   owns [`sagw_proxy::Edge`];
+//! * [`tls`]: certificates (configured or generated) and rustls set-up;
+//! * [`metrics`]: Prometheus text endpoint;
+//! * [`logging`]: tracing set-up and redaction of SIP messages.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod driver;
+pub mod logging;
+pub mod metrics;
+pub mod tls;
+
+pub use config::{Config, ConfigError, Settings};
+pub use driver::{Running, StartError, start, start_with_auth};

@@ -1,0 +1,212 @@
+//! TLS setup: the server certificate (operator files, or an ECDSA P-256 certificate generated at
+//! first start and kept on disk), rustls configs with the `ring` provider, TLS 1.2 and 1.3.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::config::CertSource;
+
+/// TLS setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing a PEM file failed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// Generating the certificate failed.
+    #[error("certificate generation: {0}")]
+    Generate(String),
+    /// rustls refused the configuration.
+    #[error("tls configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The certificate in use, for the start-up log.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// Where the certificate lives.
+    pub cert_path: PathBuf,
+    /// SHA-256 fingerprint of the leaf, `AA:BB:...`.
+    pub fingerprint: String,
+    /// True when generated at this start.
+    pub generated_now: bool,
+}
+
+/// Loaded certificate and key.
+pub struct Identity {
+    /// Chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Description.
+    pub info: CertInfo,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("info", &self.info)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// SHA-256 fingerprint, colon-separated upper-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    let mut s = String::with_capacity(95);
+    for (i, b) in digest.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
+fn load_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(cert, e))?;
+    if chain.is_empty() {
+        return Err(file_err(cert, "no certificate in file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+    Ok((chain, key_der))
+}
+
+/// Load the configured certificate, or the generated one (creating it on first start).
+pub fn load_identity(source: &CertSource) -> Result<Identity, TlsError> {
+    let (cert_path, key_path, generated_now) = match source {
+        CertSource::Files { cert, key } => (cert.clone(), key.clone(), false),
+        CertSource::Generated { dir, names } => {
+            let cert = dir.join("sagw-cert.pem");
+            let key = dir.join("sagw-key.pem");
+            let fresh = if cert.exists() && key.exists() {
+                false
+            } else {
+                generate(dir, &cert, &key, names)?;
+                true
+            };
+            (cert, key, fresh)
+        }
+    };
+    let (chain, key) = load_pem(&cert_path, &key_path)?;
+    let fingerprint = chain
+        .first()
+        .map(|c| fingerprint(c.as_ref()))
+        .unwrap_or_default();
+    Ok(Identity {
+        chain,
+        key,
+        info: CertInfo {
+            cert_path,
+            fingerprint,
+            generated_now,
+        },
+    })
+}
+
+fn generate(dir: &Path, cert: &Path, key: &Path, names: &[String]) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| "sagw".into()),
+    );
+    let c = params
+        .self_signed(&pair)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    write_private(key, pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert, c.pem()).map_err(|e| file_err(cert, e))?;
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    f.write_all(bytes).map_err(|e| file_err(path, e))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server config: TLS 1.3 and 1.2, no client certificates.
+pub fn server_config(id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+    let cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    Ok(Arc::new(cfg))
+}
+
+/// Client config for TLS next hops, trusting the CAs in `ca` (PEM).
+pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
+        let cert = cert.map_err(|e| file_err(ca, e))?;
+        roots.add(cert).map_err(|e| file_err(ca, e))?;
+    }
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("sagw-tls-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let src = CertSource::Generated {
+            dir: dir.clone(),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+        };
+        let a = load_identity(&src).unwrap();
+        assert!(a.info.generated_now);
+        assert_eq!(a.info.fingerprint.len(), 95);
+        let b = load_identity(&src).unwrap();
+        assert!(!b.info.generated_now);
+        assert_eq!(a.info.fingerprint, b.info.fingerprint);
+        server_config(&b).unwrap();
+        client_config(&b.info.cert_path).unwrap();
+        assert!(!format!("{b:?}").contains("PRIVATE"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
