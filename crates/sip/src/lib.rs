@@ -26,6 +26,13 @@
 //! No function in this crate panics on any input; errors are [`ParseError`] and
 //! [`AuthParseError`].
 //!
+//! Conformance: `tests/rfc4475.rs` states, for each of the 49 RFC 4475 messages, which layer
+//! accepts or rejects it (and which higher layer must act on the semantically bad ones);
+//! `tests/flows.rs` rebuilds the MS-SIPAE signature buffers of the recorded OC 2007 R2 sign-in
+//! from this crate's accessors. Lines must end with CRLF: bare LF is rejected rather than
+//! guessed at, because a proxy that splits lines differently from its next hop can be made to
+//! forward headers it never inspected.
+//!
 //! ```
 //! use sagw_sip::Message;
 //! let raw = b"REGISTER sip:cosmo.local SIP/2.0\r\n\
