@@ -245,3 +245,19 @@ fn debug_output_hides_header_values() {
     assert!(dbg.contains("Authorization"));
     assert!(!dbg.contains("c2VjcmV0"));
 }
+
+#[test]
+fn cseq_value_range_and_foreign_input() {
+    use sagw_sip::CSeq;
+    let c = |number| CSeq {
+        number,
+        method: "INVITE",
+    };
+    assert_eq!(c("0009").value(), Some(9));
+    assert_eq!(c("2147483647").value(), Some(2_147_483_647));
+    assert_eq!(c("2147483648").value(), None);
+    assert_eq!(c("36893488147419103232").value(), None);
+    assert_eq!(c("").value(), None);
+    assert_eq!(c("!1").value(), None);
+    assert_eq!(c("1a").value(), None);
+}
