@@ -84,8 +84,13 @@ pub struct CSeq<'a> {
 impl CSeq<'_> {
     /// The sequence number if it is below 2^31 as RFC 3261 §8.1.1.5 requires.
     pub fn value(&self) -> Option<u32> {
+        if self.number.is_empty() {
+            return None;
+        }
+        // The fields are public, so do not assume `number` holds only digits.
         let n: u64 = self.number.bytes().try_fold(0u64, |acc, d| {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            let digit = d.checked_sub(b'0').filter(|v| *v < 10)?;
+            acc.checked_mul(10)?.checked_add(u64::from(digit))
         })?;
         u32::try_from(n).ok().filter(|n| *n < 1 << 31)
     }
