@@ -176,6 +176,8 @@ pub struct Client {
     pub kind: Kind,
     pub user: String,
     pub local: SocketAddr,
+    /// The gateway's address for this client's transport.
+    pub server: SocketAddr,
     buf: Vec<u8>,
 }
 
@@ -234,11 +236,17 @@ impl Client {
                 (Conn::Tls(Box::new(s)), local)
             }
         };
+        let server = match kind {
+            Kind::Udp => gw.udp.unwrap(),
+            Kind::Tcp => gw.tcp.unwrap(),
+            Kind::Tls => gw.tls.unwrap(),
+        };
         Client {
             conn,
             kind,
             user: user.to_owned(),
             local,
+            server,
             buf: Vec::new(),
         }
     }
@@ -289,6 +297,19 @@ impl Client {
             return None;
         }
         Some(self.buf.drain(..end + cl).collect())
+    }
+
+    /// Read the RFC 5626 pong (a single CRLF) that must come next.
+    pub async fn expect_pong(&mut self) {
+        while self.buf.len() < 2 {
+            let n = tokio::time::timeout(WAIT, self.read_more())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed instead of pong");
+        }
+        assert_eq!(&self.buf[..2], b"\r\n", "pong");
+        self.buf.drain(..2);
     }
 
     /// The next message, or None on timeout / EOF.
