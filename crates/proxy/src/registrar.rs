@@ -5,7 +5,7 @@
 //! through it, and the authentication layer finds the SA for a destination through the binding's
 //! AOR and epid.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use sagw_sip::{Message, parse_name_addr};
@@ -90,6 +90,21 @@ pub struct Registrar {
     seq: u64,
     changes: Vec<(String, BindingChange)>,
     evictions: usize,
+    /// Contact key (`user@host:port`) -> (aor, binding key).
+    by_contact: HashMap<String, (String, String)>,
+    /// Flow -> bindings registered over it.
+    by_flow: HashMap<FlowId, HashSet<(String, String)>>,
+}
+
+/// `user@host:port` with the host lower-cased: how a Request-URI is matched to a Contact.
+fn contact_key(uri: &str) -> Option<String> {
+    let u = SipUri::parse(uri)?;
+    Some(format!(
+        "{}@{}:{}",
+        u.user.unwrap_or(""),
+        u.host.to_ascii_lowercase(),
+        u.port.map_or(String::new(), |p| p.to_string())
+    ))
 }
 
 impl Registrar {
@@ -128,20 +143,41 @@ impl Registrar {
     }
 
     /// The live binding whose Contact URI is `uri` (in-dialog requests target a contact).
+    /// Matches user, host (case-insensitive) and port; URI parameters are ignored.
     pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<&Binding> {
-        let want = SipUri::parse(uri)?;
-        self.aors
-            .values()
-            .flat_map(HashMap::values)
-            .filter(|b| b.expires_at > now)
-            .filter(|b| {
-                SipUri::parse(&b.info.contact).is_some_and(|c| {
-                    c.user == want.user
-                        && c.host.eq_ignore_ascii_case(want.host)
-                        && c.port == want.port
-                })
-            })
-            .max_by_key(|b| b.seq)
+        let (aor, key) = self.by_contact.get(&contact_key(uri)?)?;
+        self.aors.get(aor)?.get(key).filter(|b| b.expires_at > now)
+    }
+
+    fn index(&mut self, aor: &str, key: &str, b: &Binding) {
+        if let Some(ck) = contact_key(&b.info.contact) {
+            self.by_contact.insert(ck, (aor.to_owned(), key.to_owned()));
+        }
+        self.by_flow
+            .entry(b.flow.id)
+            .or_default()
+            .insert((aor.to_owned(), key.to_owned()));
+        self.flows.insert(b.flow, b.info.clone());
+    }
+
+    fn unindex(&mut self, aor: &str, key: &str, b: &Binding) {
+        if let Some(ck) = contact_key(&b.info.contact)
+            && self
+                .by_contact
+                .get(&ck)
+                .is_some_and(|(a, k)| a == aor && k == key)
+        {
+            self.by_contact.remove(&ck);
+        }
+        if let Some(set) = self.by_flow.get_mut(&b.flow.id) {
+            set.remove(&(aor.to_owned(), key.to_owned()));
+            if set.is_empty() {
+                self.by_flow.remove(&b.flow.id);
+            }
+        }
+        if self.flows.get(&b.flow).is_some_and(|i| *i == b.info) {
+            self.flows.remove(&b.flow);
+        }
     }
 
     /// The identity registered over `flow`, if any.
@@ -183,6 +219,7 @@ impl Registrar {
             self.aors.remove(aor);
         }
         self.expiry.remove(&(b.expires_at, b.seq));
+        self.unindex(aor, key, &b);
         self.changes.push((aor.to_owned(), BindingChange::Removed));
         Some(b)
     }
@@ -190,20 +227,24 @@ impl Registrar {
     /// Drop the bindings that use a closed flow (RFC 5626 §5.3: the flow is the only way to the
     /// client) and its identity.
     pub fn flow_closed(&mut self, flow: FlowId) {
+        let dead: Vec<(String, String)> = self
+            .by_flow
+            .get(&flow)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        for (aor, key) in dead {
+            let reliable = self
+                .aors
+                .get(&aor)
+                .and_then(|m| m.get(&key))
+                .is_some_and(|b| b.flow.transport.is_reliable());
+            // The UDP socket is shared by every UDP client: it never "closes" for one of them.
+            if reliable {
+                self.remove(&aor, &key);
+            }
+        }
         self.flows
             .retain(|f, _| f.id != flow || !f.transport.is_reliable());
-        let dead: Vec<(String, String)> = self
-            .aors
-            .iter()
-            .flat_map(|(aor, m)| {
-                m.iter()
-                    .filter(|(_, b)| b.flow.id == flow && b.flow.transport.is_reliable())
-                    .map(|(k, _)| (aor.clone(), k.clone()))
-            })
-            .collect();
-        for (aor, key) in dead {
-            self.remove(&aor, &key);
-        }
     }
 
     /// Apply a REGISTER received over `flow` at `now`.
@@ -314,7 +355,7 @@ impl Registrar {
                 (binding.expires_at, binding.seq),
                 (aor.clone(), key.clone()),
             );
-            self.flows.insert(flow, binding.info.clone());
+            self.index(&aor, &key, &binding);
             let map = self.aors.entry(aor.clone()).or_default();
             map.insert(key, binding);
             self.changes.push((
@@ -353,6 +394,7 @@ impl Registrar {
         match map.remove(key) {
             Some(b) => {
                 self.expiry.remove(&(b.expires_at, b.seq));
+                self.unindex(aor, key, &b);
                 true
             }
             None => false,
