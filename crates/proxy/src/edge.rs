@@ -1240,20 +1240,18 @@ impl Edge {
             && code >= 300
             && let Some(ack) = build_hop_request(&request, "ACK", msg.header("To"))
         {
-            {
-                let sent = self.emit(
-                    target,
-                    ack,
-                    None,
-                    OutboundKind::Request,
-                    binding.as_ref(),
-                    None,
-                    None,
-                    now,
-                );
-                if let Some(ct) = self.client.get_mut(&ct_key) {
-                    ct.ack = Some(sent);
-                }
+            let sent = self.emit(
+                target,
+                ack,
+                None,
+                OutboundKind::Request,
+                binding.as_ref(),
+                None,
+                None,
+                now,
+            );
+            if let Some(ct) = self.client.get_mut(&ct_key) {
+                ct.ack = Some(sent);
             }
         }
         let linger = if invite || !target.transport().is_reliable() {

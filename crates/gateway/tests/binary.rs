@@ -1,0 +1,137 @@
+//! The `sagw` binary: check-config, JSON logs without secrets, graceful SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sagw");
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sagw-bin-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn check_config_accepts_the_default_and_names_bad_keys() {
+    let out = Command::new(BIN).arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK (embedded default)"));
+
+    let bad = temp("bad.toml");
+    std::fs::write(&bad, "[timers]\nt1_ms = 0\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`timers.t1_ms`"));
+
+    std::fs::write(&bad, "[proxy]\nmodee = \"edge\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modee"));
+    let _ = std::fs::remove_file(&bad);
+}
+
+#[test]
+fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
+    let cfg = temp("run.toml");
+    let data = temp("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{}\"\n[metrics]\nlisten = \"\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    let mut tcp = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tcp.is_none() && Instant::now() < deadline {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("sagw listening") {
+            // "tcp":"Some(127.0.0.1:PORT)"
+            let start = line.find("\"tcp\":\"Some(").unwrap() + 12;
+            let end = start + line[start..].find(')').unwrap();
+            tcp = Some(line[start..end].to_owned());
+        }
+        lines.push(line);
+    }
+    let tcp = tcp.expect("listening line");
+    assert!(
+        lines.iter().any(|l| l.contains("sha256")),
+        "certificate fingerprint logged"
+    );
+    let mut s = TcpStream::connect(&tcp).unwrap();
+    let secret = "TlRMTVNTUAADAAAAGAAYAHAAAAAYSECRET";
+    let reg = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKbin\r\n\
+From: <sip:a@example.com>;tag=1;epid=e\r\nTo: <sip:a@example.com>\r\nCall-ID: bin\r\nCSeq: 1 REGISTER\r\n\
+Proxy-Authorization: NTLM qop=\"auth\", gssapi-data=\"{secret}\"\r\nContact: <sip:a@127.0.0.1:1;transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    s.write_all(reg.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK"));
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    lines.extend(rest.lines().map(str::to_owned));
+    let all = lines.join("\n");
+    assert!(all.contains("recv"), "trace logs show SIP messages");
+    assert!(all.contains("<redacted>"));
+    assert!(!all.contains(secret), "a credential reached the log");
+    assert!(all.contains("stopped"));
+    for l in lines.iter().filter(|l| !l.trim().is_empty()) {
+        assert!(l.trim_start().starts_with('{'), "not JSON: {l}");
+    }
+    let _ = std::fs::remove_file(&cfg);
+    let _ = std::fs::remove_dir_all(&data);
+}
