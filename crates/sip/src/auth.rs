@@ -285,6 +285,11 @@ fn push_token(out: &mut String, t: &str) {
     if t.is_empty() {
         out.push('-');
     }
+    // Names and schemes are almost always clean tokens already: copy them whole.
+    if t.bytes().all(is_tchar) {
+        out.push_str(t);
+        return;
+    }
     out.extend(t.chars().map(|c| {
         if c.is_ascii() && is_tchar(c as u8) {
             c
@@ -313,6 +318,15 @@ impl AuthHeaderBuilder {
     pub fn quoted(mut self, name: &str, value: &str) -> Self {
         self.sep(name);
         self.out.push('"');
+        // Fast path: most values (base64 tokens, hex, host names) need no escaping at all.
+        if !value
+            .bytes()
+            .any(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
+        {
+            self.out.push_str(value);
+            self.out.push('"');
+            return self;
+        }
         for c in value.chars() {
             match c {
                 '"' | '\\' => {
