@@ -33,5 +33,17 @@ fn main() {
             Decision::Authenticated(_)
         ));
     }
-    println!("{} SAs", core.sas().len());
+    // And the gateway signing a 200 OK to each request.
+    let mut signed = 0;
+    for c in &mut clients {
+        let req = parse(&c.request("MESSAGE", &[]));
+        let Some(sa) = core.sa_for_endpoint(&c.aor(), &c.epid, t0()) else {
+            continue;
+        };
+        let mut ok = response_to(&req, 200, "OK", &[]);
+        core.sign(&mut ok, &sa, sagw_auth::ChallengeFamily::Www, t0(), &mut rng)
+            .expect("sign");
+        signed += 1;
+    }
+    println!("{} SAs, {signed} responses signed", core.sas().len());
 }

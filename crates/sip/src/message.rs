@@ -1,5 +1,6 @@
 //! The [`Message`] type: parsing, accessors, edits and serialisation.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::ParseError;
@@ -390,6 +391,10 @@ impl Message {
     // Edits
 
     fn arena_push(&mut self, s: &str) -> Range {
+        // Grow in one step with room to spare: signing adds a ~250-byte header to every message.
+        if self.arena.capacity() - self.arena.len() < s.len() {
+            self.arena.reserve(s.len().max(256));
+        }
         let start = self.arena.len();
         self.arena.push_str(s);
         (start, self.arena.len())
@@ -580,23 +585,32 @@ impl PartialEq for Message {
 
 impl Eq for Message {}
 
-fn sanitize_name(name: &str) -> String {
+fn sanitize_name(name: &str) -> Cow<'_, str> {
     if name.is_empty() {
-        return "X".to_owned();
+        return Cow::Borrowed("X");
     }
-    name.chars()
-        .map(|c| {
-            if c.is_ascii() && is_token_byte(c as u8) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    // Names the code writes are clean tokens: no copy for them.
+    if name.bytes().all(is_token_byte) {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.chars()
+            .map(|c| {
+                if c.is_ascii() && is_token_byte(c as u8) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect(),
+    )
 }
 
-fn sanitize_value(value: &str) -> String {
-    value.replace(['\r', '\n'], " ")
+fn sanitize_value(value: &str) -> Cow<'_, str> {
+    if memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none() {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(value.replace(['\r', '\n'], " "))
 }
 
 fn parse_content_length(v: &[u8]) -> Result<usize, ParseError> {
