@@ -329,3 +329,68 @@ async fn max_forwards_zero_and_unknown_user() {
     assert_eq!(c.recv().await.status(), Some(404));
     gw.shutdown(support::WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mode_registers_upstream_with_path_and_routes_back() {
+    use tokio::io::AsyncReadExt;
+    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let gw = gateway(&format!(
+        "[proxy]\nmode = \"edge\"\nnext_hops = [\"tcp:127.0.0.1:{port}\"]\n"
+    ))
+    .await;
+    let mut alice = Client::connect(&gw, Kind::Tls, "alice").await;
+    let reg = tokio::spawn(async move { alice.register().await.status().map(|s| (s, alice)) });
+    // The fake registrar: one connection from the gateway, one REGISTER on it.
+    let (mut up, _) = tokio::time::timeout(support::WAIT, registrar.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut have = 0;
+    let req = loop {
+        let n = up.read(&mut buf[have..]).await.unwrap();
+        assert!(n > 0);
+        have += n;
+        if let Some(m) = support::Msg::parse(&buf[..have]) {
+            break m;
+        }
+    };
+    assert_eq!(req.method(), Some("REGISTER"));
+    let path = req.header("Path").expect("Path added").to_owned();
+    assert!(path.contains(";lr;ob>"), "{path}");
+    up.write_all(req.reply(200, "OK", "reg", "").as_bytes())
+        .await
+        .unwrap();
+    let (status, mut alice) = reg.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    // The registrar sends a request for alice along the Path: it arrives over alice's TLS flow.
+    let msg = format!(
+        "MESSAGE sip:alice@{} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKup1\r\nRoute: {path}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:alice@example.com>\r\nCall-ID: up-1\r\n\
+CSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nhi",
+        alice.local
+    );
+    up.write_all(msg.as_bytes()).await.unwrap();
+    let got = alice
+        .recv_where("MESSAGE", |m| m.method() == Some("MESSAGE"))
+        .await;
+    assert_eq!(got.body, b"hi");
+    assert_eq!(got.header("Route"), None);
+    alice.send(&got.reply(200, "OK", "a", "")).await;
+    let mut have = 0;
+    let resp = loop {
+        let n = tokio::time::timeout(support::WAIT, up.read(&mut buf[have..]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        have += n;
+        if let Some(m) = support::Msg::parse(&buf[..have]) {
+            break m;
+        }
+    };
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(resp.all("Via").len(), 1);
+    gw.shutdown(support::WAIT).await;
+}
