@@ -110,7 +110,7 @@ Call-ID: i{n}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
             black_box(feed(&mut edge, a, Message::parse(ack.as_bytes()).unwrap(), now));
             // Let the transactions end so the tables stay at a steady size.
             now = now.after(std::time::Duration::from_millis(1));
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 now = now.after(std::time::Duration::from_secs(40));
                 edge.handle_timeout(now);
                 while edge.poll_action().is_some() {}
