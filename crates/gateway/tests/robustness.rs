@@ -394,3 +394,32 @@ CSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nhi",
     assert_eq!(resp.all("Via").len(), 1);
     gw.shutdown(support::WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_refuses_extra_connections() {
+    let gw = support::gateway_with_connections("", 2).await;
+    let mut a = Client::connect(&gw, Kind::Tcp, "a").await;
+    let mut b = Client::connect(&gw, Kind::Tcp, "b").await;
+    still_served(&mut a).await;
+    still_served(&mut b).await;
+    let mut c = Client::connect(&gw, Kind::Tcp, "c").await;
+    assert!(
+        c.closed_within(Duration::from_secs(2)).await,
+        "third connection refused"
+    );
+    still_served(&mut a).await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = Client::connect(&gw, Kind::Tcp, "d").await;
+    still_served(&mut d).await;
+    let page = scrape(&gw).await;
+    assert!(
+        page.contains("sagw_limit_hits_total{limit=\"connections\"} 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("sagw_connections{transport=\"tcp\"} 2"),
+        "{page}"
+    );
+    gw.shutdown(support::WAIT).await;
+}

@@ -22,6 +22,11 @@ pub fn unique() -> u64 {
 
 /// A gateway on ephemeral loopback ports with short timers; `extra` is appended TOML.
 pub async fn gateway(extra: &str) -> Running {
+    gateway_with_connections(extra, 1000).await
+}
+
+/// [`gateway`] with a connection limit.
+pub async fn gateway_with_connections(extra: &str, max_conn: usize) -> Running {
     let dir = std::env::temp_dir().join(format!("sagw-it-{}-{}", std::process::id(), unique()));
     let text = format!(
         r#"
@@ -42,6 +47,7 @@ fail_over_ms = 300
 max_message_bytes = 4096
 idle_timeout_secs = 2
 message_timeout_secs = 1
+max_connections = {max_conn}
 [metrics]
 listen = "127.0.0.1:0"
 {extra}
