@@ -68,6 +68,13 @@ pub fn store() -> FileCredentialStore {
             ],
         );
     }
+    for n in 0..20 {
+        s.add_password(
+            &format!("load{n}"),
+            &format!("load{n}-pw"),
+            &[(DIGEST_REALM, Algorithm::Sha256)],
+        );
+    }
     s
 }
 
