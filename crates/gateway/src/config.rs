@@ -388,6 +388,18 @@ fn opt_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
         .map_err(|_| invalid(key, format!("`{v}` is not an IP:port socket address")))
 }
 
+/// Time values are added to `Instant`s: bound them so that can never overflow.
+fn bounded(key: &str, v: u64, max: u64) -> Result<u64, ConfigError> {
+    if v == 0 || v > max {
+        Err(invalid(key, format!("must be between 1 and {max}")))
+    } else {
+        Ok(v)
+    }
+}
+
+const DAY_SECS: u64 = 86_400;
+const DAY_MS: u64 = DAY_SECS * 1000;
+
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
     if v == 0 {
         Err(invalid(key, "must be greater than 0"))
@@ -527,6 +539,16 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let r = &self.registrar;
         positive("registrar.min_expires_secs", r.min_expires_secs)?;
+        bounded(
+            "registrar.max_expires_secs",
+            r.max_expires_secs,
+            365 * DAY_SECS,
+        )?;
+        bounded(
+            "proxy.retry_after_secs",
+            self.proxy.retry_after_secs,
+            DAY_SECS,
+        )?;
         if r.max_expires_secs < r.min_expires_secs {
             return Err(invalid(
                 "registrar.max_expires_secs",
@@ -544,13 +566,14 @@ impl Config {
             r.max_bindings_per_aor as u64,
         )?;
         let t = &self.timers;
-        positive("timers.t1_ms", t.t1_ms)?;
+        bounded("timers.t1_ms", t.t1_ms, 60_000)?;
         if t.t2_ms < t.t1_ms {
             return Err(invalid("timers.t2_ms", "must be at least timers.t1_ms"));
         }
-        positive("timers.t4_ms", t.t4_ms)?;
-        positive("timers.timer_c_secs", t.timer_c_secs)?;
-        positive("timers.fail_over_ms", t.fail_over_ms)?;
+        bounded("timers.t2_ms", t.t2_ms, DAY_MS)?;
+        bounded("timers.t4_ms", t.t4_ms, DAY_MS)?;
+        bounded("timers.timer_c_secs", t.timer_c_secs, DAY_SECS)?;
+        bounded("timers.fail_over_ms", t.fail_over_ms, DAY_MS)?;
         let l = &self.limits;
         positive("limits.max_connections", l.max_connections as u64)?;
         if !(512..=65_535).contains(&l.max_message_bytes) {
@@ -563,8 +586,16 @@ impl Config {
         if l.max_line_bytes < 128 {
             return Err(invalid("limits.max_line_bytes", "must be at least 128"));
         }
-        positive("limits.idle_timeout_secs", l.idle_timeout_secs)?;
-        positive("limits.message_timeout_secs", l.message_timeout_secs)?;
+        bounded(
+            "limits.idle_timeout_secs",
+            l.idle_timeout_secs,
+            7 * DAY_SECS,
+        )?;
+        bounded(
+            "limits.message_timeout_secs",
+            l.message_timeout_secs,
+            DAY_SECS,
+        )?;
         positive("limits.write_queue_messages", l.write_queue_messages as u64)?;
         positive(
             "tls.handshake_timeout_secs",
@@ -649,6 +680,12 @@ mod tests {
         );
         assert!(err("[proxy]\nmode = \"edge\"").contains("`proxy.next_hops`"));
         assert!(err("[timers]\nt1_ms = 0").contains("`timers.t1_ms`"));
+        assert!(
+            err("[timers]\ntimer_c_secs = 9223372036854775807").contains("`timers.timer_c_secs`")
+        );
+        assert!(
+            err("[limits]\nidle_timeout_secs = 99999999999").contains("`limits.idle_timeout_secs`")
+        );
         assert!(
             err("[registrar]\ndefault_expires_secs = 10")
                 .contains("`registrar.default_expires_secs`")
