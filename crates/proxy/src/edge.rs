@@ -18,6 +18,7 @@ use crate::registrar::{BindingInfo, RegisterOutcome, Registrar};
 use crate::token::{BRANCH_PREFIX, Ids, branch_loop_hash, loop_hash};
 use crate::types::{
     Action, DropReason, Flow, Inbound, LimitKind, Now, Report, SendToken, Stats, Target, Transport,
+    later,
 };
 use crate::uri::{SipUri, Via};
 
@@ -747,7 +748,7 @@ impl Edge {
         };
         if !out_transport.is_reliable() {
             self.schedule(
-                now.mono + t1,
+                later(now.mono, t1),
                 TimerKind::ClientRetransmit(branch.clone(), 0),
             );
         }
@@ -757,7 +758,7 @@ impl Edge {
             self.cfg.timers.timeout()
         };
         self.schedule(
-            now.mono + timeout,
+            later(now.mono, timeout),
             TimerKind::ClientTimeout(branch.clone(), 0),
         );
         self.client.insert(branch.clone(), ct);
@@ -890,7 +891,7 @@ impl Edge {
         });
         if let Some(iv) = retransmit {
             self.schedule(
-                now.mono + iv,
+                later(now.mono, iv),
                 TimerKind::ServerRetransmit(key.to_owned(), epoch),
             );
         }
@@ -898,7 +899,7 @@ impl Edge {
             self.server.remove(key);
         } else {
             self.schedule(
-                now.mono + cleanup,
+                later(now.mono, cleanup),
                 TimerKind::ServerCleanup(key.to_owned(), epoch),
             );
         }
@@ -921,7 +922,10 @@ impl Edge {
             if linger.is_zero() {
                 self.server.remove(&key);
             } else {
-                self.schedule(now.mono + linger, TimerKind::ServerCleanup(key, epoch));
+                self.schedule(
+                    later(now.mono, linger),
+                    TimerKind::ServerCleanup(key, epoch),
+                );
             }
             return;
         }
@@ -1068,10 +1072,13 @@ impl Edge {
         );
         let t1 = self.cfg.timers.t1;
         if !target.transport().is_reliable() {
-            self.schedule(now.mono + t1, TimerKind::ClientRetransmit(key.clone(), 0));
+            self.schedule(
+                later(now.mono, t1),
+                TimerKind::ClientRetransmit(key.clone(), 0),
+            );
         }
         self.schedule(
-            now.mono + self.cfg.timers.timeout(),
+            later(now.mono, self.cfg.timers.timeout()),
             TimerKind::ClientTimeout(key.clone(), 0),
         );
         self.client.insert(
@@ -1177,12 +1184,12 @@ impl Edge {
                 let cancel = std::mem::take(&mut ct.cancel_pending);
                 if invite {
                     self.schedule(
-                        now.mono + self.cfg.timers.timer_c,
+                        later(now.mono, self.cfg.timers.timer_c),
                         TimerKind::ClientTimeout(ct_key.clone(), epoch),
                     );
                 } else {
                     self.schedule(
-                        now.mono + self.cfg.timers.timeout(),
+                        later(now.mono, self.cfg.timers.timeout()),
                         TimerKind::ClientTimeout(ct_key.clone(), epoch),
                     );
                 }
@@ -1263,7 +1270,7 @@ impl Edge {
             self.client.remove(&ct_key);
         } else {
             self.schedule(
-                now.mono + linger,
+                later(now.mono, linger),
                 TimerKind::ClientCleanup(ct_key.clone(), epoch),
             );
         }
@@ -1329,7 +1336,7 @@ impl Edge {
                 } else {
                     ct.interval.saturating_mul(2).min(timers.t2)
                 };
-                let next = now.mono + ct.interval;
+                let next = later(now.mono, ct.interval);
                 self.actions.push_back(Action::Send {
                     to: ct.target,
                     message: ct.request.clone(),
@@ -1388,7 +1395,7 @@ impl Edge {
                     return;
                 }
                 st.interval = st.interval.saturating_mul(2).min(timers.t2);
-                let next = now.mono + st.interval;
+                let next = later(now.mono, st.interval);
                 if let Some(r) = st.last_response.clone() {
                     self.actions.push_back(Action::Send {
                         to: Target::Flow(st.upstream),
@@ -1408,7 +1415,7 @@ impl Edge {
 
     fn mark_down(&mut self, hop: usize, now: Instant) {
         if let Some(slot) = self.hop_down.get_mut(hop) {
-            *slot = Some(now + self.cfg.retry_after);
+            *slot = Some(later(now, self.cfg.retry_after));
         }
     }
 

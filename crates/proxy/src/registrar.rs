@@ -346,7 +346,7 @@ impl Registrar {
                     contact,
                 },
                 flow,
-                expires_at: now + Duration::from_secs(secs),
+                expires_at: crate::types::later(now, Duration::from_secs(secs)),
                 call_id: call_id.to_owned(),
                 cseq,
                 seq: self.seq,

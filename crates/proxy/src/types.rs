@@ -271,3 +271,11 @@ pub struct Stats {
     /// Registrar bindings.
     pub bindings: usize,
 }
+
+/// `t + d` without the overflow panic of `Instant + Duration`: an absurd duration means "a year
+/// from now", which is "never" for every timer here.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(t)
+}
