@@ -1274,6 +1274,19 @@ impl Edge {
                 TimerKind::ClientCleanup(ct_key.clone(), epoch),
             );
         }
+        let hop = self.client.get(&ct_key).and_then(|c| c.hop);
+        if code == 503
+            && let (Some(i), Some(sk)) = (hop, server_key.as_deref())
+            && self
+                .server
+                .get(sk)
+                .is_some_and(|s| s.state == ServerState::Proceeding && !s.hops.is_empty())
+        {
+            // RFC 3263 §4.3: a 503 from a next hop means "try the next one".
+            self.mark_down(i, now.mono);
+            self.try_next_hop(sk, Failure::Transport, now);
+            return;
+        }
         if let Some(sk) = server_key {
             pop_via(&mut msg);
             let still_open = self

@@ -669,3 +669,25 @@ fn transaction_limit_answers_503() {
             .contains(&Report::Limit(sagw_proxy::LimitKind::Transactions))
     );
 }
+
+#[test]
+fn a_503_from_a_next_hop_fails_over() {
+    let mut h = with_hops(2);
+    let sent = h.feed(alice(), &invite("z9hG4bKh503", "carol", 70));
+    let first = sent[1].msg.clone();
+    assert_eq!(sent[1].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    let hop1 = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let busy = build_response(&first, 503, "Service Unavailable", Some("s"), &[]).unwrap();
+    let sent = h.feed_msg(hop1, busy);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].msg.method(), Some("ACK"), "the 503 is acknowledged");
+    assert_eq!(sent[0].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    assert_eq!(sent[1].to.addr(), "203.0.113.2:5060".parse().unwrap());
+    assert_eq!(sent[1].msg.method(), Some("INVITE"));
+    // A 503 from the last hop is passed on.
+    let hop2 = flow(10, Transport::Tcp, "203.0.113.2:5060");
+    let busy = build_response(&sent[1].msg, 503, "Service Unavailable", Some("s"), &[]).unwrap();
+    let sent = h.feed_msg(hop2, busy);
+    assert_eq!(sent.last().unwrap().to, Target::Flow(alice()));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(503));
+}
