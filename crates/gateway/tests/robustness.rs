@@ -423,3 +423,135 @@ async fn connection_limit_refuses_extra_connections() {
     );
     gw.shutdown(support::WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_next_hop_is_verified_against_the_configured_ca() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::AsyncReadExt;
+    // A next hop with its own self-signed certificate for 127.0.0.1.
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    let ca = std::env::temp_dir().join(format!(
+        "sagw-hop-ca-{}-{}.pem",
+        std::process::id(),
+        unique()
+    ));
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let server_cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(pair.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let server_cfg2 = server_cfg.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hop = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_cfg))
+            .accept(tcp)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut have = 0;
+        let req = loop {
+            let n = tls.read(&mut buf[have..]).await.unwrap();
+            assert!(n > 0);
+            have += n;
+            if let Some(m) = support::Msg::parse(&buf[..have]) {
+                break m;
+            }
+        };
+        assert_eq!(req.method(), Some("MESSAGE"));
+        assert!(
+            req.all("Via")[0].starts_with("SIP/2.0/TLS "),
+            "{:?}",
+            req.all("Via")
+        );
+        tls.write_all(req.reply(200, "OK", "hop", "").as_bytes())
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        // Keep the connection until the test ends.
+        let _ = tls.read(&mut buf).await;
+    });
+    let dir = std::env::temp_dir().join(format!("sagw-it-hop-{}-{}", std::process::id(), unique()));
+    let text = format!(
+        "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[tls]\ngenerated_dir = \"{}\"\nnext_hop_ca = \"{}\"\n\
+[proxy]\nnext_hops = [\"tls:127.0.0.1:{port}\"]\n[metrics]\nlisten = \"\"\n",
+        dir.display(),
+        ca.display()
+    );
+    let settings = sagw_gateway::Config::parse(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gw = sagw_gateway::start(settings).await.unwrap();
+    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+    alice
+        .send(&alice.request(
+            "MESSAGE",
+            "carol",
+            "z9hG4bKtlshop",
+            &format!("th-{}", unique()),
+            1,
+            "hi",
+        ))
+        .await;
+    let r = alice.recv_where("final", |m| m.status() >= Some(200)).await;
+    assert_eq!(r.status(), Some(200));
+    gw.shutdown(support::WAIT).await;
+    hop.abort();
+
+    // A CA that did not sign the next hop's certificate: the handshake fails, the client gets 503.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&other)
+        .unwrap();
+    std::fs::write(&ca, other.pem()).unwrap();
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let iport = impostor.local_addr().unwrap().port();
+    let imp = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = impostor.accept().await else {
+                return;
+            };
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_cfg2.clone()));
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    let text = text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{iport}"));
+    let settings = sagw_gateway::Config::parse(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gw = sagw_gateway::start(settings).await.unwrap();
+    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+    alice
+        .send(&alice.request(
+            "MESSAGE",
+            "carol",
+            "z9hG4bKtlsbad",
+            &format!("tb-{}", unique()),
+            1,
+            "hi",
+        ))
+        .await;
+    let r = alice.recv_where("final", |m| m.status() >= Some(200)).await;
+    assert_eq!(r.status(), Some(503));
+    gw.shutdown(support::WAIT).await;
+    imp.abort();
+    let _ = std::fs::remove_file(&ca);
+}
