@@ -218,7 +218,9 @@ start_sagw() {
         return 1
     fi
     sleep 0.5
-    SERVER_NOTE[sagw]="sagw $("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), git $(cd "$ROOT" && git rev-parse --short HEAD)"
+    local threads
+    threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
+    SERVER_NOTE[sagw]="$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
 # ---------------------------------------------------------------- sipp
