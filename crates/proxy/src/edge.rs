@@ -66,7 +66,10 @@ struct ServerTx {
     note: Option<AuthNote>,
     state: ServerState,
     last_response: Option<Message>,
-    client_key: Option<String>,
+    /// Client transactions, one per branch (several when a request forks to every binding).
+    branches: Vec<String>,
+    /// The best non-2xx final response of the finished branches (RFC 3261 §16.7 step 6).
+    best: Option<Message>,
     started: Instant,
     to_tag: String,
     loop_hash: String,
@@ -89,6 +92,8 @@ struct ClientTx {
     cancel_pending: bool,
     hop: Option<usize>,
     ack: Option<Message>,
+    /// Timer C fired and the branch was cancelled: the next timeout gives up on it.
+    timer_c_fired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +127,8 @@ impl PartialOrd for TimerEntry {
 /// Where routing sends a request.
 enum Dest {
     Flow(Flow, Option<BindingInfo>),
+    /// Every live binding of an AOR, most recent first (parallel forking).
+    Fork(Vec<(Flow, BindingInfo)>),
     Addr(Transport, std::net::SocketAddr),
     Hops,
 }
@@ -500,7 +507,8 @@ impl Edge {
             note,
             state: ServerState::Proceeding,
             last_response: None,
-            client_key: None,
+            branches: Vec::new(),
+            best: None,
             started: now.mono,
             to_tag: self.ids.unique(),
             loop_hash: lh,
@@ -515,6 +523,18 @@ impl Edge {
         match dest {
             Ok(Dest::Flow(f, binding)) => {
                 self.forward(&key, forward, Target::Flow(f), binding, None, now);
+            }
+            Ok(Dest::Fork(bindings)) => {
+                for (f, info) in bindings {
+                    self.forward(
+                        &key,
+                        forward.clone(),
+                        Target::Flow(f),
+                        Some(info),
+                        None,
+                        now,
+                    );
+                }
             }
             Ok(Dest::Addr(transport, addr)) => {
                 self.forward(
@@ -559,7 +579,8 @@ impl Edge {
             note,
             state: ServerState::Proceeding,
             last_response: None,
-            client_key: None,
+            branches: Vec::new(),
+            best: None,
             started: now.mono,
             to_tag: self.ids.unique(),
             loop_hash: String::new(),
@@ -639,8 +660,23 @@ impl Edge {
             Mode::Registrar => self.serves(&uri),
             Mode::Edge => !from_client,
         };
-        if local_lookup && let Some(b) = self.registrar.lookup(&uri.aor(), now).first() {
-            return Ok(Dest::Flow(b.flow, Some(b.info.clone())));
+        if local_lookup {
+            let bindings: Vec<(Flow, BindingInfo)> = self
+                .registrar
+                .lookup(&uri.aor(), now)
+                .into_iter()
+                .map(|b| (b.flow, b.info.clone()))
+                .collect();
+            match bindings.len() {
+                0 => {}
+                1 => {
+                    let (f, info) = bindings.into_iter().next().unzip();
+                    if let Some(f) = f {
+                        return Ok(Dest::Flow(f, info));
+                    }
+                }
+                _ => return Ok(Dest::Fork(bindings)),
+            }
         }
         if self.cfg.local.is_local(uri.host, uri.port, uri.transport()) && uri.user.is_none() {
             return Err(404);
@@ -745,6 +781,7 @@ impl Edge {
             cancel_pending: false,
             hop,
             ack: None,
+            timer_c_fired: false,
         };
         if !out_transport.is_reliable() {
             self.schedule(
@@ -763,7 +800,7 @@ impl Edge {
         );
         self.client.insert(branch.clone(), ct);
         if let Some(st) = self.server.get_mut(key) {
-            st.client_key = Some(branch);
+            st.branches.push(branch);
         }
     }
 
@@ -950,6 +987,15 @@ impl Edge {
             .unwrap_or_default();
         let target = match self.route(&mut msg, &flow, from_client, now.mono) {
             Ok(Dest::Flow(f, _)) => Target::Flow(f),
+            // A 2xx ACK carries our Route (Record-Route was added): an AOR lookup here is a
+            // peer without a route set; the most recent binding is the best guess.
+            Ok(Dest::Fork(b)) => match b.first() {
+                Some((f, _)) => Target::Flow(*f),
+                None => {
+                    self.report(Report::Dropped(DropReason::Stray));
+                    return;
+                }
+            },
             Ok(Dest::Addr(transport, addr)) => Target::Addr { transport, addr },
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
                 Some(h) => Target::Addr {
@@ -1010,7 +1056,7 @@ impl Edge {
         };
         let tag = st.to_tag.clone();
         let proceeding = st.state == ServerState::Proceeding;
-        let ck = st.client_key.clone();
+        let branches = st.branches.clone();
         if let Some(ok) = build_response(&msg, 200, "OK", Some(&tag), &[]) {
             self.emit(
                 Target::Flow(flow),
@@ -1030,20 +1076,88 @@ impl Edge {
         if let Some(st) = self.server.get_mut(&key) {
             st.hops.clear();
         }
-        match ck {
-            Some(ck) => {
-                let state = self.client.get(&ck).map(|c| c.state);
-                match state {
-                    Some(ClientState::Proceeding) => self.send_cancel(&ck, now),
-                    Some(ClientState::Trying) => {
-                        if let Some(ct) = self.client.get_mut(&ck) {
-                            ct.cancel_pending = true;
-                        }
+        if branches.is_empty() {
+            self.respond(&key, 487, &[], now);
+        } else {
+            self.cancel_branches(&key, None, now);
+        }
+    }
+
+    /// CANCEL every unfinished branch of server transaction `sk` but `except` (RFC 3261
+    /// §16.10; a branch with no provisional response yet is cancelled when one arrives).
+    fn cancel_branches(&mut self, sk: &str, except: Option<&str>, now: Now) {
+        let branches = self
+            .server
+            .get(sk)
+            .map(|s| s.branches.clone())
+            .unwrap_or_default();
+        for ck in branches.iter().filter(|k| Some(k.as_str()) != except) {
+            match self.client.get(ck).map(|c| c.state) {
+                Some(ClientState::Proceeding) => self.send_cancel(ck, now),
+                Some(ClientState::Trying) => {
+                    if let Some(ct) = self.client.get_mut(ck) {
+                        ct.cancel_pending = true;
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            None => self.respond(&key, 487, &[], now),
+        }
+    }
+
+    /// True when a branch of `sk` other than `except` has no final response yet.
+    fn other_pending(&self, sk: &str, except: &str) -> bool {
+        self.server.get(sk).is_some_and(|st| {
+            st.branches.iter().any(|k| {
+                k != except
+                    && self
+                        .client
+                        .get(k)
+                        .is_some_and(|c| c.state != ClientState::Completed)
+            })
+        })
+    }
+
+    /// A branch ended with a non-2xx final response (received, or made up for a timeout or a
+    /// dead flow): answer now, or keep the best one until the other branches end (RFC 3261
+    /// §16.7 steps 5-6; a 6xx ends the search and cancels the rest).
+    fn branch_final(&mut self, sk: &str, ct_key: &str, resp: Message, now: Now) {
+        let code = resp.status_code().unwrap_or(500);
+        let pending = self.other_pending(sk, ct_key);
+        if code >= 600 && pending {
+            self.cancel_branches(sk, Some(ct_key), now);
+        }
+        let Some(st) = self.server.get_mut(sk) else {
+            return;
+        };
+        let rank = |c: u16| if c >= 600 { 0 } else { c };
+        let better = st
+            .best
+            .as_ref()
+            .is_none_or(|b| rank(code) < rank(b.status_code().unwrap_or(699)));
+        if better {
+            st.best = Some(resp);
+        }
+        if pending && code < 600 {
+            return;
+        }
+        if let Some(best) = st.best.take() {
+            self.send_upstream(sk, best, now);
+        }
+    }
+
+    /// [`Edge::branch_final`] with a response of our own.
+    fn branch_failed(&mut self, sk: &str, ct_key: &str, code: u16, now: Now) {
+        let resp = self.server.get(sk).and_then(|st| {
+            build_response(
+                &st.request,
+                code,
+                reason_phrase(code),
+                Some(&st.to_tag),
+                &[],
+            )
+        });
+        if let Some(resp) = resp {
+            self.branch_final(sk, ct_key, resp, now);
         }
     }
 
@@ -1095,6 +1209,7 @@ impl Edge {
                 cancel_pending: false,
                 hop: None,
                 ack: None,
+                timer_c_fired: false,
             },
         );
     }
@@ -1293,12 +1408,17 @@ impl Edge {
                 .server
                 .get(&sk)
                 .is_some_and(|s| s.state == ServerState::Proceeding);
-            if still_open {
+            if still_open && (200..300).contains(&code) {
                 self.send_upstream(&sk, msg, now);
-            } else if (200..300).contains(&code)
+                self.cancel_branches(&sk, Some(&ct_key), now);
+            } else if still_open {
+                self.branch_final(&sk, &ct_key, msg, now);
+            } else if invite
+                && (200..300).contains(&code)
                 && let Some(up) = self.server.get(&sk).map(|s| s.upstream)
             {
-                // A 2xx after we already answered (e.g. 408 on Timer C): still end to end.
+                // An INVITE 2xx after we already answered (another fork's 2xx, or after a
+                // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
                 self.emit(
                     Target::Flow(up),
                     msg,
@@ -1373,15 +1493,18 @@ impl Edge {
                     self.client.remove(&key);
                     return;
                 }
-                if invite && state == ClientState::Proceeding {
-                    // Timer C: give up on the callee, cancel downstream, 408 upstream. Keep the
-                    // client transaction to ACK the 487 that follows.
+                let timer_c_fired = ct.timer_c_fired;
+                if invite && state == ClientState::Proceeding && !timer_c_fired {
+                    // Timer C (RFC 3261 §16.8): cancel the branch; its 487 is its final
+                    // response. Keep the client transaction to ACK it, and give up on it if
+                    // even that never comes.
                     self.send_cancel(&key, now);
                     if let Some(ct) = self.client.get_mut(&key) {
                         ct.epoch += 1;
-                    }
-                    if let Some(sk) = sk {
-                        self.respond(&sk, 408, &[], now);
+                        ct.timer_c_fired = true;
+                        let epoch = ct.epoch;
+                        let at = later(now.mono, self.cfg.timers.timeout());
+                        self.schedule(at, TimerKind::ClientTimeout(key, epoch));
                     }
                     return;
                 }
@@ -1391,8 +1514,10 @@ impl Edge {
                 {
                     self.mark_down(i, now.mono);
                 }
-                if let Some(sk) = sk {
-                    self.try_next_hop(&sk, Failure::Timeout, now);
+                match (sk, hop) {
+                    (Some(sk), Some(_)) => self.try_next_hop(&sk, Failure::Timeout, now),
+                    (Some(sk), None) => self.branch_failed(&sk, &key, 408, now),
+                    (None, _) => {}
                 }
             }
             TimerKind::ClientCleanup(key, epoch) => {
@@ -1450,7 +1575,7 @@ impl Edge {
                 self.mark_down(i, now.mono);
                 self.try_next_hop(&sk, Failure::Transport, now);
             }
-            None => self.respond(&sk, 480, &[], now),
+            None => self.branch_failed(&sk, &token.0, 480, now),
         }
     }
 }

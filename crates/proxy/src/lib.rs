@@ -15,7 +15,9 @@
 //! * double Record-Route (RFC 5658) with HMAC-protected flow tokens (RFC 5626 style) so in-dialog
 //!   requests reach a client over the connection it used, even behind NAT;
 //! * an embedded registrar ([`Registrar`]) storing the flow, `+sip.instance` and MS `epid` with
-//!   each binding, or, in [`Mode::Edge`], REGISTER forwarded with a Path header;
+//!   each binding, requests to an AOR forked in parallel to every binding (first 2xx wins, the
+//!   rest are cancelled, else the best failure), or, in [`Mode::Edge`], REGISTER forwarded with a
+//!   Path header;
 //! * a static list of next hops with fail-over; unreachable -> 503 with Retry-After;
 //! * the authentication hook ([`ClientAuth`]): every message from a client passes an inbound
 //!   stage, every message to a client an outbound stage that runs last.

@@ -691,3 +691,145 @@ fn a_503_from_a_next_hop_fails_over() {
     assert_eq!(sent.last().unwrap().to, Target::Flow(alice()));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(503));
 }
+
+/// bob signed in from two devices: a UDP one (epid b1) and a TLS one (epid b2).
+fn two_devices() -> (H, Flow, Flow) {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    let d1 = bob();
+    let d2 = flow(3, Transport::Tls, "198.51.100.9:50000");
+    for (f, epid, cseq) in [(d1, "b1", 1), (d2, "b2", 2)] {
+        let t = f.transport.via_token();
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{t} 10.0.0.6;branch=z9hG4bKd{epid}\r\n\
+From: <sip:bob@example.com>;tag=d{epid};epid={epid}\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-{epid}\r\n\
+CSeq: {cseq} REGISTER\r\nContact: <sip:bob@10.0.0.6:{cseq}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(h.feed(f, &reg)[0].msg.status_code(), Some(200));
+    }
+    (h, d1, d2)
+}
+
+fn fork_invite(h: &mut H, branch: &str) -> (Message, Message) {
+    let sent = h.feed(alice(), &invite(branch, "bob", 70));
+    assert_eq!(sent.len(), 3, "100 + one INVITE per device: {sent:?}");
+    assert_eq!(sent[0].msg.status_code(), Some(100));
+    // Most recent binding first.
+    assert_eq!(sent[1].to.transport(), Transport::Tls);
+    assert_eq!(sent[2].to.transport(), Transport::Udp);
+    assert_ne!(
+        vias(&sent[1].msg)[0],
+        vias(&sent[2].msg)[0],
+        "one branch per fork"
+    );
+    (sent[2].msg.clone(), sent[1].msg.clone())
+}
+
+#[test]
+fn forks_to_every_device_first_2xx_wins_and_cancels_the_rest() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKf1");
+    // Both ring; d1 answers; d2 gets a CANCEL; its 487 is ACKed and goes no further.
+    assert_eq!(
+        h.feed_msg(d1, answer(&to_d1, 180, "Ringing"))[0].to,
+        Target::Flow(alice())
+    );
+    assert_eq!(
+        h.feed_msg(d2, answer(&to_d2, 180, "Ringing"))[0].to,
+        Target::Flow(alice())
+    );
+    let sent = h.feed_msg(d1, answer(&to_d1, 200, "OK"));
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    assert_eq!(sent[1].to, Target::Flow(d2));
+    assert_eq!(sent[1].msg.method(), Some("CANCEL"));
+    let sent = h.feed_msg(d2, answer(&to_d2, 487, "Request Terminated"));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg.method(), Some("ACK"));
+    assert_eq!(sent[0].to, Target::Flow(d2));
+}
+
+#[test]
+fn forks_wait_for_every_branch_and_send_the_best_failure() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKf2");
+    // d2 is busy: ACKed, held while d1 is still pending.
+    let sent = h.feed_msg(d2, answer(&to_d2, 486, "Busy Here"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg.method(), Some("ACK"));
+    // d1 rejects too: the best of the two goes to alice.
+    let sent = h.feed_msg(d1, answer(&to_d1, 480, "Temporarily Unavailable"));
+    assert_eq!(sent.last().unwrap().to, Target::Flow(alice()));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(480));
+    assert_eq!(
+        sent.iter()
+            .filter(|s| s.to == Target::Flow(alice()))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_6xx_from_one_fork_ends_the_search() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKf3");
+    h.feed_msg(d1, answer(&to_d1, 180, "Ringing"));
+    let sent = h.feed_msg(d2, answer(&to_d2, 603, "Decline"));
+    let to_alice: Vec<_> = sent
+        .iter()
+        .filter(|s| s.to == Target::Flow(alice()))
+        .collect();
+    assert_eq!(to_alice.len(), 1);
+    assert_eq!(to_alice[0].msg.status_code(), Some(603));
+    assert!(
+        sent.iter()
+            .any(|s| s.to == Target::Flow(d1) && s.msg.method() == Some("CANCEL")),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn forked_message_answers_once() {
+    let (mut h, d1, d2) = two_devices();
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfm\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:bob@example.com>\r\nCall-ID: fm\r\n\
+CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    assert_eq!(sent.len(), 2);
+    let (m2, m1) = (sent[0].msg.clone(), sent[1].msg.clone());
+    let ok = h.feed_msg(d1, build_response(&m1, 200, "OK", Some("x"), &[]).unwrap());
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].to, Target::Flow(alice()));
+    let again = h.feed_msg(d2, build_response(&m2, 200, "OK", Some("y"), &[]).unwrap());
+    assert!(again.is_empty(), "second 200 absorbed: {again:?}");
+}
+
+#[test]
+fn timer_c_cancels_the_ringing_branch() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.timers.timer_c = Duration::from_secs(10);
+    let mut h = H::new(cfg);
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(alice(), &invite("z9hG4bKtc", "bob", 70));
+    let fwd = sent[1].msg.clone();
+    h.feed_msg(bob(), answer(&fwd, 180, "Ringing"));
+    let sent = h.advance(Duration::from_secs(11));
+    let cancel: Vec<_> = sent
+        .iter()
+        .filter(|s| s.msg.method() == Some("CANCEL"))
+        .collect();
+    // Sent at Timer C, then retransmitted over UDP (T1 = 500 ms) with the same bytes.
+    assert_eq!(cancel.len(), 2, "{sent:?}");
+    assert_eq!(cancel[0].to, Target::Flow(bob()));
+    assert_eq!(cancel[0].msg.to_bytes(), cancel[1].msg.to_bytes());
+    // bob never answers the CANCEL: after 64*T1 alice gets 408.
+    let sent = h.advance(Duration::from_secs(40));
+    let last = sent
+        .iter()
+        .rev()
+        .find(|s| s.to == Target::Flow(alice()))
+        .unwrap();
+    assert_eq!(last.msg.status_code(), Some(408));
+    assert_eq!(h.edge.stats().client_transactions, 0);
+}
