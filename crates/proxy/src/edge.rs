@@ -368,15 +368,29 @@ impl Edge {
             }
             return;
         }
+        stamp_via(&mut msg, &flow);
+        let Some(top) = top_via(&msg) else { return };
+        let Some(via) = Via::parse(&top) else { return };
+        // Authentication comes after transaction matching: a retransmission repeats the last
+        // response without being judged again (its signature's cnum or its Digest nonce count was
+        // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
+        // this same flow belongs to a request that was authenticated already (CANCEL can never be
+        // challenged, RFC 3261 §22.1).
         let mut note = None;
-        if from_client {
+        let belongs_to_open_transaction = matches!(method.as_str(), "ACK" | "CANCEL")
+            && self.server.get(&server_key(&via, "INVITE", &msg)).is_some_and(|st| {
+                st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+            });
+        let retransmission = !matches!(method.as_str(), "ACK" | "CANCEL")
+            && self.server.contains_key(&server_key(&via, &method, &msg));
+        if from_client && !belongs_to_open_transaction && !retransmission {
             let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
                 flow,
                 now,
                 flow_binding: binding.as_ref(),
             };
-            match self.auth.inbound(&msg, &ctx) {
+            match self.auth.inbound(&mut msg, &ctx) {
                 InboundVerdict::Continue { note: n } => note = n,
                 InboundVerdict::Respond(resp) => {
                     self.emit(
@@ -397,9 +411,6 @@ impl Edge {
                 }
             }
         }
-        stamp_via(&mut msg, &flow);
-        let Some(top) = top_via(&msg) else { return };
-        let Some(via) = Via::parse(&top) else { return };
         match method.as_str() {
             "ACK" => {
                 let key = server_key(&via, "INVITE", &msg);
@@ -1057,6 +1068,7 @@ impl Edge {
         let tag = st.to_tag.clone();
         let proceeding = st.state == ServerState::Proceeding;
         let branches = st.branches.clone();
+        let note = st.note.clone();
         if let Some(ok) = build_response(&msg, 200, "OK", Some(&tag), &[]) {
             self.emit(
                 Target::Flow(flow),
@@ -1065,7 +1077,7 @@ impl Edge {
                 OutboundKind::Response,
                 None,
                 Some(&msg),
-                None,
+                note.as_ref(),
                 now,
             );
         }
@@ -1223,7 +1235,7 @@ impl Edge {
                 flow_binding: binding.as_ref(),
             };
             if !matches!(
-                self.auth.inbound(&msg, &ctx),
+                self.auth.inbound(&mut msg, &ctx),
                 InboundVerdict::Continue { .. }
             ) {
                 self.report(Report::Dropped(DropReason::Auth));

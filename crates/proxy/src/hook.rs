@@ -102,8 +102,10 @@ impl std::fmt::Debug for OutboundContext<'_> {
 /// The authentication stage. Both methods default to "do nothing", so `NoAuth` (or any
 /// `impl ClientAuth for X {}`) is a pass-through.
 pub trait ClientAuth: Send {
-    /// Judge a message from a client.
-    fn inbound(&mut self, msg: &Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+    /// Judge a message from a client. A request that is let through may be edited first (the
+    /// authentication stage removes the credentials meant for this gateway and asserts the
+    /// identity it proved).
+    fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
         let _ = (msg, ctx);
         InboundVerdict::Continue { note: None }
     }

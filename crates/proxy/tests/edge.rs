@@ -559,7 +559,7 @@ Call-ID: e2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
 struct Recorder(Arc<Mutex<Vec<String>>>);
 
 impl ClientAuth for Recorder {
-    fn inbound(&mut self, msg: &Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+    fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
         self.0
             .lock()
             .unwrap()
