@@ -21,7 +21,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="$HERE/results"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 GATEWAY_CONFIG="${GATEWAY_CONFIG:-$HERE/gateway.toml}"
-PORT="${PORT:-15060}"
+PORT="${PORT:-25060}"
 SERVER="127.0.0.1:$PORT"
 SIP_DOMAIN="${SIP_DOMAIN:-example.com}"
 NTLM_DOMAIN="${NTLM_DOMAIN:-EXAMPLE}"
@@ -45,13 +45,19 @@ CLIENT="$TARGET/release/sagw-client"
   echo "run.sh: $GATEWAY_CONFIG is not a valid gateway configuration (see docs/configuration.md)" >&2
   exit 3
 }
-"$SAGW" --config "$GATEWAY_CONFIG" --log-level warn run >"$OUT/gateway.log" 2>&1 &
+sed "s/25060/$PORT/g" "$GATEWAY_CONFIG" >"$OUT/gateway.toml"
+"$SAGW" --config "$OUT/gateway.toml" --log-level warn run >"$OUT/gateway.log" 2>&1 &
 GW=$!
 trap 'kill "$GW" 2>/dev/null || true; wait "$GW" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
+if ! kill -0 "$GW" 2>/dev/null; then
+  echo "run.sh: the gateway did not start:" >&2
+  cat "$OUT/gateway.log" >&2
+  exit 3
+fi
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$GW/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$GW/status"; }
