@@ -41,8 +41,14 @@ fn main() {
             continue;
         };
         let mut ok = response_to(&req, 200, "OK", &[]);
-        core.sign(&mut ok, &sa, sagw_auth::ChallengeFamily::Www, t0(), &mut rng)
-            .expect("sign");
+        core.sign(
+            &mut ok,
+            &sa,
+            sagw_auth::ChallengeFamily::Www,
+            t0(),
+            &mut rng,
+        )
+        .expect("sign");
         signed += 1;
     }
     println!("{} SAs, {signed} responses signed", core.sas().len());

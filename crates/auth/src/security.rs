@@ -742,9 +742,11 @@ impl SecurityCore {
                 None => return fail(Reason::UnsupportedScheme, false),
             },
         };
+        // -sess variants share the base algorithm's HA1. (userhash=true clients are not supported:
+        // their username is a hash the store cannot index; they fail as an unknown user.)
         let Some(ha1) = self
             .credentials
-            .digest_ha1(resp.username, resp.realm, algorithm)
+            .digest_ha1(resp.username, resp.realm, algorithm.base())
         else {
             return fail(Reason::UnknownUser, false);
         };
@@ -755,12 +757,13 @@ impl SecurityCore {
                 return fail(reason, reason == Reason::StaleNonce);
             }
         };
-        if let Err(e) = d
-            .counter
-            .lock()
-            .check_and_record(resp.nonce, verified.nc, now)
+        // The ACK of a 2xx repeats the INVITE's credentials, nonce count included (RFC 3261 §22.1);
+        // an ACK gets no response, so accepting its count twice gives a replayer nothing.
+        if msg.method() != Some("ACK")
+            && let Err(e) = d.counter.lock().check_verified(&verified, now)
         {
-            return fail(digest_reason(&e), false);
+            let reason = digest_reason(&e);
+            return fail(reason, reason == Reason::StaleNonce);
         }
         let mut salt = [0u8; 8];
         rng.fill_bytes(&mut salt);
@@ -806,6 +809,26 @@ impl SecurityCore {
                 reason: Reason::SaMismatch,
             }
         }
+    }
+
+    /// Removes the credentials meant for this gateway (our schemes and realms) before a request is
+    /// forwarded: the next hop trusts the identity the gateway asserts, not the client's proof.
+    /// Credentials for other realms (a server further on) stay.
+    pub fn strip_credentials(&self, msg: &mut Message) -> usize {
+        let ours: Vec<usize> = msg
+            .headers()
+            .enumerate()
+            .filter(|(_, h)| {
+                (h.name.eq_ignore_ascii_case("Authorization")
+                    || h.name.eq_ignore_ascii_case("Proxy-Authorization"))
+                    && AuthHeader::parse(h.value).is_ok_and(|a| self.is_ours(&a))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in ours.iter().rev() {
+            msg.remove_header_at(*i);
+        }
+        ours.len()
     }
 
     // ------------------------------------------------------------------------------------------
