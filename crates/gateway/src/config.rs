@@ -274,6 +274,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
+    /// `[auth]`
+    pub auth: crate::auth_config::AuthSection,
 }
 
 impl Config {
@@ -376,6 +378,8 @@ pub struct Settings {
     pub write_queue: usize,
     /// Metrics endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Client authentication; `None` when `[auth] enabled = false`.
+    pub auth: Option<crate::auth_config::AuthSettings>,
 }
 
 fn opt_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
@@ -603,6 +607,7 @@ impl Config {
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
+        let auth = self.auth.validate()?;
         Ok(Settings {
             log_level: self.log.level.clone(),
             log_format,
@@ -644,6 +649,7 @@ impl Config {
             message_timeout: Duration::from_secs(l.message_timeout_secs),
             write_queue: l.write_queue_messages,
             metrics,
+            auth,
         })
     }
 }

@@ -50,6 +50,9 @@ pub enum StartError {
     /// No randomness for the proxy secret.
     #[error("system random source unavailable")]
     Random,
+    /// The authentication stage could not be set up.
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 enum Event {
@@ -170,15 +173,43 @@ fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<S
     (host, aliases)
 }
 
-/// Bind everything and start serving, with no authentication stage.
+/// Bind everything and start serving, with the authentication stage `[auth]` describes (none when
+/// it is disabled).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
-    start_with_auth(settings, Box::new(NoAuth)).await
+    let Some(a) = settings.auth.clone() else {
+        warn!(
+            "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
+        );
+        return start_inner(settings, Box::new(NoAuth), None).await;
+    };
+    let mut rng = crate::auth::OsRng::new()?;
+    let core = Arc::new(crate::auth::build_core(&a, &mut rng)?);
+    let schemes: Vec<&str> = [
+        (a.kerberos, "kerberos"),
+        (a.ntlm, "ntlm"),
+        (a.digest, "digest"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    info!(schemes = ?schemes, realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
+    let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone());
+    start_inner(settings, Box::new(stage), Some(core)).await
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
 pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
+) -> Result<Running, StartError> {
+    start_inner(settings, auth, None).await
+}
+
+async fn start_inner(
+    settings: Settings,
+    auth: Box<dyn ClientAuth>,
+    core: Option<Arc<sagw_auth::SecurityCore>>,
 ) -> Result<Running, StartError> {
     let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
     let udp = match settings.udp {
@@ -247,6 +278,9 @@ pub async fn start_with_auth(
     let edge = Edge::with_auth(cfg, auth);
 
     let metrics = Arc::new(Metrics::default());
+    if let Some(core) = &core {
+        let _ = metrics.auth.set(core.clone());
+    }
     let (events_tx, events_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -275,6 +309,19 @@ pub async fn start_with_auth(
     }
     if let Some(l) = tls_listener {
         tasks.push(tokio::spawn(accept_task(l, acceptor, shared.clone())));
+    }
+    if let Some(core) = core {
+        // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them.
+        let mut stop = shared.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { core.expire(SystemTime::now()); }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
     }
     if let Some(l) = metrics_listener {
         let m = metrics.clone();

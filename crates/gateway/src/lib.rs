@@ -5,15 +5,21 @@
 //!   owns [`sagw_proxy::Edge`];
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
 //! * [`metrics`]: Prometheus text endpoint;
-//! * [`logging`]: tracing set-up and redaction of SIP messages.
+//! * [`logging`]: tracing set-up and redaction of SIP messages;
+//! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
+//!   security core on every message to and from clients; [`users`]: the credentials file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
+#[allow(missing_docs)]
+pub mod auth_config;
 pub mod config;
 pub mod driver;
 pub mod logging;
 pub mod metrics;
 pub mod tls;
+pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
 pub use driver::{Running, StartError, start, start_with_auth};

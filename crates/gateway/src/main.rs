@@ -34,6 +34,80 @@ enum Command {
     Run,
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
+    /// Manage the credentials file of `[auth] credentials` (hashes only, mode 600).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add or replace a user; the password is read from the first line of standard input.
+    Add {
+        /// Account name (as clients send it in NTLM and Digest).
+        name: String,
+        /// SIP identity, when it is not sip:<name>@<auth.sip_domain>.
+        #[arg(long)]
+        sip: Option<String>,
+    },
+    /// Remove a user.
+    Remove {
+        /// Account name.
+        name: String,
+    },
+    /// List the users.
+    List,
+}
+
+fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
+    let mut section = cfg.auth.clone();
+    // The file is managed even while authentication is switched off.
+    section.enabled = true;
+    let auth = match section.validate() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::from(2),
+        Err(e) => {
+            eprintln!("sagw: invalid [auth] configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match action {
+        UserAction::Add { name, sip } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("sagw: cannot read the password from standard input");
+                return ExitCode::from(2);
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("sagw: empty password (give it on the first line of standard input)");
+                return ExitCode::from(2);
+            }
+            sagw_gateway::users::add(&auth, name, password, sip.as_deref())
+                .map(|()| format!("user {name} saved in {}", auth.credentials.display()))
+        }
+        UserAction::Remove { name } => sagw_gateway::users::remove(&auth, name).map(|found| {
+            if found {
+                format!("user {name} removed")
+            } else {
+                format!("no user {name}")
+            }
+        }),
+        UserAction::List => sagw_gateway::users::list(&auth).map(|v| v.join("\n")),
+    };
+    match result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sagw: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
@@ -57,6 +131,15 @@ fn main() -> ExitCode {
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
+    if let Some(Command::User { action }) = &cli.command {
+        return match load(&cli) {
+            Ok(cfg) => user_command(action, &cfg),
+            Err(e) => {
+                eprintln!("sagw: invalid configuration ({source}): {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match load(&cli).and_then(|c| c.validate().map_err(|e| e.to_string())) {
         Ok(s) => s,
         Err(e) => {

@@ -78,6 +78,9 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     /// Gauges.
     pub gauges: Gauges,
+    /// The security core, when authentication is on: its counters are rendered too, and the
+    /// admin endpoints list and revoke its SAs.
+    pub auth: std::sync::OnceLock<std::sync::Arc<sagw_auth::SecurityCore>>,
 }
 
 const HELP: [(&str, &str, &str); 8] = [
@@ -286,7 +289,13 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let req = String::from_utf8_lossy(buf.get(..used).unwrap_or(&[]));
             let ok = req.starts_with("GET /metrics ") || req.starts_with("GET / ");
             let (status, body) = if ok {
-                ("200 OK", metrics.render())
+                let mut body = metrics.render();
+                if let Some(core) = metrics.auth.get() {
+                    body.push_str(&render_auth(core));
+                }
+                ("200 OK", body)
+            } else if let Some(core) = metrics.auth.get() {
+                admin(&req, core)
             } else {
                 ("404 Not Found", "not found\n".to_owned())
             };
@@ -297,6 +306,154 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+/// The security core's counters in Prometheus text format.
+pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
+    let c = core.counters().snapshot();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        "sagw_auth_challenges_total",
+        "counter",
+        "Challenges (401/407) sent",
+    );
+    family(
+        "sagw_auth_handshakes_total",
+        "counter",
+        "Handshakes by scheme and outcome",
+    );
+    family(
+        "sagw_auth_handshake_failures_total",
+        "counter",
+        "Failed handshakes by scheme and reason",
+    );
+    family(
+        "sagw_auth_signatures_total",
+        "counter",
+        "Client signatures verified and server signatures made, by scheme",
+    );
+    family(
+        "sagw_auth_signature_failures_total",
+        "counter",
+        "Client signatures refused by scheme and reason",
+    );
+    family(
+        "sagw_auth_sa_events_total",
+        "counter",
+        "Security association events",
+    );
+    family(
+        "sagw_auth_security_associations",
+        "gauge",
+        "Established security associations",
+    );
+    family(
+        "sagw_auth_pending_handshakes",
+        "gauge",
+        "Handshakes in progress",
+    );
+    let _ = writeln!(out, "sagw_auth_challenges_total {}", c.challenges);
+    for s in &c.by_scheme {
+        let l = s.scheme.label();
+        let _ = writeln!(
+            out,
+            "sagw_auth_handshakes_total{{scheme=\"{l}\",outcome=\"started\"}} {}",
+            s.handshakes_started
+        );
+        let _ = writeln!(
+            out,
+            "sagw_auth_handshakes_total{{scheme=\"{l}\",outcome=\"completed\"}} {}",
+            s.handshakes_completed
+        );
+        for (r, n) in &s.handshake_failures {
+            let _ = writeln!(
+                out,
+                "sagw_auth_handshake_failures_total{{scheme=\"{l}\",reason=\"{}\"}} {n}",
+                r.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sagw_auth_signatures_total{{scheme=\"{l}\",direction=\"verified\"}} {}",
+            s.verified
+        );
+        let _ = writeln!(
+            out,
+            "sagw_auth_signatures_total{{scheme=\"{l}\",direction=\"signed\"}} {}",
+            s.signed
+        );
+        for (r, n) in &s.verify_failures {
+            let _ = writeln!(
+                out,
+                "sagw_auth_signature_failures_total{{scheme=\"{l}\",reason=\"{}\"}} {n}",
+                r.label()
+            );
+        }
+    }
+    for (event, n) in [
+        ("expired_lifetime", c.sa_expired_lifetime),
+        ("expired_idle", c.sa_expired_idle),
+        ("replaced", c.sa_replaced),
+        ("revoked", c.sa_revoked),
+        ("pending_evicted", c.pending_evicted),
+        ("pending_expired", c.pending_expired),
+        ("pending_refused_source", c.pending_refused_source),
+        ("discarded_ack_cancel", c.discarded),
+        ("dropped_client_responses", c.dropped_responses),
+    ] {
+        let _ = writeln!(out, "sagw_auth_sa_events_total{{event=\"{event}\"}} {n}");
+    }
+    let _ = writeln!(out, "sagw_auth_security_associations {}", core.sas().len());
+    let _ = writeln!(
+        out,
+        "sagw_auth_pending_handshakes {}",
+        core.sas().pending_len()
+    );
+    out
+}
+
+/// `GET /admin/sas` lists the SAs (opaque, scheme, identity, epid, created, expiry, snum);
+/// `POST /admin/sas/<opaque>/revoke` ends one at once. Served on the metrics listener (loopback by
+/// default): operators only.
+fn admin(req: &str, core: &sagw_auth::SecurityCore) -> (&'static str, String) {
+    let line = req.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match (method, path) {
+        ("GET", "/admin/sas") => {
+            let mut body = String::from("opaque\tscheme\tidentity\tepid\tcreated\texpiry\tsnum\n");
+            for sa in core.sas().list() {
+                let _ = writeln!(
+                    body,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    sa.opaque,
+                    sa.scheme.token(),
+                    sa.identity,
+                    sa.epid,
+                    sa.created,
+                    sa.expiry,
+                    sa.snum
+                );
+            }
+            ("200 OK", body)
+        }
+        ("POST", p) if p.starts_with("/admin/sas/") && p.ends_with("/revoke") => {
+            let opaque = p
+                .trim_start_matches("/admin/sas/")
+                .trim_end_matches("/revoke");
+            match sagw_auth::Opaque::parse(opaque) {
+                Some(o) if core.sas().revoke(o, core.counters()) => {
+                    ("200 OK", format!("revoked {o}\n"))
+                }
+                Some(_) => ("404 Not Found", "no such SA\n".to_owned()),
+                None => ("400 Bad Request", "opaque is 8 hex digits\n".to_owned()),
+            }
+        }
+        _ => ("404 Not Found", "not found\n".to_owned()),
     }
 }
 

@@ -46,7 +46,7 @@ fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{}\"\n[metrics]\nlisten = \"\"\n",
+            "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{}\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
             data.display()
         ),
     )

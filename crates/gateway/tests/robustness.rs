@@ -486,7 +486,7 @@ async fn tls_next_hop_is_verified_against_the_configured_ca() {
     let dir = std::env::temp_dir().join(format!("sagw-it-hop-{}-{}", std::process::id(), unique()));
     let text = format!(
         "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[tls]\ngenerated_dir = \"{}\"\nnext_hop_ca = \"{}\"\n\
-[proxy]\nnext_hops = [\"tls:127.0.0.1:{port}\"]\n[metrics]\nlisten = \"\"\n",
+[proxy]\nnext_hops = [\"tls:127.0.0.1:{port}\"]\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
         dir.display(),
         ca.display()
     );

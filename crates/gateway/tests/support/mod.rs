@@ -51,8 +51,15 @@ max_connections = {max_conn}
 [metrics]
 listen = "127.0.0.1:0"
 {extra}
+{auth}
 "#,
-        dir.display()
+        dir.display(),
+        // These tests are about the proxy; authentication has its own (tests/auth.rs).
+        auth = if extra.contains("[auth]") {
+            ""
+        } else {
+            "[auth]\nenabled = false"
+        },
     );
     // `extra` may only add sections not written above (TOML has no table merging).
     let cfg = Config::parse(&text).expect("test config parses");

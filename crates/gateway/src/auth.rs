@@ -1,0 +1,435 @@
+//! The authentication stage: `sagw-auth`'s security core on every message to and from clients.
+//!
+//! Inbound requests get the core's decision: a challenge or handshake leg is answered here; an
+//! authenticated request loses the credentials meant for the gateway and any identity the client
+//! asserted, and carries the gateway's `P-Asserted-Identity` on to the next hop, which trusts it.
+//! Responses a client sends must be signed once its endpoint has an SA. Outbound, every message to an
+//! authenticated client is signed last, after the proxy's own rewrites: responses with the SA (or
+//! Digest binding) their request was authenticated with, requests with the SA of the endpoint the
+//! registrar binding names (AOR + epid). 100 Trying stays unsigned, as OCS does.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use sagw_auth::kerberos_mit::MitKerberos;
+use sagw_auth::{
+    Authenticated, ChallengeFamily, CoreConfig, Decision, DigestSettings, NtlmSettings,
+    PendingLimits, ResponseVerdict, Rng, SecurityCore, Transport, TransportContext,
+};
+use sagw_proxy::hook::{
+    AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
+};
+use sagw_proxy::{build_response, reason_phrase};
+use sagw_sip::Message;
+use tracing::{debug, info, warn};
+
+use crate::auth_config::AuthSettings;
+
+/// Why the authentication stage could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The credentials file.
+    #[error("credentials: {0}")]
+    Users(#[from] crate::users::UsersError),
+    /// The nonce key file.
+    #[error("nonce key {path}: {why}")]
+    NonceKey {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// The Kerberos acceptor (keytab, krb5.conf).
+    #[error("kerberos: {0}")]
+    Kerberos(String),
+}
+
+/// Random bytes from the operating system (through ring), drawn 4 KiB at a time so that signing a
+/// message does not cost a system call.
+pub struct OsRng {
+    sys: ring::rand::SystemRandom,
+    buf: Box<[u8; 4096]>,
+    pos: usize,
+}
+
+impl OsRng {
+    /// A generator; fails when the operating system has no randomness to give.
+    pub fn new() -> Result<Self, AuthSetupError> {
+        let mut r = OsRng {
+            sys: ring::rand::SystemRandom::new(),
+            buf: Box::new([0u8; 4096]),
+            pos: 4096,
+        };
+        r.refill().map_err(|_| AuthSetupError::NonceKey {
+            path: "(system randomness)".into(),
+            why: "the operating system gave no random bytes".into(),
+        })?;
+        Ok(r)
+    }
+
+    fn refill(&mut self) -> Result<(), ring::error::Unspecified> {
+        use ring::rand::SecureRandom;
+        self.sys.fill(&mut self.buf[..])?;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+impl Rng for OsRng {
+    fn fill_bytes(&mut self, out: &mut [u8]) {
+        for b in out.iter_mut() {
+            if self.pos >= self.buf.len() {
+                // The OS source only fails on a broken system; predictable challenges or salts
+                // would be worse than stopping.
+                if self.refill().is_err() {
+                    tracing::error!("system randomness failed; stopping");
+                    std::process::abort();
+                }
+            }
+            *b = self.buf[self.pos];
+            self.pos += 1;
+        }
+    }
+}
+
+fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError> {
+    let err = |why: String| AuthSetupError::NonceKey {
+        path: path.display().to_string(),
+        why,
+    };
+    if path.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "readable by other users (mode {:o}); chmod 600",
+                    mode & 0o777
+                )));
+            }
+        }
+        let mut key = [0u8; 32];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut key))
+            .map_err(|e| err(format!("{e} (it must hold 32 bytes)")))?;
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    rng.fill_bytes(&mut key);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(path)
+        .and_then(|mut f| f.write_all(&key))
+        .map_err(|e| err(e.to_string()))?;
+    info!(path = %path.display(), "generated a Digest nonce key");
+    Ok(key)
+}
+
+/// Builds the security core the settings describe.
+pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, AuthSetupError> {
+    crate::users::ensure_file(&a.credentials)?;
+    let store = crate::users::load(&a.credentials)?;
+    if store.users().next().is_none() {
+        warn!(path = %a.credentials.display(), "no users yet: every request will be challenged (add some with `sagw user add NAME`)");
+    }
+    let mut cfg = CoreConfig::new(a.sip_domain.clone());
+    cfg.realm = a.realm.clone();
+    cfg.version = a.version;
+    cfg.policy.register = a.register_family;
+    cfg.policy.other = a.other_family;
+    cfg.signature_header = a.signature_header;
+    cfg.sa_lifetime = a.sa_lifetime;
+    cfg.sa_idle_ttl = a.sa_idle;
+    cfg.pending = PendingLimits {
+        max_total: a.pending_max,
+        max_per_source: a.pending_max_per_source,
+        ..PendingLimits::default()
+    };
+    if a.ntlm {
+        let mut n = NtlmSettings::new(
+            a.fqdn.clone(),
+            sagw_ntlm::ServerIdentity {
+                netbios_domain: a.netbios_domain.clone(),
+                netbios_computer: a.netbios_computer.clone(),
+                dns_domain: a.sip_domain.clone(),
+                dns_computer: a.fqdn.clone(),
+                dns_tree: a.sip_domain.clone(),
+            },
+        );
+        n.max_clock_skew = a.ntlm_skew;
+        cfg.ntlm = Some(n);
+    }
+    if a.digest {
+        let mut d = sagw_digest::DigestConfig::new(a.digest_realm.clone());
+        d.algorithms = a.digest_algorithms.clone();
+        d.nonce_lifetime = a.nonce_lifetime;
+        cfg.digest = Some(DigestSettings {
+            config: d,
+            nonce_key: nonce_key(&a.nonce_key, rng)?,
+            max_tracked_nonces: 100_000,
+        });
+    }
+    let mut core = SecurityCore::new(cfg, Arc::new(store));
+    if a.kerberos {
+        let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
+        k.keytab = a.keytab.clone();
+        k.max_clock_skew = a.kerberos_skew;
+        let acceptor = sagw_kerberos::KerberosAcceptor::new(k)
+            .map_err(|e| AuthSetupError::Kerberos(e.to_string()))?;
+        core = core.with_kerberos(Box::new(MitKerberos::new(acceptor)), None);
+    }
+    Ok(core)
+}
+
+/// The stage the proxy calls for every client message.
+pub struct SecurityStage {
+    core: Arc<SecurityCore>,
+    rng: Box<dyn Rng + Send>,
+    /// (lower-cased `user@domain` or `domain`, home server URI)
+    director: Vec<(String, String)>,
+}
+
+impl SecurityStage {
+    /// A stage over `core`, drawing randomness from `rng` (the OS in production, a script in
+    /// recorded-flow tests).
+    pub fn new(
+        core: Arc<SecurityCore>,
+        rng: Box<dyn Rng + Send>,
+        director: Vec<(String, String)>,
+    ) -> Self {
+        SecurityStage {
+            core,
+            rng,
+            director,
+        }
+    }
+
+    /// The core, for metrics and the admin endpoint.
+    pub fn core(&self) -> &Arc<SecurityCore> {
+        &self.core
+    }
+
+    fn tag(&mut self) -> String {
+        let mut b = [0u8; 8];
+        self.rng.fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn respond(
+        &mut self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, String)],
+    ) -> InboundVerdict {
+        let tag = self.tag();
+        match build_response(req, code, reason, Some(&tag), headers) {
+            Some(r) => InboundVerdict::Respond(r),
+            None => InboundVerdict::Drop,
+        }
+    }
+
+    /// The home server of an identity, when the director sends it elsewhere.
+    fn home_of(&self, identity: &str) -> Option<&str> {
+        let aor = identity
+            .strip_prefix("sips:")
+            .or_else(|| identity.strip_prefix("sip:"))
+            .unwrap_or(identity)
+            .to_ascii_lowercase();
+        let domain = aor.rsplit_once('@').map_or(aor.as_str(), |(_, d)| d);
+        self.director
+            .iter()
+            .find(|(k, _)| *k == aor)
+            .or_else(|| self.director.iter().find(|(k, _)| k == domain))
+            .map(|(_, home)| home.as_str())
+    }
+
+    fn authenticated(
+        &mut self,
+        msg: &mut Message,
+        auth: Authenticated,
+        ctx: &InboundContext<'_>,
+    ) -> InboundVerdict {
+        let now = ctx.now.wall;
+        if msg.method() == Some("REGISTER")
+            && let Some(home) = self.home_of(&auth.identity).map(str::to_owned)
+        {
+            let tag = self.tag();
+            let contact = format!("<{home}>");
+            let Some(mut moved) = build_response(
+                msg,
+                301,
+                "Moved Permanently",
+                Some(&tag),
+                &[("Contact", contact)],
+            ) else {
+                return InboundVerdict::Drop;
+            };
+            if let Err(e) = self
+                .core
+                .finish_response(&mut moved, &auth, now, &mut *self.rng)
+            {
+                debug!(error = %e, "could not sign the redirect");
+            }
+            info!(identity = %auth.identity, home = %home, "REGISTER redirected to the home server");
+            return InboundVerdict::Respond(moved);
+        }
+        self.core.strip_credentials(msg);
+        msg.remove_header("P-Asserted-Identity");
+        msg.remove_header("P-Preferred-Identity");
+        msg.push_header("P-Asserted-Identity", &format!("<{}>", auth.identity));
+        let note: AuthNote = Arc::new(auth);
+        InboundVerdict::Continue { note: Some(note) }
+    }
+}
+
+fn transport(t: sagw_proxy::Transport) -> Transport {
+    match t {
+        sagw_proxy::Transport::Udp => Transport::Udp,
+        sagw_proxy::Transport::Tcp => Transport::Tcp,
+        sagw_proxy::Transport::Tls => Transport::Tls,
+    }
+}
+
+fn bare_uri(uri: &str) -> &str {
+    uri.split(';').next().unwrap_or(uri)
+}
+
+impl ClientAuth for SecurityStage {
+    fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+        let now = ctx.now.wall;
+        if !msg.is_request() {
+            return match self.core.on_response(msg, now) {
+                ResponseVerdict::Verified(_) => InboundVerdict::Continue { note: None },
+                ResponseVerdict::Drop(reason) => {
+                    debug!(
+                        reason = reason.label(),
+                        "dropped a client response whose signature failed"
+                    );
+                    InboundVerdict::Drop
+                }
+                ResponseVerdict::Unsigned => {
+                    // Once an endpoint has an SA, its final and 18x responses must be signed.
+                    let has_sa = msg.to().is_some_and(|to| {
+                        to.param("epid").is_some_and(|epid| {
+                            self.core
+                                .sa_for_endpoint(bare_uri(to.uri), epid, now)
+                                .is_some()
+                        })
+                    });
+                    if has_sa && msg.status_code() != Some(100) {
+                        self.core.counters().dropped_response();
+                        InboundVerdict::Drop
+                    } else {
+                        InboundVerdict::Continue { note: None }
+                    }
+                }
+            };
+        }
+        let tctx = TransportContext {
+            source: ctx.flow.remote,
+            transport: transport(ctx.flow.transport),
+        };
+        let decision = self.core.on_request(msg, &tctx, now, &mut *self.rng);
+        match decision {
+            Decision::Challenge(c) | Decision::Continue(c) => {
+                if let Some(cause) = c.cause {
+                    debug!(reason = cause.label(), source = %ctx.flow.remote, "credentials refused, challenging again");
+                }
+                let headers: Vec<(&str, String)> = c.headers.into_iter().collect();
+                self.respond(msg, c.status, c.reason_phrase, &headers)
+            }
+            Decision::Authenticated(a) => self.authenticated(msg, a, ctx),
+            Decision::Reject {
+                status,
+                reason_phrase,
+                reason,
+            } => {
+                info!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
+                let verdict = self.respond(msg, status, reason_phrase, &[]);
+                // Sign the refusal when the sender has an SA: its client discards unsigned finals.
+                if let InboundVerdict::Respond(mut r) = verdict {
+                    if let Some(from) = msg.from()
+                        && let Some(epid) = from.param("epid")
+                        && let Some(sa) = self.core.sa_for_endpoint(bare_uri(from.uri), epid, now)
+                    {
+                        let _ =
+                            self.core
+                                .sign(&mut r, &sa, ChallengeFamily::Www, now, &mut *self.rng);
+                    }
+                    InboundVerdict::Respond(r)
+                } else {
+                    verdict
+                }
+            }
+            Decision::Discard(reason) => {
+                debug!(
+                    reason = reason.label(),
+                    "ACK/CANCEL without valid credentials dropped"
+                );
+                InboundVerdict::Drop
+            }
+        }
+    }
+
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+        let now = ctx.now.wall;
+        match ctx.kind {
+            OutboundKind::Response => {
+                let Some(auth) = ctx.note.and_then(|n| n.downcast_ref::<Authenticated>()) else {
+                    return;
+                };
+                if msg.status_code() == Some(100) {
+                    return;
+                }
+                // Whatever a server behind us signed is not for this client.
+                msg.remove_header("Authentication-Info");
+                msg.remove_header("Proxy-Authentication-Info");
+                if let Err(e) = self.core.finish_response(msg, auth, now, &mut *self.rng) {
+                    debug!(error = %e, "response left unsigned");
+                }
+            }
+            OutboundKind::Request => {
+                msg.remove_header("Authentication-Info");
+                msg.remove_header("Proxy-Authentication-Info");
+                let Some(b) = ctx.binding else { return };
+                let Some(epid) = b.epid.as_deref() else {
+                    return;
+                };
+                if let Some(sa) = self.core.sa_for_endpoint(&b.aor, epid, now) {
+                    // The client finds the SA for its answer by the To epid.
+                    if let Some(to) = msg.header("To").map(str::to_owned)
+                        && !to.contains(";epid=")
+                    {
+                        msg.set_header("To", &format!("{to};epid={epid}"));
+                    }
+                    if let Err(e) =
+                        self.core
+                            .sign(msg, &sa, ChallengeFamily::Www, now, &mut *self.rng)
+                    {
+                        debug!(error = %e, "request to client left unsigned");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A short name for the reason phrase of a status, for generated responses.
+pub fn phrase(code: u16) -> &'static str {
+    reason_phrase(code)
+}
