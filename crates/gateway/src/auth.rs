@@ -314,7 +314,11 @@ impl ClientAuth for SecurityStage {
         let now = ctx.now.wall;
         if !msg.is_request() {
             return match self.core.on_response(msg, now) {
-                ResponseVerdict::Verified(_) => InboundVerdict::Continue { note: None },
+                ResponseVerdict::Verified(_) => {
+                    // The client's proof is for this gateway, not for whoever gets the response.
+                    self.core.strip_credentials(msg);
+                    InboundVerdict::Continue { note: None }
+                }
                 ResponseVerdict::Drop(reason) => {
                     debug!(
                         reason = reason.label(),
