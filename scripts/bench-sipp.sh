@@ -117,9 +117,12 @@ proc_tree() {
     printf '%s\n' "${!keep[@]}"
 }
 
-# "<utime+stime ticks> <on-cpu ns from schedstat>" summed over the given pids (all threads).
+# "<utime+stime ticks> <on-cpu ns> <runqueue-wait ns> <times scheduled>" summed over the given
+# pids and all their threads. utime+stime is the figure we report; schedstat gives the same at ns
+# resolution, plus how long the server waited for a CPU (contention from anything else running)
+# and how often it was scheduled (wake-ups: what dominates the cost per flow at low rates).
 cpu_of() {
-    local ticks=0 ns=0 pid line t a
+    local ticks=0 ns=0 wait=0 runs=0 pid line t a b c
     local -a f
     for pid in "$@"; do
         read -r line <"/proc/$pid/stat" 2>/dev/null || continue
@@ -127,15 +130,28 @@ cpu_of() {
         read -ra f <<<"${line##*) }"
         ticks=$((ticks + f[11] + f[12]))
         for t in /proc/"$pid"/task/*/schedstat; do
-            read -r a _ <"$t" 2>/dev/null && ns=$((ns + a))
+            read -r a b c <"$t" 2>/dev/null || continue
+            ns=$((ns + a)); wait=$((wait + b)); runs=$((runs + c))
         done
     done
-    echo "$ticks $ns"
+    echo "$ticks $ns $wait $runs"
 }
 
-# "<busy jiffies> <total jiffies>" over all CPUs, to report how loaded the host was.
+# "<cpu pressure: us some task waited for a CPU> <wall ns>". /proc/stat's idle/busy split is tick
+# sampled and misses short bursts entirely in this VM (measured: a 6 s sipp+Kamailio step at
+# 4000 REGISTER/s showed 0.1 s busy), so contention from other work is shown with PSI instead.
 host_cpu() {
-    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+    local psi=0
+    if [ -r /proc/pressure/cpu ]; then
+        psi=$(awk '/^some/ { sub("total=", "", $5); print $5 }' /proc/pressure/cpu)
+    fi
+    echo "$psi $(date +%s%N)"
+}
+
+# Host-wide UDP datagrams dropped because a socket's receive buffer was full: on loopback these
+# are the cause of sipp's retransmissions, so the table shows both.
+udp_drops() {
+    awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
 }
 
 CLK_TCK=$(getconf CLK_TCK)
@@ -145,6 +161,7 @@ declare -A SERVER_PID=()
 declare -A SERVER_PORT=([kamailio]=$KAM_PORT [sagw]=$SAGW_PORT)
 declare -A SERVER_NOTE=()
 BG_PIDS=()
+BUILD_NOTE=""
 
 cleanup() {
     local pid
@@ -197,9 +214,11 @@ start_sagw() {
     if [ "$BUILD" = 1 ]; then
         log "building sagw (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
         if ! (cd "$ROOT" && cargo build --release -q -p sagw-gateway) >"$WORK/sagw-build.log" 2>&1; then
-            SERVER_NOTE[sagw]="NOT RUN: build failed (see $OUT/sagw-build.log)"
             cp "$WORK/sagw-build.log" "$OUT/" 2>/dev/null || true
-            return 1
+            # The tree is shared with people mid-edit: an older binary still says something.
+            [ -x "$SAGW_BIN" ] || { SERVER_NOTE[sagw]="NOT RUN: build failed (see $OUT/sagw-build.log)"; return 1; }
+            BUILD_NOTE="build of the working tree FAILED (sagw-build.log); measured the existing binary from $(date -u -r "$SAGW_BIN" +%FT%TZ)"
+            log "WARNING: $BUILD_NOTE"
         fi
     fi
     if [ ! -x "$SAGW_BIN" ]; then SERVER_NOTE[sagw]="NOT RUN: no binary at $SAGW_BIN"; return 1; fi
@@ -220,7 +239,7 @@ start_sagw() {
     sleep 0.5
     local threads
     threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
-    SERVER_NOTE[sagw]="$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, git $(cd "$ROOT" && git rev-parse --short HEAD)"
+    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
 # ---------------------------------------------------------------- sipp
@@ -255,8 +274,9 @@ run_step() {
         wait_port "$UAS_PORT" "$uas_pid" || die "sipp UAS did not start (see $dir/uas.out)"
     fi
 
-    local pids cpu0 cpu1 host0 host1 rc=0
+    local pids cpu0 cpu1 host0 host1 drops0 drops1 rc=0
     pids=$(proc_tree "${SERVER_PID[$server]}")
+    drops0=$(udp_drops)
     host0=$(host_cpu)
     cpu0=$(cpu_of $pids)
     timeout $((secs + 30)) sipp 127.0.0.1:"$port" "${SIPP_COMMON[@]}" -sf "$uac_xml" \
@@ -266,6 +286,7 @@ run_step() {
     sleep "$settle"
     cpu1=$(cpu_of $pids)
     host1=$(host_cpu)
+    drops1=$(udp_drops)
 
     local uas_rc=-
     if [ -n "$uas_pid" ]; then
@@ -290,19 +311,21 @@ run_step() {
     awk -v OFS='\t' -v scen="$scen" -v server="$server" -v rate="$rate" -v tag="$tag" \
         -v count="$count" -v ok="$ok" -v failed="$failed" -v retr="$retr" -v uretr="$uas_retr" \
         -v ufailed="$uas_failed" -v ooc="$ooc" -v start="$start" -v end="$end" -v rc="$rc" -v urc="$uas_rc" \
-        -v c0="$cpu0" -v c1="$cpu1" -v h0="$host0" -v h1="$host1" -v hz="$CLK_TCK" 'BEGIN {
+        -v c0="$cpu0" -v c1="$cpu1" -v h0="$host0" -v h1="$host1" -v hz="$CLK_TCK" -v drops=$((drops1 - drops0)) 'BEGIN {
             split(c0, a, " "); split(c1, b, " "); split(h0, x, " "); split(h1, y, " ")
             el = end - start; okps = el > 0 ? ok / el : 0
             us = (b[1] - a[1]) * 1e6 / hz; sus = (b[2] - a[2]) / 1e3
-            busy = (y[2] - x[2]) > 0 ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0
-            per = ok > 0 ? us / ok : -1; sper = ok > 0 ? sus / ok : -1
-            printf "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f\t%.2f\t%.2f\t%.1f\t%s\t%s\n",
+            wall_us = (y[2] - x[2]) / 1e3
+            psi = wall_us > 0 ? 100 * (y[1] - x[1]) / wall_us : 0
+            n = ok > 0 ? ok : 1
+            printf "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%d\n",
                 scen, server, rate, tag, count, ok, failed + ufailed, retr, uretr, ooc, el, okps,
-                us, per, sper, busy, rc, urc
+                us, (ok > 0 ? us / n : -1), (ok > 0 ? sus / n : -1), (b[3] - a[3]) / 1e3 / n,
+                (b[4] - a[4]) / n, psi, rc, urc, drops
         }'
 }
 
-HEADER=$'scenario\tserver\trate\ttag\toffered\tok\tfailed\tretrans_uac\tretrans_uas\tout_of_call\telapsed_s\tok_per_s\tcpu_us\tcpu_us_per_flow\tsched_us_per_flow\thost_busy_pct\tuac_rc\tuas_rc'
+HEADER=$'scenario\tserver\trate\ttag\toffered\tok\tfailed\tretrans_uac\tretrans_uas\tout_of_call\telapsed_s\tok_per_s\tcpu_us\tcpu_us_per_flow\tsched_us_per_flow\trq_wait_us_per_flow\truns_per_flow\thost_cpu_pressure_pct\tuac_rc\tuas_rc\tudp_rcvbuf_drops'
 
 # ---------------------------------------------------------------- summary
 summarize() { # steps.tsv -> markdown on stdout
@@ -318,7 +341,7 @@ summarize() { # steps.tsv -> markdown on stdout
         {
             k = $1 SUBSEP $3 SUBSEP $2
             okps[k] = okps[k] " " $12; cpu[k] = cpu[k] " " $14; sch[k] = sch[k] " " $15
-            busy[k] = busy[k] " " $16; fail[k] += $7; retr[k] += $8 + $9; reps[k]++
+            wait[k] = wait[k] " " $16; runs[k] = runs[k] " " $17; psi[k] = psi[k] " " $18; fail[k] += $7; retr[k] += $8 + $9; drop[k] += $21; reps[k]++
             if (!(($1 SUBSEP $3) in seen)) { seen[$1 SUBSEP $3] = 1; order[++no] = $1 SUBSEP $3 }
         }
         END {
@@ -330,16 +353,16 @@ summarize() { # steps.tsv -> markdown on stdout
                     unit = scen == "call" ? "calls/s" : "REGISTER/s"
                     printf "\n### %s (offered %s; medians of the repeats; failed and retrans summed over repeats)\n\n", scen, unit
                     hdr = "| offered |"; sep = "|---:|"
-                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s host busy %% |", sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|" }
+                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs/flow | %s rq-wait us/flow, host PSI %% |", sv[i], sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
                     if (ns == 2) { hdr = hdr " CPU ratio " sv[2] "/" sv[1] " |"; sep = sep "---:|" }
                     print hdr; print sep; last = scen
                 }
                 line = sprintf("| %s |", rate)
                 for (i = 1; i <= ns; i++) {
                     k = scen SUBSEP rate SUBSEP sv[i]
-                    if (!(k in reps)) { line = line " - | - | - | - | - |"; m[i] = ""; continue }
+                    if (!(k in reps)) { line = line " - | - | - | - | - | - |"; m[i] = ""; continue }
                     m[i] = median(cpu[k])
-                    line = line sprintf(" %.0f | %d | %d | %.1f (sched %.1f) | %.0f |", median(okps[k]), fail[k], retr[k], m[i], median(sch[k]), median(busy[k]))
+                    line = line sprintf(" %.0f | %d | %d%s | %.1f | %.1f | %.1f, %.0f |", median(okps[k]), fail[k], retr[k], (drop[k] ? sprintf(" (%d UDP drops)", drop[k]) : ""), m[i], median(runs[k]), median(wait[k]), median(psi[k]))
                 }
                 if (ns == 2) line = line ((m[1] != "" && m[2] != "" && m[1] > 0) ? sprintf(" %.2f |", m[2] / m[1]) : " - |")
                 print line
@@ -403,7 +426,7 @@ main() {
         echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ {print $2; exit}')"
         for s in ${SERVERS//,/ }; do echo "$s: ${SERVER_NOTE[$s]:-}"; done
-        echo "top processes at start (ps lifetime %CPU; per-step host busy % is in the tables):"
+        echo "top processes at start (ps lifetime %CPU; per-step host CPU pressure is in the tables):"
         ps -eo pcpu=,comm= --sort=-pcpu | head -6 | sed 's/^/  /'
     } >"$OUT/env.txt"
     cat "$OUT/env.txt" >&2
@@ -469,8 +492,11 @@ main() {
             echo "**${k#*,} / ${k%%,*}: ${BROKEN[$k]}** (sipp error logs kept next to steps.tsv)"
         done
         echo
-        echo "CPU us/flow = server utime+stime (/proc/PID/stat, all its processes) over the step incl. settle, / successful flows;"
-        echo "(sched ...) = same from /proc/PID/task/*/schedstat (ns resolution). A call flow is INVITE+ACK+BYE (2 transactions)."
+        echo "CPU us/flow: server utime+stime (/proc/PID/stat, all its processes and threads) from just before the step to the"
+        echo "end of its settle time, divided by successful flows (schedstat on-CPU ns agrees within 2 %, see steps.tsv)."
+        echo "runs/flow: times the server's threads were scheduled (schedstat), i.e. wake-ups. rq-wait: time the server was"
+        echo "runnable but waiting for a CPU; host PSI: % of the step some task on the host waited for a CPU (contention)."
+        echo "A call flow is INVITE+ACK+BYE (2 transactions, 13 messages through the proxy); a REGISTER flow is 1 transaction."
     } >"$OUT/summary.md"
     cat "$OUT/summary.md"
     log "raw data: $OUT"
