@@ -559,6 +559,11 @@ impl Endpoint {
     pub fn sa(&self) -> Option<&ClientSa> {
         self.sa.as_ref()
     }
+    /// The SA, to sign messages the endpoint does not build itself (in-dialog requests such as ACK
+    /// and BYE, or deliberately malformed ones in tests).
+    pub fn sa_mut(&mut self) -> Option<&mut ClientSa> {
+        self.sa.as_mut()
+    }
     pub fn registration(&self) -> Option<&Registration> {
         self.registered.as_ref()
     }
