@@ -437,6 +437,17 @@ async fn refusals_leave_other_clients_served() {
             );
         }
     }
+    let (_, metrics) = http(&gw, "GET", "/metrics").await;
+    let discarded = metrics
+        .lines()
+        .find(|l| l.starts_with("sagw_auth_sa_events_total{event=\"discarded_ack_cancel\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        discarded,
+        Some(2),
+        "ACK and CANCEL dropped, not challenged:\n{metrics}"
+    );
     still_serving(&mut by).await;
     still_serving(&mut a).await;
 }
