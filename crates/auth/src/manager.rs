@@ -120,17 +120,17 @@ impl<P> SaManager<P> {
 
     /// A fresh `opaque` that names neither an established nor a pending SA.
     pub fn fresh_opaque(&self, rng: &mut dyn Rng) -> Opaque {
+        let mut b = [0u8; 4];
+        rng.fill_bytes(&mut b);
+        let mut candidate = u32::from_be_bytes(b);
+        // With a real RNG a collision is rare; a stuck one must not spin forever, so walk on.
         loop {
-            let mut b = [0u8; 4];
-            rng.fill_bytes(&mut b);
-            let candidate = u32::from_be_bytes(b);
-            if self.shard(candidate).lock().contains_key(&candidate) {
-                continue;
+            let taken = self.shard(candidate).lock().contains_key(&candidate)
+                || self.pending.lock().by_opaque.contains_key(&candidate);
+            if !taken {
+                return Opaque(candidate);
             }
-            if self.pending.lock().by_opaque.contains_key(&candidate) {
-                continue;
-            }
-            return Opaque(candidate);
+            candidate = candidate.wrapping_add(0x9E37_79B9);
         }
     }
 

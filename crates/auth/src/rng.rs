@@ -12,20 +12,22 @@ impl<R: Rng + ?Sized> Rng for &mut R {
     }
 }
 
-/// Replays a fixed byte script, then repeats it. For tests and recorded-flow replays only: it is
-/// obviously not random.
+/// Replays a fixed byte script, then continues with a deterministic pseudo-random sequence (so a
+/// test that draws more than it scripted still gets distinct values). For tests and recorded-flow
+/// replays only: it is obviously not random.
 #[derive(Debug, Clone)]
 pub struct ScriptedRng {
     script: Vec<u8>,
     pos: usize,
+    after: XorShiftRng,
 }
 
 impl ScriptedRng {
-    /// `script` must not be empty; an empty script yields zeros.
     pub fn new(script: impl Into<Vec<u8>>) -> Self {
         ScriptedRng {
             script: script.into(),
             pos: 0,
+            after: XorShiftRng::new(0x5C21_97ED),
         }
     }
 
@@ -40,12 +42,13 @@ impl ScriptedRng {
 impl Rng for ScriptedRng {
     fn fill_bytes(&mut self, buf: &mut [u8]) {
         for b in buf.iter_mut() {
-            *b = self.script.get(self.pos).copied().unwrap_or(0);
-            self.pos = if self.script.is_empty() {
-                0
-            } else {
-                (self.pos + 1) % self.script.len()
-            };
+            match self.script.get(self.pos) {
+                Some(v) => {
+                    *b = *v;
+                    self.pos += 1;
+                }
+                None => self.after.fill_bytes(std::slice::from_mut(b)),
+            }
         }
     }
 }

@@ -34,7 +34,9 @@ use sagw_auth::{BufferParams, ScriptedRng, SignatureBuffer};
 use sagw_gateway::auth::SecurityStage;
 use sagw_ntlm::initiator::{ClientInputs, Credentials, MicPolicy, authenticate};
 use sagw_ntlm::{NtHash, NtlmSession};
-use sagw_proxy::{Action, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, Now, Secret, Target, Transport};
+use sagw_proxy::{
+    Action, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, Now, Secret, Target, Transport,
+};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
 const GW: &str = "192.0.2.1";
@@ -93,7 +95,10 @@ fn crlf(lines: &[String]) -> String {
 
 impl Runner {
     fn now(&self) -> Now {
-        Now { mono: self.mono, wall: self.wall }
+        Now {
+            mono: self.mono,
+            wall: self.wall,
+        }
     }
 
     fn fail(&self, line: usize, what: impl std::fmt::Display) -> ! {
@@ -115,19 +120,33 @@ impl Runner {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut text = format!("[listen]\nudp = \"{GW}:5060\"\ntcp = \"{GW}:5060\"\ntls = \"{GW}:5061\"\n[metrics]\nlisten = \"\"\n");
+        let mut text = format!(
+            "[listen]\nudp = \"{GW}:5060\"\ntcp = \"{GW}:5060\"\ntls = \"{GW}:5061\"\n[metrics]\nlisten = \"\"\n"
+        );
         text.push_str(&self.config);
-        let mut cfg = sagw_gateway::Config::parse(&text).unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
+        let mut cfg = sagw_gateway::Config::parse(&text)
+            .unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
         cfg.auth.credentials = dir.join("users").display().to_string();
         cfg.auth.nonce_key = dir.join("nonce.key").display().to_string();
-        let settings = cfg.validate().unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
-        let auth = settings.auth.clone().expect("flows run with [auth] enabled");
+        let settings = cfg
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
+        let auth = settings
+            .auth
+            .clone()
+            .expect("flows run with [auth] enabled");
         for (u, p) in &self.users {
             sagw_gateway::users::add(&auth, u, p, None).expect("user");
         }
         let mut setup_rng = sagw_auth::XorShiftRng::new(7);
-        let core = std::sync::Arc::new(sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core"));
-        let stage = SecurityStage::new(core, Box::new(ScriptedRng::new(self.rng_script.clone())), auth.director.clone());
+        let core = std::sync::Arc::new(
+            sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core"),
+        );
+        let stage = SecurityStage::new(
+            core,
+            Box::new(ScriptedRng::new(self.rng_script.clone())),
+            auth.director.clone(),
+        );
         let local = LocalAddrs {
             host: GW.to_owned(),
             aliases: Vec::new(),
@@ -146,7 +165,9 @@ impl Runner {
 
     fn deliver(&mut self) {
         while let Some(action) = self.edge.as_mut().and_then(Edge::poll_action) {
-            let Action::Send { to, message, .. } = action else { continue };
+            let Action::Send { to, message, .. } = action else {
+                continue;
+            };
             let addr = match to {
                 Target::Flow(f) => f.remote,
                 Target::Addr { addr, .. } => addr,
@@ -155,7 +176,12 @@ impl Runner {
                 .peers
                 .values_mut()
                 .find(|p| p.flow.remote == addr)
-                .unwrap_or_else(|| panic!("message for an undeclared peer {addr}:\n{}", String::from_utf8_lossy(&message.to_bytes())));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "message for an undeclared peer {addr}:\n{}",
+                        String::from_utf8_lossy(&message.to_bytes())
+                    )
+                });
             peer.inbox.push_back(message);
         }
     }
@@ -166,7 +192,8 @@ impl Runner {
             // A request this client sends; responses it sends are answers.
         }
         let now = self.now();
-        self.edge().handle_inbound(Inbound { message: msg, flow }, now);
+        self.edge()
+            .handle_inbound(Inbound { message: msg, flow }, now);
         self.deliver();
     }
 
@@ -177,7 +204,13 @@ impl Runner {
         }
     }
 
-    fn sign_ntlm(rng: &mut sagw_auth::XorShiftRng, st: &mut NtlmState, m: &mut Message, header: &str, extra: Option<AuthHeaderBuilder>) {
+    fn sign_ntlm(
+        rng: &mut sagw_auth::XorShiftRng,
+        st: &mut NtlmState,
+        m: &mut Message,
+        header: &str,
+        extra: Option<AuthHeaderBuilder>,
+    ) {
         st.cnum += 1;
         let mut r = [0u8; 4];
         sagw_auth::Rng::fill_bytes(rng, &mut r);
@@ -185,9 +218,20 @@ impl Runner {
         let cnum = st.cnum.to_string();
         let buf = SignatureBuffer::build(
             m,
-            &BufferParams { scheme: "NTLM", rand: &crand, num: &cnum, realm: &st.realm, targetname: &st.targetname, version: st.version },
+            &BufferParams {
+                scheme: "NTLM",
+                rand: &crand,
+                num: &cnum,
+                realm: &st.realm,
+                targetname: &st.targetname,
+                version: st.version,
+            },
         );
-        let sig = st.session.as_ref().expect("NTLM session").sign_as_client(buf.as_bytes());
+        let sig = st
+            .session
+            .as_ref()
+            .expect("NTLM session")
+            .sign_as_client(buf.as_bytes());
         let b = extra.unwrap_or_else(|| {
             AuthHeaderBuilder::new("NTLM")
                 .quoted("qop", "auth")
@@ -195,21 +239,34 @@ impl Runner {
                 .quoted("opaque", st.opaque.as_deref().unwrap_or(""))
                 .quoted("targetname", &st.targetname)
         });
-        let v = b.quoted("crand", &crand).quoted("cnum", &cnum).quoted("response", &sagw_ntlm::signature_to_hex(&sig)).build();
+        let v = b
+            .quoted("crand", &crand)
+            .quoted("cnum", &cnum)
+            .quoted("response", &sagw_ntlm::signature_to_hex(&sig))
+            .build();
         m.push_header(header, &v);
     }
 
     fn send(&mut self, line: usize, peer: &str, mode: &str, text: String) {
-        let mut m = Message::parse(text.as_bytes()).unwrap_or_else(|e| self.fail(line, format!("message does not parse: {e}")));
+        let mut m = Message::parse(text.as_bytes())
+            .unwrap_or_else(|e| self.fail(line, format!("message does not parse: {e}")));
         let now = self.wall;
-        let Runner { peers, client_rng, .. } = self;
-        let p = peers.get_mut(peer).unwrap_or_else(|| panic!("line {line}: no peer {peer}"));
+        let Runner {
+            peers, client_rng, ..
+        } = self;
+        let p = peers
+            .get_mut(peer)
+            .unwrap_or_else(|| panic!("line {line}: no peer {peer}"));
         match mode {
             "plain" | "file" => {}
             "ntlm-negotiate" => {
                 let st = p.ntlm.as_ref().expect("ntlm peer");
                 let challenge = p.challenge.as_ref().expect("a challenge first");
-                let offer = challenge.headers().find(|h| h.value.starts_with("NTLM ")).map(|h| h.value.to_owned()).expect("NTLM offered");
+                let offer = challenge
+                    .headers()
+                    .find(|h| h.value.starts_with("NTLM "))
+                    .map(|h| h.value.to_owned())
+                    .expect("NTLM offered");
                 let offer = AuthHeader::parse(&offer).expect("challenge parses");
                 let realm = offer.param("realm").expect("realm").to_owned();
                 let target = offer.param("targetname").expect("targetname").to_owned();
@@ -229,9 +286,15 @@ impl Runner {
             "ntlm-authenticate" => {
                 let name = Self::ntlm_header_name(p);
                 let challenge = p.challenge.as_ref().expect("a challenge first");
-                let offer = challenge.headers().find(|h| h.value.starts_with("NTLM ") && h.value.contains("gssapi-data")).map(|h| h.value.to_owned()).expect("NTLM CHALLENGE");
+                let offer = challenge
+                    .headers()
+                    .find(|h| h.value.starts_with("NTLM ") && h.value.contains("gssapi-data"))
+                    .map(|h| h.value.to_owned())
+                    .expect("NTLM CHALLENGE");
                 let offer = AuthHeader::parse(&offer).expect("parses");
-                let token = B64.decode(offer.param("gssapi-data").expect("token")).expect("base64");
+                let token = B64
+                    .decode(offer.param("gssapi-data").expect("token"))
+                    .expect("base64");
                 let opaque = offer.param("opaque").expect("opaque").to_owned();
                 let st = p.ntlm.as_mut().expect("ntlm");
                 let nt = NtHash::from_password(&st.password);
@@ -241,8 +304,19 @@ impl Runner {
                 sagw_auth::Rng::fill_bytes(client_rng, &mut rsk);
                 let auth = authenticate(
                     &token,
-                    &Credentials { user: &st.user, domain: "EXAMPLE", nt_hash: &nt },
-                    &ClientInputs { workstation: "WS", client_challenge: cc, timestamp: now, random_session_key: rsk, version: [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F], mic: MicPolicy::Omit },
+                    &Credentials {
+                        user: &st.user,
+                        domain: "EXAMPLE",
+                        nt_hash: &nt,
+                    },
+                    &ClientInputs {
+                        workstation: "WS",
+                        client_challenge: cc,
+                        timestamp: now,
+                        random_session_key: rsk,
+                        version: [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F],
+                        mic: MicPolicy::Omit,
+                    },
                 )
                 .expect("initiator");
                 st.session = Some(auth.session);
@@ -268,15 +342,27 @@ impl Runner {
             "digest" => {
                 let name = Self::ntlm_header_name(p);
                 let challenge = p.challenge.as_ref().expect("a challenge first");
-                let offer = challenge.headers().find(|h| h.value.starts_with("Digest ")).map(|h| h.value.to_owned()).expect("Digest offered");
+                let offer = challenge
+                    .headers()
+                    .find(|h| h.value.starts_with("Digest "))
+                    .map(|h| h.value.to_owned())
+                    .expect("Digest offered");
                 let st = p.digest.as_mut().expect("digest peer");
                 let hp = sagw_digest::client::parse_header(&offer).expect("challenge");
                 let ch = sagw_digest::client::Challenge::from_params(hp.pairs()).expect("params");
-                let ha1 = sagw_digest::Ha1::compute(ch.algorithm.base(), &st.user, ch.realm, &st.password);
+                let ha1 = sagw_digest::Ha1::compute(
+                    ch.algorithm.base(),
+                    &st.user,
+                    ch.realm,
+                    &st.password,
+                );
                 st.nc += 1;
                 let method = m.method().unwrap_or("").to_owned();
                 let uri = m.request_uri().unwrap_or("").to_owned();
-                let a = sagw_digest::client::authorize(&ch, &st.user, &ha1, &method, &uri, "c0ffee42", st.nc).expect("authorize");
+                let a = sagw_digest::client::authorize(
+                    &ch, &st.user, &ha1, &method, &uri, "c0ffee42", st.nc,
+                )
+                .expect("authorize");
                 m.push_header(name, &a.header_value());
             }
             other => self.fail(line, format!("unknown send mode {other}")),
@@ -286,21 +372,31 @@ impl Runner {
 
     fn reply(&mut self, line: usize, peer: &str, code: u16, signed: bool, file: Option<String>) {
         let p = &self.peers[peer];
-        let req = p.last_request.clone().unwrap_or_else(|| self.fail(line, "no request to answer"));
-        let mut text = format!("SIP/2.0 {code} {}\r\n", if code < 300 { "OK" } else { "Error" });
+        let req = p
+            .last_request
+            .clone()
+            .unwrap_or_else(|| self.fail(line, "no request to answer"));
+        let mut text = format!(
+            "SIP/2.0 {code} {}\r\n",
+            if code < 300 { "OK" } else { "Error" }
+        );
         for v in req.header_all("Via") {
             text.push_str(&format!("Via: {v}\r\n"));
         }
         match file {
             Some(f) => {
                 // A recorded response: its headers, with the Vias of the request it answers.
-                let raw = std::fs::read_to_string(self.dir.join(&f)).unwrap_or_else(|e| self.fail(line, format!("{f}: {e}")));
+                let raw = std::fs::read_to_string(self.dir.join(&f))
+                    .unwrap_or_else(|e| self.fail(line, format!("{f}: {e}")));
                 let rec = Message::parse(raw.as_bytes()).expect("recorded response parses");
                 text = format!("SIP/2.0 {} {}\r\n", rec.status_code().unwrap_or(code), "OK");
                 for v in req.header_all("Via") {
                     text.push_str(&format!("Via: {v}\r\n"));
                 }
-                for h in rec.headers().filter(|h| !h.name.eq_ignore_ascii_case("Via")) {
+                for h in rec
+                    .headers()
+                    .filter(|h| !h.name.eq_ignore_ascii_case("Via"))
+                {
                     text.push_str(&format!("{}: {}\r\n", h.name, h.value));
                 }
                 text.push_str("\r\n");
@@ -318,9 +414,12 @@ impl Runner {
                 text.push_str("Content-Length: 0\r\n\r\n");
             }
         }
-        let mut m = Message::parse(text.as_bytes()).unwrap_or_else(|e| self.fail(line, format!("reply does not parse: {e}")));
+        let mut m = Message::parse(text.as_bytes())
+            .unwrap_or_else(|e| self.fail(line, format!("reply does not parse: {e}")));
         if signed {
-            let Runner { peers, client_rng, .. } = self;
+            let Runner {
+                peers, client_rng, ..
+            } = self;
             let p = peers.get_mut(peer).expect("peer");
             let st = p.ntlm.as_mut().expect("signed replies need an NTLM peer");
             Self::sign_ntlm(client_rng, st, &mut m, "Authorization", None);
@@ -330,17 +429,43 @@ impl Runner {
 
     fn verify_signed(&self, line: usize, peer: &str, m: &Message) {
         let p = &self.peers[peer];
-        let st = p.ntlm.as_ref().unwrap_or_else(|| self.fail(line, "signed checks need an NTLM peer"));
-        let v = m.header("Authentication-Info").unwrap_or_else(|| self.fail(line, "no Authentication-Info"));
+        let st = p
+            .ntlm
+            .as_ref()
+            .unwrap_or_else(|| self.fail(line, "signed checks need an NTLM peer"));
+        let v = m
+            .header("Authentication-Info")
+            .unwrap_or_else(|| self.fail(line, "no Authentication-Info"));
         let h = AuthHeader::parse(v).expect("parses");
-        let get = |n: &str| h.param(n).unwrap_or_else(|| self.fail(line, format!("Authentication-Info lacks {n}")));
+        let get = |n: &str| {
+            h.param(n)
+                .unwrap_or_else(|| self.fail(line, format!("Authentication-Info lacks {n}")))
+        };
         let buf = SignatureBuffer::build(
             m,
-            &BufferParams { scheme: h.scheme, rand: get("srand"), num: get("snum"), realm: get("realm"), targetname: get("targetname"), version: st.version },
+            &BufferParams {
+                scheme: h.scheme,
+                rand: get("srand"),
+                num: get("snum"),
+                realm: get("realm"),
+                targetname: get("targetname"),
+                version: st.version,
+            },
         );
         let sig = sagw_ntlm::signature_from_hex(get("rspauth")).expect("hex");
-        if let Err(e) = st.session.as_ref().expect("session").verify_from_server(buf.as_bytes(), &sig) {
-            self.fail(line, format!("server signature does not verify: {e}\n{}", String::from_utf8_lossy(&m.to_bytes())));
+        if let Err(e) = st
+            .session
+            .as_ref()
+            .expect("session")
+            .verify_from_server(buf.as_bytes(), &sig)
+        {
+            self.fail(
+                line,
+                format!(
+                    "server signature does not verify: {e}\n{}",
+                    String::from_utf8_lossy(&m.to_bytes())
+                ),
+            );
         }
     }
 
@@ -348,19 +473,34 @@ impl Runner {
         match args {
             ["nothing"] => {
                 if let Some(m) = self.peers[peer].inbox.front() {
-                    self.fail(line, format!("unexpected message to {peer}:\n{}", String::from_utf8_lossy(&m.to_bytes())));
+                    self.fail(
+                        line,
+                        format!(
+                            "unexpected message to {peer}:\n{}",
+                            String::from_utf8_lossy(&m.to_bytes())
+                        ),
+                    );
                 }
             }
             ["status", code, rest @ ..] | ["request", code, rest @ ..] => {
                 let p = self.peers.get_mut(peer).expect("peer");
-                let m = p.inbox.pop_front().unwrap_or_else(|| panic!("{} line {line}: nothing was sent to {peer}", self.name));
+                let m = p.inbox.pop_front().unwrap_or_else(|| {
+                    panic!("{} line {line}: nothing was sent to {peer}", self.name)
+                });
                 let ok = if args[0] == "status" {
                     m.status_code().map(|c| c.to_string()).as_deref() == Some(*code)
                 } else {
                     m.method() == Some(*code)
                 };
                 if !ok {
-                    self.fail(line, format!("expected {} {code} for {peer}, got:\n{}", args[0], String::from_utf8_lossy(&m.to_bytes())));
+                    self.fail(
+                        line,
+                        format!(
+                            "expected {} {code} for {peer}, got:\n{}",
+                            args[0],
+                            String::from_utf8_lossy(&m.to_bytes())
+                        ),
+                    );
                 }
                 let p = self.peers.get_mut(peer).expect("peer");
                 if m.is_request() {
@@ -389,7 +529,10 @@ impl Runner {
                     _ => self.fail(line, "header checks are `=`, `contains` or `absent`"),
                 };
                 if !ok {
-                    self.fail(line, format!("{name} {op} {text:?} failed; values: {values:?}"));
+                    self.fail(
+                        line,
+                        format!("{name} {op} {text:?} failed; values: {values:?}"),
+                    );
                 }
             }
             _ => self.fail(line, format!("unknown expectation {args:?}")),
@@ -398,7 +541,10 @@ impl Runner {
 }
 
 fn run_flow(path: &Path) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let text = std::fs::read_to_string(path).expect("flow file");
     let mut r = Runner {
         dir: path.parent().expect("dir").to_owned(),
@@ -434,7 +580,9 @@ fn run_flow(path: &Path) {
                 r.config = block(&mut i).join("\n") + "\n";
             }
             ["user", u, p] => r.users.push(((*u).to_owned(), (*p).to_owned())),
-            ["clock", secs] => r.wall = UNIX_EPOCH + Duration::from_secs(secs.parse().expect("secs")),
+            ["clock", secs] => {
+                r.wall = UNIX_EPOCH + Duration::from_secs(secs.parse().expect("secs"))
+            }
             ["advance", secs] => {
                 let d = Duration::from_secs(secs.parse().expect("secs"));
                 r.wall += d;
@@ -445,7 +593,10 @@ fn run_flow(path: &Path) {
             }
             ["random", hex @ ..] => {
                 for h in hex {
-                    let bytes = (0..h.len()).step_by(2).map(|k| u8::from_str_radix(&h[k..k + 2], 16).expect("hex")).collect::<Vec<_>>();
+                    let bytes = (0..h.len())
+                        .step_by(2)
+                        .map(|k| u8::from_str_radix(&h[k..k + 2], 16).expect("hex"))
+                        .collect::<Vec<_>>();
                     r.rng_script.extend(bytes);
                 }
             }
@@ -456,7 +607,11 @@ fn run_flow(path: &Path) {
                 r.peers.insert(
                     (*name).to_owned(),
                     Peer {
-                        flow: Flow { id, transport, remote },
+                        flow: Flow {
+                            id,
+                            transport,
+                            remote,
+                        },
                         next_hop: rest.first() == Some(&"next-hop"),
                         inbox: VecDeque::new(),
                         current: None,
@@ -481,7 +636,11 @@ fn run_flow(path: &Path) {
                 });
             }
             ["digest", peer, user, pw] => {
-                r.peers.get_mut(*peer).expect("peer").digest = Some(DigestState { user: (*user).to_owned(), password: (*pw).to_owned(), nc: 0 });
+                r.peers.get_mut(*peer).expect("peer").digest = Some(DigestState {
+                    user: (*user).to_owned(),
+                    password: (*pw).to_owned(),
+                    nc: 0,
+                });
             }
             ["send", peer, "file", f] => {
                 let raw = std::fs::read_to_string(r.dir.join(f)).expect("message file");
@@ -494,7 +653,11 @@ fn run_flow(path: &Path) {
             }
             ["reply", peer, code, rest @ ..] => {
                 let signed = rest.contains(&"signed");
-                let file = rest.iter().position(|w| *w == "file").and_then(|k| rest.get(k + 1)).map(|s| (*s).to_owned());
+                let file = rest
+                    .iter()
+                    .position(|w| *w == "file")
+                    .and_then(|k| rest.get(k + 1))
+                    .map(|s| (*s).to_owned());
                 let (peer, code) = ((*peer).to_owned(), code.parse().expect("code"));
                 r.reply(line_no, &peer, code, signed, file);
             }
@@ -509,7 +672,12 @@ fn run_flow(path: &Path) {
     // Every message the gateway sent must have been expected.
     for (name, p) in &r.peers {
         if let Some(m) = p.inbox.front() {
-            panic!("{}: unexpected message left for {name}{}:\n{}", r.name, if p.next_hop { " (next hop)" } else { "" }, String::from_utf8_lossy(&m.to_bytes()));
+            panic!(
+                "{}: unexpected message left for {name}{}:\n{}",
+                r.name,
+                if p.next_hop { " (next hop)" } else { "" },
+                String::from_utf8_lossy(&m.to_bytes())
+            );
         }
     }
 }
@@ -527,4 +695,15 @@ macro_rules! flow {
     };
 }
 
-flow!(oc2007r2_register_replays_byte_exact, "oc2007r2-register.flow");
+flow!(
+    oc2007r2_register_replays_byte_exact,
+    "oc2007r2-register.flow"
+);
+flow!(
+    director_redirects_with_a_signed_301,
+    "director-redirect.flow"
+);
+flow!(
+    message_and_call_between_two_authenticated_clients,
+    "message-and-call-between-clients.flow"
+);

@@ -378,9 +378,12 @@ impl Edge {
         // challenged, RFC 3261 §22.1).
         let mut note = None;
         let belongs_to_open_transaction = matches!(method.as_str(), "ACK" | "CANCEL")
-            && self.server.get(&server_key(&via, "INVITE", &msg)).is_some_and(|st| {
-                st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
-            });
+            && self
+                .server
+                .get(&server_key(&via, "INVITE", &msg))
+                .is_some_and(|st| {
+                    st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+                });
         let retransmission = !matches!(method.as_str(), "ACK" | "CANCEL")
             && self.server.contains_key(&server_key(&via, &method, &msg));
         if from_client && !belongs_to_open_transaction && !retransmission {
@@ -495,8 +498,24 @@ impl Edge {
             self.report_binding_changes();
             match outcome {
                 RegisterOutcome::Ok { contacts } => {
-                    let extra: Vec<(&str, String)> =
+                    // The granted lifetime of this request's own binding also goes into an
+                    // Expires header: Lync-family clients read only that (pidgin-sipe hangs
+                    // without it, notes §9).
+                    let own = msg
+                        .header("Contact")
+                        .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+                        .map(|na| na.uri.to_owned());
+                    let granted = own.and_then(|uri| {
+                        contacts.iter().find_map(|c| {
+                            let na = sagw_sip::parse_name_addr(c).ok()?;
+                            (na.uri == uri).then(|| na.param("expires").map(str::to_owned))?
+                        })
+                    });
+                    let mut extra: Vec<(&str, String)> =
                         contacts.into_iter().map(|c| ("Contact", c)).collect();
+                    if let Some(e) = granted {
+                        extra.push(("Expires", e));
+                    }
                     self.local_transaction(key, msg, flow, from_client, note, 200, &extra, now);
                 }
                 RegisterOutcome::Error(code, _, extra) => {
