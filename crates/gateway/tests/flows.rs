@@ -247,7 +247,36 @@ impl Runner {
         m.push_header(header, &v);
     }
 
+    /// `${route}`: Route lines from the Record-Route of the last message the peer got (reversed,
+    /// as a caller uses them); `${to-tag}`: that message's To tag; `${contact}`: its Contact URI.
+    fn substitute(&self, peer: &str, text: String) -> String {
+        let Some(cur) = self.peers.get(peer).and_then(|p| p.current.as_ref()) else {
+            return text;
+        };
+        let mut rr: Vec<&str> = cur.header_all("Record-Route").collect();
+        if !cur.is_request() {
+            rr.reverse();
+        }
+        let route = rr
+            .iter()
+            .map(|r| format!("Route: {r}"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let tag = cur
+            .to()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .unwrap_or_default();
+        let contact = cur
+            .header("Contact")
+            .and_then(|c| sagw_sip::parse_name_addr(c).ok().map(|n| n.uri.to_owned()))
+            .unwrap_or_default();
+        text.replace("${route}", &route)
+            .replace("${to-tag}", &tag)
+            .replace("${contact}", &contact)
+    }
+
     fn send(&mut self, line: usize, peer: &str, mode: &str, text: String) {
+        let text = self.substitute(peer, text);
         let mut m = Message::parse(text.as_bytes())
             .unwrap_or_else(|e| self.fail(line, format!("message does not parse: {e}")));
         let now = self.wall;
@@ -411,6 +440,12 @@ impl Runner {
                         }
                     }
                 }
+                let flow = self.peers[peer].flow;
+                text.push_str(&format!(
+                    "Contact: <sip:{peer}@{};transport={}>\r\n",
+                    flow.remote,
+                    flow.transport.uri_param()
+                ));
                 text.push_str("Content-Length: 0\r\n\r\n");
             }
         }
@@ -707,3 +742,6 @@ flow!(
     message_and_call_between_two_authenticated_clients,
     "message-and-call-between-clients.flow"
 );
+flow!(ack_and_cancel_are_not_challenged, "ack-cancel.flow");
+flow!(digest_stale_nonce_and_replay, "digest-stale-nonce.flow");
+flow!(sa_expires_at_eight_hours, "sa-expiry.flow");
