@@ -46,9 +46,23 @@ CLIENT="$TARGET/release/sagw-client"
   exit 3
 }
 sed "s/25060/$PORT/g" "$GATEWAY_CONFIG" >"$OUT/gateway.toml"
+# Credentials for load0..load<USERS-1> (NT hash + Digest HA1 for the sip_domain realm), and
+# Kerberos when KRB_KEYTAB (keytab of sip/$KRB_FQDN) is given with KRB5_CONFIG/KRB_REALM.
+CREDS=$(awk -F'"' '/^credentials/ {print $2}' "$OUT/gateway.toml")
+mkdir -p "$(dirname "$CREDS")"
+(umask 077 && python3 "$HERE/make_users.py" "$USERS" "$SIP_DOMAIN" >"$CREDS")
+# The MESSAGE target: a client that answers every MESSAGE with a signed 200 (added the operator's
+# way, `sagw user add`, password on stdin).
+printf 'echo-pw\n' | "$SAGW" --config "$OUT/gateway.toml" user add echo >&2
+if [ -n "${KRB_KEYTAB:-}" ]; then
+  sed -i -e 's/^schemes = .*/schemes = ["ntlm", "kerberos", "digest"]/' \
+    -e "s|^kerberos_keytab = .*||" -e "s|^fqdn = .*|fqdn = \"${KRB_FQDN:?KRB_FQDN}\"|" "$OUT/gateway.toml"
+  echo "kerberos_keytab = \"$KRB_KEYTAB\"" >>"$OUT/gateway.toml"
+fi
 "$SAGW" --config "$OUT/gateway.toml" --log-level warn run >"$OUT/gateway.log" 2>&1 &
 GW=$!
-trap 'kill "$GW" 2>/dev/null || true; wait "$GW" 2>/dev/null || true' EXIT
+ECHO=""
+trap 'kill $ECHO "$GW" 2>/dev/null || true; wait "$GW" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
@@ -96,18 +110,26 @@ for r in $RATES; do
   point "ntlm-signin-$r" --scheme ntlm --users "$USERS" --endpoints $((r * POINT_SECS)) \
     --concurrency "$CONC" --rate "$r" --duration "$POINT_SECS"
 done
-if [ -n "${KRB5_CONFIG:-}" ] && [ -n "${KRB_REALM:-}" ]; then
+if [ -n "${KRB5_CONFIG:-}" ] && [ -n "${KRB_REALM:-}" ] && [ -n "${KRB_KEYTAB:-}" ]; then
   for r in $RATES; do
     point "kerberos-signin-$r" --scheme kerberos --krb-realm "$KRB_REALM" --users "${KRB_USERS:-20}" \
       --endpoints $((r * POINT_SECS)) --concurrency "$CONC" --rate "$r" --duration "$POINT_SECS"
   done
 else
-  echo "run.sh: KRB5_CONFIG/KRB_REALM not set: Kerberos points skipped" >&2
+  echo "run.sh: KRB5_CONFIG/KRB_REALM/KRB_KEYTAB not set: Kerberos points skipped" >&2
 fi
+# sip:echo@$SIP_DOMAIN (the default --message-target) signs in and answers: every MESSAGE is
+# verified and re-signed by the gateway in both directions (A -> gateway -> echo -> gateway -> A).
+ECHO_PW=echo-pw "$CLIENT" probe --server "$SERVER" --sip-domain "$SIP_DOMAIN" --domain "$NTLM_DOMAIN" \
+  --user echo --password-env ECHO_PW --scheme ntlm --listen 36000 >"$OUT/echo.log" 2>&1 &
+ECHO=$!
+sleep 2
 for r in $MSG_RATES; do
   point "ntlm-message-$r" --scheme ntlm --users "$USERS" --endpoints "$CONC" --concurrency "$CONC" \
     --messages $((r * POINT_SECS / CONC + 1)) --message-rate "$r" --duration "$POINT_SECS"
 done
+
+kill "$ECHO" 2>/dev/null || true; ECHO=""
 
 # Memory: SA_COUNT sign-ins over UDP that stay established (no un-REGISTER).
 rss0=$(rss_kib)
