@@ -39,7 +39,17 @@ use sagw_proxy::{
 };
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
+#[path = "../../kerberos/tests/support/mod.rs"]
+mod kdc;
+
 const GW: &str = "192.0.2.1";
+
+struct KrbState {
+    fqdn: String,
+    session: Option<sagw_kerberos::initiator::ClientSession>,
+    opaque: Option<String>,
+    cnum: u32,
+}
 
 struct NtlmState {
     user: String,
@@ -68,6 +78,7 @@ struct Peer {
     challenge: Option<Message>,
     ntlm: Option<NtlmState>,
     digest: Option<DigestState>,
+    krb: Option<KrbState>,
 }
 
 struct Runner {
@@ -81,6 +92,7 @@ struct Runner {
     wall: SystemTime,
     client_rng: sagw_auth::XorShiftRng,
     name: String,
+    kdc: Option<&'static kdc::TestKdc>,
 }
 
 fn crlf(lines: &[String]) -> String {
@@ -128,6 +140,9 @@ impl Runner {
             .unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
         cfg.auth.credentials = dir.join("users").display().to_string();
         cfg.auth.nonce_key = dir.join("nonce.key").display().to_string();
+        if let Some(k) = self.kdc {
+            cfg.auth.kerberos_keytab = k.aes_keytab.display().to_string();
+        }
         let settings = cfg
             .validate()
             .unwrap_or_else(|e| panic!("{}: config: {e}", self.name));
@@ -280,6 +295,7 @@ impl Runner {
         let mut m = Message::parse(text.as_bytes())
             .unwrap_or_else(|e| self.fail(line, format!("message does not parse: {e}")));
         let now = self.wall;
+        let kdc_ref = self.kdc;
         let Runner {
             peers, client_rng, ..
         } = self;
@@ -367,6 +383,62 @@ impl Runner {
                 let name = Self::ntlm_header_name(p);
                 let st = p.ntlm.as_mut().expect("ntlm");
                 Self::sign_ntlm(client_rng, st, &mut m, name, None);
+            }
+            "kerberos" | "kerberos-signed" => {
+                let name = Self::ntlm_header_name(p);
+                let st = p.krb.as_mut().expect("kerberos peer");
+                let target = format!("sip/{}", st.fqdn);
+                let mut b = AuthHeaderBuilder::new("Kerberos")
+                    .quoted("qop", "auth")
+                    .quoted("realm", "SIP Communications Service")
+                    .quoted("targetname", &target);
+                if mode == "kerberos" {
+                    let k = kdc_ref.expect("a `kdc` line first");
+                    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+                    let (ap_req, session) =
+                        sagw_kerberos::initiator::initiate(&st.fqdn, Some(&ccache), false)
+                            .expect("AP-REQ");
+                    st.session = Some(session);
+                    b = b
+                        .quoted("gssapi-data", &B64.encode(&ap_req))
+                        .token("version", "4");
+                } else {
+                    b = b.quoted(
+                        "opaque",
+                        st.opaque
+                            .as_deref()
+                            .expect("opaque from the final response"),
+                    );
+                }
+                // Version 4: a complete context signs the AP-REQ request already.
+                st.cnum += 1;
+                let crand = format!("{:08x}", 0xC0DE_0000u32 + st.cnum);
+                let cnum = st.cnum.to_string();
+                let buf = SignatureBuffer::build(
+                    &m,
+                    &BufferParams {
+                        scheme: "Kerberos",
+                        rand: &crand,
+                        num: &cnum,
+                        realm: "SIP Communications Service",
+                        targetname: &target,
+                        version: 4,
+                    },
+                );
+                let mic = st
+                    .session
+                    .as_ref()
+                    .expect("session")
+                    .get_mic(buf.as_bytes())
+                    .expect("MIC");
+                let hex: String = mic.iter().map(|x| format!("{x:02x}")).collect();
+                m.push_header(
+                    name,
+                    &b.quoted("crand", &crand)
+                        .quoted("cnum", &cnum)
+                        .quoted("response", &hex)
+                        .build(),
+                );
             }
             "digest" => {
                 let name = Self::ntlm_header_name(p);
@@ -462,7 +534,45 @@ impl Runner {
         self.inject(peer, m);
     }
 
-    fn verify_signed(&self, line: usize, peer: &str, m: &Message) {
+    fn verify_signed(&mut self, line: usize, peer: &str, m: &Message) {
+        if self.peers[peer].krb.is_some() {
+            let v = m
+                .header("Authentication-Info")
+                .unwrap_or_else(|| self.fail(line, "no Authentication-Info"))
+                .to_owned();
+            let h = AuthHeader::parse(&v).expect("parses");
+            let p = self.peers.get_mut(peer).expect("peer");
+            let st = p.krb.as_mut().expect("krb");
+            if let Some(o) = h.param("opaque") {
+                st.opaque = Some(o.to_owned());
+            }
+            let target = format!("sip/{}", st.fqdn);
+            let buf = SignatureBuffer::build(
+                m,
+                &BufferParams {
+                    scheme: "Kerberos",
+                    rand: h.param("srand").expect("srand"),
+                    num: h.param("snum").expect("snum"),
+                    realm: h.param("realm").expect("realm"),
+                    targetname: &target,
+                    version: 4,
+                },
+            );
+            let hex = h.param("rspauth").expect("rspauth");
+            let token: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|k| u8::from_str_radix(&hex[k..k + 2], 16).expect("hex"))
+                .collect();
+            if let Err(e) = st
+                .session
+                .as_ref()
+                .expect("session")
+                .verify_mic(buf.as_bytes(), &token)
+            {
+                panic!("line {line}: the gateway's Kerberos MIC does not verify: {e}");
+            }
+            return;
+        }
         let p = &self.peers[peer];
         let st = p
             .ntlm
@@ -592,6 +702,7 @@ fn run_flow(path: &Path) {
         wall: UNIX_EPOCH + Duration::from_secs(1_767_603_600),
         client_rng: sagw_auth::XorShiftRng::new(42),
         name,
+        kdc: None,
     };
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
@@ -654,6 +765,7 @@ fn run_flow(path: &Path) {
                         challenge: None,
                         ntlm: None,
                         digest: None,
+                        krb: None,
                     },
                 );
             }
@@ -667,6 +779,22 @@ fn run_flow(path: &Path) {
                     opaque: None,
                     realm: String::new(),
                     targetname: String::new(),
+                    cnum: 0,
+                });
+            }
+            ["kdc"] => {
+                // The real MIT test KDC (crates/kerberos/tests/support); under CI=true a KDC that
+                // cannot start fails the test.
+                match kdc::kdc(kdc::KdcOptions::default()) {
+                    Some(k) => r.kdc = Some(k),
+                    None => return,
+                }
+            }
+            ["kerberos", peer, fqdn] => {
+                r.peers.get_mut(*peer).expect("peer").krb = Some(KrbState {
+                    fqdn: (*fqdn).to_owned(),
+                    session: None,
+                    opaque: None,
                     cnum: 0,
                 });
             }
@@ -745,3 +873,4 @@ flow!(
 flow!(ack_and_cancel_are_not_challenged, "ack-cancel.flow");
 flow!(digest_stale_nonce_and_replay, "digest-stale-nonce.flow");
 flow!(sa_expires_at_eight_hours, "sa-expiry.flow");
+flow!(kerberos_register_two_legs, "kerberos-register.flow");
