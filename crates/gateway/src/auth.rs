@@ -403,6 +403,9 @@ impl ClientAuth for SecurityStage {
                 // Whatever a server behind us signed is not for this client.
                 msg.remove_header("Authentication-Info");
                 msg.remove_header("Proxy-Authentication-Info");
+                if let Some(req) = ctx.request {
+                    add_register_expires(msg, req);
+                }
                 if let Err(e) = self.core.finish_response(msg, auth, now, &mut *self.rng) {
                     debug!(error = %e, "response left unsigned");
                 }
@@ -433,7 +436,53 @@ impl ClientAuth for SecurityStage {
     }
 }
 
+/// A 2xx to REGISTER from a registrar behind the edge may give the granted lifetime only as the
+/// Contact's `expires` parameter; Lync-family clients read only the `Expires` header (pidgin-sipe
+/// hangs without it, notes §9), so copy it before signing.
+fn add_register_expires(resp: &mut Message, req: &Message) {
+    if req.method() != Some("REGISTER")
+        || !resp.status_code().is_some_and(|c| (200..300).contains(&c))
+        || resp.expires().is_some()
+    {
+        return;
+    }
+    let Some(own) = req
+        .header("Contact")
+        .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+        .map(|na| na.uri.to_owned())
+    else {
+        return;
+    };
+    let granted = resp.header_values("Contact").find_map(|c| {
+        let na = sagw_sip::parse_name_addr(c).ok()?;
+        if na.uri.eq_ignore_ascii_case(&own) {
+            na.param("expires").map(str::to_owned)
+        } else {
+            None
+        }
+    });
+    if let Some(e) = granted {
+        resp.push_header("Expires", &e);
+    }
+}
+
 /// A short name for the reason phrase of a status, for generated responses.
 pub fn phrase(code: u16) -> &'static str {
     reason_phrase(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_the_granted_expiry_of_the_clients_own_contact() {
+        let req = Message::parse(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.0.0.1:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n").expect("request");
+        let mut resp = Message::parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.9.9.9>;expires=60, <sip:a@10.0.0.1:5061;transport=tls>;expires=900\r\nContent-Length: 0\r\n\r\n").expect("response");
+        add_register_expires(&mut resp, &req);
+        assert_eq!(resp.expires(), Some("900"));
+        // An Expires already there is left alone.
+        add_register_expires(&mut resp, &req);
+        assert_eq!(resp.header_all("Expires").count(), 1);
+    }
 }
