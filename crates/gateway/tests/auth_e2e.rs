@@ -98,6 +98,22 @@ async fn ntlm_versions_4_and_3_over_tcp_and_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_and_digest_over_tls() {
+    let gw = gateway(GwOptions::default()).await;
+    for (user, scheme) in [("alice", AuthScheme::Ntlm), ("bob", AuthScheme::Digest)] {
+        let mut c = Client::connect_tls(&gw, config(user, &format!("{user}-pw"), scheme, 4)).await;
+        let (r, seen) = c.sign_in().await;
+        let done = r.unwrap_or_else(|f| panic!("{scheme:?} over TLS: {f}\n{}", c.trace()));
+        assert_eq!(done.status, 200);
+        assert!(verified(&done.signature), "{done:?}");
+        if scheme == AuthScheme::Ntlm {
+            assert_sipae_sign_in(&mut c, "NTLM", &seen, 4);
+        }
+        signed_messages(&mut c, 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_over_udp_and_tcp() {
     let gw = gateway(GwOptions::default()).await;
     for kind in [TransportKind::Udp, TransportKind::Tcp] {

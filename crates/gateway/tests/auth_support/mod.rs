@@ -163,6 +163,37 @@ impl Client {
         }
     }
 
+    /// Over TLS, trusting the gateway's generated certificate.
+    pub async fn connect_tls(gw: &Running, cfg: EndpointConfig) -> Client {
+        let cert = gw.cert.as_ref().expect("certificate").cert_path.clone();
+        let connector =
+            sagw_client::transport::tls_connector(&sagw_client::transport::TlsOptions {
+                trust: sagw_client::transport::TlsTrust::Pem(cert),
+                server_name: "127.0.0.1".into(),
+            })
+            .expect("tls config");
+        let conn = Connection::connect(
+            addr(gw, TransportKind::Tls),
+            TransportKind::Tls,
+            Some((&connector, "127.0.0.1")),
+        )
+        .await
+        .expect("tls connect");
+        let ep = Endpoint::new(
+            cfg,
+            LocalAddr {
+                transport: conn.kind().via(),
+                addr: conn.local_addr().to_string(),
+            },
+        )
+        .with_trace();
+        Client {
+            conn,
+            ep,
+            rng: rng(),
+        }
+    }
+
     pub fn trace(&mut self) -> String {
         self.ep
             .take_events()
