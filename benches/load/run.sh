@@ -28,11 +28,12 @@ NTLM_DOMAIN="${NTLM_DOMAIN:-EXAMPLE}"
 USERS="${USERS:-1000}"
 QUICK="${QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
-  RATES="${RATES:-200 500}"; MSG_RATES="${MSG_RATES:-1000 2000}"; POINT_SECS=5; SA_COUNT="${SA_COUNT:-20000}"
+  RATES="${RATES-200 500}"; MSG_RATES="${MSG_RATES-1000 2000}"; POINT_SECS=5; SA_COUNT="${SA_COUNT:-20000}"
 else
-  RATES="${RATES:-250 500 1000 2000 4000 8000}"; MSG_RATES="${MSG_RATES:-1000 2500 5000 10000 20000 40000}"
+  RATES="${RATES-250 500 1000 2000 4000 8000}"; MSG_RATES="${MSG_RATES-1000 2500 5000 10000 20000 40000}"
   POINT_SECS="${POINT_SECS:-20}"; SA_COUNT="${SA_COUNT:-1000000}"
 fi
+KRB_RATES="${KRB_RATES-$RATES}"  # an empty list skips a series (RATES="" MSG_RATES="": memory only)
 CONC="${CONC:-64}"
 
 mkdir -p "$OUT"
@@ -111,7 +112,7 @@ for r in $RATES; do
     --concurrency "$CONC" --rate "$r" --duration "$POINT_SECS"
 done
 if [ -n "${KRB5_CONFIG:-}" ] && [ -n "${KRB_REALM:-}" ] && [ -n "${KRB_KEYTAB:-}" ]; then
-  for r in $RATES; do
+  for r in $KRB_RATES; do
     point "kerberos-signin-$r" --scheme kerberos --krb-realm "$KRB_REALM" --users "${KRB_USERS:-20}" \
       --endpoints $((r * POINT_SECS)) --concurrency "$CONC" --rate "$r" --duration "$POINT_SECS"
   done
