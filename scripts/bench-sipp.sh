@@ -59,16 +59,13 @@ REG_SETTLE=${REG_SETTLE:-1}
 CALL_HOLD_MS=${CALL_HOLD_MS:-100}
 USERS=${USERS:-10000}
 
-# Ports: one per server, one per sipp role (-p, -cp, -mp all distinct: sipp grabs 5060/8888/6000
-# by default otherwise).
+# Ports: one per server, and each server gets its own sipp UAC and UAS ports (-p, -cp, -mp all
+# distinct: sipp grabs 5060/8888/6000 by default otherwise). Separate sets keep one server's late
+# retransmissions (after a bad step) from reaching the sipps of the other server's next step.
 KAM_PORT=15060
 SAGW_PORT=15062
-UAS_PORT=15080
-UAC_PORT=15090
-UAS_CP=15180
-UAC_CP=15190
-UAS_MP=16080
-UAC_MP=16090
+declare -A UAS_PORT=([kamailio]=15080 [sagw]=15082)
+declare -A UAC_PORT=([kamailio]=15090 [sagw]=15092)
 CALLEE=callee
 
 WORK=${WORK:-/tmp/sagw-bench}
@@ -117,24 +114,26 @@ proc_tree() {
     printf '%s\n' "${!keep[@]}"
 }
 
-# "<utime+stime ticks> <on-cpu ns> <runqueue-wait ns> <times scheduled>" summed over the given
-# pids and all their threads. utime+stime is the figure we report; schedstat gives the same at ns
+# "<utime+stime ticks> <on-cpu ns> <runqueue-wait ns> <times scheduled> <minor faults>" summed over
+# the given pids and all their threads. utime+stime is the figure we report; schedstat gives the same at ns
 # resolution, plus how long the server waited for a CPU (contention from anything else running)
 # and how often it was scheduled (wake-ups: what dominates the cost per flow at low rates).
+# Minor faults show a process still touching fresh memory (an allocator growing into new pages,
+# Kamailio's shm pool the first time): that is start-up cost, which the warm-up must absorb.
 cpu_of() {
-    local ticks=0 ns=0 wait=0 runs=0 pid line t a b c
+    local ticks=0 ns=0 wait=0 runs=0 faults=0 pid line t a b c
     local -a f
     for pid in "$@"; do
         read -r line <"/proc/$pid/stat" 2>/dev/null || continue
         # fields after "(comm) " start at field 3 (state): utime/stime (14/15) are f[11]/f[12]
         read -ra f <<<"${line##*) }"
-        ticks=$((ticks + f[11] + f[12]))
+        ticks=$((ticks + f[11] + f[12])); faults=$((faults + f[7]))
         for t in /proc/"$pid"/task/*/schedstat; do
             read -r a b c <"$t" 2>/dev/null || continue
             ns=$((ns + a)); wait=$((wait + b)); runs=$((runs + c))
         done
     done
-    echo "$ticks $ns $wait $runs"
+    echo "$ticks $ns $wait $runs $faults"
 }
 
 # "<cpu pressure: us some task waited for a CPU> <wall ns>". /proc/stat's idle/busy split is tick
@@ -196,7 +195,7 @@ wait_port() {
 
 start_kamailio() {
     local args=(-f "$BENCH/kamailio/kamailio.cfg" -DD -E -m 2048 -M 16 -n 2
-        -l "udp:127.0.0.1:$KAM_PORT" -A "UAS_URI=\"sip:127.0.0.1:$UAS_PORT\"")
+        -l "udp:127.0.0.1:$KAM_PORT" -A "UAS_URI=\"sip:127.0.0.1:${UAS_PORT[kamailio]}\"")
     if [ "$AUTH" = 1 ]; then
         args+=(-A WITH_AUTH -A "SUBSCRIBERS_DB=\"text://$WORK/db\"")
     fi
@@ -223,6 +222,7 @@ start_sagw() {
     fi
     if [ ! -x "$SAGW_BIN" ]; then SERVER_NOTE[sagw]="NOT RUN: no binary at $SAGW_BIN"; return 1; fi
     if [ ! -f "$cfg" ]; then SERVER_NOTE[sagw]="NOT RUN: no config $cfg"; return 1; fi
+    grep -q "udp:127.0.0.1:${UAS_PORT[sagw]}" "$cfg" || die "$cfg must name the sagw UAS udp:127.0.0.1:${UAS_PORT[sagw]} as next hop"
     if ! "$SAGW_BIN" check-config --config "$cfg" >"$WORK/sagw-check.log" 2>&1; then
         SERVER_NOTE[sagw]="NOT RUN: check-config failed: $(head -c 400 "$WORK/sagw-check.log" | tr '\n' ' ')"
         return 1
@@ -255,6 +255,7 @@ SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 4194304 -fd 1 -trace_stat -trace_e
 run_step() {
     local server=$1 scen=$2 rate=$3 secs=$4 tag=$5
     local port=${SERVER_PORT[$server]} count=$((rate * secs)) dir="$WORK/steps/$tag"
+    local uas_port=${UAS_PORT[$server]} uac_port=${UAC_PORT[$server]}
     local uac_xml uas_pid="" settle limit
     mkdir -p "$dir"
     case "$scen" in
@@ -266,12 +267,14 @@ run_step() {
     limit=$rate
 
     if [ "$scen" = call ]; then
-        timeout $((secs + 60)) sipp "${SIPP_COMMON[@]}" -sf "$SCEN/call_uas.xml" \
-            -p "$UAS_PORT" -cp "$UAS_CP" -mp "$UAS_MP" -m "$count" -timeout $((secs + 40))s \
+        # No -m: the UAS stays up through the settle time and absorbs whatever the server still
+        # retransmits; stopped below. Its counters come from the once-a-second -trace_stat dump.
+        timeout $((secs + settle + 40)) sipp "${SIPP_COMMON[@]}" -sf "$SCEN/call_uas.xml" \
+            -p "$uas_port" -cp $((uas_port + 100)) -mp $((16000 + (uas_port - 15000) * 4)) -timeout $((secs + settle + 30))s \
             -stf "$dir/uas.csv" -error_file "$dir/uas_err.log" >"$dir/uas.out" 2>&1 &
         uas_pid=$!
         BG_PIDS+=("$uas_pid")
-        wait_port "$UAS_PORT" "$uas_pid" || die "sipp UAS did not start (see $dir/uas.out)"
+        wait_port "$uas_port" "$uas_pid" || die "sipp UAS did not start (see $dir/uas.out)"
     fi
 
     local pids cpu0 cpu1 host0 host1 drops0 drops1 rc=0
@@ -281,7 +284,7 @@ run_step() {
     cpu0=$(cpu_of $pids)
     timeout $((secs + 30)) sipp 127.0.0.1:"$port" "${SIPP_COMMON[@]}" -sf "$uac_xml" \
         -inf "$WORK/users.csv" -s "$CALLEE" -r "$rate" -rp 1000 -m "$count" -l "$limit" -d "$CALL_HOLD_MS" \
-        -p "$UAC_PORT" -cp "$UAC_CP" -mp "$UAC_MP" -timeout $((secs + 20))s \
+        -p "$uac_port" -cp $((uac_port + 100)) -mp $((16000 + (uac_port - 15000) * 4)) -timeout $((secs + 20))s \
         -stf "$dir/uac.csv" -error_file "$dir/uac_err.log" >"$dir/uac.out" 2>&1 || rc=$?
     sleep "$settle"
     cpu1=$(cpu_of $pids)
@@ -290,8 +293,6 @@ run_step() {
 
     local uas_rc=-
     if [ -n "$uas_pid" ]; then
-        # The UAS stops by itself after -m calls; when calls failed it never gets there.
-        for _ in $(seq 1 20); do kill -0 "$uas_pid" 2>/dev/null || break; sleep 0.1; done
         kill "$uas_pid" 2>/dev/null || true
         uas_rc=0; wait "$uas_pid" 2>/dev/null || uas_rc=$?
     fi
@@ -318,14 +319,14 @@ run_step() {
             wall_us = (y[2] - x[2]) / 1e3
             psi = wall_us > 0 ? 100 * (y[1] - x[1]) / wall_us : 0
             n = ok > 0 ? ok : 1
-            printf "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%d\n",
+            printf "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%d\t%.2f\n",
                 scen, server, rate, tag, count, ok, failed + ufailed, retr, uretr, ooc, el, okps,
                 us, (ok > 0 ? us / n : -1), (ok > 0 ? sus / n : -1), (b[3] - a[3]) / 1e3 / n,
-                (b[4] - a[4]) / n, psi, rc, urc, drops
+                (b[4] - a[4]) / n, psi, rc, urc, drops, (b[5] - a[5]) / n
         }'
 }
 
-HEADER=$'scenario\tserver\trate\ttag\toffered\tok\tfailed\tretrans_uac\tretrans_uas\tout_of_call\telapsed_s\tok_per_s\tcpu_us\tcpu_us_per_flow\tsched_us_per_flow\trq_wait_us_per_flow\truns_per_flow\thost_cpu_pressure_pct\tuac_rc\tuas_rc\tudp_rcvbuf_drops'
+HEADER=$'scenario\tserver\trate\ttag\toffered\tok\tfailed\tretrans_uac\tretrans_uas\tout_of_call\telapsed_s\tok_per_s\tcpu_us\tcpu_us_per_flow\tsched_us_per_flow\trq_wait_us_per_flow\truns_per_flow\thost_cpu_pressure_pct\tuac_rc\tuas_rc\tudp_rcvbuf_drops\tminor_faults_per_flow'
 
 # ---------------------------------------------------------------- summary
 summarize() { # steps.tsv -> markdown on stdout
@@ -341,7 +342,7 @@ summarize() { # steps.tsv -> markdown on stdout
         {
             k = $1 SUBSEP $3 SUBSEP $2
             okps[k] = okps[k] " " $12; cpu[k] = cpu[k] " " $14; sch[k] = sch[k] " " $15
-            wait[k] = wait[k] " " $16; runs[k] = runs[k] " " $17; psi[k] = psi[k] " " $18; fail[k] += $7; retr[k] += $8 + $9; drop[k] += $21; reps[k]++
+            wait[k] = wait[k] " " $16; runs[k] = runs[k] " " $17; flt[k] = flt[k] " " $22; psi[k] = psi[k] " " $18; fail[k] += $7; retr[k] += $8 + $9; drop[k] += $21; reps[k]++
             if (!(($1 SUBSEP $3) in seen)) { seen[$1 SUBSEP $3] = 1; order[++no] = $1 SUBSEP $3 }
         }
         END {
@@ -353,7 +354,7 @@ summarize() { # steps.tsv -> markdown on stdout
                     unit = scen == "call" ? "calls/s" : "REGISTER/s"
                     printf "\n### %s (offered %s; medians of the repeats; failed and retrans summed over repeats)\n\n", scen, unit
                     hdr = "| offered |"; sep = "|---:|"
-                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs/flow | %s rq-wait us/flow, host PSI %% |", sv[i], sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
+                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs, faults /flow | %s rq-wait us/flow, host PSI %% |", sv[i], sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
                     if (ns == 2) { hdr = hdr " CPU ratio " sv[2] "/" sv[1] " |"; sep = sep "---:|" }
                     print hdr; print sep; last = scen
                 }
@@ -362,7 +363,7 @@ summarize() { # steps.tsv -> markdown on stdout
                     k = scen SUBSEP rate SUBSEP sv[i]
                     if (!(k in reps)) { line = line " - | - | - | - | - | - |"; m[i] = ""; continue }
                     m[i] = median(cpu[k])
-                    line = line sprintf(" %.0f | %d | %d%s | %.1f | %.1f | %.1f, %.0f |", median(okps[k]), fail[k], retr[k], (drop[k] ? sprintf(" (%d UDP drops)", drop[k]) : ""), m[i], median(runs[k]), median(wait[k]), median(psi[k]))
+                    line = line sprintf(" %.0f | %d | %d%s | %.1f | %.1f, %.2f | %.1f, %.0f |", median(okps[k]), fail[k], retr[k], (drop[k] ? sprintf(" (%d UDP drops)", drop[k]) : ""), m[i], median(runs[k]), median(flt[k]), median(wait[k]), median(psi[k]))
                 }
                 if (ns == 2) line = line ((m[1] != "" && m[2] != "" && m[1] > 0) ? sprintf(" %.2f |", m[2] / m[1]) : " - |")
                 print line
@@ -447,8 +448,10 @@ main() {
             call) rates=$CALL_RATES ;;
             *) die "unknown scenario $scen" ;;
         esac
+        # Warm up at the highest rate: the peak number of live transactions/bindings decides how
+        # much fresh memory a server touches, and first-touch page faults are start-up cost.
         local mid
-        mid=$(echo "$rates" | awk '{print $(int((NF + 1) / 2))}')
+        mid=$(echo "$rates" | awk '{ m = $1; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print m }')
         for s in ${ACTIVE//,/ }; do
             log "$scen warm-up on $s at $mid/s"
             run_step "$s" "$scen" "$mid" "$WARM_SECS" "warmup-$scen-$s" >>"$steps"
@@ -494,7 +497,7 @@ main() {
         echo
         echo "CPU us/flow: server utime+stime (/proc/PID/stat, all its processes and threads) from just before the step to the"
         echo "end of its settle time, divided by successful flows (schedstat on-CPU ns agrees within 2 %, see steps.tsv)."
-        echo "runs/flow: times the server's threads were scheduled (schedstat), i.e. wake-ups. rq-wait: time the server was"
+        echo "runs/flow: times the server's threads were scheduled (schedstat), i.e. wake-ups; faults: minor page faults. rq-wait: time the server was"
         echo "runnable but waiting for a CPU; host PSI: % of the step some task on the host waited for a CPU (contention)."
         echo "A call flow is INVITE+ACK+BYE (2 transactions, 13 messages through the proxy); a REGISTER flow is 1 transaction."
     } >"$OUT/summary.md"
