@@ -11,7 +11,7 @@ use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError, PendingHandshake};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, parse_name_addr};
 
 use crate::buffer::{BufferParams, SignatureBuffer};
-use crate::config::{ChallengeFamily, CoreConfig, SignatureHeader};
+use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
 use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
 use crate::date::http_date;
@@ -129,11 +129,11 @@ impl SecurityCore {
     // ------------------------------------------------------------------------------------------
     // Challenges
 
-    fn family_for(&self, msg: &Message) -> ChallengeFamily {
+    fn family_for(policy: &ChallengePolicy, msg: &Message) -> ChallengeFamily {
         if msg.method().is_some_and(|m| m == "REGISTER") {
-            self.config.policy.register
+            policy.register
         } else {
-            self.config.policy.other
+            policy.other
         }
     }
 
@@ -206,11 +206,24 @@ impl SecurityCore {
     // ------------------------------------------------------------------------------------------
     // Requests
 
-    /// Judges a request from a client.
+    /// Judges a request from a client, challenging with the configured policy.
     pub fn on_request(
         &self,
         msg: &Message,
         ctx: &TransportContext,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        self.on_request_with_policy(msg, ctx, &self.config.policy, now, rng)
+    }
+
+    /// [`SecurityCore::on_request`] with a challenge policy of the caller's (e.g. per listener, for
+    /// clients on one transport that want the other header family).
+    pub fn on_request_with_policy(
+        &self,
+        msg: &Message,
+        ctx: &TransportContext,
+        policy: &ChallengePolicy,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
@@ -224,7 +237,7 @@ impl SecurityCore {
                 reason: Reason::MalformedHeader,
             };
         }
-        let default_family = self.family_for(msg);
+        let default_family = Self::family_for(policy, msg);
         let creds = match self.find_credentials(msg) {
             Ok(Some(c)) => c,
             Ok(None) => return self.rechallenge_unless_fresh(msg, default_family, None, now, rng),

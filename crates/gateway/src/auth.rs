@@ -201,6 +201,8 @@ pub struct SecurityStage {
     rng: Box<dyn Rng + Send>,
     /// (lower-cased `user@domain` or `domain`, home server URI)
     director: Vec<(String, String)>,
+    /// Challenge policy per listener transport, where configured.
+    listener_policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
 }
 
 impl SecurityStage {
@@ -215,7 +217,17 @@ impl SecurityStage {
             core,
             rng,
             director,
+            listener_policy: Vec::new(),
         }
+    }
+
+    /// Challenge policies for clients of particular listeners (`[auth.listener.<transport>]`).
+    pub fn with_listener_policy(
+        mut self,
+        policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
+    ) -> Self {
+        self.listener_policy = policy;
+        self
     }
 
     /// The core, for metrics and the admin endpoint.
@@ -348,7 +360,14 @@ impl ClientAuth for SecurityStage {
             source: ctx.flow.remote,
             transport: transport(ctx.flow.transport),
         };
-        let decision = self.core.on_request(msg, &tctx, now, &mut *self.rng);
+        let policy = self
+            .listener_policy
+            .iter()
+            .find(|(t, _)| *t == ctx.flow.transport)
+            .map_or(self.core.config().policy, |(_, p)| *p);
+        let decision = self
+            .core
+            .on_request_with_policy(msg, &tctx, &policy, now, &mut *self.rng);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
                 if let Some(cause) = c.cause {

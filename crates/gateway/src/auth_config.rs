@@ -60,6 +60,16 @@ pub struct AuthSection {
     /// Director: user AOR (`user@domain`) or domain -> home server URI; a REGISTER for them gets a
     /// signed 301 with that Contact.
     pub director: BTreeMap<String, String>,
+    /// Per-listener challenge statuses: `udp`, `tcp` or `tls` -> { register_challenge, other_challenge }.
+    pub listener: BTreeMap<String, ListenerPolicy>,
+}
+
+/// `[auth.listener.<transport>]`: the challenge family for clients of one listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerPolicy {
+    pub register_challenge: Option<u16>,
+    pub other_challenge: Option<u16>,
 }
 
 impl Default for AuthSection {
@@ -90,6 +100,7 @@ impl Default for AuthSection {
             digest_nonce_lifetime_secs: 300,
             nonce_key: "sagw-data/nonce.key".into(),
             director: BTreeMap::new(),
+            listener: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +134,8 @@ pub struct AuthSettings {
     pub nonce_key: PathBuf,
     /// (lower-cased `user@domain` or `domain`, home URI)
     pub director: Vec<(String, String)>,
+    /// Challenge policy per listener transport (udp, tcp, tls), where it differs from the default.
+    pub listener_policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
 }
 
 fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
@@ -237,6 +250,23 @@ impl AuthSection {
             }
             director.push((k.to_ascii_lowercase(), v.clone()));
         }
+        let register_family = family("auth.register_challenge", self.register_challenge)?;
+        let other_family = family("auth.other_challenge", self.other_challenge)?;
+        let mut listener_policy = Vec::new();
+        for (t, p) in &self.listener {
+            let key = format!("auth.listener.{t}");
+            let transport = sagw_proxy::Transport::from_token(t)
+                .ok_or_else(|| invalid(&key, "must be udp, tcp or tls"))?;
+            let register = match p.register_challenge {
+                Some(s) => family(&format!("{key}.register_challenge"), s)?,
+                None => register_family,
+            };
+            let other = match p.other_challenge {
+                Some(s) => family(&format!("{key}.other_challenge"), s)?,
+                None => other_family,
+            };
+            listener_policy.push((transport, sagw_auth::ChallengePolicy { register, other }));
+        }
         if self.pending_max == 0 || self.pending_max_per_source == 0 {
             return Err(invalid("auth.pending_max", "limits must be greater than 0"));
         }
@@ -248,8 +278,8 @@ impl AuthSection {
             sip_domain,
             fqdn,
             credentials: PathBuf::from(plain("auth.credentials", &self.credentials)?),
-            register_family: family("auth.register_challenge", self.register_challenge)?,
-            other_family: family("auth.other_challenge", self.other_challenge)?,
+            register_family,
+            other_family,
             signature_header,
             version: self.version,
             sa_lifetime: secs("auth.sa_lifetime_secs", self.sa_lifetime_secs, 8 * 3600)?,
@@ -279,6 +309,7 @@ impl AuthSection {
             )?,
             nonce_key: PathBuf::from(plain("auth.nonce_key", &self.nonce_key)?),
             director,
+            listener_policy,
         }))
     }
 }

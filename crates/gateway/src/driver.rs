@@ -194,7 +194,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     .map(|(_, n)| *n)
     .collect();
     info!(schemes = ?schemes, realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
-    let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone());
+    let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
+        .with_listener_policy(a.listener_policy.clone());
     start_inner(settings, Box::new(stage), Some(core)).await
 }
 

@@ -161,7 +161,8 @@ impl Runner {
             core,
             Box::new(ScriptedRng::new(self.rng_script.clone())),
             auth.director.clone(),
-        );
+        )
+        .with_listener_policy(auth.listener_policy.clone());
         let local = LocalAddrs {
             host: GW.to_owned(),
             aliases: Vec::new(),
@@ -874,3 +875,4 @@ flow!(ack_and_cancel_are_not_challenged, "ack-cancel.flow");
 flow!(digest_stale_nonce_and_replay, "digest-stale-nonce.flow");
 flow!(sa_expires_at_eight_hours, "sa-expiry.flow");
 flow!(kerberos_register_two_legs, "kerberos-register.flow");
+flow!(challenge_family_per_listener, "listener-policy.flow");
