@@ -79,6 +79,41 @@ struct ServerTx {
     interval: Duration,
 }
 
+impl ServerTx {
+    /// A server transaction in Proceeding, before any response or branch.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        method: String,
+        request: Message,
+        upstream: Flow,
+        from_client: bool,
+        note: Option<AuthNote>,
+        to_tag: String,
+        loop_hash: String,
+        started: Instant,
+        interval: Duration,
+    ) -> Self {
+        ServerTx {
+            method,
+            request,
+            forward: None,
+            upstream,
+            from_client,
+            note,
+            state: ServerState::Proceeding,
+            last_response: None,
+            branches: Vec::new(),
+            best: None,
+            started,
+            to_tag,
+            loop_hash,
+            hops: VecDeque::new(),
+            epoch: 0,
+            interval,
+        }
+    }
+}
+
 struct ClientTx {
     server_key: Option<String>,
     method: String,
@@ -528,24 +563,17 @@ impl Edge {
         // Proxy it.
         let mut forward = msg.clone();
         let dest = self.route(&mut forward, &flow, from_client, now.mono);
-        let st = ServerTx {
-            method: method.clone(),
-            request: msg,
-            forward: None,
-            upstream: flow,
+        let st = ServerTx::new(
+            method.clone(),
+            msg,
+            flow,
             from_client,
             note,
-            state: ServerState::Proceeding,
-            last_response: None,
-            branches: Vec::new(),
-            best: None,
-            started: now.mono,
-            to_tag: self.ids.unique(),
-            loop_hash: lh,
-            hops: VecDeque::new(),
-            epoch: 0,
-            interval: self.cfg.timers.t1,
-        };
+            self.ids.unique(),
+            lh,
+            now.mono,
+            self.cfg.timers.t1,
+        );
         self.server.insert(key.clone(), st);
         if method == "INVITE" {
             self.respond(&key, 100, &[], now);
@@ -600,24 +628,17 @@ impl Edge {
         extra: &[(&str, String)],
         now: Now,
     ) {
-        let st = ServerTx {
-            method: msg.method().unwrap_or("").to_owned(),
-            request: msg,
-            forward: None,
-            upstream: flow,
+        let st = ServerTx::new(
+            msg.method().unwrap_or("").to_owned(),
+            msg,
+            flow,
             from_client,
             note,
-            state: ServerState::Proceeding,
-            last_response: None,
-            branches: Vec::new(),
-            best: None,
-            started: now.mono,
-            to_tag: self.ids.unique(),
-            loop_hash: String::new(),
-            hops: VecDeque::new(),
-            epoch: 0,
-            interval: self.cfg.timers.t1,
-        };
+            self.ids.unique(),
+            String::new(),
+            now.mono,
+            self.cfg.timers.t1,
+        );
         self.server.insert(key.clone(), st);
         self.respond(&key, code, extra, now);
     }
