@@ -10,8 +10,8 @@
 # (utime+stime from /proc/PID/stat summed over the server's processes, before/after) divided by
 # successful flows. Prints a markdown table and keeps raw data under benches/sipp/results/.
 #
-# Everything runs on 127.0.0.1, every sipp call is bounded by count and time, and all processes
-# started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS,
+# Everything runs on 127.0.0.1, every sipp is bounded in time (the UAC also in count), and all
+# processes started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS,
 # SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count).
 set -euo pipefail
 
@@ -245,13 +245,14 @@ start_sagw() {
 # ---------------------------------------------------------------- sipp
 # Last line of a sipp -trace_stat file as "name=value" lookups.
 stat_get() { # file column-name
+    [ -s "$1" ] || { echo 0; return 0; } # sipp died before its first dump: the step counts 0 ok
     awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i }
         END { v = $c; if (col ~ /Time$/) { n = split(v, a, "\t"); v = a[n] } print (v == "" ? 0 : v) }' "$1"
 }
 
 SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 4194304 -fd 1 -trace_stat -trace_err)
 
-# run_step <server> <scenario> <rate> <secs> <tag>  -> prints one TSV result line
+# run_step <server> <scenario> <rate> <secs> <tag>  -> prints one TSV result line (HEADER below)
 run_step() {
     local server=$1 scen=$2 rate=$3 secs=$4 tag=$5
     local port=${SERVER_PORT[$server]} count=$((rate * secs)) dir="$WORK/steps/$tag"
