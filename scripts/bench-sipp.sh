@@ -407,6 +407,15 @@ main() {
         } >"$WORK/db/htable"
         echo 'table_name(str) table_version(int)' >"$WORK/db/version"
         echo 'htable:2' >>"$WORK/db/version"
+        # sagw's credentials file: MD5 HA1 per user in realm sagw.bench (no passwords), mode 600.
+        (umask 077; python3 - "$USERS" >"$WORK/sagw-users" <<'PY'
+import hashlib, sys
+print("# sipp benchmark users (scripts/bench-sipp.sh)")
+for i in range(1, int(sys.argv[1]) + 1):
+    u, p = "u%05d" % i, "pw%05d" % i
+    print(u, "ha1", "MD5", hashlib.md5(f"{u}:sagw.bench:{p}".encode()).hexdigest(), "sagw.bench")
+PY
+        )
     fi
 
     ACTIVE=""

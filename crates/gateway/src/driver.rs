@@ -214,9 +214,7 @@ async fn start_inner(
 ) -> Result<Running, StartError> {
     let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
     let udp = match settings.udp {
-        Some(a) => Some(Arc::new(
-            UdpSocket::bind(a).await.map_err(bind_err("udp", a))?,
-        )),
+        Some(a) => Some(Arc::new(bind_udp(a).map_err(bind_err("udp", a))?)),
         None => None,
     };
     let tcp = match settings.tcp {
@@ -349,6 +347,19 @@ async fn start_inner(
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// The UDP socket, with a 4 MiB receive buffer: the default (~208 KiB) overflows under a burst of
+/// a few thousand datagrams per second, and every drop costs a client retransmission.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = sock.set_recv_buffer_size(4 << 20) {
+        warn!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 fn now() -> Now {

@@ -118,7 +118,13 @@ impl Registrar {
 
     /// Number of live bindings.
     pub fn len(&self) -> usize {
-        self.aors.values().map(HashMap::len).sum()
+        // One expiry entry per binding: O(1), where summing the AORs grew with every registration
+        // (the driver asks after each batch of events).
+        debug_assert_eq!(
+            self.expiry.len(),
+            self.aors.values().map(HashMap::len).sum::<usize>()
+        );
+        self.expiry.len()
     }
 
     /// True when nothing is registered.
