@@ -351,6 +351,21 @@ impl Edge {
         msg
     }
 
+    /// A response that arrives after its transaction answered: forwarded upstream as is, with the
+    /// transaction's authentication note, so an authenticated client still gets it signed.
+    fn emit_late_response(&mut self, up: Flow, msg: Message, note: Option<AuthNote>, now: Now) {
+        self.emit(
+            Target::Flow(up),
+            msg,
+            None,
+            OutboundKind::Response,
+            None,
+            None,
+            note.as_ref(),
+            now,
+        );
+    }
+
     /// Answer `req` without a transaction.
     fn respond_stateless(
         &mut self,
@@ -1387,19 +1402,10 @@ impl Edge {
                     });
                 }
             } else if let Some(sk) = server_key
-                && let Some(up) = self.server.get(&sk).map(|s| s.upstream)
+                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
             {
                 pop_via(&mut msg);
-                self.emit(
-                    Target::Flow(up),
-                    msg,
-                    None,
-                    OutboundKind::Response,
-                    None,
-                    None,
-                    None,
-                    now,
-                );
+                self.emit_late_response(up, msg, note, now);
             }
             return;
         }
@@ -1467,20 +1473,11 @@ impl Edge {
                 self.branch_final(&sk, &ct_key, msg, now);
             } else if invite
                 && (200..300).contains(&code)
-                && let Some(up) = self.server.get(&sk).map(|s| s.upstream)
+                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
             {
                 // An INVITE 2xx after we already answered (another fork's 2xx, or after a
                 // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
-                self.emit(
-                    Target::Flow(up),
-                    msg,
-                    None,
-                    OutboundKind::Response,
-                    None,
-                    None,
-                    None,
-                    now,
-                );
+                self.emit_late_response(up, msg, note, now);
             }
         }
     }
