@@ -141,9 +141,17 @@ fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError>
 
 /// Builds the security core the settings describe.
 pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, AuthSetupError> {
+    build_core_with_store(a, rng).map(|(core, _)| core)
+}
+
+/// [`build_core`], also returning the credentials store so the driver can reload it.
+pub fn build_core_with_store(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+) -> Result<(SecurityCore, Arc<crate::users::ReloadingStore>), AuthSetupError> {
     crate::users::ensure_file(&a.credentials)?;
-    let store = crate::users::load(&a.credentials)?;
-    if store.users().next().is_none() {
+    let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
+    if store.user_count() == 0 {
         warn!(path = %a.credentials.display(), "no users yet: every request will be challenged (add some with `sagw user add NAME`)");
     }
     let mut cfg = CoreConfig::new(a.sip_domain.clone());
@@ -183,7 +191,7 @@ pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, A
             max_tracked_nonces: 100_000,
         });
     }
-    let mut core = SecurityCore::new(cfg, Arc::new(store));
+    let mut core = SecurityCore::new(cfg, store.clone());
     if a.kerberos {
         let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
         k.keytab = a.keytab.clone();
@@ -192,7 +200,7 @@ pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, A
             .map_err(|e| AuthSetupError::Kerberos(e.to_string()))?;
         core = core.with_kerberos(Box::new(MitKerberos::new(acceptor)), None);
     }
-    Ok(core)
+    Ok((core, store))
 }
 
 /// The stage the proxy calls for every client message.

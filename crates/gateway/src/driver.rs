@@ -183,7 +183,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         return start_inner(settings, Box::new(NoAuth), None).await;
     };
     let mut rng = crate::auth::OsRng::new()?;
-    let core = Arc::new(crate::auth::build_core(&a, &mut rng)?);
+    let (core, users) = crate::auth::build_core_with_store(&a, &mut rng)?;
+    let core = Arc::new(core);
     let schemes: Vec<&str> = [
         (a.kerberos, "kerberos"),
         (a.ntlm, "ntlm"),
@@ -196,7 +197,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     info!(schemes = ?schemes, realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
         .with_listener_policy(a.listener_policy.clone());
-    start_inner(settings, Box::new(stage), Some(core)).await
+    start_inner(settings, Box::new(stage), Some((core, users))).await
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
@@ -210,7 +211,10 @@ pub async fn start_with_auth(
 async fn start_inner(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
-    core: Option<Arc<sagw_auth::SecurityCore>>,
+    core: Option<(
+        Arc<sagw_auth::SecurityCore>,
+        Arc<crate::users::ReloadingStore>,
+    )>,
 ) -> Result<Running, StartError> {
     let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
     let udp = match settings.udp {
@@ -277,7 +281,7 @@ async fn start_inner(
     let edge = Edge::with_auth(cfg, auth);
 
     let metrics = Arc::new(Metrics::default());
-    if let Some(core) = &core {
+    if let Some((core, _)) = &core {
         let _ = metrics.auth.set(core.clone());
     }
     let (events_tx, events_rx) = mpsc::channel(8192);
@@ -309,14 +313,18 @@ async fn start_inner(
     if let Some(l) = tls_listener {
         tasks.push(tokio::spawn(accept_task(l, acceptor, shared.clone())));
     }
-    if let Some(core) = core {
-        // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them.
+    if let Some((core, users)) = core {
+        // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
+        // and users added with `sagw user add` take effect without a restart.
         let mut stop = shared.shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { core.expire(SystemTime::now()); }
+                    _ = tick.tick() => {
+                        core.expire(SystemTime::now());
+                        users.reload_if_changed();
+                    }
                     _ = stop.changed() => break,
                 }
             }

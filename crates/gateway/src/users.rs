@@ -113,3 +113,106 @@ pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
     v.sort();
     Ok(v)
 }
+
+/// The credentials file as the running gateway sees it: reloaded when the file changes, so
+/// `sagw user add` takes effect without a restart. A file that fails to load (half-written by hand,
+/// made readable to others) keeps the previous users and is reported.
+pub struct ReloadingStore {
+    path: std::path::PathBuf,
+    current: parking_lot::RwLock<(FileCredentialStore, Option<std::time::SystemTime>)>,
+}
+
+impl ReloadingStore {
+    /// Loads `path` now.
+    pub fn open(path: &Path) -> Result<Self, UsersError> {
+        let store = load(path)?;
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(ReloadingStore {
+            path: path.to_owned(),
+            current: parking_lot::RwLock::new((store, mtime)),
+        })
+    }
+
+    /// Number of users loaded.
+    pub fn user_count(&self) -> usize {
+        self.current.read().0.users().count()
+    }
+
+    /// Reloads when the file's modification time changed; true when it did reload.
+    pub fn reload_if_changed(&self) -> bool {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == self.current.read().1 {
+            return false;
+        }
+        match load(&self.path) {
+            Ok(store) => {
+                let n = store.users().count();
+                *self.current.write() = (store, mtime);
+                tracing::info!(path = %self.path.display(), users = n, "credentials reloaded");
+                true
+            }
+            Err(e) => {
+                // Remember the mtime so a broken file is reported once, not every tick.
+                self.current.write().1 = mtime;
+                tracing::warn!(error = %e, "credentials file changed but cannot be loaded; keeping the previous users");
+                false
+            }
+        }
+    }
+}
+
+impl sagw_auth::CredentialStore for ReloadingStore {
+    fn nt_hash(&self, user: &str) -> Option<sagw_ntlm::NtHash> {
+        self.current.read().0.nt_hash(user)
+    }
+
+    fn digest_ha1(
+        &self,
+        user: &str,
+        realm: &str,
+        algorithm: sagw_digest::Algorithm,
+    ) -> Option<sagw_digest::Ha1> {
+        self.current.read().0.digest_ha1(user, realm, algorithm)
+    }
+
+    fn sip_identity(&self, user: &str) -> Option<String> {
+        self.current.read().0.sip_identity(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sagw_auth::CredentialStore;
+
+    #[test]
+    fn a_user_added_while_running_is_picked_up() {
+        let dir = std::env::temp_dir().join(format!("sagw-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let section = crate::auth_config::AuthSection {
+            credentials: dir.join("users").display().to_string(),
+            ..Default::default()
+        };
+        let auth = section.validate().expect("valid").expect("enabled");
+        add(&auth, "alice", "pw-a", None).expect("add");
+        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        assert!(store.nt_hash("alice").is_some());
+        assert!(store.nt_hash("bob").is_none());
+        assert!(!store.reload_if_changed(), "nothing changed yet");
+        // File systems with coarse timestamps: make sure the mtime moves.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        add(&auth, "bob", "pw-b", None).expect("add");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(&auth.credentials)
+            .expect("open");
+        f.set_modified(later).expect("touch");
+        assert!(store.reload_if_changed());
+        assert!(store.nt_hash("bob").is_some());
+        assert_eq!(store.user_count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
