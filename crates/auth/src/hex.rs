@@ -1,4 +1,5 @@
-//! Hex for signatures: emitted upper-case like OCS, accepted in either case (notes §2.1).
+//! Hex for `srand`, Kerberos MIC tokens and the credentials file: emitted upper-case like OCS,
+//! accepted in either case (notes §2.1). NTLM signatures use `sagw_ntlm`'s own hex helpers.
 
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -30,19 +31,6 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Decodes exactly 16 bytes without allocating (NTLM signatures on the hot path).
-pub fn decode16(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (o, p) in out.iter_mut().zip(b.chunks_exact(2)) {
-        *o = (nibble(p[0])? << 4) | nibble(p[1])?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -51,10 +39,5 @@ mod tests {
         assert_eq!(super::decode("01abFF"), Some(vec![1, 0xab, 0xff]));
         assert_eq!(super::decode("0"), None);
         assert_eq!(super::decode("zz"), None);
-        assert_eq!(
-            super::decode16("0100000029618e9651b65a7764000000").map(|b| b[4]),
-            Some(0x29)
-        );
-        assert_eq!(super::decode16("01"), None);
     }
 }

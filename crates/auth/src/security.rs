@@ -697,9 +697,8 @@ impl SecurityCore {
         let buffer = SignatureBuffer::build(msg, &params);
         match sa.mechanism() {
             Mechanism::Ntlm(session) => {
-                let sig = hex::decode16(response).ok_or(Reason::BadSignature)?;
                 session
-                    .verify_from_client(buffer.as_bytes(), &sig)
+                    .verify_from_client_hex(buffer.as_bytes(), response)
                     .map_err(|_| Reason::BadSignature)?;
             }
             Mechanism::Kerberos(session) => {
@@ -919,7 +918,9 @@ impl SecurityCore {
         };
         let buffer = SignatureBuffer::build(msg, &params);
         let rspauth = match sa.mechanism() {
-            Mechanism::Ntlm(session) => hex::upper(&session.sign_as_server(buffer.as_bytes())),
+            Mechanism::Ntlm(session) => {
+                sagw_ntlm::signature_to_hex(&session.sign_as_server(buffer.as_bytes()))
+            }
             Mechanism::Kerberos(session) => {
                 hex::upper(&session.get_mic(buffer.as_bytes()).map_err(SignError::Gss)?)
             }
