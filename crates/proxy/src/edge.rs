@@ -351,6 +351,16 @@ impl Edge {
         msg
     }
 
+    /// Our Via for a request leaving over `transport`; `extra` is appended after `rport`.
+    fn our_via(&self, transport: Transport, branch: &str, extra: &str) -> String {
+        format!(
+            "SIP/2.0/{} {}:{};branch={branch};rport{extra}",
+            transport.via_token(),
+            self.cfg.local.host,
+            self.cfg.local.port(transport)
+        )
+    }
+
     /// A response that arrives after its transaction answered: forwarded upstream as is, with the
     /// transaction's authentication note, so an authenticated client still gets it signed.
     fn emit_late_response(&mut self, up: Flow, msg: Message, note: Option<AuthNote>, now: Now) {
@@ -816,12 +826,7 @@ impl Edge {
             push_on_top(&mut out, "Path", &path);
         }
         let branch = self.ids.branch(&lh);
-        let via = format!(
-            "SIP/2.0/{} {}:{};branch={branch};rport;sgf={in_token}",
-            out_transport.via_token(),
-            self.cfg.local.host,
-            self.cfg.local.port(out_transport)
-        );
+        let via = self.our_via(out_transport, &branch, &format!(";sgf={in_token}"));
         push_via(&mut out, &via);
         let token = SendToken(branch.clone());
         let sent = self.emit(
@@ -1081,12 +1086,7 @@ impl Edge {
         msg.set_header("Max-Forwards", &(mf - 1).min(70).to_string());
         let branch = self.ids.stateless_branch(&lh, &incoming);
         let t = target.transport();
-        let via = format!(
-            "SIP/2.0/{} {}:{};branch={branch};rport",
-            t.via_token(),
-            self.cfg.local.host,
-            self.cfg.local.port(t)
-        );
+        let via = self.our_via(t, &branch, "");
         push_via(&mut msg, &via);
         self.emit(
             target,
