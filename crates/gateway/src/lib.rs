@@ -1,8 +1,8 @@
 //! The sagw gateway: the tokio driver around the sans-IO crates.
 //!
 //! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
-//! * [`driver`]: listeners (UDP, TCP, TLS), connection tasks, the flow table and the core task that
-//!   owns [`sagw_proxy::Edge`];
+//! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
+//!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
 //! * [`metrics`]: Prometheus text endpoint;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
