@@ -1,0 +1,154 @@
+//! The core thread's own duties: reading UDP in passes (a burst larger than one pass is answered
+//! whole), waking for events from connection tasks, and letting go of its sockets at shutdown.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use support::*;
+
+fn options(port: u16, from_port: u16, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bK{branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=p\r\nTo: <sip:127.0.0.1:{port}>\r\n\
+Call-ID: {branch}@burst\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// More datagrams than one read pass takes (256) queue up before the core reads any: every one is
+/// answered, so a pass that stops on its budget comes back to the socket without waiting for a
+/// new edge from epoll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_burst_larger_than_one_pass_is_answered_whole() {
+    let gw = gateway("").await;
+    let port = gw.udp.expect("udp listener").port();
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    sock.set_recv_buffer_size(4 << 20).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let sock: std::net::UdpSocket = sock.into();
+    let me = sock.local_addr().unwrap().port();
+    const N: usize = 700;
+    // Written from a plain thread in one go: the gateway cannot answer in between faster than a
+    // loop of send_to calls fills its queue.
+    let sent: Vec<String> = (0..N).map(|i| format!("burst{}x{i}", unique())).collect();
+    for b in &sent {
+        sock.send_to(options(port, me, b).as_bytes(), ("127.0.0.1", port))
+            .unwrap();
+    }
+    // Well under the gateway's first timer (Timer J, 64 x T1 = 3.2 s here): a core that went to
+    // sleep with datagrams still queued would only come back to them when a timer woke it.
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    let sock = tokio::task::spawn_blocking(move || {
+        let mut seen = HashSet::new();
+        let mut buf = vec![0u8; 65_536];
+        while seen.len() < N {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            let Ok(n) = sock.recv(&mut buf) else { break };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(text.starts_with("SIP/2.0 200"), "unexpected answer: {text}");
+            let branch = text
+                .split("branch=z9hG4bK")
+                .nth(1)
+                .and_then(|r| r.split(['\r', ';', ',']).next())
+                .unwrap()
+                .to_owned();
+            seen.insert(branch);
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let want: HashSet<String> = sent.into_iter().collect();
+    assert_eq!(
+        sock.len(),
+        N,
+        "every OPTIONS of the burst is answered within 1.5 s"
+    );
+    assert_eq!(sock, want);
+}
+
+/// Messages over TCP reach the core thread while UDP is idle (the waker), and the core keeps
+/// serving UDP and TCP side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_events_wake_the_core_while_udp_is_idle() {
+    let gw = gateway("").await;
+    for round in 0..20 {
+        for kind in [Kind::Tcp, Kind::Udp] {
+            let mut c = Client::connect(&gw, kind, "probe").await;
+            let b = format!("wake{round}{}", unique());
+            let port = match kind {
+                Kind::Udp => gw.udp.unwrap().port(),
+                _ => gw.tcp.unwrap().port(),
+            };
+            c.send(&format!(
+                "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{b}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=p\r\nTo: <sip:127.0.0.1>\r\n\
+Call-ID: {b}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                kind.via(),
+                c.local
+            ))
+            .await;
+            let r = c.recv().await;
+            assert_eq!(r.status(), Some(200), "round {round} over {kind:?}");
+        }
+        // Let the core fall asleep between rounds, so each message has to wake it.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// After shutdown the core thread has ended and dropped the UDP socket: the port can be bound
+/// again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_core_thread_and_frees_the_udp_port() {
+    let gw = gateway("").await;
+    let addr = gw.udp.unwrap();
+    gw.shutdown(Duration::from_secs(5)).await;
+    let mut bound = None;
+    for _ in 0..50 {
+        match std::net::UdpSocket::bind(addr) {
+            Ok(s) => {
+                bound = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(bound.is_some(), "UDP port {addr} still held after shutdown");
+}
+
+/// Dropping a running gateway without shutdown also stops the core thread (it is not a task
+/// that ends with the runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_gateway_stops_the_core_thread() {
+    let gw = gateway("").await;
+    let addr = gw.udp.unwrap();
+    drop(gw);
+    let mut bound = false;
+    for _ in 0..100 {
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            bound = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        bound,
+        "UDP port {addr} still held after the gateway was dropped"
+    );
+}
