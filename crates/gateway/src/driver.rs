@@ -44,6 +44,24 @@ const UDP_TOKEN: mio::Token = mio::Token(1);
 const UDP_BUDGET: usize = 256;
 /// Events taken from the channel in one pass before UDP and the timers get their turn.
 const EVENT_BUDGET: usize = 256;
+/// The core sleeps until the next timer rounded up to this grid. Every UDP transaction leaves
+/// timers behind (Timer J or K, retransmissions), each at its own instant: without the grid the
+/// core woke once per timer, as often as it woke for messages. SIP's timers are in hundreds of
+/// milliseconds (T1 = 500 ms), so firing up to 4 ms late is immaterial.
+const TIMER_GRID: std::time::Duration = std::time::Duration::from_millis(4);
+
+/// `t` rounded up to the next multiple of [`TIMER_GRID`] after `origin`.
+fn on_timer_grid(origin: Instant, t: Instant) -> Instant {
+    let grid = TIMER_GRID.as_nanos();
+    let ticks = t
+        .saturating_duration_since(origin)
+        .as_nanos()
+        .div_ceil(grid);
+    let nanos = u64::try_from(ticks.saturating_mul(grid)).unwrap_or(u64::MAX);
+    origin
+        .checked_add(std::time::Duration::from_nanos(nanos))
+        .unwrap_or(t)
+}
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -484,6 +502,7 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
     let mut buf = vec![0u8; 65_536];
     // Datagrams may have queued before the socket was registered: read once before sleeping.
     let mut udp_ready = core.udp.is_some();
+    let origin = Instant::now();
     loop {
         if !matches!(stop.has_changed(), Ok(false)) {
             break;
@@ -523,7 +542,7 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
         let timeout = core
             .edge
             .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
+            .map(|t| on_timer_grid(origin, t).saturating_duration_since(Instant::now()));
         if let Err(e) = poll.poll(&mut ready, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
@@ -1012,5 +1031,32 @@ where
                 return "shutdown";
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timers_round_up_to_the_grid_and_never_earlier() {
+        let o = Instant::now();
+        assert_eq!(on_timer_grid(o, o), o);
+        assert_eq!(
+            on_timer_grid(o, o + Duration::from_nanos(1)),
+            o + TIMER_GRID
+        );
+        assert_eq!(on_timer_grid(o, o + TIMER_GRID), o + TIMER_GRID);
+        let t = o + Duration::from_millis(501);
+        let g = on_timer_grid(o, t);
+        assert!(g >= t && g - t < TIMER_GRID, "{:?}", g - t);
+        // Two timers 1 ms apart inside one grid cell share a wake-up.
+        assert_eq!(
+            on_timer_grid(o, o + Duration::from_millis(9)),
+            on_timer_grid(o, o + Duration::from_millis(10))
+        );
+        // Before the origin (cannot happen: the origin is taken before any timer): not earlier.
+        assert!(on_timer_grid(o + Duration::from_secs(1), o) >= o);
     }
 }
