@@ -11,7 +11,7 @@
 # successful flows. Prints a markdown table and keeps raw data under benches/sipp/results/.
 #
 # Everything runs on 127.0.0.1, every sipp is bounded in time (the UAC also in count), and all
-# processes started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS,
+# processes started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS, WARM_SECS,
 # SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count).
 set -euo pipefail
 
@@ -44,13 +44,17 @@ if [ "$QUICK" = 1 ]; then
     CALL_RATES=${CALL_RATES:-"200 1000"}
     STEP_SECS=${STEP_SECS:-3}
     REPS=${REPS:-1}
-    WARM_SECS=2
+    WARM_SECS=${WARM_SECS:-10}
 else
     REG_RATES=${REG_RATES:-"1000 2000 4000"}
     CALL_RATES=${CALL_RATES:-"200 500 1000"}
     STEP_SECS=${STEP_SECS:-8}
     REPS=${REPS:-3}
-    WARM_SECS=4
+    # Long enough to reach steady state: a UDP transaction lives 64 x T1 = 32 s after its final
+    # response (Timer J/D, RFC 3261), so a server that keeps them (sagw) grows its tables and
+    # touches fresh memory for 32 s at the top rate; Kamailio keeps its for 5 s (wait timer).
+    # Measuring sooner would charge that one-off growth to the first steps.
+    WARM_SECS=${WARM_SECS:-34}
 fi
 # Kamailio's tm frees a finished transaction after its wait timer (5 s): wait that long after
 # the last call before the "after" CPU snapshot so deferred clean-up is charged to the step.
@@ -459,7 +463,8 @@ PY
             *) die "unknown scenario $scen" ;;
         esac
         # Warm up at the highest rate: the peak number of live transactions/bindings decides how
-        # much fresh memory a server touches, and first-touch page faults are start-up cost.
+        # much fresh memory a server touches, and first-touch page faults are start-up cost
+        # (WARM_SECS covers the longest transaction lifetime, see above).
         local mid
         mid=$(echo "$rates" | awk '{ m = $1; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print m }')
         for s in ${ACTIVE//,/ }; do
