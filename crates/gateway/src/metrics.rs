@@ -2,11 +2,23 @@
 //!
 //! Hand-rolled rather than the `metrics` facade + exporter: a dozen series, no HTTP framework, and
 //! label values are bounded here (methods outside the known set are reported as `other`).
+//!
+//! The per-message series (`sagw_messages_total`) live in a fixed table of atomics indexed by
+//! direction, method and status, so [`Metrics::message`] neither allocates nor locks. Rarer series
+//! go through [`Metrics::inc`]: pre-rendered labels in a map under a mutex. At scrape time both are
+//! merged, and each family's series are written in the byte order of their label text (what the
+//! map alone used to give): the page does not depend on which path counted a series, and a series
+//! counted by both is one line.
+//!
+//! Every atomic is updated and read with `Relaxed` ordering: each counter is independent, nothing
+//! else is published through it, and an atomic read-modify-write never loses an increment whatever
+//! the ordering. A scrape that races with updates may see one counter's increment and not
+//! another's, which Prometheus tolerates (it never had a cross-series snapshot to rely on).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,14 +47,88 @@ const METHODS: [&str; 15] = [
     "SERVICE",
 ];
 
+/// Index of `other` in the per-method tables.
+const OTHER_METHOD: usize = METHODS.len();
+/// Methods in the per-method tables: [`METHODS`] and `other`.
+const METHOD_SLOTS: usize = METHODS.len() + 1;
+
+/// Index of a method in [`METHODS`], or [`OTHER_METHOD`]. A `match` rather than a scan of
+/// `METHODS`: the compiler dispatches on length first (kept in step by a test).
+fn method_index(m: &str) -> usize {
+    match m {
+        "INVITE" => 0,
+        "ACK" => 1,
+        "BYE" => 2,
+        "CANCEL" => 3,
+        "REGISTER" => 4,
+        "OPTIONS" => 5,
+        "MESSAGE" => 6,
+        "SUBSCRIBE" => 7,
+        "NOTIFY" => 8,
+        "REFER" => 9,
+        "INFO" => 10,
+        "UPDATE" => 11,
+        "PRACK" => 12,
+        "PUBLISH" => 13,
+        "SERVICE" => 14,
+        _ => OTHER_METHOD,
+    }
+}
+
+/// Label of a per-method table index.
+fn method_name(i: usize) -> &'static str {
+    METHODS.get(i).copied().unwrap_or("other")
+}
+
 /// Bound a method to a label value.
 pub fn method_label(m: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|k| **k == m)
-        .copied()
-        .unwrap_or("other")
+    method_name(method_index(m))
 }
+
+/// Statuses with a slot in the fixed tables: 0 (requests) and 100..=699 (every status the parser
+/// accepts). Anything else is counted through the map, under its own value.
+const STATUS_SLOTS: usize = 1 + 600;
+
+fn status_slot(status: u16) -> Option<usize> {
+    match status {
+        0 => Some(0),
+        100..=699 => Some(usize::from(status) - 99),
+        _ => None,
+    }
+}
+
+fn slot_status(slot: usize) -> usize {
+    if slot == 0 { 0 } else { slot + 99 }
+}
+
+/// `N` counters on the heap (the message table is ~150 KiB: not for a stack frame).
+struct Cells<const N: usize>(Box<[AtomicU64]>);
+
+impl<const N: usize> Default for Cells<N> {
+    fn default() -> Self {
+        Self((0..N).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl<const N: usize> Cells<N> {
+    fn add(&self, i: usize, n: u64) {
+        if let Some(c) = self.0.get(i) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Non-zero cells, by index.
+    fn touched(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .enumerate()
+            .filter(|(_, v)| *v != 0)
+    }
+}
+
+const DIRECTIONS: [&str; 2] = ["in", "out"];
+const MESSAGE_CELLS: usize = DIRECTIONS.len() * METHOD_SLOTS * STATUS_SLOTS;
 
 #[derive(Default)]
 struct Histogram {
@@ -76,6 +162,8 @@ pub struct Gauges {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// `sagw_messages_total` by (direction, method, status slot).
+    messages: Cells<MESSAGE_CELLS>,
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -134,13 +222,19 @@ impl Metrics {
     pub fn message(&self, direction: &str, msg: &sagw_sip::Message) {
         let (method, status) = match msg.status_code() {
             Some(code) => (
-                msg.cseq()
-                    .map(|c| method_label(c.method))
-                    .unwrap_or("other"),
+                msg.cseq().map_or(OTHER_METHOD, |c| method_index(c.method)),
                 code,
             ),
-            None => (method_label(msg.method().unwrap_or("")), 0),
+            None => (method_index(msg.method().unwrap_or("")), 0),
         };
+        let dir = DIRECTIONS.iter().position(|d| *d == direction);
+        if let (Some(dir), Some(slot)) = (dir, status_slot(status)) {
+            self.messages
+                .add((dir * METHOD_SLOTS + method) * STATUS_SLOTS + slot, 1);
+            return;
+        }
+        // Not in the table (no such direction, or a status outside 100..=699): rare.
+        let method = method_name(method);
         self.inc(
             "sagw_messages_total",
             format!("direction=\"{direction}\",method=\"{method}\",status=\"{status}\""),
@@ -176,17 +270,51 @@ impl Metrics {
         }
     }
 
+    /// The series of family `name` counted in the fixed tables, with their label text.
+    fn table_series(&self, name: &str, series: &mut Vec<(String, u64)>) {
+        if name == "sagw_messages_total" {
+            for (i, v) in self.messages.touched() {
+                let (dir, rest) = (
+                    i / (METHOD_SLOTS * STATUS_SLOTS),
+                    i % (METHOD_SLOTS * STATUS_SLOTS),
+                );
+                let (method, slot) = (rest / STATUS_SLOTS, rest % STATUS_SLOTS);
+                let dir = DIRECTIONS.get(dir).copied().unwrap_or("");
+                let (method, status) = (method_name(method), slot_status(slot));
+                series.push((
+                    format!("direction=\"{dir}\",method=\"{method}\",status=\"{status}\""),
+                    v,
+                ));
+            }
+        }
+    }
+
     /// Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let Ok(g) = self.inner.lock() else {
             return out;
         };
+        let mut series: Vec<(String, u64)> = Vec::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, labels), v) in g.counters.range((name, String::new())..) {
-                if *n != name {
-                    break;
+            series.clear();
+            self.table_series(name, &mut series);
+            series.extend(
+                g.counters
+                    .range((name, String::new())..)
+                    .take_while(|((n, _), _)| *n == name)
+                    .map(|((_, labels), v)| (labels.clone(), *v)),
+            );
+            // Label text order, one line per label set (the map's order and uniqueness).
+            series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut i = 0;
+            while let Some((labels, v)) = series.get(i) {
+                let mut v = *v;
+                i += 1;
+                while let Some((_, more)) = series.get(i).filter(|(l, _)| l == labels) {
+                    v = v.wrapping_add(*more);
+                    i += 1;
                 }
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
@@ -460,6 +588,32 @@ fn admin(req: &str, core: &sagw_auth::SecurityCore) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_index_matches_the_method_list() {
+        for (i, m) in METHODS.iter().enumerate() {
+            assert_eq!(method_index(m), i, "{m}");
+            assert_eq!(method_label(m), *m);
+        }
+        for m in ["", "invite", "FOO", "INVITEX", "other"] {
+            assert_eq!(method_index(m), OTHER_METHOD, "{m}");
+            assert_eq!(method_label(m), "other");
+        }
+    }
+
+    #[test]
+    fn status_slots_round_trip() {
+        for status in (0..=u16::MAX).rev() {
+            match status_slot(status) {
+                Some(slot) => {
+                    assert!(slot < STATUS_SLOTS);
+                    assert_eq!(slot_status(slot), usize::from(status));
+                }
+                None => assert!(status != 0 && !(100..=699).contains(&status)),
+            }
+        }
+        assert_eq!(status_slot(699), Some(STATUS_SLOTS - 1));
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges() {
