@@ -24,9 +24,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Latency histogram buckets, seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+/// Latency histogram buckets: inclusive upper bounds and their `le` labels (seconds). Compared as
+/// `Duration`s, which gives the same answer as the `as_secs_f64() <= bound` this replaced (a test
+/// checks both sides of every bound).
+const BUCKETS: [(Duration, &str); 12] = [
+    (Duration::from_micros(1_000), "0.001"),
+    (Duration::from_micros(2_500), "0.0025"),
+    (Duration::from_millis(5), "0.005"),
+    (Duration::from_millis(10), "0.01"),
+    (Duration::from_millis(25), "0.025"),
+    (Duration::from_millis(50), "0.05"),
+    (Duration::from_millis(100), "0.1"),
+    (Duration::from_millis(250), "0.25"),
+    (Duration::from_millis(500), "0.5"),
+    (Duration::from_secs(1), "1"),
+    (Duration::from_secs(5), "5"),
+    (Duration::from_secs(30), "30"),
 ];
 
 const METHODS: [&str; 15] = [
@@ -129,18 +142,23 @@ impl<const N: usize> Cells<N> {
 
 const DIRECTIONS: [&str; 2] = ["in", "out"];
 const MESSAGE_CELLS: usize = DIRECTIONS.len() * METHOD_SLOTS * STATUS_SLOTS;
+const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
+/// One method's latency histogram.
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    /// Not cumulative: slot `i` counts durations above bound `i - 1` and up to bound `i`, the last
+    /// slot those above every bound. One atomic add per transaction instead of one per bucket; the
+    /// scrape adds them up, so the buckets, `+Inf` and `_count` it writes agree with each other.
+    slots: [AtomicU64; BUCKETS.len() + 1],
+    /// Sum of the durations in whole microseconds (rendered as seconds): an integer so it can be an
+    /// atomic; u64 microseconds wrap after 584,000 years of summed latency.
+    sum_us: AtomicU64,
 }
 
 #[derive(Default)]
 struct Inner {
     counters: BTreeMap<(&'static str, String), u64>,
-    histograms: BTreeMap<String, Histogram>,
 }
 
 /// Gauges kept as atomics (set from the core task, read at scrape time).
@@ -164,6 +182,10 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     /// `sagw_messages_total` by (direction, method, status slot).
     messages: Cells<MESSAGE_CELLS>,
+    /// `sagw_transactions_total` by (method, status slot).
+    transactions: Cells<TRANSACTION_CELLS>,
+    /// `sagw_transaction_duration_seconds` by method.
+    durations: [Histogram; METHOD_SLOTS],
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -249,24 +271,23 @@ impl Metrics {
 
     /// Transaction finished.
     pub fn transaction(&self, method: &str, status: u16, elapsed: Duration) {
-        let method = method_label(method);
-        self.inc(
-            "sagw_transactions_total",
-            format!("method=\"{method}\",status=\"{status}\""),
-            1,
-        );
-        let secs = elapsed.as_secs_f64();
-        if let Ok(mut g) = self.inner.lock() {
-            let h = g.histograms.entry(method.to_owned()).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b
-                    && let Some(c) = h.counts.get_mut(i)
-                {
-                    *c += 1;
-                }
+        let method = method_index(method);
+        match status_slot(status) {
+            Some(slot) => self.transactions.add(method * STATUS_SLOTS + slot, 1),
+            // A status outside 100..=699: rare, counted under its own value.
+            None => self.inc(
+                "sagw_transactions_total",
+                format!("method=\"{}\",status=\"{status}\"", method_name(method)),
+                1,
+            ),
+        }
+        if let Some(h) = self.durations.get(method) {
+            let bucket = BUCKETS.partition_point(|(bound, _)| *bound < elapsed);
+            if let Some(c) = h.slots.get(bucket) {
+                c.fetch_add(1, Ordering::Relaxed);
             }
-            h.sum += secs;
-            h.count += 1;
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            h.sum_us.fetch_add(us, Ordering::Relaxed);
         }
     }
 
@@ -285,6 +306,13 @@ impl Metrics {
                     format!("direction=\"{dir}\",method=\"{method}\",status=\"{status}\""),
                     v,
                 ));
+            }
+        }
+        if name == "sagw_transactions_total" {
+            for (i, v) in self.transactions.touched() {
+                let (method, slot) = (i / STATUS_SLOTS, i % STATUS_SLOTS);
+                let (method, status) = (method_name(method), slot_status(slot));
+                series.push((format!("method=\"{method}\",status=\"{status}\""), v));
             }
         }
     }
@@ -319,24 +347,41 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
+        drop(g);
         let h = "sagw_transaction_duration_seconds";
         let _ = writeln!(
             out,
             "# HELP {h} Time from request to final response\n# TYPE {h} histogram"
         );
-        for (method, hist) in &g.histograms {
-            for (b, c) in BUCKETS.iter().zip(hist.counts.iter()) {
-                let _ = writeln!(out, "{h}_bucket{{method=\"{method}\",le=\"{b}\"}} {c}");
+        // Methods in label order, as the map keyed by label gave.
+        let mut methods: Vec<usize> = (0..METHOD_SLOTS).collect();
+        methods.sort_unstable_by_key(|i| method_name(*i));
+        for i in methods {
+            let Some(hist) = self.durations.get(i) else {
+                continue;
+            };
+            let slots: [u64; BUCKETS.len() + 1] =
+                std::array::from_fn(|j| hist.slots.get(j).map_or(0, |c| c.load(Ordering::Relaxed)));
+            let count = slots.iter().fold(0u64, |a, b| a.wrapping_add(*b));
+            if count == 0 {
+                continue;
             }
-            let _ = writeln!(
-                out,
-                "{h}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                hist.count
-            );
-            let _ = writeln!(out, "{h}_sum{{method=\"{method}\"}} {}", hist.sum);
-            let _ = writeln!(out, "{h}_count{{method=\"{method}\"}} {}", hist.count);
+            let method = method_name(i);
+            let mut cumulative = 0u64;
+            for ((_, le), c) in BUCKETS.iter().zip(slots) {
+                cumulative = cumulative.wrapping_add(c);
+                let _ = writeln!(
+                    out,
+                    "{h}_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(out, "{h}_bucket{{method=\"{method}\",le=\"+Inf\"}} {count}");
+            // Exact decimal: below 2^53 microseconds the division is correctly rounded and the
+            // shortest representation of the result is the decimal value.
+            let sum = hist.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{h}_sum{{method=\"{method}\"}} {sum}");
+            let _ = writeln!(out, "{h}_count{{method=\"{method}\"}} {count}");
         }
-        drop(g);
         let gauges = [
             (
                 "sagw_server_transactions",
@@ -599,6 +644,22 @@ mod tests {
             assert_eq!(method_index(m), OTHER_METHOD, "{m}");
             assert_eq!(method_label(m), "other");
         }
+    }
+
+    #[test]
+    fn buckets_match_the_float_comparison_they_replaced() {
+        for (bound, le) in BUCKETS {
+            let b: f64 = le.parse().unwrap();
+            assert_eq!(bound.as_secs_f64(), b, "{le}");
+            for d in [
+                bound - Duration::from_nanos(1),
+                bound,
+                bound + Duration::from_nanos(1),
+            ] {
+                assert_eq!(d <= bound, d.as_secs_f64() <= b, "{d:?} vs {le}");
+            }
+        }
+        assert!(BUCKETS.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]
