@@ -144,6 +144,23 @@ const DIRECTIONS: [&str; 2] = ["in", "out"];
 const MESSAGE_CELLS: usize = DIRECTIONS.len() * METHOD_SLOTS * STATUS_SLOTS;
 const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
+/// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
+/// without formatting; any other label goes through the map.
+const LIMITS: [&str; 12] = [
+    "transactions",
+    "bindings_per_aor",
+    "connections",
+    "write_queue",
+    "tls_handshake_failed",
+    "tls_handshake_timeout",
+    "message_timeout",
+    "idle_timeout",
+    "udp_size",
+    "message_size",
+    "headers",
+    "line_length",
+];
+
 /// One method's latency histogram.
 #[derive(Default)]
 struct Histogram {
@@ -186,6 +203,8 @@ pub struct Metrics {
     transactions: Cells<TRANSACTION_CELLS>,
     /// `sagw_transaction_duration_seconds` by method.
     durations: [Histogram; METHOD_SLOTS],
+    /// `sagw_limit_hits_total` for the labels in [`LIMITS`].
+    limits: [AtomicU64; LIMITS.len()],
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -266,6 +285,14 @@ impl Metrics {
 
     /// A limit was hit.
     pub fn limit(&self, limit: &str) {
+        if let Some(c) = LIMITS
+            .iter()
+            .position(|l| *l == limit)
+            .and_then(|i| self.limits.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.inc("sagw_limit_hits_total", format!("limit=\"{limit}\""), 1);
     }
 
@@ -313,6 +340,14 @@ impl Metrics {
                 let (method, slot) = (i / STATUS_SLOTS, i % STATUS_SLOTS);
                 let (method, status) = (method_name(method), slot_status(slot));
                 series.push((format!("method=\"{method}\",status=\"{status}\""), v));
+            }
+        }
+        if name == "sagw_limit_hits_total" {
+            for (limit, c) in LIMITS.iter().zip(&self.limits) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    series.push((format!("limit=\"{limit}\""), v));
+                }
             }
         }
     }
