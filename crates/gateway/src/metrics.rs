@@ -2,19 +2,49 @@
 //!
 //! Hand-rolled rather than the `metrics` facade + exporter: a dozen series, no HTTP framework, and
 //! label values are bounded here (methods outside the known set are reported as `other`).
+//!
+//! The series on the per-message path live in fixed tables of atomics, so [`Metrics::message`],
+//! [`Metrics::transaction`] and (for the gateway's own limit labels) [`Metrics::limit`] neither
+//! allocate nor lock: `sagw_messages_total` by (direction, method, status),
+//! `sagw_transactions_total` by (method, status), the latency histogram by method, and
+//! `sagw_limit_hits_total` by known limit. Statuses 0 and 100..=699 have a slot; any other value,
+//! an unknown direction or limit, and every other family go through [`Metrics::inc`]: pre-rendered
+//! labels in a map under a mutex. At scrape time both are merged, and each family's series are
+//! written in the byte order of their label text (what the map alone used to give; histograms in
+//! the order of their method label): the page does not depend on which path counted a series, a
+//! series counted by both is one line, and only series counted at least once appear. The tables
+//! cost about 225 KiB per registry and a scrape reads all of them (some microseconds).
+//!
+//! Every atomic is updated and read with `Relaxed` ordering: each counter is independent, nothing
+//! else is published through it, and an atomic read-modify-write never loses an increment whatever
+//! the ordering. A scrape that races with updates may see one counter's increment and not
+//! another's, which Prometheus tolerates (it never had a cross-series snapshot to rely on).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Latency histogram buckets, seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+/// Latency histogram buckets: inclusive upper bounds and their `le` labels (seconds). Compared as
+/// `Duration`s, which gives the same answer as the `as_secs_f64() <= bound` this replaced (a test
+/// checks both sides of every bound).
+const BUCKETS: [(Duration, &str); 12] = [
+    (Duration::from_micros(1_000), "0.001"),
+    (Duration::from_micros(2_500), "0.0025"),
+    (Duration::from_millis(5), "0.005"),
+    (Duration::from_millis(10), "0.01"),
+    (Duration::from_millis(25), "0.025"),
+    (Duration::from_millis(50), "0.05"),
+    (Duration::from_millis(100), "0.1"),
+    (Duration::from_millis(250), "0.25"),
+    (Duration::from_millis(500), "0.5"),
+    (Duration::from_secs(1), "1"),
+    (Duration::from_secs(5), "5"),
+    (Duration::from_secs(30), "30"),
 ];
 
 const METHODS: [&str; 15] = [
@@ -35,26 +65,122 @@ const METHODS: [&str; 15] = [
     "SERVICE",
 ];
 
-/// Bound a method to a label value.
-pub fn method_label(m: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|k| **k == m)
-        .copied()
-        .unwrap_or("other")
+/// Index of `other` in the per-method tables.
+const OTHER_METHOD: usize = METHODS.len();
+/// Methods in the per-method tables: [`METHODS`] and `other`.
+const METHOD_SLOTS: usize = METHODS.len() + 1;
+
+/// Index of a method in [`METHODS`], or [`OTHER_METHOD`]. A `match` rather than a scan of
+/// `METHODS`: the compiler dispatches on length first (kept in step by a test).
+fn method_index(m: &str) -> usize {
+    match m {
+        "INVITE" => 0,
+        "ACK" => 1,
+        "BYE" => 2,
+        "CANCEL" => 3,
+        "REGISTER" => 4,
+        "OPTIONS" => 5,
+        "MESSAGE" => 6,
+        "SUBSCRIBE" => 7,
+        "NOTIFY" => 8,
+        "REFER" => 9,
+        "INFO" => 10,
+        "UPDATE" => 11,
+        "PRACK" => 12,
+        "PUBLISH" => 13,
+        "SERVICE" => 14,
+        _ => OTHER_METHOD,
+    }
 }
 
+/// Label of a per-method table index.
+fn method_name(i: usize) -> &'static str {
+    METHODS.get(i).copied().unwrap_or("other")
+}
+
+/// Bound a method to a label value.
+pub fn method_label(m: &str) -> &'static str {
+    method_name(method_index(m))
+}
+
+/// Statuses with a slot in the fixed tables: 0 (requests) and 100..=699 (every status the parser
+/// accepts). Anything else is counted through the map, under its own value.
+const STATUS_SLOTS: usize = 1 + 600;
+
+fn status_slot(status: u16) -> Option<usize> {
+    match status {
+        0 => Some(0),
+        100..=699 => Some(usize::from(status) - 99),
+        _ => None,
+    }
+}
+
+fn slot_status(slot: usize) -> usize {
+    if slot == 0 { 0 } else { slot + 99 }
+}
+
+/// `N` counters on the heap (the message table is ~150 KiB: not for a stack frame).
+struct Cells<const N: usize>(Box<[AtomicU64]>);
+
+impl<const N: usize> Default for Cells<N> {
+    fn default() -> Self {
+        Self((0..N).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl<const N: usize> Cells<N> {
+    fn add(&self, i: usize, n: u64) {
+        if let Some(c) = self.0.get(i) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Non-zero cells, by index.
+    fn touched(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .enumerate()
+            .filter(|(_, v)| *v != 0)
+    }
+}
+
+const DIRECTIONS: [&str; 2] = ["in", "out"];
+const MESSAGE_CELLS: usize = DIRECTIONS.len() * METHOD_SLOTS * STATUS_SLOTS;
+const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
+
+/// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
+/// without formatting; any other label goes through the map.
+const LIMITS: [&str; 12] = [
+    "transactions",
+    "bindings_per_aor",
+    "connections",
+    "write_queue",
+    "tls_handshake_failed",
+    "tls_handshake_timeout",
+    "message_timeout",
+    "idle_timeout",
+    "udp_size",
+    "message_size",
+    "headers",
+    "line_length",
+];
+
+/// One method's latency histogram.
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    /// Not cumulative: slot `i` counts durations above bound `i - 1` and up to bound `i`, the last
+    /// slot those above every bound. One atomic add per transaction instead of one per bucket; the
+    /// scrape adds them up, so the buckets, `+Inf` and `_count` it writes agree with each other.
+    slots: [AtomicU64; BUCKETS.len() + 1],
+    /// Sum of the durations in whole microseconds (rendered as seconds): an integer so it can be an
+    /// atomic; u64 microseconds wrap after 584,000 years of summed latency.
+    sum_us: AtomicU64,
 }
 
 #[derive(Default)]
 struct Inner {
     counters: BTreeMap<(&'static str, String), u64>,
-    histograms: BTreeMap<String, Histogram>,
 }
 
 /// Gauges kept as atomics (set from the core task, read at scrape time).
@@ -76,6 +202,14 @@ pub struct Gauges {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// `sagw_messages_total` by (direction, method, status slot).
+    messages: Cells<MESSAGE_CELLS>,
+    /// `sagw_transactions_total` by (method, status slot).
+    transactions: Cells<TRANSACTION_CELLS>,
+    /// `sagw_transaction_duration_seconds` by method.
+    durations: [Histogram; METHOD_SLOTS],
+    /// `sagw_limit_hits_total` for the labels in [`LIMITS`].
+    limits: [AtomicU64; LIMITS.len()],
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -134,13 +268,19 @@ impl Metrics {
     pub fn message(&self, direction: &str, msg: &sagw_sip::Message) {
         let (method, status) = match msg.status_code() {
             Some(code) => (
-                msg.cseq()
-                    .map(|c| method_label(c.method))
-                    .unwrap_or("other"),
+                msg.cseq().map_or(OTHER_METHOD, |c| method_index(c.method)),
                 code,
             ),
-            None => (method_label(msg.method().unwrap_or("")), 0),
+            None => (method_index(msg.method().unwrap_or("")), 0),
         };
+        let dir = DIRECTIONS.iter().position(|d| *d == direction);
+        if let (Some(dir), Some(slot)) = (dir, status_slot(status)) {
+            self.messages
+                .add((dir * METHOD_SLOTS + method) * STATUS_SLOTS + slot, 1);
+            return;
+        }
+        // Not in the table (no such direction, or a status outside 100..=699): rare.
+        let method = method_name(method);
         self.inc(
             "sagw_messages_total",
             format!("direction=\"{direction}\",method=\"{method}\",status=\"{status}\""),
@@ -150,29 +290,70 @@ impl Metrics {
 
     /// A limit was hit.
     pub fn limit(&self, limit: &str) {
+        if let Some(c) = LIMITS
+            .iter()
+            .position(|l| *l == limit)
+            .and_then(|i| self.limits.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.inc("sagw_limit_hits_total", format!("limit=\"{limit}\""), 1);
     }
 
     /// Transaction finished.
     pub fn transaction(&self, method: &str, status: u16, elapsed: Duration) {
-        let method = method_label(method);
-        self.inc(
-            "sagw_transactions_total",
-            format!("method=\"{method}\",status=\"{status}\""),
-            1,
-        );
-        let secs = elapsed.as_secs_f64();
-        if let Ok(mut g) = self.inner.lock() {
-            let h = g.histograms.entry(method.to_owned()).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b
-                    && let Some(c) = h.counts.get_mut(i)
-                {
-                    *c += 1;
+        let method = method_index(method);
+        match status_slot(status) {
+            Some(slot) => self.transactions.add(method * STATUS_SLOTS + slot, 1),
+            // A status outside 100..=699: rare, counted under its own value.
+            None => self.inc(
+                "sagw_transactions_total",
+                format!("method=\"{}\",status=\"{status}\"", method_name(method)),
+                1,
+            ),
+        }
+        if let Some(h) = self.durations.get(method) {
+            let bucket = BUCKETS.partition_point(|(bound, _)| *bound < elapsed);
+            if let Some(c) = h.slots.get(bucket) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            h.sum_us.fetch_add(us, Ordering::Relaxed);
+        }
+    }
+
+    /// The series of family `name` counted in the fixed tables, with their label text.
+    fn table_series(&self, name: &str, series: &mut Vec<(String, u64)>) {
+        if name == "sagw_messages_total" {
+            for (i, v) in self.messages.touched() {
+                let (dir, rest) = (
+                    i / (METHOD_SLOTS * STATUS_SLOTS),
+                    i % (METHOD_SLOTS * STATUS_SLOTS),
+                );
+                let (method, slot) = (rest / STATUS_SLOTS, rest % STATUS_SLOTS);
+                let dir = DIRECTIONS.get(dir).copied().unwrap_or("");
+                let (method, status) = (method_name(method), slot_status(slot));
+                series.push((
+                    format!("direction=\"{dir}\",method=\"{method}\",status=\"{status}\""),
+                    v,
+                ));
+            }
+        }
+        if name == "sagw_transactions_total" {
+            for (i, v) in self.transactions.touched() {
+                let (method, slot) = (i / STATUS_SLOTS, i % STATUS_SLOTS);
+                let (method, status) = (method_name(method), slot_status(slot));
+                series.push((format!("method=\"{method}\",status=\"{status}\""), v));
+            }
+        }
+        if name == "sagw_limit_hits_total" {
+            for (limit, c) in LIMITS.iter().zip(&self.limits) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    series.push((format!("limit=\"{limit}\""), v));
                 }
             }
-            h.sum += secs;
-            h.count += 1;
         }
     }
 
@@ -182,33 +363,66 @@ impl Metrics {
         let Ok(g) = self.inner.lock() else {
             return out;
         };
+        let mut series: Vec<(String, u64)> = Vec::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, labels), v) in g.counters.range((name, String::new())..) {
-                if *n != name {
-                    break;
+            series.clear();
+            self.table_series(name, &mut series);
+            series.extend(
+                g.counters
+                    .range((name, String::new())..)
+                    .take_while(|((n, _), _)| *n == name)
+                    .map(|((_, labels), v)| (labels.clone(), *v)),
+            );
+            // Label text order, one line per label set (the map's order and uniqueness).
+            series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut i = 0;
+            while let Some((labels, v)) = series.get(i) {
+                let mut v = *v;
+                i += 1;
+                while let Some((_, more)) = series.get(i).filter(|(l, _)| l == labels) {
+                    v = v.wrapping_add(*more);
+                    i += 1;
                 }
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
+        drop(g);
         let h = "sagw_transaction_duration_seconds";
         let _ = writeln!(
             out,
             "# HELP {h} Time from request to final response\n# TYPE {h} histogram"
         );
-        for (method, hist) in &g.histograms {
-            for (b, c) in BUCKETS.iter().zip(hist.counts.iter()) {
-                let _ = writeln!(out, "{h}_bucket{{method=\"{method}\",le=\"{b}\"}} {c}");
+        // Methods in label order, as the map keyed by label gave.
+        let mut methods: Vec<usize> = (0..METHOD_SLOTS).collect();
+        methods.sort_unstable_by_key(|i| method_name(*i));
+        for i in methods {
+            let Some(hist) = self.durations.get(i) else {
+                continue;
+            };
+            let slots: [u64; BUCKETS.len() + 1] =
+                std::array::from_fn(|j| hist.slots.get(j).map_or(0, |c| c.load(Ordering::Relaxed)));
+            let count = slots.iter().fold(0u64, |a, b| a.wrapping_add(*b));
+            if count == 0 {
+                continue;
             }
-            let _ = writeln!(
-                out,
-                "{h}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                hist.count
-            );
-            let _ = writeln!(out, "{h}_sum{{method=\"{method}\"}} {}", hist.sum);
-            let _ = writeln!(out, "{h}_count{{method=\"{method}\"}} {}", hist.count);
+            let method = method_name(i);
+            let mut cumulative = 0u64;
+            for ((_, le), c) in BUCKETS.iter().zip(slots) {
+                cumulative = cumulative.wrapping_add(c);
+                let _ = writeln!(
+                    out,
+                    "{h}_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(out, "{h}_bucket{{method=\"{method}\",le=\"+Inf\"}} {count}");
+            // Exact decimal below 10^15 microseconds (31 years of summed latency): the division
+            // is correctly rounded, and a decimal of at most 15 digits survives the round trip
+            // through f64, so the shortest representation printed is that decimal.
+            let sum = hist.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{h}_sum{{method=\"{method}\"}} {sum}");
+            let _ = writeln!(out, "{h}_count{{method=\"{method}\"}} {count}");
         }
-        drop(g);
         let gauges = [
             (
                 "sagw_server_transactions",
@@ -460,6 +674,70 @@ fn admin(req: &str, core: &sagw_auth::SecurityCore) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_index_matches_the_method_list() {
+        for (i, m) in METHODS.iter().enumerate() {
+            assert_eq!(method_index(m), i, "{m}");
+            assert_eq!(method_label(m), *m);
+        }
+        for m in ["", "invite", "FOO", "INVITEX", "other"] {
+            assert_eq!(method_index(m), OTHER_METHOD, "{m}");
+            assert_eq!(method_label(m), "other");
+        }
+    }
+
+    #[test]
+    fn buckets_match_the_float_comparison_they_replaced() {
+        for (bound, le) in BUCKETS {
+            let b: f64 = le.parse().unwrap();
+            assert_eq!(bound.as_secs_f64(), b, "{le}");
+            for d in [
+                bound - Duration::from_nanos(1),
+                bound,
+                bound + Duration::from_nanos(1),
+            ] {
+                assert_eq!(d <= bound, d.as_secs_f64() <= b, "{d:?} vs {le}");
+            }
+        }
+        assert!(BUCKETS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn values_outside_the_tables_are_counted_under_their_own_labels() {
+        let m = Metrics::default();
+        let msg = sagw_sip::Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+        m.message("sideways", &msg);
+        m.message("in", &msg);
+        m.transaction("BYE", 65535, Duration::MAX);
+        m.limit("new_limit");
+        let t = m.render();
+        for line in [
+            "sagw_messages_total{direction=\"in\",method=\"OPTIONS\",status=\"0\"} 1",
+            "sagw_messages_total{direction=\"sideways\",method=\"OPTIONS\",status=\"0\"} 1",
+            "sagw_transactions_total{method=\"BYE\",status=\"65535\"} 1",
+            "sagw_limit_hits_total{limit=\"new_limit\"} 1",
+            "sagw_transaction_duration_seconds_bucket{method=\"BYE\",le=\"30\"} 0",
+            "sagw_transaction_duration_seconds_bucket{method=\"BYE\",le=\"+Inf\"} 1",
+            "sagw_transaction_duration_seconds_count{method=\"BYE\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line}\n{t}");
+        }
+    }
+
+    #[test]
+    fn status_slots_round_trip() {
+        for status in (0..=u16::MAX).rev() {
+            match status_slot(status) {
+                Some(slot) => {
+                    assert!(slot < STATUS_SLOTS);
+                    assert_eq!(slot_status(slot), usize::from(status));
+                }
+                None => assert!(status != 0 && !(100..=699).contains(&status)),
+            }
+        }
+        assert_eq!(status_slot(699), Some(STATUS_SLOTS - 1));
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges() {
