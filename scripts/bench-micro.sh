@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every criterion benchmark of the sans-IO crates plus the SA memory count, and prints one line per
+# Runs every criterion benchmark (the sans-IO crates, the gateway's metrics) plus the SA memory count, and prints one line per
 # figure ("name: median"), for docs/BENCHMARKS.md. Load from other processes inflates wall-clock
 # figures: run it on a quiet machine, and compare each figure with its floor from the same run.
 # Usage: scripts/bench-micro.sh [criterion args, default: --warm-up-time 2 --measurement-time 5]
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--warm-up-time 2 --measurement-time 5)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-for spec in "sagw-sip parse" "sagw-ntlm ntlm" "sagw-digest verify" "sagw-auth core" "sagw-kerberos kerberos"; do
+for spec in "sagw-sip parse" "sagw-ntlm ntlm" "sagw-digest verify" "sagw-auth core" "sagw-kerberos kerberos" "sagw-proxy edge" "sagw-gateway metrics"; do
   set -- $spec
   cargo bench -q -p "$1" --bench "$2" -- "${args[@]}" 2>/dev/null | python3 -c '
 import re, sys

@@ -686,11 +686,7 @@ impl Core {
                     sagw_proxy::BindingChange::Refreshed => "refreshed",
                     sagw_proxy::BindingChange::Removed => "removed",
                 };
-                m.inc(
-                    "sagw_bindings_changes_total",
-                    format!("change=\"{kind}\""),
-                    1,
-                );
+                m.binding_change(kind);
             }
         }
     }

@@ -166,6 +166,9 @@ const LIMITS: [&str; 12] = [
     "line_length",
 ];
 
+/// `sagw_bindings_changes_total` kinds: one per REGISTER, so counted without formatting.
+const BINDING_CHANGES: [&str; 3] = ["added", "refreshed", "removed"];
+
 /// One method's latency histogram.
 #[derive(Default)]
 struct Histogram {
@@ -210,6 +213,8 @@ pub struct Metrics {
     durations: [Histogram; METHOD_SLOTS],
     /// `sagw_limit_hits_total` for the labels in [`LIMITS`].
     limits: [AtomicU64; LIMITS.len()],
+    /// `sagw_bindings_changes_total` by the kinds in [`BINDING_CHANGES`].
+    binding_changes: [AtomicU64; BINDING_CHANGES.len()],
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -288,6 +293,24 @@ impl Metrics {
         );
     }
 
+    /// A registrar binding was added, refreshed or removed (`kind` one of [`BINDING_CHANGES`];
+    /// any other kind is counted under its own label).
+    pub fn binding_change(&self, kind: &str) {
+        if let Some(c) = BINDING_CHANGES
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.binding_changes.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inc(
+            "sagw_bindings_changes_total",
+            format!("change=\"{kind}\""),
+            1,
+        );
+    }
+
     /// A limit was hit.
     pub fn limit(&self, limit: &str) {
         if let Some(c) = LIMITS
@@ -345,6 +368,14 @@ impl Metrics {
                 let (method, slot) = (i / STATUS_SLOTS, i % STATUS_SLOTS);
                 let (method, status) = (method_name(method), slot_status(slot));
                 series.push((format!("method=\"{method}\",status=\"{status}\""), v));
+            }
+        }
+        if name == "sagw_bindings_changes_total" {
+            for (kind, c) in BINDING_CHANGES.iter().zip(&self.binding_changes) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    series.push((format!("change=\"{kind}\""), v));
+                }
             }
         }
         if name == "sagw_limit_hits_total" {

@@ -89,7 +89,13 @@ fn record(m: &Metrics) {
     m.inc("sagw_dropped_total", "reason=\"loop\"".into(), 2);
     m.inc("sagw_parse_errors_total", "transport=\"udp\"".into(), 1);
     m.inc("sagw_send_failures_total", "transport=\"tcp\"".into(), 1);
-    m.inc("sagw_bindings_changes_total", "change=\"added\"".into(), 2);
+    // The table path and the map path of one series add up to one line.
+    m.binding_change("added");
+    m.inc("sagw_bindings_changes_total", "change=\"added\"".into(), 1);
+    m.binding_change("refreshed");
+    m.binding_change("refreshed");
+    m.binding_change("refreshed");
+    m.binding_change("weird");
     m.inc("sagw_limit_hits_total", "limit=\"connections\"".into(), 5);
 
     m.gauges.server_transactions.store(4, Ordering::Relaxed);
@@ -150,6 +156,8 @@ sagw_send_failures_total{transport="tcp"} 1
 # HELP sagw_bindings_changes_total Registrar binding changes by kind
 # TYPE sagw_bindings_changes_total counter
 sagw_bindings_changes_total{change="added"} 2
+sagw_bindings_changes_total{change="refreshed"} 3
+sagw_bindings_changes_total{change="weird"} 1
 # HELP sagw_transaction_duration_seconds Time from request to final response
 # TYPE sagw_transaction_duration_seconds histogram
 sagw_transaction_duration_seconds_bucket{method="INVITE",le="0.001"} 1
