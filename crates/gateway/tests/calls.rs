@@ -93,7 +93,14 @@ CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
         .await;
     assert_eq!(r.status(), Some(200));
 
-    let page = support::scrape(&gw).await;
+    let page = support::scrape_until(
+        &gw,
+        &[
+            "sagw_transactions_total{method=\"MESSAGE\",status=\"200\"} 1",
+            "sagw_transaction_duration_seconds_count{method=\"INVITE\"} 1",
+        ],
+    )
+    .await;
     assert!(
         page.contains("sagw_messages_total{direction=\"in\",method=\"INVITE\",status=\"0\"}"),
         "{page}"

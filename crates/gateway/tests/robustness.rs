@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, Kind, gateway, scrape, unique};
+use support::{Client, Kind, gateway, scrape, scrape_until, unique};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -60,7 +60,11 @@ async fn next_hop_down_gives_503_with_retry_after() {
             .status(),
         Some(200)
     );
-    let page = scrape(&gw).await;
+    let page = scrape_until(
+        &gw,
+        &["sagw_transactions_total{method=\"INVITE\",status=\"503\"} 1"],
+    )
+    .await;
     assert!(
         page.contains("sagw_transactions_total{method=\"INVITE\",status=\"503\"} 1"),
         "{page}"
@@ -256,15 +260,20 @@ async fn hostile_peers_are_closed_while_others_are_served() {
     assert!(u.recv_within(Duration::from_millis(300)).await.is_none());
     still_served(&mut u).await;
 
-    let page = scrape(&gw).await;
-    for limit in [
+    let limits = [
         "message_size",
         "headers",
         "message_timeout",
         "idle_timeout",
         "tls_handshake_timeout",
         "udp_size",
-    ] {
+    ];
+    let lines: Vec<String> = limits
+        .iter()
+        .map(|l| format!("sagw_limit_hits_total{{limit=\"{l}\"}}"))
+        .collect();
+    let page = scrape_until(&gw, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    for limit in limits {
         assert!(
             page.contains(&format!("sagw_limit_hits_total{{limit=\"{limit}\"}}")),
             "{limit} missing: {page}"

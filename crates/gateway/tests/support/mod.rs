@@ -437,6 +437,20 @@ CSeq: {cseq} {method}\r\nContact: {}\r\n{ctype}Content-Length: {}\r\n\r\n{body}"
 }
 
 /// Raw HTTP GET of the metrics page.
+/// The metrics page once it contains every one of `lines` (or the last page after [`WAIT`]).
+/// Counters are updated by the core thread after it has handed the messages on, so a client can
+/// see its answer a moment before the matching series moves.
+pub async fn scrape_until(gw: &Running, lines: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = scrape(gw).await;
+        if lines.iter().all(|l| page.contains(l)) || tokio::time::Instant::now() >= deadline {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn scrape(gw: &Running) -> String {
     let mut s = TcpStream::connect(gw.metrics_addr.unwrap()).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
