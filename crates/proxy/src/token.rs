@@ -62,7 +62,9 @@ pub(crate) struct Ids {
 impl std::fmt::Debug for Ids {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The keyed state is derived from the secret: never printed.
-        f.debug_struct("Ids").field("counter", &self.counter).finish()
+        f.debug_struct("Ids")
+            .field("counter", &self.counter)
+            .finish()
     }
 }
 
@@ -222,7 +224,17 @@ mod tests {
 
     #[test]
     fn hex_matches_format() {
-        for n in [0u64, 1, 0xf, 0x10, 0xabc, 0x1234, u64::from(u16::MAX), u64::MAX, 1 << 40] {
+        for n in [
+            0u64,
+            1,
+            0xf,
+            0x10,
+            0xabc,
+            0x1234,
+            u64::from(u16::MAX),
+            u64::MAX,
+            1 << 40,
+        ] {
             let mut s = String::new();
             hex_u64(n, &mut s);
             assert_eq!(s, format!("{n:x}"));
@@ -239,7 +251,10 @@ mod tests {
         fresh.update(b"x");
         let mut cached = ids.mac();
         cached.update(b"x");
-        assert_eq!(fresh.finalize().into_bytes(), cached.finalize().into_bytes());
+        assert_eq!(
+            fresh.finalize().into_bytes(),
+            cached.finalize().into_bytes()
+        );
     }
 
     #[test]

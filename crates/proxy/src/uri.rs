@@ -242,35 +242,85 @@ impl<'a> Via<'a> {
 
 /// Split a header value on commas outside quotes and angle brackets.
 pub(crate) fn split_list(v: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let mut angle = false;
-    let mut escape = false;
-    for (i, c) in v.char_indices() {
-        if escape {
-            escape = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escape = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                if let Some(p) = v.get(start..i) {
-                    out.push(p.trim());
+    list_elements(v).collect()
+}
+
+/// The elements of a header value, split on commas outside quotes and angle brackets, trimmed,
+/// empty ones skipped: [`split_list`] without the `Vec` (most callers want the first element).
+pub(crate) fn list_elements(v: &str) -> ListElements<'_> {
+    ListElements { rest: Some(v) }
+}
+
+/// Iterator of [`list_elements`].
+pub(crate) struct ListElements<'a> {
+    /// What is left to split; `None` once the last element was returned.
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for ListElements<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let v = self.rest?;
+            let mut quoted = false;
+            let mut angle = false;
+            let mut escape = false;
+            let mut end = None;
+            // Bytes, not chars: the delimiters are ASCII and never part of a multi-byte
+            // character, so every split point is a char boundary.
+            for (i, c) in v.bytes().enumerate() {
+                if escape {
+                    escape = false;
+                    continue;
                 }
-                start = i + 1;
+                match c {
+                    b'\\' if quoted => escape = true,
+                    b'"' => quoted = !quoted,
+                    b'<' if !quoted => angle = true,
+                    b'>' if !quoted => angle = false,
+                    b',' if !quoted && !angle => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
             }
-            _ => {}
+            let element = match end {
+                Some(i) => {
+                    self.rest = v.get(i + 1..);
+                    v.get(..i).unwrap_or("")
+                }
+                None => {
+                    self.rest = None;
+                    v
+                }
+            };
+            let element = element.trim();
+            if !element.is_empty() {
+                return Some(element);
+            }
         }
     }
-    if let Some(p) = v.get(start..) {
-        out.push(p.trim());
+}
+
+/// Append the decimal digits of `n` to `out` (what `n.to_string()` gives, without the
+/// formatting machinery or a temporary String).
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    out.retain(|p| !p.is_empty());
-    out
+    for &d in buf.get(i..).unwrap_or(&[]) {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +365,25 @@ mod tests {
     }
 
     #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 99, 100, 3600, 65535, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
+
+    #[test]
     fn list_split() {
+        assert_eq!(
+            list_elements(" , a,,b ,").collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        assert_eq!(list_elements("").next(), None);
+        assert_eq!(
+            split_list("\"a\\\",b\" <sip:x>, é, <sip:y,z>"),
+            vec!["\"a\\\",b\" <sip:x>", "é", "<sip:y,z>"]
+        );
         assert_eq!(
             split_list("<sip:a;x=1,2>;q=1 , \"x,y\" <sip:b>,,"),
             vec!["<sip:a;x=1,2>;q=1", "\"x,y\" <sip:b>"]
