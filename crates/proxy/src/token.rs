@@ -163,32 +163,43 @@ impl Ids {
         {
             return None;
         }
-        let mut chars = payload.chars();
-        let transport = match chars.next()? {
-            'u' => Transport::Udp,
-            't' => Transport::Tcp,
-            's' => Transport::Tls,
-            _ => return None,
-        };
-        let rest = chars.as_str();
-        let mut parts = rest.split('x');
-        let id = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let addr = parts.next()?;
-        let port = u16::from_str_radix(parts.next()?, 16).ok()?;
-        let bytes: Vec<u8> = (0..addr.len() / 2)
-            .map(|i| u8::from_str_radix(addr.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
-        let ip = match bytes.len() {
-            4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
-            16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
-            _ => return None,
-        };
-        Some(Flow {
-            id: FlowId(id),
-            transport,
-            remote: SocketAddr::new(ip, port),
-        })
+        decode_flow_token(payload)
     }
+}
+
+/// The flow a token made by [`Ids::flow_token`] claims, without checking its MAC: only for
+/// deciding that a token can be ignored, never for trusting it. `None` when malformed.
+pub(crate) fn flow_token_claim(token: &str) -> Option<Flow> {
+    decode_flow_token(token.rsplit_once('.')?.0)
+}
+
+/// The flow in a token's payload (`<t><id>x<addr hex>x<port>`).
+fn decode_flow_token(payload: &str) -> Option<Flow> {
+    let mut chars = payload.chars();
+    let transport = match chars.next()? {
+        'u' => Transport::Udp,
+        't' => Transport::Tcp,
+        's' => Transport::Tls,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let mut parts = rest.split('x');
+    let id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let addr = parts.next()?;
+    let port = u16::from_str_radix(parts.next()?, 16).ok()?;
+    let bytes: Vec<u8> = (0..addr.len() / 2)
+        .map(|i| u8::from_str_radix(addr.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(Flow {
+        id: FlowId(id),
+        transport,
+        remote: SocketAddr::new(ip, port),
+    })
 }
 
 /// RFC 3261 §16.6 step 8 loop-detection hash: the fields that, unchanged, mean the request came

@@ -241,6 +241,7 @@ impl<'a> Via<'a> {
 }
 
 /// Split a header value on commas outside quotes and angle brackets.
+#[cfg(test)]
 pub(crate) fn split_list(v: &str) -> Vec<&str> {
     list_elements(v).collect()
 }
