@@ -264,29 +264,7 @@ impl<'a> Iterator for ListElements<'a> {
     fn next(&mut self) -> Option<&'a str> {
         loop {
             let v = self.rest?;
-            let mut quoted = false;
-            let mut angle = false;
-            let mut escape = false;
-            let mut end = None;
-            // Bytes, not chars: the delimiters are ASCII and never part of a multi-byte
-            // character, so every split point is a char boundary.
-            for (i, c) in v.bytes().enumerate() {
-                if escape {
-                    escape = false;
-                    continue;
-                }
-                match c {
-                    b'\\' if quoted => escape = true,
-                    b'"' => quoted = !quoted,
-                    b'<' if !quoted => angle = true,
-                    b'>' if !quoted => angle = false,
-                    b',' if !quoted && !angle => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
+            let end = element_end(v.as_bytes());
             let element = match end {
                 Some(i) => {
                     self.rest = v.get(i + 1..);
@@ -302,6 +280,46 @@ impl<'a> Iterator for ListElements<'a> {
                 return Some(element);
             }
         }
+    }
+}
+
+/// Index of the first comma of `v` outside quotes and angle brackets. Jumps from one special
+/// byte to the next with `memchr` (this runs over every Via and Route value several times per
+/// message): outside brackets only `,` `"` `<` matter, inside them `>` `"`, inside quotes `"` and
+/// the `\\` escape. All are ASCII, so every index found is a char boundary.
+fn element_end(v: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut angle = false;
+    loop {
+        let rest = v.get(at..)?;
+        let found = if angle {
+            memchr::memchr2(b'>', b'"', rest)
+        } else {
+            memchr::memchr3(b',', b'"', b'<', rest)
+        };
+        let i = at + found?;
+        match v.get(i) {
+            Some(b',') => return Some(i),
+            Some(b'<') => angle = true,
+            Some(b'>') => angle = false,
+            Some(b'"') => {
+                // Inside quotes: up to the closing quote, skipping escaped bytes.
+                let mut j = i + 1;
+                loop {
+                    let q = v.get(j..)?;
+                    let k = j + memchr::memchr2(b'"', b'\\', q)?;
+                    if v.get(k) == Some(&b'"') {
+                        j = k;
+                        break;
+                    }
+                    j = k + 2;
+                }
+                at = j + 1;
+                continue;
+            }
+            _ => {}
+        }
+        at = i + 1;
     }
 }
 
@@ -371,6 +389,49 @@ mod tests {
             let mut s = String::from("x");
             push_decimal(&mut s, n);
             assert_eq!(s, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn list_split_matches_the_byte_scan() {
+        // The scanner before memchr, kept as the reference.
+        fn reference(v: &str) -> Vec<&str> {
+            let (mut out, mut start) = (Vec::new(), 0);
+            let (mut quoted, mut angle, mut escape) = (false, false, false);
+            for (i, c) in v.char_indices() {
+                if escape {
+                    escape = false;
+                    continue;
+                }
+                match c {
+                    '\\' if quoted => escape = true,
+                    '"' => quoted = !quoted,
+                    '<' if !quoted => angle = true,
+                    '>' if !quoted => angle = false,
+                    ',' if !quoted && !angle => {
+                        out.push(v[start..i].trim());
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            out.push(v[start..].trim());
+            out.retain(|p| !p.is_empty());
+            out
+        }
+        for v in [
+            "a, b",
+            "<sip:a,b>, \"x,<y\" <sip:c>;p=\"q,>\", d",
+            "\"esc\\\",still\", e",
+            "\"unterminated, f",
+            "<unclosed, g",
+            "\"a\\",
+            "x\\, y",
+            "<a\"b>,c\">, d",
+            "é,ü , <é,>",
+            ",,,",
+        ] {
+            assert_eq!(split_list(v), reference(v), "{v}");
         }
     }
 
