@@ -1,5 +1,7 @@
 //! Cost of the proxy core per proxied transaction (no I/O): MESSAGE + 200 between two
-//! registered clients, and INVITE + 180 + 200 + ACK.
+//! registered clients, INVITE + 180 + 200 + ACK, and the two sipp workloads of issue 6
+//! (`register_refresh_udp`, `call_udp_next_hop`; see `workload.rs`), which time only the proxy's
+//! steps, not the building of the peers' messages.
 
 use std::hint::black_box;
 use std::time::{Instant, SystemTime};
@@ -10,6 +12,8 @@ use sagw_proxy::{
     build_response,
 };
 use sagw_sip::Message;
+
+mod workload;
 
 fn setup() -> (Edge, Flow, Flow, Now) {
     let local = LocalAddrs {
@@ -116,6 +120,30 @@ Call-ID: i{n}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
                 while edge.poll_action().is_some() {}
                 register(&mut edge, a, b, now, n);
             }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("sipp");
+    let mut reg = workload::RegisterLoad::new();
+    g.bench_function("register_refresh_udp", |bench| {
+        bench.iter_custom(|iters| {
+            let mut timed = workload::Timed::default();
+            for _ in 0..iters {
+                black_box(reg.refresh(&mut timed));
+            }
+            timed.0
+        })
+    });
+    drop(reg);
+    let mut calls = workload::CallLoad::new();
+    g.bench_function("call_udp_next_hop", |bench| {
+        bench.iter_custom(|iters| {
+            let mut timed = workload::Timed::default();
+            for _ in 0..iters {
+                calls.call(&mut timed);
+            }
+            timed.0
         })
     });
     g.finish();

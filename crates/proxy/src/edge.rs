@@ -1,26 +1,28 @@
 //! The edge proxy state machine (RFC 3261 §16 transaction-stateful proxy, §17 transactions).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use sagw_sip::{Message, parse_name_addr};
 
+use crate::Map;
 use crate::config::{EdgeConfig, Mode, NextHop};
 use crate::edit::{
     build_hop_request, build_response, pop_route, pop_via, push_on_top, push_via, reason_phrase,
-    set_top_via, top_route, top_via, vias,
+    set_top_via, top_route, top_via,
 };
 use crate::hook::{
     AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext, OutboundKind,
 };
 use crate::registrar::{BindingInfo, RegisterOutcome, Registrar};
-use crate::token::{BRANCH_PREFIX, Ids, branch_loop_hash, loop_hash};
+use crate::token::{BRANCH_PREFIX, Ids, branch_loop_hash, flow_token_claim, loop_hash};
 use crate::types::{
     Action, DropReason, Flow, Inbound, LimitKind, Now, Report, SendToken, Stats, Target, Transport,
     later,
 };
-use crate::uri::{SipUri, Via};
+use crate::uri::{SipUri, Via, list_elements, push_decimal};
 
 /// Methods whose out-of-dialog requests create dialogs, so the proxy Record-Routes them.
 const DIALOG_METHODS: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
@@ -71,7 +73,9 @@ struct ServerTx {
     /// The best non-2xx final response of the finished branches (RFC 3261 §16.7 step 6).
     best: Option<Message>,
     started: Instant,
-    to_tag: String,
+    /// To tag of the responses made here, made on first use: a proxied transaction whose
+    /// responses all come from downstream never needs one.
+    to_tag: Option<String>,
     loop_hash: String,
     /// Next hops still to try, in order.
     hops: VecDeque<usize>,
@@ -88,7 +92,6 @@ impl ServerTx {
         upstream: Flow,
         from_client: bool,
         note: Option<AuthNote>,
-        to_tag: String,
         loop_hash: String,
         started: Instant,
         interval: Duration,
@@ -105,7 +108,7 @@ impl ServerTx {
             branches: Vec::new(),
             best: None,
             started,
-            to_tag,
+            to_tag: None,
             loop_hash,
             hops: VecDeque::new(),
             epoch: 0,
@@ -188,8 +191,8 @@ pub struct Edge {
     auth: Box<dyn ClientAuth>,
     ids: Ids,
     registrar: Registrar,
-    server: HashMap<String, ServerTx>,
-    client: HashMap<String, ClientTx>,
+    server: Map<String, ServerTx>,
+    client: Map<String, ClientTx>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
     actions: VecDeque<Action>,
@@ -206,19 +209,50 @@ impl std::fmt::Debug for Edge {
     }
 }
 
+/// The RFC 3261 branch of `via`, when it has the magic cookie.
+fn rfc3261_branch<'a>(via: &Via<'a>) -> Option<&'a str> {
+    via.branch().filter(|b| b.starts_with("z9hG4bK"))
+}
+
+/// The server transaction key of a request (RFC 3261 §17.2.3): branch, sent-by and method.
+/// Written into one pre-sized String: it is built for every request.
 fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
-    match via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => {
-            format!("{b}\u{0}{}\u{0}{method}", via.sent_by_key())
+    let push_sent_by = |key: &mut String| {
+        let start = key.len();
+        key.push_str(via.host);
+        if let Some(host) = key.get_mut(start..) {
+            host.make_ascii_lowercase();
+        }
+        if let Some(p) = via.port {
+            key.push(':');
+            push_decimal(key, u64::from(p));
+        }
+    };
+    match rfc3261_branch(via) {
+        Some(b) => {
+            let mut key = String::with_capacity(b.len() + via.host.len() + method.len() + 8);
+            key.push_str(b);
+            key.push('\u{0}');
+            push_sent_by(&mut key);
+            key.push('\u{0}');
+            key.push_str(method);
+            key
         }
         // RFC 2543 peers: no magic cookie, match on the dialog and CSeq identifiers instead.
-        _ => format!(
-            "2543\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{method}",
-            msg.call_id().unwrap_or(""),
-            msg.cseq().map(|c| c.number).unwrap_or(""),
-            msg.from().and_then(|f| f.tag()).unwrap_or(""),
-            via.sent_by_key()
-        ),
+        None => {
+            let mut key = String::with_capacity(128);
+            key.push_str("2543\u{0}");
+            key.push_str(msg.call_id().unwrap_or(""));
+            key.push('\u{0}');
+            key.push_str(msg.cseq().map(|c| c.number).unwrap_or(""));
+            key.push('\u{0}');
+            key.push_str(msg.from().and_then(|f| f.tag()).unwrap_or(""));
+            key.push('\u{0}');
+            push_sent_by(&mut key);
+            key.push('\u{0}');
+            key.push_str(method);
+            key
+        }
     }
 }
 
@@ -236,8 +270,8 @@ impl Edge {
             registrar: Registrar::new(cfg.registrar.clone()),
             cfg,
             auth,
-            server: HashMap::new(),
-            client: HashMap::new(),
+            server: Map::default(),
+            client: Map::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             actions: VecDeque::new(),
@@ -280,12 +314,7 @@ impl Edge {
 
     /// True when `flow` belongs to a client rather than a next hop or trusted server.
     pub fn is_client(&self, flow: &Flow) -> bool {
-        !(self
-            .cfg
-            .next_hops
-            .iter()
-            .any(|h| h.addr == flow.remote && h.transport == flow.transport)
-            || self.cfg.trusted_peers.contains(&flow.remote.ip()))
+        is_client(&self.cfg, flow)
     }
 
     /// A stream flow closed: its registrations are useless now (the client must re-register).
@@ -316,7 +345,7 @@ impl Edge {
         }
     }
 
-    /// Queue a send; messages to clients pass the outbound stage first. Returns what was sent.
+    /// Queue a send; messages to clients pass the outbound stage first.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -328,37 +357,81 @@ impl Edge {
         request: Option<&Message>,
         note: Option<&AuthNote>,
         now: Now,
-    ) -> Message {
-        if let Target::Flow(flow) = to
-            && self.is_client(&flow)
-        {
-            let binding = binding.or_else(|| self.registrar.flow_identity(&flow));
-            let ctx = OutboundContext {
-                flow,
-                now,
-                kind,
-                binding,
-                request,
-                note,
-            };
-            self.auth.outbound(&mut msg, &ctx);
-        }
+    ) {
+        let ctx = OutboundCall {
+            kind,
+            binding,
+            request,
+            note,
+            now,
+        };
+        outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            to,
+            &mut msg,
+            ctx,
+        );
         self.actions.push_back(Action::Send {
             to,
-            message: msg.clone(),
+            message: msg,
             token,
         });
-        msg
+    }
+
+    /// [`Edge::emit`], returning a copy of what was sent (kept by transactions that retransmit
+    /// it or build an ACK or CANCEL from it).
+    #[allow(clippy::too_many_arguments)]
+    fn emit_kept(
+        &mut self,
+        to: Target,
+        msg: Message,
+        token: Option<SendToken>,
+        kind: OutboundKind,
+        binding: Option<&BindingInfo>,
+        now: Now,
+    ) -> Message {
+        let call = OutboundCall {
+            kind,
+            binding,
+            request: None,
+            note: None,
+            now,
+        };
+        let mut msg = msg;
+        outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            to,
+            &mut msg,
+            call,
+        );
+        let kept = msg.clone();
+        self.actions.push_back(Action::Send {
+            to,
+            message: msg,
+            token,
+        });
+        kept
     }
 
     /// Our Via for a request leaving over `transport`; `extra` is appended after `rport`.
     fn our_via(&self, transport: Transport, branch: &str, extra: &str) -> String {
-        format!(
-            "SIP/2.0/{} {}:{};branch={branch};rport{extra}",
-            transport.via_token(),
-            self.cfg.local.host,
-            self.cfg.local.port(transport)
-        )
+        let host = &self.cfg.local.host;
+        let mut via = String::with_capacity(32 + host.len() + branch.len() + extra.len());
+        via.push_str("SIP/2.0/");
+        via.push_str(transport.via_token());
+        via.push(' ');
+        via.push_str(host);
+        via.push(':');
+        push_decimal(&mut via, u64::from(self.cfg.local.port(transport)));
+        via.push_str(";branch=");
+        via.push_str(branch);
+        via.push_str(";rport");
+        via.push_str(extra);
+        via
     }
 
     /// A response that arrives after its transaction answered: forwarded upstream as is, with the
@@ -416,11 +489,7 @@ impl Edge {
 
     fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
         let method = msg.method().unwrap_or("").to_owned();
-        if msg.validate().is_err()
-            || top_via(&msg)
-                .and_then(|v| Via::parse(&v).map(|_| ()))
-                .is_none()
-        {
+        if msg.validate().is_err() || top_via(&msg).and_then(Via::parse).is_none() {
             if method == "ACK" {
                 self.report(Report::Dropped(DropReason::Invalid));
             } else {
@@ -429,23 +498,26 @@ impl Edge {
             return;
         }
         stamp_via(&mut msg, &flow);
-        let Some(top) = top_via(&msg) else { return };
+        // Owned: the authentication stage may edit the message.
+        let Some(top) = top_via(&msg).map(str::to_owned) else {
+            return;
+        };
         let Some(via) = Via::parse(&top) else { return };
+        // ACK and CANCEL match the INVITE transaction; every key below is this one.
+        let ack_or_cancel = matches!(method.as_str(), "ACK" | "CANCEL");
+        let txn_method = if ack_or_cancel { "INVITE" } else { &method };
+        let mut key = server_key(&via, txn_method, &msg);
         // Authentication comes after transaction matching: a retransmission repeats the last
         // response without being judged again (its signature's cnum or its Digest nonce count was
         // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
         // this same flow belongs to a request that was authenticated already (CANCEL can never be
         // challenged, RFC 3261 §22.1).
         let mut note = None;
-        let belongs_to_open_transaction = matches!(method.as_str(), "ACK" | "CANCEL")
-            && self
-                .server
-                .get(&server_key(&via, "INVITE", &msg))
-                .is_some_and(|st| {
-                    st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
-                });
-        let retransmission = !matches!(method.as_str(), "ACK" | "CANCEL")
-            && self.server.contains_key(&server_key(&via, &method, &msg));
+        let belongs_to_open_transaction = ack_or_cancel
+            && self.server.get(&key).is_some_and(|st| {
+                st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+            });
+        let retransmission = !ack_or_cancel && self.server.contains_key(&key);
         if from_client && !belongs_to_open_transaction && !retransmission {
             let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
@@ -473,21 +545,23 @@ impl Edge {
                     return;
                 }
             }
+            // An RFC 2543 key is made of headers the stage may have edited: match on the
+            // request as it is now (a branch key depends on the Via copy only).
+            if rfc3261_branch(&via).is_none() {
+                key = server_key(&via, txn_method, &msg);
+            }
         }
         match method.as_str() {
             "ACK" => {
-                let key = server_key(&via, "INVITE", &msg);
                 self.on_ack(msg, key, flow, now);
                 return;
             }
             "CANCEL" => {
-                let key = server_key(&via, "INVITE", &msg);
                 self.on_cancel(msg, key, flow, now);
                 return;
             }
             _ => {}
         }
-        let key = server_key(&via, &method, &msg);
         if let Some(st) = self.server.get(&key) {
             // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2);
             // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
@@ -529,23 +603,24 @@ impl Edge {
             self.local_transaction(key, msg, flow, from_client, note, 483, &[], now);
             return;
         }
-        let lh = loop_hash(&msg);
-        let looped = vias(&msg)
-            .iter()
-            .filter_map(|v| {
-                Via::parse(v).map(|v| {
-                    (
-                        v.host.to_owned(),
-                        v.port,
-                        v.transport(),
-                        v.branch().map(str::to_owned),
-                    )
-                })
-            })
-            .any(|(host, port, t, branch)| {
-                self.cfg.local.is_local(&host, port, t)
-                    && branch.as_deref().and_then(branch_loop_hash) == Some(lh.as_str())
-            });
+        // Loop detection (RFC 3261 §16.3 item 4): one of our Vias with this request's loop hash.
+        // The hash is computed only when there is one of our Vias to compare with (a request
+        // answered here, like REGISTER, never needs it otherwise).
+        let mut lh: Option<String> = None;
+        let mut looped = false;
+        for v in msg.header_all("Via").flat_map(list_elements) {
+            let Some(v) = Via::parse(v) else { continue };
+            if !self.cfg.local.is_local(v.host, v.port, v.transport()) {
+                continue;
+            }
+            let Some(theirs) = v.branch().and_then(branch_loop_hash) else {
+                continue;
+            };
+            if theirs == lh.get_or_insert_with(|| loop_hash(&msg)).as_str() {
+                looped = true;
+                break;
+            }
+        }
         if looped {
             self.local_transaction(key, msg, flow, from_client, note, 482, &[], now);
             return;
@@ -586,6 +661,7 @@ impl Edge {
         }
 
         // Proxy it.
+        let lh = lh.unwrap_or_else(|| loop_hash(&msg));
         let mut forward = msg.clone();
         let dest = self.route(&mut forward, &flow, from_client, now.mono);
         let st = ServerTx::new(
@@ -594,7 +670,6 @@ impl Edge {
             flow,
             from_client,
             note,
-            self.ids.unique(),
             lh,
             now.mono,
             self.cfg.timers.t1,
@@ -659,7 +734,6 @@ impl Edge {
             flow,
             from_client,
             note,
-            self.ids.unique(),
             String::new(),
             now.mono,
             self.cfg.timers.t1,
@@ -695,15 +769,19 @@ impl Edge {
     ) -> Result<Dest, u16> {
         let mut token_flow = None;
         while let Some(r) = top_route(msg) {
-            let Ok(na) = parse_name_addr(&r) else { break };
+            let Ok(na) = parse_name_addr(r) else { break };
             let Some(uri) = SipUri::parse(na.uri) else {
                 break;
             };
             if !self.cfg.local.is_local(uri.host, uri.port, uri.transport()) {
                 break;
             }
-            if let Some(f) = uri.user.and_then(|u| self.ids.parse_flow_token(u))
-                && !(f.id == inflow.id && f.remote == inflow.remote)
+            // A token naming the flow the request came in on changes nothing: its MAC is checked
+            // only when it names another flow.
+            if let Some(u) = uri.user
+                && flow_token_claim(u)
+                    .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
+                && let Some(f) = self.ids.parse_flow_token(u)
             {
                 token_flow = Some(f);
             }
@@ -714,7 +792,7 @@ impl Edge {
             return Ok(Dest::Flow(f, binding));
         }
         if let Some(r) = top_route(msg) {
-            let next = parse_name_addr(&r).ok().and_then(|na| {
+            let next = parse_name_addr(r).ok().and_then(|na| {
                 let uri = SipUri::parse(na.uri)?;
                 let t = uri.transport().unwrap_or(Transport::Udp);
                 Some((t, uri.socket_addr(t)?))
@@ -767,20 +845,25 @@ impl Edge {
         }
     }
 
+    /// `<sip:[user@]host:port;transport=t;lr[extra]>`, for Record-Route and Path.
     fn our_uri(&self, transport: Transport, user: Option<&str>, extra: &str) -> String {
-        let port = self.cfg.local.port(transport);
-        match user {
-            Some(u) => format!(
-                "<sip:{u}@{}:{port};transport={};lr{extra}>",
-                self.cfg.local.host,
-                transport.uri_param()
-            ),
-            None => format!(
-                "<sip:{}:{port};transport={};lr{extra}>",
-                self.cfg.local.host,
-                transport.uri_param()
-            ),
+        let host = &self.cfg.local.host;
+        let user_len = user.map_or(0, |u| u.len() + 1);
+        let mut uri = String::with_capacity(40 + user_len + host.len() + extra.len());
+        uri.push_str("<sip:");
+        if let Some(u) = user {
+            uri.push_str(u);
+            uri.push('@');
         }
+        uri.push_str(host);
+        uri.push(':');
+        push_decimal(&mut uri, u64::from(self.cfg.local.port(transport)));
+        uri.push_str(";transport=");
+        uri.push_str(transport.uri_param());
+        uri.push_str(";lr");
+        uri.push_str(extra);
+        uri.push('>');
+        uri
     }
 
     /// Send the request of server transaction `key` to `target` in a new client transaction.
@@ -805,7 +888,7 @@ impl Edge {
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
             .unwrap_or(71);
-        out.set_header("Max-Forwards", &mf.saturating_sub(1).min(70).to_string());
+        set_max_forwards(&mut out, mf.saturating_sub(1).min(70));
         let out_transport = target.transport();
         let in_token = self.ids.flow_token(&upstream);
         let out_token = match target {
@@ -826,17 +909,18 @@ impl Edge {
             push_on_top(&mut out, "Path", &path);
         }
         let branch = self.ids.branch(&lh);
-        let via = self.our_via(out_transport, &branch, &format!(";sgf={in_token}"));
+        let mut sgf = String::with_capacity(5 + in_token.len());
+        sgf.push_str(";sgf=");
+        sgf.push_str(&in_token);
+        let via = self.our_via(out_transport, &branch, &sgf);
         push_via(&mut out, &via);
         let token = SendToken(branch.clone());
-        let sent = self.emit(
+        let sent = self.emit_kept(
             target,
             out,
             Some(token),
             OutboundKind::Request,
             binding.as_ref(),
-            None,
-            None,
             now,
         );
         let t1 = self.cfg.timers.t1;
@@ -906,7 +990,13 @@ impl Edge {
             let Some(NextHop { transport, addr }) = self.cfg.next_hops.get(i).copied() else {
                 continue;
             };
-            let Some(msg) = st.forward.clone() else {
+            // Kept for fail-over only while there is a hop left to fail over to.
+            let next = if st.hops.is_empty() {
+                st.forward.take()
+            } else {
+                st.forward.clone()
+            };
+            let Some(msg) = next else {
                 return;
             };
             self.forward(
@@ -923,26 +1013,22 @@ impl Edge {
 
     /// Send a response generated here for server transaction `key`.
     fn respond(&mut self, key: &str, code: u16, extra: &[(&str, String)], now: Now) {
-        let Some(st) = self.server.get(key) else {
+        let Some(st) = self.server.get_mut(key) else {
             return;
         };
         if st.state != ServerState::Proceeding {
             return;
         }
-        if let Some(resp) = build_response(
-            &st.request,
-            code,
-            reason_phrase(code),
-            Some(&st.to_tag),
-            extra,
-        ) {
+        ensure_to_tag(st, &mut self.ids, code);
+        let tag = st.to_tag.as_deref();
+        if let Some(resp) = build_response(&st.request, code, reason_phrase(code), tag, extra) {
             self.send_upstream(key, resp, now);
         }
     }
 
     /// Send a response (ours, or a downstream one with our Via already removed) to the client
     /// of server transaction `key`, and move the transaction on.
-    fn send_upstream(&mut self, key: &str, resp: Message, now: Now) {
+    fn send_upstream(&mut self, key: &str, mut resp: Message, now: Now) {
         let Some(st) = self.server.get_mut(key) else {
             return;
         };
@@ -951,31 +1037,48 @@ impl Edge {
         }
         let code = resp.status_code().unwrap_or(500);
         let upstream = st.upstream;
-        let request = st.request.clone();
-        let note = st.note.clone();
-        let method = st.method.clone();
         let started = st.started;
-        let sent = self.emit(
-            Target::Flow(upstream),
-            resp,
-            None,
-            OutboundKind::Response,
-            None,
-            Some(&request),
-            note.as_ref(),
+        let invite = st.method == "INVITE";
+        let reliable = upstream.transport.is_reliable();
+        // The request and note are lent from the transaction, not copied.
+        let call = OutboundCall {
+            kind: OutboundKind::Response,
+            binding: None,
+            request: Some(&st.request),
+            note: st.note.as_ref(),
             now,
-        );
-        let timers = self.cfg.timers;
-        let Some(st) = self.server.get_mut(key) else {
-            return;
         };
-        st.last_response = Some(sent);
+        outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            Target::Flow(upstream),
+            &mut resp,
+            call,
+        );
+        // A copy is kept only where a retransmitted request gets it again: not after an INVITE
+        // 2xx (RFC 6026 Accepted absorbs them) nor for a final response that ends a transaction
+        // over a stream at once.
+        let keep = if code < 200 {
+            true
+        } else if invite {
+            code >= 300
+        } else {
+            !reliable
+        };
+        st.last_response = keep.then(|| resp.clone());
+        self.actions.push_back(Action::Send {
+            to: Target::Flow(upstream),
+            message: resp,
+            token: None,
+        });
         if code < 200 {
             return;
         }
+        let timers = self.cfg.timers;
+        let method = st.method.clone();
         st.epoch += 1;
         let epoch = st.epoch;
-        let reliable = upstream.transport.is_reliable();
         let retransmit = if method == "INVITE" && code >= 300 {
             st.state = ServerState::Completed;
             // Timer G (unreliable only) until the ACK, Timer H as the limit.
@@ -1054,7 +1157,7 @@ impl Edge {
         let from_client = self.is_client(&flow);
         let lh = loop_hash(&msg);
         let incoming = top_via(&msg)
-            .and_then(|v| Via::parse(&v).and_then(|v| v.branch().map(str::to_owned)))
+            .and_then(|v| Via::parse(v).and_then(|v| v.branch().map(str::to_owned)))
             .unwrap_or_default();
         let target = match self.route(&mut msg, &flow, from_client, now.mono) {
             Ok(Dest::Flow(f, _)) => Target::Flow(f),
@@ -1083,7 +1186,7 @@ impl Edge {
                 return;
             }
         };
-        msg.set_header("Max-Forwards", &(mf - 1).min(70).to_string());
+        set_max_forwards(&mut msg, (mf - 1).min(70));
         let branch = self.ids.stateless_branch(&lh, &incoming);
         let t = target.transport();
         let via = self.our_via(t, &branch, "");
@@ -1116,15 +1219,16 @@ impl Edge {
     }
 
     fn on_cancel(&mut self, msg: Message, key: String, flow: Flow, now: Now) {
-        let Some(st) = self.server.get(&key) else {
+        let Some(st) = self.server.get_mut(&key) else {
             self.respond_stateless(&msg, flow, 481, &[], now);
             return;
         };
+        ensure_to_tag(st, &mut self.ids, 200);
         let tag = st.to_tag.clone();
         let proceeding = st.state == ServerState::Proceeding;
-        let branches = st.branches.clone();
+        let no_branches = st.branches.is_empty();
         let note = st.note.clone();
-        if let Some(ok) = build_response(&msg, 200, "OK", Some(&tag), &[]) {
+        if let Some(ok) = build_response(&msg, 200, "OK", tag.as_deref(), &[]) {
             self.emit(
                 Target::Flow(flow),
                 ok,
@@ -1143,7 +1247,7 @@ impl Edge {
         if let Some(st) = self.server.get_mut(&key) {
             st.hops.clear();
         }
-        if branches.is_empty() {
+        if no_branches {
             self.respond(&key, 487, &[], now);
         } else {
             self.cancel_branches(&key, None, now);
@@ -1214,12 +1318,14 @@ impl Edge {
 
     /// [`Edge::branch_final`] with a response of our own.
     fn branch_failed(&mut self, sk: &str, ct_key: &str, code: u16, now: Now) {
-        let resp = self.server.get(sk).and_then(|st| {
+        let ids = &mut self.ids;
+        let resp = self.server.get_mut(sk).and_then(|st| {
+            ensure_to_tag(st, ids, code);
             build_response(
                 &st.request,
                 code,
                 reason_phrase(code),
-                Some(&st.to_tag),
+                st.to_tag.as_deref(),
                 &[],
             )
         });
@@ -1241,14 +1347,12 @@ impl Edge {
         if self.client.contains_key(&key) {
             return;
         }
-        let sent = self.emit(
+        let sent = self.emit_kept(
             target,
             cancel,
             None,
             OutboundKind::Request,
             binding.as_ref(),
-            None,
-            None,
             now,
         );
         let t1 = self.cfg.timers.t1;
@@ -1301,7 +1405,7 @@ impl Edge {
             self.report(Report::Dropped(DropReason::Invalid));
             return;
         };
-        let Some(via) = Via::parse(&top) else {
+        let Some(via) = Via::parse(top) else {
             self.report(Report::Dropped(DropReason::Invalid));
             return;
         };
@@ -1333,7 +1437,7 @@ impl Edge {
             let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
                 Some(f) => Some(Target::Flow(f)),
                 None => top_via(&msg).and_then(|v| {
-                    let v = Via::parse(&v)?;
+                    let v = Via::parse(v)?;
                     Some(Target::Addr {
                         transport: v.transport()?,
                         addr: v.response_addr()?,
@@ -1414,20 +1518,20 @@ impl Edge {
         let epoch = ct.epoch;
         let invite = ct.method == "INVITE";
         let target = ct.target;
-        let binding = ct.binding.clone();
-        let request = ct.request.clone();
-        if invite
-            && code >= 300
-            && let Some(ack) = build_hop_request(&request, "ACK", msg.header("To"))
-        {
-            let sent = self.emit(
+        // The hop-by-hop ACK of a non-2xx is built from the request as sent, borrowed.
+        let ack = if invite && code >= 300 {
+            build_hop_request(&ct.request, "ACK", msg.header("To"))
+        } else {
+            None
+        };
+        let binding = ack.as_ref().and_then(|_| ct.binding.clone());
+        if let Some(ack) = ack {
+            let sent = self.emit_kept(
                 target,
                 ack,
                 None,
                 OutboundKind::Request,
                 binding.as_ref(),
-                None,
-                None,
                 now,
             );
             if let Some(ct) = self.client.get_mut(&ct_key) {
@@ -1629,10 +1733,71 @@ impl Edge {
     }
 }
 
+/// The To tag for a response with `code` made here for `st` (none for 100 Trying, which gets
+/// none, RFC 3261 §8.2.6.2), made on first use and the same for every later one.
+fn ensure_to_tag(st: &mut ServerTx, ids: &mut Ids, code: u16) {
+    if code > 100 && st.to_tag.is_none() {
+        st.to_tag = Some(ids.unique());
+    }
+}
+
+/// Set Max-Forwards to `n`.
+fn set_max_forwards(msg: &mut Message, n: u32) {
+    let mut v = String::with_capacity(3);
+    push_decimal(&mut v, u64::from(n));
+    msg.set_header("Max-Forwards", &v);
+}
+
+/// True when `flow` belongs to a client rather than a next hop or trusted server.
+fn is_client(cfg: &EdgeConfig, flow: &Flow) -> bool {
+    !(cfg
+        .next_hops
+        .iter()
+        .any(|h| h.addr == flow.remote && h.transport == flow.transport)
+        || cfg.trusted_peers.contains(&flow.remote.ip()))
+}
+
+/// What the outbound stage is told about a message besides its flow.
+#[derive(Clone, Copy)]
+struct OutboundCall<'a> {
+    kind: OutboundKind,
+    binding: Option<&'a BindingInfo>,
+    request: Option<&'a Message>,
+    note: Option<&'a AuthNote>,
+    now: Now,
+}
+
+/// Run the outbound stage on a message to a client (nothing for a next hop). A function of the
+/// fields it needs rather than a method, so that a caller can hand it a request borrowed from
+/// the transaction table instead of a copy.
+fn outbound_stage(
+    cfg: &EdgeConfig,
+    auth: &mut dyn ClientAuth,
+    registrar: &Registrar,
+    to: Target,
+    msg: &mut Message,
+    call: OutboundCall<'_>,
+) {
+    if let Target::Flow(flow) = to
+        && is_client(cfg, &flow)
+    {
+        let binding = call.binding.or_else(|| registrar.flow_identity(&flow));
+        let ctx = OutboundContext {
+            flow,
+            now: call.now,
+            kind: call.kind,
+            binding,
+            request: call.request,
+            note: call.note,
+        };
+        auth.outbound(msg, &ctx);
+    }
+}
+
 /// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
 fn stamp_via(msg: &mut Message, flow: &Flow) {
     let Some(top) = top_via(msg) else { return };
-    let Some(via) = Via::parse(&top) else { return };
+    let Some(via) = Via::parse(top) else { return };
     let ip = flow.remote.ip();
     let sent_ip = crate::uri::host_ip(via.host);
     let needs_received = sent_ip != Some(ip);
@@ -1640,25 +1805,31 @@ fn stamp_via(msg: &mut Message, flow: &Flow) {
     if !needs_received && !has_rport {
         return;
     }
-    let mut params: Vec<String> = via
-        .params
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let name = p.split('=').next().unwrap_or("").trim();
-            !name.eq_ignore_ascii_case("received") && !name.eq_ignore_ascii_case("rport")
-        })
-        .map(str::to_owned)
-        .collect();
-    params.push(format!("received={ip}"));
-    if has_rport {
-        params.push(format!("rport={}", flow.remote.port()));
+    // Written straight into one String: with clients behind NAT this runs for every request.
+    let mut new = String::with_capacity(top.len() + 48);
+    new.push_str("SIP/2.0/");
+    new.push_str(via.transport);
+    new.push(' ');
+    new.push_str(via.host);
+    if let Some(p) = via.port {
+        new.push(':');
+        push_decimal(&mut new, u64::from(p));
     }
-    let sent_by = match via.port {
-        Some(p) => format!("{}:{p}", via.host),
-        None => via.host.to_owned(),
-    };
-    let new = format!("SIP/2.0/{} {sent_by};{}", via.transport, params.join(";"));
+    for p in via.params.split(';').map(str::trim).filter(|p| {
+        let name = p.split('=').next().unwrap_or("").trim();
+        !p.is_empty()
+            && !name.eq_ignore_ascii_case("received")
+            && !name.eq_ignore_ascii_case("rport")
+    }) {
+        new.push(';');
+        new.push_str(p);
+    }
+    new.push_str(";received=");
+    // Display of an IpAddr is the only formatting left here (exact canonical text).
+    let _ = write!(new, "{ip}");
+    if has_rport {
+        new.push_str(";rport=");
+        push_decimal(&mut new, u64::from(flow.remote.port()));
+    }
     set_top_via(msg, &new);
 }

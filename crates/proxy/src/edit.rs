@@ -3,38 +3,37 @@
 
 use sagw_sip::Message;
 
-use crate::uri::split_list;
+use crate::uri::{list_elements, push_decimal};
 
 /// Names a header by either of its forms.
 fn is_named(name: &str, full: &str, compact: Option<&str>) -> bool {
     name.eq_ignore_ascii_case(full) || compact.is_some_and(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// `(index, value)` of every header line named `full`/`compact`, in order.
+/// `(index, name, value)` of every header line named `full`/`compact`, in order.
 fn lines<'m>(
     msg: &'m Message,
-    full: &str,
-    compact: Option<&str>,
-) -> Vec<(usize, &'m str, &'m str)> {
+    full: &'m str,
+    compact: Option<&'m str>,
+) -> impl Iterator<Item = (usize, &'m str, &'m str)> + 'm {
     msg.headers()
         .enumerate()
-        .filter(|(_, h)| is_named(h.name, full, compact))
+        .filter(move |(_, h)| is_named(h.name, full, compact))
         .map(|(i, h)| (i, h.name, h.value))
-        .collect()
 }
 
 /// Every Via element, top first.
+#[cfg(test)]
 pub(crate) fn vias(msg: &Message) -> Vec<String> {
-    lines(msg, "Via", Some("v"))
-        .into_iter()
-        .flat_map(|(_, _, v)| split_list(v).into_iter().map(str::to_owned))
+    msg.header_all("Via")
+        .flat_map(list_elements)
+        .map(str::to_owned)
         .collect()
 }
 
-/// The top Via element.
-pub(crate) fn top_via(msg: &Message) -> Option<String> {
-    let (_, _, v) = lines(msg, "Via", Some("v")).into_iter().next()?;
-    split_list(v).first().map(|s| (*s).to_owned())
+/// The top Via element (the first element of the first Via line).
+pub(crate) fn top_via(msg: &Message) -> Option<&str> {
+    list_elements(msg.header_all("Via").next()?).next()
 }
 
 /// Replace (with `Some`) or remove (with `None`) the first element of a list header, keeping
@@ -45,27 +44,33 @@ fn edit_first_element(
     compact: Option<&str>,
     new: Option<&str>,
 ) -> bool {
-    let Some((index, name, value)) = lines(msg, full, compact).into_iter().next() else {
+    let Some((index, name, value)) = lines(msg, full, compact).next() else {
         return false;
     };
-    let name = name.to_owned();
-    let mut elements: Vec<String> = split_list(value).into_iter().map(str::to_owned).collect();
-    if elements.is_empty() {
+    let mut elements = list_elements(value);
+    if elements.next().is_none() {
         return false;
     }
-    match new {
-        Some(v) => {
-            if let Some(first) = elements.first_mut() {
-                *first = v.to_owned();
-            }
+    // The line is rewritten as `name: new, rest...` with the other elements joined by ", ";
+    // name and value share one buffer (the message is borrowed until the edit).
+    let mut buf = String::with_capacity(name.len() + value.len() + new.map_or(0, str::len));
+    buf.push_str(name);
+    let name_len = buf.len();
+    let mut any = false;
+    if let Some(v) = new {
+        buf.push_str(v);
+        any = true;
+    }
+    for e in elements {
+        if any {
+            buf.push_str(", ");
         }
-        None => {
-            elements.remove(0);
-        }
+        buf.push_str(e);
+        any = true;
     }
     msg.remove_header_at(index);
-    if !elements.is_empty() {
-        msg.insert_header(index, &name, &elements.join(", "));
+    if any && let (Some(name), Some(value)) = (buf.get(..name_len), buf.get(name_len..)) {
+        msg.insert_header(index, name, value);
     }
     true
 }
@@ -82,16 +87,13 @@ pub(crate) fn pop_via(msg: &mut Message) -> bool {
 
 /// Insert a Via line above every other.
 pub(crate) fn push_via(msg: &mut Message, value: &str) {
-    let index = lines(msg, "Via", Some("v"))
-        .first()
-        .map_or(0, |(i, _, _)| *i);
+    let index = lines(msg, "Via", Some("v")).next().map_or(0, |(i, _, _)| i);
     msg.insert_header(index, "Via", value);
 }
 
 /// The top Route element.
-pub(crate) fn top_route(msg: &Message) -> Option<String> {
-    let (_, _, v) = lines(msg, "Route", None).into_iter().next()?;
-    split_list(v).first().map(|s| (*s).to_owned())
+pub(crate) fn top_route(msg: &Message) -> Option<&str> {
+    list_elements(msg.header_all("Route").next()?).next()
 }
 
 /// Remove the top Route element.
@@ -100,18 +102,15 @@ pub(crate) fn pop_route(msg: &mut Message) -> bool {
 }
 
 /// Every Route element in order.
-pub(crate) fn routes(msg: &Message) -> Vec<String> {
-    lines(msg, "Route", None)
-        .into_iter()
-        .flat_map(|(_, _, v)| split_list(v).into_iter().map(str::to_owned))
-        .collect()
+pub(crate) fn routes(msg: &Message) -> impl Iterator<Item = &str> {
+    msg.header_all("Route").flat_map(list_elements)
 }
 
 /// Insert a header line above the first line named `name` (or after the Via lines when there is
 /// none): Record-Route and Path entries go on top of the existing ones.
 pub(crate) fn push_on_top(msg: &mut Message, name: &str, value: &str) {
-    let index = match lines(msg, name, None).first() {
-        Some((i, _, _)) => *i,
+    let index = match lines(msg, name, None).next() {
+        Some((i, _, _)) => i,
         None => lines(msg, "Via", Some("v"))
             .last()
             .map_or(0, |(i, _, _)| i + 1),
@@ -153,9 +152,10 @@ pub fn build_response(
     to_tag: Option<&str>,
     extra: &[(&str, String)],
 ) -> Option<Message> {
-    let mut s = String::with_capacity(512);
+    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut s = String::with_capacity(req.start_line().len() + 400 + extra_len);
     s.push_str("SIP/2.0 ");
-    s.push_str(&code.to_string());
+    push_decimal(&mut s, u64::from(code));
     s.push(' ');
     s.push_str(reason);
     s.push_str("\r\n");
@@ -165,7 +165,13 @@ pub fn build_response(
     push_line(&mut s, "From", req.header("From")?);
     let to = req.header("To")?;
     match (req.to().and_then(|t| t.tag()), to_tag) {
-        (None, Some(tag)) if code > 100 => push_line(&mut s, "To", &format!("{to};tag={tag}")),
+        (None, Some(tag)) if code > 100 => {
+            s.push_str("To: ");
+            s.push_str(to);
+            s.push_str(";tag=");
+            s.push_str(tag);
+            s.push_str("\r\n");
+        }
         _ => push_line(&mut s, "To", to),
     }
     push_line(&mut s, "Call-ID", req.call_id()?);
@@ -186,16 +192,20 @@ pub(crate) fn build_hop_request(sent: &Message, method: &str, to: Option<&str>) 
     s.push(' ');
     s.push_str(sent.request_uri()?);
     s.push_str(" SIP/2.0\r\n");
-    push_line(&mut s, "Via", &top_via(sent)?);
+    push_line(&mut s, "Via", top_via(sent)?);
     for r in routes(sent) {
-        push_line(&mut s, "Route", &r);
+        push_line(&mut s, "Route", r);
     }
     push_line(&mut s, "Max-Forwards", "70");
     push_line(&mut s, "From", sent.header("From")?);
     push_line(&mut s, "To", to.or_else(|| sent.header("To"))?);
     push_line(&mut s, "Call-ID", sent.call_id()?);
     let cseq = sent.cseq()?;
-    push_line(&mut s, "CSeq", &format!("{} {method}", cseq.number));
+    s.push_str("CSeq: ");
+    s.push_str(cseq.number);
+    s.push(' ');
+    s.push_str(method);
+    s.push_str("\r\n");
     s.push_str("Content-Length: 0\r\n\r\n");
     Message::parse(s.as_bytes()).ok()
 }
@@ -237,7 +247,7 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(vias(&m).first().unwrap(), "SIP/2.0/UDP x;branch=z9hG4bKx");
         assert_eq!(top_route(&m).unwrap(), "<sip:p1;lr>");
         assert!(pop_route(&mut m));
-        assert_eq!(routes(&m), vec!["<sip:p2;lr>"]);
+        assert_eq!(routes(&m).collect::<Vec<_>>(), vec!["<sip:p2;lr>"]);
         assert!(pop_route(&mut m));
         assert!(!pop_route(&mut m));
         assert!(m.header("Route").is_none());
@@ -250,6 +260,25 @@ Content-Length: 0\r\n\r\n";
             )
         );
         Message::parse(&m.to_bytes()).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn first_element_edits_keep_the_rest_of_the_line() {
+        let mut m = Message::parse(REQ).unwrap();
+        assert!(set_top_via(&mut m, "SIP/2.0/UDP x;branch=z9hG4bKx"));
+        let bytes = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(bytes.contains(
+            "Via: SIP/2.0/UDP x;branch=z9hG4bKx, SIP/2.0/TCP p.example;branch=z9hG4bK0\r\n"
+        ));
+        assert!(pop_via(&mut m));
+        assert!(pop_via(&mut m));
+        // The compact line is now the top one.
+        assert!(set_top_via(&mut m, "SIP/2.0/UDP y"));
+        let bytes = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(bytes.contains("\r\nv: SIP/2.0/UDP y\r\n"), "{bytes}");
+        assert!(pop_via(&mut m));
+        assert!(!pop_via(&mut m));
+        assert!(m.header("Via").is_none());
     }
 
     #[test]
@@ -279,7 +308,7 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(c.request_uri(), Some("sip:bob@b.example"));
         assert_eq!(vias(&c), vec!["SIP/2.0/UDP a.example;branch=z9hG4bK1"]);
         assert_eq!(c.cseq().unwrap().method, "CANCEL");
-        assert_eq!(routes(&c).len(), 2);
+        assert_eq!(routes(&c).count(), 2);
         c.validate().unwrap();
     }
 }

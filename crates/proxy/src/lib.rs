@@ -33,6 +33,18 @@ mod token;
 mod types;
 pub mod uri;
 
+/// Hash map for the core's tables. Their keys are mostly client-controlled (AORs, contacts,
+/// branches, Call-IDs), so the hasher must be randomly seeded or a client could send keys that all
+/// collide (HashDoS). SipHash-1-3 (std's default) is that, but it was ~6 % of a REGISTER's
+/// instructions; foldhash's `RandomState` is several times cheaper on short strings and still
+/// seeded at random (a per-process seed plus a per-map one), so collisions cannot be computed
+/// offline. It is not a cryptographic hash; the tables are also bounded (transactions by
+/// `max_transactions`, bindings by the clients' own registrations).
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Hash set with the hasher of [`Map`], for the same reason.
+pub(crate) type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 pub use config::{EdgeConfig, LocalAddrs, Mode, NextHop, Timers};
 pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};

@@ -5,13 +5,14 @@
 //! through it, and the authentication layer finds the SA for a destination through the binding's
 //! AOR and epid.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sagw_sip::{Message, parse_name_addr};
 
 use crate::types::{BindingChange, Flow, FlowId};
-use crate::uri::{SipUri, split_list};
+use crate::uri::{SipUri, list_elements, push_decimal};
+use crate::{Map, Set};
 
 /// Registrar settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct Binding {
     cseq: u32,
     /// Registration order, for "most recent binding first".
     seq: u64,
+    /// [`contact_key`] of `info.contact`, kept so that a refresh or a removal need not rebuild it.
+    contact_key: Option<String>,
 }
 
 /// The registrar's answer to a REGISTER.
@@ -82,29 +85,47 @@ pub(crate) enum RegisterOutcome {
 pub struct Registrar {
     config: RegistrarConfig,
     /// AOR -> binding key -> binding.
-    aors: HashMap<String, HashMap<String, Binding>>,
+    aors: Map<String, Map<String, Binding>>,
     /// Expiry index: (deadline, seq) -> (aor, key).
     expiry: BTreeMap<(Instant, u64), (String, String)>,
     /// Flow -> identity registered over it (latest REGISTER wins).
-    flows: HashMap<Flow, BindingInfo>,
+    flows: Map<Flow, BindingInfo>,
     seq: u64,
     changes: Vec<(String, BindingChange)>,
     evictions: usize,
     /// Contact key (`user@host:port`) -> (aor, binding key).
-    by_contact: HashMap<String, (String, String)>,
-    /// Flow -> bindings registered over it.
-    by_flow: HashMap<FlowId, HashSet<(String, String)>>,
+    by_contact: Map<String, (String, String)>,
+    /// Stream flow -> bindings registered over it, for [`Registrar::flow_closed`]. UDP bindings
+    /// are not indexed: every UDP client shares the one socket's flow id, which never closes, so
+    /// the set would only grow with every client and never be used.
+    by_flow: Map<FlowId, Set<(String, String)>>,
 }
 
 /// `user@host:port` with the host lower-cased: how a Request-URI is matched to a Contact.
 fn contact_key(uri: &str) -> Option<String> {
     let u = SipUri::parse(uri)?;
-    Some(format!(
-        "{}@{}:{}",
-        u.user.unwrap_or(""),
-        u.host.to_ascii_lowercase(),
-        u.port.map_or(String::new(), |p| p.to_string())
-    ))
+    let user = u.user.unwrap_or("");
+    let mut key = String::with_capacity(user.len() + u.host.len() + 7);
+    key.push_str(user);
+    key.push('@');
+    key.push_str(u.host);
+    // Only the host part is lower-cased (the user part is case-sensitive).
+    if let Some(host) = key.get_mut(user.len() + 1..) {
+        host.make_ascii_lowercase();
+    }
+    key.push(':');
+    if let Some(p) = u.port {
+        push_decimal(&mut key, u64::from(p));
+    }
+    Some(key)
+}
+
+/// A validated Contact of a REGISTER, borrowed from the request.
+struct Update<'r> {
+    key: String,
+    contact: &'r str,
+    instance: Option<String>,
+    secs: u64,
 }
 
 impl Registrar {
@@ -122,7 +143,7 @@ impl Registrar {
         // (the driver asks after each batch of events).
         debug_assert_eq!(
             self.expiry.len(),
-            self.aors.values().map(HashMap::len).sum::<usize>()
+            self.aors.values().map(Map::len).sum::<usize>()
         );
         self.expiry.len()
     }
@@ -156,34 +177,99 @@ impl Registrar {
     }
 
     fn index(&mut self, aor: &str, key: &str, b: &Binding) {
-        if let Some(ck) = contact_key(&b.info.contact) {
-            self.by_contact.insert(ck, (aor.to_owned(), key.to_owned()));
+        if let Some(ck) = &b.contact_key {
+            point_contact(&mut self.by_contact, ck, aor, key);
         }
-        self.by_flow
-            .entry(b.flow.id)
-            .or_default()
-            .insert((aor.to_owned(), key.to_owned()));
-        self.flows.insert(b.flow, b.info.clone());
+        if b.flow.transport.is_reliable() {
+            self.by_flow
+                .entry(b.flow.id)
+                .or_default()
+                .insert((aor.to_owned(), key.to_owned()));
+        }
+        set_identity(&mut self.flows, b.flow, &b.info);
     }
 
     fn unindex(&mut self, aor: &str, key: &str, b: &Binding) {
-        if let Some(ck) = contact_key(&b.info.contact)
-            && self
-                .by_contact
-                .get(&ck)
-                .is_some_and(|(a, k)| a == aor && k == key)
-        {
-            self.by_contact.remove(&ck);
+        if let Some(ck) = &b.contact_key {
+            unpoint_contact(&mut self.by_contact, ck, aor, key);
         }
-        if let Some(set) = self.by_flow.get_mut(&b.flow.id) {
-            set.remove(&(aor.to_owned(), key.to_owned()));
-            if set.is_empty() {
-                self.by_flow.remove(&b.flow.id);
-            }
+        if b.flow.transport.is_reliable() {
+            unindex_flow(&mut self.by_flow, b.flow.id, aor, key);
         }
         if self.flows.get(&b.flow).is_some_and(|i| *i == b.info) {
             self.flows.remove(&b.flow);
         }
+    }
+
+    /// Refresh the binding `aor`/`key` in place with a new REGISTER: what removing it and
+    /// inserting the new one did, without rebuilding its index entries or moving its keys.
+    /// False when there is no such binding.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &mut self,
+        aor: &str,
+        update: &Update<'_>,
+        epid: Option<&str>,
+        flow: Flow,
+        expires_at: Instant,
+        call_id: &str,
+        cseq: u32,
+        seq: u64,
+    ) -> bool {
+        let key = update.key.as_str();
+        let Some(b) = self.aors.get_mut(aor).and_then(|m| m.get_mut(key)) else {
+            return false;
+        };
+        // The expiry entry moves to the new deadline with the same (aor, key) strings.
+        let slot = self
+            .expiry
+            .remove(&(b.expires_at, b.seq))
+            .unwrap_or_else(|| (aor.to_owned(), key.to_owned()));
+        self.expiry.insert((expires_at, seq), slot);
+        // The identity registered over the old flow goes if it was this binding's (as a removal
+        // would do); over the new flow it is set below.
+        if b.flow != flow && self.flows.get(&b.flow).is_some_and(|i| *i == b.info) {
+            self.flows.remove(&b.flow);
+        }
+        if b.flow.transport.is_reliable() && (b.flow.id != flow.id || !flow.transport.is_reliable())
+        {
+            unindex_flow(&mut self.by_flow, b.flow.id, aor, key);
+        }
+        if flow.transport.is_reliable() && (b.flow.id != flow.id || !b.flow.transport.is_reliable())
+        {
+            self.by_flow
+                .entry(flow.id)
+                .or_default()
+                .insert((aor.to_owned(), key.to_owned()));
+        }
+        if b.info.contact != update.contact {
+            if let Some(ck) = &b.contact_key {
+                unpoint_contact(&mut self.by_contact, ck, aor, key);
+            }
+            b.info.contact = update.contact.to_owned();
+            b.contact_key = contact_key(update.contact);
+        }
+        // Re-pointed even when unchanged: another binding with the same contact may have taken
+        // it since, and the latest registration wins.
+        if let Some(ck) = &b.contact_key {
+            point_contact(&mut self.by_contact, ck, aor, key);
+        }
+        if b.info.epid.as_deref() != epid {
+            b.info.epid = epid.map(str::to_owned);
+        }
+        if b.info.instance != update.instance {
+            b.info.instance.clone_from(&update.instance);
+        }
+        if b.call_id != call_id {
+            b.call_id.clear();
+            b.call_id.push_str(call_id);
+        }
+        b.flow = flow;
+        b.expires_at = expires_at;
+        b.cseq = cseq;
+        b.seq = seq;
+        set_identity(&mut self.flows, flow, &b.info);
+        true
     }
 
     /// The identity registered over `flow`, if any.
@@ -276,7 +362,7 @@ impl Registrar {
             return bad("Bad CSeq");
         };
         let header_expires = req.expires().and_then(|e| e.trim().parse::<u64>().ok());
-        let contacts: Vec<&str> = req.header_all("Contact").flat_map(split_list).collect();
+        let contacts: Vec<&str> = req.header_all("Contact").flat_map(list_elements).collect();
 
         if contacts.contains(&"*") {
             if contacts.len() != 1 || header_expires != Some(0) {
@@ -324,9 +410,9 @@ impl Registrar {
                 .map(|i| i.trim_matches(|c| c == '<' || c == '>').to_owned());
             // One binding per device: the instance id, else the MS endpoint id, else the URI.
             let key = match (&instance, &epid) {
-                (Some(i), _) => format!("i:{i}"),
-                (None, Some(e)) => format!("e:{e}"),
-                (None, None) => format!("u:{}", na.uri),
+                (Some(i), _) => ["i:", i].concat(),
+                (None, Some(e)) => ["e:", e].concat(),
+                (None, None) => ["u:", na.uri].concat(),
             };
             if let Some(old) = self.aors.get(&aor).and_then(|m| m.get(&key))
                 && old.call_id == call_id
@@ -334,36 +420,51 @@ impl Registrar {
             {
                 return RegisterOutcome::Error(500, "Out Of Order", Vec::new());
             }
-            updates.push((key, na.uri.to_owned(), instance, secs));
+            updates.push(Update {
+                key,
+                contact: na.uri,
+                instance,
+                secs,
+            });
         }
 
-        for (key, contact, instance, secs) in updates {
-            if secs == 0 {
-                self.remove(&aor, &key);
+        for update in updates {
+            if update.secs == 0 {
+                self.remove(&aor, &update.key);
                 continue;
             }
-            let existed = self.remove_silently(&aor, &key);
             self.seq += 1;
-            let binding = Binding {
-                info: BindingInfo {
-                    aor: aor.clone(),
-                    epid: epid.clone(),
-                    instance,
+            let seq = self.seq;
+            let expires_at = crate::types::later(now, Duration::from_secs(update.secs));
+            let epid = epid.as_deref();
+            let existed = self.refresh(&aor, &update, epid, flow, expires_at, call_id, cseq, seq);
+            if !existed {
+                let Update {
+                    key,
                     contact,
-                },
-                flow,
-                expires_at: crate::types::later(now, Duration::from_secs(secs)),
-                call_id: call_id.to_owned(),
-                cseq,
-                seq: self.seq,
-            };
-            self.expiry.insert(
-                (binding.expires_at, binding.seq),
-                (aor.clone(), key.clone()),
-            );
-            self.index(&aor, &key, &binding);
-            let map = self.aors.entry(aor.clone()).or_default();
-            map.insert(key, binding);
+                    instance,
+                    ..
+                } = update;
+                let binding = Binding {
+                    info: BindingInfo {
+                        aor: aor.clone(),
+                        epid: epid.map(str::to_owned),
+                        instance,
+                        contact: contact.to_owned(),
+                    },
+                    flow,
+                    expires_at,
+                    call_id: call_id.to_owned(),
+                    cseq,
+                    seq,
+                    contact_key: contact_key(contact),
+                };
+                self.expiry
+                    .insert((expires_at, seq), (aor.clone(), key.clone()));
+                self.index(&aor, &key, &binding);
+                let map = self.aors.entry(aor.clone()).or_default();
+                map.insert(key, binding);
+            }
             self.changes.push((
                 aor.clone(),
                 if existed {
@@ -380,31 +481,20 @@ impl Registrar {
             .into_iter()
             .map(|b| {
                 let left = b.expires_at.saturating_duration_since(now).as_secs();
-                match &b.info.instance {
-                    Some(i) => format!(
-                        "<{}>;expires={left};+sip.instance=\"<{i}>\"",
-                        b.info.contact
-                    ),
-                    None => format!("<{}>;expires={left}", b.info.contact),
+                let mut c = String::with_capacity(b.info.contact.len() + 40);
+                c.push('<');
+                c.push_str(&b.info.contact);
+                c.push_str(">;expires=");
+                push_decimal(&mut c, left);
+                if let Some(i) = &b.info.instance {
+                    c.push_str(";+sip.instance=\"<");
+                    c.push_str(i);
+                    c.push_str(">\"");
                 }
+                c
             })
             .collect();
         RegisterOutcome::Ok { contacts }
-    }
-
-    /// True when a binding was there (replaced without a "removed" report).
-    fn remove_silently(&mut self, aor: &str, key: &str) -> bool {
-        let Some(map) = self.aors.get_mut(aor) else {
-            return false;
-        };
-        match map.remove(key) {
-            Some(b) => {
-                self.expiry.remove(&(b.expires_at, b.seq));
-                self.unindex(aor, key, &b);
-                true
-            }
-            None => false,
-        }
     }
 
     fn evict_over_limit(&mut self, aor: &str) {
@@ -430,6 +520,52 @@ impl Registrar {
     /// Bindings evicted for the per-AOR limit since the last call.
     pub(crate) fn take_evictions(&mut self) -> usize {
         std::mem::take(&mut self.evictions)
+    }
+}
+
+/// Point contact key `ck` at `aor`/`key` (the latest registration of a contact wins).
+fn point_contact(by_contact: &mut Map<String, (String, String)>, ck: &str, aor: &str, key: &str) {
+    match by_contact.get_mut(ck) {
+        Some((a, k)) if a == aor && k == key => {}
+        Some(slot) => *slot = (aor.to_owned(), key.to_owned()),
+        None => {
+            by_contact.insert(ck.to_owned(), (aor.to_owned(), key.to_owned()));
+        }
+    }
+}
+
+/// Drop contact key `ck` if it still points at `aor`/`key`.
+fn unpoint_contact(by_contact: &mut Map<String, (String, String)>, ck: &str, aor: &str, key: &str) {
+    if by_contact
+        .get(ck)
+        .is_some_and(|(a, k)| a == aor && k == key)
+    {
+        by_contact.remove(ck);
+    }
+}
+
+fn unindex_flow(
+    by_flow: &mut Map<FlowId, Set<(String, String)>>,
+    id: FlowId,
+    aor: &str,
+    key: &str,
+) {
+    if let Some(set) = by_flow.get_mut(&id) {
+        set.remove(&(aor.to_owned(), key.to_owned()));
+        if set.is_empty() {
+            by_flow.remove(&id);
+        }
+    }
+}
+
+/// Record `info` as the identity registered over `flow` (copied only when it changed).
+fn set_identity(flows: &mut Map<Flow, BindingInfo>, flow: Flow, info: &BindingInfo) {
+    match flows.get_mut(&flow) {
+        Some(i) if i == info => {}
+        Some(i) => i.clone_from(info),
+        None => {
+            flows.insert(flow, info.clone());
+        }
     }
 }
 
@@ -557,6 +693,56 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         ));
         r.register(&register("*", Some("0"), 6, "e1"), flow(1), t0);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn refresh_in_place_keeps_every_index() {
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        let udp = Flow {
+            id: FlowId(0),
+            transport: Transport::Udp,
+            remote: "192.0.2.1:5060".parse().unwrap(),
+        };
+        r.register(
+            &register("<sip:alice@10.0.0.1:5060>", Some("600"), 1, "e1"),
+            flow(1),
+            t0,
+        );
+        assert_eq!(r.by_flow.len(), 1);
+        // Same device, new contact, over UDP: the old contact, flow and flow index are gone.
+        let t1 = t0 + Duration::from_secs(10);
+        r.register(
+            &register("<sip:alice@10.0.0.2:5070>", Some("900"), 2, "e1"),
+            udp,
+            t1,
+        );
+        assert_eq!(r.len(), 1);
+        assert!(r.lookup_contact("sip:alice@10.0.0.1:5060", t1).is_none());
+        assert_eq!(
+            r.lookup_contact("sip:alice@10.0.0.2:5070", t1)
+                .unwrap()
+                .flow,
+            udp
+        );
+        assert!(r.flow_identity(&flow(1)).is_none());
+        assert_eq!(r.flow_identity(&udp).unwrap().aor, "sip:alice@example.com");
+        assert!(r.by_flow.is_empty(), "UDP bindings are not indexed by flow");
+        assert_eq!(r.next_expiry(), Some(t1 + Duration::from_secs(900)));
+        r.flow_closed(FlowId(1));
+        r.flow_closed(FlowId(0));
+        assert_eq!(r.len(), 1);
+        // Back to a stream flow: indexed again, and closing it removes the binding.
+        r.register(
+            &register("<sip:alice@10.0.0.2:5070>", Some("900"), 3, "e1"),
+            flow(3),
+            t1,
+        );
+        assert_eq!(r.by_flow.len(), 1);
+        assert_eq!(r.expiry.len(), 1);
+        r.flow_closed(FlowId(3));
+        assert!(r.is_empty());
+        assert!(r.by_contact.is_empty() && r.flows.is_empty() && r.expiry.is_empty());
     }
 
     #[test]

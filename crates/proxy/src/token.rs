@@ -2,7 +2,6 @@
 //! dialog or registration uses is written into our own Record-Route/Path/Via entries, protected by
 //! an HMAC so that a client cannot name another client's connection).
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -30,28 +29,54 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Lower-case hex of `bytes` appended to `out` (a table, not `format!`: it runs for every branch,
+/// tag and flow token).
 fn hex(bytes: &[u8], out: &mut String) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// Lower-case hex of `n` without leading zeros (what `{:x}` writes) appended to `out`.
+fn hex_u64(n: u64, out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        // The mask keeps the index below 16.
+        out.push(char::from(DIGITS[((n >> (4 * i)) & 0xf) as usize]));
     }
 }
 
 /// Generates identifiers from a secret and a counter: unique, unpredictable without the secret,
 /// and reproducible in tests.
-#[derive(Debug)]
 pub(crate) struct Ids {
-    secret: Secret,
+    /// HMAC-SHA256 already keyed with the secret: keying hashes two blocks (ipad, opad), half the
+    /// cost of a MAC over a short input, so it is done once and the state cloned per MAC.
+    keyed: Hmac<Sha256>,
     counter: u64,
+}
+
+impl std::fmt::Debug for Ids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The keyed state is derived from the secret: never printed.
+        f.debug_struct("Ids")
+            .field("counter", &self.counter)
+            .finish()
+    }
 }
 
 impl Ids {
     pub(crate) fn new(secret: Secret) -> Ids {
-        Ids { secret, counter: 0 }
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.0)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        Ids { keyed, counter: 0 }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret.0)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+        self.keyed.clone()
     }
 
     /// 16 hex digits, fresh on every call.
@@ -68,7 +93,13 @@ impl Ids {
 
     /// A branch for a stateful client transaction: prefix, loop hash, unique part.
     pub(crate) fn branch(&mut self, loop_hash: &str) -> String {
-        format!("{BRANCH_PREFIX}{loop_hash}.{}", self.unique())
+        let unique = self.unique();
+        let mut s = String::with_capacity(BRANCH_PREFIX.len() + loop_hash.len() + 1 + unique.len());
+        s.push_str(BRANCH_PREFIX);
+        s.push_str(loop_hash);
+        s.push('.');
+        s.push_str(&unique);
+        s
     }
 
     /// A branch for a stateless forward: a function of the incoming branch so that a
@@ -78,7 +109,10 @@ impl Ids {
         m.update(b"stateless");
         m.update(incoming.as_bytes());
         let out = m.finalize().into_bytes();
-        let mut s = format!("{BRANCH_PREFIX}{loop_hash}.");
+        let mut s = String::with_capacity(BRANCH_PREFIX.len() + loop_hash.len() + 17);
+        s.push_str(BRANCH_PREFIX);
+        s.push_str(loop_hash);
+        s.push('.');
         hex(out.get(..8).unwrap_or(&[]), &mut s);
         s
     }
@@ -91,12 +125,14 @@ impl Ids {
             Transport::Tcp => 't',
             Transport::Tls => 's',
         });
-        let _ = write!(payload, "{:x}x", flow.id.0);
+        hex_u64(flow.id.0, &mut payload);
+        payload.push('x');
         match flow.remote.ip() {
             IpAddr::V4(a) => hex(&a.octets(), &mut payload),
             IpAddr::V6(a) => hex(&a.octets(), &mut payload),
         }
-        let _ = write!(payload, "x{:x}", flow.remote.port());
+        payload.push('x');
+        hex_u64(u64::from(flow.remote.port()), &mut payload);
         let mac = self.token_mac(&payload);
         payload.push('.');
         payload.push_str(&mac);
@@ -127,32 +163,43 @@ impl Ids {
         {
             return None;
         }
-        let mut chars = payload.chars();
-        let transport = match chars.next()? {
-            'u' => Transport::Udp,
-            't' => Transport::Tcp,
-            's' => Transport::Tls,
-            _ => return None,
-        };
-        let rest = chars.as_str();
-        let mut parts = rest.split('x');
-        let id = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let addr = parts.next()?;
-        let port = u16::from_str_radix(parts.next()?, 16).ok()?;
-        let bytes: Vec<u8> = (0..addr.len() / 2)
-            .map(|i| u8::from_str_radix(addr.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
-        let ip = match bytes.len() {
-            4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
-            16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
-            _ => return None,
-        };
-        Some(Flow {
-            id: FlowId(id),
-            transport,
-            remote: SocketAddr::new(ip, port),
-        })
+        decode_flow_token(payload)
     }
+}
+
+/// The flow a token made by [`Ids::flow_token`] claims, without checking its MAC: only for
+/// deciding that a token can be ignored, never for trusting it. `None` when malformed.
+pub(crate) fn flow_token_claim(token: &str) -> Option<Flow> {
+    decode_flow_token(token.rsplit_once('.')?.0)
+}
+
+/// The flow in a token's payload (`<t><id>x<addr hex>x<port>`).
+fn decode_flow_token(payload: &str) -> Option<Flow> {
+    let mut chars = payload.chars();
+    let transport = match chars.next()? {
+        'u' => Transport::Udp,
+        't' => Transport::Tcp,
+        's' => Transport::Tls,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let mut parts = rest.split('x');
+    let id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let addr = parts.next()?;
+    let port = u16::from_str_radix(parts.next()?, 16).ok()?;
+    let bytes: Vec<u8> = (0..addr.len() / 2)
+        .map(|i| u8::from_str_radix(addr.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(Flow {
+        id: FlowId(id),
+        transport,
+        remote: SocketAddr::new(ip, port),
+    })
 }
 
 /// RFC 3261 §16.6 step 8 loop-detection hash: the fields that, unchanged, mean the request came
@@ -185,6 +232,41 @@ pub(crate) fn branch_loop_hash(branch: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_matches_format() {
+        for n in [
+            0u64,
+            1,
+            0xf,
+            0x10,
+            0xabc,
+            0x1234,
+            u64::from(u16::MAX),
+            u64::MAX,
+            1 << 40,
+        ] {
+            let mut s = String::new();
+            hex_u64(n, &mut s);
+            assert_eq!(s, format!("{n:x}"));
+        }
+        let mut s = String::new();
+        hex(&[0, 0x0f, 0xa5, 0xff], &mut s);
+        assert_eq!(s, "000fa5ff");
+    }
+
+    #[test]
+    fn keyed_state_is_the_plain_hmac() {
+        let ids = Ids::new(Secret::new([7; 32]));
+        let mut fresh = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+        fresh.update(b"x");
+        let mut cached = ids.mac();
+        cached.update(b"x");
+        assert_eq!(
+            fresh.finalize().into_bytes(),
+            cached.finalize().into_bytes()
+        );
+    }
 
     #[test]
     fn flow_tokens_round_trip_and_reject_forgery() {

@@ -241,36 +241,105 @@ impl<'a> Via<'a> {
 }
 
 /// Split a header value on commas outside quotes and angle brackets.
+#[cfg(test)]
 pub(crate) fn split_list(v: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let mut angle = false;
-    let mut escape = false;
-    for (i, c) in v.char_indices() {
-        if escape {
-            escape = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escape = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                if let Some(p) = v.get(start..i) {
-                    out.push(p.trim());
+    list_elements(v).collect()
+}
+
+/// The elements of a header value, split on commas outside quotes and angle brackets, trimmed,
+/// empty ones skipped: [`split_list`] without the `Vec` (most callers want the first element).
+pub(crate) fn list_elements(v: &str) -> ListElements<'_> {
+    ListElements { rest: Some(v) }
+}
+
+/// Iterator of [`list_elements`].
+pub(crate) struct ListElements<'a> {
+    /// What is left to split; `None` once the last element was returned.
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for ListElements<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let v = self.rest?;
+            let end = element_end(v.as_bytes());
+            let element = match end {
+                Some(i) => {
+                    self.rest = v.get(i + 1..);
+                    v.get(..i).unwrap_or("")
                 }
-                start = i + 1;
+                None => {
+                    self.rest = None;
+                    v
+                }
+            };
+            let element = element.trim();
+            if !element.is_empty() {
+                return Some(element);
+            }
+        }
+    }
+}
+
+/// Index of the first comma of `v` outside quotes and angle brackets. Jumps from one special
+/// byte to the next with `memchr` (this runs over every Via and Route value several times per
+/// message): outside brackets only `,` `"` `<` matter, inside them `>` `"`, inside quotes `"` and
+/// the `\\` escape. All are ASCII, so every index found is a char boundary.
+fn element_end(v: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut angle = false;
+    loop {
+        let rest = v.get(at..)?;
+        let found = if angle {
+            memchr::memchr2(b'>', b'"', rest)
+        } else {
+            memchr::memchr3(b',', b'"', b'<', rest)
+        };
+        let i = at + found?;
+        match v.get(i) {
+            Some(b',') => return Some(i),
+            Some(b'<') => angle = true,
+            Some(b'>') => angle = false,
+            Some(b'"') => {
+                // Inside quotes: up to the closing quote, skipping escaped bytes.
+                let mut j = i + 1;
+                loop {
+                    let q = v.get(j..)?;
+                    let k = j + memchr::memchr2(b'"', b'\\', q)?;
+                    if v.get(k) == Some(&b'"') {
+                        j = k;
+                        break;
+                    }
+                    j = k + 2;
+                }
+                at = j + 1;
+                continue;
             }
             _ => {}
         }
+        at = i + 1;
     }
-    if let Some(p) = v.get(start..) {
-        out.push(p.trim());
+}
+
+/// Append the decimal digits of `n` to `out` (what `n.to_string()` gives, without the
+/// formatting machinery or a temporary String).
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    out.retain(|p| !p.is_empty());
-    out
+    for &d in buf.get(i..).unwrap_or(&[]) {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +384,68 @@ mod tests {
     }
 
     #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 99, 100, 3600, 65535, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn list_split_matches_the_byte_scan() {
+        // The scanner before memchr, kept as the reference.
+        fn reference(v: &str) -> Vec<&str> {
+            let (mut out, mut start) = (Vec::new(), 0);
+            let (mut quoted, mut angle, mut escape) = (false, false, false);
+            for (i, c) in v.char_indices() {
+                if escape {
+                    escape = false;
+                    continue;
+                }
+                match c {
+                    '\\' if quoted => escape = true,
+                    '"' => quoted = !quoted,
+                    '<' if !quoted => angle = true,
+                    '>' if !quoted => angle = false,
+                    ',' if !quoted && !angle => {
+                        out.push(v[start..i].trim());
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            out.push(v[start..].trim());
+            out.retain(|p| !p.is_empty());
+            out
+        }
+        for v in [
+            "a, b",
+            "<sip:a,b>, \"x,<y\" <sip:c>;p=\"q,>\", d",
+            "\"esc\\\",still\", e",
+            "\"unterminated, f",
+            "<unclosed, g",
+            "\"a\\",
+            "x\\, y",
+            "<a\"b>,c\">, d",
+            "é,ü , <é,>",
+            ",,,",
+        ] {
+            assert_eq!(split_list(v), reference(v), "{v}");
+        }
+    }
+
+    #[test]
     fn list_split() {
+        assert_eq!(
+            list_elements(" , a,,b ,").collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        assert_eq!(list_elements("").next(), None);
+        assert_eq!(
+            split_list("\"a\\\",b\" <sip:x>, é, <sip:y,z>"),
+            vec!["\"a\\\",b\" <sip:x>", "é", "<sip:y,z>"]
+        );
         assert_eq!(
             split_list("<sip:a;x=1,2>;q=1 , \"x,y\" <sip:b>,,"),
             vec!["<sip:a;x=1,2>;q=1", "\"x,y\" <sip:b>"]
