@@ -27,6 +27,10 @@ use crate::uri::{SipUri, Via, list_elements, push_decimal};
 /// Methods whose out-of-dialog requests create dialogs, so the proxy Record-Routes them.
 const DIALOG_METHODS: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
 
+/// Grid for clean-up timers (see [`Edge::on_cleanup_grid`]): a finished transaction's memory
+/// lingers at most this much longer than its timer asks.
+const CLEANUP_GRID: Duration = Duration::from_millis(128);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ServerState {
     /// No final response yet.
@@ -195,6 +199,8 @@ pub struct Edge {
     client: Map<String, ClientTx>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
+    /// Where the clean-up timers' grid starts (the first timer scheduled).
+    cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
     hop_down: Vec<Option<Instant>>,
 }
@@ -274,6 +280,7 @@ impl Edge {
             client: Map::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            cleanup_origin: None,
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
         }
@@ -321,15 +328,83 @@ impl Edge {
     pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
         self.registrar.flow_closed(flow);
         self.report_binding_changes();
+        self.prune_stale_timers();
+    }
+
+    /// Drop timers at the head of the heap that would do nothing when they fire (their
+    /// transaction is gone, has moved on to a new epoch, or left the state the timer serves), so
+    /// that [`Edge::poll_timeout`] names the next timer with work to do. Most timers end this
+    /// way (Timer A/E once a response arrives, B/F once the transaction completes, C once a
+    /// final arrives); left in place, each woke the driver for nothing.
+    fn prune_stale_timers(&mut self) {
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if !self.timer_is_stale(&top.kind) {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// True when firing `kind` now would be a no-op: the same early returns as [`Edge::fire`].
+    /// States only move forward and epochs only grow, so a stale timer stays stale.
+    fn timer_is_stale(&self, kind: &TimerKind) -> bool {
+        match kind {
+            TimerKind::ClientRetransmit(key, epoch) => self.client.get(key).is_none_or(|ct| {
+                ct.epoch != *epoch
+                    || ct.state == ClientState::Completed
+                    || (ct.method == "INVITE" && ct.state != ClientState::Trying)
+            }),
+            TimerKind::ClientTimeout(key, epoch) => self
+                .client
+                .get(key)
+                .is_none_or(|ct| ct.epoch != *epoch || ct.state == ClientState::Completed),
+            TimerKind::ClientCleanup(key, epoch) => {
+                self.client.get(key).is_none_or(|ct| ct.epoch != *epoch)
+            }
+            TimerKind::ServerRetransmit(key, epoch) => self
+                .server
+                .get(key)
+                .is_none_or(|st| st.epoch != *epoch || st.state != ServerState::Completed),
+            TimerKind::ServerCleanup(key, epoch) => {
+                self.server.get(key).is_none_or(|st| st.epoch != *epoch)
+            }
+        }
     }
 
     fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        let at = match kind {
+            TimerKind::ClientCleanup(..) | TimerKind::ServerCleanup(..) => self.on_cleanup_grid(at),
+            _ => at,
+        };
         self.timer_seq += 1;
         self.timers.push(Reverse(TimerEntry {
             at,
             seq: self.timer_seq,
             kind,
         }));
+    }
+
+    /// `at` rounded up to the next multiple of [`CLEANUP_GRID`]. Clean-up timers (Timers J,
+    /// K, D, L, M: a finished transaction leaves memory) only free state; rounded to one grid,
+    /// the clean-ups of many transactions fall due together and cost the driver one wake-up
+    /// per grid step instead of one per transaction.
+    fn on_cleanup_grid(&mut self, at: Instant) -> Instant {
+        let origin = *self.cleanup_origin.get_or_insert(at);
+        let grid = CLEANUP_GRID.as_nanos();
+        // The grid extends both ways from its origin (an earlier timer may come later: Timer I
+        // after Timer H); either way the result is at or after `at`, by less than one step.
+        let rounded = if at >= origin {
+            let steps = at.duration_since(origin).as_nanos().div_ceil(grid);
+            u64::try_from(steps.saturating_mul(grid))
+                .ok()
+                .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
+        } else {
+            let steps = origin.duration_since(at).as_nanos() / grid;
+            u64::try_from(steps.saturating_mul(grid))
+                .ok()
+                .and_then(|n| origin.checked_sub(Duration::from_nanos(n)))
+        };
+        rounded.unwrap_or(at)
     }
 
     fn report(&mut self, r: Report) {
@@ -485,6 +560,7 @@ impl Edge {
         } else {
             self.on_response(message, flow, from_client, now);
         }
+        self.prune_stale_timers();
     }
 
     fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
@@ -1602,6 +1678,7 @@ impl Edge {
             };
             self.fire(entry.kind, now);
         }
+        self.prune_stale_timers();
     }
 
     fn fire(&mut self, kind: TimerKind, now: Now) {
@@ -1713,6 +1790,11 @@ impl Edge {
     /// The driver could not deliver a message sent with `token` (connection refused or reset,
     /// flow gone): fail over to the next hop, or answer 503 (next hops) / 480 (a client's flow).
     pub fn send_failed(&mut self, token: &SendToken, now: Now) {
+        self.fail_send(token, now);
+        self.prune_stale_timers();
+    }
+
+    fn fail_send(&mut self, token: &SendToken, now: Now) {
         let Some(ct) = self.client.get(&token.0) else {
             return;
         };

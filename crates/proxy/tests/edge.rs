@@ -833,3 +833,97 @@ fn timer_c_cancels_the_ringing_branch() {
     assert_eq!(last.msg.status_code(), Some(408));
     assert_eq!(h.edge.stats().client_transactions, 0);
 }
+
+/// Timers that would do nothing when they fire (Timer A and B once a provisional has arrived,
+/// the transaction's timers once it is gone) are not what `poll_timeout` names: each of them
+/// used to wake the driver for nothing.
+#[test]
+fn poll_timeout_names_only_timers_with_work_to_do() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Udp,
+        addr: "203.0.113.1:5060".parse().unwrap(),
+    }];
+    let mut h = H::new(cfg);
+    let t0 = h.now.mono;
+    let sent = h.feed(alice(), &invite("z9hG4bKst1", "carol", 70));
+    let fwd = sent.last().unwrap().msg.clone();
+    assert_eq!(fwd.method(), Some("INVITE"));
+    // Timer A (T1 = 500 ms) is live while nothing is heard.
+    let first = h.edge.poll_timeout().unwrap();
+    assert!(first <= t0 + Duration::from_millis(500), "{:?}", first - t0);
+
+    // A 180 stops Timer A and replaces Timer B by Timer C (3 minutes).
+    let next_hop = flow(0, Transport::Udp, "203.0.113.1:5060");
+    let sent = h.feed_msg(next_hop, answer(&fwd, 180, "Ringing"));
+    assert_eq!(sent.len(), 1);
+    let next = h.edge.poll_timeout().unwrap();
+    assert!(
+        next >= t0 + Duration::from_secs(180),
+        "a stale Timer A/B is still named: {:?} after the start",
+        next - t0
+    );
+    // Nothing is lost: the 200 and the ACK still go through, and Timer C never fires.
+    let sent = h.feed_msg(next_hop, answer(&fwd, 200, "OK"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    let later = h.advance(Duration::from_secs(200));
+    assert!(
+        later.iter().all(|s| s.msg.method() != Some("CANCEL")),
+        "{later:?}"
+    );
+    assert_eq!(h.edge.stats().client_transactions, 0);
+    assert_eq!(h.edge.stats().server_transactions, 0);
+}
+
+/// The clean-up timers of transactions that finished a few milliseconds apart fall due
+/// together (one wake-up of the driver, not one per transaction), never early, and at most one
+/// grid step (128 ms) late.
+#[test]
+fn cleanup_timers_of_nearby_transactions_share_a_wake_up() {
+    let mut h = H::registrar();
+    let t0 = h.now.mono;
+    for i in 0..20 {
+        let f = flow(0, Transport::Udp, &format!("198.51.100.{}:5060", i + 1));
+        let sent = h.feed(
+            f,
+            &format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.{i}:5060;branch=z9hG4bKcg{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:u{i}@example.com>;tag=c{i}\r\nTo: <sip:u{i}@example.com>\r\n\
+Call-ID: cg-{i}\r\nCSeq: 1 REGISTER\r\nContact: <sip:u{i}@10.0.0.{i}:5060>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n"
+            ),
+        );
+        assert_eq!(sent[0].msg.status_code(), Some(200));
+        h.now = h.now.after(Duration::from_millis(3));
+    }
+    assert_eq!(h.edge.stats().server_transactions, 20);
+    // Timer J (64 x T1 = 32 s) of each: collect the instants the driver is asked to wake at.
+    let mut wakes = Vec::new();
+    while let Some(t) = h.edge.poll_timeout() {
+        if t > t0 + Duration::from_secs(40) {
+            break;
+        }
+        wakes.push(t);
+        h.now = Now {
+            mono: t,
+            wall: h.now.wall,
+        };
+        h.edge.handle_timeout(h.now);
+        h.drain();
+    }
+    assert_eq!(h.edge.stats().server_transactions, 0);
+    assert!(
+        wakes.len() <= 2,
+        "{} wake-ups for 20 clean-ups",
+        wakes.len()
+    );
+    let first = *wakes.first().unwrap();
+    let last = *wakes.last().unwrap();
+    assert!(first >= t0 + Duration::from_secs(32), "{:?}", first - t0);
+    assert!(
+        last < t0 + Duration::from_millis(32_000 + 19 * 3 + 128),
+        "{:?}",
+        last - t0
+    );
+}
