@@ -63,15 +63,21 @@ enum Failure {
 
 struct ServerTx {
     method: String,
-    /// The request as received (plus received/rport), for building responses.
-    request: Message,
+    /// The request as received (plus received/rport), for building and signing responses;
+    /// dropped once the final response is sent. A completed UDP transaction lingers 32 s
+    /// (Timer J) only to repeat its answer to retransmissions, and at thousands of requests per
+    /// second these copies were most of the proxy's memory.
+    request: Option<Message>,
     /// The request after Route processing, before per-hop edits: re-used for fail-over.
     forward: Option<Message>,
     upstream: Flow,
     from_client: bool,
     note: Option<AuthNote>,
     state: ServerState,
-    last_response: Option<Message>,
+    /// The last response sent, as bytes: only retransmissions need it again, and it is the
+    /// one part of a completed transaction kept for its whole lifetime (a parsed `Message`
+    /// took three times the memory).
+    last_response: Option<Box<[u8]>>,
     /// Client transactions, one per branch (several when a request forks to every binding).
     branches: Vec<String>,
     /// The best non-2xx final response of the finished branches (RFC 3261 §16.7 step 6).
@@ -102,7 +108,7 @@ impl ServerTx {
     ) -> Self {
         ServerTx {
             method,
-            request,
+            request: Some(request),
             forward: None,
             upstream,
             from_client,
@@ -643,8 +649,9 @@ impl Edge {
             // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
             let resend = st
                 .last_response
-                .clone()
+                .as_deref()
                 .filter(|_| st.state != ServerState::Accepted)
+                .and_then(resend_copy)
                 .map(|r| (st.upstream, r));
             if let Some((up, resp)) = resend {
                 self.actions.push_back(Action::Send {
@@ -1097,7 +1104,11 @@ impl Edge {
         }
         ensure_to_tag(st, &mut self.ids, code);
         let tag = st.to_tag.as_deref();
-        if let Some(resp) = build_response(&st.request, code, reason_phrase(code), tag, extra) {
+        let resp = st
+            .request
+            .as_ref()
+            .and_then(|r| build_response(r, code, reason_phrase(code), tag, extra));
+        if let Some(resp) = resp {
             self.send_upstream(key, resp, now);
         }
     }
@@ -1120,7 +1131,7 @@ impl Edge {
         let call = OutboundCall {
             kind: OutboundKind::Response,
             binding: None,
-            request: Some(&st.request),
+            request: st.request.as_ref(),
             note: st.note.as_ref(),
             now,
         };
@@ -1142,7 +1153,7 @@ impl Edge {
         } else {
             !reliable
         };
-        st.last_response = keep.then(|| resp.clone());
+        st.last_response = keep.then(|| resp.to_bytes().into_boxed_slice());
         self.actions.push_back(Action::Send {
             to: Target::Flow(upstream),
             message: resp,
@@ -1155,6 +1166,12 @@ impl Edge {
         let method = st.method.clone();
         st.epoch += 1;
         let epoch = st.epoch;
+        // Final: what is left to do (absorb retransmissions, match the ACK or a CANCEL, pass
+        // on a late fork's 2xx) needs neither the request nor the fail-over state.
+        st.request = None;
+        st.forward = None;
+        st.best = None;
+        st.hops = VecDeque::new();
         let retransmit = if method == "INVITE" && code >= 300 {
             st.state = ServerState::Completed;
             // Timer G (unreliable only) until the ACK, Timer H as the limit.
@@ -1398,7 +1415,7 @@ impl Edge {
         let resp = self.server.get_mut(sk).and_then(|st| {
             ensure_to_tag(st, ids, code);
             build_response(
-                &st.request,
+                st.request.as_ref()?,
                 code,
                 reason_phrase(code),
                 st.to_tag.as_deref(),
@@ -1764,7 +1781,7 @@ impl Edge {
                 }
                 st.interval = st.interval.saturating_mul(2).min(timers.t2);
                 let next = later(now.mono, st.interval);
-                if let Some(r) = st.last_response.clone() {
+                if let Some(r) = st.last_response.as_deref().and_then(resend_copy) {
                     self.actions.push_back(Action::Send {
                         to: Target::Flow(st.upstream),
                         message: r,
@@ -1813,6 +1830,12 @@ impl Edge {
             None => self.branch_failed(&sk, &token.0, 480, now),
         }
     }
+}
+
+/// A response this proxy sent before, parsed again to be sent again. It was serialised from a
+/// `Message`, so it parses; a `None` here would only mean nothing is resent.
+fn resend_copy(bytes: &[u8]) -> Option<Message> {
+    Message::parse(bytes).ok()
 }
 
 /// The To tag for a response with `code` made here for `st` (none for 100 Trying, which gets
