@@ -136,6 +136,8 @@ pub struct ProxySection {
     pub retry_after_secs: u64,
     /// Live server transactions limit.
     pub max_transactions: usize,
+    /// CPU for the core thread: `auto`, `none` or a CPU number.
+    pub core_cpu: String,
 }
 
 impl Default for ProxySection {
@@ -147,6 +149,7 @@ impl Default for ProxySection {
             trusted_peers: Vec::new(),
             retry_after_secs: 30,
             max_transactions: 100_000,
+            core_cpu: "auto".into(),
         }
     }
 }
@@ -327,6 +330,32 @@ pub enum CertSource {
     },
 }
 
+/// `proxy.core_cpu`: the CPU the core thread is pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreCpu {
+    /// The last CPU the process may run on, when it may run on two or more; else unpinned.
+    Auto,
+    /// Unpinned: the kernel moves the thread between CPUs.
+    Unpinned,
+    /// This CPU (a start error when the process may not run on it).
+    Cpu(usize),
+}
+
+impl CoreCpu {
+    fn parse(v: &str) -> Result<CoreCpu, ConfigError> {
+        match v.trim() {
+            "auto" => Ok(CoreCpu::Auto),
+            "none" => Ok(CoreCpu::Unpinned),
+            n => n.parse().map(CoreCpu::Cpu).map_err(|_| {
+                invalid(
+                    "proxy.core_cpu",
+                    format!("`{n}`: expected \"auto\", \"none\" or a CPU number"),
+                )
+            }),
+        }
+    }
+}
+
 /// Validated, typed settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -362,6 +391,8 @@ pub struct Settings {
     pub retry_after: Duration,
     /// Transaction limit.
     pub max_transactions: usize,
+    /// Where the core thread runs.
+    pub core_cpu: CoreCpu,
     /// Registrar.
     pub registrar: RegistrarConfig,
     /// Timers.
@@ -606,6 +637,7 @@ impl Config {
             self.tls.handshake_timeout_secs,
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
+        let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
         let auth = self.auth.validate()?;
         Ok(Settings {
@@ -625,6 +657,7 @@ impl Config {
             trusted_peers,
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
+            core_cpu,
             registrar: RegistrarConfig {
                 default_expires: Duration::from_secs(r.default_expires_secs),
                 min_expires: Duration::from_secs(r.min_expires_secs),
@@ -697,6 +730,7 @@ mod tests {
                 .contains("`registrar.default_expires_secs`")
         );
         assert!(err("[log]\nformat = \"xml\"").contains("`log.format`"));
+        assert!(err("[proxy]\ncore_cpu = \"fast\"").contains("`proxy.core_cpu`"));
         assert!(err("[tls]\ncert = \"a.pem\"").contains("`tls.key`"));
         assert!(err("[proxy]\nnext_hops = [\"tls:127.0.0.1:5071\"]").contains("`tls.next_hop_ca`"));
         // Unknown keys are rejected with their name.
@@ -714,5 +748,21 @@ mod tests {
         assert_eq!(s.next_hops.len(), 1);
         assert_eq!(s.next_hops[0].transport, Transport::Udp);
         assert_eq!(s.registrar.default_expires, Duration::from_secs(3600));
+        assert_eq!(s.core_cpu, CoreCpu::Auto);
+    }
+
+    #[test]
+    fn core_cpu_values() {
+        let cpu = |v: &str| {
+            Config::parse(&format!("[proxy]\ncore_cpu = \"{v}\""))
+                .unwrap()
+                .validate()
+                .unwrap()
+                .core_cpu
+        };
+        assert_eq!(cpu("auto"), CoreCpu::Auto);
+        assert_eq!(cpu("none"), CoreCpu::Unpinned);
+        assert_eq!(cpu("3"), CoreCpu::Cpu(3));
+        assert!(err("[proxy]\ncore_cpu = \"-1\"").contains("`proxy.core_cpu`"));
     }
 }

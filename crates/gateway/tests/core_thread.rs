@@ -152,3 +152,54 @@ async fn dropping_the_gateway_stops_the_core_thread() {
         "UDP port {addr} still held after the gateway was dropped"
     );
 }
+
+/// `proxy.core_cpu` pins the core thread: with "0" some `sagw-core` thread of this process may
+/// run on CPU 0 only (other tests' gateways pin theirs to the last CPU, or run unpinned).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_cpu_pins_the_core_thread() {
+    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
+[metrics]\nlisten = \"\"\n[proxy]\ncore_cpu = \"0\"\n[auth]\nenabled = false\n";
+    let settings = sagw_gateway::Config::parse(text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gw = sagw_gateway::start(settings)
+        .await
+        .expect("starts pinned to CPU 0");
+    let mut pinned_to_0 = false;
+    for _ in 0..50 {
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if comm.trim() == "sagw-core"
+                && status.lines().any(|l| {
+                    l.split_whitespace().collect::<Vec<_>>() == ["Cpus_allowed_list:", "0"]
+                })
+            {
+                pinned_to_0 = true;
+            }
+        }
+        if pinned_to_0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pinned_to_0, "no sagw-core thread pinned to CPU 0");
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A CPU the process may not use is a start error that names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_cpu_outside_the_allowed_set_is_a_start_error() {
+    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
+[metrics]\nlisten = \"\"\n[proxy]\ncore_cpu = \"100000\"\n[auth]\nenabled = false\n";
+    let settings = sagw_gateway::Config::parse(text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let err = sagw_gateway::start(settings)
+        .await
+        .expect_err("CPU 100000 refused");
+    assert!(err.to_string().contains("`proxy.core_cpu`"), "{err}");
+}
