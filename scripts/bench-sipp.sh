@@ -12,7 +12,8 @@
 #
 # Everything runs on 127.0.0.1, every sipp is bounded in time (the UAC also in count), and all
 # processes started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS, WARM_SECS,
-# SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count).
+# SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count), KAMAILIO_CPUS (run
+# Kamailio under `taskset -c` with this CPU list, to compare with sagw's pinned core thread).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +63,7 @@ CALL_SETTLE=${CALL_SETTLE:-6}
 REG_SETTLE=${REG_SETTLE:-1}
 CALL_HOLD_MS=${CALL_HOLD_MS:-100}
 USERS=${USERS:-10000}
+KAMAILIO_CPUS=${KAMAILIO_CPUS:-}
 
 # Ports: one per server, and each server gets its own sipp UAC and UAS ports (-p, -cp, -mp all
 # distinct: sipp grabs 5060/8888/6000 by default otherwise). Separate sets keep one server's late
@@ -204,11 +206,13 @@ start_kamailio() {
         args+=(-A WITH_AUTH -A "SUBSCRIBERS_DB=\"text://$WORK/db\"")
     fi
     udp_bound "$KAM_PORT" && die "port $KAM_PORT already in use"
-    kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
+    local pin=()
+    [ -z "$KAMAILIO_CPUS" ] || pin=(taskset -c "$KAMAILIO_CPUS")
+    "${pin[@]}" kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
     SERVER_PID[kamailio]=$!
     wait_port "$KAM_PORT" "${SERVER_PID[kamailio]}" || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio did not start"; }
     sleep 1 # workers finish their own init after the socket is bound
-    SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)"
+    SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)${KAMAILIO_CPUS:+, all pinned to CPU(s) $KAMAILIO_CPUS}"
 }
 
 start_sagw() {
@@ -241,9 +245,12 @@ start_sagw() {
         return 1
     fi
     sleep 0.5
-    local threads
+    local threads t core_cpus=unknown
     threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
-    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, git $(cd "$ROOT" && git rev-parse --short HEAD)"
+    for t in /proc/"${SERVER_PID[sagw]}"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = sagw-core ] && core_cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+    done
+    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus, git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
 # ---------------------------------------------------------------- sipp
