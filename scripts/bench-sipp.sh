@@ -103,7 +103,7 @@ proc_tree() {
     local root=$1 f line rest pid
     local -A parent=() keep=()
     for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue # the process may be gone already
+        read -r line 2>/dev/null <"$f" || continue # the process may be gone already
         pid=${f#/proc/}; pid=${pid%/stat}
         rest=${line##*) }
         read -r _ ppid _ <<<"$rest"
@@ -130,12 +130,12 @@ cpu_of() {
     local ticks=0 ns=0 wait=0 runs=0 faults=0 pid line t a b c
     local -a f
     for pid in "$@"; do
-        read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+        read -r line 2>/dev/null <"/proc/$pid/stat" || continue
         # fields after "(comm) " start at field 3 (state): utime/stime (14/15) are f[11]/f[12]
         read -ra f <<<"${line##*) }"
         ticks=$((ticks + f[11] + f[12])); faults=$((faults + f[7]))
         for t in /proc/"$pid"/task/*/schedstat; do
-            read -r a b c <"$t" 2>/dev/null || continue
+            read -r a b c 2>/dev/null <"$t" || continue
             ns=$((ns + a)); wait=$((wait + b)); runs=$((runs + c))
         done
     done
@@ -208,7 +208,7 @@ start_kamailio() {
     udp_bound "$KAM_PORT" && die "port $KAM_PORT already in use"
     local pin=()
     [ -z "$KAMAILIO_CPUS" ] || pin=(taskset -c "$KAMAILIO_CPUS")
-    "${pin[@]}" kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
+    ${pin[@]+"${pin[@]}"} kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
     SERVER_PID[kamailio]=$!
     wait_port "$KAM_PORT" "${SERVER_PID[kamailio]}" || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio did not start"; }
     sleep 1 # workers finish their own init after the socket is bound

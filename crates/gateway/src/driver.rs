@@ -142,8 +142,10 @@ struct CoreWake {
 
 impl CoreWake {
     fn notify(&self) {
-        // SeqCst pairs with the core's store-then-check of the channel: either the core sees the
+        // Pairs with the core's store-then-check of the channel (a store-buffering pattern: the
+        // fences order the channel's own atomics against `sleeping`): either the core sees the
         // event before sleeping, or this swap sees `sleeping` and wakes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
@@ -213,7 +215,17 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     wake: Arc<CoreWake>,
+    core_exit: watch::Receiver<Option<CoreExit>>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// How the core thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreExit {
+    /// Asked to (shutdown, or the gateway was dropped).
+    Stopped,
+    /// A bug: it panicked. The gateway no longer handles SIP.
+    Panicked,
 }
 
 impl Drop for Running {
@@ -236,6 +248,20 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
+    /// Resolves when the core thread has ended, and how: `main` exits when it panicked instead
+    /// of running on without SIP.
+    pub async fn stopped(&self) -> CoreExit {
+        let mut rx = self.core_exit.clone();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                return CoreExit::Panicked;
+            }
+        }
+    }
+
     /// Stop accepting, close connections and wait for the tasks (bounded by `grace`).
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         let _ = self.shutdown.send(true);
@@ -454,12 +480,22 @@ async fn start_inner(
                     warn!(cpu = cpu.id, "cannot pin the core thread: running unpinned");
                 }
             }
-            core_loop(core_state, poll, events_rx);
-            let _ = done_tx.send(());
+            let run = std::panic::AssertUnwindSafe(|| core_loop(core_state, poll, events_rx));
+            if std::panic::catch_unwind(run).is_err() {
+                // Nothing answers SIP any more (the UDP socket is gone with the core): say so
+                // loudly and let `Running::stopped` end the process rather than leave a gateway
+                // that accepts connections and serves metrics but drops every message.
+                tracing::error!("the core thread panicked: the gateway stops");
+                let _ = done_tx.send(CoreExit::Panicked);
+                return;
+            }
+            let _ = done_tx.send(CoreExit::Stopped);
         })
         .map_err(StartError::Core)?;
+    let (exit_tx, exit_rx) = watch::channel(None);
     tasks.push(tokio::spawn(async move {
-        let _ = done_rx.await;
+        let exit = done_rx.await.unwrap_or(CoreExit::Panicked);
+        let _ = exit_tx.send(Some(exit));
     }));
     if let Some(l) = tcp {
         tasks.push(tokio::spawn(accept_task(l, None, shared.clone())));
@@ -508,6 +544,7 @@ async fn start_inner(
         metrics,
         shutdown: shutdown_tx,
         wake,
+        core_exit: exit_rx,
         tasks,
     })
 }
@@ -586,6 +623,7 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             continue;
         }
         core.shared.wake.sleeping.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !events.is_empty() {
             core.shared.wake.sleeping.store(false, Ordering::SeqCst);
             continue;

@@ -22,4 +22,4 @@ pub mod tls;
 pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
-pub use driver::{Running, StartError, start, start_with_auth};
+pub use driver::{CoreExit, Running, StartError, start, start_with_auth};

@@ -180,11 +180,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        let exit = tokio::select! {
+            () = wait_for_signal() => ExitCode::SUCCESS,
+            _ = running.stopped() => ExitCode::FAILURE,
+        };
         tracing::info!("shutting down");
         running.shutdown(Duration::from_secs(5)).await;
         tracing::info!("stopped");
-        ExitCode::SUCCESS
+        exit
     })
 }
 

@@ -203,3 +203,59 @@ async fn a_core_cpu_outside_the_allowed_set_is_a_start_error() {
         .expect_err("CPU 100000 refused");
     assert!(err.to_string().contains("`proxy.core_cpu`"), "{err}");
 }
+
+/// An authentication stage that panics on a MESSAGE: a stand-in for any bug on the core thread.
+struct PanicsOnMessage;
+
+impl sagw_proxy::ClientAuth for PanicsOnMessage {
+    fn inbound(
+        &mut self,
+        msg: &mut sagw_sip::Message,
+        _ctx: &sagw_proxy::InboundContext<'_>,
+    ) -> sagw_proxy::InboundVerdict {
+        assert_ne!(
+            msg.method(),
+            Some("MESSAGE"),
+            "test: the core thread panics"
+        );
+        sagw_proxy::InboundVerdict::Continue { note: None }
+    }
+
+    fn outbound(&mut self, _msg: &mut sagw_sip::Message, _ctx: &sagw_proxy::OutboundContext<'_>) {}
+}
+
+/// A panic on the core thread is reported through `Running::stopped` (the binary exits with a
+/// failure on it) instead of leaving a process that accepts connections but drops all SIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_core_thread_is_reported() {
+    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
+[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n";
+    let settings = sagw_gateway::Config::parse(text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gw = sagw_gateway::start_with_auth(settings, Box::new(PanicsOnMessage))
+        .await
+        .unwrap();
+    let port = gw.udp.unwrap().port();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap().port();
+    // An OPTIONS is served: the core is alive.
+    sock.send_to(options(port, me, "alive1").as_bytes(), ("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .expect("OPTIONS answered")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    let message = options(port, me, "boom1").replace("OPTIONS", "MESSAGE");
+    sock.send_to(message.as_bytes(), ("127.0.0.1", port))
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(5), gw.stopped())
+        .await
+        .expect("the core's end is reported");
+    assert_eq!(exit, sagw_gateway::CoreExit::Panicked);
+}

@@ -352,7 +352,9 @@ impl Edge {
     }
 
     /// True when firing `kind` now would be a no-op: the same early returns as [`Edge::fire`].
-    /// States only move forward and epochs only grow, so a stale timer stays stale.
+    /// Within one transaction states only move forward and epochs only grow, so a stale timer
+    /// stays stale; a key reused by a new transaction (a second CANCEL of a branch) starts at
+    /// epoch 0 again, and dropping the old one's timers early only spares it a stray firing.
     fn timer_is_stale(&self, kind: &TimerKind) -> bool {
         match kind {
             TimerKind::ClientRetransmit(key, epoch) => self.client.get(key).is_none_or(|ct| {
@@ -1833,9 +1835,16 @@ impl Edge {
 }
 
 /// A response this proxy sent before, parsed again to be sent again. It was serialised from a
-/// `Message`, so it parses; a `None` here would only mean nothing is resent.
+/// `Message` and is our own, so it is parsed without size limits: the configured limits (which
+/// may exceed the parser's defaults) were applied to what it was built from.
 fn resend_copy(bytes: &[u8]) -> Option<Message> {
-    Message::parse(bytes).ok()
+    let own = sagw_sip::Limits {
+        max_message_bytes: usize::MAX,
+        max_headers: usize::MAX,
+        max_line_bytes: usize::MAX,
+        ..sagw_sip::Limits::default()
+    };
+    Message::parse_with(bytes, &own).ok()
 }
 
 /// The To tag for a response with `code` made here for `st` (none for 100 Trying, which gets
