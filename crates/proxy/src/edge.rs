@@ -1,7 +1,7 @@
 //! The edge proxy state machine (RFC 3261 §16 transaction-stateful proxy, §17 transactions).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -201,10 +201,19 @@ pub struct Edge {
     auth: Box<dyn ClientAuth>,
     ids: Ids,
     registrar: Registrar,
-    server: Map<String, ServerTx>,
-    client: Map<String, ClientTx>,
+    /// Boxed: a transaction is several hundred bytes and a UDP edge keeps ~100 000 of them
+    /// (Timer J); inline, every insert moved the whole struct into a table far larger than the
+    /// caches, and every probe walked it.
+    server: Map<String, Box<ServerTx>>,
+    client: Map<String, Box<ClientTx>>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
+    /// Clean-up timers, by their instant on the clean-up grid. Kept apart from the heap: there
+    /// is one per finished transaction (128 000 at 4000 REGISTER/s over UDP), and in the heap
+    /// every push and pop walked ~17 levels of a table far larger than the caches; here a
+    /// timer joins the bucket of its grid step (~250 buckets for Timer J) and a due bucket is
+    /// taken whole.
+    cleanups: BTreeMap<Instant, Vec<TimerKind>>,
     /// Where the clean-up timers' grid starts (the first timer scheduled).
     cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
@@ -286,6 +295,7 @@ impl Edge {
             client: Map::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            cleanups: BTreeMap::new(),
             cleanup_origin: None,
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
@@ -318,11 +328,14 @@ impl Edge {
 
     /// When [`Edge::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.timers.peek().map(|Reverse(e)| e.at);
-        match (t, self.registrar.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.peek().map(|Reverse(e)| e.at),
+            self.cleanups.first_key_value().map(|(at, _)| *at),
+            self.registrar.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// True when `flow` belongs to a client rather than a next hop or trusted server.
@@ -380,10 +393,14 @@ impl Edge {
     }
 
     fn schedule(&mut self, at: Instant, kind: TimerKind) {
-        let at = match kind {
-            TimerKind::ClientCleanup(..) | TimerKind::ServerCleanup(..) => self.on_cleanup_grid(at),
-            _ => at,
-        };
+        if matches!(
+            kind,
+            TimerKind::ClientCleanup(..) | TimerKind::ServerCleanup(..)
+        ) {
+            let at = self.on_cleanup_grid(at);
+            self.cleanups.entry(at).or_default().push(kind);
+            return;
+        }
         self.timer_seq += 1;
         self.timers.push(Reverse(TimerEntry {
             at,
@@ -759,7 +776,7 @@ impl Edge {
             now.mono,
             self.cfg.timers.t1,
         );
-        self.server.insert(key.clone(), st);
+        self.server.insert(key.clone(), Box::new(st));
         if method == "INVITE" {
             self.respond(&key, 100, &[], now);
         }
@@ -823,7 +840,7 @@ impl Edge {
             now.mono,
             self.cfg.timers.t1,
         );
-        self.server.insert(key.clone(), st);
+        self.server.insert(key.clone(), Box::new(st));
         self.respond(&key, code, extra, now);
     }
 
@@ -1038,7 +1055,7 @@ impl Edge {
             later(now.mono, timeout),
             TimerKind::ClientTimeout(branch.clone(), 0),
         );
-        self.client.insert(branch.clone(), ct);
+        self.client.insert(branch.clone(), Box::new(ct));
         if let Some(st) = self.server.get_mut(key) {
             st.branches.push(branch);
         }
@@ -1463,7 +1480,7 @@ impl Edge {
         );
         self.client.insert(
             key,
-            ClientTx {
+            Box::new(ClientTx {
                 server_key: None,
                 method: "CANCEL".into(),
                 request: sent,
@@ -1476,7 +1493,7 @@ impl Edge {
                 hop: None,
                 ack: None,
                 timer_c_fired: false,
-            },
+            }),
         );
     }
 
@@ -1688,14 +1705,25 @@ impl Edge {
     pub fn handle_timeout(&mut self, now: Now) {
         self.registrar.expire(now.mono);
         self.report_binding_changes();
-        while let Some(Reverse(top)) = self.timers.peek() {
-            if top.at > now.mono {
-                break;
+        // The heap and the clean-up buckets in time order (a tie goes to the heap).
+        loop {
+            let heap = self.timers.peek().map(|Reverse(e)| e.at);
+            let bucket = self.cleanups.first_key_value().map(|(at, _)| *at);
+            match (heap, bucket) {
+                (Some(h), b) if h <= now.mono && b.is_none_or(|b| h <= b) => {
+                    if let Some(Reverse(entry)) = self.timers.pop() {
+                        self.fire(entry.kind, now);
+                    }
+                }
+                (_, Some(b)) if b <= now.mono => {
+                    if let Some((_, kinds)) = self.cleanups.pop_first() {
+                        for kind in kinds {
+                            self.fire(kind, now);
+                        }
+                    }
+                }
+                _ => break,
             }
-            let Some(Reverse(entry)) = self.timers.pop() else {
-                break;
-            };
-            self.fire(entry.kind, now);
         }
         self.prune_stale_timers();
     }
