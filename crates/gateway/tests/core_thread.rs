@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use support::*;
 
+/// Settings for a gateway on UDP only (loopback, ephemeral port, no metrics, no auth) with
+/// `extra` TOML lines in `[proxy]`.
+fn udp_only(extra: &str) -> sagw_gateway::Settings {
+    let text = format!(
+        "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
+[metrics]\nlisten = \"\"\n[proxy]\n{extra}\n[auth]\nenabled = false\n"
+    );
+    sagw_gateway::Config::parse(&text)
+        .expect("test config parses")
+        .validate()
+        .expect("test config valid")
+}
+
 fn options(port: u16, from_port: u16, branch: &str) -> String {
     format!(
         "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n\
@@ -158,12 +171,7 @@ async fn dropping_the_gateway_stops_the_core_thread() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_cpu_pins_the_core_thread() {
-    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
-[metrics]\nlisten = \"\"\n[proxy]\ncore_cpu = \"0\"\n[auth]\nenabled = false\n";
-    let settings = sagw_gateway::Config::parse(text)
-        .unwrap()
-        .validate()
-        .unwrap();
+    let settings = udp_only("core_cpu = \"0\"");
     let gw = sagw_gateway::start(settings)
         .await
         .expect("starts pinned to CPU 0");
@@ -192,12 +200,7 @@ async fn core_cpu_pins_the_core_thread() {
 /// A CPU the process may not use is a start error that names the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_core_cpu_outside_the_allowed_set_is_a_start_error() {
-    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
-[metrics]\nlisten = \"\"\n[proxy]\ncore_cpu = \"100000\"\n[auth]\nenabled = false\n";
-    let settings = sagw_gateway::Config::parse(text)
-        .unwrap()
-        .validate()
-        .unwrap();
+    let settings = udp_only("core_cpu = \"100000\"");
     let err = sagw_gateway::start(settings)
         .await
         .expect_err("CPU 100000 refused");
@@ -228,12 +231,7 @@ impl sagw_proxy::ClientAuth for PanicsOnMessage {
 /// failure on it) instead of leaving a process that accepts connections but drops all SIP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_core_thread_is_reported() {
-    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
-[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n";
-    let settings = sagw_gateway::Config::parse(text)
-        .unwrap()
-        .validate()
-        .unwrap();
+    let settings = udp_only("");
     let gw = sagw_gateway::start_with_auth(settings, Box::new(PanicsOnMessage))
         .await
         .unwrap();
