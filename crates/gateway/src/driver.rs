@@ -50,19 +50,6 @@ const EVENT_BUDGET: usize = 256;
 /// milliseconds (T1 = 500 ms), so firing up to 4 ms late is immaterial.
 const TIMER_GRID: std::time::Duration = std::time::Duration::from_millis(4);
 
-/// `t` rounded up to the next multiple of [`TIMER_GRID`] after `origin`.
-fn on_timer_grid(origin: Instant, t: Instant) -> Instant {
-    let grid = TIMER_GRID.as_nanos();
-    let ticks = t
-        .saturating_duration_since(origin)
-        .as_nanos()
-        .div_ceil(grid);
-    let nanos = u64::try_from(ticks.saturating_mul(grid)).unwrap_or(u64::MAX);
-    origin
-        .checked_add(std::time::Duration::from_nanos(nanos))
-        .unwrap_or(t)
-}
-
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -628,10 +615,9 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             core.shared.wake.sleeping.store(false, Ordering::SeqCst);
             continue;
         }
-        let timeout = core
-            .edge
-            .poll_timeout()
-            .map(|t| on_timer_grid(origin, t).saturating_duration_since(Instant::now()));
+        let timeout = core.edge.poll_timeout().map(|t| {
+            sagw_proxy::on_grid(origin, t, TIMER_GRID).saturating_duration_since(Instant::now())
+        });
         if let Err(e) = poll.poll(&mut ready, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
@@ -1116,32 +1102,5 @@ where
                 return "shutdown";
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timers_round_up_to_the_grid_and_never_earlier() {
-        let o = Instant::now();
-        assert_eq!(on_timer_grid(o, o), o);
-        assert_eq!(
-            on_timer_grid(o, o + Duration::from_nanos(1)),
-            o + TIMER_GRID
-        );
-        assert_eq!(on_timer_grid(o, o + TIMER_GRID), o + TIMER_GRID);
-        let t = o + Duration::from_millis(501);
-        let g = on_timer_grid(o, t);
-        assert!(g >= t && g - t < TIMER_GRID, "{:?}", g - t);
-        // Two timers 1 ms apart inside one grid cell share a wake-up.
-        assert_eq!(
-            on_timer_grid(o, o + Duration::from_millis(9)),
-            on_timer_grid(o, o + Duration::from_millis(10))
-        );
-        // Before the origin (cannot happen: the origin is taken before any timer): not earlier.
-        assert!(on_timer_grid(o + Duration::from_secs(1), o) >= o);
     }
 }

@@ -414,22 +414,10 @@ impl Edge {
     /// the clean-ups of many transactions fall due together and cost the driver one wake-up
     /// per grid step instead of one per transaction.
     fn on_cleanup_grid(&mut self, at: Instant) -> Instant {
+        // The grid extends both ways from its origin: an earlier timer may come later (Timer I
+        // after Timer H).
         let origin = *self.cleanup_origin.get_or_insert(at);
-        let grid = CLEANUP_GRID.as_nanos();
-        // The grid extends both ways from its origin (an earlier timer may come later: Timer I
-        // after Timer H); either way the result is at or after `at`, by less than one step.
-        let rounded = if at >= origin {
-            let steps = at.duration_since(origin).as_nanos().div_ceil(grid);
-            u64::try_from(steps.saturating_mul(grid))
-                .ok()
-                .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
-        } else {
-            let steps = origin.duration_since(at).as_nanos() / grid;
-            u64::try_from(steps.saturating_mul(grid))
-                .ok()
-                .and_then(|n| origin.checked_sub(Duration::from_nanos(n)))
-        };
-        rounded.unwrap_or(at)
+        crate::types::on_grid(origin, at, CLEANUP_GRID)
     }
 
     fn report(&mut self, r: Report) {

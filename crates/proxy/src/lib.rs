@@ -55,5 +55,5 @@ pub use registrar::{Binding, BindingInfo, Registrar, RegistrarConfig};
 pub use token::Secret;
 pub use types::{
     Action, BindingChange, DropReason, Flow, FlowId, Inbound, LimitKind, Now, Report, SendToken,
-    Stats, Target, Transport,
+    Stats, Target, Transport, on_grid,
 };

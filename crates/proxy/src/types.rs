@@ -279,3 +279,53 @@ pub(crate) fn later(t: Instant, d: Duration) -> Instant {
         .or_else(|| t.checked_add(Duration::from_secs(365 * 86_400)))
         .unwrap_or(t)
 }
+
+/// `at` rounded up to the grid of step `grid` through `origin`: the first grid point at or
+/// after `at`, less than one step later. The grid extends both ways from `origin`. Timers that
+/// share a grid point fall due together, so a driver wakes once for all of them.
+pub fn on_grid(origin: Instant, at: Instant, grid: Duration) -> Instant {
+    let step = grid.as_nanos().max(1);
+    let rounded = if at >= origin {
+        let steps = at.duration_since(origin).as_nanos().div_ceil(step);
+        u64::try_from(steps.saturating_mul(step))
+            .ok()
+            .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
+    } else {
+        let steps = origin.duration_since(at).as_nanos() / step;
+        u64::try_from(steps.saturating_mul(step))
+            .ok()
+            .and_then(|n| origin.checked_sub(Duration::from_nanos(n)))
+    };
+    rounded.unwrap_or(at)
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn on_grid_rounds_up_by_less_than_a_step_either_side_of_the_origin() {
+        let g = Duration::from_millis(4);
+        let o = Instant::now() + Duration::from_secs(10);
+        assert_eq!(on_grid(o, o, g), o);
+        assert_eq!(on_grid(o, o + Duration::from_nanos(1), g), o + g);
+        assert_eq!(on_grid(o, o + g, g), o + g);
+        for at in [
+            o + Duration::from_millis(501),
+            o - Duration::from_millis(501),
+            o - Duration::from_nanos(1),
+        ] {
+            let r = on_grid(o, at, g);
+            assert!(r >= at && r - at < g, "{at:?} -> {r:?}");
+        }
+        // Two instants 1 ms apart inside one step share a grid point.
+        assert_eq!(
+            on_grid(o, o + Duration::from_millis(9), g),
+            on_grid(o, o + Duration::from_millis(10), g)
+        );
+        assert_eq!(
+            on_grid(o, o - Duration::from_millis(7), g),
+            on_grid(o, o - Duration::from_millis(6), g)
+        );
+    }
+}
