@@ -25,7 +25,7 @@ use sagw_proxy::{
 use sagw_sip::{Frame, KeepAliveKind, Message, ParseError, StreamFramer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Level, debug, info, trace, warn};
 
@@ -253,7 +253,11 @@ impl Running {
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         let _ = self.shutdown.send(true);
         self.wake.force();
-        let all = futures_join(std::mem::take(&mut self.tasks));
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = async {
+            futures_join(tasks).await;
+            self.stopped().await;
+        };
         let _ = tokio::time::timeout(grace, all).await;
     }
 }
@@ -455,7 +459,8 @@ async fn start_inner(
         udp,
         pending: HashMap::new(),
     };
-    let (done_tx, done_rx) = oneshot::channel();
+    // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
+    let (exit_tx, exit_rx) = watch::channel(None);
     let pin = core_cpu(shared.settings.core_cpu)?;
     std::thread::Builder::new()
         .name("sagw-core".into())
@@ -473,17 +478,12 @@ async fn start_inner(
                 // loudly and let `Running::stopped` end the process rather than leave a gateway
                 // that accepts connections and serves metrics but drops every message.
                 tracing::error!("the core thread panicked: the gateway stops");
-                let _ = done_tx.send(CoreExit::Panicked);
+                let _ = exit_tx.send(Some(CoreExit::Panicked));
                 return;
             }
-            let _ = done_tx.send(CoreExit::Stopped);
+            let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
-    let (exit_tx, exit_rx) = watch::channel(None);
-    tasks.push(tokio::spawn(async move {
-        let exit = done_rx.await.unwrap_or(CoreExit::Panicked);
-        let _ = exit_tx.send(Some(exit));
-    }));
     if let Some(l) = tcp {
         tasks.push(tokio::spawn(accept_task(l, None, shared.clone())));
     }
