@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
-    Authenticated, ChallengeFamily, CoreConfig, Decision, DigestSettings, NtlmSettings,
+    Authenticated, Binding, ChallengeFamily, CoreConfig, Decision, DigestSettings, NtlmSettings,
     PendingLimits, ResponseVerdict, Rng, SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
     AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
+    OutboundVerdict, SaEndpoint,
 };
 use sagw_proxy::{build_response, reason_phrase};
 use sagw_sip::Message;
@@ -312,8 +313,20 @@ impl SecurityStage {
         msg.remove_header("P-Asserted-Identity");
         msg.remove_header("P-Preferred-Identity");
         msg.push_header("P-Asserted-Identity", &format!("<{}>", auth.identity));
+        // The SA's own identity and epid, not the request's headers: the flow tokens written
+        // for this request name this endpoint, and requests back through them are signed for it.
+        let endpoint = match &auth.binding {
+            Binding::Sa { sa, .. } => Some(SaEndpoint {
+                identity: sa.identity().to_owned(),
+                epid: sa.epid().to_owned(),
+            }),
+            Binding::Digest { .. } => None,
+        };
         let note: AuthNote = Arc::new(auth);
-        InboundVerdict::Continue { note: Some(note) }
+        InboundVerdict::Continue {
+            note: Some(note),
+            endpoint,
+        }
     }
 }
 
@@ -337,7 +350,10 @@ impl ClientAuth for SecurityStage {
                 ResponseVerdict::Verified(_) => {
                     // The client's proof is for this gateway, not for whoever gets the response.
                     self.core.strip_credentials(msg);
-                    InboundVerdict::Continue { note: None }
+                    InboundVerdict::Continue {
+                        note: None,
+                        endpoint: None,
+                    }
                 }
                 ResponseVerdict::Drop(reason) => {
                     debug!(
@@ -359,7 +375,10 @@ impl ClientAuth for SecurityStage {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop
                     } else {
-                        InboundVerdict::Continue { note: None }
+                        InboundVerdict::Continue {
+                            note: None,
+                            endpoint: None,
+                        }
                     }
                 }
             };
@@ -417,15 +436,15 @@ impl ClientAuth for SecurityStage {
         }
     }
 
-    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {
         let now = ctx.now.wall;
         match ctx.kind {
             OutboundKind::Response => {
                 let Some(auth) = ctx.note.and_then(|n| n.downcast_ref::<Authenticated>()) else {
-                    return;
+                    return OutboundVerdict::Deliver;
                 };
                 if msg.status_code() == Some(100) {
-                    return;
+                    return OutboundVerdict::Deliver;
                 }
                 // Whatever a server behind us signed is not for this client.
                 msg.remove_header("Authentication-Info");
@@ -436,28 +455,55 @@ impl ClientAuth for SecurityStage {
                 if let Err(e) = self.core.finish_response(msg, auth, now, &mut *self.rng) {
                     debug!(error = %e, "response left unsigned");
                 }
+                OutboundVerdict::Deliver
             }
             OutboundKind::Request => {
                 msg.remove_header("Authentication-Info");
                 msg.remove_header("Proxy-Authentication-Info");
-                let Some(b) = ctx.binding else { return };
-                let Some(epid) = b.epid.as_deref() else {
-                    return;
+                // No endpoint: a client without an SA (Digest), which gets requests as they are.
+                let Some(endpoint) = ctx.endpoint else {
+                    return OutboundVerdict::Deliver;
                 };
-                if let Some(sa) = self.core.sa_for_endpoint(&b.aor, epid, now) {
-                    // The client finds the SA for its answer by the To epid.
-                    if let Some(to) = msg.header("To").map(str::to_owned)
-                        && !to.contains(";epid=")
-                    {
-                        msg.set_header("To", &format!("{to};epid={epid}"));
-                    }
-                    if let Err(e) =
-                        self.core
-                            .sign(msg, &sa, ChallengeFamily::Www, now, &mut *self.rng)
-                    {
-                        debug!(error = %e, "request to client left unsigned");
-                    }
-                }
+                self.sign_request(msg, endpoint, now)
+            }
+        }
+    }
+}
+
+impl SecurityStage {
+    /// Signs a request to `endpoint` with its SA, or refuses it with 480 when the endpoint has
+    /// none any more (expired, revoked, signed out): its client drops unsigned requests, and the
+    /// sender would otherwise wait for a timeout.
+    fn sign_request(
+        &mut self,
+        msg: &mut Message,
+        endpoint: &SaEndpoint,
+        now: std::time::SystemTime,
+    ) -> OutboundVerdict {
+        let Some(sa) = self
+            .core
+            .sa_for_endpoint(&endpoint.identity, &endpoint.epid, now)
+        else {
+            debug!(identity = %endpoint.identity, "request to an endpoint without a live SA refused");
+            return OutboundVerdict::Refuse(480);
+        };
+        // The client finds the SA for its answer by the To epid.
+        if let Some(to) = msg.header("To")
+            && sagw_sip::parse_name_addr(to)
+                .ok()
+                .is_some_and(|na| na.param("epid").is_none())
+        {
+            let to = format!("{to};epid={}", endpoint.epid);
+            msg.set_header("To", &to);
+        }
+        match self
+            .core
+            .sign(msg, &sa, ChallengeFamily::Www, now, &mut *self.rng)
+        {
+            Ok(()) => OutboundVerdict::Deliver,
+            Err(e) => {
+                debug!(error = %e, "request to client could not be signed; refused");
+                OutboundVerdict::Refuse(480)
             }
         }
     }

@@ -221,10 +221,11 @@ impl sagw_proxy::ClientAuth for PanicsOnMessage {
             Some("MESSAGE"),
             "test: the core thread panics"
         );
-        sagw_proxy::InboundVerdict::Continue { note: None }
+        sagw_proxy::InboundVerdict::Continue {
+            note: None,
+            endpoint: None,
+        }
     }
-
-    fn outbound(&mut self, _msg: &mut sagw_sip::Message, _ctx: &sagw_proxy::OutboundContext<'_>) {}
 }
 
 /// A panic on the core thread is reported through `Running::stopped` (the binary exits with a

@@ -15,8 +15,9 @@ use crate::edit::{
 };
 use crate::hook::{
     AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext, OutboundKind,
+    OutboundVerdict, SaEndpoint,
 };
-use crate::registrar::{BindingInfo, RegisterOutcome, Registrar};
+use crate::registrar::{RegisterOutcome, Registrar};
 use crate::token::{BRANCH_PREFIX, Ids, branch_loop_hash, flow_token_claim, loop_hash};
 use crate::types::{
     Action, DropReason, Flow, Inbound, LimitKind, Now, Report, SendToken, Stats, Target, Transport,
@@ -73,6 +74,9 @@ struct ServerTx {
     upstream: Flow,
     from_client: bool,
     note: Option<AuthNote>,
+    /// The endpoint the client proved to be (with an SA): named in the flow tokens of the
+    /// Path and Record-Route entries written for it.
+    endpoint: Option<SaEndpoint>,
     state: ServerState,
     /// The last response sent, as bytes: only retransmissions need it again, and it is the
     /// one part of a completed transaction kept for its whole lifetime (a parsed `Message`
@@ -101,7 +105,7 @@ impl ServerTx {
         request: Message,
         upstream: Flow,
         from_client: bool,
-        note: Option<AuthNote>,
+        auth: Admitted,
         loop_hash: String,
         started: Instant,
         interval: Duration,
@@ -112,7 +116,8 @@ impl ServerTx {
             forward: None,
             upstream,
             from_client,
-            note,
+            note: auth.note,
+            endpoint: auth.endpoint,
             state: ServerState::Proceeding,
             last_response: None,
             branches: Vec::new(),
@@ -133,7 +138,11 @@ struct ClientTx {
     /// As sent (after the outbound stage).
     request: Message,
     target: Target,
-    binding: Option<BindingInfo>,
+    /// The client endpoint at the target, when it has an SA: the CANCEL and ACK we send there
+    /// are signed for it too.
+    endpoint: Option<SaEndpoint>,
+    /// The answer when the target's flow is gone (see [`BranchTo::gone`]).
+    gone: u16,
     state: ClientState,
     epoch: u32,
     interval: Duration,
@@ -174,11 +183,59 @@ impl PartialOrd for TimerEntry {
 
 /// Where routing sends a request.
 enum Dest {
-    Flow(Flow, Option<BindingInfo>),
+    /// One client flow (a binding, or a flow token of ours).
+    Flow(BranchTo),
     /// Every live binding of an AOR, most recent first (parallel forking).
-    Fork(Vec<(Flow, BindingInfo)>),
+    Fork(Vec<BranchTo>),
     Addr(Transport, std::net::SocketAddr),
     Hops,
+}
+
+/// The far end of one branch of a proxied request.
+struct BranchTo {
+    target: Target,
+    /// The client endpoint there, when it has an SA: the request is signed for it.
+    endpoint: Option<SaEndpoint>,
+    /// The answer when the target's flow turns out to be gone: 430 Flow Failed for a flow named
+    /// by one of our flow tokens (RFC 5626 §5.3: the registrar behind an edge, or the far end
+    /// of a dialog, learns that this flow, not the user, is gone), 480 otherwise.
+    gone: u16,
+}
+
+impl BranchTo {
+    /// A registered binding's flow.
+    fn binding(flow: Flow, endpoint: Option<SaEndpoint>) -> BranchTo {
+        BranchTo {
+            target: Target::Flow(flow),
+            endpoint,
+            gone: 480,
+        }
+    }
+
+    /// The flow one of our Path or Record-Route tokens names.
+    fn token(flow: Flow, endpoint: Option<SaEndpoint>) -> BranchTo {
+        BranchTo {
+            target: Target::Flow(flow),
+            endpoint,
+            gone: 430,
+        }
+    }
+
+    /// An address (a next hop, a Route to an address).
+    fn addr(target: Target) -> BranchTo {
+        BranchTo {
+            target,
+            endpoint: None,
+            gone: 480,
+        }
+    }
+}
+
+/// What the inbound stage established about a client's request.
+#[derive(Default)]
+struct Admitted {
+    note: Option<AuthNote>,
+    endpoint: Option<SaEndpoint>,
 }
 
 /// The sans-IO edge proxy: feed it messages, timeouts and delivery failures; drain [`Action`]s.
@@ -433,7 +490,8 @@ impl Edge {
         }
     }
 
-    /// Queue a send; messages to clients pass the outbound stage first.
+    /// Queue a send; messages to clients pass the outbound stage first, which may refuse a
+    /// request (nothing is sent then; the verdict says why).
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -441,19 +499,19 @@ impl Edge {
         mut msg: Message,
         token: Option<SendToken>,
         kind: OutboundKind,
-        binding: Option<&BindingInfo>,
+        endpoint: Option<&SaEndpoint>,
         request: Option<&Message>,
         note: Option<&AuthNote>,
         now: Now,
-    ) {
+    ) -> OutboundVerdict {
         let ctx = OutboundCall {
             kind,
-            binding,
+            endpoint,
             request,
             note,
             now,
         };
-        outbound_stage(
+        let verdict = outbound_stage(
             &self.cfg,
             &mut *self.auth,
             &self.registrar,
@@ -461,48 +519,54 @@ impl Edge {
             &mut msg,
             ctx,
         );
-        self.actions.push_back(Action::Send {
-            to,
-            message: msg,
-            token,
-        });
+        if verdict == OutboundVerdict::Deliver {
+            self.actions.push_back(Action::Send {
+                to,
+                message: msg,
+                token,
+            });
+        } else {
+            self.report(Report::Dropped(DropReason::Auth));
+        }
+        verdict
     }
 
-    /// [`Edge::emit`], returning a copy of what was sent (kept by transactions that retransmit
-    /// it or build an ACK or CANCEL from it).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Edge::emit`] for a request, returning a copy of what was sent (kept by transactions
+    /// that retransmit it or build an ACK or CANCEL from it), or the status of a refusal.
     fn emit_kept(
         &mut self,
         to: Target,
         msg: Message,
         token: Option<SendToken>,
-        kind: OutboundKind,
-        binding: Option<&BindingInfo>,
+        endpoint: Option<&SaEndpoint>,
         now: Now,
-    ) -> Message {
+    ) -> Result<Message, u16> {
         let call = OutboundCall {
-            kind,
-            binding,
+            kind: OutboundKind::Request,
+            endpoint,
             request: None,
             note: None,
             now,
         };
         let mut msg = msg;
-        outbound_stage(
+        if let OutboundVerdict::Refuse(status) = outbound_stage(
             &self.cfg,
             &mut *self.auth,
             &self.registrar,
             to,
             &mut msg,
             call,
-        );
+        ) {
+            self.report(Report::Dropped(DropReason::Auth));
+            return Err(status);
+        }
         let kept = msg.clone();
         self.actions.push_back(Action::Send {
             to,
             message: msg,
             token,
         });
-        kept
+        Ok(kept)
     }
 
     /// Our Via for a request leaving over `transport`; `extra` is appended after `rport`.
@@ -601,7 +665,7 @@ impl Edge {
         // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
         // this same flow belongs to a request that was authenticated already (CANCEL can never be
         // challenged, RFC 3261 §22.1).
-        let mut note = None;
+        let mut admitted = Admitted::default();
         let belongs_to_open_transaction = ack_or_cancel
             && self.server.get(&key).is_some_and(|st| {
                 st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
@@ -615,14 +679,16 @@ impl Edge {
                 flow_binding: binding.as_ref(),
             };
             match self.auth.inbound(&mut msg, &ctx) {
-                InboundVerdict::Continue { note: n } => note = n,
+                InboundVerdict::Continue { note, endpoint } => {
+                    admitted = Admitted { note, endpoint };
+                }
                 InboundVerdict::Respond(resp) => {
                     self.emit(
                         Target::Flow(flow),
                         resp,
                         None,
                         OutboundKind::Response,
-                        binding.as_ref(),
+                        None,
                         Some(&msg),
                         None,
                         now,
@@ -686,11 +752,11 @@ impl Edge {
         let addressed_to_us = ruri_local && msg.header("Route").is_none();
         if method == "OPTIONS" && addressed_to_us {
             let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
-            self.local_transaction(key, msg, flow, from_client, note, 200, &[allow], now);
+            self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
             return;
         }
         if max_forwards == 0 {
-            self.local_transaction(key, msg, flow, from_client, note, 483, &[], now);
+            self.local_transaction(key, msg, flow, from_client, admitted, 483, &[], now);
             return;
         }
         // Loop detection (RFC 3261 §16.3 item 4): one of our Vias with this request's loop hash.
@@ -712,14 +778,16 @@ impl Edge {
             }
         }
         if looped {
-            self.local_transaction(key, msg, flow, from_client, note, 482, &[], now);
+            self.local_transaction(key, msg, flow, from_client, admitted, 482, &[], now);
             return;
         }
         if method == "REGISTER"
             && self.cfg.mode == Mode::Registrar
             && (ruri_local || self.serves_ruri(&msg))
         {
-            let outcome = self.registrar.register(&msg, flow, now.mono);
+            let outcome = self
+                .registrar
+                .register(&msg, flow, admitted.endpoint.as_ref(), now.mono);
             self.report_binding_changes();
             match outcome {
                 RegisterOutcome::Ok { contacts } => {
@@ -741,10 +809,19 @@ impl Edge {
                     if let Some(e) = granted {
                         extra.push(("Expires", e));
                     }
-                    self.local_transaction(key, msg, flow, from_client, note, 200, &extra, now);
+                    self.local_transaction(key, msg, flow, from_client, admitted, 200, &extra, now);
                 }
                 RegisterOutcome::Error(code, _, extra) => {
-                    self.local_transaction(key, msg, flow, from_client, note, code, &extra, now);
+                    self.local_transaction(
+                        key,
+                        msg,
+                        flow,
+                        from_client,
+                        admitted,
+                        code,
+                        &extra,
+                        now,
+                    );
                 }
             }
             return;
@@ -759,7 +836,7 @@ impl Edge {
             msg,
             flow,
             from_client,
-            note,
+            admitted,
             lh,
             now.mono,
             self.cfg.timers.t1,
@@ -769,30 +846,28 @@ impl Edge {
             self.respond(&key, 100, &[], now);
         }
         match dest {
-            Ok(Dest::Flow(f, binding)) => {
-                self.forward(&key, forward, Target::Flow(f), binding, None, now);
+            Ok(Dest::Flow(to)) => {
+                if let Err(status) = self.forward(&key, forward, to, None, now) {
+                    self.branch_failed(&key, "", status, now);
+                }
             }
-            Ok(Dest::Fork(bindings)) => {
-                for (f, info) in bindings {
-                    self.forward(
-                        &key,
-                        forward.clone(),
-                        Target::Flow(f),
-                        Some(info),
-                        None,
-                        now,
-                    );
+            Ok(Dest::Fork(branches)) => {
+                // Refusals are answered once every branch went out: failing one before the
+                // others exist would end the search with its answer.
+                let mut refused = Vec::new();
+                for to in branches {
+                    if let Err(status) = self.forward(&key, forward.clone(), to, None, now) {
+                        refused.push(status);
+                    }
+                }
+                for status in refused {
+                    self.branch_failed(&key, "", status, now);
                 }
             }
             Ok(Dest::Addr(transport, addr)) => {
-                self.forward(
-                    &key,
-                    forward,
-                    Target::Addr { transport, addr },
-                    None,
-                    None,
-                    now,
-                );
+                let to = BranchTo::addr(Target::Addr { transport, addr });
+                // Not a client flow: the outbound stage does not run, nothing is refused.
+                let _ = self.forward(&key, forward, to, None, now);
             }
             Ok(Dest::Hops) => {
                 if let Some(st) = self.server.get_mut(&key) {
@@ -813,7 +888,7 @@ impl Edge {
         msg: Message,
         flow: Flow,
         from_client: bool,
-        note: Option<AuthNote>,
+        admitted: Admitted,
         code: u16,
         extra: &[(&str, String)],
         now: Now,
@@ -823,7 +898,7 @@ impl Edge {
             msg,
             flow,
             from_client,
-            note,
+            admitted,
             String::new(),
             now.mono,
             self.cfg.timers.t1,
@@ -871,15 +946,21 @@ impl Edge {
             if let Some(u) = uri.user
                 && flow_token_claim(u)
                     .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
-                && let Some(f) = self.ids.parse_flow_token(u)
+                && let Some(named) = self.ids.parse_flow_token(u)
             {
-                token_flow = Some(f);
+                token_flow = Some(named);
             }
             pop_route(msg);
         }
-        if let Some(f) = token_flow {
-            let binding = self.registrar.flow_identity(&f).cloned();
-            return Ok(Dest::Flow(f, binding));
+        if let Some((f, endpoint)) = token_flow {
+            // The endpoint the token was issued for; a token without one (a client with no SA,
+            // or a next hop's flow) falls back to what registered over the flow, if anything.
+            let endpoint = endpoint.or_else(|| {
+                self.registrar
+                    .flow_identity(&f)
+                    .and_then(|b| b.endpoint.clone())
+            });
+            return Ok(Dest::Flow(BranchTo::token(f, endpoint)));
         }
         if let Some(r) = top_route(msg) {
             let next = parse_name_addr(r).ok().and_then(|na| {
@@ -898,28 +979,30 @@ impl Edge {
             return Err(416);
         };
         if let Some(b) = self.registrar.lookup_contact(&ruri, now) {
-            return Ok(Dest::Flow(b.flow, Some(b.info.clone())));
+            return Ok(Dest::Flow(BranchTo::binding(
+                b.flow,
+                b.info.endpoint.clone(),
+            )));
         }
         let local_lookup = match self.cfg.mode {
             Mode::Registrar => self.serves(&uri),
             Mode::Edge => !from_client,
         };
         if local_lookup {
-            let bindings: Vec<(Flow, BindingInfo)> = self
+            let mut branches: Vec<BranchTo> = self
                 .registrar
                 .lookup(&uri.aor(), now)
                 .into_iter()
-                .map(|b| (b.flow, b.info.clone()))
+                .map(|b| BranchTo::binding(b.flow, b.info.endpoint.clone()))
                 .collect();
-            match bindings.len() {
+            match branches.len() {
                 0 => {}
                 1 => {
-                    let (f, info) = bindings.into_iter().next().unzip();
-                    if let Some(f) = f {
-                        return Ok(Dest::Flow(f, info));
+                    if let Some(to) = branches.pop() {
+                        return Ok(Dest::Flow(to));
                     }
                 }
-                _ => return Ok(Dest::Fork(bindings)),
+                _ => return Ok(Dest::Fork(branches)),
             }
         }
         if self.cfg.local.is_local(uri.host, uri.port, uri.transport()) && uri.user.is_none() {
@@ -957,18 +1040,25 @@ impl Edge {
     }
 
     /// Send the request of server transaction `key` to `target` in a new client transaction.
+    ///
+    /// `Err(status)` when the outbound stage refused it (no branch was made): the caller fails
+    /// the branch with that status.
     fn forward(
         &mut self,
         key: &str,
         mut out: Message,
-        target: Target,
-        binding: Option<BindingInfo>,
+        to: BranchTo,
         hop: Option<usize>,
         now: Now,
-    ) {
+    ) -> Result<(), u16> {
         let Some(st) = self.server.get(key) else {
-            return;
+            return Ok(());
         };
+        let BranchTo {
+            target,
+            endpoint,
+            gone,
+        } = to;
         let upstream = st.upstream;
         let from_client = st.from_client;
         let lh = st.loop_hash.clone();
@@ -980,46 +1070,48 @@ impl Edge {
             .unwrap_or(71);
         set_max_forwards(&mut out, mf.saturating_sub(1).min(70));
         let out_transport = target.transport();
-        let in_token = self.ids.flow_token(&upstream);
-        let out_token = match target {
-            Target::Flow(f) => Some(self.ids.flow_token(&f)),
-            Target::Addr { .. } => None,
+        // The Via token only routes a stray response back to the flow; the Path and
+        // Record-Route tokens also name the endpoint at that flow, so that requests that come
+        // back through them are signed for it (and made only when written).
+        let via_token = self.ids.flow_token(&upstream, None);
+        let upstream_endpoint = st.endpoint.as_ref().filter(|_| from_client);
+        let in_token = || match upstream_endpoint {
+            Some(e) => self.ids.flow_token(&upstream, Some(e)),
+            None => via_token.clone(),
         };
         let in_dialog = out.to().and_then(|t| t.tag()).is_some();
         if !in_dialog && DIALOG_METHODS.contains(&method.as_str()) {
             // RFC 5658 double Record-Route: one entry per side, each with that side's transport
             // and, for a client side, the token of its flow.
-            let rr_in = self.our_uri(upstream.transport, Some(&in_token), "");
+            let out_token = match target {
+                Target::Flow(f) => Some(self.ids.flow_token(&f, endpoint.as_ref())),
+                Target::Addr { .. } => None,
+            };
+            let rr_in = self.our_uri(upstream.transport, Some(&in_token()), "");
             let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
             push_on_top(&mut out, "Record-Route", &rr_in);
             push_on_top(&mut out, "Record-Route", &rr_out);
         }
         if method == "REGISTER" && self.cfg.mode == Mode::Edge && from_client {
-            let path = self.our_uri(out_transport, Some(&in_token), ";ob");
+            let path = self.our_uri(out_transport, Some(&in_token()), ";ob");
             push_on_top(&mut out, "Path", &path);
         }
         let branch = self.ids.branch(&lh);
-        let mut sgf = String::with_capacity(5 + in_token.len());
+        let mut sgf = String::with_capacity(5 + via_token.len());
         sgf.push_str(";sgf=");
-        sgf.push_str(&in_token);
+        sgf.push_str(&via_token);
         let via = self.our_via(out_transport, &branch, &sgf);
         push_via(&mut out, &via);
         let token = SendToken(branch.clone());
-        let sent = self.emit_kept(
-            target,
-            out,
-            Some(token),
-            OutboundKind::Request,
-            binding.as_ref(),
-            now,
-        );
+        let sent = self.emit_kept(target, out, Some(token), endpoint.as_ref(), now)?;
         let t1 = self.cfg.timers.t1;
         let ct = ClientTx {
             server_key: Some(key.to_owned()),
             method: method.clone(),
             request: sent,
             target,
-            binding,
+            endpoint,
+            gone,
             state: ClientState::Trying,
             epoch: 0,
             interval: t1,
@@ -1047,6 +1139,7 @@ impl Edge {
         if let Some(st) = self.server.get_mut(key) {
             st.branches.push(branch);
         }
+        Ok(())
     }
 
     /// Forward to the next next hop that is not known to be down; 503 when none is left.
@@ -1089,14 +1182,9 @@ impl Edge {
             let Some(msg) = next else {
                 return;
             };
-            self.forward(
-                key,
-                msg,
-                Target::Addr { transport, addr },
-                None,
-                Some(i),
-                now,
-            );
+            // An address, not a client flow: the outbound stage does not run, nothing is refused.
+            let to = BranchTo::addr(Target::Addr { transport, addr });
+            let _ = self.forward(key, msg, to, Some(i), now);
             return;
         }
     }
@@ -1137,12 +1225,13 @@ impl Edge {
         // The request and note are lent from the transaction, not copied.
         let call = OutboundCall {
             kind: OutboundKind::Response,
-            binding: None,
+            endpoint: None,
             request: st.request.as_ref(),
             note: st.note.as_ref(),
             now,
         };
-        outbound_stage(
+        // The stage never refuses a response (only requests), so the verdict changes nothing.
+        let _ = outbound_stage(
             &self.cfg,
             &mut *self.auth,
             &self.registrar,
@@ -1259,23 +1348,23 @@ impl Edge {
         let incoming = top_via(&msg)
             .and_then(|v| Via::parse(v).and_then(|v| v.branch().map(str::to_owned)))
             .unwrap_or_default();
-        let target = match self.route(&mut msg, &flow, from_client, now.mono) {
-            Ok(Dest::Flow(f, _)) => Target::Flow(f),
+        let to = match self.route(&mut msg, &flow, from_client, now.mono) {
+            Ok(Dest::Flow(to)) => to,
             // A 2xx ACK carries our Route (Record-Route was added): an AOR lookup here is a
             // peer without a route set; the most recent binding is the best guess.
-            Ok(Dest::Fork(b)) => match b.first() {
-                Some((f, _)) => Target::Flow(*f),
+            Ok(Dest::Fork(b)) => match b.into_iter().next() {
+                Some(to) => to,
                 None => {
                     self.report(Report::Dropped(DropReason::Stray));
                     return;
                 }
             },
-            Ok(Dest::Addr(transport, addr)) => Target::Addr { transport, addr },
+            Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
-                Some(h) => Target::Addr {
+                Some(h) => BranchTo::addr(Target::Addr {
                     transport: h.transport,
                     addr: h.addr,
-                },
+                }),
                 None => {
                     self.report(Report::Dropped(DropReason::Stray));
                     return;
@@ -1288,15 +1377,16 @@ impl Edge {
         };
         set_max_forwards(&mut msg, (mf - 1).min(70));
         let branch = self.ids.stateless_branch(&lh, &incoming);
-        let t = target.transport();
+        let t = to.target.transport();
         let via = self.our_via(t, &branch, "");
         push_via(&mut msg, &via);
-        self.emit(
-            target,
+        // A refused ACK (the endpoint's SA ended) is counted by emit; there is no one to tell.
+        let _ = self.emit(
+            to.target,
             msg,
             None,
             OutboundKind::Request,
-            None,
+            to.endpoint.as_ref(),
             None,
             None,
             now,
@@ -1442,19 +1532,17 @@ impl Edge {
             return;
         };
         let target = ct.target;
-        let binding = ct.binding.clone();
+        let endpoint = ct.endpoint.clone();
+        let gone = ct.gone;
         let key = format!("{ct_key}|CANCEL");
         if self.client.contains_key(&key) {
             return;
         }
-        let sent = self.emit_kept(
-            target,
-            cancel,
-            None,
-            OutboundKind::Request,
-            binding.as_ref(),
-            now,
-        );
+        // Refused: the endpoint lost its SA since the INVITE went out; an unsigned CANCEL would
+        // be dropped by it, so the branch ends by its own timers.
+        let Ok(sent) = self.emit_kept(target, cancel, None, endpoint.as_ref(), now) else {
+            return;
+        };
         let t1 = self.cfg.timers.t1;
         if !target.transport().is_reliable() {
             self.schedule(
@@ -1473,7 +1561,8 @@ impl Edge {
                 method: "CANCEL".into(),
                 request: sent,
                 target,
-                binding,
+                endpoint,
+                gone,
                 state: ClientState::Trying,
                 epoch: 0,
                 interval: t1,
@@ -1535,7 +1624,7 @@ impl Edge {
             // by the flow token in our Via, else by the next Via.
             pop_via(&mut msg);
             let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
-                Some(f) => Some(Target::Flow(f)),
+                Some((f, _)) => Some(Target::Flow(f)),
                 None => top_via(&msg).and_then(|v| {
                     let v = Via::parse(v)?;
                     Some(Target::Addr {
@@ -1624,19 +1713,12 @@ impl Edge {
         } else {
             None
         };
-        let binding = ack.as_ref().and_then(|_| ct.binding.clone());
-        if let Some(ack) = ack {
-            let sent = self.emit_kept(
-                target,
-                ack,
-                None,
-                OutboundKind::Request,
-                binding.as_ref(),
-                now,
-            );
-            if let Some(ct) = self.client.get_mut(&ct_key) {
-                ct.ack = Some(sent);
-            }
+        let endpoint = ack.as_ref().and_then(|_| ct.endpoint.clone());
+        if let Some(ack) = ack
+            && let Ok(sent) = self.emit_kept(target, ack, None, endpoint.as_ref(), now)
+            && let Some(ct) = self.client.get_mut(&ct_key)
+        {
+            ct.ack = Some(sent);
         }
         let linger = if invite || !target.transport().is_reliable() {
             self.cfg.timers.timeout()
@@ -1837,6 +1919,7 @@ impl Edge {
             return;
         }
         let hop = ct.hop;
+        let gone = ct.gone;
         let sk = ct.server_key.clone();
         self.client.remove(&token.0);
         let Some(sk) = sk else { return };
@@ -1845,7 +1928,7 @@ impl Edge {
                 self.mark_down(i, now.mono);
                 self.try_next_hop(&sk, Failure::Transport, now);
             }
-            None => self.branch_failed(&sk, &token.0, 480, now),
+            None => self.branch_failed(&sk, &token.0, gone, now),
         }
     }
 }
@@ -1891,7 +1974,7 @@ fn is_client(cfg: &EdgeConfig, flow: &Flow) -> bool {
 #[derive(Clone, Copy)]
 struct OutboundCall<'a> {
     kind: OutboundKind,
-    binding: Option<&'a BindingInfo>,
+    endpoint: Option<&'a SaEndpoint>,
     request: Option<&'a Message>,
     note: Option<&'a AuthNote>,
     now: Now,
@@ -1907,21 +1990,29 @@ fn outbound_stage(
     to: Target,
     msg: &mut Message,
     call: OutboundCall<'_>,
-) {
-    if let Target::Flow(flow) = to
-        && is_client(cfg, &flow)
-    {
-        let binding = call.binding.or_else(|| registrar.flow_identity(&flow));
-        let ctx = OutboundContext {
-            flow,
-            now: call.now,
-            kind: call.kind,
-            binding,
-            request: call.request,
-            note: call.note,
-        };
-        auth.outbound(msg, &ctx);
+) -> OutboundVerdict {
+    let Target::Flow(flow) = to else {
+        return OutboundVerdict::Deliver;
+    };
+    if !is_client(cfg, &flow) {
+        return OutboundVerdict::Deliver;
     }
+    // A request with no endpoint of its own (e.g. a 2xx ACK routed by a token without one) is
+    // for whoever registered over the flow, as far as this gateway knows.
+    let endpoint = call.endpoint.or_else(|| {
+        registrar
+            .flow_identity(&flow)
+            .and_then(|b| b.endpoint.as_ref())
+    });
+    let ctx = OutboundContext {
+        flow,
+        now: call.now,
+        kind: call.kind,
+        endpoint,
+        request: call.request,
+        note: call.note,
+    };
+    auth.outbound(msg, &ctx)
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.

@@ -18,6 +18,20 @@ use sagw_sip::Message;
 use crate::registrar::BindingInfo;
 use crate::types::{Flow, Now};
 
+/// The endpoint a client proved itself to be: the identity its security association was made
+/// for, and the device's endpoint id ([MS-SIPAE] `epid`). Every request delivered to it must be
+/// signed with that endpoint's SA. The proxy writes it, under the flow token's MAC, into the
+/// Path and Record-Route entries it adds for the client, so a request that comes back through
+/// them (from a registrar behind the edge, or in a dialog) is signed for the endpoint the gateway
+/// named, whatever the request itself claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SaEndpoint {
+    /// The authenticated SIP identity (`sip:alice@example.com`).
+    pub identity: String,
+    /// The endpoint id the SA is bound to.
+    pub epid: String,
+}
+
 /// State the inbound stage wants back when the outbound stage handles a response of the same
 /// transaction (e.g. the SA a request was verified with, or a Digest `Authentication-Info`).
 pub type AuthNote = Arc<dyn Any + Send + Sync>;
@@ -40,6 +54,9 @@ pub enum InboundVerdict {
     Continue {
         /// Opaque state for [`OutboundContext::note`].
         note: Option<AuthNote>,
+        /// The endpoint the request proved to come from, when it has an SA: requests that reach
+        /// this client later through the flow tokens of this transaction are signed for it.
+        endpoint: Option<SaEndpoint>,
     },
     /// Answer the request with this response (e.g. a 401/407 challenge) instead of processing
     /// it. The response is sent over the request's flow (and passes the outbound stage).
@@ -51,9 +68,10 @@ pub enum InboundVerdict {
 impl std::fmt::Debug for InboundVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InboundVerdict::Continue { note } => f
+            InboundVerdict::Continue { note, endpoint } => f
                 .debug_struct("Continue")
                 .field("note", &note.as_ref().map(|_| ".."))
+                .field("endpoint", endpoint)
                 .finish(),
             InboundVerdict::Respond(m) => f.debug_tuple("Respond").field(m).finish(),
             InboundVerdict::Drop => f.write_str("Drop"),
@@ -79,9 +97,10 @@ pub struct OutboundContext<'a> {
     pub now: Now,
     /// Response or request.
     pub kind: OutboundKind,
-    /// The destination's registrar binding when known (AOR, epid, instance): the SA to sign
-    /// with is found through it.
-    pub binding: Option<&'a BindingInfo>,
+    /// For requests: the endpoint the destination proved to be, from the flow token the request
+    /// was routed by or from the registrar binding it was sent to. `None` for a client without
+    /// an SA (Digest, or no authentication).
+    pub endpoint: Option<&'a SaEndpoint>,
     /// For responses: the client's request as received (before the proxy's edits).
     pub request: Option<&'a Message>,
     /// For responses: what the inbound stage returned for the request.
@@ -93,10 +112,22 @@ impl std::fmt::Debug for OutboundContext<'_> {
         f.debug_struct("OutboundContext")
             .field("flow", &self.flow)
             .field("kind", &self.kind)
-            .field("binding", &self.binding)
+            .field("endpoint", &self.endpoint)
             .field("has_note", &self.note.is_some())
             .finish()
     }
+}
+
+/// What the outbound stage decided for a message to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundVerdict {
+    /// Send it, as edited.
+    Deliver,
+    /// Do not send this request: its branch fails with this status instead (480 when the
+    /// endpoint it is for has no SA any more: an unsigned request would be dropped by the
+    /// client, and the sender would wait for a timeout). Only requests are refused; a refused
+    /// response is not sent.
+    Refuse(u16),
 }
 
 /// The authentication stage. Both methods default to "do nothing", so `NoAuth` (or any
@@ -107,12 +138,17 @@ pub trait ClientAuth: Send {
     /// identity it proved).
     fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
         let _ = (msg, ctx);
-        InboundVerdict::Continue { note: None }
+        InboundVerdict::Continue {
+            note: None,
+            endpoint: None,
+        }
     }
 
-    /// Edit (e.g. sign) a message about to go to a client. Runs after every other edit.
-    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+    /// Edit (e.g. sign) a message about to go to a client, or refuse to send it. Runs after
+    /// every other edit.
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {
         let _ = (msg, ctx);
+        OutboundVerdict::Deliver
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use sagw_sip::{Message, parse_name_addr};
 
+use crate::hook::SaEndpoint;
 use crate::types::{BindingChange, Flow, FlowId};
 use crate::uri::{SipUri, list_elements, push_decimal};
 use crate::{Map, Set};
@@ -49,6 +50,9 @@ pub struct BindingInfo {
     pub instance: Option<String>,
     /// The Contact URI as the client wrote it.
     pub contact: String,
+    /// The endpoint the REGISTER proved to come from, when it was authenticated with an SA:
+    /// requests to this binding are signed for it.
+    pub endpoint: Option<SaEndpoint>,
 }
 
 /// One registered contact.
@@ -210,6 +214,7 @@ impl Registrar {
         aor: &str,
         update: &Update<'_>,
         epid: Option<&str>,
+        endpoint: Option<&SaEndpoint>,
         flow: Flow,
         expires_at: Instant,
         call_id: &str,
@@ -259,6 +264,9 @@ impl Registrar {
         }
         if b.info.instance != update.instance {
             b.info.instance.clone_from(&update.instance);
+        }
+        if b.info.endpoint.as_ref() != endpoint {
+            b.info.endpoint = endpoint.cloned();
         }
         if b.call_id != call_id {
             b.call_id.clear();
@@ -339,8 +347,15 @@ impl Registrar {
             .retain(|f, _| f.id != flow || !f.transport.is_reliable());
     }
 
-    /// Apply a REGISTER received over `flow` at `now`.
-    pub(crate) fn register(&mut self, req: &Message, flow: Flow, now: Instant) -> RegisterOutcome {
+    /// Apply a REGISTER received over `flow` at `now`, from `endpoint` when the authentication
+    /// stage proved one.
+    pub(crate) fn register(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        endpoint: Option<&SaEndpoint>,
+        now: Instant,
+    ) -> RegisterOutcome {
         self.expire(now);
         let bad = |why: &'static str| RegisterOutcome::Error(400, why, Vec::new());
         let Some(to) = req.to() else {
@@ -437,7 +452,9 @@ impl Registrar {
             let seq = self.seq;
             let expires_at = crate::types::later(now, Duration::from_secs(update.secs));
             let epid = epid.as_deref();
-            let existed = self.refresh(&aor, &update, epid, flow, expires_at, call_id, cseq, seq);
+            let existed = self.refresh(
+                &aor, &update, epid, endpoint, flow, expires_at, call_id, cseq, seq,
+            );
             if !existed {
                 let Update {
                     key,
@@ -451,6 +468,7 @@ impl Registrar {
                         epid: epid.map(str::to_owned),
                         instance,
                         contact: contact.to_owned(),
+                        endpoint: endpoint.cloned(),
                     },
                     flow,
                     expires_at,
@@ -610,6 +628,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
                 "e1",
             ),
             flow(1),
+            None,
             t0,
         );
         assert_eq!(
@@ -632,6 +651,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(
             &register("<sip:alice@10.0.0.9>", Some("600"), 2, "e1"),
             flow(2),
+            None,
             t0,
         );
         let b = r.lookup("sip:alice@example.com", t0);
@@ -642,6 +662,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
             r.register(
                 &register("<sip:alice@10.0.0.9>", Some("600"), 2, "e1"),
                 flow(2),
+                None,
                 t0
             ),
             RegisterOutcome::Error(500, ..)
@@ -659,7 +680,12 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         let mut r = Registrar::new(RegistrarConfig::default());
         let t0 = Instant::now();
         assert_eq!(
-            r.register(&register("<sip:a@h>", Some("10"), 1, "e1"), flow(1), t0),
+            r.register(
+                &register("<sip:a@h>", Some("10"), 1, "e1"),
+                flow(1),
+                None,
+                t0
+            ),
             RegisterOutcome::Error(
                 423,
                 "Interval Too Brief",
@@ -670,17 +696,18 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(
             &register("<sip:a@h>;expires=99999", None, 2, "e1"),
             flow(1),
+            None,
             t0,
         );
         assert_eq!(
             r.lookup("sip:alice@example.com", t0)[0].expires_at,
             t0 + Duration::from_secs(7200)
         );
-        r.register(&register("<sip:a@h2>", None, 3, "e2"), flow(2), t0);
+        r.register(&register("<sip:a@h2>", None, 3, "e2"), flow(2), None, t0);
         assert_eq!(r.len(), 2);
         // Query: no Contact, no change.
         let RegisterOutcome::Ok { contacts } =
-            r.register(&register("", None, 4, "e1"), flow(1), t0)
+            r.register(&register("", None, 4, "e1"), flow(1), None, t0)
         else {
             panic!()
         };
@@ -688,10 +715,10 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.flow_closed(FlowId(2));
         assert_eq!(r.len(), 1);
         assert!(matches!(
-            r.register(&register("*", None, 5, "e1"), flow(1), t0),
+            r.register(&register("*", None, 5, "e1"), flow(1), None, t0),
             RegisterOutcome::Error(400, ..)
         ));
-        r.register(&register("*", Some("0"), 6, "e1"), flow(1), t0);
+        r.register(&register("*", Some("0"), 6, "e1"), flow(1), None, t0);
         assert!(r.is_empty());
     }
 
@@ -707,6 +734,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(
             &register("<sip:alice@10.0.0.1:5060>", Some("600"), 1, "e1"),
             flow(1),
+            None,
             t0,
         );
         assert_eq!(r.by_flow.len(), 1);
@@ -715,6 +743,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(
             &register("<sip:alice@10.0.0.2:5070>", Some("900"), 2, "e1"),
             udp,
+            None,
             t1,
         );
         assert_eq!(r.len(), 1);
@@ -736,6 +765,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(
             &register("<sip:alice@10.0.0.2:5070>", Some("900"), 3, "e1"),
             flow(3),
+            None,
             t1,
         );
         assert_eq!(r.by_flow.len(), 1);
@@ -756,6 +786,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
             r.register(
                 &register(&format!("<sip:a@h{i}>"), None, i as u32 + 1, e),
                 flow(i as u64),
+                None,
                 t0,
             );
         }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::hook::SaEndpoint;
 use crate::types::{Flow, FlowId, Transport};
 
 /// The RFC 3261 branch magic cookie followed by our own marker.
@@ -117,9 +118,14 @@ impl Ids {
         s
     }
 
-    /// The token naming `flow`: `<t><id>x<addr hex>x<port>.<mac>`, URI user-part safe.
-    pub(crate) fn flow_token(&self, flow: &Flow) -> String {
-        let mut payload = String::with_capacity(48);
+    /// The token naming `flow`, and the authenticated endpoint the token is issued for when there
+    /// is one: `<t><id>x<addr hex>x<port>[z<identity hex>z<epid hex>].<mac>`, URI user-part safe.
+    /// The endpoint is under the MAC, so a request that comes back through the token is signed for
+    /// the endpoint the gateway wrote, never for one the request names (issue: edge mode, where
+    /// the gateway has no bindings of its own to find the SA by).
+    pub(crate) fn flow_token(&self, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
+        let extra = endpoint.map_or(0, |e| 2 + 2 * (e.identity.len() + e.epid.len()));
+        let mut payload = String::with_capacity(48 + extra);
         payload.push(match flow.transport {
             Transport::Udp => 'u',
             Transport::Tcp => 't',
@@ -133,6 +139,12 @@ impl Ids {
         }
         payload.push('x');
         hex_u64(u64::from(flow.remote.port()), &mut payload);
+        if let Some(e) = endpoint {
+            payload.push(ENDPOINT_MARK);
+            hex(e.identity.as_bytes(), &mut payload);
+            payload.push(ENDPOINT_MARK);
+            hex(e.epid.as_bytes(), &mut payload);
+        }
         let mac = self.token_mac(&payload);
         payload.push('.');
         payload.push_str(&mac);
@@ -150,7 +162,7 @@ impl Ids {
     }
 
     /// Decode a token made by [`Ids::flow_token`]; `None` when forged or malformed.
-    pub(crate) fn parse_flow_token(&self, token: &str) -> Option<Flow> {
+    pub(crate) fn parse_flow_token(&self, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
         let (payload, mac) = token.rsplit_once('.')?;
         let expect = self.token_mac(payload);
         // Constant-time comparison is not needed for correctness but costs nothing here.
@@ -163,14 +175,39 @@ impl Ids {
         {
             return None;
         }
-        decode_flow_token(payload)
+        let (flow_part, endpoint) = match payload.split_once(ENDPOINT_MARK) {
+            None => (payload, None),
+            Some((flow_part, endpoint)) => {
+                let (identity, epid) = endpoint.split_once(ENDPOINT_MARK)?;
+                let endpoint = SaEndpoint {
+                    identity: String::from_utf8(unhex(identity)?).ok()?,
+                    epid: String::from_utf8(unhex(epid)?).ok()?,
+                };
+                (flow_part, Some(endpoint))
+            }
+        };
+        Some((decode_flow_token(flow_part)?, endpoint))
     }
+}
+
+/// Separates the endpoint from the flow in a token: not a hex digit, not a transport letter.
+const ENDPOINT_MARK: char = 'z';
+
+/// Bytes of lower- or upper-case hex; `None` when odd-length or not hex.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The flow a token made by [`Ids::flow_token`] claims, without checking its MAC: only for
 /// deciding that a token can be ignored, never for trusting it. `None` when malformed.
 pub(crate) fn flow_token_claim(token: &str) -> Option<Flow> {
-    decode_flow_token(token.rsplit_once('.')?.0)
+    let payload = token.rsplit_once('.')?.0;
+    decode_flow_token(payload.split(ENDPOINT_MARK).next()?)
 }
 
 /// The flow in a token's payload (`<t><id>x<addr hex>x<port>`).
@@ -187,9 +224,10 @@ fn decode_flow_token(payload: &str) -> Option<Flow> {
     let id = u64::from_str_radix(parts.next()?, 16).ok()?;
     let addr = parts.next()?;
     let port = u16::from_str_radix(parts.next()?, 16).ok()?;
-    let bytes: Vec<u8> = (0..addr.len() / 2)
-        .map(|i| u8::from_str_radix(addr.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = unhex(addr)?;
     let ip = match bytes.len() {
         4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
         16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
@@ -277,9 +315,9 @@ mod tests {
                 transport: Transport::Tls,
                 remote: remote.parse().unwrap(),
             };
-            let t = ids.flow_token(&flow);
+            let t = ids.flow_token(&flow, None);
             assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
-            assert_eq!(ids.parse_flow_token(&t), Some(flow));
+            assert_eq!(ids.parse_flow_token(&t), Some((flow, None)));
             let mut forged = t.clone().into_bytes();
             forged[1] = if forged[1] == b'2' { b'3' } else { b'2' };
             assert_eq!(
@@ -291,6 +329,48 @@ mod tests {
         }
         assert_eq!(ids.parse_flow_token("garbage"), None);
         assert_eq!(ids.parse_flow_token(""), None);
+    }
+
+    #[test]
+    fn endpoint_tokens_round_trip_and_cannot_be_redirected() {
+        let ids = Ids::new(Secret::new([7; 32]));
+        let flow = Flow {
+            id: FlowId(7),
+            transport: Transport::Tcp,
+            remote: "10.1.2.3:40000".parse().unwrap(),
+        };
+        let alice = SaEndpoint {
+            identity: "sip:alice@example.com".into(),
+            epid: "01010101".into(),
+        };
+        let t = ids.flow_token(&flow, Some(&alice));
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+        assert_eq!(ids.parse_flow_token(&t), Some((flow, Some(alice.clone()))));
+        // The flow is still readable without the key (to skip our own inbound flow).
+        assert_eq!(flow_token_claim(&t), Some(flow));
+        // Another endpoint spliced into a valid token, or the endpoint dropped, breaks the MAC.
+        let bob = ids.flow_token(
+            &flow,
+            Some(&SaEndpoint {
+                identity: "sip:bob@example.com".into(),
+                epid: "01010101".into(),
+            }),
+        );
+        let (t_payload, t_mac) = t.rsplit_once('.').unwrap();
+        let (b_payload, _) = bob.rsplit_once('.').unwrap();
+        assert_eq!(ids.parse_flow_token(&format!("{b_payload}.{t_mac}")), None);
+        let bare = t_payload.split(ENDPOINT_MARK).next().unwrap();
+        assert_eq!(ids.parse_flow_token(&format!("{bare}.{t_mac}")), None);
+        // Malformed endpoint parts under a valid MAC are refused, not trusted half-way.
+        for payload in [
+            format!("{bare}z6g"),
+            format!("{bare}z61"),
+            format!("{bare}z61z6"),
+            format!("{bare}zff"),
+        ] {
+            let forged = format!("{payload}.{}", ids.token_mac(&payload));
+            assert_eq!(ids.parse_flow_token(&forged), None, "{payload}");
+        }
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sagw_proxy::{
-    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext, InboundVerdict,
-    LocalAddrs, Mode, NextHop, Now, OutboundContext, Report, Secret, Target, Transport,
-    build_response,
+    Action, ClientAuth, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext,
+    InboundVerdict, LocalAddrs, Mode, NextHop, Now, OutboundContext, OutboundKind, OutboundVerdict,
+    Report, SaEndpoint, Secret, Target, Transport, build_response,
 };
 use sagw_sip::Message;
 
@@ -554,9 +554,17 @@ Call-ID: e2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     );
 }
 
-/// An auth stage that challenges REGISTERs without Authorization and tags what it signs.
+/// An auth stage that challenges REGISTERs without Authorization and tags what it signs. A
+/// request with Authorization proves the endpoint its From names (identity and epid); requests to
+/// an endpoint whose epid is in `ended` are refused with 480, as for an SA that ended.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
+struct Recorder(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    fn end_sa(&self, epid: &str) {
+        self.1.lock().unwrap().push(epid.to_owned());
+    }
+}
 
 impl ClientAuth for Recorder {
     fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
@@ -575,21 +583,148 @@ impl ClientAuth for Recorder {
             .unwrap();
             return InboundVerdict::Respond(r);
         }
+        let endpoint = msg
+            .header("Authorization")
+            .and(msg.from())
+            .and_then(|from| {
+                Some(SaEndpoint {
+                    identity: from.uri.to_owned(),
+                    epid: from.param("epid")?.to_owned(),
+                })
+            });
         InboundVerdict::Continue {
             note: Some(Arc::new(msg.call_id().unwrap_or("").to_owned())),
+            endpoint,
         }
     }
 
-    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) {
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {
         let note = ctx.note.and_then(|n| n.downcast_ref::<String>()).cloned();
+        let epid = ctx.endpoint.map(|e| e.epid.clone());
         self.0.lock().unwrap().push(format!(
-            "out {:?} {} epid={:?} note={note:?}",
+            "out {:?} {} epid={epid:?} note={note:?}",
             ctx.kind,
             msg.start_line(),
-            ctx.binding.and_then(|b| b.epid.clone())
         ));
+        if ctx.kind == OutboundKind::Request
+            && epid.is_some_and(|e| self.1.lock().unwrap().contains(&e))
+        {
+            return OutboundVerdict::Refuse(480);
+        }
         msg.push_header("X-Signed", "yes");
+        OutboundVerdict::Deliver
     }
+}
+
+/// Edge mode with the recording auth stage: `alice()` signs in through the registrar behind the
+/// gateway; returns the harness, the registrar's flow and the Path the registrar stored.
+fn edge_with_signed_in_alice(rec: &Recorder) -> (H, Flow, String) {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.mode = Mode::Edge;
+    let registrar: Flow = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: registrar.remote,
+    }];
+    let mut h = H::new(cfg);
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(rec.clone()));
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKe1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=e;epid=ea\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: e1\r\nCSeq: 1 REGISTER\r\nAuthorization: NTLM x\r\nContact: <sip:alice@10.0.0.5;transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), reg);
+    assert_eq!(sent[0].to.addr(), registrar.remote, "{sent:?}");
+    let path = sent[0].msg.header("Path").expect("Path").to_owned();
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("r"), &[]).unwrap();
+    let back = h.feed_msg(registrar, ok);
+    assert_eq!(back[0].to, Target::Flow(alice()));
+    rec.0.lock().unwrap().clear();
+    (h, registrar, path)
+}
+
+/// A request from the registrar for alice, routed by `route`.
+fn from_registrar(method: &str, branch: &str, route: &str, to_extra: &str) -> String {
+    format!(
+        "{method} sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch={branch}\r\n\
+Route: {route}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b;epid=eb\r\n\
+To: <sip:alice@example.com>{to_extra}\r\nCall-ID: {branch}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    assert!(path.contains(";lr;ob>"), "{path}");
+    // Whatever the request says about the endpoint (To names bob's epid here), the outbound stage
+    // gets the endpoint the Path token was issued for.
+    let sent = h.feed(
+        registrar,
+        &from_registrar("MESSAGE", "z9hG4bKm1", &path, ";epid=eb"),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.header("X-Signed"), Some("yes"));
+    assert_eq!(
+        rec.0.lock().unwrap().last().unwrap(),
+        "out Request MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0 epid=Some(\"ea\") note=None"
+    );
+    // An INVITE through the Path is Record-Routed with alice's endpoint in the token on her side:
+    // the far end's BYE, routed by that entry alone, is signed for her too.
+    let sent = h.feed(registrar, &from_registrar("INVITE", "z9hG4bKi1", &path, ""));
+    let invite = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice");
+    assert_eq!(invite.to, Target::Flow(alice()));
+    let rr_alice_side = invite
+        .msg
+        .header_all("Record-Route")
+        .next()
+        .expect("Record-Route")
+        .to_owned();
+    assert_ne!(
+        rr_alice_side, path,
+        "a token of its own, not a copy of the Path"
+    );
+    rec.0.lock().unwrap().clear();
+    let bye = from_registrar("BYE", "z9hG4bKb1", &rr_alice_side, ";tag=alice");
+    let sent = h.feed(registrar, &bye);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert!(
+        rec.0.lock().unwrap()[0].ends_with("epid=Some(\"ea\") note=None"),
+        "{:?}",
+        rec.0.lock().unwrap()
+    );
+}
+
+#[test]
+fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    // The flow is gone: the registrar learns it from a 430 (RFC 5626 §5.3), not a timeout.
+    let sent = h.feed(
+        registrar,
+        &from_registrar("MESSAGE", "z9hG4bKg1", &path, ""),
+    );
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    let token = sent[0].token.clone().expect("send token");
+    h.edge.send_failed(&token, h.now);
+    let sent = h.drain();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(registrar));
+    assert_eq!(sent[0].msg.status_code(), Some(430));
+    // alice's SA ends: nothing unsigned goes to her, the registrar gets 480 at once.
+    rec.end_sa("ea");
+    let sent = h.feed(
+        registrar,
+        &from_registrar("MESSAGE", "z9hG4bKg2", &path, ""),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(registrar));
+    assert_eq!(sent[0].msg.status_code(), Some(480));
+    assert!(h.reports().contains(&Report::Dropped(DropReason::Auth)));
 }
 
 #[test]
