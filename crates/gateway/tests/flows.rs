@@ -876,3 +876,7 @@ flow!(digest_stale_nonce_and_replay, "digest-stale-nonce.flow");
 flow!(sa_expires_at_eight_hours, "sa-expiry.flow");
 flow!(kerberos_register_two_legs, "kerberos-register.flow");
 flow!(challenge_family_per_listener, "listener-policy.flow");
+flow!(
+    edge_mode_signs_requests_to_clients_through_the_path,
+    "edge-mode-requests-to-clients.flow"
+);
