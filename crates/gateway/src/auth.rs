@@ -347,6 +347,16 @@ impl ClientAuth for SecurityStage {
         let now = ctx.now.wall;
         if !msg.is_request() {
             return match self.core.on_response(msg, now) {
+                ResponseVerdict::Verified(sa)
+                    if ctx
+                        .answered_endpoint
+                        .is_some_and(|e| e.identity != sa.identity() || e.epid != sa.epid()) =>
+                {
+                    // Signed, but by another endpoint than the one the request went to.
+                    self.core.counters().dropped_response();
+                    debug!("dropped a client response signed by another endpoint's SA");
+                    InboundVerdict::Drop
+                }
                 ResponseVerdict::Verified(_) => {
                     // The client's proof is for this gateway, not for whoever gets the response.
                     self.core.strip_credentials(msg);
@@ -363,14 +373,17 @@ impl ClientAuth for SecurityStage {
                     InboundVerdict::Drop
                 }
                 ResponseVerdict::Unsigned => {
-                    // Once an endpoint has an SA, its final and 18x responses must be signed.
-                    let has_sa = msg.to().is_some_and(|to| {
-                        to.param("epid").is_some_and(|epid| {
-                            self.core
-                                .sa_for_endpoint(bare_uri(to.uri), epid, now)
-                                .is_some()
-                        })
-                    });
+                    // Once an endpoint has an SA, its final and 18x responses must be signed: the
+                    // endpoint the request went to when the gateway sent it, else the one the
+                    // response's To names.
+                    let has_sa = ctx.answered_endpoint.is_some()
+                        || msg.to().is_some_and(|to| {
+                            to.param("epid").is_some_and(|epid| {
+                                self.core
+                                    .sa_for_endpoint(bare_uri(to.uri), epid, now)
+                                    .is_some()
+                            })
+                        });
                     if has_sa && msg.status_code() != Some(100) {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop

@@ -677,6 +677,7 @@ impl Edge {
                 flow,
                 now,
                 flow_binding: binding.as_ref(),
+                answered_endpoint: None,
             };
             match self.auth.inbound(&mut msg, &ctx) {
                 InboundVerdict::Continue { note, endpoint } => {
@@ -1575,21 +1576,6 @@ impl Edge {
     }
 
     fn on_response(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
-        if from_client {
-            let binding = self.registrar.flow_identity(&flow).cloned();
-            let ctx = InboundContext {
-                flow,
-                now,
-                flow_binding: binding.as_ref(),
-            };
-            if !matches!(
-                self.auth.inbound(&mut msg, &ctx),
-                InboundVerdict::Continue { .. }
-            ) {
-                self.report(Report::Dropped(DropReason::Auth));
-                return;
-            }
-        }
         let Some(top) = top_via(&msg) else {
             self.report(Report::Dropped(DropReason::Invalid));
             return;
@@ -1615,6 +1601,11 @@ impl Edge {
         } else {
             branch
         };
+        if from_client && let Err(reason) = self.admit_client_response(&mut msg, flow, &ct_key, now)
+        {
+            self.report(Report::Dropped(reason));
+            return;
+        }
         let Some(ct) = self.client.get_mut(&ct_key) else {
             if method == "CANCEL" {
                 self.report(Report::Dropped(DropReason::Stray));
@@ -1765,6 +1756,36 @@ impl Edge {
                 // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
                 self.emit_late_response(up, msg, note, now);
             }
+        }
+    }
+
+    /// The authentication stage's judgement of a response from a client. A response to a request
+    /// this gateway sent to a client must come back over the flow it went out on, and is judged
+    /// against the endpoint it was sent to (whose SA must have signed it), not against what its
+    /// own headers claim.
+    fn admit_client_response(
+        &mut self,
+        msg: &mut Message,
+        flow: Flow,
+        ct_key: &str,
+        now: Now,
+    ) -> Result<(), DropReason> {
+        let sent = self.client.get(ct_key);
+        if let Some(ct) = sent
+            && let Target::Flow(to) = ct.target
+            && to != flow
+        {
+            return Err(DropReason::ResponseNotOurs);
+        }
+        let ctx = InboundContext {
+            flow,
+            now,
+            flow_binding: self.registrar.flow_identity(&flow),
+            answered_endpoint: sent.and_then(|ct| ct.endpoint.as_ref()),
+        };
+        match self.auth.inbound(msg, &ctx) {
+            InboundVerdict::Continue { .. } => Ok(()),
+            InboundVerdict::Respond(_) | InboundVerdict::Drop => Err(DropReason::Auth),
         }
     }
 

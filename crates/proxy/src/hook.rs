@@ -45,6 +45,9 @@ pub struct InboundContext<'a> {
     pub now: Now,
     /// The identity registered over this flow, when there is one.
     pub flow_binding: Option<&'a BindingInfo>,
+    /// For a response to a request the gateway sent to this client: the endpoint it was sent
+    /// to. Its SA, and no other, must have signed the response.
+    pub answered_endpoint: Option<&'a SaEndpoint>,
 }
 
 /// What the inbound stage decided.

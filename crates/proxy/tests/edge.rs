@@ -568,10 +568,16 @@ impl Recorder {
 
 impl ClientAuth for Recorder {
     fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("in {} {:?}", msg.start_line(), ctx.flow.id));
+        let answering = ctx.answered_endpoint.map(|e| e.epid.clone());
+        self.0.lock().unwrap().push(if msg.is_request() {
+            format!("in {} {:?}", msg.start_line(), ctx.flow.id)
+        } else {
+            format!(
+                "in {} {:?} answering={answering:?}",
+                msg.start_line(),
+                ctx.flow.id
+            )
+        });
         if msg.method() == Some("REGISTER") && msg.header("Authorization").is_none() {
             let r = build_response(
                 msg,
@@ -668,6 +674,22 @@ fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
     assert_eq!(
         rec.0.lock().unwrap().last().unwrap(),
         "out Request MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0 epid=Some(\"ea\") note=None"
+    );
+    // An answer from another client's flow (it learnt the branch) is not alice's: dropped unjudged.
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("t"), &[]).unwrap();
+    let carol = flow(4, Transport::Tcp, "198.51.100.4:40004");
+    assert!(h.feed_msg(carol, ok.clone()).is_empty());
+    assert!(
+        h.reports()
+            .contains(&Report::Dropped(DropReason::ResponseNotOurs))
+    );
+    // alice's own answer is judged against the endpoint the MESSAGE was sent to.
+    let sent = h.feed_msg(alice(), ok);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(registrar));
+    assert_eq!(
+        rec.0.lock().unwrap().last().unwrap(),
+        "in SIP/2.0 200 OK FlowId(1) answering=Some(\"ea\")"
     );
     // An INVITE through the Path is Record-Routed with alice's endpoint in the token on her side:
     // the far end's BYE, routed by that entry alone, is signed for her too.
@@ -782,7 +804,7 @@ Call-ID: a3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
             "in REGISTER sip:example.com SIP/2.0 FlowId(0)".into(),
             "out Response SIP/2.0 200 OK epid=Some(\"eb\") note=Some(\"a1\")".into(),
             "out Request MESSAGE sip:bob@example.com SIP/2.0 epid=Some(\"eb\") note=None".into(),
-            "in SIP/2.0 200 OK FlowId(0)".into(),
+            "in SIP/2.0 200 OK FlowId(0) answering=Some(\"eb\")".into(),
         ]
     );
 }
