@@ -1,0 +1,411 @@
+//! Requests leaving the proxy: Max-Forwards, Record-Route, Path and Via, client transactions,
+//! fail-over, CANCEL, and the outbound authentication stage every message to a client passes.
+
+use sagw_sip::Message;
+
+use super::routing::BranchTo;
+use super::timers::TimerKind;
+use super::transaction::{ClientState, ClientTx, Failure};
+use super::{Edge, is_client};
+use crate::config::{EdgeConfig, Mode, NextHop};
+use crate::edit::{build_hop_request, push_on_top, push_via};
+use crate::hook::{
+    AuthNote, ClientAuth, OutboundContext, OutboundKind, OutboundVerdict, SaEndpoint,
+};
+use crate::registrar::Registrar;
+use crate::types::{Action, DropReason, Now, Report, SendToken, Target, Transport, later};
+use crate::uri::push_decimal;
+
+/// Methods whose out-of-dialog requests create dialogs, so the proxy Record-Routes them.
+pub(super) const DIALOG_METHODS: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
+
+/// Set Max-Forwards to `n`.
+pub(super) fn set_max_forwards(msg: &mut Message, n: u32) {
+    let mut v = String::with_capacity(3);
+    push_decimal(&mut v, u64::from(n));
+    msg.set_header("Max-Forwards", &v);
+}
+
+/// What the outbound stage is told about a message besides its flow.
+#[derive(Clone, Copy)]
+pub(super) struct OutboundCall<'a> {
+    pub(super) kind: OutboundKind,
+    pub(super) endpoint: Option<&'a SaEndpoint>,
+    pub(super) request: Option<&'a Message>,
+    pub(super) note: Option<&'a AuthNote>,
+    pub(super) now: Now,
+}
+
+/// Run the outbound stage on a message to a client (nothing for a next hop). A function of the
+/// fields it needs rather than a method, so that a caller can hand it a request borrowed from
+/// the transaction table instead of a copy.
+pub(super) fn outbound_stage(
+    cfg: &EdgeConfig,
+    auth: &mut dyn ClientAuth,
+    registrar: &Registrar,
+    to: Target,
+    msg: &mut Message,
+    call: OutboundCall<'_>,
+) -> OutboundVerdict {
+    let Target::Flow(flow) = to else {
+        return OutboundVerdict::Deliver;
+    };
+    if !is_client(cfg, &flow) {
+        return OutboundVerdict::Deliver;
+    }
+    // A request with no endpoint of its own (e.g. a 2xx ACK routed by a token without one) is
+    // for whoever registered over the flow, as far as this gateway knows.
+    let endpoint = call.endpoint.or_else(|| {
+        registrar
+            .flow_identity(&flow)
+            .and_then(|b| b.endpoint.as_ref())
+    });
+    let ctx = OutboundContext {
+        flow,
+        now: call.now,
+        kind: call.kind,
+        endpoint,
+        request: call.request,
+        note: call.note,
+    };
+    auth.outbound(msg, &ctx)
+}
+impl Edge {
+    /// Queue a send; messages to clients pass the outbound stage first, which may refuse a
+    /// request (nothing is sent then; the verdict says why).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit(
+        &mut self,
+        to: Target,
+        mut msg: Message,
+        token: Option<SendToken>,
+        kind: OutboundKind,
+        endpoint: Option<&SaEndpoint>,
+        request: Option<&Message>,
+        note: Option<&AuthNote>,
+        now: Now,
+    ) -> OutboundVerdict {
+        let ctx = OutboundCall {
+            kind,
+            endpoint,
+            request,
+            note,
+            now,
+        };
+        let verdict = outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            to,
+            &mut msg,
+            ctx,
+        );
+        if verdict == OutboundVerdict::Deliver {
+            self.actions.push_back(Action::Send {
+                to,
+                message: msg,
+                token,
+            });
+        } else {
+            self.report(Report::Dropped(DropReason::Auth));
+        }
+        verdict
+    }
+
+    /// [`Edge::emit`] for a request, returning a copy of what was sent (kept by transactions
+    /// that retransmit it or build an ACK or CANCEL from it), or the status of a refusal.
+    pub(super) fn emit_kept(
+        &mut self,
+        to: Target,
+        msg: Message,
+        token: Option<SendToken>,
+        endpoint: Option<&SaEndpoint>,
+        now: Now,
+    ) -> Result<Message, u16> {
+        let call = OutboundCall {
+            kind: OutboundKind::Request,
+            endpoint,
+            request: None,
+            note: None,
+            now,
+        };
+        let mut msg = msg;
+        if let OutboundVerdict::Refuse(status) = outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            to,
+            &mut msg,
+            call,
+        ) {
+            self.report(Report::Dropped(DropReason::Auth));
+            return Err(status);
+        }
+        let kept = msg.clone();
+        self.actions.push_back(Action::Send {
+            to,
+            message: msg,
+            token,
+        });
+        Ok(kept)
+    }
+
+    /// Our Via for a request leaving over `transport`; `extra` is appended after `rport`.
+    pub(super) fn our_via(&self, transport: Transport, branch: &str, extra: &str) -> String {
+        let host = &self.cfg.local.host;
+        let mut via = String::with_capacity(32 + host.len() + branch.len() + extra.len());
+        via.push_str("SIP/2.0/");
+        via.push_str(transport.via_token());
+        via.push(' ');
+        via.push_str(host);
+        via.push(':');
+        push_decimal(&mut via, u64::from(self.cfg.local.port(transport)));
+        via.push_str(";branch=");
+        via.push_str(branch);
+        via.push_str(";rport");
+        via.push_str(extra);
+        via
+    }
+
+    /// `<sip:[user@]host:port;transport=t;lr[extra]>`, for Record-Route and Path.
+    pub(super) fn our_uri(&self, transport: Transport, user: Option<&str>, extra: &str) -> String {
+        let host = &self.cfg.local.host;
+        let user_len = user.map_or(0, |u| u.len() + 1);
+        let mut uri = String::with_capacity(40 + user_len + host.len() + extra.len());
+        uri.push_str("<sip:");
+        if let Some(u) = user {
+            uri.push_str(u);
+            uri.push('@');
+        }
+        uri.push_str(host);
+        uri.push(':');
+        push_decimal(&mut uri, u64::from(self.cfg.local.port(transport)));
+        uri.push_str(";transport=");
+        uri.push_str(transport.uri_param());
+        uri.push_str(";lr");
+        uri.push_str(extra);
+        uri.push('>');
+        uri
+    }
+
+    /// Send the request of server transaction `key` to `target` in a new client transaction.
+    ///
+    /// `Err(status)` when the outbound stage refused it (no branch was made): the caller fails
+    /// the branch with that status.
+    pub(super) fn forward(
+        &mut self,
+        key: &str,
+        mut out: Message,
+        to: BranchTo,
+        hop: Option<usize>,
+        now: Now,
+    ) -> Result<(), u16> {
+        let Some(st) = self.server.get(key) else {
+            return Ok(());
+        };
+        let BranchTo {
+            target,
+            endpoint,
+            gone,
+        } = to;
+        let upstream = st.upstream;
+        let from_client = st.from_client;
+        let lh = st.loop_hash.clone();
+        let method = st.method.clone();
+        let has_alternatives = !st.hops.is_empty();
+        let mf = out
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(71);
+        set_max_forwards(&mut out, mf.saturating_sub(1).min(70));
+        let out_transport = target.transport();
+        // The Via token only routes a stray response back to the flow; the Path and
+        // Record-Route tokens also name the endpoint at that flow, so that requests that come
+        // back through them are signed for it (and made only when written).
+        let via_token = self.ids.flow_token(&upstream, None);
+        let upstream_endpoint = st.endpoint.as_ref().filter(|_| from_client);
+        let in_token = || match upstream_endpoint {
+            Some(e) => self.ids.flow_token(&upstream, Some(e)),
+            None => via_token.clone(),
+        };
+        let in_dialog = out.to().and_then(|t| t.tag()).is_some();
+        if !in_dialog && DIALOG_METHODS.contains(&method.as_str()) {
+            // RFC 5658 double Record-Route: one entry per side, each with that side's transport
+            // and, for a client side, the token of its flow.
+            let out_token = match target {
+                Target::Flow(f) => Some(self.ids.flow_token(&f, endpoint.as_ref())),
+                Target::Addr { .. } => None,
+            };
+            let rr_in = self.our_uri(upstream.transport, Some(&in_token()), "");
+            let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
+            push_on_top(&mut out, "Record-Route", &rr_in);
+            push_on_top(&mut out, "Record-Route", &rr_out);
+        }
+        if method == "REGISTER" && self.cfg.mode == Mode::Edge && from_client {
+            let path = self.our_uri(out_transport, Some(&in_token()), ";ob");
+            push_on_top(&mut out, "Path", &path);
+        }
+        let branch = self.ids.branch(&lh);
+        let mut sgf = String::with_capacity(5 + via_token.len());
+        sgf.push_str(";sgf=");
+        sgf.push_str(&via_token);
+        let via = self.our_via(out_transport, &branch, &sgf);
+        push_via(&mut out, &via);
+        let token = SendToken(branch.clone());
+        let sent = self.emit_kept(target, out, Some(token), endpoint.as_ref(), now)?;
+        let t1 = self.cfg.timers.t1;
+        let ct = ClientTx {
+            server_key: Some(key.to_owned()),
+            method: method.clone(),
+            request: sent,
+            target,
+            endpoint,
+            gone,
+            state: ClientState::Trying,
+            epoch: 0,
+            interval: t1,
+            cancel_pending: false,
+            hop,
+            ack: None,
+            timer_c_fired: false,
+        };
+        if !out_transport.is_reliable() {
+            self.schedule(
+                later(now.mono, t1),
+                TimerKind::ClientRetransmit(branch.clone(), 0),
+            );
+        }
+        let timeout = if hop.is_some() && has_alternatives {
+            self.cfg.timers.fail_over.min(self.cfg.timers.timeout())
+        } else {
+            self.cfg.timers.timeout()
+        };
+        self.schedule(
+            later(now.mono, timeout),
+            TimerKind::ClientTimeout(branch.clone(), 0),
+        );
+        self.client.insert(branch.clone(), Box::new(ct));
+        if let Some(st) = self.server.get_mut(key) {
+            st.branches.push(branch);
+        }
+        Ok(())
+    }
+
+    /// Forward to the next next hop that is not known to be down; 503 when none is left.
+    pub(super) fn try_next_hop(&mut self, key: &str, last_failure: Failure, now: Now) {
+        loop {
+            let Some(st) = self.server.get_mut(key) else {
+                return;
+            };
+            let Some(i) = st.hops.pop_front() else {
+                let code = match last_failure {
+                    Failure::Transport => 503,
+                    Failure::Timeout => 408,
+                };
+                let extra = if code == 503 {
+                    vec![("Retry-After", self.cfg.retry_after.as_secs().to_string())]
+                } else {
+                    Vec::new()
+                };
+                self.respond(key, code, &extra, now);
+                return;
+            };
+            let down = self
+                .hop_down
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|until| until > now.mono);
+            if down {
+                continue;
+            }
+            let Some(NextHop { transport, addr }) = self.cfg.next_hops.get(i).copied() else {
+                continue;
+            };
+            // Kept for fail-over only while there is a hop left to fail over to.
+            let next = if st.hops.is_empty() {
+                st.forward.take()
+            } else {
+                st.forward.clone()
+            };
+            let Some(msg) = next else {
+                return;
+            };
+            // An address, not a client flow: the outbound stage does not run, nothing is refused.
+            let to = BranchTo::addr(Target::Addr { transport, addr });
+            let _ = self.forward(key, msg, to, Some(i), now);
+            return;
+        }
+    }
+
+    /// CANCEL every unfinished branch of server transaction `sk` but `except` (RFC 3261
+    /// §16.10; a branch with no provisional response yet is cancelled when one arrives).
+    pub(super) fn cancel_branches(&mut self, sk: &str, except: Option<&str>, now: Now) {
+        let branches = self
+            .server
+            .get(sk)
+            .map(|s| s.branches.clone())
+            .unwrap_or_default();
+        for ck in branches.iter().filter(|k| Some(k.as_str()) != except) {
+            match self.client.get(ck).map(|c| c.state) {
+                Some(ClientState::Proceeding) => self.send_cancel(ck, now),
+                Some(ClientState::Trying) => {
+                    if let Some(ct) = self.client.get_mut(ck) {
+                        ct.cancel_pending = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn send_cancel(&mut self, ct_key: &str, now: Now) {
+        let Some(ct) = self.client.get(ct_key) else {
+            return;
+        };
+        let Some(cancel) = build_hop_request(&ct.request, "CANCEL", None) else {
+            return;
+        };
+        let target = ct.target;
+        let endpoint = ct.endpoint.clone();
+        let gone = ct.gone;
+        let key = format!("{ct_key}|CANCEL");
+        if self.client.contains_key(&key) {
+            return;
+        }
+        // Refused: the endpoint lost its SA since the INVITE went out; an unsigned CANCEL would
+        // be dropped by it, so the branch ends by its own timers.
+        let Ok(sent) = self.emit_kept(target, cancel, None, endpoint.as_ref(), now) else {
+            return;
+        };
+        let t1 = self.cfg.timers.t1;
+        if !target.transport().is_reliable() {
+            self.schedule(
+                later(now.mono, t1),
+                TimerKind::ClientRetransmit(key.clone(), 0),
+            );
+        }
+        self.schedule(
+            later(now.mono, self.cfg.timers.timeout()),
+            TimerKind::ClientTimeout(key.clone(), 0),
+        );
+        self.client.insert(
+            key,
+            Box::new(ClientTx {
+                server_key: None,
+                method: "CANCEL".into(),
+                request: sent,
+                target,
+                endpoint,
+                gone,
+                state: ClientState::Trying,
+                epoch: 0,
+                interval: t1,
+                cancel_pending: false,
+                hop: None,
+                ack: None,
+                timer_c_fired: false,
+            }),
+        );
+    }
+}

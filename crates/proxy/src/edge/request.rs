@@ -1,0 +1,429 @@
+//! Requests from the network: validation, the inbound authentication stage, transaction
+//! matching, local answers (OPTIONS, registrar, loops), then routing and forwarding.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use sagw_sip::Message;
+
+use super::Edge;
+use super::forward::set_max_forwards;
+use super::routing::{BranchTo, Dest};
+use super::timers::TimerKind;
+use super::transaction::{
+    Admitted, Failure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
+    server_key,
+};
+use crate::config::Mode;
+use crate::edit::{build_response, push_via, set_top_via, top_via};
+use crate::hook::{InboundContext, InboundVerdict, OutboundKind};
+use crate::registrar::RegisterOutcome;
+use crate::token::{branch_loop_hash, loop_hash};
+use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
+use crate::uri::{SipUri, Via, list_elements, push_decimal};
+
+/// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
+pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
+    let Some(top) = top_via(msg) else { return };
+    let Some(via) = Via::parse(top) else { return };
+    let ip = flow.remote.ip();
+    let sent_ip = crate::uri::host_ip(via.host);
+    let needs_received = sent_ip != Some(ip);
+    let has_rport = via.param("rport").is_some();
+    if !needs_received && !has_rport {
+        return;
+    }
+    // Written straight into one String: with clients behind NAT this runs for every request.
+    let mut new = String::with_capacity(top.len() + 48);
+    new.push_str("SIP/2.0/");
+    new.push_str(via.transport);
+    new.push(' ');
+    new.push_str(via.host);
+    if let Some(p) = via.port {
+        new.push(':');
+        push_decimal(&mut new, u64::from(p));
+    }
+    for p in via.params.split(';').map(str::trim).filter(|p| {
+        let name = p.split('=').next().unwrap_or("").trim();
+        !p.is_empty()
+            && !name.eq_ignore_ascii_case("received")
+            && !name.eq_ignore_ascii_case("rport")
+    }) {
+        new.push(';');
+        new.push_str(p);
+    }
+    new.push_str(";received=");
+    // Display of an IpAddr is the only formatting left here (exact canonical text).
+    let _ = write!(new, "{ip}");
+    if has_rport {
+        new.push_str(";rport=");
+        push_decimal(&mut new, u64::from(flow.remote.port()));
+    }
+    set_top_via(msg, &new);
+}
+impl Edge {
+    pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
+        let method = msg.method().unwrap_or("").to_owned();
+        if msg.validate().is_err() || top_via(&msg).and_then(Via::parse).is_none() {
+            if method == "ACK" {
+                self.report(Report::Dropped(DropReason::Invalid));
+            } else {
+                self.respond_stateless(&msg, flow, 400, &[], now);
+            }
+            return;
+        }
+        stamp_via(&mut msg, &flow);
+        // Owned: the authentication stage may edit the message.
+        let Some(top) = top_via(&msg).map(str::to_owned) else {
+            return;
+        };
+        let Some(via) = Via::parse(&top) else { return };
+        // ACK and CANCEL match the INVITE transaction; every key below is this one.
+        let ack_or_cancel = matches!(method.as_str(), "ACK" | "CANCEL");
+        let txn_method = if ack_or_cancel { "INVITE" } else { &method };
+        let mut key = server_key(&via, txn_method, &msg);
+        // Authentication comes after transaction matching: a retransmission repeats the last
+        // response without being judged again (its signature's cnum or its Digest nonce count was
+        // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
+        // this same flow belongs to a request that was authenticated already (CANCEL can never be
+        // challenged, RFC 3261 §22.1).
+        let mut admitted = Admitted::default();
+        let belongs_to_open_transaction = ack_or_cancel
+            && self.server.get(&key).is_some_and(|st| {
+                st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+            });
+        let retransmission = !ack_or_cancel && self.server.contains_key(&key);
+        if from_client && !belongs_to_open_transaction && !retransmission {
+            let binding = self.registrar.flow_identity(&flow).cloned();
+            let ctx = InboundContext {
+                flow,
+                now,
+                flow_binding: binding.as_ref(),
+                answered_endpoint: None,
+            };
+            match self.auth.inbound(&mut msg, &ctx) {
+                InboundVerdict::Continue { note, endpoint } => {
+                    admitted = Admitted { note, endpoint };
+                }
+                InboundVerdict::Respond(resp) => {
+                    self.emit(
+                        Target::Flow(flow),
+                        resp,
+                        None,
+                        OutboundKind::Response,
+                        None,
+                        Some(&msg),
+                        None,
+                        now,
+                    );
+                    return;
+                }
+                InboundVerdict::Drop => {
+                    self.report(Report::Dropped(DropReason::Auth));
+                    return;
+                }
+            }
+            // An RFC 2543 key is made of headers the stage may have edited: match on the
+            // request as it is now (a branch key depends on the Via copy only).
+            if rfc3261_branch(&via).is_none() {
+                key = server_key(&via, txn_method, &msg);
+            }
+        }
+        match method.as_str() {
+            "ACK" => {
+                self.on_ack(msg, key, flow, now);
+                return;
+            }
+            "CANCEL" => {
+                self.on_cancel(msg, key, flow, now);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(st) = self.server.get(&key) {
+            // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2);
+            // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
+            let resend = st
+                .last_response
+                .as_deref()
+                .filter(|_| st.state != ServerState::Accepted)
+                .and_then(resend_copy)
+                .map(|r| (st.upstream, r));
+            if let Some((up, resp)) = resend {
+                self.actions.push_back(Action::Send {
+                    to: Target::Flow(up),
+                    message: resp,
+                    token: None,
+                });
+            }
+            self.report(Report::Dropped(DropReason::Retransmission));
+            return;
+        }
+        if self.server.len() >= self.cfg.max_transactions {
+            self.report(Report::Limit(LimitKind::Transactions));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
+        let max_forwards = msg
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        let ruri_local = msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+            u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
+        });
+        let addressed_to_us = ruri_local && msg.header("Route").is_none();
+        if method == "OPTIONS" && addressed_to_us {
+            let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
+            self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
+            return;
+        }
+        if max_forwards == 0 {
+            self.local_transaction(key, msg, flow, from_client, admitted, 483, &[], now);
+            return;
+        }
+        // Loop detection (RFC 3261 §16.3 item 4): one of our Vias with this request's loop hash.
+        // The hash is computed only when there is one of our Vias to compare with (a request
+        // answered here, like REGISTER, never needs it otherwise).
+        let mut lh: Option<String> = None;
+        let mut looped = false;
+        for v in msg.header_all("Via").flat_map(list_elements) {
+            let Some(v) = Via::parse(v) else { continue };
+            if !self.cfg.local.is_local(v.host, v.port, v.transport()) {
+                continue;
+            }
+            let Some(theirs) = v.branch().and_then(branch_loop_hash) else {
+                continue;
+            };
+            if theirs == lh.get_or_insert_with(|| loop_hash(&msg)).as_str() {
+                looped = true;
+                break;
+            }
+        }
+        if looped {
+            self.local_transaction(key, msg, flow, from_client, admitted, 482, &[], now);
+            return;
+        }
+        if method == "REGISTER"
+            && self.cfg.mode == Mode::Registrar
+            && (ruri_local || self.serves_ruri(&msg))
+        {
+            let outcome = self
+                .registrar
+                .register(&msg, flow, admitted.endpoint.as_ref(), now.mono);
+            self.report_binding_changes();
+            match outcome {
+                RegisterOutcome::Ok { contacts } => {
+                    // The granted lifetime of this request's own binding also goes into an
+                    // Expires header: Lync-family clients read only that (pidgin-sipe hangs
+                    // without it, notes §9).
+                    let own = msg
+                        .header("Contact")
+                        .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+                        .map(|na| na.uri.to_owned());
+                    let granted = own.and_then(|uri| {
+                        contacts.iter().find_map(|c| {
+                            let na = sagw_sip::parse_name_addr(c).ok()?;
+                            (na.uri == uri).then(|| na.param("expires").map(str::to_owned))?
+                        })
+                    });
+                    let mut extra: Vec<(&str, String)> =
+                        contacts.into_iter().map(|c| ("Contact", c)).collect();
+                    if let Some(e) = granted {
+                        extra.push(("Expires", e));
+                    }
+                    self.local_transaction(key, msg, flow, from_client, admitted, 200, &extra, now);
+                }
+                RegisterOutcome::Error(code, _, extra) => {
+                    self.local_transaction(
+                        key,
+                        msg,
+                        flow,
+                        from_client,
+                        admitted,
+                        code,
+                        &extra,
+                        now,
+                    );
+                }
+            }
+            return;
+        }
+
+        // Proxy it.
+        let lh = lh.unwrap_or_else(|| loop_hash(&msg));
+        let mut forward = msg.clone();
+        let dest = self.route(&mut forward, &flow, from_client, now.mono);
+        let st = ServerTx::new(
+            method.clone(),
+            msg,
+            flow,
+            from_client,
+            admitted,
+            lh,
+            now.mono,
+            self.cfg.timers.t1,
+        );
+        self.server.insert(key.clone(), Box::new(st));
+        if method == "INVITE" {
+            self.respond(&key, 100, &[], now);
+        }
+        match dest {
+            Ok(Dest::Flow(to)) => {
+                if let Err(status) = self.forward(&key, forward, to, None, now) {
+                    self.branch_failed(&key, "", status, now);
+                }
+            }
+            Ok(Dest::Fork(branches)) => {
+                // Refusals are answered once every branch went out: failing one before the
+                // others exist would end the search with its answer.
+                let mut refused = Vec::new();
+                for to in branches {
+                    if let Err(status) = self.forward(&key, forward.clone(), to, None, now) {
+                        refused.push(status);
+                    }
+                }
+                for status in refused {
+                    self.branch_failed(&key, "", status, now);
+                }
+            }
+            Ok(Dest::Addr(transport, addr)) => {
+                let to = BranchTo::addr(Target::Addr { transport, addr });
+                // Not a client flow: the outbound stage does not run, nothing is refused.
+                let _ = self.forward(&key, forward, to, None, now);
+            }
+            Ok(Dest::Hops) => {
+                if let Some(st) = self.server.get_mut(&key) {
+                    st.hops = (0..self.cfg.next_hops.len()).collect();
+                    st.forward = Some(forward);
+                }
+                self.try_next_hop(&key, Failure::Transport, now);
+            }
+            Err(code) => self.respond(&key, code, &[], now),
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, mut msg: Message, key: String, flow: Flow, now: Now) {
+        if let Some(st) = self.server.get_mut(&key)
+            && st.state == ServerState::Completed
+            && st.method == "INVITE"
+        {
+            // ACK for our non-2xx final: hop by hop, ends here (RFC 3261 §17.2.1).
+            st.state = ServerState::Confirmed;
+            st.epoch += 1;
+            let epoch = st.epoch;
+            let linger = if flow.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                self.cfg.timers.t4
+            };
+            if linger.is_zero() {
+                self.server.remove(&key);
+            } else {
+                self.schedule(
+                    later(now.mono, linger),
+                    TimerKind::ServerCleanup(key, epoch),
+                );
+            }
+            return;
+        }
+        if self.server.contains_key(&key) {
+            // A retransmitted ACK after the transaction moved on.
+            self.report(Report::Dropped(DropReason::Retransmission));
+            return;
+        }
+        // ACK for a 2xx: end to end, forwarded statelessly (RFC 3261 §16.11).
+        let mf = msg
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        if mf == 0 {
+            self.report(Report::Dropped(DropReason::Stray));
+            return;
+        }
+        let from_client = self.is_client(&flow);
+        let lh = loop_hash(&msg);
+        let incoming = top_via(&msg)
+            .and_then(|v| Via::parse(v).and_then(|v| v.branch().map(str::to_owned)))
+            .unwrap_or_default();
+        let to = match self.route(&mut msg, &flow, from_client, now.mono) {
+            Ok(Dest::Flow(to)) => to,
+            // A 2xx ACK carries our Route (Record-Route was added): an AOR lookup here is a
+            // peer without a route set; the most recent binding is the best guess.
+            Ok(Dest::Fork(b)) => match b.into_iter().next() {
+                Some(to) => to,
+                None => {
+                    self.report(Report::Dropped(DropReason::Stray));
+                    return;
+                }
+            },
+            Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
+            Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
+                Some(h) => BranchTo::addr(Target::Addr {
+                    transport: h.transport,
+                    addr: h.addr,
+                }),
+                None => {
+                    self.report(Report::Dropped(DropReason::Stray));
+                    return;
+                }
+            },
+            Err(_) => {
+                self.report(Report::Dropped(DropReason::Stray));
+                return;
+            }
+        };
+        set_max_forwards(&mut msg, (mf - 1).min(70));
+        let branch = self.ids.stateless_branch(&lh, &incoming);
+        let t = to.target.transport();
+        let via = self.our_via(t, &branch, "");
+        push_via(&mut msg, &via);
+        // A refused ACK (the endpoint's SA ended) is counted by emit; there is no one to tell.
+        let _ = self.emit(
+            to.target,
+            msg,
+            None,
+            OutboundKind::Request,
+            to.endpoint.as_ref(),
+            None,
+            None,
+            now,
+        );
+    }
+
+    pub(super) fn on_cancel(&mut self, msg: Message, key: String, flow: Flow, now: Now) {
+        let Some(st) = self.server.get_mut(&key) else {
+            self.respond_stateless(&msg, flow, 481, &[], now);
+            return;
+        };
+        ensure_to_tag(st, &mut self.ids, 200);
+        let tag = st.to_tag.clone();
+        let proceeding = st.state == ServerState::Proceeding;
+        let no_branches = st.branches.is_empty();
+        let note = st.note.clone();
+        if let Some(ok) = build_response(&msg, 200, "OK", tag.as_deref(), &[]) {
+            self.emit(
+                Target::Flow(flow),
+                ok,
+                None,
+                OutboundKind::Response,
+                None,
+                Some(&msg),
+                note.as_ref(),
+                now,
+            );
+        }
+        if !proceeding {
+            return;
+        }
+        // Stop fail-over: a cancelled request is not tried elsewhere.
+        if let Some(st) = self.server.get_mut(&key) {
+            st.hops.clear();
+        }
+        if no_branches {
+            self.respond(&key, 487, &[], now);
+        } else {
+            self.cancel_branches(&key, None, now);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Responses from the network: matching to client transactions, the inbound authentication stage
+//! for client responses, and passing them upstream.
+
+use std::time::Duration;
+
+use sagw_sip::Message;
+
+use super::Edge;
+use super::timers::TimerKind;
+use super::transaction::{ClientState, Failure, ServerState};
+use crate::edit::{build_hop_request, pop_via, top_via};
+use crate::hook::{InboundContext, InboundVerdict, OutboundKind};
+use crate::token::BRANCH_PREFIX;
+use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
+use crate::uri::Via;
+impl Edge {
+    pub(super) fn on_response(
+        &mut self,
+        mut msg: Message,
+        flow: Flow,
+        from_client: bool,
+        now: Now,
+    ) {
+        let Some(top) = top_via(&msg) else {
+            self.report(Report::Dropped(DropReason::Invalid));
+            return;
+        };
+        let Some(via) = Via::parse(top) else {
+            self.report(Report::Dropped(DropReason::Invalid));
+            return;
+        };
+        let Some(branch) = via
+            .branch()
+            .filter(|b| b.starts_with(BRANCH_PREFIX))
+            .filter(|_| self.cfg.local.is_local(via.host, via.port, via.transport()))
+            .map(str::to_owned)
+        else {
+            self.report(Report::Dropped(DropReason::ResponseNotOurs));
+            return;
+        };
+        let sgf = via.param("sgf").map(str::to_owned);
+        let code = msg.status_code().unwrap_or(500);
+        let method = msg.cseq().map(|c| c.method.to_owned()).unwrap_or_default();
+        let ct_key = if method == "CANCEL" {
+            format!("{branch}|CANCEL")
+        } else {
+            branch
+        };
+        if from_client && let Err(reason) = self.admit_client_response(&mut msg, flow, &ct_key, now)
+        {
+            self.report(Report::Dropped(reason));
+            return;
+        }
+        let Some(ct) = self.client.get_mut(&ct_key) else {
+            if method == "CANCEL" {
+                self.report(Report::Dropped(DropReason::Stray));
+                return;
+            }
+            // No transaction (e.g. a retransmitted 2xx after it ended): forward statelessly
+            // by the flow token in our Via, else by the next Via.
+            pop_via(&mut msg);
+            let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
+                Some((f, _)) => Some(Target::Flow(f)),
+                None => top_via(&msg).and_then(|v| {
+                    let v = Via::parse(v)?;
+                    Some(Target::Addr {
+                        transport: v.transport()?,
+                        addr: v.response_addr()?,
+                    })
+                }),
+            };
+            match target {
+                Some(t) => {
+                    self.emit(t, msg, None, OutboundKind::Response, None, None, None, now);
+                }
+                None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
+            }
+            return;
+        };
+        if ct.method == "CANCEL" {
+            if code >= 200 {
+                ct.state = ClientState::Completed;
+                ct.epoch += 1;
+                self.client.remove(&ct_key);
+            }
+            return;
+        }
+        let server_key = ct.server_key.clone();
+        if code < 200 {
+            if ct.state == ClientState::Trying {
+                ct.state = ClientState::Proceeding;
+                ct.epoch += 1;
+                let epoch = ct.epoch;
+                let invite = ct.method == "INVITE";
+                let cancel = std::mem::take(&mut ct.cancel_pending);
+                if invite {
+                    self.schedule(
+                        later(now.mono, self.cfg.timers.timer_c),
+                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                    );
+                } else {
+                    self.schedule(
+                        later(now.mono, self.cfg.timers.timeout()),
+                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                    );
+                }
+                if cancel {
+                    self.send_cancel(&ct_key, now);
+                }
+            }
+            if code == 100 {
+                return;
+            }
+            if let Some(sk) = server_key {
+                pop_via(&mut msg);
+                self.send_upstream(&sk, msg, now);
+            }
+            return;
+        }
+        // Final response.
+        if ct.state == ClientState::Completed {
+            // Retransmission: re-ACK a non-2xx; a 2xx is end to end, pass it on.
+            let ack = ct.ack.clone();
+            let target = ct.target;
+            if code >= 300 {
+                if let Some(ack) = ack {
+                    self.actions.push_back(Action::Send {
+                        to: target,
+                        message: ack,
+                        token: None,
+                    });
+                }
+            } else if let Some(sk) = server_key
+                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
+            {
+                pop_via(&mut msg);
+                self.emit_late_response(up, msg, note, now);
+            }
+            return;
+        }
+        ct.state = ClientState::Completed;
+        ct.epoch += 1;
+        let epoch = ct.epoch;
+        let invite = ct.method == "INVITE";
+        let target = ct.target;
+        // The hop-by-hop ACK of a non-2xx is built from the request as sent, borrowed.
+        let ack = if invite && code >= 300 {
+            build_hop_request(&ct.request, "ACK", msg.header("To"))
+        } else {
+            None
+        };
+        let endpoint = ack.as_ref().and_then(|_| ct.endpoint.clone());
+        if let Some(ack) = ack
+            && let Ok(sent) = self.emit_kept(target, ack, None, endpoint.as_ref(), now)
+            && let Some(ct) = self.client.get_mut(&ct_key)
+        {
+            ct.ack = Some(sent);
+        }
+        let linger = if invite || !target.transport().is_reliable() {
+            self.cfg.timers.timeout()
+        } else {
+            Duration::ZERO
+        };
+        if linger.is_zero() {
+            self.client.remove(&ct_key);
+        } else {
+            self.schedule(
+                later(now.mono, linger),
+                TimerKind::ClientCleanup(ct_key.clone(), epoch),
+            );
+        }
+        let hop = self.client.get(&ct_key).and_then(|c| c.hop);
+        if code == 503
+            && let (Some(i), Some(sk)) = (hop, server_key.as_deref())
+            && self
+                .server
+                .get(sk)
+                .is_some_and(|s| s.state == ServerState::Proceeding && !s.hops.is_empty())
+        {
+            // RFC 3263 §4.3: a 503 from a next hop means "try the next one".
+            self.mark_down(i, now.mono);
+            self.try_next_hop(sk, Failure::Transport, now);
+            return;
+        }
+        if let Some(sk) = server_key {
+            pop_via(&mut msg);
+            let still_open = self
+                .server
+                .get(&sk)
+                .is_some_and(|s| s.state == ServerState::Proceeding);
+            if still_open && (200..300).contains(&code) {
+                self.send_upstream(&sk, msg, now);
+                self.cancel_branches(&sk, Some(&ct_key), now);
+            } else if still_open {
+                self.branch_final(&sk, &ct_key, msg, now);
+            } else if invite
+                && (200..300).contains(&code)
+                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
+            {
+                // An INVITE 2xx after we already answered (another fork's 2xx, or after a
+                // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
+                self.emit_late_response(up, msg, note, now);
+            }
+        }
+    }
+
+    /// The authentication stage's judgement of a response from a client. A response to a request
+    /// this gateway sent to a client must come back over the flow it went out on, and is judged
+    /// against the endpoint it was sent to (whose SA must have signed it), not against what its
+    /// own headers claim.
+    pub(super) fn admit_client_response(
+        &mut self,
+        msg: &mut Message,
+        flow: Flow,
+        ct_key: &str,
+        now: Now,
+    ) -> Result<(), DropReason> {
+        let sent = self.client.get(ct_key);
+        if let Some(ct) = sent
+            && let Target::Flow(to) = ct.target
+            && to != flow
+        {
+            return Err(DropReason::ResponseNotOurs);
+        }
+        let ctx = InboundContext {
+            flow,
+            now,
+            flow_binding: self.registrar.flow_identity(&flow),
+            answered_endpoint: sent.and_then(|ct| ct.endpoint.as_ref()),
+        };
+        match self.auth.inbound(msg, &ctx) {
+            InboundVerdict::Continue { .. } => Ok(()),
+            InboundVerdict::Respond(_) | InboundVerdict::Drop => Err(DropReason::Auth),
+        }
+    }
+}

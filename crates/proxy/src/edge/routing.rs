@@ -1,0 +1,191 @@
+//! Where a request goes (RFC 3261 §16.4-16.5): our own Route entries and the flow tokens in them,
+//! the next Route, registered bindings, the next hops.
+
+use std::time::Instant;
+
+use sagw_sip::{Message, parse_name_addr};
+
+use super::Edge;
+use crate::config::{Mode, NextHop};
+use crate::edit::{pop_route, top_route};
+use crate::hook::SaEndpoint;
+use crate::token::flow_token_claim;
+use crate::types::{Flow, Target, Transport};
+use crate::uri::SipUri;
+
+/// Where routing sends a request.
+pub(super) enum Dest {
+    /// One client flow (a binding, or a flow token of ours).
+    Flow(BranchTo),
+    /// Every live binding of an AOR, most recent first (parallel forking).
+    Fork(Vec<BranchTo>),
+    Addr(Transport, std::net::SocketAddr),
+    Hops,
+}
+
+/// The far end of one branch of a proxied request.
+pub(super) struct BranchTo {
+    pub(super) target: Target,
+    /// The client endpoint there, when it has an SA: the request is signed for it.
+    pub(super) endpoint: Option<SaEndpoint>,
+    /// The answer when the target's flow turns out to be gone: 430 Flow Failed for a flow named
+    /// by one of our flow tokens (RFC 5626 §5.3: the registrar behind an edge, or the far end
+    /// of a dialog, learns that this flow, not the user, is gone), 480 otherwise.
+    pub(super) gone: u16,
+}
+
+impl BranchTo {
+    /// A registered binding's flow.
+    pub(super) fn binding(flow: Flow, endpoint: Option<SaEndpoint>) -> BranchTo {
+        BranchTo {
+            target: Target::Flow(flow),
+            endpoint,
+            gone: 480,
+        }
+    }
+
+    /// The flow one of our Path or Record-Route tokens names.
+    pub(super) fn token(flow: Flow, endpoint: Option<SaEndpoint>) -> BranchTo {
+        BranchTo {
+            target: Target::Flow(flow),
+            endpoint,
+            gone: 430,
+        }
+    }
+
+    /// An address (a next hop, a Route to an address).
+    pub(super) fn addr(target: Target) -> BranchTo {
+        BranchTo {
+            target,
+            endpoint: None,
+            gone: 480,
+        }
+    }
+}
+impl Edge {
+    pub(super) fn serves_ruri(&self, msg: &Message) -> bool {
+        msg.request_uri()
+            .and_then(SipUri::parse)
+            .is_some_and(|u| self.serves(&u))
+    }
+
+    pub(super) fn serves(&self, uri: &SipUri<'_>) -> bool {
+        self.cfg.domains.is_empty()
+            || self
+                .cfg
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(uri.host))
+            || self.cfg.local.is_local(uri.host, uri.port, uri.transport())
+    }
+
+    /// RFC 3261 §16.4 and §16.5: strip our own Route entries (remembering a flow token in them),
+    /// then pick the destination from the next Route or the Request-URI.
+    pub(super) fn route(
+        &mut self,
+        msg: &mut Message,
+        inflow: &Flow,
+        from_client: bool,
+        now: Instant,
+    ) -> Result<Dest, u16> {
+        let mut token_flow = None;
+        while let Some(r) = top_route(msg) {
+            let Ok(na) = parse_name_addr(r) else { break };
+            let Some(uri) = SipUri::parse(na.uri) else {
+                break;
+            };
+            if !self.cfg.local.is_local(uri.host, uri.port, uri.transport()) {
+                break;
+            }
+            // A token naming the flow the request came in on changes nothing: its MAC is checked
+            // only when it names another flow.
+            if let Some(u) = uri.user
+                && flow_token_claim(u)
+                    .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
+                && let Some(named) = self.ids.parse_flow_token(u)
+            {
+                token_flow = Some(named);
+            }
+            pop_route(msg);
+        }
+        if let Some((f, endpoint)) = token_flow {
+            // The endpoint the token was issued for; a token without one (a client with no SA,
+            // or a next hop's flow) falls back to what registered over the flow, if anything.
+            let endpoint = endpoint.or_else(|| {
+                self.registrar
+                    .flow_identity(&f)
+                    .and_then(|b| b.endpoint.clone())
+            });
+            return Ok(Dest::Flow(BranchTo::token(f, endpoint)));
+        }
+        if let Some(r) = top_route(msg) {
+            let next = parse_name_addr(r).ok().and_then(|na| {
+                let uri = SipUri::parse(na.uri)?;
+                let t = uri.transport().unwrap_or(Transport::Udp);
+                Some((t, uri.socket_addr(t)?))
+            });
+            return match next {
+                Some((t, addr)) => Ok(Dest::Addr(t, addr)),
+                None if !self.cfg.next_hops.is_empty() => Ok(Dest::Hops),
+                None => Err(404),
+            };
+        }
+        let ruri = msg.request_uri().unwrap_or("").to_owned();
+        let Some(uri) = SipUri::parse(&ruri) else {
+            return Err(416);
+        };
+        if let Some(b) = self.registrar.lookup_contact(&ruri, now) {
+            return Ok(Dest::Flow(BranchTo::binding(
+                b.flow,
+                b.info.endpoint.clone(),
+            )));
+        }
+        let local_lookup = match self.cfg.mode {
+            Mode::Registrar => self.serves(&uri),
+            Mode::Edge => !from_client,
+        };
+        if local_lookup {
+            let mut branches: Vec<BranchTo> = self
+                .registrar
+                .lookup(&uri.aor(), now)
+                .into_iter()
+                .map(|b| BranchTo::binding(b.flow, b.info.endpoint.clone()))
+                .collect();
+            match branches.len() {
+                0 => {}
+                1 => {
+                    if let Some(to) = branches.pop() {
+                        return Ok(Dest::Flow(to));
+                    }
+                }
+                _ => return Ok(Dest::Fork(branches)),
+            }
+        }
+        if self.cfg.local.is_local(uri.host, uri.port, uri.transport()) && uri.user.is_none() {
+            return Err(404);
+        }
+        if from_client && !self.cfg.next_hops.is_empty() {
+            return Ok(Dest::Hops);
+        }
+        match self.cfg.mode {
+            Mode::Registrar if self.serves(&uri) => Err(404),
+            Mode::Registrar => Err(404),
+            Mode::Edge => Err(480),
+        }
+    }
+
+    pub(super) fn first_live_hop(&self, now: Instant) -> Option<NextHop> {
+        self.cfg
+            .next_hops
+            .iter()
+            .enumerate()
+            .find(|(i, _)| {
+                self.hop_down
+                    .get(*i)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|u| u <= now)
+            })
+            .map(|(_, h)| *h)
+    }
+}

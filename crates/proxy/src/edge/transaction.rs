@@ -1,0 +1,461 @@
+//! Server and client transactions (RFC 3261 §17) and the responses the proxy sends upstream:
+//! their state, the answers made here, and the choice among the final responses of forked branches
+//! (§16.7).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use sagw_sip::Message;
+
+use super::Edge;
+use super::forward::{OutboundCall, outbound_stage};
+use super::timers::TimerKind;
+use crate::edit::{build_response, reason_phrase};
+use crate::hook::{AuthNote, OutboundKind, SaEndpoint};
+use crate::token::Ids;
+use crate::types::{Action, Flow, Now, Report, Target, later};
+use crate::uri::{Via, push_decimal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ServerState {
+    /// No final response yet.
+    Proceeding,
+    /// Non-2xx final sent (INVITE: waiting for the ACK).
+    Completed,
+    /// INVITE 2xx sent: absorb retransmitted INVITEs (RFC 6026 "Accepted").
+    Accepted,
+    /// ACK received for a non-2xx final.
+    Confirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientState {
+    /// Sent, nothing heard.
+    Trying,
+    /// A provisional response arrived.
+    Proceeding,
+    /// Final response received; kept to absorb retransmissions.
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The next hop gave no answer in time.
+    Timeout,
+    /// The driver could not deliver (connection refused, flow gone).
+    Transport,
+}
+
+pub(super) struct ServerTx {
+    pub(super) method: String,
+    /// The request as received (plus received/rport), for building and signing responses;
+    /// dropped once the final response is sent. A completed UDP transaction lingers 32 s
+    /// (Timer J) only to repeat its answer to retransmissions, and at thousands of requests per
+    /// second these copies were most of the proxy's memory.
+    pub(super) request: Option<Message>,
+    /// The request after Route processing, before per-hop edits: re-used for fail-over.
+    pub(super) forward: Option<Message>,
+    pub(super) upstream: Flow,
+    pub(super) from_client: bool,
+    pub(super) note: Option<AuthNote>,
+    /// The endpoint the client proved to be (with an SA): named in the flow tokens of the
+    /// Path and Record-Route entries written for it.
+    pub(super) endpoint: Option<SaEndpoint>,
+    pub(super) state: ServerState,
+    /// The last response sent, as bytes: only retransmissions need it again, and it is the
+    /// one part of a completed transaction kept for its whole lifetime (a parsed `Message`
+    /// took three times the memory).
+    pub(super) last_response: Option<Box<[u8]>>,
+    /// Client transactions, one per branch (several when a request forks to every binding).
+    pub(super) branches: Vec<String>,
+    /// The best non-2xx final response of the finished branches (RFC 3261 §16.7 step 6).
+    pub(super) best: Option<Message>,
+    pub(super) started: Instant,
+    /// To tag of the responses made here, made on first use: a proxied transaction whose
+    /// responses all come from downstream never needs one.
+    pub(super) to_tag: Option<String>,
+    pub(super) loop_hash: String,
+    /// Next hops still to try, in order.
+    pub(super) hops: VecDeque<usize>,
+    pub(super) epoch: u32,
+    pub(super) interval: Duration,
+}
+
+impl ServerTx {
+    /// A server transaction in Proceeding, before any response or branch.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        method: String,
+        request: Message,
+        upstream: Flow,
+        from_client: bool,
+        auth: Admitted,
+        loop_hash: String,
+        started: Instant,
+        interval: Duration,
+    ) -> Self {
+        ServerTx {
+            method,
+            request: Some(request),
+            forward: None,
+            upstream,
+            from_client,
+            note: auth.note,
+            endpoint: auth.endpoint,
+            state: ServerState::Proceeding,
+            last_response: None,
+            branches: Vec::new(),
+            best: None,
+            started,
+            to_tag: None,
+            loop_hash,
+            hops: VecDeque::new(),
+            epoch: 0,
+            interval,
+        }
+    }
+}
+
+pub(super) struct ClientTx {
+    pub(super) server_key: Option<String>,
+    pub(super) method: String,
+    /// As sent (after the outbound stage).
+    pub(super) request: Message,
+    pub(super) target: Target,
+    /// The client endpoint at the target, when it has an SA: the CANCEL and ACK we send there
+    /// are signed for it too.
+    pub(super) endpoint: Option<SaEndpoint>,
+    /// The answer when the target's flow is gone (see [`BranchTo::gone`]).
+    pub(super) gone: u16,
+    pub(super) state: ClientState,
+    pub(super) epoch: u32,
+    pub(super) interval: Duration,
+    pub(super) cancel_pending: bool,
+    pub(super) hop: Option<usize>,
+    pub(super) ack: Option<Message>,
+    /// Timer C fired and the branch was cancelled: the next timeout gives up on it.
+    pub(super) timer_c_fired: bool,
+}
+
+/// What the inbound stage established about a client's request.
+#[derive(Default)]
+pub(super) struct Admitted {
+    pub(super) note: Option<AuthNote>,
+    pub(super) endpoint: Option<SaEndpoint>,
+}
+
+/// The RFC 3261 branch of `via`, when it has the magic cookie.
+pub(super) fn rfc3261_branch<'a>(via: &Via<'a>) -> Option<&'a str> {
+    via.branch().filter(|b| b.starts_with("z9hG4bK"))
+}
+
+/// The server transaction key of a request (RFC 3261 §17.2.3): branch, sent-by and method.
+/// Written into one pre-sized String: it is built for every request.
+pub(super) fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
+    let push_sent_by = |key: &mut String| {
+        let start = key.len();
+        key.push_str(via.host);
+        if let Some(host) = key.get_mut(start..) {
+            host.make_ascii_lowercase();
+        }
+        if let Some(p) = via.port {
+            key.push(':');
+            push_decimal(key, u64::from(p));
+        }
+    };
+    match rfc3261_branch(via) {
+        Some(b) => {
+            let mut key = String::with_capacity(b.len() + via.host.len() + method.len() + 8);
+            key.push_str(b);
+            key.push('\u{0}');
+            push_sent_by(&mut key);
+            key.push('\u{0}');
+            key.push_str(method);
+            key
+        }
+        // RFC 2543 peers: no magic cookie, match on the dialog and CSeq identifiers instead.
+        None => {
+            let mut key = String::with_capacity(128);
+            key.push_str("2543\u{0}");
+            key.push_str(msg.call_id().unwrap_or(""));
+            key.push('\u{0}');
+            key.push_str(msg.cseq().map(|c| c.number).unwrap_or(""));
+            key.push('\u{0}');
+            key.push_str(msg.from().and_then(|f| f.tag()).unwrap_or(""));
+            key.push('\u{0}');
+            push_sent_by(&mut key);
+            key.push('\u{0}');
+            key.push_str(method);
+            key
+        }
+    }
+}
+
+/// A response this proxy sent before, parsed again to be sent again. It was serialised from a
+/// `Message` and is our own, so it is parsed without size limits: the configured limits (which
+/// may exceed the parser's defaults) were applied to what it was built from.
+pub(super) fn resend_copy(bytes: &[u8]) -> Option<Message> {
+    let own = sagw_sip::Limits {
+        max_message_bytes: usize::MAX,
+        max_headers: usize::MAX,
+        max_line_bytes: usize::MAX,
+        ..sagw_sip::Limits::default()
+    };
+    Message::parse_with(bytes, &own).ok()
+}
+
+/// The To tag for a response with `code` made here for `st` (none for 100 Trying, which gets
+/// none, RFC 3261 §8.2.6.2), made on first use and the same for every later one.
+pub(super) fn ensure_to_tag(st: &mut ServerTx, ids: &mut Ids, code: u16) {
+    if code > 100 && st.to_tag.is_none() {
+        st.to_tag = Some(ids.unique());
+    }
+}
+impl Edge {
+    /// Answer `req` without a transaction.
+    pub(super) fn respond_stateless(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        code: u16,
+        extra: &[(&str, String)],
+        now: Now,
+    ) {
+        let tag = self.ids.unique();
+        if let Some(resp) = build_response(req, code, reason_phrase(code), Some(&tag), extra) {
+            self.emit(
+                Target::Flow(flow),
+                resp,
+                None,
+                OutboundKind::Response,
+                None,
+                Some(req),
+                None,
+                now,
+            );
+        }
+    }
+
+    /// Create a server transaction answered at once (so retransmissions get the same answer).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn local_transaction(
+        &mut self,
+        key: String,
+        msg: Message,
+        flow: Flow,
+        from_client: bool,
+        admitted: Admitted,
+        code: u16,
+        extra: &[(&str, String)],
+        now: Now,
+    ) {
+        let st = ServerTx::new(
+            msg.method().unwrap_or("").to_owned(),
+            msg,
+            flow,
+            from_client,
+            admitted,
+            String::new(),
+            now.mono,
+            self.cfg.timers.t1,
+        );
+        self.server.insert(key.clone(), Box::new(st));
+        self.respond(&key, code, extra, now);
+    }
+
+    /// Send a response generated here for server transaction `key`.
+    pub(super) fn respond(&mut self, key: &str, code: u16, extra: &[(&str, String)], now: Now) {
+        let Some(st) = self.server.get_mut(key) else {
+            return;
+        };
+        if st.state != ServerState::Proceeding {
+            return;
+        }
+        ensure_to_tag(st, &mut self.ids, code);
+        let tag = st.to_tag.as_deref();
+        let resp = st
+            .request
+            .as_ref()
+            .and_then(|r| build_response(r, code, reason_phrase(code), tag, extra));
+        if let Some(resp) = resp {
+            self.send_upstream(key, resp, now);
+        }
+    }
+
+    /// Send a response (ours, or a downstream one with our Via already removed) to the client
+    /// of server transaction `key`, and move the transaction on.
+    pub(super) fn send_upstream(&mut self, key: &str, mut resp: Message, now: Now) {
+        let Some(st) = self.server.get_mut(key) else {
+            return;
+        };
+        if st.state != ServerState::Proceeding {
+            return;
+        }
+        let code = resp.status_code().unwrap_or(500);
+        let upstream = st.upstream;
+        let started = st.started;
+        let invite = st.method == "INVITE";
+        let reliable = upstream.transport.is_reliable();
+        // The request and note are lent from the transaction, not copied.
+        let call = OutboundCall {
+            kind: OutboundKind::Response,
+            endpoint: None,
+            request: st.request.as_ref(),
+            note: st.note.as_ref(),
+            now,
+        };
+        // The stage never refuses a response (only requests), so the verdict changes nothing.
+        let _ = outbound_stage(
+            &self.cfg,
+            &mut *self.auth,
+            &self.registrar,
+            Target::Flow(upstream),
+            &mut resp,
+            call,
+        );
+        // A copy is kept only where a retransmitted request gets it again: not after an INVITE
+        // 2xx (RFC 6026 Accepted absorbs them) nor for a final response that ends a transaction
+        // over a stream at once.
+        let keep = if code < 200 {
+            true
+        } else if invite {
+            code >= 300
+        } else {
+            !reliable
+        };
+        st.last_response = keep.then(|| resp.to_bytes().into_boxed_slice());
+        self.actions.push_back(Action::Send {
+            to: Target::Flow(upstream),
+            message: resp,
+            token: None,
+        });
+        if code < 200 {
+            return;
+        }
+        let timers = self.cfg.timers;
+        let method = st.method.clone();
+        st.epoch += 1;
+        let epoch = st.epoch;
+        // Final: what is left to do (absorb retransmissions, match the ACK or a CANCEL, pass
+        // on a late fork's 2xx) needs neither the request nor the fail-over state.
+        st.request = None;
+        st.forward = None;
+        st.best = None;
+        st.hops = VecDeque::new();
+        let retransmit = if method == "INVITE" && code >= 300 {
+            st.state = ServerState::Completed;
+            // Timer G (unreliable only) until the ACK, Timer H as the limit.
+            (!reliable).then_some(timers.t1)
+        } else if method == "INVITE" {
+            st.state = ServerState::Accepted;
+            None
+        } else {
+            st.state = ServerState::Completed;
+            None
+        };
+        let cleanup = if method != "INVITE" && reliable {
+            Duration::ZERO
+        } else {
+            timers.timeout()
+        };
+        self.report(Report::Transaction {
+            method,
+            status: code,
+            elapsed: now.mono.saturating_duration_since(started),
+        });
+        if let Some(iv) = retransmit {
+            self.schedule(
+                later(now.mono, iv),
+                TimerKind::ServerRetransmit(key.to_owned(), epoch),
+            );
+        }
+        if cleanup.is_zero() {
+            self.server.remove(key);
+        } else {
+            self.schedule(
+                later(now.mono, cleanup),
+                TimerKind::ServerCleanup(key.to_owned(), epoch),
+            );
+        }
+    }
+
+    /// A branch ended with a non-2xx final response (received, or made up for a timeout or a
+    /// dead flow): answer now, or keep the best one until the other branches end (RFC 3261
+    /// §16.7 steps 5-6; a 6xx ends the search and cancels the rest).
+    pub(super) fn branch_final(&mut self, sk: &str, ct_key: &str, resp: Message, now: Now) {
+        let code = resp.status_code().unwrap_or(500);
+        let pending = self.other_pending(sk, ct_key);
+        if code >= 600 && pending {
+            self.cancel_branches(sk, Some(ct_key), now);
+        }
+        let Some(st) = self.server.get_mut(sk) else {
+            return;
+        };
+        let rank = |c: u16| if c >= 600 { 0 } else { c };
+        let better = st
+            .best
+            .as_ref()
+            .is_none_or(|b| rank(code) < rank(b.status_code().unwrap_or(699)));
+        if better {
+            st.best = Some(resp);
+        }
+        if pending && code < 600 {
+            return;
+        }
+        if let Some(best) = st.best.take() {
+            self.send_upstream(sk, best, now);
+        }
+    }
+
+    /// [`Edge::branch_final`] with a response of our own.
+    pub(super) fn branch_failed(&mut self, sk: &str, ct_key: &str, code: u16, now: Now) {
+        let ids = &mut self.ids;
+        let resp = self.server.get_mut(sk).and_then(|st| {
+            ensure_to_tag(st, ids, code);
+            build_response(
+                st.request.as_ref()?,
+                code,
+                reason_phrase(code),
+                st.to_tag.as_deref(),
+                &[],
+            )
+        });
+        if let Some(resp) = resp {
+            self.branch_final(sk, ct_key, resp, now);
+        }
+    }
+
+    /// True when a branch of `sk` other than `except` has no final response yet.
+    pub(super) fn other_pending(&self, sk: &str, except: &str) -> bool {
+        self.server.get(sk).is_some_and(|st| {
+            st.branches.iter().any(|k| {
+                k != except
+                    && self
+                        .client
+                        .get(k)
+                        .is_some_and(|c| c.state != ClientState::Completed)
+            })
+        })
+    }
+
+    /// A response that arrives after its transaction answered: forwarded upstream as is, with the
+    /// transaction's authentication note, so an authenticated client still gets it signed.
+    pub(super) fn emit_late_response(
+        &mut self,
+        up: Flow,
+        msg: Message,
+        note: Option<AuthNote>,
+        now: Now,
+    ) {
+        self.emit(
+            Target::Flow(up),
+            msg,
+            None,
+            OutboundKind::Response,
+            None,
+            None,
+            note.as_ref(),
+            now,
+        );
+    }
+}
