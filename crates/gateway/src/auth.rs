@@ -18,7 +18,7 @@ use sagw_auth::{
     PendingLimits, ResponseVerdict, Rng, SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
-    AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
+    Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
     OutboundVerdict, SaEndpoint,
 };
 use sagw_proxy::{build_response, reason_phrase};
@@ -348,9 +348,8 @@ impl ClientAuth for SecurityStage {
         if !msg.is_request() {
             return match self.core.on_response(msg, now) {
                 ResponseVerdict::Verified(sa)
-                    if ctx
-                        .answered_endpoint
-                        .is_some_and(|e| e.identity != sa.identity() || e.epid != sa.epid()) =>
+                    if matches!(ctx.answering, Answering::Request(Some(e))
+                        if e.identity != sa.identity() || e.epid != sa.epid()) =>
                 {
                     // Signed, but by another endpoint than the one the request went to.
                     self.core.counters().dropped_response();
@@ -374,16 +373,18 @@ impl ClientAuth for SecurityStage {
                 }
                 ResponseVerdict::Unsigned => {
                     // Once an endpoint has an SA, its final and 18x responses must be signed: the
-                    // endpoint the request went to when the gateway sent it, else the one the
-                    // response's To names.
-                    let has_sa = ctx.answered_endpoint.is_some()
-                        || msg.to().is_some_and(|to| {
+                    // endpoint the request went to when the gateway sent it (whatever the
+                    // response's To says), else, for a late response, the one its To names.
+                    let has_sa = match ctx.answering {
+                        Answering::Request(endpoint) => endpoint.is_some(),
+                        Answering::Unknown => msg.to().is_some_and(|to| {
                             to.param("epid").is_some_and(|epid| {
                                 self.core
                                     .sa_for_endpoint(bare_uri(to.uri), epid, now)
                                     .is_some()
                             })
-                        });
+                        }),
+                    };
                     if has_sa && msg.status_code() != Some(100) {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop

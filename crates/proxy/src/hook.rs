@@ -45,9 +45,20 @@ pub struct InboundContext<'a> {
     pub now: Now,
     /// The identity registered over this flow, when there is one.
     pub flow_binding: Option<&'a BindingInfo>,
-    /// For a response to a request the gateway sent to this client: the endpoint it was sent
-    /// to. Its SA, and no other, must have signed the response.
-    pub answered_endpoint: Option<&'a SaEndpoint>,
+    /// For a response: the request of ours it answers, when there is one.
+    pub answering: Answering<'a>,
+}
+
+/// What a response from a client answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering<'a> {
+    /// A request the gateway sent to this client, over this flow, for this endpoint (`None`: a
+    /// client without an SA). That endpoint's SA, and no other, must have signed the response,
+    /// whatever the response's own headers say.
+    Request(Option<&'a SaEndpoint>),
+    /// No request of ours that is still known (a late retransmission), or the message is a
+    /// request.
+    Unknown,
 }
 
 /// What the inbound stage decided.

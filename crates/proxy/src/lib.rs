@@ -49,8 +49,8 @@ pub use config::{EdgeConfig, LocalAddrs, Mode, NextHop, Timers};
 pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};
 pub use hook::{
-    AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext, OutboundKind,
-    OutboundVerdict, SaEndpoint,
+    Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext,
+    OutboundKind, OutboundVerdict, SaEndpoint,
 };
 pub use registrar::{Binding, BindingInfo, Registrar, RegistrarConfig};
 pub use token::Secret;

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sagw_proxy::{
-    Action, ClientAuth, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext,
-    InboundVerdict, LocalAddrs, Mode, NextHop, Now, OutboundContext, OutboundKind, OutboundVerdict,
-    Report, SaEndpoint, Secret, Target, Transport, build_response,
+    Action, Answering, ClientAuth, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound,
+    InboundContext, InboundVerdict, LocalAddrs, Mode, NextHop, Now, OutboundContext, OutboundKind,
+    OutboundVerdict, Report, SaEndpoint, Secret, Target, Transport, build_response,
 };
 use sagw_sip::Message;
 
@@ -568,7 +568,10 @@ impl Recorder {
 
 impl ClientAuth for Recorder {
     fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
-        let answering = ctx.answered_endpoint.map(|e| e.epid.clone());
+        let answering = match ctx.answering {
+            Answering::Request(e) => Some(e.map(|e| e.epid.clone())),
+            Answering::Unknown => None,
+        };
         self.0.lock().unwrap().push(if msg.is_request() {
             format!("in {} {:?}", msg.start_line(), ctx.flow.id)
         } else {
@@ -689,7 +692,7 @@ fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
     assert_eq!(sent[0].to, Target::Flow(registrar));
     assert_eq!(
         rec.0.lock().unwrap().last().unwrap(),
-        "in SIP/2.0 200 OK FlowId(1) answering=Some(\"ea\")"
+        "in SIP/2.0 200 OK FlowId(1) answering=Some(Some(\"ea\"))"
     );
     // An INVITE through the Path is Record-Routed with alice's endpoint in the token on her side:
     // the far end's BYE, routed by that entry alone, is signed for her too.
@@ -804,7 +807,7 @@ Call-ID: a3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
             "in REGISTER sip:example.com SIP/2.0 FlowId(0)".into(),
             "out Response SIP/2.0 200 OK epid=Some(\"eb\") note=Some(\"a1\")".into(),
             "out Request MESSAGE sip:bob@example.com SIP/2.0 epid=Some(\"eb\") note=None".into(),
-            "in SIP/2.0 200 OK FlowId(0) answering=Some(\"eb\")".into(),
+            "in SIP/2.0 200 OK FlowId(0) answering=Some(Some(\"eb\"))".into(),
         ]
     );
 }
@@ -1083,4 +1086,26 @@ Content-Length: 0\r\n\r\n"
         "{:?}",
         last - t0
     );
+}
+
+#[test]
+fn a_clients_stray_response_is_not_reflected() {
+    let mut h = with_hops(1);
+    // A response that matches no transaction, dressed with a Via that looks like ours and a second
+    // one naming an internal host: from a client it goes nowhere (the gateway is no reflector)...
+    let stray = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {GW}:5060;branch=z9hG4bKsgwabc.def\r\n\
+Via: SIP/2.0/TCP 10.9.9.9:22;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\n\
+Call-ID: s1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(h.feed(alice(), &stray).is_empty());
+    assert!(h.reports().contains(&Report::Dropped(DropReason::Stray)));
+    // ... not even as an INVITE 2xx, unless our Via carries a flow token of ours.
+    let invite_ok = stray.replace("1 MESSAGE", "1 INVITE");
+    assert!(h.feed(alice(), &invite_ok).is_empty());
+    // The same from a next hop (a server) is routed by the next Via, as RFC 3261 §16.7 asks.
+    let hop = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let sent = h.feed(hop, &stray);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to.addr(), "10.9.9.9:22".parse().unwrap());
 }

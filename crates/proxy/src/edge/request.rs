@@ -16,7 +16,7 @@ use super::transaction::{
 };
 use crate::config::Mode;
 use crate::edit::{build_response, push_via, set_top_via, top_via};
-use crate::hook::{InboundContext, InboundVerdict, OutboundKind};
+use crate::hook::{Answering, InboundContext, InboundVerdict, OutboundKind};
 use crate::registrar::RegisterOutcome;
 use crate::token::{branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
@@ -99,7 +99,7 @@ impl Edge {
                 flow,
                 now,
                 flow_binding: binding.as_ref(),
-                answered_endpoint: None,
+                answering: Answering::Unknown,
             };
             match self.auth.inbound(&mut msg, &ctx) {
                 InboundVerdict::Continue { note, endpoint } => {

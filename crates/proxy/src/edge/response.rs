@@ -9,7 +9,7 @@ use super::Edge;
 use super::timers::TimerKind;
 use super::transaction::{ClientState, Failure, ServerState};
 use crate::edit::{build_hop_request, pop_via, top_via};
-use crate::hook::{InboundContext, InboundVerdict, OutboundKind};
+use crate::hook::{Answering, InboundContext, InboundVerdict, OutboundKind};
 use crate::token::BRANCH_PREFIX;
 use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
 use crate::uri::Via;
@@ -57,10 +57,18 @@ impl Edge {
                 return;
             }
             // No transaction (e.g. a retransmitted 2xx after it ended): forward statelessly
-            // by the flow token in our Via, else by the next Via.
+            // by the flow token in our Via, else by the next Via. From a client only an INVITE
+            // 2xx (the one response a UAS retransmits on its own) with a token of ours in the Via
+            // goes on: routing a client's response by a Via it wrote would make the gateway a
+            // reflector to any address or connection it names.
+            if from_client && !(method == "INVITE" && (200..300).contains(&code)) {
+                self.report(Report::Dropped(DropReason::Stray));
+                return;
+            }
             pop_via(&mut msg);
             let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
                 Some((f, _)) => Some(Target::Flow(f)),
+                None if from_client => None,
                 None => top_via(&msg).and_then(|v| {
                     let v = Via::parse(v)?;
                     Some(Target::Addr {
@@ -226,7 +234,10 @@ impl Edge {
             flow,
             now,
             flow_binding: self.registrar.flow_identity(&flow),
-            answered_endpoint: sent.and_then(|ct| ct.endpoint.as_ref()),
+            answering: match sent {
+                Some(ct) => Answering::Request(ct.endpoint.as_ref()),
+                None => Answering::Unknown,
+            },
         };
         match self.auth.inbound(msg, &ctx) {
             InboundVerdict::Continue { .. } => Ok(()),
