@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing sagw needs on Debian: the MIT krb5 headers and libclang for the
-# Kerberos acceptor (libgssapi's bindgen), and an MIT KDC plus client tools for the Kerberos tests.
+# Kerberos acceptor (libgssapi's bindgen), an MIT KDC plus client tools for the Kerberos tests, and
+# Kamailio, the registrar behind the gateway in the edge-mode tests (crates/gateway/tests/edge_registrar.rs).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
-pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user)
+pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user kamailio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

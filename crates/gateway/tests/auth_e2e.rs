@@ -10,16 +10,14 @@ mod kdc;
 
 use std::time::Duration;
 
-use auth_support::{Client, DOMAIN, GwOptions, config, gateway, http, param, unique};
+use auth_support::{
+    Client, DOMAIN, Dialog, GwOptions, config, gateway, http, param, unique, verified,
+};
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, Failure, SignatureCheck};
+use sagw_client::{AuthScheme, Failure};
 use sagw_sip::Message;
-
-fn verified(c: &SignatureCheck) -> bool {
-    matches!(c, SignatureCheck::Verified { .. })
-}
 
 /// The MS-SIPAE wire facts of a sign-in: every challenge is a 401 with WWW-Authenticate and Date,
 /// the final 200 carries a complete Authentication-Info and an Expires, and the client verified it.
@@ -193,36 +191,6 @@ async fn signed_in(gw: &sagw_gateway::Running, user: &str, scheme: AuthScheme) -
     c
 }
 
-/// A raw in-dialog request, signed with the client's SA (the endpoint builds only out-of-dialog
-/// requests).
-fn in_dialog(c: &mut Client, method: &str, ok: &Message, cseq: u32) -> Message {
-    let target = ok
-        .header("Contact")
-        .map(|v| v.trim_matches(['<', '>']).to_owned())
-        .unwrap_or_else(|| format!("sip:bob@{DOMAIN}"));
-    let mut routes: Vec<String> = ok.header_all("Record-Route").map(str::to_owned).collect();
-    routes.reverse();
-    let local = c.conn.local_addr();
-    let via = c.conn.kind().via();
-    let mut s = format!(
-        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bK{method}{n};rport\r\n\
-         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
-        ok.header("From").expect("From"),
-        ok.header("To").expect("To"),
-        ok.header("Call-ID").expect("Call-ID"),
-        n = unique(),
-    );
-    for r in routes {
-        s.push_str(&format!("Route: {r}\r\n"));
-    }
-    s.push_str("Content-Length: 0\r\n\r\n");
-    let mut m = Message::parse(s.as_bytes()).expect("in-dialog request parses");
-    let sa = c.ep.sa_mut().expect("SA");
-    sa.sign(&mut m, LegParams::default(), c.rng.as_rng())
-        .expect("signed");
-    m
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_call_between_two_signed_in_clients() {
     let gw = gateway(GwOptions::default()).await;
@@ -278,9 +246,10 @@ async fn message_and_call_between_two_signed_in_clients() {
     assert_eq!(done.status, 200);
     assert!(verified(&done.signature), "A verifies the INVITE's 200");
     let ok = seen.last().expect("200").clone();
-    let ack = in_dialog(&mut a, "ACK", &ok, 1);
+    let dialog = Dialog::caller(&ok);
+    let ack = dialog.request(&mut a, "ACK", 1);
     a.conn.send(&ack).await.expect("ACK");
-    let bye = in_dialog(&mut a, "BYE", &ok, 2);
+    let bye = dialog.request(&mut a, "BYE", 2);
     let bye_ok = a
         .send_raw(&bye, Duration::from_secs(3))
         .await

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
 use sagw_client::util::OsRng;
@@ -37,6 +38,10 @@ pub struct GwOptions<'a> {
     pub fqdn: &'a str,
     pub keytab: Option<PathBuf>,
     pub users: &'a [(&'a str, &'a str)],
+    /// `[proxy] mode`: `registrar` (the embedded registrar) or `edge`.
+    pub mode: &'a str,
+    /// `[proxy] next_hops`, e.g. `udp:127.0.0.1:5060` (required in edge mode).
+    pub next_hops: &'a [String],
 }
 
 impl Default for GwOptions<'_> {
@@ -52,6 +57,8 @@ impl Default for GwOptions<'_> {
                 ("bob", "bob-pw"),
                 ("carol", "carol-pw"),
             ],
+            mode: "registrar",
+            next_hops: &[],
         }
     }
 }
@@ -72,6 +79,12 @@ pub async fn gateway(o: GwOptions<'_>) -> Running {
         .as_ref()
         .map(|k| k.display().to_string())
         .unwrap_or_default();
+    let next_hops = o
+        .next_hops
+        .iter()
+        .map(|h| format!("\"{h}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
         r#"
 [log]
@@ -82,6 +95,9 @@ tcp = "127.0.0.1:0"
 tls = "127.0.0.1:0"
 [tls]
 generated_dir = "{dir}"
+[proxy]
+mode = "{mode}"
+next_hops = [{next_hops}]
 [timers]
 t1_ms = 50
 t2_ms = 400
@@ -101,6 +117,7 @@ kerberos_keytab = "{keytab}"
         domain = o.sip_domain,
         fqdn = o.fqdn,
         version = o.version,
+        mode = o.mode,
     );
     let settings = Config::parse(&text)
         .expect("test config parses")
@@ -317,6 +334,17 @@ impl Client {
         self.conn.send(msg).await.expect("send");
         let deadline = Instant::now() + limit;
         loop {
+            let m = self.next_response(deadline).await?;
+            if m.status_code().is_some_and(|c| c >= 200) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The next response received before `deadline` (None: nothing, or the connection closed).
+    /// Requests the gateway sends meanwhile are answered by the endpoint.
+    pub async fn next_response(&mut self, deadline: Instant) -> Option<Message> {
+        loop {
             match timeout_at(deadline, self.conn.recv()).await {
                 Ok(Ok(m)) if m.is_request() => {
                     let a = self.ep.answer(&m, self.rng.as_rng());
@@ -324,8 +352,7 @@ impl Client {
                         let _ = self.conn.send(&r).await;
                     }
                 }
-                Ok(Ok(m)) if m.status_code().is_some_and(|c| c >= 200) => return Some(m),
-                Ok(Ok(_)) => {}
+                Ok(Ok(m)) => return Some(m),
                 _ => return None,
             }
         }
@@ -389,4 +416,237 @@ pub fn param(value: &str, name: &str) -> Option<String> {
         .ok()?
         .param(name)
         .map(str::to_owned)
+}
+
+/// A signature that verified.
+pub fn verified(c: &SignatureCheck) -> bool {
+    matches!(c, SignatureCheck::Verified { .. })
+}
+
+/// One request a client received: how its signature checked out and what the client answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub request: Message,
+    pub check: SignatureCheck,
+    pub response: Option<Message>,
+}
+
+impl Received {
+    pub fn method(&self) -> &str {
+        self.request.method().unwrap_or("")
+    }
+}
+
+/// A client over `kind` (TLS trusting the gateway's certificate).
+pub async fn connect(gw: &Running, kind: TransportKind, cfg: EndpointConfig) -> Client {
+    match kind {
+        TransportKind::Tls => Client::connect_tls(gw, cfg).await,
+        k => Client::connect(gw, k, cfg).await,
+    }
+}
+
+impl Client {
+    /// The Contact URI the endpoint puts in its requests (`sip:127.0.0.1:port;transport=tcp`).
+    pub fn contact(&self) -> String {
+        format!(
+            "sip:{};transport={}",
+            self.conn.local_addr(),
+            self.conn.kind().via().to_ascii_lowercase()
+        )
+    }
+
+    pub fn epid(&self) -> String {
+        self.ep.config().epid.clone()
+    }
+
+    /// A response to `req` built as a user agent does (RFC 3261 §8.2.6): Via, From, Call-ID and
+    /// CSeq copied; To with `to_tag` (unless it has one) and our epid; for a 1xx/2xx to INVITE the
+    /// Record-Route copied and our Contact (§12.1.1); signed with the SA when there is one.
+    pub fn response(&mut self, req: &Message, code: u16, reason: &str, to_tag: &str) -> Message {
+        let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+        for v in req.header_all("Via") {
+            s.push_str(&format!("Via: {v}\r\n"));
+        }
+        let mut to = req.header("To").expect("To").to_owned();
+        let to_na = req.to().expect("To parses");
+        if to_na.param("epid").is_none() {
+            to.push_str(&format!(";epid={}", self.epid()));
+        }
+        if to_na.tag().is_none() {
+            to.push_str(&format!(";tag={to_tag}"));
+        }
+        s.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+            req.header("From").expect("From"),
+            req.call_id().expect("Call-ID"),
+            req.header("CSeq").expect("CSeq"),
+        ));
+        if req.method() == Some("INVITE") && code > 100 && code < 300 {
+            for rr in req.header_all("Record-Route") {
+                s.push_str(&format!("Record-Route: {rr}\r\n"));
+            }
+            s.push_str(&format!("Contact: <{}>\r\n", self.contact()));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        let mut m = Message::parse(s.as_bytes()).expect("response parses");
+        if let Some(sa) = self.ep.sa_mut() {
+            sa.sign(&mut m, LegParams::default(), self.rng.as_rng())
+                .expect("response signed");
+        }
+        m
+    }
+
+    /// The next request received before `deadline` (responses are skipped); None on timeout or a
+    /// closed connection.
+    pub async fn next_request(&mut self, deadline: Instant) -> Option<Message> {
+        loop {
+            match timeout_at(deadline, self.conn.recv()).await {
+                Ok(Ok(m)) if m.is_request() => return Some(m),
+                Ok(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Verifies `req` with the SA (Unsigned without one).
+    pub fn verify(&mut self, req: &Message) -> SignatureCheck {
+        match self.ep.sa_mut() {
+            Some(sa) => sa.verify(req),
+            None => SignatureCheck::Unsigned,
+        }
+    }
+
+    /// Acts as a user agent for `how_long` or until `until` requests were received: each new
+    /// request is verified and answered 200 (to an INVITE with Record-Route and Contact, so a
+    /// dialog can be set up through record-routing proxies; an ACK gets nothing); a retransmission
+    /// gets the same answer again without a second check (its `snum` was consumed).
+    ///
+    /// Unlike a Lync client, an UNSIGNED request is answered too: the check is recorded for the
+    /// test to assert on, and the rest of the exchange can still be observed. A request whose
+    /// signature is bad is dropped, as a client does.
+    pub async fn serve_ua(&mut self, how_long: Duration, until: usize) -> Vec<Received> {
+        let end = Instant::now() + how_long;
+        let mut out: Vec<Received> = Vec::new();
+        let mut answered: Vec<(String, Message)> = Vec::new();
+        while out.len() < until {
+            let Some(m) = self.next_request(end).await else {
+                break;
+            };
+            let key = transaction_key(&m);
+            if let Some((_, r)) = answered.iter().find(|(k, _)| *k == key) {
+                let r = r.clone();
+                let _ = self.conn.send(&r).await;
+                continue;
+            }
+            let check = self.verify(&m);
+            let response = match (&check, m.method()) {
+                (SignatureCheck::Bad(_), _) | (_, Some("ACK")) => None,
+                _ => Some(self.response(&m, 200, "OK", &format!("ua{}", unique()))),
+            };
+            if let Some(r) = &response {
+                self.conn.send(r).await.expect("send answer");
+                answered.push((key, r.clone()));
+            }
+            out.push(Received {
+                request: m,
+                check,
+                response,
+            });
+        }
+        out
+    }
+}
+
+/// Call-ID, CSeq and top Via branch: what makes a retransmission the same request.
+fn transaction_key(m: &Message) -> String {
+    let branch = m
+        .header("Via")
+        .and_then(|v| v.split(";branch=").nth(1))
+        .map(|b| b.split(';').next().unwrap_or(b))
+        .unwrap_or("");
+    format!(
+        "{}|{}|{branch}",
+        m.call_id().unwrap_or(""),
+        m.header("CSeq").unwrap_or("")
+    )
+}
+
+/// One side of a dialog (RFC 3261 §12.1): what its in-dialog requests carry.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our From (with our tag).
+    pub local: String,
+    /// Their To (with their tag).
+    pub remote: String,
+    /// The Request-URI: the peer's Contact.
+    pub target: String,
+    /// Route headers, in order.
+    pub routes: Vec<String>,
+}
+
+fn contact_uri(m: &Message) -> Option<String> {
+    m.header("Contact")
+        .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+        .map(|na| na.uri.to_owned())
+}
+
+impl Dialog {
+    /// The caller's side, from the 2xx it received: the route set is the Record-Route reversed,
+    /// the target the callee's Contact (its To URI when the 2xx has none).
+    pub fn caller(ok: &Message) -> Dialog {
+        let mut routes: Vec<String> = ok
+            .header_values("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        routes.reverse();
+        Dialog {
+            call_id: ok.call_id().expect("Call-ID").to_owned(),
+            local: ok.header("From").expect("From").to_owned(),
+            remote: ok.header("To").expect("To").to_owned(),
+            target: contact_uri(ok).unwrap_or_else(|| ok.to().expect("To").uri.to_owned()),
+            routes,
+        }
+    }
+
+    /// The callee's side, from the INVITE it received and the 2xx it sent: the route set is the
+    /// Record-Route in order, the target the caller's Contact.
+    pub fn callee(invite: &Message, ok: &Message) -> Dialog {
+        Dialog {
+            call_id: invite.call_id().expect("Call-ID").to_owned(),
+            local: ok.header("To").expect("To").to_owned(),
+            remote: invite.header("From").expect("From").to_owned(),
+            target: contact_uri(invite).expect("INVITE Contact"),
+            routes: invite
+                .header_values("Record-Route")
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// An in-dialog request from `c`, signed with its SA (the endpoint builds only out-of-dialog
+    /// requests).
+    pub fn request(&self, c: &mut Client, method: &str, cseq: u32) -> Message {
+        let local = c.conn.local_addr();
+        let via = c.conn.kind().via();
+        let mut s = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bK{method}{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n",
+            target = self.target,
+            from = self.local,
+            to = self.remote,
+            call_id = self.call_id,
+            n = unique(),
+        );
+        for r in &self.routes {
+            s.push_str(&format!("Route: {r}\r\n"));
+        }
+        s.push_str(&format!("Contact: <{}>\r\n", c.contact()));
+        s.push_str("Content-Length: 0\r\n\r\n");
+        let mut m = Message::parse(s.as_bytes()).expect("in-dialog request parses");
+        let sa = c.ep.sa_mut().expect("SA");
+        sa.sign(&mut m, LegParams::default(), c.rng.as_rng())
+            .expect("signed");
+        m
+    }
 }
