@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
-    Authenticated, ChallengeFamily, CoreConfig, Decision, DigestSettings, NtlmSettings,
-    PendingLimits, ResponseVerdict, Rng, SecurityCore, Transport, TransportContext,
+    AuthPolicy, Authenticated, ChallengeFamily, ChallengePolicy, CoreConfig, Decision, DigestOffer,
+    DigestSettings, NtlmSettings, PendingLimits, PolicyId, ResponseVerdict, Rng, Scheme,
+    SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
     AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
@@ -24,7 +25,10 @@ use sagw_proxy::{build_response, reason_phrase};
 use sagw_sip::Message;
 use tracing::{debug, info, warn};
 
-use crate::auth_config::AuthSettings;
+use crate::auth_config::{
+    AuthSettings, ClientRule, EpidMatch, KerberosWithoutKeytab, ListenerAuth,
+};
+use crate::listener::ListenerId;
 
 /// Why the authentication stage could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,61 @@ pub enum AuthSetupError {
     /// The Kerberos acceptor (keytab, krb5.conf).
     #[error("kerberos: {0}")]
     Kerberos(String),
+    /// A policy the security core cannot serve.
+    #[error("config key `{key}`: {why}")]
+    Policy {
+        /// The policy's key (`auth.schemes` for `default`, else `auth.policy.<name>.schemes`).
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The config key of a policy's scheme list, for errors.
+pub fn policy_key(name: &str) -> String {
+    if name == "default" {
+        "auth.schemes".to_owned()
+    } else {
+        format!("auth.policy.{name}.schemes")
+    }
+}
+
+/// Whether Kerberos can be served: `Ok(None)` when no policy offers it, `Ok(Some(acceptor))`
+/// when the keytab holds `sip/<fqdn>`; when it does not, an error under
+/// `kerberos_without_keytab = "refuse"` naming the first policy that offers it, else `Ok(None)`
+/// after a warning (every policy then goes without Kerberos).
+pub fn kerberos_acceptor(
+    a: &AuthSettings,
+) -> Result<Option<sagw_kerberos::KerberosAcceptor>, AuthSetupError> {
+    if !a.kerberos {
+        return Ok(None);
+    }
+    let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
+    k.keytab = a.keytab.clone();
+    k.max_clock_skew = a.kerberos_skew;
+    match sagw_kerberos::KerberosAcceptor::new(k) {
+        Ok(acceptor) => Ok(Some(acceptor)),
+        Err(e) => {
+            let offering: Vec<&str> = a
+                .policies
+                .iter()
+                .filter(|p| p.schemes.contains(Scheme::Kerberos))
+                .map(|p| p.name.as_str())
+                .collect();
+            match a.kerberos_without_keytab {
+                KerberosWithoutKeytab::Refuse => Err(AuthSetupError::Policy {
+                    key: policy_key(offering.first().copied().unwrap_or("default")),
+                    why: format!(
+                        "offers kerberos, which the gateway cannot serve: {e} (set auth.kerberos_keytab, or auth.kerberos_without_keytab = \"skip\")"
+                    ),
+                }),
+                KerberosWithoutKeytab::Skip => {
+                    warn!(error = %e, policies = ?offering, "Kerberos is not offered: no usable keytab (auth.kerberos_without_keytab = \"skip\")");
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 /// Random bytes from the operating system (through ring), drawn 4 KiB at a time so that signing a
@@ -139,16 +198,27 @@ fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError>
     Ok(key)
 }
 
-/// Builds the security core the settings describe.
-pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, AuthSetupError> {
-    build_core_with_store(a, rng).map(|(core, _)| core)
+/// Builds the security core the settings describe, with its policies registered, and the router
+/// that picks one per request.
+pub fn build_core(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+) -> Result<(SecurityCore, PolicyRouter), AuthSetupError> {
+    build_core_with_store(a, rng).map(|(core, _, router)| (core, router))
 }
 
 /// [`build_core`], also returning the credentials store so the driver can reload it.
 pub fn build_core_with_store(
     a: &AuthSettings,
     rng: &mut dyn Rng,
-) -> Result<(SecurityCore, Arc<crate::users::ReloadingStore>), AuthSetupError> {
+) -> Result<
+    (
+        SecurityCore,
+        Arc<crate::users::ReloadingStore>,
+        PolicyRouter,
+    ),
+    AuthSetupError,
+> {
     crate::users::ensure_file(&a.credentials)?;
     let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
     if store.user_count() == 0 {
@@ -192,15 +262,148 @@ pub fn build_core_with_store(
         });
     }
     let mut core = SecurityCore::new(cfg, store.clone());
-    if a.kerberos {
-        let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
-        k.keytab = a.keytab.clone();
-        k.max_clock_skew = a.kerberos_skew;
-        let acceptor = sagw_kerberos::KerberosAcceptor::new(k)
-            .map_err(|e| AuthSetupError::Kerberos(e.to_string()))?;
+    let acceptor = kerberos_acceptor(a)?;
+    let kerberos = acceptor.is_some();
+    if let Some(acceptor) = acceptor {
         core = core.with_kerberos(Box::new(MitKerberos::new(acceptor)), None);
     }
-    Ok((core, store))
+    let mut routed = Vec::with_capacity(a.policies.len());
+    for p in &a.policies {
+        let mut schemes = p.schemes;
+        if !kerberos && schemes.contains(Scheme::Kerberos) {
+            schemes = schemes.iter().filter(|s| *s != Scheme::Kerberos).collect();
+        }
+        let id = core
+            .add_policy(AuthPolicy {
+                schemes,
+                digest: schemes.contains(Scheme::Digest).then(|| DigestOffer {
+                    realm: p.digest_realm.clone(),
+                    algorithms: p.digest_algorithms.clone(),
+                }),
+            })
+            .map_err(|e| AuthSetupError::Policy {
+                key: policy_key(&p.name),
+                why: match e {
+                    sagw_auth::PolicyError::Empty => {
+                        "offers only kerberos, which the gateway cannot serve (no usable keytab)"
+                            .to_owned()
+                    }
+                    other => other.to_string(),
+                },
+            })?;
+        routed.push(RoutedPolicy {
+            id,
+            family: p.family,
+            name: p.name.clone(),
+        });
+    }
+    let router = PolicyRouter {
+        policies: routed,
+        rules: a.client_rules.clone(),
+        listeners: a.by_listener.clone(),
+    };
+    Ok((core, store, router))
+}
+
+/// One policy as the stage uses it.
+#[derive(Debug, Clone)]
+struct RoutedPolicy {
+    id: PolicyId,
+    family: ChallengePolicy,
+    name: String,
+}
+
+/// Picks the policy a request meets: the one its listener pins, else the first client rule its
+/// own headers match, else `default`.
+#[derive(Debug, Clone)]
+pub struct PolicyRouter {
+    policies: Vec<RoutedPolicy>,
+    rules: Vec<ClientRule>,
+    listeners: Vec<ListenerAuth>,
+}
+
+impl Default for PolicyRouter {
+    /// The core's own configuration for everyone (no listener or client distinctions).
+    fn default() -> Self {
+        PolicyRouter {
+            policies: vec![RoutedPolicy {
+                id: PolicyId::DEFAULT,
+                family: ChallengePolicy::default(),
+                name: "default".into(),
+            }],
+            rules: Vec::new(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// The policy a request meets, as [`PolicyRouter::route`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed<'r> {
+    /// The core's id of the policy.
+    pub id: PolicyId,
+    /// The challenge family (the listener's statuses over the policy's).
+    pub family: ChallengePolicy,
+    /// The policy's name, for logs.
+    pub name: &'r str,
+}
+
+impl PolicyRouter {
+    /// The core's id of the policy at `index` of [`AuthSettings::policies`].
+    pub fn policy_id(&self, index: usize) -> Option<PolicyId> {
+        self.policies.get(index).map(|p| p.id)
+    }
+
+    /// The policy for a request that came in on `listener`. Allocation-free: an index, a few
+    /// header look-ups, and a regular expression only for rules that have one.
+    pub fn route(&self, listener: ListenerId, msg: &Message) -> Routed<'_> {
+        let la = self
+            .listeners
+            .get(listener.index())
+            .copied()
+            .unwrap_or_default();
+        let index = la
+            .policy
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .find(|r| rule_matches(r, msg))
+                    .map(|r| r.policy)
+            })
+            .unwrap_or(0);
+        let Some(p) = self.policies.get(index).or_else(|| self.policies.first()) else {
+            return Routed {
+                id: PolicyId::DEFAULT,
+                family: ChallengePolicy::default(),
+                name: "default",
+            };
+        };
+        Routed {
+            id: p.id,
+            family: ChallengePolicy {
+                register: la.register.unwrap_or(p.family.register),
+                other: la.other.unwrap_or(p.family.other),
+            },
+            name: &p.name,
+        }
+    }
+}
+
+fn rule_matches(rule: &ClientRule, msg: &Message) -> bool {
+    let epid_ok = match rule.epid {
+        EpidMatch::Any => true,
+        EpidMatch::Present => has_epid(msg),
+        EpidMatch::Absent => !has_epid(msg),
+    };
+    epid_ok
+        && rule
+            .user_agent
+            .as_ref()
+            .is_none_or(|re| msg.header("User-Agent").is_some_and(|ua| re.is_match(ua)))
+}
+
+fn has_epid(msg: &Message) -> bool {
+    msg.from().is_some_and(|f| f.param("epid").is_some())
 }
 
 /// The stage the proxy calls for every client message.
@@ -209,8 +412,8 @@ pub struct SecurityStage {
     rng: Box<dyn Rng + Send>,
     /// (lower-cased `user@domain` or `domain`, home server URI)
     director: Vec<(String, String)>,
-    /// Challenge policy per listener transport, where configured.
-    listener_policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
+    /// Which policy a request meets.
+    router: PolicyRouter,
 }
 
 impl SecurityStage {
@@ -225,16 +428,13 @@ impl SecurityStage {
             core,
             rng,
             director,
-            listener_policy: Vec::new(),
+            router: PolicyRouter::default(),
         }
     }
 
-    /// Challenge policies for clients of particular listeners (`[auth.listener.<transport>]`).
-    pub fn with_listener_policy(
-        mut self,
-        policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
-    ) -> Self {
-        self.listener_policy = policy;
+    /// The policies per listener and client kind (from [`build_core`]).
+    pub fn with_router(mut self, router: PolicyRouter) -> Self {
+        self.router = router;
         self
     }
 
@@ -368,14 +568,12 @@ impl ClientAuth for SecurityStage {
             source: ctx.flow.remote,
             transport: transport(ctx.flow.transport),
         };
-        let policy = self
-            .listener_policy
-            .iter()
-            .find(|(t, _)| *t == ctx.flow.transport)
-            .map_or(self.core.config().policy, |(_, p)| *p);
-        let decision = self
-            .core
-            .on_request_with_policy(msg, &tctx, &policy, now, &mut *self.rng);
+        let listener = ListenerId::of(ctx.flow.id);
+        let routed = self.router.route(listener, msg);
+        debug!(policy = routed.name, listener = listener.0, source = %ctx.flow.remote, "challenge policy");
+        let decision =
+            self.core
+                .on_request_under(msg, &tctx, routed.id, &routed.family, now, &mut *self.rng);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
                 if let Some(cause) = c.cause {

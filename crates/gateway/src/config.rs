@@ -75,6 +75,20 @@ pub struct ListenSection {
     pub advertise: String,
     /// Other names of this host.
     pub aliases: Vec<String>,
+    /// Further listeners, several per transport allowed (`[[listen.extra]]`).
+    pub extra: Vec<ExtraListener>,
+}
+
+/// `[[listen.extra]]`: one more listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// Its name, for `[auth.listener.<name>]` and logs.
+    pub name: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+    /// `IP:port`.
+    pub address: String,
 }
 
 impl Default for ListenSection {
@@ -85,6 +99,7 @@ impl Default for ListenSection {
             tls: "0.0.0.0:5061".into(),
             advertise: String::new(),
             aliases: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -369,6 +384,9 @@ pub struct Settings {
     pub tcp: Option<SocketAddr>,
     /// TLS listen address.
     pub tls: Option<SocketAddr>,
+    /// Every listener in [`crate::listener::ListenerId`] order: `[listen]`'s udp, tcp, tls (those
+    /// set), then `[[listen.extra]]` in file order.
+    pub listeners: Vec<crate::listener::ListenerSpec>,
     /// Advertised host (empty: derived from the listen addresses at start).
     pub advertise: String,
     /// Aliases.
@@ -462,6 +480,100 @@ pub fn parse_next_hop(key: &str, v: &str) -> Result<NextHop, ConfigError> {
 }
 
 impl Config {
+    /// The listener table: `[listen]`'s three, then the extra ones; names unique, no two
+    /// listeners of one socket kind on one address.
+    fn listeners(
+        &self,
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+        tls: Option<SocketAddr>,
+    ) -> Result<Vec<crate::listener::ListenerSpec>, ConfigError> {
+        use crate::listener::ListenerSpec;
+        let mut out: Vec<ListenerSpec> = [
+            ("udp", Transport::Udp, udp),
+            ("tcp", Transport::Tcp, tcp),
+            ("tls", Transport::Tls, tls),
+        ]
+        .into_iter()
+        .filter_map(|(name, transport, addr)| {
+            addr.map(|addr| ListenerSpec {
+                name: name.to_owned(),
+                transport,
+                addr,
+            })
+        })
+        .collect();
+        for (i, x) in self.listen.extra.iter().enumerate() {
+            let key = format!("listen.extra[{i}]");
+            let name = x.name.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "a listener name is letters, digits, - and _",
+                ));
+            }
+            if matches!(name, "udp" | "tcp" | "tls") || out.iter().any(|l| l.name == name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("`{name}` names another listener (udp, tcp and tls are [listen]'s)"),
+                ));
+            }
+            let transport = Transport::from_token(x.transport.trim()).ok_or_else(|| {
+                invalid(
+                    format!("{key}.transport"),
+                    format!("`{}` is not udp, tcp or tls", x.transport),
+                )
+            })?;
+            let addr = opt_addr(&format!("{key}.address"), &x.address)?
+                .ok_or_else(|| invalid(format!("{key}.address"), "must be set"))?;
+            out.push(ListenerSpec {
+                name: name.to_owned(),
+                transport,
+                addr,
+            });
+        }
+        if out.is_empty() {
+            return Err(invalid(
+                "listen",
+                "at least one of udp, tcp, tls must be set",
+            ));
+        }
+        if out.len() >= usize::from(crate::listener::ListenerId::OUTBOUND.0) {
+            return Err(invalid("listen.extra", "too many listeners"));
+        }
+        // TCP and TLS listeners are both TCP sockets: one address serves one of them. Port 0 is a
+        // fresh port at every bind, never a clash.
+        let datagram = |t: Transport| t == Transport::Udp;
+        for (i, a) in out.iter().enumerate() {
+            if let Some(b) = out.iter().skip(i + 1).find(|b| {
+                a.addr.port() != 0
+                    && b.addr == a.addr
+                    && datagram(a.transport) == datagram(b.transport)
+            }) {
+                let key = if matches!(b.name.as_str(), "udp" | "tcp" | "tls") {
+                    format!("listen.{}", b.name)
+                } else {
+                    let i = self
+                        .listen
+                        .extra
+                        .iter()
+                        .position(|x| x.name.trim() == b.name)
+                        .unwrap_or(0);
+                    format!("listen.extra[{i}].address")
+                };
+                return Err(invalid(
+                    key,
+                    format!("{} is already the address of listener `{}`", b.addr, a.name),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Check every value and build [`Settings`].
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let log_format = match self.log.format.as_str() {
@@ -486,12 +598,7 @@ impl Config {
         let udp = opt_addr("listen.udp", &self.listen.udp)?;
         let tcp = opt_addr("listen.tcp", &self.listen.tcp)?;
         let tls = opt_addr("listen.tls", &self.listen.tls)?;
-        if udp.is_none() && tcp.is_none() && tls.is_none() {
-            return Err(invalid(
-                "listen",
-                "at least one of udp, tcp, tls must be set",
-            ));
-        }
+        let listeners = self.listeners(udp, tcp, tls)?;
         if self
             .listen
             .advertise
@@ -639,13 +746,18 @@ impl Config {
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
-        let auth = self.auth.validate()?;
+        let mut auth = self.auth.validate()?;
+        if let Some(a) = auth.as_mut() {
+            let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+            a.by_listener = a.bind_listeners(&names)?;
+        }
         Ok(Settings {
             log_level: self.log.level.clone(),
             log_format,
             udp,
             tcp,
             tls,
+            listeners,
             advertise: self.listen.advertise.trim().to_owned(),
             aliases: self.listen.aliases.clone(),
             cert,
