@@ -198,6 +198,80 @@ fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError>
     Ok(key)
 }
 
+/// What `sagw check-config` checks beyond the file: that every policy can be served (Kerberos
+/// needs `sip/<fqdn>` in the keytab; under `kerberos_without_keytab = "skip"` a policy left with
+/// nothing else is an error) and what each policy offers to whom, as lines to print.
+pub fn check_policies(
+    a: &AuthSettings,
+    listeners: &[crate::listener::ListenerSpec],
+) -> Result<Vec<String>, AuthSetupError> {
+    let mut lines = Vec::new();
+    let kerberos = match kerberos_acceptor(a) {
+        Ok(k) => k.is_some(),
+        Err(e) => return Err(e),
+    };
+    if a.kerberos && !kerberos {
+        lines.push(
+            "note: Kerberos is not offered: the keytab lacks sip/<fqdn> (auth.kerberos_without_keytab = \"skip\")"
+                .to_owned(),
+        );
+    }
+    for (i, p) in a.policies.iter().enumerate() {
+        let offered: Vec<Scheme> = p
+            .schemes
+            .iter()
+            .filter(|s| kerberos || *s != Scheme::Kerberos)
+            .collect();
+        if offered.is_empty() {
+            return Err(AuthSetupError::Policy {
+                key: policy_key(&p.name),
+                why: "offers only kerberos, which the gateway cannot serve (no usable keytab)"
+                    .to_owned(),
+            });
+        }
+        let mut what: Vec<String> = offered.iter().map(|s| s.label().to_owned()).collect();
+        if let Some(d) = what.iter_mut().find(|w| *w == "digest") {
+            let algs: Vec<&str> = p.digest_algorithms.iter().map(|a| a.token()).collect();
+            *d = format!("digest ({}; realm {})", algs.join(", "), p.digest_realm);
+        }
+        let mut who: Vec<String> = Vec::new();
+        for (n, r) in a.client_rules.iter().enumerate() {
+            if r.policy == i {
+                let mut cond = Vec::new();
+                match r.epid {
+                    EpidMatch::Present => cond.push("epid in From".to_owned()),
+                    EpidMatch::Absent => cond.push("no epid in From".to_owned()),
+                    EpidMatch::Any => {}
+                }
+                if let Some(re) = &r.user_agent {
+                    cond.push(format!("User-Agent ~ {}", re.as_str()));
+                }
+                who.push(format!("auth.client[{n}] ({})", cond.join(", ")));
+            }
+        }
+        for (l, la) in listeners.iter().zip(&a.by_listener) {
+            if la.policy == Some(i) {
+                who.push(format!(
+                    "every request on listener {} ({} {})",
+                    l.name, l.transport, l.addr
+                ));
+            }
+        }
+        if i == 0 {
+            who.push("requests no rule matches".to_owned());
+        }
+        lines.push(format!(
+            "policy {}: {}; challenges {} to REGISTER, {} to others; met by {}",
+            p.name,
+            what.join(", "),
+            p.family.register.status(),
+            p.family.other.status(),
+            who.join("; ")
+        ));
+    }
+    Ok(lines)
+}
+
 /// Builds the security core the settings describe, with its policies registered, and the router
 /// that picks one per request.
 pub fn build_core(

@@ -806,8 +806,29 @@ mod tests {
     #[test]
     fn embedded_default_equals_the_built_in_defaults() {
         let c = Config::embedded().unwrap();
-        assert_eq!(c, Config::default());
+        // Except for the challenge policies (docs/configuration.md): a file gets the policies and
+        // client rules it writes, and the top-level set that was the default before there were
+        // policies, so nobody's file starts offering a scheme its operator did not write.
+        let mut d = Config::default();
+        assert_eq!(d.auth.schemes, ["ntlm", "digest"]);
+        assert_eq!(d.auth.kerberos_without_keytab, "refuse");
+        assert!(d.auth.policy.is_empty() && d.auth.client.is_empty());
+        d.auth.schemes = vec!["digest".into()];
+        d.auth.kerberos_without_keytab = "skip".into();
+        d.auth.policy = c.auth.policy.clone();
+        d.auth.client = c.auth.client.clone();
+        assert_eq!(c, d);
+        assert_eq!(c.auth.client.len(), 2);
         let s = c.validate().unwrap();
+        let a = s.auth.as_ref().expect("auth on");
+        let names: Vec<&str> = a.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "md5-only", "mssipae"]);
+        assert!(
+            a.ntlm && a.kerberos && a.digest,
+            "the union of the policies"
+        );
+        let listeners: Vec<&str> = s.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(listeners, ["udp", "tcp", "tls"]);
         assert_eq!(s.tcp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.tls, Some("0.0.0.0:5061".parse().unwrap()));
         assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
@@ -850,6 +871,101 @@ mod tests {
         assert!(e.contains("tcpp"), "{e}");
         let e = err("[nosuch]\n");
         assert!(e.contains("nosuch"), "{e}");
+    }
+
+    #[test]
+    fn policy_errors_name_the_key() {
+        let e = |t: &str| err(t);
+        assert!(e("[auth]\nschemes = [\"ntlm\", \"basic\"]").contains("`auth.schemes`: `basic`"));
+        assert!(e("[auth.policy.p]\nschemes = [\"spnego\"]").contains("`auth.policy.p.schemes`"));
+        assert!(
+            e("[auth.policy.p]\nschemes = []")
+                .contains("`auth.policy.p.schemes`: enable at least one")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = []")
+                .contains("`auth.policy.p.digest_algorithms`")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = [\"SHA-1\"]")
+                .contains("`auth.policy.p.digest_algorithms`: `SHA-1`")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = [\"MD5\", \"md5\"]")
+                .contains("listed twice")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"ntlm\"]\nregister_challenge = 403")
+                .contains("`auth.policy.p.register_challenge`")
+        );
+        assert!(e("[auth.policy.default]\nschemes = [\"ntlm\"]").contains("`auth.policy.default`"));
+        assert!(
+            e("[[auth.client]]\nuser_agent = \"(baresip\"\npolicy = \"default\"")
+                .contains("`auth.client[0].user_agent`: not a regular expression")
+        );
+        assert!(
+            e("[[auth.client]]\nepid = \"maybe\"\npolicy = \"default\"")
+                .contains("`auth.client[0].epid`")
+        );
+        assert!(
+            e("[[auth.client]]\npolicy = \"default\"")
+                .contains("`auth.client[0]`: a rule needs a condition")
+        );
+        assert!(
+            e("[[auth.client]]\nepid = \"present\"\npolicy = \"lync\"")
+                .contains("`auth.client[0].policy`: no policy is named `lync`")
+        );
+        assert!(e("[auth.listener.tls]\npolicy = \"lync\"").contains("`auth.listener.tls.policy`"));
+        assert!(
+            e("[auth.listener.phones]\npolicy = \"default\"")
+                .contains("`auth.listener.phones`: no listener is named `phones`")
+        );
+        assert!(
+            e("[auth]\nkerberos_without_keytab = \"maybe\"")
+                .contains("`auth.kerberos_without_keytab`")
+        );
+    }
+
+    #[test]
+    fn listener_errors_name_the_key() {
+        let e = |t: &str| err(t);
+        let base = "[listen]\nudp = \"127.0.0.1:5060\"\ntcp = \"127.0.0.1:5060\"\ntls = \"127.0.0.1:5061\"\n";
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"b\"\ntransport = \"tls\"\naddress = \"127.0.0.1:5060\""))
+                .contains("`listen.extra[0].address`: 127.0.0.1:5060 is already the address of listener `tcp`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"b\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\""))
+                .contains("`listen.extra[0].address`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[0].name`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"x\"\ntransport = \"sctp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[0].transport`")
+        );
+        assert!(
+            e(&format!(
+                "{base}[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"\""
+            ))
+            .contains("`listen.extra[0].address`: must be set")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5070\"\n[[listen.extra]]\nname = \"x\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[1].name`")
+        );
+        // UDP and TCP on one address are two sockets; two listeners on port 0 never clash.
+        let ok = format!(
+            "{base}[[listen.extra]]\nname = \"u\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5061\"\n[[listen.extra]]\nname = \"p\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[[listen.extra]]\nname = \"q\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[auth.policy.phones]\nschemes = [\"digest\"]\n[auth.listener.p]\npolicy = \"phones\"\n"
+        );
+        let s = Config::parse(&ok).unwrap().validate().unwrap();
+        assert_eq!(s.listeners.len(), 6);
+        let a = s.auth.unwrap();
+        assert_eq!(a.by_listener.len(), 6);
+        assert_eq!(a.by_listener[4].policy, a.policy_index("phones"));
+        assert_eq!(a.by_listener[5].policy, None);
     }
 
     #[test]
