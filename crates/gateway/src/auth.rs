@@ -774,6 +774,92 @@ pub fn phrase(code: u16) -> &'static str {
 mod tests {
     use super::*;
 
+    fn request(from_params: &str, ua: Option<&str>) -> Message {
+        let ua = ua
+            .map(|u| format!("User-Agent: {u}\r\n"))
+            .unwrap_or_default();
+        Message::parse(format!("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1{from_params}\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{ua}Content-Length: 0\r\n\r\n").as_bytes()).expect("request")
+    }
+
+    /// Precedence: the listener's pin, else the first client rule that matches, else default; the
+    /// listener's challenge statuses apply over the policy's.
+    #[test]
+    fn the_router_takes_the_pin_then_the_first_matching_rule_then_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            r#"
+[listen]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+tls = ""
+[auth]
+schemes = ["ntlm", "digest"]
+credentials = "{d}/users"
+nonce_key = "{d}/nonce.key"
+[auth.policy.ms]
+schemes = ["ntlm"]
+[auth.policy.md5]
+schemes = ["digest"]
+digest_algorithms = ["MD5"]
+register_challenge = 407
+[auth.policy.plain]
+schemes = ["digest"]
+[[auth.client]]
+epid = "present"
+policy = "ms"
+[[auth.client]]
+user_agent = "^baresip"
+policy = "md5"
+[[auth.client]]
+epid = "absent"
+user_agent = "softphone"
+policy = "plain"
+[auth.listener.tcp]
+policy = "md5"
+other_challenge = 401
+"#,
+            d = dir.path().display()
+        );
+        let settings = crate::Config::parse(&text)
+            .and_then(|c| c.validate())
+            .expect("valid");
+        let a = settings.auth.expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        let (_core, router) = build_core(&a, &mut rng).expect("core");
+        let (udp, tcp) = (ListenerId(0), ListenerId(1));
+        let name = |l, m: &Message| router.route(l, m).name.to_owned();
+        assert_eq!(
+            name(udp, &request(";epid=0123456789", Some("baresip 1.0"))),
+            "ms",
+            "first rule wins"
+        );
+        assert_eq!(
+            name(udp, &request("", Some("BareSIP v1.0.0"))),
+            "md5",
+            "case-insensitive"
+        );
+        assert_eq!(
+            name(udp, &request("", Some("My Softphone 2"))),
+            "plain",
+            "every condition holds"
+        );
+        assert_eq!(name(udp, &request(";epid=01", Some("softphone"))), "ms");
+        assert_eq!(name(udp, &request("", None)), "default", "no rule matches");
+        assert_eq!(name(ListenerId::OUTBOUND, &request("", None)), "default");
+        let pinned = router.route(tcp, &request(";epid=0123456789", None));
+        assert_eq!(pinned.name, "md5", "the listener's pin beats the rules");
+        assert_eq!(
+            pinned.family.register,
+            ChallengeFamily::Proxy,
+            "the policy's status"
+        );
+        assert_eq!(
+            pinned.family.other,
+            ChallengeFamily::Www,
+            "the listener's over the policy's"
+        );
+    }
+
     #[test]
     fn copies_the_granted_expiry_of_the_clients_own_contact() {
         let req = Message::parse(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.0.0.1:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n").expect("request");
