@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         udp: Some(5060),
         tcp: Some(5060),
         tls: Some(5061),
+        extra_ports: Vec::new(),
     };
     let mut cfg = EdgeConfig::new(local, Secret::new([3; 32]));
     let hop: std::net::SocketAddr = "198.51.100.10:5060".parse().expect("addr");

@@ -21,6 +21,7 @@ pub mod kerberos;
 #[cfg(feature = "kerberos-mit")]
 pub mod kerberos_mit;
 pub mod manager;
+pub mod policy;
 pub mod replay;
 pub mod rng;
 pub mod sa;
@@ -39,6 +40,7 @@ pub use decision::{
 };
 pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
 pub use manager::{SaHandle, SaInfo, SaLookup, SaManager};
+pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};
 pub use security::{SecurityCore, SignError};

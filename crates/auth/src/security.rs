@@ -21,12 +21,19 @@ use crate::decision::{
 use crate::hex;
 use crate::kerberos::{KerberosBackend, principal_to_identity};
 use crate::manager::{ManagerLimits, PendingSa, SaHandle, SaLookup, SaManager};
+use crate::policy::{AuthPolicy, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 use crate::replay::ReplayVerdict;
 use crate::rng::Rng;
 use crate::sa::{Mechanism, NewSa, Opaque, SaScheme, SecurityAssociation};
 
 /// Seconds an SA outlives the registration it carries, so a refresh sent on time still verifies.
 const REGISTER_MARGIN_SECS: u32 = 30;
+
+/// Policy 0 as built by [`SecurityCore::new`], for [`SecurityCore::policy`]'s fallback.
+static DEFAULT_POLICY: PolicyState = PolicyState {
+    schemes: SchemeSet::ALL,
+    digest: None,
+};
 
 /// Why a message could not be signed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,7 +47,16 @@ pub enum SignError {
 
 struct DigestState {
     server: DigestServer,
+    /// Shared by every policy's Digest server: nonces are unique whatever realm minted them.
     counter: Mutex<NonceCounter>,
+    key: [u8; 32],
+}
+
+/// A registered policy: the schemes it offers and, when it differs from the core's, its own
+/// Digest server (realm and algorithm order; same nonce key, so nonces stay stateless).
+struct PolicyState {
+    schemes: SchemeSet,
+    digest: Option<DigestServer>,
 }
 
 /// The security core. Shareable across threads (`&self` everywhere); time and randomness come in.
@@ -51,6 +67,8 @@ pub struct SecurityCore {
     kerberos: Option<Box<dyn KerberosBackend>>,
     kerberos_domain: Option<String>,
     digest: Option<DigestState>,
+    /// Index 0 is the core's own configuration ([`PolicyId::DEFAULT`]).
+    policies: Vec<PolicyState>,
     sas: SaManager<PendingHandshake>,
     counters: Counters,
 }
@@ -81,6 +99,7 @@ impl SecurityCore {
                 d.max_tracked_nonces,
                 d.config.nonce_lifetime,
             )),
+            key: d.nonce_key,
         });
         let limits = ManagerLimits {
             pending_max_total: config.pending.max_total,
@@ -94,6 +113,10 @@ impl SecurityCore {
             kerberos: None,
             kerberos_domain: None,
             digest,
+            policies: vec![PolicyState {
+                schemes: SchemeSet::ALL,
+                digest: None,
+            }],
             sas: SaManager::new(limits),
             counters: Counters::default(),
         }
@@ -109,6 +132,76 @@ impl SecurityCore {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
         self
+    }
+
+    /// Registers a policy a caller can name per request ([`SecurityCore::on_request_under`]).
+    /// Refused when it offers nothing, or a scheme this core has no acceptor for (call
+    /// [`SecurityCore::with_kerberos`] first for Kerberos).
+    pub fn add_policy(&mut self, policy: AuthPolicy) -> Result<PolicyId, PolicyError> {
+        if policy.schemes.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        if let Some(s) = policy.schemes.iter().find(|s| !self.serves(*s)) {
+            return Err(PolicyError::NotServed(s));
+        }
+        let digest = match (&policy.digest, &self.digest) {
+            (Some(offer), Some(d)) if policy.schemes.contains(Scheme::Digest) => {
+                let mut cfg = d.server.config().clone();
+                cfg.realm = offer.realm.clone();
+                cfg.algorithms = offer.algorithms.clone();
+                cfg.validate()
+                    .map_err(|e| PolicyError::Digest(e.to_string()))?;
+                Some(DigestServer::new(cfg, NonceKey::new(d.key)))
+            }
+            _ => None,
+        };
+        let id = u16::try_from(self.policies.len()).map_err(|_| PolicyError::TooMany)?;
+        self.policies.push(PolicyState {
+            schemes: policy.schemes,
+            digest,
+        });
+        Ok(PolicyId(id))
+    }
+
+    /// What a policy offers, as the core will challenge with it (for logs and probes).
+    pub fn policy_offer(&self, id: PolicyId) -> Option<PolicyOffer<'_>> {
+        let p = self.policies.get(id.index())?;
+        let digest = self.digest_server(p).map(|d| d.config());
+        Some(PolicyOffer {
+            schemes: p.schemes.iter().filter(|s| self.serves(*s)).collect(),
+            digest_realm: digest.map(|c| c.realm.as_str()),
+            digest_algorithms: digest.map_or(&[], |c| c.algorithms.as_slice()),
+        })
+    }
+
+    fn serves(&self, s: Scheme) -> bool {
+        match s {
+            Scheme::Kerberos => self.kerberos.is_some(),
+            Scheme::Ntlm => self.ntlm.is_some(),
+            Scheme::Digest => self.digest.is_some(),
+        }
+    }
+
+    fn offers(&self, p: &PolicyState, s: Scheme) -> bool {
+        p.schemes.contains(s) && self.serves(s)
+    }
+
+    /// The Digest server of a policy, when it offers Digest.
+    fn digest_server<'a>(&'a self, p: &'a PolicyState) -> Option<&'a DigestServer> {
+        if !p.schemes.contains(Scheme::Digest) {
+            return None;
+        }
+        let core = &self.digest.as_ref()?.server;
+        Some(p.digest.as_ref().unwrap_or(core))
+    }
+
+    /// The policy `id` names; an id this core did not hand out means the default (ids come from
+    /// [`SecurityCore::add_policy`], so that is a caller bug, not an input error).
+    fn policy(&self, id: PolicyId) -> &PolicyState {
+        self.policies
+            .get(id.index())
+            .or_else(|| self.policies.first())
+            .unwrap_or(&DEFAULT_POLICY)
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -154,19 +247,50 @@ impl SecurityCore {
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Challenge {
+        self.challenge_under(PolicyId::DEFAULT, family, cause, stale, now, rng)
+    }
+
+    /// A fresh challenge with what policy `id` offers.
+    pub fn challenge_under(
+        &self,
+        id: PolicyId,
+        family: ChallengeFamily,
+        cause: Option<Reason>,
+        stale: bool,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Challenge {
+        self.challenge_with(self.policy(id), family, cause, stale, now, rng)
+    }
+
+    fn challenge_with(
+        &self,
+        p: &PolicyState,
+        family: ChallengeFamily,
+        cause: Option<Reason>,
+        stale: bool,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Challenge {
         let name = family.challenge_header();
         let mut headers = vec![("Date", http_date(now))];
         let version = self.config.version.to_string();
-        if let Some(target) = self.kerberos_targetname() {
+        if let Some(target) = self
+            .kerberos_targetname()
+            .filter(|_| p.schemes.contains(Scheme::Kerberos))
+        {
             headers.push((name, self.ms_challenge("Kerberos", target, &version)));
         }
-        if let Some(target) = self.ntlm_targetname() {
+        if let Some(target) = self
+            .ntlm_targetname()
+            .filter(|_| p.schemes.contains(Scheme::Ntlm))
+        {
             headers.push((name, self.ms_challenge("NTLM", target, &version)));
         }
-        if let Some(d) = &self.digest {
+        if let Some(server) = self.digest_server(p) {
             let mut salt = [0u8; 8];
             rng.fill_bytes(&mut salt);
-            for value in d.server.challenges(now, salt, stale) {
+            for value in server.challenges(now, salt, stale) {
                 headers.push((name, value));
             }
         }
@@ -191,6 +315,7 @@ impl SecurityCore {
     fn rechallenge(
         &self,
         msg: &Message,
+        p: &PolicyState,
         family: ChallengeFamily,
         cause: Reason,
         now: SystemTime,
@@ -200,7 +325,7 @@ impl SecurityCore {
             self.counters.discarded();
             return Decision::Discard(cause);
         }
-        Decision::Challenge(self.challenge(family, Some(cause), false, now, rng))
+        Decision::Challenge(self.challenge_with(p, family, Some(cause), false, now, rng))
     }
 
     // ------------------------------------------------------------------------------------------
@@ -227,6 +352,22 @@ impl SecurityCore {
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
+        self.on_request_under(msg, ctx, PolicyId::DEFAULT, policy, now, rng)
+    }
+
+    /// [`SecurityCore::on_request_with_policy`] under a registered policy `id`: challenges offer
+    /// only its schemes (its Digest realm and algorithms), and credentials of any other scheme or
+    /// realm are not taken: the request is challenged again, as if it carried none.
+    pub fn on_request_under(
+        &self,
+        msg: &Message,
+        ctx: &TransportContext,
+        id: PolicyId,
+        policy: &ChallengePolicy,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let p = self.policy(id);
         // The signature covers the request-line method, not CSeq's: the two must agree.
         if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
             && method != cseq.method
@@ -238,18 +379,27 @@ impl SecurityCore {
             };
         }
         let default_family = Self::family_for(policy, msg);
-        let creds = match self.find_credentials(msg) {
+        let creds = match self.find_credentials(msg, p) {
             Ok(Some(c)) => c,
-            Ok(None) => return self.rechallenge_unless_fresh(msg, default_family, None, now, rng),
+            Ok(None) => {
+                return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
+            }
             Err(reason) => {
-                return self.rechallenge_unless_fresh(msg, default_family, Some(reason), now, rng);
+                return self.rechallenge_unless_fresh(
+                    msg,
+                    p,
+                    default_family,
+                    Some(reason),
+                    now,
+                    rng,
+                );
             }
         };
         let decision = match creds.header.scheme {
-            s if s.eq_ignore_ascii_case("Digest") => self.digest_request(msg, &creds, now, rng),
+            s if s.eq_ignore_ascii_case("Digest") => self.digest_request(msg, p, &creds, now, rng),
             s => match SaScheme::from_token(s) {
-                Some(scheme) => self.ms_request(msg, &creds, scheme, ctx, now, rng),
-                None => self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng),
+                Some(scheme) => self.ms_request(msg, p, &creds, scheme, ctx, now, rng),
+                None => self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng),
             },
         };
         self.enforce_identity(msg, decision)
@@ -258,6 +408,7 @@ impl SecurityCore {
     fn rechallenge_unless_fresh(
         &self,
         msg: &Message,
+        p: &PolicyState,
         family: ChallengeFamily,
         cause: Option<Reason>,
         now: SystemTime,
@@ -267,12 +418,18 @@ impl SecurityCore {
             self.counters.discarded();
             return Decision::Discard(cause.unwrap_or(Reason::NoCredentials));
         }
-        Decision::Challenge(self.challenge(family, cause, false, now, rng))
+        Decision::Challenge(self.challenge_with(p, family, cause, false, now, rng))
     }
 
-    /// The first Authorization / Proxy-Authorization header meant for this gateway (our scheme and
-    /// realm); other realms' headers belong to servers further on and are left alone.
-    fn find_credentials<'m>(&self, msg: &'m Message) -> Result<Option<Credentials<'m>>, Reason> {
+    /// The first Authorization / Proxy-Authorization header meant for this gateway under policy
+    /// `p` (a scheme it offers, our realm); other realms' headers belong to servers further on and
+    /// are left alone, and so are schemes the policy does not offer (the request is then challenged
+    /// with what it does offer).
+    fn find_credentials<'m>(
+        &self,
+        msg: &'m Message,
+        p: &PolicyState,
+    ) -> Result<Option<Credentials<'m>>, Reason> {
         let mut malformed = false;
         for (name, family) in [
             ("Authorization", ChallengeFamily::Www),
@@ -282,7 +439,7 @@ impl SecurityCore {
                 // Only headers of a scheme we serve are parsed: `Basic` token68 credentials or
                 // another proxy's parameters are none of our business, malformed or not.
                 let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
-                if !self.serves_scheme(scheme) {
+                if !self.serves_scheme(p, scheme) {
                     continue;
                 }
                 let header = match AuthHeader::parse(value) {
@@ -292,7 +449,7 @@ impl SecurityCore {
                         continue;
                     }
                 };
-                if self.is_ours(&header) {
+                if self.is_ours(p, &header) {
                     return Ok(Some(Credentials { header, family }));
                 }
             }
@@ -304,28 +461,25 @@ impl SecurityCore {
         }
     }
 
-    fn serves_scheme(&self, scheme: &str) -> bool {
+    fn serves_scheme(&self, p: &PolicyState, scheme: &str) -> bool {
         if scheme.eq_ignore_ascii_case("Digest") {
-            return self.digest.is_some();
+            return self.offers(p, Scheme::Digest);
         }
         match SaScheme::from_token(scheme) {
-            Some(SaScheme::Ntlm) => self.ntlm.is_some(),
-            Some(SaScheme::Kerberos) => self.kerberos.is_some(),
+            Some(s) => self.offers(p, s.into()),
             None => false,
         }
     }
 
-    fn is_ours(&self, h: &AuthHeader<'_>) -> bool {
+    fn is_ours(&self, p: &PolicyState, h: &AuthHeader<'_>) -> bool {
         let realm = h.param("realm");
         if h.scheme.eq_ignore_ascii_case("Digest") {
-            return match &self.digest {
-                Some(_) => realm == self.config.digest.as_ref().map(|d| d.config.realm.as_str()),
-                None => false,
-            };
+            return self
+                .digest_server(p)
+                .is_some_and(|d| realm == Some(d.config().realm.as_str()));
         }
         let enabled = match SaScheme::from_token(h.scheme) {
-            Some(SaScheme::Ntlm) => self.ntlm.is_some(),
-            Some(SaScheme::Kerberos) => self.kerberos.is_some(),
+            Some(s) => self.offers(p, s.into()),
             None => false,
         };
         // Clients omit realm on signed messages only rarely; an opaque without realm is still ours if
@@ -340,9 +494,11 @@ impl SecurityCore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn ms_request(
         &self,
         msg: &Message,
+        p: &PolicyState,
         creds: &Credentials<'_>,
         scheme: SaScheme,
         ctx: &TransportContext,
@@ -351,8 +507,8 @@ impl SecurityCore {
     ) -> Decision {
         let h = &creds.header;
         match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, creds, token, ctx, now, rng),
-            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, creds, token, now, rng),
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, ctx, now, rng),
+            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
             (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
                 Ok(sa) => {
                     self.refresh_for_register(msg, &sa, now);
@@ -366,7 +522,7 @@ impl SecurityCore {
                         },
                     })
                 }
-                Err(reason) => self.rechallenge(msg, creds.family, reason, now, rng),
+                Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
             },
         }
     }
@@ -378,9 +534,11 @@ impl SecurityCore {
             .unwrap_or(2)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn ntlm_leg(
         &self,
         msg: &Message,
+        p: &PolicyState,
         creds: &Credentials<'_>,
         token: &str,
         ctx: &TransportContext,
@@ -388,7 +546,7 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
-            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
         let h = &creds.header;
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
@@ -449,7 +607,7 @@ impl SecurityCore {
         // Leg 3: AUTHENTICATE for the pending handshake named by opaque.
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
-            self.rechallenge(msg, creds.family, reason, now, rng)
+            self.rechallenge(msg, p, creds.family, reason, now, rng)
         };
         let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
             return fail(Reason::MalformedHeader);
@@ -495,7 +653,7 @@ impl SecurityCore {
             None,
             None,
         );
-        self.finish_handshake(msg, creds, sa, Scheme::Ntlm, now, rng)
+        self.finish_handshake(msg, p, creds, sa, Scheme::Ntlm, now, rng)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -529,9 +687,11 @@ impl SecurityCore {
     }
 
     /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
+    #[allow(clippy::too_many_arguments)]
     fn finish_handshake(
         &self,
         msg: &Message,
+        p: &PolicyState,
         creds: &Credentials<'_>,
         sa: SecurityAssociation,
         scheme: Scheme,
@@ -544,7 +704,7 @@ impl SecurityCore {
             && let Err(reason) = self.verify_with(msg, creds, &sa, Direction::Request, now)
         {
             self.counters.handshake_failed(scheme, reason);
-            return self.rechallenge(msg, creds.family, reason, now, rng);
+            return self.rechallenge(msg, p, creds.family, reason, now, rng);
         }
         let (sa, _replaced) = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
@@ -563,18 +723,19 @@ impl SecurityCore {
     fn kerberos_leg(
         &self,
         msg: &Message,
+        p: &PolicyState,
         creds: &Credentials<'_>,
         token: &str,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let Some(backend) = &self.kerberos else {
-            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
         self.counters.handshake_started(Scheme::Kerberos);
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Kerberos, reason);
-            self.rechallenge(msg, creds.family, reason, now, rng)
+            self.rechallenge(msg, p, creds.family, reason, now, rng)
         };
         if creds.header.param("targetname") != Some(backend.targetname()) {
             return fail(Reason::SaMismatch);
@@ -604,7 +765,7 @@ impl SecurityCore {
             accepted.ticket_end,
             accepted.ap_rep,
         );
-        self.finish_handshake(msg, creds, sa, Scheme::Kerberos, now, rng)
+        self.finish_handshake(msg, p, creds, sa, Scheme::Kerberos, now, rng)
     }
 
     /// A REGISTER's lifetime keeps the SA alive at least as long as the registration.
@@ -722,12 +883,13 @@ impl SecurityCore {
     fn digest_request(
         &self,
         msg: &Message,
+        p: &PolicyState,
         creds: &Credentials<'_>,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
-        let Some(d) = &self.digest else {
-            return self.rechallenge(msg, creds.family, Reason::UnsupportedScheme, now, rng);
+        let (Some(d), Some(server)) = (&self.digest, self.digest_server(p)) else {
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
         let mut fail = |reason: Reason, stale: bool| {
             self.counters.handshake_failed(Scheme::Digest, reason);
@@ -735,7 +897,7 @@ impl SecurityCore {
                 self.counters.discarded();
                 return Decision::Discard(reason);
             }
-            Decision::Challenge(self.challenge(creds.family, Some(reason), stale, now, rng))
+            Decision::Challenge(self.challenge_with(p, creds.family, Some(reason), stale, now, rng))
         };
         let params = creds
             .header
@@ -762,7 +924,7 @@ impl SecurityCore {
         else {
             return fail(Reason::UnknownUser, false);
         };
-        let verified = match d.server.verify(&resp, method, &ha1, now) {
+        let verified = match server.verify(&resp, method, &ha1, now) {
             Ok(v) => v,
             Err(e) => {
                 let reason = digest_reason(&e);
@@ -779,8 +941,8 @@ impl SecurityCore {
         }
         let mut salt = [0u8; 8];
         rng.fill_bytes(&mut salt);
-        let next = d.server.make_nonce(now, salt);
-        let info = d.server.authentication_info(&verified, &ha1, Some(&next));
+        let next = server.make_nonce(now, salt);
+        let info = server.authentication_info(&verified, &ha1, Some(&next));
         self.counters.handshake_completed(Scheme::Digest);
         let identity = self
             .credentials
@@ -833,7 +995,8 @@ impl SecurityCore {
             .filter(|(_, h)| {
                 (h.name.eq_ignore_ascii_case("Authorization")
                     || h.name.eq_ignore_ascii_case("Proxy-Authorization"))
-                    && AuthHeader::parse(h.value).is_ok_and(|a| self.is_ours(&a))
+                    && AuthHeader::parse(h.value)
+                        .is_ok_and(|a| self.policies.iter().any(|p| self.is_ours(p, &a)))
             })
             .map(|(i, _)| i)
             .collect();
@@ -848,7 +1011,9 @@ impl SecurityCore {
 
     /// Judges a response a client sent to a request the gateway sent it.
     pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
-        let creds = match self.find_credentials(msg) {
+        // Responses are judged under the default policy (every scheme served): a response is
+        // signed with the SA its endpoint has, whatever policy the SA was made under.
+        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT)) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,
             Err(reason) => {

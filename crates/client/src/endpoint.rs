@@ -615,13 +615,19 @@ impl Endpoint {
         let tag = rand_hex(rng, 5);
         let t = self.local.transport;
         let addr = &self.local.addr;
+        // No epid at all when there is none: a standard SIP client, for probing what the edge
+        // offers such clients.
+        let epid = if self.cfg.epid.is_empty() {
+            String::new()
+        } else {
+            format!(";epid={}", self.cfg.epid)
+        };
         let mut s = format!(
             "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {addr};branch=z9hG4bK{branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <{aor}>;tag={tag};epid={epid}\r\nTo: <{to}>\r\n\
+             Max-Forwards: 70\r\nFrom: <{aor}>;tag={tag}{epid}\r\nTo: <{to}>\r\n\
              Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
              Contact: <sip:{addr};transport={tl}>\r\nUser-Agent: {ua}\r\n",
             aor = self.cfg.aor,
-            epid = self.cfg.epid,
             tl = t.to_ascii_lowercase(),
             ua = self.cfg.user_agent,
         );
@@ -1460,7 +1466,7 @@ impl Endpoint {
         let to = req.header("To")?;
         let mut to_value = to.to_owned();
         // The server finds our SA for a response through the To epid.
-        if req.to().and_then(|na| na.param("epid")).is_none() {
+        if req.to().and_then(|na| na.param("epid")).is_none() && !self.cfg.epid.is_empty() {
             to_value.push_str(&format!(";epid={}", self.cfg.epid));
         }
         if req.to().and_then(|na| na.tag()).is_none() {

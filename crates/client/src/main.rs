@@ -114,9 +114,14 @@ struct ProbeArgs {
     /// Kerberos credential cache (default: KRB5CCNAME / the default cache).
     #[arg(long)]
     ccache: Option<String>,
-    /// epid (10 hex digits).
+    /// epid (10 hex digits), as MS-SIPAE clients send in From; `none`: no epid, as a standard
+    /// SIP client (to see the policy such clients meet).
     #[arg(long, default_value = "0123456789")]
     epid: String,
+    /// User-Agent to send (default: sagw-client/<version>); the gateway may pick its challenge
+    /// policy by it (`[[auth.client]] user_agent`).
+    #[arg(long)]
+    user_agent: Option<String>,
     /// After signing in, send a signed MESSAGE to this URI.
     #[arg(long)]
     message: Option<String>,
@@ -233,11 +238,83 @@ fn timers(c: &Common) -> Timers {
     }
 }
 
+/// The challenge policy the probe's first request met, as its challenge shows it: what the edge
+/// offers a client of this kind (epid or not, this User-Agent) on this listener.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+struct PolicyMet {
+    /// 401 or 407.
+    status: u16,
+    /// Schemes in the order offered.
+    schemes: Vec<String>,
+    /// Digest algorithms in the order offered.
+    digest_algorithms: Vec<String>,
+    /// The Digest realm, when Digest is offered.
+    digest_realm: Option<String>,
+}
+
+impl PolicyMet {
+    /// From the events of a sign-in: the first challenge.
+    fn from_events(events: &[Event]) -> Option<PolicyMet> {
+        let i = events
+            .iter()
+            .position(|e| matches!(e, Event::Offered { .. }))?;
+        let Event::Offered { offers } = events.get(i)? else {
+            return None;
+        };
+        let status = events
+            .get(..i)?
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Received { status, .. } => Some(*status),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let mut schemes: Vec<String> = Vec::new();
+        for o in offers {
+            if !schemes.iter().any(|s| s.eq_ignore_ascii_case(&o.scheme)) {
+                schemes.push(o.scheme.clone());
+            }
+        }
+        let digest: Vec<_> = offers
+            .iter()
+            .filter(|o| o.scheme.eq_ignore_ascii_case("Digest"))
+            .collect();
+        Some(PolicyMet {
+            status,
+            schemes,
+            // RFC 7616: no algorithm parameter means MD5.
+            digest_algorithms: digest
+                .iter()
+                .map(|o| o.algorithm.clone().unwrap_or_else(|| "MD5".into()))
+                .collect(),
+            digest_realm: digest.first().and_then(|o| o.realm.clone()),
+        })
+    }
+}
+
+impl std::fmt::Display for PolicyMet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with {}", self.status, self.schemes.join(", "))?;
+        if !self.digest_algorithms.is_empty() {
+            write!(
+                f,
+                "; Digest {} (realm {})",
+                self.digest_algorithms.join(", "),
+                self.digest_realm.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize)]
 struct ProbeReport {
     ok: bool,
     server: String,
     local: Option<String>,
+    /// What the first challenge offered: the policy a request of this kind meets.
+    policy_met: Option<PolicyMet>,
     events: Vec<Event>,
     failure: Option<Failure>,
     failure_label: Option<&'static str>,
@@ -294,7 +371,15 @@ async fn probe(a: ProbeArgs) -> ExitCode {
         }
         _ccache_dir = Some(dir);
     }
-    let mut cfg = EndpointConfig::new(&a.user, &c.sip_domain, &a.epid);
+    let epid = if a.epid == "none" {
+        ""
+    } else {
+        a.epid.as_str()
+    };
+    let mut cfg = EndpointConfig::new(&a.user, &c.sip_domain, epid);
+    if let Some(ua) = &a.user_agent {
+        cfg.user_agent = ua.clone();
+    }
     cfg.domain = c.domain.clone();
     cfg.password = password;
     cfg.ccache = ccache;
@@ -306,11 +391,22 @@ async fn probe(a: ProbeArgs) -> ExitCode {
         ok: false,
         server: addr.to_string(),
         local: None,
+        policy_met: None,
         events: Vec::new(),
         failure: None,
         failure_label: None,
     };
+    let kind_shown = format!(
+        "{}, User-Agent {}",
+        if epid.is_empty() {
+            "no epid".to_owned()
+        } else {
+            format!("epid {epid}")
+        },
+        cfg.user_agent
+    );
     let result = run_probe(&a, cfg, addr, tls, &mut report).await;
+    report.policy_met = PolicyMet::from_events(&report.events);
     if let Err(f) = result {
         report.failure_label = Some(f.label());
         report.failure = Some(f);
@@ -331,6 +427,10 @@ async fn probe(a: ProbeArgs) -> ExitCode {
         );
         for e in &report.events {
             println!("{e}");
+        }
+        match &report.policy_met {
+            Some(p) => println!("POLICY MET ({kind_shown}): {p}"),
+            None => println!("POLICY MET ({kind_shown}): no challenge seen"),
         }
         match &report.failure {
             None => println!("RESULT: OK"),

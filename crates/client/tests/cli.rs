@@ -121,6 +121,8 @@ fn probe_reports_and_exit_codes() {
         "signature OK on 200 to REGISTER",
         "signature OK on 200 to MESSAGE",
         "signature OK on 200 to OPTIONS",
+        "POLICY MET (epid 0123456789, User-Agent sagw-client/",
+        "): 401 with NTLM, Digest; Digest ",
         "RESULT: OK",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
@@ -135,6 +137,30 @@ fn probe_reports_and_exit_codes() {
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("json report");
     assert_eq!(v["ok"], false);
     assert_eq!(v["failure_label"], "rejected");
+    assert_eq!(v["policy_met"]["status"], 401);
+    assert_eq!(
+        v["policy_met"]["schemes"],
+        serde_json::json!(["NTLM", "Digest"])
+    );
+
+    // As a standard SIP client: no epid in From, its own User-Agent.
+    let plain = run(
+        "alice-pw",
+        &[
+            "--scheme",
+            "digest",
+            "--epid",
+            "none",
+            "--user-agent",
+            "baresip v1.0.0",
+        ],
+    );
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.status.success(), "{text}");
+    assert!(
+        text.contains("POLICY MET (no epid, User-Agent baresip v1.0.0): 401 with "),
+        "{text}"
+    );
 
     let digest = run("alice-pw", &["--scheme", "digest"]);
     let text = String::from_utf8_lossy(&digest.stdout);

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
-    Authenticated, Binding, ChallengeFamily, CoreConfig, Decision, DigestSettings, NtlmSettings,
-    PendingLimits, ResponseVerdict, Rng, SecurityCore, Transport, TransportContext,
+    AuthPolicy, Authenticated, Binding, ChallengeFamily, ChallengePolicy, CoreConfig, Decision,
+    DigestOffer, DigestSettings, NtlmSettings, PendingLimits, PolicyId, ResponseVerdict, Rng,
+    Scheme, SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
     Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
@@ -25,7 +26,10 @@ use sagw_proxy::{build_response, reason_phrase};
 use sagw_sip::Message;
 use tracing::{debug, info, warn};
 
-use crate::auth_config::AuthSettings;
+use crate::auth_config::{
+    AuthSettings, ClientRule, EpidMatch, KerberosWithoutKeytab, ListenerAuth,
+};
+use crate::listener::ListenerId;
 
 /// Why the authentication stage could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,61 @@ pub enum AuthSetupError {
     /// The Kerberos acceptor (keytab, krb5.conf).
     #[error("kerberos: {0}")]
     Kerberos(String),
+    /// A policy the security core cannot serve.
+    #[error("config key `{key}`: {why}")]
+    Policy {
+        /// The policy's key (`auth.schemes` for `default`, else `auth.policy.<name>.schemes`).
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The config key of a policy's scheme list, for errors.
+pub fn policy_key(name: &str) -> String {
+    if name == "default" {
+        "auth.schemes".to_owned()
+    } else {
+        format!("auth.policy.{name}.schemes")
+    }
+}
+
+/// Whether Kerberos can be served: `Ok(None)` when no policy offers it, `Ok(Some(acceptor))`
+/// when the keytab holds `sip/<fqdn>`; when it does not, an error under
+/// `kerberos_without_keytab = "refuse"` naming the first policy that offers it, else `Ok(None)`
+/// after a warning (every policy then goes without Kerberos).
+pub fn kerberos_acceptor(
+    a: &AuthSettings,
+) -> Result<Option<sagw_kerberos::KerberosAcceptor>, AuthSetupError> {
+    if !a.kerberos {
+        return Ok(None);
+    }
+    let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
+    k.keytab = a.keytab.clone();
+    k.max_clock_skew = a.kerberos_skew;
+    match sagw_kerberos::KerberosAcceptor::new(k) {
+        Ok(acceptor) => Ok(Some(acceptor)),
+        Err(e) => {
+            let offering: Vec<&str> = a
+                .policies
+                .iter()
+                .filter(|p| p.schemes.contains(Scheme::Kerberos))
+                .map(|p| p.name.as_str())
+                .collect();
+            match a.kerberos_without_keytab {
+                KerberosWithoutKeytab::Refuse => Err(AuthSetupError::Policy {
+                    key: policy_key(offering.first().copied().unwrap_or("default")),
+                    why: format!(
+                        "offers kerberos, which the gateway cannot serve: {e} (set auth.kerberos_keytab, or auth.kerberos_without_keytab = \"skip\")"
+                    ),
+                }),
+                KerberosWithoutKeytab::Skip => {
+                    warn!(error = %e, policies = ?offering, "Kerberos is not offered: no usable keytab (auth.kerberos_without_keytab = \"skip\")");
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 /// Random bytes from the operating system (through ring), drawn 4 KiB at a time so that signing a
@@ -140,16 +199,101 @@ fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError>
     Ok(key)
 }
 
-/// Builds the security core the settings describe.
-pub fn build_core(a: &AuthSettings, rng: &mut dyn Rng) -> Result<SecurityCore, AuthSetupError> {
-    build_core_with_store(a, rng).map(|(core, _)| core)
+/// What `sagw check-config` checks beyond the file: that every policy can be served (Kerberos
+/// needs `sip/<fqdn>` in the keytab; under `kerberos_without_keytab = "skip"` a policy left with
+/// nothing else is an error) and what each policy offers to whom, as lines to print.
+pub fn check_policies(
+    a: &AuthSettings,
+    listeners: &[crate::listener::ListenerSpec],
+) -> Result<Vec<String>, AuthSetupError> {
+    let mut lines = Vec::new();
+    let kerberos = match kerberos_acceptor(a) {
+        Ok(k) => k.is_some(),
+        Err(e) => return Err(e),
+    };
+    if a.kerberos && !kerberos {
+        lines.push(
+            "note: Kerberos is not offered: the keytab lacks sip/<fqdn> (auth.kerberos_without_keytab = \"skip\")"
+                .to_owned(),
+        );
+    }
+    for (i, p) in a.policies.iter().enumerate() {
+        let offered: Vec<Scheme> = p
+            .schemes
+            .iter()
+            .filter(|s| kerberos || *s != Scheme::Kerberos)
+            .collect();
+        if offered.is_empty() {
+            return Err(AuthSetupError::Policy {
+                key: policy_key(&p.name),
+                why: "offers only kerberos, which the gateway cannot serve (no usable keytab)"
+                    .to_owned(),
+            });
+        }
+        let mut what: Vec<String> = offered.iter().map(|s| s.label().to_owned()).collect();
+        if let Some(d) = what.iter_mut().find(|w| *w == "digest") {
+            let algs: Vec<&str> = p.digest_algorithms.iter().map(|a| a.token()).collect();
+            *d = format!("digest ({}; realm {})", algs.join(", "), p.digest_realm);
+        }
+        let mut who: Vec<String> = Vec::new();
+        for (n, r) in a.client_rules.iter().enumerate() {
+            if r.policy == i {
+                let mut cond = Vec::new();
+                match r.epid {
+                    EpidMatch::Present => cond.push("epid in From".to_owned()),
+                    EpidMatch::Absent => cond.push("no epid in From".to_owned()),
+                    EpidMatch::Any => {}
+                }
+                if let Some(re) = &r.user_agent {
+                    cond.push(format!("User-Agent ~ {}", re.as_str()));
+                }
+                who.push(format!("auth.client[{n}] ({})", cond.join(", ")));
+            }
+        }
+        for (l, la) in listeners.iter().zip(&a.by_listener) {
+            if la.policy == Some(i) {
+                who.push(format!(
+                    "every request on listener {} ({} {})",
+                    l.name, l.transport, l.addr
+                ));
+            }
+        }
+        if i == 0 {
+            who.push("requests no rule matches".to_owned());
+        }
+        lines.push(format!(
+            "policy {}: {}; challenges {} to REGISTER, {} to others; met by {}",
+            p.name,
+            what.join(", "),
+            p.family.register.status(),
+            p.family.other.status(),
+            who.join("; ")
+        ));
+    }
+    Ok(lines)
+}
+
+/// Builds the security core the settings describe, with its policies registered, and the router
+/// that picks one per request.
+pub fn build_core(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+) -> Result<(SecurityCore, PolicyRouter), AuthSetupError> {
+    build_core_with_store(a, rng).map(|(core, _, router)| (core, router))
 }
 
 /// [`build_core`], also returning the credentials store so the driver can reload it.
 pub fn build_core_with_store(
     a: &AuthSettings,
     rng: &mut dyn Rng,
-) -> Result<(SecurityCore, Arc<crate::users::ReloadingStore>), AuthSetupError> {
+) -> Result<
+    (
+        SecurityCore,
+        Arc<crate::users::ReloadingStore>,
+        PolicyRouter,
+    ),
+    AuthSetupError,
+> {
     crate::users::ensure_file(&a.credentials)?;
     let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
     if store.user_count() == 0 {
@@ -193,15 +337,148 @@ pub fn build_core_with_store(
         });
     }
     let mut core = SecurityCore::new(cfg, store.clone());
-    if a.kerberos {
-        let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
-        k.keytab = a.keytab.clone();
-        k.max_clock_skew = a.kerberos_skew;
-        let acceptor = sagw_kerberos::KerberosAcceptor::new(k)
-            .map_err(|e| AuthSetupError::Kerberos(e.to_string()))?;
+    let acceptor = kerberos_acceptor(a)?;
+    let kerberos = acceptor.is_some();
+    if let Some(acceptor) = acceptor {
         core = core.with_kerberos(Box::new(MitKerberos::new(acceptor)), None);
     }
-    Ok((core, store))
+    let mut routed = Vec::with_capacity(a.policies.len());
+    for p in &a.policies {
+        let mut schemes = p.schemes;
+        if !kerberos && schemes.contains(Scheme::Kerberos) {
+            schemes = schemes.iter().filter(|s| *s != Scheme::Kerberos).collect();
+        }
+        let id = core
+            .add_policy(AuthPolicy {
+                schemes,
+                digest: schemes.contains(Scheme::Digest).then(|| DigestOffer {
+                    realm: p.digest_realm.clone(),
+                    algorithms: p.digest_algorithms.clone(),
+                }),
+            })
+            .map_err(|e| AuthSetupError::Policy {
+                key: policy_key(&p.name),
+                why: match e {
+                    sagw_auth::PolicyError::Empty => {
+                        "offers only kerberos, which the gateway cannot serve (no usable keytab)"
+                            .to_owned()
+                    }
+                    other => other.to_string(),
+                },
+            })?;
+        routed.push(RoutedPolicy {
+            id,
+            family: p.family,
+            name: p.name.clone(),
+        });
+    }
+    let router = PolicyRouter {
+        policies: routed,
+        rules: a.client_rules.clone(),
+        listeners: a.by_listener.clone(),
+    };
+    Ok((core, store, router))
+}
+
+/// One policy as the stage uses it.
+#[derive(Debug, Clone)]
+struct RoutedPolicy {
+    id: PolicyId,
+    family: ChallengePolicy,
+    name: String,
+}
+
+/// Picks the policy a request meets: the one its listener pins, else the first client rule its
+/// own headers match, else `default`.
+#[derive(Debug, Clone)]
+pub struct PolicyRouter {
+    policies: Vec<RoutedPolicy>,
+    rules: Vec<ClientRule>,
+    listeners: Vec<ListenerAuth>,
+}
+
+impl Default for PolicyRouter {
+    /// The core's own configuration for everyone (no listener or client distinctions).
+    fn default() -> Self {
+        PolicyRouter {
+            policies: vec![RoutedPolicy {
+                id: PolicyId::DEFAULT,
+                family: ChallengePolicy::default(),
+                name: "default".into(),
+            }],
+            rules: Vec::new(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// The policy a request meets, as [`PolicyRouter::route`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed<'r> {
+    /// The core's id of the policy.
+    pub id: PolicyId,
+    /// The challenge family (the listener's statuses over the policy's).
+    pub family: ChallengePolicy,
+    /// The policy's name, for logs.
+    pub name: &'r str,
+}
+
+impl PolicyRouter {
+    /// The core's id of the policy at `index` of [`AuthSettings::policies`].
+    pub fn policy_id(&self, index: usize) -> Option<PolicyId> {
+        self.policies.get(index).map(|p| p.id)
+    }
+
+    /// The policy for a request that came in on `listener`. Allocation-free: an index, a few
+    /// header look-ups, and a regular expression only for rules that have one.
+    pub fn route(&self, listener: ListenerId, msg: &Message) -> Routed<'_> {
+        let la = self
+            .listeners
+            .get(listener.index())
+            .copied()
+            .unwrap_or_default();
+        let index = la
+            .policy
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .find(|r| rule_matches(r, msg))
+                    .map(|r| r.policy)
+            })
+            .unwrap_or(0);
+        let Some(p) = self.policies.get(index).or_else(|| self.policies.first()) else {
+            return Routed {
+                id: PolicyId::DEFAULT,
+                family: ChallengePolicy::default(),
+                name: "default",
+            };
+        };
+        Routed {
+            id: p.id,
+            family: ChallengePolicy {
+                register: la.register.unwrap_or(p.family.register),
+                other: la.other.unwrap_or(p.family.other),
+            },
+            name: &p.name,
+        }
+    }
+}
+
+fn rule_matches(rule: &ClientRule, msg: &Message) -> bool {
+    let epid_ok = match rule.epid {
+        EpidMatch::Any => true,
+        EpidMatch::Present => has_epid(msg),
+        EpidMatch::Absent => !has_epid(msg),
+    };
+    epid_ok
+        && rule
+            .user_agent
+            .as_ref()
+            .is_none_or(|re| msg.header("User-Agent").is_some_and(|ua| re.is_match(ua)))
+}
+
+fn has_epid(msg: &Message) -> bool {
+    msg.from().is_some_and(|f| f.param("epid").is_some())
 }
 
 /// The stage the proxy calls for every client message.
@@ -210,8 +487,8 @@ pub struct SecurityStage {
     rng: Box<dyn Rng + Send>,
     /// (lower-cased `user@domain` or `domain`, home server URI)
     director: Vec<(String, String)>,
-    /// Challenge policy per listener transport, where configured.
-    listener_policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
+    /// Which policy a request meets.
+    router: PolicyRouter,
 }
 
 impl SecurityStage {
@@ -226,16 +503,13 @@ impl SecurityStage {
             core,
             rng,
             director,
-            listener_policy: Vec::new(),
+            router: PolicyRouter::default(),
         }
     }
 
-    /// Challenge policies for clients of particular listeners (`[auth.listener.<transport>]`).
-    pub fn with_listener_policy(
-        mut self,
-        policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
-    ) -> Self {
-        self.listener_policy = policy;
+    /// The policies per listener and client kind (from [`build_core`]).
+    pub fn with_router(mut self, router: PolicyRouter) -> Self {
+        self.router = router;
         self
     }
 
@@ -401,14 +675,12 @@ impl ClientAuth for SecurityStage {
             source: ctx.flow.remote,
             transport: transport(ctx.flow.transport),
         };
-        let policy = self
-            .listener_policy
-            .iter()
-            .find(|(t, _)| *t == ctx.flow.transport)
-            .map_or(self.core.config().policy, |(_, p)| *p);
-        let decision = self
-            .core
-            .on_request_with_policy(msg, &tctx, &policy, now, &mut *self.rng);
+        let listener = ListenerId::of(ctx.flow.id);
+        let routed = self.router.route(listener, msg);
+        debug!(policy = routed.name, listener = listener.0, source = %ctx.flow.remote, "challenge policy");
+        let decision =
+            self.core
+                .on_request_under(msg, &tctx, routed.id, &routed.family, now, &mut *self.rng);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
                 if let Some(cause) = c.cause {
@@ -561,6 +833,92 @@ pub fn phrase(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(from_params: &str, ua: Option<&str>) -> Message {
+        let ua = ua
+            .map(|u| format!("User-Agent: {u}\r\n"))
+            .unwrap_or_default();
+        Message::parse(format!("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1{from_params}\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{ua}Content-Length: 0\r\n\r\n").as_bytes()).expect("request")
+    }
+
+    /// Precedence: the listener's pin, else the first client rule that matches, else default; the
+    /// listener's challenge statuses apply over the policy's.
+    #[test]
+    fn the_router_takes_the_pin_then_the_first_matching_rule_then_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            r#"
+[listen]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+tls = ""
+[auth]
+schemes = ["ntlm", "digest"]
+credentials = "{d}/users"
+nonce_key = "{d}/nonce.key"
+[auth.policy.ms]
+schemes = ["ntlm"]
+[auth.policy.md5]
+schemes = ["digest"]
+digest_algorithms = ["MD5"]
+register_challenge = 407
+[auth.policy.plain]
+schemes = ["digest"]
+[[auth.client]]
+epid = "present"
+policy = "ms"
+[[auth.client]]
+user_agent = "^baresip"
+policy = "md5"
+[[auth.client]]
+epid = "absent"
+user_agent = "softphone"
+policy = "plain"
+[auth.listener.tcp]
+policy = "md5"
+other_challenge = 401
+"#,
+            d = dir.path().display()
+        );
+        let settings = crate::Config::parse(&text)
+            .and_then(|c| c.validate())
+            .expect("valid");
+        let a = settings.auth.expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        let (_core, router) = build_core(&a, &mut rng).expect("core");
+        let (udp, tcp) = (ListenerId(0), ListenerId(1));
+        let name = |l, m: &Message| router.route(l, m).name.to_owned();
+        assert_eq!(
+            name(udp, &request(";epid=0123456789", Some("baresip 1.0"))),
+            "ms",
+            "first rule wins"
+        );
+        assert_eq!(
+            name(udp, &request("", Some("BareSIP v1.0.0"))),
+            "md5",
+            "case-insensitive"
+        );
+        assert_eq!(
+            name(udp, &request("", Some("My Softphone 2"))),
+            "plain",
+            "every condition holds"
+        );
+        assert_eq!(name(udp, &request(";epid=01", Some("softphone"))), "ms");
+        assert_eq!(name(udp, &request("", None)), "default", "no rule matches");
+        assert_eq!(name(ListenerId::OUTBOUND, &request("", None)), "default");
+        let pinned = router.route(tcp, &request(";epid=0123456789", None));
+        assert_eq!(pinned.name, "md5", "the listener's pin beats the rules");
+        assert_eq!(
+            pinned.family.register,
+            ChallengeFamily::Proxy,
+            "the policy's status"
+        );
+        assert_eq!(
+            pinned.family.other,
+            ChallengeFamily::Www,
+            "the listener's over the policy's"
+        );
+    }
 
     #[test]
     fn copies_the_granted_expiry_of_the_clients_own_contact() {

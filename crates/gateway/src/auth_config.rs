@@ -1,5 +1,12 @@
-//! The `[auth]` section: which schemes the gateway offers, where the user hashes and keys live, the
-//! challenge policy, SA timers and the director's home servers. Validated into [`AuthSettings`].
+//! The `[auth]` section: which schemes the gateway offers to whom, where the user hashes and keys
+//! live, the challenge policies, SA timers and the director's home servers. Validated into
+//! [`AuthSettings`].
+//!
+//! Challenge policies: the top-level keys (`schemes`, `digest_algorithms`, `digest_realm`,
+//! `register_challenge`, `other_challenge`) are the policy named `default`; `[auth.policy.<name>]`
+//! adds more. A request meets the policy its listener pins (`[auth.listener.<name>] policy`), else
+//! the first `[[auth.client]]` rule its own headers match (an `epid` in From, a User-Agent
+//! pattern), else `default`. The gateway serves the union of the schemes its policies offer.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,16 +67,50 @@ pub struct AuthSection {
     /// Director: user AOR (`user@domain`) or domain -> home server URI; a REGISTER for them gets a
     /// signed 301 with that Contact.
     pub director: BTreeMap<String, String>,
-    /// Per-listener challenge statuses: `udp`, `tcp` or `tls` -> { register_challenge, other_challenge }.
+    /// What happens when a policy offers Kerberos and the keytab lacks `sip/<fqdn>`: "skip" or
+    /// "refuse".
+    pub kerberos_without_keytab: String,
+    /// Named challenge policies (`[auth.policy.<name>]`).
+    pub policy: BTreeMap<String, PolicySection>,
+    /// Client-kind rules, first match wins (`[[auth.client]]`).
+    pub client: Vec<ClientSection>,
+    /// Per listener (by name: `udp`, `tcp`, `tls` for `[listen]`'s, or a `[[listen.extra]]` name):
+    /// a pinned policy and challenge statuses.
     pub listener: BTreeMap<String, ListenerPolicy>,
 }
 
-/// `[auth.listener.<transport>]`: the challenge family for clients of one listener.
+/// `[auth.listener.<name>]`: the policy and challenge family for clients of one listener.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerPolicy {
+    /// Pins this policy for every request on the listener (client rules are not consulted).
+    pub policy: Option<String>,
     pub register_challenge: Option<u16>,
     pub other_challenge: Option<u16>,
+}
+
+/// `[auth.policy.<name>]`: what one kind of client is offered. Unset keys take the top-level
+/// `[auth]` value.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub schemes: Vec<String>,
+    pub digest_algorithms: Option<Vec<String>>,
+    pub digest_realm: Option<String>,
+    pub register_challenge: Option<u16>,
+    pub other_challenge: Option<u16>,
+}
+
+/// `[[auth.client]]`: a client-kind rule. Every condition given must hold.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// "present" (MS-SIPAE clients put an `epid` in From) or "absent".
+    pub epid: Option<String>,
+    /// Regular expression (case-insensitive) the User-Agent header must match.
+    pub user_agent: Option<String>,
+    /// The policy these clients meet.
+    pub policy: String,
 }
 
 impl Default for AuthSection {
@@ -100,9 +141,66 @@ impl Default for AuthSection {
             digest_nonce_lifetime_secs: 300,
             nonce_key: "sagw-data/nonce.key".into(),
             director: BTreeMap::new(),
+            // A file that lists Kerberos and has no keytab fails as it always did; the embedded
+            // default says "skip" (it offers Kerberos where the host can serve it).
+            kerberos_without_keytab: "refuse".into(),
+            // Not the embedded default's rules: a policy or rule the operator did not write must
+            // never change what the gateway offers (docs/configuration.md).
+            policy: BTreeMap::new(),
+            client: Vec::new(),
             listener: BTreeMap::new(),
         }
     }
+}
+
+/// What to do when a policy offers Kerberos and the keytab cannot serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KerberosWithoutKeytab {
+    /// Leave Kerberos out of every policy, with a warning at start: the embedded default offers
+    /// Kerberos to MS-SIPAE clients wherever the host has a keytab, and NTLM everywhere.
+    Skip,
+    /// Refuse to start (and fail `check-config`), naming the policy.
+    Refuse,
+}
+
+/// Which clients a rule is about, by the `epid` From parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpidMatch {
+    /// Either.
+    Any,
+    /// From has an `epid` ([MS-SIPAE] clients).
+    Present,
+    /// From has none.
+    Absent,
+}
+
+/// One validated challenge policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// `default` for the top-level keys, else the `[auth.policy.<name>]` name.
+    pub name: String,
+    pub schemes: sagw_auth::SchemeSet,
+    pub digest_realm: String,
+    pub digest_algorithms: Vec<sagw_digest::Algorithm>,
+    pub family: sagw_auth::ChallengePolicy,
+}
+
+/// One validated client-kind rule.
+#[derive(Debug, Clone)]
+pub struct ClientRule {
+    pub epid: EpidMatch,
+    pub user_agent: Option<regex::Regex>,
+    /// Index into [`AuthSettings::policies`].
+    pub policy: usize,
+}
+
+/// What `[auth.listener.<name>]` says, validated; bound to a listener by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListenerAuth {
+    /// Index into [`AuthSettings::policies`] when the listener pins one.
+    pub policy: Option<usize>,
+    pub register: Option<sagw_auth::ChallengeFamily>,
+    pub other: Option<sagw_auth::ChallengeFamily>,
 }
 
 /// Validated authentication settings.
@@ -134,8 +232,70 @@ pub struct AuthSettings {
     pub nonce_key: PathBuf,
     /// (lower-cased `user@domain` or `domain`, home URI)
     pub director: Vec<(String, String)>,
-    /// Challenge policy per listener transport (udp, tcp, tls), where it differs from the default.
-    pub listener_policy: Vec<(sagw_proxy::Transport, sagw_auth::ChallengePolicy)>,
+    pub kerberos_without_keytab: KerberosWithoutKeytab,
+    /// The challenge policies; index 0 is `default` (the top-level keys).
+    pub policies: Vec<PolicySettings>,
+    /// Client-kind rules in order.
+    pub client_rules: Vec<ClientRule>,
+    /// `[auth.listener.<name>]` by listener name, checked against the listeners by
+    /// [`AuthSettings::bind_listeners`].
+    pub listener_auth: Vec<(String, ListenerAuth)>,
+    /// The same, per [`crate::listener::ListenerId`] (filled by `Config::validate`).
+    pub by_listener: Vec<ListenerAuth>,
+}
+
+impl AuthSettings {
+    /// Every (Digest realm, base algorithm) some policy offers: `sagw user add` stores an HA1 for
+    /// each.
+    pub fn digest_realms(&self) -> Vec<(&str, sagw_digest::Algorithm)> {
+        let mut out: Vec<(&str, sagw_digest::Algorithm)> = Vec::new();
+        // The top-level realm and algorithms always (as before there were policies: a user added
+        // while Digest is off can use it once it is on), then every policy that offers Digest.
+        let digest_policies = self.policies.iter().enumerate().filter_map(|(i, p)| {
+            (i == 0 || p.schemes.contains(sagw_auth::Scheme::Digest)).then_some(p)
+        });
+        for p in digest_policies {
+            for a in &p.digest_algorithms {
+                let entry = (p.digest_realm.as_str(), a.base());
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+        out
+    }
+
+    /// The per-listener table, in listener order, from `[auth.listener.<name>]`; an entry naming
+    /// no listener is an error naming its key. `udp`, `tcp` and `tls` are always accepted (the
+    /// `[listen]` listeners, possibly disabled), as they were before listeners had names.
+    pub fn bind_listeners(&self, names: &[&str]) -> Result<Vec<ListenerAuth>, ConfigError> {
+        let mut out = vec![ListenerAuth::default(); names.len()];
+        for (name, la) in &self.listener_auth {
+            match names.iter().position(|n| n == name) {
+                Some(i) => {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = *la;
+                    }
+                }
+                None if matches!(name.as_str(), "udp" | "tcp" | "tls") => {}
+                None => {
+                    return Err(invalid(
+                        &format!("auth.listener.{name}"),
+                        format!(
+                            "no listener is named `{name}` (listeners: {})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index of the policy named `name`.
+    pub fn policy_index(&self, name: &str) -> Option<usize> {
+        self.policies.iter().position(|p| p.name == name)
+    }
 }
 
 fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
@@ -166,33 +326,7 @@ impl AuthSection {
         if !self.enabled {
             return Ok(None);
         }
-        let (mut ntlm, mut kerberos, mut digest) = (false, false, false);
-        for s in &self.schemes {
-            match s.to_ascii_lowercase().as_str() {
-                "ntlm" => ntlm = true,
-                "kerberos" => kerberos = true,
-                "digest" => digest = true,
-                other => {
-                    return Err(invalid(
-                        "auth.schemes",
-                        format!("`{other}` is not ntlm, kerberos or digest"),
-                    ));
-                }
-            }
-        }
-        if !(ntlm || kerberos || digest) {
-            return Err(invalid("auth.schemes", "enable at least one scheme"));
-        }
-        let plain = |key: &str, v: &str| -> Result<String, ConfigError> {
-            if v.trim().is_empty() || v.contains(['"', '\\', '\r', '\n']) {
-                Err(invalid(
-                    key,
-                    "must be non-empty, without quotes, backslashes or line breaks",
-                ))
-            } else {
-                Ok(v.trim().to_owned())
-            }
-        };
+        let default_schemes = schemes("auth.schemes", &self.schemes)?;
         let realm = plain("auth.realm", &self.realm)?;
         let sip_domain = plain("auth.sip_domain", &self.sip_domain)?.to_ascii_lowercase();
         let fqdn = plain("auth.fqdn", &self.fqdn)?;
@@ -215,24 +349,11 @@ impl AuthSection {
                 ));
             }
         };
-        let mut digest_algorithms = Vec::new();
-        for a in &self.digest_algorithms {
-            match sagw_digest::Algorithm::from_token(a) {
-                Some(alg) => digest_algorithms.push(alg),
-                None => {
-                    return Err(invalid(
-                        "auth.digest_algorithms",
-                        format!("`{a}` is not MD5, SHA-256 or SHA-512-256 (or a -sess form)"),
-                    ));
-                }
-            }
-        }
-        if digest && digest_algorithms.is_empty() {
-            return Err(invalid(
-                "auth.digest_algorithms",
-                "offer at least one algorithm",
-            ));
-        }
+        let digest_algorithms = algorithms(
+            "auth.digest_algorithms",
+            &self.digest_algorithms,
+            default_schemes,
+        )?;
         let digest_realm = if self.digest_realm.trim().is_empty() {
             sip_domain.clone()
         } else {
@@ -252,11 +373,50 @@ impl AuthSection {
         }
         let register_family = family("auth.register_challenge", self.register_challenge)?;
         let other_family = family("auth.other_challenge", self.other_challenge)?;
-        let mut listener_policy = Vec::new();
-        for (t, p) in &self.listener {
-            let key = format!("auth.listener.{t}");
-            let transport = sagw_proxy::Transport::from_token(t)
-                .ok_or_else(|| invalid(&key, "must be udp, tcp or tls"))?;
+        let kerberos_without_keytab = match self.kerberos_without_keytab.as_str() {
+            "skip" => KerberosWithoutKeytab::Skip,
+            "refuse" => KerberosWithoutKeytab::Refuse,
+            other => {
+                return Err(invalid(
+                    "auth.kerberos_without_keytab",
+                    format!("`{other}` is not skip or refuse"),
+                ));
+            }
+        };
+        let mut policies = vec![PolicySettings {
+            name: "default".into(),
+            schemes: default_schemes,
+            digest_realm: digest_realm.clone(),
+            digest_algorithms: digest_algorithms.clone(),
+            family: sagw_auth::ChallengePolicy {
+                register: register_family,
+                other: other_family,
+            },
+        }];
+        for (name, p) in &self.policy {
+            let key = format!("auth.policy.{name}");
+            if name == "default" {
+                return Err(invalid(
+                    &key,
+                    "`default` is the policy of the top-level [auth] keys; give this one another name",
+                ));
+            }
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(&key, "a policy name is letters, digits, - and _"));
+            }
+            let set = schemes(&format!("{key}.schemes"), &p.schemes)?;
+            let algs = match &p.digest_algorithms {
+                Some(a) => algorithms(&format!("{key}.digest_algorithms"), a, set)?,
+                None => digest_algorithms.clone(),
+            };
+            let realm = match &p.digest_realm {
+                Some(r) if !r.trim().is_empty() => plain(&format!("{key}.digest_realm"), r)?,
+                _ => digest_realm.clone(),
+            };
             let register = match p.register_challenge {
                 Some(s) => family(&format!("{key}.register_challenge"), s)?,
                 None => register_family,
@@ -265,8 +425,102 @@ impl AuthSection {
                 Some(s) => family(&format!("{key}.other_challenge"), s)?,
                 None => other_family,
             };
-            listener_policy.push((transport, sagw_auth::ChallengePolicy { register, other }));
+            policies.push(PolicySettings {
+                name: name.clone(),
+                schemes: set,
+                digest_realm: realm,
+                digest_algorithms: algs,
+                family: sagw_auth::ChallengePolicy { register, other },
+            });
         }
+        let policy_named = |key: &str, name: &str| {
+            policies.iter().position(|p| p.name == name).ok_or_else(|| {
+                invalid(
+                    key,
+                    format!(
+                        "no policy is named `{name}` (policies: {})",
+                        policies
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+        };
+        let mut client_rules = Vec::new();
+        for (i, c) in self.client.iter().enumerate() {
+            let key = format!("auth.client[{i}]");
+            let epid = match c.epid.as_deref() {
+                None => EpidMatch::Any,
+                Some("present") => EpidMatch::Present,
+                Some("absent") => EpidMatch::Absent,
+                Some(other) => {
+                    return Err(invalid(
+                        &format!("{key}.epid"),
+                        format!("`{other}` is not present or absent"),
+                    ));
+                }
+            };
+            let user_agent = match c.user_agent.as_deref() {
+                None => None,
+                Some(p) if p.trim().is_empty() => {
+                    return Err(invalid(&format!("{key}.user_agent"), "empty pattern"));
+                }
+                Some(p) => Some(
+                    regex::RegexBuilder::new(p)
+                        .case_insensitive(true)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            invalid(
+                                &format!("{key}.user_agent"),
+                                format!("not a regular expression: {e}"),
+                            )
+                        })?,
+                ),
+            };
+            if epid == EpidMatch::Any && user_agent.is_none() {
+                return Err(invalid(
+                    &key,
+                    "a rule needs a condition (epid or user_agent); requests no rule matches meet the `default` policy",
+                ));
+            }
+            let policy = policy_named(&format!("{key}.policy"), &c.policy)?;
+            client_rules.push(ClientRule {
+                epid,
+                user_agent,
+                policy,
+            });
+        }
+        let mut listener_auth = Vec::new();
+        for (name, p) in &self.listener {
+            let key = format!("auth.listener.{name}");
+            listener_auth.push((
+                name.clone(),
+                ListenerAuth {
+                    policy: match &p.policy {
+                        Some(n) => Some(policy_named(&format!("{key}.policy"), n)?),
+                        None => None,
+                    },
+                    register: p
+                        .register_challenge
+                        .map(|s| family(&format!("{key}.register_challenge"), s))
+                        .transpose()?,
+                    other: p
+                        .other_challenge
+                        .map(|s| family(&format!("{key}.other_challenge"), s))
+                        .transpose()?,
+                },
+            ));
+        }
+        // The gateway serves what any policy offers.
+        let served = policies.iter().fold(sagw_auth::SchemeSet::EMPTY, |acc, p| {
+            p.schemes.iter().fold(acc, sagw_auth::SchemeSet::with)
+        });
+        let ntlm = served.contains(sagw_auth::Scheme::Ntlm);
+        let kerberos = served.contains(sagw_auth::Scheme::Kerberos);
+        let digest = served.contains(sagw_auth::Scheme::Digest);
         if self.pending_max == 0 || self.pending_max_per_source == 0 {
             return Err(invalid("auth.pending_max", "limits must be greater than 0"));
         }
@@ -309,7 +563,70 @@ impl AuthSection {
             )?,
             nonce_key: PathBuf::from(plain("auth.nonce_key", &self.nonce_key)?),
             director,
-            listener_policy,
+            kerberos_without_keytab,
+            policies,
+            client_rules,
+            listener_auth,
+            by_listener: Vec::new(),
         }))
     }
+}
+
+fn plain(key: &str, v: &str) -> Result<String, ConfigError> {
+    if v.trim().is_empty() || v.contains(['"', '\\', '\r', '\n']) {
+        Err(invalid(
+            key,
+            "must be non-empty, without quotes, backslashes or line breaks",
+        ))
+    } else {
+        Ok(v.trim().to_owned())
+    }
+}
+
+fn schemes(key: &str, list: &[String]) -> Result<sagw_auth::SchemeSet, ConfigError> {
+    let mut set = sagw_auth::SchemeSet::EMPTY;
+    for s in list {
+        let scheme = match s.to_ascii_lowercase().as_str() {
+            "ntlm" => sagw_auth::Scheme::Ntlm,
+            "kerberos" => sagw_auth::Scheme::Kerberos,
+            "digest" => sagw_auth::Scheme::Digest,
+            other => {
+                return Err(invalid(
+                    key,
+                    format!("`{other}` is not ntlm, kerberos or digest"),
+                ));
+            }
+        };
+        set = set.with(scheme);
+    }
+    if set.is_empty() {
+        return Err(invalid(key, "enable at least one scheme"));
+    }
+    Ok(set)
+}
+
+fn algorithms(
+    key: &str,
+    list: &[String],
+    set: sagw_auth::SchemeSet,
+) -> Result<Vec<sagw_digest::Algorithm>, ConfigError> {
+    let mut out = Vec::new();
+    for a in list {
+        match sagw_digest::Algorithm::from_token(a) {
+            Some(alg) if out.contains(&alg) => {
+                return Err(invalid(key, format!("`{a}` is listed twice")));
+            }
+            Some(alg) => out.push(alg),
+            None => {
+                return Err(invalid(
+                    key,
+                    format!("`{a}` is not MD5, SHA-256 or SHA-512-256 (or a -sess form)"),
+                ));
+            }
+        }
+    }
+    if set.contains(sagw_auth::Scheme::Digest) && out.is_empty() {
+        return Err(invalid(key, "offer at least one algorithm"));
+    }
+    Ok(out)
 }

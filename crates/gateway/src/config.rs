@@ -75,6 +75,20 @@ pub struct ListenSection {
     pub advertise: String,
     /// Other names of this host.
     pub aliases: Vec<String>,
+    /// Further listeners, several per transport allowed (`[[listen.extra]]`).
+    pub extra: Vec<ExtraListener>,
+}
+
+/// `[[listen.extra]]`: one more listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// Its name, for `[auth.listener.<name>]` and logs.
+    pub name: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+    /// `IP:port`.
+    pub address: String,
 }
 
 impl Default for ListenSection {
@@ -85,6 +99,7 @@ impl Default for ListenSection {
             tls: "0.0.0.0:5061".into(),
             advertise: String::new(),
             aliases: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -369,6 +384,9 @@ pub struct Settings {
     pub tcp: Option<SocketAddr>,
     /// TLS listen address.
     pub tls: Option<SocketAddr>,
+    /// Every listener in [`crate::listener::ListenerId`] order: `[listen]`'s udp, tcp, tls (those
+    /// set), then `[[listen.extra]]` in file order.
+    pub listeners: Vec<crate::listener::ListenerSpec>,
     /// Advertised host (empty: derived from the listen addresses at start).
     pub advertise: String,
     /// Aliases.
@@ -462,6 +480,100 @@ pub fn parse_next_hop(key: &str, v: &str) -> Result<NextHop, ConfigError> {
 }
 
 impl Config {
+    /// The listener table: `[listen]`'s three, then the extra ones; names unique, no two
+    /// listeners of one socket kind on one address.
+    fn listeners(
+        &self,
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+        tls: Option<SocketAddr>,
+    ) -> Result<Vec<crate::listener::ListenerSpec>, ConfigError> {
+        use crate::listener::ListenerSpec;
+        let mut out: Vec<ListenerSpec> = [
+            ("udp", Transport::Udp, udp),
+            ("tcp", Transport::Tcp, tcp),
+            ("tls", Transport::Tls, tls),
+        ]
+        .into_iter()
+        .filter_map(|(name, transport, addr)| {
+            addr.map(|addr| ListenerSpec {
+                name: name.to_owned(),
+                transport,
+                addr,
+            })
+        })
+        .collect();
+        for (i, x) in self.listen.extra.iter().enumerate() {
+            let key = format!("listen.extra[{i}]");
+            let name = x.name.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "a listener name is letters, digits, - and _",
+                ));
+            }
+            if matches!(name, "udp" | "tcp" | "tls") || out.iter().any(|l| l.name == name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("`{name}` names another listener (udp, tcp and tls are [listen]'s)"),
+                ));
+            }
+            let transport = Transport::from_token(x.transport.trim()).ok_or_else(|| {
+                invalid(
+                    format!("{key}.transport"),
+                    format!("`{}` is not udp, tcp or tls", x.transport),
+                )
+            })?;
+            let addr = opt_addr(&format!("{key}.address"), &x.address)?
+                .ok_or_else(|| invalid(format!("{key}.address"), "must be set"))?;
+            out.push(ListenerSpec {
+                name: name.to_owned(),
+                transport,
+                addr,
+            });
+        }
+        if out.is_empty() {
+            return Err(invalid(
+                "listen",
+                "at least one of udp, tcp, tls must be set",
+            ));
+        }
+        if out.len() >= usize::from(crate::listener::ListenerId::OUTBOUND.0) {
+            return Err(invalid("listen.extra", "too many listeners"));
+        }
+        // TCP and TLS listeners are both TCP sockets: one address serves one of them. Port 0 is a
+        // fresh port at every bind, never a clash.
+        let datagram = |t: Transport| t == Transport::Udp;
+        for (i, a) in out.iter().enumerate() {
+            if let Some(b) = out.iter().skip(i + 1).find(|b| {
+                a.addr.port() != 0
+                    && b.addr == a.addr
+                    && datagram(a.transport) == datagram(b.transport)
+            }) {
+                let key = if matches!(b.name.as_str(), "udp" | "tcp" | "tls") {
+                    format!("listen.{}", b.name)
+                } else {
+                    let i = self
+                        .listen
+                        .extra
+                        .iter()
+                        .position(|x| x.name.trim() == b.name)
+                        .unwrap_or(0);
+                    format!("listen.extra[{i}].address")
+                };
+                return Err(invalid(
+                    key,
+                    format!("{} is already the address of listener `{}`", b.addr, a.name),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Check every value and build [`Settings`].
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let log_format = match self.log.format.as_str() {
@@ -486,12 +598,7 @@ impl Config {
         let udp = opt_addr("listen.udp", &self.listen.udp)?;
         let tcp = opt_addr("listen.tcp", &self.listen.tcp)?;
         let tls = opt_addr("listen.tls", &self.listen.tls)?;
-        if udp.is_none() && tcp.is_none() && tls.is_none() {
-            return Err(invalid(
-                "listen",
-                "at least one of udp, tcp, tls must be set",
-            ));
-        }
+        let listeners = self.listeners(udp, tcp, tls)?;
         if self
             .listen
             .advertise
@@ -639,13 +746,18 @@ impl Config {
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
-        let auth = self.auth.validate()?;
+        let mut auth = self.auth.validate()?;
+        if let Some(a) = auth.as_mut() {
+            let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+            a.by_listener = a.bind_listeners(&names)?;
+        }
         Ok(Settings {
             log_level: self.log.level.clone(),
             log_format,
             udp,
             tcp,
             tls,
+            listeners,
             advertise: self.listen.advertise.trim().to_owned(),
             aliases: self.listen.aliases.clone(),
             cert,
@@ -694,8 +806,29 @@ mod tests {
     #[test]
     fn embedded_default_equals_the_built_in_defaults() {
         let c = Config::embedded().unwrap();
-        assert_eq!(c, Config::default());
+        // Except for the challenge policies (docs/configuration.md): a file gets the policies and
+        // client rules it writes, and the top-level set that was the default before there were
+        // policies, so nobody's file starts offering a scheme its operator did not write.
+        let mut d = Config::default();
+        assert_eq!(d.auth.schemes, ["ntlm", "digest"]);
+        assert_eq!(d.auth.kerberos_without_keytab, "refuse");
+        assert!(d.auth.policy.is_empty() && d.auth.client.is_empty());
+        d.auth.schemes = vec!["digest".into()];
+        d.auth.kerberos_without_keytab = "skip".into();
+        d.auth.policy = c.auth.policy.clone();
+        d.auth.client = c.auth.client.clone();
+        assert_eq!(c, d);
+        assert_eq!(c.auth.client.len(), 2);
         let s = c.validate().unwrap();
+        let a = s.auth.as_ref().expect("auth on");
+        let names: Vec<&str> = a.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "md5-only", "mssipae"]);
+        assert!(
+            a.ntlm && a.kerberos && a.digest,
+            "the union of the policies"
+        );
+        let listeners: Vec<&str> = s.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(listeners, ["udp", "tcp", "tls"]);
         assert_eq!(s.tcp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.tls, Some("0.0.0.0:5061".parse().unwrap()));
         assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
@@ -738,6 +871,101 @@ mod tests {
         assert!(e.contains("tcpp"), "{e}");
         let e = err("[nosuch]\n");
         assert!(e.contains("nosuch"), "{e}");
+    }
+
+    #[test]
+    fn policy_errors_name_the_key() {
+        let e = |t: &str| err(t);
+        assert!(e("[auth]\nschemes = [\"ntlm\", \"basic\"]").contains("`auth.schemes`: `basic`"));
+        assert!(e("[auth.policy.p]\nschemes = [\"spnego\"]").contains("`auth.policy.p.schemes`"));
+        assert!(
+            e("[auth.policy.p]\nschemes = []")
+                .contains("`auth.policy.p.schemes`: enable at least one")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = []")
+                .contains("`auth.policy.p.digest_algorithms`")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = [\"SHA-1\"]")
+                .contains("`auth.policy.p.digest_algorithms`: `SHA-1`")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"digest\"]\ndigest_algorithms = [\"MD5\", \"md5\"]")
+                .contains("listed twice")
+        );
+        assert!(
+            e("[auth.policy.p]\nschemes = [\"ntlm\"]\nregister_challenge = 403")
+                .contains("`auth.policy.p.register_challenge`")
+        );
+        assert!(e("[auth.policy.default]\nschemes = [\"ntlm\"]").contains("`auth.policy.default`"));
+        assert!(
+            e("[[auth.client]]\nuser_agent = \"(baresip\"\npolicy = \"default\"")
+                .contains("`auth.client[0].user_agent`: not a regular expression")
+        );
+        assert!(
+            e("[[auth.client]]\nepid = \"maybe\"\npolicy = \"default\"")
+                .contains("`auth.client[0].epid`")
+        );
+        assert!(
+            e("[[auth.client]]\npolicy = \"default\"")
+                .contains("`auth.client[0]`: a rule needs a condition")
+        );
+        assert!(
+            e("[[auth.client]]\nepid = \"present\"\npolicy = \"lync\"")
+                .contains("`auth.client[0].policy`: no policy is named `lync`")
+        );
+        assert!(e("[auth.listener.tls]\npolicy = \"lync\"").contains("`auth.listener.tls.policy`"));
+        assert!(
+            e("[auth.listener.phones]\npolicy = \"default\"")
+                .contains("`auth.listener.phones`: no listener is named `phones`")
+        );
+        assert!(
+            e("[auth]\nkerberos_without_keytab = \"maybe\"")
+                .contains("`auth.kerberos_without_keytab`")
+        );
+    }
+
+    #[test]
+    fn listener_errors_name_the_key() {
+        let e = |t: &str| err(t);
+        let base = "[listen]\nudp = \"127.0.0.1:5060\"\ntcp = \"127.0.0.1:5060\"\ntls = \"127.0.0.1:5061\"\n";
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"b\"\ntransport = \"tls\"\naddress = \"127.0.0.1:5060\""))
+                .contains("`listen.extra[0].address`: 127.0.0.1:5060 is already the address of listener `tcp`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"b\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\""))
+                .contains("`listen.extra[0].address`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[0].name`")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"x\"\ntransport = \"sctp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[0].transport`")
+        );
+        assert!(
+            e(&format!(
+                "{base}[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"\""
+            ))
+            .contains("`listen.extra[0].address`: must be set")
+        );
+        assert!(
+            e(&format!("{base}[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5070\"\n[[listen.extra]]\nname = \"x\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5070\""))
+                .contains("`listen.extra[1].name`")
+        );
+        // UDP and TCP on one address are two sockets; two listeners on port 0 never clash.
+        let ok = format!(
+            "{base}[[listen.extra]]\nname = \"u\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5061\"\n[[listen.extra]]\nname = \"p\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[[listen.extra]]\nname = \"q\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[auth.policy.phones]\nschemes = [\"digest\"]\n[auth.listener.p]\npolicy = \"phones\"\n"
+        );
+        let s = Config::parse(&ok).unwrap().validate().unwrap();
+        assert_eq!(s.listeners.len(), 6);
+        let a = s.auth.unwrap();
+        assert_eq!(a.by_listener.len(), 6);
+        assert_eq!(a.by_listener[4].policy, a.policy_index("phones"));
+        assert_eq!(a.by_listener[5].policy, None);
     }
 
     #[test]

@@ -30,16 +30,13 @@ use tokio::task::JoinHandle;
 use tracing::{Level, debug, info, trace, warn};
 
 use crate::config::{CertSource, Settings};
+use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
 use crate::metrics::{self, Metrics};
 use crate::tls::{self, CertInfo};
 
-/// The UDP socket's flow id (connections get ids from 1 up).
-const UDP_FLOW: FlowId = FlowId(0);
-
-/// mio tokens of the core thread.
+/// mio tokens of the core thread: the waker, then one per UDP socket (token 1 + its index).
 const WAKE_TOKEN: mio::Token = mio::Token(0);
-const UDP_TOKEN: mio::Token = mio::Token(1);
 /// Datagrams read in one pass before the event channel and the timers get their turn.
 const UDP_BUDGET: usize = 256;
 /// Events taken from the channel in one pass before UDP and the timers get their turn.
@@ -56,8 +53,8 @@ pub enum StartError {
     /// A listener could not bind.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
-        /// Which listener.
-        what: &'static str,
+        /// Which listener (its name and transport) or endpoint.
+        what: String,
         /// Address.
         addr: SocketAddr,
         /// Cause.
@@ -188,12 +185,14 @@ impl Shared {
 
 /// A running gateway.
 pub struct Running {
-    /// Bound UDP address.
+    /// Bound UDP address (the first UDP listener).
     pub udp: Option<SocketAddr>,
-    /// Bound TCP address.
+    /// Bound TCP address (the first TCP listener).
     pub tcp: Option<SocketAddr>,
-    /// Bound TLS address.
+    /// Bound TLS address (the first TLS listener).
     pub tls: Option<SocketAddr>,
+    /// Every listener as bound, in [`ListenerId`] order.
+    pub listeners: Vec<BoundListener>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
     /// The TLS certificate in use.
@@ -321,20 +320,18 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         return start_inner(settings, Box::new(NoAuth), None).await;
     };
     let mut rng = crate::auth::OsRng::new()?;
-    let (core, users) = crate::auth::build_core_with_store(&a, &mut rng)?;
+    let (core, users, router) = crate::auth::build_core_with_store(&a, &mut rng)?;
     let core = Arc::new(core);
-    let schemes: Vec<&str> = [
-        (a.kerberos, "kerberos"),
-        (a.ntlm, "ntlm"),
-        (a.digest, "digest"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| *n)
-    .collect();
-    info!(schemes = ?schemes, realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
+    info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
+    for (i, p) in a.policies.iter().enumerate() {
+        if let Some(o) = router.policy_id(i).and_then(|id| core.policy_offer(id)) {
+            let schemes: Vec<&str> = o.schemes.iter().map(|s| s.label()).collect();
+            let algorithms: Vec<&str> = o.digest_algorithms.iter().map(|a| a.token()).collect();
+            info!(policy = %p.name, schemes = ?schemes, digest_algorithms = ?algorithms, digest_realm = o.digest_realm.unwrap_or(""), "challenge policy");
+        }
+    }
     let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
-        .with_listener_policy(a.listener_policy.clone());
+        .with_router(router);
     start_inner(settings, Box::new(stage), Some((core, users))).await
 }
 
@@ -354,29 +351,51 @@ async fn start_inner(
         Arc<crate::users::ReloadingStore>,
     )>,
 ) -> Result<Running, StartError> {
-    let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
-    let udp = match settings.udp {
-        Some(a) => Some(bind_udp(a).map_err(bind_err("udp", a))?),
-        None => None,
-    };
-    let tcp = match settings.tcp {
-        Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("tcp", a))?),
-        None => None,
-    };
-    let tls_listener = match settings.tls {
-        Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("tls", a))?),
-        None => None,
-    };
+    let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
+    let mut udp_socks = Vec::new();
+    let mut streams = Vec::new();
+    let mut bound = Vec::new();
+    for (i, l) in settings.listeners.iter().enumerate() {
+        // Config::validate keeps the count below ListenerId::OUTBOUND.
+        let id = ListenerId(u16::try_from(i).unwrap_or(ListenerId::OUTBOUND.0));
+        let what = format!("{} listener `{}`", l.transport, l.name);
+        let addr = match l.transport {
+            Transport::Udp => {
+                let sock = bind_udp(l.addr).map_err(bind_err(what.clone(), l.addr))?;
+                let addr = sock.local_addr().map_err(bind_err(what, l.addr))?;
+                udp_socks.push((id, sock));
+                addr
+            }
+            Transport::Tcp | Transport::Tls => {
+                let listener = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(bind_err(what.clone(), l.addr))?;
+                let addr = listener.local_addr().map_err(bind_err(what, l.addr))?;
+                streams.push((id, l.transport, listener));
+                addr
+            }
+        };
+        bound.push(BoundListener {
+            name: l.name.clone(),
+            transport: l.transport,
+            addr,
+        });
+    }
     let metrics_listener = match settings.metrics {
-        Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("metrics", a))?),
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(bind_err("metrics".into(), a))?,
+        ),
         None => None,
     };
-    let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
-    let tcp_addr = tcp.as_ref().and_then(|s| s.local_addr().ok());
-    let tls_addr = tls_listener.as_ref().and_then(|s| s.local_addr().ok());
+    let first = |t: Transport| bound.iter().find(|b| b.transport == t).map(|b| b.addr);
+    let udp_addr = first(Transport::Udp);
+    let tcp_addr = first(Transport::Tcp);
+    let tls_addr = first(Transport::Tls);
     let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
 
-    let (cert, acceptor) = match &tls_listener {
+    let (cert, acceptor) = match tls_addr {
         Some(_) => {
             let id = tls::load_identity(&settings.cert)?;
             let how = match (&settings.cert, id.info.generated_now) {
@@ -399,13 +418,24 @@ async fn start_inner(
         None => None,
     };
 
-    let (host, aliases) = advertised_host(&settings, &[udp_addr, tcp_addr, tls_addr]);
+    let all: Vec<Option<SocketAddr>> = bound.iter().map(|b| Some(b.addr)).collect();
+    let (host, aliases) = advertised_host(&settings, &all);
+    // Headers the proxy writes name the first listener of each transport; the others' ports are
+    // still ours in a Route or Request-URI.
+    let firsts = [udp_addr, tcp_addr, tls_addr];
+    let mut extra_ports: Vec<u16> = bound
+        .iter()
+        .map(|b| b.addr.port())
+        .filter(|p| !firsts.iter().flatten().any(|a| a.port() == *p))
+        .collect();
+    extra_ports.dedup();
     let local = LocalAddrs {
         host,
         aliases,
         udp: udp_addr.map(|a| a.port()),
         tcp: tcp_addr.map(|a| a.port()),
         tls: tls_addr.map(|a| a.port()),
+        extra_ports,
     };
     let mut cfg = EdgeConfig::new(local.clone(), Secret::new(fresh_secret()?));
     cfg.mode = settings.mode;
@@ -429,16 +459,14 @@ async fn start_inner(
         sleeping: AtomicBool::new(false),
         waker: mio::Waker::new(poll.registry(), WAKE_TOKEN).map_err(StartError::Core)?,
     });
-    let udp = match udp {
-        Some(sock) => {
-            let mut sock = mio::net::UdpSocket::from_std(sock);
-            poll.registry()
-                .register(&mut sock, UDP_TOKEN, mio::Interest::READABLE)
-                .map_err(StartError::Core)?;
-            Some(sock)
-        }
-        None => None,
-    };
+    let mut udp = Vec::with_capacity(udp_socks.len());
+    for (i, (listener, sock)) in udp_socks.into_iter().enumerate() {
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        poll.registry()
+            .register(&mut sock, mio::Token(1 + i), mio::Interest::READABLE)
+            .map_err(StartError::Core)?;
+        udp.push(UdpListener { listener, sock });
+    }
     let shared = Arc::new(Shared {
         settings,
         metrics: metrics.clone(),
@@ -484,11 +512,12 @@ async fn start_inner(
             let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
-    if let Some(l) = tcp {
-        tasks.push(tokio::spawn(accept_task(l, None, shared.clone())));
-    }
-    if let Some(l) = tls_listener {
-        tasks.push(tokio::spawn(accept_task(l, acceptor, shared.clone())));
+    for (id, transport, l) in streams {
+        let tls = match transport {
+            Transport::Tls => acceptor.clone(),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(accept_task(l, id, tls, shared.clone())));
     }
     if let Some((core, users)) = core {
         // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
@@ -517,6 +546,9 @@ async fn start_inner(
             }
         }));
     }
+    for b in &bound {
+        info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
+    }
     info!(
         udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr,
         advertise = %local.host, mode = ?shared.settings.mode, next_hops = shared.settings.next_hops.len(),
@@ -526,6 +558,7 @@ async fn start_inner(
         udp: udp_addr,
         tcp: tcp_addr,
         tls: tls_addr,
+        listeners: bound,
         metrics_addr,
         cert,
         metrics,
@@ -562,10 +595,17 @@ fn now() -> Now {
 /// Bytes waiting for a connection to a next hop, with the token to fail if it never opens.
 type Queued = (Vec<u8>, Option<SendToken>);
 
+/// A UDP listener's socket, read and written by the core thread.
+struct UdpListener {
+    listener: ListenerId,
+    sock: mio::net::UdpSocket,
+}
+
 struct Core {
     edge: Edge,
     shared: Arc<Shared>,
-    udp: Option<mio::net::UdpSocket>,
+    /// In listener order; the first is where datagrams to an address (next hops) leave from.
+    udp: Vec<UdpListener>,
     pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
 }
 
@@ -575,19 +615,21 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
     let stop = core.shared.shutdown.clone();
     let mut ready = mio::Events::with_capacity(16);
     let mut buf = vec![0u8; 65_536];
-    // Datagrams may have queued before the socket was registered: read once before sleeping.
-    let mut udp_ready = core.udp.is_some();
+    // Datagrams may have queued before the sockets were registered: read once before sleeping.
+    let mut udp_ready = vec![true; core.udp.len()];
     let origin = Instant::now();
     loop {
         if !matches!(stop.has_changed(), Ok(false)) {
             break;
         }
         let mut busy = false;
-        if udp_ready {
-            // Edge-triggered: the socket is read until it would block, or the budget says stop
-            // (then it is still ready and the loop comes back to it without sleeping).
-            udp_ready = core.read_udp(&mut buf);
-            busy |= udp_ready;
+        for (i, ready) in udp_ready.iter_mut().enumerate() {
+            if *ready {
+                // Edge-triggered: the socket is read until it would block, or the budget says
+                // stop (then it is still ready and the loop comes back to it without sleeping).
+                *ready = core.read_udp(i, &mut buf);
+                busy |= *ready;
+            }
         }
         for _ in 0..EVENT_BUDGET {
             match events.try_recv() {
@@ -625,7 +667,16 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         core.shared.wake.sleeping.store(false, Ordering::SeqCst);
-        udp_ready |= ready.iter().any(|e| e.token() == UDP_TOKEN);
+        for e in ready.iter() {
+            if let Some(r) = e
+                .token()
+                .0
+                .checked_sub(1)
+                .and_then(|i| udp_ready.get_mut(i))
+            {
+                *r = true;
+            }
+        }
     }
     debug!("core thread stopped");
 }
@@ -641,17 +692,18 @@ impl Core {
         g.bindings.store(s.bindings as i64, Ordering::Relaxed);
     }
 
-    /// Read and handle datagrams until the socket would block (false) or the budget is spent
-    /// (true: more may be waiting).
-    fn read_udp(&mut self, buf: &mut [u8]) -> bool {
+    /// Read and handle datagrams of UDP listener `i` until its socket would block (false) or the
+    /// budget is spent (true: more may be waiting).
+    fn read_udp(&mut self, i: usize, buf: &mut [u8]) -> bool {
         for _ in 0..UDP_BUDGET {
-            let Some(sock) = &self.udp else {
+            let Some(u) = self.udp.get(i) else {
                 return false;
             };
-            match sock.recv_from(buf) {
+            let listener = u.listener;
+            match u.sock.recv_from(buf) {
                 Ok((n, remote)) => {
                     if let Some(data) = buf.get(..n) {
-                        self.on_datagram(data, remote);
+                        self.on_datagram(data, remote, listener);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -662,7 +714,7 @@ impl Core {
         true
     }
 
-    fn on_datagram(&mut self, data: &[u8], remote: SocketAddr) {
+    fn on_datagram(&mut self, data: &[u8], remote: SocketAddr, listener: ListenerId) {
         let shared = &self.shared;
         let limits = &shared.settings.sip_limits;
         if data.len() > limits.max_message_bytes {
@@ -691,7 +743,7 @@ impl Core {
             trace!(target: "sagw::sip", %remote, transport = "udp", "recv\n{}", redacted(&message));
         }
         let flow = Flow {
-            id: UDP_FLOW,
+            id: listener.flow(0),
             transport: Transport::Udp,
             remote,
         };
@@ -774,11 +826,18 @@ impl Core {
         let bytes = msg.to_bytes();
         match (to, to.transport()) {
             (_, Transport::Udp) => {
+                // A client's datagrams leave from the socket it reached (its NAT binding names
+                // that port); datagrams to an address from the first UDP listener.
+                let sock = match to {
+                    Target::Flow(f) => {
+                        let id = ListenerId::of(f.id);
+                        self.udp.iter().find(|u| u.listener == id)
+                    }
+                    Target::Addr { .. } => None,
+                }
+                .or_else(|| self.udp.first());
                 let ok = bytes.len() <= 65_507
-                    && self
-                        .udp
-                        .as_ref()
-                        .is_some_and(|s| s.send_to(&bytes, to.addr()).is_ok());
+                    && sock.is_some_and(|u| u.sock.send_to(&bytes, to.addr()).is_ok());
                 if !ok {
                     self.send_failure(Transport::Udp, token);
                 }
@@ -869,9 +928,21 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
                     .connect(name, tcp)
                     .await
                     .ok()?;
-                Some(spawn_connection(tls, addr, Transport::Tls, &shared))
+                Some(spawn_connection(
+                    tls,
+                    addr,
+                    Transport::Tls,
+                    ListenerId::OUTBOUND,
+                    &shared,
+                ))
             }
-            _ => Some(spawn_connection(tcp, addr, Transport::Tcp, &shared)),
+            _ => Some(spawn_connection(
+                tcp,
+                addr,
+                Transport::Tcp,
+                ListenerId::OUTBOUND,
+                &shared,
+            )),
         }
     })
     .await;
@@ -884,6 +955,7 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
 
 async fn accept_task(
     listener: TcpListener,
+    id: ListenerId,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 ) {
@@ -907,7 +979,7 @@ async fn accept_task(
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                spawn_connection(stream, remote, Transport::Tcp, &shared);
+                spawn_connection(stream, remote, Transport::Tcp, id, &shared);
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -923,7 +995,7 @@ async fn accept_task(
                     shared.connections.fetch_sub(1, Ordering::Relaxed);
                     match hs {
                         Ok(Ok(tls)) => {
-                            spawn_connection(tls, remote, Transport::Tls, &shared);
+                            spawn_connection(tls, remote, Transport::Tls, id, &shared);
                         }
                         Ok(Err(e)) => {
                             debug!(%remote, error = %e, "TLS handshake failed");
@@ -944,12 +1016,14 @@ fn spawn_connection<S>(
     stream: S,
     remote: SocketAddr,
     transport: Transport,
+    listener: ListenerId,
     shared: &Arc<Shared>,
 ) -> FlowId
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let id = FlowId(shared.next_flow.fetch_add(1, Ordering::Relaxed));
+    // The listener rides in the id (see crate::listener): the authentication stage reads it.
+    let id = listener.flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(shared.settings.write_queue);
     let (kill_tx, kill_rx) = watch::channel(false);
     if let Ok(mut t) = shared.flows.lock() {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod auth_config;
 pub mod config;
 pub mod driver;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod tls;

@@ -154,6 +154,19 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
+        if let Some(a) = &settings.auth {
+            match sagw_gateway::auth::check_policies(a, &settings.listeners) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sagw: invalid configuration ({source}): {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }

@@ -71,8 +71,8 @@ fn check_name(user: &str) -> Result<(), UsersError> {
     Ok(())
 }
 
-/// Adds (or replaces) a user: its NT hash, and a Digest HA1 for the configured realm and each
-/// configured algorithm.
+/// Adds (or replaces) a user: its NT hash, and a Digest HA1 for every realm and algorithm a
+/// policy offers (and the top-level ones, offered or not).
 pub fn add(
     auth: &AuthSettings,
     user: &str,
@@ -82,13 +82,7 @@ pub fn add(
     check_name(user)?;
     ensure_file(&auth.credentials)?;
     let mut store = load(&auth.credentials)?;
-    let mut realms: Vec<(&str, sagw_digest::Algorithm)> = Vec::new();
-    for a in &auth.digest_algorithms {
-        let base = a.base();
-        if !realms.iter().any(|(_, b)| *b == base) {
-            realms.push((auth.digest_realm.as_str(), base));
-        }
-    }
+    let realms = auth.digest_realms();
     store.add_password(user, password, &realms);
     if let Some(uri) = sip {
         store.set_sip_identity(user, uri);

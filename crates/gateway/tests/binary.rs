@@ -39,6 +39,72 @@ fn check_config_accepts_the_default_and_names_bad_keys() {
     let _ = std::fs::remove_file(&bad);
 }
 
+/// check-config prints what each policy offers to whom, and refuses policies the gateway cannot
+/// serve: Kerberos without a keytab under "refuse", a policy left empty under "skip", a bad
+/// User-Agent pattern, a listener naming an unknown policy.
+#[test]
+fn check_config_shows_and_checks_the_policies() {
+    let out = Command::new(BIN).arg("check-config").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("policy default: digest (SHA-256, MD5; realm example.com)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy md5-only: digest (MD5; realm example.com)"),
+        "{text}"
+    );
+    assert!(text.contains("User-Agent ~ ^(baresip|libre)"), "{text}");
+    assert!(text.contains("policy mssipae: "), "{text}");
+    assert!(text.contains("(epid in From)"), "{text}");
+
+    let f = temp("policies.toml");
+    let keytab = temp("no.keytab");
+    let check = |body: &str| {
+        std::fs::write(&f, body).unwrap();
+        Command::new(BIN)
+            .env("KRB5_KTNAME", format!("FILE:{}", keytab.display()))
+            .args(["check-config", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = check(&format!(
+        "[auth]\nkerberos_keytab = \"{}\"\n[auth.policy.lync]\nschemes = [\"kerberos\", \"ntlm\"]\n",
+        keytab.display()
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`auth.policy.lync.schemes`: offers kerberos, which the gateway cannot serve"),
+        "{err}"
+    );
+
+    let out = check(&format!(
+        "[auth]\nkerberos_keytab = \"{}\"\nkerberos_without_keytab = \"skip\"\n[auth.policy.krb]\nschemes = [\"kerberos\"]\n",
+        keytab.display()
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`auth.policy.krb.schemes`: offers only kerberos"),
+        "{err}"
+    );
+
+    let out = check("[[auth.client]]\nuser_agent = \"[\"\npolicy = \"default\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`auth.client[0].user_agent`"));
+
+    let out = check("[auth.listener.tls]\npolicy = \"lync\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`auth.listener.tls.policy`: no policy is named `lync`")
+    );
+    let _ = std::fs::remove_file(&f);
+}
+
 #[test]
 fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
     let cfg = temp("run.toml");

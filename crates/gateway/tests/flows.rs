@@ -35,7 +35,7 @@ use sagw_gateway::auth::SecurityStage;
 use sagw_ntlm::initiator::{ClientInputs, Credentials, MicPolicy, authenticate};
 use sagw_ntlm::{NtHash, NtlmSession};
 use sagw_proxy::{
-    Action, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, Now, Secret, Target, Transport,
+    Action, Edge, EdgeConfig, Flow, Inbound, LocalAddrs, Now, Secret, Target, Transport,
 };
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
@@ -154,21 +154,20 @@ impl Runner {
             sagw_gateway::users::add(&auth, u, p, None).expect("user");
         }
         let mut setup_rng = sagw_auth::XorShiftRng::new(7);
-        let core = std::sync::Arc::new(
-            sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core"),
-        );
+        let (core, router) = sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core");
         let stage = SecurityStage::new(
-            core,
+            std::sync::Arc::new(core),
             Box::new(ScriptedRng::new(self.rng_script.clone())),
             auth.director.clone(),
         )
-        .with_listener_policy(auth.listener_policy.clone());
+        .with_router(router);
         let local = LocalAddrs {
             host: GW.to_owned(),
             aliases: Vec::new(),
             udp: Some(5060),
             tcp: Some(5060),
             tls: Some(5061),
+            extra_ports: Vec::new(),
         };
         let mut ec = EdgeConfig::new(local, Secret::new([9; 32]));
         ec.mode = settings.mode;
@@ -750,7 +749,14 @@ fn run_flow(path: &Path) {
             ["peer", name, addr, transport, rest @ ..] => {
                 let remote: SocketAddr = addr.parse().expect("peer address");
                 let transport = Transport::from_token(transport).expect("transport");
-                let id = FlowId(r.peers.len() as u64 + 1);
+                // The runner's gateway listens on udp, tcp, tls, in that order (build_edge): a
+                // peer's flow carries the listener of its transport, as the driver's do.
+                let listener = sagw_gateway::listener::ListenerId(match transport {
+                    Transport::Udp => 0,
+                    Transport::Tcp => 1,
+                    Transport::Tls => 2,
+                });
+                let id = listener.flow(r.peers.len() as u64 + 1);
                 r.peers.insert(
                     (*name).to_owned(),
                     Peer {

@@ -22,6 +22,7 @@ fn setup() -> (Edge, Flow, Flow, Now) {
         udp: Some(5060),
         tcp: Some(5060),
         tls: Some(5061),
+        extra_ports: Vec::new(),
     };
     let mut edge = Edge::new(EdgeConfig::new(local, Secret::new([4; 32])));
     let now = Now {

@@ -35,6 +35,7 @@ fn edge() -> Edge {
         udp: Some(15062),
         tcp: None,
         tls: None,
+        extra_ports: Vec::new(),
     };
     let mut cfg = EdgeConfig::new(local, Secret::new([4; 32]));
     cfg.next_hops = vec![NextHop {

@@ -41,6 +41,9 @@ pub struct LocalAddrs {
     pub tcp: Option<u16>,
     /// TLS port.
     pub tls: Option<u16>,
+    /// Ports of further listeners (a driver may have several per transport): ours in a Route or
+    /// Request-URI. Headers we write name the ports above.
+    pub extra_ports: Vec<u16>,
 }
 
 impl LocalAddrs {
@@ -65,7 +68,7 @@ impl LocalAddrs {
             return false;
         }
         let port = port.unwrap_or(transport.unwrap_or(Transport::Udp).default_port());
-        [self.udp, self.tcp, self.tls].contains(&Some(port))
+        [self.udp, self.tcp, self.tls].contains(&Some(port)) || self.extra_ports.contains(&port)
     }
 }
 

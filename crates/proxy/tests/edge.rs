@@ -19,6 +19,7 @@ fn local() -> LocalAddrs {
         udp: Some(5060),
         tcp: Some(5060),
         tls: Some(5061),
+        extra_ports: Vec::new(),
     }
 }
 

@@ -16,6 +16,7 @@ fn edge() -> Edge {
             udp: Some(5060),
             tcp: Some(5060),
             tls: Some(5061),
+            extra_ports: Vec::new(),
         },
         Secret::new([1; 32]),
     );

@@ -162,9 +162,12 @@ pub fn config(user: &str, password: &str, scheme: AuthScheme, version: u8) -> En
 
 impl Client {
     pub async fn connect(gw: &Running, kind: TransportKind, cfg: EndpointConfig) -> Client {
-        let conn = Connection::connect(addr(gw, kind), kind, None)
-            .await
-            .expect("connect");
+        Self::connect_to(addr(gw, kind), kind, cfg).await
+    }
+
+    /// Over TCP or UDP to `to` (e.g. one of several listeners of a transport).
+    pub async fn connect_to(to: SocketAddr, kind: TransportKind, cfg: EndpointConfig) -> Client {
+        let conn = Connection::connect(to, kind, None).await.expect("connect");
         let ep = Endpoint::new(
             cfg,
             LocalAddr {

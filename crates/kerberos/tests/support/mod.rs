@@ -130,6 +130,20 @@ impl TestKdc {
         self.files.env(cmd)
     }
 
+    /// A keytab holding `sip/<fqdn>` (AES keys), created in the KDB on first use: for gateways
+    /// whose FQDN is their own (e.g. the embedded default's `sagw.example.com`), not AES_FQDN.
+    pub fn service_keytab(&self, fqdn: &str) -> Result<PathBuf, String> {
+        let principal = format!("sip/{fqdn}");
+        // Fails harmlessly when it exists already; a real failure shows in ktadd below.
+        let _ = self.files.kadmin(&format!(
+            "addprinc -randkey -e aes256-cts-hmac-sha1-96:normal,aes128-cts-hmac-sha1-96:normal {principal}"
+        ));
+        let kt = self.dir().join(format!("{fqdn}-{}.keytab", fresh_id()));
+        self.files
+            .kadmin(&format!("ktadd -norandkey -k {} {principal}", kt.display()))?;
+        Ok(kt)
+    }
+
     /// Start a KDC with realm EXAMPLE.TEST and the test principals.
     pub fn start(options: KdcOptions) -> Result<TestKdc, String> {
         let mut last_err = String::new();

@@ -27,7 +27,7 @@ use crate::types::{Action, Flow, Inbound, LimitKind, Now, Report, Stats};
 /// ```
 /// use std::time::{Instant, SystemTime};
 /// use sagw_proxy::{Edge, EdgeConfig, LocalAddrs, Secret, Now, Inbound, Flow, FlowId, Transport, Action};
-/// let local = LocalAddrs { host: "192.0.2.10".into(), aliases: vec![], udp: Some(5060), tcp: Some(5060), tls: None };
+/// let local = LocalAddrs { host: "192.0.2.10".into(), aliases: vec![], udp: Some(5060), tcp: Some(5060), tls: None, extra_ports: vec![] };
 /// let mut edge = Edge::new(EdgeConfig::new(local, Secret::new([9; 32])));
 /// let now = Now { mono: Instant::now(), wall: SystemTime::now() };
 /// let flow = Flow { id: FlowId(1), transport: Transport::Tcp, remote: "198.51.100.7:40000".parse().unwrap() };
