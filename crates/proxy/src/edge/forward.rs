@@ -71,57 +71,47 @@ pub(super) fn outbound_stage(
     auth.outbound(msg, &ctx)
 }
 impl Edge {
-    /// Queue a send; messages to clients pass the outbound stage first, which may refuse a
-    /// request (nothing is sent then; the verdict says why).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn emit(
+    /// Queue a response; one to a client passes the outbound stage first (which signs it).
+    pub(super) fn emit_response(
         &mut self,
         to: Target,
-        mut msg: Message,
-        token: Option<SendToken>,
-        kind: OutboundKind,
-        endpoint: Option<&SaEndpoint>,
+        mut resp: Message,
         request: Option<&Message>,
         note: Option<&AuthNote>,
         now: Now,
-    ) -> OutboundVerdict {
-        let ctx = OutboundCall {
-            kind,
-            endpoint,
+    ) {
+        let call = OutboundCall {
+            kind: OutboundKind::Response,
+            endpoint: None,
             request,
             note,
             now,
         };
-        let verdict = outbound_stage(
+        // The stage never refuses a response (only requests), so the verdict changes nothing.
+        let _ = outbound_stage(
             &self.cfg,
             &mut *self.auth,
             &self.registrar,
             to,
-            &mut msg,
-            ctx,
+            &mut resp,
+            call,
         );
-        if verdict == OutboundVerdict::Deliver {
-            self.actions.push_back(Action::Send {
-                to,
-                message: msg,
-                token,
-            });
-        } else {
-            self.report(Report::Dropped(DropReason::Auth));
-        }
-        verdict
+        self.actions.push_back(Action::Send {
+            to,
+            message: resp,
+            token: None,
+        });
     }
 
-    /// [`Edge::emit`] for a request, returning a copy of what was sent (kept by transactions
-    /// that retransmit it or build an ACK or CANCEL from it), or the status of a refusal.
-    pub(super) fn emit_kept(
+    /// Run the outbound stage on a request (to a client, for `endpoint`): `Err(status)` when
+    /// it refused the request, which must then not be sent (counted here).
+    fn pass_request(
         &mut self,
         to: Target,
-        msg: Message,
-        token: Option<SendToken>,
+        msg: &mut Message,
         endpoint: Option<&SaEndpoint>,
         now: Now,
-    ) -> Result<Message, u16> {
+    ) -> Result<(), u16> {
         let call = OutboundCall {
             kind: OutboundKind::Request,
             endpoint,
@@ -129,18 +119,43 @@ impl Edge {
             note: None,
             now,
         };
-        let mut msg = msg;
-        if let OutboundVerdict::Refuse(status) = outbound_stage(
-            &self.cfg,
-            &mut *self.auth,
-            &self.registrar,
-            to,
-            &mut msg,
-            call,
-        ) {
-            self.report(Report::Dropped(DropReason::Auth));
-            return Err(status);
+        match outbound_stage(&self.cfg, &mut *self.auth, &self.registrar, to, msg, call) {
+            OutboundVerdict::Deliver => Ok(()),
+            OutboundVerdict::Refuse(status) => {
+                self.report(Report::Dropped(DropReason::Auth));
+                Err(status)
+            }
         }
+    }
+
+    /// Queue a request that no transaction keeps (a 2xx ACK forwarded statelessly).
+    pub(super) fn emit_request(
+        &mut self,
+        to: Target,
+        mut msg: Message,
+        endpoint: Option<&SaEndpoint>,
+        now: Now,
+    ) -> Result<(), u16> {
+        self.pass_request(to, &mut msg, endpoint, now)?;
+        self.actions.push_back(Action::Send {
+            to,
+            message: msg,
+            token: None,
+        });
+        Ok(())
+    }
+
+    /// Queue a request, returning a copy of what was sent (kept by transactions that retransmit
+    /// it or build an ACK or CANCEL from it), or the status of a refusal.
+    pub(super) fn emit_kept(
+        &mut self,
+        to: Target,
+        mut msg: Message,
+        token: Option<SendToken>,
+        endpoint: Option<&SaEndpoint>,
+        now: Now,
+    ) -> Result<Message, u16> {
+        self.pass_request(to, &mut msg, endpoint, now)?;
         let kept = msg.clone();
         self.actions.push_back(Action::Send {
             to,
@@ -254,21 +269,18 @@ impl Edge {
         let token = SendToken(branch.clone());
         let sent = self.emit_kept(target, out, Some(token), endpoint.as_ref(), now)?;
         let t1 = self.cfg.timers.t1;
-        let ct = ClientTx {
-            server_key: Some(key.to_owned()),
-            method: method.clone(),
-            request: sent,
-            target,
-            endpoint,
-            gone,
-            state: ClientState::Trying,
-            epoch: 0,
-            interval: t1,
-            cancel_pending: false,
-            hop,
-            ack: None,
-            timer_c_fired: false,
-        };
+        let mut ct = ClientTx::trying(
+            method.clone(),
+            sent,
+            BranchTo {
+                target,
+                endpoint,
+                gone,
+            },
+            t1,
+        );
+        ct.server_key = Some(key.to_owned());
+        ct.hop = hop;
         if !out_transport.is_reliable() {
             self.schedule(
                 later(now.mono, t1),
@@ -391,21 +403,16 @@ impl Edge {
         );
         self.client.insert(
             key,
-            Box::new(ClientTx {
-                server_key: None,
-                method: "CANCEL".into(),
-                request: sent,
-                target,
-                endpoint,
-                gone,
-                state: ClientState::Trying,
-                epoch: 0,
-                interval: t1,
-                cancel_pending: false,
-                hop: None,
-                ack: None,
-                timer_c_fired: false,
-            }),
+            Box::new(ClientTx::trying(
+                "CANCEL".into(),
+                sent,
+                BranchTo {
+                    target,
+                    endpoint,
+                    gone,
+                },
+                t1,
+            )),
         );
     }
 }

@@ -16,7 +16,7 @@ use super::transaction::{
 };
 use crate::config::Mode;
 use crate::edit::{build_response, push_via, set_top_via, top_via};
-use crate::hook::{Answering, InboundContext, InboundVerdict, OutboundKind};
+use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
 use crate::token::{branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
@@ -106,16 +106,7 @@ impl Edge {
                     admitted = Admitted { note, endpoint };
                 }
                 InboundVerdict::Respond(resp) => {
-                    self.emit(
-                        Target::Flow(flow),
-                        resp,
-                        None,
-                        OutboundKind::Response,
-                        None,
-                        Some(&msg),
-                        None,
-                        now,
-                    );
+                    self.emit_response(Target::Flow(flow), resp, Some(&msg), None, now);
                     return;
                 }
                 InboundVerdict::Drop => {
@@ -379,16 +370,7 @@ impl Edge {
         let via = self.our_via(t, &branch, "");
         push_via(&mut msg, &via);
         // A refused ACK (the endpoint's SA ended) is counted by emit; there is no one to tell.
-        let _ = self.emit(
-            to.target,
-            msg,
-            None,
-            OutboundKind::Request,
-            to.endpoint.as_ref(),
-            None,
-            None,
-            now,
-        );
+        let _ = self.emit_request(to.target, msg, to.endpoint.as_ref(), now);
     }
 
     pub(super) fn on_cancel(&mut self, msg: Message, key: String, flow: Flow, now: Now) {
@@ -402,16 +384,7 @@ impl Edge {
         let no_branches = st.branches.is_empty();
         let note = st.note.clone();
         if let Some(ok) = build_response(&msg, 200, "OK", tag.as_deref(), &[]) {
-            self.emit(
-                Target::Flow(flow),
-                ok,
-                None,
-                OutboundKind::Response,
-                None,
-                Some(&msg),
-                note.as_ref(),
-                now,
-            );
+            self.emit_response(Target::Flow(flow), ok, Some(&msg), note.as_ref(), now);
         }
         if !proceeding {
             return;

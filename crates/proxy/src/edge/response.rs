@@ -9,7 +9,7 @@ use super::Edge;
 use super::timers::TimerKind;
 use super::transaction::{ClientState, Failure, ServerState};
 use crate::edit::{build_hop_request, pop_via, top_via};
-use crate::hook::{Answering, InboundContext, InboundVerdict, OutboundKind};
+use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::token::BRANCH_PREFIX;
 use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
 use crate::uri::Via;
@@ -79,7 +79,7 @@ impl Edge {
             };
             match target {
                 Some(t) => {
-                    self.emit(t, msg, None, OutboundKind::Response, None, None, None, now);
+                    self.emit_response(t, msg, None, None, now);
                 }
                 None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
             }

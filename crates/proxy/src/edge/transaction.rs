@@ -9,6 +9,7 @@ use sagw_sip::Message;
 
 use super::Edge;
 use super::forward::{OutboundCall, outbound_stage};
+use super::routing::BranchTo;
 use super::timers::TimerKind;
 use crate::edit::{build_response, reason_phrase};
 use crate::hook::{AuthNote, OutboundKind, SaEndpoint};
@@ -137,6 +138,28 @@ pub(super) struct ClientTx {
     pub(super) timer_c_fired: bool,
 }
 
+impl ClientTx {
+    /// A client transaction for `request`, just sent to `to`: no server transaction, no next hop
+    /// (set them where they apply), retransmitting from `t1`.
+    pub(super) fn trying(method: String, request: Message, to: BranchTo, t1: Duration) -> Self {
+        ClientTx {
+            server_key: None,
+            method,
+            request,
+            target: to.target,
+            endpoint: to.endpoint,
+            gone: to.gone,
+            state: ClientState::Trying,
+            epoch: 0,
+            interval: t1,
+            cancel_pending: false,
+            hop: None,
+            ack: None,
+            timer_c_fired: false,
+        }
+    }
+}
+
 /// What the inbound stage established about a client's request.
 #[derive(Default)]
 pub(super) struct Admitted {
@@ -223,16 +246,7 @@ impl Edge {
     ) {
         let tag = self.ids.unique();
         if let Some(resp) = build_response(req, code, reason_phrase(code), Some(&tag), extra) {
-            self.emit(
-                Target::Flow(flow),
-                resp,
-                None,
-                OutboundKind::Response,
-                None,
-                Some(req),
-                None,
-                now,
-            );
+            self.emit_response(Target::Flow(flow), resp, Some(req), None, now);
         }
     }
 
@@ -447,15 +461,6 @@ impl Edge {
         note: Option<AuthNote>,
         now: Now,
     ) {
-        self.emit(
-            Target::Flow(up),
-            msg,
-            None,
-            OutboundKind::Response,
-            None,
-            None,
-            note.as_ref(),
-            now,
-        );
+        self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
     }
 }
