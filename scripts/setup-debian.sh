@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing sagw needs on Debian: the MIT krb5 headers and libclang for the
 # Kerberos acceptor (libgssapi's bindgen), an MIT KDC plus client tools for the Kerberos tests,
-# Kamailio, the registrar behind the gateway in the edge-mode tests (crates/gateway/tests/edge_registrar.rs),
+# Kamailio, the registrar behind the gateway in the edge-mode tests (tests/edge_registrar.rs),
 # and baresip (baresip-core: a stock SIP phone on libre) for the interoperability test with standard SIP
-# clients (crates/gateway/tests/baresip_default.rs).
+# clients (tests/baresip_default.rs).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user kamailio baresip-core)

@@ -43,7 +43,7 @@ pub struct Kamailio {
 
 /// The configuration under test.
 pub fn cfg_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/registrar.cfg")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio/registrar.cfg")
 }
 
 fn binary() -> Option<PathBuf> {

@@ -6,7 +6,7 @@
 
 mod auth_support;
 mod baresip_support;
-#[path = "../../kerberos/tests/support/mod.rs"]
+#[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
 use std::net::SocketAddr;

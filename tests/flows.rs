@@ -39,7 +39,7 @@ use sagw_proxy::{
 };
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
-#[path = "../../kerberos/tests/support/mod.rs"]
+#[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
 const GW: &str = "192.0.2.1";
@@ -853,7 +853,7 @@ fn run_flow(path: &Path) {
 }
 
 fn flows_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")
 }
 
 macro_rules! flow {

@@ -16,7 +16,7 @@
 
 mod auth_support;
 mod kamailio_support;
-#[path = "../../kerberos/tests/support/mod.rs"]
+#[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
 use std::time::Duration;

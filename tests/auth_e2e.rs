@@ -5,7 +5,7 @@
 //! must not disturb other clients; the admin SA list and revocation; the auth metrics.
 
 mod auth_support;
-#[path = "../../kerberos/tests/support/mod.rs"]
+#[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
 use std::time::Duration;
