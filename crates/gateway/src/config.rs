@@ -228,6 +228,8 @@ impl Default for TimersSection {
 pub struct LimitsSection {
     /// Concurrent TCP+TLS connections.
     pub max_connections: usize,
+    /// Concurrent accepted connections from one source address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
     /// Message (and UDP datagram) size.
     pub max_message_bytes: usize,
     /// Header fields per message.
@@ -246,6 +248,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_connections: 10_000,
+            max_connections_per_ip: 500,
             max_message_bytes: 65_535,
             max_headers: 256,
             max_line_bytes: 8192,
@@ -417,6 +420,8 @@ pub struct Settings {
     pub timers: Timers,
     /// Connection limit.
     pub max_connections: usize,
+    /// Accepted connections per source address (IPv6: per /64).
+    pub max_connections_per_ip: usize,
     /// Message limits for the parser.
     pub sip_limits: sagw_sip::Limits,
     /// Idle limit.
@@ -718,6 +723,10 @@ impl Config {
         bounded("timers.fail_over_ms", t.fail_over_ms, DAY_MS)?;
         let l = &self.limits;
         positive("limits.max_connections", l.max_connections as u64)?;
+        positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip as u64,
+        )?;
         if !(512..=65_535).contains(&l.max_message_bytes) {
             return Err(invalid(
                 "limits.max_message_bytes",
@@ -784,6 +793,7 @@ impl Config {
                 fail_over: Duration::from_millis(t.fail_over_ms),
             },
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
             sip_limits: sagw_sip::Limits {
                 max_message_bytes: l.max_message_bytes,
                 max_headers: l.max_headers,

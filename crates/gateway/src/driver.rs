@@ -33,6 +33,7 @@ use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
 use crate::metrics::{self, Metrics};
+use crate::per_ip::{Admission, IpSlot, PerIp};
 use crate::tls::{self, CertInfo};
 
 /// mio tokens of the core thread: the waker, then one per UDP socket (token 1 + its index).
@@ -169,6 +170,8 @@ struct Shared {
     flows: Mutex<FlowTable>,
     next_flow: AtomicU64,
     connections: AtomicUsize,
+    /// `limits.max_connections_per_ip`, for accepted connections.
+    per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
 }
@@ -467,6 +470,15 @@ async fn start_inner(
             .map_err(StartError::Core)?;
         udp.push(UdpListener { listener, sock });
     }
+    // Servers the operator listed are never capped per address (they still count towards
+    // max_connections): a next hop behind one address must not be locked out by its own traffic.
+    let exempt: Vec<IpAddr> = settings
+        .next_hops
+        .iter()
+        .map(|h| h.addr.ip())
+        .chain(settings.trusted_peers.iter().copied())
+        .collect();
+    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt);
     let shared = Arc::new(Shared {
         settings,
         metrics: metrics.clone(),
@@ -476,6 +488,7 @@ async fn start_inner(
         flows: Mutex::new(FlowTable::default()),
         next_flow: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
+        per_ip,
         shutdown: shutdown_rx,
         tls_client,
     });
@@ -933,6 +946,7 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
                     addr,
                     Transport::Tls,
                     ListenerId::OUTBOUND,
+                    None,
                     &shared,
                 ))
             }
@@ -941,6 +955,7 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
                 addr,
                 Transport::Tcp,
                 ListenerId::OUTBOUND,
+                None,
                 &shared,
             )),
         }
@@ -976,10 +991,21 @@ async fn accept_task(
             drop(stream);
             continue;
         }
+        // The slot is held from here to the end of the connection, TLS handshake included.
+        let slot = match shared.per_ip.admit(remote.ip()) {
+            Admission::Counted(slot) => Some(slot),
+            Admission::Exempt => None,
+            Admission::Refused => {
+                shared.metrics.limit("connections_per_ip");
+                debug!(%remote, "per-address connection limit reached: refusing");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                spawn_connection(stream, remote, Transport::Tcp, id, &shared);
+                spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -995,7 +1021,7 @@ async fn accept_task(
                     shared.connections.fetch_sub(1, Ordering::Relaxed);
                     match hs {
                         Ok(Ok(tls)) => {
-                            spawn_connection(tls, remote, Transport::Tls, id, &shared);
+                            spawn_connection(tls, remote, Transport::Tls, id, slot, &shared);
                         }
                         Ok(Err(e)) => {
                             debug!(%remote, error = %e, "TLS handshake failed");
@@ -1017,6 +1043,7 @@ fn spawn_connection<S>(
     remote: SocketAddr,
     transport: Transport,
     listener: ListenerId,
+    slot: Option<IpSlot>,
     shared: &Arc<Shared>,
 ) -> FlowId
 where
@@ -1059,6 +1086,7 @@ where
         debug!(%remote, %transport, flow = id.0, "connection open");
         let why = connection(stream, flow, rx, kill_rx, &shared).await;
         debug!(%remote, %transport, flow = id.0, reason = why, "connection closed");
+        drop(slot);
         if let Ok(mut t) = shared.flows.lock() {
             t.by_id.remove(&id);
             if t.by_addr.get(&(transport, remote)) == Some(&id) {
