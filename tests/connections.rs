@@ -1,5 +1,6 @@
-//! Connection limits over real sockets (issue 12, point 7): one source address cannot take every
-//! connection slot.
+//! Connection limits over real sockets (issue 12, point 7): a peer that never reads is closed by the
+//! write timeout, the idle and slow-message timers keep running while a write to it is blocked,
+//! and one source address cannot take every connection slot.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sagw_gateway::{Config, Running};
-use support::{Msg, scrape, unique};
+use support::{Client, Kind, Msg, scrape, unique};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
@@ -108,11 +109,182 @@ async fn served(s: &mut TcpStream) -> bool {
     }
 }
 
+/// A client on the connection-per-message path that keeps being served.
+async fn still_served(c: &mut Client) {
+    let opt = format!(
+        "OPTIONS sip:{gw} SIP/2.0\r\nVia: {}\r\nFrom: <sip:{u}@example.com>;tag=o\r\nTo: <sip:{gw}>\r\n\
+Call-ID: opt-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        c.via(&format!("z9hG4bKopt{}", unique())),
+        gw = c.server,
+        u = c.user,
+        n = unique()
+    );
+    c.send(&opt).await;
+    let r = c
+        .recv_where("OPTIONS answer", |m| m.cseq_method() == "OPTIONS")
+        .await;
+    assert_eq!(r.status(), Some(200));
+}
+
 /// The value of one series on the metrics page (0 when absent).
 fn series(page: &str, name: &str) -> u64 {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits until `limit` has been counted at least once; its count then.
+async fn limit_hit_within(gw: &Running, limit: &str, within: Duration) -> u64 {
+    let name = format!("sagw_limit_hits_total{{limit=\"{limit}\"}}");
+    let deadline = Instant::now() + within;
+    loop {
+        let n = series(&scrape(gw).await, &name);
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_pings_but_never_reads_is_closed_by_the_write_timeout() {
+    // Idle and slow-message timers far away, and a write queue too long to fill in this time: only
+    // the write timeout can close the slow reader (a full queue closes it too, in production).
+    let gw = gateway(
+        "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 1\n\
+         write_queue_messages = 1000000\nmax_message_bytes = 65535\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+
+    let mut slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .expect("connect");
+    let (to, from) = (slow.peer_addr().unwrap(), slow.local_addr().unwrap());
+    // RFC 5626 pings, each owed a pong, and requests the gateway answers at length (~56 KB): this
+    // peer reads none of it, so the gateway's writes to it stop going through.
+    let pings = b"\r\n\r\n".repeat(64);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut stalled_at: Option<Instant> = None;
+    let mut checked_good = false;
+    let closed = 'send: loop {
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        let request = options(to, from, 56_000);
+        for chunk in [request.as_bytes(), &pings[..]] {
+            match timeout(Duration::from_millis(100), slow.write_all(chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                Ok(Err(_)) => break 'send true,
+                // The gateway stopped reading us.
+                Err(_) => {
+                    stalled_at.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        if !checked_good && (stalled_at.is_some() || sent > 4 << 20) {
+            // Others are served while the slow reader's answers pile up.
+            still_served(&mut good).await;
+            checked_good = true;
+        }
+    };
+    assert!(
+        closed,
+        "a peer that never reads is still connected after {:?} ({sent} bytes of pings sent; \
+         its writes stalled {:?} before the end)",
+        started.elapsed(),
+        stalled_at.map(|s| s.elapsed())
+    );
+    // The peer keeps sending, so it is never idle; the write timeout (1 s) must close it, a
+    // margin after the gateway's writes to it stopped going through.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        limit_hit_within(&gw, "write_timeout", Duration::from_secs(2)).await >= 1,
+        "counted as the write_timeout limit: {}",
+        scrape(&gw).await
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
+/// Fills the gateway's write path to `s` (large responses it never reads), then returns; `tail`
+/// is sent last (when the gateway still reads).
+async fn block_the_gateway_writing_to(s: &mut TcpStream, tail: &[u8]) {
+    let (to, from) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+    // 200 responses of ~56 KB: more than any socket buffer on both sides.
+    for _ in 0..200 {
+        let req = options(to, from, 56_000);
+        if timeout(Duration::from_millis(500), s.write_all(req.as_bytes()))
+            .await
+            .is_err()
+        {
+            // The gateway stopped reading (an old-style connection task blocked in its write).
+            return;
+        }
+    }
+    let _ = timeout(Duration::from_millis(500), s.write_all(tail)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_message_timers_run_while_a_write_is_blocked() {
+    // The write timeout far away: the idle (2 s) and slow-message (1 s) timers must close these.
+    let gw = gateway(
+        "idle_timeout_secs = 2\nmessage_timeout_secs = 1\nwrite_timeout_secs = 120\nmax_message_bytes = 65535\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+    let gauge = "sagw_connections{transport=\"tcp\"}";
+    assert_eq!(series(&scrape(&gw).await, gauge), 1);
+
+    // Silent after filling: the idle timer must close it.
+    let mut silent = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .unwrap();
+    block_the_gateway_writing_to(&mut silent, b"").await;
+    // Half a message after filling: the slow-message timer must close it.
+    let mut partial = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .unwrap();
+    block_the_gateway_writing_to(
+        &mut partial,
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKhalf\r\n",
+    )
+    .await;
+    let blocked = Instant::now();
+    still_served(&mut good).await;
+
+    assert!(
+        limit_hit_within(&gw, "message_timeout", Duration::from_secs(5)).await >= 1,
+        "the slow-message timer closed the half message: {}",
+        scrape(&gw).await
+    );
+    assert!(
+        limit_hit_within(&gw, "idle_timeout", Duration::from_secs(6)).await >= 1,
+        "the idle timer closed the silent peer: {}",
+        scrape(&gw).await
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = series(&scrape(&gw).await, gauge);
+    while left != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = series(&scrape(&gw).await, gauge);
+    }
+    assert_eq!(
+        left,
+        1,
+        "both blocked peers are gone {:?} after they stopped, the good client stays",
+        blocked.elapsed()
+    );
+    still_served(&mut good).await;
+    drop((silent, partial));
+    gw.shutdown(support::WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

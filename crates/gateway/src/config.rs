@@ -242,6 +242,8 @@ pub struct LimitsSection {
     pub message_timeout_secs: u64,
     /// Messages queued towards one connection before it is closed as too slow.
     pub write_queue_messages: usize,
+    /// Close a connection when one write to it does not complete within this.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -255,6 +257,7 @@ impl Default for LimitsSection {
             idle_timeout_secs: 600,
             message_timeout_secs: 30,
             write_queue_messages: 1024,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -430,6 +433,8 @@ pub struct Settings {
     pub message_timeout: Duration,
     /// Per-connection queue.
     pub write_queue: usize,
+    /// How long one write to a connection may take.
+    pub write_timeout: Duration,
     /// Metrics endpoint.
     pub metrics: Option<SocketAddr>,
     /// Client authentication; `None` when `[auth] enabled = false`.
@@ -748,6 +753,7 @@ impl Config {
             DAY_SECS,
         )?;
         positive("limits.write_queue_messages", l.write_queue_messages as u64)?;
+        bounded("limits.write_timeout_secs", l.write_timeout_secs, DAY_SECS)?;
         positive(
             "tls.handshake_timeout_secs",
             self.tls.handshake_timeout_secs,
@@ -803,6 +809,7 @@ impl Config {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             message_timeout: Duration::from_secs(l.message_timeout_secs),
             write_queue: l.write_queue_messages,
+            write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
         })
