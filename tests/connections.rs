@@ -1,6 +1,7 @@
 //! Connection limits over real sockets (issue 12, point 7): a peer that never reads is closed by the
 //! write timeout, the idle and slow-message timers keep running while a write to it is blocked,
-//! and one source address cannot take every connection slot.
+//! and one source address cannot take every connection slot. And the socket-level tests of the
+//! smaller items of point 8: Digest ACKs.
 
 mod support;
 
@@ -342,6 +343,166 @@ async fn one_address_cannot_take_every_connection() {
         series(&page, "sagw_limit_hits_total{limit=\"connections\"}"),
         0,
         "{page}"
+    );
+    gw.shutdown(support::WAIT).await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Digest at the socket (issue 12, point 8): ACKs are held to their own `uri` and a fresh nonce
+// count.
+
+mod auth_support;
+
+use auth_support::GwOptions;
+
+/// The first Digest challenge of a 401/407 and the realm it names.
+fn digest_offer(m: &Msg) -> String {
+    m.headers
+        .iter()
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("Proxy-Authenticate")
+                || n.eq_ignore_ascii_case("WWW-Authenticate")
+        })
+        .map(|(_, v)| v.clone())
+        .find(|v| v.starts_with("Digest "))
+        .unwrap_or_else(|| panic!("no Digest challenge in {m:?}"))
+}
+
+/// Digest credentials for `method`/`uri` answering `offer` with nonce count `nc`; `nonce` replaces
+/// the challenge's nonce when given (a forged one).
+fn digest_credentials(
+    offer: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+    nonce: Option<&str>,
+) -> String {
+    let hp = sagw_digest::client::parse_header(offer).expect("challenge parses");
+    let mut ch = sagw_digest::client::Challenge::from_params(hp.pairs()).expect("challenge params");
+    if let Some(n) = nonce {
+        ch.nonce = n;
+    }
+    let ha1 = sagw_digest::Ha1::compute(ch.algorithm.base(), user, ch.realm, password);
+    sagw_digest::client::authorize(&ch, user, &ha1, method, uri, "0a4f113b", nc)
+        .expect("authorize")
+        .header_value()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_ack_needs_its_own_uri_and_a_fresh_nonce_count() {
+    // carol is nobody here: the INVITE goes to the next hop, a UDP socket of this test.
+    let hop = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hop_addr = hop.local_addr().unwrap();
+    let hops = [format!("udp:{hop_addr}")];
+    let gw = auth_support::gateway(GwOptions {
+        schemes: &["digest"],
+        next_hops: &hops,
+        ..Default::default()
+    })
+    .await;
+    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+    let call = format!("ack-{}", unique());
+    let ruri = "sip:carol@example.com";
+    let request = |c: &Client, method: &str, ruri: &str, branch: &str, cseq: u32, extra: &str| {
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+To: <sip:carol@example.com>{totag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n{extra}\
+Content-Length: 0\r\n\r\n",
+            c.via(branch),
+            c.contact(),
+            totag = if method == "ACK" { ";tag=hop" } else { "" },
+        )
+    };
+    alice
+        .send(&request(&alice, "INVITE", ruri, "z9hG4bKinv1", 1, ""))
+        .await;
+    let challenge = alice
+        .recv_where("407", |m| matches!(m.status(), Some(401 | 407)))
+        .await;
+    let offer = digest_offer(&challenge);
+    let header = if challenge.status() == Some(407) {
+        "Proxy-Authorization"
+    } else {
+        "Authorization"
+    };
+    let creds = digest_credentials(&offer, "alice", "alice-pw", "INVITE", ruri, 1, None);
+    alice
+        .send(&request(
+            &alice,
+            "INVITE",
+            ruri,
+            "z9hG4bKinv2",
+            2,
+            &format!("{header}: {creds}\r\n"),
+        ))
+        .await;
+    // The next hop answers 200 with its Contact: the ACK's Request-URI.
+    let mut buf = vec![0u8; 65536];
+    let (invite, gw_udp) = loop {
+        let (n, from) = timeout(support::WAIT, hop.recv_from(&mut buf))
+            .await
+            .expect("INVITE at the next hop")
+            .unwrap();
+        let m = Msg::parse(&buf[..n]).expect("parses");
+        if m.method() == Some("INVITE") {
+            break (m, from);
+        }
+    };
+    let target = format!("sip:carol@{hop_addr}");
+    let ok = invite.reply(200, "OK", "hop", &format!("Contact: <{target}>\r\n"));
+    hop.send_to(ok.as_bytes(), gw_udp).await.unwrap();
+    let ok = alice
+        .recv_where("200", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    let mut routes: Vec<String> = ok.all("Record-Route");
+    routes.reverse();
+    let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+
+    // Three ACKs for the 2xx, each its own transaction; only the last may be forwarded.
+    let cases = [
+        // The INVITE's nonce count again: a replay of credentials already used.
+        ("replayed-nc", 1, target.clone()),
+        // A fresh count, but `uri` names another resource than the ACK's Request-URI.
+        ("other-uri", 2, ruri.to_owned()),
+        // A fresh count and its own Request-URI.
+        ("good", 3, target.clone()),
+    ];
+    for (case, nc, uri) in &cases {
+        let creds = digest_credentials(&offer, "alice", "alice-pw", "ACK", uri, *nc, None);
+        let extra = format!("{route}Subject: {case}\r\n{header}: {creds}\r\n");
+        alice
+            .send(&request(
+                &alice,
+                "ACK",
+                &target,
+                &format!("z9hG4bKack{case}"),
+                2,
+                &extra,
+            ))
+            .await;
+    }
+    // The ACKs are handled in order: anything forwarded before "good" was let through wrongly.
+    let mut acks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, hop.recv_from(&mut buf)).await {
+        let m = Msg::parse(&buf[..n]).expect("parses");
+        if m.method() == Some("ACK") {
+            let case = m.header("Subject").unwrap_or("").to_owned();
+            let done = case == "good";
+            acks.push(case);
+            if done {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        acks,
+        ["good"],
+        "only the ACK with a fresh nonce count and its own uri reaches the next hop"
     );
     gw.shutdown(support::WAIT).await;
 }
