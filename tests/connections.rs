@@ -1,7 +1,7 @@
 //! Connection limits over real sockets (issue 12, point 7): a peer that never reads is closed by the
 //! write timeout, the idle and slow-message timers keep running while a write to it is blocked,
 //! and one source address cannot take every connection slot. And the socket-level tests of the
-//! smaller items of point 8: Digest ACKs.
+//! smaller items of point 8: Digest ACKs and unknown Digest users.
 
 mod support;
 
@@ -349,7 +349,7 @@ async fn one_address_cannot_take_every_connection() {
 
 // ------------------------------------------------------------------------------------------------
 // Digest at the socket (issue 12, point 8): ACKs are held to their own `uri` and a fresh nonce
-// count.
+// count, and an unknown user goes through the same checks as a known one.
 
 mod auth_support;
 
@@ -504,5 +504,94 @@ Content-Length: 0\r\n\r\n",
         ["good"],
         "only the ACK with a fresh nonce count and its own uri reaches the next hop"
     );
+    gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_digest_user_meets_the_same_checks_as_a_known_one() {
+    let gw = auth_support::gateway(GwOptions {
+        schemes: &["digest"],
+        ..Default::default()
+    })
+    .await;
+    let mut c = Client::connect(&gw, Kind::Tcp, "alice").await;
+    let register = |c: &Client, user: &str, extra: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=r{n}\r\n\
+To: <sip:{user}@example.com>\r\nCall-ID: reg-{n}\r\nCSeq: 1 REGISTER\r\nContact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            c.via(&format!("z9hG4bKr{}", unique())),
+            c.contact(),
+            n = unique()
+        )
+    };
+    c.send(&register(&c, "alice", "")).await;
+    let challenge = c.recv_where("401", |m| m.status() == Some(401)).await;
+    let offer = digest_offer(&challenge);
+    let hp = sagw_digest::client::parse_header(&offer).unwrap();
+    let genuine = sagw_digest::client::Challenge::from_params(hp.pairs())
+        .unwrap()
+        .nonce
+        .to_owned();
+    // The same length and alphabet, another MAC: a nonce this gateway never minted.
+    let forged: String = genuine
+        .chars()
+        .rev()
+        .map(|ch| if ch == 'A' { 'B' } else { ch })
+        .collect();
+    assert_ne!(forged, genuine);
+
+    let mut answers = Vec::new();
+    let mut nc = 0;
+    for nonce in [Some(forged.as_str()), None] {
+        // alice with a wrong password, and a user the store does not have.
+        for user in ["alice", "mallory"] {
+            nc += 1;
+            let creds = digest_credentials(
+                &offer,
+                user,
+                "not-the-password",
+                "REGISTER",
+                "sip:example.com",
+                nc,
+                nonce,
+            );
+            c.send(&register(&c, user, &format!("Authorization: {creds}\r\n")))
+                .await;
+            let r = c
+                .recv_where("answer", |m| m.cseq_method() == "REGISTER")
+                .await;
+            let challenges: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let stale = challenges.iter().any(|v| v.contains("stale=true"));
+            answers.push((user, r.status(), stale, challenges.len()));
+        }
+    }
+    // What the client sees does not tell the two apart.
+    for pair in answers.chunks(2) {
+        assert_eq!(
+            (pair[0].1, pair[0].2, pair[0].3),
+            (pair[1].1, pair[1].2, pair[1].3),
+            "{answers:?}"
+        );
+        assert_eq!(pair[0].1, Some(401));
+    }
+    // And the work is the same: a forged nonce is found by its MAC for both (before, the unknown
+    // user was refused at the store lookup, before any nonce check or hashing); with a genuine
+    // nonce both responses are computed and found wrong, the operator's counters still telling an
+    // unknown user from a wrong password.
+    let page = auth_support::http(&gw, "GET", "/metrics").await.1;
+    let failures = |reason: &str| {
+        series(
+            &page,
+            &format!("sagw_auth_handshake_failures_total{{scheme=\"digest\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(failures("bad_nonce"), 2, "{page}");
+    assert_eq!(failures("wrong_password"), 1, "{page}");
+    assert_eq!(failures("unknown_user"), 1, "{page}");
     gw.shutdown(support::WAIT).await;
 }

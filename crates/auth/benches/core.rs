@@ -145,6 +145,59 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // A Digest refusal for a known user with a wrong password and for a user the store does not
+    // have: the unknown one is checked against a decoy HA1, so both cost the nonce MAC and a
+    // response computation and the time does not tell which users exist.
+    let mut g = c.benchmark_group("digest_refusal");
+    let mut rng = rng();
+    let register = |user: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKd\r\n\
+             From: <sip:{user}@example.com>;tag=f\r\nTo: <sip:{user}@example.com>\r\nCall-ID: d-{user}\r\n\
+             CSeq: 1 REGISTER\r\nContact: <sip:{user}@192.0.2.9:5060>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let offer = match core.on_request(&parse(&register("alice")), &ctx(), t0(), &mut rng) {
+        Decision::Challenge(ch) => ch
+            .headers
+            .iter()
+            .map(|(_, v)| v.clone())
+            .find(|v| v.starts_with("Digest ") && v.contains("SHA-256"))
+            .expect("a SHA-256 Digest challenge"),
+        other => panic!("challenge expected: {other:?}"),
+    };
+    for user in ["alice", "mallory"] {
+        let hp = sagw_digest::client::parse_header(&offer).expect("challenge");
+        let ch = sagw_digest::client::Challenge::from_params(hp.pairs()).expect("params");
+        let ha1 = sagw_digest::Ha1::compute(ch.algorithm.base(), user, ch.realm, "wrong-pw");
+        let creds = sagw_digest::client::authorize(
+            &ch,
+            user,
+            &ha1,
+            "REGISTER",
+            "sip:example.com",
+            "0a4f113b",
+            1,
+        )
+        .expect("authorize")
+        .header_value();
+        let mut m = parse(&register(user));
+        m.push_header("Authorization", &creds);
+        let name = if user == "alice" {
+            "known_user_wrong_password_sha256"
+        } else {
+            "unknown_user_sha256"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let d = core.on_request(black_box(&m), &ctx(), t0(), &mut rng);
+                assert!(matches!(d, Decision::Challenge(_)));
+                d
+            })
+        });
+    }
+    g.finish();
+
     // Lookup among 1 M established SAs.
     let manager: SaManager<()> = SaManager::new(sagw_auth::manager::ManagerLimits {
         pending_max_total: 16,

@@ -50,6 +50,19 @@ struct DigestState {
     /// Shared by every policy's Digest server: nonces are unique whatever realm minted them.
     counter: Mutex<NonceCounter>,
     key: [u8; 32],
+    /// What the credentials of a user the store does not have are checked against: one HA1 (hex,
+    /// parsed per request like a stored one) per hash function, derived from the nonce key, so
+    /// that nobody outside knows it.
+    decoy: [(sagw_digest::Algorithm, String); 3],
+}
+
+impl DigestState {
+    fn decoy_ha1(&self, base: sagw_digest::Algorithm) -> Option<sagw_digest::Ha1> {
+        self.decoy
+            .iter()
+            .find(|(a, _)| *a == base)
+            .and_then(|(a, hex)| sagw_digest::Ha1::from_hex(*a, hex).ok())
+    }
 }
 
 /// A registered policy: the schemes it offers and, when it differs from the core's, its own
@@ -100,6 +113,19 @@ impl SecurityCore {
                 d.config.nonce_lifetime,
             )),
             key: d.nonce_key,
+            decoy: [
+                sagw_digest::Algorithm::Md5,
+                sagw_digest::Algorithm::Sha256,
+                sagw_digest::Algorithm::Sha512_256,
+            ]
+            .map(|a| {
+                let seed = [
+                    b"sagw decoy HA1 for unknown users\0".as_slice(),
+                    &d.nonce_key,
+                ]
+                .concat();
+                (a, a.hash_hex(&seed))
+            }),
         });
         let limits = ManagerLimits {
             pending_max_total: config.pending.max_total,
@@ -918,16 +944,26 @@ impl SecurityCore {
         };
         // -sess variants share the base algorithm's HA1. (userhash=true clients are not supported:
         // their username is a hash the store cannot index; they fail as an unknown user.)
-        let Some(ha1) = self
+        let stored = self
             .credentials
-            .digest_ha1(resp.username, resp.realm, algorithm.base())
-        else {
+            .digest_ha1(resp.username, resp.realm, algorithm.base());
+        let known = stored.is_some();
+        // A user the store does not have is verified against the decoy HA1: the same nonce MAC,
+        // HA1 parse and response computation as a known user with a wrong password, so the time
+        // a refusal takes does not tell which users exist (it was refused before any hashing;
+        // NTLM already does the same work for both). Counted unknown_user all the same.
+        let Some(ha1) = stored.or_else(|| d.decoy_ha1(algorithm.base())) else {
             return fail(Reason::UnknownUser, false);
         };
         let verified = match server.verify(&resp, method, &ha1, now) {
-            Ok(v) => v,
+            Ok(v) if known => v,
+            // Only with the nonce key: the decoy is derived from it.
+            Ok(_) => return fail(Reason::UnknownUser, false),
             Err(e) => {
-                let reason = digest_reason(&e);
+                let reason = match e {
+                    DigestError::WrongResponse if !known => Reason::UnknownUser,
+                    e => digest_reason(&e),
+                };
                 return fail(reason, reason == Reason::StaleNonce);
             }
         };
