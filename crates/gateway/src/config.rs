@@ -441,6 +441,60 @@ pub struct Settings {
     pub auth: Option<crate::auth_config::AuthSettings>,
 }
 
+/// A server the gateway trusts by the source address of its messages, where that address can be
+/// forged: over UDP anyone who can send the gateway a datagram can write any source address (a
+/// TCP connection needs the handshake, which an attacker off the path cannot complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoofableTrust {
+    /// A `proxy.trusted_peers` address while a UDP listener is open: a datagram from it skips
+    /// client authentication.
+    TrustedPeer(IpAddr),
+    /// A UDP `proxy.next_hops` entry: datagrams from its address and port are taken as the next
+    /// hop's (requests to clients, responses).
+    UdpNextHop(SocketAddr),
+}
+
+impl std::fmt::Display for SpoofableTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpoofableTrust::TrustedPeer(ip) => write!(
+                f,
+                "proxy.trusted_peers: messages from {ip} skip client authentication, and a UDP \
+                 listener is open: anyone who can reach it can forge {ip} as the source of a \
+                 datagram and be trusted as that server. Reach trusted servers over TCP or TLS \
+                 only (close the UDP listeners or filter spoofed sources at the network edge); \
+                 mutual TLS for servers is planned"
+            ),
+            SpoofableTrust::UdpNextHop(addr) => write!(
+                f,
+                "proxy.next_hops: udp:{addr} is trusted by its source address and port, which \
+                 anyone who can send the gateway a datagram can forge to pass requests and \
+                 responses as the next hop's. Prefer tcp: or tls: next hops (mutual TLS for \
+                 servers is planned), or filter spoofed sources at the network edge"
+            ),
+        }
+    }
+}
+
+impl Settings {
+    /// Servers trusted by a source address that can be forged (see [`SpoofableTrust`]): logged
+    /// as warnings at start and by `sagw check-config`.
+    pub fn spoofable_trust(&self) -> Vec<SpoofableTrust> {
+        let udp_listener = self.listeners.iter().any(|l| l.transport == Transport::Udp);
+        let peers = self
+            .trusted_peers
+            .iter()
+            .filter(|_| udp_listener)
+            .map(|ip| SpoofableTrust::TrustedPeer(*ip));
+        let hops = self
+            .next_hops
+            .iter()
+            .filter(|h| h.transport == Transport::Udp)
+            .map(|h| SpoofableTrust::UdpNextHop(h.addr));
+        peers.chain(hops).collect()
+    }
+}
+
 fn opt_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
     if v.trim().is_empty() {
         return Ok(None);

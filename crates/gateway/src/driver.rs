@@ -359,6 +359,9 @@ async fn start_inner(
         Arc<crate::users::ReloadingStore>,
     )>,
 ) -> Result<Running, StartError> {
+    for w in settings.spoofable_trust() {
+        warn!("{w}");
+    }
     let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
     let mut udp_socks = Vec::new();
     let mut streams = Vec::new();

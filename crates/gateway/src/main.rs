@@ -154,6 +154,9 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
+        for w in settings.spoofable_trust() {
+            eprintln!("sagw: warning: {w}");
+        }
         if let Some(a) = &settings.auth {
             match sagw_gateway::auth::check_policies(a, &settings.listeners) {
                 Ok(lines) => {

@@ -105,6 +105,65 @@ fn check_config_shows_and_checks_the_policies() {
     let _ = std::fs::remove_file(&f);
 }
 
+/// Trust by source address is spoofable over UDP: check-config and the start-up log say so, naming
+/// each trusted peer and UDP next hop, and say nothing when servers are reached over TCP or TLS.
+#[test]
+fn trust_by_a_spoofable_udp_source_address_is_warned_about() {
+    let cfg = temp("trust.toml");
+    std::fs::write(
+        &cfg,
+        "[proxy]\nmode = \"edge\"\nnext_hops = [\"udp:192.0.2.10:5060\", \"tcp:192.0.2.11:5060\"]\n\
+         trusted_peers = [\"192.0.2.20\"]\n[auth]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    let peer = warnings
+        .iter()
+        .find(|l| l.contains("192.0.2.20"))
+        .expect("peer warned");
+    assert!(
+        peer.contains("trusted_peers") && peer.contains("forge"),
+        "{peer}"
+    );
+    let hop = warnings
+        .iter()
+        .find(|l| l.contains("udp:192.0.2.10:5060"))
+        .expect("hop warned");
+    assert!(hop.contains("next_hops") && hop.contains("tls"), "{hop}");
+    assert!(
+        !err.contains("192.0.2.11"),
+        "a TCP next hop is not warned about: {err}"
+    );
+
+    // Servers over TCP only and no UDP listener: nothing to forge.
+    std::fs::write(
+        &cfg,
+        "[listen]\nudp = \"\"\n[proxy]\nmode = \"edge\"\nnext_hops = [\"tcp:192.0.2.11:5060\"]\n\
+         trusted_peers = [\"192.0.2.20\"]\n[auth]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&cfg);
+}
+
 #[test]
 fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
     let cfg = temp("run.toml");
