@@ -442,6 +442,7 @@ async fn start_inner(
     cfg.domains = settings.domains.clone();
     cfg.next_hops = settings.next_hops.clone();
     cfg.trusted_peers = settings.trusted_peers.clone();
+    cfg.client_routes = settings.client_routes.clone();
     cfg.timers = settings.timers;
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
