@@ -4,6 +4,7 @@
 //! * Point 2, reflector: a response that matches no transaction of ours is not forwarded to
 //!   whatever its second Via names.
 //! * Point 4: a response to a request the gateway sent to bob is taken only from bob's flow.
+//! * Point 8: OPTIONS for the served domain itself is answered by the gateway, signed.
 //! * Point 5: a signed-in client's Route to an address that is no next hop gets 403, and the
 //!   gateway opens no connection there.
 
@@ -142,4 +143,18 @@ async fn a_response_is_taken_only_from_the_flow_the_request_went_to() {
         seen.iter().map(Message::status_code).collect::<Vec<_>>()
     );
     assert!(verified(&done.signature));
+}
+
+/// Issue 12 point 8: a signed-in client's `OPTIONS sip:<served domain>` (its keep-alive) is for
+/// the registrar, so the gateway answers it, signed. Before the fix it got 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_for_the_domain_itself_gets_a_signed_200() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice").await;
+    let (r, _) = alice
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    let done = r.unwrap_or_else(|f| panic!("OPTIONS: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 200, "{done:?}");
+    assert!(verified(&done.signature), "{done:?}");
 }

@@ -1145,3 +1145,23 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
     let sent = h.feed(alice(), &routed("z9hG4bKrok", "10.9.9.9:5060"));
     assert_eq!(sent[0].to.addr(), "10.9.9.9:5060".parse().unwrap());
 }
+
+#[test]
+fn options_for_the_served_domain_is_answered_by_the_registrar() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.domains = vec!["example.com".into()];
+    let mut h = H::new(cfg);
+    let options = |uri: &str, branch: &str| {
+        format!(
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=a\r\nTo: <{uri}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+    };
+    let sent = h.feed(alice(), &options("sip:example.com", "z9hG4bKo1"));
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    assert!(sent[0].msg.header("Allow").is_some());
+    // Another domain is not ours to answer for.
+    let sent = h.feed(alice(), &options("sip:example.org", "z9hG4bKo2"));
+    assert_eq!(sent[0].msg.status_code(), Some(404));
+}
