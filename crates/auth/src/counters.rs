@@ -193,6 +193,7 @@ pub struct Counters {
     pending_refused_source: AtomicU64,
     discarded: AtomicU64,
     dropped_responses: AtomicU64,
+    forbidden: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -251,6 +252,10 @@ impl Counters {
     pub fn dropped_response(&self) {
         inc(&self.dropped_responses)
     }
+    /// A verified request refused because its sender may not make it (From, REGISTER AOR).
+    pub fn forbidden(&self) {
+        inc(&self.forbidden)
+    }
 
     pub fn snapshot(&self) -> CountersSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -287,6 +292,7 @@ impl Counters {
             pending_refused_source: get(&self.pending_refused_source),
             discarded: get(&self.discarded),
             dropped_responses: get(&self.dropped_responses),
+            forbidden: get(&self.forbidden),
         }
     }
 }
@@ -317,6 +323,7 @@ pub struct CountersSnapshot {
     pub pending_refused_source: u64,
     pub discarded: u64,
     pub dropped_responses: u64,
+    pub forbidden: u64,
 }
 
 impl CountersSnapshot {

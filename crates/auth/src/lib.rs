@@ -36,7 +36,8 @@ pub use config::{
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
 pub use credentials::{CredentialStore, CredentialsError, FileCredentialStore};
 pub use decision::{
-    Authenticated, Binding, Challenge, Decision, ResponseVerdict, Transport, TransportContext,
+    Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,
+    TransportContext,
 };
 pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
 pub use manager::{SaHandle, SaInfo, SaLookup, SaManager};

@@ -224,7 +224,8 @@ impl SecurityAssociation {
         self.window.lock().check(cnum)
     }
 
-    /// A properly signed message arrived (or was sent): push the idle deadline out.
+    /// A message signed by the client verified: push the idle deadline out. Only the client's own
+    /// signatures do: what the gateway sends it (which anyone may cause) proves nothing about it.
     pub(crate) fn touch(&self, now: u64) {
         let ttl = u64::from(self.idle_ttl.load(Ordering::Relaxed));
         let deadline = now.saturating_add(ttl).min(self.hard_expiry);

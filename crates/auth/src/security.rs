@@ -16,7 +16,7 @@ use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
 use crate::date::http_date;
 use crate::decision::{
-    Authenticated, Binding, Challenge, Decision, ResponseVerdict, TransportContext,
+    Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, TransportContext,
 };
 use crate::hex;
 use crate::kerberos::{KerberosBackend, principal_to_identity};
@@ -966,8 +966,11 @@ impl SecurityCore {
 
     /// The From of a request must be the authenticated user (403 otherwise): the next hop trusts the
     /// identity the gateway asserts, so one user must not speak as another.
+    ///
+    /// The refusal carries the authenticated binding: the answer is signed with the SA (or Digest
+    /// binding) the request was verified with, and with nothing else.
     fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
-        let Decision::Authenticated(auth) = &decision else {
+        let Decision::Authenticated(auth) = decision else {
             return decision;
         };
         let from_uri = msg
@@ -975,14 +978,15 @@ impl SecurityCore {
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
         if same_identity(from_uri, &auth.identity) {
-            decision
-        } else {
-            Decision::Reject {
-                status: 403,
-                reason_phrase: "Forbidden",
-                reason: Reason::SaMismatch,
-            }
+            return Decision::Authenticated(auth);
         }
+        self.counters.forbidden();
+        Decision::Forbidden(Forbidden {
+            status: 403,
+            reason_phrase: "Forbidden",
+            reason: Reason::SaMismatch,
+            verified: auth,
+        })
     }
 
     /// Removes the credentials meant for this gateway (our schemes and realms) before a request is
@@ -1102,7 +1106,9 @@ impl SecurityCore {
             b = b.quoted("gssapi-data", &B64.encode(token));
         }
         msg.set_header(header, &b.build());
-        sa.touch(secs);
+        // No `touch`: a message to the client proves nothing about it, and anyone can make the
+        // gateway send one (a call to the user). Only the client's own verified signatures, and
+        // the registrations granted to it, keep its SA alive.
         self.counters.signed(sa.scheme().into());
         Ok(())
     }

@@ -204,7 +204,7 @@ fn a_flipped_bit_in_any_signed_header_value_fails() {
         match d {
             Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::BadSignature), "{header}"),
             // A tampered From user is also a different identity; either way it must not pass.
-            Decision::Reject { status: 403, .. } => assert_eq!(*header, "From"),
+            Decision::Forbidden(f) if f.status == 403 => assert_eq!(*header, "From"),
             other => panic!("{header} tampered but accepted: {other:?}"),
         }
     }
@@ -388,10 +388,14 @@ fn a_user_cannot_speak_as_another() {
         .request("MESSAGE", &[])
         .replace("From: <sip:alice@", "From: <sip:bob@");
     let m = c.signed(&text, &mut rng);
-    assert!(matches!(
-        core.on_request(&m, &ctx(), t0(), &mut rng),
-        Decision::Reject { status: 403, .. }
-    ));
+    // Refused, with the SA that verified the request (alice's) to sign the refusal.
+    match core.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Forbidden(f) => {
+            assert_eq!(f.status, 403);
+            assert_eq!(f.verified.identity, "sip:alice@example.com");
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
 }
 
 #[test]

@@ -695,21 +695,33 @@ impl ClientAuth for SecurityStage {
                 reason_phrase,
                 reason,
             } => {
+                // Nothing in the request was verified: the answer goes unsigned. Signing it with
+                // the SA its From and epid name would give any sender that SA's signature over a
+                // Call-ID and CSeq of its choosing (and used to extend the SA's idle life).
                 info!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
-                let verdict = self.respond(msg, status, reason_phrase, &[]);
-                // Sign the refusal when the sender has an SA: its client discards unsigned finals.
-                if let InboundVerdict::Respond(mut r) = verdict {
-                    if let Some(from) = msg.from()
-                        && let Some(epid) = from.param("epid")
-                        && let Some(sa) = self.core.sa_for_endpoint(bare_uri(from.uri), epid, now)
-                    {
-                        let _ =
+                self.respond(msg, status, reason_phrase, &[])
+            }
+            Decision::Forbidden(f) => {
+                info!(
+                    status = f.status,
+                    reason = f.reason.label(),
+                    identity = %f.verified.identity,
+                    source = %ctx.flow.remote,
+                    "authenticated request forbidden"
+                );
+                // Signed with the binding that verified the request, and only with it: the client
+                // discards unsigned finals, and no other SA has anything to do with this request.
+                match self.respond(msg, f.status, f.reason_phrase, &[]) {
+                    InboundVerdict::Respond(mut r) => {
+                        if let Err(e) =
                             self.core
-                                .sign(&mut r, &sa, ChallengeFamily::Www, now, &mut *self.rng);
+                                .finish_response(&mut r, &f.verified, now, &mut *self.rng)
+                        {
+                            debug!(error = %e, "refusal left unsigned");
+                        }
+                        InboundVerdict::Respond(r)
                     }
-                    InboundVerdict::Respond(r)
-                } else {
-                    verdict
+                    other => other,
                 }
             }
             Decision::Discard(reason) => {

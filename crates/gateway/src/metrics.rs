@@ -649,6 +649,7 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         ("pending_refused_source", c.pending_refused_source),
         ("discarded_ack_cancel", c.discarded),
         ("dropped_client_responses", c.dropped_responses),
+        ("forbidden_identity", c.forbidden),
     ] {
         let _ = writeln!(out, "sagw_auth_sa_events_total{{event=\"{event}\"}} {n}");
     }
