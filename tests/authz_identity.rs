@@ -7,6 +7,8 @@ mod auth_support;
 #[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_support::{Client, DOMAIN, GwOptions, WAIT, config, gateway, http, unique, verified};
@@ -16,6 +18,8 @@ use sagw_client::transport::{Connection, TransportKind};
 use sagw_client::{AuthScheme, EndpointConfig};
 use sagw_gateway::Running;
 use sagw_sip::Message;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
 
 fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.to_bytes()).into_owned()
@@ -72,6 +76,231 @@ fn resign(c: &mut Client, m: &mut Message) {
     if let Some(sa) = c.ep.sa_mut() {
         sa.sign(m, LegParams::default(), c.rng.as_rng())
             .expect("signed");
+    }
+}
+
+/// A REGISTER from `c`, authenticated as `c`'s user (signed with its SA, or with its Digest
+/// credentials), whose AOR (To) is `aor`. `wildcard`: `Contact: *` and `Expires: 0`.
+fn register_for(c: &mut Client, aor: &str, wildcard: bool) -> Message {
+    let mut m =
+        c.ep.request("REGISTER", aor, None, c.rng.as_rng())
+            .expect("REGISTER");
+    if wildcard {
+        m.set_header("Contact", "*");
+        m.set_header("Expires", "0");
+    } else if m.header("Expires").is_none() {
+        m.set_header("Expires", "600");
+    }
+    resign(c, &mut m);
+    m
+}
+
+/// How a client sees a final response to one of its requests: signed by the gateway for its own
+/// SA (or, with Digest, carrying `Authentication-Info`).
+fn signed_for(c: &mut Client, scheme: AuthScheme, r: &Message) -> bool {
+    match scheme {
+        AuthScheme::Digest => r
+            .header("Authentication-Info")
+            .is_some_and(|v| v.contains("rspauth")),
+        _ => verified(&c.verify(r)),
+    }
+}
+
+/// A MESSAGE from `from` to `to`'s AOR: returns whether `to` received it, and whether `other`
+/// (listening meanwhile) received anything.
+async fn delivered_to(from: &mut Client, to: &mut Client, other: &mut Client) -> (bool, bool) {
+    let target = to.ep.config().aor.clone();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let ((r, _), got, stolen) = tokio::join!(
+        from.request("MESSAGE", &target, Some(("text/plain", "for bob only"))),
+        to.serve_ua(Duration::from_secs(2), 1),
+        other.next_request(deadline),
+    );
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE to {target}: {f}"));
+    assert_eq!(done.status, 200, "{done:?}");
+    (got.len() == 1, stolen.is_some())
+}
+
+/// Point 1 in registrar mode, for one scheme of the attacker: bob signs in; alice, signed in,
+/// REGISTERs bob's AOR (her own From, a fresh Call-ID), then unregisters it with `Contact: *`.
+async fn hijack_in_registrar_mode(scheme: AuthScheme) {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", scheme).await;
+    let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
+    let bob_aor = format!("sip:bob@{DOMAIN}");
+    for wildcard in [false, true] {
+        let m = register_for(&mut alice, &bob_aor, wildcard);
+        let r = alice
+            .send_raw(&m, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{scheme:?}: no answer to the hijack"));
+        assert_eq!(
+            r.status_code(),
+            Some(403),
+            "{scheme:?} wildcard={wildcard}: a REGISTER for another AOR is refused:\n{}",
+            text(&r)
+        );
+        assert!(
+            signed_for(&mut alice, scheme, &r),
+            "{scheme:?}: the 403 is signed for alice:\n{}",
+            text(&r)
+        );
+    }
+    // bob's binding is untouched: carol's MESSAGE reaches bob, not alice.
+    let (to_bob, to_alice) = delivered_to(&mut carol, &mut bob, &mut alice).await;
+    assert!(to_bob, "{scheme:?}: bob is still reachable");
+    assert!(!to_alice, "{scheme:?}: nothing for bob reaches alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_for_another_aor_is_refused_in_registrar_mode_ntlm() {
+    hijack_in_registrar_mode(AuthScheme::Ntlm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_for_another_aor_is_refused_in_registrar_mode_digest() {
+    hijack_in_registrar_mode(AuthScheme::Digest).await;
+}
+
+/// A registrar behind the edge, on UDP: answers every REGISTER 200 with the contact it was given
+/// (granting `grant` seconds, as a Contact parameter only) and records the AOR (To) of each.
+struct FakeRegistrar {
+    addr: SocketAddr,
+    aors: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeRegistrar {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn fake_registrar(grant: u32) -> FakeRegistrar {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = sock.local_addr().expect("addr");
+    let aors = Arc::new(Mutex::new(Vec::new()));
+    let seen = aors.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(m) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            if !m.is_request() || m.method() != Some("REGISTER") {
+                continue;
+            }
+            let to = m.to().map(|t| t.uri.to_owned()).unwrap_or_default();
+            seen.lock().expect("lock").push(to);
+            let mut s = String::from("SIP/2.0 200 OK\r\n");
+            for v in m.header_all("Via") {
+                s.push_str(&format!("Via: {v}\r\n"));
+            }
+            s.push_str(&format!(
+                "From: {}\r\nTo: {};tag=reg{}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+                m.header("From").unwrap_or(""),
+                m.header("To").unwrap_or(""),
+                unique(),
+                m.call_id().unwrap_or(""),
+                m.header("CSeq").unwrap_or(""),
+            ));
+            if let Some(c) = m
+                .header("Contact")
+                .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+            {
+                s.push_str(&format!("Contact: <{}>;expires={grant}\r\n", c.uri));
+            }
+            s.push_str("Server: fake-registrar\r\nContent-Length: 0\r\n\r\n");
+            let _ = sock.send_to(s.as_bytes(), from).await;
+        }
+    });
+    FakeRegistrar { addr, aors, task }
+}
+
+/// Point 1 in edge mode: the hijacking REGISTER is answered 403 by the gateway, signed, and never
+/// reaches the registrar behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_for_another_aor_is_refused_in_edge_mode_and_not_forwarded() {
+    let reg = fake_registrar(600).await;
+    let hops = [format!("udp:{}", reg.addr)];
+    let gw = gateway(GwOptions {
+        mode: "edge",
+        next_hops: &hops,
+        ..GwOptions::default()
+    })
+    .await;
+    for scheme in [AuthScheme::Ntlm, AuthScheme::Digest] {
+        let mut alice = signed_in(&gw, "alice", scheme).await;
+        let before = reg.aors.lock().expect("lock").len();
+        for wildcard in [false, true] {
+            let m = register_for(&mut alice, &format!("sip:bob@{DOMAIN}"), wildcard);
+            let r = alice.send_raw(&m, WAIT).await.expect("an answer");
+            assert_eq!(
+                r.status_code(),
+                Some(403),
+                "{scheme:?} wildcard={wildcard}:\n{}",
+                text(&r)
+            );
+            assert!(
+                r.header("Server").is_none_or(|s| !s.contains("fake")),
+                "answered by the gateway, not the registrar"
+            );
+            assert!(signed_for(&mut alice, scheme, &r), "{}", text(&r));
+        }
+        // Give a forwarded REGISTER time to arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let aors = reg.aors.lock().expect("lock").clone();
+        assert!(
+            aors[before..].is_empty(),
+            "{scheme:?}: nothing reached the registrar: {aors:?}"
+        );
+        // alice's own REGISTER still goes through.
+        let m = register_for(&mut alice, &format!("sip:alice@{DOMAIN}"), false);
+        let r = alice.send_raw(&m, WAIT).await.expect("an answer");
+        assert_eq!(r.status_code(), Some(200), "{}", text(&r));
+    }
+}
+
+/// Point 1 with Kerberos (the MIT test KDC; skipped loudly without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_for_another_aor_is_refused_kerberos() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let gw = gateway(GwOptions {
+        schemes: &["kerberos", "ntlm"],
+        fqdn: kdc::AES_FQDN,
+        keytab: Some(k.aes_keytab.clone()),
+        sip_domain: "example.test",
+        ..GwOptions::default()
+    })
+    .await;
+    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
+    let ccache = dir
+        .kinit(
+            &format!("{}@{}", kdc::ALICE, kdc::REALM),
+            &sagw_client::Password::new(kdc::ALICE_PW),
+        )
+        .expect("kinit");
+    let mut cfg = config("alice", "", AuthScheme::Kerberos, 4);
+    cfg.aor = "sip:alice@example.test".into();
+    cfg.registrar = "sip:example.test".into();
+    cfg.password = None;
+    cfg.ccache = Some(ccache);
+    let mut alice = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    for wildcard in [false, true] {
+        let m = register_for(&mut alice, "sip:bob@example.test", wildcard);
+        let r = alice.send_raw(&m, WAIT).await.expect("an answer");
+        assert_eq!(r.status_code(), Some(403), "{}", text(&r));
+        assert!(
+            signed_for(&mut alice, AuthScheme::Kerberos, &r),
+            "{}",
+            text(&r)
+        );
     }
 }
 

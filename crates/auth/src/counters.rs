@@ -88,10 +88,12 @@ pub enum Reason {
     NoCredentials,
     /// The message needed a signature and had none.
     Unsigned,
+    /// A REGISTER for an AOR that is not the authenticated user's.
+    ForeignAor,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -118,6 +120,7 @@ impl Reason {
         Reason::UnsupportedScheme,
         Reason::NoCredentials,
         Reason::Unsigned,
+        Reason::ForeignAor,
     ];
 
     pub fn label(self) -> &'static str {
@@ -148,6 +151,7 @@ impl Reason {
             Reason::UnsupportedScheme => "unsupported_scheme",
             Reason::NoCredentials => "no_credentials",
             Reason::Unsigned => "unsigned",
+            Reason::ForeignAor => "foreign_aor",
         }
     }
 

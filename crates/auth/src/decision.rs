@@ -78,8 +78,8 @@ pub enum Decision {
         reason: Reason,
     },
     /// The request verified, but its sender may not do this (a From that is not the authenticated
-    /// user): answer with this final error, signed with the binding the request was verified with,
-    /// so the client can read its refusal.
+    /// user, a REGISTER for another AOR): answer with this final error, signed with the binding the
+    /// request was verified with, so the client can read its refusal.
     Forbidden(Forbidden),
     /// Drop silently: ACK or CANCEL without valid credentials ([MS-SIPAE] 3.3.5.1).
     Discard(Reason),

@@ -965,9 +965,12 @@ impl SecurityCore {
     }
 
     /// The From of a request must be the authenticated user (403 otherwise): the next hop trusts the
-    /// identity the gateway asserts, so one user must not speak as another.
+    /// identity the gateway asserts, so one user must not speak as another. A REGISTER's AOR (To)
+    /// must be the user's own too: else one user could bind another's AOR to their own contact and
+    /// receive (or, with `Contact: *`, end) that user's calls. The credentials store names one SIP
+    /// identity per user, so the user's own AOR is exactly the identity it authenticated as.
     ///
-    /// The refusal carries the authenticated binding: the answer is signed with the SA (or Digest
+    /// Both refusals carry the authenticated binding: the answer is signed with the SA (or Digest
     /// binding) the request was verified with, and with nothing else.
     fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
         let Decision::Authenticated(auth) = decision else {
@@ -977,14 +980,25 @@ impl SecurityCore {
             .from()
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
-        if same_identity(from_uri, &auth.identity) {
+        let reason = if !same_identity(from_uri, &auth.identity) {
+            Reason::SaMismatch
+        } else if msg.method() == Some("REGISTER")
+            && !same_identity(
+                msg.to()
+                    .map(|na| strip_uri_params(na.uri))
+                    .unwrap_or_default(),
+                &auth.identity,
+            )
+        {
+            Reason::ForeignAor
+        } else {
             return Decision::Authenticated(auth);
-        }
+        };
         self.counters.forbidden();
         Decision::Forbidden(Forbidden {
             status: 403,
             reason_phrase: "Forbidden",
-            reason: Reason::SaMismatch,
+            reason,
             verified: auth,
         })
     }

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use sagw_auth::{Binding, ChallengeFamily, Decision};
+use sagw_auth::{Binding, ChallengeFamily, Decision, Reason};
 use support::*;
 
 fn established(d: &Decision) -> sagw_auth::Authenticated {
@@ -30,6 +30,86 @@ fn secs(t: std::time::SystemTime) -> u64 {
         .expect("after 1970")
         .as_secs()
 }
+
+#[test]
+fn a_register_for_another_aor_is_forbidden_with_the_verified_binding() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    established(&c.sign_in(&core, t0(), &mut rng));
+    for extra in [
+        &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
+        &["Contact: *", "Expires: 0"][..],
+    ] {
+        let text = c
+            .request("REGISTER", extra)
+            .replace("To: <sip:alice@", "To: <sip:bob@");
+        let m = c.signed(&text, &mut rng);
+        let Decision::Forbidden(f) = core.on_request(&m, &ctx(), t0(), &mut rng) else {
+            panic!("a REGISTER for bob's AOR passed");
+        };
+        assert_eq!((f.status, f.reason), (403, Reason::ForeignAor));
+        assert_eq!(f.verified.identity, "sip:alice@example.com");
+        // The refusal is signed with alice's SA, which her client verifies.
+        let mut r = response_to(&m, 403, "Forbidden", &[]);
+        core.finish_response(&mut r, &f.verified, t0(), &mut rng)
+            .expect("signed");
+        c.verify_server_signature(&r).expect("alice verifies it");
+    }
+    // Her own AOR (in any case, sips: or with parameters) is fine.
+    let text = c.request("REGISTER", &[]).replace(
+        "To: <sip:alice@example.com>",
+        "To: <sips:Alice@Example.com;x=1>",
+    );
+    let m = c.signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    assert_eq!(core.counters().snapshot().forbidden, 2);
+}
+
+#[test]
+fn a_digest_register_for_another_aor_is_forbidden() {
+    let core = core();
+    let mut rng = rng();
+    let reg = |to: &str| {
+        parse(&format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK{to}\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:{to}@example.com>\r\nCall-ID: d-{to}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let first = reg("bob");
+    let Decision::Challenge(ch) = core.on_request(&first, &ctx(), t0(), &mut rng) else {
+        panic!("challenged");
+    };
+    let m = digest_answer(&first, &ch, "alice", "alice-pw");
+    match core.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Forbidden(f) => {
+            assert_eq!(f.reason, Reason::ForeignAor);
+            assert!(matches!(f.verified.binding, Binding::Digest { .. }));
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+/// Answers the first SHA-256 Digest challenge of `ch` for `user` (`uri` sip:example.com).
+fn digest_answer(req: &Message, ch: &sagw_auth::Challenge, user: &str, pw: &str) -> Message {
+    use sagw_digest::client::{Challenge as DigestChallenge, authorize, parse_header};
+    let value = ch
+        .headers
+        .iter()
+        .find(|(n, v)| *n == "WWW-Authenticate" && v.contains("SHA-256"))
+        .map(|(_, v)| v.clone())
+        .expect("a SHA-256 challenge");
+    let p = parse_header(&value).expect("challenge parses");
+    let dc = DigestChallenge::from_params(p.pairs()).expect("challenge params");
+    let ha1 = sagw_digest::Ha1::compute(dc.algorithm.base(), user, dc.realm, pw);
+    let auth = authorize(&dc, user, &ha1, "REGISTER", "sip:example.com", "c0ffee", 1)
+        .expect("authorize")
+        .header_value();
+    let mut m = req.clone();
+    m.push_header("Authorization", &auth);
+    m
+}
+
+use sagw_sip::Message;
 
 #[test]
 fn signing_for_a_client_does_not_extend_its_sa() {
