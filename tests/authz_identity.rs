@@ -9,7 +9,7 @@ mod kdc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auth_support::{Client, DOMAIN, GwOptions, WAIT, config, gateway, http, unique, verified};
 use sagw_client::sa::LegParams;
@@ -23,6 +23,12 @@ use tokio::time::Instant;
 
 fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.to_bytes()).into_owned()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// One row of `GET /admin/sas`.
@@ -387,5 +393,40 @@ async fn refusals_are_signed_only_with_the_sa_that_verified_the_request() {
         verified(&check),
         "the 403 is signed with alice's SA: {check:?}\n{}",
         text(&r)
+    );
+}
+
+/// Point 8: the SA's idle life follows the registration the registrar *granted*, not the one the
+/// client asked for: the embedded registrar (max 7200 s), and a registrar behind the edge that
+/// grants 300 s as a Contact parameter only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_ttl_follows_the_granted_expires() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut cfg = config("alice", "alice-pw", AuthScheme::Ntlm, 4);
+    cfg.expires = Some(28_000);
+    let c = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    let sa = sa_of(&gw, &c).await.expect("SA");
+    let left = sa.expiry.saturating_sub(now_secs());
+    assert!(
+        (7_000..=7_240).contains(&left),
+        "registrar mode: 7200 s granted (+30 s margin), 28000 asked; the SA has {left} s"
+    );
+
+    let reg = fake_registrar(300).await;
+    let hops = [format!("udp:{}", reg.addr)];
+    let gw = gateway(GwOptions {
+        mode: "edge",
+        next_hops: &hops,
+        ..GwOptions::default()
+    })
+    .await;
+    let mut cfg = config("alice", "alice-pw", AuthScheme::Ntlm, 4);
+    cfg.expires = Some(28_000);
+    let c = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    let sa = sa_of(&gw, &c).await.expect("SA");
+    let left = sa.expiry.saturating_sub(now_secs());
+    assert!(
+        left <= 900,
+        "edge mode: 300 s granted, 28000 asked; the SA has {left} s (idle default 900)"
     );
 }

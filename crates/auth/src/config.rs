@@ -151,8 +151,9 @@ pub struct CoreConfig {
     pub signature_header: SignatureHeader,
     /// Absolute SA life; clamped to [`MAX_SA_LIFETIME`].
     pub sa_lifetime: Duration,
-    /// An SA unused this long expires; every verified signed message, and every REGISTER's Expires
-    /// (plus a margin), pushes the deadline out.
+    /// An SA unused this long expires; every verified signed message from its client, and every
+    /// registration granted to it (plus a margin, [`crate::SecurityCore::register_granted`]),
+    /// pushes the deadline out.
     pub sa_idle_ttl: Duration,
     pub pending: PendingLimits,
 }

@@ -232,7 +232,8 @@ impl SecurityAssociation {
         self.idle_deadline.fetch_max(deadline, Ordering::Relaxed);
     }
 
-    /// A REGISTER asked for `secs` of registration: the SA must outlive it (within the hard limit).
+    /// A registration of `secs` was granted to this SA's client: the SA must outlive it (within
+    /// the hard limit).
     pub(crate) fn raise_idle_ttl(&self, secs: u32, now: u64) {
         self.idle_ttl.fetch_max(secs, Ordering::Relaxed);
         self.touch(now);

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use parking_lot::Mutex;
 use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError, PendingHandshake};
-use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, parse_name_addr};
+use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
 use crate::buffer::{BufferParams, SignatureBuffer};
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
@@ -510,18 +510,15 @@ impl SecurityCore {
             (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, ctx, now, rng),
             (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
             (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
-                Ok(sa) => {
-                    self.refresh_for_register(msg, &sa, now);
-                    Decision::Authenticated(Authenticated {
-                        identity: sa.identity().to_owned(),
-                        scheme: sa.scheme().into(),
-                        binding: Binding::Sa {
-                            sa,
-                            family: creds.family,
-                            established_now: false,
-                        },
-                    })
-                }
+                Ok(sa) => Decision::Authenticated(Authenticated {
+                    identity: sa.identity().to_owned(),
+                    scheme: sa.scheme().into(),
+                    binding: Binding::Sa {
+                        sa,
+                        family: creds.family,
+                        established_now: false,
+                    },
+                }),
                 Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
             },
         }
@@ -708,7 +705,6 @@ impl SecurityCore {
         }
         let (sa, _replaced) = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
-        self.refresh_for_register(msg, &sa, now);
         Decision::Authenticated(Authenticated {
             identity: sa.identity().to_owned(),
             scheme,
@@ -768,21 +764,16 @@ impl SecurityCore {
         self.finish_handshake(msg, p, creds, sa, Scheme::Kerberos, now, rng)
     }
 
-    /// A REGISTER's lifetime keeps the SA alive at least as long as the registration.
-    fn refresh_for_register(&self, msg: &Message, sa: &SecurityAssociation, now: SystemTime) {
-        if msg.method() != Some("REGISTER") {
-            return;
-        }
-        let expires = msg
-            .expires()
-            .and_then(|e| e.trim().parse::<u32>().ok())
-            .or_else(|| {
-                msg.header("Contact")
-                    .and_then(|c| parse_name_addr(c).ok())
-                    .and_then(|na| na.param("expires").and_then(|e| e.parse::<u32>().ok()))
-            });
-        if let Some(e) = expires {
-            sa.raise_idle_ttl(e.saturating_add(REGISTER_MARGIN_SECS), unix_secs(now));
+    /// A registrar granted the client of `auth` a registration of `granted_secs` (the 2xx to its
+    /// REGISTER says so): its SA must live at least that long (plus a margin, so a refresh sent on
+    /// time still verifies), within its hard lifetime. Only the *granted* value counts: the
+    /// Expires a client asks for is its own choice, and the registrar may grant less.
+    pub fn register_granted(&self, auth: &Authenticated, granted_secs: u32, now: SystemTime) {
+        if let Binding::Sa { sa, .. } = &auth.binding {
+            sa.raise_idle_ttl(
+                granted_secs.saturating_add(REGISTER_MARGIN_SECS),
+                unix_secs(now),
+            );
         }
     }
 

@@ -151,3 +151,21 @@ fn a_refusal_before_verification_carries_no_sa() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_granted_registration_not_the_asked_one_sets_the_idle_life() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    established(&c.sign_in(&core, t0(), &mut rng));
+    let text = c.request("REGISTER", &["Expires: 28000"]);
+    let m = c.signed(&text, &mut rng);
+    let a = established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    assert_eq!(
+        sa_expiry(&core, "0a0b0c0d0e"),
+        secs(t0()) + 900,
+        "asking changes nothing"
+    );
+    core.register_granted(&a, 3600, t0());
+    assert_eq!(sa_expiry(&core, "0a0b0c0d0e"), secs(t0()) + 3630);
+}

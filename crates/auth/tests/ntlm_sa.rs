@@ -335,14 +335,16 @@ fn an_idle_sa_expires_and_signed_traffic_keeps_it_alive() {
 }
 
 #[test]
-fn a_register_expiry_longer_than_the_idle_ttl_keeps_the_sa() {
+fn a_granted_registration_longer_than_the_idle_ttl_keeps_the_sa() {
     let core = core();
     let mut rng = rng();
     let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
     established(&c.sign_in(&core, t0(), &mut rng));
     let text = c.request("REGISTER", &["Expires: 3600"]);
     let m = c.signed(&text, &mut rng);
-    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    let a = established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    // The registrar's 2xx granted the hour (the gateway reads it from the response).
+    core.register_granted(&a, 3600, t0());
     let text = c.request("REGISTER", &["Expires: 3600"]);
     let m = c.signed(&text, &mut rng);
     established(&core.on_request(&m, &ctx(), t0() + Duration::from_secs(3600), &mut rng));

@@ -749,6 +749,11 @@ impl ClientAuth for SecurityStage {
                 msg.remove_header("Proxy-Authentication-Info");
                 if let Some(req) = ctx.request {
                     add_register_expires(msg, req);
+                    // The SA outlives the registration the registrar granted (not the one the
+                    // client asked for, which the registrar may have shortened).
+                    if let Some(granted) = granted_register_expires(msg, req) {
+                        self.core.register_granted(auth, granted, now);
+                    }
                 }
                 if let Err(e) = self.core.finish_response(msg, auth, now, &mut *self.rng) {
                     debug!(error = %e, "response left unsigned");
@@ -835,6 +840,19 @@ fn add_register_expires(resp: &mut Message, req: &Message) {
     if let Some(e) = granted {
         resp.push_header("Expires", &e);
     }
+}
+
+/// The lifetime a 2xx to REGISTER granted the client's binding: its `Expires` header (the
+/// embedded registrar writes it, [`add_register_expires`] copies a registrar's Contact parameter
+/// into it). `None` for other responses, and when the 2xx says nothing the client could rely on
+/// either (the SA then lives by its idle timer alone).
+fn granted_register_expires(resp: &Message, req: &Message) -> Option<u32> {
+    if req.method() != Some("REGISTER")
+        || !resp.status_code().is_some_and(|c| (200..300).contains(&c))
+    {
+        return None;
+    }
+    resp.expires()?.trim().parse::<u32>().ok()
 }
 
 /// A short name for the reason phrase of a status, for generated responses.
@@ -929,6 +947,24 @@ other_challenge = 401
             pinned.family.other,
             ChallengeFamily::Www,
             "the listener's over the policy's"
+        );
+    }
+
+    #[test]
+    fn the_granted_expiry_is_the_2xx_expires_of_a_register() {
+        let req = Message::parse(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.0.0.1:5061;transport=tls>\r\nExpires: 28000\r\nContent-Length: 0\r\n\r\n").expect("request");
+        let resp = |status: &str, extra: &str| {
+            Message::parse(format!("SIP/2.0 {status}\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n").as_bytes()).expect("response")
+        };
+        assert_eq!(
+            granted_register_expires(&resp("200 OK", "Expires: 600\r\n"), &req),
+            Some(600)
+        );
+        // Nothing granted: the request's 28000 is not taken instead.
+        assert_eq!(granted_register_expires(&resp("200 OK", ""), &req), None);
+        assert_eq!(
+            granted_register_expires(&resp("423 Interval Too Brief", "Expires: 600\r\n"), &req),
+            None
         );
     }
 
