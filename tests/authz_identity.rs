@@ -15,7 +15,7 @@ use auth_support::{Client, DOMAIN, GwOptions, WAIT, config, gateway, http, uniqu
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, EndpointConfig};
+use sagw_client::{AuthScheme, EndpointConfig, Failure};
 use sagw_gateway::Running;
 use sagw_sip::Message;
 use tokio::net::UdpSocket;
@@ -34,6 +34,7 @@ fn now_secs() -> u64 {
 /// One row of `GET /admin/sas`.
 #[derive(Debug, Clone)]
 struct SaRow {
+    identity: String,
     epid: String,
     expiry: u64,
 }
@@ -47,6 +48,7 @@ async fn sas(gw: &Running) -> Vec<SaRow> {
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             SaRow {
+                identity: f[2].to_owned(),
                 epid: f[3].to_owned(),
                 expiry: f[5].parse().expect("expiry"),
             }
@@ -394,6 +396,72 @@ async fn refusals_are_signed_only_with_the_sa_that_verified_the_request() {
         "the 403 is signed with alice's SA: {check:?}\n{}",
         text(&r)
     );
+}
+
+/// Point 8: one identity holds at most `auth.max_sas_per_identity` SAs (default 16); the least
+/// recently used one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_associations_per_identity_are_capped() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..17 {
+        clients.push(signed_in(&gw, "alice", AuthScheme::Ntlm).await);
+    }
+    let alice_sas = sas(&gw)
+        .await
+        .into_iter()
+        .filter(|r| r.identity == format!("sip:alice@{DOMAIN}"))
+        .count();
+    assert_eq!(alice_sas, 16, "at most 16 SAs for one identity");
+    // The first (least recently used) made room; the newest works.
+    let first = &mut clients[0];
+    let m = first
+        .ep
+        .request(
+            "OPTIONS",
+            &format!("sip:{DOMAIN}"),
+            None,
+            first.rng.as_rng(),
+        )
+        .expect("request");
+    let r = first.send_raw(&m, WAIT).await.expect("answer");
+    assert!(
+        matches!(r.status_code(), Some(401 | 407)),
+        "the evicted SA is gone:\n{}",
+        text(&r)
+    );
+    let last = clients.last_mut().expect("last");
+    let (r, _) = last
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    let done = r.expect("newest SA works");
+    assert!(verified(&done.signature), "{done:?}");
+    let (_, metrics) = http(&gw, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("sagw_auth_sa_events_total{event=\"evicted_identity_cap\"} 1"),
+        "counted:\n{metrics}"
+    );
+}
+
+/// Point 8: an epid longer than `auth.max_epid_len` (default 64) is refused before any state is
+/// kept for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_epid_is_refused() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut cfg = config("alice", "alice-pw", AuthScheme::Ntlm, 4);
+    cfg.epid = "ab".repeat(2_000);
+    let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
+    let (r, seen) = c.sign_in().await;
+    match r {
+        Err(Failure::Status { status: 400, .. }) => {}
+        other => panic!(
+            "a 4 000-byte epid is refused with 400: {other:?} {:?}",
+            seen.iter().map(text).collect::<Vec<_>>()
+        ),
+    }
+    assert!(sas(&gw).await.is_empty(), "no SA for it");
+    // A normal epid still signs in.
+    signed_in(&gw, "alice", AuthScheme::Ntlm).await;
 }
 
 /// Point 8: the SA's idle life follows the registration the registrar *granted*, not the one the

@@ -57,6 +57,9 @@ pub struct Authenticated {
     pub identity: String,
     pub scheme: Scheme,
     pub binding: Binding,
+    /// Other SAs of this identity that establishing this one ended, to keep the identity within
+    /// its cap ([`crate::CoreConfig::max_sas_per_identity`]); for the operator's log.
+    pub evicted: Vec<crate::sa::Opaque>,
 }
 
 /// The core's verdict on a request from a client.

@@ -205,6 +205,11 @@ impl SecurityAssociation {
         !self.revoked.load(Ordering::Relaxed) && now < self.expiry()
     }
 
+    /// Ended by an operator, a replacing handshake, or its identity's cap.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn revoke(&self) {
         self.revoked.store(true, Ordering::Relaxed);
     }

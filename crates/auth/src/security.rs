@@ -106,6 +106,7 @@ impl SecurityCore {
             pending_max_per_source: config.pending.max_per_source,
             pending_ttl_secs: config.pending.ttl.as_secs().max(1),
         };
+        let sas = SaManager::new(limits).with_max_per_identity(config.max_sas_per_identity);
         SecurityCore {
             config,
             credentials,
@@ -117,7 +118,7 @@ impl SecurityCore {
                 schemes: SchemeSet::ALL,
                 digest: None,
             }],
-            sas: SaManager::new(limits),
+            sas,
             counters: Counters::default(),
         }
     }
@@ -368,6 +369,22 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
+        // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
+        // anything is kept for it.
+        if endpoint_epid(msg, Direction::Request)
+            .is_some_and(|e| e.len() > self.config.max_epid_len)
+        {
+            self.counters.epid_refused();
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(Reason::EpidTooLong);
+            }
+            return Decision::Reject {
+                status: 400,
+                reason_phrase: "Bad Request",
+                reason: Reason::EpidTooLong,
+            };
+        }
         // The signature covers the request-line method, not CSeq's: the two must agree.
         if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
             && method != cseq.method
@@ -518,6 +535,7 @@ impl SecurityCore {
                         family: creds.family,
                         established_now: false,
                     },
+                    evicted: Vec::new(),
                 }),
                 Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
             },
@@ -703,8 +721,9 @@ impl SecurityCore {
             self.counters.handshake_failed(scheme, reason);
             return self.rechallenge(msg, p, creds.family, reason, now, rng);
         }
-        let (sa, _replaced) = self.sas.establish(sa, &self.counters);
+        let established = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
+        let sa = established.handle;
         Decision::Authenticated(Authenticated {
             identity: sa.identity().to_owned(),
             scheme,
@@ -713,6 +732,7 @@ impl SecurityCore {
                 family: creds.family,
                 established_now: true,
             },
+            evicted: established.evicted,
         })
     }
 
@@ -952,6 +972,7 @@ impl SecurityCore {
                 family: creds.family,
                 authentication_info: info,
             },
+            evicted: Vec::new(),
         })
     }
 

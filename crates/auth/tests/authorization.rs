@@ -169,3 +169,59 @@ fn the_granted_registration_not_the_asked_one_sets_the_idle_life() {
     core.register_granted(&a, 3600, t0());
     assert_eq!(sa_expiry(&core, "0a0b0c0d0e"), secs(t0()) + 3630);
 }
+
+#[test]
+fn an_identity_holds_at_most_its_cap_of_sas_the_least_recently_used_goes() {
+    let mut cfg = config();
+    cfg.max_sas_per_identity = 3;
+    let core = core_with(cfg);
+    let mut rng = rng();
+    let mut clients: Vec<NtlmClient> = (0..3)
+        .map(|i| NtlmClient::new("alice", "alice-pw", &format!("e{i}")))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        established(&c.sign_in(&core, t0() + Duration::from_secs(i as u64), &mut rng));
+    }
+    // e0 stays busy, so e1 is the least recently used.
+    let text = clients[0].request("MESSAGE", &[]);
+    let m = clients[0].signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0() + Duration::from_secs(60), &mut rng));
+    let mut d = NtlmClient::new("alice", "alice-pw", "e3");
+    let a = established(&d.sign_in(&core, t0() + Duration::from_secs(61), &mut rng));
+    assert_eq!(a.evicted.len(), 1);
+    let left: Vec<String> = core.sas().list().into_iter().map(|i| i.epid).collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&"e1".to_owned()), "{left:?}");
+    assert_eq!(core.counters().snapshot().sa_evicted_identity_cap, 1);
+    // Another identity is not affected by alice's cap.
+    let mut b = NtlmClient::new("bob", "bob-pw", "b0");
+    assert!(
+        established(&b.sign_in(&core, t0(), &mut rng))
+            .evicted
+            .is_empty()
+    );
+    assert_eq!(core.sas().len(), 4);
+}
+
+#[test]
+fn an_overlong_epid_is_refused_before_any_state() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", &"a".repeat(65));
+    let d = core.on_request(&c.leg1("REGISTER"), &ctx(), t0(), &mut rng);
+    assert!(
+        matches!(
+            d,
+            Decision::Reject {
+                status: 400,
+                reason: Reason::EpidTooLong,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(core.sas().pending_len(), 0);
+    assert_eq!(core.counters().snapshot().epid_refused, 1);
+    let mut ok = NtlmClient::new("alice", "alice-pw", &"a".repeat(64));
+    established(&ok.sign_in(&core, t0(), &mut rng));
+}

@@ -307,6 +307,8 @@ pub fn build_core_with_store(
     cfg.signature_header = a.signature_header;
     cfg.sa_lifetime = a.sa_lifetime;
     cfg.sa_idle_ttl = a.sa_idle;
+    cfg.max_sas_per_identity = a.max_sas_per_identity;
+    cfg.max_epid_len = a.max_epid_len;
     cfg.pending = PendingLimits {
         max_total: a.pending_max,
         max_per_source: a.pending_max_per_source,
@@ -582,6 +584,13 @@ impl SecurityStage {
             }
             info!(identity = %auth.identity, home = %home, "REGISTER redirected to the home server");
             return InboundVerdict::Respond(moved);
+        }
+        if !auth.evicted.is_empty() {
+            info!(
+                identity = %auth.identity,
+                evicted = auth.evicted.len(),
+                "security associations ended: the identity is at auth.max_sas_per_identity"
+            );
         }
         self.core.strip_credentials(msg);
         msg.remove_header("P-Asserted-Identity");
@@ -948,6 +957,37 @@ other_challenge = 401
             ChallengeFamily::Www,
             "the listener's over the policy's"
         );
+    }
+
+    #[test]
+    fn the_identity_caps_reach_the_core_and_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = |extra: &str| {
+            format!(
+                "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n[auth]\ncredentials = \"{d}/users\"\nnonce_key = \"{d}/nonce.key\"\n{extra}\n",
+                d = dir.path().display()
+            )
+        };
+        let a = crate::Config::parse(&conf("max_sas_per_identity = 4\nmax_epid_len = 20"))
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        let (core, _) = build_core(&a, &mut rng).expect("core");
+        assert_eq!(core.config().max_sas_per_identity, 4);
+        assert_eq!(core.config().max_epid_len, 20);
+        for (bad, key) in [
+            ("max_sas_per_identity = 0", "auth.max_sas_per_identity"),
+            ("max_epid_len = 0", "auth.max_epid_len"),
+            ("max_epid_len = 100000", "auth.max_epid_len"),
+        ] {
+            let e = crate::Config::parse(&conf(bad))
+                .and_then(|c| c.validate())
+                .map(|_| ())
+                .expect_err(bad);
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]
