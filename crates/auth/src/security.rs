@@ -942,11 +942,20 @@ impl SecurityCore {
                 return fail(reason, reason == Reason::StaleNonce);
             }
         };
-        // The ACK of a 2xx repeats the INVITE's credentials, nonce count included (RFC 3261 §22.1);
-        // an ACK gets no response, so accepting its count twice gives a replayer nothing.
-        if msg.method() != Some("ACK")
-            && let Err(e) = d.counter.lock().check_verified(&verified, now)
-        {
+        // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
+        // (those skip authentication: `belongs_to_open_transaction` in
+        // crates/proxy/src/edge/request.rs); it is the ACK of a 2xx, a transaction of its own that
+        // goes end to end and gets no response. It once skipped the nonce-count check, and the
+        // `uri` is checked for no method, so one captured ACK's credentials carried any number of
+        // ACKs, to any target, while the nonce lived. An ACK must name its own Request-URI (RFC
+        // 2617 §3.2.2.5; checked before the count, so a refused ACK does not use one up) and use
+        // a fresh count like any request. Other methods keep `uri` unchecked (sipp writes the
+        // server's address there; their nonce counts stop replays). The reason is SaMismatch:
+        // credentials made for something else, like a realm mismatch.
+        if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri.as_str()) {
+            return fail(Reason::SaMismatch, false);
+        }
+        if let Err(e) = d.counter.lock().check_verified(&verified, now) {
             let reason = digest_reason(&e);
             return fail(reason, reason == Reason::StaleNonce);
         }

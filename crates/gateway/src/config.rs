@@ -231,6 +231,8 @@ impl Default for TimersSection {
 pub struct LimitsSection {
     /// Concurrent TCP+TLS connections.
     pub max_connections: usize,
+    /// Concurrent accepted connections from one source address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
     /// Message (and UDP datagram) size.
     pub max_message_bytes: usize,
     /// Header fields per message.
@@ -243,18 +245,22 @@ pub struct LimitsSection {
     pub message_timeout_secs: u64,
     /// Messages queued towards one connection before it is closed as too slow.
     pub write_queue_messages: usize,
+    /// Close a connection when one write to it does not complete within this.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_connections: 10_000,
+            max_connections_per_ip: 500,
             max_message_bytes: 65_535,
             max_headers: 256,
             max_line_bytes: 8192,
             idle_timeout_secs: 600,
             message_timeout_secs: 30,
             write_queue_messages: 1024,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -422,6 +428,8 @@ pub struct Settings {
     pub timers: Timers,
     /// Connection limit.
     pub max_connections: usize,
+    /// Accepted connections per source address (IPv6: per /64).
+    pub max_connections_per_ip: usize,
     /// Message limits for the parser.
     pub sip_limits: sagw_sip::Limits,
     /// Idle limit.
@@ -430,6 +438,8 @@ pub struct Settings {
     pub message_timeout: Duration,
     /// Per-connection queue.
     pub write_queue: usize,
+    /// How long one write to a connection may take.
+    pub write_timeout: Duration,
     /// Metrics endpoint.
     pub metrics: Option<SocketAddr>,
     /// Client authentication; `None` when `[auth] enabled = false`.
@@ -740,6 +750,10 @@ impl Config {
         bounded("timers.fail_over_ms", t.fail_over_ms, DAY_MS)?;
         let l = &self.limits;
         positive("limits.max_connections", l.max_connections as u64)?;
+        positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip as u64,
+        )?;
         if !(512..=65_535).contains(&l.max_message_bytes) {
             return Err(invalid(
                 "limits.max_message_bytes",
@@ -761,6 +775,7 @@ impl Config {
             DAY_SECS,
         )?;
         positive("limits.write_queue_messages", l.write_queue_messages as u64)?;
+        bounded("limits.write_timeout_secs", l.write_timeout_secs, DAY_SECS)?;
         positive(
             "tls.handshake_timeout_secs",
             self.tls.handshake_timeout_secs,
@@ -807,6 +822,7 @@ impl Config {
                 fail_over: Duration::from_millis(t.fail_over_ms),
             },
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
             sip_limits: sagw_sip::Limits {
                 max_message_bytes: l.max_message_bytes,
                 max_headers: l.max_headers,
@@ -816,6 +832,7 @@ impl Config {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             message_timeout: Duration::from_secs(l.message_timeout_secs),
             write_queue: l.write_queue_messages,
+            write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
         })

@@ -11,6 +11,11 @@
 //! core) and wake the core only when it is asleep. The core sends bytes to connections through
 //! their bounded write queues; a connection whose queue is full is closed as too slow rather than
 //! buffering without limit.
+//!
+//! A connection task runs its reader and its writer as two futures side by side (see
+//! [`connection`]): a write that blocks because the peer does not read never stops the reads, the
+//! idle and slow-message timers or the kill from the core, and a write that does not complete
+//! within `limits.write_timeout_secs` closes the connection.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +38,7 @@ use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
 use crate::metrics::{self, Metrics};
+use crate::per_ip::{Admission, IpSlot, PerIp};
 use crate::tls::{self, CertInfo};
 
 /// mio tokens of the core thread: the waker, then one per UDP socket (token 1 + its index).
@@ -169,6 +175,8 @@ struct Shared {
     flows: Mutex<FlowTable>,
     next_flow: AtomicU64,
     connections: AtomicUsize,
+    /// `limits.max_connections_per_ip`, for accepted connections.
+    per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
 }
@@ -468,6 +476,15 @@ async fn start_inner(
             .map_err(StartError::Core)?;
         udp.push(UdpListener { listener, sock });
     }
+    // Servers the operator listed are never capped per address (they still count towards
+    // max_connections): a next hop behind one address must not be locked out by its own traffic.
+    let exempt: Vec<IpAddr> = settings
+        .next_hops
+        .iter()
+        .map(|h| h.addr.ip())
+        .chain(settings.trusted_peers.iter().copied())
+        .collect();
+    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt);
     let shared = Arc::new(Shared {
         settings,
         metrics: metrics.clone(),
@@ -477,6 +494,7 @@ async fn start_inner(
         flows: Mutex::new(FlowTable::default()),
         next_flow: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
+        per_ip,
         shutdown: shutdown_rx,
         tls_client,
     });
@@ -934,6 +952,7 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
                     addr,
                     Transport::Tls,
                     ListenerId::OUTBOUND,
+                    None,
                     &shared,
                 ))
             }
@@ -942,6 +961,7 @@ async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
                 addr,
                 Transport::Tcp,
                 ListenerId::OUTBOUND,
+                None,
                 &shared,
             )),
         }
@@ -977,10 +997,21 @@ async fn accept_task(
             drop(stream);
             continue;
         }
+        // The slot is held from here to the end of the connection, TLS handshake included.
+        let slot = match shared.per_ip.admit(remote.ip()) {
+            Admission::Counted(slot) => Some(slot),
+            Admission::Exempt => None,
+            Admission::Refused => {
+                shared.metrics.limit("connections_per_ip");
+                debug!(%remote, "per-address connection limit reached: refusing");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                spawn_connection(stream, remote, Transport::Tcp, id, &shared);
+                spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -996,7 +1027,7 @@ async fn accept_task(
                     shared.connections.fetch_sub(1, Ordering::Relaxed);
                     match hs {
                         Ok(Ok(tls)) => {
-                            spawn_connection(tls, remote, Transport::Tls, id, &shared);
+                            spawn_connection(tls, remote, Transport::Tls, id, slot, &shared);
                         }
                         Ok(Err(e)) => {
                             debug!(%remote, error = %e, "TLS handshake failed");
@@ -1013,11 +1044,15 @@ async fn accept_task(
     }
 }
 
+/// Registers a connection in the flow table and starts its task. `slot` is its place under
+/// `limits.max_connections_per_ip` (none for connections the gateway opened and for listed
+/// servers), given back when the task ends.
 fn spawn_connection<S>(
     stream: S,
     remote: SocketAddr,
     transport: Transport,
     listener: ListenerId,
+    slot: Option<IpSlot>,
     shared: &Arc<Shared>,
 ) -> FlowId
 where
@@ -1059,7 +1094,8 @@ where
     tokio::spawn(async move {
         debug!(%remote, %transport, flow = id.0, "connection open");
         let why = connection(stream, flow, rx, kill_rx, &shared).await;
-        debug!(%remote, %transport, flow = id.0, reason = why, "connection closed");
+        debug!(%remote, %transport, flow = id.0, reason = why.label(), "connection closed");
+        drop(slot);
         if let Ok(mut t) = shared.flows.lock() {
             t.by_id.remove(&id);
             if t.by_addr.get(&(transport, remote)) == Some(&id) {
@@ -1086,23 +1122,101 @@ fn parse_limit_label(e: &ParseError) -> Option<&'static str> {
     }
 }
 
-/// One connection: read, frame, answer pings, write queued messages, enforce the time limits.
-/// Returns why it ended.
+/// Why a connection task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// The peer closed it.
+    Eof,
+    /// Reading failed.
+    ReadError,
+    /// Writing failed.
+    WriteError,
+    /// One write did not complete within `limits.write_timeout_secs`: the peer does not read.
+    WriteTimeout,
+    /// Input that cannot be framed as SIP (or over a size limit).
+    ParseError,
+    /// Nothing received for `limits.idle_timeout_secs`.
+    IdleTimeout,
+    /// A partial message not completed within `limits.message_timeout_secs`.
+    MessageTimeout,
+    /// The core closed it (its write queue was full).
+    Killed,
+    /// The core dropped its end of the write queue.
+    QueueDropped,
+    /// The gateway is stopping.
+    Shutdown,
+}
+
+impl Closed {
+    fn label(self) -> &'static str {
+        match self {
+            Closed::Eof => "eof",
+            Closed::ReadError => "read error",
+            Closed::WriteError => "write error",
+            Closed::WriteTimeout => "write timeout",
+            Closed::ParseError => "parse error",
+            Closed::IdleTimeout => "idle timeout",
+            Closed::MessageTimeout => "message timeout",
+            Closed::Killed => "killed",
+            Closed::QueueDropped => "closed by core",
+            Closed::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One connection: a reader (frame, hand messages to the core, note pings, enforce the idle and
+/// slow-message timers) and a writer (queued messages and pongs, each write bounded by the write
+/// timeout) run side by side in this one task, with the core's kill and the shutdown beside them.
+///
+/// Why side by side rather than one loop: a write awaited inside the loop's read branch (as it once
+/// was) stopped everything else while the peer did not read, so a peer that sent CRLF pings and
+/// never read kept its connection for ever; neither the timers nor the kill ran. Here the futures
+/// are polled independently: a blocked write stops only the writer, and the first of them to end
+/// ends the connection. One task, not two: no hand-off between tasks per message.
 async fn connection<S>(
     stream: S,
     flow: Flow,
     mut rx: mpsc::Receiver<Vec<u8>>,
     mut kill: watch::Receiver<bool>,
     shared: &Arc<Shared>,
-) -> &'static str
+) -> Closed
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = tokio::io::split(stream);
+    // A ping owes the peer one pong. A Notify holds at most one permit: pings that arrive while a
+    // pong is still owed (the peer does not read them) are answered by that one, so pongs never
+    // pile up in memory, whatever the peer sends.
+    let pong = tokio::sync::Notify::new();
+    let mut stop = shared.shutdown.clone();
+    let why = tokio::select! {
+        why = read_loop(rd, flow, &pong, shared) => why,
+        why = write_loop(&mut wr, &mut rx, &pong, shared.settings.write_timeout) => why,
+        _ = kill.changed() => Closed::Killed,
+        _ = stop.changed() => Closed::Shutdown,
+    };
+    match why {
+        Closed::WriteTimeout => shared.metrics.limit("write_timeout"),
+        Closed::IdleTimeout => shared.metrics.limit("idle_timeout"),
+        Closed::MessageTimeout => shared.metrics.limit("message_timeout"),
+        Closed::Shutdown => {
+            // A close_notify for TLS, a FIN for TCP; bounded, the peer may not be reading.
+            let _ = tokio::time::timeout(shared.settings.write_timeout, wr.shutdown()).await;
+        }
+        _ => {}
+    }
+    why
+}
+
+/// The reading half: frames messages for the core, asks the writer for pongs, and closes the
+/// connection when it is idle or a message takes too long to arrive. Never writes.
+async fn read_loop<R>(mut rd: R, flow: Flow, pong: &tokio::sync::Notify, shared: &Shared) -> Closed
+where
+    R: AsyncRead + Unpin,
+{
     let s = &shared.settings;
     let mut framer = StreamFramer::new(s.sip_limits.clone());
     let mut buf = vec![0u8; 16 * 1024];
-    let mut stop = shared.shutdown.clone();
     let mut last_rx = tokio::time::Instant::now();
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
@@ -1111,71 +1225,91 @@ where
             Some(p) => idle_at.min(p + s.message_timeout),
             None => idle_at,
         };
-        tokio::select! {
-            r = rd.read(&mut buf) => {
-                let n = match r {
-                    Ok(0) => return "eof",
-                    Ok(n) => n,
-                    Err(_) => return "read error",
+        let n = tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return Closed::Eof,
+                Ok(n) => n,
+                Err(_) => return Closed::ReadError,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                return if partial_since.is_some_and(|p| p + s.message_timeout <= tokio::time::Instant::now()) {
+                    Closed::MessageTimeout
+                } else {
+                    Closed::IdleTimeout
                 };
-                last_rx = tokio::time::Instant::now();
-                framer.push(buf.get(..n).unwrap_or(&[]));
-                loop {
-                    match framer.next_frame() {
-                        Ok(Some(Frame::Message(message))) => {
-                            partial_since = None;
-                            shared.metrics.message("in", &message);
-                            if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
-                                trace!(target: "sagw::sip", remote = %flow.remote, transport = %flow.transport, "recv\n{}", redacted(&message));
-                            }
-                            if !shared.post(Event::Inbound(Inbound { message, flow })).await {
-                                return "shutdown";
-                            }
-                        }
-                        Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => {
-                            if wr.write_all(b"\r\n").await.is_err() {
-                                return "write error";
-                            }
-                        }
-                        Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            shared.metrics.inc("sagw_parse_errors_total", format!("transport=\"{}\"", flow.transport), 1);
-                            if let Some(l) = parse_limit_label(&e) {
-                                shared.metrics.limit(l);
-                            }
-                            debug!(remote = %flow.remote, error = %e, "unframeable input: closing");
-                            return "parse error";
-                        }
+            }
+        };
+        last_rx = tokio::time::Instant::now();
+        framer.push(buf.get(..n).unwrap_or(&[]));
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(message))) => {
+                    partial_since = None;
+                    shared.metrics.message("in", &message);
+                    if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
+                        trace!(target: "sagw::sip", remote = %flow.remote, transport = %flow.transport, "recv\n{}", redacted(&message));
+                    }
+                    // Waits while the core's channel is full: backpressure on this peer's reads,
+                    // by design. The writer and the other branches keep running meanwhile.
+                    if !shared.post(Event::Inbound(Inbound { message, flow })).await {
+                        return Closed::Shutdown;
                     }
                 }
-                // A lone CRLF may be held back by the framer (pong or half a ping): not a
-                // partial message.
-                if framer.buffered() > 4 {
-                    partial_since.get_or_insert(last_rx);
-                } else {
-                    partial_since = None;
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => pong.notify_one(),
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    shared.metrics.inc(
+                        "sagw_parse_errors_total",
+                        format!("transport=\"{}\"", flow.transport),
+                        1,
+                    );
+                    if let Some(l) = parse_limit_label(&e) {
+                        shared.metrics.limit(l);
+                    }
+                    debug!(remote = %flow.remote, error = %e, "unframeable input: closing");
+                    return Closed::ParseError;
                 }
             }
-            m = rx.recv() => {
-                let Some(bytes) = m else { return "closed by core" };
-                if wr.write_all(&bytes).await.is_err() {
-                    return "write error";
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                if partial_since.is_some_and(|p| p + s.message_timeout <= tokio::time::Instant::now()) {
-                    shared.metrics.limit("message_timeout");
-                    return "message timeout";
-                }
-                shared.metrics.limit("idle_timeout");
-                return "idle timeout";
-            }
-            _ = kill.changed() => return "killed",
-            _ = stop.changed() => {
-                let _ = wr.shutdown().await;
-                return "shutdown";
-            }
+        }
+        // A lone CRLF may be held back by the framer (pong or half a ping): not a partial message.
+        if framer.buffered() > 4 {
+            partial_since.get_or_insert(last_rx);
+        } else {
+            partial_since = None;
+        }
+    }
+}
+
+/// The writing half: queued messages first, then an owed pong; each write (and its flush, which
+/// pushes TLS records out) must complete within `limit`, else the peer is not reading.
+async fn write_loop<W>(
+    wr: &mut W,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    pong: &tokio::sync::Notify,
+    limit: std::time::Duration,
+) -> Closed
+where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(bytes) => Some(bytes),
+                None => return Closed::QueueDropped,
+            },
+            () = pong.notified() => None,
+        };
+        let bytes: &[u8] = message.as_deref().unwrap_or(b"\r\n");
+        let write = async {
+            wr.write_all(bytes).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Closed::WriteError,
+            Err(_) => return Closed::WriteTimeout,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
-//! * [`metrics`]: Prometheus text endpoint;
+//! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
@@ -19,6 +19,7 @@ pub mod driver;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod per_ip;
 pub mod tls;
 pub mod users;
 

@@ -151,11 +151,13 @@ const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
 /// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
 /// without formatting; any other label goes through the map.
-const LIMITS: [&str; 12] = [
+const LIMITS: [&str; 14] = [
     "transactions",
     "bindings_per_aor",
     "connections",
+    "connections_per_ip",
     "write_queue",
+    "write_timeout",
     "tls_handshake_failed",
     "tls_handshake_timeout",
     "message_timeout",

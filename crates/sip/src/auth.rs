@@ -7,6 +7,15 @@ use std::fmt;
 
 use crate::error::AuthParseError;
 
+/// Parameters one challenge or credentials value may hold. The longest real ones (Digest with
+/// every RFC 7616 directive, MS-SIPAE's NTLM and Kerberos legs) have about a dozen; the Digest
+/// crate refuses more than the same number. Bounds the work of the duplicate check.
+pub const MAX_PARAMS: usize = 32;
+
+/// Challenges one header value may list (RFC 7235 §4.1); real servers list one per scheme and
+/// algorithm. Bounds what a value of empty challenges (`a, b, c, ...`) makes the parser allocate.
+pub const MAX_CHALLENGES: usize = 16;
+
 /// One parameter of an authentication header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthParam<'a> {
@@ -31,13 +40,12 @@ pub struct AuthHeader<'a> {
 impl<'a> AuthHeader<'a> {
     /// Parse one challenge or credentials value. Rejects empty input, a missing scheme, empty or
     /// non-token names, a missing value, unterminated quotes, duplicate names (case-insensitive),
-    /// empty list elements, trailing commas and anything that is not `name=value`. A value holding
-    /// several challenges is [`AuthParseError::MultipleChallenges`] (see [`parse_challenges`]).
+    /// more than [`MAX_PARAMS`] parameters, empty list elements, trailing commas and anything that
+    /// is not `name=value`. A value holding several challenges is
+    /// [`AuthParseError::MultipleChallenges`] (see [`parse_challenges`]), found as soon as the
+    /// second one starts.
     pub fn parse(value: &'a str) -> Result<AuthHeader<'a>, AuthParseError> {
-        let mut all = parse_challenges(value)?;
-        if all.len() > 1 {
-            return Err(AuthParseError::MultipleChallenges);
-        }
+        let mut all = parse_list(value, 1)?;
         all.pop().ok_or(AuthParseError::Empty)
     }
 
@@ -174,8 +182,15 @@ impl<'a> Cursor<'a> {
 
 /// Parse a value holding one or more challenges (RFC 7235 §4.1 allows e.g.
 /// `Digest realm="a", nonce="b", NTLM realm="c"`). A new challenge starts at a list element that
-/// is a token followed by whitespace and a parameter (or by `,` or the end), not by `=`.
+/// is a token followed by whitespace and a parameter (or by `,` or the end), not by `=`. At most
+/// [`MAX_CHALLENGES`] challenges of at most [`MAX_PARAMS`] parameters each.
 pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
+    parse_list(value, MAX_CHALLENGES)
+}
+
+/// [`parse_challenges`] stopping when challenge `max + 1` starts: `max` 1 is
+/// [`AuthHeader::parse`], which has no use for the rest of a value that lists several.
+fn parse_list(value: &str, max: usize) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
     let mut c = Cursor { s: value, i: 0 };
     c.skip_lws();
     if c.peek().is_none() {
@@ -183,6 +198,13 @@ pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseErr
     }
     let mut out = Vec::new();
     loop {
+        if out.len() >= max {
+            return Err(if max == 1 {
+                AuthParseError::MultipleChallenges
+            } else {
+                AuthParseError::TooManyChallenges { max }
+            });
+        }
         let scheme_at = c.i;
         let scheme = c.token();
         if scheme.is_empty() {
@@ -231,7 +253,15 @@ pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseErr
                 }
                 (Cow::Borrowed(t), false)
             };
-            if params.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+            if params.len() >= MAX_PARAMS {
+                return Err(AuthParseError::TooManyParams { max: MAX_PARAMS });
+            }
+            // Each name is compared with the ones before it, of which there are fewer than
+            // MAX_PARAMS: at most MAX_PARAMS times the length of the value in all, linear. (It
+            // was unbounded: 2 000 parameters in one 8 KB line took 2 million comparisons.) A
+            // comparison stops at the first differing length or byte.
+            let duplicate = params.iter().any(|p| p.name.eq_ignore_ascii_case(name));
+            if duplicate {
                 return Err(AuthParseError::DuplicateParam {
                     name: name.to_owned(),
                 });
@@ -437,6 +467,72 @@ mod tests {
         // LWS including a fold is allowed around '=' and ','.
         let h = AuthHeader::parse("Digest realm = \"a\" ,\r\n nonce=b").unwrap();
         assert_eq!(h.param("nonce"), Some("b"));
+    }
+
+    /// What fits in one 8 KB header line: 2 000 distinct names. Checking each name against every
+    /// one before it was 2 million comparisons per header, and a message may hold 256 headers.
+    fn many_params(n: usize) -> String {
+        let mut v = String::from("Digest ");
+        for i in 0..n {
+            if i > 0 {
+                v.push_str(", ");
+            }
+            v.push_str(&format!("p{i}=x"));
+        }
+        v
+    }
+
+    #[test]
+    fn thousands_of_parameters_are_refused() {
+        let v = many_params(2000);
+        let r = AuthHeader::parse(&v);
+        assert!(r.is_err(), "2000 parameters accepted");
+        assert!(
+            r.as_ref()
+                .is_err_and(|e| e.to_string().contains("too many parameters")),
+            "{r:?}"
+        );
+        assert_eq!(r, Err(AuthParseError::TooManyParams { max: MAX_PARAMS }));
+        // Up to the cap every name is checked, whatever its case.
+        let at_cap = many_params(MAX_PARAMS);
+        assert_eq!(
+            AuthHeader::parse(&at_cap).map(|h| h.params.len()),
+            Ok(MAX_PARAMS)
+        );
+        assert_eq!(
+            AuthHeader::parse(&many_params(MAX_PARAMS + 1)),
+            Err(AuthParseError::TooManyParams { max: MAX_PARAMS })
+        );
+        for (v, dup) in [
+            ("Digest nonce=a, x=1, NONCE=b", "NONCE"),
+            ("NTLM gssapi-data=a, Gssapi-Data=b", "Gssapi-Data"),
+            ("Digest p7=a, realm=b, P7=c", "P7"),
+        ] {
+            assert_eq!(
+                AuthHeader::parse(v),
+                Err(AuthParseError::DuplicateParam { name: dup.into() }),
+                "{v}"
+            );
+        }
+        // A value made of thousands of challenges is refused too, and AuthHeader::parse stops at
+        // the second one.
+        let v = "Negotiate, ".repeat(1000) + "NTLM";
+        assert!(parse_challenges(&v).is_err(), "1000 challenges accepted");
+        assert_eq!(
+            parse_challenges(&v),
+            Err(AuthParseError::TooManyChallenges {
+                max: MAX_CHALLENGES
+            })
+        );
+        assert_eq!(
+            AuthHeader::parse(&v),
+            Err(AuthParseError::MultipleChallenges)
+        );
+        let listed = "Negotiate, ".repeat(MAX_CHALLENGES - 1) + "NTLM";
+        assert_eq!(
+            parse_challenges(&listed).map(|l| l.len()),
+            Ok(MAX_CHALLENGES)
+        );
     }
 
     #[test]

@@ -136,4 +136,16 @@ pub enum AuthParseError {
     /// [`crate::auth::parse_challenges`] for such values.
     #[error("more than one challenge in one value")]
     MultipleChallenges,
+    /// One challenge or credentials value has more parameters than [`crate::auth::MAX_PARAMS`].
+    #[error("too many parameters (more than {max})")]
+    TooManyParams {
+        /// The limit.
+        max: usize,
+    },
+    /// A value lists more challenges than [`crate::auth::MAX_CHALLENGES`].
+    #[error("too many challenges (more than {max})")]
+    TooManyChallenges {
+        /// The limit.
+        max: usize,
+    },
 }

@@ -1,0 +1,508 @@
+//! Connection limits over real sockets (issue 12, point 7): a peer that never reads is closed by the
+//! write timeout, the idle and slow-message timers keep running while a write to it is blocked,
+//! and one source address cannot take every connection slot. And the socket-level tests of the
+//! smaller items of point 8: Digest ACKs.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sagw_gateway::{Config, Running};
+use support::{Client, Kind, Msg, scrape, unique};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, timeout};
+
+/// A gateway on loopback, authentication off, with this `[limits]` section.
+async fn gateway(limits: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("sagw-conn-{}-{}", std::process::id(), unique()));
+    let text = format!(
+        r#"
+[log]
+level = "warn"
+[listen]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+tls = "127.0.0.1:0"
+[tls]
+generated_dir = "{}"
+handshake_timeout_secs = 1
+[timers]
+t1_ms = 50
+t2_ms = 400
+[limits]
+{limits}
+[metrics]
+listen = "127.0.0.1:0"
+[auth]
+enabled = false
+"#,
+        dir.display()
+    );
+    let settings = Config::parse(&text)
+        .expect("test config parses")
+        .validate()
+        .expect("test config valid");
+    sagw_gateway::start(settings).await.expect("gateway starts")
+}
+
+/// A TCP connection from `from` (any port) with a small receive buffer, so that what the gateway
+/// writes to it and it never reads piles up in the gateway's send buffer quickly.
+async fn connect_from(
+    from: &str,
+    to: SocketAddr,
+    rcvbuf: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    if let Some(n) = rcvbuf {
+        s.set_recv_buffer_size(n)?;
+    }
+    s.bind(format!("{from}:0").parse().expect("address"))?;
+    s.connect(to).await
+}
+
+fn options(to: SocketAddr, from: SocketAddr, pad: usize) -> String {
+    // Padding rides in Via headers below the top one: a response copies every Via, so a request
+    // of this size makes the gateway write about as much back.
+    let mut vias = String::new();
+    let mut left = pad;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(7000);
+        vias.push_str(&format!(
+            "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKpad{i};x={}\r\n",
+            "p".repeat(n)
+        ));
+        left -= n;
+        i += 1;
+    }
+    format!(
+        "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/TCP {from};branch=z9hG4bKo{n}\r\n{vias}Max-Forwards: 70\r\n\
+From: <sip:probe@example.com>;tag=o{n}\r\nTo: <sip:{to}>\r\nCall-ID: opt-{n}\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n",
+        n = unique()
+    )
+}
+
+/// One OPTIONS to the gateway over `s`, answered 200 within a few seconds.
+async fn served(s: &mut TcpStream) -> bool {
+    let (Ok(to), Ok(from)) = (s.peer_addr(), s.local_addr()) else {
+        return false;
+    };
+    if s.write_all(options(to, from, 0).as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Msg::parse(&buf[..end + 4]).and_then(|m| m.status()) == Some(200);
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut tmp)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+            _ => return false,
+        }
+    }
+}
+
+/// A client on the connection-per-message path that keeps being served.
+async fn still_served(c: &mut Client) {
+    let opt = format!(
+        "OPTIONS sip:{gw} SIP/2.0\r\nVia: {}\r\nFrom: <sip:{u}@example.com>;tag=o\r\nTo: <sip:{gw}>\r\n\
+Call-ID: opt-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        c.via(&format!("z9hG4bKopt{}", unique())),
+        gw = c.server,
+        u = c.user,
+        n = unique()
+    );
+    c.send(&opt).await;
+    let r = c
+        .recv_where("OPTIONS answer", |m| m.cseq_method() == "OPTIONS")
+        .await;
+    assert_eq!(r.status(), Some(200));
+}
+
+/// The value of one series on the metrics page (0 when absent).
+fn series(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `limit` has been counted at least once; its count then.
+async fn limit_hit_within(gw: &Running, limit: &str, within: Duration) -> u64 {
+    let name = format!("sagw_limit_hits_total{{limit=\"{limit}\"}}");
+    let deadline = Instant::now() + within;
+    loop {
+        let n = series(&scrape(gw).await, &name);
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_pings_but_never_reads_is_closed_by_the_write_timeout() {
+    // Idle and slow-message timers far away, and a write queue too long to fill in this time: only
+    // the write timeout can close the slow reader (a full queue closes it too, in production).
+    let gw = gateway(
+        "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 1\n\
+         write_queue_messages = 1000000\nmax_message_bytes = 65535\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+
+    let mut slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .expect("connect");
+    let (to, from) = (slow.peer_addr().unwrap(), slow.local_addr().unwrap());
+    // RFC 5626 pings, each owed a pong, and requests the gateway answers at length (~56 KB): this
+    // peer reads none of it, so the gateway's writes to it stop going through.
+    let pings = b"\r\n\r\n".repeat(64);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut stalled_at: Option<Instant> = None;
+    let mut checked_good = false;
+    let closed = 'send: loop {
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        let request = options(to, from, 56_000);
+        for chunk in [request.as_bytes(), &pings[..]] {
+            match timeout(Duration::from_millis(100), slow.write_all(chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                Ok(Err(_)) => break 'send true,
+                // The gateway stopped reading us.
+                Err(_) => {
+                    stalled_at.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        if !checked_good && (stalled_at.is_some() || sent > 4 << 20) {
+            // Others are served while the slow reader's answers pile up.
+            still_served(&mut good).await;
+            checked_good = true;
+        }
+    };
+    assert!(
+        closed,
+        "a peer that never reads is still connected after {:?} ({sent} bytes of pings sent; \
+         its writes stalled {:?} before the end)",
+        started.elapsed(),
+        stalled_at.map(|s| s.elapsed())
+    );
+    // The peer keeps sending, so it is never idle; the write timeout (1 s) must close it, a
+    // margin after the gateway's writes to it stopped going through.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        limit_hit_within(&gw, "write_timeout", Duration::from_secs(2)).await >= 1,
+        "counted as the write_timeout limit: {}",
+        scrape(&gw).await
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
+/// Fills the gateway's write path to `s` (large responses it never reads), then returns; `tail`
+/// is sent last (when the gateway still reads).
+async fn block_the_gateway_writing_to(s: &mut TcpStream, tail: &[u8]) {
+    let (to, from) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+    // 200 responses of ~56 KB: more than any socket buffer on both sides.
+    for _ in 0..200 {
+        let req = options(to, from, 56_000);
+        if timeout(Duration::from_millis(500), s.write_all(req.as_bytes()))
+            .await
+            .is_err()
+        {
+            // The gateway stopped reading (an old-style connection task blocked in its write).
+            return;
+        }
+    }
+    let _ = timeout(Duration::from_millis(500), s.write_all(tail)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_message_timers_run_while_a_write_is_blocked() {
+    // The write timeout far away: the idle (2 s) and slow-message (1 s) timers must close these.
+    let gw = gateway(
+        "idle_timeout_secs = 2\nmessage_timeout_secs = 1\nwrite_timeout_secs = 120\nmax_message_bytes = 65535\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+    let gauge = "sagw_connections{transport=\"tcp\"}";
+    assert_eq!(series(&scrape(&gw).await, gauge), 1);
+
+    // Silent after filling: the idle timer must close it.
+    let mut silent = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .unwrap();
+    block_the_gateway_writing_to(&mut silent, b"").await;
+    // Half a message after filling: the slow-message timer must close it.
+    let mut partial = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .unwrap();
+    block_the_gateway_writing_to(
+        &mut partial,
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKhalf\r\n",
+    )
+    .await;
+    let blocked = Instant::now();
+    still_served(&mut good).await;
+
+    assert!(
+        limit_hit_within(&gw, "message_timeout", Duration::from_secs(5)).await >= 1,
+        "the slow-message timer closed the half message: {}",
+        scrape(&gw).await
+    );
+    assert!(
+        limit_hit_within(&gw, "idle_timeout", Duration::from_secs(6)).await >= 1,
+        "the idle timer closed the silent peer: {}",
+        scrape(&gw).await
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = series(&scrape(&gw).await, gauge);
+    while left != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = series(&scrape(&gw).await, gauge);
+    }
+    assert_eq!(
+        left,
+        1,
+        "both blocked peers are gone {:?} after they stopped, the good client stays",
+        blocked.elapsed()
+    );
+    still_served(&mut good).await;
+    drop((silent, partial));
+    gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let gw = gateway("max_connections = 100\nmax_connections_per_ip = 3\n").await;
+    let tcp = gw.tcp.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", tcp, None).await.unwrap();
+        assert!(served(&mut s).await, "within the cap: served");
+        first.push(s);
+    }
+    // The fourth from the same address is closed at accept.
+    let mut fourth = connect_from("127.0.0.1", tcp, None).await.unwrap();
+    assert!(
+        !served(&mut fourth).await,
+        "the fourth from 127.0.0.1 is refused"
+    );
+    // TLS counts towards the same cap: the handshake never completes.
+    let mut tls = connect_from("127.0.0.1", gw.tls.unwrap(), None)
+        .await
+        .unwrap();
+    let mut probe = [0u8; 16];
+    let r = timeout(Duration::from_secs(2), tls.read(&mut probe)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "TLS from 127.0.0.1 closed: {r:?}"
+    );
+    // Another address is not affected.
+    let mut other = connect_from("127.0.0.2", tcp, None).await.unwrap();
+    assert!(served(&mut other).await, "127.0.0.2 is served");
+    // The first three are still served, and a slot freed is a slot to take.
+    for s in &mut first {
+        assert!(served(s).await);
+    }
+    drop(first.pop());
+    let gauge = "sagw_connections{transport=\"tcp\"}";
+    let deadline = Instant::now() + support::WAIT;
+    while series(&scrape(&gw).await, gauge) != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped connection is counted out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = connect_from("127.0.0.1", tcp, None).await.unwrap();
+    assert!(served(&mut again).await, "a freed slot is taken again");
+    let page = scrape(&gw).await;
+    assert_eq!(
+        series(&page, "sagw_limit_hits_total{limit=\"connections_per_ip\"}"),
+        2,
+        "{page}"
+    );
+    assert_eq!(
+        series(&page, "sagw_limit_hits_total{limit=\"connections\"}"),
+        0,
+        "{page}"
+    );
+    gw.shutdown(support::WAIT).await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Digest at the socket (issue 12, point 8): ACKs are held to their own `uri` and a fresh nonce
+// count.
+
+mod auth_support;
+
+use auth_support::GwOptions;
+
+/// The first Digest challenge of a 401/407 and the realm it names.
+fn digest_offer(m: &Msg) -> String {
+    m.headers
+        .iter()
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("Proxy-Authenticate")
+                || n.eq_ignore_ascii_case("WWW-Authenticate")
+        })
+        .map(|(_, v)| v.clone())
+        .find(|v| v.starts_with("Digest "))
+        .unwrap_or_else(|| panic!("no Digest challenge in {m:?}"))
+}
+
+/// Digest credentials for `method`/`uri` answering `offer` with nonce count `nc`; `nonce` replaces
+/// the challenge's nonce when given (a forged one).
+fn digest_credentials(
+    offer: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+    nonce: Option<&str>,
+) -> String {
+    let hp = sagw_digest::client::parse_header(offer).expect("challenge parses");
+    let mut ch = sagw_digest::client::Challenge::from_params(hp.pairs()).expect("challenge params");
+    if let Some(n) = nonce {
+        ch.nonce = n;
+    }
+    let ha1 = sagw_digest::Ha1::compute(ch.algorithm.base(), user, ch.realm, password);
+    sagw_digest::client::authorize(&ch, user, &ha1, method, uri, "0a4f113b", nc)
+        .expect("authorize")
+        .header_value()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_ack_needs_its_own_uri_and_a_fresh_nonce_count() {
+    // carol is nobody here: the INVITE goes to the next hop, a UDP socket of this test.
+    let hop = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hop_addr = hop.local_addr().unwrap();
+    let hops = [format!("udp:{hop_addr}")];
+    let gw = auth_support::gateway(GwOptions {
+        schemes: &["digest"],
+        next_hops: &hops,
+        ..Default::default()
+    })
+    .await;
+    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+    let call = format!("ack-{}", unique());
+    let ruri = "sip:carol@example.com";
+    let request = |c: &Client, method: &str, ruri: &str, branch: &str, cseq: u32, extra: &str| {
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+To: <sip:carol@example.com>{totag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n{extra}\
+Content-Length: 0\r\n\r\n",
+            c.via(branch),
+            c.contact(),
+            totag = if method == "ACK" { ";tag=hop" } else { "" },
+        )
+    };
+    alice
+        .send(&request(&alice, "INVITE", ruri, "z9hG4bKinv1", 1, ""))
+        .await;
+    let challenge = alice
+        .recv_where("407", |m| matches!(m.status(), Some(401 | 407)))
+        .await;
+    let offer = digest_offer(&challenge);
+    let header = if challenge.status() == Some(407) {
+        "Proxy-Authorization"
+    } else {
+        "Authorization"
+    };
+    let creds = digest_credentials(&offer, "alice", "alice-pw", "INVITE", ruri, 1, None);
+    alice
+        .send(&request(
+            &alice,
+            "INVITE",
+            ruri,
+            "z9hG4bKinv2",
+            2,
+            &format!("{header}: {creds}\r\n"),
+        ))
+        .await;
+    // The next hop answers 200 with its Contact: the ACK's Request-URI.
+    let mut buf = vec![0u8; 65536];
+    let (invite, gw_udp) = loop {
+        let (n, from) = timeout(support::WAIT, hop.recv_from(&mut buf))
+            .await
+            .expect("INVITE at the next hop")
+            .unwrap();
+        let m = Msg::parse(&buf[..n]).expect("parses");
+        if m.method() == Some("INVITE") {
+            break (m, from);
+        }
+    };
+    let target = format!("sip:carol@{hop_addr}");
+    let ok = invite.reply(200, "OK", "hop", &format!("Contact: <{target}>\r\n"));
+    hop.send_to(ok.as_bytes(), gw_udp).await.unwrap();
+    let ok = alice
+        .recv_where("200", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    let mut routes: Vec<String> = ok.all("Record-Route");
+    routes.reverse();
+    let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+
+    // Three ACKs for the 2xx, each its own transaction; only the last may be forwarded.
+    let cases = [
+        // The INVITE's nonce count again: a replay of credentials already used.
+        ("replayed-nc", 1, target.clone()),
+        // A fresh count, but `uri` names another resource than the ACK's Request-URI.
+        ("other-uri", 2, ruri.to_owned()),
+        // A fresh count and its own Request-URI.
+        ("good", 3, target.clone()),
+    ];
+    for (case, nc, uri) in &cases {
+        let creds = digest_credentials(&offer, "alice", "alice-pw", "ACK", uri, *nc, None);
+        let extra = format!("{route}Subject: {case}\r\n{header}: {creds}\r\n");
+        alice
+            .send(&request(
+                &alice,
+                "ACK",
+                &target,
+                &format!("z9hG4bKack{case}"),
+                2,
+                &extra,
+            ))
+            .await;
+    }
+    // The ACKs are handled in order: anything forwarded before "good" was let through wrongly.
+    let mut acks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, hop.recv_from(&mut buf)).await {
+        let m = Msg::parse(&buf[..n]).expect("parses");
+        if m.method() == Some("ACK") {
+            let case = m.header("Subject").unwrap_or("").to_owned();
+            let done = case == "good";
+            acks.push(case);
+            if done {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        acks,
+        ["good"],
+        "only the ACK with a fresh nonce count and its own uri reaches the next hop"
+    );
+    gw.shutdown(support::WAIT).await;
+}
