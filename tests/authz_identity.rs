@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_support::{Client, DOMAIN, GwOptions, WAIT, config, gateway, http, unique, verified};
+use auth_support::{
+    Client, DOMAIN, GwOptions, WAIT, config, gateway, gateway_and_auth, http, unique, verified,
+};
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
@@ -497,4 +499,96 @@ async fn the_idle_ttl_follows_the_granted_expires() {
         left <= 900,
         "edge mode: 300 s granted, 28000 asked; the SA has {left} s (idle default 900)"
     );
+}
+
+/// Polls the SA list until `gone` holds (the credentials file is reloaded every 5 s).
+async fn wait_for_sas(gw: &Running, what: &str, gone: impl Fn(&[SaRow]) -> bool) {
+    let end = Instant::now() + Duration::from_secs(12);
+    loop {
+        let rows = sas(gw).await;
+        if gone(&rows) {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Point 8: `sagw user remove` ends the user's SAs at the next reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_user_loses_its_security_associations() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    assert!(sagw_gateway::users::remove(&auth, "bob").expect("remove"));
+    let bob_id = format!("sip:bob@{DOMAIN}");
+    wait_for_sas(&gw, "bob's SA revoked after `user remove`", |rows| {
+        !rows.iter().any(|r| r.identity == bob_id)
+    })
+    .await;
+    let m = bob
+        .ep
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None, bob.rng.as_rng())
+        .expect("request");
+    let r = bob.send_raw(&m, WAIT).await.expect("answer");
+    assert!(
+        matches!(r.status_code(), Some(401 | 407)),
+        "bob's signed request is challenged:\n{}",
+        text(&r)
+    );
+    // alice is untouched.
+    let (r, _) = alice
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    assert!(verified(&r.expect("alice served").signature));
+}
+
+/// Point 8: a change the file's modification time and size do not show (same size, mtime put
+/// back, same inode) is still picked up, and the changed user's SAs end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_with_the_same_size_and_mtime_is_picked_up() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let _bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let path = auth.credentials.clone();
+    let old_mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let old = std::fs::read_to_string(&path).expect("read");
+    // The new file as `sagw user add bob` would write it, copied into the old file in place.
+    let scratch = tempfile::tempdir().expect("tmp");
+    let mut other = auth.clone();
+    other.credentials = scratch.path().join("users");
+    std::fs::write(&other.credentials, &old).expect("copy");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other.credentials, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    sagw_gateway::users::add(&other, "bob", "bob-pw-2", None).expect("add");
+    let new = std::fs::read_to_string(&other.credentials).expect("read");
+    assert_eq!(new.len(), old.len(), "hashes are fixed-size");
+    assert_ne!(new, old);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .expect("open in place");
+        f.write_all(new.as_bytes()).expect("write");
+        f.set_modified(old_mtime).expect("mtime back");
+    }
+    let bob_id = format!("sip:bob@{DOMAIN}");
+    wait_for_sas(&gw, "bob's SA revoked after his password changed", |rows| {
+        !rows.iter().any(|r| r.identity == bob_id)
+    })
+    .await;
+    // The new password works.
+    signed_in_with(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "bob-pw-2", AuthScheme::Ntlm, 4),
+    )
+    .await;
 }

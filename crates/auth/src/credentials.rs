@@ -32,7 +32,7 @@ pub trait CredentialStore: Send + Sync {
     fn sip_identity(&self, user: &str) -> Option<String>;
 }
 
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq, Eq)]
 struct UserRecord {
     nt: Option<[u8; 16]>,
     /// (realm, algorithm token, hex)
@@ -56,6 +56,15 @@ pub enum CredentialsError {
     WorldReadable { path: String, mode: u32 },
     #[error("credentials file line {line}: {what}")]
     Syntax { line: usize, what: String },
+}
+
+/// A user a credentials reload removed or changed ([`FileCredentialStore::changed_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedUser {
+    /// The user name (lower case).
+    pub user: String,
+    /// The SIP identity the store gave it before (`None`: the default, `sip:<user>@<sip_domain>`).
+    pub sip_identity: Option<String>,
 }
 
 /// In-memory store, loaded from the file format above or filled by code.
@@ -192,6 +201,23 @@ impl FileCredentialStore {
         self.users.keys().map(String::as_str)
     }
 
+    /// Users of this store that `newer` removed or changed (any hash, realm or SIP identity), each
+    /// with the SIP identity this store gave it: what they proved before no longer holds, so the
+    /// SAs made from it must end.
+    pub fn changed_in(&self, newer: &FileCredentialStore) -> Vec<ChangedUser> {
+        let mut out: Vec<ChangedUser> = self
+            .users
+            .iter()
+            .filter(|(name, rec)| newer.users.get(*name) != Some(*rec))
+            .map(|(name, rec)| ChangedUser {
+                user: name.clone(),
+                sip_identity: rec.sip.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.user.cmp(&b.user));
+        out
+    }
+
     /// The file form of this store.
     pub fn to_file_text(&self) -> String {
         let mut names: Vec<_> = self.users.keys().collect();
@@ -296,6 +322,35 @@ mod tests {
                 .is_none()
         );
         assert!(format!("{back:?}").contains("users: 1"));
+    }
+
+    #[test]
+    fn lists_the_users_a_newer_store_removed_or_changed() {
+        let old = FileCredentialStore::parse(
+            "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             bob nt 8846F7EAEE8FB117AD06BDD830B7586C\nbob sip sip:robert@example.com\n\
+             carol nt 8846F7EAEE8FB117AD06BDD830B7586C\n",
+        )
+        .expect("old");
+        let new = FileCredentialStore::parse(
+            "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             carol nt 00000000000000000000000000000000\ndave nt 8846F7EAEE8FB117AD06BDD830B7586C\n",
+        )
+        .expect("new");
+        assert_eq!(
+            old.changed_in(&new),
+            vec![
+                ChangedUser {
+                    user: "bob".into(),
+                    sip_identity: Some("sip:robert@example.com".into())
+                },
+                ChangedUser {
+                    user: "carol".into(),
+                    sip_identity: None
+                },
+            ]
+        );
+        assert!(old.changed_in(&old.clone()).is_empty());
     }
 
     #[cfg(unix)]

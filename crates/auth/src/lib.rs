@@ -35,7 +35,7 @@ pub use config::{
     SignatureHeader,
 };
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
-pub use credentials::{CredentialStore, CredentialsError, FileCredentialStore};
+pub use credentials::{ChangedUser, CredentialStore, CredentialsError, FileCredentialStore};
 pub use decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,
     TransportContext,
