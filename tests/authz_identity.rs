@@ -592,3 +592,46 @@ async fn a_password_change_with_the_same_size_and_mtime_is_picked_up() {
     )
     .await;
 }
+
+/// Point 8: `sagw user add --sip` refuses a URI with a line break (which would add a record of
+/// the caller's choice, e.g. another user's NT hash, to the credentials file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_identity_with_a_newline_cannot_inject_a_credentials_record() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let owned = {
+        let mut s = sagw_auth::FileCredentialStore::new();
+        s.add_password("x", "owned-pw", &[]);
+        let t = s.to_file_text();
+        let line = t.lines().find(|l| l.contains(" nt ")).expect("nt line");
+        line.split_whitespace().nth(2).expect("hash").to_owned()
+    };
+    let before = std::fs::read(&auth.credentials).expect("read");
+    let injected = format!("sip:mallory@{DOMAIN}\nbob nt {owned}");
+    let added = sagw_gateway::users::add(&auth, "mallory", "m-pw", Some(&injected));
+    if added.is_ok() {
+        // Show what it does: after the reload, bob's account is someone else's.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let mut c = Client::connect(
+            &gw,
+            TransportKind::Tcp,
+            config("bob", "owned-pw", AuthScheme::Ntlm, 4),
+        )
+        .await;
+        let (r, _) = c.sign_in().await;
+        panic!(
+            "a --sip value with a newline was accepted; signing in as bob with the injected password: {r:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&auth.credentials).expect("read"),
+        before,
+        "the file is unchanged"
+    );
+    let mut c = Client::connect(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "owned-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    assert!(c.sign_in().await.0.is_err(), "bob's account is still bob's");
+}

@@ -27,6 +27,11 @@ pub enum UsersError {
     /// A user name the file format cannot hold.
     #[error("user names must be non-empty and without spaces, '#' or ':'")]
     BadName,
+    /// A `--sip` value that is not one SIP URI on one line.
+    #[error(
+        "--sip wants one sip:user@host (or sips:) URI without spaces, control characters, '#', '<', '>' or '\"'"
+    )]
+    BadSipIdentity,
 }
 
 /// Creates an empty credentials file (and its directory) when there is none.
@@ -80,12 +85,19 @@ pub fn add(
     sip: Option<&str>,
 ) -> Result<(), UsersError> {
     check_name(user)?;
+    // Checked before the file is touched: a line break here would write records of the caller's
+    // choice (another user's hash) into the file.
+    if sip.is_some_and(|uri| !sagw_auth::is_valid_sip_identity(uri)) {
+        return Err(UsersError::BadSipIdentity);
+    }
     ensure_file(&auth.credentials)?;
     let mut store = load(&auth.credentials)?;
     let realms = auth.digest_realms();
     store.add_password(user, password, &realms);
     if let Some(uri) = sip {
-        store.set_sip_identity(user, uri);
+        store
+            .set_sip_identity(user, uri)
+            .map_err(|_| UsersError::BadSipIdentity)?;
     }
     save(&auth.credentials, &store)
 }
@@ -290,5 +302,28 @@ mod tests {
                 sip_identity: Some("sip:robert@example.com".into())
             }]
         );
+    }
+
+    #[test]
+    fn a_sip_identity_with_a_line_break_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let section = crate::auth_config::AuthSection {
+            credentials: dir.path().join("users").display().to_string(),
+            ..Default::default()
+        };
+        let auth = section.validate().expect("valid").expect("enabled");
+        add(&auth, "bob", "pw-b", None).expect("add");
+        let before = std::fs::read(&auth.credentials).expect("read");
+        for bad in [
+            "sip:m@example.com\nbob nt 8846F7EAEE8FB117AD06BDD830B7586C",
+            "sip:m@example.com\r\nbob nt 8846F7EAEE8FB117AD06BDD830B7586C",
+            "sip:m @example.com",
+        ] {
+            assert!(matches!(
+                add(&auth, "mallory", "pw-m", Some(bad)),
+                Err(UsersError::BadSipIdentity)
+            ));
+        }
+        assert_eq!(std::fs::read(&auth.credentials).expect("read"), before);
     }
 }
