@@ -635,3 +635,51 @@ async fn a_sip_identity_with_a_newline_cannot_inject_a_credentials_record() {
     .await;
     assert!(c.sign_in().await.0.is_err(), "bob's account is still bob's");
 }
+
+/// Point 8: a Kerberos principal with an instance (`bob/admin@REALM`) is not the SIP user `bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let pw = "bob-Admin-3";
+    let out = k
+        .env(&mut std::process::Command::new("kadmin.local"))
+        .args([
+            "-r",
+            kdc::REALM,
+            "-q",
+            &format!("addprinc -pw {pw} bob/admin"),
+        ])
+        .output()
+        .expect("kadmin.local");
+    assert!(out.status.success(), "{out:?}");
+    let gw = gateway(GwOptions {
+        schemes: &["kerberos"],
+        fqdn: kdc::AES_FQDN,
+        keytab: Some(k.aes_keytab.clone()),
+        sip_domain: "example.test",
+        ..GwOptions::default()
+    })
+    .await;
+    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
+    let ccache = dir
+        .kinit(
+            &format!("bob/admin@{}", kdc::REALM),
+            &sagw_client::Password::new(pw),
+        )
+        .expect("kinit");
+    let mut cfg = config("bob", "", AuthScheme::Kerberos, 4);
+    cfg.aor = "sip:bob@example.test".into();
+    cfg.registrar = "sip:example.test".into();
+    cfg.password = None;
+    cfg.ccache = Some(ccache);
+    let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
+    let (r, _) = c.sign_in().await;
+    assert!(
+        r.is_err(),
+        "bob/admin does not sign in as sip:bob: {r:?}\n{}",
+        c.trace()
+    );
+    assert!(sas(&gw).await.is_empty(), "no SA for bob/admin");
+}

@@ -766,8 +766,11 @@ impl SecurityCore {
             Ok(a) => a,
             Err(rejection) => return fail(rejection.reason),
         };
-        let identity =
-            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref());
+        let Some(identity) =
+            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
+        else {
+            return fail(Reason::PrincipalInstance);
+        };
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
         let version = Self::client_version(&creds.header).min(self.config.version);
