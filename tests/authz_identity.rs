@@ -17,7 +17,7 @@ use auth_support::{
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, EndpointConfig, Failure};
+use sagw_client::{AuthScheme, EndpointConfig, Failure, SignatureCheck};
 use sagw_gateway::Running;
 use sagw_sip::Message;
 use tokio::net::UdpSocket;
@@ -682,4 +682,78 @@ async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
         c.trace()
     );
     assert!(sas(&gw).await.is_empty(), "no SA for bob/admin");
+}
+
+/// Point 8 (and 4's last clause): identity headers a client supplies never pass, in either
+/// direction: Remote-Party-ID, P-Asserted-Identity and P-Preferred-Identity in its requests, and
+/// in its responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identity_headers_never_pass_in_either_direction() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let forged = [
+        (
+            "Remote-Party-ID",
+            format!("<sip:ceo@{DOMAIN}>;party=calling"),
+        ),
+        ("P-Asserted-Identity", format!("<sip:ceo@{DOMAIN}>")),
+        ("P-Preferred-Identity", format!("<sip:ceo@{DOMAIN}>")),
+    ];
+    let mut m = alice
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    for (h, v) in &forged {
+        m.push_header(h, v);
+    }
+    resign(&mut alice, &mut m);
+    let deadline = Instant::now() + WAIT;
+    let bob_side = async {
+        let req = bob
+            .next_request(deadline)
+            .await
+            .expect("bob gets the MESSAGE");
+        let mut ok = bob.response(&req, 200, "OK", "b1");
+        for (h, v) in &forged {
+            ok.push_header(h, v);
+        }
+        resign(&mut bob, &mut ok);
+        bob.conn.send(&ok).await.expect("send");
+        req
+    };
+    let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+    assert_eq!(
+        req.header("P-Asserted-Identity"),
+        Some(format!("<sip:alice@{DOMAIN}>").as_str()),
+        "only the gateway's assertion:\n{}",
+        text(&req)
+    );
+    assert_eq!(req.header_all("P-Asserted-Identity").count(), 1);
+    for h in ["Remote-Party-ID", "P-Preferred-Identity"] {
+        assert!(
+            req.header(h).is_none(),
+            "{h} from alice's request is stripped:\n{}",
+            text(&req)
+        );
+    }
+    let r = r.expect("alice gets the 200");
+    assert_eq!(r.status_code(), Some(200), "{}", text(&r));
+    for (h, _) in &forged {
+        assert!(
+            r.header(h).is_none(),
+            "{h} from bob's response is stripped:\n{}",
+            text(&r)
+        );
+    }
+    assert!(
+        matches!(alice.verify(&r), SignatureCheck::Verified { .. }),
+        "{}",
+        text(&r)
+    );
 }
