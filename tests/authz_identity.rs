@@ -11,11 +11,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_support::{Client, DOMAIN, GwOptions, WAIT, config, gateway, http, unique, verified};
+use auth_support::{
+    Client, DOMAIN, GwOptions, WAIT, config, gateway, gateway_and_auth, http, unique, verified,
+};
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, EndpointConfig, Failure};
+use sagw_client::{AuthScheme, EndpointConfig, Failure, SignatureCheck};
 use sagw_gateway::Running;
 use sagw_sip::Message;
 use tokio::net::UdpSocket;
@@ -496,5 +498,262 @@ async fn the_idle_ttl_follows_the_granted_expires() {
     assert!(
         left <= 900,
         "edge mode: 300 s granted, 28000 asked; the SA has {left} s (idle default 900)"
+    );
+}
+
+/// Polls the SA list until `gone` holds (the credentials file is reloaded every 5 s).
+async fn wait_for_sas(gw: &Running, what: &str, gone: impl Fn(&[SaRow]) -> bool) {
+    let end = Instant::now() + Duration::from_secs(12);
+    loop {
+        let rows = sas(gw).await;
+        if gone(&rows) {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Point 8: `sagw user remove` ends the user's SAs at the next reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_user_loses_its_security_associations() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    assert!(sagw_gateway::users::remove(&auth, "bob").expect("remove"));
+    let bob_id = format!("sip:bob@{DOMAIN}");
+    wait_for_sas(&gw, "bob's SA revoked after `user remove`", |rows| {
+        !rows.iter().any(|r| r.identity == bob_id)
+    })
+    .await;
+    let m = bob
+        .ep
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None, bob.rng.as_rng())
+        .expect("request");
+    let r = bob.send_raw(&m, WAIT).await.expect("answer");
+    assert!(
+        matches!(r.status_code(), Some(401 | 407)),
+        "bob's signed request is challenged:\n{}",
+        text(&r)
+    );
+    // alice is untouched.
+    let (r, _) = alice
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    assert!(verified(&r.expect("alice served").signature));
+}
+
+/// Point 8: a change the file's modification time and size do not show (same size, mtime put
+/// back, same inode) is still picked up, and the changed user's SAs end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_with_the_same_size_and_mtime_is_picked_up() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let _bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let path = auth.credentials.clone();
+    let old_mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let old = std::fs::read_to_string(&path).expect("read");
+    // The new file as `sagw user add bob` would write it, copied into the old file in place.
+    let scratch = tempfile::tempdir().expect("tmp");
+    let mut other = auth.clone();
+    other.credentials = scratch.path().join("users");
+    std::fs::write(&other.credentials, &old).expect("copy");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other.credentials, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    sagw_gateway::users::add(&other, "bob", "bob-pw-2", None).expect("add");
+    let new = std::fs::read_to_string(&other.credentials).expect("read");
+    assert_eq!(new.len(), old.len(), "hashes are fixed-size");
+    assert_ne!(new, old);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .expect("open in place");
+        f.write_all(new.as_bytes()).expect("write");
+        f.set_modified(old_mtime).expect("mtime back");
+    }
+    let bob_id = format!("sip:bob@{DOMAIN}");
+    wait_for_sas(&gw, "bob's SA revoked after his password changed", |rows| {
+        !rows.iter().any(|r| r.identity == bob_id)
+    })
+    .await;
+    // The new password works.
+    signed_in_with(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "bob-pw-2", AuthScheme::Ntlm, 4),
+    )
+    .await;
+}
+
+/// Point 8: `sagw user add --sip` refuses a URI with a line break (which would add a record of
+/// the caller's choice, e.g. another user's NT hash, to the credentials file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_identity_with_a_newline_cannot_inject_a_credentials_record() {
+    let (gw, auth) = gateway_and_auth(GwOptions::default()).await;
+    let owned = {
+        let mut s = sagw_auth::FileCredentialStore::new();
+        s.add_password("x", "owned-pw", &[]);
+        let t = s.to_file_text();
+        let line = t.lines().find(|l| l.contains(" nt ")).expect("nt line");
+        line.split_whitespace().nth(2).expect("hash").to_owned()
+    };
+    let before = std::fs::read(&auth.credentials).expect("read");
+    let injected = format!("sip:mallory@{DOMAIN}\nbob nt {owned}");
+    let added = sagw_gateway::users::add(&auth, "mallory", "m-pw", Some(&injected));
+    if added.is_ok() {
+        // Show what it does: after the reload, bob's account is someone else's.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let mut c = Client::connect(
+            &gw,
+            TransportKind::Tcp,
+            config("bob", "owned-pw", AuthScheme::Ntlm, 4),
+        )
+        .await;
+        let (r, _) = c.sign_in().await;
+        panic!(
+            "a --sip value with a newline was accepted; signing in as bob with the injected password: {r:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&auth.credentials).expect("read"),
+        before,
+        "the file is unchanged"
+    );
+    let mut c = Client::connect(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "owned-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    assert!(c.sign_in().await.0.is_err(), "bob's account is still bob's");
+}
+
+/// Point 8: a Kerberos principal with an instance (`bob/admin@REALM`) is not the SIP user `bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let pw = "bob-Admin-3";
+    let out = k
+        .env(&mut std::process::Command::new("kadmin.local"))
+        .args([
+            "-r",
+            kdc::REALM,
+            "-q",
+            &format!("addprinc -pw {pw} bob/admin"),
+        ])
+        .output()
+        .expect("kadmin.local");
+    assert!(out.status.success(), "{out:?}");
+    let gw = gateway(GwOptions {
+        schemes: &["kerberos"],
+        fqdn: kdc::AES_FQDN,
+        keytab: Some(k.aes_keytab.clone()),
+        sip_domain: "example.test",
+        ..GwOptions::default()
+    })
+    .await;
+    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
+    let ccache = dir
+        .kinit(
+            &format!("bob/admin@{}", kdc::REALM),
+            &sagw_client::Password::new(pw),
+        )
+        .expect("kinit");
+    let mut cfg = config("bob", "", AuthScheme::Kerberos, 4);
+    cfg.aor = "sip:bob@example.test".into();
+    cfg.registrar = "sip:example.test".into();
+    cfg.password = None;
+    cfg.ccache = Some(ccache);
+    let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
+    let (r, _) = c.sign_in().await;
+    assert!(
+        r.is_err(),
+        "bob/admin does not sign in as sip:bob: {r:?}\n{}",
+        c.trace()
+    );
+    assert!(sas(&gw).await.is_empty(), "no SA for bob/admin");
+}
+
+/// Point 8 (and 4's last clause): identity headers a client supplies never pass, in either
+/// direction: Remote-Party-ID, P-Asserted-Identity and P-Preferred-Identity in its requests, and
+/// in its responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identity_headers_never_pass_in_either_direction() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let forged = [
+        (
+            "Remote-Party-ID",
+            format!("<sip:ceo@{DOMAIN}>;party=calling"),
+        ),
+        ("P-Asserted-Identity", format!("<sip:ceo@{DOMAIN}>")),
+        ("P-Preferred-Identity", format!("<sip:ceo@{DOMAIN}>")),
+    ];
+    let mut m = alice
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    for (h, v) in &forged {
+        m.push_header(h, v);
+    }
+    resign(&mut alice, &mut m);
+    let deadline = Instant::now() + WAIT;
+    let bob_side = async {
+        let req = bob
+            .next_request(deadline)
+            .await
+            .expect("bob gets the MESSAGE");
+        let mut ok = bob.response(&req, 200, "OK", "b1");
+        for (h, v) in &forged {
+            ok.push_header(h, v);
+        }
+        resign(&mut bob, &mut ok);
+        bob.conn.send(&ok).await.expect("send");
+        req
+    };
+    let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+    assert_eq!(
+        req.header("P-Asserted-Identity"),
+        Some(format!("<sip:alice@{DOMAIN}>").as_str()),
+        "only the gateway's assertion:\n{}",
+        text(&req)
+    );
+    assert_eq!(req.header_all("P-Asserted-Identity").count(), 1);
+    for h in ["Remote-Party-ID", "P-Preferred-Identity"] {
+        assert!(
+            req.header(h).is_none(),
+            "{h} from alice's request is stripped:\n{}",
+            text(&req)
+        );
+    }
+    let r = r.expect("alice gets the 200");
+    assert_eq!(r.status_code(), Some(200), "{}", text(&r));
+    for (h, _) in &forged {
+        assert!(
+            r.header(h).is_none(),
+            "{h} from bob's response is stripped:\n{}",
+            text(&r)
+        );
+    }
+    assert!(
+        matches!(alice.verify(&r), SignatureCheck::Verified { .. }),
+        "{}",
+        text(&r)
     );
 }

@@ -92,10 +92,12 @@ pub enum Reason {
     ForeignAor,
     /// The endpoint id (`epid`) is longer than the gateway accepts.
     EpidTooLong,
+    /// A Kerberos principal with an instance component (`bob/admin@REALM`): not a SIP user.
+    PrincipalInstance,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -124,6 +126,7 @@ impl Reason {
         Reason::Unsigned,
         Reason::ForeignAor,
         Reason::EpidTooLong,
+        Reason::PrincipalInstance,
     ];
 
     pub fn label(self) -> &'static str {
@@ -156,6 +159,7 @@ impl Reason {
             Reason::Unsigned => "unsigned",
             Reason::ForeignAor => "foreign_aor",
             Reason::EpidTooLong => "epid_too_long",
+            Reason::PrincipalInstance => "principal_instance",
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Established SAs sit in 64 mutex-guarded shards so that lookups on different SAs rarely contend;
 //! the value is an `Arc`, so signing and verifying run outside any lock. A second index by identity
-//! bounds how many SAs one user holds ([`SaManager::with_max_per_identity`]). Pending handshakes live in
+//! bounds how many SAs one user holds ([`SaManager::with_max_per_identity`]) and lets an operator
+//! end all of a user's SAs at once ([`SaManager::revoke_identity`]). Pending handshakes live in
 //! one table with a FIFO: their TTL is fixed, so insertion order is expiry order and eviction is O(1).
 
 use std::collections::hash_map::{Entry, RandomState};
@@ -411,6 +412,40 @@ impl<P> SaManager<P> {
             }
             None => false,
         }
+    }
+
+    /// Ends every SA of `identity` at once (the user was removed, or their credentials changed).
+    /// Returns how many.
+    pub fn revoke_identity(&self, identity: &str, counters: &Counters) -> usize {
+        let key = self.identity_key(identity);
+        let sas: Vec<SaHandle> = {
+            let mut ids = self.identity_shard(key).lock();
+            match ids.get_mut(&key) {
+                Some(list) => {
+                    let (theirs, others): (Vec<SaHandle>, Vec<SaHandle>) = list
+                        .drain(..)
+                        .partition(|h| h.identity().eq_ignore_ascii_case(identity));
+                    // A hash collision with another identity keeps the other's entries.
+                    *list = others;
+                    if list.is_empty() {
+                        ids.remove(&key);
+                    }
+                    theirs
+                }
+                None => Vec::new(),
+            }
+        };
+        let mut n = 0;
+        for sa in &sas {
+            if sa.is_revoked() {
+                continue;
+            }
+            sa.revoke();
+            self.remove_tables(sa);
+            counters.sa_revoked();
+            n += 1;
+        }
+        n
     }
 
     /// Drops every SA and pending handshake whose time is up; call it every few seconds. Returns how many

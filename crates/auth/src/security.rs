@@ -657,7 +657,7 @@ impl SecurityCore {
         let identity = self
             .credentials
             .sip_identity(&user)
-            .unwrap_or_else(|| format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain));
+            .unwrap_or_else(|| self.default_identity(&user));
         let sa = self.new_sa(
             opaque,
             pending.version,
@@ -766,8 +766,11 @@ impl SecurityCore {
             Ok(a) => a,
             Err(rejection) => return fail(rejection.reason),
         };
-        let identity =
-            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref());
+        let Some(identity) =
+            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
+        else {
+            return fail(Reason::PrincipalInstance);
+        };
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
         let version = Self::client_version(&creds.header).min(self.config.version);
@@ -795,6 +798,27 @@ impl SecurityCore {
                 unix_secs(now),
             );
         }
+    }
+
+    /// Ends every SA of `identity` (e.g. its user was removed from the credentials store, or
+    /// their password changed). Returns how many.
+    pub fn revoke_identity(&self, identity: &str) -> usize {
+        self.sas.revoke_identity(identity, &self.counters)
+    }
+
+    /// Ends every SA a credentials-store `user` signed in to, its identity being `sip_identity`
+    /// (what the store said) or the default `sip:<user>@<sip_domain>`, as at sign-in. For a user
+    /// the store no longer has, or whose password or identity changed.
+    pub fn revoke_user(&self, user: &str, sip_identity: Option<&str>) -> usize {
+        let identity = match sip_identity {
+            Some(s) => s.to_owned(),
+            None => self.default_identity(user),
+        };
+        self.revoke_identity(&identity)
+    }
+
+    fn default_identity(&self, user: &str) -> String {
+        format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain)
     }
 
     fn verify_signed(
@@ -967,13 +991,7 @@ impl SecurityCore {
         let identity = self
             .credentials
             .sip_identity(resp.username)
-            .unwrap_or_else(|| {
-                format!(
-                    "sip:{}@{}",
-                    resp.username.to_lowercase(),
-                    self.config.sip_domain
-                )
-            });
+            .unwrap_or_else(|| self.default_identity(resp.username));
         Decision::Authenticated(Authenticated {
             identity,
             scheme: Scheme::Digest,

@@ -225,3 +225,25 @@ fn an_overlong_epid_is_refused_before_any_state() {
     let mut ok = NtlmClient::new("alice", "alice-pw", &"a".repeat(64));
     established(&ok.sign_in(&core, t0(), &mut rng));
 }
+
+#[test]
+fn revoking_a_user_ends_all_of_its_sas_and_only_its() {
+    let core = core();
+    let mut rng = rng();
+    for i in 0..3 {
+        established(
+            &NtlmClient::new("alice", "alice-pw", &format!("a{i}")).sign_in(&core, t0(), &mut rng),
+        );
+    }
+    let mut bob = NtlmClient::new("bob", "bob-pw", "b0");
+    established(&bob.sign_in(&core, t0(), &mut rng));
+    assert_eq!(core.revoke_user("ALICE", None), 3);
+    assert_eq!(core.sas().len(), 1);
+    assert_eq!(core.revoke_user("alice", None), 0);
+    assert_eq!(core.revoke_user("bob", Some("sip:robert@example.com")), 0);
+    assert_eq!(core.counters().snapshot().sa_revoked, 3);
+    // bob goes on.
+    let text = bob.request("MESSAGE", &[]);
+    let m = bob.signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+}

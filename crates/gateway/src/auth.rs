@@ -593,8 +593,7 @@ impl SecurityStage {
             );
         }
         self.core.strip_credentials(msg);
-        msg.remove_header("P-Asserted-Identity");
-        msg.remove_header("P-Preferred-Identity");
+        strip_identity_headers(msg);
         msg.push_header("P-Asserted-Identity", &format!("<{}>", auth.identity));
         // The SA's own identity and epid, not the request's headers: the flow tokens written
         // for this request name this endpoint, and requests back through them are signed for it.
@@ -640,8 +639,11 @@ impl ClientAuth for SecurityStage {
                     InboundVerdict::Drop
                 }
                 ResponseVerdict::Verified(_) => {
-                    // The client's proof is for this gateway, not for whoever gets the response.
+                    // The client's proof is for this gateway, not for whoever gets the response;
+                    // an identity it asserts is its own claim, which nobody downstream may take
+                    // for the gateway's.
                     self.core.strip_credentials(msg);
+                    strip_identity_headers(msg);
                     InboundVerdict::Continue {
                         note: None,
                         endpoint: None,
@@ -672,6 +674,7 @@ impl ClientAuth for SecurityStage {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop
                     } else {
+                        strip_identity_headers(msg);
                         InboundVerdict::Continue {
                             note: None,
                             endpoint: None,
@@ -862,6 +865,19 @@ fn granted_register_expires(resp: &Message, req: &Message) -> Option<u32> {
         return None;
     }
     resp.expires()?.trim().parse::<u32>().ok()
+}
+
+/// Identity headers a client supplies: whoever receives the message must see only the identity the
+/// gateway asserts (for requests it adds its own P-Asserted-Identity after this), never the
+/// client's claim. Remote-Party-ID is the pre-RFC 3325 form some servers still honour.
+fn strip_identity_headers(msg: &mut Message) {
+    for h in [
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Remote-Party-ID",
+    ] {
+        msg.remove_header(h);
+    }
 }
 
 /// A short name for the reason phrase of a status, for generated responses.

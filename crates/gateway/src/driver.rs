@@ -548,7 +548,16 @@ async fn start_inner(
                 tokio::select! {
                     _ = tick.tick() => {
                         core.expire(SystemTime::now());
-                        users.reload_if_changed();
+                        if let Some(r) = users.reload_if_changed() {
+                            // What a removed or changed user proved no longer holds: their SAs
+                            // end now, not when they idle out (up to the 8-hour lifetime).
+                            for u in &r.changed {
+                                let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
+                                if n > 0 {
+                                    info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
+                                }
+                            }
+                        }
                     }
                     _ = stop.changed() => break,
                 }
