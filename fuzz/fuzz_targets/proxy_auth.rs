@@ -334,7 +334,7 @@ impl World {
             Target::Addr { transport, addr } => {
                 if matches!(cause, Some(Who::Alice | Who::Mallory)) && addr != hop_addr {
                     panic!(
-                        "invariant 1 broken (issue 12 points 2/5, where clients may route): a message from {} made the edge send to {transport:?} {addr}, not the next hop {hop_addr}:\n{}",
+                        "invariant 1 broken (issue 12 points 2/5, where clients may route): {} made the edge send to {transport:?} {addr}, not the next hop {hop_addr}:\n{}",
                         cause_name(cause),
                         text(m)
                     );
