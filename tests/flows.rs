@@ -173,6 +173,8 @@ impl Runner {
         ec.mode = settings.mode;
         ec.domains = settings.domains.clone();
         ec.next_hops = settings.next_hops.clone();
+        ec.trusted_peers = settings.trusted_peers.clone();
+        ec.client_routes = settings.client_routes.clone();
         ec.registrar = settings.registrar.clone();
         ec.timers = settings.timers;
         Edge::with_auth(ec, Box::new(stage))

@@ -66,6 +66,13 @@ impl Default for GwOptions<'_> {
 /// A gateway on ephemeral loopback ports, in-process, with `[auth]` on and its users added through
 /// `sagw_gateway::users::add` (what `sagw user add` does).
 pub async fn gateway(o: GwOptions<'_>) -> Running {
+    gateway_and_auth(o).await.0
+}
+
+/// [`gateway`], also returning its `[auth]` settings (for `sagw user` operations while it runs).
+pub async fn gateway_and_auth(
+    o: GwOptions<'_>,
+) -> (Running, sagw_gateway::auth_config::AuthSettings) {
     let dir = std::env::temp_dir().join(format!("sagw-e2e-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let schemes = o
@@ -127,7 +134,10 @@ kerberos_keytab = "{keytab}"
     for (u, p) in o.users {
         sagw_gateway::users::add(&auth, u, p, None).expect("user added");
     }
-    sagw_gateway::start(settings).await.expect("gateway starts")
+    (
+        sagw_gateway::start(settings).await.expect("gateway starts"),
+        auth,
+    )
 }
 
 pub fn addr(gw: &Running, kind: TransportKind) -> SocketAddr {

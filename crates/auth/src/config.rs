@@ -151,11 +151,26 @@ pub struct CoreConfig {
     pub signature_header: SignatureHeader,
     /// Absolute SA life; clamped to [`MAX_SA_LIFETIME`].
     pub sa_lifetime: Duration,
-    /// An SA unused this long expires; every verified signed message, and every REGISTER's Expires
-    /// (plus a margin), pushes the deadline out.
+    /// An SA unused this long expires; every verified signed message from its client, and every
+    /// registration granted to it (plus a margin, [`crate::SecurityCore::register_granted`]),
+    /// pushes the deadline out.
     pub sa_idle_ttl: Duration,
     pub pending: PendingLimits,
+    /// SAs one identity may hold at once (one per device, `epid`); a new one beyond this ends the
+    /// identity's least recently used SA. Bounds what one set of credentials can make the gateway
+    /// keep.
+    pub max_sas_per_identity: usize,
+    /// Longest `epid` accepted, in bytes; longer ones are refused (400) before any state is kept.
+    pub max_epid_len: usize,
 }
+
+/// Default of [`CoreConfig::max_sas_per_identity`]: twice what a Lync registrar lets one user
+/// register (`MaxEndpointsPerUser`, 8), so a re-installed device's stale SA never locks a user out.
+pub const DEFAULT_MAX_SAS_PER_IDENTITY: usize = 16;
+
+/// Default of [`CoreConfig::max_epid_len`]: Lync-family clients send 10 hex digits; generous room
+/// for other clients, nowhere near the 8 KB a header line may hold.
+pub const DEFAULT_MAX_EPID_LEN: usize = 64;
 
 impl CoreConfig {
     /// A configuration with Microsoft's defaults and no scheme enabled.
@@ -171,6 +186,8 @@ impl CoreConfig {
             sa_lifetime: MAX_SA_LIFETIME,
             sa_idle_ttl: Duration::from_secs(15 * 60),
             pending: PendingLimits::default(),
+            max_sas_per_identity: DEFAULT_MAX_SAS_PER_IDENTITY,
+            max_epid_len: DEFAULT_MAX_EPID_LEN,
         }
     }
 

@@ -88,10 +88,16 @@ pub enum Reason {
     NoCredentials,
     /// The message needed a signature and had none.
     Unsigned,
+    /// A REGISTER for an AOR that is not the authenticated user's.
+    ForeignAor,
+    /// The endpoint id (`epid`) is longer than the gateway accepts.
+    EpidTooLong,
+    /// A Kerberos principal with an instance component (`bob/admin@REALM`): not a SIP user.
+    PrincipalInstance,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -118,6 +124,9 @@ impl Reason {
         Reason::UnsupportedScheme,
         Reason::NoCredentials,
         Reason::Unsigned,
+        Reason::ForeignAor,
+        Reason::EpidTooLong,
+        Reason::PrincipalInstance,
     ];
 
     pub fn label(self) -> &'static str {
@@ -148,6 +157,9 @@ impl Reason {
             Reason::UnsupportedScheme => "unsupported_scheme",
             Reason::NoCredentials => "no_credentials",
             Reason::Unsigned => "unsigned",
+            Reason::ForeignAor => "foreign_aor",
+            Reason::EpidTooLong => "epid_too_long",
+            Reason::PrincipalInstance => "principal_instance",
         }
     }
 
@@ -193,6 +205,9 @@ pub struct Counters {
     pending_refused_source: AtomicU64,
     discarded: AtomicU64,
     dropped_responses: AtomicU64,
+    sa_evicted_identity_cap: AtomicU64,
+    forbidden: AtomicU64,
+    epid_refused: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -251,6 +266,18 @@ impl Counters {
     pub fn dropped_response(&self) {
         inc(&self.dropped_responses)
     }
+    /// An SA made room for a newer one of the same identity (`max_sas_per_identity`).
+    pub fn sa_evicted_identity_cap(&self) {
+        inc(&self.sa_evicted_identity_cap)
+    }
+    /// A verified request refused because its sender may not make it (From, REGISTER AOR).
+    pub fn forbidden(&self) {
+        inc(&self.forbidden)
+    }
+    /// A request refused for an over-long `epid`.
+    pub fn epid_refused(&self) {
+        inc(&self.epid_refused)
+    }
 
     pub fn snapshot(&self) -> CountersSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -287,6 +314,9 @@ impl Counters {
             pending_refused_source: get(&self.pending_refused_source),
             discarded: get(&self.discarded),
             dropped_responses: get(&self.dropped_responses),
+            sa_evicted_identity_cap: get(&self.sa_evicted_identity_cap),
+            forbidden: get(&self.forbidden),
+            epid_refused: get(&self.epid_refused),
         }
     }
 }
@@ -317,6 +347,9 @@ pub struct CountersSnapshot {
     pub pending_refused_source: u64,
     pub discarded: u64,
     pub dropped_responses: u64,
+    pub sa_evicted_identity_cap: u64,
+    pub forbidden: u64,
+    pub epid_refused: u64,
 }
 
 impl CountersSnapshot {

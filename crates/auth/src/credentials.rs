@@ -32,7 +32,7 @@ pub trait CredentialStore: Send + Sync {
     fn sip_identity(&self, user: &str) -> Option<String>;
 }
 
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq, Eq)]
 struct UserRecord {
     nt: Option<[u8; 16]>,
     /// (realm, algorithm token, hex)
@@ -56,6 +56,43 @@ pub enum CredentialsError {
     WorldReadable { path: String, mode: u32 },
     #[error("credentials file line {line}: {what}")]
     Syntax { line: usize, what: String },
+    #[error(
+        "not a SIP identity: want sip:user@host (or sips:) without spaces, control characters, '#', '<', '>' or '\"'"
+    )]
+    BadSipIdentity,
+}
+
+/// Whether `uri` can be a user's SIP identity: `sip:` or `sips:`, a user and a host around one
+/// `@`, and only printable ASCII without `#` (the file's comment mark), angle brackets or quotes
+/// (the gateway writes the identity inside `<...>` in P-Asserted-Identity). Above all no line
+/// break: the file holds one record per line, and a value with one would add records of the
+/// writer's choice.
+pub fn is_valid_sip_identity(uri: &str) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+    else {
+        return false;
+    };
+    let Some((user, host)) = rest.split_once('@') else {
+        return false;
+    };
+    uri.len() <= 256
+        && !user.is_empty()
+        && !host.is_empty()
+        && !host.contains('@')
+        && uri
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'<' | b'>' | b'"'))
+}
+
+/// A user a credentials reload removed or changed ([`FileCredentialStore::changed_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedUser {
+    /// The user name (lower case).
+    pub user: String,
+    /// The SIP identity the store gave it before (`None`: the default, `sip:<user>@<sip_domain>`).
+    pub sip_identity: Option<String>,
 }
 
 /// In-memory store, loaded from the file format above or filled by code.
@@ -143,8 +180,10 @@ impl FileCredentialStore {
                         .push((realm.to_owned(), algorithm, hex.to_owned()));
                 }
                 "sip" => {
-                    if !(rest.starts_with("sip:") || rest.starts_with("sips:")) {
-                        return Err(syntax("sip wants a sip: URI"));
+                    if !is_valid_sip_identity(rest) {
+                        return Err(syntax(
+                            "sip wants one sip:user@host URI without spaces or control characters",
+                        ));
                     }
                     store.record(user).sip = Some(rest.to_owned());
                 }
@@ -180,8 +219,13 @@ impl FileCredentialStore {
         rec.ha1.extend(ha1);
     }
 
-    pub fn set_sip_identity(&mut self, user: &str, uri: &str) {
+    /// Sets the SIP identity of `user`; refused unless [`is_valid_sip_identity`].
+    pub fn set_sip_identity(&mut self, user: &str, uri: &str) -> Result<(), CredentialsError> {
+        if !is_valid_sip_identity(uri) {
+            return Err(CredentialsError::BadSipIdentity);
+        }
         self.record(user).sip = Some(uri.to_owned());
+        Ok(())
     }
 
     pub fn remove(&mut self, user: &str) -> bool {
@@ -190,6 +234,23 @@ impl FileCredentialStore {
 
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)
+    }
+
+    /// Users of this store that `newer` removed or changed (any hash, realm or SIP identity), each
+    /// with the SIP identity this store gave it: what they proved before no longer holds, so the
+    /// SAs made from it must end.
+    pub fn changed_in(&self, newer: &FileCredentialStore) -> Vec<ChangedUser> {
+        let mut out: Vec<ChangedUser> = self
+            .users
+            .iter()
+            .filter(|(name, rec)| newer.users.get(*name) != Some(*rec))
+            .map(|(name, rec)| ChangedUser {
+                user: name.clone(),
+                sip_identity: rec.sip.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.user.cmp(&b.user));
+        out
     }
 
     /// The file form of this store.
@@ -296,6 +357,71 @@ mod tests {
                 .is_none()
         );
         assert!(format!("{back:?}").contains("users: 1"));
+    }
+
+    #[test]
+    fn a_sip_identity_is_one_uri_on_one_line() {
+        for ok in [
+            "sip:alice@example.com",
+            "sips:a.b+c@example.com;transport=tls",
+        ] {
+            assert!(is_valid_sip_identity(ok), "{ok}");
+        }
+        for bad in [
+            "sip:alice@example.com\nbob nt 8846F7EAEE8FB117AD06BDD830B7586C",
+            "sip:alice@example.com\r",
+            "sip:alice@exa mple.com",
+            "sip:alice@example.com\t",
+            "sip:alice@example.com#x",
+            "sip:alice@example.com>",
+            "tel:+15551234",
+            "sip:example.com",
+            "sip:@example.com",
+            "sip:alice@",
+            "alice@example.com",
+        ] {
+            assert!(!is_valid_sip_identity(bad), "{bad:?}");
+        }
+        let mut s = FileCredentialStore::new();
+        assert!(matches!(
+            s.set_sip_identity("alice", "sip:a@example.com\nbob nt 00"),
+            Err(CredentialsError::BadSipIdentity)
+        ));
+        assert!(s.sip_identity("alice").is_none());
+        let err = FileCredentialStore::parse("alice sip sip:a@b c\n").unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::Syntax { line: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lists_the_users_a_newer_store_removed_or_changed() {
+        let old = FileCredentialStore::parse(
+            "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             bob nt 8846F7EAEE8FB117AD06BDD830B7586C\nbob sip sip:robert@example.com\n\
+             carol nt 8846F7EAEE8FB117AD06BDD830B7586C\n",
+        )
+        .expect("old");
+        let new = FileCredentialStore::parse(
+            "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             carol nt 00000000000000000000000000000000\ndave nt 8846F7EAEE8FB117AD06BDD830B7586C\n",
+        )
+        .expect("new");
+        assert_eq!(
+            old.changed_in(&new),
+            vec![
+                ChangedUser {
+                    user: "bob".into(),
+                    sip_identity: Some("sip:robert@example.com".into())
+                },
+                ChangedUser {
+                    user: "carol".into(),
+                    sip_identity: None
+                },
+            ]
+        );
+        assert!(old.changed_in(&old.clone()).is_empty());
     }
 
     #[cfg(unix)]

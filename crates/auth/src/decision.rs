@@ -57,6 +57,9 @@ pub struct Authenticated {
     pub identity: String,
     pub scheme: Scheme,
     pub binding: Binding,
+    /// Other SAs of this identity that establishing this one ended, to keep the identity within
+    /// its cap ([`crate::CoreConfig::max_sas_per_identity`]); for the operator's log.
+    pub evicted: Vec<crate::sa::Opaque>,
 }
 
 /// The core's verdict on a request from a client.
@@ -68,14 +71,31 @@ pub enum Decision {
     Continue(Challenge),
     /// Process the request; sign the answers with the binding.
     Authenticated(Authenticated),
-    /// Answer with this final error (e.g. 403 when the From user is not the authenticated one).
+    /// Answer with this final error. Nothing about the request was verified (a malformed request,
+    /// or a first leg refused at a limit), so the answer is never signed: signing it with an SA
+    /// the request merely names would hand any sender that SA's signature over a Call-ID and CSeq
+    /// of its choosing.
     Reject {
         status: u16,
         reason_phrase: &'static str,
         reason: Reason,
     },
+    /// The request verified, but its sender may not do this (a From that is not the authenticated
+    /// user, a REGISTER for another AOR): answer with this final error, signed with the binding the
+    /// request was verified with, so the client can read its refusal.
+    Forbidden(Forbidden),
     /// Drop silently: ACK or CANCEL without valid credentials ([MS-SIPAE] 3.3.5.1).
     Discard(Reason),
+}
+
+/// A verified request its sender is not allowed to make.
+#[derive(Debug, Clone)]
+pub struct Forbidden {
+    pub status: u16,
+    pub reason_phrase: &'static str,
+    pub reason: Reason,
+    /// What the request proved: the only binding its answer may be signed with.
+    pub verified: Authenticated,
 }
 
 impl Decision {

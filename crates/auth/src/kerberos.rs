@@ -33,12 +33,19 @@ pub trait KerberosBackend: Send + Sync {
 
 /// Default mapping of a client principal to a SIP identity: `alice@EXAMPLE.TEST` ->
 /// `sip:alice@example.test`; with `domain` set, `sip:alice@<domain>`.
-pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> String {
+///
+/// A principal with an instance component (`bob/admin@REALM`, `host/pc1@REALM`) maps to nothing:
+/// it is a different principal from `bob@REALM`, with its own key, often held by someone else
+/// (an administrator's second identity, a service or machine). Dropping the instance would let it
+/// speak as `sip:bob@…`; mapping it to `sip:bob/admin@…` would make a SIP user nobody provisions.
+/// SIP users are user principals, so these are refused.
+pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> Option<String> {
     let (user, realm) = principal.rsplit_once('@').unwrap_or((principal, ""));
-    // Instance components (alice/admin) are not SIP users; keep the primary.
-    let user = user.split('/').next().unwrap_or(user);
+    if user.is_empty() || user.contains('/') {
+        return None;
+    }
     let host = domain.map_or_else(|| realm.to_ascii_lowercase(), str::to_owned);
-    format!("sip:{}@{}", user.to_ascii_lowercase(), host)
+    Some(format!("sip:{}@{}", user.to_ascii_lowercase(), host))
 }
 
 #[cfg(test)]
@@ -46,12 +53,23 @@ mod tests {
     #[test]
     fn maps_principals() {
         assert_eq!(
-            super::principal_to_identity("alice@EXAMPLE.TEST", None),
-            "sip:alice@example.test"
+            super::principal_to_identity("alice@EXAMPLE.TEST", None).as_deref(),
+            Some("sip:alice@example.test")
         );
         assert_eq!(
-            super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")),
-            "sip:bob@example.com"
+            super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")).as_deref(),
+            Some("sip:bob@example.com")
         );
+    }
+
+    #[test]
+    fn refuses_principals_with_an_instance() {
+        for p in [
+            "bob/admin@EXAMPLE.TEST",
+            "host/pc1.example.test@EXAMPLE.TEST",
+            "@EXAMPLE.TEST",
+        ] {
+            assert_eq!(super::principal_to_identity(p, None), None, "{p}");
+        }
     }
 }

@@ -30,16 +30,20 @@ pub mod security;
 
 pub use buffer::{BufferParams, SignatureBuffer};
 pub use config::{
-    ChallengeFamily, ChallengePolicy, CoreConfig, DigestSettings, MAX_SA_LIFETIME, NtlmSettings,
-    PendingLimits, SignatureHeader,
+    ChallengeFamily, ChallengePolicy, CoreConfig, DEFAULT_MAX_EPID_LEN,
+    DEFAULT_MAX_SAS_PER_IDENTITY, DigestSettings, MAX_SA_LIFETIME, NtlmSettings, PendingLimits,
+    SignatureHeader,
 };
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
-pub use credentials::{CredentialStore, CredentialsError, FileCredentialStore};
+pub use credentials::{
+    ChangedUser, CredentialStore, CredentialsError, FileCredentialStore, is_valid_sip_identity,
+};
 pub use decision::{
-    Authenticated, Binding, Challenge, Decision, ResponseVerdict, Transport, TransportContext,
+    Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,
+    TransportContext,
 };
 pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
-pub use manager::{SaHandle, SaInfo, SaLookup, SaManager};
+pub use manager::{Established, SaHandle, SaInfo, SaLookup, SaManager};
 pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};

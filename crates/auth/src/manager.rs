@@ -2,7 +2,9 @@
 //! handshakes still in progress.
 //!
 //! Established SAs sit in 64 mutex-guarded shards so that lookups on different SAs rarely contend;
-//! the value is an `Arc`, so signing and verifying run outside any lock. Pending handshakes live in
+//! the value is an `Arc`, so signing and verifying run outside any lock. A second index by identity
+//! bounds how many SAs one user holds ([`SaManager::with_max_per_identity`]) and lets an operator
+//! end all of a user's SAs at once ([`SaManager::revoke_identity`]). Pending handshakes live in
 //! one table with a FIFO: their TTL is fixed, so insertion order is expiry order and eviction is O(1).
 
 use std::collections::hash_map::{Entry, RandomState};
@@ -75,13 +77,30 @@ pub struct ManagerLimits {
     pub pending_ttl_secs: u64,
 }
 
+/// One shard of the identity index: hash(identity) -> that identity's SAs.
+type IdentityShard = HashMap<u64, Vec<SaHandle>>;
+
+/// What establishing an SA did.
+#[derive(Debug)]
+pub struct Established {
+    pub handle: SaHandle,
+    /// The SA the same endpoint (identity and epid) held before, now ended.
+    pub replaced: Option<Opaque>,
+    /// SAs of the same identity ended to keep it within its cap, least recently used first.
+    pub evicted: Vec<Opaque>,
+}
+
 pub struct SaManager<P> {
     shards: Box<[Mutex<HashMap<u32, SaHandle>>]>,
     /// hash(identity, epid) -> opaque, sharded like `shards` by the hash.
     endpoints: Box<[Mutex<HashMap<u64, u32>>]>,
+    /// hash(identity) -> that identity's SAs, sharded by the hash. Lock order: an identity shard
+    /// may be held while an SA or endpoint shard is taken, never the other way round.
+    identities: Box<[Mutex<IdentityShard>]>,
     hasher: RandomState,
     pending: Mutex<PendingTable<P>>,
     limits: ManagerLimits,
+    max_per_identity: usize,
 }
 
 impl<P> SaManager<P> {
@@ -89,6 +108,7 @@ impl<P> SaManager<P> {
         SaManager {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             endpoints: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            identities: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             pending: Mutex::new(PendingTable {
                 by_opaque: HashMap::new(),
@@ -96,7 +116,15 @@ impl<P> SaManager<P> {
                 per_source: HashMap::new(),
             }),
             limits,
+            max_per_identity: usize::MAX,
         }
+    }
+
+    /// At most `n` SAs per identity (at least 1): establishing one more ends the identity's least
+    /// recently used SA. Without it an identity's SAs are unbounded (one per epid it makes up).
+    pub fn with_max_per_identity(mut self, n: usize) -> Self {
+        self.max_per_identity = n.max(1);
+        self
     }
 
     fn shard(&self, opaque: u32) -> &Mutex<HashMap<u32, SaHandle>> {
@@ -116,6 +144,31 @@ impl<P> SaManager<P> {
 
     fn endpoint_shard(&self, key: u64) -> &Mutex<HashMap<u64, u32>> {
         &self.endpoints[(key as usize) % SHARDS]
+    }
+
+    fn identity_key(&self, identity: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        0xFEu8.hash(&mut h);
+        for b in identity.bytes() {
+            b.to_ascii_lowercase().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn identity_shard(&self, key: u64) -> &Mutex<IdentityShard> {
+        &self.identities[(key as usize) % SHARDS]
+    }
+
+    /// Drops `sa` from the identity index.
+    fn unindex_identity(&self, sa: &SecurityAssociation) {
+        let key = self.identity_key(sa.identity());
+        let mut ids = self.identity_shard(key).lock();
+        if let Entry::Occupied(mut e) = ids.entry(key) {
+            e.get_mut().retain(|h| h.opaque() != sa.opaque());
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
     }
 
     /// A fresh `opaque` that names neither an established nor a pending SA.
@@ -224,12 +277,9 @@ impl<P> SaManager<P> {
     }
 
     /// Makes `sa` the endpoint's SA; an SA the same identity and epid held before is dropped (a new
-    /// handshake from an endpoint replaces its SA). Returns the replaced SA's opaque.
-    pub fn establish(
-        &self,
-        sa: SecurityAssociation,
-        counters: &Counters,
-    ) -> (SaHandle, Option<Opaque>) {
+    /// handshake from an endpoint replaces its SA), and so is the identity's least recently used SA
+    /// when it would otherwise hold more than its cap.
+    pub fn establish(&self, sa: SecurityAssociation, counters: &Counters) -> Established {
         let handle = Arc::new(sa);
         let opaque = handle.opaque().0;
         let key = self.endpoint_key(handle.identity(), handle.epid());
@@ -239,12 +289,48 @@ impl<P> SaManager<P> {
             && let Some(old) = self.shard(prev).lock().remove(&prev)
         {
             old.revoke();
+            self.unindex_identity(&old);
             counters.sa_replaced();
             replaced = Some(Opaque(prev));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
         counters.sa_established(handle.scheme());
-        (handle, replaced)
+        let evicted = self.index_identity(&handle);
+        for victim in &evicted {
+            victim.revoke();
+            self.remove_tables(victim);
+            counters.sa_evicted_identity_cap();
+        }
+        Established {
+            handle,
+            replaced,
+            evicted: evicted.iter().map(|v| v.opaque()).collect(),
+        }
+    }
+
+    /// Adds `handle` to its identity's SAs; returns those that must go to keep the identity within
+    /// its cap: the ones whose idle deadline is nearest (least recently used), never `handle`.
+    /// Revoked SAs still listed (a race with their removal) are pruned first, uncounted.
+    fn index_identity(&self, handle: &SaHandle) -> Vec<SaHandle> {
+        let key = self.identity_key(handle.identity());
+        let mut ids = self.identity_shard(key).lock();
+        let list = ids.entry(key).or_default();
+        list.retain(|h| !h.is_revoked());
+        list.push(handle.clone());
+        let mut victims = Vec::new();
+        while list.len() > self.max_per_identity {
+            let Some(i) = list
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.opaque() != handle.opaque())
+                .min_by_key(|(_, h)| (h.idle_deadline(), h.created()))
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            victims.push(list.swap_remove(i));
+        }
+        victims
     }
 
     /// Finds a live SA; an expired one is removed on the way.
@@ -293,8 +379,20 @@ impl<P> SaManager<P> {
     }
 
     fn remove(&self, sa: &SecurityAssociation) {
+        self.remove_tables(sa);
+        self.unindex_identity(sa);
+    }
+
+    /// Drops `sa` from the tables by opaque and by endpoint (not from the identity index).
+    fn remove_tables(&self, sa: &SecurityAssociation) {
         let opaque = sa.opaque().0;
-        self.shard(opaque).lock().remove(&opaque);
+        {
+            let mut shard = self.shard(opaque).lock();
+            // Only this SA: the opaque may name a newer one by now.
+            if shard.get(&opaque).is_some_and(|h| std::ptr::eq(&**h, sa)) {
+                shard.remove(&opaque);
+            }
+        }
         let key = self.endpoint_key(sa.identity(), sa.epid());
         let mut ep = self.endpoint_shard(key).lock();
         if ep.get(&key) == Some(&opaque) {
@@ -316,6 +414,40 @@ impl<P> SaManager<P> {
         }
     }
 
+    /// Ends every SA of `identity` at once (the user was removed, or their credentials changed).
+    /// Returns how many.
+    pub fn revoke_identity(&self, identity: &str, counters: &Counters) -> usize {
+        let key = self.identity_key(identity);
+        let sas: Vec<SaHandle> = {
+            let mut ids = self.identity_shard(key).lock();
+            match ids.get_mut(&key) {
+                Some(list) => {
+                    let (theirs, others): (Vec<SaHandle>, Vec<SaHandle>) = list
+                        .drain(..)
+                        .partition(|h| h.identity().eq_ignore_ascii_case(identity));
+                    // A hash collision with another identity keeps the other's entries.
+                    *list = others;
+                    if list.is_empty() {
+                        ids.remove(&key);
+                    }
+                    theirs
+                }
+                None => Vec::new(),
+            }
+        };
+        let mut n = 0;
+        for sa in &sas {
+            if sa.is_revoked() {
+                continue;
+            }
+            sa.revoke();
+            self.remove_tables(sa);
+            counters.sa_revoked();
+            n += 1;
+        }
+        n
+    }
+
     /// Drops every SA and pending handshake whose time is up; call it every few seconds. Returns how many
     /// established SAs went.
     pub fn expire(&self, now: u64, counters: &Counters) -> usize {
@@ -335,6 +467,8 @@ impl<P> SaManager<P> {
             if ep.get(&key) == Some(&sa.opaque().0) {
                 ep.remove(&key);
             }
+            drop(ep);
+            self.unindex_identity(sa);
             counters.sa_expired(Self::expiry_kind(sa));
         }
         let mut t = self.pending.lock();
@@ -376,6 +510,9 @@ impl<P> SaManager<P> {
             s.lock().reserve(per);
         }
         for s in self.endpoints.iter() {
+            s.lock().reserve(per);
+        }
+        for s in self.identities.iter() {
             s.lock().reserve(per);
         }
     }

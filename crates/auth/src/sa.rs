@@ -205,6 +205,11 @@ impl SecurityAssociation {
         !self.revoked.load(Ordering::Relaxed) && now < self.expiry()
     }
 
+    /// Ended by an operator, a replacing handshake, or its identity's cap.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn revoke(&self) {
         self.revoked.store(true, Ordering::Relaxed);
     }
@@ -224,14 +229,16 @@ impl SecurityAssociation {
         self.window.lock().check(cnum)
     }
 
-    /// A properly signed message arrived (or was sent): push the idle deadline out.
+    /// A message signed by the client verified: push the idle deadline out. Only the client's own
+    /// signatures do: what the gateway sends it (which anyone may cause) proves nothing about it.
     pub(crate) fn touch(&self, now: u64) {
         let ttl = u64::from(self.idle_ttl.load(Ordering::Relaxed));
         let deadline = now.saturating_add(ttl).min(self.hard_expiry);
         self.idle_deadline.fetch_max(deadline, Ordering::Relaxed);
     }
 
-    /// A REGISTER asked for `secs` of registration: the SA must outlive it (within the hard limit).
+    /// A registration of `secs` was granted to this SA's client: the SA must outlive it (within
+    /// the hard limit).
     pub(crate) fn raise_idle_ttl(&self, secs: u32, now: u64) {
         self.idle_ttl.fetch_max(secs, Ordering::Relaxed);
         self.touch(now);

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use parking_lot::Mutex;
 use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError, PendingHandshake};
-use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, parse_name_addr};
+use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
 use crate::buffer::{BufferParams, SignatureBuffer};
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
@@ -16,7 +16,7 @@ use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
 use crate::date::http_date;
 use crate::decision::{
-    Authenticated, Binding, Challenge, Decision, ResponseVerdict, TransportContext,
+    Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, TransportContext,
 };
 use crate::hex;
 use crate::kerberos::{KerberosBackend, principal_to_identity};
@@ -132,6 +132,7 @@ impl SecurityCore {
             pending_max_per_source: config.pending.max_per_source,
             pending_ttl_secs: config.pending.ttl.as_secs().max(1),
         };
+        let sas = SaManager::new(limits).with_max_per_identity(config.max_sas_per_identity);
         SecurityCore {
             config,
             credentials,
@@ -143,7 +144,7 @@ impl SecurityCore {
                 schemes: SchemeSet::ALL,
                 digest: None,
             }],
-            sas: SaManager::new(limits),
+            sas,
             counters: Counters::default(),
         }
     }
@@ -394,6 +395,22 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
+        // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
+        // anything is kept for it.
+        if endpoint_epid(msg, Direction::Request)
+            .is_some_and(|e| e.len() > self.config.max_epid_len)
+        {
+            self.counters.epid_refused();
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(Reason::EpidTooLong);
+            }
+            return Decision::Reject {
+                status: 400,
+                reason_phrase: "Bad Request",
+                reason: Reason::EpidTooLong,
+            };
+        }
         // The signature covers the request-line method, not CSeq's: the two must agree.
         if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
             && method != cseq.method
@@ -536,18 +553,16 @@ impl SecurityCore {
             (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, ctx, now, rng),
             (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
             (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
-                Ok(sa) => {
-                    self.refresh_for_register(msg, &sa, now);
-                    Decision::Authenticated(Authenticated {
-                        identity: sa.identity().to_owned(),
-                        scheme: sa.scheme().into(),
-                        binding: Binding::Sa {
-                            sa,
-                            family: creds.family,
-                            established_now: false,
-                        },
-                    })
-                }
+                Ok(sa) => Decision::Authenticated(Authenticated {
+                    identity: sa.identity().to_owned(),
+                    scheme: sa.scheme().into(),
+                    binding: Binding::Sa {
+                        sa,
+                        family: creds.family,
+                        established_now: false,
+                    },
+                    evicted: Vec::new(),
+                }),
                 Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
             },
         }
@@ -668,7 +683,7 @@ impl SecurityCore {
         let identity = self
             .credentials
             .sip_identity(&user)
-            .unwrap_or_else(|| format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain));
+            .unwrap_or_else(|| self.default_identity(&user));
         let sa = self.new_sa(
             opaque,
             pending.version,
@@ -732,9 +747,9 @@ impl SecurityCore {
             self.counters.handshake_failed(scheme, reason);
             return self.rechallenge(msg, p, creds.family, reason, now, rng);
         }
-        let (sa, _replaced) = self.sas.establish(sa, &self.counters);
+        let established = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
-        self.refresh_for_register(msg, &sa, now);
+        let sa = established.handle;
         Decision::Authenticated(Authenticated {
             identity: sa.identity().to_owned(),
             scheme,
@@ -743,6 +758,7 @@ impl SecurityCore {
                 family: creds.family,
                 established_now: true,
             },
+            evicted: established.evicted,
         })
     }
 
@@ -776,8 +792,11 @@ impl SecurityCore {
             Ok(a) => a,
             Err(rejection) => return fail(rejection.reason),
         };
-        let identity =
-            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref());
+        let Some(identity) =
+            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
+        else {
+            return fail(Reason::PrincipalInstance);
+        };
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
         let version = Self::client_version(&creds.header).min(self.config.version);
@@ -794,22 +813,38 @@ impl SecurityCore {
         self.finish_handshake(msg, p, creds, sa, Scheme::Kerberos, now, rng)
     }
 
-    /// A REGISTER's lifetime keeps the SA alive at least as long as the registration.
-    fn refresh_for_register(&self, msg: &Message, sa: &SecurityAssociation, now: SystemTime) {
-        if msg.method() != Some("REGISTER") {
-            return;
+    /// A registrar granted the client of `auth` a registration of `granted_secs` (the 2xx to its
+    /// REGISTER says so): its SA must live at least that long (plus a margin, so a refresh sent on
+    /// time still verifies), within its hard lifetime. Only the *granted* value counts: the
+    /// Expires a client asks for is its own choice, and the registrar may grant less.
+    pub fn register_granted(&self, auth: &Authenticated, granted_secs: u32, now: SystemTime) {
+        if let Binding::Sa { sa, .. } = &auth.binding {
+            sa.raise_idle_ttl(
+                granted_secs.saturating_add(REGISTER_MARGIN_SECS),
+                unix_secs(now),
+            );
         }
-        let expires = msg
-            .expires()
-            .and_then(|e| e.trim().parse::<u32>().ok())
-            .or_else(|| {
-                msg.header("Contact")
-                    .and_then(|c| parse_name_addr(c).ok())
-                    .and_then(|na| na.param("expires").and_then(|e| e.parse::<u32>().ok()))
-            });
-        if let Some(e) = expires {
-            sa.raise_idle_ttl(e.saturating_add(REGISTER_MARGIN_SECS), unix_secs(now));
-        }
+    }
+
+    /// Ends every SA of `identity` (e.g. its user was removed from the credentials store, or
+    /// their password changed). Returns how many.
+    pub fn revoke_identity(&self, identity: &str) -> usize {
+        self.sas.revoke_identity(identity, &self.counters)
+    }
+
+    /// Ends every SA a credentials-store `user` signed in to, its identity being `sip_identity`
+    /// (what the store said) or the default `sip:<user>@<sip_domain>`, as at sign-in. For a user
+    /// the store no longer has, or whose password or identity changed.
+    pub fn revoke_user(&self, user: &str, sip_identity: Option<&str>) -> usize {
+        let identity = match sip_identity {
+            Some(s) => s.to_owned(),
+            None => self.default_identity(user),
+        };
+        self.revoke_identity(&identity)
+    }
+
+    fn default_identity(&self, user: &str) -> String {
+        format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain)
     }
 
     fn verify_signed(
@@ -992,13 +1027,7 @@ impl SecurityCore {
         let identity = self
             .credentials
             .sip_identity(resp.username)
-            .unwrap_or_else(|| {
-                format!(
-                    "sip:{}@{}",
-                    resp.username.to_lowercase(),
-                    self.config.sip_domain
-                )
-            });
+            .unwrap_or_else(|| self.default_identity(resp.username));
         Decision::Authenticated(Authenticated {
             identity,
             scheme: Scheme::Digest,
@@ -1006,28 +1035,47 @@ impl SecurityCore {
                 family: creds.family,
                 authentication_info: info,
             },
+            evicted: Vec::new(),
         })
     }
 
     /// The From of a request must be the authenticated user (403 otherwise): the next hop trusts the
-    /// identity the gateway asserts, so one user must not speak as another.
+    /// identity the gateway asserts, so one user must not speak as another. A REGISTER's AOR (To)
+    /// must be the user's own too: else one user could bind another's AOR to their own contact and
+    /// receive (or, with `Contact: *`, end) that user's calls. The credentials store names one SIP
+    /// identity per user, so the user's own AOR is exactly the identity it authenticated as.
+    ///
+    /// Both refusals carry the authenticated binding: the answer is signed with the SA (or Digest
+    /// binding) the request was verified with, and with nothing else.
     fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
-        let Decision::Authenticated(auth) = &decision else {
+        let Decision::Authenticated(auth) = decision else {
             return decision;
         };
         let from_uri = msg
             .from()
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
-        if same_identity(from_uri, &auth.identity) {
-            decision
+        let reason = if !same_identity(from_uri, &auth.identity) {
+            Reason::SaMismatch
+        } else if msg.method() == Some("REGISTER")
+            && !same_identity(
+                msg.to()
+                    .map(|na| strip_uri_params(na.uri))
+                    .unwrap_or_default(),
+                &auth.identity,
+            )
+        {
+            Reason::ForeignAor
         } else {
-            Decision::Reject {
-                status: 403,
-                reason_phrase: "Forbidden",
-                reason: Reason::SaMismatch,
-            }
-        }
+            return Decision::Authenticated(auth);
+        };
+        self.counters.forbidden();
+        Decision::Forbidden(Forbidden {
+            status: 403,
+            reason_phrase: "Forbidden",
+            reason,
+            verified: auth,
+        })
     }
 
     /// Removes the credentials meant for this gateway (our schemes and realms) before a request is
@@ -1147,7 +1195,9 @@ impl SecurityCore {
             b = b.quoted("gssapi-data", &B64.encode(token));
         }
         msg.set_header(header, &b.build());
-        sa.touch(secs);
+        // No `touch`: a message to the client proves nothing about it, and anyone can make the
+        // gateway send one (a call to the user). Only the client's own verified signatures, and
+        // the registrations granted to it, keep its SA alive.
         self.counters.signed(sa.scheme().into());
         Ok(())
     }

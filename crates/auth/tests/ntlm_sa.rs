@@ -204,7 +204,7 @@ fn a_flipped_bit_in_any_signed_header_value_fails() {
         match d {
             Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::BadSignature), "{header}"),
             // A tampered From user is also a different identity; either way it must not pass.
-            Decision::Reject { status: 403, .. } => assert_eq!(*header, "From"),
+            Decision::Forbidden(f) if f.status == 403 => assert_eq!(*header, "From"),
             other => panic!("{header} tampered but accepted: {other:?}"),
         }
     }
@@ -335,14 +335,16 @@ fn an_idle_sa_expires_and_signed_traffic_keeps_it_alive() {
 }
 
 #[test]
-fn a_register_expiry_longer_than_the_idle_ttl_keeps_the_sa() {
+fn a_granted_registration_longer_than_the_idle_ttl_keeps_the_sa() {
     let core = core();
     let mut rng = rng();
     let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
     established(&c.sign_in(&core, t0(), &mut rng));
     let text = c.request("REGISTER", &["Expires: 3600"]);
     let m = c.signed(&text, &mut rng);
-    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    let a = established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    // The registrar's 2xx granted the hour (the gateway reads it from the response).
+    core.register_granted(&a, 3600, t0());
     let text = c.request("REGISTER", &["Expires: 3600"]);
     let m = c.signed(&text, &mut rng);
     established(&core.on_request(&m, &ctx(), t0() + Duration::from_secs(3600), &mut rng));
@@ -388,10 +390,14 @@ fn a_user_cannot_speak_as_another() {
         .request("MESSAGE", &[])
         .replace("From: <sip:alice@", "From: <sip:bob@");
     let m = c.signed(&text, &mut rng);
-    assert!(matches!(
-        core.on_request(&m, &ctx(), t0(), &mut rng),
-        Decision::Reject { status: 403, .. }
-    ));
+    // Refused, with the SA that verified the request (alice's) to sign the refusal.
+    match core.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Forbidden(f) => {
+            assert_eq!(f.status, 403);
+            assert_eq!(f.verified.identity, "sip:alice@example.com");
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
 }
 
 #[test]

@@ -307,6 +307,8 @@ pub fn build_core_with_store(
     cfg.signature_header = a.signature_header;
     cfg.sa_lifetime = a.sa_lifetime;
     cfg.sa_idle_ttl = a.sa_idle;
+    cfg.max_sas_per_identity = a.max_sas_per_identity;
+    cfg.max_epid_len = a.max_epid_len;
     cfg.pending = PendingLimits {
         max_total: a.pending_max,
         max_per_source: a.pending_max_per_source,
@@ -583,9 +585,15 @@ impl SecurityStage {
             info!(identity = %auth.identity, home = %home, "REGISTER redirected to the home server");
             return InboundVerdict::Respond(moved);
         }
+        if !auth.evicted.is_empty() {
+            info!(
+                identity = %auth.identity,
+                evicted = auth.evicted.len(),
+                "security associations ended: the identity is at auth.max_sas_per_identity"
+            );
+        }
         self.core.strip_credentials(msg);
-        msg.remove_header("P-Asserted-Identity");
-        msg.remove_header("P-Preferred-Identity");
+        strip_identity_headers(msg);
         msg.push_header("P-Asserted-Identity", &format!("<{}>", auth.identity));
         // The SA's own identity and epid, not the request's headers: the flow tokens written
         // for this request name this endpoint, and requests back through them are signed for it.
@@ -631,8 +639,11 @@ impl ClientAuth for SecurityStage {
                     InboundVerdict::Drop
                 }
                 ResponseVerdict::Verified(_) => {
-                    // The client's proof is for this gateway, not for whoever gets the response.
+                    // The client's proof is for this gateway, not for whoever gets the response;
+                    // an identity it asserts is its own claim, which nobody downstream may take
+                    // for the gateway's.
                     self.core.strip_credentials(msg);
+                    strip_identity_headers(msg);
                     InboundVerdict::Continue {
                         note: None,
                         endpoint: None,
@@ -663,6 +674,7 @@ impl ClientAuth for SecurityStage {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop
                     } else {
+                        strip_identity_headers(msg);
                         InboundVerdict::Continue {
                             note: None,
                             endpoint: None,
@@ -695,21 +707,33 @@ impl ClientAuth for SecurityStage {
                 reason_phrase,
                 reason,
             } => {
+                // Nothing in the request was verified: the answer goes unsigned. Signing it with
+                // the SA its From and epid name would give any sender that SA's signature over a
+                // Call-ID and CSeq of its choosing (and used to extend the SA's idle life).
                 info!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
-                let verdict = self.respond(msg, status, reason_phrase, &[]);
-                // Sign the refusal when the sender has an SA: its client discards unsigned finals.
-                if let InboundVerdict::Respond(mut r) = verdict {
-                    if let Some(from) = msg.from()
-                        && let Some(epid) = from.param("epid")
-                        && let Some(sa) = self.core.sa_for_endpoint(bare_uri(from.uri), epid, now)
-                    {
-                        let _ =
+                self.respond(msg, status, reason_phrase, &[])
+            }
+            Decision::Forbidden(f) => {
+                info!(
+                    status = f.status,
+                    reason = f.reason.label(),
+                    identity = %f.verified.identity,
+                    source = %ctx.flow.remote,
+                    "authenticated request forbidden"
+                );
+                // Signed with the binding that verified the request, and only with it: the client
+                // discards unsigned finals, and no other SA has anything to do with this request.
+                match self.respond(msg, f.status, f.reason_phrase, &[]) {
+                    InboundVerdict::Respond(mut r) => {
+                        if let Err(e) =
                             self.core
-                                .sign(&mut r, &sa, ChallengeFamily::Www, now, &mut *self.rng);
+                                .finish_response(&mut r, &f.verified, now, &mut *self.rng)
+                        {
+                            debug!(error = %e, "refusal left unsigned");
+                        }
+                        InboundVerdict::Respond(r)
                     }
-                    InboundVerdict::Respond(r)
-                } else {
-                    verdict
+                    other => other,
                 }
             }
             Decision::Discard(reason) => {
@@ -737,6 +761,11 @@ impl ClientAuth for SecurityStage {
                 msg.remove_header("Proxy-Authentication-Info");
                 if let Some(req) = ctx.request {
                     add_register_expires(msg, req);
+                    // The SA outlives the registration the registrar granted (not the one the
+                    // client asked for, which the registrar may have shortened).
+                    if let Some(granted) = granted_register_expires(msg, req) {
+                        self.core.register_granted(auth, granted, now);
+                    }
                 }
                 if let Err(e) = self.core.finish_response(msg, auth, now, &mut *self.rng) {
                     debug!(error = %e, "response left unsigned");
@@ -822,6 +851,32 @@ fn add_register_expires(resp: &mut Message, req: &Message) {
     });
     if let Some(e) = granted {
         resp.push_header("Expires", &e);
+    }
+}
+
+/// The lifetime a 2xx to REGISTER granted the client's binding: its `Expires` header (the
+/// embedded registrar writes it, [`add_register_expires`] copies a registrar's Contact parameter
+/// into it). `None` for other responses, and when the 2xx says nothing the client could rely on
+/// either (the SA then lives by its idle timer alone).
+fn granted_register_expires(resp: &Message, req: &Message) -> Option<u32> {
+    if req.method() != Some("REGISTER")
+        || !resp.status_code().is_some_and(|c| (200..300).contains(&c))
+    {
+        return None;
+    }
+    resp.expires()?.trim().parse::<u32>().ok()
+}
+
+/// Identity headers a client supplies: whoever receives the message must see only the identity the
+/// gateway asserts (for requests it adds its own P-Asserted-Identity after this), never the
+/// client's claim. Remote-Party-ID is the pre-RFC 3325 form some servers still honour.
+fn strip_identity_headers(msg: &mut Message) {
+    for h in [
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Remote-Party-ID",
+    ] {
+        msg.remove_header(h);
     }
 }
 
@@ -917,6 +972,55 @@ other_challenge = 401
             pinned.family.other,
             ChallengeFamily::Www,
             "the listener's over the policy's"
+        );
+    }
+
+    #[test]
+    fn the_identity_caps_reach_the_core_and_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = |extra: &str| {
+            format!(
+                "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n[auth]\ncredentials = \"{d}/users\"\nnonce_key = \"{d}/nonce.key\"\n{extra}\n",
+                d = dir.path().display()
+            )
+        };
+        let a = crate::Config::parse(&conf("max_sas_per_identity = 4\nmax_epid_len = 20"))
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        let (core, _) = build_core(&a, &mut rng).expect("core");
+        assert_eq!(core.config().max_sas_per_identity, 4);
+        assert_eq!(core.config().max_epid_len, 20);
+        for (bad, key) in [
+            ("max_sas_per_identity = 0", "auth.max_sas_per_identity"),
+            ("max_epid_len = 0", "auth.max_epid_len"),
+            ("max_epid_len = 100000", "auth.max_epid_len"),
+        ] {
+            let e = crate::Config::parse(&conf(bad))
+                .and_then(|c| c.validate())
+                .map(|_| ())
+                .expect_err(bad);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_granted_expiry_is_the_2xx_expires_of_a_register() {
+        let req = Message::parse(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.0.0.1:5061;transport=tls>\r\nExpires: 28000\r\nContent-Length: 0\r\n\r\n").expect("request");
+        let resp = |status: &str, extra: &str| {
+            Message::parse(format!("SIP/2.0 {status}\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n").as_bytes()).expect("response")
+        };
+        assert_eq!(
+            granted_register_expires(&resp("200 OK", "Expires: 600\r\n"), &req),
+            Some(600)
+        );
+        // Nothing granted: the request's 28000 is not taken instead.
+        assert_eq!(granted_register_expires(&resp("200 OK", ""), &req), None);
+        assert_eq!(
+            granted_register_expires(&resp("423 Interval Too Brief", "Expires: 600\r\n"), &req),
+            None
         );
     }
 

@@ -77,6 +77,10 @@ pub struct AuthSection {
     /// Per listener (by name: `udp`, `tcp`, `tls` for `[listen]`'s, or a `[[listen.extra]]` name):
     /// a pinned policy and challenge statuses.
     pub listener: BTreeMap<String, ListenerPolicy>,
+    /// SAs one identity may hold at once; one more ends its least recently used SA.
+    pub max_sas_per_identity: usize,
+    /// Longest `epid` accepted (bytes); longer ones get 400.
+    pub max_epid_len: usize,
 }
 
 /// `[auth.listener.<name>]`: the policy and challenge family for clients of one listener.
@@ -148,6 +152,8 @@ impl Default for AuthSection {
             // never change what the gateway offers (docs/configuration.md).
             policy: BTreeMap::new(),
             client: Vec::new(),
+            max_sas_per_identity: sagw_auth::DEFAULT_MAX_SAS_PER_IDENTITY,
+            max_epid_len: sagw_auth::DEFAULT_MAX_EPID_LEN,
             listener: BTreeMap::new(),
         }
     }
@@ -242,6 +248,8 @@ pub struct AuthSettings {
     pub listener_auth: Vec<(String, ListenerAuth)>,
     /// The same, per [`crate::listener::ListenerId`] (filled by `Config::validate`).
     pub by_listener: Vec<ListenerAuth>,
+    pub max_sas_per_identity: usize,
+    pub max_epid_len: usize,
 }
 
 impl AuthSettings {
@@ -568,7 +576,23 @@ impl AuthSection {
             client_rules,
             listener_auth,
             by_listener: Vec::new(),
+            max_sas_per_identity: bounded(
+                "auth.max_sas_per_identity",
+                self.max_sas_per_identity,
+                1,
+                1024,
+            )?,
+            // An epid is at least one character; 1 KiB is far beyond any client's.
+            max_epid_len: bounded("auth.max_epid_len", self.max_epid_len, 1, 1024)?,
         }))
+    }
+}
+
+fn bounded(key: &str, v: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(key, format!("must be between {min} and {max}")))
     }
 }
 

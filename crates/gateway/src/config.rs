@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sagw_proxy::{Mode, NextHop, RegistrarConfig, Timers, Transport};
+use sagw_proxy::{Mode, NextHop, RegistrarConfig, RouteTarget, Timers, Transport};
 use serde::Deserialize;
 
 /// The embedded default configuration (config/default.toml).
@@ -147,6 +147,8 @@ pub struct ProxySection {
     pub next_hops: Vec<String>,
     /// IPs treated as servers.
     pub trusted_peers: Vec<String>,
+    /// `ip:port` or `ip` a client's Route may name besides the next hops.
+    pub client_routes: Vec<String>,
     /// Retry-After on 503.
     pub retry_after_secs: u64,
     /// Live server transactions limit.
@@ -162,6 +164,7 @@ impl Default for ProxySection {
             domains: Vec::new(),
             next_hops: Vec::new(),
             trusted_peers: Vec::new(),
+            client_routes: Vec::new(),
             retry_after_secs: 30,
             max_transactions: 100_000,
             core_cpu: "auto".into(),
@@ -411,6 +414,8 @@ pub struct Settings {
     pub next_hops: Vec<NextHop>,
     /// Trusted peers.
     pub trusted_peers: Vec<IpAddr>,
+    /// Where a client's Route may lead besides the next hops.
+    pub client_routes: Vec<RouteTarget>,
     /// Retry-After.
     pub retry_after: Duration,
     /// Transaction limit.
@@ -743,6 +748,23 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let client_routes = self
+            .proxy
+            .client_routes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<SocketAddr>()
+                    .map(RouteTarget::Addr)
+                    .or_else(|_| p.parse::<IpAddr>().map(RouteTarget::Host))
+                    .map_err(|_| {
+                        invalid(
+                            format!("proxy.client_routes[{i}]"),
+                            format!("`{p}` is neither `ip:port` nor an IP address"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let r = &self.registrar;
         positive("registrar.min_expires_secs", r.min_expires_secs)?;
         bounded(
@@ -836,6 +858,7 @@ impl Config {
             domains: self.proxy.domains.clone(),
             next_hops,
             trusted_peers,
+            client_routes,
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
             core_cpu,

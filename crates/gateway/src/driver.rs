@@ -453,6 +453,7 @@ async fn start_inner(
     cfg.domains = settings.domains.clone();
     cfg.next_hops = settings.next_hops.clone();
     cfg.trusted_peers = settings.trusted_peers.clone();
+    cfg.client_routes = settings.client_routes.clone();
     cfg.timers = settings.timers;
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
@@ -550,7 +551,16 @@ async fn start_inner(
                 tokio::select! {
                     _ = tick.tick() => {
                         core.expire(SystemTime::now());
-                        users.reload_if_changed();
+                        if let Some(r) = users.reload_if_changed() {
+                            // What a removed or changed user proved no longer holds: their SAs
+                            // end now, not when they idle out (up to the 8-hour lifetime).
+                            for u in &r.changed {
+                                let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
+                                if n > 0 {
+                                    info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
+                                }
+                            }
+                        }
                     }
                     _ = stop.changed() => break,
                 }

@@ -95,7 +95,9 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
         }
         UserAction::Remove { name } => sagw_gateway::users::remove(&auth, name).map(|found| {
             if found {
-                format!("user {name} removed")
+                format!(
+                    "user {name} removed (a running gateway ends its security associations at its next reload, within 5 s)"
+                )
             } else {
                 format!("no user {name}")
             }

@@ -651,6 +651,9 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         ("pending_refused_source", c.pending_refused_source),
         ("discarded_ack_cancel", c.discarded),
         ("dropped_client_responses", c.dropped_responses),
+        ("evicted_identity_cap", c.sa_evicted_identity_cap),
+        ("forbidden_identity", c.forbidden),
+        ("epid_too_long", c.epid_refused),
     ] {
         let _ = writeln!(out, "sagw_auth_sa_events_total{{event=\"{event}\"}} {n}");
     }

@@ -27,6 +27,11 @@ pub enum UsersError {
     /// A user name the file format cannot hold.
     #[error("user names must be non-empty and without spaces, '#' or ':'")]
     BadName,
+    /// A `--sip` value that is not one SIP URI on one line.
+    #[error(
+        "--sip wants one sip:user@host (or sips:) URI without spaces, control characters, '#', '<', '>' or '\"'"
+    )]
+    BadSipIdentity,
 }
 
 /// Creates an empty credentials file (and its directory) when there is none.
@@ -80,12 +85,19 @@ pub fn add(
     sip: Option<&str>,
 ) -> Result<(), UsersError> {
     check_name(user)?;
+    // Checked before the file is touched: a line break here would write records of the caller's
+    // choice (another user's hash) into the file.
+    if sip.is_some_and(|uri| !sagw_auth::is_valid_sip_identity(uri)) {
+        return Err(UsersError::BadSipIdentity);
+    }
     ensure_file(&auth.credentials)?;
     let mut store = load(&auth.credentials)?;
     let realms = auth.digest_realms();
     store.add_password(user, password, &realms);
     if let Some(uri) = sip {
-        store.set_sip_identity(user, uri);
+        store
+            .set_sip_identity(user, uri)
+            .map_err(|_| UsersError::BadSipIdentity)?;
     }
     save(&auth.credentials, &store)
 }
@@ -111,19 +123,40 @@ pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
 /// The credentials file as the running gateway sees it: reloaded when the file changes, so
 /// `sagw user add` takes effect without a restart. A file that fails to load (half-written by hand,
 /// made readable to others) keeps the previous users and is reported.
+///
+/// A change is recognised by the file's content (its SHA-256), not its modification time: an edit
+/// within the time stamp's granularity, or one that puts the time back, changes nothing else the
+/// metadata shows when the size stays the same (hashes are fixed-size, so a changed password does).
+/// The file is small and read every few seconds.
 pub struct ReloadingStore {
     path: std::path::PathBuf,
-    current: parking_lot::RwLock<(FileCredentialStore, Option<std::time::SystemTime>)>,
+    current: parking_lot::RwLock<(FileCredentialStore, Option<[u8; 32]>)>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Users now loaded.
+    pub users: usize,
+    /// Users removed or changed (password, realm, SIP identity), with the identity they had: their
+    /// SAs must end ([`sagw_auth::SecurityCore::revoke_user`]).
+    pub changed: Vec<sagw_auth::ChangedUser>,
+}
+
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).ok()?;
+    Some(sha2::Sha256::digest(&bytes).into())
 }
 
 impl ReloadingStore {
     /// Loads `path` now.
     pub fn open(path: &Path) -> Result<Self, UsersError> {
+        let print = fingerprint(path);
         let store = load(path)?;
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(ReloadingStore {
             path: path.to_owned(),
-            current: parking_lot::RwLock::new((store, mtime)),
+            current: parking_lot::RwLock::new((store, print)),
         })
     }
 
@@ -132,26 +165,30 @@ impl ReloadingStore {
         self.current.read().0.users().count()
     }
 
-    /// Reloads when the file's modification time changed; true when it did reload.
-    pub fn reload_if_changed(&self) -> bool {
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if mtime == self.current.read().1 {
-            return false;
+    /// Reloads when the file's content changed; `Some` when it did reload, with the users whose
+    /// SAs must end.
+    pub fn reload_if_changed(&self) -> Option<Reloaded> {
+        // Taken before loading: a write racing this reload changes the content again, and the next
+        // call loads it.
+        let print = fingerprint(&self.path);
+        if print == self.current.read().1 {
+            return None;
         }
         match load(&self.path) {
             Ok(store) => {
-                let n = store.users().count();
-                *self.current.write() = (store, mtime);
-                tracing::info!(path = %self.path.display(), users = n, "credentials reloaded");
-                true
+                let users = store.users().count();
+                let mut current = self.current.write();
+                let changed = current.0.changed_in(&store);
+                *current = (store, print);
+                drop(current);
+                tracing::info!(path = %self.path.display(), users, changed = changed.len(), "credentials reloaded");
+                Some(Reloaded { users, changed })
             }
             Err(e) => {
-                // Remember the mtime so a broken file is reported once, not every tick.
-                self.current.write().1 = mtime;
+                // Remember the content so a broken file is reported once, not every tick.
+                self.current.write().1 = print;
                 tracing::warn!(error = %e, "credentials file changed but cannot be loaded; keeping the previous users");
-                false
+                None
             }
         }
     }
@@ -194,7 +231,7 @@ mod tests {
         let store = ReloadingStore::open(&auth.credentials).expect("open");
         assert!(store.nt_hash("alice").is_some());
         assert!(store.nt_hash("bob").is_none());
-        assert!(!store.reload_if_changed(), "nothing changed yet");
+        assert!(store.reload_if_changed().is_none(), "nothing changed yet");
         // File systems with coarse timestamps: make sure the mtime moves.
         std::thread::sleep(std::time::Duration::from_millis(20));
         add(&auth, "bob", "pw-b", None).expect("add");
@@ -204,9 +241,89 @@ mod tests {
             .open(&auth.credentials)
             .expect("open");
         f.set_modified(later).expect("touch");
-        assert!(store.reload_if_changed());
+        let r = store.reload_if_changed().expect("reloaded");
+        assert_eq!(r.users, 2);
+        assert!(r.changed.is_empty(), "only added: {r:?}");
         assert!(store.nt_hash("bob").is_some());
         assert_eq!(store.user_count(), 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Same size, modification time put back, same inode: only the content tells, and the changed
+    /// and removed users are reported.
+    #[test]
+    fn a_change_the_metadata_hides_is_still_reloaded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let section = crate::auth_config::AuthSection {
+            credentials: dir.path().join("users").display().to_string(),
+            ..Default::default()
+        };
+        let auth = section.validate().expect("valid").expect("enabled");
+        add(&auth, "alice", "pw-a", None).expect("add");
+        add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
+        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        let meta = std::fs::metadata(&auth.credentials).expect("meta");
+        let old = std::fs::read_to_string(&auth.credentials).expect("read");
+        let alice_nt = sagw_auth::FileCredentialStore::parse(&old)
+            .expect("parse")
+            .nt_hash("alice")
+            .expect("alice");
+        let hex: String = alice_nt
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let new = old.replace(&hex, &"0".repeat(32));
+        assert_eq!(new.len(), old.len());
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&auth.credentials)
+                .expect("open");
+            f.write_all(new.as_bytes()).expect("write");
+            f.set_modified(meta.modified().expect("mtime"))
+                .expect("mtime back");
+        }
+        let r = store.reload_if_changed().expect("reloaded");
+        assert_eq!(
+            r.changed,
+            vec![sagw_auth::ChangedUser {
+                user: "alice".into(),
+                sip_identity: None
+            }]
+        );
+        assert!(remove(&auth, "bob").expect("remove"));
+        let r = store.reload_if_changed().expect("reloaded");
+        assert_eq!(
+            r.changed,
+            vec![sagw_auth::ChangedUser {
+                user: "bob".into(),
+                sip_identity: Some("sip:robert@example.com".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn a_sip_identity_with_a_line_break_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let section = crate::auth_config::AuthSection {
+            credentials: dir.path().join("users").display().to_string(),
+            ..Default::default()
+        };
+        let auth = section.validate().expect("valid").expect("enabled");
+        add(&auth, "bob", "pw-b", None).expect("add");
+        let before = std::fs::read(&auth.credentials).expect("read");
+        for bad in [
+            "sip:m@example.com\nbob nt 8846F7EAEE8FB117AD06BDD830B7586C",
+            "sip:m@example.com\r\nbob nt 8846F7EAEE8FB117AD06BDD830B7586C",
+            "sip:m @example.com",
+        ] {
+            assert!(matches!(
+                add(&auth, "mallory", "pw-m", Some(bad)),
+                Err(UsersError::BadSipIdentity)
+            ));
+        }
+        assert_eq!(std::fs::read(&auth.credentials).expect("read"), before);
     }
 }

@@ -28,6 +28,26 @@ pub struct NextHop {
     pub addr: SocketAddr,
 }
 
+/// An address a client's `Route` may name besides the next hops (see
+/// [`EdgeConfig::client_routes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// This address and port.
+    Addr(SocketAddr),
+    /// Any port of this address.
+    Host(IpAddr),
+}
+
+impl RouteTarget {
+    /// True when `addr` is this target.
+    pub fn matches(&self, addr: SocketAddr) -> bool {
+        match *self {
+            RouteTarget::Addr(a) => a == addr,
+            RouteTarget::Host(ip) => ip == addr.ip(),
+        }
+    }
+}
+
 /// How this proxy names itself in Via, Record-Route and Path, and recognises its own URIs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalAddrs {
@@ -119,6 +139,10 @@ pub struct EdgeConfig {
     pub next_hops: Vec<NextHop>,
     /// Addresses treated as servers (not clients) whatever their port, besides the next hops.
     pub trusted_peers: Vec<IpAddr>,
+    /// Where a client's `Route` may send a request, besides the next hops and this proxy's own
+    /// flow tokens. Anything else gets 403: loopback, link-local, internal hosts and the
+    /// gateway's own other ports are never reachable from a client unless listed here.
+    pub client_routes: Vec<RouteTarget>,
     /// Timers.
     pub timers: Timers,
     /// Retry-After of the 503 sent when no next hop is reachable, and how long a failed next
@@ -141,6 +165,7 @@ impl EdgeConfig {
             domains: Vec::new(),
             next_hops: Vec::new(),
             trusted_peers: Vec::new(),
+            client_routes: Vec::new(),
             timers: Timers::default(),
             retry_after: Duration::from_secs(30),
             max_transactions: 100_000,

@@ -1110,3 +1110,58 @@ Call-ID: s1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].to.addr(), "10.9.9.9:22".parse().unwrap());
 }
+
+#[test]
+fn a_client_routes_only_to_next_hops_and_listed_targets() {
+    let mut h = with_hops(1);
+    let routed = |branch: &str, to: &str| {
+        format!(
+            "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch={branch}\r\n\
+Route: <sip:{to};transport=tcp;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Loopback, an internal host, our own other port: 403, nothing forwarded.
+    for (i, to) in ["127.0.0.1:22", "10.9.9.9:5060", "192.0.2.10:5070"]
+        .into_iter()
+        .enumerate()
+    {
+        let sent = h.feed(alice(), &routed(&format!("z9hG4bKr{i}"), to));
+        assert_eq!(sent.len(), 1, "{to}: {sent:?}");
+        assert_eq!(sent[0].to, Target::Flow(alice()));
+        assert_eq!(sent[0].msg.status_code(), Some(403), "{to}");
+    }
+    // The next hop (a record-routing server in the dialog's route set) is fine.
+    let sent = h.feed(alice(), &routed("z9hG4bKrhop", "203.0.113.1:5060"));
+    assert_eq!(sent[0].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    // A server may route anywhere (it is trusted to).
+    let hop = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let sent = h.feed(hop, &routed("z9hG4bKrsrv", "10.9.9.9:5060"));
+    assert_eq!(sent[0].to.addr(), "10.9.9.9:5060".parse().unwrap());
+    // An operator-listed target is fine too.
+    let mut cfg = h.edge.config().clone();
+    cfg.client_routes = vec![sagw_proxy::RouteTarget::Host("10.9.9.9".parse().unwrap())];
+    let mut h = H::new(cfg);
+    let sent = h.feed(alice(), &routed("z9hG4bKrok", "10.9.9.9:5060"));
+    assert_eq!(sent[0].to.addr(), "10.9.9.9:5060".parse().unwrap());
+}
+
+#[test]
+fn options_for_the_served_domain_is_answered_by_the_registrar() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.domains = vec!["example.com".into()];
+    let mut h = H::new(cfg);
+    let options = |uri: &str, branch: &str| {
+        format!(
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=a\r\nTo: <{uri}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+    };
+    let sent = h.feed(alice(), &options("sip:example.com", "z9hG4bKo1"));
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    assert!(sent[0].msg.header("Allow").is_some());
+    // Another domain is not ours to answer for.
+    let sent = h.feed(alice(), &options("sip:example.org", "z9hG4bKo2"));
+    assert_eq!(sent[0].msg.status_code(), Some(404));
+}

@@ -164,6 +164,14 @@ impl Server {
                 reason_phrase,
                 ..
             } => vec![response_to(msg, status, reason_phrase, &[])],
+            Decision::Forbidden(f) => {
+                // Signed with the binding that verified the request, as the gateway does.
+                let mut r = response_to(msg, f.status, f.reason_phrase, &[]);
+                let _ = self
+                    .core
+                    .finish_response(&mut r, &f.verified, now, &mut *rng);
+                vec![r]
+            }
             Decision::Discard(_) => Vec::new(),
             Decision::Authenticated(auth) => {
                 let mut out = Vec::new();

@@ -125,6 +125,10 @@ impl Edge {
                 Some((t, uri.socket_addr(t)?))
             });
             return match next {
+                // A client names where its request goes only within the operator's policy: a
+                // Route to any address would make the gateway its relay into the network
+                // behind it (loopback, internal hosts), past the next hop.
+                Some((_, addr)) if from_client && !self.client_may_route_to(addr) => Err(403),
                 Some((t, addr)) => Ok(Dest::Addr(t, addr)),
                 None if !self.cfg.next_hops.is_empty() => Ok(Dest::Hops),
                 None => Err(404),
@@ -172,6 +176,12 @@ impl Edge {
             Mode::Registrar => Err(404),
             Mode::Edge => Err(480),
         }
+    }
+
+    /// True when a client's Route may name `addr`: a next hop, or an operator-listed target.
+    fn client_may_route_to(&self, addr: std::net::SocketAddr) -> bool {
+        self.cfg.next_hops.iter().any(|h| h.addr == addr)
+            || self.cfg.client_routes.iter().any(|r| r.matches(addr))
     }
 
     pub(super) fn first_live_hop(&self, now: Instant) -> Option<NextHop> {

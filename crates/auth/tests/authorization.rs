@@ -1,0 +1,249 @@
+//! What an authenticated client may make the core do (issue 12): register only its own AOR, get
+//! refusals signed only with the SA that verified them, keep an SA alive only by its own signatures
+//! and granted registrations, hold a bounded number of SAs, and lose them when its user goes.
+
+mod support;
+
+use std::time::Duration;
+
+use sagw_auth::{Binding, ChallengeFamily, Decision, Reason};
+use support::*;
+
+fn established(d: &Decision) -> sagw_auth::Authenticated {
+    match d {
+        Decision::Authenticated(a) => a.clone(),
+        other => panic!("expected an authenticated decision, got {other:?}"),
+    }
+}
+
+fn sa_expiry(core: &sagw_auth::SecurityCore, epid: &str) -> u64 {
+    core.sas()
+        .list()
+        .into_iter()
+        .find(|i| i.epid == epid)
+        .map(|i| i.expiry)
+        .expect("the SA")
+}
+
+fn secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+#[test]
+fn a_register_for_another_aor_is_forbidden_with_the_verified_binding() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    established(&c.sign_in(&core, t0(), &mut rng));
+    for extra in [
+        &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
+        &["Contact: *", "Expires: 0"][..],
+    ] {
+        let text = c
+            .request("REGISTER", extra)
+            .replace("To: <sip:alice@", "To: <sip:bob@");
+        let m = c.signed(&text, &mut rng);
+        let Decision::Forbidden(f) = core.on_request(&m, &ctx(), t0(), &mut rng) else {
+            panic!("a REGISTER for bob's AOR passed");
+        };
+        assert_eq!((f.status, f.reason), (403, Reason::ForeignAor));
+        assert_eq!(f.verified.identity, "sip:alice@example.com");
+        // The refusal is signed with alice's SA, which her client verifies.
+        let mut r = response_to(&m, 403, "Forbidden", &[]);
+        core.finish_response(&mut r, &f.verified, t0(), &mut rng)
+            .expect("signed");
+        c.verify_server_signature(&r).expect("alice verifies it");
+    }
+    // Her own AOR (in any case, sips: or with parameters) is fine.
+    let text = c.request("REGISTER", &[]).replace(
+        "To: <sip:alice@example.com>",
+        "To: <sips:Alice@Example.com;x=1>",
+    );
+    let m = c.signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    assert_eq!(core.counters().snapshot().forbidden, 2);
+}
+
+#[test]
+fn a_digest_register_for_another_aor_is_forbidden() {
+    let core = core();
+    let mut rng = rng();
+    let reg = |to: &str| {
+        parse(&format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK{to}\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:{to}@example.com>\r\nCall-ID: d-{to}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let first = reg("bob");
+    let Decision::Challenge(ch) = core.on_request(&first, &ctx(), t0(), &mut rng) else {
+        panic!("challenged");
+    };
+    let m = digest_answer(&first, &ch, "alice", "alice-pw");
+    match core.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Forbidden(f) => {
+            assert_eq!(f.reason, Reason::ForeignAor);
+            assert!(matches!(f.verified.binding, Binding::Digest { .. }));
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+/// Answers the first SHA-256 Digest challenge of `ch` for `user` (`uri` sip:example.com).
+fn digest_answer(req: &Message, ch: &sagw_auth::Challenge, user: &str, pw: &str) -> Message {
+    use sagw_digest::client::{Challenge as DigestChallenge, authorize, parse_header};
+    let value = ch
+        .headers
+        .iter()
+        .find(|(n, v)| *n == "WWW-Authenticate" && v.contains("SHA-256"))
+        .map(|(_, v)| v.clone())
+        .expect("a SHA-256 challenge");
+    let p = parse_header(&value).expect("challenge parses");
+    let dc = DigestChallenge::from_params(p.pairs()).expect("challenge params");
+    let ha1 = sagw_digest::Ha1::compute(dc.algorithm.base(), user, dc.realm, pw);
+    let auth = authorize(&dc, user, &ha1, "REGISTER", "sip:example.com", "c0ffee", 1)
+        .expect("authorize")
+        .header_value();
+    let mut m = req.clone();
+    m.push_header("Authorization", &auth);
+    m
+}
+
+use sagw_sip::Message;
+
+#[test]
+fn signing_for_a_client_does_not_extend_its_sa() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    let a = established(&c.sign_in(&core, t0(), &mut rng));
+    let before = sa_expiry(&core, "0a0b0c0d0e");
+    let Binding::Sa { sa, .. } = &a.binding else {
+        panic!("SA");
+    };
+    let later = t0() + Duration::from_secs(600);
+    let text = "MESSAGE sip:alice@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/TLS gw;branch=z9hG4bKx\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:alice@example.com>;epid=0a0b0c0d0e\r\nCall-ID: chosen\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let mut m = parse(text);
+    core.sign(&mut m, sa, ChallengeFamily::Www, later, &mut rng)
+        .expect("signed");
+    assert_eq!(sa_expiry(&core, "0a0b0c0d0e"), before);
+    // The client's own signed request does.
+    let text = c.request("MESSAGE", &[]);
+    let m = c.signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), later, &mut rng));
+    assert_eq!(sa_expiry(&core, "0a0b0c0d0e"), secs(later) + 900);
+}
+
+#[test]
+fn a_refusal_before_verification_carries_no_sa() {
+    let mut cfg = config();
+    cfg.pending.max_per_source = 1;
+    let core = core_with(cfg);
+    let mut rng = rng();
+    let mut bob = NtlmClient::new("bob", "bob-pw", "bbbbbbbbbb");
+    established(&bob.sign_in(&core, t0(), &mut rng));
+    // A first leg naming bob's endpoint, from a source already at its pending limit.
+    let mut mallory = NtlmClient::new("bob", "whatever", "bbbbbbbbbb");
+    let _ = core.on_request(&mallory.leg1("REGISTER"), &ctx(), t0(), &mut rng);
+    match core.on_request(&mallory.leg1("REGISTER"), &ctx(), t0(), &mut rng) {
+        // `Reject` has no binding to sign with: the type leaves the stage nothing to sign.
+        Decision::Reject { .. } | Decision::Continue(_) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_granted_registration_not_the_asked_one_sets_the_idle_life() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
+    established(&c.sign_in(&core, t0(), &mut rng));
+    let text = c.request("REGISTER", &["Expires: 28000"]);
+    let m = c.signed(&text, &mut rng);
+    let a = established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    assert_eq!(
+        sa_expiry(&core, "0a0b0c0d0e"),
+        secs(t0()) + 900,
+        "asking changes nothing"
+    );
+    core.register_granted(&a, 3600, t0());
+    assert_eq!(sa_expiry(&core, "0a0b0c0d0e"), secs(t0()) + 3630);
+}
+
+#[test]
+fn an_identity_holds_at_most_its_cap_of_sas_the_least_recently_used_goes() {
+    let mut cfg = config();
+    cfg.max_sas_per_identity = 3;
+    let core = core_with(cfg);
+    let mut rng = rng();
+    let mut clients: Vec<NtlmClient> = (0..3)
+        .map(|i| NtlmClient::new("alice", "alice-pw", &format!("e{i}")))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        established(&c.sign_in(&core, t0() + Duration::from_secs(i as u64), &mut rng));
+    }
+    // e0 stays busy, so e1 is the least recently used.
+    let text = clients[0].request("MESSAGE", &[]);
+    let m = clients[0].signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0() + Duration::from_secs(60), &mut rng));
+    let mut d = NtlmClient::new("alice", "alice-pw", "e3");
+    let a = established(&d.sign_in(&core, t0() + Duration::from_secs(61), &mut rng));
+    assert_eq!(a.evicted.len(), 1);
+    let left: Vec<String> = core.sas().list().into_iter().map(|i| i.epid).collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&"e1".to_owned()), "{left:?}");
+    assert_eq!(core.counters().snapshot().sa_evicted_identity_cap, 1);
+    // Another identity is not affected by alice's cap.
+    let mut b = NtlmClient::new("bob", "bob-pw", "b0");
+    assert!(
+        established(&b.sign_in(&core, t0(), &mut rng))
+            .evicted
+            .is_empty()
+    );
+    assert_eq!(core.sas().len(), 4);
+}
+
+#[test]
+fn an_overlong_epid_is_refused_before_any_state() {
+    let core = core();
+    let mut rng = rng();
+    let mut c = NtlmClient::new("alice", "alice-pw", &"a".repeat(65));
+    let d = core.on_request(&c.leg1("REGISTER"), &ctx(), t0(), &mut rng);
+    assert!(
+        matches!(
+            d,
+            Decision::Reject {
+                status: 400,
+                reason: Reason::EpidTooLong,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(core.sas().pending_len(), 0);
+    assert_eq!(core.counters().snapshot().epid_refused, 1);
+    let mut ok = NtlmClient::new("alice", "alice-pw", &"a".repeat(64));
+    established(&ok.sign_in(&core, t0(), &mut rng));
+}
+
+#[test]
+fn revoking_a_user_ends_all_of_its_sas_and_only_its() {
+    let core = core();
+    let mut rng = rng();
+    for i in 0..3 {
+        established(
+            &NtlmClient::new("alice", "alice-pw", &format!("a{i}")).sign_in(&core, t0(), &mut rng),
+        );
+    }
+    let mut bob = NtlmClient::new("bob", "bob-pw", "b0");
+    established(&bob.sign_in(&core, t0(), &mut rng));
+    assert_eq!(core.revoke_user("ALICE", None), 3);
+    assert_eq!(core.sas().len(), 1);
+    assert_eq!(core.revoke_user("alice", None), 0);
+    assert_eq!(core.revoke_user("bob", Some("sip:robert@example.com")), 0);
+    assert_eq!(core.counters().snapshot().sa_revoked, 3);
+    // bob goes on.
+    let text = bob.request("MESSAGE", &[]);
+    let m = bob.signed(&text, &mut rng);
+    established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+}

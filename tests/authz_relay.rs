@@ -1,0 +1,160 @@
+//! Issue 12, points 2, 4 and 5, at the socket: what a client (signed in or not) can make the
+//! gateway send elsewhere. Each test failed on the code before the fix named in its comment.
+//!
+//! * Point 2, reflector: a response that matches no transaction of ours is not forwarded to
+//!   whatever its second Via names.
+//! * Point 4: a response to a request the gateway sent to bob is taken only from bob's flow.
+//! * Point 8: OPTIONS for the served domain itself is answered by the gateway, signed.
+//! * Point 5: a signed-in client's Route to an address that is no next hop gets 403, and the
+//!   gateway opens no connection there.
+
+mod auth_support;
+
+use std::time::Duration;
+
+use auth_support::{Client, DOMAIN, GwOptions, addr, config, gateway, unique, verified};
+use sagw_client::AuthScheme;
+use sagw_client::session::RngSend;
+use sagw_client::transport::{Connection, TransportKind};
+use sagw_sip::Message;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::time::{Instant, timeout};
+
+async fn signed_in(gw: &sagw_gateway::Running, user: &str) -> Client {
+    let mut c = Client::connect(
+        gw,
+        TransportKind::Tcp,
+        config(user, &format!("{user}-pw"), AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    r.unwrap_or_else(|f| panic!("{user}: {f}\n{}", c.trace()));
+    c
+}
+
+/// True when `listener` gets a connection within `limit`.
+async fn connected(listener: &TcpListener, limit: Duration) -> bool {
+    timeout(limit, listener.accept()).await.is_ok()
+}
+
+/// Fixed by "edge: a client's Route names only next hops or operator-listed targets": before it
+/// the gateway connected to the internal address and forwarded the request there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_route_to_an_internal_address_gets_403_and_no_connection() {
+    let gw = gateway(GwOptions::default()).await;
+    let internal = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let internal_addr = internal.local_addr().expect("addr");
+    let mut alice = signed_in(&gw, "alice").await;
+    let mut msg = alice
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain".into(), b"to the inside".to_vec())),
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    // Route is not part of the MS-SIPAE signature: the request stays validly signed.
+    msg.push_header("Route", &format!("<sip:{internal_addr};transport=tcp;lr>"));
+    let (r, _) = alice.drive(msg).await;
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 403, "{done:?}");
+    assert!(verified(&done.signature), "the refusal is signed: {done:?}");
+    assert!(
+        !connected(&internal, Duration::from_millis(500)).await,
+        "the gateway connected to {internal_addr} for a client"
+    );
+}
+
+/// Fixed by "edge: a client's stray response is not reflected": before it the gateway sent the
+/// response to the address in its second Via, over UDP and by opening a TCP connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_response_from_anyone_is_not_reflected() {
+    let gw = gateway(GwOptions::default()).await;
+    let gw_udp = addr(&gw, TransportKind::Udp);
+    let victim_udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let victim_tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for (transport, victim) in [
+        ("UDP", victim_udp.local_addr().expect("addr")),
+        ("TCP", victim_tcp.local_addr().expect("addr")),
+    ] {
+        for method in ["MESSAGE", "INVITE"] {
+            let stray = format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {gw_udp};branch=z9hG4bKsgw0123456789ab.{n}\r\n\
+                 Via: SIP/2.0/{transport} {victim};branch=z9hG4bKv{n}\r\n\
+                 From: <sip:a@{DOMAIN}>;tag=1\r\nTo: <sip:b@{DOMAIN}>;tag=2\r\nCall-ID: stray{n}\r\n\
+                 CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n",
+                n = unique()
+            );
+            attacker
+                .send_to(stray.as_bytes(), gw_udp)
+                .await
+                .expect("send");
+        }
+    }
+    let mut buf = [0u8; 2048];
+    assert!(
+        timeout(Duration::from_millis(500), victim_udp.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "a stray response was reflected over UDP"
+    );
+    assert!(
+        !connected(&victim_tcp, Duration::from_millis(200)).await,
+        "the gateway opened a connection for a stray response"
+    );
+}
+
+/// Fixed by "edge: a client's response to a request we sent it must come back over that flow":
+/// before it a response was matched by its branch alone, from any flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_is_taken_only_from_the_flow_the_request_went_to() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice").await;
+    let mut bob = signed_in(&gw, "bob").await;
+    let mut mallory = Connection::connect(addr(&gw, TransportKind::Tcp), TransportKind::Tcp, None)
+        .await
+        .expect("connect");
+    let sending = tokio::spawn(async move {
+        let (r, seen) = alice
+            .request("MESSAGE", &format!("sip:bob@{DOMAIN}"), None)
+            .await;
+        (alice, r, seen)
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let req = bob
+        .next_request(deadline)
+        .await
+        .expect("bob gets the MESSAGE");
+    // Another connection answers first, with a response bob signed (a stolen one, or bob's own
+    // second connection): the gateway takes answers to bob's request from bob's flow only.
+    let forged = bob.response(&req, 202, "Accepted", "forged");
+    mallory.send(&forged).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let real = bob.response(&req, 200, "OK", "real");
+    bob.conn.send(&real).await.expect("send");
+    let (mut alice, r, seen) = sending.await.expect("alice");
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", alice.trace()));
+    assert_eq!(
+        done.status,
+        200,
+        "alice got {:?}",
+        seen.iter().map(Message::status_code).collect::<Vec<_>>()
+    );
+    assert!(verified(&done.signature));
+}
+
+/// Issue 12 point 8: a signed-in client's `OPTIONS sip:<served domain>` (its keep-alive) is for
+/// the registrar, so the gateway answers it, signed. Before the fix it got 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_for_the_domain_itself_gets_a_signed_200() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice").await;
+    let (r, _) = alice
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    let done = r.unwrap_or_else(|f| panic!("OPTIONS: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 200, "{done:?}");
+    assert!(verified(&done.signature), "{done:?}");
+}
