@@ -16,6 +16,7 @@ pub mod counters;
 pub mod credentials;
 pub mod date;
 pub mod decision;
+pub mod handshake;
 mod hex;
 pub mod kerberos;
 #[cfg(feature = "kerberos-mit")]
@@ -30,16 +31,17 @@ pub mod security;
 
 pub use buffer::{BufferParams, SignatureBuffer};
 pub use config::{
-    ChallengeFamily, ChallengePolicy, CoreConfig, DigestSettings, MAX_SA_LIFETIME, NtlmSettings,
-    PendingLimits, SignatureHeader,
+    ChallengeFamily, ChallengePolicy, CoreConfig, DigestSettings, HandshakeLimits, MAX_SA_LIFETIME,
+    NtlmSettings, SignatureHeader,
 };
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
 pub use credentials::{CredentialStore, CredentialsError, FileCredentialStore};
 pub use decision::{
     Authenticated, Binding, Challenge, Decision, ResponseVerdict, Transport, TransportContext,
 };
+pub use handshake::{ChallengeKey, ChallengeSource, RecordedChallenges};
 pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
-pub use manager::{SaHandle, SaInfo, SaLookup, SaManager};
+pub use manager::{FinalLegRefusal, SaHandle, SaInfo, SaLookup, SaManager};
 pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};
