@@ -216,7 +216,7 @@ async fn a_first_leg_flood_from_one_address_does_not_lock_out_a_user_there() {
 }
 
 /// The figure. Run with `cargo test -p sagw-tests --test handshake_flood -- --ignored`
-/// (`scripts/test.sh --slow`); about 20 s in a debug build.
+/// (`scripts/test.sh --slow`); about 30 s in a debug build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: 100 000 first legs; scripts/test.sh --slow runs it"]
 async fn a_flood_of_100_000_first_legs_from_one_address_does_not_lock_out_a_user_there() {
