@@ -307,6 +307,9 @@ pub fn build_core_with_store(
     cfg.signature_header = a.signature_header;
     cfg.sa_lifetime = a.sa_lifetime;
     cfg.sa_idle_ttl = a.sa_idle;
+    for d in &a.deprecated {
+        warn!("{d}");
+    }
     if a.ntlm {
         let mut n = NtlmSettings::new(
             a.fqdn.clone(),

@@ -155,6 +155,9 @@ fn main() -> ExitCode {
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
         if let Some(a) = &settings.auth {
+            for d in &a.deprecated {
+                eprintln!("sagw: warning ({source}): {d}");
+            }
             match sagw_gateway::auth::check_policies(a, &settings.listeners) {
                 Ok(lines) => {
                     for l in lines {
