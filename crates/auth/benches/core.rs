@@ -130,10 +130,12 @@ fn bench(c: &mut Criterion) {
     // Server CPU per full NTLM sign-in: leg 1 (challenge) + leg 3 (AUTHENTICATE, v4 signature); the
     // client's work in between is not timed. The clock moves 1 ms per sign-in (1 000 sign-ins a
     // second), so the table of final legs kept for one-time use holds what it would at that rate
-    // (two 30 s windows' worth) instead of every sign-in of the run.
+    // (two 30 s windows' worth) instead of every sign-in of the run. The clock and the randomness
+    // live across samples (criterion calls this closure once per sample): restarting them would
+    // draw the same opaques again, each already remembered as used.
+    let mut rng = rng();
+    let mut n = 0u64;
     g.bench_function("ntlm_handshake_server_cpu", |b| {
-        let mut rng = rng();
-        let mut n = 0u64;
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for i in 0..iters {
