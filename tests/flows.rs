@@ -10,6 +10,8 @@
 //! user NAME PASSWORD    a user in the gateway's credentials file
 //! clock UNIX_SECS       the wall clock; `advance SECS` moves both clocks and fires timers
 //! random HEX...         bytes the authentication stage draws next, in order
+//! ntlm-challenge OPAQUE EPID HEX    the NTLM server challenge a recording used for that opaque and
+//!                       epid (the gateway's challenges are a keyed MAC, which no recording matches)
 //! peer NAME IP:PORT udp|tcp|tls     a client, or a next hop when listed in [proxy] next_hops
 //! ntlm PEER USER PASSWORD [VERSION] the peer signs in with NTLM (independent client code)
 //! digest PEER USER PASSWORD         the peer answers Digest challenges
@@ -85,6 +87,8 @@ struct Runner {
     dir: PathBuf,
     edge: Option<Edge>,
     rng_script: Vec<u8>,
+    /// (opaque, epid, server challenge) of recorded NTLM handshakes.
+    ntlm_challenges: Vec<(u32, String, [u8; 8])>,
     users: Vec<(String, String)>,
     config: String,
     peers: HashMap<String, Peer>,
@@ -154,7 +158,15 @@ impl Runner {
             sagw_gateway::users::add(&auth, u, p, None).expect("user");
         }
         let mut setup_rng = sagw_auth::XorShiftRng::new(7);
-        let (core, router) = sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core");
+        let (mut core, router) =
+            sagw_gateway::auth::build_core(&auth, &mut setup_rng).expect("core");
+        if !self.ntlm_challenges.is_empty() {
+            let mut recorded = sagw_auth::RecordedChallenges::new(&[0x3C; 32]);
+            for (opaque, epid, challenge) in &self.ntlm_challenges {
+                recorded = recorded.with(sagw_auth::Opaque(*opaque), epid, *challenge);
+            }
+            core = core.with_ntlm_challenges(Box::new(recorded));
+        }
         let stage = SecurityStage::new(
             std::sync::Arc::new(core),
             Box::new(ScriptedRng::new(self.rng_script.clone())),
@@ -697,6 +709,7 @@ fn run_flow(path: &Path) {
         dir: path.parent().expect("dir").to_owned(),
         edge: None,
         rng_script: Vec::new(),
+        ntlm_challenges: Vec::new(),
         users: Vec::new(),
         config: String::new(),
         peers: HashMap::new(),
@@ -747,6 +760,15 @@ fn run_flow(path: &Path) {
                         .collect::<Vec<_>>();
                     r.rng_script.extend(bytes);
                 }
+            }
+            ["ntlm-challenge", opaque, epid, hex] => {
+                let opaque = u32::from_str_radix(opaque, 16).expect("opaque: 8 hex digits");
+                let mut challenge = [0u8; 8];
+                for (k, b) in challenge.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).expect("hex");
+                }
+                r.ntlm_challenges
+                    .push((opaque, (*epid).to_owned(), challenge));
             }
             ["peer", name, addr, transport, rest @ ..] => {
                 let remote: SocketAddr = addr.parse().expect("peer address");

@@ -42,10 +42,8 @@ fn main() {
     let esk = sagw_ntlm::Key16::from_bytes([7; 16]);
     for (label, presize) in [("grown", false), ("pre-sized", true)] {
         let before = LIVE.load(Ordering::Relaxed);
-        let manager: SaManager<()> = SaManager::new(ManagerLimits {
-            pending_max_total: 16,
-            pending_max_per_source: 16,
-            pending_ttl_secs: 30,
+        let manager: SaManager = SaManager::new(ManagerLimits {
+            recent_final_legs_max: 16,
         });
         let counters = Counters::default();
         if presize {

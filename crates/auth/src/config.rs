@@ -90,6 +90,10 @@ pub struct NtlmSettings {
     pub include_timestamp: bool,
     /// The VERSION field of the CHALLENGE (major, minor, build LE16, 3 reserved, NTLM revision 15).
     pub version: [u8; 8],
+    /// Secret for server challenges (32 bytes from a CSPRNG at start; gateways that must take each
+    /// other's final legs share it). `None`: drawn from the caller's randomness at the first
+    /// first leg, so challenges issued before a restart no longer verify.
+    pub challenge_key: Option<[u8; 32]>,
 }
 
 impl NtlmSettings {
@@ -101,6 +105,7 @@ impl NtlmSettings {
             max_clock_skew: Duration::from_secs(15 * 60),
             include_timestamp: false,
             version: [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F],
+            challenge_key: None,
         }
     }
 }
@@ -115,23 +120,24 @@ pub struct DigestSettings {
     pub max_tracked_nonces: usize,
 }
 
-/// Limits on handshakes that have not finished: a flood of first legs must not exhaust memory.
+/// NTLM handshakes. Nothing is kept for a first leg (see [`crate::handshake`]), so there is no
+/// table of handshakes in progress to bound, and no per-source cap.
 #[derive(Debug, Clone, Copy)]
-pub struct PendingLimits {
-    /// Pending handshakes in total.
-    pub max_total: usize,
-    /// Pending handshakes per source (IP address).
-    pub max_per_source: usize,
-    /// Time a client has to send the final leg.
-    pub ttl: Duration,
+pub struct HandshakeLimits {
+    /// The coarse time window of a challenge: its final leg is taken in the window it was issued
+    /// in and in the next (so for between one and two windows).
+    pub window: Duration,
+    /// `opaque`s of successful final legs remembered for one-time use (those of the last two
+    /// windows); when full, further final legs get 503 until entries expire. Only a final leg with
+    /// the right password adds one.
+    pub max_recent_final_legs: usize,
 }
 
-impl Default for PendingLimits {
+impl Default for HandshakeLimits {
     fn default() -> Self {
-        PendingLimits {
-            max_total: 65_536,
-            max_per_source: 32,
-            ttl: Duration::from_secs(30),
+        HandshakeLimits {
+            window: Duration::from_secs(30),
+            max_recent_final_legs: 1 << 20,
         }
     }
 }
@@ -155,7 +161,7 @@ pub struct CoreConfig {
     /// registration granted to it (plus a margin, [`crate::SecurityCore::register_granted`]),
     /// pushes the deadline out.
     pub sa_idle_ttl: Duration,
-    pub pending: PendingLimits,
+    pub handshakes: HandshakeLimits,
     /// SAs one identity may hold at once (one per device, `epid`); a new one beyond this ends the
     /// identity's least recently used SA. Bounds what one set of credentials can make the gateway
     /// keep.
@@ -185,7 +191,7 @@ impl CoreConfig {
             signature_header: SignatureHeader::default(),
             sa_lifetime: MAX_SA_LIFETIME,
             sa_idle_ttl: Duration::from_secs(15 * 60),
-            pending: PendingLimits::default(),
+            handshakes: HandshakeLimits::default(),
             max_sas_per_identity: DEFAULT_MAX_SAS_PER_IDENTITY,
             max_epid_len: DEFAULT_MAX_EPID_LEN,
         }

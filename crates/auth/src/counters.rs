@@ -1,4 +1,4 @@
-//! Counters an operator graphs: handshakes, failures by scheme and reason, SA churn, pending pressure.
+//! Counters an operator graphs: handshakes, failures by scheme and reason, SA churn.
 //! Plain atomics; the gateway exports a [`CountersSnapshot`] to Prometheus.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +42,10 @@ pub enum Reason {
     MalformedToken,
     /// The user is not in the credential store.
     UnknownUser,
-    /// The password (NTProofStr, Digest response) is wrong.
+    /// The password (NTProofStr, Digest response) is wrong. For NTLM this is also what a final leg
+    /// for a challenge this gateway did not issue looks like (a forged `opaque`, another epid, or a
+    /// challenge issued before a restart under another key): the proof is checked against the
+    /// challenge recomputed from the final leg, and nothing else tells them apart.
     WrongPassword,
     /// Client and server clocks differ by more than allowed.
     ClockSkew,
@@ -50,17 +53,20 @@ pub enum Reason {
     WeakNtlm,
     /// The NTLM MIC did not verify.
     BadMic,
-    /// The final leg named a handshake that is unknown or timed out.
+    /// The final leg named a handshake that timed out (its `opaque` is not of the current or the
+    /// previous handshake window), or no first leg was answered since start.
     UnknownHandshake,
-    /// Too many handshakes in progress from this source.
-    PendingLimit,
+    /// Too many NTLM final legs succeeded within two handshake windows to remember them all for
+    /// one-time use (503). Only final legs with the right password count.
+    HandshakeLimit,
     /// Kerberos refused the AP-REQ for a reason not listed below.
     KerberosRejected,
     /// The Kerberos ticket is for another service principal than `sip/<fqdn>` of this gateway.
     WrongService,
     /// The Kerberos ticket has expired or is not yet valid.
     TicketExpired,
-    /// The AP-REQ was seen before (Kerberos replay cache).
+    /// The AP-REQ was seen before (Kerberos replay cache), or an NTLM final leg's `opaque` was used
+    /// by an earlier final leg (or names a live SA).
     ReplayedToken,
     /// The client's Kerberos realm is not accepted here.
     WrongRealm,
@@ -106,7 +112,7 @@ impl Reason {
         Reason::WeakNtlm,
         Reason::BadMic,
         Reason::UnknownHandshake,
-        Reason::PendingLimit,
+        Reason::HandshakeLimit,
         Reason::KerberosRejected,
         Reason::WrongService,
         Reason::TicketExpired,
@@ -139,7 +145,7 @@ impl Reason {
             Reason::WeakNtlm => "weak_ntlm",
             Reason::BadMic => "bad_mic",
             Reason::UnknownHandshake => "unknown_handshake",
-            Reason::PendingLimit => "pending_limit",
+            Reason::HandshakeLimit => "handshake_limit",
             Reason::KerberosRejected => "kerberos_rejected",
             Reason::WrongService => "wrong_service",
             Reason::TicketExpired => "ticket_expired",
@@ -200,9 +206,6 @@ pub struct Counters {
     sa_expired_idle: AtomicU64,
     sa_replaced: AtomicU64,
     sa_revoked: AtomicU64,
-    pending_evicted: AtomicU64,
-    pending_expired: AtomicU64,
-    pending_refused_source: AtomicU64,
     discarded: AtomicU64,
     dropped_responses: AtomicU64,
     sa_evicted_identity_cap: AtomicU64,
@@ -250,15 +253,6 @@ impl Counters {
     }
     pub fn sa_revoked(&self) {
         inc(&self.sa_revoked)
-    }
-    pub fn pending_evicted(&self) {
-        inc(&self.pending_evicted)
-    }
-    pub fn pending_expired(&self) {
-        inc(&self.pending_expired)
-    }
-    pub fn pending_refused_source(&self) {
-        inc(&self.pending_refused_source)
     }
     pub fn discarded(&self) {
         inc(&self.discarded)
@@ -309,9 +303,6 @@ impl Counters {
             sa_expired_idle: get(&self.sa_expired_idle),
             sa_replaced: get(&self.sa_replaced),
             sa_revoked: get(&self.sa_revoked),
-            pending_evicted: get(&self.pending_evicted),
-            pending_expired: get(&self.pending_expired),
-            pending_refused_source: get(&self.pending_refused_source),
             discarded: get(&self.discarded),
             dropped_responses: get(&self.dropped_responses),
             sa_evicted_identity_cap: get(&self.sa_evicted_identity_cap),
@@ -342,9 +333,6 @@ pub struct CountersSnapshot {
     pub sa_expired_idle: u64,
     pub sa_replaced: u64,
     pub sa_revoked: u64,
-    pub pending_evicted: u64,
-    pub pending_expired: u64,
-    pub pending_refused_source: u64,
     pub discarded: u64,
     pub dropped_responses: u64,
     pub sa_evicted_identity_cap: u64,

@@ -14,7 +14,8 @@ pub enum Transport {
     Tls,
 }
 
-/// Where a message came from. Pending handshakes are limited per source address.
+/// Where a message came from. Authentication does not depend on it (nothing is limited per source
+/// address: clients behind one NAT or load balancer share it); it is there for callers and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportContext {
     pub source: SocketAddr,

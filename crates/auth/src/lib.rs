@@ -16,6 +16,7 @@ pub mod counters;
 pub mod credentials;
 pub mod date;
 pub mod decision;
+pub mod handshake;
 mod hex;
 pub mod kerberos;
 #[cfg(feature = "kerberos-mit")]
@@ -31,7 +32,7 @@ pub mod security;
 pub use buffer::{BufferParams, SignatureBuffer};
 pub use config::{
     ChallengeFamily, ChallengePolicy, CoreConfig, DEFAULT_MAX_EPID_LEN,
-    DEFAULT_MAX_SAS_PER_IDENTITY, DigestSettings, MAX_SA_LIFETIME, NtlmSettings, PendingLimits,
+    DEFAULT_MAX_SAS_PER_IDENTITY, DigestSettings, HandshakeLimits, MAX_SA_LIFETIME, NtlmSettings,
     SignatureHeader,
 };
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
@@ -42,8 +43,9 @@ pub use decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,
     TransportContext,
 };
+pub use handshake::{ChallengeKey, ChallengeSource, RecordedChallenges};
 pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
-pub use manager::{Established, SaHandle, SaInfo, SaLookup, SaManager};
+pub use manager::{Established, FinalLegRefusal, SaHandle, SaInfo, SaLookup, SaManager};
 pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};

@@ -1,16 +1,17 @@
-//! The SA manager: established SAs by `opaque` and by (identity, epid), and the bounded table of
-//! handshakes still in progress.
+//! The SA manager: established SAs by `opaque` and by (identity, epid), and the `opaque`s of NTLM
+//! final legs recently used, so that each is used once.
 //!
 //! Established SAs sit in 64 mutex-guarded shards so that lookups on different SAs rarely contend;
 //! the value is an `Arc`, so signing and verifying run outside any lock. A second index by identity
 //! bounds how many SAs one user holds ([`SaManager::with_max_per_identity`]) and lets an operator
-//! end all of a user's SAs at once ([`SaManager::revoke_identity`]). Pending handshakes live in
-//! one table with a FIFO: their TTL is fixed, so insertion order is expiry order and eviction is O(1).
+//! end all of a user's SAs at once ([`SaManager::revoke_identity`]). Nothing is kept for a
+//! handshake in progress (see [`crate::handshake`]): the only handshake table is the bounded set of
+//! final legs that succeeded within their acceptance period, written after the NTLMv2 proof
+//! verified.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -33,28 +34,38 @@ pub enum SaLookup {
     Unknown,
 }
 
-/// A handshake between its challenge and its final leg.
-pub struct PendingSa<P> {
-    pub opaque: Opaque,
-    pub source: IpAddr,
-    pub epid: Box<str>,
-    pub version: u8,
-    pub created: u64,
-    pub handshake: P,
-}
-
-/// Why a new pending handshake was not admitted.
+/// Why a final leg may not create its SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PendingRefusal {
-    /// This source has too many handshakes in progress.
-    SourceLimit,
+pub enum FinalLegRefusal {
+    /// Its `opaque` names a live SA or was used by a final leg within its acceptance period.
+    AlreadyUsed,
+    /// The table of recently used `opaque`s is full (only successful final legs fill it).
+    Full,
 }
 
-struct PendingTable<P> {
-    by_opaque: HashMap<u32, PendingSa<P>>,
-    /// (created, opaque) in insertion order = expiry order.
+/// `opaque`s of NTLM final legs that succeeded, until their challenge can no longer verify.
+#[derive(Default)]
+struct RecentFinalLegs {
+    /// opaque -> Unix seconds until which it stays used.
+    until: HashMap<u32, u64>,
+    /// (until, opaque) in insertion order. Challenges of the current and the previous window are
+    /// taken, so this is in expiry order to within one window: an entry may outstay its time by
+    /// that much, never leave early.
     fifo: VecDeque<(u64, u32)>,
-    per_source: HashMap<IpAddr, u32>,
+}
+
+impl RecentFinalLegs {
+    fn purge(&mut self, now: u64) {
+        while let Some(&(until, opaque)) = self.fifo.front() {
+            if until > now {
+                break;
+            }
+            self.fifo.pop_front();
+            if self.until.get(&opaque) == Some(&until) {
+                self.until.remove(&opaque);
+            }
+        }
+    }
 }
 
 /// Information about one SA for operators.
@@ -72,9 +83,9 @@ pub struct SaInfo {
 /// Limits the manager enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct ManagerLimits {
-    pub pending_max_total: usize,
-    pub pending_max_per_source: usize,
-    pub pending_ttl_secs: u64,
+    /// NTLM final legs remembered at most for one-time use (the successful ones of the last two
+    /// handshake windows); when full, further final legs are refused until entries expire.
+    pub recent_final_legs_max: usize,
 }
 
 /// One shard of the identity index: hash(identity) -> that identity's SAs.
@@ -90,7 +101,7 @@ pub struct Established {
     pub evicted: Vec<Opaque>,
 }
 
-pub struct SaManager<P> {
+pub struct SaManager {
     shards: Box<[Mutex<HashMap<u32, SaHandle>>]>,
     /// hash(identity, epid) -> opaque, sharded like `shards` by the hash.
     endpoints: Box<[Mutex<HashMap<u64, u32>>]>,
@@ -98,23 +109,19 @@ pub struct SaManager<P> {
     /// may be held while an SA or endpoint shard is taken, never the other way round.
     identities: Box<[Mutex<IdentityShard>]>,
     hasher: RandomState,
-    pending: Mutex<PendingTable<P>>,
+    recent: Mutex<RecentFinalLegs>,
     limits: ManagerLimits,
     max_per_identity: usize,
 }
 
-impl<P> SaManager<P> {
+impl SaManager {
     pub fn new(limits: ManagerLimits) -> Self {
         SaManager {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             endpoints: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             identities: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            pending: Mutex::new(PendingTable {
-                by_opaque: HashMap::new(),
-                fifo: VecDeque::new(),
-                per_source: HashMap::new(),
-            }),
+            recent: Mutex::new(RecentFinalLegs::default()),
             limits,
             max_per_identity: usize::MAX,
         }
@@ -171,109 +178,59 @@ impl<P> SaManager<P> {
         }
     }
 
-    /// A fresh `opaque` that names neither an established nor a pending SA.
+    /// A fresh `opaque` that names neither a live SA nor a recently used one.
     pub fn fresh_opaque(&self, rng: &mut dyn Rng) -> Opaque {
+        self.fresh_opaque_shaped(rng, Opaque)
+    }
+
+    /// [`fresh_opaque`](Self::fresh_opaque) where `shape` makes the candidate from 32 random bits
+    /// (NTLM sets the window tag).
+    pub fn fresh_opaque_shaped(&self, rng: &mut dyn Rng, shape: impl Fn(u32) -> Opaque) -> Opaque {
         let mut b = [0u8; 4];
         rng.fill_bytes(&mut b);
-        let mut candidate = u32::from_be_bytes(b);
-        // With a real RNG a collision is rare; a stuck one must not spin forever, so walk on.
+        let mut raw = u32::from_be_bytes(b);
+        // With a real RNG a collision is rare, but not negligible against the recently used set
+        // (at 1 000 sign-ins a second it holds 60 000 of the 2^30 values of a window's tag: one
+        // first leg in 18 000 would meet one, and its final leg be refused). A stuck RNG must not
+        // spin forever, so walk on; the walk visits every value, so it ends while one is free.
         loop {
-            let taken = self.shard(candidate).lock().contains_key(&candidate)
-                || self.pending.lock().by_opaque.contains_key(&candidate);
+            let candidate = shape(raw);
+            let taken = self.shard(candidate.0).lock().contains_key(&candidate.0)
+                || self.recent.lock().until.contains_key(&candidate.0);
             if !taken {
-                return Opaque(candidate);
+                return candidate;
             }
-            candidate = candidate.wrapping_add(0x9E37_79B9);
+            raw = raw.wrapping_add(0x9E37_79B9);
         }
     }
 
-    /// Registers a handshake in progress. Expired entries go first; when the table is full the oldest
-    /// entry makes room (a flood displaces itself, and a displaced client simply starts again).
-    pub fn insert_pending(
+    /// Claims `opaque` for the SA of a final leg whose proof verified: refused when it names a live
+    /// SA or was claimed before, until `until` (Unix seconds, when its challenge stops verifying).
+    pub fn claim_final_leg(
         &self,
-        entry: PendingSa<P>,
+        opaque: Opaque,
+        until: u64,
         now: u64,
-        counters: &Counters,
-    ) -> Result<(), PendingRefusal> {
-        let mut t = self.pending.lock();
-        Self::expire_pending_locked(&mut t, now, self.limits.pending_ttl_secs, counters);
-        let count = t.per_source.get(&entry.source).copied().unwrap_or(0);
-        if count as usize >= self.limits.pending_max_per_source {
-            counters.pending_refused_source();
-            return Err(PendingRefusal::SourceLimit);
+    ) -> Result<(), FinalLegRefusal> {
+        if self.shard(opaque.0).lock().contains_key(&opaque.0) {
+            return Err(FinalLegRefusal::AlreadyUsed);
         }
-        while t.by_opaque.len() >= self.limits.pending_max_total {
-            let Some((_, victim)) = t.fifo.pop_front() else {
-                break;
-            };
-            if let Some(old) = t.by_opaque.remove(&victim) {
-                Self::release_source(&mut t, old.source);
-                counters.pending_evicted();
-            }
+        let mut r = self.recent.lock();
+        r.purge(now);
+        if r.until.contains_key(&opaque.0) {
+            return Err(FinalLegRefusal::AlreadyUsed);
         }
-        *t.per_source.entry(entry.source).or_insert(0) += 1;
-        t.fifo.push_back((entry.created, entry.opaque.0));
-        t.by_opaque.insert(entry.opaque.0, entry);
+        if r.until.len() >= self.limits.recent_final_legs_max {
+            return Err(FinalLegRefusal::Full);
+        }
+        r.until.insert(opaque.0, until);
+        r.fifo.push_back((until, opaque.0));
         Ok(())
     }
 
-    /// Takes the pending handshake named by `opaque`, if it is still in time. A final leg is tried once:
-    /// whether it succeeds or not, the pending state is gone.
-    pub fn take_pending(&self, opaque: Opaque, now: u64) -> Option<PendingSa<P>> {
-        let mut t = self.pending.lock();
-        let entry = t.by_opaque.remove(&opaque.0)?;
-        Self::release_source(&mut t, entry.source);
-        // Its FIFO slot stays behind and is skipped when it comes up.
-        if now >= entry.created.saturating_add(self.limits.pending_ttl_secs) {
-            return None;
-        }
-        Some(entry)
-    }
-
-    pub fn pending_len(&self) -> usize {
-        self.pending.lock().by_opaque.len()
-    }
-
-    fn release_source(t: &mut PendingTable<P>, source: IpAddr) {
-        if let Entry::Occupied(mut e) = t.per_source.entry(source) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
-    }
-
-    fn expire_pending_locked(t: &mut PendingTable<P>, now: u64, ttl: u64, counters: &Counters) {
-        while let Some(&(created, opaque)) = t.fifo.front() {
-            let live = t.by_opaque.get(&opaque).map(|e| e.created);
-            match live {
-                // A slot whose entry was taken, or replaced by a newer entry with the same opaque.
-                None => {
-                    t.fifo.pop_front();
-                }
-                Some(c) if c != created => {
-                    t.fifo.pop_front();
-                }
-                Some(_) if now >= created.saturating_add(ttl) => {
-                    t.fifo.pop_front();
-                    if let Some(old) = t.by_opaque.remove(&opaque) {
-                        Self::release_source(t, old.source);
-                        counters.pending_expired();
-                    }
-                }
-                Some(_) => break,
-            }
-            if t.fifo.len() > 4 * t.by_opaque.len() + 64 {
-                // Stale slots pile up only if entries are taken far faster than they expire; compact.
-                let keep: VecDeque<(u64, u32)> = t
-                    .fifo
-                    .iter()
-                    .copied()
-                    .filter(|(c, o)| t.by_opaque.get(o).is_some_and(|e| e.created == *c))
-                    .collect();
-                t.fifo = keep;
-            }
-        }
+    /// How many final legs are remembered for one-time use.
+    pub fn recent_final_legs(&self) -> usize {
+        self.recent.lock().until.len()
     }
 
     /// Makes `sa` the endpoint's SA; an SA the same identity and epid held before is dropped (a new
@@ -448,7 +405,7 @@ impl<P> SaManager<P> {
         n
     }
 
-    /// Drops every SA and pending handshake whose time is up; call it every few seconds. Returns how many
+    /// Drops every SA whose time is up, and forgets final legs whose challenge can no longer verify; call it every few seconds. Returns how many
     /// established SAs went.
     pub fn expire(&self, now: u64, counters: &Counters) -> usize {
         let mut dead = Vec::new();
@@ -471,8 +428,7 @@ impl<P> SaManager<P> {
             self.unindex_identity(sa);
             counters.sa_expired(Self::expiry_kind(sa));
         }
-        let mut t = self.pending.lock();
-        Self::expire_pending_locked(&mut t, now, self.limits.pending_ttl_secs, counters);
+        self.recent.lock().purge(now);
         dead.len()
     }
 

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use parking_lot::Mutex;
 use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
-use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError, PendingHandshake};
+use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
 use crate::buffer::{BufferParams, SignatureBuffer};
@@ -18,9 +18,10 @@ use crate::date::http_date;
 use crate::decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, TransportContext,
 };
+use crate::handshake::{ChallengeSource, NtlmHandshakes};
 use crate::hex;
 use crate::kerberos::{KerberosBackend, principal_to_identity};
-use crate::manager::{ManagerLimits, PendingSa, SaHandle, SaLookup, SaManager};
+use crate::manager::{FinalLegRefusal, ManagerLimits, SaHandle, SaLookup, SaManager};
 use crate::policy::{AuthPolicy, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 use crate::replay::ReplayVerdict;
 use crate::rng::Rng;
@@ -82,7 +83,9 @@ pub struct SecurityCore {
     digest: Option<DigestState>,
     /// Index 0 is the core's own configuration ([`PolicyId::DEFAULT`]).
     policies: Vec<PolicyState>,
-    sas: SaManager<PendingHandshake>,
+    sas: SaManager,
+    /// NTLM challenges, recomputed at the final leg: nothing is kept for a first leg.
+    ntlm_handshakes: NtlmHandshakes,
     counters: Counters,
 }
 
@@ -128,11 +131,13 @@ impl SecurityCore {
             }),
         });
         let limits = ManagerLimits {
-            pending_max_total: config.pending.max_total,
-            pending_max_per_source: config.pending.max_per_source,
-            pending_ttl_secs: config.pending.ttl.as_secs().max(1),
+            recent_final_legs_max: config.handshakes.max_recent_final_legs,
         };
         let sas = SaManager::new(limits).with_max_per_identity(config.max_sas_per_identity);
+        let ntlm_handshakes = NtlmHandshakes::new(
+            config.handshakes.window,
+            config.ntlm.as_ref().and_then(|n| n.challenge_key.as_ref()),
+        );
         SecurityCore {
             config,
             credentials,
@@ -145,6 +150,7 @@ impl SecurityCore {
                 digest: None,
             }],
             sas,
+            ntlm_handshakes,
             counters: Counters::default(),
         }
     }
@@ -158,6 +164,13 @@ impl SecurityCore {
     ) -> Self {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
+        self
+    }
+
+    /// Computes NTLM server challenges with `source` instead of the keyed MAC: for replaying a
+    /// recorded sign-in, whose challenge no MAC reproduces ([`crate::RecordedChallenges`]).
+    pub fn with_ntlm_challenges(mut self, source: Box<dyn ChallengeSource>) -> Self {
+        self.ntlm_handshakes.set_source(source);
         self
     }
 
@@ -237,11 +250,12 @@ impl SecurityCore {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
-    pub fn sas(&self) -> &SaManager<PendingHandshake> {
+    pub fn sas(&self) -> &SaManager {
         &self.sas
     }
 
-    /// Housekeeping: drop expired SAs and handshakes. Call every few seconds.
+    /// Housekeeping: drop expired SAs and forget final legs whose challenge can no longer verify.
+    /// Call every few seconds.
     pub fn expire(&self, now: SystemTime) -> usize {
         self.sas.expire(unix_secs(now), &self.counters)
     }
@@ -582,7 +596,9 @@ impl SecurityCore {
         p: &PolicyState,
         creds: &Credentials<'_>,
         token: &str,
-        ctx: &TransportContext,
+        // Where a first leg came from no longer matters: nothing is kept for it, per source or
+        // otherwise.
+        _ctx: &TransportContext,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
@@ -591,7 +607,6 @@ impl SecurityCore {
         };
         let h = &creds.header;
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
-        let secs = unix_secs(now);
         if token.is_empty() {
             // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
             if is_ack_or_cancel(msg) {
@@ -599,33 +614,14 @@ impl SecurityCore {
                 return Decision::Discard(Reason::NoCredentials);
             }
             self.counters.handshake_started(Scheme::Ntlm);
-            let version = Self::client_version(h).min(self.config.version);
-            let mut server_challenge = [0u8; 8];
-            rng.fill_bytes(&mut server_challenge);
-            let opaque = self.sas.fresh_opaque(rng);
-            let pending = acceptor.challenge(server_challenge, now);
-            let gssapi = B64.encode(pending.challenge_message());
-            let entry = PendingSa {
-                opaque,
-                source: ctx.source.ip(),
-                epid: epid.into(),
-                version,
-                created: secs,
-                handshake: pending,
-            };
-            if self
-                .sas
-                .insert_pending(entry, secs, &self.counters)
-                .is_err()
-            {
-                self.counters
-                    .handshake_failed(Scheme::Ntlm, Reason::PendingLimit);
-                return Decision::Reject {
-                    status: 503,
-                    reason_phrase: "Service Unavailable",
-                    reason: Reason::PendingLimit,
-                };
-            }
+            // Nothing is stored: the final leg recomputes this challenge from its opaque and epid.
+            let issued = self.ntlm_handshakes.issue(&self.sas, epid, now, rng);
+            let opaque = issued.opaque;
+            let gssapi = B64.encode(
+                acceptor
+                    .challenge(issued.server_challenge, issued.timestamp)
+                    .challenge_message(),
+            );
             let value = AuthHeaderBuilder::new(h.scheme)
                 .quoted("qop", "auth")
                 .quoted("opaque", &opaque.to_string())
@@ -645,7 +641,7 @@ impl SecurityCore {
                 cause: None,
             });
         }
-        // Leg 3: AUTHENTICATE for the pending handshake named by opaque.
+        // Leg 3: AUTHENTICATE for the challenge named by opaque.
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
             self.rechallenge(msg, p, creds.family, reason, now, rng)
@@ -653,12 +649,12 @@ impl SecurityCore {
         let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
             return fail(Reason::MalformedHeader);
         };
-        let Some(pending) = self.sas.take_pending(opaque, secs) else {
+        // The challenge of this opaque and epid, if it is of the current or the previous window.
+        // For another epid, or an opaque this gateway never issued, it is a challenge the client
+        // never saw, and the NTLMv2 proof below fails.
+        let Some(challenge) = self.ntlm_handshakes.recompute(opaque, epid, now) else {
             return fail(Reason::UnknownHandshake);
         };
-        if *pending.epid != *epid {
-            return fail(Reason::SaMismatch);
-        }
         let Ok(bytes) = B64.decode(token) else {
             return fail(Reason::MalformedToken);
         };
@@ -673,20 +669,43 @@ impl SecurityCore {
             Some(h) => (h, true),
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
-        let accepted = pending.handshake.accept(&auth, &nt_hash, now);
+        let accepted = acceptor
+            .challenge(challenge.server_challenge, challenge.timestamp)
+            .accept(&auth, &nt_hash, now);
         let session = match accepted {
             Ok(s) if known => s,
             Ok(_) => return fail(Reason::UnknownUser),
             Err(_) if !known => return fail(Reason::UnknownUser),
             Err(e) => return fail(ntlm_reason(&e)),
         };
+        // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
+        // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
+        match self
+            .sas
+            .claim_final_leg(opaque, challenge.accepted_until, unix_secs(now))
+        {
+            Ok(()) => {}
+            Err(FinalLegRefusal::AlreadyUsed) => return fail(Reason::ReplayedToken),
+            Err(FinalLegRefusal::Full) => {
+                self.counters
+                    .handshake_failed(Scheme::Ntlm, Reason::HandshakeLimit);
+                return Decision::Reject {
+                    status: 503,
+                    reason_phrase: "Service Unavailable",
+                    reason: Reason::HandshakeLimit,
+                };
+            }
+        }
         let identity = self
             .credentials
             .sip_identity(&user)
             .unwrap_or_else(|| self.default_identity(&user));
+        // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
+        // leg); without one it is an LCS 2005-era client, as on the first leg.
+        let version = Self::client_version(h).min(self.config.version);
         let sa = self.new_sa(
             opaque,
-            pending.version,
+            version,
             identity,
             epid,
             Mechanism::Ntlm(session),

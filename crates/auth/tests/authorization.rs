@@ -136,13 +136,11 @@ fn signing_for_a_client_does_not_extend_its_sa() {
 
 #[test]
 fn a_refusal_before_verification_carries_no_sa() {
-    let mut cfg = config();
-    cfg.pending.max_per_source = 1;
-    let core = core_with(cfg);
+    let core = core_with(config());
     let mut rng = rng();
     let mut bob = NtlmClient::new("bob", "bob-pw", "bbbbbbbbbb");
     established(&bob.sign_in(&core, t0(), &mut rng));
-    // A first leg naming bob's endpoint, from a source already at its pending limit.
+    // First legs naming bob's endpoint: challenged, never answered with anything bob's SA signs.
     let mut mallory = NtlmClient::new("bob", "whatever", "bbbbbbbbbb");
     let _ = core.on_request(&mallory.leg1("REGISTER"), &ctx(), t0(), &mut rng);
     match core.on_request(&mallory.leg1("REGISTER"), &ctx(), t0(), &mut rng) {
@@ -220,7 +218,7 @@ fn an_overlong_epid_is_refused_before_any_state() {
         ),
         "{d:?}"
     );
-    assert_eq!(core.sas().pending_len(), 0);
+    assert_eq!((core.sas().len(), core.sas().recent_final_legs()), (0, 0));
     assert_eq!(core.counters().snapshot().epid_refused, 1);
     let mut ok = NtlmClient::new("alice", "alice-pw", &"a".repeat(64));
     established(&ok.sign_in(&core, t0(), &mut rng));

@@ -215,11 +215,12 @@ fn malformed_credentials_give_a_reason_and_a_challenge() {
     let cases: Vec<(String, Reason)> = vec![
         // Not base64.
         (ntlm_header(&format!("opaque=\"{opaque}\", gssapi-data=\"!!!notbase64\"")), Reason::MalformedToken),
-        // Valid base64, not NTLM (each final leg consumes the pending handshake, so later cases meet
-        // an unknown handshake unless they restart; the first is enough for the token classes).
         (ntlm_header("opaque=\"0000000G\", gssapi-data=\"AAAA\""), Reason::MalformedHeader),
         (ntlm_header("gssapi-data=\"TlRMTVNTUAADAAAA\""), Reason::MalformedHeader),
-        (ntlm_header("opaque=\"12345678\", gssapi-data=\"TlRMTVNTUAADAAAA\""), Reason::UnknownHandshake),
+        // An opaque of the current window (its top bits are the window's tag) is recomputed, and
+        // its truncated AUTHENTICATE is malformed; one tagged with a window two back has timed out.
+        (ntlm_header("opaque=\"12345678\", gssapi-data=\"TlRMTVNTUAADAAAA\""), Reason::MalformedToken),
+        (ntlm_header("opaque=\"92345678\", gssapi-data=\"TlRMTVNTUAADAAAA\""), Reason::UnknownHandshake),
         (ntlm_header("opaque=\"12345678\", crand=\"1\", cnum=\"x\", response=\"00\""), Reason::UnknownSa),
         ("NTLM realm=\"a\", realm=\"b\"".to_owned(), Reason::MalformedHeader),
         ("NTLM qop=\"auth, realm=\"x".to_owned(), Reason::MalformedHeader),
@@ -235,7 +236,7 @@ fn malformed_credentials_give_a_reason_and_a_challenge() {
             other => panic!("{value}: {other:?}"),
         }
     }
-    // Truncated and lying AUTHENTICATE messages, each against a fresh pending handshake.
+    // Truncated and lying AUTHENTICATE messages, each against a fresh challenge.
     let lying: Vec<Vec<u8>> = vec![
         b"NTLMSSP\0\x03\0\0\0".to_vec(),
         {

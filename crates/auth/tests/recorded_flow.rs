@@ -1,15 +1,16 @@
 //! Vector A through the whole security core: the recorded Office Communicator 2007 R2 sign-in against
-//! OCS 2007 R2 (../shared/reference/flows). With the server challenge, opaque and srand the OCS server
-//! drew injected as randomness and its clock injected as time, the core must issue the same CHALLENGE,
-//! accept the recorded AUTHENTICATE, verify the version-4 signature it carries, and sign the recorded
-//! 200 OK to the same bytes.
+//! OCS 2007 R2 (../shared/reference/flows). With the opaque and srand the OCS server drew injected as
+//! randomness, its server challenge pinned for that opaque and epid ([`RecordedChallenges`], in
+//! place of the keyed MAC no recording can match) and its clock injected as time, the core must issue
+//! the same CHALLENGE, accept the recorded AUTHENTICATE, verify the version-4 signature it carries,
+//! and sign the recorded 200 OK to the same bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sagw_auth::{
-    Binding, ChallengeFamily, CoreConfig, Decision, FileCredentialStore, NtlmSettings, Reason,
-    Scheme, ScriptedRng, SecurityCore, Transport, TransportContext,
+    Binding, ChallengeFamily, CoreConfig, Decision, FileCredentialStore, NtlmSettings, Opaque,
+    Reason, RecordedChallenges, Scheme, ScriptedRng, SecurityCore, Transport, TransportContext,
 };
 use sagw_ntlm::ServerIdentity;
 use sagw_sip::Message;
@@ -33,7 +34,22 @@ fn flow_value(key: &str) -> String {
         .to_owned()
 }
 
+/// The server challenge OCS drew for opaque 2BDBAC9D and the client's epid.
+const SERVER_CHALLENGE: [u8; 8] = [0xDD, 0x1B, 0xAA, 0xF4, 0xE7, 0xE2, 0x18, 0xD1];
+const OPAQUE: Opaque = Opaque(0x2BDB_AC9D);
+const EPID: &str = "c8ca638a15";
+
+/// The core OCS was, challenge included.
 fn core(password: &str) -> SecurityCore {
+    keyed_core(password).with_ntlm_challenges(Box::new(RecordedChallenges::new(&[0x3C; 32]).with(
+        OPAQUE,
+        EPID,
+        SERVER_CHALLENGE,
+    )))
+}
+
+/// The same configuration, with its own keyed challenges: a gateway that never issued OCS's.
+fn keyed_core(password: &str) -> SecurityCore {
     let mut cfg = CoreConfig::new("cosmo.local");
     let mut ntlm = NtlmSettings::new(
         "cosmo-ocs-r2.cosmo.local",
@@ -74,10 +90,11 @@ fn first_leg() -> Message {
     Message::parse(leg1.as_bytes()).expect("leg 1 parses")
 }
 
-/// Server challenge, then opaque, then srand: the order in which the core draws randomness.
+/// Opaque, then srand: the order in which the core draws randomness (the server challenge is not
+/// drawn: it is computed from the opaque, the epid and the time window). The opaque's top two bits
+/// are the window's tag; at the recorded clock that is 00, which 2BDBAC9D has.
 fn recorded_rng() -> ScriptedRng {
     let mut script = Vec::new();
-    script.extend_from_slice(&[0xDD, 0x1B, 0xAA, 0xF4, 0xE7, 0xE2, 0x18, 0xD1]);
     script.extend_from_slice(&[0x2B, 0xDB, 0xAC, 0x9D]);
     script.extend_from_slice(&[0x96, 0x16, 0x45, 0x4F]);
     ScriptedRng::new(script)
@@ -195,8 +212,37 @@ fn the_recorded_authenticate_is_refused_outside_the_clock_skew() {
 }
 
 #[test]
-fn a_final_leg_for_an_unknown_handshake_is_challenged_afresh() {
+fn the_recorded_final_leg_is_taken_once() {
     let core = core("Pa$$word");
+    let mut rng = recorded_rng();
+    let now = recorded_clock();
+    assert!(matches!(
+        core.on_request(&first_leg(), &ctx(), now, &mut rng),
+        Decision::Continue(_)
+    ));
+    let request = Message::parse(REQUEST).expect("parses");
+    assert!(matches!(
+        core.on_request(&request, &ctx(), now, &mut rng),
+        Decision::Authenticated(_)
+    ));
+    // The same AUTHENTICATE again (a replay): its opaque has its SA already.
+    match core.on_request(&request, &ctx(), now, &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::ReplayedToken)),
+        other => panic!("expected a fresh challenge, got {other:?}"),
+    }
+    // Still refused once that SA is gone, for as long as the challenge could verify.
+    assert!(core.sas().revoke(OPAQUE, core.counters()));
+    match core.on_request(&request, &ctx(), now + Duration::from_secs(20), &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::ReplayedToken)),
+        other => panic!("expected a fresh challenge, got {other:?}"),
+    }
+    assert!(core.sas().is_empty());
+}
+
+#[test]
+fn a_final_leg_for_a_challenge_this_gateway_never_issued_is_challenged_afresh() {
+    // No first leg answered since start: there is no challenge key yet, nothing can be ours.
+    let core = keyed_core("Pa$$word");
     let mut rng = recorded_rng();
     let request = Message::parse(REQUEST).expect("parses");
     match core.on_request(&request, &ctx(), recorded_clock(), &mut rng) {
@@ -206,4 +252,38 @@ fn a_final_leg_for_an_unknown_handshake_is_challenged_afresh() {
         }
         other => panic!("expected a fresh challenge, got {other:?}"),
     }
+    // After a first leg of its own, the recorded AUTHENTICATE (right password, OCS's challenge)
+    // meets this gateway's challenge for that opaque, and its NTLMv2 proof fails.
+    assert!(matches!(
+        core.on_request(&first_leg(), &ctx(), recorded_clock(), &mut rng),
+        Decision::Continue(_)
+    ));
+    match core.on_request(&request, &ctx(), recorded_clock(), &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::WrongPassword)),
+        other => panic!("expected a fresh challenge, got {other:?}"),
+    }
+    assert!(core.sas().is_empty());
+    assert_eq!(core.sas().recent_final_legs(), 0);
+}
+
+#[test]
+fn the_recorded_final_leg_times_out_after_two_windows() {
+    let core = core("Pa$$word");
+    let mut rng = recorded_rng();
+    assert!(matches!(
+        core.on_request(&first_leg(), &ctx(), recorded_clock(), &mut rng),
+        Decision::Continue(_)
+    ));
+    // Issued 8 s into a 30 s window: taken until the end of the next one (52 s on), not after.
+    let request = Message::parse(REQUEST).expect("parses");
+    let late = recorded_clock() + Duration::from_secs(52);
+    match core.on_request(&request, &ctx(), late, &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::UnknownHandshake)),
+        other => panic!("expected a fresh challenge, got {other:?}"),
+    }
+    let in_time = recorded_clock() + Duration::from_secs(51);
+    assert!(matches!(
+        core.on_request(&request, &ctx(), in_time, &mut rng),
+        Decision::Authenticated(_)
+    ));
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
     AuthPolicy, Authenticated, Binding, ChallengeFamily, ChallengePolicy, CoreConfig, Decision,
-    DigestOffer, DigestSettings, NtlmSettings, PendingLimits, PolicyId, ResponseVerdict, Rng,
-    Scheme, SecurityCore, Transport, TransportContext,
+    DigestOffer, DigestSettings, NtlmSettings, PolicyId, ResponseVerdict, Rng, Scheme,
+    SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
     Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
@@ -309,11 +309,9 @@ pub fn build_core_with_store(
     cfg.sa_idle_ttl = a.sa_idle;
     cfg.max_sas_per_identity = a.max_sas_per_identity;
     cfg.max_epid_len = a.max_epid_len;
-    cfg.pending = PendingLimits {
-        max_total: a.pending_max,
-        max_per_source: a.pending_max_per_source,
-        ..PendingLimits::default()
-    };
+    for d in &a.deprecated {
+        warn!("{d}");
+    }
     if a.ntlm {
         let mut n = NtlmSettings::new(
             a.fqdn.clone(),
@@ -326,6 +324,11 @@ pub fn build_core_with_store(
             },
         );
         n.max_clock_skew = a.ntlm_skew;
+        // NTLM server challenges are a MAC under this key (nothing is kept per handshake): fresh
+        // at every start, so a final leg for a challenge from before a restart fails.
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        n.challenge_key = Some(key);
         cfg.ntlm = Some(n);
     }
     if a.digest {

@@ -44,9 +44,12 @@ pub struct AuthSection {
     pub sa_lifetime_secs: u64,
     /// Idle SA lifetime in seconds.
     pub sa_idle_secs: u64,
-    /// Handshakes in progress, in total and per source address.
-    pub pending_max: usize,
-    pub pending_max_per_source: usize,
+    /// Deprecated and ignored: NTLM keeps nothing for a handshake in progress any more (the
+    /// challenge is recomputed at the final leg), so there is no table to cap, in total or per
+    /// source address. Still accepted so that old files load; each one set gives a warning.
+    pub pending_max: Option<usize>,
+    /// Deprecated and ignored, like `pending_max`.
+    pub pending_max_per_source: Option<usize>,
     /// NetBIOS names in the NTLM CHALLENGE.
     pub ntlm_netbios_domain: String,
     pub ntlm_netbios_computer: String,
@@ -133,8 +136,8 @@ impl Default for AuthSection {
             version: 4,
             sa_lifetime_secs: 8 * 3600,
             sa_idle_secs: 900,
-            pending_max: 65_536,
-            pending_max_per_source: 32,
+            pending_max: None,
+            pending_max_per_source: None,
             ntlm_netbios_domain: "SAGW".into(),
             ntlm_netbios_computer: "SAGW".into(),
             ntlm_max_clock_skew_secs: 900,
@@ -225,8 +228,8 @@ pub struct AuthSettings {
     pub version: u8,
     pub sa_lifetime: Duration,
     pub sa_idle: Duration,
-    pub pending_max: usize,
-    pub pending_max_per_source: usize,
+    /// Warnings for deprecated keys the file sets (logged at start, printed by `check-config`).
+    pub deprecated: Vec<String>,
     pub netbios_domain: String,
     pub netbios_computer: String,
     pub ntlm_skew: Duration,
@@ -529,9 +532,18 @@ impl AuthSection {
         let ntlm = served.contains(sagw_auth::Scheme::Ntlm);
         let kerberos = served.contains(sagw_auth::Scheme::Kerberos);
         let digest = served.contains(sagw_auth::Scheme::Digest);
-        if self.pending_max == 0 || self.pending_max_per_source == 0 {
-            return Err(invalid("auth.pending_max", "limits must be greater than 0"));
-        }
+        let deprecated = [
+            ("auth.pending_max", self.pending_max),
+            ("auth.pending_max_per_source", self.pending_max_per_source),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(key, _)| {
+            format!(
+                "{key} is deprecated and ignored: NTLM first legs keep no state (the challenge is recomputed at the final leg), so there is no table of handshakes in progress to cap; remove the key"
+            )
+        })
+        .collect();
         Ok(Some(AuthSettings {
             ntlm,
             kerberos,
@@ -546,8 +558,7 @@ impl AuthSection {
             version: self.version,
             sa_lifetime: secs("auth.sa_lifetime_secs", self.sa_lifetime_secs, 8 * 3600)?,
             sa_idle: secs("auth.sa_idle_secs", self.sa_idle_secs, 8 * 3600)?,
-            pending_max: self.pending_max,
-            pending_max_per_source: self.pending_max_per_source,
+            deprecated,
             netbios_domain: plain("auth.ntlm_netbios_domain", &self.ntlm_netbios_domain)?,
             netbios_computer: plain("auth.ntlm_netbios_computer", &self.ntlm_netbios_computer)?,
             ntlm_skew: secs(
@@ -653,4 +664,26 @@ fn algorithms(
         return Err(invalid(key, "offer at least one algorithm"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_retired_pending_limits_still_load_with_a_warning_each() {
+        let text = "[auth]\npending_max = 0\npending_max_per_source = 32\n";
+        let s = Config::parse(text).unwrap().validate().unwrap();
+        let a = s.auth.expect("auth on");
+        assert_eq!(a.deprecated.len(), 2, "{:?}", a.deprecated);
+        assert!(
+            a.deprecated[0].starts_with("auth.pending_max is deprecated and ignored"),
+            "{:?}",
+            a.deprecated
+        );
+        assert!(a.deprecated[1].starts_with("auth.pending_max_per_source is deprecated"));
+        // Without them, no warning.
+        let s = Config::embedded().unwrap().validate().unwrap();
+        assert!(s.auth.expect("auth on").deprecated.is_empty());
+    }
 }

@@ -160,6 +160,9 @@ fn main() -> ExitCode {
             eprintln!("sagw: warning: {w}");
         }
         if let Some(a) = &settings.auth {
+            for d in &a.deprecated {
+                eprintln!("sagw: warning ({source}): {d}");
+            }
             match sagw_gateway::auth::check_policies(a, &settings.listeners) {
                 Ok(lines) => {
                     for l in lines {

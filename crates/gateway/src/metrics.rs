@@ -599,9 +599,9 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         "Established security associations",
     );
     family(
-        "sagw_auth_pending_handshakes",
+        "sagw_auth_ntlm_recent_final_legs",
         "gauge",
-        "Handshakes in progress",
+        "NTLM final legs remembered for one-time use (successful ones of the last two handshake windows; nothing is kept for a handshake in progress)",
     );
     let _ = writeln!(out, "sagw_auth_challenges_total {}", c.challenges);
     for s in &c.by_scheme {
@@ -646,9 +646,6 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         ("expired_idle", c.sa_expired_idle),
         ("replaced", c.sa_replaced),
         ("revoked", c.sa_revoked),
-        ("pending_evicted", c.pending_evicted),
-        ("pending_expired", c.pending_expired),
-        ("pending_refused_source", c.pending_refused_source),
         ("discarded_ack_cancel", c.discarded),
         ("dropped_client_responses", c.dropped_responses),
         ("evicted_identity_cap", c.sa_evicted_identity_cap),
@@ -660,8 +657,8 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
     let _ = writeln!(out, "sagw_auth_security_associations {}", core.sas().len());
     let _ = writeln!(
         out,
-        "sagw_auth_pending_handshakes {}",
-        core.sas().pending_len()
+        "sagw_auth_ntlm_recent_final_legs {}",
+        core.sas().recent_final_legs()
     );
     out
 }

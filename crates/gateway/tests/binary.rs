@@ -36,6 +36,28 @@ fn check_config_accepts_the_default_and_names_bad_keys() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("modee"));
+
+    // The retired handshake caps still load, with a warning each.
+    std::fs::write(
+        &bad,
+        "[auth]\npending_max = 65536\npending_max_per_source = 32\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("auth.pending_max is deprecated and ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("auth.pending_max_per_source is deprecated"),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&bad);
 }
 

@@ -206,23 +206,31 @@ impl NtlmAcceptor {
         Ok(Self::new(config))
     }
 
-    /// Leg 2: a CHALLENGE_MESSAGE for `server_challenge` (8 bytes from a CSPRNG, never reused).
-    /// `now` is only used for the MsvAvTimestamp when configured.
-    pub fn challenge(&self, server_challenge: [u8; 8], now: SystemTime) -> PendingHandshake {
+    /// Leg 2: a CHALLENGE_MESSAGE for `server_challenge` (8 bytes no one can predict, never
+    /// reused: from a CSPRNG, or a keyed MAC over something unique). `timestamp` is only used for
+    /// the MsvAvTimestamp when configured (the issue time, or anything within the clock skew of it
+    /// that the caller can give again at the final leg).
+    ///
+    /// Building it is cheap (a pointer copy): a stateless server calls this again with the same
+    /// two values at the final leg instead of keeping the result.
+    pub fn challenge(&self, server_challenge: [u8; 8], timestamp: SystemTime) -> PendingHandshake {
         PendingHandshake {
             template: Arc::clone(&self.template),
             server_challenge,
-            timestamp: filetime_from_system_time(now),
+            timestamp: filetime_from_system_time(timestamp),
         }
     }
 }
 
-/// What the server keeps between the CHALLENGE and the AUTHENTICATE (under the SIP `opaque`):
-/// the server challenge, the challenge timestamp and a shared pointer to the constant challenge
-/// bytes (needed to check a MIC). `Send + Sync`, 24 bytes on 64-bit targets.
+/// A CHALLENGE as issued, which the AUTHENTICATE is checked against: the server challenge, the
+/// challenge timestamp and a shared pointer to the constant challenge bytes (needed to check a
+/// MIC). `Send + Sync`, 24 bytes on 64-bit targets. A server may keep it between the two legs, or
+/// rebuild it at the final leg from the same server challenge and timestamp
+/// ([`NtlmAcceptor::challenge`]).
 ///
-/// One AUTHENTICATE per challenge: remove the handshake from the pending table before calling
-/// [`accept`](Self::accept), whatever its outcome.
+/// One AUTHENTICATE per challenge: this type does not remember what it accepted, so the caller
+/// enforces that (remove a kept handshake before calling [`accept`](Self::accept), or refuse a
+/// second session for the same challenge).
 #[derive(Clone)]
 pub struct PendingHandshake {
     template: Arc<ChallengeTemplate>,

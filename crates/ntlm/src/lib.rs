@@ -7,7 +7,11 @@
 //! # Flow ([MS-NLMP] 3.2.5.2, connectionless, no NEGOTIATE_MESSAGE)
 //!
 //! 1. [`NtlmAcceptor::challenge`] builds the CHALLENGE_MESSAGE (flags `0xE29882F3`, like OCS/Lync)
-//!    and returns a small [`PendingHandshake`] that the caller keeps under the SIP `opaque`.
+//!    as a small [`PendingHandshake`]. Everything in the message but the server challenge and the
+//!    MsvAvTimestamp is constant per acceptor, so a caller need not keep it under the SIP `opaque`:
+//!    one that can give the same two values again at the final leg (say, a keyed MAC of the
+//!    `opaque` and a time window as the challenge, the window's start as the timestamp) rebuilds
+//!    the same handshake then, byte for byte, and stores nothing in between.
 //! 2. [`AuthenticateMessage::parse`] bounds-checks the client's AUTHENTICATE_MESSAGE; the caller
 //!    looks up the user's [`NtHash`] by [`AuthenticateMessage::user`] / [`AuthenticateMessage::domain`].
 //! 3. [`PendingHandshake::accept`] verifies the NTLMv2 proof (NTProofStr), the MIC when the client
