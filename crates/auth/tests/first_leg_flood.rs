@@ -76,7 +76,7 @@ fn flood(core: &sagw_auth::SecurityCore, legs: &[Message], range: std::ops::Rang
                 status: 400,
                 reason: sagw_auth::Reason::EpidTooLong,
                 ..
-            } if a % 100 == 0 => {}
+            } if a.is_multiple_of(100) => {}
             other => panic!("first leg {i} from {}: {other:?}", address(i)),
         }
     }
