@@ -399,10 +399,13 @@ impl SecurityCore {
     /// [`SecurityCore::on_request_with_policy`] under a registered policy `id`: challenges offer
     /// only its schemes (its Digest realm and algorithms), and credentials of any other scheme or
     /// realm are not taken: the request is challenged again, as if it carried none.
+    ///
+    /// `_ctx` (where the request came from) no longer decides anything: NTLM first legs keep no
+    /// state, per source or otherwise. It stays in the signature for its many callers.
     pub fn on_request_under(
         &self,
         msg: &Message,
-        ctx: &TransportContext,
+        _ctx: &TransportContext,
         id: PolicyId,
         policy: &ChallengePolicy,
         now: SystemTime,
@@ -455,7 +458,7 @@ impl SecurityCore {
         let decision = match creds.header.scheme {
             s if s.eq_ignore_ascii_case("Digest") => self.digest_request(msg, p, &creds, now, rng),
             s => match SaScheme::from_token(s) {
-                Some(scheme) => self.ms_request(msg, p, &creds, scheme, ctx, now, rng),
+                Some(scheme) => self.ms_request(msg, p, &creds, scheme, now, rng),
                 None => self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng),
             },
         };
@@ -551,20 +554,18 @@ impl SecurityCore {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn ms_request(
         &self,
         msg: &Message,
         p: &PolicyState,
         creds: &Credentials<'_>,
         scheme: SaScheme,
-        ctx: &TransportContext,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let h = &creds.header;
         match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, ctx, now, rng),
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, now, rng),
             (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
             (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
                 Ok(sa) => Decision::Authenticated(Authenticated {
@@ -589,16 +590,12 @@ impl SecurityCore {
             .unwrap_or(2)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn ntlm_leg(
         &self,
         msg: &Message,
         p: &PolicyState,
         creds: &Credentials<'_>,
         token: &str,
-        // Where a first leg came from no longer matters: nothing is kept for it, per source or
-        // otherwise.
-        _ctx: &TransportContext,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
@@ -696,10 +693,7 @@ impl SecurityCore {
                 };
             }
         }
-        let identity = self
-            .credentials
-            .sip_identity(&user)
-            .unwrap_or_else(|| self.default_identity(&user));
+        let identity = self.identity_of(&user);
         // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
         // leg); without one it is an LCS 2005-era client, as on the first leg.
         let version = Self::client_version(h).min(self.config.version);
@@ -860,6 +854,13 @@ impl SecurityCore {
             None => self.default_identity(user),
         };
         self.revoke_identity(&identity)
+    }
+
+    /// The SIP identity a credentials-store user signs in as: the store's, else the default.
+    fn identity_of(&self, user: &str) -> String {
+        self.credentials
+            .sip_identity(user)
+            .unwrap_or_else(|| self.default_identity(user))
     }
 
     fn default_identity(&self, user: &str) -> String {
@@ -1043,10 +1044,7 @@ impl SecurityCore {
         let next = server.make_nonce(now, salt);
         let info = server.authentication_info(&verified, &ha1, Some(&next));
         self.counters.handshake_completed(Scheme::Digest);
-        let identity = self
-            .credentials
-            .sip_identity(resp.username)
-            .unwrap_or_else(|| self.default_identity(resp.username));
+        let identity = self.identity_of(resp.username);
         Decision::Authenticated(Authenticated {
             identity,
             scheme: Scheme::Digest,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
     AuthPolicy, Authenticated, Binding, ChallengeFamily, ChallengePolicy, CoreConfig, Decision,
-    DigestOffer, DigestSettings, NtlmSettings, PolicyId, ResponseVerdict, Rng, Scheme,
+    DigestOffer, DigestSettings, NtlmSettings, PolicyId, ResponseVerdict, Rng, Scheme, SchemeSet,
     SecurityCore, Transport, TransportContext,
 };
 use sagw_proxy::hook::{
@@ -207,10 +207,7 @@ pub fn check_policies(
     listeners: &[crate::listener::ListenerSpec],
 ) -> Result<Vec<String>, AuthSetupError> {
     let mut lines = Vec::new();
-    let kerberos = match kerberos_acceptor(a) {
-        Ok(k) => k.is_some(),
-        Err(e) => return Err(e),
-    };
+    let kerberos = kerberos_acceptor(a)?.is_some();
     if a.kerberos && !kerberos {
         lines.push(
             "note: Kerberos is not offered: the keytab lacks sip/<fqdn> (auth.kerberos_without_keytab = \"skip\")"
@@ -218,17 +215,9 @@ pub fn check_policies(
         );
     }
     for (i, p) in a.policies.iter().enumerate() {
-        let offered: Vec<Scheme> = p
-            .schemes
-            .iter()
-            .filter(|s| kerberos || *s != Scheme::Kerberos)
-            .collect();
+        let offered = served_schemes(p.schemes, kerberos);
         if offered.is_empty() {
-            return Err(AuthSetupError::Policy {
-                key: policy_key(&p.name),
-                why: "offers only kerberos, which the gateway cannot serve (no usable keytab)"
-                    .to_owned(),
-            });
+            return Err(only_kerberos(&p.name));
         }
         let mut what: Vec<String> = offered.iter().map(|s| s.label().to_owned()).collect();
         if let Some(d) = what.iter_mut().find(|w| *w == "digest") {
@@ -271,6 +260,23 @@ pub fn check_policies(
         ));
     }
     Ok(lines)
+}
+
+/// What a policy offering `schemes` can serve: without a Kerberos acceptor (no usable keytab,
+/// `kerberos_without_keytab = "skip"`), everything but Kerberos.
+fn served_schemes(schemes: SchemeSet, kerberos: bool) -> SchemeSet {
+    schemes
+        .iter()
+        .filter(|s| kerberos || *s != Scheme::Kerberos)
+        .collect()
+}
+
+/// The error of a policy left with nothing to offer once Kerberos cannot be served.
+fn only_kerberos(policy: &str) -> AuthSetupError {
+    AuthSetupError::Policy {
+        key: policy_key(policy),
+        why: "offers only kerberos, which the gateway cannot serve (no usable keytab)".to_owned(),
+    }
 }
 
 /// Builds the security core the settings describe, with its policies registered, and the router
@@ -349,10 +355,7 @@ pub fn build_core_with_store(
     }
     let mut routed = Vec::with_capacity(a.policies.len());
     for p in &a.policies {
-        let mut schemes = p.schemes;
-        if !kerberos && schemes.contains(Scheme::Kerberos) {
-            schemes = schemes.iter().filter(|s| *s != Scheme::Kerberos).collect();
-        }
+        let schemes = served_schemes(p.schemes, kerberos);
         let id = core
             .add_policy(AuthPolicy {
                 schemes,
@@ -361,14 +364,11 @@ pub fn build_core_with_store(
                     algorithms: p.digest_algorithms.clone(),
                 }),
             })
-            .map_err(|e| AuthSetupError::Policy {
-                key: policy_key(&p.name),
-                why: match e {
-                    sagw_auth::PolicyError::Empty => {
-                        "offers only kerberos, which the gateway cannot serve (no usable keytab)"
-                            .to_owned()
-                    }
-                    other => other.to_string(),
+            .map_err(|e| match e {
+                sagw_auth::PolicyError::Empty => only_kerberos(&p.name),
+                other => AuthSetupError::Policy {
+                    key: policy_key(&p.name),
+                    why: other.to_string(),
                 },
             })?;
         routed.push(RoutedPolicy {

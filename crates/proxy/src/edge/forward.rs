@@ -218,11 +218,7 @@ impl Edge {
         let Some(st) = self.server.get(key) else {
             return Ok(());
         };
-        let BranchTo {
-            target,
-            endpoint,
-            gone,
-        } = to;
+        let target = to.target;
         let upstream = st.upstream;
         let from_client = st.from_client;
         let lh = st.loop_hash.clone();
@@ -248,7 +244,7 @@ impl Edge {
             // RFC 5658 double Record-Route: one entry per side, each with that side's transport
             // and, for a client side, the token of its flow.
             let out_token = match target {
-                Target::Flow(f) => Some(self.ids.flow_token(&f, endpoint.as_ref())),
+                Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
                 Target::Addr { .. } => None,
             };
             let rr_in = self.our_uri(upstream.transport, Some(&in_token()), "");
@@ -267,18 +263,9 @@ impl Edge {
         let via = self.our_via(out_transport, &branch, &sgf);
         push_via(&mut out, &via);
         let token = SendToken(branch.clone());
-        let sent = self.emit_kept(target, out, Some(token), endpoint.as_ref(), now)?;
+        let sent = self.emit_kept(target, out, Some(token), to.endpoint.as_ref(), now)?;
         let t1 = self.cfg.timers.t1;
-        let mut ct = ClientTx::trying(
-            method.clone(),
-            sent,
-            BranchTo {
-                target,
-                endpoint,
-                gone,
-            },
-            t1,
-        );
+        let mut ct = ClientTx::trying(method.clone(), sent, to, t1);
         ct.server_key = Some(key.to_owned());
         ct.hop = hop;
         if !out_transport.is_reliable() {
@@ -378,16 +365,15 @@ impl Edge {
         let Some(cancel) = build_hop_request(&ct.request, "CANCEL", None) else {
             return;
         };
-        let target = ct.target;
-        let endpoint = ct.endpoint.clone();
-        let gone = ct.gone;
+        let to = ct.branch_to();
+        let target = to.target;
         let key = format!("{ct_key}|CANCEL");
         if self.client.contains_key(&key) {
             return;
         }
         // Refused: the endpoint lost its SA since the INVITE went out; an unsigned CANCEL would
         // be dropped by it, so the branch ends by its own timers.
-        let Ok(sent) = self.emit_kept(target, cancel, None, endpoint.as_ref(), now) else {
+        let Ok(sent) = self.emit_kept(target, cancel, None, to.endpoint.as_ref(), now) else {
             return;
         };
         let t1 = self.cfg.timers.t1;
@@ -403,16 +389,7 @@ impl Edge {
         );
         self.client.insert(
             key,
-            Box::new(ClientTx::trying(
-                "CANCEL".into(),
-                sent,
-                BranchTo {
-                    target,
-                    endpoint,
-                    gone,
-                },
-                t1,
-            )),
+            Box::new(ClientTx::trying("CANCEL".into(), sent, to, t1)),
         );
     }
 }

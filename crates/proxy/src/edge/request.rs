@@ -160,17 +160,22 @@ impl Edge {
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
             .unwrap_or(70);
-        let ruri_local = msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+        let ruri = msg.request_uri().and_then(SipUri::parse);
+        let ruri_local = ruri.as_ref().is_some_and(|u| {
             u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
         });
         // A request for a domain the embedded registrar serves (no user part: the domain itself,
         // as a client's keep-alive OPTIONS names it) is for the registrar, that is for us.
-        let for_served_domain = self.cfg.mode == Mode::Registrar
-            && msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
-                u.user.is_none() && crate::uri::host_ip(u.host).is_none() && self.serves(&u)
-            });
-        let addressed_to_us = (ruri_local || for_served_domain) && msg.header("Route").is_none();
-        if method == "OPTIONS" && addressed_to_us {
+        let for_served_domain = |u: &SipUri<'_>| {
+            self.cfg.mode == Mode::Registrar
+                && u.user.is_none()
+                && crate::uri::host_ip(u.host).is_none()
+                && self.serves(u)
+        };
+        if method == "OPTIONS"
+            && msg.header("Route").is_none()
+            && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
+        {
             let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
             self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
             return;

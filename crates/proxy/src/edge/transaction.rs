@@ -158,6 +158,15 @@ impl ClientTx {
             timer_c_fired: false,
         }
     }
+
+    /// Where this transaction's request went, for a request sent the same way (its CANCEL).
+    pub(super) fn branch_to(&self) -> BranchTo {
+        BranchTo {
+            target: self.target,
+            endpoint: self.endpoint.clone(),
+            gone: self.gone,
+        }
+    }
 }
 
 /// What the inbound stage established about a client's request.
