@@ -29,6 +29,12 @@ pub trait KerberosBackend: Send + Sync {
     /// `sip/<fqdn>`, as challenges and signature buffers carry it.
     fn targetname(&self) -> &str;
     fn accept(&self, ap_req: &[u8]) -> Result<KerberosAccepted, KerberosRejection>;
+    /// A session exported by [`GssSession::export`] (on this node or another node of the pool),
+    /// made usable again. Backends that cannot move sessions refuse.
+    fn import_session(&self, exported: &[u8]) -> Result<Box<dyn GssSession>, String> {
+        let _ = exported;
+        Err("this Kerberos backend cannot import sessions".into())
+    }
 }
 
 /// Default mapping of a client principal to a SIP identity: `alice@EXAMPLE.TEST` ->

@@ -68,6 +68,12 @@ pub trait GssSession: Send + Sync {
     fn get_mic(&self, buffer: &[u8]) -> Result<Vec<u8>, String>;
     /// Checks the client's MIC token; sequencing warnings are not errors (cnum does replay).
     fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), String>;
+    /// The context as bytes another node's [`KerberosBackend::import_session`](crate::kerberos::KerberosBackend::import_session)
+    /// takes (GSS `gss_export_sec_context`): key material, to be sealed before it leaves the process.
+    /// The session stays usable here.
+    fn export(&self) -> Result<Vec<u8>, String> {
+        Err("this GSS session cannot be exported".into())
+    }
 }
 
 /// The keys of an SA.
