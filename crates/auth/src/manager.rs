@@ -17,6 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::counters::{Counters, ExpiryKind};
+use crate::pool::{JournalTable, PoolJournal};
 use crate::rng::Rng;
 use crate::sa::{Opaque, SaScheme, SecurityAssociation};
 
@@ -112,6 +113,8 @@ pub struct SaManager {
     recent: Mutex<RecentFinalLegs>,
     limits: ManagerLimits,
     max_per_identity: usize,
+    /// What a pool must learn from this gateway; `None` for a gateway on its own.
+    journal: Option<Mutex<JournalTable>>,
 }
 
 impl SaManager {
@@ -124,6 +127,44 @@ impl SaManager {
             recent: Mutex::new(RecentFinalLegs::default()),
             limits,
             max_per_identity: usize::MAX,
+            journal: None,
+        }
+    }
+
+    /// Keeps the pool journal ([`crate::pool`]): SAs made, moved on and ended here.
+    pub fn with_journal(mut self) -> Self {
+        self.enable_journal();
+        self
+    }
+
+    pub fn enable_journal(&mut self) {
+        self.journal
+            .get_or_insert_with(|| Mutex::new(JournalTable::default()));
+    }
+
+    pub fn journal_enabled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// What the pool must learn since the last call (empty without a journal).
+    pub fn drain_journal(&self) -> PoolJournal {
+        match &self.journal {
+            Some(j) => j.lock().drain(),
+            None => PoolJournal::default(),
+        }
+    }
+
+    fn journal(&self, f: impl FnOnce(&mut JournalTable)) {
+        if let Some(j) = &self.journal {
+            f(&mut j.lock());
+        }
+    }
+
+    /// A message the SA's client signed verified, or its registration was granted: its window or
+    /// idle deadline moved, which the pool learns at the next drain (once per SA per drain).
+    pub fn note_progress(&self, sa: &SaHandle) {
+        if self.journal.is_some() && sa.mark_journaled() {
+            self.journal(|j| j.touched.push(sa.clone()));
         }
     }
 
@@ -237,7 +278,48 @@ impl SaManager {
     /// handshake from an endpoint replaces its SA), and so is the identity's least recently used SA
     /// when it would otherwise hold more than its cap.
     pub fn establish(&self, sa: SecurityAssociation, counters: &Counters) -> Established {
-        let handle = Arc::new(sa);
+        let established = self.install(Arc::new(sa), counters);
+        counters.sa_established(established.handle.scheme());
+        self.journal(|j| j.established.push(established.handle.clone()));
+        established
+    }
+
+    /// Takes in an SA made on another gateway of the pool, or before a restart: it replaces what
+    /// this gateway held for the same opaque or endpoint, as a new handshake would. Not counted as
+    /// established, and not journaled as new (the pool has it).
+    pub fn adopt(&self, sa: SecurityAssociation, counters: &Counters) -> Established {
+        let opaque = sa.opaque().0;
+        let previous = self.shard(opaque).lock().remove(&opaque);
+        if let Some(old) = previous {
+            old.revoke();
+            self.remove(&old);
+        }
+        self.install(Arc::new(sa), counters)
+    }
+
+    /// Drops an SA another gateway took over, without ending it (the pool still has it).
+    pub fn forget(&self, opaque: Opaque) -> bool {
+        let found = self.shard(opaque.0).lock().get(&opaque.0).cloned();
+        match found {
+            Some(sa) => {
+                sa.revoke();
+                self.remove(&sa);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends an SA the pool says was revoked elsewhere (counted, not journaled again).
+    pub fn revoke_from_pool(&self, opaque: Opaque, counters: &Counters) -> bool {
+        let ended = self.forget(opaque);
+        if ended {
+            counters.sa_revoked();
+        }
+        ended
+    }
+
+    fn install(&self, handle: SaHandle, counters: &Counters) -> Established {
         let opaque = handle.opaque().0;
         let key = self.endpoint_key(handle.identity(), handle.epid());
         let previous = self.endpoint_shard(key).lock().insert(key, opaque);
@@ -249,14 +331,18 @@ impl SaManager {
             self.unindex_identity(&old);
             counters.sa_replaced();
             replaced = Some(Opaque(prev));
+            self.journal(|j| j.ended.push((old.opaque(), old.identity().to_owned())));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
-        counters.sa_established(handle.scheme());
         let evicted = self.index_identity(&handle);
         for victim in &evicted {
             victim.revoke();
             self.remove_tables(victim);
             counters.sa_evicted_identity_cap();
+            self.journal(|j| {
+                j.ended
+                    .push((victim.opaque(), victim.identity().to_owned()))
+            });
         }
         Established {
             handle,
@@ -365,6 +451,7 @@ impl SaManager {
                 sa.revoke();
                 self.remove(&sa);
                 counters.sa_revoked();
+                self.journal(|j| j.ended.push((sa.opaque(), sa.identity().to_owned())));
                 true
             }
             None => false,
@@ -374,6 +461,17 @@ impl SaManager {
     /// Ends every SA of `identity` at once (the user was removed, or their credentials changed).
     /// Returns how many.
     pub fn revoke_identity(&self, identity: &str, counters: &Counters) -> usize {
+        self.journal(|j| j.ended_identities.push(identity.to_owned()));
+        self.revoke_identity_here(identity, counters)
+    }
+
+    /// [`revoke_identity`](Self::revoke_identity) for an identity the pool revoked elsewhere (not
+    /// journaled again).
+    pub fn revoke_identity_from_pool(&self, identity: &str, counters: &Counters) -> usize {
+        self.revoke_identity_here(identity, counters)
+    }
+
+    fn revoke_identity_here(&self, identity: &str, counters: &Counters) -> usize {
         let key = self.identity_key(identity);
         let sas: Vec<SaHandle> = {
             let mut ids = self.identity_shard(key).lock();

@@ -8,6 +8,9 @@
 /// Width of the window in message numbers.
 pub const WINDOW: u32 = 256;
 
+/// Length of [`ReplayWindow::to_bytes`].
+pub const STATE_LEN: usize = 37;
+
 /// Why a number was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayVerdict {
@@ -82,6 +85,34 @@ impl ReplayWindow {
         ReplayVerdict::Fresh
     }
 
+    /// The window as [`STATE_LEN`] bytes (highest number, whether there is one, the bitmap), for a
+    /// gateway that takes the SA over to go on from where this one stopped.
+    pub fn to_bytes(&self) -> [u8; STATE_LEN] {
+        let mut out = [0u8; STATE_LEN];
+        out[0] = u8::from(self.highest.is_some());
+        out[1..5].copy_from_slice(&self.highest.unwrap_or(0).to_be_bytes());
+        for (i, w) in self.seen.iter().enumerate() {
+            out[5 + i * 8..13 + i * 8].copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// The inverse of [`to_bytes`](Self::to_bytes); `None` for anything else.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != STATE_LEN || b[0] > 1 {
+            return None;
+        }
+        let highest = u32::from_be_bytes(b[1..5].try_into().ok()?);
+        let mut seen = [0u64; 4];
+        for (i, w) in seen.iter_mut().enumerate() {
+            *w = u64::from_be_bytes(b[5 + i * 8..13 + i * 8].try_into().ok()?);
+        }
+        Some(ReplayWindow {
+            highest: (b[0] == 1).then_some(highest),
+            seen,
+        })
+    }
+
     fn bit(&self, age: u32) -> bool {
         let (word, bit) = ((age / 64) as usize, age % 64);
         self.seen.get(word).is_some_and(|w| w & (1u64 << bit) != 0)
@@ -127,6 +158,27 @@ mod tests {
         let mut w = ReplayWindow::new();
         assert_eq!(w.accept(4711), ReplayVerdict::Fresh);
         assert_eq!(w.highest(), Some(4711));
+    }
+
+    #[test]
+    fn the_window_survives_its_bytes() {
+        let mut w = ReplayWindow::new();
+        assert_eq!(
+            ReplayWindow::from_bytes(&w.to_bytes()).and_then(|w| w.highest()),
+            None
+        );
+        for n in [10, 12, 300, 299, 100] {
+            w.accept(n);
+        }
+        let back = ReplayWindow::from_bytes(&w.to_bytes()).expect("decodes");
+        assert_eq!(back.highest(), Some(300));
+        for n in [10, 12, 300, 299, 100] {
+            assert_ne!(back.check(n), ReplayVerdict::Fresh, "{n} was seen");
+        }
+        assert_eq!(back.check(298), ReplayVerdict::Fresh);
+        assert_eq!(back.check(301), ReplayVerdict::Fresh);
+        assert!(ReplayWindow::from_bytes(&[2; STATE_LEN]).is_none());
+        assert!(ReplayWindow::from_bytes(&[0; 5]).is_none());
     }
 
     #[test]

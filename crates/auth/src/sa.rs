@@ -115,6 +115,8 @@ pub struct SecurityAssociation {
     idle_ttl: AtomicU32,
     snum: AtomicU32,
     revoked: AtomicBool,
+    /// Listed in the pool journal's progress since its last drain (pools only).
+    journaled: AtomicBool,
     window: Mutex<ReplayWindow>,
     mechanism: Mechanism,
     /// Token for the first signed response (Kerberos AP-REP for mutual authentication).
@@ -164,6 +166,7 @@ impl SecurityAssociation {
             idle_ttl: AtomicU32::new(n.idle_ttl),
             snum: AtomicU32::new(0),
             revoked: AtomicBool::new(false),
+            journaled: AtomicBool::new(false),
             window: Mutex::new(ReplayWindow::new()),
             mechanism: n.mechanism,
             final_token: Mutex::new(n.final_token.map(Vec::into_boxed_slice)),
@@ -248,6 +251,41 @@ impl SecurityAssociation {
     pub(crate) fn raise_idle_ttl(&self, secs: u32, now: u64) {
         self.idle_ttl.fetch_max(secs, Ordering::Relaxed);
         self.touch(now);
+    }
+
+    /// Idle TTL in seconds (what a verified message grants).
+    pub fn idle_ttl(&self) -> u32 {
+        self.idle_ttl.load(Ordering::Relaxed)
+    }
+
+    /// The `cnum` window, as bytes another gateway can go on from.
+    pub fn window_bytes(&self) -> [u8; crate::replay::STATE_LEN] {
+        self.window.lock().to_bytes()
+    }
+
+    /// An SA moved here (from another gateway, or from before a restart) goes on where it was:
+    /// `snum` continues after `snum_after`, the client's window and idle deadline are as they were.
+    pub(crate) fn resume(&self, snum_after: u32, window: Option<ReplayWindow>, idle_deadline: u64) {
+        self.snum.store(snum_after, Ordering::Relaxed);
+        if let Some(w) = window {
+            *self.window.lock() = w;
+        }
+        self.idle_deadline
+            .store(idle_deadline.min(self.hard_expiry), Ordering::Relaxed);
+    }
+
+    /// Marks the SA as listed in the journal; false if it already was.
+    pub(crate) fn mark_journaled(&self) -> bool {
+        !self.journaled.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn clear_journaled(&self) {
+        self.journaled.store(false, Ordering::Relaxed);
+    }
+
+    /// The AP-REP still owed to the client, if any (a moved SA carries it along).
+    pub(crate) fn peek_final_token(&self) -> Option<Vec<u8>> {
+        self.final_token.lock().as_deref().map(<[u8]>::to_vec)
     }
 
     pub(crate) fn take_final_token(&self) -> Option<Box<[u8]>> {

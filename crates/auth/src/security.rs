@@ -23,7 +23,8 @@ use crate::hex;
 use crate::kerberos::{KerberosBackend, principal_to_identity};
 use crate::manager::{FinalLegRefusal, ManagerLimits, SaHandle, SaLookup, SaManager};
 use crate::policy::{AuthPolicy, PolicyError, PolicyId, PolicyOffer, SchemeSet};
-use crate::replay::ReplayVerdict;
+use crate::pool::{RecordError, SaRecord, SaResume, SaSecret};
+use crate::replay::{ReplayVerdict, ReplayWindow};
 use crate::rng::Rng;
 use crate::sa::{Mechanism, NewSa, Opaque, SaScheme, SecurityAssociation};
 
@@ -172,6 +173,120 @@ impl SecurityCore {
     pub fn with_ntlm_challenges(mut self, source: Box<dyn ChallengeSource>) -> Self {
         self.ntlm_handshakes.set_source(source);
         self
+    }
+
+    /// Keeps the pool journal: what the other gateways of a pool, or the next start of this one,
+    /// must learn ([`crate::pool`]); drained with [`drain_pool_journal`](Self::drain_pool_journal).
+    pub fn enable_pool_journal(mut self) -> Self {
+        self.sas.enable_journal();
+        self
+    }
+
+    /// SAs made, moved on and ended since the last call.
+    pub fn drain_pool_journal(&self) -> crate::pool::PoolJournal {
+        self.sas.drain_journal()
+    }
+
+    /// The SA as a record another gateway (or the next start) can take in with
+    /// [`adopt_sa`](Self::adopt_sa). Key material: seal it.
+    pub fn export_sa(&self, sa: &SecurityAssociation) -> Result<SaRecord, RecordError> {
+        let secret = match sa.mechanism() {
+            Mechanism::Ntlm(session) => {
+                let (key, flags) = session
+                    .export()
+                    .ok_or_else(|| RecordError::NotExportable("NTLM session without ESS".into()))?;
+                SaSecret::Ntlm {
+                    exported_session_key: *key.as_bytes(),
+                    negotiate_flags: flags,
+                }
+            }
+            Mechanism::Kerberos(session) => SaSecret::Kerberos(zeroize::Zeroizing::new(
+                session.export().map_err(RecordError::NotExportable)?,
+            )),
+        };
+        Ok(SaRecord {
+            opaque: sa.opaque(),
+            version: sa.version(),
+            identity: sa.identity().to_owned(),
+            epid: sa.epid().to_owned(),
+            created: sa.created(),
+            hard_expiry: sa.hard_expiry(),
+            idle_ttl: sa.idle_ttl(),
+            secret,
+            final_token: sa.peek_final_token(),
+        })
+    }
+
+    /// Takes in an SA made elsewhere in the pool (or before a restart), going on from `resume`.
+    /// It replaces whatever this gateway held for the same opaque or endpoint. Refused when its
+    /// time is up or its keys cannot be used here (a Kerberos SA on a gateway without Kerberos).
+    pub fn adopt_sa(
+        &self,
+        record: SaRecord,
+        resume: &SaResume,
+        now: SystemTime,
+    ) -> Result<SaHandle, RecordError> {
+        let secs = unix_secs(now);
+        let idle_deadline = resume
+            .idle_deadline
+            .unwrap_or_else(|| secs.saturating_add(u64::from(record.idle_ttl)));
+        if secs >= record.hard_expiry || secs >= idle_deadline {
+            return Err(RecordError::Ended);
+        }
+        let mechanism = match &record.secret {
+            SaSecret::Ntlm {
+                exported_session_key,
+                negotiate_flags,
+            } => Mechanism::Ntlm(
+                sagw_ntlm::NtlmSession::from_exported_session_key(
+                    &sagw_ntlm::Key16::from_bytes(*exported_session_key),
+                    *negotiate_flags,
+                )
+                .map_err(|e| RecordError::NotImportable(e.to_string()))?,
+            ),
+            SaSecret::Kerberos(ctx) => {
+                let backend = self.kerberos.as_ref().ok_or_else(|| {
+                    RecordError::NotImportable("Kerberos is not enabled here".into())
+                })?;
+                Mechanism::Kerberos(
+                    backend
+                        .import_session(ctx)
+                        .map_err(RecordError::NotImportable)?,
+                )
+            }
+        };
+        let window = match resume.window {
+            Some(bytes) => Some(ReplayWindow::from_bytes(&bytes).ok_or(RecordError::Malformed)?),
+            None => None,
+        };
+        let sa = SecurityAssociation::new(NewSa {
+            opaque: record.opaque,
+            version: record.version,
+            identity: record.identity.clone(),
+            epid: record.epid.clone(),
+            mechanism,
+            now: record.created,
+            hard_expiry: record.hard_expiry,
+            idle_ttl: record.idle_ttl,
+            final_token: record.final_token.clone(),
+        });
+        sa.resume(resume.snum_after, window, idle_deadline);
+        Ok(self.sas.adopt(sa, &self.counters).handle)
+    }
+
+    /// Drops an SA another gateway of the pool took over (it lives on there).
+    pub fn forget_sa(&self, opaque: Opaque) -> bool {
+        self.sas.forget(opaque)
+    }
+
+    /// Ends an SA revoked on another gateway of the pool.
+    pub fn revoke_from_pool(&self, opaque: Opaque) -> bool {
+        self.sas.revoke_from_pool(opaque, &self.counters)
+    }
+
+    /// Ends every SA of an identity revoked on another gateway of the pool.
+    pub fn revoke_identity_from_pool(&self, identity: &str) -> usize {
+        self.sas.revoke_identity_from_pool(identity, &self.counters)
     }
 
     /// Registers a policy a caller can name per request ([`SecurityCore::on_request_under`]).
@@ -836,6 +951,7 @@ impl SecurityCore {
                 granted_secs.saturating_add(REGISTER_MARGIN_SECS),
                 unix_secs(now),
             );
+            self.sas.note_progress(sa);
         }
     }
 
@@ -891,6 +1007,7 @@ impl SecurityCore {
                 return Err(Reason::SaMismatch);
             }
             self.verify_with(msg, creds, &sa, dir, now)?;
+            self.sas.note_progress(&sa);
             Ok(sa)
         })();
         if let Err(reason) = result {

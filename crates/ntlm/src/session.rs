@@ -55,6 +55,10 @@ impl Drop for DirectionKeys {
 
 enum Keys {
     Ess {
+        /// What the keys were derived from, kept so that the session can move to another
+        /// gateway of a pool ([`NtlmSession::export`]).
+        exported_session_key: [u8; 16],
+        negotiate_flags: u32,
         client: DirectionKeys,
         server: DirectionKeys,
     },
@@ -88,6 +92,8 @@ impl NtlmSession {
         }
         Ok(NtlmSession {
             keys: Keys::Ess {
+                exported_session_key: *exported_session_key.as_bytes(),
+                negotiate_flags,
                 client: DirectionKeys::derive(
                     exported_session_key,
                     negotiate_flags,
@@ -116,6 +122,21 @@ impl NtlmSession {
         })
     }
 
+    /// The ExportedSessionKey and negotiated flags this session was made from, which
+    /// [`from_exported_session_key`](Self::from_exported_session_key) turns back into the same
+    /// session (on another gateway of a pool). Key material: seal it before it leaves the process.
+    /// `None` for a non-ESS session, which the acceptor never makes.
+    pub fn export(&self) -> Option<(Key16, u32)> {
+        match &self.keys {
+            Keys::Ess {
+                exported_session_key,
+                negotiate_flags,
+                ..
+            } => Some((Key16::from_bytes(*exported_session_key), *negotiate_flags)),
+            Keys::NonEss { .. } => None,
+        }
+    }
+
     /// Whether this session uses extended session security.
     pub fn is_ess(&self) -> bool {
         matches!(self.keys, Keys::Ess { .. })
@@ -123,7 +144,7 @@ impl NtlmSession {
 
     fn sign_dir(&self, direction: Direction, buffer: &[u8]) -> [u8; 16] {
         match &self.keys {
-            Keys::Ess { client, server } => match direction {
+            Keys::Ess { client, server, .. } => match direction {
                 Direction::ClientToServer => client.sign(buffer),
                 Direction::ServerToClient => server.sign(buffer),
             },
@@ -179,13 +200,18 @@ impl NtlmSession {
     }
 }
 
-// Sessions live in the SA table for hours: keep them within the ~100-byte budget.
-const _: () = assert!(NtlmSession::SIZE <= 100);
+// Sessions live in the SA table for hours: keep them within the ~120-byte budget (84 bytes of
+// signing state, 20 to move the session to another gateway).
+const _: () = assert!(NtlmSession::SIZE <= 120);
 
 impl Drop for NtlmSession {
     fn drop(&mut self) {
-        if let Keys::NonEss { keystream } = &mut self.keys {
-            keystream.zeroize();
+        match &mut self.keys {
+            Keys::NonEss { keystream } => keystream.zeroize(),
+            Keys::Ess {
+                exported_session_key,
+                ..
+            } => exported_session_key.zeroize(),
         }
     }
 }

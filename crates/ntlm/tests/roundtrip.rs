@@ -193,5 +193,6 @@ fn state_sizes() {
     let pending = std::mem::size_of::<sagw_ntlm::PendingHandshake>();
     let session = std::mem::size_of::<sagw_ntlm::NtlmSession>();
     println!("size_of PendingHandshake = {pending}, NtlmSession = {session}");
-    assert!(pending <= 32 && session <= 100);
+    // 84 bytes of signing state, 20 to move the session to another gateway of a pool.
+    assert!(pending <= 32 && session <= 120);
 }
