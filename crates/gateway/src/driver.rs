@@ -75,6 +75,9 @@ pub enum StartError {
     /// The authentication stage could not be set up.
     #[error("authentication: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// `[state]` could not be set up.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The core thread's poller could not be created.
     #[error("cannot start the core thread: {0}")]
     Core(std::io::Error),
@@ -211,6 +214,14 @@ pub struct Running {
     wake: Arc<CoreWake>,
     core_exit: watch::Receiver<Option<CoreExit>>,
     tasks: Vec<JoinHandle<()>>,
+    save_on_stop: Option<SaveOnStop>,
+}
+
+/// What [`Running::save_state`] writes (memory backend).
+struct SaveOnStop {
+    core: Arc<sagw_auth::SecurityCore>,
+    path: std::path::PathBuf,
+    sealer: Arc<sagw_state::Sealer>,
 }
 
 /// How the core thread ended.
@@ -256,6 +267,16 @@ impl Running {
         }
     }
 
+    /// Saves the SAs and bindings for the next start (`[state] backend = "memory"` with a
+    /// snapshot; [`shutdown`](Self::shutdown) calls it once the core has stopped).
+    fn save_state(&self) {
+        if let Some(s) = &self.save_on_stop
+            && let Err(e) = crate::state::save(&s.core, Vec::new(), &s.path, &s.sealer)
+        {
+            tracing::error!(error = %e, "state not saved: clients sign in again after the restart");
+        }
+    }
+
     /// Stop accepting, close connections and wait for the tasks (bounded by `grace`).
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         let _ = self.shutdown.send(true);
@@ -266,6 +287,7 @@ impl Running {
             self.stopped().await;
         };
         let _ = tokio::time::timeout(grace, all).await;
+        self.save_state();
     }
 }
 
@@ -275,15 +297,6 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
             let _ = t.await;
         }
     }
-}
-
-fn fresh_secret() -> Result<[u8; 32], StartError> {
-    use ring::rand::SecureRandom;
-    let mut s = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut s)
-        .map_err(|_| StartError::Random)?;
-    Ok(s)
 }
 
 fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<String>) {
@@ -325,11 +338,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        return start_inner(settings, Box::new(NoAuth), None).await;
+        let state = crate::state::StateSetup::open(&settings.state)?;
+        return start_inner(settings, Box::new(NoAuth), None, state, None).await;
     };
+    let state = crate::state::StateSetup::open(&settings.state)?;
     let mut rng = crate::auth::OsRng::new()?;
-    let (core, users, router) = crate::auth::build_core_with_store(&a, &mut rng)?;
+    let keys = crate::auth::SharedKeys {
+        ntlm_challenge: state.key.ntlm_challenge_key(),
+        digest_nonce: state.pooled.then(|| state.key.digest_nonce_key()),
+    };
+    let (core, users, router) = crate::auth::build_core_keyed(&a, &mut rng, Some(&keys))?;
+    let core = if state.pooled {
+        core.enable_pool_journal()
+    } else {
+        core
+    };
     let core = Arc::new(core);
+    let restored_bindings = state.restore(&core, SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     for (i, p) in a.policies.iter().enumerate() {
         if let Some(o) = router.policy_id(i).and_then(|id| core.policy_offer(id)) {
@@ -340,7 +365,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
         .with_router(router);
-    start_inner(settings, Box::new(stage), Some((core, users))).await
+    start_inner(
+        settings,
+        Box::new(stage),
+        Some((core, users)),
+        state,
+        restored_bindings,
+    )
+    .await
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
@@ -348,7 +380,8 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    start_inner(settings, auth, None).await
+    let state = crate::state::StateSetup::open(&settings.state)?;
+    start_inner(settings, auth, None, state, None).await
 }
 
 async fn start_inner(
@@ -358,6 +391,8 @@ async fn start_inner(
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::users::ReloadingStore>,
     )>,
+    state: crate::state::StateSetup,
+    restored_bindings: Option<Vec<u8>>,
 ) -> Result<Running, StartError> {
     for w in settings.spoofable_trust() {
         warn!("{w}");
@@ -448,7 +483,9 @@ async fn start_inner(
         tls: tls_addr.map(|a| a.port()),
         extra_ports,
     };
-    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(fresh_secret()?));
+    // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
+    // cross the pool: they are keyed by the pool key.
+    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(state.key.flow_token_key()));
     cfg.mode = settings.mode;
     cfg.domains = settings.domains.clone();
     cfg.next_hops = settings.next_hops.clone();
@@ -503,6 +540,15 @@ async fn start_inner(
     });
 
     let mut tasks = Vec::new();
+    let _ = restored_bindings;
+    let save_on_stop = match (&state.snapshot, &core) {
+        (Some(path), Some((security, _))) => Some(SaveOnStop {
+            core: security.clone(),
+            path: path.clone(),
+            sealer: state.sealer.clone(),
+        }),
+        _ => None,
+    };
     let core_state = Core {
         edge,
         shared: shared.clone(),
@@ -597,6 +643,7 @@ async fn start_inner(
         wake,
         core_exit: exit_rx,
         tasks,
+        save_on_stop,
     })
 }
 
@@ -778,15 +825,17 @@ impl Core {
             transport: Transport::Udp,
             remote,
         };
-        self.edge.handle_inbound(Inbound { message, flow }, now());
+        self.inbound(Inbound { message, flow });
         self.run_actions();
+    }
+
+    fn inbound(&mut self, inb: Inbound) {
+        self.edge.handle_inbound(inb, now());
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Inbound(inb) => {
-                self.edge.handle_inbound(inb, now());
-            }
+            Event::Inbound(inb) => self.inbound(inb),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
