@@ -14,12 +14,17 @@ use sagw_gateway::{Config, Running};
 use sagw_sip::Message;
 
 async fn start(dir: &std::path::Path, snapshot: bool) -> Running {
+    start_on(dir, snapshot, 0).await
+}
+
+/// With the UDP listener on `udp_port` (0: any), so that a restart can keep it.
+async fn start_on(dir: &std::path::Path, snapshot: bool, udp_port: u16) -> Running {
     let text = format!(
         r#"
 [log]
 level = "warn"
 [listen]
-udp = "127.0.0.1:0"
+udp = "127.0.0.1:{udp_port}"
 tcp = "127.0.0.1:0"
 tls = ""
 [metrics]
@@ -50,6 +55,7 @@ snapshot = "{snap}"
     let auth = settings.auth.clone().expect("auth");
     if !dir.join("users").exists() {
         sagw_gateway::users::add(&auth, "alice", "alice-pw", None).expect("user");
+        sagw_gateway::users::add(&auth, "bob", "bob-pw", None).expect("user");
     }
     sagw_gateway::start(settings).await.expect("starts")
 }
@@ -139,5 +145,53 @@ async fn without_a_snapshot_a_restart_signs_everyone_out() {
         challenged(&seen),
         "the SA is gone: the client is challenged"
     );
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn udp_bindings_and_their_sas_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let gw = start_on(dir.path(), true, port).await;
+    let mut alice = connect(
+        &gw,
+        TransportKind::Udp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = alice.sign_in().await;
+    assert_eq!(r.expect("alice registered").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+
+    let gw = start_on(dir.path(), true, port).await;
+    let mut bob = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = bob.sign_in().await;
+    assert_eq!(r.expect("bob signed in").status, 200);
+    let to = format!("sip:alice@{DOMAIN}");
+    let (sent, received) = tokio::join!(
+        bob.request("MESSAGE", &to, Some(("text/plain", "after the restart"))),
+        alice.serve(Duration::from_secs(5), 1)
+    );
+    assert_eq!(
+        received.len(),
+        1,
+        "alice's binding was restored: the MESSAGE reached her"
+    );
+    let (msg, check, answered) = &received[0];
+    assert_eq!(msg.method(), Some("MESSAGE"));
+    assert!(
+        verified(check),
+        "signed with alice's restored SA: {check:?}"
+    );
+    assert!(answered);
+    assert_eq!(sent.0.expect("delivered").status, 200);
     gw.shutdown(Duration::from_secs(5)).await;
 }

@@ -222,6 +222,8 @@ struct SaveOnStop {
     core: Arc<sagw_auth::SecurityCore>,
     path: std::path::PathBuf,
     sealer: Arc<sagw_state::Sealer>,
+    /// The registrar's bindings (JSON), left here by the core thread as it stops.
+    bindings: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// How the core thread ended.
@@ -271,7 +273,16 @@ impl Running {
     /// snapshot; [`shutdown`](Self::shutdown) calls it once the core has stopped).
     fn save_state(&self) {
         if let Some(s) = &self.save_on_stop
-            && let Err(e) = crate::state::save(&s.core, Vec::new(), &s.path, &s.sealer)
+            && let Err(e) = crate::state::save(
+                &s.core,
+                s.bindings
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.take())
+                    .unwrap_or_default(),
+                &s.path,
+                &s.sealer,
+            )
         {
             tracing::error!(error = %e, "state not saved: clients sign in again after the restart");
         }
@@ -495,7 +506,25 @@ async fn start_inner(
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
     cfg.registrar = settings.registrar.clone();
-    let edge = Edge::with_auth(cfg, auth);
+    let mut edge = Edge::with_auth(cfg, auth);
+    if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
+        match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
+            Ok(records) => {
+                // Connections ended with the old process (RFC 5626: their clients register
+                // again); the UDP sockets are numbered as before, so their bindings still hold.
+                let udp: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| r.flow.transport == Transport::Udp)
+                    .collect();
+                let n = edge.import_bindings(udp, now());
+                info!(
+                    bindings = n,
+                    "registrar bindings restored from the last run"
+                );
+            }
+            Err(e) => warn!(error = %e, "registrar bindings in the snapshot not restored"),
+        }
+    }
 
     let metrics = Arc::new(Metrics::default());
     if let Some((core, _)) = &core {
@@ -540,12 +569,12 @@ async fn start_inner(
     });
 
     let mut tasks = Vec::new();
-    let _ = restored_bindings;
     let save_on_stop = match (&state.snapshot, &core) {
         (Some(path), Some((security, _))) => Some(SaveOnStop {
             core: security.clone(),
             path: path.clone(),
             sealer: state.sealer.clone(),
+            bindings: Arc::new(Mutex::new(None)),
         }),
         _ => None,
     };
@@ -554,6 +583,7 @@ async fn start_inner(
         shared: shared.clone(),
         udp,
         pending: HashMap::new(),
+        save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -685,6 +715,8 @@ struct Core {
     /// In listener order; the first is where datagrams to an address (next hops) leave from.
     udp: Vec<UdpListener>,
     pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
+    /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
+    save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -754,6 +786,17 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             {
                 *r = true;
             }
+        }
+    }
+    if let Some(slot) = &core.save_bindings {
+        let records = core.edge.export_bindings(now());
+        match serde_json::to_vec(&records) {
+            Ok(json) => {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(json);
+                }
+            }
+            Err(e) => warn!(error = %e, "registrar bindings not saved"),
         }
     }
     debug!("core thread stopped");
