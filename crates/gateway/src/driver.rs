@@ -356,14 +356,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let mut rng = crate::auth::OsRng::new()?;
     let keys = crate::auth::SharedKeys {
         ntlm_challenge: state.key.ntlm_challenge_key(),
-        digest_nonce: state.pooled.then(|| state.key.digest_nonce_key()),
+        // One gateway: its Digest nonce key file as before (a pool would share the derived one).
+        digest_nonce: None,
     };
     let (core, users, router) = crate::auth::build_core_keyed(&a, &mut rng, Some(&keys))?;
-    let core = if state.pooled {
-        core.enable_pool_journal()
-    } else {
-        core
-    };
     let core = Arc::new(core);
     let restored_bindings = state.restore(&core, SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");

@@ -1,5 +1,5 @@
-//! Setting up `[state]` at start (docs/pools.md): the pool key and the keys derived from it, the
-//! Redis store of a pool, and the snapshot of a single gateway.
+//! Setting up `[state]` at start (docs/pools.md): the pool key and the keys derived from it, and
+//! the snapshot of a single gateway.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use sagw_auth::SecurityCore;
 use sagw_state::{PoolKey, Sealer};
 use tracing::{info, warn};
 
-use crate::state_config::{StateBackend, StateSettings, redact_url};
+use crate::state_config::{StateBackend, StateSettings};
 
 /// Why `[state]` could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -17,14 +17,6 @@ pub enum StateError {
     /// The pool key file.
     #[error("state.key_file: {0}")]
     Key(String),
-    /// The Redis store.
-    #[error("state store {urls}: {why}")]
-    Store {
-        /// The URLs, without credentials.
-        urls: String,
-        /// What went wrong.
-        why: String,
-    },
 }
 
 /// Keys and the pool, as set up at start.
@@ -33,37 +25,22 @@ pub struct StateSetup {
     pub key: PoolKey,
     /// Seals SA records and snapshots.
     pub sealer: Arc<Sealer>,
-    /// A pool (`backend = "redis"`).
-    pub pooled: bool,
     /// Memory backend: the snapshot file.
     pub snapshot: Option<PathBuf>,
 }
 
 impl StateSetup {
-    /// Loads (or creates) the pool key and, for a pool, connects to the store and checks that
-    /// every gateway of the pool has the same key.
+    /// Loads (or creates) the pool key.
     pub fn open(s: &StateSettings) -> Result<StateSetup, StateError> {
         let key =
             PoolKey::load_or_create(&s.key_file).map_err(|e| StateError::Key(e.to_string()))?;
         let sealer = Arc::new(Sealer::new(&key));
         let snapshot = match &s.backend {
             StateBackend::Memory { snapshot } => snapshot.clone(),
-            StateBackend::Redis { urls, .. } => {
-                let shown = urls
-                    .iter()
-                    .map(|u| redact_url(u))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                return Err(StateError::Store {
-                    urls: shown,
-                    why: "the Redis backend is not in this build yet (docs/pools.md)".into(),
-                });
-            }
         };
         Ok(StateSetup {
             key,
             sealer,
-            pooled: false,
             snapshot,
         })
     }

@@ -2,7 +2,6 @@
 //! (docs/pools.md).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -12,41 +11,26 @@ use crate::config::ConfigError;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
-    /// `memory` (one gateway; saved on SIGTERM, restored at start) or `redis` (a pool).
+    /// `memory`: one gateway; its SAs and bindings are saved on SIGTERM and restored at start.
+    /// (`redis`, a pool sharing them, is designed in docs/pools.md and not available yet.)
     pub backend: String,
-    /// Redis URLs (`redis://` or `rediss://` for TLS; `redis://:password@host:port` for AUTH).
-    /// With `cluster = true`, any of the cluster's nodes.
-    pub redis: Vec<String>,
-    /// Redis Cluster instead of one server.
-    pub cluster: bool,
-    /// A file holding the Redis password (instead of the URL).
-    pub password_file: String,
-    /// This gateway's name in the pool (unique per gateway); empty: host name and SIP port.
+    /// This gateway's name (unique per gateway of a future pool); empty: host name and SIP port.
     pub node_id: String,
-    /// The pool key: 32 bytes that every gateway of a pool shares (created at first start when
-    /// missing). Flow tokens, NTLM challenges, Digest nonces and sealed SAs are keyed by it.
+    /// The pool key: 32 bytes (created at first start when missing). Flow tokens, NTLM
+    /// challenges and sealed snapshots are keyed by it, so they outlive a restart.
     pub key_file: String,
-    /// Memory backend: where SIGTERM saves the SAs and bindings (empty: nothing saved).
+    /// Where SIGTERM saves the SAs and bindings (empty: nothing saved).
     pub snapshot: String,
-    /// Redis: at most this many SAs fetched from the pool at once.
-    pub max_claims_in_flight: usize,
-    /// Redis: a command that takes longer fails (the store counts as down).
-    pub command_timeout_ms: u64,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         StateSection {
             backend: "memory".into(),
-            redis: vec!["redis://127.0.0.1:6379".into()],
-            cluster: false,
-            password_file: String::new(),
             node_id: String::new(),
             key_file: "sagw-data/pool.key".into(),
             // The embedded configuration sets one; a file that does not, saves nothing.
             snapshot: String::new(),
-            max_claims_in_flight: 256,
-            command_timeout_ms: 500,
         }
     }
 }
@@ -58,19 +42,6 @@ pub enum StateBackend {
     Memory {
         /// `state.snapshot`; `None`: nothing is saved.
         snapshot: Option<PathBuf>,
-    },
-    /// A pool sharing a Redis (or Valkey) server or cluster.
-    Redis {
-        /// `state.redis`.
-        urls: Vec<String>,
-        /// `state.cluster`.
-        cluster: bool,
-        /// `state.password_file`.
-        password_file: Option<PathBuf>,
-        /// `state.command_timeout_ms`.
-        command_timeout: Duration,
-        /// `state.max_claims_in_flight`.
-        max_claims_in_flight: usize,
     },
 }
 
@@ -111,36 +82,17 @@ impl StateSection {
                 snapshot: (!self.snapshot.trim().is_empty()).then(|| PathBuf::from(&self.snapshot)),
             },
             "redis" => {
-                if self.redis.is_empty() {
-                    return Err(invalid("redis", "needs at least one URL".into()));
-                }
-                for u in &self.redis {
-                    if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                        return Err(invalid(
-                            "redis",
-                            format!("`{}`: expected redis:// or rediss://", redact_url(u)),
-                        ));
-                    }
-                }
-                if self.max_claims_in_flight == 0 {
-                    return Err(invalid("max_claims_in_flight", "must be at least 1".into()));
-                }
-                if self.command_timeout_ms == 0 {
-                    return Err(invalid("command_timeout_ms", "must be at least 1".into()));
-                }
-                StateBackend::Redis {
-                    urls: self.redis.clone(),
-                    cluster: self.cluster,
-                    password_file: (!self.password_file.trim().is_empty())
-                        .then(|| PathBuf::from(&self.password_file)),
-                    command_timeout: Duration::from_millis(self.command_timeout_ms),
-                    max_claims_in_flight: self.max_claims_in_flight,
-                }
+                return Err(invalid(
+                    "backend",
+                    "\"redis\" (a pool of gateways, docs/pools.md) is not available in this \
+                     version: use \"memory\""
+                        .into(),
+                ));
             }
             other => {
                 return Err(invalid(
                     "backend",
-                    format!("`{other}`: expected \"memory\" or \"redis\""),
+                    format!("`{other}`: expected \"memory\""),
                 ));
             }
         };
@@ -149,16 +101,6 @@ impl StateSection {
             node_id: self.node_id.clone(),
             key_file: PathBuf::from(&self.key_file),
         })
-    }
-}
-
-/// A Redis URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            format!("{}://<credentials>@{}", &url[..s], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -180,14 +122,15 @@ mod tests {
     }
 
     #[test]
-    fn redis_urls_are_checked_and_passwords_never_echoed() {
-        let s = StateSection {
+    fn only_the_memory_backend_is_taken_and_node_ids_are_checked() {
+        let e = StateSection {
             backend: "redis".into(),
-            redis: vec!["http://:hunter2@h:6379".into()],
             ..StateSection::default()
-        };
-        let e = s.validate().expect_err("not a redis url").to_string();
-        assert!(!e.contains("hunter2"), "{e}");
+        }
+        .validate()
+        .expect_err("not available")
+        .to_string();
+        assert!(e.contains("not available"), "{e}");
         assert!(
             StateSection {
                 backend: "etcd".into(),
