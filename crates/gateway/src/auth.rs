@@ -740,6 +740,13 @@ impl ClientAuth for SecurityStage {
                 self.respond(msg, c.status, c.reason_phrase, &headers)
             }
             Decision::Authenticated(a) => self.authenticated(msg, a, ctx),
+            // Only a core built with `with_kerberos_offload` defers, and this stage does not
+            // build one yet (Kerberos is accepted inline): should one reach here, the request is
+            // answered as a busy server would, never judged half-way.
+            Decision::Deferred(_) => {
+                warn!(source = %ctx.flow.remote, "Kerberos acceptance deferred without workers: 503");
+                self.respond(msg, 503, "Service Unavailable", &[])
+            }
             Decision::Reject {
                 status,
                 reason_phrase,
