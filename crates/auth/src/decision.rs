@@ -87,6 +87,10 @@ pub enum Decision {
     Forbidden(Forbidden),
     /// Drop silently: ACK or CANCEL without valid credentials ([MS-SIPAE] 3.3.5.1).
     Discard(Reason),
+    /// Not judged yet: the request carries a Kerberos AP-REQ and the core accepts those off its
+    /// caller's thread ([`crate::SecurityCore::with_kerberos_offload`]). Run the job, file its
+    /// outcome, then hand the same request to the core again. Nothing was counted.
+    Deferred(crate::kerberos::KerberosJob),
 }
 
 /// A verified request its sender is not allowed to make.

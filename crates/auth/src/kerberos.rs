@@ -2,7 +2,10 @@
 //! plugs in MIT krb5 (crate `sagw-kerberos`); keeping C libraries out of this crate keeps it buildable
 //! and testable on its own.
 
-use std::time::SystemTime;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
 
 use crate::counters::Reason;
 use crate::sa::GssSession;
@@ -35,6 +38,179 @@ pub trait KerberosBackend: Send + Sync {
         let _ = exported;
         Err("this Kerberos backend cannot import sessions".into())
     }
+    /// The key that names this AP-REQ's one use across a pool: SHA-256 of the authenticator's
+    /// ciphertext (not of the whole token: `ap-options` travel in the clear and can be flipped
+    /// without the acceptor noticing). `None`: the backend cannot tell, and the
+    /// [`KerberosReplayRegistry`] is not asked.
+    fn replay_key(&self, ap_req: &[u8]) -> Option<[u8; 32]> {
+        let _ = ap_req;
+        None
+    }
+    /// The clock skew the acceptor tolerates: an authenticator older than this is refused anyway,
+    /// so a replay registry remembers each one for twice this long.
+    fn clock_skew(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+/// What a [`KerberosReplayRegistry`] says about an authenticator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayCheck {
+    /// Never seen in the pool: this is its one use.
+    First,
+    /// Already used (on this node or another): refuse the AP-REQ (`replayed_token`).
+    Replayed,
+    /// The registry cannot tell (store down, timeout). The AP-REQ is accepted: MIT's local replay
+    /// cache already ran; only a replay to another node goes unnoticed meanwhile.
+    Unavailable,
+}
+
+/// The cross-node replay check of Kerberos authenticators, beside MIT's file replay cache (which
+/// only the node that wrote it reads). Called on a worker thread after an AP-REQ was accepted, with
+/// [`KerberosBackend::replay_key`] and a time to remember it (twice the acceptor's clock skew): a
+/// pool implements it with the shared store (`SET NX` with that expiry), a single gateway with
+/// [`NoReplayRegistry`]. May block for a store round trip; must not panic.
+pub trait KerberosReplayRegistry: Send + Sync {
+    fn first_use(&self, key: &[u8; 32], ttl: Duration) -> ReplayCheck;
+}
+
+/// The registry of a single gateway: MIT's replay cache is the whole story, so every
+/// authenticator is a first use here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReplayRegistry;
+
+impl KerberosReplayRegistry for NoReplayRegistry {
+    fn first_use(&self, _key: &[u8; 32], _ttl: Duration) -> ReplayCheck {
+        ReplayCheck::First
+    }
+}
+
+/// SHA-256, for job and replay keys.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// An AP-REQ the core wants accepted off its thread ([`crate::Decision::Deferred`]): run it with
+/// [`crate::SecurityCore::run_kerberos_job`] on a worker, hand the outcome back with
+/// [`crate::SecurityCore::kerberos_job_done`], then judge the request again.
+#[derive(Clone)]
+pub struct KerberosJob {
+    key: [u8; 32],
+    ap_req: Vec<u8>,
+}
+
+impl KerberosJob {
+    pub(crate) fn new(ap_req: Vec<u8>) -> Self {
+        KerberosJob {
+            key: sha256(&ap_req),
+            ap_req,
+        }
+    }
+
+    /// SHA-256 of the token: what the outcome is filed under, and what tells a retransmission of
+    /// the same request (the same token) while its job runs.
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    /// The AP-REQ (decoded `gssapi-data`).
+    pub fn ap_req(&self) -> &[u8] {
+        &self.ap_req
+    }
+}
+
+impl std::fmt::Debug for KerberosJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No token bytes (a live credential until it is used).
+        f.debug_struct("KerberosJob")
+            .field("ap_req_len", &self.ap_req.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a worker made of a [`KerberosJob`].
+pub struct KerberosOutcome {
+    pub(crate) result: Result<KerberosAccepted, KerberosRejection>,
+    /// The replay registry could not tell (the AP-REQ was accepted on MIT's word).
+    pub registry_unavailable: bool,
+}
+
+impl KerberosOutcome {
+    /// Accepted, or why not.
+    pub fn is_accepted(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+impl std::fmt::Debug for KerberosOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("KerberosOutcome");
+        match &self.result {
+            Ok(a) => d.field("client_principal", &a.client_principal),
+            Err(r) => d.field("rejected", &r.reason),
+        };
+        d.field("registry_unavailable", &self.registry_unavailable)
+            .finish()
+    }
+}
+
+/// Outcomes handed back and not yet taken by the request they belong to. The request is judged
+/// again right after its outcome is filed, so this stays tiny; the bound and the expiry only
+/// matter when that request never gets back to the Kerberos path.
+pub(crate) struct FinishedJobs {
+    map: HashMap<[u8; 32], (u64, Result<KerberosAccepted, KerberosRejection>)>,
+    order: VecDeque<(u64, [u8; 32])>,
+}
+
+/// Outcomes kept at most.
+pub(crate) const MAX_FINISHED_JOBS: usize = 4096;
+/// Seconds an outcome waits for its request.
+pub(crate) const FINISHED_JOB_TTL_SECS: u64 = 10;
+
+impl FinishedJobs {
+    pub(crate) fn new() -> Self {
+        FinishedJobs {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some(&(until, key)) = self.order.front() {
+            if until > now && self.map.len() < MAX_FINISHED_JOBS {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&key).is_some_and(|(u, _)| *u == until) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        key: [u8; 32],
+        result: Result<KerberosAccepted, KerberosRejection>,
+        now: u64,
+    ) {
+        self.expire(now);
+        let until = now.saturating_add(FINISHED_JOB_TTL_SECS);
+        self.map.insert(key, (until, result));
+        self.order.push_back((until, key));
+    }
+
+    pub(crate) fn take(
+        &mut self,
+        key: &[u8; 32],
+        now: u64,
+    ) -> Option<Result<KerberosAccepted, KerberosRejection>> {
+        self.expire(now);
+        self.map.remove(key).map(|(_, r)| r)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
 }
 
 /// Default mapping of a client principal to a SIP identity: `alice@EXAMPLE.TEST` ->
@@ -66,6 +242,35 @@ mod tests {
             super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")).as_deref(),
             Some("sip:bob@example.com")
         );
+    }
+
+    #[test]
+    fn finished_jobs_are_bounded_and_expire() {
+        use super::{FINISHED_JOB_TTL_SECS, FinishedJobs, KerberosRejection, MAX_FINISHED_JOBS};
+        let refused = || {
+            Err(KerberosRejection {
+                reason: crate::Reason::ReplayedToken,
+                detail: String::new(),
+            })
+        };
+        let key = |i: usize| super::sha256(&i.to_le_bytes());
+        let mut jobs = FinishedJobs::new();
+        for i in 0..MAX_FINISHED_JOBS + 100 {
+            jobs.insert(key(i), refused(), 1000);
+        }
+        assert_eq!(jobs.len(), MAX_FINISHED_JOBS);
+        assert!(jobs.take(&key(0), 1000).is_none(), "the oldest made room");
+        assert!(jobs.take(&key(MAX_FINISHED_JOBS + 99), 1000).is_some());
+        assert!(
+            jobs.take(&key(MAX_FINISHED_JOBS + 99), 1000).is_none(),
+            "taken once"
+        );
+        jobs.insert(key(1), refused(), 2000);
+        assert!(
+            jobs.take(&key(1), 2000 + FINISHED_JOB_TTL_SECS).is_none(),
+            "expired"
+        );
+        assert_eq!(jobs.len(), 0);
     }
 
     #[test]

@@ -29,6 +29,14 @@ impl GssSession for MitSession {
     fn verify_mic(&self, buffer: &[u8], token: &[u8]) -> Result<(), String> {
         self.0.verify_mic(buffer, token).map_err(|e| e.to_string())
     }
+
+    fn export(&self) -> Result<Vec<u8>, String> {
+        // The caller (SaRecord) keeps it in a Zeroizing buffer and seals it.
+        self.0
+            .export()
+            .map(|token| token.to_vec())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What an AP-REQ failure means for metrics; the error's text (MIT's own words, no key material)
@@ -68,5 +76,21 @@ impl KerberosBackend for MitKerberos {
                 detail: e.to_string(),
             }),
         }
+    }
+
+    fn import_session(&self, exported: &[u8]) -> Result<Box<dyn GssSession>, String> {
+        KerberosSession::import(exported)
+            .map(|s| Box::new(MitSession(s)) as Box<dyn GssSession>)
+            .map_err(|e| e.to_string())
+    }
+
+    fn replay_key(&self, ap_req: &[u8]) -> Option<[u8; 32]> {
+        sagw_kerberos::authenticator_ciphertext(ap_req)
+            .ok()
+            .map(crate::kerberos::sha256)
+    }
+
+    fn clock_skew(&self) -> std::time::Duration {
+        self.acceptor.effective_clock_skew()
     }
 }

@@ -45,7 +45,10 @@ pub use decision::{
     TransportContext,
 };
 pub use handshake::{ChallengeKey, ChallengeSource, RecordedChallenges};
-pub use kerberos::{KerberosAccepted, KerberosBackend, KerberosRejection};
+pub use kerberos::{
+    KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
+    KerberosReplayRegistry, NoReplayRegistry, ReplayCheck,
+};
 pub use manager::{Established, FinalLegRefusal, SaHandle, SaInfo, SaLookup, SaManager};
 pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use pool::{PoolJournal, RecordError, SaProgress, SaRecord, SaResume, SaSecret};

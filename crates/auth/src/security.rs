@@ -20,7 +20,11 @@ use crate::decision::{
 };
 use crate::handshake::{ChallengeSource, NtlmHandshakes};
 use crate::hex;
-use crate::kerberos::{KerberosBackend, principal_to_identity};
+use crate::kerberos::{
+    FinishedJobs, KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome,
+    KerberosRejection, KerberosReplayRegistry, NoReplayRegistry, ReplayCheck,
+    principal_to_identity,
+};
 use crate::manager::{FinalLegRefusal, ManagerLimits, SaHandle, SaLookup, SaManager};
 use crate::policy::{AuthPolicy, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 use crate::pool::{RecordError, SaRecord, SaResume, SaSecret};
@@ -81,6 +85,11 @@ pub struct SecurityCore {
     ntlm: Option<NtlmAcceptor>,
     kerberos: Option<Box<dyn KerberosBackend>>,
     kerberos_domain: Option<String>,
+    /// AP-REQs are accepted off the caller's thread ([`Decision::Deferred`]), their outcomes
+    /// waiting here for the request to be judged again.
+    kerberos_offload: Option<Mutex<FinishedJobs>>,
+    kerberos_replay: Arc<dyn KerberosReplayRegistry>,
+    kerberos_replay_unavailable: std::sync::atomic::AtomicU64,
     digest: Option<DigestState>,
     /// Index 0 is the core's own configuration ([`PolicyId::DEFAULT`]).
     policies: Vec<PolicyState>,
@@ -111,7 +120,13 @@ impl SecurityCore {
             })
         });
         let digest = config.digest.as_ref().map(|d| DigestState {
-            server: DigestServer::new(d.config.clone(), NonceKey::new(d.nonce_key)),
+            server: DigestServer::new(
+                sagw_digest::DigestConfig {
+                    node_id: config.node_id,
+                    ..d.config.clone()
+                },
+                NonceKey::new(d.nonce_key),
+            ),
             counter: Mutex::new(NonceCounter::new(
                 d.max_tracked_nonces,
                 d.config.nonce_lifetime,
@@ -145,6 +160,9 @@ impl SecurityCore {
             ntlm,
             kerberos: None,
             kerberos_domain: None,
+            kerberos_offload: None,
+            kerberos_replay: Arc::new(NoReplayRegistry),
+            kerberos_replay_unavailable: std::sync::atomic::AtomicU64::new(0),
             digest,
             policies: vec![PolicyState {
                 schemes: SchemeSet::ALL,
@@ -166,6 +184,103 @@ impl SecurityCore {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
         self
+    }
+
+    /// Kerberos AP-REQs are not accepted inline: [`SecurityCore::on_request`] answers
+    /// [`Decision::Deferred`] with the job, which the caller runs elsewhere
+    /// ([`run_kerberos_job`](Self::run_kerberos_job), on a worker thread), files
+    /// ([`kerberos_job_done`](Self::kerberos_job_done)) and then judges the request again, which
+    /// takes the outcome instead of accepting. The result is what the inline path gives.
+    pub fn with_kerberos_offload(mut self) -> Self {
+        self.kerberos_offload = Some(Mutex::new(FinishedJobs::new()));
+        self
+    }
+
+    /// The pool's check that an authenticator is used once across every node (asked after each
+    /// accepted AP-REQ, inline or on a worker). The default, [`NoReplayRegistry`], leaves it to
+    /// MIT's replay cache.
+    pub fn with_kerberos_replay_registry(
+        mut self,
+        registry: Arc<dyn KerberosReplayRegistry>,
+    ) -> Self {
+        self.kerberos_replay = registry;
+        self
+    }
+
+    /// AP-REQs accepted because the replay registry could not tell (since start).
+    pub fn kerberos_replay_unavailable(&self) -> u64 {
+        self.kerberos_replay_unavailable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Accepts a deferred AP-REQ: the backend, then the replay registry. Blocking (MIT's file
+    /// replay cache, a store round trip): for a worker thread. Counts nothing; the request it
+    /// belongs to counts as before when it is judged again.
+    pub fn run_kerberos_job(&self, job: &KerberosJob) -> KerberosOutcome {
+        match &self.kerberos {
+            Some(backend) => self.accept_kerberos(backend.as_ref(), job.ap_req()),
+            None => KerberosOutcome {
+                result: Err(KerberosRejection {
+                    reason: Reason::UnsupportedScheme,
+                    detail: "Kerberos is not enabled".into(),
+                }),
+                registry_unavailable: false,
+            },
+        }
+    }
+
+    /// Files a worker's outcome for the request of `key`, which the caller judges again next.
+    pub fn kerberos_job_done(&self, key: [u8; 32], outcome: KerberosOutcome, now: SystemTime) {
+        if let Some(done) = &self.kerberos_offload {
+            done.lock().insert(key, outcome.result, unix_secs(now));
+        }
+    }
+
+    /// Outcomes filed and not yet taken (tests, gauges).
+    pub fn kerberos_jobs_waiting(&self) -> usize {
+        self.kerberos_offload.as_ref().map_or(0, |d| d.lock().len())
+    }
+
+    fn accept_kerberos(&self, backend: &dyn KerberosBackend, ap_req: &[u8]) -> KerberosOutcome {
+        let accepted = match backend.accept(ap_req) {
+            Ok(a) => a,
+            Err(rejection) => {
+                return KerberosOutcome {
+                    result: Err(rejection),
+                    registry_unavailable: false,
+                };
+            }
+        };
+        let Some(key) = backend.replay_key(ap_req) else {
+            return KerberosOutcome {
+                result: Ok(accepted),
+                registry_unavailable: false,
+            };
+        };
+        match self
+            .kerberos_replay
+            .first_use(&key, backend.clock_skew().saturating_mul(2))
+        {
+            ReplayCheck::First => KerberosOutcome {
+                result: Ok(accepted),
+                registry_unavailable: false,
+            },
+            ReplayCheck::Replayed => KerberosOutcome {
+                result: Err(KerberosRejection {
+                    reason: Reason::ReplayedToken,
+                    detail: "authenticator already used in the pool".into(),
+                }),
+                registry_unavailable: false,
+            },
+            ReplayCheck::Unavailable => {
+                self.kerberos_replay_unavailable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                KerberosOutcome {
+                    result: Ok(accepted),
+                    registry_unavailable: true,
+                }
+            }
+        }
     }
 
     /// Computes NTLM server challenges with `source` instead of the keyed MAC: for replaying a
@@ -902,21 +1017,39 @@ impl SecurityCore {
         let Some(backend) = &self.kerberos else {
             return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
+        let ap_req = if creds.header.param("targetname") != Some(backend.targetname()) {
+            Err(Reason::SaMismatch)
+        } else {
+            match B64.decode(token) {
+                Ok(t) if !t.is_empty() => Ok(t),
+                _ => Err(Reason::MalformedToken),
+            }
+        };
+        // Offloaded: the outcome a worker filed for this very token, else the job to run. Nothing
+        // is counted until the outcome is here, so the counters read as they do inline.
+        let finished: Option<Result<KerberosAccepted, KerberosRejection>> =
+            match (&ap_req, &self.kerberos_offload) {
+                (Ok(ap_req), Some(done)) => {
+                    let job = KerberosJob::new(ap_req.clone());
+                    match done.lock().take(job.key(), unix_secs(now)) {
+                        Some(r) => Some(r),
+                        None => return Decision::Deferred(job),
+                    }
+                }
+                _ => None,
+            };
         self.counters.handshake_started(Scheme::Kerberos);
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Kerberos, reason);
             self.rechallenge(msg, p, creds.family, reason, now, rng)
         };
-        if creds.header.param("targetname") != Some(backend.targetname()) {
-            return fail(Reason::SaMismatch);
-        }
-        let Ok(ap_req) = B64.decode(token) else {
-            return fail(Reason::MalformedToken);
+        let ap_req = match ap_req {
+            Ok(t) => t,
+            Err(reason) => return fail(reason),
         };
-        if ap_req.is_empty() {
-            return fail(Reason::MalformedToken);
-        }
-        let accepted = match backend.accept(&ap_req) {
+        let result =
+            finished.unwrap_or_else(|| self.accept_kerberos(backend.as_ref(), &ap_req).result);
+        let accepted = match result {
             Ok(a) => a,
             Err(rejection) => return fail(rejection.reason),
         };
@@ -1136,7 +1269,7 @@ impl SecurityCore {
                     DigestError::WrongResponse if !known => Reason::UnknownUser,
                     e => digest_reason(&e),
                 };
-                return fail(reason, reason == Reason::StaleNonce);
+                return fail(reason, reason.is_stale());
             }
         };
         // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
@@ -1154,7 +1287,7 @@ impl SecurityCore {
         }
         if let Err(e) = d.counter.lock().check_verified(&verified, now) {
             let reason = digest_reason(&e);
-            return fail(reason, reason == Reason::StaleNonce);
+            return fail(reason, reason.is_stale());
         }
         let mut salt = [0u8; 8];
         rng.fill_bytes(&mut salt);
@@ -1410,6 +1543,7 @@ fn ntlm_reason(e: &NtlmError) -> Reason {
 fn digest_reason(e: &DigestError) -> Reason {
     match e {
         DigestError::Stale => Reason::StaleNonce,
+        DigestError::OtherNode => Reason::OtherNode,
         DigestError::BadNonce => Reason::BadNonce,
         DigestError::Replay => Reason::Replay,
         DigestError::NcOutOfWindow => Reason::OutsideWindow,

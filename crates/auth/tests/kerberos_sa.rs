@@ -128,6 +128,43 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// `on_request`, and for a core that offloads Kerberos, what the gateway does with a deferred
+/// request: the job on another thread, its outcome filed, the request judged again.
+fn decide(
+    core: &SecurityCore,
+    m: &Message,
+    now: SystemTime,
+    rng: &mut dyn sagw_auth::Rng,
+) -> Decision {
+    match core.on_request(m, &ctx(), now, rng) {
+        Decision::Deferred(job) => {
+            let before = core.counters().snapshot();
+            let outcome = std::thread::scope(|s| {
+                s.spawn(|| core.run_kerberos_job(&job))
+                    .join()
+                    .expect("worker")
+            });
+            assert_eq!(
+                before.scheme(Scheme::Kerberos).handshakes_started,
+                core.counters()
+                    .snapshot()
+                    .scheme(Scheme::Kerberos)
+                    .handshakes_started,
+                "a worker counts nothing"
+            );
+            core.kerberos_job_done(*job.key(), outcome, now);
+            let again = core.on_request(m, &ctx(), now, rng);
+            assert!(
+                !matches!(again, Decision::Deferred(_)),
+                "judged with the outcome"
+            );
+            assert_eq!(core.kerberos_jobs_waiting(), 0, "the outcome was taken");
+            again
+        }
+        other => other,
+    }
+}
+
 fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_len: usize) {
     let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
     let (ap_req, session) = initiate(fqdn, Some(&ccache), mutual).expect("AP-REQ");
@@ -143,7 +180,7 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
 
     // Leg 1: a challenge offering Kerberos for sip/<fqdn>, with Date.
     let first = parse(&c.request("REGISTER"));
-    let Decision::Challenge(ch) = core.on_request(&first, &ctx(), now, &mut rng) else {
+    let Decision::Challenge(ch) = decide(core, &first, now, &mut rng) else {
         panic!("challenge expected");
     };
     assert!(ch.headers.iter().any(|(n, _)| *n == "Date"));
@@ -162,7 +199,7 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
     // version-4 client signs this request already.
     let text = c.request("REGISTER");
     let m = c.credentials(&text, Some(&ap_req), !mutual);
-    let auth = match core.on_request(&m, &ctx(), now, &mut rng) {
+    let auth = match decide(core, &m, now, &mut rng) {
         Decision::Authenticated(a) => a,
         other => panic!("Kerberos sign-in failed: {other:?}"),
     };
@@ -199,7 +236,7 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
     for _ in 0..3 {
         let text = c.request("MESSAGE");
         let m = c.credentials(&text, None, true);
-        let a = match core.on_request(&m, &ctx(), now, &mut rng) {
+        let a = match decide(core, &m, now, &mut rng) {
             Decision::Authenticated(a) => a,
             other => panic!("signed MESSAGE refused: {other:?}"),
         };
@@ -207,7 +244,7 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
         core.finish_response(&mut resp, &a, now, &mut rng)
             .expect("sign");
         c.verify_server(&resp).expect("verifies");
-        match core.on_request(&m, &ctx(), now, &mut rng) {
+        match decide(core, &m, now, &mut rng) {
             Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::Replay)),
             other => panic!("replay accepted: {other:?}"),
         }
@@ -219,14 +256,14 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
             .expect("utf8")
             .replace("krb-", "krc-"),
     );
-    match core.on_request(&tampered, &ctx(), now, &mut rng) {
+    match decide(core, &tampered, now, &mut rng) {
         Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::BadSignature)),
         other => panic!("tampered message accepted: {other:?}"),
     }
     // The AP-REQ again: MIT's replay cache refuses it.
     let text = c.request("REGISTER");
     let again = c.credentials(&text, Some(&ap_req), false);
-    match core.on_request(&again, &ctx(), now, &mut rng) {
+    match decide(core, &again, now, &mut rng) {
         Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
         other => panic!("replayed AP-REQ accepted: {other:?}"),
     }
@@ -250,6 +287,122 @@ fn kerberos_sign_in_with_mutual_authentication() {
     };
     let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
     sign_in(&core, k, kdc::AES_FQDN, true, 28);
+}
+
+/// The gateway's mode: every AP-REQ goes to a worker and back, with the same outcome, counters,
+/// SA, AP-REP and replay refusal as inline.
+#[test]
+fn kerberos_sign_in_offloaded_to_a_worker() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    for mutual in [false, true] {
+        let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab).with_kerberos_offload();
+        sign_in(&core, k, kdc::AES_FQDN, mutual, 28);
+        let snap = core.counters().snapshot();
+        assert_eq!(snap.scheme(Scheme::Kerberos).handshakes_started, 2);
+        assert_eq!(
+            snap.handshake_failures(Scheme::Kerberos, Reason::ReplayedToken),
+            1
+        );
+    }
+}
+
+/// A stand-in for the pool's store: `SET NX`, or down.
+#[derive(Default)]
+struct SharedRegistry {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], Duration>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl sagw_auth::KerberosReplayRegistry for SharedRegistry {
+    fn first_use(&self, key: &[u8; 32], ttl: Duration) -> sagw_auth::ReplayCheck {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return sagw_auth::ReplayCheck::Unavailable;
+        }
+        match self.seen.lock().expect("lock").insert(*key, ttl) {
+            None => sagw_auth::ReplayCheck::First,
+            Some(_) => sagw_auth::ReplayCheck::Replayed,
+        }
+    }
+}
+
+/// Two gateways with their own MIT replay caches and one registry: an AP-REQ accepted by one is
+/// refused by the other (also with its ap-options flipped); with the registry down it is taken on
+/// MIT's word, and counted.
+#[test]
+fn the_replay_registry_refuses_an_authenticator_used_on_another_node() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let registry = Arc::new(SharedRegistry::default());
+    let node = |offload: bool| {
+        let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab)
+            .with_kerberos_replay_registry(registry.clone());
+        if offload {
+            core.with_kerberos_offload()
+        } else {
+            core
+        }
+    };
+    let (a, b) = (node(true), node(false));
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient {
+        session,
+        targetname: format!("sip/{}", kdc::AES_FQDN),
+        opaque: None,
+        cnum: 0,
+        seq: 0,
+    };
+    let mut rng = rng();
+    let now = SystemTime::now();
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), false);
+    assert!(matches!(
+        decide(&a, &m, now, &mut rng),
+        Decision::Authenticated(_)
+    ));
+    let ttl = *registry
+        .seen
+        .lock()
+        .expect("lock")
+        .values()
+        .next()
+        .expect("registered");
+    assert_eq!(ttl, Duration::from_secs(600), "twice the 300 s clock skew");
+    match decide(&b, &m, now, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
+        other => panic!("replay on another node accepted: {other:?}"),
+    }
+    // ap-options ([2] BIT STRING, in the clear) flipped: a new token, the same authenticator.
+    let at = ap_req
+        .windows(5)
+        .position(|w| w == [0xa2, 0x07, 0x03, 0x05, 0x00])
+        .expect("ap-options");
+    let mut flipped = ap_req.clone();
+    flipped[at + 5] ^= 0x20;
+    let c_node = node(true);
+    let text = c.request("REGISTER");
+    let m2 = c.credentials(&text, Some(&flipped), false);
+    match decide(&c_node, &m2, now, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
+        other => panic!("flipped ap-options dodged the registry: {other:?}"),
+    }
+    assert_eq!(registry.seen.lock().expect("lock").len(), 1);
+
+    // The store is down: a fresh AP-REQ is accepted (MIT's cache ran) and counted.
+    registry
+        .down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ap_req2, _s) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let text = c.request("REGISTER");
+    let m3 = c.credentials(&text, Some(&ap_req2), false);
+    assert!(matches!(
+        decide(&b, &m3, now, &mut rng),
+        Decision::Authenticated(_)
+    ));
+    assert_eq!(b.kerberos_replay_unavailable(), 1);
 }
 
 #[test]

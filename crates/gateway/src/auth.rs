@@ -300,6 +300,31 @@ pub fn build_core_with_store(
     ),
     AuthSetupError,
 > {
+    build_core_keyed(a, rng, None)
+}
+
+/// Keys a pool shares (docs/pools.md): the NTLM challenge key (a final leg may reach any gateway,
+/// and a restart does not break a handshake between its legs) and, for a pool, the Digest nonce key.
+pub struct SharedKeys {
+    /// Key of the NTLM challenge MAC.
+    pub ntlm_challenge: [u8; 32],
+    /// Digest nonce key; `None`: the `auth.nonce_key` file (one gateway).
+    pub digest_nonce: Option<[u8; 32]>,
+}
+
+/// [`build_core_with_store`] with keys from the pool key instead of fresh ones.
+pub fn build_core_keyed(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+    keys: Option<&SharedKeys>,
+) -> Result<
+    (
+        SecurityCore,
+        Arc<crate::users::ReloadingStore>,
+        PolicyRouter,
+    ),
+    AuthSetupError,
+> {
     crate::users::ensure_file(&a.credentials)?;
     let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
     if store.user_count() == 0 {
@@ -330,10 +355,17 @@ pub fn build_core_with_store(
             },
         );
         n.max_clock_skew = a.ntlm_skew;
-        // NTLM server challenges are a MAC under this key (nothing is kept per handshake): fresh
-        // at every start, so a final leg for a challenge from before a restart fails.
-        let mut key = [0u8; 32];
-        rng.fill_bytes(&mut key);
+        // NTLM server challenges are a MAC under this key (nothing is kept per handshake): the
+        // pool's, so that a final leg may reach another gateway or the same one restarted; else
+        // fresh at every start, so a final leg for a challenge from before a restart fails.
+        let key = match keys {
+            Some(k) => k.ntlm_challenge,
+            None => {
+                let mut key = [0u8; 32];
+                rng.fill_bytes(&mut key);
+                key
+            }
+        };
         n.challenge_key = Some(key);
         cfg.ntlm = Some(n);
     }
@@ -343,7 +375,10 @@ pub fn build_core_with_store(
         d.nonce_lifetime = a.nonce_lifetime;
         cfg.digest = Some(DigestSettings {
             config: d,
-            nonce_key: nonce_key(&a.nonce_key, rng)?,
+            nonce_key: match keys.and_then(|k| k.digest_nonce) {
+                Some(k) => k,
+                None => nonce_key(&a.nonce_key, rng)?,
+            },
             max_tracked_nonces: 100_000,
         });
     }
@@ -705,6 +740,13 @@ impl ClientAuth for SecurityStage {
                 self.respond(msg, c.status, c.reason_phrase, &headers)
             }
             Decision::Authenticated(a) => self.authenticated(msg, a, ctx),
+            // Only a core built with `with_kerberos_offload` defers, and this stage does not
+            // build one yet (Kerberos is accepted inline): should one reach here, the request is
+            // answered as a busy server would, never judged half-way.
+            Decision::Deferred(_) => {
+                warn!(source = %ctx.flow.remote, "Kerberos acceptance deferred without workers: 503");
+                self.respond(msg, 503, "Service Unavailable", &[])
+            }
             Decision::Reject {
                 status,
                 reason_phrase,

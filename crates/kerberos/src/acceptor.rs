@@ -138,6 +138,25 @@ impl KerberosSession {
         self.inner.enctype()
     }
 
+    /// The context as a `gss_export_sec_context` token, for another process
+    /// (a restart, another node of a pool) to [`import`](Self::import). The
+    /// token holds the session keys and sequence state: seal it before it
+    /// leaves the process. The session stays usable here (MIT deactivates an
+    /// exported context; it is imported back in place under the session's
+    /// lock). Should that re-import ever fail, this session is dead and the
+    /// error says so; the token is still valid.
+    pub fn export(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, KerberosError> {
+        self.inner.export()
+    }
+
+    /// A session from a token [`export`](Self::export) made. Needs no
+    /// keytab: the token carries the context's keys.
+    pub fn import(token: &[u8]) -> Result<Self, KerberosError> {
+        Ok(KerberosSession {
+            inner: SecContext::import(token)?,
+        })
+    }
+
     /// Token framing of signatures from this session.
     pub fn mic_format(&self) -> Option<MicFormat> {
         self.inner.enctype().map(Enctype::mic_format)

@@ -153,6 +153,26 @@ impl SecContext {
         self.enctype
     }
 
+    /// The context as a `gss_export_sec_context` token, the context staying
+    /// usable here: MIT's export deactivates it, so it is imported back in
+    /// place under the lock (no MIC can run in between).
+    pub fn export(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, KerberosError> {
+        let mut ctx = self.ctx.lock();
+        let token = ctx
+            .export()
+            .map_err(|st| KerberosError::from_status(Op::Transfer, st))?;
+        *ctx =
+            Context::import(&token).map_err(|st| KerberosError::from_status(Op::Transfer, st))?;
+        Ok(token)
+    }
+
+    /// A context from an exported token.
+    pub fn import(token: &[u8]) -> Result<Self, KerberosError> {
+        let ctx =
+            Context::import(token).map_err(|st| KerberosError::from_status(Op::Transfer, st))?;
+        Ok(SecContext::new(ctx))
+    }
+
     pub fn get_mic(&self, buffer: &[u8]) -> Result<Vec<u8>, KerberosError> {
         self.ctx
             .lock()

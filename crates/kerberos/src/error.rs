@@ -168,11 +168,18 @@ const ERROR_TABLE_BASE_GGSS: i32 = -2045022976;
 /// The operation during which a status was returned.
 #[derive(Clone, Copy)]
 pub(crate) enum Op<'a> {
-    AcquireAcceptor { principal: &'a str },
-    Accept { principal: &'a str, skew: Duration },
+    AcquireAcceptor {
+        principal: &'a str,
+    },
+    Accept {
+        principal: &'a str,
+        skew: Duration,
+    },
     Initiate,
     GetMic,
     VerifyMic,
+    /// `gss_export_sec_context` / `gss_import_sec_context`.
+    Transfer,
 }
 
 impl KerberosError {
@@ -262,6 +269,11 @@ impl KerberosError {
             },
             Op::GetMic => match st.routine_error() {
                 routine::CONTEXT_EXPIRED => KerberosError::ContextExpired,
+                _ => Self::gss(st, detail),
+            },
+            Op::Transfer => match st.routine_error() {
+                routine::CONTEXT_EXPIRED => KerberosError::ContextExpired,
+                routine::DEFECTIVE_TOKEN => KerberosError::Malformed { detail },
                 _ => Self::gss(st, detail),
             },
             Op::VerifyMic => match st.routine_error() {

@@ -157,6 +157,16 @@ impl Buffer {
     pub fn to_vec(&self) -> Vec<u8> {
         self.as_slice().to_vec()
     }
+
+    /// Overwrites the library's copy (e.g. of an exported context, which
+    /// holds keys) before it is released.
+    pub fn wipe(&mut self) {
+        if !self.0.value.is_null() && self.0.length > 0 {
+            // SAFETY: `length` writable bytes owned by this buffer.
+            unsafe { std::slice::from_raw_parts_mut(self.0.value.cast::<u8>(), self.0.length) }
+                .zeroize();
+        }
+    }
 }
 
 impl Drop for Buffer {
@@ -462,6 +472,41 @@ impl Context {
         let major =
             unsafe { sys::gss_verify_mic(&mut minor, self.0, &mut msg, &mut tok, &mut qop) };
         Status { major, minor }
+    }
+
+    /// `gss_export_sec_context`: the context as an interprocess token (key
+    /// material: the caller wipes it). MIT deactivates the context on
+    /// success, so `self` holds no context afterwards (re-import the token to
+    /// keep using it); on failure the context is left as it was.
+    pub fn export(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, Status> {
+        let mut minor = 0;
+        let mut token = Buffer::empty();
+        // SAFETY: self.0 is an established context; MIT sets it to
+        // GSS_C_NO_CONTEXT when the export succeeds.
+        let major = unsafe { sys::gss_export_sec_context(&mut minor, &mut self.0, token.as_out()) };
+        let st = Status { major, minor };
+        let bytes = zeroize::Zeroizing::new(token.to_vec());
+        token.wipe();
+        if st.is_error() {
+            return Err(st);
+        }
+        Ok(bytes)
+    }
+
+    /// `gss_import_sec_context`: a context from a token [`Context::export`]
+    /// made (in this process or another one linked to the same library).
+    pub fn import(token: &[u8]) -> Result<Self, Status> {
+        let mut minor = 0;
+        let mut tok = input(token);
+        let mut ctx: sys::gss_ctx_id_t = ptr::null_mut();
+        // SAFETY: `tok` borrows `token` for the call; MIT copies what it keeps.
+        let major = unsafe { sys::gss_import_sec_context(&mut minor, &mut tok, &mut ctx) };
+        let ctx = Context(ctx);
+        let st = Status { major, minor };
+        if st.is_error() {
+            return Err(st);
+        }
+        Ok(ctx)
     }
 
     /// The enctype of the key protecting per-message tokens (the subkey if

@@ -81,3 +81,4 @@ mod token;
 pub use acceptor::{Accepted, ClientRealms, KerberosAcceptor, KerberosConfig, KerberosSession};
 pub use context::{Enctype, MicFormat, SequenceWarning};
 pub use error::{Fault, KerberosError};
+pub use token::authenticator_ciphertext;

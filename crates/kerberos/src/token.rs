@@ -49,6 +49,11 @@ fn der_len(bytes: &[u8]) -> Option<(usize, usize)> {
 /// Check that `token` is exactly one framed krb5 AP-REQ. The error is a
 /// short description for the operator.
 pub(crate) fn check_ap_req(token: &[u8]) -> Result<(), &'static str> {
+    ap_req_contents(token).map(|_| ())
+}
+
+/// The contents of the `[APPLICATION 14]` KRB_AP_REQ inside a framed token.
+fn ap_req_contents(token: &[u8]) -> Result<&[u8], &'static str> {
     if token.is_empty() {
         return Err("empty token");
     }
@@ -79,7 +84,71 @@ pub(crate) fn check_ap_req(token: &[u8]) -> Result<(), &'static str> {
     if req_body.len() != used + req_len {
         return Err("AP-REQ length does not match the token (truncated or padded)");
     }
-    Ok(())
+    req_body.get(used..).ok_or("bad AP-REQ length")
+}
+
+/// One DER element with a one-byte tag: (tag, contents, what follows).
+fn tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    // High tag numbers (0x1f) do not occur in the structures read here.
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (len, used) = der_len(rest)?;
+    let body = rest.get(used..)?;
+    Some((tag, body.get(..len)?, body.get(len..)?))
+}
+
+/// The contents of the one element tagged `tag` among the elements of a
+/// SEQUENCE body, which must all be well formed.
+fn field(mut seq: &[u8], tag: u8) -> Option<&[u8]> {
+    let mut found = None;
+    while !seq.is_empty() {
+        let (t, contents, rest) = tlv(seq)?;
+        if t == tag {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(contents);
+        }
+        seq = rest;
+    }
+    found
+}
+
+/// The contents of `bytes` when it is exactly one element tagged `tag`.
+fn only(bytes: &[u8], tag: u8) -> Option<&[u8]> {
+    match tlv(bytes)? {
+        (t, contents, []) if t == tag => Some(contents),
+        _ => None,
+    }
+}
+
+/// The ciphertext of the authenticator inside a framed AP-REQ token:
+/// `AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno [0], msg-type [1],
+/// ap-options [2], ticket [3], authenticator [4] EncryptedData }`,
+/// `EncryptedData ::= SEQUENCE { etype [0], kvno [1] OPTIONAL, cipher [2]
+/// OCTET STRING }` (RFC 4120 §5.5.1, §5.2.9).
+///
+/// This is what identifies one use of a ticket: the client encrypts a fresh
+/// authenticator (time, microseconds, subkey) each time, and nobody without
+/// the session key can make another that decrypts. A hash of the whole token
+/// would not do as a replay key: `ap-options` travel in the clear and can be
+/// flipped (MIT still accepts the token), giving a replay a new hash.
+///
+/// Only the structure is read, with bounds checks; nothing is decrypted. The
+/// error is a short description.
+pub fn authenticator_ciphertext(token: &[u8]) -> Result<&[u8], &'static str> {
+    let ap_req = ap_req_contents(token)?;
+    let seq = only(ap_req, 0x30).ok_or("AP-REQ is not one SEQUENCE")?;
+    let authenticator = field(seq, 0xa4).ok_or("AP-REQ has no authenticator")?;
+    let enc = only(authenticator, 0x30).ok_or("authenticator is not EncryptedData")?;
+    let cipher = field(enc, 0xa2).ok_or("authenticator has no cipher")?;
+    let cipher = only(cipher, 0x04).ok_or("authenticator cipher is not an OCTET STRING")?;
+    if cipher.is_empty() {
+        return Err("authenticator cipher is empty");
+    }
+    Ok(cipher)
 }
 
 #[cfg(test)]
@@ -130,6 +199,77 @@ mod tests {
         let mut padded = tok.clone();
         padded.push(0);
         assert!(check_ap_req(&padded).is_err());
+    }
+
+    fn tlv_bytes(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        push_len(&mut out, contents.len());
+        out.extend_from_slice(contents);
+        out
+    }
+
+    /// A framed AP-REQ with the given ap-options and authenticator cipher
+    /// (the ticket is opaque filler: only the structure matters here).
+    fn ap_req_token(ap_options: u8, cipher: &[u8]) -> Vec<u8> {
+        let enc = [
+            tlv_bytes(0xa0, &tlv_bytes(0x02, &[18])),
+            tlv_bytes(0xa1, &tlv_bytes(0x02, &[2])),
+            tlv_bytes(0xa2, &tlv_bytes(0x04, cipher)),
+        ]
+        .concat();
+        let seq = [
+            tlv_bytes(0xa0, &tlv_bytes(0x02, &[5])),
+            tlv_bytes(0xa1, &tlv_bytes(0x02, &[14])),
+            tlv_bytes(0xa2, &tlv_bytes(0x03, &[0, ap_options, 0, 0, 0])),
+            tlv_bytes(0xa3, &tlv_bytes(0x61, &[0x30; 40])),
+            tlv_bytes(0xa4, &tlv_bytes(0x30, &enc)),
+        ]
+        .concat();
+        let ap_req = tlv_bytes(TAG_AP_REQ, &tlv_bytes(0x30, &seq));
+        let inner = [OID_KRB5, &TOK_ID_AP_REQ[..], &ap_req].concat();
+        tlv_bytes(0x60, &inner)
+    }
+
+    #[test]
+    fn finds_the_authenticator_cipher_whatever_the_ap_options() {
+        let cipher: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let plain = ap_req_token(0x00, &cipher);
+        let mutual = ap_req_token(0x20, &cipher);
+        assert_eq!(check_ap_req(&plain), Ok(()));
+        assert_ne!(plain, mutual);
+        assert_eq!(authenticator_ciphertext(&plain), Ok(cipher.as_slice()));
+        assert_eq!(authenticator_ciphertext(&mutual), Ok(cipher.as_slice()));
+    }
+
+    #[test]
+    fn truncated_or_garbled_ap_reqs_have_no_cipher_and_never_panic() {
+        let tok = ap_req_token(0, &[7; 200]);
+        for cut in 0..tok.len() {
+            assert!(authenticator_ciphertext(&tok[..cut]).is_err(), "cut {cut}");
+        }
+        // Every single byte changed to every value: an error or some slice, never a panic.
+        for i in 0..tok.len() {
+            for v in [0x00, 0x30, 0x7f, 0x80, 0x81, 0x84, 0xa4, 0xff] {
+                let mut t = tok.clone();
+                t[i] = v;
+                let _ = authenticator_ciphertext(&t);
+            }
+        }
+        // No authenticator, an empty cipher, framing around garbage.
+        assert!(authenticator_ciphertext(&framed(OID_KRB5, 50)).is_err());
+        assert!(authenticator_ciphertext(&ap_req_token(0, &[])).is_err());
+        let mut x: u32 = 0x1234_5678;
+        for len in 0..2000 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = authenticator_ciphertext(&junk);
+        }
     }
 
     #[test]

@@ -623,3 +623,83 @@ fn initiator_without_a_ticket_cache_reports_no_credentials() {
     );
     assert!(err.to_string().contains("kinit"), "{err}");
 }
+
+/// The cross-node replay key is the authenticator's ciphertext: found in a real AP-REQ, fresh
+/// for every AP-REQ of one ticket, and the same when the clear `ap-options` are flipped (which
+/// MIT accepts, so a hash of the whole token could be dodged).
+#[test]
+fn authenticator_ciphertext_of_real_ap_reqs() {
+    let Some(kdc) = kdc() else { return };
+    let ccache = kdc.kinit(ALICE, ALICE_PW, None);
+    let (a, _c) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
+    let (b, _c) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
+    let ca = sagw_kerberos::authenticator_ciphertext(&a).expect("cipher in a real AP-REQ");
+    let cb = sagw_kerberos::authenticator_ciphertext(&b).expect("cipher in a real AP-REQ");
+    assert!(ca.len() >= 32, "an AES authenticator: {}", ca.len());
+    assert_ne!(ca, cb, "every AP-REQ has its own authenticator");
+    // The cipher is the token's tail region, inside it.
+    assert!(a.windows(ca.len()).any(|w| w == ca));
+
+    // ap-options: [2] BIT STRING of 32 bits, `a2 07 03 05 00 ..`.
+    let at = a
+        .windows(5)
+        .position(|w| w == [0xa2, 0x07, 0x03, 0x05, 0x00])
+        .expect("ap-options in the AP-REQ");
+    let mut flipped = a.clone();
+    flipped[at + 5] ^= 0x20; // mutual-required
+    assert_ne!(flipped, a);
+    assert_eq!(
+        sagw_kerberos::authenticator_ciphertext(&flipped).expect("still an AP-REQ"),
+        ca
+    );
+    let acc = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
+    acc.accept(&a).expect("original");
+    // Another node (its own replay cache) takes the flipped copy: only a key that ignores
+    // ap-options lets a shared registry refuse it.
+    let other = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
+    other
+        .accept(&flipped)
+        .expect("MIT accepts flipped ap-options");
+
+    for cut in [0, 1, 10, a.len() / 2, a.len() - 1] {
+        assert!(sagw_kerberos::authenticator_ciphertext(&a[..cut]).is_err());
+    }
+}
+
+/// A session moved to a fresh object (another process would import the same bytes): it verifies
+/// the client's MICs and makes MICs the client verifies, and the exporting session keeps working.
+#[test]
+fn exported_session_imports_and_signs_both_ways() {
+    let Some(kdc) = kdc() else { return };
+    let ccache = kdc.kinit(ALICE, ALICE_PW, None);
+    let acc = acceptor(kdc, AES_FQDN, &kdc.aes_keytab);
+    let (ap_req, client) = initiator::initiate(AES_FQDN, Some(&ccache), false).unwrap();
+    let accepted = acc.accept(&ap_req).expect("accept");
+    let server = accepted.session;
+    let first = client.get_mic(BUFFER).unwrap();
+    server.verify_mic(BUFFER, &first).expect("before export");
+
+    let token = server.export().expect("export");
+    assert!(!token.is_empty());
+    // Still usable in place.
+    let mic = server.get_mic(BUFFER).expect("exporter still signs");
+    client
+        .verify_mic(BUFFER, &mic)
+        .expect("client verifies the exporter");
+
+    let moved = sagw_kerberos::KerberosSession::import(&token).expect("import");
+    assert_eq!(moved.enctype(), server.enctype());
+    let from_client = client.get_mic(b"another buffer").unwrap();
+    moved
+        .verify_mic(b"another buffer", &from_client)
+        .expect("imported session verifies a client MIC");
+    let from_moved = moved.get_mic(BUFFER).expect("imported session signs");
+    client
+        .verify_mic(BUFFER, &from_moved)
+        .expect("client verifies the imported session's MIC");
+    let forged = client.get_mic(b"x").unwrap();
+    assert!(moved.verify_mic(b"y", &forged).is_err(), "wrong buffer");
+
+    assert!(sagw_kerberos::KerberosSession::import(b"not a context").is_err());
+    assert!(sagw_kerberos::KerberosSession::import(&token[..token.len() / 2]).is_err());
+}

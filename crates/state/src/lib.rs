@@ -1,12 +1,8 @@
-//! `sagw-state`: what a pool of gateways shares (docs/pools.md).
-//!
-//! * [`PoolKey`]: the pool key file and the keys derived from it (flow tokens, NTLM challenges,
-//!   Digest nonces, sealing), with a [`PoolKey::fingerprint`] gateways compare through the store.
-//! * [`Sealer`]: ChaCha20-Poly1305 sealing of SA records ([`seal::sa_aad`]).
-//! * [`Store`]: the Redis (standalone or Cluster) client: SAs with an owner and a generation,
-//!   claims, conditional checkpoints, revocations, the Kerberos replay check, registrar bindings,
-//!   and the [`StoreEvent`]s other gateways publish.
-//! * `testing` (feature `testing`): real `redis-server` processes for tests.
+//! What a pool of sagw gateways shares (docs/pools.md): the pool key and the keys derived from
+//! it ([`PoolKey`]), the sealing of SA records and snapshots ([`Sealer`]), and the Redis store
+//! ([`Store`]: SAs with an owner and a generation, claims, conditional checkpoints, revocations,
+//! the Kerberos replay check, registrar bindings, and the [`StoreEvent`]s gateways publish).
+//! Feature `testing`: real `redis-server` processes for tests ([`testing`]).
 
 pub mod events;
 pub mod keys;
@@ -16,11 +12,12 @@ pub mod seal;
 pub mod testing;
 
 pub use events::{EVENTS_CHANNEL, StoreEvent};
-pub use keys::{DerivedKey, KeyFileError, PoolKey};
+pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
     Binding, Checkpoint, CheckpointResult, Claimed, EventReceiver, Store, StoreConfig, StoreError,
+    StoreReplayRegistry,
 };
-pub use seal::{SealError, Sealer, sa_aad};
+pub use seal::{SealError, Sealer};
 
 /// A gateway's name in the pool as the store and the events carry it: 1 to 64 ASCII letters,
 /// digits and `- _ . :` (the rule of `state.node_id`).

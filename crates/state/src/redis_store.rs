@@ -1205,6 +1205,40 @@ impl Store {
     }
 }
 
+/// The pool-wide Kerberos replay check for the Kerberos workers: [`Store::kerberos_first_use`]
+/// run on the store's tokio runtime, the calling (worker) thread waiting at most the command
+/// timeout. Call it from a plain thread, not from a task of that runtime.
+#[derive(Clone, Debug)]
+pub struct StoreReplayRegistry {
+    store: Store,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreReplayRegistry {
+    /// `runtime`: the runtime the store's connections live on.
+    pub fn new(store: Store, runtime: tokio::runtime::Handle) -> StoreReplayRegistry {
+        StoreReplayRegistry { store, runtime }
+    }
+}
+
+impl sagw_auth::KerberosReplayRegistry for StoreReplayRegistry {
+    fn first_use(&self, key: &[u8; 32], ttl: Duration) -> sagw_auth::ReplayCheck {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let store = self.store.clone();
+        let key = *key;
+        self.runtime.spawn(async move {
+            let _ = tx.send(store.kerberos_first_use(&key, ttl).await);
+        });
+        // The call is bounded by the command timeout already; the margin covers scheduling.
+        let wait = self.store.command_timeout() + Duration::from_millis(200);
+        match rx.recv_timeout(wait) {
+            Ok(Ok(true)) => sagw_auth::ReplayCheck::First,
+            Ok(Ok(false)) => sagw_auth::ReplayCheck::Replayed,
+            Ok(Err(_)) | Err(_) => sagw_auth::ReplayCheck::Unavailable,
+        }
+    }
+}
+
 /// Sends `ev`, or notes that the receiver fell behind (events dropped); `false` when the
 /// receiver is gone.
 fn deliver(tx: &mpsc::Sender<StoreEvent>, lagged: &mut bool, ev: StoreEvent) -> bool {

@@ -3,8 +3,12 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
-use sagw_state::{Checkpoint, EventReceiver, PoolKey, Store, StoreConfig, StoreError, StoreEvent};
+use sagw_state::{
+    Checkpoint, EventReceiver, PoolKey, Store, StoreConfig, StoreError, StoreEvent,
+    StoreReplayRegistry,
+};
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
     StoreConfig {
@@ -300,6 +304,19 @@ async fn suite(urls: Vec<String>, cluster: bool) {
             .expect("expired")
     );
 
+    // The same through the Kerberos workers' registry (a plain thread waiting on the runtime).
+    let reg = StoreReplayRegistry::new(a.clone(), tokio::runtime::Handle::current());
+    let seen = tokio::task::spawn_blocking(move || {
+        let ttl = Duration::from_secs(600);
+        (
+            reg.first_use(&[0x50; 32], ttl),
+            reg.first_use(&[0x50; 32], ttl),
+        )
+    })
+    .await
+    .expect("worker");
+    assert_eq!(seen, (ReplayCheck::First, ReplayCheck::Replayed));
+
     // Bindings.
     let aor = "sip:bob@example.com";
     a.put_binding(aor, "<urn:uuid:1>", b"binding-1", "gw-a", now() + 600)
@@ -448,6 +465,15 @@ async fn store_down_fails_fast_then_recovers_and_resubscribes() {
         assert!(t.elapsed() < cfg.command_timeout + Duration::from_millis(300));
         assert!(!s.is_up());
     }
+
+    let reg = StoreReplayRegistry::new(s.clone(), tokio::runtime::Handle::current());
+    let t = Instant::now();
+    let check =
+        tokio::task::spawn_blocking(move || reg.first_use(&[1; 32], Duration::from_secs(1)))
+            .await
+            .expect("worker");
+    assert_eq!(check, ReplayCheck::Unavailable);
+    assert!(t.elapsed() < cfg.command_timeout + Duration::from_millis(500));
 
     // Back on the same port (empty: nothing was saved).
     redis.restart();

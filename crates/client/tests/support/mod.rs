@@ -172,7 +172,8 @@ impl Server {
                     .finish_response(&mut r, &f.verified, now, &mut *rng);
                 vec![r]
             }
-            Decision::Discard(_) => Vec::new(),
+            // This core accepts Kerberos inline: nothing is ever deferred.
+            Decision::Discard(_) | Decision::Deferred(_) => Vec::new(),
             Decision::Authenticated(auth) => {
                 let mut out = Vec::new();
                 if method == "OPTIONS"
