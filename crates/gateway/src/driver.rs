@@ -148,6 +148,8 @@ impl CoreWake {
 
 enum Event {
     Inbound(Inbound),
+    /// A Kerberos AP-REQ accepted (or refused) by a worker, with the request it came in.
+    Kerberos(Box<crate::kerberos_jobs::Done>),
     Closed(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
@@ -321,14 +323,41 @@ fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<S
 /// Bind everything and start serving, with the authentication stage `[auth]` describes (none when
 /// it is disabled).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_auth(settings, None).await
+}
+
+/// [`start`] with `kerberos` as the Kerberos acceptor instead of MIT's from the keytab: a test
+/// seam (a slow acceptor, to show that sign-ins waiting for it do not hold other messages up).
+pub async fn start_with_kerberos_backend(
+    settings: Settings,
+    kerberos: Box<dyn sagw_auth::KerberosBackend>,
+) -> Result<Running, StartError> {
+    start_auth(settings, Some(kerberos)).await
+}
+
+async fn start_auth(
+    settings: Settings,
+    kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
+) -> Result<Running, StartError> {
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        return start_inner(settings, Box::new(NoAuth), None).await;
+        return start_inner(settings, Box::new(NoAuth), None, None).await;
     };
     let mut rng = crate::auth::OsRng::new()?;
-    let (core, users, router) = crate::auth::build_core_with_store(&a, &mut rng)?;
+    let (mut core, users, router) = crate::auth::build_core_with_backend(&a, &mut rng, kerberos)?;
+    // AP-REQs are accepted by worker threads, never on the core thread (docs/pools.md).
+    let workers = (core.serves_kerberos() && a.kerberos_workers > 0).then(|| {
+        crate::kerberos_jobs::KerberosWorkers::new(
+            a.kerberos_workers,
+            a.kerberos_queue,
+            settings.retry_after,
+        )
+    });
+    if workers.is_some() {
+        core = core.with_kerberos_offload();
+    }
     let core = Arc::new(core);
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     for (i, p) in a.policies.iter().enumerate() {
@@ -338,9 +367,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             info!(policy = %p.name, schemes = ?schemes, digest_algorithms = ?algorithms, digest_realm = o.digest_realm.unwrap_or(""), "challenge policy");
         }
     }
-    let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
-        .with_router(router);
-    start_inner(settings, Box::new(stage), Some((core, users))).await
+    let mut stage =
+        crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
+            .with_router(router);
+    if let Some(w) = &workers {
+        stage = stage.with_kerberos_workers(w.clone());
+    }
+    start_inner(settings, Box::new(stage), Some((core, users)), workers).await
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
@@ -348,7 +381,7 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    start_inner(settings, auth, None).await
+    start_inner(settings, auth, None, None).await
 }
 
 async fn start_inner(
@@ -358,6 +391,7 @@ async fn start_inner(
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::users::ReloadingStore>,
     )>,
+    kerberos: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
 ) -> Result<Running, StartError> {
     for w in settings.spoofable_trust() {
         warn!("{w}");
@@ -503,11 +537,31 @@ async fn start_inner(
     });
 
     let mut tasks = Vec::new();
+    let kerberos = match (kerberos, &core) {
+        (Some(workers), Some((security, _))) => {
+            let (tx, wake) = (shared.events.clone(), shared.wake.clone());
+            workers
+                .start(
+                    security.clone(),
+                    Box::new(move |done| {
+                        // A worker is a plain thread: it may wait for room in the channel.
+                        let sent = tx.blocking_send(Event::Kerberos(Box::new(done))).is_ok();
+                        wake.notify();
+                        sent
+                    }),
+                )
+                .map_err(StartError::Core)?;
+            let _ = metrics.kerberos_jobs.set(workers.clone());
+            Some((security.clone(), workers))
+        }
+        _ => None,
+    };
     let core_state = Core {
         edge,
         shared: shared.clone(),
         udp,
         pending: HashMap::new(),
+        kerberos,
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -638,6 +692,11 @@ struct Core {
     /// In listener order; the first is where datagrams to an address (next hops) leave from.
     udp: Vec<UdpListener>,
     pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
+    /// The security core and the workers that accept its Kerberos AP-REQs.
+    kerberos: Option<(
+        Arc<sagw_auth::SecurityCore>,
+        Arc<crate::kerberos_jobs::KerberosWorkers>,
+    )>,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -787,6 +846,7 @@ impl Core {
             Event::Inbound(inb) => {
                 self.edge.handle_inbound(inb, now());
             }
+            Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
@@ -810,6 +870,36 @@ impl Core {
             }
         }
         self.run_actions();
+    }
+
+    /// A worker's outcome: filed with the core, then the request goes through the proxy again and
+    /// the core judges it with the outcome. A request whose connection closed meanwhile is
+    /// dropped (a binding on a closed flow would never be removed).
+    fn kerberos_done(&mut self, done: crate::kerberos_jobs::Done) {
+        let Some((security, workers)) = &self.kerberos else {
+            return;
+        };
+        let now = now();
+        workers.finished(&done.key);
+        let stream = matches!(done.flow.transport, Transport::Tcp | Transport::Tls);
+        let open = || {
+            self.shared
+                .flows
+                .lock()
+                .is_ok_and(|t| t.by_id.contains_key(&done.flow.id))
+        };
+        if stream && !open() {
+            debug!(remote = %done.flow.remote, "Kerberos sign-in of a closed connection dropped");
+            return;
+        }
+        security.kerberos_job_done(done.key, done.outcome, now.wall);
+        self.edge.handle_inbound(
+            Inbound {
+                message: done.message,
+                flow: done.flow,
+            },
+            now,
+        );
     }
 
     fn run_actions(&mut self) {
