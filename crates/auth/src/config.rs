@@ -168,6 +168,9 @@ pub struct CoreConfig {
     pub max_sas_per_identity: usize,
     /// Longest `epid` accepted, in bytes; longer ones are refused (400) before any state is kept.
     pub max_epid_len: usize,
+    /// This gateway's number in its pool, 0 for a single gateway. Written into Digest nonces
+    /// (it overrides `digest.config.node_id`): another node answers them with `stale=true`.
+    pub node_id: u16,
 }
 
 /// Default of [`CoreConfig::max_sas_per_identity`]: twice what a Lync registrar lets one user
@@ -194,6 +197,7 @@ impl CoreConfig {
             handshakes: HandshakeLimits::default(),
             max_sas_per_identity: DEFAULT_MAX_SAS_PER_IDENTITY,
             max_epid_len: DEFAULT_MAX_EPID_LEN,
+            node_id: 0,
         }
     }
 

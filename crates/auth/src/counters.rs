@@ -88,6 +88,9 @@ pub enum Reason {
     StaleNonce,
     /// The Digest nonce was not issued by this gateway.
     BadNonce,
+    /// A genuine Digest nonce of another node of the pool (the client is told `stale=true` and
+    /// gets a nonce of this node).
+    OtherNode,
     /// The scheme, realm or algorithm is not offered here.
     UnsupportedScheme,
     /// The request carried no credentials for this gateway.
@@ -103,7 +106,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -133,6 +136,7 @@ impl Reason {
         Reason::ForeignAor,
         Reason::EpidTooLong,
         Reason::PrincipalInstance,
+        Reason::OtherNode,
     ];
 
     pub fn label(self) -> &'static str {
@@ -166,7 +170,14 @@ impl Reason {
             Reason::ForeignAor => "foreign_aor",
             Reason::EpidTooLong => "epid_too_long",
             Reason::PrincipalInstance => "principal_instance",
+            Reason::OtherNode => "other_node",
         }
+    }
+
+    /// Answered with a fresh challenge marked `stale=true` (RFC 7616 §3.3): the client proved
+    /// it knows the password, only its nonce is not good here.
+    pub fn is_stale(self) -> bool {
+        matches!(self, Reason::StaleNonce | Reason::OtherNode)
     }
 
     fn index(self) -> usize {

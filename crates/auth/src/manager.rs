@@ -443,7 +443,8 @@ impl SaManager {
         }
     }
 
-    /// Operator revocation. The SA stops verifying and signing at once.
+    /// Operator revocation. The SA stops verifying and signing at once. With a pool journal, an SA
+    /// this gateway does not hold is revoked in the pool (true: the revocation was sent).
     pub fn revoke(&self, opaque: Opaque, counters: &Counters) -> bool {
         let found = self.shard(opaque.0).lock().get(&opaque.0).cloned();
         match found {
@@ -452,6 +453,11 @@ impl SaManager {
                 self.remove(&sa);
                 counters.sa_revoked();
                 self.journal(|j| j.ended.push((sa.opaque(), sa.identity().to_owned())));
+                true
+            }
+            // In a pool another gateway may hold it: the revocation goes to the pool.
+            None if self.journal.is_some() => {
+                self.journal(|j| j.ended.push((opaque, String::new())));
                 true
             }
             None => false,
@@ -528,6 +534,25 @@ impl SaManager {
         }
         self.recent.lock().purge(now);
         dead.len()
+    }
+
+    /// Whether this gateway holds an SA of that opaque (live or not yet expired away).
+    pub fn contains(&self, opaque: Opaque) -> bool {
+        self.shard(opaque.0).lock().contains_key(&opaque.0)
+    }
+
+    /// The SA of that opaque, live or not.
+    pub fn get(&self, opaque: Opaque) -> Option<SaHandle> {
+        self.shard(opaque.0).lock().get(&opaque.0).cloned()
+    }
+
+    /// Every SA held, for a snapshot.
+    pub fn handles(&self) -> Vec<SaHandle> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            out.extend(shard.lock().values().cloned());
+        }
+        out
     }
 
     pub fn len(&self) -> usize {

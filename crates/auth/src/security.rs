@@ -120,7 +120,13 @@ impl SecurityCore {
             })
         });
         let digest = config.digest.as_ref().map(|d| DigestState {
-            server: DigestServer::new(d.config.clone(), NonceKey::new(d.nonce_key)),
+            server: DigestServer::new(
+                sagw_digest::DigestConfig {
+                    node_id: config.node_id,
+                    ..d.config.clone()
+                },
+                NonceKey::new(d.nonce_key),
+            ),
             counter: Mutex::new(NonceCounter::new(
                 d.max_tracked_nonces,
                 d.config.nonce_lifetime,
@@ -1268,7 +1274,7 @@ impl SecurityCore {
                     DigestError::WrongResponse if !known => Reason::UnknownUser,
                     e => digest_reason(&e),
                 };
-                return fail(reason, reason == Reason::StaleNonce);
+                return fail(reason, reason.is_stale());
             }
         };
         // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
@@ -1286,7 +1292,7 @@ impl SecurityCore {
         }
         if let Err(e) = d.counter.lock().check_verified(&verified, now) {
             let reason = digest_reason(&e);
-            return fail(reason, reason == Reason::StaleNonce);
+            return fail(reason, reason.is_stale());
         }
         let mut salt = [0u8; 8];
         rng.fill_bytes(&mut salt);
@@ -1542,6 +1548,7 @@ fn ntlm_reason(e: &NtlmError) -> Reason {
 fn digest_reason(e: &DigestError) -> Reason {
     match e {
         DigestError::Stale => Reason::StaleNonce,
+        DigestError::OtherNode => Reason::OtherNode,
         DigestError::BadNonce => Reason::BadNonce,
         DigestError::Replay => Reason::Replay,
         DigestError::NcOutOfWindow => Reason::OutsideWindow,

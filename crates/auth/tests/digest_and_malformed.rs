@@ -307,3 +307,66 @@ fn kerberos_is_refused_when_not_enabled() {
     assert!(!ch.headers.iter().any(|(_, v)| v.starts_with("Kerberos")));
     let _ = Algorithm::Md5;
 }
+
+/// Two gateways of a pool share the nonce key, each with its own node id: a Digest
+/// `Authorization` taken by one is stale at the other (a fresh nonce of that node, `stale=true`,
+/// counted `other_node`), and stays a replay at the first.
+#[test]
+fn digest_nonce_of_another_pool_node_is_stale_there() {
+    let node = |id: u16| {
+        let mut cfg = config();
+        cfg.node_id = id;
+        core_with(cfg)
+    };
+    let (n1, n2) = (node(1), node(2));
+    let mut rng = rng();
+    let (_, ch) =
+        digest_challenge(&n1.on_request(&parse(&register("bob", 1)), &ctx(), t0(), &mut rng));
+    let auth = answer(&ch[0], "bob", "bob-pw", "REGISTER", 1);
+    let m = with_auth(&register("bob", 2), "Authorization", &auth);
+    assert!(matches!(
+        n1.on_request(&m, &ctx(), t0(), &mut rng),
+        Decision::Authenticated(_)
+    ));
+    // Replayed at node 1: its nonce-count table refuses it.
+    match n1.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::Replay)),
+        other => panic!("{other:?}"),
+    }
+    // Replayed at node 2: stale, with a nonce node 2 takes.
+    let fresh = match n2.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Challenge(c) => {
+            assert_eq!(c.status, 401);
+            assert_eq!(c.cause, Some(Reason::OtherNode));
+            let (_, digest) = digest_challenge(&Decision::Challenge(c));
+            assert!(
+                digest.iter().all(|v| v.contains("stale=true")),
+                "{digest:?}"
+            );
+            digest[0].clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(fresh, ch[0]);
+    let retry = with_auth(
+        &register("bob", 3),
+        "Authorization",
+        &answer(&fresh, "bob", "bob-pw", "REGISTER", 1),
+    );
+    assert!(matches!(
+        n2.on_request(&retry, &ctx(), t0(), &mut rng),
+        Decision::Authenticated(_)
+    ));
+    // Node 2's nonce is in turn another node's at node 1.
+    match n1.on_request(&retry, &ctx(), t0(), &mut rng) {
+        Decision::Challenge(c) => assert_eq!(c.cause, Some(Reason::OtherNode)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        n2.counters()
+            .snapshot()
+            .handshake_failures(Scheme::Digest, Reason::OtherNode),
+        1
+    );
+    assert_eq!(Reason::OtherNode.label(), "other_node");
+}

@@ -33,6 +33,11 @@ pub enum DigestError {
     /// caller should re-challenge with `stale=true` so the client retries without re-prompting.
     #[error("nonce is stale")]
     Stale,
+    /// The nonce is genuine (this key and realm) but was minted by another node of the pool, and
+    /// the response was otherwise correct. Handled like [`DigestError::Stale`]: the caller
+    /// re-challenges with `stale=true` and a nonce of its own.
+    #[error("nonce issued by another node")]
+    OtherNode,
     /// This (nonce, nc) pair has been accepted before.
     #[error("nonce count replayed")]
     Replay,
@@ -76,7 +81,9 @@ impl DigestError {
             DigestError::Malformed(_)
             | DigestError::MissingParam(_)
             | DigestError::DuplicateParam => Disposition::BadRequest,
-            DigestError::Stale | DigestError::NcOutOfWindow => Disposition::ChallengeStale,
+            DigestError::Stale | DigestError::OtherNode | DigestError::NcOutOfWindow => {
+                Disposition::ChallengeStale
+            }
             DigestError::UnsupportedAlgorithm
             | DigestError::UnsupportedQop
             | DigestError::RealmMismatch

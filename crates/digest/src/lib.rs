@@ -11,8 +11,10 @@
 //!    [`NonceCounter::check_verified`] against replays, then check `uri` against the request.
 //! 3. On success optionally add [`DigestServer::authentication_info`].
 //!
-//! Nonces are stateless (timestamp + salt + HMAC), so any node holding the [`NonceKey`] verifies
-//! them; only the nonce-count table is stateful and it is bounded.
+//! Nonces are stateless (timestamp + salt + node id + HMAC), so any node holding the [`NonceKey`]
+//! verifies them; only the nonce-count table is stateful and it is bounded. Nodes of a pool share
+//! the key but not their tables, so each takes only the nonces it minted ([`DigestConfig::node_id`])
+//! and answers another node's with a fresh challenge marked `stale=true`.
 
 mod algorithm;
 pub mod client;

@@ -2,9 +2,14 @@
 //! check it without shared state.
 //!
 //! Layout (32 bytes, base64url without padding = 43 characters, safe inside a quoted-string):
-//! `LE64(unix milliseconds) || salt(8) || HMAC-SHA256(key, LABEL || ts || salt || realm)[..16]`.
+//! `LE64(node << 48 | unix milliseconds) || salt(8) || HMAC-SHA256(key, LABEL || ts || salt || realm)[..16]`.
 //! Milliseconds rather than seconds so the replay table's eviction watermark (which compares
 //! issue times) hardly ever ties with a fresh nonce.
+//!
+//! The top 16 bits of the time word name the node of a pool that issued the nonce (48 bits of
+//! milliseconds last until the year 10889). They are under the MAC like the time, so a nonce
+//! cannot be moved to another node by editing them. Node 0, a single gateway, leaves them zero:
+//! its nonces are exactly those of the format before node ids existed.
 //! The realm is bound so a nonce from one realm's challenge cannot be replayed against another
 //! realm served with the same key; the label separates this MAC from any other use of the key.
 
@@ -20,10 +25,14 @@ use zeroize::Zeroize;
 const LABEL: &[u8] = b"sagw-digest-nonce-v1\0";
 const RAW_LEN: usize = 32;
 const TAG_LEN: usize = 16;
+/// Bits of the time word that hold the issue time; the node id sits above them.
+const MILLIS_BITS: u32 = 48;
+const MILLIS_MASK: u64 = (1 << MILLIS_BITS) - 1;
 /// Encoded length of every nonce this crate mints.
 pub const NONCE_LEN: usize = 43;
 
-/// Server secret for nonce MACs. Share it between nodes that must accept each other's nonces.
+/// Server secret for nonce MACs. Share it between the nodes of a pool: each then recognises the
+/// others' nonces as genuine and answers them as stale rather than forged.
 pub struct NonceKey([u8; 32]);
 
 impl NonceKey {
@@ -65,6 +74,14 @@ fn unix_millis(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What an authenticated nonce says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Issued {
+    pub at: SystemTime,
+    /// The node that minted it (see [`crate::DigestConfig::node_id`]).
+    pub node: u16,
+}
+
 fn tag(key: &NonceKey, ts: &[u8; 8], salt: &[u8; 8], realm: &str) -> [u8; TAG_LEN] {
     let mut mac = key.mac();
     mac.update(LABEL);
@@ -79,8 +96,15 @@ fn tag(key: &NonceKey, ts: &[u8; 8], salt: &[u8; 8], realm: &str) -> [u8; TAG_LE
     out
 }
 
-pub(crate) fn make(key: &NonceKey, realm: &str, now: SystemTime, salt: [u8; 8]) -> String {
-    let ts = unix_millis(now).to_le_bytes();
+pub(crate) fn make(
+    key: &NonceKey,
+    realm: &str,
+    node: u16,
+    now: SystemTime,
+    salt: [u8; 8],
+) -> String {
+    let word = (u64::from(node) << MILLIS_BITS) | unix_millis(now).min(MILLIS_MASK);
+    let ts = word.to_le_bytes();
     let t = tag(key, &ts, &salt, realm);
     let mut raw = [0u8; RAW_LEN];
     for (dst, src) in raw
@@ -112,16 +136,24 @@ fn decode(nonce: &str) -> Option<([u8; 8], [u8; 8], [u8; TAG_LEN])> {
     Some((ts, salt, t))
 }
 
-fn time_of(ts: [u8; 8]) -> Option<SystemTime> {
-    UNIX_EPOCH.checked_add(Duration::from_millis(u64::from_le_bytes(ts)))
+fn issued_of(ts: [u8; 8]) -> Option<Issued> {
+    let word = u64::from_le_bytes(ts);
+    let at = UNIX_EPOCH.checked_add(Duration::from_millis(word & MILLIS_MASK))?;
+    // The shift leaves 16 bits: the conversion cannot fail.
+    let node = u16::try_from(word >> MILLIS_BITS).ok()?;
+    Some(Issued { at, node })
 }
 
-/// Authenticates a nonce and returns its issue time.
-pub(crate) fn check(key: &NonceKey, realm: &str, nonce: &str) -> Option<SystemTime> {
+fn time_of(ts: [u8; 8]) -> Option<SystemTime> {
+    issued_of(ts).map(|i| i.at)
+}
+
+/// Authenticates a nonce and returns its issue time and issuing node.
+pub(crate) fn check(key: &NonceKey, realm: &str, nonce: &str) -> Option<Issued> {
     let (ts, salt, got) = decode(nonce)?;
     let want = tag(key, &ts, &salt, realm);
     if bool::from(want.ct_eq(&got)) {
-        time_of(ts)
+        issued_of(ts)
     } else {
         None
     }
@@ -131,4 +163,45 @@ pub(crate) fn check(key: &NonceKey, realm: &str, nonce: &str) -> Option<SystemTi
 /// passed [`check`] (the replay counter runs after `verify`).
 pub(crate) fn issued_unverified(nonce: &str) -> Option<SystemTime> {
     decode(nonce).and_then(|(ts, _, _)| time_of(ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_ms(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    /// Node 0 mints what the format before node ids minted: a single gateway's nonces, and
+    /// nonces handed out before an upgrade, keep verifying. The expected value is the old
+    /// layout computed by hand (time word without node bits).
+    #[test]
+    fn node_zero_is_the_old_format() {
+        let key = NonceKey::new([3; 32]);
+        let now = at_ms(1_700_000_000_123);
+        let ts = 1_700_000_000_123u64.to_le_bytes();
+        let salt = [5; 8];
+        let t = tag(&key, &ts, &salt, "r");
+        let old = URL_SAFE_NO_PAD.encode([ts.as_slice(), &salt, &t].concat());
+        assert_eq!(make(&key, "r", 0, now, salt), old);
+        assert_eq!(check(&key, "r", &old), Some(Issued { at: now, node: 0 }));
+    }
+
+    #[test]
+    fn node_id_round_trips_under_the_mac() {
+        let key = NonceKey::new([3; 32]);
+        let now = at_ms(1_700_000_000_123);
+        for node in [1u16, 2, 0x1234, u16::MAX] {
+            let n = make(&key, "r", node, now, [9; 8]);
+            assert_eq!(n.len(), NONCE_LEN);
+            assert_eq!(check(&key, "r", &n), Some(Issued { at: now, node }));
+            assert_eq!(issued_unverified(&n), Some(now));
+            // Rewriting the node id (the top bytes of the time word) breaks the MAC.
+            let mut raw = URL_SAFE_NO_PAD.decode(&n).unwrap();
+            raw[7] ^= 0x01;
+            let forged = URL_SAFE_NO_PAD.encode(&raw);
+            assert_eq!(check(&key, "r", &forged), None);
+        }
+    }
 }

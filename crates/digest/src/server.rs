@@ -28,6 +28,12 @@ pub struct DigestConfig {
     /// Largest `nc` accepted on one nonce; beyond it the nonce is reported stale so the client
     /// fetches a fresh one.
     pub max_nonce_uses: u32,
+    /// This server's node in a pool of gateways sharing the nonce key; 0 for a single gateway.
+    /// Written into every nonce under its MAC: a nonce of another node verifies (same key) but is
+    /// answered like an expired one ([`DigestError::OtherNode`], a fresh challenge with
+    /// `stale=true`), so credentials accepted by one node cannot be replayed at another, whose
+    /// nonce-count table never saw them.
+    pub node_id: u16,
 }
 
 impl DigestConfig {
@@ -39,6 +45,7 @@ impl DigestConfig {
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
             max_nonce_uses: 1000,
+            node_id: 0,
         }
     }
 
@@ -209,11 +216,18 @@ impl DigestServer {
         &self.config
     }
 
-    /// A nonce carrying its own timestamp and MAC, verifiable without state:
-    /// base64url(LE64(unix ms) || salt || HMAC-SHA256(key, label || ts || salt || realm)[..16]).
-    /// `salt` must come from the caller's CSPRNG so nonces minted in the same second differ.
+    /// A nonce carrying its own timestamp, node id and MAC, verifiable without state:
+    /// base64url(LE64(node << 48 | unix ms) || salt || HMAC-SHA256(key, label || ts || salt ||
+    /// realm)[..16]). `salt` must come from the caller's CSPRNG so nonces minted in the same
+    /// second differ.
     pub fn make_nonce(&self, now: SystemTime, salt: [u8; 8]) -> String {
-        nonce::make(&self.key, &self.config.realm, now, salt)
+        nonce::make(
+            &self.key,
+            &self.config.realm,
+            self.config.node_id,
+            now,
+            salt,
+        )
     }
 
     /// Challenge header values (for `WWW-Authenticate` or `Proxy-Authenticate`), one per offered
@@ -241,9 +255,9 @@ impl DigestServer {
     /// Verifies credentials against the request method and the user's HA1.
     ///
     /// Order matters: everything that needs no secret is checked first; the nonce MAC next (so
-    /// forged nonces cost one HMAC, not a response computation); then the response; expiry and the
-    /// use limit last, so `Stale` is only ever reported to a client that proved it knows the
-    /// password (RFC 7616 §3.3 on `stale`).
+    /// forged nonces cost one HMAC, not a response computation); then the response; the issuing
+    /// node, expiry and the use limit last, so `OtherNode` and `Stale` are only ever reported to a
+    /// client that proved it knows the password (RFC 7616 §3.3 on `stale`).
     ///
     /// Does not judge `uri` (caller's policy) and does not track `nc`: feed the result to a
     /// [`crate::NonceCounter`].
@@ -267,7 +281,7 @@ impl DigestServer {
         method: &str,
         ha1: &Ha1,
         now: SystemTime,
-        authenticate_nonce: impl FnOnce(&str) -> Option<SystemTime>,
+        authenticate_nonce: impl FnOnce(&str) -> Option<nonce::Issued>,
     ) -> Result<VerifiedDigest, DigestError> {
         let alg = match resp.algorithm {
             None => Algorithm::Md5, // RFC 7616 §3.3: absent means MD5
@@ -314,7 +328,8 @@ impl DigestServer {
             .ok_or(DigestError::WrongResponse)?;
         decode_hex_exact(resp.response, got).ok_or(DigestError::WrongResponse)?;
 
-        let issued = authenticate_nonce(resp.nonce).ok_or(DigestError::BadNonce)?;
+        let nonce::Issued { at: issued, node } =
+            authenticate_nonce(resp.nonce).ok_or(DigestError::BadNonce)?;
         if issued
             .duration_since(now)
             .is_ok_and(|ahead| ahead > MAX_CLOCK_SKEW)
@@ -336,6 +351,11 @@ impl DigestServer {
             return Err(DigestError::WrongResponse);
         }
 
+        // Genuine (our key), but minted by another node of the pool: that node's nonce-count
+        // table, not ours, knows which counts were used, so the client gets a nonce of ours.
+        if node != self.config.node_id {
+            return Err(DigestError::OtherNode);
+        }
         let expired = match issued.checked_add(self.config.nonce_lifetime) {
             Some(expiry) => now > expiry,
             None => true,
@@ -436,7 +456,12 @@ mod rfc_tests {
         let hp = parse_header(header).unwrap();
         assert_eq!(hp.scheme, "Digest");
         let resp = DigestResponse::from_params(hp.pairs()).unwrap();
-        srv.verify_with(&resp, "GET", ha1, now, |_| Some(at(T0)))
+        srv.verify_with(&resp, "GET", ha1, now, |_| {
+            Some(nonce::Issued {
+                at: at(T0),
+                node: 0,
+            })
+        })
     }
 
     // RFC 7616 §3.9.1 (password "Circle of Life", lower-case "of" per verified erratum 4495).

@@ -300,14 +300,40 @@ pub fn build_core_with_store(
     ),
     AuthSetupError,
 > {
-    build_core_with_backend(a, rng, None)
+    build_core_keyed(a, rng, None)
 }
 
-/// [`build_core_with_store`] with `kerberos` as the Kerberos acceptor instead of MIT's from the
+/// Keys a pool shares (docs/pools.md): the NTLM challenge key (a final leg may reach any gateway,
+/// and a restart does not break a handshake between its legs) and, for a pool, the Digest nonce key.
+pub struct SharedKeys {
+    /// Key of the NTLM challenge MAC.
+    pub ntlm_challenge: [u8; 32],
+    /// Digest nonce key; `None`: the `auth.nonce_key` file (one gateway).
+    pub digest_nonce: Option<[u8; 32]>,
+}
+
+/// [`build_core_with_store`] with keys from the pool key instead of fresh ones.
+pub fn build_core_keyed(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+    keys: Option<&SharedKeys>,
+) -> Result<
+    (
+        SecurityCore,
+        Arc<crate::users::ReloadingStore>,
+        PolicyRouter,
+    ),
+    AuthSetupError,
+> {
+    build_core_with_backend(a, rng, keys, None)
+}
+
+/// [`build_core_keyed`] with `kerberos` as the Kerberos acceptor instead of MIT's from the
 /// keytab (a test seam: a slow or scripted acceptor).
 pub fn build_core_with_backend(
     a: &AuthSettings,
     rng: &mut dyn Rng,
+    keys: Option<&SharedKeys>,
     kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
 ) -> Result<
     (
@@ -347,10 +373,17 @@ pub fn build_core_with_backend(
             },
         );
         n.max_clock_skew = a.ntlm_skew;
-        // NTLM server challenges are a MAC under this key (nothing is kept per handshake): fresh
-        // at every start, so a final leg for a challenge from before a restart fails.
-        let mut key = [0u8; 32];
-        rng.fill_bytes(&mut key);
+        // NTLM server challenges are a MAC under this key (nothing is kept per handshake): the
+        // pool's, so that a final leg may reach another gateway or the same one restarted; else
+        // fresh at every start, so a final leg for a challenge from before a restart fails.
+        let key = match keys {
+            Some(k) => k.ntlm_challenge,
+            None => {
+                let mut key = [0u8; 32];
+                rng.fill_bytes(&mut key);
+                key
+            }
+        };
         n.challenge_key = Some(key);
         cfg.ntlm = Some(n);
     }
@@ -360,7 +393,10 @@ pub fn build_core_with_backend(
         d.nonce_lifetime = a.nonce_lifetime;
         cfg.digest = Some(DigestSettings {
             config: d,
-            nonce_key: nonce_key(&a.nonce_key, rng)?,
+            nonce_key: match keys.and_then(|k| k.digest_nonce) {
+                Some(k) => k,
+                None => nonce_key(&a.nonce_key, rng)?,
+            },
             max_tracked_nonces: 100_000,
         });
     }

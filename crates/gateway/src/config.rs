@@ -303,6 +303,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// `[auth]`
     pub auth: crate::auth_config::AuthSection,
+    /// `[state]`
+    pub state: crate::state_config::StateSection,
 }
 
 impl Config {
@@ -444,6 +446,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Client authentication; `None` when `[auth] enabled = false`.
     pub auth: Option<crate::auth_config::AuthSettings>,
+    /// Where SAs, bindings and keys live (docs/pools.md).
+    pub state: crate::state_config::StateSettings,
 }
 
 /// A server the gateway trusts by the source address of its messages, where that address can be
@@ -889,6 +893,7 @@ impl Config {
             write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
+            state: self.state.validate()?,
         })
     }
 }
@@ -911,6 +916,10 @@ mod tests {
         d.auth.kerberos_without_keytab = "skip".into();
         d.auth.policy = c.auth.policy.clone();
         d.auth.client = c.auth.client.clone();
+        // And the snapshot: a file that names none saves nothing (tests, and operators who
+        // want restarts to sign everyone out); the embedded configuration saves one.
+        assert!(d.state.snapshot.is_empty());
+        d.state.snapshot = "sagw-data/state.snapshot".into();
         assert_eq!(c, d);
         assert_eq!(c.auth.client.len(), 2);
         let s = c.validate().unwrap();

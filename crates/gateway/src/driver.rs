@@ -75,6 +75,9 @@ pub enum StartError {
     /// The authentication stage could not be set up.
     #[error("authentication: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// `[state]` could not be set up.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The core thread's poller could not be created.
     #[error("cannot start the core thread: {0}")]
     Core(std::io::Error),
@@ -213,6 +216,16 @@ pub struct Running {
     wake: Arc<CoreWake>,
     core_exit: watch::Receiver<Option<CoreExit>>,
     tasks: Vec<JoinHandle<()>>,
+    save_on_stop: Option<SaveOnStop>,
+}
+
+/// What [`Running::save_state`] writes (memory backend).
+struct SaveOnStop {
+    core: Arc<sagw_auth::SecurityCore>,
+    path: std::path::PathBuf,
+    sealer: Arc<sagw_state::Sealer>,
+    /// The registrar's bindings (JSON), left here by the core thread as it stops.
+    bindings: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// How the core thread ended.
@@ -258,6 +271,25 @@ impl Running {
         }
     }
 
+    /// Saves the SAs and bindings for the next start (`[state] backend = "memory"` with a
+    /// snapshot; [`shutdown`](Self::shutdown) calls it once the core has stopped).
+    fn save_state(&self) {
+        if let Some(s) = &self.save_on_stop
+            && let Err(e) = crate::state::save(
+                &s.core,
+                s.bindings
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.take())
+                    .unwrap_or_default(),
+                &s.path,
+                &s.sealer,
+            )
+        {
+            tracing::error!(error = %e, "state not saved: clients sign in again after the restart");
+        }
+    }
+
     /// Stop accepting, close connections and wait for the tasks (bounded by `grace`).
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         let _ = self.shutdown.send(true);
@@ -268,6 +300,7 @@ impl Running {
             self.stopped().await;
         };
         let _ = tokio::time::timeout(grace, all).await;
+        self.save_state();
     }
 }
 
@@ -277,15 +310,6 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
             let _ = t.await;
         }
     }
-}
-
-fn fresh_secret() -> Result<[u8; 32], StartError> {
-    use ring::rand::SecureRandom;
-    let mut s = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut s)
-        .map_err(|_| StartError::Random)?;
-    Ok(s)
 }
 
 fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<String>) {
@@ -343,10 +367,18 @@ async fn start_auth(
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        return start_inner(settings, Box::new(NoAuth), None, None).await;
+        let state = crate::state::StateSetup::open(&settings.state)?;
+        return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
     };
+    let state = crate::state::StateSetup::open(&settings.state)?;
     let mut rng = crate::auth::OsRng::new()?;
-    let (mut core, users, router) = crate::auth::build_core_with_backend(&a, &mut rng, kerberos)?;
+    let keys = crate::auth::SharedKeys {
+        ntlm_challenge: state.key.ntlm_challenge_key(),
+        // One gateway: its Digest nonce key file as before (a pool would share the derived one).
+        digest_nonce: None,
+    };
+    let (mut core, users, router) =
+        crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), kerberos)?;
     // AP-REQs are accepted by worker threads, never on the core thread (docs/pools.md).
     let workers = (core.serves_kerberos() && a.kerberos_workers > 0).then(|| {
         crate::kerberos_jobs::KerberosWorkers::new(
@@ -359,6 +391,7 @@ async fn start_auth(
         core = core.with_kerberos_offload();
     }
     let core = Arc::new(core);
+    let restored_bindings = state.restore(&core, SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     for (i, p) in a.policies.iter().enumerate() {
         if let Some(o) = router.policy_id(i).and_then(|id| core.policy_offer(id)) {
@@ -373,7 +406,15 @@ async fn start_auth(
     if let Some(w) = &workers {
         stage = stage.with_kerberos_workers(w.clone());
     }
-    start_inner(settings, Box::new(stage), Some((core, users)), workers).await
+    start_inner(
+        settings,
+        Box::new(stage),
+        Some((core, users)),
+        state,
+        restored_bindings,
+        workers,
+    )
+    .await
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
@@ -381,7 +422,8 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    start_inner(settings, auth, None, None).await
+    let state = crate::state::StateSetup::open(&settings.state)?;
+    start_inner(settings, auth, None, state, None, None).await
 }
 
 async fn start_inner(
@@ -391,6 +433,8 @@ async fn start_inner(
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::users::ReloadingStore>,
     )>,
+    state: crate::state::StateSetup,
+    restored_bindings: Option<Vec<u8>>,
     kerberos: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
 ) -> Result<Running, StartError> {
     for w in settings.spoofable_trust() {
@@ -482,7 +526,9 @@ async fn start_inner(
         tls: tls_addr.map(|a| a.port()),
         extra_ports,
     };
-    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(fresh_secret()?));
+    // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
+    // cross the pool: they are keyed by the pool key.
+    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(state.key.flow_token_key()));
     cfg.mode = settings.mode;
     cfg.domains = settings.domains.clone();
     cfg.next_hops = settings.next_hops.clone();
@@ -492,7 +538,25 @@ async fn start_inner(
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
     cfg.registrar = settings.registrar.clone();
-    let edge = Edge::with_auth(cfg, auth);
+    let mut edge = Edge::with_auth(cfg, auth);
+    if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
+        match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
+            Ok(records) => {
+                // Connections ended with the old process (RFC 5626: their clients register
+                // again); the UDP sockets are numbered as before, so their bindings still hold.
+                let udp: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| r.flow.transport == Transport::Udp)
+                    .collect();
+                let n = edge.import_bindings(udp, now());
+                info!(
+                    bindings = n,
+                    "registrar bindings restored from the last run"
+                );
+            }
+            Err(e) => warn!(error = %e, "registrar bindings in the snapshot not restored"),
+        }
+    }
 
     let metrics = Arc::new(Metrics::default());
     if let Some((core, _)) = &core {
@@ -556,12 +620,22 @@ async fn start_inner(
         }
         _ => None,
     };
+    let save_on_stop = match (&state.snapshot, &core) {
+        (Some(path), Some((security, _))) => Some(SaveOnStop {
+            core: security.clone(),
+            path: path.clone(),
+            sealer: state.sealer.clone(),
+            bindings: Arc::new(Mutex::new(None)),
+        }),
+        _ => None,
+    };
     let core_state = Core {
         edge,
         shared: shared.clone(),
         udp,
         pending: HashMap::new(),
         kerberos,
+        save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -651,6 +725,7 @@ async fn start_inner(
         wake,
         core_exit: exit_rx,
         tasks,
+        save_on_stop,
     })
 }
 
@@ -697,6 +772,8 @@ struct Core {
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::kerberos_jobs::KerberosWorkers>,
     )>,
+    /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
+    save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -768,6 +845,17 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             }
         }
     }
+    if let Some(slot) = &core.save_bindings {
+        let records = core.edge.export_bindings(now());
+        match serde_json::to_vec(&records) {
+            Ok(json) => {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(json);
+                }
+            }
+            Err(e) => warn!(error = %e, "registrar bindings not saved"),
+        }
+    }
     debug!("core thread stopped");
 }
 
@@ -837,15 +925,17 @@ impl Core {
             transport: Transport::Udp,
             remote,
         };
-        self.edge.handle_inbound(Inbound { message, flow }, now());
+        self.inbound(Inbound { message, flow });
         self.run_actions();
+    }
+
+    fn inbound(&mut self, inb: Inbound) {
+        self.edge.handle_inbound(inb, now());
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Inbound(inb) => {
-                self.edge.handle_inbound(inb, now());
-            }
+            Event::Inbound(inb) => self.inbound(inb),
             Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::Connected(key) => {

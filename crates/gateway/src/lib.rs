@@ -21,6 +21,9 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod per_ip;
+pub mod snapshot;
+pub mod state;
+pub mod state_config;
 pub mod tls;
 pub mod users;
 

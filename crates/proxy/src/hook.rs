@@ -24,7 +24,7 @@ use crate::types::{Flow, Now};
 /// Path and Record-Route entries it adds for the client, so a request that comes back through
 /// them (from a registrar behind the edge, or in a dialog) is signed for the endpoint the gateway
 /// named, whatever the request itself claims.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SaEndpoint {
     /// The authenticated SIP identity (`sip:alice@example.com`).
     pub identity: String,

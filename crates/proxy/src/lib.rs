@@ -52,7 +52,10 @@ pub use hook::{
     Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext,
     OutboundKind, OutboundVerdict, SaEndpoint,
 };
-pub use registrar::{Binding, BindingInfo, Registrar, RegistrarConfig};
+pub use registrar::{
+    Binding, BindingInfo, BindingRecord, Registrar, RegistrarConfig, RemoteBinding,
+    RemoteBindingError,
+};
 pub use token::Secret;
 pub use types::{
     Action, BindingChange, DropReason, Flow, FlowId, Inbound, LimitKind, Now, Report, SendToken,

@@ -6,12 +6,14 @@
 //! AOR and epid.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sagw_sip::{Message, parse_name_addr};
+use serde::{Deserialize, Serialize};
 
 use crate::hook::SaEndpoint;
-use crate::types::{BindingChange, Flow, FlowId};
+use crate::types::{BindingChange, Flow, FlowId, Now, Transport, later};
 use crate::uri::{SipUri, list_elements, push_decimal};
 use crate::{Map, Set};
 
@@ -72,6 +74,102 @@ pub struct Binding {
     contact_key: Option<String>,
 }
 
+/// A binding as plain data, for a snapshot saved at shutdown and restored at the next start
+/// ([`Registrar::export_bindings`], [`Registrar::import_bindings`]). The deadline is wall-clock
+/// Unix seconds: the registrar's own deadlines are instants of a monotonic clock, which mean
+/// nothing to another process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// Address-of-record, normalised as [`BindingInfo::aor`].
+    pub aor: String,
+    /// The device within the AOR, one binding each: `i:` and the `+sip.instance`, else `e:` and
+    /// the `epid`, else `u:` and the Contact URI (what a REGISTER refreshing it will name).
+    pub device: String,
+    /// The Contact URI as the client wrote it.
+    pub contact: String,
+    /// The `epid` of the REGISTER's From header.
+    pub epid: Option<String>,
+    /// The Contact's `+sip.instance`, unquoted.
+    pub instance: Option<String>,
+    /// The flow the registration arrived on. After a restart only the UDP socket's flow means the
+    /// same thing (if the driver numbers its sockets as before); connections are gone, so the
+    /// caller drops records over TCP or TLS before importing them.
+    pub flow: Flow,
+    /// When the binding lapses, in seconds since the Unix epoch.
+    pub expires_unix: u64,
+    /// The endpoint the REGISTER proved to come from (see [`BindingInfo::endpoint`]).
+    pub endpoint: Option<SaEndpoint>,
+    /// Call-ID of the last REGISTER, so that an older one is still refused as out of order.
+    pub call_id: String,
+    /// CSeq number of the last REGISTER.
+    pub cseq: u32,
+}
+
+/// A binding held by another node of the pool: the client's flow ends there, so a request for
+/// it goes to that node, with a Route naming the flow (see [`Registrar::install_remote_binding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBinding {
+    /// The Route header value that takes a request to the client through the node holding its
+    /// flow: that node's URI, with its flow token as user part and `lr`
+    /// (`<sip:TOKEN@10.0.0.2:5061;transport=tls;lr>`). Pushed on top of the request as is.
+    pub node_route: String,
+    /// Where that node listens.
+    pub peer: (Transport, SocketAddr),
+    /// When the binding lapses (wall clock).
+    pub expires: SystemTime,
+    /// The endpoint registered there, for information: the other node signs for it.
+    pub endpoint: Option<SaEndpoint>,
+}
+
+/// Why a remote binding was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteBindingError {
+    /// The AOR is not a SIP URI.
+    #[error("the address-of-record is not a SIP URI")]
+    BadAor,
+    /// `node_route` is not one `<sip:...;lr>` name-addr (or holds control characters).
+    #[error("the node route is not a loose-routing SIP URI")]
+    BadRoute,
+    /// The binding has lapsed already.
+    #[error("the remote binding has expired")]
+    Expired,
+    /// The peer is neither a next hop nor a trusted peer: its responses would be judged as a
+    /// client's (and dropped, since it does not sign them), and it would challenge our requests.
+    #[error("the pool node is not a trusted peer")]
+    UntrustedPeer,
+}
+
+/// A remote binding with its deadline on the registrar's clock.
+#[derive(Debug, Clone)]
+struct Remote {
+    binding: RemoteBinding,
+    expires_at: Instant,
+    /// Key of its entry in `Registrar::remote_expiry`.
+    seq: u64,
+}
+
+/// The binding key of a device: its instance id, else its MS endpoint id, else its Contact URI.
+fn device_key(instance: Option<&str>, epid: Option<&str>, contact: &str) -> String {
+    match (instance, epid) {
+        (Some(i), _) => ["i:", i].concat(),
+        (None, Some(e)) => ["e:", e].concat(),
+        (None, None) => ["u:", contact].concat(),
+    }
+}
+
+/// Seconds since the Unix epoch, rounded up: a binding exported in its last second is still
+/// live when restored within it.
+fn unix_secs_ceil(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+/// How long from `now` until the wall-clock deadline `at`; `None` when it has passed.
+fn left_until(at: SystemTime, now: Now) -> Option<Duration> {
+    at.duration_since(now.wall).ok().filter(|d| !d.is_zero())
+}
+
 /// The registrar's answer to a REGISTER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RegisterOutcome {
@@ -103,6 +201,11 @@ pub struct Registrar {
     /// are not indexed: every UDP client shares the one socket's flow id, which never closes, so
     /// the set would only grow with every client and never be used.
     by_flow: Map<FlowId, Set<(String, String)>>,
+    /// AOR -> device -> binding held by another node of the pool. Ordered by device so that
+    /// forks go out in the same order every time.
+    remote: Map<String, BTreeMap<String, Remote>>,
+    /// Expiry index of `remote`: (deadline, seq) -> (aor, device).
+    remote_expiry: BTreeMap<(Instant, u64), (String, String)>,
 }
 
 /// `user@host:port` with the host lower-cased: how a Request-URI is matched to a Contact.
@@ -285,12 +388,17 @@ impl Registrar {
         self.flows.get(flow)
     }
 
-    /// Earliest binding expiry.
+    /// Earliest binding expiry (local or remote).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.expiry.keys().next().map(|(t, _)| *t)
+        let local = self.expiry.keys().next().map(|(t, _)| *t);
+        let remote = self.remote_expiry.keys().next().map(|(t, _)| *t);
+        match (local, remote) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Remove every binding that has lapsed by `now`.
+    /// Remove every binding that has lapsed by `now`, local or remote.
     pub fn expire(&mut self, now: Instant) {
         while let Some(entry) = self.expiry.first_entry() {
             if entry.key().0 > now {
@@ -299,6 +407,197 @@ impl Registrar {
             let (aor, key) = entry.remove();
             self.remove_if_lapsed(&aor, &key, now);
         }
+        while let Some(entry) = self.remote_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (aor, device) = entry.remove();
+            if let Some(map) = self.remote.get_mut(&aor) {
+                map.remove(&device);
+                if map.is_empty() {
+                    self.remote.remove(&aor);
+                }
+            }
+        }
+    }
+
+    /// Every live binding as a [`BindingRecord`], oldest registration first (the order
+    /// [`Registrar::import_bindings`] restores "most recent first" from). Remote bindings are not
+    /// included: they are the other nodes' to publish.
+    pub fn export_bindings(&self, now: Now) -> Vec<BindingRecord> {
+        let mut live: Vec<(&str, &Binding)> = self
+            .aors
+            .values()
+            .flat_map(|m| m.iter())
+            .filter(|(_, b)| b.expires_at > now.mono)
+            .map(|(k, b)| (k.as_str(), b))
+            .collect();
+        live.sort_by_key(|(_, b)| b.seq);
+        live.into_iter()
+            .map(|(device, b)| {
+                let left = b.expires_at.saturating_duration_since(now.mono);
+                let at = now.wall.checked_add(left).unwrap_or(now.wall);
+                BindingRecord {
+                    aor: b.info.aor.clone(),
+                    device: device.to_owned(),
+                    contact: b.info.contact.clone(),
+                    epid: b.info.epid.clone(),
+                    instance: b.info.instance.clone(),
+                    flow: b.flow,
+                    expires_unix: unix_secs_ceil(at),
+                    endpoint: b.info.endpoint.clone(),
+                    call_id: b.call_id.clone(),
+                    cseq: b.cseq,
+                }
+            })
+            .collect()
+    }
+
+    /// Restores bindings from [`Registrar::export_bindings`] (of this process before a restart),
+    /// in the order given (the last is the most recent). Skipped: records that have lapsed by
+    /// `now`, records whose AOR, Contact or device key is not what a REGISTER would have made, and
+    /// devices that have a binding already (it came from a REGISTER since, so it is newer).
+    /// Lifetimes are cut to [`RegistrarConfig::max_expires`] and the per-AOR limit applies. No
+    /// binding change is reported. Returns how many bindings were restored.
+    pub fn import_bindings(&mut self, records: Vec<BindingRecord>, now: Now) -> usize {
+        let (changes, evictions) = (self.changes.len(), self.evictions);
+        let mut restored = 0;
+        for r in records {
+            let Some(left) = UNIX_EPOCH
+                .checked_add(Duration::from_secs(r.expires_unix))
+                .and_then(|at| left_until(at, now))
+            else {
+                continue;
+            };
+            let Some(aor) = SipUri::parse(&r.aor).map(|u| u.aor()) else {
+                continue;
+            };
+            if aor != r.aor
+                || SipUri::parse(&r.contact).is_none()
+                || r.device != device_key(r.instance.as_deref(), r.epid.as_deref(), &r.contact)
+                || self
+                    .aors
+                    .get(&aor)
+                    .is_some_and(|m| m.contains_key(&r.device))
+            {
+                continue;
+            }
+            self.seq += 1;
+            let seq = self.seq;
+            let expires_at = later(now.mono, left.min(self.config.max_expires));
+            let contact_key = contact_key(&r.contact);
+            let binding = Binding {
+                info: BindingInfo {
+                    aor: r.aor,
+                    epid: r.epid,
+                    instance: r.instance,
+                    contact: r.contact,
+                    endpoint: r.endpoint,
+                },
+                flow: r.flow,
+                expires_at,
+                call_id: r.call_id,
+                cseq: r.cseq,
+                seq,
+                contact_key,
+            };
+            self.expiry
+                .insert((expires_at, seq), (aor.clone(), r.device.clone()));
+            self.index(&aor, &r.device, &binding);
+            self.aors
+                .entry(aor.clone())
+                .or_default()
+                .insert(r.device, binding);
+            self.evict_over_limit(&aor);
+            restored += 1;
+        }
+        // What the per-AOR limit evicted here is not news either.
+        self.changes.truncate(changes);
+        self.evictions = evictions;
+        restored
+    }
+
+    /// Installs (or replaces) the binding of `device` under `aor` held by another node of the
+    /// pool. Requests for the AOR fork to it as to a local binding, unless this node has a live
+    /// binding of the same device, which takes precedence. It lapses at its deadline, or when
+    /// [`Registrar::remove_remote_binding`] removes it; a closed flow of this node never touches it.
+    ///
+    /// The peer must be a next hop or a trusted peer of the proxy; [`crate::Edge`] checks that.
+    pub fn install_remote_binding(
+        &mut self,
+        aor: &str,
+        device: &str,
+        binding: RemoteBinding,
+        now: Now,
+    ) -> Result<(), RemoteBindingError> {
+        let aor = SipUri::parse(aor)
+            .map(|u| u.aor())
+            .ok_or(RemoteBindingError::BadAor)?;
+        let route_ok = !binding.node_route.chars().any(char::is_control)
+            && parse_name_addr(&binding.node_route)
+                .ok()
+                .and_then(|na| SipUri::parse(na.uri))
+                .is_some_and(|u| u.param("lr").is_some());
+        if !route_ok {
+            return Err(RemoteBindingError::BadRoute);
+        }
+        let left = left_until(binding.expires, now).ok_or(RemoteBindingError::Expired)?;
+        let expires_at = later(now.mono, left);
+        self.remove_remote_binding(&aor, device);
+        self.seq += 1;
+        let seq = self.seq;
+        self.remote_expiry
+            .insert((expires_at, seq), (aor.clone(), device.to_owned()));
+        self.remote.entry(aor).or_default().insert(
+            device.to_owned(),
+            Remote {
+                binding,
+                expires_at,
+                seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the remote binding of `device` under `aor`; false when there was none.
+    pub fn remove_remote_binding(&mut self, aor: &str, device: &str) -> bool {
+        let Some(aor) = SipUri::parse(aor).map(|u| u.aor()) else {
+            return false;
+        };
+        let Some(map) = self.remote.get_mut(&aor) else {
+            return false;
+        };
+        let Some(r) = map.remove(device) else {
+            return false;
+        };
+        if map.is_empty() {
+            self.remote.remove(&aor);
+        }
+        self.remote_expiry.remove(&(r.expires_at, r.seq));
+        true
+    }
+
+    /// The live remote bindings of `aor` (normalised as [`BindingInfo::aor`]) that no live local
+    /// binding of the same device shadows, by device.
+    pub fn lookup_remote(&self, aor: &str, now: Instant) -> Vec<(&str, &RemoteBinding)> {
+        let Some(map) = self.remote.get(aor) else {
+            return Vec::new();
+        };
+        let local = self.aors.get(aor);
+        map.iter()
+            .filter(|(device, r)| {
+                r.expires_at > now
+                    && local
+                        .and_then(|m| m.get(device.as_str()))
+                        .is_none_or(|b| b.expires_at <= now)
+            })
+            .map(|(device, r)| (device.as_str(), &r.binding))
+            .collect()
+    }
+
+    /// Number of remote bindings held (live or not yet purged).
+    pub fn remote_len(&self) -> usize {
+        self.remote_expiry.len()
     }
 
     fn remove_if_lapsed(&mut self, aor: &str, key: &str, now: Instant) {
@@ -424,11 +723,7 @@ impl Registrar {
                 .param("+sip.instance")
                 .map(|i| i.trim_matches(|c| c == '<' || c == '>').to_owned());
             // One binding per device: the instance id, else the MS endpoint id, else the URI.
-            let key = match (&instance, &epid) {
-                (Some(i), _) => ["i:", i].concat(),
-                (None, Some(e)) => ["e:", e].concat(),
-                (None, None) => ["u:", na.uri].concat(),
-            };
+            let key = device_key(instance.as_deref(), epid.as_deref(), na.uri);
             if let Some(old) = self.aors.get(&aor).and_then(|m| m.get(&key))
                 && old.call_id == call_id
                 && old.cseq >= cseq

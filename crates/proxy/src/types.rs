@@ -9,11 +9,13 @@ use sagw_sip::Message;
 /// Identifies one flow in the driver: a TCP/TLS connection, or the UDP socket a datagram used.
 ///
 /// The driver allocates ids; the core only compares and stores them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct FlowId(pub u64);
 
 /// Transport protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     /// UDP datagrams.
     Udp,
@@ -79,7 +81,7 @@ impl fmt::Display for Transport {
 ///
 /// For UDP `id` names the socket and `remote` the peer; for streams `id` names the connection
 /// (and `remote` is its peer address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Flow {
     /// The driver's flow id.
     pub id: FlowId,

@@ -239,6 +239,9 @@ impl Edge {
             Some(e) => self.ids.flow_token(&upstream, Some(e)),
             None => via_token.clone(),
         };
+        if let Some(route) = &to.route {
+            push_on_top(&mut out, "Route", route);
+        }
         let in_dialog = out.to().and_then(|t| t.tag()).is_some();
         if !in_dialog && DIALOG_METHODS.contains(&method.as_str()) {
             // RFC 5658 double Record-Route: one entry per side, each with that side's transport

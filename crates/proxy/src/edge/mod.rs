@@ -11,6 +11,7 @@ mod transaction;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use self::timers::{TimerEntry, TimerKind};
@@ -18,9 +19,9 @@ use self::transaction::{ClientTx, ServerTx};
 use crate::Map;
 use crate::config::EdgeConfig;
 use crate::hook::{ClientAuth, NoAuth};
-use crate::registrar::Registrar;
+use crate::registrar::{BindingRecord, Registrar, RemoteBinding, RemoteBindingError};
 use crate::token::Ids;
-use crate::types::{Action, Flow, Inbound, LimitKind, Now, Report, Stats};
+use crate::types::{Action, Flow, Inbound, LimitKind, Now, Report, Stats, Transport};
 
 /// The sans-IO edge proxy: feed it messages, timeouts and delivery failures; drain [`Action`]s.
 ///
@@ -73,11 +74,15 @@ impl std::fmt::Debug for Edge {
 
 /// True when `flow` belongs to a client rather than a next hop or trusted server.
 fn is_client(cfg: &EdgeConfig, flow: &Flow) -> bool {
-    !(cfg
-        .next_hops
+    !is_server(cfg, flow.transport, flow.remote)
+}
+
+/// True when `addr` over `transport` is a next hop or a trusted server.
+fn is_server(cfg: &EdgeConfig, transport: Transport, addr: SocketAddr) -> bool {
+    cfg.next_hops
         .iter()
-        .any(|h| h.addr == flow.remote && h.transport == flow.transport)
-        || cfg.trusted_peers.contains(&flow.remote.ip()))
+        .any(|h| h.addr == addr && h.transport == transport)
+        || cfg.trusted_peers.contains(&addr.ip())
 }
 impl Edge {
     /// A proxy with no authentication stage.
@@ -150,6 +155,46 @@ impl Edge {
         self.registrar.flow_closed(flow);
         self.report_binding_changes();
         self.prune_stale_timers();
+    }
+
+    /// Every live local binding as plain data, for a snapshot (see
+    /// [`Registrar::export_bindings`]).
+    pub fn export_bindings(&self, now: Now) -> Vec<BindingRecord> {
+        self.registrar.export_bindings(now)
+    }
+
+    /// Restores bindings saved by [`Edge::export_bindings`] before a restart (see
+    /// [`Registrar::import_bindings`]); the caller leaves out those over stream flows, which did
+    /// not survive. Returns how many were restored.
+    pub fn import_bindings(&mut self, records: Vec<BindingRecord>, now: Now) -> usize {
+        self.registrar.import_bindings(records, now)
+    }
+
+    /// Installs the binding of `device` under `aor` that another node of the pool holds: a
+    /// request for the AOR is forked to it too, sent to `binding.peer` with `binding.node_route`
+    /// on top and the Request-URI unchanged. It is not signed here (the outbound stage is for
+    /// clients; the other node signs it for its client). A live local binding of the same device
+    /// takes precedence. The peer must be a next hop or in [`crate::EdgeConfig::trusted_peers`]
+    /// (as every node of the pool must be for the others): its responses are not a client's.
+    pub fn install_remote_binding(
+        &mut self,
+        aor: &str,
+        device: &str,
+        binding: RemoteBinding,
+        now: Now,
+    ) -> Result<(), RemoteBindingError> {
+        let (transport, addr) = binding.peer;
+        if !is_server(&self.cfg, transport, addr) {
+            return Err(RemoteBindingError::UntrustedPeer);
+        }
+        self.registrar
+            .install_remote_binding(aor, device, binding, now)
+    }
+
+    /// Removes a remote binding installed by [`Edge::install_remote_binding`]; false when there
+    /// was none.
+    pub fn remove_remote_binding(&mut self, aor: &str, device: &str) -> bool {
+        self.registrar.remove_remote_binding(aor, device)
     }
 
     fn report(&mut self, r: Report) {

@@ -15,7 +15,7 @@ use super::transaction::{
     server_key,
 };
 use crate::config::Mode;
-use crate::edit::{build_response, push_via, set_top_via, top_via};
+use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
 use crate::token::{branch_loop_hash, loop_hash};
@@ -378,6 +378,9 @@ impl Edge {
             }
         };
         set_max_forwards(&mut msg, (mf - 1).min(70));
+        if let Some(route) = &to.route {
+            push_on_top(&mut msg, "Route", route);
+        }
         let branch = self.ids.stateless_branch(&lh, &incoming);
         let t = to.target.transport();
         let via = self.our_via(t, &branch, "");

@@ -9,6 +9,7 @@ use super::Edge;
 use crate::config::{Mode, NextHop};
 use crate::edit::{pop_route, top_route};
 use crate::hook::SaEndpoint;
+use crate::registrar::RemoteBinding;
 use crate::token::flow_token_claim;
 use crate::types::{Flow, Target, Transport};
 use crate::uri::SipUri;
@@ -32,6 +33,9 @@ pub(super) struct BranchTo {
     /// by one of our flow tokens (RFC 5626 §5.3: the registrar behind an edge, or the far end
     /// of a dialog, learns that this flow, not the user, is gone), 480 otherwise.
     pub(super) gone: u16,
+    /// A Route to push on top of the request for this branch: the node of the pool that holds
+    /// the client's flow, with its flow token ([`crate::RemoteBinding::node_route`]).
+    pub(super) route: Option<String>,
 }
 
 impl BranchTo {
@@ -41,6 +45,7 @@ impl BranchTo {
             target: Target::Flow(flow),
             endpoint,
             gone: 480,
+            route: None,
         }
     }
 
@@ -50,6 +55,19 @@ impl BranchTo {
             target: Target::Flow(flow),
             endpoint,
             gone: 430,
+            route: None,
+        }
+    }
+
+    /// A binding another node of the pool holds: to that node, through the Route it gave.
+    pub(super) fn remote(binding: &RemoteBinding) -> BranchTo {
+        let (transport, addr) = binding.peer;
+        BranchTo {
+            target: Target::Addr { transport, addr },
+            // Not signed here: the request goes to a server, which signs it for its client.
+            endpoint: None,
+            gone: 480,
+            route: Some(binding.node_route.clone()),
         }
     }
 
@@ -59,6 +77,7 @@ impl BranchTo {
             target,
             endpoint: None,
             gone: 480,
+            route: None,
         }
     }
 }
@@ -149,11 +168,20 @@ impl Edge {
             Mode::Edge => !from_client,
         };
         if local_lookup {
+            let aor = uri.aor();
+            // This node's bindings, most recent first, then those other nodes of the pool hold
+            // (for devices with no binding here).
             let mut branches: Vec<BranchTo> = self
                 .registrar
-                .lookup(&uri.aor(), now)
+                .lookup(&aor, now)
                 .into_iter()
                 .map(|b| BranchTo::binding(b.flow, b.info.endpoint.clone()))
+                .chain(
+                    self.registrar
+                        .lookup_remote(&aor, now)
+                        .into_iter()
+                        .map(|(_, r)| BranchTo::remote(r)),
+                )
                 .collect();
             match branches.len() {
                 0 => {}

@@ -165,6 +165,8 @@ impl ClientTx {
             target: self.target,
             endpoint: self.endpoint.clone(),
             gone: self.gone,
+            // A remote branch's Route is in `request` already, and so in a CANCEL built from it.
+            route: None,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! One gateway restarting loses nothing (`[state] backend = "memory"`, docs/pools.md): SIGTERM
+//! saves its SAs, sealed with the pool key, and the next start takes them back. A TCP client whose
+//! connection died with the old process reconnects and keeps signing with the SA it had, with no new
+//! handshake, and the gateway's `snum` goes on increasing.
+
+mod auth_support;
+
+use std::time::Duration;
+
+use auth_support::*;
+use sagw_client::transport::{Connection, TransportKind};
+use sagw_client::{AuthScheme, LocalAddr};
+use sagw_gateway::{Config, Running};
+use sagw_sip::Message;
+
+async fn start(dir: &std::path::Path, snapshot: bool) -> Running {
+    start_on(dir, snapshot, 0).await
+}
+
+/// With the UDP listener on `udp_port` (0: any), so that a restart can keep it.
+async fn start_on(dir: &std::path::Path, snapshot: bool, udp_port: u16) -> Running {
+    let text = format!(
+        r#"
+[log]
+level = "warn"
+[listen]
+udp = "127.0.0.1:{udp_port}"
+tcp = "127.0.0.1:0"
+tls = ""
+[metrics]
+listen = "127.0.0.1:0"
+[auth]
+enabled = true
+schemes = ["ntlm"]
+sip_domain = "{DOMAIN}"
+fqdn = "sagw.example.com"
+credentials = "{d}/users"
+nonce_key = "{d}/nonce.key"
+[state]
+backend = "memory"
+key_file = "{d}/pool.key"
+snapshot = "{snap}"
+"#,
+        d = dir.display(),
+        snap = if snapshot {
+            format!("{}/state.snapshot", dir.display())
+        } else {
+            String::new()
+        },
+    );
+    let settings = Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    let auth = settings.auth.clone().expect("auth");
+    if !dir.join("users").exists() {
+        sagw_gateway::users::add(&auth, "alice", "alice-pw", None).expect("user");
+        sagw_gateway::users::add(&auth, "bob", "bob-pw", None).expect("user");
+    }
+    sagw_gateway::start(settings).await.expect("starts")
+}
+
+fn snum(msgs: &[Message]) -> u32 {
+    let last = msgs.last().expect("a response");
+    let v = last
+        .header("Authentication-Info")
+        .or_else(|| last.header("Proxy-Authentication-Info"))
+        .expect("signed");
+    param(v, "snum").expect("snum").parse().expect("number")
+}
+
+fn challenged(msgs: &[Message]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
+}
+
+async fn reconnect(c: &mut Client, gw: &Running) {
+    let conn = Connection::connect(gw.tcp.expect("tcp"), TransportKind::Tcp, None)
+        .await
+        .expect("connect");
+    c.ep.set_local(LocalAddr {
+        transport: conn.kind().via(),
+        addr: conn.local_addr().to_string(),
+    });
+    c.conn = conn;
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_keeps_its_security_associations() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = start(dir.path(), true).await;
+    let mut c = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in").status, 200);
+    let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    let r = r.expect("answered");
+    assert!(verified(&r.signature), "{:?}", r.signature);
+    let before = snum(&seen);
+
+    // SIGTERM: what `sagw` does on the signal.
+    gw.shutdown(Duration::from_secs(5)).await;
+    assert!(dir.path().join("state.snapshot").exists(), "state saved");
+
+    let gw = start(dir.path(), true).await;
+    assert!(
+        !dir.path().join("state.snapshot").exists(),
+        "a snapshot is used once"
+    );
+    reconnect(&mut c, &gw).await;
+    let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    let r = r.expect("answered after the restart");
+    assert!(!challenged(&seen), "no new handshake: {seen:?}");
+    assert!(verified(&r.signature), "{:?}", r.signature);
+    assert!(snum(&seen) > before, "snum goes on increasing");
+    let after = snum(&seen);
+    let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    assert!(verified(&r.expect("answered").signature));
+    assert!(!challenged(&seen));
+    assert!(snum(&seen) > after);
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn without_a_snapshot_a_restart_signs_everyone_out() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = start(dir.path(), false).await;
+    let mut c = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+    let gw = start(dir.path(), false).await;
+    reconnect(&mut c, &gw).await;
+    let (_, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    assert!(
+        challenged(&seen),
+        "the SA is gone: the client is challenged"
+    );
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn udp_bindings_and_their_sas_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let gw = start_on(dir.path(), true, port).await;
+    let mut alice = connect(
+        &gw,
+        TransportKind::Udp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = alice.sign_in().await;
+    assert_eq!(r.expect("alice registered").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+
+    let gw = start_on(dir.path(), true, port).await;
+    let mut bob = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = bob.sign_in().await;
+    assert_eq!(r.expect("bob signed in").status, 200);
+    let to = format!("sip:alice@{DOMAIN}");
+    let (sent, received) = tokio::join!(
+        bob.request("MESSAGE", &to, Some(("text/plain", "after the restart"))),
+        alice.serve(Duration::from_secs(5), 1)
+    );
+    assert_eq!(
+        received.len(),
+        1,
+        "alice's binding was restored: the MESSAGE reached her"
+    );
+    let (msg, check, answered) = &received[0];
+    assert_eq!(msg.method(), Some("MESSAGE"));
+    assert!(
+        verified(check),
+        "signed with alice's restored SA: {check:?}"
+    );
+    assert!(answered);
+    assert_eq!(sent.0.expect("delivered").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+}
