@@ -42,6 +42,8 @@ pub struct GwOptions<'a> {
     pub mode: &'a str,
     /// `[proxy] next_hops`, e.g. `udp:127.0.0.1:5060` (required in edge mode).
     pub next_hops: &'a [String],
+    /// More `[auth]` lines.
+    pub auth_extra: &'a str,
 }
 
 impl Default for GwOptions<'_> {
@@ -59,6 +61,7 @@ impl Default for GwOptions<'_> {
             ],
             mode: "registrar",
             next_hops: &[],
+            auth_extra: "",
         }
     }
 }
@@ -73,6 +76,20 @@ pub async fn gateway(o: GwOptions<'_>) -> Running {
 pub async fn gateway_and_auth(
     o: GwOptions<'_>,
 ) -> (Running, sagw_gateway::auth_config::AuthSettings) {
+    let (settings, auth) = gateway_settings(o);
+    (
+        sagw_gateway::start(settings).await.expect("gateway starts"),
+        auth,
+    )
+}
+
+/// The settings [`gateway`] starts with, its users added.
+pub fn gateway_settings(
+    o: GwOptions<'_>,
+) -> (
+    sagw_gateway::Settings,
+    sagw_gateway::auth_config::AuthSettings,
+) {
     let dir = std::env::temp_dir().join(format!("sagw-e2e-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let schemes = o
@@ -119,12 +136,14 @@ version = {version}
 credentials = "{dir}/users"
 nonce_key = "{dir}/nonce.key"
 kerberos_keytab = "{keytab}"
+{auth_extra}
 "#,
         dir = dir.display(),
         domain = o.sip_domain,
         fqdn = o.fqdn,
         version = o.version,
         mode = o.mode,
+        auth_extra = o.auth_extra,
     );
     let settings = Config::parse(&text)
         .expect("test config parses")
@@ -134,10 +153,7 @@ kerberos_keytab = "{keytab}"
     for (u, p) in o.users {
         sagw_gateway::users::add(&auth, u, p, None).expect("user added");
     }
-    (
-        sagw_gateway::start(settings).await.expect("gateway starts"),
-        auth,
-    )
+    (settings, auth)
 }
 
 pub fn addr(gw: &Running, kind: TransportKind) -> SocketAddr {

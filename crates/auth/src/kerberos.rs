@@ -136,6 +136,17 @@ pub struct KerberosOutcome {
 }
 
 impl KerberosOutcome {
+    /// A refusal made outside the acceptor (e.g. a worker that failed).
+    pub fn refused(reason: Reason) -> Self {
+        KerberosOutcome {
+            result: Err(KerberosRejection {
+                reason,
+                detail: String::new(),
+            }),
+            registry_unavailable: false,
+        }
+    }
+
     /// Accepted, or why not.
     pub fn is_accepted(&self) -> bool {
         self.result.is_ok()

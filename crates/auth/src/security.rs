@@ -207,6 +207,11 @@ impl SecurityCore {
         self
     }
 
+    /// Whether Kerberos is enabled ([`with_kerberos`](Self::with_kerberos)).
+    pub fn serves_kerberos(&self) -> bool {
+        self.kerberos.is_some()
+    }
+
     /// AP-REQs accepted because the replay registry could not tell (since start).
     pub fn kerberos_replay_unavailable(&self) -> u64 {
         self.kerberos_replay_unavailable

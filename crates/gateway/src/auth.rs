@@ -325,6 +325,24 @@ pub fn build_core_keyed(
     ),
     AuthSetupError,
 > {
+    build_core_with_backend(a, rng, keys, None)
+}
+
+/// [`build_core_keyed`] with `kerberos` as the Kerberos acceptor instead of MIT's from the
+/// keytab (a test seam: a slow or scripted acceptor).
+pub fn build_core_with_backend(
+    a: &AuthSettings,
+    rng: &mut dyn Rng,
+    keys: Option<&SharedKeys>,
+    kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
+) -> Result<
+    (
+        SecurityCore,
+        Arc<crate::users::ReloadingStore>,
+        PolicyRouter,
+    ),
+    AuthSetupError,
+> {
     crate::users::ensure_file(&a.credentials)?;
     let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
     if store.user_count() == 0 {
@@ -383,10 +401,15 @@ pub fn build_core_keyed(
         });
     }
     let mut core = SecurityCore::new(cfg, store.clone());
-    let acceptor = kerberos_acceptor(a)?;
-    let kerberos = acceptor.is_some();
-    if let Some(acceptor) = acceptor {
-        core = core.with_kerberos(Box::new(MitKerberos::new(acceptor)), None);
+    let backend = match kerberos {
+        Some(b) => Some(b),
+        None => kerberos_acceptor(a)?.map(|acceptor| {
+            Box::new(MitKerberos::new(acceptor)) as Box<dyn sagw_auth::KerberosBackend>
+        }),
+    };
+    let kerberos = backend.is_some();
+    if let Some(backend) = backend {
+        core = core.with_kerberos(backend, None);
     }
     let mut routed = Vec::with_capacity(a.policies.len());
     for p in &a.policies {
@@ -529,6 +552,8 @@ pub struct SecurityStage {
     director: Vec<(String, String)>,
     /// Which policy a request meets.
     router: PolicyRouter,
+    /// Where Kerberos AP-REQs are accepted, when the core defers them.
+    kerberos_jobs: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
 }
 
 impl SecurityStage {
@@ -544,7 +569,18 @@ impl SecurityStage {
             rng,
             director,
             router: PolicyRouter::default(),
+            kerberos_jobs: None,
         }
+    }
+
+    /// Hands the Kerberos AP-REQs the core defers to these workers (the core is built with
+    /// `with_kerberos_offload`).
+    pub fn with_kerberos_workers(
+        mut self,
+        workers: Arc<crate::kerberos_jobs::KerberosWorkers>,
+    ) -> Self {
+        self.kerberos_jobs = Some(workers);
+        self
     }
 
     /// The policies per listener and client kind (from [`build_core`]).
@@ -740,13 +776,6 @@ impl ClientAuth for SecurityStage {
                 self.respond(msg, c.status, c.reason_phrase, &headers)
             }
             Decision::Authenticated(a) => self.authenticated(msg, a, ctx),
-            // Only a core built with `with_kerberos_offload` defers, and this stage does not
-            // build one yet (Kerberos is accepted inline): should one reach here, the request is
-            // answered as a busy server would, never judged half-way.
-            Decision::Deferred(_) => {
-                warn!(source = %ctx.flow.remote, "Kerberos acceptance deferred without workers: 503");
-                self.respond(msg, 503, "Service Unavailable", &[])
-            }
             Decision::Reject {
                 status,
                 reason_phrase,
@@ -788,6 +817,7 @@ impl ClientAuth for SecurityStage {
                 );
                 InboundVerdict::Drop
             }
+            Decision::Deferred(job) => self.deferred(msg, job, ctx),
         }
     }
 
@@ -831,6 +861,43 @@ impl ClientAuth for SecurityStage {
 }
 
 impl SecurityStage {
+    /// A Kerberos AP-REQ the core accepts off its thread: queued for a worker (the request comes
+    /// back through the proxy with the outcome), dropped when the same token is being accepted
+    /// already (a retransmission: the original's answer will come), 503 when the queue is full.
+    fn deferred(
+        &mut self,
+        msg: &mut Message,
+        job: sagw_auth::KerberosJob,
+        ctx: &InboundContext<'_>,
+    ) -> InboundVerdict {
+        use crate::kerberos_jobs::Submitted;
+        let Some(workers) = self.kerberos_jobs.clone() else {
+            // No workers: accept here, then judge the request with the outcome.
+            let key = *job.key();
+            let outcome = self.core.run_kerberos_job(&job);
+            self.core.kerberos_job_done(key, outcome, ctx.now.wall);
+            return self.inbound(msg, ctx);
+        };
+        match workers.submit(job, msg.clone(), ctx.flow) {
+            Submitted::Queued => InboundVerdict::Held,
+            Submitted::InFlight => {
+                debug!(source = %ctx.flow.remote, "retransmission of a Kerberos sign-in being accepted: dropped");
+                InboundVerdict::Held
+            }
+            Submitted::Full => {
+                let counters = self.core.counters();
+                counters.handshake_started(Scheme::Kerberos);
+                counters.handshake_failed(Scheme::Kerberos, sagw_auth::Reason::HandshakeLimit);
+                info!(source = %ctx.flow.remote, "Kerberos job queue full (auth.kerberos_queue): 503");
+                if matches!(msg.method(), Some("ACK" | "CANCEL")) {
+                    return InboundVerdict::Drop;
+                }
+                let retry = workers.retry_after().as_secs().max(1).to_string();
+                self.respond(msg, 503, "Service Unavailable", &[("Retry-After", retry)])
+            }
+        }
+    }
+
     /// Signs a request to `endpoint` with its SA, or refuses it with 480 when the endpoint has
     /// none any more (expired, revoked, signed out): its client drops unsigned requests, and the
     /// sender would otherwise wait for a timeout.

@@ -84,6 +84,10 @@ pub struct AuthSection {
     pub max_sas_per_identity: usize,
     /// Longest `epid` accepted (bytes); longer ones get 400.
     pub max_epid_len: usize,
+    /// Threads that accept Kerberos AP-REQs off the core thread (0: on the core thread).
+    pub kerberos_workers: usize,
+    /// AP-REQs waiting for a worker at most; one more gets 503.
+    pub kerberos_queue: usize,
 }
 
 /// `[auth.listener.<name>]`: the policy and challenge family for clients of one listener.
@@ -158,6 +162,8 @@ impl Default for AuthSection {
             max_sas_per_identity: sagw_auth::DEFAULT_MAX_SAS_PER_IDENTITY,
             max_epid_len: sagw_auth::DEFAULT_MAX_EPID_LEN,
             listener: BTreeMap::new(),
+            kerberos_workers: 2,
+            kerberos_queue: 256,
         }
     }
 }
@@ -253,6 +259,10 @@ pub struct AuthSettings {
     pub by_listener: Vec<ListenerAuth>,
     pub max_sas_per_identity: usize,
     pub max_epid_len: usize,
+    /// Kerberos worker threads (0: AP-REQs are accepted on the core thread).
+    pub kerberos_workers: usize,
+    /// Bound of the Kerberos job queue.
+    pub kerberos_queue: usize,
 }
 
 impl AuthSettings {
@@ -595,6 +605,8 @@ impl AuthSection {
             )?,
             // An epid is at least one character; 1 KiB is far beyond any client's.
             max_epid_len: bounded("auth.max_epid_len", self.max_epid_len, 1, 1024)?,
+            kerberos_workers: bounded("auth.kerberos_workers", self.kerberos_workers, 0, 64)?,
+            kerberos_queue: bounded("auth.kerberos_queue", self.kerberos_queue, 1, 65_536)?,
         }))
     }
 }

@@ -151,6 +151,8 @@ impl CoreWake {
 
 enum Event {
     Inbound(Inbound),
+    /// A Kerberos AP-REQ accepted (or refused) by a worker, with the request it came in.
+    Kerberos(Box<crate::kerberos_jobs::Done>),
     Closed(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
@@ -345,12 +347,28 @@ fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<S
 /// Bind everything and start serving, with the authentication stage `[auth]` describes (none when
 /// it is disabled).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_auth(settings, None).await
+}
+
+/// [`start`] with `kerberos` as the Kerberos acceptor instead of MIT's from the keytab: a test
+/// seam (a slow acceptor, to show that sign-ins waiting for it do not hold other messages up).
+pub async fn start_with_kerberos_backend(
+    settings: Settings,
+    kerberos: Box<dyn sagw_auth::KerberosBackend>,
+) -> Result<Running, StartError> {
+    start_auth(settings, Some(kerberos)).await
+}
+
+async fn start_auth(
+    settings: Settings,
+    kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
+) -> Result<Running, StartError> {
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
         let state = crate::state::StateSetup::open(&settings.state)?;
-        return start_inner(settings, Box::new(NoAuth), None, state, None).await;
+        return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
     };
     let state = crate::state::StateSetup::open(&settings.state)?;
     let mut rng = crate::auth::OsRng::new()?;
@@ -359,7 +377,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         // One gateway: its Digest nonce key file as before (a pool would share the derived one).
         digest_nonce: None,
     };
-    let (core, users, router) = crate::auth::build_core_keyed(&a, &mut rng, Some(&keys))?;
+    let (mut core, users, router) =
+        crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), kerberos)?;
+    // AP-REQs are accepted by worker threads, never on the core thread (docs/pools.md).
+    let workers = (core.serves_kerberos() && a.kerberos_workers > 0).then(|| {
+        crate::kerberos_jobs::KerberosWorkers::new(
+            a.kerberos_workers,
+            a.kerberos_queue,
+            settings.retry_after,
+        )
+    });
+    if workers.is_some() {
+        core = core.with_kerberos_offload();
+    }
     let core = Arc::new(core);
     let restored_bindings = state.restore(&core, SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
@@ -370,14 +400,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             info!(policy = %p.name, schemes = ?schemes, digest_algorithms = ?algorithms, digest_realm = o.digest_realm.unwrap_or(""), "challenge policy");
         }
     }
-    let stage = crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
-        .with_router(router);
+    let mut stage =
+        crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
+            .with_router(router);
+    if let Some(w) = &workers {
+        stage = stage.with_kerberos_workers(w.clone());
+    }
     start_inner(
         settings,
         Box::new(stage),
         Some((core, users)),
         state,
         restored_bindings,
+        workers,
     )
     .await
 }
@@ -388,7 +423,7 @@ pub async fn start_with_auth(
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
     let state = crate::state::StateSetup::open(&settings.state)?;
-    start_inner(settings, auth, None, state, None).await
+    start_inner(settings, auth, None, state, None, None).await
 }
 
 async fn start_inner(
@@ -400,6 +435,7 @@ async fn start_inner(
     )>,
     state: crate::state::StateSetup,
     restored_bindings: Option<Vec<u8>>,
+    kerberos: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
 ) -> Result<Running, StartError> {
     for w in settings.spoofable_trust() {
         warn!("{w}");
@@ -565,6 +601,25 @@ async fn start_inner(
     });
 
     let mut tasks = Vec::new();
+    let kerberos = match (kerberos, &core) {
+        (Some(workers), Some((security, _))) => {
+            let (tx, wake) = (shared.events.clone(), shared.wake.clone());
+            workers
+                .start(
+                    security.clone(),
+                    Box::new(move |done| {
+                        // A worker is a plain thread: it may wait for room in the channel.
+                        let sent = tx.blocking_send(Event::Kerberos(Box::new(done))).is_ok();
+                        wake.notify();
+                        sent
+                    }),
+                )
+                .map_err(StartError::Core)?;
+            let _ = metrics.kerberos_jobs.set(workers.clone());
+            Some((security.clone(), workers))
+        }
+        _ => None,
+    };
     let save_on_stop = match (&state.snapshot, &core) {
         (Some(path), Some((security, _))) => Some(SaveOnStop {
             core: security.clone(),
@@ -579,6 +634,7 @@ async fn start_inner(
         shared: shared.clone(),
         udp,
         pending: HashMap::new(),
+        kerberos,
         save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
@@ -711,6 +767,11 @@ struct Core {
     /// In listener order; the first is where datagrams to an address (next hops) leave from.
     udp: Vec<UdpListener>,
     pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
+    /// The security core and the workers that accept its Kerberos AP-REQs.
+    kerberos: Option<(
+        Arc<sagw_auth::SecurityCore>,
+        Arc<crate::kerberos_jobs::KerberosWorkers>,
+    )>,
     /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
     save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
 }
@@ -875,6 +936,7 @@ impl Core {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Inbound(inb) => self.inbound(inb),
+            Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
@@ -898,6 +960,36 @@ impl Core {
             }
         }
         self.run_actions();
+    }
+
+    /// A worker's outcome: filed with the core, then the request goes through the proxy again and
+    /// the core judges it with the outcome. A request whose connection closed meanwhile is
+    /// dropped (a binding on a closed flow would never be removed).
+    fn kerberos_done(&mut self, done: crate::kerberos_jobs::Done) {
+        let Some((security, workers)) = &self.kerberos else {
+            return;
+        };
+        let now = now();
+        workers.finished(&done.key);
+        let stream = matches!(done.flow.transport, Transport::Tcp | Transport::Tls);
+        let open = || {
+            self.shared
+                .flows
+                .lock()
+                .is_ok_and(|t| t.by_id.contains_key(&done.flow.id))
+        };
+        if stream && !open() {
+            debug!(remote = %done.flow.remote, "Kerberos sign-in of a closed connection dropped");
+            return;
+        }
+        security.kerberos_job_done(done.key, done.outcome, now.wall);
+        self.edge.handle_inbound(
+            Inbound {
+                message: done.message,
+                flow: done.flow,
+            },
+            now,
+        );
     }
 
     fn run_actions(&mut self) {

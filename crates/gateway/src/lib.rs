@@ -16,6 +16,7 @@ pub mod auth;
 pub mod auth_config;
 pub mod config;
 pub mod driver;
+pub mod kerberos_jobs;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -27,4 +28,6 @@ pub mod tls;
 pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
-pub use driver::{CoreExit, Running, StartError, start, start_with_auth};
+pub use driver::{
+    CoreExit, Running, StartError, start, start_with_auth, start_with_kerberos_backend,
+};

@@ -222,6 +222,8 @@ pub struct Metrics {
     /// The security core, when authentication is on: its counters are rendered too, and the
     /// admin endpoints list and revoke its SAs.
     pub auth: std::sync::OnceLock<std::sync::Arc<sagw_auth::SecurityCore>>,
+    /// The Kerberos workers, when AP-REQs are accepted off the core thread.
+    pub kerberos_jobs: std::sync::OnceLock<std::sync::Arc<crate::kerberos_jobs::KerberosWorkers>>,
 }
 
 const HELP: [(&str, &str, &str); 8] = [
@@ -540,6 +542,9 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
                 if let Some(core) = metrics.auth.get() {
                     body.push_str(&render_auth(core));
                 }
+                if let Some(w) = metrics.kerberos_jobs.get() {
+                    body.push_str(&render_kerberos_jobs(w));
+                }
                 ("200 OK", body)
             } else if let Some(core) = metrics.auth.get() {
                 admin(&req, core)
@@ -554,6 +559,34 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let _ = sock.shutdown().await;
         });
     }
+}
+
+/// The Kerberos workers' counters in Prometheus text format.
+pub fn render_kerberos_jobs(w: &crate::kerberos_jobs::KerberosWorkers) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sagw_kerberos_jobs_total Kerberos AP-REQs handed to the worker threads, by outcome\n# TYPE sagw_kerberos_jobs_total counter"
+    );
+    for (outcome, n) in [
+        ("queued", &w.stats.queued),
+        ("done", &w.stats.done),
+        ("duplicate", &w.stats.duplicates),
+        ("queue_full", &w.stats.refused_full),
+    ] {
+        let _ = writeln!(
+            out,
+            "sagw_kerberos_jobs_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sagw_kerberos_jobs_in_flight Kerberos AP-REQs queued or being accepted\n# TYPE sagw_kerberos_jobs_in_flight gauge\nsagw_kerberos_jobs_in_flight {}",
+        w.in_flight()
+    );
+    out
 }
 
 /// The security core's counters in Prometheus text format.
@@ -660,6 +693,13 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         "sagw_auth_ntlm_recent_final_legs {}",
         core.sas().recent_final_legs()
     );
+    if core.serves_kerberos() {
+        let _ = writeln!(
+            out,
+            "# HELP sagw_auth_kerberos_replay_unavailable_total Kerberos AP-REQs accepted on MIT's replay cache alone: the pool's replay registry could not tell\n# TYPE sagw_auth_kerberos_replay_unavailable_total counter\nsagw_auth_kerberos_replay_unavailable_total {}",
+            core.kerberos_replay_unavailable()
+        );
+    }
     out
 }
 

@@ -35,9 +35,8 @@
 //!   measures a whole accept at roughly 0.1 ms on a loaded 2-core VM, about
 //!   a third less with the cache on tmpfs: the cost is file I/O (keytab,
 //!   replay cache, profile checks), not cryptography. Gateways behind one load balancer do
-//!   not share it: a replay sent to another node is accepted there, which is
-//!   harmless without the session key (the replayer cannot sign) but worth
-//!   knowing.
+//!   not share it: the security core adds a cross-node check keyed by
+//!   [`authenticator_ciphertext`] (sagw-auth's `KerberosReplayRegistry`).
 //! * Signatures: the caller's `cnum` window. GSS sequencing statuses
 //!   (duplicate/old/unsequenced/gap) are therefore *not* errors in
 //!   [`KerberosSession::verify_mic`]; a bad checksum is.

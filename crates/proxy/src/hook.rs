@@ -77,6 +77,11 @@ pub enum InboundVerdict {
     Respond(Message),
     /// Drop the message silently.
     Drop,
+    /// Nothing now: the stage keeps the request and hands it back later through
+    /// `Edge::handle_inbound` (e.g. while a Kerberos AP-REQ is accepted on a worker thread), when
+    /// it is judged again. Nothing is sent and no drop is counted. Only for requests; a response
+    /// held is dropped.
+    Held,
 }
 
 impl std::fmt::Debug for InboundVerdict {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for InboundVerdict {
                 .finish(),
             InboundVerdict::Respond(m) => f.debug_tuple("Respond").field(m).finish(),
             InboundVerdict::Drop => f.write_str("Drop"),
+            InboundVerdict::Held => f.write_str("Held"),
         }
     }
 }

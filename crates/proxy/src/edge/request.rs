@@ -113,6 +113,8 @@ impl Edge {
                     self.report(Report::Dropped(DropReason::Auth));
                     return;
                 }
+                // The stage hands it back later; no transaction exists for it meanwhile.
+                InboundVerdict::Held => return,
             }
             // An RFC 2543 key is made of headers the stage may have edited: match on the
             // request as it is now (a branch key depends on the Via copy only).

@@ -241,7 +241,9 @@ impl Edge {
         };
         match self.auth.inbound(msg, &ctx) {
             InboundVerdict::Continue { .. } => Ok(()),
-            InboundVerdict::Respond(_) | InboundVerdict::Drop => Err(DropReason::Auth),
+            InboundVerdict::Respond(_) | InboundVerdict::Drop | InboundVerdict::Held => {
+                Err(DropReason::Auth)
+            }
         }
     }
 }
