@@ -310,6 +310,8 @@ pub struct SharedKeys {
     pub ntlm_challenge: [u8; 32],
     /// Digest nonce key; `None`: the `auth.nonce_key` file (one gateway).
     pub digest_nonce: Option<[u8; 32]>,
+    /// The node number Digest nonces carry (0: one gateway; docs/pools.md).
+    pub digest_node: u16,
 }
 
 /// [`build_core_with_store`] with keys from the pool key instead of fresh ones.
@@ -358,6 +360,9 @@ pub fn build_core_with_backend(
     cfg.sa_idle_ttl = a.sa_idle;
     cfg.max_sas_per_identity = a.max_sas_per_identity;
     cfg.max_epid_len = a.max_epid_len;
+    if let Some(k) = keys {
+        cfg.node_id = k.digest_node;
+    }
     for d in &a.deprecated {
         warn!("{d}");
     }

@@ -153,6 +153,8 @@ enum Event {
     Inbound(Inbound),
     /// A Kerberos AP-REQ accepted (or refused) by a worker, with the request it came in.
     Kerberos(Box<crate::kerberos_jobs::Done>),
+    /// The store task's answer (pools).
+    Pool(crate::pool::PoolEvent),
     Closed(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
@@ -367,15 +369,20 @@ async fn start_auth(
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        let state = crate::state::StateSetup::open(&settings.state)?;
+        let state = crate::state::StateSetup::open(&settings.state).await?;
         return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
     };
-    let state = crate::state::StateSetup::open(&settings.state)?;
+    let state = crate::state::StateSetup::open(&settings.state).await?;
     let mut rng = crate::auth::OsRng::new()?;
     let keys = crate::auth::SharedKeys {
         ntlm_challenge: state.key.ntlm_challenge_key(),
-        // One gateway: its Digest nonce key file as before (a pool would share the derived one).
-        digest_nonce: None,
+        // One gateway: its Digest nonce key file as before; a pool shares the derived one.
+        digest_nonce: state.store.is_some().then(|| state.key.digest_nonce_key()),
+        digest_node: if state.store.is_some() {
+            crate::state::digest_node(&crate::state::node_id(&settings))
+        } else {
+            0
+        },
     };
     let (mut core, users, router) =
         crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), kerberos)?;
@@ -389,6 +396,16 @@ async fn start_auth(
     });
     if workers.is_some() {
         core = core.with_kerberos_offload();
+    }
+    if let Some(store) = &state.store {
+        // An authenticator accepted by one gateway is refused by every other (MIT's replay
+        // cache is per host); asked from the worker threads.
+        core = core
+            .with_kerberos_replay_registry(Arc::new(sagw_state::StoreReplayRegistry::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+            )))
+            .enable_pool_journal();
     }
     let core = Arc::new(core);
     let restored_bindings = state.restore(&core, SystemTime::now());
@@ -422,7 +439,7 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    let state = crate::state::StateSetup::open(&settings.state)?;
+    let state = crate::state::StateSetup::open(&settings.state).await?;
     start_inner(settings, auth, None, state, None, None).await
 }
 
@@ -620,6 +637,43 @@ async fn start_inner(
         }
         _ => None,
     };
+    let (pool, pool_events) = match (&state.store, &core, &shared.settings.state.backend) {
+        (
+            Some(store),
+            Some((security, _)),
+            crate::state_config::StateBackend::Redis {
+                max_claims_in_flight,
+                ..
+            },
+        ) => {
+            let node = crate::state::node_id(&shared.settings);
+            info!(node = %node, "pool member");
+            metrics.gauges.pooled.store(true, Ordering::Relaxed);
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let up = Arc::new(AtomicBool::new(store.is_up()));
+            let link = crate::pool::PoolLink::new(
+                security.clone(),
+                cmd_tx,
+                up.clone(),
+                *max_claims_in_flight,
+            );
+            let task = crate::store_task::StoreTask {
+                store: store.clone(),
+                sealer: state.sealer.clone(),
+                node,
+                up,
+                metrics: metrics.clone(),
+            };
+            let wake = wake.clone();
+            tasks.push(tokio::spawn(task.run(cmd_rx, move |ev| {
+                let _ = ev_tx.send(ev);
+                wake.notify();
+            })));
+            (Some(link), Some(ev_rx))
+        }
+        _ => (None, None),
+    };
     let save_on_stop = match (&state.snapshot, &core) {
         (Some(path), Some((security, _))) => Some(SaveOnStop {
             core: security.clone(),
@@ -636,6 +690,8 @@ async fn start_inner(
         pending: HashMap::new(),
         kerberos,
         save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
+        pool,
+        pool_events,
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -774,6 +830,10 @@ struct Core {
     )>,
     /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
     save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
+    /// With `[state] backend = "redis"`: SAs owned, messages held while an SA is claimed.
+    pool: Option<crate::pool::PoolLink>,
+    /// The store task's answers (unbounded: one per claim in flight, and the pool's events).
+    pool_events: Option<mpsc::UnboundedReceiver<crate::pool::PoolEvent>>,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -806,6 +866,12 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             }
         }
         busy |= !events.is_empty();
+        while let Some(ev) = core.pool_events.as_mut().and_then(|r| r.try_recv().ok()) {
+            core.handle(Event::Pool(ev));
+        }
+        if let Some(p) = core.pool.as_mut() {
+            p.flush(Instant::now());
+        }
         if core
             .edge
             .poll_timeout()
@@ -820,7 +886,7 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
         }
         core.shared.wake.sleeping.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
-        if !events.is_empty() {
+        if !events.is_empty() || core.pool_events.as_ref().is_some_and(|r| !r.is_empty()) {
             core.shared.wake.sleeping.store(false, Ordering::SeqCst);
             continue;
         }
@@ -868,6 +934,11 @@ impl Core {
         g.client_transactions
             .store(s.client_transactions as i64, Ordering::Relaxed);
         g.bindings.store(s.bindings as i64, Ordering::Relaxed);
+        if let Some(p) = &self.pool {
+            let ps = p.stats();
+            g.pool_owned.store(ps.owned as i64, Ordering::Relaxed);
+            g.pool_held.store(ps.held as i64, Ordering::Relaxed);
+        }
     }
 
     /// Read and handle datagrams of UDP listener `i` until its socket would block (false) or the
@@ -929,13 +1000,32 @@ impl Core {
         self.run_actions();
     }
 
+    /// A message for the proxy, unless the pool holds it while its SA is fetched.
     fn inbound(&mut self, inb: Inbound) {
+        let inb = match self.pool.as_mut() {
+            Some(p) => match p.hold(inb, Instant::now()) {
+                Ok(()) => return,
+                Err(inb) => inb,
+            },
+            None => inb,
+        };
         self.edge.handle_inbound(inb, now());
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Inbound(inb) => self.inbound(inb),
+            Event::Pool(ev) => {
+                let n = now();
+                let released = match self.pool.as_mut() {
+                    Some(p) => p.on_event(ev, n.wall, n.mono),
+                    None => Vec::new(),
+                };
+                // Judged now that the SA is here (or known not to be): not held again.
+                for inb in released {
+                    self.edge.handle_inbound(inb, now());
+                }
+            }
             Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::Connected(key) => {

@@ -201,6 +201,14 @@ pub struct Gauges {
     pub connections_tcp: AtomicI64,
     /// Open TLS connections.
     pub connections_tls: AtomicI64,
+    /// Set when the gateway is a pool member: the `sagw_state_*` gauges are rendered.
+    pub pooled: std::sync::atomic::AtomicBool,
+    /// 1 while the state store answers, else 0.
+    pub store_up: AtomicI64,
+    /// SAs this gateway owns in the pool.
+    pub pool_owned: AtomicI64,
+    /// Messages held while their SA is fetched from the pool.
+    pub pool_held: AtomicI64,
 }
 
 /// The registry.
@@ -490,7 +498,29 @@ impl Metrics {
                 "transport=\"tls\"",
             ),
         ];
-        for (name, help, v, labels) in gauges {
+        let pool: [(&str, &str, &AtomicI64, &str); 3] = [
+            (
+                "sagw_state_store_up",
+                "1 while the pool's state store answers",
+                &self.gauges.store_up,
+                "",
+            ),
+            (
+                "sagw_state_owned_sas",
+                "Security associations this gateway owns in the pool",
+                &self.gauges.pool_owned,
+                "",
+            ),
+            (
+                "sagw_state_held_messages",
+                "Messages held while their SA is fetched from the pool",
+                &self.gauges.pool_held,
+                "",
+            ),
+        ];
+        let pooled = self.gauges.pooled.load(Ordering::Relaxed);
+        let pool = pool.iter().filter(|_| pooled);
+        for (name, help, v, labels) in gauges.iter().chain(pool) {
             if !help.is_empty() {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             }

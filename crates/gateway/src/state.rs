@@ -1,15 +1,19 @@
-//! Setting up `[state]` at start (docs/pools.md): the pool key and the keys derived from it, and
-//! the snapshot of a single gateway.
+//! Setting up `[state]` at start (docs/pools.md): the pool key and the keys derived from it, the
+//! Redis store of a pool, and the snapshot of a single gateway.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use sagw_auth::SecurityCore;
-use sagw_state::{PoolKey, Sealer};
+use sagw_state::redis_store::redact_url;
+use sagw_state::{PoolKey, Sealer, Store, StoreConfig, StoreError};
 use tracing::{info, warn};
 
 use crate::state_config::{StateBackend, StateSettings};
+
+/// Redis: how long the first contact may take at start before the gateway goes on without it.
+const FIRST_CONTACT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why `[state]` could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,14 @@ pub enum StateError {
     /// The pool key file.
     #[error("state.key_file: {0}")]
     Key(String),
+    /// The Redis store.
+    #[error("state store {urls}: {why}")]
+    Store {
+        /// The URLs, without credentials.
+        urls: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// Keys and the pool, as set up at start.
@@ -25,22 +37,62 @@ pub struct StateSetup {
     pub key: PoolKey,
     /// Seals SA records and snapshots.
     pub sealer: Arc<Sealer>,
+    /// The Redis store of a pool.
+    pub store: Option<Store>,
     /// Memory backend: the snapshot file.
     pub snapshot: Option<PathBuf>,
 }
 
 impl StateSetup {
-    /// Loads (or creates) the pool key.
-    pub fn open(s: &StateSettings) -> Result<StateSetup, StateError> {
+    /// Loads (or creates) the pool key and, for a pool, opens the store and checks that the pool
+    /// shares this key. A store that cannot be reached does not stop the start: the gateway
+    /// serves from memory and joins the pool when the store is back.
+    pub async fn open(s: &StateSettings) -> Result<StateSetup, StateError> {
         let key =
             PoolKey::load_or_create(&s.key_file).map_err(|e| StateError::Key(e.to_string()))?;
         let sealer = Arc::new(Sealer::new(&key));
-        let snapshot = match &s.backend {
-            StateBackend::Memory { snapshot } => snapshot.clone(),
+        let (store, snapshot) = match &s.backend {
+            StateBackend::Memory { snapshot } => (None, snapshot.clone()),
+            StateBackend::Redis {
+                urls,
+                cluster,
+                password_file,
+                command_timeout,
+                ..
+            } => {
+                let shown = urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let err = |why: String| StateError::Store {
+                    urls: shown.clone(),
+                    why,
+                };
+                let cfg = StoreConfig {
+                    urls: urls.clone(),
+                    cluster: *cluster,
+                    password_file: password_file.clone(),
+                    connect_timeout: (*command_timeout * 4).min(FIRST_CONTACT),
+                    command_timeout: *command_timeout,
+                };
+                let store = Store::open(&cfg).map_err(|e| err(e.to_string()))?;
+                match store.check_pool_key(&key.fingerprint()).await {
+                    Ok(()) => info!(store = %shown, cluster, "state shared through Redis"),
+                    Err(e @ (StoreError::KeyMismatch { .. } | StoreError::Auth(_))) => {
+                        return Err(err(e.to_string()));
+                    }
+                    Err(e) => {
+                        warn!(store = %shown, error = %e, "state store unreachable at start: serving from memory until it is back")
+                    }
+                }
+                (Some(store), None)
+            }
         };
         Ok(StateSetup {
             key,
             sealer,
+            store,
             snapshot,
         })
     }
@@ -81,6 +133,24 @@ pub fn save(
         bindings,
     };
     crate::snapshot::save(path, &snap, sealer)
+}
+
+/// The number a node's Digest nonces carry: 1 to 65535 from its node id (0 is a gateway alone).
+/// Two nodes of a pool meeting on one number (for 8 nodes, about 4 pools in 10 000) take each
+/// other's nonces as their own: a Digest `Authorization` could then be replayed once on the other
+/// (nonce counts are per node), as before nonces named their node. Set distinct `node_id`s.
+pub fn digest_node(node_id: &str) -> u16 {
+    let h = ring::digest::digest(&ring::digest::SHA256, node_id.as_bytes());
+    let n = u16::from_be_bytes([h.as_ref()[0], h.as_ref()[1]]);
+    n.max(1)
+}
+
+/// The node id: `state.node_id`, else the host name and the first SIP port configured.
+pub fn node_id(settings: &crate::config::Settings) -> String {
+    match settings.state.node_id.as_str() {
+        "" => default_node_id(settings.listeners.first().map_or(0, |l| l.addr.port())),
+        n => n.to_owned(),
+    }
 }
 
 /// The default node id: the host name and the first SIP port.

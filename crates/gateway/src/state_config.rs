@@ -2,8 +2,11 @@
 //! (docs/pools.md).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use sagw_state::redis_store::redact_url;
 
 use crate::config::ConfigError;
 
@@ -11,26 +14,42 @@ use crate::config::ConfigError;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
-    /// `memory`: one gateway; its SAs and bindings are saved on SIGTERM and restored at start.
-    /// (`redis`, a pool sharing them, is designed in docs/pools.md and not available yet.)
+    /// `memory` (one gateway; saved on SIGTERM, restored at start) or `redis` (a pool,
+    /// docs/pools.md).
     pub backend: String,
-    /// This gateway's name (unique per gateway of a future pool); empty: host name and SIP port.
+    /// Redis URLs (`redis://` or `rediss://` for TLS; `redis://:password@host:port` for AUTH).
+    /// With `cluster = true`, any of the cluster's nodes.
+    pub redis: Vec<String>,
+    /// Redis Cluster instead of one server.
+    pub cluster: bool,
+    /// A file holding the Redis password (instead of the URL).
+    pub password_file: String,
+    /// This gateway's name in the pool (unique per gateway); empty: host name and SIP port.
     pub node_id: String,
-    /// The pool key: 32 bytes (created at first start when missing). Flow tokens, NTLM
-    /// challenges and sealed snapshots are keyed by it, so they outlive a restart.
+    /// The pool key: 32 bytes that every gateway of a pool shares (created at first start when
+    /// missing). Flow tokens, NTLM challenges, Digest nonces and sealed SAs are keyed by it.
     pub key_file: String,
-    /// Where SIGTERM saves the SAs and bindings (empty: nothing saved).
+    /// Memory backend: where SIGTERM saves the SAs and bindings (empty: nothing saved).
     pub snapshot: String,
+    /// Redis: at most this many SAs fetched from the pool at once.
+    pub max_claims_in_flight: usize,
+    /// Redis: a command that takes longer fails (the store counts as down).
+    pub command_timeout_ms: u64,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         StateSection {
             backend: "memory".into(),
+            redis: vec!["redis://127.0.0.1:6379".into()],
+            cluster: false,
+            password_file: String::new(),
             node_id: String::new(),
             key_file: "sagw-data/pool.key".into(),
             // The embedded configuration sets one; a file that does not, saves nothing.
             snapshot: String::new(),
+            max_claims_in_flight: 256,
+            command_timeout_ms: 500,
         }
     }
 }
@@ -42,6 +61,19 @@ pub enum StateBackend {
     Memory {
         /// `state.snapshot`; `None`: nothing is saved.
         snapshot: Option<PathBuf>,
+    },
+    /// A pool sharing a Redis (or Valkey) server or cluster.
+    Redis {
+        /// `state.redis`.
+        urls: Vec<String>,
+        /// `state.cluster`.
+        cluster: bool,
+        /// `state.password_file`.
+        password_file: Option<PathBuf>,
+        /// `state.command_timeout_ms`.
+        command_timeout: Duration,
+        /// `state.max_claims_in_flight`.
+        max_claims_in_flight: usize,
     },
 }
 
@@ -82,17 +114,36 @@ impl StateSection {
                 snapshot: (!self.snapshot.trim().is_empty()).then(|| PathBuf::from(&self.snapshot)),
             },
             "redis" => {
-                return Err(invalid(
-                    "backend",
-                    "\"redis\" (a pool of gateways, docs/pools.md) is not available in this \
-                     version: use \"memory\""
-                        .into(),
-                ));
+                if self.redis.is_empty() {
+                    return Err(invalid("redis", "needs at least one URL".into()));
+                }
+                for u in &self.redis {
+                    if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                        return Err(invalid(
+                            "redis",
+                            format!("`{}`: expected redis:// or rediss://", redact_url(u)),
+                        ));
+                    }
+                }
+                if self.max_claims_in_flight == 0 {
+                    return Err(invalid("max_claims_in_flight", "must be at least 1".into()));
+                }
+                if self.command_timeout_ms == 0 {
+                    return Err(invalid("command_timeout_ms", "must be at least 1".into()));
+                }
+                StateBackend::Redis {
+                    urls: self.redis.clone(),
+                    cluster: self.cluster,
+                    password_file: (!self.password_file.trim().is_empty())
+                        .then(|| PathBuf::from(&self.password_file)),
+                    command_timeout: Duration::from_millis(self.command_timeout_ms),
+                    max_claims_in_flight: self.max_claims_in_flight,
+                }
             }
             other => {
                 return Err(invalid(
                     "backend",
-                    format!("`{other}`: expected \"memory\""),
+                    format!("`{other}`: expected \"memory\" or \"redis\""),
                 ));
             }
         };
@@ -122,15 +173,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_memory_backend_is_taken_and_node_ids_are_checked() {
-        let e = StateSection {
+    fn redis_urls_are_checked_and_passwords_never_echoed() {
+        let s = StateSection {
             backend: "redis".into(),
+            redis: vec!["http://:hunter2@h:6379".into()],
             ..StateSection::default()
-        }
-        .validate()
-        .expect_err("not available")
-        .to_string();
-        assert!(e.contains("not available"), "{e}");
+        };
+        let e = s.validate().expect_err("not a redis url").to_string();
+        assert!(!e.contains("hunter2"), "{e}");
         assert!(
             StateSection {
                 backend: "etcd".into(),

@@ -88,6 +88,13 @@ impl PoolKey {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
+                // Written whole under a unique name, then linked into place: two gateways (or
+                // tests) starting at once never read a half-written key, and the one that links
+                // second takes the first one's key.
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
                 let mut opts = std::fs::OpenOptions::new();
                 opts.write(true).create_new(true);
                 #[cfg(unix)]
@@ -95,10 +102,19 @@ impl PoolKey {
                     use std::os::unix::fs::OpenOptionsExt;
                     opts.mode(0o600);
                 }
-                opts.open(path)
+                opts.open(&tmp)
                     .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()))
                     .map_err(|e| err(e.to_string()))?;
-                Ok(PoolKey(key))
+                let linked = std::fs::hard_link(&tmp, path);
+                let _ = std::fs::remove_file(&tmp);
+                key.zeroize();
+                match linked {
+                    Ok(()) => Self::load_or_create(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(err(e.to_string())),
+                }
             }
             Err(e) => Err(err(e.to_string())),
         }
@@ -166,6 +182,18 @@ mod tests {
             );
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
+        // Many starting at once (parallel tests, gateways of one host) agree on one key.
+        let race = dir.path().join("race/pool.key");
+        let prints: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| PoolKey::load_or_create(&race).expect("key").fingerprint()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert!(prints.windows(2).all(|w| w[0] == w[1]), "one key for all");
         std::fs::write(&path, [1u8; 31]).expect("write");
         assert!(PoolKey::load_or_create(&path).is_err(), "short key refused");
         assert!(!format!("{a:?}").contains(&a.fingerprint()));

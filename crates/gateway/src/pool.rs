@@ -1,0 +1,351 @@
+//! The core thread's side of a pool (docs/pools.md): which SAs this gateway owns, messages held
+//! while an SA is fetched from the pool, and the journal handed to the store task.
+//!
+//! Nothing here waits for the store: the core thread sends commands to the store task and gets
+//! its answers back as events. A message for an SA this gateway does not hold is kept aside while
+//! the SA is claimed (bounded per SA, in total, and in claims at once), then handed to the proxy
+//! as if it had just arrived.
+
+#![allow(missing_docs)] // The store protocol's types are documented on docs/pools.md.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use sagw_auth::pool::SNUM_GENERATION_SHIFT;
+use sagw_auth::{Opaque, SaRecord, SaResume, SecurityCore};
+use sagw_proxy::Inbound;
+use sagw_sip::{AuthHeader, Message};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+/// Messages held for one SA being claimed.
+const HELD_PER_SA: usize = 8;
+/// Messages held in all.
+const HELD_TOTAL: usize = 4096;
+/// An opaque the pool did not know is not asked for again for this long.
+const UNKNOWN_FOR: Duration = Duration::from_secs(5);
+const UNKNOWN_MAX: usize = 65_536;
+
+/// From the core thread to the store task.
+pub enum StoreCommand {
+    /// An SA made here: publish it (encoded record, to be sealed by the task).
+    Publish {
+        opaque: u32,
+        identity: String,
+        record: Zeroizing<Vec<u8>>,
+        generation: u32,
+        hard_expiry: u64,
+    },
+    /// Fetch an SA and become its owner.
+    Claim { opaque: u32 },
+    /// What moved on SAs this gateway owns: written behind, each only while still owned.
+    Checkpoint(Vec<Checkpoint>),
+    /// SAs ended here.
+    Revoke(Vec<u32>),
+    /// Identities all of whose SAs ended here.
+    RevokeIdentity(Vec<String>),
+}
+
+/// One SA's written-behind progress.
+pub struct Checkpoint {
+    pub opaque: u32,
+    pub generation: u32,
+    pub window: Vec<u8>,
+    pub idle_deadline: u64,
+}
+
+/// From the store task to the core thread.
+pub enum PoolEvent {
+    /// The answer to a claim: the record (opened), the new generation and where to go on from;
+    /// `None` when the pool does not have the SA or the store could not be asked.
+    Claimed { opaque: u32, outcome: ClaimOutcome },
+    /// Another gateway took the SA over (or a write-behind found it no longer ours).
+    Moved { opaque: u32, generation: u32 },
+    /// Revoked on another gateway.
+    Revoked { opaque: u32 },
+    /// The store is back after a gap: publish again what this gateway owns.
+    Republish,
+}
+
+/// How a claim ended.
+pub enum ClaimOutcome {
+    Taken {
+        record: SaRecord,
+        generation: u32,
+        window: Option<Vec<u8>>,
+        idle_deadline: Option<u64>,
+    },
+    Unknown,
+    StoreDown,
+}
+
+/// The core thread's pool state.
+pub struct PoolLink {
+    core: Arc<SecurityCore>,
+    commands: mpsc::UnboundedSender<StoreCommand>,
+    store_up: Arc<AtomicBool>,
+    /// Generation of every SA this gateway owns.
+    owned: HashMap<u32, u32>,
+    held: HashMap<u32, Vec<Inbound>>,
+    held_total: usize,
+    max_claims: usize,
+    unknown: HashMap<u32, Instant>,
+    unknown_fifo: VecDeque<(Instant, u32)>,
+    last_sweep: Instant,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolStats {
+    pub owned: usize,
+    pub held: usize,
+    pub claims_in_flight: usize,
+}
+
+impl PoolLink {
+    pub fn new(
+        core: Arc<SecurityCore>,
+        commands: mpsc::UnboundedSender<StoreCommand>,
+        store_up: Arc<AtomicBool>,
+        max_claims: usize,
+    ) -> Self {
+        PoolLink {
+            core,
+            commands,
+            store_up,
+            owned: HashMap::new(),
+            held: HashMap::new(),
+            held_total: 0,
+            max_claims,
+            unknown: HashMap::new(),
+            unknown_fifo: VecDeque::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            owned: self.owned.len(),
+            held: self.held_total,
+            claims_in_flight: self.held.len(),
+        }
+    }
+
+    /// A message from a client, before the proxy sees it: `Err(inbound)` to go on now, `Ok(())`
+    /// when it is held until the SA it is signed with arrives from the pool.
+    pub fn hold(&mut self, inbound: Inbound, now: Instant) -> Result<(), Inbound> {
+        let Some(opaque) = signed_with(&inbound.message) else {
+            return Err(inbound);
+        };
+        if self.core.sas().contains(Opaque(opaque)) || !self.store_up.load(Ordering::Relaxed) {
+            return Err(inbound);
+        }
+        if let Some(list) = self.held.get_mut(&opaque) {
+            if list.len() >= HELD_PER_SA || self.held_total >= HELD_TOTAL {
+                // UDP retransmissions of what is already held, or a flood: the held copy answers.
+                return Ok(());
+            }
+            list.push(inbound);
+            self.held_total += 1;
+            return Ok(());
+        }
+        if self.unknown.get(&opaque).is_some_and(|until| *until > now)
+            || self.held.len() >= self.max_claims
+            || self.held_total >= HELD_TOTAL
+        {
+            return Err(inbound);
+        }
+        if self.commands.send(StoreCommand::Claim { opaque }).is_err() {
+            return Err(inbound);
+        }
+        self.held.insert(opaque, vec![inbound]);
+        self.held_total += 1;
+        Ok(())
+    }
+
+    /// The pool answered: returns the held messages, to be handed to the proxy now.
+    pub fn on_event(&mut self, ev: PoolEvent, wall: SystemTime, now: Instant) -> Vec<Inbound> {
+        match ev {
+            PoolEvent::Claimed { opaque, outcome } => {
+                let held = self.held.remove(&opaque).unwrap_or_default();
+                self.held_total = self.held_total.saturating_sub(held.len());
+                match outcome {
+                    ClaimOutcome::Taken {
+                        record,
+                        generation,
+                        window,
+                        idle_deadline,
+                    } => {
+                        let resume = SaResume {
+                            snum_after: generation
+                                .checked_shl(SNUM_GENERATION_SHIFT)
+                                .unwrap_or(u32::MAX - (1 << SNUM_GENERATION_SHIFT)),
+                            window: window.and_then(|w| w.as_slice().try_into().ok()),
+                            idle_deadline,
+                        };
+                        let identity = record.identity.clone();
+                        match self.core.adopt_sa(record, &resume, wall) {
+                            Ok(sa) => {
+                                self.owned.insert(opaque, generation);
+                                // The journal would list nothing for it until its next message.
+                                let _ = sa;
+                                info!(opaque = %Opaque(opaque), identity = %identity, generation, "security association taken over from the pool");
+                            }
+                            Err(e) => {
+                                debug!(opaque = %Opaque(opaque), error = %e, "pool SA not taken in");
+                                self.remember_unknown(opaque, now);
+                            }
+                        }
+                    }
+                    ClaimOutcome::Unknown => self.remember_unknown(opaque, now),
+                    ClaimOutcome::StoreDown => {}
+                }
+                held
+            }
+            PoolEvent::Moved { opaque, generation } => {
+                if self.owned.get(&opaque).is_some_and(|g| *g < generation) {
+                    self.owned.remove(&opaque);
+                    if self.core.forget_sa(Opaque(opaque)) {
+                        debug!(opaque = %Opaque(opaque), generation, "security association moved to another gateway");
+                    }
+                }
+                Vec::new()
+            }
+            PoolEvent::Revoked { opaque } => {
+                self.owned.remove(&opaque);
+                if self.core.revoke_from_pool(Opaque(opaque)) {
+                    info!(opaque = %Opaque(opaque), "security association revoked by the pool");
+                }
+                Vec::new()
+            }
+            PoolEvent::Republish => {
+                self.republish();
+                Vec::new()
+            }
+        }
+    }
+
+    fn remember_unknown(&mut self, opaque: u32, now: Instant) {
+        while self.unknown.len() >= UNKNOWN_MAX {
+            match self.unknown_fifo.pop_front() {
+                Some((_, o)) => {
+                    self.unknown.remove(&o);
+                }
+                None => break,
+            }
+        }
+        let until = now + UNKNOWN_FOR;
+        self.unknown.insert(opaque, until);
+        self.unknown_fifo.push_back((until, opaque));
+    }
+
+    /// Hands what the core journaled since the last call to the store task. Called after every
+    /// pass of the core loop; costs a lock and nothing else when nothing happened.
+    pub fn flush(&mut self, now: Instant) {
+        let journal = self.core.drain_pool_journal();
+        if !journal.is_empty() {
+            for sa in &journal.established {
+                self.owned.insert(sa.opaque().0, 0);
+                self.publish(sa, 0);
+            }
+            if !journal.progressed.is_empty() {
+                let batch: Vec<Checkpoint> = journal
+                    .progressed
+                    .iter()
+                    .filter_map(|p| {
+                        let generation = *self.owned.get(&p.opaque.0)?;
+                        Some(Checkpoint {
+                            opaque: p.opaque.0,
+                            generation,
+                            window: p.window.to_vec(),
+                            idle_deadline: p.idle_deadline,
+                        })
+                    })
+                    .collect();
+                if !batch.is_empty() {
+                    let _ = self.commands.send(StoreCommand::Checkpoint(batch));
+                }
+            }
+            if !journal.ended.is_empty() {
+                let ended: Vec<u32> = journal.ended.iter().map(|(o, _)| o.0).collect();
+                for o in &ended {
+                    self.owned.remove(o);
+                }
+                let _ = self.commands.send(StoreCommand::Revoke(ended));
+            }
+            if !journal.ended_identities.is_empty() {
+                let _ = self
+                    .commands
+                    .send(StoreCommand::RevokeIdentity(journal.ended_identities));
+            }
+        }
+        if now.duration_since(self.last_sweep) > Duration::from_secs(30) {
+            self.last_sweep = now;
+            // SAs that idled out here leave the owned table too.
+            let sas = self.core.sas();
+            self.owned.retain(|o, _| sas.contains(Opaque(*o)));
+            self.unknown.retain(|_, until| *until > now);
+            self.unknown_fifo.retain(|(until, _)| *until > now);
+        }
+    }
+
+    fn publish(&self, sa: &sagw_auth::SecurityAssociation, generation: u32) {
+        match self.core.export_sa(sa) {
+            Ok(record) => {
+                let _ = self.commands.send(StoreCommand::Publish {
+                    opaque: sa.opaque().0,
+                    identity: sa.identity().to_owned(),
+                    record: record.encode(),
+                    generation,
+                    hard_expiry: sa.hard_expiry(),
+                });
+            }
+            Err(e) => {
+                warn!(opaque = %sa.opaque(), error = %e, "security association not shared with the pool")
+            }
+        }
+    }
+
+    /// The store was away: publish every SA this gateway owns again (it may have lost them, or
+    /// missed revocations: the store task checks those before it writes).
+    fn republish(&mut self) {
+        let sas = self.core.sas();
+        let mut n = 0;
+        for (opaque, generation) in &self.owned {
+            if let Some(sa) = sas.get(Opaque(*opaque)) {
+                self.publish(&sa, *generation);
+                n += 1;
+            }
+        }
+        info!(
+            sas = n,
+            "state store back: security associations published again"
+        );
+    }
+}
+
+/// The opaque of a message signed with an SA (a request's or response's `Authorization` /
+/// `Proxy-Authorization` with NTLM or Kerberos, `opaque` and a signature, no handshake token).
+pub fn signed_with(msg: &Message) -> Option<u32> {
+    for name in ["Proxy-Authorization", "Authorization"] {
+        for v in msg.header_all(name) {
+            let Ok(h) = AuthHeader::parse(v) else {
+                continue;
+            };
+            if !(h.scheme.eq_ignore_ascii_case("NTLM") || h.scheme.eq_ignore_ascii_case("Kerberos"))
+            {
+                continue;
+            }
+            if h.param("response").is_none() || h.param("gssapi-data").is_some() {
+                continue;
+            }
+            if let Some(o) = h.param("opaque").and_then(Opaque::parse) {
+                return Some(o.0);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,230 @@
+//! The store task (`[state] backend = "redis"`): the only code that talks to Redis. It takes the
+//! core thread's commands ([`StoreCommand`]), seals and opens SA records with the pool key, and
+//! passes what the pool says (claims answered, SAs moved or revoked elsewhere, the store back
+//! after a gap) to the core thread as events. The core thread never waits for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sagw_auth::SaRecord;
+use sagw_state::{Sealer, Store, StoreEvent};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::pool::{ClaimOutcome, PoolEvent, StoreCommand};
+
+/// What the task needs.
+pub struct StoreTask {
+    /// The pool's store.
+    pub store: Store,
+    /// Seals and opens SA records (pool key).
+    pub sealer: Arc<Sealer>,
+    /// This gateway's node id.
+    pub node: String,
+    /// Whether the store answers; the core thread holds no message while it does not.
+    pub up: Arc<AtomicBool>,
+    /// Where `sagw_state_*` go.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The associated data an SA record is sealed with: the record cannot be moved to another
+/// opaque.
+pub fn sa_aad(opaque: u32) -> Vec<u8> {
+    let mut aad = b"sagw-sa-v1".to_vec();
+    aad.extend_from_slice(&opaque.to_be_bytes());
+    aad
+}
+
+impl StoreTask {
+    /// Runs until the command channel closes (the core thread ended).
+    pub async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<StoreCommand>,
+        post: impl Fn(PoolEvent) + Send + Sync + 'static,
+    ) {
+        let post = Arc::new(post);
+        let mut events = self.store.subscribe();
+        let mut probe = tokio::time::interval(Duration::from_secs(1));
+        // What failed while the store was down is covered by the republish when it is back.
+        let mut was_up = true;
+        let mut subscribed = false;
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd, &post).await;
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else { continue };
+                    match ev {
+                        StoreEvent::Revoked(opaque) => post(PoolEvent::Revoked { opaque }),
+                        StoreEvent::Moved { opaque, node, generation } => {
+                            if node != self.node {
+                                post(PoolEvent::Moved { opaque, generation });
+                            }
+                        }
+                        // The first one only says the subscription is live.
+                        StoreEvent::Resubscribed if !subscribed => subscribed = true,
+                        StoreEvent::Resubscribed => post(PoolEvent::Republish),
+                        StoreEvent::Binding { .. } => {}
+                    }
+                }
+                _ = probe.tick() => {
+                    let up = self.store.ping().await.is_ok();
+                    self.up.store(up, Ordering::Relaxed);
+                    self.metrics
+                        .gauges
+                        .store_up
+                        .store(i64::from(up), Ordering::Relaxed);
+                    if up && !was_up {
+                        info!("state store reachable again");
+                        post(PoolEvent::Republish);
+                    } else if !up && was_up {
+                        warn!("state store unreachable: signed traffic goes on from memory, new sign-ins stay local until it is back");
+                    }
+                    was_up = up;
+                }
+            }
+        }
+        debug!("store task stopped");
+    }
+
+    async fn command(
+        &self,
+        cmd: StoreCommand,
+        post: &Arc<impl Fn(PoolEvent) + Send + Sync + 'static>,
+    ) {
+        match cmd {
+            StoreCommand::Publish {
+                opaque,
+                identity,
+                record,
+                generation,
+                hard_expiry,
+            } => {
+                let sealed = self.sealer.seal(&sa_aad(opaque), &record);
+                if let Err(e) = self
+                    .store
+                    .publish_sa(
+                        opaque,
+                        &identity,
+                        &sealed,
+                        &self.node,
+                        generation,
+                        hard_expiry,
+                    )
+                    .await
+                {
+                    debug!(error = %e, "SA not published (store down): published again when it is back");
+                    self.metrics
+                        .inc("sagw_state_errors_total", "op=\"publish\"".into(), 1);
+                }
+            }
+            StoreCommand::Claim { opaque } => {
+                let outcome = match self.store.claim_sa(opaque, &self.node).await {
+                    Ok(Some(c)) => match self
+                        .sealer
+                        .open(&sa_aad(opaque), &c.sealed_rec)
+                        .ok()
+                        .and_then(|plain| SaRecord::decode(&plain).ok())
+                    {
+                        Some(record) => {
+                            self.metrics.inc(
+                                "sagw_state_claims_total",
+                                "result=\"taken\"".into(),
+                                1,
+                            );
+                            ClaimOutcome::Taken {
+                                record,
+                                generation: c.generation,
+                                window: c.win,
+                                idle_deadline: c.idle,
+                            }
+                        }
+                        None => {
+                            warn!(
+                                opaque = format!("{opaque:08X}"),
+                                "an SA in the store does not open with this gateway's pool key: is state.key_file the same on every gateway?"
+                            );
+                            self.metrics.inc(
+                                "sagw_state_claims_total",
+                                "result=\"unreadable\"".into(),
+                                1,
+                            );
+                            ClaimOutcome::Unknown
+                        }
+                    },
+                    Ok(None) => {
+                        self.metrics
+                            .inc("sagw_state_claims_total", "result=\"unknown\"".into(), 1);
+                        ClaimOutcome::Unknown
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "claim failed");
+                        self.metrics.inc(
+                            "sagw_state_claims_total",
+                            "result=\"store_down\"".into(),
+                            1,
+                        );
+                        ClaimOutcome::StoreDown
+                    }
+                };
+                post(PoolEvent::Claimed { opaque, outcome });
+            }
+            StoreCommand::Checkpoint(batch) => {
+                let items: Vec<sagw_state::Checkpoint> = batch
+                    .into_iter()
+                    .map(|c| sagw_state::Checkpoint {
+                        opaque: c.opaque,
+                        node: self.node.clone(),
+                        generation: c.generation,
+                        win: c.window,
+                        idle: c.idle_deadline,
+                    })
+                    .collect();
+                match self.store.checkpoint(&items).await {
+                    Ok(results) => {
+                        for r in results {
+                            if !r.still_owner {
+                                // Another gateway claimed it: this copy must verify nothing more.
+                                post(PoolEvent::Moved {
+                                    opaque: r.opaque,
+                                    generation: u32::MAX,
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "checkpoint not written");
+                        self.metrics
+                            .inc("sagw_state_errors_total", "op=\"checkpoint\"".into(), 1);
+                    }
+                }
+            }
+            StoreCommand::Revoke(opaques) => {
+                for o in opaques {
+                    if let Err(e) = self.store.revoke_sa(o).await {
+                        warn!(error = %e, "revocation not shared with the pool (store down)");
+                        self.metrics
+                            .inc("sagw_state_errors_total", "op=\"revoke\"".into(), 1);
+                    }
+                }
+            }
+            StoreCommand::RevokeIdentity(identities) => {
+                for i in identities {
+                    match self.store.revoke_identity(&i).await {
+                        Ok(ended) => {
+                            info!(identity = %i, sas = ended.len(), "identity revoked in the pool")
+                        }
+                        Err(e) => {
+                            warn!(identity = %i, error = %e, "revocation not shared with the pool (store down)");
+                            self.metrics
+                                .inc("sagw_state_errors_total", "op=\"revoke\"".into(), 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
