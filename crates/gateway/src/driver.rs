@@ -649,6 +649,8 @@ async fn start_inner(
             let node = crate::state::node_id(&shared.settings);
             info!(node = %node, "pool member");
             metrics.gauges.pooled.store(true, Ordering::Relaxed);
+            let nudge = wake.clone();
+            let _ = metrics.nudge.set(Box::new(move || nudge.force()));
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             let up = Arc::new(AtomicBool::new(store.is_up()));
@@ -729,6 +731,7 @@ async fn start_inner(
         // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
         // and users added with `sagw user add` take effect without a restart.
         let mut stop = shared.shutdown.clone();
+        let wake = wake.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
@@ -740,6 +743,8 @@ async fn start_inner(
                             // end now, not when they idle out (up to the 8-hour lifetime).
                             for u in &r.changed {
                                 let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
+                                // In a pool the core thread passes the revocation on.
+                                wake.force();
                                 if n > 0 {
                                     info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
                                 }
@@ -1004,8 +1009,8 @@ impl Core {
     fn inbound(&mut self, inb: Inbound) {
         let inb = match self.pool.as_mut() {
             Some(p) => match p.hold(inb, Instant::now()) {
-                Ok(()) => return,
-                Err(inb) => inb,
+                None => return,
+                Some(inb) => inb,
             },
             None => inb,
         };

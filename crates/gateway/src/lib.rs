@@ -21,11 +21,11 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod per_ip;
-pub mod pool;
+mod pool;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;
-pub mod store_task;
+mod store_task;
 pub mod tls;
 pub mod users;
 

@@ -232,6 +232,9 @@ pub struct Metrics {
     pub auth: std::sync::OnceLock<std::sync::Arc<sagw_auth::SecurityCore>>,
     /// The Kerberos workers, when AP-REQs are accepted off the core thread.
     pub kerberos_jobs: std::sync::OnceLock<std::sync::Arc<crate::kerberos_jobs::KerberosWorkers>>,
+    /// Wakes the core thread after an admin change it must pass on (a revocation in a pool:
+    /// the core hands its journal to the store on its next pass).
+    pub nudge: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 const HELP: [(&str, &str, &str); 8] = [
@@ -577,7 +580,11 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
                 }
                 ("200 OK", body)
             } else if let Some(core) = metrics.auth.get() {
-                admin(&req, core)
+                let answer = admin(&req, core);
+                if let Some(n) = metrics.nudge.get() {
+                    n();
+                }
+                answer
             } else {
                 ("404 Not Found", "not found\n".to_owned())
             };

@@ -6,8 +6,6 @@
 //! the SA is claimed (bounded per SA, in total, and in claims at once), then handed to the proxy
 //! as if it had just arrived.
 
-#![allow(missing_docs)] // The store protocol's types are documented on docs/pools.md.
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +64,8 @@ pub enum PoolEvent {
     Moved { opaque: u32, generation: u32 },
     /// Revoked on another gateway.
     Revoked { opaque: u32 },
+    /// The store does not have an SA this gateway owns (it restarted empty): publish it again.
+    Lost { opaque: u32 },
     /// The store is back after a gap: publish again what this gateway owns.
     Republish,
 }
@@ -102,7 +102,6 @@ pub struct PoolLink {
 pub struct PoolStats {
     pub owned: usize,
     pub held: usize,
-    pub claims_in_flight: usize,
 }
 
 impl PoolLink {
@@ -130,40 +129,39 @@ impl PoolLink {
         PoolStats {
             owned: self.owned.len(),
             held: self.held_total,
-            claims_in_flight: self.held.len(),
         }
     }
 
-    /// A message from a client, before the proxy sees it: `Err(inbound)` to go on now, `Ok(())`
+    /// A message from a client, before the proxy sees it: given back to go on now, or `None`
     /// when it is held until the SA it is signed with arrives from the pool.
-    pub fn hold(&mut self, inbound: Inbound, now: Instant) -> Result<(), Inbound> {
+    pub fn hold(&mut self, inbound: Inbound, now: Instant) -> Option<Inbound> {
         let Some(opaque) = signed_with(&inbound.message) else {
-            return Err(inbound);
+            return Some(inbound);
         };
         if self.core.sas().contains(Opaque(opaque)) || !self.store_up.load(Ordering::Relaxed) {
-            return Err(inbound);
+            return Some(inbound);
         }
         if let Some(list) = self.held.get_mut(&opaque) {
             if list.len() >= HELD_PER_SA || self.held_total >= HELD_TOTAL {
                 // UDP retransmissions of what is already held, or a flood: the held copy answers.
-                return Ok(());
+                return None;
             }
             list.push(inbound);
             self.held_total += 1;
-            return Ok(());
+            return None;
         }
         if self.unknown.get(&opaque).is_some_and(|until| *until > now)
             || self.held.len() >= self.max_claims
             || self.held_total >= HELD_TOTAL
         {
-            return Err(inbound);
+            return Some(inbound);
         }
         if self.commands.send(StoreCommand::Claim { opaque }).is_err() {
-            return Err(inbound);
+            return Some(inbound);
         }
         self.held.insert(opaque, vec![inbound]);
         self.held_total += 1;
-        Ok(())
+        None
     }
 
     /// The pool answered: returns the held messages, to be handed to the proxy now.
@@ -218,6 +216,14 @@ impl PoolLink {
                 self.owned.remove(&opaque);
                 if self.core.revoke_from_pool(Opaque(opaque)) {
                     info!(opaque = %Opaque(opaque), "security association revoked by the pool");
+                }
+                Vec::new()
+            }
+            PoolEvent::Lost { opaque } => {
+                if let (Some(generation), Some(sa)) =
+                    (self.owned.get(&opaque), self.core.sas().get(Opaque(opaque)))
+                {
+                    self.publish(&sa, *generation);
                 }
                 Vec::new()
             }

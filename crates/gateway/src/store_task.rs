@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sagw_auth::SaRecord;
-use sagw_state::{Sealer, Store, StoreEvent};
+use sagw_state::{CheckpointOutcome, PublishOutcome, Sealer, Store, StoreEvent};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -104,7 +104,7 @@ impl StoreTask {
                 hard_expiry,
             } => {
                 let sealed = self.sealer.seal(&sa_aad(opaque), &record);
-                if let Err(e) = self
+                match self
                     .store
                     .publish_sa(
                         opaque,
@@ -116,9 +116,19 @@ impl StoreTask {
                     )
                     .await
                 {
-                    debug!(error = %e, "SA not published (store down): published again when it is back");
-                    self.metrics
-                        .inc("sagw_state_errors_total", "op=\"publish\"".into(), 1);
+                    Ok(PublishOutcome::Published) => {}
+                    // Revoked in the pool meanwhile (this gateway missed the event).
+                    Ok(PublishOutcome::Revoked) => post(PoolEvent::Revoked { opaque }),
+                    // Claimed by another gateway while this one was cut off from the store.
+                    Ok(PublishOutcome::Moved) => post(PoolEvent::Moved {
+                        opaque,
+                        generation: u32::MAX,
+                    }),
+                    Err(e) => {
+                        debug!(error = %e, "SA not published (store down): published again when it is back");
+                        self.metrics
+                            .inc("sagw_state_errors_total", "op=\"publish\"".into(), 1);
+                    }
                 }
             }
             StoreCommand::Claim { opaque } => {
@@ -186,12 +196,21 @@ impl StoreTask {
                 match self.store.checkpoint(&items).await {
                     Ok(results) => {
                         for r in results {
-                            if !r.still_owner {
-                                // Another gateway claimed it: this copy must verify nothing more.
-                                post(PoolEvent::Moved {
+                            match r.outcome {
+                                CheckpointOutcome::Written => {}
+                                // Another gateway claimed it: this copy verifies nothing more.
+                                CheckpointOutcome::Moved => post(PoolEvent::Moved {
                                     opaque: r.opaque,
                                     generation: u32::MAX,
-                                });
+                                }),
+                                // Revoked while this gateway missed the event.
+                                CheckpointOutcome::Revoked => {
+                                    post(PoolEvent::Revoked { opaque: r.opaque })
+                                }
+                                // The store lost it (restarted empty): publish it again.
+                                CheckpointOutcome::Missing => {
+                                    post(PoolEvent::Lost { opaque: r.opaque })
+                                }
                             }
                         }
                     }

@@ -14,8 +14,8 @@ pub mod testing;
 pub use events::{EVENTS_CHANNEL, StoreEvent};
 pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
-    Binding, Checkpoint, CheckpointResult, Claimed, EventReceiver, Store, StoreConfig, StoreError,
-    StoreReplayRegistry,
+    Binding, Checkpoint, CheckpointOutcome, CheckpointResult, Claimed, EventReceiver,
+    PublishOutcome, Store, StoreConfig, StoreError, StoreReplayRegistry,
 };
 pub use seal::{SealError, Sealer};
 

@@ -221,12 +221,36 @@ pub struct Checkpoint {
     pub idle: u64,
 }
 
+/// What became of a publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The store has it, owned by the publisher.
+    Published,
+    /// Revoked in the pool: the publisher ends it.
+    Revoked,
+    /// Another node holds it at this or a later generation: the publisher drops its copy.
+    Moved,
+}
+
+/// What became of one checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    /// Written: the node still owns the SA at that generation.
+    Written,
+    /// Another node claimed it since: the caller drops its copy.
+    Moved,
+    /// The store does not have it (it lost it, e.g. restarted without persistence): the owner
+    /// publishes it again.
+    Missing,
+    /// Revoked in the pool: the caller ends it.
+    Revoked,
+}
+
 /// Whether a checkpoint was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointResult {
     pub opaque: u32,
-    /// `false`: the SA is gone, or another node claimed it since: the caller drops its copy.
-    pub still_owner: bool,
+    pub outcome: CheckpointOutcome,
 }
 
 /// A registrar binding as the store holds it.
@@ -281,9 +305,15 @@ fn krb_key(key: &[u8; 32]) -> String {
     format!("sagw:krb:{{{}}}", hex::encode(key))
 }
 
-/// Publishes an SA (replacing whatever the key held): KEYS[1] the SA, ARGV rec, owner, generation,
-/// identity, expiry (unix seconds).
+/// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds).
+/// 1 written; 0 revoked; 2 another node holds it at this or a later generation (a node back from
+/// a partition must not take back an SA claimed meanwhile).
 const PUBLISH_SA: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 0 end
+local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
+if o[2] and (tonumber(o[2]) > tonumber(ARGV[3]) or (tonumber(o[2]) == tonumber(ARGV[3]) and o[1] ~= ARGV[2])) then
+  return 2
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'owner', ARGV[2], 'gen', ARGV[3], 'user', ARGV[4])
 redis.call('EXPIREAT', KEYS[1], ARGV[5])
@@ -303,19 +333,28 @@ return {f[1], gen, f[2], f[3], prev}
 ";
 
 /// Writes the window and idle deadline if ARGV[1] still owns the SA at generation ARGV[2].
+/// 1 written, 0 another owner or generation, 2 the store does not have it (lost, e.g. a restart
+/// without persistence), 3 revoked.
 const CHECKPOINT: &str = r"
 local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
 if o[1] == ARGV[1] and o[2] == ARGV[2] then
   redis.call('HSET', KEYS[1], 'win', ARGV[3], 'idle', ARGV[4])
   return 1
 end
+if redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 3 end
+if not o[1] then return 2 end
 return 0
 ";
 
-/// Deletes an SA, publishes ARGV[2] on ARGV[1], and returns its identity (nil if it was gone).
+/// Replaces an SA by a tombstone until its end (8 hours when its end is unknown), so that its
+/// owner, told by a checkpoint or a publication, ends it even if it missed the event; publishes
+/// ARGV[2] on ARGV[1]; returns its identity (nil if it was gone).
 const REVOKE_SA: &str = r"
 local u = redis.call('HGET', KEYS[1], 'user')
+local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'revoked', 1)
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('EXPIRE', KEYS[1], 28800) end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return u
 ";
@@ -694,7 +733,8 @@ impl Store {
     }
 
     /// Publishes a newly established SA owned by `owner` at generation `generation`, expiring at
-    /// `hard_expiry_unix`; adds it to its identity's set (whose expiry only grows).
+    /// `hard_expiry_unix`; adds it to its identity's set (whose expiry only grows). Also how an
+    /// owner publishes again what a store that restarted empty lost.
     pub async fn publish_sa(
         &self,
         opaque: u32,
@@ -703,7 +743,7 @@ impl Store {
         owner: &str,
         generation: u32,
         hard_expiry_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<PublishOutcome, StoreError> {
         if !valid_node_id(owner) {
             return Err(StoreError::Invalid("node id"));
         }
@@ -727,7 +767,7 @@ impl Store {
             pipe.exec_async(&mut c)
                 .await
                 .map_err(|e| StoreError::from_redis(&e))?;
-            let _: Value = self
+            let published: i64 = self
                 .inner
                 .scripts
                 .publish_sa
@@ -740,7 +780,11 @@ impl Store {
                 .invoke_async(&mut c)
                 .await
                 .map_err(|e| StoreError::from_redis(&e))?;
-            Ok(())
+            Ok(match published {
+                1 => PublishOutcome::Published,
+                0 => PublishOutcome::Revoked,
+                _ => PublishOutcome::Moved,
+            })
         })
         .await
     }
@@ -855,7 +899,12 @@ impl Store {
             .map(|(c, v)| match v {
                 Value::Int(n) => Ok(CheckpointResult {
                     opaque: c.opaque,
-                    still_owner: n == 1,
+                    outcome: match n {
+                        1 => CheckpointOutcome::Written,
+                        2 => CheckpointOutcome::Missing,
+                        3 => CheckpointOutcome::Revoked,
+                        _ => CheckpointOutcome::Moved,
+                    },
                 }),
                 Value::ServerError(e) => {
                     Err(server_error(&e, &format!("checkpoint {:08X}", c.opaque)))
@@ -976,8 +1025,9 @@ impl Store {
     pub async fn sa_exists(&self, opaque: u32) -> Result<bool, StoreError> {
         self.run(async {
             let mut c = self.conn();
-            redis::cmd("EXISTS")
+            redis::cmd("HEXISTS")
                 .arg(sa_key(opaque))
+                .arg("rec")
                 .query_async(&mut c)
                 .await
                 .map_err(|e| StoreError::from_redis(&e))

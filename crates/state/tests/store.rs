@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
 use sagw_state::{
-    Checkpoint, EventReceiver, PoolKey, Store, StoreConfig, StoreError, StoreEvent,
-    StoreReplayRegistry,
+    Checkpoint, CheckpointOutcome, EventReceiver, PoolKey, PublishOutcome, Store, StoreConfig,
+    StoreError, StoreEvent, StoreReplayRegistry,
 };
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
@@ -127,7 +127,18 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         .await
         .expect("checkpoint");
     assert_eq!(r.len(), 1);
-    assert!(!r[0].still_owner, "gw-a lost the SA to gw-b's claim");
+    assert_eq!(
+        r[0].outcome,
+        CheckpointOutcome::Moved,
+        "gw-a lost the SA to gw-b's claim"
+    );
+    assert_eq!(
+        a.publish_sa(op, "alice", b"old", "gw-a", 0, now() + 600)
+            .await
+            .expect("publish"),
+        PublishOutcome::Moved,
+        "a node back from a partition does not take back what was claimed meanwhile"
+    );
     let r = b
         .checkpoint(&[Checkpoint {
             opaque: op,
@@ -138,7 +149,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         }])
         .await
         .expect("checkpoint");
-    assert!(r[0].still_owner);
+    assert_eq!(r[0].outcome, CheckpointOutcome::Written);
     assert_eq!(
         a.check_owned("gw-b", &[(op, 1)]).await.expect("check"),
         Vec::<u32>::new()
@@ -196,7 +207,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert_eq!(r.len(), many.len());
     for (res, o) in r.iter().zip(&many) {
         assert_eq!(res.opaque, *o);
-        assert!(res.still_owner, "{o:08X}");
+        assert_eq!(res.outcome, CheckpointOutcome::Written, "{o:08X}");
     }
     let c = b
         .claim_sa(many[7], "gw-b")
@@ -206,8 +217,13 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert_eq!(c.win.as_deref(), Some(&many[7].to_be_bytes()[..]));
     assert_eq!(c.idle, Some(u64::from(many[7])));
     let r = a.checkpoint(&batch).await.expect("batch");
-    assert_eq!(r.iter().filter(|r| !r.still_owner).count(), 1);
-    assert!(!r[7].still_owner);
+    assert_eq!(
+        r.iter()
+            .filter(|r| r.outcome != CheckpointOutcome::Written)
+            .count(),
+        1
+    );
+    assert_eq!(r[7].outcome, CheckpointOutcome::Moved);
     let _ = next_event(&mut events, Duration::from_secs(1)).await; // moved
 
     // Revoke one SA: the subscriber hears it within 1 s.
@@ -219,6 +235,25 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     );
     assert!(t.elapsed() < Duration::from_secs(1));
     assert!(!a.sa_exists(op).await.expect("exists"));
+    // Its tombstone: an owner that missed the event learns it at its next checkpoint, a
+    // publication cannot bring it back, nobody can claim it.
+    let cp = |opaque| Checkpoint {
+        opaque,
+        node: "gw-b".into(),
+        generation: 1,
+        win: vec![0; 37],
+        idle: 1,
+    };
+    let r = b.checkpoint(&[cp(op), cp(0x0BAD_0001)]).await.expect("cp");
+    assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
+    assert_eq!(r[1].outcome, CheckpointOutcome::Missing, "never published");
+    assert_eq!(
+        b.publish_sa(op, "x", b"r", "gw-b", 1, exp)
+            .await
+            .expect("publish"),
+        PublishOutcome::Revoked
+    );
+    assert!(b.claim_sa(op, "gw-b").await.expect("claim").is_none());
     assert!(!a.revoke_sa(op).await.expect("already gone"));
     assert_eq!(
         next_event(&mut events, Duration::from_secs(1)).await,

@@ -1,0 +1,216 @@
+//! A pool of gateway processes sharing SAs through a real Redis (docs/pools.md), with independent
+//! clients (`sagw-client`). Each gateway is this test binary started again as `pool_node` with a
+//! configuration file, so it can be killed with SIGKILL like a real one.
+
+mod auth_support;
+mod pool_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use auth_support::*;
+use pool_support::*;
+use sagw_client::Step;
+use sagw_client::session::RngSend;
+use sagw_client::transport::TransportKind;
+use sagw_state::testing::RedisCluster;
+use tokio::time::Instant;
+
+/// Not a test: the body of a gateway process the tests below start.
+#[test]
+#[ignore = "a gateway process of the pool tests, started by them"]
+pub fn pool_node() {
+    let Ok(path) = std::env::var(NODE_ENV) else {
+        return;
+    };
+    let settings = sagw_gateway::Config::load(Path::new(&path))
+        .expect("node config")
+        .validate()
+        .expect("node config valid");
+    sagw_gateway::logging::init(&settings.log_level, settings.log_format);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let gw = sagw_gateway::start(settings).await.expect("node starts");
+        println!(
+            "READY udp={} tcp={} metrics={}",
+            gw.udp.expect("udp"),
+            gw.tcp.expect("tcp"),
+            gw.metrics_addr.expect("metrics")
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        term.recv().await;
+        gw.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
+async fn failover_after_sigkill(redis: &[String], cluster: bool) {
+    let mut p = pool(redis, cluster);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok, "signed traffic at A");
+    let at_a = snum(&seen);
+    wait_published(redis, cluster, &c).await;
+
+    p.a.kill();
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(
+        ok,
+        "B verified the client's signature and signed its answer: {seen:?}"
+    );
+    assert!(!challenged(&seen), "no new handshake at B: {seen:?}");
+    let at_b = snum(&seen);
+    assert!(
+        at_b > at_a,
+        "snum goes on increasing ({at_a} at A, {at_b} at B)"
+    );
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen));
+    assert!(snum(&seen) > at_b);
+    drop(p.dir);
+}
+
+#[tokio::test]
+async fn a_tcp_client_goes_on_at_b_after_a_is_killed() {
+    let Some(redis) = standalone() else { return };
+    failover_after_sigkill(&[redis.url()], false).await;
+}
+
+#[tokio::test]
+async fn a_tcp_client_goes_on_at_b_after_a_is_killed_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    failover_after_sigkill(&cluster.urls(), true).await;
+}
+
+#[tokio::test]
+async fn ntlm_legs_over_udp_may_reach_different_gateways() {
+    let Some(redis) = standalone() else { return };
+    let p = pool(&[redis.url()], false);
+    let mut c = client_to(p.a.udp, TransportKind::Udp, "alice").await;
+    let leg1 = c.ep.start_register(c.rng.as_rng()).expect("leg 1");
+    let challenge = c
+        .send_raw(&leg1, WAIT)
+        .await
+        .expect("A challenges the first leg");
+    assert!(matches!(challenge.status_code(), Some(401)));
+    // The final leg goes to B, as a UDP load balancer may send it.
+    move_to(&mut c, p.b.udp, TransportKind::Udp).await;
+    let leg3 = match c
+        .ep
+        .on_response(&challenge, std::time::SystemTime::now(), c.rng.as_rng())
+    {
+        Step::Send(m) => m,
+        other => panic!("expected the next leg, got {other:?}"),
+    };
+    let (r, seen) = c.drive(leg3).await;
+    let r = r.expect("B completes the handshake A started");
+    assert_eq!(r.status, 200, "{seen:?}");
+    assert!(verified(&r.signature));
+    let (ok, _) = options(&mut c).await;
+    assert!(ok, "signed traffic at B");
+}
+
+#[tokio::test]
+async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second() {
+    let Some(redis) = standalone() else { return };
+    let p = pool(&[redis.url()], false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    assert!(options(&mut c).await.0);
+    // Revoked through B, which does not hold the SA: the pool revokes it.
+    let opaque = opaque_of(&c);
+    let answer = http_post(p.b.metrics, &format!("/admin/sas/{opaque}/revoke")).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+    let revoked_at = Instant::now();
+    // A stops taking it within a second (the client, challenged, would sign in again: give it
+    // a raw copy of a signed request instead, which must no longer be answered 200).
+    let mut refused = false;
+    while revoked_at.elapsed() < Duration::from_secs(1) {
+        let m =
+            c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+                .expect("signed request");
+        let r = c.send_raw(&m, WAIT).await.expect("answer");
+        if r.status_code() != Some(200) {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "A still took the revoked SA a second later");
+}
+
+#[tokio::test]
+async fn a_signed_request_replayed_to_another_gateway_is_refused() {
+    let Some(redis) = standalone() else { return };
+    let p = pool(&[redis.url()], false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    let m =
+        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+            .expect("signed request");
+    let r = c.send_raw(&m, WAIT).await.expect("A answers");
+    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    wait_published(&[redis.url()], false, &c).await;
+    // Let A's write-behind of the window land (it is sent at once; this only rules out a slow
+    // machine).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
+    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
+    assert_ne!(
+        r.status_code(),
+        Some(200),
+        "the captured copy replayed at B: {r:?}"
+    );
+    // The client itself goes on at B with its next number.
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
+}
+
+#[tokio::test]
+async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
+    let Some(mut redis) = standalone() else {
+        return;
+    };
+    let p = pool(&[redis.url()], false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    wait_published(&[redis.url()], false, &c).await;
+    redis.stop();
+    for _ in 0..3 {
+        assert!(
+            options(&mut c).await.0,
+            "signed traffic goes on without the store"
+        );
+    }
+    let mut bob = client_to(p.a.tcp, TransportKind::Tcp, "bob").await;
+    let (r, _) = bob.sign_in().await;
+    assert_eq!(r.expect("a new sign-in without the store").status, 200);
+    // Back, without persistence: empty. A notices within a second (it probes the store) and
+    // publishes again what it holds; one claim at B then finds it.
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(
+        ok && !challenged(&seen),
+        "alice's SA, made at A, reached B through the store after the gap: {seen:?}"
+    );
+    move_to(&mut bob, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut bob).await;
+    assert!(
+        ok && !challenged(&seen),
+        "bob's SA, made while the store was down, too: {seen:?}"
+    );
+}

@@ -1,0 +1,254 @@
+//! A pool of gateway processes sharing SAs through a real Redis, for the pool tests: each
+//! gateway is the test binary itself started again as `pool_node` (see `tests/pool.rs`) with a
+//! configuration file, so it can be killed with SIGKILL like a real one.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::auth_support::*;
+use sagw_client::transport::{Connection, TransportKind};
+use sagw_client::{AuthScheme, LocalAddr};
+use sagw_sip::Message;
+use sagw_state::testing::RedisServer;
+use tokio::time::Instant;
+
+pub const NODE_ENV: &str = "SAGW_POOL_NODE_CONFIG";
+
+/// One gateway process of the pool.
+pub struct Node {
+    pub child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Node {
+    pub fn start(dir: &Path, name: &str, redis: &[String], cluster: bool) -> Node {
+        Self::start_with(dir, name, redis, cluster, "")
+    }
+
+    /// With `extra` appended to the configuration (e.g. an `[auth]` keytab).
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        redis: &[String],
+        cluster: bool,
+        extra: &str,
+    ) -> Node {
+        let urls = redis
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let d = dir.display();
+        let level = std::env::var("SAGW_POOL_LOG").unwrap_or_else(|_| "warn".into());
+        let text = format!(
+            r#"
+[log]
+level = "{level}"
+[listen]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+tls = ""
+[proxy]
+core_cpu = "none"
+[timers]
+t1_ms = 50
+t2_ms = 400
+[metrics]
+listen = "127.0.0.1:0"
+[auth]
+enabled = true
+schemes = ["ntlm", "digest"]
+sip_domain = "{DOMAIN}"
+fqdn = "sagw.example.com"
+credentials = "{d}/users"
+nonce_key = "{d}/{name}.nonce.key"
+[state]
+backend = "redis"
+redis = [{urls}]
+cluster = {cluster}
+key_file = "{d}/pool.key"
+node_id = "{name}"
+command_timeout_ms = 300
+{extra}
+"#
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("config");
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "pool_node",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NODE_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node process");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // The harness may have written `test pool_node ... ` on the same line.
+                if let Some(i) = line.find("READY ") {
+                    let _ = tx.send(line[i + 6..].to_owned());
+                }
+            }
+        });
+        let Ok(ready) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node {name} did not start");
+        };
+        let field = |k: &str| -> SocketAddr {
+            ready
+                .split(' ')
+                .find_map(|f| f.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {ready}"))
+        };
+        Node {
+            udp: field("udp"),
+            tcp: field("tcp"),
+            metrics: field("metrics"),
+            child,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Pool {
+    pub dir: tempfile::TempDir,
+    pub a: Node,
+    pub b: Node,
+}
+
+pub fn users(dir: &Path) {
+    let text = format!(
+        "[auth]\nenabled = true\nsip_domain = \"{DOMAIN}\"\ncredentials = \"{}/users\"\nnonce_key = \"{}/x.key\"\n",
+        dir.display(),
+        dir.display()
+    );
+    let settings = sagw_gateway::Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    let auth = settings.auth.expect("auth");
+    for (u, p) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+        sagw_gateway::users::add(&auth, u, p, None).expect("user");
+    }
+}
+
+pub fn pool(redis: &[String], cluster: bool) -> Pool {
+    let dir = tempfile::tempdir().expect("dir");
+    users(dir.path());
+    let a = Node::start(dir.path(), "a", redis, cluster);
+    let b = Node::start(dir.path(), "b", redis, cluster);
+    Pool { dir, a, b }
+}
+
+pub async fn client_to(addr: SocketAddr, kind: TransportKind, user: &str) -> Client {
+    Client::connect_to(
+        addr,
+        kind,
+        config(user, &format!("{user}-pw"), AuthScheme::Ntlm, 4),
+    )
+    .await
+}
+
+/// The client goes on over a new connection to `addr` (same endpoint, same SA).
+pub async fn move_to(c: &mut Client, addr: SocketAddr, kind: TransportKind) {
+    let conn = Connection::connect(addr, kind, None)
+        .await
+        .expect("connect");
+    c.ep.set_local(LocalAddr {
+        transport: conn.kind().via(),
+        addr: conn.local_addr().to_string(),
+    });
+    c.conn = conn;
+}
+
+pub fn snum(msgs: &[Message]) -> u32 {
+    let last = msgs.last().expect("a response");
+    let v = last
+        .header("Authentication-Info")
+        .or_else(|| last.header("Proxy-Authentication-Info"))
+        .expect("signed");
+    param(v, "snum").expect("snum").parse().expect("number")
+}
+
+pub fn challenged(msgs: &[Message]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
+}
+
+/// A signed OPTIONS to the served domain: (answered 200 with a verified signature, responses).
+pub async fn options(c: &mut Client) -> (bool, Vec<Message>) {
+    let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    let ok = r.is_ok_and(|r| r.status == 200 && verified(&r.signature));
+    (ok, seen)
+}
+
+pub async fn http_post(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_string(&mut out)).await;
+    out
+}
+
+pub fn opaque_of(c: &Client) -> String {
+    c.ep.sa()
+        .and_then(|sa| sa.opaque())
+        .expect("an SA")
+        .to_owned()
+}
+
+/// Waits until the SA of `c` is in the pool's store (its gateway publishes it right after the
+/// handshake, without making the client wait for it).
+pub async fn wait_published(redis: &[String], cluster: bool, c: &Client) {
+    let store = sagw_state::Store::open(&sagw_state::StoreConfig {
+        urls: redis.to_vec(),
+        cluster,
+        password_file: None,
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+    })
+    .expect("store");
+    let opaque = u32::from_str_radix(&opaque_of(c), 16).expect("hex opaque");
+    let deadline = Instant::now() + WAIT;
+    while !store.sa_exists(opaque).await.unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the SA never reached the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn standalone() -> Option<RedisServer> {
+    RedisServer::start()
+}
