@@ -214,3 +214,57 @@ async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
         "bob's SA, made while the store was down, too: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
+    let Some(redis) = standalone() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    users(dir.path());
+    let url = [redis.url()];
+    let peers = ["127.0.0.2", "127.0.0.3"];
+    let a = Node::start_at(dir.path(), "a", &url, false, "127.0.0.2", &peers, "");
+    let b = Node::start_at(dir.path(), "b", &url, false, "127.0.0.3", &peers, "");
+    let mut bob = client_to(b.tcp, TransportKind::Tcp, "bob").await;
+    let (r, _) = bob.sign_in().await;
+    assert_eq!(r.expect("bob registered at B").status, 200);
+    let mut alice = client_to(a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = alice.sign_in().await;
+    assert_eq!(r.expect("alice signed in at A").status, 200);
+    let to = format!("sip:bob@{DOMAIN}");
+    // A learns bob's binding through the store (published at once, within milliseconds).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (sent, received) = tokio::join!(
+            alice.request(
+                "MESSAGE",
+                &to,
+                Some(("text/plain", "hello across the pool"))
+            ),
+            bob.serve(Duration::from_millis(700), 1)
+        );
+        let status = sent.0.as_ref().map(|c| c.status).ok();
+        if status == Some(404) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(
+            received.len(),
+            1,
+            "bob got the MESSAGE over his own connection to B"
+        );
+        let (msg, check, answered) = &received[0];
+        assert_eq!(msg.method(), Some("MESSAGE"));
+        assert!(verified(check), "signed by B for bob: {check:?}");
+        assert!(answered);
+        let asserted = msg.header("P-Asserted-Identity").unwrap_or("");
+        assert!(
+            asserted.contains("alice@"),
+            "A asserted alice: {asserted:?}"
+        );
+        let done = sent.0.expect("answered");
+        assert_eq!(done.status, 200);
+        assert!(verified(&done.signature), "A signed bob's 200 for alice");
+        break;
+    }
+    drop((a, b));
+}

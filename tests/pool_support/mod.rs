@@ -39,6 +39,25 @@ impl Node {
         cluster: bool,
         extra: &str,
     ) -> Node {
+        Self::start_at(dir, name, redis, cluster, "127.0.0.1", &[], extra)
+    }
+
+    /// Listening on `ip` (a loopback address of its own, so that the other gateways can trust
+    /// it by address while clients come from 127.0.0.1), trusting `peers`.
+    pub fn start_at(
+        dir: &Path,
+        name: &str,
+        redis: &[String],
+        cluster: bool,
+        ip: &str,
+        peers: &[&str],
+        extra: &str,
+    ) -> Node {
+        let peers = peers
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let urls = redis
             .iter()
             .map(|u| format!("\"{u}\""))
@@ -51,11 +70,12 @@ impl Node {
 [log]
 level = "{level}"
 [listen]
-udp = "127.0.0.1:0"
-tcp = "127.0.0.1:0"
+udp = "{ip}:0"
+tcp = "{ip}:0"
 tls = ""
 [proxy]
 core_cpu = "none"
+trusted_peers = [{peers}]
 [timers]
 t1_ms = 50
 t2_ms = 400

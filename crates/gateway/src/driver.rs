@@ -186,6 +186,8 @@ struct Shared {
     per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// The address the first TCP listener is bound to: where opened connections leave from.
+    outbound_source: Option<IpAddr>,
 }
 
 impl Shared {
@@ -615,6 +617,7 @@ async fn start_inner(
         per_ip,
         shutdown: shutdown_rx,
         tls_client,
+        outbound_source: tcp_addr.map(|a| a.ip()),
     });
 
     let mut tasks = Vec::new();
@@ -659,7 +662,9 @@ async fn start_inner(
                 cmd_tx,
                 up.clone(),
                 *max_claims_in_flight,
+                tcp_addr,
             );
+            link.load_bindings();
             let task = crate::store_task::StoreTask {
                 store: store.clone(),
                 sealer: state.sealer.clone(),
@@ -876,6 +881,11 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
         }
         if let Some(p) = core.pool.as_mut() {
             p.flush(Instant::now());
+            let n = now();
+            for aor in p.take_dirty_aors() {
+                let local = core.edge.pool_bindings(&aor, n);
+                p.publish_bindings(aor, local);
+            }
         }
         if core
             .edge
@@ -1020,6 +1030,9 @@ impl Core {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Inbound(inb) => self.inbound(inb),
+            Event::Pool(crate::pool::PoolEvent::RemoteBindings { aor, bindings }) => {
+                self.install_remote(&aor, bindings);
+            }
             Event::Pool(ev) => {
                 let n = now();
                 let released = match self.pool.as_mut() {
@@ -1087,11 +1100,47 @@ impl Core {
         );
     }
 
+    /// The other gateways' bindings of `aor` (registrar mode in a pool): requests for it are
+    /// relayed to the gateway that holds each client's flow.
+    fn install_remote(&mut self, aor: &str, bindings: Vec<crate::pool::SharedBinding>) {
+        let n = now();
+        let mut installed = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let expires = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(b.expires_unix);
+            let remote = sagw_proxy::RemoteBinding {
+                node_route: b.route,
+                peer: (Transport::Tcp, b.peer),
+                expires,
+                endpoint: b.endpoint,
+            };
+            match self.edge.install_remote_binding(aor, &b.device, remote, n) {
+                Ok(()) => installed.push(b.device),
+                Err(sagw_proxy::RemoteBindingError::UntrustedPeer) => warn!(
+                    aor = %aor, peer = %b.peer,
+                    "a pool gateway is not in proxy.trusted_peers: requests for its clients are not relayed to it"
+                ),
+                Err(e) => {
+                    debug!(aor = %aor, peer = %b.peer, error = %e, "pool binding not installed")
+                }
+            }
+        }
+        if let Some(p) = self.pool.as_mut() {
+            for gone in p.replace_remote(aor, installed) {
+                self.edge.remove_remote_binding(aor, &gone);
+            }
+        }
+    }
+
     fn run_actions(&mut self) {
         while let Some(action) = self.edge.poll_action() {
             match action {
                 Action::Send { to, message, token } => self.send(to, &message, token),
-                Action::Report(r) => self.report(r),
+                Action::Report(r) => {
+                    if let (Report::Binding { aor, .. }, Some(p)) = (&r, self.pool.as_mut()) {
+                        p.binding_changed(aor);
+                    }
+                    self.report(r)
+                }
             }
         }
     }
@@ -1220,11 +1269,29 @@ impl Core {
 // ----------------------------------------------------------------------------------------------
 // Connections
 
+/// A TCP connection to `addr`, from `source` when the gateway listens on a specific address of
+/// that family: servers that trust the gateway by its address (a pool's other gateways, a next
+/// hop's `trusted_peers`) see the address it listens on, not whatever the kernel picks.
+async fn connect_from(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match source {
+        Some(ip) if ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified() => {
+            let sock = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
 async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
     let (transport, addr) = key;
     let limit = shared.settings.handshake_timeout;
     let result = tokio::time::timeout(limit, async {
-        let tcp = TcpStream::connect(addr).await.ok()?;
+        let tcp = connect_from(shared.outbound_source, addr).await.ok()?;
         let _ = tcp.set_nodelay(true);
         match transport {
             Transport::Tls => {

@@ -7,6 +7,7 @@
 //! as if it had just arrived.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +46,28 @@ pub enum StoreCommand {
     Revoke(Vec<u32>),
     /// Identities all of whose SAs ended here.
     RevokeIdentity(Vec<String>),
+    /// The bindings this gateway holds for `aor` now (registrar mode): the store keeps them
+    /// beside the other nodes' and drops this node's devices not listed.
+    Bindings {
+        aor: String,
+        bindings: Vec<SharedBinding>,
+    },
+    /// Read every binding in the pool (at start).
+    LoadBindings,
+}
+
+/// A binding as the pool shares it: enough for another gateway to reach the client through the
+/// one holding its flow.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SharedBinding {
+    pub device: String,
+    /// `<sip:TOKEN@host:port;transport=tcp;lr>` (see `Edge::pool_bindings`).
+    pub route: String,
+    /// The holding gateway's TCP listener.
+    pub peer: SocketAddr,
+    /// Unix seconds.
+    pub expires_unix: u64,
+    pub endpoint: Option<sagw_proxy::SaEndpoint>,
 }
 
 /// One SA's written-behind progress.
@@ -68,6 +91,11 @@ pub enum PoolEvent {
     Lost { opaque: u32 },
     /// The store is back after a gap: publish again what this gateway owns.
     Republish,
+    /// The other gateways' bindings of `aor` as the store has them now.
+    RemoteBindings {
+        aor: String,
+        bindings: Vec<SharedBinding>,
+    },
 }
 
 /// How a claim ended.
@@ -95,6 +123,12 @@ pub struct PoolLink {
     unknown: HashMap<u32, Instant>,
     unknown_fifo: VecDeque<(Instant, u32)>,
     last_sweep: Instant,
+    /// AORs whose local bindings changed since the last flush (registrar mode).
+    dirty_aors: Vec<String>,
+    /// Devices of other gateways installed per AOR.
+    remote: HashMap<String, Vec<String>>,
+    /// This gateway's TCP listener, where the others reach its clients.
+    tcp: Option<SocketAddr>,
 }
 
 /// Counts for metrics.
@@ -110,6 +144,7 @@ impl PoolLink {
         commands: mpsc::UnboundedSender<StoreCommand>,
         store_up: Arc<AtomicBool>,
         max_claims: usize,
+        tcp: Option<SocketAddr>,
     ) -> Self {
         PoolLink {
             core,
@@ -122,6 +157,9 @@ impl PoolLink {
             unknown: HashMap::new(),
             unknown_fifo: VecDeque::new(),
             last_sweep: Instant::now(),
+            dirty_aors: Vec::new(),
+            remote: HashMap::new(),
+            tcp,
         }
     }
 
@@ -227,6 +265,7 @@ impl PoolLink {
                 }
                 Vec::new()
             }
+            PoolEvent::RemoteBindings { .. } => Vec::new(),
             PoolEvent::Republish => {
                 self.republish();
                 Vec::new()
@@ -246,6 +285,58 @@ impl PoolLink {
         let until = now + UNKNOWN_FOR;
         self.unknown.insert(opaque, until);
         self.unknown_fifo.push_back((until, opaque));
+    }
+
+    /// A local binding of `aor` changed: the pool learns its bindings at the next flush.
+    pub fn binding_changed(&mut self, aor: &str) {
+        if !self.dirty_aors.iter().any(|a| a == aor) {
+            self.dirty_aors.push(aor.to_owned());
+        }
+    }
+
+    /// AORs to publish, cleared.
+    pub fn take_dirty_aors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty_aors)
+    }
+
+    /// Publishes the bindings of `aor` this gateway holds (`Edge::pool_bindings`). Without a
+    /// TCP listener the others cannot reach its clients, and nothing is published.
+    pub fn publish_bindings(&self, aor: String, local: Vec<(sagw_proxy::BindingRecord, String)>) {
+        let Some(peer) = self.tcp else {
+            return;
+        };
+        let bindings = local
+            .into_iter()
+            .map(|(r, route)| SharedBinding {
+                device: r.device,
+                route,
+                peer,
+                expires_unix: r.expires_unix,
+                endpoint: r.endpoint,
+            })
+            .collect();
+        let _ = self.commands.send(StoreCommand::Bindings { aor, bindings });
+    }
+
+    /// Asks for every binding in the pool (at start, and after a gap).
+    pub fn load_bindings(&self) {
+        let _ = self.commands.send(StoreCommand::LoadBindings);
+    }
+
+    /// The devices of `aor` installed from other gateways, replaced by `now_installed`; returns
+    /// those to remove.
+    pub fn replace_remote(&mut self, aor: &str, now_installed: Vec<String>) -> Vec<String> {
+        let before = if now_installed.is_empty() {
+            self.remote.remove(aor).unwrap_or_default()
+        } else {
+            self.remote
+                .insert(aor.to_owned(), now_installed.clone())
+                .unwrap_or_default()
+        };
+        before
+            .into_iter()
+            .filter(|d| !now_installed.contains(d))
+            .collect()
     }
 
     /// Hands what the core journaled since the last call to the store task. Called after every

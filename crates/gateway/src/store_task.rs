@@ -12,7 +12,7 @@ use sagw_state::{CheckpointOutcome, PublishOutcome, Sealer, Store, StoreEvent};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::pool::{ClaimOutcome, PoolEvent, StoreCommand};
+use crate::pool::{ClaimOutcome, PoolEvent, SharedBinding, StoreCommand};
 
 /// What the task needs.
 pub struct StoreTask {
@@ -37,6 +37,41 @@ pub fn sa_aad(opaque: u32) -> Vec<u8> {
 }
 
 impl StoreTask {
+    /// This gateway's bindings of `aor`, replacing those it published before.
+    async fn put_bindings(
+        &self,
+        aor: &str,
+        bindings: &[SharedBinding],
+    ) -> Result<(), sagw_state::StoreError> {
+        for old in self.store.bindings_of(aor).await? {
+            if old.node == self.node && !bindings.iter().any(|b| b.device == old.device) {
+                self.store.remove_binding(aor, &old.device).await?;
+            }
+        }
+        for b in bindings {
+            let value = serde_json::to_vec(b).unwrap_or_default();
+            self.store
+                .put_binding(aor, &b.device, &value, &self.node, b.expires_unix)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Another gateway's bindings of `aor` changed: hand the core what the store has now.
+    async fn remote_bindings(&self, aor: String, post: &Arc<impl Fn(PoolEvent) + Send + Sync>) {
+        match self.store.bindings_of(&aor).await {
+            Ok(list) => {
+                let bindings = list
+                    .into_iter()
+                    .filter(|b| b.node != self.node)
+                    .filter_map(|b| serde_json::from_slice::<SharedBinding>(&b.value).ok())
+                    .collect();
+                post(PoolEvent::RemoteBindings { aor, bindings });
+            }
+            Err(e) => debug!(aor = %aor, error = %e, "the pool's bindings not read"),
+        }
+    }
+
     /// Runs until the command channel closes (the core thread ended).
     pub async fn run(
         self,
@@ -67,7 +102,7 @@ impl StoreTask {
                         // The first one only says the subscription is live.
                         StoreEvent::Resubscribed if !subscribed => subscribed = true,
                         StoreEvent::Resubscribed => post(PoolEvent::Republish),
-                        StoreEvent::Binding { .. } => {}
+                        StoreEvent::Binding { aor } => self.remote_bindings(aor, &post).await,
                     }
                 }
                 _ = probe.tick() => {
@@ -230,6 +265,31 @@ impl StoreTask {
                     }
                 }
             }
+            StoreCommand::Bindings { aor, bindings } => {
+                if let Err(e) = self.put_bindings(&aor, &bindings).await {
+                    debug!(error = %e, "bindings not shared with the pool");
+                    self.metrics
+                        .inc("sagw_state_errors_total", "op=\"binding\"".into(), 1);
+                }
+            }
+            StoreCommand::LoadBindings => match self.store.all_bindings().await {
+                Ok(all) => {
+                    let mut by_aor: std::collections::BTreeMap<String, Vec<SharedBinding>> =
+                        std::collections::BTreeMap::new();
+                    for b in all {
+                        if b.node == self.node {
+                            continue;
+                        }
+                        if let Ok(shared) = serde_json::from_slice::<SharedBinding>(&b.value) {
+                            by_aor.entry(b.aor).or_default().push(shared);
+                        }
+                    }
+                    for (aor, bindings) in by_aor {
+                        post(PoolEvent::RemoteBindings { aor, bindings });
+                    }
+                }
+                Err(e) => debug!(error = %e, "the pool's bindings not read"),
+            },
             StoreCommand::RevokeIdentity(identities) => {
                 for i in identities {
                     match self.store.revoke_identity(&i).await {

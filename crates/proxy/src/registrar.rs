@@ -453,6 +453,34 @@ impl Registrar {
             .collect()
     }
 
+    /// The live local bindings of one `aor` (normalised as [`BindingInfo::aor`]), as
+    /// [`Registrar::export_bindings`] writes them: what a pool publishes when they change.
+    pub fn export_aor(&self, aor: &str, now: Now) -> Vec<BindingRecord> {
+        let Some(devices) = self.aors.get(aor) else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .filter(|(_, b)| b.expires_at > now.mono)
+            .map(|(device, b)| {
+                let left = b.expires_at.saturating_duration_since(now.mono);
+                let at = now.wall.checked_add(left).unwrap_or(now.wall);
+                BindingRecord {
+                    aor: b.info.aor.clone(),
+                    device: device.clone(),
+                    contact: b.info.contact.clone(),
+                    epid: b.info.epid.clone(),
+                    instance: b.info.instance.clone(),
+                    flow: b.flow,
+                    expires_unix: unix_secs_ceil(at),
+                    endpoint: b.info.endpoint.clone(),
+                    call_id: b.call_id.clone(),
+                    cseq: b.cseq,
+                }
+            })
+            .collect()
+    }
+
     /// Restores bindings from [`Registrar::export_bindings`] (of this process before a restart),
     /// in the order given (the last is the most recent). Skipped: records that have lapsed by
     /// `now`, records whose AOR, Contact or device key is not what a REGISTER would have made, and

@@ -170,6 +170,26 @@ impl Edge {
         self.registrar.import_bindings(records, now)
     }
 
+    /// The live local bindings of `aor` as the other nodes of a pool install them: each with the
+    /// Route that reaches its client through this gateway (`<sip:TOKEN@host:port;transport=tcp;lr>`,
+    /// the token naming the client's flow and the SA endpoint the REGISTER proved, under this
+    /// gateway's MAC: the other nodes share the key, and this gateway acts only on its own
+    /// tokens). Empty when the gateway has no TCP listener (nodes talk over TCP).
+    pub fn pool_bindings(&self, aor: &str, now: Now) -> Vec<(BindingRecord, String)> {
+        if self.cfg.local.tcp.is_none() {
+            return Vec::new();
+        }
+        self.registrar
+            .export_aor(aor, now)
+            .into_iter()
+            .map(|r| {
+                let token = self.ids.flow_token(&r.flow, r.endpoint.as_ref());
+                let route = self.our_uri(Transport::Tcp, Some(&token), "");
+                (r, route)
+            })
+            .collect()
+    }
+
     /// Installs the binding of `device` under `aor` that another node of the pool holds: a
     /// request for the AOR is forked to it too, sent to `binding.peer` with `binding.node_route`
     /// on top and the Request-URI unchanged. It is not signed here (the outbound stage is for
