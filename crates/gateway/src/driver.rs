@@ -1033,6 +1033,19 @@ impl Core {
             Event::Pool(crate::pool::PoolEvent::RemoteBindings { aor, bindings }) => {
                 self.install_remote(&aor, bindings);
             }
+            Event::Pool(crate::pool::PoolEvent::Republish) => {
+                // The store was away (or restarted empty): the SAs and bindings this gateway
+                // holds are published again, and the others' bindings read again.
+                let n = now();
+                let local = self.edge.export_bindings(n);
+                if let Some(p) = self.pool.as_mut() {
+                    p.on_event(crate::pool::PoolEvent::Republish, n.wall, n.mono);
+                    for r in &local {
+                        p.binding_changed(&r.aor);
+                    }
+                    p.load_bindings();
+                }
+            }
             Event::Pool(ev) => {
                 let n = now();
                 let released = match self.pool.as_mut() {
