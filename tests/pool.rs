@@ -268,3 +268,36 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
     }
     drop((a, b));
 }
+
+#[tokio::test]
+async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other() {
+    let Some(redis) = standalone() else { return };
+    let p = pool(&[redis.url()], false);
+    let mut c = Client::connect_to(
+        p.a.tcp,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", sagw_client::AuthScheme::Digest, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A with Digest").status, 200);
+    // The next request reuses A's nonce at B: B answers it as stale (not as a wrong password),
+    // the client retries with B's nonce without asking for the password again.
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (r, seen) = c
+        .request(
+            "MESSAGE",
+            &format!("sip:alice@{DOMAIN}"),
+            Some(("text/plain", "hi")),
+        )
+        .await;
+    let stale = seen.iter().any(|m| {
+        matches!(m.status_code(), Some(401) | Some(407))
+            && m.header_all("WWW-Authenticate")
+                .chain(m.header_all("Proxy-Authenticate"))
+                .any(|v| v.starts_with("Digest") && param(v, "stale").as_deref() == Some("true"))
+    });
+    assert!(stale, "B marked A's nonce stale: {seen:?}");
+    let r = r.expect("answered after the retry");
+    assert!(matches!(r.status, 200 | 404 | 480), "{r:?}");
+}
