@@ -8,7 +8,6 @@
 //! Digest binding) their request was authenticated with, requests with the SA of the endpoint the
 //! registrar binding names (AOR + epid). 100 Trying stays unsigned, as OCS does.
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -153,50 +152,20 @@ impl Rng for OsRng {
     }
 }
 
-fn nonce_key(path: &Path, rng: &mut dyn Rng) -> Result<[u8; 32], AuthSetupError> {
-    let err = |why: String| AuthSetupError::NonceKey {
+/// The Digest nonce key of a single gateway: the `auth.nonce_key` file, made at first start.
+fn nonce_key(path: &Path) -> Result<[u8; 32], AuthSetupError> {
+    let existed = path.exists();
+    let key = sagw_state::keys::secret_file(path).map_err(|e| AuthSetupError::NonceKey {
         path: path.display().to_string(),
-        why,
-    };
-    if path.exists() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "readable by other users (mode {:o}); chmod 600",
-                    mode & 0o777
-                )));
-            }
-        }
-        let mut key = [0u8; 32];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut key))
-            .map_err(|e| err(format!("{e} (it must hold 32 bytes)")))?;
-        return Ok(key);
+        why: match e {
+            sagw_state::KeyError::File { why, .. } => why,
+            other => other.to_string(),
+        },
+    })?;
+    if !existed {
+        info!(path = %path.display(), "generated a Digest nonce key");
     }
-    let mut key = [0u8; 32];
-    rng.fill_bytes(&mut key);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    use std::io::Write;
-    opts.open(path)
-        .and_then(|mut f| f.write_all(&key))
-        .map_err(|e| err(e.to_string()))?;
-    info!(path = %path.display(), "generated a Digest nonce key");
-    Ok(key)
+    Ok(*key)
 }
 
 /// What `sagw check-config` checks beyond the file: that every policy can be served (Kerberos
@@ -400,7 +369,7 @@ pub fn build_core_with_backend(
             config: d,
             nonce_key: match keys.and_then(|k| k.digest_nonce) {
                 Some(k) => k,
-                None => nonce_key(&a.nonce_key, rng)?,
+                None => nonce_key(&a.nonce_key)?,
             },
             max_tracked_nonces: 100_000,
         });

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use ring::hkdf;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The pool key. Zeroized on drop; `Debug` shows nothing of it.
 pub struct PoolKey([u8; 32]);
@@ -48,76 +48,7 @@ impl PoolKey {
     /// Reads the key, or creates it (32 random bytes, mode 0600) when the file does not exist.
     /// A file readable by others, or not exactly 32 bytes long, is refused.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let err = |why: String| KeyError::File {
-            path: path.display().to_string(),
-            why,
-        };
-        match std::fs::File::open(path) {
-            Ok(mut f) => {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = f
-                        .metadata()
-                        .map_err(|e| err(e.to_string()))?
-                        .permissions()
-                        .mode();
-                    if mode & 0o077 != 0 {
-                        return Err(err(format!(
-                            "readable by other users (mode {:o}); chmod 600",
-                            mode & 0o777
-                        )));
-                    }
-                }
-                let mut buf = Vec::with_capacity(33);
-                Read::by_ref(&mut f)
-                    .take(33)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| err(e.to_string()))?;
-                let Ok(key) = <[u8; 32]>::try_from(buf.as_slice()) else {
-                    buf.zeroize();
-                    return Err(err("a pool key is exactly 32 bytes".into()));
-                };
-                buf.zeroize();
-                Ok(PoolKey(key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-                    .map_err(|_| KeyError::Random)?;
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-                }
-                // Written whole under a unique name, then linked into place: two gateways (or
-                // tests) starting at once never read a half-written key, and the one that links
-                // second takes the first one's key.
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                opts.open(&tmp)
-                    .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()))
-                    .map_err(|e| err(e.to_string()))?;
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                key.zeroize();
-                match linked {
-                    Ok(()) => Self::load_or_create(path),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Self::load_or_create(path)
-                    }
-                    Err(e) => Err(err(e.to_string())),
-                }
-            }
-            Err(e) => Err(err(e.to_string())),
-        }
+        secret_file(path).map(|k| PoolKey(*k))
     }
 
     fn derive<const N: usize>(&self, label: &[u8]) -> [u8; N] {
@@ -156,6 +87,82 @@ impl PoolKey {
     pub fn fingerprint(&self) -> String {
         let f: [u8; 16] = self.derive(b"fingerprint");
         f.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A 32-byte secret kept in a file (the pool key, a Digest nonce key): read, or created with 32
+/// random bytes and mode 0600 when the file does not exist. A file readable by others, or not
+/// exactly 32 bytes long, is refused. Gateways starting at once agree on one secret.
+pub fn secret_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let err = |why: String| KeyError::File {
+        path: path.display().to_string(),
+        why,
+    };
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = f
+                    .metadata()
+                    .map_err(|e| err(e.to_string()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(err(format!(
+                        "readable by other users (mode {:o}); chmod 600",
+                        mode & 0o777
+                    )));
+                }
+            }
+            let mut buf = Vec::with_capacity(33);
+            Read::by_ref(&mut f)
+                .take(33)
+                .read_to_end(&mut buf)
+                .map_err(|e| err(e.to_string()))?;
+            let Ok(key) = <[u8; 32]>::try_from(buf.as_slice()) else {
+                buf.zeroize();
+                return Err(err("a pool key is exactly 32 bytes".into()));
+            };
+            buf.zeroize();
+            Ok(Zeroizing::new(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| KeyError::Random)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            // Written whole under a unique name, then linked into place: two gateways (or
+            // tests) starting at once never read a half-written key, and the one that links
+            // second takes the first one's key.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            opts.open(&tmp)
+                .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()))
+                .map_err(|e| err(e.to_string()))?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            key.zeroize();
+            match linked {
+                Ok(()) => secret_file(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    secret_file(path)
+                }
+                Err(e) => Err(err(e.to_string())),
+            }
+        }
+        Err(e) => Err(err(e.to_string())),
     }
 }
 
