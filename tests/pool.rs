@@ -5,7 +5,6 @@
 mod auth_support;
 mod pool_support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use auth_support::*;
@@ -19,29 +18,8 @@ use tokio::time::Instant;
 /// Not a test: the body of a gateway process the tests below start.
 #[test]
 #[ignore = "a gateway process of the pool tests, started by them"]
-pub fn pool_node() {
-    let Ok(path) = std::env::var(NODE_ENV) else {
-        return;
-    };
-    let settings = sagw_gateway::Config::load(Path::new(&path))
-        .expect("node config")
-        .validate()
-        .expect("node config valid");
-    sagw_gateway::logging::init(&settings.log_level, settings.log_format);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let gw = sagw_gateway::start(settings).await.expect("node starts");
-        println!(
-            "READY udp={} tcp={} metrics={}",
-            gw.udp.expect("udp"),
-            gw.tcp.expect("tcp"),
-            gw.metrics_addr.expect("metrics")
-        );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal");
-        term.recv().await;
-        gw.shutdown(Duration::from_secs(5)).await;
-    });
+fn pool_node() {
+    node_main();
 }
 
 async fn failover_after_sigkill(redis: &[String], cluster: bool) {
@@ -70,6 +48,13 @@ async fn failover_after_sigkill(redis: &[String], cluster: bool) {
     let (ok, seen) = options(&mut c).await;
     assert!(ok && !challenged(&seen));
     assert!(snum(&seen) > at_b);
+    let page = metrics_of(p.b.metrics).await;
+    assert_eq!(
+        metric(&page, "sagw_state_claims_total{result=\"taken\"}"),
+        1,
+        "{page}"
+    );
+    assert_eq!(metric(&page, "sagw_state_owned_sas"), 1);
     drop(p.dir);
 }
 

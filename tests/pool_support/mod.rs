@@ -18,6 +18,65 @@ use tokio::time::Instant;
 
 pub const NODE_ENV: &str = "SAGW_POOL_NODE_CONFIG";
 
+/// What differs between nodes of the pool tests; the default is what [`Node::start`] uses.
+#[derive(Clone, Copy)]
+pub struct NodeOptions<'a> {
+    /// `[auth] schemes`.
+    pub schemes: &'a [&'a str],
+    /// More `[auth]` lines (e.g. `kerberos_keytab = "…"`).
+    pub auth_extra: &'a str,
+    /// Appended to the configuration, after `[state]`.
+    pub extra: &'a str,
+    /// Set in the node process's environment (e.g. its own `KRB5RCACHEDIR`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The address it listens on (a loopback address of its own, so that the other gateways can
+    /// trust it by address while clients come from 127.0.0.1).
+    pub ip: &'a str,
+    /// `proxy.trusted_peers`: the other gateways' addresses.
+    pub peers: &'a [&'a str],
+}
+
+impl Default for NodeOptions<'_> {
+    fn default() -> Self {
+        NodeOptions {
+            schemes: &["ntlm", "digest"],
+            auth_extra: "",
+            extra: "",
+            env: &[],
+            ip: "127.0.0.1",
+            peers: &[],
+        }
+    }
+}
+
+/// The body of a `pool_node` process (each pool test binary has a `#[test] #[ignore] fn
+/// pool_node` calling it: the harness starts the binary again with `pool_node --exact
+/// --ignored`): a gateway on the configuration `NODE_ENV` names, until SIGTERM or SIGKILL.
+pub fn node_main() {
+    let Ok(path) = std::env::var(NODE_ENV) else {
+        return;
+    };
+    let settings = sagw_gateway::Config::load(Path::new(&path))
+        .expect("node config")
+        .validate()
+        .expect("node config valid");
+    sagw_gateway::logging::init(&settings.log_level, settings.log_format);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let gw = sagw_gateway::start(settings).await.expect("node starts");
+        println!(
+            "READY udp={} tcp={} metrics={}",
+            gw.udp.expect("udp"),
+            gw.tcp.expect("tcp"),
+            gw.metrics_addr.expect("metrics")
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        term.recv().await;
+        gw.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
 /// One gateway process of the pool.
 pub struct Node {
     pub child: Child,
@@ -31,7 +90,7 @@ impl Node {
         Self::start_with(dir, name, redis, cluster, "")
     }
 
-    /// With `extra` appended to the configuration (e.g. an `[auth]` keytab).
+    /// With `extra` appended to the configuration (after `[state]`: its keys, or new tables).
     pub fn start_with(
         dir: &Path,
         name: &str,
@@ -39,11 +98,19 @@ impl Node {
         cluster: bool,
         extra: &str,
     ) -> Node {
-        Self::start_at(dir, name, redis, cluster, "127.0.0.1", &[], extra)
+        Self::start_opts(
+            dir,
+            name,
+            redis,
+            cluster,
+            &NodeOptions {
+                extra,
+                ..NodeOptions::default()
+            },
+        )
     }
 
-    /// Listening on `ip` (a loopback address of its own, so that the other gateways can trust
-    /// it by address while clients come from 127.0.0.1), trusting `peers`.
+    /// Listening on `ip`, trusting `peers` (see [`NodeOptions::ip`]).
     pub fn start_at(
         dir: &Path,
         name: &str,
@@ -53,9 +120,44 @@ impl Node {
         peers: &[&str],
         extra: &str,
     ) -> Node {
+        Self::start_opts(
+            dir,
+            name,
+            redis,
+            cluster,
+            &NodeOptions {
+                extra,
+                ip,
+                peers,
+                ..NodeOptions::default()
+            },
+        )
+    }
+
+    /// With the schemes, `[auth]` lines, appended text and environment of `o`.
+    pub fn start_opts(
+        dir: &Path,
+        name: &str,
+        redis: &[String],
+        cluster: bool,
+        o: &NodeOptions<'_>,
+    ) -> Node {
+        let NodeOptions {
+            schemes,
+            auth_extra,
+            extra,
+            env,
+            ip,
+            peers,
+        } = *o;
         let peers = peers
             .iter()
             .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let schemes = schemes
+            .iter()
+            .map(|s| format!("\"{s}\""))
             .collect::<Vec<_>>()
             .join(", ");
         let urls = redis
@@ -83,11 +185,12 @@ t2_ms = 400
 listen = "127.0.0.1:0"
 [auth]
 enabled = true
-schemes = ["ntlm", "digest"]
+schemes = [{schemes}]
 sip_domain = "{DOMAIN}"
 fqdn = "sagw.example.com"
 credentials = "{d}/users"
 nonce_key = "{d}/{name}.nonce.key"
+{auth_extra}
 [state]
 backend = "redis"
 redis = [{urls}]
@@ -109,6 +212,7 @@ command_timeout_ms = 300
                 "--test-threads=1",
             ])
             .env(NODE_ENV, &path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -271,4 +375,30 @@ pub async fn wait_published(redis: &[String], cluster: bool, c: &Client) {
 
 pub fn standalone() -> Option<RedisServer> {
     RedisServer::start()
+}
+
+/// The node's `/metrics` page.
+pub async fn metrics_of(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("metrics in time")
+        .expect("read");
+    out
+}
+
+/// The value of `series` (a gauge without labels may be rendered `name{} v`).
+pub fn metric(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let rest = rest.strip_prefix("{}").unwrap_or(rest);
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0)
 }

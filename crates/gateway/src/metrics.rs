@@ -284,6 +284,33 @@ impl Metrics {
         }
     }
 
+    /// The pool's counters (only a pool member has them).
+    fn render_pool_counters(&self, out: &mut String) {
+        const POOL: [(&str, &str); 2] = [
+            (
+                "sagw_state_claims_total",
+                "SAs fetched from the pool's store for a message signed with one, by result",
+            ),
+            (
+                "sagw_state_errors_total",
+                "State store operations that failed, by operation",
+            ),
+        ];
+        let Ok(g) = self.inner.lock() else {
+            return;
+        };
+        for (name, help) in POOL {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((_, labels), v) in g
+                .counters
+                .range((name, String::new())..)
+                .take_while(|((n, _), _)| *n == name)
+            {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    }
+
     /// A message in or out.
     pub fn message(&self, direction: &str, msg: &sagw_sip::Message) {
         let (method, status) = match msg.status_code() {
@@ -528,6 +555,9 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             }
             let _ = writeln!(out, "{name}{{{labels}}} {}", v.load(Ordering::Relaxed));
+        }
+        if pooled {
+            self.render_pool_counters(&mut out);
         }
         out
     }

@@ -156,9 +156,7 @@ pub fn secret_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
             key.zeroize();
             match linked {
                 Ok(()) => secret_file(path),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    secret_file(path)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => secret_file(path),
                 Err(e) => Err(err(e.to_string())),
             }
         }
