@@ -72,10 +72,8 @@ async fn a_tcp_client_goes_on_at_b_after_a_is_killed_on_a_redis_cluster() {
     failover_after_sigkill(&cluster.urls(), true).await;
 }
 
-#[tokio::test]
-async fn ntlm_legs_over_udp_may_reach_different_gateways() {
-    let Some(redis) = standalone() else { return };
-    let p = pool(&[redis.url()], false);
+async fn ntlm_legs_over_udp_may_reach_different_gateways_on(redis: &[String], cluster: bool) {
+    let p = pool(redis, cluster);
     let mut c = client_to(p.a.udp, TransportKind::Udp, "alice").await;
     let leg1 = c.ep.start_register(c.rng.as_rng()).expect("leg 1");
     let challenge = c
@@ -101,9 +99,24 @@ async fn ntlm_legs_over_udp_may_reach_different_gateways() {
 }
 
 #[tokio::test]
-async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second() {
+async fn ntlm_legs_over_udp_may_reach_different_gateways() {
     let Some(redis) = standalone() else { return };
-    let p = pool(&[redis.url()], false);
+    ntlm_legs_over_udp_may_reach_different_gateways_on(&[redis.url()], false).await;
+}
+
+#[tokio::test]
+async fn ntlm_legs_over_udp_may_reach_different_gateways_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    ntlm_legs_over_udp_may_reach_different_gateways_on(&cluster.urls(), true).await;
+}
+
+async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(
+    redis: &[String],
+    cluster: bool,
+) {
+    let p = pool(redis, cluster);
     let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
     let (r, _) = c.sign_in().await;
     assert_eq!(r.expect("signed in at A").status, 200);
@@ -134,9 +147,26 @@ async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second() {
 }
 
 #[tokio::test]
-async fn a_signed_request_replayed_to_another_gateway_is_refused() {
+async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second() {
     let Some(redis) = standalone() else { return };
-    let p = pool(&[redis.url()], false);
+    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(&[redis.url()], false)
+        .await;
+}
+
+#[tokio::test]
+async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(&cluster.urls(), true)
+        .await;
+}
+
+async fn a_signed_request_replayed_to_another_gateway_is_refused_on(
+    redis: &[String],
+    cluster: bool,
+) {
+    let p = pool(redis, cluster);
     let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
     let (r, _) = c.sign_in().await;
     assert_eq!(r.expect("signed in at A").status, 200);
@@ -145,7 +175,7 @@ async fn a_signed_request_replayed_to_another_gateway_is_refused() {
             .expect("signed request");
     let r = c.send_raw(&m, WAIT).await.expect("A answers");
     assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
-    wait_published(&[redis.url()], false, &c).await;
+    wait_published(redis, cluster, &c).await;
     // Let A's write-behind of the window land (it is sent at once; this only rules out a slow
     // machine).
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -160,6 +190,20 @@ async fn a_signed_request_replayed_to_another_gateway_is_refused() {
     move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
     let (ok, seen) = options(&mut c).await;
     assert!(ok && !challenged(&seen), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_signed_request_replayed_to_another_gateway_is_refused() {
+    let Some(redis) = standalone() else { return };
+    a_signed_request_replayed_to_another_gateway_is_refused_on(&[redis.url()], false).await;
+}
+
+#[tokio::test]
+async fn a_signed_request_replayed_to_another_gateway_is_refused_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    a_signed_request_replayed_to_another_gateway_is_refused_on(&cluster.urls(), true).await;
 }
 
 #[tokio::test]
@@ -200,15 +244,15 @@ async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
     );
 }
 
-#[tokio::test]
-async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
-    let Some(redis) = standalone() else { return };
+async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
+    redis: &[String],
+    cluster: bool,
+) {
     let dir = tempfile::tempdir().expect("dir");
     users(dir.path());
-    let url = [redis.url()];
     let peers = ["127.0.0.2", "127.0.0.3"];
-    let a = Node::start_at(dir.path(), "a", &url, false, "127.0.0.2", &peers, "");
-    let b = Node::start_at(dir.path(), "b", &url, false, "127.0.0.3", &peers, "");
+    let a = Node::start_at(dir.path(), "a", redis, cluster, "127.0.0.2", &peers, "");
+    let b = Node::start_at(dir.path(), "b", redis, cluster, "127.0.0.3", &peers, "");
     let mut bob = client_to(b.tcp, TransportKind::Tcp, "bob").await;
     let (r, _) = bob.sign_in().await;
     assert_eq!(r.expect("bob registered at B").status, 200);
@@ -255,9 +299,21 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
 }
 
 #[tokio::test]
-async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other() {
+async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
     let Some(redis) = standalone() else { return };
-    let p = pool(&[redis.url()], false);
+    bob_registered_at_b_receives_alices_message_sent_through_a_on(&[redis.url()], false).await;
+}
+
+#[tokio::test]
+async fn bob_registered_at_b_receives_alices_message_sent_through_a_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    bob_registered_at_b_receives_alices_message_sent_through_a_on(&cluster.urls(), true).await;
+}
+
+async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(redis: &[String], cluster: bool) {
+    let p = pool(redis, cluster);
     let mut c = Client::connect_to(
         p.a.tcp,
         TransportKind::Tcp,
@@ -285,4 +341,18 @@ async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other() {
     assert!(stale, "B marked A's nonce stale: {seen:?}");
     let r = r.expect("answered after the retry");
     assert!(matches!(r.status, 200 | 404 | 480), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other() {
+    let Some(redis) = standalone() else { return };
+    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(&[redis.url()], false).await;
+}
+
+#[tokio::test]
+async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(&cluster.urls(), true).await;
 }
