@@ -905,7 +905,14 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
             core.shared.wake.sleeping.store(false, Ordering::SeqCst);
             continue;
         }
-        let timeout = core.edge.poll_timeout().map(|t| {
+        let due = match (
+            core.edge.poll_timeout(),
+            core.pool.as_ref().and_then(|p| p.next_deadline()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = due.map(|t| {
             sagw_proxy::on_grid(origin, t, TIMER_GRID).saturating_duration_since(Instant::now())
         });
         if let Err(e) = poll.poll(&mut ready, timeout)

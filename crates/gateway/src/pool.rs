@@ -27,6 +27,11 @@ const HELD_TOTAL: usize = 4096;
 /// An opaque the pool did not know is not asked for again for this long.
 const UNKNOWN_FOR: Duration = Duration::from_secs(5);
 const UNKNOWN_MAX: usize = 65_536;
+/// Write-behind cadence: the replay windows of SAs that moved on go to the store at most this
+/// often, each SA's latest once. Per message it cost the owning node some 15 % more CPU per signed
+/// round trip at 7 000/s (docs/BENCHMARKS.md); what it leaves open is a message verified in the
+/// last 20 ms before another gateway claims the SA (docs/pools.md).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// From the core thread to the store task.
 pub enum StoreCommand {
@@ -129,6 +134,9 @@ pub struct PoolLink {
     remote: HashMap<String, Vec<String>>,
     /// This gateway's TCP listener, where the others reach its clients.
     tcp: Option<SocketAddr>,
+    /// Replay windows and idle deadlines to write behind, the latest per SA.
+    progress: HashMap<u32, Checkpoint>,
+    last_checkpoint: Instant,
 }
 
 /// Counts for metrics.
@@ -160,6 +168,8 @@ impl PoolLink {
             dirty_aors: Vec::new(),
             remote: HashMap::new(),
             tcp,
+            progress: HashMap::new(),
+            last_checkpoint: Instant::now(),
         }
     }
 
@@ -339,6 +349,12 @@ impl PoolLink {
             .collect()
     }
 
+    /// When the core thread must call [`flush`](Self::flush) again though nothing arrives: the
+    /// next checkpoint time, while progress waits for it.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (!self.progress.is_empty()).then(|| self.last_checkpoint + CHECKPOINT_EVERY)
+    }
+
     /// Hands what the core journaled since the last call to the store task. Called after every
     /// pass of the core loop; costs a lock and nothing else when nothing happened.
     pub fn flush(&mut self, now: Instant) {
@@ -348,22 +364,18 @@ impl PoolLink {
                 self.owned.insert(sa.opaque().0, 0);
                 self.publish(sa, 0);
             }
-            if !journal.progressed.is_empty() {
-                let batch: Vec<Checkpoint> = journal
-                    .progressed
-                    .iter()
-                    .filter_map(|p| {
-                        let generation = *self.owned.get(&p.opaque.0)?;
-                        Some(Checkpoint {
+            for p in &journal.progressed {
+                if let Some(generation) = self.owned.get(&p.opaque.0) {
+                    // The latest state of each SA wins; written at the next checkpoint time.
+                    self.progress.insert(
+                        p.opaque.0,
+                        Checkpoint {
                             opaque: p.opaque.0,
-                            generation,
+                            generation: *generation,
                             window: p.window.to_vec(),
                             idle_deadline: p.idle_deadline,
-                        })
-                    })
-                    .collect();
-                if !batch.is_empty() {
-                    let _ = self.commands.send(StoreCommand::Checkpoint(batch));
+                        },
+                    );
                 }
             }
             if !journal.ended.is_empty() {
@@ -378,6 +390,11 @@ impl PoolLink {
                     .commands
                     .send(StoreCommand::RevokeIdentity(journal.ended_identities));
             }
+        }
+        if !self.progress.is_empty() && now >= self.last_checkpoint + CHECKPOINT_EVERY {
+            self.last_checkpoint = now;
+            let batch: Vec<Checkpoint> = self.progress.drain().map(|(_, c)| c).collect();
+            let _ = self.commands.send(StoreCommand::Checkpoint(batch));
         }
         if now.duration_since(self.last_sweep) > Duration::from_secs(30) {
             self.last_sweep = now;

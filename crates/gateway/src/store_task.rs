@@ -45,7 +45,9 @@ impl StoreTask {
     ) -> Result<(), sagw_state::StoreError> {
         for old in self.store.bindings_of(aor).await? {
             if old.node == self.node && !bindings.iter().any(|b| b.device == old.device) {
-                self.store.remove_binding(aor, &old.device).await?;
+                self.store
+                    .remove_binding(aor, &old.device, &self.node)
+                    .await?;
             }
         }
         for b in bindings {
@@ -84,25 +86,53 @@ impl StoreTask {
         // What failed while the store was down is covered by the republish when it is back.
         let mut was_up = true;
         let mut subscribed = false;
+        let mut events_open = true;
         loop {
             tokio::select! {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
                     self.command(cmd, &post).await;
                 }
-                ev = events.recv() => {
-                    let Some(ev) = ev else { continue };
-                    match ev {
-                        StoreEvent::Revoked(opaque) => post(PoolEvent::Revoked { opaque }),
-                        StoreEvent::Moved { opaque, node, generation } => {
-                            if node != self.node {
-                                post(PoolEvent::Moved { opaque, generation });
+                ev = events.recv(), if events_open => {
+                    let Some(first) = ev else {
+                        events_open = false;
+                        continue;
+                    };
+                    // Take what else is queued: a burst of binding events for one AOR is read
+                    // once, and the others' own events are not read at all.
+                    let mut aors = std::collections::BTreeSet::new();
+                    let mut next = Some(first);
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            StoreEvent::Revoked(opaque) => post(PoolEvent::Revoked { opaque }),
+                            StoreEvent::Moved { opaque, node, generation } => {
+                                if node != self.node {
+                                    post(PoolEvent::Moved { opaque, generation });
+                                }
+                            }
+                            // The first one only says the subscription is live; a later one
+                            // follows a gap, in which the store may have restarted empty.
+                            StoreEvent::Resubscribed if !subscribed => subscribed = true,
+                            StoreEvent::Resubscribed => post(PoolEvent::Republish),
+                            // This task fell behind a burst: binding events may be lost, so the
+                            // others' bindings are read again. Missed revocations and moves meet
+                            // tombstones and generations at the next write; nothing is published
+                            // again (that would feed the burst).
+                            StoreEvent::Lagged => {
+                                self.command(StoreCommand::LoadBindings, &post).await;
+                            }
+                            StoreEvent::Binding { aor, node } => {
+                                if node != self.node {
+                                    aors.insert(aor);
+                                }
                             }
                         }
-                        // The first one only says the subscription is live.
-                        StoreEvent::Resubscribed if !subscribed => subscribed = true,
-                        StoreEvent::Resubscribed => post(PoolEvent::Republish),
-                        StoreEvent::Binding { aor } => self.remote_bindings(aor, &post).await,
+                        if aors.len() < 1024 {
+                            next = events.try_recv().ok();
+                        }
+                    }
+                    for aor in aors {
+                        self.remote_bindings(aor, &post).await;
                     }
                 }
                 _ = probe.tick() => {

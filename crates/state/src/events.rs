@@ -31,13 +31,16 @@ pub enum StoreEvent {
         node: String,
         generation: u32,
     },
-    /// A binding of `aor` changed: re-read it with `Store::bindings_of`.
-    Binding { aor: String },
+    /// `node` changed a binding of `aor`: the others re-read it with `Store::bindings_of` (the
+    /// node itself knows).
+    Binding { aor: String, node: String },
     /// The subscription is live: sent when it is first established, then every time it is back
-    /// after a gap (or after this receiver fell behind and events were dropped). Events may have
-    /// been missed, so the caller re-checks what it holds (`Store::check_owned`) and re-publishes
-    /// what the store may have lost.
+    /// after a gap. Events may have been missed and the store may have restarted, so the caller
+    /// re-checks what it holds and re-publishes what the store may have lost.
     Resubscribed,
+    /// Local only: this receiver fell behind and events were dropped (the subscription itself
+    /// held): binding events may be lost, revocations and moves too.
+    Lagged,
 }
 
 impl StoreEvent {
@@ -57,10 +60,10 @@ impl StoreEvent {
             } => {
                 let _ = write!(s, " moved {opaque:08X} {generation} {node}");
             }
-            StoreEvent::Binding { aor } => {
-                let _ = write!(s, " binding {aor}");
+            StoreEvent::Binding { aor, node } => {
+                let _ = write!(s, " binding {node} {aor}");
             }
-            StoreEvent::Resubscribed => return None,
+            StoreEvent::Resubscribed | StoreEvent::Lagged => return None,
         }
         Some(s)
     }
@@ -86,9 +89,16 @@ impl StoreEvent {
                     generation,
                 })
             }
-            "binding" if !rest.is_empty() => Some(StoreEvent::Binding {
-                aor: rest.to_owned(),
-            }),
+            "binding" => {
+                let (node, aor) = rest.split_once(' ')?;
+                if !crate::valid_node_id(node) || aor.is_empty() {
+                    return None;
+                }
+                Some(StoreEvent::Binding {
+                    aor: aor.to_owned(),
+                    node: node.to_owned(),
+                })
+            }
             _ => None,
         }
     }
@@ -117,6 +127,7 @@ mod tests {
             },
             StoreEvent::Binding {
                 aor: "sip:alice smith@example.com".into(),
+                node: "gw-2:5061".into(),
             },
         ] {
             let m = e.encode().expect("published");

@@ -1131,7 +1131,11 @@ impl Store {
         let mut sadd = redis::cmd("SADD");
         sadd.arg(KEY_REGS).arg(aor);
         cmds.add(Some(KEY_REGS), sadd);
-        if let Some(ev) = (StoreEvent::Binding { aor: aor.into() }).encode() {
+        let ev = StoreEvent::Binding {
+            aor: aor.into(),
+            node: node.into(),
+        };
+        if let Some(ev) = ev.encode() {
             let mut publish = redis::cmd("PUBLISH");
             publish.arg(EVENTS_CHANNEL).arg(ev);
             cmds.add(None, publish);
@@ -1140,8 +1144,16 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a binding and publishes `binding`.
-    pub async fn remove_binding(&self, aor: &str, device: &str) -> Result<(), StoreError> {
+    /// Removes a binding (`node`'s) and publishes `binding`.
+    pub async fn remove_binding(
+        &self,
+        aor: &str,
+        device: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        if !valid_node_id(node) {
+            return Err(StoreError::Invalid("node id"));
+        }
         let left: i64 = self
             .run(async {
                 let mut c = self.conn();
@@ -1161,7 +1173,11 @@ impl Store {
             srem.arg(KEY_REGS).arg(aor);
             cmds.add(Some(KEY_REGS), srem);
         }
-        if let Some(ev) = (StoreEvent::Binding { aor: aor.into() }).encode() {
+        let ev = StoreEvent::Binding {
+            aor: aor.into(),
+            node: node.into(),
+        };
+        if let Some(ev) = ev.encode() {
             let mut publish = redis::cmd("PUBLISH");
             publish.arg(EVENTS_CHANNEL).arg(ev);
             cmds.add(None, publish);
@@ -1293,7 +1309,7 @@ impl sagw_auth::KerberosReplayRegistry for StoreReplayRegistry {
 /// receiver is gone.
 fn deliver(tx: &mpsc::Sender<StoreEvent>, lagged: &mut bool, ev: StoreEvent) -> bool {
     if *lagged {
-        match tx.try_send(StoreEvent::Resubscribed) {
+        match tx.try_send(StoreEvent::Lagged) {
             Ok(()) => *lagged = false,
             Err(mpsc::error::TrySendError::Full(_)) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -1389,7 +1405,7 @@ async fn subscriber(
                     if !alive {
                         break;
                     }
-                    if lagged && !deliver(&tx, &mut lagged, StoreEvent::Resubscribed) {
+                    if lagged && !deliver(&tx, &mut lagged, StoreEvent::Lagged) {
                         return;
                     }
                 }

@@ -359,7 +359,10 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         .expect("put");
     assert_eq!(
         next_event(&mut events, Duration::from_secs(1)).await,
-        StoreEvent::Binding { aor: aor.into() }
+        StoreEvent::Binding {
+            aor: aor.into(),
+            node: "gw-a".into()
+        }
     );
     b.put_binding(aor, "<urn:uuid:2>", b"binding-2", "gw-b", now() + 300)
         .await
@@ -388,14 +391,14 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     );
     let all = a.all_bindings().await.expect("all");
     assert_eq!(all.len(), 3, "{all:?}");
-    a.remove_binding(aor, "<urn:uuid:1>")
+    a.remove_binding(aor, "<urn:uuid:1>", "gw-a")
         .await
         .expect("removed");
     assert_eq!(b.bindings_of(aor).await.expect("read").len(), 1);
-    a.remove_binding(aor, "<urn:uuid:2>")
+    a.remove_binding(aor, "<urn:uuid:2>", "gw-a")
         .await
         .expect("removed");
-    a.remove_binding(aor, "<urn:uuid:old>")
+    a.remove_binding(aor, "<urn:uuid:old>", "gw-a")
         .await
         .expect("removed");
     assert!(b.bindings_of(aor).await.expect("read").is_empty());
@@ -404,7 +407,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert_eq!(all[0].aor, "sip:frank@example.com");
     let mut binding_events = 0;
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
-        if e == (StoreEvent::Binding { aor: aor.into() }) {
+        if matches!(&e, StoreEvent::Binding { aor: a, .. } if a == aor) {
             binding_events += 1;
         }
     }
