@@ -74,6 +74,26 @@ pub struct Binding {
     contact_key: Option<String>,
 }
 
+impl Binding {
+    /// This binding as plain data ([`BindingRecord`]), its expiry on the wall clock of `now`.
+    fn record(&self, device: &str, now: Now) -> BindingRecord {
+        let left = self.expires_at.saturating_duration_since(now.mono);
+        let at = now.wall.checked_add(left).unwrap_or(now.wall);
+        BindingRecord {
+            aor: self.info.aor.clone(),
+            device: device.to_owned(),
+            contact: self.info.contact.clone(),
+            epid: self.info.epid.clone(),
+            instance: self.info.instance.clone(),
+            flow: self.flow,
+            expires_unix: unix_secs_ceil(at),
+            endpoint: self.info.endpoint.clone(),
+            call_id: self.call_id.clone(),
+            cseq: self.cseq,
+        }
+    }
+}
+
 /// A binding as plain data, for a snapshot saved at shutdown and restored at the next start
 /// ([`Registrar::export_bindings`], [`Registrar::import_bindings`]). The deadline is wall-clock
 /// Unix seconds: the registrar's own deadlines are instants of a monotonic clock, which mean
@@ -434,22 +454,7 @@ impl Registrar {
             .collect();
         live.sort_by_key(|(_, b)| b.seq);
         live.into_iter()
-            .map(|(device, b)| {
-                let left = b.expires_at.saturating_duration_since(now.mono);
-                let at = now.wall.checked_add(left).unwrap_or(now.wall);
-                BindingRecord {
-                    aor: b.info.aor.clone(),
-                    device: device.to_owned(),
-                    contact: b.info.contact.clone(),
-                    epid: b.info.epid.clone(),
-                    instance: b.info.instance.clone(),
-                    flow: b.flow,
-                    expires_unix: unix_secs_ceil(at),
-                    endpoint: b.info.endpoint.clone(),
-                    call_id: b.call_id.clone(),
-                    cseq: b.cseq,
-                }
-            })
+            .map(|(device, b)| b.record(device, now))
             .collect()
     }
 
@@ -462,22 +467,7 @@ impl Registrar {
         devices
             .iter()
             .filter(|(_, b)| b.expires_at > now.mono)
-            .map(|(device, b)| {
-                let left = b.expires_at.saturating_duration_since(now.mono);
-                let at = now.wall.checked_add(left).unwrap_or(now.wall);
-                BindingRecord {
-                    aor: b.info.aor.clone(),
-                    device: device.clone(),
-                    contact: b.info.contact.clone(),
-                    epid: b.info.epid.clone(),
-                    instance: b.info.instance.clone(),
-                    flow: b.flow,
-                    expires_unix: unix_secs_ceil(at),
-                    endpoint: b.info.endpoint.clone(),
-                    call_id: b.call_id.clone(),
-                    cseq: b.cseq,
-                }
-            })
+            .map(|(device, b)| b.record(device, now))
             .collect()
     }
 

@@ -1131,15 +1131,7 @@ impl Store {
         let mut sadd = redis::cmd("SADD");
         sadd.arg(KEY_REGS).arg(aor);
         cmds.add(Some(KEY_REGS), sadd);
-        let ev = StoreEvent::Binding {
-            aor: aor.into(),
-            node: node.into(),
-        };
-        if let Some(ev) = ev.encode() {
-            let mut publish = redis::cmd("PUBLISH");
-            publish.arg(EVENTS_CHANNEL).arg(ev);
-            cmds.add(None, publish);
-        }
+        publish_binding_event(&mut cmds, aor, node);
         self.run(self.exec_batch_ok(&cmds, "put binding")).await?;
         Ok(())
     }
@@ -1173,15 +1165,7 @@ impl Store {
             srem.arg(KEY_REGS).arg(aor);
             cmds.add(Some(KEY_REGS), srem);
         }
-        let ev = StoreEvent::Binding {
-            aor: aor.into(),
-            node: node.into(),
-        };
-        if let Some(ev) = ev.encode() {
-            let mut publish = redis::cmd("PUBLISH");
-            publish.arg(EVENTS_CHANNEL).arg(ev);
-            cmds.add(None, publish);
-        }
+        publish_binding_event(&mut cmds, aor, node);
         self.run(self.exec_batch_ok(&cmds, "remove binding"))
             .await?;
         Ok(())
@@ -1413,6 +1397,19 @@ async fn subscriber(
         }
         tracing::warn!("state store events: subscription lost");
         gap = true;
+    }
+}
+
+/// Adds the `binding` event of `node`'s change to `aor` to a batch.
+fn publish_binding_event(cmds: &mut Batch, aor: &str, node: &str) {
+    let ev = StoreEvent::Binding {
+        aor: aor.into(),
+        node: node.into(),
+    };
+    if let Some(ev) = ev.encode() {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(EVENTS_CHANNEL).arg(ev);
+        cmds.add(None, publish);
     }
 }
 
