@@ -331,7 +331,7 @@ impl SaManager {
             self.unindex_identity(&old);
             counters.sa_replaced();
             replaced = Some(Opaque(prev));
-            self.journal(|j| j.ended.push((old.opaque(), old.identity().to_owned())));
+            self.journal(|j| j.ended.push(old.opaque()));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
         let evicted = self.index_identity(&handle);
@@ -339,10 +339,7 @@ impl SaManager {
             victim.revoke();
             self.remove_tables(victim);
             counters.sa_evicted_identity_cap();
-            self.journal(|j| {
-                j.ended
-                    .push((victim.opaque(), victim.identity().to_owned()))
-            });
+            self.journal(|j| j.ended.push(victim.opaque()));
         }
         Established {
             handle,
@@ -452,12 +449,12 @@ impl SaManager {
                 sa.revoke();
                 self.remove(&sa);
                 counters.sa_revoked();
-                self.journal(|j| j.ended.push((sa.opaque(), sa.identity().to_owned())));
+                self.journal(|j| j.ended.push(sa.opaque()));
                 true
             }
             // In a pool another gateway may hold it: the revocation goes to the pool.
             None if self.journal.is_some() => {
-                self.journal(|j| j.ended.push((opaque, String::new())));
+                self.journal(|j| j.ended.push(opaque));
                 true
             }
             None => false,

@@ -234,6 +234,15 @@ pub struct SaResume {
 /// `snum` of generation `g` of an SA starts above `g << SNUM_GENERATION_SHIFT` (docs/pools.md).
 pub const SNUM_GENERATION_SHIFT: u32 = 20;
 
+/// The `snum` a new owner at `generation` goes on after ([`SaResume::snum_after`]): above every
+/// number an earlier generation used (below 2^20 messages each). Past 4 095 generations it stays
+/// one generation's width below `u32::MAX` rather than wrapping to small numbers.
+pub fn generation_snum_base(generation: u32) -> u32 {
+    generation
+        .checked_mul(1 << SNUM_GENERATION_SHIFT)
+        .unwrap_or(u32::MAX - (1 << SNUM_GENERATION_SHIFT))
+}
+
 /// What changed on an SA this gateway owns since the journal was last drained.
 #[derive(Debug, Clone)]
 pub struct SaProgress {
@@ -252,8 +261,8 @@ pub struct PoolJournal {
     pub established: Vec<SaHandle>,
     /// SAs whose window or idle deadline moved.
     pub progressed: Vec<SaProgress>,
-    /// SAs ended here (replaced, evicted by the identity cap, revoked): (opaque, identity).
-    pub ended: Vec<(Opaque, String)>,
+    /// SAs ended here (replaced, evicted by the identity cap, revoked).
+    pub ended: Vec<Opaque>,
     /// Identities all of whose SAs were ended here.
     pub ended_identities: Vec<String>,
 }
@@ -273,7 +282,7 @@ impl PoolJournal {
 pub(crate) struct JournalTable {
     pub established: Vec<SaHandle>,
     pub touched: Vec<SaHandle>,
-    pub ended: Vec<(Opaque, String)>,
+    pub ended: Vec<Opaque>,
     pub ended_identities: Vec<String>,
 }
 
@@ -352,6 +361,15 @@ mod tests {
         let back = SaRecord::decode(&k.encode()).expect("decodes");
         assert!(matches!(&back.secret, SaSecret::Kerberos(c) if c.as_slice() == [1, 2, 3]));
         assert_eq!(back.final_token.as_deref(), Some(&[9u8, 9][..]));
+    }
+
+    #[test]
+    fn generations_number_upwards_and_never_wrap() {
+        assert_eq!(generation_snum_base(0), 0);
+        assert_eq!(generation_snum_base(1), 1 << 20);
+        assert_eq!(generation_snum_base(4095), 4095 << 20);
+        assert_eq!(generation_snum_base(4096), u32::MAX - (1 << 20));
+        assert_eq!(generation_snum_base(u32::MAX), u32::MAX - (1 << 20));
     }
 
     #[test]

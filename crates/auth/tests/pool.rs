@@ -4,7 +4,7 @@
 
 mod support;
 
-use sagw_auth::pool::SNUM_GENERATION_SHIFT;
+use sagw_auth::pool::{SNUM_GENERATION_SHIFT, generation_snum_base};
 use sagw_auth::{Decision, Reason, SaRecord, SaResume};
 use support::*;
 
@@ -62,7 +62,7 @@ fn an_sa_moves_to_another_gateway_with_its_window_and_a_higher_snum() {
     let bytes = record.encode();
     let record = SaRecord::decode(&bytes).expect("decodes");
     let resume = SaResume {
-        snum_after: 1 << SNUM_GENERATION_SHIFT,
+        snum_after: generation_snum_base(1),
         window: Some(progress.window),
         idle_deadline: Some(progress.idle_deadline),
     };
@@ -119,7 +119,7 @@ fn ended_sas_and_identities_are_journaled_and_pool_revocations_are_not() {
     let j = a.drain_pool_journal();
     assert_eq!(j.established.len(), 1);
     assert_eq!(j.ended.len(), 1);
-    assert_eq!(j.ended[0].0, sa.opaque());
+    assert_eq!(j.ended[0], sa.opaque());
     assert_eq!(a.revoke_identity("sip:alice@example.com"), 1);
     assert_eq!(
         a.drain_pool_journal().ended_identities,

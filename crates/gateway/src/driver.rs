@@ -367,14 +367,13 @@ async fn start_auth(
     settings: Settings,
     kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
 ) -> Result<Running, StartError> {
+    let state = crate::state::StateSetup::open(&settings.state).await?;
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        let state = crate::state::StateSetup::open(&settings.state).await?;
         return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
     };
-    let state = crate::state::StateSetup::open(&settings.state).await?;
     let mut rng = crate::auth::OsRng::new()?;
     let keys = crate::auth::SharedKeys {
         ntlm_challenge: state.key.ntlm_challenge_key(),
@@ -748,11 +747,13 @@ async fn start_inner(
                             // end now, not when they idle out (up to the 8-hour lifetime).
                             for u in &r.changed {
                                 let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
-                                // In a pool the core thread passes the revocation on.
-                                wake.force();
                                 if n > 0 {
                                     info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
                                 }
+                            }
+                            // In a pool the core thread passes the revocations on.
+                            if !r.changed.is_empty() {
+                                wake.force();
                             }
                         }
                     }
@@ -881,10 +882,13 @@ fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Eve
         }
         if let Some(p) = core.pool.as_mut() {
             p.flush(Instant::now());
-            let n = now();
-            for aor in p.take_dirty_aors() {
-                let local = core.edge.pool_bindings(&aor, n);
-                p.publish_bindings(aor, local);
+            let aors = p.take_dirty_aors();
+            if !aors.is_empty() {
+                let n = now();
+                for aor in aors {
+                    let local = core.edge.pool_bindings(&aor, n);
+                    p.publish_bindings(aor, local);
+                }
             }
         }
         if core

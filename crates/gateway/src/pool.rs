@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sagw_auth::pool::SNUM_GENERATION_SHIFT;
-use sagw_auth::{Opaque, SaRecord, SaResume, SecurityCore};
+use sagw_auth::pool::generation_snum_base;
+use sagw_auth::{Opaque, SaRecord, SaResume, SaScheme, SecurityCore};
 use sagw_proxy::Inbound;
 use sagw_sip::{AuthHeader, Message};
 use tokio::sync::mpsc;
@@ -88,8 +88,10 @@ pub enum PoolEvent {
     /// The answer to a claim: the record (opened), the new generation and where to go on from;
     /// `None` when the pool does not have the SA or the store could not be asked.
     Claimed { opaque: u32, outcome: ClaimOutcome },
-    /// Another gateway took the SA over (or a write-behind found it no longer ours).
+    /// Another gateway took the SA over at `generation` (its `moved` event).
     Moved { opaque: u32, generation: u32 },
+    /// The store says another gateway holds the SA now (a write-behind or publication refused).
+    Disowned { opaque: u32 },
     /// Revoked on another gateway.
     Revoked { opaque: u32 },
     /// The store does not have an SA this gateway owns (it restarted empty): publish it again.
@@ -226,18 +228,14 @@ impl PoolLink {
                         idle_deadline,
                     } => {
                         let resume = SaResume {
-                            snum_after: generation
-                                .checked_shl(SNUM_GENERATION_SHIFT)
-                                .unwrap_or(u32::MAX - (1 << SNUM_GENERATION_SHIFT)),
+                            snum_after: generation_snum_base(generation),
                             window: window.and_then(|w| w.as_slice().try_into().ok()),
                             idle_deadline,
                         };
                         let identity = record.identity.clone();
                         match self.core.adopt_sa(record, &resume, wall) {
-                            Ok(sa) => {
+                            Ok(_) => {
                                 self.owned.insert(opaque, generation);
-                                // The journal would list nothing for it until its next message.
-                                let _ = sa;
                                 info!(opaque = %Opaque(opaque), identity = %identity, generation, "security association taken over from the pool");
                             }
                             Err(e) => {
@@ -253,11 +251,12 @@ impl PoolLink {
             }
             PoolEvent::Moved { opaque, generation } => {
                 if self.owned.get(&opaque).is_some_and(|g| *g < generation) {
-                    self.owned.remove(&opaque);
-                    if self.core.forget_sa(Opaque(opaque)) {
-                        debug!(opaque = %Opaque(opaque), generation, "security association moved to another gateway");
-                    }
+                    self.disown(opaque);
                 }
+                Vec::new()
+            }
+            PoolEvent::Disowned { opaque } => {
+                self.disown(opaque);
                 Vec::new()
             }
             PoolEvent::Revoked { opaque } => {
@@ -275,11 +274,20 @@ impl PoolLink {
                 }
                 Vec::new()
             }
+            // Installed by the driver, which holds the proxy's registrar.
             PoolEvent::RemoteBindings { .. } => Vec::new(),
             PoolEvent::Republish => {
                 self.republish();
                 Vec::new()
             }
+        }
+    }
+
+    /// Another gateway holds the SA now: this copy verifies and signs nothing more.
+    fn disown(&mut self, opaque: u32) {
+        self.owned.remove(&opaque);
+        if self.core.forget_sa(Opaque(opaque)) {
+            debug!(opaque = %Opaque(opaque), "security association moved to another gateway");
         }
     }
 
@@ -379,7 +387,7 @@ impl PoolLink {
                 }
             }
             if !journal.ended.is_empty() {
-                let ended: Vec<u32> = journal.ended.iter().map(|(o, _)| o.0).collect();
+                let ended: Vec<u32> = journal.ended.iter().map(|o| o.0).collect();
                 for o in &ended {
                     self.owned.remove(o);
                 }
@@ -449,8 +457,7 @@ pub fn signed_with(msg: &Message) -> Option<u32> {
             let Ok(h) = AuthHeader::parse(v) else {
                 continue;
             };
-            if !(h.scheme.eq_ignore_ascii_case("NTLM") || h.scheme.eq_ignore_ascii_case("Kerberos"))
-            {
+            if SaScheme::from_token(h.scheme).is_none() {
                 continue;
             }
             if h.param("response").is_none() || h.param("gssapi-data").is_some() {

@@ -185,10 +185,7 @@ impl StoreTask {
                     // Revoked in the pool meanwhile (this gateway missed the event).
                     Ok(PublishOutcome::Revoked) => post(PoolEvent::Revoked { opaque }),
                     // Claimed by another gateway while this one was cut off from the store.
-                    Ok(PublishOutcome::Moved) => post(PoolEvent::Moved {
-                        opaque,
-                        generation: u32::MAX,
-                    }),
+                    Ok(PublishOutcome::Moved) => post(PoolEvent::Disowned { opaque }),
                     Err(e) => {
                         debug!(error = %e, "SA not published (store down): published again when it is back");
                         self.metrics
@@ -264,10 +261,9 @@ impl StoreTask {
                             match r.outcome {
                                 CheckpointOutcome::Written => {}
                                 // Another gateway claimed it: this copy verifies nothing more.
-                                CheckpointOutcome::Moved => post(PoolEvent::Moved {
-                                    opaque: r.opaque,
-                                    generation: u32::MAX,
-                                }),
+                                CheckpointOutcome::Moved => {
+                                    post(PoolEvent::Disowned { opaque: r.opaque })
+                                }
                                 // Revoked while this gateway missed the event.
                                 CheckpointOutcome::Revoked => {
                                     post(PoolEvent::Revoked { opaque: r.opaque })
