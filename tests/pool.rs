@@ -15,6 +15,26 @@ use sagw_client::transport::TransportKind;
 use sagw_state::testing::RedisCluster;
 use tokio::time::Instant;
 
+/// Scenario `$body` (an `async fn(redis_urls: &[String], cluster: bool)`) as two tests: `$one` on
+/// one Redis server, `$cluster` on a 3-master Redis Cluster.
+macro_rules! on_both_stores {
+    ($body:ident, $one:ident, $cluster:ident) => {
+        #[tokio::test]
+        async fn $one() {
+            let Some(redis) = standalone() else { return };
+            $body(&[redis.url()], false).await;
+        }
+
+        #[tokio::test]
+        async fn $cluster() {
+            let Some(cluster) = RedisCluster::start() else {
+                return;
+            };
+            $body(&cluster.urls(), true).await;
+        }
+    };
+}
+
 /// Not a test: the body of a gateway process the tests below start.
 #[test]
 #[ignore = "a gateway process of the pool tests, started by them"]
@@ -58,19 +78,11 @@ async fn failover_after_sigkill(redis: &[String], cluster: bool) {
     drop(p.dir);
 }
 
-#[tokio::test]
-async fn a_tcp_client_goes_on_at_b_after_a_is_killed() {
-    let Some(redis) = standalone() else { return };
-    failover_after_sigkill(&[redis.url()], false).await;
-}
-
-#[tokio::test]
-async fn a_tcp_client_goes_on_at_b_after_a_is_killed_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    failover_after_sigkill(&cluster.urls(), true).await;
-}
+on_both_stores!(
+    failover_after_sigkill,
+    a_tcp_client_goes_on_at_b_after_a_is_killed,
+    a_tcp_client_goes_on_at_b_after_a_is_killed_on_a_redis_cluster
+);
 
 async fn ntlm_legs_over_udp_may_reach_different_gateways_on(redis: &[String], cluster: bool) {
     let p = pool(redis, cluster);
@@ -98,19 +110,11 @@ async fn ntlm_legs_over_udp_may_reach_different_gateways_on(redis: &[String], cl
     assert!(ok, "signed traffic at B");
 }
 
-#[tokio::test]
-async fn ntlm_legs_over_udp_may_reach_different_gateways() {
-    let Some(redis) = standalone() else { return };
-    ntlm_legs_over_udp_may_reach_different_gateways_on(&[redis.url()], false).await;
-}
-
-#[tokio::test]
-async fn ntlm_legs_over_udp_may_reach_different_gateways_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    ntlm_legs_over_udp_may_reach_different_gateways_on(&cluster.urls(), true).await;
-}
+on_both_stores!(
+    ntlm_legs_over_udp_may_reach_different_gateways_on,
+    ntlm_legs_over_udp_may_reach_different_gateways,
+    ntlm_legs_over_udp_may_reach_different_gateways_on_a_redis_cluster
+);
 
 async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(
     redis: &[String],
@@ -146,21 +150,11 @@ async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(
     assert!(refused, "A still took the revoked SA a second later");
 }
 
-#[tokio::test]
-async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second() {
-    let Some(redis) = standalone() else { return };
-    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(&[redis.url()], false)
-        .await;
-}
-
-#[tokio::test]
-async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(&cluster.urls(), true)
-        .await;
-}
+on_both_stores!(
+    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on,
+    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second,
+    a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on_a_redis_cluster
+);
 
 async fn a_signed_request_replayed_to_another_gateway_is_refused_on(
     redis: &[String],
@@ -192,19 +186,11 @@ async fn a_signed_request_replayed_to_another_gateway_is_refused_on(
     assert!(ok && !challenged(&seen), "{seen:?}");
 }
 
-#[tokio::test]
-async fn a_signed_request_replayed_to_another_gateway_is_refused() {
-    let Some(redis) = standalone() else { return };
-    a_signed_request_replayed_to_another_gateway_is_refused_on(&[redis.url()], false).await;
-}
-
-#[tokio::test]
-async fn a_signed_request_replayed_to_another_gateway_is_refused_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    a_signed_request_replayed_to_another_gateway_is_refused_on(&cluster.urls(), true).await;
-}
+on_both_stores!(
+    a_signed_request_replayed_to_another_gateway_is_refused_on,
+    a_signed_request_replayed_to_another_gateway_is_refused,
+    a_signed_request_replayed_to_another_gateway_is_refused_on_a_redis_cluster
+);
 
 #[tokio::test]
 async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
@@ -298,19 +284,11 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
     drop((a, b));
 }
 
-#[tokio::test]
-async fn bob_registered_at_b_receives_alices_message_sent_through_a() {
-    let Some(redis) = standalone() else { return };
-    bob_registered_at_b_receives_alices_message_sent_through_a_on(&[redis.url()], false).await;
-}
-
-#[tokio::test]
-async fn bob_registered_at_b_receives_alices_message_sent_through_a_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    bob_registered_at_b_receives_alices_message_sent_through_a_on(&cluster.urls(), true).await;
-}
+on_both_stores!(
+    bob_registered_at_b_receives_alices_message_sent_through_a_on,
+    bob_registered_at_b_receives_alices_message_sent_through_a,
+    bob_registered_at_b_receives_alices_message_sent_through_a_on_a_redis_cluster
+);
 
 async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(redis: &[String], cluster: bool) {
     let p = pool(redis, cluster);
@@ -343,16 +321,8 @@ async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(redis: &[String]
     assert!(matches!(r.status, 200 | 404 | 480), "{r:?}");
 }
 
-#[tokio::test]
-async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other() {
-    let Some(redis) = standalone() else { return };
-    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(&[redis.url()], false).await;
-}
-
-#[tokio::test]
-async fn a_digest_nonce_of_one_gateway_is_stale_at_the_other_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on(&cluster.urls(), true).await;
-}
+on_both_stores!(
+    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on,
+    a_digest_nonce_of_one_gateway_is_stale_at_the_other,
+    a_digest_nonce_of_one_gateway_is_stale_at_the_other_on_a_redis_cluster
+);
