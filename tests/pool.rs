@@ -237,8 +237,13 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
     let dir = tempfile::tempdir().expect("dir");
     users(dir.path());
     let peers = ["127.0.0.2", "127.0.0.3"];
-    let a = Node::start_at(dir.path(), "a", redis, cluster, "127.0.0.2", &peers, "");
-    let b = Node::start_at(dir.path(), "b", redis, cluster, "127.0.0.3", &peers, "");
+    let at = |ip| NodeOptions {
+        ip,
+        peers: &peers,
+        ..NodeOptions::default()
+    };
+    let a = Node::start_opts(dir.path(), "a", redis, cluster, &at("127.0.0.2"));
+    let b = Node::start_opts(dir.path(), "b", redis, cluster, &at("127.0.0.3"));
     let mut bob = client_to(b.tcp, TransportKind::Tcp, "bob").await;
     let (r, _) = bob.sign_in().await;
     assert_eq!(r.expect("bob registered at B").status, 200);

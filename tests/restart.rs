@@ -8,10 +8,9 @@ mod auth_support;
 use std::time::Duration;
 
 use auth_support::*;
-use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, LocalAddr};
+use sagw_client::AuthScheme;
+use sagw_client::transport::TransportKind;
 use sagw_gateway::{Config, Running};
-use sagw_sip::Message;
 
 async fn start(dir: &std::path::Path, snapshot: bool) -> Running {
     start_on(dir, snapshot, 0).await
@@ -60,31 +59,6 @@ snapshot = "{snap}"
     sagw_gateway::start(settings).await.expect("starts")
 }
 
-fn snum(msgs: &[Message]) -> u32 {
-    let last = msgs.last().expect("a response");
-    let v = last
-        .header("Authentication-Info")
-        .or_else(|| last.header("Proxy-Authentication-Info"))
-        .expect("signed");
-    param(v, "snum").expect("snum").parse().expect("number")
-}
-
-fn challenged(msgs: &[Message]) -> bool {
-    msgs.iter()
-        .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
-}
-
-async fn reconnect(c: &mut Client, gw: &Running) {
-    let conn = Connection::connect(gw.tcp.expect("tcp"), TransportKind::Tcp, None)
-        .await
-        .expect("connect");
-    c.ep.set_local(LocalAddr {
-        transport: conn.kind().via(),
-        addr: conn.local_addr().to_string(),
-    });
-    c.conn = conn;
-}
-
 #[tokio::test]
 async fn a_restarted_gateway_keeps_its_security_associations() {
     let dir = tempfile::tempdir().expect("dir");
@@ -111,7 +85,7 @@ async fn a_restarted_gateway_keeps_its_security_associations() {
         !dir.path().join("state.snapshot").exists(),
         "a snapshot is used once"
     );
-    reconnect(&mut c, &gw).await;
+    move_to(&mut c, gw.tcp.expect("tcp"), TransportKind::Tcp).await;
     let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
     let r = r.expect("answered after the restart");
     assert!(!challenged(&seen), "no new handshake: {seen:?}");
@@ -139,7 +113,7 @@ async fn without_a_snapshot_a_restart_signs_everyone_out() {
     assert_eq!(r.expect("signed in").status, 200);
     gw.shutdown(Duration::from_secs(5)).await;
     let gw = start(dir.path(), false).await;
-    reconnect(&mut c, &gw).await;
+    move_to(&mut c, gw.tcp.expect("tcp"), TransportKind::Tcp).await;
     let (_, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
     assert!(
         challenged(&seen),

@@ -679,3 +679,31 @@ impl Dialog {
         m
     }
 }
+
+/// The client goes on over a new connection to `addr` (same endpoint, same SA).
+pub async fn move_to(c: &mut Client, addr: SocketAddr, kind: TransportKind) {
+    let conn = Connection::connect(addr, kind, None)
+        .await
+        .expect("connect");
+    c.ep.set_local(LocalAddr {
+        transport: conn.kind().via(),
+        addr: conn.local_addr().to_string(),
+    });
+    c.conn = conn;
+}
+
+/// The `snum` of the server's signature on the last of `msgs`.
+pub fn snum(msgs: &[Message]) -> u32 {
+    let last = msgs.last().expect("a response");
+    let v = last
+        .header("Authentication-Info")
+        .or_else(|| last.header("Proxy-Authentication-Info"))
+        .expect("signed");
+    param(v, "snum").expect("snum").parse().expect("number")
+}
+
+/// Whether one of `msgs` is a 401 or 407 (a new handshake was asked for).
+pub fn challenged(msgs: &[Message]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
+}

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::auth_support::*;
-use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, LocalAddr};
+use sagw_client::AuthScheme;
+use sagw_client::transport::TransportKind;
 use sagw_sip::Message;
 use sagw_state::testing::RedisServer;
 use tokio::time::Instant;
@@ -87,51 +87,7 @@ pub struct Node {
 
 impl Node {
     pub fn start(dir: &Path, name: &str, redis: &[String], cluster: bool) -> Node {
-        Self::start_with(dir, name, redis, cluster, "")
-    }
-
-    /// With `extra` appended to the configuration (after `[state]`: its keys, or new tables).
-    pub fn start_with(
-        dir: &Path,
-        name: &str,
-        redis: &[String],
-        cluster: bool,
-        extra: &str,
-    ) -> Node {
-        Self::start_opts(
-            dir,
-            name,
-            redis,
-            cluster,
-            &NodeOptions {
-                extra,
-                ..NodeOptions::default()
-            },
-        )
-    }
-
-    /// Listening on `ip`, trusting `peers` (see [`NodeOptions::ip`]).
-    pub fn start_at(
-        dir: &Path,
-        name: &str,
-        redis: &[String],
-        cluster: bool,
-        ip: &str,
-        peers: &[&str],
-        extra: &str,
-    ) -> Node {
-        Self::start_opts(
-            dir,
-            name,
-            redis,
-            cluster,
-            &NodeOptions {
-                extra,
-                ip,
-                peers,
-                ..NodeOptions::default()
-            },
-        )
+        Self::start_opts(dir, name, redis, cluster, &NodeOptions::default())
     }
 
     /// With the schemes, `[auth]` lines, appended text and environment of `o`.
@@ -296,32 +252,6 @@ pub async fn client_to(addr: SocketAddr, kind: TransportKind, user: &str) -> Cli
         config(user, &format!("{user}-pw"), AuthScheme::Ntlm, 4),
     )
     .await
-}
-
-/// The client goes on over a new connection to `addr` (same endpoint, same SA).
-pub async fn move_to(c: &mut Client, addr: SocketAddr, kind: TransportKind) {
-    let conn = Connection::connect(addr, kind, None)
-        .await
-        .expect("connect");
-    c.ep.set_local(LocalAddr {
-        transport: conn.kind().via(),
-        addr: conn.local_addr().to_string(),
-    });
-    c.conn = conn;
-}
-
-pub fn snum(msgs: &[Message]) -> u32 {
-    let last = msgs.last().expect("a response");
-    let v = last
-        .header("Authentication-Info")
-        .or_else(|| last.header("Proxy-Authentication-Info"))
-        .expect("signed");
-    param(v, "snum").expect("snum").parse().expect("number")
-}
-
-pub fn challenged(msgs: &[Message]) -> bool {
-    msgs.iter()
-        .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
 }
 
 /// A signed OPTIONS to the served domain: (answered 200 with a verified signature, responses).
