@@ -331,3 +331,43 @@ on_both_stores!(
     a_digest_nonce_of_one_gateway_is_stale_at_the_other,
     a_digest_nonce_of_one_gateway_is_stale_at_the_other_on_a_redis_cluster
 );
+
+/// Anyone may send a message signed with an invented `opaque`: each such opaque costs one store
+/// lookup, then it is remembered as unknown, and every copy is challenged as before.
+async fn invented_opaques_cost_one_lookup_each_on(redis: &[String], cluster: bool) {
+    let p = pool(redis, cluster);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    let real = opaque_of(&c);
+    let invented = ["0BAD0001", "0BAD0002", "0BAD0003"];
+    for opaque in invented {
+        for _ in 0..5 {
+            let m =
+                c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+                    .expect("signed request");
+            let text = String::from_utf8(m.to_bytes())
+                .expect("text")
+                .replace(&real, opaque);
+            let forged = sagw_sip::Message::parse(text.as_bytes()).expect("parses");
+            let r = c.send_raw(&forged, WAIT).await.expect("an answer");
+            assert!(
+                matches!(r.status_code(), Some(401) | Some(407)),
+                "challenged: {r:?}"
+            );
+        }
+    }
+    let page = metrics_of(p.a.metrics).await;
+    assert_eq!(
+        metric(&page, "sagw_state_claims_total{result=\"unknown\"}"),
+        invented.len() as u64,
+        "one lookup per invented opaque: {page}"
+    );
+    assert_eq!(metric(&page, "sagw_state_held_messages"), 0);
+}
+
+on_both_stores!(
+    invented_opaques_cost_one_lookup_each_on,
+    invented_opaques_cost_one_store_lookup_each,
+    invented_opaques_cost_one_store_lookup_each_on_a_redis_cluster
+);
