@@ -1,0 +1,411 @@
+//! Connection tasks: accepting, opening (to next hops), and each connection's reader and
+//! writer side by side.
+
+use super::*;
+
+/// A TCP connection to `addr`, from `source` when the gateway listens on a specific address of
+/// that family: servers that trust the gateway by its address (a pool's other gateways, a next
+/// hop's `trusted_peers`) see the address it listens on, not whatever the kernel picks.
+pub(super) async fn connect_from(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    match source {
+        Some(ip) if ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified() => {
+            let sock = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
+pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
+    let (transport, addr) = key;
+    let limit = shared.settings.handshake_timeout;
+    let result = tokio::time::timeout(limit, async {
+        let tcp = connect_from(shared.outbound_source, addr).await.ok()?;
+        let _ = tcp.set_nodelay(true);
+        match transport {
+            Transport::Tls => {
+                let cfg = shared.tls_client.clone()?;
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await
+                    .ok()?;
+                Some(spawn_connection(
+                    tls,
+                    addr,
+                    Transport::Tls,
+                    ListenerId::OUTBOUND,
+                    None,
+                    &shared,
+                ))
+            }
+            _ => Some(spawn_connection(
+                tcp,
+                addr,
+                Transport::Tcp,
+                ListenerId::OUTBOUND,
+                None,
+                &shared,
+            )),
+        }
+    })
+    .await;
+    let ev = match result {
+        Ok(Some(_)) => Event::Connected(key),
+        _ => Event::ConnectFailed(key),
+    };
+    shared.post(ev).await;
+}
+
+pub(super) async fn accept_task(
+    listener: TcpListener,
+    id: ListenerId,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, remote)) = accepted else {
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        if shared.connections.load(Ordering::Relaxed) >= shared.settings.max_connections {
+            shared.metrics.limit("connections");
+            debug!(%remote, "connection limit reached: refusing");
+            drop(stream);
+            continue;
+        }
+        // The slot is held from here to the end of the connection, TLS handshake included.
+        let slot = match shared.per_ip.admit(remote.ip()) {
+            Admission::Counted(slot) => Some(slot),
+            Admission::Exempt => None,
+            Admission::Refused => {
+                shared.metrics.limit("connections_per_ip");
+                debug!(%remote, "per-address connection limit reached: refusing");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => {
+                spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                // Count the handshake against the limit too: half-open TLS peers hold sockets.
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(
+                        shared.settings.handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    match hs {
+                        Ok(Ok(tls)) => {
+                            spawn_connection(tls, remote, Transport::Tls, id, slot, &shared);
+                        }
+                        Ok(Err(e)) => {
+                            debug!(%remote, error = %e, "TLS handshake failed");
+                            shared.metrics.limit("tls_handshake_failed");
+                        }
+                        Err(_) => {
+                            debug!(%remote, "TLS handshake timed out");
+                            shared.metrics.limit("tls_handshake_timeout");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Registers a connection in the flow table and starts its task. `slot` is its place under
+/// `limits.max_connections_per_ip` (none for connections the gateway opened and for listed
+/// servers), given back when the task ends.
+pub(super) fn spawn_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    transport: Transport,
+    listener: ListenerId,
+    slot: Option<IpSlot>,
+    shared: &Arc<Shared>,
+) -> FlowId
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // The listener rides in the id (see crate::listener): the authentication stage reads it.
+    let id = listener.flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(shared.settings.write_queue);
+    let (kill_tx, kill_rx) = watch::channel(false);
+    if let Ok(mut t) = shared.flows.lock() {
+        t.by_id.insert(
+            id,
+            ConnHandle {
+                tx,
+                kill: kill_tx,
+                remote,
+                transport,
+            },
+        );
+        t.by_addr.insert((transport, remote), id);
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let gauge = match transport {
+        Transport::Tls => &shared.metrics.gauges.connections_tls,
+        _ => &shared.metrics.gauges.connections_tcp,
+    };
+    gauge.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.inc(
+        "sagw_connections_total",
+        format!("transport=\"{transport}\""),
+        1,
+    );
+    let flow = Flow {
+        id,
+        transport,
+        remote,
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        debug!(%remote, %transport, flow = id.0, "connection open");
+        let why = connection(stream, flow, rx, kill_rx, &shared).await;
+        debug!(%remote, %transport, flow = id.0, reason = why.label(), "connection closed");
+        drop(slot);
+        if let Ok(mut t) = shared.flows.lock() {
+            t.by_id.remove(&id);
+            if t.by_addr.get(&(transport, remote)) == Some(&id) {
+                t.by_addr.remove(&(transport, remote));
+            }
+        }
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let gauge = match transport {
+            Transport::Tls => &shared.metrics.gauges.connections_tls,
+            _ => &shared.metrics.gauges.connections_tcp,
+        };
+        gauge.fetch_sub(1, Ordering::Relaxed);
+        shared.post(Event::Closed(id)).await;
+    });
+    id
+}
+
+pub(super) fn parse_limit_label(e: &ParseError) -> Option<&'static str> {
+    match e {
+        ParseError::TooLarge { .. } => Some("message_size"),
+        ParseError::TooManyHeaders => Some("headers"),
+        ParseError::LineTooLong { .. } => Some("line_length"),
+        _ => None,
+    }
+}
+
+/// Why a connection task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Closed {
+    /// The peer closed it.
+    Eof,
+    /// Reading failed.
+    ReadError,
+    /// Writing failed.
+    WriteError,
+    /// One write did not complete within `limits.write_timeout_secs`: the peer does not read.
+    WriteTimeout,
+    /// Input that cannot be framed as SIP (or over a size limit).
+    ParseError,
+    /// Nothing received for `limits.idle_timeout_secs`.
+    IdleTimeout,
+    /// A partial message not completed within `limits.message_timeout_secs`.
+    MessageTimeout,
+    /// The core closed it (its write queue was full).
+    Killed,
+    /// The core dropped its end of the write queue.
+    QueueDropped,
+    /// The gateway is stopping.
+    Shutdown,
+}
+
+impl Closed {
+    fn label(self) -> &'static str {
+        match self {
+            Closed::Eof => "eof",
+            Closed::ReadError => "read error",
+            Closed::WriteError => "write error",
+            Closed::WriteTimeout => "write timeout",
+            Closed::ParseError => "parse error",
+            Closed::IdleTimeout => "idle timeout",
+            Closed::MessageTimeout => "message timeout",
+            Closed::Killed => "killed",
+            Closed::QueueDropped => "closed by core",
+            Closed::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One connection: a reader (frame, hand messages to the core, note pings, enforce the idle and
+/// slow-message timers) and a writer (queued messages and pongs, each write bounded by the write
+/// timeout) run side by side in this one task, with the core's kill and the shutdown beside them.
+///
+/// Why side by side rather than one loop: a write awaited inside the loop's read branch (as it once
+/// was) stopped everything else while the peer did not read, so a peer that sent CRLF pings and
+/// never read kept its connection for ever; neither the timers nor the kill ran. Here the futures
+/// are polled independently: a blocked write stops only the writer, and the first of them to end
+/// ends the connection. One task, not two: no hand-off between tasks per message.
+pub(super) async fn connection<S>(
+    stream: S,
+    flow: Flow,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut kill: watch::Receiver<bool>,
+    shared: &Arc<Shared>,
+) -> Closed
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    // A ping owes the peer one pong. A Notify holds at most one permit: pings that arrive while a
+    // pong is still owed (the peer does not read them) are answered by that one, so pongs never
+    // pile up in memory, whatever the peer sends.
+    let pong = tokio::sync::Notify::new();
+    let mut stop = shared.shutdown.clone();
+    let why = tokio::select! {
+        why = read_loop(rd, flow, &pong, shared) => why,
+        why = write_loop(&mut wr, &mut rx, &pong, shared.settings.write_timeout) => why,
+        _ = kill.changed() => Closed::Killed,
+        _ = stop.changed() => Closed::Shutdown,
+    };
+    match why {
+        Closed::WriteTimeout => shared.metrics.limit("write_timeout"),
+        Closed::IdleTimeout => shared.metrics.limit("idle_timeout"),
+        Closed::MessageTimeout => shared.metrics.limit("message_timeout"),
+        Closed::Shutdown => {
+            // A close_notify for TLS, a FIN for TCP; bounded, the peer may not be reading.
+            let _ = tokio::time::timeout(shared.settings.write_timeout, wr.shutdown()).await;
+        }
+        _ => {}
+    }
+    why
+}
+
+/// The reading half: frames messages for the core, asks the writer for pongs, and closes the
+/// connection when it is idle or a message takes too long to arrive. Never writes.
+pub(super) async fn read_loop<R>(
+    mut rd: R,
+    flow: Flow,
+    pong: &tokio::sync::Notify,
+    shared: &Shared,
+) -> Closed
+where
+    R: AsyncRead + Unpin,
+{
+    let s = &shared.settings;
+    let mut framer = StreamFramer::new(s.sip_limits.clone());
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last_rx = tokio::time::Instant::now();
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_at = last_rx + s.idle_timeout;
+        let deadline = match partial_since {
+            Some(p) => idle_at.min(p + s.message_timeout),
+            None => idle_at,
+        };
+        let n = tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return Closed::Eof,
+                Ok(n) => n,
+                Err(_) => return Closed::ReadError,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                return if partial_since.is_some_and(|p| p + s.message_timeout <= tokio::time::Instant::now()) {
+                    Closed::MessageTimeout
+                } else {
+                    Closed::IdleTimeout
+                };
+            }
+        };
+        last_rx = tokio::time::Instant::now();
+        framer.push(buf.get(..n).unwrap_or(&[]));
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(message))) => {
+                    partial_since = None;
+                    shared.metrics.message("in", &message);
+                    if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
+                        trace!(target: "sagw::sip", remote = %flow.remote, transport = %flow.transport, "recv\n{}", redacted(&message));
+                    }
+                    // Waits while the core's channel is full: backpressure on this peer's reads,
+                    // by design. The writer and the other branches keep running meanwhile.
+                    if !shared.post(Event::Inbound(Inbound { message, flow })).await {
+                        return Closed::Shutdown;
+                    }
+                }
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => pong.notify_one(),
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    shared.metrics.inc(
+                        "sagw_parse_errors_total",
+                        format!("transport=\"{}\"", flow.transport),
+                        1,
+                    );
+                    if let Some(l) = parse_limit_label(&e) {
+                        shared.metrics.limit(l);
+                    }
+                    debug!(remote = %flow.remote, error = %e, "unframeable input: closing");
+                    return Closed::ParseError;
+                }
+            }
+        }
+        // A lone CRLF may be held back by the framer (pong or half a ping): not a partial message.
+        if framer.buffered() > 4 {
+            partial_since.get_or_insert(last_rx);
+        } else {
+            partial_since = None;
+        }
+    }
+}
+
+/// The writing half: queued messages first, then an owed pong; each write (and its flush, which
+/// pushes TLS records out) must complete within `limit`, else the peer is not reading.
+pub(super) async fn write_loop<W>(
+    wr: &mut W,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    pong: &tokio::sync::Notify,
+    limit: std::time::Duration,
+) -> Closed
+where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(bytes) => Some(bytes),
+                None => return Closed::QueueDropped,
+            },
+            () = pong.notified() => None,
+        };
+        let bytes: &[u8] = message.as_deref().unwrap_or(b"\r\n");
+        let write = async {
+            wr.write_all(bytes).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Closed::WriteError,
+            Err(_) => return Closed::WriteTimeout,
+        }
+    }
+}

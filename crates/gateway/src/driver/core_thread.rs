@@ -1,0 +1,475 @@
+//! The core thread: owns the sans-IO [`Edge`], reads and writes the UDP sockets, takes the
+//! connection tasks' events and executes the edge's actions.
+
+use super::*;
+
+/// Bytes waiting for a connection to a next hop, with the token to fail if it never opens.
+pub(super) type Queued = (Vec<u8>, Option<SendToken>);
+
+/// A UDP listener's socket, read and written by the core thread.
+pub(super) struct UdpListener {
+    pub(super) listener: ListenerId,
+    pub(super) sock: mio::net::UdpSocket,
+}
+
+pub(super) struct Core {
+    pub(super) edge: Edge,
+    pub(super) shared: Arc<Shared>,
+    /// In listener order; the first is where datagrams to an address (next hops) leave from.
+    pub(super) udp: Vec<UdpListener>,
+    pub(super) pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
+    /// The security core and the workers that accept its Kerberos AP-REQs.
+    pub(super) kerberos: Option<(
+        Arc<sagw_auth::SecurityCore>,
+        Arc<crate::kerberos_jobs::KerberosWorkers>,
+    )>,
+    /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
+    pub(super) save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
+    /// With `[state] backend = "redis"`: SAs owned, messages held while an SA is claimed.
+    pub(super) pool: Option<crate::pool::PoolLink>,
+    /// The store task's answers (unbounded: one per claim in flight, and the pool's events).
+    pub(super) pool_events: Option<mpsc::UnboundedReceiver<crate::pool::PoolEvent>>,
+}
+
+/// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
+/// due timers), then sleep in `epoll` until the next of them.
+pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Event>) {
+    let stop = core.shared.shutdown.clone();
+    let mut ready = mio::Events::with_capacity(16);
+    let mut buf = vec![0u8; 65_536];
+    // Datagrams may have queued before the sockets were registered: read once before sleeping.
+    let mut udp_ready = vec![true; core.udp.len()];
+    let origin = Instant::now();
+    loop {
+        if !matches!(stop.has_changed(), Ok(false)) {
+            break;
+        }
+        let mut busy = false;
+        for (i, ready) in udp_ready.iter_mut().enumerate() {
+            if *ready {
+                // Edge-triggered: the socket is read until it would block, or the budget says
+                // stop (then it is still ready and the loop comes back to it without sleeping).
+                *ready = core.read_udp(i, &mut buf);
+                busy |= *ready;
+            }
+        }
+        for _ in 0..EVENT_BUDGET {
+            match events.try_recv() {
+                Ok(ev) => core.handle(ev),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        busy |= !events.is_empty();
+        while let Some(ev) = core.pool_events.as_mut().and_then(|r| r.try_recv().ok()) {
+            core.handle(Event::Pool(ev));
+        }
+        if let Some(p) = core.pool.as_mut() {
+            p.flush(Instant::now());
+            let aors = p.take_dirty_aors();
+            if !aors.is_empty() {
+                let n = now();
+                for aor in aors {
+                    let local = core.edge.pool_bindings(&aor, n);
+                    p.publish_bindings(aor, local);
+                }
+            }
+        }
+        if core
+            .edge
+            .poll_timeout()
+            .is_some_and(|t| t <= Instant::now())
+        {
+            core.edge.handle_timeout(now());
+            core.run_actions();
+        }
+        core.publish_gauges();
+        if busy {
+            continue;
+        }
+        core.shared.wake.sleeping.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !events.is_empty() || core.pool_events.as_ref().is_some_and(|r| !r.is_empty()) {
+            core.shared.wake.sleeping.store(false, Ordering::SeqCst);
+            continue;
+        }
+        let due = match (
+            core.edge.poll_timeout(),
+            core.pool.as_ref().and_then(|p| p.next_deadline()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = due.map(|t| {
+            sagw_proxy::on_grid(origin, t, TIMER_GRID).saturating_duration_since(Instant::now())
+        });
+        if let Err(e) = poll.poll(&mut ready, timeout)
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            warn!(error = %e, "core thread: epoll failed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        core.shared.wake.sleeping.store(false, Ordering::SeqCst);
+        for e in ready.iter() {
+            if let Some(r) = e
+                .token()
+                .0
+                .checked_sub(1)
+                .and_then(|i| udp_ready.get_mut(i))
+            {
+                *r = true;
+            }
+        }
+    }
+    if let Some(slot) = &core.save_bindings {
+        let records = core.edge.export_bindings(now());
+        match serde_json::to_vec(&records) {
+            Ok(json) => {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(json);
+                }
+            }
+            Err(e) => warn!(error = %e, "registrar bindings not saved"),
+        }
+    }
+    debug!("core thread stopped");
+}
+
+impl Core {
+    fn publish_gauges(&self) {
+        let s = self.edge.stats();
+        let g = &self.shared.metrics.gauges;
+        g.server_transactions
+            .store(s.server_transactions as i64, Ordering::Relaxed);
+        g.client_transactions
+            .store(s.client_transactions as i64, Ordering::Relaxed);
+        g.bindings.store(s.bindings as i64, Ordering::Relaxed);
+        if let Some(p) = &self.pool {
+            let ps = p.stats();
+            g.pool_owned.store(ps.owned as i64, Ordering::Relaxed);
+            g.pool_held.store(ps.held as i64, Ordering::Relaxed);
+        }
+    }
+
+    /// Read and handle datagrams of UDP listener `i` until its socket would block (false) or the
+    /// budget is spent (true: more may be waiting).
+    fn read_udp(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        for _ in 0..UDP_BUDGET {
+            let Some(u) = self.udp.get(i) else {
+                return false;
+            };
+            let listener = u.listener;
+            match u.sock.recv_from(buf) {
+                Ok((n, remote)) => {
+                    if let Some(data) = buf.get(..n) {
+                        self.on_datagram(data, remote, listener);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                // ICMP errors from earlier sends surface here on some systems: not fatal.
+                Err(_) => {}
+            }
+        }
+        true
+    }
+
+    fn on_datagram(&mut self, data: &[u8], remote: SocketAddr, listener: ListenerId) {
+        let shared = &self.shared;
+        let limits = &shared.settings.sip_limits;
+        if data.len() > limits.max_message_bytes {
+            shared.metrics.limit("udp_size");
+            return;
+        }
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            // Keep-alive datagram (CRLF or NUL padding): nothing to do.
+            return;
+        }
+        let message = match Message::parse_with(data, limits) {
+            Ok(m) => m,
+            Err(e) => {
+                shared
+                    .metrics
+                    .inc("sagw_parse_errors_total", "transport=\"udp\"".into(), 1);
+                if let Some(l) = parse_limit_label(&e) {
+                    shared.metrics.limit(l);
+                }
+                debug!(%remote, error = %e, "unparsable datagram dropped");
+                return;
+            }
+        };
+        shared.metrics.message("in", &message);
+        if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
+            trace!(target: "sagw::sip", %remote, transport = "udp", "recv\n{}", redacted(&message));
+        }
+        let flow = Flow {
+            id: listener.flow(0),
+            transport: Transport::Udp,
+            remote,
+        };
+        self.inbound(Inbound { message, flow });
+        self.run_actions();
+    }
+
+    /// A message for the proxy, unless the pool holds it while its SA is fetched.
+    fn inbound(&mut self, inb: Inbound) {
+        let inb = match self.pool.as_mut() {
+            Some(p) => match p.hold(inb, Instant::now()) {
+                None => return,
+                Some(inb) => inb,
+            },
+            None => inb,
+        };
+        self.edge.handle_inbound(inb, now());
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Inbound(inb) => self.inbound(inb),
+            Event::Pool(crate::pool::PoolEvent::RemoteBindings { aor, bindings }) => {
+                self.install_remote(&aor, bindings);
+            }
+            Event::Pool(crate::pool::PoolEvent::Republish) => {
+                // The store was away (or restarted empty): the SAs and bindings this gateway
+                // holds are published again, and the others' bindings read again.
+                let n = now();
+                let local = self.edge.export_bindings(n);
+                if let Some(p) = self.pool.as_mut() {
+                    p.on_event(crate::pool::PoolEvent::Republish, n.wall, n.mono);
+                    for r in &local {
+                        p.binding_changed(&r.aor);
+                    }
+                    p.load_bindings();
+                }
+            }
+            Event::Pool(ev) => {
+                let n = now();
+                let released = match self.pool.as_mut() {
+                    Some(p) => p.on_event(ev, n.wall, n.mono),
+                    None => Vec::new(),
+                };
+                // Judged now that the SA is here (or known not to be): not held again.
+                for inb in released {
+                    self.edge.handle_inbound(inb, now());
+                }
+            }
+            Event::Kerberos(done) => self.kerberos_done(*done),
+            Event::Closed(id) => self.edge.flow_closed(id),
+            Event::Connected(key) => {
+                let queued = self.pending.remove(&key).unwrap_or_default();
+                for (bytes, token) in queued {
+                    self.send_stream_addr(key, bytes, token);
+                }
+            }
+            Event::ConnectFailed(key) => {
+                let queued = self.pending.remove(&key).unwrap_or_default();
+                warn!(transport = %key.0, addr = %key.1, "next hop unreachable");
+                for (_, token) in queued {
+                    self.shared.metrics.inc(
+                        "sagw_send_failures_total",
+                        format!("transport=\"{}\"", key.0),
+                        1,
+                    );
+                    if let Some(t) = token {
+                        self.edge.send_failed(&t, now());
+                    }
+                }
+            }
+        }
+        self.run_actions();
+    }
+
+    /// A worker's outcome: filed with the core, then the request goes through the proxy again and
+    /// the core judges it with the outcome. A request whose connection closed meanwhile is
+    /// dropped (a binding on a closed flow would never be removed).
+    fn kerberos_done(&mut self, done: crate::kerberos_jobs::Done) {
+        let Some((security, workers)) = &self.kerberos else {
+            return;
+        };
+        let now = now();
+        workers.finished(&done.key);
+        let stream = matches!(done.flow.transport, Transport::Tcp | Transport::Tls);
+        let open = || {
+            self.shared
+                .flows
+                .lock()
+                .is_ok_and(|t| t.by_id.contains_key(&done.flow.id))
+        };
+        if stream && !open() {
+            debug!(remote = %done.flow.remote, "Kerberos sign-in of a closed connection dropped");
+            return;
+        }
+        security.kerberos_job_done(done.key, done.outcome, now.wall);
+        self.edge.handle_inbound(
+            Inbound {
+                message: done.message,
+                flow: done.flow,
+            },
+            now,
+        );
+    }
+
+    /// The other gateways' bindings of `aor` (registrar mode in a pool): requests for it are
+    /// relayed to the gateway that holds each client's flow.
+    fn install_remote(&mut self, aor: &str, bindings: Vec<crate::pool::SharedBinding>) {
+        let n = now();
+        let mut installed = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let expires = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(b.expires_unix);
+            let remote = sagw_proxy::RemoteBinding {
+                node_route: b.route,
+                peer: (Transport::Tcp, b.peer),
+                expires,
+                endpoint: b.endpoint,
+            };
+            match self.edge.install_remote_binding(aor, &b.device, remote, n) {
+                Ok(()) => installed.push(b.device),
+                Err(sagw_proxy::RemoteBindingError::UntrustedPeer) => warn!(
+                    aor = %aor, peer = %b.peer,
+                    "a pool gateway is not in proxy.trusted_peers: requests for its clients are not relayed to it"
+                ),
+                Err(e) => {
+                    debug!(aor = %aor, peer = %b.peer, error = %e, "pool binding not installed")
+                }
+            }
+        }
+        if let Some(p) = self.pool.as_mut() {
+            for gone in p.replace_remote(aor, installed) {
+                self.edge.remove_remote_binding(aor, &gone);
+            }
+        }
+    }
+
+    fn run_actions(&mut self) {
+        while let Some(action) = self.edge.poll_action() {
+            match action {
+                Action::Send { to, message, token } => self.send(to, &message, token),
+                Action::Report(r) => {
+                    if let (Report::Binding { aor, .. }, Some(p)) = (&r, self.pool.as_mut()) {
+                        p.binding_changed(aor);
+                    }
+                    self.report(r)
+                }
+            }
+        }
+    }
+
+    fn report(&self, r: Report) {
+        let m = &self.shared.metrics;
+        match r {
+            Report::Transaction {
+                method,
+                status,
+                elapsed,
+            } => m.transaction(&method, status, elapsed),
+            Report::Dropped(reason) => {
+                m.inc(
+                    "sagw_dropped_total",
+                    format!("reason=\"{}\"", reason.label()),
+                    1,
+                );
+            }
+            Report::Limit(l) => m.limit(l.label()),
+            Report::Binding { aor, change } => {
+                debug!(%aor, ?change, "binding");
+                let kind = match change {
+                    sagw_proxy::BindingChange::Added => "added",
+                    sagw_proxy::BindingChange::Refreshed => "refreshed",
+                    sagw_proxy::BindingChange::Removed => "removed",
+                };
+                m.binding_change(kind);
+            }
+        }
+    }
+
+    fn send(&mut self, to: Target, msg: &Message, token: Option<SendToken>) {
+        if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
+            trace!(target: "sagw::sip", to = ?to, "send\n{}", redacted(msg));
+        }
+        self.shared.metrics.message("out", msg);
+        let bytes = msg.to_bytes();
+        match (to, to.transport()) {
+            (_, Transport::Udp) => {
+                // A client's datagrams leave from the socket it reached (its NAT binding names
+                // that port); datagrams to an address from the first UDP listener.
+                let sock = match to {
+                    Target::Flow(f) => {
+                        let id = ListenerId::of(f.id);
+                        self.udp.iter().find(|u| u.listener == id)
+                    }
+                    Target::Addr { .. } => None,
+                }
+                .or_else(|| self.udp.first());
+                let ok = bytes.len() <= 65_507
+                    && sock.is_some_and(|u| u.sock.send_to(&bytes, to.addr()).is_ok());
+                if !ok {
+                    self.send_failure(Transport::Udp, token);
+                }
+            }
+            (Target::Flow(f), t) => {
+                if !self.write_flow(f.id, bytes) {
+                    self.send_failure(t, token);
+                }
+            }
+            (Target::Addr { transport, addr }, _) => {
+                self.send_stream_addr((transport, addr), bytes, token);
+            }
+        }
+    }
+
+    fn send_failure(&mut self, t: Transport, token: Option<SendToken>) {
+        self.shared
+            .metrics
+            .inc("sagw_send_failures_total", format!("transport=\"{t}\""), 1);
+        if let Some(token) = token {
+            self.edge.send_failed(&token, now());
+        }
+    }
+
+    /// Queue bytes on a connection; false when it is gone or too slow (then it is closed).
+    fn write_flow(&self, id: FlowId, bytes: Vec<u8>) -> bool {
+        let Ok(table) = self.shared.flows.lock() else {
+            return false;
+        };
+        let Some(h) = table.by_id.get(&id) else {
+            return false;
+        };
+        match h.tx.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.metrics.limit("write_queue");
+                warn!(remote = %h.remote, transport = %h.transport, "write queue full: closing slow connection");
+                let _ = h.kill.send(true);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn send_stream_addr(
+        &mut self,
+        key: (Transport, SocketAddr),
+        bytes: Vec<u8>,
+        token: Option<SendToken>,
+    ) {
+        let existing = self
+            .shared
+            .flows
+            .lock()
+            .ok()
+            .and_then(|t| t.by_addr.get(&key).copied());
+        if let Some(id) = existing {
+            if !self.write_flow(id, bytes) {
+                self.send_failure(key.0, token);
+            }
+            return;
+        }
+        if let Some(q) = self.pending.get_mut(&key) {
+            q.push((bytes, token));
+            return;
+        }
+        self.pending.insert(key, vec![(bytes, token)]);
+        self.shared
+            .runtime
+            .spawn(connect_task(key, self.shared.clone()));
+    }
+}

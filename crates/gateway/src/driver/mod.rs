@@ -1,0 +1,823 @@
+//! The driver: tokio tasks for listeners and connections, the flow table, and the core thread
+//! that owns the sans-IO [`Edge`], reads and writes the UDP socket itself and executes the
+//! core's actions.
+//!
+//! Why a thread of its own rather than a tokio task: on UDP, the bulk of SIP traffic, every
+//! datagram used to cross two tasks (a receiver task, then the core task), and each hand-off cost
+//! a wake-up and often a context switch; these dominated the gateway's CPU per message in the sipp
+//! benchmark. The core thread waits in one `epoll` (mio) on the UDP socket, a waker and the next
+//! timer, drains every queued datagram in one go and answers on the same thread. Connection tasks
+//! send [`Event`]s over one bounded channel (backpressure: a flood slows its own readers, not the
+//! core) and wake the core only when it is asleep. The core sends bytes to connections through
+//! their bounded write queues; a connection whose queue is full is closed as too slow rather than
+//! buffering without limit.
+//!
+//! A connection task runs its reader and its writer as two futures side by side (see
+//! [`connection`]): a write that blocks because the peer does not read never stops the reads, the
+//! idle and slow-message timers or the kill from the core, and a write that does not complete
+//! within `limits.write_timeout_secs` closes the connection.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use sagw_proxy::{
+    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, NoAuth, Now, Report,
+    Secret, SendToken, Target, Transport,
+};
+use sagw_sip::{Frame, KeepAliveKind, Message, ParseError, StreamFramer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{Level, debug, info, trace, warn};
+
+use crate::config::{CertSource, Settings};
+use crate::listener::{BoundListener, ListenerId};
+use crate::logging::redacted;
+use crate::metrics::{self, Metrics};
+use crate::per_ip::{Admission, IpSlot, PerIp};
+use crate::tls::{self, CertInfo};
+
+mod conn;
+mod core_thread;
+
+use conn::*;
+use core_thread::*;
+
+/// mio tokens of the core thread: the waker, then one per UDP socket (token 1 + its index).
+const WAKE_TOKEN: mio::Token = mio::Token(0);
+/// Datagrams read in one pass before the event channel and the timers get their turn.
+const UDP_BUDGET: usize = 256;
+/// Events taken from the channel in one pass before UDP and the timers get their turn.
+const EVENT_BUDGET: usize = 256;
+/// The core sleeps until the next timer rounded up to this grid. Every UDP transaction leaves
+/// timers behind (Timer J or K, retransmissions), each at its own instant: without the grid the
+/// core woke once per timer, as often as it woke for messages. SIP's timers are in hundreds of
+/// milliseconds (T1 = 500 ms), so firing up to 4 ms late is immaterial.
+const TIMER_GRID: std::time::Duration = std::time::Duration::from_millis(4);
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        /// Which listener (its name and transport) or endpoint.
+        what: String,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// No randomness for the proxy secret.
+    #[error("system random source unavailable")]
+    Random,
+    /// The authentication stage could not be set up.
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+    /// `[state]` could not be set up.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The core thread's poller could not be created.
+    #[error("cannot start the core thread: {0}")]
+    Core(std::io::Error),
+    /// `proxy.core_cpu` names a CPU this process may not run on.
+    #[error(
+        "config key `proxy.core_cpu`: CPU {cpu} is not one this process may run on ({allowed})"
+    )]
+    CoreCpu {
+        /// The configured CPU.
+        cpu: usize,
+        /// The CPUs the process may use.
+        allowed: String,
+    },
+}
+
+/// The CPU the core thread is pinned to, if any.
+///
+/// Why pin: the core thread sleeps and wakes once or more per message; left to the scheduler it
+/// was woken on whichever CPU was free, so every wake-up found cold caches and often paid for a
+/// migration. Pinned, the sipp call benchmark at 200 calls/s took ~40 % less CPU per call on a
+/// 2-vCPU VM. `auto` pins to the last allowed CPU only when there are two or more, leaving the
+/// first to the rest of the system, and tokio's workers stay free to run anywhere.
+fn core_cpu(choice: crate::config::CoreCpu) -> Result<Option<core_affinity::CoreId>, StartError> {
+    use crate::config::CoreCpu;
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    match choice {
+        CoreCpu::Unpinned => Ok(None),
+        CoreCpu::Auto => Ok(if allowed.len() >= 2 {
+            allowed.last().copied()
+        } else {
+            None
+        }),
+        CoreCpu::Cpu(cpu) => allowed
+            .iter()
+            .find(|c| c.id == cpu)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| StartError::CoreCpu {
+                cpu,
+                allowed: allowed
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            }),
+    }
+}
+
+/// Wakes the core thread when it sleeps in `epoll`: set by the core just before it sleeps, so a
+/// sender writes the eventfd once per sleep instead of once per event.
+struct CoreWake {
+    sleeping: AtomicBool,
+    waker: mio::Waker,
+}
+
+impl CoreWake {
+    fn notify(&self) {
+        // Pairs with the core's store-then-check of the channel (a store-buffering pattern: the
+        // fences order the channel's own atomics against `sleeping`): either the core sees the
+        // event before sleeping, or this swap sees `sleeping` and wakes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn force(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+enum Event {
+    Inbound(Inbound),
+    /// A Kerberos AP-REQ accepted (or refused) by a worker, with the request it came in.
+    Kerberos(Box<crate::kerberos_jobs::Done>),
+    /// The store task's answer (pools).
+    Pool(crate::pool::PoolEvent),
+    Closed(FlowId),
+    Connected((Transport, SocketAddr)),
+    ConnectFailed((Transport, SocketAddr)),
+}
+
+struct ConnHandle {
+    tx: mpsc::Sender<Vec<u8>>,
+    kill: watch::Sender<bool>,
+    remote: SocketAddr,
+    transport: Transport,
+}
+
+#[derive(Default)]
+struct FlowTable {
+    by_id: HashMap<FlowId, ConnHandle>,
+    by_addr: HashMap<(Transport, SocketAddr), FlowId>,
+}
+
+struct Shared {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    events: mpsc::Sender<Event>,
+    wake: Arc<CoreWake>,
+    runtime: tokio::runtime::Handle,
+    flows: Mutex<FlowTable>,
+    next_flow: AtomicU64,
+    connections: AtomicUsize,
+    /// `limits.max_connections_per_ip`, for accepted connections.
+    per_ip: Arc<PerIp>,
+    shutdown: watch::Receiver<bool>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// The address the first TCP listener is bound to: where opened connections leave from.
+    outbound_source: Option<IpAddr>,
+}
+
+impl Shared {
+    /// Queue an event for the core thread (waiting while the channel is full) and wake it.
+    /// False once the core has stopped.
+    async fn post(&self, ev: Event) -> bool {
+        let sent = self.events.send(ev).await.is_ok();
+        self.wake.notify();
+        sent
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    /// Bound UDP address (the first UDP listener).
+    pub udp: Option<SocketAddr>,
+    /// Bound TCP address (the first TCP listener).
+    pub tcp: Option<SocketAddr>,
+    /// Bound TLS address (the first TLS listener).
+    pub tls: Option<SocketAddr>,
+    /// Every listener as bound, in [`ListenerId`] order.
+    pub listeners: Vec<BoundListener>,
+    /// Bound metrics address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The TLS certificate in use.
+    pub cert: Option<CertInfo>,
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    wake: Arc<CoreWake>,
+    core_exit: watch::Receiver<Option<CoreExit>>,
+    tasks: Vec<JoinHandle<()>>,
+    save_on_stop: Option<SaveOnStop>,
+}
+
+/// What [`Running::save_state`] writes (memory backend).
+struct SaveOnStop {
+    core: Arc<sagw_auth::SecurityCore>,
+    path: std::path::PathBuf,
+    sealer: Arc<sagw_state::Sealer>,
+    /// The registrar's bindings (JSON), left here by the core thread as it stops.
+    bindings: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+/// How the core thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreExit {
+    /// Asked to (shutdown, or the gateway was dropped).
+    Stopped,
+    /// A bug: it panicked. The gateway no longer handles SIP.
+    Panicked,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The core is an OS thread, not a task: it does not end with the runtime, so tell it.
+        let _ = self.shutdown.send(true);
+        self.wake.force();
+    }
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("udp", &self.udp)
+            .field("tcp", &self.tcp)
+            .field("tls", &self.tls)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish()
+    }
+}
+
+impl Running {
+    /// Resolves when the core thread has ended, and how: `main` exits when it panicked instead
+    /// of running on without SIP.
+    pub async fn stopped(&self) -> CoreExit {
+        let mut rx = self.core_exit.clone();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                return CoreExit::Panicked;
+            }
+        }
+    }
+
+    /// Saves the SAs and bindings for the next start (`[state] backend = "memory"` with a
+    /// snapshot; [`shutdown`](Self::shutdown) calls it once the core has stopped).
+    fn save_state(&self) {
+        if let Some(s) = &self.save_on_stop
+            && let Err(e) = crate::state::save(
+                &s.core,
+                s.bindings
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.take())
+                    .unwrap_or_default(),
+                &s.path,
+                &s.sealer,
+            )
+        {
+            tracing::error!(error = %e, "state not saved: clients sign in again after the restart");
+        }
+    }
+
+    /// Stop accepting, close connections and wait for the tasks (bounded by `grace`).
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        let _ = self.shutdown.send(true);
+        self.wake.force();
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = async {
+            futures_join(tasks).await;
+            self.stopped().await;
+        };
+        let _ = tokio::time::timeout(grace, all).await;
+        self.save_state();
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        if !t.is_finished() {
+            let _ = t.await;
+        }
+    }
+}
+
+fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<String>) {
+    let ips: Vec<IpAddr> = bound.iter().flatten().map(SocketAddr::ip).collect();
+    let host = if !s.advertise.is_empty() {
+        s.advertise.clone()
+    } else {
+        match ips.iter().find(|ip| !ip.is_unspecified()) {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+            Some(ip) => ip.to_string(),
+            None => {
+                warn!(
+                    "listening on a wildcard address and listen.advertise is empty: advertising 127.0.0.1; set listen.advertise to the address clients use"
+                );
+                "127.0.0.1".to_owned()
+            }
+        }
+    };
+    let mut aliases = s.aliases.clone();
+    for ip in ips.iter().filter(|ip| !ip.is_unspecified()) {
+        aliases.push(match ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        });
+    }
+    if ips.iter().any(|ip| ip.is_unspecified() || ip.is_loopback()) {
+        aliases.push("127.0.0.1".into());
+        aliases.push("localhost".into());
+    }
+    aliases.retain(|a| !a.eq_ignore_ascii_case(&host));
+    aliases.dedup();
+    (host, aliases)
+}
+
+/// Bind everything and start serving, with the authentication stage `[auth]` describes (none when
+/// it is disabled).
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_auth(settings, None).await
+}
+
+/// [`start`] with `kerberos` as the Kerberos acceptor instead of MIT's from the keytab: a test
+/// seam (a slow acceptor, to show that sign-ins waiting for it do not hold other messages up).
+pub async fn start_with_kerberos_backend(
+    settings: Settings,
+    kerberos: Box<dyn sagw_auth::KerberosBackend>,
+) -> Result<Running, StartError> {
+    start_auth(settings, Some(kerberos)).await
+}
+
+async fn start_auth(
+    settings: Settings,
+    kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
+) -> Result<Running, StartError> {
+    let state = crate::state::StateSetup::open(&settings.state).await?;
+    let Some(a) = settings.auth.clone() else {
+        warn!(
+            "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
+        );
+        return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
+    };
+    let mut rng = crate::auth::OsRng::new()?;
+    let keys = crate::auth::SharedKeys {
+        ntlm_challenge: state.key.ntlm_challenge_key(),
+        // One gateway: its Digest nonce key file as before; a pool shares the derived one.
+        digest_nonce: state.store.is_some().then(|| state.key.digest_nonce_key()),
+        digest_node: if state.store.is_some() {
+            crate::state::digest_node(&crate::state::node_id(&settings))
+        } else {
+            0
+        },
+    };
+    let (mut core, users, router) =
+        crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), kerberos)?;
+    // AP-REQs are accepted by worker threads, never on the core thread (docs/pools.md).
+    let workers = (core.serves_kerberos() && a.kerberos_workers > 0).then(|| {
+        crate::kerberos_jobs::KerberosWorkers::new(
+            a.kerberos_workers,
+            a.kerberos_queue,
+            settings.retry_after,
+        )
+    });
+    if workers.is_some() {
+        core = core.with_kerberos_offload();
+    }
+    if let Some(store) = &state.store {
+        // An authenticator accepted by one gateway is refused by every other (MIT's replay
+        // cache is per host); asked from the worker threads.
+        core = core
+            .with_kerberos_replay_registry(Arc::new(sagw_state::StoreReplayRegistry::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+            )))
+            .enable_pool_journal();
+    }
+    let core = Arc::new(core);
+    let restored_bindings = state.restore(&core, SystemTime::now());
+    info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
+    for (i, p) in a.policies.iter().enumerate() {
+        if let Some(o) = router.policy_id(i).and_then(|id| core.policy_offer(id)) {
+            let schemes: Vec<&str> = o.schemes.iter().map(|s| s.label()).collect();
+            let algorithms: Vec<&str> = o.digest_algorithms.iter().map(|a| a.token()).collect();
+            info!(policy = %p.name, schemes = ?schemes, digest_algorithms = ?algorithms, digest_realm = o.digest_realm.unwrap_or(""), "challenge policy");
+        }
+    }
+    let mut stage =
+        crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
+            .with_router(router);
+    if let Some(w) = &workers {
+        stage = stage.with_kerberos_workers(w.clone());
+    }
+    start_inner(
+        settings,
+        Box::new(stage),
+        Some((core, users)),
+        state,
+        restored_bindings,
+        workers,
+    )
+    .await
+}
+
+/// Bind everything and start serving, with `auth` as the client authentication stage.
+pub async fn start_with_auth(
+    settings: Settings,
+    auth: Box<dyn ClientAuth>,
+) -> Result<Running, StartError> {
+    let state = crate::state::StateSetup::open(&settings.state).await?;
+    start_inner(settings, auth, None, state, None, None).await
+}
+
+async fn start_inner(
+    settings: Settings,
+    auth: Box<dyn ClientAuth>,
+    core: Option<(
+        Arc<sagw_auth::SecurityCore>,
+        Arc<crate::users::ReloadingStore>,
+    )>,
+    state: crate::state::StateSetup,
+    restored_bindings: Option<Vec<u8>>,
+    kerberos: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
+) -> Result<Running, StartError> {
+    for w in settings.spoofable_trust() {
+        warn!("{w}");
+    }
+    let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
+    let mut udp_socks = Vec::new();
+    let mut streams = Vec::new();
+    let mut bound = Vec::new();
+    for (i, l) in settings.listeners.iter().enumerate() {
+        // Config::validate keeps the count below ListenerId::OUTBOUND.
+        let id = ListenerId(u16::try_from(i).unwrap_or(ListenerId::OUTBOUND.0));
+        let what = format!("{} listener `{}`", l.transport, l.name);
+        let addr = match l.transport {
+            Transport::Udp => {
+                let sock = bind_udp(l.addr).map_err(bind_err(what.clone(), l.addr))?;
+                let addr = sock.local_addr().map_err(bind_err(what, l.addr))?;
+                udp_socks.push((id, sock));
+                addr
+            }
+            Transport::Tcp | Transport::Tls => {
+                let listener = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(bind_err(what.clone(), l.addr))?;
+                let addr = listener.local_addr().map_err(bind_err(what, l.addr))?;
+                streams.push((id, l.transport, listener));
+                addr
+            }
+        };
+        bound.push(BoundListener {
+            name: l.name.clone(),
+            transport: l.transport,
+            addr,
+        });
+    }
+    let metrics_listener = match settings.metrics {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(bind_err("metrics".into(), a))?,
+        ),
+        None => None,
+    };
+    let first = |t: Transport| bound.iter().find(|b| b.transport == t).map(|b| b.addr);
+    let udp_addr = first(Transport::Udp);
+    let tcp_addr = first(Transport::Tcp);
+    let tls_addr = first(Transport::Tls);
+    let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
+
+    let (cert, acceptor) = match tls_addr {
+        Some(_) => {
+            let id = tls::load_identity(&settings.cert)?;
+            let how = match (&settings.cert, id.info.generated_now) {
+                (CertSource::Files { .. }, _) => "configured",
+                (CertSource::Generated { .. }, true) => "generated now",
+                (CertSource::Generated { .. }, false) => "generated earlier",
+            };
+            info!(
+                path = %id.info.cert_path.display(),
+                sha256 = %id.info.fingerprint,
+                "TLS certificate ({how})"
+            );
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&id)?);
+            (Some(id.info.clone()), Some(acceptor))
+        }
+        None => (None, None),
+    };
+    let tls_client = match &settings.next_hop_ca {
+        Some(ca) => Some(tls::client_config(ca)?),
+        None => None,
+    };
+
+    let all: Vec<Option<SocketAddr>> = bound.iter().map(|b| Some(b.addr)).collect();
+    let (host, aliases) = advertised_host(&settings, &all);
+    // Headers the proxy writes name the first listener of each transport; the others' ports are
+    // still ours in a Route or Request-URI.
+    let firsts = [udp_addr, tcp_addr, tls_addr];
+    let mut extra_ports: Vec<u16> = bound
+        .iter()
+        .map(|b| b.addr.port())
+        .filter(|p| !firsts.iter().flatten().any(|a| a.port() == *p))
+        .collect();
+    extra_ports.dedup();
+    let local = LocalAddrs {
+        host,
+        aliases,
+        udp: udp_addr.map(|a| a.port()),
+        tcp: tcp_addr.map(|a| a.port()),
+        tls: tls_addr.map(|a| a.port()),
+        extra_ports,
+    };
+    // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
+    // cross the pool: they are keyed by the pool key.
+    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(state.key.flow_token_key()));
+    cfg.mode = settings.mode;
+    cfg.domains = settings.domains.clone();
+    cfg.next_hops = settings.next_hops.clone();
+    cfg.trusted_peers = settings.trusted_peers.clone();
+    cfg.client_routes = settings.client_routes.clone();
+    cfg.timers = settings.timers;
+    cfg.retry_after = settings.retry_after;
+    cfg.max_transactions = settings.max_transactions;
+    cfg.registrar = settings.registrar.clone();
+    let mut edge = Edge::with_auth(cfg, auth);
+    if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
+        match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
+            Ok(records) => {
+                // Connections ended with the old process (RFC 5626: their clients register
+                // again); the UDP sockets are numbered as before, so their bindings still hold.
+                let udp: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| r.flow.transport == Transport::Udp)
+                    .collect();
+                let n = edge.import_bindings(udp, now());
+                info!(
+                    bindings = n,
+                    "registrar bindings restored from the last run"
+                );
+            }
+            Err(e) => warn!(error = %e, "registrar bindings in the snapshot not restored"),
+        }
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    if let Some((core, _)) = &core {
+        let _ = metrics.auth.set(core.clone());
+    }
+    let (events_tx, events_rx) = mpsc::channel(8192);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let poll = mio::Poll::new().map_err(StartError::Core)?;
+    let wake = Arc::new(CoreWake {
+        sleeping: AtomicBool::new(false),
+        waker: mio::Waker::new(poll.registry(), WAKE_TOKEN).map_err(StartError::Core)?,
+    });
+    let mut udp = Vec::with_capacity(udp_socks.len());
+    for (i, (listener, sock)) in udp_socks.into_iter().enumerate() {
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        poll.registry()
+            .register(&mut sock, mio::Token(1 + i), mio::Interest::READABLE)
+            .map_err(StartError::Core)?;
+        udp.push(UdpListener { listener, sock });
+    }
+    // Servers the operator listed are never capped per address (they still count towards
+    // max_connections): a next hop behind one address must not be locked out by its own traffic.
+    let exempt: Vec<IpAddr> = settings
+        .next_hops
+        .iter()
+        .map(|h| h.addr.ip())
+        .chain(settings.trusted_peers.iter().copied())
+        .collect();
+    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt);
+    let shared = Arc::new(Shared {
+        settings,
+        metrics: metrics.clone(),
+        events: events_tx,
+        wake: wake.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        flows: Mutex::new(FlowTable::default()),
+        next_flow: AtomicU64::new(1),
+        connections: AtomicUsize::new(0),
+        per_ip,
+        shutdown: shutdown_rx,
+        tls_client,
+        outbound_source: tcp_addr.map(|a| a.ip()),
+    });
+
+    let mut tasks = Vec::new();
+    let kerberos = match (kerberos, &core) {
+        (Some(workers), Some((security, _))) => {
+            let (tx, wake) = (shared.events.clone(), shared.wake.clone());
+            workers
+                .start(
+                    security.clone(),
+                    Box::new(move |done| {
+                        // A worker is a plain thread: it may wait for room in the channel.
+                        let sent = tx.blocking_send(Event::Kerberos(Box::new(done))).is_ok();
+                        wake.notify();
+                        sent
+                    }),
+                )
+                .map_err(StartError::Core)?;
+            let _ = metrics.kerberos_jobs.set(workers.clone());
+            Some((security.clone(), workers))
+        }
+        _ => None,
+    };
+    let (pool, pool_events) = match (&state.store, &core, &shared.settings.state.backend) {
+        (
+            Some(store),
+            Some((security, _)),
+            crate::state_config::StateBackend::Redis {
+                max_claims_in_flight,
+                ..
+            },
+        ) => {
+            let node = crate::state::node_id(&shared.settings);
+            info!(node = %node, "pool member");
+            metrics.gauges.pooled.store(true, Ordering::Relaxed);
+            let nudge = wake.clone();
+            let _ = metrics.nudge.set(Box::new(move || nudge.force()));
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let up = Arc::new(AtomicBool::new(store.is_up()));
+            let link = crate::pool::PoolLink::new(
+                security.clone(),
+                cmd_tx,
+                up.clone(),
+                *max_claims_in_flight,
+                tcp_addr,
+            );
+            link.load_bindings();
+            let task = crate::store_task::StoreTask {
+                store: store.clone(),
+                sealer: state.sealer.clone(),
+                node,
+                up,
+                metrics: metrics.clone(),
+            };
+            let wake = wake.clone();
+            tasks.push(tokio::spawn(task.run(cmd_rx, move |ev| {
+                let _ = ev_tx.send(ev);
+                wake.notify();
+            })));
+            (Some(link), Some(ev_rx))
+        }
+        _ => (None, None),
+    };
+    let save_on_stop = match (&state.snapshot, &core) {
+        (Some(path), Some((security, _))) => Some(SaveOnStop {
+            core: security.clone(),
+            path: path.clone(),
+            sealer: state.sealer.clone(),
+            bindings: Arc::new(Mutex::new(None)),
+        }),
+        _ => None,
+    };
+    let core_state = Core {
+        edge,
+        shared: shared.clone(),
+        udp,
+        pending: HashMap::new(),
+        kerberos,
+        save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
+        pool,
+        pool_events,
+    };
+    // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let pin = core_cpu(shared.settings.core_cpu)?;
+    std::thread::Builder::new()
+        .name("sagw-core".into())
+        .spawn(move || {
+            if let Some(cpu) = pin {
+                if core_affinity::set_for_current(cpu) {
+                    info!(cpu = cpu.id, "core thread pinned (proxy.core_cpu)");
+                } else {
+                    warn!(cpu = cpu.id, "cannot pin the core thread: running unpinned");
+                }
+            }
+            let run = std::panic::AssertUnwindSafe(|| core_loop(core_state, poll, events_rx));
+            if std::panic::catch_unwind(run).is_err() {
+                // Nothing answers SIP any more (the UDP socket is gone with the core): say so
+                // loudly and let `Running::stopped` end the process rather than leave a gateway
+                // that accepts connections and serves metrics but drops every message.
+                tracing::error!("the core thread panicked: the gateway stops");
+                let _ = exit_tx.send(Some(CoreExit::Panicked));
+                return;
+            }
+            let _ = exit_tx.send(Some(CoreExit::Stopped));
+        })
+        .map_err(StartError::Core)?;
+    for (id, transport, l) in streams {
+        let tls = match transport {
+            Transport::Tls => acceptor.clone(),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(accept_task(l, id, tls, shared.clone())));
+    }
+    if let Some((core, users)) = core {
+        // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
+        // and users added with `sagw user add` take effect without a restart.
+        let mut stop = shared.shutdown.clone();
+        let wake = wake.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        core.expire(SystemTime::now());
+                        if let Some(r) = users.reload_if_changed() {
+                            // What a removed or changed user proved no longer holds: their SAs
+                            // end now, not when they idle out (up to the 8-hour lifetime).
+                            for u in &r.changed {
+                                let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
+                                if n > 0 {
+                                    info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
+                                }
+                            }
+                            // In a pool the core thread passes the revocations on.
+                            if !r.changed.is_empty() {
+                                wake.force();
+                            }
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    if let Some(l) = metrics_listener {
+        let m = metrics.clone();
+        let mut stop = shared.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = metrics::serve(l, m) => {}
+                _ = stop.changed() => {}
+            }
+        }));
+    }
+    for b in &bound {
+        info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
+    }
+    info!(
+        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr,
+        advertise = %local.host, mode = ?shared.settings.mode, next_hops = shared.settings.next_hops.len(),
+        "sagw listening"
+    );
+    Ok(Running {
+        udp: udp_addr,
+        tcp: tcp_addr,
+        tls: tls_addr,
+        listeners: bound,
+        metrics_addr,
+        cert,
+        metrics,
+        shutdown: shutdown_tx,
+        wake,
+        core_exit: exit_rx,
+        tasks,
+        save_on_stop,
+    })
+}
+
+/// The UDP socket, with a 4 MiB receive buffer: the default (~208 KiB) overflows under a burst of
+/// a few thousand datagrams per second, and every drop costs a client retransmission.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = sock.set_recv_buffer_size(4 << 20) {
+        warn!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::now(),
+    }
+}
