@@ -18,7 +18,7 @@ use sagw_sip::Message;
 
 /// Distinct users of the REGISTER workload (sipp's `-inf users.csv`).
 pub const USERS: u64 = 10_000;
-/// The gateway's one UDP socket: every UDP peer shares it (crates/gateway/src/driver.rs).
+/// The gateway's one UDP socket: every UDP peer shares it (crates/gateway/src/driver/core_thread.rs).
 const UDP_FLOW: FlowId = FlowId(0);
 
 fn now0() -> Now {
