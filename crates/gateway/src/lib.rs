@@ -5,6 +5,7 @@
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
 //! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
+//! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
@@ -17,6 +18,7 @@ pub mod auth_config;
 pub mod config;
 pub mod driver;
 pub mod kerberos_jobs;
+pub mod lifecycle;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
