@@ -1,9 +1,12 @@
 //! The sagw gateway: the tokio driver around the sans-IO crates.
 //!
+//! * [`cli`]: the command line (also the source of the man pages and completions);
 //! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
+//! * [`cpu`]: the core thread's CPU, claimed against other instances on the host;
+//! * [`service`]: systemd readiness and the state directory;
 //! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
@@ -15,7 +18,9 @@
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
+pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod driver;
 pub mod kerberos_jobs;
 pub mod lifecycle;
@@ -24,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;
