@@ -4,7 +4,9 @@
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
-//! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
+//! * [`metrics`]: the Prometheus registry; [`admin`] (and [`admin_config`]): the admin HTTP API,
+//!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
+//!   connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
@@ -12,11 +14,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod admin_client;
+pub mod admin_config;
+mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
 pub mod config;
 pub mod driver;
+pub mod http;
 pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;

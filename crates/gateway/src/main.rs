@@ -24,7 +24,8 @@ struct Cli {
     /// Configuration file (TOML). Without it the embedded default configuration is used.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
-    /// Override log.level (e.g. warn, info, debug, trace, or a filter like "sagw=debug").
+    /// Override log.level and RUST_LOG (e.g. warn, info, debug, trace, or a filter like
+    /// "sagw=debug"). Precedence: --log-level, then RUST_LOG, then log.level.
     #[arg(long, global = true)]
     log_level: Option<String>,
     /// Override log.format.
@@ -45,6 +46,183 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Call the admin API of a running gateway (`[admin]` of the configuration: its listen
+    /// address and token file).
+    Admin {
+        /// The API's address, instead of `admin.listen`.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The token's file, instead of `admin.token_file`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Reload the running gateway's configuration (`sagw admin reload`).
+    Reload {
+        /// The API's address, instead of `admin.listen`.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The token's file, instead of `admin.token_file`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum AdminAction {
+    /// List the security associations.
+    Sas,
+    /// End one security association now (its opaque, 8 hex digits, from `sas`).
+    RevokeSa {
+        /// The SA's opaque.
+        opaque: String,
+    },
+    /// End every security association of a user (account name, or SIP identity `sip:…`).
+    RevokeUser {
+        /// Account name or SIP identity.
+        user: String,
+    },
+    /// The registrar's bindings of an address-of-record.
+    Registrations {
+        /// e.g. sip:alice@example.com
+        aor: String,
+    },
+    /// The next hops' state.
+    Hops,
+    /// Show the log filter, or set it (a level or a filter such as "sagw=debug,info").
+    LogLevel {
+        /// The new level or filter.
+        level: Option<String>,
+    },
+    /// Re-read the configuration file.
+    Reload,
+    /// Stop taking new work (readiness turns false; transactions in progress finish).
+    Drain,
+    /// Liveness (`/healthz`, no token needed).
+    Health,
+    /// Readiness (`/readyz`, no token needed).
+    Ready,
+    /// Write a new random token to `admin.token_file` (mode 0600; an existing file is kept).
+    NewToken,
+}
+
+/// The request an admin action makes: method, path, body, and whether it needs the token.
+fn admin_request(action: &AdminAction) -> (&'static str, String, Option<String>, bool) {
+    use sagw_gateway::admin_client::segment;
+    match action {
+        AdminAction::Sas => ("GET", "/admin/sas".into(), None, true),
+        AdminAction::RevokeSa { opaque } => (
+            "POST",
+            format!("/admin/sas/{}/revoke", segment(opaque)),
+            None,
+            true,
+        ),
+        AdminAction::RevokeUser { user } => (
+            "POST",
+            format!("/admin/users/{}/revoke", segment(user)),
+            None,
+            true,
+        ),
+        AdminAction::Registrations { aor } => (
+            "GET",
+            format!("/admin/registrations/{}", segment(aor)),
+            None,
+            true,
+        ),
+        AdminAction::Hops => ("GET", "/admin/hops".into(), None, true),
+        AdminAction::LogLevel { level: None } => ("GET", "/admin/log-level".into(), None, true),
+        AdminAction::LogLevel { level: Some(l) } => {
+            ("PUT", "/admin/log-level".into(), Some(l.clone()), true)
+        }
+        AdminAction::Reload => ("POST", "/admin/reload".into(), None, true),
+        AdminAction::Drain => ("POST", "/admin/drain".into(), None, true),
+        AdminAction::Health => ("GET", "/healthz".into(), None, false),
+        AdminAction::Ready => ("GET", "/readyz".into(), None, false),
+        // Handled locally.
+        AdminAction::NewToken => ("", String::new(), None, false),
+    }
+}
+
+fn admin_command(
+    action: &AdminAction,
+    cfg: &Config,
+    addr: Option<std::net::SocketAddr>,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let admin = match cfg.admin.validate() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sagw: invalid [admin] configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token_path = token_file.map_or_else(|| admin.token_file.clone(), ToOwned::to_owned);
+    if matches!(action, AdminAction::NewToken) {
+        return match sagw_gateway::admin::new_token(&token_path) {
+            Ok(()) => {
+                println!("admin token written to {} (mode 0600)", token_path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw: cannot write the admin token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(listen) = addr.or(admin.listen) else {
+        eprintln!("sagw: the admin API is off (admin.listen is empty); give --addr to reach one");
+        return ExitCode::from(2);
+    };
+    let (method, path, body, needs_token) = admin_request(action);
+    let token = if needs_token {
+        match sagw_gateway::admin::read_token_text(&token_path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("sagw: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let target = sagw_gateway::admin_client::connect_addr(listen);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sagw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = rt.block_on(sagw_gateway::admin_client::call(
+        target,
+        token.as_deref(),
+        method,
+        &path,
+        body,
+    ));
+    match answer {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            if (200..300).contains(&status) {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sagw: {method} {path}: HTTP {status}\n{pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sagw: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +317,26 @@ fn main() -> ExitCode {
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
+    let admin = match &cli.command {
+        Some(Command::Admin {
+            addr,
+            token_file,
+            action,
+        }) => Some((action.clone(), *addr, token_file.clone())),
+        Some(Command::Reload { addr, token_file }) => {
+            Some((AdminAction::Reload, *addr, token_file.clone()))
+        }
+        _ => None,
+    };
+    if let Some((action, addr, token_file)) = admin {
+        return match load(&cli) {
+            Ok(cfg) => admin_command(&action, &cfg, addr, token_file.as_deref()),
+            Err(e) => {
+                eprintln!("sagw: invalid configuration ({source}): {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::User { action }) = &cli.command {
         return match load(&cli) {
             Ok(cfg) => user_command(action, &cfg),
@@ -178,10 +376,15 @@ fn main() -> ExitCode {
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
-    logging::init(&settings.log_level, settings.log_format);
-    if settings.log_format == LogFormat::Json {
-        tracing::debug!("json logs");
-    }
+    // The file's log.level, unless RUST_LOG or --log-level says otherwise.
+    let env = std::env::var("RUST_LOG").ok();
+    let (level, from) = logging::effective_level(
+        cli.log_level.as_deref(),
+        env.as_deref(),
+        &settings.log_level,
+    );
+    logging::init(&level, settings.log_format);
+    tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
