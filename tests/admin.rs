@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use auth_support::*;
-use sagw_client::{AuthScheme, Failure};
 use sagw_client::transport::TransportKind;
+use sagw_client::{AuthScheme, Failure};
 use sagw_gateway::lifecycle::{Lifecycle, ReloadError, ReloadReport};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,7 +53,11 @@ async fn read_response(s: &mut TcpStream) -> (u16, String, String) {
             .await
             .expect("answer in time")
             .expect("read");
-        assert!(n > 0, "closed before a response: {}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -143,7 +147,10 @@ async fn the_api_refuses_requests_without_the_token_or_for_another_host() {
     ] {
         let (status, head, _) = request(addr, "GET", "/admin/sas", &extra, "").await;
         assert_eq!(status, 403, "{extra:?}");
-        assert!(!head.to_ascii_lowercase().contains("access-control"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("access-control"),
+            "{head}"
+        );
     }
     // The health checks need no token, but the Host rule holds for them too.
     let (status, _, _) = request(addr, "GET", "/healthz", host, "").await;
@@ -160,7 +167,11 @@ async fn a_signed_in_clients_sa_is_listed_revoked_and_its_registration_shown() {
     let gw = gateway(GwOptions::default()).await;
     let mut a = signed_in(&gw, "alice").await;
     let mut b = signed_in(&gw, "bob").await;
-    let opaque = a.ep.sa().and_then(|sa| sa.opaque()).expect("an SA").to_owned();
+    let opaque =
+        a.ep.sa()
+            .and_then(|sa| sa.opaque())
+            .expect("an SA")
+            .to_owned();
 
     let (status, list) = admin(&gw, "GET", "/admin/sas").await;
     assert_eq!(status, 200);
@@ -175,7 +186,12 @@ async fn a_signed_in_clients_sa_is_listed_revoked_and_its_registration_shown() {
     assert_eq!(row["scheme"], "NTLM");
 
     // The registration the sign-in made, by AOR, with the endpoint it proved.
-    let (status, regs) = admin(&gw, "GET", &format!("/admin/registrations/sip:alice@{DOMAIN}")).await;
+    let (status, regs) = admin(
+        &gw,
+        "GET",
+        &format!("/admin/registrations/sip:alice@{DOMAIN}"),
+    )
+    .await;
     assert_eq!(status, 200);
     let regs = regs.as_array().expect("a list").clone();
     assert_eq!(regs.len(), 1, "{regs:?}");
@@ -190,7 +206,10 @@ async fn a_signed_in_clients_sa_is_listed_revoked_and_its_registration_shown() {
     // Revoked: alice's next signed request is challenged; bob is served on.
     assert!(signed_request(&mut a).await.is_ok());
     let (status, body) = admin(&gw, "POST", &format!("/admin/sas/{opaque}/revoke")).await;
-    assert_eq!((status, body["revoked"].as_str()), (200, Some(opaque.as_str())));
+    assert_eq!(
+        (status, body["revoked"].as_str()),
+        (200, Some(opaque.as_str()))
+    );
     let (status, _) = admin(&gw, "POST", &format!("/admin/sas/{opaque}/revoke")).await;
     assert_eq!(status, 404, "a second revoke finds nothing");
     let (status, _) = admin(&gw, "POST", "/admin/sas/not-hex/revoke").await;
@@ -249,7 +268,10 @@ async fn health_and_readiness_follow_the_lifecycle() {
     // No lifecycle attached: reload and drain are not available (and say so).
     assert_eq!(admin(&gw, "POST", "/admin/reload").await.0, 501);
     assert_eq!(admin(&gw, "POST", "/admin/drain").await.0, 501);
-    assert_eq!(admin(&gw, "GET", "/admin/hops").await, (200, serde_json::json!([])));
+    assert_eq!(
+        admin(&gw, "GET", "/admin/hops").await,
+        (200, serde_json::json!([]))
+    );
 
     let life = Arc::new(FakeLifecycle::default());
     assert!(gw.seams().attach_lifecycle(life.clone()));
@@ -285,14 +307,35 @@ async fn the_log_level_changes_at_run_time() {
     );
     assert!(!tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
     let addr = gw.admin_addr.expect("admin");
-    let (status, _, _) = request(addr, "PUT", "/admin/log-level", &bearer(), "sagw_gateway=debug,warn").await;
+    let (status, _, _) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &bearer(),
+        "sagw_gateway=debug,warn",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
     assert!(!tracing::enabled!(target: "sagw_client", tracing::Level::DEBUG));
     let json = format!("{}Content-Type: application/json\r\n", bearer());
-    let (status, _, body) = request(addr, "PUT", "/admin/log-level", &json, "{\"level\":\"nonsense=[\"}").await;
+    let (status, _, body) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &json,
+        "{\"level\":\"nonsense=[\"}",
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _, _) = request(addr, "PUT", "/admin/log-level", &json, "{\"level\":\"warn\"}").await;
+    let (status, _, _) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &json,
+        "{\"level\":\"warn\"}",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(!tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
     assert_eq!(
@@ -374,4 +417,28 @@ async fn gateway_with_probers(probers: &[&str]) -> sagw_gateway::Running {
     let (mut settings, _) = gateway_settings(GwOptions::default());
     settings.admin.sip_probers = probers.iter().map(|p| p.parse().expect("ip")).collect();
     sagw_gateway::start(settings).await.expect("gateway starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_stays_off_without_a_private_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (settings, _) = gateway_settings(GwOptions::default());
+    let token = settings.admin.token_file.clone();
+    // Readable by everyone: refused (the gateway runs, the API does not).
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let gw = sagw_gateway::start(settings.clone())
+        .await
+        .expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
+    assert!(gw.udp.is_some());
+    // Empty, then missing.
+    std::fs::write(&token, "\n").expect("empty");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let gw = sagw_gateway::start(settings.clone())
+        .await
+        .expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
+    std::fs::remove_file(&token).expect("rm");
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
 }

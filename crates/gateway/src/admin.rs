@@ -33,9 +33,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The token file could not be read.
-    #[error(
-        "admin.token_file {path}: {source} (create it with `sagw admin new-token`, mode 0600)"
-    )]
+    #[error("admin.token_file {path}: {source} (create it with `sagw admin new-token`, mode 0600)")]
     Read {
         /// The file.
         path: String,
@@ -260,13 +258,13 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let host = host.trim();
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6] or [v6]:port
-        return rest
-            .split_once(']')
-            .is_some_and(|(ip, port)| {
-                ip.parse::<std::net::Ipv6Addr>().is_ok()
-                    && (port.is_empty()
-                        || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()))
-            });
+        return rest.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok()))
+        });
     } else {
         match host.rsplit_once(':') {
             Some((h, p)) if p.parse::<u16>().is_ok() => h,
@@ -275,9 +273,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         }
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || allowed.iter().any(|a| *a == name)
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || allowed.contains(&name)
 }
 
 /// Refuses requests from browsers (an `Origin`) and requests for another host (DNS rebinding).
@@ -357,13 +353,16 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn security(s: &AdminState) -> Result<&Arc<sagw_auth::SecurityCore>, Response> {
-    s.metrics.auth.get().ok_or_else(|| {
-        problem(
-            StatusCode::NOT_FOUND,
-            "authentication is off ([auth] enabled = false): there are no SAs",
-        )
-    })
+/// The security core, or `None` when authentication is off (see [`no_auth`]).
+fn security(s: &AdminState) -> Option<&Arc<sagw_auth::SecurityCore>> {
+    s.metrics.auth.get()
+}
+
+fn no_auth() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "authentication is off ([auth] enabled = false): there are no SAs",
+    )
 }
 
 #[derive(Serialize)]
@@ -378,9 +377,8 @@ struct SaView {
 }
 
 async fn list_sas(State(s): State<AdminState>) -> Response {
-    let core = match security(&s) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(core) = security(&s) else {
+        return no_auth();
     };
     let mut sas: Vec<SaView> = core
         .sas()
@@ -407,9 +405,8 @@ fn nudge(s: &AdminState) {
 }
 
 async fn revoke_sa(State(s): State<AdminState>, UrlPath(opaque): UrlPath<String>) -> Response {
-    let core = match security(&s) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(core) = security(&s) else {
+        return no_auth();
     };
     let Some(o) = sagw_auth::Opaque::parse(&opaque) else {
         return problem(StatusCode::BAD_REQUEST, "an opaque is 8 hex digits");
@@ -423,9 +420,8 @@ async fn revoke_sa(State(s): State<AdminState>, UrlPath(opaque): UrlPath<String>
 }
 
 async fn revoke_user(State(s): State<AdminState>, UrlPath(user): UrlPath<String>) -> Response {
-    let core = match security(&s) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(core) = security(&s) else {
+        return no_auth();
     };
     let user = user.trim();
     if user.is_empty() {
@@ -447,7 +443,10 @@ async fn revoke_user(State(s): State<AdminState>, UrlPath(user): UrlPath<String>
 async fn registrations(State(s): State<AdminState>, UrlPath(aor): UrlPath<String>) -> Response {
     let (reply, answer) = oneshot::channel();
     if !(s.ask_core)(CoreQuery::Registrations { aor, reply }) {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "the core thread is busy or stopped");
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the core thread is busy or stopped",
+        );
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
         Ok(Ok(list)) => axum::Json(list).into_response(),
@@ -613,7 +612,10 @@ mod tests {
         let text = read_token_text(&path).unwrap();
         assert_eq!(text.len(), 64);
         assert!(read_token(&path).unwrap().matches(&text));
-        assert!(new_token(&path).is_err(), "an existing token is not replaced");
+        assert!(
+            new_token(&path).is_err(),
+            "an existing token is not replaced"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_token(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600") && e.contains("644"), "{e}");

@@ -63,9 +63,12 @@ pub async fn call(
     path: &str,
     body: Option<String>,
 ) -> Result<(u16, String), CallError> {
-    tokio::time::timeout(Duration::from_secs(30), exchange(addr, token, method, path, body))
-        .await
-        .map_err(|_| CallError::Timeout(addr))?
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        exchange(addr, token, method, path, body),
+    )
+    .await
+    .map_err(|_| CallError::Timeout(addr))?
 }
 
 async fn exchange(

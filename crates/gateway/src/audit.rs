@@ -174,10 +174,14 @@ To: <sip:alice@example.com>\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n{auth}Content-L
             "Authorization: Digest username=\"alice\", realm=\"r\", nonce=\"n\", uri=\"sip:example.com\", response=\"6629fae49393a05397450978507c4ef1\"\r\n",
         );
         assert_eq!(claimed(&m), (Some("digest"), Some("alice".to_owned())));
-        let m = request("Proxy-Authorization: Kerberos qop=\"auth\", realm=\"r\", targetname=\"sip/x\", gssapi-data=\"YIIB\"\r\n");
+        let m = request(
+            "Proxy-Authorization: Kerberos qop=\"auth\", realm=\"r\", targetname=\"sip/x\", gssapi-data=\"YIIB\"\r\n",
+        );
         assert_eq!(claimed(&m), (Some("kerberos"), None));
         // Not an AUTHENTICATE message: no user.
-        let m = request("Proxy-Authorization: NTLM qop=\"auth\", realm=\"r\", targetname=\"x\", gssapi-data=\"bm90IG50bG0=\"\r\n");
+        let m = request(
+            "Proxy-Authorization: NTLM qop=\"auth\", realm=\"r\", targetname=\"x\", gssapi-data=\"bm90IG50bG0=\"\r\n",
+        );
         assert_eq!(claimed(&m), (Some("ntlm"), None));
         assert_eq!(claimed(&request("")), (None, None));
         assert_eq!(from_aor(&m), "sip:alice@example.com");

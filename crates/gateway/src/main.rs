@@ -161,7 +161,10 @@ fn admin_command(
     if matches!(action, AdminAction::NewToken) {
         return match sagw_gateway::admin::new_token(&token_path) {
             Ok(()) => {
-                println!("admin token written to {} (mode 0600)", token_path.display());
+                println!(
+                    "admin token written to {} (mode 0600)",
+                    token_path.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -26,7 +26,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-
 /// Latency histogram buckets: inclusive upper bounds and their `le` labels (seconds). Compared as
 /// `Duration`s, which gives the same answer as the `as_secs_f64() <= bound` this replaced (a test
 /// checks both sides of every bound).

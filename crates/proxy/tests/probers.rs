@@ -2,12 +2,12 @@
 //! only from a configured prober address and only when it is addressed to the proxy itself; 503
 //! while draining. Sans-IO.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use sagw_proxy::{
-    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, InboundContext, InboundVerdict, Inbound,
+    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext, InboundVerdict,
     LocalAddrs, Now, Secret, Transport, build_response,
 };
 use sagw_sip::Message;
@@ -20,7 +20,10 @@ struct Challenger(Arc<AtomicUsize>);
 impl ClientAuth for Challenger {
     fn inbound(&mut self, msg: &mut Message, _: &InboundContext<'_>) -> InboundVerdict {
         self.0.fetch_add(1, Ordering::SeqCst);
-        let h = [("Proxy-Authenticate", "Digest realm=\"x\", nonce=\"n\"".to_owned())];
+        let h = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"x\", nonce=\"n\"".to_owned(),
+        )];
         match build_response(msg, 407, "Proxy Authentication Required", Some("t"), &h) {
             Some(r) => InboundVerdict::Respond(r),
             None => InboundVerdict::Drop,
@@ -40,7 +43,10 @@ fn edge() -> (Edge, Arc<AtomicUsize>) {
     let mut cfg = EdgeConfig::new(local, Secret::new([5; 32]));
     cfg.probers = vec![PROBER.parse().unwrap()];
     let seen = Arc::new(AtomicUsize::new(0));
-    (Edge::with_auth(cfg, Box::new(Challenger(seen.clone()))), seen)
+    (
+        Edge::with_auth(cfg, Box::new(Challenger(seen.clone()))),
+        seen,
+    )
 }
 
 fn now() -> Now {
@@ -92,7 +98,13 @@ fn anything_else_meets_the_authentication_stage() {
     assert_eq!(probe(&mut e, PROBER, "sip:alice@192.0.2.10", None, 2), 407);
     assert_eq!(probe(&mut e, PROBER, "sip:198.51.100.7", None, 3), 407);
     assert_eq!(
-        probe(&mut e, PROBER, "sip:192.0.2.10", Some("<sip:198.51.100.7;lr>"), 4),
+        probe(
+            &mut e,
+            PROBER,
+            "sip:192.0.2.10",
+            Some("<sip:198.51.100.7;lr>"),
+            4
+        ),
         407
     );
     assert_eq!(seen.load(Ordering::SeqCst), 4);

@@ -517,7 +517,10 @@ async fn start_inner(
     let admin_listener = match admin_listener(&settings.admin).await {
         Ok(l) => l,
         Err(source) => {
-            let addr = settings.admin.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            let addr = settings
+                .admin
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             return Err(StartError::Bind {
                 what: "admin API".into(),
                 addr,

@@ -68,12 +68,9 @@ impl Edge {
     fn is_probe(&self, msg: &Message, flow: &Flow) -> bool {
         self.cfg.probers.contains(&flow.remote.ip())
             && msg.header("Route").is_none()
-            && msg
-                .request_uri()
-                .and_then(SipUri::parse)
-                .is_some_and(|u| {
-                    u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
-                })
+            && msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+                u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
+            })
     }
 
     pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
