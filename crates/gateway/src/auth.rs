@@ -741,6 +741,7 @@ impl ClientAuth for SecurityStage {
         let decision =
             self.core
                 .on_request_under(msg, &tctx, routed.id, &routed.family, now, &mut *self.rng);
+        crate::audit::decision(&decision, msg, &ctx.flow);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
                 if let Some(cause) = c.cause {
@@ -758,11 +759,11 @@ impl ClientAuth for SecurityStage {
                 // Nothing in the request was verified: the answer goes unsigned. Signing it with
                 // the SA its From and epid name would give any sender that SA's signature over a
                 // Call-ID and CSeq of its choosing (and used to extend the SA's idle life).
-                info!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
+                debug!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
                 self.respond(msg, status, reason_phrase, &[])
             }
             Decision::Forbidden(f) => {
-                info!(
+                debug!(
                     status = f.status,
                     reason = f.reason.label(),
                     identity = %f.verified.identity,
@@ -862,6 +863,7 @@ impl SecurityStage {
                 let counters = self.core.counters();
                 counters.handshake_started(Scheme::Kerberos);
                 counters.handshake_failed(Scheme::Kerberos, sagw_auth::Reason::HandshakeLimit);
+                crate::audit::refused(msg, &ctx.flow, sagw_auth::Reason::HandshakeLimit, None);
                 info!(source = %ctx.flow.remote, "Kerberos job queue full (auth.kerberos_queue): 503");
                 if matches!(msg.method(), Some("ACK" | "CANCEL")) {
                     return InboundVerdict::Drop;

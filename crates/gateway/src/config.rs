@@ -276,7 +276,7 @@ pub struct MetricsSection {
 impl Default for MetricsSection {
     fn default() -> Self {
         MetricsSection {
-            listen: "127.0.0.1:9090".into(),
+            listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -305,6 +305,8 @@ pub struct Config {
     pub auth: crate::auth_config::AuthSection,
     /// `[state]`
     pub state: crate::state_config::StateSection,
+    /// `[admin]`
+    pub admin: crate::admin_config::AdminSection,
 }
 
 impl Config {
@@ -448,6 +450,8 @@ pub struct Settings {
     pub auth: Option<crate::auth_config::AuthSettings>,
     /// Where SAs, bindings and keys live (docs/pools.md).
     pub state: crate::state_config::StateSettings,
+    /// The admin API and the load balancers' SIP probes.
+    pub admin: crate::admin_config::AdminSettings,
 }
 
 /// A server the gateway trusts by the source address of its messages, where that address can be
@@ -894,6 +898,7 @@ impl Config {
             metrics,
             auth,
             state: self.state.validate()?,
+            admin: self.admin.validate()?,
         })
     }
 }
@@ -936,7 +941,7 @@ mod tests {
         assert_eq!(s.tls, Some("0.0.0.0:5061".parse().unwrap()));
         assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.mode, Mode::Registrar);
-        assert_eq!(s.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     fn err(text: &str) -> String {

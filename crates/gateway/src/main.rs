@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sagw_gateway::cli::{Cli, Command, UserAction};
+use sagw_gateway::cli::{AdminAction, Cli, Command, UserAction};
 use sagw_gateway::config::{Config, LogFormat};
 use sagw_gateway::{driver, logging, service};
 
@@ -13,6 +13,127 @@ use sagw_gateway::{driver, logging, service};
 /// (about one page fault per REGISTER in the sipp benchmark, ~10 % of the gateway's CPU).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The request an admin action makes: method, path, body, and whether it needs the token.
+fn admin_request(action: &AdminAction) -> (&'static str, String, Option<String>, bool) {
+    use sagw_gateway::admin_client::segment;
+    match action {
+        AdminAction::Sas => ("GET", "/admin/sas".into(), None, true),
+        AdminAction::RevokeSa { opaque } => (
+            "POST",
+            format!("/admin/sas/{}/revoke", segment(opaque)),
+            None,
+            true,
+        ),
+        AdminAction::RevokeUser { user } => (
+            "POST",
+            format!("/admin/users/{}/revoke", segment(user)),
+            None,
+            true,
+        ),
+        AdminAction::Registrations { aor } => (
+            "GET",
+            format!("/admin/registrations/{}", segment(aor)),
+            None,
+            true,
+        ),
+        AdminAction::Hops => ("GET", "/admin/hops".into(), None, true),
+        AdminAction::LogLevel { level: None } => ("GET", "/admin/log-level".into(), None, true),
+        AdminAction::LogLevel { level: Some(l) } => {
+            ("PUT", "/admin/log-level".into(), Some(l.clone()), true)
+        }
+        AdminAction::Reload => ("POST", "/admin/reload".into(), None, true),
+        AdminAction::Drain => ("POST", "/admin/drain".into(), None, true),
+        AdminAction::Health => ("GET", "/healthz".into(), None, false),
+        AdminAction::Ready => ("GET", "/readyz".into(), None, false),
+        // Handled locally.
+        AdminAction::NewToken => ("", String::new(), None, false),
+    }
+}
+
+fn admin_command(
+    action: &AdminAction,
+    cfg: &Config,
+    addr: Option<std::net::SocketAddr>,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let admin = match cfg.admin.validate() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sagw: invalid [admin] configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token_path = token_file.map_or_else(|| admin.token_file.clone(), ToOwned::to_owned);
+    if matches!(action, AdminAction::NewToken) {
+        return match sagw_gateway::admin::new_token(&token_path) {
+            Ok(()) => {
+                println!(
+                    "admin token written to {} (mode 0600)",
+                    token_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw: cannot write the admin token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(listen) = addr.or(admin.listen) else {
+        eprintln!("sagw: the admin API is off (admin.listen is empty); give --addr to reach one");
+        return ExitCode::from(2);
+    };
+    let (method, path, body, needs_token) = admin_request(action);
+    let token = if needs_token {
+        match sagw_gateway::admin::read_token_text(&token_path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("sagw: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let target = sagw_gateway::admin_client::connect_addr(listen);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sagw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = rt.block_on(sagw_gateway::admin_client::call(
+        target,
+        token.as_deref(),
+        method,
+        &path,
+        body,
+    ));
+    match answer {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            if (200..300).contains(&status) {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sagw: {method} {path}: HTTP {status}\n{pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sagw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     let mut section = cfg.auth.clone();
@@ -110,6 +231,26 @@ fn main() -> ExitCode {
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
+    let admin = match &cli.command {
+        Some(Command::Admin {
+            addr,
+            token_file,
+            action,
+        }) => Some((action.clone(), *addr, token_file.clone())),
+        Some(Command::Reload { addr, token_file }) => {
+            Some((AdminAction::Reload, *addr, token_file.clone()))
+        }
+        _ => None,
+    };
+    if let Some((action, addr, token_file)) = admin {
+        return match load(&cli) {
+            Ok(cfg) => admin_command(&action, &cfg, addr, token_file.as_deref()),
+            Err(e) => {
+                eprintln!("sagw: invalid configuration ({source}): {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::User { action }) = &cli.command {
         return match load(&cli) {
             Ok(cfg) => user_command(action, &cfg),
@@ -149,10 +290,15 @@ fn main() -> ExitCode {
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
-    logging::init(&settings.log_level, settings.log_format);
-    if settings.log_format == LogFormat::Json {
-        tracing::debug!("json logs");
-    }
+    // The file's log.level, unless RUST_LOG or --log-level says otherwise.
+    let env = std::env::var("RUST_LOG").ok();
+    let (level, from) = logging::effective_level(
+        cli.log_level.as_deref(),
+        env.as_deref(),
+        &settings.log_level,
+    );
+    logging::init(&level, settings.log_format);
+    tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -154,6 +154,10 @@ pub struct EdgeConfig {
     pub registrar: RegistrarConfig,
     /// Keyed identifiers (branches, tags, flow tokens).
     pub secret: Secret,
+    /// Load balancers whose OPTIONS to this proxy itself (no user part, no Route) are answered
+    /// here without the authentication stage: 200, or 503 while draining. From any other address
+    /// the same OPTIONS meets the stage as before.
+    pub probers: Vec<IpAddr>,
 }
 
 impl EdgeConfig {
@@ -171,6 +175,7 @@ impl EdgeConfig {
             max_transactions: 100_000,
             registrar: RegistrarConfig::default(),
             secret,
+            probers: Vec::new(),
         }
     }
 }

@@ -260,6 +260,7 @@ impl Core {
                     self.send_stream_addr(key, bytes, token);
                 }
             }
+            Event::Admin(q) => self.answer(q),
             Event::ConnectFailed(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 warn!(transport = %key.0, addr = %key.1, "next hop unreachable");
@@ -306,6 +307,57 @@ impl Core {
             },
             now,
         );
+    }
+
+    /// The admin API's question.
+    fn answer(&self, q: crate::admin::CoreQuery) {
+        match q {
+            crate::admin::CoreQuery::Registrations { aor, reply } => {
+                let _ = reply.send(self.registrations(&aor));
+            }
+        }
+    }
+
+    /// The bindings of `aor` (normalised as the registrar does), local then remote.
+    fn registrations(&self, aor: &str) -> Vec<crate::admin::RegistrationView> {
+        use crate::admin::RegistrationView;
+        let Some(aor) = sagw_proxy::uri::SipUri::parse(aor.trim()).map(|u| u.aor()) else {
+            return Vec::new();
+        };
+        let n = now();
+        let registrar = self.edge.registrar();
+        let mut out: Vec<RegistrationView> = registrar
+            .export_aor(&aor, n)
+            .into_iter()
+            .map(|r| RegistrationView {
+                aor: r.aor,
+                device: r.device,
+                contact: r.contact,
+                transport: r.flow.transport.to_string(),
+                remote: r.flow.remote.to_string(),
+                expires_unix: r.expires_unix,
+                identity: r.endpoint.map(|e| e.identity),
+                epid: r.epid,
+                local: true,
+            })
+            .collect();
+        for (device, b) in registrar.lookup_remote(&aor, n.mono) {
+            out.push(RegistrationView {
+                aor: aor.clone(),
+                device: device.to_owned(),
+                contact: b.node_route.clone(),
+                transport: b.peer.0.to_string(),
+                remote: b.peer.1.to_string(),
+                expires_unix: b
+                    .expires
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                identity: b.endpoint.as_ref().map(|e| e.identity.clone()),
+                epid: b.endpoint.as_ref().map(|e| e.epid.clone()),
+                local: false,
+            });
+        }
+        out
     }
 
     /// The other gateways' bindings of `aor` (registrar mode in a pool): requests for it are

@@ -37,7 +37,7 @@ use tracing::{Level, debug, info, trace, warn};
 use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::per_ip::{Admission, IpSlot, PerIp};
 use crate::tls::{self, CertInfo};
 
@@ -146,6 +146,8 @@ enum Event {
     Closed(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
+    /// A question from the admin API.
+    Admin(crate::admin::CoreQuery),
 }
 
 struct ConnHandle {
@@ -200,6 +202,8 @@ pub struct Running {
     pub listeners: Vec<BoundListener>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
+    /// Bound admin API address (`None`: off, or refused for want of a usable token file).
+    pub admin_addr: Option<SocketAddr>,
     /// The TLS certificate in use.
     pub cert: Option<CertInfo>,
     /// The registry.
@@ -209,6 +213,7 @@ pub struct Running {
     core_exit: watch::Receiver<Option<CoreExit>>,
     tasks: Vec<JoinHandle<()>>,
     save_on_stop: Option<SaveOnStop>,
+    seams: Arc<crate::admin::ControlSeams>,
 }
 
 /// What [`Running::save_state`] writes (memory backend).
@@ -244,11 +249,18 @@ impl std::fmt::Debug for Running {
             .field("tcp", &self.tcp)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
+            .field("admin_addr", &self.admin_addr)
             .finish()
     }
 }
 
 impl Running {
+    /// The control surfaces the admin API acts through: attach the [`crate::lifecycle::Lifecycle`]
+    /// (reload, drain, `/readyz`) and the [`crate::lifecycle::HopView`] (next hops) here.
+    pub fn seams(&self) -> &Arc<crate::admin::ControlSeams> {
+        &self.seams
+    }
+
     /// Resolves when the core thread has ended, and how: `main` exits when it panicked instead
     /// of running on without SIP.
     pub async fn stopped(&self) -> CoreExit {
@@ -484,11 +496,28 @@ async fn start_inner(
         ),
         None => None,
     };
+    let admin_listener = match admin_listener(&settings.admin).await {
+        Ok(l) => l,
+        Err(source) => {
+            let addr = settings
+                .admin
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            return Err(StartError::Bind {
+                what: "admin API".into(),
+                addr,
+                source,
+            });
+        }
+    };
     let first = |t: Transport| bound.iter().find(|b| b.transport == t).map(|b| b.addr);
     let udp_addr = first(Transport::Udp);
     let tcp_addr = first(Transport::Tcp);
     let tls_addr = first(Transport::Tls);
     let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
+    let admin_addr = admin_listener
+        .as_ref()
+        .and_then(|(s, _)| s.local_addr().ok());
 
     let (cert, acceptor) = match tls_addr {
         Some(_) => {
@@ -544,6 +573,7 @@ async fn start_inner(
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
     cfg.registrar = settings.registrar.clone();
+    cfg.probers = settings.admin.sip_probers.clone();
     let mut edge = Edge::with_auth(cfg, auth);
     if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
         match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
@@ -755,20 +785,43 @@ async fn start_inner(
         }));
     }
     if let Some(l) = metrics_listener {
-        let m = metrics.clone();
-        let mut stop = shared.shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                () = metrics::serve(l, m) => {}
-                _ = stop.changed() => {}
-            }
-        }));
+        let app = crate::admin::metrics_router(metrics.clone());
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            app,
+            HTTP_CONNECTIONS,
+            "metrics",
+            shared.shutdown.clone(),
+        )));
+    }
+    let seams = Arc::new(crate::admin::ControlSeams::default());
+    if let Some((l, token)) = admin_listener {
+        let (events, wake) = (shared.events.clone(), wake.clone());
+        let state = crate::admin::AdminState {
+            token,
+            allowed_hosts: Arc::new(shared.settings.admin.allowed_hosts.clone()),
+            metrics: metrics.clone(),
+            ask_core: Arc::new(move |q| {
+                let sent = events.try_send(Event::Admin(q)).is_ok();
+                wake.notify();
+                sent
+            }),
+            seams: seams.clone(),
+            core_exit: exit_rx.clone(),
+        };
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            crate::admin::router(state),
+            HTTP_CONNECTIONS,
+            "admin",
+            shared.shutdown.clone(),
+        )));
     }
     for b in &bound {
         info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
     }
     info!(
-        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr,
+        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr, admin = ?admin_addr,
         advertise = %local.host, mode = ?shared.settings.mode, next_hops = shared.settings.next_hops.len(),
         "sagw listening"
     );
@@ -778,6 +831,7 @@ async fn start_inner(
         tls: tls_addr,
         listeners: bound,
         metrics_addr,
+        admin_addr,
         cert,
         metrics,
         shutdown: shutdown_tx,
@@ -785,7 +839,34 @@ async fn start_inner(
         core_exit: exit_rx,
         tasks,
         save_on_stop,
+        seams,
     })
+}
+
+/// Connections at once on the metrics and on the admin listener.
+const HTTP_CONNECTIONS: usize = 64;
+
+/// The admin API's listener and token, when `[admin] listen` is set and the token file is
+/// usable. A missing, empty or exposed token file leaves the API off (logged) rather than
+/// stopping the gateway: SIP service does not depend on it, and the API never runs without a
+/// token. A listen address that cannot be bound is an error, as for every other listener.
+async fn admin_listener(
+    admin: &crate::admin_config::AdminSettings,
+) -> std::io::Result<Option<(TcpListener, crate::admin::Token)>> {
+    let Some(addr) = admin.listen else {
+        return Ok(None);
+    };
+    let token = match crate::admin::read_token(&admin.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "admin API off");
+            return Ok(None);
+        }
+    };
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "admin API on a non-loopback address: anyone who reaches it and has the token controls the gateway");
+    }
+    Ok(Some((TcpListener::bind(addr).await?, token)))
 }
 
 /// The UDP socket, with a 4 MiB receive buffer: the default (~208 KiB) overflows under a burst of

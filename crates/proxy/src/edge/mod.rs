@@ -60,6 +60,15 @@ pub struct Edge {
     cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
     hop_down: Vec<Option<Instant>>,
+    service: Service,
+}
+
+/// Whether the proxy takes new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Serving,
+    /// Draining: a load balancer's probe is answered 503 so that it sends no new clients here.
+    Draining,
 }
 
 impl std::fmt::Debug for Edge {
@@ -106,7 +115,18 @@ impl Edge {
             cleanup_origin: None,
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
+            service: Service::Serving,
         }
+    }
+
+    /// Begin draining: the probes of [`EdgeConfig::probers`] are answered 503 from now on.
+    pub fn drain(&mut self) {
+        self.service = Service::Draining;
+    }
+
+    /// True once [`Edge::drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.service == Service::Draining
     }
 
     /// The configuration.

@@ -62,6 +62,17 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
     set_top_via(msg, &new);
 }
 impl Edge {
+    /// A load balancer's health probe: from one of [`crate::EdgeConfig::probers`], without a
+    /// Route, to this proxy itself with no user part. Only then is an OPTIONS answered without
+    /// the authentication stage (anything else from a prober's address is a client's request).
+    fn is_probe(&self, msg: &Message, flow: &Flow) -> bool {
+        self.cfg.probers.contains(&flow.remote.ip())
+            && msg.header("Route").is_none()
+            && msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+                u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
+            })
+    }
+
     pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
         let method = msg.method().unwrap_or("").to_owned();
         if msg.validate().is_err() || top_via(&msg).and_then(Via::parse).is_none() {
@@ -93,7 +104,8 @@ impl Edge {
                 st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
             });
         let retransmission = !ack_or_cancel && self.server.contains_key(&key);
-        if from_client && !belongs_to_open_transaction && !retransmission {
+        let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
+        if from_client && !belongs_to_open_transaction && !retransmission && !probe {
             let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
                 flow,
@@ -178,6 +190,11 @@ impl Edge {
             && msg.header("Route").is_none()
             && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
         {
+            if probe && self.draining() {
+                let retry = ("Retry-After", self.cfg.retry_after.as_secs().to_string());
+                self.local_transaction(key, msg, flow, from_client, admitted, 503, &[retry], now);
+                return;
+            }
             let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
             self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
             return;
