@@ -6,6 +6,7 @@
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
 //! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
+//!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
@@ -24,6 +25,8 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod reload;
+pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

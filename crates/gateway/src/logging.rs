@@ -42,6 +42,12 @@ pub fn redacted(msg: &Message) -> String {
     out
 }
 
+/// Replaces the filter of the installed subscriber (see [`set_level`]).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Set by [`init`]: how a configuration reload changes the log level.
+static SET_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
 /// Install the global subscriber. `level` is a level or an EnvFilter directive. Returns false
 /// when a subscriber was already installed (tests start several gateways).
 pub fn init(level: &str, format: LogFormat) -> bool {
@@ -50,9 +56,39 @@ pub fn init(level: &str, format: LogFormat) -> bool {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.try_init().is_ok(),
-        LogFormat::Json => builder.json().try_init().is_ok(),
+        LogFormat::Human => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let installed = builder.try_init().is_ok();
+            if installed {
+                let _ = SET_FILTER.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+            installed
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            let installed = builder.try_init().is_ok();
+            if installed {
+                let _ = SET_FILTER.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+            installed
+        }
     }
+}
+
+/// Changes the log level (a level or an EnvFilter directive) of the subscriber [`init`]
+/// installed: a configuration reload's `log.level`.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let set = SET_FILTER
+        .get()
+        .ok_or_else(|| "no reloadable log subscriber installed".to_owned())?;
+    set(filter)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::transaction::{
     Admitted, Failure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
     server_key,
 };
-use crate::config::Mode;
+use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
@@ -61,6 +61,11 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
     }
     set_top_via(msg, &new);
 }
+/// True when the request belongs to a dialog (its To has a tag, RFC 3261 §12.2).
+fn in_dialog(msg: &Message) -> bool {
+    msg.to().is_some_and(|t| t.param("tag").is_some())
+}
+
 impl Edge {
     pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
         let method = msg.method().unwrap_or("").to_owned();
@@ -93,6 +98,15 @@ impl Edge {
                 st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
             });
         let retransmission = !ack_or_cancel && self.server.contains_key(&key);
+        if self.intake == Intake::Draining && !ack_or_cancel && !retransmission && !in_dialog(&msg)
+        {
+            // Before authentication: a gateway going away has nothing to challenge for. The
+            // client tries another gateway, or this one after the restart.
+            self.report(Report::Limit(LimitKind::Draining));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
         if from_client && !belongs_to_open_transaction && !retransmission {
             let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
