@@ -113,8 +113,7 @@ fn anything_else_meets_the_authentication_stage() {
 #[test]
 fn a_draining_proxy_answers_the_probe_503() {
     let (mut e, _) = edge();
-    assert!(!e.draining());
-    e.drain();
-    assert!(e.draining());
+    assert_eq!(e.intake(), sagw_proxy::Intake::Open);
+    e.set_intake(sagw_proxy::Intake::Draining);
     assert_eq!(probe(&mut e, PROBER, "sip:192.0.2.10", None, 1), 503);
 }
