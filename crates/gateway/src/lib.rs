@@ -4,6 +4,8 @@
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
+//! * [`proxy_protocol`]: the PROXY protocol header behind load balancers; [`peer_trust`]: servers
+//!   trusted by their TLS certificate; [`inbound_config`]: their configuration;
 //! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
@@ -17,13 +19,16 @@ pub mod auth;
 pub mod auth_config;
 pub mod config;
 pub mod driver;
+pub mod inbound_config;
 pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod peer_trust;
 pub mod per_ip;
 mod pool;
+pub mod proxy_protocol;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

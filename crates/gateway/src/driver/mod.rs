@@ -38,7 +38,9 @@ use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
 use crate::metrics::{self, Metrics};
+use crate::peer_trust::{PeerTrust, PeerVerdict};
 use crate::per_ip::{Admission, IpSlot, PerIp};
+use crate::proxy_protocol::{self, Balancers};
 use crate::tls::{self, CertInfo};
 
 mod conn;
@@ -162,6 +164,8 @@ enum Event {
     /// The store task's answer (pools).
     Pool(crate::pool::PoolEvent),
     Closed(FlowId),
+    /// A stream flow's peer is a trusted server by its TLS certificate (before its first message).
+    PeerTrusted(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
 }
@@ -464,6 +468,9 @@ async fn start_inner(
     for w in settings.spoofable_trust() {
         warn!("{w}");
     }
+    for w in settings.address_trust_beside_names() {
+        warn!("{w}");
+    }
     let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
     let mut udp_socks = Vec::new();
     let mut streams = Vec::new();
@@ -484,7 +491,7 @@ async fn start_inner(
                     .await
                     .map_err(bind_err(what.clone(), l.addr))?;
                 let addr = listener.local_addr().map_err(bind_err(what, l.addr))?;
-                streams.push((id, l.transport, listener));
+                streams.push((id, l.transport, l.proxy_protocol.clone(), listener));
                 addr
             }
         };
@@ -508,6 +515,10 @@ async fn start_inner(
     let tls_addr = first(Transport::Tls);
     let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
 
+    let peers = match &settings.peer_trust {
+        Some(p) => Some(Arc::new(PeerTrust::load(&p.ca, &p.names)?)),
+        None => None,
+    };
     let (cert, acceptor) = match tls_addr {
         Some(_) => {
             let id = tls::load_identity(&settings.cert)?;
@@ -521,7 +532,8 @@ async fn start_inner(
                 sha256 = %id.info.fingerprint,
                 "TLS certificate ({how})"
             );
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&id)?);
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(tls::server_config(&id, peers.as_deref())?);
             (Some(id.info.clone()), Some(acceptor))
         }
         None => (None, None),
@@ -730,12 +742,19 @@ async fn start_inner(
             let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
-    for (id, transport, l) in streams {
-        let tls = match transport {
-            Transport::Tls => acceptor.clone(),
-            _ => None,
+    for (id, transport, balancers, l) in streams {
+        let (tls, peers) = match transport {
+            Transport::Tls => (acceptor.clone(), peers.clone()),
+            _ => (None, None),
         };
-        tasks.push(tokio::spawn(accept_task(l, id, tls, shared.clone())));
+        tasks.push(tokio::spawn(accept_task(
+            l,
+            id,
+            tls,
+            balancers,
+            peers,
+            shared.clone(),
+        )));
     }
     if let Some((core, users)) = core {
         // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
