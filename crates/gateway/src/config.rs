@@ -77,6 +77,9 @@ pub struct ListenSection {
     pub aliases: Vec<String>,
     /// Further listeners, several per transport allowed (`[[listen.extra]]`).
     pub extra: Vec<ExtraListener>,
+    /// Listeners behind load balancers (`[listen.proxy_protocol.<listener>]`).
+    pub proxy_protocol:
+        std::collections::BTreeMap<String, crate::inbound_config::ProxyProtocolSection>,
 }
 
 /// `[[listen.extra]]`: one more listener.
@@ -100,6 +103,7 @@ impl Default for ListenSection {
             advertise: String::new(),
             aliases: Vec::new(),
             extra: Vec::new(),
+            proxy_protocol: Default::default(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct TlsSection {
     pub subject_names: Vec<String>,
     /// PEM CA bundle to verify TLS next hops.
     pub next_hop_ca: String,
+    /// PEM CA bundle that signs the certificates of servers trusted by name.
+    pub peer_ca: String,
     /// TLS handshake limit.
     pub handshake_timeout_secs: u64,
 }
@@ -130,6 +136,7 @@ impl Default for TlsSection {
             generated_dir: "sagw-data".into(),
             subject_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             next_hop_ca: String::new(),
+            peer_ca: String::new(),
             handshake_timeout_secs: 10,
         }
     }
@@ -147,6 +154,8 @@ pub struct ProxySection {
     pub next_hops: Vec<String>,
     /// IPs treated as servers.
     pub trusted_peers: Vec<String>,
+    /// DNS names of servers trusted by their TLS certificate (signed by `tls.peer_ca`).
+    pub trusted_peer_names: Vec<String>,
     /// `ip:port` or `ip` a client's Route may name besides the next hops.
     pub client_routes: Vec<String>,
     /// Retry-After on 503.
@@ -166,6 +175,7 @@ impl Default for ProxySection {
             domains: Vec::new(),
             next_hops: Vec::new(),
             trusted_peers: Vec::new(),
+            trusted_peer_names: Vec::new(),
             client_routes: Vec::new(),
             retry_after_secs: 30,
             max_transactions: 100_000,
@@ -421,6 +431,8 @@ pub struct Settings {
     pub next_hops: Vec<NextHop>,
     /// Trusted peers.
     pub trusted_peers: Vec<IpAddr>,
+    /// Servers trusted by their TLS certificate (`tls.peer_ca`, `proxy.trusted_peer_names`).
+    pub peer_trust: Option<crate::inbound_config::PeerTrustSettings>,
     /// Where a client's Route may lead besides the next hops.
     pub client_routes: Vec<RouteTarget>,
     /// Retry-After.
@@ -582,6 +594,7 @@ impl Config {
                 name: name.to_owned(),
                 transport,
                 addr,
+                proxy_protocol: None,
             })
         })
         .collect();
@@ -616,6 +629,7 @@ impl Config {
                 name: name.to_owned(),
                 transport,
                 addr,
+                proxy_protocol: None,
             });
         }
         if out.is_empty() {
@@ -680,7 +694,8 @@ impl Config {
         let udp = opt_addr("listen.udp", &self.listen.udp)?;
         let tcp = opt_addr("listen.tcp", &self.listen.tcp)?;
         let tls = opt_addr("listen.tls", &self.listen.tls)?;
-        let listeners = self.listeners(udp, tcp, tls)?;
+        let mut listeners = self.listeners(udp, tcp, tls)?;
+        crate::inbound_config::apply_proxy_protocol(&mut listeners, &self.listen.proxy_protocol)?;
         if self
             .listen
             .advertise
@@ -851,6 +866,11 @@ impl Config {
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
         bounded("proxy.drain_grace_secs", self.proxy.drain_grace_secs, 3600)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
+        let peer_trust = crate::inbound_config::peer_trust(
+            &self.tls.peer_ca,
+            &self.proxy.trusted_peer_names,
+            &listeners,
+        )?;
         let mut auth = self.auth.validate()?;
         if let Some(a) = auth.as_mut() {
             let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
@@ -872,6 +892,7 @@ impl Config {
             domains: self.proxy.domains.clone(),
             next_hops,
             trusted_peers,
+            peer_trust,
             client_routes,
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,

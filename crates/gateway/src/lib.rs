@@ -10,6 +10,8 @@
 //! * [`metrics`]: the Prometheus registry; [`admin`] (and [`admin_config`]): the admin HTTP API,
 //!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
 //!   connection cap;
+//! * [`proxy_protocol`]: the PROXY protocol header behind load balancers; [`peer_trust`]: servers
+//!   trusted by their TLS certificate; [`inbound_config`]: their configuration;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
 //!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
@@ -30,13 +32,16 @@ pub mod config;
 pub mod cpu;
 pub mod driver;
 pub mod http;
+pub mod inbound_config;
 pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod peer_trust;
 pub mod per_ip;
 mod pool;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod service;
 pub mod signals;

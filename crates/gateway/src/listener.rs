@@ -51,6 +51,9 @@ pub struct ListenerSpec {
     pub transport: Transport,
     /// Where it binds.
     pub addr: SocketAddr,
+    /// Its load balancers, when it sits behind some that speak the PROXY protocol
+    /// (`[listen.proxy_protocol.<name>]`).
+    pub proxy_protocol: Option<crate::proxy_protocol::Balancers>,
 }
 
 /// A listener as bound (port 0 replaced by the port the system chose).

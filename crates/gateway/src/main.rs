@@ -265,6 +265,9 @@ fn main() -> ExitCode {
         for w in settings.spoofable_trust() {
             eprintln!("sagw: warning: {w}");
         }
+        for w in settings.address_trust_beside_names() {
+            eprintln!("sagw: warning: {w}");
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");

@@ -136,6 +136,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         write_timeout,
         metrics,
         admin,
+        peer_trust,
         auth,
         state,
     } = new;
@@ -274,6 +275,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         ),
         metrics: fixed(&mut r, "metrics.listen", &c.metrics, metrics),
         admin: fixed(&mut r, "admin", &c.admin, admin),
+        peer_trust: fixed(&mut r, "tls.peer_ca", &c.peer_trust, peer_trust),
         auth: effective_auth,
         state: fixed(&mut r, "state", &c.state, state),
     };

@@ -159,16 +159,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     f.write_all(bytes).map_err(|e| file_err(path, e))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server config: TLS 1.3 and 1.2, no client certificates.
-pub fn server_config(id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
-    let cfg = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+/// Server config: TLS 1.3 and 1.2; with `peers` (`tls.peer_ca`), a client certificate is asked
+/// for but never required (see [`crate::peer_trust`]), else none is asked for.
+pub fn server_config(
+    id: &Identity,
+    peers: Option<&crate::peer_trust::PeerTrust>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match peers {
+        Some(p) => builder.with_client_cert_verifier(p.request_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
     Ok(Arc::new(cfg))
 }
 
@@ -204,7 +211,7 @@ mod tests {
         let b = load_identity(&src).unwrap();
         assert!(!b.info.generated_now);
         assert_eq!(a.info.fingerprint, b.info.fingerprint);
-        server_config(&b).unwrap();
+        server_config(&b, None).unwrap();
         client_config(&b.info.cert_path).unwrap();
         assert!(!format!("{b:?}").contains("PRIVATE"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -1165,3 +1165,62 @@ Content-Length: 0\r\n\r\n"
     let sent = h.feed(alice(), &options("sip:example.org", "z9hG4bKo2"));
     assert_eq!(sent[0].msg.status_code(), Some(404));
 }
+
+#[test]
+fn a_stream_flow_the_driver_trusts_is_a_server_until_it_closes() {
+    let rec = Recorder::default();
+    let mut h = H {
+        edge: Edge::with_auth(
+            EdgeConfig::new(local(), Secret::new([3; 32])),
+            Box::new(rec.clone()),
+        ),
+        now: Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        },
+        reports: Vec::new(),
+    };
+    let peer = flow(7, Transport::Tls, "203.0.113.20:40000");
+    let options = |b: &str| {
+        format!(
+            "OPTIONS sip:{GW} SIP/2.0\r\nVia: SIP/2.0/TLS 203.0.113.20;branch=z9hG4bK{b}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:fe1@pool.example.com>;tag=f\r\nTo: <sip:{GW}>\r\nCall-ID: {b}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let seen = |rec: &Recorder| {
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("in "))
+            .count()
+    };
+    // Before: a client (its request passes the inbound stage).
+    assert!(h.edge.is_client(&peer));
+    h.feed(peer, &options("t1"));
+    assert_eq!(seen(&rec), 1);
+    // Trusted: a server, over this flow only; a UDP flow with the same id (a socket every peer
+    // shares) is not.
+    h.edge.trust_stream_flow(peer.id);
+    assert!(!h.edge.is_client(&peer));
+    assert!(
+        h.edge
+            .is_client(&flow(7, Transport::Udp, "203.0.113.20:40000"))
+    );
+    assert!(
+        h.edge
+            .is_client(&flow(8, Transport::Tls, "203.0.113.20:40000"))
+    );
+    let sent = h.feed(peer, &options("t2"));
+    assert_eq!(sent[0].msg.status_code(), Some(200));
+    assert_eq!(seen(&rec), 1, "a server's request skips the inbound stage");
+    assert_eq!(
+        sent[0].msg.header("X-Signed"),
+        None,
+        "nor is its answer signed"
+    );
+    // Closed: the id is forgotten.
+    h.edge.flow_closed(peer.id);
+    assert!(h.edge.is_client(&peer));
+}

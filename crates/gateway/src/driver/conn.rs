@@ -65,12 +65,17 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
     shared.post(ev).await;
 }
 
-/// Accepts on one TCP or TLS listener until shutdown, or until the gateway drains (the socket
-/// closes with the task: new connections are refused, those open go on).
+/// Accepts connections on one TCP or TLS listener. From the listener's `balancers` (when it has
+/// some) a PROXY protocol header is read first and names the client; from anyone else the
+/// connection is the client's own. Until shutdown, or until the gateway drains (the socket closes
+/// with the task: new connections are refused, those open go on). Either way the client's address is admitted under
+/// `limits.max_connections_per_ip`, TLS is handshaken, and the connection becomes a flow.
 pub(super) async fn accept_task(
     listener: TcpListener,
     id: ListenerId,
     transport: Transport,
+    balancers: Option<Balancers>,
+    peers: Option<Arc<PeerTrust>>,
     shared: Arc<Shared>,
 ) {
     let mut stop = shared.shutdown.clone();
@@ -84,7 +89,7 @@ pub(super) async fn accept_task(
             _ = stop.changed() => return,
             _ = intake.changed() => continue,
         };
-        let Ok((stream, remote)) = accepted else {
+        let Ok((mut stream, remote)) = accepted else {
             // EMFILE and friends: back off instead of spinning.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
@@ -95,56 +100,177 @@ pub(super) async fn accept_task(
             drop(stream);
             continue;
         }
-        // The slot is held from here to the end of the connection, TLS handshake included.
-        let slot = match shared.per_ip.admit(remote.ip()) {
-            Admission::Counted(slot) => Some(slot),
-            Admission::Exempt => None,
-            Admission::Refused => {
-                shared.metrics.limit("connections_per_ip");
-                debug!(%remote, "per-address connection limit reached: refusing");
-                drop(stream);
-                continue;
-            }
-        };
         let _ = stream.set_nodelay(true);
         // The certificate in effect now: a reload swaps it for the connections that follow.
         let tls = match transport {
-            Transport::Tls => shared.tls_server.load_full(),
+            Transport::Tls => shared
+                .tls_server
+                .load_full()
+                .map(tokio_rustls::TlsAcceptor::from),
             _ => None,
         };
-        match tls {
-            None => {
-                spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
-            }
-            Some(config) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let shared = shared.clone();
-                // Count the handshake against the limit too: half-open TLS peers hold sockets.
-                shared.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let hs = tokio::time::timeout(
-                        shared.settings.load().handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    shared.connections.fetch_sub(1, Ordering::Relaxed);
-                    match hs {
-                        Ok(Ok(tls)) => {
-                            spawn_connection(tls, remote, Transport::Tls, id, slot, &shared);
-                        }
-                        Ok(Err(e)) => {
-                            debug!(%remote, error = %e, "TLS handshake failed");
-                            shared.metrics.limit("tls_handshake_failed");
-                        }
-                        Err(_) => {
-                            debug!(%remote, "TLS handshake timed out");
-                            shared.metrics.limit("tls_handshake_timeout");
-                        }
-                    }
-                });
-            }
+        if balancers.as_ref().is_some_and(|b| b.contains(remote.ip())) {
+            // Every client behind the balancer shares its address: the per-address cap is for
+            // the address the header names, so it is applied once the header is read.
+            let setting_up = SettingUp::new(&shared);
+            let (peers, shared) = (peers.clone(), shared.clone());
+            tokio::spawn(async move {
+                let deadline =
+                    tokio::time::Instant::now() + shared.settings.load().handshake_timeout;
+                let Some(client) = proxied_client(&mut stream, remote, deadline, &shared).await
+                else {
+                    return;
+                };
+                let Some(slot) = admit(&shared, client) else {
+                    return;
+                };
+                establish(stream, client, id, slot, tls, peers, deadline, setting_up).await;
+            });
+            continue;
+        }
+        // The slot is held from here to the end of the connection, TLS handshake included.
+        let Some(slot) = admit(&shared, remote) else {
+            drop(stream);
+            continue;
+        };
+        if tls.is_none() {
+            spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
+            continue;
+        }
+        let setting_up = SettingUp::new(&shared);
+        let deadline = tokio::time::Instant::now() + shared.settings.load().handshake_timeout;
+        let peers = peers.clone();
+        tokio::spawn(establish(
+            stream, remote, id, slot, tls, peers, deadline, setting_up,
+        ));
+    }
+}
+
+/// A connection being set up (PROXY header, TLS handshake) counts against
+/// `limits.max_connections` like an established one: half-open peers hold sockets too.
+pub(super) struct SettingUp(Arc<Shared>);
+
+impl SettingUp {
+    fn new(shared: &Arc<Shared>) -> SettingUp {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        SettingUp(shared.clone())
+    }
+}
+
+impl Drop for SettingUp {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The place of a connection from `remote` under `limits.max_connections_per_ip`: `None` when
+/// refused (counted), `Some(None)` when exempt.
+fn admit(shared: &Shared, remote: SocketAddr) -> Option<Option<IpSlot>> {
+    match shared.per_ip.admit(remote.ip()) {
+        Admission::Counted(slot) => Some(Some(slot)),
+        Admission::Exempt => Some(None),
+        Admission::Refused => {
+            shared.metrics.limit("connections_per_ip");
+            debug!(%remote, "per-address connection limit reached: refusing");
+            None
         }
     }
+}
+
+/// Reads the PROXY protocol header a balancer at `balancer` wrote before its client's bytes: the
+/// client's address, or the balancer's own for its LOCAL connections (health checks). `None`
+/// when the header is refused, late or missing: the connection is then closed (dropped).
+async fn proxied_client(
+    stream: &mut TcpStream,
+    balancer: SocketAddr,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+) -> Option<SocketAddr> {
+    match tokio::time::timeout_at(deadline, proxy_protocol::read_header(stream)).await {
+        Ok(Ok(proxy_protocol::Source::Client(client))) => {
+            debug!(%balancer, %client, "PROXY protocol header: connection of a client");
+            Some(client)
+        }
+        Ok(Ok(proxy_protocol::Source::Balancer)) => Some(balancer),
+        Ok(Err(proxy_protocol::ReadError::Header(e))) => {
+            // Only configured balancers get here: a refused header is a misconfiguration (a
+            // balancer that does not send one, or sends v1 where it is not expected) worth
+            // seeing at the default level.
+            warn!(%balancer, error = %e, "PROXY protocol header refused: closing the connection");
+            shared.metrics.limit("proxy_protocol_invalid");
+            None
+        }
+        Ok(Err(proxy_protocol::ReadError::Io(e))) => {
+            // A balancer's plain TCP health check connects and closes: nothing to report.
+            debug!(%balancer, error = %e, "connection from a balancer ended before its PROXY protocol header");
+            None
+        }
+        Err(_) => {
+            warn!(%balancer, "no complete PROXY protocol header within tls.handshake_timeout_secs: closing the connection");
+            shared.metrics.limit("proxy_protocol_timeout");
+            None
+        }
+    }
+}
+
+/// The rest of an accepted connection's set-up: the TLS handshake (when the listener is a TLS
+/// one) by `deadline`, the peer certificate judged, then the flow.
+#[allow(clippy::too_many_arguments)]
+async fn establish(
+    stream: TcpStream,
+    remote: SocketAddr,
+    id: ListenerId,
+    slot: Option<IpSlot>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    peers: Option<Arc<PeerTrust>>,
+    deadline: tokio::time::Instant,
+    setting_up: SettingUp,
+) {
+    let shared = setting_up.0.clone();
+    let Some(acceptor) = tls else {
+        drop(setting_up);
+        spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
+        return;
+    };
+    let hs = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
+    drop(setting_up);
+    match hs {
+        Ok(Ok(tls)) => {
+            let verdict = match &peers {
+                Some(p) => p.judge(tls.get_ref().1.peer_certificates()),
+                None => PeerVerdict::NoCertificate,
+            };
+            let trust = match verdict {
+                PeerVerdict::Trusted(name) => {
+                    info!(%remote, peer = %name, "trusted peer by its TLS certificate");
+                    FlowTrust::PeerCertificate
+                }
+                PeerVerdict::Untrusted(why) => {
+                    debug!(%remote, reason = %why, "client certificate does not make a trusted peer: a client");
+                    FlowTrust::ByAddress
+                }
+                PeerVerdict::NoCertificate => FlowTrust::ByAddress,
+            };
+            spawn_connection_with(tls, remote, Transport::Tls, id, slot, trust, &shared);
+        }
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, "TLS handshake failed");
+            shared.metrics.limit("tls_handshake_failed");
+        }
+        Err(_) => {
+            debug!(%remote, "TLS handshake timed out");
+            shared.metrics.limit("tls_handshake_timeout");
+        }
+    }
+}
+
+/// How the proxy is to judge a flow's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FlowTrust {
+    /// By its address, as always: a next hop, a `proxy.trusted_peers` address, else a client.
+    ByAddress,
+    /// A trusted server: its TLS certificate names one of `proxy.trusted_peer_names`.
+    PeerCertificate,
 }
 
 /// Registers a connection in the flow table and starts its task. `slot` is its place under
@@ -156,6 +282,30 @@ pub(super) fn spawn_connection<S>(
     transport: Transport,
     listener: ListenerId,
     slot: Option<IpSlot>,
+    shared: &Arc<Shared>,
+) -> FlowId
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    spawn_connection_with(
+        stream,
+        remote,
+        transport,
+        listener,
+        slot,
+        FlowTrust::ByAddress,
+        shared,
+    )
+}
+
+/// [`spawn_connection`], the peer judged by `trust`.
+pub(super) fn spawn_connection_with<S>(
+    stream: S,
+    remote: SocketAddr,
+    transport: Transport,
+    listener: ListenerId,
+    slot: Option<IpSlot>,
+    trust: FlowTrust,
     shared: &Arc<Shared>,
 ) -> FlowId
 where
@@ -196,7 +346,14 @@ where
     let shared = shared.clone();
     tokio::spawn(async move {
         debug!(%remote, %transport, flow = id.0, "connection open");
-        let why = connection(stream, flow, rx, kill_rx, &shared).await;
+        // Before any message of the flow, through the same channel: the core knows the peer is
+        // trusted by the time it sees what it sent.
+        let why =
+            if trust == FlowTrust::PeerCertificate && !shared.post(Event::PeerTrusted(id)).await {
+                Closed::Shutdown
+            } else {
+                connection(stream, flow, rx, kill_rx, &shared).await
+            };
         debug!(%remote, %transport, flow = id.0, reason = why.label(), "connection closed");
         drop(slot);
         if let Ok(mut t) = shared.flows.lock() {

@@ -159,7 +159,10 @@ impl GatewayControl {
         let server = match self.shared.tls_server.load().as_ref() {
             Some(_) => {
                 let id = tls::load_identity(&effective.cert).map_err(tls_err)?;
-                Some((tls::server_config(&id).map_err(tls_err)?, id.info))
+                Some((
+                    tls::server_config(&id, self.shared.peers.as_deref()).map_err(tls_err)?,
+                    id.info,
+                ))
             }
             None => None,
         };

@@ -282,6 +282,7 @@ impl Core {
             }
             Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
+            Event::PeerTrusted(id) => self.edge.trust_stream_flow(id),
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 for (bytes, token) in queued {

@@ -39,7 +39,9 @@ use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
 use crate::metrics::Metrics;
+use crate::peer_trust::{PeerTrust, PeerVerdict};
 use crate::per_ip::{Admission, IpSlot, PerIp};
+use crate::proxy_protocol::{self, Balancers};
 use crate::tls::{self, CertInfo};
 
 mod conn;
@@ -147,6 +149,8 @@ enum Event {
     /// The store task's answer (pools).
     Pool(crate::pool::PoolEvent),
     Closed(FlowId),
+    /// A stream flow's peer is a trusted server by its TLS certificate (before its first message).
+    PeerTrusted(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
     /// A question from the admin API.
@@ -190,6 +194,9 @@ struct Shared {
     /// The TLS listeners' certificate and settings: a reload swaps it, each handshake takes the
     /// one in effect (connections already open keep theirs).
     tls_server: ArcSwapOption<rustls::ServerConfig>,
+    /// Servers trusted by their TLS certificate (`tls.peer_ca`): fixed until a restart, and
+    /// part of every server configuration a reload builds.
+    peers: Option<Arc<PeerTrust>>,
     /// The address the first TCP listener is bound to: where opened connections leave from.
     outbound_source: Option<IpAddr>,
 }
@@ -509,6 +516,9 @@ async fn start_inner(
     for w in settings.spoofable_trust() {
         warn!("{w}");
     }
+    for w in settings.address_trust_beside_names() {
+        warn!("{w}");
+    }
     let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
     let mut udp_socks = Vec::new();
     let mut streams = Vec::new();
@@ -529,7 +539,7 @@ async fn start_inner(
                     .await
                     .map_err(bind_err(what.clone(), l.addr))?;
                 let addr = listener.local_addr().map_err(bind_err(what, l.addr))?;
-                streams.push((id, l.transport, listener));
+                streams.push((id, l.transport, l.proxy_protocol.clone(), listener));
                 addr
             }
         };
@@ -570,6 +580,10 @@ async fn start_inner(
         .as_ref()
         .and_then(|(s, _)| s.local_addr().ok());
 
+    let peers = match &settings.peer_trust {
+        Some(p) => Some(Arc::new(PeerTrust::load(&p.ca, &p.names)?)),
+        None => None,
+    };
     let (cert, acceptor) = match tls_addr {
         Some(_) => {
             let id = tls::load_identity(&settings.cert)?;
@@ -583,7 +597,10 @@ async fn start_inner(
                 sha256 = %id.info.fingerprint,
                 "TLS certificate ({how})"
             );
-            (Some(id.info.clone()), Some(tls::server_config(&id)?))
+            (
+                Some(id.info.clone()),
+                Some(tls::server_config(&id, peers.as_deref())?),
+            )
         }
         None => (None, None),
     };
@@ -682,6 +699,7 @@ async fn start_inner(
         in_progress: AtomicUsize::new(control::NOT_COUNTED),
         tls_client: ArcSwapOption::new(tls_client),
         tls_server: ArcSwapOption::new(acceptor),
+        peers: peers.clone(),
         outbound_source: tcp_addr.map(|a| a.ip()),
     });
 
@@ -797,8 +815,19 @@ async fn start_inner(
             let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
-    for (id, transport, l) in streams {
-        tasks.push(tokio::spawn(accept_task(l, id, transport, shared.clone())));
+    for (id, transport, balancers, l) in streams {
+        let peers = match transport {
+            Transport::Tls => peers.clone(),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(accept_task(
+            l,
+            id,
+            transport,
+            balancers,
+            peers,
+            shared.clone(),
+        )));
     }
     let control = Arc::new(GatewayControl::new(
         shared.clone(),

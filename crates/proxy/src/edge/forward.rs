@@ -6,7 +6,7 @@ use sagw_sip::Message;
 use super::routing::BranchTo;
 use super::timers::TimerKind;
 use super::transaction::{ClientState, ClientTx, Failure};
-use super::{Edge, is_client};
+use super::{Edge, TrustedFlows, is_client};
 use crate::config::{EdgeConfig, Mode, NextHop};
 use crate::edit::{build_hop_request, push_on_top, push_via};
 use crate::hook::{
@@ -41,6 +41,7 @@ pub(super) struct OutboundCall<'a> {
 /// the transaction table instead of a copy.
 pub(super) fn outbound_stage(
     cfg: &EdgeConfig,
+    trusted: &TrustedFlows,
     auth: &mut dyn ClientAuth,
     registrar: &Registrar,
     to: Target,
@@ -50,7 +51,7 @@ pub(super) fn outbound_stage(
     let Target::Flow(flow) = to else {
         return OutboundVerdict::Deliver;
     };
-    if !is_client(cfg, &flow) {
+    if !is_client(cfg, trusted, &flow) {
         return OutboundVerdict::Deliver;
     }
     // A request with no endpoint of its own (e.g. a 2xx ACK routed by a token without one) is
@@ -90,6 +91,7 @@ impl Edge {
         // The stage never refuses a response (only requests), so the verdict changes nothing.
         let _ = outbound_stage(
             &self.cfg,
+            &self.trusted_flows,
             &mut *self.auth,
             &self.registrar,
             to,
@@ -119,7 +121,15 @@ impl Edge {
             note: None,
             now,
         };
-        match outbound_stage(&self.cfg, &mut *self.auth, &self.registrar, to, msg, call) {
+        match outbound_stage(
+            &self.cfg,
+            &self.trusted_flows,
+            &mut *self.auth,
+            &self.registrar,
+            to,
+            msg,
+            call,
+        ) {
             OutboundVerdict::Deliver => Ok(()),
             OutboundVerdict::Refuse(status) => {
                 self.report(Report::Dropped(DropReason::Auth));

@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use self::timers::{TimerEntry, TimerKind};
 use self::transaction::{ClientTx, ServerTx};
-use crate::Map;
 use crate::config::{EdgeConfig, Intake};
 use crate::hook::{ClientAuth, NoAuth};
 use crate::registrar::{BindingRecord, Registrar, RemoteBinding, RemoteBindingError};
 use crate::token::Ids;
-use crate::types::{Action, Flow, Inbound, LimitKind, Now, Report, Stats, Transport};
+use crate::types::{Action, Flow, FlowId, Inbound, LimitKind, Now, Report, Stats, Transport};
+use crate::{Map, Set};
 
 /// The sans-IO edge proxy: feed it messages, timeouts and delivery failures; drain [`Action`]s.
 ///
@@ -63,6 +63,20 @@ pub struct Edge {
     hop_down: Vec<Option<Instant>>,
     /// Open, or draining (see [`Edge::set_intake`]).
     intake: Intake,
+    trusted_flows: TrustedFlows,
+}
+
+/// Stream flows whose peer the driver verified as a trusted server when it was established (by
+/// its TLS certificate, see [`Edge::trust_stream_flow`]): servers like a
+/// [`EdgeConfig::trusted_peers`] address, for as long as the flow lives.
+#[derive(Debug, Default)]
+pub(crate) struct TrustedFlows(Set<FlowId>);
+
+impl TrustedFlows {
+    fn contains(&self, flow: &Flow) -> bool {
+        // A UDP flow id names a socket shared by every peer: never trusted as a whole.
+        flow.transport.is_reliable() && self.0.contains(&flow.id)
+    }
 }
 
 impl std::fmt::Debug for Edge {
@@ -76,8 +90,8 @@ impl std::fmt::Debug for Edge {
 }
 
 /// True when `flow` belongs to a client rather than a next hop or trusted server.
-fn is_client(cfg: &EdgeConfig, flow: &Flow) -> bool {
-    !is_server(cfg, flow.transport, flow.remote)
+fn is_client(cfg: &EdgeConfig, trusted: &TrustedFlows, flow: &Flow) -> bool {
+    !trusted.contains(flow) && !is_server(cfg, flow.transport, flow.remote)
 }
 
 /// True when `addr` over `transport` is a next hop or a trusted server.
@@ -110,6 +124,7 @@ impl Edge {
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
             intake: Intake::Open,
+            trusted_flows: TrustedFlows::default(),
         }
     }
 
@@ -151,11 +166,21 @@ impl Edge {
 
     /// True when `flow` belongs to a client rather than a next hop or trusted server.
     pub fn is_client(&self, flow: &Flow) -> bool {
-        is_client(&self.cfg, flow)
+        is_client(&self.cfg, &self.trusted_flows, flow)
+    }
+
+    /// The driver verified the peer of stream flow `id` as a trusted server when the connection
+    /// was established (e.g. its TLS certificate names a trusted peer): what arrives over it, and
+    /// what is sent over it, is a server's, as from a [`EdgeConfig::trusted_peers`] address,
+    /// until [`Edge::flow_closed`]. Call it before handing the proxy the flow's first message.
+    /// Has no effect on UDP flows (their id names a socket every peer shares).
+    pub fn trust_stream_flow(&mut self, id: FlowId) {
+        self.trusted_flows.0.insert(id);
     }
 
     /// A stream flow closed: its registrations are useless now (the client must re-register).
     pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
+        self.trusted_flows.0.remove(&flow);
         self.registrar.flow_closed(flow);
         self.report_binding_changes();
         self.prune_stale_timers();

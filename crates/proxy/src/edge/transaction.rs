@@ -332,6 +332,7 @@ impl Edge {
         // The stage never refuses a response (only requests), so the verdict changes nothing.
         let _ = outbound_stage(
             &self.cfg,
+            &self.trusted_flows,
             &mut *self.auth,
             &self.registrar,
             Target::Flow(upstream),

@@ -1,0 +1,224 @@
+//! Servers trusted by their TLS certificate (issue 14: "a peer is trusted by its certificate, not
+//! its address"), over real sockets. The gateway asks TLS clients for a certificate without
+//! requiring one; a certificate signed by `tls.peer_ca` naming a host of
+//! `proxy.trusted_peer_names` makes the connection a trusted peer's. The observable is what a
+//! trusted peer gets and a client does not: a request it sends to a signed-in user is delivered
+//! without a challenge (signed by the gateway with the user's SA), where a client is challenged.
+//! All peers connect from 127.0.0.1, so nothing here is decided by address.
+
+mod auth_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_support::{Client, GwOptions, config, gateway_settings, unique, verified};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sagw_client::AuthScheme;
+use sagw_gateway::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = p.self_signed(&key).expect("CA");
+    Ca {
+        cert,
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// A certificate for `name`, signed by `ca`, and its key.
+fn identity(ca: &Ca, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let p = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let cert = p.signed_by(&key, &ca.issuer).expect("leaf");
+    (
+        cert.der().clone(),
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+}
+
+/// A registrar-mode gateway with `[auth]` on (NTLM and Digest; alice, bob, carol), trusting certificates of
+/// `pool` that name fe1.pool.example.com.
+async fn gateway_trusting(pool: &Ca) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("pool-ca.pem");
+    std::fs::write(&ca_path, pool.cert.pem()).expect("write CA");
+    let (mut settings, _) = gateway_settings(GwOptions::default());
+    // What `[tls] peer_ca` and `[proxy] trusted_peer_names` give, checked by the same
+    // validation the configuration file goes through.
+    let text = format!(
+        "[listen]\nudp = \"\"\ntcp = \"\"\ntls = \"127.0.0.1:0\"\n[tls]\npeer_ca = \"{}\"\n[proxy]\ntrusted_peer_names = [\"fe1.pool.example.com\"]\n[auth]\nenabled = false\n",
+        ca_path.display()
+    );
+    settings.peer_trust = sagw_gateway::Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .expect("valid")
+        .peer_trust;
+    assert!(settings.peer_trust.is_some());
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    (gw, dir)
+}
+
+/// A raw TLS connection to the gateway presenting `cert` (or none).
+struct Peer {
+    s: tokio_rustls::client::TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Peer {
+    async fn connect(
+        gw: &Running,
+        cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    ) -> Peer {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&gw.cert.as_ref().expect("cert").cert_path)
+            .expect("gateway certificate")
+        {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+        let cfg = match cert {
+            Some((c, k)) => builder
+                .with_client_auth_cert(vec![c], k)
+                .expect("client cert"),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(gw.tls.expect("tls"))
+            .await
+            .expect("connect");
+        let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("TLS handshake (a certificate that does not verify still connects)");
+        Peer { s, buf: Vec::new() }
+    }
+
+    /// Sends a MESSAGE to alice with no credentials; the first final response, or None.
+    async fn message_alice(&mut self) -> Option<u16> {
+        let local = self.s.get_ref().0.local_addr().expect("local");
+        let n = unique();
+        let text = format!(
+            "MESSAGE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKpeer{n};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:fe1@pool.example.com>;tag=peer{n}\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: peer-{n}\r\nCSeq: 1 MESSAGE\r\nContact: <sip:fe1@{local};transport=tls>\r\n\
+Content-Type: text/plain\r\nContent-Length: 8\r\n\r\npeer {n:03}",
+            n = n % 1000
+        );
+        self.s.write_all(text.as_bytes()).await.ok()?;
+        self.s.flush().await.ok()?;
+        let deadline = Instant::now() + auth_support::WAIT;
+        let mut tmp = [0u8; 8192];
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let cl: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + cl {
+                    self.buf.drain(..end + 4 + cl);
+                    let code: u16 = head
+                        .strip_prefix("SIP/2.0 ")
+                        .and_then(|r| r.get(..3))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    if code >= 200 {
+                        return Some(code);
+                    }
+                    continue;
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.s.read(&mut tmp)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&tmp[..n]),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_trusted_by_a_listed_name_under_the_peer_ca_and_nothing_else() {
+    let pool = ca("pool CA");
+    let other = ca("another CA");
+    let (gw, _dir) = gateway_trusting(&pool).await;
+
+    // A client without a certificate connects over the same TLS listener and signs in.
+    let mut alice =
+        Client::connect_tls(&gw, config("alice", "alice-pw", AuthScheme::Ntlm, 4)).await;
+    let (signed_in, _) = alice.sign_in().await;
+    signed_in.unwrap_or_else(|f| panic!("alice signs in without a certificate: {f:?}"));
+
+    // Everyone but the listed peer gets the client treatment: challenged, nothing delivered.
+    let cases = [
+        ("no certificate", None),
+        (
+            "an unlisted name under the peer CA",
+            Some(identity(&pool, "fe9.pool.example.com")),
+        ),
+        (
+            "the listed name under another CA",
+            Some(identity(&other, "fe1.pool.example.com")),
+        ),
+    ];
+    for (what, cert) in cases {
+        let mut p = Peer::connect(&gw, cert).await;
+        let code = p.message_alice().await;
+        assert!(
+            matches!(code, Some(401 | 407)),
+            "{what}: challenged like a client, got {code:?}"
+        );
+        assert!(
+            alice
+                .next_request(Instant::now() + Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{what}: nothing reaches alice"
+        );
+    }
+
+    // The listed name under the peer CA: a trusted peer. Its MESSAGE reaches alice unchallenged,
+    // signed by the gateway with her SA, as a trusted server's would.
+    let mut fe1 = Peer::connect(&gw, Some(identity(&pool, "fe1.pool.example.com"))).await;
+    let (answer, got) = tokio::join!(fe1.message_alice(), async {
+        let req = alice
+            .next_request(Instant::now() + auth_support::WAIT)
+            .await
+            .expect("the trusted peer's MESSAGE reaches alice");
+        let check = alice.verify(&req);
+        let reply = alice.response(&req, 200, "OK", "alice");
+        alice.conn.send(&reply).await.expect("answer");
+        (req, check)
+    });
+    let (req, check) = got;
+    assert_eq!(req.method(), Some("MESSAGE"));
+    assert!(verified(&check), "signed for alice: {check:?}");
+    assert_eq!(answer, Some(200), "alice's answer relayed to the peer");
+}
