@@ -360,6 +360,11 @@ fn main() -> ExitCode {
         for w in settings.spoofable_trust() {
             eprintln!("sagw: warning: {w}");
         }
+        if settings.admin.listen.is_some()
+            && let Err(e) = sagw_gateway::admin::read_token(&settings.admin.token_file)
+        {
+            eprintln!("sagw: warning: the admin API will stay off: {e}");
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");

@@ -130,9 +130,18 @@ fn the_admin_subcommands_drive_a_running_gateway() {
     let cfg = dir.path().join("sagw.toml");
     std::fs::write(&cfg, config(dir.path())).expect("config");
 
-    // A token first: without one the API stays off.
+    // A token first: without one the API stays off (and check-config says so).
+    let check = sagw(&cfg, &["check-config"]);
+    assert!(check.status.success());
+    assert!(
+        text(&check.stderr).contains("the admin API will stay off"),
+        "{}",
+        text(&check.stderr)
+    );
     let out = sagw(&cfg, &["admin", "new-token"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let check = sagw(&cfg, &["check-config"]);
+    assert!(!text(&check.stderr).contains("admin"), "{}", text(&check.stderr));
     let token_file = dir.path().join("admin.token");
     {
         use std::os::unix::fs::PermissionsExt;
