@@ -1,9 +1,12 @@
 //! The sagw gateway: the tokio driver around the sans-IO crates.
 //!
+//! * [`cli`]: the command line (also the source of the man pages and completions);
 //! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
+//! * [`cpu`]: the core thread's CPU, claimed against other instances on the host;
+//! * [`service`]: systemd readiness and the state directory;
 //! * [`metrics`]: the Prometheus registry; [`admin`] (and [`admin_config`]): the admin HTTP API,
 //!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
 //!   connection cap;
@@ -21,7 +24,9 @@ mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
+pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod driver;
 pub mod http;
 pub mod kerberos_jobs;
@@ -31,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

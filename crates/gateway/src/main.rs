@@ -1,111 +1,18 @@
 //! `sagw`: the SIP security-association gateway binary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sagw_gateway::cli::{AdminAction, Cli, Command, UserAction};
 use sagw_gateway::config::{Config, LogFormat};
-use sagw_gateway::{driver, logging};
+use sagw_gateway::{driver, logging, service};
 
 /// mimalloc rather than glibc malloc: the proxy allocates and frees small buffers for every
 /// message, and glibc kept returning the top of its heap to the kernel and faulting it back in
 /// (about one page fault per REGISTER in the sipp benchmark, ~10 % of the gateway's CPU).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "sagw",
-    version,
-    about = "SIP edge proxy with MS-SIPAE / Digest security associations"
-)]
-struct Cli {
-    /// Configuration file (TOML). Without it the embedded default configuration is used.
-    #[arg(long, short, global = true)]
-    config: Option<PathBuf>,
-    /// Override log.level and RUST_LOG (e.g. warn, info, debug, trace, or a filter like
-    /// "sagw=debug"). Precedence: --log-level, then RUST_LOG, then log.level.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// Override log.format.
-    #[arg(long, global = true, value_parser = ["human", "json"])]
-    log_format: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the gateway (the default).
-    Run,
-    /// Validate the configuration and exit (0 when valid).
-    CheckConfig,
-    /// Manage the credentials file of `[auth] credentials` (hashes only, mode 600).
-    User {
-        #[command(subcommand)]
-        action: UserAction,
-    },
-    /// Call the admin API of a running gateway (`[admin]` of the configuration: its listen
-    /// address and token file).
-    Admin {
-        /// The API's address, instead of `admin.listen`.
-        #[arg(long)]
-        addr: Option<std::net::SocketAddr>,
-        /// The token's file, instead of `admin.token_file`.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        #[command(subcommand)]
-        action: AdminAction,
-    },
-    /// Reload the running gateway's configuration (`sagw admin reload`).
-    Reload {
-        /// The API's address, instead of `admin.listen`.
-        #[arg(long)]
-        addr: Option<std::net::SocketAddr>,
-        /// The token's file, instead of `admin.token_file`.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug, Clone)]
-enum AdminAction {
-    /// List the security associations.
-    Sas,
-    /// End one security association now (its opaque, 8 hex digits, from `sas`).
-    RevokeSa {
-        /// The SA's opaque.
-        opaque: String,
-    },
-    /// End every security association of a user (account name, or SIP identity `sip:…`).
-    RevokeUser {
-        /// Account name or SIP identity.
-        user: String,
-    },
-    /// The registrar's bindings of an address-of-record.
-    Registrations {
-        /// e.g. sip:alice@example.com
-        aor: String,
-    },
-    /// The next hops' state.
-    Hops,
-    /// Show the log filter, or set it (a level or a filter such as "sagw=debug,info").
-    LogLevel {
-        /// The new level or filter.
-        level: Option<String>,
-    },
-    /// Re-read the configuration file.
-    Reload,
-    /// Stop taking new work (readiness turns false; transactions in progress finish).
-    Drain,
-    /// Liveness (`/healthz`, no token needed).
-    Health,
-    /// Readiness (`/readyz`, no token needed).
-    Ready,
-    /// Write a new random token to `admin.token_file` (mode 0600; an existing file is kept).
-    NewToken,
-}
 
 /// The request an admin action makes: method, path, body, and whether it needs the token.
 fn admin_request(action: &AdminAction) -> (&'static str, String, Option<String>, bool) {
@@ -228,25 +135,6 @@ fn admin_command(
     }
 }
 
-#[derive(Subcommand, Debug)]
-enum UserAction {
-    /// Add or replace a user; the password is read from the first line of standard input.
-    Add {
-        /// Account name (as clients send it in NTLM and Digest).
-        name: String,
-        /// SIP identity, when it is not sip:<name>@<auth.sip_domain>.
-        #[arg(long)]
-        sip: Option<String>,
-    },
-    /// Remove a user.
-    Remove {
-        /// Account name.
-        name: String,
-    },
-    /// List the users.
-    List,
-}
-
 fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     let mut section = cfg.auth.clone();
     // The file is managed even while authentication is switched off.
@@ -305,6 +193,11 @@ fn load(cli: &Cli) -> Result<Config, String> {
         None => Config::embedded(),
     }
     .map_err(|e| e.to_string())?;
+    // Under systemd (StateDirectory=) the working directory is `/`: relative data paths go under
+    // the state directory instead (docs/deployment.md).
+    if let Some(dir) = service::state_directory() {
+        service::place_data_under(&mut cfg, &dir);
+    }
     if let Some(l) = &cli.log_level {
         cfg.log.level = l.clone();
     }
@@ -316,6 +209,24 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Generate { what }) = &cli.command {
+        return match sagw_gateway::cli::generate(
+            what,
+            sagw_gateway::cli::command(),
+            &mut std::io::stdout(),
+        ) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw generate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let source = cli.config.as_ref().map_or_else(
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
@@ -412,11 +323,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        service::notify_ready("listening");
         let exit = tokio::select! {
             () = wait_for_signal() => ExitCode::SUCCESS,
             _ = running.stopped() => ExitCode::FAILURE,
         };
         tracing::info!("shutting down");
+        service::notify_stopping();
         running.shutdown(Duration::from_secs(5)).await;
         tracing::info!("stopped");
         exit

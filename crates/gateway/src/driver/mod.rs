@@ -99,37 +99,19 @@ pub enum StartError {
     },
 }
 
-/// The CPU the core thread is pinned to, if any.
+/// The CPU the core thread is pinned to, if any, with its claim against other instances on the
+/// host ([`crate::cpu`]).
 ///
 /// Why pin: the core thread sleeps and wakes once or more per message; left to the scheduler it
 /// was woken on whichever CPU was free, so every wake-up found cold caches and often paid for a
 /// migration. Pinned, the sipp call benchmark at 200 calls/s took ~40 % less CPU per call on a
-/// 2-vCPU VM. `auto` pins to the last allowed CPU only when there are two or more, leaving the
-/// first to the rest of the system, and tokio's workers stay free to run anywhere.
-fn core_cpu(choice: crate::config::CoreCpu) -> Result<Option<core_affinity::CoreId>, StartError> {
-    use crate::config::CoreCpu;
-    let allowed = core_affinity::get_core_ids().unwrap_or_default();
-    match choice {
-        CoreCpu::Unpinned => Ok(None),
-        CoreCpu::Auto => Ok(if allowed.len() >= 2 {
-            allowed.last().copied()
-        } else {
-            None
-        }),
-        CoreCpu::Cpu(cpu) => allowed
-            .iter()
-            .find(|c| c.id == cpu)
-            .copied()
-            .map(Some)
-            .ok_or_else(|| StartError::CoreCpu {
-                cpu,
-                allowed: allowed
-                    .iter()
-                    .map(|c| c.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            }),
-    }
+/// 2-vCPU VM. `auto` never takes the first allowed CPU, leaving it to the rest of the system, and
+/// tokio's workers stay free to run anywhere.
+fn core_cpu(choice: crate::config::CoreCpu) -> Result<Option<crate::cpu::Pin>, StartError> {
+    crate::cpu::choose(choice, &crate::cpu::lock_dir()).map_err(|e| StartError::CoreCpu {
+        cpu: e.cpu,
+        allowed: e.allowed,
+    })
 }
 
 /// Wakes the core thread when it sleeps in `epoll`: set by the core just before it sleeps, so a
@@ -741,11 +723,15 @@ async fn start_inner(
     std::thread::Builder::new()
         .name("sagw-core".into())
         .spawn(move || {
-            if let Some(cpu) = pin {
-                if core_affinity::set_for_current(cpu) {
-                    info!(cpu = cpu.id, "core thread pinned (proxy.core_cpu)");
+            // The pin (and its claim on the CPU) lives as long as this thread.
+            if let Some(pin) = &pin {
+                if core_affinity::set_for_current(pin.cpu) {
+                    info!(cpu = pin.cpu.id, "core thread pinned (proxy.core_cpu)");
                 } else {
-                    warn!(cpu = cpu.id, "cannot pin the core thread: running unpinned");
+                    warn!(
+                        cpu = pin.cpu.id,
+                        "cannot pin the core thread: running unpinned"
+                    );
                 }
             }
             let run = std::panic::AssertUnwindSafe(|| core_loop(core_state, poll, events_rx));
