@@ -274,7 +274,7 @@ fn main() -> ExitCode {
         if settings.admin.listen.is_some()
             && let Err(e) = sagw_gateway::admin::read_token(&settings.admin.token_file)
         {
-            eprintln!("sagw: warning: the admin API will stay off: {e}");
+            eprintln!("sagw: note: the admin API will stay off: {e}");
         }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {

@@ -141,7 +141,11 @@ fn the_admin_subcommands_drive_a_running_gateway() {
     let out = sagw(&cfg, &["admin", "new-token"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let check = sagw(&cfg, &["check-config"]);
-    assert!(!text(&check.stderr).contains("admin"), "{}", text(&check.stderr));
+    assert!(
+        !text(&check.stderr).contains("admin"),
+        "{}",
+        text(&check.stderr)
+    );
     let token_file = dir.path().join("admin.token");
     {
         use std::os::unix::fs::PermissionsExt;
