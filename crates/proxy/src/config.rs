@@ -160,6 +160,18 @@ pub struct EdgeConfig {
     pub probers: Vec<IpAddr>,
 }
 
+/// Whether the proxy takes new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intake {
+    /// Every request is handled.
+    #[default]
+    Open,
+    /// The gateway is going away: new out-of-dialog requests get 503 with Retry-After;
+    /// in-dialog requests, ACK, CANCEL, retransmissions and responses go on as before, so the
+    /// transactions and dialogs in progress can finish.
+    Draining,
+}
+
 impl EdgeConfig {
     /// Defaults around the given own addresses and secret.
     pub fn new(local: LocalAddrs, secret: Secret) -> EdgeConfig {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use self::timers::{TimerEntry, TimerKind};
 use self::transaction::{ClientTx, ServerTx};
 use crate::Map;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, Intake};
 use crate::hook::{ClientAuth, NoAuth};
 use crate::registrar::{BindingRecord, Registrar, RemoteBinding, RemoteBindingError};
 use crate::token::Ids;
@@ -60,15 +60,8 @@ pub struct Edge {
     cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
     hop_down: Vec<Option<Instant>>,
-    service: Service,
-}
-
-/// Whether the proxy takes new work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Service {
-    Serving,
-    /// Draining: a load balancer's probe is answered 503 so that it sends no new clients here.
-    Draining,
+    /// Open, or draining (see [`Edge::set_intake`]).
+    intake: Intake,
 }
 
 impl std::fmt::Debug for Edge {
@@ -115,18 +108,19 @@ impl Edge {
             cleanup_origin: None,
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
-            service: Service::Serving,
+            intake: Intake::Open,
         }
     }
 
-    /// Begin draining: the probes of [`EdgeConfig::probers`] are answered 503 from now on.
-    pub fn drain(&mut self) {
-        self.service = Service::Draining;
+    /// Opens or drains the proxy (see [`Intake`]). Draining, the probes of
+    /// [`EdgeConfig::probers`] are answered 503.
+    pub fn set_intake(&mut self, intake: Intake) {
+        self.intake = intake;
     }
 
-    /// True once [`Edge::drain`] was called.
-    pub fn draining(&self) -> bool {
-        self.service == Service::Draining
+    /// Open or draining.
+    pub fn intake(&self) -> Intake {
+        self.intake
     }
 
     /// The configuration.

@@ -14,7 +14,7 @@ use super::transaction::{
     Admitted, Failure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
     server_key,
 };
-use crate::config::Mode;
+use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
@@ -190,7 +190,7 @@ impl Edge {
             && msg.header("Route").is_none()
             && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
         {
-            if probe && self.draining() {
+            if probe && self.intake == Intake::Draining {
                 let retry = ("Retry-After", self.cfg.retry_after.as_secs().to_string());
                 self.local_transaction(key, msg, flow, from_client, admitted, 503, &[retry], now);
                 return;
