@@ -155,6 +155,8 @@ pub struct ProxySection {
     pub max_transactions: usize,
     /// CPU for the core thread: `auto`, `none` or a CPU number.
     pub core_cpu: String,
+    /// How long a drain (SIGTERM) waits for transactions in progress.
+    pub drain_grace_secs: u64,
 }
 
 impl Default for ProxySection {
@@ -168,6 +170,7 @@ impl Default for ProxySection {
             retry_after_secs: 30,
             max_transactions: 100_000,
             core_cpu: "auto".into(),
+            drain_grace_secs: 10,
         }
     }
 }
@@ -426,6 +429,8 @@ pub struct Settings {
     pub max_transactions: usize,
     /// Where the core thread runs.
     pub core_cpu: CoreCpu,
+    /// How long a drain waits for the transactions in progress before the gateway stops.
+    pub drain_grace: Duration,
     /// Registrar.
     pub registrar: RegistrarConfig,
     /// Timers.
@@ -844,6 +849,7 @@ impl Config {
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
+        bounded("proxy.drain_grace_secs", self.proxy.drain_grace_secs, 3600)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
         let mut auth = self.auth.validate()?;
         if let Some(a) = auth.as_mut() {
@@ -870,6 +876,7 @@ impl Config {
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
             core_cpu,
+            drain_grace: Duration::from_secs(self.proxy.drain_grace_secs),
             registrar: RegistrarConfig {
                 default_expires: Duration::from_secs(r.default_expires_secs),
                 min_expires: Duration::from_secs(r.min_expires_secs),
@@ -972,6 +979,7 @@ mod tests {
         );
         assert!(err("[log]\nformat = \"xml\"").contains("`log.format`"));
         assert!(err("[proxy]\ncore_cpu = \"fast\"").contains("`proxy.core_cpu`"));
+        assert!(err("[proxy]\ndrain_grace_secs = 0").contains("`proxy.drain_grace_secs`"));
         assert!(err("[tls]\ncert = \"a.pem\"").contains("`tls.key`"));
         assert!(err("[proxy]\nnext_hops = [\"tls:127.0.0.1:5071\"]").contains("`tls.next_hop_ca`"));
         // Unknown keys are rejected with their name.

@@ -11,6 +11,7 @@
 //!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
 //!   connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
+//!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
@@ -36,7 +37,9 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod reload;
 pub mod service;
+pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

@@ -1,11 +1,12 @@
 //! `sagw`: the SIP security-association gateway binary.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use sagw_gateway::cli::{AdminAction, Cli, Command, UserAction};
 use sagw_gateway::config::{Config, LogFormat};
+use sagw_gateway::reload::ConfigSource;
+use sagw_gateway::signals::{self, Ended};
 use sagw_gateway::{driver, logging, service};
 
 /// mimalloc rather than glibc malloc: the proxy allocates and frees small buffers for every
@@ -187,24 +188,17 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     }
 }
 
+/// The file and the overrides, as a reload reads them again.
+fn config_source(cli: &Cli) -> ConfigSource {
+    ConfigSource {
+        path: cli.config.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.clone(),
+    }
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::load(p),
-        None => Config::embedded(),
-    }
-    .map_err(|e| e.to_string())?;
-    // Under systemd (StateDirectory=) the working directory is `/`: relative data paths go under
-    // the state directory instead (docs/deployment.md).
-    if let Some(dir) = service::state_directory() {
-        service::place_data_under(&mut cfg, &dir);
-    }
-    if let Some(l) = &cli.log_level {
-        cfg.log.level = l.clone();
-    }
-    if let Some(f) = &cli.log_format {
-        cfg.log.format = f.clone();
-    }
-    Ok(cfg)
+    config_source(cli).load_config().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -324,36 +318,11 @@ fn main() -> ExitCode {
             }
         };
         service::notify_ready("listening");
-        let exit = tokio::select! {
-            () = wait_for_signal() => ExitCode::SUCCESS,
-            _ = running.stopped() => ExitCode::FAILURE,
-        };
-        tracing::info!("shutting down");
-        service::notify_stopping();
-        running.shutdown(Duration::from_secs(5)).await;
-        tracing::info!("stopped");
-        exit
-    })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops.
+        running.set_config_source(config_source(&cli));
+        match signals::run(running).await {
+            Ended::Signalled => ExitCode::SUCCESS,
+            Ended::CoreFailed => ExitCode::FAILURE,
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }

@@ -234,7 +234,7 @@ pub struct Metrics {
     pub nudge: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
-const HELP: [(&str, &str, &str); 8] = [
+const HELP: [(&str, &str, &str); 9] = [
     (
         "sagw_messages_total",
         "counter",
@@ -270,6 +270,11 @@ const HELP: [(&str, &str, &str); 8] = [
         "sagw_bindings_changes_total",
         "counter",
         "Registrar binding changes by kind",
+    ),
+    (
+        "sagw_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP, admin API) by result: ok, or failed (the running configuration stays)",
     ),
 ];
 

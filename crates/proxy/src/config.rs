@@ -160,6 +160,29 @@ pub struct EdgeConfig {
     pub probers: Vec<IpAddr>,
 }
 
+/// The settings [`crate::Edge::reconfigure`] changes while transactions and bindings live on:
+/// everything in [`EdgeConfig`] but the own addresses, the mode and the secret, which name flows
+/// and tokens that clients and servers already hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// See [`EdgeConfig::domains`].
+    pub domains: Vec<String>,
+    /// See [`EdgeConfig::next_hops`].
+    pub next_hops: Vec<NextHop>,
+    /// See [`EdgeConfig::trusted_peers`].
+    pub trusted_peers: Vec<IpAddr>,
+    /// See [`EdgeConfig::client_routes`].
+    pub client_routes: Vec<RouteTarget>,
+    /// See [`EdgeConfig::timers`].
+    pub timers: Timers,
+    /// See [`EdgeConfig::retry_after`].
+    pub retry_after: Duration,
+    /// See [`EdgeConfig::max_transactions`].
+    pub max_transactions: usize,
+    /// See [`EdgeConfig::registrar`].
+    pub registrar: RegistrarConfig,
+}
+
 /// Whether the proxy takes new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Intake {

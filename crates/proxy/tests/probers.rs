@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use sagw_proxy::{
     Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, InboundContext, InboundVerdict,
-    Intake, LocalAddrs, Now, Secret, Transport, build_response,
+    LocalAddrs, Now, Secret, Transport, build_response,
 };
 use sagw_sip::Message;
 
@@ -113,7 +113,7 @@ fn anything_else_meets_the_authentication_stage() {
 #[test]
 fn a_draining_proxy_answers_the_probe_503() {
     let (mut e, _) = edge();
-    assert_eq!(e.intake(), Intake::Open);
-    e.set_intake(Intake::Draining);
+    assert_eq!(e.intake(), sagw_proxy::Intake::Open);
+    e.set_intake(sagw_proxy::Intake::Draining);
     assert_eq!(probe(&mut e, PROBER, "sip:192.0.2.10", None, 1), 503);
 }

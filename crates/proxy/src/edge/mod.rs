@@ -3,6 +3,7 @@
 //! One `Edge` owns every table; its methods are spread over the modules below by concern.
 
 mod forward;
+mod reconfigure;
 mod request;
 mod response;
 mod routing;
@@ -110,17 +111,6 @@ impl Edge {
             hop_down: vec![None; hops],
             intake: Intake::Open,
         }
-    }
-
-    /// Opens or drains the proxy (see [`Intake`]). Draining, the probes of
-    /// [`EdgeConfig::probers`] are answered 503.
-    pub fn set_intake(&mut self, intake: Intake) {
-        self.intake = intake;
-    }
-
-    /// Open or draining.
-    pub fn intake(&self) -> Intake {
-        self.intake
     }
 
     /// The configuration.

@@ -61,6 +61,11 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
     }
     set_top_via(msg, &new);
 }
+/// True when the request belongs to a dialog (its To has a tag, RFC 3261 §12.2).
+fn in_dialog(msg: &Message) -> bool {
+    msg.to().is_some_and(|t| t.param("tag").is_some())
+}
+
 impl Edge {
     /// A load balancer's health probe: from one of [`crate::EdgeConfig::probers`], without a
     /// Route, to this proxy itself with no user part. Only then is an OPTIONS answered without
@@ -104,6 +109,15 @@ impl Edge {
                 st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
             });
         let retransmission = !ack_or_cancel && self.server.contains_key(&key);
+        if self.intake == Intake::Draining && !ack_or_cancel && !retransmission && !in_dialog(&msg)
+        {
+            // Before authentication: a gateway going away has nothing to challenge for. The
+            // client tries another gateway, or this one after the restart.
+            self.report(Report::Limit(LimitKind::Draining));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
         let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
         if from_client && !belongs_to_open_transaction && !retransmission && !probe {
             let binding = self.registrar.flow_identity(&flow).cloned();
@@ -190,11 +204,6 @@ impl Edge {
             && msg.header("Route").is_none()
             && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
         {
-            if probe && self.intake == Intake::Draining {
-                let retry = ("Retry-After", self.cfg.retry_after.as_secs().to_string());
-                self.local_transaction(key, msg, flow, from_client, admitted, 503, &[retry], now);
-                return;
-            }
             let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
             self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
             return;
