@@ -6,14 +6,11 @@
 mod auth_support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use auth_support::*;
 use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, Failure};
-use sagw_gateway::lifecycle::{Lifecycle, ReloadError, ReloadReport};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -231,68 +228,54 @@ async fn a_signed_in_clients_sa_is_listed_revoked_and_its_registration_shown() {
     assert_eq!(list, serde_json::json!([]));
 }
 
-/// A lifecycle whose drain is a flag (what the real one does is another test's subject).
-#[derive(Default)]
-struct FakeLifecycle {
-    draining: AtomicBool,
-    reloads: AtomicUsize,
-}
-
-impl Lifecycle for FakeLifecycle {
-    fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        match self.reloads.fetch_add(1, Ordering::SeqCst) {
-            0 => Ok(ReloadReport {
-                applied: vec!["tls.cert".into()],
-                needs_restart: vec!["listen.tcp".into()],
-            }),
-            _ => Err(ReloadError("line 3: expected `=`".into())),
-        }
-    }
-    fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-    fn draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness_follow_the_lifecycle() {
-    let gw = gateway(GwOptions::default()).await;
+async fn health_readiness_reload_and_drain_through_the_api() {
+    // 127.0.0.2 is a load balancer probing over SIP as well.
+    let gw = gateway_with_probers(&["127.0.0.2"]).await;
     let addr = gw.admin_addr.expect("admin");
     let host = "Host: 127.0.0.1\r\n";
     let (status, _, body) = request(addr, "GET", "/healthz", host, "").await;
     assert_eq!((status, body.as_str()), (200, "{\"alive\":true}"));
-    let (status, _, _) = request(addr, "GET", "/readyz", host, "").await;
-    assert_eq!(status, 200);
-    // No lifecycle attached: reload and drain are not available (and say so).
-    assert_eq!(admin(&gw, "POST", "/admin/reload").await.0, 501);
-    assert_eq!(admin(&gw, "POST", "/admin/drain").await.0, 501);
-    assert_eq!(
-        admin(&gw, "GET", "/admin/hops").await,
-        (200, serde_json::json!([]))
-    );
+    let (status, _, body) = request(addr, "GET", "/readyz", host, "").await;
+    assert_eq!((status, body.as_str()), (200, "{\"ready\":true}"));
+    assert_eq!(probe(&gw, "127.0.0.2", 1).await, 200);
 
-    let life = Arc::new(FakeLifecycle::default());
-    assert!(gw.seams().attach_lifecycle(life.clone()));
-    let (status, _, _) = request(addr, "GET", "/readyz", host, "").await;
-    assert_eq!(status, 200, "serving");
-    let (status, report) = admin(&gw, "POST", "/admin/reload").await;
-    assert_eq!(status, 200);
-    assert_eq!(report["applied"], serde_json::json!(["tls.cert"]));
-    assert_eq!(report["needs_restart"], serde_json::json!(["listen.tcp"]));
+    // A reload that cannot read its file changes nothing and says why.
     let (status, err) = admin(&gw, "POST", "/admin/reload").await;
-    assert_eq!(status, 422, "a broken file is reported: {err}");
-    assert!(err["error"].as_str().is_some_and(|e| e.contains("line 3")));
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("configuration source")),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[proxy\nmode = ").expect("file");
+    gw.set_config_source(sagw_gateway::reload::ConfigSource {
+        path: Some(broken.clone()),
+        log_level: None,
+        log_format: None,
+    });
+    let (status, err) = admin(&gw, "POST", "/admin/reload").await;
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&broken.display().to_string())),
+        "{err}"
+    );
+    assert_eq!(request(addr, "GET", "/readyz", host, "").await.0, 200);
 
+    // Drained: not ready, alive still, and the balancer's SIP probe is answered 503.
     let (status, body) = admin(&gw, "POST", "/admin/drain").await;
     assert_eq!((status, &body["draining"]), (200, &Value::Bool(true)));
-    assert!(life.draining());
     let (status, _, body) = request(addr, "GET", "/readyz", host, "").await;
     assert_eq!(status, 503);
     assert!(body.contains("draining"), "{body}");
-    // Alive still: draining is not dying.
     assert_eq!(request(addr, "GET", "/healthz", host, "").await.0, 200);
+    assert_eq!(probe(&gw, "127.0.0.2", 2).await, 503);
+    assert_eq!(admin(&gw, "GET", "/admin/hops").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,7 +436,6 @@ CSeq: {cseq} {method}\r\nContact: {}\r\n{ctype}Content-Length: {}\r\n\r\n{body}"
     }
 }
 
-/// Raw HTTP GET of the metrics page.
 /// The metrics page once it contains every one of `lines` (or the last page after [`WAIT`]).
 /// Counters are updated by the core thread after it has handed the messages on, so a client can
 /// see its answer a moment before the matching series moves.
@@ -451,9 +450,11 @@ pub async fn scrape_until(gw: &Running, lines: &[&str]) -> String {
     }
 }
 
+/// Raw HTTP GET of the metrics page (the server keeps HTTP/1.1 connections open: this one asks
+/// it to close after the answer, which is read to the end).
 pub async fn scrape(gw: &Running) -> String {
     let mut s = TcpStream::connect(gw.metrics_addr.unwrap()).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = String::new();

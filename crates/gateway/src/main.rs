@@ -268,6 +268,11 @@ fn main() -> ExitCode {
         for w in settings.address_trust_beside_names() {
             eprintln!("sagw: warning: {w}");
         }
+        if settings.admin.listen.is_some()
+            && let Err(e) = sagw_gateway::admin::read_token(&settings.admin.token_file)
+        {
+            eprintln!("sagw: note: the admin API will stay off: {e}");
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");

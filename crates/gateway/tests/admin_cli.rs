@@ -130,9 +130,22 @@ fn the_admin_subcommands_drive_a_running_gateway() {
     let cfg = dir.path().join("sagw.toml");
     std::fs::write(&cfg, config(dir.path())).expect("config");
 
-    // A token first: without one the API stays off.
+    // A token first: without one the API stays off (and check-config says so).
+    let check = sagw(&cfg, &["check-config"]);
+    assert!(check.status.success());
+    assert!(
+        text(&check.stderr).contains("the admin API will stay off"),
+        "{}",
+        text(&check.stderr)
+    );
     let out = sagw(&cfg, &["admin", "new-token"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let check = sagw(&cfg, &["check-config"]);
+    assert!(
+        !text(&check.stderr).contains("admin"),
+        "{}",
+        text(&check.stderr)
+    );
     let token_file = dir.path().join("admin.token");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -212,15 +225,11 @@ To: <sip:{udp}>\r\nCall-ID: cli-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nCo
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("400"), "{}", text(&bad.stderr));
 
-    // Not in this build: a clear failure.
-    for args in [&["reload"][..], &["drain"]] {
-        let out = run(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(text(&out.stderr).contains("501"), "{}", text(&out.stderr));
-    }
+    // Reload re-reads the file `sagw run` started with: nothing changed, nothing to restart.
+    let report = ok(&["reload"]);
+    assert!(report.contains("\"needs_restart\": []"), "{report}");
     let out = sagw(&cfg, &["reload", "--addr", &admin]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("POST /admin/reload: HTTP 501"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     // A wrong token, an exposed token file, nobody listening.
     let wrong = dir.path().join("wrong.token");
@@ -254,6 +263,17 @@ To: <sip:{udp}>\r\nCall-ID: cli-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nCo
         "{}",
         text(&out.stderr)
     );
+    // Drained: `ready` fails (503) while `health` still succeeds.
+    assert!(ok(&["drain"]).contains("\"draining\": true"));
+    let out = run(&["ready"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HTTP 503"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ok(&["health"]).contains("\"alive\": true"));
+
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a port")
