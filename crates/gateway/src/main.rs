@@ -66,6 +66,27 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     }
 }
 
+/// check-config's look at the files the gateway reads at start: the Kerberos keytab, the keys
+/// and snapshot of `[state]`, the Digest nonce key.
+fn check_files(
+    settings: &sagw_gateway::Settings,
+) -> Result<Vec<String>, sagw_gateway::check::CheckError> {
+    use sagw_gateway::check;
+    let mut lines = check::state(&settings.state)?;
+    if let Some(a) = &settings.auth {
+        lines.extend(check::kerberos(a)?);
+        // A pool derives its nonce key from the pool key; only a gateway alone has the file.
+        if matches!(
+            settings.state.backend,
+            sagw_gateway::state_config::StateBackend::Memory { .. }
+        ) && a.digest
+        {
+            lines.push(check::nonce_key(a)?);
+        }
+    }
+    Ok(lines)
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
     let mut cfg = match &cli.config {
         Some(p) => Config::load(p),
@@ -130,6 +151,12 @@ fn main() -> ExitCode {
         for w in settings.spoofable_trust() {
             eprintln!("sagw: warning: {w}");
         }
+        if let Some(dir) = service::state_directory() {
+            println!(
+                "data: relative data paths under {} ($STATE_DIRECTORY)",
+                dir.display()
+            );
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");
@@ -145,6 +172,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+        }
+        // After the policies: under kerberos_without_keytab = "refuse" they already named the
+        // policy that cannot be served.
+        let files = check_files(&settings);
+        if let Err(e) = &files {
+            eprintln!("sagw: invalid configuration ({source}): {e}");
+            return ExitCode::from(2);
+        }
+        for l in files.unwrap_or_default() {
+            println!("{l}");
         }
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
