@@ -22,6 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 need=()
+command -v strip >/dev/null || need+=(binutils)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman >/dev/null || need+=(podman)
@@ -72,6 +73,9 @@ echo 'sagw:!:19000::::::' >>"$rootfs/etc/shadow"
 install -d -o 10001 -g 10001 -m 0700 "$rootfs/var/lib/sagw"
 install -d -m 0755 "$rootfs/etc/sagw"
 install -m 0755 "$bin" "$rootfs/usr/local/bin/sagw"
+# The release profile keeps line tables (debug = 1, for profiling): ~70 MB the image does not need.
+# Symbols stay, so a panic's backtrace still names functions.
+strip --strip-debug "$rootfs/usr/local/bin/sagw"
 # The binary must find its libraries in the image, not only on this host.
 if chroot "$rootfs" /usr/bin/ldd /usr/local/bin/sagw | grep -q 'not found'; then
   chroot "$rootfs" /usr/bin/ldd /usr/local/bin/sagw >&2
