@@ -202,6 +202,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %source, "starting");
+        // Handlers first: a SIGTERM the moment READY=1 is out must stop the gateway cleanly,
+        // not kill it with the default action.
+        let stop_signal = wait_for_signal();
         let running = match driver::start(settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -211,7 +214,7 @@ fn main() -> ExitCode {
         };
         service::notify_ready("listening");
         let exit = tokio::select! {
-            () = wait_for_signal() => ExitCode::SUCCESS,
+            () = stop_signal => ExitCode::SUCCESS,
             _ = running.stopped() => ExitCode::FAILURE,
         };
         tracing::info!("shutting down");
@@ -222,24 +225,32 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
