@@ -20,7 +20,7 @@ if [ -z "$client" ]; then
   client="${CARGO_TARGET_DIR:-$PWD/target}/release/sagw-client"
 fi
 work=$(mktemp -d)
-cleanup() { podman rm -f "$name" >/dev/null 2>&1 || :; rm -rf "$work"; }
+cleanup() { podman rm -f -v "$name" >/dev/null 2>&1 || :; rm -rf "$work"; }
 trap cleanup EXIT
 
 # shellcheck disable=SC2086 # options are words on purpose
