@@ -6,7 +6,8 @@
 # mirror only), trimmed as bookworm-slim is, with MIT krb5's GSS-API library, a sagw user
 # (10001:10001), the release `sagw` binary and the same configuration (user, ports, volume,
 # entrypoint, STATE_DIRECTORY) as the Containerfile; `buildah` makes the image from it. Needs root
-# (debootstrap); installs debootstrap and buildah (and podman, to run the result) when missing.
+# (debootstrap); installs debootstrap and buildah (and podman and runc, to run the result) when
+# missing.
 #
 # SAGW_BIN=path: put this binary in the image instead of building one (`cargo build --release`).
 # DEBIAN_MIRROR=url: the mirror for debootstrap (default: the one this host's apt uses).
@@ -26,6 +27,8 @@ command -v strip >/dev/null || need+=(binutils)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman >/dev/null || need+=(podman)
+# runc besides podman's crun: crun refuses hosts with cgroups in hybrid mode (docs/deployment.md).
+command -v runc >/dev/null || need+=(runc)
 if ((${#need[@]})); then
   echo "build-image: installing ${need[*]}" >&2
   apt-get update -qq
