@@ -187,6 +187,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&settings.log_level, settings.log_format);
+    if let Some(dir) = service::state_directory() {
+        tracing::info!(dir = %dir.display(), "relative data paths under $STATE_DIRECTORY");
+    }
     if settings.log_format == LogFormat::Json {
         tracing::debug!("json logs");
     }
