@@ -18,7 +18,8 @@ pub struct Cli {
     /// Configuration file (TOML). Without it the embedded default configuration is used.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
-    /// Override log.level (e.g. warn, info, debug, trace, or a filter like "sagw=debug").
+    /// Override log.level and RUST_LOG (e.g. warn, info, debug, trace, or a filter like
+    /// "sagw=debug"). Precedence: --log-level, then RUST_LOG, then log.level.
     #[arg(long, global = true)]
     pub log_level: Option<String>,
     /// Override log.format.
@@ -41,6 +42,28 @@ pub enum Command {
         /// What to do with the file.
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Call the admin API of a running gateway (`[admin]` of the configuration: its listen
+    /// address and token file).
+    Admin {
+        /// The API's address, instead of `admin.listen`.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The token's file, instead of `admin.token_file`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// What to ask.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Reload the running gateway's configuration (`sagw admin reload`).
+    Reload {
+        /// The API's address, instead of `admin.listen`.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The token's file, instead of `admin.token_file`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Write the man pages or a shell completion script (for packagers).
     #[command(hide = true)]
@@ -69,6 +92,45 @@ pub enum UserAction {
     },
     /// List the users.
     List,
+}
+
+/// `sagw admin …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AdminAction {
+    /// List the security associations.
+    Sas,
+    /// End one security association now (its opaque, 8 hex digits, from `sas`).
+    RevokeSa {
+        /// The SA's opaque.
+        opaque: String,
+    },
+    /// End every security association of a user (account name, or SIP identity `sip:…`).
+    RevokeUser {
+        /// Account name or SIP identity.
+        user: String,
+    },
+    /// The registrar's bindings of an address-of-record.
+    Registrations {
+        /// e.g. sip:alice@example.com
+        aor: String,
+    },
+    /// The next hops' state.
+    Hops,
+    /// Show the log filter, or set it (a level or a filter such as "sagw=debug,info").
+    LogLevel {
+        /// The new level or filter.
+        level: Option<String>,
+    },
+    /// Re-read the configuration file.
+    Reload,
+    /// Stop taking new work (readiness turns false; transactions in progress finish).
+    Drain,
+    /// Liveness (`/healthz`, no token needed).
+    Health,
+    /// Readiness (`/readyz`, no token needed).
+    Ready,
+    /// Write a new random token to `admin.token_file` (mode 0600; an existing file is kept).
+    NewToken,
 }
 
 /// `sagw generate …`.

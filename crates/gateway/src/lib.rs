@@ -8,14 +8,21 @@
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
 //! * [`cpu`]: the core thread's CPU, claimed against other instances on the host;
 //! * [`service`]: systemd readiness and the state directory;
-//! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
+//! * [`metrics`]: the Prometheus registry; [`admin`] (and [`admin_config`]): the admin HTTP API,
+//!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
+//!   connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
+//!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod admin_client;
+pub mod admin_config;
+mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
@@ -24,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod driver;
+pub mod http;
 pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;
@@ -31,7 +39,9 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod reload;
 pub mod service;
+pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

@@ -1,11 +1,12 @@
 //! `sagw`: the SIP security-association gateway binary.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use sagw_gateway::cli::{Cli, Command, UserAction};
+use sagw_gateway::cli::{AdminAction, Cli, Command, UserAction};
 use sagw_gateway::config::{Config, LogFormat};
+use sagw_gateway::reload::ConfigSource;
+use sagw_gateway::signals::{self, Ended};
 use sagw_gateway::{driver, logging, service};
 
 /// mimalloc rather than glibc malloc: the proxy allocates and frees small buffers for every
@@ -13,6 +14,127 @@ use sagw_gateway::{driver, logging, service};
 /// (about one page fault per REGISTER in the sipp benchmark, ~10 % of the gateway's CPU).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The request an admin action makes: method, path, body, and whether it needs the token.
+fn admin_request(action: &AdminAction) -> (&'static str, String, Option<String>, bool) {
+    use sagw_gateway::admin_client::segment;
+    match action {
+        AdminAction::Sas => ("GET", "/admin/sas".into(), None, true),
+        AdminAction::RevokeSa { opaque } => (
+            "POST",
+            format!("/admin/sas/{}/revoke", segment(opaque)),
+            None,
+            true,
+        ),
+        AdminAction::RevokeUser { user } => (
+            "POST",
+            format!("/admin/users/{}/revoke", segment(user)),
+            None,
+            true,
+        ),
+        AdminAction::Registrations { aor } => (
+            "GET",
+            format!("/admin/registrations/{}", segment(aor)),
+            None,
+            true,
+        ),
+        AdminAction::Hops => ("GET", "/admin/hops".into(), None, true),
+        AdminAction::LogLevel { level: None } => ("GET", "/admin/log-level".into(), None, true),
+        AdminAction::LogLevel { level: Some(l) } => {
+            ("PUT", "/admin/log-level".into(), Some(l.clone()), true)
+        }
+        AdminAction::Reload => ("POST", "/admin/reload".into(), None, true),
+        AdminAction::Drain => ("POST", "/admin/drain".into(), None, true),
+        AdminAction::Health => ("GET", "/healthz".into(), None, false),
+        AdminAction::Ready => ("GET", "/readyz".into(), None, false),
+        // Handled locally.
+        AdminAction::NewToken => ("", String::new(), None, false),
+    }
+}
+
+fn admin_command(
+    action: &AdminAction,
+    cfg: &Config,
+    addr: Option<std::net::SocketAddr>,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let admin = match cfg.admin.validate() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sagw: invalid [admin] configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token_path = token_file.map_or_else(|| admin.token_file.clone(), ToOwned::to_owned);
+    if matches!(action, AdminAction::NewToken) {
+        return match sagw_gateway::admin::new_token(&token_path) {
+            Ok(()) => {
+                println!(
+                    "admin token written to {} (mode 0600)",
+                    token_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw: cannot write the admin token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(listen) = addr.or(admin.listen) else {
+        eprintln!("sagw: the admin API is off (admin.listen is empty); give --addr to reach one");
+        return ExitCode::from(2);
+    };
+    let (method, path, body, needs_token) = admin_request(action);
+    let token = if needs_token {
+        match sagw_gateway::admin::read_token_text(&token_path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("sagw: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let target = sagw_gateway::admin_client::connect_addr(listen);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sagw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = rt.block_on(sagw_gateway::admin_client::call(
+        target,
+        token.as_deref(),
+        method,
+        &path,
+        body,
+    ));
+    match answer {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            if (200..300).contains(&status) {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sagw: {method} {path}: HTTP {status}\n{pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sagw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     let mut section = cfg.auth.clone();
@@ -87,24 +209,17 @@ fn check_files(
     Ok(lines)
 }
 
+/// The file and the overrides, as a reload reads them again.
+fn config_source(cli: &Cli) -> ConfigSource {
+    ConfigSource {
+        path: cli.config.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.clone(),
+    }
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::load(p),
-        None => Config::embedded(),
-    }
-    .map_err(|e| e.to_string())?;
-    // Under systemd (StateDirectory=) the working directory is `/`: relative data paths go under
-    // the state directory instead (docs/deployment.md).
-    if let Some(dir) = service::state_directory() {
-        service::place_data_under(&mut cfg, &dir);
-    }
-    if let Some(l) = &cli.log_level {
-        cfg.log.level = l.clone();
-    }
-    if let Some(f) = &cli.log_format {
-        cfg.log.format = f.clone();
-    }
-    Ok(cfg)
+    config_source(cli).load_config().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -131,6 +246,26 @@ fn main() -> ExitCode {
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
+    let admin = match &cli.command {
+        Some(Command::Admin {
+            addr,
+            token_file,
+            action,
+        }) => Some((action.clone(), *addr, token_file.clone())),
+        Some(Command::Reload { addr, token_file }) => {
+            Some((AdminAction::Reload, *addr, token_file.clone()))
+        }
+        _ => None,
+    };
+    if let Some((action, addr, token_file)) = admin {
+        return match load(&cli) {
+            Ok(cfg) => admin_command(&action, &cfg, addr, token_file.as_deref()),
+            Err(e) => {
+                eprintln!("sagw: invalid configuration ({source}): {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::User { action }) = &cli.command {
         return match load(&cli) {
             Ok(cfg) => user_command(action, &cfg),
@@ -186,12 +321,17 @@ fn main() -> ExitCode {
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
-    logging::init(&settings.log_level, settings.log_format);
+    // The file's log.level, unless RUST_LOG or --log-level says otherwise.
+    let env = std::env::var("RUST_LOG").ok();
+    let (level, from) = logging::effective_level(
+        cli.log_level.as_deref(),
+        env.as_deref(),
+        &settings.log_level,
+    );
+    logging::init(&level, settings.log_format);
+    tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
     if let Some(dir) = service::state_directory() {
         tracing::info!(dir = %dir.display(), "relative data paths under $STATE_DIRECTORY");
-    }
-    if settings.log_format == LogFormat::Json {
-        tracing::debug!("json logs");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -205,9 +345,6 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %source, "starting");
-        // Handlers first: a SIGTERM the moment READY=1 is out must stop the gateway cleanly,
-        // not kill it with the default action.
-        let stop_signal = wait_for_signal();
         let running = match driver::start(settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -215,45 +352,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        service::notify_ready("listening");
-        let exit = tokio::select! {
-            () = stop_signal => ExitCode::SUCCESS,
-            _ = running.stopped() => ExitCode::FAILURE,
-        };
-        tracing::info!("shutting down");
-        service::notify_stopping();
-        running.shutdown(Duration::from_secs(5)).await;
-        tracing::info!("stopped");
-        exit
+        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops. READY=1 goes out
+        // from signals::run once its handlers are installed.
+        running.set_config_source(config_source(&cli));
+        match signals::run(running).await {
+            Ended::Signalled => ExitCode::SUCCESS,
+            Ended::CoreFailed => ExitCode::FAILURE,
+        }
     })
-}
-
-/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
-/// first polled.
-fn wait_for_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! One `Edge` owns every table; its methods are spread over the modules below by concern.
 
 mod forward;
+mod reconfigure;
 mod request;
 mod response;
 mod routing;
@@ -17,7 +18,7 @@ use std::time::Instant;
 use self::timers::{TimerEntry, TimerKind};
 use self::transaction::{ClientTx, ServerTx};
 use crate::Map;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, Intake};
 use crate::hook::{ClientAuth, NoAuth};
 use crate::registrar::{BindingRecord, Registrar, RemoteBinding, RemoteBindingError};
 use crate::token::Ids;
@@ -60,6 +61,8 @@ pub struct Edge {
     cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
     hop_down: Vec<Option<Instant>>,
+    /// Open, or draining (see [`Edge::set_intake`]).
+    intake: Intake,
 }
 
 impl std::fmt::Debug for Edge {
@@ -106,6 +109,7 @@ impl Edge {
             cleanup_origin: None,
             actions: VecDeque::new(),
             hop_down: vec![None; hops],
+            intake: Intake::Open,
         }
     }
 
