@@ -6,7 +6,8 @@
 # mirror only), trimmed as bookworm-slim is, with MIT krb5's GSS-API library, a sagw user
 # (10001:10001), the release `sagw` binary and the same configuration (user, ports, volume,
 # entrypoint, STATE_DIRECTORY) as the Containerfile; `buildah` makes the image from it. Needs root
-# (debootstrap); installs debootstrap and buildah (and podman, to run the result) when missing.
+# (debootstrap); installs debootstrap and buildah (and podman and runc, to run the result) when
+# missing.
 #
 # SAGW_BIN=path: put this binary in the image instead of building one (`cargo build --release`).
 # DEBIAN_MIRROR=url: the mirror for debootstrap (default: the one this host's apt uses).
@@ -22,9 +23,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 need=()
+command -v strip >/dev/null || need+=(binutils)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman >/dev/null || need+=(podman)
+# runc besides podman's crun: crun refuses hosts with cgroups in hybrid mode (docs/deployment.md).
+command -v runc >/dev/null || need+=(runc)
 if ((${#need[@]})); then
   echo "build-image: installing ${need[*]}" >&2
   apt-get update -qq
@@ -72,6 +76,9 @@ echo 'sagw:!:19000::::::' >>"$rootfs/etc/shadow"
 install -d -o 10001 -g 10001 -m 0700 "$rootfs/var/lib/sagw"
 install -d -m 0755 "$rootfs/etc/sagw"
 install -m 0755 "$bin" "$rootfs/usr/local/bin/sagw"
+# The release profile keeps line tables (debug = 1, for profiling): ~70 MB the image does not need.
+# Symbols stay, so a panic's backtrace still names functions.
+strip --strip-debug "$rootfs/usr/local/bin/sagw"
 # The binary must find its libraries in the image, not only on this host.
 if chroot "$rootfs" /usr/bin/ldd /usr/local/bin/sagw | grep -q 'not found'; then
   chroot "$rootfs" /usr/bin/ldd /usr/local/bin/sagw >&2

@@ -66,6 +66,15 @@ pub fn policy_key(name: &str) -> String {
     }
 }
 
+/// The acceptor's configuration from `[auth]`: keytab, service realm, clock skew.
+pub(crate) fn kerberos_config(a: &AuthSettings) -> sagw_kerberos::KerberosConfig {
+    let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
+    k.keytab = a.keytab.clone();
+    k.realm = a.kerberos_realm.clone();
+    k.max_clock_skew = a.kerberos_skew;
+    k
+}
+
 /// Whether Kerberos can be served: `Ok(None)` when no policy offers it, `Ok(Some(acceptor))`
 /// when the keytab holds `sip/<fqdn>`; when it does not, an error under
 /// `kerberos_without_keytab = "refuse"` naming the first policy that offers it, else `Ok(None)`
@@ -76,10 +85,7 @@ pub fn kerberos_acceptor(
     if !a.kerberos {
         return Ok(None);
     }
-    let mut k = sagw_kerberos::KerberosConfig::new(a.fqdn.clone());
-    k.keytab = a.keytab.clone();
-    k.max_clock_skew = a.kerberos_skew;
-    match sagw_kerberos::KerberosAcceptor::new(k) {
+    match sagw_kerberos::KerberosAcceptor::new(kerberos_config(a)) {
         Ok(acceptor) => Ok(Some(acceptor)),
         Err(e) => {
             let offering: Vec<&str> = a
@@ -176,13 +182,8 @@ pub fn check_policies(
     listeners: &[crate::listener::ListenerSpec],
 ) -> Result<Vec<String>, AuthSetupError> {
     let mut lines = Vec::new();
+    // Why Kerberos is or is not offered is check::kerberos's line.
     let kerberos = kerberos_acceptor(a)?.is_some();
-    if a.kerberos && !kerberos {
-        lines.push(
-            "note: Kerberos is not offered: the keytab lacks sip/<fqdn> (auth.kerberos_without_keytab = \"skip\")"
-                .to_owned(),
-        );
-    }
     for (i, p) in a.policies.iter().enumerate() {
         let offered = served_schemes(p.schemes, kerberos);
         if offered.is_empty() {

@@ -57,6 +57,8 @@ pub struct AuthSection {
     pub ntlm_max_clock_skew_secs: u64,
     /// Kerberos keytab (empty: KRB5_KTNAME / the krb5 default).
     pub kerberos_keytab: String,
+    /// Kerberos service realm (empty: krb5.conf `[libdefaults] default_realm`).
+    pub kerberos_realm: String,
     /// Kerberos clock tolerance in seconds (krb5.conf clockskew must not exceed it).
     pub kerberos_max_clock_skew_secs: u64,
     /// Digest realm (empty: sip_domain).
@@ -151,6 +153,7 @@ impl Default for AuthSection {
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             digest_nonce_lifetime_secs: 300,
             nonce_key: "sagw-data/nonce.key".into(),
+            kerberos_realm: String::new(),
             director: BTreeMap::new(),
             // A file that lists Kerberos and has no keytab fails as it always did; the embedded
             // default says "skip" (it offers Kerberos where the host can serve it).
@@ -240,6 +243,8 @@ pub struct AuthSettings {
     pub netbios_computer: String,
     pub ntlm_skew: Duration,
     pub keytab: Option<PathBuf>,
+    /// `auth.kerberos_realm`; `None`: krb5.conf's default_realm.
+    pub kerberos_realm: Option<String>,
     pub kerberos_skew: Duration,
     pub digest_realm: String,
     pub digest_algorithms: Vec<sagw_digest::Algorithm>,
@@ -578,6 +583,7 @@ impl AuthSection {
             )?,
             keytab: (!self.kerberos_keytab.trim().is_empty())
                 .then(|| PathBuf::from(self.kerberos_keytab.trim())),
+            kerberos_realm: kerberos_realm(&self.kerberos_realm)?,
             kerberos_skew: secs(
                 "auth.kerberos_max_clock_skew_secs",
                 self.kerberos_max_clock_skew_secs,
@@ -617,6 +623,23 @@ fn bounded(key: &str, v: usize, min: usize, max: usize) -> Result<usize, ConfigE
     } else {
         Err(invalid(key, format!("must be between {min} and {max}")))
     }
+}
+
+/// A realm is one principal component: no separators (`/`, `@`), quotes, spaces or controls.
+fn kerberos_realm(v: &str) -> Result<Option<String>, ConfigError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '\\' | '"'))
+    {
+        return Err(invalid(
+            "auth.kerberos_realm",
+            format!("`{v}` is not a realm name (e.g. EXAMPLE.COM)"),
+        ));
+    }
+    Ok(Some(v.to_owned()))
 }
 
 fn plain(key: &str, v: &str) -> Result<String, ConfigError> {

@@ -1,5 +1,6 @@
 //! The sagw gateway: the tokio driver around the sans-IO crates.
 //!
+//! * [`check`]: what `sagw check-config` checks beyond the file (keytab, state keys);
 //! * [`cli`]: the command line (also the source of the man pages and completions);
 //! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
@@ -27,6 +28,7 @@ mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cpu;

@@ -188,6 +188,27 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     }
 }
 
+/// check-config's look at the files the gateway reads at start: the Kerberos keytab, the keys
+/// and snapshot of `[state]`, the Digest nonce key.
+fn check_files(
+    settings: &sagw_gateway::Settings,
+) -> Result<Vec<String>, sagw_gateway::check::CheckError> {
+    use sagw_gateway::check;
+    let mut lines = check::state(&settings.state)?;
+    if let Some(a) = &settings.auth {
+        lines.extend(check::kerberos(a)?);
+        // A pool derives its nonce key from the pool key; only a gateway alone has the file.
+        if matches!(
+            settings.state.backend,
+            sagw_gateway::state_config::StateBackend::Memory { .. }
+        ) && a.digest
+        {
+            lines.push(check::nonce_key(a)?);
+        }
+    }
+    Ok(lines)
+}
+
 /// The file and the overrides, as a reload reads them again.
 fn config_source(cli: &Cli) -> ConfigSource {
     ConfigSource {
@@ -273,6 +294,12 @@ fn main() -> ExitCode {
         {
             eprintln!("sagw: note: the admin API will stay off: {e}");
         }
+        if let Some(dir) = service::state_directory() {
+            println!(
+                "data: relative data paths under {} ($STATE_DIRECTORY)",
+                dir.display()
+            );
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");
@@ -289,6 +316,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // After the policies: under kerberos_without_keytab = "refuse" they already named the
+        // policy that cannot be served.
+        let files = check_files(&settings);
+        if let Err(e) = &files {
+            eprintln!("sagw: invalid configuration ({source}): {e}");
+            return ExitCode::from(2);
+        }
+        for l in files.unwrap_or_default() {
+            println!("{l}");
+        }
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
@@ -301,6 +338,9 @@ fn main() -> ExitCode {
     );
     logging::init(&level, settings.log_format);
     tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
+    if let Some(dir) = service::state_directory() {
+        tracing::info!(dir = %dir.display(), "relative data paths under $STATE_DIRECTORY");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -320,8 +360,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        service::notify_ready("listening");
-        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops.
+        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops. READY=1 goes out
+        // from signals::run once its handlers are installed.
         running.set_config_source(config_source(&cli));
         match signals::run(running).await {
             Ended::Signalled => ExitCode::SUCCESS,

@@ -326,6 +326,7 @@ fn plan_auth(
         netbios_computer,
         ntlm_skew,
         keytab,
+        kerberos_realm,
         kerberos_skew,
         digest_realm,
         digest_algorithms,
@@ -410,6 +411,7 @@ fn plan_auth(
         ),
         ntlm_skew: fixed(r, "auth.ntlm_max_clock_skew_secs", &c.ntlm_skew, ntlm_skew),
         keytab: fixed(r, "auth.kerberos_keytab", &c.keytab, keytab),
+        kerberos_realm: fixed(r, "auth.kerberos_realm", &c.kerberos_realm, kerberos_realm),
         kerberos_skew: fixed(
             r,
             "auth.kerberos_max_clock_skew_secs",

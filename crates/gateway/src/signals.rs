@@ -94,9 +94,13 @@ impl Signals {
     }
 }
 
-/// Serves until SIGTERM or SIGINT (reloading on SIGHUP), then drains and stops.
+/// Tells the service manager the gateway is ready, serves until SIGTERM or SIGINT (reloading on
+/// SIGHUP), then drains and stops.
 pub async fn run(running: Running) -> Ended {
     let mut signals = Signals::new();
+    // Only now: a SIGTERM or SIGHUP (`systemctl reload`) the moment READY=1 is out must find the
+    // handlers, not the default action, which ends the process.
+    crate::service::notify_ready("listening");
     let ended = loop {
         tokio::select! {
             s = signals.next() => match s {
