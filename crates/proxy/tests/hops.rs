@@ -444,3 +444,25 @@ fn set_next_hops_keeps_the_health_of_targets_that_stay() {
     let sent = h.feed(alice(), &message("z9hG4bKs1"));
     assert_eq!(sent[0].to.addr(), "203.0.113.3:5060".parse().unwrap());
 }
+
+#[test]
+fn a_lost_connection_fails_the_requests_waiting_on_it_at_once() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![tcp(HOP1), tcp(HOP2)];
+    let mut h = H::new(cfg);
+    let sent = h.feed(alice(), &message("z9hG4bKl1"));
+    assert_eq!(sent[0].to.addr(), HOP1.parse().unwrap());
+    // The connection to hop 1 closes before any answer: fail over to hop 2 now.
+    let now = h.now;
+    h.edge
+        .connection_lost(Transport::Tcp, HOP1.parse().unwrap(), now);
+    let sent = h.drain();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to.addr(), HOP2.parse().unwrap());
+    // Hop 2 answers 100 first: a request that heard from its hop keeps waiting for it.
+    let m = sent[0].msg.clone();
+    h.answer(tcp(HOP2), &m, 100);
+    h.edge
+        .connection_lost(Transport::Tcp, HOP2.parse().unwrap(), now);
+    assert!(h.drain().is_empty());
+}

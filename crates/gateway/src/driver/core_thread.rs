@@ -256,6 +256,9 @@ impl Core {
             }
             Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
+            Event::OutboundClosed((transport, addr)) => {
+                self.edge.connection_lost(transport, addr, now());
+            }
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 for (bytes, token) in queued {

@@ -171,6 +171,8 @@ enum Event {
     Resolved(sagw_proxy::ResolveId, Vec<crate::resolver::Resolved>),
     /// The configured next hops, resolved again.
     NextHops(Vec<crate::hops::HopOrigin>),
+    /// A connection the gateway opened (to a next hop) closed.
+    OutboundClosed((Transport, SocketAddr)),
 }
 
 struct ConnHandle {

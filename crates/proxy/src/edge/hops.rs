@@ -7,6 +7,7 @@
 //! driver when the core emits [`Action::Resolve`], and the targets come back through
 //! [`Edge::resolved`].
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sagw_sip::Message;
@@ -17,7 +18,8 @@ use super::transaction::{ClientState, Failure};
 use crate::Map;
 use crate::config::{NextHop, ProbeConfig};
 use crate::types::{
-    Action, Flow, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target, later,
+    Action, Flow, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target, Transport,
+    later,
 };
 
 /// What a probe or a transaction said about a target.
@@ -302,6 +304,32 @@ impl Edge {
             self.client.remove(&ck);
             self.try_next_hop(&sk, Failure::Transport, now);
         }
+    }
+
+    /// A connection the driver opened to `addr` over `transport` closed (the peer closed or
+    /// reset it, or refused the TLS handshake after it seemed done, as a server that requires a
+    /// client certificate does under TLS 1.3). Requests sent over it that have heard nothing
+    /// yet cannot be answered over it: they fail now (fail-over, or 503) instead of at their
+    /// timeout, and so do probes.
+    pub fn connection_lost(&mut self, transport: Transport, addr: SocketAddr, now: Now) {
+        let lost = Target::Addr { transport, addr };
+        let mut keys: Vec<String> = self
+            .client
+            .iter()
+            .filter(|(_, ct)| ct.target == lost && ct.state == ClientState::Trying)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.extend(
+            self.hops
+                .probes
+                .iter()
+                .filter(|(_, p)| p.hop.transport == transport && p.hop.addr == addr)
+                .map(|(b, _)| b.clone()),
+        );
+        for k in keys {
+            self.fail_send(&crate::types::SendToken(k), now);
+        }
+        self.prune_stale_timers();
     }
 
     /// Gives the probes their first deadline once the core knows the time.
