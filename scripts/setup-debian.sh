@@ -4,10 +4,12 @@
 # Kamailio, the registrar behind the gateway in the edge-mode tests (tests/edge_registrar.rs),
 # and baresip (baresip-core: a stock SIP phone on libre) for the interoperability test with standard SIP
 # clients (tests/baresip_default.rs), and Redis 7 (redis-server, redis-tools for redis-cli) for the pool
-# store's tests (crates/state/tests/store.rs: one server and a 3-master Cluster on loopback).
+# store's tests (crates/state/tests/store.rs: one server and a 3-master Cluster on loopback), and
+# dnsmasq (dnsmasq-base: the binary without the system service) as the DNS server the RFC 3263
+# tests start on a loopback port (tests/next_hops.rs).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
-pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools)
+pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools dnsmasq-base)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -209,8 +209,14 @@ async fn srv_priorities_fail_over_to_the_lower_priority_hop() {
     let b = SipServer::tcp("hop-b").await;
     // The pool as DNS describes it: a first (priority 10), b as the backup (priority 20).
     let Some(dns) = dns_support::dnsmasq(&[
-        format!("--srv-host=_sip._tcp.pool.test,a.pool.test,{},10,0", a.addr.port()),
-        format!("--srv-host=_sip._tcp.pool.test,b.pool.test,{},20,0", b.addr.port()),
+        format!(
+            "--srv-host=_sip._tcp.pool.test,a.pool.test,{},10,0",
+            a.addr.port()
+        ),
+        format!(
+            "--srv-host=_sip._tcp.pool.test,b.pool.test,{},20,0",
+            b.addr.port()
+        ),
         "--host-record=a.pool.test,127.0.0.1".into(),
         "--host-record=b.pool.test,127.0.0.1".into(),
     ]) else {
@@ -334,10 +340,12 @@ fn pki(dir: &std::path::Path, server_name: &str) -> Pki {
 /// A TLS SIP server that requires a client certificate issued by the test CA.
 async fn mtls_server(p: &Pki) -> SipServer {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(p.roots.clone()), provider.clone())
-            .build()
-            .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(p.roots.clone()),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -425,6 +433,10 @@ async fn mutual_tls_to_a_next_hop_verified_by_its_name() {
     let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
     let r = final_answer(&mut alice, None, WAIT).await;
     assert_eq!(r.status(), Some(200), "{r:?}");
-    assert_eq!(server.seen(), ["MESSAGE", "MESSAGE"], "only the verified ones arrived");
+    assert_eq!(
+        server.seen(),
+        ["MESSAGE", "MESSAGE"],
+        "only the verified ones arrived"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

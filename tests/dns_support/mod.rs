@@ -61,10 +61,8 @@ impl Dnsmasq {
             .and_then(|s| s.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let log = std::env::temp_dir().join(format!(
-            "sagw-dnsmasq-{}-{port}.log",
-            std::process::id()
-        ));
+        let log =
+            std::env::temp_dir().join(format!("sagw-dnsmasq-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .args([
@@ -125,7 +123,10 @@ impl Dnsmasq {
             }
         }
         let _ = self.child.kill();
-        Err(format!("dnsmasq did not answer within {limit:?}:\n{}", self.tail()))
+        Err(format!(
+            "dnsmasq did not answer within {limit:?}:\n{}",
+            self.tail()
+        ))
     }
 
     /// Its log.

@@ -217,7 +217,11 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse(text).unwrap().validate().unwrap_err().to_string()
+        Config::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -231,8 +235,13 @@ mod tests {
             err("[tls]\nnext_hop_ca = \"ca.pem\"\n[[tls.next_hop]]\nhost = \"pool\"\nserver_name = \"a b\"")
                 .contains("`tls.next_hop[0].server_name`")
         );
-        assert!(err("[proxy]\nnext_hops = [\"sips:pool.example.com\"]").contains("`tls.next_hop_ca`"));
-        assert!(err("[proxy]\nnext_hops = [\"sip:u@pool.example.com\"]").contains("`proxy.next_hops[0]`"));
+        assert!(
+            err("[proxy]\nnext_hops = [\"sips:pool.example.com\"]").contains("`tls.next_hop_ca`")
+        );
+        assert!(
+            err("[proxy]\nnext_hops = [\"sip:u@pool.example.com\"]")
+                .contains("`proxy.next_hops[0]`")
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ impl HopTable {
             .collect();
         if let Ok(mut r) = self.rows.lock() {
             for (s, configured) in &rows {
-                let before = r.iter().find(|(o, _)| o.hop == s.hop).map(|(o, _)| o.health);
+                let before = r
+                    .iter()
+                    .find(|(o, _)| o.hop == s.hop)
+                    .map(|(o, _)| o.health);
                 match (before, s.health) {
                     (Some(HopHealth::Up) | None, HopHealth::Down) => warn!(
                         hop = %hop_label(&s.hop), next_hop = %configured,

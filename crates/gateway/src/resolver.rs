@@ -107,35 +107,37 @@ impl NextHopSpec {
     pub fn parse(v: &str) -> Result<NextHopSpec, SpecError> {
         let v = v.trim();
         let lower = v.to_ascii_lowercase();
-        let (transport, secure, hostport) = if lower.starts_with("sip:") || lower.starts_with("sips:")
-        {
-            let uri = sagw_proxy::uri::SipUri::parse(v)
-                .ok_or_else(|| SpecError(format!("`{v}` is not a SIP URI")))?;
-            if uri.user.is_some() {
-                return Err(SpecError(
-                    "a next hop is a server: no user part in its URI".into(),
-                ));
-            }
-            let t = match uri.param("transport") {
-                Some(t) => Some(
-                    Transport::from_token(t)
-                        .ok_or_else(|| SpecError(format!("unknown transport `{t}`")))?,
-                ),
-                None => uri.transport(),
-            };
-            if uri.secure && t.is_some_and(|t| t != Transport::Tls) {
-                return Err(SpecError("a sips: next hop is reached over TLS only".into()));
-            }
-            let host = uri.host.to_owned();
-            return NextHopSpec::build(v, &host, uri.port, t, uri.secure);
-        } else {
-            match v.split_once(':') {
-                Some((t, rest)) if Transport::from_token(t).is_some() => {
-                    (Transport::from_token(t), false, rest)
+        let (transport, secure, hostport) =
+            if lower.starts_with("sip:") || lower.starts_with("sips:") {
+                let uri = sagw_proxy::uri::SipUri::parse(v)
+                    .ok_or_else(|| SpecError(format!("`{v}` is not a SIP URI")))?;
+                if uri.user.is_some() {
+                    return Err(SpecError(
+                        "a next hop is a server: no user part in its URI".into(),
+                    ));
                 }
-                _ => (None, false, v),
-            }
-        };
+                let t = match uri.param("transport") {
+                    Some(t) => Some(
+                        Transport::from_token(t)
+                            .ok_or_else(|| SpecError(format!("unknown transport `{t}`")))?,
+                    ),
+                    None => uri.transport(),
+                };
+                if uri.secure && t.is_some_and(|t| t != Transport::Tls) {
+                    return Err(SpecError(
+                        "a sips: next hop is reached over TLS only".into(),
+                    ));
+                }
+                let host = uri.host.to_owned();
+                return NextHopSpec::build(v, &host, uri.port, t, uri.secure);
+            } else {
+                match v.split_once(':') {
+                    Some((t, rest)) if Transport::from_token(t).is_some() => {
+                        (Transport::from_token(t), false, rest)
+                    }
+                    _ => (None, false, v),
+                }
+            };
         let (host, port) = split_hostport(hostport)?;
         NextHopSpec::build(v, host, port, transport, secure)
     }
@@ -246,7 +248,10 @@ pub fn order_srv(mut records: Vec<Srv>, mut draw: impl FnMut(u32) -> u32) -> Vec
     let mut out = Vec::with_capacity(records.len());
     while !records.is_empty() {
         let priority = records.first().map_or(0, |r| r.priority);
-        let same = records.iter().take_while(|r| r.priority == priority).count();
+        let same = records
+            .iter()
+            .take_while(|r| r.priority == priority)
+            .count();
         let mut group: Vec<Srv> = records.drain(..same).collect();
         while !group.is_empty() {
             let total: u32 = group.iter().map(|r| u32::from(r.weight)).sum();
@@ -335,6 +340,23 @@ impl Resolver {
         })
     }
 
+    /// A resolver with no DNS server: every name fails to resolve. For a gateway whose next hops
+    /// are all addresses on a host without `/etc/resolv.conf`: it must still start, and only a
+    /// name in a Route (answered 503) needs DNS.
+    pub fn without_servers() -> Result<Resolver, ResolverError> {
+        let dns = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(Vec::new()),
+            TokioRuntimeProvider::default(),
+        )
+        .build()
+        .map_err(|e| ResolverError::Build(e.to_string()))?;
+        Ok(Resolver {
+            dns,
+            cache: Mutex::new(HashMap::new()),
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
     fn draw(&self, n: u32) -> u32 {
         use ring::rand::SecureRandom;
         let mut b = [0u8; 4];
@@ -415,11 +437,7 @@ impl Resolver {
     /// NAPTR (§4.1): SIP services with the `s` flag, by order and preference, each followed by
     /// its SRV records. False when there were none usable.
     async fn naptr(&self, q: &NameQuery, out: &mut Vec<Resolved>, until: &mut Instant) -> bool {
-        let Ok(lookup) = self
-            .dns
-            .lookup(fqdn(&q.host), RecordType::NAPTR)
-            .await
-        else {
+        let Ok(lookup) = self.dns.lookup(fqdn(&q.host), RecordType::NAPTR).await else {
             return false;
         };
         *until = (*until).min(lookup.valid_until());
@@ -494,7 +512,11 @@ impl Resolver {
                     priority: s.priority,
                     weight: s.weight,
                     port: s.port,
-                    target: s.target.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+                    target: s
+                        .target
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
                 }),
                 _ => None,
             })

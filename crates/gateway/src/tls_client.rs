@@ -97,11 +97,10 @@ pub fn client_config(
     ca: &Path,
     client: Option<&ClientCertFiles>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-    .with_root_certificates(roots(ca)?);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots(ca)?);
     let cfg = match client {
         None => builder.with_no_client_auth(),
         Some(c) => {

@@ -218,7 +218,9 @@ where
         gauge.fetch_sub(1, Ordering::Relaxed);
         shared.post(Event::Closed(id)).await;
         if listener == ListenerId::OUTBOUND {
-            shared.post(Event::OutboundClosed((transport, remote))).await;
+            shared
+                .post(Event::OutboundClosed((transport, remote)))
+                .await;
         }
     });
     id

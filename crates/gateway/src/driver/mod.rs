@@ -546,7 +546,20 @@ async fn start_inner(
         None => (None, None),
     };
     let outbound_tls = crate::tls_client::OutboundTls::load(&settings.hops.outbound_tls)?;
-    let resolver = Arc::new(crate::resolver::Resolver::new(&settings.hops.nameservers)?);
+    let names = settings
+        .hops
+        .specs
+        .iter()
+        .any(|s| matches!(s.target, crate::resolver::HopTarget::Name(_)));
+    let resolver = match crate::resolver::Resolver::new(&settings.hops.nameservers) {
+        Ok(r) => r,
+        Err(e) if !names => {
+            warn!(error = %e, "no DNS: host names in a Route will not resolve (503)");
+            crate::resolver::Resolver::without_servers().map_err(|_| e)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let resolver = Arc::new(resolver);
     // Names are resolved before the core starts, so that it starts with its targets; a DNS
     // server that does not answer delays the start by at most this, and the background task
     // below keeps trying.
@@ -556,14 +569,20 @@ async fn start_inner(
     )
     .await
     .unwrap_or_else(|_| {
-        warn!("next hops: DNS did not answer in time; starting with the next hops given as addresses");
+        warn!(
+            "next hops: DNS did not answer in time; starting with the next hops given as addresses"
+        );
         let literal = settings
             .hops
             .literal_hops()
             .into_iter()
-            .zip(settings.hops.specs.iter().filter(|s| {
-                matches!(s.target, crate::resolver::HopTarget::Addr(_))
-            }))
+            .zip(
+                settings
+                    .hops
+                    .specs
+                    .iter()
+                    .filter(|s| matches!(s.target, crate::resolver::HopTarget::Addr(_))),
+            )
             .map(|(hop, s)| crate::hops::HopOrigin {
                 resolved: crate::resolver::Resolved {
                     hop,
@@ -676,7 +695,9 @@ async fn start_inner(
     let mut hop_origins = HashMap::new();
     record_hop_names(&shared, &mut hop_origins, &initial_hops);
     edge.set_next_hops(cfg_hops(&initial_hops), now());
-    shared.hop_table.publish(edge.hop_status(Instant::now()), &hop_origins);
+    shared
+        .hop_table
+        .publish(edge.hop_status(Instant::now()), &hop_origins);
 
     let mut tasks = Vec::new();
     let kerberos = match (kerberos, &core) {
@@ -917,7 +938,8 @@ async fn watch_next_hops(
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
             _ = stop.changed() => return,
         }
-        let (hops, next) = crate::hops::resolve_all(&shared.settings.hops.specs, &shared.resolver).await;
+        let (hops, next) =
+            crate::hops::resolve_all(&shared.settings.hops.specs, &shared.resolver).await;
         at = next.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
         if last.as_ref() != Some(&hops) {
             last = Some(hops.clone());
