@@ -466,3 +466,23 @@ fn a_lost_connection_fails_the_requests_waiting_on_it_at_once() {
         .connection_lost(Transport::Tcp, HOP2.parse().unwrap(), now);
     assert!(h.drain().is_empty());
 }
+
+#[test]
+fn a_resolution_that_never_comes_back_ends_in_503_not_a_stuck_transaction() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![tcp(HOP1)];
+    let mut h = H::new(cfg);
+    h.feed(alice(), &routed("z9hG4bKn9", "sip:slow.example.com;lr"));
+    let want = h.resolves.pop().unwrap();
+    // 64×T1 later the request is answered; the late answer changes nothing.
+    let sent = h.advance(Duration::from_secs(32));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg.status_code(), Some(503));
+    h.edge.resolved(want.id, vec![tcp(HOP1)], h.now);
+    assert!(h.drain().is_empty());
+    assert_eq!(
+        h.edge.stats().server_transactions,
+        0,
+        "nothing left waiting"
+    );
+}

@@ -159,7 +159,8 @@ pub(super) struct ParkedAck {
 pub(super) struct HopSet {
     entries: Vec<HopEntry>,
     probes: Map<String, ProbeTx>,
-    parked: Map<u64, Parked>,
+    /// What waits for a name, and until when at most.
+    parked: Map<u64, (Parked, Instant)>,
     next_resolve: u64,
     /// False until the probes have their first deadline (the core had no time at construction).
     started: bool,
@@ -188,11 +189,12 @@ impl HopSet {
             p.retransmit
                 .map_or(p.deadline, |(at, _)| at.min(p.deadline))
         });
-        sends.chain(probes).min()
+        let parked = self.parked.values().map(|(_, until)| *until);
+        sends.chain(probes).chain(parked).min()
     }
 
     pub(super) fn take_parked(&mut self, id: ResolveId) -> Option<Parked> {
-        self.parked.remove(&id.0)
+        self.parked.remove(&id.0).map(|(p, _)| p)
     }
 }
 
@@ -346,8 +348,19 @@ impl Edge {
         }
     }
 
-    /// Send the probes that are due, retransmit those over UDP, and fail those unanswered.
+    /// Send the probes that are due, retransmit those over UDP, and fail those unanswered; give
+    /// up on resolutions the driver never answered.
     pub(super) fn probe_timers(&mut self, now: Now) {
+        let overdue: Vec<u64> = self
+            .hops
+            .parked
+            .iter()
+            .filter(|(_, (_, until))| *until <= now.mono)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            self.resolved(ResolveId(id), Vec::new(), now);
+        }
         let Some(interval) = self.cfg.probe.interval else {
             return;
         };
@@ -502,10 +515,14 @@ impl Edge {
     }
 
     /// Park what waits for a name and ask the driver to resolve it.
-    pub(super) fn park(&mut self, parked: Parked, want: &super::routing::NameTarget) {
+    ///
+    /// A driver that never answers must not leave the request waiting for ever: after 64×T1
+    /// (Timer B/F) it is answered 503 as if the name did not resolve.
+    pub(super) fn park(&mut self, parked: Parked, want: &super::routing::NameTarget, now: Instant) {
         self.hops.next_resolve = self.hops.next_resolve.wrapping_add(1);
         let id = ResolveId(self.hops.next_resolve);
-        self.hops.parked.insert(id.0, parked);
+        let until = later(now, self.cfg.timers.timeout());
+        self.hops.parked.insert(id.0, (parked, until));
         self.actions.push_back(Action::Resolve(ResolveRequest {
             id,
             host: want.host.clone(),

@@ -310,7 +310,7 @@ impl Edge {
                 if let Some(st) = self.server.get_mut(&key) {
                     st.forward = Some(forward);
                 }
-                self.park(Parked::Request { key }, &name);
+                self.park(Parked::Request { key }, &name, now.mono);
             }
             Err(code) => self.respond(&key, code, &[], now),
         }
@@ -379,7 +379,7 @@ impl Edge {
                     incoming,
                     max_forwards: mf,
                 };
-                self.park(Parked::Ack(Box::new(ack)), &name);
+                self.park(Parked::Ack(Box::new(ack)), &name, now.mono);
                 return;
             }
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
