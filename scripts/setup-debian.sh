@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Installs what building and testing sagw needs on Debian: the MIT krb5 headers and libclang for the
-# Kerberos acceptor (libgssapi's bindgen), an MIT KDC plus client tools for the Kerberos tests,
-# Kamailio, the registrar behind the gateway in the edge-mode tests (tests/edge_registrar.rs),
-# and baresip (baresip-core: a stock SIP phone on libre) for the interoperability test with standard SIP
-# clients (tests/baresip_default.rs), and Redis 7 (redis-server, redis-tools for redis-cli) for the pool
-# store's tests (crates/state/tests/store.rs: one server and a 3-master Cluster on loopback), and
-# dnsmasq (dnsmasq-base: the binary without the system service) as the DNS server the RFC 3263
-# tests start on a loopback port (tests/next_hops.rs).
+# Usage: scripts/setup-debian.sh [--build]
+# Installs what building and testing sagw needs on Debian. With --build (scripts/run.sh), only what
+# building the binaries needs: the MIT krb5 headers and libclang for the Kerberos acceptor
+# (libgssapi's bindgen). Without it, also what the tests run: an MIT KDC plus client tools for the
+# Kerberos tests, Kamailio, the registrar behind the gateway in the edge-mode tests
+# (tests/edge_registrar.rs), baresip (baresip-core: a stock SIP phone on libre) for the
+# interoperability test with standard SIP clients (tests/baresip_default.rs), Redis 7
+# (redis-server, redis-tools for redis-cli) for the pool store's tests (crates/state/tests/store.rs:
+# one server and a 3-master Cluster on loopback), and systemd for `systemd-analyze verify` of
+# packaging/systemd/sagw.service (crates/gateway/tests/service.rs), and dnsmasq (dnsmasq-base: the
+# binary without the system service) as the DNS server the RFC 3263 tests start on a loopback
+# port (tests/next_hops.rs).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
-pkgs=(pkg-config libkrb5-dev libclang-dev krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools dnsmasq-base)
+pkgs=(pkg-config libkrb5-dev libclang-dev)
+if [ "${1:-}" != "--build" ]; then
+  pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd dnsmasq-base)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

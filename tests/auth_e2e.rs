@@ -294,7 +294,8 @@ async fn still_serving(c: &mut Client) {
 async fn sa_count(gw: &sagw_gateway::Running) -> usize {
     let (status, body) = http(gw, "GET", "/admin/sas").await;
     assert!(status.contains("200"), "{status}");
-    body.lines().skip(1).filter(|l| !l.is_empty()).count()
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("a JSON list");
+    list.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,13 +448,14 @@ async fn admin_lists_and_revokes_sas_and_metrics_count() {
             .and_then(|r| r.opaque.clone())
             .expect("opaque");
     let (_, list) = http(&gw, "GET", "/admin/sas").await;
-    let row = list
-        .lines()
-        .find(|l| l.starts_with(&opaque))
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&list).expect("a JSON list");
+    let row = rows
+        .iter()
+        .find(|r| r["opaque"] == opaque.as_str())
         .unwrap_or_else(|| panic!("{opaque} listed:\n{list}"));
-    assert!(row.contains(&format!("sip:alice@{DOMAIN}")), "{row}");
-    assert!(row.contains(&a.ep.config().epid), "{row}");
-    assert!(row.contains("NTLM"), "{row}");
+    assert_eq!(row["identity"], format!("sip:alice@{DOMAIN}"), "{row}");
+    assert_eq!(row["epid"], a.ep.config().epid.as_str(), "{row}");
+    assert_eq!(row["scheme"], "NTLM", "{row}");
 
     let (status, body) = http(&gw, "POST", &format!("/admin/sas/{opaque}/revoke")).await;
     assert!(status.contains("200"), "{status} {body}");

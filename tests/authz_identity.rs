@@ -44,16 +44,12 @@ struct SaRow {
 async fn sas(gw: &Running) -> Vec<SaRow> {
     let (status, body) = http(gw, "GET", "/admin/sas").await;
     assert!(status.contains("200"), "{status}");
-    body.lines()
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            SaRow {
-                identity: f[2].to_owned(),
-                epid: f[3].to_owned(),
-                expiry: f[5].parse().expect("expiry"),
-            }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("a JSON list");
+    rows.iter()
+        .map(|r| SaRow {
+            identity: r["identity"].as_str().expect("identity").to_owned(),
+            epid: r["epid"].as_str().expect("epid").to_owned(),
+            expiry: r["expiry"].as_u64().expect("expiry"),
         })
         .collect()
 }

@@ -29,7 +29,11 @@ fn default_config(dir: &Path, keytab: Option<&Path>) -> String {
         ("tcp = \"0.0.0.0:5060\"", "tcp = \"0.0.0.0:0\"".to_owned()),
         ("tls = \"0.0.0.0:5061\"", "tls = \"0.0.0.0:0\"".to_owned()),
         (
-            "listen = \"127.0.0.1:9090\"",
+            "listen = \"127.0.0.1:9464\"",
+            "listen = \"127.0.0.1:0\"".to_owned(),
+        ),
+        (
+            "listen = \"127.0.0.1:5089\"",
             "listen = \"127.0.0.1:0\"".to_owned(),
         ),
         ("\"sagw-data", format!("\"{dir}")),

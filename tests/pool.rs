@@ -127,7 +127,7 @@ async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(
     assert!(options(&mut c).await.0);
     // Revoked through B, which does not hold the SA: the pool revokes it.
     let opaque = opaque_of(&c);
-    let answer = http_post(p.b.metrics, &format!("/admin/sas/{opaque}/revoke")).await;
+    let answer = http_post(p.b.admin, &format!("/admin/sas/{opaque}/revoke")).await;
     assert!(
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
         "{answer}"

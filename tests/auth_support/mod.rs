@@ -22,6 +22,28 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The admin API's bearer token in every test gateway (see [`write_admin_token`]).
+pub const ADMIN_TOKEN: &str = "test-admin-token-3f9c1b";
+
+/// Writes [`ADMIN_TOKEN`] to `dir/admin.token`, mode 0600 (the gateway refuses a token others
+/// can read), and returns the `[admin]` section that uses it on an ephemeral loopback port.
+pub fn write_admin_token(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("admin.token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("admin token file");
+    std::io::Write::write_all(&mut f, format!("{ADMIN_TOKEN}\n").as_bytes()).expect("token");
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        path.display()
+    )
+}
 pub const DOMAIN: &str = "example.com";
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
@@ -109,6 +131,7 @@ pub fn gateway_settings(
         .map(|h| format!("\"{h}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    let admin = write_admin_token(&dir);
     let text = format!(
         r#"
 [log]
@@ -127,6 +150,7 @@ t1_ms = 50
 t2_ms = 400
 [metrics]
 listen = "127.0.0.1:0"
+{admin}
 [auth]
 enabled = true
 schemes = [{schemes}]
@@ -414,14 +438,21 @@ impl Client {
     }
 }
 
-/// Raw HTTP/1.1 on the metrics listener; returns (status line, body).
+/// Raw HTTP/1.1 on the admin listener (paths under `/admin`, with the bearer token) or the
+/// metrics listener; returns (status line, body).
 pub async fn http(gw: &Running, method: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(gw.metrics_addr.expect("metrics"))
-        .await
-        .expect("metrics connect");
+    let (addr, auth) = if path.starts_with("/admin") {
+        (
+            gw.admin_addr.expect("admin API"),
+            format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"),
+        )
+    } else {
+        (gw.metrics_addr.expect("metrics"), String::new())
+    };
+    let mut s = TcpStream::connect(addr).await.expect("http connect");
     s.write_all(
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     )

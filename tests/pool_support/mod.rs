@@ -65,10 +65,11 @@ pub fn node_main() {
     rt.block_on(async {
         let gw = sagw_gateway::start(settings).await.expect("node starts");
         println!(
-            "READY udp={} tcp={} metrics={}",
+            "READY udp={} tcp={} metrics={} admin={}",
             gw.udp.expect("udp"),
             gw.tcp.expect("tcp"),
-            gw.metrics_addr.expect("metrics")
+            gw.metrics_addr.expect("metrics"),
+            gw.admin_addr.expect("admin")
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");
@@ -83,6 +84,7 @@ pub struct Node {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub metrics: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Node {
@@ -123,6 +125,7 @@ impl Node {
             .join(", ");
         let d = dir.display();
         let level = std::env::var("SAGW_POOL_LOG").unwrap_or_else(|_| "warn".into());
+        let admin = write_admin_token(dir);
         let text = format!(
             r#"
 [log]
@@ -139,6 +142,7 @@ t1_ms = 50
 t2_ms = 400
 [metrics]
 listen = "127.0.0.1:0"
+{admin}
 [auth]
 enabled = true
 schemes = [{schemes}]
@@ -199,6 +203,7 @@ command_timeout_ms = 300
             udp: field("udp"),
             tcp: field("tcp"),
             metrics: field("metrics"),
+            admin: field("admin"),
             child,
         }
     }
@@ -261,12 +266,13 @@ pub async fn options(c: &mut Client) -> (bool, Vec<Message>) {
     (ok, seen)
 }
 
+/// `POST path` on a node's admin API, with the token.
 pub async fn http_post(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
     s.write_all(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     )

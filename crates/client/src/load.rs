@@ -1,6 +1,11 @@
 //! Load: N endpoints (distinct users and epids), C at a time, each a full sign-in then signed
 //! MESSAGEs on its SA; bounded by count and by time. Latencies go into HDR histograms per worker,
 //! merged at the end.
+//!
+//! With a rate, each operation's latency runs from its intended start, the instant the pacer's
+//! schedule gave it, not from when a worker got round to it: at saturation the operations queue
+//! behind slow answers, and a clock started late would leave that wait out of the percentiles
+//! (coordinated omission). Without a rate the two instants are the same.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -183,13 +188,27 @@ struct Pacer {
 }
 
 impl Pacer {
-    async fn wait(&self) {
-        if let Some(r) = self.rate.filter(|r| *r > 0.0) {
-            let k = self.next.fetch_add(1, Ordering::Relaxed);
-            let at = self.start + Duration::from_secs_f64(k as f64 / r);
-            tokio::time::sleep_until(at).await;
+    /// Waits for the next slot of the schedule and returns the operation's intended start: the
+    /// slot's instant, which is in the past when every worker was busy at that time (see the
+    /// module's doc); now, without a rate.
+    async fn wait(&self) -> Instant {
+        match self.rate.filter(|r| *r > 0.0) {
+            Some(r) => {
+                let k = self.next.fetch_add(1, Ordering::Relaxed);
+                let at = self.start + Duration::from_secs_f64(k as f64 / r);
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            None => Instant::now(),
         }
     }
+}
+
+/// Microseconds from an operation's intended start until now (at least 1: the histogram's floor).
+fn latency_us(intended: Instant) -> u64 {
+    u64::try_from(intended.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 struct Shared {
@@ -245,11 +264,10 @@ async fn worker(shared: Arc<Shared>) -> WorkerResult {
         if i >= cfg.endpoints {
             break;
         }
-        shared.sign_in_pacer.wait().await;
+        let intended = shared.sign_in_pacer.wait().await;
         if Instant::now() >= shared.deadline {
             break;
         }
-        let started = Instant::now();
         if conn.is_none() || cfg.connection_per_endpoint {
             match connect(&shared).await {
                 Ok(c) => conn = Some(c),
@@ -270,8 +288,7 @@ async fn worker(shared: Arc<Shared>) -> WorkerResult {
         );
         match sign_in(c, &mut ep, &mut rng, &cfg.timers).await {
             Ok(_) => {
-                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let _ = r.hs.record(us.max(1));
+                let _ = r.hs.record(latency_us(intended));
                 if let Some(reg) = ep.registration() {
                     *r.by_scheme
                         .entry(reg.scheme.token().to_owned())
@@ -289,12 +306,11 @@ async fn worker(shared: Arc<Shared>) -> WorkerResult {
         }
         shared.done_ops.fetch_add(1, Ordering::Relaxed);
         for m in 0..cfg.messages {
-            shared.message_pacer.wait().await;
+            let intended = shared.message_pacer.wait().await;
             if Instant::now() >= shared.deadline {
                 break;
             }
             let Some(c) = conn.as_mut() else { break };
-            let t = Instant::now();
             let body = Some((
                 "text/plain".to_owned(),
                 format!("load {i}/{m}").into_bytes(),
@@ -325,8 +341,7 @@ async fn worker(shared: Arc<Shared>) -> WorkerResult {
             };
             match outcome {
                 Ok(()) => {
-                    let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    let _ = r.msg.record(us.max(1));
+                    let _ = r.msg.record(latency_us(intended));
                 }
                 Err(f) => {
                     let fatal = matches!(
@@ -455,6 +470,11 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, String> {
 }
 
 impl Summary {
+    /// Operations (sign-ins and MESSAGEs, connection failures included) that failed.
+    pub fn failed(&self) -> u64 {
+        self.sign_ins.failed + self.messages.failed
+    }
+
     /// The human-readable summary.
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -489,6 +509,9 @@ impl Summary {
                 ));
             }
         }
+        if self.offered_sign_in_rate.is_some() || self.offered_message_rate.is_some() {
+            s.push_str("  latency of paced operations runs from their scheduled start\n");
+        }
         if !self.by_scheme.is_empty() {
             let schemes: Vec<String> = self
                 .by_scheme
@@ -498,5 +521,48 @@ impl Summary {
             s.push_str(&format!("  schemes used: {}\n", schemes.join(", ")));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(rate: Option<f64>) -> Pacer {
+        Pacer {
+            start: Instant::now(),
+            rate,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Late callers get their slot's instant, not the instant they called: the wait that made
+    /// them late counts in their latency.
+    #[tokio::test(start_paused = true)]
+    async fn the_intended_start_is_the_schedule_even_for_a_late_operation() {
+        let p = pacer(Some(10.0));
+        let t0 = p.start;
+        assert_eq!(p.wait().await, t0);
+        // The second slot is 100 ms on: the pacer sleeps until then.
+        assert_eq!(p.wait().await, t0 + Duration::from_millis(100));
+        assert_eq!(Instant::now(), t0 + Duration::from_millis(100));
+        // A worker busy for a second: slots 2..=11 are all in the past when it asks.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let late = p.wait().await;
+        assert_eq!(late, t0 + Duration::from_millis(200));
+        assert_eq!(
+            Instant::now(),
+            t0 + Duration::from_millis(1100),
+            "no sleep when late"
+        );
+        assert_eq!(latency_us(late), 900_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_rate_the_intended_start_is_now() {
+        let p = pacer(None);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(p.wait().await, Instant::now());
+        assert_eq!(latency_us(Instant::now()), 1, "the histogram's floor");
     }
 }

@@ -31,7 +31,63 @@ enum Command {
     /// One sign-in with a step-by-step report; exits 1 with the reason on failure.
     Probe(ProbeArgs),
     /// N endpoints, C at a time: sign-ins, then signed MESSAGEs per SA; a summary at the end.
+    /// Exits 1 when any sign-in or MESSAGE failed (or none succeeded), 2 on a usage error.
     Load(LoadArgs),
+    /// Write the man pages or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// One man page per command (sagw-client.1, sagw-client-probe.1, …) into DIR.
+    Man {
+        /// Output directory (created when missing).
+        dir: PathBuf,
+    },
+    /// The completion script for SHELL on standard output, or into --dir.
+    Completions {
+        shell: clap_complete::Shell,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `generate`: the same pages and scripts `sagw generate` writes for the gateway, from this
+/// binary's own clap definition.
+fn generate(what: &Generate) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let written = match what {
+        Generate::Man { dir } => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(cmd, dir))
+            .map(|()| Some(dir.clone())),
+        Generate::Completions {
+            shell,
+            dir: Some(dir),
+        } => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_complete::generate_to(*shell, &mut cmd, "sagw-client", dir))
+            .map(Some),
+        Generate::Completions { shell, dir: None } => {
+            clap_complete::generate(*shell, &mut cmd, "sagw-client", &mut std::io::stdout());
+            Ok(None)
+        }
+    };
+    match written {
+        Ok(path) => {
+            if let Some(p) = path {
+                println!("{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sagw-client generate: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,10 +208,11 @@ struct LoadArgs {
     /// Stop starting work after this many seconds.
     #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Offered sign-ins per second (paced); default: as fast as the edge answers.
+    /// Offered sign-ins per second (paced); default: as fast as the edge answers. A paced
+    /// operation's latency runs from its scheduled start, so queueing at saturation counts.
     #[arg(long)]
     rate: Option<f64>,
-    /// Offered MESSAGEs per second (paced); default: as fast as the edge answers.
+    /// Offered MESSAGEs per second (paced, latency as for --rate); default: as fast as answered.
     #[arg(long)]
     message_rate: Option<f64>,
     /// User name pattern; `{n}` is the user index.
@@ -586,7 +643,9 @@ async fn load_cmd(a: LoadArgs) -> ExitCode {
     } else {
         print!("{}", summary.render());
     }
-    if summary.sign_ins.ok == 0 {
+    // A run with failures is a failed run, whatever succeeded beside them: scripts and CI read
+    // the exit code, not the summary.
+    if summary.failed() > 0 || summary.sign_ins.ok == 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -595,6 +654,9 @@ async fn load_cmd(a: LoadArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate { what } = &cli.command {
+        return generate(what);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -609,6 +671,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Probe(a) => probe(a).await,
             Command::Load(a) => load_cmd(a).await,
+            Command::Generate { what } => generate(&what),
         }
     })
 }

@@ -84,6 +84,102 @@ async fn load_counts_sign_ins_messages_and_failures() {
     assert_eq!(json["sign_ins"]["ok"], 10);
 }
 
+/// Paced above what a slow edge serves: each sign-in's latency runs from its scheduled start, so the
+/// queue that builds behind the slow answers is in the percentiles (coordinated omission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_load_measures_latency_from_the_scheduled_start() {
+    let delay = Duration::from_millis(100);
+    let slow = Server::new(
+        SecurityCore::new(support::ntlm_digest_config(), Arc::new(support::store())),
+        Quirks {
+            delay,
+            ..Quirks::default()
+        },
+    );
+    let addr = support::serve_tcp(slow, None).await;
+    let cfg = LoadConfig {
+        server: addr,
+        transport: TransportKind::Tcp,
+        tls: None,
+        population: population(vec![AuthScheme::Ntlm]),
+        endpoints: 6,
+        concurrency: 1,
+        messages: 0,
+        message_target: "sip:echo@example.test".into(),
+        duration: Duration::from_secs(20),
+        // One every 50 ms offered; one sign-in (two round trips) takes at least 200 ms.
+        rate: Some(20.0),
+        message_rate: None,
+        connection_per_endpoint: false,
+        timers: Timers::default(),
+        progress: false,
+    };
+    let s = run(cfg).await.expect("run");
+    assert_eq!(s.sign_ins.ok, 6, "{}", s.render());
+    // Sign-in k was due at 50k ms and started at 200k ms at the earliest: the last one's latency
+    // is at least 200 * 5 + 200 - 250 = 950 ms, five times what the edge took to answer it.
+    // Measured from its actual start it would be about 200 ms.
+    assert!(s.sign_ins.latency.max_ms >= 900.0, "{}", s.render());
+    assert!(s.sign_ins.latency.p50_ms >= 400.0, "{}", s.render());
+    assert!(s.render().contains("from their scheduled start"));
+}
+
+/// `sagw-client load` exits 1 when any operation failed, not only when all did.
+#[test]
+fn load_exits_non_zero_when_any_sign_in_failed() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = rt.block_on(support::serve_tcp(server(), None));
+    let bin = env!("CARGO_BIN_EXE_sagw-client");
+    let load = |first_user: &str| {
+        Command::new(bin)
+            .args(["load", "--server", &addr.to_string(), "--transport", "tcp"])
+            .args(["--sip-domain", support::SIP_DOMAIN, "--domain", "EXAMPLE"])
+            .args(["--scheme", "ntlm", "--endpoints", "4", "--concurrency", "2"])
+            .args(["--first-user", first_user, "--no-progress", "--json"])
+            .env_remove("SAGW_LOAD_PASSWORD_PATTERN")
+            .output()
+            .expect("run sagw-client load")
+    };
+    let all_good = load("0");
+    let v: serde_json::Value = serde_json::from_slice(&all_good.stdout).expect("json summary");
+    assert_eq!(v["sign_ins"]["ok"], 4);
+    assert_eq!(all_good.status.code(), Some(0));
+
+    // Users 18 and 19 exist, 20 and 21 do not: two of four sign-ins fail.
+    let some_bad = load("18");
+    let v: serde_json::Value = serde_json::from_slice(&some_bad.stdout).expect("json summary");
+    assert_eq!(v["sign_ins"]["ok"], 2);
+    assert_eq!(v["sign_ins"]["failed"], 2);
+    assert_eq!(some_bad.status.code(), Some(1));
+}
+
+#[test]
+fn generate_writes_man_pages_and_completions() {
+    let bin = env!("CARGO_BIN_EXE_sagw-client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin)
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .expect("generate man");
+    assert!(out.status.success());
+    for page in ["sagw-client.1", "sagw-client-probe.1", "sagw-client-load.1"] {
+        assert!(dir.path().join(page).is_file(), "no {page}");
+    }
+    let main = std::fs::read_to_string(dir.path().join("sagw-client.1")).expect("page");
+    assert!(main.contains("probe") && main.contains("load"), "{main}");
+    let out = Command::new(bin)
+        .args(["generate", "completions", "zsh"])
+        .output()
+        .expect("completions");
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && script.contains("#compdef sagw-client"));
+    assert!(
+        script.contains("probe") && script.contains("--rate"),
+        "{script}"
+    );
+}
+
 #[test]
 fn probe_reports_and_exit_codes() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

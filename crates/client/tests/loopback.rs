@@ -253,7 +253,7 @@ async fn failures_say_why() {
     // Server clock an hour ahead: the Date header shows it and NTLM fails for skew.
     let skewed = ntlm_server(Quirks {
         clock_offset: 3600,
-        tamper: false,
+        ..Quirks::default()
     });
     let addr = support::serve_tcp(skewed, None).await;
     let mut conn = connect(addr, TransportKind::Tcp, None).await;
@@ -270,8 +270,8 @@ async fn failures_say_why() {
 
     // A server whose rspauth is wrong.
     let bad = ntlm_server(Quirks {
-        clock_offset: 0,
         tamper: true,
+        ..Quirks::default()
     });
     let addr = support::serve_tcp(bad, None).await;
     let mut conn = connect(addr, TransportKind::Tcp, None).await;

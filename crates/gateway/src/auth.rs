@@ -461,6 +461,16 @@ pub struct Routed<'r> {
 }
 
 impl PolicyRouter {
+    /// The same policies with other client rules and listener pins (a configuration reload; the
+    /// policies they name by index are the same).
+    pub fn with_rules(&self, rules: Vec<ClientRule>, listeners: Vec<ListenerAuth>) -> Self {
+        PolicyRouter {
+            policies: self.policies.clone(),
+            rules,
+            listeners,
+        }
+    }
+
     /// The core's id of the policy at `index` of [`AuthSettings::policies`].
     pub fn policy_id(&self, index: usize) -> Option<PolicyId> {
         self.policies.get(index).map(|p| p.id)
@@ -518,14 +528,22 @@ fn has_epid(msg: &Message) -> bool {
     msg.from().is_some_and(|f| f.param("epid").is_some())
 }
 
+/// What the stage reads per request and a configuration reload replaces (crate::reload): the
+/// director map and the policy router.
+#[derive(Debug, Clone)]
+pub struct StageRouting {
+    /// (lower-cased `user@domain` or `domain`, home server URI)
+    pub director: Vec<(String, String)>,
+    /// Which policy a request meets.
+    pub router: PolicyRouter,
+}
+
 /// The stage the proxy calls for every client message.
 pub struct SecurityStage {
     core: Arc<SecurityCore>,
     rng: Box<dyn Rng + Send>,
-    /// (lower-cased `user@domain` or `domain`, home server URI)
-    director: Vec<(String, String)>,
-    /// Which policy a request meets.
-    router: PolicyRouter,
+    /// Swapped whole by a reload while the proxy owns the stage.
+    routing: Arc<arc_swap::ArcSwap<StageRouting>>,
     /// Where Kerberos AP-REQs are accepted, when the core defers them.
     kerberos_jobs: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
 }
@@ -541,8 +559,10 @@ impl SecurityStage {
         SecurityStage {
             core,
             rng,
-            director,
-            router: PolicyRouter::default(),
+            routing: Arc::new(arc_swap::ArcSwap::from_pointee(StageRouting {
+                director,
+                router: PolicyRouter::default(),
+            })),
             kerberos_jobs: None,
         }
     }
@@ -558,9 +578,16 @@ impl SecurityStage {
     }
 
     /// The policies per listener and client kind (from [`build_core`]).
-    pub fn with_router(mut self, router: PolicyRouter) -> Self {
-        self.router = router;
+    pub fn with_router(self, router: PolicyRouter) -> Self {
+        let director = self.routing.load().director.clone();
+        self.routing
+            .store(Arc::new(StageRouting { director, router }));
         self
+    }
+
+    /// Where a reload puts a new director map and router: the stage reads it per request.
+    pub fn routing(&self) -> Arc<arc_swap::ArcSwap<StageRouting>> {
+        self.routing.clone()
     }
 
     /// The core, for metrics and the admin endpoint.
@@ -589,18 +616,20 @@ impl SecurityStage {
     }
 
     /// The home server of an identity, when the director sends it elsewhere.
-    fn home_of(&self, identity: &str) -> Option<&str> {
+    fn home_of(&self, identity: &str) -> Option<String> {
         let aor = identity
             .strip_prefix("sips:")
             .or_else(|| identity.strip_prefix("sip:"))
             .unwrap_or(identity)
             .to_ascii_lowercase();
         let domain = aor.rsplit_once('@').map_or(aor.as_str(), |(_, d)| d);
-        self.director
+        let routing = self.routing.load();
+        let director = &routing.director;
+        director
             .iter()
             .find(|(k, _)| *k == aor)
-            .or_else(|| self.director.iter().find(|(k, _)| k == domain))
-            .map(|(_, home)| home.as_str())
+            .or_else(|| director.iter().find(|(k, _)| k == domain))
+            .map(|(_, home)| home.clone())
     }
 
     fn authenticated(
@@ -611,7 +640,7 @@ impl SecurityStage {
     ) -> InboundVerdict {
         let now = ctx.now.wall;
         if msg.method() == Some("REGISTER")
-            && let Some(home) = self.home_of(&auth.identity).map(str::to_owned)
+            && let Some(home) = self.home_of(&auth.identity)
         {
             let tag = self.tag();
             let contact = format!("<{home}>");
@@ -736,11 +765,13 @@ impl ClientAuth for SecurityStage {
             transport: transport(ctx.flow.transport),
         };
         let listener = ListenerId::of(ctx.flow.id);
-        let routed = self.router.route(listener, msg);
+        let routing = self.routing.load();
+        let routed = routing.router.route(listener, msg);
         debug!(policy = routed.name, listener = listener.0, source = %ctx.flow.remote, "challenge policy");
         let decision =
             self.core
                 .on_request_under(msg, &tctx, routed.id, &routed.family, now, &mut *self.rng);
+        crate::audit::decision(&decision, msg, &ctx.flow);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
                 if let Some(cause) = c.cause {
@@ -758,11 +789,11 @@ impl ClientAuth for SecurityStage {
                 // Nothing in the request was verified: the answer goes unsigned. Signing it with
                 // the SA its From and epid name would give any sender that SA's signature over a
                 // Call-ID and CSeq of its choosing (and used to extend the SA's idle life).
-                info!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
+                debug!(status, reason = reason.label(), source = %ctx.flow.remote, "request rejected");
                 self.respond(msg, status, reason_phrase, &[])
             }
             Decision::Forbidden(f) => {
-                info!(
+                debug!(
                     status = f.status,
                     reason = f.reason.label(),
                     identity = %f.verified.identity,
@@ -862,6 +893,7 @@ impl SecurityStage {
                 let counters = self.core.counters();
                 counters.handshake_started(Scheme::Kerberos);
                 counters.handshake_failed(Scheme::Kerberos, sagw_auth::Reason::HandshakeLimit);
+                crate::audit::refused(msg, &ctx.flow, sagw_auth::Reason::HandshakeLimit, None);
                 info!(source = %ctx.flow.remote, "Kerberos job queue full (auth.kerberos_queue): 503");
                 if matches!(msg.method(), Some("ACK" | "CANCEL")) {
                     return InboundVerdict::Drop;

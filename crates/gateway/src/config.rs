@@ -164,6 +164,8 @@ pub struct ProxySection {
     pub max_transactions: usize,
     /// CPU for the core thread: `auto`, `none` or a CPU number.
     pub core_cpu: String,
+    /// How long a drain (SIGTERM) waits for transactions in progress.
+    pub drain_grace_secs: u64,
     /// Seconds between OPTIONS probes of each next-hop target (0: no probing).
     pub probe_interval_secs: u64,
     /// Failed probes (or transactions) in a row after which a probed next hop is down.
@@ -181,6 +183,7 @@ impl Default for ProxySection {
             retry_after_secs: 30,
             max_transactions: 100_000,
             core_cpu: "auto".into(),
+            drain_grace_secs: 10,
             probe_interval_secs: 0,
             probe_failures_down: 3,
         }
@@ -291,7 +294,7 @@ pub struct MetricsSection {
 impl Default for MetricsSection {
     fn default() -> Self {
         MetricsSection {
-            listen: "127.0.0.1:9090".into(),
+            listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -320,6 +323,8 @@ pub struct Config {
     pub auth: crate::auth_config::AuthSection,
     /// `[state]`
     pub state: crate::state_config::StateSection,
+    /// `[admin]`
+    pub admin: crate::admin_config::AdminSection,
     /// `[dns]`
     pub dns: crate::hop_config::DnsSection,
 }
@@ -441,6 +446,8 @@ pub struct Settings {
     pub max_transactions: usize,
     /// Where the core thread runs.
     pub core_cpu: CoreCpu,
+    /// How long a drain waits for the transactions in progress before the gateway stops.
+    pub drain_grace: Duration,
     /// Registrar.
     pub registrar: RegistrarConfig,
     /// Timers.
@@ -465,6 +472,8 @@ pub struct Settings {
     pub auth: Option<crate::auth_config::AuthSettings>,
     /// Where SAs, bindings and keys live (docs/pools.md).
     pub state: crate::state_config::StateSettings,
+    /// The admin API and the load balancers' SIP probes.
+    pub admin: crate::admin_config::AdminSettings,
     /// Next hops (addresses and names), probing, DNS and outbound TLS.
     pub hops: crate::hop_config::HopSettings,
 }
@@ -830,6 +839,7 @@ impl Config {
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
+        bounded("proxy.drain_grace_secs", self.proxy.drain_grace_secs, 3600)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
         let mut auth = self.auth.validate()?;
         if let Some(a) = auth.as_mut() {
@@ -856,6 +866,7 @@ impl Config {
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
             core_cpu,
+            drain_grace: Duration::from_secs(self.proxy.drain_grace_secs),
             registrar: RegistrarConfig {
                 default_expires: Duration::from_secs(r.default_expires_secs),
                 min_expires: Duration::from_secs(r.min_expires_secs),
@@ -884,6 +895,7 @@ impl Config {
             metrics,
             auth,
             state: self.state.validate()?,
+            admin: self.admin.validate()?,
             hops,
         })
     }
@@ -927,7 +939,7 @@ mod tests {
         assert_eq!(s.tls, Some("0.0.0.0:5061".parse().unwrap()));
         assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.mode, Mode::Registrar);
-        assert_eq!(s.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     fn err(text: &str) -> String {
@@ -958,6 +970,7 @@ mod tests {
         );
         assert!(err("[log]\nformat = \"xml\"").contains("`log.format`"));
         assert!(err("[proxy]\ncore_cpu = \"fast\"").contains("`proxy.core_cpu`"));
+        assert!(err("[proxy]\ndrain_grace_secs = 0").contains("`proxy.drain_grace_secs`"));
         assert!(err("[tls]\ncert = \"a.pem\"").contains("`tls.key`"));
         assert!(err("[proxy]\nnext_hops = [\"tls:127.0.0.1:5071\"]").contains("`tls.next_hop_ca`"));
         // Unknown keys are rejected with their name.

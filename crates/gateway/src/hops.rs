@@ -64,6 +64,19 @@ impl HopTable {
         }
     }
 
+    /// The targets published for the `proxy.next_hops` entry `configured`, in order.
+    pub fn targets_of(&self, configured: &str) -> Vec<NextHop> {
+        self.rows
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, c)| c == configured)
+                    .map(|(s, _)| s.hop)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `sagw_next_hop_up{hop="tls:10.0.0.5:5061",configured="sips:pool.example.com"} 1`, one
     /// series per target, Prometheus text format.
     pub fn render_metrics(&self) -> String {

@@ -1,24 +1,37 @@
 //! The sagw gateway: the tokio driver around the sans-IO crates.
 //!
+//! * [`cli`]: the command line (also the source of the man pages and completions);
 //! * [`config`]: the TOML file (embedded default in config/default.toml) and its validation;
 //! * [`driver`]: listeners (TCP, TLS) and connection tasks, the flow table, and the core thread
 //!   that owns [`sagw_proxy::Edge`] and the UDP socket;
 //! * [`tls`]: certificates (configured or generated) and rustls set-up;
-//! * [`metrics`]: Prometheus text endpoint; [`per_ip`]: the per-source connection cap;
+//! * [`cpu`]: the core thread's CPU, claimed against other instances on the host;
+//! * [`service`]: systemd readiness and the state directory;
+//! * [`metrics`]: the Prometheus registry; [`admin`] (and [`admin_config`]): the admin HTTP API,
+//!   `/healthz`, `/readyz` and the metrics page, served by [`http`]; [`per_ip`]: the per-source
+//!   connection cap;
 //! * [`lifecycle`]: the seams between reload, drain, next-hop state and the control surfaces;
+//!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
 //!   security core on every message to and from clients; [`users`]: the credentials file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod admin_client;
+pub mod admin_config;
+mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
+pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod driver;
 pub mod hop_config;
 pub mod hops;
+pub mod http;
 pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;
@@ -26,7 +39,10 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 mod pool;
+pub mod reload;
 pub mod resolver;
+pub mod service;
+pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod state_config;

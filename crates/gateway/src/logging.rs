@@ -1,7 +1,12 @@
 //! Logging: tracing-subscriber set-up, and the only way SIP messages reach a log — redacted.
 
+use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock};
+
 use sagw_sip::Message;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::LogFormat;
 
@@ -42,22 +47,138 @@ pub fn redacted(msg: &Message) -> String {
     out
 }
 
-/// Install the global subscriber. `level` is a level or an EnvFilter directive. Returns false
-/// when a subscriber was already installed (tests start several gateways).
-pub fn init(level: &str, format: LogFormat) -> bool {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.try_init().is_ok(),
-        LogFormat::Json => builder.json().try_init().is_ok(),
+/// The tracing target of the audit trail (one event per sign-in, success or refusal): route it
+/// with a filter such as `sagw::audit=info` or by the `target` field of JSON logs.
+pub const AUDIT: &str = "sagw::audit";
+
+/// The installed filter's reload handle and the directive it holds (for `GET /admin/log-level`).
+struct Installed {
+    handle: reload::Handle<EnvFilter, Registry>,
+    current: Mutex<String>,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// Where the log filter came from: `--log-level`, then `RUST_LOG`, then `log.level` (the first
+/// one set wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelSource {
+    /// `--log-level` on the command line.
+    CommandLine,
+    /// The `RUST_LOG` environment variable.
+    Environment,
+    /// `log.level` in the configuration.
+    Config,
+}
+
+/// The filter directive in force at start: `cli` (`--log-level`) over `env` (`RUST_LOG`, when set
+/// and not empty) over `config` (`log.level`).
+pub fn effective_level(
+    cli: Option<&str>,
+    env: Option<&str>,
+    config: &str,
+) -> (String, LevelSource) {
+    match (cli, env.map(str::trim).filter(|e| !e.is_empty())) {
+        (Some(c), _) => (c.to_owned(), LevelSource::CommandLine),
+        (None, Some(e)) => (e.to_owned(), LevelSource::Environment),
+        (None, None) => (config.to_owned(), LevelSource::Config),
     }
+}
+
+/// Install the global subscriber on standard error. `level` is a level or an EnvFilter directive
+/// (an invalid one falls back to `info`, and says so). Colour codes are written only when
+/// standard error is a terminal: a file, a pipe or journald gets plain text. Returns false when a
+/// subscriber was already installed (tests start several gateways).
+pub fn init(level: &str, format: LogFormat) -> bool {
+    let (filter, fallback) = match EnvFilter::try_new(level) {
+        Ok(f) => (f, false),
+        Err(_) => (EnvFilter::new("info"), true),
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init()
+            .is_ok(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json())
+            .try_init()
+            .is_ok(),
+    };
+    if installed {
+        let current = if fallback { "info" } else { level };
+        let _ = INSTALLED.set(Installed {
+            handle,
+            current: Mutex::new(current.to_owned()),
+        });
+        if fallback {
+            tracing::warn!(filter = %level, "not a log level or filter: logging at info");
+        }
+    }
+    installed
+}
+
+/// Change the log filter of the running process (the admin API's `PUT /admin/log-level`, a
+/// reload of `log.level`). `level` is a level or an EnvFilter directive; an invalid one changes
+/// nothing.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level.trim())
+        .map_err(|e| format!("`{level}` is not a log level or filter: {e}"))?;
+    let installed = INSTALLED
+        .get()
+        .ok_or_else(|| "logging is not initialised in this process".to_owned())?;
+    installed
+        .handle
+        .reload(filter)
+        .map_err(|e| format!("the log filter could not be changed: {e}"))?;
+    if let Ok(mut c) = installed.current.lock() {
+        *c = level.trim().to_owned();
+    }
+    Ok(())
+}
+
+/// The filter directive in force, when [`init`] installed the subscriber.
+pub fn current_level() -> Option<String> {
+    INSTALLED
+        .get()
+        .and_then(|i| i.current.lock().ok().map(|c| c.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_beats_rust_log_which_beats_the_file() {
+        assert_eq!(
+            effective_level(Some("debug"), Some("trace"), "warn"),
+            ("debug".to_owned(), LevelSource::CommandLine)
+        );
+        assert_eq!(
+            effective_level(None, Some("sagw=trace"), "warn"),
+            ("sagw=trace".to_owned(), LevelSource::Environment)
+        );
+        assert_eq!(
+            effective_level(None, Some("  "), "warn"),
+            ("warn".to_owned(), LevelSource::Config)
+        );
+        assert_eq!(
+            effective_level(None, None, "warn"),
+            ("warn".to_owned(), LevelSource::Config)
+        );
+    }
+
+    #[test]
+    fn an_invalid_level_is_refused_before_anything_changes() {
+        let e = set_level("debug,,=[").unwrap_err();
+        assert!(e.contains("not a log level"), "{e}");
+    }
 
     #[test]
     fn credentials_never_reach_the_log_text() {

@@ -1,12 +1,13 @@
 //! `sagw`: the SIP security-association gateway binary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sagw_gateway::cli::{AdminAction, Cli, Command, UserAction};
 use sagw_gateway::config::{Config, LogFormat};
-use sagw_gateway::{driver, logging};
+use sagw_gateway::reload::ConfigSource;
+use sagw_gateway::signals::{self, Ended};
+use sagw_gateway::{driver, logging, service};
 
 /// mimalloc rather than glibc malloc: the proxy allocates and frees small buffers for every
 /// message, and glibc kept returning the top of its heap to the kernel and faulting it back in
@@ -14,56 +15,125 @@ use sagw_gateway::{driver, logging};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "sagw",
-    version,
-    about = "SIP edge proxy with MS-SIPAE / Digest security associations"
-)]
-struct Cli {
-    /// Configuration file (TOML). Without it the embedded default configuration is used.
-    #[arg(long, short, global = true)]
-    config: Option<PathBuf>,
-    /// Override log.level (e.g. warn, info, debug, trace, or a filter like "sagw=debug").
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// Override log.format.
-    #[arg(long, global = true, value_parser = ["human", "json"])]
-    log_format: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
+/// The request an admin action makes: method, path, body, and whether it needs the token.
+fn admin_request(action: &AdminAction) -> (&'static str, String, Option<String>, bool) {
+    use sagw_gateway::admin_client::segment;
+    match action {
+        AdminAction::Sas => ("GET", "/admin/sas".into(), None, true),
+        AdminAction::RevokeSa { opaque } => (
+            "POST",
+            format!("/admin/sas/{}/revoke", segment(opaque)),
+            None,
+            true,
+        ),
+        AdminAction::RevokeUser { user } => (
+            "POST",
+            format!("/admin/users/{}/revoke", segment(user)),
+            None,
+            true,
+        ),
+        AdminAction::Registrations { aor } => (
+            "GET",
+            format!("/admin/registrations/{}", segment(aor)),
+            None,
+            true,
+        ),
+        AdminAction::Hops => ("GET", "/admin/hops".into(), None, true),
+        AdminAction::LogLevel { level: None } => ("GET", "/admin/log-level".into(), None, true),
+        AdminAction::LogLevel { level: Some(l) } => {
+            ("PUT", "/admin/log-level".into(), Some(l.clone()), true)
+        }
+        AdminAction::Reload => ("POST", "/admin/reload".into(), None, true),
+        AdminAction::Drain => ("POST", "/admin/drain".into(), None, true),
+        AdminAction::Health => ("GET", "/healthz".into(), None, false),
+        AdminAction::Ready => ("GET", "/readyz".into(), None, false),
+        // Handled locally.
+        AdminAction::NewToken => ("", String::new(), None, false),
+    }
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the gateway (the default).
-    Run,
-    /// Validate the configuration and exit (0 when valid).
-    CheckConfig,
-    /// Manage the credentials file of `[auth] credentials` (hashes only, mode 600).
-    User {
-        #[command(subcommand)]
-        action: UserAction,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum UserAction {
-    /// Add or replace a user; the password is read from the first line of standard input.
-    Add {
-        /// Account name (as clients send it in NTLM and Digest).
-        name: String,
-        /// SIP identity, when it is not sip:<name>@<auth.sip_domain>.
-        #[arg(long)]
-        sip: Option<String>,
-    },
-    /// Remove a user.
-    Remove {
-        /// Account name.
-        name: String,
-    },
-    /// List the users.
-    List,
+fn admin_command(
+    action: &AdminAction,
+    cfg: &Config,
+    addr: Option<std::net::SocketAddr>,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let admin = match cfg.admin.validate() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sagw: invalid [admin] configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token_path = token_file.map_or_else(|| admin.token_file.clone(), ToOwned::to_owned);
+    if matches!(action, AdminAction::NewToken) {
+        return match sagw_gateway::admin::new_token(&token_path) {
+            Ok(()) => {
+                println!(
+                    "admin token written to {} (mode 0600)",
+                    token_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw: cannot write the admin token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(listen) = addr.or(admin.listen) else {
+        eprintln!("sagw: the admin API is off (admin.listen is empty); give --addr to reach one");
+        return ExitCode::from(2);
+    };
+    let (method, path, body, needs_token) = admin_request(action);
+    let token = if needs_token {
+        match sagw_gateway::admin::read_token_text(&token_path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("sagw: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let target = sagw_gateway::admin_client::connect_addr(listen);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sagw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = rt.block_on(sagw_gateway::admin_client::call(
+        target,
+        token.as_deref(),
+        method,
+        &path,
+        body,
+    ));
+    match answer {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            if (200..300).contains(&status) {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sagw: {method} {path}: HTTP {status}\n{pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sagw: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
@@ -118,27 +188,63 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     }
 }
 
+/// The file and the overrides, as a reload reads them again.
+fn config_source(cli: &Cli) -> ConfigSource {
+    ConfigSource {
+        path: cli.config.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.clone(),
+    }
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::load(p),
-        None => Config::embedded(),
-    }
-    .map_err(|e| e.to_string())?;
-    if let Some(l) = &cli.log_level {
-        cfg.log.level = l.clone();
-    }
-    if let Some(f) = &cli.log_format {
-        cfg.log.format = f.clone();
-    }
-    Ok(cfg)
+    config_source(cli).load_config().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Generate { what }) = &cli.command {
+        return match sagw_gateway::cli::generate(
+            what,
+            sagw_gateway::cli::command(),
+            &mut std::io::stdout(),
+        ) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagw generate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let source = cli.config.as_ref().map_or_else(
         || "embedded default".to_owned(),
         |p| p.display().to_string(),
     );
+    let admin = match &cli.command {
+        Some(Command::Admin {
+            addr,
+            token_file,
+            action,
+        }) => Some((action.clone(), *addr, token_file.clone())),
+        Some(Command::Reload { addr, token_file }) => {
+            Some((AdminAction::Reload, *addr, token_file.clone()))
+        }
+        _ => None,
+    };
+    if let Some((action, addr, token_file)) = admin {
+        return match load(&cli) {
+            Ok(cfg) => admin_command(&action, &cfg, addr, token_file.as_deref()),
+            Err(e) => {
+                eprintln!("sagw: invalid configuration ({source}): {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::User { action }) = &cli.command {
         return match load(&cli) {
             Ok(cfg) => user_command(action, &cfg),
@@ -178,10 +284,15 @@ fn main() -> ExitCode {
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
-    logging::init(&settings.log_level, settings.log_format);
-    if settings.log_format == LogFormat::Json {
-        tracing::debug!("json logs");
-    }
+    // The file's log.level, unless RUST_LOG or --log-level says otherwise.
+    let env = std::env::var("RUST_LOG").ok();
+    let (level, from) = logging::effective_level(
+        cli.log_level.as_deref(),
+        env.as_deref(),
+        &settings.log_level,
+    );
+    logging::init(&level, settings.log_format);
+    tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,35 +312,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let exit = tokio::select! {
-            () = wait_for_signal() => ExitCode::SUCCESS,
-            _ = running.stopped() => ExitCode::FAILURE,
-        };
-        tracing::info!("shutting down");
-        running.shutdown(Duration::from_secs(5)).await;
-        tracing::info!("stopped");
-        exit
-    })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        service::notify_ready("listening");
+        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops.
+        running.set_config_source(config_source(&cli));
+        match signals::run(running).await {
+            Ended::Signalled => ExitCode::SUCCESS,
+            Ended::CoreFailed => ExitCode::FAILURE,
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }

@@ -1,7 +1,7 @@
-//! A small Prometheus registry (text exposition format 0.0.4) and its loopback HTTP endpoint.
+//! A small Prometheus registry (text exposition format 0.0.4); [`crate::admin::metrics_router`]
+//! serves it on its own listener.
 //!
-//! Hand-rolled rather than the `metrics` facade + exporter: a dozen series, no HTTP framework, and
-//! label values are bounded here (methods outside the known set are reported as `other`).
+//! Hand-rolled rather than the `metrics` facade + exporter: a dozen series, and label values are bounded here (methods outside the known set are reported as `other`).
 //!
 //! The series on the per-message path live in fixed tables of atomics, so [`Metrics::message`],
 //! [`Metrics::transaction`] and (for the gateway's own limit labels) [`Metrics::limit`] neither
@@ -25,9 +25,6 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Latency histogram buckets: inclusive upper bounds and their `le` labels (seconds). Compared as
 /// `Duration`s, which gives the same answer as the `as_secs_f64() <= bound` this replaced (a test
@@ -228,7 +225,7 @@ pub struct Metrics {
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
-    /// admin endpoints list and revoke its SAs.
+    /// admin API lists and revokes its SAs.
     pub auth: std::sync::OnceLock<std::sync::Arc<sagw_auth::SecurityCore>>,
     /// The Kerberos workers, when AP-REQs are accepted off the core thread.
     pub kerberos_jobs: std::sync::OnceLock<std::sync::Arc<crate::kerberos_jobs::KerberosWorkers>>,
@@ -239,7 +236,7 @@ pub struct Metrics {
     pub hops: std::sync::OnceLock<std::sync::Arc<crate::hops::HopTable>>,
 }
 
-const HELP: [(&str, &str, &str); 8] = [
+const HELP: [(&str, &str, &str); 9] = [
     (
         "sagw_messages_total",
         "counter",
@@ -275,6 +272,11 @@ const HELP: [(&str, &str, &str); 8] = [
         "sagw_bindings_changes_total",
         "counter",
         "Registrar binding changes by kind",
+    ),
+    (
+        "sagw_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP, admin API) by result: ok, or failed (the running configuration stays)",
     ),
 ];
 
@@ -568,69 +570,17 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut used = 0;
-            // Read the request head (bounded in size and time), ignore any body.
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    let Some(slot) = buf.get_mut(used..) else {
-                        return false;
-                    };
-                    match sock.read(slot).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => used += n,
-                    }
-                    if buf
-                        .get(..used)
-                        .is_some_and(|b| b.windows(4).any(|w| w == b"\r\n\r\n"))
-                    {
-                        return true;
-                    }
-                    if used >= buf.len() {
-                        return false;
-                    }
-                }
-            })
-            .await;
-            if head != Ok(true) {
-                return;
-            }
-            let req = String::from_utf8_lossy(buf.get(..used).unwrap_or(&[]));
-            let ok = req.starts_with("GET /metrics ") || req.starts_with("GET / ");
-            let (status, body) = if ok {
-                let mut body = metrics.render();
-                if let Some(core) = metrics.auth.get() {
-                    body.push_str(&render_auth(core));
-                }
-                if let Some(w) = metrics.kerberos_jobs.get() {
-                    body.push_str(&render_kerberos_jobs(w));
-                }
-                ("200 OK", body)
-            } else if let Some(core) = metrics.auth.get() {
-                let answer = admin(&req, core);
-                if let Some(n) = metrics.nudge.get() {
-                    n();
-                }
-                answer
-            } else {
-                ("404 Not Found", "not found\n".to_owned())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+/// The whole page: the registry, then the security core's and the Kerberos workers' counters
+/// when there are some. Served by [`crate::admin::metrics_router`].
+pub fn page(metrics: &Metrics) -> String {
+    let mut body = metrics.render();
+    if let Some(core) = metrics.auth.get() {
+        body.push_str(&render_auth(core));
     }
+    if let Some(w) = metrics.kerberos_jobs.get() {
+        body.push_str(&render_kerberos_jobs(w));
+    }
+    body
 }
 
 /// The Kerberos workers' counters in Prometheus text format.
@@ -773,47 +723,6 @@ pub fn render_auth(core: &sagw_auth::SecurityCore) -> String {
         );
     }
     out
-}
-
-/// `GET /admin/sas` lists the SAs (opaque, scheme, identity, epid, created, expiry, snum);
-/// `POST /admin/sas/<opaque>/revoke` ends one at once. Served on the metrics listener (loopback by
-/// default): operators only.
-fn admin(req: &str, core: &sagw_auth::SecurityCore) -> (&'static str, String) {
-    let line = req.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    match (method, path) {
-        ("GET", "/admin/sas") => {
-            let mut body = String::from("opaque\tscheme\tidentity\tepid\tcreated\texpiry\tsnum\n");
-            for sa in core.sas().list() {
-                let _ = writeln!(
-                    body,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    sa.opaque,
-                    sa.scheme.token(),
-                    sa.identity,
-                    sa.epid,
-                    sa.created,
-                    sa.expiry,
-                    sa.snum
-                );
-            }
-            ("200 OK", body)
-        }
-        ("POST", p) if p.starts_with("/admin/sas/") && p.ends_with("/revoke") => {
-            let opaque = p
-                .trim_start_matches("/admin/sas/")
-                .trim_end_matches("/revoke");
-            match sagw_auth::Opaque::parse(opaque) {
-                Some(o) if core.sas().revoke(o, core.counters()) => {
-                    ("200 OK", format!("revoked {o}\n"))
-                }
-                Some(_) => ("404 Not Found", "no such SA\n".to_owned()),
-                None => ("400 Bad Request", "opaque is 8 hex digits\n".to_owned()),
-            }
-        }
-        _ => ("404 Not Found", "not found\n".to_owned()),
-    }
 }
 
 #[cfg(test)]

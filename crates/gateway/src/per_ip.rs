@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 /// `max_connections` entries.
 #[derive(Debug)]
 pub struct PerIp {
-    max: usize,
-    exempt: Vec<IpAddr>,
+    /// Atomic and locked: a configuration reload changes them while connections come in.
+    max: std::sync::atomic::AtomicUsize,
+    exempt: parking_lot::RwLock<Vec<IpAddr>>,
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -53,15 +54,24 @@ impl PerIp {
     /// At most `max` connections per source; the `exempt` addresses are never capped.
     pub fn new(max: usize, exempt: Vec<IpAddr>) -> Arc<PerIp> {
         Arc::new(PerIp {
-            max,
-            exempt: exempt.into_iter().map(|ip| ip.to_canonical()).collect(),
+            max: std::sync::atomic::AtomicUsize::new(max),
+            exempt: parking_lot::RwLock::new(
+                exempt.into_iter().map(|ip| ip.to_canonical()).collect(),
+            ),
             counts: Mutex::new(HashMap::new()),
         })
     }
 
+    /// New limit and exempt servers (a configuration reload). Connections over a lowered limit
+    /// stay; the source gets no new one until it is under the limit again.
+    pub fn reconfigure(&self, max: usize, exempt: Vec<IpAddr>) {
+        self.max.store(max, std::sync::atomic::Ordering::Relaxed);
+        *self.exempt.write() = exempt.into_iter().map(|ip| ip.to_canonical()).collect();
+    }
+
     /// Takes a place for a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
-        if self.exempt.contains(&ip.to_canonical()) {
+        if self.exempt.read().contains(&ip.to_canonical()) {
             return Admission::Exempt;
         }
         let key = source_key(ip);
@@ -69,7 +79,7 @@ impl PerIp {
         // turn a bug into an outage, so the counts are used as they are.
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.get(&key).copied().unwrap_or(0);
-        if n >= self.max {
+        if n >= self.max.load(std::sync::atomic::Ordering::Relaxed) {
             return Admission::Refused;
         }
         counts.insert(key, n + 1);

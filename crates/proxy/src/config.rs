@@ -178,6 +178,47 @@ pub struct EdgeConfig {
     pub registrar: RegistrarConfig,
     /// Keyed identifiers (branches, tags, flow tokens).
     pub secret: Secret,
+    /// Load balancers whose OPTIONS to this proxy itself (no user part, no Route) are answered
+    /// here without the authentication stage: 200, or 503 while draining. From any other address
+    /// the same OPTIONS meets the stage as before.
+    pub probers: Vec<IpAddr>,
+}
+
+/// The settings [`crate::Edge::reconfigure`] changes while transactions and bindings live on:
+/// everything in [`EdgeConfig`] but the own addresses, the mode and the secret, which name flows
+/// and tokens that clients and servers already hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// See [`EdgeConfig::domains`].
+    pub domains: Vec<String>,
+    /// See [`EdgeConfig::next_hops`].
+    pub next_hops: Vec<NextHop>,
+    /// See [`EdgeConfig::trusted_peers`].
+    pub trusted_peers: Vec<IpAddr>,
+    /// See [`EdgeConfig::client_routes`].
+    pub client_routes: Vec<RouteTarget>,
+    /// See [`EdgeConfig::timers`].
+    pub timers: Timers,
+    /// See [`EdgeConfig::retry_after`].
+    pub retry_after: Duration,
+    /// See [`EdgeConfig::max_transactions`].
+    pub max_transactions: usize,
+    /// See [`EdgeConfig::registrar`].
+    pub registrar: RegistrarConfig,
+    /// See [`EdgeConfig::probe`].
+    pub probe: ProbeConfig,
+}
+
+/// Whether the proxy takes new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intake {
+    /// Every request is handled.
+    #[default]
+    Open,
+    /// The gateway is going away: new out-of-dialog requests get 503 with Retry-After;
+    /// in-dialog requests, ACK, CANCEL, retransmissions and responses go on as before, so the
+    /// transactions and dialogs in progress can finish.
+    Draining,
 }
 
 impl EdgeConfig {
@@ -196,6 +237,7 @@ impl EdgeConfig {
             probe: ProbeConfig::default(),
             registrar: RegistrarConfig::default(),
             secret,
+            probers: Vec::new(),
         }
     }
 }

@@ -47,7 +47,9 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 /// Hash set with the hasher of [`Map`], for the same reason.
 pub(crate) type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-pub use config::{EdgeConfig, LocalAddrs, Mode, NextHop, ProbeConfig, RouteTarget, Timers};
+pub use config::{
+    EdgeConfig, Intake, LiveSettings, LocalAddrs, Mode, NextHop, ProbeConfig, RouteTarget, Timers,
+};
 pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};
 pub use hook::{

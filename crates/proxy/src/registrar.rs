@@ -264,6 +264,12 @@ impl Registrar {
         }
     }
 
+    /// New settings (a configuration reload): bindings keep the expiry they were granted; the
+    /// new limits apply from the next REGISTER.
+    pub fn set_config(&mut self, config: RegistrarConfig) {
+        self.config = config;
+    }
+
     /// Number of live bindings.
     pub fn len(&self) -> usize {
         // One expiry entry per binding: O(1), where summing the AORs grew with every registration

@@ -287,6 +287,8 @@ pub enum LimitKind {
     Transactions,
     /// Too many bindings for one address-of-record: the oldest was evicted.
     BindingsPerAor,
+    /// A new request while draining ([`crate::Intake::Draining`]): answered 503.
+    Draining,
 }
 
 impl LimitKind {
@@ -295,6 +297,7 @@ impl LimitKind {
         match self {
             LimitKind::Transactions => "transactions",
             LimitKind::BindingsPerAor => "bindings_per_aor",
+            LimitKind::Draining => "draining",
         }
     }
 }

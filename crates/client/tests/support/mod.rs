@@ -32,6 +32,8 @@ pub struct Quirks {
     pub clock_offset: i64,
     /// Flip a digit of every rspauth.
     pub tamper: bool,
+    /// Answer each message over TCP this late (a slow edge).
+    pub delay: std::time::Duration,
 }
 
 pub fn ntlm_digest_config() -> CoreConfig {
@@ -259,6 +261,9 @@ where
         framer.push(&buf[..n]);
         while let Ok(Some(frame)) = framer.next_frame() {
             if let Frame::Message(m) = frame {
+                if !server.quirks.delay.is_zero() {
+                    tokio::time::sleep(server.quirks.delay).await;
+                }
                 for out in server.handle(&m, peer, transport) {
                     let _ = tx.send(out.to_bytes());
                 }

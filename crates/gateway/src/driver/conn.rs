@@ -26,7 +26,7 @@ pub(super) async fn connect_from(
 
 pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Shared>) {
     let (transport, addr) = key;
-    let limit = shared.settings.handshake_timeout;
+    let limit = shared.settings.load().handshake_timeout;
     let result = tokio::time::timeout(limit, async {
         let tcp = connect_from(shared.outbound_source, addr).await.ok()?;
         let _ = tcp.set_nodelay(true);
@@ -38,7 +38,8 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
                     .lock()
                     .ok()
                     .and_then(|n| n.get(&key).cloned());
-                let Some((cfg, name)) = shared.outbound_tls.for_target(host.as_deref(), addr)
+                let Some((cfg, name)) =
+                    shared.outbound_tls.load().for_target(host.as_deref(), addr)
                 else {
                     warn!(%addr, "TLS next hop: no CA configured for it (tls.next_hop_ca)");
                     return None;
@@ -82,24 +83,31 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
     shared.post(ev).await;
 }
 
+/// Accepts on one TCP or TLS listener until shutdown, or until the gateway drains (the socket
+/// closes with the task: new connections are refused, those open go on).
 pub(super) async fn accept_task(
     listener: TcpListener,
     id: ListenerId,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    transport: Transport,
     shared: Arc<Shared>,
 ) {
     let mut stop = shared.shutdown.clone();
+    let mut intake = shared.intake.clone();
     loop {
+        if *intake.borrow_and_update() == Intake::Draining {
+            return;
+        }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => return,
+            _ = intake.changed() => continue,
         };
         let Ok((stream, remote)) = accepted else {
             // EMFILE and friends: back off instead of spinning.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        if shared.connections.load(Ordering::Relaxed) >= shared.settings.max_connections {
+        if shared.connections.load(Ordering::Relaxed) >= shared.settings.load().max_connections {
             shared.metrics.limit("connections");
             debug!(%remote, "connection limit reached: refusing");
             drop(stream);
@@ -117,18 +125,23 @@ pub(super) async fn accept_task(
             }
         };
         let _ = stream.set_nodelay(true);
-        match &tls {
+        // The certificate in effect now: a reload swaps it for the connections that follow.
+        let tls = match transport {
+            Transport::Tls => shared.tls_server.load_full(),
+            _ => None,
+        };
+        match tls {
             None => {
                 spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let shared = shared.clone();
                 // Count the handshake against the limit too: half-open TLS peers hold sockets.
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let hs = tokio::time::timeout(
-                        shared.settings.handshake_timeout,
+                        shared.settings.load().handshake_timeout,
                         acceptor.accept(stream),
                     )
                     .await;
@@ -168,7 +181,7 @@ where
 {
     // The listener rides in the id (see crate::listener): the authentication stage reads it.
     let id = listener.flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
-    let (tx, rx) = mpsc::channel(shared.settings.write_queue);
+    let (tx, rx) = mpsc::channel(shared.settings.load().write_queue);
     let (kill_tx, kill_rx) = watch::channel(false);
     if let Ok(mut t) = shared.flows.lock() {
         t.by_id.insert(
@@ -302,9 +315,11 @@ where
     // pile up in memory, whatever the peer sends.
     let pong = tokio::sync::Notify::new();
     let mut stop = shared.shutdown.clone();
+    // The limits in effect when the connection opened (a reload applies to the next ones).
+    let settings = shared.settings.load_full();
     let why = tokio::select! {
-        why = read_loop(rd, flow, &pong, shared) => why,
-        why = write_loop(&mut wr, &mut rx, &pong, shared.settings.write_timeout) => why,
+        why = read_loop(rd, flow, &pong, shared, &settings) => why,
+        why = write_loop(&mut wr, &mut rx, &pong, settings.write_timeout) => why,
         _ = kill.changed() => Closed::Killed,
         _ = stop.changed() => Closed::Shutdown,
     };
@@ -314,7 +329,7 @@ where
         Closed::MessageTimeout => shared.metrics.limit("message_timeout"),
         Closed::Shutdown => {
             // A close_notify for TLS, a FIN for TCP; bounded, the peer may not be reading.
-            let _ = tokio::time::timeout(shared.settings.write_timeout, wr.shutdown()).await;
+            let _ = tokio::time::timeout(settings.write_timeout, wr.shutdown()).await;
         }
         _ => {}
     }
@@ -328,11 +343,11 @@ pub(super) async fn read_loop<R>(
     flow: Flow,
     pong: &tokio::sync::Notify,
     shared: &Shared,
+    s: &Settings,
 ) -> Closed
 where
     R: AsyncRead + Unpin,
 {
-    let s = &shared.settings;
     let mut framer = StreamFramer::new(s.sip_limits.clone());
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_rx = tokio::time::Instant::now();

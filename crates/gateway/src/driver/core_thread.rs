@@ -31,6 +31,10 @@ pub(super) struct Core {
     pub(super) pool_events: Option<mpsc::UnboundedReceiver<crate::pool::PoolEvent>>,
     /// The `proxy.next_hops` entry each next-hop target came from.
     pub(super) hop_origins: HashMap<sagw_proxy::NextHop, String>,
+    /// Reloads and the drain (driver/control.rs): rare, so unbounded.
+    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    /// The parser's limits for datagrams (a reload changes them).
+    pub(super) sip_limits: sagw_sip::Limits,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -45,6 +49,10 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
     loop {
         if !matches!(stop.has_changed(), Ok(false)) {
             break;
+        }
+        // First: a reload's new settings apply to everything read after it was confirmed.
+        while let Ok(c) = core.control.try_recv() {
+            core.on_control(c);
         }
         let mut busy = false;
         for (i, ready) in udp_ready.iter_mut().enumerate() {
@@ -86,12 +94,20 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             core.run_actions();
         }
         core.publish_gauges();
+        if core.edge.intake() == Intake::Draining {
+            core.shared
+                .in_progress
+                .store(core.edge.transactions_in_progress(), Ordering::Relaxed);
+        }
         if busy {
             continue;
         }
         core.shared.wake.sleeping.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
-        if !events.is_empty() || core.pool_events.as_ref().is_some_and(|r| !r.is_empty()) {
+        if !events.is_empty()
+            || !core.control.is_empty()
+            || core.pool_events.as_ref().is_some_and(|r| !r.is_empty())
+        {
             core.shared.wake.sleeping.store(false, Ordering::SeqCst);
             continue;
         }
@@ -138,6 +154,18 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
 }
 
 impl Core {
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Reconfigure { live, limits, done } => {
+                self.edge.reconfigure(*live);
+                self.sip_limits = limits;
+                // The reload waits for this; it may have given up meanwhile.
+                let _ = done.send(());
+            }
+            Control::Intake(intake) => self.edge.set_intake(intake),
+        }
+    }
+
     fn publish_gauges(&self) {
         let s = self.edge.stats();
         let g = &self.shared.metrics.gauges;
@@ -177,7 +205,7 @@ impl Core {
 
     fn on_datagram(&mut self, data: &[u8], remote: SocketAddr, listener: ListenerId) {
         let shared = &self.shared;
-        let limits = &shared.settings.sip_limits;
+        let limits = &self.sip_limits;
         if data.len() > limits.max_message_bytes {
             shared.metrics.limit("udp_size");
             return;
@@ -276,6 +304,7 @@ impl Core {
                 self.edge.set_next_hops(cfg_hops(&hops), now());
                 self.publish_hops();
             }
+            Event::Admin(q) => self.answer(q),
             Event::ConnectFailed(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 warn!(transport = %key.0, addr = %key.1, "next hop unreachable");
@@ -322,6 +351,57 @@ impl Core {
             },
             now,
         );
+    }
+
+    /// The admin API's question.
+    fn answer(&self, q: crate::admin::CoreQuery) {
+        match q {
+            crate::admin::CoreQuery::Registrations { aor, reply } => {
+                let _ = reply.send(self.registrations(&aor));
+            }
+        }
+    }
+
+    /// The bindings of `aor` (normalised as the registrar does), local then remote.
+    fn registrations(&self, aor: &str) -> Vec<crate::admin::RegistrationView> {
+        use crate::admin::RegistrationView;
+        let Some(aor) = sagw_proxy::uri::SipUri::parse(aor.trim()).map(|u| u.aor()) else {
+            return Vec::new();
+        };
+        let n = now();
+        let registrar = self.edge.registrar();
+        let mut out: Vec<RegistrationView> = registrar
+            .export_aor(&aor, n)
+            .into_iter()
+            .map(|r| RegistrationView {
+                aor: r.aor,
+                device: r.device,
+                contact: r.contact,
+                transport: r.flow.transport.to_string(),
+                remote: r.flow.remote.to_string(),
+                expires_unix: r.expires_unix,
+                identity: r.endpoint.map(|e| e.identity),
+                epid: r.epid,
+                local: true,
+            })
+            .collect();
+        for (device, b) in registrar.lookup_remote(&aor, n.mono) {
+            out.push(RegistrationView {
+                aor: aor.clone(),
+                device: device.to_owned(),
+                contact: b.node_route.clone(),
+                transport: b.peer.0.to_string(),
+                remote: b.peer.1.to_string(),
+                expires_unix: b
+                    .expires
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                identity: b.endpoint.as_ref().map(|e| e.identity.clone()),
+                epid: b.endpoint.as_ref().map(|e| e.epid.clone()),
+                local: false,
+            });
+        }
+        out
     }
 
     /// The other gateways' bindings of `aor` (registrar mode in a pool): requests for it are

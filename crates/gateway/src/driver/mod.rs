@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sagw_proxy::{
-    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, NoAuth, Now, Report,
-    Secret, SendToken, Target, Transport,
+    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, Intake, LocalAddrs, NoAuth, Now,
+    Report, Secret, SendToken, Target, Transport,
 };
 use sagw_sip::{Frame, KeepAliveKind, Message, ParseError, StreamFramer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,14 +38,16 @@ use tracing::{Level, debug, info, trace, warn};
 use crate::config::{CertSource, Settings};
 use crate::listener::{BoundListener, ListenerId};
 use crate::logging::redacted;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::per_ip::{Admission, IpSlot, PerIp};
 use crate::tls::{self, CertInfo};
 
 mod conn;
+mod control;
 mod core_thread;
 
 use conn::*;
+use control::{AuthLive, Control, GatewayControl};
 use core_thread::*;
 
 /// mio tokens of the core thread: the waker, then one per UDP socket (token 1 + its index).
@@ -102,37 +105,19 @@ pub enum StartError {
     },
 }
 
-/// The CPU the core thread is pinned to, if any.
+/// The CPU the core thread is pinned to, if any, with its claim against other instances on the
+/// host ([`crate::cpu`]).
 ///
 /// Why pin: the core thread sleeps and wakes once or more per message; left to the scheduler it
 /// was woken on whichever CPU was free, so every wake-up found cold caches and often paid for a
 /// migration. Pinned, the sipp call benchmark at 200 calls/s took ~40 % less CPU per call on a
-/// 2-vCPU VM. `auto` pins to the last allowed CPU only when there are two or more, leaving the
-/// first to the rest of the system, and tokio's workers stay free to run anywhere.
-fn core_cpu(choice: crate::config::CoreCpu) -> Result<Option<core_affinity::CoreId>, StartError> {
-    use crate::config::CoreCpu;
-    let allowed = core_affinity::get_core_ids().unwrap_or_default();
-    match choice {
-        CoreCpu::Unpinned => Ok(None),
-        CoreCpu::Auto => Ok(if allowed.len() >= 2 {
-            allowed.last().copied()
-        } else {
-            None
-        }),
-        CoreCpu::Cpu(cpu) => allowed
-            .iter()
-            .find(|c| c.id == cpu)
-            .copied()
-            .map(Some)
-            .ok_or_else(|| StartError::CoreCpu {
-                cpu,
-                allowed: allowed
-                    .iter()
-                    .map(|c| c.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            }),
-    }
+/// 2-vCPU VM. `auto` never takes the first allowed CPU, leaving it to the rest of the system, and
+/// tokio's workers stay free to run anywhere.
+fn core_cpu(choice: crate::config::CoreCpu) -> Result<Option<crate::cpu::Pin>, StartError> {
+    crate::cpu::choose(choice, &crate::cpu::lock_dir()).map_err(|e| StartError::CoreCpu {
+        cpu: e.cpu,
+        allowed: e.allowed,
+    })
 }
 
 /// Wakes the core thread when it sleeps in `epoll`: set by the core just before it sleeps, so a
@@ -173,6 +158,8 @@ enum Event {
     NextHops(Vec<crate::hops::HopOrigin>),
     /// A connection the gateway opened (to a next hop) closed.
     OutboundClosed((Transport, SocketAddr)),
+    /// A question from the admin API.
+    Admin(crate::admin::CoreQuery),
 }
 
 struct ConnHandle {
@@ -189,7 +176,9 @@ struct FlowTable {
 }
 
 struct Shared {
-    settings: Settings,
+    /// The settings in effect: a reload (driver/control.rs) swaps them whole; a connection takes
+    /// those in effect when it opens.
+    settings: ArcSwap<Settings>,
     metrics: Arc<Metrics>,
     events: mpsc::Sender<Event>,
     wake: Arc<CoreWake>,
@@ -200,8 +189,8 @@ struct Shared {
     /// `limits.max_connections_per_ip`, for accepted connections.
     per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
-    /// Client certificates, CAs and names for TLS to next hops.
-    outbound_tls: crate::tls_client::OutboundTls,
+    /// Client certificates, CAs and names for TLS to next hops; swapped by a reload.
+    outbound_tls: arc_swap::ArcSwap<crate::tls_client::OutboundTls>,
     /// The host name each next-hop target was configured or resolved under: a TLS connection
     /// to it verifies that name (and sends it as SNI).
     hop_names: Mutex<HashMap<(Transport, SocketAddr), String>>,
@@ -209,6 +198,16 @@ struct Shared {
     resolver: Arc<crate::resolver::Resolver>,
     /// The next hops' state, as the core thread last published it.
     hop_table: Arc<crate::hops::HopTable>,
+    /// Wakes the next-hop watcher: a reload changed what the names are.
+    resolve_again: tokio::sync::Notify,
+    /// Open, or draining: the accept tasks stop when it turns to draining.
+    intake: watch::Receiver<Intake>,
+    /// While draining, the server transactions still waiting for a final answer, as the core
+    /// thread last counted them ([`control::NOT_COUNTED`] until it has).
+    in_progress: AtomicUsize,
+    /// The TLS listeners' certificate and settings: a reload swaps it, each handshake takes the
+    /// one in effect (connections already open keep theirs).
+    tls_server: ArcSwapOption<rustls::ServerConfig>,
     /// The address the first TCP listener is bound to: where opened connections leave from.
     outbound_source: Option<IpAddr>,
 }
@@ -235,6 +234,8 @@ pub struct Running {
     pub listeners: Vec<BoundListener>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
+    /// Bound admin API address (`None`: off, or refused for want of a usable token file).
+    pub admin_addr: Option<SocketAddr>,
     /// The TLS certificate in use.
     pub cert: Option<CertInfo>,
     /// The registry.
@@ -246,6 +247,9 @@ pub struct Running {
     core_exit: watch::Receiver<Option<CoreExit>>,
     tasks: Vec<JoinHandle<()>>,
     save_on_stop: Option<SaveOnStop>,
+    seams: Arc<crate::admin::ControlSeams>,
+    /// Reload and drain.
+    control: Arc<GatewayControl>,
 }
 
 /// What [`Running::save_state`] writes (memory backend).
@@ -281,11 +285,18 @@ impl std::fmt::Debug for Running {
             .field("tcp", &self.tcp)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
+            .field("admin_addr", &self.admin_addr)
             .finish()
     }
 }
 
 impl Running {
+    /// The control surfaces the admin API acts through: attach the [`crate::lifecycle::Lifecycle`]
+    /// (reload, drain, `/readyz`) and the [`crate::lifecycle::HopView`] (next hops) here.
+    pub fn seams(&self) -> &Arc<crate::admin::ControlSeams> {
+        &self.seams
+    }
+
     /// Resolves when the core thread has ended, and how: `main` exits when it panicked instead
     /// of running on without SIP.
     pub async fn stopped(&self) -> CoreExit {
@@ -298,6 +309,35 @@ impl Running {
                 return CoreExit::Panicked;
             }
         }
+    }
+
+    /// Reload and drain, for the control surfaces (the admin API).
+    pub fn lifecycle(&self) -> Arc<dyn crate::lifecycle::Lifecycle> {
+        self.control.clone()
+    }
+
+    /// Where [`reload`](Self::reload) re-reads the configuration from (`sagw` sets it to the
+    /// file it started with); without one a reload fails and changes nothing.
+    pub fn set_config_source(&self, source: crate::reload::ConfigSource) {
+        self.control.set_source(source);
+    }
+
+    /// Re-reads the configuration and applies what can change live (SIGHUP).
+    pub fn reload(&self) -> Result<crate::lifecycle::ReloadReport, crate::lifecycle::ReloadError> {
+        use crate::lifecycle::Lifecycle;
+        self.control.reload()
+    }
+
+    /// `proxy.drain_grace_secs` as in effect now.
+    pub fn drain_grace(&self) -> std::time::Duration {
+        self.control.drain_grace()
+    }
+
+    /// Resolves once draining has begun and nothing is left to finish: no server transaction
+    /// waits for its final answer, and every answer queued for a connection was taken by its
+    /// writer.
+    pub async fn drained(&self) {
+        self.control.drained().await;
     }
 
     /// Saves the SAs and bindings for the next start (`[state] backend = "memory"` with a
@@ -449,10 +489,15 @@ async fn start_auth(
     if let Some(w) = &workers {
         stage = stage.with_kerberos_workers(w.clone());
     }
+    let live = AuthLive {
+        routing: stage.routing(),
+        core: core.clone(),
+        users: users.clone(),
+    };
     start_inner(
         settings,
         Box::new(stage),
-        Some((core, users)),
+        Some((core, users, live)),
         state,
         restored_bindings,
         workers,
@@ -475,6 +520,7 @@ async fn start_inner(
     core: Option<(
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::users::ReloadingStore>,
+        AuthLive,
     )>,
     state: crate::state::StateSetup,
     restored_bindings: Option<Vec<u8>>,
@@ -521,11 +567,28 @@ async fn start_inner(
         ),
         None => None,
     };
+    let admin_listener = match admin_listener(&settings.admin).await {
+        Ok(l) => l,
+        Err(source) => {
+            let addr = settings
+                .admin
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            return Err(StartError::Bind {
+                what: "admin API".into(),
+                addr,
+                source,
+            });
+        }
+    };
     let first = |t: Transport| bound.iter().find(|b| b.transport == t).map(|b| b.addr);
     let udp_addr = first(Transport::Udp);
     let tcp_addr = first(Transport::Tcp);
     let tls_addr = first(Transport::Tls);
     let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
+    let admin_addr = admin_listener
+        .as_ref()
+        .and_then(|(s, _)| s.local_addr().ok());
 
     let (cert, acceptor) = match tls_addr {
         Some(_) => {
@@ -540,8 +603,7 @@ async fn start_inner(
                 sha256 = %id.info.fingerprint,
                 "TLS certificate ({how})"
             );
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&id)?);
-            (Some(id.info.clone()), Some(acceptor))
+            (Some(id.info.clone()), Some(tls::server_config(&id)?))
         }
         None => (None, None),
     };
@@ -626,6 +688,7 @@ async fn start_inner(
     cfg.retry_after = settings.retry_after;
     cfg.max_transactions = settings.max_transactions;
     cfg.registrar = settings.registrar.clone();
+    cfg.probers = settings.admin.sip_probers.clone();
     let mut edge = Edge::with_auth(cfg, auth);
     if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
         match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
@@ -647,11 +710,13 @@ async fn start_inner(
     }
 
     let metrics = Arc::new(Metrics::default());
-    if let Some((core, _)) = &core {
+    if let Some((core, _, _)) = &core {
         let _ = metrics.auth.set(core.clone());
     }
     let (events_tx, events_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (intake_tx, intake_rx) = watch::channel(Intake::Open);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let poll = mio::Poll::new().map_err(StartError::Core)?;
     let wake = Arc::new(CoreWake {
         sleeping: AtomicBool::new(false),
@@ -665,17 +730,10 @@ async fn start_inner(
             .map_err(StartError::Core)?;
         udp.push(UdpListener { listener, sock });
     }
-    // Servers the operator listed are never capped per address (they still count towards
-    // max_connections): a next hop behind one address must not be locked out by its own traffic.
-    let exempt: Vec<IpAddr> = settings
-        .next_hops
-        .iter()
-        .map(|h| h.addr.ip())
-        .chain(settings.trusted_peers.iter().copied())
-        .collect();
-    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt);
+    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt(&settings));
+    let sip_limits = settings.sip_limits.clone();
     let shared = Arc::new(Shared {
-        settings,
+        settings: ArcSwap::from_pointee(settings),
         metrics: metrics.clone(),
         events: events_tx,
         wake: wake.clone(),
@@ -685,10 +743,14 @@ async fn start_inner(
         connections: AtomicUsize::new(0),
         per_ip,
         shutdown: shutdown_rx,
-        outbound_tls,
+        outbound_tls: arc_swap::ArcSwap::from_pointee(outbound_tls),
         hop_names: Mutex::new(HashMap::new()),
         resolver,
         hop_table: Arc::new(crate::hops::HopTable::default()),
+        resolve_again: tokio::sync::Notify::new(),
+        intake: intake_rx,
+        in_progress: AtomicUsize::new(control::NOT_COUNTED),
+        tls_server: ArcSwapOption::new(acceptor),
         outbound_source: tcp_addr.map(|a| a.ip()),
     });
     let _ = metrics.hops.set(shared.hop_table.clone());
@@ -701,7 +763,7 @@ async fn start_inner(
 
     let mut tasks = Vec::new();
     let kerberos = match (kerberos, &core) {
-        (Some(workers), Some((security, _))) => {
+        (Some(workers), Some((security, _, _))) => {
             let (tx, wake) = (shared.events.clone(), shared.wake.clone());
             workers
                 .start(
@@ -719,16 +781,17 @@ async fn start_inner(
         }
         _ => None,
     };
-    let (pool, pool_events) = match (&state.store, &core, &shared.settings.state.backend) {
+    let running_settings = shared.settings.load_full();
+    let (pool, pool_events) = match (&state.store, &core, &running_settings.state.backend) {
         (
             Some(store),
-            Some((security, _)),
+            Some((security, _, _)),
             crate::state_config::StateBackend::Redis {
                 max_claims_in_flight,
                 ..
             },
         ) => {
-            let node = crate::state::node_id(&shared.settings);
+            let node = crate::state::node_id(&running_settings);
             info!(node = %node, "pool member");
             metrics.gauges.pooled.store(true, Ordering::Relaxed);
             let nudge = wake.clone();
@@ -761,7 +824,7 @@ async fn start_inner(
         _ => (None, None),
     };
     let save_on_stop = match (&state.snapshot, &core) {
-        (Some(path), Some((security, _))) => Some(SaveOnStop {
+        (Some(path), Some((security, _, _))) => Some(SaveOnStop {
             core: security.clone(),
             path: path.clone(),
             sealer: state.sealer.clone(),
@@ -779,18 +842,24 @@ async fn start_inner(
         pool,
         pool_events,
         hop_origins,
+        control: control_rx,
+        sip_limits,
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
-    let pin = core_cpu(shared.settings.core_cpu)?;
+    let pin = core_cpu(running_settings.core_cpu)?;
     std::thread::Builder::new()
         .name("sagw-core".into())
         .spawn(move || {
-            if let Some(cpu) = pin {
-                if core_affinity::set_for_current(cpu) {
-                    info!(cpu = cpu.id, "core thread pinned (proxy.core_cpu)");
+            // The pin (and its claim on the CPU) lives as long as this thread.
+            if let Some(pin) = &pin {
+                if core_affinity::set_for_current(pin.cpu) {
+                    info!(cpu = pin.cpu.id, "core thread pinned (proxy.core_cpu)");
                 } else {
-                    warn!(cpu = cpu.id, "cannot pin the core thread: running unpinned");
+                    warn!(
+                        cpu = pin.cpu.id,
+                        "cannot pin the core thread: running unpinned"
+                    );
                 }
             }
             let run = std::panic::AssertUnwindSafe(|| core_loop(core_state, poll, events_rx));
@@ -806,13 +875,19 @@ async fn start_inner(
         })
         .map_err(StartError::Core)?;
     for (id, transport, l) in streams {
-        let tls = match transport {
-            Transport::Tls => acceptor.clone(),
-            _ => None,
-        };
-        tasks.push(tokio::spawn(accept_task(l, id, tls, shared.clone())));
+        tasks.push(tokio::spawn(accept_task(l, id, transport, shared.clone())));
     }
-    if let Some((core, users)) = core {
+    let control = Arc::new(GatewayControl::new(
+        shared.clone(),
+        control_tx,
+        intake_tx,
+        cert.clone(),
+        core.as_ref().map(|(_, _, live)| live.clone()),
+    ));
+    let seams = Arc::new(crate::admin::ControlSeams::default());
+    seams.attach_lifecycle(control.clone());
+    seams.attach_hops(shared.hop_table.clone());
+    if let Some((core, users, _)) = core {
         // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
         // and users added with `sagw user add` take effect without a restart.
         let mut stop = shared.shutdown.clone();
@@ -824,18 +899,7 @@ async fn start_inner(
                     _ = tick.tick() => {
                         core.expire(SystemTime::now());
                         if let Some(r) = users.reload_if_changed() {
-                            // What a removed or changed user proved no longer holds: their SAs
-                            // end now, not when they idle out (up to the 8-hour lifetime).
-                            for u in &r.changed {
-                                let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
-                                if n > 0 {
-                                    info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
-                                }
-                            }
-                            // In a pool the core thread passes the revocations on.
-                            if !r.changed.is_empty() {
-                                wake.force();
-                            }
+                            control::credentials_reloaded(&core, &r, &wake);
                         }
                     }
                     _ = stop.changed() => break,
@@ -843,29 +907,52 @@ async fn start_inner(
             }
         }));
     }
-    if let Some(at) = next_resolution {
-        tasks.push(tokio::spawn(watch_next_hops(
-            shared.clone(),
-            at,
-            initial_hops.clone(),
+    // Also without names now: a reload may bring some.
+    let first =
+        next_resolution.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+    tasks.push(tokio::spawn(watch_next_hops(
+        shared.clone(),
+        first,
+        initial_hops.clone(),
+    )));
+    if let Some(l) = metrics_listener {
+        let app = crate::admin::metrics_router(metrics.clone());
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            app,
+            HTTP_CONNECTIONS,
+            "metrics",
+            shared.shutdown.clone(),
         )));
     }
-    if let Some(l) = metrics_listener {
-        let m = metrics.clone();
-        let mut stop = shared.shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                () = metrics::serve(l, m) => {}
-                _ = stop.changed() => {}
-            }
-        }));
+    if let Some((l, token)) = admin_listener {
+        let (events, wake) = (shared.events.clone(), wake.clone());
+        let state = crate::admin::AdminState {
+            token,
+            allowed_hosts: Arc::new(running_settings.admin.allowed_hosts.clone()),
+            metrics: metrics.clone(),
+            ask_core: Arc::new(move |q| {
+                let sent = events.try_send(Event::Admin(q)).is_ok();
+                wake.notify();
+                sent
+            }),
+            seams: seams.clone(),
+            core_exit: exit_rx.clone(),
+        };
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            crate::admin::router(state),
+            HTTP_CONNECTIONS,
+            "admin",
+            shared.shutdown.clone(),
+        )));
     }
     for b in &bound {
         info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
     }
     info!(
-        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr,
-        advertise = %local.host, mode = ?shared.settings.mode, next_hops = shared.settings.hops.specs.len(),
+        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr, admin = ?admin_addr,
+        advertise = %local.host, mode = ?running_settings.mode, next_hops = running_settings.hops.specs.len(),
         "sagw listening"
     );
     Ok(Running {
@@ -874,6 +961,7 @@ async fn start_inner(
         tls: tls_addr,
         listeners: bound,
         metrics_addr,
+        admin_addr,
         cert,
         metrics,
         hops: shared.hop_table.clone(),
@@ -882,7 +970,46 @@ async fn start_inner(
         core_exit: exit_rx,
         tasks,
         save_on_stop,
+        seams,
+        control,
     })
+}
+
+/// Connections at once on the metrics and on the admin listener.
+const HTTP_CONNECTIONS: usize = 64;
+
+/// The admin API's listener and token, when `[admin] listen` is set and the token file is
+/// usable. A missing, empty or exposed token file leaves the API off (logged) rather than
+/// stopping the gateway: SIP service does not depend on it, and the API never runs without a
+/// token. A listen address that cannot be bound is an error, as for every other listener.
+async fn admin_listener(
+    admin: &crate::admin_config::AdminSettings,
+) -> std::io::Result<Option<(TcpListener, crate::admin::Token)>> {
+    let Some(addr) = admin.listen else {
+        return Ok(None);
+    };
+    let token = match crate::admin::read_token(&admin.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "admin API off");
+            return Ok(None);
+        }
+    };
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "admin API on a non-loopback address: anyone who reaches it and has the token controls the gateway");
+    }
+    Ok(Some((TcpListener::bind(addr).await?, token)))
+}
+
+/// The servers never capped per address (they still count towards `max_connections`): a next
+/// hop behind one address must not be locked out by its own traffic.
+fn exempt(settings: &Settings) -> Vec<IpAddr> {
+    settings
+        .next_hops
+        .iter()
+        .map(|h| h.addr.ip())
+        .chain(settings.trusted_peers.iter().copied())
+        .collect()
 }
 
 /// The targets of resolved next hops, for the core.
@@ -936,10 +1063,12 @@ async fn watch_next_hops(
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+            // A reload: the names (or the entries) may have changed.
+            () = shared.resolve_again.notified() => {}
             _ = stop.changed() => return,
         }
-        let (hops, next) =
-            crate::hops::resolve_all(&shared.settings.hops.specs, &shared.resolver).await;
+        let specs = shared.settings.load().hops.specs.clone();
+        let (hops, next) = crate::hops::resolve_all(&specs, &shared.resolver).await;
         at = next.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
         if last.as_ref() != Some(&hops) {
             last = Some(hops.clone());

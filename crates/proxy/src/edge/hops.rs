@@ -203,6 +203,14 @@ impl Edge {
     /// configuration changed). A target kept from before keeps its health and probe schedule;
     /// a new one starts up and is probed at once.
     pub fn set_next_hops(&mut self, hops: Vec<NextHop>, now: Now) {
+        self.replace_next_hops(hops);
+        self.start_probes(now.mono);
+        self.prune_stale_timers();
+    }
+
+    /// [`Edge::set_next_hops`] without the time: new targets are probed from the next call that
+    /// passes it.
+    pub(super) fn replace_next_hops(&mut self, hops: Vec<NextHop>) {
         let mut old = std::mem::take(&mut self.hops.entries);
         let mut entries = Vec::with_capacity(hops.len());
         for hop in &hops {
@@ -221,8 +229,6 @@ impl Edge {
         self.hops.entries = entries;
         self.cfg.next_hops = hops;
         self.hops.started = false;
-        self.start_probes(now.mono);
-        self.prune_stale_timers();
     }
 
     /// Every next-hop target's state, in the order they are tried.
@@ -332,6 +338,22 @@ impl Edge {
             self.fail_send(&crate::types::SendToken(k), now);
         }
         self.prune_stale_timers();
+    }
+
+    /// New probing settings: turned off, the probes in flight are forgotten (their answers are
+    /// then strays); turned on or changed, every target is probed from the next call that passes
+    /// the time.
+    pub(super) fn set_probe(&mut self, probe: ProbeConfig) {
+        if probe == self.cfg.probe {
+            return;
+        }
+        self.cfg.probe = probe;
+        self.hops.probes.clear();
+        for e in &mut self.hops.entries {
+            e.probing = None;
+            e.next_probe = None;
+        }
+        self.hops.started = false;
     }
 
     /// Gives the probes their first deadline once the core knows the time.

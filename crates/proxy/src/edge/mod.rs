@@ -4,6 +4,7 @@
 
 mod forward;
 mod hops;
+mod reconfigure;
 mod request;
 mod response;
 mod routing;
@@ -19,7 +20,7 @@ use self::hops::HopSet;
 use self::timers::{TimerEntry, TimerKind};
 use self::transaction::{ClientTx, ServerTx};
 use crate::Map;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, Intake};
 use crate::hook::{ClientAuth, NoAuth};
 use crate::registrar::{BindingRecord, Registrar, RemoteBinding, RemoteBindingError};
 use crate::token::Ids;
@@ -63,6 +64,8 @@ pub struct Edge {
     actions: VecDeque<Action>,
     /// The next-hop targets' health, the probes, the requests waiting for a name.
     hops: HopSet,
+    /// Open, or draining (see [`Edge::set_intake`]).
+    intake: Intake,
 }
 
 impl std::fmt::Debug for Edge {
@@ -108,6 +111,7 @@ impl Edge {
             cleanups: BTreeMap::new(),
             cleanup_origin: None,
             actions: VecDeque::new(),
+            intake: Intake::Open,
         }
     }
 

@@ -15,7 +15,7 @@ use super::transaction::{
     Admitted, Failure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
     server_key,
 };
-use crate::config::Mode;
+use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
@@ -62,7 +62,23 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
     }
     set_top_via(msg, &new);
 }
+/// True when the request belongs to a dialog (its To has a tag, RFC 3261 §12.2).
+fn in_dialog(msg: &Message) -> bool {
+    msg.to().is_some_and(|t| t.param("tag").is_some())
+}
+
 impl Edge {
+    /// A load balancer's health probe: from one of [`crate::EdgeConfig::probers`], without a
+    /// Route, to this proxy itself with no user part. Only then is an OPTIONS answered without
+    /// the authentication stage (anything else from a prober's address is a client's request).
+    fn is_probe(&self, msg: &Message, flow: &Flow) -> bool {
+        self.cfg.probers.contains(&flow.remote.ip())
+            && msg.header("Route").is_none()
+            && msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
+                u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())
+            })
+    }
+
     pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
         let method = msg.method().unwrap_or("").to_owned();
         if msg.validate().is_err() || top_via(&msg).and_then(Via::parse).is_none() {
@@ -94,7 +110,17 @@ impl Edge {
                 st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
             });
         let retransmission = !ack_or_cancel && self.server.contains_key(&key);
-        if from_client && !belongs_to_open_transaction && !retransmission {
+        if self.intake == Intake::Draining && !ack_or_cancel && !retransmission && !in_dialog(&msg)
+        {
+            // Before authentication: a gateway going away has nothing to challenge for. The
+            // client tries another gateway, or this one after the restart.
+            self.report(Report::Limit(LimitKind::Draining));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
+        let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
+        if from_client && !belongs_to_open_transaction && !retransmission && !probe {
             let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
                 flow,

@@ -1,0 +1,281 @@
+//! The gateway's [`Lifecycle`]: a configuration reload swaps what the tasks read (settings, the
+//! TLS server and client configurations, the per-address caps, the authentication stage's
+//! routing) and hands the proxy's new settings to the core thread; a drain closes the listeners
+//! and turns the proxy's intake to draining. Which settings are live is decided in
+//! [`crate::reload`].
+
+use std::time::Duration;
+
+use sagw_proxy::LiveSettings;
+use tracing::error;
+
+use super::*;
+use crate::auth::StageRouting;
+use crate::lifecycle::{Lifecycle, ReloadError, ReloadReport};
+use crate::reload::{ConfigSource, Plan, plan};
+
+/// [`Shared::in_progress`] before the core thread has counted, once draining.
+pub(super) const NOT_COUNTED: usize = usize::MAX;
+
+/// How long a reload waits for the core thread to confirm the proxy's new settings: the core
+/// takes them before anything else it reads, so this is only reached when it is stuck or gone.
+const CORE_CONFIRM: Duration = Duration::from_secs(5);
+
+/// What the control surfaces send the core thread.
+pub(super) enum Control {
+    /// New settings for the proxy and the UDP parser; `done` is answered once they apply.
+    Reconfigure {
+        live: Box<LiveSettings>,
+        limits: sagw_sip::Limits,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+    /// Open or draining.
+    Intake(Intake),
+}
+
+/// The authentication stage's parts a reload changes.
+#[derive(Clone)]
+pub(super) struct AuthLive {
+    /// The director map and policy router the stage reads per request.
+    pub(super) routing: Arc<ArcSwap<StageRouting>>,
+    pub(super) core: Arc<sagw_auth::SecurityCore>,
+    /// The credentials file, re-read at every reload.
+    pub(super) users: Arc<crate::users::ReloadingStore>,
+}
+
+/// The users removed or changed in the credentials file lose their SAs now, not when they idle
+/// out (up to the 8-hour lifetime). Called by the periodic check and by a reload.
+pub(super) fn credentials_reloaded(
+    core: &sagw_auth::SecurityCore,
+    r: &crate::users::Reloaded,
+    wake: &CoreWake,
+) {
+    for u in &r.changed {
+        let n = core.revoke_user(&u.user, u.sip_identity.as_deref());
+        if n > 0 {
+            info!(user = %u.user, revoked = n, "credentials removed or changed: security associations ended");
+        }
+    }
+    // In a pool the core thread passes the revocations on.
+    if !r.changed.is_empty() {
+        wake.force();
+    }
+}
+
+/// The proxy's part of the settings.
+///
+/// Next hops given by name keep the targets they resolve to now (from the published next-hop
+/// table) until the watcher has resolved the new configuration: a reload that leaves a name in
+/// place must not leave the core without its targets meanwhile.
+fn live_settings(s: &Settings, table: &crate::hops::HopTable) -> LiveSettings {
+    let next_hops = s
+        .hops
+        .specs
+        .iter()
+        .flat_map(|spec| match &spec.target {
+            crate::resolver::HopTarget::Addr(h) => vec![*h],
+            crate::resolver::HopTarget::Name(_) => table.targets_of(&spec.configured),
+        })
+        .collect();
+    LiveSettings {
+        domains: s.domains.clone(),
+        next_hops,
+        trusted_peers: s.trusted_peers.clone(),
+        client_routes: s.client_routes.clone(),
+        timers: s.timers,
+        retry_after: s.retry_after,
+        max_transactions: s.max_transactions,
+        registrar: s.registrar.clone(),
+        probe: s.hops.probe,
+    }
+}
+
+/// Reload and drain for one running gateway (see [`Running::lifecycle`]).
+pub(super) struct GatewayControl {
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
+    intake: watch::Sender<Intake>,
+    source: Mutex<Option<ConfigSource>>,
+    /// One reload at a time (SIGHUP and the admin API may ask together); holds the certificate
+    /// in use, to tell a renewed file from the same one.
+    reloading: Mutex<Option<CertInfo>>,
+    auth: Option<AuthLive>,
+}
+
+impl GatewayControl {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        control: mpsc::UnboundedSender<Control>,
+        intake: watch::Sender<Intake>,
+        cert: Option<CertInfo>,
+        auth: Option<AuthLive>,
+    ) -> Self {
+        GatewayControl {
+            shared,
+            control,
+            intake,
+            source: Mutex::new(None),
+            reloading: Mutex::new(cert),
+            auth,
+        }
+    }
+
+    pub(super) fn set_source(&self, source: ConfigSource) {
+        if let Ok(mut s) = self.source.lock() {
+            *s = Some(source);
+        }
+    }
+
+    pub(super) fn drain_grace(&self) -> Duration {
+        self.shared.settings.load().drain_grace
+    }
+
+    pub(super) async fn drained(&self) {
+        loop {
+            let counted = self.shared.in_progress.load(Ordering::Relaxed);
+            if self.draining() && counted == 0 && self.queues_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// True when every connection's writer has taken all that was queued for it.
+    fn queues_empty(&self) -> bool {
+        self.shared.flows.lock().is_ok_and(|t| {
+            t.by_id
+                .values()
+                .all(|h| h.tx.capacity() == h.tx.max_capacity())
+        })
+    }
+
+    /// Everything that can fail first (the file, the certificate, the CA), then the changes.
+    fn try_reload(&self, cert: &mut Option<CertInfo>) -> Result<ReloadReport, ReloadError> {
+        let source = self
+            .source
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(|| {
+                ReloadError("started without a configuration source to re-read".into())
+            })?;
+        let new = source
+            .load()
+            .map_err(|e| ReloadError(format!("{}: {e}", source.describe())))?;
+        let current = self.shared.settings.load_full();
+        let Plan {
+            effective,
+            mut report,
+        } = plan(&current, new);
+        let tls_err = |e: tls::TlsError| ReloadError(e.to_string());
+        // The files are read again even when their paths did not change: a renewed certificate
+        // is usually written over the old one.
+        let server = match self.shared.tls_server.load().as_ref() {
+            Some(_) => {
+                let id = tls::load_identity(&effective.cert).map_err(tls_err)?;
+                Some((tls::server_config(&id).map_err(tls_err)?, id.info))
+            }
+            None => None,
+        };
+        let client =
+            crate::tls_client::OutboundTls::load(&effective.hops.outbound_tls).map_err(tls_err)?;
+
+        if let Some((config, info)) = server {
+            let renewed = cert.as_ref().map(|c| &c.fingerprint) != Some(&info.fingerprint);
+            if renewed {
+                info!(path = %info.cert_path.display(), sha256 = %info.fingerprint, "TLS certificate replaced: new connections get it, open ones keep theirs");
+                if !report.applied.iter().any(|k| k == "tls.cert") {
+                    report.applied.push("tls.cert".into());
+                }
+            }
+            self.shared.tls_server.store(Some(config));
+            *cert = Some(info);
+        }
+        self.shared.outbound_tls.store(Arc::new(client));
+        self.shared
+            .per_ip
+            .reconfigure(effective.max_connections_per_ip, exempt(&effective));
+        if effective.log_level != current.log_level
+            && let Err(e) = crate::logging::set_level(&effective.log_level)
+        {
+            warn!(error = %e, "log level not changed");
+        }
+        if let (Some(a), Some(s)) = (&self.auth, &effective.auth) {
+            let router = a
+                .routing
+                .load()
+                .router
+                .with_rules(s.client_rules.clone(), s.by_listener.clone());
+            a.routing.store(Arc::new(StageRouting {
+                director: s.director.clone(),
+                router,
+            }));
+            if let Some(r) = a.users.reload_if_changed() {
+                info!(users = r.users, "credentials file re-read");
+                credentials_reloaded(&a.core, &r, &self.shared.wake);
+            }
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let sent = self
+            .control
+            .send(Control::Reconfigure {
+                live: Box::new(live_settings(&effective, &self.shared.hop_table)),
+                limits: effective.sip_limits.clone(),
+                done: done_tx,
+            })
+            .is_ok();
+        self.shared.wake.force();
+        self.shared.settings.store(Arc::new(effective));
+        // Names added, removed or changed are resolved now, not at their records' expiry.
+        self.shared.resolve_again.notify_one();
+        // Waited for so that whoever asked (a test, the admin API) sees the new settings in
+        // every request sent after the answer.
+        if !sent || done_rx.recv_timeout(CORE_CONFIRM).is_err() {
+            warn!("the core thread did not confirm the new settings (stopped or stuck)");
+        }
+        Ok(report)
+    }
+}
+
+impl Lifecycle for GatewayControl {
+    fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut cert = match self.reloading.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let result = self.try_reload(&mut cert);
+        let outcome = match &result {
+            Ok(r) => {
+                info!(applied = ?r.applied, "configuration reloaded");
+                if !r.needs_restart.is_empty() {
+                    warn!(needs_restart = ?r.needs_restart, "changed settings that take effect only after a restart: their running values stay");
+                }
+                "ok"
+            }
+            Err(e) => {
+                error!(error = %e, "configuration reload failed: the running configuration stays");
+                "failed"
+            }
+        };
+        self.shared.metrics.inc(
+            "sagw_config_reloads_total",
+            format!("result=\"{outcome}\""),
+            1,
+        );
+        result
+    }
+
+    fn drain(&self) {
+        let was = self.intake.send_replace(Intake::Draining);
+        if was == Intake::Draining {
+            return;
+        }
+        info!("draining: listeners closed, new requests answered 503 with Retry-After");
+        let _ = self.control.send(Control::Intake(Intake::Draining));
+        self.shared.wake.force();
+    }
+
+    fn draining(&self) -> bool {
+        *self.intake.borrow() == Intake::Draining
+    }
+}

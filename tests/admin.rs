@@ -1,0 +1,444 @@
+//! The admin HTTP API, the health checks, the metrics listener and the SIP probers' exemption,
+//! against a gateway started in this process, over real loopback sockets: raw HTTP/1.1 written by
+//! hand (what the gateway must refuse is exactly what a well-behaved client library would not
+//! send), real sign-ins by `sagw-client`, real SIP datagrams for the probes.
+
+mod auth_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use auth_support::*;
+use sagw_client::transport::TransportKind;
+use sagw_client::{AuthScheme, Failure};
+use sagw_gateway::lifecycle::{Lifecycle, ReloadError, ReloadReport};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// One HTTP/1.1 response read off a connection that stays open: (status, headers, body).
+async fn read_response(s: &mut TcpStream) -> (u16, String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            while buf.len() < end + 4 + len {
+                let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+                    .await
+                    .expect("body in time")
+                    .expect("read");
+                assert!(n > 0, "closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .expect("status");
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            return (status, head, body);
+        }
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `method path` to `addr` with the given extra header lines; (status, headers, body).
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    read_response(&mut s).await
+}
+
+fn bearer() -> String {
+    format!("Host: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n")
+}
+
+/// An authorised call to the admin API; (status, JSON body).
+async fn admin(gw: &sagw_gateway::Running, method: &str, path: &str) -> (u16, Value) {
+    let (status, _, body) =
+        request(gw.admin_addr.expect("admin"), method, path, &bearer(), "").await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn signed_in(gw: &sagw_gateway::Running, user: &str) -> Client {
+    let mut c = Client::connect(
+        gw,
+        TransportKind::Tcp,
+        config(user, &format!("{user}-pw"), AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    r.unwrap_or_else(|f| panic!("{user}: {f}\n{}", c.trace()));
+    c
+}
+
+/// An OPTIONS on the client's SA: Ok when answered and signed, the failure otherwise.
+async fn signed_request(c: &mut Client) -> Result<(), Failure> {
+    c.request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await
+        .0
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_requests_without_the_token_or_for_another_host() {
+    let gw = gateway(GwOptions::default()).await;
+    let addr = gw.admin_addr.expect("admin API on");
+    let host = "Host: 127.0.0.1\r\n";
+    // No token, a wrong one, another scheme, the token with a byte more.
+    for auth in [
+        String::new(),
+        "Authorization: Bearer wrong\r\n".to_owned(),
+        format!("Authorization: Basic {ADMIN_TOKEN}\r\n"),
+        format!("Authorization: Bearer {ADMIN_TOKEN}x\r\n"),
+    ] {
+        for (method, path) in [
+            ("GET", "/admin/sas"),
+            ("POST", "/admin/sas/00000001/revoke"),
+            ("GET", "/admin/log-level"),
+            ("POST", "/admin/drain"),
+        ] {
+            let (status, head, _) = request(addr, method, path, &format!("{host}{auth}"), "").await;
+            assert_eq!(status, 401, "{method} {path} with {auth:?}");
+            assert!(head.contains("www-authenticate: Bearer"), "{head}");
+        }
+    }
+    // The right token, but a Host a rebinding page would send, or a browser's Origin.
+    let token = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+    for extra in [
+        format!("Host: attacker.example:{}\r\n{token}", addr.port()),
+        format!("Host: localhost.attacker.example\r\n{token}"),
+        format!("{host}{token}Origin: http://127.0.0.1:{}\r\n", addr.port()),
+        token.clone(),
+    ] {
+        let (status, head, _) = request(addr, "GET", "/admin/sas", &extra, "").await;
+        assert_eq!(status, 403, "{extra:?}");
+        assert!(
+            !head.to_ascii_lowercase().contains("access-control"),
+            "{head}"
+        );
+    }
+    // The health checks need no token, but the Host rule holds for them too.
+    let (status, _, _) = request(addr, "GET", "/healthz", host, "").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = request(addr, "GET", "/readyz", "Host: evil.example\r\n", "").await;
+    assert_eq!(status, 403);
+    // And with everything right, the API answers.
+    let (status, _, body) = request(addr, "GET", "/admin/sas", &format!("{host}{token}"), "").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_clients_sa_is_listed_revoked_and_its_registration_shown() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut a = signed_in(&gw, "alice").await;
+    let mut b = signed_in(&gw, "bob").await;
+    let opaque =
+        a.ep.sa()
+            .and_then(|sa| sa.opaque())
+            .expect("an SA")
+            .to_owned();
+
+    let (status, list) = admin(&gw, "GET", "/admin/sas").await;
+    assert_eq!(status, 200);
+    let row = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["opaque"] == opaque.as_str())
+        .unwrap_or_else(|| panic!("{opaque} in {list}"));
+    assert_eq!(row["identity"], format!("sip:alice@{DOMAIN}"));
+    assert_eq!(row["epid"], a.epid().as_str());
+    assert_eq!(row["scheme"], "NTLM");
+
+    // The registration the sign-in made, by AOR, with the endpoint it proved.
+    let (status, regs) = admin(
+        &gw,
+        "GET",
+        &format!("/admin/registrations/sip:alice@{DOMAIN}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let regs = regs.as_array().expect("a list").clone();
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0]["identity"], format!("sip:alice@{DOMAIN}"));
+    assert_eq!(regs[0]["epid"], a.epid().as_str());
+    assert_eq!(regs[0]["transport"], "tcp");
+    assert_eq!(regs[0]["remote"], a.conn.local_addr().to_string());
+    assert_eq!(regs[0]["local"], true);
+    let (_, none) = admin(&gw, "GET", "/admin/registrations/sip:nobody@example.com").await;
+    assert_eq!(none, serde_json::json!([]));
+
+    // Revoked: alice's next signed request is challenged; bob is served on.
+    assert!(signed_request(&mut a).await.is_ok());
+    let (status, body) = admin(&gw, "POST", &format!("/admin/sas/{opaque}/revoke")).await;
+    assert_eq!(
+        (status, body["revoked"].as_str()),
+        (200, Some(opaque.as_str()))
+    );
+    let (status, _) = admin(&gw, "POST", &format!("/admin/sas/{opaque}/revoke")).await;
+    assert_eq!(status, 404, "a second revoke finds nothing");
+    let (status, _) = admin(&gw, "POST", "/admin/sas/not-hex/revoke").await;
+    assert_eq!(status, 400);
+    match signed_request(&mut a).await {
+        Err(Failure::SaRejected { .. }) => {}
+        other => panic!("revoked SA: {other:?}\n{}", a.trace()),
+    }
+    assert!(signed_request(&mut b).await.is_ok(), "{}", b.trace());
+
+    // A user's SAs, by account name.
+    let (status, body) = admin(&gw, "POST", "/admin/users/bob/revoke").await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)));
+    match signed_request(&mut b).await {
+        Err(Failure::SaRejected { .. }) => {}
+        other => panic!("revoked user: {other:?}\n{}", b.trace()),
+    }
+    let (_, list) = admin(&gw, "GET", "/admin/sas").await;
+    assert_eq!(list, serde_json::json!([]));
+}
+
+/// A lifecycle whose drain is a flag (what the real one does is another test's subject).
+#[derive(Default)]
+struct FakeLifecycle {
+    draining: AtomicBool,
+    reloads: AtomicUsize,
+}
+
+impl Lifecycle for FakeLifecycle {
+    fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        match self.reloads.fetch_add(1, Ordering::SeqCst) {
+            0 => Ok(ReloadReport {
+                applied: vec!["tls.cert".into()],
+                needs_restart: vec!["listen.tcp".into()],
+            }),
+            _ => Err(ReloadError("line 3: expected `=`".into())),
+        }
+    }
+    fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_follow_the_lifecycle() {
+    let gw = gateway(GwOptions::default()).await;
+    let addr = gw.admin_addr.expect("admin");
+    let host = "Host: 127.0.0.1\r\n";
+    let (status, _, body) = request(addr, "GET", "/healthz", host, "").await;
+    assert_eq!((status, body.as_str()), (200, "{\"alive\":true}"));
+    let (status, _, _) = request(addr, "GET", "/readyz", host, "").await;
+    assert_eq!(status, 200);
+    // No lifecycle attached: reload and drain are not available (and say so).
+    assert_eq!(admin(&gw, "POST", "/admin/reload").await.0, 501);
+    assert_eq!(admin(&gw, "POST", "/admin/drain").await.0, 501);
+    assert_eq!(
+        admin(&gw, "GET", "/admin/hops").await,
+        (200, serde_json::json!([]))
+    );
+
+    let life = Arc::new(FakeLifecycle::default());
+    assert!(gw.seams().attach_lifecycle(life.clone()));
+    let (status, _, _) = request(addr, "GET", "/readyz", host, "").await;
+    assert_eq!(status, 200, "serving");
+    let (status, report) = admin(&gw, "POST", "/admin/reload").await;
+    assert_eq!(status, 200);
+    assert_eq!(report["applied"], serde_json::json!(["tls.cert"]));
+    assert_eq!(report["needs_restart"], serde_json::json!(["listen.tcp"]));
+    let (status, err) = admin(&gw, "POST", "/admin/reload").await;
+    assert_eq!(status, 422, "a broken file is reported: {err}");
+    assert!(err["error"].as_str().is_some_and(|e| e.contains("line 3")));
+
+    let (status, body) = admin(&gw, "POST", "/admin/drain").await;
+    assert_eq!((status, &body["draining"]), (200, &Value::Bool(true)));
+    assert!(life.draining());
+    let (status, _, body) = request(addr, "GET", "/readyz", host, "").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    // Alive still: draining is not dying.
+    assert_eq!(request(addr, "GET", "/healthz", host, "").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_changes_at_run_time() {
+    // The process's subscriber, as `sagw` installs it (once per process; only this test here
+    // needs it).
+    sagw_gateway::logging::init("warn", sagw_gateway::config::LogFormat::Human);
+    let gw = gateway(GwOptions::default()).await;
+    assert_eq!(
+        admin(&gw, "GET", "/admin/log-level").await,
+        (200, serde_json::json!({ "level": "warn" }))
+    );
+    assert!(!tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
+    let addr = gw.admin_addr.expect("admin");
+    let (status, _, _) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &bearer(),
+        "sagw_gateway=debug,warn",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
+    assert!(!tracing::enabled!(target: "sagw_client", tracing::Level::DEBUG));
+    let json = format!("{}Content-Type: application/json\r\n", bearer());
+    let (status, _, body) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &json,
+        "{\"level\":\"nonsense=[\"}",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = request(
+        addr,
+        "PUT",
+        "/admin/log-level",
+        &json,
+        "{\"level\":\"warn\"}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!tracing::enabled!(target: "sagw_gateway::auth", tracing::Level::DEBUG));
+    assert_eq!(
+        admin(&gw, "GET", "/admin/log-level").await.1,
+        serde_json::json!({ "level": "warn" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_keep_the_connection_and_serve_nothing_else() {
+    let gw = gateway(GwOptions::default()).await;
+    let metrics = gw.metrics_addr.expect("metrics");
+    let mut s = TcpStream::connect(metrics).await.expect("connect");
+    // Two requests on one connection (HTTP/1.1 keep-alive), the second after the first answer.
+    for _ in 0..2 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("write");
+        let (status, head, body) = read_response(&mut s).await;
+        assert_eq!(status, 200);
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        assert!(body.contains("sagw_auth_challenges_total"), "{body}");
+    }
+    // Only /metrics is metrics; the admin routes are not served here at all.
+    for path in ["/", "/admin/sas", "/metrics/x", "/healthz"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(read_response(&mut s).await.0, 404, "{path}");
+    }
+    let (status, _, _) = request(
+        gw.admin_addr.expect("admin"),
+        "GET",
+        "/metrics",
+        &bearer(),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "metrics are not on the admin listener");
+}
+
+/// An OPTIONS to the gateway itself from `from`; the status of the answer.
+async fn probe(gw: &sagw_gateway::Running, from: &str, n: u32) -> u16 {
+    let udp = gw.udp.expect("udp");
+    let sock = UdpSocket::bind(format!("{from}:0")).await.expect("bind");
+    let me = sock.local_addr().expect("addr");
+    let msg = format!(
+        "OPTIONS sip:{udp} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlb{n}\r\nFrom: <sip:lb@{me}>;tag=lb{n}\r\n\
+To: <sip:{udp}>\r\nCall-ID: probe-{n}-{}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        unique()
+    );
+    sock.send_to(msg.as_bytes(), udp).await.expect("send");
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("recv");
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probers_options_is_answered_and_anyone_elses_challenged() {
+    // 127.0.0.2 is the load balancer; the test's other address, 127.0.0.1, is anybody.
+    let gw = gateway(GwOptions::default()).await;
+    let prober_gw = gateway_with_probers(&["127.0.0.2"]).await;
+    assert_eq!(probe(&prober_gw, "127.0.0.2", 1).await, 200);
+    assert!(matches!(probe(&prober_gw, "127.0.0.1", 2).await, 401 | 407));
+    // Without the setting the balancer's probe is challenged like any other request.
+    assert!(matches!(probe(&gw, "127.0.0.2", 3).await, 401 | 407));
+}
+
+/// A test gateway with `[admin] sip_probers`.
+async fn gateway_with_probers(probers: &[&str]) -> sagw_gateway::Running {
+    let (mut settings, _) = gateway_settings(GwOptions::default());
+    settings.admin.sip_probers = probers.iter().map(|p| p.parse().expect("ip")).collect();
+    sagw_gateway::start(settings).await.expect("gateway starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_stays_off_without_a_private_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (settings, _) = gateway_settings(GwOptions::default());
+    let token = settings.admin.token_file.clone();
+    // Readable by everyone: refused (the gateway runs, the API does not).
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let gw = sagw_gateway::start(settings.clone())
+        .await
+        .expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
+    assert!(gw.udp.is_some());
+    // Empty, then missing.
+    std::fs::write(&token, "\n").expect("empty");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let gw = sagw_gateway::start(settings.clone())
+        .await
+        .expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
+    std::fs::remove_file(&token).expect("rm");
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
+}

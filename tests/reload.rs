@@ -1,0 +1,345 @@
+//! Configuration reload: SIGHUP (or `Lifecycle::reload`) re-reads the file and applies what can
+//! change live. A renewed TLS certificate is shown to new connections while an open one and its
+//! SA go on; a broken file keeps the running configuration and is counted; a changed limit or
+//! next hop applies to the next requests; a changed listen address waits for a restart and the
+//! gateway keeps listening where it was.
+
+mod auth_support;
+mod lifecycle_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use auth_support::{Client, DOMAIN, challenged, config, unique, verified};
+use lifecycle_support::*;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use sagw_client::transport::{Connection, TransportKind};
+use sagw_client::{AuthScheme, Endpoint, LocalAddr};
+use sagw_gateway::reload::ConfigSource;
+use tokio::net::UdpSocket;
+
+#[test]
+#[ignore = "the body of a gateway process the tests start"]
+fn lifecycle_node() {
+    node_main();
+}
+
+/// A gateway on loopback with the certificate files in `dir`, NTLM on, `extra` appended to
+/// `[limits]`.
+fn gateway_config(dir: &Path, limits: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[log]
+level = "warn"
+[listen]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+tls = "127.0.0.1:0"
+[tls]
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[proxy]
+core_cpu = "none"
+[limits]
+{limits}
+[metrics]
+listen = "127.0.0.1:0"
+[auth]
+enabled = true
+schemes = ["ntlm"]
+sip_domain = "{DOMAIN}"
+fqdn = "sagw.example.com"
+credentials = "{d}/users"
+nonce_key = "{d}/nonce.key"
+"#
+    )
+}
+
+fn add_alice(text: &str) {
+    let auth = sagw_gateway::Config::parse(text)
+        .expect("parses")
+        .validate()
+        .expect("valid")
+        .auth
+        .expect("auth");
+    sagw_gateway::users::add(&auth, "alice", "alice-pw", None).expect("user");
+}
+
+fn fingerprint_of(pem: &str) -> String {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate");
+    sagw_gateway::tls::fingerprint(der.as_ref())
+}
+
+/// A client over TLS to `addr`, trusting the certificates in `trusted`.
+async fn tls_client(addr: SocketAddr, trusted: &Path) -> Client {
+    let connector = sagw_client::transport::tls_connector(&sagw_client::transport::TlsOptions {
+        trust: sagw_client::transport::TlsTrust::Pem(trusted.to_owned()),
+        server_name: "127.0.0.1".into(),
+    })
+    .expect("tls config");
+    let conn = Connection::connect(addr, TransportKind::Tls, Some((&connector, "127.0.0.1")))
+        .await
+        .expect("tls connect");
+    let ep = Endpoint::new(
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+        LocalAddr {
+            transport: conn.kind().via(),
+            addr: conn.local_addr().to_string(),
+        },
+    );
+    Client {
+        conn,
+        ep,
+        rng: auth_support::rng(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_shows_new_connections_the_renewed_certificate_and_open_ones_go_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert_a, key_a) = certificate();
+    let (cert_b, key_b) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert_a).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &key_a).expect("key");
+    let trusted = dir.path().join("trusted.pem");
+    std::fs::write(&trusted, format!("{cert_a}{cert_b}")).expect("bundle");
+    let text = gateway_config(dir.path(), "");
+    add_alice(&text);
+    let node = Node::start(dir.path(), &text);
+    let tls = node.tls.expect("tls listener");
+    assert_eq!(
+        presented_fingerprint(tls, &trusted).await,
+        fingerprint_of(&cert_a)
+    );
+
+    let mut alice = tls_client(tls, &trusted).await;
+    let (r, _) = alice.sign_in().await;
+    assert_eq!(r.expect("signed in").status, 200);
+
+    // The renewed certificate is written over the old files, as certbot and friends do.
+    std::fs::write(dir.path().join("cert.pem"), &cert_b).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &key_b).expect("key");
+    assert_eq!(node.reload_with(&text).await, Reloads { ok: 1, failed: 0 });
+    assert_eq!(
+        presented_fingerprint(tls, &trusted).await,
+        fingerprint_of(&cert_b),
+        "a new connection is shown the new certificate"
+    );
+
+    // The connection opened before the reload, and the SA on it, go on: a signed request is
+    // answered with a valid signature, without a new handshake.
+    let (r, seen) = alice
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await;
+    let r = r.expect("answered on the old connection");
+    assert_eq!(r.status, 200);
+    assert!(verified(&r.signature), "{:?}", r.signature);
+    assert!(!challenged(&seen), "no new handshake: {seen:?}");
+}
+
+/// An OPTIONS of about `size` bytes from `sock` to the gateway's domain.
+fn options(sock: &UdpSocket, size: usize) -> Vec<u8> {
+    let local = sock.local_addr().expect("local");
+    let head = format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag={n}\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: reload-{n}\r\nCSeq: 1 OPTIONS\r\n",
+        n = unique()
+    );
+    let pad = size.saturating_sub(head.len() + 40);
+    format!(
+        "{head}X-Padding: {}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(pad)
+    )
+    .into_bytes()
+}
+
+/// True when the gateway answers (anything: a challenge too) an OPTIONS of `size` bytes.
+async fn answered(gw: SocketAddr, size: usize) -> bool {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    sock.send_to(&options(&sock, size), gw).await.expect("send");
+    let mut buf = vec![0u8; 65_536];
+    tokio::time::timeout(Duration::from_millis(700), sock.recv_from(&mut buf))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_keeps_the_running_configuration_and_a_good_one_changes_a_limit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+    let text = gateway_config(dir.path(), "max_message_bytes = 65535");
+    add_alice(&text);
+    let node = Node::start(dir.path(), &text);
+    let udp = node.udp.expect("udp");
+    assert!(answered(udp, 3000).await, "a 3000-byte OPTIONS is answered");
+
+    // Not TOML at all.
+    assert_eq!(
+        node.reload_with("[[[ this is not toml").await,
+        Reloads { ok: 0, failed: 1 }
+    );
+    assert!(answered(udp, 3000).await, "still serving");
+    // TOML with a lower limit, and one invalid value: nothing of it applies.
+    let invalid = gateway_config(
+        dir.path(),
+        "max_message_bytes = 1024\n[proxy]\nretry_after_secs = 0\n",
+    )
+    .replace("[proxy]\ncore_cpu = \"none\"\n", "");
+    assert_eq!(
+        node.reload_with(&invalid).await,
+        Reloads { ok: 0, failed: 2 }
+    );
+    assert!(
+        answered(udp, 3000).await,
+        "the lower limit of the invalid file was not applied"
+    );
+    // Valid: the limit applies to the next datagram.
+    let lower = gateway_config(dir.path(), "max_message_bytes = 1024");
+    assert_eq!(node.reload_with(&lower).await, Reloads { ok: 1, failed: 2 });
+    assert!(
+        !answered(udp, 3000).await,
+        "over the new limit: dropped unanswered"
+    );
+    assert!(answered(udp, 800).await, "under it: answered");
+    let m = metrics_of(node.metrics).await;
+    assert!(metric(&m, "sagw_limit_hits_total{limit=\"udp_size\"}") >= 1);
+}
+
+/// An edge with authentication off, on the UDP address `udp`, towards `hop`.
+fn edge_config(udp: &str, hop: SocketAddr) -> String {
+    format!(
+        r#"
+[log]
+level = "warn"
+[listen]
+udp = "{udp}"
+tcp = ""
+tls = ""
+[proxy]
+mode = "edge"
+next_hops = ["udp:{hop}"]
+core_cpu = "none"
+[metrics]
+listen = ""
+[auth]
+enabled = false
+"#
+    )
+}
+
+async fn start_from_file(path: &Path) -> sagw_gateway::Running {
+    let source = ConfigSource {
+        path: Some(path.to_owned()),
+        ..ConfigSource::default()
+    };
+    let gw = sagw_gateway::start(source.load().expect("valid"))
+        .await
+        .expect("starts");
+    gw.set_config_source(source);
+    gw
+}
+
+/// A MESSAGE for someone behind the edge, sent from `sock`.
+fn message(sock: &UdpSocket) -> Vec<u8> {
+    let local = sock.local_addr().expect("local");
+    format!(
+        "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag={n}\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: hop-{n}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        n = unique()
+    )
+    .into_bytes()
+}
+
+async fn received(hop: &UdpSocket, within: Duration) -> bool {
+    let mut buf = vec![0u8; 65_536];
+    tokio::time::timeout(within, hop.recv_from(&mut buf))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sends_the_next_requests_to_the_new_next_hop() {
+    let dir = tempfile::tempdir().expect("dir");
+    let hop_a = UdpSocket::bind("127.0.0.1:0").await.expect("hop a");
+    let hop_b = UdpSocket::bind("127.0.0.1:0").await.expect("hop b");
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(
+        &path,
+        edge_config("127.0.0.1:0", hop_a.local_addr().expect("a")),
+    )
+    .expect("config");
+    let gw = start_from_file(&path).await;
+    let udp = gw.udp.expect("udp");
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+
+    client.send_to(&message(&client), udp).await.expect("send");
+    assert!(received(&hop_a, WAIT).await, "the first next hop gets it");
+
+    std::fs::write(
+        &path,
+        edge_config("127.0.0.1:0", hop_b.local_addr().expect("b")),
+    )
+    .expect("config");
+    let report = gw.lifecycle().reload().expect("reloaded");
+    assert_eq!(report.applied, ["proxy.next_hops"]);
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+
+    client.send_to(&message(&client), udp).await.expect("send");
+    assert!(received(&hop_b, WAIT).await, "the new next hop gets it");
+    assert!(
+        !received(&hop_a, Duration::from_millis(300)).await,
+        "the old one no longer does"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_listen_address_waits_for_a_restart_and_the_old_one_keeps_serving() {
+    let dir = tempfile::tempdir().expect("dir");
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+    };
+    let (old, new) = (free(), free());
+    let hop = UdpSocket::bind("127.0.0.1:0").await.expect("hop");
+    let hop_addr = hop.local_addr().expect("hop");
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, edge_config(&old.to_string(), hop_addr)).expect("config");
+    let gw = start_from_file(&path).await;
+    assert_eq!(gw.udp, Some(old));
+
+    std::fs::write(&path, edge_config(&new.to_string(), hop_addr)).expect("config");
+    let report = gw.reload().expect("reloaded");
+    assert_eq!(report.needs_restart, ["listen.udp"]);
+    assert!(report.applied.is_empty(), "{report:?}");
+
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    client.send_to(&message(&client), old).await.expect("send");
+    assert!(
+        received(&hop, WAIT).await,
+        "still listening on the old address"
+    );
+    assert!(
+        std::net::UdpSocket::bind(new).is_ok(),
+        "the new address was not bound"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configuration_source_a_reload_changes_nothing_and_says_why() {
+    let hop = UdpSocket::bind("127.0.0.1:0").await.expect("hop");
+    let settings =
+        sagw_gateway::Config::parse(&edge_config("127.0.0.1:0", hop.local_addr().expect("hop")))
+            .expect("parses")
+            .validate()
+            .expect("valid");
+    let gw = sagw_gateway::start(settings).await.expect("starts");
+    let e = gw.reload().expect_err("nothing to re-read");
+    assert!(e.0.contains("configuration source"), "{e}");
+    gw.shutdown(Duration::from_secs(2)).await;
+}
