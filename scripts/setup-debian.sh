@@ -9,12 +9,14 @@
 # (redis-server, redis-tools for redis-cli) for the pool store's tests (crates/state/tests/store.rs:
 # one server and a 3-master Cluster on loopback), and systemd for `systemd-analyze verify` of
 # packaging/systemd/sagw.service (crates/gateway/tests/service.rs), and HAProxy, the load balancer
-# in front of the gateway with the PROXY protocol v2 (tests/proxy_protocol.rs).
+# in front of the gateway with the PROXY protocol v2 (tests/proxy_protocol.rs), and dnsmasq (dnsmasq-base: the binary
+# without the system service) as the DNS server the RFC 3263 tests start on a loopback port
+# (tests/next_hops.rs).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(pkg-config libkrb5-dev libclang-dev)
 if [ "${1:-}" != "--build" ]; then
-  pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy)
+  pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

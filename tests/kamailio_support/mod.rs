@@ -30,6 +30,7 @@ wait $k 2>/dev/null
 
 /// A running Kamailio.
 pub struct Kamailio {
+    bin: PathBuf,
     /// UDP and TCP port it listens on (127.0.0.1).
     pub port: u16,
     /// Its temporary directory (working and runtime directory, log); removed unless a test failed.
@@ -106,6 +107,40 @@ impl Kamailio {
             .keep();
         let port = free_port()?;
         let log = dir.join("kamailio.log");
+        let (child, stdin) = Self::spawn(bin, &dir, port, &log)?;
+        let mut k = Kamailio {
+            bin: bin.to_owned(),
+            port,
+            dir,
+            log,
+            child,
+            stdin,
+        };
+        k.wait_ready(Duration::from_secs(10))?;
+        Ok(k)
+    }
+
+    /// Stops it as dropping does (SIGTERM, SIGKILL 3 s later), keeping its port and directory
+    /// for [`Kamailio::restart`]: a registrar that died.
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port after [`Kamailio::stop`]; returns once it answers.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let (child, stdin) = Self::spawn(&self.bin, &self.dir, self.port, &self.log)?;
+        self.child = child;
+        self.stdin = stdin;
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        port: u16,
+        log: &Path,
+    ) -> Result<(Child, Option<ChildStdin>), String> {
         // sh starts Kamailio in its own process group (setsid) and waits on our pipe; EOF (we
         // dropped the handle, or the test process died) => SIGTERM, and SIGKILL to the whole group
         // when it is still there 3 s later: Kamailio 5.6's workers sometimes hang on a lock when
@@ -113,7 +148,7 @@ impl Kamailio {
         let child = Command::new("sh")
             .arg("-c")
             .arg(STOP_SCRIPT)
-            .arg(&log)
+            .arg(log)
             .arg(bin)
             .arg("-f")
             .arg(cfg_path())
@@ -121,9 +156,9 @@ impl Kamailio {
             // one TCP worker; working and runtime directories in the temp dir.
             .args(["-DD", "-E", "-m", "32", "-M", "4", "-n", "1", "-N", "1"])
             .arg("-w")
-            .arg(&dir)
+            .arg(dir)
             .arg("-Y")
-            .arg(&dir)
+            .arg(dir)
             .arg("-l")
             .arg(format!("udp:127.0.0.1:{port}"))
             .arg("-l")
@@ -133,16 +168,9 @@ impl Kamailio {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("spawn kamailio: {e}"))?;
-        let mut k = Kamailio {
-            port,
-            dir,
-            log,
-            child,
-            stdin: None,
-        };
-        k.stdin = k.child.stdin.take();
-        k.wait_ready(Duration::from_secs(10))?;
-        Ok(k)
+        let mut child = child;
+        let stdin = child.stdin.take();
+        Ok((child, stdin))
     }
 
     /// Waits until Kamailio answers an OPTIONS over UDP with 200.

@@ -1,7 +1,7 @@
 //! The TOML configuration: schema (serde, unknown keys rejected), defaults (config/default.toml,
 //! embedded) and validation into typed [`Settings`] with errors that name the key.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,6 +124,12 @@ pub struct TlsSection {
     pub next_hop_ca: String,
     /// PEM CA bundle that signs the certificates of servers trusted by name.
     pub peer_ca: String,
+    /// PEM client certificate chain presented to TLS next hops (mutual TLS).
+    pub client_cert: String,
+    /// PEM private key of `client_cert`.
+    pub client_key: String,
+    /// Per-next-hop TLS settings (`[[tls.next_hop]]`).
+    pub next_hop: Vec<crate::hop_config::NextHopTlsSection>,
     /// TLS handshake limit.
     pub handshake_timeout_secs: u64,
 }
@@ -137,6 +143,9 @@ impl Default for TlsSection {
             subject_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             next_hop_ca: String::new(),
             peer_ca: String::new(),
+            client_cert: String::new(),
+            client_key: String::new(),
+            next_hop: Vec::new(),
             handshake_timeout_secs: 10,
         }
     }
@@ -150,7 +159,7 @@ pub struct ProxySection {
     pub mode: String,
     /// Served domains (empty: any).
     pub domains: Vec<String>,
-    /// `transport:host:port` entries.
+    /// `transport:host[:port]`, `sip:`/`sips:` URIs or host names (RFC 3263).
     pub next_hops: Vec<String>,
     /// IPs treated as servers.
     pub trusted_peers: Vec<String>,
@@ -166,6 +175,10 @@ pub struct ProxySection {
     pub core_cpu: String,
     /// How long a drain (SIGTERM) waits for transactions in progress.
     pub drain_grace_secs: u64,
+    /// Seconds between OPTIONS probes of each next-hop target (0: no probing).
+    pub probe_interval_secs: u64,
+    /// Failed probes (or transactions) in a row after which a probed next hop is down.
+    pub probe_failures_down: u32,
 }
 
 impl Default for ProxySection {
@@ -181,6 +194,8 @@ impl Default for ProxySection {
             max_transactions: 100_000,
             core_cpu: "auto".into(),
             drain_grace_secs: 10,
+            probe_interval_secs: 0,
+            probe_failures_down: 3,
         }
     }
 }
@@ -320,6 +335,8 @@ pub struct Config {
     pub state: crate::state_config::StateSection,
     /// `[admin]`
     pub admin: crate::admin_config::AdminSection,
+    /// `[dns]`
+    pub dns: crate::hop_config::DnsSection,
 }
 
 impl Config {
@@ -427,7 +444,7 @@ pub struct Settings {
     pub mode: Mode,
     /// Served domains.
     pub domains: Vec<String>,
-    /// Next hops.
+    /// The next hops given as addresses (`hops.specs` has them all, names included).
     pub next_hops: Vec<NextHop>,
     /// Trusted peers.
     pub trusted_peers: Vec<IpAddr>,
@@ -469,6 +486,8 @@ pub struct Settings {
     pub state: crate::state_config::StateSettings,
     /// The admin API and the load balancers' SIP probes.
     pub admin: crate::admin_config::AdminSettings,
+    /// Next hops (addresses and names), probing, DNS and outbound TLS.
+    pub hops: crate::hop_config::HopSettings,
 }
 
 /// A server the gateway trusts by the source address of its messages, where that address can be
@@ -553,24 +572,6 @@ fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
     } else {
         Ok(v)
     }
-}
-
-/// Parse `transport:host:port` (host may be a name, resolved now).
-pub fn parse_next_hop(key: &str, v: &str) -> Result<NextHop, ConfigError> {
-    let (t, rest) = v
-        .split_once(':')
-        .ok_or_else(|| invalid(key, format!("`{v}` is not transport:host:port")))?;
-    let transport = Transport::from_token(t)
-        .ok_or_else(|| invalid(key, format!("`{t}` is not udp, tcp or tls")))?;
-    let addr = match rest.parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => rest
-            .to_socket_addrs()
-            .map_err(|e| invalid(key, format!("cannot resolve `{rest}`: {e}")))?
-            .next()
-            .ok_or_else(|| invalid(key, format!("`{rest}` resolves to nothing")))?,
-    };
-    Ok(NextHop { transport, addr })
 }
 
 impl Config {
@@ -739,14 +740,9 @@ impl Config {
                 ));
             }
         };
-        let next_hops = self
-            .proxy
-            .next_hops
-            .iter()
-            .enumerate()
-            .map(|(i, h)| parse_next_hop(&format!("proxy.next_hops[{i}]"), h))
-            .collect::<Result<Vec<_>, _>>()?;
-        if mode == Mode::Edge && next_hops.is_empty() {
+        let hops = crate::hop_config::validate(self)?;
+        let next_hops = hops.literal_hops();
+        if mode == Mode::Edge && hops.specs.is_empty() {
             return Err(invalid(
                 "proxy.next_hops",
                 "edge mode needs at least one next hop",
@@ -756,12 +752,6 @@ impl Config {
             "" => None,
             p => Some(PathBuf::from(p)),
         };
-        if next_hop_ca.is_none() && next_hops.iter().any(|h| h.transport == Transport::Tls) {
-            return Err(invalid(
-                "tls.next_hop_ca",
-                "must be set when a next hop uses tls",
-            ));
-        }
         let trusted_peers = self
             .proxy
             .trusted_peers
@@ -927,6 +917,7 @@ impl Config {
             auth,
             state: self.state.validate()?,
             admin: self.admin.validate()?,
+            hops,
         })
     }
 }

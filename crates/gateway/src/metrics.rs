@@ -232,6 +232,8 @@ pub struct Metrics {
     /// Wakes the core thread after an admin change it must pass on (a revocation in a pool:
     /// the core hands its journal to the store on its next pass).
     pub nudge: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The next hops' state (`sagw_next_hop_up`), as the core thread publishes it.
+    pub hops: std::sync::OnceLock<std::sync::Arc<crate::hops::HopTable>>,
 }
 
 const HELP: [(&str, &str, &str); 9] = [
@@ -560,6 +562,9 @@ impl Metrics {
         }
         if pooled {
             self.render_pool_counters(&mut out);
+        }
+        if let Some(h) = self.hops.get() {
+            out.push_str(&h.render_metrics());
         }
         out
     }

@@ -91,6 +91,37 @@ fn fixed<T: PartialEq + Clone>(report: &mut ReloadReport, key: &str, old: &T, ne
     old.clone()
 }
 
+/// Next hops by name, probing and outbound TLS apply live (the names are resolved again at
+/// once, the TLS configurations rebuilt, new targets probed); the DNS servers are the
+/// resolver's, built at start.
+fn plan_hops(
+    r: &mut ReloadReport,
+    old: &crate::hop_config::HopSettings,
+    mut new: crate::hop_config::HopSettings,
+) -> crate::hop_config::HopSettings {
+    new.nameservers = fixed(
+        r,
+        "dns.nameservers",
+        &old.nameservers,
+        std::mem::take(&mut new.nameservers),
+    );
+    // Entries given by address are reported under proxy.next_hops already (Settings::next_hops).
+    if old.specs != new.specs && !r.applied.iter().any(|k| k == "proxy.next_hops") {
+        r.applied.push("proxy.next_hops".into());
+    }
+    if old.probe != new.probe {
+        r.applied.push("proxy.probe_interval_secs".into());
+    }
+    // tls.next_hop_ca is reported with the other Settings fields.
+    if old.outbound_tls.client != new.outbound_tls.client {
+        r.applied.push("tls.client_cert".into());
+    }
+    if old.outbound_tls.peers != new.outbound_tls.peers {
+        r.applied.push("tls.next_hop".into());
+    }
+    new
+}
+
 /// The config key of a listener: `listen.udp|tcp|tls`, or `listen.extra.<name>`.
 fn listener_key(name: &str) -> String {
     if matches!(name, "udp" | "tcp" | "tls") {
@@ -139,6 +170,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         peer_trust,
         auth,
         state,
+        hops,
     } = new;
     let c = current;
     // Sockets are bound once: each listener that moved, appeared or went away is named.
@@ -278,6 +310,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         peer_trust: fixed(&mut r, "tls.peer_ca", &c.peer_trust, peer_trust),
         auth: effective_auth,
         state: fixed(&mut r, "state", &c.state, state),
+        hops: plan_hops(&mut r, &c.hops, hops),
     };
     Plan {
         effective,

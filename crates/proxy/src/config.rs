@@ -19,13 +19,34 @@ pub enum Mode {
     Edge,
 }
 
-/// A next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A next hop: one target (an address and a transport). A next hop configured by name is
+/// resolved by the driver into one or more of these ([`crate::Edge::set_next_hops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NextHop {
     /// Transport towards it.
     pub transport: Transport,
     /// Its address.
     pub addr: SocketAddr,
+}
+
+/// Active health probing of the next hops (SIP OPTIONS, as Kamailio's dispatcher does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Time between two probes of one target; `None`: no probing (a failed hop is skipped for
+    /// [`EdgeConfig::retry_after`] after one failure, then tried again).
+    pub interval: Option<Duration>,
+    /// Consecutive failures (probes or transactions) after which a probed hop is down. It is up
+    /// again on the first good answer.
+    pub failures_down: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval: None,
+            failures_down: 3,
+        }
+    }
 }
 
 /// An address a client's `Route` may name besides the next hops (see
@@ -135,7 +156,8 @@ pub struct EdgeConfig {
     pub mode: Mode,
     /// Domains the embedded registrar serves (empty: any).
     pub domains: Vec<String>,
-    /// Next hops in preference order, with fail-over.
+    /// Next hops in preference order, with fail-over (the initial set: the driver replaces it
+    /// with [`crate::Edge::set_next_hops`] as names are resolved again).
     pub next_hops: Vec<NextHop>,
     /// Addresses treated as servers (not clients) whatever their port, besides the next hops.
     pub trusted_peers: Vec<IpAddr>,
@@ -150,6 +172,8 @@ pub struct EdgeConfig {
     pub retry_after: Duration,
     /// Live server transactions above which new requests get 503.
     pub max_transactions: usize,
+    /// Active probing of the next hops.
+    pub probe: ProbeConfig,
     /// Registrar settings.
     pub registrar: RegistrarConfig,
     /// Keyed identifiers (branches, tags, flow tokens).
@@ -181,6 +205,8 @@ pub struct LiveSettings {
     pub max_transactions: usize,
     /// See [`EdgeConfig::registrar`].
     pub registrar: RegistrarConfig,
+    /// See [`EdgeConfig::probe`].
+    pub probe: ProbeConfig,
 }
 
 /// Whether the proxy takes new work.
@@ -208,6 +234,7 @@ impl EdgeConfig {
             timers: Timers::default(),
             retry_after: Duration::from_secs(30),
             max_transactions: 100_000,
+            probe: ProbeConfig::default(),
             registrar: RegistrarConfig::default(),
             secret,
             probers: Vec::new(),

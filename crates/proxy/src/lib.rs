@@ -18,7 +18,9 @@
 //!   each binding, requests to an AOR forked in parallel to every binding (first 2xx wins, the
 //!   rest are cancelled, else the best failure), or, in [`Mode::Edge`], REGISTER forwarded with a
 //!   Path header;
-//! * a static list of next hops with fail-over; unreachable -> 503 with Retry-After;
+//! * next hops with fail-over and active OPTIONS probing (down after N failures in a row, up on the
+//!   first answer); all down -> 503 with Retry-After at once; host names in a Route are resolved
+//!   by the driver on request ([`Action::Resolve`], [`Edge::resolved`]);
 //! * the authentication hook ([`ClientAuth`]): every message from a client passes an inbound
 //!   stage, every message to a client an outbound stage that runs last.
 #![forbid(unsafe_code)]
@@ -46,7 +48,7 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 pub(crate) type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 pub use config::{
-    EdgeConfig, Intake, LiveSettings, LocalAddrs, Mode, NextHop, RouteTarget, Timers,
+    EdgeConfig, Intake, LiveSettings, LocalAddrs, Mode, NextHop, ProbeConfig, RouteTarget, Timers,
 };
 pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};
@@ -60,6 +62,6 @@ pub use registrar::{
 };
 pub use token::Secret;
 pub use types::{
-    Action, BindingChange, DropReason, Flow, FlowId, Inbound, LimitKind, Now, Report, SendToken,
-    Stats, Target, Transport, on_grid,
+    Action, BindingChange, DropReason, Flow, FlowId, HopHealth, HopStatus, Inbound, LimitKind, Now,
+    Report, ResolveId, ResolveRequest, SendToken, Stats, Target, Transport, on_grid,
 };

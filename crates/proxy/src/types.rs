@@ -175,6 +175,51 @@ pub enum Action {
     },
     /// An event for metrics and logs.
     Report(Report),
+    /// Resolve a host name (RFC 3263) and hand the targets back with
+    /// [`crate::Edge::resolved`]: a request waits for them. The core never resolves itself.
+    Resolve(ResolveRequest),
+}
+
+/// Identifies one name resolution the core asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResolveId(pub u64);
+
+/// A host name to resolve the RFC 3263 way: the parts of the SIP URI that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveRequest {
+    /// Hand the answer back with this id.
+    pub id: ResolveId,
+    /// The host name, as written in the URI.
+    pub host: String,
+    /// The port, when the URI has one (then no SRV look-up, RFC 3263 §4.2).
+    pub port: Option<u16>,
+    /// The `transport` parameter (or TLS for `sips:`), when there is one (then no NAPTR).
+    pub transport: Option<Transport>,
+    /// A `sips:` URI: only TLS targets.
+    pub secure: bool,
+}
+
+/// A next-hop target's health, as active probing (or, without it, failed transactions) judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopHealth {
+    /// Requests are sent to it.
+    Up,
+    /// Skipped: down after consecutive failures, until a probe (or the retry-after time, without
+    /// probing) says otherwise.
+    Down,
+}
+
+/// One next-hop target's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopStatus {
+    /// The target.
+    pub hop: crate::config::NextHop,
+    /// Up or down.
+    pub health: HopHealth,
+    /// Failed probes or transactions in a row.
+    pub consecutive_failures: u32,
+    /// When it last answered (a probe or a request), if ever.
+    pub last_ok: Option<Instant>,
 }
 
 /// Observable events, for metrics and logs.
@@ -193,6 +238,8 @@ pub enum Report {
     Dropped(DropReason),
     /// A configured limit was hit.
     Limit(LimitKind),
+    /// A next hop's state changed (a probe's outcome, a failed or answered transaction).
+    Hop(HopStatus),
     /// A registrar binding was created, refreshed or removed.
     Binding {
         /// The address-of-record.

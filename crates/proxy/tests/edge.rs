@@ -88,6 +88,7 @@ impl H {
                     token,
                 }),
                 Action::Report(r) => self.reports.push(r),
+                Action::Resolve(r) => panic!("no names in these tests: {r:?}"),
             }
         }
         out

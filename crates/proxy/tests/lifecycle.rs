@@ -86,6 +86,7 @@ impl H {
             match a {
                 Action::Send { to, message, token } => out.push((to, message, token)),
                 Action::Report(r) => self.reports.push(r),
+                Action::Resolve(r) => panic!("no names in these tests: {r:?}"),
             }
         }
         out
@@ -102,6 +103,7 @@ fn live(cfg: &EdgeConfig) -> LiveSettings {
         retry_after: cfg.retry_after,
         max_transactions: cfg.max_transactions,
         registrar: cfg.registrar.clone(),
+        probe: cfg.probe,
     }
 }
 

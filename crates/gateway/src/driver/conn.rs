@@ -32,12 +32,30 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
         let _ = tcp.set_nodelay(true);
         match transport {
             Transport::Tls => {
-                let cfg = shared.tls_client.load_full()?;
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = tokio_rustls::TlsConnector::from(cfg)
-                    .connect(name, tcp)
+                // Verified by the name it was configured or resolved under, else its address.
+                let host = shared
+                    .hop_names
+                    .lock()
+                    .ok()
+                    .and_then(|n| n.get(&key).cloned());
+                let Some((cfg, name)) =
+                    shared.outbound_tls.load().for_target(host.as_deref(), addr)
+                else {
+                    warn!(%addr, "TLS next hop: no CA configured for it (tls.next_hop_ca)");
+                    return None;
+                };
+                let tls = match tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name.clone(), tcp)
                     .await
-                    .ok()?;
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // A wrong name, an unknown CA, a refused client certificate: the
+                        // operator needs to see which.
+                        warn!(%addr, server_name = ?name, error = %e, "TLS to next hop failed");
+                        return None;
+                    }
+                };
                 Some(spawn_connection(
                     tls,
                     addr,
@@ -369,6 +387,11 @@ where
         };
         gauge.fetch_sub(1, Ordering::Relaxed);
         shared.post(Event::Closed(id)).await;
+        if listener == ListenerId::OUTBOUND {
+            shared
+                .post(Event::OutboundClosed((transport, remote)))
+                .await;
+        }
     });
     id
 }

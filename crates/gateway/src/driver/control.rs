@@ -63,16 +63,30 @@ pub(super) fn credentials_reloaded(
 }
 
 /// The proxy's part of the settings.
-fn live_settings(s: &Settings) -> LiveSettings {
+///
+/// Next hops given by name keep the targets they resolve to now (from the published next-hop
+/// table) until the watcher has resolved the new configuration: a reload that leaves a name in
+/// place must not leave the core without its targets meanwhile.
+fn live_settings(s: &Settings, table: &crate::hops::HopTable) -> LiveSettings {
+    let next_hops = s
+        .hops
+        .specs
+        .iter()
+        .flat_map(|spec| match &spec.target {
+            crate::resolver::HopTarget::Addr(h) => vec![*h],
+            crate::resolver::HopTarget::Name(_) => table.targets_of(&spec.configured),
+        })
+        .collect();
     LiveSettings {
         domains: s.domains.clone(),
-        next_hops: s.next_hops.clone(),
+        next_hops,
         trusted_peers: s.trusted_peers.clone(),
         client_routes: s.client_routes.clone(),
         timers: s.timers,
         retry_after: s.retry_after,
         max_transactions: s.max_transactions,
         registrar: s.registrar.clone(),
+        probe: s.hops.probe,
     }
 }
 
@@ -166,10 +180,8 @@ impl GatewayControl {
             }
             None => None,
         };
-        let client = match &effective.next_hop_ca {
-            Some(ca) => Some(tls::client_config(ca).map_err(tls_err)?),
-            None => None,
-        };
+        let client =
+            crate::tls_client::OutboundTls::load(&effective.hops.outbound_tls).map_err(tls_err)?;
 
         if let Some((config, info)) = server {
             let renewed = cert.as_ref().map(|c| &c.fingerprint) != Some(&info.fingerprint);
@@ -182,7 +194,7 @@ impl GatewayControl {
             self.shared.tls_server.store(Some(config));
             *cert = Some(info);
         }
-        self.shared.tls_client.store(client);
+        self.shared.outbound_tls.store(Arc::new(client));
         self.shared
             .per_ip
             .reconfigure(effective.max_connections_per_ip, exempt(&effective));
@@ -210,13 +222,15 @@ impl GatewayControl {
         let sent = self
             .control
             .send(Control::Reconfigure {
-                live: Box::new(live_settings(&effective)),
+                live: Box::new(live_settings(&effective, &self.shared.hop_table)),
                 limits: effective.sip_limits.clone(),
                 done: done_tx,
             })
             .is_ok();
         self.shared.wake.force();
         self.shared.settings.store(Arc::new(effective));
+        // Names added, removed or changed are resolved now, not at their records' expiry.
+        self.shared.resolve_again.notify_one();
         // Waited for so that whoever asked (a test, the admin API) sees the new settings in
         // every request sent after the answer.
         if !sent || done_rx.recv_timeout(CORE_CONFIRM).is_err() {

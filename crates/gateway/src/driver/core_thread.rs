@@ -29,6 +29,8 @@ pub(super) struct Core {
     pub(super) pool: Option<crate::pool::PoolLink>,
     /// The store task's answers (unbounded: one per claim in flight, and the pool's events).
     pub(super) pool_events: Option<mpsc::UnboundedReceiver<crate::pool::PoolEvent>>,
+    /// The `proxy.next_hops` entry each next-hop target came from.
+    pub(super) hop_origins: HashMap<sagw_proxy::NextHop, String>,
     /// Reloads and the drain (driver/control.rs): rare, so unbounded.
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     /// The parser's limits for datagrams (a reload changes them).
@@ -283,11 +285,25 @@ impl Core {
             Event::Kerberos(done) => self.kerberos_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::PeerTrusted(id) => self.edge.trust_stream_flow(id),
+            Event::OutboundClosed((transport, addr)) => {
+                self.edge.connection_lost(transport, addr, now());
+            }
             Event::Connected(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 for (bytes, token) in queued {
                     self.send_stream_addr(key, bytes, token);
                 }
+            }
+            Event::Resolved(id, targets) => {
+                remember_names(&self.shared, targets.iter());
+                let hops = targets.iter().map(|t| t.hop).collect();
+                self.edge.resolved(id, hops, now());
+            }
+            Event::NextHops(hops) => {
+                info!(targets = hops.len(), "next hops resolved again");
+                record_hop_names(&self.shared, &mut self.hop_origins, &hops);
+                self.edge.set_next_hops(cfg_hops(&hops), now());
+                self.publish_hops();
             }
             Event::Admin(q) => self.answer(q),
             Event::ConnectFailed(key) => {
@@ -424,6 +440,7 @@ impl Core {
         while let Some(action) = self.edge.poll_action() {
             match action {
                 Action::Send { to, message, token } => self.send(to, &message, token),
+                Action::Resolve(req) => self.resolve(req),
                 Action::Report(r) => {
                     if let (Report::Binding { aor, .. }, Some(p)) = (&r, self.pool.as_mut()) {
                         p.binding_changed(aor);
@@ -434,9 +451,35 @@ impl Core {
         }
     }
 
+    /// Resolve a name for the core in a task; the targets come back as an event.
+    fn resolve(&self, req: sagw_proxy::ResolveRequest) {
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move {
+            let q = crate::resolver::NameQuery {
+                host: req.host.trim_end_matches('.').to_ascii_lowercase(),
+                port: req.port,
+                transport: req.transport,
+                secure: req.secure,
+            };
+            let r = shared.resolver.resolve(&q).await;
+            if r.targets.is_empty() {
+                debug!(host = %q.host, "a Route names a host that does not resolve");
+            }
+            shared.post(Event::Resolved(req.id, r.targets)).await;
+        });
+    }
+
+    /// Publish the next hops' state for the admin API and metrics.
+    fn publish_hops(&self) {
+        self.shared
+            .hop_table
+            .publish(self.edge.hop_status(Instant::now()), &self.hop_origins);
+    }
+
     fn report(&self, r: Report) {
         let m = &self.shared.metrics;
         match r {
+            Report::Hop(_) => self.publish_hops(),
             Report::Transaction {
                 method,
                 status,

@@ -92,6 +92,9 @@ pub enum StartError {
     /// The core thread's poller could not be created.
     #[error("cannot start the core thread: {0}")]
     Core(std::io::Error),
+    /// The DNS resolver could not be set up.
+    #[error(transparent)]
+    Resolver(#[from] crate::resolver::ResolverError),
     /// `proxy.core_cpu` names a CPU this process may not run on.
     #[error(
         "config key `proxy.core_cpu`: CPU {cpu} is not one this process may run on ({allowed})"
@@ -153,6 +156,12 @@ enum Event {
     PeerTrusted(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
+    /// The targets of a name the core asked for (RFC 3263), in the order to try them.
+    Resolved(sagw_proxy::ResolveId, Vec<crate::resolver::Resolved>),
+    /// The configured next hops, resolved again.
+    NextHops(Vec<crate::hops::HopOrigin>),
+    /// A connection the gateway opened (to a next hop) closed.
+    OutboundClosed((Transport, SocketAddr)),
     /// A question from the admin API.
     Admin(crate::admin::CoreQuery),
 }
@@ -184,13 +193,22 @@ struct Shared {
     /// `limits.max_connections_per_ip`, for accepted connections.
     per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
+    /// Client certificates, CAs and names for TLS to next hops; swapped by a reload.
+    outbound_tls: arc_swap::ArcSwap<crate::tls_client::OutboundTls>,
+    /// The host name each next-hop target was configured or resolved under: a TLS connection
+    /// to it verifies that name (and sends it as SNI).
+    hop_names: Mutex<HashMap<(Transport, SocketAddr), String>>,
+    /// RFC 3263 resolution (next hops by name, names in a Route).
+    resolver: Arc<crate::resolver::Resolver>,
+    /// The next hops' state, as the core thread last published it.
+    hop_table: Arc<crate::hops::HopTable>,
+    /// Wakes the next-hop watcher: a reload changed what the names are.
+    resolve_again: tokio::sync::Notify,
     /// Open, or draining: the accept tasks stop when it turns to draining.
     intake: watch::Receiver<Intake>,
     /// While draining, the server transactions still waiting for a final answer, as the core
     /// thread last counted them ([`control::NOT_COUNTED`] until it has).
     in_progress: AtomicUsize,
-    /// For TLS next hops; swapped by a reload.
-    tls_client: ArcSwapOption<rustls::ClientConfig>,
     /// The TLS listeners' certificate and settings: a reload swaps it, each handshake takes the
     /// one in effect (connections already open keep theirs).
     tls_server: ArcSwapOption<rustls::ServerConfig>,
@@ -229,6 +247,8 @@ pub struct Running {
     pub cert: Option<CertInfo>,
     /// The registry.
     pub metrics: Arc<Metrics>,
+    /// The next hops' state ([`crate::lifecycle::HopView`]), for the admin API.
+    pub hops: Arc<crate::hops::HopTable>,
     shutdown: watch::Sender<bool>,
     wake: Arc<CoreWake>,
     core_exit: watch::Receiver<Option<CoreExit>>,
@@ -604,10 +624,54 @@ async fn start_inner(
         }
         None => (None, None),
     };
-    let tls_client = match &settings.next_hop_ca {
-        Some(ca) => Some(tls::client_config(ca)?),
-        None => None,
+    let outbound_tls = crate::tls_client::OutboundTls::load(&settings.hops.outbound_tls)?;
+    let names = settings
+        .hops
+        .specs
+        .iter()
+        .any(|s| matches!(s.target, crate::resolver::HopTarget::Name(_)));
+    let resolver = match crate::resolver::Resolver::new(&settings.hops.nameservers) {
+        Ok(r) => r,
+        Err(e) if !names => {
+            warn!(error = %e, "no DNS: host names in a Route will not resolve (503)");
+            crate::resolver::Resolver::without_servers().map_err(|_| e)?
+        }
+        Err(e) => return Err(e.into()),
     };
+    let resolver = Arc::new(resolver);
+    // Names are resolved before the core starts, so that it starts with its targets; a DNS
+    // server that does not answer delays the start by at most this, and the background task
+    // below keeps trying.
+    let (initial_hops, next_resolution) = tokio::time::timeout(
+        crate::hops::START_RESOLUTION_LIMIT,
+        crate::hops::resolve_all(&settings.hops.specs, &resolver),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        warn!(
+            "next hops: DNS did not answer in time; starting with the next hops given as addresses"
+        );
+        let literal = settings
+            .hops
+            .literal_hops()
+            .into_iter()
+            .zip(
+                settings
+                    .hops
+                    .specs
+                    .iter()
+                    .filter(|s| matches!(s.target, crate::resolver::HopTarget::Addr(_))),
+            )
+            .map(|(hop, s)| crate::hops::HopOrigin {
+                resolved: crate::resolver::Resolved {
+                    hop,
+                    name: String::new(),
+                },
+                configured: s.configured.clone(),
+            })
+            .collect();
+        (literal, Some(Instant::now()))
+    });
 
     let all: Vec<Option<SocketAddr>> = bound.iter().map(|b| Some(b.addr)).collect();
     let (host, aliases) = advertised_host(&settings, &all);
@@ -633,7 +697,8 @@ async fn start_inner(
     let mut cfg = EdgeConfig::new(local.clone(), Secret::new(state.key.flow_token_key()));
     cfg.mode = settings.mode;
     cfg.domains = settings.domains.clone();
-    cfg.next_hops = settings.next_hops.clone();
+    cfg.next_hops = initial_hops.iter().map(|o| o.resolved.hop).collect();
+    cfg.probe = settings.hops.probe;
     cfg.trusted_peers = settings.trusted_peers.clone();
     cfg.client_routes = settings.client_routes.clone();
     cfg.timers = settings.timers;
@@ -695,13 +760,24 @@ async fn start_inner(
         connections: AtomicUsize::new(0),
         per_ip,
         shutdown: shutdown_rx,
+        outbound_tls: arc_swap::ArcSwap::from_pointee(outbound_tls),
+        hop_names: Mutex::new(HashMap::new()),
+        resolver,
+        hop_table: Arc::new(crate::hops::HopTable::default()),
+        resolve_again: tokio::sync::Notify::new(),
         intake: intake_rx,
         in_progress: AtomicUsize::new(control::NOT_COUNTED),
-        tls_client: ArcSwapOption::new(tls_client),
         tls_server: ArcSwapOption::new(acceptor),
         peers: peers.clone(),
         outbound_source: tcp_addr.map(|a| a.ip()),
     });
+    let _ = metrics.hops.set(shared.hop_table.clone());
+    let mut hop_origins = HashMap::new();
+    record_hop_names(&shared, &mut hop_origins, &initial_hops);
+    edge.set_next_hops(cfg_hops(&initial_hops), now());
+    shared
+        .hop_table
+        .publish(edge.hop_status(Instant::now()), &hop_origins);
 
     let mut tasks = Vec::new();
     let kerberos = match (kerberos, &core) {
@@ -783,6 +859,7 @@ async fn start_inner(
         save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
         pool,
         pool_events,
+        hop_origins,
         control: control_rx,
         sip_limits,
     };
@@ -838,6 +915,7 @@ async fn start_inner(
     ));
     let seams = Arc::new(crate::admin::ControlSeams::default());
     seams.attach_lifecycle(control.clone());
+    seams.attach_hops(shared.hop_table.clone());
     if let Some((core, users, _)) = core {
         // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
         // and users added with `sagw user add` take effect without a restart.
@@ -858,6 +936,14 @@ async fn start_inner(
             }
         }));
     }
+    // Also without names now: a reload may bring some.
+    let first =
+        next_resolution.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+    tasks.push(tokio::spawn(watch_next_hops(
+        shared.clone(),
+        first,
+        initial_hops.clone(),
+    )));
     if let Some(l) = metrics_listener {
         let app = crate::admin::metrics_router(metrics.clone());
         tasks.push(tokio::spawn(crate::http::serve(
@@ -895,7 +981,7 @@ async fn start_inner(
     }
     info!(
         udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr, admin = ?admin_addr,
-        advertise = %local.host, mode = ?running_settings.mode, next_hops = running_settings.next_hops.len(),
+        advertise = %local.host, mode = ?running_settings.mode, next_hops = running_settings.hops.specs.len(),
         "sagw listening"
     );
     Ok(Running {
@@ -907,6 +993,7 @@ async fn start_inner(
         admin_addr,
         cert,
         metrics,
+        hops: shared.hop_table.clone(),
         shutdown: shutdown_tx,
         wake,
         core_exit: exit_rx,
@@ -952,6 +1039,73 @@ fn exempt(settings: &Settings) -> Vec<IpAddr> {
         .map(|h| h.addr.ip())
         .chain(settings.trusted_peers.iter().copied())
         .collect()
+}
+
+/// The targets of resolved next hops, for the core.
+fn cfg_hops(origins: &[crate::hops::HopOrigin]) -> Vec<sagw_proxy::NextHop> {
+    origins.iter().map(|o| o.resolved.hop).collect()
+}
+
+/// Most names remembered for TLS verification: targets come from DNS answers (a Route's name can
+/// be a client's choice), so the table is bounded; a target past it is verified by its address,
+/// which fails closed.
+const MAX_HOP_NAMES: usize = 4096;
+
+/// Remember the name of each target (for TLS) and the entry it came from (for the admin API).
+fn record_hop_names(
+    shared: &Shared,
+    origins: &mut HashMap<sagw_proxy::NextHop, String>,
+    hops: &[crate::hops::HopOrigin],
+) {
+    origins.clear();
+    for o in hops {
+        origins.insert(o.resolved.hop, o.configured.clone());
+    }
+    remember_names(shared, hops.iter().map(|o| &o.resolved));
+}
+
+fn remember_names<'a>(
+    shared: &Shared,
+    resolved: impl Iterator<Item = &'a crate::resolver::Resolved>,
+) {
+    let Ok(mut names) = shared.hop_names.lock() else {
+        return;
+    };
+    for r in resolved.filter(|r| !r.name.is_empty()) {
+        let key = (r.hop.transport, r.hop.addr);
+        if names.len() < MAX_HOP_NAMES || names.contains_key(&key) {
+            names.insert(key, r.name.clone());
+        }
+    }
+}
+
+/// Resolve the configured next-hop names again whenever their records expire (bounded by the
+/// resolver's minimum and maximum), and hand the core the new target list when it changed.
+async fn watch_next_hops(
+    shared: Arc<Shared>,
+    first: Instant,
+    initial: Vec<crate::hops::HopOrigin>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut at = first;
+    let mut last = Some(initial);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+            // A reload: the names (or the entries) may have changed.
+            () = shared.resolve_again.notified() => {}
+            _ = stop.changed() => return,
+        }
+        let specs = shared.settings.load().hops.specs.clone();
+        let (hops, next) = crate::hops::resolve_all(&specs, &shared.resolver).await;
+        at = next.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+        if last.as_ref() != Some(&hops) {
+            last = Some(hops.clone());
+            if !shared.post(Event::NextHops(hops)).await {
+                return;
+            }
+        }
+    }
 }
 
 /// The UDP socket, with a 4 MiB receive buffer: the default (~208 KiB) overflows under a burst of

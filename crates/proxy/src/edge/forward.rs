@@ -222,7 +222,7 @@ impl Edge {
         key: &str,
         mut out: Message,
         to: BranchTo,
-        hop: Option<usize>,
+        hop: Option<NextHop>,
         now: Now,
     ) -> Result<(), u16> {
         let Some(st) = self.server.get(key) else {
@@ -303,36 +303,31 @@ impl Edge {
         Ok(())
     }
 
-    /// Forward to the next next hop that is not known to be down; 503 when none is left.
+    /// Forward to the next target that is not known to be down; 503 (or 408 after a timeout)
+    /// when none is left.
     pub(super) fn try_next_hop(&mut self, key: &str, last_failure: Failure, now: Now) {
         loop {
             let Some(st) = self.server.get_mut(key) else {
                 return;
             };
-            let Some(i) = st.hops.pop_front() else {
+            let Some(hop) = st.hops.pop_front() else {
                 let code = match last_failure {
                     Failure::Transport => 503,
                     Failure::Timeout => 408,
                 };
                 let extra = if code == 503 {
-                    vec![("Retry-After", self.cfg.retry_after.as_secs().to_string())]
+                    vec![("Retry-After", self.retry_after_secs().to_string())]
                 } else {
                     Vec::new()
                 };
                 self.respond(key, code, &extra, now);
                 return;
             };
-            let down = self
-                .hop_down
-                .get(i)
-                .copied()
-                .flatten()
-                .is_some_and(|until| until > now.mono);
-            if down {
+            if self.hop_is_down(&hop, now.mono) {
                 continue;
             }
-            let Some(NextHop { transport, addr }) = self.cfg.next_hops.get(i).copied() else {
-                continue;
+            let Some(st) = self.server.get_mut(key) else {
+                return;
             };
             // Kept for fail-over only while there is a hop left to fail over to.
             let next = if st.hops.is_empty() {
@@ -344,8 +339,11 @@ impl Edge {
                 return;
             };
             // An address, not a client flow: the outbound stage does not run, nothing is refused.
-            let to = BranchTo::addr(Target::Addr { transport, addr });
-            let _ = self.forward(key, msg, to, Some(i), now);
+            let to = BranchTo::addr(Target::Addr {
+                transport: hop.transport,
+                addr: hop.addr,
+            });
+            let _ = self.forward(key, msg, to, Some(hop), now);
             return;
         }
     }

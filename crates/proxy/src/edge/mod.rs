@@ -3,6 +3,7 @@
 //! One `Edge` owns every table; its methods are spread over the modules below by concern.
 
 mod forward;
+mod hops;
 mod reconfigure;
 mod request;
 mod response;
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use self::hops::HopSet;
 use self::timers::{TimerEntry, TimerKind};
 use self::transaction::{ClientTx, ServerTx};
 use crate::config::{EdgeConfig, Intake};
@@ -60,7 +62,8 @@ pub struct Edge {
     /// Where the clean-up timers' grid starts (the first timer scheduled).
     cleanup_origin: Option<Instant>,
     actions: VecDeque<Action>,
-    hop_down: Vec<Option<Instant>>,
+    /// The next-hop targets' health, the probes, the requests waiting for a name.
+    hops: HopSet,
     /// Open, or draining (see [`Edge::set_intake`]).
     intake: Intake,
     trusted_flows: TrustedFlows,
@@ -109,8 +112,8 @@ impl Edge {
 
     /// A proxy whose client messages pass `auth` (see [`crate::hook`]).
     pub fn with_auth(cfg: EdgeConfig, auth: Box<dyn ClientAuth>) -> Edge {
-        let hops = cfg.next_hops.len();
         Edge {
+            hops: HopSet::new(&cfg.next_hops),
             ids: Ids::new(cfg.secret.clone()),
             registrar: Registrar::new(cfg.registrar.clone()),
             cfg,
@@ -122,7 +125,6 @@ impl Edge {
             cleanups: BTreeMap::new(),
             cleanup_origin: None,
             actions: VecDeque::new(),
-            hop_down: vec![None; hops],
             intake: Intake::Open,
             trusted_flows: TrustedFlows::default(),
         }
@@ -158,6 +160,7 @@ impl Edge {
             self.timers.peek().map(|Reverse(e)| e.at),
             self.cleanups.first_key_value().map(|(at, _)| *at),
             self.registrar.next_expiry(),
+            self.hops.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -261,6 +264,7 @@ impl Edge {
 
     /// Process one message from the network.
     pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
+        self.start_probes(now.mono);
         let Inbound { message, flow } = inbound;
         let from_client = self.is_client(&flow);
         if message.is_request() {

@@ -10,35 +10,23 @@ use crate::config::{Intake, LiveSettings, NextHop};
 impl Edge {
     /// Applies new settings. Transactions in progress and bindings stay: a transaction keeps
     /// the timers it has scheduled, its fail-over goes on through the next hops it has left that
-    /// are still configured, and a next hop that is still configured keeps its down state (by
-    /// transport and address, wherever it moved in the list).
+    /// are still configured, and a next hop that is still configured keeps its health state (by
+    /// transport and address, wherever it moved in the list; see [`Edge::set_next_hops`]).
     pub fn reconfigure(&mut self, live: LiveSettings) {
-        let old_hops = std::mem::replace(&mut self.cfg.next_hops, live.next_hops);
-        // Where each old hop is in the new list, if it is still there.
-        let moved: Vec<Option<usize>> = old_hops
-            .iter()
-            .map(|h: &NextHop| self.cfg.next_hops.iter().position(|n| n == h))
-            .collect();
-        let mut hop_down = vec![None; self.cfg.next_hops.len()];
-        for (old, new) in moved.iter().enumerate() {
-            if let (Some(new), Some(down)) = (new, self.hop_down.get(old).copied().flatten())
-                && let Some(slot) = hop_down.get_mut(*new)
-            {
-                *slot = Some(down);
-            }
-        }
-        self.hop_down = hop_down;
-        let remap = |i: usize| moved.get(i).copied().flatten();
+        let old_hops = self.cfg.next_hops.clone();
+        self.replace_next_hops(live.next_hops);
+        // A configured hop that is gone is not failed over to any more; other targets (the
+        // addresses of a Route's name) are not configuration and stay.
+        let gone = |h: &NextHop| old_hops.contains(h) && !self.cfg.next_hops.contains(h);
         for st in self.server.values_mut() {
             st.hops = st
                 .hops
                 .iter()
-                .filter_map(|&i| remap(i))
+                .filter(|h| !gone(h))
+                .copied()
                 .collect::<VecDeque<_>>();
         }
-        for ct in self.client.values_mut() {
-            ct.hop = ct.hop.and_then(remap);
-        }
+        self.set_probe(live.probe);
         self.cfg.domains = live.domains;
         self.cfg.trusted_peers = live.trusted_peers;
         self.cfg.client_routes = live.client_routes;

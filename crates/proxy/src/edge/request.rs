@@ -8,6 +8,7 @@ use sagw_sip::Message;
 
 use super::Edge;
 use super::forward::set_max_forwards;
+use super::hops::{Parked, ParkedAck};
 use super::routing::{BranchTo, Dest};
 use super::timers::TimerKind;
 use super::transaction::{
@@ -324,10 +325,18 @@ impl Edge {
             }
             Ok(Dest::Hops) => {
                 if let Some(st) = self.server.get_mut(&key) {
-                    st.hops = (0..self.cfg.next_hops.len()).collect();
+                    st.hops = self.cfg.next_hops.iter().copied().collect();
                     st.forward = Some(forward);
                 }
                 self.try_next_hop(&key, Failure::Transport, now);
+            }
+            Ok(Dest::Name(name)) => {
+                // Waits in its server transaction (a retransmission is absorbed meanwhile, a
+                // CANCEL answers it) until the driver hands back the targets.
+                if let Some(st) = self.server.get_mut(&key) {
+                    st.forward = Some(forward);
+                }
+                self.park(Parked::Request { key }, &name, now.mono);
             }
             Err(code) => self.respond(&key, code, &[], now),
         }
@@ -388,6 +397,17 @@ impl Edge {
                 }
             },
             Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
+            Ok(Dest::Name(name)) => {
+                let ack = ParkedAck {
+                    msg,
+                    from_client,
+                    loop_hash: lh,
+                    incoming,
+                    max_forwards: mf,
+                };
+                self.park(Parked::Ack(Box::new(ack)), &name, now.mono);
+                return;
+            }
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
                 Some(h) => BranchTo::addr(Target::Addr {
                     transport: h.transport,
@@ -403,7 +423,26 @@ impl Edge {
                 return;
             }
         };
-        set_max_forwards(&mut msg, (mf - 1).min(70));
+        let ack = ParkedAck {
+            msg,
+            from_client,
+            loop_hash: lh,
+            incoming,
+            max_forwards: mf,
+        };
+        self.forward_ack(ack, to, now);
+    }
+
+    /// Send a 2xx ACK on, statelessly, once its target is known.
+    pub(super) fn forward_ack(&mut self, ack: ParkedAck, to: BranchTo, now: Now) {
+        let ParkedAck {
+            mut msg,
+            loop_hash: lh,
+            incoming,
+            max_forwards: mf,
+            ..
+        } = ack;
+        set_max_forwards(&mut msg, mf.saturating_sub(1).min(70));
         if let Some(route) = &to.route {
             push_on_top(&mut msg, "Route", route);
         }

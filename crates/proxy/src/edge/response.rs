@@ -46,6 +46,9 @@ impl Edge {
         } else {
             branch
         };
+        if !from_client && self.probe_answered(&ct_key, code, &flow, now) {
+            return;
+        }
         if from_client && let Err(reason) = self.admit_client_response(&mut msg, flow, &ct_key, now)
         {
             self.report(Report::Dropped(reason));
@@ -94,6 +97,19 @@ impl Edge {
             return;
         }
         let server_key = ct.server_key.clone();
+        // Taken now: a finished transaction over a stream leaves the table below.
+        let hop = ct.hop;
+        match hop {
+            // Any answer but 503 shows the target is alive (and brings a down one back).
+            Some(h) if code != 503 => self.hop_alive(h, now),
+            // A 503 counts against it where probing will bring it back; without probing only
+            // when there is another target to fail over to (below), as before probing.
+            Some(h) if code >= 200 && self.cfg.probe.interval.is_some() => self.hop_failed(h, now),
+            _ => {}
+        }
+        let Some(ct) = self.client.get_mut(&ct_key) else {
+            return;
+        };
         if code < 200 {
             if ct.state == ClientState::Trying {
                 ct.state = ClientState::Proceeding;
@@ -177,16 +193,17 @@ impl Edge {
                 TimerKind::ClientCleanup(ct_key.clone(), epoch),
             );
         }
-        let hop = self.client.get(&ct_key).and_then(|c| c.hop);
         if code == 503
-            && let (Some(i), Some(sk)) = (hop, server_key.as_deref())
+            && let (Some(h), Some(sk)) = (hop, server_key.as_deref())
             && self
                 .server
                 .get(sk)
                 .is_some_and(|s| s.state == ServerState::Proceeding && !s.hops.is_empty())
         {
             // RFC 3263 §4.3: a 503 from a next hop means "try the next one".
-            self.mark_down(i, now.mono);
+            if self.cfg.probe.interval.is_none() {
+                self.hop_failed(h, now);
+            }
             self.try_next_hop(sk, Failure::Transport, now);
             return;
         }

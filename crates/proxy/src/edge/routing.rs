@@ -21,7 +21,18 @@ pub(super) enum Dest {
     /// Every live binding of an AOR, most recent first (parallel forking).
     Fork(Vec<BranchTo>),
     Addr(Transport, std::net::SocketAddr),
+    /// A Route naming a host by name: the driver resolves it (RFC 3263) and the request goes
+    /// to what it resolves to.
+    Name(NameTarget),
     Hops,
+}
+
+/// A host name a Route names, with what the URI says about how to reach it.
+pub(super) struct NameTarget {
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    pub(super) transport: Option<Transport>,
+    pub(super) secure: bool,
 }
 
 /// The far end of one branch of a proxied request.
@@ -138,8 +149,19 @@ impl Edge {
             return Ok(Dest::Flow(BranchTo::token(f, endpoint)));
         }
         if let Some(r) = top_route(msg) {
-            let next = parse_name_addr(r).ok().and_then(|na| {
-                let uri = SipUri::parse(na.uri)?;
+            let uri = parse_name_addr(r).ok().and_then(|na| SipUri::parse(na.uri));
+            if let Some(uri) = uri.filter(|u| u.ip().is_none()) {
+                // A name (a Record-Route naming one front-end server of a pool): resolved by the
+                // driver; whether a client may go there is judged on the addresses it resolves
+                // to, as for a Route to an address.
+                return Ok(Dest::Name(NameTarget {
+                    host: uri.host.to_owned(),
+                    port: uri.port,
+                    transport: uri.transport(),
+                    secure: uri.secure,
+                }));
+            }
+            let next = uri.and_then(|uri| {
                 let t = uri.transport().unwrap_or(Transport::Udp);
                 Some((t, uri.socket_addr(t)?))
             });
@@ -207,7 +229,7 @@ impl Edge {
     }
 
     /// True when a client's Route may name `addr`: a next hop, or an operator-listed target.
-    fn client_may_route_to(&self, addr: std::net::SocketAddr) -> bool {
+    pub(super) fn client_may_route_to(&self, addr: std::net::SocketAddr) -> bool {
         self.cfg.next_hops.iter().any(|h| h.addr == addr)
             || self.cfg.client_routes.iter().any(|r| r.matches(addr))
     }
@@ -216,14 +238,7 @@ impl Edge {
         self.cfg
             .next_hops
             .iter()
-            .enumerate()
-            .find(|(i, _)| {
-                self.hop_down
-                    .get(*i)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|u| u <= now)
-            })
-            .map(|(_, h)| *h)
+            .find(|h| !self.hop_is_down(h, now))
+            .copied()
     }
 }

@@ -112,6 +112,8 @@ impl Edge {
 
     /// Process every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.start_probes(now.mono);
+        self.probe_timers(now);
         self.registrar.expire(now.mono);
         self.report_binding_changes();
         // The heap and the clean-up buckets in time order (a tie goes to the heap).
@@ -196,9 +198,9 @@ impl Edge {
                 }
                 self.client.remove(&key);
                 if state == ClientState::Trying
-                    && let Some(i) = hop
+                    && let Some(h) = hop
                 {
-                    self.mark_down(i, now.mono);
+                    self.hop_failed(h, now);
                 }
                 match (sk, hop) {
                     (Some(sk), Some(_)) => self.try_next_hop(&sk, Failure::Timeout, now),
@@ -237,12 +239,6 @@ impl Edge {
         }
     }
 
-    pub(super) fn mark_down(&mut self, hop: usize, now: Instant) {
-        if let Some(slot) = self.hop_down.get_mut(hop) {
-            *slot = Some(later(now, self.cfg.retry_after));
-        }
-    }
-
     /// The driver could not deliver a message sent with `token` (connection refused or reset,
     /// flow gone): fail over to the next hop, or answer 503 (next hops) / 480 (a client's flow).
     pub fn send_failed(&mut self, token: &SendToken, now: Now) {
@@ -251,6 +247,9 @@ impl Edge {
     }
 
     pub(super) fn fail_send(&mut self, token: &SendToken, now: Now) {
+        if self.probe_send_failed(&token.0, now) {
+            return;
+        }
         let Some(ct) = self.client.get(&token.0) else {
             return;
         };
@@ -263,8 +262,8 @@ impl Edge {
         self.client.remove(&token.0);
         let Some(sk) = sk else { return };
         match hop {
-            Some(i) => {
-                self.mark_down(i, now.mono);
+            Some(h) => {
+                self.hop_failed(h, now);
                 self.try_next_hop(&sk, Failure::Transport, now);
             }
             None => self.branch_failed(&sk, &token.0, gone, now),

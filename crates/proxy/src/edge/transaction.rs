@@ -76,8 +76,8 @@ pub(super) struct ServerTx {
     /// responses all come from downstream never needs one.
     pub(super) to_tag: Option<String>,
     pub(super) loop_hash: String,
-    /// Next hops still to try, in order.
-    pub(super) hops: VecDeque<usize>,
+    /// Targets still to try, in order (next hops, or the addresses a Route's name resolved to).
+    pub(super) hops: VecDeque<crate::config::NextHop>,
     pub(super) epoch: u32,
     pub(super) interval: Duration,
 }
@@ -132,7 +132,9 @@ pub(super) struct ClientTx {
     pub(super) epoch: u32,
     pub(super) interval: Duration,
     pub(super) cancel_pending: bool,
-    pub(super) hop: Option<usize>,
+    /// The target when it is one of a list tried in turn (next hops, a resolved name): a
+    /// failure fails over to the next and counts against the target's health.
+    pub(super) hop: Option<crate::config::NextHop>,
     pub(super) ack: Option<Message>,
     /// Timer C fired and the branch was cancelled: the next timeout gives up on it.
     pub(super) timer_c_fired: bool,
