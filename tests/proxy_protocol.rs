@@ -406,4 +406,19 @@ async fn through_a_real_haproxy_with_send_proxy_v2() {
         (client.into(), me.port().to_string()),
         "{via}"
     );
+    // A client that sends a header of its own through HAProxy: it comes after HAProxy's, as the
+    // client's bytes, and is not believed.
+    let gw_tcp = gw.tcp.expect("tcp");
+    let mut forged = connect_from("127.0.0.6", haproxy.addr).await;
+    forged
+        .write_all(&v2_header("203.0.113.66:4000".parse().unwrap(), gw_tcp))
+        .await
+        .unwrap();
+    forged
+        .write_all(options(gw_tcp, "TCP").as_bytes())
+        .await
+        .unwrap();
+    let said = until_closed(&mut forged).await.expect("closed");
+    assert!(!said.contains("SIP/2.0 200"), "answered: {said}");
+    assert!(!said.contains("203.0.113.66"), "believed: {said}");
 }

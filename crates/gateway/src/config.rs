@@ -511,8 +511,9 @@ impl std::fmt::Display for SpoofableTrust {
                 "proxy.trusted_peers: messages from {ip} skip client authentication, and a UDP \
                  listener is open: anyone who can reach it can forge {ip} as the source of a \
                  datagram and be trusted as that server. Reach trusted servers over TCP or TLS \
-                 only (close the UDP listeners or filter spoofed sources at the network edge); \
-                 mutual TLS for servers is planned"
+                 only (close the UDP listeners or filter spoofed sources at the network edge), \
+                 or trust them by their TLS certificate instead (tls.peer_ca, \
+                 proxy.trusted_peer_names)"
             ),
             SpoofableTrust::UdpNextHop(addr) => write!(
                 f,

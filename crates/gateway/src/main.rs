@@ -300,6 +300,12 @@ fn main() -> ExitCode {
                 dir.display()
             );
         }
+        if let Some(p) = &settings.peer_trust
+            && let Err(e) = sagw_gateway::peer_trust::PeerTrust::load(&p.ca, &p.names)
+        {
+            eprintln!("sagw: invalid configuration ({source}): tls.peer_ca: {e}");
+            return ExitCode::from(2);
+        }
         if let Some(a) = &settings.auth {
             for d in &a.deprecated {
                 eprintln!("sagw: warning ({source}): {d}");
