@@ -144,6 +144,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_changes_the_cap_and_the_exempt_servers_and_keeps_the_counts() {
+        let t = PerIp::new(3, vec![ip("10.0.0.9")]);
+        let held: Vec<_> = (0..3).map(|_| t.admit(ip("10.0.0.1"))).collect();
+        t.reconfigure(2, vec![ip("10.0.0.8")]);
+        assert_eq!(
+            t.count(ip("10.0.0.1")),
+            3,
+            "open connections keep their places"
+        );
+        assert!(matches!(t.admit(ip("10.0.0.1")), Admission::Refused));
+        assert!(matches!(t.admit(ip("10.0.0.8")), Admission::Exempt));
+        assert!(matches!(t.admit(ip("10.0.0.9")), Admission::Counted(_)));
+        drop(held);
+        assert_eq!(t.sources(), 0);
+    }
+
+    #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
         assert_eq!(
             source_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),

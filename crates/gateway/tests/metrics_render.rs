@@ -92,6 +92,7 @@ fn record(m: &Metrics) {
     // The table path and the map path of one series add up to one line.
     m.binding_change("added");
     m.inc("sagw_bindings_changes_total", "change=\"added\"".into(), 1);
+    m.inc("sagw_config_reloads_total", "result=\"failed\"".into(), 1);
     m.binding_change("refreshed");
     m.binding_change("refreshed");
     m.binding_change("refreshed");
@@ -158,6 +159,9 @@ sagw_send_failures_total{transport="tcp"} 1
 sagw_bindings_changes_total{change="added"} 2
 sagw_bindings_changes_total{change="refreshed"} 3
 sagw_bindings_changes_total{change="weird"} 1
+# HELP sagw_config_reloads_total Configuration reloads (SIGHUP, admin API) by result: ok, or failed (the running configuration stays)
+# TYPE sagw_config_reloads_total counter
+sagw_config_reloads_total{result="failed"} 1
 # HELP sagw_transaction_duration_seconds Time from request to final response
 # TYPE sagw_transaction_duration_seconds histogram
 sagw_transaction_duration_seconds_bucket{method="INVITE",le="0.001"} 1
