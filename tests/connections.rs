@@ -159,7 +159,7 @@ async fn a_peer_that_pings_but_never_reads_is_closed_by_the_write_timeout() {
     let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
     still_served(&mut good).await;
 
-    let mut slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+    let slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
         .await
         .expect("connect");
     let (to, from) = (slow.peer_addr().unwrap(), slow.local_addr().unwrap());
