@@ -10,7 +10,7 @@ mod kdc;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use auth_support::{Client, DOMAIN, GwOptions, config, gateway_settings, http, verified};
+use auth_support::{Client, DOMAIN, GwOptions, config, gateway_settings, http, metric, verified};
 use sagw_auth::{KerberosAccepted, KerberosBackend, KerberosRejection, Reason};
 use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, Failure};
@@ -101,12 +101,6 @@ async fn answers(sock: &UdpSocket, quiet: Duration) -> Vec<(String, Message)> {
         }
     }
     out
-}
-
-fn metric(body: &str, series: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// No KDC needed: an acceptor that refuses after 300 ms. Kerberos sign-ins wait for it on the

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use auth_support::{Client, DOMAIN, challenged, config, unique, verified};
+use auth_support::{Client, DOMAIN, challenged, config, metric, metrics_of, unique, verified};
 use lifecycle_support::*;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;

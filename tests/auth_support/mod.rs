@@ -470,6 +470,33 @@ pub async fn http(gw: &Running, method: &str, path: &str) -> (String, String) {
     )
 }
 
+/// The `/metrics` page at `addr`, read to the end (the listener keeps HTTP/1.1 connections open:
+/// this one asks it to close after the answer).
+pub async fn metrics_of(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("metrics in time")
+        .expect("read");
+    out
+}
+
+/// The value of `series` on a metrics page, 0 when absent (a gauge without labels may be rendered
+/// `name{} v`).
+pub fn metric(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let rest = rest.strip_prefix("{}").unwrap_or(rest);
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The auth parameter `name` of a header value (`NTLM realm="x", opaque="y"`).
 pub fn param(value: &str, name: &str) -> Option<String> {
     sagw_sip::AuthHeader::parse(value)

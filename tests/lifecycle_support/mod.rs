@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use crate::auth_support::{metric, metrics_of};
 use sagw_gateway::reload::ConfigSource;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const NODE_ENV: &str = "SAGW_LIFECYCLE_NODE_CONFIG";
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -176,33 +176,6 @@ impl Drop for Node {
 pub struct Reloads {
     pub ok: u64,
     pub failed: u64,
-}
-
-/// The `/metrics` page.
-pub async fn metrics_of(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("metrics in time")
-        .expect("read");
-    out
-}
-
-/// The value of `series` (0 when absent).
-pub fn metric(body: &str, series: &str) -> u64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM.

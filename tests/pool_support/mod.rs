@@ -312,29 +312,3 @@ pub async fn wait_published(redis: &[String], cluster: bool, c: &Client) {
 pub fn standalone() -> Option<RedisServer> {
     RedisServer::start()
 }
-
-/// The node's `/metrics` page.
-pub async fn metrics_of(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("metrics in time")
-        .expect("read");
-    out
-}
-
-/// The value of `series` (a gauge without labels may be rendered `name{} v`).
-pub fn metric(body: &str, series: &str) -> u64 {
-    body.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            let rest = rest.strip_prefix("{}").unwrap_or(rest);
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
-        .unwrap_or(0)
-}
