@@ -55,18 +55,6 @@ snapshot = "{d}/state.snapshot"
     )
 }
 
-fn add_users(text: &str) {
-    let auth = sagw_gateway::Config::parse(text)
-        .expect("parses")
-        .validate()
-        .expect("valid")
-        .auth
-        .expect("auth");
-    for u in ["alice", "bob"] {
-        sagw_gateway::users::add(&auth, u, &format!("{u}-pw"), None).expect("user");
-    }
-}
-
 async fn signed_in(addr: SocketAddr, user: &str) -> Client {
     let mut c = Client::connect_to(
         addr,
@@ -113,7 +101,7 @@ async fn sigterm_refuses_new_work_lets_the_transaction_in_progress_finish_then_s
     let dir = tempfile::tempdir().expect("dir");
     let hop = UdpSocket::bind("127.0.0.1:0").await.expect("next hop");
     let text = gateway_config(dir.path(), hop.local_addr().expect("hop"), 10);
-    add_users(&text);
+    add_users(&text, &["alice", "bob"]);
     let mut node = Node::start(dir.path(), &text);
     let tcp = node.tcp.expect("tcp");
     let mut alice = signed_in(tcp, "alice").await;
@@ -190,7 +178,7 @@ async fn the_grace_bounds_the_drain_and_a_second_sigterm_stops_at_once() {
     let dir = tempfile::tempdir().expect("dir");
     let hop = UdpSocket::bind("127.0.0.1:0").await.expect("next hop");
     let text = gateway_config(dir.path(), hop.local_addr().expect("hop"), 2);
-    add_users(&text);
+    add_users(&text, &["alice", "bob"]);
 
     // A next hop that never answers: the drain ends with the grace.
     let mut node = Node::start(dir.path(), &text);

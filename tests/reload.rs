@@ -58,16 +58,6 @@ nonce_key = "{d}/nonce.key"
     )
 }
 
-fn add_alice(text: &str) {
-    let auth = sagw_gateway::Config::parse(text)
-        .expect("parses")
-        .validate()
-        .expect("valid")
-        .auth
-        .expect("auth");
-    sagw_gateway::users::add(&auth, "alice", "alice-pw", None).expect("user");
-}
-
 fn fingerprint_of(pem: &str) -> String {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate");
     sagw_gateway::tls::fingerprint(der.as_ref())
@@ -107,7 +97,7 @@ async fn sighup_shows_new_connections_the_renewed_certificate_and_open_ones_go_o
     let trusted = dir.path().join("trusted.pem");
     std::fs::write(&trusted, format!("{cert_a}{cert_b}")).expect("bundle");
     let text = gateway_config(dir.path(), "");
-    add_alice(&text);
+    add_users(&text, &["alice"]);
     let node = Node::start(dir.path(), &text);
     let tls = node.tls.expect("tls listener");
     assert_eq!(
@@ -172,7 +162,7 @@ async fn a_broken_file_keeps_the_running_configuration_and_a_good_one_changes_a_
     std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
     std::fs::write(dir.path().join("key.pem"), &key).expect("key");
     let text = gateway_config(dir.path(), "max_message_bytes = 65535");
-    add_alice(&text);
+    add_users(&text, &["alice"]);
     let node = Node::start(dir.path(), &text);
     let udp = node.udp.expect("udp");
     assert!(answered(udp, 3000).await, "a 3000-byte OPTIONS is answered");

@@ -178,6 +178,19 @@ pub struct Reloads {
     pub failed: u64,
 }
 
+/// Adds `users` (password `<user>-pw`) to the credentials file of the configuration `text`.
+pub fn add_users(text: &str, users: &[&str]) {
+    let auth = sagw_gateway::Config::parse(text)
+        .expect("parses")
+        .validate()
+        .expect("valid")
+        .auth
+        .expect("auth");
+    for u in users {
+        sagw_gateway::users::add(&auth, u, &format!("{u}-pw"), None).expect("user");
+    }
+}
+
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM.
 pub fn certificate() -> (String, String) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
