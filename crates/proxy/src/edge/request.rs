@@ -385,7 +385,15 @@ impl Edge {
         let incoming = top_via(&msg)
             .and_then(|v| Via::parse(v).and_then(|v| v.branch().map(str::to_owned)))
             .unwrap_or_default();
-        let to = match self.route(&mut msg, &flow, from_client, now.mono) {
+        let dest = self.route(&mut msg, &flow, from_client, now.mono);
+        let ack = ParkedAck {
+            msg,
+            from_client,
+            loop_hash: lh,
+            incoming,
+            max_forwards: mf,
+        };
+        let to = match dest {
             Ok(Dest::Flow(to)) => to,
             // A 2xx ACK carries our Route (Record-Route was added): an AOR lookup here is a
             // peer without a route set; the most recent binding is the best guess.
@@ -398,13 +406,6 @@ impl Edge {
             },
             Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
             Ok(Dest::Name(name)) => {
-                let ack = ParkedAck {
-                    msg,
-                    from_client,
-                    loop_hash: lh,
-                    incoming,
-                    max_forwards: mf,
-                };
                 self.park(Parked::Ack(Box::new(ack)), &name, now.mono);
                 return;
             }
@@ -422,13 +423,6 @@ impl Edge {
                 self.report(Report::Dropped(DropReason::Stray));
                 return;
             }
-        };
-        let ack = ParkedAck {
-            msg,
-            from_client,
-            loop_hash: lh,
-            incoming,
-            max_forwards: mf,
         };
         self.forward_ack(ack, to, now);
     }
