@@ -16,6 +16,7 @@ pub mod counters;
 pub mod credentials;
 pub mod date;
 pub mod decision;
+pub mod directory;
 pub mod handshake;
 mod hex;
 pub mod kerberos;
@@ -44,6 +45,7 @@ pub use decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,
     TransportContext,
 };
+pub use directory::{AccountDirectory, DirectoryAnswer, DirectoryUnavailable, DomainAccount};
 pub use handshake::{ChallengeKey, ChallengeSource, RecordedChallenges};
 pub use kerberos::{
     KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
