@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a sagw credentials file (format of crates/auth/src/credentials.rs) for the load users
 load0..load<N-1> with passwords load<n>-pw: NT hash for NTLM, SHA-256 and MD5 HA1 for Digest.
-Usage: make_users.py N DIGEST_REALM > users.txt   (then chmod 600)"""
+Usage: make_users.py N DIGEST_REALM [PREFIX] > users.txt   (then chmod 600); PREFIX (default load)
+names the users <PREFIX><n> with passwords <PREFIX><n>-pw."""
 import hashlib, sys
 
 def md4(data: bytes) -> bytes:
@@ -42,8 +43,9 @@ def md4(data: bytes) -> bytes:
 
 assert md4(b"").hex() == "31d6cfe0d16ae931b73c59d7e0c089c0"  # RFC 1320 test suite
 n, realm = int(sys.argv[1]), sys.argv[2]
+prefix = sys.argv[3] if len(sys.argv) > 3 else "load"
 for i in range(n):
-    user, pw = f"load{i}", f"load{i}-pw"
+    user, pw = f"{prefix}{i}", f"{prefix}{i}-pw"
     print(f"{user} nt {md4(pw.encode('utf-16-le')).hex().upper()}")
     for alg, fn in (("SHA-256", hashlib.sha256), ("MD5", hashlib.md5)):
         print(f"{user} ha1 {alg} {fn(f'{user}:{realm}:{pw}'.encode()).hexdigest()} {realm}")
