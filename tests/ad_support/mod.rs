@@ -159,7 +159,8 @@ for attempt in 1 2 3 4 5 6 7 8 9 10; do
   if [ $attempt -lt 5 ]; then kill -TERM $left 2>/dev/null; else kill -KILL $left 2>/dev/null; fi
   sleep 0.3
 done
-if [ -n "$lock" ]; then rm -f /run/samba/winbindd/pipe; fi
+# The pipe our winbindd left (it does not remove it), never the host's own winbind's.
+if [ -n "$lock" ] && [ -e "$home/dc/owns-system-pipe" ]; then rm -f /run/samba/winbindd/pipe; fi
 rm -rf "$home"
 "#;
 
@@ -579,9 +580,19 @@ impl AdDc {
             write_krb5_conf(&self.dir, self.ip)?;
         }
         if self.winbind == Winbind::SystemSocket {
+            let pipe = Path::new(SYSTEM_SOCKET_DIR).join("pipe");
+            // Under the machine lock no other test DC serves it, so a pipe that answers belongs
+            // to the host's own winbind (a domain member): never take that one away.
+            if std::os::unix::net::UnixStream::connect(&pipe).is_ok() {
+                return Err(format!(
+                    "a winbindd not started by the tests answers on {} (the host's winbind \
+                     service?): stop it to run the AD tests that need the system socket",
+                    pipe.display()
+                ));
+            }
             // A pipe left by a previous DC (winbindd does not remove it): clients would find a
             // dead socket until ours replaces it.
-            let _ = std::fs::remove_file(Path::new(SYSTEM_SOCKET_DIR).join("pipe"));
+            let _ = std::fs::remove_file(&pipe);
         }
         let log_path = self.dir.join("log/samba.out");
         let log = std::fs::OpenOptions::new()
@@ -613,6 +624,10 @@ impl AdDc {
                 log_path.display(),
                 self.log_tail(30)
             ));
+        }
+        if self.winbind == Winbind::SystemSocket {
+            std::fs::write(self.dir.join("owns-system-pipe"), "")
+                .map_err(|e| format!("owns-system-pipe: {e}"))?;
         }
         let _ = writeln!(
             std::io::stderr(),
