@@ -11,12 +11,20 @@
 # packaging/systemd/sagw.service (crates/gateway/tests/service.rs), and HAProxy, the load balancer
 # in front of the gateway with the PROXY protocol v2 (tests/proxy_protocol.rs), and dnsmasq (dnsmasq-base: the binary
 # without the system service) as the DNS server the RFC 3263 tests start on a loopback port
-# (tests/next_hops.rs).
+# (tests/next_hops.rs), and a Samba Active Directory domain controller for the AD tests
+# (tests/ad_*.rs through tests/ad_support: samba, the DC; winbind for winbindd, wbinfo and
+# ntlm_auth, and libwbclient0, which the gateway dlopens for NTLM verified by the domain; ldb-tools
+# for ldbmodify/ldbsearch; libnss-wrapper so tools reach a DC's private winbindd socket; krb5-user
+# for kinit/kvno against its KDC).
+# Packages' init scripts must not start daemons (smbd, nmbd, winbind, samba-ad-dc would take the
+# ports and /run/samba/winbindd the tests use): when the image has no /usr/sbin/policy-rc.d, one
+# that denies every start (exit 101) is put in place for the install and removed afterwards.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(pkg-config libkrb5-dev libclang-dev)
 if [ "${1:-}" != "--build" ]; then
-  pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base)
+  pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base
+         samba samba-dsdb-modules samba-ad-provision winbind libwbclient0 ldb-tools libnss-wrapper)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -26,6 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# sagw scripts/setup-debian.sh: no daemon starts during the install\nexit 101\n' \
+      | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
