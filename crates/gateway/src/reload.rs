@@ -375,6 +375,7 @@ fn plan_auth(
         max_epid_len,
         kerberos_workers,
         kerberos_queue,
+        directory,
     } = new;
     // The rules and pins name policies by index: they change live only over the same policies
     // (and the pins only over the same listeners).
@@ -490,6 +491,8 @@ fn plan_auth(
             kerberos_workers,
         ),
         kerberos_queue: fixed(r, "auth.kerberos_queue", &c.kerberos_queue, kerberos_queue),
+        // The lookup (its connections, CA, bind password, cache) is built once at start.
+        directory: fixed(r, "auth.directory", &c.directory, directory),
     }
 }
 
