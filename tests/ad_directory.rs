@@ -98,20 +98,29 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         Ok(DirectoryAnswer::Disabled)
     );
     assert_eq!(d.lookup(ntlm("nosuchuser")), Ok(DirectoryAnswer::NotFound));
-    // A name built to widen the filter matches nothing (it would match every user unescaped).
+    // A name built to widen the filter matches nothing: the search returns no entry at all
+    // (unescaped, each would match every user, or alice).
     for evil in [
         "*)(uid=*",
         "*",
         "alice)(|(sAMAccountName=*",
         "al*",
-        "alice\0",
+        "*)(objectClass=*",
     ] {
+        let before = d.stats();
         assert_eq!(
             d.lookup(ntlm(evil)),
             Ok(DirectoryAnswer::NotFound),
             "{evil:?}"
         );
+        let after = d.stats();
+        assert_eq!(after.searches, before.searches + 1, "{evil:?}");
+        assert_eq!(after.entries, before.entries, "{evil:?} matched entries");
     }
+    // A control character is no account name: not even searched.
+    let before = d.stats();
+    assert_eq!(d.lookup(ntlm("alice\0")), Ok(DirectoryAnswer::NotFound));
+    assert_eq!(d.stats().searches, before.searches);
     // The domain as NetBIOS name (any case) or DNS name; another domain's alice is not ours.
     for domain in ["example", "EXAMPLE.TEST", "example.test"] {
         assert_eq!(

@@ -68,6 +68,8 @@ pub struct DirectoryStats {
     pub cache_hits: u64,
     /// LDAP searches for an account sent to the directory.
     pub searches: u64,
+    /// Entries those searches returned (a name that widened the filter would show here).
+    pub entries: u64,
     /// Connections opened (and bound).
     pub connects: u64,
     /// Lookups that ended unavailable.
@@ -79,6 +81,7 @@ struct Stats {
     lookups: AtomicU64,
     cache_hits: AtomicU64,
     searches: AtomicU64,
+    entries: AtomicU64,
     connects: AtomicU64,
     unavailable: AtomicU64,
 }
@@ -405,6 +408,7 @@ impl LdapDirectory {
             lookups: s.lookups.load(Ordering::Relaxed),
             cache_hits: s.cache_hits.load(Ordering::Relaxed),
             searches: s.searches.load(Ordering::Relaxed),
+            entries: s.entries.load(Ordering::Relaxed),
             connects: s.connects.load(Ordering::Relaxed),
             unavailable: s.unavailable.load(Ordering::Relaxed),
         }
@@ -580,6 +584,9 @@ impl LdapDirectory {
             self.stats.searches.fetch_add(1, Ordering::Relaxed);
             self.search(conn, &self.cfg.base_dn, Scope::Subtree, &filter, &attrs)
         })?;
+        self.stats
+            .entries
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
         let Some(entry) = q.pick(&entries) else {
             return Ok(DirectoryAnswer::NotFound);
         };
