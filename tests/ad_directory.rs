@@ -209,15 +209,21 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         Ok(id(ad_support::ALICE_SIP))
     );
 
-    // A configured attribute after proxyAddresses: alice's mail stays behind her msRTCSIP value.
+    // A configured attribute, consulted after msRTCSIP and proxyAddresses: frank's UPN as a
+    // plain attribute (use_upn off) gives him an address; alice keeps her msRTCSIP value, erin
+    // her proxyAddresses one.
     let d = directory(&DirectorySection {
-        attribute: "mail".into(),
+        attribute: "userPrincipalName".into(),
+        use_upn: false,
         ..section(dc, tmp.path())
     });
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
+    for (user, sip) in [
+        (ad_support::FRANK, "sip:frank@example.test"),
+        (ad_support::ALICE, ad_support::ALICE_SIP),
+        (ad_support::ERIN, ad_support::ERIN_SIP),
+    ] {
+        assert_eq!(d.lookup(ntlm(user)), Ok(id(sip)), "{user}");
+    }
 }
 
 #[test]
