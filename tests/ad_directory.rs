@@ -406,3 +406,99 @@ fn a_dc_that_never_answers_times_out_as_unavailable() {
     assert!(e.0.contains("connect"), "{e}");
     drop(silent);
 }
+
+/// A TCP forwarder on the DC's address (so its certificate still names the host) that can stop
+/// passing bytes on: a DC that hangs with connections open.
+struct Freezer {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Freezer {
+    fn start(dc: &AdDc) -> Freezer {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind((dc.ip(), 0)).expect("bind forwarder");
+        let port = listener.local_addr().expect("addr").port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let target = std::net::SocketAddr::from((dc.ip(), 636));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read as _, Write as _};
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Frozen: hold what came (bounded: the test unfreezes or ends).
+                            let mut waited = 0;
+                            while f.load(Ordering::Relaxed) && waited < 300 {
+                                std::thread::sleep(Duration::from_millis(100));
+                                waited += 1;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Freezer { port, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_dc_that_hangs_on_a_kept_connection_costs_one_timeout_not_a_retry() {
+    let _g = serial();
+    let Some(dc) = dc() else { return };
+    let fwd = Freezer::start(dc);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = directory(&DirectorySection {
+        url: format!("ldaps://{}:{}", dc.ip(), fwd.port),
+        timeout_secs: 1,
+        netbios_domain: "EXAMPLE".into(),
+        ..section(dc, tmp.path())
+    });
+    assert_eq!(
+        d.lookup(ntlm(ad_support::ALICE)),
+        Ok(id(ad_support::ALICE_SIP))
+    );
+    assert_eq!(d.stats().connects, 1);
+    fwd.freeze(true);
+    let t = Instant::now();
+    let e = d.lookup(ntlm(ad_support::ERIN)).expect_err("the DC hangs");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "one timeout, no second try: {took:?}"
+    );
+    assert!(e.0.contains("search"), "{e}");
+    assert_eq!(d.stats().connects, 1, "no new connection was tried");
+    fwd.freeze(false);
+    // The timed-out connection was dropped: the next lookup opens a new one.
+    assert_eq!(
+        d.lookup(ntlm(ad_support::ERIN)),
+        Ok(id(ad_support::ERIN_SIP))
+    );
+    assert_eq!(d.stats().connects, 2);
+}

@@ -371,6 +371,22 @@ impl Cache {
     }
 }
 
+/// Why an operation on a connection failed.
+struct OpError {
+    reason: DirectoryUnavailable,
+    /// The directory did not answer in time (as opposed to a closed connection or an error).
+    timed_out: bool,
+}
+
+impl From<DirectoryUnavailable> for OpError {
+    fn from(reason: DirectoryUnavailable) -> OpError {
+        OpError {
+            reason,
+            timed_out: false,
+        }
+    }
+}
+
 /// An LDAP failure, as the reason of [`DirectoryUnavailable`] (never holds the password: ldap3's
 /// errors carry result codes and server texts, not the request).
 fn unavailable(what: &str, e: impl std::fmt::Display) -> DirectoryUnavailable {
@@ -438,11 +454,14 @@ impl LdapDirectory {
         Ok(conn)
     }
 
-    /// Runs `op` on a kept connection (retried once on a fresh one if that fails) or a new one;
-    /// the connection is kept again afterwards when `op` succeeded.
+    /// Runs `op` on a kept connection or a new one; the connection is kept again afterwards when
+    /// `op` succeeded. A kept connection that fails (closed by a DC restart or an idle timeout) is
+    /// replaced by a fresh one for a second try, unless the directory timed out: it is slow, not
+    /// gone, and a second try would only double the wait (so a lookup waits at most one
+    /// `timeout_secs` per step: connect, bind, search).
     fn with_conn<T>(
         &self,
-        op: impl Fn(&mut LdapConn) -> Result<T, DirectoryUnavailable>,
+        op: impl Fn(&mut LdapConn) -> Result<T, OpError>,
     ) -> Result<T, DirectoryUnavailable> {
         let kept = self.idle.lock().pop();
         if let Some(mut conn) = kept {
@@ -451,13 +470,14 @@ impl LdapDirectory {
                     self.keep(conn);
                     return Ok(v);
                 }
+                Err(e) if e.timed_out => return Err(e.reason),
                 Err(e) => {
-                    tracing::debug!(reason = %e.0, "directory: kept connection failed, reconnecting");
+                    tracing::debug!(reason = %e.reason.0, "directory: kept connection failed, reconnecting");
                 }
             }
         }
         let mut conn = self.connect()?;
-        let v = op(&mut conn)?;
+        let v = op(&mut conn).map_err(|e| e.reason)?;
         self.keep(conn);
         Ok(v)
     }
@@ -477,12 +497,15 @@ impl LdapDirectory {
         scope: Scope,
         filter: &str,
         attrs: &[&str],
-    ) -> Result<Vec<Attrs>, DirectoryUnavailable> {
+    ) -> Result<Vec<Attrs>, OpError> {
         let (entries, _) = conn
             .with_timeout(self.cfg.timeout)
             .search(base, scope, filter, attrs.to_vec())
             .and_then(|r| r.success())
-            .map_err(|e| unavailable("search", e))?;
+            .map_err(|e| OpError {
+                timed_out: matches!(e, ldap3::LdapError::Timeout { .. }),
+                reason: unavailable("search", e),
+            })?;
         Ok(entries
             .into_iter()
             .filter(|e| !e.is_ref() && !e.is_intermediate())
@@ -531,6 +554,7 @@ impl LdapDirectory {
                         "no crossRef with a nETBIOSName for {} (is base_dn the domain's root?): set auth.directory.netbios_domain",
                         self.cfg.base_dn
                     ))
+                    .into()
                 })
         })?;
         tracing::info!(netbios_domain = %name, "directory: the domain's NetBIOS name, from the directory");
