@@ -195,6 +195,13 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
          uncached on the kept connection {uncached:?}, cached {cached:?}"
     );
 
+    // Dropped inside an async context (as the gateway drops its security core at shutdown):
+    // the kept connection's own runtime must not be dropped there.
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(async move { drop(d) });
+
     // Without use_upn, frank has no SIP address at all.
     let d = directory(&DirectorySection {
         use_upn: false,

@@ -657,6 +657,24 @@ impl LdapDirectory {
     }
 }
 
+impl Drop for LdapDirectory {
+    /// Each kept connection owns a small tokio runtime, which panics when dropped inside an async
+    /// context; the gateway may drop the security core (and so this) on a runtime thread at
+    /// shutdown. The connections are dropped on a thread of their own instead.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock());
+        if idle.is_empty() {
+            return;
+        }
+        if let Err(e) = std::thread::Builder::new()
+            .name("sagw-ldap-close".into())
+            .spawn(move || drop(idle))
+        {
+            tracing::warn!("directory: no thread to close the LDAP connections: {e}");
+        }
+    }
+}
+
 impl AccountDirectory for LdapDirectory {
     fn lookup(&self, account: DomainAccount<'_>) -> Result<DirectoryAnswer, DirectoryUnavailable> {
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
