@@ -601,4 +601,27 @@ mod tests {
         assert!(a.client_rules.is_empty());
         assert_eq!(a.policies, old.auth.as_ref().expect("auth").policies);
     }
+
+    #[test]
+    fn the_directory_waits_for_a_restart() {
+        let dir = |ttl: u64| {
+            format!(
+                "[auth.directory]\nurl = \"ldaps://dc1.example.com\"\nca_file = \"/etc/sagw/ad-ca.pem\"\n\
+                 bind_dn = \"svc@example.com\"\nbind_password_file = \"/etc/sagw/ldap.secret\"\n\
+                 base_dn = \"DC=example,DC=com\"\ncache_ttl_secs = {ttl}\n"
+            )
+        };
+        let old = auth(&dir(300));
+        for new in [auth(&dir(60)), auth("")] {
+            let p = plan(&old, new);
+            assert_eq!(p.report.needs_restart, ["auth.directory"]);
+            assert!(p.report.applied.is_empty(), "{:?}", p.report);
+            assert_eq!(
+                p.effective.auth.expect("auth").directory,
+                old.auth.as_ref().expect("auth").directory
+            );
+        }
+        let p = plan(&old, auth(&dir(300)));
+        assert_eq!(p.report, ReloadReport::default());
+    }
 }
