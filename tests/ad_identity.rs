@@ -93,7 +93,11 @@ fn kinit(user: &str) -> (sagw_client::kinit::CcacheDir, String) {
 }
 
 /// Signs in and checks the 200 and a signed OPTIONS after it.
-async fn sign_in_ok(gw: &sagw_gateway::Running, kind: TransportKind, cfg: sagw_client::EndpointConfig) {
+async fn sign_in_ok(
+    gw: &sagw_gateway::Running,
+    kind: TransportKind,
+    cfg: sagw_client::EndpointConfig,
+) {
     let mut c = Client::connect(gw, kind, cfg).await;
     let (r, _) = c.sign_in().await;
     let done = r.unwrap_or_else(|f| panic!("{kind:?}: {f}\n{}", c.trace()));
@@ -108,7 +112,10 @@ async fn sign_in_ok(gw: &sagw_gateway::Running, kind: TransportKind, cfg: sagw_c
 
 /// How a sign-in ended: 200, or the status of the refusal (a fresh challenge or a final
 /// answer); with the client's trace.
-async fn sign_in_status(gw: &sagw_gateway::Running, cfg: sagw_client::EndpointConfig) -> (u16, String) {
+async fn sign_in_status(
+    gw: &sagw_gateway::Running,
+    cfg: sagw_client::EndpointConfig,
+) -> (u16, String) {
     let mut c = Client::connect(gw, TransportKind::Tcp, cfg).await;
     let (r, _) = c.sign_in().await;
     let status = match r {
@@ -120,7 +127,11 @@ async fn sign_in_status(gw: &sagw_gateway::Running, cfg: sagw_client::EndpointCo
 }
 
 /// The sign-in ends with `status`.
-async fn sign_in_refused(gw: &sagw_gateway::Running, cfg: sagw_client::EndpointConfig, status: u16) {
+async fn sign_in_refused(
+    gw: &sagw_gateway::Running,
+    cfg: sagw_client::EndpointConfig,
+    status: u16,
+) {
     let (got, trace) = sign_in_status(gw, cfg).await;
     assert_eq!(got, status, "{trace}");
 }
@@ -136,7 +147,11 @@ async fn sa_identities(gw: &sagw_gateway::Running) -> Vec<String> {
         .or_else(|| v.as_array())
         .unwrap_or_else(|| panic!("no SA list in {body}"));
     list.iter()
-        .filter_map(|sa| sa.get("identity").and_then(|i| i.as_str()).map(str::to_owned))
+        .filter_map(|sa| {
+            sa.get("identity")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -156,12 +171,27 @@ async fn ntlm_and_kerberos_sign_in_as_the_directorys_identity() {
 
     // NTLM through the DC: alice is her msRTCSIP address, erin her proxyAddresses one.
     for kind in [TransportKind::Tcp, TransportKind::Udp] {
-        sign_in_ok(&gw, kind, client(ad_support::ALICE, ad_support::ALICE_SIP, None)).await;
+        sign_in_ok(
+            &gw,
+            kind,
+            client(ad_support::ALICE, ad_support::ALICE_SIP, None),
+        )
+        .await;
     }
-    sign_in_ok(&gw, TransportKind::Tcp, client(ad_support::ERIN, ad_support::ERIN_SIP, None)).await;
+    sign_in_ok(
+        &gw,
+        TransportKind::Tcp,
+        client(ad_support::ERIN, ad_support::ERIN_SIP, None),
+    )
+    .await;
     // Kerberos with a ticket from the KDC: the same identity for the principal.
     let (_cc_dir, cc) = kinit(ad_support::ALICE);
-    sign_in_ok(&gw, TransportKind::Tcp, client(ad_support::ALICE, ad_support::ALICE_SIP, Some(&cc))).await;
+    sign_in_ok(
+        &gw,
+        TransportKind::Tcp,
+        client(ad_support::ALICE, ad_support::ALICE_SIP, Some(&cc)),
+    )
+    .await;
 
     let ids = sa_identities(&gw).await;
     assert_eq!(
@@ -177,7 +207,12 @@ async fn ntlm_and_kerberos_sign_in_as_the_directorys_identity() {
 
     // The identity is the directory's, not the account name: alice registering as
     // sip:alice@example.test (what she would be without a directory) is refused.
-    sign_in_refused(&gw, client(ad_support::ALICE, "sip:alice@example.test", None), 403).await;
+    sign_in_refused(
+        &gw,
+        client(ad_support::ALICE, "sip:alice@example.test", None),
+        403,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,14 +223,25 @@ async fn accounts_the_directory_refuses_do_not_sign_in() {
     let gw = domain_gateway(dc, tmp.path(), false).await;
 
     // frank: the DC verifies his password, but the directory has no SIP address for him.
-    sign_in_refused(&gw, client(ad_support::FRANK, "sip:frank@example.test", None), 401).await;
+    sign_in_refused(
+        &gw,
+        client(ad_support::FRANK, "sip:frank@example.test", None),
+        401,
+    )
+    .await;
 
     // frank again with Kerberos: a ticket first, then disabled in the directory. The KDC is not
     // asked again (the gateway accepts the ticket with its keytab): only the directory stops him.
     let gw_upn = domain_gateway(dc, tmp.path(), true).await;
     let (_cc_dir, cc) = kinit(ad_support::FRANK);
-    sign_in_ok(&gw_upn, TransportKind::Tcp, client(ad_support::FRANK, "sip:frank@example.test", Some(&cc))).await;
-    dc.samba_tool(&["user", "disable", ad_support::FRANK]).expect("disable frank");
+    sign_in_ok(
+        &gw_upn,
+        TransportKind::Tcp,
+        client(ad_support::FRANK, "sip:frank@example.test", Some(&cc)),
+    )
+    .await;
+    dc.samba_tool(&["user", "disable", ad_support::FRANK])
+        .expect("disable frank");
     let gw_fresh = domain_gateway(dc, tmp.path(), true).await; // no cached answer for frank
     let (status, trace) = sign_in_status(
         &gw_fresh,
@@ -203,7 +249,8 @@ async fn accounts_the_directory_refuses_do_not_sign_in() {
     )
     .await;
     // Enabled again before any assertion: the other tests need him.
-    dc.samba_tool(&["user", "enable", ad_support::FRANK]).expect("enable frank");
+    dc.samba_tool(&["user", "enable", ad_support::FRANK])
+        .expect("enable frank");
     assert_eq!(status, 401, "disabled in the directory: {trace}");
 
     let (_, body) = http(&gw, "GET", "/metrics").await;
