@@ -139,11 +139,8 @@ fn decide(
     match core.on_request(m, &ctx(), now, rng) {
         Decision::Deferred(job) => {
             let before = core.counters().snapshot();
-            let outcome = std::thread::scope(|s| {
-                s.spawn(|| core.run_kerberos_job(&job))
-                    .join()
-                    .expect("worker")
-            });
+            let outcome =
+                std::thread::scope(|s| s.spawn(|| core.run_job(&job)).join().expect("worker"));
             assert_eq!(
                 before.scheme(Scheme::Kerberos).handshakes_started,
                 core.counters()
@@ -152,13 +149,13 @@ fn decide(
                     .handshakes_started,
                 "a worker counts nothing"
             );
-            core.kerberos_job_done(*job.key(), outcome, now);
+            core.job_done(*job.key(), outcome, now);
             let again = core.on_request(m, &ctx(), now, rng);
             assert!(
                 !matches!(again, Decision::Deferred(_)),
                 "judged with the outcome"
             );
-            assert_eq!(core.kerberos_jobs_waiting(), 0, "the outcome was taken");
+            assert_eq!(core.jobs_waiting(), 0, "the outcome was taken");
             again
         }
         other => other,
