@@ -4,80 +4,23 @@
 //! NTLMv2 response (NTOWFv2 from the account's password, NTProofStr, SessionBaseKey), so a wrong
 //! key anywhere in the core's path fails the signatures.
 
+#[path = "../../../tests/domain_support/mod.rs"]
+mod domain_support;
 mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use domain_support::FakeDomain;
 use parking_lot::Mutex;
 use sagw_auth::{
     AccountDirectory, AuthJob, Decision, DirectoryAnswer, DirectoryUnavailable, DomainAccount,
     DomainError, DomainNtlmRequest, DomainNtlmVerifier, DomainRefusal, DomainSettings,
     DomainVerified, FileCredentialStore, Reason, Rng, Scheme, SecurityCore, XorShiftRng,
 };
-use sagw_ntlm::{NtHash, crypto};
 use sagw_sip::Message;
 use support::*;
-
-/// A domain controller in a box: accounts with passwords, and a state per account.
-#[derive(Default)]
-struct FakeDomain {
-    accounts: Mutex<HashMap<String, (String, Option<DomainError>)>>,
-    calls: AtomicUsize,
-}
-
-impl FakeDomain {
-    fn with(users: &[(&str, &str)]) -> Arc<Self> {
-        let d = FakeDomain::default();
-        for (u, p) in users {
-            d.accounts
-                .lock()
-                .insert(u.to_lowercase(), ((*p).to_owned(), None));
-        }
-        Arc::new(d)
-    }
-
-    fn set_state(&self, user: &str, state: Option<DomainError>) {
-        if let Some(a) = self.accounts.lock().get_mut(&user.to_lowercase()) {
-            a.1 = state;
-        }
-    }
-}
-
-impl DomainNtlmVerifier for FakeDomain {
-    fn verify(&self, r: &DomainNtlmRequest<'_>) -> Result<DomainVerified, DomainError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let accounts = self.accounts.lock();
-        let Some((password, state)) = accounts.get(&r.user.to_lowercase()) else {
-            return Err(DomainError::Refused {
-                refusal: DomainRefusal::NoSuchUser,
-                detail: "NT_STATUS_NO_SUCH_USER".into(),
-            });
-        };
-        if let Some(DomainError::Unavailable(e)) = state {
-            return Err(DomainError::Unavailable(e.clone()));
-        }
-        let ntowf = crypto::ntowfv2(&NtHash::from_password(password), r.user, r.domain);
-        let (proof, blob) = r.nt_response.split_at(16);
-        if crypto::nt_proof_str(&ntowf, &r.server_challenge, blob) != proof {
-            return Err(DomainError::Refused {
-                refusal: DomainRefusal::WrongPassword,
-                detail: "NT_STATUS_WRONG_PASSWORD".into(),
-            });
-        }
-        if let Some(e) = state {
-            return Err(e.clone());
-        }
-        let proof: [u8; 16] = proof.try_into().expect("16 bytes");
-        Ok(DomainVerified {
-            user: r.user.to_lowercase(),
-            domain: "EXAMPLE".into(),
-            session_base_key: crypto::session_base_key(&ntowf, &proof),
-        })
-    }
-}
 
 /// A directory that maps `user` to `sip:<user>.sip@example.com`, with per-account answers.
 #[derive(Default)]
@@ -96,6 +39,10 @@ impl AccountDirectory for FakeDirectory {
             )))
         })
     }
+}
+
+fn fake(users: &[(&str, &str)]) -> Arc<FakeDomain> {
+    Arc::new(FakeDomain::with(users))
 }
 
 fn domain_core(store: FileCredentialStore, domain: Arc<FakeDomain>) -> SecurityCore {
@@ -167,7 +114,7 @@ fn cause(d: &Decision) -> Option<Reason> {
 
 #[test]
 fn a_domain_user_signs_in_through_a_worker_and_signs_traffic() {
-    let domain = FakeDomain::with(&[("dana", "Dana-pw1")]);
+    let domain = fake(&[("dana", "Dana-pw1")]);
     let core = domain_core(store(), domain.clone());
     let mut rng = rng();
     let now = t0();
@@ -178,7 +125,7 @@ fn a_domain_user_signs_in_through_a_worker_and_signs_traffic() {
         panic!("{decision:?}")
     };
     assert_eq!(auth.identity, "sip:dana@example.com");
-    assert_eq!(domain.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(domain.calls(), 1);
     let snap = core.counters().snapshot();
     assert_eq!(snap.scheme(Scheme::Ntlm).handshakes_completed, 1);
 
@@ -194,16 +141,12 @@ fn a_domain_user_signs_in_through_a_worker_and_signs_traffic() {
         Decision::Authenticated(a) => assert_eq!(a.identity, "sip:dana@example.com"),
         other => panic!("signed request: {other:?}"),
     }
-    assert_eq!(
-        domain.calls.load(Ordering::SeqCst),
-        1,
-        "signed traffic never asks the domain"
-    );
+    assert_eq!(domain.calls(), 1, "signed traffic never asks the domain");
 }
 
 #[test]
 fn store_users_are_verified_locally_first() {
-    let domain = FakeDomain::with(&[("alice", "domain-pw")]);
+    let domain = fake(&[("alice", "domain-pw")]);
     let core = domain_core(store(), domain.clone());
     let mut rng = rng();
     let mut alice = NtlmClient::new("alice", "alice-pw", "a1");
@@ -218,7 +161,7 @@ fn store_users_are_verified_locally_first() {
     let (decision, deferred) = sign_in(&mut alice, &core, t0(), &mut rng);
     assert!(!deferred);
     assert_eq!(cause(&decision), Some(Reason::WrongPassword));
-    assert_eq!(domain.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(domain.calls(), 0);
 }
 
 #[test]
@@ -227,10 +170,7 @@ fn the_sa_is_the_one_the_file_backend_makes() {
     let mut file_only = FileCredentialStore::new();
     file_only.add_password("erin", "Erin-pw1", &[]);
     let file_core = SecurityCore::new(config(), Arc::new(file_only));
-    let domain_core = domain_core(
-        FileCredentialStore::new(),
-        FakeDomain::with(&[("erin", "Erin-pw1")]),
-    );
+    let domain_core = domain_core(FileCredentialStore::new(), fake(&[("erin", "Erin-pw1")]));
     let mut records = Vec::new();
     for (core, expect_deferred) in [(&file_core, false), (&domain_core, true)] {
         let mut rng = XorShiftRng::new(0xE21);
@@ -260,7 +200,7 @@ fn each_domain_refusal_is_a_challenge_with_its_reason() {
         ),
         (DomainRefusal::Other, Reason::DomainRefused),
     ];
-    let domain = FakeDomain::with(&[("fay", "Fay-pw1")]);
+    let domain = fake(&[("fay", "Fay-pw1")]);
     let core = domain_core(store(), domain.clone());
     let mut rng = rng();
     for (i, (refusal, reason)) in cases.into_iter().enumerate() {
@@ -298,7 +238,7 @@ fn each_domain_refusal_is_a_challenge_with_its_reason() {
 
 #[test]
 fn an_unavailable_domain_is_a_503_and_the_handshake_survives_it() {
-    let domain = FakeDomain::with(&[("gus", "Gus-pw1")]);
+    let domain = fake(&[("gus", "Gus-pw1")]);
     let core = domain_core(store(), domain.clone());
     let mut rng = rng();
     let now = t0();
@@ -337,7 +277,7 @@ fn an_unavailable_domain_is_a_503_and_the_handshake_survives_it() {
 
 #[test]
 fn a_stale_final_leg_never_reaches_the_domain() {
-    let domain = FakeDomain::with(&[("hal", "Hal-pw1")]);
+    let domain = fake(&[("hal", "Hal-pw1")]);
     let core = domain_core(store(), domain.clone());
     let mut rng = rng();
     let mut hal = NtlmClient::new("hal", "Hal-pw1", "h1");
@@ -350,12 +290,12 @@ fn a_stale_final_leg_never_reaches_the_domain() {
     let (decision, deferred) = judge(&core, &leg3, t0(), &mut rng);
     assert!(!deferred);
     assert_eq!(cause(&decision), Some(Reason::ClockSkew));
-    assert_eq!(domain.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(domain.calls(), 0);
 }
 
 #[test]
 fn the_directory_names_the_identity_or_refuses() {
-    let domain = FakeDomain::with(&[("ivy", "Ivy-pw1"), ("jon", "Jon-pw1"), ("kim", "Kim-pw1")]);
+    let domain = fake(&[("ivy", "Ivy-pw1"), ("jon", "Jon-pw1"), ("kim", "Kim-pw1")]);
     let directory = Arc::new(FakeDirectory::default());
     directory
         .answers

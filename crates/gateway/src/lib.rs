@@ -62,5 +62,6 @@ pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
 pub use driver::{
-    CoreExit, Running, StartError, start, start_with_auth, start_with_kerberos_backend,
+    AuthSeams, CoreExit, Running, StartError, start, start_with_auth, start_with_kerberos_backend,
+    start_with_seams,
 };
