@@ -167,3 +167,91 @@ async fn wrong_passwords_lock_a_domain_account_out() {
     );
     assert_eq!(failures(&body, "account_locked_out"), 1, "{body}");
 }
+
+/// sagw-winbind on its own: the DC verifies an NTLMv2 response to our challenge and returns the
+/// SessionBaseKey the client derived (HMAC_MD5(NTOWFv2, NTProofStr)); the mean cost of a call is
+/// printed (docs/BENCHMARKS.md).
+#[test]
+fn winbind_returns_the_session_base_key() {
+    use sagw_ntlm::initiator::{ClientInputs, Credentials, MicPolicy, authenticate};
+    let Some(_dc) = dc() else {
+        return;
+    };
+    let lib = sagw_winbind::Library::load(sagw_winbind::DEFAULT_LIBRARY).expect("libwbclient");
+    let mut ctx = lib.context().expect("context");
+    ctx.ping().expect("winbindd answers");
+    let acceptor =
+        sagw_ntlm::NtlmAcceptor::new(sagw_ntlm::AcceptorConfig::new(sagw_ntlm::ServerIdentity {
+            netbios_domain: ad_support::NETBIOS_DOMAIN.into(),
+            netbios_computer: "GW".into(),
+            dns_domain: ad_support::DNS_DOMAIN.into(),
+            dns_computer: ad_support::SERVICE_FQDN.into(),
+            dns_tree: ad_support::DNS_DOMAIN.into(),
+        }));
+    let nt = sagw_ntlm::NtHash::from_password(ad_support::PASSWORD);
+    let n = 20u32;
+    let mut total = Duration::ZERO;
+    for i in 0..n {
+        let now = std::time::SystemTime::now();
+        let pending = acceptor.challenge([i as u8; 8], now);
+        let out = authenticate(
+            &pending.challenge_message(),
+            &Credentials {
+                user: ad_support::ALICE,
+                domain: ad_support::NETBIOS_DOMAIN,
+                nt_hash: &nt,
+            },
+            &ClientInputs {
+                workstation: "WS1",
+                client_challenge: [i as u8 ^ 0x5a; 8],
+                timestamp: now,
+                random_session_key: [7; 16],
+                version: [6, 1, 0xB1, 0x1D, 0, 0, 0, 0x0F],
+                mic: MicPolicy::Include,
+            },
+        )
+        .expect("initiator");
+        let msg = sagw_ntlm::AuthenticateMessage::parse(&out.message).expect("parse");
+        let pre = pending.precheck(&msg).expect("precheck");
+        let nt_response = pre.nt_response();
+        let t = Instant::now();
+        let logon = ctx
+            .authenticate_response(&sagw_winbind::ResponseLogon {
+                user: msg.user(),
+                domain: msg.domain(),
+                workstation: msg.workstation(),
+                server_challenge: pre.server_challenge(),
+                nt_response: &nt_response,
+            })
+            .expect("the DC accepts alice");
+        total += t.elapsed();
+        assert_eq!(logon.account_name.to_lowercase(), ad_support::ALICE);
+        assert_eq!(logon.domain_name, ad_support::NETBIOS_DOMAIN);
+        let key = sagw_ntlm::Key16::from_bytes(logon.user_session_key);
+        let accepted = pending
+            .accept_with_session_base_key(&msg, &key, now)
+            .expect("MIC and keys check out with the DC's key");
+        assert_eq!(accepted.exported_session_key, out.exported_session_key);
+    }
+    println!(
+        "wbcCtxAuthenticateUserEx: mean {:?} over {n} calls",
+        total / n
+    );
+    // A response that answers nothing: the DC says wrong password.
+    let e = ctx
+        .authenticate_response(&sagw_winbind::ResponseLogon {
+            user: ad_support::ALICE,
+            domain: ad_support::NETBIOS_DOMAIN,
+            workstation: "WS1",
+            server_challenge: [0xEE; 8],
+            nt_response: &[1u8; 64],
+        })
+        .unwrap_err();
+    match e {
+        sagw_winbind::LogonError::Refused(r) => {
+            assert_eq!(r.refusal, sagw_winbind::Refusal::WrongPassword, "{r:?}");
+            assert_eq!(r.nt_status, 0xC000_006A);
+        }
+        other => panic!("{other:?}"),
+    }
+}
