@@ -16,8 +16,8 @@ use domain_support::FakeDomain;
 use parking_lot::Mutex;
 use sagw_auth::{
     AccountDirectory, AuthJob, Decision, DirectoryAnswer, DirectoryUnavailable, DomainAccount,
-    DomainError, DomainNtlmRequest, DomainNtlmVerifier, DomainRefusal, DomainSettings,
-    DomainVerified, FileCredentialStore, Reason, Rng, Scheme, SecurityCore, XorShiftRng,
+    DomainError, DomainRefusal, DomainSettings, FileCredentialStore, Reason, Rng, Scheme,
+    SecurityCore, XorShiftRng,
 };
 use sagw_sip::Message;
 use support::*;
