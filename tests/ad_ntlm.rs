@@ -102,6 +102,15 @@ async fn domain_users_sign_in_over_tcp_and_udp() {
     r.unwrap_or_else(|f| panic!("frank from the file: {f}\n{}", frank.trace()));
     refused(&gw, ad_support::FRANK, ad_support::PASSWORD).await;
     let (_, body) = http(&gw, "GET", "/metrics").await;
+    // check-config's view of the same configuration: the library loads, winbindd answers.
+    let (_, auth) = auth_support::gateway_settings(GwOptions {
+        schemes: &["ntlm"],
+        auth_extra: "[auth.domain]\nntlm = \"winbind\"\n",
+        users: &[],
+        ..GwOptions::default()
+    });
+    let lines = sagw_gateway::check::domain(&auth).expect("check-config passes");
+    assert!(lines[0].contains("winbindd answers"), "{lines:?}");
     assert_eq!(
         metric(&body, "sagw_domain_ntlm_jobs_total{outcome=\"done\"}"),
         3,

@@ -212,6 +212,25 @@ mod tests {
     }
 
     #[test]
+    fn domain_names_the_library_it_cannot_load() {
+        let auth = |domain: &str| {
+            crate::config::Config::parse(&format!("[auth]\nschemes = [\"ntlm\"]\n{domain}"))
+                .expect("parse")
+                .validate()
+                .expect("valid")
+                .auth
+                .expect("auth on")
+        };
+        let off = domain(&auth("")).expect("no domain, nothing to check");
+        assert!(off[0].contains("credentials file only"), "{off:?}");
+        let err = domain(&auth(
+            "[auth.domain]\nntlm = \"winbind\"\nlibrary = \"/nonexistent/libwbclient.so.0\"\n",
+        ))
+        .expect_err("no such library");
+        assert_eq!(err.key, "auth.domain.library");
+    }
+
+    #[test]
     fn state_reports_the_backend_and_checks_an_existing_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("pool.key");
