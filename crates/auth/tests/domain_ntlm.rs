@@ -60,23 +60,7 @@ fn judge(core: &SecurityCore, m: &Message, now: SystemTime, rng: &mut dyn Rng) -
     match core.on_request(m, &ctx(), now, rng) {
         Decision::Deferred(job) => {
             assert!(matches!(job, AuthJob::DomainNtlm(_)), "{job:?}");
-            let before = core.counters().snapshot();
-            let outcome =
-                std::thread::scope(|s| s.spawn(|| core.run_job(&job)).join().expect("worker"));
-            let after = core.counters().snapshot();
-            assert_eq!(
-                before.scheme(Scheme::Ntlm).handshake_failures,
-                after.scheme(Scheme::Ntlm).handshake_failures,
-                "a worker counts nothing"
-            );
-            core.job_done(*job.key(), outcome, now);
-            let again = core.on_request(m, &ctx(), now, rng);
-            assert!(
-                !matches!(again, Decision::Deferred(_)),
-                "judged with the outcome"
-            );
-            assert_eq!(core.jobs_waiting(), 0, "the outcome was taken");
-            (again, true)
+            (judge_deferred(core, &job, m, Scheme::Ntlm, now, rng), true)
         }
         other => (other, false),
     }
