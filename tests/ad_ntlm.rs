@@ -16,7 +16,84 @@ use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, Failure};
 
 fn dc() -> Option<&'static AdDc> {
+    audit::install();
     ad_support::shared(Winbind::SystemSocket)
+}
+
+/// The audit trail (`sagw::audit` events) of this test process, as (From AOR, outcome, reason).
+mod audit {
+    use std::fmt::Debug;
+    use std::sync::{Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    static EVENTS: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    #[derive(Default)]
+    struct Fields {
+        from: String,
+        outcome: String,
+        reason: String,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "outcome" => self.outcome = value.to_owned(),
+                "reason" => self.reason = value.to_owned(),
+                _ => {}
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            if field.name() == "from" {
+                self.from = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, m: &Metadata<'_>) -> bool {
+            m.target() == "sagw::audit"
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, e: &Event<'_>) {
+            let mut f = Fields::default();
+            e.record(&mut f);
+            if let Ok(mut v) = EVENTS.lock() {
+                v.push((f.from, f.outcome, f.reason));
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    pub fn install() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let _ = tracing::subscriber::set_global_default(Capture);
+        });
+    }
+
+    /// The reasons refusals of `aor` were audited with, in order.
+    pub fn refusals_of(aor: &str) -> Vec<String> {
+        EVENTS
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(from, outcome, _)| from == aor && outcome == "refused")
+                    .map(|(_, _, reason)| reason.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 async fn domain_gateway(
@@ -155,6 +232,17 @@ async fn the_domains_refusals_keep_their_reasons() {
         ),
         0
     );
+    // The audit trail names each refusal with its reason.
+    let aor = |u: &str| format!("sip:{}@{}", u.to_lowercase(), ad_support::DNS_DOMAIN);
+    for (user, reason) in [
+        (ad_support::BOB, "account_disabled"),
+        (ad_support::CAROL, "password_must_change"),
+        (ad_support::DAVE, "account_expired"),
+        (ad_support::GINA, "password_expired"),
+        ("DC1$", "domain_refused"),
+    ] {
+        assert_eq!(audit::refusals_of(&aor(user)), [reason], "{user}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +263,20 @@ async fn wrong_passwords_lock_a_domain_account_out() {
         u64::from(ad_support::LOCKOUT_THRESHOLD)
     );
     assert_eq!(failures(&body, "account_locked_out"), 1, "{body}");
+    let audited = audit::refusals_of(&format!(
+        "sip:{}@{}",
+        ad_support::LOCKOUT_USER,
+        ad_support::DNS_DOMAIN
+    ));
+    assert_eq!(
+        audited,
+        [
+            "wrong_password",
+            "wrong_password",
+            "wrong_password",
+            "account_locked_out"
+        ]
+    );
 }
 
 /// sagw-winbind on its own: the DC verifies an NTLMv2 response to our challenge and returns the
