@@ -575,6 +575,27 @@ mod tests {
     }
 
     #[test]
+    fn the_domain_section_is_fixed_at_start() {
+        let old = auth("");
+        let new = auth("[auth.domain]\nntlm = \"winbind\"\n");
+        let p = plan(&old, new);
+        assert_eq!(p.report.needs_restart, ["auth.domain"]);
+        assert_eq!(p.effective.auth.expect("auth").domain_ntlm, None);
+        let on = auth("[auth.domain]\nntlm = \"winbind\"\n");
+        let more = auth("[auth.domain]\nntlm = \"winbind\"\nworkers = 8\n");
+        let p = plan(&on, more);
+        assert_eq!(p.report.needs_restart, ["auth.domain"]);
+        assert_eq!(
+            p.effective
+                .auth
+                .expect("auth")
+                .domain_ntlm
+                .map(|d| d.workers),
+            Some(4)
+        );
+    }
+
+    #[test]
     fn auth_routing_is_live_and_the_core_is_not() {
         let old = auth("[auth.policy.p]\nschemes = [\"digest\"]\n");
         let new = auth(
