@@ -520,6 +520,8 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             d.retry_after,
         ));
     }
+    // The directory of SIP identities for domain accounts: a test's seam for now; `[auth.directory]`
+    // (crate::directory::build, landing separately) installs its LDAP directory here.
     if let Some(directory) = seams.directory {
         core = core.with_directory(directory);
     }
