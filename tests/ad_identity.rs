@@ -9,19 +9,13 @@
 mod ad_support;
 mod auth_support;
 
-use std::sync::{Mutex, MutexGuard};
-
 use ad_support::{AdDc, Winbind};
 use auth_support::{Client, GwOptions, config, gateway, http, metric, verified};
 use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, Failure, Password};
 
 /// One test at a time: one of them disables an account of the shared DC for a while.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn dc() -> Option<&'static AdDc> {
     ad_support::shared(Winbind::SystemSocket)
@@ -164,7 +158,7 @@ fn failures(body: &str, scheme: &str, reason: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ntlm_and_kerberos_sign_in_as_the_directorys_identity() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let Some(dc) = dc() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let gw = domain_gateway(dc, tmp.path(), false).await;
@@ -217,7 +211,7 @@ async fn ntlm_and_kerberos_sign_in_as_the_directorys_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_the_directory_refuses_do_not_sign_in() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let Some(dc) = dc() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let gw = domain_gateway(dc, tmp.path(), false).await;

@@ -92,6 +92,8 @@ pub struct AuthSection {
     pub kerberos_queue: usize,
     /// `[auth.directory]`: SIP identities of domain accounts from LDAP.
     pub directory: Option<crate::directory_config::DirectorySection>,
+    /// `[auth.domain]`: NTLM verified by the domain (crate::domain_config).
+    pub domain: crate::domain_config::DomainSection,
 }
 
 /// `[auth.listener.<name>]`: the policy and challenge family for clients of one listener.
@@ -170,6 +172,7 @@ impl Default for AuthSection {
             kerberos_workers: 2,
             kerberos_queue: 256,
             directory: None,
+            domain: crate::domain_config::DomainSection::default(),
         }
     }
 }
@@ -273,6 +276,9 @@ pub struct AuthSettings {
     pub kerberos_queue: usize,
     /// `[auth.directory]`, validated (its files are read by [`crate::directory::build`]).
     pub directory: Option<crate::directory_config::DirectoryConfig>,
+    /// `[auth.domain]` with `ntlm = "winbind"`: NTLM users outside the credentials file are
+    /// verified by the domain.
+    pub domain_ntlm: Option<crate::domain_config::DomainNtlmConfig>,
 }
 
 impl AuthSettings {
@@ -623,6 +629,7 @@ impl AuthSection {
                 .as_ref()
                 .map(crate::directory_config::DirectorySection::validate)
                 .transpose()?,
+            domain_ntlm: self.domain.validate(ntlm)?,
         }))
     }
 }
