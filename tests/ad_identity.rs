@@ -4,7 +4,8 @@
 //! system path), and the project's client: NTLM verified by the DC and Kerberos with a ticket from
 //! its KDC both end in an SA whose identity is alice's `msRTCSIP-PrimaryUserAddress` stand-in
 //! (listed by the admin API, enforced on the REGISTER's AOR); an account without a SIP address
-//! and one disabled in the directory after it got its ticket are refused with their reasons.
+//! and one disabled in the directory after it got its ticket are refused with their reasons; a
+//! directory that cannot answer is a 503.
 
 mod ad_support;
 mod auth_support;
@@ -251,4 +252,35 @@ async fn accounts_the_directory_refuses_do_not_sign_in() {
     assert_eq!(failures(&body, "ntlm", "no_sip_address"), 1, "{body}");
     let (_, body) = http(&gw_fresh, "GET", "/metrics").await;
     assert_eq!(failures(&body, "kerberos", "account_disabled"), 1, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_cannot_answer_is_a_503_not_a_sign_in() {
+    let _g = SERIAL.lock().await;
+    let Some(dc) = dc() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The DC verifies the password (winbind), but nothing listens where the directory should be.
+    let extra = auth_extra(dc, tmp.path(), false).replace(
+        &format!("url = \"{}\"", dc.ldaps_url()),
+        &format!("url = \"ldaps://{}:1\"", dc.ip()),
+    );
+    assert!(extra.contains(":1\""), "{extra}");
+    let gw = gateway(GwOptions {
+        schemes: &["ntlm"],
+        sip_domain: ad_support::DNS_DOMAIN,
+        users: &[],
+        auth_extra: &extra,
+        ..GwOptions::default()
+    })
+    .await;
+    let (status, trace) =
+        sign_in_status(&gw, client(ad_support::ALICE, ad_support::ALICE_SIP, None)).await;
+    assert_eq!(status, 503, "{trace}");
+    assert!(sa_identities(&gw).await.is_empty());
+    let (_, body) = http(&gw, "GET", "/metrics").await;
+    assert_eq!(
+        failures(&body, "ntlm", "directory_unavailable"),
+        1,
+        "{body}"
+    );
 }
