@@ -13,7 +13,7 @@ mod auth_support;
 use ad_support::{AdDc, Winbind};
 use auth_support::{Client, GwOptions, config, gateway, http, metric, verified};
 use sagw_client::transport::TransportKind;
-use sagw_client::{AuthScheme, Failure, Password};
+use sagw_client::{AuthScheme, Failure};
 
 /// One test at a time: one of them disables an account of the shared DC for a while.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -75,16 +75,12 @@ fn client(user: &str, aor: &str, ccache: Option<&str>) -> sagw_client::EndpointC
     cfg
 }
 
-/// A ticket cache for `user` from the DC's KDC.
-fn kinit(user: &str) -> (sagw_client::kinit::CcacheDir, String) {
-    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
-    let cc = dir
-        .kinit(
-            &format!("{user}@{}", ad_support::REALM),
-            &Password::new(ad_support::PASSWORD),
-        )
+/// A ticket cache (`FILE:…`) for `user` from the DC's KDC (MIT kinit, the harness's).
+fn kinit(dc: &AdDc, user: &str) -> String {
+    let cc = dc
+        .kinit(user, ad_support::PASSWORD)
         .unwrap_or_else(|e| panic!("kinit {user}: {e}"));
-    (dir, cc)
+    format!("FILE:{}", cc.display())
 }
 
 /// Signs in and checks the 200 and a signed OPTIONS after it.
@@ -180,7 +176,7 @@ async fn ntlm_and_kerberos_sign_in_as_the_directorys_identity() {
     )
     .await;
     // Kerberos with a ticket from the KDC: the same identity for the principal.
-    let (_cc_dir, cc) = kinit(ad_support::ALICE);
+    let cc = kinit(dc, ad_support::ALICE);
     sign_in_ok(
         &gw,
         TransportKind::Tcp,
@@ -228,7 +224,7 @@ async fn accounts_the_directory_refuses_do_not_sign_in() {
     // frank again with Kerberos: a ticket first, then disabled in the directory. The KDC is not
     // asked again (the gateway accepts the ticket with its keytab): only the directory stops him.
     let gw_upn = domain_gateway(dc, tmp.path(), true).await;
-    let (_cc_dir, cc) = kinit(ad_support::FRANK);
+    let cc = kinit(dc, ad_support::FRANK);
     sign_in_ok(
         &gw_upn,
         TransportKind::Tcp,
