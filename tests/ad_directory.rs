@@ -63,6 +63,11 @@ fn ntlm(user: &str) -> DomainAccount<'_> {
     }
 }
 
+/// The directory's answer for the NTLM account `user` of the test domain.
+fn ask(d: &LdapDirectory, user: &str) -> Result<DirectoryAnswer, sagw_auth::DirectoryUnavailable> {
+    d.lookup(ntlm(user))
+}
+
 fn id(s: &str) -> DirectoryAnswer {
     DirectoryAnswer::Identity(s.to_owned())
 }
@@ -78,26 +83,17 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
 
     // First lookup: connect, TLS, bind, the NetBIOS name from the crossRef, the search.
     let t = Instant::now();
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
     let first = t.elapsed();
 
+    assert_eq!(ask(&d, ad_support::ERIN), Ok(id(ad_support::ERIN_SIP)));
     assert_eq!(
-        d.lookup(ntlm(ad_support::ERIN)),
-        Ok(id(ad_support::ERIN_SIP))
-    );
-    assert_eq!(
-        d.lookup(ntlm(ad_support::FRANK)),
+        ask(&d, ad_support::FRANK),
         Ok(id("sip:frank@example.test")),
         "use_upn: frank's UPN"
     );
-    assert_eq!(
-        d.lookup(ntlm(ad_support::BOB)),
-        Ok(DirectoryAnswer::Disabled)
-    );
-    assert_eq!(d.lookup(ntlm("nosuchuser")), Ok(DirectoryAnswer::NotFound));
+    assert_eq!(ask(&d, ad_support::BOB), Ok(DirectoryAnswer::Disabled));
+    assert_eq!(ask(&d, "nosuchuser"), Ok(DirectoryAnswer::NotFound));
     // A name built to widen the filter matches nothing: the search returns no entry at all
     // (unescaped, each would match every user, or alice).
     for evil in [
@@ -108,18 +104,14 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         "*)(objectClass=*",
     ] {
         let before = d.stats();
-        assert_eq!(
-            d.lookup(ntlm(evil)),
-            Ok(DirectoryAnswer::NotFound),
-            "{evil:?}"
-        );
+        assert_eq!(ask(&d, evil), Ok(DirectoryAnswer::NotFound), "{evil:?}");
         let after = d.stats();
         assert_eq!(after.searches, before.searches + 1, "{evil:?}");
         assert_eq!(after.entries, before.entries, "{evil:?} matched entries");
     }
     // A control character is no account name: not even searched.
     let before = d.stats();
-    assert_eq!(d.lookup(ntlm("alice\0")), Ok(DirectoryAnswer::NotFound));
+    assert_eq!(ask(&d, "alice\0"), Ok(DirectoryAnswer::NotFound));
     assert_eq!(d.stats().searches, before.searches);
     // The domain as NetBIOS name (any case) or DNS name; another domain's alice is not ours.
     for domain in ["example", "EXAMPLE.TEST", "example.test"] {
@@ -167,20 +159,14 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
     let t = Instant::now();
     for _ in 0..n {
         d.clear_cache();
-        assert_eq!(
-            d.lookup(ntlm(ad_support::ALICE)),
-            Ok(id(ad_support::ALICE_SIP))
-        );
+        assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
     }
     let uncached = t.elapsed() / n;
     let before = d.stats();
     let m = 10_000;
     let t = Instant::now();
     for _ in 0..m {
-        assert_eq!(
-            d.lookup(ntlm(ad_support::ALICE)),
-            Ok(id(ad_support::ALICE_SIP))
-        );
+        assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
     }
     let cached = t.elapsed() / m;
     let after = d.stats();
@@ -208,13 +194,10 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         ..section(dc, tmp.path())
     });
     assert_eq!(
-        d.lookup(ntlm(ad_support::FRANK)),
+        ask(&d, ad_support::FRANK),
         Ok(DirectoryAnswer::NoSipAddress)
     );
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
 
     // A configured attribute, consulted after msRTCSIP and proxyAddresses: frank's UPN as a
     // plain attribute (use_upn off) gives him an address; alice keeps her msRTCSIP value, erin
@@ -229,7 +212,7 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         (ad_support::ALICE, ad_support::ALICE_SIP),
         (ad_support::ERIN, ad_support::ERIN_SIP),
     ] {
-        assert_eq!(d.lookup(ntlm(user)), Ok(id(sip)), "{user}");
+        assert_eq!(ask(&d, user), Ok(id(sip)), "{user}");
     }
 }
 
@@ -244,19 +227,13 @@ fn starttls_and_a_configured_netbios_name_work_too() {
         netbios_domain: "EXAMPLE".into(),
         ..section(dc, tmp.path())
     });
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ERIN)),
-        Ok(id(ad_support::ERIN_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ERIN), Ok(id(ad_support::ERIN_SIP)));
     // A configured name that is not the DC's: NTLM accounts of EXAMPLE are not ours.
     let d = directory(&DirectorySection {
         netbios_domain: "ELSEWHERE".into(),
         ..section(dc, tmp.path())
     });
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(DirectoryAnswer::NotFound)
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(DirectoryAnswer::NotFound));
     assert_eq!(d.stats().searches, 0);
 }
 
@@ -349,30 +326,18 @@ fn a_dc_outage_is_unavailable_never_cached_and_cached_answers_are_still_served()
     let Some(dc) = dc() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = directory(&section(dc, tmp.path()));
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
-    assert_eq!(
-        d.lookup(ntlm(ad_support::BOB)),
-        Ok(DirectoryAnswer::Disabled)
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
+    assert_eq!(ask(&d, ad_support::BOB), Ok(DirectoryAnswer::Disabled));
 
     dc.stop();
     let before = d.stats();
     // Within the TTL the cached answers are served without the DC.
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
-    assert_eq!(
-        d.lookup(ntlm(ad_support::BOB)),
-        Ok(DirectoryAnswer::Disabled)
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
+    assert_eq!(ask(&d, ad_support::BOB), Ok(DirectoryAnswer::Disabled));
     assert_eq!(d.stats().searches, before.searches);
     // An account not in the cache: unavailable (the kept connection is dead, a new one refused).
     let t = Instant::now();
-    let e = d.lookup(ntlm(ad_support::ERIN)).expect_err("DC down");
+    let e = ask(&d, ad_support::ERIN).expect_err("DC down");
     assert!(t.elapsed() < Duration::from_secs(7), "{:?}", t.elapsed());
     assert!(e.0.contains("connect"), "{e}");
     let e = d
@@ -382,10 +347,7 @@ fn a_dc_outage_is_unavailable_never_cached_and_cached_answers_are_still_served()
     assert_eq!(d.stats().unavailable, 2);
 
     dc.start_again().expect("DC starts again");
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ERIN)),
-        Ok(id(ad_support::ERIN_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ERIN), Ok(id(ad_support::ERIN_SIP)));
     let after = d.stats();
     assert_eq!(after.connects, before.connects + 1, "{after:?}");
 }
@@ -404,7 +366,7 @@ fn a_dc_that_never_answers_times_out_as_unavailable() {
         ..section(dc, tmp.path())
     });
     let t = Instant::now();
-    let e = d.lookup(ntlm(ad_support::ALICE)).expect_err("timed out");
+    let e = ask(&d, ad_support::ALICE).expect_err("timed out");
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -486,14 +448,11 @@ fn a_dc_that_hangs_on_a_kept_connection_costs_one_timeout_not_a_retry() {
         netbios_domain: "EXAMPLE".into(),
         ..section(dc, tmp.path())
     });
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ALICE)),
-        Ok(id(ad_support::ALICE_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ALICE), Ok(id(ad_support::ALICE_SIP)));
     assert_eq!(d.stats().connects, 1);
     fwd.freeze(true);
     let t = Instant::now();
-    let e = d.lookup(ntlm(ad_support::ERIN)).expect_err("the DC hangs");
+    let e = ask(&d, ad_support::ERIN).expect_err("the DC hangs");
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
@@ -503,9 +462,6 @@ fn a_dc_that_hangs_on_a_kept_connection_costs_one_timeout_not_a_retry() {
     assert_eq!(d.stats().connects, 1, "no new connection was tried");
     fwd.freeze(false);
     // The timed-out connection was dropped: the next lookup opens a new one.
-    assert_eq!(
-        d.lookup(ntlm(ad_support::ERIN)),
-        Ok(id(ad_support::ERIN_SIP))
-    );
+    assert_eq!(ask(&d, ad_support::ERIN), Ok(id(ad_support::ERIN_SIP)));
     assert_eq!(d.stats().connects, 2);
 }
