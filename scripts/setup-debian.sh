@@ -12,7 +12,8 @@
 # in front of the gateway with the PROXY protocol v2 (tests/proxy_protocol.rs), and dnsmasq (dnsmasq-base: the binary
 # without the system service) as the DNS server the RFC 3263 tests start on a loopback port
 # (tests/next_hops.rs), and a Samba Active Directory domain controller for the AD tests
-# (tests/ad_*.rs through tests/ad_support: samba, the DC; winbind for winbindd, wbinfo and
+# (tests/ad_*.rs through tests/ad_support: samba, the DC, with samba-vfs-modules, whose acl_xattr
+# provisioning needs and --no-install-recommends leaves out; winbind for winbindd, wbinfo and
 # ntlm_auth, and libwbclient0, which the gateway dlopens for NTLM verified by the domain; ldb-tools
 # for ldbmodify/ldbsearch; libnss-wrapper so tools reach a DC's private winbindd socket; krb5-user
 # for kinit/kvno against its KDC).
@@ -24,7 +25,7 @@ set -euo pipefail
 pkgs=(pkg-config libkrb5-dev libclang-dev)
 if [ "${1:-}" != "--build" ]; then
   pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base
-         samba samba-dsdb-modules samba-ad-provision winbind libwbclient0 ldb-tools libnss-wrapper)
+         samba samba-dsdb-modules samba-ad-provision samba-vfs-modules winbind libwbclient0 ldb-tools libnss-wrapper)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -50,6 +50,9 @@ pub enum AuthSetupError {
     /// `[auth.domain]`: libwbclient could not be loaded.
     #[error("config key `auth.domain.library`: {0}")]
     Domain(#[from] sagw_winbind::LoadError),
+    /// `[auth.directory]`: its CA or bind password file.
+    #[error("{0}")]
+    Directory(#[from] crate::directory_config::DirectoryConfigError),
     /// A policy the security core cannot serve.
     #[error("config key `{key}`: {why}")]
     Policy {

@@ -194,6 +194,35 @@ pub fn state(s: &StateSettings) -> Result<Vec<String>, CheckError> {
     Ok(lines)
 }
 
+/// `[auth.directory]`: the CA and the bind password file as the gateway reads them at start,
+/// then a real connection: TLS with that CA, the bind, and the rootDSE/NetBIOS name read (so a
+/// wrong CA, a certificate not naming the URL's host, or a wrong password fails here, not at the
+/// first sign-in).
+pub fn directory(a: &AuthSettings) -> Result<Vec<String>, CheckError> {
+    use crate::directory_config::DirectoryConfigError;
+    let Some(cfg) = &a.directory else {
+        return Ok(Vec::new());
+    };
+    let dir = crate::directory::LdapDirectory::new(cfg.clone()).map_err(|e| CheckError {
+        key: match e {
+            DirectoryConfigError::PasswordFile { .. } => "auth.directory.bind_password_file",
+            DirectoryConfigError::Ca { .. } | DirectoryConfigError::Tls(_) => {
+                "auth.directory.ca_file"
+            }
+        },
+        why: e.to_string(),
+    })?;
+    let line = dir.probe().map_err(|e| CheckError {
+        key: "auth.directory.url",
+        why: format!(
+            "the directory does not answer: {}; check url, ca_file (the DC's certificate must be \
+             issued by it and name {} in its subjectAltName), bind_dn and the password",
+            e.0, cfg.host
+        ),
+    })?;
+    Ok(vec![line])
+}
+
 /// `auth.nonce_key`, the Digest nonce key of a gateway alone.
 pub fn nonce_key(a: &AuthSettings) -> Result<String, CheckError> {
     secret_file("auth.nonce_key", &a.nonce_key, "digest nonce key")

@@ -17,7 +17,8 @@
 //!   [`reload`]: what a configuration reload changes live; [`signals`]: SIGHUP, SIGTERM, drain;
 //! * [`logging`]: tracing set-up and redaction of SIP messages;
 //! * [`auth_config`] and [`auth`]: the `[auth]` section and the stage that puts `sagw-auth`'s
-//!   security core on every message to and from clients; [`users`]: the credentials file.
+//!   security core on every message to and from clients; [`users`]: the credentials file;
+//!   [`directory_config`] and [`directory`]: SIP identities of domain accounts from LDAP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,6 +34,9 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cpu;
+pub mod directory;
+#[allow(missing_docs)]
+pub mod directory_config;
 pub mod domain;
 pub mod domain_config;
 pub mod driver;

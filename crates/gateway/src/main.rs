@@ -197,6 +197,7 @@ fn check_files(
     let mut lines = check::state(&settings.state)?;
     if let Some(a) = &settings.auth {
         lines.extend(check::kerberos(a)?);
+        lines.extend(check::directory(a)?);
         lines.extend(check::domain(a)?);
         // A pool derives its nonce key from the pool key; only a gateway alone has the file.
         if matches!(

@@ -376,6 +376,7 @@ fn plan_auth(
         max_epid_len,
         kerberos_workers,
         kerberos_queue,
+        directory,
         domain_ntlm,
     } = new;
     // The rules and pins name policies by index: they change live only over the same policies
@@ -492,6 +493,8 @@ fn plan_auth(
             kerberos_workers,
         ),
         kerberos_queue: fixed(r, "auth.kerberos_queue", &c.kerberos_queue, kerberos_queue),
+        // The lookup (its connections, CA, bind password, cache) is built once at start.
+        directory: fixed(r, "auth.directory", &c.directory, directory),
         // The winbind library and the worker threads live as long as the process.
         domain_ntlm: fixed(r, "auth.domain", &c.domain_ntlm, domain_ntlm),
     }
@@ -622,5 +625,28 @@ mod tests {
         let a = p.effective.auth.expect("auth");
         assert!(a.client_rules.is_empty());
         assert_eq!(a.policies, old.auth.as_ref().expect("auth").policies);
+    }
+
+    #[test]
+    fn the_directory_waits_for_a_restart() {
+        let dir = |ttl: u64| {
+            format!(
+                "[auth.directory]\nurl = \"ldaps://dc1.example.com\"\nca_file = \"/etc/sagw/ad-ca.pem\"\n\
+                 bind_dn = \"svc@example.com\"\nbind_password_file = \"/etc/sagw/ldap.secret\"\n\
+                 base_dn = \"DC=example,DC=com\"\ncache_ttl_secs = {ttl}\n"
+            )
+        };
+        let old = auth(&dir(300));
+        for new in [auth(&dir(60)), auth("")] {
+            let p = plan(&old, new);
+            assert_eq!(p.report.needs_restart, ["auth.directory"]);
+            assert!(p.report.applied.is_empty(), "{:?}", p.report);
+            assert_eq!(
+                p.effective.auth.expect("auth").directory,
+                old.auth.as_ref().expect("auth").directory
+            );
+        }
+        let p = plan(&old, auth(&dir(300)));
+        assert_eq!(p.report, ReloadReport::default());
     }
 }

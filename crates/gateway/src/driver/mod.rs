@@ -434,8 +434,8 @@ pub struct AuthSeams {
     /// The domain's NTLM verifier (instead of winbind from `[auth.domain]`); its workers take
     /// `[auth.domain]`'s sizes, or their defaults when the section is absent.
     pub domain_ntlm: Option<Arc<dyn sagw_auth::DomainNtlmVerifier>>,
-    /// The directory of SIP identities for domain accounts (NTLM through the domain, Kerberos).
-    /// The configuration installs none yet: `[auth.directory]` lands separately.
+    /// The directory of SIP identities for domain accounts (NTLM through the domain, Kerberos),
+    /// instead of the LDAP one `[auth.directory]` builds.
     pub directory: Option<Arc<dyn sagw_auth::AccountDirectory>>,
 }
 
@@ -520,9 +520,18 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             d.retry_after,
         ));
     }
-    // The directory of SIP identities for domain accounts: a test's seam for now; `[auth.directory]`
-    // (crate::directory::build, landing separately) installs its LDAP directory here.
-    if let Some(directory) = seams.directory {
+    // SIP identities of domain accounts from the directory (asked on the workers, after the
+    // domain or the KDC vouched for the account).
+    let directory = match (seams.directory, &a.directory) {
+        (Some(d), _) => Some(d),
+        (None, Some(cfg)) => {
+            let d = crate::directory::build(cfg).map_err(crate::auth::AuthSetupError::from)?;
+            info!(url = %cfg.url, base_dn = %cfg.base_dn, "SIP identities of domain accounts come from the directory (LDAP)");
+            Some(d)
+        }
+        (None, None) => None,
+    };
+    if let Some(directory) = directory {
         core = core.with_directory(directory);
     }
     if let Some(store) = &state.store {
