@@ -158,6 +158,11 @@ struct ProbeArgs {
     /// Account name (NTLM/Digest user; Kerberos principal name with --krb-realm).
     #[arg(long)]
     user: String,
+    /// The sign-in address to register as, when it is not sip:<user>@<sip-domain>: a domain
+    /// account whose SIP address comes from the directory (sip:alice.sip@example.com for the
+    /// account EXAMPLE\alice), as a Lync client's sign-in address differs from its account.
+    #[arg(long, value_parser = parse_sip_uri)]
+    sip_uri: Option<String>,
     /// Read the password from this environment variable.
     #[arg(long, conflicts_with_all = ["password_file", "password"])]
     password_env: Option<String>,
@@ -235,6 +240,16 @@ struct LoadArgs {
     /// No progress bar (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+}
+
+/// `--sip-uri`: one SIP URI as the gateway accepts it for an identity (the same rule as
+/// `sagw user add --sip`), so a typo fails here and not as a 403 from the server.
+fn parse_sip_uri(s: &str) -> Result<String, String> {
+    if sagw_auth::is_valid_sip_identity(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("want one sip:user@host (or sips:) URI".to_owned())
+    }
 }
 
 fn schemes(v: &[SchemeArg]) -> Vec<AuthScheme> {
@@ -434,6 +449,9 @@ async fn probe(a: ProbeArgs) -> ExitCode {
         a.epid.as_str()
     };
     let mut cfg = EndpointConfig::new(&a.user, &c.sip_domain, epid);
+    if let Some(uri) = &a.sip_uri {
+        cfg.aor = uri.clone();
+    }
     if let Some(ua) = &a.user_agent {
         cfg.user_agent = ua.clone();
     }

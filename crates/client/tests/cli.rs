@@ -263,3 +263,48 @@ fn probe_reports_and_exit_codes() {
     assert!(digest.status.success(), "{text}");
     assert!(text.contains("using Digest"), "{text}");
 }
+
+/// A domain account signs in under the SIP address the directory (here the credentials store)
+/// gives it, not sip:<account>@<domain>: `--sip-uri` registers that address.
+#[test]
+fn probe_registers_the_sign_in_address_given() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut store = support::store();
+    let address = format!("sip:alice.sip@{}", support::SIP_DOMAIN);
+    store.set_sip_identity("alice", &address).expect("identity");
+    let server = Server::new(
+        SecurityCore::new(support::ntlm_digest_config(), Arc::new(store)),
+        Quirks::default(),
+    );
+    let addr = rt.block_on(support::serve_udp(server));
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sagw-client"))
+            .args(["probe", "--server", &addr.to_string(), "--transport", "udp"])
+            .args(["--sip-domain", support::SIP_DOMAIN, "--domain", "EXAMPLE"])
+            .args(["--scheme", "ntlm", "--user", "alice", "--timeout", "5"])
+            .args(["--password-env", "PROBE_PW"])
+            .args(extra)
+            .env("PROBE_PW", "alice-pw")
+            .output()
+            .expect("run sagw-client")
+    };
+    let as_account = run(&[]);
+    let text = String::from_utf8_lossy(&as_account.stdout);
+    assert_eq!(as_account.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("403"),
+        "sip:alice@ is not alice's address:\n{text}"
+    );
+
+    let as_address = run(&["--sip-uri", &address, "--options"]);
+    let text = String::from_utf8_lossy(&as_address.stdout);
+    assert!(as_address.status.success(), "{text}");
+    assert!(text.contains("signature OK on 200 to OPTIONS"), "{text}");
+
+    let typo = run(&["--sip-uri", "alice.sip@example.test"]);
+    assert_eq!(
+        typo.status.code(),
+        Some(2),
+        "clap's usage error for a bad --sip-uri"
+    );
+}
