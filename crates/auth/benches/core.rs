@@ -334,7 +334,10 @@ fn report_allocation_counts(
     for i in 0..N {
         let mut c = NtlmClient::new("alice", "alice-pw", &format!("{:010x}", 0xA000_0000 + i));
         let leg1 = c.leg1("REGISTER");
-        let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed));
+        let (a0, b0) = (
+            ALLOCS.load(Ordering::Relaxed),
+            ALLOC_BYTES.load(Ordering::Relaxed),
+        );
         let d = core.on_request(&leg1, &ctx(), t0(), &mut rng);
         allocs += ALLOCS.load(Ordering::Relaxed) - a0;
         bytes += ALLOC_BYTES.load(Ordering::Relaxed) - b0;
@@ -342,7 +345,10 @@ fn report_allocation_counts(
             panic!("leg 2")
         };
         let leg3 = c.leg3("REGISTER", &ch, t0(), &mut rng);
-        let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed));
+        let (a0, b0) = (
+            ALLOCS.load(Ordering::Relaxed),
+            ALLOC_BYTES.load(Ordering::Relaxed),
+        );
         let d = core.on_request(&leg3, &ctx(), t0(), &mut rng);
         allocs += ALLOCS.load(Ordering::Relaxed) - a0;
         bytes += ALLOC_BYTES.load(Ordering::Relaxed) - b0;

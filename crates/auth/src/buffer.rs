@@ -2,7 +2,34 @@
 //! `<` `>`, concatenated. Both signing and verifying build it from the message as it is on the wire,
 //! with the case and spelling it has there.
 
-use sagw_sip::{Message, parse_name_addr};
+use std::cell::RefCell;
+
+use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, parse_name_addr};
+
+/// What the signature buffer and the security core's identity checks read from one message,
+/// found once per message: one pass over the headers, From and To each parsed once, shared by
+/// the epid check, the buffer and the From/To identity checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageFacts<'m> {
+    pub headers: CoreHeaders<'m>,
+    pub cseq: Option<CSeq<'m>>,
+    /// From as a name-addr; `None` when absent or unreadable (as [`Message::from`]).
+    pub from: Option<NameAddr<'m>>,
+    /// To, likewise.
+    pub to: Option<NameAddr<'m>>,
+}
+
+impl<'m> MessageFacts<'m> {
+    pub fn of(msg: &'m Message) -> Self {
+        let headers = msg.core_headers();
+        MessageFacts {
+            cseq: headers.cseq.and_then(CSeq::parse),
+            from: headers.from.and_then(|v| parse_name_addr(v).ok()),
+            to: headers.to.and_then(|v| parse_name_addr(v).ok()),
+            headers,
+        }
+    }
+}
 
 /// What the buffer takes from the authentication header rather than from the message.
 #[derive(Debug, Clone, Copy)]
@@ -34,49 +61,8 @@ impl SignatureBuffer {
 
     /// Same as [`SignatureBuffer::build`] into a reusable vector (cleared first).
     pub fn write(msg: &Message, p: &BufferParams<'_>, out: &mut Vec<u8>) {
-        out.clear();
-        let mut slot = |v: &str| {
-            out.push(b'<');
-            out.extend_from_slice(v.as_bytes());
-            out.push(b'>');
-        };
-        slot(p.scheme);
-        slot(p.rand);
-        slot(p.num);
-        slot(p.realm);
-        slot(p.targetname);
-        slot(msg.call_id().unwrap_or(""));
-        let cseq = msg.cseq();
-        slot(cseq.as_ref().map_or("", |c| c.number));
-        // For requests pidgin-sipe takes the request-line method; it equals CSeq's in valid messages.
-        let method = msg
-            .method()
-            .or_else(|| cseq.as_ref().map(|c| c.method))
-            .unwrap_or("");
-        slot(method);
-        let (from_uri, from_tag) = uri_and_tag(msg.header("From"));
-        slot(from_uri);
-        slot(from_tag);
-        let (to_uri, to_tag) = uri_and_tag(msg.header("To"));
-        if p.version >= 3 {
-            slot(to_uri);
-            slot(to_tag);
-            let identity = msg
-                .header("P-Asserted-Identity")
-                .or_else(|| msg.header("P-Preferred-Identity"));
-            let (sip, tel) = asserted_identity_uris(identity);
-            slot(sip);
-            slot(tel);
-        } else {
-            slot(to_tag);
-        }
-        slot(msg.expires().unwrap_or(""));
-        if let Some(code) = msg.status_code() {
-            let mut digits = [0u8; 5];
-            slot(format_code(code, &mut digits));
-        }
+        write_facts(msg, &MessageFacts::of(msg), p, out);
     }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -86,26 +72,82 @@ impl SignatureBuffer {
     }
 }
 
-fn format_code(code: u16, buf: &mut [u8; 5]) -> &str {
-    let mut n = code;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
+/// The buffer of `msg` from what was already read of it ([`MessageFacts::of`]).
+pub(crate) fn write_facts(
+    msg: &Message,
+    facts: &MessageFacts<'_>,
+    p: &BufferParams<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let mut slot = |v: &str| {
+        out.push(b'<');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'>');
+    };
+    slot(p.scheme);
+    slot(p.rand);
+    slot(p.num);
+    slot(p.realm);
+    slot(p.targetname);
+    let h = &facts.headers;
+    slot(h.call_id.unwrap_or(""));
+    let cseq = facts.cseq.as_ref();
+    slot(cseq.map_or("", |c| c.number));
+    // For requests pidgin-sipe takes the request-line method; it equals CSeq's in valid messages.
+    let method = msg
+        .method()
+        .or_else(|| cseq.map(|c| c.method))
+        .unwrap_or("");
+    slot(method);
+    let (from_uri, from_tag) = uri_and_tag(facts.from.as_ref());
+    slot(from_uri);
+    slot(from_tag);
+    let (to_uri, to_tag) = uri_and_tag(facts.to.as_ref());
+    if p.version >= 3 {
+        slot(to_uri);
+        slot(to_tag);
+        let identity = h.p_asserted_identity.or(h.p_preferred_identity);
+        let (sip, tel) = asserted_identity_uris(identity);
+        slot(sip);
+        slot(tel);
+    } else {
+        slot(to_tag);
     }
-    std::str::from_utf8(&buf[i..]).unwrap_or("")
+    slot(h.expires.unwrap_or(""));
+    if let Some(code) = msg.status_code() {
+        let mut digits = [0u8; 10];
+        slot(crate::hex::decimal(u32::from(code), &mut digits));
+    }
+}
+
+thread_local! {
+    /// One signature buffer per thread, reused by every sign and verification on it instead of
+    /// a fresh allocation per message.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// Runs `f` with this thread's reusable buffer vector (a fresh one if it is already in use).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            let r = f(&mut v);
+            // A rare huge message must not pin its size on the thread for good.
+            if v.capacity() > 16 * 1024 {
+                *v = Vec::with_capacity(512);
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// URI and tag of a From/To value; a value the SIP layer cannot read gives empty slots (the signature
 /// then simply fails to verify, which is the right outcome for a mangled header).
-fn uri_and_tag(value: Option<&str>) -> (&str, &str) {
-    match value.map(parse_name_addr) {
-        Some(Ok(na)) => (na.uri, na.tag().unwrap_or("")),
-        _ => ("", ""),
+fn uri_and_tag<'a>(na: Option<&NameAddr<'a>>) -> (&'a str, &'a str) {
+    match na {
+        Some(na) => (na.uri, na.tag().unwrap_or("")),
+        None => ("", ""),
     }
 }
 

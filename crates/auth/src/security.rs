@@ -12,7 +12,7 @@ use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, Nonce
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
-use crate::buffer::{BufferParams, SignatureBuffer};
+use crate::buffer::{BufferParams, MessageFacts, with_scratch, write_facts};
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
 use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
@@ -117,6 +117,8 @@ pub struct SecurityCore {
 struct Credentials<'m> {
     header: AuthHeader<'m>,
     family: ChallengeFamily,
+    /// What the message's From, To, CSeq and the buffer's other headers say, read once.
+    facts: MessageFacts<'m>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -669,9 +671,10 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
+        let facts = MessageFacts::of(msg);
         // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
         // anything is kept for it.
-        if endpoint_epid(msg, Direction::Request)
+        if endpoint_epid(&facts, Direction::Request)
             .is_some_and(|e| e.len() > self.config.max_epid_len)
         {
             self.counters.epid_refused();
@@ -686,7 +689,7 @@ impl SecurityCore {
             };
         }
         // The signature covers the request-line method, not CSeq's: the two must agree.
-        if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
+        if let (Some(method), Some(cseq)) = (msg.method(), facts.cseq)
             && method != cseq.method
         {
             return Decision::Reject {
@@ -696,7 +699,7 @@ impl SecurityCore {
             };
         }
         let default_family = Self::family_for(policy, msg);
-        let creds = match self.find_credentials(msg, p) {
+        let creds = match self.find_credentials(msg, p, facts) {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
@@ -719,7 +722,7 @@ impl SecurityCore {
                 None => self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng),
             },
         };
-        self.enforce_identity(msg, decision)
+        self.enforce_identity(msg, &facts, decision)
     }
 
     fn rechallenge_unless_fresh(
@@ -746,6 +749,7 @@ impl SecurityCore {
         &self,
         msg: &'m Message,
         p: &PolicyState,
+        facts: MessageFacts<'m>,
     ) -> Result<Option<Credentials<'m>>, Reason> {
         let mut malformed = false;
         for (name, family) in [
@@ -767,7 +771,11 @@ impl SecurityCore {
                     }
                 };
                 if self.is_ours(p, &header) {
-                    return Ok(Some(Credentials { header, family }));
+                    return Ok(Some(Credentials {
+                        header,
+                        family,
+                        facts,
+                    }));
                 }
             }
         }
@@ -860,7 +868,7 @@ impl SecurityCore {
             return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
         let h = &creds.header;
-        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
         if token.is_empty() {
             // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
             if is_ack_or_cancel(msg) {
@@ -1141,7 +1149,7 @@ impl SecurityCore {
             }
             Some(Err(reason)) => return fail(reason),
         };
-        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
         let version = Self::client_version(&creds.header).min(self.config.version);
         let sa = self.new_sa(
@@ -1247,7 +1255,7 @@ impl SecurityCore {
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
             return Err(Reason::SaMismatch);
         }
-        if endpoint_epid(msg, dir).unwrap_or("") != sa.epid() {
+        if endpoint_epid(&creds.facts, dir).unwrap_or("") != sa.epid() {
             return Err(Reason::SaMismatch);
         }
         let (Some(crand), Some(cnum_text), Some(response)) =
@@ -1269,20 +1277,20 @@ impl SecurityCore {
             targetname,
             version: sa.version(),
         };
-        let buffer = SignatureBuffer::build(msg, &params);
-        match sa.mechanism() {
-            Mechanism::Ntlm(session) => {
-                session
-                    .verify_from_client_hex(buffer.as_bytes(), response)
-                    .map_err(|_| Reason::BadSignature)?;
+        with_scratch(|buffer| {
+            write_facts(msg, &creds.facts, &params, buffer);
+            match sa.mechanism() {
+                Mechanism::Ntlm(session) => session
+                    .verify_from_client_hex(buffer, response)
+                    .map_err(|_| Reason::BadSignature),
+                Mechanism::Kerberos(session) => {
+                    let token = hex::decode(response).ok_or(Reason::BadSignature)?;
+                    session
+                        .verify_mic(buffer, &token)
+                        .map_err(|_| Reason::BadSignature)
+                }
             }
-            Mechanism::Kerberos(session) => {
-                let token = hex::decode(response).ok_or(Reason::BadSignature)?;
-                session
-                    .verify_mic(buffer.as_bytes(), &token)
-                    .map_err(|_| Reason::BadSignature)?;
-            }
-        }
+        })?;
         // Two copies of one message racing each other: only one wins the number.
         match sa.accept_cnum(cnum) {
             ReplayVerdict::Fresh => {}
@@ -1397,19 +1405,25 @@ impl SecurityCore {
     ///
     /// Both refusals carry the authenticated binding: the answer is signed with the SA (or Digest
     /// binding) the request was verified with, and with nothing else.
-    fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
+    fn enforce_identity(
+        &self,
+        msg: &Message,
+        facts: &MessageFacts<'_>,
+        decision: Decision,
+    ) -> Decision {
         let Decision::Authenticated(auth) = decision else {
             return decision;
         };
-        let from_uri = msg
-            .from()
+        let from_uri = facts
+            .from
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
         let reason = if !same_identity(from_uri, &auth.identity) {
             Reason::SaMismatch
         } else if msg.method() == Some("REGISTER")
             && !same_identity(
-                msg.to()
+                facts
+                    .to
                     .map(|na| strip_uri_params(na.uri))
                     .unwrap_or_default(),
                 &auth.identity,
@@ -1456,7 +1470,8 @@ impl SecurityCore {
     pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
-        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT)) {
+        let facts = MessageFacts::of(msg);
+        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,
             Err(reason) => {
@@ -1512,32 +1527,47 @@ impl SecurityCore {
         };
         let mut r = [0u8; 4];
         rng.fill_bytes(&mut r);
-        let srand = hex::upper(&r);
-        let snum = sa.next_snum().to_string();
+        // Every text of the header is written into stack buffers, without `fmt` or the heap.
+        let mut srand_text = [0u8; 8];
+        let srand = hex::upper_into(&r, &mut srand_text);
+        let mut snum_text = [0u8; 10];
+        let snum = hex::decimal(sa.next_snum(), &mut snum_text);
+        let mut opaque_text = [0u8; 8];
+        let opaque = hex::upper_into(&sa.opaque().0.to_be_bytes(), &mut opaque_text);
         let scheme = sa.scheme().token();
         let targetname = self.targetname_for(sa.scheme()).unwrap_or("");
         let params = BufferParams {
             scheme,
-            rand: &srand,
-            num: &snum,
+            rand: srand,
+            num: snum,
             realm: &self.config.realm,
             targetname,
             version: sa.version(),
         };
-        let buffer = SignatureBuffer::build(msg, &params);
-        let rspauth = match sa.mechanism() {
-            Mechanism::Ntlm(session) => {
-                sagw_ntlm::signature_to_hex(&session.sign_as_server(buffer.as_bytes()))
+        let facts = MessageFacts::of(msg);
+        let signature = with_scratch(|buffer| {
+            write_facts(msg, &facts, &params, buffer);
+            match sa.mechanism() {
+                Mechanism::Ntlm(session) => Ok(Ok(session.sign_as_server(buffer))),
+                Mechanism::Kerberos(session) => {
+                    session.get_mic(buffer).map(Err).map_err(SignError::Gss)
+                }
             }
-            Mechanism::Kerberos(session) => {
-                hex::upper(&session.get_mic(buffer.as_bytes()).map_err(SignError::Gss)?)
+        })?;
+        let mut ntlm_hex = [0u8; 32];
+        let kerberos_hex;
+        let rspauth = match &signature {
+            Ok(ntlm) => hex::upper_into(ntlm, &mut ntlm_hex),
+            Err(mic) => {
+                kerberos_hex = hex::upper(mic);
+                kerberos_hex.as_str()
             }
         };
         let mut b = AuthHeaderBuilder::new(scheme)
-            .quoted("rspauth", &rspauth)
-            .quoted("srand", &srand)
-            .quoted("snum", &snum)
-            .quoted("opaque", &sa.opaque().to_string())
+            .quoted("rspauth", rspauth)
+            .quoted("srand", srand)
+            .quoted("snum", snum)
+            .quoted("opaque", opaque)
             .quoted("qop", "auth")
             .quoted("targetname", targetname)
             .quoted("realm", &self.config.realm);
@@ -1593,10 +1623,10 @@ enum Direction {
     Response,
 }
 
-fn endpoint_epid(msg: &Message, dir: Direction) -> Option<&str> {
+fn endpoint_epid<'m>(facts: &MessageFacts<'m>, dir: Direction) -> Option<&'m str> {
     let na = match dir {
-        Direction::Request => msg.from(),
-        Direction::Response => msg.to(),
+        Direction::Request => facts.from,
+        Direction::Response => facts.to,
     }?;
     na.param("epid")
 }
@@ -1611,15 +1641,14 @@ fn strip_uri_params(uri: &str) -> &str {
 
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
 fn same_identity(from_uri: &str, identity: &str) -> bool {
-    let norm = |s: &str| {
+    fn norm(s: &str) -> &str {
         let s = s.trim();
-        let s = s
-            .strip_prefix("sips:")
+        s.strip_prefix("sips:")
             .or_else(|| s.strip_prefix("sip:"))
-            .unwrap_or(s);
-        s.to_ascii_lowercase()
-    };
-    !from_uri.is_empty() && norm(from_uri) == norm(identity)
+            .unwrap_or(s)
+    }
+    // ASCII case folding of both sides, compared without lower-cased copies.
+    !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
 }
 
 fn ntlm_reason(e: &NtlmError) -> Reason {
