@@ -121,24 +121,35 @@ pub(crate) fn write_facts(
     }
 }
 
-thread_local! {
-    /// One signature buffer per thread, reused by every sign and verification on it instead of
-    /// a fresh allocation per message.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+/// Per-thread working space of the signing path, reused by every sign and verification on the
+/// thread instead of fresh allocations per message.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The signature buffer.
+    pub buffer: Vec<u8>,
+    /// The `Authentication-Info` value being written.
+    pub text: String,
 }
 
-/// Runs `f` with this thread's reusable buffer vector (a fresh one if it is already in use).
-pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        buffer: Vec::with_capacity(512),
+        text: String::with_capacity(512),
+    });
+}
+
+/// Runs `f` with this thread's [`Scratch`] (a fresh one if it is already in use).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            let r = f(&mut v);
+        Ok(mut s) => {
+            let r = f(&mut s);
             // A rare huge message must not pin its size on the thread for good.
-            if v.capacity() > 16 * 1024 {
-                *v = Vec::with_capacity(512);
+            if s.buffer.capacity() > 16 * 1024 || s.text.capacity() > 16 * 1024 {
+                *s = Scratch::default();
             }
             r
         }
-        Err(_) => f(&mut Vec::new()),
+        Err(_) => f(&mut Scratch::default()),
     })
 }
 

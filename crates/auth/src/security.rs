@@ -111,6 +111,34 @@ pub struct SecurityCore {
     /// NTLM challenges, recomputed at the final leg: nothing is kept for a first leg.
     ntlm_handshakes: NtlmHandshakes,
     counters: Counters,
+    /// The constant end of each scheme's `Authentication-Info` value.
+    info_tails: InfoTails,
+}
+
+/// `, qop="auth", targetname="…", realm="…"` per SA scheme, built once with
+/// [`AuthHeaderBuilder`] (its quoting) instead of on every signed message.
+struct InfoTails {
+    ntlm: String,
+    kerberos: String,
+}
+
+impl InfoTails {
+    fn tail(targetname: Option<&str>, realm: &str) -> String {
+        let built = AuthHeaderBuilder::new("-")
+            .quoted("qop", "auth")
+            .quoted("targetname", targetname.unwrap_or(""))
+            .quoted("realm", realm)
+            .build();
+        // `- qop=...` becomes `, qop=...`: what follows the parameters written before it.
+        format!(",{}", built.strip_prefix('-').unwrap_or(&built))
+    }
+
+    fn get(&self, scheme: SaScheme) -> &str {
+        match scheme {
+            SaScheme::Ntlm => &self.ntlm,
+            SaScheme::Kerberos => &self.kerberos,
+        }
+    }
 }
 
 /// One credentials header the client sent for this gateway.
@@ -170,7 +198,15 @@ impl SecurityCore {
             config.handshakes.window,
             config.ntlm.as_ref().and_then(|n| n.challenge_key.as_ref()),
         );
+        let info_tails = InfoTails {
+            ntlm: InfoTails::tail(
+                config.ntlm.as_ref().map(|n| n.targetname.as_str()),
+                &config.realm,
+            ),
+            kerberos: InfoTails::tail(None, &config.realm),
+        };
         SecurityCore {
+            info_tails,
             config,
             credentials,
             ntlm,
@@ -203,6 +239,7 @@ impl SecurityCore {
     ) -> Self {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
+        self.info_tails.kerberos = InfoTails::tail(self.kerberos_targetname(), &self.config.realm);
         self
     }
 
@@ -1277,7 +1314,8 @@ impl SecurityCore {
             targetname,
             version: sa.version(),
         };
-        with_scratch(|buffer| {
+        with_scratch(|scratch| {
+            let buffer = &mut scratch.buffer;
             write_facts(msg, &creds.facts, &params, buffer);
             match sa.mechanism() {
                 Mechanism::Ntlm(session) => session
@@ -1544,37 +1582,50 @@ impl SecurityCore {
             targetname,
             version: sa.version(),
         };
-        let facts = MessageFacts::of(msg);
-        let signature = with_scratch(|buffer| {
-            write_facts(msg, &facts, &params, buffer);
-            match sa.mechanism() {
-                Mechanism::Ntlm(session) => Ok(Ok(session.sign_as_server(buffer))),
-                Mechanism::Kerberos(session) => {
-                    session.get_mic(buffer).map(Err).map_err(SignError::Gss)
+        with_scratch(|scratch| {
+            write_facts(msg, &MessageFacts::of(msg), &params, &mut scratch.buffer);
+            let mut rspauth_text = [0u8; 32];
+            let kerberos_hex;
+            let rspauth = match sa.mechanism() {
+                Mechanism::Ntlm(session) => {
+                    hex::upper_into(&session.sign_as_server(&scratch.buffer), &mut rspauth_text)
                 }
+                Mechanism::Kerberos(session) => {
+                    let mic = session.get_mic(&scratch.buffer).map_err(SignError::Gss)?;
+                    kerberos_hex = hex::upper(&mic);
+                    kerberos_hex.as_str()
+                }
+            };
+            // What `AuthHeaderBuilder` writes, written directly: the scheme, names and these
+            // values (hex digits, decimal, base64) are clean tokens that need no quoting checks,
+            // and the constant rest (qop, targetname, realm) was built once by the builder.
+            let v = &mut scratch.text;
+            v.clear();
+            v.push_str(scheme);
+            for (i, (name, value)) in [
+                ("rspauth", rspauth),
+                ("srand", srand),
+                ("snum", snum),
+                ("opaque", opaque),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                v.push_str(if i == 0 { " " } else { ", " });
+                v.push_str(name);
+                v.push_str("=\"");
+                v.push_str(value);
+                v.push('"');
             }
+            v.push_str(self.info_tails.get(sa.scheme()));
+            if let Some(token) = sa.take_final_token() {
+                v.push_str(", gssapi-data=\"");
+                B64.encode_string(token, v);
+                v.push('"');
+            }
+            msg.set_header(header, v);
+            Ok::<(), SignError>(())
         })?;
-        let mut ntlm_hex = [0u8; 32];
-        let kerberos_hex;
-        let rspauth = match &signature {
-            Ok(ntlm) => hex::upper_into(ntlm, &mut ntlm_hex),
-            Err(mic) => {
-                kerberos_hex = hex::upper(mic);
-                kerberos_hex.as_str()
-            }
-        };
-        let mut b = AuthHeaderBuilder::new(scheme)
-            .quoted("rspauth", rspauth)
-            .quoted("srand", srand)
-            .quoted("snum", snum)
-            .quoted("opaque", opaque)
-            .quoted("qop", "auth")
-            .quoted("targetname", targetname)
-            .quoted("realm", &self.config.realm);
-        if let Some(token) = sa.take_final_token() {
-            b = b.quoted("gssapi-data", &B64.encode(token));
-        }
-        msg.set_header(header, &b.build());
         // No `touch`: a message to the client proves nothing about it, and anyone can make the
         // gateway send one (a call to the user). Only the client's own verified signatures, and
         // the registrations granted to it, keep its SA alive.
