@@ -17,16 +17,87 @@ pub(crate) struct MessageFacts<'m> {
     pub from: Option<NameAddr<'m>>,
     /// To, likewise.
     pub to: Option<NameAddr<'m>>,
+    /// `tag` and `epid` of From and of To (the first of each name, as [`NameAddr::param`]
+    /// finds it), read in one pass over each parameter tail.
+    pub from_params: TagAndEpid<'m>,
+    pub to_params: TagAndEpid<'m>,
+    /// Whether the `epid`s were looked for ([`MessageFacts::of_client`]); otherwise
+    /// [`MessageFacts::epid`] looks them up when asked.
+    epids_read: bool,
+}
+
+/// The two header parameters the security core reads from From and To.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TagAndEpid<'m> {
+    pub tag: Option<&'m str>,
+    pub epid: Option<&'m str>,
+}
+
+impl<'m> TagAndEpid<'m> {
+    fn of(na: Option<&NameAddr<'m>>, want_epid: bool) -> Self {
+        let mut out = TagAndEpid::default();
+        let Some(na) = na else {
+            return out;
+        };
+        for (name, value) in na.param_pairs() {
+            if out.tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                out.tag = Some(value);
+            } else if want_epid && out.epid.is_none() && name.eq_ignore_ascii_case("epid") {
+                out.epid = Some(value);
+            }
+            if out.tag.is_some() && (out.epid.is_some() || !want_epid) {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Which side of the message is the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// A request the client sent: it is in From.
+    Request,
+    /// A response the client sent: it is in To.
+    Response,
 }
 
 impl<'m> MessageFacts<'m> {
+    /// What signing needs: the tags, not the `epid`s.
     pub fn of(msg: &'m Message) -> Self {
+        Self::read(msg, false)
+    }
+
+    /// A message from a client: its `epid` is checked too, so it is read in the same pass.
+    pub fn of_client(msg: &'m Message) -> Self {
+        Self::read(msg, true)
+    }
+
+    fn read(msg: &'m Message, epids: bool) -> Self {
         let headers = msg.core_headers();
+        let from = headers.from.and_then(|v| parse_name_addr(v).ok());
+        let to = headers.to.and_then(|v| parse_name_addr(v).ok());
         MessageFacts {
             cseq: headers.cseq.and_then(CSeq::parse),
-            from: headers.from.and_then(|v| parse_name_addr(v).ok()),
-            to: headers.to.and_then(|v| parse_name_addr(v).ok()),
+            from_params: TagAndEpid::of(from.as_ref(), epids),
+            to_params: TagAndEpid::of(to.as_ref(), epids),
+            epids_read: epids,
+            from,
+            to,
             headers,
+        }
+    }
+
+    /// The client's `epid`: in From for a request it sent, in To for a response.
+    pub fn epid(&self, dir: Direction) -> Option<&'m str> {
+        let (na, params) = match dir {
+            Direction::Request => (self.from.as_ref(), &self.from_params),
+            Direction::Response => (self.to.as_ref(), &self.to_params),
+        };
+        if self.epids_read {
+            params.epid
+        } else {
+            na?.param("epid")
         }
     }
 }
@@ -100,10 +171,14 @@ pub(crate) fn write_facts(
         .or_else(|| cseq.map(|c| c.method))
         .unwrap_or("");
     slot(method);
-    let (from_uri, from_tag) = uri_and_tag(facts.from.as_ref());
-    slot(from_uri);
-    slot(from_tag);
-    let (to_uri, to_tag) = uri_and_tag(facts.to.as_ref());
+    // A From or To the SIP layer cannot read gives empty slots (the signature then simply fails
+    // to verify, which is the right outcome for a mangled header).
+    slot(facts.from.map_or("", |na| na.uri));
+    slot(facts.from_params.tag.unwrap_or(""));
+    let (to_uri, to_tag) = (
+        facts.to.map_or("", |na| na.uri),
+        facts.to_params.tag.unwrap_or(""),
+    );
     if p.version >= 3 {
         slot(to_uri);
         slot(to_tag);
@@ -151,15 +226,6 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         }
         Err(_) => f(&mut Scratch::default()),
     })
-}
-
-/// URI and tag of a From/To value; a value the SIP layer cannot read gives empty slots (the signature
-/// then simply fails to verify, which is the right outcome for a mangled header).
-fn uri_and_tag<'a>(na: Option<&NameAddr<'a>>) -> (&'a str, &'a str) {
-    match na {
-        Some(na) => (na.uri, na.tag().unwrap_or("")),
-        None => ("", ""),
-    }
 }
 
 /// First `sip:` and first `tel:` URI of a P-Asserted-Identity value (notes §1.2 slots 13/14): a whole

@@ -12,7 +12,7 @@ use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, Nonce
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
-use crate::buffer::{BufferParams, MessageFacts, with_scratch, write_facts};
+use crate::buffer::{BufferParams, Direction, MessageFacts, with_scratch, write_facts};
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
 use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
@@ -708,7 +708,7 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
-        let facts = MessageFacts::of(msg);
+        let facts = MessageFacts::of_client(msg);
         // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
         // anything is kept for it.
         if endpoint_epid(&facts, Direction::Request)
@@ -1508,7 +1508,7 @@ impl SecurityCore {
     pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
-        let facts = MessageFacts::of(msg);
+        let facts = MessageFacts::of_client(msg);
         let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,
@@ -1665,21 +1665,8 @@ struct NtlmFinalLeg<'a> {
     epid: &'a str,
 }
 
-/// Which side of the message is the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    /// A request the client sent: it is in From.
-    Request,
-    /// A response the client sent: it is in To.
-    Response,
-}
-
 fn endpoint_epid<'m>(facts: &MessageFacts<'m>, dir: Direction) -> Option<&'m str> {
-    let na = match dir {
-        Direction::Request => facts.from,
-        Direction::Response => facts.to,
-    }?;
-    na.param("epid")
+    facts.epid(dir)
 }
 
 fn is_ack_or_cancel(msg: &Message) -> bool {

@@ -32,51 +32,78 @@ impl<'a> NameAddr<'a> {
     pub fn tag(&self) -> Option<&'a str> {
         self.param("tag")
     }
+
+    /// Every header parameter as `(name, value)`, in order (see [`ParamPairs`]).
+    pub fn param_pairs(&self) -> ParamPairs<'a> {
+        ParamPairs::new(self.params)
+    }
 }
 
-/// Look up a `;name=value` parameter in a raw parameter tail: pieces split on `;` outside
-/// double quotes (`\` escapes inside quotes), LWS-trimmed, empty ones skipped.
+/// Look up a `;name=value` parameter in a raw parameter tail (the first of that name).
+pub(crate) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    ParamPairs::new(params)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// The `(name, value)` pairs of a raw parameter tail, in order: pieces split on `;` outside
+/// double quotes (`\` escapes inside quotes), LWS-trimmed, empty ones skipped; the value is
+/// without surrounding quotes if it was quoted, and `""` for a flag parameter.
 ///
 /// A plain scan (these tails are a few dozen bytes: `memchr`'s set-up costs more than it saves):
-/// every signed message looks up its `epid` and its `tag`s here.
-pub(crate) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    let b = params.as_bytes();
-    let mut start = 0;
-    while start <= b.len() {
-        let mut i = start;
-        let end = loop {
-            match b.get(i) {
-                None => break b.len(),
-                Some(b';') => break i,
-                // An unterminated quote runs to the end of the value.
-                Some(b'"') => match closing_quote(b, i) {
-                    Some(close) => i = close + 1,
+/// every signed message reads its `epid` and its `tag`s here.
+#[derive(Debug, Clone)]
+pub struct ParamPairs<'a> {
+    params: &'a str,
+    start: usize,
+}
+
+impl<'a> ParamPairs<'a> {
+    /// The pairs of `params` (e.g. [`NameAddr::params`]).
+    pub fn new(params: &'a str) -> Self {
+        ParamPairs { params, start: 0 }
+    }
+}
+
+impl<'a> Iterator for ParamPairs<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        let b = self.params.as_bytes();
+        while self.start <= b.len() {
+            let mut i = self.start;
+            let end = loop {
+                match b.get(i) {
                     None => break b.len(),
-                },
-                Some(_) => i += 1,
+                    Some(b';') => break i,
+                    // An unterminated quote runs to the end of the value.
+                    Some(b'"') => match closing_quote(b, i) {
+                        Some(close) => i = close + 1,
+                        None => break b.len(),
+                    },
+                    Some(_) => i += 1,
+                }
+            };
+            let piece = trim_lws(self.params.get(self.start..end).unwrap_or(""));
+            self.start = end + 1;
+            if piece.is_empty() {
+                continue;
             }
-        };
-        let piece = trim_lws(params.get(start..end).unwrap_or(""));
-        start = end + 1;
-        if piece.is_empty() {
-            continue;
-        }
-        let (n, v) = match piece.bytes().position(|c| c == b'=') {
-            Some(eq) => (
-                trim_lws(piece.get(..eq).unwrap_or("")),
-                trim_lws(piece.get(eq + 1..).unwrap_or("")),
-            ),
-            None => (piece, ""),
-        };
-        if n.eq_ignore_ascii_case(name) {
+            let (n, v) = match piece.bytes().position(|c| c == b'=') {
+                Some(eq) => (
+                    trim_lws(piece.get(..eq).unwrap_or("")),
+                    trim_lws(piece.get(eq + 1..).unwrap_or("")),
+                ),
+                None => (piece, ""),
+            };
             let unquoted = v
                 .strip_prefix('"')
                 .and_then(|inner| inner.strip_suffix('"'))
                 .unwrap_or(v);
-            return Some(unquoted);
+            return Some((n, unquoted));
         }
+        None
     }
-    None
 }
 
 /// Parse a `name-addr` (`"Display" <uri>;params`, `Display <uri>;params`, `<uri>;params`) or an
