@@ -345,6 +345,15 @@ fn push_token(out: &mut String, t: &str) {
     }));
 }
 
+/// Whether a quoted value holds `"`, `\\`, CR or LF: a plain scan for short values, `memchr` for
+/// long ones (a CHALLENGE's base64 `gssapi-data` is hundreds of bytes).
+fn needs_escaping(b: &[u8]) -> bool {
+    if b.len() < 64 {
+        return b.iter().any(|c| matches!(c, b'"' | b'\\' | b'\r' | b'\n'));
+    }
+    memchr::memchr3(b'"', b'\\', b'\r', b).is_some() || memchr::memchr(b'\n', b).is_some()
+}
+
 impl AuthHeaderBuilder {
     /// Start a value with `scheme`.
     pub fn new(scheme: &str) -> Self {
@@ -365,10 +374,7 @@ impl AuthHeaderBuilder {
         self.sep(name);
         self.out.push('"');
         // Fast path: most values (base64 tokens, hex, host names) need no escaping at all.
-        if !value
-            .bytes()
-            .any(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
-        {
+        if !needs_escaping(value.as_bytes()) {
             self.out.push_str(value);
             self.out.push('"');
             return self;

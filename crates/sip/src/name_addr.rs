@@ -117,7 +117,9 @@ impl<'a> Iterator for ParamPairs<'a> {
 pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
     let v = trim_lws(value);
     let b = v.as_bytes();
-    let (display_name, lt) = match memchr::memchr3(b'"', b'<', b';', b) {
+    // Plain scans rather than `memchr` here and below: From and To values are a few dozen bytes,
+    // and the first `<` is usually the first byte.
+    let (display_name, lt) = match b.iter().position(|&c| matches!(c, b'"' | b'<' | b';')) {
         Some(0) if b.first() == Some(&b'"') => {
             let close = closing_quote(b, 0).ok_or(ParseError::BadNameAddr)?;
             let dn = v.get(1..close).ok_or(ParseError::BadNameAddr)?;
@@ -165,7 +167,11 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
     };
     let gt = lt
         + 1
-        + memchr::memchr(b'>', b.get(lt + 1..).unwrap_or(&[])).ok_or(ParseError::BadNameAddr)?;
+        + b.get(lt + 1..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&c| c == b'>')
+            .ok_or(ParseError::BadNameAddr)?;
     let uri = v.get(lt + 1..gt).ok_or(ParseError::BadNameAddr)?;
     check_uri(uri)?;
     let params = v.get(gt + 1..).unwrap_or("");
@@ -180,7 +186,10 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
 /// `scheme ":" ...` with no whitespace, controls, quotes or angle brackets.
 fn check_uri(uri: &str) -> Result<(), ParseError> {
     let b = uri.as_bytes();
-    let colon = memchr::memchr(b':', b).ok_or(ParseError::BadNameAddr)?;
+    let colon = b
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(ParseError::BadNameAddr)?;
     let scheme = b.get(..colon).unwrap_or(&[]);
     let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
