@@ -1287,17 +1287,32 @@ impl SecurityCore {
         now: SystemTime,
     ) -> Result<(), Reason> {
         let h = &creds.header;
-        let realm = h.param("realm").unwrap_or(&self.config.realm);
-        let targetname = h.param("targetname").ok_or(Reason::MalformedHeader)?;
+        // The five parameters in one pass over the header's (the parser refuses duplicates, so
+        // the first of each name is the only one, as `AuthHeader::param` finds it).
+        let (mut realm, mut targetname, mut crand, mut cnum_text, mut response) =
+            (None, None, None, None, None);
+        for p in &h.params {
+            let slot = match p.name.len() {
+                5 if p.name.eq_ignore_ascii_case("realm") => &mut realm,
+                5 if p.name.eq_ignore_ascii_case("crand") => &mut crand,
+                4 if p.name.eq_ignore_ascii_case("cnum") => &mut cnum_text,
+                8 if p.name.eq_ignore_ascii_case("response") => &mut response,
+                10 if p.name.eq_ignore_ascii_case("targetname") => &mut targetname,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value.as_ref());
+            }
+        }
+        let realm = realm.unwrap_or(&self.config.realm);
+        let targetname = targetname.ok_or(Reason::MalformedHeader)?;
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
             return Err(Reason::SaMismatch);
         }
         if endpoint_epid(&creds.facts, dir).unwrap_or("") != sa.epid() {
             return Err(Reason::SaMismatch);
         }
-        let (Some(crand), Some(cnum_text), Some(response)) =
-            (h.param("crand"), h.param("cnum"), h.param("response"))
-        else {
+        let (Some(crand), Some(cnum_text), Some(response)) = (crand, cnum_text, response) else {
             return Err(Reason::Unsigned);
         };
         let cnum: u32 = cnum_text.parse().map_err(|_| Reason::MalformedHeader)?;
