@@ -921,13 +921,22 @@ impl SecurityCore {
                     .challenge(issued.server_challenge, issued.timestamp)
                     .challenge_message(),
             );
+            // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
+            let mut opaque_text = [0u8; 8];
+            let mut version_text = [0u8; 10];
             let value = AuthHeaderBuilder::new(h.scheme)
                 .quoted("qop", "auth")
-                .quoted("opaque", &opaque.to_string())
+                .quoted(
+                    "opaque",
+                    hex::upper_into(&opaque.0.to_be_bytes(), &mut opaque_text),
+                )
                 .quoted("gssapi-data", &gssapi)
                 .quoted("targetname", target)
                 .quoted("realm", &self.config.realm)
-                .token("version", &self.config.version.to_string())
+                .token(
+                    "version",
+                    hex::decimal(u32::from(self.config.version), &mut version_text),
+                )
                 .build();
             self.counters.challenge();
             return Decision::Continue(Challenge {
