@@ -334,6 +334,19 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Runs `iters` calls in rounds of at most `max` (each round makes its inputs, then times its
+/// calls) and adds up the rounds' times.
+fn in_rounds(iters: u64, max: u64, mut round: impl FnMut(u64) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(max);
+        left -= n;
+        total += round(n);
+    }
+    total
+}
+
 /// The floor, sign, verification and sign-in again, timed with the thread's CPU clock (read
 /// once per batch, outside the loop of calls; inputs made before the clock starts).
 fn cpu_time_group(
@@ -367,20 +380,15 @@ fn cpu_time_group(
     g.bench_function("sign_register_200ok", |b| {
         let mut rng = rng();
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let round = left.min(64);
-                left -= round;
+            in_rounds(iters, 64, |round| {
                 let mut msgs: Vec<Message> = (0..round).map(|_| ok.clone()).collect();
                 let t = thread_cpu();
                 for m in &mut msgs {
                     core.sign(m, sa, ChallengeFamily::Www, t0(), &mut rng)
                         .expect("sign");
                 }
-                total += thread_cpu() - t;
-            }
-            total
+                thread_cpu() - t
+            })
         })
     });
     g.bench_function("verify_signed_register", |b| {
@@ -389,11 +397,7 @@ fn cpu_time_group(
         // Requests made in rounds of 64 outside the clock (in the cache, as a request the gateway
         // has just parsed is).
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let round = left.min(64);
-                left -= round;
+            in_rounds(iters, 64, |round| {
                 let requests: Vec<Message> = (0..round)
                     .map(|_| {
                         let text = client.request("REGISTER", &["Expires: 3600"]);
@@ -405,9 +409,8 @@ fn cpu_time_group(
                     let d = core.on_request(m, ctx, t0(), &mut rng);
                     assert!(matches!(d, Decision::Authenticated(_)));
                 }
-                total += thread_cpu() - t;
-            }
-            total
+                thread_cpu() - t
+            })
         })
     });
     // A core of its own, so that these sign-ins do not end the SA the benches above sign with.
@@ -416,12 +419,8 @@ fn cpu_time_group(
     let mut n = 0u64;
     g.bench_function("ntlm_handshake_server_cpu", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
             // In rounds of at most 1 000 sign-ins, 1 ms apart, as in `core/...` above.
-            let mut left = iters;
-            while left > 0 {
-                let round = left.min(1000);
-                left -= round;
+            in_rounds(iters, 1000, |round| {
                 let start = n;
                 n += round;
                 let at = |k: u64| t0() + Duration::from_millis(start + k + 1);
@@ -435,7 +434,7 @@ fn cpu_time_group(
                     .enumerate()
                     .map(|(k, m)| signin_core.on_request(m, ctx, at(k as u64), &mut handshake_rng))
                     .collect();
-                total += thread_cpu() - t;
+                let mut spent = thread_cpu() - t;
                 let leg3s: Vec<Message> = clients
                     .iter_mut()
                     .zip(&challenges)
@@ -452,10 +451,10 @@ fn cpu_time_group(
                     let d = signin_core.on_request(m, ctx, at(k as u64), &mut handshake_rng);
                     assert!(matches!(d, Decision::Authenticated(_)));
                 }
-                total += thread_cpu() - t;
+                spent += thread_cpu() - t;
                 signin_core.expire(at(round));
-            }
-            total
+                spent
+            })
         })
     });
     g.finish();
