@@ -2,7 +2,105 @@
 //! `<` `>`, concatenated. Both signing and verifying build it from the message as it is on the wire,
 //! with the case and spelling it has there.
 
-use sagw_sip::{Message, parse_name_addr};
+use std::cell::RefCell;
+
+use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, parse_name_addr};
+
+/// What the signature buffer and the security core's identity checks read from one message,
+/// found once per message: one pass over the headers, From and To each parsed once, shared by
+/// the epid check, the buffer and the From/To identity checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageFacts<'m> {
+    pub headers: CoreHeaders<'m>,
+    pub cseq: Option<CSeq<'m>>,
+    /// From as a name-addr; `None` when absent or unreadable (as [`Message::from`]).
+    pub from: Option<NameAddr<'m>>,
+    /// To, likewise.
+    pub to: Option<NameAddr<'m>>,
+    /// `tag` and `epid` of From and of To (the first of each name, as [`NameAddr::param`]
+    /// finds it), read in one pass over each parameter tail.
+    pub from_params: TagAndEpid<'m>,
+    pub to_params: TagAndEpid<'m>,
+    /// Whether the `epid`s were looked for ([`MessageFacts::of_client`]); otherwise
+    /// [`MessageFacts::epid`] looks them up when asked.
+    epids_read: bool,
+}
+
+/// The two header parameters the security core reads from From and To.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TagAndEpid<'m> {
+    pub tag: Option<&'m str>,
+    pub epid: Option<&'m str>,
+}
+
+impl<'m> TagAndEpid<'m> {
+    fn of(na: Option<&NameAddr<'m>>, want_epid: bool) -> Self {
+        let mut out = TagAndEpid::default();
+        let Some(na) = na else {
+            return out;
+        };
+        for (name, value) in na.param_pairs() {
+            if out.tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                out.tag = Some(value);
+            } else if want_epid && out.epid.is_none() && name.eq_ignore_ascii_case("epid") {
+                out.epid = Some(value);
+            }
+            if out.tag.is_some() && (out.epid.is_some() || !want_epid) {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Which side of the message is the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// A request the client sent: it is in From.
+    Request,
+    /// A response the client sent: it is in To.
+    Response,
+}
+
+impl<'m> MessageFacts<'m> {
+    /// What signing needs: the tags, not the `epid`s.
+    pub fn of(msg: &'m Message) -> Self {
+        Self::read(msg, false)
+    }
+
+    /// A message from a client: its `epid` is checked too, so it is read in the same pass.
+    pub fn of_client(msg: &'m Message) -> Self {
+        Self::read(msg, true)
+    }
+
+    fn read(msg: &'m Message, epids: bool) -> Self {
+        let headers = msg.core_headers();
+        let from = headers.from.and_then(|v| parse_name_addr(v).ok());
+        let to = headers.to.and_then(|v| parse_name_addr(v).ok());
+        MessageFacts {
+            cseq: headers.cseq.and_then(CSeq::parse),
+            from_params: TagAndEpid::of(from.as_ref(), epids),
+            to_params: TagAndEpid::of(to.as_ref(), epids),
+            epids_read: epids,
+            from,
+            to,
+            headers,
+        }
+    }
+
+    /// The client's `epid`: in From for a request it sent, in To for a response.
+    pub fn epid(&self, dir: Direction) -> Option<&'m str> {
+        let (na, params) = match dir {
+            Direction::Request => (self.from.as_ref(), &self.from_params),
+            Direction::Response => (self.to.as_ref(), &self.to_params),
+        };
+        if self.epids_read {
+            params.epid
+        } else {
+            na?.param("epid")
+        }
+    }
+}
 
 /// What the buffer takes from the authentication header rather than from the message.
 #[derive(Debug, Clone, Copy)]
@@ -34,49 +132,8 @@ impl SignatureBuffer {
 
     /// Same as [`SignatureBuffer::build`] into a reusable vector (cleared first).
     pub fn write(msg: &Message, p: &BufferParams<'_>, out: &mut Vec<u8>) {
-        out.clear();
-        let mut slot = |v: &str| {
-            out.push(b'<');
-            out.extend_from_slice(v.as_bytes());
-            out.push(b'>');
-        };
-        slot(p.scheme);
-        slot(p.rand);
-        slot(p.num);
-        slot(p.realm);
-        slot(p.targetname);
-        slot(msg.call_id().unwrap_or(""));
-        let cseq = msg.cseq();
-        slot(cseq.as_ref().map_or("", |c| c.number));
-        // For requests pidgin-sipe takes the request-line method; it equals CSeq's in valid messages.
-        let method = msg
-            .method()
-            .or_else(|| cseq.as_ref().map(|c| c.method))
-            .unwrap_or("");
-        slot(method);
-        let (from_uri, from_tag) = uri_and_tag(msg.header("From"));
-        slot(from_uri);
-        slot(from_tag);
-        let (to_uri, to_tag) = uri_and_tag(msg.header("To"));
-        if p.version >= 3 {
-            slot(to_uri);
-            slot(to_tag);
-            let identity = msg
-                .header("P-Asserted-Identity")
-                .or_else(|| msg.header("P-Preferred-Identity"));
-            let (sip, tel) = asserted_identity_uris(identity);
-            slot(sip);
-            slot(tel);
-        } else {
-            slot(to_tag);
-        }
-        slot(msg.expires().unwrap_or(""));
-        if let Some(code) = msg.status_code() {
-            let mut digits = [0u8; 5];
-            slot(format_code(code, &mut digits));
-        }
+        write_facts(msg, &MessageFacts::of(msg), p, out);
     }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -86,27 +143,89 @@ impl SignatureBuffer {
     }
 }
 
-fn format_code(code: u16, buf: &mut [u8; 5]) -> &str {
-    let mut n = code;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
+/// The buffer of `msg` from what was already read of it ([`MessageFacts::of`]).
+pub(crate) fn write_facts(
+    msg: &Message,
+    facts: &MessageFacts<'_>,
+    p: &BufferParams<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let mut slot = |v: &str| {
+        out.push(b'<');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'>');
+    };
+    slot(p.scheme);
+    slot(p.rand);
+    slot(p.num);
+    slot(p.realm);
+    slot(p.targetname);
+    let h = &facts.headers;
+    slot(h.call_id.unwrap_or(""));
+    let cseq = facts.cseq.as_ref();
+    slot(cseq.map_or("", |c| c.number));
+    // For requests pidgin-sipe takes the request-line method; it equals CSeq's in valid messages.
+    let method = msg
+        .method()
+        .or_else(|| cseq.map(|c| c.method))
+        .unwrap_or("");
+    slot(method);
+    // A From or To the SIP layer cannot read gives empty slots (the signature then simply fails
+    // to verify, which is the right outcome for a mangled header).
+    slot(facts.from.map_or("", |na| na.uri));
+    slot(facts.from_params.tag.unwrap_or(""));
+    let (to_uri, to_tag) = (
+        facts.to.map_or("", |na| na.uri),
+        facts.to_params.tag.unwrap_or(""),
+    );
+    if p.version >= 3 {
+        slot(to_uri);
+        slot(to_tag);
+        let identity = h.p_asserted_identity.or(h.p_preferred_identity);
+        let (sip, tel) = asserted_identity_uris(identity);
+        slot(sip);
+        slot(tel);
+    } else {
+        slot(to_tag);
     }
-    std::str::from_utf8(&buf[i..]).unwrap_or("")
+    slot(h.expires.unwrap_or(""));
+    if let Some(code) = msg.status_code() {
+        let mut digits = [0u8; 10];
+        slot(crate::hex::decimal(u32::from(code), &mut digits));
+    }
 }
 
-/// URI and tag of a From/To value; a value the SIP layer cannot read gives empty slots (the signature
-/// then simply fails to verify, which is the right outcome for a mangled header).
-fn uri_and_tag(value: Option<&str>) -> (&str, &str) {
-    match value.map(parse_name_addr) {
-        Some(Ok(na)) => (na.uri, na.tag().unwrap_or("")),
-        _ => ("", ""),
-    }
+/// Per-thread working space of the signing path, reused by every sign and verification on the
+/// thread instead of fresh allocations per message.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The signature buffer.
+    pub buffer: Vec<u8>,
+    /// The `Authentication-Info` value being written.
+    pub text: String,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        buffer: Vec::with_capacity(512),
+        text: String::with_capacity(512),
+    });
+}
+
+/// Runs `f` with this thread's [`Scratch`] (a fresh one if it is already in use).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            let r = f(&mut s);
+            // A rare huge message must not pin its size on the thread for good.
+            if s.buffer.capacity() > 16 * 1024 || s.text.capacity() > 16 * 1024 {
+                *s = Scratch::default();
+            }
+            r
+        }
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// First `sip:` and first `tel:` URI of a P-Asserted-Identity value (notes §1.2 slots 13/14): a whole

@@ -12,6 +12,33 @@ pub fn upper(bytes: &[u8]) -> String {
     s
 }
 
+/// [`upper`] into `out` (at least twice as long as `bytes`), without allocating: the per-message
+/// signing path writes `srand`, `opaque` and `rspauth` this way.
+pub fn upper_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
+    let mut n = 0;
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = UPPER[(b >> 4) as usize];
+        pair[1] = UPPER[(b & 15) as usize];
+        n += 2;
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&out[..n]).unwrap_or("")
+}
+
+/// Decimal text of `n` in `buf`, without `fmt`.
+pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
+}
+
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -39,5 +66,21 @@ mod tests {
         assert_eq!(super::decode("01abFF"), Some(vec![1, 0xab, 0xff]));
         assert_eq!(super::decode("0"), None);
         assert_eq!(super::decode("zz"), None);
+    }
+
+    #[test]
+    fn into_buffers_match_the_allocating_forms() {
+        let mut out = [0u8; 8];
+        assert_eq!(super::upper_into(&[0x01, 0xab, 0xff], &mut out), "01ABFF");
+        let mut out = [0u8; 8];
+        let v = 0x0a0b_c0deu32;
+        assert_eq!(
+            super::upper_into(&v.to_be_bytes(), &mut out),
+            format!("{v:08X}")
+        );
+        for n in [0u32, 7, 10, 200, 65_535, 4_294_967_295] {
+            let mut buf = [0u8; 10];
+            assert_eq!(super::decimal(n, &mut buf), n.to_string());
+        }
     }
 }

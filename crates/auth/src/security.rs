@@ -12,7 +12,7 @@ use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, Nonce
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
-use crate::buffer::{BufferParams, SignatureBuffer};
+use crate::buffer::{BufferParams, Direction, MessageFacts, with_scratch, write_facts};
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
 use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
@@ -111,12 +111,42 @@ pub struct SecurityCore {
     /// NTLM challenges, recomputed at the final leg: nothing is kept for a first leg.
     ntlm_handshakes: NtlmHandshakes,
     counters: Counters,
+    /// The constant end of each scheme's `Authentication-Info` value.
+    info_tails: InfoTails,
+}
+
+/// `, qop="auth", targetname="…", realm="…"` per SA scheme, built once with
+/// [`AuthHeaderBuilder`] (its quoting) instead of on every signed message.
+struct InfoTails {
+    ntlm: String,
+    kerberos: String,
+}
+
+impl InfoTails {
+    fn tail(targetname: Option<&str>, realm: &str) -> String {
+        let built = AuthHeaderBuilder::new("-")
+            .quoted("qop", "auth")
+            .quoted("targetname", targetname.unwrap_or(""))
+            .quoted("realm", realm)
+            .build();
+        // `- qop=...` becomes `, qop=...`: what follows the parameters written before it.
+        format!(",{}", built.strip_prefix('-').unwrap_or(&built))
+    }
+
+    fn get(&self, scheme: SaScheme) -> &str {
+        match scheme {
+            SaScheme::Ntlm => &self.ntlm,
+            SaScheme::Kerberos => &self.kerberos,
+        }
+    }
 }
 
 /// One credentials header the client sent for this gateway.
 struct Credentials<'m> {
     header: AuthHeader<'m>,
     family: ChallengeFamily,
+    /// What the message's From, To, CSeq and the buffer's other headers say, read once.
+    facts: MessageFacts<'m>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -168,7 +198,15 @@ impl SecurityCore {
             config.handshakes.window,
             config.ntlm.as_ref().and_then(|n| n.challenge_key.as_ref()),
         );
+        let info_tails = InfoTails {
+            ntlm: InfoTails::tail(
+                config.ntlm.as_ref().map(|n| n.targetname.as_str()),
+                &config.realm,
+            ),
+            kerberos: InfoTails::tail(None, &config.realm),
+        };
         SecurityCore {
+            info_tails,
             config,
             credentials,
             ntlm,
@@ -201,6 +239,7 @@ impl SecurityCore {
     ) -> Self {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
+        self.info_tails.kerberos = InfoTails::tail(self.kerberos_targetname(), &self.config.realm);
         self
     }
 
@@ -669,9 +708,10 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
+        let facts = MessageFacts::of_client(msg);
         // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
         // anything is kept for it.
-        if endpoint_epid(msg, Direction::Request)
+        if endpoint_epid(&facts, Direction::Request)
             .is_some_and(|e| e.len() > self.config.max_epid_len)
         {
             self.counters.epid_refused();
@@ -686,7 +726,7 @@ impl SecurityCore {
             };
         }
         // The signature covers the request-line method, not CSeq's: the two must agree.
-        if let (Some(method), Some(cseq)) = (msg.method(), msg.cseq())
+        if let (Some(method), Some(cseq)) = (msg.method(), facts.cseq)
             && method != cseq.method
         {
             return Decision::Reject {
@@ -696,7 +736,7 @@ impl SecurityCore {
             };
         }
         let default_family = Self::family_for(policy, msg);
-        let creds = match self.find_credentials(msg, p) {
+        let creds = match self.find_credentials(msg, p, facts) {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
@@ -719,7 +759,7 @@ impl SecurityCore {
                 None => self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng),
             },
         };
-        self.enforce_identity(msg, decision)
+        self.enforce_identity(msg, &facts, decision)
     }
 
     fn rechallenge_unless_fresh(
@@ -746,6 +786,7 @@ impl SecurityCore {
         &self,
         msg: &'m Message,
         p: &PolicyState,
+        facts: MessageFacts<'m>,
     ) -> Result<Option<Credentials<'m>>, Reason> {
         let mut malformed = false;
         for (name, family) in [
@@ -767,7 +808,11 @@ impl SecurityCore {
                     }
                 };
                 if self.is_ours(p, &header) {
-                    return Ok(Some(Credentials { header, family }));
+                    return Ok(Some(Credentials {
+                        header,
+                        family,
+                        facts,
+                    }));
                 }
             }
         }
@@ -860,7 +905,7 @@ impl SecurityCore {
             return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
         };
         let h = &creds.header;
-        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
         if token.is_empty() {
             // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
             if is_ack_or_cancel(msg) {
@@ -876,13 +921,22 @@ impl SecurityCore {
                     .challenge(issued.server_challenge, issued.timestamp)
                     .challenge_message(),
             );
+            // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
+            let mut opaque_text = [0u8; 8];
+            let mut version_text = [0u8; 10];
             let value = AuthHeaderBuilder::new(h.scheme)
                 .quoted("qop", "auth")
-                .quoted("opaque", &opaque.to_string())
+                .quoted(
+                    "opaque",
+                    hex::upper_into(&opaque.0.to_be_bytes(), &mut opaque_text),
+                )
                 .quoted("gssapi-data", &gssapi)
                 .quoted("targetname", target)
                 .quoted("realm", &self.config.realm)
-                .token("version", &self.config.version.to_string())
+                .token(
+                    "version",
+                    hex::decimal(u32::from(self.config.version), &mut version_text),
+                )
                 .build();
             self.counters.challenge();
             return Decision::Continue(Challenge {
@@ -1141,7 +1195,7 @@ impl SecurityCore {
             }
             Some(Err(reason)) => return fail(reason),
         };
-        let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
         let version = Self::client_version(&creds.header).min(self.config.version);
         let sa = self.new_sa(
@@ -1242,17 +1296,32 @@ impl SecurityCore {
         now: SystemTime,
     ) -> Result<(), Reason> {
         let h = &creds.header;
-        let realm = h.param("realm").unwrap_or(&self.config.realm);
-        let targetname = h.param("targetname").ok_or(Reason::MalformedHeader)?;
+        // The five parameters in one pass over the header's (the parser refuses duplicates, so
+        // the first of each name is the only one, as `AuthHeader::param` finds it).
+        let (mut realm, mut targetname, mut crand, mut cnum_text, mut response) =
+            (None, None, None, None, None);
+        for p in &h.params {
+            let slot = match p.name.len() {
+                5 if p.name.eq_ignore_ascii_case("realm") => &mut realm,
+                5 if p.name.eq_ignore_ascii_case("crand") => &mut crand,
+                4 if p.name.eq_ignore_ascii_case("cnum") => &mut cnum_text,
+                8 if p.name.eq_ignore_ascii_case("response") => &mut response,
+                10 if p.name.eq_ignore_ascii_case("targetname") => &mut targetname,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value.as_ref());
+            }
+        }
+        let realm = realm.unwrap_or(&self.config.realm);
+        let targetname = targetname.ok_or(Reason::MalformedHeader)?;
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
             return Err(Reason::SaMismatch);
         }
-        if endpoint_epid(msg, dir).unwrap_or("") != sa.epid() {
+        if endpoint_epid(&creds.facts, dir).unwrap_or("") != sa.epid() {
             return Err(Reason::SaMismatch);
         }
-        let (Some(crand), Some(cnum_text), Some(response)) =
-            (h.param("crand"), h.param("cnum"), h.param("response"))
-        else {
+        let (Some(crand), Some(cnum_text), Some(response)) = (crand, cnum_text, response) else {
             return Err(Reason::Unsigned);
         };
         let cnum: u32 = cnum_text.parse().map_err(|_| Reason::MalformedHeader)?;
@@ -1269,20 +1338,21 @@ impl SecurityCore {
             targetname,
             version: sa.version(),
         };
-        let buffer = SignatureBuffer::build(msg, &params);
-        match sa.mechanism() {
-            Mechanism::Ntlm(session) => {
-                session
-                    .verify_from_client_hex(buffer.as_bytes(), response)
-                    .map_err(|_| Reason::BadSignature)?;
+        with_scratch(|scratch| {
+            let buffer = &mut scratch.buffer;
+            write_facts(msg, &creds.facts, &params, buffer);
+            match sa.mechanism() {
+                Mechanism::Ntlm(session) => session
+                    .verify_from_client_hex(buffer, response)
+                    .map_err(|_| Reason::BadSignature),
+                Mechanism::Kerberos(session) => {
+                    let token = hex::decode(response).ok_or(Reason::BadSignature)?;
+                    session
+                        .verify_mic(buffer, &token)
+                        .map_err(|_| Reason::BadSignature)
+                }
             }
-            Mechanism::Kerberos(session) => {
-                let token = hex::decode(response).ok_or(Reason::BadSignature)?;
-                session
-                    .verify_mic(buffer.as_bytes(), &token)
-                    .map_err(|_| Reason::BadSignature)?;
-            }
-        }
+        })?;
         // Two copies of one message racing each other: only one wins the number.
         match sa.accept_cnum(cnum) {
             ReplayVerdict::Fresh => {}
@@ -1397,19 +1467,25 @@ impl SecurityCore {
     ///
     /// Both refusals carry the authenticated binding: the answer is signed with the SA (or Digest
     /// binding) the request was verified with, and with nothing else.
-    fn enforce_identity(&self, msg: &Message, decision: Decision) -> Decision {
+    fn enforce_identity(
+        &self,
+        msg: &Message,
+        facts: &MessageFacts<'_>,
+        decision: Decision,
+    ) -> Decision {
         let Decision::Authenticated(auth) = decision else {
             return decision;
         };
-        let from_uri = msg
-            .from()
+        let from_uri = facts
+            .from
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
         let reason = if !same_identity(from_uri, &auth.identity) {
             Reason::SaMismatch
         } else if msg.method() == Some("REGISTER")
             && !same_identity(
-                msg.to()
+                facts
+                    .to
                     .map(|na| strip_uri_params(na.uri))
                     .unwrap_or_default(),
                 &auth.identity,
@@ -1456,7 +1532,8 @@ impl SecurityCore {
     pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
-        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT)) {
+        let facts = MessageFacts::of_client(msg);
+        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,
             Err(reason) => {
@@ -1512,39 +1589,67 @@ impl SecurityCore {
         };
         let mut r = [0u8; 4];
         rng.fill_bytes(&mut r);
-        let srand = hex::upper(&r);
-        let snum = sa.next_snum().to_string();
+        // Every text of the header is written into stack buffers, without `fmt` or the heap.
+        let mut srand_text = [0u8; 8];
+        let srand = hex::upper_into(&r, &mut srand_text);
+        let mut snum_text = [0u8; 10];
+        let snum = hex::decimal(sa.next_snum(), &mut snum_text);
+        let mut opaque_text = [0u8; 8];
+        let opaque = hex::upper_into(&sa.opaque().0.to_be_bytes(), &mut opaque_text);
         let scheme = sa.scheme().token();
         let targetname = self.targetname_for(sa.scheme()).unwrap_or("");
         let params = BufferParams {
             scheme,
-            rand: &srand,
-            num: &snum,
+            rand: srand,
+            num: snum,
             realm: &self.config.realm,
             targetname,
             version: sa.version(),
         };
-        let buffer = SignatureBuffer::build(msg, &params);
-        let rspauth = match sa.mechanism() {
-            Mechanism::Ntlm(session) => {
-                sagw_ntlm::signature_to_hex(&session.sign_as_server(buffer.as_bytes()))
+        with_scratch(|scratch| {
+            write_facts(msg, &MessageFacts::of(msg), &params, &mut scratch.buffer);
+            let mut rspauth_text = [0u8; 32];
+            let kerberos_hex;
+            let rspauth = match sa.mechanism() {
+                Mechanism::Ntlm(session) => {
+                    hex::upper_into(&session.sign_as_server(&scratch.buffer), &mut rspauth_text)
+                }
+                Mechanism::Kerberos(session) => {
+                    let mic = session.get_mic(&scratch.buffer).map_err(SignError::Gss)?;
+                    kerberos_hex = hex::upper(&mic);
+                    kerberos_hex.as_str()
+                }
+            };
+            // What `AuthHeaderBuilder` writes, written directly: the scheme, names and these
+            // values (hex digits, decimal, base64) are clean tokens that need no quoting checks,
+            // and the constant rest (qop, targetname, realm) was built once by the builder.
+            let v = &mut scratch.text;
+            v.clear();
+            v.push_str(scheme);
+            for (i, (name, value)) in [
+                ("rspauth", rspauth),
+                ("srand", srand),
+                ("snum", snum),
+                ("opaque", opaque),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                v.push_str(if i == 0 { " " } else { ", " });
+                v.push_str(name);
+                v.push_str("=\"");
+                v.push_str(value);
+                v.push('"');
             }
-            Mechanism::Kerberos(session) => {
-                hex::upper(&session.get_mic(buffer.as_bytes()).map_err(SignError::Gss)?)
+            v.push_str(self.info_tails.get(sa.scheme()));
+            if let Some(token) = sa.take_final_token() {
+                v.push_str(", gssapi-data=\"");
+                B64.encode_string(token, v);
+                v.push('"');
             }
-        };
-        let mut b = AuthHeaderBuilder::new(scheme)
-            .quoted("rspauth", &rspauth)
-            .quoted("srand", &srand)
-            .quoted("snum", &snum)
-            .quoted("opaque", &sa.opaque().to_string())
-            .quoted("qop", "auth")
-            .quoted("targetname", targetname)
-            .quoted("realm", &self.config.realm);
-        if let Some(token) = sa.take_final_token() {
-            b = b.quoted("gssapi-data", &B64.encode(token));
-        }
-        msg.set_header(header, &b.build());
+            msg.set_header(header, v);
+            Ok::<(), SignError>(())
+        })?;
         // No `touch`: a message to the client proves nothing about it, and anyone can make the
         // gateway send one (a call to the user). Only the client's own verified signatures, and
         // the registrations granted to it, keep its SA alive.
@@ -1584,21 +1689,8 @@ struct NtlmFinalLeg<'a> {
     epid: &'a str,
 }
 
-/// Which side of the message is the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    /// A request the client sent: it is in From.
-    Request,
-    /// A response the client sent: it is in To.
-    Response,
-}
-
-fn endpoint_epid(msg: &Message, dir: Direction) -> Option<&str> {
-    let na = match dir {
-        Direction::Request => msg.from(),
-        Direction::Response => msg.to(),
-    }?;
-    na.param("epid")
+fn endpoint_epid<'m>(facts: &MessageFacts<'m>, dir: Direction) -> Option<&'m str> {
+    facts.epid(dir)
 }
 
 fn is_ack_or_cancel(msg: &Message) -> bool {
@@ -1611,15 +1703,14 @@ fn strip_uri_params(uri: &str) -> &str {
 
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
 fn same_identity(from_uri: &str, identity: &str) -> bool {
-    let norm = |s: &str| {
+    fn norm(s: &str) -> &str {
         let s = s.trim();
-        let s = s
-            .strip_prefix("sips:")
+        s.strip_prefix("sips:")
             .or_else(|| s.strip_prefix("sip:"))
-            .unwrap_or(s);
-        s.to_ascii_lowercase()
-    };
-    !from_uri.is_empty() && norm(from_uri) == norm(identity)
+            .unwrap_or(s)
+    }
+    // ASCII case folding of both sides, compared without lower-cased copies.
+    !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
 }
 
 fn ntlm_reason(e: &NtlmError) -> Reason {

@@ -45,8 +45,9 @@ impl<'a> AuthHeader<'a> {
     /// [`AuthParseError::MultipleChallenges`] (see [`parse_challenges`]), found as soon as the
     /// second one starts.
     pub fn parse(value: &'a str) -> Result<AuthHeader<'a>, AuthParseError> {
-        let mut all = parse_list(value, 1)?;
-        all.pop().ok_or(AuthParseError::Empty)
+        let mut one = None;
+        parse_each(value, 1, |h| one = Some(h))?;
+        one.ok_or(AuthParseError::Empty)
     }
 
     /// Value of parameter `name` (case-insensitive), unescaped.
@@ -191,14 +192,27 @@ pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseErr
 /// [`parse_challenges`] stopping when challenge `max + 1` starts: `max` 1 is
 /// [`AuthHeader::parse`], which has no use for the rest of a value that lists several.
 fn parse_list(value: &str, max: usize) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
+    let mut out = Vec::new();
+    parse_each(value, max, |h| out.push(h))?;
+    Ok(out)
+}
+
+/// The elements of a challenge or credentials list, each handed to `emit` as it is complete
+/// (at most `max`; one more is an error). A single header ([`AuthHeader::parse`]) needs no
+/// vector of headers around its one element.
+fn parse_each<'a>(
+    value: &'a str,
+    max: usize,
+    mut emit: impl FnMut(AuthHeader<'a>),
+) -> Result<(), AuthParseError> {
     let mut c = Cursor { s: value, i: 0 };
     c.skip_lws();
     if c.peek().is_none() {
         return Err(AuthParseError::Empty);
     }
-    let mut out = Vec::new();
+    let mut count = 0usize;
     loop {
-        if out.len() >= max {
+        if count >= max {
             return Err(if max == 1 {
                 AuthParseError::MultipleChallenges
             } else {
@@ -214,13 +228,14 @@ fn parse_list(value: &str, max: usize) -> Result<Vec<AuthHeader<'_>>, AuthParseE
         let spaced = c.skip_lws();
         match c.peek() {
             None => {
-                out.push(AuthHeader { scheme, params });
-                return Ok(out);
+                emit(AuthHeader { scheme, params });
+                return Ok(());
             }
             Some(b',') => {
                 c.i += 1;
                 list_separator_tail(&mut c)?;
-                out.push(AuthHeader { scheme, params });
+                emit(AuthHeader { scheme, params });
+                count += 1;
                 continue;
             }
             Some(_) if !spaced => return Err(AuthParseError::Garbage { at: c.i }),
@@ -281,9 +296,10 @@ fn parse_list(value: &str, max: usize) -> Result<Vec<AuthHeader<'_>>, AuthParseE
                 Some(_) => return Err(AuthParseError::Garbage { at: c.i }),
             }
         };
-        out.push(AuthHeader { scheme, params });
+        emit(AuthHeader { scheme, params });
+        count += 1;
         if finished {
-            return Ok(out);
+            return Ok(());
         }
     }
 }
@@ -329,6 +345,15 @@ fn push_token(out: &mut String, t: &str) {
     }));
 }
 
+/// Whether a quoted value holds `"`, `\\`, CR or LF: a plain scan for short values, `memchr` for
+/// long ones (a CHALLENGE's base64 `gssapi-data` is hundreds of bytes).
+fn needs_escaping(b: &[u8]) -> bool {
+    if b.len() < 64 {
+        return b.iter().any(|c| matches!(c, b'"' | b'\\' | b'\r' | b'\n'));
+    }
+    memchr::memchr3(b'"', b'\\', b'\r', b).is_some() || memchr::memchr(b'\n', b).is_some()
+}
+
 impl AuthHeaderBuilder {
     /// Start a value with `scheme`.
     pub fn new(scheme: &str) -> Self {
@@ -349,10 +374,7 @@ impl AuthHeaderBuilder {
         self.sep(name);
         self.out.push('"');
         // Fast path: most values (base64 tokens, hex, host names) need no escaping at all.
-        if !value
-            .bytes()
-            .any(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
-        {
+        if !needs_escaping(value.as_bytes()) {
             self.out.push_str(value);
             self.out.push('"');
             return self;

@@ -82,6 +82,26 @@ pub struct CSeq<'a> {
     pub method: &'a str,
 }
 
+/// First values of the headers the security core reads ([`Message::core_headers`]), as
+/// [`Message::header`] returns them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreHeaders<'a> {
+    /// Call-ID (or `i`).
+    pub call_id: Option<&'a str>,
+    /// CSeq, unsplit ([`CSeq::parse`]).
+    pub cseq: Option<&'a str>,
+    /// From (or `f`).
+    pub from: Option<&'a str>,
+    /// To (or `t`).
+    pub to: Option<&'a str>,
+    /// Expires.
+    pub expires: Option<&'a str>,
+    /// P-Asserted-Identity.
+    pub p_asserted_identity: Option<&'a str>,
+    /// P-Preferred-Identity.
+    pub p_preferred_identity: Option<&'a str>,
+}
+
 impl CSeq<'_> {
     /// The sequence number if it is below 2^31 as RFC 3261 §8.1.1.5 requires.
     pub fn value(&self) -> Option<u32> {
@@ -301,7 +321,36 @@ impl Message {
 
     /// CSeq split into number and method; None when absent or not `1*DIGIT LWS method`.
     pub fn cseq(&self) -> Option<CSeq<'_>> {
-        let v = self.header("CSeq")?;
+        CSeq::parse(self.header("CSeq")?)
+    }
+
+    /// The headers the MS-SIPAE signature buffer and the security core read, each the first of
+    /// its name (as [`Message::header`] finds it), found in one pass over the headers instead of
+    /// one pass per name.
+    pub fn core_headers(&self) -> CoreHeaders<'_> {
+        let mut h = CoreHeaders::default();
+        for e in &self.headers {
+            let slot = match e.id {
+                HeaderId::CallId => &mut h.call_id,
+                HeaderId::CSeq => &mut h.cseq,
+                HeaderId::From => &mut h.from,
+                HeaderId::To => &mut h.to,
+                HeaderId::Expires => &mut h.expires,
+                HeaderId::PAssertedIdentity => &mut h.p_asserted_identity,
+                HeaderId::PPreferredIdentity => &mut h.p_preferred_identity,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(self.text(e.store, e.value));
+            }
+        }
+        h
+    }
+}
+
+impl<'a> CSeq<'a> {
+    /// A CSeq value split into number and method; None unless `1*DIGIT LWS method`.
+    pub fn parse(v: &'a str) -> Option<CSeq<'a>> {
         let digits = v.bytes().take_while(u8::is_ascii_digit).count();
         let (number, rest) = v.split_at_checked(digits)?;
         if number.is_empty() || !rest.bytes().next().is_some_and(is_lws) {
@@ -310,7 +359,9 @@ impl Message {
         let method = trim_lws(rest);
         (!method.is_empty() && method.bytes().all(is_token_byte)).then_some(CSeq { number, method })
     }
+}
 
+impl Message {
     /// From header as a [`NameAddr`] (None when absent or malformed).
     pub fn from(&self) -> Option<NameAddr<'_>> {
         parse_name_addr(self.header("From")?).ok()
@@ -391,13 +442,7 @@ impl Message {
     // Edits
 
     fn arena_push(&mut self, s: &str) -> Range {
-        // Grow in one step with room to spare: signing adds a ~250-byte header to every message.
-        if self.arena.capacity() - self.arena.len() < s.len() {
-            self.arena.reserve(s.len().max(256));
-        }
-        let start = self.arena.len();
-        self.arena.push_str(s);
-        (start, self.arena.len())
+        push_into(&mut self.arena, s)
     }
 
     fn new_entry(&mut self, name: &str, value: &str) -> Entry {
@@ -469,14 +514,39 @@ impl Message {
             self.push_header(name, value);
             return;
         };
-        let wire_name = self
-            .headers
-            .get(first)
-            .map(|e| self.text(e.store, e.name).to_owned())
-            .unwrap_or_else(|| name.to_owned());
-        let e = self.new_entry(&wire_name, value);
+        let Some(old) = self.headers.get(first).copied() else {
+            return;
+        };
+        // The wire name stays as it was (already a token: parsed, or sanitised when written),
+        // without a copy through the heap: an arena name is reused where it is (the arena only
+        // grows), a received one is copied from the head into the arena.
+        let name_range = match old.store {
+            Store::Arena => old.name,
+            Store::Head => {
+                let wire = self.head.get(old.name.0..old.name.1).unwrap_or("");
+                push_into(&mut self.arena, wire)
+            }
+        };
+        let value = sanitize_value(value);
+        let value_range = self.arena_push(trim_lws(&value));
         if let Some(slot) = self.headers.get_mut(first) {
-            *slot = e;
+            *slot = Entry {
+                id: old.id,
+                store: Store::Arena,
+                name: name_range,
+                value: value_range,
+                raw: None,
+            };
+        }
+        self.edited = true;
+        // Later headers of that name (rare): dropped.
+        if !self
+            .headers
+            .iter()
+            .skip(first + 1)
+            .any(|e| self.matches(e, id, name))
+        {
+            return;
         }
         let mut index = 0;
         let later: Vec<bool> = self
@@ -584,6 +654,17 @@ impl PartialEq for Message {
 }
 
 impl Eq for Message {}
+
+/// Appends `s` to an edit arena, returning its range there.
+fn push_into(arena: &mut String, s: &str) -> Range {
+    // Grow in one step with room to spare: signing adds a ~250-byte header to every message.
+    if arena.capacity() - arena.len() < s.len() {
+        arena.reserve(s.len().max(256));
+    }
+    let start = arena.len();
+    arena.push_str(s);
+    (start, arena.len())
+}
 
 fn sanitize_name(name: &str) -> Cow<'_, str> {
     if name.is_empty() {

@@ -14,7 +14,12 @@ pub(crate) fn is_lws(b: u8) -> bool {
 
 /// Trim SP, HTAB, CR and LF on both sides (folded values keep their inner line breaks).
 pub(crate) fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    // Byte-wise (these are ASCII bytes, never part of a multi-byte character): the `char`
+    // pattern of `trim_matches` decodes UTF-8 on every call, on every header of every message.
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 /// Split `s` on `sep` outside double quotes (honouring `\` escapes inside quotes) and, when
