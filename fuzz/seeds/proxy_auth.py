@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the proxy_auth fuzz target into fuzz/corpus/proxy_auth/seed-*.
+"""The seeds of the proxy_auth fuzz target (fuzz/seeds/make_seeds.py writes them to fuzz/seeds/proxy_auth/).
 
 Input format (see fuzz_targets/proxy_auth.rs): chunks separated by 0xFF, each a control byte
 (bits 0-1 sender: 0 alice as is, 1 alice signed by the harness, 2 mallory, 3 next hop; bits 2-4
@@ -7,10 +7,7 @@ time step; bits 5-7 repeat count) and a SIP message, in which ${via}, ${dialog},
 ${contact}, ${epid} and ${opaque} are filled in by the harness (header placeholders expand to
 whole lines, each ended by CRLF).
 
-Run from anywhere: python3 fuzz/seeds/proxy_auth.py
 """
-import os
-
 ALICE, ALICE_SIGNED, MALLORY, HOP = 0, 1, 2, 3
 GW = "192.0.2.1"
 D = "example.com"
@@ -177,16 +174,3 @@ SEEDS = {
         chunk(MALLORY, mallory_req("OPTIONS", f"sip:{D}", "mo1", to=f"<sip:{D}>")),
     ),
 }
-
-
-def main():
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus", "proxy_auth")
-    os.makedirs(out, exist_ok=True)
-    for name, data in SEEDS.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
-    print(f"{len(SEEDS)} seeds in {os.path.normpath(out)}")
-
-
-if __name__ == "__main__":
-    main()
