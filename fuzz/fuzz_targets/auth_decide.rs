@@ -34,7 +34,7 @@ use libfuzzer_sys::fuzz_target;
 use sagw_auth::{Binding, BufferParams, Decision, ResponseVerdict, SignatureBuffer};
 use sagw_fuzz::sipae::{
     ALICE_ADDR, ALICE_EPID, BOB_ADDR, CoreWorld, MALLORY_ADDR, REALM, TARGET, VERSION,
-    authenticated_sa, context, credentials_header, ntlm_negotiate, request, response_to,
+    authenticated_sa, context, credentials_header, ntlm_negotiate, response_to,
 };
 use sagw_fuzz::{STEPS, chunks, substitute};
 use sagw_sip::{AuthHeader, Message};
