@@ -23,8 +23,12 @@
 //!
 //! Determinism: time is a fixed base plus what the input adds; randomness is seeded
 //! (`XorShiftRng`: the stage's, the core set-up's and alice's client's); the world is rebuilt for
-//! every input. Only the settings and the credentials file are made once per process, in a
-//! temporary directory. (The proxy's tables hash with a per-process seed: only their iteration order
+//! every input. Once per process are made: the settings and the credentials file (in a temporary
+//! directory), and alice's real sign-in ([`World::signed_in`]). Every input's world then starts
+//! from that snapshot the way a restarted gateway does: a fresh core and edge that adopt her SA
+//! (`export_sa` / `adopt_sa`) and import her registration (`export_bindings` /
+//! `import_bindings`), with a copy of her client. Same state for every input, at a fraction of the
+//! cost of three handshake legs through the edge. (The proxy's tables hash with a per-process seed: only their iteration order
 //! may differ between runs.)
 //!
 //! `PROXY_AUTH_TRACE=1` prints every message in and out.
@@ -32,7 +36,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use sagw_auth::XorShiftRng;
+use sagw_auth::{SecurityCore, XorShiftRng};
+use sagw_gateway::auth::SharedKeys;
+use sagw_proxy::BindingRecord;
 use sagw_gateway::auth::SecurityStage;
 use sagw_gateway::auth_config::AuthSettings;
 use sagw_gateway::listener::ListenerId;
@@ -88,9 +94,6 @@ fqdn = "gw.{DOMAIN}"
         let auth = settings.auth.clone().expect("[auth] is on");
         sagw_gateway::users::add(&auth, "alice", ALICE_PW, None).expect("user alice");
         sagw_gateway::users::add(&auth, "bob", crate::sipae::BOB_PW, None).expect("user bob");
-        // Creates the nonce key file once (build_core reads it back afterwards).
-        let mut rng = XorShiftRng::new(7);
-        sagw_gateway::auth::build_core(&auth, &mut rng).expect("core");
         Fixture {
             settings,
             auth,
@@ -155,6 +158,8 @@ impl Peer {
 
 pub struct World {
     pub edge: Edge,
+    /// The core the edge's security stage uses.
+    pub core: Arc<SecurityCore>,
     pub now: Now,
     pub alice: Peer,
     pub mallory: Peer,
@@ -192,9 +197,71 @@ fn keep(list: &mut Vec<Message>, m: Message) {
     list.push(m);
 }
 
+/// The keys of every world's core (a pool's shared keys, here fixed: no key file, no OS
+/// randomness).
+const KEYS: SharedKeys = SharedKeys {
+    ntlm_challenge: [0x11; 32],
+    digest_nonce: Some([0x22; 32]),
+    digest_node: 0,
+};
+
+/// alice signed in, once per process.
+struct Snapshot {
+    /// The core that holds her SA.
+    core: Arc<SecurityCore>,
+    /// Her registration.
+    bindings: Vec<BindingRecord>,
+    /// Her client.
+    sa: ClientSa,
+    keys: (sagw_ntlm::Key16, u32),
+    now: Now,
+}
+
+fn snapshot() -> &'static Snapshot {
+    static S: OnceLock<Snapshot> = OnceLock::new();
+    S.get_or_init(|| {
+        let w = World::signed_in();
+        let sa = w.sa.expect("signed in");
+        let keys = sa.session.export().expect("alice's session exports");
+        Snapshot {
+            core: w.core,
+            bindings: w.edge.export_bindings(w.now),
+            sa,
+            keys,
+            now: w.now,
+        }
+    })
+}
+
 impl World {
-    /// A fresh world in which alice has signed in.
+    /// A fresh world in which alice has signed in: her SA and registration from the per-process
+    /// snapshot (see the module documentation).
     pub fn new() -> World {
+        let snap = snapshot();
+        let mut w = World::unsigned();
+        let sa = snap
+            .core
+            .sa_for_endpoint(&format!("sip:alice@{DOMAIN}"), ALICE_EPID, snap.now.wall)
+            .expect("the snapshot's SA");
+        let record = snap.core.export_sa(&sa).expect("alice's SA exports");
+        let resume = sagw_auth::SaResume {
+            snum_after: sa.snum(),
+            window: Some(sa.window_bytes()),
+            idle_deadline: None,
+        };
+        w.core
+            .adopt_sa(record, &resume, snap.now.wall)
+            .expect("alice's SA adopted");
+        let restored = w.edge.import_bindings(snap.bindings.clone(), snap.now);
+        assert_eq!(restored, 1, "alice's registration restored");
+        w.now = snap.now;
+        w.sa = Some(snap.sa.copy(&snap.keys));
+        w
+    }
+
+    /// A fresh world, and alice's real sign-in through the edge: REGISTER, NTLM negotiate leg,
+    /// AUTHENTICATE leg.
+    pub fn signed_in() -> World {
         let mut w = World::unsigned();
         w.sign_in();
         w
@@ -204,10 +271,12 @@ impl World {
         let fx = fixture();
         let s = &fx.settings;
         let mut setup_rng = XorShiftRng::new(7);
-        let (core, router) =
-            sagw_gateway::auth::build_core(&fx.auth, &mut setup_rng).expect("core");
+        let (core, _, router) =
+            sagw_gateway::auth::build_core_keyed(&fx.auth, &mut setup_rng, Some(&KEYS))
+                .expect("core");
+        let core = Arc::new(core);
         let stage = SecurityStage::new(
-            Arc::new(core),
+            core.clone(),
             Box::new(XorShiftRng::new(0x5A6E)),
             fx.auth.director.clone(),
         )
@@ -238,6 +307,7 @@ impl World {
         };
         World {
             edge: Edge::with_auth(ec, Box::new(stage)),
+            core,
             now: Now {
                 mono: fx.base,
                 wall: UNIX_EPOCH + Duration::from_secs(T0),
