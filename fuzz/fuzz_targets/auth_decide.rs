@@ -72,34 +72,46 @@ fn signed(w: &mut CoreWorld, m: &Message) -> bool {
     if !m.is_request() {
         return match w.core.on_response(m, w.now) {
             ResponseVerdict::Verified(sa) => {
-                assert_eq!(sa.opaque().to_string(), w.alice.opaque, "invariant 2: another SA");
+                assert_eq!(
+                    sa.opaque().to_string(),
+                    w.alice.opaque,
+                    "invariant 2: another SA"
+                );
                 true
             }
             _ => false,
         };
     }
-    let d = w.core.on_request(m, &context(ALICE_ADDR), w.now, &mut w.rng);
+    let d = w
+        .core
+        .on_request(m, &context(ALICE_ADDR), w.now, &mut w.rng);
     let Some(opaque) = authenticated_sa(&d) else {
         assert!(
-            !matches!(
-                &d,
-                Decision::Authenticated(_) | Decision::Forbidden(_)
-            ),
+            !matches!(&d, Decision::Authenticated(_) | Decision::Forbidden(_)),
             "invariant 2 broken: alice's signed request bound to Digest: {d:?}"
         );
         return false;
     };
-    assert_eq!(opaque, w.alice.opaque, "invariant 2 broken: another SA verified alice's signature");
+    assert_eq!(
+        opaque, w.alice.opaque,
+        "invariant 2 broken: another SA verified alice's signature"
+    );
     let a = match &d {
         Decision::Authenticated(a) => a,
         Decision::Forbidden(f) => &f.verified,
         _ => unreachable!("authenticated_sa"),
     };
-    assert_eq!(a.identity, "sip:alice@example.com", "invariant 2 broken: identity");
+    assert_eq!(
+        a.identity, "sip:alice@example.com",
+        "invariant 2 broken: identity"
+    );
     let Some(mut resp) = response_to(m, 200) else {
         return true;
     };
-    if w.core.finish_response(&mut resp, a, w.now, &mut w.rng).is_ok() {
+    if w.core
+        .finish_response(&mut resp, a, w.now, &mut w.rng)
+        .is_ok()
+    {
         assert!(
             w.alice.signed_by(&resp).is_some_and(|(_, hers)| hers),
             "invariant 2 broken: the answer's signature is not alice's\n{}",
@@ -146,7 +158,11 @@ fn step(w: &mut CoreWorld, chunk: &[u8]) {
     match ctl & 7 {
         0 | 7 => {
             if let Some(m) = parse(w, payload) {
-                let addr = if ctl & 7 == 0 { MALLORY_ADDR } else { ALICE_ADDR };
+                let addr = if ctl & 7 == 0 {
+                    MALLORY_ADDR
+                } else {
+                    ALICE_ADDR
+                };
                 unauthenticated(w, &m, addr);
             }
         }
@@ -172,7 +188,11 @@ fn step(w: &mut CoreWorld, chunk: &[u8]) {
                 return;
             }
             let mut m = Message::parse(TEMPLATE.as_bytes()).expect("template");
-            let name = if ctl & 7 == 2 { "Authorization" } else { "Proxy-Authorization" };
+            let name = if ctl & 7 == 2 {
+                "Authorization"
+            } else {
+                "Proxy-Authorization"
+            };
             m.push_header(name, &value);
             unauthenticated(w, &m, MALLORY_ADDR);
         }
@@ -180,13 +200,18 @@ fn step(w: &mut CoreWorld, chunk: &[u8]) {
             // A real leg 1, then a final leg carrying the payload as the AUTHENTICATE.
             let mut m = Message::parse(TEMPLATE.as_bytes()).expect("template");
             m.push_header("Authorization", &ntlm_negotiate(REALM, TARGET));
-            let Decision::Continue(ch) = w.core.on_request(&m, &context(MALLORY_ADDR), w.now, &mut w.rng) else {
+            let Decision::Continue(ch) =
+                w.core
+                    .on_request(&m, &context(MALLORY_ADDR), w.now, &mut w.rng)
+            else {
                 return;
             };
-            let opaque = ch
-                .headers
-                .iter()
-                .find_map(|(_, v)| AuthHeader::parse(v).ok()?.param("opaque").map(str::to_owned));
+            let opaque = ch.headers.iter().find_map(|(_, v)| {
+                AuthHeader::parse(v)
+                    .ok()?
+                    .param("opaque")
+                    .map(str::to_owned)
+            });
             let Some(opaque) = opaque else { return };
             let token = base64::engine::general_purpose::STANDARD.encode(payload);
             let mut m = Message::parse(TEMPLATE.as_bytes()).expect("template");
@@ -200,7 +225,10 @@ fn step(w: &mut CoreWorld, chunk: &[u8]) {
             let Some(mut m) = parse(w, payload) else {
                 return;
             };
-            let (Some(method), Some(uri)) = (m.method().map(str::to_owned), m.request_uri().map(str::to_owned)) else {
+            let (Some(method), Some(uri)) = (
+                m.method().map(str::to_owned),
+                m.request_uri().map(str::to_owned),
+            ) else {
                 return;
             };
             let Some(creds) = w.bob.authorize(&method, &uri) else {

@@ -130,7 +130,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 !exercise(&m, pending),
                 "AUTHENTICATE with byte {pos} changed (covered by {}) was accepted",
-                if mic == MicPolicy::Include { "the MIC" } else { "the NTProofStr" }
+                if mic == MicPolicy::Include {
+                    "the MIC"
+                } else {
+                    "the NTProofStr"
+                }
             );
         }
     }

@@ -39,7 +39,11 @@ const STATUS: [u16; 24] = [
 fn answer(req: &Message, status: u16, extra: &[u8]) -> Option<Message> {
     let mut s = format!("SIP/2.0 {status} Fuzz\r\n").into_bytes();
     s.extend_from_slice(
-        header_lines(Some(req), &["Via", "Record-Route", "From", "To", "Call-ID", "CSeq"]).as_bytes(),
+        header_lines(
+            Some(req),
+            &["Via", "Record-Route", "From", "To", "Call-ID", "CSeq"],
+        )
+        .as_bytes(),
     );
     if status >= 200 && status < 300 && req.method() == Some("INVITE") {
         s.extend_from_slice(b"Contact: <sip:bob@198.51.100.10:5060>\r\n");
@@ -53,9 +57,15 @@ fn answer(req: &Message, status: u16, extra: &[u8]) -> Option<Message> {
 /// Route), with `to` as its To.
 fn follow_up(method: &str, req: &Message, to: Option<&str>) -> Option<Message> {
     let mut s = format!("{method} {} SIP/2.0\r\n", req.request_uri()?);
-    s.push_str(&header_lines(Some(req), &["Via", "Route", "From", "Call-ID"]));
+    s.push_str(&header_lines(
+        Some(req),
+        &["Via", "Route", "From", "Call-ID"],
+    ));
     s.push_str(&format!("To: {}\r\n", to.or(req.header("To"))?));
-    s.push_str(&format!("CSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", req.cseq()?.number));
+    s.push_str(&format!(
+        "CSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        req.cseq()?.number
+    ));
     Message::parse(s.as_bytes()).ok()
 }
 
@@ -105,7 +115,12 @@ fn step(w: &mut World, chunk: &[u8]) {
             let (method, to) = if ctl & 7 == 5 {
                 ("CANCEL", None)
             } else {
-                let to = w.alice.last_response.as_ref().and_then(|r| r.header("To")).map(str::to_owned);
+                let to = w
+                    .alice
+                    .last_response
+                    .as_ref()
+                    .and_then(|r| r.header("To"))
+                    .map(str::to_owned);
                 ("ACK", to)
             };
             let Some(mut m) = follow_up(method, &req, to.as_deref()) else {

@@ -122,7 +122,11 @@ fuzz_target!(|data: &[u8]| {
         kept_head,
         "an edit changed a header it did not touch"
     );
-    assert_eq!(head_fields(&after), kept_head, "a header changed through a re-parse");
+    assert_eq!(
+        head_fields(&after),
+        kept_head,
+        "a header changed through a re-parse"
+    );
     let mut rest = &kept_head[..];
     let mut matched = 0;
     for f in &wire {

@@ -179,7 +179,11 @@ impl ClientSa {
                         version: VERSION,
                     },
                 );
-                if self.session.verify_from_server(buf.as_bytes(), &sig).is_ok() {
+                if self
+                    .session
+                    .verify_from_server(buf.as_bytes(), &sig)
+                    .is_ok()
+                {
                     return Some((name, h.param("opaque") == Some(self.opaque.as_str())));
                 }
             }
@@ -345,7 +349,11 @@ fn snapshot() -> &'static Snapshot {
     static S: std::sync::OnceLock<Snapshot> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         let world = CoreWorld::handshake();
-        let alice_keys = world.alice.session.export().expect("alice's session exports");
+        let alice_keys = world
+            .alice
+            .session
+            .export()
+            .expect("alice's session exports");
         Snapshot { world, alice_keys }
     })
 }
@@ -382,7 +390,8 @@ impl CoreWorld {
             window: Some(sa.window_bytes()),
             idle_deadline: None,
         };
-        core.adopt_sa(record, &resume, t.now).expect("alice's SA adopted");
+        core.adopt_sa(record, &resume, t.now)
+            .expect("alice's SA adopted");
         CoreWorld {
             core,
             rng: XorShiftRng::new(0x5EED_2),
@@ -401,7 +410,13 @@ impl CoreWorld {
         let alice_ctx = context(ALICE_ADDR);
         // alice: leg 1, leg 2 (CHALLENGE), leg 3 signed with her new SA.
         let leg1 = ntlm_negotiate(REALM, TARGET);
-        let m = request("REGISTER", "alice", ALICE_ADDR, 1, &format!("Authorization: {leg1}\r\n"));
+        let m = request(
+            "REGISTER",
+            "alice",
+            ALICE_ADDR,
+            1,
+            &format!("Authorization: {leg1}\r\n"),
+        );
         let Decision::Continue(ch) = core.on_request(&m, &alice_ctx, now, &mut rng) else {
             panic!("set-up: leg 2 expected");
         };
@@ -411,7 +426,10 @@ impl CoreWorld {
         alice.sign(&mut rng, &mut m, "Authorization", leg3);
         let d = core.on_request(&m, &alice_ctx, now, &mut rng);
         let a = authenticated_sa(&d).expect("set-up: alice's sign-in failed");
-        assert_eq!(a, alice.opaque, "set-up: alice's SA is not the one she was given");
+        assert_eq!(
+            a, alice.opaque,
+            "set-up: alice's SA is not the one she was given"
+        );
         // bob: a challenge, then Digest credentials for it.
         let m = request("REGISTER", "bob", BOB_ADDR, 1, "");
         let Decision::Challenge(ch) = core.on_request(&m, &context(BOB_ADDR), now, &mut rng) else {
@@ -420,7 +438,9 @@ impl CoreWorld {
         let ch = challenge_value(&ch.headers, "Digest ").expect("a Digest challenge");
         let mut bob = DigestClient::new(&ch, "bob", BOB_PW);
         let mut m = request("REGISTER", "bob", BOB_ADDR, 2, "");
-        let creds = bob.authorize("REGISTER", &format!("sip:{DOMAIN}")).expect("Digest credentials");
+        let creds = bob
+            .authorize("REGISTER", &format!("sip:{DOMAIN}"))
+            .expect("Digest credentials");
         m.push_header("Authorization", &creds);
         match core.on_request(&m, &context(BOB_ADDR), now, &mut rng) {
             Decision::Authenticated(Authenticated {

@@ -37,12 +37,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sagw_auth::{SecurityCore, XorShiftRng};
-use sagw_gateway::auth::SharedKeys;
-use sagw_proxy::BindingRecord;
 use sagw_gateway::auth::SecurityStage;
+use sagw_gateway::auth::SharedKeys;
 use sagw_gateway::auth_config::AuthSettings;
 use sagw_gateway::listener::ListenerId;
-use sagw_proxy::{Action, Edge, EdgeConfig, Flow, Inbound, LocalAddrs, Now, Secret, Target, Transport};
+use sagw_proxy::BindingRecord;
+use sagw_proxy::{
+    Action, Edge, EdgeConfig, Flow, Inbound, LocalAddrs, Now, Secret, Target, Transport,
+};
 use sagw_sip::{AuthHeader, Message};
 
 use crate::sipae::{ALICE_EPID, ALICE_PW, ClientSa, credentials_header, ntlm_negotiate};
@@ -113,7 +115,10 @@ pub enum Who {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Cause {
     /// A message from this peer; `signed`: the harness signed it with alice's SA.
-    Message { from: Who, signed: bool },
+    Message {
+        from: Who,
+        signed: bool,
+    },
     Timers,
 }
 
@@ -382,7 +387,13 @@ impl World {
                 Action::Send { to, message, .. } => (to, message),
                 Action::Resolve(r) => {
                     assert!(
-                        !matches!(cause, Cause::Message { from: Who::Alice | Who::Mallory, .. }),
+                        !matches!(
+                            cause,
+                            Cause::Message {
+                                from: Who::Alice | Who::Mallory,
+                                ..
+                            }
+                        ),
                         "invariant 1 broken (routing policy): {} made the edge resolve {r:?}",
                         cause.describe()
                     );
@@ -470,7 +481,9 @@ impl World {
                 } else {
                     "is not hers"
                 },
-                dest.map_or("an address outside the test".to_owned(), |d| format!("{d:?}")),
+                dest.map_or("an address outside the test".to_owned(), |d| format!(
+                    "{d:?}"
+                )),
                 cause.describe(),
                 text(m)
             );
@@ -481,9 +494,8 @@ impl World {
     /// alice signs in: REGISTER, NTLM negotiate leg, AUTHENTICATE leg (signed, version 4), each
     /// answered as expected, the 200 OK signed with the new SA.
     fn sign_in(&mut self) {
-        let reg = |cseq: u32, extra: &str| {
-            crate::sipae::request("REGISTER", "alice", ALICE, cseq, extra)
-        };
+        let reg =
+            |cseq: u32, extra: &str| crate::sipae::request("REGISTER", "alice", ALICE, cseq, extra);
         self.inject(Who::Alice, false, reg(1, ""));
         let offer = self.expect_challenge("NTLM ");
         let offer = AuthHeader::parse(&offer).expect("challenge parses");
@@ -497,8 +509,13 @@ impl World {
             reg(2, &format!("Authorization: {negotiate}\r\n")),
         );
         let challenge = self.expect_challenge("NTLM ");
-        let (mut sa, leg) =
-            ClientSa::answer(&challenge, "alice", ALICE_PW, self.now.wall, &mut self.client_rng);
+        let (mut sa, leg) = ClientSa::answer(
+            &challenge,
+            "alice",
+            ALICE_PW,
+            self.now.wall,
+            &mut self.client_rng,
+        );
         let mut m = reg(3, "");
         sa.sign(&mut self.client_rng, &mut m, "Authorization", leg);
         self.inject(Who::Alice, true, m);
@@ -524,7 +541,10 @@ impl World {
 
     /// The last `WWW-Authenticate` of `scheme` in the 401 just sent to alice.
     fn expect_challenge(&mut self, scheme: &str) -> String {
-        let m = self.setup_inbox.pop().expect("setup: nothing sent to alice");
+        let m = self
+            .setup_inbox
+            .pop()
+            .expect("setup: nothing sent to alice");
         assert_eq!(
             m.status_code(),
             Some(401),
@@ -568,7 +588,10 @@ impl World {
             (b"${epid}", ALICE_EPID.to_owned()),
             (b"${opaque}", opaque.to_owned()),
             (b"${via}", header_lines(req, &["Via"])),
-            (b"${dialog}", header_lines(req, &["From", "To", "Call-ID", "CSeq"])),
+            (
+                b"${dialog}",
+                header_lines(req, &["From", "To", "Call-ID", "CSeq"]),
+            ),
             (b"${rr}", header_lines(req, &["Record-Route"])),
             (b"${route}", route),
             (b"${contact}", contact),
