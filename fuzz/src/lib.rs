@@ -10,7 +10,31 @@
 pub mod sipae;
 pub mod world;
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A fault planted on purpose, to show that `scripts/fuzz-smoke.sh` fails when a target crashes
+/// (`SAGW_FUZZ_PLANT=panic`), hangs (`hang`: over `-timeout`) or asks for too much memory (`oom`:
+/// over `-rss_limit_mb`), on any input of 8 bytes or more. Unset (always, but for that check):
+/// nothing. `auth_header` calls it.
+pub fn planted_fault(data: &[u8]) {
+    static PLANT: OnceLock<Option<String>> = OnceLock::new();
+    let plant = PLANT.get_or_init(|| std::env::var("SAGW_FUZZ_PLANT").ok());
+    if data.len() < 8 {
+        return;
+    }
+    match plant.as_deref() {
+        Some("panic") => panic!("planted panic (SAGW_FUZZ_PLANT=panic)"),
+        Some("hang") => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        Some("oom") => {
+            let v = vec![1u8; 8 << 30];
+            std::hint::black_box(&v);
+        }
+        _ => {}
+    }
+}
 
 /// 2026-01-05 09:00:00 UTC, the wall clock every world starts at.
 pub const T0: u64 = 1_767_603_600;
