@@ -105,6 +105,17 @@ SEEDS = {
                                    ["Route: <sip:127.0.0.1:22;transport=tcp;lr>"])),
         chunk(ALICE_SIGNED, alice_req("OPTIONS", "sip:127.0.0.1:22;transport=tcp", "ar2")),
     ),
+    # A Route naming a host: the edge asks for it to be resolved (the harness resolves names to
+    # loopback, and every other one also to the next hop); the policy is judged on the addresses.
+    "seed-route-to-name": seed(
+        chunk(ALICE_SIGNED, alice_req("MESSAGE", f"sip:bob@{D}", "rn1",
+                                      ["Route: <sip:internal.example.net:22;transport=tcp;lr>",
+                                       "Content-Type: text/plain"], body="ssh?")),
+        chunk(ALICE_SIGNED, alice_req("MESSAGE", f"sip:bob@{D}", "rn2",
+                                      ["Route: <sip:hops.example.net;lr>"], body="x")),
+        chunk(MALLORY, mallory_req("MESSAGE", f"sip:bob@{D}", "rn3",
+                                   ["Route: <sip:internal.example.net:22;transport=tcp;lr>"])),
+    ),
     # A call from alice through the next hop: INVITE (signed), 180 and 200 from the next hop
     # (built from the request it got), ACK and BYE along the Record-Route.
     "seed-call-through-hop": seed(

@@ -477,3 +477,51 @@ pub fn authenticated_sa(d: &Decision) -> Option<String> {
         Binding::Digest { .. } => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The snapshot a fresh core adopts serves alice as her real handshake did, and bob's Digest
+    /// client goes on with the next `nc`.
+    #[test]
+    fn a_fresh_world_holds_alices_sa_and_bobs_nonce() {
+        let mut w = CoreWorld::new();
+        let mut m = request("MESSAGE", "alice", ALICE_ADDR, 7, "");
+        let b = w.alice.credentials();
+        w.alice.sign(&mut w.rng, &mut m, credentials_header(&m), b);
+        let d = w
+            .core
+            .on_request(&m, &context(ALICE_ADDR), w.now, &mut w.rng);
+        assert_eq!(authenticated_sa(&d), Some(w.alice.opaque.clone()));
+        let Decision::Authenticated(a) = &d else {
+            panic!("alice's signed MESSAGE: {d:?}");
+        };
+        let mut ok = response_to(&m, 200).expect("response");
+        w.core
+            .finish_response(&mut ok, a, w.now, &mut w.rng)
+            .expect("signed");
+        assert_eq!(w.alice.signed_by(&ok), Some(("Authentication-Info", true)));
+        // The same signed request again is a replay.
+        let again = w
+            .core
+            .on_request(&m, &context(ALICE_ADDR), w.now, &mut w.rng);
+        assert_eq!(authenticated_sa(&again), None);
+
+        let mut r = request("REGISTER", "bob", BOB_ADDR, 9, "");
+        let creds = w
+            .bob
+            .authorize("REGISTER", "sip:example.com")
+            .expect("credentials");
+        r.push_header("Authorization", &creds);
+        let d = w.core.on_request(&r, &context(BOB_ADDR), w.now, &mut w.rng);
+        assert!(
+            matches!(&d, Decision::Authenticated(a) if a.identity == "sip:bob@example.com"),
+            "bob's REGISTER: {d:?}"
+        );
+        // Another world starts from the same state: the generator and alice's cnum are reset.
+        let w2 = CoreWorld::new();
+        assert_eq!(w2.alice.cnum, CoreWorld::new().alice.cnum);
+        assert!(w2.alice.cnum < w.alice.cnum);
+    }
+}

@@ -9,8 +9,8 @@
 //! the input as a crash):
 //! 1. **Where client messages go** (issue 12 "Where clients may route", points 2 and 5; the routing
 //!    policy): while the edge handles a message from a client flow, every `Target::Addr` send goes
-//!    to the next hop's address (the only target the policy allows with `client_routes` empty) and
-//!    nothing is resolved. Timers and the next hop's messages are exempt (a server may route
+//!    to the next hop's address (the only target the policy allows with `client_routes` empty),
+//!    also when the request named a host the edge had resolved (see [`World::drain`]). Timers and the next hop's messages are exempt (a server may route
 //!    anywhere). Every `Target::Flow` send, whatever caused it, names a flow the edge was given
 //!    (flow tokens are MAC'd: another flow would be a forged one).
 //! 2. **No signature with alice's SA outside her flow** (issue 12 point 3): no message to mallory,
@@ -33,6 +33,7 @@
 //!
 //! `PROXY_AUTH_TRACE=1` prints every message in and out.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -41,9 +42,9 @@ use sagw_gateway::auth::SecurityStage;
 use sagw_gateway::auth::SharedKeys;
 use sagw_gateway::auth_config::AuthSettings;
 use sagw_gateway::listener::ListenerId;
-use sagw_proxy::BindingRecord;
 use sagw_proxy::{
-    Action, Edge, EdgeConfig, Flow, Inbound, LocalAddrs, Now, Secret, Target, Transport,
+    Action, BindingRecord, Edge, EdgeConfig, Flow, Inbound, LocalAddrs, NextHop, Now, Secret,
+    Target, Transport,
 };
 use sagw_sip::{AuthHeader, Message};
 
@@ -380,42 +381,60 @@ impl World {
         self.drain(Cause::Timers);
     }
 
-    /// Drains the edge's actions, checking the invariants.
+    /// Drains the edge's actions, checking the invariants. A name the edge asks to resolve (a
+    /// Route naming a host) resolves at once, under the same cause, to the loopback address at the
+    /// port asked for, and for every other request also to the next hop: the policy is judged on
+    /// the addresses a name resolves to, so a client's request must go to the next hop or nowhere.
     fn drain(&mut self, cause: Cause) {
-        while let Some(action) = self.edge.poll_action() {
-            let (to, message) = match action {
-                Action::Send { to, message, .. } => (to, message),
-                Action::Resolve(r) => {
-                    assert!(
-                        !matches!(
-                            cause,
-                            Cause::Message {
-                                from: Who::Alice | Who::Mallory,
-                                ..
-                            }
-                        ),
-                        "invariant 1 broken (routing policy): {} made the edge resolve {r:?}",
-                        cause.describe()
-                    );
-                    continue;
+        loop {
+            let mut resolves = Vec::new();
+            while let Some(action) = self.edge.poll_action() {
+                let (to, message) = match action {
+                    Action::Send { to, message, .. } => (to, message),
+                    Action::Resolve(r) => {
+                        resolves.push(r);
+                        continue;
+                    }
+                    Action::Report(_) => continue,
+                };
+                if tracing() {
+                    eprintln!("<== to {to:?} ({})\n{}", cause.describe(), text(&message));
                 }
-                Action::Report(_) => continue,
-            };
-            if tracing() {
-                eprintln!("<== to {to:?} ({})\n{}", cause.describe(), text(&message));
+                let dest = self.check(cause, to, &message);
+                if let Some(who) = dest {
+                    if who == Who::Alice && self.sa.is_none() {
+                        self.setup_inbox.push(message.clone());
+                    }
+                    let p = self.peer_mut(who);
+                    if message.is_request() {
+                        keep(&mut p.requests, message.clone());
+                    } else {
+                        p.last_response = Some(message.clone());
+                    }
+                    p.last = Some(message);
+                }
             }
-            let dest = self.check(cause, to, &message);
-            if let Some(who) = dest {
-                if who == Who::Alice && self.sa.is_none() {
-                    self.setup_inbox.push(message.clone());
+            if resolves.is_empty() {
+                return;
+            }
+            for r in resolves {
+                let transport = r.transport.unwrap_or(Transport::Udp);
+                let loopback = SocketAddr::from(([127, 0, 0, 1], r.port.unwrap_or(5060)));
+                let mut targets = vec![NextHop {
+                    transport,
+                    addr: loopback,
+                }];
+                if r.id.0 % 2 == 0 {
+                    targets.push(NextHop {
+                        transport: Transport::Udp,
+                        addr: self.hop.flow.remote,
+                    });
                 }
-                let p = self.peer_mut(who);
-                if message.is_request() {
-                    keep(&mut p.requests, message.clone());
-                } else {
-                    p.last_response = Some(message.clone());
+                if tracing() {
+                    eprintln!("<== resolve {r:?} ({}): {targets:?}", cause.describe());
                 }
-                p.last = Some(message);
+                let now = self.now;
+                self.edge.resolved(r.id, targets, now);
             }
         }
     }
@@ -620,4 +639,61 @@ pub fn header_lines(m: Option<&Message>, names: &[&str]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Message {
+        Message::parse(text.as_bytes()).expect("test message parses")
+    }
+
+    /// A restored world serves alice as the sign-in left her: the next hop's MESSAGE reaches her
+    /// flow signed with her SA; her signed answer goes to the next hop; mallory gets a challenge.
+    #[test]
+    fn a_restored_world_reaches_alice_and_challenges_mallory() {
+        let mut w = World::new();
+        w.inject(
+            Who::Hop,
+            false,
+            parse(&format!(
+                "MESSAGE sip:alice@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {HOP};branch=z9hG4bKt1\r\nMax-Forwards: 70\r\nFrom: <sip:bob@{DOMAIN}>;tag=b\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: t1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            )),
+        );
+        let got = w
+            .alice
+            .last_request()
+            .expect("the MESSAGE reached alice")
+            .clone();
+        let sa = w.sa.as_ref().expect("alice's SA");
+        assert_eq!(sa.signed_by(&got), Some(("Authentication-Info", true)));
+        let mut ok = parse(
+            &String::from_utf8(w.substitute(
+                Who::Alice,
+                b"SIP/2.0 200 OK\r\n${via}${dialog}Content-Length: 0\r\n\r\n",
+            ))
+            .expect("utf-8"),
+        );
+        w.sign_as_alice(&mut ok);
+        w.inject(Who::Alice, true, ok);
+        assert_eq!(
+            w.hop.last_response.as_ref().and_then(Message::status_code),
+            Some(200)
+        );
+        w.inject(
+            Who::Mallory,
+            false,
+            parse(&format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {MALLORY};branch=z9hG4bKm1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=m\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: m1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{MALLORY}>\r\nContent-Length: 0\r\n\r\n"
+            )),
+        );
+        assert_eq!(
+            w.mallory
+                .last_response
+                .as_ref()
+                .and_then(Message::status_code),
+            Some(401)
+        );
+    }
 }
