@@ -20,6 +20,9 @@ import os
 import re
 import shutil
 
+import proxy_auth
+from proxy_auth import mallory_req, msg
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 D = "example.com"
@@ -33,12 +36,6 @@ GW = "192.0.2.1"
 def crlf(text):
     """LF or CRLF text to CRLF, with a head/body blank line kept."""
     return text.replace("\r\n", "\n").replace("\n", "\r\n")
-
-
-def msg(*lines, body=""):
-    text = "\r\n".join(lines) + "\r\n"
-    text += f"Content-Length: {len(body.encode())}\r\n\r\n" + body
-    return text.encode()
 
 
 def rfc4475():
@@ -92,33 +89,10 @@ def auth_values(messages):
     return vals
 
 
-def alice_req(method, ruri, branch, extra=(), to=f"<sip:bob@{D}>", body="", cseq=1, callid=None):
-    return msg(
-        f"{method} {ruri} SIP/2.0",
-        f"Via: SIP/2.0/TLS {ALICE};branch=z9hG4bK{branch}",
-        "Max-Forwards: 70",
-        f"From: <sip:alice@{D}>;tag=a{branch};epid={EPID}",
-        f"To: {to}",
-        f"Call-ID: {callid or branch + '@alice'}",
-        f"CSeq: {cseq} {method}",
-        f"Contact: <sip:alice@{ALICE};transport=tls>",
-        *extra,
-        body=body,
-    )
-
-
-def mallory_req(method, ruri, branch, extra=(), to=f"<sip:bob@{D}>", body=""):
-    return msg(
-        f"{method} {ruri} SIP/2.0",
-        f"Via: SIP/2.0/UDP {MALLORY};branch=z9hG4bK{branch};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:alice@{D}>;tag=m{branch};epid={EPID}",
-        f"To: {to}",
-        f"Call-ID: {branch}@mallory",
-        f"CSeq: 1 {method}",
-        *extra,
-        body=body,
-    )
+def alice_req(method, ruri, branch, extra=(), **kw):
+    """alice's request as proxy_auth.py writes it, with her Contact."""
+    return proxy_auth.alice_req(method, ruri, branch,
+                                [f"Contact: <sip:alice@{ALICE};transport=tls>", *extra], **kw)
 
 
 def chunks(*cs):
@@ -266,7 +240,6 @@ def main():
             b"\xa5" + bytes([flags | 0x50]) + bytes(range(1, 25)) + b"alice" + b"\x00\x48\x01\x10\x02")
     seeds["auth_decide"] = auth_decide_seeds(auth_token)
     seeds["proxy_edge"] = proxy_edge_seeds()
-    import proxy_auth
     seeds["proxy_auth"] = proxy_auth.SEEDS
     total = 0
     for target, files in seeds.items():
