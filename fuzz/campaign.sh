@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Usage: [RUNS=10000000] [BASELINE_SECS=120] fuzz/campaign.sh TARGET
+# Usage: [RUNS=10000000] [BASELINE_SECS=120] [MAX_SECS=N] fuzz/campaign.sh TARGET
 # A documented fuzzing campaign on one target (issue 17; figures in docs/BENCHMARKS.md "Fuzzing"):
 #  1. baseline: BASELINE_SECS seconds from an empty corpus, no seeds, no dictionary (what random
 #     bytes reach);
 #  2. the campaign: RUNS executions (default 10 M) from the committed seeds (fuzz/seeds/TARGET/)
 #     with the dictionary (fuzz/dict/TARGET.dict), one job, libFuzzer's own corpus in
-#     fuzz/target/campaign/TARGET/corpus (kept for the next campaign).
+#     fuzz/target/campaign/TARGET/corpus (kept for the next campaign); MAX_SECS bounds it in time
+#     as well (for a slow target in a limited window: the table then shows fewer executions).
 # Prints, for each, the executions, the edges covered (libFuzzer's `cov`), the features (`ft`),
 # the corpus size, the time and the rate, and a Markdown table row for docs/BENCHMARKS.md. Exits
 # non-zero on any crash, timeout or memory overrun (the input is in fuzz/artifacts/TARGET/).
@@ -61,5 +62,7 @@ seeds=()
 [[ -d "seeds/$t" ]] && seeds=("seeds/$t")
 # shellcheck disable=SC2046
 run "campaign, seeds and dictionary" "$dir/campaign.log" "$dir/corpus" "${seeds[@]}" -- \
-  -runs="$runs" "${FUZZ_LIMITS[@]}" $(fuzz_dict "$t") -print_final_stats=1
-echo "| \`$t\` | $execs | $secs s ($rate/s) | $cov | $base_cov ($base_execs execs, ${base_secs} s) | no crash | \`RUNS=$runs fuzz/campaign.sh $t\` |"
+  -runs="$runs" ${MAX_SECS:+-max_total_time="$MAX_SECS"} "${FUZZ_LIMITS[@]}" $(fuzz_dict "$t") \
+  -print_final_stats=1
+bound="RUNS=$runs${MAX_SECS:+ MAX_SECS=$MAX_SECS}"
+echo "| \`$t\` | $execs | $secs s ($rate/s) | $cov | $base_cov ($base_execs execs, ${base_secs} s) | no crash | \`$bound fuzz/campaign.sh $t\` |"
