@@ -156,6 +156,10 @@ def proxy_edge_seeds():
     to_alice = msg(f"MESSAGE sip:alice@{D} SIP/2.0", f"Via: SIP/2.0/UDP {HOP};branch=z9hG4bKh1",
                    "Max-Forwards: 70", f"From: <sip:bob@{D}>;tag=h1", f"To: <sip:alice@{D}>",
                    "Call-ID: hop-msg-1", "CSeq: 1 MESSAGE", "Content-Type: text/plain", body="hello alice")
+    cancel_of_invite = msg("CANCEL sip:bob@example.com SIP/2.0",
+                           f"Via: SIP/2.0/TLS {ALICE};branch=z9hG4bKc1", "Max-Forwards: 70",
+                           f"From: <sip:alice@{D}>;tag=ac1;epid={EPID}", f"To: <sip:bob@{D}>",
+                           "Call-ID: call-1", "CSeq: 1 CANCEL")
     alice_ok = b"SIP/2.0 200 OK\r\n${via}${dialog}Content-Length: 0\r\n\r\n"
     stray = msg("SIP/2.0 200 OK", f"Via: SIP/2.0/UDP {GW}:5060;branch=z9hG4bKsgw0123456789ab.1",
                 f"Via: SIP/2.0/TCP 127.0.0.1:22;branch=z9hG4bKvictim", f"From: <sip:alice@{D}>;tag=1",
@@ -173,6 +177,10 @@ def proxy_edge_seeds():
                                              (ACK, b"")),
         "message-and-register": chunks((SIGNED, message), (ANSWER, st(200)), (SIGNED | 3 << 3, reg),
                                        (ANSWER | 4 << 3, st(503) + b"Retry-After: 5\r\n")),
+        # An unsigned CANCEL of alice's INVITE: honoured from her flow, not from mallory's.
+        "unsigned-cancel": chunks((SIGNED, invite), (ANSWER, st(180)),
+                                  (MALLORY_MSG, cancel_of_invite), (ALICE_RAW, cancel_of_invite),
+                                  (ANSWER | 1 << 6, st(487)), (ANSWER, st(200))),
         "route-to-names": chunks((SIGNED, alice_req("MESSAGE", f"sip:bob@{D}", "n1",
                                                     ["Route: <sip:internal.example.net:22;transport=tcp;lr>"])),
                                  (SIGNED, alice_req("OPTIONS", f"sip:bob@{D}", "n2",
