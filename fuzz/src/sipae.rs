@@ -489,7 +489,8 @@ mod tests {
         let mut w = CoreWorld::new();
         let mut m = request("MESSAGE", "alice", ALICE_ADDR, 7, "");
         let b = w.alice.credentials();
-        w.alice.sign(&mut w.rng, &mut m, credentials_header(&m), b);
+        let header = credentials_header(&m);
+        w.alice.sign(&mut w.rng, &mut m, header, b);
         let d = w
             .core
             .on_request(&m, &context(ALICE_ADDR), w.now, &mut w.rng);
