@@ -45,7 +45,7 @@ fn answer(req: &Message, status: u16, extra: &[u8]) -> Option<Message> {
         )
         .as_bytes(),
     );
-    if status >= 200 && status < 300 && req.method() == Some("INVITE") {
+    if (200..300).contains(&status) && req.method() == Some("INVITE") {
         s.extend_from_slice(b"Contact: <sip:bob@198.51.100.10:5060>\r\n");
     }
     s.extend_from_slice(extra);

@@ -262,8 +262,7 @@ pub fn challenge_value(headers: &[(&'static str, String)], scheme: &str) -> Opti
     headers
         .iter()
         .map(|(_, v)| v)
-        .filter(|v| v.starts_with(scheme))
-        .next_back()
+        .rfind(|v| v.starts_with(scheme))
         .cloned()
 }
 
@@ -394,7 +393,7 @@ impl CoreWorld {
             .expect("alice's SA adopted");
         CoreWorld {
             core,
-            rng: XorShiftRng::new(0x5EED_2),
+            rng: XorShiftRng::new(0x0005_EED2),
             now: t.now,
             alice: t.alice.copy(&snap.alice_keys),
             bob: t.bob.clone(),
