@@ -10,7 +10,9 @@ mod kdc;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use auth_support::{Client, DOMAIN, GwOptions, config, gateway_settings, http, metric, verified};
+use auth_support::{
+    Client, DOMAIN, GwOptions, config, gateway_settings, http, metric, signed_messages, verified,
+};
 use sagw_auth::{KerberosAccepted, KerberosBackend, KerberosRejection, Reason};
 use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, Failure};
@@ -58,27 +60,6 @@ async fn slow_gateway(
     sagw_gateway::start_with_kerberos_backend(settings, Box::new(Slow { inner, targetname }))
         .await
         .expect("gateway starts")
-}
-
-/// Signed MESSAGEs from an NTLM client, each answered (signed) well within a Kerberos accept.
-/// Returns when each was answered.
-async fn ntlm_round_trips(c: &mut Client, domain: &str, n: usize) -> Vec<(Instant, Duration)> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let t = Instant::now();
-        let (r, _) = c
-            .request(
-                "MESSAGE",
-                &format!("sip:carol@{domain}"),
-                Some(("text/plain", &format!("hello {i}"))),
-            )
-            .await;
-        let done = r.unwrap_or_else(|f| panic!("MESSAGE {i}: {f}\n{}", c.trace()));
-        assert!(verified(&done.signature), "{done:?}");
-        out.push((Instant::now(), t.elapsed()));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    out
 }
 
 /// A Kerberos REGISTER with the `n`th fake token (distinct tokens: distinct jobs).
@@ -139,7 +120,7 @@ async fn a_slow_kerberos_acceptor_does_not_hold_up_other_messages() {
         let m = kerberos_register(n, local, "sip/sagw.example.com");
         sock.send(&m.to_bytes()).await.expect("send");
     }
-    let trips = ntlm_round_trips(&mut alice, DOMAIN, 10).await;
+    let trips = signed_messages(&mut alice, DOMAIN, 10).await;
     let got = answers(&sock, Duration::from_secs(2)).await;
     let first_kerberos = started + DELAY;
     for (i, (at, rtt)) in trips.iter().enumerate() {
@@ -298,7 +279,7 @@ async fn kerberos_sign_ins_complete_through_the_workers_while_ntlm_flows() {
             Ok(Instant::now())
         }));
     }
-    let trips = ntlm_round_trips(&mut alice, "example.test", 10).await;
+    let trips = signed_messages(&mut alice, "example.test", 10).await;
     let mut finished = Vec::new();
     for s in sign_ins {
         finished.push(s.await.expect("task").unwrap_or_else(|e| panic!("{e}")));

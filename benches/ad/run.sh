@@ -73,7 +73,7 @@ SAMBA=$!
 for _ in $(seq 150); do wbinfo -P >/dev/null 2>&1 && break; sleep 0.2; done
 wbinfo -P >/dev/null || { echo "run.sh: the DC's winbindd did not answer" >&2; tail -20 "$DC/log/samba.out" >&2; exit 3; }
 S=(-s "$DC/etc/smb.conf" -H "ldap://$DC_IP" -U "Administrator%$ADMIN_PW")
-samba-tool domain passwordsettings set --min-pwd-age=0 --max-pwd-age=0 --complexity=off "${S[@]}" >/dev/null
+samba-tool domain passwordsettings set --min-pwd-age=0 --max-pwd-age=0 --complexity=off --min-pwd-length=1 "${S[@]}" >/dev/null
 echo "run.sh: creating $USERS domain users" >&2
 for n in $(seq 0 $((USERS - 1))); do
   samba-tool user create "ad$n" "ad$n-pw" "${S[@]}" >/dev/null

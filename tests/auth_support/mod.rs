@@ -192,6 +192,32 @@ pub fn rng() -> OsRng {
     OsRng::new().expect("os rng")
 }
 
+/// `n` signed MESSAGEs from a signed-in client, 10 ms apart, each answer's signature verified.
+/// Returns when each was answered and how long it took (while sign-ins wait on a slow Kerberos
+/// acceptor or domain, these must stay fast).
+pub async fn signed_messages(
+    c: &mut Client,
+    domain: &str,
+    n: usize,
+) -> Vec<(std::time::Instant, Duration)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        let (r, _) = c
+            .request(
+                "MESSAGE",
+                &format!("sip:carol@{domain}"),
+                Some(("text/plain", &format!("hello {i}"))),
+            )
+            .await;
+        let done = r.unwrap_or_else(|f| panic!("MESSAGE {i}: {f}\n{}", c.trace()));
+        assert!(verified(&done.signature), "{done:?}");
+        out.push((std::time::Instant::now(), t.elapsed()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out
+}
+
 /// One client: its connection, its endpoint, its randomness.
 pub struct Client {
     pub conn: Connection,

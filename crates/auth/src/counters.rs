@@ -103,10 +103,31 @@ pub enum Reason {
     EpidTooLong,
     /// A Kerberos principal with an instance component (`bob/admin@REALM`): not a SIP user.
     PrincipalInstance,
+    /// The domain says the account is disabled (or the directory does).
+    AccountDisabled,
+    /// The domain locked the account out (its lockout policy: too many bad passwords).
+    AccountLockedOut,
+    /// The domain account has expired.
+    AccountExpired,
+    /// The domain account's password has expired.
+    PasswordExpired,
+    /// The domain account must change its password before signing in.
+    PasswordMustChange,
+    /// The directory has no SIP address for the account.
+    NoSipAddress,
+    /// The directory does not know the account the domain vouched for.
+    DirectoryNotFound,
+    /// The domain (winbind, a domain controller) could not answer: 503 with Retry-After.
+    DomainUnavailable,
+    /// The domain refused the logon for another reason (logon hours, workstation, machine
+    /// account...).
+    DomainRefused,
+    /// The directory could not answer: 503 with Retry-After.
+    DirectoryUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 40] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -137,6 +158,16 @@ impl Reason {
         Reason::EpidTooLong,
         Reason::PrincipalInstance,
         Reason::OtherNode,
+        Reason::AccountDisabled,
+        Reason::AccountLockedOut,
+        Reason::AccountExpired,
+        Reason::PasswordExpired,
+        Reason::PasswordMustChange,
+        Reason::NoSipAddress,
+        Reason::DirectoryNotFound,
+        Reason::DomainUnavailable,
+        Reason::DomainRefused,
+        Reason::DirectoryUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -171,6 +202,16 @@ impl Reason {
             Reason::EpidTooLong => "epid_too_long",
             Reason::PrincipalInstance => "principal_instance",
             Reason::OtherNode => "other_node",
+            Reason::AccountDisabled => "account_disabled",
+            Reason::AccountLockedOut => "account_locked_out",
+            Reason::AccountExpired => "account_expired",
+            Reason::PasswordExpired => "password_expired",
+            Reason::PasswordMustChange => "password_must_change",
+            Reason::NoSipAddress => "no_sip_address",
+            Reason::DirectoryNotFound => "directory_not_found",
+            Reason::DomainUnavailable => "domain_unavailable",
+            Reason::DomainRefused => "domain_refused",
+            Reason::DirectoryUnavailable => "directory_unavailable",
         }
     }
 
@@ -203,14 +244,30 @@ fn si(s: Scheme) -> usize {
     }
 }
 
+/// One counter per reason (`Default` is not derived for arrays this long).
+struct PerReason([AtomicU64; NR]);
+
+impl Default for PerReason {
+    fn default() -> Self {
+        PerReason(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::ops::Index<usize> for PerReason {
+    type Output = AtomicU64;
+    fn index(&self, i: usize) -> &AtomicU64 {
+        &self.0[i]
+    }
+}
+
 #[derive(Default)]
 pub struct Counters {
     challenges: AtomicU64,
     handshakes_started: [AtomicU64; NS],
     handshakes_completed: [AtomicU64; NS],
-    handshake_failures: [[AtomicU64; NR]; NS],
+    handshake_failures: [PerReason; NS],
     verified: [AtomicU64; NS],
-    verify_failures: [[AtomicU64; NR]; NS],
+    verify_failures: [PerReason; NS],
     signed: [AtomicU64; NS],
     sa_established: [AtomicU64; NS],
     sa_expired_lifetime: AtomicU64,
@@ -289,7 +346,7 @@ impl Counters {
         let mut by_scheme = Vec::new();
         for s in Scheme::ALL {
             let i = si(s);
-            let failures = |arr: &[[AtomicU64; NR]; NS]| {
+            let failures = |arr: &[PerReason; NS]| {
                 Reason::ALL
                     .iter()
                     .map(|r| (*r, get(&arr[i][r.index()])))

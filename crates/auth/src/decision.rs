@@ -87,10 +87,20 @@ pub enum Decision {
     Forbidden(Forbidden),
     /// Drop silently: ACK or CANCEL without valid credentials ([MS-SIPAE] 3.3.5.1).
     Discard(Reason),
-    /// Not judged yet: the request carries a Kerberos AP-REQ and the core accepts those off its
-    /// caller's thread ([`crate::SecurityCore::with_kerberos_offload`]). Run the job, file its
-    /// outcome, then hand the same request to the core again. Nothing was counted.
-    Deferred(crate::kerberos::KerberosJob),
+    /// Not judged yet: the request carries a Kerberos AP-REQ the core accepts off its caller's
+    /// thread ([`crate::SecurityCore::with_kerberos_offload`]), or an NTLM response for the domain
+    /// to verify ([`crate::SecurityCore::with_domain_ntlm`]). Run the job
+    /// ([`crate::SecurityCore::run_job`], on a worker), file its outcome
+    /// ([`crate::SecurityCore::job_done`]), then hand the same request to the core again. Nothing
+    /// was counted.
+    Deferred(crate::jobs::AuthJob),
+    /// Answer 503 with `Retry-After: retry_after_secs`: the domain or the directory that must
+    /// vouch for this sign-in could not answer. Never a pass, never a final refusal; the
+    /// handshake is not used up.
+    Unavailable {
+        reason: Reason,
+        retry_after_secs: u32,
+    },
 }
 
 /// A verified request its sender is not allowed to make.

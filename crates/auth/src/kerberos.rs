@@ -2,7 +2,6 @@
 //! plugs in MIT krb5 (crate `sagw-kerberos`); keeping C libraries out of this crate keeps it buildable
 //! and testable on its own.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
@@ -90,9 +89,9 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// An AP-REQ the core wants accepted off its thread ([`crate::Decision::Deferred`]): run it with
-/// [`crate::SecurityCore::run_kerberos_job`] on a worker, hand the outcome back with
-/// [`crate::SecurityCore::kerberos_job_done`], then judge the request again.
+/// An AP-REQ the core wants accepted off its thread ([`crate::Decision::Deferred`] with
+/// [`crate::AuthJob::Kerberos`]): run it with [`crate::SecurityCore::run_job`] on a worker, hand
+/// the outcome back with [`crate::SecurityCore::job_done`], then judge the request again.
 #[derive(Clone)]
 pub struct KerberosJob {
     key: [u8; 32],
@@ -133,6 +132,9 @@ pub struct KerberosOutcome {
     pub(crate) result: Result<KerberosAccepted, KerberosRejection>,
     /// The replay registry could not tell (the AP-REQ was accepted on MIT's word).
     pub registry_unavailable: bool,
+    /// The SIP identity the directory gave the principal (or why not), when a directory is
+    /// configured ([`crate::SecurityCore::with_directory`]); `None`: mapped from the principal.
+    pub(crate) identity: Option<Result<String, crate::Reason>>,
 }
 
 impl KerberosOutcome {
@@ -144,6 +146,7 @@ impl KerberosOutcome {
                 detail: String::new(),
             }),
             registry_unavailable: false,
+            identity: None,
         }
     }
 
@@ -162,65 +165,6 @@ impl std::fmt::Debug for KerberosOutcome {
         };
         d.field("registry_unavailable", &self.registry_unavailable)
             .finish()
-    }
-}
-
-/// Outcomes handed back and not yet taken by the request they belong to. The request is judged
-/// again right after its outcome is filed, so this stays tiny; the bound and the expiry only
-/// matter when that request never gets back to the Kerberos path.
-pub(crate) struct FinishedJobs {
-    map: HashMap<[u8; 32], (u64, Result<KerberosAccepted, KerberosRejection>)>,
-    order: VecDeque<(u64, [u8; 32])>,
-}
-
-/// Outcomes kept at most.
-pub(crate) const MAX_FINISHED_JOBS: usize = 4096;
-/// Seconds an outcome waits for its request.
-pub(crate) const FINISHED_JOB_TTL_SECS: u64 = 10;
-
-impl FinishedJobs {
-    pub(crate) fn new() -> Self {
-        FinishedJobs {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn expire(&mut self, now: u64) {
-        while let Some(&(until, key)) = self.order.front() {
-            if until > now && self.map.len() < MAX_FINISHED_JOBS {
-                break;
-            }
-            self.order.pop_front();
-            if self.map.get(&key).is_some_and(|(u, _)| *u == until) {
-                self.map.remove(&key);
-            }
-        }
-    }
-
-    pub(crate) fn insert(
-        &mut self,
-        key: [u8; 32],
-        result: Result<KerberosAccepted, KerberosRejection>,
-        now: u64,
-    ) {
-        self.expire(now);
-        let until = now.saturating_add(FINISHED_JOB_TTL_SECS);
-        self.map.insert(key, (until, result));
-        self.order.push_back((until, key));
-    }
-
-    pub(crate) fn take(
-        &mut self,
-        key: &[u8; 32],
-        now: u64,
-    ) -> Option<Result<KerberosAccepted, KerberosRejection>> {
-        self.expire(now);
-        self.map.remove(key).map(|(_, r)| r)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
     }
 }
 
@@ -253,35 +197,6 @@ mod tests {
             super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")).as_deref(),
             Some("sip:bob@example.com")
         );
-    }
-
-    #[test]
-    fn finished_jobs_are_bounded_and_expire() {
-        use super::{FINISHED_JOB_TTL_SECS, FinishedJobs, KerberosRejection, MAX_FINISHED_JOBS};
-        let refused = || {
-            Err(KerberosRejection {
-                reason: crate::Reason::ReplayedToken,
-                detail: String::new(),
-            })
-        };
-        let key = |i: usize| super::sha256(&i.to_le_bytes());
-        let mut jobs = FinishedJobs::new();
-        for i in 0..MAX_FINISHED_JOBS + 100 {
-            jobs.insert(key(i), refused(), 1000);
-        }
-        assert_eq!(jobs.len(), MAX_FINISHED_JOBS);
-        assert!(jobs.take(&key(0), 1000).is_none(), "the oldest made room");
-        assert!(jobs.take(&key(MAX_FINISHED_JOBS + 99), 1000).is_some());
-        assert!(
-            jobs.take(&key(MAX_FINISHED_JOBS + 99), 1000).is_none(),
-            "taken once"
-        );
-        jobs.insert(key(1), refused(), 2000);
-        assert!(
-            jobs.take(&key(1), 2000 + FINISHED_JOB_TTL_SECS).is_none(),
-            "expired"
-        );
-        assert_eq!(jobs.len(), 0);
     }
 
     #[test]

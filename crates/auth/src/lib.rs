@@ -17,8 +17,10 @@ pub mod credentials;
 pub mod date;
 pub mod decision;
 pub mod directory;
+pub mod domain;
 pub mod handshake;
 mod hex;
+pub mod jobs;
 pub mod kerberos;
 #[cfg(feature = "kerberos-mit")]
 pub mod kerberos_mit;
@@ -46,7 +48,12 @@ pub use decision::{
     TransportContext,
 };
 pub use directory::{AccountDirectory, DirectoryAnswer, DirectoryUnavailable, DomainAccount};
+pub use domain::{
+    DomainError, DomainNtlmJob, DomainNtlmOutcome, DomainNtlmRequest, DomainNtlmVerifier,
+    DomainRefusal, DomainSettings, DomainVerified,
+};
 pub use handshake::{ChallengeKey, ChallengeSource, RecordedChallenges};
+pub use jobs::{AuthJob, AuthOutcome, JobKind};
 pub use kerberos::{
     KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
     KerberosReplayRegistry, NoReplayRegistry, ReplayCheck,

@@ -1,5 +1,7 @@
 //! The entry point: [`SecurityCore`] judges every message from a client and signs every message to one.
 
+mod deferred;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,12 +20,17 @@ use crate::date::http_date;
 use crate::decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, TransportContext,
 };
+use crate::directory::{AccountDirectory, DomainAccount};
+use crate::domain::{
+    DomainNtlmJob, DomainNtlmVerifier, DomainSettings, DomainSignIn, is_unavailable,
+};
+use crate::handshake::Recomputed;
 use crate::handshake::{ChallengeSource, NtlmHandshakes};
 use crate::hex;
+use crate::jobs::{AuthJob, AuthOutcome, Finished, FinishedJobs};
 use crate::kerberos::{
-    FinishedJobs, KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome,
-    KerberosRejection, KerberosReplayRegistry, NoReplayRegistry, ReplayCheck,
-    principal_to_identity,
+    KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
+    KerberosReplayRegistry, NoReplayRegistry, ReplayCheck, principal_to_identity, sha256,
 };
 use crate::manager::{FinalLegRefusal, ManagerLimits, SaHandle, SaLookup, SaManager};
 use crate::policy::{AuthPolicy, PolicyError, PolicyId, PolicyOffer, SchemeSet};
@@ -85,9 +92,16 @@ pub struct SecurityCore {
     ntlm: Option<NtlmAcceptor>,
     kerberos: Option<Box<dyn KerberosBackend>>,
     kerberos_domain: Option<String>,
-    /// AP-REQs are accepted off the caller's thread ([`Decision::Deferred`]), their outcomes
-    /// waiting here for the request to be judged again.
-    kerberos_offload: Option<Mutex<FinishedJobs>>,
+    /// AP-REQs are accepted off the caller's thread ([`Decision::Deferred`]).
+    kerberos_offload: bool,
+    /// Outcomes of deferred sign-ins (Kerberos, domain NTLM), waiting for their request to be
+    /// judged again.
+    finished: Mutex<FinishedJobs<Finished>>,
+    /// NTLM users the credentials store does not have are verified by the domain.
+    domain_ntlm: Option<Arc<dyn DomainNtlmVerifier>>,
+    domain_settings: DomainSettings,
+    /// SIP identities of domain accounts (NTLM through the domain, Kerberos principals).
+    directory: Option<Arc<dyn AccountDirectory>>,
     kerberos_replay: Arc<dyn KerberosReplayRegistry>,
     kerberos_replay_unavailable: std::sync::atomic::AtomicU64,
     digest: Option<DigestState>,
@@ -160,7 +174,11 @@ impl SecurityCore {
             ntlm,
             kerberos: None,
             kerberos_domain: None,
-            kerberos_offload: None,
+            kerberos_offload: false,
+            finished: Mutex::new(FinishedJobs::new()),
+            domain_ntlm: None,
+            domain_settings: DomainSettings::default(),
+            directory: None,
             kerberos_replay: Arc::new(NoReplayRegistry),
             kerberos_replay_unavailable: std::sync::atomic::AtomicU64::new(0),
             digest,
@@ -188,12 +206,39 @@ impl SecurityCore {
 
     /// Kerberos AP-REQs are not accepted inline: [`SecurityCore::on_request`] answers
     /// [`Decision::Deferred`] with the job, which the caller runs elsewhere
-    /// ([`run_kerberos_job`](Self::run_kerberos_job), on a worker thread), files
-    /// ([`kerberos_job_done`](Self::kerberos_job_done)) and then judges the request again, which
-    /// takes the outcome instead of accepting. The result is what the inline path gives.
+    /// ([`run_job`](Self::run_job), on a worker thread), files ([`job_done`](Self::job_done))
+    /// and then judges the request again, which takes the outcome instead of accepting. The
+    /// result is what the inline path gives.
     pub fn with_kerberos_offload(mut self) -> Self {
-        self.kerberos_offload = Some(Mutex::new(FinishedJobs::new()));
+        self.kerberos_offload = true;
         self
+    }
+
+    /// NTLM sign-ins of users the credentials store does not have are verified by the domain
+    /// (`verifier`, blocking): always off the caller's thread ([`Decision::Deferred`] with
+    /// [`AuthJob::DomainNtlm`]). The store is asked first: its users are verified here.
+    pub fn with_domain_ntlm(
+        mut self,
+        verifier: Arc<dyn DomainNtlmVerifier>,
+        settings: DomainSettings,
+    ) -> Self {
+        self.domain_ntlm = Some(verifier);
+        self.domain_settings = settings;
+        self
+    }
+
+    /// The directory that names the SIP identity of domain accounts: NTLM users the domain
+    /// verified and Kerberos principals (instead of `sip:<user>@<domain>`). Asked on the worker
+    /// thread right after the domain or the KDC vouched for the account; inline only for a core
+    /// without Kerberos offload (tests).
+    pub fn with_directory(mut self, directory: Arc<dyn AccountDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Whether NTLM users outside the credentials store go to the domain.
+    pub fn serves_domain_ntlm(&self) -> bool {
+        self.domain_ntlm.is_some() && self.ntlm.is_some()
     }
 
     /// The pool's check that an authenticator is used once across every node (asked after each
@@ -218,34 +263,6 @@ impl SecurityCore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Accepts a deferred AP-REQ: the backend, then the replay registry. Blocking (MIT's file
-    /// replay cache, a store round trip): for a worker thread. Counts nothing; the request it
-    /// belongs to counts as before when it is judged again.
-    pub fn run_kerberos_job(&self, job: &KerberosJob) -> KerberosOutcome {
-        match &self.kerberos {
-            Some(backend) => self.accept_kerberos(backend.as_ref(), job.ap_req()),
-            None => KerberosOutcome {
-                result: Err(KerberosRejection {
-                    reason: Reason::UnsupportedScheme,
-                    detail: "Kerberos is not enabled".into(),
-                }),
-                registry_unavailable: false,
-            },
-        }
-    }
-
-    /// Files a worker's outcome for the request of `key`, which the caller judges again next.
-    pub fn kerberos_job_done(&self, key: [u8; 32], outcome: KerberosOutcome, now: SystemTime) {
-        if let Some(done) = &self.kerberos_offload {
-            done.lock().insert(key, outcome.result, unix_secs(now));
-        }
-    }
-
-    /// Outcomes filed and not yet taken (tests, gauges).
-    pub fn kerberos_jobs_waiting(&self) -> usize {
-        self.kerberos_offload.as_ref().map_or(0, |d| d.lock().len())
-    }
-
     fn accept_kerberos(&self, backend: &dyn KerberosBackend, ap_req: &[u8]) -> KerberosOutcome {
         let accepted = match backend.accept(ap_req) {
             Ok(a) => a,
@@ -253,6 +270,7 @@ impl SecurityCore {
                 return KerberosOutcome {
                     result: Err(rejection),
                     registry_unavailable: false,
+                    identity: None,
                 };
             }
         };
@@ -260,6 +278,7 @@ impl SecurityCore {
             return KerberosOutcome {
                 result: Ok(accepted),
                 registry_unavailable: false,
+                identity: None,
             };
         };
         match self
@@ -269,6 +288,7 @@ impl SecurityCore {
             ReplayCheck::First => KerberosOutcome {
                 result: Ok(accepted),
                 registry_unavailable: false,
+                identity: None,
             },
             ReplayCheck::Replayed => KerberosOutcome {
                 result: Err(KerberosRejection {
@@ -276,6 +296,7 @@ impl SecurityCore {
                     detail: "authenticator already used in the pool".into(),
                 }),
                 registry_unavailable: false,
+                identity: None,
             },
             ReplayCheck::Unavailable => {
                 self.kerberos_replay_unavailable
@@ -283,6 +304,7 @@ impl SecurityCore {
                 KerberosOutcome {
                     result: Ok(accepted),
                     registry_unavailable: true,
+                    identity: None,
                 }
             }
         }
@@ -899,6 +921,19 @@ impl SecurityCore {
         // which account names exist.
         let (nt_hash, known) = match self.credentials.nt_hash(&user) {
             Some(h) => (h, true),
+            None if self.domain_ntlm.is_some() => {
+                // Not in the store: the domain's to verify (the store is asked first).
+                let pending = acceptor.challenge(challenge.server_challenge, challenge.timestamp);
+                let leg = NtlmFinalLeg {
+                    opaque,
+                    challenge: &challenge,
+                    pending: &pending,
+                    bytes: &bytes,
+                    auth: &auth,
+                    epid,
+                };
+                return self.domain_ntlm_leg(msg, p, creds, &leg, now, rng);
+            }
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
         let accepted = acceptor
@@ -910,6 +945,28 @@ impl SecurityCore {
             Err(_) if !known => return fail(Reason::UnknownUser),
             Err(e) => return fail(ntlm_reason(&e)),
         };
+        let identity = self.identity_of(&user);
+        self.establish_ntlm(
+            msg, p, creds, opaque, &challenge, epid, session, identity, now, rng,
+        )
+    }
+
+    /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
+    /// challenge, then the SA.
+    #[allow(clippy::too_many_arguments)]
+    fn establish_ntlm(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        opaque: Opaque,
+        challenge: &Recomputed,
+        epid: &str,
+        session: sagw_ntlm::NtlmSession,
+        identity: String,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
         // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
         // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
         match self
@@ -917,7 +974,11 @@ impl SecurityCore {
             .claim_final_leg(opaque, challenge.accepted_until, unix_secs(now))
         {
             Ok(()) => {}
-            Err(FinalLegRefusal::AlreadyUsed) => return fail(Reason::ReplayedToken),
+            Err(FinalLegRefusal::AlreadyUsed) => {
+                self.counters
+                    .handshake_failed(Scheme::Ntlm, Reason::ReplayedToken);
+                return self.rechallenge(msg, p, creds.family, Reason::ReplayedToken, now, rng);
+            }
             Err(FinalLegRefusal::Full) => {
                 self.counters
                     .handshake_failed(Scheme::Ntlm, Reason::HandshakeLimit);
@@ -928,10 +989,9 @@ impl SecurityCore {
                 };
             }
         }
-        let identity = self.identity_of(&user);
         // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
         // leg); without one it is an LCS 2005-era client, as on the first leg.
-        let version = Self::client_version(h).min(self.config.version);
+        let version = Self::client_version(&creds.header).min(self.config.version);
         let sa = self.new_sa(
             opaque,
             version,
@@ -1032,17 +1092,19 @@ impl SecurityCore {
         };
         // Offloaded: the outcome a worker filed for this very token, else the job to run. Nothing
         // is counted until the outcome is here, so the counters read as they do inline.
-        let finished: Option<Result<KerberosAccepted, KerberosRejection>> =
-            match (&ap_req, &self.kerberos_offload) {
-                (Ok(ap_req), Some(done)) => {
-                    let job = KerberosJob::new(ap_req.clone());
-                    match done.lock().take(job.key(), unix_secs(now)) {
-                        Some(r) => Some(r),
-                        None => return Decision::Deferred(job),
+        type KerberosResult = Result<KerberosAccepted, KerberosRejection>;
+        let finished: Option<(KerberosResult, Option<Result<String, Reason>>)> = match &ap_req {
+            Ok(ap_req) if self.kerberos_offload => {
+                let job = KerberosJob::new(ap_req.clone());
+                match self.finished.lock().take(job.key(), unix_secs(now)) {
+                    Some(Finished::Kerberos { result, identity }) => Some((result, identity)),
+                    Some(Finished::DomainNtlm(_)) | None => {
+                        return Decision::Deferred(AuthJob::Kerberos(job));
                     }
                 }
-                _ => None,
-            };
+            }
+            _ => None,
+        };
         self.counters.handshake_started(Scheme::Kerberos);
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Kerberos, reason);
@@ -1052,16 +1114,32 @@ impl SecurityCore {
             Ok(t) => t,
             Err(reason) => return fail(reason),
         };
-        let result =
-            finished.unwrap_or_else(|| self.accept_kerberos(backend.as_ref(), &ap_req).result);
+        let (result, directory_identity) = match finished {
+            Some(f) => f,
+            None => (self.accept_kerberos(backend.as_ref(), &ap_req).result, None),
+        };
         let accepted = match result {
             Ok(a) => a,
             Err(rejection) => return fail(rejection.reason),
         };
-        let Some(identity) =
+        let Some(mapped) =
             principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
         else {
             return fail(Reason::PrincipalInstance);
+        };
+        // With a directory, the principal's SIP identity is the directory's (asked on the
+        // worker; inline only when this core does not offload Kerberos).
+        let directory_identity = directory_identity.or_else(|| {
+            let directory = self.directory.as_ref()?;
+            self.kerberos_identity(directory.as_ref(), &accepted)
+        });
+        let identity = match directory_identity {
+            None => mapped,
+            Some(Ok(identity)) => identity,
+            Some(Err(reason)) if is_unavailable(reason) => {
+                return self.unavailable(msg, Scheme::Kerberos, reason);
+            }
+            Some(Err(reason)) => return fail(reason),
         };
         let epid = endpoint_epid(msg, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
@@ -1494,6 +1572,16 @@ impl SecurityCore {
             }
         }
     }
+}
+
+/// What an NTLM final leg brought, checked as far as the credentials lookup.
+struct NtlmFinalLeg<'a> {
+    opaque: Opaque,
+    challenge: &'a Recomputed,
+    pending: &'a sagw_ntlm::PendingHandshake,
+    bytes: &'a [u8],
+    auth: &'a AuthenticateMessage<'a>,
+    epid: &'a str,
 }
 
 /// Which side of the message is the client.

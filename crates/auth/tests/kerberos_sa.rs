@@ -21,7 +21,7 @@ use sagw_auth::{
 use sagw_kerberos::initiator::{ClientSession, initiate};
 use sagw_kerberos::{KerberosAcceptor, KerberosConfig};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
-use support::{REALM, ctx, parse, response_to, rng};
+use support::{REALM, ctx, judge_deferred, parse, response_to, rng};
 
 fn core_for(k: &kdc::TestKdc, fqdn: &str, keytab: &Path) -> SecurityCore {
     let mut cfg = KerberosConfig::new(fqdn);
@@ -137,30 +137,7 @@ fn decide(
     rng: &mut dyn sagw_auth::Rng,
 ) -> Decision {
     match core.on_request(m, &ctx(), now, rng) {
-        Decision::Deferred(job) => {
-            let before = core.counters().snapshot();
-            let outcome = std::thread::scope(|s| {
-                s.spawn(|| core.run_kerberos_job(&job))
-                    .join()
-                    .expect("worker")
-            });
-            assert_eq!(
-                before.scheme(Scheme::Kerberos).handshakes_started,
-                core.counters()
-                    .snapshot()
-                    .scheme(Scheme::Kerberos)
-                    .handshakes_started,
-                "a worker counts nothing"
-            );
-            core.kerberos_job_done(*job.key(), outcome, now);
-            let again = core.on_request(m, &ctx(), now, rng);
-            assert!(
-                !matches!(again, Decision::Deferred(_)),
-                "judged with the outcome"
-            );
-            assert_eq!(core.kerberos_jobs_waiting(), 0, "the outcome was taken");
-            again
-        }
+        Decision::Deferred(job) => judge_deferred(core, &job, m, Scheme::Kerberos, now, rng),
         other => other,
     }
 }

@@ -124,7 +124,9 @@ pub fn decision(decision: &Decision, msg: &Message, flow: &Flow) {
                 refused(msg, flow, reason, None);
             }
         }
-        Decision::Reject { reason, .. } => refused(msg, flow, *reason, None),
+        Decision::Reject { reason, .. } | Decision::Unavailable { reason, .. } => {
+            refused(msg, flow, *reason, None)
+        }
         Decision::Forbidden(f) => refused(
             msg,
             flow,

@@ -47,6 +47,9 @@ pub enum AuthSetupError {
     /// The Kerberos acceptor (keytab, krb5.conf).
     #[error("kerberos: {0}")]
     Kerberos(String),
+    /// `[auth.domain]`: libwbclient could not be loaded.
+    #[error("config key `auth.domain.library`: {0}")]
+    Domain(#[from] sagw_winbind::LoadError),
     /// A policy the security core cannot serve.
     #[error("config key `{key}`: {why}")]
     Policy {
@@ -545,8 +548,8 @@ pub struct SecurityStage {
     rng: Box<dyn Rng + Send>,
     /// Swapped whole by a reload while the proxy owns the stage.
     routing: Arc<arc_swap::ArcSwap<StageRouting>>,
-    /// Where Kerberos AP-REQs are accepted, when the core defers them.
-    kerberos_jobs: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
+    /// Where deferred sign-ins run (Kerberos AP-REQs, domain NTLM), one pool per kind.
+    jobs: Vec<Arc<crate::auth_jobs::AuthWorkers>>,
 }
 
 impl SecurityStage {
@@ -564,17 +567,15 @@ impl SecurityStage {
                 director,
                 router: PolicyRouter::default(),
             })),
-            kerberos_jobs: None,
+            jobs: Vec::new(),
         }
     }
 
-    /// Hands the Kerberos AP-REQs the core defers to these workers (the core is built with
-    /// `with_kerberos_offload`).
-    pub fn with_kerberos_workers(
-        mut self,
-        workers: Arc<crate::kerberos_jobs::KerberosWorkers>,
-    ) -> Self {
-        self.kerberos_jobs = Some(workers);
+    /// Hands the jobs of `workers`' kind the core defers to them (Kerberos: the core is built
+    /// with `with_kerberos_offload`; domain NTLM: with `with_domain_ntlm`).
+    pub fn with_workers(mut self, workers: Arc<crate::auth_jobs::AuthWorkers>) -> Self {
+        self.jobs.retain(|w| w.kind() != workers.kind());
+        self.jobs.push(workers);
         self
     }
 
@@ -824,6 +825,21 @@ impl ClientAuth for SecurityStage {
                 InboundVerdict::Drop
             }
             Decision::Deferred(job) => self.deferred(msg, job, ctx),
+            Decision::Unavailable {
+                reason,
+                retry_after_secs,
+            } => {
+                // Nothing was verified (the domain or the directory could not say): unsigned,
+                // like a Reject, and never a pass.
+                info!(
+                    reason = reason.label(),
+                    source = %ctx.flow.remote,
+                    retry_after_secs,
+                    "sign-in waits for the domain: 503"
+                );
+                let retry = retry_after_secs.max(1).to_string();
+                self.respond(msg, 503, "Service Unavailable", &[("Retry-After", retry)])
+            }
         }
     }
 
@@ -867,35 +883,44 @@ impl ClientAuth for SecurityStage {
 }
 
 impl SecurityStage {
-    /// A Kerberos AP-REQ the core accepts off its thread: queued for a worker (the request comes
-    /// back through the proxy with the outcome), dropped when the same token is being accepted
-    /// already (a retransmission: the original's answer will come), 503 when the queue is full.
+    /// A sign-in step the core runs off its thread: queued for a worker of its kind (the request
+    /// comes back through the proxy with the outcome), dropped when the same token is being worked
+    /// on already (a retransmission: the original's answer will come), 503 when the queue is full.
     fn deferred(
         &mut self,
         msg: &mut Message,
-        job: sagw_auth::KerberosJob,
+        job: sagw_auth::AuthJob,
         ctx: &InboundContext<'_>,
     ) -> InboundVerdict {
-        use crate::kerberos_jobs::Submitted;
-        let Some(workers) = self.kerberos_jobs.clone() else {
-            // No workers: accept here, then judge the request with the outcome.
+        use crate::auth_jobs::Submitted;
+        let kind = job.kind();
+        let Some(workers) = self.jobs.iter().find(|w| w.kind() == kind).cloned() else {
+            // No workers: run it here (tests, `kerberos_workers = 0`), then judge the request
+            // with the outcome.
             let key = *job.key();
-            let outcome = self.core.run_kerberos_job(&job);
-            self.core.kerberos_job_done(key, outcome, ctx.now.wall);
+            let outcome = self.core.run_job(&job);
+            self.core.job_done(key, outcome, ctx.now.wall);
             return self.inbound(msg, ctx);
         };
         match workers.submit(job, msg.clone(), ctx.flow) {
             Submitted::Queued => InboundVerdict::Held,
             Submitted::InFlight => {
-                debug!(source = %ctx.flow.remote, "retransmission of a Kerberos sign-in being accepted: dropped");
+                debug!(source = %ctx.flow.remote, kind = kind.label(), "retransmission of a sign-in being worked on: dropped");
                 InboundVerdict::Held
             }
             Submitted::Full => {
+                let (scheme, key) = match kind {
+                    sagw_auth::JobKind::Kerberos => (Scheme::Kerberos, "auth.kerberos_queue"),
+                    sagw_auth::JobKind::DomainNtlm => (Scheme::Ntlm, "auth.domain.queue"),
+                };
                 let counters = self.core.counters();
-                counters.handshake_started(Scheme::Kerberos);
-                counters.handshake_failed(Scheme::Kerberos, sagw_auth::Reason::HandshakeLimit);
+                if kind == sagw_auth::JobKind::Kerberos {
+                    // NTLM counted its start at the first leg.
+                    counters.handshake_started(scheme);
+                }
+                counters.handshake_failed(scheme, sagw_auth::Reason::HandshakeLimit);
                 crate::audit::refused(msg, &ctx.flow, sagw_auth::Reason::HandshakeLimit, None);
-                info!(source = %ctx.flow.remote, "Kerberos job queue full (auth.kerberos_queue): 503");
+                info!(source = %ctx.flow.remote, kind = kind.label(), "sign-in job queue full ({key}): 503");
                 if matches!(msg.method(), Some("ACK" | "CANCEL")) {
                     return InboundVerdict::Drop;
                 }

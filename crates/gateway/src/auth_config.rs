@@ -90,6 +90,8 @@ pub struct AuthSection {
     pub kerberos_workers: usize,
     /// AP-REQs waiting for a worker at most; one more gets 503.
     pub kerberos_queue: usize,
+    /// `[auth.domain]`: NTLM verified by the domain (crate::domain_config).
+    pub domain: crate::domain_config::DomainSection,
 }
 
 /// `[auth.listener.<name>]`: the policy and challenge family for clients of one listener.
@@ -167,6 +169,7 @@ impl Default for AuthSection {
             listener: BTreeMap::new(),
             kerberos_workers: 2,
             kerberos_queue: 256,
+            domain: crate::domain_config::DomainSection::default(),
         }
     }
 }
@@ -268,6 +271,9 @@ pub struct AuthSettings {
     pub kerberos_workers: usize,
     /// Bound of the Kerberos job queue.
     pub kerberos_queue: usize,
+    /// `[auth.domain]` with `ntlm = "winbind"`: NTLM users outside the credentials file are
+    /// verified by the domain.
+    pub domain_ntlm: Option<crate::domain_config::DomainNtlmConfig>,
 }
 
 impl AuthSettings {
@@ -613,6 +619,7 @@ impl AuthSection {
             max_epid_len: bounded("auth.max_epid_len", self.max_epid_len, 1, 1024)?,
             kerberos_workers: bounded("auth.kerberos_workers", self.kerberos_workers, 0, 64)?,
             kerberos_queue: bounded("auth.kerberos_queue", self.kerberos_queue, 1, 65_536)?,
+            domain_ntlm: self.domain.validate(ntlm)?,
         }))
     }
 }

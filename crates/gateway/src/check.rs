@@ -91,6 +91,34 @@ pub fn kerberos(a: &AuthSettings) -> Result<Vec<String>, CheckError> {
 
 /// An existing secret file must be one the gateway accepts (32 bytes, mode 0600); a missing one
 /// is made at first start, in a directory that must then be writable.
+/// `[auth.domain]`: libwbclient loads and winbindd answers a ping (`wbcCtxPing`). Run as the
+/// service's user: challenge/response also needs the privileged pipe (group `winbindd_priv`),
+/// which a ping does not reach, so the line says so.
+pub fn domain(a: &AuthSettings) -> Result<Vec<String>, CheckError> {
+    let Some(d) = &a.domain_ntlm else {
+        return Ok(vec![
+            "domain: NTLM is verified from the credentials file only".to_owned(),
+        ]);
+    };
+    let verifier = crate::domain::WinbindVerifier::load(&d.library).map_err(|e| CheckError {
+        key: "auth.domain.library",
+        why: format!("{e} (install libwbclient0, or give its path)"),
+    })?;
+    verifier.ping().map_err(|e| CheckError {
+        key: "auth.domain.ntlm",
+        why: format!(
+            "{e}: is winbindd running on this host (a domain member: `net ads join`, then start winbind)?"
+        ),
+    })?;
+    Ok(vec![format!(
+        "domain: {} loaded, winbindd answers; {} workers, queue {}, Retry-After {}s (the service's user needs the winbindd_priv group for NTLM)",
+        d.library,
+        d.workers,
+        d.queue,
+        d.retry_after.as_secs()
+    )])
+}
+
 fn secret_file(key: &'static str, path: &Path, what: &str) -> Result<String, CheckError> {
     if path.exists() {
         sagw_state::keys::secret_file(path).map_err(|e| CheckError {
@@ -181,6 +209,25 @@ mod tests {
             .validate()
             .expect("valid")
             .state
+    }
+
+    #[test]
+    fn domain_names_the_library_it_cannot_load() {
+        let auth = |domain: &str| {
+            crate::config::Config::parse(&format!("[auth]\nschemes = [\"ntlm\"]\n{domain}"))
+                .expect("parse")
+                .validate()
+                .expect("valid")
+                .auth
+                .expect("auth on")
+        };
+        let off = domain(&auth("")).expect("no domain, nothing to check");
+        assert!(off[0].contains("credentials file only"), "{off:?}");
+        let err = domain(&auth(
+            "[auth.domain]\nntlm = \"winbind\"\nlibrary = \"/nonexistent/libwbclient.so.0\"\n",
+        ))
+        .expect_err("no such library");
+        assert_eq!(err.key, "auth.domain.library");
     }
 
     #[test]

@@ -28,16 +28,18 @@ mod audit;
 pub mod auth;
 #[allow(missing_docs)]
 pub mod auth_config;
+pub mod auth_jobs;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cpu;
+pub mod domain;
+pub mod domain_config;
 pub mod driver;
 pub mod hop_config;
 pub mod hops;
 pub mod http;
 pub mod inbound_config;
-pub mod kerberos_jobs;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
@@ -60,5 +62,6 @@ pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
 pub use driver::{
-    CoreExit, Running, StartError, start, start_with_auth, start_with_kerberos_backend,
+    AuthSeams, CoreExit, Running, StartError, start, start_with_auth, start_with_kerberos_backend,
+    start_with_seams,
 };

@@ -189,7 +189,7 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
 }
 
 /// check-config's look at the files the gateway reads at start: the Kerberos keytab, the keys
-/// and snapshot of `[state]`, the Digest nonce key.
+/// and snapshot of `[state]`, the Digest nonce key; and winbind for `[auth.domain]`.
 fn check_files(
     settings: &sagw_gateway::Settings,
 ) -> Result<Vec<String>, sagw_gateway::check::CheckError> {
@@ -197,6 +197,7 @@ fn check_files(
     let mut lines = check::state(&settings.state)?;
     if let Some(a) = &settings.auth {
         lines.extend(check::kerberos(a)?);
+        lines.extend(check::domain(a)?);
         // A pool derives its nonce key from the pool key; only a gateway alone has the file.
         if matches!(
             settings.state.backend,

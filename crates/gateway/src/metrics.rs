@@ -227,8 +227,9 @@ pub struct Metrics {
     /// The security core, when authentication is on: its counters are rendered too, and the
     /// admin API lists and revokes its SAs.
     pub auth: std::sync::OnceLock<std::sync::Arc<sagw_auth::SecurityCore>>,
-    /// The Kerberos workers, when AP-REQs are accepted off the core thread.
-    pub kerberos_jobs: std::sync::OnceLock<std::sync::Arc<crate::kerberos_jobs::KerberosWorkers>>,
+    /// The sign-in workers (Kerberos AP-REQs, domain NTLM), one pool per kind, when jobs run off
+    /// the core thread.
+    pub auth_jobs: std::sync::OnceLock<Vec<std::sync::Arc<crate::auth_jobs::AuthWorkers>>>,
     /// Wakes the core thread after an admin change it must pass on (a revocation in a pool:
     /// the core hands its journal to the store on its next pass).
     pub nudge: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -570,26 +571,34 @@ impl Metrics {
     }
 }
 
-/// The whole page: the registry, then the security core's and the Kerberos workers' counters
+/// The whole page: the registry, then the security core's and the sign-in workers' counters
 /// when there are some. Served by [`crate::admin::metrics_router`].
 pub fn page(metrics: &Metrics) -> String {
     let mut body = metrics.render();
     if let Some(core) = metrics.auth.get() {
         body.push_str(&render_auth(core));
     }
-    if let Some(w) = metrics.kerberos_jobs.get() {
-        body.push_str(&render_kerberos_jobs(w));
+    for w in metrics.auth_jobs.get().into_iter().flatten() {
+        body.push_str(&render_auth_jobs(w));
     }
     body
 }
 
-/// The Kerberos workers' counters in Prometheus text format.
-pub fn render_kerberos_jobs(w: &crate::kerberos_jobs::KerberosWorkers) -> String {
+/// One pool of sign-in workers' counters in Prometheus text format:
+/// `sagw_kerberos_jobs_*` (AP-REQs) or `sagw_domain_ntlm_jobs_*` (NTLM responses for the domain).
+pub fn render_auth_jobs(w: &crate::auth_jobs::AuthWorkers) -> String {
     use std::sync::atomic::Ordering::Relaxed;
+    let (prefix, what) = match w.kind() {
+        sagw_auth::JobKind::Kerberos => ("sagw_kerberos_jobs", "Kerberos AP-REQs"),
+        sagw_auth::JobKind::DomainNtlm => (
+            "sagw_domain_ntlm_jobs",
+            "NTLM responses for the domain to verify",
+        ),
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP sagw_kerberos_jobs_total Kerberos AP-REQs handed to the worker threads, by outcome\n# TYPE sagw_kerberos_jobs_total counter"
+        "# HELP {prefix}_total {what} handed to the worker threads, by outcome\n# TYPE {prefix}_total counter"
     );
     for (outcome, n) in [
         ("queued", &w.stats.queued),
@@ -599,13 +608,13 @@ pub fn render_kerberos_jobs(w: &crate::kerberos_jobs::KerberosWorkers) -> String
     ] {
         let _ = writeln!(
             out,
-            "sagw_kerberos_jobs_total{{outcome=\"{outcome}\"}} {}",
+            "{prefix}_total{{outcome=\"{outcome}\"}} {}",
             n.load(Relaxed)
         );
     }
     let _ = writeln!(
         out,
-        "# HELP sagw_kerberos_jobs_in_flight Kerberos AP-REQs queued or being accepted\n# TYPE sagw_kerberos_jobs_in_flight gauge\nsagw_kerberos_jobs_in_flight {}",
+        "# HELP {prefix}_in_flight {what} queued or being worked on\n# TYPE {prefix}_in_flight gauge\n{prefix}_in_flight {}",
         w.in_flight()
     );
     out

@@ -332,7 +332,8 @@ fn same_rules(a: &[ClientRule], b: &[ClientRule]) -> bool {
 /// `[auth]`: the director map, the client-kind rules and the per-listener pins change live (the
 /// stage reads them per request); the challenge policies themselves, and everything the security
 /// core was built with (realm, domain, FQDN, keytab, keys, credentials file, lifetimes), need a
-/// restart: the core holds SAs made under them. The credentials file's *contents* are re-read
+/// restart: the core holds SAs made under them (and `[auth.domain]`: its library and worker
+/// threads live as long as the process). The credentials file's *contents* are re-read
 /// at every reload whatever this says.
 fn plan_auth(
     r: &mut ReloadReport,
@@ -375,6 +376,7 @@ fn plan_auth(
         max_epid_len,
         kerberos_workers,
         kerberos_queue,
+        domain_ntlm,
     } = new;
     // The rules and pins name policies by index: they change live only over the same policies
     // (and the pins only over the same listeners).
@@ -490,6 +492,8 @@ fn plan_auth(
             kerberos_workers,
         ),
         kerberos_queue: fixed(r, "auth.kerberos_queue", &c.kerberos_queue, kerberos_queue),
+        // The winbind library and the worker threads live as long as the process.
+        domain_ntlm: fixed(r, "auth.domain", &c.domain_ntlm, domain_ntlm),
     }
 }
 
@@ -568,6 +572,27 @@ mod tests {
         settings(&format!(
             "{HOP_A}[auth]\nenabled = true\nschemes = [\"ntlm\", \"digest\"]\nsip_domain = \"example.com\"\ncredentials = \"/nonexistent/users\"\n{extra}"
         ))
+    }
+
+    #[test]
+    fn the_domain_section_is_fixed_at_start() {
+        let old = auth("");
+        let new = auth("[auth.domain]\nntlm = \"winbind\"\n");
+        let p = plan(&old, new);
+        assert_eq!(p.report.needs_restart, ["auth.domain"]);
+        assert_eq!(p.effective.auth.expect("auth").domain_ntlm, None);
+        let on = auth("[auth.domain]\nntlm = \"winbind\"\n");
+        let more = auth("[auth.domain]\nntlm = \"winbind\"\nworkers = 8\n");
+        let p = plan(&on, more);
+        assert_eq!(p.report.needs_restart, ["auth.domain"]);
+        assert_eq!(
+            p.effective
+                .auth
+                .expect("auth")
+                .domain_ntlm
+                .map(|d| d.workers),
+            Some(4)
+        );
     }
 
     #[test]

@@ -256,6 +256,32 @@ pub struct Accepted {
     pub exported_session_key: Key16,
 }
 
+/// What [`PendingHandshake::precheck`] found in an AUTHENTICATE_MESSAGE that passed the checks
+/// needing no key: what a domain controller needs to verify the NTLMv2 response
+/// (`wbcAuthenticateUserEx` / NETLOGON: the server challenge and the NT response). Public data:
+/// all of it travelled in clear.
+#[derive(Debug, Clone, Copy)]
+pub struct Prechecked<'a> {
+    server_challenge: [u8; 8],
+    nt_proof_str: [u8; 16],
+    blob: &'a [u8],
+}
+
+impl Prechecked<'_> {
+    /// The server challenge the response answers.
+    pub fn server_challenge(&self) -> [u8; 8] {
+        self.server_challenge
+    }
+
+    /// The NTLMv2 response as sent: NTProofStr (16 bytes) then the client challenge blob.
+    pub fn nt_response(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.blob.len());
+        out.extend_from_slice(&self.nt_proof_str);
+        out.extend_from_slice(self.blob);
+        out
+    }
+}
+
 impl PendingHandshake {
     /// The CHALLENGE_MESSAGE bytes (the caller base64-encodes them into `gssapi-data`).
     pub fn challenge_message(&self) -> Vec<u8> {
@@ -303,6 +329,31 @@ impl PendingHandshake {
         nt_hash: &NtHash,
         now: SystemTime,
     ) -> Result<Accepted, NtlmError> {
+        let pre = self.precheck(authenticate)?;
+        let ntowf = crypto::ntowfv2(nt_hash, authenticate.user(), authenticate.domain());
+        // NTProofStr and SessionBaseKey are both keyed with NTOWFv2: prepare the key once.
+        let ntowf_mac = HmacMd5Key::new(ntowf.as_bytes());
+        let proof = ntowf_mac.mac(&[&self.server_challenge, pre.blob]);
+        if !bool::from(proof.ct_eq(&pre.nt_proof_str)) {
+            return Err(NtlmError::WrongPassword);
+        }
+        let session_base_key = Key16::from_bytes(ntowf_mac.mac(&[&proof]));
+        self.accept_with_session_base_key(authenticate, &session_base_key, now)
+    }
+
+    /// The checks of [`accept`](Self::accept) that need no key (NTLMv2 response present,
+    /// UNICODE, SIGN, ESS and KEY_EXCH negotiated, a user name, a 16-byte
+    /// EncryptedRandomSessionKey), for a server that has the NTLMv2 response verified elsewhere:
+    /// by the domain controller (winbind), which answers with the SessionBaseKey ("user session
+    /// key"). Returns what that verifier needs: the NT response as sent, the user and domain as
+    /// sent (NTOWFv2 covers them, so they must reach the domain unchanged).
+    ///
+    /// Then call [`accept_with_session_base_key`](Self::accept_with_session_base_key) with the
+    /// key the verifier returned.
+    pub fn precheck<'a>(
+        &self,
+        authenticate: &AuthenticateMessage<'a>,
+    ) -> Result<Prechecked<'a>, NtlmError> {
         let v2 = match authenticate.nt_response() {
             NtResponse::V2(v2) => v2,
             NtResponse::V1 => return Err(NtlmError::NotNtlmV2(LegacyAuth::NtlmV1)),
@@ -324,25 +375,64 @@ impl PendingHandshake {
         if authenticate.user().is_empty() {
             return Err(NtlmError::Malformed("empty user name"));
         }
+        if authenticate.encrypted_session_key().len() != 16 {
+            return Err(NtlmError::Malformed(
+                "EncryptedRandomSessionKey is not 16 bytes",
+            ));
+        }
+        Ok(Prechecked {
+            server_challenge: self.server_challenge,
+            nt_proof_str: v2.nt_proof_str,
+            blob: v2.blob,
+        })
+    }
+
+    /// The rest of [`accept_detailed`](Self::accept_detailed) once the NTLMv2 response is known
+    /// to be genuine and `session_base_key` is its SessionBaseKey (from the NT hash here, or from
+    /// the domain controller): runs [`precheck`](Self::precheck) again (cheap), derives the
+    /// ExportedSessionKey (KEY_EXCH), checks the MIC when the client flagged one, and the client
+    /// timestamp, then builds the session exactly as the local path does.
+    ///
+    /// The caller vouches for the key: this does not (cannot) check that it belongs to the
+    /// NTLMv2 response. A wrong key gives a session whose signatures never verify, and a MIC
+    /// (when flagged) that does not match.
+    pub fn accept_with_session_base_key(
+        &self,
+        authenticate: &AuthenticateMessage<'_>,
+        session_base_key: &Key16,
+        now: SystemTime,
+    ) -> Result<Accepted, NtlmError> {
+        self.precheck(authenticate)?;
         let encrypted_key: [u8; 16] = authenticate
             .encrypted_session_key()
             .try_into()
             .map_err(|_| NtlmError::Malformed("EncryptedRandomSessionKey is not 16 bytes"))?;
-
-        let ntowf = crypto::ntowfv2(nt_hash, authenticate.user(), authenticate.domain());
-        // NTProofStr and SessionBaseKey are both keyed with NTOWFv2: prepare the key once.
-        let ntowf_mac = HmacMd5Key::new(ntowf.as_bytes());
-        let proof = ntowf_mac.mac(&[&self.server_challenge, v2.blob]);
-        if !bool::from(proof.ct_eq(&v2.nt_proof_str)) {
-            return Err(NtlmError::WrongPassword);
-        }
-        let session_base_key = Key16::from_bytes(ntowf_mac.mac(&[&proof]));
-        let exported_session_key = crypto::exported_session_key(&session_base_key, &encrypted_key);
+        let exported_session_key = crypto::exported_session_key(session_base_key, &encrypted_key);
 
         if authenticate.has_mic() {
             self.check_mic(authenticate.as_bytes(), &exported_session_key)?;
         }
+        self.check_client_time(authenticate, now)?;
 
+        let session =
+            NtlmSession::from_exported_session_key(&exported_session_key, authenticate.flags())?;
+        Ok(Accepted {
+            session,
+            exported_session_key,
+        })
+    }
+
+    /// The client timestamp (its MsvAvTimestamp, else the NTLMv2 blob's) within the configured
+    /// clock skew of `now`. Part of [`accept`](Self::accept); public so that a server handing the
+    /// response to the domain can refuse a stale one before the round trip.
+    pub fn check_client_time(
+        &self,
+        authenticate: &AuthenticateMessage<'_>,
+        now: SystemTime,
+    ) -> Result<(), NtlmError> {
+        let NtResponse::V2(v2) = authenticate.nt_response() else {
+            return Err(NtlmError::NotNtlmV2(LegacyAuth::NtlmV1));
+        };
         let client_time = i128::from(v2.av_timestamp.unwrap_or(v2.blob_timestamp));
         let server_time = ticks_since_1601(now);
         let max_ticks = (self.template.max_clock_skew.as_nanos() / 100) as i128;
@@ -352,12 +442,7 @@ impl PendingHandshake {
                 max_secs: self.template.max_clock_skew.as_secs(),
             });
         }
-
-        let session = NtlmSession::from_exported_session_key(&exported_session_key, negotiated)?;
-        Ok(Accepted {
-            session,
-            exported_session_key,
-        })
+        Ok(())
     }
 
     fn check_mic(&self, auth: &[u8], exported_session_key: &Key16) -> Result<(), NtlmError> {

@@ -15,7 +15,11 @@
 //! 2. [`AuthenticateMessage::parse`] bounds-checks the client's AUTHENTICATE_MESSAGE; the caller
 //!    looks up the user's [`NtHash`] by [`AuthenticateMessage::user`] / [`AuthenticateMessage::domain`].
 //! 3. [`PendingHandshake::accept`] verifies the NTLMv2 proof (NTProofStr), the MIC when the client
-//!    flags one, and the client timestamp, and derives an [`NtlmSession`].
+//!    flags one, and the client timestamp, and derives an [`NtlmSession`]. A server that has the
+//!    NTLMv2 response verified by the domain (winbind) splits this step:
+//!    [`PendingHandshake::precheck`] (the checks needing no key; gives the NT response to send),
+//!    then [`PendingHandshake::accept_with_session_base_key`] with the key the domain returned
+//!    (KEY_EXCH, MIC, timestamp, the same session).
 //! 4. [`NtlmSession`] signs and verifies [MS-SIPAE] message signatures (connectionless GSS_GetMIC
 //!    with the constant sequence number 100).
 //!
@@ -59,7 +63,9 @@ mod session;
 pub mod time;
 
 pub use authenticate::AuthenticateMessage;
-pub use challenge::{Accepted, AcceptorConfig, NtlmAcceptor, PendingHandshake, ServerIdentity};
+pub use challenge::{
+    Accepted, AcceptorConfig, NtlmAcceptor, PendingHandshake, Prechecked, ServerIdentity,
+};
 pub use crypto::{Key16, NtHash};
 pub use error::{LegacyAuth, NtlmError};
 pub use session::{NtlmSession, SIPAE_SEQ_NUM, signature_from_hex, signature_to_hex};

@@ -72,6 +72,31 @@ fn random_handshakes_authenticate_and_sign_both_ways() {
         assert_eq!(msg.has_mic(), mic == MicPolicy::Include);
         let accepted = pending.accept_detailed(&msg, &nt, now).unwrap();
         assert_eq!(accepted.exported_session_key, out.exported_session_key);
+        // The split path (the domain verifies the response and returns the SessionBaseKey, as
+        // winbind does) gives the same keys.
+        let pre = pending.precheck(&msg).unwrap();
+        assert_eq!(pre.server_challenge(), pending.server_challenge());
+        let nt_response = pre.nt_response();
+        let ntowf = crypto::ntowfv2(&nt, &user, &domain);
+        let proof: [u8; 16] = nt_response[..16].try_into().unwrap();
+        assert_eq!(
+            crypto::nt_proof_str(&ntowf, &pending.server_challenge(), &nt_response[16..]),
+            proof
+        );
+        let base = crypto::session_base_key(&ntowf, &proof);
+        let split = pending
+            .accept_with_session_base_key(&msg, &base, now)
+            .unwrap();
+        assert_eq!(split.exported_session_key, out.exported_session_key);
+        if msg.has_mic() {
+            // Another key (the domain vouching for someone else's response) fails the MIC.
+            assert_eq!(
+                pending
+                    .accept_with_session_base_key(&msg, &sagw_ntlm::Key16::from_bytes([9; 16]), now)
+                    .unwrap_err(),
+                NtlmError::BadMic
+            );
+        }
         let server = accepted.session;
 
         let len = rng.below(400) as usize;

@@ -325,6 +325,34 @@ impl NtlmClient {
     }
 }
 
+/// What the gateway does with a [`Decision::Deferred`]: the job runs on another thread (a worker,
+/// which counts nothing: checked against the counters of `scheme`), its outcome is filed, and the
+/// same request is judged again, which takes the outcome.
+pub fn judge_deferred(
+    core: &SecurityCore,
+    job: &sagw_auth::AuthJob,
+    m: &Message,
+    scheme: sagw_auth::Scheme,
+    now: SystemTime,
+    rng: &mut dyn Rng,
+) -> Decision {
+    let before = core.counters().snapshot();
+    let outcome = std::thread::scope(|s| s.spawn(|| core.run_job(job)).join().expect("worker"));
+    assert_eq!(
+        before.scheme(scheme),
+        core.counters().snapshot().scheme(scheme),
+        "a worker counts nothing"
+    );
+    core.job_done(*job.key(), outcome, now);
+    let again = core.on_request(m, &ctx(), now, rng);
+    assert!(
+        !matches!(again, Decision::Deferred(_)),
+        "judged with the outcome"
+    );
+    assert_eq!(core.jobs_waiting(), 0, "the outcome was taken");
+    again
+}
+
 /// A response the gateway would send to `req` (status line + the dialog headers).
 pub fn response_to(req: &Message, code: u16, reason: &str, extra: &[&str]) -> Message {
     let mut s = format!("SIP/2.0 {code} {reason}\r\n");

@@ -174,8 +174,11 @@ impl Server {
                     .finish_response(&mut r, &f.verified, now, &mut *rng);
                 vec![r]
             }
-            // This core accepts Kerberos inline: nothing is ever deferred.
-            Decision::Discard(_) | Decision::Deferred(_) => Vec::new(),
+            // This core accepts Kerberos inline and has no domain: nothing is ever deferred or
+            // unavailable.
+            Decision::Discard(_) | Decision::Deferred(_) | Decision::Unavailable { .. } => {
+                Vec::new()
+            }
             Decision::Authenticated(auth) => {
                 let mut out = Vec::new();
                 if method == "OPTIONS"

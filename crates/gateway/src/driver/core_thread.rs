@@ -18,10 +18,10 @@ pub(super) struct Core {
     /// In listener order; the first is where datagrams to an address (next hops) leave from.
     pub(super) udp: Vec<UdpListener>,
     pub(super) pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
-    /// The security core and the workers that accept its Kerberos AP-REQs.
-    pub(super) kerberos: Option<(
+    /// The security core and the workers that run its deferred sign-ins (one pool per kind).
+    pub(super) jobs: Option<(
         Arc<sagw_auth::SecurityCore>,
-        Arc<crate::kerberos_jobs::KerberosWorkers>,
+        Vec<Arc<crate::auth_jobs::AuthWorkers>>,
     )>,
     /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
     pub(super) save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
@@ -282,7 +282,7 @@ impl Core {
                     self.edge.handle_inbound(inb, now());
                 }
             }
-            Event::Kerberos(done) => self.kerberos_done(*done),
+            Event::AuthJob(done) => self.job_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
             Event::PeerTrusted(id) => self.edge.trust_stream_flow(id),
             Event::OutboundClosed((transport, addr)) => {
@@ -327,12 +327,14 @@ impl Core {
     /// A worker's outcome: filed with the core, then the request goes through the proxy again and
     /// the core judges it with the outcome. A request whose connection closed meanwhile is
     /// dropped (a binding on a closed flow would never be removed).
-    fn kerberos_done(&mut self, done: crate::kerberos_jobs::Done) {
-        let Some((security, workers)) = &self.kerberos else {
+    fn job_done(&mut self, done: crate::auth_jobs::Done) {
+        let Some((security, pools)) = &self.jobs else {
             return;
         };
         let now = now();
-        workers.finished(&done.key);
+        if let Some(workers) = pools.iter().find(|w| w.kind() == done.kind) {
+            workers.finished(&done.key);
+        }
         let stream = matches!(done.flow.transport, Transport::Tcp | Transport::Tls);
         let open = || {
             self.shared
@@ -341,10 +343,10 @@ impl Core {
                 .is_ok_and(|t| t.by_id.contains_key(&done.flow.id))
         };
         if stream && !open() {
-            debug!(remote = %done.flow.remote, "Kerberos sign-in of a closed connection dropped");
+            debug!(remote = %done.flow.remote, kind = done.kind.label(), "sign-in of a closed connection dropped");
             return;
         }
-        security.kerberos_job_done(done.key, done.outcome, now.wall);
+        security.job_done(done.key, done.outcome, now.wall);
         self.edge.handle_inbound(
             Inbound {
                 message: done.message,

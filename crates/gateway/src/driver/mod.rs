@@ -147,8 +147,8 @@ impl CoreWake {
 
 enum Event {
     Inbound(Inbound),
-    /// A Kerberos AP-REQ accepted (or refused) by a worker, with the request it came in.
-    Kerberos(Box<crate::kerberos_jobs::Done>),
+    /// A deferred sign-in a worker finished (Kerberos, domain NTLM), with its request.
+    AuthJob(Box<crate::auth_jobs::Done>),
     /// The store task's answer (pools).
     Pool(crate::pool::PoolEvent),
     Closed(FlowId),
@@ -423,7 +423,25 @@ fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<S
 /// Bind everything and start serving, with the authentication stage `[auth]` describes (none when
 /// it is disabled).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
-    start_auth(settings, None).await
+    start_auth(settings, AuthSeams::default()).await
+}
+
+/// What a test plugs into the authentication stage instead of what the configuration builds.
+#[derive(Default)]
+pub struct AuthSeams {
+    /// The Kerberos acceptor (instead of MIT's from the keytab).
+    pub kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
+    /// The domain's NTLM verifier (instead of winbind from `[auth.domain]`); its workers take
+    /// `[auth.domain]`'s sizes, or their defaults when the section is absent.
+    pub domain_ntlm: Option<Arc<dyn sagw_auth::DomainNtlmVerifier>>,
+    /// The directory of SIP identities for domain accounts (NTLM through the domain, Kerberos).
+    /// The configuration installs none yet: `[auth.directory]` lands separately.
+    pub directory: Option<Arc<dyn sagw_auth::AccountDirectory>>,
+}
+
+/// [`start`] with test seams ([`AuthSeams`]): a slow domain, a fake directory.
+pub async fn start_with_seams(settings: Settings, seams: AuthSeams) -> Result<Running, StartError> {
+    start_auth(settings, seams).await
 }
 
 /// [`start`] with `kerberos` as the Kerberos acceptor instead of MIT's from the keytab: a test
@@ -432,19 +450,23 @@ pub async fn start_with_kerberos_backend(
     settings: Settings,
     kerberos: Box<dyn sagw_auth::KerberosBackend>,
 ) -> Result<Running, StartError> {
-    start_auth(settings, Some(kerberos)).await
+    start_auth(
+        settings,
+        AuthSeams {
+            kerberos: Some(kerberos),
+            ..AuthSeams::default()
+        },
+    )
+    .await
 }
 
-async fn start_auth(
-    settings: Settings,
-    kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
-) -> Result<Running, StartError> {
+async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, StartError> {
     let state = crate::state::StateSetup::open(&settings.state).await?;
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
         );
-        return start_inner(settings, Box::new(NoAuth), None, state, None, None).await;
+        return start_inner(settings, Box::new(NoAuth), None, state, None, Vec::new()).await;
     };
     let mut rng = crate::auth::OsRng::new()?;
     let keys = crate::auth::SharedKeys {
@@ -458,17 +480,50 @@ async fn start_auth(
         },
     };
     let (mut core, users, router) =
-        crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), kerberos)?;
+        crate::auth::build_core_with_backend(&a, &mut rng, Some(&keys), seams.kerberos)?;
+    let mut workers = Vec::new();
     // AP-REQs are accepted by worker threads, never on the core thread (docs/pools.md).
-    let workers = (core.serves_kerberos() && a.kerberos_workers > 0).then(|| {
-        crate::kerberos_jobs::KerberosWorkers::new(
+    if core.serves_kerberos() && a.kerberos_workers > 0 {
+        workers.push(crate::auth_jobs::AuthWorkers::new(
+            sagw_auth::JobKind::Kerberos,
             a.kerberos_workers,
             a.kerberos_queue,
             settings.retry_after,
-        )
-    });
-    if workers.is_some() {
+        ));
         core = core.with_kerberos_offload();
+    }
+    // NTLM users outside the credentials file: verified by the domain, on their own workers.
+    let domain: Option<(Arc<dyn sagw_auth::DomainNtlmVerifier>, _)> = match (
+        seams.domain_ntlm,
+        &a.domain_ntlm,
+    ) {
+        (Some(v), d) => Some((v, d.clone().unwrap_or_default())),
+        (None, Some(d)) => {
+            let verifier = crate::domain::WinbindVerifier::load(&d.library)
+                .map_err(crate::auth::AuthSetupError::from)?;
+            info!(library = %d.library, workers = d.workers, "NTLM users outside the credentials file are verified by the domain (winbind)");
+            Some((Arc::new(verifier), d.clone()))
+        }
+        (None, None) => None,
+    };
+    if let Some((verifier, d)) = domain {
+        core = core.with_domain_ntlm(
+            verifier,
+            sagw_auth::DomainSettings {
+                retry_after_secs: u32::try_from(d.retry_after.as_secs()).unwrap_or(u32::MAX),
+            },
+        );
+        workers.push(crate::auth_jobs::AuthWorkers::new(
+            sagw_auth::JobKind::DomainNtlm,
+            d.workers,
+            d.queue,
+            d.retry_after,
+        ));
+    }
+    // The directory of SIP identities for domain accounts: a test's seam for now; `[auth.directory]`
+    // (crate::directory::build, landing separately) installs its LDAP directory here.
+    if let Some(directory) = seams.directory {
+        core = core.with_directory(directory);
     }
     if let Some(store) = &state.store {
         // An authenticator accepted by one gateway is refused by every other (MIT's replay
@@ -493,8 +548,8 @@ async fn start_auth(
     let mut stage =
         crate::auth::SecurityStage::new(core.clone(), Box::new(rng), a.director.clone())
             .with_router(router);
-    if let Some(w) = &workers {
-        stage = stage.with_kerberos_workers(w.clone());
+    for w in &workers {
+        stage = stage.with_workers(w.clone());
     }
     let live = AuthLive {
         routing: stage.routing(),
@@ -518,7 +573,7 @@ pub async fn start_with_auth(
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
     let state = crate::state::StateSetup::open(&settings.state).await?;
-    start_inner(settings, auth, None, state, None, None).await
+    start_inner(settings, auth, None, state, None, Vec::new()).await
 }
 
 async fn start_inner(
@@ -531,7 +586,7 @@ async fn start_inner(
     )>,
     state: crate::state::StateSetup,
     restored_bindings: Option<Vec<u8>>,
-    kerberos: Option<Arc<crate::kerberos_jobs::KerberosWorkers>>,
+    workers: Vec<Arc<crate::auth_jobs::AuthWorkers>>,
 ) -> Result<Running, StartError> {
     for w in settings.spoofable_trust() {
         warn!("{w}");
@@ -780,21 +835,22 @@ async fn start_inner(
         .publish(edge.hop_status(Instant::now()), &hop_origins);
 
     let mut tasks = Vec::new();
-    let kerberos = match (kerberos, &core) {
-        (Some(workers), Some((security, _, _))) => {
-            let (tx, wake) = (shared.events.clone(), shared.wake.clone());
-            workers
-                .start(
+    let jobs = match &core {
+        Some((security, _, _)) if !workers.is_empty() => {
+            for w in &workers {
+                let (tx, wake) = (shared.events.clone(), shared.wake.clone());
+                w.start(
                     security.clone(),
                     Box::new(move |done| {
                         // A worker is a plain thread: it may wait for room in the channel.
-                        let sent = tx.blocking_send(Event::Kerberos(Box::new(done))).is_ok();
+                        let sent = tx.blocking_send(Event::AuthJob(Box::new(done))).is_ok();
                         wake.notify();
                         sent
                     }),
                 )
                 .map_err(StartError::Core)?;
-            let _ = metrics.kerberos_jobs.set(workers.clone());
+            }
+            let _ = metrics.auth_jobs.set(workers.clone());
             Some((security.clone(), workers))
         }
         _ => None,
@@ -855,7 +911,7 @@ async fn start_inner(
         shared: shared.clone(),
         udp,
         pending: HashMap::new(),
-        kerberos,
+        jobs,
         save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
         pool,
         pool_events,

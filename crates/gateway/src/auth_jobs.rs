@@ -1,18 +1,20 @@
-//! Kerberos acceptance off the core thread.
+//! Sign-ins off the core thread: Kerberos AP-REQs and NTLM responses the domain verifies.
 //!
 //! An AP-REQ costs MIT a keytab read and a replay-cache file lock and write (about 0.1 ms, longer
-//! when the disk is slow), and a pool adds a store round trip for the cross-node replay check: none
-//! of it may stall the core thread, which every other message waits on. So the security core,
-//! built with `with_kerberos_offload`, answers a Kerberos sign-in with
-//! [`Decision::Deferred`](sagw_auth::Decision::Deferred); the authentication stage hands the job
-//! (with the request and its flow) to this bounded queue and tells the proxy
-//! [`InboundVerdict::Held`](sagw_proxy::InboundVerdict::Held); a worker thread runs
-//! [`SecurityCore::run_kerberos_job`] and posts the outcome back to the core thread, which files
-//! it ([`SecurityCore::kerberos_job_done`]) and hands the request to the proxy again: this time the
-//! core takes the outcome instead of accepting.
+//! when the disk is slow), and a pool adds a store round trip for the cross-node replay check; an
+//! NTLM response of a domain user is a round trip to winbindd and on to a domain controller
+//! (~6.5 ms, seconds when a DC is slow), plus a directory lookup when one is configured. None of
+//! it may stall the core thread, which every other message waits on. So the security core answers
+//! such a sign-in with [`Decision::Deferred`](sagw_auth::Decision::Deferred); the authentication
+//! stage hands the job (with the request and its flow) to the bounded queue of its kind (one
+//! [`AuthWorkers`] per [`JobKind`]: a slow DC does not hold Kerberos sign-ins up) and tells the
+//! proxy [`InboundVerdict::Held`](sagw_proxy::InboundVerdict::Held); a worker thread runs
+//! [`SecurityCore::run_job`] and posts the outcome back to the core thread, which files it
+//! ([`SecurityCore::job_done`]) and hands the request to the proxy again: this time the core
+//! takes the outcome instead of deferring.
 //!
-//! A retransmission of a request whose AP-REQ is being accepted (same token) is dropped: the
-//! answer to the original will come. A full queue answers 503 with Retry-After.
+//! A retransmission of a request whose job is running (same token) is dropped: the answer to the
+//! original will come. A full queue answers 503 with Retry-After.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use sagw_auth::{KerberosJob, KerberosOutcome, SecurityCore};
+use sagw_auth::{AuthJob, AuthOutcome, JobKind, SecurityCore};
 use sagw_proxy::Flow;
 use sagw_sip::Message;
 use tracing::{debug, error};
@@ -30,10 +32,10 @@ use tracing::{debug, error};
 /// report): its token may be submitted again.
 const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A request waiting for its AP-REQ to be accepted.
+/// A request waiting for its sign-in step.
 pub struct Job {
     /// What the core asked for.
-    pub job: KerberosJob,
+    pub job: AuthJob,
     /// The request as the stage saw it, to hand back to the proxy.
     pub message: Message,
     /// The flow it came in on.
@@ -42,10 +44,12 @@ pub struct Job {
 
 /// A job done: what the core thread files and hands back.
 pub struct Done {
-    /// The job's key ([`KerberosJob::key`]).
+    /// The job's key ([`AuthJob::key`]).
     pub key: [u8; 32],
+    /// Which pool ran it.
+    pub kind: JobKind,
     /// Accepted, or why not.
-    pub outcome: KerberosOutcome,
+    pub outcome: AuthOutcome,
     /// The request.
     pub message: Message,
     /// Its flow.
@@ -61,12 +65,12 @@ impl std::fmt::Debug for Done {
     }
 }
 
-/// What [`KerberosWorkers::submit`] did with a job.
+/// What [`AuthWorkers::submit`] did with a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
     /// Queued for a worker.
     Queued,
-    /// The same token is being accepted already (a retransmission): dropped.
+    /// The same token is being worked on already (a retransmission): dropped.
     InFlight,
     /// The queue is full: answer 503.
     Full,
@@ -88,8 +92,9 @@ pub struct WorkerStats {
     pub done: AtomicU64,
 }
 
-/// The bounded queue and its worker threads.
-pub struct KerberosWorkers {
+/// The bounded queue of one kind of job and its worker threads.
+pub struct AuthWorkers {
+    kind: JobKind,
     tx: SyncSender<Job>,
     rx: Mutex<Option<Receiver<Job>>>,
     workers: usize,
@@ -100,21 +105,23 @@ pub struct KerberosWorkers {
     pub stats: WorkerStats,
 }
 
-impl std::fmt::Debug for KerberosWorkers {
+impl std::fmt::Debug for AuthWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KerberosWorkers")
+        f.debug_struct("AuthWorkers")
+            .field("kind", &self.kind)
             .field("workers", &self.workers)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
 
-impl KerberosWorkers {
-    /// `workers` threads (started by [`start`](Self::start)) behind a queue of `queue` jobs;
-    /// `retry_after` goes into the 503 of a full queue.
-    pub fn new(workers: usize, queue: usize, retry_after: Duration) -> Arc<Self> {
+impl AuthWorkers {
+    /// `workers` threads (started by [`start`](Self::start)) for jobs of `kind` behind a queue
+    /// of `queue` jobs; `retry_after` goes into the 503 of a full queue.
+    pub fn new(kind: JobKind, workers: usize, queue: usize, retry_after: Duration) -> Arc<Self> {
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
-        Arc::new(KerberosWorkers {
+        Arc::new(AuthWorkers {
+            kind,
             tx,
             rx: Mutex::new(Some(rx)),
             workers: workers.max(1),
@@ -123,6 +130,11 @@ impl KerberosWorkers {
             retry_after,
             stats: WorkerStats::default(),
         })
+    }
+
+    /// The kind of job these workers run.
+    pub fn kind(&self) -> JobKind {
+        self.kind
     }
 
     /// The Retry-After of a full queue.
@@ -137,17 +149,21 @@ impl KerberosWorkers {
         };
         let rx = Arc::new(Mutex::new(rx));
         let sink: Arc<Sink> = Arc::new(sink);
+        let prefix = match self.kind {
+            JobKind::Kerberos => "sagw-krb",
+            JobKind::DomainNtlm => "sagw-domain",
+        };
         for n in 0..self.workers {
-            let (rx, core, sink) = (rx.clone(), core.clone(), sink.clone());
+            let (rx, core, sink, kind) = (rx.clone(), core.clone(), sink.clone(), self.kind);
             std::thread::Builder::new()
-                .name(format!("sagw-krb-{n}"))
-                .spawn(move || worker(&rx, &core, &sink))?;
+                .name(format!("{prefix}-{n}"))
+                .spawn(move || worker(kind, &rx, &core, &sink))?;
         }
         Ok(())
     }
 
     /// Queues a job, unless the same token is in flight or the queue is full.
-    pub fn submit(&self, job: KerberosJob, message: Message, flow: Flow) -> Submitted {
+    pub fn submit(&self, job: AuthJob, message: Message, flow: Flow) -> Submitted {
         let key = *job.key();
         let now = Instant::now();
         {
@@ -190,7 +206,7 @@ impl KerberosWorkers {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>, core: &SecurityCore, sink: &Sink) {
+fn worker(kind: JobKind, rx: &Mutex<Receiver<Job>>, core: &SecurityCore, sink: &Sink) {
     loop {
         // One idle worker waits in `recv` holding the lock, the others wait for the lock.
         let next = rx.lock().recv();
@@ -198,21 +214,31 @@ fn worker(rx: &Mutex<Receiver<Job>>, core: &SecurityCore, sink: &Sink) {
             // Every sender is gone: the gateway stopped.
             return;
         };
-        let run = std::panic::AssertUnwindSafe(|| core.run_kerberos_job(&job));
+        let run = std::panic::AssertUnwindSafe(|| core.run_job(&job));
         let outcome = match std::panic::catch_unwind(run) {
             Ok(o) => o,
             Err(_) => {
-                error!("a Kerberos worker panicked accepting an AP-REQ; the request is refused");
-                KerberosOutcome::refused(sagw_auth::Reason::KerberosRejected)
+                error!(
+                    kind = kind.label(),
+                    "a sign-in worker panicked; the request is refused"
+                );
+                let reason = match kind {
+                    JobKind::Kerberos => sagw_auth::Reason::KerberosRejected,
+                    JobKind::DomainNtlm => sagw_auth::Reason::DomainRefused,
+                };
+                AuthOutcome::refused(kind, reason)
             }
         };
-        if outcome.registry_unavailable {
+        if let AuthOutcome::Kerberos(k) = &outcome
+            && k.registry_unavailable
+        {
             debug!(
                 "Kerberos replay registry unavailable: AP-REQ accepted on MIT's replay cache alone"
             );
         }
         let done = Done {
             key: *job.key(),
+            kind,
             outcome,
             message,
             flow,

@@ -1,0 +1,161 @@
+//! The sign-ins the core runs off its caller's thread ([`Decision::Deferred`]): running a job on
+//! a worker ([`SecurityCore::run_job`]), filing its outcome ([`SecurityCore::job_done`]), and the
+//! NTLM final leg of a user the domain verifies. Kerberos's leg stays with the other legs in
+//! `security.rs`; it takes its outcome from the same table.
+
+use super::*;
+
+impl SecurityCore {
+    /// Runs a deferred sign-in step. Blocking (MIT's file replay cache, a store round trip, a
+    /// domain controller, the directory): for a worker thread. Counts nothing; the request it
+    /// belongs to counts as before when it is judged again.
+    pub fn run_job(&self, job: &AuthJob) -> AuthOutcome {
+        match job {
+            AuthJob::Kerberos(job) => AuthOutcome::Kerberos(self.run_kerberos_job(job)),
+            AuthJob::DomainNtlm(job) => AuthOutcome::DomainNtlm(crate::domain::run(
+                self.domain_ntlm.as_deref(),
+                self.directory.as_deref(),
+                job,
+                |user| self.default_identity(user),
+            )),
+        }
+    }
+
+    /// Accepts a deferred AP-REQ: the backend, the replay registry, then the directory.
+    fn run_kerberos_job(&self, job: &KerberosJob) -> KerberosOutcome {
+        let mut outcome = match &self.kerberos {
+            Some(backend) => self.accept_kerberos(backend.as_ref(), job.ap_req()),
+            None => KerberosOutcome {
+                result: Err(KerberosRejection {
+                    reason: Reason::UnsupportedScheme,
+                    detail: "Kerberos is not enabled".into(),
+                }),
+                registry_unavailable: false,
+                identity: None,
+            },
+        };
+        if let (Ok(accepted), Some(directory)) = (&outcome.result, &self.directory) {
+            outcome.identity = self.kerberos_identity(directory.as_ref(), accepted);
+        }
+        outcome
+    }
+
+    /// The directory's identity for an accepted principal; `None` for a principal with an
+    /// instance (refused by the leg, without asking).
+    pub(super) fn kerberos_identity(
+        &self,
+        directory: &dyn AccountDirectory,
+        accepted: &KerberosAccepted,
+    ) -> Option<Result<String, Reason>> {
+        principal_to_identity(&accepted.client_principal, None)?;
+        Some(
+            crate::domain::directory_identity(
+                directory,
+                DomainAccount::Kerberos {
+                    principal: &accepted.client_principal,
+                },
+            )
+            .map_err(|f| f.reason),
+        )
+    }
+
+    /// Files a worker's outcome for the request of `key`, which the caller judges again next.
+    pub fn job_done(&self, key: [u8; 32], outcome: AuthOutcome, now: SystemTime) {
+        self.finished
+            .lock()
+            .insert(key, outcome.into(), unix_secs(now));
+    }
+
+    /// Outcomes filed and not yet taken (tests, gauges).
+    pub fn jobs_waiting(&self) -> usize {
+        self.finished.lock().len()
+    }
+
+    /// An NTLM final leg of a user the store does not have, with domain NTLM on: everything that
+    /// needs no key is checked here (a stale or malformed final leg never costs the domain a
+    /// round trip, nor the account a bad-password count), then the domain verifies the response
+    /// on a worker ([`Decision::Deferred`]), and with its SessionBaseKey the SA is made as for a
+    /// store user. A domain (or directory) that cannot answer gives 503 with Retry-After: the
+    /// handshake is not used up, the client may send the same final leg again.
+    pub(super) fn domain_ntlm_leg(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        leg: &NtlmFinalLeg<'_>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let mut fail = |reason: Reason| {
+            self.counters.handshake_failed(Scheme::Ntlm, reason);
+            self.rechallenge(msg, p, creds.family, reason, now, rng)
+        };
+        let pre = match leg.pending.precheck(leg.auth) {
+            Ok(pre) => pre,
+            Err(e) => return fail(ntlm_reason(&e)),
+        };
+        if let Err(e) = leg.pending.check_client_time(leg.auth, now) {
+            return fail(ntlm_reason(&e));
+        }
+        let key = sha256(&[leg.opaque.to_string().as_bytes(), b"\0", leg.bytes].concat());
+        let result = match self.finished.lock().take(&key, unix_secs(now)) {
+            Some(Finished::DomainNtlm(result)) => result,
+            // The outcome of another kind of job under this key: impossible (the key hashes
+            // the token); judged afresh.
+            Some(Finished::Kerberos { .. }) | None => {
+                return Decision::Deferred(AuthJob::DomainNtlm(DomainNtlmJob {
+                    key,
+                    user: leg.auth.user().to_owned(),
+                    domain: leg.auth.domain().to_owned(),
+                    workstation: leg.auth.workstation().to_owned(),
+                    server_challenge: pre.server_challenge(),
+                    nt_response: pre.nt_response(),
+                }));
+            }
+        };
+        let DomainSignIn {
+            session_base_key,
+            identity,
+        } = match result {
+            Ok(signed_in) => signed_in,
+            Err(failure) if failure.unavailable() => {
+                return self.unavailable(msg, Scheme::Ntlm, failure.reason);
+            }
+            Err(failure) => return fail(failure.reason),
+        };
+        let session =
+            match leg
+                .pending
+                .accept_with_session_base_key(leg.auth, &session_base_key, now)
+            {
+                Ok(accepted) => accepted.session,
+                Err(e) => return fail(ntlm_reason(&e)),
+            };
+        self.establish_ntlm(
+            msg,
+            p,
+            creds,
+            leg.opaque,
+            leg.challenge,
+            leg.epid,
+            session,
+            identity,
+            now,
+            rng,
+        )
+    }
+
+    /// 503 with Retry-After: the domain or the directory could not answer. Never a pass, and not
+    /// a refusal the client would take as final.
+    pub(super) fn unavailable(&self, msg: &Message, scheme: Scheme, reason: Reason) -> Decision {
+        self.counters.handshake_failed(scheme, reason);
+        if is_ack_or_cancel(msg) {
+            self.counters.discarded();
+            return Decision::Discard(reason);
+        }
+        Decision::Unavailable {
+            reason,
+            retry_after_secs: self.domain_settings.retry_after_secs,
+        }
+    }
+}
