@@ -2,23 +2,25 @@
 # Usage: scripts/fuzz-smoke.sh [SECONDS] [TARGET...]
 # Runs every cargo-fuzz target (`cargo fuzz list`, or the ones named) for SECONDS (default 60), one
 # job each. For each target: build it, replay its saved regression inputs
-# (fuzz/regressions/<target>/*, each once), then fuzz it from its corpus (fuzz/corpus/<target>/),
-# with fuzz/<target>.dict when there is one. Prints a short summary per target; when a target
-# fails to build, a regression input still crashes, or the fuzzer finds a crash (panic, sanitizer
-# report, leak, timeout), it prints what broke and the tail of the log, goes on, and the script
-# exits non-zero at the end.
-# Logs: fuzz/target/fuzz-smoke/<target>.log (and <target>.regressions.log); crash inputs:
-# fuzz/artifacts/<target>/.
+# (fuzz/regressions/<target>/*, each once), then fuzz it from its grown corpus
+# (fuzz/corpus/<target>/, written to) and its committed seeds (fuzz/seeds/<target>/, read only),
+# with its dictionary (fuzz/dict/<target>.dict). Build flags and limits: fuzz/env.sh (no sanitizer;
+# per input -timeout=10 s and -rss_limit_mb=2048, FUZZ_TIMEOUT / FUZZ_RSS_MB override).
 #
-# Needs cargo-fuzz (installed here when missing). RUSTC_BOOTSTRAP=1 lets a stable toolchain accept
-# the -Z sanitizer flags cargo-fuzz passes (nightly works as well).
+# A target fails when it does not build, a regression input still crashes, or fuzzing finds a
+# crash: a panic (every harness invariant is an assert), a timeout, memory over the limit, or a
+# run that overstays SECONDS + FUZZ_SMOKE_GRACE (default 300 s; killed, so the script cannot
+# hang). It then prints what broke and the tail of the log, goes on with the next target, and the
+# script exits non-zero at the end. libFuzzer keeps the crashing input in fuzz/artifacts/<target>/.
+# Logs: fuzz/target/fuzz-smoke/<target>.log (and <target>.regressions.log).
 set -uo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
 shift $(($# > 0 ? 1 : 0))
 tail_lines="${FUZZ_SMOKE_TAIL:-40}"
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || exit 1
-export RUSTC_BOOTSTRAP=1
+grace="${FUZZ_SMOKE_GRACE:-300}"
+# shellcheck source=../fuzz/env.sh
+source ./env.sh || exit 1
 logs=target/fuzz-smoke
 mkdir -p "$logs"
 if (($#)); then
@@ -29,11 +31,11 @@ elif ! targets=$(cargo fuzz list); then
 fi
 failed=()
 
-# The lines that say what broke (a panic's message, a sanitizer's verdict, a compiler error), then
+# The lines that say what broke (a panic's message, libFuzzer's verdict, a compiler error), then
 # the tail of the log.
 report() { # target, what, log
   echo "FAILED: $1: $2 (log: fuzz/$3)"
-  grep -a -m 3 -A 4 -E "panicked at|^error(\[|:)|ERROR: [A-Za-z]+Sanitizer|^SUMMARY: " "$3" | sed 's/^/  | /'
+  grep -a -m 3 -A 4 -E "panicked at|^error(\[|:)|ERROR: libFuzzer|ERROR: [A-Za-z]+Sanitizer|^SUMMARY: |^artifact_prefix|Test unit written to" "$3" | sed 's/^/  | /'
   echo "  last $tail_lines lines of the log:"
   tail -n "$tail_lines" "$3" | sed 's/^/    /'
   failed+=("$1 ($2)")
@@ -43,7 +45,7 @@ for t in $targets; do
   log="$logs/$t.log"
   : >"$log"
   echo "== fuzz $t for ${secs}s"
-  if ! cargo fuzz build "$t" >>"$log" 2>&1; then
+  if ! cargo fuzz build "${FUZZ_BUILD[@]}" "$t" >>"$log" 2>&1; then
     report "$t" "does not build" "$log"
     continue
   fi
@@ -55,18 +57,25 @@ for t in $targets; do
   if ((${#regressions[@]})); then
     # Files, not a directory: libFuzzer runs each once and stops at the first crash.
     rlog="$logs/$t.regressions.log"
-    if cargo fuzz run "$t" "${regressions[@]}" >"$rlog" 2>&1; then
+    if timeout -k 10 "$grace" cargo fuzz run "${FUZZ_BUILD[@]}" "$t" "${regressions[@]}" -- "${FUZZ_LIMITS[@]}" >"$rlog" 2>&1; then
       echo "   ${#regressions[@]} regression input(s) pass"
     else
       report "$t" "a regression input in fuzz/regressions/$t crashes" "$rlog"
     fi
   fi
-  args=(-max_total_time="$secs")
-  [[ -f "$t.dict" ]] && args+=(-dict="$t.dict")
-  if cargo fuzz run "$t" -- "${args[@]}" >>"$log" 2>&1; then
-    grep -E "^(Done|#[0-9]+[[:space:]]+DONE)" "$log" | sed 's/^/   /'
+  mkdir -p "corpus/$t"
+  seeds=()
+  [[ -d "seeds/$t" ]] && seeds=("seeds/$t")
+  # shellcheck disable=SC2046
+  timeout -k 10 $((secs + grace)) cargo fuzz run "${FUZZ_BUILD[@]}" "$t" "corpus/$t" "${seeds[@]}" -- \
+    -max_total_time="$secs" "${FUZZ_LIMITS[@]}" $(fuzz_dict "$t") -print_final_stats=1 >>"$log" 2>&1
+  rc=$?
+  if ((rc == 0)); then
+    grep -a -E "^(Done|#[0-9]+[[:space:]]+DONE)" "$log" | sed 's/^/   /'
+  elif ((rc == 124 || rc == 137)); then
+    report "$t" "still running after $((secs + grace))s (killed)" "$log"
   else
-    report "$t" "crashed while fuzzing" "$log"
+    report "$t" "crashed while fuzzing (exit $rc)" "$log"
   fi
 done
 

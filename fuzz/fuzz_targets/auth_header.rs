@@ -5,6 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, parse_challenges};
 
 fuzz_target!(|data: &[u8]| {
+    sagw_fuzz::planted_fault(data);
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };

@@ -4,6 +4,9 @@
 //! MIC) is built from the fuzz bytes and must be accepted as is; it is then mutated at
 //! fuzz-chosen positions and truncated, which must never panic (this reaches the MIC, clock and
 //! key-derivation paths that random bytes cannot, since they never carry a valid NTProofStr).
+//! Integrity (issue 17, asserted): the genuine message with one byte changed is refused when that
+//! byte is covered by the NTProofStr (the NtChallengeResponse field: the proof and the blob it is
+//! computed over) or, when the message carries a MIC, anywhere (the MIC covers the whole message).
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +40,14 @@ static PENDING: LazyLock<[PendingHandshake; 2]> = LazyLock::new(|| {
     ]
 });
 static NT: LazyLock<NtHash> = LazyLock::new(|| NtHash::from_password("Pa$$word"));
+
+/// Where the NtChallengeResponse (NTProofStr and the blob it covers) is in an AUTHENTICATE
+/// ([MS-NLMP] 2.2.1.3: its length at offset 20, its offset at 24).
+fn nt_response(msg: &[u8]) -> std::ops::Range<usize> {
+    let len = usize::from(u16::from_le_bytes([msg[20], msg[21]]));
+    let off = u32::from_le_bytes([msg[24], msg[25], msg[26], msg[27]]) as usize;
+    off.min(msg.len())..(off + len).min(msg.len())
+}
 
 fn exercise(bytes: &[u8], pending: &PendingHandshake) -> bool {
     let Ok(msg) = AuthenticateMessage::parse(bytes) else {
@@ -104,6 +115,29 @@ fuzz_target!(|data: &[u8]| {
         exercise(&out.message, pending),
         "genuine AUTHENTICATE must be accepted"
     );
+
+    // One covered byte changed: refused.
+    if let [hi, lo, x, ..] = mutations {
+        let covered = if mic == MicPolicy::Include {
+            0..out.message.len()
+        } else {
+            nt_response(&out.message)
+        };
+        if !covered.is_empty() {
+            let pos = covered.start + usize::from(u16::from_be_bytes([*hi, *lo])) % covered.len();
+            let mut m = out.message.clone();
+            m[pos] ^= if *x == 0 { 1 } else { *x };
+            assert!(
+                !exercise(&m, pending),
+                "AUTHENTICATE with byte {pos} changed (covered by {}) was accepted",
+                if mic == MicPolicy::Include {
+                    "the MIC"
+                } else {
+                    "the NTProofStr"
+                }
+            );
+        }
+    }
 
     // Mutations: pairs (position, xor mask).
     let mut m = out.message.clone();

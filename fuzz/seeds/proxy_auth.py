@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the proxy_auth fuzz target into fuzz/corpus/proxy_auth/seed-*.
+"""The seeds of the proxy_auth fuzz target (fuzz/seeds/make_seeds.py writes them to fuzz/seeds/proxy_auth/).
 
 Input format (see fuzz_targets/proxy_auth.rs): chunks separated by 0xFF, each a control byte
 (bits 0-1 sender: 0 alice as is, 1 alice signed by the harness, 2 mallory, 3 next hop; bits 2-4
@@ -7,10 +7,7 @@ time step; bits 5-7 repeat count) and a SIP message, in which ${via}, ${dialog},
 ${contact}, ${epid} and ${opaque} are filled in by the harness (header placeholders expand to
 whole lines, each ended by CRLF).
 
-Run from anywhere: python3 fuzz/seeds/proxy_auth.py
 """
-import os
-
 ALICE, ALICE_SIGNED, MALLORY, HOP = 0, 1, 2, 3
 GW = "192.0.2.1"
 D = "example.com"
@@ -108,6 +105,17 @@ SEEDS = {
                                    ["Route: <sip:127.0.0.1:22;transport=tcp;lr>"])),
         chunk(ALICE_SIGNED, alice_req("OPTIONS", "sip:127.0.0.1:22;transport=tcp", "ar2")),
     ),
+    # A Route naming a host: the edge asks for it to be resolved (the harness resolves names to
+    # loopback, and every other one also to the next hop); the policy is judged on the addresses.
+    "seed-route-to-name": seed(
+        chunk(ALICE_SIGNED, alice_req("MESSAGE", f"sip:bob@{D}", "rn1",
+                                      ["Route: <sip:internal.example.net:22;transport=tcp;lr>",
+                                       "Content-Type: text/plain"], body="ssh?")),
+        chunk(ALICE_SIGNED, alice_req("MESSAGE", f"sip:bob@{D}", "rn2",
+                                      ["Route: <sip:hops.example.net;lr>"], body="x")),
+        chunk(MALLORY, mallory_req("MESSAGE", f"sip:bob@{D}", "rn3",
+                                   ["Route: <sip:internal.example.net:22;transport=tcp;lr>"])),
+    ),
     # A call from alice through the next hop: INVITE (signed), 180 and 200 from the next hop
     # (built from the request it got), ACK and BYE along the Record-Route.
     "seed-call-through-hop": seed(
@@ -177,16 +185,3 @@ SEEDS = {
         chunk(MALLORY, mallory_req("OPTIONS", f"sip:{D}", "mo1", to=f"<sip:{D}>")),
     ),
 }
-
-
-def main():
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus", "proxy_auth")
-    os.makedirs(out, exist_ok=True)
-    for name, data in SEEDS.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
-    print(f"{len(SEEDS)} seeds in {os.path.normpath(out)}")
-
-
-if __name__ == "__main__":
-    main()
