@@ -7,6 +7,8 @@
 //! * Point 8: OPTIONS for the served domain itself is answered by the gateway, signed.
 //! * Point 5: a signed-in client's Route to an address that is no next hop gets 403, and the
 //!   gateway opens no connection there.
+//! * Found by the `proxy_edge` fuzz campaign (issue 17): a request from another address that
+//!   reuses the Via of a client's transaction is not taken as its retransmission.
 
 mod auth_support;
 
@@ -157,4 +159,67 @@ async fn options_for_the_domain_itself_gets_a_signed_200() {
     let done = r.unwrap_or_else(|f| panic!("OPTIONS: {f}\n{}", alice.trace()));
     assert_eq!(done.status, 200, "{done:?}");
     assert!(verified(&done.signature), "{done:?}");
+}
+
+/// Found by the `proxy_edge` fuzz campaign (issue 17): a request from another address that
+/// reuses the top Via (sent-by and branch) of a transaction a signed-in client opened was taken
+/// as that transaction's retransmission, before authentication, and its last response was sent
+/// again to the client. So anyone could make the gateway send to another peer (the next hop,
+/// for a transaction it opened) with an unsigned datagram. Fixed by "edge: a retransmission
+/// matches its transaction only from the flow that opened it".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reusing_another_peers_transaction_is_not_answered_to_that_peer() {
+    let gw = gateway(GwOptions::default()).await;
+    let gw_udp = addr(&gw, TransportKind::Udp);
+    let mut alice = Client::connect(
+        &gw,
+        TransportKind::Udp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = alice.sign_in().await;
+    r.unwrap_or_else(|f| panic!("alice: {f}\n{}", alice.trace()));
+    // A keep-alive OPTIONS for the served domain, answered (signed) by the gateway itself; over
+    // UDP its server transaction lingers for Timer J (32 s) to absorb retransmissions.
+    let options = alice
+        .ep
+        .request(
+            "OPTIONS",
+            &format!("sip:{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    let (r, _) = alice.drive(options.clone()).await;
+    let done = r.unwrap_or_else(|f| panic!("OPTIONS: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 200);
+    let mut unsigned = options.clone();
+    assert!(
+        unsigned.remove_header("Authorization") + unsigned.remove_header("Proxy-Authorization") > 0
+    );
+    let mallory = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    // Alice's request word for word (a copy seen on the wire), then without its signature.
+    for copy in [&options, &unsigned] {
+        mallory
+            .send_to(&copy.to_bytes(), gw_udp)
+            .await
+            .expect("send");
+        let again = alice
+            .next_response(Instant::now() + Duration::from_millis(500))
+            .await;
+        assert!(
+            again.is_none(),
+            "mallory's copy made the gateway answer alice again:\n{}",
+            again
+                .map(|m| String::from_utf8_lossy(&m.to_bytes()).into_owned())
+                .unwrap_or_default()
+        );
+    }
+    // Alice's own retransmission is still absorbed by her transaction: she gets the 200 again.
+    alice.conn.send(&options).await.expect("send");
+    let resent = alice
+        .next_response(Instant::now() + Duration::from_secs(2))
+        .await
+        .expect("alice's retransmission is answered");
+    assert_eq!(resent.status_code(), Some(200));
 }

@@ -264,6 +264,10 @@ pub enum DropReason {
     Invalid,
     /// A stray ACK or CANCEL response with nothing to do.
     Stray,
+    /// A request that matches a server transaction another flow opened: RFC 3261 §17.2.3 matches
+    /// on the top Via, which anyone can copy, so it is no retransmission of that transaction,
+    /// and answering it would send to that transaction's peer.
+    ForeignTransaction,
 }
 
 impl DropReason {
@@ -276,6 +280,7 @@ impl DropReason {
             DropReason::Auth => "auth",
             DropReason::Invalid => "invalid",
             DropReason::Stray => "stray",
+            DropReason::ForeignTransaction => "foreign_transaction",
         }
     }
 }

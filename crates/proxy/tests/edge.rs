@@ -294,6 +294,34 @@ Contact: <sip:carol@10.0.0.7>\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(h.edge.registrar().len(), 3);
 }
 
+/// Found by the `proxy_edge` fuzz target (issue 17): a copy of carol's REGISTER from another
+/// address matched her server transaction (RFC 3261 §17.2.3 keys on the Via alone) and made the
+/// edge send her last response to her again. A copy from elsewhere is dropped; carol's own
+/// retransmission is still answered.
+#[test]
+fn a_copy_of_a_request_from_another_flow_is_not_a_retransmission() {
+    let mut h = H::registrar();
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7;branch=z9hG4bKrr\r\n\
+From: <sip:carol@example.com>;tag=c\r\nTo: <sip:carol@example.com>\r\nCall-ID: rc\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:carol@10.0.0.7>\r\nContent-Length: 0\r\n\r\n";
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5060");
+    let mallory = flow(0, Transport::Udp, "198.51.100.66:5060");
+    let first = h.feed(carol, reg);
+    assert_eq!(first.len(), 1);
+    assert!(
+        h.feed(mallory, reg).is_empty(),
+        "a copy from elsewhere is not answered"
+    );
+    assert!(
+        h.reports()
+            .contains(&Report::Dropped(DropReason::ForeignTransaction))
+    );
+    let again = h.feed(carol, reg);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].to, Target::Flow(carol));
+    assert_eq!(again[0].msg.to_bytes(), first[0].msg.to_bytes());
+}
+
 #[test]
 fn cancel_before_answer() {
     let mut h = H::registrar();

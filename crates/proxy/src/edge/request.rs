@@ -62,6 +62,12 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
     }
     set_top_via(msg, &new);
 }
+/// True when `flow` is the one the server transaction's request came over (same transport and
+/// peer address: a UDP client's retransmissions come from the address it first used).
+fn opened_by(st: &ServerTx, flow: &Flow) -> bool {
+    st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+}
+
 /// True when the request belongs to a dialog (its To has a tag, RFC 3261 §12.2).
 fn in_dialog(msg: &Message) -> bool {
     msg.to().is_some_and(|t| t.param("tag").is_some())
@@ -104,12 +110,18 @@ impl Edge {
         // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
         // this same flow belongs to a request that was authenticated already (CANCEL can never be
         // challenged, RFC 3261 §22.1).
+        // A transaction is the flow's that opened it: the Via that keys it can be copied by anyone
+        // who saw the request, and a copy from elsewhere taken as a retransmission would make us
+        // send its last response to the opener, unauthenticated (found by the proxy_edge fuzz
+        // target). Such a copy is dropped, before authentication: no genuine peer sends one.
         let mut admitted = Admitted::default();
-        let belongs_to_open_transaction = ack_or_cancel
-            && self.server.get(&key).is_some_and(|st| {
-                st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
-            });
-        let retransmission = !ack_or_cancel && self.server.contains_key(&key);
+        let opener = self.server.get(&key).map(|st| opened_by(st, &flow));
+        if !ack_or_cancel && opener == Some(false) {
+            self.report(Report::Dropped(DropReason::ForeignTransaction));
+            return;
+        }
+        let belongs_to_open_transaction = ack_or_cancel && opener == Some(true);
+        let retransmission = !ack_or_cancel && opener == Some(true);
         if self.intake == Intake::Draining && !ack_or_cancel && !retransmission && !in_dialog(&msg)
         {
             // Before authentication: a gateway going away has nothing to challenge for. The
@@ -161,6 +173,12 @@ impl Edge {
             _ => {}
         }
         if let Some(st) = self.server.get(&key) {
+            // An RFC 2543 key, made again after the authentication stage edited the request,
+            // can name another flow's transaction: as above, not ours to answer.
+            if !opened_by(st, &flow) {
+                self.report(Report::Dropped(DropReason::ForeignTransaction));
+                return;
+            }
             // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2);
             // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
             let resend = st
