@@ -2,7 +2,7 @@
 # sipp benchmark: the sagw gateway and Kamailio doing the same job in the same run (issue 6).
 #
 #   scripts/bench-sipp.sh [--quick] [--auth] [--servers kamailio,sagw] [--scenarios register,call]
-#                         [--no-build] [--out DIR]
+#                         [--no-build] [--out DIR] [--procs N] [--ceiling]
 #
 # For each scenario: one unmeasured warm-up step per server, then measured steps at fixed offered
 # rates, repeated, servers interleaved at every rate so both see the same machine conditions.
@@ -13,7 +13,12 @@
 # Everything runs on 127.0.0.1, every sipp is bounded in time (the UAC also in count), and all
 # processes started here are stopped on exit. Environment overrides: REG_RATES, CALL_RATES, STEP_SECS, REPS, WARM_SECS,
 # SAGW_BIN, CARGO_TARGET_DIR, WORK (scratch dir), USERS (subscriber count), KAMAILIO_CPUS (run
-# Kamailio under `taskset -c` with this CPU list, to compare with sagw's pinned core thread).
+# Kamailio under `taskset -c` with this CPU list, to compare with sagw's pinned core thread),
+# CEIL_RATES (--ceiling). --procs N: N sipp UACs per step, each with its own port (its own
+# 4-tuple) and its own slice of the users, sharing the offered rate. --ceiling: instead of the
+# fixed steps, each server's clean maximum: rising CEIL_RATES (one step each, 4 UACs unless
+# --procs says otherwise, servers interleaved), a server's ramp ending at its first step with a
+# failed flow, a retransmission or under 97 % of the offered rate; the ceiling is the last clean one.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +31,8 @@ BUILD=1
 SERVERS="kamailio,sagw"
 SCENARIOS="register,call"
 OUT=""
+PROCS=""
+CEILING=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -34,7 +41,9 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS="$2"; shift ;;
         --scenarios) SCENARIOS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --procs) PROCS="$2"; shift ;;
+        --ceiling) CEILING=1 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -60,6 +69,12 @@ fi
 # Kamailio's tm frees a finished transaction after its wait timer (5 s): wait that long after
 # the last call before the "after" CPU snapshot so deferred clean-up is charged to the step.
 CALL_SETTLE=${CALL_SETTLE:-6}
+if [ "$CEILING" = 1 ]; then
+    PROCS=${PROCS:-4}
+    CEIL_RATES=${CEIL_RATES:-"4000 6000 8000 10000 12000 14000 16000 20000"}
+fi
+PROCS=${PROCS:-1}
+[[ "$PROCS" =~ ^[1-9]$ ]] || { echo "--procs wants 1 to 9" >&2; exit 2; }
 REG_SETTLE=${REG_SETTLE:-1}
 CALL_HOLD_MS=${CALL_HOLD_MS:-100}
 USERS=${USERS:-10000}
@@ -76,7 +91,7 @@ CALLEE=callee
 
 WORK=${WORK:-/tmp/sagw-bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)$([ "$AUTH" = 1 ] && echo -auth || true)
+MODE=$([ "$CEILING" = 1 ] && echo ceiling || { [ "$QUICK" = 1 ] && echo quick || echo full; })$([ "$AUTH" = 1 ] && echo -auth || true)$([ "$PROCS" = 1 ] || echo "-p$PROCS")
 OUT=${OUT:-"$BENCH/results/$STAMP-$MODE"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 SAGW_BIN=${SAGW_BIN:-"$CARGO_TARGET_DIR/release/sagw"}
@@ -294,10 +309,22 @@ run_step() {
     drops0=$(udp_drops)
     host0=$(host_cpu)
     cpu0=$(cpu_of $pids)
-    timeout $((secs + 30)) sipp 127.0.0.1:"$port" "${SIPP_COMMON[@]}" -sf "$uac_xml" \
-        -inf "$WORK/users.csv" -s "$CALLEE" -r "$rate" -rp 1000 -m "$count" -l "$limit" -d "$CALL_HOLD_MS" \
-        -p "$uac_port" -cp $((uac_port + 100)) -mp $((16000 + (uac_port - 15000) * 4)) -timeout $((secs + 20))s \
-        -stf "$dir/uac.csv" -error_file "$dir/uac_err.log" >"$dir/uac.out" 2>&1 || rc=$?
+    # UAC k (0-based) is on port uac_port + 1000 k with users slice k; UAC 0 keeps the single-UAC
+    # names (uac.csv, users.csv) so that a one-UAC run is what it always was.
+    local k sfx uac_pids=() p_rate p_count
+    for k in $(seq 0 $((PROCS - 1))); do
+        sfx=$([ "$k" = 0 ] || echo "-$k")
+        local p=$((uac_port + 1000 * k)) inf="$WORK/users.csv"
+        [ "$PROCS" = 1 ] || inf="$WORK/users-p$PROCS-$k.csv"
+        p_rate=$(awk -v r="$rate" -v n="$PROCS" 'BEGIN { printf "%.3f", r / n }')
+        p_count=$(((count + PROCS - 1 - k) / PROCS))
+        timeout $((secs + 30)) sipp 127.0.0.1:"$port" "${SIPP_COMMON[@]}" -sf "$uac_xml" \
+            -inf "$inf" -s "$CALLEE" -r "$p_rate" -rp 1000 -m "$p_count" -l "$limit" -d "$CALL_HOLD_MS" \
+            -p "$p" -cp $((p + 100)) -mp $((16000 + (p - 15000) * 4)) -timeout $((secs + 20))s \
+            -stf "$dir/uac$sfx.csv" -error_file "$dir/uac${sfx}_err.log" >"$dir/uac$sfx.out" 2>&1 &
+        uac_pids+=($!)
+    done
+    for k in "${uac_pids[@]}"; do wait "$k" || rc=$?; done
     sleep "$settle"
     cpu1=$(cpu_of $pids)
     host1=$(host_cpu)
@@ -310,12 +337,19 @@ run_step() {
     fi
 
     local ok failed retr ooc start end elapsed uas_retr=0 uas_failed=0
-    ok=$(stat_get "$dir/uac.csv" 'SuccessfulCall(C)')
-    failed=$(stat_get "$dir/uac.csv" 'FailedCall(C)')
-    retr=$(stat_get "$dir/uac.csv" 'Retransmissions(C)')
-    ooc=$(stat_get "$dir/uac.csv" 'OutOfCallMsgs(C)')
-    start=$(stat_get "$dir/uac.csv" 'StartTime')
-    end=$(stat_get "$dir/uac.csv" 'CurrentTime')
+    ok=0; failed=0; retr=0; ooc=0; start=""; end=""
+    local f v
+    for f in "$dir"/uac.csv "$dir"/uac-[0-9]*.csv; do
+        [ -e "$f" ] || continue
+        ok=$((ok + $(stat_get "$f" 'SuccessfulCall(C)')))
+        failed=$((failed + $(stat_get "$f" 'FailedCall(C)')))
+        retr=$((retr + $(stat_get "$f" 'Retransmissions(C)')))
+        ooc=$((ooc + $(stat_get "$f" 'OutOfCallMsgs(C)')))
+        # The step lasts from the first UAC's start to the last one's end.
+        v=$(stat_get "$f" 'StartTime'); start=$(awk -v a="$start" -v b="$v" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }')
+        v=$(stat_get "$f" 'CurrentTime'); end=$(awk -v a="$end" -v b="$v" 'BEGIN { print (a == "" || b + 0 > a + 0) ? b : a }')
+    done
+    start=${start:-0}; end=${end:-0}
     if [ -f "$dir/uas.csv" ]; then
         uas_retr=$(stat_get "$dir/uas.csv" 'Retransmissions(C)')
         uas_failed=$(stat_get "$dir/uas.csv" 'FailedCall(C)')
@@ -383,6 +417,46 @@ summarize() { # steps.tsv -> markdown on stdout
         }' "$1"
 }
 
+# ---------------------------------------------------------------- ceilings (--ceiling)
+# clean <steps.tsv line> <rate>: every flow succeeded, none retransmitted, at >= 97 % of the rate.
+step_clean() {
+    awk -F'\t' -v rate="$2" '{ exit !($7 == 0 && $8 + $9 == 0 && $6 == $5 && $12 >= 0.97 * rate) }' <<<"$1"
+}
+
+ceilings() { # steps.tsv
+    local steps=$1 scen s rate first
+    echo "| scenario | server | UACs | clean ceiling (flows/s) | first unclean step |" >"$OUT/ceilings.md"
+    echo "|---|---|---:|---:|---|" >>"$OUT/ceilings.md"
+    first=${CEIL_RATES%% *}
+    for scen in ${SCENARIOS//,/ }; do
+        local -A ceil=() stop=()
+        for s in ${ACTIVE//,/ }; do
+            log "$scen warm-up on $s at $first/s ($PROCS UACs)"
+            run_step "$s" "$scen" "$first" "$WARM_SECS" "warmup-$scen-$s" >>"$steps"
+            tail -n 1 "$steps" >&2
+        done
+        for rate in $CEIL_RATES; do
+            for s in ${ACTIVE//,/ }; do
+                [ -z "${stop[$s]:-}" ] || continue
+                log "$scen ceiling on $s at $rate/s ($PROCS UACs)"
+                run_step "$s" "$scen" "$rate" "$STEP_SECS" "ceiling-$scen-$s-$rate" >>"$steps"
+                local line
+                line=$(tail -n 1 "$steps")
+                echo "$line" >&2
+                if step_clean "$line" "$rate"; then
+                    ceil[$s]=$rate
+                else
+                    stop[$s]=$(awk -F'\t' '{ printf "%s/s: %d of %d ok at %.0f/s, %d failed, %d retrans", $3, $6, $5, $12, $7, $8 + $9 }' <<<"$line")
+                fi
+            done
+        done
+        for s in ${ACTIVE//,/ }; do
+            echo "| $scen | $s | $PROCS | ${ceil[$s]:-below $first} | ${stop[$s]:-none (all of $CEIL_RATES clean)} |" >>"$OUT/ceilings.md"
+        done
+        unset ceil stop
+    done
+}
+
 # ---------------------------------------------------------------- main
 declare -A BROKEN=()
 # A server that fails most flows would turn every later step into a 30 s retransmission
@@ -410,6 +484,13 @@ main() {
             printf 'u%05d;pw%05d;[authentication username=u%05d password=pw%05d]\n' "$i" "$i" "$i" "$i"
         done
     } >"$WORK/users.csv"
+    # One slice of the users per UAC (--procs): no two UACs register the same user at once.
+    if [ "$PROCS" != 1 ]; then
+        local k
+        for k in $(seq 0 $((PROCS - 1))); do
+            awk -v n="$PROCS" -v k="$k" 'NR == 1 || (NR - 2) % n == k' "$WORK/users.csv" >"$WORK/users-p$PROCS-$k.csv"
+        done
+    fi
     if [ "$AUTH" = 1 ]; then
         mkdir -p "$WORK/db"
         {
@@ -463,6 +544,7 @@ PY
 
     local steps="$OUT/steps.tsv" scen rates rate rep
     echo "$HEADER" >"$steps"
+    [ "$CEILING" = 0 ] || { ceilings "$steps"; SCENARIOS=""; }
     for scen in ${SCENARIOS//,/ }; do
         case "$scen" in
             register) rates=$REG_RATES ;;
@@ -511,6 +593,7 @@ PY
         cat "$OUT/env.txt"
         echo '```'
         summarize "$steps"
+        [ "$CEILING" = 0 ] || { echo; cat "$OUT/ceilings.md"; }
         local k
         for k in "${!BROKEN[@]}"; do
             echo

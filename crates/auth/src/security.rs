@@ -611,17 +611,22 @@ impl SecurityCore {
     ) -> Challenge {
         let name = family.challenge_header();
         let mut headers = vec![("Date", http_date(now))];
-        let version = self.config.version.to_string();
-        if let Some(target) = self
+        let kerberos = self
             .kerberos_targetname()
-            .filter(|_| p.schemes.contains(Scheme::Kerberos))
-        {
+            .filter(|_| p.schemes.contains(Scheme::Kerberos));
+        let ntlm = self
+            .ntlm_targetname()
+            .filter(|_| p.schemes.contains(Scheme::Ntlm));
+        // Only the MS schemes carry a version: a Digest-only challenge does not format it.
+        let version = if kerberos.is_some() || ntlm.is_some() {
+            self.config.version.to_string()
+        } else {
+            String::new()
+        };
+        if let Some(target) = kerberos {
             headers.push((name, self.ms_challenge("Kerberos", target, &version)));
         }
-        if let Some(target) = self
-            .ntlm_targetname()
-            .filter(|_| p.schemes.contains(Scheme::Ntlm))
-        {
+        if let Some(target) = ntlm {
             headers.push((name, self.ms_challenge("NTLM", target, &version)));
         }
         if let Some(server) = self.digest_server(p) {
@@ -1250,7 +1255,19 @@ impl SecurityCore {
     }
 
     fn default_identity(&self, user: &str) -> String {
-        format!("sip:{}@{}", user.to_lowercase(), self.config.sip_domain)
+        // `sip:<user lower-cased>@<domain>`, written without `fmt` (every Digest request).
+        let domain = &self.config.sip_domain;
+        let mut id = String::with_capacity(5 + user.len() + domain.len());
+        id.push_str("sip:");
+        if user.is_ascii() {
+            id.extend(user.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            // str::to_lowercase, for its context rules (a final sigma).
+            id.push_str(&user.to_lowercase());
+        }
+        id.push('@');
+        id.push_str(domain);
+        id
     }
 
     fn verify_signed(

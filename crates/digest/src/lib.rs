@@ -40,6 +40,13 @@ pub use server::{
 /// dropped so that no value, even one echoed from a client, can break the header line.
 pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    quote_into(s, &mut out);
+    out
+}
+
+/// [`quote`] appended to `out` (the per-challenge header values are written this way, without
+/// `fmt` or a temporary).
+pub(crate) fn quote_into(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -52,7 +59,6 @@ pub(crate) fn quote(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! The verifying side: challenges, credential checks, `Authentication-Info`.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use subtle::ConstantTimeEq;
 
+use crate::DigestError;
 use crate::algorithm::{Algorithm, DigestBytes, Hasher, decode_hex_exact};
 use crate::ha1::Ha1;
 use crate::nonce::{self, NonceKey};
 use crate::params::DigestResponse;
-use crate::{DigestError, quote};
 
 /// How far in the future a nonce's timestamp may lie. Nonces minted by another node of a cluster
 /// sharing the key carry that node's clock; anything further ahead was not minted by a sane peer.
@@ -235,15 +234,19 @@ impl DigestServer {
     /// `Digest realm="..", nonce="..", algorithm=SHA-256, qop="auth"[, stale=true]`.
     pub fn challenges(&self, now: SystemTime, salt: [u8; 8], stale: bool) -> Vec<String> {
         let nonce = self.make_nonce(now, salt);
-        let realm = quote(&self.config.realm);
         self.config
             .algorithms
             .iter()
             .map(|alg| {
-                let mut v = format!(
-                    "Digest realm={realm}, nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
-                    alg.token()
-                );
+                // Written piece by piece: one allocation per value, no `fmt` (every challenge).
+                let mut v = String::with_capacity(96 + self.config.realm.len() + nonce.len());
+                v.push_str("Digest realm=");
+                crate::quote_into(&self.config.realm, &mut v);
+                v.push_str(", nonce=\"");
+                v.push_str(&nonce);
+                v.push_str("\", algorithm=");
+                v.push_str(alg.token());
+                v.push_str(", qop=\"auth\"");
                 if stale {
                     v.push_str(", stale=true");
                 }
@@ -389,9 +392,11 @@ impl DigestServer {
         ha1: &Ha1,
         next_nonce: Option<&str>,
     ) -> String {
-        let mut out = String::new();
+        // Written piece by piece, without `fmt` (every authenticated request).
+        let mut out = String::with_capacity(160);
         if let Some(n) = next_nonce {
-            let _ = write!(out, "nextnonce={}", quote(n));
+            out.push_str("nextnonce=");
+            crate::quote_into(n, &mut out);
         }
         if let (QopMode::Auth, Some(cnonce)) = (verified.qop, verified.cnonce.as_deref()) {
             let rspauth = compute_response(
@@ -408,13 +413,12 @@ impl DigestServer {
             if !out.is_empty() {
                 out.push_str(", ");
             }
-            let _ = write!(
-                out,
-                "qop=auth, rspauth=\"{}\", cnonce={}, nc={}",
-                rspauth.as_str(),
-                quote(cnonce),
-                verified.nc_text
-            );
+            out.push_str("qop=auth, rspauth=\"");
+            out.push_str(rspauth.as_str());
+            out.push_str("\", cnonce=");
+            crate::quote_into(cnonce, &mut out);
+            out.push_str(", nc=");
+            out.push_str(&verified.nc_text);
         }
         out
     }

@@ -603,7 +603,10 @@ impl SecurityStage {
     fn tag(&mut self) -> String {
         let mut b = [0u8; 8];
         self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        // Lower-case hex, as `{:02x}` per byte wrote it, without `fmt` (once per challenge).
+        let mut tag = String::with_capacity(16);
+        sagw_proxy::push_hex(&b, &mut tag);
+        tag
     }
 
     fn respond(
@@ -676,7 +679,11 @@ impl SecurityStage {
         }
         self.core.strip_credentials(msg);
         strip_identity_headers(msg);
-        msg.push_header("P-Asserted-Identity", &format!("<{}>", auth.identity));
+        let mut asserted = String::with_capacity(auth.identity.len() + 2);
+        asserted.push('<');
+        asserted.push_str(&auth.identity);
+        asserted.push('>');
+        msg.push_header("P-Asserted-Identity", &asserted);
         // The SA's own identity and epid, not the request's headers: the flow tokens written
         // for this request name this endpoint, and requests back through them are signed for it.
         let endpoint = match &auth.binding {

@@ -31,8 +31,8 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Lower-case hex of `bytes` appended to `out` (a table, not `format!`: it runs for every branch,
-/// tag and flow token).
-fn hex(bytes: &[u8], out: &mut String) {
+/// tag and flow token; the gateway's security stage writes its response tags with it too).
+pub fn hex(bytes: &[u8], out: &mut String) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() * 2);
     for &b in bytes {

@@ -84,7 +84,7 @@ impl<'a> SipUri<'a> {
         out.push_str(&host);
         if let Some(p) = self.port {
             out.push(':');
-            out.push_str(&p.to_string());
+            push_decimal(&mut out, u64::from(p));
         }
         out
     }
@@ -218,10 +218,12 @@ impl<'a> Via<'a> {
 
     /// `host:port` of sent-by, lower-cased (transaction matching key part).
     pub fn sent_by_key(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{p}", self.host.to_ascii_lowercase()),
-            None => self.host.to_ascii_lowercase(),
+        let mut key = self.host.to_ascii_lowercase();
+        if let Some(p) = self.port {
+            key.push(':');
+            push_decimal(&mut key, u64::from(p));
         }
+        key
     }
 
     /// Where a response to this Via goes (RFC 3261 §18.2.2 with RFC 3581 rport): `received` or
@@ -342,6 +344,26 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
     }
 }
 
+/// Append the text of `ip` to `out`: an IPv4 address in dotted decimal by hand (the per-message
+/// case: a Via `received=` of every UDP request), an IPv6 one through its `Display` (RFC 5952's
+/// compressed form; rare enough not to be written twice).
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +411,25 @@ mod tests {
             let mut s = String::from("x");
             push_decimal(&mut s, n);
             assert_eq!(s, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn ip_text_is_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.0.2.9",
+            "::1",
+            "2001:db8::7:0:1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut s = String::from("x");
+            push_ip(&mut s, ip);
+            assert_eq!(s, format!("x{ip}"));
         }
     }
 

@@ -483,13 +483,11 @@ impl Message {
     pub fn remove_header(&mut self, name: &str) -> usize {
         let id = HeaderId::from_name(name.as_bytes());
         let before = self.headers.len();
-        let keep: Vec<bool> = self
-            .headers
-            .iter()
-            .map(|e| !self.matches(e, id, name))
-            .collect();
-        let mut it = keep.iter();
-        self.headers.retain(|_| it.next().copied().unwrap_or(true));
+        // The entries are moved out for the filter (`matches` reads the text through `self`), so
+        // that no list of verdicts is allocated: this runs several times per message.
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.retain(|e| !self.matches(e, id, name));
+        self.headers = headers;
         let removed = before - self.headers.len();
         if removed > 0 {
             self.edited = true;

@@ -1,7 +1,6 @@
 //! Requests from the network: validation, the inbound authentication stage, transaction
 //! matching, local answers (OPTIONS, registrar, loops), then routing and forwarding.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use sagw_sip::Message;
@@ -21,7 +20,7 @@ use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
 use crate::token::{branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
-use crate::uri::{SipUri, Via, list_elements, push_decimal};
+use crate::uri::{SipUri, Via, list_elements, push_decimal, push_ip};
 
 /// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
 pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
@@ -54,8 +53,7 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
         new.push_str(p);
     }
     new.push_str(";received=");
-    // Display of an IpAddr is the only formatting left here (exact canonical text).
-    let _ = write!(new, "{ip}");
+    push_ip(&mut new, ip);
     if has_rport {
         new.push_str(";rport=");
         push_decimal(&mut new, u64::from(flow.remote.port()));
