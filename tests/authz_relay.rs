@@ -223,3 +223,71 @@ async fn a_request_reusing_another_peers_transaction_is_not_answered_to_that_pee
         .expect("alice's retransmission is answered");
     assert_eq!(resent.status_code(), Some(200));
 }
+
+/// Found by the `proxy_edge` fuzz campaign (issue 17): once the gateway's transaction for a
+/// request it sent bob has ended, a 2xx to INVITE from bob's side is still relayed statelessly (a
+/// UAS retransmits its 2xx until the ACK). Before the fix it was relayed unsigned: bob's SA was
+/// looked up by the epid in the response's own To, so a copy without it went through; and what
+/// was relayed reached alice unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_invite_2xx_is_relayed_only_signed_by_the_callee() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice").await;
+    let mut bob = signed_in(&gw, "bob").await;
+    let calling = tokio::spawn(async move {
+        let (r, _) = alice
+            .request("INVITE", &format!("sip:bob@{DOMAIN}"), None)
+            .await;
+        (alice, r)
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let invite = bob
+        .next_request(deadline)
+        .await
+        .expect("bob gets the INVITE");
+    let tag = format!("b{}", unique());
+    let ok = bob.response(&invite, 200, "OK", &tag);
+    bob.conn.send(&ok).await.expect("send");
+    let (mut alice, r) = calling.await.expect("alice");
+    let done = r.unwrap_or_else(|f| panic!("INVITE: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 200);
+    // The gateway's client transaction lingers 64*T1 (3.2 s with the tests' T1 of 50 ms) to take
+    // retransmissions; after it the 2xx has no transaction to match.
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    let mut unsigned = ok.clone();
+    assert!(
+        unsigned.remove_header("Authorization") + unsigned.remove_header("Proxy-Authorization") > 0,
+        "bob's 200 was signed"
+    );
+    let to = unsigned.header("To").expect("To").to_owned();
+    let without_epid: String = to
+        .split(';')
+        .filter(|p| !p.trim_start().starts_with("epid="))
+        .collect::<Vec<_>>()
+        .join(";");
+    unsigned.remove_header("To");
+    unsigned.push_header("To", &without_epid);
+    bob.conn.send(&unsigned).await.expect("send");
+    let relayed = alice
+        .next_response(Instant::now() + Duration::from_millis(700))
+        .await;
+    assert!(
+        relayed.is_none(),
+        "bob's unsigned late 2xx was relayed to alice:\n{}",
+        relayed
+            .map(|m| String::from_utf8_lossy(&m.to_bytes()).into_owned())
+            .unwrap_or_default()
+    );
+    // Signed by bob, the same late 2xx still reaches the caller.
+    let signed = bob.response(&invite, 200, "OK", &tag);
+    bob.conn.send(&signed).await.expect("send");
+    let relayed = alice
+        .next_response(Instant::now() + Duration::from_secs(2))
+        .await
+        .expect("bob's signed late 2xx reaches alice");
+    assert_eq!(relayed.status_code(), Some(200));
+    assert_eq!(relayed.call_id(), ok.call_id());
+    // And signed for alice, as the 2xx within the transaction was (a Lync client drops it else).
+    let check = alice.verify(&relayed);
+    assert!(verified(&check), "{check:?}");
+}

@@ -857,12 +857,18 @@ impl ClientAuth for SecurityStage {
         let now = ctx.now.wall;
         match ctx.kind {
             OutboundKind::Response => {
-                let Some(auth) = ctx.note.and_then(|n| n.downcast_ref::<Authenticated>()) else {
-                    return OutboundVerdict::Deliver;
-                };
                 if msg.status_code() == Some(100) {
                     return OutboundVerdict::Deliver;
                 }
+                let Some(auth) = ctx.note.and_then(|n| n.downcast_ref::<Authenticated>()) else {
+                    // Relayed after its transaction ended, for the endpoint the request came
+                    // from (the proxy names it only then): signed with its SA like any other
+                    // response to it, else the client drops it.
+                    if let Some(endpoint) = ctx.endpoint {
+                        self.sign_relayed_response(msg, endpoint, now);
+                    }
+                    return OutboundVerdict::Deliver;
+                };
                 // Whatever a server behind us signed is not for this client.
                 msg.remove_header("Authentication-Info");
                 msg.remove_header("Proxy-Authentication-Info");
@@ -943,6 +949,29 @@ impl SecurityStage {
     /// Signs a request to `endpoint` with its SA, or refuses it with 480 when the endpoint has
     /// none any more (expired, revoked, signed out): its client drops unsigned requests, and the
     /// sender would otherwise wait for a timeout.
+    fn sign_relayed_response(
+        &mut self,
+        msg: &mut Message,
+        endpoint: &SaEndpoint,
+        now: std::time::SystemTime,
+    ) {
+        msg.remove_header("Authentication-Info");
+        msg.remove_header("Proxy-Authentication-Info");
+        let Some(sa) = self
+            .core
+            .sa_for_endpoint(&endpoint.identity, &endpoint.epid, now)
+        else {
+            debug!(identity = %endpoint.identity, "relayed response left unsigned: the endpoint has no live SA");
+            return;
+        };
+        if let Err(e) = self
+            .core
+            .sign(msg, &sa, ChallengeFamily::Www, now, &mut *self.rng)
+        {
+            debug!(error = %e, "relayed response left unsigned");
+        }
+    }
+
     fn sign_request(
         &mut self,
         msg: &mut Message,

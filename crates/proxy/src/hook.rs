@@ -119,7 +119,9 @@ pub struct OutboundContext<'a> {
     pub kind: OutboundKind,
     /// For requests: the endpoint the destination proved to be, from the flow token the request
     /// was routed by or from the registrar binding it was sent to. `None` for a client without
-    /// an SA (Digest, or no authentication).
+    /// an SA (Digest, or no authentication). For a response without a `note` (one relayed after
+    /// its transaction ended): the endpoint the flow token in our Via names, the one the request
+    /// came from; `None` for any other response.
     pub endpoint: Option<&'a SaEndpoint>,
     /// For responses: the client's request as received (before the proxy's edits).
     pub request: Option<&'a Message>,

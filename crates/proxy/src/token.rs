@@ -126,29 +126,80 @@ impl Ids {
     pub(crate) fn flow_token(&self, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
         let extra = endpoint.map_or(0, |e| 2 + 2 * (e.identity.len() + e.epid.len()));
         let mut payload = String::with_capacity(48 + extra);
-        payload.push(match flow.transport {
-            Transport::Udp => 'u',
-            Transport::Tcp => 't',
-            Transport::Tls => 's',
-        });
-        hex_u64(flow.id.0, &mut payload);
-        payload.push('x');
-        match flow.remote.ip() {
-            IpAddr::V4(a) => hex(&a.octets(), &mut payload),
-            IpAddr::V6(a) => hex(&a.octets(), &mut payload),
-        }
-        payload.push('x');
-        hex_u64(u64::from(flow.remote.port()), &mut payload);
+        push_flow(flow, &mut payload);
         if let Some(e) = endpoint {
-            payload.push(ENDPOINT_MARK);
-            hex(e.identity.as_bytes(), &mut payload);
-            payload.push(ENDPOINT_MARK);
-            hex(e.epid.as_bytes(), &mut payload);
+            push_endpoint(e, &mut payload);
         }
         let mac = self.token_mac(&payload);
         payload.push('.');
         payload.push_str(&mac);
         payload
+    }
+
+    /// The `sgt` Via parameter of a request sent to a client over `flow` with our `branch` and
+    /// `sgf` (the flow token its responses are routed back by): the SA endpoint it was sent to
+    /// (`z<identity hex>z<epid hex>`, empty for a client without one) and a MAC over the branch,
+    /// the `sgf`, the flow and the endpoint. When the request's transaction is gone, a response
+    /// that carries it is judged against the endpoint the request went to and must come over that
+    /// flow, as one that matches the transaction is; nothing in the response itself (its To epid,
+    /// say) can claim otherwise. The parameter cannot be moved to another Via or dropped from
+    /// this one (a response from a client without a valid one is not relayed), nor the `sgf`
+    /// beside it swapped for another flow's token (one seen in a Record-Route, say).
+    pub(crate) fn target_token(
+        &self,
+        branch: &str,
+        sgf: &str,
+        flow: &Flow,
+        endpoint: Option<&SaEndpoint>,
+    ) -> String {
+        let mut token = String::with_capacity(
+            21 + endpoint.map_or(0, |e| 2 + 2 * (e.identity.len() + e.epid.len())),
+        );
+        if let Some(e) = endpoint {
+            push_endpoint(e, &mut token);
+        }
+        let mac = self.target_mac(branch, sgf, flow, &token);
+        token.push('.');
+        token.push_str(&mac);
+        token
+    }
+
+    /// The endpoint a [`Ids::target_token`] names when it was made for `branch`, `sgf` and
+    /// `flow`: `Some(None)` for a client without an SA, `None` when forged, moved or malformed.
+    pub(crate) fn parse_target_token(
+        &self,
+        branch: &str,
+        sgf: &str,
+        flow: &Flow,
+        token: &str,
+    ) -> Option<Option<SaEndpoint>> {
+        let (payload, mac) = token.rsplit_once('.')?;
+        if !constant_time_eq(&self.target_mac(branch, sgf, flow, payload), mac) {
+            return None;
+        }
+        if payload.is_empty() {
+            return Some(None);
+        }
+        let (_, endpoint) = payload.split_once(ENDPOINT_MARK)?;
+        parse_endpoint(endpoint).map(Some)
+    }
+
+    fn target_mac(&self, branch: &str, sgf: &str, flow: &Flow, endpoint: &str) -> String {
+        let mut named = String::with_capacity(48);
+        push_flow(flow, &mut named);
+        let mut m = self.mac();
+        m.update(b"target\0");
+        m.update(branch.as_bytes());
+        m.update(b"\0");
+        m.update(sgf.as_bytes());
+        m.update(b"\0");
+        m.update(named.as_bytes());
+        m.update(b"\0");
+        m.update(endpoint.as_bytes());
+        let out = m.finalize().into_bytes();
+        let mut s = String::with_capacity(20);
+        hex(out.get(..10).unwrap_or(&[]), &mut s);
+        s
     }
 
     fn token_mac(&self, payload: &str) -> String {
@@ -164,30 +215,59 @@ impl Ids {
     /// Decode a token made by [`Ids::flow_token`]; `None` when forged or malformed.
     pub(crate) fn parse_flow_token(&self, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
         let (payload, mac) = token.rsplit_once('.')?;
-        let expect = self.token_mac(payload);
-        // Constant-time comparison is not needed for correctness but costs nothing here.
-        if expect.len() != mac.len()
-            || expect
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
+        if !constant_time_eq(&self.token_mac(payload), mac) {
             return None;
         }
         let (flow_part, endpoint) = match payload.split_once(ENDPOINT_MARK) {
             None => (payload, None),
-            Some((flow_part, endpoint)) => {
-                let (identity, epid) = endpoint.split_once(ENDPOINT_MARK)?;
-                let endpoint = SaEndpoint {
-                    identity: String::from_utf8(unhex(identity)?).ok()?,
-                    epid: String::from_utf8(unhex(epid)?).ok()?,
-                };
-                (flow_part, Some(endpoint))
-            }
+            Some((flow_part, endpoint)) => (flow_part, Some(parse_endpoint(endpoint)?)),
         };
         Some((decode_flow_token(flow_part)?, endpoint))
     }
+}
+
+/// Constant-time comparison is not needed for correctness but costs nothing here.
+fn constant_time_eq(expect: &str, got: &str) -> bool {
+    expect.len() == got.len()
+        && expect
+            .bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `<t><id>x<addr hex>x<port>`: the flow part of a token.
+fn push_flow(flow: &Flow, out: &mut String) {
+    out.push(match flow.transport {
+        Transport::Udp => 'u',
+        Transport::Tcp => 't',
+        Transport::Tls => 's',
+    });
+    hex_u64(flow.id.0, out);
+    out.push('x');
+    match flow.remote.ip() {
+        IpAddr::V4(a) => hex(&a.octets(), out),
+        IpAddr::V6(a) => hex(&a.octets(), out),
+    }
+    out.push('x');
+    hex_u64(u64::from(flow.remote.port()), out);
+}
+
+/// `z<identity hex>z<epid hex>`: the endpoint part of a token.
+fn push_endpoint(e: &SaEndpoint, out: &mut String) {
+    out.push(ENDPOINT_MARK);
+    hex(e.identity.as_bytes(), out);
+    out.push(ENDPOINT_MARK);
+    hex(e.epid.as_bytes(), out);
+}
+
+/// The endpoint after the first [`ENDPOINT_MARK`] (`<identity hex>z<epid hex>`).
+fn parse_endpoint(s: &str) -> Option<SaEndpoint> {
+    let (identity, epid) = s.split_once(ENDPOINT_MARK)?;
+    Some(SaEndpoint {
+        identity: String::from_utf8(unhex(identity)?).ok()?,
+        epid: String::from_utf8(unhex(epid)?).ok()?,
+    })
 }
 
 /// Separates the endpoint from the flow in a token: not a hex digit, not a transport letter.
@@ -370,6 +450,74 @@ mod tests {
         ] {
             let forged = format!("{payload}.{}", ids.token_mac(&payload));
             assert_eq!(ids.parse_flow_token(&forged), None, "{payload}");
+        }
+    }
+
+    #[test]
+    fn target_tokens_name_the_endpoint_for_one_branch_and_flow_only() {
+        let ids = Ids::new(Secret::new([7; 32]));
+        let flow = Flow {
+            id: FlowId(9),
+            transport: Transport::Tcp,
+            remote: "10.1.2.3:40000".parse().unwrap(),
+        };
+        let other_flow = Flow {
+            id: FlowId(10),
+            ..flow
+        };
+        let alice = SaEndpoint {
+            identity: "sip:alice@example.com".into(),
+            epid: "01010101".into(),
+        };
+        let t = ids.target_token("z9hG4bKsgwa.1", "up", &flow, Some(&alice));
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &t),
+            Some(Some(alice.clone()))
+        );
+        let digest = ids.target_token("z9hG4bKsgwa.1", "up", &flow, None);
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &digest),
+            Some(None)
+        );
+        // Moved to another branch, answered over another flow, the endpoint dropped or another
+        // key's token: refused.
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.2", "up", &flow, &t),
+            None
+        );
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "up", &other_flow, &t),
+            None
+        );
+        let (_, mac) = t.rsplit_once('.').unwrap();
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &format!(".{mac}")),
+            None
+        );
+        let other = Ids::new(Secret::new([8; 32]));
+        assert_eq!(
+            other.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &t),
+            None
+        );
+        // Nor with the flow token beside it swapped.
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "other", &flow, &t),
+            None
+        );
+        // Nor is it a flow token, or a flow token one.
+        assert_eq!(ids.parse_flow_token(&t), None);
+        let ft = ids.flow_token(&flow, Some(&alice));
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &ft),
+            None
+        );
+        for junk in ["", ".", "garbage", "z.z", "zz.00"] {
+            assert_eq!(
+                ids.parse_target_token("b", "up", &flow, junk),
+                None,
+                "{junk}"
+            );
         }
     }
 

@@ -754,6 +754,124 @@ fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
     );
 }
 
+/// `m`'s text with `from` replaced by `to` (once, and it must be there).
+fn edited(m: &Message, from: &str, to: &str) -> Message {
+    let text = String::from_utf8(m.to_bytes()).unwrap();
+    assert!(text.contains(from), "{from} not in\n{text}");
+    Message::parse(text.replacen(from, to, 1).as_bytes()).unwrap()
+}
+
+/// The value of parameter `name` in `m`'s top Via.
+fn top_via_param(m: &Message, name: &str) -> String {
+    let via = m.header("Via").unwrap();
+    let start = via.find(&format!(";{name}=")).unwrap() + name.len() + 2;
+    via[start..].split(';').next().unwrap().to_owned()
+}
+
+/// Found by the `proxy_edge` fuzz campaign: a client's 2xx to INVITE after the gateway's
+/// transaction ended was judged by the epid in its own To (none there: no SA, relayed unsigned).
+/// Now the endpoint and flow the INVITE went to come from our Via (`sgt`), MAC'd with its branch
+/// and its `sgf`; what the registrar's late 2xx to alice's own INVITE gets is signed for her.
+#[test]
+fn a_late_invite_2xx_is_judged_against_the_endpoint_the_invite_went_to() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let sent = h.feed(registrar, &from_registrar("INVITE", "z9hG4bKl1", &path, ""));
+    let invite = sent
+        .into_iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice")
+        .msg;
+    let ok = build_response(&invite, 200, "OK", Some("al"), &[]).unwrap();
+    assert_eq!(h.feed_msg(alice(), ok.clone()).len(), 1);
+    // Past the client transaction's linger (64*T1).
+    h.advance(Duration::from_secs(40));
+    rec.0.lock().unwrap().clear();
+    let sent = h.feed_msg(alice(), ok.clone());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(registrar));
+    assert_eq!(
+        rec.0.lock().unwrap().as_slice(),
+        ["in SIP/2.0 200 OK FlowId(1) answering=Some(Some(\"ea\"))"]
+    );
+    let sgt = top_via_param(&ok, "sgt");
+    let sgf = top_via_param(&ok, "sgf");
+    let carol = flow(4, Transport::Tcp, "198.51.100.4:40004");
+    for (what, from, copy) in [
+        (
+            "sgt removed",
+            alice(),
+            edited(&ok, &format!(";sgt={sgt}"), ""),
+        ),
+        (
+            "sgt of another branch",
+            alice(),
+            edited(&ok, "z9hG4bKsgw", "z9hG4bKsgwX"),
+        ),
+        (
+            "sgf swapped for the Path's token",
+            alice(),
+            edited(
+                &ok,
+                &sgf,
+                path.split("sip:")
+                    .nth(1)
+                    .unwrap()
+                    .split('@')
+                    .next()
+                    .unwrap(),
+            ),
+        ),
+        ("another flow", carol, ok.clone()),
+    ] {
+        rec.0.lock().unwrap().clear();
+        assert!(h.feed_msg(from, copy).is_empty(), "{what}: relayed");
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "{what}: judged {:?}",
+            rec.0.lock().unwrap()
+        );
+        assert!(
+            h.reports().contains(&Report::Dropped(DropReason::Stray)),
+            "{what}"
+        );
+    }
+    // Malformed: the fuzzer's input had two CSeq (and To) headers, one reader's INVITE 2xx being
+    // another's MESSAGE 200. Dropped before anything reads it, transaction or not.
+    let twice = edited(
+        &ok,
+        "CSeq: 1 INVITE\r\n",
+        "CSeq: 1 INVITE\r\nCSeq: 1 MESSAGE\r\n",
+    );
+    assert!(h.feed_msg(alice(), twice).is_empty());
+    assert!(h.reports().contains(&Report::Dropped(DropReason::Invalid)));
+
+    // alice calls out; the registrar's 2xx after the transaction ended goes to her signed for her
+    // endpoint, which the flow token in our Via names.
+    let out = "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKo1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=o;epid=ea\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: o1\r\nCSeq: 1 INVITE\r\nAuthorization: NTLM x\r\nContact: <sip:alice@10.0.0.5;transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), out);
+    let forwarded = sent
+        .into_iter()
+        .find(|s| s.to.addr() == registrar.remote)
+        .expect("INVITE to the registrar")
+        .msg;
+    let ok = build_response(&forwarded, 200, "OK", Some("bo"), &[]).unwrap();
+    assert_eq!(h.feed_msg(registrar, ok.clone()).len(), 1);
+    h.advance(Duration::from_secs(40));
+    rec.0.lock().unwrap().clear();
+    let sent = h.feed_msg(registrar, ok);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()));
+    assert_eq!(sent[0].msg.header("X-Signed"), Some("yes"));
+    assert_eq!(
+        rec.0.lock().unwrap().as_slice(),
+        ["out Response SIP/2.0 200 OK epid=Some(\"ea\") note=None"]
+    );
+}
+
 #[test]
 fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
     let rec = Recorder::default();
@@ -835,7 +953,8 @@ Call-ID: a3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
             "in REGISTER sip:example.com SIP/2.0 FlowId(0)".to_owned(),
             "out Response SIP/2.0 401 Unauthorized epid=None note=None".into(),
             "in REGISTER sip:example.com SIP/2.0 FlowId(0)".into(),
-            "out Response SIP/2.0 200 OK epid=Some(\"eb\") note=Some(\"a1\")".into(),
+            // A response is for its note; the endpoint registered over the flow is not offered.
+            "out Response SIP/2.0 200 OK epid=None note=Some(\"a1\")".into(),
             "out Request MESSAGE sip:bob@example.com SIP/2.0 epid=Some(\"eb\") note=None".into(),
             "in SIP/2.0 200 OK FlowId(0) answering=Some(Some(\"eb\"))".into(),
         ]

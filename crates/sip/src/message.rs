@@ -387,24 +387,33 @@ impl Message {
         &self.body
     }
 
-    /// RFC 3261 §8.1.1 checks that need the whole message, for a UAS/proxy deciding to answer 400:
+    /// RFC 3261 §8.1.1 checks that need the whole message, for a UAS/proxy deciding to answer 400
+    /// (or, for a response, to drop it: a second CSeq or To that one reader takes and another
+    /// skips is how a message is made to mean two things):
     /// To, From, Call-ID, CSeq and Via present; To, From, Call-ID, CSeq, Max-Forwards,
     /// Content-Type and Expires at most once; CSeq number below 2^31 and its method equal to the
     /// request method; Max-Forwards, when present, 0..=255 (it is not required: RFC 2543 peers
     /// omit it, RFC 4475 §3.4.1, and a proxy adds one); From and To parsable.
     pub fn validate(&self) -> Result<(), ParseError> {
-        const SINGLE: [&str; 7] = [
-            "To",
-            "From",
-            "Call-ID",
-            "CSeq",
-            "Max-Forwards",
-            "Content-Type",
-            "Expires",
+        // One pass over the headers (this runs on every message a proxy relays).
+        const SINGLE: [(HeaderId, &str); 7] = [
+            (HeaderId::To, "To"),
+            (HeaderId::From, "From"),
+            (HeaderId::CallId, "Call-ID"),
+            (HeaderId::CSeq, "CSeq"),
+            (HeaderId::MaxForwards, "Max-Forwards"),
+            (HeaderId::ContentType, "Content-Type"),
+            (HeaderId::Expires, "Expires"),
         ];
-        for name in SINGLE {
-            if self.header_all(name).nth(1).is_some() {
-                return Err(ParseError::DuplicateHeader(name));
+        let mut seen = [false; SINGLE.len()];
+        for e in &self.headers {
+            for (seen, (id, name)) in seen.iter_mut().zip(SINGLE) {
+                if id == e.id {
+                    if *seen {
+                        return Err(ParseError::DuplicateHeader(name));
+                    }
+                    *seen = true;
+                }
             }
         }
         for name in ["To", "From", "Call-ID", "CSeq", "Via"] {

@@ -152,7 +152,7 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
         (
             "multi01",
             "3.3.8",
-            ValidateErr(ParseError::DuplicateHeader("To")),
+            ValidateErr(ParseError::DuplicateHeader("CSeq")),
         ),
         (
             "mcl01",

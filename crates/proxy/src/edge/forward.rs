@@ -55,12 +55,18 @@ pub(super) fn outbound_stage(
         return OutboundVerdict::Deliver;
     }
     // A request with no endpoint of its own (e.g. a 2xx ACK routed by a token without one) is
-    // for whoever registered over the flow, as far as this gateway knows.
-    let endpoint = call.endpoint.or_else(|| {
-        registrar
-            .flow_identity(&flow)
-            .and_then(|b| b.endpoint.as_ref())
-    });
+    // for whoever registered over the flow, as far as this gateway knows. Not a response: one
+    // without a note answers nothing this gateway verified (or is relayed by a token that names
+    // its endpoint), and signing it for whoever the flow belongs to would make the gateway sign
+    // what any sender chose.
+    let endpoint = match call.kind {
+        OutboundKind::Request => call.endpoint.or_else(|| {
+            registrar
+                .flow_identity(&flow)
+                .and_then(|b| b.endpoint.as_ref())
+        }),
+        OutboundKind::Response => call.endpoint,
+    };
     let ctx = OutboundContext {
         flow,
         now: call.now,
@@ -76,7 +82,7 @@ impl Edge {
     pub(super) fn emit_response(
         &mut self,
         to: Target,
-        mut resp: Message,
+        resp: Message,
         request: Option<&Message>,
         note: Option<&AuthNote>,
         now: Now,
@@ -88,6 +94,29 @@ impl Edge {
             note,
             now,
         };
+        self.emit_staged_response(to, resp, call);
+    }
+
+    /// Queue a response relayed without its transaction (a late 2xx to INVITE): to a client, the
+    /// outbound stage signs it for `endpoint`, the one the flow token that routed it names.
+    pub(super) fn emit_relayed_response(
+        &mut self,
+        to: Target,
+        resp: Message,
+        endpoint: Option<&SaEndpoint>,
+        now: Now,
+    ) {
+        let call = OutboundCall {
+            kind: OutboundKind::Response,
+            endpoint,
+            request: None,
+            note: None,
+            now,
+        };
+        self.emit_staged_response(to, resp, call);
+    }
+
+    fn emit_staged_response(&mut self, to: Target, mut resp: Message, call: OutboundCall<'_>) {
         // The stage never refuses a response (only requests), so the verdict changes nothing.
         let _ = outbound_stage(
             &self.cfg,
@@ -240,15 +269,11 @@ impl Edge {
             .unwrap_or(71);
         set_max_forwards(&mut out, mf.saturating_sub(1).min(70));
         let out_transport = target.transport();
-        // The Via token only routes a stray response back to the flow; the Path and
-        // Record-Route tokens also name the endpoint at that flow, so that requests that come
-        // back through them are signed for it (and made only when written).
-        let via_token = self.ids.flow_token(&upstream, None);
+        // One token for the flow the request came from, naming the endpoint at that flow: in the
+        // Path and Record-Route, requests that come back through it are signed for that endpoint;
+        // in the Via, so is a response relayed after its transaction is gone.
         let upstream_endpoint = st.endpoint.as_ref().filter(|_| from_client);
-        let in_token = || match upstream_endpoint {
-            Some(e) => self.ids.flow_token(&upstream, Some(e)),
-            None => via_token.clone(),
-        };
+        let via_token = self.ids.flow_token(&upstream, upstream_endpoint);
         if let Some(route) = &to.route {
             push_on_top(&mut out, "Route", route);
         }
@@ -260,19 +285,36 @@ impl Edge {
                 Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
                 Target::Addr { .. } => None,
             };
-            let rr_in = self.our_uri(upstream.transport, Some(&in_token()), "");
+            let rr_in = self.our_uri(upstream.transport, Some(&via_token), "");
             let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
             push_on_top(&mut out, "Record-Route", &rr_in);
             push_on_top(&mut out, "Record-Route", &rr_out);
         }
         if method == "REGISTER" && self.cfg.mode == Mode::Edge && from_client {
-            let path = self.our_uri(out_transport, Some(&in_token()), ";ob");
+            let path = self.our_uri(out_transport, Some(&via_token), ";ob");
             push_on_top(&mut out, "Path", &path);
         }
         let branch = self.ids.branch(&lh);
-        let mut sgf = String::with_capacity(5 + via_token.len());
+        // To a client, also the endpoint it was sent to, for judging its response once this
+        // transaction is gone (see `Ids::target_token`).
+        let target_token = match target {
+            Target::Flow(f) => {
+                Some(
+                    self.ids
+                        .target_token(&branch, &via_token, &f, to.endpoint.as_ref()),
+                )
+            }
+            Target::Addr { .. } => None,
+        };
+        let mut sgf = String::with_capacity(
+            5 + via_token.len() + target_token.as_ref().map_or(0, |t| 5 + t.len()),
+        );
         sgf.push_str(";sgf=");
         sgf.push_str(&via_token);
+        if let Some(t) = &target_token {
+            sgf.push_str(";sgt=");
+            sgf.push_str(t);
+        }
         let via = self.our_via(out_transport, &branch, &sgf);
         push_via(&mut out, &via);
         let token = SendToken(branch.clone());

@@ -13,6 +13,17 @@ use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::token::BRANCH_PREFIX;
 use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
 use crate::uri::Via;
+
+/// What our Via on a response says of the request it answers.
+pub(super) struct Sent<'a> {
+    /// Our branch.
+    pub(super) branch: &'a str,
+    /// Its `sgf` parameter: the flow token its responses go back by.
+    pub(super) flow_token: Option<&'a str>,
+    /// Its `sgt` parameter, on a request sent to a client.
+    pub(super) target_token: Option<&'a str>,
+}
+
 impl Edge {
     pub(super) fn on_response(
         &mut self,
@@ -21,6 +32,12 @@ impl Edge {
         from_client: bool,
         now: Now,
     ) {
+        // Malformed (RFC 3261 §8.1.3.1): a duplicated CSeq or To, read one way here and another
+        // by whoever gets it, is not passed on.
+        if msg.validate().is_err() {
+            self.report(Report::Dropped(DropReason::Invalid));
+            return;
+        }
         let Some(top) = top_via(&msg) else {
             self.report(Report::Dropped(DropReason::Invalid));
             return;
@@ -39,22 +56,31 @@ impl Edge {
             return;
         };
         let sgf = via.param("sgf").map(str::to_owned);
+        let sgt = via.param("sgt").filter(|_| from_client).map(str::to_owned);
         let code = msg.status_code().unwrap_or(500);
         let method = msg.cseq().map(|c| c.method.to_owned()).unwrap_or_default();
-        let ct_key = if method == "CANCEL" {
-            format!("{branch}|CANCEL")
-        } else {
-            branch
-        };
-        if !from_client && self.probe_answered(&ct_key, code, &flow, now) {
+        let cancel_key = (method == "CANCEL").then(|| format!("{branch}|CANCEL"));
+        let ct_key: &str = cancel_key.as_deref().unwrap_or(&branch);
+        if !from_client && self.probe_answered(ct_key, code, &flow, now) {
             return;
         }
-        if from_client && let Err(reason) = self.admit_client_response(&mut msg, flow, &ct_key, now)
+        if from_client
+            && let Err(reason) = self.admit_client_response(
+                &mut msg,
+                flow,
+                ct_key,
+                Sent {
+                    branch: &branch,
+                    flow_token: sgf.as_deref(),
+                    target_token: sgt.as_deref(),
+                },
+                now,
+            )
         {
             self.report(Report::Dropped(reason));
             return;
         }
-        let Some(ct) = self.client.get_mut(&ct_key) else {
+        let Some(ct) = self.client.get_mut(ct_key) else {
             if method == "CANCEL" {
                 self.report(Report::Dropped(DropReason::Stray));
                 return;
@@ -69,21 +95,24 @@ impl Edge {
                 return;
             }
             pop_via(&mut msg);
-            let target = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
-                Some((f, _)) => Some(Target::Flow(f)),
-                None if from_client => None,
-                None => top_via(&msg).and_then(|v| {
-                    let v = Via::parse(v)?;
-                    Some(Target::Addr {
-                        transport: v.transport()?,
-                        addr: v.response_addr()?,
-                    })
-                }),
+            // The token names the endpoint at its flow when the request came from one with an
+            // SA: the response is signed for it, as one with its transaction would be.
+            let (target, endpoint) = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
+                Some((f, endpoint)) => (Some(Target::Flow(f)), endpoint),
+                None if from_client => (None, None),
+                None => (
+                    top_via(&msg).and_then(|v| {
+                        let v = Via::parse(v)?;
+                        Some(Target::Addr {
+                            transport: v.transport()?,
+                            addr: v.response_addr()?,
+                        })
+                    }),
+                    None,
+                ),
             };
             match target {
-                Some(t) => {
-                    self.emit_response(t, msg, None, None, now);
-                }
+                Some(t) => self.emit_relayed_response(t, msg, endpoint.as_ref(), now),
                 None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
             }
             return;
@@ -92,7 +121,7 @@ impl Edge {
             if code >= 200 {
                 ct.state = ClientState::Completed;
                 ct.epoch += 1;
-                self.client.remove(&ct_key);
+                self.client.remove(ct_key);
             }
             return;
         }
@@ -107,7 +136,7 @@ impl Edge {
             Some(h) if code >= 200 && self.cfg.probe.interval.is_some() => self.hop_failed(h, now),
             _ => {}
         }
-        let Some(ct) = self.client.get_mut(&ct_key) else {
+        let Some(ct) = self.client.get_mut(ct_key) else {
             return;
         };
         if code < 200 {
@@ -120,16 +149,16 @@ impl Edge {
                 if invite {
                     self.schedule(
                         later(now.mono, self.cfg.timers.timer_c),
-                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                        TimerKind::ClientTimeout(ct_key.to_owned(), epoch),
                     );
                 } else {
                     self.schedule(
                         later(now.mono, self.cfg.timers.timeout()),
-                        TimerKind::ClientTimeout(ct_key.clone(), epoch),
+                        TimerKind::ClientTimeout(ct_key.to_owned(), epoch),
                     );
                 }
                 if cancel {
-                    self.send_cancel(&ct_key, now);
+                    self.send_cancel(ct_key, now);
                 }
             }
             if code == 100 {
@@ -176,7 +205,7 @@ impl Edge {
         let endpoint = ack.as_ref().and_then(|_| ct.endpoint.clone());
         if let Some(ack) = ack
             && let Ok(sent) = self.emit_kept(target, ack, None, endpoint.as_ref(), now)
-            && let Some(ct) = self.client.get_mut(&ct_key)
+            && let Some(ct) = self.client.get_mut(ct_key)
         {
             ct.ack = Some(sent);
         }
@@ -186,11 +215,11 @@ impl Edge {
             Duration::ZERO
         };
         if linger.is_zero() {
-            self.client.remove(&ct_key);
+            self.client.remove(ct_key);
         } else {
             self.schedule(
                 later(now.mono, linger),
-                TimerKind::ClientCleanup(ct_key.clone(), epoch),
+                TimerKind::ClientCleanup(ct_key.to_owned(), epoch),
             );
         }
         if code == 503
@@ -215,9 +244,9 @@ impl Edge {
                 .is_some_and(|s| s.state == ServerState::Proceeding);
             if still_open && (200..300).contains(&code) {
                 self.send_upstream(&sk, msg, now);
-                self.cancel_branches(&sk, Some(&ct_key), now);
+                self.cancel_branches(&sk, Some(ct_key), now);
             } else if still_open {
-                self.branch_final(&sk, &ct_key, msg, now);
+                self.branch_final(&sk, ct_key, msg, now);
             } else if invite
                 && (200..300).contains(&code)
                 && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
@@ -232,12 +261,15 @@ impl Edge {
     /// The authentication stage's judgement of a response from a client. A response to a request
     /// this gateway sent to a client must come back over the flow it went out on, and is judged
     /// against the endpoint it was sent to (whose SA must have signed it), not against what its
-    /// own headers claim.
+    /// own headers claim. Once the transaction is gone, the request's flow and endpoint come from
+    /// the `sgt` parameter of our Via (MAC'd over the branch); without a valid one the response
+    /// is not ours to relay.
     pub(super) fn admit_client_response(
         &mut self,
         msg: &mut Message,
         flow: Flow,
         ct_key: &str,
+        via: Sent<'_>,
         now: Now,
     ) -> Result<(), DropReason> {
         let sent = self.client.get(ct_key);
@@ -247,14 +279,25 @@ impl Edge {
         {
             return Err(DropReason::ResponseNotOurs);
         }
+        let late;
+        let answering = match sent {
+            Some(ct) => Answering::Request(ct.endpoint.as_ref()),
+            None => {
+                late = via
+                    .target_token
+                    .and_then(|t| {
+                        let sgf = via.flow_token.unwrap_or_default();
+                        self.ids.parse_target_token(via.branch, sgf, &flow, t)
+                    })
+                    .ok_or(DropReason::Stray)?;
+                Answering::Request(late.as_ref())
+            }
+        };
         let ctx = InboundContext {
             flow,
             now,
             flow_binding: self.registrar.flow_identity(&flow),
-            answering: match sent {
-                Some(ct) => Answering::Request(ct.endpoint.as_ref()),
-                None => Answering::Unknown,
-            },
+            answering,
         };
         match self.auth.inbound(msg, &ctx) {
             InboundVerdict::Continue { .. } => Ok(()),
