@@ -1,9 +1,9 @@
 //! Message edits a proxy makes: build responses and hop-by-hop requests, rewrite Via and Route
 //! lists. Headers the proxy does not touch keep their wire bytes (signatures cover them).
 
-use sagw_sip::Message;
+use sagw_sip::{Message, ResponseWriter};
 
-use crate::uri::{list_elements, push_decimal};
+use crate::uri::list_elements;
 
 /// Names a header by either of its forms.
 fn is_named(name: &str, full: &str, compact: Option<&str>) -> bool {
@@ -153,34 +153,24 @@ pub fn build_response(
     extra: &[(&str, String)],
 ) -> Option<Message> {
     let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut s = String::with_capacity(req.start_line().len() + 400 + extra_len);
-    s.push_str("SIP/2.0 ");
-    push_decimal(&mut s, u64::from(code));
-    s.push(' ');
-    s.push_str(reason);
-    s.push_str("\r\n");
+    // Written and indexed in one pass: writing the text and parsing it again was ~5 k
+    // instructions a response (the 401 and the 200 of every Digest REGISTER).
+    let mut w = ResponseWriter::new(code, reason, req.start_line().len() + 400 + extra_len);
     for v in req.header_all("Via") {
-        push_line(&mut s, "Via", v);
+        w.header("Via", v);
     }
-    push_line(&mut s, "From", req.header("From")?);
+    w.header("From", req.header("From")?);
     let to = req.header("To")?;
     match (req.to().and_then(|t| t.tag()), to_tag) {
-        (None, Some(tag)) if code > 100 => {
-            s.push_str("To: ");
-            s.push_str(to);
-            s.push_str(";tag=");
-            s.push_str(tag);
-            s.push_str("\r\n");
-        }
-        _ => push_line(&mut s, "To", to),
+        (None, Some(tag)) if code > 100 => w.header_parts("To", &[to, ";tag=", tag]),
+        _ => w.header("To", to),
     }
-    push_line(&mut s, "Call-ID", req.call_id()?);
-    push_line(&mut s, "CSeq", req.header("CSeq")?);
+    w.header("Call-ID", req.call_id()?);
+    w.header("CSeq", req.header("CSeq")?);
     for (name, value) in extra {
-        push_line(&mut s, name, value);
+        w.header(name, value);
     }
-    s.push_str("Content-Length: 0\r\n\r\n");
-    Message::parse(s.as_bytes()).ok()
+    w.finish()
 }
 
 /// Build a hop-by-hop request (CANCEL, or ACK for a non-2xx final response) from the request a
@@ -220,6 +210,82 @@ fn push_line(s: &mut String, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `build_response` did before it had the writer: the text, parsed.
+    fn build_response_by_parsing(
+        req: &Message,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &[(&str, String)],
+    ) -> Option<Message> {
+        let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+        for v in req.header_all("Via") {
+            s.push_str(&format!("Via: {v}\r\n"));
+        }
+        s.push_str(&format!("From: {}\r\n", req.header("From")?));
+        let to = req.header("To")?;
+        match (req.to().and_then(|t| t.tag()), to_tag) {
+            (None, Some(tag)) if code > 100 => s.push_str(&format!("To: {to};tag={tag}\r\n")),
+            _ => s.push_str(&format!("To: {to}\r\n")),
+        }
+        s.push_str(&format!("Call-ID: {}\r\n", req.call_id()?));
+        s.push_str(&format!("CSeq: {}\r\n", req.header("CSeq")?));
+        for (name, value) in extra {
+            s.push_str(&format!("{name}: {value}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        Message::parse(s.as_bytes()).ok()
+    }
+
+    /// Every request of the RFC 4475 torture set (odd spacing, folding, compact names, long
+    /// values), answered both ways with and without a tag and extra headers: the same message.
+    #[test]
+    fn responses_are_what_writing_and_parsing_them_gave() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../sip/tests/data/rfc4475");
+        let mut compared = 0;
+        let extras = [
+            Vec::new(),
+            vec![
+                (
+                    "WWW-Authenticate",
+                    "Digest realm=\"x\", nonce=\"n\"".to_owned(),
+                ),
+                ("Contact", "<sip:a@b>;expires=60".to_owned()),
+            ],
+            vec![("Subject", "folded\r\n value".to_owned())],
+        ];
+        for entry in std::fs::read_dir(dir).expect("rfc4475 data") {
+            let raw = std::fs::read(entry.expect("entry").path()).expect("read");
+            let Ok(req) = Message::parse(&raw) else {
+                continue;
+            };
+            if !req.is_request() {
+                continue;
+            }
+            for (code, reason) in [(100, "Trying"), (200, "OK"), (401, "Unauthorized")] {
+                for tag in [None, Some("t1")] {
+                    for extra in &extras {
+                        let new = build_response(&req, code, reason, tag, extra);
+                        let old = build_response_by_parsing(&req, code, reason, tag, extra);
+                        assert_eq!(
+                            new.as_ref().map(Message::to_bytes),
+                            old.as_ref().map(Message::to_bytes)
+                        );
+                        if let (Some(new), Some(old)) = (new, old) {
+                            let hn: Vec<_> = new.headers().map(|h| (h.name, h.value)).collect();
+                            let ho: Vec<_> = old.headers().map(|h| (h.name, h.value)).collect();
+                            assert_eq!(hn, ho);
+                            assert_eq!(new.to().map(|t| t.tag()), old.to().map(|t| t.tag()));
+                            assert_eq!(new.validate(), old.validate());
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 300, "only {compared} compared");
+    }
 
     const REQ: &[u8] = b"INVITE sip:bob@b.example SIP/2.0\r\n\
 Via: SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/TCP p.example;branch=z9hG4bK0\r\n\

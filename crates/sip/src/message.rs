@@ -117,10 +117,10 @@ impl CSeq<'_> {
     }
 }
 
-type Range = (usize, usize);
+pub(crate) type Range = (usize, usize);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Store {
+pub(crate) enum Store {
     /// The received head (start line + headers + blank line).
     Head,
     /// Text written by edits.
@@ -128,28 +128,28 @@ enum Store {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum StartKind {
+pub(crate) enum StartKind {
     Request { method: Range, uri: Range },
     Response { code: u16, reason: Range },
 }
 
 #[derive(Debug, Clone, Copy)]
-struct StartLine {
-    store: Store,
+pub(crate) struct StartLine {
+    pub(crate) store: Store,
     /// The line without CRLF.
-    line: Range,
-    version: Range,
-    kind: StartKind,
+    pub(crate) line: Range,
+    pub(crate) version: Range,
+    pub(crate) kind: StartKind,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    id: HeaderId,
-    store: Store,
-    name: Range,
-    value: Range,
+pub(crate) struct Entry {
+    pub(crate) id: HeaderId,
+    pub(crate) store: Store,
+    pub(crate) name: Range,
+    pub(crate) value: Range,
     /// The original line(s) in the head including CRLF; `None` for headers written by edits.
-    raw: Option<Range>,
+    pub(crate) raw: Option<Range>,
 }
 
 /// A SIP request or response: the bytes as received plus an index of the start line and headers,
@@ -189,6 +189,19 @@ impl Message {
     /// [`Message::parse`] with explicit limits and version policy.
     pub fn parse_with(input: &[u8], limits: &Limits) -> Result<Message, ParseError> {
         parse_core(input, limits, Framing::Datagram).map(|(m, _)| m)
+    }
+
+    /// A message whose head was written and indexed by [`crate::ResponseWriter`] exactly as
+    /// parsing it would have indexed it: no body, not edited.
+    pub(crate) fn from_indexed(head: String, start: StartLine, headers: Vec<Entry>) -> Message {
+        Message {
+            head,
+            arena: String::new(),
+            start,
+            headers,
+            body: Vec::new(),
+            edited: false,
+        }
     }
 
     fn text(&self, store: Store, (start, end): Range) -> &str {
