@@ -468,12 +468,24 @@ impl Message {
     }
 
     fn new_entry(&mut self, name: &str, value: &str) -> Entry {
-        let name = sanitize_name(name);
+        self.new_entry_known(None, name, value)
+    }
+
+    /// [`Message::new_entry`] with the id of `name` when the caller has it already (it holds
+    /// for the written name only if sanitising left the name as it was).
+    fn new_entry_known(&mut self, id: Option<HeaderId>, name: &str, value: &str) -> Entry {
+        let written = sanitize_name(name);
+        let id = match (&written, id) {
+            // Unchanged (an empty name becomes `X`, which is a compact form).
+            (Cow::Borrowed(w), Some(id)) if w.len() == name.len() => id,
+            _ => HeaderId::from_name(written.as_bytes()),
+        };
+        let name = written;
         let value = sanitize_value(value);
         let n = self.arena_push(&name);
         let v = self.arena_push(trim_lws(&value));
         Entry {
-            id: HeaderId::from_name(name.as_bytes()),
+            id,
             store: Store::Arena,
             name: n,
             value: v,
@@ -531,7 +543,9 @@ impl Message {
     pub fn set_header(&mut self, name: &str, value: &str) {
         let id = HeaderId::from_name(name.as_bytes());
         let Some(first) = self.headers.iter().position(|e| self.matches(e, id, name)) else {
-            self.push_header(name, value);
+            let e = self.new_entry_known(Some(id), name, value);
+            self.headers.push(e);
+            self.edited = true;
             return;
         };
         let Some(old) = self.headers.get(first).copied() else {

@@ -224,3 +224,19 @@ fn edits_cannot_inject_lines() {
     assert_eq!(again.call_id(), Some("x y"));
     assert!(again.body().is_empty());
 }
+
+/// A header added by `set_header` is found by the name it was written under, the same as after a
+/// parse of the serialised message: an empty name is written `X`, which is the compact form of
+/// Session-Expires; a name that is no token is written with `-`.
+#[test]
+fn set_header_indexes_added_headers_by_their_written_name() {
+    let mut m = Message::parse(&read("oc2007r2-register-request.sip")).unwrap();
+    m.set_header("", "90");
+    m.set_header("Call ID", "z");
+    m.set_header("Subject", "s");
+    let again = Message::parse(&m.to_bytes()).unwrap();
+    for name in ["Session-Expires", "x", "Call-ID", "Call-ID", "Subject"] {
+        assert_eq!(m.header(name), again.header(name), "{name}");
+    }
+    assert_eq!(m.header("Session-Expires"), Some("90"));
+}
