@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, parse_name_addr, parse_valid_name_addr};
+use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, parse_name_addr};
 
 /// What the signature buffer and the security core's identity checks read from one message,
 /// found once per message: one pass over the headers, From and To each parsed once, shared by
@@ -62,32 +62,21 @@ pub(crate) enum Direction {
     Response,
 }
 
-/// How [`MessageFacts`] reads From and To.
-type AddressParser = for<'v> fn(&'v str) -> Result<NameAddr<'v>, sagw_sip::ParseError>;
-
 impl<'m> MessageFacts<'m> {
-    /// What a signature buffer needs: the tags, not the `epid`s.
+    /// What signing needs: the tags, not the `epid`s.
     pub fn of(msg: &'m Message) -> Self {
-        Self::read(msg, false, parse_name_addr)
-    }
-
-    /// What signing a message the gateway sends needs, From and To not checked again: the proxy
-    /// relays only messages that passed `Message::validate` (which parses both), and builds its
-    /// own from them. The same parts as [`MessageFacts::of`] for such a message, for a third of
-    /// the work of parsing them.
-    pub fn of_outgoing(msg: &'m Message) -> Self {
-        Self::read(msg, false, parse_valid_name_addr)
+        Self::read(msg, false)
     }
 
     /// A message from a client: its `epid` is checked too, so it is read in the same pass.
     pub fn of_client(msg: &'m Message) -> Self {
-        Self::read(msg, true, parse_name_addr)
+        Self::read(msg, true)
     }
 
-    fn read(msg: &'m Message, epids: bool, parse: AddressParser) -> Self {
+    fn read(msg: &'m Message, epids: bool) -> Self {
         let headers = msg.core_headers();
-        let from = headers.from.and_then(|v| parse(v).ok());
-        let to = headers.to.and_then(|v| parse(v).ok());
+        let from = headers.from.and_then(|v| parse_name_addr(v).ok());
+        let to = headers.to.and_then(|v| parse_name_addr(v).ok());
         MessageFacts {
             cseq: headers.cseq.and_then(CSeq::parse),
             from_params: TagAndEpid::of(from.as_ref(), epids),

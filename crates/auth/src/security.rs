@@ -1624,12 +1624,7 @@ impl SecurityCore {
             version: sa.version(),
         };
         with_scratch(|scratch| {
-            write_facts(
-                msg,
-                &MessageFacts::of_outgoing(msg),
-                &params,
-                &mut scratch.buffer,
-            );
+            write_facts(msg, &MessageFacts::of(msg), &params, &mut scratch.buffer);
             let mut rspauth_text = [0u8; 32];
             let kerberos_hex;
             let rspauth = match sa.mechanism() {
