@@ -946,9 +946,9 @@ impl SecurityStage {
         }
     }
 
-    /// Signs a request to `endpoint` with its SA, or refuses it with 480 when the endpoint has
-    /// none any more (expired, revoked, signed out): its client drops unsigned requests, and the
-    /// sender would otherwise wait for a timeout.
+    /// Signs a response relayed after its transaction ended for `endpoint`, the one the request
+    /// came from; left unsigned (as a response is never refused) when that endpoint has no live
+    /// SA any more.
     fn sign_relayed_response(
         &mut self,
         msg: &mut Message,
@@ -972,6 +972,9 @@ impl SecurityStage {
         }
     }
 
+    /// Signs a request to `endpoint` with its SA, or refuses it with 480 when the endpoint has
+    /// none any more (expired, revoked, signed out): its client drops unsigned requests, and the
+    /// sender would otherwise wait for a timeout.
     fn sign_request(
         &mut self,
         msg: &mut Message,
