@@ -14,16 +14,6 @@ use crate::token::BRANCH_PREFIX;
 use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
 use crate::uri::Via;
 
-/// What our Via on a response says of the request it answers.
-pub(super) struct Sent<'a> {
-    /// Our branch.
-    pub(super) branch: &'a str,
-    /// Its `sgf` parameter: the flow token its responses go back by.
-    pub(super) flow_token: Option<&'a str>,
-    /// Its `sgt` parameter, on a request sent to a client.
-    pub(super) target_token: Option<&'a str>,
-}
-
 impl Edge {
     pub(super) fn on_response(
         &mut self,
@@ -56,7 +46,6 @@ impl Edge {
             return;
         };
         let sgf = via.param("sgf").map(str::to_owned);
-        let sgt = via.param("sgt").filter(|_| from_client).map(str::to_owned);
         let code = msg.status_code().unwrap_or(500);
         let method = msg.cseq().map(|c| c.method.to_owned()).unwrap_or_default();
         let cancel_key = (method == "CANCEL").then(|| format!("{branch}|CANCEL"));
@@ -64,18 +53,7 @@ impl Edge {
         if !from_client && self.probe_answered(ct_key, code, &flow, now) {
             return;
         }
-        if from_client
-            && let Err(reason) = self.admit_client_response(
-                &mut msg,
-                flow,
-                ct_key,
-                Sent {
-                    branch: &branch,
-                    flow_token: sgf.as_deref(),
-                    target_token: sgt.as_deref(),
-                },
-                now,
-            )
+        if from_client && let Err(reason) = self.admit_client_response(&mut msg, flow, ct_key, now)
         {
             self.report(Report::Dropped(reason));
             return;
@@ -269,7 +247,6 @@ impl Edge {
         msg: &mut Message,
         flow: Flow,
         ct_key: &str,
-        via: Sent<'_>,
         now: Now,
     ) -> Result<(), DropReason> {
         let sent = self.client.get(ct_key);
@@ -282,12 +259,14 @@ impl Edge {
         let late;
         let answering = match sent {
             Some(ct) => Answering::Request(ct.endpoint.as_ref()),
+            // Read from our Via only here, where it is needed (rare: a late response).
             None => {
-                late = via
-                    .target_token
-                    .and_then(|t| {
-                        let sgf = via.flow_token.unwrap_or_default();
-                        self.ids.parse_target_token(via.branch, sgf, &flow, t)
+                late = top_via(msg)
+                    .and_then(Via::parse)
+                    .and_then(|v| {
+                        let sgf = v.param("sgf").unwrap_or_default();
+                        self.ids
+                            .parse_target_token(v.branch()?, sgf, &flow, v.param("sgt")?)
                     })
                     .ok_or(DropReason::Stray)?;
                 Answering::Request(late.as_ref())
