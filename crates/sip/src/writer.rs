@@ -77,6 +77,13 @@ impl ResponseWriter {
 
     /// Appends a header whose value is the concatenation of `parts` (a To with a tag added, say).
     pub fn header_parts(&mut self, name: &str, parts: &[&str]) {
+        let (id, indexed) = self.write_line(name, parts);
+        // A Content-Length of the caller's would be a second one beside `finish`'s.
+        self.irregular |= !indexed || id == HeaderId::ContentLength;
+    }
+
+    /// Writes `name: parts…` and indexes it; true when the index is what parsing the line gives.
+    fn write_line(&mut self, name: &str, parts: &[&str]) -> (HeaderId, bool) {
         let pos = self.head.len();
         self.head.push_str(name);
         self.head.push_str(": ");
@@ -92,14 +99,12 @@ impl ResponseWriter {
             .as_bytes()
             .get(value_start..value_end)
             .unwrap_or(&[]);
-        let regular = !name.is_empty()
+        let indexed = !name.is_empty()
             && name.bytes().all(is_token_byte)
-            && id != HeaderId::ContentLength
             && memchr::memchr2(b'\r', b'\n', value).is_none()
             && !value.first().is_some_and(|&c| is_wsp(c))
             && !value.last().is_some_and(|&c| is_wsp(c))
             && value_end - pos <= Limits::default().max_line_bytes;
-        self.irregular |= !regular;
         let value: Range = (value_start, value_end);
         self.headers.push(Entry {
             id,
@@ -108,15 +113,14 @@ impl ResponseWriter {
             value,
             raw: Some((pos, self.head.len())),
         });
+        (id, indexed)
     }
 
     /// Ends the head with `Content-Length: 0` and the blank line. `None` where parsing the text
     /// fails (over the default limits, or a start line or header it refuses).
     pub fn finish(mut self) -> Option<Message> {
-        // Ours, the one Content-Length: not a caller's that parsing would find twice.
-        let irregular = self.irregular;
-        self.header("Content-Length", "0");
-        self.irregular = irregular;
+        // Ours, the one Content-Length, and a regular line.
+        self.write_line("Content-Length", &["0"]);
         self.head.push_str("\r\n");
         let limits = Limits::default();
         if self.irregular
