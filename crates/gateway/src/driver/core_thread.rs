@@ -1,6 +1,9 @@
 //! The core thread: owns the sans-IO [`Edge`], reads and writes the UDP sockets, takes the
 //! connection tasks' events and executes the edge's actions.
 
+use std::os::fd::AsRawFd;
+
+use super::udp_batch::{BATCH, Outgoing, RecvBatch, SendBatch};
 use super::*;
 
 /// Bytes waiting for a connection to a next hop, with the token to fail if it never opens.
@@ -35,6 +38,8 @@ pub(super) struct Core {
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     /// The parser's limits for datagrams (a reload changes them).
     pub(super) sip_limits: sagw_sip::Limits,
+    /// Datagrams of this pass, sent together by [`Core::flush_udp`].
+    pub(super) udp_out: Vec<Outgoing>,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
@@ -42,7 +47,8 @@ pub(super) struct Core {
 pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Event>) {
     let stop = core.shared.shutdown.clone();
     let mut ready = mio::Events::with_capacity(16);
-    let mut buf = vec![0u8; 65_536];
+    // The batches' system-call headers hold raw pointers (not `Send`): made on this thread.
+    let (mut rx, mut tx) = (RecvBatch::new(), SendBatch::new());
     // Datagrams may have queued before the sockets were registered: read once before sleeping.
     let mut udp_ready = vec![true; core.udp.len()];
     let origin = Instant::now();
@@ -57,9 +63,10 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
         let mut busy = false;
         for (i, ready) in udp_ready.iter_mut().enumerate() {
             if *ready {
-                // Edge-triggered: the socket is read until it would block, or the budget says
-                // stop (then it is still ready and the loop comes back to it without sleeping).
-                *ready = core.read_udp(i, &mut buf);
+                // Edge-triggered: the socket is read until it is empty (a short batch, or would
+                // block), or the budget says stop (then it is still ready and the loop comes back
+                // to it without sleeping).
+                *ready = core.read_udp(i, &mut rx, &mut tx);
                 busy |= *ready;
             }
         }
@@ -93,6 +100,8 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             core.edge.handle_timeout(now());
             core.run_actions();
         }
+        // What this pass answered leaves now, in as few system calls as it can.
+        core.flush_udp(&mut tx);
         core.publish_gauges();
         if core.edge.intake() == Intake::Draining {
             core.shared
@@ -139,6 +148,7 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             }
         }
     }
+    core.flush_udp(&mut tx);
     if let Some(slot) = &core.save_bindings {
         let records = core.edge.export_bindings(now());
         match serde_json::to_vec(&records) {
@@ -181,23 +191,35 @@ impl Core {
         }
     }
 
-    /// Read and handle datagrams of UDP listener `i` until its socket would block (false) or the
-    /// budget is spent (true: more may be waiting).
-    fn read_udp(&mut self, i: usize, buf: &mut [u8]) -> bool {
-        for _ in 0..UDP_BUDGET {
+    /// Read and handle datagrams of UDP listener `i`, a batch per system call, until its socket
+    /// has no more (false) or the budget is spent (true: more may be waiting). The answers to a
+    /// batch leave together at its end.
+    fn read_udp(&mut self, i: usize, rx: &mut RecvBatch, tx: &mut SendBatch) -> bool {
+        let mut read = 0;
+        while read < UDP_BUDGET {
             let Some(u) = self.udp.get(i) else {
                 return false;
             };
-            let listener = u.listener;
-            match u.sock.recv_from(buf) {
-                Ok((n, remote)) => {
-                    if let Some(data) = buf.get(..n) {
-                        self.on_datagram(data, remote, listener);
+            let (listener, fd) = (u.listener, u.sock.as_raw_fd());
+            match rx.recv(fd) {
+                Ok(n) => {
+                    for k in 0..n {
+                        if let Some((data, remote)) = rx.get(k) {
+                            self.on_datagram(data, remote, listener);
+                        }
+                    }
+                    self.flush_udp(tx);
+                    read += n.max(1);
+                    // A short batch emptied the queue: a datagram that arrives after it raises
+                    // a new edge (Linux signals every datagram queued to an edge-triggered
+                    // epoll), so the read that would only say "would block" is saved.
+                    if n < BATCH {
+                        return false;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 // ICMP errors from earlier sends surface here on some systems: not fatal.
-                Err(_) => {}
+                Err(_) => read += 1,
             }
         }
         true
@@ -516,19 +538,24 @@ impl Core {
         match (to, to.transport()) {
             (_, Transport::Udp) => {
                 // A client's datagrams leave from the socket it reached (its NAT binding names
-                // that port); datagrams to an address from the first UDP listener.
+                // that port); datagrams to an address from the first UDP listener. Queued: the
+                // pass ends with `flush_udp`.
                 let sock = match to {
                     Target::Flow(f) => {
                         let id = ListenerId::of(f.id);
-                        self.udp.iter().find(|u| u.listener == id)
+                        self.udp.iter().position(|u| u.listener == id)
                     }
                     Target::Addr { .. } => None,
                 }
-                .or_else(|| self.udp.first());
-                let ok = bytes.len() <= 65_507
-                    && sock.is_some_and(|u| u.sock.send_to(&bytes, to.addr()).is_ok());
-                if !ok {
-                    self.send_failure(Transport::Udp, token);
+                .or_else(|| (!self.udp.is_empty()).then_some(0));
+                match sock {
+                    Some(sock) if bytes.len() <= 65_507 => self.udp_out.push(Outgoing {
+                        sock,
+                        to: to.addr(),
+                        bytes,
+                        token,
+                    }),
+                    _ => self.send_failure(Transport::Udp, token),
                 }
             }
             (Target::Flow(f), t) => {
@@ -539,6 +566,50 @@ impl Core {
             (Target::Addr { transport, addr }, _) => {
                 self.send_stream_addr((transport, addr), bytes, token);
             }
+        }
+    }
+
+    /// Sends the queued datagrams, a `sendmmsg` per run of up to [`BATCH`] for one socket. A
+    /// datagram the kernel refuses is reported as a failed send of its token, as an immediate
+    /// `sendto` was; what the edge does about it (another next hop, a 503) is sent in turn.
+    pub(super) fn flush_udp(&mut self, tx: &mut SendBatch) {
+        while !self.udp_out.is_empty() {
+            let mut out = std::mem::take(&mut self.udp_out);
+            let mut failed = Vec::new();
+            let mut start = 0;
+            while let Some(first) = out.get(start) {
+                let sock = first.sock;
+                let run = out
+                    .get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(BATCH)
+                    .take_while(|o| o.sock == sock)
+                    .count();
+                let batch = out.get(start..start + run).unwrap_or_default();
+                let sent = match self.udp.get(sock) {
+                    Some(u) => tx.send(u.sock.as_raw_fd(), batch),
+                    None => 0,
+                };
+                start += sent;
+                if sent < run {
+                    // The kernel refused this one: report it, go on with the next.
+                    if let Some(o) = out.get_mut(start) {
+                        failed.push(o.token.take());
+                    }
+                    start += 1;
+                }
+            }
+            out.clear();
+            // The queue's buffer is kept for the next pass (the failures below may queue more).
+            self.udp_out = out;
+            if failed.is_empty() {
+                return;
+            }
+            for token in failed {
+                self.send_failure(Transport::Udp, token);
+            }
+            self.run_actions();
         }
     }
 

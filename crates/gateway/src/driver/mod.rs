@@ -47,6 +47,7 @@ use crate::tls::{self, CertInfo};
 mod conn;
 mod control;
 mod core_thread;
+mod udp_batch;
 
 use conn::*;
 use control::{AuthLive, Control, GatewayControl};
@@ -927,6 +928,7 @@ async fn start_inner(
         hop_origins,
         control: control_rx,
         sip_limits,
+        udp_out: Vec::with_capacity(udp_batch::BATCH),
     };
     // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
     let (exit_tx, exit_rx) = watch::channel(None);
