@@ -125,3 +125,81 @@ impl SendBatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn bound() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s
+    }
+
+    fn out(to: SocketAddr, bytes: &[u8]) -> Outgoing {
+        Outgoing {
+            sock: 0,
+            to,
+            bytes: bytes.to_vec(),
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_every_waiting_datagram_with_its_source() {
+        let server = bound();
+        server.set_nonblocking(true).expect("non-blocking");
+        let (a, b) = (bound(), bound());
+        let to = server.local_addr().expect("addr");
+        a.send_to(b"one", to).expect("send");
+        b.send_to(b"two", to).expect("send");
+        a.send_to(&[7u8; 9000], to).expect("send");
+        let mut rx = RecvBatch::new();
+        // Loopback delivers synchronously, but give a slow host a moment.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(rx.recv(server.as_raw_fd()).expect("batch"), 3);
+        let a_addr = a.local_addr().expect("addr");
+        assert_eq!(rx.get(0), Some((&b"one"[..], a_addr)));
+        assert_eq!(
+            rx.get(1),
+            Some((&b"two"[..], b.local_addr().expect("addr")))
+        );
+        assert_eq!(rx.get(2), Some((&[7u8; 9000][..], a_addr)));
+        assert_eq!(rx.get(3), None);
+        let e = rx.recv(server.as_raw_fd()).expect_err("empty");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(rx.get(0), None, "an empty read leaves no datagram behind");
+    }
+
+    #[test]
+    fn a_refused_datagram_is_reported_alone_and_the_rest_still_leave() {
+        let sender = bound();
+        let (c, d) = (bound(), bound());
+        let (c_addr, d_addr) = (c.local_addr().expect("addr"), d.local_addr().expect("addr"));
+        // An IPv6 destination from an IPv4 socket: the kernel refuses that datagram only.
+        let v6: SocketAddr = "[::1]:9".parse().expect("addr");
+        let queue = [
+            out(c_addr, b"first"),
+            out(v6, b"refused"),
+            out(d_addr, b"third"),
+        ];
+        let mut tx = SendBatch::new();
+        let fd = sender.as_raw_fd();
+        assert_eq!(tx.send(fd, &queue), 1, "sent up to the refused one");
+        assert_eq!(tx.send(fd, &queue[1..]), 0, "the refused one fails first");
+        assert_eq!(tx.send(fd, &queue[2..]), 1, "then the rest leaves");
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).expect("c gets its datagram");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"first"[..], sender.local_addr().expect("addr"))
+        );
+        let (n, _) = d.recv_from(&mut buf).expect("d gets its datagram");
+        assert_eq!(&buf[..n], b"third");
+    }
+}
