@@ -709,18 +709,22 @@ fn transport(t: sagw_proxy::Transport) -> Transport {
     }
 }
 
-fn bare_uri(uri: &str) -> &str {
-    uri.split(';').next().unwrap_or(uri)
-}
-
 impl ClientAuth for SecurityStage {
     fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
         let now = ctx.now.wall;
         if !msg.is_request() {
+            // The edge names the request every client response answers (its transaction, or the
+            // `sgt` of our Via for a late one) and drops the others unjudged: a response without
+            // one has nothing to be judged against, and its own To is only its own claim.
+            let Answering::Request(sent_to) = ctx.answering else {
+                self.core.counters().dropped_response();
+                debug!("dropped a client response that answers no known request");
+                return InboundVerdict::Drop;
+            };
             return match self.core.on_response(msg, now) {
                 ResponseVerdict::Verified(sa)
-                    if matches!(ctx.answering, Answering::Request(Some(e))
-                        if e.identity != sa.identity() || e.epid != sa.epid()) =>
+                    if sent_to
+                        .is_some_and(|e| e.identity != sa.identity() || e.epid != sa.epid()) =>
                 {
                     // Signed, but by another endpoint than the one the request went to.
                     self.core.counters().dropped_response();
@@ -747,19 +751,9 @@ impl ClientAuth for SecurityStage {
                 }
                 ResponseVerdict::Unsigned => {
                     // Once an endpoint has an SA, its final and 18x responses must be signed: the
-                    // endpoint the request went to when the gateway sent it (whatever the
-                    // response's To says), else, for a late response, the one its To names.
-                    let has_sa = match ctx.answering {
-                        Answering::Request(endpoint) => endpoint.is_some(),
-                        Answering::Unknown => msg.to().is_some_and(|to| {
-                            to.param("epid").is_some_and(|epid| {
-                                self.core
-                                    .sa_for_endpoint(bare_uri(to.uri), epid, now)
-                                    .is_some()
-                            })
-                        }),
-                    };
-                    if has_sa && msg.status_code() != Some(100) {
+                    // endpoint the request went to when the gateway sent it, whatever the
+                    // response's To says.
+                    if sent_to.is_some() && msg.status_code() != Some(100) {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop
                     } else {
@@ -1159,6 +1153,54 @@ other_challenge = 401
             ChallengeFamily::Www,
             "the listener's over the policy's"
         );
+    }
+
+    /// The edge names the request every client response answers; a response handed to the
+    /// stage without one is dropped, not judged by the epid its own To claims.
+    #[test]
+    fn a_client_response_that_answers_no_known_request_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n[auth]\nschemes = [\"ntlm\", \"digest\"]\ncredentials = \"{d}/users\"\nnonce_key = \"{d}/nonce.key\"\n",
+            d = dir.path().display()
+        );
+        let a = crate::Config::parse(&text)
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        let (core, _) = build_core(&a, &mut rng).expect("core");
+        let mut stage = SecurityStage::new(
+            Arc::new(core),
+            Box::new(sagw_auth::XorShiftRng::new(4)),
+            Vec::new(),
+        );
+        let response = || {
+            Message::parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP gw;branch=z9hG4bK1\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n").expect("response")
+        };
+        let ctx = |answering| InboundContext {
+            flow: sagw_proxy::Flow {
+                id: sagw_proxy::FlowId(1),
+                transport: sagw_proxy::Transport::Udp,
+                remote: "192.0.2.1:5060".parse().expect("address"),
+            },
+            now: sagw_proxy::Now {
+                mono: std::time::Instant::now(),
+                wall: std::time::SystemTime::now(),
+            },
+            flow_binding: None,
+            answering,
+        };
+        assert!(matches!(
+            stage.inbound(&mut response(), &ctx(Answering::Unknown)),
+            InboundVerdict::Drop
+        ));
+        // The same response to a request the gateway sent to a client without an SA is relayed.
+        assert!(matches!(
+            stage.inbound(&mut response(), &ctx(Answering::Request(None))),
+            InboundVerdict::Continue { .. }
+        ));
     }
 
     #[test]

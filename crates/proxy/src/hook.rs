@@ -56,8 +56,9 @@ pub enum Answering<'a> {
     /// client without an SA). That endpoint's SA, and no other, must have signed the response,
     /// whatever the response's own headers say.
     Request(Option<&'a SaEndpoint>),
-    /// No request of ours that is still known (a late retransmission), or the message is a
-    /// request.
+    /// The message is a request. (A late response is matched to its request through the `sgt`
+    /// of our Via and dropped unjudged without one, so a response never comes with this; the
+    /// gateway's stage drops one that does.)
     Unknown,
 }
 
