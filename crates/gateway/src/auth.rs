@@ -1076,6 +1076,17 @@ mod tests {
         Message::parse(format!("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1{from_params}\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{ua}Content-Length: 0\r\n\r\n").as_bytes()).expect("request")
     }
 
+    /// The security core and router a configuration text builds.
+    fn core_of(text: &str) -> (SecurityCore, PolicyRouter) {
+        let a = crate::Config::parse(text)
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        let mut rng = sagw_auth::XorShiftRng::new(3);
+        build_core(&a, &mut rng).expect("core")
+    }
+
     /// Precedence: the listener's pin, else the first client rule that matches, else default; the
     /// listener's challenge statuses apply over the policy's.
     #[test]
@@ -1115,12 +1126,7 @@ other_challenge = 401
 "#,
             d = dir.path().display()
         );
-        let settings = crate::Config::parse(&text)
-            .and_then(|c| c.validate())
-            .expect("valid");
-        let a = settings.auth.expect("auth on");
-        let mut rng = sagw_auth::XorShiftRng::new(3);
-        let (_core, router) = build_core(&a, &mut rng).expect("core");
+        let (_core, router) = core_of(&text);
         let (udp, tcp) = (ListenerId(0), ListenerId(1));
         let name = |l, m: &Message| router.route(l, m).name.to_owned();
         assert_eq!(
@@ -1164,13 +1170,7 @@ other_challenge = 401
             "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n[auth]\nschemes = [\"ntlm\", \"digest\"]\ncredentials = \"{d}/users\"\nnonce_key = \"{d}/nonce.key\"\n",
             d = dir.path().display()
         );
-        let a = crate::Config::parse(&text)
-            .and_then(|c| c.validate())
-            .expect("valid")
-            .auth
-            .expect("auth on");
-        let mut rng = sagw_auth::XorShiftRng::new(3);
-        let (core, _) = build_core(&a, &mut rng).expect("core");
+        let (core, _) = core_of(&text);
         let mut stage = SecurityStage::new(
             Arc::new(core),
             Box::new(sagw_auth::XorShiftRng::new(4)),
@@ -1212,13 +1212,7 @@ other_challenge = 401
                 d = dir.path().display()
             )
         };
-        let a = crate::Config::parse(&conf("max_sas_per_identity = 4\nmax_epid_len = 20"))
-            .and_then(|c| c.validate())
-            .expect("valid")
-            .auth
-            .expect("auth on");
-        let mut rng = sagw_auth::XorShiftRng::new(3);
-        let (core, _) = build_core(&a, &mut rng).expect("core");
+        let (core, _) = core_of(&conf("max_sas_per_identity = 4\nmax_epid_len = 20"));
         assert_eq!(core.config().max_sas_per_identity, 4);
         assert_eq!(core.config().max_epid_len, 20);
         for (bad, key) in [
