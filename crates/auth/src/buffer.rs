@@ -191,8 +191,7 @@ pub(crate) fn write_facts(
     }
     slot(h.expires.unwrap_or(""));
     if let Some(code) = msg.status_code() {
-        let mut digits = [0u8; 10];
-        slot(crate::hex::decimal(u32::from(code), &mut digits));
+        slot(itoa::Buffer::new().format(code));
     }
 }
 

@@ -25,20 +25,6 @@ pub fn upper_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     std::str::from_utf8(&out[..n]).unwrap_or("")
 }
 
-/// Decimal text of `n` in `buf`, without `fmt`.
-pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("")
-}
-
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -78,9 +64,5 @@ mod tests {
             super::upper_into(&v.to_be_bytes(), &mut out),
             format!("{v:08X}")
         );
-        for n in [0u32, 7, 10, 200, 65_535, 4_294_967_295] {
-            let mut buf = [0u8; 10];
-            assert_eq!(super::decimal(n, &mut buf), n.to_string());
-        }
     }
 }

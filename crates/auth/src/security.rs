@@ -928,7 +928,7 @@ impl SecurityCore {
             );
             // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
             let mut opaque_text = [0u8; 8];
-            let mut version_text = [0u8; 10];
+            let mut version_text = itoa::Buffer::new();
             let value = AuthHeaderBuilder::new(h.scheme)
                 .quoted("qop", "auth")
                 .quoted(
@@ -938,10 +938,7 @@ impl SecurityCore {
                 .quoted("gssapi-data", &gssapi)
                 .quoted("targetname", target)
                 .quoted("realm", &self.config.realm)
-                .token(
-                    "version",
-                    hex::decimal(u32::from(self.config.version), &mut version_text),
-                )
+                .token("version", version_text.format(self.config.version))
                 .build();
             self.counters.challenge();
             return Decision::Continue(Challenge {
@@ -1609,8 +1606,8 @@ impl SecurityCore {
         // Every text of the header is written into stack buffers, without `fmt` or the heap.
         let mut srand_text = [0u8; 8];
         let srand = hex::upper_into(&r, &mut srand_text);
-        let mut snum_text = [0u8; 10];
-        let snum = hex::decimal(sa.next_snum(), &mut snum_text);
+        let mut snum_text = itoa::Buffer::new();
+        let snum = snum_text.format(sa.next_snum());
         let mut opaque_text = [0u8; 8];
         let opaque = hex::upper_into(&sa.opaque().0.to_be_bytes(), &mut opaque_text);
         let scheme = sa.scheme().token();

@@ -327,21 +327,8 @@ fn element_end(v: &[u8]) -> Option<usize> {
 
 /// Append the decimal digits of `n` to `out` (what `n.to_string()` gives, without the
 /// formatting machinery or a temporary String).
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        // n % 10 < 10: the cast cannot truncate.
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in buf.get(i..).unwrap_or(&[]) {
-        out.push(char::from(d));
-    }
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Append the text of `ip` to `out`: an IPv4 address in dotted decimal by hand (the per-message

@@ -27,20 +27,7 @@ impl ResponseWriter {
     pub fn new(code: u16, reason: &str, capacity: usize) -> ResponseWriter {
         let mut head = String::with_capacity(capacity);
         head.push_str("SIP/2.0 ");
-        let mut digits = [0u8; 5];
-        let mut n = code;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            if let Some(d) = digits.get_mut(i) {
-                *d = b'0' + (n % 10) as u8;
-            }
-            n /= 10;
-            if n == 0 || i == 0 {
-                break;
-            }
-        }
-        head.push_str(std::str::from_utf8(digits.get(i..).unwrap_or(&[])).unwrap_or(""));
+        head.push_str(itoa::Buffer::new().format(code));
         head.push(' ');
         let reason_start = head.len();
         head.push_str(reason);
