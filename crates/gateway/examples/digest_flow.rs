@@ -25,8 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sagw_gateway::metrics::Metrics;
 use sagw_proxy::{
-    Action, BindingChange, Edge, EdgeConfig, Flow, FlowId, Inbound, LocalAddrs, Now, Report,
-    Secret, Transport,
+    Action, BindingChange, Edge, Flow, FlowId, Inbound, LocalAddrs, Now, Report, Secret, Transport,
 };
 use sagw_sip::{Limits, Message};
 
@@ -229,16 +228,7 @@ impl World {
             tls: None,
             extra_ports: Vec::new(),
         };
-        let mut ec = EdgeConfig::new(local, Secret::new([4; 32]));
-        ec.mode = settings.mode;
-        ec.domains = settings.domains.clone();
-        ec.next_hops = settings.next_hops.clone();
-        ec.trusted_peers = settings.trusted_peers.clone();
-        ec.client_routes = settings.client_routes.clone();
-        ec.timers = settings.timers;
-        ec.retry_after = settings.retry_after;
-        ec.max_transactions = settings.max_transactions;
-        ec.registrar = settings.registrar.clone();
+        let ec = settings.edge_config(local, Secret::new([4; 32]), settings.next_hops.clone());
         let _ = std::fs::remove_dir_all(&dir);
         World {
             edge: Edge::with_auth(ec, Box::new(stage)),

@@ -527,6 +527,30 @@ impl std::fmt::Display for SpoofableTrust {
 }
 
 impl Settings {
+    /// What the sans-IO edge is configured with: these settings, the addresses the gateway
+    /// advertises, the flow-token key and the next hops as resolved. One place, so that a bench
+    /// or test edge (`examples/digest_flow.rs`) runs as the gateway's does.
+    pub fn edge_config(
+        &self,
+        local: sagw_proxy::LocalAddrs,
+        flow_token_key: sagw_proxy::Secret,
+        next_hops: Vec<NextHop>,
+    ) -> sagw_proxy::EdgeConfig {
+        let mut cfg = sagw_proxy::EdgeConfig::new(local, flow_token_key);
+        cfg.mode = self.mode;
+        cfg.domains = self.domains.clone();
+        cfg.next_hops = next_hops;
+        cfg.probe = self.hops.probe;
+        cfg.trusted_peers = self.trusted_peers.clone();
+        cfg.client_routes = self.client_routes.clone();
+        cfg.timers = self.timers;
+        cfg.retry_after = self.retry_after;
+        cfg.max_transactions = self.max_transactions;
+        cfg.registrar = self.registrar.clone();
+        cfg.probers = self.admin.sip_probers.clone();
+        cfg
+    }
+
     /// Servers trusted by a source address that can be forged (see [`SpoofableTrust`]): logged
     /// as warnings at start and by `sagw check-config`.
     pub fn spoofable_trust(&self) -> Vec<SpoofableTrust> {

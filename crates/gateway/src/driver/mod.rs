@@ -25,8 +25,8 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use sagw_proxy::{
-    Action, ClientAuth, Edge, EdgeConfig, Flow, FlowId, Inbound, Intake, LocalAddrs, NoAuth, Now,
-    Report, Secret, SendToken, Target, Transport,
+    Action, ClientAuth, Edge, Flow, FlowId, Inbound, Intake, LocalAddrs, NoAuth, Now, Report,
+    Secret, SendToken, Target, Transport,
 };
 use sagw_sip::{Frame, KeepAliveKind, Message, ParseError, StreamFramer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -759,18 +759,11 @@ async fn start_inner(
     };
     // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
     // cross the pool: they are keyed by the pool key.
-    let mut cfg = EdgeConfig::new(local.clone(), Secret::new(state.key.flow_token_key()));
-    cfg.mode = settings.mode;
-    cfg.domains = settings.domains.clone();
-    cfg.next_hops = initial_hops.iter().map(|o| o.resolved.hop).collect();
-    cfg.probe = settings.hops.probe;
-    cfg.trusted_peers = settings.trusted_peers.clone();
-    cfg.client_routes = settings.client_routes.clone();
-    cfg.timers = settings.timers;
-    cfg.retry_after = settings.retry_after;
-    cfg.max_transactions = settings.max_transactions;
-    cfg.registrar = settings.registrar.clone();
-    cfg.probers = settings.admin.sip_probers.clone();
+    let cfg = settings.edge_config(
+        local.clone(),
+        Secret::new(state.key.flow_token_key()),
+        initial_hops.iter().map(|o| o.resolved.hop).collect(),
+    );
     let mut edge = Edge::with_auth(cfg, auth);
     if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
         match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
