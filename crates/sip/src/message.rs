@@ -499,7 +499,12 @@ impl Message {
     /// that are not token characters become `-` (an empty name becomes `X`). Surrounding
     /// whitespace of `value` is dropped, matching what parsing would return.
     pub fn push_header(&mut self, name: &str, value: &str) {
-        let e = self.new_entry(name, value);
+        self.push_entry(None, name, value);
+    }
+
+    /// [`Message::push_header`] with the id of `name` when the caller has it already.
+    fn push_entry(&mut self, id: Option<HeaderId>, name: &str, value: &str) {
+        let e = self.new_entry_known(id, name, value);
         self.headers.push(e);
         self.edited = true;
     }
@@ -543,9 +548,7 @@ impl Message {
     pub fn set_header(&mut self, name: &str, value: &str) {
         let id = HeaderId::from_name(name.as_bytes());
         let Some(first) = self.headers.iter().position(|e| self.matches(e, id, name)) else {
-            let e = self.new_entry_known(Some(id), name, value);
-            self.headers.push(e);
-            self.edited = true;
+            self.push_entry(Some(id), name, value);
             return;
         };
         let Some(old) = self.headers.get(first).copied() else {
