@@ -303,6 +303,53 @@ async fn idle_and_message_timers_run_while_a_write_is_blocked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_keeps_talking_outlives_the_idle_timer_and_closes_once_silent() {
+    // The idle timer is armed once and moved only when it fires: a peer that talks for longer
+    // than the idle limit must stay, whatever the first deadline was; once silent it goes.
+    let gw = gateway("idle_timeout_secs = 2\nmessage_timeout_secs = 1\n").await;
+    let mut talker = connect_from("127.0.0.1", gw.tcp.unwrap(), None)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        assert!(
+            served(&mut talker).await,
+            "still served {:?} after connecting (idle limit 2 s)",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        series(
+            &scrape(&gw).await,
+            "sagw_limit_hits_total{limit=\"idle_timeout\"}"
+        ),
+        0,
+        "no idle close while it talked"
+    );
+    // Silent now: closed within the idle limit (and a little scheduling slack).
+    let mut probe = [0u8; 64];
+    let closed = timeout(Duration::from_secs(4), async {
+        loop {
+            match talker.read(&mut probe).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle timer closed the silent connection"
+    );
+    assert_eq!(
+        limit_hit_within(&gw, "idle_timeout", Duration::from_secs(1)).await,
+        1
+    );
+    gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_connection() {
     let gw = gateway("max_connections = 100\nmax_connections_per_ip = 3\n").await;
     let tcp = gw.tcp.unwrap();

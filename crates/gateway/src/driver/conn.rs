@@ -509,24 +509,34 @@ where
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_rx = tokio::time::Instant::now();
     let mut partial_since: Option<tokio::time::Instant> = None;
-    loop {
+    let deadline = |last_rx: tokio::time::Instant, partial: Option<tokio::time::Instant>| {
         let idle_at = last_rx + s.idle_timeout;
-        let deadline = match partial_since {
-            Some(p) => idle_at.min(p + s.message_timeout),
-            None => idle_at,
-        };
+        partial.map_or(idle_at, |p| idle_at.min(p + s.message_timeout))
+    };
+    // One timer for the connection's life, armed lazily: a message does not move it (arming a
+    // timer per read was a timer-wheel insertion and removal per message); when it fires the
+    // real deadline is worked out and, if still ahead, the timer is armed for it. Only a
+    // partial message, whose limit may come before the idle one, moves it earlier.
+    let timer = tokio::time::sleep_until(deadline(last_rx, None));
+    tokio::pin!(timer);
+    loop {
         let n = tokio::select! {
             r = rd.read(&mut buf) => match r {
                 Ok(0) => return Closed::Eof,
                 Ok(n) => n,
                 Err(_) => return Closed::ReadError,
             },
-            () = tokio::time::sleep_until(deadline) => {
-                return if partial_since.is_some_and(|p| p + s.message_timeout <= tokio::time::Instant::now()) {
-                    Closed::MessageTimeout
-                } else {
-                    Closed::IdleTimeout
-                };
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if partial_since.is_some_and(|p| p + s.message_timeout <= now) {
+                    return Closed::MessageTimeout;
+                }
+                let due = deadline(last_rx, partial_since);
+                if due <= now {
+                    return Closed::IdleTimeout;
+                }
+                timer.as_mut().reset(due);
+                continue;
             }
         };
         last_rx = tokio::time::Instant::now();
@@ -564,7 +574,13 @@ where
         }
         // A lone CRLF may be held back by the framer (pong or half a ping): not a partial message.
         if framer.buffered() > 4 {
-            partial_since.get_or_insert(last_rx);
+            if partial_since.is_none() {
+                partial_since = Some(last_rx);
+                let due = deadline(last_rx, partial_since);
+                if due < timer.deadline() {
+                    timer.as_mut().reset(due);
+                }
+            }
         } else {
             partial_since = None;
         }
