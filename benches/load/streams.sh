@@ -7,6 +7,10 @@
 #   PERF=1 ...   also the gateway's task-clock (CPU ms, finer than /proc's ticks), context switches
 #                and syscalls per sign-in (perf stat), and
 #                PERF_EVENTS (e.g. syscalls:sys_enter_futex) per sign-in
+#   WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" ENDPOINTS=2500 ...
+#                runs each gateway under that command prefix: the instruction count of a point,
+#                whose difference between two ENDPOINTS values is the count per sign-in (the CPU
+#                figures of such a run mean nothing)
 # Environment: ENDPOINTS (30000 sign-ins per point), CONC (30 connections), TRANSPORTS
 # ("udp tcp tls"), USERS (5000: 6 endpoints per user, under registrar.max_bindings_per_aor),
 # PORT (25060: UDP and TCP; TLS on PORT+1). Output: one line per point on stdout
@@ -26,6 +30,7 @@ USERS="${USERS:-5000}"
 ROUNDS="${ROUNDS:-1}"
 TRANSPORTS="${TRANSPORTS:-udp tcp tls}"
 PERF="${PERF:-0}"
+WRAP="${WRAP:-}"
 SIP_DOMAIN=example.com
 
 mkdir -p "$OUT"
@@ -50,9 +55,10 @@ trap '[ -n "$GW" ] && kill "$GW" 2>/dev/null; wait 2>/dev/null || true' EXIT
 point() { # binary, transport
   local bin=$1 transport=$2 server=127.0.0.1:$PORT
   [ "$transport" = tls ] && server=127.0.0.1:$TLS_PORT
-  "$bin" --config "$CONF" --log-level warn run >"$OUT/streams-gateway.log" 2>&1 &
+  # shellcheck disable=SC2086 # WRAP is a command prefix, split on purpose
+  $WRAP "$bin" --config "$CONF" --log-level warn run >"$OUT/streams-gateway.log" 2>&1 &
   GW=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null && break
     sleep 0.1
   done
