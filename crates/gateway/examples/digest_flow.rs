@@ -11,6 +11,8 @@
 //!     target/release/examples/digest_flow 2000
 //! ```
 //!
+//! (`DIGEST_FLOW_RPORT=1` in the environment: the REGISTERs' Via ends in `;rport`.)
+//!
 //! Instructions per flow = the total `Ir` / the count. The example also prints the allocations
 //! and bytes allocated per flow inside the measured steps (a counting wrapper around mimalloc,
 //! the allocator the gateway ships with). sipp's side (building the REGISTERs, answering the
@@ -150,14 +152,25 @@ fn measured(w: &mut World, datagram: &[u8], count: bool) -> Vec<Vec<u8>> {
     out
 }
 
+/// With `DIGEST_FLOW_RPORT=1` the Via ends in `;rport`, as most softphones' and the project's
+/// own client's do (sipp's does not): the gateway then rewrites the top Via of every request.
+static VIA_TAIL: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    if std::env::var_os("DIGEST_FLOW_RPORT").is_some_and(|v| v == "1") {
+        ";rport"
+    } else {
+        ""
+    }
+});
+
 /// sipp's REGISTER (benches/sipp/scenarios/register_auth.xml), with `auth` as its credentials.
 fn register(n: u64, user: &str, cseq: u32, auth: Option<&str>) -> Vec<u8> {
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
+    let tail = *VIA_TAIL;
     format!(
         "REGISTER sip:127.0.0.1:15062 SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:15092;branch=z9hG4bK-4242-{n}-{cseq}\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:15092;branch=z9hG4bK-4242-{n}-{cseq}{tail}\r\n\
 Max-Forwards: 70\r\n\
 From: <sip:{user}@127.0.0.1:15062>;tag=4242R{n}\r\n\
 To: <sip:{user}@127.0.0.1:15062>\r\n\
