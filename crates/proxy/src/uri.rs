@@ -22,8 +22,8 @@ pub struct SipUri<'a> {
 impl<'a> SipUri<'a> {
     /// Parse a SIP or SIPS URI; `None` for other schemes or malformed input.
     pub fn parse(s: &'a str) -> Option<SipUri<'a>> {
-        let s = s.trim();
-        let colon = s.find(':')?;
+        let s = trim(s);
+        let colon = memchr::memchr(b':', s.as_bytes())?;
         let scheme = s.get(..colon)?;
         let secure = if scheme.eq_ignore_ascii_case("sip") {
             false
@@ -33,12 +33,15 @@ impl<'a> SipUri<'a> {
             return None;
         };
         let rest = s.get(colon + 1..)?;
-        let rest = rest.split('?').next().unwrap_or(rest);
-        let (user, hostpart) = match rest.rfind('@') {
+        let rest = match memchr::memchr(b'?', rest.as_bytes()) {
+            Some(q) => rest.get(..q)?,
+            None => rest,
+        };
+        let (user, hostpart) = match memchr::memrchr(b'@', rest.as_bytes()) {
             Some(at) => (Some(rest.get(..at)?), rest.get(at + 1..)?),
             None => (None, rest),
         };
-        let (hostport, params) = match hostpart.find(';') {
+        let (hostport, params) = match memchr::memchr(b';', hostpart.as_bytes()) {
             Some(i) => (hostpart.get(..i)?, hostpart.get(i + 1..)?),
             None => (hostpart, ""),
         };
@@ -54,7 +57,7 @@ impl<'a> SipUri<'a> {
 
     /// Value of URI parameter `name` (case-insensitive); `Some("")` for a flag parameter.
     pub fn param(&self, name: &str) -> Option<&'a str> {
-        param_in(self.params, ';', name)
+        param_in(self.params, name)
     }
 
     /// The `transport` parameter as a [`Transport`] (TLS for `sips:` without one).
@@ -100,19 +103,19 @@ impl<'a> SipUri<'a> {
 
 /// Split `host[:port]`, `[v6][:port]`.
 pub(crate) fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
-    let s = s.trim();
+    let s = trim(s);
     if s.is_empty() {
         return None;
     }
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']')?;
+        let close = memchr::memchr(b']', s.as_bytes())?;
         let host = s.get(..=close)?;
         match s.get(close + 1..)? {
             "" => (host, None),
             p => (host, Some(p.strip_prefix(':')?)),
         }
     } else {
-        match s.rfind(':') {
+        match memchr::memrchr(b':', s.as_bytes()) {
             Some(i) => (s.get(..i)?, Some(s.get(i + 1..)?)),
             None => (s, None),
         }
@@ -140,20 +143,77 @@ pub(crate) fn host_ip(host: &str) -> Option<IpAddr> {
     h.parse().ok()
 }
 
-/// Look up `name` in a `sep`-separated parameter list.
-pub(crate) fn param_in<'a>(params: &'a str, sep: char, name: &str) -> Option<&'a str> {
-    params.split(sep).find_map(|p| {
-        let p = p.trim();
-        let (n, v) = match p.find('=') {
-            Some(i) => (p.get(..i)?.trim(), p.get(i + 1..)?.trim()),
-            None => (p, ""),
-        };
+/// `str::trim`, without decoding chars when both ends are printable ASCII (the usual case):
+/// every character `trim` removes is either at most 0x20 or not ASCII.
+pub(crate) fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    if b.first().is_some_and(plain) && b.last().is_some_and(plain) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+/// `str::trim_start`, the same way as [`trim`].
+fn trim_start(s: &str) -> &str {
+    if s.as_bytes().first().is_some_and(plain) {
+        s
+    } else {
+        s.trim_start()
+    }
+}
+
+/// A byte that is printable ASCII, never whitespace.
+fn plain(b: &u8) -> bool {
+    (0x21..0x80).contains(b)
+}
+
+/// The `;`-separated parts of a parameter list, as `str::split(';')` gives them: found with
+/// `memchr` (this runs for every Via, URI and parameter lookup of every message).
+pub(crate) fn param_parts(params: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(params);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b';', r.as_bytes()) {
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// A parameter's name and value (`""` for a flag), both trimmed.
+fn name_value(p: &str) -> (&str, &str) {
+    let p = trim(p);
+    match memchr::memchr(b'=', p.as_bytes()) {
+        Some(i) => (
+            trim(p.get(..i).unwrap_or("")),
+            trim(p.get(i + 1..).unwrap_or("")),
+        ),
+        None => (p, ""),
+    }
+}
+
+/// Look up `name` in a `;`-separated parameter list.
+pub(crate) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    param_parts(params).find_map(|p| {
+        let (n, v) = name_value(p);
         n.eq_ignore_ascii_case(name).then(|| {
             v.strip_prefix('"')
                 .and_then(|x| x.strip_suffix('"'))
                 .unwrap_or(v)
         })
     })
+}
+
+/// The name of a parameter (`p` as [`param_parts`] gives it; `branch` of `branch=z9hG4bK1`).
+pub(crate) fn param_name(p: &str) -> &str {
+    name_value(p).0
 }
 
 /// One Via header element.
@@ -172,20 +232,23 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parse one Via element: `SIP/2.0/UDP host:port;params` (LWS allowed around `/`).
     pub fn parse(s: &'a str) -> Option<Via<'a>> {
-        let s = s.trim();
-        let mut parts = s.splitn(3, '/');
-        let name = parts.next()?.trim();
-        let version = parts.next()?.trim();
-        let rest = parts.next()?.trim_start();
+        let s = trim(s);
+        let b = s.as_bytes();
+        let first = memchr::memchr(b'/', b)?;
+        let second = first + 1 + memchr::memchr(b'/', b.get(first + 1..)?)?;
+        let name = trim(s.get(..first)?);
+        let version = trim(s.get(first + 1..second)?);
+        let rest = trim_start(s.get(second + 1..)?);
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return None;
         }
         let tend = rest
-            .find(|c: char| c.is_ascii_whitespace())
+            .bytes()
+            .position(|c| c.is_ascii_whitespace())
             .unwrap_or(rest.len());
         let transport = rest.get(..tend)?;
-        let after = rest.get(tend..)?.trim_start();
-        let (sent_by, params) = match after.find(';') {
+        let after = trim_start(rest.get(tend..)?);
+        let (sent_by, params) = match memchr::memchr(b';', after.as_bytes()) {
             Some(i) => (after.get(..i)?, after.get(i + 1..)?),
             None => (after, ""),
         };
@@ -203,7 +266,7 @@ impl<'a> Via<'a> {
 
     /// Parameter value (`Some("")` for a flag).
     pub fn param(&self, name: &str) -> Option<&'a str> {
-        param_in(self.params, ';', name)
+        param_in(self.params, name)
     }
 
     /// The branch parameter.
@@ -354,6 +417,165 @@ pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The str-pattern forms the byte scans replaced, kept to check them against.
+    mod reference {
+        pub(super) fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+            let s = s.trim();
+            if s.is_empty() {
+                return None;
+            }
+            let (host, port) = if s.starts_with('[') {
+                let close = s.find(']')?;
+                let host = s.get(..=close)?;
+                match s.get(close + 1..)? {
+                    "" => (host, None),
+                    p => (host, Some(p.strip_prefix(':')?)),
+                }
+            } else {
+                match s.rfind(':') {
+                    Some(i) => (s.get(..i)?, Some(s.get(i + 1..)?)),
+                    None => (s, None),
+                }
+            };
+            if host.is_empty()
+                || !host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+                })
+            {
+                return None;
+            }
+            let port = match port {
+                Some(p) => Some(p.parse::<u16>().ok()?),
+                None => None,
+            };
+            Some((host, port))
+        }
+
+        pub(super) fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+            params.split(';').find_map(|p| {
+                let p = p.trim();
+                let (n, v) = match p.find('=') {
+                    Some(i) => (p.get(..i)?.trim(), p.get(i + 1..)?.trim()),
+                    None => (p, ""),
+                };
+                n.eq_ignore_ascii_case(name).then(|| {
+                    v.strip_prefix('"')
+                        .and_then(|x| x.strip_suffix('"'))
+                        .unwrap_or(v)
+                })
+            })
+        }
+
+        /// (transport, host, port, params) of `Via::parse`.
+        pub(super) fn via(s: &str) -> Option<(&str, &str, Option<u16>, &str)> {
+            let s = s.trim();
+            let mut parts = s.splitn(3, '/');
+            let name = parts.next()?.trim();
+            let version = parts.next()?.trim();
+            let rest = parts.next()?.trim_start();
+            if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+                return None;
+            }
+            let tend = rest
+                .find(|c: char| c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            let transport = rest.get(..tend)?;
+            let after = rest.get(tend..)?.trim_start();
+            let (sent_by, params) = match after.find(';') {
+                Some(i) => (after.get(..i)?, after.get(i + 1..)?),
+                None => (after, ""),
+            };
+            if transport.is_empty() {
+                return None;
+            }
+            let (host, port) = split_hostport(sent_by)?;
+            Some((transport, host, port, params))
+        }
+
+        /// (secure, user, host, port, params) of `SipUri::parse`.
+        #[allow(clippy::type_complexity)]
+        pub(super) fn uri(s: &str) -> Option<(bool, Option<&str>, &str, Option<u16>, &str)> {
+            let s = s.trim();
+            let colon = s.find(':')?;
+            let scheme = s.get(..colon)?;
+            let secure = if scheme.eq_ignore_ascii_case("sip") {
+                false
+            } else if scheme.eq_ignore_ascii_case("sips") {
+                true
+            } else {
+                return None;
+            };
+            let rest = s.get(colon + 1..)?;
+            let rest = rest.split('?').next().unwrap_or(rest);
+            let (user, hostpart) = match rest.rfind('@') {
+                Some(at) => (Some(rest.get(..at)?), rest.get(at + 1..)?),
+                None => (None, rest),
+            };
+            let (hostport, params) = match hostpart.find(';') {
+                Some(i) => (hostpart.get(..i)?, hostpart.get(i + 1..)?),
+                None => (hostpart, ""),
+            };
+            let (host, port) = split_hostport(hostport)?;
+            Some((secure, user.filter(|u| !u.is_empty()), host, port, params))
+        }
+    }
+
+    /// Checks the byte scans against the str-pattern forms on one input.
+    fn agree(s: &str) {
+        assert_eq!(split_hostport(s), reference::split_hostport(s), "{s:?}");
+        for name in ["", "a", "rport", "A", "x y"] {
+            assert_eq!(
+                param_in(s, name),
+                reference::param_in(s, name),
+                "{s:?} {name:?}"
+            );
+        }
+        let via = Via::parse(s).map(|v| (v.transport, v.host, v.port, v.params));
+        assert_eq!(via, reference::via(s), "{s:?}");
+        let uri = SipUri::parse(s).map(|u| (u.secure, u.user, u.host, u.port, u.params));
+        assert_eq!(uri, reference::uri(s), "{s:?}");
+    }
+
+    #[test]
+    fn byte_scans_agree_with_the_str_patterns_they_replaced() {
+        // Every string of up to four characters over the characters that matter (whitespace
+        // that `trim` removes and `is_ascii_whitespace` does not, non-ASCII ones included),
+        // behind prefixes that reach each parser's later steps.
+        let alphabet = [
+            "/", ";", "=", ":", "[", "]", "@", "?", " ", "\t", "\x0b", "\u{a0}", "\u{3000}", "a",
+            "1", "\"", "é",
+        ];
+        let mut strings = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..4 {
+            let mut longer = Vec::new();
+            for s in &strings {
+                for c in alphabet {
+                    longer.push(format!("{s}{c}"));
+                }
+            }
+            for s in &longer {
+                for prefix in ["", "SIP/2.0/UDP h", "sip:u@h", "a=1;"] {
+                    agree(&format!("{prefix}{s}"));
+                    checked += 1;
+                }
+            }
+            strings = longer;
+        }
+        assert!(checked > 300_000, "{checked}");
+        for s in [
+            " SIP / 2.0 / TCP 192.0.2.1:5061 ;branch=z9hG4bK1; rport ",
+            "SIP/2.0/UDP [2001:db8::1]:5060;received=192.0.2.9;rport=5062",
+            "SIP/2.0/TLS host.example.com;branch=\"q\"",
+            "\u{a0}SIP/2.0/UDP h:1\u{3000}",
+            "sips:alice:pw@[::1]:5061;transport=tls;lr?subject=x",
+            "sip:@h",
+            "sip:h:99999",
+        ] {
+            agree(s);
+        }
+    }
 
     #[test]
     fn uri_parts() {

@@ -20,7 +20,9 @@ use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
 use crate::token::{branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
-use crate::uri::{SipUri, Via, list_elements, push_decimal, push_ip};
+use crate::uri::{
+    SipUri, Via, list_elements, param_name, param_parts, push_decimal, push_ip, trim,
+};
 
 /// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
 pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
@@ -43,8 +45,8 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
         new.push(':');
         push_decimal(&mut new, u64::from(p));
     }
-    for p in via.params.split(';').map(str::trim).filter(|p| {
-        let name = p.split('=').next().unwrap_or("").trim();
+    for p in param_parts(via.params).map(trim).filter(|p| {
+        let name = param_name(p);
         !p.is_empty()
             && !name.eq_ignore_ascii_case("received")
             && !name.eq_ignore_ascii_case("rport")
