@@ -8,6 +8,8 @@ use std::time::Duration;
 use sagw_proxy::{Mode, NextHop, RegistrarConfig, RouteTarget, Timers, Transport};
 use serde::Deserialize;
 
+pub use crate::cpu::{CoreCpu, Workers};
+
 /// The embedded default configuration (config/default.toml).
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
@@ -35,7 +37,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -173,6 +175,8 @@ pub struct ProxySection {
     pub max_transactions: usize,
     /// CPU for the core thread: `auto`, `none` or a CPU number.
     pub core_cpu: String,
+    /// Threads for connections and TLS: `auto` or a number.
+    pub workers: String,
     /// How long a drain (SIGTERM) waits for transactions in progress.
     pub drain_grace_secs: u64,
     /// Seconds between OPTIONS probes of each next-hop target (0: no probing).
@@ -193,6 +197,7 @@ impl Default for ProxySection {
             retry_after_secs: 30,
             max_transactions: 100_000,
             core_cpu: "auto".into(),
+            workers: "auto".into(),
             drain_grace_secs: 10,
             probe_interval_secs: 0,
             probe_failures_down: 3,
@@ -388,32 +393,6 @@ pub enum CertSource {
     },
 }
 
-/// `proxy.core_cpu`: the CPU the core thread is pinned to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CoreCpu {
-    /// The last CPU the process may run on, when it may run on two or more; else unpinned.
-    Auto,
-    /// Unpinned: the kernel moves the thread between CPUs.
-    Unpinned,
-    /// This CPU (a start error when the process may not run on it).
-    Cpu(usize),
-}
-
-impl CoreCpu {
-    fn parse(v: &str) -> Result<CoreCpu, ConfigError> {
-        match v.trim() {
-            "auto" => Ok(CoreCpu::Auto),
-            "none" => Ok(CoreCpu::Unpinned),
-            n => n.parse().map(CoreCpu::Cpu).map_err(|_| {
-                invalid(
-                    "proxy.core_cpu",
-                    format!("`{n}`: expected \"auto\", \"none\" or a CPU number"),
-                )
-            }),
-        }
-    }
-}
-
 /// Validated, typed settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -458,6 +437,8 @@ pub struct Settings {
     pub max_transactions: usize,
     /// Where the core thread runs.
     pub core_cpu: CoreCpu,
+    /// How many runtime worker threads run the connection tasks.
+    pub workers: Workers,
     /// How long a drain waits for the transactions in progress before the gateway stops.
     pub drain_grace: Duration,
     /// Registrar.
@@ -879,6 +860,7 @@ impl Config {
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
+        let workers = Workers::parse(&self.proxy.workers)?;
         bounded("proxy.drain_grace_secs", self.proxy.drain_grace_secs, 3600)?;
         let metrics = opt_addr("metrics.listen", &self.metrics.listen)?;
         let peer_trust = crate::inbound_config::peer_trust(
@@ -912,6 +894,7 @@ impl Config {
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
             core_cpu,
+            workers,
             drain_grace: Duration::from_secs(self.proxy.drain_grace_secs),
             registrar: RegistrarConfig {
                 default_expires: Duration::from_secs(r.default_expires_secs),
@@ -1145,5 +1128,24 @@ mod tests {
         assert_eq!(cpu("none"), CoreCpu::Unpinned);
         assert_eq!(cpu("3"), CoreCpu::Cpu(3));
         assert!(err("[proxy]\ncore_cpu = \"-1\"").contains("`proxy.core_cpu`"));
+    }
+
+    #[test]
+    fn workers_values() {
+        let workers = |v: &str| {
+            Config::parse(&format!("[proxy]\nworkers = \"{v}\""))
+                .unwrap()
+                .validate()
+                .unwrap()
+                .workers
+        };
+        assert_eq!(workers("auto"), Workers::Auto);
+        assert_eq!(workers(" 3 "), Workers::Count(3));
+        for bad in ["0", "-1", "many", "10000"] {
+            assert!(
+                err(&format!("[proxy]\nworkers = \"{bad}\"")).contains("`proxy.workers`"),
+                "{bad}"
+            );
+        }
     }
 }

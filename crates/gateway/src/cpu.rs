@@ -18,7 +18,76 @@ use std::path::{Path, PathBuf};
 use core_affinity::CoreId;
 use tracing::{info, warn};
 
-use crate::config::CoreCpu;
+use crate::config::{ConfigError, invalid};
+
+/// `proxy.core_cpu`: the CPU the core thread is pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreCpu {
+    /// The last CPU the process may run on, when it may run on two or more; else unpinned.
+    Auto,
+    /// Unpinned: the kernel moves the thread between CPUs.
+    Unpinned,
+    /// This CPU (a start error when the process may not run on it).
+    Cpu(usize),
+}
+
+impl CoreCpu {
+    pub(crate) fn parse(v: &str) -> Result<CoreCpu, ConfigError> {
+        match v.trim() {
+            "auto" => Ok(CoreCpu::Auto),
+            "none" => Ok(CoreCpu::Unpinned),
+            n => n.parse().map(CoreCpu::Cpu).map_err(|_| {
+                invalid(
+                    "proxy.core_cpu",
+                    format!("`{n}`: expected \"auto\", \"none\" or a CPU number"),
+                )
+            }),
+        }
+    }
+}
+
+/// `proxy.workers`: how many tokio worker threads run the connection tasks (reading, framing and
+/// writing TCP and TLS, TLS handshakes, PROXY protocol headers) and the gateway's other tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One fewer than the CPUs the process may use, at least one: the core thread, the busiest,
+    /// keeps a CPU to itself. tokio's own default, one worker per CPU, put three busy threads on
+    /// a 2-CPU host, and the workers and the core thread took each other's CPU: with one worker
+    /// there, a TLS sign-in cost a fifth less gateway CPU with half the context switches
+    /// (docs/BENCHMARKS.md, issue 16).
+    Auto,
+    /// This many (1–1024).
+    Count(usize),
+}
+
+impl Workers {
+    pub(crate) fn parse(v: &str) -> Result<Workers, ConfigError> {
+        match v.trim() {
+            "auto" => Ok(Workers::Auto),
+            n => match n.parse::<usize>() {
+                Ok(k @ 1..=1024) => Ok(Workers::Count(k)),
+                _ => Err(invalid(
+                    "proxy.workers",
+                    format!("`{n}`: expected \"auto\" or a number of threads from 1 to 1024"),
+                )),
+            },
+        }
+    }
+
+    /// The number of worker threads, `cpus` being how many CPUs the process may use.
+    pub fn threads(self, cpus: usize) -> usize {
+        match self {
+            Workers::Auto => cpus.saturating_sub(1).max(1),
+            Workers::Count(n) => n,
+        }
+    }
+}
+
+/// How many CPUs this process may use (its affinity mask and cgroup quota, as the standard
+/// library reads them); 1 when that cannot be told.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
 
 /// The variable systemd sets for `RuntimeDirectory=`.
 pub const RUNTIME_DIRECTORY: &str = "RUNTIME_DIRECTORY";
@@ -163,6 +232,15 @@ fn claim(dir: &Path, cpu: usize) -> std::io::Result<Claim> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_workers_leave_the_core_thread_a_cpu() {
+        assert_eq!(Workers::Auto.threads(1), 1);
+        assert_eq!(Workers::Auto.threads(2), 1);
+        assert_eq!(Workers::Auto.threads(8), 7);
+        assert_eq!(Workers::Auto.threads(0), 1);
+        assert_eq!(Workers::Count(4).threads(2), 4);
+    }
 
     fn cores(ids: &[usize]) -> Vec<CoreId> {
         ids.iter().map(|&id| CoreId { id }).collect()

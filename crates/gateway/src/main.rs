@@ -349,7 +349,10 @@ fn main() -> ExitCode {
     if let Some(dir) = service::state_directory() {
         tracing::info!(dir = %dir.display(), "relative data paths under $STATE_DIRECTORY");
     }
+    let cpus = sagw_gateway::cpu::usable_cpus();
+    let workers = settings.workers.threads(cpus);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -360,7 +363,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        tracing::info!(config = %source, "starting");
+        tracing::info!(config = %source, workers, cpus, "starting");
         let running = match driver::start(settings).await {
             Ok(r) => r,
             Err(e) => {

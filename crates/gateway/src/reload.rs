@@ -155,6 +155,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         retry_after,
         max_transactions,
         core_cpu,
+        workers,
         drain_grace,
         registrar,
         timers,
@@ -260,6 +261,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
             max_transactions,
         ),
         core_cpu: fixed(&mut r, "proxy.core_cpu", &c.core_cpu, core_cpu),
+        workers: fixed(&mut r, "proxy.workers", &c.workers, workers),
         drain_grace: live(
             &mut r,
             "proxy.drain_grace_secs",
@@ -550,7 +552,7 @@ mod tests {
     fn listen_addresses_and_state_keep_their_running_values() {
         let old = settings(HOP_A);
         let text = format!(
-            "{HOP_A}core_cpu = \"none\"\n[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5099\"\n[state]\nnode_id = \"n2\"\n"
+            "{HOP_A}core_cpu = \"none\"\nworkers = \"3\"\n[[listen.extra]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5099\"\n[state]\nnode_id = \"n2\"\n"
         );
         let mut new = Config::parse(&format!(
             "[listen]\nudp = \"127.0.0.1:5062\"\ntcp = \"127.0.0.1:5060\"\ntls = \"\"\n[proxy]\nmode = \"edge\"\n{text}"
@@ -562,7 +564,13 @@ mod tests {
         let p = plan(&old, new);
         assert_eq!(
             p.report.needs_restart,
-            ["listen.udp", "listen.extra.x", "proxy.core_cpu", "state"]
+            [
+                "listen.udp",
+                "listen.extra.x",
+                "proxy.core_cpu",
+                "proxy.workers",
+                "state"
+            ]
         );
         assert_eq!(p.report.applied, ["proxy.max_transactions"]);
         assert_eq!(p.effective.listeners, old.listeners);

@@ -193,7 +193,7 @@ fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{}\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
+            "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{}\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n[proxy]\nworkers = \"3\"\n",
             data.display()
         ),
     )
@@ -230,6 +230,12 @@ fn runs_logs_json_without_secrets_and_stops_on_sigterm() {
         lines.push(line);
     }
     let tcp = tcp.expect("listening line");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"starting\"") && l.contains("\"workers\":3")),
+        "the runtime's worker count (proxy.workers) is in the start line: {lines:?}"
+    );
     assert!(
         lines.iter().any(|l| l.contains("sha256")),
         "certificate fingerprint logged"
