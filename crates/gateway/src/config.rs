@@ -1115,15 +1115,17 @@ mod tests {
         assert_eq!(s.core_cpu, CoreCpu::Auto);
     }
 
+    /// The settings of a configuration with `[proxy] key = "value"` and defaults otherwise.
+    fn with_proxy(key: &str, value: &str) -> Settings {
+        Config::parse(&format!("[proxy]\n{key} = \"{value}\""))
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
     #[test]
     fn core_cpu_values() {
-        let cpu = |v: &str| {
-            Config::parse(&format!("[proxy]\ncore_cpu = \"{v}\""))
-                .unwrap()
-                .validate()
-                .unwrap()
-                .core_cpu
-        };
+        let cpu = |v: &str| with_proxy("core_cpu", v).core_cpu;
         assert_eq!(cpu("auto"), CoreCpu::Auto);
         assert_eq!(cpu("none"), CoreCpu::Unpinned);
         assert_eq!(cpu("3"), CoreCpu::Cpu(3));
@@ -1132,13 +1134,7 @@ mod tests {
 
     #[test]
     fn workers_values() {
-        let workers = |v: &str| {
-            Config::parse(&format!("[proxy]\nworkers = \"{v}\""))
-                .unwrap()
-                .validate()
-                .unwrap()
-                .workers
-        };
+        let workers = |v: &str| with_proxy("workers", v).workers;
         assert_eq!(workers("auto"), Workers::Auto);
         assert_eq!(workers(" 3 "), Workers::Count(3));
         for bad in ["0", "-1", "many", "10000"] {
