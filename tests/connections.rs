@@ -246,6 +246,18 @@ async fn block_the_gateway_writing_to(s: &mut TcpStream, tail: &[u8]) {
     let _ = timeout(Duration::from_millis(500), s.write_all(tail)).await;
 }
 
+/// [`limit_hit_within`], `good` sending a request every few hundred milliseconds meanwhile.
+async fn limit_hit_talking(gw: &Running, limit: &str, within: Duration, good: &mut Client) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = limit_hit_within(gw, limit, Duration::from_millis(300)).await;
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        still_served(good).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_message_timers_run_while_a_write_is_blocked() {
     // The write timeout far away: the idle (2 s) and slow-message (1 s) timers must close these.
@@ -275,19 +287,22 @@ async fn idle_and_message_timers_run_while_a_write_is_blocked() {
     let blocked = Instant::now();
     still_served(&mut good).await;
 
+    // The good client talks all along: its own idle timer (2 s) must not close it while the
+    // blocked peers' timers run (it did, now and then, when it waited silently beside them).
     assert!(
-        limit_hit_within(&gw, "message_timeout", Duration::from_secs(5)).await >= 1,
+        limit_hit_talking(&gw, "message_timeout", Duration::from_secs(5), &mut good).await >= 1,
         "the slow-message timer closed the half message: {}",
         scrape(&gw).await
     );
     assert!(
-        limit_hit_within(&gw, "idle_timeout", Duration::from_secs(6)).await >= 1,
+        limit_hit_talking(&gw, "idle_timeout", Duration::from_secs(6), &mut good).await >= 1,
         "the idle timer closed the silent peer: {}",
         scrape(&gw).await
     );
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut left = series(&scrape(&gw).await, gauge);
     while left != 1 && Instant::now() < deadline {
+        still_served(&mut good).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         left = series(&scrape(&gw).await, gauge);
     }
