@@ -61,6 +61,10 @@ pub struct Authenticated {
     /// Other SAs of this identity that establishing this one ended, to keep the identity within
     /// its cap ([`crate::CoreConfig::max_sas_per_identity`]); for the operator's log.
     pub evicted: Vec<crate::sa::Opaque>,
+    /// Where the credentials header that proved this is in the request's
+    /// [`sagw_sip::Message::headers`] order, for [`crate::SecurityCore::strip_credentials`] on the
+    /// same, unedited request: that header is ours without being read again.
+    pub credentials_at: usize,
 }
 
 /// The core's verdict on a request from a client.

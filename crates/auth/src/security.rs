@@ -144,6 +144,9 @@ impl InfoTails {
 /// One credentials header the client sent for this gateway.
 struct Credentials<'m> {
     header: AuthHeader<'m>,
+    /// Where the header is in [`Message::headers`] order: what [`Authenticated::credentials_at`]
+    /// carries to [`SecurityCore::strip_credentials`].
+    at: usize,
     family: ChallengeFamily,
     /// What the message's From, To, CSeq and the buffer's other headers say, read once.
     facts: MessageFacts<'m>,
@@ -798,7 +801,7 @@ impl SecurityCore {
             ("Authorization", ChallengeFamily::Www),
             ("Proxy-Authorization", ChallengeFamily::Proxy),
         ] {
-            for value in msg.header_all(name) {
+            for (at, value) in msg.header_all_indexed(name) {
                 // Only headers of a scheme we serve are parsed: `Basic` token68 credentials or
                 // another proxy's parameters are none of our business, malformed or not.
                 let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
@@ -815,6 +818,7 @@ impl SecurityCore {
                 if self.is_ours(p, &header) {
                     return Ok(Some(Credentials {
                         header,
+                        at,
                         family,
                         facts,
                     }));
@@ -883,6 +887,7 @@ impl SecurityCore {
                         family: creds.family,
                         established_now: false,
                     },
+                    credentials_at: creds.at,
                     evicted: Vec::new(),
                 }),
                 Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
@@ -1122,6 +1127,7 @@ impl SecurityCore {
                 family: creds.family,
                 established_now: true,
             },
+            credentials_at: creds.at,
             evicted: established.evicted,
         })
     }
@@ -1469,6 +1475,7 @@ impl SecurityCore {
                 family: creds.family,
                 authentication_info: info,
             },
+            credentials_at: creds.at,
             evicted: Vec::new(),
         })
     }
@@ -1520,23 +1527,26 @@ impl SecurityCore {
 
     /// Removes the credentials meant for this gateway (our schemes and realms) before a request is
     /// forwarded: the next hop trusts the identity the gateway asserts, not the client's proof.
-    /// Credentials for other realms (a server further on) stay.
-    pub fn strip_credentials(&self, msg: &mut Message) -> usize {
-        let ours: Vec<usize> = msg
-            .headers()
-            .enumerate()
-            .filter(|(_, h)| {
-                (h.name.eq_ignore_ascii_case("Authorization")
-                    || h.name.eq_ignore_ascii_case("Proxy-Authorization"))
-                    && AuthHeader::parse(h.value)
-                        .is_ok_and(|a| self.policies.iter().any(|p| self.is_ours(p, &a)))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for i in ours.iter().rev() {
-            msg.remove_header_at(*i);
+    /// Credentials for other realms (a server further on) stay. `verified_at` is the request's
+    /// [`Authenticated::credentials_at`] when nothing edited its headers since it was judged: that
+    /// header is ours (it was parsed and checked then) and is not parsed again.
+    pub fn strip_credentials(&self, msg: &mut Message, verified_at: Option<usize>) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while let Some(h) = msg.header_at(i) {
+            let ours = (h.name.eq_ignore_ascii_case("Authorization")
+                || h.name.eq_ignore_ascii_case("Proxy-Authorization"))
+                && (verified_at == Some(i + removed)
+                    || AuthHeader::parse(h.value)
+                        .is_ok_and(|a| self.policies.iter().any(|p| self.is_ours(p, &a))));
+            if ours {
+                msg.remove_header_at(i);
+                removed += 1;
+            } else {
+                i += 1;
+            }
         }
-        ours.len()
+        removed
     }
 
     // ------------------------------------------------------------------------------------------

@@ -198,6 +198,57 @@ fn digest_credentials_for_another_realm_are_not_ours() {
     }
 }
 
+/// What is forwarded after a sign-in keeps only what is not ours: the credentials that proved the
+/// request (found by the index the decision carries, without a second parse) and any other
+/// credentials for this gateway go; another scheme's and another realm's stay, in order. With no
+/// index (a response) the same headers go.
+#[test]
+fn stripping_removes_our_credentials_and_keeps_the_others() {
+    let core = core();
+    let mut rng = rng();
+    let (_, ch) =
+        digest_challenge(&core.on_request(&parse(&register("bob", 1)), &ctx(), t0(), &mut rng));
+    let auth = answer(&ch[0], "bob", "bob-pw", "REGISTER", 1);
+    let elsewhere = "Digest username=\"bob\", realm=\"elsewhere\", nonce=\"x\", uri=\"sip:example.com\", response=\"00\"";
+    // A copy of ours before the one that proves the request (Authorization is looked at first),
+    // so that the index is read across a removal, and someone else's after it.
+    let mut m = parse(&register("bob", 2));
+    m.push_header("Proxy-Authorization", &auth);
+    m.push_header("Authorization", "Basic Ym9iOnB3");
+    m.push_header("Authorization", &auth);
+    m.push_header("Proxy-Authorization", elsewhere);
+    m.push_header("Authorization", elsewhere);
+    let Decision::Authenticated(a) = core.on_request(&m, &ctx(), t0(), &mut rng) else {
+        panic!("bob signs in");
+    };
+    assert_eq!(
+        m.header_at(a.credentials_at).map(|h| (h.name, h.value)),
+        Some(("Authorization", auth.as_str())),
+        "the index names the header that proved the request"
+    );
+    let left = |m: &Message| -> Vec<(String, String)> {
+        m.headers()
+            .filter(|h| h.name.ends_with("Authorization"))
+            .map(|h| (h.name.to_owned(), h.value.to_owned()))
+            .collect()
+    };
+    let expected = vec![
+        ("Authorization".to_owned(), "Basic Ym9iOnB3".to_owned()),
+        ("Proxy-Authorization".to_owned(), elsewhere.to_owned()),
+        ("Authorization".to_owned(), elsewhere.to_owned()),
+    ];
+    let mut by_index = m.clone();
+    assert_eq!(
+        core.strip_credentials(&mut by_index, Some(a.credentials_at)),
+        2
+    );
+    assert_eq!(left(&by_index), expected);
+    let mut by_parse = m.clone();
+    assert_eq!(core.strip_credentials(&mut by_parse, None), 2);
+    assert_eq!(left(&by_parse), expected);
+    assert_eq!(by_index.to_bytes(), by_parse.to_bytes());
+}
+
 fn ntlm_header(params: &str) -> String {
     format!("NTLM qop=\"auth\", realm=\"{REALM}\", targetname=\"{TARGET}\", {params}")
 }

@@ -677,7 +677,7 @@ impl SecurityStage {
                 "security associations ended: the identity is at auth.max_sas_per_identity"
             );
         }
-        self.core.strip_credentials(msg);
+        self.core.strip_credentials(msg, Some(auth.credentials_at));
         strip_identity_headers(msg);
         let mut asserted = String::with_capacity(auth.identity.len() + 2);
         asserted.push('<');
@@ -735,7 +735,7 @@ impl ClientAuth for SecurityStage {
                     // The client's proof is for this gateway, not for whoever gets the response;
                     // an identity it asserts is its own claim, which nobody downstream may take
                     // for the gateway's.
-                    self.core.strip_credentials(msg);
+                    self.core.strip_credentials(msg, None);
                     strip_identity_headers(msg);
                     InboundVerdict::Continue {
                         note: None,

@@ -285,6 +285,11 @@ impl Message {
         self.headers.iter().map(|e| self.header_of(e))
     }
 
+    /// The header field at `index` in [`Message::headers`] order.
+    pub fn header_at(&self, index: usize) -> Option<Header<'_>> {
+        self.headers.get(index).map(|e| self.header_of(e))
+    }
+
     /// Number of header fields.
     pub fn header_count(&self) -> usize {
         self.headers.len()
@@ -304,11 +309,21 @@ impl Message {
 
     /// Every value of header `name`, one per header line, not comma-split.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.header_all_indexed(name).map(|(_, value)| value)
+    }
+
+    /// [`Message::header_all`] with each value's index in [`Message::headers`] order, the index
+    /// [`Message::remove_header_at`] takes.
+    pub fn header_all_indexed<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a str)> + 'a {
         let id = HeaderId::from_name(name.as_bytes());
         self.headers
             .iter()
-            .filter(move |e| self.matches(e, id, name))
-            .map(move |e| self.text(e.store, e.value))
+            .enumerate()
+            .filter(move |(_, e)| self.matches(e, id, name))
+            .map(move |(i, e)| (i, self.text(e.store, e.value)))
     }
 
     /// Every element of header `name`, comma-split across all its lines (commas inside quotes or
