@@ -24,10 +24,9 @@ use crate::uri::{
     SipUri, Via, list_elements, param_name, param_parts, push_decimal, push_ip, trim,
 };
 
-/// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via.
-pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
-    let Some(top) = top_via(msg) else { return };
-    let Some(via) = Via::parse(top) else { return };
+/// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in the top Via,
+/// `via` (the message's top Via, parsed from a copy: it is rewritten here).
+pub(super) fn stamp_via(msg: &mut Message, via: &Via<'_>, flow: &Flow) {
     let ip = flow.remote.ip();
     let sent_ip = crate::uri::host_ip(via.host);
     let needs_received = sent_ip != Some(ip);
@@ -36,7 +35,7 @@ pub(super) fn stamp_via(msg: &mut Message, flow: &Flow) {
         return;
     }
     // Written straight into one String: with clients behind NAT this runs for every request.
-    let mut new = String::with_capacity(top.len() + 48);
+    let mut new = String::with_capacity(via.host.len() + via.params.len() + 64);
     new.push_str("SIP/2.0/");
     new.push_str(via.transport);
     new.push(' ');
@@ -87,20 +86,21 @@ impl Edge {
 
     pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
         let method = msg.method().unwrap_or("").to_owned();
-        if msg.validate().is_err() || top_via(&msg).and_then(Via::parse).is_none() {
+        // Owned and parsed once: stamping and the authentication stage edit the message, and
+        // neither changes what is read from it here (sent-by and branch, for the key).
+        let top = match msg.validate() {
+            Ok(()) => top_via(&msg).map(str::to_owned),
+            Err(_) => None,
+        };
+        let Some(via) = top.as_deref().and_then(Via::parse) else {
             if method == "ACK" {
                 self.report(Report::Dropped(DropReason::Invalid));
             } else {
                 self.respond_stateless(&msg, flow, 400, &[], now);
             }
             return;
-        }
-        stamp_via(&mut msg, &flow);
-        // Owned: the authentication stage may edit the message.
-        let Some(top) = top_via(&msg).map(str::to_owned) else {
-            return;
         };
-        let Some(via) = Via::parse(&top) else { return };
+        stamp_via(&mut msg, &via, &flow);
         // ACK and CANCEL match the INVITE transaction; every key below is this one.
         let ack_or_cancel = matches!(method.as_str(), "ACK" | "CANCEL");
         let txn_method = if ack_or_cancel { "INVITE" } else { &method };
