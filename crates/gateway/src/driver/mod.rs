@@ -987,7 +987,19 @@ async fn start_inner(
                 tokio::select! {
                     _ = tick.tick() => {
                         core.expire(SystemTime::now());
-                        if let Some(r) = users.reload_if_changed() {
+                        // Read and hashed on the blocking pool: the whole file every 5 s, which
+                        // on a runtime worker (one, on two CPUs) would hold up every connection
+                        // task meanwhile, the longer the larger the file.
+                        let file = users.clone();
+                        let reloaded =
+                            match tokio::task::spawn_blocking(move || file.reload_if_changed()).await {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    warn!(error = %e, "credentials file check did not finish");
+                                    None
+                                }
+                            };
+                        if let Some(r) = reloaded {
                             control::credentials_reloaded(&core, &r, &wake);
                         }
                     }
