@@ -204,6 +204,10 @@ async fn the_grace_bounds_the_drain_and_a_second_sigterm_stops_at_once() {
 
     // Again, with a second SIGTERM during the drain: it stops at once, state saved.
     std::fs::remove_file(dir.path().join("state.snapshot")).ok();
+    // A next hop of its own: the first gateway's retransmissions of its MESSAGE
+    // (Timer E, during its grace) are still queued on the old socket, and reading
+    // one of those would signal this gateway before it holds a transaction.
+    let hop = UdpSocket::bind("127.0.0.1:0").await.expect("next hop");
     let text = gateway_config(dir.path(), hop.local_addr().expect("hop"), 30);
     let mut node = Node::start(dir.path(), &text);
     let mut alice = signed_in(node.tcp.expect("tcp"), "alice").await;
