@@ -4,11 +4,12 @@
 
 use std::cell::RefCell;
 
-use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, parse_name_addr};
+use sagw_sip::{CSeq, CoreHeaders, Message, NameAddr, TagAndEpid, parse_name_addr_tagged};
 
 /// What the signature buffer and the security core's identity checks read from one message,
-/// found once per message: one pass over the headers, From and To each parsed once, shared by
-/// the epid check, the buffer and the From/To identity checks.
+/// found once per message: one pass over the headers, From and To each parsed once with their
+/// `tag` and `epid` read in the same pass, shared by the epid check, the buffer and the From/To
+/// identity checks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MessageFacts<'m> {
     pub headers: CoreHeaders<'m>,
@@ -18,39 +19,9 @@ pub(crate) struct MessageFacts<'m> {
     /// To, likewise.
     pub to: Option<NameAddr<'m>>,
     /// `tag` and `epid` of From and of To (the first of each name, as [`NameAddr::param`]
-    /// finds it), read in one pass over each parameter tail.
+    /// finds it).
     pub from_params: TagAndEpid<'m>,
     pub to_params: TagAndEpid<'m>,
-    /// Whether the `epid`s were looked for ([`MessageFacts::of_client`]); otherwise
-    /// [`MessageFacts::epid`] looks them up when asked.
-    epids_read: bool,
-}
-
-/// The two header parameters the security core reads from From and To.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TagAndEpid<'m> {
-    pub tag: Option<&'m str>,
-    pub epid: Option<&'m str>,
-}
-
-impl<'m> TagAndEpid<'m> {
-    fn of(na: Option<&NameAddr<'m>>, want_epid: bool) -> Self {
-        let mut out = TagAndEpid::default();
-        let Some(na) = na else {
-            return out;
-        };
-        for (name, value) in na.param_pairs() {
-            if out.tag.is_none() && name.eq_ignore_ascii_case("tag") {
-                out.tag = Some(value);
-            } else if want_epid && out.epid.is_none() && name.eq_ignore_ascii_case("epid") {
-                out.epid = Some(value);
-            }
-            if out.tag.is_some() && (out.epid.is_some() || !want_epid) {
-                break;
-            }
-        }
-        out
-    }
 }
 
 /// Which side of the message is the client.
@@ -63,42 +34,35 @@ pub(crate) enum Direction {
 }
 
 impl<'m> MessageFacts<'m> {
-    /// What signing needs: the tags, not the `epid`s.
+    /// Reads `msg` (a request or a response, from the client or to it).
     pub fn of(msg: &'m Message) -> Self {
-        Self::read(msg, false)
-    }
-
-    /// A message from a client: its `epid` is checked too, so it is read in the same pass.
-    pub fn of_client(msg: &'m Message) -> Self {
-        Self::read(msg, true)
-    }
-
-    fn read(msg: &'m Message, epids: bool) -> Self {
         let headers = msg.core_headers();
-        let from = headers.from.and_then(|v| parse_name_addr(v).ok());
-        let to = headers.to.and_then(|v| parse_name_addr(v).ok());
+        let (from, from_params) = tagged(headers.from);
+        let (to, to_params) = tagged(headers.to);
         MessageFacts {
             cseq: headers.cseq.and_then(CSeq::parse),
-            from_params: TagAndEpid::of(from.as_ref(), epids),
-            to_params: TagAndEpid::of(to.as_ref(), epids),
-            epids_read: epids,
             from,
             to,
+            from_params,
+            to_params,
             headers,
         }
     }
 
     /// The client's `epid`: in From for a request it sent, in To for a response.
     pub fn epid(&self, dir: Direction) -> Option<&'m str> {
-        let (na, params) = match dir {
-            Direction::Request => (self.from.as_ref(), &self.from_params),
-            Direction::Response => (self.to.as_ref(), &self.to_params),
-        };
-        if self.epids_read {
-            params.epid
-        } else {
-            na?.param("epid")
+        match dir {
+            Direction::Request => self.from_params.epid,
+            Direction::Response => self.to_params.epid,
         }
+    }
+}
+
+/// A From or To value as a name-addr with its tag and epid; nothing when absent or unreadable.
+fn tagged(value: Option<&str>) -> (Option<NameAddr<'_>>, TagAndEpid<'_>) {
+    match value.map(parse_name_addr_tagged) {
+        Some(Ok((na, params))) => (Some(na), params),
+        _ => (None, TagAndEpid::default()),
     }
 }
 

@@ -716,7 +716,7 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Decision {
         let p = self.policy(id);
-        let facts = MessageFacts::of_client(msg);
+        let facts = MessageFacts::of(msg);
         // An epid is kept with every handshake and SA and hashed on every lookup: bound it before
         // anything is kept for it.
         if endpoint_epid(&facts, Direction::Request)
@@ -1556,7 +1556,7 @@ impl SecurityCore {
     pub fn on_response(&self, msg: &Message, now: SystemTime) -> ResponseVerdict {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
-        let facts = MessageFacts::of_client(msg);
+        let facts = MessageFacts::of(msg);
         let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,

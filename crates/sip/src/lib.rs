@@ -66,5 +66,5 @@ pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, parse_challenges};
 pub use error::{AuthParseError, ParseError};
 pub use framer::{Frame, KeepAliveKind, StreamFramer};
 pub use message::{CSeq, CoreHeaders, Header, Kind, Limits, Message, VersionPolicy};
-pub use name_addr::{NameAddr, ParamPairs, parse_name_addr};
+pub use name_addr::{NameAddr, ParamPairs, TagAndEpid, parse_name_addr, parse_name_addr_tagged};
 pub use writer::ResponseWriter;

@@ -115,6 +115,28 @@ impl<'a> Iterator for ParamPairs<'a> {
 /// scheme, an addr-spec URI holding `?` or `,` (RFC 4475 §3.1.2.13), a missing `>`, and anything but `;`-parameters after the address (so a list of several
 /// addresses is rejected rather than silently truncated).
 pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
+    parse::<false>(value).map(|(na, _)| na)
+}
+
+/// The `tag` and `epid` parameters of a From or To value (the first of each name, as
+/// [`NameAddr::param`] finds it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TagAndEpid<'a> {
+    /// `tag`, without quotes.
+    pub tag: Option<&'a str>,
+    /// `epid`, without quotes.
+    pub epid: Option<&'a str>,
+}
+
+/// [`parse_name_addr`], with the `tag` and `epid` parameters read in the pass that checks the
+/// parameters: what the MS-SIPAE signature buffer and the epid checks read from every signed
+/// message's From and To, without a second scan of the tail.
+pub fn parse_name_addr_tagged(value: &str) -> Result<(NameAddr<'_>, TagAndEpid<'_>), ParseError> {
+    parse::<true>(value)
+}
+
+/// [`parse_name_addr`], and with `READ` the tag and epid ([`parse_name_addr_tagged`]).
+fn parse<const READ: bool>(value: &str) -> Result<(NameAddr<'_>, TagAndEpid<'_>), ParseError> {
     let v = trim_lws(value);
     let b = v.as_bytes();
     // Plain scans rather than `memchr` here and below: From and To values are a few dozen bytes,
@@ -157,23 +179,29 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, ParseError> {
                 return Err(ParseError::BadNameAddr);
             }
             check_uri(uri)?;
-            check_params(params)?;
-            return Ok(NameAddr {
-                display_name: None,
-                uri,
-                params,
-            });
+            let read = check_params::<READ>(params)?;
+            return Ok((
+                NameAddr {
+                    display_name: None,
+                    uri,
+                    params,
+                },
+                read,
+            ));
         }
     };
     let gt = angle_uri_end(b, lt)?;
     let uri = v.get(lt + 1..gt).ok_or(ParseError::BadNameAddr)?;
     let params = v.get(gt + 1..).unwrap_or("");
-    check_params(params)?;
-    Ok(NameAddr {
-        display_name,
-        uri,
-        params,
-    })
+    let read = check_params::<READ>(params)?;
+    Ok((
+        NameAddr {
+            display_name,
+            uri,
+            params,
+        },
+        read,
+    ))
 }
 
 /// What a byte ends or breaks in a URI between `<` and `>` ([`angle_uri_end`]).
@@ -241,25 +269,64 @@ fn check_uri(uri: &str) -> Result<(), ParseError> {
 }
 
 /// Empty, or `;` parameters with balanced quotes and no `,`, `<` or `>` outside quotes.
-fn check_params(params: &str) -> Result<(), ParseError> {
+///
+/// With `READ`, the pieces between the `;`s are read too, as [`ParamPairs`] splits them (on `;`
+/// outside quotes; once the quotes are known to be balanced its split and this one agree), for
+/// the first `tag` and `epid`.
+fn check_params<const READ: bool>(params: &str) -> Result<TagAndEpid<'_>, ParseError> {
     let p = params.trim_start_matches([' ', '\t', '\r', '\n']);
     let b = p.as_bytes();
+    let mut read = TagAndEpid::default();
     if b.is_empty() {
-        return Ok(());
+        return Ok(read);
     }
     if b.first() != Some(&b';') {
         return Err(ParseError::BadNameAddr);
     }
+    let mut piece = 1;
     let mut i = 0;
     while i < b.len() {
         match b.get(i) {
             Some(b'"') => i = closing_quote(b, i).ok_or(ParseError::BadNameAddr)?,
             Some(b',' | b'<' | b'>') => return Err(ParseError::BadNameAddr),
+            Some(b';') if READ && i > 0 => {
+                take_tag_or_epid(p.get(piece..i).unwrap_or(""), &mut read);
+                piece = i + 1;
+            }
             _ => {}
         }
         i += 1;
     }
-    Ok(())
+    if READ {
+        take_tag_or_epid(p.get(piece..).unwrap_or(""), &mut read);
+    }
+    Ok(read)
+}
+
+/// One `name[=value]` piece of a parameter tail, kept if it is the first `tag` or `epid`
+/// (trimmed and unquoted as [`ParamPairs`] does).
+fn take_tag_or_epid<'a>(piece: &'a str, read: &mut TagAndEpid<'a>) {
+    let piece = trim_lws(piece);
+    let (name, value) = match piece.bytes().position(|c| c == b'=') {
+        Some(eq) => (
+            trim_lws(piece.get(..eq).unwrap_or("")),
+            trim_lws(piece.get(eq + 1..).unwrap_or("")),
+        ),
+        None => (piece, ""),
+    };
+    let slot = match name.len() {
+        3 if name.eq_ignore_ascii_case("tag") => &mut read.tag,
+        4 if name.eq_ignore_ascii_case("epid") => &mut read.epid,
+        _ => return,
+    };
+    if slot.is_none() {
+        *slot = Some(
+            value
+                .strip_prefix('"')
+                .and_then(|inner| inner.strip_suffix('"'))
+                .unwrap_or(value),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +376,97 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn tagged_parse_agrees_with_parse_then_param_lookup() {
+        let tails = [
+            "",
+            ";",
+            ";;tag=1",
+            ";tag=3e49177a52;epid=c8ca638a15",
+            " ; TAG = x ; EpId = y ; q",
+            ";a=\"x;tag=2\";tag=3",
+            ";a=\"unterminated;tag=4",
+            ";a=\"esc\\\";tag=5\";tag=6",
+            ";epid=\"q\";tag",
+            ";tag=;epid= ",
+            ";x=a=b;tag=\"\"",
+            ";\r\n tag=folded",
+            ";tag=1;tag=2;epid=3;epid=4",
+            ";tags=1;tag",
+            ";tag=\"a\"b\"",
+            ";epid",
+            "tag=1",
+            ";tag=1,<sip:x@y>",
+            ";tag=\"quoted;still\" ;epid=\"e\"",
+        ];
+        let heads = [
+            "<sip:alice@example.com>",
+            "\"Alice\" <sip:alice@example.com>",
+            "Alice Smith <sips:alice@example.com;transport=tls>",
+            "sip:alice@example.com",
+            " <sip:a@b> ",
+            "\"unterminated <sip:a@b>",
+        ];
+        let mut checked = 0;
+        for head in heads {
+            for tail in tails {
+                let value = format!("{head}{tail}");
+                let plain = parse_name_addr(&value);
+                let tagged = parse_name_addr_tagged(&value);
+                match (&plain, &tagged) {
+                    (Ok(na), Ok((tna, read))) => {
+                        assert_eq!(na, tna, "{value:?}");
+                        assert_eq!(read.tag, na.param("tag"), "{value:?}");
+                        assert_eq!(read.epid, na.param("epid"), "{value:?}");
+                        checked += 1;
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{value:?}"),
+                    _ => panic!("{value:?}: {plain:?} but {tagged:?}"),
+                }
+            }
+        }
+        assert!(checked > 60, "most combinations parse: {checked}");
+    }
+
+    #[test]
+    fn tagged_parse_agrees_on_generated_tails() {
+        // Tails of the pieces that matter to the split, from a fixed xorshift sequence.
+        const PIECES: &[&str] = &[
+            ";", "=", "\"", "\\", ",", " ", "\t", "tag", "TAG", "epid", "Epid", "x", "1", "<", ">",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut parsed, mut with_tag, mut with_epid) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let tail: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let value = format!("<sip:a@b>;{tail}");
+            match (parse_name_addr(&value), parse_name_addr_tagged(&value)) {
+                (Ok(na), Ok((tna, read))) => {
+                    assert_eq!(na, tna, "{value:?}");
+                    assert_eq!(read.tag, na.param("tag"), "{value:?}");
+                    assert_eq!(read.epid, na.param("epid"), "{value:?}");
+                    parsed += 1;
+                    with_tag += usize::from(read.tag.is_some());
+                    with_epid += usize::from(read.epid.is_some());
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{value:?}"),
+                (a, b) => panic!("{value:?}: {a:?} but {b:?}"),
+            }
+        }
+        assert!(
+            parsed > 2_000 && with_tag > 200 && with_epid > 200,
+            "enough tails parse, with a tag or an epid, to compare: {parsed}, {with_tag}, {with_epid}"
+        );
     }
 
     /// The two scans `angle_uri_end` replaced: the first `>`, then `check_uri` of what is before it.
