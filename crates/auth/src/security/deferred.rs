@@ -1,7 +1,7 @@
 //! The sign-ins the core runs off its caller's thread ([`Decision::Deferred`]): running a job on
 //! a worker ([`SecurityCore::run_job`]), filing its outcome ([`SecurityCore::job_done`]), and the
 //! NTLM final leg of a user the domain verifies. Kerberos's leg stays with the other legs in
-//! `security.rs`; it takes its outcome from the same table.
+//! `handshakes.rs`; it takes its outcome from the same table.
 
 use super::*;
 

@@ -1,0 +1,102 @@
+//! RFC 7616 Digest requests: the nonce, the response against the stored (or the decoy) HA1, the
+//! nonce count, and the `Authentication-Info` of the answer.
+
+use super::*;
+
+impl SecurityCore {
+    pub(super) fn digest_request(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let (Some(d), Some(server)) = (&self.digest, self.digest_server(p)) else {
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        let mut fail = |reason: Reason, stale: bool| {
+            self.counters.handshake_failed(Scheme::Digest, reason);
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(reason);
+            }
+            Decision::Challenge(self.challenge_with(p, creds.family, Some(reason), stale, now, rng))
+        };
+        let params = creds
+            .header
+            .params
+            .iter()
+            .map(|p| (p.name, p.value.as_ref()));
+        let resp = match DigestResponse::from_params(params) {
+            Ok(r) => r,
+            Err(e) => return fail(digest_reason(&e), false),
+        };
+        let method = msg.method().unwrap_or("");
+        let algorithm = match resp.algorithm {
+            None => sagw_digest::Algorithm::Md5,
+            Some(a) => match sagw_digest::Algorithm::from_token(a) {
+                Some(a) => a,
+                None => return fail(Reason::UnsupportedScheme, false),
+            },
+        };
+        // -sess variants share the base algorithm's HA1. (userhash=true clients are not supported:
+        // their username is a hash the store cannot index; they fail as an unknown user.)
+        let stored = self
+            .credentials
+            .digest_ha1(resp.username, resp.realm, algorithm.base());
+        let known = stored.is_some();
+        // A user the store does not have is verified against the decoy HA1: the same nonce MAC,
+        // HA1 parse and response computation as a known user with a wrong password, so the time
+        // a refusal takes does not tell which users exist (it was refused before any hashing;
+        // NTLM already does the same work for both). Counted unknown_user all the same.
+        let Some(ha1) = stored.or_else(|| d.decoy_ha1(algorithm.base())) else {
+            return fail(Reason::UnknownUser, false);
+        };
+        let verified = match server.verify(&resp, method, &ha1, now) {
+            Ok(v) if known => v,
+            // Only with the nonce key: the decoy is derived from it.
+            Ok(_) => return fail(Reason::UnknownUser, false),
+            Err(e) => {
+                let reason = match e {
+                    DigestError::WrongResponse if !known => Reason::UnknownUser,
+                    e => digest_reason(&e),
+                };
+                return fail(reason, reason.is_stale());
+            }
+        };
+        // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
+        // (those skip authentication: `belongs_to_open_transaction` in
+        // crates/proxy/src/edge/request.rs); it is the ACK of a 2xx, a transaction of its own that
+        // goes end to end and gets no response. It once skipped the nonce-count check, and the
+        // `uri` is checked for no method, so one captured ACK's credentials carried any number of
+        // ACKs, to any target, while the nonce lived. An ACK must name its own Request-URI (RFC
+        // 2617 §3.2.2.5; checked before the count, so a refused ACK does not use one up) and use
+        // a fresh count like any request. Other methods keep `uri` unchecked (sipp writes the
+        // server's address there; their nonce counts stop replays). The reason is SaMismatch:
+        // credentials made for something else, like a realm mismatch.
+        if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri.as_str()) {
+            return fail(Reason::SaMismatch, false);
+        }
+        if let Err(e) = d.counter.lock().check_verified(&verified, now) {
+            let reason = digest_reason(&e);
+            return fail(reason, reason.is_stale());
+        }
+        let mut salt = [0u8; 8];
+        rng.fill_bytes(&mut salt);
+        let next = server.make_nonce(now, salt);
+        let info = server.authentication_info(&verified, &ha1, Some(&next));
+        self.counters.handshake_completed(Scheme::Digest);
+        let identity = self.identity_of(resp.username);
+        Decision::Authenticated(Authenticated {
+            identity,
+            scheme: Scheme::Digest,
+            binding: Binding::Digest {
+                family: creds.family,
+                authentication_info: info,
+            },
+            credentials_at: creds.at,
+            evicted: Vec::new(),
+        })
+    }
+}

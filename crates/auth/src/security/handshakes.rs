@@ -1,0 +1,412 @@
+//! The SA handshakes of the core: NTLM's legs (the empty first one, the AUTHENTICATE of the
+//! last) and Kerberos's AP-REQ, each up to the SA it establishes and the 401/407 or 200 that
+//! carries its token. The deferred halves of the same sign-ins are in `deferred.rs`.
+
+use super::*;
+
+impl SecurityCore {
+    pub(super) fn accept_kerberos(
+        &self,
+        backend: &dyn KerberosBackend,
+        ap_req: &[u8],
+    ) -> KerberosOutcome {
+        let accepted = match backend.accept(ap_req) {
+            Ok(a) => a,
+            Err(rejection) => {
+                return KerberosOutcome {
+                    result: Err(rejection),
+                    registry_unavailable: false,
+                    identity: None,
+                };
+            }
+        };
+        let Some(key) = backend.replay_key(ap_req) else {
+            return KerberosOutcome {
+                result: Ok(accepted),
+                registry_unavailable: false,
+                identity: None,
+            };
+        };
+        match self
+            .kerberos_replay
+            .first_use(&key, backend.clock_skew().saturating_mul(2))
+        {
+            ReplayCheck::First => KerberosOutcome {
+                result: Ok(accepted),
+                registry_unavailable: false,
+                identity: None,
+            },
+            ReplayCheck::Replayed => KerberosOutcome {
+                result: Err(KerberosRejection {
+                    reason: Reason::ReplayedToken,
+                    detail: "authenticator already used in the pool".into(),
+                }),
+                registry_unavailable: false,
+                identity: None,
+            },
+            ReplayCheck::Unavailable => {
+                self.kerberos_replay_unavailable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                KerberosOutcome {
+                    result: Ok(accepted),
+                    registry_unavailable: true,
+                    identity: None,
+                }
+            }
+        }
+    }
+
+    pub(super) fn ms_request(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        scheme: SaScheme,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let h = &creds.header;
+        match (h.param("gssapi-data"), scheme) {
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, now, rng),
+            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
+            (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
+                Ok(sa) => Decision::Authenticated(Authenticated {
+                    identity: sa.identity().to_owned(),
+                    scheme: sa.scheme().into(),
+                    binding: Binding::Sa {
+                        sa,
+                        family: creds.family,
+                        established_now: false,
+                    },
+                    credentials_at: creds.at,
+                    evicted: Vec::new(),
+                }),
+                Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
+            },
+        }
+    }
+
+    pub(super) fn client_version(h: &AuthHeader<'_>) -> u8 {
+        // No version parameter at all is an LCS 2005-era client: protocol version 2.
+        h.param("version")
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(2)
+    }
+
+    pub(super) fn ntlm_leg(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        token: &str,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        let h = &creds.header;
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
+        if token.is_empty() {
+            // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
+            if is_ack_or_cancel(msg) {
+                self.counters.discarded();
+                return Decision::Discard(Reason::NoCredentials);
+            }
+            self.counters.handshake_started(Scheme::Ntlm);
+            // Nothing is stored: the final leg recomputes this challenge from its opaque and epid.
+            let issued = self.ntlm_handshakes.issue(&self.sas, epid, now, rng);
+            let opaque = issued.opaque;
+            let gssapi = B64.encode(
+                acceptor
+                    .challenge(issued.server_challenge, issued.timestamp)
+                    .challenge_message(),
+            );
+            // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
+            let mut opaque_text = [0u8; 8];
+            let mut version_text = itoa::Buffer::new();
+            let value = AuthHeaderBuilder::new(h.scheme)
+                .quoted("qop", "auth")
+                .quoted(
+                    "opaque",
+                    hex::upper_into(&opaque.0.to_be_bytes(), &mut opaque_text),
+                )
+                .quoted("gssapi-data", &gssapi)
+                .quoted("targetname", target)
+                .quoted("realm", &self.config.realm)
+                .token("version", version_text.format(self.config.version))
+                .build();
+            self.counters.challenge();
+            return Decision::Continue(Challenge {
+                status: creds.family.status(),
+                reason_phrase: creds.family.reason_phrase(),
+                headers: vec![
+                    ("Date", http_date(now)),
+                    (creds.family.challenge_header(), value),
+                ],
+                cause: None,
+            });
+        }
+        // Leg 3: AUTHENTICATE for the challenge named by opaque.
+        let mut fail = |reason: Reason| {
+            self.counters.handshake_failed(Scheme::Ntlm, reason);
+            self.rechallenge(msg, p, creds.family, reason, now, rng)
+        };
+        let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
+            return fail(Reason::MalformedHeader);
+        };
+        // The challenge of this opaque and epid, if it is of the current or the previous window.
+        // For another epid, or an opaque this gateway never issued, it is a challenge the client
+        // never saw, and the NTLMv2 proof below fails.
+        let Some(challenge) = self.ntlm_handshakes.recompute(opaque, epid, now) else {
+            return fail(Reason::UnknownHandshake);
+        };
+        let Ok(bytes) = B64.decode(token) else {
+            return fail(Reason::MalformedToken);
+        };
+        let auth = match AuthenticateMessage::parse(&bytes) {
+            Ok(a) => a,
+            Err(e) => return fail(ntlm_reason(&e)),
+        };
+        let user = auth.user().to_string();
+        // An unknown user costs the same work as a wrong password, so response times do not tell
+        // which account names exist.
+        let (nt_hash, known) = match self.credentials.nt_hash(&user) {
+            Some(h) => (h, true),
+            None if self.domain_ntlm.is_some() => {
+                // Not in the store: the domain's to verify (the store is asked first).
+                let pending = acceptor.challenge(challenge.server_challenge, challenge.timestamp);
+                let leg = NtlmFinalLeg {
+                    opaque,
+                    challenge: &challenge,
+                    pending: &pending,
+                    bytes: &bytes,
+                    auth: &auth,
+                    epid,
+                };
+                return self.domain_ntlm_leg(msg, p, creds, &leg, now, rng);
+            }
+            None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
+        };
+        let accepted = acceptor
+            .challenge(challenge.server_challenge, challenge.timestamp)
+            .accept(&auth, &nt_hash, now);
+        let session = match accepted {
+            Ok(s) if known => s,
+            Ok(_) => return fail(Reason::UnknownUser),
+            Err(_) if !known => return fail(Reason::UnknownUser),
+            Err(e) => return fail(ntlm_reason(&e)),
+        };
+        let identity = self.identity_of(&user);
+        self.establish_ntlm(
+            msg, p, creds, opaque, &challenge, epid, session, identity, now, rng,
+        )
+    }
+
+    /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
+    /// challenge, then the SA.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn establish_ntlm(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        opaque: Opaque,
+        challenge: &Recomputed,
+        epid: &str,
+        session: sagw_ntlm::NtlmSession,
+        identity: String,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
+        // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
+        match self
+            .sas
+            .claim_final_leg(opaque, challenge.accepted_until, unix_secs(now))
+        {
+            Ok(()) => {}
+            Err(FinalLegRefusal::AlreadyUsed) => {
+                self.counters
+                    .handshake_failed(Scheme::Ntlm, Reason::ReplayedToken);
+                return self.rechallenge(msg, p, creds.family, Reason::ReplayedToken, now, rng);
+            }
+            Err(FinalLegRefusal::Full) => {
+                self.counters
+                    .handshake_failed(Scheme::Ntlm, Reason::HandshakeLimit);
+                return Decision::Reject {
+                    status: 503,
+                    reason_phrase: "Service Unavailable",
+                    reason: Reason::HandshakeLimit,
+                };
+            }
+        }
+        // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
+        // leg); without one it is an LCS 2005-era client, as on the first leg.
+        let version = Self::client_version(&creds.header).min(self.config.version);
+        let sa = self.new_sa(
+            opaque,
+            version,
+            identity,
+            epid,
+            Mechanism::Ntlm(session),
+            now,
+            None,
+            None,
+        );
+        self.finish_handshake(msg, p, creds, sa, Scheme::Ntlm, now, rng)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_sa(
+        &self,
+        opaque: Opaque,
+        version: u8,
+        identity: String,
+        epid: &str,
+        mechanism: Mechanism,
+        now: SystemTime,
+        ticket_end: Option<SystemTime>,
+        final_token: Option<Vec<u8>>,
+    ) -> SecurityAssociation {
+        let secs = unix_secs(now);
+        let mut hard = secs.saturating_add(self.config.effective_sa_lifetime().as_secs());
+        if let Some(end) = ticket_end {
+            hard = hard.min(unix_secs(end));
+        }
+        SecurityAssociation::new(NewSa {
+            opaque,
+            version,
+            identity,
+            epid: epid.to_owned(),
+            mechanism,
+            now: secs,
+            hard_expiry: hard,
+            idle_ttl: u32::try_from(self.config.sa_idle_ttl.as_secs()).unwrap_or(u32::MAX),
+            final_token,
+        })
+    }
+
+    /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_handshake(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        sa: SecurityAssociation,
+        scheme: Scheme,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
+        // whose own signature fails proves nothing and must not disturb a working SA.
+        if creds.header.param("response").is_some()
+            && let Err(reason) = self.verify_with(msg, creds, &sa, Direction::Request, now)
+        {
+            self.counters.handshake_failed(scheme, reason);
+            return self.rechallenge(msg, p, creds.family, reason, now, rng);
+        }
+        let established = self.sas.establish(sa, &self.counters);
+        self.counters.handshake_completed(scheme);
+        let sa = established.handle;
+        Decision::Authenticated(Authenticated {
+            identity: sa.identity().to_owned(),
+            scheme,
+            binding: Binding::Sa {
+                sa,
+                family: creds.family,
+                established_now: true,
+            },
+            credentials_at: creds.at,
+            evicted: established.evicted,
+        })
+    }
+
+    pub(super) fn kerberos_leg(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        creds: &Credentials<'_>,
+        token: &str,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        let Some(backend) = &self.kerberos else {
+            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+        };
+        let ap_req = if creds.header.param("targetname") != Some(backend.targetname()) {
+            Err(Reason::SaMismatch)
+        } else {
+            match B64.decode(token) {
+                Ok(t) if !t.is_empty() => Ok(t),
+                _ => Err(Reason::MalformedToken),
+            }
+        };
+        // Offloaded: the outcome a worker filed for this very token, else the job to run. Nothing
+        // is counted until the outcome is here, so the counters read as they do inline.
+        type KerberosResult = Result<KerberosAccepted, KerberosRejection>;
+        let finished: Option<(KerberosResult, Option<Result<String, Reason>>)> = match &ap_req {
+            Ok(ap_req) if self.kerberos_offload => {
+                let job = KerberosJob::new(ap_req.clone());
+                match self.finished.lock().take(job.key(), unix_secs(now)) {
+                    Some(Finished::Kerberos { result, identity }) => Some((result, identity)),
+                    Some(Finished::DomainNtlm(_)) | None => {
+                        return Decision::Deferred(AuthJob::Kerberos(job));
+                    }
+                }
+            }
+            _ => None,
+        };
+        self.counters.handshake_started(Scheme::Kerberos);
+        let mut fail = |reason: Reason| {
+            self.counters.handshake_failed(Scheme::Kerberos, reason);
+            self.rechallenge(msg, p, creds.family, reason, now, rng)
+        };
+        let ap_req = match ap_req {
+            Ok(t) => t,
+            Err(reason) => return fail(reason),
+        };
+        let (result, directory_identity) = match finished {
+            Some(f) => f,
+            None => (self.accept_kerberos(backend.as_ref(), &ap_req).result, None),
+        };
+        let accepted = match result {
+            Ok(a) => a,
+            Err(rejection) => return fail(rejection.reason),
+        };
+        let Some(mapped) =
+            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
+        else {
+            return fail(Reason::PrincipalInstance);
+        };
+        // With a directory, the principal's SIP identity is the directory's (asked on the
+        // worker; inline only when this core does not offload Kerberos).
+        let directory_identity = directory_identity.or_else(|| {
+            let directory = self.directory.as_ref()?;
+            self.kerberos_identity(directory.as_ref(), &accepted)
+        });
+        let identity = match directory_identity {
+            None => mapped,
+            Some(Ok(identity)) => identity,
+            Some(Err(reason)) if is_unavailable(reason) => {
+                return self.unavailable(msg, Scheme::Kerberos, reason);
+            }
+            Some(Err(reason)) => return fail(reason),
+        };
+        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
+        let opaque = self.sas.fresh_opaque(rng);
+        let version = Self::client_version(&creds.header).min(self.config.version);
+        let sa = self.new_sa(
+            opaque,
+            version,
+            identity,
+            epid,
+            Mechanism::Kerberos(accepted.session),
+            now,
+            accepted.ticket_end,
+            accepted.ap_rep,
+        );
+        self.finish_handshake(msg, p, creds, sa, Scheme::Kerberos, now, rng)
+    }
+}
