@@ -17,6 +17,10 @@ pub(crate) fn trim_lws(s: &str) -> &str {
     // Byte-wise (these are ASCII bytes, never part of a multi-byte character): the `char`
     // pattern of `trim_matches` decodes UTF-8 on every call, on every header of every message.
     let b = s.as_bytes();
+    // Most values have nothing to trim: then no scan and no re-slicing.
+    if !b.first().is_some_and(|&c| is_lws(c)) && !b.last().is_some_and(|&c| is_lws(c)) {
+        return s;
+    }
     let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
     let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |i| i + 1);
     s.get(start..end).unwrap_or("")
