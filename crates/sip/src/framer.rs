@@ -1,7 +1,8 @@
 //! Sans-IO framing of SIP over stream transports (TCP, TLS).
 
 use crate::error::ParseError;
-use crate::message::{Framing, Limits, Message, parse_core};
+use crate::message::Message;
+use crate::parse::{Framing, Limits, parse_core};
 
 /// RFC 5626 §4.4.1 keep-alives seen between messages on a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

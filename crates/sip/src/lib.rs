@@ -59,12 +59,14 @@ mod framer;
 mod message;
 mod name;
 mod name_addr;
+mod parse;
 mod scan;
 mod writer;
 
 pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, parse_challenges};
 pub use error::{AuthParseError, ParseError};
 pub use framer::{Frame, KeepAliveKind, StreamFramer};
-pub use message::{CSeq, CoreHeaders, Header, Kind, Limits, Message, VersionPolicy};
+pub use message::{CSeq, CoreHeaders, Header, Kind, Message};
 pub use name_addr::{NameAddr, ParamPairs, TagAndEpid, parse_name_addr, parse_name_addr_tagged};
+pub use parse::{Limits, VersionPolicy};
 pub use writer::ResponseWriter;

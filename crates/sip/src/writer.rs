@@ -4,8 +4,9 @@
 //! the text would find it; whatever that direct index does not model is parsed instead, so the
 //! message is the same either way.
 
-use crate::message::{Entry, Limits, Message, Range, StartKind, StartLine, Store};
+use crate::message::{Entry, Message, Range, StartKind, StartLine, Store};
 use crate::name::{HeaderId, is_token_byte};
+use crate::parse::Limits;
 use crate::scan::is_wsp;
 
 /// Writes `SIP/2.0 <code> <reason>`, then header lines, then `Content-Length: 0` and the blank
