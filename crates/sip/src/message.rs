@@ -210,17 +210,18 @@ impl Message {
 
     /// Request method (None for responses).
     pub fn method(&self) -> Option<&str> {
-        match self.kind() {
-            Kind::Request { method, .. } => Some(method),
-            Kind::Response { .. } => None,
+        // Not through `kind`: the method is read several times per message, the URI rarely.
+        match self.start.kind {
+            StartKind::Request { method, .. } => Some(self.text(self.start.store, method)),
+            StartKind::Response { .. } => None,
         }
     }
 
     /// Request-URI (None for responses).
     pub fn request_uri(&self) -> Option<&str> {
-        match self.kind() {
-            Kind::Request { uri, .. } => Some(uri),
-            Kind::Response { .. } => None,
+        match self.start.kind {
+            StartKind::Request { uri, .. } => Some(self.text(self.start.store, uri)),
+            StartKind::Response { .. } => None,
         }
     }
 
