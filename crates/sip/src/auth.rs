@@ -357,7 +357,13 @@ fn needs_escaping(b: &[u8]) -> bool {
 impl AuthHeaderBuilder {
     /// Start a value with `scheme`.
     pub fn new(scheme: &str) -> Self {
-        let mut out = String::with_capacity(256);
+        Self::with_capacity(scheme, 256)
+    }
+
+    /// [`new`](Self::new) with room for `capacity` bytes: a caller that knows its values' lengths
+    /// (an NTLM CHALLENGE's `gssapi-data` alone is over 256 bytes) builds without regrowing.
+    pub fn with_capacity(scheme: &str, capacity: usize) -> Self {
+        let mut out = String::with_capacity(capacity);
         push_token(&mut out, scheme);
         AuthHeaderBuilder { out, params: 0 }
     }

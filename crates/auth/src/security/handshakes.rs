@@ -125,7 +125,10 @@ impl SecurityCore {
             // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
             let mut opaque_text = [0u8; 8];
             let mut version_text = itoa::Buffer::new();
-            let value = AuthHeaderBuilder::new(h.scheme)
+            // The parameters' names, quotes and separators, the `version` and the scheme
+            // take under 128 bytes.
+            let room = 128 + h.scheme.len() + gssapi.len() + target.len() + self.config.realm.len();
+            let value = AuthHeaderBuilder::with_capacity(h.scheme, room)
                 .quoted("qop", "auth")
                 .quoted(
                     "opaque",
