@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::date::unix_secs;
 use crate::manager::SaManager;
 use crate::rng::Rng;
 use crate::sa::Opaque;
@@ -266,10 +267,6 @@ impl NtlmHandshakes {
             accepted_until: self.windows.accepted_until(n),
         })
     }
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod handshakes;
 mod signatures;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,7 +19,7 @@ use crate::buffer::{BufferParams, Direction, MessageFacts, with_scratch, write_f
 use crate::config::{ChallengeFamily, ChallengePolicy, CoreConfig, SignatureHeader};
 use crate::counters::{Counters, Reason, Scheme};
 use crate::credentials::CredentialStore;
-use crate::date::http_date;
+use crate::date::{http_date, unix_secs};
 use crate::decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, TransportContext,
 };
@@ -153,10 +153,6 @@ struct Credentials<'m> {
     family: ChallengeFamily,
     /// What the message's From, To, CSeq and the buffer's other headers say, read once.
     facts: MessageFacts<'m>,
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl SecurityCore {
@@ -1022,9 +1018,4 @@ fn digest_reason(e: &DigestError) -> Reason {
         DigestError::RealmMismatch => Reason::SaMismatch,
         _ => Reason::MalformedHeader,
     }
-}
-
-/// A duration in seconds that fits the SA's u32 fields.
-pub fn secs_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
