@@ -3,6 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sagw_digest::DigestError;
+use sagw_ntlm::NtlmError;
+
 use crate::sa::SaScheme;
 
 /// Authentication schemes, for labels.
@@ -124,6 +127,41 @@ pub enum Reason {
     DomainRefused,
     /// The directory could not answer: 503 with Retry-After.
     DirectoryUnavailable,
+}
+
+/// What an NTLM failure means to an operator: a wrong password, a clock to fix, a client to
+/// configure for NTLMv2; the rest is a token the client should not have sent.
+impl From<&NtlmError> for Reason {
+    fn from(e: &NtlmError) -> Reason {
+        match e {
+            NtlmError::WrongPassword => Reason::WrongPassword,
+            NtlmError::ClockSkew { .. } => Reason::ClockSkew,
+            NtlmError::NotNtlmV2 { .. } => Reason::WeakNtlm,
+            NtlmError::MissingFlags { .. } => Reason::WeakNtlm,
+            NtlmError::BadMic => Reason::BadMic,
+            _ => Reason::MalformedToken,
+        }
+    }
+}
+
+/// What a Digest failure means to an operator (a stale or foreign nonce is routine; a replay or
+/// a wrong response is not).
+impl From<&DigestError> for Reason {
+    fn from(e: &DigestError) -> Reason {
+        match e {
+            DigestError::Stale => Reason::StaleNonce,
+            DigestError::OtherNode => Reason::OtherNode,
+            DigestError::BadNonce => Reason::BadNonce,
+            DigestError::Replay => Reason::Replay,
+            DigestError::NcOutOfWindow => Reason::OutsideWindow,
+            DigestError::WrongResponse => Reason::WrongPassword,
+            DigestError::UnsupportedAlgorithm | DigestError::UnsupportedQop => {
+                Reason::UnsupportedScheme
+            }
+            DigestError::RealmMismatch => Reason::SaMismatch,
+            _ => Reason::MalformedHeader,
+        }
+    }
 }
 
 impl Reason {

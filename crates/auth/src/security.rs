@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use parking_lot::Mutex;
 use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
-use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor, NtlmError};
+use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor};
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 
 use crate::buffer::{BufferParams, Direction, MessageFacts, with_scratch, write_facts};
@@ -991,31 +991,4 @@ fn same_identity(from_uri: &str, identity: &str) -> bool {
     }
     // ASCII case folding of both sides, compared without lower-cased copies.
     !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
-}
-
-fn ntlm_reason(e: &NtlmError) -> Reason {
-    match e {
-        NtlmError::WrongPassword => Reason::WrongPassword,
-        NtlmError::ClockSkew { .. } => Reason::ClockSkew,
-        NtlmError::NotNtlmV2 { .. } => Reason::WeakNtlm,
-        NtlmError::MissingFlags { .. } => Reason::WeakNtlm,
-        NtlmError::BadMic => Reason::BadMic,
-        _ => Reason::MalformedToken,
-    }
-}
-
-fn digest_reason(e: &DigestError) -> Reason {
-    match e {
-        DigestError::Stale => Reason::StaleNonce,
-        DigestError::OtherNode => Reason::OtherNode,
-        DigestError::BadNonce => Reason::BadNonce,
-        DigestError::Replay => Reason::Replay,
-        DigestError::NcOutOfWindow => Reason::OutsideWindow,
-        DigestError::WrongResponse => Reason::WrongPassword,
-        DigestError::UnsupportedAlgorithm | DigestError::UnsupportedQop => {
-            Reason::UnsupportedScheme
-        }
-        DigestError::RealmMismatch => Reason::SaMismatch,
-        _ => Reason::MalformedHeader,
-    }
 }

@@ -92,10 +92,10 @@ impl SecurityCore {
         };
         let pre = match leg.pending.precheck(leg.auth) {
             Ok(pre) => pre,
-            Err(e) => return fail(ntlm_reason(&e)),
+            Err(e) => return fail(Reason::from(&e)),
         };
         if let Err(e) = leg.pending.check_client_time(leg.auth, now) {
-            return fail(ntlm_reason(&e));
+            return fail(Reason::from(&e));
         }
         let key = sha256(&[leg.opaque.to_string().as_bytes(), b"\0", leg.bytes].concat());
         let result = match self.finished.lock().take(&key, unix_secs(now)) {
@@ -129,7 +129,7 @@ impl SecurityCore {
                 .accept_with_session_base_key(leg.auth, &session_base_key, now)
             {
                 Ok(accepted) => accepted.session,
-                Err(e) => return fail(ntlm_reason(&e)),
+                Err(e) => return fail(Reason::from(&e)),
             };
         self.establish_ntlm(
             msg,

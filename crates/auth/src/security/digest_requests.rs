@@ -30,7 +30,7 @@ impl SecurityCore {
             .map(|p| (p.name, p.value.as_ref()));
         let resp = match DigestResponse::from_params(params) {
             Ok(r) => r,
-            Err(e) => return fail(digest_reason(&e), false),
+            Err(e) => return fail(Reason::from(&e), false),
         };
         let method = msg.method().unwrap_or("");
         let algorithm = match resp.algorithm {
@@ -60,7 +60,7 @@ impl SecurityCore {
             Err(e) => {
                 let reason = match e {
                     DigestError::WrongResponse if !known => Reason::UnknownUser,
-                    e => digest_reason(&e),
+                    e => Reason::from(&e),
                 };
                 return fail(reason, reason.is_stale());
             }
@@ -79,7 +79,7 @@ impl SecurityCore {
             return fail(Reason::SaMismatch, false);
         }
         if let Err(e) = d.counter.lock().check_verified(&verified, now) {
-            let reason = digest_reason(&e);
+            let reason = Reason::from(&e);
             return fail(reason, reason.is_stale());
         }
         let mut salt = [0u8; 8];

@@ -169,7 +169,7 @@ impl SecurityCore {
         };
         let auth = match AuthenticateMessage::parse(&bytes) {
             Ok(a) => a,
-            Err(e) => return fail(ntlm_reason(&e)),
+            Err(e) => return fail(Reason::from(&e)),
         };
         let user = auth.user().to_string();
         // An unknown user costs the same work as a wrong password, so response times do not tell
@@ -198,7 +198,7 @@ impl SecurityCore {
             Ok(s) if known => s,
             Ok(_) => return fail(Reason::UnknownUser),
             Err(_) if !known => return fail(Reason::UnknownUser),
-            Err(e) => return fail(ntlm_reason(&e)),
+            Err(e) => return fail(Reason::from(&e)),
         };
         let identity = self.identity_of(&user);
         self.establish_ntlm(
