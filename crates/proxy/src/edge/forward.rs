@@ -5,7 +5,7 @@ use sagw_sip::Message;
 
 use super::routing::BranchTo;
 use super::timers::TimerKind;
-use super::transaction::{ClientState, ClientTx, Failure};
+use super::transaction::{ClientState, ClientTx, HopFailure};
 use super::{Edge, TrustedFlows, is_client};
 use crate::config::{EdgeConfig, Mode, NextHop};
 use crate::edit::{build_hop_request, push_on_top, push_via};
@@ -347,16 +347,13 @@ impl Edge {
 
     /// Forward to the next target that is not known to be down; 503 (or 408 after a timeout)
     /// when none is left.
-    pub(super) fn try_next_hop(&mut self, key: &str, last_failure: Failure, now: Now) {
+    pub(super) fn try_next_hop(&mut self, key: &str, last_failure: HopFailure, now: Now) {
         loop {
             let Some(st) = self.server.get_mut(key) else {
                 return;
             };
             let Some(hop) = st.hops.pop_front() else {
-                let code = match last_failure {
-                    Failure::Transport => 503,
-                    Failure::Timeout => 408,
-                };
+                let code = last_failure.status();
                 let extra = if code == 503 {
                     vec![("Retry-After", self.retry_after_secs().to_string())]
                 } else {

@@ -14,7 +14,7 @@ use sagw_sip::Message;
 
 use super::Edge;
 use super::routing::BranchTo;
-use super::transaction::{ClientState, Failure};
+use super::transaction::{ClientState, HopFailure};
 use crate::Map;
 use crate::config::{NextHop, ProbeConfig};
 use crate::types::{
@@ -310,7 +310,7 @@ impl Edge {
             .collect();
         for (ck, sk) in waiting {
             self.client.remove(&ck);
-            self.try_next_hop(&sk, Failure::Transport, now);
+            self.try_next_hop(&sk, HopFailure::Transport, now);
         }
     }
 
@@ -592,7 +592,7 @@ impl Edge {
                     if let Some(st) = self.server.get_mut(&key) {
                         st.hops = allowed.into_iter().collect();
                     }
-                    self.try_next_hop(&key, Failure::Transport, now);
+                    self.try_next_hop(&key, HopFailure::Transport, now);
                 }
             }
             Parked::Ack(ack) => {

@@ -11,7 +11,7 @@ use super::hops::{Parked, ParkedAck};
 use super::routing::{BranchTo, Dest};
 use super::timers::TimerKind;
 use super::transaction::{
-    Admitted, Failure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
+    Admitted, HopFailure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
     server_key,
 };
 use crate::config::{Intake, Mode};
@@ -346,7 +346,7 @@ impl Edge {
                     st.hops = self.cfg.next_hops.iter().copied().collect();
                     st.forward = Some(forward);
                 }
-                self.try_next_hop(&key, Failure::Transport, now);
+                self.try_next_hop(&key, HopFailure::Transport, now);
             }
             Ok(Dest::Name(name)) => {
                 // Waits in its server transaction (a retransmission is absorbed meanwhile, a

@@ -7,7 +7,7 @@ use sagw_sip::Message;
 
 use super::Edge;
 use super::timers::TimerKind;
-use super::transaction::{ClientState, Failure, ServerState};
+use super::transaction::{ClientState, HopFailure, ServerState};
 use crate::edit::{build_hop_request, pop_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::token::BRANCH_PREFIX;
@@ -211,7 +211,7 @@ impl Edge {
             if self.cfg.probe.interval.is_none() {
                 self.hop_failed(h, now);
             }
-            self.try_next_hop(sk, Failure::Transport, now);
+            self.try_next_hop(sk, HopFailure::Transport, now);
             return;
         }
         if let Some(sk) = server_key {

@@ -5,7 +5,7 @@ use std::cmp::{Ordering, Reverse};
 use std::time::{Duration, Instant};
 
 use super::Edge;
-use super::transaction::{ClientState, Failure, ServerState, resend_copy};
+use super::transaction::{ClientState, HopFailure, ServerState, resend_copy};
 use crate::types::{Action, Now, SendToken, Target, later};
 
 /// Grid for clean-up timers (see [`Edge::on_cleanup_grid`]): a finished transaction's memory
@@ -203,7 +203,7 @@ impl Edge {
                     self.hop_failed(h, now);
                 }
                 match (sk, hop) {
-                    (Some(sk), Some(_)) => self.try_next_hop(&sk, Failure::Timeout, now),
+                    (Some(sk), Some(_)) => self.try_next_hop(&sk, HopFailure::Timeout, now),
                     (Some(sk), None) => self.branch_failed(&sk, &key, 408, now),
                     (None, _) => {}
                 }
@@ -264,7 +264,7 @@ impl Edge {
         match hop {
             Some(h) => {
                 self.hop_failed(h, now);
-                self.try_next_hop(&sk, Failure::Transport, now);
+                self.try_next_hop(&sk, HopFailure::Transport, now);
             }
             None => self.branch_failed(&sk, &token.0, gone, now),
         }

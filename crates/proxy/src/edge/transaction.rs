@@ -39,12 +39,24 @@ pub(super) enum ClientState {
     Completed,
 }
 
+/// Why the last next hop tried for a request failed: what the client is told when no hop is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Failure {
+pub(super) enum HopFailure {
     /// The next hop gave no answer in time.
     Timeout,
     /// The driver could not deliver (connection refused, flow gone).
     Transport,
+}
+
+impl HopFailure {
+    /// The answer when every hop failed: 408 after a silent one (RFC 3261 §16.7 step 6 maps a
+    /// timeout to 408), 503 when none could be reached (with `Retry-After`, added by the caller).
+    pub(super) fn status(self) -> u16 {
+        match self {
+            HopFailure::Transport => 503,
+            HopFailure::Timeout => 408,
+        }
+    }
 }
 
 pub(super) struct ServerTx {
