@@ -1,5 +1,6 @@
 //! Cost of the metrics registry on the per-message path: `message()` for a request and a response,
-//! `transaction()`, `limit()`, `message()` from two threads at once, and a scrape (`render()`).
+//! `transaction()`, `limit()`, `dropped()` (beside the formatted label it replaced), `message()`
+//! from two threads at once, and a scrape (`render()`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -38,6 +39,23 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("limit", |b| b.iter(|| m.limit(black_box("connections"))));
+    // A dropped message (a flood of retransmissions or stray responses), counted in its table,
+    // and the way it was counted before: a label formatted and looked up under the mutex.
+    g.bench_function("dropped", |b| {
+        b.iter(|| m.dropped(black_box(sagw_proxy::DropReason::Retransmission)))
+    });
+    g.bench_function("dropped_through_a_formatted_label", |b| {
+        b.iter(|| {
+            m.inc(
+                "sagw_dropped_total",
+                format!(
+                    "reason=\"{}\"",
+                    black_box(sagw_proxy::DropReason::Retransmission).label()
+                ),
+                1,
+            )
+        })
+    });
     // Two threads calling message() on the same registry: the time per call as seen by one of them.
     let shared = Arc::new(Metrics::default());
     g.bench_function("message_request_2_threads", |b| {

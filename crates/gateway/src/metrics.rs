@@ -26,6 +26,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use sagw_proxy::{DropReason, Transport};
+
 /// Latency histogram buckets: inclusive upper bounds and their `le` labels (seconds). Compared as
 /// `Duration`s, which gives the same answer as the `as_secs_f64() <= bound` this replaced (a test
 /// checks both sides of every bound).
@@ -165,6 +167,9 @@ const LIMITS: [&str; 14] = [
     "line_length",
 ];
 
+/// The transports in declaration order, so that `transport as usize` indexes a table.
+const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
 /// `sagw_bindings_changes_total` kinds: one per REGISTER, so counted without formatting.
 const BINDING_CHANGES: [&str; 3] = ["added", "refreshed", "removed"];
 
@@ -222,6 +227,12 @@ pub struct Metrics {
     limits: [AtomicU64; LIMITS.len()],
     /// `sagw_bindings_changes_total` by the kinds in [`BINDING_CHANGES`].
     binding_changes: [AtomicU64; BINDING_CHANGES.len()],
+    /// `sagw_dropped_total` by [`DropReason`], indexed by `reason as usize`: a flood of messages
+    /// the core drops costs an atomic add each, not a lock and a label.
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    /// `sagw_parse_errors_total` by transport, indexed by `transport as usize` (see
+    /// [`TRANSPORTS`]): garbage datagrams cost an atomic add each, like drops.
+    parse_errors: [AtomicU64; TRANSPORTS.len()],
     /// Gauges.
     pub gauges: Gauges,
     /// The security core, when authentication is on: its counters are rendered too, and the
@@ -358,6 +369,63 @@ impl Metrics {
         );
     }
 
+    /// The core dropped a message.
+    pub fn dropped(&self, reason: DropReason) {
+        if let Some(c) = self.dropped.get(reason as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A stream connection opened (accepted, or to a next hop): the open-connections gauge of its
+    /// transport and `sagw_connections_total`.
+    pub fn connection_opened(&self, transport: Transport) {
+        self.open_connections(transport)
+            .fetch_add(1, Ordering::Relaxed);
+        self.inc(
+            "sagw_connections_total",
+            format!("transport=\"{transport}\""),
+            1,
+        );
+    }
+
+    /// A stream connection closed.
+    pub fn connection_closed(&self, transport: Transport) {
+        self.open_connections(transport)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn open_connections(&self, transport: Transport) -> &AtomicI64 {
+        match transport {
+            Transport::Tls => &self.gauges.connections_tls,
+            _ => &self.gauges.connections_tcp,
+        }
+    }
+
+    /// Input on a connection of `transport` that could not be framed as SIP.
+    pub fn parse_error(&self, transport: Transport) {
+        if let Some(c) = self.parse_errors.get(transport as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A message could not be handed to the transport (`transport` its flow's or next hop's).
+    pub fn send_failure(&self, transport: Transport) {
+        self.inc(
+            "sagw_send_failures_total",
+            format!("transport=\"{transport}\""),
+            1,
+        );
+    }
+
+    /// A configuration reload ended: `ok` or `failed`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.inc(
+            "sagw_config_reloads_total",
+            format!("result=\"{outcome}\""),
+            1,
+        );
+    }
+
     /// A limit was hit.
     pub fn limit(&self, limit: &str) {
         if let Some(c) = LIMITS
@@ -422,6 +490,22 @@ impl Metrics {
                 let v = c.load(Ordering::Relaxed);
                 if v != 0 {
                     series.push((format!("change=\"{kind}\""), v));
+                }
+            }
+        }
+        if name == "sagw_dropped_total" {
+            for (reason, c) in DropReason::ALL.iter().zip(&self.dropped) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    series.push((format!("reason=\"{}\"", reason.label()), v));
+                }
+            }
+        }
+        if name == "sagw_parse_errors_total" {
+            for (t, c) in TRANSPORTS.iter().zip(&self.parse_errors) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    series.push((format!("transport=\"{}\"", t.uri_param()), v));
                 }
             }
         }
@@ -789,6 +873,16 @@ mod tests {
     }
 
     #[test]
+    fn transports_sit_at_their_own_index() {
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+            match t {
+                Transport::Udp | Transport::Tcp | Transport::Tls => {}
+            }
+        }
+    }
+
+    #[test]
     fn status_slots_round_trip() {
         for status in (0..=u16::MAX).rev() {
             match status_slot(status) {
@@ -809,6 +903,15 @@ mod tests {
         m.message("out", &msg);
         m.message("out", &msg);
         m.limit("connections");
+        m.dropped(DropReason::Retransmission);
+        m.dropped(DropReason::Retransmission);
+        m.dropped(DropReason::ForeignTransaction);
+        m.connection_opened(Transport::Tls);
+        m.connection_opened(Transport::Tls);
+        m.connection_closed(Transport::Tls);
+        m.send_failure(Transport::Udp);
+        m.parse_error(Transport::Tcp);
+        m.config_reload("failed");
         m.transaction("INVITE", 200, Duration::from_millis(30));
         m.transaction("FOO", 404, Duration::from_millis(1));
         m.gauges.connections_tcp.store(3, Ordering::Relaxed);
@@ -828,5 +931,22 @@ mod tests {
             "sagw_transaction_duration_seconds_bucket{method=\"INVITE\",le=\"0.05\"} 1\n"
         ));
         assert!(t.contains("sagw_connections{transport=\"tcp\"} 3\n"));
+        for line in [
+            "sagw_dropped_total{reason=\"retransmission\"} 2",
+            "sagw_dropped_total{reason=\"foreign_transaction\"} 1",
+            "sagw_connections{transport=\"tls\"} 1",
+            "sagw_connections_total{transport=\"tls\"} 2",
+            "sagw_send_failures_total{transport=\"udp\"} 1",
+            "sagw_parse_errors_total{transport=\"tcp\"} 1",
+            "sagw_config_reloads_total{result=\"failed\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line}\n{t}");
+        }
+        // One HELP and TYPE line per family, whether its series come from a table or the map.
+        assert_eq!(t.matches("# TYPE sagw_dropped_total counter").count(), 1);
+        assert!(
+            !t.contains("reason=\"stray\""),
+            "untouched reasons are not rendered"
+        );
     }
 }

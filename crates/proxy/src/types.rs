@@ -271,6 +271,18 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in declaration order: `reason as usize` indexes it (the gateway counts drops
+    /// in a table of this size, without formatting a label per dropped message).
+    pub const ALL: [DropReason; 7] = [
+        DropReason::ResponseNotOurs,
+        DropReason::ResponseUnroutable,
+        DropReason::Retransmission,
+        DropReason::Auth,
+        DropReason::Invalid,
+        DropReason::Stray,
+        DropReason::ForeignTransaction,
+    ];
+
     /// Short label for metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -384,5 +396,31 @@ mod grid_tests {
             on_grid(o, o - Duration::from_millis(7), g),
             on_grid(o, o - Duration::from_millis(6), g)
         );
+    }
+}
+
+#[cfg(test)]
+mod drop_reason_tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_at_its_own_index_with_a_distinct_label() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            // A reason added to the enum but not to ALL fails to compile in this match.
+            match r {
+                DropReason::ResponseNotOurs
+                | DropReason::ResponseUnroutable
+                | DropReason::Retransmission
+                | DropReason::Auth
+                | DropReason::Invalid
+                | DropReason::Stray
+                | DropReason::ForeignTransaction => {}
+            }
+        }
+        let mut labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), DropReason::ALL.len());
     }
 }

@@ -346,16 +346,7 @@ where
         t.by_addr.insert((transport, remote), id);
     }
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    let gauge = match transport {
-        Transport::Tls => &shared.metrics.gauges.connections_tls,
-        _ => &shared.metrics.gauges.connections_tcp,
-    };
-    gauge.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.inc(
-        "sagw_connections_total",
-        format!("transport=\"{transport}\""),
-        1,
-    );
+    shared.metrics.connection_opened(transport);
     let flow = Flow {
         id,
         transport,
@@ -381,11 +372,7 @@ where
             }
         }
         shared.connections.fetch_sub(1, Ordering::Relaxed);
-        let gauge = match transport {
-            Transport::Tls => &shared.metrics.gauges.connections_tls,
-            _ => &shared.metrics.gauges.connections_tcp,
-        };
-        gauge.fetch_sub(1, Ordering::Relaxed);
+        shared.metrics.connection_closed(transport);
         shared.post(Event::Closed(id)).await;
         if listener == ListenerId::OUTBOUND {
             shared
@@ -559,11 +546,7 @@ where
                 Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    shared.metrics.inc(
-                        "sagw_parse_errors_total",
-                        format!("transport=\"{}\"", flow.transport),
-                        1,
-                    );
+                    shared.metrics.parse_error(flow.transport);
                     if let Some(l) = parse_limit_label(&e) {
                         shared.metrics.limit(l);
                     }

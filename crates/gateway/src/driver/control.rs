@@ -260,11 +260,7 @@ impl Lifecycle for GatewayControl {
                 "failed"
             }
         };
-        self.shared.metrics.inc(
-            "sagw_config_reloads_total",
-            format!("result=\"{outcome}\""),
-            1,
-        );
+        self.shared.metrics.config_reload(outcome);
         result
     }
 

@@ -239,9 +239,7 @@ impl Core {
         let message = match Message::parse_with(data, limits) {
             Ok(m) => m,
             Err(e) => {
-                shared
-                    .metrics
-                    .inc("sagw_parse_errors_total", "transport=\"udp\"".into(), 1);
+                shared.metrics.parse_error(Transport::Udp);
                 if let Some(l) = parse_limit_label(&e) {
                     shared.metrics.limit(l);
                 }
@@ -332,11 +330,7 @@ impl Core {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 warn!(transport = %key.0, addr = %key.1, "next hop unreachable");
                 for (_, token) in queued {
-                    self.shared.metrics.inc(
-                        "sagw_send_failures_total",
-                        format!("transport=\"{}\"", key.0),
-                        1,
-                    );
+                    self.shared.metrics.send_failure(key.0);
                     if let Some(t) = token {
                         self.edge.send_failed(&t, now());
                     }
@@ -510,11 +504,7 @@ impl Core {
                 elapsed,
             } => m.transaction(&method, status, elapsed),
             Report::Dropped(reason) => {
-                m.inc(
-                    "sagw_dropped_total",
-                    format!("reason=\"{}\"", reason.label()),
-                    1,
-                );
+                m.dropped(reason);
             }
             Report::Limit(l) => m.limit(l.label()),
             Report::Binding { aor, change } => {
@@ -614,9 +604,7 @@ impl Core {
     }
 
     fn send_failure(&mut self, t: Transport, token: Option<SendToken>) {
-        self.shared
-            .metrics
-            .inc("sagw_send_failures_total", format!("transport=\"{t}\""), 1);
+        self.shared.metrics.send_failure(t);
         if let Some(token) = token {
             self.edge.send_failed(&token, now());
         }
