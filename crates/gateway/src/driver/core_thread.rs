@@ -15,17 +15,20 @@ pub(super) struct UdpListener {
     pub(super) sock: mio::net::UdpSocket,
 }
 
+/// The security core and the workers that run its deferred sign-ins (one pool per kind).
+pub(super) type Jobs = (
+    Arc<sagw_auth::SecurityCore>,
+    Vec<Arc<crate::auth_jobs::AuthWorkers>>,
+);
+
 pub(super) struct Core {
     pub(super) edge: Edge,
     pub(super) shared: Arc<Shared>,
     /// In listener order; the first is where datagrams to an address (next hops) leave from.
     pub(super) udp: Vec<UdpListener>,
     pub(super) pending: HashMap<(Transport, SocketAddr), Vec<Queued>>,
-    /// The security core and the workers that run its deferred sign-ins (one pool per kind).
-    pub(super) jobs: Option<(
-        Arc<sagw_auth::SecurityCore>,
-        Vec<Arc<crate::auth_jobs::AuthWorkers>>,
-    )>,
+    /// The deferred sign-ins' workers; `None` when no sign-in is deferred.
+    pub(super) jobs: Option<Jobs>,
     /// Where the registrar's bindings go when the core stops (memory backend with a snapshot).
     pub(super) save_bindings: Option<Arc<Mutex<Option<Vec<u8>>>>>,
     /// With `[state] backend = "redis"`: SAs owned, messages held while an SA is claimed.

@@ -191,6 +191,221 @@ async fn start_inner(
     for w in settings.address_trust_beside_names() {
         warn!("{w}");
     }
+    let listeners = bind_listeners(&settings).await?;
+    let udp_addr = listeners.first(Transport::Udp);
+    let tcp_addr = listeners.first(Transport::Tcp);
+    let tls_addr = listeners.first(Transport::Tls);
+    let metrics_addr = listeners.metrics.as_ref().and_then(|s| s.local_addr().ok());
+    let admin_addr = listeners
+        .admin
+        .as_ref()
+        .and_then(|(s, _)| s.local_addr().ok());
+
+    let tls = load_tls(&settings, tls_addr)?;
+    let resolver = Arc::new(resolver(&settings)?);
+    let (initial_hops, next_resolution) = resolve_before_start(&settings, &resolver).await;
+
+    let local = local_addrs(&settings, &listeners);
+    // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
+    // cross the pool: they are keyed by the pool key.
+    let cfg = settings.edge_config(
+        local.clone(),
+        Secret::new(state.key.flow_token_key()),
+        initial_hops.iter().map(|o| o.resolved.hop).collect(),
+    );
+    let mut edge = Edge::with_auth(cfg, auth);
+    restore_bindings(&mut edge, restored_bindings.as_deref());
+
+    let metrics = Arc::new(Metrics::default());
+    if let Some((core, _, _)) = &core {
+        let _ = metrics.auth.set(core.clone());
+    }
+    let (events_tx, events_rx) = mpsc::channel(8192);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (intake_tx, intake_rx) = watch::channel(Intake::Open);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (poll, wake, udp) = core_poll(listeners.udp)?;
+    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt(&settings));
+    let sip_limits = settings.sip_limits.clone();
+    let shared = Arc::new(Shared {
+        settings: ArcSwap::from_pointee(settings),
+        metrics: metrics.clone(),
+        events: events_tx,
+        wake: wake.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        flows: Mutex::new(FlowTable::default()),
+        next_flow: AtomicU64::new(1),
+        connections: AtomicUsize::new(0),
+        per_ip,
+        shutdown: shutdown_rx,
+        outbound_tls: arc_swap::ArcSwap::from_pointee(tls.outbound),
+        hop_names: Mutex::new(HashMap::new()),
+        resolver,
+        hop_table: Arc::new(crate::hops::HopTable::default()),
+        resolve_again: tokio::sync::Notify::new(),
+        intake: intake_rx,
+        in_progress: AtomicUsize::new(control::NOT_COUNTED),
+        tls_server: ArcSwapOption::new(tls.acceptor),
+        peers: tls.peers.clone(),
+        outbound_source: tcp_addr.map(|a| a.ip()),
+    });
+    let _ = metrics.hops.set(shared.hop_table.clone());
+    let mut hop_origins = HashMap::new();
+    record_hop_names(&shared, &mut hop_origins, &initial_hops);
+    edge.set_next_hops(cfg_hops(&initial_hops), now());
+    shared
+        .hop_table
+        .publish(edge.hop_status(Instant::now()), &hop_origins);
+
+    let mut tasks = Vec::new();
+    let security = core.as_ref().map(|(security, _, _)| security);
+    let jobs = start_auth_workers(&shared, security, workers)?;
+    let running_settings = shared.settings.load_full();
+    let (pool, pool_events) = join_pool(
+        &shared,
+        &state,
+        security,
+        &running_settings,
+        tcp_addr,
+        &mut tasks,
+    );
+    let save_on_stop = match (&state.snapshot, &core) {
+        (Some(path), Some((security, _, _))) => Some(SaveOnStop {
+            core: security.clone(),
+            path: path.clone(),
+            sealer: state.sealer.clone(),
+            bindings: Arc::new(Mutex::new(None)),
+        }),
+        _ => None,
+    };
+    let core_state = Core {
+        edge,
+        shared: shared.clone(),
+        udp,
+        pending: HashMap::new(),
+        jobs,
+        save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
+        pool,
+        pool_events,
+        hop_origins,
+        control: control_rx,
+        sip_limits,
+        udp_out: Vec::with_capacity(udp_batch::BATCH),
+    };
+    let exit_rx = spawn_core_thread(core_state, poll, events_rx, running_settings.core_cpu)?;
+    for (id, transport, balancers, l) in listeners.streams {
+        let peers = match transport {
+            Transport::Tls => tls.peers.clone(),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(accept_task(
+            l,
+            id,
+            transport,
+            balancers,
+            peers,
+            shared.clone(),
+        )));
+    }
+    let control = Arc::new(GatewayControl::new(
+        shared.clone(),
+        control_tx,
+        intake_tx,
+        tls.cert.clone(),
+        core.as_ref().map(|(_, _, live)| live.clone()),
+    ));
+    let seams = Arc::new(crate::admin::ControlSeams::default());
+    seams.attach_lifecycle(control.clone());
+    seams.attach_hops(shared.hop_table.clone());
+    if let Some((core, users, _)) = core {
+        tasks.push(tokio::spawn(housekeeping(
+            core,
+            users,
+            shared.shutdown.clone(),
+            wake.clone(),
+        )));
+    }
+    // Also without names now: a reload may bring some.
+    let first =
+        next_resolution.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+    tasks.push(tokio::spawn(watch_next_hops(
+        shared.clone(),
+        first,
+        initial_hops.clone(),
+    )));
+    if let Some(l) = listeners.metrics {
+        let app = crate::admin::metrics_router(metrics.clone());
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            app,
+            HTTP_CONNECTIONS,
+            "metrics",
+            shared.shutdown.clone(),
+        )));
+    }
+    if let Some((l, token)) = listeners.admin {
+        let state = admin_state(token, &shared, &running_settings, &seams, &exit_rx);
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            crate::admin::router(state),
+            HTTP_CONNECTIONS,
+            "admin",
+            shared.shutdown.clone(),
+        )));
+    }
+    for b in &listeners.bound {
+        info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
+    }
+    info!(
+        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr, admin = ?admin_addr,
+        advertise = %local.host, mode = ?running_settings.mode, next_hops = running_settings.hops.specs.len(),
+        "sagw listening"
+    );
+    Ok(Running {
+        udp: udp_addr,
+        tcp: tcp_addr,
+        tls: tls_addr,
+        listeners: listeners.bound,
+        metrics_addr,
+        admin_addr,
+        cert: tls.cert,
+        metrics,
+        hops: shared.hop_table.clone(),
+        shutdown: shutdown_tx,
+        wake,
+        core_exit: exit_rx,
+        tasks,
+        save_on_stop,
+        seams,
+        control,
+    })
+}
+
+/// What start-up binds: the SIP listeners, and the metrics' and admin API's.
+struct Listeners {
+    /// The UDP sockets, in listener order: the core thread reads them itself.
+    udp: Vec<(ListenerId, std::net::UdpSocket)>,
+    /// The TCP and TLS listeners, for their accept tasks.
+    streams: Vec<(ListenerId, Transport, Option<Balancers>, TcpListener)>,
+    /// Every listener as bound, in [`ListenerId`] order.
+    bound: Vec<BoundListener>,
+    metrics: Option<TcpListener>,
+    /// With the admin API's token; `None`: off, or refused for want of a usable token file.
+    admin: Option<(TcpListener, crate::admin::Token)>,
+}
+
+impl Listeners {
+    /// The address of the first listener of `t`: the one the headers the proxy writes name.
+    fn first(&self, t: Transport) -> Option<SocketAddr> {
+        self.bound.iter().find(|b| b.transport == t).map(|b| b.addr)
+    }
+}
+
+/// Binds every listener, SIP's in configuration order, then the metrics' and the admin API's.
+/// Start-up binds before it loads a certificate, asks DNS or starts the core thread and the
+/// tasks: an address that cannot be bound fails the start ([`StartError::Bind`], naming the
+/// listener) with none of that done.
+async fn bind_listeners(settings: &Settings) -> Result<Listeners, StartError> {
     let bind_err = |what: String, addr| move |source| StartError::Bind { what, addr, source };
     let mut udp_socks = Vec::new();
     let mut streams = Vec::new();
@@ -243,15 +458,30 @@ async fn start_inner(
             });
         }
     };
-    let first = |t: Transport| bound.iter().find(|b| b.transport == t).map(|b| b.addr);
-    let udp_addr = first(Transport::Udp);
-    let tcp_addr = first(Transport::Tcp);
-    let tls_addr = first(Transport::Tls);
-    let metrics_addr = metrics_listener.as_ref().and_then(|s| s.local_addr().ok());
-    let admin_addr = admin_listener
-        .as_ref()
-        .and_then(|(s, _)| s.local_addr().ok());
+    Ok(Listeners {
+        udp: udp_socks,
+        streams,
+        bound,
+        metrics: metrics_listener,
+        admin: admin_listener,
+    })
+}
 
+/// The TLS material, read at start-up: the servers trusted by their certificate, the TLS
+/// listeners' certificate and the client side towards next hops.
+struct TlsSetup {
+    peers: Option<Arc<PeerTrust>>,
+    /// `None` without a TLS listener.
+    cert: Option<CertInfo>,
+    /// The TLS listeners' configuration; `None` without a TLS listener.
+    acceptor: Option<Arc<rustls::ServerConfig>>,
+    outbound: crate::tls_client::OutboundTls,
+}
+
+/// Reads the TLS files at start-up: one missing or unreadable fails the start
+/// ([`StartError::Tls`]) rather than a handshake later. The listeners' certificate is loaded, or
+/// generated, only when a TLS listener is bound, and logged with its fingerprint.
+fn load_tls(settings: &Settings, tls_addr: Option<SocketAddr>) -> Result<TlsSetup, StartError> {
     let peers = match &settings.peer_trust {
         Some(p) => Some(Arc::new(PeerTrust::load(&p.ca, &p.names)?)),
         None => None,
@@ -276,27 +506,45 @@ async fn start_inner(
         }
         None => (None, None),
     };
-    let outbound_tls = crate::tls_client::OutboundTls::load(&settings.hops.outbound_tls)?;
+    let outbound = crate::tls_client::OutboundTls::load(&settings.hops.outbound_tls)?;
+    Ok(TlsSetup {
+        peers,
+        cert,
+        acceptor,
+        outbound,
+    })
+}
+
+/// The DNS resolver. Without usable name servers the gateway still starts when no next hop is
+/// configured by name (only host names in a Route go unresolved, logged); when one is, the start
+/// fails ([`StartError::Resolver`]): that next hop could never be reached.
+fn resolver(settings: &Settings) -> Result<crate::resolver::Resolver, StartError> {
     let names = settings
         .hops
         .specs
         .iter()
         .any(|s| matches!(s.target, crate::resolver::HopTarget::Name(_)));
-    let resolver = match crate::resolver::Resolver::new(&settings.hops.nameservers) {
-        Ok(r) => r,
+    match crate::resolver::Resolver::new(&settings.hops.nameservers) {
+        Ok(r) => Ok(r),
         Err(e) if !names => {
             warn!(error = %e, "no DNS: host names in a Route will not resolve (503)");
-            crate::resolver::Resolver::without_servers().map_err(|_| e)?
+            Ok(crate::resolver::Resolver::without_servers().map_err(|_| e)?)
         }
-        Err(e) => return Err(e.into()),
-    };
-    let resolver = Arc::new(resolver);
-    // Names are resolved before the core starts, so that it starts with its targets; a DNS
-    // server that does not answer delays the start by at most this, and the background task
-    // below keeps trying.
-    let (initial_hops, next_resolution) = tokio::time::timeout(
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The next hops, and when to resolve them again. Names are resolved before the core starts, so
+/// that it starts with its targets; a DNS server that does not answer delays the start by at most
+/// [`crate::hops::START_RESOLUTION_LIMIT`]: the core then starts with the next hops given as
+/// addresses, and [`watch_next_hops`] keeps trying.
+async fn resolve_before_start(
+    settings: &Settings,
+    resolver: &crate::resolver::Resolver,
+) -> (Vec<crate::hops::HopOrigin>, Option<Instant>) {
+    tokio::time::timeout(
         crate::hops::START_RESOLUTION_LIMIT,
-        crate::hops::resolve_all(&settings.hops.specs, &resolver),
+        crate::hops::resolve_all(&settings.hops.specs, resolver),
     )
     .await
     .unwrap_or_else(|_| {
@@ -323,36 +571,43 @@ async fn start_inner(
             })
             .collect();
         (literal, Some(Instant::now()))
-    });
+    })
+}
 
-    let all: Vec<Option<SocketAddr>> = bound.iter().map(|b| Some(b.addr)).collect();
-    let (host, aliases) = advertised_host(&settings, &all);
+/// Who the edge is: the host it advertises, its aliases and its ports, as bound (a port of 0 in
+/// the configuration is known only now).
+fn local_addrs(settings: &Settings, listeners: &Listeners) -> LocalAddrs {
+    let all: Vec<Option<SocketAddr>> = listeners.bound.iter().map(|b| Some(b.addr)).collect();
+    let (host, aliases) = advertised_host(settings, &all);
+    let (udp_addr, tcp_addr, tls_addr) = (
+        listeners.first(Transport::Udp),
+        listeners.first(Transport::Tcp),
+        listeners.first(Transport::Tls),
+    );
     // Headers the proxy writes name the first listener of each transport; the others' ports are
     // still ours in a Route or Request-URI.
     let firsts = [udp_addr, tcp_addr, tls_addr];
-    let mut extra_ports: Vec<u16> = bound
+    let mut extra_ports: Vec<u16> = listeners
+        .bound
         .iter()
         .map(|b| b.addr.port())
         .filter(|p| !firsts.iter().flatten().any(|a| a.port() == *p))
         .collect();
     extra_ports.dedup();
-    let local = LocalAddrs {
+    LocalAddrs {
         host,
         aliases,
         udp: udp_addr.map(|a| a.port()),
         tcp: tcp_addr.map(|a| a.port()),
         tls: tls_addr.map(|a| a.port()),
         extra_ports,
-    };
-    // Flow tokens outlive the process (Record-Route of long dialogs, Path at a registrar) and
-    // cross the pool: they are keyed by the pool key.
-    let cfg = settings.edge_config(
-        local.clone(),
-        Secret::new(state.key.flow_token_key()),
-        initial_hops.iter().map(|o| o.resolved.hop).collect(),
-    );
-    let mut edge = Edge::with_auth(cfg, auth);
-    if let Some(bytes) = restored_bindings.as_deref().filter(|b| !b.is_empty()) {
+    }
+}
+
+/// The registrar's bindings from the last run's snapshot (`[state] backend = "memory"`). A
+/// snapshot that cannot be read is logged and costs its clients a registration, not the start.
+fn restore_bindings(edge: &mut Edge, snapshot: Option<&[u8]>) {
+    if let Some(bytes) = snapshot.filter(|b| !b.is_empty()) {
         match serde_json::from_slice::<Vec<sagw_proxy::BindingRecord>>(bytes) {
             Ok(records) => {
                 // Connections ended with the old process (RFC 5626: their clients register
@@ -370,15 +625,14 @@ async fn start_inner(
             Err(e) => warn!(error = %e, "registrar bindings in the snapshot not restored"),
         }
     }
+}
 
-    let metrics = Arc::new(Metrics::default());
-    if let Some((core, _, _)) = &core {
-        let _ = metrics.auth.set(core.clone());
-    }
-    let (events_tx, events_rx) = mpsc::channel(8192);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (intake_tx, intake_rx) = watch::channel(Intake::Open);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+/// The core thread's `epoll`, with its waker under [`WAKE_TOKEN`] and each UDP socket under
+/// token 1 + its index in [`Core`]'s `udp` (listener order): the core finds the socket that is
+/// ready by its token.
+fn core_poll(
+    udp_socks: Vec<(ListenerId, std::net::UdpSocket)>,
+) -> Result<(mio::Poll, Arc<CoreWake>, Vec<UdpListener>), StartError> {
     let poll = mio::Poll::new().map_err(StartError::Core)?;
     let wake = Arc::new(CoreWake {
         sleeping: AtomicBool::new(false),
@@ -392,70 +646,62 @@ async fn start_inner(
             .map_err(StartError::Core)?;
         udp.push(UdpListener { listener, sock });
     }
-    let per_ip = PerIp::new(settings.max_connections_per_ip, exempt(&settings));
-    let sip_limits = settings.sip_limits.clone();
-    let shared = Arc::new(Shared {
-        settings: ArcSwap::from_pointee(settings),
-        metrics: metrics.clone(),
-        events: events_tx,
-        wake: wake.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        flows: Mutex::new(FlowTable::default()),
-        next_flow: AtomicU64::new(1),
-        connections: AtomicUsize::new(0),
-        per_ip,
-        shutdown: shutdown_rx,
-        outbound_tls: arc_swap::ArcSwap::from_pointee(outbound_tls),
-        hop_names: Mutex::new(HashMap::new()),
-        resolver,
-        hop_table: Arc::new(crate::hops::HopTable::default()),
-        resolve_again: tokio::sync::Notify::new(),
-        intake: intake_rx,
-        in_progress: AtomicUsize::new(control::NOT_COUNTED),
-        tls_server: ArcSwapOption::new(acceptor),
-        peers: peers.clone(),
-        outbound_source: tcp_addr.map(|a| a.ip()),
-    });
-    let _ = metrics.hops.set(shared.hop_table.clone());
-    let mut hop_origins = HashMap::new();
-    record_hop_names(&shared, &mut hop_origins, &initial_hops);
-    edge.set_next_hops(cfg_hops(&initial_hops), now());
-    shared
-        .hop_table
-        .publish(edge.hop_status(Instant::now()), &hop_origins);
+    Ok((poll, wake, udp))
+}
 
-    let mut tasks = Vec::new();
-    let jobs = match &core {
-        Some((security, _, _)) if !workers.is_empty() => {
-            for w in &workers {
-                let (tx, wake) = (shared.events.clone(), shared.wake.clone());
-                w.start(
-                    security.clone(),
-                    Box::new(move |done| {
-                        // A worker is a plain thread: it may wait for room in the channel.
-                        let sent = tx.blocking_send(Event::AuthJob(Box::new(done))).is_ok();
-                        wake.notify();
-                        sent
-                    }),
-                )
-                .map_err(StartError::Core)?;
-            }
-            let _ = metrics.auth_jobs.set(workers.clone());
-            Some((security.clone(), workers))
-        }
-        _ => None,
+/// Starts the workers of deferred sign-ins (Kerberos, domain NTLM), each handing what it finished
+/// back to the core thread as an event; `None` when there are none (no authentication, or no
+/// sign-in deferred).
+fn start_auth_workers(
+    shared: &Shared,
+    security: Option<&Arc<sagw_auth::SecurityCore>>,
+    workers: Vec<Arc<crate::auth_jobs::AuthWorkers>>,
+) -> Result<Option<Jobs>, StartError> {
+    let Some(security) = security.filter(|_| !workers.is_empty()) else {
+        return Ok(None);
     };
-    let running_settings = shared.settings.load_full();
-    let (pool, pool_events) = match (&state.store, &core, &running_settings.state.backend) {
+    for w in &workers {
+        let (tx, wake) = (shared.events.clone(), shared.wake.clone());
+        w.start(
+            security.clone(),
+            Box::new(move |done| {
+                // A worker is a plain thread: it may wait for room in the channel.
+                let sent = tx.blocking_send(Event::AuthJob(Box::new(done))).is_ok();
+                wake.notify();
+                sent
+            }),
+        )
+        .map_err(StartError::Core)?;
+    }
+    let _ = shared.metrics.auth_jobs.set(workers.clone());
+    Ok(Some((security.clone(), workers)))
+}
+
+/// With `[state] backend = "redis"` and authentication on: the core's link to the pool (its SAs
+/// and bindings) and the store task that talks to the store for it, so that the core thread
+/// never waits on the network. `(None, None)` otherwise.
+fn join_pool(
+    shared: &Shared,
+    state: &crate::state::StateSetup,
+    security: Option<&Arc<sagw_auth::SecurityCore>>,
+    settings: &Settings,
+    tcp_addr: Option<SocketAddr>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> (
+    Option<crate::pool::PoolLink>,
+    Option<mpsc::UnboundedReceiver<crate::pool::PoolEvent>>,
+) {
+    match (&state.store, security, &settings.state.backend) {
         (
             Some(store),
-            Some((security, _, _)),
+            Some(security),
             crate::state_config::StateBackend::Redis {
                 max_claims_in_flight,
                 ..
             },
         ) => {
-            let node = crate::state::node_id(&running_settings);
+            let (metrics, wake) = (&shared.metrics, &shared.wake);
+            let node = crate::state::node_id(settings);
             info!(node = %node, "pool member");
             metrics.gauges.pooled.store(true, Ordering::Relaxed);
             let nudge = wake.clone();
@@ -486,33 +732,20 @@ async fn start_inner(
             (Some(link), Some(ev_rx))
         }
         _ => (None, None),
-    };
-    let save_on_stop = match (&state.snapshot, &core) {
-        (Some(path), Some((security, _, _))) => Some(SaveOnStop {
-            core: security.clone(),
-            path: path.clone(),
-            sealer: state.sealer.clone(),
-            bindings: Arc::new(Mutex::new(None)),
-        }),
-        _ => None,
-    };
-    let core_state = Core {
-        edge,
-        shared: shared.clone(),
-        udp,
-        pending: HashMap::new(),
-        jobs,
-        save_bindings: save_on_stop.as_ref().map(|s| s.bindings.clone()),
-        pool,
-        pool_events,
-        hop_origins,
-        control: control_rx,
-        sip_limits,
-        udp_out: Vec::with_capacity(udp_batch::BATCH),
-    };
-    // The core thread says how it ended; `Running::stopped` and `shutdown` wait on this.
+    }
+}
+
+/// Starts the core thread, pinned as `proxy.core_cpu` says. The receiver learns how the thread
+/// ended, a panic included: `Running::stopped` and `shutdown` wait on it, and a gateway whose core
+/// panicked stops instead of accepting connections it no longer serves.
+fn spawn_core_thread(
+    core_state: Core,
+    poll: mio::Poll,
+    events_rx: mpsc::Receiver<Event>,
+    cpu: crate::config::CoreCpu,
+) -> Result<watch::Receiver<Option<CoreExit>>, StartError> {
     let (exit_tx, exit_rx) = watch::channel(None);
-    let pin = core_cpu(running_settings.core_cpu)?;
+    let pin = core_cpu(cpu)?;
     std::thread::Builder::new()
         .name("sagw-core".into())
         .spawn(move || {
@@ -539,128 +772,66 @@ async fn start_inner(
             let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
-    for (id, transport, balancers, l) in streams {
-        let peers = match transport {
-            Transport::Tls => peers.clone(),
-            _ => None,
-        };
-        tasks.push(tokio::spawn(accept_task(
-            l,
-            id,
-            transport,
-            balancers,
-            peers,
-            shared.clone(),
-        )));
-    }
-    let control = Arc::new(GatewayControl::new(
-        shared.clone(),
-        control_tx,
-        intake_tx,
-        cert.clone(),
-        core.as_ref().map(|(_, _, live)| live.clone()),
-    ));
-    let seams = Arc::new(crate::admin::ControlSeams::default());
-    seams.attach_lifecycle(control.clone());
-    seams.attach_hops(shared.hop_table.clone());
-    if let Some((core, users, _)) = core {
-        // Housekeeping: expired SAs and handshakes leave memory even when nobody asks for them,
-        // and users added with `sagw user add` take effect without a restart.
-        let mut stop = shared.shutdown.clone();
-        let wake = wake.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        core.expire(SystemTime::now());
-                        // Read and hashed on the blocking pool: the whole file every 5 s, which
-                        // on a runtime worker (one, on two CPUs) would hold up every connection
-                        // task meanwhile, the longer the larger the file.
-                        let file = users.clone();
-                        let reloaded =
-                            match tokio::task::spawn_blocking(move || file.reload_if_changed()).await {
-                                Ok(r) => r,
-                                Err(e) => {
-                                    warn!(error = %e, "credentials file check did not finish");
-                                    None
-                                }
-                            };
-                        if let Some(r) = reloaded {
-                            control::credentials_reloaded(&core, &r, &wake);
+    Ok(exit_rx)
+}
+
+/// Housekeeping, every 5 s until shutdown: expired SAs and handshakes leave memory even when
+/// nobody asks for them, and users added with `sagw user add` take effect without a restart.
+async fn housekeeping(
+    core: Arc<sagw_auth::SecurityCore>,
+    users: Arc<crate::users::ReloadingStore>,
+    mut stop: watch::Receiver<bool>,
+    wake: Arc<CoreWake>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                core.expire(SystemTime::now());
+                // Read and hashed on the blocking pool: the whole file every 5 s, which
+                // on a runtime worker (one, on two CPUs) would hold up every connection
+                // task meanwhile, the longer the larger the file.
+                let file = users.clone();
+                let reloaded =
+                    match tokio::task::spawn_blocking(move || file.reload_if_changed()).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(error = %e, "credentials file check did not finish");
+                            None
                         }
-                    }
-                    _ = stop.changed() => break,
+                    };
+                if let Some(r) = reloaded {
+                    control::credentials_reloaded(&core, &r, &wake);
                 }
             }
-        }));
+            _ = stop.changed() => break,
+        }
     }
-    // Also without names now: a reload may bring some.
-    let first =
-        next_resolution.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
-    tasks.push(tokio::spawn(watch_next_hops(
-        shared.clone(),
-        first,
-        initial_hops.clone(),
-    )));
-    if let Some(l) = metrics_listener {
-        let app = crate::admin::metrics_router(metrics.clone());
-        tasks.push(tokio::spawn(crate::http::serve(
-            l,
-            app,
-            HTTP_CONNECTIONS,
-            "metrics",
-            shared.shutdown.clone(),
-        )));
+}
+
+/// What the admin API reaches the gateway through. It asks the core thread without waiting for
+/// room in the event channel: a core too busy to take the question is answered as such, and never
+/// holds up the API's connections.
+fn admin_state(
+    token: crate::admin::Token,
+    shared: &Shared,
+    settings: &Settings,
+    seams: &Arc<crate::admin::ControlSeams>,
+    core_exit: &watch::Receiver<Option<CoreExit>>,
+) -> crate::admin::AdminState {
+    let (events, wake) = (shared.events.clone(), shared.wake.clone());
+    crate::admin::AdminState {
+        token,
+        allowed_hosts: Arc::new(settings.admin.allowed_hosts.clone()),
+        metrics: shared.metrics.clone(),
+        ask_core: Arc::new(move |q| {
+            let sent = events.try_send(Event::Admin(q)).is_ok();
+            wake.notify();
+            sent
+        }),
+        seams: seams.clone(),
+        core_exit: core_exit.clone(),
     }
-    if let Some((l, token)) = admin_listener {
-        let (events, wake) = (shared.events.clone(), wake.clone());
-        let state = crate::admin::AdminState {
-            token,
-            allowed_hosts: Arc::new(running_settings.admin.allowed_hosts.clone()),
-            metrics: metrics.clone(),
-            ask_core: Arc::new(move |q| {
-                let sent = events.try_send(Event::Admin(q)).is_ok();
-                wake.notify();
-                sent
-            }),
-            seams: seams.clone(),
-            core_exit: exit_rx.clone(),
-        };
-        tasks.push(tokio::spawn(crate::http::serve(
-            l,
-            crate::admin::router(state),
-            HTTP_CONNECTIONS,
-            "admin",
-            shared.shutdown.clone(),
-        )));
-    }
-    for b in &bound {
-        info!(name = %b.name, transport = %b.transport, addr = %b.addr, "listener");
-    }
-    info!(
-        udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, metrics = ?metrics_addr, admin = ?admin_addr,
-        advertise = %local.host, mode = ?running_settings.mode, next_hops = running_settings.hops.specs.len(),
-        "sagw listening"
-    );
-    Ok(Running {
-        udp: udp_addr,
-        tcp: tcp_addr,
-        tls: tls_addr,
-        listeners: bound,
-        metrics_addr,
-        admin_addr,
-        cert,
-        metrics,
-        hops: shared.hop_table.clone(),
-        shutdown: shutdown_tx,
-        wake,
-        core_exit: exit_rx,
-        tasks,
-        save_on_stop,
-        seams,
-        control,
-    })
 }
 
 fn advertised_host(s: &Settings, bound: &[Option<SocketAddr>]) -> (String, Vec<String>) {
