@@ -11,8 +11,8 @@ use super::hops::{Parked, ParkedAck};
 use super::routing::{BranchTo, Dest};
 use super::timers::TimerKind;
 use super::transaction::{
-    Admitted, HopFailure, ServerState, ServerTx, ensure_to_tag, resend_copy, rfc3261_branch,
-    server_key,
+    Admitted, HopFailure, Opening, ServerState, ServerTx, ensure_to_tag, resend_copy,
+    rfc3261_branch, server_key,
 };
 use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
@@ -172,6 +172,15 @@ impl Edge {
             }
             _ => {}
         }
+        // From here the request opens a transaction (answered here or proxied), or is a
+        // retransmission of one.
+        let opening = Opening {
+            request: msg,
+            upstream: flow,
+            from_client,
+            admitted,
+        };
+        let msg = &opening.request;
         if let Some(st) = self.server.get(&key) {
             // An RFC 2543 key, made again after the authentication stage edited the request,
             // can name another flow's transaction: as above, not ours to answer.
@@ -200,7 +209,7 @@ impl Edge {
         if self.server.len() >= self.cfg.max_transactions {
             self.report(Report::Limit(LimitKind::Transactions));
             let retry = self.cfg.retry_after.as_secs().to_string();
-            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+            self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
             return;
         }
         let max_forwards = msg
@@ -224,11 +233,11 @@ impl Edge {
             && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
         {
             let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
-            self.local_transaction(key, msg, flow, from_client, admitted, 200, &[allow], now);
+            self.local_transaction(key, opening, 200, &[allow], now);
             return;
         }
         if max_forwards == 0 {
-            self.local_transaction(key, msg, flow, from_client, admitted, 483, &[], now);
+            self.local_transaction(key, opening, 483, &[], now);
             return;
         }
         // Loop detection (RFC 3261 §16.3 item 4): one of our Vias with this request's loop hash.
@@ -244,22 +253,22 @@ impl Edge {
             let Some(theirs) = v.branch().and_then(branch_loop_hash) else {
                 continue;
             };
-            if theirs == lh.get_or_insert_with(|| loop_hash(&msg)).as_str() {
+            if theirs == lh.get_or_insert_with(|| loop_hash(msg)).as_str() {
                 looped = true;
                 break;
             }
         }
         if looped {
-            self.local_transaction(key, msg, flow, from_client, admitted, 482, &[], now);
+            self.local_transaction(key, opening, 482, &[], now);
             return;
         }
         if method == "REGISTER"
             && self.cfg.mode == Mode::Registrar
-            && (ruri_local || self.serves_ruri(&msg))
+            && (ruri_local || self.serves_ruri(msg))
         {
-            let outcome = self
-                .registrar
-                .register(&msg, flow, admitted.endpoint.as_ref(), now.mono);
+            let outcome =
+                self.registrar
+                    .register(msg, flow, opening.admitted.endpoint.as_ref(), now.mono);
             self.report_binding_changes();
             match outcome {
                 RegisterOutcome::Ok { contacts } => {
@@ -281,38 +290,20 @@ impl Edge {
                     if let Some(e) = granted {
                         extra.push(("Expires", e));
                     }
-                    self.local_transaction(key, msg, flow, from_client, admitted, 200, &extra, now);
+                    self.local_transaction(key, opening, 200, &extra, now);
                 }
                 RegisterOutcome::Error(code, _, extra) => {
-                    self.local_transaction(
-                        key,
-                        msg,
-                        flow,
-                        from_client,
-                        admitted,
-                        code,
-                        &extra,
-                        now,
-                    );
+                    self.local_transaction(key, opening, code, &extra, now);
                 }
             }
             return;
         }
 
         // Proxy it.
-        let lh = lh.unwrap_or_else(|| loop_hash(&msg));
+        let lh = lh.unwrap_or_else(|| loop_hash(msg));
         let mut forward = msg.clone();
         let dest = self.route(&mut forward, &flow, from_client, now.mono);
-        let st = ServerTx::new(
-            method.clone(),
-            msg,
-            flow,
-            from_client,
-            admitted,
-            lh,
-            now.mono,
-            self.cfg.timers.t1,
-        );
+        let st = ServerTx::new(opening, lh, now.mono, self.cfg.timers.t1);
         self.server.insert(key.clone(), Box::new(st));
         if method == "INVITE" {
             self.respond(&key, 100, &[], now);

@@ -94,27 +94,37 @@ pub(super) struct ServerTx {
     pub(super) interval: Duration,
 }
 
+/// A request that opens a server transaction: the request, the flow it came on and what the
+/// authentication stage said of it.
+pub(super) struct Opening {
+    pub(super) request: Message,
+    pub(super) upstream: Flow,
+    pub(super) from_client: bool,
+    pub(super) admitted: Admitted,
+}
+
 impl ServerTx {
     /// A server transaction in Proceeding, before any response or branch.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        method: String,
-        request: Message,
-        upstream: Flow,
-        from_client: bool,
-        auth: Admitted,
+        opening: Opening,
         loop_hash: String,
         started: Instant,
         interval: Duration,
     ) -> Self {
+        let Opening {
+            request,
+            upstream,
+            from_client,
+            admitted,
+        } = opening;
         ServerTx {
-            method,
+            method: request.method().unwrap_or("").to_owned(),
             request: Some(request),
             forward: None,
             upstream,
             from_client,
-            note: auth.note,
-            endpoint: auth.endpoint,
+            note: admitted.note,
+            endpoint: admitted.endpoint,
             state: ServerState::Proceeding,
             last_response: None,
             branches: Vec::new(),
@@ -276,28 +286,15 @@ impl Edge {
     }
 
     /// Create a server transaction answered at once (so retransmissions get the same answer).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn local_transaction(
         &mut self,
         key: String,
-        msg: Message,
-        flow: Flow,
-        from_client: bool,
-        admitted: Admitted,
+        opening: Opening,
         code: u16,
         extra: &[(&str, String)],
         now: Now,
     ) {
-        let st = ServerTx::new(
-            msg.method().unwrap_or("").to_owned(),
-            msg,
-            flow,
-            from_client,
-            admitted,
-            String::new(),
-            now.mono,
-            self.cfg.timers.t1,
-        );
+        let st = ServerTx::new(opening, String::new(), now.mono, self.cfg.timers.t1);
         self.server.insert(key.clone(), Box::new(st));
         self.respond(&key, code, extra, now);
     }
