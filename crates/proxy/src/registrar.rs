@@ -255,6 +255,16 @@ struct Update<'r> {
     secs: u64,
 }
 
+/// What one REGISTER says of every binding it adds or refreshes: who sent it, over which flow,
+/// and its place in the client's sequence (Call-ID, CSeq).
+struct Registration<'r> {
+    epid: Option<&'r str>,
+    endpoint: Option<&'r SaEndpoint>,
+    flow: Flow,
+    call_id: &'r str,
+    cseq: u32,
+}
+
 impl Registrar {
     /// An empty registrar.
     pub fn new(config: RegistrarConfig) -> Registrar {
@@ -337,19 +347,21 @@ impl Registrar {
     /// Refresh the binding `aor`/`key` in place with a new REGISTER: what removing it and
     /// inserting the new one did, without rebuilding its index entries or moving its keys.
     /// False when there is no such binding.
-    #[allow(clippy::too_many_arguments)]
     fn refresh(
         &mut self,
         aor: &str,
         update: &Update<'_>,
-        epid: Option<&str>,
-        endpoint: Option<&SaEndpoint>,
-        flow: Flow,
+        reg: &Registration<'_>,
         expires_at: Instant,
-        call_id: &str,
-        cseq: u32,
         seq: u64,
     ) -> bool {
+        let Registration {
+            epid,
+            endpoint,
+            flow,
+            call_id,
+            cseq,
+        } = *reg;
         let key = update.key.as_str();
         let Some(b) = self.aors.get_mut(aor).and_then(|m| m.get_mut(key)) else {
             return false;
@@ -762,6 +774,13 @@ impl Registrar {
             });
         }
 
+        let reg = Registration {
+            epid: epid.as_deref(),
+            endpoint,
+            flow,
+            call_id,
+            cseq,
+        };
         for update in updates {
             if update.secs == 0 {
                 self.remove(&aor, &update.key);
@@ -770,10 +789,7 @@ impl Registrar {
             self.seq += 1;
             let seq = self.seq;
             let expires_at = crate::types::later(now, Duration::from_secs(update.secs));
-            let epid = epid.as_deref();
-            let existed = self.refresh(
-                &aor, &update, epid, endpoint, flow, expires_at, call_id, cseq, seq,
-            );
+            let existed = self.refresh(&aor, &update, &reg, expires_at, seq);
             if !existed {
                 let Update {
                     key,
@@ -784,10 +800,10 @@ impl Registrar {
                 let binding = Binding {
                     info: BindingInfo {
                         aor: aor.clone(),
-                        epid: epid.map(str::to_owned),
+                        epid: reg.epid.map(str::to_owned),
                         instance,
                         contact: contact.to_owned(),
-                        endpoint: endpoint.cloned(),
+                        endpoint: reg.endpoint.cloned(),
                     },
                     flow,
                     expires_at,
