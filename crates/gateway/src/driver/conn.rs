@@ -142,7 +142,13 @@ pub(super) async fn accept_task(
                 let Some(slot) = admit(&shared, client) else {
                     return;
                 };
-                establish(stream, client, id, slot, tls, peers, deadline, setting_up).await;
+                let how = SetUp {
+                    listener: id,
+                    tls,
+                    peers,
+                    deadline,
+                };
+                establish(stream, client, slot, how, setting_up).await;
             });
             continue;
         }
@@ -157,10 +163,13 @@ pub(super) async fn accept_task(
         }
         let setting_up = SettingUp::new(&shared);
         let deadline = tokio::time::Instant::now() + shared.settings.load().handshake_timeout;
-        let peers = peers.clone();
-        tokio::spawn(establish(
-            stream, remote, id, slot, tls, peers, deadline, setting_up,
-        ));
+        let how = SetUp {
+            listener: id,
+            tls,
+            peers: peers.clone(),
+            deadline,
+        };
+        tokio::spawn(establish(stream, remote, slot, how, setting_up));
     }
 }
 
@@ -231,19 +240,31 @@ async fn proxied_client(
     }
 }
 
-/// The rest of an accepted connection's set-up: the TLS handshake (when the listener is a TLS
-/// one) by `deadline`, the peer certificate judged, then the flow.
-#[allow(clippy::too_many_arguments)]
-async fn establish(
-    stream: TcpStream,
-    remote: SocketAddr,
-    id: ListenerId,
-    slot: Option<IpSlot>,
+/// How an accepted connection is set up: the listener it came to, the TLS acceptor in effect
+/// when it was accepted (none on a TCP listener), whose certificates make a trusted peer, and
+/// the time by which the handshake must be done.
+struct SetUp {
+    listener: ListenerId,
     tls: Option<tokio_rustls::TlsAcceptor>,
     peers: Option<Arc<PeerTrust>>,
     deadline: tokio::time::Instant,
+}
+
+/// The rest of an accepted connection's set-up: the TLS handshake (when the listener is a TLS
+/// one) by the deadline, the peer certificate judged, then the flow.
+async fn establish(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Option<IpSlot>,
+    how: SetUp,
     setting_up: SettingUp,
 ) {
+    let SetUp {
+        listener: id,
+        tls,
+        peers,
+        deadline,
+    } = how;
     let shared = setting_up.0.clone();
     let Some(acceptor) = tls else {
         drop(setting_up);
