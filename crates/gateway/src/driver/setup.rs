@@ -176,7 +176,7 @@ pub async fn start_with_auth(
 async fn start_inner(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
-    core: Option<(
+    security: Option<(
         Arc<sagw_auth::SecurityCore>,
         Arc<crate::users::ReloadingStore>,
         AuthLive,
@@ -217,7 +217,7 @@ async fn start_inner(
     restore_bindings(&mut edge, restored_bindings.as_deref());
 
     let metrics = Arc::new(Metrics::default());
-    if let Some((core, _, _)) = &core {
+    if let Some((core, _, _)) = &security {
         let _ = metrics.auth.set(core.clone());
     }
     let (events_tx, events_rx) = mpsc::channel(8192);
@@ -258,20 +258,20 @@ async fn start_inner(
         .publish(edge.hop_status(Instant::now()), &hop_origins);
 
     let mut tasks = Vec::new();
-    let security = core.as_ref().map(|(security, _, _)| security);
-    let jobs = start_auth_workers(&shared, security, workers)?;
+    let security_core = security.as_ref().map(|(core, _, _)| core);
+    let jobs = start_auth_workers(&shared, security_core, workers)?;
     let running_settings = shared.settings.load_full();
     let (pool, pool_events) = join_pool(
         &shared,
         &state,
-        security,
+        security_core,
         &running_settings,
         tcp_addr,
         &mut tasks,
     );
-    let save_on_stop = match (&state.snapshot, &core) {
-        (Some(path), Some((security, _, _))) => Some(SaveOnStop {
-            core: security.clone(),
+    let save_on_stop = match (&state.snapshot, security_core) {
+        (Some(path), Some(core)) => Some(SaveOnStop {
+            core: core.clone(),
             path: path.clone(),
             sealer: state.sealer.clone(),
             bindings: Arc::new(Mutex::new(None)),
@@ -312,12 +312,12 @@ async fn start_inner(
         control_tx,
         intake_tx,
         tls.cert.clone(),
-        core.as_ref().map(|(_, _, live)| live.clone()),
+        security.as_ref().map(|(_, _, live)| live.clone()),
     ));
     let seams = Arc::new(crate::admin::ControlSeams::default());
     seams.attach_lifecycle(control.clone());
     seams.attach_hops(shared.hop_table.clone());
-    if let Some((core, users, _)) = core {
+    if let Some((core, users, _)) = security {
         tasks.push(tokio::spawn(housekeeping(
             core,
             users,
