@@ -230,39 +230,14 @@ impl fmt::Debug for NtlmSession {
 
 /// Upper-case hex of a signature (what OCS 2007 R2 and pidgin-sipe send; peers accept either case).
 pub fn signature_to_hex(signature: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut s = String::with_capacity(32);
-    for b in signature {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    s
+    hex::encode_upper(signature)
 }
 
 /// Parses a 32-digit hex signature, either case. Anything else is [`NtlmError::BadSignature`].
-pub fn signature_from_hex(hex: &str) -> Result<[u8; 16], NtlmError> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = hex.as_bytes();
-    if bytes.len() != 32 {
-        return Err(NtlmError::BadSignature);
-    }
+pub fn signature_from_hex(signature_hex: &str) -> Result<[u8; 16], NtlmError> {
     let mut out = [0u8; 16];
-    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let (Some(hi), Some(lo)) = (
-            pair.first().copied().and_then(nibble),
-            pair.get(1).copied().and_then(nibble),
-        ) else {
-            return Err(NtlmError::BadSignature);
-        };
-        *o = (hi << 4) | lo;
-    }
+    // Refuses an odd length, any length but 32 and any non-hex digit.
+    hex::decode_to_slice(signature_hex, &mut out).map_err(|_| NtlmError::BadSignature)?;
     Ok(out)
 }
 
@@ -291,6 +266,15 @@ mod tests {
             signature_from_hex("é1000000E615438A917661BE6400000"),
             Err(NtlmError::BadSignature)
         );
+        // Whole bytes of the wrong count, and a sign where a digit belongs.
+        for wrong in [
+            "",
+            "01000000E615438A917661BE640000",
+            "01000000E615438A917661BE6400000000",
+            "+1000000E615438A917661BE64000000",
+        ] {
+            assert_eq!(signature_from_hex(wrong), Err(NtlmError::BadSignature));
+        }
     }
 
     #[test]
