@@ -157,8 +157,9 @@ impl FileCredentialStore {
             let rest = fields.next().unwrap_or("").trim();
             match kind {
                 "nt" => {
-                    let bytes = decode_hex16(rest)
-                        .ok_or_else(|| syntax("nt wants 32 hex digits (the NT hash)"))?;
+                    let mut bytes = [0u8; 16];
+                    hex::decode_to_slice(rest, &mut bytes)
+                        .map_err(|_| syntax("nt wants 32 hex digits (the NT hash)"))?;
                     store.record(user).nt = Some(bytes);
                 }
                 "ha1" => {
@@ -261,7 +262,7 @@ impl FileCredentialStore {
         for name in names {
             let rec = &self.users[name];
             if let Some(nt) = rec.nt {
-                out.push_str(&format!("{name} nt {}\n", crate::hex::upper(&nt)));
+                out.push_str(&format!("{name} nt {}\n", hex::encode_upper(nt)));
             }
             for (realm, alg, hex) in &rec.ha1 {
                 out.push_str(&format!("{name} ha1 {} {hex} {realm}\n", alg.token()));
@@ -272,11 +273,6 @@ impl FileCredentialStore {
         }
         out
     }
-}
-
-fn decode_hex16(s: &str) -> Option<[u8; 16]> {
-    let v = crate::hex::decode(s)?;
-    v.try_into().ok()
 }
 
 impl CredentialStore for FileCredentialStore {
@@ -323,6 +319,27 @@ mod tests {
         );
         assert!(s.nt_hash("bob").is_some());
         assert!(s.nt_hash("carol").is_none());
+    }
+
+    #[test]
+    fn nt_wants_exactly_32_hex_digits_and_is_written_upper_case() {
+        let good = "8846f7eaee8fb117ad06bdd830b7586c";
+        let s = FileCredentialStore::parse(&format!("alice nt {good}\n")).expect("parses");
+        assert!(
+            s.to_file_text()
+                .contains("alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n")
+        );
+        for bad in [
+            &good[..30],
+            &good[..31],
+            &format!("{good}0")[..],
+            &format!("{good}00")[..],
+            "8846f7eaee8fb117ad06bdd830b7586g",
+            "+846f7eaee8fb117ad06bdd830b7586c",
+        ] {
+            let err = FileCredentialStore::parse(&format!("alice nt {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("32 hex digits"), "{bad}: {err}");
+        }
     }
 
     #[test]

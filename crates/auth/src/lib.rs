@@ -19,7 +19,6 @@ pub mod decision;
 pub mod directory;
 pub mod domain;
 pub mod handshake;
-mod hex;
 pub mod jobs;
 pub mod kerberos;
 #[cfg(feature = "kerberos-mit")]

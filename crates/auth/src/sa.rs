@@ -41,11 +41,11 @@ impl SaScheme {
 pub struct Opaque(pub u32);
 
 impl Opaque {
+    /// Exactly eight hex digits, either case: the big-endian bytes of the number.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(s, 16).ok().map(Opaque)
+        let mut be = [0u8; 4];
+        hex::decode_to_slice(s, &mut be).ok()?;
+        Some(Opaque(u32::from_be_bytes(be)))
     }
 }
 
@@ -290,5 +290,28 @@ impl SecurityAssociation {
 
     pub(crate) fn take_final_token(&self) -> Option<Box<[u8]>> {
         self.final_token.lock().take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Opaque;
+
+    #[test]
+    fn opaque_is_eight_hex_digits_of_either_case() {
+        assert_eq!(Opaque::parse("0A0BC0DE"), Some(Opaque(0x0a0b_c0de)));
+        assert_eq!(Opaque::parse("0a0bc0de"), Some(Opaque(0x0a0b_c0de)));
+        assert_eq!(Opaque::parse("FFFFFFFF"), Some(Opaque(u32::MAX)));
+        assert_eq!(Opaque(0x0a0b_c0de).to_string(), "0A0BC0DE");
+        for bad in [
+            "",
+            "0A0BC0D",
+            "0A0BC0DE0",
+            "0A0BC0DG",
+            "+A0BC0DE",
+            " A0BC0DE",
+        ] {
+            assert_eq!(Opaque::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -29,7 +29,6 @@ use crate::domain::{
 };
 use crate::handshake::Recomputed;
 use crate::handshake::{ChallengeSource, NtlmHandshakes};
-use crate::hex;
 use crate::jobs::{AuthJob, AuthOutcome, Finished, FinishedJobs};
 use crate::kerberos::{
     KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
@@ -153,6 +152,23 @@ struct Credentials<'m> {
     family: ChallengeFamily,
     /// What the message's From, To, CSeq and the buffer's other headers say, read once.
     facts: MessageFacts<'m>,
+}
+
+/// Upper-case hex of `bytes` in the first `2 * bytes.len()` bytes of `out`, without allocating:
+/// how the per-message signing path writes `srand`, `opaque` and `rspauth`. Emitted upper-case like
+/// OCS, accepted in either case (notes §2.1). The `hex` crate encodes into the stack buffer
+/// (`encode_to_slice`; it has no upper-case form of it), then the digits are upper-cased in place.
+/// Empty when `out` is too short (every caller's buffer fits exactly).
+fn upper_hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
+    let Some(out) = out.get_mut(..2 * bytes.len()) else {
+        return "";
+    };
+    if hex::encode_to_slice(bytes, out).is_err() {
+        return "";
+    }
+    out.make_ascii_uppercase();
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(out).unwrap_or("")
 }
 
 impl SecurityCore {
@@ -991,4 +1007,34 @@ fn same_identity(from_uri: &str, identity: &str) -> bool {
     }
     // ASCII case folding of both sides, compared without lower-cased copies.
     !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upper_hex_into_is_the_upper_case_of_the_crate_and_of_fmt() {
+        let mut out = [0u8; 6];
+        assert_eq!(
+            super::upper_hex_into(&[0x01, 0xab, 0xff], &mut out),
+            "01ABFF"
+        );
+        let v = 0x0a0b_c0deu32;
+        let mut out = [0u8; 8];
+        assert_eq!(
+            super::upper_hex_into(&v.to_be_bytes(), &mut out),
+            format!("{v:08X}")
+        );
+        let sig = [0x5a; 16];
+        let mut out = [0u8; 32];
+        assert_eq!(
+            super::upper_hex_into(&sig, &mut out),
+            hex::encode_upper(sig)
+        );
+        // A longer buffer keeps its tail; a shorter one gets nothing.
+        let mut out = [b'.'; 4];
+        assert_eq!(super::upper_hex_into(&[0xc0], &mut out), "C0");
+        assert_eq!(&out, b"C0..");
+        let mut out = [0u8; 3];
+        assert_eq!(super::upper_hex_into(&[1, 2], &mut out), "");
+    }
 }

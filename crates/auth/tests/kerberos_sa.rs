@@ -92,7 +92,7 @@ impl KrbClient {
             b = b
                 .quoted("crand", &crand)
                 .quoted("cnum", &cnum)
-                .quoted("response", &hex(&mic));
+                .quoted("response", &hex::encode(&mic));
         }
         m.push_header("Authorization", &b.build());
         m
@@ -110,22 +110,11 @@ impl KrbClient {
         }
         let p = |n: &str| h.param(n).ok_or(format!("missing {n}"));
         let buf = self.buffer(m, p("srand")?, p("snum")?);
-        let token = unhex(p("rspauth")?).ok_or("bad hex")?;
+        let token = hex::decode(p("rspauth")?).map_err(|_| "bad hex")?;
         self.session
             .verify_mic(buf.as_bytes(), &token)
             .map_err(|e| e.to_string())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
-        .collect()
 }
 
 /// `on_request`, and for a core that offloads Kerberos, what the gateway does with a deferred

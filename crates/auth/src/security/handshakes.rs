@@ -132,7 +132,7 @@ impl SecurityCore {
                 .quoted("qop", "auth")
                 .quoted(
                     "opaque",
-                    hex::upper_into(&opaque.0.to_be_bytes(), &mut opaque_text),
+                    upper_hex_into(&opaque.0.to_be_bytes(), &mut opaque_text),
                 )
                 .quoted("gssapi-data", &gssapi)
                 .quoted("targetname", target)

@@ -97,7 +97,7 @@ impl SecurityCore {
                     .verify_from_client_hex(buffer, response)
                     .map_err(|_| Reason::BadSignature),
                 Mechanism::Kerberos(session) => {
-                    let token = hex::decode(response).ok_or(Reason::BadSignature)?;
+                    let token = hex::decode(response).map_err(|_| Reason::BadSignature)?;
                     session
                         .verify_mic(buffer, &token)
                         .map_err(|_| Reason::BadSignature)
@@ -163,11 +163,11 @@ impl SecurityCore {
         rng.fill_bytes(&mut r);
         // Every text of the header is written into stack buffers, without `fmt` or the heap.
         let mut srand_text = [0u8; 8];
-        let srand = hex::upper_into(&r, &mut srand_text);
+        let srand = upper_hex_into(&r, &mut srand_text);
         let mut snum_text = itoa::Buffer::new();
         let snum = snum_text.format(sa.next_snum());
         let mut opaque_text = [0u8; 8];
-        let opaque = hex::upper_into(&sa.opaque().0.to_be_bytes(), &mut opaque_text);
+        let opaque = upper_hex_into(&sa.opaque().0.to_be_bytes(), &mut opaque_text);
         let scheme = sa.scheme().token();
         let targetname = self.targetname_for(sa.scheme()).unwrap_or("");
         let params = BufferParams {
@@ -184,11 +184,11 @@ impl SecurityCore {
             let kerberos_hex;
             let rspauth = match sa.mechanism() {
                 Mechanism::Ntlm(session) => {
-                    hex::upper_into(&session.sign_as_server(&scratch.buffer), &mut rspauth_text)
+                    upper_hex_into(&session.sign_as_server(&scratch.buffer), &mut rspauth_text)
                 }
                 Mechanism::Kerberos(session) => {
                     let mic = session.get_mic(&scratch.buffer).map_err(SignError::Gss)?;
-                    kerberos_hex = hex::upper(&mic);
+                    kerberos_hex = hex::encode_upper(&mic);
                     kerberos_hex.as_str()
                 }
             };
