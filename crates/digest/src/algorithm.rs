@@ -185,16 +185,17 @@ pub(crate) struct HexBuf {
 }
 
 impl HexBuf {
+    /// Lower-case hex of `bytes` (at most 32: a hash output). The `hex` crate encodes byte by
+    /// byte into the buffer's pairs: at the fixed length of one byte its loop reduces to the two
+    /// table lookups, without the bounds checks it has over a slice of run-time length.
     pub(crate) fn encode(bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = HexBuf {
             buf: [0; 64],
             len: 0,
         };
         for (&b, pair) in bytes.iter().zip(out.buf.chunks_exact_mut(2)) {
-            if let [hi, lo] = pair {
-                *hi = DIGITS[usize::from(b >> 4)];
-                *lo = DIGITS[usize::from(b & 0x0f)];
+            if hex::encode_to_slice([b], pair).is_err() {
+                break;
             }
             out.len += 2;
         }
@@ -214,27 +215,5 @@ impl HexBuf {
 impl Drop for HexBuf {
     fn drop(&mut self) {
         self.buf.zeroize();
-    }
-}
-
-/// Decodes hex (either case) into `out`, requiring exactly `out.len() * 2` digits.
-pub(crate) fn decode_hex_exact(s: &str, out: &mut [u8]) -> Option<()> {
-    let s = s.as_bytes();
-    if s.len() != out.len() * 2 {
-        return None;
-    }
-    for (pair, dst) in s.chunks_exact(2).zip(out.iter_mut()) {
-        let [hi, lo] = pair else { return None };
-        *dst = (hex_val(*hi)? << 4) | hex_val(*lo)?;
-    }
-    Some(())
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }

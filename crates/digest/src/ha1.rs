@@ -3,7 +3,7 @@
 use zeroize::Zeroize;
 
 use crate::DigestError;
-use crate::algorithm::{Algorithm, DigestBytes, Hasher, HexBuf, decode_hex_exact};
+use crate::algorithm::{Algorithm, DigestBytes, Hasher, HexBuf};
 
 /// HA1 for one hash function. Password-equivalent for Digest, so it is wiped on drop and never
 /// printed by `Debug`.
@@ -33,7 +33,7 @@ impl Ha1 {
         };
         let len = alg.output_len();
         let dst = ha1.bytes.get_mut(..len).ok_or(DigestError::InvalidHa1)?;
-        decode_hex_exact(hex.trim(), dst).ok_or(DigestError::InvalidHa1)?;
+        hex::decode_to_slice(hex.trim(), dst).map_err(|_| DigestError::InvalidHa1)?;
         Ok(ha1)
     }
 

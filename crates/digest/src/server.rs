@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use crate::DigestError;
-use crate::algorithm::{Algorithm, DigestBytes, Hasher, decode_hex_exact};
+use crate::algorithm::{Algorithm, DigestBytes, Hasher};
 use crate::ha1::Ha1;
 use crate::nonce::{self, NonceKey};
 use crate::params::DigestResponse;
@@ -129,12 +129,12 @@ impl std::fmt::Debug for DigestServer {
 
 /// Parses `nc`: exactly 8 hex digits (RFC 7616 §3.4: `nc-value = 8LHEX`), not zero.
 fn parse_nc(s: &str) -> Result<u32, DigestError> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DigestError::Malformed("nc is not 8 hex digits"));
-    }
-    match u32::from_str_radix(s, 16) {
-        Ok(0) | Err(_) => Err(DigestError::Malformed("nc is zero")),
-        Ok(n) => Ok(n),
+    let mut be = [0u8; 4];
+    hex::decode_to_slice(s, &mut be)
+        .map_err(|_| DigestError::Malformed("nc is not 8 hex digits"))?;
+    match u32::from_be_bytes(be) {
+        0 => Err(DigestError::Malformed("nc is zero")),
+        n => Ok(n),
     }
 }
 
@@ -329,7 +329,7 @@ impl DigestServer {
         let got = got
             .get_mut(..alg.output_len())
             .ok_or(DigestError::WrongResponse)?;
-        decode_hex_exact(resp.response, got).ok_or(DigestError::WrongResponse)?;
+        hex::decode_to_slice(resp.response, got).map_err(|_| DigestError::WrongResponse)?;
 
         let nonce::Issued { at: issued, node } =
             authenticate_nonce(resp.nonce).ok_or(DigestError::BadNonce)?;
@@ -473,6 +473,31 @@ mod rfc_tests {
     const RFC7616_SHA256: &str = r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
     // RFC 2617 §3.5 (password "Circle Of Life"); no algorithm directive, so MD5 by default.
     const RFC2617: &str = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+
+    #[test]
+    fn nc_is_eight_hex_digits_and_not_zero() {
+        assert_eq!(parse_nc("00000001"), Ok(1));
+        assert_eq!(parse_nc("0000000A"), Ok(10));
+        assert_eq!(parse_nc("deadBEEF"), Ok(0xdead_beef));
+        assert_eq!(
+            parse_nc("00000000"),
+            Err(DigestError::Malformed("nc is zero"))
+        );
+        for bad in [
+            "",
+            "0000001",
+            "000000001",
+            "0000000g",
+            "+0000001",
+            "-0000001",
+        ] {
+            assert_eq!(
+                parse_nc(bad),
+                Err(DigestError::Malformed("nc is not 8 hex digits")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn rfc7616_md5_example() {
@@ -707,10 +732,19 @@ mod rfc_tests {
             "6629FAE49393A05397450978507C4EF1",
         );
         assert!(run(&srv, &upper, &ha1, at(T0 + 1)).is_ok());
-        let short = RFC2617.replace("6629fae49393a05397450978507c4ef1", "6629fae4");
-        assert_eq!(
-            run(&srv, &short, &ha1, at(T0 + 1)),
-            Err(DigestError::WrongResponse)
-        );
+        for wrong in [
+            "6629fae4",
+            "6629fae49393a05397450978507c4ef",
+            "6629fae49393a05397450978507c4ef10",
+            "+629fae49393a05397450978507c4ef1",
+            "6629fae49393a05397450978507c4efg",
+        ] {
+            let text = RFC2617.replace("6629fae49393a05397450978507c4ef1", wrong);
+            assert_eq!(
+                run(&srv, &text, &ha1, at(T0 + 1)),
+                Err(DigestError::WrongResponse),
+                "{wrong}"
+            );
+        }
     }
 }

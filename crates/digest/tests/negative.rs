@@ -578,10 +578,18 @@ fn ha1_hex_handling() {
         Ha1::from_hex(Algorithm::Sha256, &hex[..62]).unwrap_err(),
         DigestError::InvalidHa1
     );
-    assert_eq!(
-        Ha1::from_hex(Algorithm::Md5, "g0000000000000000000000000000000").unwrap_err(),
-        DigestError::InvalidHa1
-    );
+    for bad in [
+        "g0000000000000000000000000000000",
+        "+0000000000000000000000000000000",
+        "000000000000000000000000000000000",
+        "0000000000000000000000000000000",
+    ] {
+        assert_eq!(
+            Ha1::from_hex(Algorithm::Md5, bad).unwrap_err(),
+            DigestError::InvalidHa1,
+            "{bad}"
+        );
+    }
     assert_eq!(
         Ha1::from_hex(Algorithm::Md5Sess, &"0".repeat(32))
             .unwrap()
