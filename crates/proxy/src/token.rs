@@ -30,18 +30,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Lower-case hex of `bytes` appended to `out` (a table, not `format!`: it runs for every branch,
-/// tag and flow token; the gateway's security stage writes its response tags with it too).
-pub fn hex(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
+/// Lower-case hex of `bytes` appended to `out`, without `format!` or a `String` per call: it runs
+/// for every branch, tag and flow token; the gateway's security stage writes its response tags with
+/// it too. The `hex` crate encodes byte by byte, straight into `out`: at the fixed length of one
+/// byte its loop reduces to the two table lookups, without bounds checks.
+#[inline]
+pub fn push_hex(bytes: &[u8], out: &mut String) {
+    out.reserve(2 * bytes.len());
     for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        let mut pair = [0u8; 2];
+        if hex::encode_to_slice([b], &mut pair).is_ok() {
+            out.push(char::from(pair[0]));
+            out.push(char::from(pair[1]));
+        }
     }
 }
 
-/// Lower-case hex of `n` without leading zeros (what `{:x}` writes) appended to `out`.
+/// Lower-case hex of `n` without leading zeros (what `{:x}` writes) appended to `out`. A number
+/// formatter, not byte hex: the `hex` crate has no equivalent (it writes every byte, leading zeros
+/// included), so this one stays.
 fn hex_u64(n: u64, out: &mut String) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
@@ -88,7 +95,7 @@ impl Ids {
         m.update(&self.counter.to_be_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(16);
-        hex(out.get(..8).unwrap_or(&[]), &mut s);
+        push_hex(out.get(..8).unwrap_or(&[]), &mut s);
         s
     }
 
@@ -114,7 +121,7 @@ impl Ids {
         s.push_str(BRANCH_PREFIX);
         s.push_str(loop_hash);
         s.push('.');
-        hex(out.get(..8).unwrap_or(&[]), &mut s);
+        push_hex(out.get(..8).unwrap_or(&[]), &mut s);
         s
     }
 
@@ -198,7 +205,7 @@ impl Ids {
         m.update(endpoint.as_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(20);
-        hex(out.get(..10).unwrap_or(&[]), &mut s);
+        push_hex(out.get(..10).unwrap_or(&[]), &mut s);
         s
     }
 
@@ -208,7 +215,7 @@ impl Ids {
         m.update(payload.as_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(20);
-        hex(out.get(..10).unwrap_or(&[]), &mut s);
+        push_hex(out.get(..10).unwrap_or(&[]), &mut s);
         s
     }
 
@@ -246,8 +253,8 @@ fn push_flow(flow: &Flow, out: &mut String) {
     hex_u64(flow.id.0, out);
     out.push('x');
     match flow.remote.ip() {
-        IpAddr::V4(a) => hex(&a.octets(), out),
-        IpAddr::V6(a) => hex(&a.octets(), out),
+        IpAddr::V4(a) => push_hex(&a.octets(), out),
+        IpAddr::V6(a) => push_hex(&a.octets(), out),
     }
     out.push('x');
     hex_u64(u64::from(flow.remote.port()), out);
@@ -256,32 +263,22 @@ fn push_flow(flow: &Flow, out: &mut String) {
 /// `z<identity hex>z<epid hex>`: the endpoint part of a token.
 fn push_endpoint(e: &SaEndpoint, out: &mut String) {
     out.push(ENDPOINT_MARK);
-    hex(e.identity.as_bytes(), out);
+    push_hex(e.identity.as_bytes(), out);
     out.push(ENDPOINT_MARK);
-    hex(e.epid.as_bytes(), out);
+    push_hex(e.epid.as_bytes(), out);
 }
 
 /// The endpoint after the first [`ENDPOINT_MARK`] (`<identity hex>z<epid hex>`).
 fn parse_endpoint(s: &str) -> Option<SaEndpoint> {
     let (identity, epid) = s.split_once(ENDPOINT_MARK)?;
     Some(SaEndpoint {
-        identity: String::from_utf8(unhex(identity)?).ok()?,
-        epid: String::from_utf8(unhex(epid)?).ok()?,
+        identity: String::from_utf8(hex::decode(identity).ok()?).ok()?,
+        epid: String::from_utf8(hex::decode(epid).ok()?).ok()?,
     })
 }
 
 /// Separates the endpoint from the flow in a token: not a hex digit, not a transport letter.
 const ENDPOINT_MARK: char = 'z';
-
-/// Bytes of lower- or upper-case hex; `None` when odd-length or not hex.
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
 
 /// The flow a token made by [`Ids::flow_token`] claims, without checking its MAC: only for
 /// deciding that a token can be ignored, never for trusting it. `None` when malformed.
@@ -307,7 +304,7 @@ fn decode_flow_token(payload: &str) -> Option<Flow> {
     if parts.next().is_some() {
         return None;
     }
-    let bytes = unhex(addr)?;
+    let bytes = hex::decode(addr).ok()?;
     let ip = match bytes.len() {
         4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
         16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
@@ -338,7 +335,7 @@ pub(crate) fn loop_hash(msg: &sagw_sip::Message) -> String {
     }
     let out = h.finalize();
     let mut s = String::with_capacity(12);
-    hex(out.get(..6).unwrap_or(&[]), &mut s);
+    push_hex(out.get(..6).unwrap_or(&[]), &mut s);
     s
 }
 
@@ -369,8 +366,32 @@ mod tests {
             assert_eq!(s, format!("{n:x}"));
         }
         let mut s = String::new();
-        hex(&[0, 0x0f, 0xa5, 0xff], &mut s);
+        push_hex(&[0, 0x0f, 0xa5, 0xff], &mut s);
         assert_eq!(s, "000fa5ff");
+        // Appends, and past the 32-byte stack chunk too (identities and epids are any length).
+        let bytes: Vec<u8> = (0..=200u8).map(|b| b.wrapping_mul(37)).collect();
+        for n in [0, 1, 31, 32, 33, 64, 65, 201] {
+            let mut s = String::from("x");
+            push_hex(&bytes[..n], &mut s);
+            assert_eq!(s, format!("x{}", hex::encode(&bytes[..n])));
+        }
+    }
+
+    #[test]
+    fn hex_in_tokens_is_digits_only() {
+        // `u8::from_str_radix` took "+a" for 10; the `hex` crate refuses a sign.
+        let flow = decode_flow_token("t1x0a010203x13c4").expect("plain hex");
+        assert_eq!(flow.remote, "10.1.2.3:5060".parse().unwrap());
+        assert_eq!(decode_flow_token("t1x+a010203x13c4"), None);
+        assert_eq!(flow_token_claim("t1x+a010203x13c4.0"), None);
+        assert_eq!(decode_flow_token("t1x0A010203x13c4"), Some(flow));
+        assert!(parse_endpoint("61z62").is_some());
+        assert_eq!(parse_endpoint("+az62"), None);
+        assert_eq!(parse_endpoint("61z+b"), None);
+        // Odd lengths and non-digits, as before.
+        assert_eq!(decode_flow_token("t1x0a01020x13c4"), None);
+        assert_eq!(decode_flow_token("t1x0a0102g3x13c4"), None);
+        assert_eq!(parse_endpoint("6z62"), None);
     }
 
     #[test]
