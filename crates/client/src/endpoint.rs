@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use crate::sa::{
     BadSignature, ClientMechanism, ClientSa, Family, LegParams, SaScheme, SignatureCheck,
 };
-use crate::util::{hex_lower, parse_http_date, rand_hex, signed_secs};
+use crate::util::{parse_http_date, rand_hex, signed_secs};
 
 /// An authentication scheme the client may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -1540,7 +1540,7 @@ fn digest_credentials(
     d.nc = d.nc.wrapping_add(1);
     let mut c = [0u8; 8];
     rng.fill_bytes(&mut c);
-    let cnonce = hex_lower(&c);
+    let cnonce = hex::encode(c);
     let challenge = DigestChallenge {
         realm: &d.realm,
         nonce: &d.nonce,

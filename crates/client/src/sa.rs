@@ -11,8 +11,6 @@ use sagw_ntlm::NtlmSession;
 use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
 use serde::Serialize;
 
-use crate::util::{hex_decode, hex_lower};
-
 /// The two SA schemes of [MS-SIPAE].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum SaScheme {
@@ -229,10 +227,10 @@ impl ClientSa {
     /// The MAC over a signature buffer as hex (NTLM: 16 bytes; Kerberos: the MIC token).
     pub fn mac_hex(&self, buffer: &[u8]) -> Result<String, String> {
         match &self.mechanism {
-            ClientMechanism::Ntlm(s) => Ok(hex_lower(&s.sign_as_client(buffer))),
+            ClientMechanism::Ntlm(s) => Ok(hex::encode(s.sign_as_client(buffer))),
             ClientMechanism::Kerberos(s) => s
                 .get_mic(buffer)
-                .map(|m| hex_lower(&m))
+                .map(hex::encode)
                 .map_err(|e| e.to_string()),
         }
     }
@@ -247,7 +245,7 @@ impl ClientSa {
     ) -> Result<(), String> {
         let mut r = [0u8; 4];
         rng.fill_bytes(&mut r);
-        let crand = hex_lower(&r);
+        let crand = hex::encode(r);
         self.sign_with(msg, &crand, leg)
     }
 
@@ -384,7 +382,7 @@ impl ClientSa {
         let mismatch = || BadSignature::Mismatch {
             buffer: String::from_utf8_lossy(&buffer).into_owned(),
         };
-        let sig = hex_decode(rspauth).ok_or_else(mismatch)?;
+        let sig = hex::decode(rspauth).map_err(|_| mismatch())?;
         let ok = match &self.mechanism {
             ClientMechanism::Ntlm(s) => s.verify_from_server(&buffer, &sig).is_ok(),
             ClientMechanism::Kerberos(s) => match s.verify_mic(&buffer, &sig) {

@@ -1,34 +1,8 @@
-//! Small helpers: hex, an OS-backed RNG, HTTP dates.
+//! Small helpers: an OS-backed RNG, random hex, HTTP dates.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sagw_auth::Rng;
-
-/// Lower-case hex.
-pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
-/// Hex of either case; `None` on odd length or a non-hex digit.
-pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    b.chunks_exact(2)
-        .map(|pair| {
-            let hi = char::from(pair[0]).to_digit(16)?;
-            let lo = char::from(pair[1]).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
-}
 
 /// Random bytes from the operating system. Handshake secrets (the NTLM random session key, the
 /// client challenge, Digest cnonces) come from here, not from a seeded generator.
@@ -54,11 +28,11 @@ impl Rng for OsRng {
     }
 }
 
-/// Eight random hex digits (tags, crand).
+/// `bytes` random bytes as lower-case hex (branches, tags, Call-IDs, cnonces).
 pub fn rand_hex(rng: &mut dyn Rng, bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rng.fill_bytes(&mut b);
-    hex_lower(&b)
+    hex::encode(b)
 }
 
 const MONTHS: [&str; 12] = [
@@ -150,11 +124,22 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trip() {
-        assert_eq!(hex_lower(&[0x01, 0xAB]), "01ab");
-        assert_eq!(hex_decode("01AB"), Some(vec![0x01, 0xAB]));
-        assert_eq!(hex_decode("0"), None);
-        assert_eq!(hex_decode("zz"), None);
+    fn rand_hex_is_the_lower_case_hex_of_the_bytes_drawn() {
+        struct Counting(u8);
+        impl Rng for Counting {
+            fn fill_bytes(&mut self, buf: &mut [u8]) {
+                for b in buf {
+                    self.0 = self.0.wrapping_add(0x5b);
+                    *b = self.0;
+                }
+            }
+        }
+        assert_eq!(rand_hex(&mut Counting(0), 5), "5bb6116cc7");
+        assert_eq!(rand_hex(&mut Counting(0), 0), "");
+    }
+
+    #[test]
+    fn signed_secs_is_negative_when_behind() {
         assert_eq!(
             signed_secs(UNIX_EPOCH, UNIX_EPOCH + Duration::from_secs(5)),
             -5
