@@ -1,7 +1,6 @@
 //! TLS setup: the server certificate (operator files, or an ECDSA P-256 certificate generated at
 //! first start and kept on disk), rustls configs with the `ring` provider, TLS 1.2 and 1.3.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,13 +69,13 @@ impl std::fmt::Debug for Identity {
 
 /// SHA-256 fingerprint, colon-separated upper-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
+    let digits = hex::encode_upper(Sha256::digest(der));
     let mut s = String::with_capacity(95);
-    for (i, b) in digest.iter().enumerate() {
-        if i > 0 {
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && i % 2 == 0 {
             s.push(':');
         }
-        let _ = write!(s, "{b:02X}");
+        s.push(c);
     }
     s
 }
@@ -215,5 +214,14 @@ mod tests {
         client_config(&b.info.cert_path).unwrap();
         assert!(!format!("{b:?}").contains("PRIVATE"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fingerprint_is_colon_separated_upper_case_sha256() {
+        assert_eq!(
+            fingerprint(b""),
+            "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:\
+             27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
+        );
     }
 }

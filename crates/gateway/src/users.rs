@@ -268,12 +268,7 @@ mod tests {
             .expect("parse")
             .nt_hash("alice")
             .expect("alice");
-        let hex: String = alice_nt
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect();
-        let new = old.replace(&hex, &"0".repeat(32));
+        let new = old.replace(&hex::encode_upper(alice_nt.as_bytes()), &"0".repeat(32));
         assert_eq!(new.len(), old.len());
         {
             use std::io::Write;

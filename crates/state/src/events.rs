@@ -106,10 +106,9 @@ impl StoreEvent {
 
 /// `OPAQUE` as 8 hex digits (either case).
 pub(crate) fn parse_opaque(s: &str) -> Option<u32> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u32::from_str_radix(s, 16).ok()
+    let mut be = [0u8; 4];
+    hex::decode_to_slice(s, &mut be).ok()?;
+    Some(u32::from_be_bytes(be))
 }
 
 #[cfg(test)]
@@ -138,10 +137,16 @@ mod tests {
             Some("1 revoke 000000AB")
         );
         assert_eq!(StoreEvent::Resubscribed.encode(), None);
+        assert_eq!(
+            StoreEvent::decode(b"1 revoke 357e6f72"),
+            Some(StoreEvent::Revoked(0x357E_6F72))
+        );
         for bad in [
             &b"2 revoke 000000AB"[..],
             b"1 revoke 00AB",
             b"1 revoke 0000000G",
+            b"1 revoke +00000AB",
+            b"1 revoke 000000AB0",
             b"1 moved 000000AB x node",
             b"1 moved 000000AB 1 bad node",
             b"1 moved 000000AB 1",

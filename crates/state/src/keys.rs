@@ -86,7 +86,7 @@ impl PoolKey {
     /// Safe to show and to store: gateways compare it to find out they share the key.
     pub fn fingerprint(&self) -> String {
         let f: [u8; 16] = self.derive(b"fingerprint");
-        f.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(f)
     }
 }
 
@@ -175,6 +175,14 @@ mod tests {
         let a = PoolKey::load_or_create(&path).expect("created");
         let b = PoolKey::load_or_create(&path).expect("read");
         assert_eq!(a.fingerprint(), b.fingerprint());
+        // What gateways compare in the store: 32 lower-case hex digits.
+        let print = a.fingerprint();
+        assert_eq!(print.len(), 32);
+        assert!(
+            print
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
