@@ -445,12 +445,12 @@ impl Runner {
                     .expect("session")
                     .get_mic(buf.as_bytes())
                     .expect("MIC");
-                let hex: String = mic.iter().map(|x| format!("{x:02x}")).collect();
+                let response = hex::encode(&mic);
                 m.push_header(
                     name,
                     &b.quoted("crand", &crand)
                         .quoted("cnum", &cnum)
-                        .quoted("response", &hex)
+                        .quoted("response", &response)
                         .build(),
                 );
             }
@@ -572,11 +572,8 @@ impl Runner {
                     version: 4,
                 },
             );
-            let hex = h.param("rspauth").expect("rspauth");
-            let token: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|k| u8::from_str_radix(&hex[k..k + 2], 16).expect("hex"))
-                .collect();
+            let rspauth = h.param("rspauth").expect("rspauth");
+            let token = hex::decode(rspauth).expect("hex");
             if let Err(e) = st
                 .session
                 .as_ref()
@@ -752,21 +749,15 @@ fn run_flow(path: &Path) {
                 r.edge().handle_timeout(now);
                 r.deliver();
             }
-            ["random", hex @ ..] => {
-                for h in hex {
-                    let bytes = (0..h.len())
-                        .step_by(2)
-                        .map(|k| u8::from_str_radix(&h[k..k + 2], 16).expect("hex"))
-                        .collect::<Vec<_>>();
-                    r.rng_script.extend(bytes);
+            ["random", values @ ..] => {
+                for h in values {
+                    r.rng_script.extend(hex::decode(h).expect("hex"));
                 }
             }
-            ["ntlm-challenge", opaque, epid, hex] => {
+            ["ntlm-challenge", opaque, epid, challenge_hex] => {
                 let opaque = u32::from_str_radix(opaque, 16).expect("opaque: 8 hex digits");
                 let mut challenge = [0u8; 8];
-                for (k, b) in challenge.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).expect("hex");
-                }
+                hex::decode_to_slice(challenge_hex, &mut challenge).expect("hex: 8 bytes");
                 r.ntlm_challenges
                     .push((opaque, (*epid).to_owned(), challenge));
             }
