@@ -95,7 +95,7 @@ impl Endpoint {
         if let Some(family) = family {
             self.note_date(msg, now);
             return match stage {
-                RegStage::Offer => self.choose_scheme(msg, family, now, rng),
+                RegStage::Offer => self.choose_scheme(msg, family, rng),
                 RegStage::NtlmChallenge => self.ntlm_leg3(msg, family, now, rng),
                 RegStage::KerberosTicket => Err(Failure::Protocol(
                     "response while waiting for a Kerberos ticket".into(),
@@ -192,7 +192,6 @@ impl Endpoint {
         &mut self,
         msg: &Message,
         family: Family,
-        now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Result<Step, Failure> {
         let offers = Self::offers(msg, family);
@@ -298,7 +297,6 @@ impl Endpoint {
                     .unwrap_or("");
                 let summary = format!("Digest algorithm={alg} (realm {})", offer_realm(offer));
                 self.record_sent(&m, || summary);
-                let _ = now;
                 Ok(Step::Send(m))
             }
         }
