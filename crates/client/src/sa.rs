@@ -57,6 +57,13 @@ impl Family {
             _ => None,
         }
     }
+    /// The challenge status of this family; the inverse of [`Family::from_status`].
+    pub fn status(self) -> u16 {
+        match self {
+            Family::Www => 401,
+            Family::Proxy => 407,
+        }
+    }
 }
 
 /// The signing context of the SA.

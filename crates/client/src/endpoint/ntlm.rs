@@ -30,7 +30,7 @@ impl Endpoint {
             let hints = self.rejection_hints(AuthScheme::Ntlm, msg);
             return Err(Failure::Rejected {
                 scheme: "NTLM".into(),
-                status: family_status(family),
+                status: family.status(),
                 hints,
             });
         };
@@ -140,12 +140,5 @@ impl Endpoint {
             )
         });
         Ok(Step::Send(m))
-    }
-}
-
-fn family_status(f: Family) -> u16 {
-    match f {
-        Family::Www => 401,
-        Family::Proxy => 407,
     }
 }
