@@ -12,17 +12,17 @@ use crate::sa::LegParams;
 use crate::util::rand_hex;
 
 impl Endpoint {
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        &mut self,
-        method: &str,
-        ruri: &str,
-        to: &str,
-        call_id: &str,
-        cseq: u32,
-        body: Option<&(String, Vec<u8>)>,
-        rng: &mut dyn Rng,
-    ) -> Result<Message, Failure> {
+    /// The request `o` describes, without credentials (new branch and From tag each time).
+    fn build(&mut self, o: &Outstanding, rng: &mut dyn Rng) -> Result<Message, Failure> {
+        let Outstanding {
+            method,
+            ruri,
+            to,
+            call_id,
+            cseq,
+            body,
+            ..
+        } = o;
         let branch = rand_hex(rng, 8);
         let tag = rand_hex(rng, 5);
         let t = self.local.transport;
@@ -75,26 +75,17 @@ impl Endpoint {
             }
         };
         self.reg_cseq = self.reg_cseq.wrapping_add(1);
-        let registrar = self.cfg.registrar.clone();
-        let aor = self.cfg.aor.clone();
-        let msg = self.build(
-            "REGISTER",
-            &registrar,
-            &aor,
-            &call_id,
-            self.reg_cseq,
-            None,
-            rng,
-        )?;
-        self.outstanding = Some(Outstanding {
+        let o = Outstanding {
             call_id,
             cseq: self.reg_cseq,
             method: "REGISTER".into(),
-            ruri: registrar,
-            to: aor,
+            ruri: self.cfg.registrar.clone(),
+            to: self.cfg.aor.clone(),
             body: None,
             kind: TxKind::Register(stage),
-        });
+        };
+        let msg = self.build(&o, rng)?;
+        self.outstanding = Some(o);
         Ok(msg)
     }
 
@@ -103,15 +94,7 @@ impl Endpoint {
         o: &mut Outstanding,
         rng: &mut dyn Rng,
     ) -> Result<Message, Failure> {
-        let mut msg = self.build(
-            &o.method,
-            &o.ruri,
-            &o.to,
-            &o.call_id,
-            o.cseq,
-            o.body.as_ref(),
-            rng,
-        )?;
+        let mut msg = self.build(o, rng)?;
         self.add_credentials(&mut msg, &o.method, &o.ruri, rng)?;
         let cred = msg
             .header("Authorization")
