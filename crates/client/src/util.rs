@@ -1,6 +1,6 @@
 //! Small helpers: an OS-backed RNG, random hex, HTTP dates.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use sagw_auth::Rng;
 
@@ -35,49 +35,11 @@ pub fn rand_hex(rng: &mut dyn Rng, bytes: usize) -> String {
     hex::encode(b)
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Parses an RFC 1123 date in GMT (`Mon, 01 Mar 2010 10:08:08 GMT`), the form SIP's `Date` header
-/// uses (RFC 3261 §20.17). The weekday is not checked.
+/// Parses an HTTP date (`Mon, 01 Mar 2010 10:08:08 GMT`), the form of SIP's `Date` header
+/// (RFC 3261 §20.17), with the httpdate crate. Like any HTTP recipient (RFC 7231 §7.1.1.1) it also
+/// takes the obsolete RFC 850 and asctime forms; a weekday that does not match the date is refused.
 pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let rest = s.split_once(',').map_or(s, |(_, r)| r).trim();
-    let mut it = rest.split_ascii_whitespace();
-    let day: u32 = it.next()?.parse().ok()?;
-    let month_name = it.next()?;
-    let month = MONTHS
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(month_name))?;
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':');
-    let h: u64 = hms.next()?.parse().ok()?;
-    let m: u64 = hms.next()?.parse().ok()?;
-    let sec: u64 = hms.next()?.parse().ok()?;
-    if !it.next()?.eq_ignore_ascii_case("GMT")
-        || day == 0
-        || day > 31
-        || h > 23
-        || m > 59
-        || sec > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(year, u32::try_from(month).ok()? + 1, day);
-    let days = u64::try_from(days).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    httpdate::parse_http_date(s).ok()
 }
 
 /// Signed seconds `a - b`.
@@ -90,6 +52,8 @@ pub fn signed_secs(a: SystemTime, b: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]
@@ -111,13 +75,34 @@ mod tests {
     }
 
     #[test]
+    fn takes_the_obsolete_forms_http_recipients_must_accept() {
+        // RFC 7231 §7.1.1.1: a recipient accepts the RFC 850 and asctime forms too. The
+        // hand-written parser took only the RFC 1123 form; the httpdate crate takes all three.
+        for obsolete in ["Monday, 01-Mar-10 10:08:08 GMT", "Mon Mar  1 10:08:08 2010"] {
+            let t = parse_http_date(obsolete).expect(obsolete);
+            assert_eq!(
+                t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs(),
+                1_267_438_088,
+                "{obsolete}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_other_forms() {
         for bad in [
             "",
+            "not a date",
             "Mon, 01 Mar 2010 10:08:08 PST",
             "Mon, 01 Foo 2010 10:08:08 GMT",
             "Mon, 32 Mar 2010 10:08:08 GMT",
             "Mon, 01 Mar 2010 10:08 GMT",
+            "Tue, 30 Feb 2010 10:08:08 GMT",
+            "Mon, 01 Mar 2010 24:08:08 GMT",
+            "Mon, 01 Mar 2010 10:60:08 GMT",
+            "Sat, 01 Mar 1969 10:08:08 GMT",
+            // The weekday must match the date (1 March 2010 was a Monday).
+            "Tue, 01 Mar 2010 10:08:08 GMT",
         ] {
             assert_eq!(parse_http_date(bad), None, "{bad}");
         }
