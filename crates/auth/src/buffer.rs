@@ -75,7 +75,9 @@ pub struct BufferParams<'a> {
     pub rand: &'a str,
     /// `cnum` or `snum` as decimal text.
     pub num: &'a str,
+    /// `realm` of the header, without quotes.
     pub realm: &'a str,
+    /// `targetname` of the header exactly as sent (an FQDN for NTLM, `sip/<fqdn>` for Kerberos).
     pub targetname: &'a str,
     /// Protocol version of the SA: 2 selects the 12-element layout, 3 and 4 the 15-element one.
     pub version: u8,
@@ -98,10 +100,13 @@ impl SignatureBuffer {
     pub fn write(msg: &Message, p: &BufferParams<'_>, out: &mut Vec<u8>) {
         write_facts(msg, &MessageFacts::of(msg), p, out);
     }
+
+    /// The bytes to MAC (or to verify a MAC over): `<...>` elements, no separators.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The bytes, without a copy.
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
     }

@@ -16,30 +16,37 @@ pub enum ChallengeFamily {
 }
 
 impl ChallengeFamily {
+    /// The challenge's status code: 401 or 407.
     pub fn status(self) -> u16 {
         match self {
             ChallengeFamily::Www => 401,
             ChallengeFamily::Proxy => 407,
         }
     }
+    /// The challenge's reason phrase.
     pub fn reason_phrase(self) -> &'static str {
         match self {
             ChallengeFamily::Www => "Unauthorized",
             ChallengeFamily::Proxy => "Proxy Authentication Required",
         }
     }
+    /// The header the challenge goes in: `WWW-Authenticate` or `Proxy-Authenticate`.
     pub fn challenge_header(self) -> &'static str {
         match self {
             ChallengeFamily::Www => "WWW-Authenticate",
             ChallengeFamily::Proxy => "Proxy-Authenticate",
         }
     }
+    /// The header the client answers in: `Authorization` or `Proxy-Authorization`.
     pub fn credentials_header(self) -> &'static str {
         match self {
             ChallengeFamily::Www => "Authorization",
             ChallengeFamily::Proxy => "Proxy-Authorization",
         }
     }
+    /// The header of the server's signature or Digest `rspauth` in this family:
+    /// `Authentication-Info` or `Proxy-Authentication-Info` (where the signature actually goes is
+    /// [`SignatureHeader`]'s call).
     pub fn info_header(self) -> &'static str {
         match self {
             ChallengeFamily::Www => "Authentication-Info",
@@ -113,6 +120,9 @@ impl NtlmSettings {
 /// Digest scheme settings.
 #[derive(Debug, Clone)]
 pub struct DigestSettings {
+    /// Realm, algorithms, nonce lifetime and uses per nonce (defaults of
+    /// [`sagw_digest::DigestConfig::new`]: SHA-256 then MD5, 300 s, 1000 uses). Its `node_id` is
+    /// overridden by [`CoreConfig::node_id`].
     pub config: sagw_digest::DigestConfig,
     /// Secret for stateless nonces (32 bytes from the operator's key file or a CSPRNG at start).
     pub nonce_key: [u8; 32],
@@ -125,11 +135,11 @@ pub struct DigestSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct HandshakeLimits {
     /// The coarse time window of a challenge: its final leg is taken in the window it was issued
-    /// in and in the next (so for between one and two windows).
+    /// in and in the next (so for between one and two windows). Default 30 s.
     pub window: Duration,
     /// `opaque`s of successful final legs remembered for one-time use (those of the last two
     /// windows); when full, further final legs get 503 until entries expire. Only a final leg with
-    /// the right password adds one.
+    /// the right password adds one. Default 2^20.
     pub max_recent_final_legs: usize,
 }
 
@@ -145,22 +155,30 @@ impl Default for HandshakeLimits {
 /// Everything the security core needs to know.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// `realm` of NTLM/Kerberos challenges; Microsoft's default.
+    /// `realm` of NTLM/Kerberos challenges; default Microsoft's, `SIP Communications Service`.
     pub realm: String,
     /// SIP domain for identities when the credential store gives none (`user` -> `sip:user@domain`).
     pub sip_domain: String,
-    /// The `version` advertised in NTLM/Kerberos challenges (3 or 4).
+    /// The `version` advertised in NTLM/Kerberos challenges (3 or 4; default 4). An SA runs at the
+    /// lower of this and the client's.
     pub version: u8,
+    /// NTLM, when enabled (default: off).
     pub ntlm: Option<NtlmSettings>,
+    /// Digest, when enabled (default: off). Kerberos is enabled on the core itself
+    /// ([`crate::SecurityCore::with_kerberos`]).
     pub digest: Option<DigestSettings>,
+    /// Which challenge family REGISTER and other requests get, unless a caller passes its own
+    /// (default: 401 for REGISTER, 407 for the rest).
     pub policy: ChallengePolicy,
+    /// Where server signatures go (default: always `Authentication-Info`).
     pub signature_header: SignatureHeader,
-    /// Absolute SA life; clamped to [`MAX_SA_LIFETIME`].
+    /// Absolute SA life; clamped to [`MAX_SA_LIFETIME`] (the default, 8 hours).
     pub sa_lifetime: Duration,
     /// An SA unused this long expires; every verified signed message from its client, and every
     /// registration granted to it (plus a margin, [`crate::SecurityCore::register_granted`]),
-    /// pushes the deadline out.
+    /// pushes the deadline out. Default 15 minutes.
     pub sa_idle_ttl: Duration,
+    /// The NTLM handshake window and final-leg table size (default: 30 s, 2^20 entries).
     pub handshakes: HandshakeLimits,
     /// SAs one identity may hold at once (one per device, `epid`); a new one beyond this ends the
     /// identity's least recently used SA. Bounds what one set of credentials can make the gateway

@@ -11,13 +11,18 @@ use crate::sa::SaScheme;
 /// Authentication schemes, for labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// NTLM (MS-SIPAE SA), label `ntlm`.
     Ntlm,
+    /// Kerberos (MS-SIPAE SA), label `kerberos`.
     Kerberos,
+    /// RFC 7616 Digest (no SA), label `digest`.
     Digest,
 }
 
 impl Scheme {
+    /// Every scheme, in the order [`CountersSnapshot::by_scheme`] lists them.
     pub const ALL: [Scheme; 3] = [Scheme::Ntlm, Scheme::Kerberos, Scheme::Digest];
+    /// The metric label value: `ntlm`, `kerberos` or `digest`.
     pub fn label(self) -> &'static str {
         match self {
             Scheme::Ntlm => "ntlm",
@@ -165,6 +170,7 @@ impl From<&DigestError> for Reason {
 }
 
 impl Reason {
+    /// Every reason, for exporters that list each label (also the counters' index order).
     pub const ALL: [Reason; 40] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
@@ -208,6 +214,7 @@ impl Reason {
         Reason::DirectoryUnavailable,
     ];
 
+    /// The metric and log label: the variant's name in snake case (`wrong_password`).
     pub fn label(self) -> &'static str {
         match self {
             Reason::MalformedHeader => "malformed_header",
@@ -267,7 +274,9 @@ impl Reason {
 /// How an SA ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiryKind {
+    /// Its hard lifetime ([`crate::CoreConfig::sa_lifetime`], or the Kerberos ticket's end) ran out.
     Lifetime,
+    /// Its client sent nothing signed within the idle TTL ([`crate::CoreConfig::sa_idle_ttl`]).
     Idle,
 }
 
@@ -298,6 +307,9 @@ impl std::ops::Index<usize> for PerReason {
     }
 }
 
+/// The core's counters, bumped as it judges and signs ([`crate::SecurityCore::counters`]); read
+/// them with [`Counters::snapshot`]. Each method below counts one event; all are monotonic since
+/// start.
 #[derive(Default)]
 pub struct Counters {
     challenges: AtomicU64,
@@ -324,45 +336,64 @@ fn inc(c: &AtomicU64) {
 }
 
 impl Counters {
+    /// A 401/407 sent: a fresh challenge (every scheme offered) or an NTLM first leg's answer.
     pub fn challenge(&self) {
         inc(&self.challenges)
     }
+    /// An SA handshake began: an NTLM first leg answered, or a Kerberos AP-REQ taken up (not
+    /// counted while its job is deferred). Digest has no start.
     pub fn handshake_started(&self, s: Scheme) {
         inc(&self.handshakes_started[si(s)])
     }
+    /// A handshake succeeded: an SA was made (NTLM, Kerberos) or a Digest request verified.
     pub fn handshake_completed(&self, s: Scheme) {
         inc(&self.handshakes_completed[si(s)])
     }
+    /// A final leg, AP-REQ or Digest response did not succeed, by reason (a 503 for a domain or
+    /// directory that could not answer included).
     pub fn handshake_failed(&self, s: Scheme, r: Reason) {
         inc(&self.handshake_failures[si(s)][r.index()])
     }
+    /// A client's signature verified: a signed request or response, or the signature a version-4
+    /// final leg already carries.
     pub fn verified(&self, s: Scheme) {
         inc(&self.verified[si(s)])
     }
+    /// A message naming an SA failed verification, by reason (unknown or expired SA, bad
+    /// signature, replayed `cnum`...).
     pub fn verify_failed(&self, s: Scheme, r: Reason) {
         inc(&self.verify_failures[si(s)][r.index()])
     }
+    /// A message to a client signed with its SA.
     pub fn signed(&self, s: Scheme) {
         inc(&self.signed[si(s)])
     }
+    /// An SA made by a handshake here (SAs adopted from the pool are not counted).
     pub fn sa_established(&self, s: SaScheme) {
         inc(&self.sa_established[si(s.into())])
     }
+    /// An SA removed because its time was up, by which deadline.
     pub fn sa_expired(&self, kind: ExpiryKind) {
         match kind {
             ExpiryKind::Lifetime => inc(&self.sa_expired_lifetime),
             ExpiryKind::Idle => inc(&self.sa_expired_idle),
         }
     }
+    /// An SA ended because a new handshake from the same endpoint (identity and epid) made another.
     pub fn sa_replaced(&self) {
         inc(&self.sa_replaced)
     }
+    /// An SA ended by revocation: an operator, a credentials change, or the pool.
     pub fn sa_revoked(&self) {
         inc(&self.sa_revoked)
     }
+    /// An ACK or CANCEL dropped silently instead of being challenged or refused
+    /// ([`crate::Decision::Discard`]).
     pub fn discarded(&self) {
         inc(&self.discarded)
     }
+    /// A response from a client dropped: its credentials header was malformed, or its signature
+    /// or SA did not hold ([`crate::ResponseVerdict::Drop`]).
     pub fn dropped_response(&self) {
         inc(&self.dropped_responses)
     }
@@ -379,6 +410,8 @@ impl Counters {
         inc(&self.epid_refused)
     }
 
+    /// Every counter read at once (each load is relaxed: a snapshot taken under load is not
+    /// atomic across counters).
     pub fn snapshot(&self) -> CountersSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut by_scheme = Vec::new();
@@ -418,40 +451,62 @@ impl Counters {
     }
 }
 
+/// One scheme's counters in a [`CountersSnapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemeCounters {
+    /// The scheme these counts are for.
     pub scheme: Scheme,
+    /// Handshakes begun ([`Counters::handshake_started`]; always 0 for Digest).
     pub handshakes_started: u64,
+    /// Handshakes that made an SA, or Digest requests that verified.
     pub handshakes_completed: u64,
-    /// Non-zero failure counts only.
+    /// Refused final legs, AP-REQs and Digest responses by reason. Non-zero failure counts only.
     pub handshake_failures: Vec<(Reason, u64)>,
+    /// Client signatures that verified (requests, responses, version-4 final legs).
     pub verified: u64,
+    /// Signed messages from clients that did not verify, by reason. Non-zero counts only.
     pub verify_failures: Vec<(Reason, u64)>,
+    /// Messages to clients signed.
     pub signed: u64,
+    /// SAs made by a handshake here.
     pub sa_established: u64,
 }
 
+/// The counters at one moment, as the gateway exports them (all totals since start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountersSnapshot {
+    /// 401/407 challenges sent, NTLM first-leg answers included.
     pub challenges: u64,
+    /// Per-scheme counters, one entry per [`Scheme::ALL`] in that order.
     pub by_scheme: Vec<SchemeCounters>,
+    /// SAs that reached their hard lifetime.
     pub sa_expired_lifetime: u64,
+    /// SAs whose client stayed silent past the idle TTL.
     pub sa_expired_idle: u64,
+    /// SAs ended by a newer handshake from the same endpoint.
     pub sa_replaced: u64,
+    /// SAs revoked (operator, credentials change, pool).
     pub sa_revoked: u64,
+    /// ACKs and CANCELs dropped silently instead of being challenged or refused.
     pub discarded: u64,
+    /// Responses from clients dropped for a malformed header, a bad signature or SA.
     pub dropped_responses: u64,
+    /// SAs ended to keep an identity within [`crate::CoreConfig::max_sas_per_identity`].
     pub sa_evicted_identity_cap: u64,
+    /// Verified requests refused with 403 (From not the user, REGISTER for another AOR).
     pub forbidden: u64,
+    /// Requests refused for an `epid` longer than [`crate::CoreConfig::max_epid_len`].
     pub epid_refused: u64,
 }
 
 impl CountersSnapshot {
+    /// The counters of scheme `s`.
     pub fn scheme(&self, s: Scheme) -> &SchemeCounters {
         // by_scheme always holds every scheme in Scheme::ALL order.
         &self.by_scheme[si(s)]
     }
 
+    /// Handshake failures of scheme `s` for reason `r` (0 when none).
     pub fn handshake_failures(&self, s: Scheme, r: Reason) -> u64 {
         self.scheme(s)
             .handshake_failures
@@ -460,6 +515,7 @@ impl CountersSnapshot {
             .map_or(0, |(_, n)| *n)
     }
 
+    /// Verification failures of scheme `s` for reason `r` (0 when none).
     pub fn verify_failures(&self, s: Scheme, r: Reason) -> u64 {
         self.scheme(s)
             .verify_failures

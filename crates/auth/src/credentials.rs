@@ -26,7 +26,11 @@ use sagw_ntlm::NtHash;
 
 /// Looks up what proves a user. Implementations must be cheap: they run once per handshake.
 pub trait CredentialStore: Send + Sync {
+    /// The NT hash (MD4 of the UTF-16LE password) of `user`, the name as the AUTHENTICATE carries
+    /// it; `None` when the store does not have the user (then domain NTLM, when on, is asked).
     fn nt_hash(&self, user: &str) -> Option<NtHash>;
+    /// The Digest HA1 of `user` for `realm` and `algorithm` (the base algorithm of a `-sess` one);
+    /// `None` when the store has none for that combination.
     fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1>;
     /// The SIP identity of the user, when it is not `sip:<user>@<sip_domain>`.
     fn sip_identity(&self, user: &str) -> Option<String>;
@@ -44,18 +48,35 @@ struct UserRecord {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialsError {
+    /// The file could not be read (missing, permissions of the gateway's user...).
     #[error("cannot read credentials file {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The file's group or others have some permission on it: it holds password equivalents.
     #[error(
         "credentials file {path} is readable by other users (mode {mode:o}); run chmod 600 on it"
     )]
-    WorldReadable { path: String, mode: u32 },
+    WorldReadable {
+        /// The file.
+        path: String,
+        /// Its permission bits (octal in the message).
+        mode: u32,
+    },
+    /// A line of the file is not a valid record.
     #[error("credentials file line {line}: {what}")]
-    Syntax { line: usize, what: String },
+    Syntax {
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A SIP identity given to [`FileCredentialStore::set_sip_identity`] is not one
+    /// ([`is_valid_sip_identity`]).
     #[error(
         "not a SIP identity: want sip:user@host (or sips:) without spaces, control characters, '#', '<', '>' or '\"'"
     )]
@@ -111,6 +132,7 @@ impl std::fmt::Debug for FileCredentialStore {
 }
 
 impl FileCredentialStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -137,6 +159,7 @@ impl FileCredentialStore {
         Self::parse(&text)
     }
 
+    /// Parses the file format above (no permission check: that is [`load`](Self::load)'s).
     pub fn parse(text: &str) -> Result<Self, CredentialsError> {
         let mut store = FileCredentialStore::new();
         for (i, raw) in text.lines().enumerate() {
@@ -229,10 +252,13 @@ impl FileCredentialStore {
         Ok(())
     }
 
+    /// Removes `user` (any case) and all its records; false if it was not there. The SAs it
+    /// signed in to stay until revoked ([`crate::SecurityCore::revoke_user`]).
     pub fn remove(&mut self, user: &str) -> bool {
         self.users.remove(&user.to_lowercase()).is_some()
     }
 
+    /// The user names, lower case, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)
     }

@@ -9,8 +9,11 @@ use crate::manager::SaHandle;
 /// Transport a message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// SIP over UDP.
     Udp,
+    /// SIP over TCP.
     Tcp,
+    /// SIP over TLS (on TCP).
     Tls,
 }
 
@@ -18,14 +21,18 @@ pub enum Transport {
 /// address: clients behind one NAT or load balancer share it); it is there for callers and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportContext {
+    /// The client's address and port as seen by the gateway (after any NAT).
     pub source: SocketAddr,
+    /// The transport the message came on.
     pub transport: Transport,
 }
 
 /// A 401/407 to send back, with every header it needs (challenges and `Date`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// 401 or 407, per the [`ChallengeFamily`].
     pub status: u16,
+    /// `Unauthorized` or `Proxy Authentication Required`.
     pub reason_phrase: &'static str,
     /// Headers to add to the response, in order.
     pub headers: Vec<(&'static str, String)>,
@@ -38,6 +45,7 @@ pub struct Challenge {
 pub enum Binding {
     /// An MS-SIPAE SA: every message to this client is signed with it.
     Sa {
+        /// The SA the message verified with (or that its final leg just made).
         sa: SaHandle,
         /// The family of the client's credentials header.
         family: ChallengeFamily,
@@ -46,7 +54,9 @@ pub enum Binding {
     },
     /// RFC 3261 Digest: the final response carries this `Authentication-Info` value.
     Digest {
+        /// The family of the client's credentials header (which `*-Info` header carries it).
         family: ChallengeFamily,
+        /// The header value: `nextnonce`, `qop`, `rspauth`, `cnonce`, `nc`.
         authentication_info: String,
     },
 }
@@ -56,7 +66,9 @@ pub enum Binding {
 pub struct Authenticated {
     /// The SIP identity the credentials prove, e.g. `sip:alice@example.com`.
     pub identity: String,
+    /// The scheme that proved it.
     pub scheme: Scheme,
+    /// What the answers to the message are signed with (an SA) or carry (Digest).
     pub binding: Binding,
     /// Other SAs of this identity that establishing this one ended, to keep the identity within
     /// its cap ([`crate::CoreConfig::max_sas_per_identity`]); for the operator's log.
@@ -81,8 +93,12 @@ pub enum Decision {
     /// the request merely names would hand any sender that SA's signature over a Call-ID and CSeq
     /// of its choosing.
     Reject {
+        /// 400 for a request refused before its credentials are read (an over-long epid, a CSeq
+        /// method that is not the request's), 503 when the NTLM final-leg table is full.
         status: u16,
+        /// The reason phrase to send with it.
         reason_phrase: &'static str,
+        /// Why, for the log.
         reason: Reason,
     },
     /// The request verified, but its sender may not do this (a From that is not the authenticated
@@ -102,7 +118,9 @@ pub enum Decision {
     /// vouch for this sign-in could not answer. Never a pass, never a final refusal; the
     /// handshake is not used up.
     Unavailable {
+        /// [`Reason::DomainUnavailable`] or [`Reason::DirectoryUnavailable`].
         reason: Reason,
+        /// Seconds for `Retry-After` ([`crate::DomainSettings::retry_after_secs`]).
         retry_after_secs: u32,
     },
 }
@@ -110,8 +128,12 @@ pub enum Decision {
 /// A verified request its sender is not allowed to make.
 #[derive(Debug, Clone)]
 pub struct Forbidden {
+    /// Always 403.
     pub status: u16,
+    /// `Forbidden`.
     pub reason_phrase: &'static str,
+    /// [`Reason::SaMismatch`] (From is not the authenticated user) or [`Reason::ForeignAor`]
+    /// (a REGISTER for another user's AOR).
     pub reason: Reason,
     /// What the request proved: the only binding its answer may be signed with.
     pub verified: Authenticated,

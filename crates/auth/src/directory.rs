@@ -11,9 +11,17 @@
 pub enum DomainAccount<'a> {
     /// An NTLM logon: the account name and domain as the domain controller returned them
     /// (`alice`, `EXAMPLE`).
-    Ntlm { user: &'a str, domain: &'a str },
+    Ntlm {
+        /// The account name (`alice`).
+        user: &'a str,
+        /// The account's domain (`EXAMPLE`).
+        domain: &'a str,
+    },
     /// A Kerberos client principal (`alice@EXAMPLE.TEST`), without an instance component.
-    Kerberos { principal: &'a str },
+    Kerberos {
+        /// The principal, `user@REALM`.
+        principal: &'a str,
+    },
 }
 
 /// What the directory says about an account.
@@ -37,5 +45,6 @@ pub struct DirectoryUnavailable(pub String);
 
 /// A source of SIP identities for domain accounts. Blocking: called on worker threads only.
 pub trait AccountDirectory: Send + Sync {
+    /// What the directory says of `account`, or that it could not answer.
     fn lookup(&self, account: DomainAccount<'_>) -> Result<DirectoryAnswer, DirectoryUnavailable>;
 }

@@ -21,10 +21,15 @@ use crate::directory::{AccountDirectory, DirectoryAnswer, DirectoryUnavailable, 
 /// are inside the NTLMv2 proof), the server challenge and the NT response (public data).
 #[derive(Debug, Clone, Copy)]
 pub struct DomainNtlmRequest<'a> {
+    /// The account name from the AUTHENTICATE.
     pub user: &'a str,
+    /// The domain name from the AUTHENTICATE (may be empty).
     pub domain: &'a str,
+    /// The client's workstation name from the AUTHENTICATE (may be empty).
     pub workstation: &'a str,
+    /// The server challenge this gateway sent in the CHALLENGE.
     pub server_challenge: [u8; 8],
+    /// The NTLMv2 response (NTProofStr and the client's blob).
     pub nt_response: &'a [u8],
 }
 
@@ -53,10 +58,13 @@ impl std::fmt::Debug for DomainVerified {
 pub enum DomainRefusal {
     /// The response does not match the password (or not this challenge).
     WrongPassword,
+    /// The account is disabled in the domain.
     AccountDisabled,
     /// The domain's lockout policy locked the account (with any password).
     AccountLockedOut,
+    /// The account's expiry date has passed.
     AccountExpired,
+    /// The password's maximum age has passed.
     PasswordExpired,
     /// The password must be changed before the next logon (not something SIP can do).
     PasswordMustChange,
@@ -88,7 +96,9 @@ pub enum DomainError {
     /// The domain answered no. `detail` is the status text for the log (no secrets).
     #[error("refused by the domain ({refusal:?}): {detail}")]
     Refused {
+        /// Why, as the counters and the log classify it.
         refusal: DomainRefusal,
+        /// The domain's status text.
         detail: String,
     },
     /// No answer (winbind or the domain controller unreachable): 503 with Retry-After, never a
@@ -100,6 +110,8 @@ pub enum DomainError {
 /// The domain's NTLM verifier (winbind in the gateway). Blocking: called on worker threads only,
 /// never on the core thread. Must not panic (a worker catches it and refuses the sign-in).
 pub trait DomainNtlmVerifier: Send + Sync {
+    /// Has a domain controller check the NTLMv2 response: the account and its SessionBaseKey,
+    /// a refusal, or no answer.
     fn verify(&self, request: &DomainNtlmRequest<'_>) -> Result<DomainVerified, DomainError>;
 }
 

@@ -49,6 +49,8 @@ const RANDOM_BITS: u32 = (1 << TAG_SHIFT) - 1;
 /// endpoint's epid, and the window the challenge was issued in. Must be a keyed pseudo-random
 /// function: anyone who can predict a challenge can have a victim's client answer it elsewhere.
 pub trait ChallengeSource: Send + Sync {
+    /// The 8-byte NTLM server challenge for `opaque`, `epid` and handshake window number `window`;
+    /// the same inputs must always give the same challenge.
     fn server_challenge(&self, opaque: Opaque, epid: &str, window: u64) -> [u8; 8];
 }
 
@@ -60,6 +62,8 @@ pub struct ChallengeKey {
 }
 
 impl ChallengeKey {
+    /// The MAC under `key`: 32 secret bytes, shared by the gateways that must take each other's
+    /// final legs ([`crate::NtlmSettings::challenge_key`]).
     pub fn new(key: &[u8; 32]) -> Self {
         // HMAC takes keys of any length, so the fallback is unreachable; it keeps the function
         // total without a panic path.
@@ -99,6 +103,7 @@ pub struct RecordedChallenges {
 }
 
 impl RecordedChallenges {
+    /// No recorded challenge yet; handshakes not recorded get the MAC under `otherwise_key`.
     pub fn new(otherwise_key: &[u8; 32]) -> Self {
         RecordedChallenges {
             recorded: Vec::new(),
@@ -177,7 +182,9 @@ impl HandshakeWindows {
 /// A first leg's answer: what goes on the wire, nothing kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Issued {
+    /// The handshake's name, tagged with its window: the client echoes it in the final leg.
     pub opaque: Opaque,
+    /// The server challenge of the CHALLENGE_MESSAGE.
     pub server_challenge: [u8; 8],
     /// The MsvAvTimestamp of the CHALLENGE (when the acceptor includes one).
     pub timestamp: SystemTime,
@@ -186,7 +193,10 @@ pub struct Issued {
 /// A final leg's challenge, recomputed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recomputed {
+    /// The server challenge the first leg sent for this `opaque` and epid.
     pub server_challenge: [u8; 8],
+    /// The MsvAvTimestamp of its CHALLENGE: the start of its window (used only when the acceptor
+    /// includes one).
     pub timestamp: SystemTime,
     /// Unix seconds until which this `opaque` must stay claimed once used.
     pub accepted_until: u64,
@@ -210,6 +220,8 @@ impl fmt::Debug for NtlmHandshakes {
 }
 
 impl NtlmHandshakes {
+    /// Challenges in windows of `window`, under `key` when the operator gives one (else a key
+    /// drawn at the first first leg, lost at restart).
     pub fn new(window: Duration, key: Option<&[u8; 32]>) -> Self {
         let source = OnceLock::new();
         if let Some(k) = key {
@@ -227,6 +239,7 @@ impl NtlmHandshakes {
         let _ = self.source.set(source);
     }
 
+    /// The window arithmetic in use (window length, tags, acceptance deadlines).
     pub fn windows(&self) -> HandshakeWindows {
         self.windows
     }

@@ -44,11 +44,14 @@ impl AuthJob {
 /// not hold Kerberos sign-ins up, nor the other way round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
+    /// A Kerberos AP-REQ to accept ([`AuthJob::Kerberos`]).
     Kerberos,
+    /// An NTLM response for the domain to verify ([`AuthJob::DomainNtlm`]).
     DomainNtlm,
 }
 
 impl JobKind {
+    /// The metric and log label: `kerberos` or `domain_ntlm`.
     pub fn label(self) -> &'static str {
         match self {
             JobKind::Kerberos => "kerberos",
@@ -60,7 +63,9 @@ impl JobKind {
 /// What a worker made of an [`AuthJob`].
 #[derive(Debug)]
 pub enum AuthOutcome {
+    /// The outcome of an [`AuthJob::Kerberos`].
     Kerberos(KerberosOutcome),
+    /// The outcome of an [`AuthJob::DomainNtlm`].
     DomainNtlm(DomainNtlmOutcome),
 }
 

@@ -11,9 +11,12 @@ use crate::sa::GssSession;
 
 /// A Kerberos context the acceptor established.
 pub struct KerberosAccepted {
+    /// The GSS context: the SA's keys.
     pub session: Box<dyn GssSession>,
     /// `alice@EXAMPLE.TEST`.
     pub client_principal: String,
+    /// When the service ticket expires; the SA's hard expiry is no later. `None`: unknown, the
+    /// configured SA lifetime alone applies.
     pub ticket_end: Option<SystemTime>,
     /// AP-REP for clients that asked for mutual authentication.
     pub ap_rep: Option<Vec<u8>>,
@@ -22,7 +25,9 @@ pub struct KerberosAccepted {
 /// Why an AP-REQ was refused, for logs (no secrets in `detail`) and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KerberosRejection {
+    /// The counter and log reason (wrong service, expired ticket, keytab...).
     pub reason: Reason,
+    /// The acceptor's own words (MIT's error text), for the log.
     pub detail: String,
 }
 
@@ -30,6 +35,9 @@ pub struct KerberosRejection {
 pub trait KerberosBackend: Send + Sync {
     /// `sip/<fqdn>`, as challenges and signature buffers carry it.
     fn targetname(&self) -> &str;
+    /// Accepts the AP-REQ (decoded `gssapi-data`): the GSS context, client principal, ticket end
+    /// and AP-REP, or why not. Blocking (MIT's replay cache is a file): run on a worker when the
+    /// core offloads Kerberos.
     fn accept(&self, ap_req: &[u8]) -> Result<KerberosAccepted, KerberosRejection>;
     /// A session exported by [`GssSession::export`] (on this node or another node of the pool),
     /// made usable again. Backends that cannot move sessions refuse.
@@ -70,6 +78,7 @@ pub enum ReplayCheck {
 /// pool implements it with the shared store (`SET NX` with that expiry), a single gateway with
 /// [`NoReplayRegistry`]. May block for a store round trip; must not panic.
 pub trait KerberosReplayRegistry: Send + Sync {
+    /// Records `key` as used for `ttl` unless it already was, and says which.
     fn first_use(&self, key: &[u8; 32], ttl: Duration) -> ReplayCheck;
 }
 

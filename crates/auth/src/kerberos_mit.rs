@@ -14,6 +14,7 @@ pub struct MitKerberos {
 }
 
 impl MitKerberos {
+    /// The backend over an acceptor already loaded with its keytab and `sip/<fqdn>` principal.
     pub fn new(acceptor: KerberosAcceptor) -> Self {
         MitKerberos { acceptor }
     }

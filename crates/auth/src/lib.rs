@@ -9,6 +9,7 @@
 //! Layers: `sagw-sip` parses messages; `sagw-ntlm` and `sagw-digest` do the mechanism maths; the
 //! Kerberos acceptor plugs in through [`KerberosBackend`]. This crate builds the signature buffer
 //! ([`SignatureBuffer`]), owns the SAs ([`SaManager`]) and decides.
+#![warn(missing_docs)]
 
 pub mod buffer;
 pub mod config;

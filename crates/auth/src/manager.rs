@@ -42,9 +42,12 @@ pub type SaHandle = Arc<SecurityAssociation>;
 /// Result of looking an SA up.
 #[derive(Debug)]
 pub enum SaLookup {
+    /// The SA, live at the time of the lookup.
     Live(SaHandle),
     /// It existed but its time is up (removed now).
     Expired,
+    /// No SA of that opaque (or, by endpoint, of that identity and epid) here: never made, revoked,
+    /// expired and already removed, or held by another gateway of the pool.
     Unknown,
 }
 
@@ -85,12 +88,20 @@ impl RecentFinalLegs {
 /// Information about one SA for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaInfo {
+    /// The SA's name on the wire.
     pub opaque: Opaque,
+    /// NTLM or Kerberos.
     pub scheme: SaScheme,
+    /// The SIP identity it proves.
     pub identity: String,
+    /// The client endpoint's `epid` (may be empty).
     pub epid: String,
+    /// Unix seconds of its handshake.
     pub created: u64,
+    /// Unix seconds at which it ends as things stand: the earlier of the hard and the idle
+    /// deadline ([`SecurityAssociation::expiry`]); a message its client signs moves the idle one.
     pub expiry: u64,
+    /// The last `snum` the gateway signed with (0: nothing signed yet).
     pub snum: u32,
 }
 
@@ -108,6 +119,7 @@ type IdentityShard = HashMap<u64, Vec<SaHandle>>;
 /// What establishing an SA did.
 #[derive(Debug)]
 pub struct Established {
+    /// The SA now live.
     pub handle: SaHandle,
     /// The SA the same endpoint (identity and epid) held before, now ended.
     pub replaced: Option<Opaque>,
@@ -115,6 +127,8 @@ pub struct Established {
     pub evicted: Vec<Opaque>,
 }
 
+/// The established SAs of a gateway, by `opaque`, by endpoint (identity and epid) and by identity,
+/// with the one-time-use table of NTLM final legs. Shared by every thread (`&self` everywhere).
 pub struct SaManager {
     shards: Box<[Mutex<HashMap<u32, SaHandle>>]>,
     /// hash(identity, epid) -> opaque, sharded like `shards` by the hash.
@@ -131,6 +145,7 @@ pub struct SaManager {
 }
 
 impl SaManager {
+    /// An empty manager: no journal, no cap per identity.
     pub fn new(limits: ManagerLimits) -> Self {
         SaManager {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -150,11 +165,13 @@ impl SaManager {
         self
     }
 
+    /// [`with_journal`](Self::with_journal) on a manager already built.
     pub fn enable_journal(&mut self) {
         self.journal
             .get_or_insert_with(|| Mutex::new(JournalTable::default()));
     }
 
+    /// Whether the pool journal is kept (the gateway is in a pool).
     pub fn journal_enabled(&self) -> bool {
         self.journal.is_some()
     }
@@ -561,14 +578,17 @@ impl SaManager {
         out
     }
 
+    /// SAs held, expired ones not yet removed included.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// No SA held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Every SA held, by `opaque`, for operators (admin listing); no key material.
     pub fn list(&self) -> Vec<SaInfo> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {

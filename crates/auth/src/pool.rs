@@ -22,7 +22,9 @@ const RECORD_VERSION: u8 = 1;
 pub enum SaSecret {
     /// NTLM: the ExportedSessionKey and negotiated flags the session keys derive from.
     Ntlm {
+        /// The NTLM ExportedSessionKey (secret; zeroized on drop).
         exported_session_key: [u8; 16],
+        /// The NTLM NegotiateFlags of the handshake (KEY_EXCH, key strength).
         negotiate_flags: u32,
     },
     /// Kerberos: an exported GSS security context.
@@ -53,21 +55,28 @@ impl std::fmt::Debug for SaSecret {
 /// What does not change while an SA lives.
 #[derive(Debug)]
 pub struct SaRecord {
+    /// The SA's name on the wire.
     pub opaque: Opaque,
+    /// The MS-SIPAE protocol version the SA signs with.
     pub version: u8,
+    /// The SIP identity the handshake proved.
     pub identity: String,
+    /// The client endpoint's `epid` (may be empty).
     pub epid: String,
     /// Unix seconds.
     pub created: u64,
     /// Unix seconds after which the SA is dead whatever happens.
     pub hard_expiry: u64,
+    /// Seconds of idle time each verified message grants.
     pub idle_ttl: u32,
+    /// The keys.
     pub secret: SaSecret,
     /// Kerberos AP-REP not yet sent to the client.
     pub final_token: Option<Vec<u8>>,
 }
 
 impl SaRecord {
+    /// The mechanism of the keys.
     pub fn scheme(&self) -> SaScheme {
         match self.secret {
             SaSecret::Ntlm { .. } => SaScheme::Ntlm,
@@ -206,14 +215,21 @@ impl<'a> Reader<'a> {
 /// Why an SA could not be encoded, decoded or taken in.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
+    /// Written by a gateway with another record format (a mixed-version pool).
     #[error("SA record of an unknown version")]
     Version,
+    /// Truncated, trailing bytes, or a bad tag or string: the bytes are not a record.
     #[error("malformed SA record")]
     Malformed,
+    /// The keys cannot be exported (an NTLM session without extended session security, a GSS
+    /// context the backend cannot export).
     #[error("this SA's keys cannot leave the process: {0}")]
     NotExportable(String),
+    /// The keys cannot be used by this gateway (Kerberos not enabled here, NTLM flags or a GSS
+    /// context the session import refuses).
     #[error("the SA's keys cannot be used here: {0}")]
     NotImportable(String),
+    /// The SA's hard or idle deadline has passed: nothing to take in.
     #[error("the SA has ended")]
     Ended,
 }
@@ -246,7 +262,9 @@ pub fn generation_snum_base(generation: u32) -> u32 {
 /// What changed on an SA this gateway owns since the journal was last drained.
 #[derive(Debug, Clone)]
 pub struct SaProgress {
+    /// The SA.
     pub opaque: Opaque,
+    /// The client's `cnum` replay window ([`SaResume::window`] on the node that takes the SA over).
     pub window: [u8; STATE_LEN],
     /// Unix seconds.
     pub idle_deadline: u64,
@@ -268,6 +286,7 @@ pub struct PoolJournal {
 }
 
 impl PoolJournal {
+    /// Nothing to send to the pool.
     pub fn is_empty(&self) -> bool {
         self.established.is_empty()
             && self.progressed.is_empty()

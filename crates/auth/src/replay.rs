@@ -32,6 +32,7 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// An empty window: the first number checked is accepted, whatever it is.
     pub const fn new() -> Self {
         ReplayWindow {
             highest: None,

@@ -3,6 +3,7 @@
 
 /// A source of random bytes. The gateway passes a CSPRNG; tests pass scripted bytes.
 pub trait Rng {
+    /// Fills `buf` with random bytes (challenge keys, `opaque`s, `srand`, Digest nonce salts).
     fn fill_bytes(&mut self, buf: &mut [u8]);
 }
 
@@ -23,6 +24,7 @@ pub struct ScriptedRng {
 }
 
 impl ScriptedRng {
+    /// Returns the bytes of `script` first, in order.
     pub fn new(script: impl Into<Vec<u8>>) -> Self {
         ScriptedRng {
             script: script.into(),
@@ -58,6 +60,7 @@ impl Rng for ScriptedRng {
 pub struct XorShiftRng(u64);
 
 impl XorShiftRng {
+    /// A generator from `seed` (the same seed gives the same bytes; 0 is usable).
     pub fn new(seed: u64) -> Self {
         XorShiftRng(seed | 1)
     }

@@ -10,7 +10,9 @@ use crate::replay::{ReplayVerdict, ReplayWindow};
 /// Mechanisms that produce MS-SIPAE security associations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SaScheme {
+    /// Connectionless NTLM (NTLMv2 with extended session security).
     Ntlm,
+    /// Kerberos through GSS-API (`sip/<fqdn>` service tickets).
     Kerberos,
 }
 
@@ -23,6 +25,8 @@ impl SaScheme {
         }
     }
 
+    /// The scheme of a header's scheme token, in any case; `None` for any other scheme (Digest,
+    /// TLS-DSK...).
     pub fn from_token(token: &str) -> Option<Self> {
         if token.eq_ignore_ascii_case("NTLM") {
             Some(SaScheme::Ntlm)
@@ -78,11 +82,14 @@ pub trait GssSession: Send + Sync {
 
 /// The keys of an SA.
 pub enum Mechanism {
+    /// The NTLM session keys (signing and sealing) derived at the final leg.
     Ntlm(sagw_ntlm::NtlmSession),
+    /// The accepted GSS context.
     Kerberos(Box<dyn GssSession>),
 }
 
 impl Mechanism {
+    /// The scheme these keys belong to.
     pub fn scheme(&self) -> SaScheme {
         match self {
             Mechanism::Ntlm(_) => SaScheme::Ntlm,
@@ -138,18 +145,29 @@ impl fmt::Debug for SecurityAssociation {
 
 /// What an SA was made from.
 pub struct NewSa {
+    /// The SA's name on the wire.
     pub opaque: Opaque,
+    /// The MS-SIPAE protocol version agreed (2, 3 or 4): it selects the signature buffer layout.
     pub version: u8,
+    /// The SIP identity the handshake proved, e.g. `sip:alice@example.com`.
     pub identity: String,
+    /// The client endpoint's `epid` (may be empty).
     pub epid: String,
+    /// The keys.
     pub mechanism: Mechanism,
+    /// Unix seconds of creation; the idle deadline starts from here.
     pub now: u64,
+    /// Unix seconds after which the SA is dead whatever happens.
     pub hard_expiry: u64,
+    /// Seconds of silence after which the SA expires (what each verified message grants).
     pub idle_ttl: u32,
+    /// Token owed to the client in the first signed response (Kerberos AP-REP), if any.
     pub final_token: Option<Vec<u8>>,
 }
 
 impl SecurityAssociation {
+    /// A fresh SA: no `snum` used yet, an empty `cnum` window, idle deadline `now + idle_ttl`
+    /// (within the hard expiry).
     pub fn new(n: NewSa) -> Self {
         SecurityAssociation {
             opaque: n.opaque,
@@ -173,30 +191,43 @@ impl SecurityAssociation {
         }
     }
 
+    /// The SA's name on the wire (`opaque` of the client's and the server's headers).
     pub fn opaque(&self) -> Opaque {
         self.opaque
     }
+    /// The mechanism the SA was made with.
     pub fn scheme(&self) -> SaScheme {
         self.mechanism.scheme()
     }
+    /// The MS-SIPAE protocol version agreed: 2 signs the 12-element buffer, 3 and 4 the
+    /// 15-element one.
     pub fn version(&self) -> u8 {
         self.version
     }
+    /// The SIP identity the handshake proved, e.g. `sip:alice@example.com`.
     pub fn identity(&self) -> &str {
         &self.identity
     }
+    /// The endpoint (`epid`) the SA was made for; empty for clients that send none. A message
+    /// naming the SA from another epid does not verify.
     pub fn epid(&self) -> &str {
         &self.epid
     }
+    /// Unix seconds at which the handshake made the SA.
     pub fn created(&self) -> u64 {
         self.created
     }
+    /// Unix seconds after which the SA is dead whatever happens (lifetime, or the Kerberos
+    /// ticket's end if sooner).
     pub fn hard_expiry(&self) -> u64 {
         self.hard_expiry
     }
+    /// Unix seconds after which the SA is dead unless a message its client signs (or a granted
+    /// registration) pushes it out.
     pub fn idle_deadline(&self) -> u64 {
         self.idle_deadline.load(Ordering::Relaxed)
     }
+    /// The SA's keys.
     pub fn mechanism(&self) -> &Mechanism {
         &self.mechanism
     }
@@ -210,6 +241,7 @@ impl SecurityAssociation {
         self.hard_expiry.min(self.idle_deadline())
     }
 
+    /// Not revoked and not past [`expiry`](Self::expiry) at `now` (Unix seconds).
     pub fn is_live(&self, now: u64) -> bool {
         !self.revoked.load(Ordering::Relaxed) && now < self.expiry()
     }

@@ -54,8 +54,11 @@ static DEFAULT_POLICY: PolicyState = PolicyState {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SignError {
+    /// The SA is no longer live (past its hard or idle deadline, revoked or replaced): nothing
+    /// can be signed with it.
     #[error("the security association {0} has expired or was revoked")]
     Expired(Opaque),
+    /// The Kerberos backend failed to make the MIC (GSS error text).
     #[error("the Kerberos context could not make a MIC: {0}")]
     Gss(String),
 }
@@ -172,6 +175,8 @@ fn upper_hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
 }
 
 impl SecurityCore {
+    /// A core with `config`'s NTLM and Digest (when set) and users from `credentials`; Kerberos,
+    /// the domain, the directory and the pool journal are added with the `with_*` methods.
     pub fn new(config: CoreConfig, credentials: Arc<dyn CredentialStore>) -> Self {
         let ntlm = config.ntlm.as_ref().map(|n| {
             NtlmAcceptor::new(sagw_ntlm::AcceptorConfig {
@@ -511,12 +516,15 @@ impl SecurityCore {
             .unwrap_or(&DEFAULT_POLICY)
     }
 
+    /// The configuration the core was built with.
     pub fn config(&self) -> &CoreConfig {
         &self.config
     }
+    /// The counters, for the gateway's metrics ([`Counters::snapshot`]).
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+    /// The SA manager, for operators: listing, revoking, looking up SAs.
     pub fn sas(&self) -> &SaManager {
         &self.sas
     }
