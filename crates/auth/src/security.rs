@@ -146,8 +146,9 @@ impl InfoTails {
     }
 }
 
-/// One credentials header the client sent for this gateway.
-struct Credentials<'m> {
+/// The credentials a message presents: one credentials header the client sent for this gateway
+/// (what proves a user is the store, [`crate::credentials`]).
+struct Presented<'m> {
     header: AuthHeader<'m>,
     /// Where the header is in [`Message::headers`] order: what [`Authenticated::credentials_at`]
     /// carries to [`SecurityCore::strip_credentials`].
@@ -720,7 +721,7 @@ impl SecurityCore {
             };
         }
         let default_family = Self::family_for(policy, msg);
-        let creds = match self.find_credentials(msg, p, facts) {
+        let presented = match self.find_credentials(msg, p, facts) {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
@@ -736,11 +737,20 @@ impl SecurityCore {
                 );
             }
         };
-        let decision = match creds.header.scheme {
-            s if s.eq_ignore_ascii_case("Digest") => self.digest_request(msg, p, &creds, now, rng),
+        let decision = match presented.header.scheme {
+            s if s.eq_ignore_ascii_case("Digest") => {
+                self.digest_request(msg, p, &presented, now, rng)
+            }
             s => match SaScheme::from_token(s) {
-                Some(scheme) => self.ms_request(msg, p, &creds, scheme, now, rng),
-                None => self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng),
+                Some(scheme) => self.ms_request(msg, p, &presented, scheme, now, rng),
+                None => self.rechallenge(
+                    msg,
+                    p,
+                    presented.family,
+                    Reason::UnsupportedScheme,
+                    now,
+                    rng,
+                ),
             },
         };
         self.enforce_identity(msg, &facts, decision)
@@ -771,7 +781,7 @@ impl SecurityCore {
         msg: &'m Message,
         p: &PolicyState,
         facts: MessageFacts<'m>,
-    ) -> Result<Option<Credentials<'m>>, Reason> {
+    ) -> Result<Option<Presented<'m>>, Reason> {
         let mut malformed = false;
         for (name, family) in [
             ("Authorization", ChallengeFamily::Www),
@@ -792,7 +802,7 @@ impl SecurityCore {
                     }
                 };
                 if self.is_ours(p, &header) {
-                    return Ok(Some(Credentials {
+                    return Ok(Some(Presented {
                         header,
                         at,
                         family,

@@ -81,14 +81,14 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         leg: &NtlmFinalLeg<'_>,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
-            self.rechallenge(msg, p, creds.family, reason, now, rng)
+            self.rechallenge(msg, p, presented.family, reason, now, rng)
         };
         let pre = match leg.pending.precheck(leg.auth) {
             Ok(pre) => pre,
@@ -134,7 +134,7 @@ impl SecurityCore {
         self.establish_ntlm(
             msg,
             p,
-            creds,
+            presented,
             leg.opaque,
             leg.challenge,
             leg.epid,

@@ -8,12 +8,19 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let (Some(d), Some(server)) = (&self.digest, self.digest_server(p)) else {
-            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+            return self.rechallenge(
+                msg,
+                p,
+                presented.family,
+                Reason::UnsupportedScheme,
+                now,
+                rng,
+            );
         };
         let mut fail = |reason: Reason, stale: bool| {
             self.counters.handshake_failed(Scheme::Digest, reason);
@@ -21,9 +28,16 @@ impl SecurityCore {
                 self.counters.discarded();
                 return Decision::Discard(reason);
             }
-            Decision::Challenge(self.challenge_with(p, creds.family, Some(reason), stale, now, rng))
+            Decision::Challenge(self.challenge_with(
+                p,
+                presented.family,
+                Some(reason),
+                stale,
+                now,
+                rng,
+            ))
         };
-        let params = creds
+        let params = presented
             .header
             .params
             .iter()
@@ -92,10 +106,10 @@ impl SecurityCore {
             identity,
             scheme: Scheme::Digest,
             binding: Binding::Digest {
-                family: creds.family,
+                family: presented.family,
                 authentication_info: info,
             },
-            credentials_at: creds.at,
+            credentials_at: presented.at,
             evicted: Vec::new(),
         })
     }

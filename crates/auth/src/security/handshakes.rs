@@ -60,29 +60,33 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         scheme: SaScheme,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
-        let h = &creds.header;
+        let h = &presented.header;
         match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, creds, token, now, rng),
-            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(msg, p, creds, token, now, rng),
-            (None, _) => match self.verify_signed(msg, creds, scheme, Direction::Request, now) {
-                Ok(sa) => Decision::Authenticated(Authenticated {
-                    identity: sa.identity().to_owned(),
-                    scheme: sa.scheme().into(),
-                    binding: Binding::Sa {
-                        sa,
-                        family: creds.family,
-                        established_now: false,
-                    },
-                    credentials_at: creds.at,
-                    evicted: Vec::new(),
-                }),
-                Err(reason) => self.rechallenge(msg, p, creds.family, reason, now, rng),
-            },
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, presented, token, now, rng),
+            (Some(token), SaScheme::Kerberos) => {
+                self.kerberos_leg(msg, p, presented, token, now, rng)
+            }
+            (None, _) => {
+                match self.verify_signed(msg, presented, scheme, Direction::Request, now) {
+                    Ok(sa) => Decision::Authenticated(Authenticated {
+                        identity: sa.identity().to_owned(),
+                        scheme: sa.scheme().into(),
+                        binding: Binding::Sa {
+                            sa,
+                            family: presented.family,
+                            established_now: false,
+                        },
+                        credentials_at: presented.at,
+                        evicted: Vec::new(),
+                    }),
+                    Err(reason) => self.rechallenge(msg, p, presented.family, reason, now, rng),
+                }
+            }
         }
     }
 
@@ -97,16 +101,23 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         token: &str,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
-            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+            return self.rechallenge(
+                msg,
+                p,
+                presented.family,
+                Reason::UnsupportedScheme,
+                now,
+                rng,
+            );
         };
-        let h = &creds.header;
-        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
+        let h = &presented.header;
+        let epid = endpoint_epid(&presented.facts, Direction::Request).unwrap_or("");
         if token.is_empty() {
             // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
             if is_ack_or_cancel(msg) {
@@ -141,11 +152,11 @@ impl SecurityCore {
                 .build();
             self.counters.challenge();
             return Decision::Continue(Challenge {
-                status: creds.family.status(),
-                reason_phrase: creds.family.reason_phrase(),
+                status: presented.family.status(),
+                reason_phrase: presented.family.reason_phrase(),
                 headers: vec![
                     ("Date", http_date(now)),
-                    (creds.family.challenge_header(), value),
+                    (presented.family.challenge_header(), value),
                 ],
                 cause: None,
             });
@@ -153,7 +164,7 @@ impl SecurityCore {
         // Leg 3: AUTHENTICATE for the challenge named by opaque.
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
-            self.rechallenge(msg, p, creds.family, reason, now, rng)
+            self.rechallenge(msg, p, presented.family, reason, now, rng)
         };
         let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
             return fail(Reason::MalformedHeader);
@@ -187,7 +198,7 @@ impl SecurityCore {
                     auth: &auth,
                     epid,
                 };
-                return self.domain_ntlm_leg(msg, p, creds, &leg, now, rng);
+                return self.domain_ntlm_leg(msg, p, presented, &leg, now, rng);
             }
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
@@ -202,7 +213,7 @@ impl SecurityCore {
         };
         let identity = self.identity_of(&user);
         self.establish_ntlm(
-            msg, p, creds, opaque, &challenge, epid, session, identity, now, rng,
+            msg, p, presented, opaque, &challenge, epid, session, identity, now, rng,
         )
     }
 
@@ -213,7 +224,7 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         opaque: Opaque,
         challenge: &Recomputed,
         epid: &str,
@@ -232,7 +243,7 @@ impl SecurityCore {
             Err(FinalLegRefusal::AlreadyUsed) => {
                 self.counters
                     .handshake_failed(Scheme::Ntlm, Reason::ReplayedToken);
-                return self.rechallenge(msg, p, creds.family, Reason::ReplayedToken, now, rng);
+                return self.rechallenge(msg, p, presented.family, Reason::ReplayedToken, now, rng);
             }
             Err(FinalLegRefusal::Full) => {
                 self.counters
@@ -246,7 +257,7 @@ impl SecurityCore {
         }
         // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
         // leg); without one it is an LCS 2005-era client, as on the first leg.
-        let version = Self::client_version(&creds.header).min(self.config.version);
+        let version = Self::client_version(&presented.header).min(self.config.version);
         let sa = self.new_sa(
             opaque,
             version,
@@ -257,7 +268,7 @@ impl SecurityCore {
             None,
             None,
         );
-        self.finish_handshake(msg, p, creds, sa, Scheme::Ntlm, now, rng)
+        self.finish_handshake(msg, p, presented, sa, Scheme::Ntlm, now, rng)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -296,7 +307,7 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         sa: SecurityAssociation,
         scheme: Scheme,
         now: SystemTime,
@@ -304,11 +315,11 @@ impl SecurityCore {
     ) -> Decision {
         // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
         // whose own signature fails proves nothing and must not disturb a working SA.
-        if creds.header.param("response").is_some()
-            && let Err(reason) = self.verify_with(msg, creds, &sa, Direction::Request, now)
+        if presented.header.param("response").is_some()
+            && let Err(reason) = self.verify_with(msg, presented, &sa, Direction::Request, now)
         {
             self.counters.handshake_failed(scheme, reason);
-            return self.rechallenge(msg, p, creds.family, reason, now, rng);
+            return self.rechallenge(msg, p, presented.family, reason, now, rng);
         }
         let established = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
@@ -318,10 +329,10 @@ impl SecurityCore {
             scheme,
             binding: Binding::Sa {
                 sa,
-                family: creds.family,
+                family: presented.family,
                 established_now: true,
             },
-            credentials_at: creds.at,
+            credentials_at: presented.at,
             evicted: established.evicted,
         })
     }
@@ -330,15 +341,22 @@ impl SecurityCore {
         &self,
         msg: &Message,
         p: &PolicyState,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         token: &str,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
         let Some(backend) = &self.kerberos else {
-            return self.rechallenge(msg, p, creds.family, Reason::UnsupportedScheme, now, rng);
+            return self.rechallenge(
+                msg,
+                p,
+                presented.family,
+                Reason::UnsupportedScheme,
+                now,
+                rng,
+            );
         };
-        let ap_req = if creds.header.param("targetname") != Some(backend.targetname()) {
+        let ap_req = if presented.header.param("targetname") != Some(backend.targetname()) {
             Err(Reason::SaMismatch)
         } else {
             match B64.decode(token) {
@@ -364,7 +382,7 @@ impl SecurityCore {
         self.counters.handshake_started(Scheme::Kerberos);
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Kerberos, reason);
-            self.rechallenge(msg, p, creds.family, reason, now, rng)
+            self.rechallenge(msg, p, presented.family, reason, now, rng)
         };
         let ap_req = match ap_req {
             Ok(t) => t,
@@ -397,9 +415,9 @@ impl SecurityCore {
             }
             Some(Err(reason)) => return fail(reason),
         };
-        let epid = endpoint_epid(&creds.facts, Direction::Request).unwrap_or("");
+        let epid = endpoint_epid(&presented.facts, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(rng);
-        let version = Self::client_version(&creds.header).min(self.config.version);
+        let version = Self::client_version(&presented.header).min(self.config.version);
         let sa = self.new_sa(
             opaque,
             version,
@@ -410,6 +428,6 @@ impl SecurityCore {
             accepted.ticket_end,
             accepted.ap_rep,
         );
-        self.finish_handshake(msg, p, creds, sa, Scheme::Kerberos, now, rng)
+        self.finish_handshake(msg, p, presented, sa, Scheme::Kerberos, now, rng)
     }
 }

@@ -7,14 +7,14 @@ impl SecurityCore {
     pub(super) fn verify_signed(
         &self,
         msg: &Message,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         scheme: SaScheme,
         dir: Direction,
         now: SystemTime,
     ) -> Result<SaHandle, Reason> {
         let label: Scheme = scheme.into();
         let result = (|| {
-            let h = &creds.header;
+            let h = &presented.header;
             let opaque = h
                 .param("opaque")
                 .ok_or(Reason::Unsigned)
@@ -27,7 +27,7 @@ impl SecurityCore {
             if sa.scheme() != scheme {
                 return Err(Reason::SaMismatch);
             }
-            self.verify_with(msg, creds, &sa, dir, now)?;
+            self.verify_with(msg, presented, &sa, dir, now)?;
             self.sas.note_progress(&sa);
             Ok(sa)
         })();
@@ -41,12 +41,12 @@ impl SecurityCore {
     pub(super) fn verify_with(
         &self,
         msg: &Message,
-        creds: &Credentials<'_>,
+        presented: &Presented<'_>,
         sa: &SecurityAssociation,
         dir: Direction,
         now: SystemTime,
     ) -> Result<(), Reason> {
-        let h = &creds.header;
+        let h = &presented.header;
         // The five parameters in one pass over the header's (the parser refuses duplicates, so
         // the first of each name is the only one, as `AuthHeader::param` finds it).
         let (mut realm, mut targetname, mut crand, mut cnum_text, mut response) =
@@ -69,7 +69,7 @@ impl SecurityCore {
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
             return Err(Reason::SaMismatch);
         }
-        if endpoint_epid(&creds.facts, dir).unwrap_or("") != sa.epid() {
+        if endpoint_epid(&presented.facts, dir).unwrap_or("") != sa.epid() {
             return Err(Reason::SaMismatch);
         }
         let (Some(crand), Some(cnum_text), Some(response)) = (crand, cnum_text, response) else {
@@ -91,7 +91,7 @@ impl SecurityCore {
         };
         with_scratch(|scratch| {
             let buffer = &mut scratch.buffer;
-            write_facts(msg, &creds.facts, &params, buffer);
+            write_facts(msg, &presented.facts, &params, buffer);
             match sa.mechanism() {
                 Mechanism::Ntlm(session) => session
                     .verify_from_client_hex(buffer, response)
@@ -120,7 +120,7 @@ impl SecurityCore {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
         let facts = MessageFacts::of(msg);
-        let creds = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
+        let presented = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
             Ok(Some(c)) => c,
             Ok(None) => return ResponseVerdict::Unsigned,
             Err(reason) => {
@@ -128,10 +128,10 @@ impl SecurityCore {
                 return ResponseVerdict::Drop(reason);
             }
         };
-        let Some(scheme) = SaScheme::from_token(creds.header.scheme) else {
+        let Some(scheme) = SaScheme::from_token(presented.header.scheme) else {
             return ResponseVerdict::Unsigned;
         };
-        match self.verify_signed(msg, &creds, scheme, Direction::Response, now) {
+        match self.verify_signed(msg, &presented, scheme, Direction::Response, now) {
             Ok(sa) => ResponseVerdict::Verified(sa),
             Err(reason) => {
                 self.counters.dropped_response();
