@@ -79,12 +79,14 @@ impl SecurityCore {
     /// handshake is not used up, the client may send the same final leg again.
     pub(super) fn domain_ntlm_leg(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         leg: &NtlmFinalLeg<'_>,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
@@ -132,16 +134,18 @@ impl SecurityCore {
                 Err(e) => return fail(Reason::from(&e)),
             };
         self.establish_ntlm(
-            msg,
-            p,
-            presented,
+            Leg {
+                msg,
+                p,
+                presented,
+                now,
+                rng,
+            },
             leg.opaque,
             leg.challenge,
             leg.epid,
             session,
             identity,
-            now,
-            rng,
         )
     }
 

@@ -58,19 +58,37 @@ impl SecurityCore {
 
     pub(super) fn ms_request(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         scheme: SaScheme,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         let h = &presented.header;
         match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, presented, token, now, rng),
-            (Some(token), SaScheme::Kerberos) => {
-                self.kerberos_leg(msg, p, presented, token, now, rng)
-            }
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(
+                Leg {
+                    msg,
+                    p,
+                    presented,
+                    now,
+                    rng,
+                },
+                token,
+            ),
+            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(
+                Leg {
+                    msg,
+                    p,
+                    presented,
+                    now,
+                    rng,
+                },
+                token,
+            ),
             (None, _) => {
                 match self.verify_signed(msg, presented, scheme, Direction::Request, now) {
                     Ok(sa) => Decision::Authenticated(Authenticated {
@@ -99,12 +117,14 @@ impl SecurityCore {
 
     pub(super) fn ntlm_leg(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         token: &str,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
             return self.rechallenge(
@@ -198,7 +218,16 @@ impl SecurityCore {
                     auth: &auth,
                     epid,
                 };
-                return self.domain_ntlm_leg(msg, p, presented, &leg, now, rng);
+                return self.domain_ntlm_leg(
+                    Leg {
+                        msg,
+                        p,
+                        presented,
+                        now,
+                        rng,
+                    },
+                    &leg,
+                );
             }
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
@@ -213,25 +242,37 @@ impl SecurityCore {
         };
         let identity = self.identity_of(&user);
         self.establish_ntlm(
-            msg, p, presented, opaque, &challenge, epid, session, identity, now, rng,
+            Leg {
+                msg,
+                p,
+                presented,
+                now,
+                rng,
+            },
+            opaque,
+            &challenge,
+            epid,
+            session,
+            identity,
         )
     }
 
     /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
     /// challenge, then the SA.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn establish_ntlm(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         opaque: Opaque,
         challenge: &Recomputed,
         epid: &str,
         session: sagw_ntlm::NtlmSession,
         identity: String,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
         // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
@@ -268,9 +309,22 @@ impl SecurityCore {
             None,
             None,
         );
-        self.finish_handshake(msg, p, presented, sa, Scheme::Ntlm, now, rng)
+        self.finish_handshake(
+            Leg {
+                msg,
+                p,
+                presented,
+                now,
+                rng,
+            },
+            sa,
+            Scheme::Ntlm,
+        )
     }
 
+    /// A new SA from what its handshake settled, with the lifetime and idle TTL of the
+    /// configuration (a Kerberos SA ends with its ticket, if sooner). Each argument is a different
+    /// field of the SA, not the leg's: grouping them would only be [`NewSa`] again.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new_sa(
         &self,
@@ -302,16 +356,17 @@ impl SecurityCore {
     }
 
     /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_handshake(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         sa: SecurityAssociation,
         scheme: Scheme,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
         // whose own signature fails proves nothing and must not disturb a working SA.
@@ -339,12 +394,14 @@ impl SecurityCore {
 
     pub(super) fn kerberos_leg(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        Leg {
+            msg,
+            p,
+            presented,
+            now,
+            rng,
+        }: Leg<'_>,
         token: &str,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         let Some(backend) = &self.kerberos else {
             return self.rechallenge(
@@ -428,6 +485,16 @@ impl SecurityCore {
             accepted.ticket_end,
             accepted.ap_rep,
         );
-        self.finish_handshake(msg, p, presented, sa, Scheme::Kerberos, now, rng)
+        self.finish_handshake(
+            Leg {
+                msg,
+                p,
+                presented,
+                now,
+                rng,
+            },
+            sa,
+            Scheme::Kerberos,
+        )
     }
 }
