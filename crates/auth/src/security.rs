@@ -158,18 +158,6 @@ struct Presented<'m> {
     facts: MessageFacts<'m>,
 }
 
-/// What every leg of an NTLM or Kerberos handshake (and a signed request) is judged from, and
-/// passes on to the next step: the request, the policy it is judged under, the credentials it
-/// presents, the time, and the randomness a fresh challenge draws from. The functions take it
-/// apart in their parameter list, so their bodies read as before.
-struct Leg<'a> {
-    msg: &'a Message,
-    p: &'a PolicyState,
-    presented: &'a Presented<'a>,
-    now: SystemTime,
-    rng: &'a mut dyn Rng,
-}
-
 /// Upper-case hex of `bytes` in the first `2 * bytes.len()` bytes of `out`, without allocating:
 /// how the per-message signing path writes `srand`, `opaque` and `rspauth`. Emitted upper-case like
 /// OCS, accepted in either case (notes §2.1). The `hex` crate encodes into the stack buffer
@@ -754,16 +742,7 @@ impl SecurityCore {
                 self.digest_request(msg, p, &presented, now, rng)
             }
             s => match SaScheme::from_token(s) {
-                Some(scheme) => self.ms_request(
-                    Leg {
-                        msg,
-                        p,
-                        presented: &presented,
-                        now,
-                        rng,
-                    },
-                    scheme,
-                ),
+                Some(scheme) => self.ms_request(msg, p, &presented, scheme, now, rng),
                 None => self.rechallenge(
                     msg,
                     p,

@@ -79,14 +79,12 @@ impl SecurityCore {
     /// handshake is not used up, the client may send the same final leg again.
     pub(super) fn domain_ntlm_leg(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         leg: &NtlmFinalLeg<'_>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         let mut fail = |reason: Reason| {
             self.counters.handshake_failed(Scheme::Ntlm, reason);
@@ -134,18 +132,16 @@ impl SecurityCore {
                 Err(e) => return fail(Reason::from(&e)),
             };
         self.establish_ntlm(
-            Leg {
-                msg,
-                p,
-                presented,
-                now,
-                rng,
-            },
+            msg,
+            p,
+            presented,
             leg.opaque,
             leg.challenge,
             leg.epid,
             session,
             identity,
+            now,
+            rng,
         )
     }
 

@@ -58,37 +58,19 @@ impl SecurityCore {
 
     pub(super) fn ms_request(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         scheme: SaScheme,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         let h = &presented.header;
         match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(
-                Leg {
-                    msg,
-                    p,
-                    presented,
-                    now,
-                    rng,
-                },
-                token,
-            ),
-            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(
-                Leg {
-                    msg,
-                    p,
-                    presented,
-                    now,
-                    rng,
-                },
-                token,
-            ),
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, presented, token, now, rng),
+            (Some(token), SaScheme::Kerberos) => {
+                self.kerberos_leg(msg, p, presented, token, now, rng)
+            }
             (None, _) => {
                 match self.verify_signed(msg, presented, scheme, Direction::Request, now) {
                     Ok(sa) => Decision::Authenticated(Authenticated {
@@ -117,14 +99,12 @@ impl SecurityCore {
 
     pub(super) fn ntlm_leg(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         token: &str,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
             return self.rechallenge(
@@ -218,16 +198,7 @@ impl SecurityCore {
                     auth: &auth,
                     epid,
                 };
-                return self.domain_ntlm_leg(
-                    Leg {
-                        msg,
-                        p,
-                        presented,
-                        now,
-                        rng,
-                    },
-                    &leg,
-                );
+                return self.domain_ntlm_leg(msg, p, presented, &leg, now, rng);
             }
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
@@ -242,37 +213,25 @@ impl SecurityCore {
         };
         let identity = self.identity_of(&user);
         self.establish_ntlm(
-            Leg {
-                msg,
-                p,
-                presented,
-                now,
-                rng,
-            },
-            opaque,
-            &challenge,
-            epid,
-            session,
-            identity,
+            msg, p, presented, opaque, &challenge, epid, session, identity, now, rng,
         )
     }
 
     /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
     /// challenge, then the SA.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn establish_ntlm(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         opaque: Opaque,
         challenge: &Recomputed,
         epid: &str,
         session: sagw_ntlm::NtlmSession,
         identity: String,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
         // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
@@ -309,22 +268,9 @@ impl SecurityCore {
             None,
             None,
         );
-        self.finish_handshake(
-            Leg {
-                msg,
-                p,
-                presented,
-                now,
-                rng,
-            },
-            sa,
-            Scheme::Ntlm,
-        )
+        self.finish_handshake(msg, p, presented, sa, Scheme::Ntlm, now, rng)
     }
 
-    /// A new SA from what its handshake settled, with the lifetime and idle TTL of the
-    /// configuration (a Kerberos SA ends with its ticket, if sooner). Each argument is a different
-    /// field of the SA, not the leg's: grouping them would only be [`NewSa`] again.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new_sa(
         &self,
@@ -356,17 +302,16 @@ impl SecurityCore {
     }
 
     /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_handshake(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         sa: SecurityAssociation,
         scheme: Scheme,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
         // whose own signature fails proves nothing and must not disturb a working SA.
@@ -394,14 +339,12 @@ impl SecurityCore {
 
     pub(super) fn kerberos_leg(
         &self,
-        Leg {
-            msg,
-            p,
-            presented,
-            now,
-            rng,
-        }: Leg<'_>,
+        msg: &Message,
+        p: &PolicyState,
+        presented: &Presented<'_>,
         token: &str,
+        now: SystemTime,
+        rng: &mut dyn Rng,
     ) -> Decision {
         let Some(backend) = &self.kerberos else {
             return self.rechallenge(
@@ -485,16 +428,6 @@ impl SecurityCore {
             accepted.ticket_end,
             accepted.ap_rep,
         );
-        self.finish_handshake(
-            Leg {
-                msg,
-                p,
-                presented,
-                now,
-                rng,
-            },
-            sa,
-            Scheme::Kerberos,
-        )
+        self.finish_handshake(msg, p, presented, sa, Scheme::Kerberos, now, rng)
     }
 }
