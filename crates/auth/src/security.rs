@@ -158,6 +158,18 @@ struct Presented<'m> {
     facts: MessageFacts<'m>,
 }
 
+/// One leg of an NTLM or Kerberos handshake, or a signed request: what it is judged from (the
+/// request, the policy it is judged under, the credentials it presents, the time) and the
+/// randomness a fresh challenge or opaque draws from. Built once where the leg starts and handed
+/// whole to each step after.
+struct Leg<'a> {
+    msg: &'a Message,
+    p: &'a PolicyState,
+    presented: &'a Presented<'a>,
+    now: SystemTime,
+    rng: &'a mut dyn Rng,
+}
+
 /// Upper-case hex of `bytes` in the first `2 * bytes.len()` bytes of `out`, without allocating:
 /// how the per-message signing path writes `srand`, `opaque` and `rspauth`. Emitted upper-case like
 /// OCS, accepted in either case (notes §2.1). The `hex` crate encodes into the stack buffer
@@ -650,6 +662,24 @@ impl SecurityCore {
         Decision::Challenge(self.challenge_with(p, family, Some(cause), false, now, rng))
     }
 
+    fn rechallenge_leg(&self, leg: &mut Leg<'_>, cause: Reason) -> Decision {
+        self.rechallenge(
+            leg.msg,
+            leg.p,
+            leg.presented.family,
+            cause,
+            leg.now,
+            leg.rng,
+        )
+    }
+
+    /// A handshake leg that failed: counted against its scheme's handshakes, then challenged
+    /// again.
+    fn fail_leg(&self, leg: &mut Leg<'_>, scheme: Scheme, reason: Reason) -> Decision {
+        self.counters.handshake_failed(scheme, reason);
+        self.rechallenge_leg(leg, reason)
+    }
+
     // ------------------------------------------------------------------------------------------
     // Requests
 
@@ -742,7 +772,16 @@ impl SecurityCore {
                 self.digest_request(msg, p, &presented, now, rng)
             }
             s => match SaScheme::from_token(s) {
-                Some(scheme) => self.ms_request(msg, p, &presented, scheme, now, rng),
+                Some(scheme) => {
+                    let mut leg = Leg {
+                        msg,
+                        p,
+                        presented: &presented,
+                        now,
+                        rng,
+                    };
+                    self.ms_request(&mut leg, scheme)
+                }
                 None => self.rechallenge(
                     msg,
                     p,

@@ -79,35 +79,34 @@ impl SecurityCore {
     /// handshake is not used up, the client may send the same final leg again.
     pub(super) fn domain_ntlm_leg(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
-        leg: &NtlmFinalLeg<'_>,
-        now: SystemTime,
-        rng: &mut dyn Rng,
+        leg: &mut Leg<'_>,
+        final_leg: &NtlmFinalLeg<'_>,
     ) -> Decision {
-        let mut fail = |reason: Reason| {
-            self.counters.handshake_failed(Scheme::Ntlm, reason);
-            self.rechallenge(msg, p, presented.family, reason, now, rng)
-        };
-        let pre = match leg.pending.precheck(leg.auth) {
+        let pre = match final_leg.pending.precheck(final_leg.auth) {
             Ok(pre) => pre,
-            Err(e) => return fail(Reason::from(&e)),
+            Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
-        if let Err(e) = leg.pending.check_client_time(leg.auth, now) {
-            return fail(Reason::from(&e));
+        if let Err(e) = final_leg.pending.check_client_time(final_leg.auth, leg.now) {
+            return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e));
         }
-        let key = sha256(&[leg.opaque.to_string().as_bytes(), b"\0", leg.bytes].concat());
-        let result = match self.finished.lock().take(&key, unix_secs(now)) {
+        let key = sha256(
+            &[
+                final_leg.opaque.to_string().as_bytes(),
+                b"\0",
+                final_leg.bytes,
+            ]
+            .concat(),
+        );
+        let result = match self.finished.lock().take(&key, unix_secs(leg.now)) {
             Some(Finished::DomainNtlm(result)) => result,
             // The outcome of another kind of job under this key: impossible (the key hashes
             // the token); judged afresh.
             Some(Finished::Kerberos { .. }) | None => {
                 return Decision::Deferred(AuthJob::DomainNtlm(DomainNtlmJob {
                     key,
-                    user: leg.auth.user().to_owned(),
-                    domain: leg.auth.domain().to_owned(),
-                    workstation: leg.auth.workstation().to_owned(),
+                    user: final_leg.auth.user().to_owned(),
+                    domain: final_leg.auth.domain().to_owned(),
+                    workstation: final_leg.auth.workstation().to_owned(),
                     server_challenge: pre.server_challenge(),
                     nt_response: pre.nt_response(),
                 }));
@@ -119,29 +118,25 @@ impl SecurityCore {
         } = match result {
             Ok(signed_in) => signed_in,
             Err(failure) if failure.unavailable() => {
-                return self.unavailable(msg, Scheme::Ntlm, failure.reason);
+                return self.unavailable(leg.msg, Scheme::Ntlm, failure.reason);
             }
-            Err(failure) => return fail(failure.reason),
+            Err(failure) => return self.fail_leg(leg, Scheme::Ntlm, failure.reason),
         };
-        let session =
-            match leg
-                .pending
-                .accept_with_session_base_key(leg.auth, &session_base_key, now)
-            {
-                Ok(accepted) => accepted.session,
-                Err(e) => return fail(Reason::from(&e)),
-            };
+        let session = match final_leg.pending.accept_with_session_base_key(
+            final_leg.auth,
+            &session_base_key,
+            leg.now,
+        ) {
+            Ok(accepted) => accepted.session,
+            Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
+        };
         self.establish_ntlm(
-            msg,
-            p,
-            presented,
-            leg.opaque,
-            leg.challenge,
-            leg.epid,
+            leg,
+            final_leg.opaque,
+            final_leg.challenge,
+            final_leg.epid,
             session,
             identity,
-            now,
-            rng,
         )
     }
 

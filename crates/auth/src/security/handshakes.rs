@@ -56,35 +56,30 @@ impl SecurityCore {
         }
     }
 
-    pub(super) fn ms_request(
-        &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
-        scheme: SaScheme,
-        now: SystemTime,
-        rng: &mut dyn Rng,
-    ) -> Decision {
-        let h = &presented.header;
-        match (h.param("gssapi-data"), scheme) {
-            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(msg, p, presented, token, now, rng),
-            (Some(token), SaScheme::Kerberos) => {
-                self.kerberos_leg(msg, p, presented, token, now, rng)
-            }
+    pub(super) fn ms_request(&self, leg: &mut Leg<'_>, scheme: SaScheme) -> Decision {
+        match (leg.presented.header.param("gssapi-data"), scheme) {
+            (Some(token), SaScheme::Ntlm) => self.ntlm_leg(leg, token),
+            (Some(token), SaScheme::Kerberos) => self.kerberos_leg(leg, token),
             (None, _) => {
-                match self.verify_signed(msg, presented, scheme, Direction::Request, now) {
+                match self.verify_signed(
+                    leg.msg,
+                    leg.presented,
+                    scheme,
+                    Direction::Request,
+                    leg.now,
+                ) {
                     Ok(sa) => Decision::Authenticated(Authenticated {
                         identity: sa.identity().to_owned(),
                         scheme: sa.scheme().into(),
                         binding: Binding::Sa {
                             sa,
-                            family: presented.family,
+                            family: leg.presented.family,
                             established_now: false,
                         },
-                        credentials_at: presented.at,
+                        credentials_at: leg.presented.at,
                         evicted: Vec::new(),
                     }),
-                    Err(reason) => self.rechallenge(msg, p, presented.family, reason, now, rng),
+                    Err(reason) => self.rechallenge_leg(leg, reason),
                 }
             }
         }
@@ -97,36 +92,23 @@ impl SecurityCore {
             .unwrap_or(2)
     }
 
-    pub(super) fn ntlm_leg(
-        &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
-        token: &str,
-        now: SystemTime,
-        rng: &mut dyn Rng,
-    ) -> Decision {
+    pub(super) fn ntlm_leg(&self, leg: &mut Leg<'_>, token: &str) -> Decision {
         let (Some(acceptor), Some(target)) = (&self.ntlm, self.ntlm_targetname()) else {
-            return self.rechallenge(
-                msg,
-                p,
-                presented.family,
-                Reason::UnsupportedScheme,
-                now,
-                rng,
-            );
+            return self.rechallenge_leg(leg, Reason::UnsupportedScheme);
         };
-        let h = &presented.header;
-        let epid = endpoint_epid(&presented.facts, Direction::Request).unwrap_or("");
+        let h = &leg.presented.header;
+        let epid = endpoint_epid(&leg.presented.facts, Direction::Request).unwrap_or("");
         if token.is_empty() {
             // Leg 1 of connectionless NTLM: the empty token stands in for NEGOTIATE.
-            if is_ack_or_cancel(msg) {
+            if is_ack_or_cancel(leg.msg) {
                 self.counters.discarded();
                 return Decision::Discard(Reason::NoCredentials);
             }
             self.counters.handshake_started(Scheme::Ntlm);
             // Nothing is stored: the final leg recomputes this challenge from its opaque and epid.
-            let issued = self.ntlm_handshakes.issue(&self.sas, epid, now, rng);
+            let issued = self
+                .ntlm_handshakes
+                .issue(&self.sas, epid, leg.now, leg.rng);
             let opaque = issued.opaque;
             let gssapi = B64.encode(
                 acceptor
@@ -152,35 +134,31 @@ impl SecurityCore {
                 .build();
             self.counters.challenge();
             return Decision::Continue(Challenge {
-                status: presented.family.status(),
-                reason_phrase: presented.family.reason_phrase(),
+                status: leg.presented.family.status(),
+                reason_phrase: leg.presented.family.reason_phrase(),
                 headers: vec![
-                    ("Date", http_date(now)),
-                    (presented.family.challenge_header(), value),
+                    ("Date", http_date(leg.now)),
+                    (leg.presented.family.challenge_header(), value),
                 ],
                 cause: None,
             });
         }
         // Leg 3: AUTHENTICATE for the challenge named by opaque.
-        let mut fail = |reason: Reason| {
-            self.counters.handshake_failed(Scheme::Ntlm, reason);
-            self.rechallenge(msg, p, presented.family, reason, now, rng)
-        };
         let Some(opaque) = h.param("opaque").and_then(Opaque::parse) else {
-            return fail(Reason::MalformedHeader);
+            return self.fail_leg(leg, Scheme::Ntlm, Reason::MalformedHeader);
         };
         // The challenge of this opaque and epid, if it is of the current or the previous window.
         // For another epid, or an opaque this gateway never issued, it is a challenge the client
         // never saw, and the NTLMv2 proof below fails.
-        let Some(challenge) = self.ntlm_handshakes.recompute(opaque, epid, now) else {
-            return fail(Reason::UnknownHandshake);
+        let Some(challenge) = self.ntlm_handshakes.recompute(opaque, epid, leg.now) else {
+            return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownHandshake);
         };
         let Ok(bytes) = B64.decode(token) else {
-            return fail(Reason::MalformedToken);
+            return self.fail_leg(leg, Scheme::Ntlm, Reason::MalformedToken);
         };
         let auth = match AuthenticateMessage::parse(&bytes) {
             Ok(a) => a,
-            Err(e) => return fail(Reason::from(&e)),
+            Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
         let user = auth.user().to_string();
         // An unknown user costs the same work as a wrong password, so response times do not tell
@@ -190,7 +168,7 @@ impl SecurityCore {
             None if self.domain_ntlm.is_some() => {
                 // Not in the store: the domain's to verify (the store is asked first).
                 let pending = acceptor.challenge(challenge.server_challenge, challenge.timestamp);
-                let leg = NtlmFinalLeg {
+                let final_leg = NtlmFinalLeg {
                     opaque,
                     challenge: &challenge,
                     pending: &pending,
@@ -198,52 +176,43 @@ impl SecurityCore {
                     auth: &auth,
                     epid,
                 };
-                return self.domain_ntlm_leg(msg, p, presented, &leg, now, rng);
+                return self.domain_ntlm_leg(leg, &final_leg);
             }
             None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
         };
         let accepted = acceptor
             .challenge(challenge.server_challenge, challenge.timestamp)
-            .accept(&auth, &nt_hash, now);
+            .accept(&auth, &nt_hash, leg.now);
         let session = match accepted {
             Ok(s) if known => s,
-            Ok(_) => return fail(Reason::UnknownUser),
-            Err(_) if !known => return fail(Reason::UnknownUser),
-            Err(e) => return fail(Reason::from(&e)),
+            Ok(_) => return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownUser),
+            Err(_) if !known => return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownUser),
+            Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
         let identity = self.identity_of(&user);
-        self.establish_ntlm(
-            msg, p, presented, opaque, &challenge, epid, session, identity, now, rng,
-        )
+        self.establish_ntlm(leg, opaque, &challenge, epid, session, identity)
     }
 
     /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
     /// challenge, then the SA.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn establish_ntlm(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        leg: &mut Leg<'_>,
         opaque: Opaque,
         challenge: &Recomputed,
         epid: &str,
         session: sagw_ntlm::NtlmSession,
         identity: String,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         // One SA per challenge: a replayed final leg, or a second one for the same opaque, is
         // refused. Only a final leg whose proof verified gets here, so a flood cannot fill this.
         match self
             .sas
-            .claim_final_leg(opaque, challenge.accepted_until, unix_secs(now))
+            .claim_final_leg(opaque, challenge.accepted_until, unix_secs(leg.now))
         {
             Ok(()) => {}
             Err(FinalLegRefusal::AlreadyUsed) => {
-                self.counters
-                    .handshake_failed(Scheme::Ntlm, Reason::ReplayedToken);
-                return self.rechallenge(msg, p, presented.family, Reason::ReplayedToken, now, rng);
+                return self.fail_leg(leg, Scheme::Ntlm, Reason::ReplayedToken);
             }
             Err(FinalLegRefusal::Full) => {
                 self.counters
@@ -257,18 +226,18 @@ impl SecurityCore {
         }
         // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
         // leg); without one it is an LCS 2005-era client, as on the first leg.
-        let version = Self::client_version(&presented.header).min(self.config.version);
+        let version = Self::client_version(&leg.presented.header).min(self.config.version);
         let sa = self.new_sa(
             opaque,
             version,
             identity,
             epid,
             Mechanism::Ntlm(session),
-            now,
+            leg.now,
             None,
             None,
         );
-        self.finish_handshake(msg, p, presented, sa, Scheme::Ntlm, now, rng)
+        self.finish_handshake(leg, sa, Scheme::Ntlm)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -302,24 +271,19 @@ impl SecurityCore {
     }
 
     /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_handshake(
         &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
+        leg: &mut Leg<'_>,
         sa: SecurityAssociation,
         scheme: Scheme,
-        now: SystemTime,
-        rng: &mut dyn Rng,
     ) -> Decision {
         // Verify the version-4 signature before the SA replaces the endpoint's old one: a final leg
         // whose own signature fails proves nothing and must not disturb a working SA.
-        if presented.header.param("response").is_some()
-            && let Err(reason) = self.verify_with(msg, presented, &sa, Direction::Request, now)
+        if leg.presented.header.param("response").is_some()
+            && let Err(reason) =
+                self.verify_with(leg.msg, leg.presented, &sa, Direction::Request, leg.now)
         {
-            self.counters.handshake_failed(scheme, reason);
-            return self.rechallenge(msg, p, presented.family, reason, now, rng);
+            return self.fail_leg(leg, scheme, reason);
         }
         let established = self.sas.establish(sa, &self.counters);
         self.counters.handshake_completed(scheme);
@@ -329,34 +293,19 @@ impl SecurityCore {
             scheme,
             binding: Binding::Sa {
                 sa,
-                family: presented.family,
+                family: leg.presented.family,
                 established_now: true,
             },
-            credentials_at: presented.at,
+            credentials_at: leg.presented.at,
             evicted: established.evicted,
         })
     }
 
-    pub(super) fn kerberos_leg(
-        &self,
-        msg: &Message,
-        p: &PolicyState,
-        presented: &Presented<'_>,
-        token: &str,
-        now: SystemTime,
-        rng: &mut dyn Rng,
-    ) -> Decision {
+    pub(super) fn kerberos_leg(&self, leg: &mut Leg<'_>, token: &str) -> Decision {
         let Some(backend) = &self.kerberos else {
-            return self.rechallenge(
-                msg,
-                p,
-                presented.family,
-                Reason::UnsupportedScheme,
-                now,
-                rng,
-            );
+            return self.rechallenge_leg(leg, Reason::UnsupportedScheme);
         };
-        let ap_req = if presented.header.param("targetname") != Some(backend.targetname()) {
+        let ap_req = if leg.presented.header.param("targetname") != Some(backend.targetname()) {
             Err(Reason::SaMismatch)
         } else {
             match B64.decode(token) {
@@ -370,7 +319,7 @@ impl SecurityCore {
         let finished: Option<(KerberosResult, Option<Result<String, Reason>>)> = match &ap_req {
             Ok(ap_req) if self.kerberos_offload => {
                 let job = KerberosJob::new(ap_req.clone());
-                match self.finished.lock().take(job.key(), unix_secs(now)) {
+                match self.finished.lock().take(job.key(), unix_secs(leg.now)) {
                     Some(Finished::Kerberos { result, identity }) => Some((result, identity)),
                     Some(Finished::DomainNtlm(_)) | None => {
                         return Decision::Deferred(AuthJob::Kerberos(job));
@@ -380,13 +329,9 @@ impl SecurityCore {
             _ => None,
         };
         self.counters.handshake_started(Scheme::Kerberos);
-        let mut fail = |reason: Reason| {
-            self.counters.handshake_failed(Scheme::Kerberos, reason);
-            self.rechallenge(msg, p, presented.family, reason, now, rng)
-        };
         let ap_req = match ap_req {
             Ok(t) => t,
-            Err(reason) => return fail(reason),
+            Err(reason) => return self.fail_leg(leg, Scheme::Kerberos, reason),
         };
         let (result, directory_identity) = match finished {
             Some(f) => f,
@@ -394,12 +339,12 @@ impl SecurityCore {
         };
         let accepted = match result {
             Ok(a) => a,
-            Err(rejection) => return fail(rejection.reason),
+            Err(rejection) => return self.fail_leg(leg, Scheme::Kerberos, rejection.reason),
         };
         let Some(mapped) =
             principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
         else {
-            return fail(Reason::PrincipalInstance);
+            return self.fail_leg(leg, Scheme::Kerberos, Reason::PrincipalInstance);
         };
         // With a directory, the principal's SIP identity is the directory's (asked on the
         // worker; inline only when this core does not offload Kerberos).
@@ -411,23 +356,23 @@ impl SecurityCore {
             None => mapped,
             Some(Ok(identity)) => identity,
             Some(Err(reason)) if is_unavailable(reason) => {
-                return self.unavailable(msg, Scheme::Kerberos, reason);
+                return self.unavailable(leg.msg, Scheme::Kerberos, reason);
             }
-            Some(Err(reason)) => return fail(reason),
+            Some(Err(reason)) => return self.fail_leg(leg, Scheme::Kerberos, reason),
         };
-        let epid = endpoint_epid(&presented.facts, Direction::Request).unwrap_or("");
-        let opaque = self.sas.fresh_opaque(rng);
-        let version = Self::client_version(&presented.header).min(self.config.version);
+        let epid = endpoint_epid(&leg.presented.facts, Direction::Request).unwrap_or("");
+        let opaque = self.sas.fresh_opaque(leg.rng);
+        let version = Self::client_version(&leg.presented.header).min(self.config.version);
         let sa = self.new_sa(
             opaque,
             version,
             identity,
             epid,
             Mechanism::Kerberos(accepted.session),
-            now,
+            leg.now,
             accepted.ticket_end,
             accepted.ap_rep,
         );
-        self.finish_handshake(msg, p, presented, sa, Scheme::Kerberos, now, rng)
+        self.finish_handshake(leg, sa, Scheme::Kerberos)
     }
 }
