@@ -1039,7 +1039,6 @@ struct NtlmFinalLeg<'a> {
     pending: &'a sagw_ntlm::PendingHandshake,
     bytes: &'a [u8],
     auth: &'a AuthenticateMessage<'a>,
-    epid: &'a str,
 }
 
 fn endpoint_epid<'m>(facts: &MessageFacts<'m>, dir: Direction) -> Option<&'m str> {

@@ -134,7 +134,6 @@ impl SecurityCore {
             leg,
             final_leg.opaque,
             final_leg.challenge,
-            final_leg.epid,
             session,
             identity,
         )

@@ -174,7 +174,6 @@ impl SecurityCore {
                     pending: &pending,
                     bytes: &bytes,
                     auth: &auth,
-                    epid,
                 };
                 return self.domain_ntlm_leg(leg, &final_leg);
             }
@@ -190,7 +189,7 @@ impl SecurityCore {
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
         let identity = self.identity_of(&user);
-        self.establish_ntlm(leg, opaque, &challenge, epid, session, identity)
+        self.establish_ntlm(leg, opaque, &challenge, session, identity)
     }
 
     /// The end of an NTLM final leg whose proof verified (locally or by the domain): one SA per
@@ -200,7 +199,6 @@ impl SecurityCore {
         leg: &mut Leg<'_>,
         opaque: Opaque,
         challenge: &Recomputed,
-        epid: &str,
         session: sagw_ntlm::NtlmSession,
         identity: String,
     ) -> Decision {
@@ -224,35 +222,26 @@ impl SecurityCore {
                 };
             }
         }
-        // The final leg repeats the version (pidgin-sipe and Microsoft clients send it on every
-        // leg); without one it is an LCS 2005-era client, as on the first leg.
-        let version = Self::client_version(&leg.presented.header).min(self.config.version);
-        let sa = self.new_sa(
-            opaque,
-            version,
-            identity,
-            epid,
-            Mechanism::Ntlm(session),
-            leg.now,
-            None,
-            None,
-        );
+        let sa = self.new_sa(leg, opaque, identity, Mechanism::Ntlm(session), None, None);
         self.finish_handshake(leg, sa, Scheme::Ntlm)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The SA a handshake leg establishes, kept under the leg's epid, at the protocol version the
+    /// leg asks for (within this gateway's).
     pub(super) fn new_sa(
         &self,
+        leg: &Leg<'_>,
         opaque: Opaque,
-        version: u8,
         identity: String,
-        epid: &str,
         mechanism: Mechanism,
-        now: SystemTime,
         ticket_end: Option<SystemTime>,
         final_token: Option<Vec<u8>>,
     ) -> SecurityAssociation {
-        let secs = unix_secs(now);
+        // An NTLM final leg repeats the version (pidgin-sipe and Microsoft clients send it on
+        // every leg); without one it is an LCS 2005-era client, as on the first leg.
+        let version = Self::client_version(&leg.presented.header).min(self.config.version);
+        let epid = endpoint_epid(&leg.presented.facts, Direction::Request).unwrap_or("");
+        let secs = unix_secs(leg.now);
         let mut hard = secs.saturating_add(self.config.effective_sa_lifetime().as_secs());
         if let Some(end) = ticket_end {
             hard = hard.min(unix_secs(end));
@@ -360,16 +349,12 @@ impl SecurityCore {
             }
             Some(Err(reason)) => return self.fail_leg(leg, Scheme::Kerberos, reason),
         };
-        let epid = endpoint_epid(&leg.presented.facts, Direction::Request).unwrap_or("");
         let opaque = self.sas.fresh_opaque(leg.rng);
-        let version = Self::client_version(&leg.presented.header).min(self.config.version);
         let sa = self.new_sa(
+            leg,
             opaque,
-            version,
             identity,
-            epid,
             Mechanism::Kerberos(accepted.session),
-            leg.now,
             accepted.ticket_end,
             accepted.ap_rep,
         );
