@@ -19,4 +19,4 @@ pub use endpoint::{
     Answer, AuthScheme, Completed, Endpoint, EndpointConfig, Event, Failure, LocalAddr, Password,
     Registration, Step,
 };
-pub use sa::{BadSignature, ClientMechanism, ClientSa, Family, SaScheme, SignatureCheck};
+pub use sa::{BadSignature, ClientMechanism, ClientSa, Family, SaScheme, SaTerms, SignatureCheck};

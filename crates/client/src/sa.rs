@@ -145,28 +145,34 @@ pub struct LegParams<'a> {
 /// [MS-SIPAE] 3.2.2: the client renews before min(ticket, 8 h), at least five minutes early.
 pub const CLIENT_SA_LIFETIME: Duration = Duration::from_secs(8 * 3600 - 5 * 60);
 
+/// What the server's challenge fixed for an SA: the realm and targetname every signature
+/// covers, the protocol version both sides agreed on, and the header family it answers in.
+#[derive(Debug, Clone, Copy)]
+pub struct SaTerms<'a> {
+    pub realm: &'a str,
+    pub targetname: &'a str,
+    pub version: u8,
+    pub family: Family,
+}
+
 impl ClientSa {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         scheme: SaScheme,
         mechanism: ClientMechanism,
-        realm: &str,
-        targetname: &str,
+        terms: SaTerms<'_>,
         opaque: Option<String>,
-        version: u8,
-        family: Family,
         now: SystemTime,
     ) -> Self {
         ClientSa {
             scheme,
             mechanism,
-            realm: realm.to_owned(),
-            targetname: targetname.to_owned(),
+            realm: terms.realm.to_owned(),
+            targetname: terms.targetname.to_owned(),
             opaque,
-            version,
+            version: terms.version,
             cnum: 0,
             snums: ReplayWindow::new(),
-            family,
+            family: terms.family,
             established: now,
             lifetime: CLIENT_SA_LIFETIME,
         }

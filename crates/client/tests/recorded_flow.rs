@@ -10,7 +10,7 @@ use sagw_auth::ScriptedRng;
 use sagw_client::sa::LegParams;
 use sagw_client::{
     AuthScheme, BadSignature, ClientMechanism, ClientSa, Endpoint, EndpointConfig, Family,
-    LocalAddr, Password, SaScheme, SignatureCheck, Step,
+    LocalAddr, Password, SaScheme, SaTerms, SignatureCheck, Step,
 };
 use sagw_ntlm::NtHash;
 use sagw_ntlm::initiator::{ClientInputs, Credentials, MicPolicy, authenticate};
@@ -78,11 +78,13 @@ fn recorded_sa() -> ClientSa {
     ClientSa::new(
         SaScheme::Ntlm,
         ClientMechanism::Ntlm(out.session),
-        REALM,
-        TARGET,
+        SaTerms {
+            realm: REALM,
+            targetname: TARGET,
+            version: 4,
+            family: Family::Proxy,
+        },
         Some("2BDBAC9D".into()),
-        4,
-        Family::Proxy,
         recorded_clock(),
     )
 }

@@ -11,7 +11,7 @@ use sagw_sip::AuthHeaderBuilder;
 
 use super::register::RegStage;
 use super::{AuthScheme, Endpoint, Event, Failure, Step};
-use crate::sa::{ClientMechanism, ClientSa, Family, LegParams, SaScheme};
+use crate::sa::{ClientMechanism, ClientSa, Family, LegParams, SaScheme, SaTerms};
 
 /// The pending Kerberos offer while the driver gets a ticket.
 #[derive(Debug, Clone)]
@@ -47,11 +47,13 @@ impl Endpoint {
         let mut sa = ClientSa::new(
             SaScheme::Kerberos,
             ClientMechanism::Kerberos(session),
-            &offer.realm,
-            &offer.targetname,
+            SaTerms {
+                realm: &offer.realm,
+                targetname: &offer.targetname,
+                version: offer.version,
+                family: offer.family,
+            },
             None,
-            offer.version,
-            offer.family,
             now,
         );
         let mut m = self.next_register(RegStage::Final(AuthScheme::Kerberos), rng)?;

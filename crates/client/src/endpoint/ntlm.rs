@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::register::RegStage;
 use super::{AuthScheme, Endpoint, Event, Failure, Step};
-use crate::sa::{ClientMechanism, ClientSa, Family, LegParams, SaScheme};
+use crate::sa::{ClientMechanism, ClientSa, Family, LegParams, SaScheme, SaTerms};
 
 impl Endpoint {
     pub(super) fn ntlm_leg3(
@@ -97,11 +97,13 @@ impl Endpoint {
         let mut sa = ClientSa::new(
             SaScheme::Ntlm,
             ClientMechanism::Ntlm(auth.session),
-            &realm,
-            &targetname,
+            SaTerms {
+                realm: &realm,
+                targetname: &targetname,
+                version,
+                family,
+            },
             Some(opaque.clone()),
-            version,
-            family,
             now,
         );
         let mut m = self.next_register(RegStage::Final(AuthScheme::Ntlm), rng)?;
