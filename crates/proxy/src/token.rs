@@ -58,6 +58,15 @@ fn hex_u64(n: u64, out: &mut String) {
     }
 }
 
+/// The number [`hex_u64`] wrote: hex digits only. `from_str_radix` alone also takes a leading
+/// `+`, so one token would have two spellings.
+fn parse_hex_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
 /// Generates identifiers from a secret and a counter: unique, unpredictable without the secret,
 /// and reproducible in tests.
 pub(crate) struct Ids {
@@ -298,9 +307,9 @@ fn decode_flow_token(payload: &str) -> Option<Flow> {
     };
     let rest = chars.as_str();
     let mut parts = rest.split('x');
-    let id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let id = parse_hex_u64(parts.next()?)?;
     let addr = parts.next()?;
-    let port = u16::from_str_radix(parts.next()?, 16).ok()?;
+    let port = u16::try_from(parse_hex_u64(parts.next()?)?).ok()?;
     if parts.next().is_some() {
         return None;
     }
@@ -385,6 +394,11 @@ mod tests {
         assert_eq!(decode_flow_token("t1x+a010203x13c4"), None);
         assert_eq!(flow_token_claim("t1x+a010203x13c4.0"), None);
         assert_eq!(decode_flow_token("t1x0A010203x13c4"), Some(flow));
+        // The flow id and the port too: one spelling per token.
+        assert_eq!(decode_flow_token("t+1x0a010203x13c4"), None);
+        assert_eq!(decode_flow_token("t1x0a010203x+13c4"), None);
+        assert_eq!(decode_flow_token("tx0a010203x13c4"), None);
+        assert_eq!(decode_flow_token("t1x0a010203x10000"), None);
         assert!(parse_endpoint("61z62").is_some());
         assert_eq!(parse_endpoint("+az62"), None);
         assert_eq!(parse_endpoint("61z+b"), None);
