@@ -7,7 +7,7 @@ use sagw_sip::Message;
 use super::digest::digest_credentials;
 use super::register::RegStage;
 use super::trace::summarise_credentials;
-use super::{Endpoint, Failure, Outstanding, TxKind};
+use super::{Endpoint, Failure, Outstanding, TxKind, Waiting};
 use crate::sa::LegParams;
 use crate::util::rand_hex;
 
@@ -85,7 +85,7 @@ impl Endpoint {
             kind: TxKind::Register(stage),
         };
         let msg = self.build(&o, rng)?;
-        self.outstanding = Some(o);
+        self.waiting = Waiting::Response(o);
         Ok(msg)
     }
 

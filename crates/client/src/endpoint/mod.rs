@@ -85,6 +85,18 @@ struct Outstanding {
     kind: TxKind,
 }
 
+/// What the endpoint waits for: one thing at a time.
+#[derive(Debug, Default)]
+enum Waiting {
+    /// Nothing in flight.
+    #[default]
+    Nothing,
+    /// The response to this request.
+    Response(Outstanding),
+    /// The driver's Kerberos ticket for this offer; no request is in flight meanwhile.
+    KerberosTicket(KerberosOffer),
+}
+
 /// Local transport facts for Via and Contact.
 #[derive(Debug, Clone)]
 pub struct LocalAddr {
@@ -111,10 +123,9 @@ pub struct Endpoint {
     reg_call_id: Option<String>,
     reg_cseq: u32,
     req_seq: u32,
-    outstanding: Option<Outstanding>,
+    waiting: Waiting,
     sa: Option<ClientSa>,
     digest: Option<DigestState>,
-    kerberos_offer: Option<KerberosOffer>,
     registered: Option<Registration>,
     trace: Option<Vec<Event>>,
     last_skew: Option<i64>,
@@ -141,10 +152,9 @@ impl Endpoint {
             reg_call_id: None,
             reg_cseq: 0,
             req_seq: 0,
-            outstanding: None,
+            waiting: Waiting::Nothing,
             sa: None,
             digest: None,
-            kerberos_offer: None,
             registered: None,
             trace: None,
             last_skew: None,
@@ -186,7 +196,7 @@ impl Endpoint {
 
     /// Whether `msg` is a response to the request in flight (Call-ID and CSeq match).
     pub fn is_current(&self, msg: &Message) -> bool {
-        let Some(o) = &self.outstanding else {
+        let Waiting::Response(o) = &self.waiting else {
             return false;
         };
         msg.call_id() == Some(o.call_id.as_str())
@@ -229,7 +239,7 @@ impl Endpoint {
             kind: TxKind::Request { retried: false },
         };
         let msg = self.send_request(&mut o, rng)?;
-        self.outstanding = Some(o);
+        self.waiting = Waiting::Response(o);
         Ok(msg)
     }
 
@@ -248,8 +258,12 @@ impl Endpoint {
         if status < 200 {
             return Step::Wait;
         }
-        let Some(o) = self.outstanding.take() else {
-            return Step::Wait;
+        let o = match std::mem::take(&mut self.waiting) {
+            Waiting::Response(o) => o,
+            other => {
+                self.waiting = other;
+                return Step::Wait;
+            }
         };
         let reason = reason_of(msg);
         self.event(|| Event::Received {
@@ -320,7 +334,7 @@ impl Endpoint {
             o.cseq = o.cseq.wrapping_add(1);
             o.kind = TxKind::Request { retried: true };
             let m = self.send_request(&mut o, rng)?;
-            self.outstanding = Some(o);
+            self.waiting = Waiting::Response(o);
             return Ok(Step::Send(m));
         }
         let check = match &mut self.sa {

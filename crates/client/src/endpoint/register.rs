@@ -9,8 +9,7 @@ use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, parse_challenges};
 use super::digest::digest_state;
 use super::kerberos::KerberosOffer;
 use super::{
-    AuthScheme, Completed, Endpoint, Event, Failure, Offer, Outstanding, Registration, Step,
-    TxKind, reason_of,
+    AuthScheme, Completed, Endpoint, Event, Failure, Offer, Registration, Step, Waiting, reason_of,
 };
 use crate::sa::{Family, SignatureCheck};
 use crate::util::{parse_http_date, signed_secs};
@@ -21,8 +20,6 @@ pub(super) enum RegStage {
     Offer,
     /// Sent NTLM `gssapi-data=""`; expecting the CHALLENGE.
     NtlmChallenge,
-    /// Waiting for the driver's Kerberos ticket.
-    KerberosTicket,
     /// Sent the final leg of this scheme.
     Final(AuthScheme),
 }
@@ -97,9 +94,6 @@ impl Endpoint {
             return match stage {
                 RegStage::Offer => self.choose_scheme(msg, family, rng),
                 RegStage::NtlmChallenge => self.ntlm_leg3(msg, family, now, rng),
-                RegStage::KerberosTicket => Err(Failure::Protocol(
-                    "response while waiting for a Kerberos ticket".into(),
-                )),
                 RegStage::Final(scheme) => {
                     let hints = self.rejection_hints(scheme, msg);
                     Err(Failure::Rejected {
@@ -258,20 +252,11 @@ impl Endpoint {
                     .strip_prefix("sip/")
                     .unwrap_or(&targetname)
                     .to_owned();
-                self.kerberos_offer = Some(KerberosOffer {
+                self.waiting = Waiting::KerberosTicket(KerberosOffer {
                     realm,
                     targetname,
                     version,
                     family,
-                });
-                self.outstanding = Some(Outstanding {
-                    call_id: String::new(),
-                    cseq: 0,
-                    method: String::new(),
-                    ruri: String::new(),
-                    to: String::new(),
-                    body: None,
-                    kind: TxKind::Register(RegStage::KerberosTicket),
                 });
                 Ok(Step::NeedKerberosTicket {
                     service_fqdn,
