@@ -91,7 +91,7 @@ fn exercise(srv: &DigestServer, params: &[(&str, &str)], sel: u8, nonce: &str) {
             let mut counter = NonceCounter::new(4, srv.config().nonce_lifetime);
             assert!(counter.check_verified(&v, now).is_ok());
             assert!(counter.check_verified(&v, now).is_err());
-            let _ = counter.check_and_record(&v.nonce, v.nc.wrapping_add(1), now);
+            let _ = counter.check_and_record(v.nonce, v.nc.wrapping_add(1), now);
         }
     }
 }

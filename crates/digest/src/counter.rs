@@ -88,10 +88,10 @@ impl NonceCounter {
     /// [`Self::check_and_record`] for verified credentials.
     pub fn check_verified(
         &mut self,
-        verified: &VerifiedDigest,
+        verified: &VerifiedDigest<'_>,
         now: SystemTime,
     ) -> Result<(), DigestError> {
-        self.record(&verified.nonce, verified.nonce_issued, verified.nc, now)
+        self.record(verified.nonce, verified.nonce_issued, verified.nc, now)
     }
 
     fn record(

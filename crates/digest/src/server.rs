@@ -89,24 +89,26 @@ pub enum QopMode {
     Rfc2069,
 }
 
-/// Credentials that passed [`DigestServer::verify`].
+/// Credentials that passed [`DigestServer::verify`], borrowed from the [`DigestResponse`] they
+/// were verified from: they are used while that request is judged (nonce count, rspauth), so
+/// copying their strings out of the request would only cost allocations on every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct VerifiedDigest {
+pub struct VerifiedDigest<'a> {
     /// As sent: the user name, or `H(user:realm)` hex when `userhash` is set.
-    pub username: String,
+    pub username: &'a str,
     pub userhash: bool,
     pub algorithm: Algorithm,
     pub qop: QopMode,
     /// The `uri` directive as sent; whether it names the request target is the caller's policy.
-    pub uri: String,
-    pub nonce: String,
+    pub uri: &'a str,
+    pub nonce: &'a str,
     pub nonce_issued: SystemTime,
     /// 0 for the RFC 2069 form.
     pub nc: u32,
-    pub cnonce: Option<String>,
+    pub cnonce: Option<&'a str>,
     /// `nc` exactly as sent: rspauth must hash the client's spelling.
-    nc_text: String,
+    nc_text: &'a str,
 }
 
 /// Stateless Digest verifier. Immutable after construction, so one instance can be shared by all
@@ -264,13 +266,13 @@ impl DigestServer {
     ///
     /// Does not judge `uri` (caller's policy) and does not track `nc`: feed the result to a
     /// [`crate::NonceCounter`].
-    pub fn verify(
+    pub fn verify<'a>(
         &self,
-        resp: &DigestResponse<'_>,
+        resp: &DigestResponse<'a>,
         method: &str,
         ha1: &Ha1,
         now: SystemTime,
-    ) -> Result<VerifiedDigest, DigestError> {
+    ) -> Result<VerifiedDigest<'a>, DigestError> {
         self.verify_with(resp, method, ha1, now, |n| {
             nonce::check(&self.key, &self.config.realm, n)
         })
@@ -278,14 +280,14 @@ impl DigestServer {
 
     /// `verify` with the nonce authentication injected, so unit tests can run the published
     /// RFC examples (whose nonces are not ours) through the whole decision path.
-    fn verify_with(
+    fn verify_with<'a>(
         &self,
-        resp: &DigestResponse<'_>,
+        resp: &DigestResponse<'a>,
         method: &str,
         ha1: &Ha1,
         now: SystemTime,
         authenticate_nonce: impl FnOnce(&str) -> Option<nonce::Issued>,
-    ) -> Result<VerifiedDigest, DigestError> {
+    ) -> Result<VerifiedDigest<'a>, DigestError> {
         let alg = match resp.algorithm {
             None => Algorithm::Md5, // RFC 7616 §3.3: absent means MD5
             Some(tok) => Algorithm::from_token(tok).ok_or(DigestError::UnsupportedAlgorithm)?,
@@ -368,16 +370,16 @@ impl DigestServer {
         }
 
         Ok(VerifiedDigest {
-            username: resp.username.to_owned(),
+            username: resp.username,
             userhash: resp.userhash,
             algorithm: alg,
             qop: mode,
-            uri: resp.uri.to_owned(),
-            nonce: resp.nonce.to_owned(),
+            uri: resp.uri,
+            nonce: resp.nonce,
             nonce_issued: issued,
             nc,
-            cnonce: qop.map(|(_, c, _)| c.to_owned()),
-            nc_text: qop.map_or_else(String::new, |(n, _, _)| n.to_owned()),
+            cnonce: qop.map(|(_, c, _)| c),
+            nc_text: qop.map_or("", |(n, _, _)| n),
         })
     }
 
@@ -388,7 +390,7 @@ impl DigestServer {
     /// `nextnonce`, or is empty (omit the header) when there is none.
     pub fn authentication_info(
         &self,
-        verified: &VerifiedDigest,
+        verified: &VerifiedDigest<'_>,
         ha1: &Ha1,
         next_nonce: Option<&str>,
     ) -> String {
@@ -398,15 +400,15 @@ impl DigestServer {
             out.push_str("nextnonce=");
             crate::quote_into(n, &mut out);
         }
-        if let (QopMode::Auth, Some(cnonce)) = (verified.qop, verified.cnonce.as_deref()) {
+        if let (QopMode::Auth, Some(cnonce)) = (verified.qop, verified.cnonce) {
             let rspauth = compute_response(
                 ha1,
                 &ResponseInput {
                     alg: verified.algorithm,
-                    nonce: &verified.nonce,
-                    qop: Some((&verified.nc_text, cnonce, "auth")),
+                    nonce: verified.nonce,
+                    qop: Some((verified.nc_text, cnonce, "auth")),
                     method: "",
-                    uri: &verified.uri,
+                    uri: verified.uri,
                 },
             )
             .to_hex();
@@ -418,7 +420,7 @@ impl DigestServer {
             out.push_str("\", cnonce=");
             crate::quote_into(cnonce, &mut out);
             out.push_str(", nc=");
-            out.push_str(&verified.nc_text);
+            out.push_str(verified.nc_text);
         }
         out
     }
@@ -436,7 +438,7 @@ fn _assert_send_sync() {
 #[cfg(test)]
 mod rfc_tests {
     use super::*;
-    use crate::client::parse_header;
+    use crate::client::{HeaderParams, parse_header};
 
     const T0: u64 = 1_700_000_000;
 
@@ -450,15 +452,20 @@ mod rfc_tests {
         DigestServer::new(cfg, NonceKey::new([7; 32]))
     }
 
-    /// Verifies `header` (an RFC Authorization value) as if its nonce had been issued at T0.
-    fn run(
-        srv: &DigestServer,
-        header: &str,
-        ha1: &Ha1,
-        now: SystemTime,
-    ) -> Result<VerifiedDigest, DigestError> {
+    /// An RFC Authorization value, split into its parameters (what verified credentials borrow).
+    fn params(header: &str) -> HeaderParams<'_> {
         let hp = parse_header(header).unwrap();
         assert_eq!(hp.scheme, "Digest");
+        hp
+    }
+
+    /// Verifies `hp` as if its nonce had been issued at T0.
+    fn run<'h>(
+        srv: &DigestServer,
+        hp: &'h HeaderParams<'_>,
+        ha1: &Ha1,
+        now: SystemTime,
+    ) -> Result<VerifiedDigest<'h>, DigestError> {
         let resp = DigestResponse::from_params(hp.pairs()).unwrap();
         srv.verify_with(&resp, "GET", ha1, now, |_| {
             Some(nonce::Issued {
@@ -508,7 +515,8 @@ mod rfc_tests {
             "http-auth@example.org",
             "Circle of Life",
         );
-        let v = run(&srv, RFC7616_MD5, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(RFC7616_MD5);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         assert_eq!(v.username, "Mufasa");
         assert_eq!(v.algorithm, Algorithm::Md5);
         assert_eq!(v.nc, 1);
@@ -522,7 +530,7 @@ mod rfc_tests {
             "Circle Of Life",
         );
         assert_eq!(
-            run(&srv, RFC7616_MD5, &wrong, at(T0 + 1)),
+            run(&srv, &params(RFC7616_MD5), &wrong, at(T0 + 1)),
             Err(DigestError::WrongResponse)
         );
     }
@@ -536,7 +544,8 @@ mod rfc_tests {
             "http-auth@example.org",
             "Circle of Life",
         );
-        let v = run(&srv, RFC7616_SHA256, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(RFC7616_SHA256);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         assert_eq!(v.algorithm, Algorithm::Sha256);
         // The MD5 example is refused by a SHA-256-only server.
         let md5 = Ha1::compute(
@@ -546,7 +555,7 @@ mod rfc_tests {
             "Circle of Life",
         );
         assert_eq!(
-            run(&srv, RFC7616_MD5, &md5, at(T0 + 1)),
+            run(&srv, &params(RFC7616_MD5), &md5, at(T0 + 1)),
             Err(DigestError::UnsupportedAlgorithm)
         );
     }
@@ -561,7 +570,8 @@ mod rfc_tests {
             "Circle Of Life",
         );
         assert_eq!(ha1.to_hex(), "939e7578ed9e3c518a452acee763bce9");
-        let v = run(&srv, RFC2617, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(RFC2617);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         assert_eq!(v.algorithm, Algorithm::Md5);
         // RFC 2617 prints no rspauth; this value was cross-checked with Python hashlib:
         // MD5(HA1:nonce:00000001:0a4f113b:auth:MD5(":/dir/index.html")).
@@ -581,7 +591,8 @@ mod rfc_tests {
             "http-auth@example.org",
             "Circle of Life",
         );
-        let v = run(&srv, RFC7616_SHA256, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(RFC7616_SHA256);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         // Not printed in the RFC; computed independently with Python hashlib.
         assert_eq!(
             srv.authentication_info(&v, &ha1, None),
@@ -616,7 +627,8 @@ mod rfc_tests {
         );
         let srv = server(realm, &[Algorithm::Sha512_256]);
         let ha1 = Ha1::compute(Algorithm::Sha512_256, user, realm, "Secret, or not?");
-        let v = run(&srv, &header, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(&header);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         assert!(v.userhash);
         assert_eq!(v.username, uh);
         assert_eq!(v.algorithm, Algorithm::Sha512_256);
@@ -626,7 +638,7 @@ mod rfc_tests {
             "ae66e67d6b427bd3f120414a82e4acff38e8ecd9101d6c861229025f607a79dd",
         );
         assert_eq!(
-            run(&srv, &printed, &ha1, at(T0 + 1)),
+            run(&srv, &params(&printed), &ha1, at(T0 + 1)),
             Err(DigestError::WrongResponse)
         );
     }
@@ -644,12 +656,13 @@ mod rfc_tests {
         );
         let strict = server("testrealm@host.com", &[Algorithm::Md5]);
         assert_eq!(
-            run(&strict, RFC2069, &ha1, at(T0 + 1)),
+            run(&strict, &params(RFC2069), &ha1, at(T0 + 1)),
             Err(DigestError::UnsupportedQop)
         );
         let lax =
             server("testrealm@host.com", &[Algorithm::Md5]).with_rfc2069(Rfc2069Policy::Accept);
-        let v = run(&lax, RFC2069, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(RFC2069);
+        let v = run(&lax, &hp, &ha1, at(T0 + 1)).unwrap();
         assert_eq!(v.qop, QopMode::Rfc2069);
         assert_eq!(v.nc, 0);
         assert_eq!(v.cnonce, None);
@@ -663,7 +676,7 @@ mod rfc_tests {
             server("testrealm@host.com", &[Algorithm::Md5Sess]).with_rfc2069(Rfc2069Policy::Accept);
         let hdr = RFC2069.replace("response=", "algorithm=MD5-sess, response=");
         assert_eq!(
-            run(&sess, &hdr, &ha1, at(T0 + 1)),
+            run(&sess, &params(&hdr), &ha1, at(T0 + 1)),
             Err(DigestError::UnsupportedQop)
         );
     }
@@ -686,12 +699,13 @@ mod rfc_tests {
                 "8e3825c57e897f5a0dec6c2d4e5059d0",
             )
             .replace("qop=auth", "algorithm=MD5-sess, qop=auth");
-        let v = run(&srv, &hdr, &ha1, at(T0 + 1)).unwrap();
+        let hp = params(&hdr);
+        let v = run(&srv, &hp, &ha1, at(T0 + 1)).unwrap();
         assert_eq!(v.algorithm, Algorithm::Md5Sess);
         // The plain-MD5 response is not a valid MD5-sess response.
         let plain = RFC2617.replace("qop=auth", "algorithm=MD5-sess, qop=auth");
         assert_eq!(
-            run(&srv, &plain, &ha1, at(T0 + 1)),
+            run(&srv, &params(&plain), &ha1, at(T0 + 1)),
             Err(DigestError::WrongResponse)
         );
     }
@@ -706,14 +720,14 @@ mod rfc_tests {
             "Circle Of Life",
         );
         let lifetime = srv.config().nonce_lifetime.as_secs();
-        assert!(run(&srv, RFC2617, &ha1, at(T0 + lifetime)).is_ok());
+        assert!(run(&srv, &params(RFC2617), &ha1, at(T0 + lifetime)).is_ok());
         assert_eq!(
-            run(&srv, RFC2617, &ha1, at(T0 + lifetime + 1)),
+            run(&srv, &params(RFC2617), &ha1, at(T0 + lifetime + 1)),
             Err(DigestError::Stale)
         );
         let wrong = Ha1::compute(Algorithm::Md5, "Mufasa", "testrealm@host.com", "guess");
         assert_eq!(
-            run(&srv, RFC2617, &wrong, at(T0 + lifetime + 1)),
+            run(&srv, &params(RFC2617), &wrong, at(T0 + lifetime + 1)),
             Err(DigestError::WrongResponse)
         );
     }
@@ -731,7 +745,7 @@ mod rfc_tests {
             "6629fae49393a05397450978507c4ef1",
             "6629FAE49393A05397450978507C4EF1",
         );
-        assert!(run(&srv, &upper, &ha1, at(T0 + 1)).is_ok());
+        assert!(run(&srv, &params(&upper), &ha1, at(T0 + 1)).is_ok());
         for wrong in [
             "6629fae4",
             "6629fae49393a05397450978507c4ef",
@@ -741,7 +755,7 @@ mod rfc_tests {
         ] {
             let text = RFC2617.replace("6629fae49393a05397450978507c4ef1", wrong);
             assert_eq!(
-                run(&srv, &text, &ha1, at(T0 + 1)),
+                run(&srv, &params(&text), &ha1, at(T0 + 1)),
                 Err(DigestError::WrongResponse),
                 "{wrong}"
             );

@@ -19,12 +19,12 @@ fn creds(srv: &DigestServer, alg: Algorithm, password: &str) -> Creds {
     )
 }
 
-fn verify_at(
+fn verify_at<'c>(
     srv: &DigestServer,
-    c: &Creds,
+    c: &'c Creds,
     alg: Algorithm,
     t: u64,
-) -> Result<sagw_digest::VerifiedDigest, DigestError> {
+) -> Result<sagw_digest::VerifiedDigest<'c>, DigestError> {
     let resp = DigestResponse::from_params(c.pairs())?;
     let ha1 = Ha1::compute(alg, USER, REALM, PASSWORD);
     srv.verify(&resp, "REGISTER", &ha1, at(t))

@@ -165,9 +165,7 @@ fn sipp_style_bye_reuses_invite_nonce_with_next_nc() {
         );
         let resp = DigestResponse::from_params(creds.pairs()).unwrap();
         let v = srv.verify(&resp, method, &ha1, at(T0 + t)).unwrap();
-        counter
-            .check_and_record(&v.nonce, v.nc, at(T0 + t))
-            .unwrap();
+        counter.check_and_record(v.nonce, v.nc, at(T0 + t)).unwrap();
     }
     assert_eq!(counter.len(), 1);
 }

@@ -89,7 +89,7 @@ impl SecurityCore {
         // a fresh count like any request. Other methods keep `uri` unchecked (sipp writes the
         // server's address there; their nonce counts stop replays). The reason is SaMismatch:
         // credentials made for something else, like a realm mismatch.
-        if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri.as_str()) {
+        if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri) {
             return fail(Reason::SaMismatch, false);
         }
         if let Err(e) = d.counter.lock().check_verified(&verified, now) {
