@@ -15,15 +15,22 @@
 //! their credentials verified. (A `BTreeMap` here cost a dozen string comparisons through cold
 //! nodes per request once tens of thousands of nonces were live.) The expiry order stays a
 //! `BTreeMap`: its keys grow with time, so inserts land at its end and purges take its start.
+//!
+//! Both maps hold the nonce's text inline: every nonce the table takes is [`NONCE_LEN`] bytes
+//! (it decoded, or it verified), and a name kept in each map cost two allocations per new nonce.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
+use crate::nonce::NONCE_LEN;
 use crate::server::VerifiedDigest;
 use crate::{DigestError, nonce};
 
 /// Width of the out-of-order window, in nonce counts.
 pub const NC_WINDOW: u32 = 64;
+
+/// A tracked nonce's text.
+type Name = [u8; NONCE_LEN];
 
 #[derive(Debug)]
 struct Entry {
@@ -39,8 +46,8 @@ struct Entry {
 pub struct NonceCounter {
     max_entries: usize,
     lifetime: Duration,
-    entries: HashMap<Box<str>, Entry, foldhash::fast::FixedState>,
-    by_expiry: BTreeMap<(SystemTime, u64), Box<str>>,
+    entries: HashMap<Name, Entry, foldhash::fast::FixedState>,
+    by_expiry: BTreeMap<(SystemTime, u64), Name>,
     seq: u64,
     /// Newest issue time among entries evicted before they expired.
     watermark: Option<SystemTime>,
@@ -101,6 +108,9 @@ impl NonceCounter {
         nc: u32,
         now: SystemTime,
     ) -> Result<(), DigestError> {
+        // Nonces that decoded or verified are all NONCE_LEN bytes; one of another length never
+        // gets here, and is refused as decoding it would be.
+        let name = Name::try_from(nonce.as_bytes()).map_err(|_| DigestError::BadNonce)?;
         self.purge(now);
         let expiry = issued
             .checked_add(self.lifetime)
@@ -108,7 +118,7 @@ impl NonceCounter {
         if now > expiry {
             return Err(DigestError::Stale);
         }
-        if let Some(e) = self.entries.get_mut(nonce) {
+        if let Some(e) = self.entries.get_mut(&name) {
             return mark(e, nc);
         }
         if self.watermark.is_some_and(|w| issued <= w) {
@@ -119,8 +129,7 @@ impl NonceCounter {
         }
         self.seq = self.seq.wrapping_add(1);
         let key = (expiry, self.seq);
-        let name: Box<str> = nonce.into();
-        self.by_expiry.insert(key, name.clone());
+        self.by_expiry.insert(key, name);
         self.entries.insert(
             name,
             Entry {

@@ -79,6 +79,37 @@ fn nonces_are_independent() {
     assert_eq!(c.check_and_record(&a, 1, at(T0)), Err(DigestError::Replay));
 }
 
+/// The table keys a nonce by its whole text: nonces one character apart, at its start, middle
+/// or end, are counted apart.
+#[test]
+fn nonces_one_character_apart_are_independent() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let n = nonce(T0, 11);
+    // `A` and `E` carry zero in the two bits the last character leaves unused, so every variant
+    // still decodes.
+    let variant = |i: usize| {
+        let mut b = n.clone().into_bytes();
+        b[i] = if b[i] == b'A' { b'E' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let all = [
+        n.clone(),
+        variant(0),
+        variant(n.len() / 2),
+        variant(n.len() - 1),
+    ];
+    for v in &all {
+        c.check_and_record(v, 1, at(T0 + 1)).unwrap();
+    }
+    assert_eq!(c.len(), all.len());
+    for v in &all {
+        assert_eq!(
+            c.check_and_record(v, 1, at(T0 + 1)),
+            Err(DigestError::Replay)
+        );
+    }
+}
+
 #[test]
 fn expired_entries_are_dropped_and_expired_nonces_refused() {
     let mut c = NonceCounter::new(8, LIFE);
