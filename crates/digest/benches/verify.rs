@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sagw_digest::client::{Challenge, authorize, parse_header};
 use sagw_digest::{
-    Algorithm, DigestConfig, DigestResponse, DigestServer, Ha1, NonceCounter, NonceKey,
+    Algorithm, DigestConfig, DigestResponse, DigestServer, Ha1, Nonce, NonceCounter, NonceKey,
 };
 
 const REALM: &str = "sip.example.com";
@@ -52,7 +52,7 @@ fn bench_verify(c: &mut Criterion) {
     });
     c.bench_function("nonce_counter/record-fresh-10k-table", |b| {
         let mut counter = NonceCounter::new(10_000, Duration::from_secs(300));
-        let nonces: Vec<String> = (0..20_000u64)
+        let nonces: Vec<Nonce> = (0..20_000u64)
             .map(|i| srv.make_nonce(t0() + Duration::from_millis(i), i.to_le_bytes()))
             .collect();
         let mut i = 0usize;

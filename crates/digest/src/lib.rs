@@ -29,7 +29,7 @@ pub use algorithm::Algorithm;
 pub use counter::{NC_WINDOW, NonceCounter};
 pub use error::{DigestError, Disposition};
 pub use ha1::{Ha1, userhash};
-pub use nonce::{NONCE_LEN, NonceKey};
+pub use nonce::{NONCE_LEN, Nonce, NonceKey};
 pub use params::{DigestResponse, MAX_NAME_LEN, MAX_PARAMS, MAX_VALUE_LEN};
 pub use server::{
     DigestConfig, DigestServer, MAX_CLOCK_SKEW, QopMode, Rfc2069Policy, VerifiedDigest,

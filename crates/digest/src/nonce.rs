@@ -30,6 +30,42 @@ const MILLIS_BITS: u32 = 48;
 const MILLIS_MASK: u64 = (1 << MILLIS_BITS) - 1;
 /// Encoded length of every nonce this crate mints.
 pub const NONCE_LEN: usize = 43;
+const _: () = assert!(matches!(
+    base64::encoded_len(RAW_LEN, false),
+    Some(NONCE_LEN)
+));
+
+/// A nonce as minted, its text held inline: one is minted for every challenge and every
+/// `nextnonce`, and it is only ever written into a header value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Nonce([u8; NONCE_LEN]);
+
+impl Nonce {
+    pub fn as_str(&self) -> &str {
+        // Base64url characters only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for Nonce {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// Server secret for nonce MACs. Share it between the nodes of a pool: each then recognises the
 /// others' nonces as genuine and answers them as stale rather than forged.
@@ -109,7 +145,7 @@ pub(crate) fn make(
     node: u16,
     now: SystemTime,
     salt: [u8; 8],
-) -> String {
+) -> Nonce {
     let word = (u64::from(node) << MILLIS_BITS) | unix_millis(now).min(MILLIS_MASK);
     let ts = word.to_le_bytes();
     let t = tag(key, &ts, &salt, realm);
@@ -120,7 +156,11 @@ pub(crate) fn make(
     {
         *dst = *src;
     }
-    URL_SAFE_NO_PAD.encode(raw)
+    let mut text = [b'A'; NONCE_LEN];
+    // Cannot fail: RAW_LEN bytes take exactly NONCE_LEN characters (asserted above). Were it to,
+    // the `A`s left would read as a nonce whose MAC fails, never as a valid one.
+    let _ = URL_SAFE_NO_PAD.encode_slice(raw, &mut text);
+    Nonce(text)
 }
 
 /// Splits a nonce into (timestamp bytes, salt, tag) without authenticating it.
@@ -191,7 +231,7 @@ mod tests {
         let salt = [5; 8];
         let t = tag(&key, &ts, &salt, "r");
         let old = URL_SAFE_NO_PAD.encode([ts.as_slice(), &salt, &t].concat());
-        assert_eq!(make(&key, "r", 0, now, salt), old);
+        assert_eq!(make(&key, "r", 0, now, salt).as_str(), old);
         assert_eq!(check(&key, "r", &old), Some(Issued { at: now, node: 0 }));
     }
 
@@ -205,7 +245,7 @@ mod tests {
             assert_eq!(check(&key, "r", &n), Some(Issued { at: now, node }));
             assert_eq!(issued_unverified(&n), Some(now));
             // Rewriting the node id (the top bytes of the time word) breaks the MAC.
-            let mut raw = URL_SAFE_NO_PAD.decode(&n).unwrap();
+            let mut raw = URL_SAFE_NO_PAD.decode(n.as_str()).unwrap();
             raw[7] ^= 0x01;
             let forged = URL_SAFE_NO_PAD.encode(&raw);
             assert_eq!(check(&key, "r", &forged), None);

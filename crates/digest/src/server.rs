@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 use crate::DigestError;
 use crate::algorithm::{Algorithm, DigestBytes, Hasher};
 use crate::ha1::Ha1;
-use crate::nonce::{self, NonceKey};
+use crate::nonce::{self, Nonce, NonceKey};
 use crate::params::DigestResponse;
 
 /// How far in the future a nonce's timestamp may lie. Nonces minted by another node of a cluster
@@ -221,7 +221,7 @@ impl DigestServer {
     /// base64url(LE64(node << 48 | unix ms) || salt || HMAC-SHA256(key, label || ts || salt ||
     /// realm)[..16]). `salt` must come from the caller's CSPRNG so nonces minted in the same
     /// second differ.
-    pub fn make_nonce(&self, now: SystemTime, salt: [u8; 8]) -> String {
+    pub fn make_nonce(&self, now: SystemTime, salt: [u8; 8]) -> Nonce {
         nonce::make(
             &self.key,
             &self.config.realm,
@@ -245,7 +245,7 @@ impl DigestServer {
                 v.push_str("Digest realm=");
                 crate::quote_into(&self.config.realm, &mut v);
                 v.push_str(", nonce=\"");
-                v.push_str(&nonce);
+                v.push_str(nonce.as_str());
                 v.push_str("\", algorithm=");
                 v.push_str(alg.token());
                 v.push_str(", qop=\"auth\"");

@@ -10,7 +10,9 @@ use sagw_digest::{Algorithm, DigestError, NC_WINDOW, NonceCounter};
 const LIFE: Duration = Duration::from_secs(300);
 
 fn nonce(issued: u64, salt: u8) -> String {
-    server(&[Algorithm::Md5]).make_nonce(at(issued), [salt; 8])
+    server(&[Algorithm::Md5])
+        .make_nonce(at(issued), [salt; 8])
+        .to_string()
 }
 
 #[test]

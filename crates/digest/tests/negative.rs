@@ -62,7 +62,7 @@ fn tampered_nonce() {
     let nonce = srv.make_nonce(at(T0), [8; 8]);
     // Flip one character in the timestamp, the salt and the tag region in turn.
     for pos in [0, 12, 30] {
-        let mut bytes = nonce.clone().into_bytes();
+        let mut bytes = nonce.as_bytes().to_vec();
         bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(bytes).unwrap();
         // Recompute the response over the forged nonce so only the MAC can catch it.

@@ -82,7 +82,7 @@ fn a_nonce_of_another_node_is_stale_there_and_replays_nowhere() {
         .and_then(|r| r.split('"').next())
         .unwrap()
         .to_owned();
-    assert_ne!(fresh, nonce);
+    assert_ne!(fresh, nonce.as_str());
     assert_eq!(
         judge(&n2, &mut c2, &creds(&fresh, "00000001"), T0 + 3),
         Ok(())
@@ -125,7 +125,7 @@ fn the_node_id_cannot_be_edited() {
     let (n2, mut c2) = node(2);
     let nonce = n1.make_nonce(at(T0), [4; 8]);
     // Bytes 6 and 7 of the time word hold the node id: rewrite 1 as 2.
-    let mut raw = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(nonce.as_str()).unwrap();
     assert_eq!(&raw[6..8], &[1, 0]);
     raw[6] = 2;
     let forged = URL_SAFE_NO_PAD.encode(&raw);

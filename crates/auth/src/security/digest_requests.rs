@@ -99,7 +99,7 @@ impl SecurityCore {
         let mut salt = [0u8; 8];
         rng.fill_bytes(&mut salt);
         let next = server.make_nonce(now, salt);
-        let info = server.authentication_info(&verified, &ha1, Some(&next));
+        let info = server.authentication_info(&verified, &ha1, Some(next.as_str()));
         self.counters.handshake_completed(Scheme::Digest);
         let identity = self.identity_of(resp.username);
         Decision::Authenticated(Authenticated {
