@@ -602,13 +602,20 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Challenge {
         let name = family.challenge_header();
-        let mut headers = vec![("Date", http_date(now))];
         let kerberos = self
             .kerberos_targetname()
             .filter(|_| p.schemes.contains(Scheme::Kerberos));
         let ntlm = self
             .ntlm_targetname()
             .filter(|_| p.schemes.contains(Scheme::Ntlm));
+        let digest = self.digest_server(p);
+        // Sized once for every header it gets, rather than grown as they are pushed.
+        let mut headers = Vec::with_capacity(
+            1 + usize::from(kerberos.is_some())
+                + usize::from(ntlm.is_some())
+                + digest.map_or(0, |d| d.config().algorithms.len()),
+        );
+        headers.push(("Date", http_date(now)));
         // Only the MS schemes carry a version: a Digest-only challenge does not format it.
         let version = if kerberos.is_some() || ntlm.is_some() {
             self.config.version.to_string()
@@ -621,12 +628,14 @@ impl SecurityCore {
         if let Some(target) = ntlm {
             headers.push((name, self.ms_challenge("NTLM", target, &version)));
         }
-        if let Some(server) = self.digest_server(p) {
+        if let Some(server) = digest {
             let mut salt = [0u8; 8];
             rng.fill_bytes(&mut salt);
-            for value in server.challenges(now, salt, stale) {
-                headers.push((name, value));
-            }
+            headers.extend(
+                server
+                    .challenge_values(now, salt, stale)
+                    .map(|value| (name, value)),
+            );
         }
         self.counters.challenge();
         Challenge {

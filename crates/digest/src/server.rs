@@ -235,26 +235,32 @@ impl DigestServer {
     /// algorithm in preference order, all sharing one fresh nonce:
     /// `Digest realm="..", nonce="..", algorithm=SHA-256, qop="auth"[, stale=true]`.
     pub fn challenges(&self, now: SystemTime, salt: [u8; 8], stale: bool) -> Vec<String> {
+        self.challenge_values(now, salt, stale).collect()
+    }
+
+    /// [`Self::challenges`] one by one, for a caller that puts them in a list of its own.
+    pub fn challenge_values(
+        &self,
+        now: SystemTime,
+        salt: [u8; 8],
+        stale: bool,
+    ) -> impl ExactSizeIterator<Item = String> + '_ {
         let nonce = self.make_nonce(now, salt);
-        self.config
-            .algorithms
-            .iter()
-            .map(|alg| {
-                // Written piece by piece: one allocation per value, no `fmt` (every challenge).
-                let mut v = String::with_capacity(96 + self.config.realm.len() + nonce.len());
-                v.push_str("Digest realm=");
-                crate::quote_into(&self.config.realm, &mut v);
-                v.push_str(", nonce=\"");
-                v.push_str(nonce.as_str());
-                v.push_str("\", algorithm=");
-                v.push_str(alg.token());
-                v.push_str(", qop=\"auth\"");
-                if stale {
-                    v.push_str(", stale=true");
-                }
-                v
-            })
-            .collect()
+        self.config.algorithms.iter().map(move |alg| {
+            // Written piece by piece: one allocation per value, no `fmt` (every challenge).
+            let mut v = String::with_capacity(96 + self.config.realm.len() + nonce.len());
+            v.push_str("Digest realm=");
+            crate::quote_into(&self.config.realm, &mut v);
+            v.push_str(", nonce=\"");
+            v.push_str(nonce.as_str());
+            v.push_str("\", algorithm=");
+            v.push_str(alg.token());
+            v.push_str(", qop=\"auth\"");
+            if stale {
+                v.push_str(", stale=true");
+            }
+            v
+        })
     }
 
     /// Verifies credentials against the request method and the user's HA1.
