@@ -18,6 +18,7 @@
 //!
 //! User names compare without case, as Windows account names do.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -301,16 +302,29 @@ impl FileCredentialStore {
     }
 }
 
+/// `user` as the store keys it, lower case: borrowed when it is that already, as the names
+/// clients send mostly are, so that a lookup copies nothing.
+fn key_of(user: &str) -> Cow<'_, str> {
+    if user
+        .bytes()
+        .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+    {
+        Cow::Owned(user.to_lowercase())
+    } else {
+        Cow::Borrowed(user)
+    }
+}
+
 impl CredentialStore for FileCredentialStore {
     fn nt_hash(&self, user: &str) -> Option<NtHash> {
         self.users
-            .get(&user.to_lowercase())
+            .get(key_of(user).as_ref())
             .and_then(|r| r.nt)
             .map(NtHash::from_bytes)
     }
 
     fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1> {
-        let rec = self.users.get(&user.to_lowercase())?;
+        let rec = self.users.get(key_of(user).as_ref())?;
         rec.ha1
             .iter()
             .find(|(r, a, _)| r == realm && *a == algorithm)
@@ -319,7 +333,7 @@ impl CredentialStore for FileCredentialStore {
 
     fn sip_identity(&self, user: &str) -> Option<String> {
         self.users
-            .get(&user.to_lowercase())
+            .get(key_of(user).as_ref())
             .and_then(|r| r.sip.clone())
     }
 }
@@ -400,6 +414,32 @@ mod tests {
                 .is_none()
         );
         assert!(format!("{back:?}").contains("users: 1"));
+    }
+
+    /// Names are looked up in any case: borrowed as they are when already lower case, lower-cased
+    /// (Unicode rules) otherwise.
+    #[test]
+    fn lookups_ignore_the_case_of_the_name() {
+        let mut s = FileCredentialStore::new();
+        s.add_password("Bob", "pw", &[("r", Algorithm::Md5)]);
+        s.add_password("J\u{c4}s\u{d8}n", "pw", &[("r", Algorithm::Md5)]);
+        s.set_sip_identity("bob", "sip:robert@example.com")
+            .expect("valid");
+        for user in ["bob", "BOB", "bOb", "j\u{e4}s\u{f8}n", "J\u{c4}S\u{d8}N"] {
+            assert!(s.nt_hash(user).is_some(), "{user}");
+            assert!(s.digest_ha1(user, "r", Algorithm::Md5).is_some(), "{user}");
+        }
+        for user in ["bob", "BOB"] {
+            assert_eq!(
+                s.sip_identity(user).as_deref(),
+                Some("sip:robert@example.com")
+            );
+        }
+        for user in ["bo", "bobb", "b\u{f6}b", "j\u{e4}s\u{f8}"] {
+            assert!(s.nt_hash(user).is_none(), "{user}");
+            assert!(s.digest_ha1(user, "r", Algorithm::Md5).is_none(), "{user}");
+            assert!(s.sip_identity(user).is_none(), "{user}");
+        }
     }
 
     #[test]
