@@ -633,15 +633,14 @@ impl SecurityStage {
         let aor = identity
             .strip_prefix("sips:")
             .or_else(|| identity.strip_prefix("sip:"))
-            .unwrap_or(identity)
-            .to_ascii_lowercase();
-        let domain = aor.rsplit_once('@').map_or(aor.as_str(), |(_, d)| d);
+            .unwrap_or(identity);
+        let domain = aor.rsplit_once('@').map_or(aor, |(_, d)| d);
         let routing = self.routing.load();
         let director = &routing.director;
         director
             .iter()
-            .find(|(k, _)| *k == aor)
-            .or_else(|| director.iter().find(|(k, _)| k == domain))
+            .find(|(k, _)| is_lowered(k, aor))
+            .or_else(|| director.iter().find(|(k, _)| is_lowered(k, domain)))
             .map(|(_, home)| home.clone())
     }
 
@@ -1053,6 +1052,16 @@ fn granted_register_expires(resp: &Message, req: &Message) -> Option<u32> {
     resp.expires()?.trim().parse::<u32>().ok()
 }
 
+/// Whether `key` is `s` with its ASCII letters lower-cased: what `key == s.to_ascii_lowercase()`
+/// says, without the copy (every REGISTER looks its identity up in the director).
+fn is_lowered(key: &str, s: &str) -> bool {
+    key.len() == s.len()
+        && key
+            .bytes()
+            .zip(s.bytes())
+            .all(|(k, b)| k == b.to_ascii_lowercase())
+}
+
 /// Identity headers a client supplies: whoever receives the message must see only the identity the
 /// gateway asserts (for requests it adds its own P-Asserted-Identity after this), never the
 /// client's claim. Remote-Party-ID is the pre-RFC 3325 form some servers still honour.
@@ -1165,6 +1174,36 @@ other_challenge = 401
             ChallengeFamily::Www,
             "the listener's over the policy's"
         );
+    }
+
+    #[test]
+    fn is_lowered_is_equality_with_the_lower_cased_copy() {
+        let keys = [
+            "alice@example.com",
+            "example.com",
+            "Alice@example.com",
+            "",
+            "\u{e9}",
+        ];
+        let names = [
+            "alice@example.com",
+            "ALICE@Example.COM",
+            "alice@example.co",
+            "alice@example.comm",
+            "Example.com",
+            "",
+            "\u{e9}",
+            "\u{c9}",
+        ];
+        for k in keys {
+            for n in names {
+                assert_eq!(
+                    super::is_lowered(k, n),
+                    k == n.to_ascii_lowercase(),
+                    "{k:?} {n:?}"
+                );
+            }
+        }
     }
 
     /// The edge names the request every client response answers; a response handed to the
