@@ -133,11 +133,10 @@ impl Edge {
         }
         let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
         if from_client && !belongs_to_open_transaction && !retransmission && !probe {
-            let binding = self.registrar.flow_identity(&flow).cloned();
             let ctx = InboundContext {
                 flow,
                 now,
-                flow_binding: binding.as_ref(),
+                flow_binding: self.registrar.flow_identity(&flow),
                 answering: Answering::Unknown,
             };
             match self.auth.inbound(&mut msg, &ctx) {
