@@ -42,7 +42,7 @@ impl Default for RegistrarConfig {
 }
 
 /// What the authentication stage and routing need to know about a registered endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct BindingInfo {
     /// Address-of-record, normalised (`sip:user@host`, host lower-cased).
     pub aor: String,
@@ -55,6 +55,44 @@ pub struct BindingInfo {
     /// The endpoint the REGISTER proved to come from, when it was authenticated with an SA:
     /// requests to this binding are signed for it.
     pub endpoint: Option<SaEndpoint>,
+}
+
+// Written out for `clone_from`: every REGISTER from another user over a shared flow (all UDP
+// clients share the socket's) overwrites the flow's identity with it, and the derived one
+// allocates every String again where their buffers can be reused. The fields are destructured
+// so that a new one cannot be left out.
+impl Clone for BindingInfo {
+    fn clone(&self) -> Self {
+        let BindingInfo {
+            aor,
+            epid,
+            instance,
+            contact,
+            endpoint,
+        } = self;
+        BindingInfo {
+            aor: aor.clone(),
+            epid: epid.clone(),
+            instance: instance.clone(),
+            contact: contact.clone(),
+            endpoint: endpoint.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let BindingInfo {
+            aor,
+            epid,
+            instance,
+            contact,
+            endpoint,
+        } = source;
+        self.aor.clone_from(aor);
+        self.epid.clone_from(epid);
+        self.instance.clone_from(instance);
+        self.contact.clone_from(contact);
+        self.endpoint.clone_from(endpoint);
+    }
 }
 
 /// One registered contact.
@@ -1108,6 +1146,41 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.flow_closed(FlowId(3));
         assert!(r.is_empty());
         assert!(r.by_contact.is_empty() && r.flows.is_empty() && r.expiry.is_empty());
+    }
+
+    #[test]
+    fn binding_info_clone_from_is_clone() {
+        let info =
+            |aor: &str, epid: Option<&str>, instance: Option<&str>, endpoint: bool| BindingInfo {
+                aor: aor.to_owned(),
+                epid: epid.map(str::to_owned),
+                instance: instance.map(str::to_owned),
+                contact: format!("<{aor};transport=udp>"),
+                endpoint: endpoint.then(|| SaEndpoint {
+                    identity: aor.to_owned(),
+                    epid: "e1".to_owned(),
+                }),
+            };
+        let all = [
+            info("sip:u00001@example.com", None, None, false),
+            info("sip:a@b", Some("e1"), Some("urn:uuid:1"), true),
+            info("sip:a.much.longer.user@example.com", Some(""), None, true),
+            info("sip:b@c", None, Some("urn:uuid:2"), false),
+        ];
+        for from in &all {
+            for to in &all {
+                let mut copy = to.clone();
+                copy.clone_from(from);
+                assert_eq!(&copy, from);
+                assert_eq!(&from.clone(), from);
+            }
+        }
+        // What it is for: another user's identity of the same length takes no new buffer.
+        let mut flow = info("sip:u00001@example.com", None, None, false);
+        let buffers = (flow.aor.as_ptr(), flow.contact.as_ptr());
+        flow.clone_from(&info("sip:u00002@example.com", None, None, false));
+        assert_eq!((flow.aor.as_ptr(), flow.contact.as_ptr()), buffers);
+        assert_eq!(flow.aor, "sip:u00002@example.com");
     }
 
     #[test]
