@@ -76,15 +76,22 @@ impl<'a> SipUri<'a> {
 
     /// `sip:user@host[:port]` with the host lower-cased: the key of an address-of-record.
     pub fn aor(&self) -> String {
-        let host = self.host.to_ascii_lowercase();
-        let mut out = String::with_capacity(8 + host.len());
+        // A password, if any, is not part of the identity.
+        let user = self.user.map(|u| u.split(':').next().unwrap_or(u));
+        // Sized for all of it (a port takes six bytes at most): it is built for every REGISTER.
+        let user_len = user.map_or(0, |u| u.len() + 1);
+        let mut out = String::with_capacity(4 + user_len + self.host.len() + 6);
         out.push_str("sip:");
-        if let Some(user) = self.user {
-            // A password, if any, is not part of the identity.
-            out.push_str(user.split(':').next().unwrap_or(user));
+        if let Some(user) = user {
+            out.push_str(user);
             out.push('@');
         }
-        out.push_str(&host);
+        let host = out.len();
+        out.push_str(self.host);
+        // Lower-cased in place; the user part is case-sensitive.
+        if let Some(h) = out.get_mut(host..) {
+            h.make_ascii_lowercase();
+        }
         if let Some(p) = self.port {
             out.push(':');
             push_decimal(&mut out, u64::from(p));
@@ -586,6 +593,15 @@ mod tests {
         assert_eq!(u.transport(), Some(Transport::Tcp));
         assert_eq!(u.param("lr"), Some(""));
         assert_eq!(u.aor(), "sip:alice@example.com:5070");
+        let aor = SipUri::parse("sips:Alice:secret@EXAMPLE.com:65535")
+            .unwrap()
+            .aor();
+        assert_eq!(aor, "sip:Alice@example.com:65535");
+        assert_eq!(aor.capacity(), aor.len(), "sized for the longest port");
+        assert_eq!(
+            SipUri::parse("sip:Example.COM").unwrap().aor(),
+            "sip:example.com"
+        );
         let v6 = SipUri::parse("sips:[::1]:5061").unwrap();
         assert_eq!(v6.ip(), Some("::1".parse().unwrap()));
         assert_eq!(v6.transport(), Some(Transport::Tls));
