@@ -334,9 +334,10 @@ impl Registrar {
         self.aors.is_empty()
     }
 
-    /// Binding changes since the last call (for reports).
-    pub(crate) fn take_changes(&mut self) -> Vec<(String, BindingChange)> {
-        std::mem::take(&mut self.changes)
+    /// Binding changes since the last call (for reports). Drained rather than taken: the list
+    /// keeps its buffer for the next REGISTER.
+    pub(crate) fn drain_changes(&mut self) -> std::vec::Drain<'_, (String, BindingChange)> {
+        self.changes.drain(..)
     }
 
     /// Live bindings of `aor`, most recent first.

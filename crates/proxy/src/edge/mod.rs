@@ -254,9 +254,14 @@ impl Edge {
     }
 
     fn report_binding_changes(&mut self) {
-        for (aor, change) in self.registrar.take_changes() {
-            self.report(Report::Binding { aor, change });
-        }
+        let Edge {
+            registrar, actions, ..
+        } = self;
+        actions.extend(
+            registrar
+                .drain_changes()
+                .map(|(aor, change)| Action::Report(Report::Binding { aor, change })),
+        );
         for _ in 0..self.registrar.take_evictions() {
             self.report(Report::Limit(LimitKind::BindingsPerAor));
         }
