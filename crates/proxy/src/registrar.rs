@@ -231,10 +231,12 @@ fn left_until(at: SystemTime, now: Now) -> Option<Duration> {
 /// The registrar's answer to a REGISTER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RegisterOutcome {
-    /// 200 OK with these Contact header values.
+    /// 200 OK with these extra headers.
     Ok {
-        /// One `<uri>;expires=N` value per current binding.
-        contacts: Vec<String>,
+        /// One `Contact: <uri>;expires=N` per current binding, in the 200's form so that the
+        /// edge sends them without copying them into another list, with room for its
+        /// `Expires`.
+        headers: Vec<(&'static str, String)>,
     },
     /// An error status, reason and extra headers.
     Error(u16, &'static str, Vec<(&'static str, String)>),
@@ -766,7 +768,7 @@ impl Registrar {
                 self.remove(&aor, &key);
             }
             return RegisterOutcome::Ok {
-                contacts: Vec::new(),
+                headers: Vec::new(),
             };
         }
 
@@ -868,25 +870,23 @@ impl Registrar {
             self.evict_over_limit(&aor);
         }
 
-        let contacts = self
-            .lookup(&aor, now)
-            .into_iter()
-            .map(|b| {
-                let left = b.expires_at.saturating_duration_since(now).as_secs();
-                let mut c = String::with_capacity(b.info.contact.len() + 40);
-                c.push('<');
-                c.push_str(&b.info.contact);
-                c.push_str(">;expires=");
-                push_decimal(&mut c, left);
-                if let Some(i) = &b.info.instance {
-                    c.push_str(";+sip.instance=\"<");
-                    c.push_str(i);
-                    c.push_str(">\"");
-                }
-                c
-            })
-            .collect();
-        RegisterOutcome::Ok { contacts }
+        let bindings = self.lookup(&aor, now);
+        let mut headers = Vec::with_capacity(bindings.len() + 1);
+        headers.extend(bindings.into_iter().map(|b| {
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            let mut c = String::with_capacity(b.info.contact.len() + 40);
+            c.push('<');
+            c.push_str(&b.info.contact);
+            c.push_str(">;expires=");
+            push_decimal(&mut c, left);
+            if let Some(i) = &b.info.instance {
+                c.push_str(";+sip.instance=\"<");
+                c.push_str(i);
+                c.push_str(">\"");
+            }
+            ("Contact", c)
+        }));
+        RegisterOutcome::Ok { headers }
     }
 
     fn evict_over_limit(&mut self, aor: &str) {
@@ -1008,7 +1008,10 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         assert_eq!(
             out,
             RegisterOutcome::Ok {
-                contacts: vec!["<sip:alice@10.0.0.1:5060;transport=tcp>;expires=600".into()]
+                headers: vec![(
+                    "Contact",
+                    "<sip:alice@10.0.0.1:5060;transport=tcp>;expires=600".into()
+                )]
             }
         );
         let b = r.lookup("sip:alice@example.com", t0);
@@ -1080,12 +1083,12 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         r.register(&register("<sip:a@h2>", None, 3, "e2"), flow(2), None, t0);
         assert_eq!(r.len(), 2);
         // Query: no Contact, no change.
-        let RegisterOutcome::Ok { contacts } =
+        let RegisterOutcome::Ok { headers } =
             r.register(&register("", None, 4, "e1"), flow(1), None, t0)
         else {
             panic!()
         };
-        assert_eq!(contacts.len(), 2);
+        assert_eq!(headers.len(), 2);
         r.flow_closed(FlowId(2));
         assert_eq!(r.len(), 1);
         assert!(matches!(

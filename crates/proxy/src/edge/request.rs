@@ -270,26 +270,24 @@ impl Edge {
                     .register(msg, flow, opening.admitted.endpoint.as_ref(), now.mono);
             self.report_binding_changes();
             match outcome {
-                RegisterOutcome::Ok { contacts } => {
+                RegisterOutcome::Ok { mut headers } => {
                     // The granted lifetime of this request's own binding also goes into an
                     // Expires header: Lync-family clients read only that (pidgin-sipe hangs
                     // without it, notes §9).
                     let own = msg
                         .header("Contact")
                         .and_then(|c| sagw_sip::parse_name_addr(c).ok())
-                        .map(|na| na.uri.to_owned());
+                        .map(|na| na.uri);
                     let granted = own.and_then(|uri| {
-                        contacts.iter().find_map(|c| {
+                        headers.iter().find_map(|(_, c)| {
                             let na = sagw_sip::parse_name_addr(c).ok()?;
                             (na.uri == uri).then(|| na.param("expires").map(str::to_owned))?
                         })
                     });
-                    let mut extra: Vec<(&str, String)> =
-                        contacts.into_iter().map(|c| ("Contact", c)).collect();
                     if let Some(e) = granted {
-                        extra.push(("Expires", e));
+                        headers.push(("Expires", e));
                     }
-                    self.local_transaction(key, opening, 200, &extra, now);
+                    self.local_transaction(key, opening, 200, &headers, now);
                 }
                 RegisterOutcome::Error(code, _, extra) => {
                     self.local_transaction(key, opening, code, &extra, now);
