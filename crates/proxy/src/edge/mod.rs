@@ -67,6 +67,7 @@ pub struct Edge {
     /// Open, or draining (see [`Edge::set_intake`]).
     intake: Intake,
     trusted_flows: TrustedFlows,
+    request_bufs: self::request::RequestBufs,
 }
 
 /// Stream flows whose peer the driver verified as a trusted server when it was established (by
@@ -127,6 +128,7 @@ impl Edge {
             actions: VecDeque::new(),
             intake: Intake::Open,
             trusted_flows: TrustedFlows::default(),
+            request_bufs: self::request::RequestBufs::default(),
         }
     }
 

@@ -61,6 +61,26 @@ pub(super) fn stamp_via(msg: &mut Message, via: &Via<'_>, flow: &Flow) {
     }
     set_top_via(msg, &new);
 }
+
+/// What [`Edge::on_request`] copies out of a request, in buffers kept from one request to the
+/// next: most requests keep none of it (they are challenged, retransmitted, or answered without
+/// a transaction), and what keeps the key (a transaction, a timer) takes its own copy.
+#[derive(Debug, Default)]
+pub(super) struct RequestBufs {
+    /// The method and top Via, read before the request is edited and after.
+    method: String,
+    via: String,
+    /// The server transaction key.
+    key: String,
+}
+
+/// `s`, copied into `buf` (cleared first).
+fn copy_into<'b>(buf: &'b mut String, s: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(s);
+    buf
+}
+
 /// True when `flow` is the one the server transaction's request came over (same transport and
 /// peer address: a UDP client's retransmissions come from the address it first used).
 fn opened_by(st: &ServerTx, flow: &Flow) -> bool {
@@ -84,15 +104,33 @@ impl Edge {
             })
     }
 
-    pub(super) fn on_request(&mut self, mut msg: Message, flow: Flow, from_client: bool, now: Now) {
-        let method = msg.method().unwrap_or("").to_owned();
-        // Owned and parsed once: stamping and the authentication stage edit the message, and
+    pub(super) fn on_request(&mut self, msg: Message, flow: Flow, from_client: bool, now: Now) {
+        let mut bufs = std::mem::take(&mut self.request_bufs);
+        self.on_request_with(msg, flow, from_client, now, &mut bufs);
+        self.request_bufs = bufs;
+    }
+
+    fn on_request_with(
+        &mut self,
+        mut msg: Message,
+        flow: Flow,
+        from_client: bool,
+        now: Now,
+        bufs: &mut RequestBufs,
+    ) {
+        let RequestBufs {
+            method: method_buf,
+            via: via_buf,
+            key,
+        } = bufs;
+        let method = copy_into(method_buf, msg.method().unwrap_or(""));
+        // Copied and parsed once: stamping and the authentication stage edit the message, and
         // neither changes what is read from it here (sent-by and branch, for the key).
         let top = match msg.validate() {
-            Ok(()) => top_via(&msg).map(str::to_owned),
+            Ok(()) => top_via(&msg).map(|v| copy_into(via_buf, v)),
             Err(_) => None,
         };
-        let Some(via) = top.as_deref().and_then(Via::parse) else {
+        let Some(via) = top.and_then(Via::parse) else {
             if method == "ACK" {
                 self.report(Report::Dropped(DropReason::Invalid));
             } else {
@@ -102,9 +140,9 @@ impl Edge {
         };
         stamp_via(&mut msg, &via, &flow);
         // ACK and CANCEL match the INVITE transaction; every key below is this one.
-        let ack_or_cancel = matches!(method.as_str(), "ACK" | "CANCEL");
-        let txn_method = if ack_or_cancel { "INVITE" } else { &method };
-        let mut key = server_key(&via, txn_method, &msg);
+        let ack_or_cancel = matches!(method, "ACK" | "CANCEL");
+        let txn_method = if ack_or_cancel { "INVITE" } else { method };
+        server_key(key, &via, txn_method, &msg);
         // Authentication comes after transaction matching: a retransmission repeats the last
         // response without being judged again (its signature's cnum or its Digest nonce count was
         // consumed by the original), and the ACK or CANCEL of a transaction the client opened over
@@ -115,7 +153,7 @@ impl Edge {
         // send its last response to the opener, unauthenticated (found by the proxy_edge fuzz
         // target). Such a copy is dropped, before authentication: no genuine peer sends one.
         let mut admitted = Admitted::default();
-        let opener = self.server.get(&key).map(|st| opened_by(st, &flow));
+        let opener = self.server.get(key.as_str()).map(|st| opened_by(st, &flow));
         if !ack_or_cancel && opener == Some(false) {
             self.report(Report::Dropped(DropReason::ForeignTransaction));
             return;
@@ -157,10 +195,11 @@ impl Edge {
             // An RFC 2543 key is made of headers the stage may have edited: match on the
             // request as it is now (a branch key depends on the Via copy only).
             if rfc3261_branch(&via).is_none() {
-                key = server_key(&via, txn_method, &msg);
+                server_key(key, &via, txn_method, &msg);
             }
         }
-        match method.as_str() {
+        let key = key.as_str();
+        match method {
             "ACK" => {
                 self.on_ack(msg, key, flow, now);
                 return;
@@ -180,7 +219,7 @@ impl Edge {
             admitted,
         };
         let msg = &opening.request;
-        if let Some(st) = self.server.get(&key) {
+        if let Some(st) = self.server.get(key) {
             // An RFC 2543 key, made again after the authentication stage edited the request,
             // can name another flow's transaction: as above, not ours to answer.
             if !opened_by(st, &flow) {
@@ -301,14 +340,14 @@ impl Edge {
         let mut forward = msg.clone();
         let dest = self.route(&mut forward, &flow, from_client, now.mono);
         let st = ServerTx::new(opening, lh, now.mono, self.cfg.timers.t1);
-        self.server.insert(key.clone(), Box::new(st));
+        self.server.insert(key.to_owned(), Box::new(st));
         if method == "INVITE" {
-            self.respond(&key, 100, &[], now);
+            self.respond(key, 100, &[], now);
         }
         match dest {
             Ok(Dest::Flow(to)) => {
-                if let Err(status) = self.forward(&key, forward, to, None, now) {
-                    self.branch_failed(&key, "", status, now);
+                if let Err(status) = self.forward(key, forward, to, None, now) {
+                    self.branch_failed(key, "", status, now);
                 }
             }
             Ok(Dest::Fork(branches)) => {
@@ -316,40 +355,46 @@ impl Edge {
                 // others exist would end the search with its answer.
                 let mut refused = Vec::new();
                 for to in branches {
-                    if let Err(status) = self.forward(&key, forward.clone(), to, None, now) {
+                    if let Err(status) = self.forward(key, forward.clone(), to, None, now) {
                         refused.push(status);
                     }
                 }
                 for status in refused {
-                    self.branch_failed(&key, "", status, now);
+                    self.branch_failed(key, "", status, now);
                 }
             }
             Ok(Dest::Addr(transport, addr)) => {
                 let to = BranchTo::addr(Target::Addr { transport, addr });
                 // Not a client flow: the outbound stage does not run, nothing is refused.
-                let _ = self.forward(&key, forward, to, None, now);
+                let _ = self.forward(key, forward, to, None, now);
             }
             Ok(Dest::Hops) => {
-                if let Some(st) = self.server.get_mut(&key) {
+                if let Some(st) = self.server.get_mut(key) {
                     st.hops = self.cfg.next_hops.iter().copied().collect();
                     st.forward = Some(forward);
                 }
-                self.try_next_hop(&key, HopFailure::Transport, now);
+                self.try_next_hop(key, HopFailure::Transport, now);
             }
             Ok(Dest::Name(name)) => {
                 // Waits in its server transaction (a retransmission is absorbed meanwhile, a
                 // CANCEL answers it) until the driver hands back the targets.
-                if let Some(st) = self.server.get_mut(&key) {
+                if let Some(st) = self.server.get_mut(key) {
                     st.forward = Some(forward);
                 }
-                self.park(Parked::Request { key }, &name, now.mono);
+                self.park(
+                    Parked::Request {
+                        key: key.to_owned(),
+                    },
+                    &name,
+                    now.mono,
+                );
             }
-            Err(code) => self.respond(&key, code, &[], now),
+            Err(code) => self.respond(key, code, &[], now),
         }
     }
 
-    pub(super) fn on_ack(&mut self, mut msg: Message, key: String, flow: Flow, now: Now) {
-        if let Some(st) = self.server.get_mut(&key)
+    pub(super) fn on_ack(&mut self, mut msg: Message, key: &str, flow: Flow, now: Now) {
+        if let Some(st) = self.server.get_mut(key)
             && st.state == ServerState::Completed
             && st.method == "INVITE"
         {
@@ -363,16 +408,16 @@ impl Edge {
                 self.cfg.timers.t4
             };
             if linger.is_zero() {
-                self.server.remove(&key);
+                self.server.remove(key);
             } else {
                 self.schedule(
                     later(now.mono, linger),
-                    TimerKind::ServerCleanup(key, epoch),
+                    TimerKind::ServerCleanup(key.to_owned(), epoch),
                 );
             }
             return;
         }
-        if self.server.contains_key(&key) {
+        if self.server.contains_key(key) {
             // A retransmitted ACK after the transaction moved on.
             self.report(Report::Dropped(DropReason::Retransmission));
             return;
@@ -454,8 +499,8 @@ impl Edge {
         let _ = self.emit_request(to.target, msg, to.endpoint.as_ref(), now);
     }
 
-    pub(super) fn on_cancel(&mut self, msg: Message, key: String, flow: Flow, now: Now) {
-        let Some(st) = self.server.get_mut(&key) else {
+    pub(super) fn on_cancel(&mut self, msg: Message, key: &str, flow: Flow, now: Now) {
+        let Some(st) = self.server.get_mut(key) else {
             self.respond_stateless(&msg, flow, 481, &[], now);
             return;
         };
@@ -471,13 +516,13 @@ impl Edge {
             return;
         }
         // Stop fail-over: a cancelled request is not tried elsewhere.
-        if let Some(st) = self.server.get_mut(&key) {
+        if let Some(st) = self.server.get_mut(key) {
             st.hops.clear();
         }
         if no_branches {
-            self.respond(&key, 487, &[], now);
+            self.respond(key, 487, &[], now);
         } else {
-            self.cancel_branches(&key, None, now);
+            self.cancel_branches(key, None, now);
         }
     }
 }

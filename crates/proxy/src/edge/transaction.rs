@@ -207,9 +207,10 @@ pub(super) fn rfc3261_branch<'a>(via: &Via<'a>) -> Option<&'a str> {
     via.branch().filter(|b| b.starts_with("z9hG4bK"))
 }
 
-/// The server transaction key of a request (RFC 3261 §17.2.3): branch, sent-by and method.
-/// Written into one pre-sized String: it is built for every request.
-pub(super) fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
+/// The server transaction key of a request (RFC 3261 §17.2.3): branch, sent-by and method,
+/// written into `key` (cleared first): it is built for every request, and most only look it up.
+pub(super) fn server_key(key: &mut String, via: &Via<'_>, method: &str, msg: &Message) {
+    key.clear();
     let push_sent_by = |key: &mut String| {
         let start = key.len();
         key.push_str(via.host);
@@ -223,17 +224,16 @@ pub(super) fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
     };
     match rfc3261_branch(via) {
         Some(b) => {
-            let mut key = String::with_capacity(b.len() + via.host.len() + method.len() + 8);
+            key.reserve(b.len() + via.host.len() + method.len() + 8);
             key.push_str(b);
             key.push('\u{0}');
-            push_sent_by(&mut key);
+            push_sent_by(key);
             key.push('\u{0}');
             key.push_str(method);
-            key
         }
         // RFC 2543 peers: no magic cookie, match on the dialog and CSeq identifiers instead.
         None => {
-            let mut key = String::with_capacity(128);
+            key.reserve(128);
             key.push_str("2543\u{0}");
             key.push_str(msg.call_id().unwrap_or(""));
             key.push('\u{0}');
@@ -241,10 +241,9 @@ pub(super) fn server_key(via: &Via<'_>, method: &str, msg: &Message) -> String {
             key.push('\u{0}');
             key.push_str(msg.from().and_then(|f| f.tag()).unwrap_or(""));
             key.push('\u{0}');
-            push_sent_by(&mut key);
+            push_sent_by(key);
             key.push('\u{0}');
             key.push_str(method);
-            key
         }
     }
 }
@@ -288,15 +287,15 @@ impl Edge {
     /// Create a server transaction answered at once (so retransmissions get the same answer).
     pub(super) fn local_transaction(
         &mut self,
-        key: String,
+        key: &str,
         opening: Opening,
         code: u16,
         extra: &[(&str, String)],
         now: Now,
     ) {
         let st = ServerTx::new(opening, String::new(), now.mono, self.cfg.timers.t1);
-        self.server.insert(key.clone(), Box::new(st));
-        self.respond(&key, code, extra, now);
+        self.server.insert(key.to_owned(), Box::new(st));
+        self.respond(key, code, extra, now);
     }
 
     /// Send a response generated here for server transaction `key`.
@@ -485,5 +484,43 @@ impl Edge {
         now: Now,
     ) {
         self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::top_via;
+
+    fn request(branch: &str) -> Message {
+        let text = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP Host.Example:5062{branch}\r\n\
+From: <sip:a@example.com>;tag=f1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n\
+CSeq: 7 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse(text.as_bytes()).unwrap()
+    }
+
+    /// The edge writes every request's key into the buffer the last one left: what was there
+    /// must not show.
+    #[test]
+    fn server_key_overwrites_its_buffer() {
+        let rfc3261 = request(";branch=z9hG4bK-1");
+        let rfc2543 = request(";branch=1");
+        let key_of = |buf: &mut String, msg: &Message| {
+            let via = top_via(msg).and_then(Via::parse).unwrap();
+            server_key(buf, &via, "REGISTER", msg);
+            buf.clone()
+        };
+        let fresh = |msg: &Message| key_of(&mut String::new(), msg);
+        assert_eq!(fresh(&rfc3261), "z9hG4bK-1\0host.example:5062\0REGISTER");
+        assert_eq!(
+            fresh(&rfc2543),
+            "2543\0c1\u{0}7\0f1\0host.example:5062\0REGISTER"
+        );
+        let mut buf = String::new();
+        for msg in [&rfc2543, &rfc3261, &rfc2543, &rfc3261] {
+            assert_eq!(key_of(&mut buf, msg), fresh(msg));
+        }
     }
 }
