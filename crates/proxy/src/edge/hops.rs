@@ -445,11 +445,11 @@ impl Edge {
         text.push_str("\r\nMax-Forwards: 70\r\nFrom: <sip:sagw@");
         text.push_str(host);
         text.push_str(">;tag=");
-        text.push_str(&tag);
+        text.push_str(tag.as_str());
         text.push_str("\r\nTo: <sip:");
         text.push_str(&hop.addr.to_string());
         text.push_str(">\r\nCall-ID: ");
-        text.push_str(&call_id);
+        text.push_str(call_id.as_str());
         text.push_str("@sagw.probe\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n");
         let Ok(request) = Message::parse(text.as_bytes()) else {
             return;

@@ -18,7 +18,7 @@ use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
 use crate::hook::{Answering, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
-use crate::token::{branch_loop_hash, loop_hash};
+use crate::token::{Unique, branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
 use crate::uri::{
     SipUri, Via, list_elements, param_name, param_parts, push_decimal, push_ip, trim,
@@ -505,11 +505,11 @@ impl Edge {
             return;
         };
         ensure_to_tag(st, &mut self.ids, 200);
-        let tag = st.to_tag.clone();
+        let tag = st.to_tag;
         let proceeding = st.state == ServerState::Proceeding;
         let no_branches = st.branches.is_empty();
         let note = st.note.clone();
-        if let Some(ok) = build_response(&msg, 200, "OK", tag.as_deref(), &[]) {
+        if let Some(ok) = build_response(&msg, 200, "OK", tag.as_ref().map(Unique::as_str), &[]) {
             self.emit_response(Target::Flow(flow), ok, Some(&msg), note.as_ref(), now);
         }
         if !proceeding {

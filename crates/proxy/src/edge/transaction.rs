@@ -13,7 +13,7 @@ use super::routing::BranchTo;
 use super::timers::TimerKind;
 use crate::edit::{build_response, reason_phrase};
 use crate::hook::{AuthNote, OutboundKind, SaEndpoint};
-use crate::token::Ids;
+use crate::token::{Ids, Unique};
 use crate::types::{Action, Flow, Now, Report, Target, later};
 use crate::uri::{Via, push_decimal};
 
@@ -86,7 +86,7 @@ pub(super) struct ServerTx {
     pub(super) started: Instant,
     /// To tag of the responses made here, made on first use: a proxied transaction whose
     /// responses all come from downstream never needs one.
-    pub(super) to_tag: Option<String>,
+    pub(super) to_tag: Option<Unique>,
     pub(super) loop_hash: String,
     /// Targets still to try, in order (next hops, or the addresses a Route's name resolved to).
     pub(super) hops: VecDeque<crate::config::NextHop>,
@@ -279,7 +279,9 @@ impl Edge {
         now: Now,
     ) {
         let tag = self.ids.unique();
-        if let Some(resp) = build_response(req, code, reason_phrase(code), Some(&tag), extra) {
+        if let Some(resp) =
+            build_response(req, code, reason_phrase(code), Some(tag.as_str()), extra)
+        {
             self.emit_response(Target::Flow(flow), resp, Some(req), None, now);
         }
     }
@@ -307,7 +309,7 @@ impl Edge {
             return;
         }
         ensure_to_tag(st, &mut self.ids, code);
-        let tag = st.to_tag.as_deref();
+        let tag = st.to_tag.as_ref().map(Unique::as_str);
         let resp = st
             .request
             .as_ref()
@@ -452,7 +454,7 @@ impl Edge {
                 st.request.as_ref()?,
                 code,
                 reason_phrase(code),
-                st.to_tag.as_deref(),
+                st.to_tag.as_ref().map(Unique::as_str),
                 &[],
             )
         });
