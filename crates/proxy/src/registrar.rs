@@ -59,23 +59,16 @@ pub struct BindingInfo {
 
 // Written out for `clone_from`: every REGISTER from another user over a shared flow (all UDP
 // clients share the socket's) overwrites the flow's identity with it, and the derived one
-// allocates every String again where their buffers can be reused. The fields are destructured
-// so that a new one cannot be left out.
+// allocates every String again where their buffers can be reused. clone_from destructures the
+// source so that a new field cannot be left out (nor can clone's struct literal leave one out).
 impl Clone for BindingInfo {
     fn clone(&self) -> Self {
-        let BindingInfo {
-            aor,
-            epid,
-            instance,
-            contact,
-            endpoint,
-        } = self;
         BindingInfo {
-            aor: aor.clone(),
-            epid: epid.clone(),
-            instance: instance.clone(),
-            contact: contact.clone(),
-            endpoint: endpoint.clone(),
+            aor: self.aor.clone(),
+            epid: self.epid.clone(),
+            instance: self.instance.clone(),
+            contact: self.contact.clone(),
+            endpoint: self.endpoint.clone(),
         }
     }
 
