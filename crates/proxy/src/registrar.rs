@@ -259,6 +259,9 @@ pub struct Registrar {
     remote: Map<String, BTreeMap<String, Remote>>,
     /// Expiry index of `remote`: (deadline, seq) -> (aor, device).
     remote_expiry: BTreeMap<(Instant, u64), (String, String)>,
+    /// The AOR of the REGISTER being applied, in a buffer kept from one to the next: a refresh
+    /// only looks it up (its binding change takes a copy).
+    aor_buf: String,
 }
 
 /// `user@host:port` with the host lower-cased: how a Request-URI is matched to a Contact.
@@ -725,6 +728,20 @@ impl Registrar {
         endpoint: Option<&SaEndpoint>,
         now: Instant,
     ) -> RegisterOutcome {
+        let mut aor_buf = std::mem::take(&mut self.aor_buf);
+        let outcome = self.register_with(req, flow, endpoint, now, &mut aor_buf);
+        self.aor_buf = aor_buf;
+        outcome
+    }
+
+    fn register_with(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        endpoint: Option<&SaEndpoint>,
+        now: Instant,
+        aor_buf: &mut String,
+    ) -> RegisterOutcome {
         self.expire(now);
         let bad = |why: &'static str| RegisterOutcome::Error(400, why, Vec::new());
         let Some(to) = req.to() else {
@@ -733,7 +750,8 @@ impl Registrar {
         let Some(aor_uri) = SipUri::parse(to.uri) else {
             return RegisterOutcome::Error(416, "Unsupported URI Scheme", Vec::new());
         };
-        let aor = aor_uri.aor();
+        aor_uri.write_aor(aor_buf);
+        let aor = aor_buf.as_str();
         let epid = req
             .from()
             .and_then(|f| f.param("epid"))
@@ -754,11 +772,11 @@ impl Registrar {
             }
             let keys: Vec<String> = self
                 .aors
-                .get(&aor)
+                .get(aor)
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
             for key in keys {
-                self.remove(&aor, &key);
+                self.remove(aor, &key);
             }
             return RegisterOutcome::Ok {
                 headers: Vec::new(),
@@ -794,7 +812,7 @@ impl Registrar {
                 .map(|i| i.trim_matches(|c| c == '<' || c == '>').to_owned());
             // One binding per device: the instance id, else the MS endpoint id, else the URI.
             let key = device_key(instance.as_deref(), epid.as_deref(), na.uri);
-            if let Some(old) = self.aors.get(&aor).and_then(|m| m.get(&key))
+            if let Some(old) = self.aors.get(aor).and_then(|m| m.get(&key))
                 && old.call_id == call_id
                 && old.cseq >= cseq
             {
@@ -817,13 +835,13 @@ impl Registrar {
         };
         for update in updates {
             if update.secs == 0 {
-                self.remove(&aor, &update.key);
+                self.remove(aor, &update.key);
                 continue;
             }
             self.seq += 1;
             let seq = self.seq;
             let expires_at = crate::types::later(now, Duration::from_secs(update.secs));
-            let existed = self.refresh(&aor, &update, &reg, expires_at, seq);
+            let existed = self.refresh(aor, &update, &reg, expires_at, seq);
             if !existed {
                 let Update {
                     key,
@@ -833,7 +851,7 @@ impl Registrar {
                 } = update;
                 let binding = Binding {
                     info: BindingInfo {
-                        aor: aor.clone(),
+                        aor: aor.to_owned(),
                         epid: reg.epid.map(str::to_owned),
                         instance,
                         contact: contact.to_owned(),
@@ -847,23 +865,23 @@ impl Registrar {
                     contact_key: contact_key(contact),
                 };
                 self.expiry
-                    .insert((expires_at, seq), (aor.clone(), key.clone()));
-                self.index(&aor, &key, &binding);
-                let map = self.aors.entry(aor.clone()).or_default();
+                    .insert((expires_at, seq), (aor.to_owned(), key.clone()));
+                self.index(aor, &key, &binding);
+                let map = self.aors.entry(aor.to_owned()).or_default();
                 map.insert(key, binding);
             }
             self.changes.push((
-                aor.clone(),
+                aor.to_owned(),
                 if existed {
                     BindingChange::Refreshed
                 } else {
                     BindingChange::Added
                 },
             ));
-            self.evict_over_limit(&aor);
+            self.evict_over_limit(aor);
         }
 
-        let bindings = self.lookup(&aor, now);
+        let bindings = self.lookup(aor, now);
         let mut headers = Vec::with_capacity(bindings.len() + 1);
         headers.extend(bindings.into_iter().map(|b| {
             let left = b.expires_at.saturating_duration_since(now).as_secs();

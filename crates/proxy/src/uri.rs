@@ -76,11 +76,20 @@ impl<'a> SipUri<'a> {
 
     /// `sip:user@host[:port]` with the host lower-cased: the key of an address-of-record.
     pub fn aor(&self) -> String {
+        let mut out = String::new();
+        self.write_aor(&mut out);
+        out
+    }
+
+    /// [`SipUri::aor`] written into `out`, cleared first (a buffer kept from one REGISTER to the
+    /// next).
+    pub fn write_aor(&self, out: &mut String) {
         // A password, if any, is not part of the identity.
         let user = self.user.map(|u| u.split(':').next().unwrap_or(u));
         // Sized for all of it (a port takes six bytes at most): it is built for every REGISTER.
         let user_len = user.map_or(0, |u| u.len() + 1);
-        let mut out = String::with_capacity(4 + user_len + self.host.len() + 6);
+        out.clear();
+        out.reserve(4 + user_len + self.host.len() + 6);
         out.push_str("sip:");
         if let Some(user) = user {
             out.push_str(user);
@@ -94,9 +103,8 @@ impl<'a> SipUri<'a> {
         }
         if let Some(p) = self.port {
             out.push(':');
-            push_decimal(&mut out, u64::from(p));
+            push_decimal(out, u64::from(p));
         }
-        out
     }
 
     /// Socket address for a literal host, with the transport's default port.
@@ -602,6 +610,17 @@ mod tests {
             SipUri::parse("sip:Example.COM").unwrap().aor(),
             "sip:example.com"
         );
+        // Into a buffer that held a longer AOR, and a shorter one: only the new one is left.
+        let mut buf = String::new();
+        for s in [
+            "sip:a.long.user.name@Example.COM:5070",
+            "sip:b@h",
+            "sips:C@H:1",
+        ] {
+            let u = SipUri::parse(s).unwrap();
+            u.write_aor(&mut buf);
+            assert_eq!(buf, u.aor());
+        }
         let v6 = SipUri::parse("sips:[::1]:5061").unwrap();
         assert_eq!(v6.ip(), Some("::1".parse().unwrap()));
         assert_eq!(v6.transport(), Some(Transport::Tls));
