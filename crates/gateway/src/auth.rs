@@ -600,17 +600,12 @@ impl SecurityStage {
         &self.core
     }
 
-    /// A fresh To tag in `buf`: it is only copied into the response, so it is not worth a
-    /// String (once per challenge).
-    fn tag<'b>(&mut self, buf: &'b mut [u8; 16]) -> &'b str {
+    /// A fresh To tag, held inline: it is only copied into the response, so it is not worth a
+    /// String (once per challenge). Lower-case hex, as `{:02x}` per byte wrote it.
+    fn tag(&mut self) -> sagw_proxy::Unique {
         let mut b = [0u8; 8];
         self.rng.fill_bytes(&mut b);
-        // Lower-case hex, as `{:02x}` per byte wrote it. Eight bytes fill the sixteen digits
-        // exactly, so neither fallback is ever taken.
-        if hex::encode_to_slice(b, buf).is_err() {
-            return "";
-        }
-        std::str::from_utf8(buf).unwrap_or("")
+        sagw_proxy::Unique::of(b)
     }
 
     fn respond(
@@ -620,9 +615,8 @@ impl SecurityStage {
         reason: &str,
         headers: &[(&str, String)],
     ) -> InboundVerdict {
-        let mut buf = [0u8; 16];
-        let tag = self.tag(&mut buf);
-        match build_response(req, code, reason, Some(tag), headers) {
+        let tag = self.tag();
+        match build_response(req, code, reason, Some(tag.as_str()), headers) {
             Some(r) => InboundVerdict::Respond(r),
             None => InboundVerdict::Drop,
         }
@@ -654,14 +648,13 @@ impl SecurityStage {
         if msg.method() == Some("REGISTER")
             && let Some(home) = self.home_of(&auth.identity)
         {
-            let mut buf = [0u8; 16];
-            let tag = self.tag(&mut buf);
+            let tag = self.tag();
             let contact = format!("<{home}>");
             let Some(mut moved) = build_response(
                 msg,
                 301,
                 "Moved Permanently",
-                Some(tag),
+                Some(tag.as_str()),
                 &[("Contact", contact)],
             ) else {
                 return InboundVerdict::Drop;

@@ -60,7 +60,7 @@ pub use registrar::{
     Binding, BindingInfo, BindingRecord, Registrar, RegistrarConfig, RemoteBinding,
     RemoteBindingError,
 };
-pub use token::{Secret, push_hex};
+pub use token::{Secret, Unique, push_hex};
 pub use types::{
     Action, BindingChange, DropReason, Flow, FlowId, HopHealth, HopStatus, Inbound, LimitKind, Now,
     Report, ResolveId, ResolveRequest, SendToken, Stats, Target, Transport, on_grid,

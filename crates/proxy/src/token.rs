@@ -67,16 +67,26 @@ fn parse_hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
-/// The 16 hex digits [`Ids::unique`] makes, held inline: a transaction answered here keeps one as
-/// its To tag, which as a String was an allocation per transaction.
+/// Eight bytes as 16 lower-case hex digits, held inline: what [`Ids::unique`] makes, and the To
+/// tags the gateway's security stage draws. A transaction answered here keeps one as its To tag,
+/// which as a String was an allocation per transaction.
 // Word-aligned so that the UTF-8 check of `as_str` takes its two-words-at-a-time path; unaligned,
 // it went a byte at a time (some 110 instructions, more than the allocation it saves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(align(8))]
-pub(crate) struct Unique([u8; 16]);
+pub struct Unique([u8; 16]);
 
 impl Unique {
-    pub(crate) fn as_str(&self) -> &str {
+    /// The hex of `bytes`.
+    pub fn of(bytes: [u8; 8]) -> Unique {
+        let mut digits = [b'0'; 16];
+        // Eight bytes fill the 16 digits exactly: this cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut digits);
+        Unique(digits)
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
         // Hex digits only, always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -118,10 +128,8 @@ impl Ids {
         m.update(b"unique");
         m.update(&self.counter.to_be_bytes());
         let out = m.finalize().into_bytes();
-        let mut digits = [b'0'; 16];
-        // 8 bytes of a 32-byte MAC fill the 16 digits exactly: this cannot fail.
-        let _ = hex::encode_to_slice(out.get(..8).unwrap_or(&[]), &mut digits);
-        Unique(digits)
+        // The MAC has 32 bytes: its first eight are always there.
+        Unique::of(out.first_chunk::<8>().copied().unwrap_or_default())
     }
 
     /// A branch for a stateful client transaction: prefix, loop hash, unique part.
