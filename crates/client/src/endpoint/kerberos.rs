@@ -10,7 +10,7 @@ use sagw_kerberos::initiator::ClientSession;
 use sagw_sip::AuthHeaderBuilder;
 
 use super::register::RegStage;
-use super::{AuthScheme, Endpoint, Event, Failure, Step, Waiting};
+use super::{AuthScheme, Endpoint, Event, Failure, Step};
 use crate::sa::{ClientMechanism, ClientSa, Family, LegParams, SaScheme, SaTerms};
 
 /// The pending Kerberos offer while the driver gets a ticket.
@@ -29,13 +29,10 @@ impl Endpoint {
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Result<Step, Failure> {
-        let offer = match std::mem::take(&mut self.waiting) {
-            Waiting::KerberosTicket(offer) => offer,
-            other => {
-                self.waiting = other;
-                return Err(Failure::Protocol("no Kerberos offer pending".into()));
-            }
-        };
+        let offer = self
+            .waiting
+            .take_kerberos_offer()
+            .ok_or_else(|| Failure::Protocol("no Kerberos offer pending".into()))?;
         let (token, session) = ticket.map_err(|e| Failure::Kerberos(e.to_string()))?;
         let established = session.is_established();
         let enctype = session.enctype().map(|e| format!("{e:?}"));

@@ -97,6 +97,32 @@ enum Waiting {
     KerberosTicket(KerberosOffer),
 }
 
+impl Waiting {
+    /// The request in flight, taken out (nothing is waited for after it); `None`, and the wait
+    /// left as it was, when no response is awaited.
+    fn take_response(&mut self) -> Option<Outstanding> {
+        match std::mem::take(self) {
+            Waiting::Response(o) => Some(o),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// The offer a Kerberos ticket is awaited for, taken out as [`Waiting::take_response`] takes a
+    /// request.
+    fn take_kerberos_offer(&mut self) -> Option<KerberosOffer> {
+        match std::mem::take(self) {
+            Waiting::KerberosTicket(offer) => Some(offer),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 /// Local transport facts for Via and Contact.
 #[derive(Debug, Clone)]
 pub struct LocalAddr {
@@ -258,12 +284,8 @@ impl Endpoint {
         if status < 200 {
             return Step::Wait;
         }
-        let o = match std::mem::take(&mut self.waiting) {
-            Waiting::Response(o) => o,
-            other => {
-                self.waiting = other;
-                return Step::Wait;
-            }
+        let Some(o) = self.waiting.take_response() else {
+            return Step::Wait;
         };
         let reason = reason_of(msg);
         self.event(|| Event::Received {
