@@ -118,6 +118,8 @@ pub struct SecurityCore {
     counters: Counters,
     /// The constant end of each scheme's `Authentication-Info` value.
     info_tails: InfoTails,
+    /// The constant parts of an NTLM leg 2's challenge header.
+    ntlm_challenge_header: Option<handshakes::NtlmChallengeHeader>,
 }
 
 /// `, qop="auth", targetname="…", realm="…"` per SA scheme, built once with
@@ -241,8 +243,18 @@ impl SecurityCore {
             ),
             kerberos: InfoTails::tail(None, &config.realm),
         };
+        let ntlm_challenge_header = match (&ntlm, &config.ntlm) {
+            (Some(acceptor), Some(n)) => handshakes::NtlmChallengeHeader::new(
+                acceptor,
+                &n.targetname,
+                &config.realm,
+                config.version,
+            ),
+            _ => None,
+        };
         SecurityCore {
             info_tails,
+            ntlm_challenge_header,
             config,
             credentials,
             ntlm,

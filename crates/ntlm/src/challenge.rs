@@ -2,6 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use subtle::ConstantTimeEq;
 
 use crate::authenticate::{MIC_RANGE, NtResponse, SIGNATURE};
@@ -76,6 +78,8 @@ const SERVER_CHALLENGE_AT: usize = 24;
 /// and the timestamp change per handshake.
 struct ChallengeTemplate {
     bytes: Box<[u8]>,
+    /// `bytes` in standard base64 (with padding), as the `gssapi-data` of a 401 carries it.
+    b64: Box<str>,
     timestamp_at: Option<usize>,
     max_clock_skew: Duration,
 }
@@ -140,6 +144,7 @@ impl ChallengeTemplate {
         m.extend_from_slice(&config.version);
         m.extend_from_slice(&target_info);
         ChallengeTemplate {
+            b64: B64.encode(&m).into_boxed_str(),
             bytes: m.into_boxed_slice(),
             timestamp_at,
             max_clock_skew: config.max_clock_skew,
@@ -158,6 +163,51 @@ impl ChallengeTemplate {
         {
             dst.copy_from_slice(&timestamp.to_le_bytes());
         }
+    }
+
+    /// Appends the base64 of [`write`](Self::write)'s bytes to `out`: the constant encoding, with
+    /// only the 3-byte groups the server challenge and the timestamp fall in encoded again.
+    fn write_base64(&self, server_challenge: &[u8; 8], timestamp: u64, out: &mut String) {
+        let timestamp = timestamp.to_le_bytes();
+        // In message order, and never in one group: the timestamp is in the TargetInfo, which
+        // starts after the 56-byte header that holds the server challenge.
+        let fields = [
+            Some((SERVER_CHALLENGE_AT, server_challenge)),
+            self.timestamp_at.map(|at| (at, &timestamp)),
+        ];
+        let mut done = 0; // base64 characters of `b64` written so far
+        for (at, value) in fields.into_iter().flatten() {
+            // The whole groups around the field (the last one may be the message's short tail).
+            let first = at / 3 * 3;
+            let end = (at + value.len())
+                .div_ceil(3)
+                .saturating_mul(3)
+                .min(self.bytes.len());
+            let (Some(constant), Some(chars_before)) = (
+                self.bytes.get(first..end),
+                self.b64.get(done..first / 3 * 4),
+            ) else {
+                continue;
+            };
+            // 8 bytes span at most 4 groups.
+            let mut group_bytes = [0u8; 12];
+            let mut group_chars = [0u8; 16];
+            let Some(window) = group_bytes.get_mut(..constant.len()) else {
+                continue;
+            };
+            window.copy_from_slice(constant);
+            if let Some(dst) = window.get_mut(at - first..at - first + value.len()) {
+                dst.copy_from_slice(value);
+            }
+            let Ok(n) = B64.encode_slice(&*window, &mut group_chars) else {
+                continue;
+            };
+            out.push_str(chars_before);
+            // Only base64 characters were written.
+            out.push_str(std::str::from_utf8(&group_chars[..n]).unwrap_or(""));
+            done = first / 3 * 4 + n;
+        }
+        out.push_str(self.b64.get(done..).unwrap_or(""));
     }
 }
 
@@ -294,6 +344,14 @@ impl PendingHandshake {
     pub fn write_challenge_message(&self, out: &mut Vec<u8>) {
         self.template
             .write(&self.server_challenge, self.timestamp, out);
+    }
+
+    /// Appends the CHALLENGE_MESSAGE in standard base64 (padded) to `out`, as
+    /// [`challenge_message`](Self::challenge_message) then a base64 encoding would, without
+    /// encoding the constant part again: what the `gssapi-data` of a 401 carries.
+    pub fn write_challenge_base64(&self, out: &mut String) {
+        self.template
+            .write_base64(&self.server_challenge, self.timestamp, out);
     }
 
     /// The server challenge of this handshake.
@@ -464,6 +522,51 @@ impl PendingHandshake {
             Ok(())
         } else {
             Err(NtlmError::BadMic)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn challenge_base64_is_the_encoding_of_the_message() {
+        // Names of every length modulo 3 move the timestamp and the message's tail across the
+        // base64 groups; challenge bytes and timestamps of all kinds land in them.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for computer in ["GW", "GW1", "GW12", "GW123", "COSMO-OCS-R2"] {
+            for dns in ["", "e.com", "ex.com", "exa.com"] {
+                for include_timestamp in [false, true] {
+                    let mut config = AcceptorConfig::new(ServerIdentity {
+                        netbios_domain: "EXAMPLE".into(),
+                        netbios_computer: computer.into(),
+                        dns_domain: dns.into(),
+                        dns_computer: dns.into(),
+                        dns_tree: String::new(),
+                    });
+                    config.include_timestamp = include_timestamp;
+                    let acceptor = NtlmAcceptor::new(config);
+                    for _ in 0..20 {
+                        let challenge = next().to_le_bytes();
+                        let at = UNIX_EPOCH + Duration::from_nanos(next() >> 8);
+                        let pending = acceptor.challenge(challenge, at);
+                        let mut out = String::from("prefix ");
+                        pending.write_challenge_base64(&mut out);
+                        assert_eq!(
+                            out,
+                            format!("prefix {}", B64.encode(pending.challenge_message()))
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -4,6 +4,117 @@
 
 use super::*;
 
+/// The `WWW-Authenticate` / `Proxy-Authenticate` value of an NTLM leg 2, written with
+/// [`AuthHeaderBuilder`]: `<scheme> qop="auth", opaque="…", gssapi-data="…", targetname="…",
+/// realm="…", version=N`. What [`NtlmChallengeHeader`] writes, for the configurations it cannot
+/// (and to check it against).
+pub(super) fn ntlm_challenge_header_built(
+    scheme: &str,
+    opaque: Opaque,
+    pending: &sagw_ntlm::PendingHandshake,
+    target: &str,
+    realm: &str,
+    version: u8,
+) -> String {
+    let gssapi = B64.encode(pending.challenge_message());
+    // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
+    let mut opaque_text = [0u8; 8];
+    let mut version_text = itoa::Buffer::new();
+    // The parameters' names, quotes and separators, the `version` and the scheme take under 128
+    // bytes.
+    let room = 128 + scheme.len() + gssapi.len() + target.len() + realm.len();
+    AuthHeaderBuilder::with_capacity(scheme, room)
+        .quoted("qop", "auth")
+        .quoted(
+            "opaque",
+            upper_hex_into(&opaque.0.to_be_bytes(), &mut opaque_text),
+        )
+        .quoted("gssapi-data", &gssapi)
+        .quoted("targetname", target)
+        .quoted("realm", realm)
+        .token("version", version_text.format(version))
+        .build()
+}
+
+/// [`ntlm_challenge_header_built`]'s value cut, once per core, around its only parts that change
+/// per handshake: the opaque and the CHALLENGE (whose base64 is itself mostly constant,
+/// [`sagw_ntlm::PendingHandshake::write_challenge_base64`]). A leg 2 then copies the constant
+/// parts instead of quoting, scanning and encoding them again.
+pub(super) struct NtlmChallengeHeader {
+    /// ` qop="auth", opaque="`: what follows the scheme up to the opaque.
+    head: Box<str>,
+    /// `", gssapi-data="`.
+    mid: Box<str>,
+    /// `", targetname="…", realm="…", version=N`.
+    tail: Box<str>,
+    /// Bytes of a value besides its scheme.
+    len: usize,
+}
+
+impl NtlmChallengeHeader {
+    /// The cut of the value for `acceptor`'s challenges; `None` if the builder did not write the
+    /// opaque and the CHALLENGE as they are (it never escapes hex digits or base64).
+    pub(super) fn new(
+        acceptor: &NtlmAcceptor,
+        target: &str,
+        realm: &str,
+        version: u8,
+    ) -> Option<Self> {
+        const SCHEME: &str = "NTLM";
+        const OPAQUE: &str = "00000000";
+        let pending = acceptor.challenge([0; 8], std::time::UNIX_EPOCH);
+        let gssapi = B64.encode(pending.challenge_message());
+        let mut version_text = itoa::Buffer::new();
+        let b = AuthHeaderBuilder::new(SCHEME)
+            .quoted("qop", "auth")
+            .quoted("opaque", OPAQUE);
+        // Each value ends before the closing quote.
+        let opaque_end = b.as_str().len().checked_sub(1)?;
+        let opaque_at = opaque_end.checked_sub(OPAQUE.len())?;
+        let b = b.quoted("gssapi-data", &gssapi);
+        let gssapi_end = b.as_str().len().checked_sub(1)?;
+        let gssapi_at = gssapi_end.checked_sub(gssapi.len())?;
+        let value = b
+            .quoted("targetname", target)
+            .quoted("realm", realm)
+            .token("version", version_text.format(version))
+            .build();
+        if value.get(opaque_at..opaque_end) != Some(OPAQUE)
+            || value.get(gssapi_at..gssapi_end) != Some(gssapi.as_str())
+        {
+            return None;
+        }
+        let head = value.get(SCHEME.len()..opaque_at)?;
+        let mid = value.get(opaque_end..gssapi_at)?;
+        let tail = value.get(gssapi_end..)?;
+        Some(NtlmChallengeHeader {
+            len: head.len() + OPAQUE.len() + mid.len() + gssapi.len() + tail.len(),
+            head: head.into(),
+            mid: mid.into(),
+            tail: tail.into(),
+        })
+    }
+
+    /// The value for a leg 1 that named `scheme` (in the client's spelling), byte for byte what
+    /// [`ntlm_challenge_header_built`] writes.
+    pub(super) fn value(
+        &self,
+        scheme: &str,
+        opaque: Opaque,
+        pending: &sagw_ntlm::PendingHandshake,
+    ) -> String {
+        // The scheme as the builder writes it (a token, made one if it is not).
+        let mut out = AuthHeaderBuilder::with_capacity(scheme, scheme.len() + self.len).build();
+        let mut opaque_text = [0u8; 8];
+        out.push_str(&self.head);
+        out.push_str(upper_hex_into(&opaque.0.to_be_bytes(), &mut opaque_text));
+        out.push_str(&self.mid);
+        pending.write_challenge_base64(&mut out);
+        out.push_str(&self.tail);
+        out
+    }
+}
+
 impl SecurityCore {
     pub(super) fn accept_kerberos(
         &self,
@@ -109,29 +220,18 @@ impl SecurityCore {
             let issued = self
                 .ntlm_handshakes
                 .issue(&self.sas, epid, leg.now, leg.rng);
-            let opaque = issued.opaque;
-            let gssapi = B64.encode(
-                acceptor
-                    .challenge(issued.server_challenge, issued.timestamp)
-                    .challenge_message(),
-            );
-            // The opaque and the version written without `fmt`, as `{:08X}` and `{}` would.
-            let mut opaque_text = [0u8; 8];
-            let mut version_text = itoa::Buffer::new();
-            // The parameters' names, quotes and separators, the `version` and the scheme
-            // take under 128 bytes.
-            let room = 128 + h.scheme.len() + gssapi.len() + target.len() + self.config.realm.len();
-            let value = AuthHeaderBuilder::with_capacity(h.scheme, room)
-                .quoted("qop", "auth")
-                .quoted(
-                    "opaque",
-                    upper_hex_into(&opaque.0.to_be_bytes(), &mut opaque_text),
-                )
-                .quoted("gssapi-data", &gssapi)
-                .quoted("targetname", target)
-                .quoted("realm", &self.config.realm)
-                .token("version", version_text.format(self.config.version))
-                .build();
+            let pending = acceptor.challenge(issued.server_challenge, issued.timestamp);
+            let value = match &self.ntlm_challenge_header {
+                Some(t) => t.value(h.scheme, issued.opaque, &pending),
+                None => ntlm_challenge_header_built(
+                    h.scheme,
+                    issued.opaque,
+                    &pending,
+                    target,
+                    &self.config.realm,
+                    self.config.version,
+                ),
+            };
             self.counters.challenge();
             return Decision::Continue(Challenge {
                 status: leg.presented.family.status(),
@@ -359,5 +459,47 @@ impl SecurityCore {
             accepted.ap_rep,
         );
         self.finish_handshake(leg, sa, Scheme::Kerberos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sagw_ntlm::{AcceptorConfig, ServerIdentity};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_cut_challenge_header_is_the_built_one() {
+        for include_timestamp in [false, true] {
+            let mut config = AcceptorConfig::new(ServerIdentity {
+                netbios_domain: "EXAMPLE".into(),
+                netbios_computer: "GW".into(),
+                dns_domain: "example.com".into(),
+                dns_computer: "gw.example.com".into(),
+                dns_tree: "example.com".into(),
+            });
+            config.include_timestamp = include_timestamp;
+            let acceptor = NtlmAcceptor::new(config);
+            for (target, realm, version) in [
+                ("gw.example.com", "SIP Communications Service", 4),
+                ("sip/gw \"1\"", "realm \\ with \"quotes\"", 3),
+            ] {
+                let cut =
+                    NtlmChallengeHeader::new(&acceptor, target, realm, version).expect("a cut");
+                for (i, scheme) in ["NTLM", "ntlm", "NtLm", "NT LM"].into_iter().enumerate() {
+                    let opaque = Opaque(0x0a0b_c0de_u32.wrapping_mul(i as u32 + 1));
+                    let pending = acceptor.challenge(
+                        [i as u8, 0xFF, 2, 3, 4, 5, 6, 0x80],
+                        UNIX_EPOCH + Duration::from_secs(1_767_603_600 + 30 * i as u64),
+                    );
+                    let built = ntlm_challenge_header_built(
+                        scheme, opaque, &pending, target, realm, version,
+                    );
+                    let value = cut.value(scheme, opaque, &pending);
+                    assert_eq!(value, built);
+                    assert_eq!(value.len(), value.capacity(), "sized exactly");
+                }
+            }
+        }
     }
 }
