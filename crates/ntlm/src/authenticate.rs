@@ -1,3 +1,5 @@
+use std::fmt;
+
 use crate::NtlmError;
 use crate::flags;
 
@@ -48,17 +50,37 @@ pub(crate) struct V2Response<'a> {
 /// Parsing checks the structure only (every offset and length, UTF-16LE strings, the NTLMv2
 /// client challenge and its AV pairs); policy (NTLMv2 only, required flags) and the
 /// cryptographic checks happen in [`PendingHandshake::accept`](crate::PendingHandshake::accept).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthenticateMessage<'a> {
     bytes: &'a [u8],
     flags: u32,
     lm_response: &'a [u8],
     nt_response: NtResponse<'a>,
     encrypted_session_key: &'a [u8],
-    user: String,
-    domain: String,
-    workstation: String,
+    /// The user, domain and workstation names decoded, one after the other in one allocation.
+    names: String,
+    /// Where the user name ends in `names` and the domain begins.
+    user_end: usize,
+    /// Where the domain ends in `names` and the workstation begins.
+    domain_end: usize,
     version: Option<[u8; 8]>,
+}
+
+impl fmt::Debug for AuthenticateMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `derive(Debug)` wrote it when each name had a field of its own.
+        f.debug_struct("AuthenticateMessage")
+            .field("bytes", &self.bytes)
+            .field("flags", &self.flags)
+            .field("lm_response", &self.lm_response)
+            .field("nt_response", &self.nt_response)
+            .field("encrypted_session_key", &self.encrypted_session_key)
+            .field("user", &self.user())
+            .field("domain", &self.domain())
+            .field("workstation", &self.workstation())
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 fn le_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -114,22 +136,25 @@ impl Field {
     }
 }
 
-fn decode_string(bytes: &[u8], unicode: bool) -> Result<String, NtlmError> {
+/// Appends the decoded `bytes` to `out`.
+fn decode_string(bytes: &[u8], unicode: bool, out: &mut String) -> Result<(), NtlmError> {
     if unicode {
         let (units, rest) = bytes.as_chunks::<2>();
         if !rest.is_empty() {
             return Err(NtlmError::Malformed("odd-length UTF-16 string"));
         }
-        char::decode_utf16(units.iter().map(|u| u16::from_le_bytes(*u)))
-            .collect::<Result<String, _>>()
-            .map_err(|_| NtlmError::Malformed("invalid UTF-16 string"))
+        for c in char::decode_utf16(units.iter().map(|u| u16::from_le_bytes(*u))) {
+            out.push(c.map_err(|_| NtlmError::Malformed("invalid UTF-16 string"))?);
+        }
+        Ok(())
     } else {
         // OEM code page: only its ASCII subset is decoded unambiguously. The acceptor refuses
         // non-Unicode messages anyway; this keeps the names readable for logs.
         if !bytes.is_ascii() {
             return Err(NtlmError::Malformed("non-ASCII OEM string"));
         }
-        Ok(bytes.iter().map(|b| char::from(*b)).collect())
+        out.extend(bytes.iter().map(|b| char::from(*b)));
+        Ok(())
     }
 }
 
@@ -237,32 +262,46 @@ impl<'a> AuthenticateMessage<'a> {
                 "MIC flagged but the payload overlaps the MIC field",
             ));
         }
+        // Sized for ASCII names (one byte per UTF-16 unit), as they mostly are.
+        let (user, domain, workstation) = (
+            user.slice(bytes),
+            domain.slice(bytes),
+            workstation.slice(bytes),
+        );
+        let units = if unicode { 2 } else { 1 };
+        let mut names =
+            String::with_capacity((user.len() + domain.len() + workstation.len()) / units);
+        decode_string(user, unicode, &mut names)?;
+        let user_end = names.len();
+        decode_string(domain, unicode, &mut names)?;
+        let domain_end = names.len();
+        decode_string(workstation, unicode, &mut names)?;
         Ok(AuthenticateMessage {
             bytes,
             flags,
             lm_response: lm.slice(bytes),
             nt_response,
             encrypted_session_key: session_key.slice(bytes),
-            user: decode_string(user.slice(bytes), unicode)?,
-            domain: decode_string(domain.slice(bytes), unicode)?,
-            workstation: decode_string(workstation.slice(bytes), unicode)?,
+            names,
+            user_end,
+            domain_end,
             version,
         })
     }
 
     /// The user name as sent (authenticated case-insensitively once accepted).
     pub fn user(&self) -> &str {
-        &self.user
+        self.names.get(..self.user_end).unwrap_or("")
     }
 
     /// The user's domain as sent (authenticated once accepted).
     pub fn domain(&self) -> &str {
-        &self.domain
+        self.names.get(self.user_end..self.domain_end).unwrap_or("")
     }
 
     /// The client's workstation name (not authenticated unless the client sent a MIC).
     pub fn workstation(&self) -> &str {
-        &self.workstation
+        self.names.get(self.domain_end..).unwrap_or("")
     }
 
     /// The NegotiateFlags the client concluded on.

@@ -82,6 +82,8 @@ struct ChallengeTemplate {
     b64: Box<str>,
     timestamp_at: Option<usize>,
     max_clock_skew: Duration,
+    /// `max_clock_skew` in FILETIME ticks (100 ns).
+    max_skew_ticks: i128,
 }
 
 fn utf16le(s: &str) -> Vec<u8> {
@@ -148,6 +150,25 @@ impl ChallengeTemplate {
             bytes: m.into_boxed_slice(),
             timestamp_at,
             max_clock_skew: config.max_clock_skew,
+            max_skew_ticks: (config.max_clock_skew.as_nanos() / 100) as i128,
+        }
+    }
+
+    /// [`write`](Self::write)'s bytes as the template's constant runs and the two fields, in
+    /// order, for hashing without a copy (`timestamp` is its little-endian bytes).
+    fn parts<'a>(&'a self, server_challenge: &'a [u8; 8], timestamp: &'a [u8; 8]) -> [&'a [u8]; 5] {
+        let b = &self.bytes[..];
+        let head = b.get(..SERVER_CHALLENGE_AT).unwrap_or(b);
+        let rest = b.get(SERVER_CHALLENGE_AT + 8..).unwrap_or(&[]);
+        match self.timestamp_at {
+            Some(at) => [
+                head,
+                server_challenge,
+                b.get(SERVER_CHALLENGE_AT + 8..at).unwrap_or(&[]),
+                timestamp,
+                b.get(at + 8..).unwrap_or(&[]),
+            ],
+            None => [head, server_challenge, rest, &[], &[]],
         }
     }
 
@@ -493,8 +514,7 @@ impl PendingHandshake {
         };
         let client_time = i128::from(v2.av_timestamp.unwrap_or(v2.blob_timestamp));
         let server_time = ticks_since_1601(now);
-        let max_ticks = (self.template.max_clock_skew.as_nanos() / 100) as i128;
-        if (client_time - server_time).abs() > max_ticks {
+        if (client_time - server_time).abs() > self.template.max_skew_ticks {
             return Err(NtlmError::ClockSkew {
                 offset_secs: ticks_diff_secs(client_time, server_time),
                 max_secs: self.template.max_clock_skew.as_secs(),
@@ -514,10 +534,11 @@ impl PendingHandshake {
                 "MIC flagged but the message has no MIC field",
             ));
         };
-        let mut challenge = Vec::with_capacity(self.template.bytes.len());
-        self.write_challenge_message(&mut challenge);
+        // The CHALLENGE as sent, hashed from the template's pieces rather than copied out.
+        let timestamp = self.timestamp.to_le_bytes();
+        let [c0, c1, c2, c3, c4] = self.template.parts(&self.server_challenge, &timestamp);
         let expected = HmacMd5Key::new(exported_session_key.as_bytes())
-            .mac(&[&challenge, head, &[0u8; 16], tail]);
+            .mac(&[c0, c1, c2, c3, c4, head, &[0u8; 16], tail]);
         if bool::from(expected.as_slice().ct_eq(mic)) {
             Ok(())
         } else {
@@ -558,6 +579,9 @@ mod tests {
                         let challenge = next().to_le_bytes();
                         let at = UNIX_EPOCH + Duration::from_nanos(next() >> 8);
                         let pending = acceptor.challenge(challenge, at);
+                        let timestamp = pending.timestamp.to_le_bytes();
+                        let parts = acceptor.template.parts(&challenge, &timestamp);
+                        assert_eq!(parts.concat(), pending.challenge_message());
                         let mut out = String::from("prefix ");
                         pending.write_challenge_base64(&mut out);
                         assert_eq!(

@@ -219,10 +219,20 @@ impl HmacMd5Key {
 
     /// HMAC-MD5 of the concatenation of `parts`.
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 16] {
-        let mut s = Md5Stream::resume(self.inner, 64);
+        let mut s = self.start();
         for p in parts {
             s.update(p);
         }
+        self.finish(s)
+    }
+
+    /// The inner hash after the key block: feed it the message, then [`finish`](Self::finish).
+    fn start(&self) -> Md5Stream {
+        Md5Stream::resume(self.inner, 64)
+    }
+
+    /// The MAC of what `s` (from [`start`](Self::start)) was fed.
+    fn finish(&self, s: Md5Stream) -> [u8; 16] {
         let inner_hash = s.finish();
         // The outer message is 64 (opad) + 16 bytes: one final padded block.
         let mut block = [0u8; 64];
@@ -268,17 +278,40 @@ pub(crate) fn upcase_char(c: char) -> char {
 
 /// `NTOWFv2 = HMAC_MD5(NT hash, UNICODE(Uppercase(user) || domain))` ([MS-NLMP] 3.3.2).
 pub fn ntowfv2(nt_hash: &NtHash, user: &str, domain: &str) -> Key16 {
-    let mut data = Vec::with_capacity(2 * (user.len() + domain.len()));
+    // The UTF-16LE text goes to the hash through a block-sized buffer on the stack, not a copy of
+    // the whole of it on the heap.
+    struct Utf16Le {
+        buf: [u8; 64],
+        len: usize,
+        hash: Md5Stream,
+    }
+    impl Utf16Le {
+        fn push(&mut self, unit: u16) {
+            if self.len + 2 > self.buf.len() {
+                self.hash.update(&self.buf[..self.len]);
+                self.len = 0;
+            }
+            self.buf[self.len..self.len + 2].copy_from_slice(&unit.to_le_bytes());
+            self.len += 2;
+        }
+    }
+    let key = HmacMd5Key::new(nt_hash.as_bytes());
+    let mut text = Utf16Le {
+        buf: [0; 64],
+        len: 0,
+        hash: key.start(),
+    };
     let mut units = [0u16; 2];
     for c in user.chars().map(upcase_char) {
         for u in c.encode_utf16(&mut units) {
-            data.extend_from_slice(&u.to_le_bytes());
+            text.push(*u);
         }
     }
     for u in domain.encode_utf16() {
-        data.extend_from_slice(&u.to_le_bytes());
+        text.push(u);
     }
-    Key16(hmac_md5(nt_hash.as_bytes(), &[&data]))
+    text.hash.update(&text.buf[..text.len]);
+    Key16(key.finish(text.hash))
 }
 
 /// `NTProofStr = HMAC_MD5(NTOWFv2, ServerChallenge || temp)` where `temp` is the NTLMv2 client
@@ -443,6 +476,39 @@ mod tests {
             hex::encode(NtHash::from_password("Password").as_bytes()),
             "a4f49c406510bdcab6824ee7c30fd852"
         );
+    }
+
+    #[test]
+    fn ntowfv2_is_the_hmac_of_the_whole_utf16_text() {
+        let nt = NtHash::from_password("Pa$$word");
+        // Lengths around the 64-byte buffer, characters outside the BMP and upper-casing.
+        for (user, domain) in [
+            ("", ""),
+            ("User", "COSMO"),
+            ("u".repeat(31).as_str(), "d"),
+            ("u".repeat(32).as_str(), "d"),
+            ("u".repeat(33).as_str(), "é".repeat(40).as_str()),
+            ("ünïcode😀", "dömain😀"),
+        ] {
+            let mut text = Vec::new();
+            for c in user.chars().map(upcase_char) {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    text.extend_from_slice(&u.to_le_bytes());
+                }
+            }
+            for u in domain.encode_utf16() {
+                text.extend_from_slice(&u.to_le_bytes());
+            }
+            let mut reference = Hmac::<Md5>::new_from_slice(nt.as_bytes()).unwrap();
+            reference.update(&text);
+            let expected: [u8; 16] = reference.finalize().into_bytes().into();
+            assert_eq!(
+                ntowfv2(&nt, user, domain).as_bytes(),
+                &expected,
+                "{user} {domain}"
+            );
+        }
     }
 
     #[test]

@@ -9,9 +9,13 @@ const TICKS_PER_SEC: i128 = 10_000_000;
 
 /// 100 ns ticks since 1601, signed so that instants before 1601 do not need special cases.
 pub(crate) fn ticks_since_1601(t: SystemTime) -> i128 {
+    // Whole seconds are whole ticks: `secs * 10^7 + subsec_nanos / 100` is `as_nanos() / 100`
+    // without a 128-bit division.
+    let ticks =
+        |d: Duration| i128::from(d.as_secs()) * TICKS_PER_SEC + i128::from(d.subsec_nanos() / 100);
     let unix_ticks = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (d.as_nanos() / 100) as i128,
-        Err(e) => -((e.duration().as_nanos() / 100) as i128),
+        Ok(d) => ticks(d),
+        Err(e) => -ticks(e.duration()),
     };
     unix_ticks + i128::from(FILETIME_UNIX_EPOCH)
 }
@@ -59,6 +63,25 @@ mod tests {
         let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert_eq!(secs, 1_267_438_088);
         assert_eq!(filetime_from_system_time(t), ft);
+    }
+
+    #[test]
+    fn ticks_are_the_nanoseconds_divided_by_100() {
+        for nanos in [
+            0u64,
+            99,
+            100,
+            101,
+            999_999_999,
+            1_000_000_000,
+            1_267_438_088_123_456_789,
+        ] {
+            let d = Duration::from_nanos(nanos);
+            let expected = (d.as_nanos() / 100) as i128;
+            let f = i128::from(FILETIME_UNIX_EPOCH);
+            assert_eq!(ticks_since_1601(UNIX_EPOCH + d), f + expected);
+            assert_eq!(ticks_since_1601(UNIX_EPOCH - d), f - expected);
+        }
     }
 
     #[test]

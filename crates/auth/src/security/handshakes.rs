@@ -260,10 +260,10 @@ impl SecurityCore {
             Ok(a) => a,
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
-        let user = auth.user().to_string();
+        let user = auth.user();
         // An unknown user costs the same work as a wrong password, so response times do not tell
         // which account names exist.
-        let (nt_hash, known) = match self.credentials.nt_hash(&user) {
+        let (nt_hash, known) = match self.credentials.nt_hash(user) {
             Some(h) => (h, true),
             None if self.domain_ntlm.is_some() => {
                 // Not in the store: the domain's to verify (the store is asked first).
@@ -288,7 +288,7 @@ impl SecurityCore {
             Err(_) if !known => return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownUser),
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
-        let identity = self.identity_of(&user);
+        let identity = self.identity_of(user);
         self.establish_ntlm(leg, opaque, &challenge, session, identity)
     }
 
