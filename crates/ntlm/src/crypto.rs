@@ -110,12 +110,44 @@ const SERVER_SEAL_MAGIC: &[u8] = b"session key to server-to-client sealing key m
 
 const MD5_INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
+/// MD5 of the concatenation of `parts`. The keys derived here hash at most 75 bytes: those are
+/// padded into one or two blocks on the stack and compressed straight away, without the
+/// streaming hasher's buffering; longer messages take the hasher.
 fn md5(parts: &[&[u8]]) -> [u8; 16] {
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p);
+    const ROOM: usize = 128 - 9; // two blocks, less the 0x80 byte and the 64-bit length
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > ROOM {
+        let mut h = Md5::new();
+        for p in parts {
+            h.update(p);
+        }
+        return h.finalize().into();
     }
-    h.finalize().into()
+    let mut blocks = [[0u8; 64]; 2];
+    let used = if total + 9 > 64 { 2 } else { 1 };
+    {
+        let flat = blocks.as_flattened_mut();
+        let mut at = 0;
+        for p in parts {
+            if let Some(dst) = flat.get_mut(at..at + p.len()) {
+                dst.copy_from_slice(p);
+            }
+            at += p.len();
+        }
+        if let Some(b) = flat.get_mut(at) {
+            *b = 0x80;
+        }
+        let end = used * 64;
+        if let Some(dst) = flat.get_mut(end - 8..end) {
+            dst.copy_from_slice(&((total as u64) * 8).to_le_bytes());
+        }
+    }
+    let mut state = MD5_INIT;
+    compress(&mut state, blocks.get(..used).unwrap_or(&[]));
+    let out = state_bytes(&state);
+    blocks.as_flattened_mut().zeroize();
+    state.zeroize();
+    out
 }
 
 fn state_bytes(state: &[u32; 4]) -> [u8; 16] {
@@ -456,6 +488,22 @@ mod tests {
             reference.update(&msg);
             let expected: [u8; 16] = reference.finalize().into_bytes().into();
             assert_eq!(ours, expected, "length {len}, split {split}");
+        }
+    }
+
+    #[test]
+    fn short_md5_matches_the_md5_crate_for_all_lengths_and_splits() {
+        let mut rng = 0x0fed_cba9_8765_4321u64;
+        for len in 0..200usize {
+            let msg: Vec<u8> = (0..len).map(|_| xorshift(&mut rng) as u8).collect();
+            let split = if len == 0 {
+                0
+            } else {
+                (xorshift(&mut rng) as usize) % len
+            };
+            let (a, b) = msg.split_at(split);
+            let expected: [u8; 16] = Md5::digest(&msg).into();
+            assert_eq!(md5(&[a, b]), expected, "length {len}, split {split}");
         }
     }
 
