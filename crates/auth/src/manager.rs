@@ -360,29 +360,35 @@ impl SaManager {
             self.journal(|j| j.ended.push(old.opaque()));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
-        let evicted = self.index_identity(&handle);
-        for victim in &evicted {
+        let (first, more) = self.index_identity(&handle);
+        let mut evicted = Vec::with_capacity(usize::from(first.is_some()) + more.len());
+        for victim in first.iter().chain(&more) {
             victim.revoke();
             self.remove_tables(victim);
             counters.sa_evicted_identity_cap();
             self.journal(|j| j.ended.push(victim.opaque()));
+            evicted.push(victim.opaque());
         }
         Established {
             handle,
             replaced,
-            evicted: evicted.iter().map(|v| v.opaque()).collect(),
+            evicted,
         }
     }
 
     /// Adds `handle` to its identity's SAs; returns those that must go to keep the identity within
     /// its cap: the ones whose idle deadline is nearest (least recently used), never `handle`.
     /// Revoked SAs still listed (a race with their removal) are pruned first, uncounted.
-    fn index_identity(&self, handle: &SaHandle) -> Vec<SaHandle> {
+    ///
+    /// The first victim comes apart from the others: an identity at its cap loses one SA per new
+    /// one, which then costs no allocation.
+    fn index_identity(&self, handle: &SaHandle) -> (Option<SaHandle>, Vec<SaHandle>) {
         let key = self.identity_key(handle.identity());
         let mut ids = self.identity_shard(key).lock();
         let list = ids.entry(key).or_default();
         list.retain(|h| !h.is_revoked());
         list.push(handle.clone());
+        let mut first = None;
         let mut victims = Vec::new();
         while list.len() > self.max_per_identity {
             let Some(i) = list
@@ -394,9 +400,14 @@ impl SaManager {
             else {
                 break;
             };
-            victims.push(list.swap_remove(i));
+            let victim = list.swap_remove(i);
+            if first.is_none() {
+                first = Some(victim);
+            } else {
+                victims.push(victim);
+            }
         }
-        victims
+        (first, victims)
     }
 
     /// Finds a live SA; an expired one is removed on the way.

@@ -253,10 +253,26 @@ impl SecurityCore {
         let Some(challenge) = self.ntlm_handshakes.recompute(opaque, epid, leg.now) else {
             return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownHandshake);
         };
-        let Ok(bytes) = B64.decode(token) else {
+        // An AUTHENTICATE is a few hundred bytes: decoded on the stack unless it is unusually long.
+        let mut on_stack = [0u8; 1024];
+        let on_heap: Vec<u8>;
+        let decoded = if token.len() / 4 * 3 < on_stack.len() - 3 {
+            B64.decode_slice(token, &mut on_stack)
+                .ok()
+                .and_then(|n| on_stack.get(..n))
+        } else {
+            match B64.decode(token) {
+                Ok(v) => {
+                    on_heap = v;
+                    Some(on_heap.as_slice())
+                }
+                Err(_) => None,
+            }
+        };
+        let Some(bytes) = decoded else {
             return self.fail_leg(leg, Scheme::Ntlm, Reason::MalformedToken);
         };
-        let auth = match AuthenticateMessage::parse(&bytes) {
+        let auth = match AuthenticateMessage::parse(bytes) {
             Ok(a) => a,
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
@@ -272,7 +288,7 @@ impl SecurityCore {
                     opaque,
                     challenge: &challenge,
                     pending: &pending,
-                    bytes: &bytes,
+                    bytes,
                     auth: &auth,
                 };
                 return self.domain_ntlm_leg(leg, &final_leg);
