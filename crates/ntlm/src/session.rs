@@ -233,11 +233,48 @@ pub fn signature_to_hex(signature: &[u8; 16]) -> String {
     hex::encode_upper(signature)
 }
 
+/// The value of each hex digit (either case); [`NOT_HEX`] for every other byte.
+static HEX_DIGIT: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+const NOT_HEX: u8 = 0xff;
+
 /// Parses a 32-digit hex signature, either case. Anything else is [`NtlmError::BadSignature`].
+///
+/// Every signed message's `response` comes through here: a table per digit pair, with the
+/// validity of all 32 digits gathered in one test at the end (the `hex` crate checks and
+/// branches per digit). What it accepts is what `hex::decode_to_slice` accepted.
 pub fn signature_from_hex(signature_hex: &str) -> Result<[u8; 16], NtlmError> {
+    let digits: &[u8; 32] = signature_hex
+        .as_bytes()
+        .try_into()
+        .map_err(|_| NtlmError::BadSignature)?;
     let mut out = [0u8; 16];
-    // Refuses an odd length, any length but 32 and any non-hex digit.
-    hex::decode_to_slice(signature_hex, &mut out).map_err(|_| NtlmError::BadSignature)?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(digits.as_chunks::<2>().0) {
+        let (hi, lo) = (
+            HEX_DIGIT[usize::from(pair[0])],
+            HEX_DIGIT[usize::from(pair[1])],
+        );
+        // A valid digit is below 16: only NOT_HEX sets the high bits.
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    if bad & 0xf0 != 0 {
+        return Err(NtlmError::BadSignature);
+    }
     Ok(out)
 }
 
@@ -274,6 +311,33 @@ mod tests {
             "+1000000E615438A917661BE64000000",
         ] {
             assert_eq!(signature_from_hex(wrong), Err(NtlmError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn hex_parse_accepts_what_the_hex_crate_accepts() {
+        let base = *b"01000000e615438A917661be64000000";
+        let crate_decode = |s: &[u8]| {
+            let mut out = [0u8; 16];
+            hex::decode_to_slice(s, &mut out).map(|()| out).ok()
+        };
+        // Every byte value at every position of a valid signature.
+        for at in 0..base.len() {
+            for b in 0..=255u8 {
+                let mut d = base;
+                d[at] = b;
+                let Ok(text) = std::str::from_utf8(&d) else {
+                    continue;
+                };
+                assert_eq!(signature_from_hex(text).ok(), crate_decode(&d), "{text}");
+            }
+        }
+        for len in 0..40 {
+            let text = "a".repeat(len);
+            assert_eq!(
+                signature_from_hex(&text).ok(),
+                crate_decode(text.as_bytes())
+            );
         }
     }
 
