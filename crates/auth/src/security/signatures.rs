@@ -3,6 +3,40 @@
 
 use super::*;
 
+/// What a signed message's credentials header says about its signature: the first of each name
+/// (the parser refuses duplicates, so the only one, as `AuthHeader::param` finds it), read in one
+/// pass over the parameters.
+#[derive(Clone, Copy, Default)]
+struct SignedParams<'h> {
+    opaque: Option<&'h str>,
+    realm: Option<&'h str>,
+    targetname: Option<&'h str>,
+    crand: Option<&'h str>,
+    cnum: Option<&'h str>,
+    response: Option<&'h str>,
+}
+
+impl<'h> SignedParams<'h> {
+    fn of(h: &'h AuthHeader<'_>) -> Self {
+        let mut s = SignedParams::default();
+        for p in &h.params {
+            let slot = match p.name.len() {
+                5 if p.name.eq_ignore_ascii_case("realm") => &mut s.realm,
+                5 if p.name.eq_ignore_ascii_case("crand") => &mut s.crand,
+                4 if p.name.eq_ignore_ascii_case("cnum") => &mut s.cnum,
+                6 if p.name.eq_ignore_ascii_case("opaque") => &mut s.opaque,
+                8 if p.name.eq_ignore_ascii_case("response") => &mut s.response,
+                10 if p.name.eq_ignore_ascii_case("targetname") => &mut s.targetname,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value.as_ref());
+            }
+        }
+        s
+    }
+}
+
 impl SecurityCore {
     pub(super) fn verify_signed(
         &self,
@@ -14,9 +48,10 @@ impl SecurityCore {
     ) -> Result<SaHandle, Reason> {
         let label: Scheme = scheme.into();
         let result = (|| {
-            let h = &presented.header;
-            let opaque = h
-                .param("opaque")
+            // The opaque and the five parameters the signature needs, in one pass.
+            let params = SignedParams::of(&presented.header);
+            let opaque = params
+                .opaque
                 .ok_or(Reason::Unsigned)
                 .and_then(|o| Opaque::parse(o).ok_or(Reason::MalformedHeader))?;
             let sa = match self.sas.lookup(opaque, unix_secs(now), &self.counters) {
@@ -27,7 +62,7 @@ impl SecurityCore {
             if sa.scheme() != scheme {
                 return Err(Reason::SaMismatch);
             }
-            self.verify_with(msg, presented, &sa, dir, now)?;
+            self.verify_params(msg, presented, &params, &sa, dir, now)?;
             self.sas.note_progress(&sa);
             Ok(sa)
         })();
@@ -46,24 +81,29 @@ impl SecurityCore {
         dir: Direction,
         now: SystemTime,
     ) -> Result<(), Reason> {
+        let params = SignedParams::of(&presented.header);
+        self.verify_params(msg, presented, &params, sa, dir, now)
+    }
+
+    /// [`verify_with`](Self::verify_with) with the header's parameters already read.
+    fn verify_params(
+        &self,
+        msg: &Message,
+        presented: &Presented<'_>,
+        signed: &SignedParams<'_>,
+        sa: &SecurityAssociation,
+        dir: Direction,
+        now: SystemTime,
+    ) -> Result<(), Reason> {
         let h = &presented.header;
-        // The five parameters in one pass over the header's (the parser refuses duplicates, so
-        // the first of each name is the only one, as `AuthHeader::param` finds it).
-        let (mut realm, mut targetname, mut crand, mut cnum_text, mut response) =
-            (None, None, None, None, None);
-        for p in &h.params {
-            let slot = match p.name.len() {
-                5 if p.name.eq_ignore_ascii_case("realm") => &mut realm,
-                5 if p.name.eq_ignore_ascii_case("crand") => &mut crand,
-                4 if p.name.eq_ignore_ascii_case("cnum") => &mut cnum_text,
-                8 if p.name.eq_ignore_ascii_case("response") => &mut response,
-                10 if p.name.eq_ignore_ascii_case("targetname") => &mut targetname,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(p.value.as_ref());
-            }
-        }
+        let SignedParams {
+            realm,
+            targetname,
+            crand,
+            cnum: cnum_text,
+            response,
+            ..
+        } = *signed;
         let realm = realm.unwrap_or(&self.config.realm);
         let targetname = targetname.ok_or(Reason::MalformedHeader)?;
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
