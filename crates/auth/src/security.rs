@@ -174,17 +174,18 @@ struct Leg<'a> {
 
 /// Upper-case hex of `bytes` in the first `2 * bytes.len()` bytes of `out`, without allocating:
 /// how the per-message signing path writes `srand`, `opaque` and `rspauth`. Emitted upper-case like
-/// OCS, accepted in either case (notes §2.1). The `hex` crate encodes into the stack buffer
-/// (`encode_to_slice`; it has no upper-case form of it), then the digits are upper-cased in place.
+/// OCS, accepted in either case (notes §2.1). Two digits a byte from a table (the `hex` crate's
+/// `encode_to_slice` writes lower case, which then had to be upper-cased in place).
 /// Empty when `out` is too short (every caller's buffer fits exactly).
 fn upper_hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     let Some(out) = out.get_mut(..2 * bytes.len()) else {
         return "";
     };
-    if hex::encode_to_slice(bytes, out).is_err() {
-        return "";
+    for ([hi, lo], b) in out.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
+        *hi = DIGITS[usize::from(b >> 4)];
+        *lo = DIGITS[usize::from(b & 0x0f)];
     }
-    out.make_ascii_uppercase();
     // Only ASCII hex digits were written.
     std::str::from_utf8(out).unwrap_or("")
 }
