@@ -4,6 +4,11 @@ use crate::error::ParseError;
 use crate::message::Message;
 use crate::parse::{Framing, Limits, parse_core};
 
+/// The end of a header section. Built once: `memmem::find` builds its searcher on every call,
+/// and the framer searches once per message.
+static HEADER_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+
 /// RFC 5626 §4.4.1 keep-alives seen between messages on a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeepAliveKind {
@@ -107,7 +112,7 @@ impl StreamFramer {
             // trickling a header byte by byte costs linear, not quadratic, work.
             let from = self.scanned.saturating_sub(3);
             let tail = rest.get(from..).unwrap_or(&[]);
-            if memchr::memmem::find(tail, b"\r\n\r\n").is_none() {
+            if HEADER_END.find(tail).is_none() {
                 self.scanned = rest.len();
                 if rest.len() <= self.limits.max_message_bytes {
                     return Ok(None);
@@ -155,7 +160,7 @@ impl StreamFramer {
 /// Total length of the message at the start of `rest` when its header section is complete
 /// (only Content-Length is needed; the full parse happens once the body is there).
 fn announced_len(rest: &[u8]) -> Option<usize> {
-    let head_end = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
+    let head_end = HEADER_END.find(rest)? + 4;
     let head = rest.get(..head_end)?;
     let mut cl = None;
     for line in head.split(|&b| b == b'\n') {

@@ -1,6 +1,9 @@
 //! Connection tasks: accepting, opening (to next hops), and each connection's reader and
 //! writer side by side.
 
+use std::future::Future;
+use std::task::Poll;
+
 use super::*;
 
 /// A TCP connection to `addr`, from `source` when the gateway listens on a specific address of
@@ -475,10 +478,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
-    // A ping owes the peer one pong. A Notify holds at most one permit: pings that arrive while a
-    // pong is still owed (the peer does not read them) are answered by that one, so pongs never
-    // pile up in memory, whatever the peer sends.
-    let pong = tokio::sync::Notify::new();
+    let pong = PongOwed::default();
     let mut stop = shared.shutdown.clone();
     // The limits in effect when the connection opened (a reload applies to the next ones).
     let settings = shared.settings.load_full();
@@ -506,7 +506,7 @@ where
 pub(super) async fn read_loop<R>(
     mut rd: R,
     flow: Flow,
-    pong: &tokio::sync::Notify,
+    pong: &PongOwed,
     shared: &Shared,
     s: &Settings,
 ) -> Closed
@@ -563,7 +563,7 @@ where
                         return Closed::Shutdown;
                     }
                 }
-                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => pong.notify_one(),
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => pong.owe(),
                 Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -596,30 +596,71 @@ where
 pub(super) async fn write_loop<W>(
     wr: &mut W,
     rx: &mut mpsc::Receiver<Vec<u8>>,
-    pong: &tokio::sync::Notify,
+    pong: &PongOwed,
     limit: std::time::Duration,
 ) -> Closed
 where
     W: AsyncWrite + Unpin,
 {
     loop {
-        let message = tokio::select! {
-            biased;
-            m = rx.recv() => match m {
-                Some(bytes) => Some(bytes),
-                None => return Closed::QueueDropped,
-            },
-            () = pong.notified() => None,
+        let next = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
+            Poll::Ready(Some(bytes)) => Poll::Ready(Some(Some(bytes))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => pong.poll_take(cx).map(|()| Some(None)),
+        })
+        .await;
+        let Some(message) = next else {
+            return Closed::QueueDropped;
         };
         let bytes: &[u8] = message.as_deref().unwrap_or(b"\r\n");
-        let write = async {
+        let mut write = std::pin::pin!(async {
             wr.write_all(bytes).await?;
             wr.flush().await
+        });
+        // Most writes complete at once (the socket's buffer takes them): the write timer, a
+        // clock read and a timer-wheel entry, is set only for a write that has to wait.
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let done = match first {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending => tokio::time::timeout(limit, write).await,
         };
-        match tokio::time::timeout(limit, write).await {
+        match done {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Closed::WriteError,
             Err(_) => return Closed::WriteTimeout,
+        }
+    }
+}
+
+/// A pong owed to the peer. A ping owes it one; pings that arrive while a pong is still owed
+/// (the peer does not read them) are answered by that one, so pongs never pile up in memory,
+/// whatever the peer sends. A flag and the writer's waker rather than a `Notify`: the writer
+/// looks for a pong each time its queue runs empty, once a message, and a `Notify` took a lock
+/// to enqueue its waiter and another to take it out again.
+#[derive(Default)]
+pub(super) struct PongOwed {
+    owed: AtomicBool,
+    writer: atomic_waker::AtomicWaker,
+}
+
+impl PongOwed {
+    fn owe(&self) {
+        self.owed.store(true, Ordering::Release);
+        self.writer.wake();
+    }
+
+    /// Ready (and no longer owed) when a pong is owed; else the writer is woken by the next
+    /// [`PongOwed::owe`].
+    fn poll_take(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.owed.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.writer.register(cx.waker());
+        // A ping between the check and the registration woke no one: look again.
+        if self.owed.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
