@@ -23,6 +23,21 @@ use crate::sa::{Opaque, SaScheme, SecurityAssociation};
 
 const SHARDS: usize = 64;
 
+/// The hasher of the tables whose keys no client chooses: `opaque`s (drawn at random by a gateway
+/// of the pool; a final leg claims one only once its proof verified against the challenge issued
+/// for it) and the manager's own SipHash values of identities and endpoints (uniform to anyone
+/// without the manager's key). Nobody can aim keys at one bucket, so std's SipHash bought nothing
+/// here but its cost: an NTLM final leg hashes into these tables up to ten times (about 130
+/// instructions each under SipHash). The client-chosen strings themselves stay under the keyed
+/// SipHash ([`SaManager::endpoint_key`]): a collision of those keys would let one endpoint replace
+/// another's SA.
+type Fast = foldhash::fast::RandomState;
+type FastMap<K, V> = HashMap<K, V, Fast>;
+
+fn fast_map<K, V>() -> FastMap<K, V> {
+    HashMap::with_hasher(Fast::default())
+}
+
 /// Feeds `s` ASCII-lower-cased to `h`, a block at a time: one `write` per 64 bytes rather than
 /// one per byte (SipHash streams, so the blocks hash as the whole lower-cased string would).
 fn hash_lowercase(h: &mut impl Hasher, s: &str) {
@@ -61,10 +76,9 @@ pub enum FinalLegRefusal {
 }
 
 /// `opaque`s of NTLM final legs that succeeded, until their challenge can no longer verify.
-#[derive(Default)]
 struct RecentFinalLegs {
     /// opaque -> Unix seconds until which it stays used.
-    until: HashMap<u32, u64>,
+    until: FastMap<u32, u64>,
     /// (until, opaque) in insertion order. Challenges of the current and the previous window are
     /// taken, so this is in expiry order to within one window: an entry may outstay its time by
     /// that much, never leave early.
@@ -114,7 +128,7 @@ pub struct ManagerLimits {
 }
 
 /// One shard of the identity index: hash(identity) -> that identity's SAs.
-type IdentityShard = HashMap<u64, Vec<SaHandle>>;
+type IdentityShard = FastMap<u64, Vec<SaHandle>>;
 
 /// What establishing an SA did.
 #[derive(Debug)]
@@ -130,9 +144,9 @@ pub struct Established {
 /// The established SAs of a gateway, by `opaque`, by endpoint (identity and epid) and by identity,
 /// with the one-time-use table of NTLM final legs. Shared by every thread (`&self` everywhere).
 pub struct SaManager {
-    shards: Box<[Mutex<HashMap<u32, SaHandle>>]>,
+    shards: Box<[Mutex<FastMap<u32, SaHandle>>]>,
     /// hash(identity, epid) -> opaque, sharded like `shards` by the hash.
-    endpoints: Box<[Mutex<HashMap<u64, u32>>]>,
+    endpoints: Box<[Mutex<FastMap<u64, u32>>]>,
     /// hash(identity) -> that identity's SAs, sharded by the hash. Lock order: an identity shard
     /// may be held while an SA or endpoint shard is taken, never the other way round.
     identities: Box<[Mutex<IdentityShard>]>,
@@ -148,11 +162,14 @@ impl SaManager {
     /// An empty manager: no journal, no cap per identity.
     pub fn new(limits: ManagerLimits) -> Self {
         SaManager {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            endpoints: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            identities: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(fast_map())).collect(),
+            endpoints: (0..SHARDS).map(|_| Mutex::new(fast_map())).collect(),
+            identities: (0..SHARDS).map(|_| Mutex::new(fast_map())).collect(),
             hasher: RandomState::new(),
-            recent: Mutex::new(RecentFinalLegs::default()),
+            recent: Mutex::new(RecentFinalLegs {
+                until: fast_map(),
+                fifo: VecDeque::new(),
+            }),
             limits,
             max_per_identity: usize::MAX,
             journal: None,
@@ -205,7 +222,7 @@ impl SaManager {
         self
     }
 
-    fn shard(&self, opaque: u32) -> &Mutex<HashMap<u32, SaHandle>> {
+    fn shard(&self, opaque: u32) -> &Mutex<FastMap<u32, SaHandle>> {
         &self.shards[(opaque as usize) % SHARDS]
     }
 
@@ -218,7 +235,7 @@ impl SaManager {
         h.finish()
     }
 
-    fn endpoint_shard(&self, key: u64) -> &Mutex<HashMap<u64, u32>> {
+    fn endpoint_shard(&self, key: u64) -> &Mutex<FastMap<u64, u32>> {
         &self.endpoints[(key as usize) % SHARDS]
     }
 
