@@ -226,23 +226,38 @@ impl SaManager {
         &self.shards[(opaque as usize) % SHARDS]
     }
 
+    /// [`keys`](Self::keys)' endpoint key alone.
     fn endpoint_key(&self, identity: &str, epid: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
-        // Identities compare without case (SIP URIs' user@host as clients spell them vary).
         hash_lowercase(&mut h, identity);
         0xFFu8.hash(&mut h);
         epid.hash(&mut h);
         h.finish()
     }
 
+    /// The endpoint key and the identity key of `identity` and `epid`, which share the hashing of
+    /// the identity: `H(identity ‖ 0xFF ‖ epid ‖ 0xFF)` and `H(identity ‖ 0xFE)`, the identity
+    /// lower-cased (0xFF and 0xFE never occur in UTF-8, so neither input is another's).
+    fn keys(&self, identity: &str, epid: &str) -> (u64, u64) {
+        let mut h = self.hasher.build_hasher();
+        // Identities compare without case (SIP URIs' user@host as clients spell them vary).
+        hash_lowercase(&mut h, identity);
+        let mut id = h.clone();
+        0xFEu8.hash(&mut id);
+        0xFFu8.hash(&mut h);
+        epid.hash(&mut h);
+        (h.finish(), id.finish())
+    }
+
     fn endpoint_shard(&self, key: u64) -> &Mutex<FastMap<u64, u32>> {
         &self.endpoints[(key as usize) % SHARDS]
     }
 
+    /// [`keys`](Self::keys)' identity key alone.
     fn identity_key(&self, identity: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
-        0xFEu8.hash(&mut h);
         hash_lowercase(&mut h, identity);
+        0xFEu8.hash(&mut h);
         h.finish()
     }
 
@@ -364,7 +379,7 @@ impl SaManager {
 
     fn install(&self, handle: SaHandle, counters: &Counters) -> Established {
         let opaque = handle.opaque().0;
-        let key = self.endpoint_key(handle.identity(), handle.epid());
+        let (key, identity_key) = self.keys(handle.identity(), handle.epid());
         let previous = self.endpoint_shard(key).lock().insert(key, opaque);
         let mut replaced = None;
         if let Some(prev) = previous.filter(|p| *p != opaque)
@@ -377,7 +392,7 @@ impl SaManager {
             self.journal(|j| j.ended.push(old.opaque()));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
-        let (first, more) = self.index_identity(&handle);
+        let (first, more) = self.index_identity(&handle, identity_key);
         let mut evicted = Vec::with_capacity(usize::from(first.is_some()) + more.len());
         for victim in first.iter().chain(&more) {
             victim.revoke();
@@ -393,14 +408,13 @@ impl SaManager {
         }
     }
 
-    /// Adds `handle` to its identity's SAs; returns those that must go to keep the identity within
+    /// Adds `handle` to its identity's SAs (`key`: its identity key); returns those that must go to keep the identity within
     /// its cap: the ones whose idle deadline is nearest (least recently used), never `handle`.
     /// Revoked SAs still listed (a race with their removal) are pruned first, uncounted.
     ///
     /// The first victim comes apart from the others: an identity at its cap loses one SA per new
     /// one, which then costs no allocation.
-    fn index_identity(&self, handle: &SaHandle) -> (Option<SaHandle>, Vec<SaHandle>) {
-        let key = self.identity_key(handle.identity());
+    fn index_identity(&self, handle: &SaHandle, key: u64) -> (Option<SaHandle>, Vec<SaHandle>) {
         let mut ids = self.identity_shard(key).lock();
         let list = ids.entry(key).or_default();
         list.retain(|h| !h.is_revoked());
@@ -647,6 +661,29 @@ impl SaManager {
         }
         for s in self.identities.iter() {
             s.lock().reserve(per);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_pass_gives_the_keys_of_the_single_ones() {
+        let m = SaManager::new(ManagerLimits {
+            recent_final_legs_max: 8,
+        });
+        for (identity, epid) in [
+            ("sip:alice@example.com", "01234567ab"),
+            ("SIP:Alice@Example.COM", ""),
+            (&*"sip:long@example.com".repeat(9), "e"),
+        ] {
+            let (endpoint, id) = m.keys(identity, epid);
+            assert_eq!(endpoint, m.endpoint_key(identity, epid));
+            assert_eq!(id, m.identity_key(identity));
+            assert_eq!(id, m.identity_key(&identity.to_ascii_lowercase()));
+            assert_ne!(endpoint, id);
         }
     }
 }
