@@ -35,6 +35,25 @@ pub trait CredentialStore: Send + Sync {
     fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1>;
     /// The SIP identity of the user, when it is not `sip:<user>@<sip_domain>`.
     fn sip_identity(&self, user: &str) -> Option<String>;
+    /// What an NTLM final leg needs of `user`: [`nt_hash`](Self::nt_hash) and, for a user that has
+    /// one, [`sip_identity`](Self::sip_identity). A store that finds both with one lookup should
+    /// say so here: every NTLM sign-in asks this.
+    fn ntlm_user(&self, user: &str) -> Option<NtlmUser> {
+        let nt_hash = self.nt_hash(user)?;
+        Some(NtlmUser {
+            nt_hash,
+            sip_identity: self.sip_identity(user),
+        })
+    }
+}
+
+/// A credentials-store user as NTLM needs it ([`CredentialStore::ntlm_user`]).
+#[derive(Debug)]
+pub struct NtlmUser {
+    /// MD4 of the UTF-16LE password.
+    pub nt_hash: NtHash,
+    /// The SIP identity, when it is not `sip:<user>@<sip_domain>`.
+    pub sip_identity: Option<String>,
 }
 
 #[derive(Default, Clone, PartialEq, Eq)]
@@ -336,6 +355,14 @@ impl CredentialStore for FileCredentialStore {
             .get(key_of(user).as_ref())
             .and_then(|r| r.sip.clone())
     }
+
+    fn ntlm_user(&self, user: &str) -> Option<NtlmUser> {
+        let r = self.users.get(key_of(user).as_ref())?;
+        Some(NtlmUser {
+            nt_hash: NtHash::from_bytes(r.nt?),
+            sip_identity: r.sip.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -523,5 +550,43 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(FileCredentialStore::load(&path).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_lookup_for_ntlm_answers_as_the_two_do() {
+        // Only the required methods: the trait's default `ntlm_user`.
+        struct TwoLookups(FileCredentialStore);
+        impl CredentialStore for TwoLookups {
+            fn nt_hash(&self, user: &str) -> Option<NtHash> {
+                self.0.nt_hash(user)
+            }
+            fn digest_ha1(&self, user: &str, realm: &str, algorithm: Algorithm) -> Option<Ha1> {
+                self.0.digest_ha1(user, realm, algorithm)
+            }
+            fn sip_identity(&self, user: &str) -> Option<String> {
+                self.0.sip_identity(user)
+            }
+        }
+        let text = "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+                    alice sip sip:a@example.com\n\
+                    bob nt 8846F7EAEE8FB117AD06BDD830B7586D\n\
+                    carol sip sip:c@example.com\n";
+        let store = FileCredentialStore::parse(text).expect("parses");
+        let two = TwoLookups(store.clone());
+        let seen = |u: Option<NtlmUser>| u.map(|u| (*u.nt_hash.as_bytes(), u.sip_identity));
+        for user in ["alice", "ALICE", "bob", "carol", "dave", ""] {
+            assert_eq!(
+                seen(store.ntlm_user(user)),
+                seen(two.ntlm_user(user)),
+                "{user}"
+            );
+        }
+        assert_eq!(
+            seen(store.ntlm_user("Alice"))
+                .and_then(|(_, sip)| sip)
+                .as_deref(),
+            Some("sip:a@example.com")
+        );
+        assert!(store.ntlm_user("carol").is_none(), "no NT hash");
     }
 }

@@ -41,7 +41,8 @@ pub use config::{
 };
 pub use counters::{Counters, CountersSnapshot, Reason, Scheme};
 pub use credentials::{
-    ChangedUser, CredentialStore, CredentialsError, FileCredentialStore, is_valid_sip_identity,
+    ChangedUser, CredentialStore, CredentialsError, FileCredentialStore, NtlmUser,
+    is_valid_sip_identity,
 };
 pub use decision::{
     Authenticated, Binding, Challenge, Decision, Forbidden, ResponseVerdict, Transport,

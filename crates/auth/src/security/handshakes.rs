@@ -279,8 +279,8 @@ impl SecurityCore {
         let user = auth.user();
         // An unknown user costs the same work as a wrong password, so response times do not tell
         // which account names exist.
-        let (nt_hash, known) = match self.credentials.nt_hash(user) {
-            Some(h) => (h, true),
+        let (nt_hash, sip_identity, known) = match self.credentials.ntlm_user(user) {
+            Some(u) => (u.nt_hash, u.sip_identity, true),
             None if self.domain_ntlm.is_some() => {
                 // Not in the store: the domain's to verify (the store is asked first).
                 let pending = acceptor.challenge(challenge.server_challenge, challenge.timestamp);
@@ -293,7 +293,7 @@ impl SecurityCore {
                 };
                 return self.domain_ntlm_leg(leg, &final_leg);
             }
-            None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), false),
+            None => (sagw_ntlm::NtHash::from_bytes([0x5A; 16]), None, false),
         };
         let accepted = acceptor
             .challenge(challenge.server_challenge, challenge.timestamp)
@@ -304,7 +304,7 @@ impl SecurityCore {
             Err(_) if !known => return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownUser),
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
-        let identity = self.identity_of(user);
+        let identity = sip_identity.unwrap_or_else(|| self.default_identity(user));
         self.establish_ntlm(leg, opaque, &challenge, session, identity)
     }
 
