@@ -300,6 +300,10 @@ pub fn rc4k(key: &[u8], data: &mut [u8]) -> Result<(), NtlmError> {
 /// Windows `RtlUpcaseUnicodeString`-like upper-casing: one-to-one character mapping only
 /// (a character whose upper case is several characters, like `ß`, is kept).
 pub(crate) fn upcase_char(c: char) -> char {
+    // The Unicode upper case of an ASCII character is its ASCII upper case, without the tables.
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
+    }
     let mut up = c.to_uppercase();
     match (up.next(), up.next()) {
         (Some(u), None) => u,
@@ -565,6 +569,11 @@ mod tests {
         assert_eq!(upcase_char('é'), 'É');
         assert_eq!(upcase_char('ß'), 'ß');
         assert_eq!(upcase_char('1'), '1');
+        // The ASCII shortcut agrees with the Unicode tables.
+        for c in (0..128u8).map(char::from) {
+            assert_eq!(Some(upcase_char(c)), c.to_uppercase().next(), "{c:?}");
+            assert_eq!(c.to_uppercase().count(), 1);
+        }
     }
 
     #[test]
