@@ -10,7 +10,7 @@
 //! verified.
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -33,6 +33,7 @@ const SHARDS: usize = 64;
 /// another's SA.
 type Fast = foldhash::fast::RandomState;
 type FastMap<K, V> = HashMap<K, V, Fast>;
+type FastSet<T> = HashSet<T, Fast>;
 
 fn fast_map<K, V>() -> FastMap<K, V> {
     HashMap::with_hasher(Fast::default())
@@ -77,11 +78,13 @@ pub enum FinalLegRefusal {
 
 /// `opaque`s of NTLM final legs that succeeded, until their challenge can no longer verify.
 struct RecentFinalLegs {
-    /// opaque -> Unix seconds until which it stays used.
-    until: FastMap<u32, u64>,
-    /// (until, opaque) in insertion order. Challenges of the current and the previous window are
-    /// taken, so this is in expiry order to within one window: an entry may outstay its time by
-    /// that much, never leave early.
+    /// The opaques in `fifo`. Each is there once: an opaque is claimed only while absent from
+    /// here, and leaves here only with its entry of `fifo`, so the set needs no deadline of its
+    /// own (a quarter of the memory of a map to the deadline, and less to hash and move).
+    used: FastSet<u32>,
+    /// (until, opaque) in insertion order, until: Unix seconds until which the opaque stays used.
+    /// Challenges of the current and the previous window are taken, so this is in expiry order to
+    /// within one window: an entry may outstay its time by that much, never leave early.
     fifo: VecDeque<(u64, u32)>,
 }
 
@@ -92,9 +95,7 @@ impl RecentFinalLegs {
                 break;
             }
             self.fifo.pop_front();
-            if self.until.get(&opaque) == Some(&until) {
-                self.until.remove(&opaque);
-            }
+            self.used.remove(&opaque);
         }
     }
 }
@@ -167,7 +168,7 @@ impl SaManager {
             identities: (0..SHARDS).map(|_| Mutex::new(fast_map())).collect(),
             hasher: RandomState::new(),
             recent: Mutex::new(RecentFinalLegs {
-                until: fast_map(),
+                used: HashSet::with_hasher(Fast::default()),
                 fifo: VecDeque::new(),
             }),
             limits,
@@ -295,7 +296,7 @@ impl SaManager {
         loop {
             let candidate = shape(raw);
             let taken = self.shard(candidate.0).lock().contains_key(&candidate.0)
-                || self.recent.lock().until.contains_key(&candidate.0);
+                || self.recent.lock().used.contains(&candidate.0);
             if !taken {
                 return candidate;
             }
@@ -316,20 +317,20 @@ impl SaManager {
         }
         let mut r = self.recent.lock();
         r.purge(now);
-        if r.until.contains_key(&opaque.0) {
+        if r.used.contains(&opaque.0) {
             return Err(FinalLegRefusal::AlreadyUsed);
         }
-        if r.until.len() >= self.limits.recent_final_legs_max {
+        if r.used.len() >= self.limits.recent_final_legs_max {
             return Err(FinalLegRefusal::Full);
         }
-        r.until.insert(opaque.0, until);
+        r.used.insert(opaque.0);
         r.fifo.push_back((until, opaque.0));
         Ok(())
     }
 
     /// How many final legs are remembered for one-time use.
     pub fn recent_final_legs(&self) -> usize {
-        self.recent.lock().until.len()
+        self.recent.lock().used.len()
     }
 
     /// Makes `sa` the endpoint's SA; an SA the same identity and epid held before is dropped (a new
@@ -685,5 +686,32 @@ mod tests {
             assert_eq!(id, m.identity_key(&identity.to_ascii_lowercase()));
             assert_ne!(endpoint, id);
         }
+    }
+
+    #[test]
+    fn a_claimed_opaque_stays_used_until_its_entry_leaves() {
+        let m = SaManager::new(ManagerLimits {
+            recent_final_legs_max: 2,
+        });
+        let (a, b, c) = (Opaque(1), Opaque(2), Opaque(3));
+        // b's deadline is earlier than a's but it sits behind a: it outstays its time.
+        assert_eq!(m.claim_final_leg(a, 130, 100), Ok(()));
+        assert_eq!(m.claim_final_leg(b, 110, 100), Ok(()));
+        assert_eq!(m.claim_final_leg(c, 140, 100), Err(FinalLegRefusal::Full));
+        assert_eq!(
+            m.claim_final_leg(b, 150, 120),
+            Err(FinalLegRefusal::AlreadyUsed)
+        );
+        assert_eq!(m.recent_final_legs(), 2);
+        // At 130 both go; each may be claimed again, once.
+        assert_eq!(m.claim_final_leg(b, 190, 130), Ok(()));
+        assert_eq!(m.recent_final_legs(), 1);
+        assert_eq!(m.claim_final_leg(a, 190, 130), Ok(()));
+        assert_eq!(
+            m.claim_final_leg(a, 190, 131),
+            Err(FinalLegRefusal::AlreadyUsed)
+        );
+        m.expire(190, &Counters::default());
+        assert_eq!(m.recent_final_legs(), 0);
     }
 }
