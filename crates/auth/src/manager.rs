@@ -129,7 +129,14 @@ pub struct ManagerLimits {
 }
 
 /// One shard of the identity index: hash(identity) -> that identity's SAs.
-type IdentityShard = FastMap<u64, Vec<SaHandle>>;
+type IdentityShard = FastMap<u64, Vec<Indexed>>;
+
+/// An SA in the identity index, with its endpoint key: an SA ended for its identity's cap or with
+/// its identity leaves the endpoint table without hashing its identity and epid again.
+struct Indexed {
+    endpoint: u64,
+    sa: SaHandle,
+}
 
 /// What establishing an SA did.
 #[derive(Debug)]
@@ -271,7 +278,7 @@ impl SaManager {
         let key = self.identity_key(sa.identity());
         let mut ids = self.identity_shard(key).lock();
         if let Entry::Occupied(mut e) = ids.entry(key) {
-            e.get_mut().retain(|h| h.opaque() != sa.opaque());
+            e.get_mut().retain(|h| h.sa.opaque() != sa.opaque());
             if e.get().is_empty() {
                 e.remove();
             }
@@ -393,11 +400,15 @@ impl SaManager {
             self.journal(|j| j.ended.push(old.opaque()));
         }
         self.shard(opaque).lock().insert(opaque, handle.clone());
-        let (first, more) = self.index_identity(&handle, identity_key);
+        let (first, more) = self.index_identity(&handle, identity_key, key);
         let mut evicted = Vec::with_capacity(usize::from(first.is_some()) + more.len());
-        for victim in first.iter().chain(&more) {
+        for Indexed {
+            endpoint,
+            sa: victim,
+        } in first.iter().chain(&more)
+        {
             victim.revoke();
-            self.remove_tables(victim);
+            self.remove_tables_keyed(victim, *endpoint);
             counters.sa_evicted_identity_cap();
             self.journal(|j| j.ended.push(victim.opaque()));
             evicted.push(victim.opaque());
@@ -409,25 +420,38 @@ impl SaManager {
         }
     }
 
-    /// Adds `handle` to its identity's SAs (`key`: its identity key); returns those that must go to keep the identity within
+    /// Adds `handle` to its identity's SAs (`key`: its identity key, `endpoint`: its endpoint key);
+    /// returns those that must go to keep the identity within
     /// its cap: the ones whose idle deadline is nearest (least recently used), never `handle`.
     /// Revoked SAs still listed (a race with their removal) are pruned first, uncounted.
     ///
     /// The first victim comes apart from the others: an identity at its cap loses one SA per new
     /// one, which then costs no allocation.
-    fn index_identity(&self, handle: &SaHandle, key: u64) -> (Option<SaHandle>, Vec<SaHandle>) {
+    fn index_identity(
+        &self,
+        handle: &SaHandle,
+        key: u64,
+        endpoint: u64,
+    ) -> (Option<Indexed>, Vec<Indexed>) {
         let mut ids = self.identity_shard(key).lock();
         let list = ids.entry(key).or_default();
-        list.retain(|h| !h.is_revoked());
-        list.push(handle.clone());
+        list.retain(|h| !h.sa.is_revoked());
+        // Most identities hold one or two SAs, and the list keeps the size it grew to: grown one
+        // entry at a time it never holds room for more SAs than the identity had (a first push
+        // would make room for four).
+        list.reserve_exact(1);
+        list.push(Indexed {
+            endpoint,
+            sa: handle.clone(),
+        });
         let mut first = None;
         let mut victims = Vec::new();
         while list.len() > self.max_per_identity {
             let Some(i) = list
                 .iter()
                 .enumerate()
-                .filter(|(_, h)| h.opaque() != handle.opaque())
-                .min_by_key(|(_, h)| (h.idle_deadline(), h.created()))
+                .filter(|(_, h)| h.sa.opaque() != handle.opaque())
+                .min_by_key(|(_, h)| (h.sa.idle_deadline(), h.sa.created()))
                 .map(|(i, _)| i)
             else {
                 break;
@@ -494,6 +518,11 @@ impl SaManager {
 
     /// Drops `sa` from the tables by opaque and by endpoint (not from the identity index).
     fn remove_tables(&self, sa: &SecurityAssociation) {
+        self.remove_tables_keyed(sa, self.endpoint_key(sa.identity(), sa.epid()));
+    }
+
+    /// [`remove_tables`](Self::remove_tables) with `sa`'s endpoint key at hand.
+    fn remove_tables_keyed(&self, sa: &SecurityAssociation, key: u64) {
         let opaque = sa.opaque().0;
         {
             let mut shard = self.shard(opaque).lock();
@@ -502,7 +531,6 @@ impl SaManager {
                 shard.remove(&opaque);
             }
         }
-        let key = self.endpoint_key(sa.identity(), sa.epid());
         let mut ep = self.endpoint_shard(key).lock();
         if ep.get(&key) == Some(&opaque) {
             ep.remove(&key);
@@ -545,13 +573,13 @@ impl SaManager {
 
     fn revoke_identity_here(&self, identity: &str, counters: &Counters) -> usize {
         let key = self.identity_key(identity);
-        let sas: Vec<SaHandle> = {
+        let sas: Vec<Indexed> = {
             let mut ids = self.identity_shard(key).lock();
             match ids.get_mut(&key) {
                 Some(list) => {
-                    let (theirs, others): (Vec<SaHandle>, Vec<SaHandle>) = list
+                    let (theirs, others): (Vec<Indexed>, Vec<Indexed>) = list
                         .drain(..)
-                        .partition(|h| h.identity().eq_ignore_ascii_case(identity));
+                        .partition(|h| h.sa.identity().eq_ignore_ascii_case(identity));
                     // A hash collision with another identity keeps the other's entries.
                     *list = others;
                     if list.is_empty() {
@@ -563,12 +591,12 @@ impl SaManager {
             }
         };
         let mut n = 0;
-        for sa in &sas {
+        for Indexed { endpoint, sa } in &sas {
             if sa.is_revoked() {
                 continue;
             }
             sa.revoke();
-            self.remove_tables(sa);
+            self.remove_tables_keyed(sa, *endpoint);
             counters.sa_revoked();
             n += 1;
         }
@@ -713,5 +741,50 @@ mod tests {
         );
         m.expire(190, &Counters::default());
         assert_eq!(m.recent_final_legs(), 0);
+    }
+
+    fn sa(opaque: u32, identity: &str, epid: &str, now: u64) -> SecurityAssociation {
+        let key = sagw_ntlm::Key16::from_bytes([7; 16]);
+        let flags = sagw_ntlm::flags::NEGOTIATE_EXTENDED_SESSIONSECURITY;
+        let session =
+            sagw_ntlm::NtlmSession::from_exported_session_key(&key, flags).expect("ESS session");
+        SecurityAssociation::new(crate::sa::NewSa {
+            opaque: Opaque(opaque),
+            version: 4,
+            identity: identity.to_owned(),
+            epid: epid.to_owned(),
+            mechanism: crate::sa::Mechanism::Ntlm(session),
+            now,
+            hard_expiry: now + 3600,
+            idle_ttl: 900,
+            final_token: None,
+        })
+    }
+
+    #[test]
+    fn an_sa_ended_for_its_identity_leaves_the_endpoint_table() {
+        let counters = Counters::default();
+        let m = SaManager::new(ManagerLimits {
+            recent_final_legs_max: 8,
+        })
+        .with_max_per_identity(2);
+        let now = 1_767_603_600;
+        m.establish(sa(1, "sip:Alice@example.com", "e1", now), &counters);
+        m.establish(sa(2, "sip:alice@example.com", "e2", now + 1), &counters);
+        let third = m.establish(sa(3, "SIP:ALICE@EXAMPLE.COM", "e3", now + 2), &counters);
+        assert_eq!(third.evicted, vec![Opaque(1)]);
+        let found = |epid| match m.lookup_endpoint("sip:alice@example.com", epid, now, &counters) {
+            SaLookup::Live(sa) => Some(sa.opaque()),
+            _ => None,
+        };
+        assert_eq!(found("e1"), None);
+        assert_eq!(
+            (found("e2"), found("e3")),
+            (Some(Opaque(2)), Some(Opaque(3)))
+        );
+        assert_eq!(m.revoke_identity("sip:ALICE@example.com", &counters), 2);
+        assert_eq!((found("e2"), found("e3"), m.len()), (None, None, 0));
+        assert!(m.endpoints.iter().all(|s| s.lock().is_empty()));
+        assert!(m.identities.iter().all(|s| s.lock().is_empty()));
     }
 }
