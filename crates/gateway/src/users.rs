@@ -211,6 +211,11 @@ impl sagw_auth::CredentialStore for ReloadingStore {
     fn sip_identity(&self, user: &str) -> Option<String> {
         self.current.read().0.sip_identity(user)
     }
+
+    // One read lock and one lookup per NTLM final leg, not the trait's two of each.
+    fn ntlm_user(&self, user: &str) -> Option<sagw_auth::NtlmUser> {
+        self.current.read().0.ntlm_user(user)
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +250,13 @@ mod tests {
         assert_eq!(r.users, 2);
         assert!(r.changed.is_empty(), "only added: {r:?}");
         assert!(store.nt_hash("bob").is_some());
+        // The NTLM final leg's one lookup sees the reloaded users too.
+        let bob = store.ntlm_user("bob").expect("bob after the reload");
+        assert_eq!(
+            Some(bob.nt_hash.as_bytes()),
+            store.nt_hash("bob").as_ref().map(|h| h.as_bytes())
+        );
+        assert!(store.ntlm_user("carol").is_none());
         assert_eq!(store.user_count(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
