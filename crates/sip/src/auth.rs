@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::ControlFlow;
 
 use crate::error::AuthParseError;
 
@@ -46,8 +47,30 @@ impl<'a> AuthHeader<'a> {
     /// second one starts.
     pub fn parse(value: &'a str) -> Result<AuthHeader<'a>, AuthParseError> {
         let mut one = None;
-        parse_each(value, 1, |h| one = Some(h))?;
+        collect(value, 1, |h| one = Some(h))?;
         one.ok_or(AuthParseError::Empty)
+    }
+
+    /// [`parse`](Self::parse) without building the header: each parameter is handed to `visit`
+    /// in wire order as it is read, and nothing is allocated unless a value has `\`-escapes.
+    /// `Ok(Continue(scheme))` when the whole value was read and `parse` accepts it (the same
+    /// errors otherwise); `Ok(Break(()))` when `visit` stopped the scan, which says nothing about
+    /// the rest of the value. For hot paths that read a few known parameters once.
+    pub fn scan(
+        value: &'a str,
+        visit: impl FnMut(AuthParam<'a>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<(), &'a str>, AuthParseError> {
+        let mut sink = Visit {
+            visit,
+            scheme: "",
+            value,
+            names: [(0, 0); MAX_PARAMS],
+            count: 0,
+        };
+        Ok(match parse_each(value, 1, &mut sink)? {
+            ControlFlow::Continue(()) => ControlFlow::Continue(sink.scheme),
+            ControlFlow::Break(()) => ControlFlow::Break(()),
+        })
     }
 
     /// Value of parameter `name` (case-insensitive), unescaped.
@@ -123,6 +146,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skip LWS (folded values may hold CRLF); returns whether anything was skipped.
+    #[inline(always)]
     fn skip_lws(&mut self) -> bool {
         let start = self.i;
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -131,15 +155,22 @@ impl<'a> Cursor<'a> {
         self.i > start
     }
 
+    #[inline(always)]
     fn token(&mut self) -> &'a str {
         let start = self.i;
-        while self.peek().is_some_and(is_tchar) {
-            self.i += 1;
+        let b = self.s.as_bytes();
+        // The index in a local, not in `self`: the loop then keeps it in a register.
+        let mut i = start;
+        while b.get(i).is_some_and(|&c| is_tchar(c)) {
+            i += 1;
         }
-        self.s.get(start..self.i).unwrap_or("")
+        self.i = i;
+        self.s.get(start..i).unwrap_or("")
     }
 
-    /// A quoted-string starting at the current `"`.
+    /// A quoted-string starting at the current `"`. Inlined into the parameter loop (seven
+    /// short values a signed message); resolving escapes, which no client sends, is not.
+    #[inline(always)]
     fn quoted(&mut self) -> Result<Cow<'a, str>, AuthParseError> {
         let open = self.i;
         let b = self.s.as_bytes();
@@ -166,19 +197,25 @@ impl<'a> Cursor<'a> {
         if !has_escape {
             return Ok(Cow::Borrowed(inner));
         }
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        Ok(Cow::Owned(out))
+        Ok(Cow::Owned(unescape(inner)))
     }
+}
+
+/// The text of a quoted-string with its `\`-escapes resolved.
+#[cold]
+fn unescape(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Where the first `"` or `\\` of `s` is. Most values are short (an opaque, a `cnum`, a 32-digit
@@ -217,25 +254,133 @@ fn quote_or_backslash(s: &[u8]) -> Option<usize> {
 /// is a token followed by whitespace and a parameter (or by `,` or the end), not by `=`. At most
 /// [`MAX_CHALLENGES`] challenges of at most [`MAX_PARAMS`] parameters each.
 pub fn parse_challenges(value: &str) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
-    parse_list(value, MAX_CHALLENGES)
-}
-
-/// [`parse_challenges`] stopping when challenge `max + 1` starts: `max` 1 is
-/// [`AuthHeader::parse`], which has no use for the rest of a value that lists several.
-fn parse_list(value: &str, max: usize) -> Result<Vec<AuthHeader<'_>>, AuthParseError> {
     let mut out = Vec::new();
-    parse_each(value, max, |h| out.push(h))?;
+    collect(value, MAX_CHALLENGES, |h| out.push(h))?;
     Ok(out)
 }
 
-/// The elements of a challenge or credentials list, each handed to `emit` as it is complete
-/// (at most `max`; one more is an error). A single header ([`AuthHeader::parse`]) needs no
-/// vector of headers around its one element.
+/// Each element of the list as an [`AuthHeader`], handed to `emit` as it is complete: a single
+/// header ([`AuthHeader::parse`]) needs no vector of headers around its one element.
+fn collect<'a>(
+    value: &'a str,
+    max: usize,
+    emit: impl FnMut(AuthHeader<'a>),
+) -> Result<(), AuthParseError> {
+    let mut sink = Collect {
+        emit,
+        params: Vec::new(),
+    };
+    // `Collect` never stops the parse early: a complete parse is the only `Ok`.
+    parse_each(value, max, &mut sink).map(|_| ())
+}
+
+/// Where the elements of a challenge or credentials list go as [`parse_each`] reads them.
+trait Sink<'a> {
+    /// How many parameters the current element has so far.
+    fn count(&self) -> usize;
+    /// Whether the current element already has a parameter `name` (case-insensitive).
+    fn has(&self, name: &str) -> bool;
+    /// One parameter of the current element (its name is new, at byte `at` of the value);
+    /// `Break` ends the parse there.
+    fn param(&mut self, at: usize, p: AuthParam<'a>) -> ControlFlow<()>;
+    /// The current element (scheme `scheme`) is complete.
+    fn element(&mut self, scheme: &'a str);
+}
+
+/// Builds each element's [`AuthHeader`] and hands it to `emit`.
+struct Collect<'a, F> {
+    emit: F,
+    params: Vec<AuthParam<'a>>,
+}
+
+impl<'a, F: FnMut(AuthHeader<'a>)> Sink<'a> for Collect<'a, F> {
+    fn count(&self) -> usize {
+        self.params.len()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.params
+            .iter()
+            .any(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    fn param(&mut self, _at: usize, p: AuthParam<'a>) -> ControlFlow<()> {
+        if self.params.capacity() == 0 {
+            // Room for the longest real headers (see MAX_PARAMS) in one allocation.
+            self.params = Vec::with_capacity(12);
+        }
+        self.params.push(p);
+        ControlFlow::Continue(())
+    }
+
+    fn element(&mut self, scheme: &'a str) {
+        let params = std::mem::take(&mut self.params);
+        (self.emit)(AuthHeader { scheme, params });
+    }
+}
+
+/// Hands each parameter of a single header to a visitor, and keeps its scheme. Where the names
+/// so far are in `value` is kept on the stack for the duplicate check, so that nothing is
+/// allocated (as offsets: an array of zeros is cheaper to set up than one of empty `&str`s).
+struct Visit<'a, F> {
+    visit: F,
+    scheme: &'a str,
+    value: &'a str,
+    names: [(usize, usize); MAX_PARAMS],
+    count: usize,
+}
+
+impl<'a, F: FnMut(AuthParam<'a>) -> ControlFlow<()>> Sink<'a> for Visit<'a, F> {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names
+            .get(..self.count)
+            .unwrap_or(&[])
+            .iter()
+            .any(|&(at, len)| {
+                len == name.len()
+                    && self
+                        .value
+                        .get(at..at + len)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+    }
+
+    fn param(&mut self, at: usize, p: AuthParam<'a>) -> ControlFlow<()> {
+        if let Some(slot) = self.names.get_mut(self.count) {
+            *slot = (at, p.name.len());
+        }
+        self.count += 1;
+        (self.visit)(p)
+    }
+
+    fn element(&mut self, scheme: &'a str) {
+        self.scheme = scheme;
+        self.count = 0;
+    }
+}
+
+/// How one list element's parameters ended.
+enum ElementEnd {
+    /// At the end of the value.
+    Last,
+    /// Another element follows, at the cursor.
+    More,
+    /// The sink asked to stop.
+    Stopped,
+}
+
+/// The elements of a challenge or credentials list, each handed to `sink` as it is read (at most
+/// `max`; one more is an error). No vector of headers is built around them, and with [`Visit`]
+/// no vector of parameters either.
 fn parse_each<'a>(
     value: &'a str,
     max: usize,
-    mut emit: impl FnMut(AuthHeader<'a>),
-) -> Result<(), AuthParseError> {
+    sink: &mut impl Sink<'a>,
+) -> Result<ControlFlow<()>, AuthParseError> {
     let mut c = Cursor { s: value, i: 0 };
     c.skip_lws();
     if c.peek().is_none() {
@@ -255,82 +400,94 @@ fn parse_each<'a>(
         if scheme.is_empty() {
             return Err(AuthParseError::BadScheme { at: scheme_at });
         }
-        let mut params: Vec<AuthParam<'_>> = Vec::with_capacity(12);
-        let spaced = c.skip_lws();
-        match c.peek() {
-            None => {
-                emit(AuthHeader { scheme, params });
-                return Ok(());
+        let end = element_params(&mut c, sink)?;
+        if let ElementEnd::Stopped = end {
+            return Ok(ControlFlow::Break(()));
+        }
+        sink.element(scheme);
+        count += 1;
+        if let ElementEnd::Last = end {
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
+}
+
+/// The parameters of the element whose scheme the cursor has just passed.
+fn element_params<'a>(
+    c: &mut Cursor<'a>,
+    sink: &mut impl Sink<'a>,
+) -> Result<ElementEnd, AuthParseError> {
+    let spaced = c.skip_lws();
+    match c.peek() {
+        None => return Ok(ElementEnd::Last),
+        Some(b',') => {
+            c.i += 1;
+            list_separator_tail(c)?;
+            return Ok(ElementEnd::More);
+        }
+        Some(_) if !spaced => return Err(AuthParseError::Garbage { at: c.i }),
+        Some(_) => {}
+    }
+    loop {
+        let name_at = c.i;
+        let name = c.token();
+        if name.is_empty() {
+            return Err(AuthParseError::BadParamName { at: name_at });
+        }
+        c.skip_lws();
+        if c.peek() != Some(b'=') {
+            if sink.count() == 0 {
+                return Err(AuthParseError::Garbage { at: c.i });
             }
+            // The element is the next challenge's scheme.
+            c.i = name_at;
+            return Ok(ElementEnd::More);
+        }
+        c.i += 1;
+        c.skip_lws();
+        let value_at = c.i;
+        let (value, quoted) = if c.peek() == Some(b'"') {
+            (c.quoted()?, true)
+        } else {
+            let t = c.token();
+            if t.is_empty() {
+                return Err(AuthParseError::BadParamValue { at: value_at });
+            }
+            (Cow::Borrowed(t), false)
+        };
+        if sink.count() >= MAX_PARAMS {
+            return Err(AuthParseError::TooManyParams { max: MAX_PARAMS });
+        }
+        // Each name is compared with the ones before it, of which there are fewer than
+        // MAX_PARAMS: at most MAX_PARAMS times the length of the value in all, linear. (It
+        // was unbounded: 2 000 parameters in one 8 KB line took 2 million comparisons.) A
+        // comparison stops at the first differing length or byte.
+        if sink.has(name) {
+            return Err(AuthParseError::DuplicateParam {
+                name: name.to_owned(),
+            });
+        }
+        if sink
+            .param(
+                name_at,
+                AuthParam {
+                    name,
+                    value,
+                    quoted,
+                },
+            )
+            .is_break()
+        {
+            return Ok(ElementEnd::Stopped);
+        }
+        c.skip_lws();
+        match c.peek() {
+            None => return Ok(ElementEnd::Last),
             Some(b',') => {
                 c.i += 1;
-                list_separator_tail(&mut c)?;
-                emit(AuthHeader { scheme, params });
-                count += 1;
-                continue;
+                list_separator_tail(c)?;
             }
-            Some(_) if !spaced => return Err(AuthParseError::Garbage { at: c.i }),
-            Some(_) => {}
-        }
-        let finished = loop {
-            let name_at = c.i;
-            let name = c.token();
-            if name.is_empty() {
-                return Err(AuthParseError::BadParamName { at: name_at });
-            }
-            c.skip_lws();
-            if c.peek() != Some(b'=') {
-                if params.is_empty() {
-                    return Err(AuthParseError::Garbage { at: c.i });
-                }
-                // The element is the next challenge's scheme.
-                c.i = name_at;
-                break false;
-            }
-            c.i += 1;
-            c.skip_lws();
-            let value_at = c.i;
-            let (value, quoted) = if c.peek() == Some(b'"') {
-                (c.quoted()?, true)
-            } else {
-                let t = c.token();
-                if t.is_empty() {
-                    return Err(AuthParseError::BadParamValue { at: value_at });
-                }
-                (Cow::Borrowed(t), false)
-            };
-            if params.len() >= MAX_PARAMS {
-                return Err(AuthParseError::TooManyParams { max: MAX_PARAMS });
-            }
-            // Each name is compared with the ones before it, of which there are fewer than
-            // MAX_PARAMS: at most MAX_PARAMS times the length of the value in all, linear. (It
-            // was unbounded: 2 000 parameters in one 8 KB line took 2 million comparisons.) A
-            // comparison stops at the first differing length or byte.
-            let duplicate = params.iter().any(|p| p.name.eq_ignore_ascii_case(name));
-            if duplicate {
-                return Err(AuthParseError::DuplicateParam {
-                    name: name.to_owned(),
-                });
-            }
-            params.push(AuthParam {
-                name,
-                value,
-                quoted,
-            });
-            c.skip_lws();
-            match c.peek() {
-                None => break true,
-                Some(b',') => {
-                    c.i += 1;
-                    list_separator_tail(&mut c)?;
-                }
-                Some(_) => return Err(AuthParseError::Garbage { at: c.i }),
-            }
-        };
-        emit(AuthHeader { scheme, params });
-        count += 1;
-        if finished {
-            return Ok(());
+            Some(_) => return Err(AuthParseError::Garbage { at: c.i }),
         }
     }
 }
@@ -624,6 +781,9 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod equivalence_tests;
 
 #[cfg(test)]
 mod scan_tests {
