@@ -1,5 +1,6 @@
 //! The entry point: [`SecurityCore`] judges every message from a client and signs every message to one.
 
+mod credentials;
 mod deferred;
 mod digest_requests;
 mod handshakes;
@@ -40,6 +41,8 @@ use crate::pool::{RecordError, SaRecord, SaResume, SaSecret};
 use crate::replay::{ReplayVerdict, ReplayWindow};
 use crate::rng::Rng;
 use crate::sa::{Mechanism, NewSa, Opaque, SaScheme, SecurityAssociation};
+use credentials::Found;
+use signatures::SignedPresented;
 
 /// Seconds an SA outlives the registration it carries, so a refresh sent on time still verifies.
 const REGISTER_MARGIN_SECS: u32 = 30;
@@ -774,7 +777,11 @@ impl SecurityCore {
         }
         let default_family = Self::family_for(policy, msg);
         let presented = match self.find_credentials(msg, p, facts) {
-            Ok(Some(c)) => c,
+            Ok(Some(Found::Full(c))) => c,
+            Ok(Some(Found::Signed(s))) => {
+                let decision = self.signed_request(msg, p, &s, now, rng);
+                return self.enforce_identity(msg, &facts, decision);
+            }
             Ok(None) => {
                 return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
             }
@@ -831,78 +838,6 @@ impl SecurityCore {
             return Decision::Discard(cause.unwrap_or(Reason::NoCredentials));
         }
         Decision::Challenge(self.challenge_with(p, family, cause, false, now, rng))
-    }
-
-    /// The first Authorization / Proxy-Authorization header meant for this gateway under policy
-    /// `p` (a scheme it offers, our realm); other realms' headers belong to servers further on and
-    /// are left alone, and so are schemes the policy does not offer (the request is then challenged
-    /// with what it does offer).
-    fn find_credentials<'m>(
-        &self,
-        msg: &'m Message,
-        p: &PolicyState,
-        facts: MessageFacts<'m>,
-    ) -> Result<Option<Presented<'m>>, Reason> {
-        let mut malformed = false;
-        for (name, family) in [
-            ("Authorization", ChallengeFamily::Www),
-            ("Proxy-Authorization", ChallengeFamily::Proxy),
-        ] {
-            for (at, value) in msg.header_all_indexed(name) {
-                // Only headers of a scheme we serve are parsed: `Basic` token68 credentials or
-                // another proxy's parameters are none of our business, malformed or not.
-                let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
-                if !self.serves_scheme(p, scheme) {
-                    continue;
-                }
-                let header = match AuthHeader::parse(value) {
-                    Ok(h) => h,
-                    Err(_) => {
-                        malformed = true;
-                        continue;
-                    }
-                };
-                if self.is_ours(p, &header) {
-                    return Ok(Some(Presented {
-                        header,
-                        at,
-                        family,
-                        facts,
-                    }));
-                }
-            }
-        }
-        if malformed {
-            Err(Reason::MalformedHeader)
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn serves_scheme(&self, p: &PolicyState, scheme: &str) -> bool {
-        if scheme.eq_ignore_ascii_case("Digest") {
-            return self.offers(p, Scheme::Digest);
-        }
-        match SaScheme::from_token(scheme) {
-            Some(s) => self.offers(p, s.into()),
-            None => false,
-        }
-    }
-
-    fn is_ours(&self, p: &PolicyState, h: &AuthHeader<'_>) -> bool {
-        let realm = h.param("realm");
-        if h.scheme.eq_ignore_ascii_case("Digest") {
-            return self
-                .digest_server(p)
-                .is_some_and(|d| realm == Some(d.config().realm.as_str()));
-        }
-        let enabled = match SaScheme::from_token(h.scheme) {
-            Some(s) => self.offers(p, s.into()),
-            None => false,
-        };
-        // Clients omit realm on signed messages only rarely; an opaque without realm is still ours if
-        // it names one of our SAs, which verification checks.
-        enabled && realm.is_none_or(|r| r == self.config.realm)
     }
 
     fn targetname_for(&self, scheme: SaScheme) -> Option<&str> {

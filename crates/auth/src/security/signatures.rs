@@ -1,15 +1,18 @@
 //! Signatures of established SAs: what a client signs (its requests, its responses) is verified
 //! against its SA and replay window; what is sent to it is signed with the same SA.
 
+use std::borrow::Cow;
+use std::ops::ControlFlow;
+
 use super::*;
 
 /// What a signed message's credentials header says about its signature: the first of each name
 /// (the parser refuses duplicates, so the only one, as `AuthHeader::param` finds it), read in one
 /// pass over the parameters.
-#[derive(Clone, Copy, Default)]
-struct SignedParams<'h> {
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(super) struct SignedParams<'h> {
     opaque: Option<&'h str>,
-    realm: Option<&'h str>,
+    pub(super) realm: Option<&'h str>,
     targetname: Option<&'h str>,
     crand: Option<&'h str>,
     cnum: Option<&'h str>,
@@ -20,21 +23,148 @@ impl<'h> SignedParams<'h> {
     fn of(h: &'h AuthHeader<'_>) -> Self {
         let mut s = SignedParams::default();
         for p in &h.params {
-            let slot = match p.name.len() {
-                5 if p.name.eq_ignore_ascii_case("realm") => &mut s.realm,
-                5 if p.name.eq_ignore_ascii_case("crand") => &mut s.crand,
-                4 if p.name.eq_ignore_ascii_case("cnum") => &mut s.cnum,
-                6 if p.name.eq_ignore_ascii_case("opaque") => &mut s.opaque,
-                8 if p.name.eq_ignore_ascii_case("response") => &mut s.response,
-                10 if p.name.eq_ignore_ascii_case("targetname") => &mut s.targetname,
-                _ => continue,
-            };
-            if slot.is_none() {
+            if let Some(slot) = s.slot(p.name)
+                && slot.is_none()
+            {
                 *slot = Some(p.value.as_ref());
             }
         }
         s
     }
+
+    /// Where the value of parameter `name` goes; `None` for a name verification does not read.
+    /// Dispatched on length and first letter, so that most names are told apart without a
+    /// comparison of their own.
+    #[inline]
+    fn slot(&mut self, name: &str) -> Option<&mut Option<&'h str>> {
+        let first = name.as_bytes().first().map(|b| b | 0x20);
+        let (slot, want) = match (name.len(), first) {
+            (5, Some(b'r')) => (&mut self.realm, &REALM),
+            (5, Some(b'c')) => (&mut self.crand, &CRAND),
+            (4, Some(b'c')) => (&mut self.cnum, &CNUM),
+            (6, Some(b'o')) => (&mut self.opaque, &OPAQUE),
+            (8, Some(b'r')) => (&mut self.response, &RESPONSE),
+            (10, Some(b't')) => (&mut self.targetname, &TARGETNAME),
+            _ => return None,
+        };
+        want.is(name).then_some(slot)
+    }
+
+    /// The parameters of credentials `value` read as it is parsed, with no list of parameters
+    /// built: `Continue` with the scheme as written when the value is a signed message's
+    /// (`AuthHeader::parse` accepts it, and it has no `gssapi-data`), `Break` when it needs the
+    /// whole header instead: a handshake leg (`gssapi-data`), or a value this reads with
+    /// `\`-escapes (they would need an owned copy; no client escapes these).
+    pub(super) fn scan(
+        value: &'h str,
+    ) -> Result<ControlFlow<(), (&'h str, Self)>, sagw_sip::AuthParseError> {
+        let mut s = SignedParams::default();
+        let scanned = AuthHeader::scan(value, |p| {
+            if GSSAPI_DATA.is(p.name) {
+                return ControlFlow::Break(());
+            }
+            if let Some(slot) = s.slot(p.name) {
+                match p.value {
+                    Cow::Borrowed(v) => *slot = Some(v),
+                    Cow::Owned(_) => return ControlFlow::Break(()),
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(match scanned {
+            ControlFlow::Continue(scheme) => ControlFlow::Continue((scheme, s)),
+            ControlFlow::Break(()) => ControlFlow::Break(()),
+        })
+    }
+}
+
+/// A parameter name of up to 16 lower-case letters and `-`, compared with a name on the wire
+/// ignoring ASCII case 8 bytes at a time: a byte-wise `eq_ignore_ascii_case` was ~17
+/// instructions a byte, on every parameter of every signed message.
+struct Name {
+    len: usize,
+    /// The name's bytes, little-endian, zero past its end.
+    words: [u64; 2],
+    /// 0x20 in each byte that is a letter: OR-ed into the wire name's bytes, it folds exactly
+    /// `A`-`Z` onto `a`-`z` there (`b | 0x20` is a given letter only for that letter's two
+    /// cases), and leaves `-` to match only itself.
+    fold: [u64; 2],
+}
+
+impl Name {
+    const fn new(name: &str) -> Self {
+        let b = name.as_bytes();
+        let mut words = [0u64; 2];
+        let mut fold = [0u64; 2];
+        let mut i = 0;
+        while i < b.len() && i < 16 {
+            words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+            if b[i].is_ascii_lowercase() {
+                fold[i / 8] |= 0x20 << (8 * (i % 8));
+            }
+            i += 1;
+        }
+        Name {
+            len: b.len(),
+            words,
+            fold,
+        }
+    }
+
+    #[inline]
+    fn is(&self, name: &str) -> bool {
+        self.is_bytes(name.as_bytes())
+    }
+
+    #[inline]
+    fn is_bytes(&self, b: &[u8]) -> bool {
+        b.len() == self.len
+            && word(b) | self.fold[0] == self.words[0]
+            && (b.len() <= 8 || word(b.get(8..).unwrap_or(&[])) | self.fold[1] == self.words[1])
+    }
+}
+
+/// The first 8 bytes of `b` (fewer: zero-padded) as a little-endian word. A whole word is one
+/// load; a shorter tail is shifted in byte by byte (`copy_from_slice` of a variable length was
+/// a `memcpy` call).
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    b.iter().rev().fold(0, |w, &x| w << 8 | u64::from(x))
+}
+
+/// Whether `value` holds `gssapi-data` (any case) anywhere: credentials that do not cannot be
+/// a handshake leg, and are read by [`SignedParams::scan`]; those that do are parsed whole
+/// at once, not scanned up to their token first.
+pub(super) fn mentions_gssapi_data(value: &str) -> bool {
+    let b = value.as_bytes();
+    memchr::memchr_iter(b'-', b).any(|dash| {
+        dash.checked_sub(6)
+            .and_then(|start| b.get(start..start + GSSAPI_DATA.len))
+            .is_some_and(|w| GSSAPI_DATA.is_bytes(w))
+    })
+}
+
+const REALM: Name = Name::new("realm");
+const CRAND: Name = Name::new("crand");
+const CNUM: Name = Name::new("cnum");
+const OPAQUE: Name = Name::new("opaque");
+const RESPONSE: Name = Name::new("response");
+const TARGETNAME: Name = Name::new("targetname");
+const GSSAPI_DATA: Name = Name::new("gssapi-data");
+
+/// The credentials of a signed message, read by [`SignedParams::scan`] without the parameter
+/// list a handshake leg's [`Presented`] has.
+pub(super) struct SignedPresented<'m> {
+    pub(super) scheme: SaScheme,
+    /// The scheme token as written (the signature buffer holds it).
+    pub(super) token: &'m str,
+    pub(super) params: SignedParams<'m>,
+    pub(super) at: usize,
+    pub(super) family: ChallengeFamily,
+    pub(super) facts: MessageFacts<'m>,
 }
 
 impl SecurityCore {
@@ -46,10 +176,27 @@ impl SecurityCore {
         dir: Direction,
         now: SystemTime,
     ) -> Result<SaHandle, Reason> {
+        let h = &presented.header;
+        // The opaque and the five parameters the signature needs, in one pass.
+        let params = SignedParams::of(h);
+        self.verify_signed_params(msg, &presented.facts, h.scheme, &params, scheme, dir, now)
+    }
+
+    /// [`verify_signed`](Self::verify_signed) with the credentials' parameters already read
+    /// (`token` is the scheme as written).
+    #[allow(clippy::too_many_arguments)]
+    fn verify_signed_params(
+        &self,
+        msg: &Message,
+        facts: &MessageFacts<'_>,
+        token: &str,
+        params: &SignedParams<'_>,
+        scheme: SaScheme,
+        dir: Direction,
+        now: SystemTime,
+    ) -> Result<SaHandle, Reason> {
         let label: Scheme = scheme.into();
         let result = (|| {
-            // The opaque and the five parameters the signature needs, in one pass.
-            let params = SignedParams::of(&presented.header);
             let opaque = params
                 .opaque
                 .ok_or(Reason::Unsigned)
@@ -62,7 +209,7 @@ impl SecurityCore {
             if sa.scheme() != scheme {
                 return Err(Reason::SaMismatch);
             }
-            self.verify_params(msg, presented, &params, &sa, dir, now)?;
+            self.verify_params(msg, facts, token, params, &sa, dir, now)?;
             self.sas.note_progress(&sa);
             Ok(sa)
         })();
@@ -70,6 +217,41 @@ impl SecurityCore {
             self.counters.verify_failed(label, reason);
         }
         result
+    }
+
+    /// A signed request ([`find_credentials`](Self::find_credentials) read it without a
+    /// parameter list): what [`ms_request`](Self::ms_request) decides for credentials without
+    /// `gssapi-data`.
+    pub(super) fn signed_request(
+        &self,
+        msg: &Message,
+        p: &PolicyState,
+        signed: &SignedPresented<'_>,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        match self.verify_signed_params(
+            msg,
+            &signed.facts,
+            signed.token,
+            &signed.params,
+            signed.scheme,
+            Direction::Request,
+            now,
+        ) {
+            Ok(sa) => Decision::Authenticated(Authenticated {
+                identity: sa.identity().to_owned(),
+                scheme: sa.scheme().into(),
+                binding: Binding::Sa {
+                    sa,
+                    family: signed.family,
+                    established_now: false,
+                },
+                credentials_at: signed.at,
+                evicted: Vec::new(),
+            }),
+            Err(reason) => self.rechallenge(msg, p, signed.family, reason, now, rng),
+        }
     }
 
     /// Checks one client signature against `sa` and records its `cnum`.
@@ -81,21 +263,23 @@ impl SecurityCore {
         dir: Direction,
         now: SystemTime,
     ) -> Result<(), Reason> {
-        let params = SignedParams::of(&presented.header);
-        self.verify_params(msg, presented, &params, sa, dir, now)
+        let h = &presented.header;
+        let params = SignedParams::of(h);
+        self.verify_params(msg, &presented.facts, h.scheme, &params, sa, dir, now)
     }
 
     /// [`verify_with`](Self::verify_with) with the header's parameters already read.
+    #[allow(clippy::too_many_arguments)]
     fn verify_params(
         &self,
         msg: &Message,
-        presented: &Presented<'_>,
+        facts: &MessageFacts<'_>,
+        token: &str,
         signed: &SignedParams<'_>,
         sa: &SecurityAssociation,
         dir: Direction,
         now: SystemTime,
     ) -> Result<(), Reason> {
-        let h = &presented.header;
         let SignedParams {
             realm,
             targetname,
@@ -109,7 +293,7 @@ impl SecurityCore {
         if realm != self.config.realm || Some(targetname) != self.targetname_for(sa.scheme()) {
             return Err(Reason::SaMismatch);
         }
-        if endpoint_epid(&presented.facts, dir).unwrap_or("") != sa.epid() {
+        if endpoint_epid(facts, dir).unwrap_or("") != sa.epid() {
             return Err(Reason::SaMismatch);
         }
         let (Some(crand), Some(cnum_text), Some(response)) = (crand, cnum_text, response) else {
@@ -122,7 +306,7 @@ impl SecurityCore {
             ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
         }
         let params = BufferParams {
-            scheme: h.scheme,
+            scheme: token,
             rand: crand,
             num: cnum_text,
             realm,
@@ -131,7 +315,7 @@ impl SecurityCore {
         };
         with_scratch(|scratch| {
             let buffer = &mut scratch.buffer;
-            write_facts(msg, &presented.facts, &params, buffer);
+            write_facts(msg, facts, &params, buffer);
             match sa.mechanism() {
                 Mechanism::Ntlm(session) => session
                     .verify_from_client_hex(buffer, response)
@@ -160,18 +344,29 @@ impl SecurityCore {
         // Responses are judged under the default policy (every scheme served): a response is
         // signed with the SA its endpoint has, whatever policy the SA was made under.
         let facts = MessageFacts::of(msg);
-        let presented = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
-            Ok(Some(c)) => c,
+        let verified = match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
+            Ok(Some(Found::Signed(s))) => self.verify_signed_params(
+                msg,
+                &s.facts,
+                s.token,
+                &s.params,
+                s.scheme,
+                Direction::Response,
+                now,
+            ),
+            Ok(Some(Found::Full(presented))) => {
+                let Some(scheme) = SaScheme::from_token(presented.header.scheme) else {
+                    return ResponseVerdict::Unsigned;
+                };
+                self.verify_signed(msg, &presented, scheme, Direction::Response, now)
+            }
             Ok(None) => return ResponseVerdict::Unsigned,
             Err(reason) => {
                 self.counters.dropped_response();
                 return ResponseVerdict::Drop(reason);
             }
         };
-        let Some(scheme) = SaScheme::from_token(presented.header.scheme) else {
-            return ResponseVerdict::Unsigned;
-        };
-        match self.verify_signed(msg, &presented, scheme, Direction::Response, now) {
+        match verified {
             Ok(sa) => ResponseVerdict::Verified(sa),
             Err(reason) => {
                 self.counters.dropped_response();
@@ -288,5 +483,162 @@ impl SecurityCore {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `scan` agrees with the whole-header path: `AuthHeader::parse`, then (no `gssapi-data`)
+    /// `SignedParams::of`; and the `gssapi-data` prefilter never misses a handshake leg.
+    fn check(value: &str) -> usize {
+        let whole = AuthHeader::parse(value);
+        let leg = whole
+            .as_ref()
+            .is_ok_and(|h| h.param("gssapi-data").is_some());
+        if leg {
+            assert!(mentions_gssapi_data(value), "{value:?}");
+        }
+        match (SignedParams::scan(value), &whole) {
+            (Ok(ControlFlow::Continue((scheme, params))), Ok(h)) => {
+                assert!(!leg, "{value:?}");
+                assert_eq!(scheme, h.scheme, "{value:?}");
+                assert_eq!(params, SignedParams::of(h), "{value:?}");
+                return 0;
+            }
+            // A handshake leg, or escapes in a value verification reads: the whole header.
+            (Ok(ControlFlow::Break(())), Ok(h)) => {
+                let escaped = h.params.iter().any(|p| {
+                    matches!(p.value, Cow::Owned(_))
+                        && SignedParams::default().slot(p.name).is_some()
+                });
+                assert!(leg || escaped, "{value:?}");
+                return 1;
+            }
+            // Stopped early: the rest, read whole, may still be refused.
+            (Ok(ControlFlow::Break(())), Err(_)) => {}
+            (Err(e), Err(want)) => assert_eq!(&e, want, "{value:?}"),
+            (got, want) => panic!("{value:?}: scan {got:?}, parse {want:?}"),
+        }
+        2
+    }
+
+    #[test]
+    fn scan_reads_what_the_whole_header_gives_verification() {
+        const NAMES: &[&str] = &[
+            "realm",
+            "REALM",
+            "Realm",
+            "opaque",
+            "OPAQUE",
+            "crand",
+            "cRand",
+            "cnum",
+            "CNUM",
+            "response",
+            "Response",
+            "targetname",
+            "TargetName",
+            "gssapi-data",
+            "GSSAPI-DATA",
+            "Gssapi-Data",
+            "gssapi_data",
+            "gssapi-dat",
+            "qop",
+            "version",
+            "realn",
+            "crane",
+            "cnup",
+            "opaquf",
+            "responsf",
+            "targetnamf",
+            "srand",
+            "x",
+            "reALM",
+            "",
+        ];
+        const VALUES: &[&str] = &[
+            "\"SIP Communications Service\"",
+            "\"2BDBAC9D\"",
+            "\"1\"",
+            "4",
+            "\"\"",
+            "\"a\\\"b\"",
+            "\"unterminated",
+            "\"gssapi-data=x\"",
+            "\"GSSAPI-data\"",
+            "tok",
+            "\"0100000029618e9651b65a7764000000\"",
+            "\"\\\\\"",
+            "",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut seen = [0usize; 3];
+        for _ in 0..100_000 {
+            let mut v = String::from(["NTLM", "Kerberos", "ntlm", "NTLM,"][below(4)]);
+            for i in 0..below(9) {
+                v.push_str(if i == 0 {
+                    " "
+                } else {
+                    [", ", ",", " , "][below(3)]
+                });
+                v.push_str(NAMES[below(NAMES.len())]);
+                v.push('=');
+                v.push_str(VALUES[below(VALUES.len())]);
+            }
+            seen[check(&v)] += 1;
+        }
+        // Read by scan, left to the whole header, refused: each case well covered.
+        assert!(seen.iter().all(|&n| n > 5_000), "{seen:?}");
+        check(
+            r#"NTLM qop="auth", realm="SIP Communications Service", opaque="2BDBAC9D", targetname="cosmo-ocs-r2.cosmo.local", crand="13317733", cnum="1", response="0100000029618e9651b65a7764000000""#,
+        );
+        check(r#"NTLM opaque="2BDBAC9D", gssapi-data="TlRMTVNTUAADAAAA""#);
+        check(r#"NTLM realm="a\"b", opaque="2BDBAC9D""#);
+    }
+
+    #[test]
+    fn names_match_ignoring_ascii_case_only() {
+        for name in [
+            "realm",
+            "crand",
+            "cnum",
+            "opaque",
+            "response",
+            "targetname",
+            "gssapi-data",
+        ] {
+            let n = Name::new(name);
+            assert!(n.is(name));
+            assert!(n.is(&name.to_ascii_uppercase()));
+            // Every single-byte change of every position: equal only to the other case.
+            for at in 0..name.len() {
+                for b in 0..=255u8 {
+                    let mut v = name.as_bytes().to_vec();
+                    v[at] = b;
+                    assert_eq!(
+                        n.is_bytes(&v),
+                        v.eq_ignore_ascii_case(name.as_bytes()),
+                        "{name} {at} {b}"
+                    );
+                }
+            }
+            assert!(!n.is(&name[1..]));
+            assert!(!n.is(&format!("{name}x")));
+        }
+        assert!(mentions_gssapi_data("NTLM GSSAPI-Data=\"\""));
+        assert!(mentions_gssapi_data("x=\"gssapi-dataX\""));
+        assert!(!mentions_gssapi_data(
+            "NTLM gssapi_data=x, -gssapi, ssapi-data"
+        ));
+        assert!(!mentions_gssapi_data("-"));
+        assert!(!mentions_gssapi_data("gssapi-dat"));
     }
 }
