@@ -47,9 +47,21 @@ pub struct Opaque(pub u32);
 impl Opaque {
     /// Exactly eight hex digits, either case: the big-endian bytes of the number.
     pub fn parse(s: &str) -> Option<Self> {
-        let mut be = [0u8; 4];
-        hex::decode_to_slice(s, &mut be).ok()?;
-        Some(Opaque(u32::from_be_bytes(be)))
+        // Digit by digit into the number: what `hex::decode_to_slice` into four big-endian bytes
+        // gives, without its general set-up (once per signed message).
+        let digits: &[u8; 8] = s.as_bytes().try_into().ok()?;
+        digits
+            .iter()
+            .try_fold(0u32, |n, &d| {
+                let v = match d {
+                    b'0'..=b'9' => d - b'0',
+                    b'a'..=b'f' => d - b'a' + 10,
+                    b'A'..=b'F' => d - b'A' + 10,
+                    _ => return None,
+                };
+                Some(n << 4 | u32::from(v))
+            })
+            .map(Opaque)
     }
 }
 
@@ -328,6 +340,49 @@ impl SecurityAssociation {
 #[cfg(test)]
 mod tests {
     use super::Opaque;
+
+    #[test]
+    fn opaque_parse_is_hex_decode_of_four_bytes() {
+        let reference = |s: &str| {
+            let mut be = [0u8; 4];
+            hex::decode_to_slice(s, &mut be)
+                .ok()
+                .map(|()| Opaque(u32::from_be_bytes(be)))
+        };
+        let mut cases: Vec<String> = [
+            "2BDBAC9D",
+            "2bdbac9d",
+            "00000000",
+            "FFFFFFFF",
+            "ffffffff",
+            "0123abCD",
+            "",
+            "2BDBAC9",
+            "2BDBAC9D0",
+            "2BDBAC9G",
+            " 2BDBAC9",
+            "2BDBAC9 ",
+            "+1234567",
+            "-1234567",
+            "0x123456",
+            "2BDBAC\u{e9}",
+            "\u{e9}\u{e9}\u{e9}\u{e9}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every ASCII byte at every position of an otherwise valid opaque.
+        for at in 0..8 {
+            for b in 0..=127u8 {
+                let mut v = b"2bdbAC9D".to_vec();
+                v[at] = b;
+                cases.push(String::from_utf8(v).expect("ASCII"));
+            }
+        }
+        for c in &cases {
+            assert_eq!(Opaque::parse(c), reference(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn opaque_is_eight_hex_digits_of_either_case() {
