@@ -1013,7 +1013,7 @@ fn strip_uri_params(uri: &str) -> &str {
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
 fn same_identity(from_uri: &str, identity: &str) -> bool {
     fn norm(s: &str) -> &str {
-        let s = s.trim();
+        let s = trim(s);
         s.strip_prefix("sips:")
             .or_else(|| s.strip_prefix("sip:"))
             .unwrap_or(s)
@@ -1022,8 +1022,37 @@ fn same_identity(from_uri: &str, identity: &str) -> bool {
     !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
 }
 
+/// `str::trim`, without its decoding of a character at each end when both end bytes are ASCII
+/// and not white space (as they are in every URI and identity): a white-space character is
+/// either one of those ASCII bytes or a multi-byte one, whose first and last bytes are not ASCII.
+fn trim(s: &str) -> &str {
+    let kept = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !char::from(b).is_whitespace());
+    let b = s.as_bytes();
+    if kept(b.first()) && kept(b.last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trim_is_str_trim() {
+        let ends = [
+            "", " ", "\t", "\r\n", "\u{0b}", "\u{0c}", "\u{a0}", "\u{2003}", "\u{3000}", "\u{e9}",
+            "x", ";", "\u{85}", "\u{200b}", "\u{feff}",
+        ];
+        for a in ends {
+            for b in ends {
+                for mid in ["", "sip:a@b", " ", "\u{a0}x\u{a0}"] {
+                    let s = format!("{a}{mid}{b}");
+                    assert_eq!(super::trim(&s), s.trim(), "{s:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn upper_hex_into_is_the_upper_case_of_the_crate_and_of_fmt() {
         let mut out = [0u8; 6];
