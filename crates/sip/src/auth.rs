@@ -428,6 +428,7 @@ fn element_params<'a>(
         Some(_) if !spaced => return Err(AuthParseError::Garbage { at: c.i }),
         Some(_) => {}
     }
+    let mut lengths = 0u64;
     loop {
         let name_at = c.i;
         let name = c.token();
@@ -461,8 +462,13 @@ fn element_params<'a>(
         // Each name is compared with the ones before it, of which there are fewer than
         // MAX_PARAMS: at most MAX_PARAMS times the length of the value in all, linear. (It
         // was unbounded: 2 000 parameters in one 8 KB line took 2 million comparisons.) A
-        // comparison stops at the first differing length or byte.
-        if sink.has(name) {
+        // comparison stops at the first differing length or byte. Names of equal length
+        // (ignoring case) can only be equal: unless one before it had this name's length (a
+        // bit a length, lengths past 63 sharing the last), there is nothing to compare.
+        let length = 1u64 << name.len().min(63);
+        let same_length = lengths & length != 0;
+        lengths |= length;
+        if same_length && sink.has(name) {
             return Err(AuthParseError::DuplicateParam {
                 name: name.to_owned(),
             });

@@ -437,6 +437,20 @@ fn the_parser_and_scan_agree_with_the_old_parser_on_edge_values() {
             check(&many(n, dup));
         }
     }
+    // Long names: lengths past 63 share one bit of the duplicate check's length mask.
+    for (a, b) in [
+        (62, 62),
+        (63, 63),
+        (63, 64),
+        (64, 64),
+        (64, 70),
+        (70, 70),
+        (70, 71),
+    ] {
+        let (x, y) = ("n".repeat(a), "N".repeat(b));
+        check(&format!("NTLM {x}=1, {y}=2"));
+        check(&format!("NTLM {x}=1, q=2, {y}x=3, {y}=4"));
+    }
     let listed = "Negotiate, ".repeat(MAX_CHALLENGES) + "NTLM a=b";
     check(&listed);
     check(&("Negotiate, ".repeat(MAX_CHALLENGES - 1) + "NTLM a=b"));
