@@ -177,20 +177,13 @@ struct Leg<'a> {
 
 /// Upper-case hex of `bytes` in the first `2 * bytes.len()` bytes of `out`, without allocating:
 /// how the per-message signing path writes `srand`, `opaque` and `rspauth`. Emitted upper-case like
-/// OCS, accepted in either case (notes §2.1). Two digits a byte from a table (the `hex` crate's
-/// `encode_to_slice` writes lower case, which then had to be upper-cased in place).
+/// OCS, accepted in either case (notes §2.1). `const_hex` writes upper case directly (the `hex`
+/// crate wrote lower case only, which then had to be upper-cased in place).
 /// Empty when `out` is too short (every caller's buffer fits exactly).
 fn upper_hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let Some(out) = out.get_mut(..2 * bytes.len()) else {
-        return "";
-    };
-    for ([hi, lo], b) in out.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
-        *hi = DIGITS[usize::from(b >> 4)];
-        *lo = DIGITS[usize::from(b & 0x0f)];
-    }
-    // Only ASCII hex digits were written.
-    std::str::from_utf8(out).unwrap_or("")
+    out.get_mut(..2 * bytes.len())
+        .and_then(|out| const_hex::encode_to_str_upper(bytes, out).ok())
+        .map_or("", |s| &*s)
 }
 
 impl SecurityCore {
@@ -1070,7 +1063,7 @@ mod tests {
         let mut out = [0u8; 32];
         assert_eq!(
             super::upper_hex_into(&sig, &mut out),
-            hex::encode_upper(sig)
+            sig.iter().map(|b| format!("{b:02X}")).collect::<String>()
         );
         // A longer buffer keeps its tail; a shorter one gets nothing.
         let mut out = [b'.'; 4];

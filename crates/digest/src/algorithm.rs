@@ -185,19 +185,19 @@ pub(crate) struct HexBuf {
 }
 
 impl HexBuf {
-    /// Lower-case hex of `bytes` (at most 32: a hash output). The `hex` crate encodes byte by
-    /// byte into the buffer's pairs: at the fixed length of one byte its loop reduces to the two
-    /// table lookups, without the bounds checks it has over a slice of run-time length.
+    /// Lower-case hex of `bytes` (at most 32: a hash output; more are cut off), in one
+    /// `const_hex` call: its encoder dispatches on the CPU's features per call, too much to pay
+    /// per byte.
     pub(crate) fn encode(bytes: &[u8]) -> Self {
         let mut out = HexBuf {
             buf: [0; 64],
             len: 0,
         };
-        for (&b, pair) in bytes.iter().zip(out.buf.chunks_exact_mut(2)) {
-            if hex::encode_to_slice([b], pair).is_err() {
-                break;
-            }
-            out.len += 2;
+        let bytes = bytes.get(..32).unwrap_or(bytes);
+        if let Some(dst) = out.buf.get_mut(..2 * bytes.len())
+            && const_hex::encode_to_slice(bytes, dst).is_ok()
+        {
+            out.len = dst.len();
         }
         out
     }

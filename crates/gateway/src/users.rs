@@ -280,7 +280,10 @@ mod tests {
             .expect("parse")
             .nt_hash("alice")
             .expect("alice");
-        let new = old.replace(&hex::encode_upper(alice_nt.as_bytes()), &"0".repeat(32));
+        let new = old.replace(
+            &const_hex::encode_upper(alice_nt.as_bytes()),
+            &"0".repeat(32),
+        );
         assert_eq!(new.len(), old.len());
         {
             use std::io::Write;

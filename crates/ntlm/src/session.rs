@@ -230,52 +230,18 @@ impl fmt::Debug for NtlmSession {
 
 /// Upper-case hex of a signature (what OCS 2007 R2 and pidgin-sipe send; peers accept either case).
 pub fn signature_to_hex(signature: &[u8; 16]) -> String {
-    hex::encode_upper(signature)
+    const_hex::encode_upper(signature)
 }
-
-/// The value of each hex digit (either case); [`NOT_HEX`] for every other byte.
-static HEX_DIGIT: [u8; 256] = {
-    let mut t = [NOT_HEX; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-const NOT_HEX: u8 = 0xff;
 
 /// Parses a 32-digit hex signature, either case. Anything else is [`NtlmError::BadSignature`].
 ///
-/// Every signed message's `response` comes through here: a table per digit pair, with the
-/// validity of all 32 digits gathered in one test at the end (the `hex` crate checks and
-/// branches per digit). What it accepts is what `hex::decode_to_slice` accepted.
+/// Every signed message's `response` comes through here. The length is checked first:
+/// `const_hex` strips a `0x` prefix, which 34 characters would otherwise get past.
 pub fn signature_from_hex(signature_hex: &str) -> Result<[u8; 16], NtlmError> {
-    let digits: &[u8; 32] = signature_hex
-        .as_bytes()
-        .try_into()
-        .map_err(|_| NtlmError::BadSignature)?;
-    let mut out = [0u8; 16];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(digits.as_chunks::<2>().0) {
-        let (hi, lo) = (
-            HEX_DIGIT[usize::from(pair[0])],
-            HEX_DIGIT[usize::from(pair[1])],
-        );
-        // A valid digit is below 16: only NOT_HEX sets the high bits.
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
-    }
-    if bad & 0xf0 != 0 {
+    if signature_hex.len() != 32 {
         return Err(NtlmError::BadSignature);
     }
-    Ok(out)
+    const_hex::decode_to_array(signature_hex).map_err(|_| NtlmError::BadSignature)
 }
 
 #[cfg(test)]
@@ -317,9 +283,19 @@ mod tests {
     #[test]
     fn hex_parse_accepts_what_the_hex_crate_accepts() {
         let base = *b"01000000e615438A917661be64000000";
+        // What the `hex` crate's `decode_to_slice` into 16 bytes accepted, written out
+        // independently: 32 ASCII hex digits of either case, nothing else (no sign, no `0x`).
         let crate_decode = |s: &[u8]| {
+            let digits: &[u8; 32] = s.try_into().ok()?;
             let mut out = [0u8; 16];
-            hex::decode_to_slice(s, &mut out).map(|()| out).ok()
+            for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
+                let pair = std::str::from_utf8(pair).ok()?;
+                if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                *o = u8::from_str_radix(pair, 16).ok()?;
+            }
+            Some(out)
         };
         // Every byte value at every position of a valid signature.
         for at in 0..base.len() {
@@ -338,6 +314,15 @@ mod tests {
                 signature_from_hex(&text).ok(),
                 crate_decode(text.as_bytes())
             );
+        }
+        // A `0x` prefix, which `const_hex` alone would strip, before 30 and 32 digits.
+        for text in [
+            "0x000000e615438A917661be64000000",
+            "0X01000000e615438A917661be64000000",
+            "0x01000000e615438A917661be64000000",
+        ] {
+            assert_eq!(signature_from_hex(text), Err(NtlmError::BadSignature));
+            assert_eq!(crate_decode(text.as_bytes()), None);
         }
     }
 
