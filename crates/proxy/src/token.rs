@@ -56,7 +56,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Lower-case hex of `n` without leading zeros (what `{:x}` writes) appended to `out`. A number
-/// formatter, not byte hex: the `hex` crate has no equivalent (it writes every byte, leading zeros
+/// formatter, not byte hex: `const_hex` has no equivalent (it writes every byte, leading zeros
 /// included), so this one stays.
 fn hex_u64(n: u64, out: &mut String) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn hex_in_tokens_is_digits_only() {
-        // `u8::from_str_radix` took "+a" for 10; the `hex` crate refuses a sign.
+        // `u8::from_str_radix` took "+a" for 10; hex decoding refuses a sign.
         let flow = decode_flow_token("t1x0a010203x13c4").expect("plain hex");
         assert_eq!(flow.remote, "10.1.2.3:5060".parse().unwrap());
         assert_eq!(decode_flow_token("t1x+a010203x13c4"), None);
