@@ -791,10 +791,8 @@ impl SecurityCore {
     }
 
     // ------------------------------------------------------------------------------------------
-    // Responses from clients
-
-    // ------------------------------------------------------------------------------------------
-    // Signing
+    // Requests the gateway sends to a client (signing them, and verifying the client's responses,
+    // is in security/signatures.rs)
 
     /// The SA of an endpoint, for requests the gateway sends to it (found through the epid the
     /// registrar stored).
