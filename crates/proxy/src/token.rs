@@ -30,6 +30,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The lower-case hex digits, by value: [`push_hex`], [`hex_u64`] and [`Unique::of`] write with it.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Lower-case hex of `bytes` appended to `out`, without `format!` or a `String` per call: it runs
 /// for every branch, tag and flow token; the gateway's security stage writes its response tags with
 /// it too. Kept by hand, two table lookups a byte straight into `out`: the inputs are a few bytes,
@@ -38,11 +41,10 @@ impl std::fmt::Debug for Secret {
 /// the proxy's `perf` example).
 #[inline]
 pub fn push_hex(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.reserve(2 * bytes.len());
     for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0x0f)]));
     }
 }
 
@@ -59,11 +61,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// formatter, not byte hex: `const_hex` has no equivalent (it writes every byte, leading zeros
 /// included), so this one stays.
 fn hex_u64(n: u64, out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
     for i in (0..digits).rev() {
         // The mask keeps the index below 16.
-        out.push(char::from(DIGITS[((n >> (4 * i)) & 0xf) as usize]));
+        out.push(char::from(HEX_DIGITS[((n >> (4 * i)) & 0xf) as usize]));
     }
 }
 
@@ -90,11 +91,10 @@ impl Unique {
     /// cost some 40 instructions more per call under callgrind (its CPU-feature dispatch and SIMD
     /// set-up, for eight bytes), once per transaction.
     pub fn of(bytes: [u8; 8]) -> Unique {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [b'0'; 16];
         for ([hi, lo], b) in digits.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
-            *hi = DIGITS[usize::from(b >> 4)];
-            *lo = DIGITS[usize::from(b & 0x0f)];
+            *hi = HEX_DIGITS[usize::from(b >> 4)];
+            *lo = HEX_DIGITS[usize::from(b & 0x0f)];
         }
         Unique(digits)
     }
