@@ -445,7 +445,7 @@ impl Runner {
                     .expect("session")
                     .get_mic(buf.as_bytes())
                     .expect("MIC");
-                let response = const_hex::encode(&mic);
+                let response = sagw_hex::encode(&mic);
                 m.push_header(
                     name,
                     &b.quoted("crand", &crand)
@@ -573,7 +573,7 @@ impl Runner {
                 },
             );
             let rspauth = h.param("rspauth").expect("rspauth");
-            let token = const_hex::decode(rspauth).expect("hex");
+            let token = sagw_hex::decode(rspauth).expect("hex");
             if let Err(e) = st
                 .session
                 .as_ref()
@@ -751,13 +751,13 @@ fn run_flow(path: &Path) {
             }
             ["random", values @ ..] => {
                 for h in values {
-                    r.rng_script.extend(const_hex::decode(h).expect("hex"));
+                    r.rng_script.extend(sagw_hex::decode(h).expect("hex"));
                 }
             }
             ["ntlm-challenge", opaque, epid, challenge_hex] => {
                 let opaque = u32::from_str_radix(opaque, 16).expect("opaque: 8 hex digits");
                 let mut challenge = [0u8; 8];
-                const_hex::decode_to_slice(challenge_hex, &mut challenge).expect("hex: 8 bytes");
+                sagw_hex::decode_to_slice(challenge_hex, &mut challenge).expect("hex: 8 bytes");
                 r.ntlm_challenges
                     .push((opaque, (*epid).to_owned(), challenge));
             }

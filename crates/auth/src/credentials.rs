@@ -204,11 +204,8 @@ impl FileCredentialStore {
             match kind {
                 "nt" => {
                     let mut bytes = [0u8; 16];
-                    // The length first: `const_hex` would strip a `0x` the file format never had.
-                    (rest.len() == 32)
-                        .then(|| const_hex::decode_to_slice(rest, &mut bytes).ok())
-                        .flatten()
-                        .ok_or_else(|| syntax("nt wants 32 hex digits (the NT hash)"))?;
+                    sagw_hex::decode_to_slice(rest, &mut bytes)
+                        .map_err(|_| syntax("nt wants 32 hex digits (the NT hash)"))?;
                     store.record(user).nt = Some(bytes);
                 }
                 "ha1" => {
@@ -314,7 +311,7 @@ impl FileCredentialStore {
         for name in names {
             let rec = &self.users[name];
             if let Some(nt) = rec.nt {
-                out.push_str(&format!("{name} nt {}\n", const_hex::encode_upper(nt)));
+                out.push_str(&format!("{name} nt {}\n", sagw_hex::encode_upper(nt)));
             }
             for (realm, alg, hex) in &rec.ha1 {
                 out.push_str(&format!("{name} ha1 {} {hex} {realm}\n", alg.token()));

@@ -47,7 +47,7 @@ pub struct Opaque(pub u32);
 impl Opaque {
     /// Exactly eight hex digits, either case: the big-endian bytes of the number.
     pub fn parse(s: &str) -> Option<Self> {
-        // Digit by digit into the number, kept by hand: `const_hex::decode_to_array` into four
+        // Digit by digit into the number, kept by hand: `sagw_hex::decode_to_array` into four
         // big-endian bytes (after a length check, as it strips a `0x` prefix) costs some 35
         // instructions more per call under callgrind, for eight digits its SIMD set-up does not
         // pay for (once per signed message and per final leg). Accepts what the `hex` crate did.

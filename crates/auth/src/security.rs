@@ -183,7 +183,7 @@ struct Leg<'a> {
 /// Empty when `out` is too short (every caller's buffer fits exactly).
 fn upper_hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     out.get_mut(..2 * bytes.len())
-        .and_then(|out| const_hex::encode_to_str_upper(bytes, out).ok())
+        .and_then(|out| sagw_hex::encode_to_str_upper(bytes, out).ok())
         .map_or("", |s| &*s)
 }
 

@@ -92,7 +92,7 @@ impl KrbClient {
             b = b
                 .quoted("crand", &crand)
                 .quoted("cnum", &cnum)
-                .quoted("response", &const_hex::encode(&mic));
+                .quoted("response", &sagw_hex::encode(&mic));
         }
         m.push_header("Authorization", &b.build());
         m
@@ -110,7 +110,7 @@ impl KrbClient {
         }
         let p = |n: &str| h.param(n).ok_or(format!("missing {n}"));
         let buf = self.buffer(m, p("srand")?, p("snum")?);
-        let token = const_hex::decode(p("rspauth")?).map_err(|_| "bad hex")?;
+        let token = sagw_hex::decode(p("rspauth")?).map_err(|_| "bad hex")?;
         self.session
             .verify_mic(buf.as_bytes(), &token)
             .map_err(|e| e.to_string())

@@ -240,10 +240,10 @@ impl ClientSa {
     /// The MAC over a signature buffer as hex (NTLM: 16 bytes; Kerberos: the MIC token).
     pub fn mac_hex(&self, buffer: &[u8]) -> Result<String, String> {
         match &self.mechanism {
-            ClientMechanism::Ntlm(s) => Ok(const_hex::encode(s.sign_as_client(buffer))),
+            ClientMechanism::Ntlm(s) => Ok(sagw_hex::encode(s.sign_as_client(buffer))),
             ClientMechanism::Kerberos(s) => s
                 .get_mic(buffer)
-                .map(const_hex::encode)
+                .map(sagw_hex::encode)
                 .map_err(|e| e.to_string()),
         }
     }
@@ -258,7 +258,7 @@ impl ClientSa {
     ) -> Result<(), String> {
         let mut r = [0u8; 4];
         rng.fill_bytes(&mut r);
-        let crand = const_hex::encode(r);
+        let crand = sagw_hex::encode(r);
         self.sign_with(msg, &crand, leg)
     }
 
@@ -395,11 +395,7 @@ impl ClientSa {
         let mismatch = || BadSignature::Mismatch {
             buffer: String::from_utf8_lossy(&buffer).into_owned(),
         };
-        // `const_hex` strips a `0x` prefix; an rspauth with one is not hex, as before.
-        if rspauth.starts_with("0x") || rspauth.starts_with("0X") {
-            return Err(mismatch());
-        }
-        let sig = const_hex::decode(rspauth).map_err(|_| mismatch())?;
+        let sig = sagw_hex::decode(rspauth).map_err(|_| mismatch())?;
         let ok = match &self.mechanism {
             ClientMechanism::Ntlm(s) => s.verify_from_server(&buffer, &sig).is_ok(),
             ClientMechanism::Kerberos(s) => match s.verify_mic(&buffer, &sig) {

@@ -32,7 +32,7 @@ impl Rng for OsRng {
 pub fn rand_hex(rng: &mut dyn Rng, bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rng.fill_bytes(&mut b);
-    const_hex::encode(b)
+    sagw_hex::encode(b)
 }
 
 /// Parses an HTTP date (`Mon, 01 Mar 2010 10:08:08 GMT`), the form of SIP's `Date` header

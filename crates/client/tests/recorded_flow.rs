@@ -47,7 +47,7 @@ fn recorded_clock() -> SystemTime {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    const_hex::decode(s).expect("hex")
+    sagw_hex::decode(s).expect("hex")
 }
 
 fn param(msg: &Message, header: &str, name: &str) -> Option<String> {

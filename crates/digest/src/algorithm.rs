@@ -195,7 +195,7 @@ impl HexBuf {
         };
         let bytes = bytes.get(..32).unwrap_or(bytes);
         if let Some(dst) = out.buf.get_mut(..2 * bytes.len())
-            && const_hex::encode_to_slice(bytes, dst).is_ok()
+            && sagw_hex::encode_to_slice(bytes, dst).is_ok()
         {
             out.len = dst.len();
         }

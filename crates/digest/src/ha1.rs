@@ -34,8 +34,7 @@ impl Ha1 {
         let len = alg.output_len();
         let dst = ha1.bytes.get_mut(..len).ok_or(DigestError::InvalidHa1)?;
         let hex = hex.trim();
-        // The length first: `const_hex` would strip a `0x` prefix the stored form never had.
-        if hex.len() != 2 * len || const_hex::decode_to_slice(hex, dst).is_err() {
+        if sagw_hex::decode_to_slice(hex, dst).is_err() {
             return Err(DigestError::InvalidHa1);
         }
         Ok(ha1)

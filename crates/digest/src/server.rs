@@ -132,8 +132,7 @@ impl std::fmt::Debug for DigestServer {
 /// Parses `nc`: exactly 8 hex digits (RFC 7616 §3.4: `nc-value = 8LHEX`), not zero.
 fn parse_nc(s: &str) -> Result<u32, DigestError> {
     let mut be = [0u8; 4];
-    // The length first: `const_hex` would strip a `0x` prefix (`0x00000001` is not an nc).
-    if s.len() != 8 || const_hex::decode_to_slice(s, &mut be).is_err() {
+    if sagw_hex::decode_to_slice(s, &mut be).is_err() {
         return Err(DigestError::Malformed("nc is not 8 hex digits"));
     }
     match u32::from_be_bytes(be) {
@@ -339,10 +338,7 @@ impl DigestServer {
         let got = got
             .get_mut(..alg.output_len())
             .ok_or(DigestError::WrongResponse)?;
-        // The length first: `const_hex` would strip a `0x` prefix the grammar does not have.
-        if resp.response.len() != 2 * got.len()
-            || const_hex::decode_to_slice(resp.response, got).is_err()
-        {
+        if sagw_hex::decode_to_slice(resp.response, got).is_err() {
             return Err(DigestError::WrongResponse);
         }
 

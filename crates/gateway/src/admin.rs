@@ -116,7 +116,7 @@ pub fn new_token(path: &Path) -> Result<(), String> {
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| "system random source unavailable".to_owned())?;
-    let text = const_hex::encode(bytes);
+    let text = sagw_hex::encode(bytes);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -69,7 +69,7 @@ impl std::fmt::Debug for Identity {
 
 /// SHA-256 fingerprint, colon-separated upper-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digits = const_hex::encode_upper(Sha256::digest(der));
+    let digits = sagw_hex::encode_upper(Sha256::digest(der));
     let mut s = String::with_capacity(95);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && i % 2 == 0 {

@@ -281,7 +281,7 @@ mod tests {
             .nt_hash("alice")
             .expect("alice");
         let new = old.replace(
-            &const_hex::encode_upper(alice_nt.as_bytes()),
+            &sagw_hex::encode_upper(alice_nt.as_bytes()),
             &"0".repeat(32),
         );
         assert_eq!(new.len(), old.len());

@@ -516,7 +516,7 @@ mod tests {
         // RFC 2202 test case 1: key = 0x0b * 16, data = "Hi There".
         let key = [0x0bu8; 16];
         assert_eq!(
-            const_hex::encode(hmac_md5(&key, &[b"Hi There"])),
+            sagw_hex::encode(hmac_md5(&key, &[b"Hi There"])),
             "9294727a3638bb1c13f48ef8158bfc9d"
         );
     }
@@ -525,7 +525,7 @@ mod tests {
     fn nt_hash_of_password() {
         // [MS-NLMP] 4.2.2.1.2 NTOWFv1("Password") = MD4(UNICODE("Password")).
         assert_eq!(
-            const_hex::encode(NtHash::from_password("Password").as_bytes()),
+            sagw_hex::encode(NtHash::from_password("Password").as_bytes()),
             "a4f49c406510bdcab6824ee7c30fd852"
         );
     }

@@ -230,18 +230,15 @@ impl fmt::Debug for NtlmSession {
 
 /// Upper-case hex of a signature (what OCS 2007 R2 and pidgin-sipe send; peers accept either case).
 pub fn signature_to_hex(signature: &[u8; 16]) -> String {
-    const_hex::encode_upper(signature)
+    sagw_hex::encode_upper(signature)
 }
 
 /// Parses a 32-digit hex signature, either case. Anything else is [`NtlmError::BadSignature`].
 ///
-/// Every signed message's `response` comes through here. The length is checked first:
-/// `const_hex` strips a `0x` prefix, which 34 characters would otherwise get past.
+/// Every signed message's `response` comes through here; `sagw_hex` takes exactly 32 digits, so
+/// a `0x` prefix is refused.
 pub fn signature_from_hex(signature_hex: &str) -> Result<[u8; 16], NtlmError> {
-    if signature_hex.len() != 32 {
-        return Err(NtlmError::BadSignature);
-    }
-    const_hex::decode_to_array(signature_hex).map_err(|_| NtlmError::BadSignature)
+    sagw_hex::decode_to_array(signature_hex).map_err(|_| NtlmError::BadSignature)
 }
 
 #[cfg(test)]
@@ -315,7 +312,7 @@ mod tests {
                 crate_decode(text.as_bytes())
             );
         }
-        // A `0x` prefix, which `const_hex` alone would strip, before 30 and 32 digits.
+        // A `0x` prefix before 30 and 32 digits.
         for text in [
             "0x000000e615438A917661be64000000",
             "0X01000000e615438A917661be64000000",

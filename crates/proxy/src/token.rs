@@ -48,13 +48,9 @@ pub fn push_hex(bytes: &[u8], out: &mut String) {
     }
 }
 
-/// `const_hex`'s decoding of a token part, without the `0x` prefix it would strip: the tokens
-/// never carried one, and one token must have one spelling.
+/// A token part's bytes: exactly two digits a byte, so one token has one spelling.
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.starts_with("0x") || s.starts_with("0X") {
-        return None;
-    }
-    const_hex::decode(s).ok()
+    sagw_hex::decode(s).ok()
 }
 
 /// Lower-case hex of `n` without leading zeros (what `{:x}` writes) appended to `out`. A number
@@ -87,7 +83,7 @@ fn parse_hex_u64(s: &str) -> Option<u64> {
 pub struct Unique([u8; 16]);
 
 impl Unique {
-    /// The hex of `bytes`. Kept by hand, two table lookups a byte: `const_hex::encode_to_slice`
+    /// The hex of `bytes`. Kept by hand, two table lookups a byte: `sagw_hex::encode_to_slice`
     /// cost some 40 instructions more per call under callgrind (its CPU-feature dispatch and SIMD
     /// set-up, for eight bytes), once per transaction.
     pub fn of(bytes: [u8; 8]) -> Unique {
@@ -441,7 +437,7 @@ mod tests {
         assert_eq!(decode_flow_token("t1x0a010203x10000"), None);
         assert!(parse_endpoint("61z62").is_some());
         assert_eq!(parse_endpoint("+az62"), None);
-        // `const_hex` alone strips a `0x`; the `hex` crate, as the tokens were read, did not.
+        // A `0x` prefix is not part of a token.
         assert_eq!(parse_endpoint("0x61z62"), None);
         assert_eq!(parse_endpoint("61z0X62"), None);
         assert_eq!(parse_endpoint("61z+b"), None);

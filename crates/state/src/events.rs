@@ -107,11 +107,7 @@ impl StoreEvent {
 /// `OPAQUE` as 8 hex digits (either case).
 pub(crate) fn parse_opaque(s: &str) -> Option<u32> {
     let mut be = [0u8; 4];
-    // The length first: `const_hex` would strip a `0x` prefix.
-    if s.len() != 8 {
-        return None;
-    }
-    const_hex::decode_to_slice(s, &mut be).ok()?;
+    sagw_hex::decode_to_slice(s, &mut be).ok()?;
     Some(u32::from_be_bytes(be))
 }
 

@@ -86,7 +86,7 @@ impl PoolKey {
     /// Safe to show and to store: gateways compare it to find out they share the key.
     pub fn fingerprint(&self) -> String {
         let f: [u8; 16] = self.derive(b"fingerprint");
-        const_hex::encode(f)
+        sagw_hex::encode(f)
     }
 }
 

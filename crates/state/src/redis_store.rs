@@ -302,7 +302,7 @@ fn reg_key(aor: &str) -> String {
 }
 
 fn krb_key(key: &[u8; 32]) -> String {
-    format!("sagw:krb:{{{}}}", const_hex::encode(key))
+    format!("sagw:krb:{{{}}}", sagw_hex::encode(key))
 }
 
 /// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds).

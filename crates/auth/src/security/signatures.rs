@@ -334,11 +334,7 @@ impl SecurityCore {
                     .verify_from_client_hex(buffer, response)
                     .map_err(|_| Reason::BadSignature),
                 Mechanism::Kerberos(session) => {
-                    // `const_hex` strips a `0x` prefix; on the wire it is not hex, as before.
-                    if response.starts_with("0x") || response.starts_with("0X") {
-                        return Err(Reason::BadSignature);
-                    }
-                    let token = const_hex::decode(response).map_err(|_| Reason::BadSignature)?;
+                    let token = sagw_hex::decode(response).map_err(|_| Reason::BadSignature)?;
                     session
                         .verify_mic(buffer, &token)
                         .map_err(|_| Reason::BadSignature)
@@ -440,7 +436,7 @@ impl SecurityCore {
                 }
                 Mechanism::Kerberos(session) => {
                     let mic = session.get_mic(&scratch.buffer).map_err(SignError::Gss)?;
-                    kerberos_hex = const_hex::encode_upper(&mic);
+                    kerberos_hex = sagw_hex::encode_upper(&mic);
                     kerberos_hex.as_str()
                 }
             };

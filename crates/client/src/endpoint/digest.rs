@@ -130,7 +130,7 @@ pub(super) fn digest_credentials(
     d.nc = d.nc.wrapping_add(1);
     let mut c = [0u8; 8];
     rng.fill_bytes(&mut c);
-    let cnonce = const_hex::encode(c);
+    let cnonce = sagw_hex::encode(c);
     let challenge = DigestChallenge {
         realm: &d.realm,
         nonce: &d.nonce,

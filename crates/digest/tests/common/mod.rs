@@ -26,9 +26,9 @@ pub fn server(algs: &[Algorithm]) -> DigestServer {
 pub fn h(alg: Algorithm, s: &str) -> String {
     use sha2::Digest as _;
     match alg.base() {
-        Algorithm::Md5 => const_hex::encode(md5::Md5::digest(s.as_bytes())),
-        Algorithm::Sha256 => const_hex::encode(sha2::Sha256::digest(s.as_bytes())),
-        _ => const_hex::encode(sha2::Sha512_256::digest(s.as_bytes())),
+        Algorithm::Md5 => sagw_hex::encode(md5::Md5::digest(s.as_bytes())),
+        Algorithm::Sha256 => sagw_hex::encode(sha2::Sha256::digest(s.as_bytes())),
+        _ => sagw_hex::encode(sha2::Sha512_256::digest(s.as_bytes())),
     }
 }
 

@@ -25,7 +25,7 @@ pub fn b64(s: &str) -> Vec<u8> {
 }
 
 pub fn hexd(s: &str) -> Vec<u8> {
-    const_hex::decode(s.replace(' ', "")).unwrap()
+    sagw_hex::decode(s.replace(' ', "")).unwrap()
 }
 
 /// 2010-03-01 10:08:08 UTC, the client timestamp of vector A.
