@@ -125,6 +125,8 @@ pub struct SecurityCore {
     counters: Counters,
     /// The constant end of each scheme's `Authentication-Info` value.
     info_tails: InfoTails,
+    /// The constant challenge values of the MS schemes.
+    ms_challenges: challenges::MsChallenges,
     /// The constant parts of an NTLM leg 2's challenge header.
     ntlm_challenge_header: Option<handshakes::NtlmChallengeHeader>,
 }

@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The NTLM and Kerberos challenge values (`NTLM qop="auth", realm=…, targetname=…, version=…`):
+/// constant for a core, so built with [`AuthHeaderBuilder`] (its quoting) once, when the scheme
+/// is enabled, not on every challenge.
+#[derive(Default)]
+pub(super) struct MsChallenges {
+    pub(super) ntlm: Option<String>,
+    pub(super) kerberos: Option<String>,
+}
+
+impl MsChallenges {
+    pub(super) fn value(scheme: &str, realm: &str, targetname: &str, version: u8) -> String {
+        AuthHeaderBuilder::new(scheme)
+            .quoted("qop", "auth")
+            .quoted("realm", realm)
+            .quoted("targetname", targetname)
+            .token("version", itoa::Buffer::new().format(version))
+            .build()
+    }
+}
+
 impl SecurityCore {
     pub(super) fn family_for(policy: &ChallengePolicy, msg: &Message) -> ChallengeFamily {
         if msg.method().is_some_and(|m| m == "REGISTER") {
@@ -55,12 +75,9 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Challenge {
         let name = family.challenge_header();
-        let kerberos = self
-            .kerberos_targetname()
-            .filter(|_| p.schemes.contains(Scheme::Kerberos));
-        let ntlm = self
-            .ntlm_targetname()
-            .filter(|_| p.schemes.contains(Scheme::Ntlm));
+        let kerberos =
+            (self.ms_challenges.kerberos.as_ref()).filter(|_| p.schemes.contains(Scheme::Kerberos));
+        let ntlm = (self.ms_challenges.ntlm.as_ref()).filter(|_| p.schemes.contains(Scheme::Ntlm));
         let digest = self.digest_server(p);
         // Sized once for every header it gets, rather than grown as they are pushed.
         let mut headers = Vec::with_capacity(
@@ -69,17 +86,11 @@ impl SecurityCore {
                 + digest.map_or(0, |d| d.config().algorithms.len()),
         );
         headers.push(("Date", http_date(now)));
-        // Only the MS schemes carry a version: a Digest-only challenge does not format it.
-        let version = if kerberos.is_some() || ntlm.is_some() {
-            self.config.version.to_string()
-        } else {
-            String::new()
-        };
-        if let Some(target) = kerberos {
-            headers.push((name, self.ms_challenge("Kerberos", target, &version)));
+        if let Some(value) = kerberos {
+            headers.push((name, value.clone()));
         }
-        if let Some(target) = ntlm {
-            headers.push((name, self.ms_challenge("NTLM", target, &version)));
+        if let Some(value) = ntlm {
+            headers.push((name, value.clone()));
         }
         if let Some(server) = digest {
             let mut salt = [0u8; 8];
@@ -97,15 +108,6 @@ impl SecurityCore {
             headers,
             cause,
         }
-    }
-
-    pub(super) fn ms_challenge(&self, scheme: &str, target: &str, version: &str) -> String {
-        AuthHeaderBuilder::new(scheme)
-            .quoted("qop", "auth")
-            .quoted("realm", &self.config.realm)
-            .quoted("targetname", target)
-            .token("version", version)
-            .build()
     }
 
     pub(super) fn rechallenge(

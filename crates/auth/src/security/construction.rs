@@ -67,8 +67,20 @@ impl SecurityCore {
             ),
             _ => None,
         };
+        let ms_challenges = challenges::MsChallenges {
+            ntlm: config.ntlm.as_ref().map(|n| {
+                challenges::MsChallenges::value(
+                    "NTLM",
+                    &config.realm,
+                    &n.targetname,
+                    config.version,
+                )
+            }),
+            kerberos: None,
+        };
         SecurityCore {
             info_tails,
+            ms_challenges,
             ntlm_challenge_header,
             config,
             credentials,
@@ -103,6 +115,14 @@ impl SecurityCore {
         self.kerberos = Some(backend);
         self.kerberos_domain = identity_domain;
         self.info_tails.kerberos = InfoTails::tail(self.kerberos_targetname(), &self.config.realm);
+        self.ms_challenges.kerberos = self.kerberos_targetname().map(|target| {
+            challenges::MsChallenges::value(
+                "Kerberos",
+                &self.config.realm,
+                target,
+                self.config.version,
+            )
+        });
         self
     }
 
