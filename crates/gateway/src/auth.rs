@@ -489,7 +489,7 @@ impl SecurityStage {
                 .ok()
                 .is_some_and(|na| na.param("epid").is_none())
         {
-            let to = format!("{to};epid={}", endpoint.epid);
+            let to = [to, ";epid=", &endpoint.epid].concat();
             msg.set_header("To", &to);
         }
         match self

@@ -417,7 +417,7 @@ impl Edge {
         };
         let to = ct.branch_to();
         let target = to.target;
-        let key = format!("{ct_key}|CANCEL");
+        let key = [ct_key, "|CANCEL"].concat();
         if self.client.contains_key(&key) {
             return;
         }
