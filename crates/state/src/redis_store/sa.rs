@@ -1,0 +1,350 @@
+//! SAs in the pool: publication, claims, checkpoints, revocations and ownership checks.
+
+use redis::{ServerErrorKind, Value};
+
+use super::codec::{corrupt, opt_bytes, parse_u32, parse_u64};
+use super::conn::Batch;
+use super::keys::{sa_key, user_key};
+use super::{
+    Checkpoint, CheckpointOutcome, CheckpointResult, Claimed, PublishOutcome, Store, StoreError,
+    server_error,
+};
+use crate::events::{EVENTS_CHANNEL, StoreEvent, parse_opaque};
+use crate::valid_node_id;
+
+impl Store {
+    /// Publishes a newly established SA owned by `owner` at generation `generation`, expiring at
+    /// `hard_expiry_unix`; adds it to its identity's set (whose expiry only grows). Also how an
+    /// owner publishes again what a store that restarted empty lost.
+    pub async fn publish_sa(
+        &self,
+        opaque: u32,
+        identity: &str,
+        sealed_rec: &[u8],
+        owner: &str,
+        generation: u32,
+        hard_expiry_unix: u64,
+    ) -> Result<PublishOutcome, StoreError> {
+        if !valid_node_id(owner) {
+            return Err(StoreError::Invalid("node id"));
+        }
+        let member = format!("{opaque:08X}");
+        let ukey = user_key(identity);
+        let mut pipe = redis::pipe();
+        // The set first: if the SA's write fails, an opaque without SA is harmless.
+        pipe.cmd("SADD").arg(&ukey).arg(&member).ignore();
+        pipe.cmd("EXPIREAT")
+            .arg(&ukey)
+            .arg(hard_expiry_unix)
+            .arg("NX")
+            .ignore();
+        pipe.cmd("EXPIREAT")
+            .arg(&ukey)
+            .arg(hard_expiry_unix)
+            .arg("GT")
+            .ignore();
+        self.run(async {
+            let mut c = self.conn();
+            pipe.exec_async(&mut c)
+                .await
+                .map_err(|e| StoreError::from_redis(&e))?;
+            let published: i64 = self
+                .inner
+                .scripts
+                .publish_sa
+                .key(sa_key(opaque))
+                .arg(sealed_rec)
+                .arg(owner)
+                .arg(generation)
+                .arg(identity)
+                .arg(hard_expiry_unix)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| StoreError::from_redis(&e))?;
+            Ok(match published {
+                1 => PublishOutcome::Published,
+                0 => PublishOutcome::Revoked,
+                _ => PublishOutcome::Moved,
+            })
+        })
+        .await
+    }
+
+    /// Claims the SA for `node`: bumps its generation, makes `node` its owner, returns the record
+    /// and the last window, and publishes `moved`. `None`: the store does not know the SA.
+    pub async fn claim_sa(&self, opaque: u32, node: &str) -> Result<Option<Claimed>, StoreError> {
+        if !valid_node_id(node) {
+            return Err(StoreError::Invalid("node id"));
+        }
+        let reply: Value = self
+            .run(async {
+                let mut c = self.conn();
+                self.inner
+                    .scripts
+                    .claim
+                    .key(sa_key(opaque))
+                    .arg(node)
+                    .arg(format!("1 moved {opaque:08X} "))
+                    .arg(format!(" {node}"))
+                    .arg(EVENTS_CHANNEL)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        let items = match reply {
+            Value::Nil | Value::Boolean(false) => return Ok(None),
+            Value::Array(items) if items.len() == 5 => items,
+            other => return Err(corrupt("claim", &other)),
+        };
+        let mut it = items.into_iter();
+        let (rec, generation, win, idle, prev) =
+            match (it.next(), it.next(), it.next(), it.next(), it.next()) {
+                (Some(a), Some(b), Some(c), Some(d), Some(e)) => (a, b, c, d, e),
+                _ => return Err(StoreError::Corrupt("claim: short reply".into())),
+            };
+        let sealed_rec = opt_bytes(rec, "claim rec")?
+            .ok_or_else(|| StoreError::Corrupt("claim: no record".into()))?;
+        let generation = match generation {
+            Value::Int(g) => u32::try_from(g)
+                .map_err(|_| StoreError::Corrupt(format!("claim: generation {g}")))?,
+            other => return Err(corrupt("claim gen", &other)),
+        };
+        let win = opt_bytes(win, "claim win")?;
+        let idle = opt_bytes(idle, "claim idle")?
+            .map(|b| parse_u64(&b, "idle"))
+            .transpose()?;
+        let prev_owner = opt_bytes(prev, "claim owner")?
+            .map(|b| String::from_utf8(b).map_err(|_| StoreError::Corrupt("owner".into())))
+            .transpose()?;
+        Ok(Some(Claimed {
+            sealed_rec,
+            generation,
+            win,
+            idle,
+            prev_owner,
+        }))
+    }
+
+    /// Writes behind what owners learned, each write conditional on the node still owning the
+    /// SA at that generation; one pipeline (one per slot in a Cluster). One result per
+    /// checkpoint, in order.
+    pub async fn checkpoint(
+        &self,
+        batch: &[Checkpoint],
+    ) -> Result<Vec<CheckpointResult>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if batch.iter().any(|c| !valid_node_id(&c.node)) {
+            return Err(StoreError::Invalid("node id"));
+        }
+        let script = &self.inner.scripts.checkpoint;
+        let mut cmds = Batch::default();
+        for c in batch {
+            let key = sa_key(c.opaque);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(script.get_hash())
+                .arg(1)
+                .arg(&key)
+                .arg(&c.node)
+                .arg(c.generation)
+                .arg(&c.win[..])
+                .arg(c.idle);
+            cmds.add(Some(&key), cmd);
+        }
+        let replies = self
+            .run(async {
+                let replies = self.exec_batch(&cmds).await?;
+                let no_script = replies.iter().any(|v| {
+                    matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript))
+                });
+                if !no_script {
+                    return Ok(replies);
+                }
+                // A restarted server (or a Cluster node) without the script: load it (on every
+                // master in a Cluster) and send again; writes refused with NOSCRIPT did nothing,
+                // and the others are idempotent.
+                let mut c = self.conn();
+                script
+                    .prepare_invoke()
+                    .load_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))?;
+                self.exec_batch(&cmds).await
+            })
+            .await?;
+        batch
+            .iter()
+            .zip(replies)
+            .map(|(c, v)| match v {
+                Value::Int(n) => Ok(CheckpointResult {
+                    opaque: c.opaque,
+                    outcome: match n {
+                        1 => CheckpointOutcome::Written,
+                        2 => CheckpointOutcome::Missing,
+                        3 => CheckpointOutcome::Revoked,
+                        _ => CheckpointOutcome::Moved,
+                    },
+                }),
+                Value::ServerError(e) => {
+                    Err(server_error(&e, &format!("checkpoint {:08X}", c.opaque)))
+                }
+                other => Err(corrupt("checkpoint", &other)),
+            })
+            .collect()
+    }
+
+    /// Ends an SA in the pool and publishes `revoke` (even when the store no longer had it: a
+    /// node may still hold it). `true` if the store had it.
+    pub async fn revoke_sa(&self, opaque: u32) -> Result<bool, StoreError> {
+        let event = StoreEvent::Revoked(opaque).encode().unwrap_or_default();
+        let identity: Option<Vec<u8>> = self
+            .run(async {
+                let mut c = self.conn();
+                self.inner
+                    .scripts
+                    .revoke
+                    .key(sa_key(opaque))
+                    .arg(EVENTS_CHANNEL)
+                    .arg(&event)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        let Some(identity) = identity else {
+            return Ok(false);
+        };
+        // Leave the identity's set (another slot in a Cluster; a failure leaves a stale member,
+        // which revoke_identity skips).
+        if let Ok(id) = std::str::from_utf8(&identity) {
+            let key = user_key(id);
+            let _ = self
+                .run(async {
+                    let mut c = self.conn();
+                    redis::cmd("SREM")
+                        .arg(key)
+                        .arg(format!("{opaque:08X}"))
+                        .exec_async(&mut c)
+                        .await
+                        .map_err(|e| StoreError::from_redis(&e))
+                })
+                .await;
+        }
+        Ok(true)
+    }
+
+    /// Ends every SA of `identity` in the pool (published as `revoke` each) and returns them.
+    pub async fn revoke_identity(&self, identity: &str) -> Result<Vec<u32>, StoreError> {
+        let ukey = user_key(identity);
+        let members: Vec<Vec<u8>> = self
+            .run(async {
+                let mut c = self.conn();
+                redis::cmd("SMEMBERS")
+                    .arg(&ukey)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        let mut opaques: Vec<u32> = members
+            .iter()
+            .filter_map(|m| std::str::from_utf8(m).ok().and_then(parse_opaque))
+            .collect();
+        opaques.sort_unstable();
+        opaques.dedup();
+        let mut cmds = Batch::default();
+        for o in &opaques {
+            let key = sa_key(*o);
+            let mut del = redis::cmd("DEL");
+            del.arg(&key);
+            cmds.add(Some(&key), del);
+        }
+        let mut del = redis::cmd("DEL");
+        del.arg(&ukey);
+        cmds.add(Some(&ukey), del);
+        for o in &opaques {
+            if let Some(ev) = StoreEvent::Revoked(*o).encode() {
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(EVENTS_CHANNEL).arg(ev);
+                cmds.add(None, publish);
+            }
+        }
+        self.run(self.exec_batch_ok(&cmds, "revoke identity"))
+            .await?;
+        Ok(opaques)
+    }
+
+    /// The SA's owner and generation; `None` if the store does not have it.
+    pub async fn sa_owner(&self, opaque: u32) -> Result<Option<(String, u32)>, StoreError> {
+        let (owner, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .run(async {
+                let mut c = self.conn();
+                redis::cmd("HMGET")
+                    .arg(sa_key(opaque))
+                    .arg("owner")
+                    .arg("gen")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        match (owner, generation) {
+            (Some(o), Some(g)) => Ok(Some((
+                String::from_utf8(o).map_err(|_| StoreError::Corrupt("owner".into()))?,
+                parse_u32(&g, "gen")?,
+            ))),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt(format!(
+                "SA {opaque:08X} has an owner without a generation or the reverse"
+            ))),
+        }
+    }
+
+    /// Whether the store has the SA.
+    pub async fn sa_exists(&self, opaque: u32) -> Result<bool, StoreError> {
+        self.run(async {
+            let mut c = self.conn();
+            redis::cmd("HEXISTS")
+                .arg(sa_key(opaque))
+                .arg("rec")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| StoreError::from_redis(&e))
+        })
+        .await
+    }
+
+    /// Of the SAs `node` believes it owns at the given generations, those it no longer owns
+    /// (gone, or claimed by another node, or at another generation). One pipeline (one per slot
+    /// in a Cluster).
+    pub async fn check_owned(
+        &self,
+        node: &str,
+        held: &[(u32, u32)],
+    ) -> Result<Vec<u32>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmds = Batch::default();
+        for (o, _) in held {
+            let key = sa_key(*o);
+            let mut c = redis::cmd("HMGET");
+            c.arg(&key).arg("owner").arg("gen");
+            cmds.add(Some(&key), c);
+        }
+        let replies = self.run(self.exec_batch_ok(&cmds, "check owned")).await?;
+        let mut lost = Vec::new();
+        for ((opaque, generation), v) in held.iter().zip(replies) {
+            let (owner, g): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::from_redis_value(v)
+                .map_err(|e| StoreError::Corrupt(format!("check owned: {e}")))?;
+            let ours = owner.as_deref() == Some(node.as_bytes())
+                && g.as_deref() == Some(generation.to_string().as_bytes());
+            if !ours {
+                lost.push(*opaque);
+            }
+        }
+        Ok(lost)
+    }
+}

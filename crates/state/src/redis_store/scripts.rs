@@ -1,0 +1,84 @@
+//! The Lua scripts, each on one key (one Cluster slot): what must happen in one step on an SA or
+//! on an AOR's bindings.
+
+use redis::Script;
+
+/// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds).
+/// 1 written; 0 revoked; 2 another node holds it at this or a later generation (a node back from
+/// a partition must not take back an SA claimed meanwhile).
+const PUBLISH_SA: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 0 end
+local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
+if o[2] and (tonumber(o[2]) > tonumber(ARGV[3]) or (tonumber(o[2]) == tonumber(ARGV[3]) and o[1] ~= ARGV[2])) then
+  return 2
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'owner', ARGV[2], 'gen', ARGV[3], 'user', ARGV[4])
+redis.call('EXPIREAT', KEYS[1], ARGV[5])
+return 1
+";
+
+/// Claims an SA for ARGV[1] and publishes ARGV[2] .. gen .. ARGV[3] (the `moved` event around the
+/// new generation). Nil when the SA is unknown.
+const CLAIM_SA: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return false end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local prev = redis.call('HGET', KEYS[1], 'owner')
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'rec', 'win', 'idle')
+redis.call('PUBLISH', ARGV[4], ARGV[2] .. gen .. ARGV[3])
+return {f[1], gen, f[2], f[3], prev}
+";
+
+/// Writes the window and idle deadline if ARGV[1] still owns the SA at generation ARGV[2].
+/// 1 written, 0 another owner or generation, 2 the store does not have it (lost, e.g. a restart
+/// without persistence), 3 revoked.
+const CHECKPOINT: &str = r"
+local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
+if o[1] == ARGV[1] and o[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'win', ARGV[3], 'idle', ARGV[4])
+  return 1
+end
+if redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 3 end
+if not o[1] then return 2 end
+return 0
+";
+
+/// Replaces an SA by a tombstone until its end (8 hours when its end is unknown), so that its
+/// owner, told by a checkpoint or a publication, ends it even if it missed the event; publishes
+/// ARGV[2] on ARGV[1]; returns its identity (nil if it was gone).
+const REVOKE_SA: &str = r"
+local u = redis.call('HGET', KEYS[1], 'user')
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'revoked', 1)
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('EXPIRE', KEYS[1], 28800) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return u
+";
+
+/// Removes a binding and returns how many the AOR has left.
+const REMOVE_BINDING: &str = r"
+redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('HLEN', KEYS[1])
+";
+
+pub(super) struct Scripts {
+    pub(super) publish_sa: Script,
+    pub(super) claim: Script,
+    pub(super) checkpoint: Script,
+    pub(super) revoke: Script,
+    pub(super) remove_binding: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Scripts {
+        Scripts {
+            publish_sa: Script::new(PUBLISH_SA),
+            claim: Script::new(CLAIM_SA),
+            checkpoint: Script::new(CHECKPOINT),
+            revoke: Script::new(REVOKE_SA),
+            remove_binding: Script::new(REMOVE_BINDING),
+        }
+    }
+}
