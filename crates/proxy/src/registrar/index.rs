@@ -1,0 +1,128 @@
+//! The indexes beside the bindings by AOR: by Contact (in-dialog requests name one), by stream
+//! flow (a closed connection takes its bindings with it) and the identity registered over each
+//! flow (the authentication stage asks for it).
+
+use std::time::Instant;
+
+use super::binding::contact_key;
+use super::{Binding, BindingInfo, Registrar};
+use crate::types::{Flow, FlowId};
+use crate::{Map, Set};
+
+impl Registrar {
+    /// The live binding whose Contact URI is `uri` (in-dialog requests target a contact).
+    /// Matches user, host (case-insensitive) and port; URI parameters are ignored.
+    pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<&Binding> {
+        let (aor, key) = self.by_contact.get(&contact_key(uri)?)?;
+        self.aors.get(aor)?.get(key).filter(|b| b.expires_at > now)
+    }
+
+    /// The identity registered over `flow`, if any.
+    pub fn flow_identity(&self, flow: &Flow) -> Option<&BindingInfo> {
+        self.flows.get(flow)
+    }
+
+    /// Drop the bindings that use a closed flow (RFC 5626 §5.3: the flow is the only way to the
+    /// client) and its identity.
+    pub fn flow_closed(&mut self, flow: FlowId) {
+        let dead: Vec<(String, String)> = self
+            .by_flow
+            .get(&flow)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        for (aor, key) in dead {
+            let reliable = self
+                .aors
+                .get(&aor)
+                .and_then(|m| m.get(&key))
+                .is_some_and(|b| b.flow.transport.is_reliable());
+            // The UDP socket is shared by every UDP client: it never "closes" for one of them.
+            if reliable {
+                self.remove(&aor, &key);
+            }
+        }
+        self.flows
+            .retain(|f, _| f.id != flow || !f.transport.is_reliable());
+    }
+
+    pub(super) fn index(&mut self, aor: &str, key: &str, b: &Binding) {
+        if let Some(ck) = &b.contact_key {
+            point_contact(&mut self.by_contact, ck, aor, key);
+        }
+        if b.flow.transport.is_reliable() {
+            self.by_flow
+                .entry(b.flow.id)
+                .or_default()
+                .insert((aor.to_owned(), key.to_owned()));
+        }
+        set_identity(&mut self.flows, b.flow, &b.info);
+    }
+
+    pub(super) fn unindex(&mut self, aor: &str, key: &str, b: &Binding) {
+        if let Some(ck) = &b.contact_key {
+            unpoint_contact(&mut self.by_contact, ck, aor, key);
+        }
+        if b.flow.transport.is_reliable() {
+            unindex_flow(&mut self.by_flow, b.flow.id, aor, key);
+        }
+        if self.flows.get(&b.flow).is_some_and(|i| *i == b.info) {
+            self.flows.remove(&b.flow);
+        }
+    }
+}
+
+/// Point contact key `ck` at `aor`/`key` (the latest registration of a contact wins).
+pub(super) fn point_contact(
+    by_contact: &mut Map<String, (String, String)>,
+    ck: &str,
+    aor: &str,
+    key: &str,
+) {
+    match by_contact.get_mut(ck) {
+        Some((a, k)) if a == aor && k == key => {}
+        Some(slot) => *slot = (aor.to_owned(), key.to_owned()),
+        None => {
+            by_contact.insert(ck.to_owned(), (aor.to_owned(), key.to_owned()));
+        }
+    }
+}
+
+/// Drop contact key `ck` if it still points at `aor`/`key`.
+pub(super) fn unpoint_contact(
+    by_contact: &mut Map<String, (String, String)>,
+    ck: &str,
+    aor: &str,
+    key: &str,
+) {
+    if by_contact
+        .get(ck)
+        .is_some_and(|(a, k)| a == aor && k == key)
+    {
+        by_contact.remove(ck);
+    }
+}
+
+pub(super) fn unindex_flow(
+    by_flow: &mut Map<FlowId, Set<(String, String)>>,
+    id: FlowId,
+    aor: &str,
+    key: &str,
+) {
+    if let Some(set) = by_flow.get_mut(&id) {
+        set.remove(&(aor.to_owned(), key.to_owned()));
+        if set.is_empty() {
+            by_flow.remove(&id);
+        }
+    }
+}
+
+/// Record `info` as the identity registered over `flow` (copied only when it changed).
+pub(super) fn set_identity(flows: &mut Map<Flow, BindingInfo>, flow: Flow, info: &BindingInfo) {
+    match flows.get_mut(&flow) {
+        Some(i) if i == info => {}
+        Some(i) => i.clone_from(info),
+        None => {
+            flows.insert(flow, info.clone());
+        }
+    }
+}
