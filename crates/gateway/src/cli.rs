@@ -81,7 +81,7 @@ pub enum UserAction {
     Add {
         /// Account name (as clients send it in NTLM and Digest).
         name: String,
-        /// SIP identity, when it is not sip:<name>@<auth.sip_domain>.
+        /// SIP identity, when it is not sip:NAME@DOMAIN (DOMAIN: auth.sip_domain).
         #[arg(long)]
         sip: Option<String>,
     },

@@ -351,7 +351,7 @@ impl Metrics {
         );
     }
 
-    /// A registrar binding was added, refreshed or removed (`kind` one of [`BINDING_CHANGES`];
+    /// A registrar binding was added, refreshed or removed (`kind` one of `BINDING_CHANGES`;
     /// any other kind is counted under its own label).
     pub fn binding_change(&self, kind: &str) {
         if let Some(c) = BINDING_CHANGES

@@ -73,7 +73,7 @@ fn parse_hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
-/// Eight bytes as 16 lower-case hex digits, held inline: what [`Ids::unique`] makes, and the To
+/// Eight bytes as 16 lower-case hex digits, held inline: what `Ids::unique` makes, and the To
 /// tags the gateway's security stage draws. A transaction answered here keeps one as its To tag,
 /// which as a String was an allocation per transaction.
 // Word-aligned so that the UTF-8 check of `as_str` takes its two-words-at-a-time path; unaligned,

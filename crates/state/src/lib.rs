@@ -2,7 +2,7 @@
 //! it ([`PoolKey`]), the sealing of SA records and snapshots ([`Sealer`]), and the Redis store
 //! ([`Store`]: SAs with an owner and a generation, claims, conditional checkpoints, revocations,
 //! the Kerberos replay check, registrar bindings, and the [`StoreEvent`]s gateways publish).
-//! Feature `testing`: real `redis-server` processes for tests ([`testing`]).
+//! Feature `testing`: real `redis-server` processes for tests (module `testing`).
 
 pub mod events;
 pub mod keys;

@@ -7,13 +7,13 @@
 //! a wake-up and often a context switch; these dominated the gateway's CPU per message in the sipp
 //! benchmark. The core thread waits in one `epoll` (mio) on the UDP socket, a waker and the next
 //! timer, drains every queued datagram in one go and answers on the same thread. Connection tasks
-//! send [`Event`]s over one bounded channel (backpressure: a flood slows its own readers, not the
+//! send `Event`s over one bounded channel (backpressure: a flood slows its own readers, not the
 //! core) and wake the core only when it is asleep. The core sends bytes to connections through
 //! their bounded write queues; a connection whose queue is full is closed as too slow rather than
 //! buffering without limit.
 //!
 //! A connection task runs its reader and its writer as two futures side by side (see
-//! [`connection`]): a write that blocks because the peer does not read never stops the reads, the
+//! the `connection` module): a write that blocks because the peer does not read never stops the reads, the
 //! idle and slow-message timers or the kill from the core, and a write that does not complete
 //! within `limits.write_timeout_secs` closes the connection.
 
