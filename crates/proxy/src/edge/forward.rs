@@ -5,7 +5,7 @@ use sagw_sip::Message;
 
 use super::routing::BranchTo;
 use super::timers::TimerKind;
-use super::transaction::{ClientState, ClientTx, HopFailure};
+use super::transaction::{ClientState, ClientTx, HopFailure, cancel_key};
 use super::{Edge, TrustedFlows, is_client};
 use crate::config::{EdgeConfig, Mode, NextHop};
 use crate::edit::{build_hop_request, push_on_top, push_via};
@@ -417,7 +417,7 @@ impl Edge {
         };
         let to = ct.branch_to();
         let target = to.target;
-        let key = [ct_key, "|CANCEL"].concat();
+        let key = cancel_key(ct_key);
         if self.client.contains_key(&key) {
             return;
         }

@@ -48,7 +48,7 @@ impl Edge {
         let sgf = via.param("sgf").map(str::to_owned);
         let code = msg.status_code().unwrap_or(500);
         let method = msg.cseq().map(|c| c.method.to_owned()).unwrap_or_default();
-        let cancel_key = (method == "CANCEL").then(|| [branch.as_str(), "|CANCEL"].concat());
+        let cancel_key = (method == "CANCEL").then(|| super::transaction::cancel_key(&branch));
         let ct_key: &str = cancel_key.as_deref().unwrap_or(&branch);
         if !from_client && self.probe_answered(ct_key, code, &flow, now) {
             return;

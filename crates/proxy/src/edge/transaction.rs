@@ -139,6 +139,13 @@ impl ServerTx {
     }
 }
 
+/// The key of the client transaction of a CANCEL sent for the branch keyed `branch_key`: the CANCEL
+/// shares its INVITE's branch (RFC 3261 §9.1), so its key is the branch's with a suffix; the
+/// sender and the response matching must agree on it.
+pub(super) fn cancel_key(branch_key: &str) -> String {
+    [branch_key, "|CANCEL"].concat()
+}
+
 pub(super) struct ClientTx {
     pub(super) server_key: Option<String>,
     pub(super) method: String,
