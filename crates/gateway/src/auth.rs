@@ -34,8 +34,8 @@ use crate::listener::ListenerId;
 pub use routing::{PolicyRouter, Routed};
 pub(crate) use setup::kerberos_config;
 pub use setup::{
-    AuthSetupError, OsRng, SharedKeys, build_core, build_core_keyed, build_core_with_backend,
-    build_core_with_store, check_policies, kerberos_acceptor, policy_key,
+    AuthSetupError, BuiltCore, OsRng, SharedKeys, build_core, build_core_keyed,
+    build_core_with_backend, build_core_with_store, check_policies, kerberos_acceptor, policy_key,
 };
 
 /// What the stage reads per request and a configuration reload replaces (crate::reload): the

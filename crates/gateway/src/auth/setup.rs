@@ -250,18 +250,19 @@ pub fn build_core(
     build_core_with_store(a, rng).map(|(core, _, router)| (core, router))
 }
 
+/// What the `build_core_*` functions make: the security core, the credentials store (the driver
+/// reloads it) and the router of the per-source policies.
+pub type BuiltCore = (
+    SecurityCore,
+    Arc<crate::users::ReloadingStore>,
+    PolicyRouter,
+);
+
 /// [`build_core`], also returning the credentials store so the driver can reload it.
 pub fn build_core_with_store(
     a: &AuthSettings,
     rng: &mut dyn Rng,
-) -> Result<
-    (
-        SecurityCore,
-        Arc<crate::users::ReloadingStore>,
-        PolicyRouter,
-    ),
-    AuthSetupError,
-> {
+) -> Result<BuiltCore, AuthSetupError> {
     build_core_keyed(a, rng, None)
 }
 
@@ -281,14 +282,7 @@ pub fn build_core_keyed(
     a: &AuthSettings,
     rng: &mut dyn Rng,
     keys: Option<&SharedKeys>,
-) -> Result<
-    (
-        SecurityCore,
-        Arc<crate::users::ReloadingStore>,
-        PolicyRouter,
-    ),
-    AuthSetupError,
-> {
+) -> Result<BuiltCore, AuthSetupError> {
     build_core_with_backend(a, rng, keys, None)
 }
 
@@ -299,14 +293,7 @@ pub fn build_core_with_backend(
     rng: &mut dyn Rng,
     keys: Option<&SharedKeys>,
     kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
-) -> Result<
-    (
-        SecurityCore,
-        Arc<crate::users::ReloadingStore>,
-        PolicyRouter,
-    ),
-    AuthSetupError,
-> {
+) -> Result<BuiltCore, AuthSetupError> {
     crate::users::ensure_file(&a.credentials)?;
     let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
     if store.user_count() == 0 {
