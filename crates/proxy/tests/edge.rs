@@ -979,6 +979,46 @@ fn transaction_limit_answers_503() {
     );
 }
 
+/// A REGISTER answered here over UDP is kept, as its answer, for Timer J (64 x T1): its
+/// retransmissions get the very same bytes until then, it counts against `max_transactions`
+/// like any transaction, and once Timer J has fired the same request is a new transaction.
+#[test]
+fn an_answer_made_here_is_repeated_until_timer_j_and_counts_against_the_limit() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.max_transactions = 1;
+    let mut h = H::new(cfg);
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7;branch=z9hG4bKtj\r\n\
+From: <sip:carol@example.com>;tag=c\r\nTo: <sip:carol@example.com>\r\nCall-ID: tj\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:carol@10.0.0.7>\r\nContent-Length: 0\r\n\r\n";
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5060");
+    let first = h.feed(carol, reg);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].msg.status_code(), Some(200));
+    assert_eq!(h.edge.stats().server_transactions, 1);
+    // The limit counts it: another request is refused while it lingers.
+    let other = reg.replace("z9hG4bKtj", "z9hG4bKtk");
+    let refused = h.feed(carol, &other);
+    assert_eq!(refused[0].msg.status_code(), Some(503));
+    h.advance(Duration::from_secs(31));
+    let again = h.feed(carol, reg);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].msg.to_bytes(), first[0].msg.to_bytes());
+    // 64 x T1 and at most one clean-up grid step after the answer: forgotten.
+    h.advance(Duration::from_millis(1_200));
+    assert_eq!(h.edge.stats().server_transactions, 0);
+    // What is left to wake for is the binding's expiry, an hour away.
+    assert!(
+        h.edge
+            .poll_timeout()
+            .is_none_or(|t| t > h.now.mono + Duration::from_secs(3000))
+    );
+    let anew = h.feed(carol, reg);
+    assert_eq!(anew.len(), 1);
+    // Judged anew, not repeated: to the registrar the same Call-ID and CSeq as its binding's
+    // is out of order (RFC 3261 §10.3 step 7).
+    assert_eq!(anew[0].msg.status_code(), Some(500));
+}
+
 #[test]
 fn a_503_from_a_next_hop_fails_over() {
     let mut h = with_hops(2);

@@ -84,7 +84,12 @@ fn copy_into<'b>(buf: &'b mut String, s: &str) -> &'b str {
 /// True when `flow` is the one the server transaction's request came over (same transport and
 /// peer address: a UDP client's retransmissions come from the address it first used).
 fn opened_by(st: &ServerTx, flow: &Flow) -> bool {
-    st.upstream.remote == flow.remote && st.upstream.transport == flow.transport
+    opened_by_flow(st.upstream, flow)
+}
+
+/// True when a transaction opened over `upstream` is `flow`'s: the same peer, same transport.
+pub(super) fn opened_by_flow(upstream: Flow, flow: &Flow) -> bool {
+    upstream.remote == flow.remote && upstream.transport == flow.transport
 }
 
 /// True when the request belongs to a dialog (its To has a tag, RFC 3261 §12.2).
@@ -153,7 +158,10 @@ impl Edge {
         // send its last response to the opener, unauthenticated (found by the proxy_edge fuzz
         // target). Such a copy is dropped, before authentication: no genuine peer sends one.
         let mut admitted = Admitted::default();
-        let opener = self.server.get(key.as_str()).map(|st| opened_by(st, &flow));
+        let opener = match self.server.get(key.as_str()) {
+            Some(st) => Some(opened_by(st, &flow)),
+            None => self.answered.opened_by(key, &flow),
+        };
         if !ack_or_cancel && opener == Some(false) {
             self.report(Report::Dropped(DropReason::ForeignTransaction));
             return;
@@ -244,7 +252,23 @@ impl Edge {
             self.report(Report::Dropped(DropReason::Retransmission));
             return;
         }
-        if self.server.len() >= self.cfg.max_transactions {
+        if let Some(answer) = self.answered.get(key) {
+            // The same for a transaction answered here, of which only the answer is left.
+            if !opened_by_flow(answer.upstream, &flow) {
+                self.report(Report::Dropped(DropReason::ForeignTransaction));
+                return;
+            }
+            if let Some(resp) = resend_copy(&answer.response) {
+                self.actions.push_back(Action::Send {
+                    to: Target::Flow(answer.upstream),
+                    message: resp,
+                    token: None,
+                });
+            }
+            self.report(Report::Dropped(DropReason::Retransmission));
+            return;
+        }
+        if self.server.len() + self.answered.len() >= self.cfg.max_transactions {
             self.report(Report::Limit(LimitKind::Transactions));
             let retry = self.cfg.retry_after.as_secs().to_string();
             self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);

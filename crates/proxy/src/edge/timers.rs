@@ -116,6 +116,7 @@ impl Edge {
         self.probe_timers(now);
         self.registrar.expire(now.mono);
         self.report_binding_changes();
+        self.answered.expire(now.mono);
         // The heap and the clean-up buckets in time order (a tie goes to the heap).
         loop {
             let heap = self.timers.peek().map(|Reverse(e)| e.at);

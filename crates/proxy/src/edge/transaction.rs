@@ -403,11 +403,22 @@ impl Edge {
         } else {
             timers.timeout()
         };
+        // Answered here (never a branch: no late response from downstream can come for it) and
+        // over UDP: from now on only its answer is kept (see `answered`).
+        let answer = (method != "INVITE" && !reliable && st.branches.is_empty())
+            .then(|| st.last_response.take())
+            .flatten();
         self.report(Report::Transaction {
             method,
             status: code,
             elapsed: now.mono.saturating_duration_since(started),
         });
+        if let Some(response) = answer {
+            self.server.remove(key);
+            let expires = self.on_cleanup_grid(later(now.mono, cleanup));
+            self.answered.insert(key, upstream, response, expires);
+            return;
+        }
         if let Some(iv) = retransmit {
             self.schedule(
                 later(now.mono, iv),
