@@ -180,7 +180,7 @@ async fn a_request_reusing_another_peers_transaction_is_not_answered_to_that_pee
     let (r, _) = alice.sign_in().await;
     r.unwrap_or_else(|f| panic!("alice: {f}\n{}", alice.trace()));
     // A keep-alive OPTIONS for the served domain, answered (signed) by the gateway itself; over
-    // UDP its server transaction lingers for Timer J (32 s) to absorb retransmissions.
+    // UDP its answer is kept for Timer J (32 s) to absorb retransmissions (edge::answered).
     let options = alice
         .ep
         .request(
@@ -215,7 +215,8 @@ async fn a_request_reusing_another_peers_transaction_is_not_answered_to_that_pee
                 .unwrap_or_default()
         );
     }
-    // Alice's own retransmission is still absorbed by her transaction: she gets the 200 again.
+    // Alice's own retransmission is still absorbed by her transaction's answer: she gets the 200
+    // again.
     alice.conn.send(&options).await.expect("send");
     let resent = alice
         .next_response(Instant::now() + Duration::from_secs(2))
