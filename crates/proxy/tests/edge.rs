@@ -1019,6 +1019,37 @@ Contact: <sip:carol@10.0.0.7>\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(anew[0].msg.status_code(), Some(500));
 }
 
+/// A proxied MESSAGE over UDP is not one of the answers kept alone (`edge::answered`): its
+/// server transaction keeps its state for Timer J, so the callee's retransmitted 200 is still
+/// relayed to the caller, and the caller's retransmission still gets the 200 again.
+#[test]
+fn a_proxied_udp_message_keeps_its_transaction_for_late_responses() {
+    let mut h = H::registrar();
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5060");
+    h.register(carol, "carol", "ec");
+    h.register(bob(), "bob", "eb");
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7;branch=z9hG4bKpm\r\n\
+Max-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c9\r\nTo: <sip:bob@example.com>\r\nCall-ID: pm\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    let sent = h.feed(carol, msg);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("bb"), &[]).unwrap();
+    let relayed = h.feed_msg(bob(), ok.clone());
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(relayed[0].to, Target::Flow(carol));
+    assert_eq!(relayed[0].msg.status_code(), Some(200));
+    h.advance(Duration::from_secs(5));
+    let again = h.feed_msg(bob(), ok);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].to, Target::Flow(carol));
+    assert_eq!(again[0].msg.status_code(), Some(200));
+    let repeated = h.feed(carol, msg);
+    assert_eq!(repeated.len(), 1);
+    assert_eq!(repeated[0].to, Target::Flow(carol));
+    assert_eq!(repeated[0].msg.to_bytes(), relayed[0].msg.to_bytes());
+}
+
 #[test]
 fn a_503_from_a_next_hop_fails_over() {
     let mut h = with_hops(2);
