@@ -13,9 +13,9 @@
 //! buffering without limit.
 //!
 //! A connection task runs its reader and its writer as two futures side by side (see
-//! the `connection` module): a write that blocks because the peer does not read never stops the reads, the
-//! idle and slow-message timers or the kill from the core, and a write that does not complete
-//! within `limits.write_timeout_secs` closes the connection.
+//! `conn::connection`): a write that blocks because the peer does not read never stops the
+//! reads, the idle and slow-message timers or the kill from the core, and a write that does not
+//! complete within `limits.write_timeout_secs` closes the connection.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -25,7 +25,7 @@ use crate::types::Flow;
 #[derive(Debug)]
 pub(super) struct Answer {
     /// The flow the request came on: a copy of the request from anywhere else is not a
-    /// retransmission ([`Answers::opened_by`]).
+    /// retransmission.
     pub(super) upstream: Flow,
     /// The final response as sent, repeated to each retransmission.
     pub(super) response: Box<[u8]>,
@@ -67,13 +67,6 @@ impl Answers {
 
     pub(super) fn get(&self, key: &str) -> Option<&Answer> {
         self.by_key.get(key)
-    }
-
-    /// Whether the transaction `key` was answered here for `flow` (`None`: not one of these).
-    pub(super) fn opened_by(&self, key: &str, flow: &Flow) -> Option<bool> {
-        self.by_key
-            .get(key)
-            .map(|a| super::request::opened_by_flow(a.upstream, flow))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -153,14 +146,18 @@ mod tests {
     fn an_answer_belongs_to_the_flow_it_was_made_for() {
         let mut a = Answers::default();
         a.insert("k", flow(1), b"x".to_vec().into(), Instant::now());
-        assert_eq!(a.opened_by("k", &flow(1)), Some(true));
-        assert_eq!(a.opened_by("k", &flow(2)), Some(false));
+        let owner = |key: &str, f: &Flow| {
+            a.get(key)
+                .map(|x| super::super::request::opened_by(x.upstream, f))
+        };
+        assert_eq!(owner("k", &flow(1)), Some(true));
+        assert_eq!(owner("k", &flow(2)), Some(false));
         let tcp = Flow {
             transport: Transport::Tcp,
             ..flow(1)
         };
-        assert_eq!(a.opened_by("k", &tcp), Some(false));
-        assert_eq!(a.opened_by("other", &flow(1)), None);
+        assert_eq!(owner("k", &tcp), Some(false));
+        assert_eq!(owner("other", &flow(1)), None);
     }
 
     #[test]

@@ -90,10 +90,7 @@ impl TrustedFlows {
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edge")
-            .field(
-                "server_transactions",
-                &(self.server.len() + self.answered.len()),
-            )
+            .field("server_transactions", &self.server_transactions())
             .field("client_transactions", &self.client.len())
             .field("bindings", &self.registrar.len())
             .finish()
@@ -150,10 +147,16 @@ impl Edge {
         &self.registrar
     }
 
+    /// Server transactions, whole or kept as their answer alone: what the limit and the
+    /// statistics count.
+    fn server_transactions(&self) -> usize {
+        self.server.len() + self.answered.len()
+    }
+
     /// Live state counts.
     pub fn stats(&self) -> Stats {
         Stats {
-            server_transactions: self.server.len() + self.answered.len(),
+            server_transactions: self.server_transactions(),
             client_transactions: self.client.len(),
             bindings: self.registrar.len(),
         }

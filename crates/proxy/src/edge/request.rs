@@ -81,14 +81,10 @@ fn copy_into<'b>(buf: &'b mut String, s: &str) -> &'b str {
     buf
 }
 
-/// True when `flow` is the one the server transaction's request came over (same transport and
-/// peer address: a UDP client's retransmissions come from the address it first used).
-fn opened_by(st: &ServerTx, flow: &Flow) -> bool {
-    opened_by_flow(st.upstream, flow)
-}
-
-/// True when a transaction opened over `upstream` is `flow`'s: the same peer, same transport.
-pub(super) fn opened_by_flow(upstream: Flow, flow: &Flow) -> bool {
+/// True when `flow` is the one a server transaction's request came over, `upstream` (same
+/// transport and peer address: a UDP client's retransmissions come from the address it first
+/// used).
+pub(super) fn opened_by(upstream: Flow, flow: &Flow) -> bool {
     upstream.remote == flow.remote && upstream.transport == flow.transport
 }
 
@@ -98,6 +94,24 @@ fn in_dialog(msg: &Message) -> bool {
 }
 
 impl Edge {
+    /// Server transaction `key`, kept whole or as its answer alone (`answered`): the flow that
+    /// opened it, and the answer a retransmission of its request gets (none before the first
+    /// response, nor after an INVITE 2xx: RFC 6026, the UAS retransmits its 2xx itself).
+    fn transaction_answer(&self, key: &str) -> Option<(Flow, Option<&[u8]>)> {
+        match self.server.get(key) {
+            Some(st) => Some((
+                st.upstream,
+                st.last_response
+                    .as_deref()
+                    .filter(|_| st.state != ServerState::Accepted),
+            )),
+            None => self
+                .answered
+                .get(key)
+                .map(|a| (a.upstream, Some(&*a.response))),
+        }
+    }
+
     /// A load balancer's health probe: from one of [`crate::EdgeConfig::probers`], without a
     /// Route, to this proxy itself with no user part. Only then is an OPTIONS answered without
     /// the authentication stage (anything else from a prober's address is a client's request).
@@ -158,10 +172,9 @@ impl Edge {
         // send its last response to the opener, unauthenticated (found by the proxy_edge fuzz
         // target). Such a copy is dropped, before authentication: no genuine peer sends one.
         let mut admitted = Admitted::default();
-        let opener = match self.server.get(key.as_str()) {
-            Some(st) => Some(opened_by(st, &flow)),
-            None => self.answered.opened_by(key, &flow),
-        };
+        let opener = self
+            .transaction_answer(key)
+            .map(|(upstream, _)| opened_by(upstream, &flow));
         if !ack_or_cancel && opener == Some(false) {
             self.report(Report::Dropped(DropReason::ForeignTransaction));
             return;
@@ -227,24 +240,17 @@ impl Edge {
             admitted,
         };
         let msg = &opening.request;
-        if let Some(st) = self.server.get(key) {
+        if let Some((upstream, last)) = self.transaction_answer(key) {
             // An RFC 2543 key, made again after the authentication stage edited the request,
             // can name another flow's transaction: as above, not ours to answer.
-            if !opened_by(st, &flow) {
+            if !opened_by(upstream, &flow) {
                 self.report(Report::Dropped(DropReason::ForeignTransaction));
                 return;
             }
-            // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2);
-            // after an INVITE 2xx it is absorbed (RFC 6026: the UAS retransmits its 2xx itself).
-            let resend = st
-                .last_response
-                .as_deref()
-                .filter(|_| st.state != ServerState::Accepted)
-                .and_then(resend_copy)
-                .map(|r| (st.upstream, r));
-            if let Some((up, resp)) = resend {
+            // Retransmission: repeat the last response, if any (RFC 3261 §17.2.1, §17.2.2).
+            if let Some(resp) = last.and_then(resend_copy) {
                 self.actions.push_back(Action::Send {
-                    to: Target::Flow(up),
+                    to: Target::Flow(upstream),
                     message: resp,
                     token: None,
                 });
@@ -252,23 +258,7 @@ impl Edge {
             self.report(Report::Dropped(DropReason::Retransmission));
             return;
         }
-        if let Some(answer) = self.answered.get(key) {
-            // The same for a transaction answered here, of which only the answer is left.
-            if !opened_by_flow(answer.upstream, &flow) {
-                self.report(Report::Dropped(DropReason::ForeignTransaction));
-                return;
-            }
-            if let Some(resp) = resend_copy(&answer.response) {
-                self.actions.push_back(Action::Send {
-                    to: Target::Flow(answer.upstream),
-                    message: resp,
-                    token: None,
-                });
-            }
-            self.report(Report::Dropped(DropReason::Retransmission));
-            return;
-        }
-        if self.server.len() + self.answered.len() >= self.cfg.max_transactions {
+        if self.server_transactions() >= self.cfg.max_transactions {
             self.report(Report::Limit(LimitKind::Transactions));
             let retry = self.cfg.retry_after.as_secs().to_string();
             self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
