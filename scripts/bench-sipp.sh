@@ -20,6 +20,10 @@
 # --procs says otherwise, servers interleaved), a server's ramp ending at its first step with a
 # failed flow, a retransmission or a pace under CEIL_PACE (default 0.97) of the offered rate (a
 # busy host's sipps lag: lower it there and say so); the ceiling is the last clean one.
+# SERVER_CPU_QUOTA (say 0.5): each server runs in a cgroup of its own limited to that many CPUs'
+# worth of time (CFS quota, 1 ms period or the shortest the kernel takes), the same budget for both. With --ceiling this finds each
+# server's ceiling, not the sipps': on a 2-CPU host four sipps take well over a CPU at the rates a
+# server with a whole CPU could take, so without a budget the ceiling found is the host's.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,7 +48,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --procs) PROCS="$2"; shift ;;
         --ceiling) CEILING=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -81,6 +85,16 @@ REG_SETTLE=${REG_SETTLE:-1}
 CALL_HOLD_MS=${CALL_HOLD_MS:-100}
 USERS=${USERS:-10000}
 KAMAILIO_CPUS=${KAMAILIO_CPUS:-}
+SERVER_CPU_QUOTA=${SERVER_CPU_QUOTA:-}
+if [ -n "$SERVER_CPU_QUOTA" ]; then
+    awk -v q="$SERVER_CPU_QUOTA" 'BEGIN { exit !(q + 0 >= 0.05 && q + 0 <= 64) }' \
+        || { echo "SERVER_CPU_QUOTA wants a number of CPUs, 0.05 to 64" >&2; exit 2; }
+    # The shortest period whose quota is at least the kernel's 1 ms minimum: a throttled server
+    # stops for at most a period, and its UDP receive buffer must hold what arrives meanwhile
+    # (at 10 ms, Kamailio lost datagrams at rates it takes easily unthrottled).
+    read -r CPU_PERIOD_US CPU_QUOTA_US < <(awk -v q="$SERVER_CPU_QUOTA" 'BEGIN {
+        p = 1000; if (q < 1) p = int((1000 / q) + 0.999); printf "%d %d\n", p, int(q * p + 0.5) }')
+fi
 
 # Ports: one per server, and each server gets its own sipp UAC and UAS ports (-p, -cp, -mp all
 # distinct: sipp grabs 5060/8888/6000 by default otherwise). Separate sets keep one server's late
@@ -93,7 +107,7 @@ CALLEE=callee
 
 WORK=${WORK:-/tmp/sagw-bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-MODE=$([ "$CEILING" = 1 ] && echo ceiling || { [ "$QUICK" = 1 ] && echo quick || echo full; })$([ "$AUTH" = 1 ] && echo -auth || true)$([ "$PROCS" = 1 ] || echo "-p$PROCS")
+MODE=$([ "$CEILING" = 1 ] && echo ceiling || { [ "$QUICK" = 1 ] && echo quick || echo full; })$([ "$AUTH" = 1 ] && echo -auth || true)$([ "$PROCS" = 1 ] || echo "-p$PROCS")${SERVER_CPU_QUOTA:+-cpu$SERVER_CPU_QUOTA}
 OUT=${OUT:-"$BENCH/results/$STAMP-$MODE"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 SAGW_BIN=${SAGW_BIN:-"$CARGO_TARGET_DIR/release/sagw"}
@@ -185,6 +199,57 @@ declare -A SERVER_NOTE=()
 BG_PIDS=()
 BUILD_NOTE=""
 
+# ---------------------------------------------------------------- CPU budget (SERVER_CPU_QUOTA)
+declare -A SERVER_CGROUP=()
+# The cgroup hierarchy with the cpu controller: v1's cpu mount, else v2's root with cpu enabled
+# for its children. Prints "v1 DIR" or "v2 DIR"; fails when neither is writable here.
+cpu_hierarchy() {
+    if [ -w /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+        echo "v1 /sys/fs/cgroup/cpu"
+    elif [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        echo "v2 /sys/fs/cgroup"
+    else
+        return 1
+    fi
+}
+
+# make_cgroup <server>: a fresh cgroup holding SERVER_CPU_QUOTA CPUs; its directory on stdout.
+# (Called in a command substitution, which does not inherit `set -e`: every step checks itself.)
+make_cgroup() {
+    local kind root dir
+    read -r kind root <<<"$(cpu_hierarchy)" || die "SERVER_CPU_QUOTA: no writable cgroup cpu controller"
+    dir="$root/sagw-bench-$1"
+    if [ -d "$dir" ]; then rmdir "$dir" 2>/dev/null || die "SERVER_CPU_QUOTA: $dir is left from a run still going"; fi
+    mkdir "$dir" || die "SERVER_CPU_QUOTA: cannot create $dir"
+    if [ "$kind" = v1 ]; then
+        echo "$CPU_PERIOD_US" >"$dir/cpu.cfs_period_us" || die "SERVER_CPU_QUOTA: period $CPU_PERIOD_US us refused"
+        echo "$CPU_QUOTA_US" >"$dir/cpu.cfs_quota_us" || die "SERVER_CPU_QUOTA: quota $CPU_QUOTA_US us refused"
+        [ "$(cat "$dir/cpu.cfs_quota_us")" = "$CPU_QUOTA_US" ] || die "SERVER_CPU_QUOTA: quota not taken"
+    else
+        echo "$CPU_QUOTA_US $CPU_PERIOD_US" >"$dir/cpu.max" || die "SERVER_CPU_QUOTA: cpu.max refused"
+    fi
+    echo "$dir"
+}
+
+# in_cgroup <dir> <command...>, always run in the background (`in_cgroup ... &`): the subshell
+# becomes the command (exec), so `$!` is the server's pid; with a directory, through a shell that
+# joins the cgroup first, so every process and thread it starts is inside.
+in_cgroup() {
+    local dir=$1
+    shift
+    [ -n "$dir" ] || exec "$@"
+    # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+    exec sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$dir" "$@"
+}
+
+# "<periods> <throttled periods> <throttled ms>" of a server's cgroup (v1 and v2 name them alike).
+throttling() {
+    awk '/^nr_periods/ { p = $2 } /^nr_throttled/ { t = $2 }
+         /^throttled_time/ { ms = $2 / 1e6 } /^throttled_usec/ { ms = $2 / 1e3 }
+         END { printf "%d %d %.0f\n", p, t, ms }' "$1/cpu.stat"
+}
+
 cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -195,6 +260,10 @@ cleanup() {
         kill "$pid" 2>/dev/null || true
         for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
         for p in $tree; do kill -9 "$p" 2>/dev/null || true; done
+    done
+    local dir
+    for dir in "${SERVER_CGROUP[@]}"; do
+        for _ in 1 2 3 4 5; do rmdir "$dir" 2>/dev/null && break; sleep 0.2; done
     done
 }
 trap cleanup EXIT
@@ -223,13 +292,14 @@ start_kamailio() {
         args+=(-A WITH_AUTH -A "SUBSCRIBERS_DB=\"text://$WORK/db\"")
     fi
     udp_bound "$KAM_PORT" && die "port $KAM_PORT already in use"
-    local pin=()
+    local pin=() cg=""
     [ -z "$KAMAILIO_CPUS" ] || pin=(taskset -c "$KAMAILIO_CPUS")
-    ${pin[@]+"${pin[@]}"} kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
+    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup kamailio); SERVER_CGROUP[kamailio]=$cg; fi
+    in_cgroup "$cg" ${pin[@]+"${pin[@]}"} kamailio "${args[@]}" >"$WORK/kamailio.log" 2>&1 &
     SERVER_PID[kamailio]=$!
     wait_port "$KAM_PORT" "${SERVER_PID[kamailio]}" || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio did not start"; }
     sleep 1 # workers finish their own init after the socket is bound
-    SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)${KAMAILIO_CPUS:+, all pinned to CPU(s) $KAMAILIO_CPUS}"
+    SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)${KAMAILIO_CPUS:+, all pinned to CPU(s) $KAMAILIO_CPUS}${SERVER_CPU_QUOTA:+, all within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}"
 }
 
 start_sagw() {
@@ -253,7 +323,9 @@ start_sagw() {
         return 1
     fi
     udp_bound "$SAGW_PORT" && die "port $SAGW_PORT already in use"
-    "$SAGW_BIN" run --config "$cfg" >"$WORK/sagw.log" 2>&1 &
+    local cg=""
+    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup sagw); SERVER_CGROUP[sagw]=$cg; fi
+    in_cgroup "$cg" "$SAGW_BIN" run --config "$cfg" >"$WORK/sagw.log" 2>&1 &
     SERVER_PID[sagw]=$!
     if ! wait_port "$SAGW_PORT" "${SERVER_PID[sagw]}"; then
         SERVER_NOTE[sagw]="NOT RUN: did not bind udp $SAGW_PORT: $(tail -c 400 "$WORK/sagw.log" | tr '\n' ' ')"
@@ -261,13 +333,18 @@ start_sagw() {
         unset 'SERVER_PID[sagw]'
         return 1
     fi
-    sleep 0.5
-    local threads t core_cpus=unknown
-    threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
-    for t in /proc/"${SERVER_PID[sagw]}"/task/*; do
-        [ "$(cat "$t/comm" 2>/dev/null)" = sagw-core ] && core_cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+    # The core thread starts after the UDP socket is bound (later still within a CPU budget).
+    local threads t core_cpus=unknown i
+    for i in $(seq 1 50); do
+        sleep 0.1
+        for t in /proc/"${SERVER_PID[sagw]}"/task/*; do
+            [ "$(cat "$t/comm" 2>/dev/null)" = sagw-core ] && core_cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+        done
+        [ "$core_cpus" = unknown ] || break
     done
-    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus, git $(cd "$ROOT" && git rev-parse --short HEAD)"
+    sleep 0.2
+    threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
+    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus${SERVER_CPU_QUOTA:+, within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}, git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
 # ---------------------------------------------------------------- sipp
@@ -589,6 +666,9 @@ PY
     done
     for s in ${ACTIVE//,/ }; do tail -c 20000 "$WORK/$s.log" >"$OUT/$s.log" 2>/dev/null || true; done
     echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+    for s in "${!SERVER_CGROUP[@]}"; do
+        echo "$s CPU budget over the run: $(throttling "${SERVER_CGROUP[$s]}" | awk '{ printf "%d of %d periods throttled, %d ms in all", $2, $1, $3 }')" >>"$OUT/env.txt"
+    done
 
     {
         echo "## sipp benchmark ($MODE, $STAMP)"
