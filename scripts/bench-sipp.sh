@@ -21,9 +21,10 @@
 # failed flow, a retransmission or a pace under CEIL_PACE (default 0.97) of the offered rate (a
 # busy host's sipps lag: lower it there and say so); the ceiling is the last clean one.
 # SERVER_CPU_QUOTA (say 0.5): each server runs in a cgroup of its own limited to that many CPUs'
-# worth of time (CFS quota, 1 ms period or the shortest the kernel takes), the same budget for both. With --ceiling this finds each
-# server's ceiling, not the sipps': on a 2-CPU host four sipps take well over a CPU at the rates a
-# server with a whole CPU could take, so without a budget the ceiling found is the host's.
+# worth of time (CFS quota, a 1 ms period or the shortest the kernel takes), the same budget for
+# both. With --ceiling this finds each server's ceiling, not the sipps': on a 2-CPU host four sipps
+# take well over a CPU at the rates a server with a whole CPU could take, so without a budget the
+# ceiling found is the host's. Needs root or a delegated cgroup.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --procs) PROCS="$2"; shift ;;
         --ceiling) CEILING=1 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
