@@ -341,6 +341,16 @@ async fn metrics_keep_the_connection_and_serve_nothing_else() {
         assert_eq!(status, 200);
         assert!(head.contains("text/plain; version=0.0.4"), "{head}");
         assert!(body.contains("sagw_auth_challenges_total"), "{body}");
+        // The core thread's own CPU time: it has run (started, read its sockets) by now.
+        let core_cpu = body
+            .lines()
+            .find_map(|l| l.strip_prefix("sagw_core_thread_cpu_seconds_total "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(core_cpu.is_some_and(|s| s > 0.0), "{body}");
+        assert!(
+            body.contains("# TYPE sagw_core_thread_cpu_seconds_total counter"),
+            "{body}"
+        );
     }
     // Only /metrics is metrics; the admin routes are not served here at all.
     for path in ["/", "/admin/sas", "/metrics/x", "/healthz"] {

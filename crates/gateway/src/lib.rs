@@ -60,6 +60,7 @@ pub mod snapshot;
 pub mod state;
 pub mod state_config;
 mod store_task;
+pub mod thread_cpu;
 pub mod tls;
 pub mod tls_client;
 pub mod users;

@@ -246,6 +246,8 @@ pub struct Metrics {
     pub nudge: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The next hops' state (`sagw_next_hop_up`), as the core thread publishes it.
     pub hops: std::sync::OnceLock<std::sync::Arc<crate::hops::HopTable>>,
+    /// The core thread, set when it starts: `sagw_core_thread_cpu_seconds_total`.
+    pub core_thread: std::sync::OnceLock<crate::thread_cpu::ThreadCpu>,
 }
 
 const HELP: [(&str, &str, &str); 9] = [
@@ -647,6 +649,14 @@ impl Metrics {
         }
         if pooled {
             self.render_pool_counters(&mut out);
+        }
+        if let Some(spent) = self.core_thread.get().and_then(|t| t.on_cpu()) {
+            let name = "sagw_core_thread_cpu_seconds_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} CPU time of the core thread, which does all SIP processing: near one second a second, the gateway is at its ceiling\n# TYPE {name} counter\n{name} {}",
+                spent.as_secs_f64()
+            );
         }
         if let Some(h) = self.hops.get() {
             out.push_str(&h.render_metrics());

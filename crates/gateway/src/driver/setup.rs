@@ -749,6 +749,11 @@ fn spawn_core_thread(
     std::thread::Builder::new()
         .name("sagw-core".into())
         .spawn(move || {
+            let _ = core_state
+                .shared
+                .metrics
+                .core_thread
+                .set(crate::thread_cpu::ThreadCpu::current());
             // The pin (and its claim on the CPU) lives as long as this thread.
             if let Some(pin) = &pin {
                 if core_affinity::set_for_current(pin.cpu) {
