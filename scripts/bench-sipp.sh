@@ -24,7 +24,7 @@
 # worth of time (CFS quota, a 1 ms period or the shortest the kernel takes), the same budget for
 # both. With --ceiling this finds each server's ceiling, not the sipps': on a 2-CPU host four sipps
 # take well over a CPU at the rates a server with a whole CPU could take, so without a budget the
-# ceiling found is the host's. Needs root or a delegated cgroup.
+# ceiling found is the host's. Needs root (it makes cgroups under /sys/fs/cgroup).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
