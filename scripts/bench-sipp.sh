@@ -345,7 +345,7 @@ start_sagw() {
     done
     sleep 0.2
     threads=$(ls "/proc/${SERVER_PID[sagw]}/task" | wc -l)
-    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus${SERVER_CPU_QUOTA:+, within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}, git $(cd "$ROOT" && git rev-parse --short HEAD)"
+    SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus${SERVER_CPU_QUOTA:+, within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}, binary $SAGW_BIN, tree at git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
 # ---------------------------------------------------------------- sipp
