@@ -378,7 +378,6 @@ impl Edge {
             return;
         }
         let timers = self.cfg.timers;
-        let method = st.method.clone();
         st.epoch += 1;
         let epoch = st.epoch;
         // Final: what is left to do (absorb retransmissions, match the ACK or a CANCEL, pass
@@ -387,27 +386,35 @@ impl Edge {
         st.forward = None;
         st.best = None;
         st.hops = VecDeque::new();
-        let retransmit = if method == "INVITE" && code >= 300 {
+        let retransmit = if invite && code >= 300 {
             st.state = ServerState::Completed;
             // Timer G (unreliable only) until the ACK, Timer H as the limit.
             (!reliable).then_some(timers.t1)
-        } else if method == "INVITE" {
+        } else if invite {
             st.state = ServerState::Accepted;
             None
         } else {
             st.state = ServerState::Completed;
             None
         };
-        let cleanup = if method != "INVITE" && reliable {
+        let cleanup = if !invite && reliable {
             Duration::ZERO
         } else {
             timers.timeout()
         };
         // Answered here (never a branch: no late response from downstream can come for it) and
         // over UDP: from now on only its answer is kept (see `answered`).
-        let answer = (method != "INVITE" && !reliable && st.branches.is_empty())
+        let answer = (!invite && !reliable && st.branches.is_empty())
             .then(|| st.last_response.take())
             .flatten();
+        // The report takes the method; a transaction that ends here gives its own up (a copy
+        // per final response was an allocation per REGISTER and per challenge).
+        let ends_here = answer.is_some() || (retransmit.is_none() && cleanup.is_zero());
+        let method = if ends_here {
+            std::mem::take(&mut st.method)
+        } else {
+            st.method.clone()
+        };
         self.report(Report::Transaction {
             method,
             status: code,
