@@ -407,9 +407,10 @@ impl Edge {
         let answer = (!invite && !reliable && st.branches.is_empty())
             .then(|| st.last_response.take())
             .flatten();
-        // The report takes the method; a transaction that ends here gives its own up (a copy
-        // per final response was an allocation per REGISTER and per challenge).
-        let ends_here = answer.is_some() || (retransmit.is_none() && cleanup.is_zero());
+        // The report takes the method; a transaction removed below (kept as its answer, or
+        // ended at once over a stream) gives its own up: a copy per final response was an
+        // allocation per REGISTER.
+        let ends_here = answer.is_some() || cleanup.is_zero();
         let method = if ends_here {
             std::mem::take(&mut st.method)
         } else {
