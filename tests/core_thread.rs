@@ -258,3 +258,195 @@ async fn a_panic_on_the_core_thread_is_reported() {
         .expect("the core's end is reported");
     assert_eq!(exit, sagw_gateway::CoreExit::Panicked);
 }
+
+/// An OPTIONS to the gateway itself over a stream, from `local`.
+fn stream_options(
+    gw: &sagw_gateway::Running,
+    via: &str,
+    local: std::net::SocketAddr,
+    b: &str,
+) -> String {
+    let port = gw.tcp.unwrap().port();
+    format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bK{b}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=p\r\nTo: <sip:127.0.0.1>\r\n\
+Call-ID: {b}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Accepted connections are the core thread's own: when their peers close them (a TLS
+/// close_notify, a TLS socket closed without one, a TCP FIN, a TCP reset), the core sees it,
+/// forgets the flow and counts the connection closed; the open-connection gauges come back to
+/// zero and new connections are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_their_peers_are_forgotten_by_the_core() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway("").await;
+    let mut tcp = Vec::new();
+    let mut tls = Vec::new();
+    for i in 0..2 {
+        for kind in [Kind::Tcp, Kind::Tls] {
+            let mut c = Client::connect(&gw, kind, "probe").await;
+            let b = format!("close{i}{}", unique());
+            c.send(&stream_options(&gw, kind.via(), c.local, &b)).await;
+            assert_eq!(c.recv().await.status(), Some(200), "{kind:?}");
+        }
+        // Raw streams, closed below in four ways.
+        let mut t = tokio::net::TcpStream::connect(gw.tcp.unwrap())
+            .await
+            .unwrap();
+        let local = t.local_addr().unwrap();
+        t.write_all(stream_options(&gw, "TCP", local, &format!("raw{i}{}", unique())).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        assert!(t.read(&mut buf).await.unwrap() > 0, "TCP answered");
+        tcp.push(t);
+        let mut s = tls_connect(&gw, &[&rustls::version::TLS13]).await.unwrap();
+        let local = s.get_ref().0.local_addr().unwrap();
+        s.write_all(
+            stream_options(&gw, "TLS", local, &format!("rawtls{i}{}", unique())).as_bytes(),
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0, "TLS answered");
+        tls.push(s);
+    }
+    // The Clients closed as they went out of scope; the raw streams are open.
+    let page = scrape_until(
+        &gw,
+        &[
+            "sagw_connections{transport=\"tcp\"} 2",
+            "sagw_connections{transport=\"tls\"} 2",
+        ],
+    )
+    .await;
+    assert!(
+        page.contains("sagw_connections{transport=\"tcp\"} 2"),
+        "{page}"
+    );
+    assert!(
+        page.contains("sagw_connections{transport=\"tls\"} 2"),
+        "{page}"
+    );
+    assert!(
+        page.contains("sagw_connections_total{transport=\"tls\"} 4"),
+        "{page}"
+    );
+    // TCP: a FIN, then a reset (linger 0).
+    let fin = tcp.pop().unwrap();
+    drop(fin);
+    let rst = tcp.pop().unwrap();
+    socket2::SockRef::from(&rst)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(rst);
+    // TLS: a close_notify, then a socket closed under the session.
+    let mut notify = tls.pop().unwrap();
+    notify.shutdown().await.unwrap();
+    let abrupt = tls.pop().unwrap();
+    drop(abrupt);
+    let page = scrape_until(
+        &gw,
+        &[
+            "sagw_connections{transport=\"tcp\"} 0",
+            "sagw_connections{transport=\"tls\"} 0",
+        ],
+    )
+    .await;
+    drop(notify);
+    assert!(
+        page.contains("sagw_connections{transport=\"tcp\"} 0")
+            && page.contains("sagw_connections{transport=\"tls\"} 0"),
+        "every connection closed by its peer is counted closed: {page}"
+    );
+    for kind in [Kind::Tcp, Kind::Tls] {
+        let mut c = Client::connect(&gw, kind, "probe").await;
+        c.send(&stream_options(
+            &gw,
+            kind.via(),
+            c.local,
+            &format!("after{}", unique()),
+        ))
+        .await;
+        assert_eq!(
+            c.recv().await.status(),
+            Some(200),
+            "{kind:?} after the closes"
+        );
+    }
+}
+
+/// The core reads and answers every connection on its one thread: a peer that sends without pause
+/// (pipelined requests, as fast as loopback takes them) does not keep it from another client,
+/// whose requests are answered promptly all the while (25 ms at worst in a debug build here; the
+/// bound below is for a loaded CI machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_pauses_does_not_keep_the_core_from_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway("").await;
+    let flood = tokio::net::TcpStream::connect(gw.tcp.unwrap())
+        .await
+        .unwrap();
+    let local = flood.local_addr().unwrap();
+    let (mut rd, mut wr) = flood.into_split();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The flooder reads (and drops) its answers, so the gateway's writes to it never stall.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0usize;
+        while let Ok(k) = rd.read(&mut buf).await {
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    });
+    let batch: String = (0..200)
+        .map(|i| stream_options(&gw, "TCP", local, &format!("flood{i}{}", unique())))
+        .collect();
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if wr.write_all(batch.as_bytes()).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = Client::connect(&gw, Kind::Tcp, "probe").await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let started = tokio::time::Instant::now();
+        c.send(&stream_options(
+            &gw,
+            "TCP",
+            c.local,
+            &format!("other{i}{}", unique()),
+        ))
+        .await;
+        let r = tokio::time::timeout(Duration::from_secs(2), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("request {i} of the other client not answered in 2 s"));
+        assert_eq!(r.status(), Some(200));
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = writer.await.unwrap();
+    assert!(
+        batches > 5,
+        "the flooder kept sending ({batches} batches of 200 requests)"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the other client's slowest answer took {slowest:?}"
+    );
+    drop(reader);
+}

@@ -36,6 +36,11 @@ impl ListenerId {
         FlowId((u64::from(self.0) << SHIFT) | (seq & SEQ_MASK))
     }
 
+    /// The connection counter's part of a flow id (unique across listeners).
+    pub fn seq_of(flow: FlowId) -> u64 {
+        flow.0 & SEQ_MASK
+    }
+
     /// The index into the listener table.
     pub fn index(self) -> usize {
         usize::from(self.0)

@@ -59,23 +59,9 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
                         return None;
                     }
                 };
-                Some(spawn_connection(
-                    tls,
-                    addr,
-                    Transport::Tls,
-                    ListenerId::OUTBOUND,
-                    None,
-                    &shared,
-                ))
+                Some(spawn_outbound(tls, addr, Transport::Tls, &shared))
             }
-            _ => Some(spawn_connection(
-                tcp,
-                addr,
-                Transport::Tcp,
-                ListenerId::OUTBOUND,
-                None,
-                &shared,
-            )),
+            _ => Some(spawn_outbound(tcp, addr, Transport::Tcp, &shared)),
         }
     })
     .await;
@@ -161,7 +147,15 @@ pub(super) async fn accept_task(
             continue;
         };
         if tls.is_none() {
-            spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
+            let how = Handover {
+                listener: id,
+                slot,
+                trust: FlowTrust::ByAddress,
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                hand_to_core(stream, None, remote, Transport::Tcp, how, &shared).await;
+            });
             continue;
         }
         let setting_up = SettingUp::new(&shared);
@@ -271,7 +265,12 @@ async fn establish(
     let shared = setting_up.0.clone();
     let Some(acceptor) = tls else {
         drop(setting_up);
-        spawn_connection(stream, remote, Transport::Tcp, id, slot, &shared);
+        let how = Handover {
+            listener: id,
+            slot,
+            trust: FlowTrust::ByAddress,
+        };
+        hand_to_core(stream, None, remote, Transport::Tcp, how, &shared).await;
         return;
     };
     let hs = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
@@ -293,7 +292,21 @@ async fn establish(
                 }
                 PeerVerdict::NoCertificate => FlowTrust::ByAddress,
             };
-            spawn_connection_with(tls, remote, Transport::Tls, id, slot, trust, &shared);
+            let (tcp, session) = tls.into_inner();
+            let how = Handover {
+                listener: id,
+                slot,
+                trust,
+            };
+            hand_to_core(
+                tcp,
+                Some(Box::new(session)),
+                remote,
+                Transport::Tls,
+                how,
+                &shared,
+            )
+            .await;
         }
         Ok(Err(e)) => {
             debug!(%remote, error = %e, "TLS handshake failed");
@@ -306,6 +319,74 @@ async fn establish(
     }
 }
 
+/// What an accepted connection takes to the core: the listener, its place under
+/// `limits.max_connections_per_ip`, and how its peer is judged.
+struct Handover {
+    listener: ListenerId,
+    slot: Option<IpSlot>,
+    trust: FlowTrust,
+}
+
+/// Hands a set-up connection to the core thread, which reads and writes it from then on
+/// (`core_stream`). It is in the flow table and counted from here, as a task's connection is.
+async fn hand_to_core(
+    stream: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
+    remote: SocketAddr,
+    transport: Transport,
+    how: Handover,
+    shared: &Arc<Shared>,
+) {
+    // Non-blocking as tokio had it, out of tokio's reactor and into the core's epoll.
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%remote, error = %e, "connection lost before the core took it");
+            return;
+        }
+    };
+    let id = how
+        .listener
+        .flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
+    if let Ok(mut t) = shared.flows.lock() {
+        t.by_id.insert(
+            id,
+            ConnHandle {
+                io: ConnIo::Core,
+                remote,
+                transport,
+            },
+        );
+        t.by_addr.insert((transport, remote), id);
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connection_opened(transport);
+    debug!(%remote, %transport, flow = id.0, "connection open");
+    let flow = Flow {
+        id,
+        transport,
+        remote,
+    };
+    let adopted = core_stream::Adopted {
+        stream,
+        tls,
+        flow,
+        slot: how.slot,
+        trust: how.trust,
+    };
+    if !shared.post(Event::Adopt(Box::new(adopted))).await {
+        // The core has stopped: the connection closes with the event.
+        if let Ok(mut t) = shared.flows.lock() {
+            t.by_id.remove(&id);
+            if t.by_addr.get(&(transport, remote)) == Some(&id) {
+                t.by_addr.remove(&(transport, remote));
+            }
+        }
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        shared.metrics.connection_closed(transport);
+    }
+}
+
 /// How the proxy is to judge a flow's peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum FlowTrust {
@@ -315,44 +396,19 @@ pub(super) enum FlowTrust {
     PeerCertificate,
 }
 
-/// Registers a connection in the flow table and starts its task. `slot` is its place under
-/// `limits.max_connections_per_ip` (none for connections the gateway opened and for listed
-/// servers), given back when the task ends.
-pub(super) fn spawn_connection<S>(
+/// Registers a connection the gateway opened (to a next hop) in the flow table and starts its
+/// task, which reads and writes it. Accepted connections are the core's instead
+/// ([`hand_to_core`]).
+pub(super) fn spawn_outbound<S>(
     stream: S,
     remote: SocketAddr,
     transport: Transport,
-    listener: ListenerId,
-    slot: Option<IpSlot>,
     shared: &Arc<Shared>,
 ) -> FlowId
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    spawn_connection_with(
-        stream,
-        remote,
-        transport,
-        listener,
-        slot,
-        FlowTrust::ByAddress,
-        shared,
-    )
-}
-
-/// [`spawn_connection`], the peer judged by `trust`.
-pub(super) fn spawn_connection_with<S>(
-    stream: S,
-    remote: SocketAddr,
-    transport: Transport,
-    listener: ListenerId,
-    slot: Option<IpSlot>,
-    trust: FlowTrust,
-    shared: &Arc<Shared>,
-) -> FlowId
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+    let listener = ListenerId::OUTBOUND;
     // The listener rides in the id (see crate::listener): the authentication stage reads it.
     let id = listener.flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(shared.settings.load().write_queue);
@@ -361,8 +417,7 @@ where
         t.by_id.insert(
             id,
             ConnHandle {
-                tx,
-                kill: kill_tx,
+                io: ConnIo::Task { tx, kill: kill_tx },
                 remote,
                 transport,
             },
@@ -379,16 +434,8 @@ where
     let shared = shared.clone();
     tokio::spawn(async move {
         debug!(%remote, %transport, flow = id.0, "connection open");
-        // Before any message of the flow, through the same channel: the core knows the peer is
-        // trusted by the time it sees what it sent.
-        let why =
-            if trust == FlowTrust::PeerCertificate && !shared.post(Event::PeerTrusted(id)).await {
-                Closed::Shutdown
-            } else {
-                connection(stream, flow, rx, kill_rx, &shared).await
-            };
+        let why = connection(stream, flow, rx, kill_rx, &shared).await;
         debug!(%remote, %transport, flow = id.0, reason = why.label(), "connection closed");
-        drop(slot);
         if let Ok(mut t) = shared.flows.lock() {
             t.by_id.remove(&id);
             if t.by_addr.get(&(transport, remote)) == Some(&id) {
@@ -398,11 +445,9 @@ where
         shared.connections.fetch_sub(1, Ordering::Relaxed);
         shared.metrics.connection_closed(transport);
         shared.post(Event::Closed(id)).await;
-        if listener == ListenerId::OUTBOUND {
-            shared
-                .post(Event::OutboundClosed((transport, remote)))
-                .await;
-        }
+        shared
+            .post(Event::OutboundClosed((transport, remote)))
+            .await;
     });
     id
 }
@@ -442,7 +487,7 @@ pub(super) enum Closed {
 }
 
 impl Closed {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Closed::Eof => "eof",
             Closed::ReadError => "read error",

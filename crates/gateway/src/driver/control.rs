@@ -142,11 +142,13 @@ impl GatewayControl {
 
     /// True when every connection's writer has taken all that was queued for it.
     fn queues_empty(&self) -> bool {
-        self.shared.flows.lock().is_ok_and(|t| {
-            t.by_id
-                .values()
-                .all(|h| h.tx.capacity() == h.tx.max_capacity())
-        })
+        self.shared.core_backlogged.load(Ordering::Relaxed) == 0
+            && self.shared.flows.lock().is_ok_and(|t| {
+                t.by_id.values().all(|h| match &h.io {
+                    ConnIo::Task { tx, .. } => tx.capacity() == tx.max_capacity(),
+                    ConnIo::Core => true,
+                })
+            })
     }
 
     /// Everything that can fail first (the file, the certificate, the CA), then the changes.

@@ -3,6 +3,7 @@
 
 use std::os::fd::AsRawFd;
 
+use super::core_stream::{Adopted, CoreStream, Pass, STREAM_TOKEN, SWEEP};
 use super::udp_batch::{BATCH, Outgoing, RecvBatch, SendBatch};
 use super::*;
 
@@ -43,13 +44,23 @@ pub(super) struct Core {
     pub(super) sip_limits: sagw_sip::Limits,
     /// Datagrams of this pass, sent together by [`Core::flush_udp`].
     pub(super) udp_out: Vec<Outgoing>,
+    /// Where accepted connections are added to the core's `epoll`.
+    pub(super) registry: mio::Registry,
+    /// The connections the core reads and writes, by their flow's sequence number.
+    pub(super) streams: HashMap<u64, CoreStream>,
+    /// Connections to read in the next pass: readable by `epoll`, or left with more to read.
+    pub(super) stream_ready: Vec<u64>,
+    /// The buffer each connection is read into in turn.
+    pub(super) read_buf: Vec<u8>,
+    /// When the connections' timers are next checked.
+    pub(super) next_sweep: Instant,
 }
 
 /// The core thread: until shutdown, take what is ready (datagrams, events from connection tasks,
 /// due timers), then sleep in `epoll` until the next of them.
 pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::Receiver<Event>) {
     let stop = core.shared.shutdown.clone();
-    let mut ready = mio::Events::with_capacity(16);
+    let mut ready = mio::Events::with_capacity(256);
     // The batches' system-call headers hold raw pointers (not `Send`): made on this thread.
     let (mut rx, mut tx) = (RecvBatch::new(), SendBatch::new());
     // Datagrams may have queued before the sockets were registered: read once before sleeping.
@@ -73,6 +84,7 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
                 busy |= *ready;
             }
         }
+        busy |= core.read_streams();
         for _ in 0..EVENT_BUDGET {
             match events.try_recv() {
                 Ok(ev) => core.handle(ev),
@@ -103,6 +115,7 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             core.edge.handle_timeout(now());
             core.run_actions();
         }
+        core.sweep_streams(Instant::now());
         // What this pass answered leaves now, in as few system calls as it can.
         core.flush_udp(&mut tx);
         core.publish_gauges();
@@ -130,9 +143,13 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = due.map(|t| {
+        let mut timeout = due.map(|t| {
             sagw_proxy::on_grid(origin, t, TIMER_GRID).saturating_duration_since(Instant::now())
         });
+        if !core.streams.is_empty() {
+            let sweep = core.next_sweep.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(sweep, |t| t.min(sweep)));
+        }
         if let Err(e) = poll.poll(&mut ready, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
@@ -141,15 +158,24 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
         }
         core.shared.wake.sleeping.store(false, Ordering::SeqCst);
         for e in ready.iter() {
-            if let Some(r) = e
-                .token()
-                .0
-                .checked_sub(1)
-                .and_then(|i| udp_ready.get_mut(i))
-            {
+            let token = e.token().0;
+            if token & STREAM_TOKEN != 0 {
+                let seq = (token & !STREAM_TOKEN) as u64;
+                if e.is_readable() || e.is_read_closed() || e.is_error() {
+                    core.stream_ready.push(seq);
+                }
+                if e.is_writable() {
+                    core.stream_writable(seq);
+                }
+            } else if let Some(r) = token.checked_sub(1).and_then(|i| udp_ready.get_mut(i)) {
                 *r = true;
             }
         }
+        core.run_actions();
+    }
+    let open: Vec<u64> = core.streams.keys().copied().collect();
+    for seq in open {
+        core.close_stream(seq, Closed::Shutdown);
     }
     core.flush_udp(&mut tx);
     if let Some(slot) = &core.save_bindings {
@@ -307,7 +333,6 @@ impl Core {
             }
             Event::AuthJob(done) => self.job_done(*done),
             Event::Closed(id) => self.edge.flow_closed(id),
-            Event::PeerTrusted(id) => self.edge.trust_stream_flow(id),
             Event::OutboundClosed((transport, addr)) => {
                 self.edge.connection_lost(transport, addr, now());
             }
@@ -329,6 +354,7 @@ impl Core {
                 self.publish_hops();
             }
             Event::Admin(q) => self.answer(q),
+            Event::Adopt(a) => self.adopt(*a),
             Event::ConnectFailed(key) => {
                 let queued = self.pending.remove(&key).unwrap_or_default();
                 warn!(transport = %key.0, addr = %key.1, "next hop unreachable");
@@ -613,20 +639,40 @@ impl Core {
         }
     }
 
-    /// Queue bytes on a connection; false when it is gone or too slow (then it is closed).
-    fn write_flow(&self, id: FlowId, bytes: Vec<u8>) -> bool {
+    /// Write bytes to a connection (the core's own) or queue them for its task; false when it
+    /// is gone or too slow (then it is closed).
+    fn write_flow(&mut self, id: FlowId, bytes: Vec<u8>) -> bool {
+        let seq = ListenerId::seq_of(id);
+        if let Some(s) = self.streams.get_mut(&seq).filter(|s| s.flow().id == id) {
+            let sent = s.send(&bytes);
+            s.count_backlog(&self.shared.core_backlogged);
+            return match sent {
+                Ok(()) => true,
+                Err(why) => {
+                    if why == Closed::Killed {
+                        self.shared.metrics.limit("write_queue");
+                        warn!(remote = %s.flow().remote, transport = %s.flow().transport, "write queue full: closing slow connection");
+                    }
+                    self.close_stream(seq, why);
+                    false
+                }
+            };
+        }
         let Ok(table) = self.shared.flows.lock() else {
             return false;
         };
         let Some(h) = table.by_id.get(&id) else {
             return false;
         };
-        match h.tx.try_send(bytes) {
+        let ConnIo::Task { tx, kill } = &h.io else {
+            return false;
+        };
+        match tx.try_send(bytes) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.metrics.limit("write_queue");
                 warn!(remote = %h.remote, transport = %h.transport, "write queue full: closing slow connection");
-                let _ = h.kill.send(true);
+                let _ = kill.send(true);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -659,5 +705,161 @@ impl Core {
         self.shared
             .runtime
             .spawn(connect_task(key, self.shared.clone()));
+    }
+
+    /// An accepted connection becomes the core's: in its `epoll`, its messages read here.
+    fn adopt(&mut self, a: Adopted) {
+        let (flow, trust) = (a.flow, a.trust);
+        let seq = ListenerId::seq_of(flow.id);
+        let mut s = CoreStream::new(a, self.shared.settings.load_full());
+        let token = usize::try_from(seq)
+            .ok()
+            .filter(|t| t & STREAM_TOKEN == 0)
+            .map(|t| mio::Token(t | STREAM_TOKEN));
+        let registered = token
+            .ok_or_else(|| std::io::Error::other("flow number past the token space"))
+            .and_then(|token| {
+                self.registry.register(
+                    s.socket(),
+                    token,
+                    mio::Interest::READABLE | mio::Interest::WRITABLE,
+                )
+            });
+        if let Err(e) = registered {
+            warn!(remote = %flow.remote, error = %e, "connection not added to the core's epoll: closing it");
+            s.close(Closed::ReadError);
+            self.forget_stream(flow);
+            return;
+        }
+        if trust == FlowTrust::PeerCertificate {
+            self.edge.trust_stream_flow(flow.id);
+        }
+        // Records the TLS handshake left to send (session tickets).
+        let flushed = s.flush();
+        s.count_backlog(&self.shared.core_backlogged);
+        self.streams.insert(seq, s);
+        if let Err(why) = flushed {
+            self.close_stream(seq, why);
+            return;
+        }
+        // Bytes may have come (and TLS records been decrypted) before the registration.
+        self.stream_ready.push(seq);
+    }
+
+    /// Reads the connections that are ready, each up to its budget; true when one has more.
+    fn read_streams(&mut self) -> bool {
+        if self.stream_ready.is_empty() {
+            return false;
+        }
+        let ready = std::mem::take(&mut self.stream_ready);
+        let mut messages = Vec::new();
+        let mut more = Vec::new();
+        for seq in ready.iter().copied() {
+            if more.contains(&seq) {
+                continue;
+            }
+            let Some(s) = self.streams.get_mut(&seq) else {
+                continue;
+            };
+            let (pass, closed) = s.read(&mut self.read_buf, &mut messages, &self.shared.metrics);
+            s.count_backlog(&self.shared.core_backlogged);
+            let flow = s.flow();
+            for message in messages.drain(..) {
+                // An answer to an earlier message may have closed it (its peer does not read):
+                // what it sent after is not for a flow that is gone.
+                if !self.streams.contains_key(&seq) {
+                    break;
+                }
+                self.shared.metrics.message("in", &message);
+                if tracing::enabled!(target: "sagw::sip", Level::TRACE) {
+                    trace!(target: "sagw::sip", remote = %flow.remote, transport = %flow.transport, "recv\n{}", redacted(&message));
+                }
+                self.inbound(Inbound { message, flow });
+                self.run_actions();
+            }
+            match closed {
+                Some(why) => {
+                    self.close_stream(seq, why);
+                    self.run_actions();
+                }
+                None if matches!(pass, Pass::More) => more.push(seq),
+                None => {}
+            }
+        }
+        // The list's buffer is kept; what came meanwhile (none: only the poll adds) goes after.
+        let mut ready = ready;
+        ready.clear();
+        ready.append(&mut more);
+        ready.append(&mut self.stream_ready);
+        self.stream_ready = ready;
+        !self.stream_ready.is_empty()
+    }
+
+    /// The socket of connection `seq` takes bytes again: what waits for it is written.
+    fn stream_writable(&mut self, seq: u64) {
+        let Some(s) = self.streams.get_mut(&seq) else {
+            return;
+        };
+        if !s.backlogged() {
+            return;
+        }
+        let flushed = s.flush();
+        s.count_backlog(&self.shared.core_backlogged);
+        if let Err(why) = flushed {
+            self.close_stream(seq, why);
+        }
+    }
+
+    /// Closes the connections whose idle, slow-message or write timer ran out.
+    fn sweep_streams(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP;
+        let expired: Vec<(u64, Closed)> = self
+            .streams
+            .iter()
+            .filter_map(|(seq, s)| s.expired(now).map(|why| (*seq, why)))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for (seq, why) in expired {
+            self.close_stream(seq, why);
+        }
+        self.run_actions();
+    }
+
+    /// The end of a connection of the core's: counted, logged, out of the flow table and the
+    /// proxy's flows. The caller runs the proxy's actions.
+    pub(super) fn close_stream(&mut self, seq: u64, why: Closed) {
+        let Some(mut s) = self.streams.remove(&seq) else {
+            return;
+        };
+        let _ = self.registry.deregister(s.socket());
+        s.uncount_backlog(&self.shared.core_backlogged);
+        let flow = s.flow();
+        s.close(why);
+        match why {
+            Closed::WriteTimeout => self.shared.metrics.limit("write_timeout"),
+            Closed::IdleTimeout => self.shared.metrics.limit("idle_timeout"),
+            Closed::MessageTimeout => self.shared.metrics.limit("message_timeout"),
+            _ => {}
+        }
+        debug!(remote = %flow.remote, transport = %flow.transport, flow = flow.id.0, reason = why.label(), "connection closed");
+        self.forget_stream(flow);
+    }
+
+    /// A connection of the core's is gone: out of the flow table, the counts and the proxy.
+    fn forget_stream(&mut self, flow: Flow) {
+        if let Ok(mut t) = self.shared.flows.lock() {
+            t.by_id.remove(&flow.id);
+            if t.by_addr.get(&(flow.transport, flow.remote)) == Some(&flow.id) {
+                t.by_addr.remove(&(flow.transport, flow.remote));
+            }
+        }
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.connection_closed(flow.transport);
+        self.edge.flow_closed(flow.id);
     }
 }

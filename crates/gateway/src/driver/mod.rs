@@ -46,6 +46,7 @@ use crate::tls::{self, CertInfo};
 
 mod conn;
 mod control;
+mod core_stream;
 mod core_thread;
 mod setup;
 mod udp_batch;
@@ -140,8 +141,6 @@ enum Event {
     /// The store task's answer (pools).
     Pool(crate::pool::PoolEvent),
     Closed(FlowId),
-    /// A stream flow's peer is a trusted server by its TLS certificate (before its first message).
-    PeerTrusted(FlowId),
     Connected((Transport, SocketAddr)),
     ConnectFailed((Transport, SocketAddr)),
     /// The targets of a name the core asked for (RFC 3263), in the order to try them.
@@ -152,13 +151,26 @@ enum Event {
     OutboundClosed((Transport, SocketAddr)),
     /// A question from the admin API.
     Admin(crate::admin::CoreQuery),
+    /// An accepted connection, set up: from now on the core reads and writes it.
+    Adopt(Box<core_stream::Adopted>),
 }
 
 struct ConnHandle {
-    tx: mpsc::Sender<Vec<u8>>,
-    kill: watch::Sender<bool>,
+    io: ConnIo,
     remote: SocketAddr,
     transport: Transport,
+}
+
+/// Who reads and writes a connection.
+enum ConnIo {
+    /// Its own task (connections the gateway opened): the core queues bytes for its writer,
+    /// and closes it through `kill`.
+    Task {
+        tx: mpsc::Sender<Vec<u8>>,
+        kill: watch::Sender<bool>,
+    },
+    /// The core thread (accepted connections, once set up: see `core_stream`).
+    Core,
 }
 
 #[derive(Default)]
@@ -205,6 +217,9 @@ struct Shared {
     peers: Option<Arc<PeerTrust>>,
     /// The address the first TCP listener is bound to: where opened connections leave from.
     outbound_source: Option<IpAddr>,
+    /// Connections read and written by the core with bytes their sockets have not taken yet
+    /// (the drain waits for them as for the tasks' write queues).
+    core_backlogged: AtomicUsize,
 }
 
 impl Shared {

@@ -248,6 +248,7 @@ async fn start_inner(
         tls_server: ArcSwapOption::new(tls.acceptor),
         peers: tls.peers.clone(),
         outbound_source: tcp_addr.map(|a| a.ip()),
+        core_backlogged: AtomicUsize::new(0),
     });
     let _ = metrics.hops.set(shared.hop_table.clone());
     let mut hop_origins = HashMap::new();
@@ -291,6 +292,11 @@ async fn start_inner(
         control: control_rx,
         sip_limits,
         udp_out: Vec::with_capacity(udp_batch::BATCH),
+        registry: poll.registry().try_clone().map_err(StartError::Core)?,
+        streams: HashMap::new(),
+        stream_ready: Vec::new(),
+        read_buf: core_stream::read_buffer(),
+        next_sweep: Instant::now() + core_stream::SWEEP,
     };
     let exit_rx = spawn_core_thread(core_state, poll, events_rx, running_settings.core_cpu)?;
     for (id, transport, balancers, l) in listeners.streams {
