@@ -1,4 +1,5 @@
-//! Connection tasks: accepting, opening (to next hops), and each connection's reader and
+//! Connection tasks: accepting (PROXY header, TLS handshake, then the connection is handed to
+//! the core thread), opening connections to next hops, and each such connection's reader and
 //! writer side by side.
 
 use std::future::Future;

@@ -200,6 +200,10 @@ impl CoreStream {
             self.queued += 1;
         }
         self.queue(bytes)?;
+        if self.tls.is_none() && self.out.len() == self.out_at {
+            // All of it went.
+            return Ok(());
+        }
         self.flush()
     }
 
@@ -214,6 +218,28 @@ impl CoreStream {
 
     fn queue(&mut self, bytes: &[u8]) -> Result<(), Closed> {
         match self.tls.as_deref_mut() {
+            // Nothing waiting: written from the caller's buffer, only what the socket does not
+            // take is copied (most answers leave whole, and the connection keeps no buffer).
+            None if self.out.len() == self.out_at => {
+                let mut at = 0;
+                while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+                    match self.sock.write(rest) {
+                        Ok(0) => return Err(Closed::WriteError),
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return Err(Closed::WriteError),
+                    }
+                }
+                if let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+                    self.out.clear();
+                    self.out_at = 0;
+                    self.out.extend_from_slice(rest);
+                    // Stalled from now: `flush` would only hear "would block" again.
+                    self.stalled_since.get_or_insert_with(Instant::now);
+                }
+                Ok(())
+            }
             None => {
                 self.out.extend_from_slice(bytes);
                 Ok(())
@@ -410,6 +436,10 @@ fn write_plain(
     }
     out.clear();
     *at = 0;
+    // A backlog's buffer is not kept once it has gone: most connections never need one.
+    if out.capacity() > READ_CHUNK {
+        *out = Vec::new();
+    }
     Ok((false, progressed))
 }
 

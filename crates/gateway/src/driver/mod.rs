@@ -1,21 +1,26 @@
-//! The driver: tokio tasks for listeners and connections, the flow table, and the core thread
-//! that owns the sans-IO [`Edge`], reads and writes the UDP socket itself and executes the
-//! core's actions.
+//! The driver: tokio tasks for listeners, handshakes and connections to next hops, the flow
+//! table, and the core thread that owns the sans-IO [`Edge`], reads and writes the UDP sockets
+//! and the accepted connections itself and executes the core's actions.
 //!
 //! Why a thread of its own rather than a tokio task: on UDP, the bulk of SIP traffic, every
 //! datagram used to cross two tasks (a receiver task, then the core task), and each hand-off cost
 //! a wake-up and often a context switch; these dominated the gateway's CPU per message in the sipp
-//! benchmark. The core thread waits in one `epoll` (mio) on the UDP socket, a waker and the next
-//! timer, drains every queued datagram in one go and answers on the same thread. Connection tasks
-//! send `Event`s over one bounded channel (backpressure: a flood slows its own readers, not the
-//! core) and wake the core only when it is asleep. The core sends bytes to connections through
-//! their bounded write queues; a connection whose queue is full is closed as too slow rather than
-//! buffering without limit.
+//! benchmark. The core thread waits in one `epoll` (mio) on the UDP sockets, the accepted
+//! connections, a waker and the next timer, drains what is queued in one go and answers on the
+//! same thread.
 //!
-//! A connection task runs its reader and its writer as two futures side by side (see
-//! `conn::connection`): a write that blocks because the peer does not read never stops the
-//! reads, the idle and slow-message timers or the kill from the core, and a write that does not
-//! complete within `limits.write_timeout_secs` closes the connection.
+//! Accepted TCP and TLS connections (where Lync-style clients live) go the same way once their
+//! PROXY header and TLS handshake are done in a task: the task hands the socket and the TLS
+//! session to the core (`Event::Adopt`), which frames, answers and writes them itself
+//! (`core_stream`), so a message on a stream costs no channel, no write queue and no wake-up of a
+//! worker. A connection the peer does not read keeps at most `limits.write_queue_messages`
+//! messages waiting and is closed when the socket takes no byte for `limits.write_timeout_secs`;
+//! its reads, idle and slow-message timers go on meanwhile (the core's sweep checks them).
+//!
+//! Connections the gateway opens to next hops stay tokio tasks (see `conn::connection`): they
+//! send `Event`s over one bounded channel (backpressure: a flood slows its own readers, not the
+//! core), wake the core only when it is asleep, and take the core's bytes through bounded write
+//! queues, their reader and writer side by side so that a blocked write never stops the reads.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
