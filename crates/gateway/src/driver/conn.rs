@@ -349,25 +349,13 @@ async fn hand_to_core(
     let id = how
         .listener
         .flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
-    if let Ok(mut t) = shared.flows.lock() {
-        t.by_id.insert(
-            id,
-            ConnHandle {
-                io: ConnIo::Core,
-                remote,
-                transport,
-            },
-        );
-        t.by_addr.insert((transport, remote), id);
-    }
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.connection_opened(transport);
-    debug!(%remote, %transport, flow = id.0, "connection open");
     let flow = Flow {
         id,
         transport,
         remote,
     };
+    shared.register_connection(&flow, ConnIo::Core);
+    debug!(%remote, %transport, flow = id.0, "connection open");
     let adopted = core_stream::Adopted {
         stream,
         tls,
@@ -377,14 +365,7 @@ async fn hand_to_core(
     };
     if !shared.post(Event::Adopt(Box::new(adopted))).await {
         // The core has stopped: the connection closes with the event.
-        if let Ok(mut t) = shared.flows.lock() {
-            t.by_id.remove(&id);
-            if t.by_addr.get(&(transport, remote)) == Some(&id) {
-                t.by_addr.remove(&(transport, remote));
-            }
-        }
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-        shared.metrics.connection_closed(transport);
+        shared.unregister_connection(&flow);
     }
 }
 
@@ -414,37 +395,18 @@ where
     let id = listener.flow(shared.next_flow.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(shared.settings.load().write_queue);
     let (kill_tx, kill_rx) = watch::channel(false);
-    if let Ok(mut t) = shared.flows.lock() {
-        t.by_id.insert(
-            id,
-            ConnHandle {
-                io: ConnIo::Task { tx, kill: kill_tx },
-                remote,
-                transport,
-            },
-        );
-        t.by_addr.insert((transport, remote), id);
-    }
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.connection_opened(transport);
     let flow = Flow {
         id,
         transport,
         remote,
     };
+    shared.register_connection(&flow, ConnIo::Task { tx, kill: kill_tx });
     let shared = shared.clone();
     tokio::spawn(async move {
         debug!(%remote, %transport, flow = id.0, "connection open");
         let why = connection(stream, flow, rx, kill_rx, &shared).await;
         debug!(%remote, %transport, flow = id.0, reason = why.label(), "connection closed");
-        if let Ok(mut t) = shared.flows.lock() {
-            t.by_id.remove(&id);
-            if t.by_addr.get(&(transport, remote)) == Some(&id) {
-                t.by_addr.remove(&(transport, remote));
-            }
-        }
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-        shared.metrics.connection_closed(transport);
+        shared.unregister_connection(&flow);
         shared.post(Event::Closed(id)).await;
         shared
             .post(Event::OutboundClosed((transport, remote)))

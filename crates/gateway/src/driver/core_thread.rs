@@ -852,14 +852,7 @@ impl Core {
 
     /// A connection of the core's is gone: out of the flow table, the counts and the proxy.
     fn forget_stream(&mut self, flow: Flow) {
-        if let Ok(mut t) = self.shared.flows.lock() {
-            t.by_id.remove(&flow.id);
-            if t.by_addr.get(&(flow.transport, flow.remote)) == Some(&flow.id) {
-                t.by_addr.remove(&(flow.transport, flow.remote));
-            }
-        }
-        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        self.shared.metrics.connection_closed(flow.transport);
+        self.shared.unregister_connection(&flow);
         self.edge.flow_closed(flow.id);
     }
 }

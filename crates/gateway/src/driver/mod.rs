@@ -228,6 +228,36 @@ struct Shared {
 }
 
 impl Shared {
+    /// A connection enters the flow table and the counts (accepted or opened, core's or task's).
+    fn register_connection(&self, flow: &Flow, io: ConnIo) {
+        if let Ok(mut t) = self.flows.lock() {
+            t.by_id.insert(
+                flow.id,
+                ConnHandle {
+                    io,
+                    remote: flow.remote,
+                    transport: flow.transport,
+                },
+            );
+            t.by_addr.insert((flow.transport, flow.remote), flow.id);
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connection_opened(flow.transport);
+    }
+
+    /// A connection leaves the flow table and the counts. The address entry is removed only if
+    /// it is still this flow's: a newer connection from the same address may have taken it.
+    fn unregister_connection(&self, flow: &Flow) {
+        if let Ok(mut t) = self.flows.lock() {
+            t.by_id.remove(&flow.id);
+            if t.by_addr.get(&(flow.transport, flow.remote)) == Some(&flow.id) {
+                t.by_addr.remove(&(flow.transport, flow.remote));
+            }
+        }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connection_closed(flow.transport);
+    }
+
     /// Queue an event for the core thread (waiting while the channel is full) and wake it.
     /// False once the core has stopped.
     async fn post(&self, ev: Event) -> bool {
