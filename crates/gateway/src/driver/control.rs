@@ -215,7 +215,7 @@ impl GatewayControl {
                 director: s.director.clone(),
                 router,
             }));
-            if let Some(r) = a.users.reload_if_changed() {
+            if let Some(r) = a.users.reload_if_changed(crate::users::Check::Always) {
                 info!(users = r.users, "credentials file re-read");
                 credentials_reloaded(&a.core, &r, &self.shared.wake);
             }

@@ -799,12 +799,14 @@ async fn housekeeping(
         tokio::select! {
             _ = tick.tick() => {
                 core.expire(SystemTime::now());
-                // Read and hashed on the blocking pool: the whole file every 5 s, which
-                // on a runtime worker (one, on two CPUs) would hold up every connection
-                // task meanwhile, the longer the larger the file.
+                // On the blocking pool: when the file's metadata moved (or its last change is
+                // too recent to trust it) the whole file is read and hashed, which on a runtime
+                // worker (one, on two CPUs) would hold up every connection task meanwhile, the
+                // longer the larger the file.
                 let file = users.clone();
+                let check = move || file.reload_if_changed(crate::users::Check::Tick);
                 let reloaded =
-                    match tokio::task::spawn_blocking(move || file.reload_if_changed()).await {
+                    match tokio::task::spawn_blocking(check).await {
                         Ok(r) => r,
                         Err(e) => {
                             warn!(error = %e, "credentials file check did not finish");
