@@ -14,7 +14,9 @@
 # Environment: ENDPOINTS (30000 sign-ins per point), CONC (30 connections), TRANSPORTS
 # ("udp tcp tls"), USERS (5000: 6 endpoints per user, under registrar.max_bindings_per_aor),
 # PORT (25060: UDP and TCP; TLS on PORT+1). Output: one line per point on stdout
-#   build transport sign-ins/s ok failed cpu_us_per_signin [task-clock cs syscalls, per sign-in] load1
+#   build transport sign-ins/s ok failed cpu_us_per_signin core_us_per_signin [task-clock cs syscalls, per sign-in] load1
+# where core_us_per_signin is the CPU of the core thread alone (schedstat of the thread named
+# sagw-core): what bounds one gateway's sign-ins per second on a host with cores to spare.
 # and each point's sagw-client summary in benches/load/results/streams-*.json.
 set -euo pipefail
 
@@ -52,6 +54,18 @@ TICK=$(getconf CLK_TCK)
 GW=""
 trap '[ -n "$GW" ] && kill "$GW" 2>/dev/null; wait 2>/dev/null || true' EXIT
 
+# Nanoseconds the core thread has run (0 when there is none by that name).
+core_ns() {
+  local t
+  for t in /proc/"$GW"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = sagw-core ]; then
+      cut -d' ' -f1 "$t/schedstat"
+      return
+    fi
+  done
+  echo 0
+}
+
 point() { # binary, transport
   local bin=$1 transport=$2 server=127.0.0.1:$PORT
   [ "$transport" = tls ] && server=127.0.0.1:$TLS_PORT
@@ -69,12 +83,14 @@ point() { # binary, transport
     perf_pid=$!
     sleep 0.3
   fi
-  local t0 t1 json="$OUT/streams-$(basename "$bin")-$transport.json"
+  local t0 t1 c0 c1 json="$OUT/streams-$(basename "$bin")-$transport.json"
   t0=$(awk '{print $14+$15}' "/proc/$GW/stat")
+  c0=$(core_ns)
   "$CLIENT" load --server "$server" --transport "$transport" --insecure --sip-domain "$SIP_DOMAIN" \
     --domain EXAMPLE --scheme ntlm --users "$USERS" --endpoints "$ENDPOINTS" \
     --concurrency "$CONC" --duration 600 --timeout 10 --json --no-progress >"$json"
   t1=$(awk '{print $14+$15}' "/proc/$GW/stat")
+  c1=$(core_ns)
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid"
     wait "$perf_pid" 2>/dev/null || true
@@ -82,9 +98,9 @@ point() { # binary, transport
   kill "$GW"
   wait "$GW" 2>/dev/null || true
   GW=""
-  python3 - "$json" "$((t1 - t0))" "$TICK" "$bin" "$transport" "$PERF" "$perf_out" <<'PY'
+  python3 - "$json" "$((t1 - t0))" "$TICK" "$bin" "$transport" "$PERF" "$perf_out" "$((c1 - c0))" <<'PY'
 import json, os, sys
-p, ticks, hz, binary, transport, perf, perf_out = sys.argv[1:8]
+p, ticks, hz, binary, transport, perf, perf_out, core_ns = sys.argv[1:9]
 s = json.load(open(p))
 ok, failed, rate = s["sign_ins"]["ok"], s["sign_ins"]["failed"], s["sign_ins"]["per_sec"]
 cpu = int(ticks) / int(hz)
@@ -98,8 +114,8 @@ if perf == "1" and ok:
     extra = " task-clock %.1f us/sign-in cs/sign-in %.2f syscalls/sign-in %.2f" % (
         counts.pop("task-clock", 0) * 1e3 / ok, counts.pop("context-switches", 0) / ok, counts.pop("raw_syscalls:sys_enter", 0) / ok)
     extra += "".join(" %s %.2f" % (k.split(":")[-1], v / ok) for k, v in counts.items())
-print("%s %s %.0f/s ok %d failed %d cpu %.1f us/sign-in%s load1 %s" % (
-    binary, transport, rate, ok, failed, cpu * 1e6 / max(ok, 1), extra,
+print("%s %s %.0f/s ok %d failed %d cpu %.1f us/sign-in core %.1f us/sign-in%s load1 %s" % (
+    binary, transport, rate, ok, failed, cpu * 1e6 / max(ok, 1), int(core_ns) / 1e3 / max(ok, 1), extra,
     os.getloadavg()[0]), flush=True)
 PY
 }
