@@ -324,11 +324,7 @@ mod tests {
     fn a_user_added_while_running_is_picked_up() {
         let dir = std::env::temp_dir().join(format!("sagw-users-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let section = crate::auth_config::AuthSection {
-            credentials: dir.join("users").display().to_string(),
-            ..Default::default()
-        };
-        let auth = section.validate().expect("valid").expect("enabled");
+        let auth = settings_in(&dir);
         add(&auth, "alice", "pw-a", None).expect("add");
         let store = ReloadingStore::open(&auth.credentials).expect("open");
         assert!(store.nt_hash("alice").is_some());
@@ -361,21 +357,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Same size, modification time put back, same inode: only the content tells, and the changed
-    /// and removed users are reported.
-    #[test]
-    fn a_change_the_metadata_hides_is_still_reloaded() {
-        let dir = tempfile::tempdir().expect("tmp");
+    /// Authentication on, its credentials file `users` in `dir`.
+    fn settings_in(dir: &Path) -> AuthSettings {
         let section = crate::auth_config::AuthSection {
-            credentials: dir.path().join("users").display().to_string(),
+            credentials: dir.join("users").display().to_string(),
             ..Default::default()
         };
-        let auth = section.validate().expect("valid").expect("enabled");
-        add(&auth, "alice", "pw-a", None).expect("add");
-        add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
-        let store = ReloadingStore::open(&auth.credentials).expect("open");
-        let meta = std::fs::metadata(&auth.credentials).expect("meta");
-        let old = std::fs::read_to_string(&auth.credentials).expect("read");
+        section.validate().expect("valid").expect("enabled")
+    }
+
+    /// Zeroes alice's NT hash in the file without changing its size, inode or modification time:
+    /// only the content and the change time tell.
+    fn change_alice_in_place(path: &Path) {
+        use std::io::Write;
+        let meta = std::fs::metadata(path).expect("meta");
+        let old = std::fs::read_to_string(path).expect("read");
         let alice_nt = sagw_auth::FileCredentialStore::parse(&old)
             .expect("parse")
             .nt_hash("alice")
@@ -385,16 +381,25 @@ mod tests {
             &"0".repeat(32),
         );
         assert_eq!(new.len(), old.len());
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&auth.credentials)
-                .expect("open");
-            f.write_all(new.as_bytes()).expect("write");
-            f.set_modified(meta.modified().expect("mtime"))
-                .expect("mtime back");
-        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        f.write_all(new.as_bytes()).expect("write");
+        f.set_modified(meta.modified().expect("mtime"))
+            .expect("mtime back");
+    }
+
+    /// Same size, modification time put back, same inode: only the content tells, and the changed
+    /// and removed users are reported.
+    #[test]
+    fn a_change_the_metadata_hides_is_still_reloaded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let auth = settings_in(dir.path());
+        add(&auth, "alice", "pw-a", None).expect("add");
+        add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
+        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        change_alice_in_place(&auth.credentials);
         let r = store.reload_if_changed(Check::Tick).expect("reloaded");
         assert_eq!(
             r.changed,
@@ -462,11 +467,7 @@ mod tests {
     #[test]
     fn a_settled_file_changed_later_is_reloaded_at_the_next_tick() {
         let dir = tempfile::tempdir().expect("tmp");
-        let section = crate::auth_config::AuthSection {
-            credentials: dir.path().join("users").display().to_string(),
-            ..Default::default()
-        };
-        let auth = section.validate().expect("valid").expect("enabled");
+        let auth = settings_in(dir.path());
         add(&auth, "alice", "pw-a", None).expect("add");
         let store = ReloadingStore::open(&auth.credentials).expect("open");
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(20);
@@ -476,23 +477,7 @@ mod tests {
             "settled 20 s on: recorded"
         );
         assert!(store.reload_at(Check::Tick, later).is_none());
-        let meta = std::fs::metadata(&auth.credentials).expect("meta");
-        let old = std::fs::read_to_string(&auth.credentials).expect("read");
-        let new = old.replace(
-            &sagw_hex::encode_upper(store.nt_hash("alice").expect("alice").as_bytes()),
-            &"0".repeat(32),
-        );
-        assert_eq!(new.len(), old.len());
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&auth.credentials)
-                .expect("open");
-            f.write_all(new.as_bytes()).expect("write");
-            f.set_modified(meta.modified().expect("mtime"))
-                .expect("mtime back");
-        }
+        change_alice_in_place(&auth.credentials);
         let r = store
             .reload_at(Check::Tick, later + std::time::Duration::from_secs(5))
             .expect("reloaded");
@@ -502,11 +487,7 @@ mod tests {
     #[test]
     fn a_sip_identity_with_a_line_break_is_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("tmp");
-        let section = crate::auth_config::AuthSection {
-            credentials: dir.path().join("users").display().to_string(),
-            ..Default::default()
-        };
-        let auth = section.validate().expect("valid").expect("enabled");
+        let auth = settings_in(dir.path());
         add(&auth, "bob", "pw-b", None).expect("add");
         let before = std::fs::read(&auth.credentials).expect("read");
         for bad in [
