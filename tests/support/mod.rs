@@ -16,6 +16,35 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
+/// Runs the calling test `test` (its full name) again in a network namespace of its own whose
+/// loopback has a real network's MTU, and returns true in that run (go on with the test) and
+/// false in the calling one once that run passed. Why: on loopback's 64 KiB MTU a TCP receiver
+/// opens its window only when its queue is nearly empty, so a sender that never pauses is paused
+/// all the same, and what a flood does to the gateway on a real network does not happen. Needs
+/// root (`unshare --net`) and `ip` (iproute2, scripts/setup-debian.sh).
+pub fn rerun_in_netns(test: &str, mtu: u32) -> bool {
+    const IN_NETNS: &str = "SAGW_TEST_IN_NETNS";
+    if std::env::var_os(IN_NETNS).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let status = std::process::Command::new("unshare")
+        .args(["--net", "--", "sh", "-c"])
+        .arg(format!(
+            "ip link set lo mtu {mtu} up && exec \"$0\" --exact {test} --test-threads 1"
+        ))
+        .arg(&exe)
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        status.success(),
+        "{test} failed in a network namespace whose loopback has a {mtu}-byte MTU ({status}; \
+         its output is above; `unshare --net` needs root)"
+    );
+    false
+}
+
 pub fn unique() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }

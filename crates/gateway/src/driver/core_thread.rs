@@ -125,6 +125,17 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
                 .store(core.edge.transactions_in_progress(), Ordering::Relaxed);
         }
         if busy {
+            // Where a pass stopped on its budget there is more to read, but other sockets may
+            // have become ready meanwhile: `epoll` is asked without sleeping. Edge-triggered,
+            // it says once what became ready; a connection that always has more than a pass
+            // reads would otherwise keep the loop from ever asking, and the UDP listeners and
+            // every other connection would not be read again while it lasted.
+            if let Err(e) = poll.poll(&mut ready, Some(std::time::Duration::ZERO))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                warn!(error = %e, "core thread: epoll failed");
+            }
+            core.take_ready(&ready, &mut udp_ready);
             continue;
         }
         core.shared.wake.sleeping.store(true, Ordering::SeqCst);
@@ -157,21 +168,7 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         core.shared.wake.sleeping.store(false, Ordering::SeqCst);
-        for e in ready.iter() {
-            let token = e.token().0;
-            if token & STREAM_TOKEN != 0 {
-                let seq = (token & !STREAM_TOKEN) as u64;
-                if e.is_readable() || e.is_read_closed() || e.is_error() {
-                    core.stream_ready.push(seq);
-                }
-                if e.is_writable() {
-                    core.stream_writable(seq);
-                }
-            } else if let Some(r) = token.checked_sub(1).and_then(|i| udp_ready.get_mut(i)) {
-                *r = true;
-            }
-        }
-        core.run_actions();
+        core.take_ready(&ready, &mut udp_ready);
     }
     let open: Vec<u64> = core.streams.keys().copied().collect();
     for seq in open {
@@ -193,6 +190,26 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
 }
 
 impl Core {
+    /// Takes what `epoll` reported ready: UDP listeners to read, connections to read and
+    /// connections whose backlog the socket takes again.
+    fn take_ready(&mut self, ready: &mio::Events, udp_ready: &mut [bool]) {
+        for e in ready.iter() {
+            let token = e.token().0;
+            if token & STREAM_TOKEN != 0 {
+                let seq = (token & !STREAM_TOKEN) as u64;
+                if e.is_readable() || e.is_read_closed() || e.is_error() {
+                    self.stream_ready.push(seq);
+                }
+                if e.is_writable() {
+                    self.stream_writable(seq);
+                }
+            } else if let Some(r) = token.checked_sub(1).and_then(|i| udp_ready.get_mut(i)) {
+                *r = true;
+            }
+        }
+        self.run_actions();
+    }
+
     fn on_control(&mut self, c: Control) {
         match c {
             Control::Reconfigure { live, limits, done } => {
