@@ -537,3 +537,89 @@ async fn udp_is_served_while_connections_flood() {
         "the UDP client's slowest answer took {slowest:?}"
     );
 }
+
+/// A response that matches nothing: the gateway drops it and answers nothing.
+const STRAY_RESPONSE: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKstray\r\n\
+From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\nCall-ID: stray\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+/// Reads `s` until what it gave holds a complete 200 answer.
+async fn read_200<R: tokio::io::AsyncRead + Unpin>(s: &mut R) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(got.windows(11).any(|w| w == b"SIP/2.0 200") && got.ends_with(b"\r\n\r\n")) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads `s` until the gateway closes it: how long that took.
+async fn time_to_eof<R: tokio::io::AsyncRead + Unpin>(s: &mut R) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the gateway did not close in 10 s"),
+        }
+    }
+}
+
+/// A peer's last message and its FIN in one segment (`TCP_CORK`, then a half-close; the message
+/// needs no answer): one `epoll` edge covers both, and the read that takes the message is short.
+/// The gateway must still read on to the end of the stream and close at once, not hold the
+/// connection (its descriptor, flow and place under the per-address limit) until the idle timer
+/// (2 s in these tests). Over TCP, and over TLS without a close_notify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fin_that_comes_with_the_last_message_closes_the_connection_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let gw = gateway("").await;
+    let (mut over_tcp, mut over_tls): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.tcp.unwrap())
+            .await
+            .unwrap();
+        let local = tcp.local_addr().unwrap();
+        // Answered: the core has the connection.
+        let hello = stream_options(&gw, "TCP", local, &format!("fin{i}{}", unique()));
+        tcp.write_all(hello.as_bytes()).await.unwrap();
+        read_200(&mut tcp).await;
+        socket2::SockRef::from(&tcp).set_tcp_cork(true).unwrap();
+        tcp.write_all(STRAY_RESPONSE.as_bytes()).await.unwrap();
+        socket2::SockRef::from(&tcp)
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        over_tcp.push(time_to_eof(&mut tcp).await);
+
+        let mut tls = tls_connect(&gw, &[&rustls::version::TLS13]).await.unwrap();
+        let local = tls.get_ref().0.local_addr().unwrap();
+        let hello = stream_options(&gw, "TLS", local, &format!("tlsfin{i}{}", unique()));
+        tls.write_all(hello.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        read_200(&mut tls).await;
+        socket2::SockRef::from(tls.get_ref().0)
+            .set_tcp_cork(true)
+            .unwrap();
+        tls.write_all(STRAY_RESPONSE.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        // A FIN without a close_notify: the TCP stream ends under the TLS one.
+        socket2::SockRef::from(tls.get_ref().0)
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        over_tls.push(time_to_eof(&mut tls.get_mut().0).await);
+    }
+    assert!(
+        over_tcp
+            .iter()
+            .chain(&over_tls)
+            .all(|t| *t < Duration::from_secs(1)),
+        "closed after: TCP {over_tcp:?}, TLS {over_tls:?}"
+    );
+}

@@ -66,6 +66,8 @@ pub(super) struct CoreStream {
     settings: Arc<Settings>,
     /// Counted in `Shared::core_backlogged`.
     counted: bool,
+    /// `epoll` said the peer has closed its side (or the socket failed): read to the end.
+    end_reported: bool,
     _slot: Option<IpSlot>,
 }
 
@@ -99,12 +101,20 @@ impl CoreStream {
             partial_since: None,
             settings,
             counted: false,
+            end_reported: false,
             _slot: a.slot,
         }
     }
 
     pub(super) fn flow(&self) -> Flow {
         self.flow
+    }
+
+    /// `epoll` reported the peer's FIN (or an error) with its readiness: the next reads go on
+    /// past a short one, to the end of the stream. A FIN queued with the last data raises no
+    /// edge of its own, so the read that would see it must not be saved.
+    pub(super) fn end_reported(&mut self) {
+        self.end_reported = true;
     }
 
     pub(super) fn socket(&mut self) -> &mut mio::net::TcpStream {
@@ -145,14 +155,25 @@ impl CoreStream {
         messages: &mut Vec<Message>,
         metrics: &Metrics,
     ) -> (Pass, Option<Closed>) {
+        let to_end = self.end_reported;
         let filled = match self.tls.as_deref_mut() {
-            None => read_plain(&mut self.sock, &mut self.framer, buf),
-            Some(tls) => read_tls(&mut self.sock, tls, &mut self.framer, buf),
+            None => read_plain(&mut self.sock, &mut self.framer, buf, to_end),
+            Some(tls) => read_tls(&mut self.sock, tls, &mut self.framer, buf, to_end),
         };
         let (pass, mut closed, got) = match filled {
             Ok((pass, got)) => (pass, None, got),
             Err((why, got)) => (Pass::Drained, Some(why), got),
         };
+        // Records the reads made rustls owe (a key update's answer) leave through `flush`,
+        // which keeps the stall timer and the write queue's count true: rustls's queue holds
+        // any backlog too, and writing it here behind `flush`'s back left a connection marked
+        // stalled after its backlog had gone.
+        if closed.is_none()
+            && self.tls.as_deref().is_some_and(|t| t.wants_write())
+            && let Err(why) = self.flush()
+        {
+            closed = Some(why);
+        }
         if got {
             self.last_rx = Instant::now();
         }
@@ -313,7 +334,13 @@ impl CoreStream {
 /// `Err` carries why the connection ends and whether anything was read before.
 type Filled = Result<(Pass, bool), (Closed, bool)>;
 
-fn read_plain(sock: &mut mio::net::TcpStream, framer: &mut StreamFramer, buf: &mut [u8]) -> Filled {
+/// `to_end`: `epoll` reported the peer's FIN, so a short read does not end the pass.
+fn read_plain(
+    sock: &mut mio::net::TcpStream,
+    framer: &mut StreamFramer,
+    buf: &mut [u8],
+    to_end: bool,
+) -> Filled {
     let mut got = false;
     for _ in 0..READS_PER_PASS {
         match sock.read(buf) {
@@ -322,8 +349,9 @@ fn read_plain(sock: &mut mio::net::TcpStream, framer: &mut StreamFramer, buf: &m
                 framer.push(buf.get(..n).unwrap_or_default());
                 got = true;
                 // A short read emptied the receive queue: data that arrives after it raises a
-                // new edge, so the read that would only say "would block" is saved.
-                if n < buf.len() {
+                // new edge, so the read that would only say "would block" is saved. Not once the
+                // FIN is known to be there: it raises no new edge.
+                if n < buf.len() && !to_end {
                     return Ok((Pass::Drained, got));
                 }
             }
@@ -342,6 +370,7 @@ fn read_tls(
     tls: &mut rustls::ServerConnection,
     framer: &mut StreamFramer,
     buf: &mut [u8],
+    to_end: bool,
 ) -> Filled {
     let mut got = false;
     for _ in 0..READS_PER_PASS {
@@ -367,12 +396,8 @@ fn read_tls(
         if eof {
             return Err((Closed::Eof, got));
         }
-        // Records that need an answer (a key update): sent now.
-        if tls.wants_write() {
-            let _ = write_tls(sock, tls).map_err(|why| (why, got))?;
-        }
         // As for plain TCP: a short read emptied the receive queue.
-        if short {
+        if short && !to_end {
             return Ok((Pass::Drained, got));
         }
     }

@@ -190,13 +190,19 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
 }
 
 impl Core {
-    /// Takes what `epoll` reported ready: UDP listeners to read, connections to read and
-    /// connections whose backlog the socket takes again.
+    /// Takes what `epoll` reported ready: UDP listeners to read, connections to read (to the end
+    /// of the stream where the peer's FIN was reported) and connections whose backlog the
+    /// socket takes again.
     fn take_ready(&mut self, ready: &mio::Events, udp_ready: &mut [bool]) {
         for e in ready.iter() {
             let token = e.token().0;
             if token & STREAM_TOKEN != 0 {
                 let seq = (token & !STREAM_TOKEN) as u64;
+                if (e.is_read_closed() || e.is_error())
+                    && let Some(s) = self.streams.get_mut(&seq)
+                {
+                    s.end_reported();
+                }
                 if e.is_readable() || e.is_read_closed() || e.is_error() {
                     self.stream_ready.push(seq);
                 }
