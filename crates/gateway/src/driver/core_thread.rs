@@ -170,6 +170,14 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
         core.shared.wake.sleeping.store(false, Ordering::SeqCst);
         core.take_ready(&ready, &mut udp_ready);
     }
+    // Connections handed over but not adopted yet leave the flow table and the counts as the
+    // adopted ones do below (once closed, a hand-over that comes later does that itself).
+    events.close();
+    while let Ok(ev) = events.try_recv() {
+        if let Event::Adopt(a) = ev {
+            core.shared.unregister_connection(&a.flow);
+        }
+    }
     let open: Vec<u64> = core.streams.keys().copied().collect();
     for seq in open {
         core.close_stream(seq, Closed::Shutdown);
