@@ -17,7 +17,8 @@
 # ntlm_auth, and libwbclient0, which the gateway dlopens for NTLM verified by the domain; ldb-tools
 # for ldbmodify/ldbsearch; libnss-wrapper so tools reach a DC's private winbindd socket; krb5-user
 # for kinit/kvno against its KDC), and iproute2 (ip) for the tests that run in a network namespace
-# of their own whose loopback has a real network's MTU (tests/core_thread.rs).
+# of their own whose loopback has a real network's MTU (tests/core_thread.rs), and pidgin-sipe in
+# finch (libpurple's terminal UI) inside tmux, a real Lync-style client (tests/sipe_interop.rs).
 # Packages' init scripts must not start daemons (smbd, nmbd, winbind, samba-ad-dc would take the
 # ports and /run/samba/winbindd the tests use): when the image has no /usr/sbin/policy-rc.d, one
 # that denies every start (exit 101) is put in place for the install and removed afterwards.
@@ -27,7 +28,7 @@ pkgs=(pkg-config libkrb5-dev libclang-dev)
 if [ "${1:-}" != "--build" ]; then
   pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base
          samba samba-dsdb-modules samba-ad-provision samba-vfs-modules winbind libwbclient0 ldb-tools libnss-wrapper
-         iproute2)
+         iproute2 pidgin-sipe finch tmux)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

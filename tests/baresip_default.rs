@@ -9,49 +9,13 @@ mod baresip_support;
 #[path = "../crates/kerberos/tests/support/mod.rs"]
 mod kdc;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use auth_support::{Client, config};
+use auth_support::{Client, config, default_config, loopback};
 use baresip_support::{Baresip, baresip, packet_table};
 use sagw_client::transport::TransportKind;
 use sagw_client::{AuthScheme, SignatureCheck};
 use serde_json::Value;
-
-/// The embedded default, with ephemeral ports and temp paths: nothing else changed.
-fn default_config(dir: &Path, keytab: Option<&Path>) -> String {
-    let mut text = sagw_gateway::config::DEFAULT_TOML.to_owned();
-    let dir = dir.display().to_string();
-    let keytab = keytab.map(|k| k.display().to_string()).unwrap_or_default();
-    for (from, to) in [
-        ("udp = \"0.0.0.0:5060\"", "udp = \"0.0.0.0:0\"".to_owned()),
-        ("tcp = \"0.0.0.0:5060\"", "tcp = \"0.0.0.0:0\"".to_owned()),
-        ("tls = \"0.0.0.0:5061\"", "tls = \"0.0.0.0:0\"".to_owned()),
-        (
-            "listen = \"127.0.0.1:9464\"",
-            "listen = \"127.0.0.1:0\"".to_owned(),
-        ),
-        (
-            "listen = \"127.0.0.1:5089\"",
-            "listen = \"127.0.0.1:0\"".to_owned(),
-        ),
-        ("\"sagw-data", format!("\"{dir}")),
-        (
-            "kerberos_keytab = \"\"",
-            format!("kerberos_keytab = \"{keytab}\""),
-        ),
-    ] {
-        assert!(text.contains(from), "the default has {from}");
-        text = text.replace(from, &to);
-    }
-    text
-}
-
-/// The gateway listens on every interface (as the default does); clients use loopback.
-fn loopback(a: Option<SocketAddr>) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], a.expect("listener").port()))
-}
 
 fn offers(m: &sagw_sip::Message) -> Vec<&str> {
     m.header_all("WWW-Authenticate")

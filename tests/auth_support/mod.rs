@@ -791,3 +791,37 @@ pub fn challenged(msgs: &[Message]) -> bool {
     msgs.iter()
         .any(|m| matches!(m.status_code(), Some(401) | Some(407)))
 }
+
+/// The embedded default, with ephemeral ports and temp paths: nothing else changed.
+pub fn default_config(dir: &std::path::Path, keytab: Option<&std::path::Path>) -> String {
+    let mut text = sagw_gateway::config::DEFAULT_TOML.to_owned();
+    let dir = dir.display().to_string();
+    let keytab = keytab.map(|k| k.display().to_string()).unwrap_or_default();
+    for (from, to) in [
+        ("udp = \"0.0.0.0:5060\"", "udp = \"0.0.0.0:0\"".to_owned()),
+        ("tcp = \"0.0.0.0:5060\"", "tcp = \"0.0.0.0:0\"".to_owned()),
+        ("tls = \"0.0.0.0:5061\"", "tls = \"0.0.0.0:0\"".to_owned()),
+        (
+            "listen = \"127.0.0.1:9464\"",
+            "listen = \"127.0.0.1:0\"".to_owned(),
+        ),
+        (
+            "listen = \"127.0.0.1:5089\"",
+            "listen = \"127.0.0.1:0\"".to_owned(),
+        ),
+        ("\"sagw-data", format!("\"{dir}")),
+        (
+            "kerberos_keytab = \"\"",
+            format!("kerberos_keytab = \"{keytab}\""),
+        ),
+    ] {
+        assert!(text.contains(from), "the default has {from}");
+        text = text.replace(from, &to);
+    }
+    text
+}
+
+/// The gateway listens on every interface (as the default does); clients use loopback.
+pub fn loopback(a: Option<SocketAddr>) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], a.expect("listener").port()))
+}
