@@ -623,3 +623,64 @@ async fn a_fin_that_comes_with_the_last_message_closes_the_connection_at_once() 
         "closed after: TCP {over_tcp:?}, TLS {over_tls:?}"
     );
 }
+
+/// UDP listeners of both families read through the same batch: a datagram read on the IPv6
+/// (dual-stack) listener right after one on the IPv4 listener is answered to its own source,
+/// not to an address made of the previous datagram's (the kernel writes each source's length
+/// back into the batch's headers, which then said "IPv4-sized" to the next IPv6 read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_datagram_keeps_its_source_across_listeners_of_both_families() {
+    let text = "[log]\nlevel = \"warn\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n\
+[[listen.extra]]\nname = \"v6\"\ntransport = \"udp\"\naddress = \"[::]:0\"\n\
+[metrics]\nlisten = \"\"\n[proxy]\n[auth]\nenabled = false\n";
+    let settings = sagw_gateway::Config::parse(text)
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    let v4 = gw.udp.expect("udp listener").port();
+    let v6 = gw
+        .listeners
+        .iter()
+        .find(|l| l.name == "v6")
+        .expect("the v6 listener")
+        .addr
+        .port();
+    tokio::task::spawn_blocking(move || {
+        let ask = |s: &std::net::UdpSocket, port: u16, tag: &str| {
+            let me = s.local_addr().unwrap().port();
+            let req = options(port, me, &format!("{tag}{}", unique()));
+            s.send_to(req.as_bytes(), ("127.0.0.1", port)).unwrap();
+        };
+        let answered = |s: &std::net::UdpSocket| {
+            s.set_read_timeout(Some(Duration::from_millis(800)))
+                .unwrap();
+            let mut buf = vec![0u8; 65_536];
+            s.recv_from(&mut buf)
+                .ok()
+                .is_some_and(|(n, _)| buf[..n].starts_with(b"SIP/2.0 200"))
+        };
+        for round in 0..3 {
+            // a, from 127.0.0.2, on the IPv6 listener; c, on the IPv4 one; then b, from
+            // 127.0.0.3, on the IPv6 listener again, with a trap on a's address at b's port.
+            let a = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+            ask(&a, v6, "a");
+            assert!(answered(&a), "round {round}: a answered");
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            ask(&c, v4, "c");
+            assert!(answered(&c), "round {round}: c answered");
+            let b = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+            let trap =
+                std::net::UdpSocket::bind(("127.0.0.2", b.local_addr().unwrap().port())).unwrap();
+            ask(&b, v6, "b");
+            let to_b = answered(&b);
+            assert!(
+                to_b,
+                "round {round}: b's answer went elsewhere (to a's address at b's port: {})",
+                answered(&trap)
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

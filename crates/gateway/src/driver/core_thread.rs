@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 
 use super::core_stream::{Adopted, CoreStream, Pass, STREAM_TOKEN, SWEEP};
-use super::udp_batch::{BATCH, Outgoing, RecvBatch, SendBatch};
+use super::udp_batch::{self, BATCH, Outgoing, RecvBatch, SendBatch};
 use super::*;
 
 /// Bytes waiting for a connection to a next hop, with the token to fail if it never opens.
@@ -14,6 +14,7 @@ pub(super) type Queued = (Vec<u8>, Option<SendToken>);
 pub(super) struct UdpListener {
     pub(super) listener: ListenerId,
     pub(super) sock: mio::net::UdpSocket,
+    pub(super) family: udp_batch::Family,
 }
 
 /// The security core and the workers that run its deferred sign-ins (one pool per kind).
@@ -261,7 +262,7 @@ impl Core {
                 return false;
             };
             let (listener, fd) = (u.listener, u.sock.as_raw_fd());
-            match rx.recv(fd) {
+            match rx.recv(fd, u.family) {
                 Ok(n) => {
                     for k in 0..n {
                         if let Some((data, remote)) = rx.get(k) {

@@ -646,11 +646,16 @@ fn core_poll(
     });
     let mut udp = Vec::with_capacity(udp_socks.len());
     for (i, (listener, sock)) in udp_socks.into_iter().enumerate() {
+        let family = udp_batch::Family::of(sock.local_addr().map_err(StartError::Core)?);
         let mut sock = mio::net::UdpSocket::from_std(sock);
         poll.registry()
             .register(&mut sock, mio::Token(1 + i), mio::Interest::READABLE)
             .map_err(StartError::Core)?;
-        udp.push(UdpListener { listener, sock });
+        udp.push(UdpListener {
+            listener,
+            sock,
+            family,
+        });
     }
     Ok((poll, wake, udp))
 }

@@ -18,10 +18,33 @@ pub(super) const BATCH: usize = 32;
 /// are zeroed lazily by the kernel (calloc'd pages): a slot costs memory only once used.
 const SLOT: usize = 65_536;
 
+/// The address family of a UDP socket, which decides the headers its batches are read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    V4,
+    /// IPv6, dual-stack included: its IPv4 peers come as IPv4-mapped IPv6 addresses.
+    V6,
+}
+
+impl Family {
+    pub(super) fn of(addr: SocketAddr) -> Family {
+        match addr {
+            SocketAddr::V4(_) => Family::V4,
+            SocketAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
 /// Receive buffers and headers for [`recvmmsg`], reused for every batch.
 pub(super) struct RecvBatch {
     buf: Vec<u8>,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// One set per address family. The kernel writes each source's length back into its header's
+    /// `msg_namelen`, which is also what the next call offers as the room for the next source, and
+    /// `nix` does not set it again: after an IPv4 socket's batch an IPv6 read had room for 16 of
+    /// its 28 bytes, and its source was made of the rest of the previous one's. A socket's sources
+    /// are all of one length, so each family keeps headers of its own.
+    headers_v4: MultiHeaders<SockaddrStorage>,
+    headers_v6: MultiHeaders<SockaddrStorage>,
     /// Length and source of each datagram of the last batch.
     got: Vec<(usize, Option<SocketAddr>)>,
 }
@@ -30,26 +53,25 @@ impl RecvBatch {
     pub(super) fn new() -> Self {
         RecvBatch {
             buf: vec![0; SLOT * BATCH],
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers_v4: MultiHeaders::preallocate(BATCH, None),
+            headers_v6: MultiHeaders::preallocate(BATCH, None),
             got: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Reads up to [`BATCH`] waiting datagrams from the non-blocking socket `fd`: how many, or the
-    /// error (`WouldBlock` when none waits).
-    pub(super) fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
+    /// Reads up to [`BATCH`] waiting datagrams from the non-blocking socket `fd` of `family`: how
+    /// many, or the error (`WouldBlock` when none waits).
+    pub(super) fn recv(&mut self, fd: RawFd, family: Family) -> std::io::Result<usize> {
         self.got.clear();
         let mut slots = self.buf.chunks_exact_mut(SLOT);
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-        let results = recvmmsg(
-            fd,
-            &mut self.headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )
-        .map_err(std::io::Error::from)?;
+        let headers = match family {
+            Family::V4 => &mut self.headers_v4,
+            Family::V6 => &mut self.headers_v6,
+        };
+        let results = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            .map_err(std::io::Error::from)?;
         for r in results {
             self.got
                 .push((r.bytes, r.address.as_ref().and_then(socket_addr)));
@@ -162,7 +184,7 @@ mod tests {
         let mut rx = RecvBatch::new();
         // Loopback delivers synchronously, but give a slow host a moment.
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(rx.recv(server.as_raw_fd()).expect("batch"), 3);
+        assert_eq!(rx.recv(server.as_raw_fd(), Family::V4).expect("batch"), 3);
         let a_addr = a.local_addr().expect("addr");
         assert_eq!(rx.get(0), Some((&b"one"[..], a_addr)));
         assert_eq!(
@@ -171,9 +193,48 @@ mod tests {
         );
         assert_eq!(rx.get(2), Some((&[7u8; 9000][..], a_addr)));
         assert_eq!(rx.get(3), None);
-        let e = rx.recv(server.as_raw_fd()).expect_err("empty");
+        let e = rx.recv(server.as_raw_fd(), Family::V4).expect_err("empty");
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
         assert_eq!(rx.get(0), None, "an empty read leaves no datagram behind");
+    }
+
+    /// One batch reads sockets of both families in turn (the core's listeners): each source is
+    /// whole, however long the one before it in the same slot was.
+    #[test]
+    fn sources_stay_whole_across_sockets_of_both_families() {
+        let v4 = bound();
+        v4.set_nonblocking(true).expect("non-blocking");
+        let v6 = UdpSocket::bind("[::]:0").expect("dual-stack bind");
+        v6.set_nonblocking(true).expect("non-blocking");
+        let v6_port = v6.local_addr().expect("addr").port();
+        let mut rx = RecvBatch::new();
+        for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            let c = UdpSocket::bind((from, 0)).expect("bind");
+            c.send_to(b"v6", ("127.0.0.1", v6_port)).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(rx.recv(v6.as_raw_fd(), Family::V6).expect("batch"), 1);
+            let (_, seen) = rx.get(0).expect("datagram");
+            let seen = match seen {
+                SocketAddr::V6(a) => a.ip().to_ipv4_mapped().map(|ip| (ip, a.port())),
+                SocketAddr::V4(a) => Some((*a.ip(), a.port())),
+            };
+            let sent = c.local_addr().expect("addr");
+            assert_eq!(
+                seen,
+                match sent {
+                    SocketAddr::V4(a) => Some((*a.ip(), a.port())),
+                    SocketAddr::V6(_) => None,
+                },
+                "the IPv6 socket's source"
+            );
+            // An IPv4 socket's read in the same slots between two IPv6 ones.
+            let d = bound();
+            d.send_to(b"v4", v4.local_addr().expect("addr"))
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(rx.recv(v4.as_raw_fd(), Family::V4).expect("batch"), 1);
+            assert_eq!(rx.get(0), Some((&b"v4"[..], d.local_addr().expect("addr"))));
+        }
     }
 
     #[test]
