@@ -502,3 +502,65 @@ async fn admin_lists_and_revokes_sas_and_metrics_count() {
     );
     assert!(value("sagw_auth_signatures_total{scheme=\"ntlm\",direction=\"verified\"}") >= 1.0);
 }
+
+/// Credentials meant for this gateway never reach the servers behind it, even when they do not
+/// parse: a signed request that carries, before its own valid credentials, an NTLM header of our
+/// realm with a duplicate parameter and a Digest header of our realm ending in a comma is
+/// authenticated by the valid one, and the forwarded request carries no credentials header at all
+/// (a next hop's more lenient parser would otherwise read someone's captured credentials for the
+/// gateway's realm beside the identity the gateway asserts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_of_ours_that_do_not_parse_are_not_forwarded() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let b_task = tokio::spawn(async move {
+        let got = b.serve(Duration::from_secs(5), 1).await;
+        (b, got)
+    });
+    let mut msg =
+        a.ep.request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain".into(), b"hi bob".to_vec())),
+            a.rng.as_rng(),
+        )
+        .expect("MESSAGE built and signed");
+    let at = (0..msg.header_count())
+        .find(|&i| {
+            msg.header_at(i).is_some_and(|h| {
+                h.name.eq_ignore_ascii_case("Authorization")
+                    || h.name.eq_ignore_ascii_case("Proxy-Authorization")
+            })
+        })
+        .expect("the signed request's credentials");
+    let realm = param(msg.header_at(at).expect("credentials").value, "realm").expect("its realm");
+    msg.insert_header(
+        at,
+        "Proxy-Authorization",
+        "Digest username=\"bob\", realm=\"example.com\", nonce=\"n\", uri=\"sip:example.com\", \
+         response=\"00\",",
+    );
+    msg.insert_header(
+        at,
+        "Authorization",
+        &format!(
+            "NTLM qop=\"auth\", realm=\"{realm}\", opaque=\"0\", targetname=\"gw\", crand=\"1\", \
+             cnum=\"99\", response=\"00\", response=\"11\""
+        ),
+    );
+    let (r, _) = a.drive(msg).await;
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", a.trace()));
+    assert_eq!(done.status, 200, "authenticated by its valid credentials");
+    let (_b, got) = b_task.await.expect("b");
+    let (fwd, _, _) = got.first().expect("bob received the MESSAGE");
+    let left: Vec<String> = fwd
+        .headers()
+        .filter(|h| {
+            h.name.eq_ignore_ascii_case("Authorization")
+                || h.name.eq_ignore_ascii_case("Proxy-Authorization")
+        })
+        .map(|h| format!("{}: {}", h.name, h.value))
+        .collect();
+    assert!(left.is_empty(), "forwarded credentials: {left:?}");
+}

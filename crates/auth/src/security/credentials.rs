@@ -105,6 +105,23 @@ impl SecurityCore {
         }
     }
 
+    /// Whether a credentials header's scheme (its first token) is one some policy of this gateway
+    /// serves, whatever else the header holds.
+    pub(super) fn serves_scheme_of(&self, value: &str) -> bool {
+        let token = value
+            .trim_start()
+            .split(|c: char| c.is_ascii_whitespace() || c == ',')
+            .next()
+            .unwrap_or_default();
+        self.policies.iter().any(|p| {
+            if token.eq_ignore_ascii_case("Digest") {
+                self.digest_server(p).is_some()
+            } else {
+                SaScheme::from_token(token).is_some_and(|s| self.offers(p, s.into()))
+            }
+        })
+    }
+
     pub(super) fn is_ours(&self, p: &PolicyState, h: &AuthHeader<'_>) -> bool {
         let realm = h.param("realm");
         if h.scheme.eq_ignore_ascii_case("Digest") {
