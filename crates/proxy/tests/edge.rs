@@ -1443,3 +1443,100 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     h.edge.flow_closed(peer.id);
     assert!(h.edge.is_client(&peer));
 }
+
+fn carol() -> Flow {
+    flow(3, Transport::Tcp, "198.51.100.3:40003")
+}
+
+/// bob calls carol (INVITE, 180 back to bob); returns nothing, the INVITE stays open.
+fn bob_rings_carol(h: &mut H) {
+    h.register(bob(), "bob", "eb");
+    h.register(carol(), "carol", "ec");
+    let inv = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKbobinv;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1;epid=eb\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: bobcall\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@10.0.0.6:5060>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(bob(), inv);
+    let fwd = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(carol()))
+        .expect("the INVITE reaches carol")
+        .msg
+        .clone();
+    h.feed_msg(carol(), answer(&fwd, 180, "Ringing"));
+}
+
+/// A CANCEL with the Via of bob's INVITE (anyone the INVITE reached has seen it), sent over alice's
+/// flow with her own From and a Call-ID and CSeq of her choice: it is not bob's to cancel from
+/// there. Before, it cancelled bob's INVITE (CANCEL to carol, 487 to bob), and its 200 went to
+/// alice with bob's note, which the gateway signs with bob's SA (a signing oracle over alice's
+/// Call-ID and CSeq).
+#[test]
+fn a_cancel_from_another_flow_does_not_touch_the_invite() {
+    let notes = NoteSpy::default();
+    let mut h = H::registrar();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(notes.clone()));
+    bob_rings_carol(&mut h);
+    notes.0.lock().unwrap().clear();
+    let cancel = "CANCEL sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKbobinv\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=x;epid=ea\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), cancel);
+    let got: Vec<_> = sent
+        .iter()
+        .map(|s| (s.to, s.msg.method().map(str::to_owned), s.msg.status_code()))
+        .collect();
+    assert!(got.is_empty(), "the foreign CANCEL did something: {got:?}");
+    assert!(
+        h.reports
+            .iter()
+            .any(|r| matches!(r, Report::Dropped(DropReason::ForeignTransaction))),
+        "{:?}",
+        h.reports
+    );
+    let log = notes.0.lock().unwrap().clone();
+    assert!(
+        !log.iter().any(|l| l.contains("epid=eb")),
+        "something went out with bob's note: {log:#?}"
+    );
+    // bob's own CANCEL, over his flow, still cancels it.
+    let cancel = "CANCEL sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKbobinv;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1;epid=eb\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: bobcall\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(bob(), cancel);
+    assert!(
+        sent.iter()
+            .any(|s| s.to == Target::Flow(carol()) && s.msg.method() == Some("CANCEL")),
+        "bob's CANCEL reaches carol: {:?}",
+        sent.iter()
+            .map(|s| (s.to, s.msg.start_line().to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A stage whose note is the epid of the request it admitted (as the gateway's note is the SA that
+/// verified it), and which records the note each outbound message is signed with.
+#[derive(Clone, Default)]
+struct NoteSpy(Arc<Mutex<Vec<String>>>);
+
+impl ClientAuth for NoteSpy {
+    fn inbound(&mut self, msg: &mut Message, _ctx: &InboundContext<'_>) -> InboundVerdict {
+        let who = msg
+            .from()
+            .and_then(|f| f.param("epid"))
+            .unwrap_or("")
+            .to_owned();
+        InboundVerdict::Continue {
+            note: Some(Arc::new(format!("verified epid={who}"))),
+            endpoint: None,
+        }
+    }
+    fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {
+        let note = ctx.note.and_then(|n| n.downcast_ref::<String>()).cloned();
+        self.0.lock().unwrap().push(format!(
+            "to {:?}: {} signed-with={note:?}",
+            ctx.flow.id,
+            msg.start_line()
+        ));
+        OutboundVerdict::Deliver
+    }
+}

@@ -171,11 +171,15 @@ impl Edge {
         // who saw the request, and a copy from elsewhere taken as a retransmission would make us
         // send its last response to the opener, unauthenticated (found by the proxy_edge fuzz
         // target). Such a copy is dropped, before authentication: no genuine peer sends one.
+        // So is an ACK or CANCEL of a transaction another flow opened, however well it is signed:
+        // the Via it takes its key from is as easy to copy, and it would end another client's
+        // INVITE, stop its retransmissions, or have the 200 to a CANCEL signed with the opener's
+        // SA for a Call-ID and CSeq of the sender's choice.
         let mut admitted = Admitted::default();
         let opener = self
             .transaction_answer(key)
             .map(|(upstream, _)| opened_by(upstream, &flow));
-        if !ack_or_cancel && opener == Some(false) {
+        if opener == Some(false) {
             self.report(Report::Dropped(DropReason::ForeignTransaction));
             return;
         }
