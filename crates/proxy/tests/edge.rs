@@ -1540,3 +1540,50 @@ impl ClientAuth for NoteSpy {
         OutboundVerdict::Deliver
     }
 }
+
+/// A response to a request the gateway sent to an address (a next hop, a client route) comes from
+/// that host. Another client that learnt the branch (anyone the request reached sees the Via
+/// stack) and answers it over its own flow is not relayed; before, its 200 answered alice's
+/// MESSAGE, judged as answering no endpoint (which the gateway's stage passes unsigned).
+#[test]
+fn a_client_cannot_answer_a_request_sent_to_an_address() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    let hop: std::net::SocketAddr = "203.0.113.1:5060".parse().unwrap();
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: hop,
+    }];
+    let mut h = H::new(cfg);
+    let msg = "MESSAGE sip:dave@other.example SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bKa2d\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=m1\r\nTo: <sip:dave@other.example>\r\n\
+Call-ID: a2d\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to.addr(), hop);
+    let mallory = flow(66, Transport::Tcp, "198.51.100.66:4066");
+    let forged = build_response(&sent[0].msg, 200, "OK", Some("mal"), &[]).unwrap();
+    let out = h.feed_msg(mallory, forged);
+    assert!(
+        out.is_empty(),
+        "mallory's 200 was relayed: {:?}",
+        out.iter()
+            .map(|s| (s.to, s.msg.start_line().to_owned()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        h.reports
+            .iter()
+            .any(|r| matches!(r, Report::Dropped(DropReason::ResponseNotOurs))),
+        "{:?}",
+        h.reports
+    );
+    // The hop's own answer, over the connection to it, is.
+    let server = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let ok = build_response(&sent[0].msg, 200, "OK", Some("d1"), &[]).unwrap();
+    let out = h.feed_msg(server, ok);
+    assert!(
+        out.iter()
+            .any(|s| s.to == Target::Flow(alice()) && s.msg.status_code() == Some(200)),
+        "the hop's 200 reaches alice"
+    );
+}

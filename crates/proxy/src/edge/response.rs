@@ -250,11 +250,18 @@ impl Edge {
         now: Now,
     ) -> Result<(), DropReason> {
         let sent = self.client.get(ct_key);
-        if let Some(ct) = sent
-            && let Target::Flow(to) = ct.target
-            && to != flow
-        {
-            return Err(DropReason::ResponseNotOurs);
+        if let Some(ct) = sent {
+            let from_its_target = match ct.target {
+                Target::Flow(to) => to == flow,
+                // Sent to an address (a client route to a host that is neither a next hop nor a
+                // trusted peer): its answer comes from that host, over the connection opened to
+                // it or from its address over UDP, never from a client elsewhere that learnt the
+                // branch from the Via stack.
+                Target::Addr { addr, .. } => addr.ip() == flow.remote.ip(),
+            };
+            if !from_its_target {
+                return Err(DropReason::ResponseNotOurs);
+            }
         }
         let late;
         let answering = match sent {
