@@ -1587,3 +1587,51 @@ Call-ID: a2d\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         "the hop's 200 reaches alice"
     );
 }
+
+/// Edge mode: a Path a client puts in its own REGISTER is not forwarded. Path is for the proxies
+/// on the way (RFC 3327); a client's entry naming this gateway, with another flow's token (bob's,
+/// learnt from any Record-Route of a dialog with him), made the requests the registrar sends to
+/// alice reach bob's flow, signed for bob.
+#[test]
+fn a_path_a_client_supplies_is_not_forwarded() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
+    cfg.mode = Mode::Edge;
+    let registrar = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tcp,
+        addr: registrar.remote,
+    }];
+    let mut h = H::new(cfg);
+    let reg_b = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6;branch=z9hG4bKeb\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=e;epid=eb\r\nTo: <sip:bob@example.com>\r\nCall-ID: eb\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.6>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(bob(), reg_b);
+    let bob_token_uri = sent[0]
+        .msg
+        .header("Path")
+        .expect("bob's Path")
+        .replace(";ob", "");
+    let reg_a = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKea\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=e;epid=ea\r\nTo: <sip:alice@example.com>\r\nCall-ID: ea\r\n\
+CSeq: 1 REGISTER\r\nPath: {bob_token_uri}\r\nPath: <sip:elsewhere.example;lr>\r\n\
+Contact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(alice(), &reg_a);
+    let paths: Vec<String> = sent[0].msg.header_all("Path").map(str::to_owned).collect();
+    assert_eq!(paths.len(), 1, "only the gateway's own Path: {paths:?}");
+    // The registrar routes a request for alice by the Path set it stored.
+    let req = format!(
+        "MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKsrvx\r\n\
+Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: x1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        paths.join(", ")
+    );
+    let sent = h.feed(registrar, &req);
+    let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
+    assert_eq!(
+        to,
+        vec![Target::Flow(alice())],
+        "a request for alice went to {to:?}"
+    );
+}
