@@ -1635,3 +1635,72 @@ Call-ID: x1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
         "a request for alice went to {to:?}"
     );
 }
+
+/// A MESSAGE from `user` (From `user@example.com`) to `to`.
+fn message_to(user: &str, to: &str, branch: &str) -> String {
+    format!(
+        "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=m1\r\nTo: <{to}>\r\n\
+Call-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A Contact names where a device is, not whose requests it takes: alice's own REGISTER (To and
+/// From alice, as the security core enforces) with `Contact: <sip:bob@example.com>`, or with a
+/// user of another domain, does not make requests for those addresses reach her. Before, the
+/// registered-contact match ran before the AOR lookup and took every request for bob, whether
+/// he was registered or not.
+#[test]
+fn a_contact_that_is_another_address_of_record_takes_none_of_its_requests() {
+    let mut h = H::registrar();
+    for (i, contact) in ["sip:bob@example.com", "sip:dave@other.example"]
+        .iter()
+        .enumerate()
+    {
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKhij{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ra;epid=eh{i}\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: reg-alice-hijack-{i}\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(alice(), &reg);
+        assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+    }
+    // bob not registered: his requests do not reach alice.
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:bob@example.com", "z9hG4bKc2b0"),
+    );
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "a request for unregistered bob reached alice"
+    );
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:dave@other.example", "z9hG4bKc2d"),
+    );
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "a request for another domain's user reached alice"
+    );
+    // bob registered: they reach bob alone.
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:bob@example.com", "z9hG4bKc2b1"),
+    );
+    let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
+    assert_eq!(to, vec![Target::Flow(bob())], "delivered to {to:?}");
+    // A request to alice's own device contact still reaches her.
+    h.register(alice(), "alice", "ea");
+    let sent = h.feed(
+        carol(),
+        &message_to(
+            "carol",
+            "sip:alice@10.0.0.5:5060;transport=tcp",
+            "z9hG4bKc2a",
+        ),
+    );
+    let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
+    assert_eq!(to, vec![Target::Flow(alice())], "delivered to {to:?}");
+}

@@ -99,6 +99,18 @@ impl Edge {
             .is_some_and(|u| self.serves(&u))
     }
 
+    /// Whether a registered contact that the Request-URI equals may take the request: a contact
+    /// of its owner's own address of record, or a device's address (an IP literal that is not
+    /// this gateway's). A Contact is whatever URI its client wrote: one that is another address
+    /// of record, a user of a served domain or of any other, must not take that address's
+    /// requests (alice's `Contact: <sip:bob@example.com>` took every request for bob).
+    fn contact_names_a_device(&self, uri: &SipUri<'_>, owner: &str) -> bool {
+        let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+        uri.aor() == owner
+            || (host.parse::<std::net::IpAddr>().is_ok()
+                && !self.cfg.local.is_local(uri.host, uri.port, uri.transport()))
+    }
+
     pub(super) fn serves(&self, uri: &SipUri<'_>) -> bool {
         self.cfg.domains.is_empty()
             || self
@@ -179,7 +191,9 @@ impl Edge {
         let Some(uri) = SipUri::parse(&ruri) else {
             return Err(416);
         };
-        if let Some(b) = self.registrar.lookup_contact(&ruri, now) {
+        if let Some((owner, b)) = self.registrar.lookup_contact(&ruri, now)
+            && self.contact_names_a_device(&uri, owner)
+        {
             return Ok(Dest::Flow(BranchTo::binding(
                 b.flow,
                 b.info.endpoint.clone(),

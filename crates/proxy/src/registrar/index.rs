@@ -12,9 +12,13 @@ use crate::{Map, Set};
 impl Registrar {
     /// The live binding whose Contact URI is `uri` (in-dialog requests target a contact).
     /// Matches user, host (case-insensitive) and port; URI parameters are ignored.
-    pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<&Binding> {
+    pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<(&str, &Binding)> {
         let (aor, key) = self.by_contact.get(&contact_key(uri)?)?;
-        self.aors.get(aor)?.get(key).filter(|b| b.expires_at > now)
+        self.aors
+            .get(aor)?
+            .get(key)
+            .filter(|b| b.expires_at > now)
+            .map(|b| (aor.as_str(), b))
     }
 
     /// The identity registered over `flow`, if any.

@@ -502,6 +502,7 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         assert_eq!(
             r.lookup_contact("sip:alice@10.0.0.2:5070", t1)
                 .unwrap()
+                .1
                 .flow,
             udp
         );
