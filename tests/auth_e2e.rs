@@ -564,3 +564,62 @@ async fn credentials_of_ours_that_do_not_parse_are_not_forwarded() {
         .collect();
     assert!(left.is_empty(), "forwarded credentials: {left:?}");
 }
+
+/// bob calls carol, carol rings; alice, signed in, sends a CANCEL of her own signing (her From,
+/// a Call-ID and CSeq of her choice) that carries bob's INVITE Via, which anyone the INVITE
+/// reached has seen. It is not hers to cancel: carol's phone keeps ringing (no CANCEL reaches
+/// it), and alice gets no 200, which the gateway would sign with bob's SA over her Call-ID and
+/// CSeq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_with_another_clients_invite_via_is_not_acted_on() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
+    let invite = bob
+        .ep
+        .request(
+            "INVITE",
+            &format!("sip:carol@{DOMAIN}"),
+            Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
+            bob.rng.as_rng(),
+        )
+        .expect("INVITE built and signed");
+    bob.conn.send(&invite).await.expect("INVITE sent");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let got = carol
+        .next_request(deadline)
+        .await
+        .expect("carol gets the INVITE");
+    assert_eq!(got.method(), Some("INVITE"));
+    let ringing = carol.response(&got, 180, "Ringing", "c1");
+    carol.conn.send(&ringing).await.expect("180 sent");
+    let bobs_via = invite.header("Via").expect("bob's Via").to_owned();
+    let text = format!(
+        "CANCEL sip:carol@{DOMAIN} SIP/2.0\r\nVia: {bobs_via}\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@{DOMAIN}>;tag=x1;epid={}\r\nTo: <sip:carol@{DOMAIN}>\r\n\
+Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        alice.epid()
+    );
+    let mut cancel = Message::parse(text.as_bytes()).expect("CANCEL parses");
+    alice
+        .ep
+        .sa_mut()
+        .expect("alice's SA")
+        .sign(&mut cancel, LegParams::default(), alice.rng.as_rng())
+        .expect("signed by alice");
+    alice.conn.send(&cancel).await.expect("CANCEL sent");
+    let soon = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let to_carol = carol.next_request(soon).await;
+    assert!(
+        to_carol.is_none(),
+        "carol got {:?}",
+        to_carol.map(|m| m.start_line().to_owned())
+    );
+    let to_alice = alice.next_response(soon).await;
+    assert!(
+        to_alice.is_none(),
+        "alice got {:?}",
+        to_alice.map(|m| m.start_line().to_owned())
+    );
+}
