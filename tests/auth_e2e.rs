@@ -623,3 +623,56 @@ Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n",
         to_alice.map(|m| m.start_line().to_owned())
     );
 }
+
+/// alice, signed in, registers a second binding of her own AOR whose Contact is bob's AOR. bob is
+/// not registered: a MESSAGE to him is not delivered to alice (before b765bf1 the registered
+/// contact took every request for bob).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_naming_another_users_address_takes_none_of_his_requests() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
+    let mut reg = alice
+        .ep
+        .request(
+            "REGISTER",
+            &format!("sip:alice@{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("REGISTER built");
+    reg.set_header("Contact", &format!("<sip:bob@{DOMAIN}>"));
+    reg.set_header("Expires", "600");
+    reg.remove_header(credentials_header(&reg));
+    alice
+        .ep
+        .sa_mut()
+        .expect("alice's SA")
+        .sign(&mut reg, LegParams::default(), alice.rng.as_rng())
+        .expect("signed by alice");
+    let r = alice.send_raw(&reg, Duration::from_secs(2)).await;
+    assert_eq!(
+        r.as_ref().and_then(|r| r.status_code()),
+        Some(200),
+        "alice's own REGISTER is accepted: {r:?}"
+    );
+    let (r, _) = carol
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain", "for bob")),
+        )
+        .await;
+    let done = r.unwrap_or_else(|f| panic!("carol -> bob: {f}\n{}", carol.trace()));
+    assert!(
+        done.status >= 400,
+        "a MESSAGE to unregistered bob is not delivered: {done:?}"
+    );
+    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+    let to_alice = alice.next_request(soon).await;
+    assert!(
+        to_alice.is_none(),
+        "alice got {:?}",
+        to_alice.map(|m| m.start_line().to_owned())
+    );
+}
