@@ -371,3 +371,43 @@ on_both_stores!(
     invented_opaques_cost_one_store_lookup_each,
     invented_opaques_cost_one_store_lookup_each_on_a_redis_cluster
 );
+
+/// Claims bump an SA's generation, and a message merely shaped as signed causes one, so whoever
+/// knows an opaque can push its SA to the last generation whose `snum` numbers still fit above
+/// every earlier one's (`MAX_GENERATION`). Past it no gateway takes the SA over: the client is
+/// challenged and signs in again, instead of being served by an owner whose `snum` repeats the
+/// previous owner's (the base saturated at 4 096 and stayed there). One Redis server; the
+/// generation is set in the store directly rather than by 4 096 bounces.
+#[tokio::test]
+async fn an_sa_past_the_last_generation_is_not_taken_over() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    wait_published(&urls, false, &c).await;
+    let key = format!("sagw:sa:{{{}}}", opaque_of(&c).to_uppercase());
+    let set = std::process::Command::new("redis-cli")
+        .args(["-u", &urls[0], "HSET", &key, "gen"])
+        .arg(sagw_auth::pool::MAX_GENERATION.to_string())
+        .output()
+        .expect("redis-cli runs (redis-tools)");
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(
+        challenged(&seen),
+        "B took over an SA past the last generation and served it: {seen:?}"
+    );
+    assert!(!ok, "{seen:?}");
+    // It signs in again at B, and goes on there.
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in again at B").status, 200);
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
+}

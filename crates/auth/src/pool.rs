@@ -250,13 +250,16 @@ pub struct SaResume {
 /// `snum` of generation `g` of an SA starts above `g << SNUM_GENERATION_SHIFT` (docs/pools.md).
 pub const SNUM_GENERATION_SHIFT: u32 = 20;
 
+/// The last generation whose `snum` numbers fit above every earlier one's: 4 095.
+pub const MAX_GENERATION: u32 = u32::MAX >> SNUM_GENERATION_SHIFT;
+
 /// The `snum` a new owner at `generation` goes on after ([`SaResume::snum_after`]): above every
-/// number an earlier generation used (below 2^20 messages each). Past 4 095 generations it stays
-/// one generation's width below `u32::MAX` rather than wrapping to small numbers.
-pub fn generation_snum_base(generation: u32) -> u32 {
-    generation
-        .checked_mul(1 << SNUM_GENERATION_SHIFT)
-        .unwrap_or(u32::MAX - (1 << SNUM_GENERATION_SHIFT))
+/// number an earlier generation used (below 2^20 messages each). `None` past
+/// [`MAX_GENERATION`]: no number is left above the last generation's, so such an SA must not be
+/// taken over (its client signs in again). Generations are bumped by claims, which a message
+/// merely shaped as signed causes, so whoever knows an opaque can push an SA there.
+pub fn generation_snum_base(generation: u32) -> Option<u32> {
+    generation.checked_mul(1 << SNUM_GENERATION_SHIFT)
 }
 
 /// What changed on an SA this gateway owns since the journal was last drained.
@@ -383,12 +386,15 @@ mod tests {
     }
 
     #[test]
-    fn generations_number_upwards_and_never_wrap() {
-        assert_eq!(generation_snum_base(0), 0);
-        assert_eq!(generation_snum_base(1), 1 << 20);
-        assert_eq!(generation_snum_base(4095), 4095 << 20);
-        assert_eq!(generation_snum_base(4096), u32::MAX - (1 << 20));
-        assert_eq!(generation_snum_base(u32::MAX), u32::MAX - (1 << 20));
+    fn generations_number_upwards_and_end_rather_than_repeat() {
+        assert_eq!(generation_snum_base(0), Some(0));
+        assert_eq!(generation_snum_base(1), Some(1 << 20));
+        assert_eq!(MAX_GENERATION, 4095);
+        assert_eq!(generation_snum_base(MAX_GENERATION), Some(4095 << 20));
+        // Before, every generation from 4 096 on had the same base: a new owner repeated the
+        // numbers of the one before it.
+        assert_eq!(generation_snum_base(MAX_GENERATION + 1), None);
+        assert_eq!(generation_snum_base(u32::MAX), None);
     }
 
     #[test]

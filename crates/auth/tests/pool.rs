@@ -62,7 +62,7 @@ fn an_sa_moves_to_another_gateway_with_its_window_and_a_higher_snum() {
     let bytes = record.encode();
     let record = SaRecord::decode(&bytes).expect("decodes");
     let resume = SaResume {
-        snum_after: generation_snum_base(1),
+        snum_after: generation_snum_base(1).expect("generation 1"),
         window: Some(progress.window),
         idle_deadline: Some(progress.idle_deadline),
     };

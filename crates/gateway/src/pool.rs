@@ -227,8 +227,16 @@ impl PoolLink {
                         window,
                         idle_deadline,
                     } => {
+                        let Some(snum_after) = generation_snum_base(generation) else {
+                            // No snum is left above the last owner's: taking it over would repeat
+                            // numbers the client has seen. The held messages meet no SA here and
+                            // are challenged; the client signs in again.
+                            warn!(opaque = %Opaque(opaque), generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
+                            self.remember_unknown(opaque, now);
+                            return held;
+                        };
                         let resume = SaResume {
-                            snum_after: generation_snum_base(generation),
+                            snum_after,
                             window: window.and_then(|w| w.as_slice().try_into().ok()),
                             idle_deadline,
                         };
