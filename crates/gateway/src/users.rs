@@ -198,6 +198,12 @@ impl FileStamp {
         })
     }
 
+    /// The file's metadata when its last change is [`SETTLED`] at `now`; `None` when it is not (or
+    /// the file cannot be read), so that the next check reads the content again.
+    fn quiet(path: &Path, now: std::time::SystemTime) -> Option<FileStamp> {
+        FileStamp::of(path).filter(|s| s.settled(now))
+    }
+
     /// Whether the last change is [`SETTLED`] at `now`. A change time ahead of `now` (a clock put
     /// back, a file server's clock) is not.
     fn settled(&self, now: std::time::SystemTime) -> bool {
@@ -221,7 +227,7 @@ fn fingerprint(path: &Path) -> Option<[u8; 32]> {
 impl ReloadingStore {
     /// Loads `path` now.
     pub fn open(path: &Path) -> Result<Self, UsersError> {
-        let quiet = FileStamp::of(path).filter(|s| s.settled(std::time::SystemTime::now()));
+        let quiet = FileStamp::quiet(path, std::time::SystemTime::now());
         let print = fingerprint(path);
         let store = load(path)?;
         Ok(ReloadingStore {
@@ -248,7 +254,7 @@ impl ReloadingStore {
     fn reload_at(&self, check: Check, now: std::time::SystemTime) -> Option<Reloaded> {
         // The metadata, then the content: a write racing this check moves the metadata after
         // what is recorded here, and the next tick reads the file again.
-        let quiet = FileStamp::of(&self.path).filter(|s| s.settled(now));
+        let quiet = FileStamp::quiet(&self.path, now);
         if !must_read(check, self.current.read().quiet, quiet) {
             return None;
         }

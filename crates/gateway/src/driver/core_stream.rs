@@ -242,16 +242,7 @@ impl CoreStream {
             // Nothing waiting: written from the caller's buffer, only what the socket does not
             // take is copied (most answers leave whole, and the connection keeps no buffer).
             None if self.out.len() == self.out_at => {
-                let mut at = 0;
-                while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
-                    match self.sock.write(rest) {
-                        Ok(0) => return Err(Closed::WriteError),
-                        Ok(n) => at += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return Err(Closed::WriteError),
-                    }
-                }
+                let at = write_taken(&mut self.sock, bytes)?;
                 if let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
                     self.out.clear();
                     self.out_at = 0;
@@ -440,24 +431,32 @@ fn plaintext(
     }
 }
 
+/// Writes `bytes` until the socket would block: how many it took.
+fn write_taken(sock: &mut mio::net::TcpStream, bytes: &[u8]) -> Result<usize, Closed> {
+    let mut at = 0;
+    while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+        match sock.write(rest) {
+            Ok(0) => return Err(Closed::WriteError),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Closed::WriteError),
+        }
+    }
+    Ok(at)
+}
+
 /// `(bytes still waiting, the socket took some)`.
 fn write_plain(
     sock: &mut mio::net::TcpStream,
     out: &mut Vec<u8>,
     at: &mut usize,
 ) -> Result<(bool, bool), Closed> {
-    let mut progressed = false;
-    while let Some(rest) = out.get(*at..).filter(|r| !r.is_empty()) {
-        match sock.write(rest) {
-            Ok(0) => return Err(Closed::WriteError),
-            Ok(n) => {
-                *at += n;
-                progressed = true;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((true, progressed)),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(Closed::WriteError),
-        }
+    let taken = write_taken(sock, out.get(*at..).unwrap_or_default())?;
+    *at += taken;
+    let progressed = taken > 0;
+    if *at < out.len() {
+        return Ok((true, progressed));
     }
     out.clear();
     *at = 0;

@@ -207,12 +207,11 @@ impl Core {
             let token = e.token().0;
             if token & STREAM_TOKEN != 0 {
                 let seq = (token & !STREAM_TOKEN) as u64;
-                if (e.is_read_closed() || e.is_error())
-                    && let Some(s) = self.streams.get_mut(&seq)
-                {
+                let ending = e.is_read_closed() || e.is_error();
+                if ending && let Some(s) = self.streams.get_mut(&seq) {
                     s.end_reported();
                 }
-                if e.is_readable() || e.is_read_closed() || e.is_error() {
+                if e.is_readable() || ending {
                     self.stream_ready.push(seq);
                 }
                 if e.is_writable() {
