@@ -113,28 +113,21 @@ impl SecurityCore {
             .split(|c: char| c.is_ascii_whitespace() || c == ',')
             .next()
             .unwrap_or_default();
-        self.policies.iter().any(|p| {
-            if token.eq_ignore_ascii_case("Digest") {
-                self.digest_server(p).is_some()
-            } else {
-                SaScheme::from_token(token).is_some_and(|s| self.offers(p, s.into()))
-            }
-        })
+        self.policies.iter().any(|p| self.serves_scheme(p, token))
     }
 
     pub(super) fn is_ours(&self, p: &PolicyState, h: &AuthHeader<'_>) -> bool {
+        if !self.serves_scheme(p, h.scheme) {
+            return false;
+        }
         let realm = h.param("realm");
         if h.scheme.eq_ignore_ascii_case("Digest") {
             return self
                 .digest_server(p)
                 .is_some_and(|d| realm == Some(d.config().realm.as_str()));
         }
-        let enabled = match SaScheme::from_token(h.scheme) {
-            Some(s) => self.offers(p, s.into()),
-            None => false,
-        };
         // Clients omit realm on signed messages only rarely; an opaque without realm is still ours if
         // it names one of our SAs, which verification checks.
-        enabled && realm.is_none_or(|r| r == self.config.realm)
+        realm.is_none_or(|r| r == self.config.realm)
     }
 }

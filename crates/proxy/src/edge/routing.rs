@@ -105,10 +105,8 @@ impl Edge {
     /// of record, a user of a served domain or of any other, must not take that address's
     /// requests (alice's `Contact: <sip:bob@example.com>` took every request for bob).
     fn contact_names_a_device(&self, uri: &SipUri<'_>, owner: &str) -> bool {
-        let host = uri.host.trim_start_matches('[').trim_end_matches(']');
         uri.aor() == owner
-            || (host.parse::<std::net::IpAddr>().is_ok()
-                && !self.cfg.local.is_local(uri.host, uri.port, uri.transport()))
+            || (uri.ip().is_some() && !self.cfg.local.is_local(uri.host, uri.port, uri.transport()))
     }
 
     pub(super) fn serves(&self, uri: &SipUri<'_>) -> bool {
