@@ -16,7 +16,7 @@ use auth_support::{
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, Failure};
+use sagw_client::{AuthScheme, Failure, SignatureCheck};
 use sagw_sip::Message;
 
 /// The MS-SIPAE wire facts of a sign-in: every challenge is a 401 with WWW-Authenticate and Date,
@@ -191,17 +191,26 @@ async fn signed_in(gw: &sagw_gateway::Running, user: &str, scheme: AuthScheme) -
     c
 }
 
+/// What a serving client received: each request, its signature check, whether it answered.
+type Served = Vec<(Message, SignatureCheck, bool)>;
+
+/// `c` answers (and verifies) up to `until` requests for 5 s in the background; it comes back
+/// with what it received.
+fn serving(mut c: Client, until: usize) -> tokio::task::JoinHandle<(Client, Served)> {
+    tokio::spawn(async move {
+        let got = c.serve(Duration::from_secs(5), until).await;
+        (c, got)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_call_between_two_signed_in_clients() {
     let gw = gateway(GwOptions::default()).await;
     let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
-    let mut b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
 
     // MESSAGE A -> B: B verifies the gateway's signature and answers signed; A gets a signed 200.
-    let b_task = tokio::spawn(async move {
-        let got = b.serve(Duration::from_secs(5), 1).await;
-        (b, got)
-    });
+    let b_task = serving(b, 1);
     let (r, _) = a
         .request(
             "MESSAGE",
@@ -210,7 +219,7 @@ async fn message_and_call_between_two_signed_in_clients() {
         )
         .await;
     let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", a.trace()));
-    let (mut b, got) = b_task.await.expect("b");
+    let (b, got) = b_task.await.expect("b");
     assert_eq!(got.len(), 1, "B received the MESSAGE");
     let (msg, check, answered) = &got[0];
     assert_eq!(msg.method(), Some("MESSAGE"));
@@ -231,10 +240,7 @@ async fn message_and_call_between_two_signed_in_clients() {
     assert!(verified(&done.signature), "A verifies the 200: {done:?}");
 
     // INVITE / 200 / ACK / BYE.
-    let b_task = tokio::spawn(async move {
-        let got = b.serve(Duration::from_secs(5), 3).await;
-        (b, got)
-    });
+    let b_task = serving(b, 3);
     let (r, seen) = a
         .request(
             "INVITE",
@@ -513,11 +519,8 @@ async fn admin_lists_and_revokes_sas_and_metrics_count() {
 async fn credentials_of_ours_that_do_not_parse_are_not_forwarded() {
     let gw = gateway(GwOptions::default()).await;
     let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
-    let mut b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
-    let b_task = tokio::spawn(async move {
-        let got = b.serve(Duration::from_secs(5), 1).await;
-        (b, got)
-    });
+    let b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let b_task = serving(b, 1);
     let mut msg =
         a.ep.request(
             "MESSAGE",

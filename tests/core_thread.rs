@@ -454,8 +454,9 @@ impl Flood {
 }
 
 /// While [`Flood`]s run, a client over `kind` (connected before them) sends 20 requests one by
-/// one: each is answered within 2 s, the slowest returned. The floods stay open and answered.
-async fn served_beside_floods(gw: &sagw_gateway::Running, kind: Kind, floods: usize) -> Duration {
+/// one: each is answered within 2 s, and the slowest within 1 s (the bound is for a loaded CI
+/// machine). The floods stay open and answered.
+async fn served_beside_floods(gw: &sagw_gateway::Running, kind: Kind, flooders: usize) {
     let mut c = Client::connect(gw, kind, "probe").await;
     let request = |c: &Client, b: &str| match kind {
         Kind::Udp => options(gw.udp.unwrap().port(), c.local.port(), b),
@@ -463,7 +464,7 @@ async fn served_beside_floods(gw: &sagw_gateway::Running, kind: Kind, floods: us
     };
     c.send(&request(&c, &format!("warm{}", unique()))).await;
     assert_eq!(c.recv().await.status(), Some(200));
-    let floods: Vec<Flood> = (0..floods).map(|_| Flood::start(gw)).collect();
+    let floods: Vec<Flood> = (0..flooders).map(|_| Flood::start(gw)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: usize = floods.iter().map(Flood::answered).sum();
     let mut slowest = Duration::ZERO;
@@ -493,7 +494,10 @@ async fn served_beside_floods(gw: &sagw_gateway::Running, kind: Kind, floods: us
         during > 200,
         "the flooders were answered while the other client was ({during} answers)"
     );
-    slowest
+    assert!(
+        slowest < Duration::from_secs(1),
+        "{kind:?} beside {flooders} flood(s): the slowest answer took {slowest:?}"
+    );
 }
 
 /// The core reads and answers every connection on its one thread: a peer that sends without
@@ -510,16 +514,8 @@ async fn a_connection_that_never_pauses_does_not_keep_the_core_from_others() {
         return;
     }
     let gw = gateway("").await;
-    let slowest = served_beside_floods(&gw, Kind::Tcp, 1).await;
-    assert!(
-        slowest < Duration::from_secs(1),
-        "the other client's slowest answer took {slowest:?}"
-    );
-    let slowest = served_beside_floods(&gw, Kind::Tcp, 3).await;
-    assert!(
-        slowest < Duration::from_secs(1),
-        "beside three floods, the other client's slowest answer took {slowest:?}"
-    );
+    served_beside_floods(&gw, Kind::Tcp, 1).await;
+    served_beside_floods(&gw, Kind::Tcp, 3).await;
 }
 
 /// Datagrams are read only when `epoll` says so (edge-triggered): a connection that always has
@@ -531,11 +527,7 @@ async fn udp_is_served_while_connections_flood() {
         return;
     }
     let gw = gateway("").await;
-    let slowest = served_beside_floods(&gw, Kind::Udp, 2).await;
-    assert!(
-        slowest < Duration::from_secs(1),
-        "the UDP client's slowest answer took {slowest:?}"
-    );
+    served_beside_floods(&gw, Kind::Udp, 2).await;
 }
 
 /// A response that matches nothing: the gateway drops it and answers nothing.

@@ -547,14 +547,7 @@ fn flow_close_removes_bindings() {
 
 #[test]
 fn edge_mode_adds_path_and_routes_back_through_it() {
-    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
-    cfg.mode = Mode::Edge;
-    let registrar: Flow = flow(9, Transport::Tcp, "203.0.113.1:5060");
-    cfg.next_hops = vec![NextHop {
-        transport: Transport::Tcp,
-        addr: registrar.remote,
-    }];
-    let mut h = H::new(cfg);
+    let (mut h, registrar) = edge_behind_registrar();
     let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKe1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=e;epid=ea\r\nTo: <sip:alice@example.com>\r\nCall-ID: e1\r\n\
 CSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n";
@@ -655,17 +648,23 @@ impl ClientAuth for Recorder {
     }
 }
 
-/// Edge mode with the recording auth stage: `alice()` signs in through the registrar behind the
-/// gateway; returns the harness, the registrar's flow and the Path the registrar stored.
-fn edge_with_signed_in_alice(rec: &Recorder) -> (H, Flow, String) {
+/// Edge mode, the registrar behind the gateway its one next hop: the harness and the
+/// registrar's flow.
+fn edge_behind_registrar() -> (H, Flow) {
     let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
     cfg.mode = Mode::Edge;
-    let registrar: Flow = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let registrar = flow(9, Transport::Tcp, "203.0.113.1:5060");
     cfg.next_hops = vec![NextHop {
         transport: Transport::Tcp,
         addr: registrar.remote,
     }];
-    let mut h = H::new(cfg);
+    (H::new(cfg), registrar)
+}
+
+/// Edge mode with the recording auth stage: `alice()` signs in through the registrar behind the
+/// gateway; returns the harness, the registrar's flow and the Path the registrar stored.
+fn edge_with_signed_in_alice(rec: &Recorder) -> (H, Flow, String) {
+    let (mut h, registrar) = edge_behind_registrar();
     h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(rec.clone()));
     let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKe1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=e;epid=ea\r\nTo: <sip:alice@example.com>\r\n\
@@ -1554,10 +1553,10 @@ fn a_client_cannot_answer_a_request_sent_to_an_address() {
         addr: hop,
     }];
     let mut h = H::new(cfg);
-    let msg = "MESSAGE sip:dave@other.example SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bKa2d\r\n\
-Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=m1\r\nTo: <sip:dave@other.example>\r\n\
-Call-ID: a2d\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
-    let sent = h.feed(alice(), msg);
+    let sent = h.feed(
+        alice(),
+        &message_to("alice", "sip:dave@other.example", "z9hG4bKa2d"),
+    );
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].to.addr(), hop);
     let mallory = flow(66, Transport::Tcp, "198.51.100.66:4066");
@@ -1594,14 +1593,7 @@ Call-ID: a2d\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
 /// alice reach bob's flow, signed for bob.
 #[test]
 fn a_path_a_client_supplies_is_not_forwarded() {
-    let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
-    cfg.mode = Mode::Edge;
-    let registrar = flow(9, Transport::Tcp, "203.0.113.1:5060");
-    cfg.next_hops = vec![NextHop {
-        transport: Transport::Tcp,
-        addr: registrar.remote,
-    }];
-    let mut h = H::new(cfg);
+    let (mut h, registrar) = edge_behind_registrar();
     let reg_b = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6;branch=z9hG4bKeb\r\n\
 Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=e;epid=eb\r\nTo: <sip:bob@example.com>\r\nCall-ID: eb\r\n\
 CSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.6>\r\nContent-Length: 0\r\n\r\n";
@@ -1621,12 +1613,7 @@ Contact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
     let paths: Vec<String> = sent[0].msg.header_all("Path").map(str::to_owned).collect();
     assert_eq!(paths.len(), 1, "only the gateway's own Path: {paths:?}");
     // The registrar routes a request for alice by the Path set it stored.
-    let req = format!(
-        "MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKsrvx\r\n\
-Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c\r\nTo: <sip:alice@example.com>\r\n\
-Call-ID: x1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
-        paths.join(", ")
-    );
+    let req = from_registrar("MESSAGE", "z9hG4bKsrvx", &paths.join(", "), "");
     let sent = h.feed(registrar, &req);
     let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
     assert_eq!(
@@ -1666,23 +1653,17 @@ Content-Length: 0\r\n\r\n"
         let sent = h.feed(alice(), &reg);
         assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
     }
-    // bob not registered: his requests do not reach alice.
-    let sent = h.feed(
-        carol(),
-        &message_to("carol", "sip:bob@example.com", "z9hG4bKc2b0"),
-    );
-    assert!(
-        !sent.iter().any(|s| s.to == Target::Flow(alice())),
-        "a request for unregistered bob reached alice"
-    );
-    let sent = h.feed(
-        carol(),
-        &message_to("carol", "sip:dave@other.example", "z9hG4bKc2d"),
-    );
-    assert!(
-        !sent.iter().any(|s| s.to == Target::Flow(alice())),
-        "a request for another domain's user reached alice"
-    );
+    // Neither bob (not registered) nor another domain's user: their requests do not reach alice.
+    for (to, branch) in [
+        ("sip:bob@example.com", "z9hG4bKc2b0"),
+        ("sip:dave@other.example", "z9hG4bKc2d"),
+    ] {
+        let sent = h.feed(carol(), &message_to("carol", to, branch));
+        assert!(
+            !sent.iter().any(|s| s.to == Target::Flow(alice())),
+            "a request for {to} reached alice"
+        );
+    }
     // bob registered: they reach bob alone.
     h.register(bob(), "bob", "eb");
     let sent = h.feed(
