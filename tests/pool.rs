@@ -372,6 +372,76 @@ on_both_stores!(
     invented_opaques_cost_one_store_lookup_each_on_a_redis_cluster
 );
 
+/// The owner and generation the store holds for the SA of `c` (one Redis server).
+fn owner_and_generation(url: &str, c: &Client) -> String {
+    let key = format!("sagw:sa:{{{}}}", opaque_of(c).to_uppercase());
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "HMGET", &key, "owner", "gen"])
+        .output()
+        .expect("redis-cli runs (redis-tools)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whoever knows a live opaque (it travels in clear in every signed message) sends another
+/// gateway of the pool messages shaped as signed with it, with a made-up signature. A claim used
+/// to come before the held message was verified, so each such message moved the SA (owner and
+/// generation bumped), reopening the 20 ms replay window each time and, past generation 4 095,
+/// forcing its client to sign in again. Now the gateway verifies a held message against the
+/// record it read before it claims: junk moves nothing, and the client goes on at its gateway
+/// without a claim back.
+#[tokio::test]
+async fn messages_with_a_made_up_signature_do_not_move_an_sa() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    wait_published(&urls, false, &c).await;
+    let before = owner_and_generation(&urls[0], &c);
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "mallory").await;
+    for i in 0..5 {
+        let m =
+            c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+                .expect("signed request");
+        let text = String::from_utf8(m.to_bytes()).expect("text");
+        let at = text.find("response=\"").expect("a response parameter") + 10;
+        // The same length, other digits: only the signature is wrong.
+        let forged = format!(
+            "{}{:032x}{}",
+            &text[..at],
+            0x5EED_0000u128 + i,
+            &text[at + 32..]
+        );
+        let forged = sagw_sip::Message::parse(forged.as_bytes()).expect("parses");
+        let r = attacker.send_raw(&forged, WAIT).await.expect("B answers");
+        assert!(
+            matches!(r.status_code(), Some(401) | Some(407)),
+            "junk is challenged at B: {r:?}"
+        );
+    }
+    assert_eq!(
+        owner_and_generation(&urls[0], &c),
+        before,
+        "messages with a made-up signature moved the SA"
+    );
+    let page = metrics_of(p.b.metrics).await;
+    assert_eq!(
+        metric(&page, "sagw_state_claims_total{result=\"taken\"}"),
+        0,
+        "B claimed the SA: {page}"
+    );
+    // Its client goes on at A, and A still owns the SA.
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
+    assert_eq!(owner_and_generation(&urls[0], &c), before);
+}
+
 /// Claims bump an SA's generation, and a message merely shaped as signed causes one, so whoever
 /// knows an opaque can push its SA to the last generation whose `snum` numbers still fit above
 /// every earlier one's (`MAX_GENERATION`). Past it no gateway takes the SA over: the client is

@@ -43,8 +43,11 @@ pub enum StoreCommand {
         generation: u32,
         hard_expiry: u64,
     },
-    /// Fetch an SA and become its owner.
-    Claim { opaque: u32 },
+    /// Read an SA from the store, changing nothing (a held message is verified against it
+    /// before anything is claimed).
+    Fetch { opaque: u32 },
+    /// Become the SA's owner, if it is still at `generation` (the one fetched).
+    Claim { opaque: u32, generation: u32 },
     /// What moved on SAs this gateway owns: written behind, each only while still owned.
     Checkpoint(Vec<Checkpoint>),
     /// SAs ended here.
@@ -85,8 +88,9 @@ pub struct Checkpoint {
 
 /// From the store task to the core thread.
 pub enum PoolEvent {
-    /// The answer to a claim: the record (opened), the new generation and where to go on from;
-    /// `None` when the pool does not have the SA or the store could not be asked.
+    /// The answer to a fetch: the SA as the store has it, opened.
+    Fetched { opaque: u32, outcome: FetchOutcome },
+    /// The answer to a claim: the SA with this gateway's new generation.
     Claimed { opaque: u32, outcome: ClaimOutcome },
     /// Another gateway took the SA over at `generation` (its `moved` event).
     Moved { opaque: u32, generation: u32 },
@@ -105,17 +109,52 @@ pub enum PoolEvent {
     },
 }
 
-/// How a claim ended.
-pub enum ClaimOutcome {
-    Taken {
-        record: SaRecord,
-        generation: u32,
-        window: Option<Vec<u8>>,
-        idle_deadline: Option<u64>,
-    },
+/// An SA as the store holds it: its record (opened), its generation, and where its last owner
+/// left it.
+pub struct PoolSa {
+    pub record: SaRecord,
+    pub generation: u32,
+    pub window: Option<Vec<u8>>,
+    pub idle_deadline: Option<u64>,
+}
+
+impl PoolSa {
+    /// Where to go on from, as the owner of `generation`.
+    fn resume(&self, snum_after: u32) -> SaResume {
+        SaResume {
+            snum_after,
+            window: self.window.as_deref().and_then(|w| w.try_into().ok()),
+            idle_deadline: self.idle_deadline,
+        }
+    }
+}
+
+/// How a fetch ended.
+pub enum FetchOutcome {
+    Found(PoolSa),
     Unknown,
     StoreDown,
 }
+
+/// How a claim ended.
+pub enum ClaimOutcome {
+    /// This gateway owns the SA now, at `PoolSa::generation`.
+    Taken(PoolSa),
+    /// Another gateway claimed it since the fetch: nothing changed.
+    Moved,
+    Unknown,
+    StoreDown,
+}
+
+/// Messages held for one SA while it is fetched and claimed.
+struct Held {
+    messages: Vec<Inbound>,
+    /// Fetches so far (another is made when a claim loses a race).
+    fetches: u8,
+}
+
+/// A claim lost to another gateway's is tried again after a fresh fetch this many times in all.
+const FETCHES_PER_CLAIM: u8 = 2;
 
 /// The core thread's pool state.
 pub struct PoolLink {
@@ -124,7 +163,7 @@ pub struct PoolLink {
     store_up: Arc<AtomicBool>,
     /// Generation of every SA this gateway owns.
     owned: HashMap<u32, u32>,
-    held: HashMap<u32, Vec<Inbound>>,
+    held: HashMap<u32, Held>,
     held_total: usize,
     max_claims: usize,
     unknown: HashMap<u32, Instant>,
@@ -136,6 +175,7 @@ pub struct PoolLink {
     remote: HashMap<String, Vec<String>>,
     /// This gateway's TCP listener, where the others reach its clients.
     tcp: Option<SocketAddr>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Replay windows and idle deadlines to write behind, the latest per SA.
     progress: HashMap<u32, Checkpoint>,
     last_checkpoint: Instant,
@@ -155,6 +195,7 @@ impl PoolLink {
         store_up: Arc<AtomicBool>,
         max_claims: usize,
         tcp: Option<SocketAddr>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         PoolLink {
             core,
@@ -170,6 +211,7 @@ impl PoolLink {
             dirty_aors: Vec::new(),
             remote: HashMap::new(),
             tcp,
+            metrics,
             progress: HashMap::new(),
             last_checkpoint: Instant::now(),
         }
@@ -191,12 +233,12 @@ impl PoolLink {
         if self.core.sas().contains(Opaque(opaque)) || !self.store_up.load(Ordering::Relaxed) {
             return Some(inbound);
         }
-        if let Some(list) = self.held.get_mut(&opaque) {
-            if list.len() >= HELD_PER_SA || self.held_total >= HELD_TOTAL {
+        if let Some(held) = self.held.get_mut(&opaque) {
+            if held.messages.len() >= HELD_PER_SA || self.held_total >= HELD_TOTAL {
                 // UDP retransmissions of what is already held, or a flood: the held copy answers.
                 return None;
             }
-            list.push(inbound);
+            held.messages.push(inbound);
             self.held_total += 1;
             return None;
         }
@@ -206,10 +248,16 @@ impl PoolLink {
         {
             return Some(inbound);
         }
-        if self.commands.send(StoreCommand::Claim { opaque }).is_err() {
+        if self.commands.send(StoreCommand::Fetch { opaque }).is_err() {
             return Some(inbound);
         }
-        self.held.insert(opaque, vec![inbound]);
+        self.held.insert(
+            opaque,
+            Held {
+                messages: vec![inbound],
+                fetches: 1,
+            },
+        );
         self.held_total += 1;
         None
     }
@@ -217,46 +265,39 @@ impl PoolLink {
     /// The pool answered: returns the held messages, to be handed to the proxy now.
     pub fn on_event(&mut self, ev: PoolEvent, wall: SystemTime, now: Instant) -> Vec<Inbound> {
         match ev {
-            PoolEvent::Claimed { opaque, outcome } => {
-                let held = self.held.remove(&opaque).unwrap_or_default();
-                self.held_total = self.held_total.saturating_sub(held.len());
-                match outcome {
-                    ClaimOutcome::Taken {
-                        record,
-                        generation,
-                        window,
-                        idle_deadline,
-                    } => {
-                        let Some(snum_after) = generation_snum_base(generation) else {
-                            // No snum is left above the last owner's: taking it over would repeat
-                            // numbers the client has seen. The held messages meet no SA here and
-                            // are challenged; the client signs in again.
-                            warn!(opaque = %Opaque(opaque), generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
-                            self.remember_unknown(opaque, now);
-                            return held;
-                        };
-                        let resume = SaResume {
-                            snum_after,
-                            window: window.and_then(|w| w.as_slice().try_into().ok()),
-                            idle_deadline,
-                        };
-                        let identity = record.identity.clone();
-                        match self.core.adopt_sa(record, &resume, wall) {
-                            Ok(_) => {
-                                self.owned.insert(opaque, generation);
-                                info!(opaque = %Opaque(opaque), identity = %identity, generation, "security association taken over from the pool");
-                            }
-                            Err(e) => {
-                                debug!(opaque = %Opaque(opaque), error = %e, "pool SA not taken in");
-                                self.remember_unknown(opaque, now);
-                            }
-                        }
-                    }
-                    ClaimOutcome::Unknown => self.remember_unknown(opaque, now),
-                    ClaimOutcome::StoreDown => {}
+            PoolEvent::Fetched { opaque, outcome } => match outcome {
+                FetchOutcome::Found(sa) => self.fetched(opaque, sa, wall, now),
+                FetchOutcome::Unknown => {
+                    self.remember_unknown(opaque, now);
+                    self.release(opaque)
                 }
-                held
-            }
+                FetchOutcome::StoreDown => self.release(opaque),
+            },
+            PoolEvent::Claimed { opaque, outcome } => match outcome {
+                ClaimOutcome::Taken(sa) => {
+                    self.adopt(opaque, sa, wall, now);
+                    self.release(opaque)
+                }
+                ClaimOutcome::Moved => {
+                    // Another gateway claimed it since the fetch: read it again, and claim it if a
+                    // held message still verifies.
+                    match self.held.get_mut(&opaque) {
+                        Some(h)
+                            if h.fetches < FETCHES_PER_CLAIM
+                                && self.commands.send(StoreCommand::Fetch { opaque }).is_ok() =>
+                        {
+                            h.fetches += 1;
+                            Vec::new()
+                        }
+                        _ => self.release(opaque),
+                    }
+                }
+                ClaimOutcome::Unknown => {
+                    self.remember_unknown(opaque, now);
+                    self.release(opaque)
+                }
+                ClaimOutcome::StoreDown => self.release(opaque),
+            },
             PoolEvent::Moved { opaque, generation } => {
                 if self.owned.get(&opaque).is_some_and(|g| *g < generation) {
                     self.disown(opaque);
@@ -287,6 +328,77 @@ impl PoolLink {
             PoolEvent::Republish => {
                 self.republish();
                 Vec::new()
+            }
+        }
+    }
+
+    /// The held messages of `opaque`, to be handed to the proxy now.
+    fn release(&mut self, opaque: u32) -> Vec<Inbound> {
+        let messages = self
+            .held
+            .remove(&opaque)
+            .map(|h| h.messages)
+            .unwrap_or_default();
+        self.held_total = self.held_total.saturating_sub(messages.len());
+        messages
+    }
+
+    /// The store has the SA: claim it only if a held message verifies against it, so that
+    /// messages with a made-up signature move no SA (each claim bumps its generation and reopens
+    /// the window the last owner had not written yet; docs/security.md B11c).
+    fn fetched(&mut self, opaque: u32, sa: PoolSa, wall: SystemTime, now: Instant) -> Vec<Inbound> {
+        let Some(snum_after) = generation_snum_base(sa.generation.saturating_add(1)) else {
+            // No snum is left above the last owner's: taking it over would repeat numbers the
+            // client has seen. The held messages meet no SA here and are challenged; the client
+            // signs in again.
+            warn!(opaque = %Opaque(opaque), generation = sa.generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
+            self.remember_unknown(opaque, now);
+            return self.release(opaque);
+        };
+        let resume = sa.resume(snum_after);
+        let verified = self.held.get(&opaque).is_some_and(|h| {
+            h.messages.iter().any(|m| {
+                self.core
+                    .verifies_with_record(&sa.record, &resume, &m.message, wall)
+            })
+        });
+        if !verified {
+            debug!(opaque = %Opaque(opaque), "no held message verifies with the pool's SA: not claimed");
+            self.metrics
+                .inc("sagw_state_claims_total", "result=\"unverified\"".into(), 1);
+            return self.release(opaque);
+        }
+        if self
+            .commands
+            .send(StoreCommand::Claim {
+                opaque,
+                generation: sa.generation,
+            })
+            .is_err()
+        {
+            return self.release(opaque);
+        }
+        Vec::new()
+    }
+
+    /// This gateway claimed the SA: it verifies and signs for it from now on.
+    fn adopt(&mut self, opaque: u32, sa: PoolSa, wall: SystemTime, now: Instant) {
+        let Some(snum_after) = generation_snum_base(sa.generation) else {
+            warn!(opaque = %Opaque(opaque), generation = sa.generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
+            self.remember_unknown(opaque, now);
+            return;
+        };
+        let resume = sa.resume(snum_after);
+        let generation = sa.generation;
+        let identity = sa.record.identity.clone();
+        match self.core.adopt_sa(sa.record, &resume, wall) {
+            Ok(_) => {
+                self.owned.insert(opaque, generation);
+                info!(opaque = %Opaque(opaque), identity = %identity, generation, "security association taken over from the pool");
+            }
+            Err(e) => {
+                debug!(opaque = %Opaque(opaque), error = %e, "pool SA not taken in");
+                self.remember_unknown(opaque, now);
             }
         }
     }

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sagw_auth::SaRecord;
-use sagw_state::{CheckpointOutcome, PublishOutcome, Sealer, Store, StoreEvent};
+use sagw_state::{CheckpointOutcome, ClaimAt, PublishOutcome, Sealer, Store, StoreEvent};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::pool::{ClaimOutcome, PoolEvent, SharedBinding, StoreCommand};
+use crate::pool::{ClaimOutcome, FetchOutcome, PoolEvent, PoolSa, SharedBinding, StoreCommand};
 
 /// What the task needs.
 pub struct StoreTask {
@@ -155,6 +155,35 @@ impl StoreTask {
         debug!("store task stopped");
     }
 
+    fn count_claim(&self, result: &str) {
+        self.metrics
+            .inc("sagw_state_claims_total", format!("result=\"{result}\""), 1);
+    }
+
+    /// An SA read from the store, opened with the pool key; `None` (counted as `unreadable`)
+    /// when it does not open or decode.
+    fn open(&self, opaque: u32, c: sagw_state::Claimed) -> Option<PoolSa> {
+        let record = self
+            .sealer
+            .open(&sa_aad(opaque), &c.sealed_rec)
+            .ok()
+            .and_then(|plain| SaRecord::decode(&plain).ok());
+        let Some(record) = record else {
+            warn!(
+                opaque = format!("{opaque:08X}"),
+                "an SA in the store does not open with this gateway's pool key: is state.key_file the same on every gateway?"
+            );
+            self.count_claim("unreadable");
+            return None;
+        };
+        Some(PoolSa {
+            record,
+            generation: c.generation,
+            window: c.win,
+            idle_deadline: c.idle,
+        })
+    }
+
     async fn command(
         &self,
         cmd: StoreCommand,
@@ -193,52 +222,44 @@ impl StoreTask {
                     }
                 }
             }
-            StoreCommand::Claim { opaque } => {
-                let outcome = match self.store.claim_sa(opaque, &self.node).await {
-                    Ok(Some(c)) => match self
-                        .sealer
-                        .open(&sa_aad(opaque), &c.sealed_rec)
-                        .ok()
-                        .and_then(|plain| SaRecord::decode(&plain).ok())
-                    {
-                        Some(record) => {
-                            self.metrics.inc(
-                                "sagw_state_claims_total",
-                                "result=\"taken\"".into(),
-                                1,
-                            );
-                            ClaimOutcome::Taken {
-                                record,
-                                generation: c.generation,
-                                window: c.win,
-                                idle_deadline: c.idle,
-                            }
-                        }
-                        None => {
-                            warn!(
-                                opaque = format!("{opaque:08X}"),
-                                "an SA in the store does not open with this gateway's pool key: is state.key_file the same on every gateway?"
-                            );
-                            self.metrics.inc(
-                                "sagw_state_claims_total",
-                                "result=\"unreadable\"".into(),
-                                1,
-                            );
-                            ClaimOutcome::Unknown
-                        }
+            StoreCommand::Fetch { opaque } => {
+                let outcome = match self.store.peek_sa(opaque).await {
+                    Ok(Some(c)) => match self.open(opaque, c) {
+                        Some(sa) => FetchOutcome::Found(sa),
+                        None => FetchOutcome::Unknown,
                     },
                     Ok(None) => {
-                        self.metrics
-                            .inc("sagw_state_claims_total", "result=\"unknown\"".into(), 1);
+                        self.count_claim("unknown");
+                        FetchOutcome::Unknown
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "fetch failed");
+                        self.count_claim("store_down");
+                        FetchOutcome::StoreDown
+                    }
+                };
+                post(PoolEvent::Fetched { opaque, outcome });
+            }
+            StoreCommand::Claim { opaque, generation } => {
+                let outcome = match self.store.claim_sa_at(opaque, &self.node, generation).await {
+                    Ok(ClaimAt::Taken(c)) => match self.open(opaque, c) {
+                        Some(sa) => {
+                            self.count_claim("taken");
+                            ClaimOutcome::Taken(sa)
+                        }
+                        None => ClaimOutcome::Unknown,
+                    },
+                    Ok(ClaimAt::Moved) => {
+                        self.count_claim("moved");
+                        ClaimOutcome::Moved
+                    }
+                    Ok(ClaimAt::Unknown) => {
+                        self.count_claim("unknown");
                         ClaimOutcome::Unknown
                     }
                     Err(e) => {
                         debug!(error = %e, "claim failed");
-                        self.metrics.inc(
-                            "sagw_state_claims_total",
-                            "result=\"store_down\"".into(),
-                            1,
-                        );
+                        self.count_claim("store_down");
                         ClaimOutcome::StoreDown
                     }
                 };

@@ -14,7 +14,7 @@ pub mod testing;
 pub use events::{EVENTS_CHANNEL, StoreEvent};
 pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
-    Binding, Checkpoint, CheckpointOutcome, CheckpointResult, Claimed, EventReceiver,
+    Binding, Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, EventReceiver,
     PublishOutcome, Store, StoreConfig, StoreError, StoreReplayRegistry,
 };
 pub use seal::{SealError, Sealer};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
 use sagw_state::{
-    Checkpoint, CheckpointOutcome, EventReceiver, PoolKey, PublishOutcome, Store, StoreConfig,
-    StoreError, StoreEvent, StoreReplayRegistry,
+    Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, PoolKey, PublishOutcome, Store,
+    StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
 };
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
@@ -112,6 +112,31 @@ async fn suite(urls: Vec<String>, cluster: bool) {
             node: "gw-b".into(),
             generation: 1
         }
+    );
+
+    // A peek reads the SA as it is and changes nothing; a claim at a generation the SA has left
+    // changes nothing either (another gateway claimed it since that peek).
+    let seen = a.peek_sa(op).await.expect("peek").expect("known");
+    assert_eq!(seen.sealed_rec, b"sealed-record\x00\xff");
+    assert_eq!(seen.generation, 1);
+    assert_eq!(seen.prev_owner.as_deref(), Some("gw-b"));
+    assert_eq!(a.peek_sa(0x0BAD_0BAD).await.expect("peek"), None);
+    assert_eq!(
+        a.sa_owner(op).await.expect("owner"),
+        Some(("gw-b".into(), 1))
+    );
+    assert_eq!(
+        a.claim_sa_at(op, "gw-a", 0).await.expect("claim"),
+        ClaimAt::Moved
+    );
+    assert_eq!(
+        a.claim_sa_at(0x0BAD_0BAD, "gw-a", 0).await.expect("claim"),
+        ClaimAt::Unknown
+    );
+    assert_eq!(
+        a.sa_owner(op).await.expect("owner"),
+        Some(("gw-b".into(), 1)),
+        "a refused claim moved the SA"
     );
 
     // gw-a's write behind is refused now; gw-b's is taken.

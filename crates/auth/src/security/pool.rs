@@ -1,6 +1,8 @@
 //! The pool hand-over: SAs exported as records, adopted from another gateway (or the last
 //! run), forgotten or revoked when the pool says so.
 
+use super::credentials::Found;
+use super::signatures::SignedParams;
 use super::*;
 
 impl SecurityCore {
@@ -48,6 +50,57 @@ impl SecurityCore {
         resume: &SaResume,
         now: SystemTime,
     ) -> Result<SaHandle, RecordError> {
+        let sa = self.sa_from_record(&record, resume, now)?;
+        Ok(self.sas.adopt(sa, &self.counters).handle)
+    }
+
+    /// Whether `msg` is signed with the SA `record` describes, and the signature holds under
+    /// `resume`'s replay window: judged on a copy of the SA that is then dropped, so nothing here
+    /// changes. A gateway of a pool claims an SA only for a held message that passes this, so a
+    /// made-up signature cannot move an SA between gateways (docs/security.md B11c).
+    pub fn verifies_with_record(
+        &self,
+        record: &SaRecord,
+        resume: &SaResume,
+        msg: &Message,
+        now: SystemTime,
+    ) -> bool {
+        let Ok(sa) = self.sa_from_record(record, resume, now) else {
+            return false;
+        };
+        let dir = if msg.is_request() {
+            Direction::Request
+        } else {
+            Direction::Response
+        };
+        let facts = MessageFacts::of(msg);
+        match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
+            Ok(Some(Found::Signed(s))) => {
+                s.scheme == sa.scheme()
+                    && s.params.opaque.and_then(Opaque::parse) == Some(record.opaque)
+                    && self
+                        .verify_params(msg, &s.facts, s.token, &s.params, &sa, dir, now)
+                        .is_ok()
+            }
+            Ok(Some(Found::Full(p))) => {
+                let params = SignedParams::of(&p.header);
+                SaScheme::from_token(p.header.scheme) == Some(sa.scheme())
+                    && params.opaque.and_then(Opaque::parse) == Some(record.opaque)
+                    && self
+                        .verify_params(msg, &p.facts, p.header.scheme, &params, &sa, dir, now)
+                        .is_ok()
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// The SA `record` describes, going on from `resume`, not (yet) among this core's SAs.
+    fn sa_from_record(
+        &self,
+        record: &SaRecord,
+        resume: &SaResume,
+        now: SystemTime,
+    ) -> Result<SecurityAssociation, RecordError> {
         let secs = unix_secs(now);
         let idle_deadline = resume
             .idle_deadline
@@ -93,7 +146,7 @@ impl SecurityCore {
             final_token: record.final_token.clone(),
         });
         sa.resume(resume.snum_after, window, idle_deadline);
-        Ok(self.sas.adopt(sa, &self.counters).handle)
+        Ok(sa)
     }
 
     /// Drops an SA another gateway of the pool took over (it lives on there).

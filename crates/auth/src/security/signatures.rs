@@ -11,7 +11,7 @@ use super::*;
 /// pass over the parameters.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub(super) struct SignedParams<'h> {
-    opaque: Option<&'h str>,
+    pub(super) opaque: Option<&'h str>,
     pub(super) realm: Option<&'h str>,
     targetname: Option<&'h str>,
     crand: Option<&'h str>,
@@ -20,7 +20,7 @@ pub(super) struct SignedParams<'h> {
 }
 
 impl<'h> SignedParams<'h> {
-    fn of(h: &'h AuthHeader<'_>) -> Self {
+    pub(super) fn of(h: &'h AuthHeader<'_>) -> Self {
         let mut s = SignedParams::default();
         for p in &h.params {
             if let Some(slot) = s.slot(p.name)
@@ -283,7 +283,7 @@ impl SecurityCore {
 
     /// [`verify_with`](Self::verify_with) with the header's parameters already read.
     #[allow(clippy::too_many_arguments)]
-    fn verify_params(
+    pub(super) fn verify_params(
         &self,
         msg: &Message,
         facts: &MessageFacts<'_>,

@@ -726,6 +726,7 @@ fn join_pool(
                 up.clone(),
                 *max_claims_in_flight,
                 tcp_addr,
+                metrics.clone(),
             );
             link.load_bindings();
             let task = crate::store_task::StoreTask {

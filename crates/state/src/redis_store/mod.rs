@@ -192,12 +192,24 @@ fn server_error(e: &redis::ServerError, what: &str) -> StoreError {
     StoreError::from_redis(&RedisError::from(e.clone())).context(what)
 }
 
-/// An SA this node has just claimed.
+/// How a claim conditional on a generation ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClaimAt {
+    /// This node owns the SA now.
+    Taken(Claimed),
+    /// The SA is no longer at that generation: another gateway claimed it meanwhile. Nothing
+    /// changed.
+    Moved,
+    /// The store does not know the SA (or it was revoked).
+    Unknown,
+}
+
+/// An SA this node has just claimed, or (from [`Store::peek_sa`]) as the store holds it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Claimed {
     /// The sealed record, as published.
     pub sealed_rec: Vec<u8>,
-    /// The SA's new generation (this node's).
+    /// The SA's new generation (this node's); from a peek, its current one.
     pub generation: u32,
     /// The last window the previous owner wrote, if any.
     pub win: Option<Vec<u8>>,

@@ -6,8 +6,8 @@ use super::codec::{corrupt, opt_bytes, parse_u32, parse_u64};
 use super::conn::Batch;
 use super::keys::{sa_key, user_key};
 use super::{
-    Checkpoint, CheckpointOutcome, CheckpointResult, Claimed, PublishOutcome, Store, StoreError,
-    server_error,
+    Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, PublishOutcome, Store,
+    StoreError, server_error,
 };
 use crate::events::{EVENTS_CHANNEL, StoreEvent, parse_opaque};
 use crate::valid_node_id;
@@ -73,9 +73,62 @@ impl Store {
     /// Claims the SA for `node`: bumps its generation, makes `node` its owner, returns the record
     /// and the last window, and publishes `moved`. `None`: the store does not know the SA.
     pub async fn claim_sa(&self, opaque: u32, node: &str) -> Result<Option<Claimed>, StoreError> {
+        match self.claim(opaque, node, None).await? {
+            ClaimAt::Taken(c) => Ok(Some(c)),
+            ClaimAt::Unknown => Ok(None),
+            ClaimAt::Moved => Err(StoreError::Corrupt(
+                "claim: moved without a condition".into(),
+            )),
+        }
+    }
+
+    /// [`claim_sa`](Self::claim_sa) only while the SA is still at `generation`, the one
+    /// [`peek_sa`](Self::peek_sa) read: a gateway claims an SA only after a message verified
+    /// against what it read, and nobody moved it meanwhile.
+    pub async fn claim_sa_at(
+        &self,
+        opaque: u32,
+        node: &str,
+        generation: u32,
+    ) -> Result<ClaimAt, StoreError> {
+        self.claim(opaque, node, Some(generation)).await
+    }
+
+    /// The SA as the store has it, changing nothing: the record, its current generation, the last
+    /// window and idle deadline written, and its owner (as `prev_owner`). `None`: unknown (or
+    /// revoked).
+    pub async fn peek_sa(&self, opaque: u32) -> Result<Option<Claimed>, StoreError> {
+        let reply: Value = self
+            .run(async {
+                let mut c = self.conn();
+                redis::cmd("HMGET")
+                    .arg(sa_key(opaque))
+                    .arg(&["rec", "gen", "win", "idle", "owner"])
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        let items = match reply {
+            Value::Array(items) if items.len() == 5 => items,
+            other => return Err(corrupt("peek", &other)),
+        };
+        if matches!(items.first(), Some(Value::Nil)) {
+            return Ok(None);
+        }
+        Self::claimed_from(items, "peek").map(Some)
+    }
+
+    async fn claim(
+        &self,
+        opaque: u32,
+        node: &str,
+        generation: Option<u32>,
+    ) -> Result<ClaimAt, StoreError> {
         if !valid_node_id(node) {
             return Err(StoreError::Invalid("node id"));
         }
+        let expected = generation.map(|g| g.to_string()).unwrap_or_default();
         let reply: Value = self
             .run(async {
                 let mut c = self.conn();
@@ -87,43 +140,52 @@ impl Store {
                     .arg(format!("1 moved {opaque:08X} "))
                     .arg(format!(" {node}"))
                     .arg(EVENTS_CHANNEL)
+                    .arg(&expected)
                     .invoke_async(&mut c)
                     .await
                     .map_err(|e| StoreError::from_redis(&e))
             })
             .await?;
         let items = match reply {
-            Value::Nil | Value::Boolean(false) => return Ok(None),
+            Value::Nil | Value::Boolean(false) => return Ok(ClaimAt::Unknown),
+            Value::Int(-1) if generation.is_some() => return Ok(ClaimAt::Moved),
             Value::Array(items) if items.len() == 5 => items,
             other => return Err(corrupt("claim", &other)),
         };
+        Self::claimed_from(items, "claim").map(ClaimAt::Taken)
+    }
+
+    /// A claim's or a peek's five fields: record, generation, window, idle deadline, owner.
+    fn claimed_from(items: Vec<Value>, what: &str) -> Result<Claimed, StoreError> {
         let mut it = items.into_iter();
         let (rec, generation, win, idle, prev) =
             match (it.next(), it.next(), it.next(), it.next(), it.next()) {
                 (Some(a), Some(b), Some(c), Some(d), Some(e)) => (a, b, c, d, e),
-                _ => return Err(StoreError::Corrupt("claim: short reply".into())),
+                _ => return Err(StoreError::Corrupt(format!("{what}: short reply"))),
             };
-        let sealed_rec = opt_bytes(rec, "claim rec")?
-            .ok_or_else(|| StoreError::Corrupt("claim: no record".into()))?;
+        let sealed_rec = opt_bytes(rec, what)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: no record")))?;
+        // The claim script returns the generation as an integer, HMGET as a string.
         let generation = match generation {
             Value::Int(g) => u32::try_from(g)
-                .map_err(|_| StoreError::Corrupt(format!("claim: generation {g}")))?,
-            other => return Err(corrupt("claim gen", &other)),
+                .map_err(|_| StoreError::Corrupt(format!("{what}: generation {g}")))?,
+            Value::BulkString(b) => parse_u32(&b, "generation")?,
+            other => return Err(corrupt(what, &other)),
         };
-        let win = opt_bytes(win, "claim win")?;
-        let idle = opt_bytes(idle, "claim idle")?
+        let win = opt_bytes(win, what)?;
+        let idle = opt_bytes(idle, what)?
             .map(|b| parse_u64(&b, "idle"))
             .transpose()?;
-        let prev_owner = opt_bytes(prev, "claim owner")?
+        let prev_owner = opt_bytes(prev, what)?
             .map(|b| String::from_utf8(b).map_err(|_| StoreError::Corrupt("owner".into())))
             .transpose()?;
-        Ok(Some(Claimed {
+        Ok(Claimed {
             sealed_rec,
             generation,
             win,
             idle,
             prev_owner,
-        }))
+        })
     }
 
     /// Writes behind what owners learned, each write conditional on the node still owning the

@@ -19,9 +19,11 @@ return 1
 ";
 
 /// Claims an SA for ARGV[1] and publishes ARGV[2] .. gen .. ARGV[3] (the `moved` event around the
-/// new generation). Nil when the SA is unknown.
+/// new generation). Nil when the SA is unknown; -1 (nothing changed) when ARGV[5] is not empty
+/// and the SA is no longer at that generation.
 const CLAIM_SA: &str = r"
 if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return false end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[5] then return -1 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 local prev = redis.call('HGET', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
