@@ -158,6 +158,75 @@ async fn replay(addr: SocketAddr, leg: &Message) -> Message {
     attacker.send_raw(leg, WAIT).await.expect("an answer")
 }
 
+/// DER length octets: short form below 128, else the fewest octets.
+fn der_length(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        return vec![n as u8];
+    }
+    let bytes: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
+    let mut out = vec![0x80 | bytes.len() as u8];
+    out.extend(bytes);
+    out
+}
+
+/// A DER length (short form or 1-3 octets) at the start of `b`: (length, octets used).
+fn read_length(b: &[u8]) -> (usize, usize) {
+    if b[0] < 0x80 {
+        return (usize::from(b[0]), 1);
+    }
+    let n = usize::from(b[0] & 0x7f);
+    let len = b[1..=n]
+        .iter()
+        .fold(0, |acc, &x| (acc << 8) | usize::from(x));
+    (len, 1 + n)
+}
+
+/// The AP-REQ token `token` with its SEQUENCE length written in four octets (BER, which MIT
+/// reads) and the two enclosing lengths fixed up: the same AP-REQ in other bytes.
+fn sequence_length_in_four_octets(token: &[u8]) -> Vec<u8> {
+    assert_eq!(token[0], 0x60);
+    let (_, used) = read_length(&token[1..]);
+    let inner = &token[1 + used..];
+    // The krb5 OID (06 09 ..., 11 bytes) and TOK_ID 01 00, then [APPLICATION 14].
+    let head = &inner[..13];
+    assert_eq!(inner[13], 0x6e);
+    let (_, used) = read_length(&inner[14..]);
+    let ap_req = &inner[14 + used..];
+    assert_eq!(ap_req[0], 0x30);
+    let (seq_len, used) = read_length(&ap_req[1..]);
+    let body = &ap_req[1 + used..];
+    assert_eq!(body.len(), seq_len);
+    let mut seq = vec![0x30, 0x84];
+    seq.extend((seq_len as u32).to_be_bytes());
+    seq.extend(body);
+    let mut app = vec![0x6e];
+    app.extend(der_length(seq.len()));
+    app.extend(seq);
+    let mut inner = head.to_vec();
+    inner.extend(app);
+    let mut out = vec![0x60];
+    out.extend(der_length(inner.len()));
+    out.extend(inner);
+    out
+}
+
+/// `leg` (a final Kerberos leg) with its AP-REQ written again by `rewrite`.
+fn with_ap_req(leg: &Message, rewrite: impl Fn(&[u8]) -> Vec<u8>) -> Message {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = String::from_utf8(leg.to_bytes()).expect("text");
+    let start = text.find("gssapi-data=\"").expect("gssapi-data") + 13;
+    let end = start + text[start..].find('"').expect("closing quote");
+    let token = b64.decode(&text[start..end]).expect("base64 token");
+    let again = b64.encode(rewrite(&token));
+    let text = format!("{}{again}{}", &text[..start], &text[end..]);
+    Message::parse(text.as_bytes()).expect("parses")
+}
+
 /// An AP-REQ accepted at A and replayed to B is refused by B because the pool's registry
 /// (`SET NX` on the authenticator's hash in Redis) has seen it: B's MIT replay cache is its own
 /// and has not. Shown by the other half: with the store stopped, the same kind of replay is
@@ -200,6 +269,19 @@ async fn a_kerberos_ap_req_accepted_at_a_is_refused_at_b_by_the_pool() {
     let at_a = metrics_of(p.a.metrics).await;
     assert_eq!(metric(&at_a, COMPLETED), 1, "{at_a}");
     assert_eq!(metric(&at_a, REPLAYED), 0, "{at_a}");
+    // Another AP-REQ accepted at A, written again in BER (its SEQUENCE length in four octets)
+    // and replayed at B, whose MIT replay cache has not seen it: MIT reads it, and it used to be
+    // accepted without a replay key, the registry never asked.
+    let mut c3 = kerberos_client(p.a.tcp, &p.ccache).await;
+    let (leg3, r) = sign_in_keeping_the_ap_req(&mut c3).await;
+    assert_eq!(r.expect("a second Kerberos sign-in at A").status, 200);
+    let answer = replay(p.b.tcp, &with_ap_req(&leg3, sequence_length_in_four_octets)).await;
+    assert_ne!(
+        answer.status_code(),
+        Some(200),
+        "the AP-REQ written again in BER signed in at B: {answer:?}"
+    );
+    assert_eq!(metric(&metrics_of(p.b.metrics).await, COMPLETED), 0);
     // Each node's MIT replay cache is its own file in its own directory.
     for name in ["a", "b"] {
         let files: Vec<_> = std::fs::read_dir(rcache_dir(p.dir.path(), name))

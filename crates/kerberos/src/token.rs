@@ -46,10 +46,18 @@ fn der_len(bytes: &[u8]) -> Option<(usize, usize)> {
     Some((len, 1 + n))
 }
 
-/// Check that `token` is exactly one framed krb5 AP-REQ. The error is a
-/// short description for the operator.
+/// Check that `token` is exactly one framed krb5 AP-REQ whose authenticator
+/// [`authenticator_ciphertext`] finds. The error is a short description for
+/// the operator.
+///
+/// MIT also reads BER forms (lengths in four octets, indefinite lengths, high
+/// tag numbers) the structure reader here does not. A token it accepted in
+/// such a form had no replay key, so the pool's registry was never asked and
+/// a captured AP-REQ written again in BER signed in at another gateway. Every
+/// token accepted now has the key its DER original has (real clients write
+/// DER).
 pub(crate) fn check_ap_req(token: &[u8]) -> Result<(), &'static str> {
-    ap_req_contents(token).map(|_| ())
+    authenticator_ciphertext(token).map(|_| ())
 }
 
 /// The contents of the `[APPLICATION 14]` KRB_AP_REQ inside a framed token.
@@ -182,7 +190,7 @@ mod tests {
         for oid in [OID_KRB5, OID_KRB5_MS, OID_KRB5_OLD] {
             for n in [1, 0x7f, 0x80, 0xff, 0x100, 700, 20_000] {
                 assert_eq!(
-                    check_ap_req(&framed(oid, n)),
+                    check_ap_req(&ap_req_token_under(oid, 0, &vec![9; n])),
                     Ok(()),
                     "oid {oid:02x?} n {n}"
                 );
@@ -191,8 +199,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ap_req_whose_authenticator_is_not_found_is_rejected() {
+        // Framing around anything but an AP-REQ SEQUENCE with an authenticator.
+        assert!(check_ap_req(&framed(OID_KRB5, 300)).is_err());
+        // The same AP-REQ with its SEQUENCE length in four octets (BER): MIT reads it, the
+        // replay key's reader does not, so it is refused here.
+        let body = ap_req_sequence(0, &[7; 64]);
+        let mut seq = vec![0x30, 0x84];
+        seq.extend((body.len() as u32).to_be_bytes());
+        seq.extend(&body);
+        let ber = tlv_bytes(
+            0x60,
+            &[OID_KRB5, &TOK_ID_AP_REQ[..], &tlv_bytes(TAG_AP_REQ, &seq)].concat(),
+        );
+        assert_eq!(ap_req_contents(&ber), Ok(&seq[..]));
+        assert!(check_ap_req(&ber).is_err());
+        assert_eq!(check_ap_req(&ap_req_token(0, &[7; 64])), Ok(()));
+    }
+
+    #[test]
     fn every_truncation_and_padding_is_rejected() {
-        let tok = framed(OID_KRB5, 300);
+        let tok = ap_req_token(0, &[7; 300]);
         for cut in 0..tok.len() {
             assert!(check_ap_req(&tok[..cut]).is_err(), "cut {cut}");
         }
@@ -211,23 +238,35 @@ mod tests {
     /// A framed AP-REQ with the given ap-options and authenticator cipher
     /// (the ticket is opaque filler: only the structure matters here).
     fn ap_req_token(ap_options: u8, cipher: &[u8]) -> Vec<u8> {
+        ap_req_token_under(OID_KRB5, ap_options, cipher)
+    }
+
+    /// [`ap_req_token`] under mechanism OID `oid`.
+    fn ap_req_token_under(oid: &[u8], ap_options: u8, cipher: &[u8]) -> Vec<u8> {
+        let ap_req = tlv_bytes(
+            TAG_AP_REQ,
+            &tlv_bytes(0x30, &ap_req_sequence(ap_options, cipher)),
+        );
+        let inner = [oid, &TOK_ID_AP_REQ[..], &ap_req].concat();
+        tlv_bytes(0x60, &inner)
+    }
+
+    /// The contents of an AP-REQ's SEQUENCE.
+    fn ap_req_sequence(ap_options: u8, cipher: &[u8]) -> Vec<u8> {
         let enc = [
             tlv_bytes(0xa0, &tlv_bytes(0x02, &[18])),
             tlv_bytes(0xa1, &tlv_bytes(0x02, &[2])),
             tlv_bytes(0xa2, &tlv_bytes(0x04, cipher)),
         ]
         .concat();
-        let seq = [
+        [
             tlv_bytes(0xa0, &tlv_bytes(0x02, &[5])),
             tlv_bytes(0xa1, &tlv_bytes(0x02, &[14])),
             tlv_bytes(0xa2, &tlv_bytes(0x03, &[0, ap_options, 0, 0, 0])),
             tlv_bytes(0xa3, &tlv_bytes(0x61, &[0x30; 40])),
             tlv_bytes(0xa4, &tlv_bytes(0x30, &enc)),
         ]
-        .concat();
-        let ap_req = tlv_bytes(TAG_AP_REQ, &tlv_bytes(0x30, &seq));
-        let inner = [OID_KRB5, &TOK_ID_AP_REQ[..], &ap_req].concat();
-        tlv_bytes(0x60, &inner)
+        .concat()
     }
 
     #[test]
