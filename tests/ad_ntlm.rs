@@ -291,6 +291,13 @@ fn winbind_returns_the_session_base_key() {
     let lib = sagw_winbind::Library::load(sagw_winbind::DEFAULT_LIBRARY).expect("libwbclient");
     let mut ctx = lib.context().expect("context");
     ctx.ping().expect("winbindd answers");
+    // The domain the DC's winbindd is joined to, by both names: what tells its accounts from a
+    // trusted domain's.
+    let joined = ctx.joined_domain().expect("the joined domain");
+    assert!(
+        joined.is(ad_support::NETBIOS_DOMAIN) && joined.is(ad_support::DNS_DOMAIN),
+        "{joined:?}"
+    );
     let acceptor =
         sagw_ntlm::NtlmAcceptor::new(sagw_ntlm::AcceptorConfig::new(sagw_ntlm::ServerIdentity {
             netbios_domain: ad_support::NETBIOS_DOMAIN.into(),

@@ -1,5 +1,6 @@
 //! A domain controller in a box for the domain-NTLM tests: accounts with passwords and a state
-//! each, verifying NTLMv2 responses as a DC does (NTOWFv2 from the password, NTProofStr, then the
+//! each (the joined domain is `EXAMPLE`; an account asked for under another domain name is that
+//! trusted domain's), verifying NTLMv2 responses as a DC does (NTOWFv2 from the password, NTProofStr, then the
 //! SessionBaseKey), optionally slowly. A wrong key anywhere in the gateway's path fails the
 //! signatures, so the tests using it check the real derivation.
 //!
@@ -89,7 +90,10 @@ impl DomainNtlmVerifier for FakeDomain {
         let proof: [u8; 16] = proof.try_into().expect("16 bytes");
         Ok(DomainVerified {
             user: r.user.to_lowercase(),
-            domain: "EXAMPLE".into(),
+            // A trusted domain's account is named with its own domain (the client says which;
+            // a DC passes the logon on to that domain's DCs).
+            domain: r.domain.to_uppercase(),
+            joined_domain: r.domain.eq_ignore_ascii_case("EXAMPLE"),
             session_base_key: crypto::session_base_key(&ntowf, &proof),
         })
     }

@@ -132,6 +132,9 @@ pub enum Reason {
     DomainRefused,
     /// The directory could not answer: 503 with Retry-After.
     DirectoryUnavailable,
+    /// The domain vouched for an account whose SIP identity is a credentials-file user's: a
+    /// domain account never takes a file user's identity.
+    IdentityTaken,
 }
 
 /// What an NTLM failure means to an operator: a wrong password, a clock to fix, a client to
@@ -171,7 +174,7 @@ impl From<&DigestError> for Reason {
 
 impl Reason {
     /// Every reason, for exporters that list each label (also the counters' index order).
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 41] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -212,6 +215,7 @@ impl Reason {
         Reason::DomainUnavailable,
         Reason::DomainRefused,
         Reason::DirectoryUnavailable,
+        Reason::IdentityTaken,
     ];
 
     /// The metric and log label: the variant's name in snake case (`wrong_password`).
@@ -257,6 +261,7 @@ impl Reason {
             Reason::DomainUnavailable => "domain_unavailable",
             Reason::DomainRefused => "domain_refused",
             Reason::DirectoryUnavailable => "directory_unavailable",
+            Reason::IdentityTaken => "identity_taken",
         }
     }
 

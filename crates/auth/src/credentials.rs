@@ -45,6 +45,10 @@ pub trait CredentialStore: Send + Sync {
             sip_identity: self.sip_identity(user),
         })
     }
+    /// Whether some user of the store signs in as `identity` (ASCII case ignored): by its `sip`
+    /// line, or by default as `sip:<user>@<sip_domain>` (any user the store has, whatever
+    /// credentials it holds). A domain account mapped to such an identity is refused.
+    fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool;
 }
 
 /// A credentials-store user as NTLM needs it ([`CredentialStore::ntlm_user`]).
@@ -143,6 +147,8 @@ pub struct FileCredentialStore {
     /// operator's, so no client can place keys in the table, only look names up (every sign-in
     /// does, and a short name cost about 150 instructions under SipHash).
     users: HashMap<String, UserRecord, foldhash::fast::RandomState>,
+    /// The `sip` identities users have, lower-cased, with how many users have each.
+    sip_identities: HashMap<String, u32, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for FileCredentialStore {
@@ -232,7 +238,7 @@ impl FileCredentialStore {
                             "sip wants one sip:user@host URI without spaces or control characters",
                         ));
                     }
-                    store.record(user).sip = Some(rest.to_owned());
+                    store.set_sip(user, rest);
                 }
                 _ => return Err(syntax("unknown record kind (nt, ha1, sip)")),
             }
@@ -271,14 +277,44 @@ impl FileCredentialStore {
         if !is_valid_sip_identity(uri) {
             return Err(CredentialsError::BadSipIdentity);
         }
-        self.record(user).sip = Some(uri.to_owned());
+        self.set_sip(user, uri);
         Ok(())
+    }
+
+    /// `user`'s identity is `uri` from now on, in the record and in the reverse index.
+    fn set_sip(&mut self, user: &str, uri: &str) {
+        let before = self.record(user).sip.replace(uri.to_owned());
+        if let Some(before) = before {
+            self.forget_sip(&before);
+        }
+        *self
+            .sip_identities
+            .entry(uri.to_ascii_lowercase())
+            .or_default() += 1;
+    }
+
+    fn forget_sip(&mut self, uri: &str) {
+        let key = uri.to_ascii_lowercase();
+        if let Some(n) = self.sip_identities.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.sip_identities.remove(&key);
+            }
+        }
     }
 
     /// Removes `user` (any case) and all its records; false if it was not there. The SAs it
     /// signed in to stay until revoked ([`crate::SecurityCore::revoke_user`]).
     pub fn remove(&mut self, user: &str) -> bool {
-        self.users.remove(&user.to_lowercase()).is_some()
+        match self.users.remove(&user.to_lowercase()) {
+            Some(r) => {
+                if let Some(sip) = r.sip {
+                    self.forget_sip(&sip);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// The user names, lower case, in no particular order.
@@ -365,6 +401,23 @@ impl CredentialStore for FileCredentialStore {
             nt_hash: NtHash::from_bytes(r.nt?),
             sip_identity: r.sip.clone(),
         })
+    }
+
+    fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {
+        let identity = identity.to_ascii_lowercase();
+        if self.sip_identities.contains_key(&identity) {
+            return true;
+        }
+        identity
+            .strip_prefix("sip:")
+            .and_then(|rest| rest.rsplit_once('@'))
+            .is_some_and(|(user, host)| {
+                host.eq_ignore_ascii_case(sip_domain)
+                    && self
+                        .users
+                        .get(key_of(user).as_ref())
+                        .is_some_and(|r| r.sip.is_none())
+            })
     }
 }
 
@@ -556,6 +609,29 @@ mod tests {
     }
 
     #[test]
+    fn identities_the_store_owns() {
+        let mut s = FileCredentialStore::parse(
+            "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             bob nt 8846F7EAEE8FB117AD06BDD830B7586C\n\
+             bob sip sip:Carol@example.com\n",
+        )
+        .expect("parses");
+        let owns = |s: &FileCredentialStore, id: &str| s.owns_identity(id, "example.com");
+        assert!(owns(&s, "sip:alice@example.com"));
+        assert!(owns(&s, "sip:ALICE@Example.COM"));
+        assert!(owns(&s, "sip:carol@example.com"), "bob's sip line");
+        assert!(!owns(&s, "sip:bob@example.com"), "bob signs in as carol");
+        assert!(!owns(&s, "sip:alice@other.example"));
+        assert!(!owns(&s, "sip:dave@example.com"));
+        s.set_sip_identity("bob", "sip:robert@example.com")
+            .expect("identity");
+        assert!(!owns(&s, "sip:carol@example.com"), "replaced");
+        assert!(owns(&s, "sip:robert@example.com"));
+        assert!(s.remove("bob"));
+        assert!(!owns(&s, "sip:robert@example.com"), "removed");
+    }
+
+    #[test]
     fn one_lookup_for_ntlm_answers_as_the_two_do() {
         // Only the required methods: the trait's default `ntlm_user`.
         struct TwoLookups(FileCredentialStore);
@@ -568,6 +644,9 @@ mod tests {
             }
             fn sip_identity(&self, user: &str) -> Option<String> {
                 self.0.sip_identity(user)
+            }
+            fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {
+                self.0.owns_identity(identity, sip_domain)
             }
         }
         let text = "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\

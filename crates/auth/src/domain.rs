@@ -39,6 +39,10 @@ pub struct DomainVerified {
     pub user: String,
     /// The account's domain as the domain controller named it (`EXAMPLE`).
     pub domain: String,
+    /// Whether that is the domain this host is joined to. Only its accounts map to
+    /// `sip:<account>@<sip_domain>` without a directory: a trusted domain's `alice` is another
+    /// person than the joined domain's.
+    pub joined_domain: bool,
     /// The NTLMv2 SessionBaseKey ("user session key"). Secret.
     pub session_base_key: Key16,
 }
@@ -48,6 +52,7 @@ impl std::fmt::Debug for DomainVerified {
         f.debug_struct("DomainVerified")
             .field("user", &self.user)
             .field("domain", &self.domain)
+            .field("joined_domain", &self.joined_domain)
             .finish_non_exhaustive()
     }
 }
@@ -263,12 +268,16 @@ pub(crate) fn directory_identity(
 
 /// A worker's run of a [`DomainNtlmJob`]: the domain verifies the response, then the directory
 /// (when there is one) names the SIP identity; without a directory it is `default_identity` of
-/// the account name the domain returned.
+/// the account name the domain returned, for an account of the joined domain only. An identity
+/// a credentials-file user signs in as (`file_owns`) is refused: the file is asked first for
+/// the name the client wrote, but a file user without an NT hash, a name written another way
+/// (a UPN) or a file user's `sip` identity would otherwise fall to a domain account.
 pub(crate) fn run(
     verifier: Option<&dyn DomainNtlmVerifier>,
     directory: Option<&dyn AccountDirectory>,
     job: &DomainNtlmJob,
     default_identity: impl Fn(&str) -> String,
+    file_owns: impl Fn(&str) -> bool,
 ) -> DomainNtlmOutcome {
     let Some(verifier) = verifier else {
         return DomainNtlmOutcome::refused(Reason::UnsupportedScheme);
@@ -291,11 +300,26 @@ pub(crate) fn run(
                         domain: &verified.domain,
                     },
                 ),
-                None => Ok(default_identity(&verified.user)),
+                None if verified.joined_domain => Ok(default_identity(&verified.user)),
+                None => Err(DomainFailure {
+                    reason: Reason::WrongRealm,
+                    detail: format!(
+                        "an account of domain {}: only the joined domain's accounts have an identity without [auth.directory]",
+                        verified.domain
+                    ),
+                }),
             };
-            identity.map(|identity| DomainSignIn {
-                session_base_key: verified.session_base_key,
-                identity,
+            identity.and_then(|identity| {
+                if file_owns(&identity) {
+                    return Err(DomainFailure {
+                        reason: Reason::IdentityTaken,
+                        detail: format!("{identity} is a credentials-file user's"),
+                    });
+                }
+                Ok(DomainSignIn {
+                    session_base_key: verified.session_base_key,
+                    identity,
+                })
             })
         }
     };

@@ -148,6 +148,71 @@ fn store_users_are_verified_locally_first() {
     assert_eq!(domain.calls(), 0);
 }
 
+/// A trusted domain's account (`OTHER\\alice`) verified by the DC is not the joined domain's
+/// `alice`: without a directory to map it, it gets no identity (it used to get
+/// `sip:alice@example.com`, the joined domain's alice's).
+#[test]
+fn an_account_of_a_trusted_domain_is_not_mapped_without_a_directory() {
+    let domain = fake(&[("dana", "dana-pw")]);
+    let core = domain_core(FileCredentialStore::new(), domain.clone());
+    let mut rng = rng();
+    let mut other = NtlmClient::new("dana", "dana-pw", "d1");
+    other.domain = "OTHER".into();
+    let (decision, deferred) = sign_in(&mut other, &core, t0(), &mut rng);
+    assert!(deferred);
+    assert_eq!(domain.calls(), 1, "the domain verified the response");
+    assert_eq!(cause(&decision), Some(Reason::WrongRealm), "{decision:?}");
+    // The joined domain's dana signs in.
+    let mut dana = NtlmClient::new("dana", "dana-pw", "d2");
+    let (decision, _) = sign_in(&mut dana, &core, t0(), &mut rng);
+    assert!(
+        matches!(decision, Decision::Authenticated(_)),
+        "{decision:?}"
+    );
+}
+
+/// A domain account cannot sign in as a credentials-file user's identity: not when the file user
+/// has no NT hash (Digest only: the name went to the domain), not when the client writes the name
+/// another way the file does not know (a UPN), not when the file gives its identity to another
+/// name (`bob sip sip:carol@...` beside a domain account carol).
+#[test]
+fn a_domain_account_cannot_take_a_file_users_identity() {
+    let mut file = FileCredentialStore::new();
+    file.add_password(
+        "alice",
+        "alice-pw",
+        &[("example.com", sagw_digest::Algorithm::Md5)],
+    );
+    file.add_password("bob", "bob-pw", &[]);
+    file.set_sip_identity("bob", "sip:carol@example.com")
+        .expect("identity");
+    // alice keeps her Digest credentials only.
+    let text = file
+        .to_file_text()
+        .lines()
+        .filter(|l| !(l.starts_with("alice") && l.contains(" nt ")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = FileCredentialStore::parse(&text).expect("parses");
+    assert!(sagw_auth::CredentialStore::nt_hash(&file, "alice").is_none());
+    let domain = fake(&[("alice", "other-alice-pw"), ("carol", "carol-pw")]);
+    let core = domain_core(file, domain.clone());
+    let mut rng = rng();
+    for (user, pw) in [("alice", "other-alice-pw"), ("carol", "carol-pw")] {
+        let mut c = NtlmClient::new(user, pw, user);
+        let (decision, _) = sign_in(&mut c, &core, t0(), &mut rng);
+        assert!(
+            !matches!(decision, Decision::Authenticated(_)),
+            "domain {user} took a file user's identity: {decision:?}"
+        );
+        assert_eq!(
+            cause(&decision),
+            Some(Reason::IdentityTaken),
+            "{decision:?}"
+        );
+    }
+}
+
 #[test]
 fn the_sa_is_the_one_the_file_backend_makes() {
     // The same client, the same randomness: once verified from the file, once by the domain.

@@ -9,11 +9,14 @@ use parking_lot::Mutex;
 use sagw_auth::{
     DomainError, DomainNtlmRequest, DomainNtlmVerifier, DomainRefusal, DomainVerified,
 };
-use sagw_winbind::{Context, Library, LogonError, Refusal, ResponseLogon};
+use sagw_winbind::{Context, JoinedDomain, Library, LogonError, Refusal, ResponseLogon};
 
 /// NTLMv2 responses verified by the domain through winbind.
 pub struct WinbindVerifier {
     library: Arc<Library>,
+    /// The domain this host is joined to, asked of winbindd at the first logon (a domain that is
+    /// down at start must not stop the gateway).
+    joined: std::sync::OnceLock<JoinedDomain>,
     /// Idle contexts; a worker takes one (or makes one) per call and gives it back.
     idle: Mutex<Vec<Context>>,
 }
@@ -32,6 +35,7 @@ impl WinbindVerifier {
     pub fn load(library: &str) -> Result<Self, sagw_winbind::LoadError> {
         Ok(WinbindVerifier {
             library: Library::load(library)?,
+            joined: std::sync::OnceLock::new(),
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -79,10 +83,18 @@ impl DomainNtlmVerifier for WinbindVerifier {
         });
         match result {
             Ok(logon) => {
+                let joined = match self.joined.get() {
+                    Some(j) => j.clone(),
+                    None => match ctx.joined_domain() {
+                        Ok(j) => self.joined.get_or_init(|| j).clone(),
+                        Err(e) => return Err(DomainError::Unavailable(e.0)),
+                    },
+                };
                 self.idle.lock().push(ctx);
                 Ok(DomainVerified {
                     user: logon.account_name.clone(),
                     domain: logon.domain_name.clone(),
+                    joined_domain: joined.is(&logon.domain_name),
                     session_base_key: sagw_ntlm::Key16::from_bytes(logon.user_session_key),
                 })
             }

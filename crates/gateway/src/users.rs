@@ -319,6 +319,13 @@ impl sagw_auth::CredentialStore for ReloadingStore {
     fn ntlm_user(&self, user: &str) -> Option<sagw_auth::NtlmUser> {
         self.current.read().store.ntlm_user(user)
     }
+
+    fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {
+        self.current
+            .read()
+            .store
+            .owns_identity(identity, sip_domain)
+    }
 }
 
 #[cfg(test)]

@@ -129,8 +129,21 @@ struct WbcAuthErrorInfo {
     display_string: *mut c_char,
 }
 
+/// `struct wbcInterfaceDetails` (libwbclient 0.6 on: non-const members).
+#[repr(C)]
+struct WbcInterfaceDetails {
+    interface_version: u32,
+    winbind_version: *mut c_char,
+    winbind_separator: c_char,
+    netbios_name: *mut c_char,
+    netbios_domain: *mut c_char,
+    dns_domain: *mut c_char,
+}
+
 #[cfg(target_pointer_width = "64")]
 const _: () = {
+    assert!(std::mem::size_of::<WbcInterfaceDetails>() == 48);
+    assert!(std::mem::offset_of!(WbcInterfaceDetails, netbios_domain) == 32);
     assert!(std::mem::size_of::<WbcResponse>() == 40);
     assert!(std::mem::size_of::<WbcAuthUserParams>() == 80);
     assert!(std::mem::offset_of!(WbcAuthUserParams, password) == 40);
@@ -149,6 +162,8 @@ type CtxAuthenticateUserEx = unsafe extern "C" fn(
     *mut *mut WbcAuthUserInfo,
     *mut *mut WbcAuthErrorInfo,
 ) -> c_int;
+type CtxInterfaceDetails =
+    unsafe extern "C" fn(*mut c_void, *mut *mut WbcInterfaceDetails) -> c_int;
 type FreeMemory = unsafe extern "C" fn(*mut c_void);
 
 /// Why the library could not be used.
@@ -179,6 +194,7 @@ pub struct Library {
     ctx_free: CtxFree,
     ctx_ping: CtxPing,
     ctx_authenticate: CtxAuthenticateUserEx,
+    ctx_interface_details: CtxInterfaceDetails,
     free_memory: FreeMemory,
     /// Keeps the function pointers above valid; never unloaded before them.
     _lib: libloading::Library,
@@ -218,6 +234,7 @@ impl Library {
             ctx_free: sym(&lib, name, "wbcCtxFree")?,
             ctx_ping: sym(&lib, name, "wbcCtxPing")?,
             ctx_authenticate: sym(&lib, name, "wbcCtxAuthenticateUserEx")?,
+            ctx_interface_details: sym(&lib, name, "wbcCtxInterfaceDetails")?,
             free_memory: sym(&lib, name, "wbcFreeMemory")?,
             _lib: lib,
         }))
@@ -239,6 +256,25 @@ impl Library {
             lib: Arc::clone(self),
             ctx,
         })
+    }
+}
+
+/// The domain winbindd's host is joined to, by both its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedDomain {
+    /// NetBIOS name (`EXAMPLE`).
+    pub netbios: String,
+    /// DNS name (`example.com`); empty when winbindd has none.
+    pub dns: String,
+}
+
+impl JoinedDomain {
+    /// Whether `domain` (as a logon's reply names an account's domain) is this one, by either
+    /// name, ASCII case ignored.
+    pub fn is(&self, domain: &str) -> bool {
+        !domain.is_empty()
+            && (domain.eq_ignore_ascii_case(&self.netbios)
+                || domain.eq_ignore_ascii_case(&self.dns))
     }
 }
 
@@ -439,6 +475,36 @@ impl Context {
         }
     }
 
+    /// `wbcCtxInterfaceDetails`: the domain this host is joined to.
+    pub fn joined_domain(&mut self) -> Result<JoinedDomain, Unavailable> {
+        let mut details: *mut WbcInterfaceDetails = std::ptr::null_mut();
+        // SAFETY: a live context of this library; `details` receives a library allocation,
+        // freed below.
+        let rc = unsafe { (self.lib.ctx_interface_details)(self.ctx, &mut details) };
+        if rc != WBC_ERR_SUCCESS || details.is_null() {
+            return Err(Unavailable(format!(
+                "winbindd does not say which domain it is joined to ({})",
+                wbc_error_text(rc)
+            )));
+        }
+        // SAFETY: on success `details` points to a wbcInterfaceDetails the library filled in;
+        // its strings are NULL or NUL-terminated, alive until freed below.
+        let joined = unsafe {
+            JoinedDomain {
+                netbios: owned((*details).netbios_domain),
+                dns: owned((*details).dns_domain),
+            }
+        };
+        // SAFETY: a library allocation, freed once.
+        unsafe { (self.lib.free_memory)(details.cast()) };
+        if joined.netbios.is_empty() {
+            return Err(Unavailable(
+                "winbindd names no domain: is this host joined?".into(),
+            ));
+        }
+        Ok(joined)
+    }
+
     /// `wbcCtxAuthenticateUserEx` at level `WBC_AUTH_USER_LEVEL_RESPONSE`: the domain verifies
     /// the NTLMv2 response to `server_challenge` and returns the user session key. Blocking (a
     /// round trip to winbindd and on to a DC).
@@ -583,6 +649,21 @@ mod tests {
         assert_eq!(classify_nt_status(0xC000_006D), Some(Refusal::Other));
         assert_eq!(classify_nt_status(0xC000_005E), None, "no logon servers");
         assert_eq!(classify_nt_status(0xC002_0017), None, "RPC failure");
+    }
+
+    #[test]
+    fn the_joined_domain_by_either_name() {
+        let d = JoinedDomain {
+            netbios: "EXAMPLE".into(),
+            dns: "example.com".into(),
+        };
+        assert!(d.is("EXAMPLE") && d.is("example") && d.is("Example.COM"));
+        assert!(!d.is("OTHER") && !d.is("") && !d.is("example.com.evil"));
+        let no_dns = JoinedDomain {
+            netbios: "EXAMPLE".into(),
+            dns: String::new(),
+        };
+        assert!(!no_dns.is(""));
     }
 
     #[test]

@@ -17,6 +17,10 @@ impl SecurityCore {
                 self.directory.as_deref(),
                 job,
                 |user| self.default_identity(user),
+                |identity| {
+                    self.credentials
+                        .owns_identity(identity, &self.config.sip_domain)
+                },
             )),
         }
     }

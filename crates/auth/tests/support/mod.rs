@@ -105,6 +105,8 @@ pub struct NtlmClient {
     pub user: String,
     pub password: String,
     pub epid: String,
+    /// The domain the AUTHENTICATE names (`EXAMPLE`).
+    pub domain: String,
     pub version: u8,
     /// `Authorization` (401 family) or `Proxy-Authorization`.
     pub header: &'static str,
@@ -121,6 +123,7 @@ impl NtlmClient {
             user: user.into(),
             password: password.into(),
             epid: epid.into(),
+            domain: "EXAMPLE".into(),
             version: 4,
             header: "Authorization",
             session: None,
@@ -201,7 +204,7 @@ impl NtlmClient {
             &challenge_bytes,
             &Credentials {
                 user: &self.user,
-                domain: "EXAMPLE",
+                domain: &self.domain,
                 nt_hash: &nt,
             },
             &ClientInputs {
