@@ -680,6 +680,57 @@ async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
     assert!(sas(&gw).await.is_empty(), "no SA for bob/admin");
 }
 
+/// A principal whose name holds a `:` (`alice:phone@REALM`, legal in Kerberos) used to become the
+/// identity `sip:alice:phone@…`: its REGISTER with that To passed the identity check, and the
+/// registrar, which reads `alice:phone` as user `alice` with a password, bound alice's AOR. No SIP
+/// identity has a `:` in its user part now, so such a principal has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_principal_with_a_colon_is_not_the_user_before_it() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let pw = "alice-Phone-3";
+    let out = k
+        .env(&mut std::process::Command::new("kadmin.local"))
+        .args([
+            "-r",
+            kdc::REALM,
+            "-q",
+            &format!("addprinc -pw {pw} alice:phone"),
+        ])
+        .output()
+        .expect("kadmin.local");
+    assert!(out.status.success(), "{out:?}");
+    let gw = gateway(GwOptions {
+        schemes: &["kerberos"],
+        fqdn: kdc::AES_FQDN,
+        keytab: Some(k.aes_keytab.clone()),
+        sip_domain: "example.test",
+        ..GwOptions::default()
+    })
+    .await;
+    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
+    let ccache = dir
+        .kinit(
+            &format!("alice:phone@{}", kdc::REALM),
+            &sagw_client::Password::new(pw),
+        )
+        .expect("kinit");
+    let mut cfg = config("alice", "", AuthScheme::Kerberos, 4);
+    cfg.aor = "sip:alice:phone@example.test".into();
+    cfg.registrar = "sip:example.test".into();
+    cfg.password = None;
+    cfg.ccache = Some(ccache);
+    let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
+    let (r, _) = c.sign_in().await;
+    assert!(
+        r.is_err(),
+        "alice:phone registered (alice's AOR to the registrar): {r:?}\n{}",
+        c.trace()
+    );
+    assert!(sas(&gw).await.is_empty(), "no SA for alice:phone");
+}
+
 /// Point 8 (and 4's last clause): identity headers a client supplies never pass, in either
 /// direction: Remote-Party-ID, P-Asserted-Identity and P-Preferred-Identity in its requests, and
 /// in its responses.

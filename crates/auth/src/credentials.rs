@@ -102,7 +102,7 @@ pub enum CredentialsError {
     /// A SIP identity given to [`FileCredentialStore::set_sip_identity`] is not one
     /// ([`is_valid_sip_identity`]).
     #[error(
-        "not a SIP identity: want sip:user@host (or sips:) without spaces, control characters, '#', '<', '>' or '\"'"
+        "not a SIP identity: want sip:user@host (or sips:) without spaces, control characters, '#', '<', '>', '\"' or a ':' in the user"
     )]
     BadSipIdentity,
 }
@@ -111,7 +111,8 @@ pub enum CredentialsError {
 /// `@`, and only printable ASCII without `#` (the file's comment mark), angle brackets or quotes
 /// (the gateway writes the identity inside `<...>` in P-Asserted-Identity). Above all no line
 /// break: the file holds one record per line, and a value with one would add records of the
-/// writer's choice.
+/// writer's choice. No `:` in the user part: SIP reads `alice:x` as user `alice` with a
+/// password, so the registrar would bind `sip:alice@…` for the identity `sip:alice:x@…`.
 pub fn is_valid_sip_identity(uri: &str) -> bool {
     let Some(rest) = uri
         .strip_prefix("sip:")
@@ -124,6 +125,7 @@ pub fn is_valid_sip_identity(uri: &str) -> bool {
     };
     uri.len() <= 256
         && !user.is_empty()
+        && !user.contains(':')
         && !host.is_empty()
         && !host.contains('@')
         && uri
@@ -540,6 +542,7 @@ mod tests {
             "sip:alice@example.com\t",
             "sip:alice@example.com#x",
             "sip:alice@example.com>",
+            "sip:alice:phone@example.com",
             "tel:+15551234",
             "sip:example.com",
             "sip:@example.com",

@@ -184,14 +184,17 @@ impl std::fmt::Debug for KerberosOutcome {
 /// it is a different principal from `bob@REALM`, with its own key, often held by someone else
 /// (an administrator's second identity, a service or machine). Dropping the instance would let it
 /// speak as `sip:bob@…`; mapping it to `sip:bob/admin@…` would make a SIP user nobody provisions.
-/// SIP users are user principals, so these are refused.
+/// SIP users are user principals, so these are refused. So is a principal whose identity would
+/// not be one ([`is_valid_sip_identity`](crate::is_valid_sip_identity)): `alice:phone@REALM` is
+/// legal in Kerberos, but SIP reads `sip:alice:phone@…` as user `alice` with a password.
 pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> Option<String> {
     let (user, realm) = principal.rsplit_once('@').unwrap_or((principal, ""));
     if user.is_empty() || user.contains('/') {
         return None;
     }
     let host = domain.map_or_else(|| realm.to_ascii_lowercase(), str::to_owned);
-    Some(format!("sip:{}@{}", user.to_ascii_lowercase(), host))
+    let identity = format!("sip:{}@{}", user.to_ascii_lowercase(), host);
+    crate::is_valid_sip_identity(&identity).then_some(identity)
 }
 
 #[cfg(test)]
@@ -214,6 +217,18 @@ mod tests {
             "bob/admin@EXAMPLE.TEST",
             "host/pc1.example.test@EXAMPLE.TEST",
             "@EXAMPLE.TEST",
+        ] {
+            assert_eq!(super::principal_to_identity(p, None), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn refuses_principals_that_make_no_sip_identity() {
+        for p in [
+            "alice:phone@EXAMPLE.TEST",
+            "alice\\@example.test@EXAMPLE.TEST",
+            "al ice@EXAMPLE.TEST",
+            "alice<@EXAMPLE.TEST",
         ] {
             assert_eq!(super::principal_to_identity(p, None), None, "{p}");
         }

@@ -529,8 +529,16 @@ fn same_identity(from_uri: &str, identity: &str) -> bool {
             .or_else(|| s.strip_prefix("sip:"))
             .unwrap_or(s)
     }
-    // ASCII case folding of both sides, compared without lower-cased copies.
-    !from_uri.is_empty() && norm(from_uri).eq_ignore_ascii_case(norm(identity))
+    // ASCII case folding of both sides, compared without lower-cased copies. A `:` in the user
+    // part is a password to SIP (the registrar binds `sip:alice@…` for `sip:alice:x@…`): no
+    // identity has one, and no URI with one is anybody's.
+    let from = norm(from_uri);
+    !from_uri.is_empty()
+        && !from
+            .split('@')
+            .next()
+            .is_some_and(|user| user.contains(':'))
+        && from.eq_ignore_ascii_case(norm(identity))
 }
 
 /// `str::trim`, without its decoding of a character at each end when both end bytes are ASCII
@@ -562,6 +570,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn no_uri_with_a_password_is_anybodys_identity() {
+        use super::same_identity;
+        assert!(same_identity(
+            "sip:Alice@Example.com",
+            "sip:alice@example.com"
+        ));
+        assert!(same_identity(
+            "sips:alice@example.com",
+            "sip:alice@example.com"
+        ));
+        assert!(!same_identity(
+            "sip:alice:x@example.com",
+            "sip:alice:x@example.com"
+        ));
+        assert!(!same_identity(
+            "sip:alice:x@example.com",
+            "sip:alice@example.com"
+        ));
+        assert!(!same_identity("", ""));
     }
 
     #[test]
