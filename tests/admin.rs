@@ -394,6 +394,23 @@ To: <sip:{udp}>\r\nCall-ID: probe-{n}-{}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\
         .unwrap_or_else(|| panic!("{answer}"))
 }
 
+/// Probes are answered without a transaction: each used to open one, kept until Timer J (32 s
+/// over UDP), so anyone who could send datagrams from a prober's address (a forged source is
+/// enough) filled `proxy.max_transactions` and every client got 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_hold_no_transaction_and_cannot_fill_the_table() {
+    let (mut settings, _) = gateway_settings(GwOptions::default());
+    settings.admin.sip_probers = vec!["127.0.0.2".parse().expect("ip")];
+    settings.max_transactions = 10;
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    for n in 0..30 {
+        assert_eq!(probe(&gw, "127.0.0.2", n).await, 200, "probe {n}");
+    }
+    // A client is challenged, not turned away.
+    let status = probe(&gw, "127.0.0.1", 100).await;
+    assert!(matches!(status, 401 | 407), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probers_options_is_answered_and_anyone_elses_challenged() {
     // 127.0.0.2 is the load balancer; the test's other address, 127.0.0.1, is anybody.

@@ -32,6 +32,10 @@ impl ClientAuth for Challenger {
 }
 
 fn edge() -> (Edge, Arc<AtomicUsize>) {
+    edge_with(|_| {})
+}
+
+fn edge_with(adjust: impl FnOnce(&mut EdgeConfig)) -> (Edge, Arc<AtomicUsize>) {
     let local = LocalAddrs {
         host: "192.0.2.10".into(),
         aliases: vec!["gw.example.com".into()],
@@ -42,6 +46,7 @@ fn edge() -> (Edge, Arc<AtomicUsize>) {
     };
     let mut cfg = EdgeConfig::new(local, Secret::new([5; 32]));
     cfg.probers = vec![PROBER.parse().unwrap()];
+    adjust(&mut cfg);
     let seen = Arc::new(AtomicUsize::new(0));
     (
         Edge::with_auth(cfg, Box::new(Challenger(seen.clone()))),
@@ -116,4 +121,16 @@ fn a_draining_proxy_answers_the_probe_503() {
     assert_eq!(e.intake(), sagw_proxy::Intake::Open);
     e.set_intake(sagw_proxy::Intake::Draining);
     assert_eq!(probe(&mut e, PROBER, "sip:192.0.2.10", None, 1), 503);
+}
+
+/// A probe opens no transaction, so probes (whose source address can be forged over UDP) cannot
+/// fill `max_transactions` and turn clients away with 503.
+#[test]
+fn probes_hold_no_transaction() {
+    let (mut e, _) = edge_with(|cfg| cfg.max_transactions = 3);
+    for n in 1..=10 {
+        assert_eq!(probe(&mut e, PROBER, "sip:192.0.2.10", None, n), 200, "{n}");
+    }
+    assert_eq!(e.stats().server_transactions, 0);
+    assert_eq!(probe(&mut e, "10.0.0.8", "sip:192.0.2.10", None, 99), 407);
 }

@@ -195,6 +195,13 @@ impl Edge {
             return;
         }
         let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
+        if probe {
+            // Answered without a transaction: a probe needs none (a lost answer is the next
+            // probe's), and a kept one would let anyone who can forge a prober's source address
+            // fill `max_transactions`, turning every client away with 503.
+            self.respond_stateless(&msg, flow, 200, &[allow()], now);
+            return;
+        }
         if from_client && !belongs_to_open_transaction && !retransmission && !probe {
             let ctx = InboundContext {
                 flow,
@@ -288,8 +295,7 @@ impl Edge {
             && msg.header("Route").is_none()
             && (ruri_local || ruri.as_ref().is_some_and(for_served_domain))
         {
-            let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK".to_owned());
-            self.local_transaction(key, opening, 200, &[allow], now);
+            self.local_transaction(key, opening, 200, &[allow()], now);
             return;
         }
         if max_forwards == 0 {
@@ -543,4 +549,13 @@ impl Edge {
             self.cancel_branches(key, None, now);
         }
     }
+}
+
+/// The `Allow` header of an OPTIONS answered here.
+fn allow() -> (&'static str, String) {
+    (
+        "Allow",
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK"
+            .to_owned(),
+    )
 }
