@@ -332,6 +332,8 @@ impl Config {
             let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
             a.by_listener = a.bind_listeners(&names)?;
         }
+        let state = self.state.validate()?;
+        kerberos_workers_off_the_core(auth.as_ref(), &state)?;
         Ok(Settings {
             log_level: self.log.level.clone(),
             log_format,
@@ -382,16 +384,52 @@ impl Config {
             write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
-            state: self.state.validate()?,
+            state,
             admin: self.admin.validate()?,
             hops,
         })
     }
 }
 
+/// With no Kerberos workers an AP-REQ is accepted on the core thread: with a directory or a
+/// pool's store, each sign-in would wait there for an LDAP lookup or a store round trip (seconds
+/// when either hangs), and so would every other message.
+fn kerberos_workers_off_the_core(
+    auth: Option<&crate::auth_config::AuthSettings>,
+    state: &crate::state_config::StateSettings,
+) -> Result<(), ConfigError> {
+    let Some(a) = auth else { return Ok(()) };
+    let pooled = matches!(
+        state.backend,
+        crate::state_config::StateBackend::Redis { .. }
+    );
+    if a.kerberos_workers == 0 && (a.directory.is_some() || pooled) {
+        return Err(invalid(
+            "auth.kerberos_workers",
+            "must be at least 1 with [auth.directory] or a Redis state store: with 0 their lookups would run on the core thread and hold up all traffic",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kerberos_on_the_core_thread_only_without_a_directory_or_a_pool() {
+        let directory = "[auth]\nkerberos_workers = 0\n[auth.directory]\nurl = \"ldaps://dc.example.com\"\nbase_dn = \"dc=example,dc=com\"\nbind_dn = \"cn=gw\"\nbind_password_file = \"/etc/sagw/ldap\"\nca_file = \"/etc/sagw/ca.pem\"\n";
+        let pool = "[auth]\nkerberos_workers = 0\n[state]\nbackend = \"redis\"\nredis = [\"redis://127.0.0.1:6379\"]\n";
+        for text in [directory, pool] {
+            let e = err(text);
+            assert!(e.contains("auth.kerberos_workers"), "{text}: {e}");
+        }
+        assert!(
+            Config::parse("[auth]\nkerberos_workers = 0\n")
+                .and_then(|c| c.validate())
+                .is_ok()
+        );
+    }
 
     fn err(text: &str) -> String {
         match Config::parse(text).and_then(|c| c.validate().map(|_| ())) {
