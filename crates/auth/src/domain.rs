@@ -18,8 +18,10 @@ use crate::counters::Reason;
 use crate::directory::{AccountDirectory, DirectoryAnswer, DirectoryUnavailable, DomainAccount};
 
 /// What the domain is asked to verify: the names exactly as the AUTHENTICATE carried them (they
-/// are inside the NTLMv2 proof), the server challenge and the NT response (public data).
-#[derive(Debug, Clone, Copy)]
+/// are inside the NTLMv2 proof), the server challenge and the NT response. Both crossed the
+/// network in clear, but together they allow an offline password search: `Debug` shows the
+/// names only.
+#[derive(Clone, Copy)]
 pub struct DomainNtlmRequest<'a> {
     /// The account name from the AUTHENTICATE.
     pub user: &'a str,
@@ -31,6 +33,16 @@ pub struct DomainNtlmRequest<'a> {
     pub server_challenge: [u8; 8],
     /// The NTLMv2 response (NTProofStr and the client's blob).
     pub nt_response: &'a [u8],
+}
+
+impl std::fmt::Debug for DomainNtlmRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainNtlmRequest")
+            .field("user", &self.user)
+            .field("domain", &self.domain)
+            .field("workstation", &self.workstation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A logon the domain accepted.

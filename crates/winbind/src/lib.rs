@@ -66,7 +66,11 @@ const WBC_ERR_UNKNOWN_USER: c_int = 11;
 /// enum wbcAuthUserLevel: WBC_AUTH_USER_LEVEL_RESPONSE.
 const WBC_AUTH_USER_LEVEL_RESPONSE: c_int = 3;
 /// No MSV1_0_ALLOW_*_TRUST_ACCOUNT: machine accounts are refused by the DC (see the crate docs).
-const PARAMETER_CONTROL: u32 = 0;
+/// MSV1_0_DONT_TRY_GUEST_ACCOUNT: an unknown name with any response must not fall back to the
+/// Guest account where the domain has it enabled.
+const PARAMETER_CONTROL: u32 = 0x0000_0010;
+/// `WBC_AUTH_USER_INFO_GUEST` in `user_flags`: the logon was made as Guest.
+const WBC_AUTH_USER_INFO_GUEST: u32 = 0x0000_0001;
 
 /// `password.response` of `struct wbcAuthUserParams`: the largest member of the union (40 bytes,
 /// pointer-aligned), so it stands for the whole union.
@@ -330,8 +334,9 @@ pub enum LogonError {
 }
 
 /// An NTLMv2 logon to verify: the names exactly as the client's AUTHENTICATE carried them (they
-/// are part of the NTLMv2 proof), the server challenge and the NT response.
-#[derive(Debug, Clone, Copy)]
+/// are part of the NTLMv2 proof), the server challenge and the NT response. Its `Debug` shows the
+/// names only: the challenge and the response together allow an offline password search.
+#[derive(Clone, Copy)]
 pub struct ResponseLogon<'a> {
     /// Account name as sent.
     pub user: &'a str,
@@ -343,6 +348,16 @@ pub struct ResponseLogon<'a> {
     pub server_challenge: [u8; 8],
     /// NTProofStr followed by the NTLMv2 client challenge blob.
     pub nt_response: &'a [u8],
+}
+
+impl std::fmt::Debug for ResponseLogon<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseLogon")
+            .field("user", &self.user)
+            .field("domain", &self.domain)
+            .field("workstation", &self.workstation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A logon the domain accepted.
@@ -460,6 +475,30 @@ unsafe fn owned(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// Whether a logon winbindd reports as a success is one a SIP user may sign in with: not a
+/// machine account, not the Guest account (whatever `parameter_control` asked), an account with a
+/// name, and a session key that is not all zeros (a guest's or anonymous logon's, which anyone
+/// can compute: the SA's signatures would prove nothing).
+fn accepted_logon(
+    user_flags: u32,
+    account_name: &str,
+    session_key: &[u8; 16],
+) -> Result<(), (Refusal, &'static str)> {
+    if account_name.ends_with('$') {
+        return Err((Refusal::MachineAccount, "machine account refused"));
+    }
+    if user_flags & WBC_AUTH_USER_INFO_GUEST != 0 {
+        return Err((Refusal::Other, "guest logon refused"));
+    }
+    if account_name.is_empty() {
+        return Err((Refusal::Other, "logon without an account name"));
+    }
+    if session_key.iter().all(|b| *b == 0) {
+        return Err((Refusal::Other, "logon without a session key"));
+    }
+    Ok(())
+}
+
 impl Context {
     /// `wbcCtxPing`: is winbindd there (for `check-config` and readiness)?
     pub fn ping(&mut self) -> Result<(), Unavailable> {
@@ -559,14 +598,13 @@ impl Context {
             // SAFETY: its strings are NULL or NUL-terminated, alive until freed below.
             let (account_name, domain_name) =
                 unsafe { (owned(i.account_name), owned(i.domain_name)) };
-            if account_name.ends_with('$') {
-                Err(refused(Refusal::MachineAccount, "machine account refused"))
-            } else {
-                Ok(Logon {
+            match accepted_logon(i.user_flags, &account_name, &i.user_session_key) {
+                Err((refusal, why)) => Err(refused(refusal, why)),
+                Ok(()) => Ok(Logon {
                     account_name,
                     domain_name,
                     user_session_key: i.user_session_key,
-                })
+                }),
             }
         } else if !error.is_null() {
             // SAFETY: on failure `error`, when set, points to a wbcAuthErrorInfo.
@@ -649,6 +687,32 @@ mod tests {
         assert_eq!(classify_nt_status(0xC000_006D), Some(Refusal::Other));
         assert_eq!(classify_nt_status(0xC000_005E), None, "no logon servers");
         assert_eq!(classify_nt_status(0xC002_0017), None, "RPC failure");
+    }
+
+    #[test]
+    fn only_a_named_non_guest_user_with_a_session_key_is_accepted() {
+        let key = [7u8; 16];
+        assert_eq!(accepted_logon(0x20, "alice", &key), Ok(()));
+        assert_eq!(
+            accepted_logon(0, "PC1$", &key).map_err(|e| e.0),
+            Err(Refusal::MachineAccount)
+        );
+        assert!(accepted_logon(WBC_AUTH_USER_INFO_GUEST, "guest", &key).is_err());
+        assert!(accepted_logon(0, "", &key).is_err());
+        assert!(accepted_logon(0, "alice", &[0; 16]).is_err());
+    }
+
+    #[test]
+    fn a_logon_request_shows_no_challenge_or_response() {
+        let r = ResponseLogon {
+            user: "alice",
+            domain: "EXAMPLE",
+            workstation: "WS1",
+            server_challenge: [0xAB; 8],
+            nt_response: &[0xCD; 40],
+        };
+        let shown = format!("{r:?}");
+        assert!(shown.contains("alice") && !shown.contains("171") && !shown.contains("205"));
     }
 
     #[test]
