@@ -147,6 +147,12 @@ fn the_directory_maps_domain_accounts_to_sip_identities() {
         krb("frank@example.test@EXAMPLE.TEST"),
         Ok(id("sip:frank@example.test"))
     );
+    // As MIT's gss_display_name writes it, the first `@` escaped.
+    assert_eq!(
+        krb("frank\\@example.test@EXAMPLE.TEST"),
+        Ok(id("sip:frank@example.test"))
+    );
+    assert_eq!(krb("frank\\/x@EXAMPLE.TEST"), Ok(DirectoryAnswer::NotFound));
     let st = d.stats();
     assert_eq!(
         st.connects, 1,

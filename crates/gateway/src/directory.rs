@@ -577,6 +577,18 @@ impl LdapDirectory {
                 let Some((name, realm)) = principal.rsplit_once('@') else {
                     return Ok(None);
                 };
+                // MIT writes an enterprise principal's `@` escaped (`alice\@example.com@REALM`);
+                // any other escape is not a name the directory holds.
+                let unescaped;
+                let name = if name.contains('\\') {
+                    unescaped = name.replace("\\@", "@");
+                    if unescaped.contains('\\') {
+                        return Ok(None);
+                    }
+                    unescaped.as_str()
+                } else {
+                    name
+                };
                 if !plausible_name(name)
                     || name.contains('/')
                     || !realm.eq_ignore_ascii_case(&self.cfg.realm)
