@@ -39,7 +39,8 @@ pub struct KerberosConfig {
     pub max_clock_skew: Duration,
     /// MIT replay cache name for this acceptor, e.g. `file2:/var/lib/sagw/krb5.rcache2`.
     /// `None`: MIT's default (`KRB5RCACHENAME`, else `dfl:` =
-    /// `$KRB5RCACHEDIR` or `/var/tmp/krb5_<euid>.rcache2`). `none:` is refused.
+    /// `$KRB5RCACHEDIR` or `/var/tmp/krb5_<euid>.rcache2`). `none:` is refused, here or
+    /// from `KRB5RCACHENAME` / `KRB5RCACHETYPE`.
     pub replay_cache: Option<String>,
     /// Client realms accepted.
     pub client_realms: ClientRealms,
@@ -219,12 +220,16 @@ impl KerberosAcceptor {
                 .ok_or_else(|| config_err("keytab path is not UTF-8"))?;
             store.push(("keytab", format!("FILE:{path}")));
         }
+        if replay_cache_is_none(
+            config.replay_cache.as_deref(),
+            std::env::var("KRB5RCACHENAME").ok().as_deref(),
+            std::env::var("KRB5RCACHETYPE").ok().as_deref(),
+        ) {
+            return Err(config_err(
+                "replay cache type none (configured, or KRB5RCACHENAME / KRB5RCACHETYPE in the environment): would accept replayed AP-REQs",
+            ));
+        }
         if let Some(rc) = &config.replay_cache {
-            if rc.trim().to_ascii_lowercase().starts_with("none") {
-                return Err(config_err(
-                    "replay cache type none: would accept replayed AP-REQs",
-                ));
-            }
             store.push(("rcache", rc.clone()));
         }
         let store: Vec<(&str, &str)> = store.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -358,8 +363,41 @@ pub(crate) fn principal_realm(principal: &str) -> Option<&str> {
     realm_start.and_then(|s| principal.get(s..))
 }
 
+/// Whether MIT would use the `none` replay cache: the configured name, else `KRB5RCACHENAME`,
+/// else `KRB5RCACHETYPE` (MIT's order when the credential store names none). A service
+/// environment that sets either to `none` would otherwise switch replay protection off silently.
+fn replay_cache_is_none(
+    configured: Option<&str>,
+    env_name: Option<&str>,
+    env_type: Option<&str>,
+) -> bool {
+    let none = |v: &str| v.trim().to_ascii_lowercase().starts_with("none");
+    match (configured, env_name) {
+        (Some(c), _) => none(c),
+        (None, Some(n)) if !n.trim().is_empty() => none(n),
+        _ => env_type.is_some_and(|t| t.trim().eq_ignore_ascii_case("none")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_none_replay_cache_from_the_configuration_or_the_environment() {
+        use super::replay_cache_is_none as none;
+        assert!(none(Some("none:"), None, None));
+        assert!(!none(
+            Some("file2:/var/lib/sagw/rc"),
+            Some("none:"),
+            Some("none")
+        ));
+        assert!(none(None, Some("none:"), None));
+        assert!(none(None, None, Some("none")));
+        assert!(none(None, Some(""), Some("NONE")));
+        assert!(!none(None, Some("file2:/tmp/rc"), Some("none")));
+        assert!(!none(None, None, None));
+        assert!(!none(None, None, Some("file2")));
+    }
+
     use super::*;
 
     #[test]
