@@ -53,6 +53,12 @@ pub trait KerberosBackend: Send + Sync {
         let _ = ap_req;
         None
     }
+    /// Whether `ap_req` is shaped as an AP-REQ this backend can accept at all: a cheap structural
+    /// check, made before a token waits for a worker (garbage must not fill the queue).
+    fn well_formed(&self, ap_req: &[u8]) -> bool {
+        let _ = ap_req;
+        true
+    }
     /// The clock skew the acceptor tolerates: an authenticator older than this is refused anyway,
     /// so a replay registry remembers each one for twice this long.
     fn clock_skew(&self) -> Duration {

@@ -85,6 +85,11 @@ impl KerberosBackend for MitKerberos {
             .map_err(|e| e.to_string())
     }
 
+    fn well_formed(&self, ap_req: &[u8]) -> bool {
+        // What the acceptor checks first (the framing, and an authenticator it can find).
+        sagw_kerberos::authenticator_ciphertext(ap_req).is_ok()
+    }
+
     fn replay_key(&self, ap_req: &[u8]) -> Option<[u8; 32]> {
         sagw_kerberos::authenticator_ciphertext(ap_req)
             .ok()

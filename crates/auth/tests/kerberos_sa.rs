@@ -274,6 +274,38 @@ fn kerberos_sign_in_offloaded_to_a_worker() {
     }
 }
 
+/// A token that is no framed AP-REQ is refused on the spot: it never waits for a worker, so
+/// anyone sending garbage in `gssapi-data` cannot fill the Kerberos queue (`kerberos_queue`) and
+/// turn real sign-ins away with 503.
+#[test]
+fn malformed_tokens_never_reach_a_worker() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab).with_kerberos_offload();
+    let mut rng = rng();
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (good, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient {
+        session,
+        targetname: format!("sip/{}", kdc::AES_FQDN),
+        opaque: None,
+        cnum: 0,
+        seq: 0,
+    };
+    for token in [
+        b"garbage, not a token".to_vec(),
+        good[..good.len() / 2].to_vec(),
+    ] {
+        let text = c.request("REGISTER");
+        let m = c.credentials(&text, Some(&token), false);
+        match core.on_request(&m, &ctx(), SystemTime::now(), &mut rng) {
+            Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::MalformedToken)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// A stand-in for the pool's store: `SET NX`, or down.
 #[derive(Default)]
 struct SharedRegistry {

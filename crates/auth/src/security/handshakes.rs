@@ -414,7 +414,7 @@ impl SecurityCore {
             Err(Reason::SaMismatch)
         } else {
             match B64.decode(token) {
-                Ok(t) if !t.is_empty() => Ok(t),
+                Ok(t) if !t.is_empty() && backend.well_formed(&t) => Ok(t),
                 _ => Err(Reason::MalformedToken),
             }
         };
