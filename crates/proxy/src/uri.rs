@@ -149,6 +149,12 @@ pub(crate) fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual-stack socket shows an
+/// IPv4 host) as the IPv4 address it is: what configured addresses are compared with.
+pub(crate) fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// A literal IPv4 or bracketed IPv6 host.
 pub(crate) fn host_ip(host: &str) -> Option<IpAddr> {
     let h = host

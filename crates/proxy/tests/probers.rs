@@ -64,14 +64,20 @@ fn now() -> Now {
 /// Sends an OPTIONS from `ip` and returns the status of the answer.
 fn probe(edge: &mut Edge, ip: &str, ruri: &str, route: Option<&str>, n: u32) -> u16 {
     let route = route.map(|r| format!("Route: {r}\r\n")).unwrap_or_default();
+    let remote = std::net::SocketAddr::new(ip.parse().unwrap(), 5060);
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
     let raw = format!(
-        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:5060;branch=z9hG4bKprobe{n}\r\nFrom: <sip:lb@{ip}>;tag={n}\r\n\
+        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:5060;branch=z9hG4bKprobe{n}\r\nFrom: <sip:lb@{host}>;tag={n}\r\n\
 To: <{ruri}>\r\nCall-ID: probe-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{route}Content-Length: 0\r\n\r\n"
     );
     let flow = Flow {
         id: FlowId(0),
         transport: Transport::Udp,
-        remote: format!("{ip}:5060").parse().unwrap(),
+        remote,
     };
     let message = Message::parse(raw.as_bytes()).unwrap();
     edge.handle_inbound(Inbound { message, flow }, now());
@@ -133,4 +139,31 @@ fn probes_hold_no_transaction() {
     }
     assert_eq!(e.stats().server_transactions, 0);
     assert_eq!(probe(&mut e, "10.0.0.8", "sip:192.0.2.10", None, 99), 407);
+}
+
+/// On a dual-stack listener (`[::]`) an IPv4 host is seen as `::ffff:a.b.c.d`: it is the same
+/// host as the configured IPv4 address, for probers and trusted peers alike (before, neither
+/// matched, and both were challenged as clients).
+#[test]
+fn an_ipv4_host_seen_on_a_dual_stack_listener_is_that_host() {
+    let (mut e, seen) = edge_with(|cfg| cfg.trusted_peers = vec!["10.0.0.7".parse().unwrap()]);
+    assert_eq!(
+        probe(
+            &mut e,
+            &format!("::ffff:{PROBER}"),
+            "sip:192.0.2.10",
+            None,
+            1
+        ),
+        200
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    // A trusted peer's request meets no challenge (it is routed, or refused, as a server's).
+    let status = probe(&mut e, "::ffff:10.0.0.7", "sip:alice@192.0.2.10", None, 2);
+    assert_ne!(status, 407);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "the stage saw the peer's request"
+    );
 }

@@ -104,10 +104,14 @@ fn is_client(cfg: &EdgeConfig, trusted: &TrustedFlows, flow: &Flow) -> bool {
 
 /// True when `addr` over `transport` is a next hop or a trusted server.
 fn is_server(cfg: &EdgeConfig, transport: Transport, addr: SocketAddr) -> bool {
+    let addr = crate::uri::canonical(addr);
     cfg.next_hops
         .iter()
-        .any(|h| h.addr == addr && h.transport == transport)
-        || cfg.trusted_peers.contains(&addr.ip())
+        .any(|h| crate::uri::canonical(h.addr) == addr && h.transport == transport)
+        || cfg
+            .trusted_peers
+            .iter()
+            .any(|p| p.to_canonical() == addr.ip())
 }
 impl Edge {
     /// A proxy with no authentication stage.

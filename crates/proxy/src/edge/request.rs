@@ -116,7 +116,8 @@ impl Edge {
     /// Route, to this proxy itself with no user part. Only then is an OPTIONS answered without
     /// the authentication stage (anything else from a prober's address is a client's request).
     fn is_probe(&self, msg: &Message, flow: &Flow) -> bool {
-        self.cfg.probers.contains(&flow.remote.ip())
+        let ip = flow.remote.ip().to_canonical();
+        self.cfg.probers.iter().any(|p| p.to_canonical() == ip)
             && msg.header("Route").is_none()
             && msg.request_uri().and_then(SipUri::parse).is_some_and(|u| {
                 u.user.is_none() && self.cfg.local.is_local(u.host, u.port, u.transport())

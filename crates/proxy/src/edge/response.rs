@@ -257,7 +257,9 @@ impl Edge {
                 // trusted peer): its answer comes from that host, over the connection opened to
                 // it or from its address over UDP, never from a client elsewhere that learnt the
                 // branch from the Via stack.
-                Target::Addr { addr, .. } => addr.ip() == flow.remote.ip(),
+                Target::Addr { addr, .. } => {
+                    addr.ip().to_canonical() == flow.remote.ip().to_canonical()
+                }
             };
             if !from_its_target {
                 return Err(DropReason::ResponseNotOurs);
