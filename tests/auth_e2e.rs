@@ -627,6 +627,66 @@ Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n",
     );
 }
 
+/// alice registers, after bob, the very contact bob's client registered (his device address):
+/// a MESSAGE addressed to that contact is not delivered to her (before, the latest registration
+/// of a contact took the requests addressed to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_registered_again_by_another_user_does_not_take_his_requests() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
+    let bobs = bob
+        .ep
+        .start_register(bob.rng.as_rng())
+        .expect("a REGISTER of bob's")
+        .header("Contact")
+        .expect("bob's Contact")
+        .to_owned();
+    let device = bobs
+        .trim()
+        .trim_start_matches('<')
+        .split(['>', ';'])
+        .next()
+        .expect("a URI")
+        .to_owned();
+    let mut reg = alice
+        .ep
+        .request(
+            "REGISTER",
+            &format!("sip:alice@{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("REGISTER built");
+    reg.set_header("Contact", &bobs);
+    reg.set_header("Expires", "600");
+    reg.remove_header(credentials_header(&reg));
+    alice
+        .ep
+        .sa_mut()
+        .expect("alice's SA")
+        .sign(&mut reg, LegParams::default(), alice.rng.as_rng())
+        .expect("signed by alice");
+    let r = alice.send_raw(&reg, Duration::from_secs(2)).await;
+    assert_eq!(
+        r.as_ref().and_then(|r| r.status_code()),
+        Some(200),
+        "alice's own REGISTER is accepted: {r:?}"
+    );
+    let (r, _) = carol
+        .request("MESSAGE", &device, Some(("text/plain", "for bob's phone")))
+        .await;
+    let _ = r;
+    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+    let to_alice = alice.next_request(soon).await;
+    assert!(
+        to_alice.is_none(),
+        "a MESSAGE to bob's device ({device}) reached alice: {:?}",
+        to_alice.map(|m| m.start_line().to_owned())
+    );
+}
+
 /// alice, signed in, registers a second binding of her own AOR whose Contact is bob's AOR. bob is
 /// not registered: a MESSAGE to him is not delivered to alice (before b765bf1 the registered
 /// contact took every request for bob).

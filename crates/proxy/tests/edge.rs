@@ -1637,6 +1637,38 @@ Call-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
 /// user of another domain, does not make requests for those addresses reach her. Before, the
 /// registered-contact match ran before the AOR lookup and took every request for bob, whether
 /// he was registered or not.
+/// Two AORs that registered the same device contact (clients behind different NATs writing the
+/// same private address, or alice writing bob's on purpose): a request addressed to that contact
+/// belongs to neither for sure, and goes to neither. Before, the latest registration took it, so
+/// alice, registering bob's contact after him, got the requests addressed to his device, signed
+/// for her.
+#[test]
+fn a_contact_two_addresses_of_record_registered_routes_to_neither() {
+    let mut h = H::registrar();
+    h.register(bob(), "bob", "eb");
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKsame\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=rs;epid=es\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: reg-alice-same\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.5:5060;transport=udp>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), reg);
+    assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:bob@10.0.0.5:5060", "z9hG4bKsame1"),
+    );
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "a request to bob's device contact reached alice: {sent:?}"
+    );
+    // The AOR still reaches bob.
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:bob@example.com", "z9hG4bKsame2"),
+    );
+    let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
+    assert_eq!(to, vec![Target::Flow(bob())], "delivered to {to:?}");
+}
+
 #[test]
 fn a_contact_that_is_another_address_of_record_takes_none_of_its_requests() {
     let mut h = H::registrar();

@@ -11,14 +11,29 @@ use crate::{Map, Set};
 
 impl Registrar {
     /// The live binding whose Contact URI is `uri` (in-dialog requests target a contact).
-    /// Matches user, host (case-insensitive) and port; URI parameters are ignored.
+    /// Matches user, host (case-insensitive) and port; URI parameters are ignored. When live
+    /// bindings of more than one AOR have that contact, none: whose device a request addressed
+    /// to it means cannot be told, and the latest registration must not take another user's
+    /// requests.
     pub fn lookup_contact(&self, uri: &str, now: Instant) -> Option<(&str, &Binding)> {
-        let (aor, key) = self.by_contact.get(&contact_key(uri)?)?;
-        self.aors
-            .get(aor)?
-            .get(key)
-            .filter(|b| b.expires_at > now)
-            .map(|b| (aor.as_str(), b))
+        let owners = self.by_contact.get(&contact_key(uri)?)?;
+        let mut found: Option<(&str, &Binding)> = None;
+        for (aor, key) in owners {
+            let Some(b) = self
+                .aors
+                .get(aor)
+                .and_then(|m| m.get(key))
+                .filter(|b| b.expires_at > now)
+            else {
+                continue;
+            };
+            match found {
+                Some((a, _)) if a != aor.as_str() => return None,
+                // The latest of one AOR's bindings (they are kept in registration order).
+                _ => found = Some((aor.as_str(), b)),
+            }
+        }
+        found
     }
 
     /// The identity registered over `flow`, if any.
@@ -75,34 +90,39 @@ impl Registrar {
     }
 }
 
-/// Point contact key `ck` at `aor`/`key` (the latest registration of a contact wins).
+/// Record that `aor`/`key` registered contact key `ck`, as its latest registration.
 pub(super) fn point_contact(
-    by_contact: &mut Map<String, (String, String)>,
+    by_contact: &mut Map<String, Vec<(String, String)>>,
     ck: &str,
     aor: &str,
     key: &str,
 ) {
     match by_contact.get_mut(ck) {
-        Some((a, k)) if a == aor && k == key => {}
-        Some(slot) => *slot = (aor.to_owned(), key.to_owned()),
+        Some(owners) => {
+            if owners.last().is_some_and(|(a, k)| a == aor && k == key) {
+                return;
+            }
+            owners.retain(|(a, k)| !(a == aor && k == key));
+            owners.push((aor.to_owned(), key.to_owned()));
+        }
         None => {
-            by_contact.insert(ck.to_owned(), (aor.to_owned(), key.to_owned()));
+            by_contact.insert(ck.to_owned(), vec![(aor.to_owned(), key.to_owned())]);
         }
     }
 }
 
-/// Drop contact key `ck` if it still points at `aor`/`key`.
+/// `aor`/`key` no longer has contact key `ck`.
 pub(super) fn unpoint_contact(
-    by_contact: &mut Map<String, (String, String)>,
+    by_contact: &mut Map<String, Vec<(String, String)>>,
     ck: &str,
     aor: &str,
     key: &str,
 ) {
-    if by_contact
-        .get(ck)
-        .is_some_and(|(a, k)| a == aor && k == key)
-    {
-        by_contact.remove(ck);
+    if let Some(owners) = by_contact.get_mut(ck) {
+        owners.retain(|(a, k)| !(a == aor && k == key));
+        if owners.is_empty() {
+            by_contact.remove(ck);
+        }
     }
 }
 

@@ -85,8 +85,9 @@ pub struct Registrar {
     seq: u64,
     changes: Vec<(String, BindingChange)>,
     evictions: usize,
-    /// Contact key (`user@host:port`) -> (aor, binding key).
-    by_contact: Map<String, (String, String)>,
+    /// Contact key (`user@host:port`) -> the (aor, binding key) that registered it, the latest
+    /// last. Two AORs may register one contact (the same private address behind two NATs).
+    by_contact: Map<String, Vec<(String, String)>>,
     /// Stream flow -> bindings registered over it, for [`Registrar::flow_closed`]. UDP bindings
     /// are not indexed: every UDP client shares the one socket's flow id, which never closes, so
     /// the set would only grow with every client and never be used.
