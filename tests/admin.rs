@@ -452,3 +452,82 @@ async fn the_api_stays_off_without_a_private_token_file() {
     let gw = sagw_gateway::start(settings).await.expect("gateway starts");
     assert_eq!(gw.admin_addr, None);
 }
+
+/// A `GET /healthz` on a new connection: its status, `None` when the connection is closed
+/// (refused at the cap) or nothing comes back within a second.
+async fn health(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_read_their_answers_do_not_hold_the_listener() {
+    use std::io::Write;
+    let gw = gateway(GwOptions::default()).await;
+    let addr = gw.admin_addr.expect("admin");
+    // As many as the listener takes (driver/setup.rs HTTP_CONNECTIONS), each with a receive
+    // window of a few answers and a small segment size (which keeps the kernel from growing the
+    // gateway's send buffer to megabytes on loopback): the gateway's writes stall after a few
+    // hundred answers.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+        s.set_tcp_mss(256).expect("TCP_MAXSEG");
+        s.connect(&addr.into()).expect("connect");
+        s.set_nonblocking(true).expect("non-blocking");
+        held.push((s, 0usize));
+    }
+    // 1000 pipelined health checks on each, as far as they go in (the gateway stops reading once
+    // its answers cannot be written), never a byte read.
+    let req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let all = req.repeat(1000);
+    let mut still = 0;
+    while still < 3 {
+        let mut progress = false;
+        for (s, sent) in &mut held {
+            while *sent < all.len() {
+                match s.write(&all[*sent..]) {
+                    Ok(n) => {
+                        *sent += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+        }
+        still = if progress { 0 } else { still + 1 };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Past the write timeout the stalled connections are gone and a health check is answered.
+    tokio::time::sleep(sagw_gateway::http::WRITE_STALL_TIMEOUT).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match health(addr).await {
+            Some(status) => {
+                assert_eq!(status, 200);
+                break;
+            }
+            None => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the listener is still held by connections that read nothing"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+}
