@@ -11,12 +11,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use auth_support::{Client, DOMAIN, challenged, config, metric, metrics_of, unique, verified};
+use auth_support::{
+    Client, DOMAIN, challenged, config, http, metric, metrics_of, unique, verified,
+    write_admin_token,
+};
 use lifecycle_support::*;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, Endpoint, LocalAddr};
+use sagw_client::{AuthScheme, Endpoint, Failure, LocalAddr};
 use sagw_gateway::reload::ConfigSource;
 use tokio::net::UdpSocket;
 
@@ -331,5 +334,75 @@ async fn without_a_configuration_source_a_reload_changes_nothing_and_says_why() 
     let gw = sagw_gateway::start(settings).await.expect("starts");
     let e = gw.reload().expect_err("nothing to re-read");
     assert!(e.0.contains("configuration source"), "{e}");
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+/// The operator removes mallory from the credentials file, but the new file cannot be loaded
+/// (here: readable by others). The reload must fail, saying why, rather than answer "ok" while
+/// mallory's SA goes on; once the file is fixed, a reload ends her SA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+    let text = format!(
+        "{}{}",
+        gateway_config(dir.path(), ""),
+        write_admin_token(dir.path())
+    );
+    add_users(&text, &["alice", "mallory"]);
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, &text).expect("config");
+    let gw = start_from_file(&path).await;
+    let mut mallory = Client::connect(
+        &gw,
+        TransportKind::Tcp,
+        config("mallory", "mallory-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = mallory.sign_in().await;
+    r.unwrap_or_else(|f| panic!("mallory: {f}\n{}", mallory.trace()));
+
+    let auth = sagw_gateway::Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .expect("valid")
+        .auth
+        .expect("auth");
+    assert!(sagw_gateway::users::remove(&auth, "mallory").expect("removed"));
+    std::fs::set_permissions(&auth.credentials, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let (status, body) = http(&gw, "POST", "/admin/reload").await;
+    assert!(status.contains(" 422 "), "{status} {body}");
+    assert!(
+        body.contains("credentials") && body.contains("644"),
+        "the error names the file's problem: {body}"
+    );
+    let failed = |m: &str| metric(m, "sagw_config_reloads_total{result=\"failed\"}");
+    assert_eq!(
+        failed(&metrics_of(gw.metrics_addr.expect("metrics")).await),
+        1
+    );
+
+    // Fixed: the reload goes through and mallory's SA is gone.
+    std::fs::set_permissions(&auth.credentials, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let (status, body) = http(&gw, "POST", "/admin/reload").await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let (_, sas) = http(&gw, "GET", "/admin/sas").await;
+    assert!(!sas.contains("mallory"), "{sas}");
+    match mallory
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), None)
+        .await
+        .0
+    {
+        Err(Failure::SaRejected { .. }) => {}
+        other => panic!(
+            "mallory's SA after the reload: {other:?}\n{}",
+            mallory.trace()
+        ),
+    }
     gw.shutdown(Duration::from_secs(2)).await;
 }

@@ -139,10 +139,22 @@ pub struct ReloadingStore {
 /// The users in force and what is known of the file they came from.
 struct Loaded {
     store: FileCredentialStore,
-    /// SHA-256 of the content last read.
+    /// SHA-256 of the content the users in force were loaded from.
     print: Option<[u8; 32]>,
-    /// The file's metadata, taken before that read, when its last change was already settled then:
-    /// while the metadata still reads this, the content is what was read.
+    /// The file's metadata, taken before the last read, when its last change was already settled
+    /// then: while the metadata still reads this, the file is what was read.
+    quiet: Option<FileStamp>,
+    /// The content (SHA-256) and the error of the last read that failed, until a read succeeds.
+    /// Not folded into `print`: a file fixed without a change of content (a `chmod 600`) must be
+    /// loaded at the next check, not taken for the users in force. The error is kept so that a
+    /// tick warns once per broken state, not every 5 s.
+    broken: Option<(Option<[u8; 32]>, String)>,
+}
+
+/// The credentials file read and parsed by [`ReloadingStore::read_now`], not yet in force.
+pub struct Staged {
+    store: FileCredentialStore,
+    print: Option<[u8; 32]>,
     quiet: Option<FileStamp>,
 }
 
@@ -236,6 +248,7 @@ impl ReloadingStore {
                 store,
                 print,
                 quiet,
+                broken: None,
             }),
         })
     }
@@ -245,8 +258,9 @@ impl ReloadingStore {
         self.current.read().store.users().count()
     }
 
-    /// Reloads when the file's content changed; `Some` when it did reload, with the users whose
-    /// SAs must end.
+    /// The periodic check: reloads when the file changed; `Some` when it did reload, with the
+    /// users whose SAs must end. A file that cannot be loaded keeps the previous users and is
+    /// reported once (a warning); it is read again whenever its metadata moves.
     pub fn reload_if_changed(&self, check: Check) -> Option<Reloaded> {
         self.reload_at(check, std::time::SystemTime::now())
     }
@@ -259,34 +273,82 @@ impl ReloadingStore {
             return None;
         }
         let print = fingerprint(&self.path);
-        if print == self.current.read().print {
-            self.current.write().quiet = quiet;
-            return None;
-        }
-        match load(&self.path) {
-            Ok(store) => {
-                let users = store.users().count();
-                let mut current = self.current.write();
-                let changed = current.store.changed_in(&store);
-                *current = Loaded {
-                    store,
-                    print,
-                    quiet,
-                };
+        {
+            let current = self.current.read();
+            // The users in force came from this content and nothing failed since.
+            if print == current.print && current.broken.is_none() {
                 drop(current);
-                tracing::info!(path = %self.path.display(), users, changed = changed.len(), "credentials reloaded");
-                Some(Reloaded { users, changed })
+                self.current.write().quiet = quiet;
+                return None;
             }
-            Err(e) => {
-                // Remember the content so a broken file is reported once, not every tick.
-                let mut current = self.current.write();
-                current.print = print;
-                current.quiet = quiet;
-                drop(current);
-                tracing::warn!(error = %e, "credentials file changed but cannot be loaded; keeping the previous users");
+        }
+        match self.stage(print, quiet) {
+            Ok(staged) => Some(self.apply(staged)),
+            Err((e, repeated)) => {
+                if !repeated {
+                    tracing::warn!(error = %e, "credentials file changed but cannot be loaded; keeping the previous users");
+                }
                 None
             }
         }
+    }
+
+    /// An operator's reload, first half: reads and parses the file now, whatever its metadata
+    /// says, and puts nothing in force (that is [`apply`](Self::apply), once everything else the
+    /// reload needs has loaded too). An error here must fail the reload: answering "ok" while a
+    /// removed user keeps signing in is what the operator cannot see.
+    pub fn read_now(&self) -> Result<Staged, UsersError> {
+        let quiet = FileStamp::quiet(&self.path, std::time::SystemTime::now());
+        let print = fingerprint(&self.path);
+        self.stage(print, quiet).map_err(|(e, _)| e)
+    }
+
+    /// Loads the file whose content had `print` and metadata `quiet`. On an error, records the
+    /// broken state (so a tick neither skips the file once fixed nor warns again) and says
+    /// whether it is the one recorded already.
+    fn stage(
+        &self,
+        print: Option<[u8; 32]>,
+        quiet: Option<FileStamp>,
+    ) -> Result<Staged, (UsersError, bool)> {
+        match load(&self.path) {
+            Ok(store) => Ok(Staged {
+                store,
+                print,
+                quiet,
+            }),
+            Err(e) => {
+                let seen = (print, e.to_string());
+                let mut current = self.current.write();
+                // Read again at the next tick only when the metadata moves.
+                current.quiet = quiet;
+                let repeated = current.broken.as_ref() == Some(&seen);
+                current.broken = Some(seen);
+                Err((e, repeated))
+            }
+        }
+    }
+
+    /// Puts a file read by [`read_now`](Self::read_now) in force: the users removed or changed
+    /// since the ones in force are returned, their SAs must end.
+    pub fn apply(&self, staged: Staged) -> Reloaded {
+        let Staged {
+            store,
+            print,
+            quiet,
+        } = staged;
+        let users = store.users().count();
+        let mut current = self.current.write();
+        let changed = current.store.changed_in(&store);
+        *current = Loaded {
+            store,
+            print,
+            quiet,
+            broken: None,
+        };
+        drop(current);
+        tracing::info!(path = %self.path.display(), users, changed = changed.len(), "credentials reloaded");
+        Reloaded { users, changed }
     }
 }
 
@@ -495,6 +557,32 @@ mod tests {
             .reload_at(Check::Tick, later + std::time::Duration::from_secs(5))
             .expect("reloaded");
         assert_eq!(r.changed.len(), 1);
+    }
+
+    /// A user removed in a file that cannot be loaded (readable by others) stays until the file is
+    /// fixed; a fix that changes only the mode is loaded at the next tick.
+    #[test]
+    fn a_broken_file_keeps_the_users_until_it_is_fixed_even_by_chmod_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let auth = settings_in(dir.path());
+        add(&auth, "alice", "pw-a", None).expect("add");
+        add(&auth, "mallory", "pw-m", None).expect("add");
+        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        assert!(remove(&auth, "mallory").expect("remove"));
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(&auth.credentials, mode(0o644)).expect("chmod");
+        assert!(store.reload_if_changed(Check::Tick).is_none());
+        assert!(
+            store.nt_hash("mallory").is_some(),
+            "the previous users stay"
+        );
+        std::fs::set_permissions(&auth.credentials, mode(0o600)).expect("chmod");
+        let r = store
+            .reload_if_changed(Check::Tick)
+            .expect("the fixed file is loaded");
+        assert_eq!(r.changed.len(), 1, "{r:?}");
+        assert!(store.nt_hash("mallory").is_none());
     }
 
     #[test]

@@ -184,6 +184,17 @@ impl GatewayControl {
         };
         let client =
             crate::tls_client::OutboundTls::load(&effective.hops.outbound_tls).map_err(tls_err)?;
+        // The credentials file is read on every reload, and one that cannot be loaded (made
+        // readable by others, a syntax error) fails the reload like an invalid configuration: the
+        // operator who removed a user must not be told "ok" while that user keeps signing in.
+        let users = match (&self.auth, &effective.auth) {
+            (Some(a), Some(_)) => Some(
+                a.users
+                    .read_now()
+                    .map_err(|e| ReloadError(format!("auth.credentials: {e}")))?,
+            ),
+            _ => None,
+        };
 
         if let Some((config, info)) = server {
             let renewed = cert.as_ref().map(|c| &c.fingerprint) != Some(&info.fingerprint);
@@ -215,7 +226,8 @@ impl GatewayControl {
                 director: s.director.clone(),
                 router,
             }));
-            if let Some(r) = a.users.reload_if_changed(crate::users::Check::Always) {
+            if let Some(staged) = users {
+                let r = a.users.apply(staged);
                 info!(users = r.users, "credentials file re-read");
                 credentials_reloaded(&a.core, &r, &self.shared.wake);
             }
