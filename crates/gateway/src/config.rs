@@ -37,9 +37,16 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// TOML syntax error, unknown key or wrong type (the message names the key and line).
-    #[error("{0}")]
-    Syntax(String),
+    /// TOML syntax error, unknown key or wrong type: where, and what, never the text of the file
+    /// (this error is logged, answered by the admin API and printed at start, and the line may
+    /// hold a secret such as a Redis URL with its password).
+    #[error("TOML error{}: {message}", at_line(*.at))]
+    Syntax {
+        /// Line and column (from 1) of the offending text, when the parser knows it.
+        at: Option<(usize, usize)>,
+        /// What is wrong, with any value quoted from the file left out.
+        message: String,
+    },
     /// A value that parses but is not acceptable.
     #[error("config key `{key}`: {message}")]
     Invalid {
@@ -48,6 +55,64 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+fn at_line(at: Option<(usize, usize)>) -> String {
+    at.map(|(line, column)| format!(" at line {line}, column {column}"))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// From toml's error, keeping only its message (its `Display` quotes the source line).
+    fn syntax(e: &toml::de::Error, text: &str) -> ConfigError {
+        ConfigError::Syntax {
+            at: e.span().map(|span| line_and_column(text, span.start)),
+            message: without_values(e.message()),
+        }
+    }
+}
+
+/// Line and column (from 1, the column in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// serde's messages quote the value they could not take (`invalid type: string "redis://:pw@h",
+/// expected a sequence`; `unknown variant `x``): the kind stays, the value goes.
+fn without_values(message: &str) -> String {
+    // (what precedes the value, the quote that closes it, whether `\` escapes inside it).
+    const QUOTED: [(&str, char, bool); 2] = [("string \"", '"', true), ("variant `", '`', false)];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, prefix, close, escapes)) = QUOTED
+        .iter()
+        .filter_map(|&(p, c, e)| rest.find(p).map(|at| (at, p, c, e)))
+        .min_by_key(|&(at, ..)| at)
+    {
+        // The word before the quote ("string", "variant") stays.
+        out.push_str(&rest[..at + prefix.len() - 2]);
+        let value = &rest[at + prefix.len()..];
+        let mut chars = value.char_indices();
+        let mut end = value.len();
+        while let Some((i, c)) = chars.next() {
+            if escapes && c == '\\' {
+                chars.next();
+            } else if c == close {
+                end = i + c.len_utf8();
+                break;
+            }
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -90,7 +155,7 @@ pub struct Config {
 impl Config {
     /// Parse TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError::syntax(&e, text))
     }
 
     /// The embedded default.
@@ -149,5 +214,37 @@ mod tests {
         assert_eq!(s.udp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.mode, Mode::Registrar);
         assert_eq!(s.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    /// A file's errors are logged, answered by the admin API and printed at start: they name the
+    /// line and column, never the text on it (a Redis URL carries its password).
+    #[test]
+    fn a_file_error_names_the_line_and_never_shows_its_text() {
+        for (text, line) in [
+            // A string where a list belongs (a type error, with the value in serde's message).
+            (
+                "[state]\nbackend = \"redis\"\nredis = \"redis://:hunter2@h:6379\"\n",
+                3,
+            ),
+            // Not TOML on the line of the secret.
+            ("[state]\nredis = [\"redis://:hunter2@h:6379\" x]\n", 2),
+            // A string where a number belongs.
+            ("[limits]\n\nmax_message_bytes = \"hunter2\"\n", 3),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+            assert!(shown.contains(&format!("line {line}")), "{shown}");
+        }
+        assert_eq!(
+            without_values(r#"invalid type: string "a\"b", expected a sequence"#),
+            "invalid type: string, expected a sequence"
+        );
+        assert_eq!(
+            without_values("unknown variant `x`, expected `a` or `b`"),
+            "unknown variant, expected `a` or `b`"
+        );
+        assert_eq!(line_and_column("a\nbé = 1", 6), (2, 4));
     }
 }
