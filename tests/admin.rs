@@ -441,6 +441,12 @@ async fn the_api_stays_off_without_a_private_token_file() {
         .expect("gateway starts");
     assert_eq!(gw.admin_addr, None);
     assert!(gw.udp.is_some());
+    // Readable and writable by its group: refused as well.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let gw = sagw_gateway::start(settings.clone())
+        .await
+        .expect("gateway starts");
+    assert_eq!(gw.admin_addr, None);
     // Empty, then missing.
     std::fs::write(&token, "\n").expect("empty");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");

@@ -43,9 +43,9 @@ pub enum TokenError {
     /// The file is empty.
     #[error("admin.token_file {0}: empty (the token is its first line)")]
     Empty(String),
-    /// Other users may read (or write) the file.
+    /// The file's group or other users have some permission on it.
     #[error(
-        "admin.token_file {path}: mode {mode:o} lets other users read or write the token (chmod 600)"
+        "admin.token_file {path}: mode {mode:o} gives its group or other users access to the token (chmod 600)"
     )]
     Exposed {
         /// The file.
@@ -78,8 +78,8 @@ impl Token {
     }
 }
 
-/// Reads the token's first line from `path`: refused when the file is missing, empty, or readable
-/// or writable by other users.
+/// Reads the token's first line from `path`: refused when the file is missing, empty, or its group
+/// or other users have any permission on it.
 pub fn read_token(path: &Path) -> Result<Token, TokenError> {
     let text = read_token_text(path)?;
     Ok(Token::new(&text))
@@ -96,7 +96,10 @@ pub fn read_token_text(path: &Path) -> Result<String, TokenError> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
-        if mode & 0o006 != 0 {
+        // The group's bits as well as the others': the token is the operator's alone (as the
+        // credentials file, sagw_auth::FileCredentialStore::load), and a group that may read it,
+        // or write one of its own, holds the API.
+        if mode & 0o077 != 0 {
             return Err(TokenError::Exposed {
                 path: shown,
                 mode: mode & 0o777,
@@ -619,6 +622,12 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_token(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600") && e.contains("644"), "{e}");
+        // The group's bits too: a token its group can read or write is no operator's secret.
+        for mode in [0o640, 0o620, 0o660, 0o610] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_token(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("{mode:o}")), "{mode:o}: {e}");
+        }
         std::fs::write(&path, "\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(read_token(&path), Err(TokenError::Empty(_))));
