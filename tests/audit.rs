@@ -33,7 +33,11 @@ fn audit_node() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let gw = sagw_gateway::start(settings).await.expect("node starts");
-        println!("READY tcp={}", gw.tcp.expect("tcp"));
+        println!(
+            "READY tcp={} admin={}",
+            gw.tcp.expect("tcp"),
+            gw.admin_addr.expect("admin")
+        );
         // Until the test kills it.
         std::future::pending::<()>().await;
     });
@@ -42,6 +46,7 @@ fn audit_node() {
 struct Gateway {
     child: Child,
     tcp: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -57,6 +62,7 @@ impl Gateway {
     fn start() -> Gateway {
         let dir = tempfile::tempdir().expect("dir");
         let d = dir.path().display();
+        let admin = write_admin_token(dir.path());
         let text = format!(
             r#"
 [log]
@@ -70,8 +76,7 @@ tls = ""
 core_cpu = "none"
 [metrics]
 listen = ""
-[admin]
-listen = ""
+{admin}
 [auth]
 enabled = true
 schemes = ["ntlm", "digest"]
@@ -121,15 +126,20 @@ snapshot = ""
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("READY tcp=") {
-                    let _ = tx.send(line[i + 10..].trim().to_owned());
+                if let Some(i) = line.find("READY ") {
+                    let _ = tx.send(line[i + 6..].trim().to_owned());
                 }
             }
         });
-        let tcp = rx
+        let addr = |ready: &str, name: &str| {
+            ready
+                .split(' ')
+                .find_map(|f| f.strip_prefix(name)?.parse().ok())
+        };
+        let (tcp, admin) = rx
             .recv_timeout(Duration::from_secs(20))
             .ok()
-            .and_then(|a| a.parse().ok())
+            .and_then(|ready| Some((addr(&ready, "tcp=")?, addr(&ready, "admin=")?)))
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 panic!(
@@ -140,6 +150,7 @@ snapshot = ""
         Gateway {
             child,
             tcp,
+            admin,
             stderr,
             _dir: dir,
         }
@@ -308,4 +319,50 @@ async fn sign_ins_and_refusals_are_audited_without_secrets() {
     }
     // Standard error is a pipe here: no colour codes.
     assert!(!all.contains('\u{1b}'), "ANSI escapes on a pipe");
+}
+
+/// `PUT /admin/log-level` with `level` as the body; the status code.
+async fn put_log_level(gw: &Gateway, level: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.admin)
+        .await
+        .expect("admin");
+    s.write_all(
+        format!(
+            "PUT /admin/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{level}",
+            level.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_logging_off_is_audited_before_it_applies() {
+    let gw = Gateway::start();
+    // A filter with a line break would write a line of the caller's into the log: refused.
+    assert_eq!(put_log_level(&gw, "info\nforged").await, 400);
+    assert_eq!(put_log_level(&gw, "off").await, 200);
+    let events = gw.audit(1);
+    let change = events
+        .iter()
+        .find(|e| e["fields"]["new"] == "off")
+        .unwrap_or_else(|| panic!("the change in {events:#?}\n{}", gw.all_stderr()));
+    assert_eq!(change["fields"]["old"], "info", "{change}");
+    // And off it is: nothing logged after it (a refused sign-in would be audited otherwise).
+    let (ok, _c, _) = attempt(&gw, "alice", "not-alices-pw", AuthScheme::Ntlm).await;
+    assert!(!ok);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gw.audit(0).len(), 1, "{}", gw.all_stderr());
 }

@@ -493,11 +493,20 @@ async fn put_log_level(headers: HeaderMap, body: String) -> Response {
     } else {
         body.trim().to_owned()
     };
-    match crate::logging::set_level(&level) {
-        Ok(()) => {
-            info!(level = %level, "log level changed (admin API)");
-            axum::Json(json!({ "level": level })).into_response()
-        }
+    // Written into the audit line as it is: a line break would forge log lines.
+    if level.contains(char::is_control) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a log filter has no control characters",
+        );
+    }
+    // On the audit target and before the new filter applies: a filter such as `off` would
+    // otherwise silence the record of its own arrival, and with it every audit line after.
+    let audited = |old: &str| {
+        info!(target: crate::logging::AUDIT, old, new = %level.trim(), "log filter changed (admin API)");
+    };
+    match crate::logging::change_level(&level, audited) {
+        Ok(()) => axum::Json(json!({ "level": level })).into_response(),
         Err(e) if crate::logging::current_level().is_none() => {
             problem(StatusCode::NOT_IMPLEMENTED, e)
         }

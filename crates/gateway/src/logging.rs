@@ -128,18 +128,30 @@ pub fn init(level: &str, format: LogFormat) -> bool {
 /// reload of `log.level`). `level` is a level or an EnvFilter directive; an invalid one changes
 /// nothing.
 pub fn set_level(level: &str) -> Result<(), String> {
+    change_level(level, |_| {})
+}
+
+/// [`set_level`], calling `before` with the filter in force once the new one has parsed, before
+/// it applies: what `before` logs is still filtered by the old one, so a change to `off` (or one
+/// that silences the audit trail) can be recorded by the filter that lets it through.
+pub fn change_level(level: &str, before: impl FnOnce(&str)) -> Result<(), String> {
     let filter = EnvFilter::try_new(level.trim())
         .map_err(|e| format!("`{level}` is not a log level or filter: {e}"))?;
     let installed = INSTALLED
         .get()
         .ok_or_else(|| "logging is not initialised in this process".to_owned())?;
+    // Held throughout: two changes at once are recorded in the order they apply, each with the
+    // filter it replaced.
+    let mut current = match installed.current.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    before(&current);
     installed
         .handle
         .reload(filter)
         .map_err(|e| format!("the log filter could not be changed: {e}"))?;
-    if let Ok(mut c) = installed.current.lock() {
-        *c = level.trim().to_owned();
-    }
+    *current = level.trim().to_owned();
     Ok(())
 }
 
