@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use auth_support::*;
 use sagw_client::AuthScheme;
+use sagw_client::session::RngSend;
 use sagw_client::transport::TransportKind;
 use sagw_gateway::{Config, Running};
 
@@ -18,13 +19,23 @@ async fn start(dir: &std::path::Path, snapshot: bool) -> Running {
 
 /// With the UDP listener on `udp_port` (0: any), so that a restart can keep it.
 async fn start_on(dir: &std::path::Path, snapshot: bool, udp_port: u16) -> Running {
+    start_on_ports(dir, snapshot, udp_port, 0).await
+}
+
+/// With the UDP and TCP listeners on these ports (0: any).
+async fn start_on_ports(
+    dir: &std::path::Path,
+    snapshot: bool,
+    udp_port: u16,
+    tcp_port: u16,
+) -> Running {
     let text = format!(
         r#"
 [log]
 level = "warn"
 [listen]
 udp = "127.0.0.1:{udp_port}"
-tcp = "127.0.0.1:0"
+tcp = "127.0.0.1:{tcp_port}"
 tls = ""
 [metrics]
 listen = "127.0.0.1:0"
@@ -167,5 +178,100 @@ async fn udp_bindings_and_their_sas_survive_a_restart() {
     );
     assert!(answered);
     assert_eq!(sent.0.expect("delivered").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A free port on 127.0.0.1, for UDP or TCP.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    }
+    .expect("a free port")
+    .port()
+}
+
+/// Flow ids start again at each start, and flow tokens (keyed by the pool key) outlive a restart
+/// in Record-Route and Path: a token of alice's TCP connection from before the restart named the
+/// id that the first connection after it gets. A request routed by that token went to that
+/// connection, whoever holds it, signed for alice. Now a token reaches a connection only if the
+/// connection is to the address it names.
+#[tokio::test]
+async fn a_flow_token_from_before_a_restart_reaches_no_other_connection() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let (udp, tcp) = (free_port(true), free_port(false));
+    let gw = start_on_ports(dir.path(), true, udp, tcp).await;
+    let mut alice = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = alice.sign_in().await;
+    assert_eq!(r.expect("alice registered").status, 200);
+    let mut bob = connect(
+        &gw,
+        TransportKind::Udp,
+        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = bob.sign_in().await;
+    assert_eq!(r.expect("bob registered").status, 200);
+    // alice subscribes to bob: the SUBSCRIBE bob gets is Record-Routed, alice's side with the
+    // token of her TCP connection.
+    let to = format!("sip:bob@{DOMAIN}");
+    let (sent, received) = tokio::join!(
+        alice.request("SUBSCRIBE", &to, None),
+        bob.serve(Duration::from_secs(5), 1)
+    );
+    assert!(sent.0.is_ok(), "{}", alice.trace());
+    let (sub, _, _) = received.first().expect("bob got the SUBSCRIBE");
+    let alices_side = sub
+        .header_all("Record-Route")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|rr| rr.contains("transport=tcp"))
+        .expect("a Record-Route entry of alice's TCP side")
+        .to_owned();
+    drop(alice);
+    gw.shutdown(Duration::from_secs(5)).await;
+
+    let gw = start_on_ports(dir.path(), true, udp, tcp).await;
+    // The first connection of the new run: mallory's, signed in as nobody.
+    let mut mallory = tokio::net::TcpStream::connect(gw.tcp.expect("tcp"))
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut m = bob
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:alice@{DOMAIN}"),
+            Some(("text/plain".into(), b"for alice".to_vec())),
+            bob.rng.as_rng(),
+        )
+        .expect("a MESSAGE");
+    m.set_header("Route", &alices_side);
+    if let Some(sa) = bob.ep.sa_mut() {
+        sa.sign(
+            &mut m,
+            sagw_client::sa::LegParams::default(),
+            bob.rng.as_rng(),
+        )
+        .expect("signed");
+    }
+    let _ = bob.send_raw(&m, Duration::from_secs(2)).await;
+    let mut buf = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(1), mallory.read(&mut buf)).await;
+    if let Ok(Ok(n)) = read {
+        assert_eq!(
+            n,
+            0,
+            "mallory's connection got alice's request: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
     gw.shutdown(Duration::from_secs(5)).await;
 }

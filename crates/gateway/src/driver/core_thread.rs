@@ -609,7 +609,7 @@ impl Core {
                 }
             }
             (Target::Flow(f), t) => {
-                if !self.write_flow(f.id, bytes) {
+                if !self.write_flow(f, bytes) {
                     self.send_failure(t, token);
                 }
             }
@@ -671,10 +671,14 @@ impl Core {
     }
 
     /// Write bytes to a connection (the core's own) or queue them for its task; false when it
-    /// is gone or too slow (then it is closed).
-    fn write_flow(&mut self, id: FlowId, bytes: Vec<u8>) -> bool {
+    /// is gone or too slow (then it is closed). The connection must be `flow` whole, not only its
+    /// id: ids start again at each start while flow tokens outlive it (keyed by the pool key, in
+    /// a registrar's Path or a dialog's Record-Route), so an old token's id can name another
+    /// peer's connection now.
+    fn write_flow(&mut self, flow: Flow, bytes: Vec<u8>) -> bool {
+        let id = flow.id;
         let seq = ListenerId::seq_of(id);
-        if let Some(s) = self.streams.get_mut(&seq).filter(|s| s.flow().id == id) {
+        if let Some(s) = self.streams.get_mut(&seq).filter(|s| s.flow() == flow) {
             let sent = s.send(&bytes);
             s.count_backlog(&self.shared.core_backlogged);
             return match sent {
@@ -692,7 +696,11 @@ impl Core {
         let Ok(table) = self.shared.flows.lock() else {
             return false;
         };
-        let Some(h) = table.by_id.get(&id) else {
+        let Some(h) = table
+            .by_id
+            .get(&id)
+            .filter(|h| h.remote == flow.remote && h.transport == flow.transport)
+        else {
             return false;
         };
         let ConnIo::Task { tx, kill } = &h.io else {
@@ -723,7 +731,12 @@ impl Core {
             .ok()
             .and_then(|t| t.by_addr.get(&key).copied());
         if let Some(id) = existing {
-            if !self.write_flow(id, bytes) {
+            let flow = Flow {
+                id,
+                transport: key.0,
+                remote: key.1,
+            };
+            if !self.write_flow(flow, bytes) {
                 self.send_failure(key.0, token);
             }
             return;
