@@ -1632,11 +1632,6 @@ Call-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
-/// A Contact names where a device is, not whose requests it takes: alice's own REGISTER (To and
-/// From alice, as the security core enforces) with `Contact: <sip:bob@example.com>`, or with a
-/// user of another domain, does not make requests for those addresses reach her. Before, the
-/// registered-contact match ran before the AOR lookup and took every request for bob, whether
-/// he was registered or not.
 /// Two AORs that registered the same device contact (clients behind different NATs writing the
 /// same private address, or alice writing bob's on purpose): a request addressed to that contact
 /// belongs to neither for sure, and goes to neither. Before, the latest registration took it, so
@@ -1669,6 +1664,11 @@ Content-Length: 0\r\n\r\n";
     assert_eq!(to, vec![Target::Flow(bob())], "delivered to {to:?}");
 }
 
+/// A Contact names where a device is, not whose requests it takes: alice's own REGISTER (To and
+/// From alice, as the security core enforces) with `Contact: <sip:bob@example.com>`, or with a
+/// user of another domain, does not make requests for those addresses reach her. Before, the
+/// registered-contact match ran before the AOR lookup and took every request for bob, whether
+/// he was registered or not.
 #[test]
 fn a_contact_that_is_another_address_of_record_takes_none_of_its_requests() {
     let mut h = H::registrar();
