@@ -284,6 +284,49 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
         let done = sent.0.expect("answered");
         assert_eq!(done.status, 200);
         assert!(verified(&done.signature), "A signed bob's 200 for alice");
+        // The MESSAGE's Via from B names, in `sgf`, B's connection from A. bob routes a request
+        // of his own through it to an address beyond: B sends it to A over that connection, and
+        // A must not take the Route set bob wrote for a server's (before, it relayed the request
+        // to its own loopback, or any internal address).
+        let sgf = msg
+            .header("Via")
+            .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("sgf=")))
+            .expect("B's flow token in its Via")
+            .to_owned();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("an internal service");
+        let beyond = internal.local_addr().expect("addr");
+        let mut m = bob
+            .ep
+            .request(
+                "MESSAGE",
+                &format!("sip:alice@{DOMAIN}"),
+                None,
+                bob.rng.as_rng(),
+            )
+            .expect("a MESSAGE");
+        m.set_header(
+            "Route",
+            &format!(
+                "<sip:{sgf}@{};transport=tcp;lr>, <sip:{beyond};transport=tcp;lr>",
+                b.tcp
+            ),
+        );
+        if let Some(sa) = bob.ep.sa_mut() {
+            sa.sign(
+                &mut m,
+                sagw_client::sa::LegParams::default(),
+                bob.rng.as_rng(),
+            )
+            .expect("signed");
+        }
+        let _ = bob.send_raw(&m, Duration::from_secs(2)).await;
+        let reached = tokio::time::timeout(Duration::from_secs(1), internal.accept()).await;
+        assert!(
+            reached.is_err(),
+            "bob's Route through the pool reached {beyond}"
+        );
         break;
     }
     drop((a, b));

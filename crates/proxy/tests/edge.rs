@@ -1364,6 +1364,45 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
     assert_eq!(sent[0].to.addr(), "10.9.9.9:5060".parse().unwrap());
 }
 
+/// A server that is not a next hop (a trusted peer, say another gateway of a pool) routes by
+/// Route only where a client may, or to another server: what it relays can be a client's request
+/// whose Route set the client wrote. Before, a signed-in user at gateway A sent a request whose
+/// route set named the pool peer's flow token and then `127.0.0.1:6379`: A sent it to B over the
+/// peer connection, and B, taking it for a server's, relayed it to its own loopback.
+#[test]
+fn a_trusted_peer_routes_only_where_a_client_or_a_server_may() {
+    let mut cfg = with_hops(1).edge.config().clone();
+    cfg.trusted_peers = vec![
+        "203.0.113.50".parse().unwrap(),
+        "203.0.113.51".parse().unwrap(),
+    ];
+    let mut h = H::new(cfg);
+    let peer = flow(9, Transport::Tcp, "203.0.113.50:41000");
+    let routed = |branch: &str, to: &str| {
+        format!(
+            "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.50;branch={branch}\r\n\
+Route: <sip:{to};transport=tcp;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\n\
+To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for (i, to) in ["127.0.0.1:6379", "10.9.9.9:5060"].into_iter().enumerate() {
+        let sent = h.feed(peer, &routed(&format!("z9hG4bKtp{i}"), to));
+        assert!(
+            !sent.iter().any(|s| s.to.addr() == to.parse().unwrap()),
+            "a trusted peer's request relayed to {to}: {sent:?}"
+        );
+        assert_eq!(sent[0].msg.status_code(), Some(403), "{to}: {sent:?}");
+    }
+    // The next hop and another server are fine.
+    for (i, to) in ["203.0.113.1:5060", "203.0.113.51:5060"]
+        .into_iter()
+        .enumerate()
+    {
+        let sent = h.feed(peer, &routed(&format!("z9hG4bKtpok{i}"), to));
+        assert_eq!(sent[0].to.addr(), to.parse().unwrap(), "{sent:?}");
+    }
+}
+
 #[test]
 fn options_for_the_served_domain_is_answered_by_the_registrar() {
     let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));

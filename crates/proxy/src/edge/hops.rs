@@ -148,7 +148,7 @@ pub(super) enum Parked {
 /// A stateless ACK waiting for its target.
 pub(super) struct ParkedAck {
     pub(super) msg: Message,
-    pub(super) from_client: bool,
+    pub(super) policy: super::routing::RoutePolicy,
     pub(super) loop_hash: String,
     pub(super) incoming: String,
     pub(super) max_forwards: u32,
@@ -568,7 +568,7 @@ impl Edge {
                 let Some(st) = self.server.get(&key) else {
                     return;
                 };
-                let from_client = st.from_client;
+                let policy = self.route_policy(&st.upstream, st.from_client);
                 let cancelled = st.state != super::transaction::ServerState::Proceeding;
                 if cancelled {
                     return;
@@ -576,7 +576,7 @@ impl Edge {
                 let allowed: Vec<NextHop> = targets
                     .iter()
                     .copied()
-                    .filter(|t| !from_client || self.client_may_route_to(t.addr))
+                    .filter(|t| self.may_route_to(policy, t.addr))
                     .collect();
                 if allowed.is_empty() {
                     let (code, extra) = if targets.is_empty() {
@@ -598,7 +598,7 @@ impl Edge {
             Parked::Ack(ack) => {
                 let target = targets
                     .iter()
-                    .find(|t| !ack.from_client || self.client_may_route_to(t.addr))
+                    .find(|t| self.may_route_to(ack.policy, t.addr))
                     .copied();
                 match target {
                     Some(t) => {

@@ -363,7 +363,8 @@ impl Edge {
         // Proxy it.
         let lh = lh.unwrap_or_else(|| loop_hash(msg));
         let mut forward = msg.clone();
-        let dest = self.route(&mut forward, &flow, from_client, now.mono);
+        let policy = self.route_policy(&flow, from_client);
+        let dest = self.route(&mut forward, &flow, policy, now.mono);
         let st = ServerTx::new(opening, lh, now.mono, self.cfg.timers.t1);
         self.server.insert(key.to_owned(), Box::new(st));
         if method == "INVITE" {
@@ -461,10 +462,11 @@ impl Edge {
         let incoming = top_via(&msg)
             .and_then(|v| Via::parse(v).and_then(|v| v.branch().map(str::to_owned)))
             .unwrap_or_default();
-        let dest = self.route(&mut msg, &flow, from_client, now.mono);
+        let policy = self.route_policy(&flow, from_client);
+        let dest = self.route(&mut msg, &flow, policy, now.mono);
         let ack = ParkedAck {
             msg,
-            from_client,
+            policy,
             loop_hash: lh,
             incoming,
             max_forwards: mf,

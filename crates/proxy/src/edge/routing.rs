@@ -14,6 +14,19 @@ use crate::token::flow_token_claim;
 use crate::types::{Flow, Target, Transport};
 use crate::uri::SipUri;
 
+/// How far a request's own Route set is followed (B3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RoutePolicy {
+    /// A next hop's: the operator's proxy routes anywhere.
+    Anywhere,
+    /// A client's: to a next hop or an operator-listed target only.
+    Client,
+    /// Another server's (a trusted peer, a peer trusted by its certificate, a gateway of the
+    /// pool): where a client may, or to another server. What such a server relays can be a
+    /// client's request whose Route set the client wrote.
+    Server,
+}
+
 /// Where routing sends a request.
 pub(super) enum Dest {
     /// One client flow (a binding, or a flow token of ours).
@@ -125,9 +138,10 @@ impl Edge {
         &mut self,
         msg: &mut Message,
         inflow: &Flow,
-        from_client: bool,
+        policy: RoutePolicy,
         now: Instant,
     ) -> Result<Dest, u16> {
+        let from_client = policy == RoutePolicy::Client;
         let mut token_flow = None;
         while let Some(r) = top_route(msg) {
             let Ok(na) = parse_name_addr(r) else { break };
@@ -179,7 +193,7 @@ impl Edge {
                 // A client names where its request goes only within the operator's policy: a
                 // Route to any address would make the gateway its relay into the network
                 // behind it (loopback, internal hosts), past the next hop.
-                Some((_, addr)) if from_client && !self.client_may_route_to(addr) => Err(403),
+                Some((_, addr)) if !self.may_route_to(policy, addr) => Err(403),
                 Some((t, addr)) => Ok(Dest::Addr(t, addr)),
                 None if !self.cfg.next_hops.is_empty() => Ok(Dest::Hops),
                 None => Err(404),
@@ -244,6 +258,40 @@ impl Edge {
     pub(super) fn client_may_route_to(&self, addr: std::net::SocketAddr) -> bool {
         self.cfg.next_hops.iter().any(|h| h.addr == addr)
             || self.cfg.client_routes.iter().any(|r| r.matches(addr))
+    }
+
+    /// Whose Route a request from `flow` follows ([`RoutePolicy`]).
+    pub(super) fn route_policy(&self, flow: &Flow, from_client: bool) -> RoutePolicy {
+        let flow_addr = crate::uri::canonical(flow.remote);
+        if from_client {
+            RoutePolicy::Client
+        } else if self
+            .cfg
+            .next_hops
+            .iter()
+            .any(|h| h.transport == flow.transport && crate::uri::canonical(h.addr) == flow_addr)
+        {
+            RoutePolicy::Anywhere
+        } else {
+            RoutePolicy::Server
+        }
+    }
+
+    /// True when a Route under `policy` may name `addr`.
+    pub(super) fn may_route_to(&self, policy: RoutePolicy, addr: std::net::SocketAddr) -> bool {
+        match policy {
+            RoutePolicy::Anywhere => true,
+            RoutePolicy::Client => self.client_may_route_to(addr),
+            RoutePolicy::Server => {
+                let ip = addr.ip().to_canonical();
+                self.client_may_route_to(addr)
+                    || self
+                        .cfg
+                        .trusted_peers
+                        .iter()
+                        .any(|p| p.to_canonical() == ip)
+            }
+        }
     }
 
     pub(super) fn first_live_hop(&self, now: Instant) -> Option<NextHop> {
