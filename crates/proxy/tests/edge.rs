@@ -1352,6 +1352,18 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
     // The next hop (a record-routing server in the dialog's route set) is fine.
     let sent = h.feed(alice(), &routed("z9hG4bKrhop", "203.0.113.1:5060"));
     assert_eq!(sent[0].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    // Over its configured transport only (TCP here), whatever the Route says: a client's
+    // `transport=udp` (or `tcp` to a `tls:` hop) does not pick a weaker one.
+    let udp =
+        routed("z9hG4bKrhopu", "203.0.113.1:5060").replace(";transport=tcp", ";transport=udp");
+    let sent = h.feed(alice(), &udp);
+    assert_eq!(
+        sent[0].to,
+        Target::Addr {
+            transport: Transport::Tcp,
+            addr: "203.0.113.1:5060".parse().unwrap()
+        }
+    );
     // A server may route anywhere (it is trusted to).
     let hop = flow(9, Transport::Tcp, "203.0.113.1:5060");
     let sent = h.feed(hop, &routed("z9hG4bKrsrv", "10.9.9.9:5060"));
@@ -1659,6 +1671,32 @@ Contact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
         to,
         vec![Target::Flow(alice())],
         "a request for alice went to {to:?}"
+    );
+}
+
+/// Registrar mode forwards a REGISTER for a domain it does not serve to the next hops: a client's
+/// own Path entries are removed there too (before, only in edge mode), or an entry with another
+/// client's flow token would route the far registrar's requests for alice to that flow.
+#[test]
+fn a_path_a_client_supplies_is_not_forwarded_in_registrar_mode_either() {
+    let mut cfg = with_hops(1).edge.config().clone();
+    cfg.mode = Mode::Registrar;
+    cfg.domains = vec!["example.com".into()];
+    let mut h = H::new(cfg);
+    let reg = "REGISTER sip:other.example SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKrp\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@other.example>;tag=e;epid=ea\r\nTo: <sip:alice@other.example>\r\n\
+Call-ID: rp\r\nCSeq: 1 REGISTER\r\nPath: <sip:t1x0a000005x13c4.0123456789abcdef0123@192.0.2.10;lr>\r\n\
+Contact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), reg);
+    let forwarded = sent
+        .iter()
+        .find(|s| s.to.addr() == "203.0.113.1:5060".parse().unwrap())
+        .expect("forwarded to the next hop");
+    assert_eq!(
+        forwarded.msg.header_all("Path").count(),
+        0,
+        "the client's Path was forwarded: {:?}",
+        forwarded.msg.header_all("Path").collect::<Vec<_>>()
     );
 }
 

@@ -290,13 +290,15 @@ impl Edge {
             push_on_top(&mut out, "Record-Route", &rr_in);
             push_on_top(&mut out, "Record-Route", &rr_out);
         }
-        if method == "REGISTER" && self.cfg.mode == Mode::Edge && from_client {
+        if method == "REGISTER" && from_client {
             // Path is for the proxies on the way (RFC 3327), and a client is none: an entry it
             // wrote could name this gateway with another flow's token, which the registrar would
-            // then route the client's requests by.
+            // then route the client's requests by. In either mode.
             out.remove_header("Path");
-            let path = self.our_uri(out_transport, Some(&via_token), ";ob");
-            push_on_top(&mut out, "Path", &path);
+            if self.cfg.mode == Mode::Edge {
+                let path = self.our_uri(out_transport, Some(&via_token), ";ob");
+                push_on_top(&mut out, "Path", &path);
+            }
         }
         let branch = self.ids.branch(&lh);
         // To a client, also the endpoint it was sent to, for judging its response once this

@@ -577,6 +577,7 @@ impl Edge {
                     .iter()
                     .copied()
                     .filter(|t| self.may_route_to(policy, t.addr))
+                    .map(|t| self.hop_transport(policy, t))
                     .collect();
                 if allowed.is_empty() {
                     let (code, extra) = if targets.is_empty() {
@@ -599,7 +600,7 @@ impl Edge {
                 let target = targets
                     .iter()
                     .find(|t| self.may_route_to(ack.policy, t.addr))
-                    .copied();
+                    .map(|t| self.hop_transport(ack.policy, *t));
                 match target {
                     Some(t) => {
                         let to = BranchTo::addr(Target::Addr {

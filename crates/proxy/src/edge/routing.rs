@@ -194,7 +194,13 @@ impl Edge {
                 // Route to any address would make the gateway its relay into the network
                 // behind it (loopback, internal hosts), past the next hop.
                 Some((_, addr)) if !self.may_route_to(policy, addr) => Err(403),
-                Some((t, addr)) => Ok(Dest::Addr(t, addr)),
+                // A next hop is reached over the transport it is configured with, whatever a
+                // client's Route says: `transport=tcp` to a `tls:` hop would send the request,
+                // and the identity the gateway asserts, in clear over the server network.
+                Some((transport, addr)) => {
+                    let to = self.hop_transport(policy, NextHop { transport, addr });
+                    Ok(Dest::Addr(to.transport, to.addr))
+                }
                 None if !self.cfg.next_hops.is_empty() => Ok(Dest::Hops),
                 None => Err(404),
             };
@@ -258,6 +264,21 @@ impl Edge {
     pub(super) fn client_may_route_to(&self, addr: std::net::SocketAddr) -> bool {
         self.cfg.next_hops.iter().any(|h| h.addr == addr)
             || self.cfg.client_routes.iter().any(|r| r.matches(addr))
+    }
+
+    /// `to` over the transport its next hop is configured with, when it is one and the Route
+    /// was not a next hop's own: a client's `transport=tcp` to a `tls:` hop would otherwise send
+    /// the request, and the identity the gateway asserts, in clear over the server network.
+    pub(super) fn hop_transport(&self, policy: RoutePolicy, to: NextHop) -> NextHop {
+        if policy == RoutePolicy::Anywhere {
+            return to;
+        }
+        self.cfg
+            .next_hops
+            .iter()
+            .find(|h| h.addr == to.addr)
+            .copied()
+            .unwrap_or(to)
     }
 
     /// Whose Route a request from `flow` follows ([`RoutePolicy`]).
