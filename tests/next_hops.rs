@@ -119,6 +119,14 @@ impl SipServer {
         }
     }
 
+    /// Closes every connection and goes on listening (the accept loop is the first task).
+    fn close_connections(&self) {
+        let mut tasks = self.tasks.lock().unwrap();
+        for t in tasks.drain(1..) {
+            t.abort();
+        }
+    }
+
     /// Stops listening and closes every connection: a dead server (connections refused).
     fn kill(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
@@ -357,6 +365,54 @@ async fn mtls_server(p: &Pki) -> SipServer {
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
     )
     .await
+}
+
+/// A signed-in client's Route to another name with an address record at the next hop's address
+/// (a name the client owns) does not change the name the next hop is verified by. Before, the
+/// name the Route resolved to replaced the configured one for that address, so the next
+/// connection to the next hop verified (and sent as SNI) the client's name: the real server
+/// failed, and a server holding a certificate for the client's name would have passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_route_name_does_not_change_how_the_next_hop_is_verified() {
+    let dir = std::env::temp_dir().join(format!("sagw-mtls-{}-{}", std::process::id(), unique()));
+    let p = pki(&dir, "pool.test");
+    let server = mtls_server(&p).await;
+    // Answers that live an hour, as real ones do: the next hops are not resolved again (which
+    // wrote the configured name back) during the test.
+    let Some(dns) = dns_support::dnsmasq(&[
+        "--host-record=pool.test,127.0.0.1".into(),
+        "--host-record=other.test,127.0.0.1".into(),
+        "--local-ttl=3600".into(),
+    ]) else {
+        return;
+    };
+    let port = server.addr.port();
+    let gw = gateway(
+        dns.addr,
+        &format!("next_hops = [\"tls:pool.test:{port}\"]"),
+        |c| {
+            c.tls.next_hop_ca = p.ca.display().to_string();
+            c.tls.client_cert = p.client_cert.display().to_string();
+            c.tls.client_key = p.client_key.display().to_string();
+        },
+    )
+    .await;
+    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+    let r = final_answer(&mut alice, None, WAIT).await;
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    let route = format!("sip:other.test:{port};transport=tls;lr");
+    let _ = final_answer(&mut alice, Some(&route), WAIT).await;
+    // The next hop's connections close; the next request opens a new one.
+    server.close_connections();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = final_answer(&mut alice, None, WAIT).await;
+    assert_eq!(
+        r.status(),
+        Some(200),
+        "the next hop was verified by the client's name: {r:?}"
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

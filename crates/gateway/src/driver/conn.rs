@@ -41,7 +41,8 @@ pub(super) async fn connect_task(key: (Transport, SocketAddr), shared: Arc<Share
                     .hop_names
                     .lock()
                     .ok()
-                    .and_then(|n| n.get(&key).cloned());
+                    .and_then(|n| n.get(&key).map(|h| h.name.clone()))
+                    .filter(|name| !name.is_empty());
                 let Some((cfg, name)) =
                     shared.outbound_tls.load().for_target(host.as_deref(), addr)
                 else {

@@ -178,6 +178,12 @@ enum ConnIo {
     Core,
 }
 
+/// Who set a connection up, for the address table.
+enum IoKind {
+    Opened,
+    Accepted,
+}
+
 #[derive(Default)]
 struct FlowTable {
     by_id: HashMap<FlowId, ConnHandle>,
@@ -202,7 +208,7 @@ struct Shared {
     outbound_tls: arc_swap::ArcSwap<crate::tls_client::OutboundTls>,
     /// The host name each next-hop target was configured or resolved under: a TLS connection
     /// to it verifies that name (and sends it as SNI).
-    hop_names: Mutex<HashMap<(Transport, SocketAddr), String>>,
+    hop_names: Mutex<HashMap<(Transport, SocketAddr), HopName>>,
     /// RFC 3263 resolution (next hops by name, names in a Route).
     resolver: Arc<crate::resolver::Resolver>,
     /// The next hops' state, as the core thread last published it.
@@ -230,6 +236,10 @@ struct Shared {
 impl Shared {
     /// A connection enters the flow table and the counts (accepted or opened, core's or task's).
     fn register_connection(&self, flow: &Flow, io: ConnIo) {
+        let io_kind = match io {
+            ConnIo::Task { .. } => IoKind::Opened,
+            _ => IoKind::Accepted,
+        };
         if let Ok(mut t) = self.flows.lock() {
             t.by_id.insert(
                 flow.id,
@@ -239,7 +249,16 @@ impl Shared {
                     transport: flow.transport,
                 },
             );
-            t.by_addr.insert((flow.transport, flow.remote), flow.id);
+            // A connection the gateway opened (to a next hop, verified as configured) is where
+            // its address's traffic goes; an accepted one from that address does not take its
+            // place (a peer connecting from a TLS next hop's address and port, without the
+            // certificate, took over what the gateway sent to that hop).
+            note_address(
+                &mut t.by_addr,
+                (flow.transport, flow.remote),
+                flow.id,
+                io_kind,
+            );
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connection_opened(flow.transport);
@@ -447,6 +466,17 @@ fn cfg_hops(origins: &[crate::hops::HopOrigin]) -> Vec<sagw_proxy::NextHop> {
 /// which fails closed.
 const MAX_HOP_NAMES: usize = 4096;
 
+/// The name a TLS connection to a target verifies, and whether a configured next hop gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HopName {
+    /// Empty: verified by its address.
+    pub(super) name: String,
+    /// A configured next hop's (resolved from the configuration): no name a Route resolves to
+    /// replaces it. Else a client's Route to a name with an A record at the next hop's address
+    /// chose the name (and so the `[[tls.next_hop]]` settings) the next hop was verified by.
+    pub(super) configured: bool,
+}
+
 /// Remember the name of each target (for TLS) and the entry it came from (for the admin API).
 fn record_hop_names(
     shared: &Shared,
@@ -457,9 +487,25 @@ fn record_hop_names(
     for o in hops {
         origins.insert(o.resolved.hop, o.configured.clone());
     }
-    remember_names(shared, hops.iter().map(|o| &o.resolved));
+    let Ok(mut names) = shared.hop_names.lock() else {
+        return;
+    };
+    // Next hops no longer configured are names like any other now.
+    for n in names.values_mut() {
+        n.configured = false;
+    }
+    for r in hops.iter().map(|o| &o.resolved) {
+        names.insert(
+            (r.hop.transport, r.hop.addr),
+            HopName {
+                name: r.name.clone(),
+                configured: true,
+            },
+        );
+    }
 }
 
+/// Names a Route resolved to: remembered for targets that are not configured next hops.
 fn remember_names<'a>(
     shared: &Shared,
     resolved: impl Iterator<Item = &'a crate::resolver::Resolved>,
@@ -468,9 +514,47 @@ fn remember_names<'a>(
         return;
     };
     for r in resolved.filter(|r| !r.name.is_empty()) {
-        let key = (r.hop.transport, r.hop.addr);
-        if names.len() < MAX_HOP_NAMES || names.contains_key(&key) {
-            names.insert(key, r.name.clone());
+        remember_route_name(&mut names, (r.hop.transport, r.hop.addr), &r.name);
+    }
+}
+
+/// `name`, which a Route resolved to, for `key`: never over a configured next hop's, and at most
+/// [`MAX_HOP_NAMES`] of them.
+fn remember_route_name(
+    names: &mut HashMap<(Transport, SocketAddr), HopName>,
+    key: (Transport, SocketAddr),
+    name: &str,
+) {
+    let known = match names.get(&key) {
+        Some(n) if n.configured => return,
+        Some(_) => true,
+        None => false,
+    };
+    if known || names.len() < MAX_HOP_NAMES {
+        names.insert(
+            key,
+            HopName {
+                name: name.to_owned(),
+                configured: false,
+            },
+        );
+    }
+}
+
+/// The address table's entry for a new connection: the gateway's own (opened) connection to an
+/// address always takes it; an accepted one only when it is free.
+fn note_address(
+    by_addr: &mut HashMap<(Transport, SocketAddr), FlowId>,
+    key: (Transport, SocketAddr),
+    id: FlowId,
+    kind: IoKind,
+) {
+    match kind {
+        IoKind::Opened => {
+            by_addr.insert(key, id);
+        }
+        IoKind::Accepted => {
+            by_addr.entry(key).or_insert(id);
         }
     }
 }
@@ -479,5 +563,43 @@ fn now() -> Now {
     Now {
         mono: Instant::now(),
         wall: SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accepted_connection_does_not_take_an_opened_ones_address() {
+        let mut t = HashMap::new();
+        let key = (Transport::Tls, "192.0.2.7:5061".parse().unwrap());
+        note_address(&mut t, key, FlowId(1), IoKind::Opened);
+        note_address(&mut t, key, FlowId(2), IoKind::Accepted);
+        assert_eq!(t.get(&key), Some(&FlowId(1)));
+        note_address(&mut t, key, FlowId(3), IoKind::Opened);
+        assert_eq!(t.get(&key), Some(&FlowId(3)));
+        let other = (Transport::Tcp, "192.0.2.8:40000".parse().unwrap());
+        note_address(&mut t, other, FlowId(4), IoKind::Accepted);
+        assert_eq!(t.get(&other), Some(&FlowId(4)));
+    }
+
+    #[test]
+    fn a_route_name_never_replaces_a_configured_next_hops() {
+        let mut names = HashMap::new();
+        let hop = (Transport::Tls, "192.0.2.7:5061".parse().unwrap());
+        names.insert(
+            hop,
+            HopName {
+                name: String::new(),
+                configured: true,
+            },
+        );
+        remember_route_name(&mut names, hop, "evil.example");
+        assert_eq!(names[&hop].name, "", "still verified by its address");
+        let other = (Transport::Tls, "192.0.2.9:5061".parse().unwrap());
+        remember_route_name(&mut names, other, "a.example");
+        remember_route_name(&mut names, other, "b.example");
+        assert_eq!(names[&other].name, "b.example");
     }
 }
