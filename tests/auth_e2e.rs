@@ -627,6 +627,58 @@ Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n",
     );
 }
 
+/// carol received a MESSAGE from alice; the flow token in its Via (`sgf`) names alice's
+/// connection. Used as a Route, it takes carol's out-of-dialog request nowhere near alice (before,
+/// straight to alice's connection, past the registrar, signed for alice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_token_in_a_via_routes_no_request() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
+    let to = format!("sip:carol@{DOMAIN}");
+    let (_, received) = tokio::join!(
+        alice.request("MESSAGE", &to, Some(("text/plain", "hello"))),
+        carol.serve(Duration::from_secs(5), 1)
+    );
+    let (msg, _, _) = received.first().expect("carol got alice's MESSAGE");
+    let sgf = msg
+        .header("Via")
+        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("sgf=")))
+        .expect("the gateway's flow token in its Via")
+        .to_owned();
+    let mut m = carol
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:nobody@{DOMAIN}"),
+            Some(("text/plain".into(), b"by alice's Via token".to_vec())),
+            carol.rng.as_rng(),
+        )
+        .expect("a MESSAGE");
+    m.set_header(
+        "Route",
+        &format!(
+            "<sip:{sgf}@{};transport=tcp;lr>",
+            gw.tcp.expect("tcp listener")
+        ),
+    );
+    m.remove_header(credentials_header(&m));
+    carol
+        .ep
+        .sa_mut()
+        .expect("carol's SA")
+        .sign(&mut m, LegParams::default(), carol.rng.as_rng())
+        .expect("signed by carol");
+    let _ = carol.send_raw(&m, Duration::from_secs(2)).await;
+    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+    let to_alice = alice.next_request(soon).await;
+    assert!(
+        to_alice.is_none(),
+        "carol's request reached alice by her Via token: {:?}",
+        to_alice.map(|m| m.start_line().to_owned())
+    );
+}
+
 /// alice registers, after bob, the very contact bob's client registered (his device address):
 /// a MESSAGE addressed to that contact is not delivered to her (before, the latest registration
 /// of a contact took the requests addressed to it).

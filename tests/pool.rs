@@ -284,14 +284,24 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
         let done = sent.0.expect("answered");
         assert_eq!(done.status, 200);
         assert!(verified(&done.signature), "A signed bob's 200 for alice");
-        // The MESSAGE's Via from B names, in `sgf`, B's connection from A. bob routes a request
-        // of his own through it to an address beyond: B sends it to A over that connection, and
-        // A must not take the Route set bob wrote for a server's (before, it relayed the request
-        // to its own loopback, or any internal address).
-        let sgf = msg
-            .header("Via")
-            .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("sgf=")))
-            .expect("B's flow token in its Via")
+        // A SUBSCRIBE from alice is Record-Routed by B with two entries, the second naming (by
+        // its flow token) B's connection from A. bob routes a request of his own through it to
+        // an address beyond: B sends it to A over that connection, and A must not take the Route
+        // set bob wrote for a server's (before, it relayed the request to its own loopback, or
+        // any internal address).
+        let (_, received) = tokio::join!(
+            alice.request("SUBSCRIBE", &to, None),
+            bob.serve(Duration::from_secs(2), 1)
+        );
+        let (sub, _, _) = received.first().expect("bob got the SUBSCRIBE");
+        let at_b = b.tcp.to_string();
+        let peer_side = sub
+            .header_all("Record-Route")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|rr| rr.contains(&at_b))
+            .nth(1)
+            .expect("B's entry for its connection from A")
             .to_owned();
         let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -308,10 +318,7 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
             .expect("a MESSAGE");
         m.set_header(
             "Route",
-            &format!(
-                "<sip:{sgf}@{};transport=tcp;lr>, <sip:{beyond};transport=tcp;lr>",
-                b.tcp
-            ),
+            &format!("{peer_side}, <sip:{beyond};transport=tcp;lr>"),
         );
         if let Some(sa) = bob.ep.sa_mut() {
             sa.sign(

@@ -102,6 +102,15 @@ impl Unique {
     }
 }
 
+/// Where a flow token is written, each under a MAC of its own: one cannot stand for the other.
+#[derive(Clone, Copy)]
+enum TokenUse {
+    /// Path, Record-Route and the pool's shared bindings: routes requests.
+    Route,
+    /// Our Via's `sgf`: routes responses back.
+    Via,
+}
+
 /// Generates identifiers from a secret and a counter: unique, unpredictable without the secret,
 /// and reproducible in tests.
 pub(crate) struct Ids {
@@ -175,13 +184,24 @@ impl Ids {
     /// the endpoint the gateway wrote, never for one the request names (issue: edge mode, where
     /// the gateway has no bindings of its own to find the SA by).
     pub(crate) fn flow_token(&self, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
+        self.token_for(TokenUse::Route, flow, endpoint)
+    }
+
+    /// [`flow_token`](Self::flow_token) for our Via's `sgf` (responses find their way back by
+    /// it), under a MAC of its own: every recipient of a forwarded request sees it, and it must
+    /// not route a request (only Record-Route shows a dialog's peer a Route token).
+    pub(crate) fn via_flow_token(&self, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
+        self.token_for(TokenUse::Via, flow, endpoint)
+    }
+
+    fn token_for(&self, using: TokenUse, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
         let extra = endpoint.map_or(0, |e| 2 + 2 * (e.identity.len() + e.epid.len()));
         let mut payload = String::with_capacity(48 + extra);
         push_flow(flow, &mut payload);
         if let Some(e) = endpoint {
             push_endpoint(e, &mut payload);
         }
-        let mac = self.token_mac(&payload);
+        let mac = self.token_mac(using, &payload);
         payload.push('.');
         payload.push_str(&mac);
         payload
@@ -253,9 +273,12 @@ impl Ids {
         s
     }
 
-    fn token_mac(&self, payload: &str) -> String {
+    fn token_mac(&self, using: TokenUse, payload: &str) -> String {
         let mut m = self.mac();
-        m.update(b"flow");
+        m.update(match using {
+            TokenUse::Route => b"flow".as_slice(),
+            TokenUse::Via => b"via-flow".as_slice(),
+        });
         m.update(payload.as_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(20);
@@ -265,8 +288,17 @@ impl Ids {
 
     /// Decode a token made by [`Ids::flow_token`]; `None` when forged or malformed.
     pub(crate) fn parse_flow_token(&self, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
+        self.parse_token(TokenUse::Route, token)
+    }
+
+    /// Decode a token made by [`Ids::via_flow_token`]; `None` when forged or malformed.
+    pub(crate) fn parse_via_flow_token(&self, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
+        self.parse_token(TokenUse::Via, token)
+    }
+
+    fn parse_token(&self, using: TokenUse, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
         let (payload, mac) = token.rsplit_once('.')?;
-        if !constant_time_eq(&self.token_mac(payload), mac) {
+        if !constant_time_eq(&self.token_mac(using, payload), mac) {
             return None;
         }
         let (flow_part, endpoint) = match payload.split_once(ENDPOINT_MARK) {
@@ -472,6 +504,11 @@ mod tests {
             let t = ids.flow_token(&flow, None);
             assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
             assert_eq!(ids.parse_flow_token(&t), Some((flow, None)));
+            // A Via token is not a Route token, nor the other way round.
+            let v = ids.via_flow_token(&flow, None);
+            assert_eq!(ids.parse_via_flow_token(&v), Some((flow, None)));
+            assert_eq!(ids.parse_flow_token(&v), None);
+            assert_eq!(ids.parse_via_flow_token(&t), None);
             let mut forged = t.clone().into_bytes();
             forged[1] = if forged[1] == b'2' { b'3' } else { b'2' };
             assert_eq!(
@@ -522,7 +559,7 @@ mod tests {
             format!("{bare}z61z6"),
             format!("{bare}zff"),
         ] {
-            let forged = format!("{payload}.{}", ids.token_mac(&payload));
+            let forged = format!("{payload}.{}", ids.token_mac(TokenUse::Route, &payload));
             assert_eq!(ids.parse_flow_token(&forged), None, "{payload}");
         }
     }

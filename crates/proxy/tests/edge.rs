@@ -1700,6 +1700,37 @@ Contact: <sip:alice@10.0.0.5;transport=tcp>\r\nContent-Length: 0\r\n\r\n";
     );
 }
 
+/// The flow token in the Via of a request the gateway forwards (`sgf`, for routing its
+/// responses back) is seen by whoever receives any request from a client; it does not work as a
+/// Route. Before, carol, having received one MESSAGE from alice, could send out-of-dialog
+/// requests straight to alice's connection, past the registrar or next hop, signed for alice.
+#[test]
+fn a_via_flow_token_does_not_route_a_request() {
+    let mut h = H::registrar();
+    h.register(alice(), "alice", "ea");
+    h.register(carol(), "carol", "ec");
+    let sent = h.feed(
+        alice(),
+        &message_to("alice", "sip:carol@example.com", "z9hG4bKvt1"),
+    );
+    let to_carol = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(carol()))
+        .expect("the MESSAGE reached carol");
+    let sgf = top_via_param(&to_carol.msg, "sgf");
+    assert!(!sgf.is_empty());
+    let forged = format!(
+        "MESSAGE sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bKvt2\r\n\
+Route: <sip:{sgf}@{GW}:5060;transport=tcp;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c1\r\n\
+To: <sip:nobody@example.com>\r\nCall-ID: vt2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(carol(), &forged);
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "carol's request reached alice's connection by her Via token: {sent:?}"
+    );
+}
+
 /// A MESSAGE from `user` (From `user@example.com`) to `to`.
 fn message_to(user: &str, to: &str, branch: &str) -> String {
     format!(

@@ -273,7 +273,11 @@ impl Edge {
         // Path and Record-Route, requests that come back through it are signed for that endpoint;
         // in the Via, so is a response relayed after its transaction is gone.
         let upstream_endpoint = st.endpoint.as_ref().filter(|_| from_client);
-        let via_token = self.ids.flow_token(&upstream, upstream_endpoint);
+        // Two tokens of the same flow, under MACs of their own: the Via's is seen by every
+        // recipient of the request and must not route one; the Route one (Record-Route, Path)
+        // only by a dialog's peer or the registrar.
+        let via_token = self.ids.via_flow_token(&upstream, upstream_endpoint);
+        let route_token = || self.ids.flow_token(&upstream, upstream_endpoint);
         if let Some(route) = &to.route {
             push_on_top(&mut out, "Route", route);
         }
@@ -285,7 +289,7 @@ impl Edge {
                 Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
                 Target::Addr { .. } => None,
             };
-            let rr_in = self.our_uri(upstream.transport, Some(&via_token), "");
+            let rr_in = self.our_uri(upstream.transport, Some(&route_token()), "");
             let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
             push_on_top(&mut out, "Record-Route", &rr_in);
             push_on_top(&mut out, "Record-Route", &rr_out);
@@ -296,7 +300,7 @@ impl Edge {
             // then route the client's requests by. In either mode.
             out.remove_header("Path");
             if self.cfg.mode == Mode::Edge {
-                let path = self.our_uri(out_transport, Some(&via_token), ";ob");
+                let path = self.our_uri(out_transport, Some(&route_token()), ";ob");
                 push_on_top(&mut out, "Path", &path);
             }
         }

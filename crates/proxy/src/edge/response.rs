@@ -75,7 +75,7 @@ impl Edge {
             pop_via(&mut msg);
             // The token names the endpoint at its flow when the request came from one with an
             // SA: the response is signed for it, as one with its transaction would be.
-            let (target, endpoint) = match sgf.and_then(|t| self.ids.parse_flow_token(&t)) {
+            let (target, endpoint) = match sgf.and_then(|t| self.ids.parse_via_flow_token(&t)) {
                 Some((f, endpoint)) => (Some(Target::Flow(f)), endpoint),
                 None if from_client => (None, None),
                 None => (
