@@ -24,6 +24,8 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// must not turn into a query per request, and a day-long one should not keep a moved pool away.
 const MIN_TTL: Duration = Duration::from_secs(5);
 const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Most answers kept (clients' Routes can name any number of names).
+const MAX_CACHED: usize = 16_384;
 
 /// What a next hop names: an address, or a host name to resolve the RFC 3263 way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,8 +378,14 @@ impl Resolver {
         }
         let r = self.resolve_uncached(q).await;
         if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|_, r| r.valid_until > now);
-            cache.insert(q.clone(), r.clone());
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, r| r.valid_until > now);
+            }
+            // Names come from clients' Routes too: past the bound an answer is not kept (each
+            // such name costs its queries again), rather than the cache growing with them.
+            if cache.len() < MAX_CACHED || cache.contains_key(q) {
+                cache.insert(q.clone(), r.clone());
+            }
         }
         r
     }

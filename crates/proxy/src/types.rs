@@ -306,6 +306,9 @@ pub enum LimitKind {
     BindingsPerAor,
     /// A new request while draining ([`crate::Intake::Draining`]): answered 503.
     Draining,
+    /// Too many requests waiting for a name in a Route to be resolved: answered 503 (an ACK
+    /// dropped).
+    Resolutions,
 }
 
 impl LimitKind {
@@ -315,6 +318,7 @@ impl LimitKind {
             LimitKind::Transactions => "transactions",
             LimitKind::BindingsPerAor => "bindings_per_aor",
             LimitKind::Draining => "draining",
+            LimitKind::Resolutions => "resolutions",
         }
     }
 }

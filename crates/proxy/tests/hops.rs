@@ -486,3 +486,34 @@ fn a_resolution_that_never_comes_back_ends_in_503_not_a_stuck_transaction() {
         "nothing left waiting"
     );
 }
+
+/// Each Route naming a host parks its request until the driver resolves the name: a signed-in
+/// client naming ever new hosts (whose DNS never answers) parked without bound before. Past
+/// 4 096 waiting, a request is answered 503 at once and no resolution is asked.
+#[test]
+fn requests_waiting_for_a_name_are_bounded() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![tcp(HOP1)];
+    let mut h = H::new(cfg);
+    for i in 0..4096 {
+        let sent = h.feed(
+            alice(),
+            &routed(
+                &format!("z9hG4bKpk{i}"),
+                &format!("sip:n{i}.attacker.example;transport=tcp;lr"),
+            ),
+        );
+        assert!(sent.is_empty(), "{i}: {sent:?}");
+    }
+    assert_eq!(h.resolves.len(), 4096);
+    let sent = h.feed(
+        alice(),
+        &routed(
+            "z9hG4bKpkx",
+            "sip:one-more.attacker.example;transport=tcp;lr",
+        ),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg.status_code(), Some(503));
+    assert_eq!(h.resolves.len(), 4096, "no resolution asked");
+}

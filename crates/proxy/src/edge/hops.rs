@@ -154,6 +154,9 @@ pub(super) struct ParkedAck {
     pub(super) max_forwards: u32,
 }
 
+/// Requests and ACKs waiting for a name to be resolved, at most.
+pub(super) const MAX_PARKED: usize = 4096;
+
 /// Next-hop targets, their health and probes, and requests parked on a resolution.
 #[derive(Default)]
 pub(super) struct HopSet {
@@ -536,11 +539,22 @@ impl Edge {
         true
     }
 
-    /// Park what waits for a name and ask the driver to resolve it.
+    /// Park what waits for a name and ask the driver to resolve it; false (nothing parked) when
+    /// [`MAX_PARKED`] already wait: each is a resolution a signed-in client's Route can cause, and
+    /// an ACK holds no transaction the transaction cap would count.
     ///
     /// A driver that never answers must not leave the request waiting for ever: after 64×T1
     /// (Timer B/F) it is answered 503 as if the name did not resolve.
-    pub(super) fn park(&mut self, parked: Parked, want: &super::routing::NameTarget, now: Instant) {
+    pub(super) fn park(
+        &mut self,
+        parked: Parked,
+        want: &super::routing::NameTarget,
+        now: Instant,
+    ) -> bool {
+        if self.hops.parked.len() >= MAX_PARKED {
+            self.report(Report::Limit(crate::types::LimitKind::Resolutions));
+            return false;
+        }
         self.hops.next_resolve = self.hops.next_resolve.wrapping_add(1);
         let id = ResolveId(self.hops.next_resolve);
         let until = later(now, self.cfg.timers.timeout());
@@ -552,6 +566,7 @@ impl Edge {
             transport: want.transport,
             secure: want.secure,
         }));
+        true
     }
 
     /// The targets of a name the core asked for ([`Action::Resolve`]), in the order to try them

@@ -407,13 +407,17 @@ impl Edge {
                 if let Some(st) = self.server.get_mut(key) {
                     st.forward = Some(forward);
                 }
-                self.park(
+                let parked = self.park(
                     Parked::Request {
                         key: key.to_owned(),
                     },
                     &name,
                     now.mono,
                 );
+                if !parked {
+                    let retry = self.cfg.retry_after.as_secs().to_string();
+                    self.respond(key, 503, &[("Retry-After", retry)], now);
+                }
             }
             Err(code) => self.respond(key, code, &[], now),
         }
@@ -484,7 +488,8 @@ impl Edge {
             },
             Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
             Ok(Dest::Name(name)) => {
-                self.park(Parked::Ack(Box::new(ack)), &name, now.mono);
+                // Full: the ACK is dropped (counted), as a lost datagram would be.
+                let _ = self.park(Parked::Ack(Box::new(ack)), &name, now.mono);
                 return;
             }
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
