@@ -183,6 +183,33 @@ fn trust_by_a_spoofable_udp_source_address_is_warned_about() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A next hop by name that DNS may resolve to UDP targets is warned about; one whose
+    // transport is named is not.
+    std::fs::write(
+        &cfg,
+        "[listen]\nudp = \"\"\n[proxy]\nmode = \"edge\"\n\
+         next_hops = [\"sip:maybe-udp.invalid\", \"sip:tcp-only.invalid;transport=tcp\"]\n\
+         [auth]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("maybe-udp.invalid") && l.contains("UDP")),
+        "{err}"
+    );
+    assert!(
+        !warnings.iter().any(|l| l.contains("tcp-only.invalid")),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&cfg);
 }
 

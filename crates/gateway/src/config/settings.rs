@@ -126,6 +126,9 @@ pub enum SpoofableTrust {
     /// A UDP `proxy.next_hops` entry: datagrams from its address and port are taken as the next
     /// hop's (requests to clients, responses).
     UdpNextHop(SocketAddr),
+    /// A `proxy.next_hops` name without `;transport=tcp`/`tls` or `sips:`: DNS may resolve it to
+    /// UDP targets (A records alone do), trusted as [`SpoofableTrust::UdpNextHop`] then.
+    NextHopNameMaybeUdp(String),
 }
 
 impl std::fmt::Display for SpoofableTrust {
@@ -146,6 +149,10 @@ impl std::fmt::Display for SpoofableTrust {
                  anyone who can send the gateway a datagram can forge to pass requests and \
                  responses as the next hop's. Prefer tcp: or tls: next hops (mutual TLS for \
                  servers is planned), or filter spoofed sources at the network edge"
+            ),
+            SpoofableTrust::NextHopNameMaybeUdp(name) => write!(
+                f,
+                "proxy.next_hops: {name} may resolve to UDP targets (RFC 3263: A records alone,                  or NAPTR/SRV records for UDP), each then trusted by a source address and port                  anyone who can send the gateway a datagram can forge. Name the transport                  (;transport=tcp, sips:) or filter spoofed sources at the network edge"
             ),
         }
     }
@@ -190,6 +197,18 @@ impl Settings {
             .iter()
             .filter(|h| h.transport == Transport::Udp)
             .map(|h| SpoofableTrust::UdpNextHop(h.addr));
-        peers.chain(hops).collect()
+        let names = self
+            .hops
+            .specs
+            .iter()
+            .filter_map(|spec| match &spec.target {
+                crate::resolver::HopTarget::Name(q)
+                    if !q.secure && matches!(q.transport, None | Some(Transport::Udp)) =>
+                {
+                    Some(SpoofableTrust::NextHopNameMaybeUdp(spec.configured.clone()))
+                }
+                _ => None,
+            });
+        peers.chain(hops).chain(names).collect()
     }
 }
