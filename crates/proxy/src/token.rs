@@ -210,6 +210,7 @@ impl Ids {
     /// The `sgt` Via parameter of a request sent to a client over `flow` with our `branch` and
     /// `sgf` (the flow token its responses are routed back by): the SA endpoint it was sent to
     /// (`z<identity hex>z<epid hex>`, empty for a client without one) and a MAC over the branch,
+    /// the request's method (a late 2xx is relayed only for an INVITE, read from its CSeq),
     /// the `sgf`, the flow and the endpoint. When the request's transaction is gone, a response
     /// that carries it is judged against the endpoint the request went to and must come over that
     /// flow, as one that matches the transaction is; nothing in the response itself (its To epid,
@@ -219,6 +220,7 @@ impl Ids {
     pub(crate) fn target_token(
         &self,
         branch: &str,
+        method: &str,
         sgf: &str,
         flow: &Flow,
         endpoint: Option<&SaEndpoint>,
@@ -229,7 +231,7 @@ impl Ids {
         if let Some(e) = endpoint {
             push_endpoint(e, &mut token);
         }
-        let mac = self.target_mac(branch, sgf, flow, &token);
+        let mac = self.target_mac(branch, method, sgf, flow, &token);
         token.push('.');
         token.push_str(&mac);
         token
@@ -240,12 +242,13 @@ impl Ids {
     pub(crate) fn parse_target_token(
         &self,
         branch: &str,
+        method: &str,
         sgf: &str,
         flow: &Flow,
         token: &str,
     ) -> Option<Option<SaEndpoint>> {
         let (payload, mac) = token.rsplit_once('.')?;
-        if !constant_time_eq(&self.target_mac(branch, sgf, flow, payload), mac) {
+        if !constant_time_eq(&self.target_mac(branch, method, sgf, flow, payload), mac) {
             return None;
         }
         if payload.is_empty() {
@@ -255,12 +258,21 @@ impl Ids {
         parse_endpoint(endpoint).map(Some)
     }
 
-    fn target_mac(&self, branch: &str, sgf: &str, flow: &Flow, endpoint: &str) -> String {
+    fn target_mac(
+        &self,
+        branch: &str,
+        method: &str,
+        sgf: &str,
+        flow: &Flow,
+        endpoint: &str,
+    ) -> String {
         let mut named = String::with_capacity(48);
         push_flow(flow, &mut named);
         let mut m = self.mac();
         m.update(b"target\0");
         m.update(branch.as_bytes());
+        m.update(b"\0");
+        m.update(method.as_bytes());
         m.update(b"\0");
         m.update(sgf.as_bytes());
         m.update(b"\0");
@@ -580,52 +592,57 @@ mod tests {
             identity: "sip:alice@example.com".into(),
             epid: "01010101".into(),
         };
-        let t = ids.target_token("z9hG4bKsgwa.1", "up", &flow, Some(&alice));
+        let t = ids.target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, Some(&alice));
         assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &t),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, &t),
             Some(Some(alice.clone()))
         );
-        let digest = ids.target_token("z9hG4bKsgwa.1", "up", &flow, None);
+        let digest = ids.target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, None);
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &digest),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, &digest),
             Some(None)
         );
         // Moved to another branch, answered over another flow, the endpoint dropped or another
         // key's token: refused.
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.2", "up", &flow, &t),
+            ids.parse_target_token("z9hG4bKsgwa.2", "INVITE", "up", &flow, &t),
             None
         );
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "up", &other_flow, &t),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &other_flow, &t),
             None
         );
         let (_, mac) = t.rsplit_once('.').unwrap();
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &format!(".{mac}")),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, &format!(".{mac}")),
             None
         );
         let other = Ids::new(Secret::new([8; 32]));
         assert_eq!(
-            other.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &t),
+            other.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, &t),
+            None
+        );
+        // Nor for another method (a MESSAGE's branch with INVITE written in the CSeq).
+        assert_eq!(
+            ids.parse_target_token("z9hG4bKsgwa.1", "MESSAGE", "up", &flow, &t),
             None
         );
         // Nor with the flow token beside it swapped.
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "other", &flow, &t),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "other", &flow, &t),
             None
         );
         // Nor is it a flow token, or a flow token one.
         assert_eq!(ids.parse_flow_token(&t), None);
         let ft = ids.flow_token(&flow, Some(&alice));
         assert_eq!(
-            ids.parse_target_token("z9hG4bKsgwa.1", "up", &flow, &ft),
+            ids.parse_target_token("z9hG4bKsgwa.1", "INVITE", "up", &flow, &ft),
             None
         );
         for junk in ["", ".", "garbage", "z.z", "zz.00"] {
             assert_eq!(
-                ids.parse_target_token("b", "up", &flow, junk),
+                ids.parse_target_token("b", "INVITE", "up", &flow, junk),
                 None,
                 "{junk}"
             );

@@ -767,6 +767,37 @@ fn top_via_param(m: &Message, name: &str) -> String {
     via[start..].split(';').next().unwrap().to_owned()
 }
 
+/// A late 2xx is relayed without a transaction only for an INVITE (RFC 3261 §16.7): the method
+/// the request was sent with is under the `sgt` MAC, so a client cannot take the branch of a
+/// MESSAGE it once got, write `INVITE` in its CSeq, and have as many 2xx as it likes relayed.
+#[test]
+fn a_late_2xx_whose_cseq_says_invite_for_another_request_is_not_relayed() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let sent = h.feed(
+        registrar,
+        &from_registrar("MESSAGE", "z9hG4bKlm1", &path, ""),
+    );
+    let message = sent
+        .into_iter()
+        .find(|s| s.msg.method() == Some("MESSAGE"))
+        .expect("MESSAGE to alice")
+        .msg;
+    let ok = build_response(&message, 200, "OK", Some("al"), &[]).unwrap();
+    assert_eq!(h.feed_msg(alice(), ok.clone()).len(), 1);
+    h.advance(Duration::from_secs(40));
+    let cseq = ok.header("CSeq").unwrap().to_owned();
+    let as_invite = edited(
+        &ok,
+        &format!("CSeq: {cseq}\r\n"),
+        &format!("CSeq: {}\r\n", cseq.replace("MESSAGE", "INVITE")),
+    );
+    assert!(
+        h.feed_msg(alice(), as_invite).is_empty(),
+        "a 2xx rewritten to INVITE was relayed"
+    );
+}
+
 /// Found by the `proxy_edge` fuzz campaign: a client's 2xx to INVITE after the gateway's
 /// transaction ended was judged by the epid in its own To (none there: no SA, relayed unsigned).
 /// Now the endpoint and flow the INVITE went to come from our Via (`sgt`), MAC'd with its branch

@@ -311,7 +311,7 @@ impl Edge {
             Target::Flow(f) => {
                 Some(
                     self.ids
-                        .target_token(&branch, &via_token, &f, to.endpoint.as_ref()),
+                        .target_token(&branch, &method, &via_token, &f, to.endpoint.as_ref()),
                 )
             }
             Target::Addr { .. } => None,

@@ -274,8 +274,14 @@ impl Edge {
                     .and_then(Via::parse)
                     .and_then(|v| {
                         let sgf = v.param("sgf").unwrap_or_default();
-                        self.ids
-                            .parse_target_token(v.branch()?, sgf, &flow, v.param("sgt")?)
+                        let method = msg.cseq().map(|c| c.method).unwrap_or_default();
+                        self.ids.parse_target_token(
+                            v.branch()?,
+                            method,
+                            sgf,
+                            &flow,
+                            v.param("sgt")?,
+                        )
                     })
                     .ok_or(DropReason::Stray)?;
                 Answering::Request(late.as_ref())
