@@ -367,6 +367,44 @@ async fn mtls_server(p: &Pki) -> SipServer {
     .await
 }
 
+/// A TLS next hop found through SRV is verified against the domain it was configured as (RFC
+/// 5922 §4.1), not the SRV target DNS returned: whoever can answer DNS queries must not pick the
+/// name the gateway checks (one it holds a certificate for). Before, `sips:pool.test` with SRV
+/// `fe1.pool.test` checked `fe1.pool.test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_next_hop_found_by_srv_is_verified_as_the_configured_domain() {
+    for (cert_for, expect) in [("pool.test", 200), ("fe1.pool.test", 503)] {
+        let dir =
+            std::env::temp_dir().join(format!("sagw-srv-{}-{}", std::process::id(), unique()));
+        let p = pki(&dir, cert_for);
+        let server = mtls_server(&p).await;
+        let Some(dns) = dns_support::dnsmasq(&[
+            format!(
+                "--srv-host=_sips._tcp.pool.test,fe1.pool.test,{},10,0",
+                server.addr.port()
+            ),
+            "--host-record=fe1.pool.test,127.0.0.1".into(),
+        ]) else {
+            return;
+        };
+        let gw = gateway(dns.addr, "next_hops = [\"sips:pool.test\"]", |c| {
+            c.tls.next_hop_ca = p.ca.display().to_string();
+            c.tls.client_cert = p.client_cert.display().to_string();
+            c.tls.client_key = p.client_key.display().to_string();
+        })
+        .await;
+        let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+        let r = final_answer(&mut alice, None, WAIT).await;
+        assert_eq!(
+            r.status(),
+            Some(expect),
+            "a server certificate for {cert_for}: {r:?}"
+        );
+        drop(gw);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// A signed-in client's Route to another name with an address record at the next hop's address
 /// (a name the client owns) does not change the name the next hop is verified by. Before, the
 /// name the Route resolved to replaced the configured one for that address, so the next

@@ -203,8 +203,8 @@ impl NextHopSpec {
 pub struct Resolved {
     /// Transport and address.
     pub hop: NextHop,
-    /// The host name whose A/AAAA records gave the address (the SRV target, else the name
-    /// itself).
+    /// The name that was looked up (RFC 5922 §4.1: what a TLS connection to the target verifies,
+    /// whichever NAPTR or SRV records led to the address).
     pub name: String,
 }
 
@@ -428,6 +428,12 @@ impl Resolver {
                     }
                 }
             }
+        }
+        // RFC 5922 §4.1: a TLS target is verified against the domain that was looked up, not the
+        // NAPTR replacement or SRV target DNS returned (whoever answers DNS must not choose the
+        // name the gateway checks, one they hold a certificate for).
+        for t in &mut targets {
+            t.name.clone_from(&q.host);
         }
         let now = Instant::now();
         let valid_until = if targets.is_empty() {
