@@ -11,7 +11,7 @@ mod kdc;
 use std::time::Duration;
 
 use auth_support::{
-    Client, DOMAIN, Dialog, GwOptions, config, gateway, http, param, unique, verified,
+    Client, DOMAIN, Dialog, GwOptions, config, gateway, http, param, unique, verified, via_param,
 };
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
@@ -393,11 +393,7 @@ async fn refusals_leave_other_clients_served() {
         .expect("From")
         .replace("sip:alice@", "sip:bob@");
     m.set_header("From", &from);
-    m.remove_header(credentials_header(&m));
-    a.ep.sa_mut()
-        .expect("SA")
-        .sign(&mut m, LegParams::default(), a.rng.as_rng())
-        .expect("sign");
+    a.sign_again(&mut m);
     let r = a.send_raw(&m, Duration::from_secs(2)).await;
     assert_eq!(r.as_ref().and_then(|r| r.status_code()), Some(403), "{r:?}");
     still_serving(&mut by).await;
@@ -627,6 +623,32 @@ Call-ID: chosen-by-alice\r\nCSeq: 4242 CANCEL\r\nContent-Length: 0\r\n\r\n",
     );
 }
 
+/// `c`, signed in as `user`, registers a binding of its own AOR with `contact` (signed; the
+/// gateway accepts it).
+async fn registers_contact(c: &mut Client, user: &str, contact: &str) {
+    let aor = format!("sip:{user}@{DOMAIN}");
+    let mut reg =
+        c.ep.request("REGISTER", &aor, None, c.rng.as_rng())
+            .expect("REGISTER built");
+    reg.set_header("Contact", contact);
+    reg.set_header("Expires", "600");
+    c.sign_again(&mut reg);
+    let r = c.send_raw(&reg, Duration::from_secs(2)).await;
+    assert_eq!(
+        r.as_ref().and_then(|r| r.status_code()),
+        Some(200),
+        "the client's own REGISTER is accepted: {r:?}"
+    );
+}
+
+/// The start line of a request `c` receives within `wait`, if any.
+async fn next_request_within(c: &mut Client, wait: Duration) -> Option<String> {
+    let until = tokio::time::Instant::now() + wait;
+    c.next_request(until)
+        .await
+        .map(|m| m.start_line().to_owned())
+}
+
 /// carol received a MESSAGE from alice; the flow token in its Via (`sgf`) names alice's
 /// connection. Used as a Route, it takes carol's out-of-dialog request nowhere near alice (before,
 /// straight to alice's connection, past the registrar, signed for alice).
@@ -641,11 +663,7 @@ async fn the_flow_token_in_a_via_routes_no_request() {
         carol.serve(Duration::from_secs(5), 1)
     );
     let (msg, _, _) = received.first().expect("carol got alice's MESSAGE");
-    let sgf = msg
-        .header("Via")
-        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("sgf=")))
-        .expect("the gateway's flow token in its Via")
-        .to_owned();
+    let sgf = via_param(msg, "sgf").expect("the gateway's flow token in its Via");
     let mut m = carol
         .ep
         .request(
@@ -662,21 +680,14 @@ async fn the_flow_token_in_a_via_routes_no_request() {
             gw.tcp.expect("tcp listener")
         ),
     );
-    m.remove_header(credentials_header(&m));
-    carol
-        .ep
-        .sa_mut()
-        .expect("carol's SA")
-        .sign(&mut m, LegParams::default(), carol.rng.as_rng())
-        .expect("signed by carol");
+    carol.sign_again(&mut m);
     let _ = carol.send_raw(&m, Duration::from_secs(2)).await;
-    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
-    let to_alice = alice.next_request(soon).await;
-    assert!(
-        to_alice.is_none(),
-        "carol's request reached alice by her Via token: {:?}",
-        to_alice.map(|m| m.start_line().to_owned())
-    );
+    if let Some(got) = next_request_within(&mut alice, Duration::from_millis(500)).await {
+        panic!(
+            "carol's request reached alice by her Via token: {:?}",
+            Some(got)
+        );
+    }
 }
 
 /// alice registers, after bob, the very contact bob's client registered (his device address):
@@ -702,41 +713,17 @@ async fn a_contact_registered_again_by_another_user_does_not_take_his_requests()
         .next()
         .expect("a URI")
         .to_owned();
-    let mut reg = alice
-        .ep
-        .request(
-            "REGISTER",
-            &format!("sip:alice@{DOMAIN}"),
-            None,
-            alice.rng.as_rng(),
-        )
-        .expect("REGISTER built");
-    reg.set_header("Contact", &bobs);
-    reg.set_header("Expires", "600");
-    reg.remove_header(credentials_header(&reg));
-    alice
-        .ep
-        .sa_mut()
-        .expect("alice's SA")
-        .sign(&mut reg, LegParams::default(), alice.rng.as_rng())
-        .expect("signed by alice");
-    let r = alice.send_raw(&reg, Duration::from_secs(2)).await;
-    assert_eq!(
-        r.as_ref().and_then(|r| r.status_code()),
-        Some(200),
-        "alice's own REGISTER is accepted: {r:?}"
-    );
+    registers_contact(&mut alice, "alice", &bobs).await;
     let (r, _) = carol
         .request("MESSAGE", &device, Some(("text/plain", "for bob's phone")))
         .await;
     let _ = r;
-    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
-    let to_alice = alice.next_request(soon).await;
-    assert!(
-        to_alice.is_none(),
-        "a MESSAGE to bob's device ({device}) reached alice: {:?}",
-        to_alice.map(|m| m.start_line().to_owned())
-    );
+    if let Some(got) = next_request_within(&mut alice, Duration::from_millis(500)).await {
+        panic!(
+            "a MESSAGE to bob's device ({device}) reached alice: {:?}",
+            Some(got)
+        );
+    }
 }
 
 /// alice, signed in, registers a second binding of her own AOR whose Contact is bob's AOR. bob is
@@ -747,30 +734,7 @@ async fn a_contact_naming_another_users_address_takes_none_of_his_requests() {
     let gw = gateway(GwOptions::default()).await;
     let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
     let mut carol = signed_in(&gw, "carol", AuthScheme::Ntlm).await;
-    let mut reg = alice
-        .ep
-        .request(
-            "REGISTER",
-            &format!("sip:alice@{DOMAIN}"),
-            None,
-            alice.rng.as_rng(),
-        )
-        .expect("REGISTER built");
-    reg.set_header("Contact", &format!("<sip:bob@{DOMAIN}>"));
-    reg.set_header("Expires", "600");
-    reg.remove_header(credentials_header(&reg));
-    alice
-        .ep
-        .sa_mut()
-        .expect("alice's SA")
-        .sign(&mut reg, LegParams::default(), alice.rng.as_rng())
-        .expect("signed by alice");
-    let r = alice.send_raw(&reg, Duration::from_secs(2)).await;
-    assert_eq!(
-        r.as_ref().and_then(|r| r.status_code()),
-        Some(200),
-        "alice's own REGISTER is accepted: {r:?}"
-    );
+    registers_contact(&mut alice, "alice", &format!("<sip:bob@{DOMAIN}>")).await;
     let (r, _) = carol
         .request(
             "MESSAGE",
@@ -783,11 +747,7 @@ async fn a_contact_naming_another_users_address_takes_none_of_his_requests() {
         done.status >= 400,
         "a MESSAGE to unregistered bob is not delivered: {done:?}"
     );
-    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
-    let to_alice = alice.next_request(soon).await;
-    assert!(
-        to_alice.is_none(),
-        "alice got {:?}",
-        to_alice.map(|m| m.start_line().to_owned())
-    );
+    if let Some(got) = next_request_within(&mut alice, Duration::from_millis(500)).await {
+        panic!("alice got {:?}", Some(got));
+    }
 }

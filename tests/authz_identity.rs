@@ -17,7 +17,7 @@ use auth_support::{
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, EndpointConfig, Failure, SignatureCheck};
+use sagw_client::{AuthScheme, Completed, EndpointConfig, Failure, SignatureCheck};
 use sagw_gateway::Running;
 use sagw_sip::Message;
 use tokio::net::UdpSocket;
@@ -632,21 +632,17 @@ async fn a_sip_identity_with_a_newline_cannot_inject_a_credentials_record() {
     assert!(c.sign_in().await.0.is_err(), "bob's account is still bob's");
 }
 
-/// Point 8: a Kerberos principal with an instance (`bob/admin@REALM`) is not the SIP user `bob`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
-    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
-        return;
-    };
-    let pw = "bob-Admin-3";
+/// A principal made for the test (`name` with `pw`, in the test KDC) signing in over TCP as
+/// `aor`, against a Kerberos-only gateway: the sign-in's outcome, the gateway, the client.
+async fn a_principal_signs_in(
+    k: &kdc::TestKdc,
+    name: &str,
+    pw: &str,
+    aor: &str,
+) -> (Result<Completed, Failure>, Running, Client) {
     let out = k
         .env(&mut std::process::Command::new("kadmin.local"))
-        .args([
-            "-r",
-            kdc::REALM,
-            "-q",
-            &format!("addprinc -pw {pw} bob/admin"),
-        ])
+        .args(["-r", kdc::REALM, "-q", &format!("addprinc -pw {pw} {name}")])
         .output()
         .expect("kadmin.local");
     assert!(out.status.success(), "{out:?}");
@@ -661,17 +657,28 @@ async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
     let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
     let ccache = dir
         .kinit(
-            &format!("bob/admin@{}", kdc::REALM),
+            &format!("{name}@{}", kdc::REALM),
             &sagw_client::Password::new(pw),
         )
         .expect("kinit");
-    let mut cfg = config("bob", "", AuthScheme::Kerberos, 4);
-    cfg.aor = "sip:bob@example.test".into();
+    let mut cfg = config("unused", "", AuthScheme::Kerberos, 4);
+    cfg.aor = aor.into();
     cfg.registrar = "sip:example.test".into();
     cfg.password = None;
     cfg.ccache = Some(ccache);
     let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
     let (r, _) = c.sign_in().await;
+    (r, gw, c)
+}
+
+/// Point 8: a Kerberos principal with an instance (`bob/admin@REALM`) is not the SIP user `bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_principal_with_an_instance_is_not_its_primary() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let (r, gw, mut c) =
+        a_principal_signs_in(k, "bob/admin", "bob-Admin-3", "sip:bob@example.test").await;
     assert!(
         r.is_err(),
         "bob/admin does not sign in as sip:bob: {r:?}\n{}",
@@ -689,40 +696,13 @@ async fn a_kerberos_principal_with_a_colon_is_not_the_user_before_it() {
     let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
         return;
     };
-    let pw = "alice-Phone-3";
-    let out = k
-        .env(&mut std::process::Command::new("kadmin.local"))
-        .args([
-            "-r",
-            kdc::REALM,
-            "-q",
-            &format!("addprinc -pw {pw} alice:phone"),
-        ])
-        .output()
-        .expect("kadmin.local");
-    assert!(out.status.success(), "{out:?}");
-    let gw = gateway(GwOptions {
-        schemes: &["kerberos"],
-        fqdn: kdc::AES_FQDN,
-        keytab: Some(k.aes_keytab.clone()),
-        sip_domain: "example.test",
-        ..GwOptions::default()
-    })
+    let (r, gw, mut c) = a_principal_signs_in(
+        k,
+        "alice:phone",
+        "alice-Phone-3",
+        "sip:alice:phone@example.test",
+    )
     .await;
-    let dir = sagw_client::kinit::CcacheDir::new().expect("ccache dir");
-    let ccache = dir
-        .kinit(
-            &format!("alice:phone@{}", kdc::REALM),
-            &sagw_client::Password::new(pw),
-        )
-        .expect("kinit");
-    let mut cfg = config("alice", "", AuthScheme::Kerberos, 4);
-    cfg.aor = "sip:alice:phone@example.test".into();
-    cfg.registrar = "sip:example.test".into();
-    cfg.password = None;
-    cfg.ccache = Some(ccache);
-    let mut c = Client::connect(&gw, TransportKind::Tcp, cfg).await;
-    let (r, _) = c.sign_in().await;
     assert!(
         r.is_err(),
         "alice:phone registered (alice's AOR to the registrar): {r:?}\n{}",

@@ -367,6 +367,13 @@ async fn mtls_server(p: &Pki) -> SipServer {
     .await
 }
 
+/// The test PKI's CA for the next hops, and its client certificate for the gateway to present.
+fn trust_and_present(c: &mut Config, p: &Pki) {
+    c.tls.next_hop_ca = p.ca.display().to_string();
+    c.tls.client_cert = p.client_cert.display().to_string();
+    c.tls.client_key = p.client_key.display().to_string();
+}
+
 /// A TLS next hop found through SRV is verified against the domain it was configured as (RFC
 /// 5922 §4.1), not the SRV target DNS returned: whoever can answer DNS queries must not pick the
 /// name the gateway checks (one it holds a certificate for). Before, `sips:pool.test` with SRV
@@ -388,9 +395,7 @@ async fn a_tls_next_hop_found_by_srv_is_verified_as_the_configured_domain() {
             return;
         };
         let gw = gateway(dns.addr, "next_hops = [\"sips:pool.test\"]", |c| {
-            c.tls.next_hop_ca = p.ca.display().to_string();
-            c.tls.client_cert = p.client_cert.display().to_string();
-            c.tls.client_key = p.client_key.display().to_string();
+            trust_and_present(c, &p)
         })
         .await;
         let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
@@ -428,11 +433,7 @@ async fn a_clients_route_name_does_not_change_how_the_next_hop_is_verified() {
     let gw = gateway(
         dns.addr,
         &format!("next_hops = [\"tls:pool.test:{port}\"]"),
-        |c| {
-            c.tls.next_hop_ca = p.ca.display().to_string();
-            c.tls.client_cert = p.client_cert.display().to_string();
-            c.tls.client_key = p.client_key.display().to_string();
-        },
+        |c| trust_and_present(c, &p),
     )
     .await;
     let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
@@ -465,11 +466,7 @@ async fn mutual_tls_to_a_next_hop_verified_by_its_name() {
         return;
     };
     let port = server.addr.port();
-    let with_client_cert = |c: &mut Config| {
-        c.tls.next_hop_ca = p.ca.display().to_string();
-        c.tls.client_cert = p.client_cert.display().to_string();
-        c.tls.client_key = p.client_key.display().to_string();
-    };
+    let with_client_cert = |c: &mut Config| trust_and_present(c, &p);
 
     // The next hop by its name: verified as pool.test, our client certificate accepted.
     let gw = gateway(

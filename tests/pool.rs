@@ -320,14 +320,7 @@ async fn bob_registered_at_b_receives_alices_message_sent_through_a_on(
             "Route",
             &format!("{peer_side}, <sip:{beyond};transport=tcp;lr>"),
         );
-        if let Some(sa) = bob.ep.sa_mut() {
-            sa.sign(
-                &mut m,
-                sagw_client::sa::LegParams::default(),
-                bob.rng.as_rng(),
-            )
-            .expect("signed");
-        }
+        bob.sign_again(&mut m);
         let _ = bob.send_raw(&m, Duration::from_secs(2)).await;
         let reached = tokio::time::timeout(Duration::from_secs(1), internal.accept()).await;
         assert!(

@@ -254,14 +254,7 @@ async fn a_flow_token_from_before_a_restart_reaches_no_other_connection() {
         )
         .expect("a MESSAGE");
     m.set_header("Route", &alices_side);
-    if let Some(sa) = bob.ep.sa_mut() {
-        sa.sign(
-            &mut m,
-            sagw_client::sa::LegParams::default(),
-            bob.rng.as_rng(),
-        )
-        .expect("signed");
-    }
+    bob.sign_again(&mut m);
     let _ = bob.send_raw(&m, Duration::from_secs(2)).await;
     let mut buf = vec![0u8; 4096];
     let read = tokio::time::timeout(Duration::from_secs(1), mallory.read(&mut buf)).await;

@@ -290,6 +290,18 @@ impl Client {
         }
     }
 
+    /// `m` (built by the endpoint, then edited) signed again with the client's SA, its
+    /// credentials header replaced.
+    pub fn sign_again(&mut self, m: &mut Message) {
+        m.remove_header("Authorization");
+        m.remove_header("Proxy-Authorization");
+        self.ep
+            .sa_mut()
+            .expect("an SA to sign with")
+            .sign(m, LegParams::default(), self.rng.as_rng())
+            .expect("signed");
+    }
+
     pub fn trace(&mut self) -> String {
         self.ep
             .take_events()
@@ -824,4 +836,13 @@ pub fn default_config(dir: &std::path::Path, keytab: Option<&std::path::Path>) -
 /// The gateway listens on every interface (as the default does); clients use loopback.
 pub fn loopback(a: Option<SocketAddr>) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], a.expect("listener").port()))
+}
+
+/// Parameter `name` of the top Via of `m`.
+pub fn via_param(m: &Message, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    m.header("Via")?
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
 }
