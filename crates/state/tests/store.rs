@@ -299,8 +299,9 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     a.publish_sa(0x0000_0003, "dave@example.com", b"r", "gw-a", 0, now() + 60)
         .await
         .expect("published");
+    // Revoked by another spelling of the identity (the security core folds ASCII case).
     let revoked = b
-        .revoke_identity("dave@example.com")
+        .revoke_identity("DAVE@Example.com")
         .await
         .expect("revoked");
     assert_eq!(
@@ -320,9 +321,26 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         assert!(!a.sa_exists(*o).await.expect("exists"));
     }
     assert!(a.sa_exists(0x0000_0009).await.expect("erin's stays"));
+    // Tombstones, as for one SA: the owner that missed the events learns it at its next
+    // checkpoint, and cannot publish them again (before, "missing", then published again).
+    let cp_a = |opaque| Checkpoint {
+        opaque,
+        node: "gw-a".into(),
+        generation: 0,
+        win: vec![0; 37],
+        idle: 1,
+    };
+    let r = a.checkpoint(&[cp_a(0x0000_0001)]).await.expect("cp");
+    assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
     assert_eq!(
         b.revoke_identity("dave@example.com").await.expect("again"),
         Vec::<u32>::new()
+    );
+    assert_eq!(
+        a.publish_sa(0x7777_0002, "dave@example.com", b"r", "gw-a", 0, exp)
+            .await
+            .expect("publish"),
+        PublishOutcome::Revoked
     );
     assert_eq!(
         b.revoke_identity("nobody").await.expect("none"),

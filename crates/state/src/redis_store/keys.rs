@@ -8,8 +8,10 @@ pub(super) fn sa_key(opaque: u32) -> String {
     format!("sagw:sa:{{{opaque:08X}}}")
 }
 
+/// An identity's set of SAs. ASCII case folded: the security core takes `sip:Alice@…` and
+/// `sip:alice@…` for one identity, and so must a revocation by either spelling.
 pub(super) fn user_key(identity: &str) -> String {
-    format!("sagw:user:{{{identity}}}")
+    format!("sagw:user:{{{}}}", identity.to_ascii_lowercase())
 }
 
 pub(super) fn reg_key(aor: &str) -> String {

@@ -297,7 +297,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Ends every SA of `identity` in the pool (published as `revoke` each) and returns them.
+    /// Ends every SA of `identity` in the pool and returns them: each replaced by a tombstone and
+    /// published as `revoke`, as [`revoke_sa`](Self::revoke_sa) does. A tombstone is what makes a
+    /// gateway that missed the event end the SA when its next checkpoint or publication meets it;
+    /// an SA merely deleted came back as "lost", published again by its owner.
     pub async fn revoke_identity(&self, identity: &str) -> Result<Vec<u32>, StoreError> {
         let ukey = user_key(identity);
         let members: Vec<Vec<u8>> = self
@@ -316,25 +319,32 @@ impl Store {
             .collect();
         opaques.sort_unstable();
         opaques.dedup();
-        let mut cmds = Batch::default();
         for o in &opaques {
-            let key = sa_key(*o);
-            let mut del = redis::cmd("DEL");
-            del.arg(&key);
-            cmds.add(Some(&key), del);
+            let event = StoreEvent::Revoked(*o).encode().unwrap_or_default();
+            let _: Option<Vec<u8>> = self
+                .run(async {
+                    let mut c = self.conn();
+                    self.inner
+                        .scripts
+                        .revoke
+                        .key(sa_key(*o))
+                        .arg(EVENTS_CHANNEL)
+                        .arg(&event)
+                        .invoke_async(&mut c)
+                        .await
+                        .map_err(|e| StoreError::from_redis(&e))
+                })
+                .await?;
         }
-        let mut del = redis::cmd("DEL");
-        del.arg(&ukey);
-        cmds.add(Some(&ukey), del);
-        for o in &opaques {
-            if let Some(ev) = StoreEvent::Revoked(*o).encode() {
-                let mut publish = redis::cmd("PUBLISH");
-                publish.arg(EVENTS_CHANNEL).arg(ev);
-                cmds.add(None, publish);
-            }
-        }
-        self.run(self.exec_batch_ok(&cmds, "revoke identity"))
-            .await?;
+        self.run(async {
+            let mut c = self.conn();
+            redis::cmd("DEL")
+                .arg(&ukey)
+                .exec_async(&mut c)
+                .await
+                .map_err(|e| StoreError::from_redis(&e))
+        })
+        .await?;
         Ok(opaques)
     }
 
