@@ -12,6 +12,7 @@ use sagw_client::AuthScheme;
 use sagw_client::session::RngSend;
 use sagw_client::transport::TransportKind;
 use sagw_gateway::{Config, Running};
+use sagw_sip::Message;
 
 async fn start(dir: &std::path::Path, snapshot: bool) -> Running {
     start_on(dir, snapshot, 0).await
@@ -266,5 +267,71 @@ async fn a_flow_token_from_before_a_restart_reaches_no_other_connection() {
             String::from_utf8_lossy(&buf[..n])
         );
     }
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The REGISTER carrying `c`'s NTLM AUTHENTICATE (its final leg), sent as the sign-in goes, and
+/// the sign-in's outcome.
+async fn sign_in_keeping_the_final_leg(c: &mut Client) -> (Message, bool) {
+    let mut m = c.ep.start_register(c.rng.as_rng()).expect("first REGISTER");
+    loop {
+        let is_final = m
+            .header_all("Authorization")
+            .chain(m.header_all("Proxy-Authorization"))
+            .any(|v| v.contains("gssapi-data=\"TlRMTVNTUAAD"));
+        if is_final {
+            let (r, _) = c.drive(m.clone()).await;
+            return (m, r.is_ok_and(|r| r.status == 200));
+        }
+        let answer = c
+            .send_raw(&m, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        match c
+            .ep
+            .on_response(&answer, std::time::SystemTime::now(), c.rng.as_rng())
+        {
+            sagw_client::Step::Send(next) => m = next,
+            other => panic!("expected the next leg, got {other:?}"),
+        }
+    }
+}
+
+/// A captured NTLM final leg replayed just after a restart without a snapshot: the challenge it
+/// answers was a MAC under a key read from the pool key file, and the record of its one use died
+/// with the process, so the copy signed in as alice on the attacker's connection (her calls then
+/// reached it, signed for her). One gateway now draws its challenge key at each start (a sign-in
+/// caught by a restart fails once and starts again). With a snapshot, her restored SA already
+/// refused the copy.
+#[tokio::test]
+async fn an_ntlm_final_leg_replayed_after_a_restart_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = start(dir.path(), false).await;
+    let mut alice = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (leg, ok) = sign_in_keeping_the_final_leg(&mut alice).await;
+    assert!(ok, "alice signed in: {}", alice.trace());
+    gw.shutdown(Duration::from_secs(5)).await;
+
+    let gw = start(dir.path(), false).await;
+    let mut attacker = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let answer = attacker
+        .send_raw(&leg, Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_ne!(
+        answer.status_code(),
+        Some(200),
+        "alice's captured final leg signed in after the restart: {answer:?}"
+    );
     gw.shutdown(Duration::from_secs(5)).await;
 }

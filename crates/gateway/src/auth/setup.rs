@@ -269,8 +269,8 @@ pub fn build_core_with_store(
 /// Keys a pool shares (docs/pools.md): the NTLM challenge key (a final leg may reach any gateway,
 /// and a restart does not break a handshake between its legs) and, for a pool, the Digest nonce key.
 pub struct SharedKeys {
-    /// Key of the NTLM challenge MAC.
-    pub ntlm_challenge: [u8; 32],
+    /// Key of the NTLM challenge MAC; `None`: fresh at this start (one gateway).
+    pub ntlm_challenge: Option<[u8; 32]>,
     /// Digest nonce key; `None`: the `auth.nonce_key` file (one gateway).
     pub digest_nonce: Option<[u8; 32]>,
     /// The node number Digest nonces carry (0: one gateway; docs/pools.md).
@@ -328,10 +328,12 @@ pub fn build_core_with_backend(
         );
         n.max_clock_skew = a.ntlm_skew;
         // NTLM server challenges are a MAC under this key (nothing is kept per handshake): the
-        // pool's, so that a final leg may reach another gateway or the same one restarted; else
-        // fresh at every start, so a final leg for a challenge from before a restart fails.
-        let key = match keys {
-            Some(k) => k.ntlm_challenge,
+        // pool's, so that a final leg may reach another gateway of the pool; else fresh at every
+        // start, so a final leg for a challenge from before a restart fails. The record of a
+        // final leg's one use lives in memory only: a key that outlived it let a captured final
+        // leg sign in again after a restart.
+        let key = match keys.and_then(|k| k.ntlm_challenge) {
+            Some(k) => k,
             None => {
                 let mut key = [0u8; 32];
                 rng.fill_bytes(&mut key);

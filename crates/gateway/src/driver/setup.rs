@@ -58,7 +58,12 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
     };
     let mut rng = crate::auth::OsRng::new()?;
     let keys = crate::auth::SharedKeys {
-        ntlm_challenge: state.key.ntlm_challenge_key(),
+        // A pool's gateways share it (a final leg may reach another one); one gateway draws
+        // its own at each start.
+        ntlm_challenge: state
+            .store
+            .is_some()
+            .then(|| state.key.ntlm_challenge_key()),
         // One gateway: its Digest nonce key file as before; a pool shares the derived one.
         digest_nonce: state.store.is_some().then(|| state.key.digest_nonce_key()),
         digest_node: if state.store.is_some() {
