@@ -128,6 +128,9 @@ pub struct DigestSettings {
     pub nonce_key: [u8; 32],
     /// How many nonces the nonce-count tracker remembers at most.
     pub max_tracked_nonces: usize,
+    /// When this server started: its nonces issued before are stale
+    /// ([`sagw_digest::NonceCounter::stale_before`]). `None`: none are (tests).
+    pub started: Option<std::time::SystemTime>,
 }
 
 /// NTLM handshakes. Nothing is kept for a first leg (see [`crate::handshake`]), so there is no

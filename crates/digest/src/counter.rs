@@ -67,6 +67,14 @@ impl NonceCounter {
         }
     }
 
+    /// Every nonce issued at or before `start` is stale from the first use on, as if it had been
+    /// evicted: the counts of nonces a server issued before it started again are gone with its
+    /// memory, and a captured request on one would be taken again.
+    pub fn stale_before(mut self, start: SystemTime) -> Self {
+        self.watermark = Some(self.watermark.map_or(start, |w| w.max(start)));
+        self
+    }
+
     /// Number of nonces currently tracked.
     pub fn len(&self) -> usize {
         self.entries.len()

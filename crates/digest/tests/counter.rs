@@ -213,3 +213,16 @@ fn foreign_nonces_are_refused() {
     );
     assert!(c.is_empty());
 }
+
+/// A counter made at a restart: the nonces issued before it are stale, those issued after it are
+/// tracked as usual.
+#[test]
+fn nonces_issued_before_a_start_are_stale() {
+    let mut c = NonceCounter::new(8, LIFE).stale_before(at(T0));
+    let before = nonce(T0 - 10, 7);
+    let after = nonce(T0 + 1, 8);
+    let now = at(T0 + 2);
+    assert_eq!(c.check_and_record(&before, 1, now), Err(DigestError::Stale));
+    assert_eq!(c.check_and_record(&after, 1, now), Ok(()));
+    assert_eq!(c.check_and_record(&after, 1, now), Err(DigestError::Replay));
+}

@@ -24,10 +24,13 @@ impl SecurityCore {
                 },
                 NonceKey::new(d.nonce_key),
             ),
-            counter: Mutex::new(NonceCounter::new(
-                d.max_tracked_nonces,
-                d.config.nonce_lifetime,
-            )),
+            counter: Mutex::new({
+                let counter = NonceCounter::new(d.max_tracked_nonces, d.config.nonce_lifetime);
+                match d.started {
+                    Some(t) => counter.stale_before(t),
+                    None => counter,
+                }
+            }),
             key: d.nonce_key,
             decoy: [
                 sagw_digest::Algorithm::Md5,

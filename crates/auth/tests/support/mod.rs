@@ -45,6 +45,7 @@ pub fn config() -> CoreConfig {
         config: digest,
         nonce_key: [7u8; 32],
         max_tracked_nonces: 10_000,
+        started: None,
     });
     cfg
 }

@@ -54,6 +54,7 @@ pub fn ntlm_digest_config() -> CoreConfig {
         config: digest,
         nonce_key: [9u8; 32],
         max_tracked_nonces: 10_000,
+        started: None,
     });
     cfg
 }

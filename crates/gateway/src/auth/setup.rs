@@ -354,6 +354,9 @@ pub fn build_core_with_backend(
                 None => nonce_key(&a.nonce_key)?,
             },
             max_tracked_nonces: 100_000,
+            // The counts of the nonces issued before this start are gone: those nonces are stale
+            // (a client answers a fresh challenge), or a captured request on one is taken again.
+            started: Some(std::time::SystemTime::now()),
         });
     }
     let mut core = SecurityCore::new(cfg, store.clone());
