@@ -385,6 +385,14 @@ impl SecurityCore {
         self.revoke_identity(&identity)
     }
 
+    /// Ends every SA the credentials-store account `user` signed in to: under the identity it
+    /// signs in as (its `sip` line, else the default), as the admin API's revocation by account
+    /// name means. [`revoke_user`](Self::revoke_user) with `None` revoked the default identity
+    /// even for an account with a `sip` line: none of its SAs, or another principal's.
+    pub fn revoke_account(&self, user: &str) -> usize {
+        self.revoke_identity(&self.identity_of(user))
+    }
+
     /// The SIP identity a credentials-store user signs in as: the store's, else the default.
     fn identity_of(&self, user: &str) -> String {
         self.credentials

@@ -224,6 +224,24 @@ fn an_overlong_epid_is_refused_before_any_state() {
     established(&ok.sign_in(&core, t0(), &mut rng));
 }
 
+/// An account whose credentials give it a `sip` identity is revoked, by its account name, under
+/// that identity (before: under the default `sip:<account>@…`, so none of its SAs).
+#[test]
+fn revoking_an_account_uses_the_identity_it_signs_in_as() {
+    let mut store = store();
+    store.add_password("carol", "carol-pw", &[]);
+    store
+        .set_sip_identity("carol", "sip:caroline@example.com")
+        .expect("identity");
+    let core = sagw_auth::SecurityCore::new(config(), std::sync::Arc::new(store));
+    let mut rng = rng();
+    let mut carol = NtlmClient::new("carol", "carol-pw", "c0");
+    let _ = carol.sign_in(&core, t0(), &mut rng);
+    assert_eq!(core.sas().len(), 1, "carol's SA");
+    assert_eq!(core.revoke_account("carol"), 1);
+    assert_eq!(core.sas().len(), 0);
+}
+
 #[test]
 fn revoking_a_user_ends_all_of_its_sas_and_only_its() {
     let core = core();

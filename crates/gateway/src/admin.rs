@@ -430,11 +430,12 @@ async fn revoke_user(State(s): State<AdminState>, UrlPath(user): UrlPath<String>
     if user.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "no user");
     }
-    // A SIP identity as such; an account name as the identity it signs in as by default.
+    // A SIP identity as such; an account name as the identity it signs in as (its `sip` line,
+    // else the default).
     let n = if user.starts_with("sip:") || user.starts_with("sips:") {
         core.revoke_identity(user)
     } else {
-        core.revoke_user(user, None)
+        core.revoke_account(user)
     };
     if n > 0 {
         nudge(&s);
