@@ -55,15 +55,18 @@ impl Sealer {
         let mut out = Vec::with_capacity(1 + 12 + plaintext.len() + 16);
         out.push(VERSION);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let mut body = out.split_off(13);
+        // The body is sealed in a buffer with room for the tag: appended to one sized for the
+        // plaintext alone, it moved, and the freed copy of the plaintext (an SA's session key)
+        // stayed in memory unwiped.
+        let mut body: Zeroizing<Vec<u8>> =
+            Zeroizing::new(Vec::with_capacity(plaintext.len() + aead::MAX_TAG_LEN));
+        body.extend_from_slice(plaintext);
         let _ = self.key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
-            &mut body,
+            &mut *body,
         );
         out.extend_from_slice(&body);
-        body.iter_mut().for_each(|b| *b = 0);
         out
     }
 
