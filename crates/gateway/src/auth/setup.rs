@@ -275,6 +275,9 @@ pub struct SharedKeys {
     pub digest_nonce: Option<[u8; 32]>,
     /// The node number Digest nonces carry (0: one gateway; docs/pools.md).
     pub digest_node: u16,
+    /// When the gateway started: its Digest nonces issued before are stale. `None` (a test's or
+    /// a bench's core, on a clock of its own): none are.
+    pub started: Option<std::time::SystemTime>,
 }
 
 /// [`build_core_with_store`] with keys from the pool key instead of fresh ones.
@@ -356,7 +359,7 @@ pub fn build_core_with_backend(
             max_tracked_nonces: 100_000,
             // The counts of the nonces issued before this start are gone: those nonces are stale
             // (a client answers a fresh challenge), or a captured request on one is taken again.
-            started: Some(std::time::SystemTime::now()),
+            started: keys.and_then(|k| k.started),
         });
     }
     let mut core = SecurityCore::new(cfg, store.clone());

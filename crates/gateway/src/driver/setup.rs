@@ -66,6 +66,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             .then(|| state.key.ntlm_challenge_key()),
         // One gateway: its Digest nonce key file as before; a pool shares the derived one.
         digest_nonce: state.store.is_some().then(|| state.key.digest_nonce_key()),
+        started: Some(std::time::SystemTime::now()),
         digest_node: if state.store.is_some() {
             crate::state::digest_node(&crate::state::node_id(&settings))
         } else {
