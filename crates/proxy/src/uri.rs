@@ -74,7 +74,11 @@ impl<'a> SipUri<'a> {
         host_ip(self.host)
     }
 
-    /// `sip:user@host[:port]` with the host lower-cased: the key of an address-of-record.
+    /// `sip:user@host[:port]` with the host and the user's ASCII letters lower-cased: the key of an
+    /// address-of-record. The user part is case-sensitive in SIP, but the security core takes
+    /// `sip:Alice@…` for the authenticated `sip:alice@…`: were they two AORs here, one account
+    /// could register as many AORs as its name has case variants, each with its bindings
+    /// (`max_bindings_per_aor` apiece), and calls to one spelling would miss the other's.
     pub fn aor(&self) -> String {
         let mut out = String::new();
         self.write_aor(&mut out);
@@ -95,10 +99,9 @@ impl<'a> SipUri<'a> {
             out.push_str(user);
             out.push('@');
         }
-        let host = out.len();
         out.push_str(self.host);
-        // Lower-cased in place; the user part is case-sensitive.
-        if let Some(h) = out.get_mut(host..) {
+        // Lower-cased in place, past the scheme.
+        if let Some(h) = out.get_mut(4..) {
             h.make_ascii_lowercase();
         }
         if let Some(p) = self.port {
@@ -610,7 +613,8 @@ mod tests {
         let aor = SipUri::parse("sips:Alice:secret@EXAMPLE.com:65535")
             .unwrap()
             .aor();
-        assert_eq!(aor, "sip:Alice@example.com:65535");
+        // The user's letters folded too (one AOR whatever the spelling, as for the security core).
+        assert_eq!(aor, "sip:alice@example.com:65535");
         assert_eq!(aor.capacity(), aor.len(), "sized for the longest port");
         assert_eq!(
             SipUri::parse("sip:Example.COM").unwrap().aor(),

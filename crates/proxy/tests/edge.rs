@@ -1762,6 +1762,26 @@ To: <sip:nobody@example.com>\r\nCall-ID: vt2\r\nCSeq: 1 MESSAGE\r\nContent-Lengt
     );
 }
 
+/// The security core takes `sip:ALICE@…` for alice, so the registrar does too: one AOR, whatever
+/// the spelling (before, each case variant of a name was an AOR of its own, with bindings of its
+/// own, which one account could multiply; and a call to `sip:alice@…` missed `sip:ALICE@…`'s).
+#[test]
+fn the_case_of_a_user_part_makes_no_other_address_of_record() {
+    let mut h = H::registrar();
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKcase\r\n\
+Max-Forwards: 70\r\nFrom: <sip:ALICE@example.com>;tag=rc;epid=eA\r\nTo: <sip:ALICE@example.com>\r\n\
+Call-ID: reg-case\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.5:5060;transport=tcp>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), reg);
+    assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+    let sent = h.feed(
+        carol(),
+        &message_to("carol", "sip:alice@example.com", "z9hG4bKcase1"),
+    );
+    let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
+    assert_eq!(to, vec![Target::Flow(alice())], "delivered to {to:?}");
+}
+
 /// A MESSAGE from `user` (From `user@example.com`) to `to`.
 fn message_to(user: &str, to: &str, branch: &str) -> String {
     format!(
