@@ -127,6 +127,43 @@ async fn a_restarted_gateway_keeps_its_security_associations() {
     gw.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The credentials file changed while the gateway was down (the natural time to remove a user
+/// or reset a password): the file users' SAs of the snapshot are not taken back, and they sign
+/// in again. Before, a removed user's SA came back and went on signing for up to 8 hours.
+#[tokio::test]
+async fn a_user_removed_while_the_gateway_was_down_is_not_restored() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = start(dir.path(), true).await;
+    let mut c = connect(
+        &gw,
+        TransportKind::Tcp,
+        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in").status, 200);
+    gw.shutdown(Duration::from_secs(5)).await;
+    assert!(dir.path().join("state.snapshot").exists(), "state saved");
+
+    let users = std::fs::read_to_string(dir.path().join("users")).expect("users");
+    let without_alice: String = users
+        .lines()
+        .filter(|l| !l.starts_with("alice "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without_alice.len(), users.len());
+    std::fs::write(dir.path().join("users"), without_alice).expect("users written");
+
+    let gw = start(dir.path(), true).await;
+    move_to(&mut c, gw.tcp.expect("tcp"), TransportKind::Tcp).await;
+    let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
+    assert!(
+        challenged(&seen) && r.is_err(),
+        "alice's SA came back though she was removed: {seen:?}"
+    );
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn without_a_snapshot_a_restart_signs_everyone_out() {
     let dir = tempfile::tempdir().expect("dir");

@@ -2,9 +2,12 @@
 //! SA (sealed with the pool key) and the registrar's bindings to `state.snapshot`, and the next
 //! start takes them back and removes the file, so a crash never restores stale state.
 //!
-//! File: the line `SAGW-SNAPSHOT 1\n`, then one sealed blob (ChaCha20-Poly1305 under the pool's
-//! sealing key, the line as associated data) holding the SAs and bindings. Mode 0600, written to
-//! a temporary file and renamed.
+//! File: the line `SAGW-SNAPSHOT 2\n`, then one sealed blob (ChaCha20-Poly1305 under the pool's
+//! sealing key, the line as associated data) holding the SAs, the bindings and the SHA-256 of the
+//! credentials file the users in force came from (an SA of a file user is taken back only if the
+//! file is the same: removed users and changed passwords end their SAs, as a reload does). Mode
+//! 0600, written to a temporary file and renamed. A version-1 file is not read (its clients sign
+//! in again once).
 
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +19,7 @@ use sagw_state::Sealer;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-const MAGIC: &[u8] = b"SAGW-SNAPSHOT 1\n";
+const MAGIC: &[u8] = b"SAGW-SNAPSHOT 2\n";
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub struct Snapshot {
     pub sas: Vec<(SaRecord, SaResume)>,
     /// The registrar's bindings, as the proxy exported them (JSON).
     pub bindings: Vec<u8>,
+    /// SHA-256 of the credentials file the users in force came from, when saved.
+    pub credentials: Option<[u8; 32]>,
 }
 
 /// Every SA of `core` that can be moved, with its progress.
@@ -86,6 +91,13 @@ fn encode(s: &Snapshot) -> Zeroizing<Vec<u8>> {
     }
     out.extend_from_slice(&(s.bindings.len() as u64).to_be_bytes());
     out.extend_from_slice(&s.bindings);
+    match &s.credentials {
+        Some(print) => {
+            out.push(1);
+            out.extend_from_slice(print);
+        }
+        None => out.push(0),
+    }
     out
 }
 
@@ -129,7 +141,16 @@ fn decode(b: &[u8]) -> Option<Snapshot> {
     }
     let len = r.len()?;
     let bindings = r.take(len)?.to_vec();
-    r.0.is_empty().then_some(Snapshot { sas, bindings })
+    let credentials = match r.take(1)? {
+        [0] => None,
+        [1] => Some(r.take(32)?.try_into().ok()?),
+        _ => return None,
+    };
+    r.0.is_empty().then_some(Snapshot {
+        sas,
+        bindings,
+        credentials,
+    })
 }
 
 /// Writes `snap` to `path` (mode 0600, atomically).
@@ -202,6 +223,7 @@ mod tests {
         let snap = Snapshot {
             sas: Vec::new(),
             bindings: b"[]".to_vec(),
+            credentials: Some([9; 32]),
         };
         save(&path, &snap, &sealer).expect("saved");
         #[cfg(unix)]
@@ -212,6 +234,7 @@ mod tests {
         }
         let back = take(&path, &sealer).expect("read").expect("there");
         assert_eq!(back.bindings, b"[]");
+        assert_eq!(back.credentials, Some([9; 32]));
         assert!(!path.exists(), "used once");
         save(&path, &snap, &sealer).expect("saved");
         let other = Sealer::new(&sagw_state::PoolKey::from_bytes([4; 32]));

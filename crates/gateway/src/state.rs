@@ -97,18 +97,37 @@ impl StateSetup {
         })
     }
 
-    /// Takes back the SAs a previous run saved (memory backend).
-    pub fn restore(&self, core: &SecurityCore, now: SystemTime) -> Option<Vec<u8>> {
+    /// Takes back the SAs a previous run saved (memory backend). NTLM SAs only if the
+    /// credentials file is the one they were made under (`credentials`, its SHA-256 now): a user
+    /// removed, or a password reset, while the gateway was down must not come back with the SA
+    /// the old credentials made, as a reload would have ended it. Which NTLM SAs were a file
+    /// user's cannot be told once the user is gone from the file (a domain account's look the
+    /// same), so all of them sign in again; Kerberos SAs are never a file user's.
+    pub fn restore(
+        &self,
+        core: &SecurityCore,
+        credentials: Option<[u8; 32]>,
+        now: SystemTime,
+    ) -> Option<Vec<u8>> {
         let path = self.snapshot.as_ref()?;
         match crate::snapshot::take(path, &self.sealer) {
             Ok(None) => None,
             Ok(Some(snap)) => {
                 let total = snap.sas.len();
+                let same_file = snap.credentials.is_some() && snap.credentials == credentials;
                 let mut restored = 0;
                 for (record, resume) in snap.sas {
+                    if !same_file && matches!(record.secret, sagw_auth::SaSecret::Ntlm { .. }) {
+                        continue;
+                    }
                     if core.adopt_sa(record, &resume, now).is_ok() {
                         restored += 1;
                     }
+                }
+                if !same_file {
+                    info!(
+                        "the credentials file changed since the last run: NTLM clients sign in again"
+                    );
                 }
                 info!(path = %path.display(), restored, ended_meanwhile = total - restored, "security associations restored from the last run");
                 Some(snap.bindings)
@@ -125,12 +144,14 @@ impl StateSetup {
 pub fn save(
     core: &SecurityCore,
     bindings: Vec<u8>,
+    credentials: Option<[u8; 32]>,
     path: &std::path::Path,
     sealer: &Sealer,
 ) -> Result<(), crate::snapshot::SnapshotError> {
     let snap = crate::snapshot::Snapshot {
         sas: crate::snapshot::collect(core, SystemTime::now()),
         bindings,
+        credentials,
     };
     crate::snapshot::save(path, &snap, sealer)
 }

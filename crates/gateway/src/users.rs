@@ -359,6 +359,13 @@ fn must_read(check: Check, seen: Option<FileStamp>, now: Option<FileStamp>) -> b
     check == Check::Always || now.is_none() || now != seen
 }
 
+impl ReloadingStore {
+    /// SHA-256 of the content the users in force were loaded from (`None`: no file).
+    pub fn print(&self) -> Option<[u8; 32]> {
+        self.current.read().print
+    }
+}
+
 impl sagw_auth::CredentialStore for ReloadingStore {
     fn nt_hash(&self, user: &str) -> Option<sagw_ntlm::NtHash> {
         self.current.read().store.nt_hash(user)

@@ -319,6 +319,8 @@ pub struct Running {
 /// What [`Running::save_state`] writes (memory backend).
 struct SaveOnStop {
     core: Arc<sagw_auth::SecurityCore>,
+    /// The credentials file in force, whose print goes with the SAs.
+    users: Arc<crate::users::ReloadingStore>,
     path: std::path::PathBuf,
     sealer: Arc<sagw_state::Sealer>,
     /// The registrar's bindings (JSON), left here by the core thread as it stops.
@@ -415,6 +417,7 @@ impl Running {
                     .ok()
                     .and_then(|mut b| b.take())
                     .unwrap_or_default(),
+                s.users.print(),
                 &s.path,
                 &s.sealer,
             )

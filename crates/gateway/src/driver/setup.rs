@@ -139,7 +139,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             .enable_pool_journal();
     }
     let core = Arc::new(core);
-    let restored_bindings = state.restore(&core, SystemTime::now());
+    let restored_bindings = state.restore(&core, users.print(), SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     for (i, p) in a.policies.iter().enumerate() {
         if let Some(o) = router.policy_id(i).and_then(|id| core.policy_offer(id)) {
@@ -276,9 +276,10 @@ async fn start_inner(
         tcp_addr,
         &mut tasks,
     );
-    let save_on_stop = match (&state.snapshot, security_core) {
-        (Some(path), Some(core)) => Some(SaveOnStop {
+    let save_on_stop = match (&state.snapshot, security.as_ref()) {
+        (Some(path), Some((core, users, _))) => Some(SaveOnStop {
             core: core.clone(),
+            users: users.clone(),
             path: path.clone(),
             sealer: state.sealer.clone(),
             bindings: Arc::new(Mutex::new(None)),
