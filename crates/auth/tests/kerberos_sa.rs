@@ -15,8 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sagw_auth::kerberos_mit::MitKerberos;
 use sagw_auth::{
-    Binding, BufferParams, CoreConfig, Decision, FileCredentialStore, Reason, Scheme, SecurityCore,
-    SignatureBuffer,
+    Binding, BufferParams, ChallengeFamily, CoreConfig, Decision, FileCredentialStore, Reason,
+    Scheme, SecurityCore, SignatureBuffer,
 };
 use sagw_kerberos::initiator::{ClientSession, initiate};
 use sagw_kerberos::{KerberosAcceptor, KerberosConfig};
@@ -181,6 +181,23 @@ fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_
         .as_secs();
     assert!(hard <= now_secs + 8 * 3600, "never beyond 8 h");
 
+    // A request to the client signed before the final response (a NOTIFY that arrives first)
+    // does not take the AP-REP: it belongs to the 200 of the final leg.
+    let mut notify = Message::parse(
+        b"NOTIFY sip:alice@10.0.0.5:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKn1\r\n\
+From: <sip:presence@example.test>;tag=p1\r\nTo: <sip:alice@example.test>;tag=a1\r\n\
+Call-ID: n1\r\nCSeq: 1 NOTIFY\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    )
+    .expect("NOTIFY");
+    core.sign(&mut notify, sa, ChallengeFamily::Www, now, &mut rng)
+        .expect("NOTIFY signed");
+    assert!(
+        !notify
+            .header("Authentication-Info")
+            .expect("signed")
+            .contains("gssapi-data="),
+        "the NOTIFY took the AP-REP"
+    );
     // The signed final response carries opaque (and the AP-REP when mutual).
     let mut ok = response_to(&m, 200, "OK", &["Expires: 3600"]);
     core.finish_response(&mut ok, &auth, now, &mut rng)
