@@ -260,22 +260,7 @@ impl Store {
     /// Ends an SA in the pool and publishes `revoke` (even when the store no longer had it: a
     /// node may still hold it). `true` if the store had it.
     pub async fn revoke_sa(&self, opaque: u32) -> Result<bool, StoreError> {
-        let event = StoreEvent::Revoked(opaque).encode().unwrap_or_default();
-        let identity: Option<Vec<u8>> = self
-            .run(async {
-                let mut c = self.conn();
-                self.inner
-                    .scripts
-                    .revoke
-                    .key(sa_key(opaque))
-                    .arg(EVENTS_CHANNEL)
-                    .arg(&event)
-                    .invoke_async(&mut c)
-                    .await
-                    .map_err(|e| StoreError::from_redis(&e))
-            })
-            .await?;
-        let Some(identity) = identity else {
+        let Some(identity) = self.tombstone(opaque).await? else {
             return Ok(false);
         };
         // Leave the identity's set (another slot in a Cluster; a failure leaves a stale member,
@@ -295,6 +280,25 @@ impl Store {
                 .await;
         }
         Ok(true)
+    }
+
+    /// Replaces the SA by a tombstone and publishes `revoke` (the revoke script); its identity,
+    /// `None` when the store did not have it.
+    async fn tombstone(&self, opaque: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let event = StoreEvent::Revoked(opaque).encode().unwrap_or_default();
+        self.run(async {
+            let mut c = self.conn();
+            self.inner
+                .scripts
+                .revoke
+                .key(sa_key(opaque))
+                .arg(EVENTS_CHANNEL)
+                .arg(&event)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| StoreError::from_redis(&e))
+        })
+        .await
     }
 
     /// Ends every SA of `identity` in the pool and returns them: each replaced by a tombstone and
@@ -320,21 +324,7 @@ impl Store {
         opaques.sort_unstable();
         opaques.dedup();
         for o in &opaques {
-            let event = StoreEvent::Revoked(*o).encode().unwrap_or_default();
-            let _: Option<Vec<u8>> = self
-                .run(async {
-                    let mut c = self.conn();
-                    self.inner
-                        .scripts
-                        .revoke
-                        .key(sa_key(*o))
-                        .arg(EVENTS_CHANNEL)
-                        .arg(&event)
-                        .invoke_async(&mut c)
-                        .await
-                        .map_err(|e| StoreError::from_redis(&e))
-                })
-                .await?;
+            self.tombstone(*o).await?;
         }
         self.run(async {
             let mut c = self.conn();
