@@ -66,6 +66,26 @@ fn an_sa_moves_to_another_gateway_with_its_window_and_a_higher_snum() {
         window: Some(progress.window),
         idle_deadline: Some(progress.idle_deadline),
     };
+    // Before it claims, B checks a held message against a copy: a signed one verifies (the
+    // window moved on only in the copy), the same with a made-up signature or an already used
+    // number does not.
+    let t = c.request("MESSAGE", &[]);
+    let held = c.signed(&t, &mut rng);
+    assert!(b.verifies_with_record(&record, &resume, &held, t0()));
+    assert!(
+        b.verifies_with_record(&record, &resume, &held, t0()),
+        "nothing was recorded"
+    );
+    let forged = parse(
+        &String::from_utf8(held.to_bytes())
+            .expect("text")
+            .replace("response=\"", "response=\"00"),
+    );
+    assert!(!b.verifies_with_record(&record, &resume, &forged, t0()));
+    assert!(
+        !b.verifies_with_record(&record, &resume, &m1, t0()),
+        "m1's number is in the window"
+    );
     b.adopt_sa(record, &resume, t0()).expect("adopts");
     assert!(
         b.drain_pool_journal().established.is_empty(),

@@ -6,8 +6,8 @@
 //! sealing key, the line as associated data) holding the SAs, the bindings and the SHA-256 of the
 //! credentials file the users in force came from (an SA of a file user is taken back only if the
 //! file is the same: removed users and changed passwords end their SAs, as a reload does). Mode
-//! 0600, written to a temporary file and renamed. A version-1 file is not read (its clients sign
-//! in again once).
+//! 0600, written to a temporary file and renamed. A version-1 file (no print) is read as one
+//! whose credentials file changed.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +20,9 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8] = b"SAGW-SNAPSHOT 2\n";
+/// The version before the credentials print: read as a snapshot without one (its bindings and
+/// Kerberos SAs come back, its NTLM SAs sign in again).
+const MAGIC_V1: &[u8] = b"SAGW-SNAPSHOT 1\n";
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +123,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(b: &[u8]) -> Option<Snapshot> {
+fn decode(b: &[u8], with_print: bool) -> Option<Snapshot> {
     let mut r = Reader(b);
     let count = r.u64()?;
     let mut sas = Vec::new();
@@ -141,10 +144,14 @@ fn decode(b: &[u8]) -> Option<Snapshot> {
     }
     let len = r.len()?;
     let bindings = r.take(len)?.to_vec();
-    let credentials = match r.take(1)? {
-        [0] => None,
-        [1] => Some(r.take(32)?.try_into().ok()?),
-        _ => return None,
+    let credentials = if with_print {
+        match r.take(1)? {
+            [0] => None,
+            [1] => Some(r.take(32)?.try_into().ok()?),
+            _ => return None,
+        }
+    } else {
+        None
     };
     r.0.is_empty().then_some(Snapshot {
         sas,
@@ -199,13 +206,14 @@ pub fn take(path: &Path, sealer: &Sealer) -> Result<Option<Snapshot>, SnapshotEr
     };
     // Whatever it holds is used once: a later crash must not bring back what was revoked since.
     let _ = std::fs::remove_file(path);
-    let sealed = bytes
-        .strip_prefix(MAGIC)
+    let (magic, sealed) = [MAGIC, MAGIC_V1]
+        .into_iter()
+        .find_map(|m| bytes.strip_prefix(m).map(|rest| (m, rest)))
         .ok_or_else(|| invalid("not a sagw snapshot"))?;
     let plain = sealer
-        .open(MAGIC, sealed)
+        .open(magic, sealed)
         .map_err(|_| invalid("sealed with another pool key, or damaged"))?;
-    decode(&plain)
+    decode(&plain, magic == MAGIC)
         .map(Some)
         .ok_or_else(|| invalid("damaged contents"))
 }
@@ -236,6 +244,17 @@ mod tests {
         assert_eq!(back.bindings, b"[]");
         assert_eq!(back.credentials, Some([9; 32]));
         assert!(!path.exists(), "used once");
+        // A version-1 file (written before the credentials print): read, without one.
+        let mut v1 = MAGIC_V1.to_vec();
+        let mut body = encode(&snap).to_vec();
+        body.truncate(body.len() - 33);
+        v1.extend(sealer.seal(MAGIC_V1, &body));
+        std::fs::write(&path, v1).expect("v1 written");
+        let back = take(&path, &sealer).expect("read").expect("there");
+        assert_eq!(
+            (back.bindings.as_slice(), back.credentials),
+            (&b"[]"[..], None)
+        );
         save(&path, &snap, &sealer).expect("saved");
         let other = Sealer::new(&sagw_state::PoolKey::from_bytes([4; 32]));
         assert!(take(&path, &other).is_err());

@@ -1383,6 +1383,17 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
     // The next hop (a record-routing server in the dialog's route set) is fine.
     let sent = h.feed(alice(), &routed("z9hG4bKrhop", "203.0.113.1:5060"));
     assert_eq!(sent[0].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    // An address that is a next hop over two transports keeps the one the Route names.
+    let mut both = h.edge.config().clone();
+    both.next_hops.push(NextHop {
+        transport: Transport::Udp,
+        addr: "203.0.113.1:5060".parse().unwrap(),
+    });
+    let mut h2 = H::new(both);
+    let udp_route =
+        routed("z9hG4bKrboth", "203.0.113.1:5060").replace(";transport=tcp", ";transport=udp");
+    let sent = h2.feed(alice(), &udp_route);
+    assert_eq!(sent[0].to.transport(), Transport::Udp, "{sent:?}");
     // Over its configured transport only (TCP here), whatever the Route says: a client's
     // `transport=udp` (or `tcp` to a `tls:` hop) does not pick a weaker one.
     let udp =
@@ -1415,9 +1426,12 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
 #[test]
 fn a_trusted_peer_routes_only_where_a_client_or_a_server_may() {
     let mut cfg = with_hops(1).edge.config().clone();
+    // 203.0.113.1 is the next hop's address too: listed so that its own connections (from
+    // ephemeral ports) are a server's.
     cfg.trusted_peers = vec![
         "203.0.113.50".parse().unwrap(),
         "203.0.113.51".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
     ];
     let mut h = H::new(cfg);
     let peer = flow(9, Transport::Tcp, "203.0.113.50:41000");
@@ -1436,6 +1450,14 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
         );
         assert_eq!(sent[0].msg.status_code(), Some(403), "{to}: {sent:?}");
     }
+    // A next hop connecting from its own address, on any port, routes anywhere.
+    let hop_conn = flow(10, Transport::Tcp, "203.0.113.1:40123");
+    let sent = h.feed(hop_conn, &routed("z9hG4bKtphop", "10.9.9.9:5060"));
+    assert_eq!(
+        sent[0].to.addr(),
+        "10.9.9.9:5060".parse().unwrap(),
+        "{sent:?}"
+    );
     // The next hop and another server are fine.
     for (i, to) in ["203.0.113.1:5060", "203.0.113.51:5060"]
         .into_iter()

@@ -1,7 +1,6 @@
 //! The pool hand-over: SAs exported as records, adopted from another gateway (or the last
 //! run), forgotten or revoked when the pool says so.
 
-use super::credentials::Found;
 use super::signatures::SignedParams;
 use super::*;
 
@@ -73,25 +72,22 @@ impl SecurityCore {
         } else {
             Direction::Response
         };
+        // Every credentials header of the record's scheme and opaque, whatever policy would meet
+        // the message (the default one may not offer the scheme: a policy chosen by listener or
+        // client rule does); that policy is applied when the message itself is judged.
         let facts = MessageFacts::of(msg);
-        match self.find_credentials(msg, self.policy(PolicyId::DEFAULT), facts) {
-            Ok(Some(Found::Signed(s))) => {
-                s.scheme == sa.scheme()
-                    && s.params.opaque.and_then(Opaque::parse) == Some(record.opaque)
-                    && self
-                        .verify_params(msg, &s.facts, s.token, &s.params, &sa, dir, now)
-                        .is_ok()
-            }
-            Ok(Some(Found::Full(p))) => {
-                let params = SignedParams::of(&p.header);
-                SaScheme::from_token(p.header.scheme) == Some(sa.scheme())
+        ["Authorization", "Proxy-Authorization"]
+            .iter()
+            .flat_map(|name| msg.header_all(name))
+            .filter_map(|value| AuthHeader::parse(value).ok())
+            .any(|h| {
+                let params = SignedParams::of(&h);
+                SaScheme::from_token(h.scheme) == Some(sa.scheme())
                     && params.opaque.and_then(Opaque::parse) == Some(record.opaque)
                     && self
-                        .verify_params(msg, &p.facts, p.header.scheme, &params, &sa, dir, now)
+                        .verify_params(msg, &facts, h.scheme, &params, &sa, dir, now)
                         .is_ok()
-            }
-            Ok(None) | Err(_) => false,
-        }
+            })
     }
 
     /// The SA `record` describes, going on from `resume`, not (yet) among this core's SAs.

@@ -462,10 +462,16 @@ impl SecurityCore {
                 v.push('"');
             }
             v.push_str(self.info_tails.get(sa.scheme()));
-            // The AP-REP (mutual authentication) belongs to the response to the final leg: a
-            // request to the client signed first (a NOTIFY arriving before the registrar's 200)
-            // took it, and the 200 went without it, so the client's mutual authentication failed.
-            if let Some(token) = (!msg.is_request()).then(|| sa.take_final_token()).flatten() {
+            // The AP-REP (mutual authentication) belongs to the final response to the final leg:
+            // a request to the client signed first (a NOTIFY arriving before the registrar's 200),
+            // or a provisional response, took it, and the 200 went without it, so the client's
+            // mutual authentication failed.
+            if let Some(token) = msg
+                .status_code()
+                .is_some_and(|code| code >= 200)
+                .then(|| sa.take_final_token())
+                .flatten()
+            {
                 v.push_str(", gssapi-data=\"");
                 B64.encode_string(token, v);
                 v.push('"');

@@ -152,7 +152,10 @@ impl std::fmt::Display for SpoofableTrust {
             ),
             SpoofableTrust::NextHopNameMaybeUdp(name) => write!(
                 f,
-                "proxy.next_hops: {name} may resolve to UDP targets (RFC 3263: A records alone,                  or NAPTR/SRV records for UDP), each then trusted by a source address and port                  anyone who can send the gateway a datagram can forge. Name the transport                  (;transport=tcp, sips:) or filter spoofed sources at the network edge"
+                "proxy.next_hops: {name} may resolve to UDP targets (RFC 3263: A records alone, \
+                 or NAPTR/SRV records for UDP), each then trusted by a source address and port \
+                 anyone who can send the gateway a datagram can forge. Name the transport \
+                 (;transport=tcp, sips:) or filter spoofed sources at the network edge"
             ),
         }
     }

@@ -678,7 +678,11 @@ impl Core {
     fn write_flow(&mut self, flow: Flow, bytes: Vec<u8>) -> bool {
         let id = flow.id;
         let seq = ListenerId::seq_of(id);
-        if let Some(s) = self.streams.get_mut(&seq).filter(|s| s.flow() == flow) {
+        if let Some(s) = self
+            .streams
+            .get_mut(&seq)
+            .filter(|s| same_flow(&s.flow(), &flow))
+        {
             let sent = s.send(&bytes);
             s.count_backlog(&self.shared.core_backlogged);
             return match sent {
@@ -696,11 +700,11 @@ impl Core {
         let Ok(table) = self.shared.flows.lock() else {
             return false;
         };
-        let Some(h) = table
-            .by_id
-            .get(&id)
-            .filter(|h| h.remote == flow.remote && h.transport == flow.transport)
-        else {
+        let Some(h) = table.by_id.get(&id).filter(|h| {
+            h.transport == flow.transport
+                && h.remote.ip() == flow.remote.ip()
+                && h.remote.port() == flow.remote.port()
+        }) else {
             return false;
         };
         let ConnIo::Task { tx, kill } = &h.io else {
@@ -898,5 +902,59 @@ impl Core {
     fn forget_stream(&mut self, flow: Flow) {
         self.shared.unregister_connection(&flow);
         self.edge.flow_closed(flow.id);
+    }
+}
+
+/// Whether connection `held` is the flow a token named: id, transport, address and port. Not
+/// `SocketAddr` equality: a token keeps no IPv6 scope id or flow label, which a link-local
+/// peer's address has.
+fn same_flow(held: &Flow, named: &Flow) -> bool {
+    held.id == named.id
+        && held.transport == named.transport
+        && held.remote.ip() == named.remote.ip()
+        && held.remote.port() == named.remote.port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_a_link_local_peer_whatever_its_scope() {
+        let named = Flow {
+            id: FlowId(7),
+            transport: Transport::Tcp,
+            remote: "[fe80::1]:40000".parse().unwrap(),
+        };
+        let held = Flow {
+            remote: std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                40000,
+                0,
+                2,
+            )),
+            ..named
+        };
+        assert!(same_flow(&held, &named));
+        for other in [
+            Flow {
+                id: FlowId(8),
+                ..named
+            },
+            Flow {
+                transport: Transport::Tls,
+                ..named
+            },
+            Flow {
+                remote: "[fe80::1]:40001".parse().unwrap(),
+                ..named
+            },
+            Flow {
+                remote: "[fe80::2]:40000".parse().unwrap(),
+                ..named
+            },
+        ] {
+            assert!(!same_flow(&held, &other), "{other:?}");
+        }
     }
 }

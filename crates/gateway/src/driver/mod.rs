@@ -240,6 +240,14 @@ impl Shared {
             ConnIo::Task { .. } => IoKind::Opened,
             _ => IoKind::Accepted,
         };
+        let key = (flow.transport, flow.remote);
+        // What the gateway sends to a configured next hop goes over a connection it opened and
+        // verified: one accepted from that address and port, even while the gateway has none of
+        // its own, is never where such traffic goes.
+        let configured_hop = self
+            .hop_names
+            .lock()
+            .is_ok_and(|n| n.get(&key).is_some_and(|h| h.configured));
         if let Ok(mut t) = self.flows.lock() {
             t.by_id.insert(
                 flow.id,
@@ -253,12 +261,9 @@ impl Shared {
             // its address's traffic goes; an accepted one from that address does not take its
             // place (a peer connecting from a TLS next hop's address and port, without the
             // certificate, took over what the gateway sent to that hop).
-            note_address(
-                &mut t.by_addr,
-                (flow.transport, flow.remote),
-                flow.id,
-                io_kind,
-            );
+            if !(configured_hop && matches!(io_kind, IoKind::Accepted)) {
+                note_address(&mut t.by_addr, key, flow.id, io_kind);
+            }
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connection_opened(flow.transport);

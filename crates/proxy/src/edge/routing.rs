@@ -17,7 +17,8 @@ use crate::uri::SipUri;
 /// How far a request's own Route set is followed (B3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RoutePolicy {
-    /// A next hop's: the operator's proxy routes anywhere.
+    /// A next hop's (a flow from a next hop's address, whatever its port): the operator's proxy
+    /// routes anywhere.
     Anywhere,
     /// A client's: to a next hop or an operator-listed target only.
     Client,
@@ -273,6 +274,11 @@ impl Edge {
         if policy == RoutePolicy::Anywhere {
             return to;
         }
+        // `to` itself when it is a configured next hop (one address may be a next hop over
+        // several transports); else the first transport that address is configured with.
+        if self.cfg.next_hops.contains(&to) {
+            return to;
+        }
         self.cfg
             .next_hops
             .iter()
@@ -283,15 +289,17 @@ impl Edge {
 
     /// Whose Route a request from `flow` follows ([`RoutePolicy`]).
     pub(super) fn route_policy(&self, flow: &Flow, from_client: bool) -> RoutePolicy {
-        let flow_addr = crate::uri::canonical(flow.remote);
+        let flow_ip = flow.remote.ip().to_canonical();
         if from_client {
             RoutePolicy::Client
         } else if self
             .cfg
             .next_hops
             .iter()
-            .any(|h| h.transport == flow.transport && crate::uri::canonical(h.addr) == flow_addr)
+            .any(|h| h.addr.ip().to_canonical() == flow_ip)
         {
+            // A next hop's own address, whatever port it connects from (a server opening its own
+            // connection to the gateway does so from an ephemeral one).
             RoutePolicy::Anywhere
         } else {
             RoutePolicy::Server

@@ -323,8 +323,12 @@ impl Store {
             .collect();
         opaques.sort_unstable();
         opaques.dedup();
-        for o in &opaques {
-            self.tombstone(*o).await?;
+        let mut ended = Vec::with_capacity(opaques.len());
+        for o in opaques {
+            // A member whose SA already ended gets a tombstone too (harmless), but is not counted.
+            if self.tombstone(o).await?.is_some() {
+                ended.push(o);
+            }
         }
         self.run(async {
             let mut c = self.conn();
@@ -335,7 +339,7 @@ impl Store {
                 .map_err(|e| StoreError::from_redis(&e))
         })
         .await?;
-        Ok(opaques)
+        Ok(ended)
     }
 
     /// The SA's owner and generation; `None` if the store does not have it.
