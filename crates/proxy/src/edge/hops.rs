@@ -18,8 +18,8 @@ use super::transaction::{ClientState, HopFailure};
 use crate::Map;
 use crate::config::{NextHop, ProbeConfig};
 use crate::types::{
-    Action, Flow, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target, Transport,
-    later,
+    Action, Flow, FlowId, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target,
+    Transport, later,
 };
 
 /// What a probe or a transaction said about a target.
@@ -156,6 +156,10 @@ pub(super) struct ParkedAck {
 
 /// Requests and ACKs waiting for a name to be resolved, at most.
 pub(super) const MAX_PARKED: usize = 4096;
+/// At most this many of them per flow, so that one client naming hosts whose DNS never answers
+/// cannot hold every place (each waits up to 64×T1) while others' name-routed requests get 503.
+/// Over UDP every client shares the listener's flow: there the total cap is the bound.
+pub(super) const MAX_PARKED_PER_FLOW: usize = 64;
 
 /// Next-hop targets, their health and probes, and requests parked on a resolution.
 #[derive(Default)]
@@ -163,7 +167,9 @@ pub(super) struct HopSet {
     entries: Vec<HopEntry>,
     probes: Map<String, ProbeTx>,
     /// What waits for a name, and until when at most.
-    parked: Map<u64, (Parked, Instant)>,
+    parked: Map<u64, (Parked, Instant, FlowId)>,
+    /// How many of the parked wait for each flow.
+    parked_by_flow: Map<FlowId, usize>,
     next_resolve: u64,
     /// False until the probes have their first deadline (the core had no time at construction).
     started: bool,
@@ -192,12 +198,19 @@ impl HopSet {
             p.retransmit
                 .map_or(p.deadline, |(at, _)| at.min(p.deadline))
         });
-        let parked = self.parked.values().map(|(_, until)| *until);
+        let parked = self.parked.values().map(|(_, until, _)| *until);
         sends.chain(probes).chain(parked).min()
     }
 
     pub(super) fn take_parked(&mut self, id: ResolveId) -> Option<Parked> {
-        self.parked.remove(&id.0).map(|(p, _)| p)
+        let (parked, _, flow) = self.parked.remove(&id.0)?;
+        if let Some(n) = self.parked_by_flow.get_mut(&flow) {
+            *n -= 1;
+            if *n == 0 {
+                self.parked_by_flow.remove(&flow);
+            }
+        }
+        Some(parked)
     }
 }
 
@@ -380,7 +393,7 @@ impl Edge {
             .hops
             .parked
             .iter()
-            .filter(|(_, (_, until))| *until <= now.mono)
+            .filter(|(_, (_, until, _))| *until <= now.mono)
             .map(|(id, _)| *id)
             .collect();
         for id in overdue {
@@ -549,16 +562,19 @@ impl Edge {
         &mut self,
         parked: Parked,
         want: &super::routing::NameTarget,
+        from: FlowId,
         now: Instant,
     ) -> bool {
-        if self.hops.parked.len() >= MAX_PARKED {
+        let of_flow = self.hops.parked_by_flow.get(&from).copied().unwrap_or(0);
+        if self.hops.parked.len() >= MAX_PARKED || of_flow >= MAX_PARKED_PER_FLOW {
             self.report(Report::Limit(crate::types::LimitKind::Resolutions));
             return false;
         }
+        *self.hops.parked_by_flow.entry(from).or_default() += 1;
         self.hops.next_resolve = self.hops.next_resolve.wrapping_add(1);
         let id = ResolveId(self.hops.next_resolve);
         let until = later(now, self.cfg.timers.timeout());
-        self.hops.parked.insert(id.0, (parked, until));
+        self.hops.parked.insert(id.0, (parked, until, from));
         self.actions.push_back(Action::Resolve(ResolveRequest {
             id,
             host: want.host.clone(),
