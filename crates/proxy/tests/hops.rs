@@ -530,3 +530,30 @@ fn requests_waiting_for_a_name_are_bounded() {
     assert_eq!(sent[0].msg.status_code(), Some(503));
     assert_eq!(h.resolves.len(), 4096, "no resolution asked");
 }
+
+/// Over UDP every client comes in on its listener's flow id: the share is per source address,
+/// so clients behind other addresses are not held back by one that fills its own.
+#[test]
+fn udp_clients_each_have_their_own_share_of_waiting_requests() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![tcp(HOP1)];
+    let mut h = H::new(cfg);
+    let udp = |port: u16| Flow {
+        id: FlowId(0),
+        transport: Transport::Udp,
+        remote: format!("198.51.100.7:{port}").parse().unwrap(),
+    };
+    for n in 0..64 {
+        let m = routed(
+            &format!("z9hG4bKu{n}"),
+            &format!("sip:u{n}.attacker.example;transport=tcp;lr"),
+        );
+        assert!(h.feed(udp(5060), &m).is_empty(), "{n}");
+    }
+    let m = routed("z9hG4bKuo", "sip:fe1.pool.example.com;transport=tcp;lr");
+    assert!(
+        h.feed(udp(5062), &m).is_empty(),
+        "another UDP client still waits its turn"
+    );
+    assert_eq!(h.resolves.len(), 65);
+}

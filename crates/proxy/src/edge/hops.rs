@@ -18,8 +18,8 @@ use super::transaction::{ClientState, HopFailure};
 use crate::Map;
 use crate::config::{NextHop, ProbeConfig};
 use crate::types::{
-    Action, Flow, FlowId, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target,
-    Transport, later,
+    Action, Flow, HopHealth, HopStatus, Now, Report, ResolveId, ResolveRequest, Target, Transport,
+    later,
 };
 
 /// What a probe or a transaction said about a target.
@@ -156,9 +156,9 @@ pub(super) struct ParkedAck {
 
 /// Requests and ACKs waiting for a name to be resolved, at most.
 pub(super) const MAX_PARKED: usize = 4096;
-/// At most this many of them per flow, so that one client naming hosts whose DNS never answers
-/// cannot hold every place (each waits up to 64×T1) while others' name-routed requests get 503.
-/// Over UDP every client shares the listener's flow: there the total cap is the bound.
+/// At most this many of them per flow (a connection, or a UDP source address), so that one client
+/// naming hosts whose DNS never answers cannot hold every place (each waits up to 64×T1) while
+/// others' name-routed requests get 503.
 pub(super) const MAX_PARKED_PER_FLOW: usize = 64;
 
 /// Next-hop targets, their health and probes, and requests parked on a resolution.
@@ -167,9 +167,9 @@ pub(super) struct HopSet {
     entries: Vec<HopEntry>,
     probes: Map<String, ProbeTx>,
     /// What waits for a name, and until when at most.
-    parked: Map<u64, (Parked, Instant, FlowId)>,
-    /// How many of the parked wait for each flow.
-    parked_by_flow: Map<FlowId, usize>,
+    parked: Map<u64, (Parked, Instant, Flow)>,
+    /// How many of the parked wait for each flow (a UDP client's is its source address).
+    parked_by_flow: Map<Flow, usize>,
     next_resolve: u64,
     /// False until the probes have their first deadline (the core had no time at construction).
     started: bool,
@@ -562,7 +562,7 @@ impl Edge {
         &mut self,
         parked: Parked,
         want: &super::routing::NameTarget,
-        from: FlowId,
+        from: Flow,
         now: Instant,
     ) -> bool {
         let of_flow = self.hops.parked_by_flow.get(&from).copied().unwrap_or(0);

@@ -412,7 +412,7 @@ impl Edge {
                         key: key.to_owned(),
                     },
                     &name,
-                    flow.id,
+                    flow,
                     now.mono,
                 );
                 if !parked {
@@ -490,7 +490,7 @@ impl Edge {
             Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
             Ok(Dest::Name(name)) => {
                 // Full: the ACK is dropped (counted), as a lost datagram would be.
-                let _ = self.park(Parked::Ack(Box::new(ack)), &name, flow.id, now.mono);
+                let _ = self.park(Parked::Ack(Box::new(ack)), &name, flow, now.mono);
                 return;
             }
             Ok(Dest::Hops) => match self.first_live_hop(now.mono) {
