@@ -415,6 +415,51 @@ on_both_stores!(
     invented_opaques_cost_one_store_lookup_each_on_a_redis_cluster
 );
 
+/// A captured NTLM final leg replayed at the other gateway of the pool within its window: the
+/// challenge key is the pool's (a final leg may legitimately reach another gateway), and the
+/// record of each final leg's one use was per gateway, so the copy signed in as alice at B.
+/// The pool's store now records each final leg's use (`SET NX`, asked on a worker thread).
+#[tokio::test]
+async fn an_ntlm_final_leg_replayed_at_another_gateway_is_refused() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let mut m = c.ep.start_register(c.rng.as_rng()).expect("first REGISTER");
+    let final_leg = loop {
+        let answer = c.send_raw(&m, WAIT).await.expect("an answer");
+        if answer.status_code() == Some(200) {
+            break m;
+        }
+        match c
+            .ep
+            .on_response(&answer, std::time::SystemTime::now(), c.rng.as_rng())
+        {
+            Step::Send(next) => m = next,
+            other => panic!("expected the next leg, got {other:?}"),
+        }
+    };
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "bob").await;
+    let answer = attacker
+        .send_raw(&final_leg, WAIT)
+        .await
+        .expect("B answers");
+    assert_ne!(
+        answer.status_code(),
+        Some(200),
+        "alice's captured final leg signed in at B: {answer:?}"
+    );
+    let page = metrics_of(p.b.metrics).await;
+    assert_eq!(
+        metric(
+            &page,
+            "sagw_auth_handshake_failures_total{scheme=\"ntlm\",reason=\"replayed_token\"}"
+        ),
+        1,
+        "{page}"
+    );
+}
+
 /// The owner and generation the store holds for the SA of `c` (one Redis server).
 fn owner_and_generation(url: &str, c: &Client) -> String {
     let key = format!("sagw:sa:{{{}}}", opaque_of(c).to_uppercase());

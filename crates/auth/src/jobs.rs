@@ -20,6 +20,34 @@ pub enum AuthJob {
     Kerberos(KerberosJob),
     /// Have the domain verify an NTLMv2 response.
     DomainNtlm(DomainNtlmJob),
+    /// Record an NTLM final leg's one use across the pool (its proof already verified here).
+    NtlmFinalLeg(NtlmFinalLegJob),
+}
+
+/// An NTLM final leg to record in the pool's replay registry: a final leg may reach any gateway
+/// of a pool (they share the challenge key), and its one use was recorded per gateway only, so
+/// a captured one was taken once more at each other gateway.
+#[derive(Debug, Clone)]
+pub struct NtlmFinalLegJob {
+    key: [u8; 32],
+}
+
+impl NtlmFinalLegJob {
+    /// The job of the final leg that answers `server_challenge` (unique per opaque, epid and
+    /// window).
+    pub(crate) fn new(server_challenge: &[u8; 8]) -> Self {
+        let mut input = Vec::with_capacity(32);
+        input.extend_from_slice(b"sagw ntlm final leg\0");
+        input.extend_from_slice(server_challenge);
+        NtlmFinalLegJob {
+            key: crate::kerberos::sha256(&input),
+        }
+    }
+
+    /// The registry key, and what the outcome is filed under.
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
 }
 
 impl AuthJob {
@@ -28,6 +56,7 @@ impl AuthJob {
         match self {
             AuthJob::Kerberos(j) => j.key(),
             AuthJob::DomainNtlm(j) => j.key(),
+            AuthJob::NtlmFinalLeg(j) => j.key(),
         }
     }
 
@@ -36,6 +65,7 @@ impl AuthJob {
         match self {
             AuthJob::Kerberos(_) => JobKind::Kerberos,
             AuthJob::DomainNtlm(_) => JobKind::DomainNtlm,
+            AuthJob::NtlmFinalLeg(_) => JobKind::NtlmFinalLeg,
         }
     }
 }
@@ -48,6 +78,8 @@ pub enum JobKind {
     Kerberos,
     /// An NTLM response for the domain to verify ([`AuthJob::DomainNtlm`]).
     DomainNtlm,
+    /// An NTLM final leg to record in the pool ([`AuthJob::NtlmFinalLeg`]).
+    NtlmFinalLeg,
 }
 
 impl JobKind {
@@ -56,6 +88,7 @@ impl JobKind {
         match self {
             JobKind::Kerberos => "kerberos",
             JobKind::DomainNtlm => "domain_ntlm",
+            JobKind::NtlmFinalLeg => "ntlm_final_leg",
         }
     }
 }
@@ -67,6 +100,8 @@ pub enum AuthOutcome {
     Kerberos(KerberosOutcome),
     /// The outcome of an [`AuthJob::DomainNtlm`].
     DomainNtlm(DomainNtlmOutcome),
+    /// What the pool's registry said of an NTLM final leg.
+    NtlmFinalLeg(crate::kerberos::ReplayCheck),
 }
 
 impl AuthOutcome {
@@ -75,6 +110,10 @@ impl AuthOutcome {
         match kind {
             JobKind::Kerberos => AuthOutcome::Kerberos(KerberosOutcome::refused(reason)),
             JobKind::DomainNtlm => AuthOutcome::DomainNtlm(DomainNtlmOutcome::refused(reason)),
+            // A job that could not run (a worker's panic): refused, as a replay is.
+            JobKind::NtlmFinalLeg => {
+                AuthOutcome::NtlmFinalLeg(crate::kerberos::ReplayCheck::Replayed)
+            }
         }
     }
 }
@@ -86,6 +125,7 @@ pub(crate) enum Finished {
         identity: Option<Result<String, crate::Reason>>,
     },
     DomainNtlm(Result<DomainSignIn, DomainFailure>),
+    NtlmFinalLeg(crate::kerberos::ReplayCheck),
 }
 
 impl From<AuthOutcome> for Finished {
@@ -96,6 +136,7 @@ impl From<AuthOutcome> for Finished {
                 identity: k.identity,
             },
             AuthOutcome::DomainNtlm(d) => Finished::DomainNtlm(d.result),
+            AuthOutcome::NtlmFinalLeg(c) => Finished::NtlmFinalLeg(c),
         }
     }
 }

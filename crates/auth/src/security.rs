@@ -115,6 +115,8 @@ pub struct SecurityCore {
     /// SIP identities of domain accounts (NTLM through the domain, Kerberos principals).
     directory: Option<Arc<dyn AccountDirectory>>,
     kerberos_replay: Arc<dyn KerberosReplayRegistry>,
+    /// A pool's registry records NTLM final legs too ([`Decision::Deferred`] to a worker).
+    final_legs_pooled: bool,
     kerberos_replay_unavailable: std::sync::atomic::AtomicU64,
     digest: Option<DigestState>,
     /// Index 0 is the core's own configuration ([`PolicyId::DEFAULT`]).

@@ -423,6 +423,7 @@ impl SecurityStage {
                 let (scheme, key) = match kind {
                     sagw_auth::JobKind::Kerberos => (Scheme::Kerberos, "auth.kerberos_queue"),
                     sagw_auth::JobKind::DomainNtlm => (Scheme::Ntlm, "auth.domain.queue"),
+                    sagw_auth::JobKind::NtlmFinalLeg => (Scheme::Ntlm, "the pool's NTLM queue"),
                 };
                 let counters = self.core.counters();
                 if kind == sagw_auth::JobKind::Kerberos {

@@ -152,6 +152,7 @@ impl AuthWorkers {
         let prefix = match self.kind {
             JobKind::Kerberos => "sagw-krb",
             JobKind::DomainNtlm => "sagw-domain",
+            JobKind::NtlmFinalLeg => "sagw-ntlm-pool",
         };
         for n in 0..self.workers {
             let (rx, core, sink, kind) = (rx.clone(), core.clone(), sink.clone(), self.kind);
@@ -225,6 +226,7 @@ fn worker(kind: JobKind, rx: &Mutex<Receiver<Job>>, core: &SecurityCore, sink: &
                 let reason = match kind {
                     JobKind::Kerberos => sagw_auth::Reason::KerberosRejected,
                     JobKind::DomainNtlm => sagw_auth::Reason::DomainRefused,
+                    JobKind::NtlmFinalLeg => sagw_auth::Reason::ReplayedToken,
                 };
                 AuthOutcome::refused(kind, reason)
             }

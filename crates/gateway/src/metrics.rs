@@ -679,7 +679,8 @@ pub fn page(metrics: &Metrics) -> String {
 }
 
 /// One pool of sign-in workers' counters in Prometheus text format:
-/// `sagw_kerberos_jobs_*` (AP-REQs) or `sagw_domain_ntlm_jobs_*` (NTLM responses for the domain).
+/// `sagw_kerberos_jobs_*` (AP-REQs), `sagw_domain_ntlm_jobs_*` (NTLM responses for the domain)
+/// or `sagw_ntlm_final_leg_jobs_*` (NTLM final legs recorded in a pool's store).
 pub fn render_auth_jobs(w: &crate::auth_jobs::AuthWorkers) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let (prefix, what) = match w.kind() {
@@ -687,6 +688,10 @@ pub fn render_auth_jobs(w: &crate::auth_jobs::AuthWorkers) -> String {
         sagw_auth::JobKind::DomainNtlm => (
             "sagw_domain_ntlm_jobs",
             "NTLM responses for the domain to verify",
+        ),
+        sagw_auth::JobKind::NtlmFinalLeg => (
+            "sagw_ntlm_final_leg_jobs",
+            "NTLM final legs recorded in the pool's store",
         ),
     };
     let mut out = String::new();

@@ -96,6 +96,7 @@ impl SecurityCore {
             domain_settings: DomainSettings::default(),
             directory: None,
             kerberos_replay: Arc::new(NoReplayRegistry),
+            final_legs_pooled: false,
             kerberos_replay_unavailable: std::sync::atomic::AtomicU64::new(0),
             digest,
             policies: vec![PolicyState {
@@ -166,14 +167,17 @@ impl SecurityCore {
         self.domain_ntlm.is_some() && self.ntlm.is_some()
     }
 
-    /// The pool's check that an authenticator is used once across every node (asked after each
-    /// accepted AP-REQ, inline or on a worker). The default, [`NoReplayRegistry`], leaves it to
-    /// MIT's replay cache.
+    /// The pool's check that an authenticator, or an NTLM final leg, is used once across every
+    /// node (asked on a worker after each accepted AP-REQ and each NTLM final leg whose proof
+    /// verified: NTLM final legs are then [`Decision::Deferred`] as `NtlmFinalLeg` jobs). The
+    /// default, [`NoReplayRegistry`], leaves it to MIT's replay cache and this gateway's own
+    /// record of final legs.
     pub fn with_kerberos_replay_registry(
         mut self,
         registry: Arc<dyn KerberosReplayRegistry>,
     ) -> Self {
         self.kerberos_replay = registry;
+        self.final_legs_pooled = true;
         self
     }
 

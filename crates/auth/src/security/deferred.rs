@@ -4,6 +4,12 @@
 //! `handshakes.rs`; it takes its outcome from the same table.
 
 use super::*;
+use crate::DomainNtlmOutcome;
+use crate::jobs::NtlmFinalLegJob;
+
+/// How long the pool remembers an NTLM final leg's use: its challenge is taken 30 to 60 s after
+/// it was issued, never later.
+const FINAL_LEG_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl SecurityCore {
     /// Runs a deferred sign-in step. Blocking (MIT's file replay cache, a store round trip, a
@@ -12,17 +18,35 @@ impl SecurityCore {
     pub fn run_job(&self, job: &AuthJob) -> AuthOutcome {
         match job {
             AuthJob::Kerberos(job) => AuthOutcome::Kerberos(self.run_kerberos_job(job)),
-            AuthJob::DomainNtlm(job) => AuthOutcome::DomainNtlm(crate::domain::run(
-                self.domain_ntlm.as_deref(),
-                self.directory.as_deref(),
-                job,
-                |user| self.default_identity(user),
-                |identity| {
-                    self.credentials
-                        .owns_identity(identity, &self.config.sip_domain)
-                },
-            )),
+            AuthJob::DomainNtlm(job) => {
+                let mut outcome = crate::domain::run(
+                    self.domain_ntlm.as_deref(),
+                    self.directory.as_deref(),
+                    job,
+                    |user| self.default_identity(user),
+                    |identity| {
+                        self.credentials
+                            .owns_identity(identity, &self.config.sip_domain)
+                    },
+                );
+                // In a pool, the final leg's one use is recorded pool-wide, as a local one's is.
+                if self.final_legs_pooled
+                    && outcome.result.is_ok()
+                    && self.final_leg_first_use(&NtlmFinalLegJob::new(&job.server_challenge))
+                        == ReplayCheck::Replayed
+                {
+                    outcome = DomainNtlmOutcome::refused(Reason::ReplayedToken);
+                }
+                AuthOutcome::DomainNtlm(outcome)
+            }
+            AuthJob::NtlmFinalLeg(job) => AuthOutcome::NtlmFinalLeg(self.final_leg_first_use(job)),
         }
+    }
+
+    /// The pool's registry on an NTLM final leg: first use, replayed, or cannot tell (accepted
+    /// on this gateway's own record, as an AP-REQ is on MIT's replay cache).
+    fn final_leg_first_use(&self, job: &NtlmFinalLegJob) -> ReplayCheck {
+        self.kerberos_replay.first_use(job.key(), FINAL_LEG_TTL)
     }
 
     /// Accepts a deferred AP-REQ: the backend, the replay registry, then the directory.
@@ -105,7 +129,7 @@ impl SecurityCore {
             Some(Finished::DomainNtlm(result)) => result,
             // The outcome of another kind of job under this key: impossible (the key hashes
             // the token); judged afresh.
-            Some(Finished::Kerberos { .. }) | None => {
+            Some(Finished::Kerberos { .. } | Finished::NtlmFinalLeg(_)) | None => {
                 return Decision::Deferred(AuthJob::DomainNtlm(DomainNtlmJob {
                     key,
                     user: final_leg.auth.user().to_owned(),

@@ -304,6 +304,20 @@ impl SecurityCore {
             Err(_) if !known => return self.fail_leg(leg, Scheme::Ntlm, Reason::UnknownUser),
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
+        // In a pool, the final leg's one use is recorded in the store first, on a worker: the
+        // challenge key is the pool's, so the record of this gateway alone let a captured final
+        // leg sign in once more at each other gateway.
+        if self.final_legs_pooled {
+            let job = crate::jobs::NtlmFinalLegJob::new(&challenge.server_challenge);
+            let seen = self.finished.lock().take(job.key(), unix_secs(leg.now));
+            match seen {
+                Some(Finished::NtlmFinalLeg(ReplayCheck::Replayed)) => {
+                    return self.fail_leg(leg, Scheme::Ntlm, Reason::ReplayedToken);
+                }
+                Some(Finished::NtlmFinalLeg(_)) => {}
+                _ => return Decision::Deferred(AuthJob::NtlmFinalLeg(job)),
+            }
+        }
         let identity = sip_identity.unwrap_or_else(|| self.default_identity(user));
         self.establish_ntlm(leg, opaque, &challenge, session, identity)
     }
@@ -426,7 +440,7 @@ impl SecurityCore {
                 let job = KerberosJob::new(ap_req.clone());
                 match self.finished.lock().take(job.key(), unix_secs(leg.now)) {
                     Some(Finished::Kerberos { result, identity }) => Some((result, identity)),
-                    Some(Finished::DomainNtlm(_)) | None => {
+                    Some(Finished::DomainNtlm(_) | Finished::NtlmFinalLeg(_)) | None => {
                         return Decision::Deferred(AuthJob::Kerberos(job));
                     }
                 }

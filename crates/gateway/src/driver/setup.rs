@@ -130,7 +130,14 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
     }
     if let Some(store) = &state.store {
         // An authenticator accepted by one gateway is refused by every other (MIT's replay
-        // cache is per host); asked from the worker threads.
+        // cache is per host); asked from the worker threads. So is an NTLM final leg (the
+        // challenge key is the pool's): its own workers ask the store, never the core thread.
+        workers.push(crate::auth_jobs::AuthWorkers::new(
+            sagw_auth::JobKind::NtlmFinalLeg,
+            2,
+            256,
+            settings.retry_after,
+        ));
         core = core
             .with_kerberos_replay_registry(Arc::new(sagw_state::StoreReplayRegistry::new(
                 store.clone(),
