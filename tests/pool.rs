@@ -425,20 +425,8 @@ async fn an_ntlm_final_leg_replayed_at_another_gateway_is_refused() {
     let urls = [redis.url()];
     let p = pool(&urls, false);
     let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let mut m = c.ep.start_register(c.rng.as_rng()).expect("first REGISTER");
-    let final_leg = loop {
-        let answer = c.send_raw(&m, WAIT).await.expect("an answer");
-        if answer.status_code() == Some(200) {
-            break m;
-        }
-        match c
-            .ep
-            .on_response(&answer, std::time::SystemTime::now(), c.rng.as_rng())
-        {
-            Step::Send(next) => m = next,
-            other => panic!("expected the next leg, got {other:?}"),
-        }
-    };
+    let (final_leg, ok) = c.sign_in_keeping_the_last_request().await;
+    assert!(ok, "alice signed in at A: {}", c.trace());
     let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "bob").await;
     let answer = attacker
         .send_raw(&final_leg, WAIT)
@@ -460,11 +448,12 @@ async fn an_ntlm_final_leg_replayed_at_another_gateway_is_refused() {
     );
 }
 
-/// The owner and generation the store holds for the SA of `c` (one Redis server).
-fn owner_and_generation(url: &str, c: &Client) -> String {
+/// `redis-cli` on one Redis server: `command` on the key of `c`'s SA, then `args`; its output.
+fn on_the_sa(url: &str, c: &Client, command: &str, args: &[&str]) -> String {
     let key = format!("sagw:sa:{{{}}}", opaque_of(c).to_uppercase());
     let out = std::process::Command::new("redis-cli")
-        .args(["-u", url, "HMGET", &key, "owner", "gen"])
+        .args(["-u", url, command, &key])
+        .args(args)
         .output()
         .expect("redis-cli runs (redis-tools)");
     assert!(
@@ -473,6 +462,11 @@ fn owner_and_generation(url: &str, c: &Client) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The owner and generation the store holds for the SA of `c` (one Redis server).
+fn owner_and_generation(url: &str, c: &Client) -> String {
+    on_the_sa(url, c, "HMGET", &["owner", "gen"])
 }
 
 /// Whoever knows a live opaque (it travels in clear in every signed message) sends another
@@ -545,16 +539,11 @@ async fn an_sa_past_the_last_generation_is_not_taken_over() {
     let (r, _) = c.sign_in().await;
     assert_eq!(r.expect("signed in at A").status, 200);
     wait_published(&urls, false, &c).await;
-    let key = format!("sagw:sa:{{{}}}", opaque_of(&c).to_uppercase());
-    let set = std::process::Command::new("redis-cli")
-        .args(["-u", &urls[0], "HSET", &key, "gen"])
-        .arg(sagw_auth::pool::MAX_GENERATION.to_string())
-        .output()
-        .expect("redis-cli runs (redis-tools)");
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
+    on_the_sa(
+        &urls[0],
+        &c,
+        "HSET",
+        &["gen", &sagw_auth::pool::MAX_GENERATION.to_string()],
     );
     move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
     let (ok, seen) = options(&mut c).await;

@@ -91,14 +91,7 @@ snapshot = "{snap}"
 async fn a_restarted_gateway_keeps_its_security_associations() {
     let dir = tempfile::tempdir().expect("dir");
     let gw = start(dir.path(), true).await;
-    let mut c = connect(
-        &gw,
-        TransportKind::Tcp,
-        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in").status, 200);
+    let mut c = signed_in(&gw, TransportKind::Tcp, "alice").await;
     let (r, seen) = c.request("OPTIONS", &format!("sip:{DOMAIN}"), None).await;
     let r = r.expect("answered");
     assert!(verified(&r.signature), "{:?}", r.signature);
@@ -134,14 +127,7 @@ async fn a_restarted_gateway_keeps_its_security_associations() {
 async fn a_user_removed_while_the_gateway_was_down_is_not_restored() {
     let dir = tempfile::tempdir().expect("dir");
     let gw = start(dir.path(), true).await;
-    let mut c = connect(
-        &gw,
-        TransportKind::Tcp,
-        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in").status, 200);
+    let mut c = signed_in(&gw, TransportKind::Tcp, "alice").await;
     gw.shutdown(Duration::from_secs(5)).await;
     assert!(dir.path().join("state.snapshot").exists(), "state saved");
 
@@ -168,14 +154,7 @@ async fn a_user_removed_while_the_gateway_was_down_is_not_restored() {
 async fn without_a_snapshot_a_restart_signs_everyone_out() {
     let dir = tempfile::tempdir().expect("dir");
     let gw = start(dir.path(), false).await;
-    let mut c = connect(
-        &gw,
-        TransportKind::Tcp,
-        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in").status, 200);
+    let mut c = signed_in(&gw, TransportKind::Tcp, "alice").await;
     gw.shutdown(Duration::from_secs(5)).await;
     let gw = start(dir.path(), false).await;
     move_to(&mut c, gw.tcp.expect("tcp"), TransportKind::Tcp).await;
@@ -190,30 +169,13 @@ async fn without_a_snapshot_a_restart_signs_everyone_out() {
 #[tokio::test]
 async fn udp_bindings_and_their_sas_survive_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port(true);
     let gw = start_on(dir.path(), true, port).await;
-    let mut alice = connect(
-        &gw,
-        TransportKind::Udp,
-        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = alice.sign_in().await;
-    assert_eq!(r.expect("alice registered").status, 200);
+    let mut alice = signed_in(&gw, TransportKind::Udp, "alice").await;
     gw.shutdown(Duration::from_secs(5)).await;
 
     let gw = start_on(dir.path(), true, port).await;
-    let mut bob = connect(
-        &gw,
-        TransportKind::Tcp,
-        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = bob.sign_in().await;
-    assert_eq!(r.expect("bob signed in").status, 200);
+    let mut bob = signed_in(&gw, TransportKind::Tcp, "bob").await;
     let to = format!("sip:alice@{DOMAIN}");
     let (sent, received) = tokio::join!(
         bob.request("MESSAGE", &to, Some(("text/plain", "after the restart"))),
@@ -233,6 +195,19 @@ async fn udp_bindings_and_their_sas_survive_a_restart() {
     assert!(answered);
     assert_eq!(sent.0.expect("delivered").status, 200);
     gw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `user` (password `<user>-pw`, NTLM, version 4) connected over `kind` and signed in.
+async fn signed_in(gw: &Running, kind: TransportKind, user: &str) -> Client {
+    let mut c = connect(
+        gw,
+        kind,
+        config(user, &format!("{user}-pw"), AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in").status, 200, "{user}");
+    c
 }
 
 /// A free port on 127.0.0.1, for UDP or TCP.
@@ -257,22 +232,8 @@ async fn a_flow_token_from_before_a_restart_reaches_no_other_connection() {
     let dir = tempfile::tempdir().expect("dir");
     let (udp, tcp) = (free_port(true), free_port(false));
     let gw = start_on_ports(dir.path(), true, udp, tcp).await;
-    let mut alice = connect(
-        &gw,
-        TransportKind::Tcp,
-        config("alice", "alice-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = alice.sign_in().await;
-    assert_eq!(r.expect("alice registered").status, 200);
-    let mut bob = connect(
-        &gw,
-        TransportKind::Udp,
-        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
-    )
-    .await;
-    let (r, _) = bob.sign_in().await;
-    assert_eq!(r.expect("bob registered").status, 200);
+    let mut alice = signed_in(&gw, TransportKind::Tcp, "alice").await;
+    let mut bob = signed_in(&gw, TransportKind::Udp, "bob").await;
     // alice subscribes to bob: the SUBSCRIBE bob gets is Record-Routed, alice's side with the
     // token of her TCP connection.
     let to = format!("sip:bob@{DOMAIN}");
@@ -323,28 +284,6 @@ async fn a_flow_token_from_before_a_restart_reaches_no_other_connection() {
     gw.shutdown(Duration::from_secs(5)).await;
 }
 
-/// The last request of `c`'s sign-in (the REGISTER with its NTLM final leg, or with its Digest
-/// credentials), sent as the sign-in goes, and whether the sign-in ended in a 200.
-async fn sign_in_keeping_the_last_request(c: &mut Client) -> (Message, bool) {
-    let mut m = c.ep.start_register(c.rng.as_rng()).expect("first REGISTER");
-    loop {
-        let answer = c
-            .send_raw(&m, Duration::from_secs(5))
-            .await
-            .expect("an answer");
-        if answer.status_code() == Some(200) {
-            return (m, true);
-        }
-        match c
-            .ep
-            .on_response(&answer, std::time::SystemTime::now(), c.rng.as_rng())
-        {
-            sagw_client::Step::Send(next) => m = next,
-            _ => return (m, false),
-        }
-    }
-}
-
 /// A captured NTLM final leg replayed just after a restart without a snapshot: the challenge it
 /// answers was a MAC under a key read from the pool key file, and the record of its one use died
 /// with the process, so the copy signed in as alice on the attacker's connection (her calls then
@@ -373,7 +312,7 @@ async fn last_sign_in_request_replayed_after_a_restart(scheme: AuthScheme) -> Me
         config("alice", "alice-pw", scheme, 4),
     )
     .await;
-    let (captured, ok) = sign_in_keeping_the_last_request(&mut alice).await;
+    let (captured, ok) = alice.sign_in_keeping_the_last_request().await;
     assert!(ok, "alice signed in: {}", alice.trace());
     gw.shutdown(Duration::from_secs(5)).await;
 

@@ -290,6 +290,32 @@ impl Client {
         }
     }
 
+    /// Signs in, keeping the last request of the sign-in (the REGISTER with an NTLM final leg,
+    /// or with Digest credentials): that request, and whether the sign-in ended in a 200. What
+    /// a tap on the client's link captures, for replay tests.
+    pub async fn sign_in_keeping_the_last_request(&mut self) -> (Message, bool) {
+        let mut m = self
+            .ep
+            .start_register(self.rng.as_rng())
+            .expect("first REGISTER");
+        loop {
+            let answer = self
+                .send_raw(&m, Duration::from_secs(5))
+                .await
+                .expect("an answer");
+            if answer.status_code() == Some(200) {
+                return (m, true);
+            }
+            match self
+                .ep
+                .on_response(&answer, SystemTime::now(), self.rng.as_rng())
+            {
+                Step::Send(next) => m = next,
+                _ => return (m, false),
+            }
+        }
+    }
+
     /// `m` (built by the endpoint, then edited) signed again with the client's SA, its
     /// credentials header replaced.
     pub fn sign_again(&mut self, m: &mut Message) {

@@ -44,6 +44,17 @@ struct KrbClient {
 }
 
 impl KrbClient {
+    /// A client of `sip/<fqdn>` holding `session`, before its first signed message.
+    fn new(session: ClientSession, fqdn: &str) -> Self {
+        KrbClient {
+            session,
+            targetname: format!("sip/{fqdn}"),
+            opaque: None,
+            cnum: 0,
+            seq: 0,
+        }
+    }
+
     fn request(&mut self, method: &str) -> String {
         self.seq += 1;
         format!(
@@ -134,13 +145,7 @@ fn decide(
 fn sign_in(core: &SecurityCore, k: &kdc::TestKdc, fqdn: &str, mutual: bool, mic_len: usize) {
     let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
     let (ap_req, session) = initiate(fqdn, Some(&ccache), mutual).expect("AP-REQ");
-    let mut c = KrbClient {
-        session,
-        targetname: format!("sip/{fqdn}"),
-        opaque: None,
-        cnum: 0,
-        seq: 0,
-    };
+    let mut c = KrbClient::new(session, fqdn);
     let mut rng = rng();
     let now = SystemTime::now();
 
@@ -303,13 +308,7 @@ fn malformed_tokens_never_reach_a_worker() {
     let mut rng = rng();
     let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
     let (good, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient {
-        session,
-        targetname: format!("sip/{}", kdc::AES_FQDN),
-        opaque: None,
-        cnum: 0,
-        seq: 0,
-    };
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
     for token in [
         b"garbage, not a token".to_vec(),
         good[..good.len() / 2].to_vec(),
@@ -363,13 +362,7 @@ fn the_replay_registry_refuses_an_authenticator_used_on_another_node() {
     let (a, b) = (node(true), node(false));
     let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
     let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient {
-        session,
-        targetname: format!("sip/{}", kdc::AES_FQDN),
-        opaque: None,
-        cnum: 0,
-        seq: 0,
-    };
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
     let mut rng = rng();
     let now = SystemTime::now();
     let text = c.request("REGISTER");
@@ -438,13 +431,7 @@ fn kerberos_bad_tokens_are_challenged_with_a_reason() {
     let mut rng = rng();
     let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
     let (other_ticket, session) = initiate(kdc::OTHER_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient {
-        session,
-        targetname: format!("sip/{}", kdc::AES_FQDN),
-        opaque: None,
-        cnum: 0,
-        seq: 0,
-    };
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
     let (good, _) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
     let cases: Vec<(Vec<u8>, Reason)> = vec![
         (b"garbage, not a token".to_vec(), Reason::MalformedToken),

@@ -351,8 +351,7 @@ impl PoolLink {
             // No snum is left above the last owner's: taking it over would repeat numbers the
             // client has seen. The held messages meet no SA here and are challenged; the client
             // signs in again.
-            warn!(opaque = %Opaque(opaque), generation = sa.generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
-            self.remember_unknown(opaque, now);
+            self.past_the_last_generation(opaque, sa.generation, now);
             return self.release(opaque);
         };
         let resume = sa.resume(snum_after);
@@ -381,11 +380,17 @@ impl PoolLink {
         Vec::new()
     }
 
+    /// The SA is not taken over (no `snum` is left above the last owner's): said once, and the
+    /// opaque not asked for again for a while.
+    fn past_the_last_generation(&mut self, opaque: u32, generation: u32, now: Instant) {
+        warn!(opaque = %Opaque(opaque), generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
+        self.remember_unknown(opaque, now);
+    }
+
     /// This gateway claimed the SA: it verifies and signs for it from now on.
     fn adopt(&mut self, opaque: u32, sa: PoolSa, wall: SystemTime, now: Instant) {
         let Some(snum_after) = generation_snum_base(sa.generation) else {
-            warn!(opaque = %Opaque(opaque), generation = sa.generation, "security association not taken over: past the last generation (too many claims); its client must sign in again");
-            self.remember_unknown(opaque, now);
+            self.past_the_last_generation(opaque, sa.generation, now);
             return;
         };
         let resume = sa.resume(snum_after);

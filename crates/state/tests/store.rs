@@ -262,14 +262,18 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert!(!a.sa_exists(op).await.expect("exists"));
     // Its tombstone: an owner that missed the event learns it at its next checkpoint, a
     // publication cannot bring it back, nobody can claim it.
-    let cp = |opaque| Checkpoint {
+    // A write-behind of `node` at `generation` (the window and deadline do not matter here).
+    let cp = |opaque, node: &str, generation| Checkpoint {
         opaque,
-        node: "gw-b".into(),
-        generation: 1,
+        node: node.into(),
+        generation,
         win: vec![0; 37],
         idle: 1,
     };
-    let r = b.checkpoint(&[cp(op), cp(0x0BAD_0001)]).await.expect("cp");
+    let r = b
+        .checkpoint(&[cp(op, "gw-b", 1), cp(0x0BAD_0001, "gw-b", 1)])
+        .await
+        .expect("cp");
     assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
     assert_eq!(r[1].outcome, CheckpointOutcome::Missing, "never published");
     assert_eq!(
@@ -323,14 +327,10 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert!(a.sa_exists(0x0000_0009).await.expect("erin's stays"));
     // Tombstones, as for one SA: the owner that missed the events learns it at its next
     // checkpoint, and cannot publish them again (before, "missing", then published again).
-    let cp_a = |opaque| Checkpoint {
-        opaque,
-        node: "gw-a".into(),
-        generation: 0,
-        win: vec![0; 37],
-        idle: 1,
-    };
-    let r = a.checkpoint(&[cp_a(0x0000_0001)]).await.expect("cp");
+    let r = a
+        .checkpoint(&[cp(0x0000_0001, "gw-a", 0)])
+        .await
+        .expect("cp");
     assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
     assert_eq!(
         b.revoke_identity("dave@example.com").await.expect("again"),

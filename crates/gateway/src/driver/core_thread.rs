@@ -701,9 +701,12 @@ impl Core {
             return false;
         };
         let Some(h) = table.by_id.get(&id).filter(|h| {
-            h.transport == flow.transport
-                && h.remote.ip() == flow.remote.ip()
-                && h.remote.port() == flow.remote.port()
+            let held = Flow {
+                id,
+                transport: h.transport,
+                remote: h.remote,
+            };
+            same_flow(&held, &flow)
         }) else {
             return false;
         };
