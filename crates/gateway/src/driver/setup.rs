@@ -772,6 +772,10 @@ fn spawn_core_thread(
 ) -> Result<watch::Receiver<Option<CoreExit>>, StartError> {
     let (exit_tx, exit_rx) = watch::channel(None);
     let pin = core_cpu(cpu)?;
+    // The thread says when it has registered itself for `sagw_core_thread_cpu_seconds_total`: a
+    // scrape right after `start` returned found no such series (a race the admin tests met
+    // under load).
+    let (registered_tx, registered_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("sagw-core".into())
         .spawn(move || {
@@ -780,6 +784,7 @@ fn spawn_core_thread(
                 .metrics
                 .core_thread
                 .set(crate::thread_cpu::ThreadCpu::current());
+            let _ = registered_tx.send(());
             // The pin (and its claim on the CPU) lives as long as this thread.
             if let Some(pin) = &pin {
                 if core_affinity::set_for_current(pin.cpu) {
@@ -803,6 +808,8 @@ fn spawn_core_thread(
             let _ = exit_tx.send(Some(CoreExit::Stopped));
         })
         .map_err(StartError::Core)?;
+    // Microseconds, once at start: the thread's first statement.
+    let _ = registered_rx.recv();
     Ok(exit_rx)
 }
 
