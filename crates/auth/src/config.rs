@@ -128,6 +128,8 @@ pub struct DigestSettings {
     pub nonce_key: [u8; 32],
     /// How many nonces the nonce-count tracker remembers at most.
     pub max_tracked_nonces: usize,
+    /// How many of those one identity may hold ([`sagw_digest::NonceCounter::with_owner_share`]).
+    pub max_tracked_nonces_per_identity: usize,
     /// When this server started: its nonces issued before are stale
     /// ([`sagw_digest::NonceCounter::stale_before`]). `None`: none are (tests).
     pub started: Option<std::time::SystemTime>,

@@ -421,3 +421,60 @@ fn digest_nonce_of_another_pool_node_is_stale_there() {
     );
     assert_eq!(Reason::OtherNode.label(), "other_node");
 }
+
+/// One account that fetches a fresh nonce for every request once filled the whole nonce-count
+/// table (shared by all users, 10 000 entries here) and made every other user's nonces stale:
+/// alice's ACK of a 2xx, which cannot be challenged, was then discarded and her call failed.
+/// bob's nonces now stay within his own share of the table.
+#[test]
+fn one_digest_user_cannot_make_another_users_nonce_stale() {
+    let core = core();
+    let mut rng = rng();
+    let request = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK{method}{cseq}\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:carol@example.com>;tag=c\r\nCall-ID: call-alice\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let (_, ch) =
+        digest_challenge(&core.on_request(&parse(&request("INVITE", 1)), &ctx(), t0(), &mut rng));
+    let invite = with_auth(
+        &request("INVITE", 2),
+        "Proxy-Authorization",
+        &answer(&ch[1], "alice", "alice-pw", "INVITE", 1),
+    );
+    assert!(matches!(
+        core.on_request(&invite, &ctx(), t0(), &mut rng),
+        Decision::Authenticated(_)
+    ));
+    // bob: a fresh challenge, then one use of its nonce, more times than the table holds, 40 a
+    // second, all within the lifetime of alice's nonce (300 s).
+    let mut later = t0();
+    for cseq in 1..=10_001u32 {
+        later = t0() + Duration::from_millis(1000 + u64::from(cseq) * 25);
+        let (_, ch) = digest_challenge(&core.on_request(
+            &parse(&register("bob", cseq)),
+            &ctx(),
+            later,
+            &mut rng,
+        ));
+        let m = with_auth(
+            &register("bob", cseq),
+            "Authorization",
+            &answer(&ch[1], "bob", "bob-pw", "REGISTER", 1),
+        );
+        match core.on_request(&m, &ctx(), later, &mut rng) {
+            Decision::Authenticated(_) => {}
+            other => panic!("bob's REGISTER {cseq}: {other:?}"),
+        }
+    }
+    // alice's ACK of the 2xx, on the INVITE's nonce with the next count.
+    let ack = with_auth(
+        &request("ACK", 2),
+        "Proxy-Authorization",
+        &answer(&ch[1], "alice", "alice-pw", "ACK", 2),
+    );
+    match core.on_request(&ack, &ctx(), later, &mut rng) {
+        Decision::Authenticated(_) => {}
+        other => panic!("alice's ACK after bob's flood: {other:?}"),
+    }
+}

@@ -62,7 +62,7 @@ fn bench_verify(c: &mut Criterion) {
             let n = &nonces[i % nonces.len()];
             i += 1;
             let nc = u32::try_from(i / nonces.len() + 1).unwrap_or(u32::MAX);
-            black_box(counter.check_and_record(n, nc, now)).ok()
+            black_box(counter.check_and_record(n, nc, "alice", now)).ok()
         })
     });
 }

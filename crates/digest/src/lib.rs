@@ -26,7 +26,7 @@ mod params;
 mod server;
 
 pub use algorithm::Algorithm;
-pub use counter::{NC_WINDOW, NonceCounter};
+pub use counter::{DEFAULT_NONCES_PER_OWNER, NC_WINDOW, NonceCounter};
 pub use error::{DigestError, Disposition};
 pub use ha1::{Ha1, userhash};
 pub use nonce::{NONCE_LEN, Nonce, NonceKey};

@@ -45,7 +45,7 @@ fn judge(
     let resp = DigestResponse::from_params(c.pairs())?;
     let ha1 = Ha1::compute(Algorithm::Sha256, USER, REALM, PASSWORD);
     let v = srv.verify(&resp, "REGISTER", &ha1, at(t))?;
-    counter.check_verified(&v, at(t))
+    counter.check_verified(&v, "alice", at(t))
 }
 
 #[test]

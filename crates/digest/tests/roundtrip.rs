@@ -62,7 +62,7 @@ fn round_trip_every_algorithm_with_client_helper() {
             assert_eq!(v.nc, nc);
             assert_eq!(v.nonce_issued, at(T0));
             assert_eq!(v.uri, URI);
-            counter.check_verified(&v, at(T0 + 10)).unwrap();
+            counter.check_verified(&v, "alice", at(T0 + 10)).unwrap();
 
             // The client checks rspauth with the same formula and an empty method.
             let info = srv.authentication_info(&v, &ha1, None);
@@ -98,7 +98,7 @@ fn round_trip_every_algorithm_with_client_helper() {
     let resp = DigestResponse::from_params(auth.params()).unwrap();
     let v = srv.verify(&resp, "REGISTER", &ha1, at(T0 + 11)).unwrap();
     assert_eq!(
-        counter.check_verified(&v, at(T0 + 11)),
+        counter.check_verified(&v, "alice", at(T0 + 11)),
         Err(sagw_digest::DigestError::Replay)
     );
 }
@@ -165,7 +165,9 @@ fn sipp_style_bye_reuses_invite_nonce_with_next_nc() {
         );
         let resp = DigestResponse::from_params(creds.pairs()).unwrap();
         let v = srv.verify(&resp, method, &ha1, at(T0 + t)).unwrap();
-        counter.check_and_record(v.nonce, v.nc, at(T0 + t)).unwrap();
+        counter
+            .check_and_record(v.nonce, v.nc, "alice", at(T0 + t))
+            .unwrap();
     }
     assert_eq!(counter.len(), 1);
 }

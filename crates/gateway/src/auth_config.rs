@@ -67,6 +67,10 @@ pub struct AuthSection {
     pub digest_algorithms: Vec<String>,
     /// Digest nonce lifetime in seconds.
     pub digest_nonce_lifetime_secs: u64,
+    /// Digest nonces whose counts are kept (each costs about 150 bytes).
+    pub digest_max_tracked_nonces: usize,
+    /// How many of those one identity may hold; beyond it, its own oldest goes.
+    pub digest_max_nonces_per_identity: usize,
     /// File with the 32-byte nonce key (created, mode 600, when missing).
     pub nonce_key: String,
     /// Director: user AOR (`user@domain`) or domain -> home server URI; a REGISTER for them gets a
@@ -156,6 +160,8 @@ impl Default for AuthSection {
             digest_realm: String::new(),
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             digest_nonce_lifetime_secs: 300,
+            digest_max_tracked_nonces: 100_000,
+            digest_max_nonces_per_identity: sagw_digest::DEFAULT_NONCES_PER_OWNER,
             nonce_key: "sagw-data/nonce.key".into(),
             kerberos_realm: String::new(),
             director: BTreeMap::new(),
@@ -255,6 +261,8 @@ pub struct AuthSettings {
     pub digest_realm: String,
     pub digest_algorithms: Vec<sagw_digest::Algorithm>,
     pub nonce_lifetime: Duration,
+    pub max_tracked_nonces: usize,
+    pub max_tracked_nonces_per_identity: usize,
     pub nonce_key: PathBuf,
     /// (lower-cased `user@domain` or `domain`, home URI)
     pub director: Vec<(String, String)>,
@@ -606,6 +614,18 @@ impl AuthSection {
                 "auth.digest_nonce_lifetime_secs",
                 self.digest_nonce_lifetime_secs,
                 86_400,
+            )?,
+            max_tracked_nonces: bounded(
+                "auth.digest_max_tracked_nonces",
+                self.digest_max_tracked_nonces,
+                1,
+                10_000_000,
+            )?,
+            max_tracked_nonces_per_identity: bounded(
+                "auth.digest_max_nonces_per_identity",
+                self.digest_max_nonces_per_identity,
+                1,
+                self.digest_max_tracked_nonces.max(1),
             )?,
             nonce_key: PathBuf::from(plain("auth.nonce_key", &self.nonce_key)?),
             director,

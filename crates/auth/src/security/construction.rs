@@ -25,7 +25,8 @@ impl SecurityCore {
                 NonceKey::new(d.nonce_key),
             ),
             counter: Mutex::new({
-                let counter = NonceCounter::new(d.max_tracked_nonces, d.config.nonce_lifetime);
+                let counter = NonceCounter::new(d.max_tracked_nonces, d.config.nonce_lifetime)
+                    .with_owner_share(d.max_tracked_nonces_per_identity);
                 match d.started {
                     Some(t) => counter.stale_before(t),
                     None => counter,

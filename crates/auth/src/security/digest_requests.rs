@@ -92,7 +92,10 @@ impl SecurityCore {
         if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri) {
             return fail(Reason::SaMismatch, false);
         }
-        if let Err(e) = d.counter.lock().check_verified(&verified, now) {
+        // Counted against the identity the credentials proved, not the name as sent: one
+        // account's nonces stay within its own share of the table, whatever case it writes.
+        let identity = self.identity_of(resp.username);
+        if let Err(e) = d.counter.lock().check_verified(&verified, &identity, now) {
             let reason = Reason::from(&e);
             return fail(reason, reason.is_stale());
         }
@@ -101,7 +104,6 @@ impl SecurityCore {
         let next = server.make_nonce(now, salt);
         let info = server.authentication_info(&verified, &ha1, Some(next.as_str()));
         self.counters.handshake_completed(Scheme::Digest);
-        let identity = self.identity_of(resp.username);
         Decision::Authenticated(Authenticated {
             identity,
             scheme: Scheme::Digest,

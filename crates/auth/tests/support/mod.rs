@@ -45,6 +45,7 @@ pub fn config() -> CoreConfig {
         config: digest,
         nonce_key: [7u8; 32],
         max_tracked_nonces: 10_000,
+        max_tracked_nonces_per_identity: sagw_digest::DEFAULT_NONCES_PER_OWNER,
         started: None,
     });
     cfg

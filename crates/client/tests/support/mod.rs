@@ -54,6 +54,7 @@ pub fn ntlm_digest_config() -> CoreConfig {
         config: digest,
         nonce_key: [9u8; 32],
         max_tracked_nonces: 10_000,
+        max_tracked_nonces_per_identity: sagw_digest::DEFAULT_NONCES_PER_OWNER,
         started: None,
     });
     cfg

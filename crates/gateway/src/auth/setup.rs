@@ -356,7 +356,8 @@ pub fn build_core_with_backend(
                 Some(k) => k,
                 None => nonce_key(&a.nonce_key)?,
             },
-            max_tracked_nonces: 100_000,
+            max_tracked_nonces: a.max_tracked_nonces,
+            max_tracked_nonces_per_identity: a.max_tracked_nonces_per_identity,
             // The counts of the nonces issued before this start are gone: those nonces are stale
             // (a client answers a fresh challenge), or a captured request on one is taken again.
             started: keys.and_then(|k| k.started),
