@@ -406,3 +406,101 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     }
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Two records of one kind for one user (names differing only in case, as lookups ignore it), or
+/// two users signing in as one SIP identity: which one counts would be the loader's guess. A
+/// reload that meets such a file fails, names the line and the user (never a hash), and keeps the
+/// users in force; a start from it fails the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reload_and_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    write_key(&dir.path().join("key.pem"), &key);
+    let text = format!(
+        "{}{}",
+        gateway_config(dir.path(), ""),
+        write_admin_token(dir.path())
+    );
+    add_users(&text, &["alice", "bob"]);
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, &text).expect("config");
+    let gw = start_from_file(&path).await;
+    let users = dir.path().join("users");
+    let good = std::fs::read_to_string(&users).expect("users");
+    let next = good.lines().count() + 1;
+    // MD4 of "password": not alice's.
+    const OTHER_NT: &str = "8846F7EAEE8FB117AD06BDD830B7586C";
+    let cases = [
+        // alice again, in capitals, with another hash: which one would NTLM check?
+        (format!("ALICE nt {OTHER_NT}\n"), next, "ALICE"),
+        // Two users, one `sip` identity (ASCII case ignored).
+        (
+            "alice sip sip:boss@example.com\nbob sip sip:Boss@example.com\n".to_owned(),
+            next + 1,
+            "bob",
+        ),
+        // bob's `sip` line takes alice's default identity, sip:alice@<sip_domain>.
+        ("bob sip sip:alice@example.com\n".to_owned(), next, "bob"),
+    ];
+    for (extra, line, user) in &cases {
+        // Written in place: the file keeps its mode 600.
+        std::fs::write(&users, format!("{good}{extra}")).expect("users");
+        let (status, body) = http(&gw, "POST", "/admin/reload").await;
+        assert!(status.contains(" 422 "), "{extra:?}: {status} {body}");
+        let body = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {body}"))
+            .to_owned();
+        assert!(
+            body.contains(&format!("\"{user}\"")) && body.contains("credentials"),
+            "the error names the user: {extra:?}: {body}"
+        );
+        assert!(
+            body.contains(&format!("line {line}")),
+            "the error names the line: {extra:?}: {body}"
+        );
+        assert!(
+            !body.contains(OTHER_NT) && !body.contains("8846"),
+            "no hash in the error: {body}"
+        );
+        // The users in force are the ones loaded before: alice signs in with her password.
+        let mut alice = Client::connect(
+            &gw,
+            TransportKind::Tcp,
+            config("alice", "alice-pw", AuthScheme::Ntlm, 4),
+        )
+        .await;
+        let (r, _) = alice.sign_in().await;
+        r.unwrap_or_else(|f| panic!("alice after {extra:?}: {f}\n{}", alice.trace()));
+
+        // And a gateway does not start from that file.
+        let source = ConfigSource {
+            path: Some(path.clone()),
+            ..ConfigSource::default()
+        };
+        let e = sagw_gateway::start(source.load().expect("valid config"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("started with {extra:?}"));
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("\"{user}\"")) && !e.contains("8846"),
+            "{extra:?}: {e}"
+        );
+    }
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+/// `pem` written as a private key file: mode 600 from its creation.
+fn write_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("key file");
+    std::io::Write::write_all(&mut f, pem.as_bytes()).expect("key");
+}

@@ -16,7 +16,10 @@
 //!   `SHA-256`, `SHA-512-256`); the realm is the rest of the line and may contain spaces.
 //! * `sip <uri>`: the SIP identity this user signs in as (default `sip:<user>@<sip_domain>`).
 //!
-//! User names compare without case, as Windows account names do.
+//! User names compare without case, as Windows account names do. One user has at most one record
+//! of each kind (`ha1`: one per realm and algorithm), and no two users one SIP identity: a file
+//! that breaks either is refused ([`CredentialsError::Duplicate`],
+//! [`CredentialsError::SharedSipIdentity`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -99,12 +102,59 @@ pub enum CredentialsError {
         /// What is wrong with it.
         what: String,
     },
+    /// A user has a second record of one kind: two `nt` lines, two `sip` lines, or two `ha1` lines
+    /// for one realm and algorithm, under names that are the same once case is ignored (as
+    /// lookups ignore it). Which one would count is not for the loader to guess.
+    #[error(
+        "credentials file line {line}: user {user:?} already has {record} on line {first} (user names compare without case: one record of each kind per user)"
+    )]
+    Duplicate {
+        /// The line of the second record, from 1.
+        line: usize,
+        /// The line of the first.
+        first: usize,
+        /// The user name as the second line writes it.
+        user: String,
+        /// Which record: `an nt record`, `a sip record`, `an ha1 record for MD5 in realm …`.
+        record: String,
+    },
+    /// Two users sign in as one SIP identity (ASCII case ignored, as identities compare): by
+    /// their `sip` lines, or one's `sip` line names the other's default identity
+    /// (`sip:<user>@<sip_domain>`; `first` is then 0: that identity has no line).
+    #[error(
+        "credentials file line {line}: SIP identity {identity} of user {user:?} is already {}",
+        owner(*.first, .other)
+    )]
+    SharedSipIdentity {
+        /// The line of the second user's `sip` record, from 1.
+        line: usize,
+        /// The line of the first user's, or 0 when it is the first user's default identity.
+        first: usize,
+        /// The user of `line`.
+        user: String,
+        /// The user that has the identity already.
+        other: String,
+        /// The identity.
+        identity: String,
+    },
     /// A SIP identity given to [`FileCredentialStore::set_sip_identity`] is not one
     /// ([`is_valid_sip_identity`]).
     #[error(
         "not a SIP identity: want sip:user@host (or sips:) without spaces, control characters, '#', '<', '>', '\"' or a ':' in the user"
     )]
     BadSipIdentity,
+}
+
+/// Who has an identity already, for [`CredentialsError::SharedSipIdentity`].
+fn owner(first: usize, other: &str) -> String {
+    match first {
+        0 => format!(
+            "the default identity of user {other:?} (sip:<user>@auth.sip_domain): one identity per user"
+        ),
+        n => format!(
+            "user {other:?}'s (line {n}): one identity per user, compared without ASCII case"
+        ),
+    }
 }
 
 /// Whether `uri` can be a user's SIP identity: `sip:` or `sips:`, a user and a host around one
@@ -133,6 +183,26 @@ pub fn is_valid_sip_identity(uri: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'<' | b'>' | b'"'))
 }
 
+/// The kinds of record a user has at most one of (`ha1`: one per realm and algorithm).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RecordKind {
+    Nt,
+    Sip,
+    Ha1(String, Algorithm),
+}
+
+impl RecordKind {
+    fn describe(&self) -> String {
+        match self {
+            RecordKind::Nt => "an nt record".to_owned(),
+            RecordKind::Sip => "a sip record".to_owned(),
+            RecordKind::Ha1(realm, alg) => {
+                format!("an ha1 record for {} in realm {realm:?}", alg.token())
+            }
+        }
+    }
+}
+
 /// A user a credentials reload removed or changed ([`FileCredentialStore::changed_in`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangedUser {
@@ -151,6 +221,9 @@ pub struct FileCredentialStore {
     users: HashMap<String, UserRecord, foldhash::fast::RandomState>,
     /// The `sip` identities users have, lower-cased, with how many users have each.
     sip_identities: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// The line of each user's `sip` record, for a store [`parse`](Self::parse)d from a file
+    /// (errors of [`check_identities`](Self::check_identities) name it).
+    sip_lines: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for FileCredentialStore {
@@ -191,8 +264,18 @@ impl FileCredentialStore {
     }
 
     /// Parses the file format above (no permission check: that is [`load`](Self::load)'s).
+    ///
+    /// Refused as well: a second record of one kind for one user, names compared as lookups
+    /// compare them (without case), and two users with one `sip` identity (ASCII case ignored)
+    /// ([`CredentialsError::Duplicate`], [`CredentialsError::SharedSipIdentity`]). Whether a `sip`
+    /// line takes another user's default identity depends on the SIP domain: that is
+    /// [`check_identities`](Self::check_identities).
     pub fn parse(text: &str) -> Result<Self, CredentialsError> {
         let mut store = FileCredentialStore::new();
+        // Where each record was first seen: (user key, kind) -> line.
+        let mut seen: HashMap<(String, RecordKind), usize> = HashMap::new();
+        // The `sip` identities (ASCII lower case) -> (line, user as written).
+        let mut owners: HashMap<String, (usize, String)> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
@@ -209,8 +292,23 @@ impl FileCredentialStore {
                 .next()
                 .ok_or_else(|| syntax("missing record kind (nt, ha1, sip)"))?;
             let rest = fields.next().unwrap_or("").trim();
+            let mut once = |kind: RecordKind| match seen.entry((user.to_lowercase(), kind)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    Err(CredentialsError::Duplicate {
+                        line,
+                        first: *first.get(),
+                        user: user.to_owned(),
+                        record: first.key().1.describe(),
+                    })
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(line);
+                    Ok(())
+                }
+            };
             match kind {
                 "nt" => {
+                    once(RecordKind::Nt)?;
                     let mut bytes = [0u8; 16];
                     sagw_hex::decode_to_slice(rest, &mut bytes)
                         .map_err(|_| syntax("nt wants 32 hex digits (the NT hash)"))?;
@@ -229,6 +327,7 @@ impl FileCredentialStore {
                     if realm.is_empty() {
                         return Err(syntax("ha1 wants a realm after the hash"));
                     }
+                    once(RecordKind::Ha1(realm.to_owned(), algorithm))?;
                     store
                         .record(user)
                         .ha1
@@ -240,12 +339,67 @@ impl FileCredentialStore {
                             "sip wants one sip:user@host URI without spaces or control characters",
                         ));
                     }
+                    once(RecordKind::Sip)?;
+                    match owners.entry(rest.to_ascii_lowercase()) {
+                        std::collections::hash_map::Entry::Occupied(o) => {
+                            let (first, other) = o.get().clone();
+                            return Err(CredentialsError::SharedSipIdentity {
+                                line,
+                                first,
+                                user: user.to_owned(),
+                                other,
+                                identity: rest.to_owned(),
+                            });
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert((line, user.to_owned()));
+                        }
+                    }
                     store.set_sip(user, rest);
+                    store.sip_lines.insert(user.to_lowercase(), line);
                 }
                 _ => return Err(syntax("unknown record kind (nt, ha1, sip)")),
             }
         }
         Ok(store)
+    }
+
+    /// Refuses a store in which one user's `sip` identity is another user's default one,
+    /// `sip:<user>@<sip_domain>` (ASCII case ignored, as [`CredentialStore::owns_identity`]
+    /// compares): both would sign in as it. Two `sip` lines with one identity are refused by
+    /// [`parse`](Self::parse) already; this needs the SIP domain, which the file does not say.
+    pub fn check_identities(&self, sip_domain: &str) -> Result<(), CredentialsError> {
+        let mut names: Vec<&String> = self.users.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(identity) = self.users[name].sip.as_deref() else {
+                continue;
+            };
+            let lower = identity.to_ascii_lowercase();
+            let Some((user, host)) = lower
+                .strip_prefix("sip:")
+                .and_then(|rest| rest.rsplit_once('@'))
+            else {
+                continue;
+            };
+            let other = key_of(user);
+            if host.eq_ignore_ascii_case(sip_domain)
+                && other.as_ref() != name.as_str()
+                && self
+                    .users
+                    .get(other.as_ref())
+                    .is_some_and(|r| r.sip.is_none())
+            {
+                return Err(CredentialsError::SharedSipIdentity {
+                    line: self.sip_lines.get(name).copied().unwrap_or(0),
+                    first: 0,
+                    user: name.clone(),
+                    other: other.into_owned(),
+                    identity: identity.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn record(&mut self, user: &str) -> &mut UserRecord {
@@ -280,6 +434,7 @@ impl FileCredentialStore {
             return Err(CredentialsError::BadSipIdentity);
         }
         self.set_sip(user, uri);
+        self.sip_lines.remove(&user.to_lowercase());
         Ok(())
     }
 
@@ -308,6 +463,7 @@ impl FileCredentialStore {
     /// Removes `user` (any case) and all its records; false if it was not there. The SAs it
     /// signed in to stay until revoked ([`crate::SecurityCore::revoke_user`]).
     pub fn remove(&mut self, user: &str) -> bool {
+        self.sip_lines.remove(&user.to_lowercase());
         match self.users.remove(&user.to_lowercase()) {
             Some(r) => {
                 if let Some(sip) = r.sip {
@@ -632,6 +788,92 @@ mod tests {
         assert!(owns(&s, "sip:robert@example.com"));
         assert!(s.remove("bob"));
         assert!(!owns(&s, "sip:robert@example.com"), "removed");
+    }
+
+    /// A second record of one kind for one user, with the name in any case (Unicode lower case,
+    /// as lookups fold it), and a second user with one `sip` identity (ASCII case ignored) are
+    /// refused with the line, the first line and the user; never a hash.
+    #[test]
+    fn a_user_or_an_identity_twice_is_refused_with_its_lines() {
+        const NT: &str = "8846F7EAEE8FB117AD06BDD830B7586C";
+        const HA1: &str = "939e7578ed9e3c518a452acee763bce9";
+        let refused = |text: String| match FileCredentialStore::parse(&text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => {
+                let shown = e.to_string();
+                assert!(
+                    !shown.contains("8846") && !shown.contains("939e"),
+                    "{shown}"
+                );
+                e
+            }
+        };
+        for (text, user) in [
+            (format!("alice nt {NT}\n# x\nALICE nt {NT}\n"), "ALICE"),
+            (
+                format!("J\u{c4}s nt {NT}\n\nj\u{e4}s nt {NT}\n"),
+                "j\u{e4}s",
+            ),
+            (
+                "alice sip sip:a@example.com\n\nAlice sip sip:b@example.com\n".to_owned(),
+                "Alice",
+            ),
+            (
+                format!("alice ha1 MD5 {HA1} Realm One\n\naLice ha1 MD5 {HA1} Realm One\n"),
+                "aLice",
+            ),
+        ] {
+            match refused(text) {
+                CredentialsError::Duplicate {
+                    line: 3,
+                    first: 1,
+                    user: u,
+                    ..
+                } => assert_eq!(u, user),
+                e => panic!("{e:?}"),
+            }
+        }
+        // Other realms and algorithms are other records.
+        let s = FileCredentialStore::parse(&format!(
+            "alice ha1 MD5 {HA1} Realm One\nalice ha1 MD5 {HA1} Realm Two\n"
+        ))
+        .expect("two realms");
+        assert!(s.digest_ha1("alice", "Realm Two", Algorithm::Md5).is_some());
+        match refused(format!(
+            "alice nt {NT}\nalice sip sip:Boss@example.com\nbob sip sip:boss@EXAMPLE.com\n"
+        )) {
+            CredentialsError::SharedSipIdentity {
+                line: 3,
+                first: 2,
+                user,
+                other,
+                ..
+            } => assert_eq!((user.as_str(), other.as_str()), ("bob", "alice")),
+            e => panic!("{e:?}"),
+        }
+        // A `sip` line naming another user's default identity, once the domain is known.
+        let s = FileCredentialStore::parse(&format!(
+            "alice nt {NT}\nbob nt {NT}\nbob sip sip:ALICE@example.com\n"
+        ))
+        .expect("parses");
+        assert!(s.check_identities("other.example").is_ok());
+        match s.check_identities("Example.com") {
+            Err(CredentialsError::SharedSipIdentity {
+                line: 3,
+                first: 0,
+                user,
+                other,
+                ..
+            }) => assert_eq!((user.as_str(), other.as_str()), ("bob", "alice")),
+            e => panic!("{e:?}"),
+        }
+        // Its own default identity, or one of a user with a `sip` line of its own, is no clash.
+        let s = FileCredentialStore::parse(&format!(
+            "alice nt {NT}\nalice sip sip:a2@example.com\nbob nt {NT}\n\
+             bob sip sip:alice@example.com\ncarol sip sip:carol@example.com\n"
+        ))
+        .expect("parses");
+        assert!(s.check_identities("example.com").is_ok());
     }
 
     #[test]

@@ -42,9 +42,20 @@ pub fn ensure_file(path: &Path) -> Result<(), UsersError> {
     save(path, &FileCredentialStore::new())
 }
 
-/// Loads the file (refusing one others can read).
-pub fn load(path: &Path) -> Result<FileCredentialStore, UsersError> {
-    Ok(FileCredentialStore::load(path)?)
+/// Loads the file, refusing one others can read, one with two records of a kind for one user,
+/// and one in which two users sign in as one SIP identity (`sip_domain` makes the default ones,
+/// `sip:<user>@<sip_domain>`).
+pub fn load(path: &Path, sip_domain: &str) -> Result<FileCredentialStore, UsersError> {
+    let store = FileCredentialStore::load(path)?;
+    store.check_identities(sip_domain)?;
+    Ok(store)
+}
+
+/// Refuses a store the gateway would refuse to load (two users with one identity), before it is
+/// written: checked on its file form, as the gateway will read it.
+fn check_before_save(store: &FileCredentialStore, sip_domain: &str) -> Result<(), UsersError> {
+    FileCredentialStore::parse(&store.to_file_text())?.check_identities(sip_domain)?;
+    Ok(())
 }
 
 fn save(path: &Path, store: &FileCredentialStore) -> Result<(), UsersError> {
@@ -91,7 +102,7 @@ pub fn add(
         return Err(UsersError::BadSipIdentity);
     }
     ensure_file(&auth.credentials)?;
-    let mut store = load(&auth.credentials)?;
+    let mut store = load(&auth.credentials, &auth.sip_domain)?;
     let realms = auth.digest_realms();
     store.add_password(user, password, &realms);
     if let Some(uri) = sip {
@@ -99,12 +110,13 @@ pub fn add(
             .set_sip_identity(user, uri)
             .map_err(|_| UsersError::BadSipIdentity)?;
     }
+    check_before_save(&store, &auth.sip_domain)?;
     save(&auth.credentials, &store)
 }
 
 /// Removes a user; false when there was none.
 pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
-    let mut store = load(&auth.credentials)?;
+    let mut store = load(&auth.credentials, &auth.sip_domain)?;
     let removed = store.remove(user);
     if removed {
         save(&auth.credentials, &store)?;
@@ -114,7 +126,7 @@ pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
 
 /// User names in the file, sorted.
 pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
-    let store = load(&auth.credentials)?;
+    let store = load(&auth.credentials, &auth.sip_domain)?;
     let mut v: Vec<String> = store.users().map(str::to_owned).collect();
     v.sort();
     Ok(v)
@@ -133,6 +145,8 @@ pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
 /// trusted (see [`FileStamp`]).
 pub struct ReloadingStore {
     path: std::path::PathBuf,
+    /// `auth.sip_domain` (not reloadable): the users' default identities.
+    sip_domain: String,
     current: parking_lot::RwLock<Loaded>,
 }
 
@@ -237,13 +251,14 @@ fn fingerprint(path: &Path) -> Option<[u8; 32]> {
 }
 
 impl ReloadingStore {
-    /// Loads `path` now.
-    pub fn open(path: &Path) -> Result<Self, UsersError> {
+    /// Loads `path` now; `sip_domain` gives the users without a `sip` record their identity.
+    pub fn open(path: &Path, sip_domain: &str) -> Result<Self, UsersError> {
         let quiet = FileStamp::quiet(path, std::time::SystemTime::now());
         let print = fingerprint(path);
-        let store = load(path)?;
+        let store = load(path, sip_domain)?;
         Ok(ReloadingStore {
             path: path.to_owned(),
+            sip_domain: sip_domain.to_owned(),
             current: parking_lot::RwLock::new(Loaded {
                 store,
                 print,
@@ -311,7 +326,7 @@ impl ReloadingStore {
         print: Option<[u8; 32]>,
         quiet: Option<FileStamp>,
     ) -> Result<Staged, (UsersError, bool)> {
-        match load(&self.path) {
+        match load(&self.path, &self.sip_domain) {
             Ok(store) => Ok(Staged {
                 store,
                 print,
@@ -408,7 +423,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let auth = settings_in(&dir);
         add(&auth, "alice", "pw-a", None).expect("add");
-        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
         assert!(store.nt_hash("alice").is_some());
         assert!(store.nt_hash("bob").is_none());
         assert!(
@@ -480,7 +495,7 @@ mod tests {
         let auth = settings_in(dir.path());
         add(&auth, "alice", "pw-a", None).expect("add");
         add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
-        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
         change_alice_in_place(&auth.credentials);
         let r = store.reload_if_changed(Check::Tick).expect("reloaded");
         assert_eq!(
@@ -551,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let auth = settings_in(dir.path());
         add(&auth, "alice", "pw-a", None).expect("add");
-        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(20);
         assert!(store.reload_at(Check::Tick, later).is_none());
         assert!(
@@ -575,7 +590,7 @@ mod tests {
         let auth = settings_in(dir.path());
         add(&auth, "alice", "pw-a", None).expect("add");
         add(&auth, "mallory", "pw-m", None).expect("add");
-        let store = ReloadingStore::open(&auth.credentials).expect("open");
+        let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
         assert!(remove(&auth, "mallory").expect("remove"));
         let mode = |m| std::fs::Permissions::from_mode(m);
         std::fs::set_permissions(&auth.credentials, mode(0o644)).expect("chmod");
@@ -590,6 +605,31 @@ mod tests {
             .expect("the fixed file is loaded");
         assert_eq!(r.changed.len(), 1, "{r:?}");
         assert!(store.nt_hash("mallory").is_none());
+    }
+
+    /// `sagw user add --sip` that would give two users one identity writes nothing: the gateway
+    /// would refuse the file it wrote.
+    #[test]
+    fn an_identity_another_user_has_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let auth = settings_in(dir.path());
+        add(&auth, "alice", "pw-a", None).expect("add");
+        add(&auth, "bob", "pw-b", Some("sip:boss@example.com")).expect("add");
+        let before = std::fs::read(&auth.credentials).expect("read");
+        for (user, sip) in [
+            ("carol", Some("sip:Boss@example.com")),
+            ("carol", Some("sip:alice@example.com")),
+            ("boss", None),
+        ] {
+            match add(&auth, user, "pw-c", sip) {
+                Err(UsersError::Load(CredentialsError::SharedSipIdentity { .. })) => {}
+                other => panic!("{user} {sip:?}: {other:?}"),
+            }
+        }
+        assert_eq!(std::fs::read(&auth.credentials).expect("read"), before);
+        // bob takes a new identity of his own, alice hers explicitly: fine.
+        add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
+        add(&auth, "alice", "pw-a", Some("sip:alice@example.com")).expect("add");
     }
 
     #[test]

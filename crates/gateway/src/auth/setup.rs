@@ -298,7 +298,10 @@ pub fn build_core_with_backend(
     kerberos: Option<Box<dyn sagw_auth::KerberosBackend>>,
 ) -> Result<BuiltCore, AuthSetupError> {
     crate::users::ensure_file(&a.credentials)?;
-    let store = Arc::new(crate::users::ReloadingStore::open(&a.credentials)?);
+    let store = Arc::new(crate::users::ReloadingStore::open(
+        &a.credentials,
+        &a.sip_domain,
+    )?);
     if store.user_count() == 0 {
         warn!(path = %a.credentials.display(), "no users yet: every request will be challenged (add some with `sagw user add NAME`)");
     }
