@@ -341,7 +341,18 @@ fn pki(dir: &std::path::Path, server_name: &str) -> Pki {
     };
     std::fs::write(&p.ca, ca.pem()).unwrap();
     std::fs::write(&p.client_cert, client.pem()).unwrap();
-    std::fs::write(&p.client_key, client_key.serialize_pem()).unwrap();
+    {
+        // A private key: other users may not read it (the gateway refuses it otherwise).
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p.client_key)
+            .unwrap();
+        std::io::Write::write_all(&mut f, client_key.serialize_pem().as_bytes()).unwrap();
+    }
     p
 }
 

@@ -96,7 +96,7 @@ async fn sighup_shows_new_connections_the_renewed_certificate_and_open_ones_go_o
     let (cert_a, key_a) = certificate();
     let (cert_b, key_b) = certificate();
     std::fs::write(dir.path().join("cert.pem"), &cert_a).expect("cert");
-    std::fs::write(dir.path().join("key.pem"), &key_a).expect("key");
+    write_key(&dir.path().join("key.pem"), &key_a);
     let trusted = dir.path().join("trusted.pem");
     std::fs::write(&trusted, format!("{cert_a}{cert_b}")).expect("bundle");
     let text = gateway_config(dir.path(), "");
@@ -114,7 +114,7 @@ async fn sighup_shows_new_connections_the_renewed_certificate_and_open_ones_go_o
 
     // The renewed certificate is written over the old files, as certbot and friends do.
     std::fs::write(dir.path().join("cert.pem"), &cert_b).expect("cert");
-    std::fs::write(dir.path().join("key.pem"), &key_b).expect("key");
+    write_key(&dir.path().join("key.pem"), &key_b);
     assert_eq!(node.reload_with(&text).await, Reloads { ok: 1, failed: 0 });
     assert_eq!(
         presented_fingerprint(tls, &trusted).await,
@@ -163,7 +163,7 @@ async fn a_broken_file_keeps_the_running_configuration_and_a_good_one_changes_a_
     let dir = tempfile::tempdir().expect("dir");
     let (cert, key) = certificate();
     std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
-    std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+    write_key(&dir.path().join("key.pem"), &key);
     let text = gateway_config(dir.path(), "max_message_bytes = 65535");
     add_users(&text, &["alice"]);
     let node = Node::start(dir.path(), &text);
@@ -346,7 +346,7 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     let dir = tempfile::tempdir().expect("dir");
     let (cert, key) = certificate();
     std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
-    std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+    write_key(&dir.path().join("key.pem"), &key);
     let text = format!(
         "{}{}",
         gateway_config(dir.path(), ""),
@@ -503,4 +503,78 @@ fn write_key(path: &Path, pem: &str) {
         .open(path)
         .expect("key file");
     std::io::Write::write_all(&mut f, pem.as_bytes()).expect("key");
+}
+
+/// A TLS private key that other users may read or write (mode & 0o007) is refused, at start and
+/// at a reload, naming the file, its mode and the fix; one its group may read (0640, Debian's
+/// ssl-cert group) is not. The same for the client key presented to next hops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_key_other_users_can_read_is_refused_at_start_and_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    let key_path = dir.path().join("key.pem");
+    write_key(&key_path, &key);
+    let client_key = dir.path().join("client-key.pem");
+    write_key(&client_key, &key);
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    let d = dir.path().display();
+    let outbound = format!(
+        "[tls]\nnext_hop_ca = \"{d}/cert.pem\"\nclient_cert = \"{d}/cert.pem\"\nclient_key = \"{d}/client-key.pem\"\n"
+    );
+    let text = format!(
+        "{}{}",
+        gateway_config(dir.path(), "").replacen("[tls]\n", &outbound, 1),
+        write_admin_token(dir.path())
+    );
+    add_users(&text, &["alice"]);
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, &text).expect("config");
+    let start = || async {
+        let source = ConfigSource {
+            path: Some(path.clone()),
+            ..ConfigSource::default()
+        };
+        sagw_gateway::start(source.load().expect("valid config")).await
+    };
+    for (file, mode) in [(&key_path, 0o644), (&key_path, 0o602), (&client_key, 0o604)] {
+        chmod(file, mode);
+        let e = start()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("started with {} at {mode:o}", file.display()))
+            .to_string();
+        assert!(
+            e.contains(&file.display().to_string())
+                && e.contains(&format!("{mode:o}"))
+                && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.contains("PRIVATE KEY"), "{e}");
+        chmod(file, 0o600);
+    }
+    // Group-readable: fine.
+    chmod(&key_path, 0o640);
+    chmod(&client_key, 0o640);
+    let gw = start().await.expect("starts with keys at 640");
+    gw.set_config_source(ConfigSource {
+        path: Some(path.clone()),
+        ..ConfigSource::default()
+    });
+    for file in [&key_path, &client_key] {
+        chmod(file, 0o644);
+        let (status, body) = http(&gw, "POST", "/admin/reload").await;
+        assert!(status.contains(" 422 "), "{status} {body}");
+        assert!(
+            body.contains(&file.display().to_string()) && body.contains("644"),
+            "{body}"
+        );
+        chmod(file, 0o640);
+    }
+    let (status, body) = http(&gw, "POST", "/admin/reload").await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    gw.shutdown(Duration::from_secs(2)).await;
 }

@@ -92,19 +92,12 @@ pub fn read_token_text(path: &Path) -> Result<String, TokenError> {
         path: shown.clone(),
         source,
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
-        // The group's bits as well as the others': the token is the operator's alone (as the
-        // credentials file, sagw_auth::FileCredentialStore::load), and a group that may read it,
-        // or write one of its own, holds the API.
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Exposed {
-                path: shown,
-                mode: mode & 0o777,
-            });
-        }
+    // The group's bits as well as the others': the token is the operator's alone (as the
+    // credentials file, sagw_auth::FileCredentialStore::load), and a group that may read it, or
+    // write one of its own, holds the API.
+    let meta = std::fs::metadata(path).map_err(read)?;
+    if let Some(mode) = crate::file_mode::exposed(&meta, crate::file_mode::GROUP_OR_OTHER) {
+        return Err(TokenError::Exposed { path: shown, mode });
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
     let token = text.lines().next().unwrap_or("").trim();

@@ -117,16 +117,10 @@ pub fn read_password_file(path: &Path) -> Result<Zeroizing<String>, DirectoryCon
         why,
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(err(format!(
-                "group or others may read it (mode {:o}); chmod 600 and make it the gateway user's",
-                mode & 0o777
-            )));
-        }
+    if let Some(mode) = crate::file_mode::exposed(&meta, crate::file_mode::GROUP_OR_OTHER) {
+        return Err(err(format!(
+            "group or others may read it (mode {mode:o}); chmod 600 and make it the gateway user's"
+        )));
     }
     if !meta.is_file() {
         return Err(err("not a regular file".into()));

@@ -40,6 +40,7 @@ pub mod directory_config;
 pub mod domain;
 pub mod domain_config;
 pub mod driver;
+mod file_mode;
 pub mod hop_config;
 pub mod hops;
 pub mod http;

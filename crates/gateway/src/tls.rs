@@ -22,6 +22,18 @@ pub enum TlsError {
         /// What failed.
         message: String,
     },
+    /// A private key file other users may read or write: whoever reads it can pose as the
+    /// gateway (the listener's key) or as the gateway towards the servers behind it (the client
+    /// key). Its group may read it (0640: Debian's `ssl-cert` group).
+    #[error(
+        "{path}: private key file has mode {mode:o}, which lets other users read or write it; chmod 600 it (or 640, with a group the gateway's user is in)"
+    )]
+    KeyExposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits (octal in the message).
+        mode: u32,
+    },
     /// Generating the certificate failed.
     #[error("certificate generation: {0}")]
     Generate(String),
@@ -91,8 +103,21 @@ fn load_pem(
     if chain.is_empty() {
         return Err(file_err(cert, "no certificate in file"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+    let key_der = private_key(key)?;
     Ok((chain, key_der))
+}
+
+/// Reads a PEM private key, refusing a file other users have any permission on
+/// ([`TlsError::KeyExposed`]): the listener's key and the client key presented to next hops.
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e))?;
+    if let Some(mode) = crate::file_mode::exposed(&meta, crate::file_mode::OTHER) {
+        return Err(TlsError::KeyExposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
 }
 
 /// Load the configured certificate, or the generated one (creating it on first start).
@@ -155,6 +180,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    // A file that was there already keeps its mode through `open`: set it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| file_err(path, e))?;
+    }
     f.write_all(bytes).map_err(|e| file_err(path, e))
 }
 
@@ -206,6 +238,16 @@ mod tests {
         };
         let a = load_identity(&src).unwrap();
         assert!(a.info.generated_now);
+        // The key it wrote passes its own check: no permission for group or others.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("sagw-key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert_eq!(a.info.fingerprint.len(), 95);
         let b = load_identity(&src).unwrap();
         assert!(!b.info.generated_now);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::tls::TlsError;
 
@@ -111,7 +111,7 @@ pub fn client_config(
             if chain.is_empty() {
                 return Err(file_err(&c.cert, "no certificate in file"));
             }
-            let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| file_err(&c.key, e))?;
+            let key = crate::tls::private_key(&c.key)?;
             builder.with_client_auth_cert(chain, key)?
         }
     };
