@@ -537,3 +537,108 @@ async fn connections_that_never_read_their_answers_do_not_hold_the_listener() {
     }
     drop(held);
 }
+
+/// Sends `bytes` to `addr` one a second (after `prefix` at once), reading whatever comes back
+/// meanwhile, for at most `give_up`: how long the connection lasted until the gateway closed it,
+/// `None` when it was still open then, and what the gateway sent.
+async fn trickle(
+    addr: SocketAddr,
+    prefix: &[u8],
+    bytes: &[u8],
+    give_up: Duration,
+) -> (Option<Duration>, String) {
+    let start = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(prefix).await.expect("prefix");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    for b in bytes.iter().cycle() {
+        if start.elapsed() > give_up {
+            return (None, String::from_utf8_lossy(&answer).into_owned());
+        }
+        if s.write_all(std::slice::from_ref(b)).await.is_err() {
+            return (
+                Some(start.elapsed()),
+                String::from_utf8_lossy(&answer).into_owned(),
+            );
+        }
+        // A second between bytes, or less when the gateway answers or closes meanwhile.
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return (
+                        Some(start.elapsed()),
+                        String::from_utf8_lossy(&answer).into_owned(),
+                    );
+                }
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    unreachable!("cycle() never ends")
+}
+
+/// A client that sends its request a byte a second (slowloris) holds a connection, and with it a
+/// place under the listener's cap, only until the request's deadline (`admin.request_timeout_secs`,
+/// 2 s here): then the gateway closes it. The same for one that sends its head at once and
+/// trickles the body, with the token or without. And when every place is taken by such clients,
+/// a new connection is served again once the deadline has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_trickled_a_byte_a_second_is_cut_at_the_deadline() {
+    let deadline = Duration::from_secs(2);
+    let (mut settings, _) = gateway_settings(GwOptions::default());
+    settings.admin.request_timeout = deadline;
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    let addr = gw.admin_addr.expect("admin");
+    let give_up = deadline * 3 + Duration::from_secs(5);
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let body = |token: &str| {
+        format!(
+            "PUT /admin/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\n{token}Content-Length: 1000\r\n\r\n"
+        )
+    };
+    let with_token = body(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
+    let without = body("");
+    let (head_cut, body_cut, anonymous_cut) = tokio::join!(
+        trickle(addr, b"", head, give_up),
+        trickle(addr, with_token.as_bytes(), b"info", give_up),
+        trickle(addr, without.as_bytes(), b"info", give_up),
+    );
+    for (what, (cut, answer)) in [
+        ("head", head_cut),
+        ("body", body_cut),
+        ("body without the token", anonymous_cut),
+    ] {
+        let lasted = cut
+            .unwrap_or_else(|| panic!("the {what} trickle still open after {give_up:?}: {answer}"));
+        assert!(
+            lasted <= deadline + Duration::from_secs(2),
+            "the {what} trickle lasted {lasted:?}, deadline {deadline:?}: {answer}"
+        );
+        assert!(
+            lasted >= deadline - Duration::from_millis(500),
+            "the {what} trickle closed before the deadline ({lasted:?}): {answer}"
+        );
+        if what != "head" {
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{what}: {answer}");
+        }
+    }
+
+    // Every place under the cap (driver/setup.rs HTTP_CONNECTIONS) taken by a trickling body.
+    let held: Vec<_> = (0..64)
+        .map(|_| {
+            let req = with_token.clone();
+            tokio::spawn(async move { trickle(addr, req.as_bytes(), b"info", give_up).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health(addr).await, None, "the cap is not taken");
+    tokio::time::sleep(deadline + Duration::from_secs(1)).await;
+    assert_eq!(health(addr).await, Some(200), "the places are not freed");
+    for h in held {
+        let (cut, answer) = h.await.expect("trickle");
+        assert!(cut.is_some(), "a trickle still open: {answer}");
+    }
+}

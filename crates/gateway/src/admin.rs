@@ -236,7 +236,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), same_host))
-        .layer(DefaultBodyLimit::max(4096))
+        .layer(DefaultBodyLimit::max(crate::http::MAX_BODY))
         .with_state(state)
 }
 
@@ -541,7 +541,7 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(4096))
+        .layer(DefaultBodyLimit::max(crate::http::MAX_BODY))
         .with_state(metrics)
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,6 +28,9 @@ pub struct AdminSection {
     /// Addresses of load balancers whose SIP OPTIONS to the gateway itself are answered 200
     /// (503 while draining) without a challenge.
     pub sip_probers: Vec<String>,
+    /// Seconds a client has to send a request head, and again its body once the head is in: a
+    /// client that trickles its request is cut then, and its place under the connection cap freed.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for AdminSection {
@@ -36,6 +40,7 @@ impl Default for AdminSection {
             token_file: "sagw-data/admin.token".into(),
             allowed_hosts: Vec::new(),
             sip_probers: Vec::new(),
+            request_timeout_secs: crate::http::REQUEST_TIMEOUT.as_secs(),
         }
     }
 }
@@ -51,6 +56,9 @@ pub struct AdminSettings {
     pub allowed_hosts: Vec<String>,
     /// Load balancers' addresses.
     pub sip_probers: Vec<IpAddr>,
+    /// How long a request head may take to arrive, and its body after it
+    /// (`admin.request_timeout_secs`).
+    pub request_timeout: Duration,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -102,11 +110,18 @@ impl AdminSection {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return Err(invalid(
+                "admin.request_timeout_secs",
+                "must be 1 to 300 (seconds)",
+            ));
+        }
         Ok(AdminSettings {
             listen,
             token_file: PathBuf::from(self.token_file.trim()),
             allowed_hosts,
             sip_probers,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
         })
     }
 }
@@ -131,6 +146,15 @@ mod tests {
         assert!(
             err(|a| a.sip_probers = vec!["10.0.0.9:5060".into()]).contains("`admin.sip_probers`")
         );
+        assert_eq!(s.request_timeout, Duration::from_secs(10));
+        for bad in [0, 301] {
+            let a = AdminSection {
+                request_timeout_secs: bad,
+                ..AdminSection::default()
+            };
+            let e = a.validate().unwrap_err().to_string();
+            assert!(e.contains("`admin.request_timeout_secs`"), "{e}");
+        }
         let off = AdminSection {
             listen: String::new(),
             token_file: String::new(),

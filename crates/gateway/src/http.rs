@@ -16,9 +16,15 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 use tracing::debug;
 
-/// A request head that is not complete after this long closes the connection; so does a
-/// keep-alive connection idle this long (hyper times the wait for each request's head).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of `admin.request_timeout_secs`, and the metrics listener's: a request head that
+/// is not complete after this long closes the connection (hyper times the wait for each request's
+/// head, so a keep-alive connection idle this long is closed too), and so does a body not complete
+/// this long after its head ([`read_body_within`]). hyper's head timer alone leaves the body
+/// untimed: a client that sends a head with `Content-Length: 1000` and then a byte a second held
+/// its connection, and its place under the cap, for as long as it liked.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body read ([`read_body_within`]); the admin API's bodies are a log filter.
+pub const MAX_BODY: usize = 4096;
 /// A connection whose writes make no progress for this long is closed. hyper times only the
 /// wait for a request head: a client that pipelines requests and never reads the answers stalls
 /// hyper's writes, hyper then stops reading, and without this the connection (and its slot under
@@ -29,14 +35,20 @@ const MAX_BUF: usize = 16 * 1024;
 
 /// Serve `app` on `listener` until `stop` changes: at most `max_connections` at once (one more is
 /// closed as soon as it is accepted, so a flood of idle connections costs the gateway a socket
-/// each for no longer than the accept).
+/// each for no longer than the accept). A request's head must be in within `request_timeout`, and
+/// its body within `request_timeout` of the head (see [`REQUEST_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     max_connections: usize,
+    request_timeout: Duration,
     what: &'static str,
     mut stop: watch::Receiver<bool>,
 ) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        request_timeout,
+        read_body_within,
+    ));
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
@@ -62,7 +74,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(request_timeout)
                 .keep_alive(true)
                 .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(StallLimit::new(sock)), svc);
@@ -77,6 +89,41 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+}
+
+/// Reads the whole request body (at most [`MAX_BODY`]) within `deadline` before anything else
+/// looks at the request: a body that does not arrive in time is answered 408 and the connection
+/// closed, one too large 413 (closed too: the rest of it is not read). Runs before the routes'
+/// own checks (the token among them), so that a client without the token cannot hold a
+/// connection by trickling a body either; what it can make the gateway buffer is [`MAX_BODY`].
+async fn read_body_within(
+    axum::extract::State(deadline): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let closing = |status: StatusCode, why: &'static str| {
+        (status, [(header::CONNECTION, "close")], why).into_response()
+    };
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Ok(Err(_)) => closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large or broken\n",
+        ),
+        Err(_) => {
+            debug!(?deadline, "request body not received in time: closing");
+            closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            )
+        }
     }
 }
 

@@ -359,6 +359,7 @@ async fn start_inner(
             l,
             app,
             HTTP_CONNECTIONS,
+            crate::http::REQUEST_TIMEOUT,
             "metrics",
             shared.shutdown.clone(),
         )));
@@ -369,6 +370,7 @@ async fn start_inner(
             l,
             crate::admin::router(state),
             HTTP_CONNECTIONS,
+            running_settings.admin.request_timeout,
             "admin",
             shared.shutdown.clone(),
         )));
