@@ -33,6 +33,11 @@ fn audit_node() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let gw = sagw_gateway::start(settings).await.expect("node starts");
+        // What `sagw` does: a reload re-reads the file.
+        gw.set_config_source(sagw_gateway::reload::ConfigSource {
+            path: Some(path.into()),
+            ..Default::default()
+        });
         println!(
             "READY tcp={} admin={}",
             gw.tcp.expect("tcp"),
@@ -365,4 +370,71 @@ async fn switching_logging_off_is_audited_before_it_applies() {
     assert!(!ok);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(gw.audit(0).len(), 1, "{}", gw.all_stderr());
+}
+
+/// `POST /admin/reload`; the status code.
+async fn reload(gw: &Gateway) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.admin)
+        .await
+        .expect("admin");
+    s.write_all(
+        format!(
+            "POST /admin/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+/// A log filter changed by a reload of `log.level` is audited as one changed through the API
+/// is: who (`by`), the filter it replaced and the new one. A reload that leaves it alone records
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_level_changed_by_a_reload_is_audited() {
+    let gw = Gateway::start();
+    let path = gw._dir.path().join("gw.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    // Still lets the audit trail through, so that what comes after shows too.
+    let new = "info,hyper=warn";
+    std::fs::write(
+        &path,
+        text.replacen("level = \"info\"", &format!("level = \"{new}\""), 1),
+    )
+    .expect("config");
+    assert_eq!(reload(&gw).await, 200, "{}", gw.all_stderr());
+    let changes = |events: Vec<Value>| -> Vec<Value> {
+        events
+            .into_iter()
+            .filter(|e| e["fields"]["new"].is_string())
+            .collect()
+    };
+    let seen = changes(gw.audit(1));
+    let change = seen
+        .first()
+        .unwrap_or_else(|| panic!("no audit event for the change\n{}", gw.all_stderr()));
+    assert_eq!(change["fields"]["old"], "info", "{change}");
+    assert_eq!(change["fields"]["new"], new, "{change}");
+    assert_eq!(change["fields"]["by"], "reload", "{change}");
+    // Unchanged: nothing more.
+    assert_eq!(reload(&gw).await, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(changes(gw.audit(0)).len(), 1, "{}", gw.all_stderr());
+    // Through the API: the same event, by the API.
+    assert_eq!(put_log_level(&gw, "info").await, 200);
+    let seen = changes(gw.audit(2));
+    let api = seen.get(1).unwrap_or_else(|| panic!("{seen:#?}"));
+    assert_eq!(api["fields"]["old"], new, "{api}");
+    assert_eq!(api["fields"]["by"], "admin_api", "{api}");
 }

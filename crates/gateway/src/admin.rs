@@ -496,9 +496,7 @@ async fn put_log_level(headers: HeaderMap, body: String) -> Response {
     }
     // On the audit target and before the new filter applies: a filter such as `off` would
     // otherwise silence the record of its own arrival, and with it every audit line after.
-    let audited = |old: &str| {
-        info!(target: crate::logging::AUDIT, old, new = %level.trim(), "log filter changed (admin API)");
-    };
+    let audited = |old: &str| crate::audit::log_filter_changed("admin_api", old, level.trim());
     match crate::logging::change_level(&level, audited) {
         Ok(()) => axum::Json(json!({ "level": level })).into_response(),
         Err(e) if crate::logging::current_level().is_none() => {

@@ -1,5 +1,6 @@
-//! The audit trail: one event per sign-in, success or refusal, at info on the target
-//! [`crate::logging::AUDIT`] (`sagw::audit`), so that operators can route it apart.
+//! The audit trail: one event per sign-in, success or refusal, and one per change of the log
+//! filter ([`log_filter_changed`]), at info on the target [`crate::logging::AUDIT`]
+//! (`sagw::audit`), so that operators can route it apart.
 //!
 //! Fields: `outcome` (`signed_in` or `refused`), `user` (the identity proved; for a refusal the
 //! account name the credentials claim, when they name one in the clear), `from` (the request's
@@ -156,6 +157,17 @@ pub fn refused(msg: &Message, flow: &Flow, reason: Reason, verified: Option<(&st
         reason = reason.label(),
         "sign-in refused"
     );
+}
+
+/// The audit event for a change of the log filter: `by` who made it (`admin_api`: `PUT
+/// /admin/log-level`; `reload`: a configuration reload that changed `log.level`), `old` the filter
+/// it replaces, `new` the filter now. Call it before the new filter applies (see
+/// [`crate::logging::change_level`]): a filter such as `off` would otherwise silence the record
+/// of its own arrival. Control characters are written escaped (a line break would forge log
+/// lines): the admin API refuses a filter with one, but a TOML string in the configuration file
+/// can hold one (`"info\nx"`).
+pub fn log_filter_changed(by: &'static str, old: &str, new: &str) {
+    info!(target: AUDIT, by, old = %old.escape_debug(), new = %new.escape_debug(), "log filter changed");
 }
 
 #[cfg(test)]

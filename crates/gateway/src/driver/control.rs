@@ -211,10 +211,18 @@ impl GatewayControl {
         self.shared
             .per_ip
             .reconfigure(effective.max_connections_per_ip, exempt(&effective));
-        if effective.log_level != current.log_level
-            && let Err(e) = crate::logging::set_level(&effective.log_level)
-        {
-            warn!(error = %e, "log level not changed");
+        if effective.log_level != current.log_level {
+            // Audited as a change through the admin API is, before the new filter applies; not
+            // when the filter in force is that one already (set through the API meanwhile).
+            let new = effective.log_level.trim();
+            let audited = |old: &str| {
+                if old != new {
+                    crate::audit::log_filter_changed("reload", old, new);
+                }
+            };
+            if let Err(e) = crate::logging::change_level(&effective.log_level, audited) {
+                warn!(error = %e, "log level not changed");
+            }
         }
         if let (Some(a), Some(s)) = (&self.auth, &effective.auth) {
             let router = a
