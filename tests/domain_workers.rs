@@ -137,9 +137,12 @@ async fn a_full_domain_queue_answers_503_with_retry_after() {
     )
     .await;
     let mut tasks = Vec::new();
-    for (user, password) in &users {
-        let mut c = Client::connect(
-            &gw,
+    // Each from an address of its own: one source may hold only a share of the queue
+    // (`one_host_cannot_hold_the_whole_domain_queue`); this is the queue itself full.
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut c = Client::connect_from(
+            Some(std::net::IpAddr::from([127, 0, 0, 10 + i as u8])),
+            gw.tcp.expect("tcp"),
             TransportKind::Tcp,
             config(user, password, AuthScheme::Ntlm, 4),
         )
@@ -180,4 +183,61 @@ async fn a_full_domain_queue_answers_503_with_retry_after() {
         ),
         busy
     );
+}
+
+/// One host that sends domain sign-ins faster than the domain answers them once held the whole
+/// queue: every other client got 503 until it drained. A source now holds at most its share of
+/// the queue (a quarter by default), and a client on another address is queued and signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_hold_the_whole_domain_queue() {
+    let users = domain_users(101);
+    let domain = Arc::new(fake(&users).slow(Duration::from_millis(50)));
+    let gw = gateway_with(
+        domain.clone(),
+        "[auth.domain]\nntlm = \"winbind\"\nworkers = 1\nqueue = 64\nretry_after_secs = 9\n",
+    )
+    .await;
+    let (refused_tx, mut refused_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut flood = Vec::new();
+    for (user, _) in &users[1..] {
+        // Wrong passwords: each costs the domain a verification all the same.
+        let mut c = Client::connect(
+            &gw,
+            TransportKind::Tcp,
+            config(user, "not-the-password", AuthScheme::Ntlm, 4),
+        )
+        .await;
+        let refused_tx = refused_tx.clone();
+        flood.push(tokio::spawn(async move {
+            let (r, _) = c.sign_in().await;
+            if let Err(Failure::Status { status: 503, .. }) = r {
+                let _ = refused_tx.send(());
+            }
+        }));
+    }
+    // The queue (or this host's share of it) is full once the flood's first sign-ins are turned
+    // away; then a user on another address signs in.
+    tokio::time::timeout(Duration::from_secs(20), refused_rx.recv())
+        .await
+        .expect("the flood is turned away within 20 s")
+        .expect("a refusal");
+    let (user, password) = &users[0];
+    let mut c = Client::connect_from(
+        Some("127.0.0.2".parse().expect("ip")),
+        gw.tcp.expect("tcp"),
+        TransportKind::Tcp,
+        config(user, password, AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, seen) = c.sign_in().await;
+    match r {
+        Ok(done) => assert_eq!(done.status, 200),
+        Err(f) => panic!(
+            "the user on another address was turned away: {f}\n{:?}",
+            seen.last().map(|m| m.status_code())
+        ),
+    }
+    for t in flood {
+        t.await.expect("flood task");
+    }
 }

@@ -185,14 +185,24 @@ async fn a_full_kerberos_queue_answers_503_with_retry_after() {
         None,
     )
     .await;
-    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    sock.connect(gw.udp.expect("udp")).await.expect("connect");
-    let local = sock.local_addr().expect("local");
-    for n in 0..5 {
-        let m = kerberos_register(n, local, "sip/sagw.example.com");
+    // Each from an address of its own: one source may hold only a share of the queue
+    // (`tests/domain_workers.rs::one_host_cannot_hold_the_whole_domain_queue`); this is the queue
+    // itself full.
+    let mut socks = Vec::new();
+    for n in 0..5u8 {
+        let sock = UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, 10 + n), 0))
+            .await
+            .expect("bind");
+        sock.connect(gw.udp.expect("udp")).await.expect("connect");
+        let local = sock.local_addr().expect("local");
+        let m = kerberos_register(usize::from(n), local, "sip/sagw.example.com");
         sock.send(&m.to_bytes()).await.expect("send");
+        socks.push(sock);
     }
-    let got = answers(&sock, Duration::from_secs(2)).await;
+    let mut got = Vec::new();
+    for sock in &socks {
+        got.extend(answers(sock, Duration::from_secs(2)).await);
+    }
     assert_eq!(got.len(), 5, "{got:?}");
     let busy: Vec<&Message> = got
         .iter()
@@ -308,5 +318,56 @@ async fn kerberos_sign_ins_complete_through_the_workers_while_ntlm_flows() {
         ),
         3,
         "{body}"
+    );
+}
+
+/// One host's AP-REQs take at most its share of the queue (`auth.kerberos_queue_per_source`):
+/// before, twelve from one address took a queue of twelve and a client on another address got
+/// 503; now the host gets 503 beyond its four, and the other client is queued and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_takes_only_its_share_of_the_kerberos_queue() {
+    let gw = slow_gateway(
+        GwOptions {
+            schemes: &["kerberos", "ntlm"],
+            auth_extra: "kerberos_workers = 1\nkerberos_queue = 12\nkerberos_queue_per_source = 4",
+            ..GwOptions::default()
+        },
+        None,
+    )
+    .await;
+    let to = gw.udp.expect("udp");
+    let flood = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    flood.connect(to).await.expect("connect");
+    let local = flood.local_addr().expect("local");
+    for n in 0..13 {
+        flood
+            .send(&kerberos_register(n, local, "sip/sagw.example.com").to_bytes())
+            .await
+            .expect("send");
+    }
+    let other = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+    other.connect(to).await.expect("connect");
+    let other_local = other.local_addr().expect("local");
+    other
+        .send(&kerberos_register(20, other_local, "sip/sagw.example.com").to_bytes())
+        .await
+        .expect("send");
+    let got = answers(&flood, Duration::from_secs(2)).await;
+    let busy = got
+        .iter()
+        .filter(|(_, m)| m.status_code() == Some(503))
+        .count();
+    assert_eq!(busy, 13 - 4, "one host, a share of four: {got:?}");
+    let theirs = answers(&other, Duration::from_secs(2)).await;
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(
+        theirs[0].1.status_code(),
+        Some(401),
+        "the other host's sign-in is queued and judged (refused by the acceptor): {theirs:?}"
+    );
+    let (_, body) = http(&gw, "GET", "/metrics").await;
+    assert_eq!(
+        metric(&body, "sagw_kerberos_jobs_total{outcome=\"source_share\"}"),
+        9
     );
 }

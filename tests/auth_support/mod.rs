@@ -243,7 +243,19 @@ impl Client {
 
     /// Over TCP or UDP to `to` (e.g. one of several listeners of a transport).
     pub async fn connect_to(to: SocketAddr, kind: TransportKind, cfg: EndpointConfig) -> Client {
-        let conn = Connection::connect(to, kind, None).await.expect("connect");
+        Self::connect_from(None, to, kind, cfg).await
+    }
+
+    /// [`connect_to`](Self::connect_to) from the address `source` (127.0.0.2: another host).
+    pub async fn connect_from(
+        source: Option<std::net::IpAddr>,
+        to: SocketAddr,
+        kind: TransportKind,
+        cfg: EndpointConfig,
+    ) -> Client {
+        let conn = Connection::connect_from(source, to, kind, None)
+            .await
+            .expect("connect");
         let ep = Endpoint::new(
             cfg,
             LocalAddr {

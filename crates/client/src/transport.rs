@@ -190,6 +190,17 @@ impl Connection {
         kind: TransportKind,
         tls: Option<(&TlsConnector, &str)>,
     ) -> Result<Self, TransportError> {
+        Self::connect_from(None, peer, kind, tls).await
+    }
+
+    /// [`connect`](Self::connect) from the address `source` (any port) instead of one the system
+    /// picks: e.g. 127.0.0.2, to be another host on loopback.
+    pub async fn connect_from(
+        source: Option<std::net::IpAddr>,
+        peer: SocketAddr,
+        kind: TransportKind,
+        tls: Option<(&TlsConnector, &str)>,
+    ) -> Result<Self, TransportError> {
         let connect_err = |source| TransportError::Connect { addr: peer, source };
         let (inner, local) = match kind {
             TransportKind::Udp => {
@@ -198,7 +209,9 @@ impl Connection {
                 } else {
                     (std::net::Ipv6Addr::LOCALHOST, 0).into()
                 };
-                let bind = if peer.ip().is_loopback() {
+                let bind = if let Some(ip) = source {
+                    SocketAddr::new(ip, 0)
+                } else if peer.ip().is_loopback() {
                     bind
                 } else if peer.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
@@ -211,7 +224,19 @@ impl Connection {
                 (Inner::Udp(s), local)
             }
             TransportKind::Tcp | TransportKind::Tls => {
-                let s = TcpStream::connect(peer).await.map_err(connect_err)?;
+                let s = match source {
+                    None => TcpStream::connect(peer).await.map_err(connect_err)?,
+                    Some(ip) => {
+                        let socket = if ip.is_ipv4() {
+                            tokio::net::TcpSocket::new_v4()
+                        } else {
+                            tokio::net::TcpSocket::new_v6()
+                        }
+                        .map_err(connect_err)?;
+                        socket.bind(SocketAddr::new(ip, 0)).map_err(connect_err)?;
+                        socket.connect(peer).await.map_err(connect_err)?
+                    }
+                };
                 s.set_nodelay(true)?;
                 let local = s.local_addr()?;
                 if kind == TransportKind::Tcp {

@@ -419,11 +419,29 @@ impl SecurityStage {
                 debug!(source = %ctx.flow.remote, kind = kind.label(), "retransmission of a sign-in being worked on: dropped");
                 InboundVerdict::Held
             }
-            Submitted::Full => {
-                let (scheme, key) = match kind {
-                    sagw_auth::JobKind::Kerberos => (Scheme::Kerberos, "auth.kerberos_queue"),
-                    sagw_auth::JobKind::DomainNtlm => (Scheme::Ntlm, "auth.domain.queue"),
-                    sagw_auth::JobKind::NtlmFinalLeg => (Scheme::Ntlm, "the pool's NTLM queue"),
+            refused @ (Submitted::Full | Submitted::SourceShare) => {
+                let (scheme, key) = match (kind, refused) {
+                    (sagw_auth::JobKind::Kerberos, Submitted::Full) => {
+                        (Scheme::Kerberos, "queue full (auth.kerberos_queue)")
+                    }
+                    (sagw_auth::JobKind::Kerberos, _) => (
+                        Scheme::Kerberos,
+                        "this source's share of the queue taken (auth.kerberos_queue_per_source)",
+                    ),
+                    (sagw_auth::JobKind::DomainNtlm, Submitted::Full) => {
+                        (Scheme::Ntlm, "queue full (auth.domain.queue)")
+                    }
+                    (sagw_auth::JobKind::DomainNtlm, _) => (
+                        Scheme::Ntlm,
+                        "this source's share of the queue taken (auth.domain.queue_per_source)",
+                    ),
+                    (sagw_auth::JobKind::NtlmFinalLeg, Submitted::Full) => {
+                        (Scheme::Ntlm, "the pool's NTLM queue full")
+                    }
+                    (sagw_auth::JobKind::NtlmFinalLeg, _) => (
+                        Scheme::Ntlm,
+                        "this source's share of the pool's NTLM queue taken",
+                    ),
                 };
                 let counters = self.core.counters();
                 if kind == sagw_auth::JobKind::Kerberos {
@@ -432,7 +450,7 @@ impl SecurityStage {
                 }
                 counters.handshake_failed(scheme, sagw_auth::Reason::HandshakeLimit);
                 crate::audit::refused(msg, &ctx.flow, sagw_auth::Reason::HandshakeLimit, None);
-                info!(source = %ctx.flow.remote, kind = kind.label(), "sign-in job queue full ({key}): 503");
+                info!(source = %ctx.flow.remote, kind = kind.label(), "sign-in job refused, {key}: 503");
                 if matches!(msg.method(), Some("ACK" | "CANCEL")) {
                     return InboundVerdict::Drop;
                 }

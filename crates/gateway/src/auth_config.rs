@@ -94,6 +94,9 @@ pub struct AuthSection {
     pub kerberos_workers: usize,
     /// AP-REQs waiting for a worker at most; one more gets 503.
     pub kerberos_queue: usize,
+    /// How many of those one source (an IPv4 address, an IPv6 /64) may have at once; absent: a
+    /// quarter of the queue.
+    pub kerberos_queue_per_source: Option<usize>,
     /// `[auth.directory]`: SIP identities of domain accounts from LDAP.
     pub directory: Option<crate::directory_config::DirectorySection>,
     /// `[auth.domain]`: NTLM verified by the domain (crate::domain_config).
@@ -177,6 +180,7 @@ impl Default for AuthSection {
             listener: BTreeMap::new(),
             kerberos_workers: 2,
             kerberos_queue: 256,
+            kerberos_queue_per_source: None,
             directory: None,
             domain: crate::domain_config::DomainSection::default(),
         }
@@ -282,6 +286,8 @@ pub struct AuthSettings {
     pub kerberos_workers: usize,
     /// Bound of the Kerberos job queue.
     pub kerberos_queue: usize,
+    /// Kerberos jobs one source may have queued or running.
+    pub kerberos_queue_per_source: usize,
     /// `[auth.directory]`, validated (its files are read by [`crate::directory::build`]).
     pub directory: Option<crate::directory_config::DirectoryConfig>,
     /// `[auth.domain]` with `ntlm = "winbind"`: NTLM users outside the credentials file are
@@ -644,6 +650,15 @@ impl AuthSection {
             max_epid_len: bounded("auth.max_epid_len", self.max_epid_len, 1, 1024)?,
             kerberos_workers: bounded("auth.kerberos_workers", self.kerberos_workers, 0, 64)?,
             kerberos_queue: bounded("auth.kerberos_queue", self.kerberos_queue, 1, 65_536)?,
+            kerberos_queue_per_source: match self.kerberos_queue_per_source {
+                None => crate::auth_jobs::default_share(self.kerberos_queue),
+                Some(n) => bounded(
+                    "auth.kerberos_queue_per_source",
+                    n,
+                    1,
+                    self.kerberos_queue.max(1),
+                )?,
+            },
             directory: self
                 .directory
                 .as_ref()

@@ -14,9 +14,13 @@
 //! takes the outcome instead of deferring.
 //!
 //! A retransmission of a request whose job is running (same token) is dropped: the answer to the
-//! original will come. A full queue answers 503 with Retry-After.
+//! original will come. A full queue answers 503 with Retry-After, and so does a source (an IPv4
+//! address, an IPv6 /64, as [`crate::per_ip`] counts them) that holds its share of the queue
+//! already: without it one host that sent sign-ins faster than the domain or the KDC answered held
+//! the whole queue, and every other client got 503 until it drained.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -74,6 +78,8 @@ pub enum Submitted {
     InFlight,
     /// The queue is full: answer 503.
     Full,
+    /// The request's source holds its share of the queue already: answer 503.
+    SourceShare,
 }
 
 /// Where workers deliver what they did; false once nobody listens any more (the core stopped).
@@ -88,6 +94,8 @@ pub struct WorkerStats {
     pub duplicates: AtomicU64,
     /// Jobs refused with 503: the queue was full.
     pub refused_full: AtomicU64,
+    /// Jobs refused with 503: their source held its share of the queue.
+    pub refused_source: AtomicU64,
     /// Jobs a worker finished.
     pub done: AtomicU64,
 }
@@ -99,10 +107,42 @@ pub struct AuthWorkers {
     rx: Mutex<Option<Receiver<Job>>>,
     workers: usize,
     capacity: usize,
-    in_flight: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Jobs one source may have queued or running at once.
+    per_source: usize,
+    in_flight: Mutex<InFlight>,
     retry_after: Duration,
     /// For metrics.
     pub stats: WorkerStats,
+}
+
+/// The jobs queued or running, and how many of them each source has.
+#[derive(Default)]
+struct InFlight {
+    jobs: HashMap<[u8; 32], (Instant, IpAddr)>,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+impl InFlight {
+    fn remove(&mut self, key: &[u8; 32]) {
+        if let Some((_, source)) = self.jobs.remove(key) {
+            self.release(source);
+        }
+    }
+
+    fn release(&mut self, source: IpAddr) {
+        if let Some(n) = self.by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+}
+
+/// The default share of one source: a quarter of the queue, so that four busy hosts are needed to
+/// fill it, while a few dozen clients behind one NAT address sign in at once.
+pub fn default_share(queue: usize) -> usize {
+    (queue / 4).max(1)
 }
 
 impl std::fmt::Debug for AuthWorkers {
@@ -111,14 +151,22 @@ impl std::fmt::Debug for AuthWorkers {
             .field("kind", &self.kind)
             .field("workers", &self.workers)
             .field("capacity", &self.capacity)
+            .field("per_source", &self.per_source)
             .finish_non_exhaustive()
     }
 }
 
 impl AuthWorkers {
     /// `workers` threads (started by [`start`](Self::start)) for jobs of `kind` behind a queue
-    /// of `queue` jobs; `retry_after` goes into the 503 of a full queue.
-    pub fn new(kind: JobKind, workers: usize, queue: usize, retry_after: Duration) -> Arc<Self> {
+    /// of `queue` jobs, of which one source may hold `per_source` (queued or running; at least 1);
+    /// `retry_after` goes into the 503 of a full queue.
+    pub fn new(
+        kind: JobKind,
+        workers: usize,
+        queue: usize,
+        per_source: usize,
+        retry_after: Duration,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
         Arc::new(AuthWorkers {
             kind,
@@ -126,7 +174,8 @@ impl AuthWorkers {
             rx: Mutex::new(Some(rx)),
             workers: workers.max(1),
             capacity: queue.max(1),
-            in_flight: Mutex::new(HashMap::new()),
+            per_source: per_source.max(1),
+            in_flight: Mutex::new(InFlight::default()),
             retry_after,
             stats: WorkerStats::default(),
         })
@@ -163,24 +212,42 @@ impl AuthWorkers {
         Ok(())
     }
 
-    /// Queues a job, unless the same token is in flight or the queue is full.
+    /// Queues a job, unless the same token is in flight, its source holds its share, or the queue
+    /// is full.
     pub fn submit(&self, job: AuthJob, message: Message, flow: Flow) -> Submitted {
         let key = *job.key();
+        let source = crate::per_ip::source_key(flow.remote.ip());
         let now = Instant::now();
         {
             let mut in_flight = self.in_flight.lock();
             if in_flight
+                .jobs
                 .get(&key)
-                .is_some_and(|since| now.duration_since(*since) < IN_FLIGHT_TIMEOUT)
+                .is_some_and(|(since, _)| now.duration_since(*since) < IN_FLIGHT_TIMEOUT)
             {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Submitted::InFlight;
             }
             // Entries leave when their job is done; only a lost job's would stay.
-            if in_flight.len() > 2 * (self.capacity + self.workers) {
-                in_flight.retain(|_, since| now.duration_since(*since) < IN_FLIGHT_TIMEOUT);
+            if in_flight.jobs.len() > 2 * (self.capacity + self.workers) {
+                let lost: Vec<[u8; 32]> = in_flight
+                    .jobs
+                    .iter()
+                    .filter(|(_, (since, _))| now.duration_since(*since) >= IN_FLIGHT_TIMEOUT)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &lost {
+                    in_flight.remove(k);
+                }
             }
-            in_flight.insert(key, now);
+            // A lost job's entry under the same token is replaced, its source's count with it.
+            in_flight.remove(&key);
+            if in_flight.by_source.get(&source).copied().unwrap_or(0) >= self.per_source {
+                self.stats.refused_source.fetch_add(1, Ordering::Relaxed);
+                return Submitted::SourceShare;
+            }
+            in_flight.jobs.insert(key, (now, source));
+            *in_flight.by_source.entry(source).or_insert(0) += 1;
         }
         match self.tx.try_send(Job { job, message, flow }) {
             Ok(()) => {
@@ -201,9 +268,14 @@ impl AuthWorkers {
         self.in_flight.lock().remove(key);
     }
 
+    /// Sources holding a job now (tests, gauges).
+    pub fn sources(&self) -> usize {
+        self.in_flight.lock().by_source.len()
+    }
+
     /// Jobs queued or running now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.lock().len()
+        self.in_flight.lock().jobs.len()
     }
 }
 

@@ -5,6 +5,7 @@
 //! ntlm = "winbind"               # absent (or the section absent): the credentials file only
 //! workers = 4                    # threads making winbind calls
 //! queue = 256                    # sign-ins waiting for a worker; one more: 503 + Retry-After
+//! queue_per_source = 64          # of those, one source's at most (default: a quarter of queue)
 //! library = "libwbclient.so.0"   # soname or path of libwbclient
 //! retry_after_secs = 5           # Retry-After of the 503 while the domain cannot answer
 //! ```
@@ -28,6 +29,8 @@ pub struct DomainSection {
     pub workers: usize,
     /// Sign-ins waiting for a worker at most; one more gets 503.
     pub queue: usize,
+    /// Of those, how many one source (an IPv4 address, an IPv6 /64) may have; absent: a quarter.
+    pub queue_per_source: Option<usize>,
     /// libwbclient's soname or path.
     pub library: String,
     /// Retry-After of the 503 while the domain cannot answer.
@@ -40,6 +43,7 @@ impl Default for DomainSection {
             ntlm: None,
             workers: 4,
             queue: 256,
+            queue_per_source: None,
             library: sagw_winbind::DEFAULT_LIBRARY.to_owned(),
             retry_after_secs: 5,
         }
@@ -53,6 +57,8 @@ pub struct DomainNtlmConfig {
     pub workers: usize,
     /// Sign-ins waiting for a worker at most.
     pub queue: usize,
+    /// Sign-ins one source may have queued or running.
+    pub queue_per_source: usize,
     /// libwbclient's soname or path.
     pub library: String,
     /// Retry-After of the 503s of this path.
@@ -66,6 +72,7 @@ impl Default for DomainNtlmConfig {
         DomainNtlmConfig {
             workers: d.workers,
             queue: d.queue,
+            queue_per_source: crate::auth_jobs::default_share(d.queue),
             library: d.library,
             retry_after: Duration::from_secs(d.retry_after_secs),
         }
@@ -104,6 +111,16 @@ impl DomainSection {
         if !(1..=65_536).contains(&self.queue) {
             return Err(invalid("auth.domain.queue", "must be between 1 and 65536"));
         }
+        let queue_per_source = match self.queue_per_source {
+            None => crate::auth_jobs::default_share(self.queue),
+            Some(n) if (1..=self.queue).contains(&n) => n,
+            Some(_) => {
+                return Err(invalid(
+                    "auth.domain.queue_per_source",
+                    "must be between 1 and auth.domain.queue",
+                ));
+            }
+        };
         let library = self.library.trim();
         if library.is_empty() || library.contains(['\0', '\r', '\n']) {
             return Err(invalid(
@@ -120,6 +137,7 @@ impl DomainSection {
         Ok(Some(DomainNtlmConfig {
             workers: self.workers,
             queue: self.queue,
+            queue_per_source,
             library: library.to_owned(),
             retry_after: Duration::from_secs(self.retry_after_secs),
         }))
@@ -146,6 +164,7 @@ mod tests {
             DomainNtlmConfig {
                 workers: 4,
                 queue: 256,
+                queue_per_source: 64,
                 library: "libwbclient.so.0".into(),
                 retry_after: Duration::from_secs(5),
             }
@@ -158,6 +177,14 @@ mod tests {
             ("ntlm = \"helper\"", "auth.domain.ntlm"),
             ("ntlm = \"winbind\"\nworkers = 0", "auth.domain.workers"),
             ("ntlm = \"winbind\"\nqueue = 0", "auth.domain.queue"),
+            (
+                "ntlm = \"winbind\"\nqueue = 8\nqueue_per_source = 9",
+                "auth.domain.queue_per_source",
+            ),
+            (
+                "ntlm = \"winbind\"\nqueue_per_source = 0",
+                "auth.domain.queue_per_source",
+            ),
             ("ntlm = \"winbind\"\nlibrary = \" \"", "auth.domain.library"),
             (
                 "ntlm = \"winbind\"\nretry_after_secs = 0",

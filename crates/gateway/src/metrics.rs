@@ -704,6 +704,7 @@ pub fn render_auth_jobs(w: &crate::auth_jobs::AuthWorkers) -> String {
         ("done", &w.stats.done),
         ("duplicate", &w.stats.duplicates),
         ("queue_full", &w.stats.refused_full),
+        ("source_share", &w.stats.refused_source),
     ] {
         let _ = writeln!(
             out,

@@ -380,6 +380,7 @@ fn plan_auth(
         max_epid_len,
         kerberos_workers,
         kerberos_queue,
+        kerberos_queue_per_source,
         directory,
         domain_ntlm,
     } = new;
@@ -509,6 +510,12 @@ fn plan_auth(
             kerberos_workers,
         ),
         kerberos_queue: fixed(r, "auth.kerberos_queue", &c.kerberos_queue, kerberos_queue),
+        kerberos_queue_per_source: fixed(
+            r,
+            "auth.kerberos_queue_per_source",
+            &c.kerberos_queue_per_source,
+            kerberos_queue_per_source,
+        ),
         // The lookup (its connections, CA, bind password, cache) is built once at start.
         directory: fixed(r, "auth.directory", &c.directory, directory),
         // The winbind library and the worker threads live as long as the process.

@@ -82,6 +82,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             sagw_auth::JobKind::Kerberos,
             a.kerberos_workers,
             a.kerberos_queue,
+            a.kerberos_queue_per_source,
             settings.retry_after,
         ));
         core = core.with_kerberos_offload();
@@ -111,6 +112,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             sagw_auth::JobKind::DomainNtlm,
             d.workers,
             d.queue,
+            d.queue_per_source,
             d.retry_after,
         ));
     }
@@ -136,6 +138,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             sagw_auth::JobKind::NtlmFinalLeg,
             2,
             256,
+            crate::auth_jobs::default_share(256),
             settings.retry_after,
         ));
         core = core
