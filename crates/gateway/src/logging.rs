@@ -85,6 +85,14 @@ pub fn effective_level(
     }
 }
 
+/// The filter [`init`] installs for `level`: `level` itself, or `info` when it is no valid filter.
+pub fn installed_filter(level: &str) -> String {
+    match EnvFilter::try_new(level) {
+        Ok(_) => level.to_owned(),
+        Err(_) => "info".to_owned(),
+    }
+}
+
 /// Install the global subscriber on standard error. `level` is a level or an EnvFilter directive
 /// (an invalid one falls back to `info`, and says so). Colour codes are written only when
 /// standard error is a terminal: a file, a pipe or journald gets plain text. Returns false when a

@@ -220,6 +220,17 @@ fn config_source(cli: &Cli) -> ConfigSource {
     }
 }
 
+/// [`config_source`] for the reloads of a running gateway: a filter that came from `RUST_LOG` at
+/// start keeps applying, as `--log-level` does (the documented order: `--log-level`, `RUST_LOG`,
+/// `log.level`). Before, the first reload put the file's `log.level` in its place.
+fn reload_source(cli: &Cli, level: &str, from: logging::LevelSource) -> ConfigSource {
+    let mut source = config_source(cli);
+    if from == logging::LevelSource::Environment {
+        source.log_level = Some(logging::installed_filter(level));
+    }
+    source
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
     config_source(cli).load_config().map_err(|e| e.to_string())
 }
@@ -277,7 +288,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let settings = match load(&cli).and_then(|c| c.validate().map_err(|e| e.to_string())) {
+    let mut settings = match load(&cli).and_then(|c| c.validate().map_err(|e| e.to_string())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sagw: invalid configuration ({source}): {e}");
@@ -345,6 +356,11 @@ fn main() -> ExitCode {
         &settings.log_level,
     );
     logging::init(&level, settings.log_format);
+    if from == logging::LevelSource::Environment {
+        // What is in force, as a reload (and the admin API) compares against: `--log-level` is
+        // in the settings already, through the configuration source.
+        settings.log_level = logging::installed_filter(&level);
+    }
     tracing::debug!(filter = %level, source = ?from, json = settings.log_format == LogFormat::Json, "logging");
     if let Some(dir) = service::state_directory() {
         tracing::info!(dir = %dir.display(), "relative data paths under $STATE_DIRECTORY");
@@ -373,7 +389,7 @@ fn main() -> ExitCode {
         };
         // SIGHUP reloads from here; SIGTERM drains, saves the state and stops. READY=1 goes out
         // from signals::run once its handlers are installed.
-        running.set_config_source(config_source(&cli));
+        running.set_config_source(reload_source(&cli, &level, from));
         match signals::run(running).await {
             Ended::Signalled => ExitCode::SUCCESS,
             Ended::CoreFailed => ExitCode::FAILURE,

@@ -315,3 +315,84 @@ Content-Length: 0\r\n\r\n"
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `RUST_LOG` outranks `log.level` (docs/configuration.md), and keeps doing so across reloads, as
+/// `--log-level` does: before, a reload put the file's `log.level` in place of `RUST_LOG`'s filter.
+#[test]
+fn a_reload_keeps_the_filter_rust_log_set() {
+    let cfg = temp("rust-log.toml");
+    std::fs::write(
+        &cfg,
+        "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,sagw_gateway::driver=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listening = false;
+    while !listening && Instant::now() < deadline {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        listening = line.contains("sagw listening");
+    }
+    assert!(listening, "the gateway did not start");
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // The file's level changed, then two reloads: the second one's own lines would show under a
+    // filter the first one changed.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        signal("-HUP");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    signal("-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let shown: Vec<&str> = rest
+        .lines()
+        .filter(|l| {
+            (l.contains("\"level\":\"INFO\"") || l.contains("\"level\":\"DEBUG\""))
+                && !l.contains("sagw_gateway::driver")
+        })
+        .collect();
+    assert!(
+        shown.is_empty(),
+        "info lines under RUST_LOG=warn after a reload: {shown:#?}"
+    );
+    let _ = std::fs::remove_file(&cfg);
+}
