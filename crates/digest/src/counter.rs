@@ -44,10 +44,21 @@ pub const DEFAULT_NONCES_PER_OWNER: usize = 1024;
 /// A tracked nonce's text.
 type Name = [u8; NONCE_LEN];
 
-/// An owner: the fixed-seed hash of the identity whose credentials verified. Identities come from
-/// the operator's accounts, not from the peer, so they are not chosen to collide; two that did
-/// would only share one share.
+/// An owner: the fixed-seed hash of the identity whose credentials verified, ASCII case folded
+/// (identities compare so: an operator who rewrites `sip:Alice@…` as `sip:alice@…` must not give
+/// alice a second, empty share, on which her captured requests would be taken again). Identities
+/// come from the operator's accounts, not from the peer, so they are not chosen to collide; two
+/// that did would only share one share.
 type Owner = u64;
+
+fn owner_of(identity: &str) -> Owner {
+    use std::hash::Hasher;
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    for b in identity.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
+}
 
 /// A tracked use: a nonce as one owner uses it.
 type Key = (Name, Owner);
@@ -81,6 +92,9 @@ pub struct NonceCounter {
     entries: HashMap<Key, Entry, foldhash::fast::FixedState>,
     by_expiry: BTreeMap<(SystemTime, u64), Key>,
     owners: HashMap<Owner, Share, foldhash::fast::FixedState>,
+    /// Owners whose share was kept empty for its watermark, with when that watermark's nonces can
+    /// no longer verify: the share goes then, if the owner did not come back.
+    emptied: VecDeque<(SystemTime, Owner)>,
     seq: u64,
     /// Newest issue time among entries evicted before they expired.
     watermark: Option<SystemTime>,
@@ -99,6 +113,7 @@ impl NonceCounter {
             entries: HashMap::with_hasher(foldhash::fast::FixedState::default()),
             by_expiry: BTreeMap::new(),
             owners: HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            emptied: VecDeque::new(),
             seq: 0,
             watermark: None,
         }
@@ -122,6 +137,11 @@ impl NonceCounter {
     /// Number of nonces currently tracked.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Owners holding a share now (entries, or a watermark still needed).
+    pub fn owners(&self) -> usize {
+        self.owners.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -175,7 +195,7 @@ impl NonceCounter {
         // Nonces that decoded or verified are all NONCE_LEN bytes; one of another length never
         // gets here, and is refused as decoding it would be.
         let name = Name::try_from(nonce.as_bytes()).map_err(|_| DigestError::BadNonce)?;
-        let owner = foldhash::fast::FixedState::default().hash_one(owner);
+        let owner = owner_of(owner);
         let key = (name, owner);
         self.purge(now);
         let expiry = issued
@@ -232,6 +252,22 @@ impl NonceCounter {
             let key = entry.remove();
             self.entries.remove(&key);
             self.forget(key.1, now);
+        }
+        while let Some(&(until, owner)) = self.emptied.front() {
+            if until >= now {
+                break;
+            }
+            self.emptied.pop_front();
+            let lifetime = self.lifetime;
+            if self.owners.get(&owner).is_some_and(|share| {
+                share.live == 0
+                    && share
+                        .watermark
+                        .and_then(|w| w.checked_add(lifetime))
+                        .is_none_or(|u| u < now)
+            }) {
+                self.owners.remove(&owner);
+            }
         }
     }
 
@@ -291,9 +327,10 @@ impl NonceCounter {
             let needed = share
                 .watermark
                 .and_then(|w| w.checked_add(lifetime))
-                .is_some_and(|until| until >= now);
-            if needed {
+                .filter(|until| *until >= now);
+            if let Some(until) = needed {
                 share.order.clear();
+                self.emptied.push_back((until, owner));
             } else {
                 self.owners.remove(&owner);
             }

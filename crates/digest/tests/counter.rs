@@ -318,3 +318,39 @@ fn an_owners_watermark_outlives_its_entries_while_its_nonces_verify() {
     c.check_and_record(&nonce(T0 + 311, 7), 1, "alice", at(T0 + 311))
         .unwrap();
 }
+
+/// A share kept empty for its watermark goes once the watermark's nonces expire, whether or not
+/// its owner comes back: dormant accounts leave nothing behind.
+#[test]
+fn an_empty_share_goes_when_its_watermark_expires() {
+    let mut c = NonceCounter::new(8, LIFE).with_owner_share(1);
+    c.check_and_record(&nonce(T0 + 10, 4), 1, "alice", at(T0 + 10))
+        .unwrap();
+    c.check_and_record(&nonce(T0 + 5, 5), 1, "alice", at(T0 + 10))
+        .unwrap();
+    // alice's last entry expires at T0 + 305; her watermark (T0 + 10) is needed until T0 + 310.
+    c.check_and_record(&nonce(T0 + 306, 6), 1, "bob", at(T0 + 306))
+        .unwrap();
+    assert_eq!(
+        c.owners(),
+        2,
+        "alice's empty share is kept for its watermark"
+    );
+    c.check_and_record(&nonce(T0 + 311, 7), 1, "bob", at(T0 + 311))
+        .unwrap();
+    assert_eq!(c.owners(), 1, "only bob's share is left");
+}
+
+/// Owners compare without ASCII case, as identities do: an operator who rewrites alice's identity
+/// in another case gives her no second, empty share on which a captured request is taken again.
+#[test]
+fn owners_compare_without_ascii_case() {
+    let mut c = NonceCounter::new(8, LIFE);
+    let n = nonce(T0, 3);
+    c.check_and_record(&n, 1, "Alice@example.com", at(T0 + 1))
+        .unwrap();
+    assert_eq!(
+        c.check_and_record(&n, 1, "alice@EXAMPLE.com", at(T0 + 1)),
+        Err(DigestError::Replay)
+    );
+}

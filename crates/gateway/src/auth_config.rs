@@ -69,8 +69,9 @@ pub struct AuthSection {
     pub digest_nonce_lifetime_secs: u64,
     /// Digest nonces whose counts are kept (each costs about 150 bytes).
     pub digest_max_tracked_nonces: usize,
-    /// How many of those one identity may hold; beyond it, its own oldest goes.
-    pub digest_max_nonces_per_identity: usize,
+    /// How many of those one identity may hold; beyond it, its own oldest goes. Absent: 1024, or
+    /// the whole table when it is smaller.
+    pub digest_max_nonces_per_identity: Option<usize>,
     /// File with the 32-byte nonce key (created, mode 600, when missing).
     pub nonce_key: String,
     /// Director: user AOR (`user@domain`) or domain -> home server URI; a REGISTER for them gets a
@@ -164,7 +165,7 @@ impl Default for AuthSection {
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             digest_nonce_lifetime_secs: 300,
             digest_max_tracked_nonces: 100_000,
-            digest_max_nonces_per_identity: sagw_digest::DEFAULT_NONCES_PER_OWNER,
+            digest_max_nonces_per_identity: None,
             nonce_key: "sagw-data/nonce.key".into(),
             kerberos_realm: String::new(),
             director: BTreeMap::new(),
@@ -627,12 +628,15 @@ impl AuthSection {
                 1,
                 10_000_000,
             )?,
-            max_tracked_nonces_per_identity: bounded(
-                "auth.digest_max_nonces_per_identity",
-                self.digest_max_nonces_per_identity,
-                1,
-                self.digest_max_tracked_nonces.max(1),
-            )?,
+            max_tracked_nonces_per_identity: match self.digest_max_nonces_per_identity {
+                None => sagw_digest::DEFAULT_NONCES_PER_OWNER.min(self.digest_max_tracked_nonces),
+                Some(n) => bounded(
+                    "auth.digest_max_nonces_per_identity",
+                    n,
+                    1,
+                    self.digest_max_tracked_nonces.max(1),
+                )?,
+            },
             nonce_key: PathBuf::from(plain("auth.nonce_key", &self.nonce_key)?),
             director,
             kerberos_without_keytab,

@@ -95,7 +95,12 @@ impl SecurityCore {
         // Counted against the identity the credentials proved, not the name as sent: one
         // account's nonces stay within its own share of the table, whatever case it writes.
         let identity = self.identity_of(resp.username);
-        if let Err(e) = d.counter.lock().check_verified(&verified, &identity, now) {
+        // Without its scheme, as identities compare (`same_identity`): `sips:` for `sip:` in the
+        // credentials file is the same owner (the counter folds ASCII case itself).
+        let owner = identity
+            .split_once(':')
+            .map_or(identity.as_str(), |(_, rest)| rest);
+        if let Err(e) = d.counter.lock().check_verified(&verified, owner, now) {
             let reason = Reason::from(&e);
             return fail(reason, reason.is_stale());
         }

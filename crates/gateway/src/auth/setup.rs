@@ -438,7 +438,36 @@ mod tests {
         let (core, _) = core_of(&conf("max_sas_per_identity = 4\nmax_epid_len = 20"));
         assert_eq!(core.config().max_sas_per_identity, 4);
         assert_eq!(core.config().max_epid_len, 20);
+        // The Digest nonce table: a smaller table alone takes the share down with it.
+        let nonces = |extra: &str| {
+            crate::Config::parse(&conf(extra))
+                .and_then(|c| c.validate())
+                .map(|s| s.auth.expect("auth"))
+                .map(|a| (a.max_tracked_nonces, a.max_tracked_nonces_per_identity))
+        };
+        assert_eq!(nonces("").expect("defaults"), (100_000, 1024));
+        assert_eq!(
+            nonces("digest_max_tracked_nonces = 500").expect("a small table alone"),
+            (500, 500)
+        );
+        assert_eq!(
+            nonces(
+                "digest_max_tracked_nonces = 500
+digest_max_nonces_per_identity = 20"
+            )
+            .expect("both"),
+            (500, 20)
+        );
         for (bad, key) in [
+            (
+                "digest_max_tracked_nonces = 500
+digest_max_nonces_per_identity = 501",
+                "auth.digest_max_nonces_per_identity",
+            ),
+            (
+                "digest_max_tracked_nonces = 0",
+                "auth.digest_max_tracked_nonces",
+            ),
             ("max_sas_per_identity = 0", "auth.max_sas_per_identity"),
             ("max_epid_len = 0", "auth.max_epid_len"),
             ("max_epid_len = 100000", "auth.max_epid_len"),
