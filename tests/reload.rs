@@ -444,8 +444,22 @@ async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reloa
         ("bob sip sip:alice@example.com\n".to_owned(), next, "bob"),
     ];
     for (extra, line, user) in &cases {
-        // Written in place: the file keeps its mode 600.
-        std::fs::write(&users, format!("{good}{extra}")).expect("users");
+        // Written whole and renamed over the file (mode 600), never in place: the gateway's
+        // periodic check may read a file being written in place while it is still empty (no
+        // users: valid), and the users in force would then be none.
+        let tmp = dir.path().join("users.new");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .expect("users.new");
+            std::io::Write::write_all(&mut f, format!("{good}{extra}").as_bytes()).expect("users");
+        }
+        std::fs::rename(&tmp, &users).expect("rename");
         let (status, body) = http(&gw, "POST", "/admin/reload").await;
         assert!(status.contains(" 422 "), "{extra:?}: {status} {body}");
         let body = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["error"]

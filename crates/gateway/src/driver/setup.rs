@@ -138,7 +138,10 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             sagw_auth::JobKind::NtlmFinalLeg,
             2,
             256,
-            crate::auth_jobs::default_share(256),
+            // No share of one source: only final legs with the right password get here (one
+            // user's), and this queue has no setting to raise a share for clients behind a load
+            // balancer.
+            256,
             settings.retry_after,
         ));
         core = core
