@@ -224,6 +224,7 @@ impl sagw_proxy::ClientAuth for PanicsOnMessage {
         sagw_proxy::InboundVerdict::Continue {
             note: None,
             endpoint: None,
+            client: None,
         }
     }
 }

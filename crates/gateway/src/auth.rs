@@ -194,10 +194,14 @@ impl SecurityStage {
             }),
             Binding::Digest { .. } => None,
         };
+        // The transactions it opens count against the identity it proved, not its address: over
+        // UDP an address can be anyone's.
+        let client = Some(sagw_proxy::ClientKey::identity(&auth.identity));
         let note: AuthNote = Arc::new(auth);
         InboundVerdict::Continue {
             note: Some(note),
             endpoint,
+            client,
         }
     }
 }
@@ -241,6 +245,7 @@ impl ClientAuth for SecurityStage {
                     InboundVerdict::Continue {
                         note: None,
                         endpoint: None,
+                        client: None,
                     }
                 }
                 ResponseVerdict::Drop(reason) => {
@@ -262,6 +267,7 @@ impl ClientAuth for SecurityStage {
                         InboundVerdict::Continue {
                             note: None,
                             endpoint: None,
+                            client: None,
                         }
                     }
                 }

@@ -150,8 +150,9 @@ const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
 /// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
 /// without formatting; any other label goes through the map.
-const LIMITS: [&str; 14] = [
+const LIMITS: [&str; 15] = [
     "transactions",
+    "transactions_per_client",
     "bindings_per_aor",
     "connections",
     "connections_per_ip",

@@ -38,6 +38,9 @@ fn edge() -> Edge {
         extra_ports: Vec::new(),
     };
     let mut cfg = EdgeConfig::new(local, Secret::new([4; 32]));
+    // sipp is one address and, without authentication, one client: its 64 000 lingering
+    // transactions are all its own.
+    cfg.max_transactions_per_client = cfg.max_transactions;
     cfg.next_hops = vec![NextHop {
         transport: Transport::Udp,
         addr: "127.0.0.1:15082".parse().unwrap(),

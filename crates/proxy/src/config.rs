@@ -172,6 +172,10 @@ pub struct EdgeConfig {
     pub retry_after: Duration,
     /// Live server transactions above which new requests get 503.
     pub max_transactions: usize,
+    /// Of those, how many one client may hold (the identity its requests proved, else its
+    /// source address: an IPv4 address, an IPv6 /64); one more request from it gets 503. Requests
+    /// from next hops and trusted peers count only towards `max_transactions`.
+    pub max_transactions_per_client: usize,
     /// Active probing of the next hops.
     pub probe: ProbeConfig,
     /// Registrar settings.
@@ -203,6 +207,8 @@ pub struct LiveSettings {
     pub retry_after: Duration,
     /// See [`EdgeConfig::max_transactions`].
     pub max_transactions: usize,
+    /// See [`EdgeConfig::max_transactions_per_client`].
+    pub max_transactions_per_client: usize,
     /// See [`EdgeConfig::registrar`].
     pub registrar: RegistrarConfig,
     /// See [`EdgeConfig::probe`].
@@ -234,6 +240,7 @@ impl EdgeConfig {
             timers: Timers::default(),
             retry_after: Duration::from_secs(30),
             max_transactions: 100_000,
+            max_transactions_per_client: 25_000,
             probe: ProbeConfig::default(),
             registrar: RegistrarConfig::default(),
             secret,

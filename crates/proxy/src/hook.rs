@@ -32,6 +32,51 @@ pub struct SaEndpoint {
     pub epid: String,
 }
 
+/// Whom a client's transactions count against (`max_transactions_per_client`): an authenticated
+/// identity, or the source address of a request that proved none. A hash: nothing is allocated
+/// per transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(u64);
+
+impl ClientKey {
+    /// The identity a request proved, its scheme left out and ASCII case folded, as identities
+    /// compare: `sips:Alice@x` and `sip:alice@x` are one client.
+    pub fn identity(identity: &str) -> ClientKey {
+        use std::hash::{BuildHasher, Hasher};
+        let rest = identity.split_once(':').map_or(identity, |(_, rest)| rest);
+        let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
+        h.write_u8(b'i');
+        for b in rest.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        ClientKey(h.finish())
+    }
+
+    /// A source address: an IPv4 address (an IPv4-mapped IPv6 one as IPv4), an IPv6 /64 (what
+    /// one subscriber or LAN gets; single IPv6 addresses cost an attacker nothing).
+    pub fn source(ip: std::net::IpAddr) -> ClientKey {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                h.write_u8(b'4');
+                h.write(&v4.octets());
+            }
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => {
+                    h.write_u8(b'4');
+                    h.write(&v4.octets());
+                }
+                None => {
+                    h.write_u8(b'6');
+                    h.write(&v6.octets()[..8]);
+                }
+            },
+        }
+        ClientKey(h.finish())
+    }
+}
+
 /// State the inbound stage wants back when the outbound stage handles a response of the same
 /// transaction (e.g. the SA a request was verified with, or a Digest `Authentication-Info`).
 pub type AuthNote = Arc<dyn Any + Send + Sync>;
@@ -72,6 +117,9 @@ pub enum InboundVerdict {
         /// The endpoint the request proved to come from, when it has an SA: requests that reach
         /// this client later through the flow tokens of this transaction are signed for it.
         endpoint: Option<SaEndpoint>,
+        /// Who the transaction counts against in `max_transactions_per_client`: the identity
+        /// the request proved ([`ClientKey::identity`]). `None`: its source address.
+        client: Option<ClientKey>,
     },
     /// Answer the request with this response (e.g. a 401/407 challenge) instead of processing
     /// it. The response is sent over the request's flow (and passes the outbound stage).
@@ -88,10 +136,15 @@ pub enum InboundVerdict {
 impl std::fmt::Debug for InboundVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InboundVerdict::Continue { note, endpoint } => f
+            InboundVerdict::Continue {
+                note,
+                endpoint,
+                client,
+            } => f
                 .debug_struct("Continue")
                 .field("note", &note.as_ref().map(|_| ".."))
                 .field("endpoint", endpoint)
+                .field("client", client)
                 .finish(),
             InboundVerdict::Respond(m) => f.debug_tuple("Respond").field(m).finish(),
             InboundVerdict::Drop => f.write_str("Drop"),
@@ -164,6 +217,7 @@ pub trait ClientAuth: Send {
         InboundVerdict::Continue {
             note: None,
             endpoint: None,
+            client: None,
         }
     }
 

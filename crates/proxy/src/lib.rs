@@ -53,8 +53,8 @@ pub use config::{
 pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};
 pub use hook::{
-    Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, NoAuth, OutboundContext,
-    OutboundKind, OutboundVerdict, SaEndpoint,
+    Answering, AuthNote, ClientAuth, ClientKey, InboundContext, InboundVerdict, NoAuth,
+    OutboundContext, OutboundKind, OutboundVerdict, SaEndpoint,
 };
 pub use registrar::{
     Binding, BindingInfo, BindingRecord, Registrar, RegistrarConfig, RemoteBinding,

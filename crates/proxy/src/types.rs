@@ -302,6 +302,8 @@ impl DropReason {
 pub enum LimitKind {
     /// Too many live transactions: new requests get 503.
     Transactions,
+    /// One client holds its share of the live transactions: its new requests get 503.
+    TransactionsPerClient,
     /// Too many bindings for one address-of-record: the oldest was evicted.
     BindingsPerAor,
     /// A new request while draining ([`crate::Intake::Draining`]): answered 503.
@@ -316,6 +318,7 @@ impl LimitKind {
     pub fn label(self) -> &'static str {
         match self {
             LimitKind::Transactions => "transactions",
+            LimitKind::TransactionsPerClient => "transactions_per_client",
             LimitKind::BindingsPerAor => "bindings_per_aor",
             LimitKind::Draining => "draining",
             LimitKind::Resolutions => "resolutions",

@@ -627,6 +627,7 @@ impl ClientAuth for Recorder {
         InboundVerdict::Continue {
             note: Some(Arc::new(msg.call_id().unwrap_or("").to_owned())),
             endpoint,
+            client: None,
         }
     }
 
@@ -1631,6 +1632,7 @@ impl ClientAuth for NoteSpy {
         InboundVerdict::Continue {
             note: Some(Arc::new(format!("verified epid={who}"))),
             endpoint: None,
+            client: None,
         }
     }
     fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {

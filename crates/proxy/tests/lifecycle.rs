@@ -102,6 +102,7 @@ fn live(cfg: &EdgeConfig) -> LiveSettings {
         timers: cfg.timers,
         retry_after: cfg.retry_after,
         max_transactions: cfg.max_transactions,
+        max_transactions_per_client: cfg.max_transactions_per_client,
         registrar: cfg.registrar.clone(),
         probe: cfg.probe,
     }

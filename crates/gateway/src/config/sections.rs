@@ -133,6 +133,8 @@ pub struct ProxySection {
     pub retry_after_secs: u64,
     /// Live server transactions limit.
     pub max_transactions: usize,
+    /// Of those, one client's at most (its identity, else its address); absent: a quarter.
+    pub max_transactions_per_client: Option<usize>,
     /// CPU for the core thread: `auto`, `none` or a CPU number.
     pub core_cpu: String,
     /// Threads for connections and TLS: `auto` or a number.
@@ -156,6 +158,7 @@ impl Default for ProxySection {
             client_routes: Vec::new(),
             retry_after_secs: 30,
             max_transactions: 100_000,
+            max_transactions_per_client: None,
             core_cpu: "auto".into(),
             workers: "auto".into(),
             drain_grace_secs: 10,

@@ -79,6 +79,8 @@ pub struct Settings {
     pub retry_after: Duration,
     /// Transaction limit.
     pub max_transactions: usize,
+    /// One client's share of it.
+    pub max_transactions_per_client: usize,
     /// Where the core thread runs.
     pub core_cpu: CoreCpu,
     /// How many runtime worker threads run the connection tasks.
@@ -181,6 +183,7 @@ impl Settings {
         cfg.timers = self.timers;
         cfg.retry_after = self.retry_after;
         cfg.max_transactions = self.max_transactions;
+        cfg.max_transactions_per_client = self.max_transactions_per_client;
         cfg.registrar = self.registrar.clone();
         cfg.probers = self.admin.sip_probers.clone();
         cfg

@@ -318,6 +318,16 @@ impl Config {
             self.tls.handshake_timeout_secs,
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
+        let max_transactions_per_client = match self.proxy.max_transactions_per_client {
+            None => (self.proxy.max_transactions / 4).max(1),
+            Some(n) if (1..=self.proxy.max_transactions).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "proxy.max_transactions_per_client".into(),
+                    message: "must be between 1 and proxy.max_transactions".into(),
+                });
+            }
+        };
         let core_cpu = CoreCpu::parse(&self.proxy.core_cpu)?;
         let workers = Workers::parse(&self.proxy.workers)?;
         bounded("proxy.drain_grace_secs", self.proxy.drain_grace_secs, 3600)?;
@@ -354,6 +364,7 @@ impl Config {
             client_routes,
             retry_after: Duration::from_secs(self.proxy.retry_after_secs),
             max_transactions: self.proxy.max_transactions,
+            max_transactions_per_client,
             core_cpu,
             workers,
             drain_grace: Duration::from_secs(self.proxy.drain_grace_secs),

@@ -85,6 +85,7 @@ fn live_settings(s: &Settings, table: &crate::hops::HopTable) -> LiveSettings {
         timers: s.timers,
         retry_after: s.retry_after,
         max_transactions: s.max_transactions,
+        max_transactions_per_client: s.max_transactions_per_client,
         registrar: s.registrar.clone(),
         probe: s.hops.probe,
     }

@@ -18,7 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::shares::ClientShares;
 use crate::Map;
+use crate::hook::ClientKey;
 use crate::types::Flow;
 
 /// What a completed transaction answered here keeps.
@@ -31,6 +33,8 @@ pub(super) struct Answer {
     pub(super) response: Box<[u8]>,
     /// End of Timer J, on the clean-up grid.
     expires: Instant,
+    /// Whose share of the transactions it is counted in (`super::shares`).
+    client: Option<ClientKey>,
 }
 
 /// The answers, by server-transaction key, with their expiries in the order they were made.
@@ -52,17 +56,21 @@ impl Answers {
         upstream: Flow,
         response: Box<[u8]>,
         expires: Instant,
-    ) {
+        client: Option<ClientKey>,
+    ) -> Option<ClientKey> {
         let key: Arc<str> = Arc::from(key);
         self.expiry.push_back((expires, key.clone()));
-        self.by_key.insert(
-            key,
-            Answer {
-                upstream,
-                response,
-                expires,
-            },
-        );
+        self.by_key
+            .insert(
+                key,
+                Answer {
+                    upstream,
+                    response,
+                    expires,
+                    client,
+                },
+            )
+            .and_then(|old| old.client)
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Answer> {
@@ -78,8 +86,9 @@ impl Answers {
         self.expiry.front().map(|(at, _)| *at)
     }
 
-    /// Forgets every answer whose Timer J has fired by `now`.
-    pub(super) fn expire(&mut self, now: Instant) {
+    /// Forgets every answer whose Timer J has fired by `now`, giving its place in its client's
+    /// share back.
+    pub(super) fn expire(&mut self, now: Instant, shares: &mut ClientShares) {
         while let Some((at, _)) = self.expiry.front()
             && *at <= now
         {
@@ -88,8 +97,10 @@ impl Answers {
             };
             // An answer made again under the same key (not done today) keeps its own, later
             // expiry.
-            if self.by_key.get(&key).is_some_and(|a| a.expires <= now) {
-                self.by_key.remove(&key);
+            if self.by_key.get(&key).is_some_and(|a| a.expires <= now)
+                && let Some(gone) = self.by_key.remove(&key)
+            {
+                shares.give_back(gone.client);
             }
         }
         if self.by_key.is_empty() && self.expiry.capacity() > 1024 {
@@ -123,29 +134,40 @@ mod tests {
             flow(1),
             b"one".to_vec().into(),
             t0 + Duration::from_secs(32),
+            None,
         );
         a.insert(
             "k2",
             flow(2),
             b"two".to_vec().into(),
             t0 + Duration::from_secs(33),
+            None,
         );
         assert_eq!(a.next_expiry(), Some(t0 + Duration::from_secs(32)));
-        a.expire(t0 + Duration::from_millis(31_999));
+        a.expire(
+            t0 + Duration::from_millis(31_999),
+            &mut super::super::shares::ClientShares::default(),
+        );
         assert_eq!(a.len(), 2);
-        a.expire(t0 + Duration::from_secs(32));
+        a.expire(
+            t0 + Duration::from_secs(32),
+            &mut super::super::shares::ClientShares::default(),
+        );
         assert_eq!(a.len(), 1);
         assert!(a.get("k1").is_none());
         assert_eq!(a.get("k2").map(|x| &*x.response), Some(&b"two"[..]));
         assert_eq!(a.next_expiry(), Some(t0 + Duration::from_secs(33)));
-        a.expire(t0 + Duration::from_secs(40));
+        a.expire(
+            t0 + Duration::from_secs(40),
+            &mut super::super::shares::ClientShares::default(),
+        );
         assert_eq!((a.len(), a.next_expiry()), (0, None));
     }
 
     #[test]
     fn an_answer_belongs_to_the_flow_it_was_made_for() {
         let mut a = Answers::default();
-        a.insert("k", flow(1), b"x".to_vec().into(), Instant::now());
+        a.insert("k", flow(1), b"x".to_vec().into(), Instant::now(), None);
         let owner = |key: &str, f: &Flow| {
             a.get(key)
                 .map(|x| super::super::request::opened_by(x.upstream, f))
@@ -164,16 +186,20 @@ mod tests {
     fn an_answer_made_again_keeps_its_later_expiry() {
         let t0 = Instant::now();
         let mut a = Answers::default();
-        a.insert("k", flow(1), b"old".to_vec().into(), t0);
+        a.insert("k", flow(1), b"old".to_vec().into(), t0, None);
         a.insert(
             "k",
             flow(1),
             b"new".to_vec().into(),
             t0 + Duration::from_secs(5),
+            None,
         );
-        a.expire(t0);
+        a.expire(t0, &mut super::super::shares::ClientShares::default());
         assert_eq!(a.get("k").map(|x| &*x.response), Some(&b"new"[..]));
-        a.expire(t0 + Duration::from_secs(5));
+        a.expire(
+            t0 + Duration::from_secs(5),
+            &mut super::super::shares::ClientShares::default(),
+        );
         assert_eq!(a.len(), 0);
     }
 }

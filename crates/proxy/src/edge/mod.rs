@@ -9,6 +9,7 @@ mod reconfigure;
 mod request;
 mod response;
 mod routing;
+mod shares;
 mod timers;
 mod transaction;
 
@@ -54,6 +55,8 @@ pub struct Edge {
     /// Non-INVITE transactions answered here over UDP, kept only to repeat their answer until
     /// Timer J: counted with `server` (limits, statistics), each far smaller.
     answered: self::answered::Answers,
+    /// How many of `server` and `answered` each client holds.
+    shares: self::shares::ClientShares,
     client: Map<String, Box<ClientTx>>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
@@ -129,6 +132,7 @@ impl Edge {
             auth,
             server: Map::default(),
             answered: Default::default(),
+            shares: Default::default(),
             client: Map::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,

@@ -33,6 +33,7 @@ impl Edge {
         self.cfg.timers = live.timers;
         self.cfg.retry_after = live.retry_after;
         self.cfg.max_transactions = live.max_transactions;
+        self.cfg.max_transactions_per_client = live.max_transactions_per_client;
         self.registrar.set_config(live.registrar.clone());
         self.cfg.registrar = live.registrar;
     }

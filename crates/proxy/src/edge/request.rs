@@ -211,8 +211,16 @@ impl Edge {
                 answering: Answering::Unknown,
             };
             match self.auth.inbound(&mut msg, &ctx) {
-                InboundVerdict::Continue { note, endpoint } => {
-                    admitted = Admitted { note, endpoint };
+                InboundVerdict::Continue {
+                    note,
+                    endpoint,
+                    client,
+                } => {
+                    admitted = Admitted {
+                        note,
+                        endpoint,
+                        client,
+                    };
                 }
                 InboundVerdict::Respond(resp) => {
                     self.emit_response(Target::Flow(flow), resp, Some(&msg), None, now);
@@ -272,6 +280,16 @@ impl Edge {
         }
         if self.server_transactions() >= self.cfg.max_transactions {
             self.report(Report::Limit(LimitKind::Transactions));
+            let retry = self.cfg.retry_after.as_secs().to_string();
+            self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
+            return;
+        }
+        if let Some(client) = opening.client()
+            && self
+                .shares
+                .full(client, self.cfg.max_transactions_per_client)
+        {
+            self.report(Report::Limit(LimitKind::TransactionsPerClient));
             let retry = self.cfg.retry_after.as_secs().to_string();
             self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
             return;
@@ -366,7 +384,7 @@ impl Edge {
         let policy = self.route_policy(&flow, from_client);
         let dest = self.route(&mut forward, &flow, policy, now.mono);
         let st = ServerTx::new(opening, lh, now.mono, self.cfg.timers.t1);
-        self.server.insert(key.to_owned(), Box::new(st));
+        self.open_server(key, st);
         if method == "INVITE" {
             self.respond(key, 100, &[], now);
         }
@@ -439,7 +457,7 @@ impl Edge {
                 self.cfg.timers.t4
             };
             if linger.is_zero() {
-                self.server.remove(key);
+                self.close_server(key);
             } else {
                 self.schedule(
                     later(now.mono, linger),

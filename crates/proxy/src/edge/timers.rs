@@ -116,7 +116,7 @@ impl Edge {
         self.probe_timers(now);
         self.registrar.expire(now.mono);
         self.report_binding_changes();
-        self.answered.expire(now.mono);
+        self.answered.expire(now.mono, &mut self.shares);
         // The heap and the clean-up buckets in time order (a tie goes to the heap).
         loop {
             let heap = self.timers.peek().map(|Reverse(e)| e.at);
@@ -234,7 +234,7 @@ impl Edge {
             }
             TimerKind::ServerCleanup(key, epoch) => {
                 if self.server.get(&key).is_some_and(|s| s.epoch == epoch) {
-                    self.server.remove(&key);
+                    self.close_server(&key);
                 }
             }
         }

@@ -12,6 +12,7 @@ use super::forward::{OutboundCall, outbound_stage};
 use super::routing::BranchTo;
 use super::timers::TimerKind;
 use crate::edit::{build_response, reason_phrase};
+use crate::hook::ClientKey;
 use crate::hook::{AuthNote, OutboundKind, SaEndpoint};
 use crate::token::{Ids, Unique};
 use crate::types::{Action, Flow, Now, Report, Target, later};
@@ -92,6 +93,8 @@ pub(super) struct ServerTx {
     pub(super) hops: VecDeque<crate::config::NextHop>,
     pub(super) epoch: u32,
     pub(super) interval: Duration,
+    /// Whom it counts against in the client shares ([`Opening::client`]).
+    pub(super) client: Option<ClientKey>,
 }
 
 /// A request that opens a server transaction: the request, the flow it came on and what the
@@ -111,6 +114,7 @@ impl ServerTx {
         started: Instant,
         interval: Duration,
     ) -> Self {
+        let client = opening.client();
         let Opening {
             request,
             upstream,
@@ -135,6 +139,7 @@ impl ServerTx {
             hops: VecDeque::new(),
             epoch: 0,
             interval,
+            client,
         }
     }
 }
@@ -207,6 +212,20 @@ impl ClientTx {
 pub(super) struct Admitted {
     pub(super) note: Option<AuthNote>,
     pub(super) endpoint: Option<SaEndpoint>,
+    /// The identity the stage says the request proved, for the client shares.
+    pub(super) client: Option<ClientKey>,
+}
+
+impl Opening {
+    /// Whom this transaction counts against in the client shares: the identity the request
+    /// proved, else its source address; nobody for a request from a server behind us.
+    pub(super) fn client(&self) -> Option<ClientKey> {
+        self.from_client.then(|| {
+            self.admitted
+                .client
+                .unwrap_or_else(|| ClientKey::source(self.upstream.remote.ip()))
+        })
+    }
 }
 
 /// The RFC 3261 branch of `via`, when it has the magic cookie.
@@ -293,6 +312,24 @@ impl Edge {
         }
     }
 
+    /// Keeps a new server transaction, counted in its client's share.
+    pub(super) fn open_server(&mut self, key: &str, st: ServerTx) {
+        let client = st.client;
+        if let Some(old) = self.server.insert(key.to_owned(), Box::new(st)) {
+            // Not done today (a key in use is a retransmission, matched before): the one replaced
+            // gives its place back all the same.
+            self.shares.give_back(old.client);
+        }
+        self.shares.take(client);
+    }
+
+    /// Ends a server transaction, giving its place in its client's share back.
+    pub(super) fn close_server(&mut self, key: &str) {
+        if let Some(st) = self.server.remove(key) {
+            self.shares.give_back(st.client);
+        }
+    }
+
     /// Create a server transaction answered at once (so retransmissions get the same answer).
     pub(super) fn local_transaction(
         &mut self,
@@ -303,7 +340,7 @@ impl Edge {
         now: Now,
     ) {
         let st = ServerTx::new(opening, String::new(), now.mono, self.cfg.timers.t1);
-        self.server.insert(key.to_owned(), Box::new(st));
+        self.open_server(key, st);
         self.respond(key, code, extra, now);
     }
 
@@ -422,9 +459,16 @@ impl Edge {
             elapsed: now.mono.saturating_duration_since(started),
         });
         if let Some(response) = answer {
-            self.server.remove(key);
+            // Its place in the client's share goes with the answer, given back at Timer J.
+            let client = self.server.remove(key).and_then(|st| st.client);
             let expires = self.on_cleanup_grid(later(now.mono, cleanup));
-            self.answered.insert(key, upstream, response, expires);
+            if let Some(replaced) = self
+                .answered
+                .insert(key, upstream, response, expires, client)
+            {
+                // An answer made again under the same key (not done today).
+                self.shares.give_back(Some(replaced));
+            }
             return;
         }
         if let Some(iv) = retransmit {
@@ -434,7 +478,7 @@ impl Edge {
             );
         }
         if cleanup.is_zero() {
-            self.server.remove(key);
+            self.close_server(key);
         } else {
             self.schedule(
                 later(now.mono, cleanup),

@@ -1,8 +1,13 @@
-//! One Digest user's nonces stay within that user's share of the gateway's nonce-count table.
-//! Before, the table (100 000 nonces, hard-coded) was shared by everyone and evicted the oldest
-//! nonce when full: one account that took a fresh nonce for every request evicted every other
-//! user's, whose next request on it was then answered `stale=true` (and whose 2xx ACK, which cannot
-//! be challenged, was dropped). Over UDP sockets, with the table made small in the configuration.
+//! One client's share of what the gateway keeps for everyone, over UDP sockets with the tables
+//! made small in the configuration.
+//!
+//! - Digest nonces: before, the nonce-count table (100 000 nonces, hard-coded) was shared by
+//!   everyone and evicted the oldest nonce when full: one account that took a fresh nonce for
+//!   every request evicted every other user's, whose next request on it was then answered
+//!   `stale=true` (and whose 2xx ACK, which cannot be challenged, was dropped).
+//! - Transactions: before, one authenticated client that sent requests the gateway answers itself
+//!   (each kept 64*T1 for retransmissions) held all of `proxy.max_transactions`, and every other
+//!   client got 503.
 
 mod auth_support;
 
@@ -120,4 +125,41 @@ async fn one_digest_user_cannot_make_another_users_nonces_stale() {
     // ...and a count she used is still a replay, not a fresh start.
     let r = alice.answer(&alices, 2).await;
     assert_eq!(r.status_code(), Some(401));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_every_transaction() {
+    let (mut settings, _) = auth_support::gateway_settings(GwOptions {
+        schemes: &["digest"],
+        ..GwOptions::default()
+    });
+    // Answers live 64*T1 = 3.2 s here (t1_ms = 50): bob's 200 REGISTERs are all within it.
+    settings.max_transactions = 200;
+    settings.max_transactions_per_client = 50;
+    let gw = sagw_gateway::start(settings).await.expect("gateway starts");
+    let to = gw.udp.expect("udp");
+    let mut bob = User::new("bob", to).await;
+    let ch = bob.challenge().await;
+    let mut refused = 0;
+    for nc in 1..=200 {
+        match bob.answer(&ch, nc).await.status_code() {
+            Some(200) => {}
+            Some(503) => refused += 1,
+            other => panic!("bob's REGISTER {nc}: {other:?}"),
+        }
+    }
+    let mut alice = User::new("alice", to).await;
+    let ch = alice.challenge().await;
+    let r = alice.answer(&ch, 1).await;
+    assert_eq!(
+        r.status_code(),
+        Some(200),
+        "alice after bob's {refused} refused REGISTERs: {:?}",
+        r.header("Retry-After")
+    );
+    assert_eq!(refused, 150, "bob holds his share, 50, and no more");
+    // His places come back with Timer J (64*T1 = 3.2 s, on the clean-up grid).
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    let ch = bob.challenge().await;
+    assert_eq!(bob.answer(&ch, 1).await.status_code(), Some(200));
 }
