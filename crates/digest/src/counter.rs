@@ -54,8 +54,14 @@ type Owner = u64;
 fn owner_of(identity: &str) -> Owner {
     use std::hash::Hasher;
     let mut h = foldhash::fast::FixedState::default().build_hasher();
-    for b in identity.bytes() {
-        h.write_u8(b.to_ascii_lowercase());
+    // Folded on the stack, hashed a slice at a time: a byte at a time cost ~300 instructions a
+    // request.
+    let mut buf = [0u8; 64];
+    for chunk in identity.as_bytes().chunks(buf.len()) {
+        let folded = &mut buf[..chunk.len()];
+        folded.copy_from_slice(chunk);
+        folded.make_ascii_lowercase();
+        h.write(folded);
     }
     h.finish()
 }

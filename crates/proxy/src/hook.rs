@@ -46,8 +46,14 @@ impl ClientKey {
         let rest = identity.split_once(':').map_or(identity, |(_, rest)| rest);
         let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
         h.write_u8(b'i');
-        for b in rest.bytes() {
-            h.write_u8(b.to_ascii_lowercase());
+        // Folded on the stack, hashed a slice at a time (a byte at a time cost ~550 instructions
+        // a request).
+        let mut buf = [0u8; 64];
+        for chunk in rest.as_bytes().chunks(buf.len()) {
+            let folded = &mut buf[..chunk.len()];
+            folded.copy_from_slice(chunk);
+            folded.make_ascii_lowercase();
+            h.write(folded);
         }
         ClientKey(h.finish())
     }
