@@ -43,6 +43,18 @@ impl ConfigSource {
             crate::service::place_data_under(&mut cfg, &dir);
         }
         if let Some(l) = &self.log_level {
+            // The file's own level is checked all the same: an override (`--log-level`, or the
+            // `RUST_LOG` a reload keeps) must not hide a typo that the next start without it
+            // would refuse.
+            if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "log.level".into(),
+                    message: format!(
+                        "`{}` is not a level (trace, debug, info, warn, error) or filter",
+                        cfg.log.level
+                    ),
+                });
+            }
             cfg.log.level = l.clone();
         }
         if let Some(f) = &self.log_format {
@@ -544,6 +556,34 @@ mod tests {
 
     const HOP_A: &str = "next_hops = [\"udp:127.0.0.1:5070\"]\n";
     const HOP_B: &str = "next_hops = [\"udp:127.0.0.1:5080\"]\n";
+
+    /// An override (`--log-level`, or `RUST_LOG` kept across reloads) does not hide a broken
+    /// `log.level` in the file: the next start without the override would refuse it.
+    #[test]
+    fn an_override_does_not_hide_a_broken_log_level() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sagw.toml");
+        std::fs::write(
+            &path,
+            "[log]\nlevel = \"sagw=loud\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n",
+        )
+        .expect("config");
+        let source = ConfigSource {
+            path: Some(path.clone()),
+            log_level: Some("warn".into()),
+            log_format: None,
+        };
+        let e = source
+            .load()
+            .expect_err("a broken log.level under an override");
+        assert!(e.to_string().contains("log.level"), "{e}");
+        std::fs::write(
+            &path,
+            "[log]\nlevel = \"debug\"\n[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n",
+        )
+        .expect("config");
+        assert_eq!(source.load().expect("valid").log_level, "warn");
+    }
 
     #[test]
     fn an_unchanged_file_changes_nothing() {

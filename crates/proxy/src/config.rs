@@ -173,8 +173,10 @@ pub struct EdgeConfig {
     /// Live server transactions above which new requests get 503.
     pub max_transactions: usize,
     /// Of those, how many one client may hold (the identity its requests proved, else its
-    /// source address: an IPv4 address, an IPv6 /64); one more request from it gets 503. Requests
-    /// from next hops and trusted peers count only towards `max_transactions`.
+    /// source address: an IPv4 address, an IPv6 /64); one more request from it gets 503. A
+    /// request from a next hop or trusted peer counts against the identity its
+    /// P-Asserted-Identity names, if any. [`EdgeConfig::new`] sets 25 000, a quarter of its
+    /// `max_transactions`: set both together.
     pub max_transactions_per_client: usize,
     /// Active probing of the next hops.
     pub probe: ProbeConfig,

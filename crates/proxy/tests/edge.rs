@@ -5,8 +5,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sagw_proxy::{
     Action, Answering, ClientAuth, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound,
-    InboundContext, InboundVerdict, LocalAddrs, Mode, NextHop, Now, OutboundContext, OutboundKind,
-    OutboundVerdict, Report, SaEndpoint, Secret, Target, Transport, build_response,
+    InboundContext, InboundVerdict, LimitKind, LiveSettings, LocalAddrs, Mode, NextHop, Now,
+    OutboundContext, OutboundKind, OutboundVerdict, Report, SaEndpoint, Secret, Target, Transport,
+    build_response,
 };
 use sagw_sip::Message;
 
@@ -1899,4 +1900,75 @@ Content-Length: 0\r\n\r\n"
     );
     let to: Vec<Target> = sent.iter().map(|s| s.to).collect();
     assert_eq!(to, vec![Target::Flow(alice())], "delivered to {to:?}");
+}
+
+/// A client's requests that come back through the servers behind (its own AOR called, forked to
+/// each of its devices; a pool peer relaying them) count against the identity the gateway
+/// asserted for it, not against nobody: before, one client held its share and, through the
+/// registrar, as many more transactions as it liked. And the 503 of a full share to a client's
+/// own request is signed, as its request was admitted.
+#[test]
+fn requests_from_the_servers_count_against_the_identity_they_assert() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let c = h.edge.config().clone();
+    h.edge.reconfigure(LiveSettings {
+        domains: c.domains.clone(),
+        next_hops: c.next_hops.clone(),
+        trusted_peers: c.trusted_peers.clone(),
+        client_routes: c.client_routes.clone(),
+        timers: c.timers,
+        retry_after: c.retry_after,
+        max_transactions: c.max_transactions,
+        max_transactions_per_client: 2,
+        registrar: c.registrar.clone(),
+        probe: c.probe,
+    });
+    let invite = |branch: &str, asserted: &str| {
+        from_registrar("INVITE", branch, &path, "").replace(
+            "Content-Length: 0",
+            &format!("P-Asserted-Identity: <{asserted}>\r\nContent-Length: 0"),
+        )
+    };
+    // mallory's calls to alice, which alice does not answer: two are hers to hold.
+    for b in ["z9hG4bKm1", "z9hG4bKm2"] {
+        let sent = h.feed(registrar, &invite(b, "sip:mallory@example.com"));
+        assert!(
+            sent.iter().any(|s| s.to == Target::Flow(alice())),
+            "{sent:?}"
+        );
+    }
+    let sent = h.feed(registrar, &invite("z9hG4bKm3", "sips:Mallory@example.com"));
+    assert!(
+        sent.iter()
+            .any(|s| s.to.addr() == registrar.remote && s.msg.status_code() == Some(503)),
+        "mallory's third: {sent:?}"
+    );
+    assert!(
+        h.reports()
+            .contains(&Report::Limit(LimitKind::TransactionsPerClient))
+    );
+    // bob's call is his own: it goes through.
+    let sent = h.feed(registrar, &invite("z9hG4bKb1", "sip:bob@example.com"));
+    assert!(
+        sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "{sent:?}"
+    );
+
+    // alice's own requests count against her (the Recorder proves none: her address); her
+    // third, over the share, gets a 503 the outbound stage signs with her request's note.
+    for n in 1..=3 {
+        let req = format!(
+            "MESSAGE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKa{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a;epid=ea\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: a{n}\r\nCSeq: 1 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Length: 0\r\n\r\n"
+        );
+        h.feed(alice(), &req);
+    }
+    let log = rec.0.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("out Response SIP/2.0 503") && l.ends_with("note=Some(\"a3\")")),
+        "{log:#?}"
+    );
 }

@@ -278,10 +278,12 @@ impl Edge {
             self.report(Report::Dropped(DropReason::Retransmission));
             return;
         }
+        // Both 503s are signed as the request was admitted (an SA client drops them unsigned).
+        let note = opening.admitted.note.as_ref();
         if self.server_transactions() >= self.cfg.max_transactions {
             self.report(Report::Limit(LimitKind::Transactions));
             let retry = self.cfg.retry_after.as_secs().to_string();
-            self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
+            self.respond_stateless_noted(msg, flow, 503, &[("Retry-After", retry)], note, now);
             return;
         }
         if let Some(client) = opening.client()
@@ -291,7 +293,7 @@ impl Edge {
         {
             self.report(Report::Limit(LimitKind::TransactionsPerClient));
             let retry = self.cfg.retry_after.as_secs().to_string();
-            self.respond_stateless(msg, flow, 503, &[("Retry-After", retry)], now);
+            self.respond_stateless_noted(msg, flow, 503, &[("Retry-After", retry)], note, now);
             return;
         }
         let max_forwards = msg

@@ -218,13 +218,22 @@ pub(super) struct Admitted {
 
 impl Opening {
     /// Whom this transaction counts against in the client shares: the identity the request
-    /// proved, else its source address; nobody for a request from a server behind us.
+    /// proved, else its source address. A request from a server behind us counts against the
+    /// identity its P-Asserted-Identity names (the one this gateway asserted when the caller's
+    /// request came in: a client cannot write it), so that a client's requests coming back
+    /// through the servers (its own AOR called, forked to each of its devices; a pool peer
+    /// relaying them) count as its own; without one, against nobody.
     pub(super) fn client(&self) -> Option<ClientKey> {
-        self.from_client.then(|| {
-            self.admitted
-                .client
-                .unwrap_or_else(|| ClientKey::source(self.upstream.remote.ip()))
-        })
+        if self.from_client {
+            return Some(
+                self.admitted
+                    .client
+                    .unwrap_or_else(|| ClientKey::source(self.upstream.remote.ip())),
+            );
+        }
+        let asserted = self.request.header_values("P-Asserted-Identity").next()?;
+        let uri = sagw_sip::parse_name_addr(asserted).ok()?.uri;
+        Some(ClientKey::identity(uri))
     }
 }
 
@@ -304,11 +313,26 @@ impl Edge {
         extra: &[(&str, String)],
         now: Now,
     ) {
+        self.respond_stateless_noted(req, flow, code, extra, None, now);
+    }
+
+    /// [`respond_stateless`](Self::respond_stateless) to a request the authentication stage
+    /// admitted with `note`: the outbound stage signs the answer with it, or a client with an SA
+    /// drops it unsigned (and retransmits, or signs in again, where it was told to wait).
+    pub(super) fn respond_stateless_noted(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        code: u16,
+        extra: &[(&str, String)],
+        note: Option<&AuthNote>,
+        now: Now,
+    ) {
         let tag = self.ids.unique();
         if let Some(resp) =
             build_response(req, code, reason_phrase(code), Some(tag.as_str()), extra)
         {
-            self.emit_response(Target::Flow(flow), resp, Some(req), None, now);
+            self.emit_response(Target::Flow(flow), resp, Some(req), note, now);
         }
     }
 
