@@ -174,8 +174,8 @@ pub struct EdgeConfig {
     pub max_transactions: usize,
     /// Of those, how many one client may hold (the identity its requests proved, else its
     /// source address: an IPv4 address, an IPv6 /64); one more request from it gets 503. A
-    /// request from a next hop or trusted peer counts against the identity its
-    /// P-Asserted-Identity names, if any. [`EdgeConfig::new`] sets 25 000, a quarter of its
+    /// request from a next hop or trusted peer counts against a share of the identity its
+    /// P-Asserted-Identity names, if any, apart from that identity's own requests. [`EdgeConfig::new`] sets 25 000, a quarter of its
     /// `max_transactions`: set both together.
     pub max_transactions_per_client: usize,
     /// Active probing of the next hops.

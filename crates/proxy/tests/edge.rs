@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sagw_proxy::{
-    Action, Answering, ClientAuth, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound,
+    Action, Answering, ClientAuth, ClientKey, DropReason, Edge, EdgeConfig, Flow, FlowId, Inbound,
     InboundContext, InboundVerdict, LimitKind, LiveSettings, LocalAddrs, Mode, NextHop, Now,
     OutboundContext, OutboundKind, OutboundVerdict, Report, SaEndpoint, Secret, Target, Transport,
     build_response,
@@ -625,10 +625,11 @@ impl ClientAuth for Recorder {
                     epid: from.param("epid")?.to_owned(),
                 })
             });
+        let client = endpoint.as_ref().map(|e| ClientKey::identity(&e.identity));
         InboundVerdict::Continue {
             note: Some(Arc::new(msg.call_id().unwrap_or("").to_owned())),
             endpoint,
-            client: None,
+            client,
         }
     }
 
@@ -1954,8 +1955,13 @@ fn requests_from_the_servers_count_against_the_identity_they_assert() {
         sent.iter().any(|s| s.to == Target::Flow(alice())),
         "{sent:?}"
     );
+    // Calls asserting alice's identity (a caller elsewhere may choose its caller id) use up a
+    // share apart from her own requests': hers below still get their two.
+    for b in ["z9hG4bKf1", "z9hG4bKf2", "z9hG4bKf3"] {
+        h.feed(registrar, &invite(b, "sip:alice@example.com"));
+    }
 
-    // alice's own requests count against her (the Recorder proves none: her address); her
+    // alice's own requests count against her identity (the Recorder proves the From's); her
     // third, over the share, gets a 503 the outbound stage signs with her request's note.
     for n in 1..=3 {
         let req = format!(
@@ -1966,9 +1972,14 @@ Call-ID: a{n}\r\nCSeq: 1 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Length: 0\r
         h.feed(alice(), &req);
     }
     let log = rec.0.lock().unwrap().clone();
-    assert!(
-        log.iter()
-            .any(|l| l.starts_with("out Response SIP/2.0 503") && l.ends_with("note=Some(\"a3\")")),
-        "{log:#?}"
+    let refused: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("out Response SIP/2.0 503") && l.contains("note=Some(\"a"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "alice's first two are hers, the calls asserting her take nothing of them: {log:#?}"
     );
+    assert!(refused[0].ends_with("note=Some(\"a3\")"), "{log:#?}");
 }

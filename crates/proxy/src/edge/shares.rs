@@ -105,5 +105,13 @@ mod tests {
             ClientKey::source(ip("192.0.2.1")),
             ClientKey::identity("192.0.2.1")
         );
+        assert_ne!(
+            ClientKey::asserted("sip:alice@example.com"),
+            ClientKey::identity("sip:alice@example.com")
+        );
+        assert_eq!(
+            ClientKey::asserted("sips:Alice@example.com"),
+            ClientKey::asserted("sip:alice@example.com")
+        );
     }
 }

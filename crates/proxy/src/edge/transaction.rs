@@ -219,10 +219,11 @@ pub(super) struct Admitted {
 impl Opening {
     /// Whom this transaction counts against in the client shares: the identity the request
     /// proved, else its source address. A request from a server behind us counts against the
-    /// identity its P-Asserted-Identity names (the one this gateway asserted when the caller's
-    /// request came in: a client cannot write it), so that a client's requests coming back
-    /// through the servers (its own AOR called, forked to each of its devices; a pool peer
-    /// relaying them) count as its own; without one, against nobody.
+    /// share of the identity its P-Asserted-Identity names ([`ClientKey::asserted`]: a share of
+    /// its own), so that a client's requests coming back through the servers (its own AOR
+    /// called, forked to each of its devices; a pool peer relaying them) are bounded too; without
+    /// one, against nobody. Its own share stays apart: a caller elsewhere whose network lets it
+    /// assert alice's identity uses up only the asserted share, not alice's requests' share.
     pub(super) fn client(&self) -> Option<ClientKey> {
         if self.from_client {
             return Some(
@@ -233,7 +234,7 @@ impl Opening {
         }
         let asserted = self.request.header_values("P-Asserted-Identity").next()?;
         let uri = sagw_sip::parse_name_addr(asserted).ok()?.uri;
-        Some(ClientKey::identity(uri))
+        Some(ClientKey::asserted(uri))
     }
 }
 
