@@ -326,17 +326,17 @@ async fn sign_ins_and_refusals_are_audited_without_secrets() {
     assert!(!all.contains('\u{1b}'), "ANSI escapes on a pipe");
 }
 
-/// `PUT /admin/log-level` with `level` as the body; the status code.
-async fn put_log_level(gw: &Gateway, level: &str) -> u16 {
+/// An admin API request with `body`; the status code.
+async fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(gw.admin)
         .await
         .expect("admin");
     s.write_all(
         format!(
-            "PUT /admin/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-Content-Length: {}\r\nConnection: close\r\n\r\n{level}",
-            level.len()
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .as_bytes(),
     )
@@ -351,6 +351,11 @@ Content-Length: {}\r\nConnection: close\r\n\r\n{level}",
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("{out}"))
+}
+
+/// `PUT /admin/log-level` with `level` as the body; the status code.
+async fn put_log_level(gw: &Gateway, level: &str) -> u16 {
+    admin(gw, "PUT", "/admin/log-level", level).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,28 +379,7 @@ async fn switching_logging_off_is_audited_before_it_applies() {
 
 /// `POST /admin/reload`; the status code.
 async fn reload(gw: &Gateway) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(gw.admin)
-        .await
-        .expect("admin");
-    s.write_all(
-        format!(
-            "POST /admin/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    out.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"))
+    admin(gw, "POST", "/admin/reload", "").await
 }
 
 /// A log filter changed by a reload of `log.level` is audited as one changed through the API

@@ -224,6 +224,27 @@ enabled = false
     )
 }
 
+/// A gateway started from a configuration file in a new directory (a generated certificate, the
+/// admin API, `users` added): the directory, the file, the gateway.
+async fn gateway_from_file(
+    users: &[&str],
+) -> (tempfile::TempDir, std::path::PathBuf, sagw_gateway::Running) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    write_key(&dir.path().join("key.pem"), &key);
+    let text = format!(
+        "{}{}",
+        gateway_config(dir.path(), ""),
+        write_admin_token(dir.path())
+    );
+    add_users(&text, users);
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, &text).expect("config");
+    let gw = start_from_file(&path).await;
+    (dir, path, gw)
+}
+
 async fn start_from_file(path: &Path) -> sagw_gateway::Running {
     let source = ConfigSource {
         path: Some(path.to_owned()),
@@ -343,19 +364,7 @@ async fn without_a_configuration_source_a_reload_changes_nothing_and_says_why() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = certificate();
-    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
-    write_key(&dir.path().join("key.pem"), &key);
-    let text = format!(
-        "{}{}",
-        gateway_config(dir.path(), ""),
-        write_admin_token(dir.path())
-    );
-    add_users(&text, &["alice", "mallory"]);
-    let path = dir.path().join("sagw.toml");
-    std::fs::write(&path, &text).expect("config");
-    let gw = start_from_file(&path).await;
+    let (_dir, path, gw) = gateway_from_file(&["alice", "mallory"]).await;
     let mut mallory = Client::connect(
         &gw,
         TransportKind::Tcp,
@@ -365,6 +374,7 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     let (r, _) = mallory.sign_in().await;
     r.unwrap_or_else(|f| panic!("mallory: {f}\n{}", mallory.trace()));
 
+    let text = std::fs::read_to_string(&path).expect("config");
     let auth = sagw_gateway::Config::parse(&text)
         .expect("parses")
         .validate()
@@ -413,19 +423,7 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
 /// users in force; a start from it fails the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reload_and_start() {
-    let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = certificate();
-    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
-    write_key(&dir.path().join("key.pem"), &key);
-    let text = format!(
-        "{}{}",
-        gateway_config(dir.path(), ""),
-        write_admin_token(dir.path())
-    );
-    add_users(&text, &["alice", "bob"]);
-    let path = dir.path().join("sagw.toml");
-    std::fs::write(&path, &text).expect("config");
-    let gw = start_from_file(&path).await;
+    let (dir, path, gw) = gateway_from_file(&["alice", "bob"]).await;
     let users = dir.path().join("users");
     let good = std::fs::read_to_string(&users).expect("users");
     let next = good.lines().count() + 1;
@@ -448,17 +446,7 @@ async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reloa
         // periodic check may read a file being written in place while it is still empty (no
         // users: valid), and the users in force would then be none.
         let tmp = dir.path().join("users.new");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .expect("users.new");
-            std::io::Write::write_all(&mut f, format!("{good}{extra}").as_bytes()).expect("users");
-        }
+        write_key(&tmp, &format!("{good}{extra}"));
         std::fs::rename(&tmp, &users).expect("rename");
         let (status, body) = http(&gw, "POST", "/admin/reload").await;
         assert!(status.contains(" 422 "), "{extra:?}: {status} {body}");
@@ -506,7 +494,8 @@ async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reloa
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
-/// `pem` written as a private key file: mode 600 from its creation.
+/// `pem` written as a private key file (or any secret: the credentials file), mode 600 from its
+/// creation.
 fn write_key(path: &Path, pem: &str) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagw");
 
+/// Waits up to 10 s for `child`, signalled to stop, to exit; it must exit 0.
+fn stopped_gracefully(child: &mut std::process::Child) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sagw-bin-{}-{name}", std::process::id()))
 }
@@ -289,18 +305,7 @@ Content-Length: 0\r\n\r\n"
             .unwrap()
             .success()
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "graceful exit: {status:?}");
+    stopped_gracefully(&mut child);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     lines.extend(rest.lines().map(str::to_owned));
@@ -369,18 +374,7 @@ fn a_reload_keeps_the_filter_rust_log_set() {
         std::thread::sleep(Duration::from_millis(700));
     }
     signal("-TERM");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "graceful exit: {status:?}");
+    stopped_gracefully(&mut child);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let shown: Vec<&str> = rest
