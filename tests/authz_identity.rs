@@ -497,9 +497,10 @@ async fn the_idle_ttl_follows_the_granted_expires() {
     );
 }
 
-/// Polls the SA list until `gone` holds (the credentials file is reloaded every 5 s).
+/// Polls the SA list until `gone` holds (the credentials file is read every 5 s, at the first
+/// tick at least 2 s after its last change: two ticks at most).
 async fn wait_for_sas(gw: &Running, what: &str, gone: impl Fn(&[SaRow]) -> bool) {
-    let end = Instant::now() + Duration::from_secs(12);
+    let end = Instant::now() + Duration::from_secs(20);
     loop {
         let rows = sas(gw).await;
         if gone(&rows) {

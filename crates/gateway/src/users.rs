@@ -199,6 +199,11 @@ pub enum Check {
 /// sets a later change time.
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A tick that meets a file changed less than this ago leaves it to the next tick: it may be
+/// being written in place (`cat > users`, an editor that truncates), and a file read between the
+/// truncation and the end of the write holds no users, which is a valid file: every SA would end.
+const WRITING: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The metadata that any write, rename over, or `touch` of the file changes: the status-change
 /// time (`ctime`, which nothing but the clock sets, unlike the modification time), size, and
 /// which file the path names.
@@ -228,6 +233,18 @@ impl FileStamp {
     /// the file cannot be read), so that the next check reads the content again.
     fn quiet(path: &Path, now: std::time::SystemTime) -> Option<FileStamp> {
         FileStamp::of(path).filter(|s| s.settled(now))
+    }
+
+    /// Whether the last change was under `span` before `now` (a change time ahead of `now` is
+    /// not: a clock put back must not keep the file from ever being read).
+    fn changed_within(&self, now: std::time::SystemTime, span: std::time::Duration) -> bool {
+        let (secs, nanos) = self.ctime;
+        let Ok(secs) = u64::try_from(secs) else {
+            return false;
+        };
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
+        now.duration_since(changed).is_ok_and(|since| since < span)
     }
 
     /// Whether the last change is [`SETTLED`] at `now`. A change time ahead of `now` (a clock put
@@ -285,6 +302,12 @@ impl ReloadingStore {
         // what is recorded here, and the next tick reads the file again.
         let quiet = FileStamp::quiet(&self.path, now);
         if !must_read(check, self.current.read().quiet, quiet) {
+            return None;
+        }
+        if check == Check::Tick
+            && FileStamp::of(&self.path).is_some_and(|s| s.changed_within(now, WRITING))
+        {
+            // Read at the next tick, whole (nothing is recorded: it reads the file again).
             return None;
         }
         let print = fingerprint(&self.path);
@@ -417,6 +440,40 @@ mod tests {
     use super::*;
     use sagw_auth::CredentialStore;
 
+    /// The time of the next tick after a write made just now: the write is over.
+    fn after_writing() -> std::time::SystemTime {
+        std::time::SystemTime::now() + WRITING
+    }
+
+    /// A file read between its truncation and the end of its write holds no users, a valid file:
+    /// before, a tick that met it took it, and every SA ended (a reload test met it once). A tick
+    /// now leaves a file changed under two seconds ago to the next one.
+    #[test]
+    fn a_file_being_written_in_place_is_read_at_the_next_tick() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let auth = settings_in(dir.path());
+        add(&auth, "alice", "pw-a", None).expect("add");
+        let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
+        // Truncated in place, the rest not written yet.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&auth.credentials)
+            .expect("truncate");
+        assert!(
+            store
+                .reload_at(Check::Tick, std::time::SystemTime::now())
+                .is_none()
+        );
+        assert!(store.nt_hash("alice").is_some(), "alice is kept");
+        // Still empty two seconds on: it is what the operator wrote.
+        let r = store
+            .reload_at(Check::Tick, after_writing())
+            .expect("the empty file, once written");
+        assert_eq!(r.users, 0);
+        assert!(store.nt_hash("alice").is_none());
+    }
+
     #[test]
     fn a_user_added_while_running_is_picked_up() {
         let dir = std::env::temp_dir().join(format!("sagw-users-{}", std::process::id()));
@@ -427,7 +484,7 @@ mod tests {
         assert!(store.nt_hash("alice").is_some());
         assert!(store.nt_hash("bob").is_none());
         assert!(
-            store.reload_if_changed(Check::Tick).is_none(),
+            store.reload_at(Check::Tick, after_writing()).is_none(),
             "nothing changed yet"
         );
         // File systems with coarse timestamps: make sure the mtime moves.
@@ -439,7 +496,9 @@ mod tests {
             .open(&auth.credentials)
             .expect("open");
         f.set_modified(later).expect("touch");
-        let r = store.reload_if_changed(Check::Tick).expect("reloaded");
+        let r = store
+            .reload_at(Check::Tick, after_writing())
+            .expect("reloaded");
         assert_eq!(r.users, 2);
         assert!(r.changed.is_empty(), "only added: {r:?}");
         assert!(store.nt_hash("bob").is_some());
@@ -497,7 +556,9 @@ mod tests {
         add(&auth, "bob", "pw-b", Some("sip:robert@example.com")).expect("add");
         let store = ReloadingStore::open(&auth.credentials, &auth.sip_domain).expect("open");
         change_alice_in_place(&auth.credentials);
-        let r = store.reload_if_changed(Check::Tick).expect("reloaded");
+        let r = store
+            .reload_at(Check::Tick, after_writing())
+            .expect("reloaded");
         assert_eq!(
             r.changed,
             vec![sagw_auth::ChangedUser {
@@ -506,7 +567,9 @@ mod tests {
             }]
         );
         assert!(remove(&auth, "bob").expect("remove"));
-        let r = store.reload_if_changed(Check::Tick).expect("reloaded");
+        let r = store
+            .reload_at(Check::Tick, after_writing())
+            .expect("reloaded");
         assert_eq!(
             r.changed,
             vec![sagw_auth::ChangedUser {
@@ -594,14 +657,14 @@ mod tests {
         assert!(remove(&auth, "mallory").expect("remove"));
         let mode = |m| std::fs::Permissions::from_mode(m);
         std::fs::set_permissions(&auth.credentials, mode(0o644)).expect("chmod");
-        assert!(store.reload_if_changed(Check::Tick).is_none());
+        assert!(store.reload_at(Check::Tick, after_writing()).is_none());
         assert!(
             store.nt_hash("mallory").is_some(),
             "the previous users stay"
         );
         std::fs::set_permissions(&auth.credentials, mode(0o600)).expect("chmod");
         let r = store
-            .reload_if_changed(Check::Tick)
+            .reload_at(Check::Tick, after_writing())
             .expect("the fixed file is loaded");
         assert_eq!(r.changed.len(), 1, "{r:?}");
         assert!(store.nt_hash("mallory").is_none());
