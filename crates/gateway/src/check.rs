@@ -223,6 +223,69 @@ pub fn directory(a: &AuthSettings) -> Result<Vec<String>, CheckError> {
     Ok(vec![line])
 }
 
+/// `auth.credentials`: the users file loads as a start would load it (its mode, its syntax, one
+/// record of a kind per user, one user per SIP identity). A file not there yet is made empty.
+pub fn credentials(a: &AuthSettings) -> Result<String, CheckError> {
+    let path = &a.credentials;
+    if !path.exists() {
+        return Ok(format!(
+            "credentials: {} does not exist yet: made empty at first start (mode 0600)",
+            path.display()
+        ));
+    }
+    let store = crate::users::load(path, &a.sip_domain).map_err(|e| CheckError {
+        key: "auth.credentials",
+        why: e.to_string(),
+    })?;
+    Ok(format!(
+        "credentials: {} ({} users)",
+        path.display(),
+        store.users().count()
+    ))
+}
+
+/// The TLS private keys a start reads (the listener's, when configured as files, and the client
+/// keys presented to next hops): readable, and by nobody but the gateway's user and group.
+pub fn tls_keys(
+    cert: &crate::config::CertSource,
+    outbound: &crate::tls_client::OutboundTlsSettings,
+) -> Result<Vec<String>, CheckError> {
+    let mut keys: Vec<(&'static str, PathBuf)> = Vec::new();
+    match cert {
+        crate::config::CertSource::Files { key, .. } => keys.push(("tls.key", key.clone())),
+        // The generated key, once a start has made it (a start reads it the same way).
+        crate::config::CertSource::Generated { dir, .. } => {
+            let key = dir.join("sagw-key.pem");
+            if key.exists() {
+                keys.push(("tls.generated_dir", key));
+            }
+        }
+    }
+    if let Some(c) = &outbound.client {
+        keys.push(("tls.client_key", c.key.clone()));
+    }
+    for p in &outbound.peers {
+        if let Some(c) = &p.client {
+            keys.push(("tls.next_hop.client_key", c.key.clone()));
+        }
+    }
+    keys.into_iter()
+        .map(|(key, path)| {
+            crate::tls::private_key(&path)
+                .map(|_| {
+                    format!(
+                        "TLS private key: {} (readable, not by others)",
+                        path.display()
+                    )
+                })
+                .map_err(|e| CheckError {
+                    key,
+                    why: e.to_string(),
+                })
+        })
+        .collect()
+}
+
 /// `auth.nonce_key`, the Digest nonce key of a gateway alone.
 pub fn nonce_key(a: &AuthSettings) -> Result<String, CheckError> {
     secret_file("auth.nonce_key", &a.nonce_key, "digest nonce key")

@@ -188,14 +188,20 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
     }
 }
 
-/// check-config's look at the files the gateway reads at start: the Kerberos keytab, the keys
-/// and snapshot of `[state]`, the Digest nonce key; and winbind for `[auth.domain]`.
+/// check-config's look at the files the gateway reads at start: the TLS private keys, the
+/// credentials file, the Kerberos keytab, the keys and snapshot of `[state]`, the Digest nonce
+/// key; and winbind for `[auth.domain]`.
 fn check_files(
     settings: &sagw_gateway::Settings,
 ) -> Result<Vec<String>, sagw_gateway::check::CheckError> {
     use sagw_gateway::check;
     let mut lines = check::state(&settings.state)?;
+    lines.extend(check::tls_keys(
+        &settings.cert,
+        &settings.hops.outbound_tls,
+    )?);
     if let Some(a) = &settings.auth {
+        lines.push(check::credentials(a)?);
         lines.extend(check::kerberos(a)?);
         lines.extend(check::directory(a)?);
         lines.extend(check::domain(a)?);

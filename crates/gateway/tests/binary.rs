@@ -390,3 +390,73 @@ fn a_reload_keeps_the_filter_rust_log_set() {
     );
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// check-config reads the files a start would refuse: the credentials file (a user twice) and the
+/// TLS private keys (readable by others), naming the key to fix; before, both passed here and the
+/// start failed.
+#[test]
+fn check_config_reads_the_credentials_file_and_the_tls_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let users = dir.path().join("users");
+    let key = dir.path().join("key.pem");
+    let cert = dir.path().join("cert.pem");
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let c = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    std::fs::write(&cert, c.pem()).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&key, 0o600);
+    let nt = "8846F7EAEE8FB117AD06BDD830B7586C";
+    std::fs::write(&users, format!("alice nt {nt}\nbob nt {nt}\n")).unwrap();
+    mode(&users, 0o600);
+    let cfg = dir.path().join("sagw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"127.0.0.1:0\"\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[metrics]\nlisten = \"\"\n[admin]\nlisten = \"\"\n[auth]\nschemes = [\"ntlm\"]\ncredentials = \"{d}/users\"\n[state]\nkey_file = \"{d}/pool.key\"\nsnapshot = \"\"\n"
+        ),
+    )
+    .unwrap();
+    let check = || {
+        Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(2 users)"), "{text}");
+    assert!(text.contains("TLS private key:"), "{text}");
+
+    std::fs::write(&users, format!("alice nt {nt}\nALICE nt {nt}\n")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`auth.credentials`") && err.contains("line 2") && !err.contains(nt),
+        "{err}"
+    );
+
+    std::fs::write(&users, format!("alice nt {nt}\n")).unwrap();
+    mode(&key, 0o644);
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`tls.key`") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
