@@ -80,6 +80,16 @@ struct Share {
     watermark: Option<SystemTime>,
 }
 
+impl Share {
+    /// Until when the watermark is needed: while a nonce under it can still verify (`None`: not
+    /// at `now`, or there is none).
+    fn needed_until(&self, lifetime: Duration, now: SystemTime) -> Option<SystemTime> {
+        self.watermark
+            .and_then(|w| w.checked_add(lifetime))
+            .filter(|until| *until >= now)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     issued: SystemTime,
@@ -265,13 +275,11 @@ impl NonceCounter {
             }
             self.emptied.pop_front();
             let lifetime = self.lifetime;
-            if self.owners.get(&owner).is_some_and(|share| {
-                share.live == 0
-                    && share
-                        .watermark
-                        .and_then(|w| w.checked_add(lifetime))
-                        .is_none_or(|u| u < now)
-            }) {
+            if self
+                .owners
+                .get(&owner)
+                .is_some_and(|share| share.live == 0 && share.needed_until(lifetime, now).is_none())
+            {
                 self.owners.remove(&owner);
             }
         }
@@ -330,11 +338,7 @@ impl NonceCounter {
             // The owner evicts its oldest *recorded* entry, whose nonce may be younger than one it
             // still holds: its watermark goes only once no nonce under it can verify. Until then
             // the share stays, empty; there is one per account at most.
-            let needed = share
-                .watermark
-                .and_then(|w| w.checked_add(lifetime))
-                .filter(|until| *until >= now);
-            if let Some(until) = needed {
+            if let Some(until) = share.needed_until(lifetime, now) {
                 share.order.clear();
                 self.emptied.push_back((until, owner));
             } else {

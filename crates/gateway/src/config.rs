@@ -122,6 +122,18 @@ pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Con
     }
 }
 
+/// `log.level`: a level or a tracing filter. Checked by [`Config::validate`], and by a
+/// configuration source before it overrides the level (`--log-level`, `RUST_LOG`).
+pub(crate) fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    match tracing_subscriber::EnvFilter::try_new(level) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(invalid(
+            "log.level",
+            format!("`{level}` is not a level (trace, debug, info, warn, error) or filter"),
+        )),
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]

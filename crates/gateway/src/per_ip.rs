@@ -10,7 +10,7 @@
 //! `max_connections`). Connections the gateway opens itself are not counted here.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// The per-source counts. One entry per source that holds a connection now: at most
@@ -41,14 +41,8 @@ pub struct IpSlot {
     key: IpAddr,
 }
 
-/// The address a source is counted under: IPv4 as is (an IPv4-mapped IPv6 address too), IPv6 by
-/// its /64.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-    }
-}
+/// The address a source is counted under: the proxy's grouping, which its client shares use too.
+pub use sagw_proxy::source_key;
 
 impl PerIp {
     /// At most `max` connections per source; the `exempt` addresses are never capped.

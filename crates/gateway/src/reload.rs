@@ -46,15 +46,7 @@ impl ConfigSource {
             // The file's own level is checked all the same: an override (`--log-level`, or the
             // `RUST_LOG` a reload keeps) must not hide a typo that the next start without it
             // would refuse.
-            if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
-                return Err(ConfigError::Invalid {
-                    key: "log.level".into(),
-                    message: format!(
-                        "`{}` is not a level (trace, debug, info, warn, error) or filter",
-                        cfg.log.level
-                    ),
-                });
-            }
+            crate::config::check_log_level(&cfg.log.level)?;
             cfg.log.level = l.clone();
         }
         if let Some(f) = &self.log_format {

@@ -235,29 +235,26 @@ impl FileStamp {
         FileStamp::of(path).filter(|s| s.settled(now))
     }
 
+    /// How long before `now` the file last changed; `None` for a change time ahead of `now` (a
+    /// clock put back, a file server's clock) or before 1970.
+    fn changed_since(&self, now: std::time::SystemTime) -> Option<std::time::Duration> {
+        let (secs, nanos) = self.ctime;
+        let secs = u64::try_from(secs).ok()?;
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
+        now.duration_since(changed).ok()
+    }
+
     /// Whether the last change was under `span` before `now` (a change time ahead of `now` is
     /// not: a clock put back must not keep the file from ever being read).
     fn changed_within(&self, now: std::time::SystemTime, span: std::time::Duration) -> bool {
-        let (secs, nanos) = self.ctime;
-        let Ok(secs) = u64::try_from(secs) else {
-            return false;
-        };
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
-        now.duration_since(changed).is_ok_and(|since| since < span)
+        self.changed_since(now).is_some_and(|since| since < span)
     }
 
-    /// Whether the last change is [`SETTLED`] at `now`. A change time ahead of `now` (a clock put
-    /// back, a file server's clock) is not.
+    /// Whether the last change is [`SETTLED`] at `now`. A change time ahead of `now` is not.
     fn settled(&self, now: std::time::SystemTime) -> bool {
-        let (secs, nanos) = self.ctime;
-        let Ok(secs) = u64::try_from(secs) else {
-            return false;
-        };
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
-        now.duration_since(changed)
-            .is_ok_and(|since| since >= SETTLED)
+        self.changed_since(now)
+            .is_some_and(|since| since >= SETTLED)
     }
 }
 

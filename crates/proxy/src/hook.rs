@@ -70,28 +70,28 @@ impl ClientKey {
         ClientKey(h.finish())
     }
 
-    /// A source address: an IPv4 address (an IPv4-mapped IPv6 one as IPv4), an IPv6 /64 (what
-    /// one subscriber or LAN gets; single IPv6 addresses cost an attacker nothing).
+    /// A source address, grouped as [`source_key`] groups it.
     pub fn source(ip: std::net::IpAddr) -> ClientKey {
         use std::hash::{BuildHasher, Hasher};
         let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                h.write_u8(b'4');
-                h.write(&v4.octets());
-            }
-            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => {
-                    h.write_u8(b'4');
-                    h.write(&v4.octets());
-                }
-                None => {
-                    h.write_u8(b'6');
-                    h.write(&v6.octets()[..8]);
-                }
-            },
+        h.write_u8(b's');
+        match source_key(ip) {
+            std::net::IpAddr::V4(v4) => h.write(&v4.octets()),
+            std::net::IpAddr::V6(v6) => h.write(&v6.octets()),
         }
         ClientKey(h.finish())
+    }
+}
+
+/// The address a source is counted under (connections per address, a client's share of the
+/// transactions or of the sign-in queues): IPv4 as is (an IPv4-mapped IPv6 address too), IPv6 by
+/// its /64, what one subscriber or LAN gets (single IPv6 addresses cost an attacker nothing).
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
     }
 }
 

@@ -54,7 +54,7 @@ pub use edge::Edge;
 pub use edit::{build_response, reason_phrase};
 pub use hook::{
     Answering, AuthNote, ClientAuth, ClientKey, InboundContext, InboundVerdict, NoAuth,
-    OutboundContext, OutboundKind, OutboundVerdict, SaEndpoint,
+    OutboundContext, OutboundKind, OutboundVerdict, SaEndpoint, source_key,
 };
 pub use registrar::{
     Binding, BindingInfo, BindingRecord, Registrar, RegistrarConfig, RemoteBinding,

@@ -148,15 +148,7 @@ impl Config {
                 ));
             }
         };
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "`{}` is not a level (trace, debug, info, warn, error) or filter",
-                    self.log.level
-                ),
-            ));
-        }
+        super::check_log_level(&self.log.level)?;
         let udp = opt_addr("listen.udp", &self.listen.udp)?;
         let tcp = opt_addr("listen.tcp", &self.listen.tcp)?;
         let tls = opt_addr("listen.tls", &self.listen.tls)?;

@@ -253,12 +253,7 @@ impl Edge {
         }
         // From here the request opens a transaction (answered here or proxied), or is a
         // retransmission of one.
-        let opening = Opening {
-            request: msg,
-            upstream: flow,
-            from_client,
-            admitted,
-        };
+        let opening = Opening::new(msg, flow, from_client, admitted);
         let msg = &opening.request;
         if let Some((upstream, last)) = self.transaction_answer(key) {
             // An RFC 2543 key, made again after the authentication stage edited the request,
@@ -278,21 +273,19 @@ impl Edge {
             self.report(Report::Dropped(DropReason::Retransmission));
             return;
         }
-        // Both 503s are signed as the request was admitted (an SA client drops them unsigned).
-        let note = opening.admitted.note.as_ref();
-        if self.server_transactions() >= self.cfg.max_transactions {
-            self.report(Report::Limit(LimitKind::Transactions));
+        let full = if self.server_transactions() >= self.cfg.max_transactions {
+            Some(LimitKind::Transactions)
+        } else {
+            opening
+                .client
+                .filter(|c| self.shares.full(*c, self.cfg.max_transactions_per_client))
+                .map(|_| LimitKind::TransactionsPerClient)
+        };
+        if let Some(limit) = full {
+            self.report(Report::Limit(limit));
             let retry = self.cfg.retry_after.as_secs().to_string();
-            self.respond_stateless_noted(msg, flow, 503, &[("Retry-After", retry)], note, now);
-            return;
-        }
-        if let Some(client) = opening.client()
-            && self
-                .shares
-                .full(client, self.cfg.max_transactions_per_client)
-        {
-            self.report(Report::Limit(LimitKind::TransactionsPerClient));
-            let retry = self.cfg.retry_after.as_secs().to_string();
+            // Signed as the request was admitted (an SA client drops an unsigned answer).
+            let note = opening.admitted.note.as_ref();
             self.respond_stateless_noted(msg, flow, 503, &[("Retry-After", retry)], note, now);
             return;
         }

@@ -104,6 +104,9 @@ pub(super) struct Opening {
     pub(super) upstream: Flow,
     pub(super) from_client: bool,
     pub(super) admitted: Admitted,
+    /// Whom it counts against in the client shares ([`Opening::new`]): worked out once, for the
+    /// share check and for the transaction.
+    pub(super) client: Option<ClientKey>,
 }
 
 impl ServerTx {
@@ -114,12 +117,12 @@ impl ServerTx {
         started: Instant,
         interval: Duration,
     ) -> Self {
-        let client = opening.client();
         let Opening {
             request,
             upstream,
             from_client,
             admitted,
+            client,
         } = opening;
         ServerTx {
             method: request.method().unwrap_or("").to_owned(),
@@ -217,24 +220,39 @@ pub(super) struct Admitted {
 }
 
 impl Opening {
-    /// Whom this transaction counts against in the client shares: the identity the request
+    /// The request, and whom its transaction counts against in the client shares: the identity the request
     /// proved, else its source address. A request from a server behind us counts against the
     /// share of the identity its P-Asserted-Identity names ([`ClientKey::asserted`]: a share of
     /// its own), so that a client's requests coming back through the servers (its own AOR
     /// called, forked to each of its devices; a pool peer relaying them) are bounded too; without
     /// one, against nobody. Its own share stays apart: a caller elsewhere whose network lets it
     /// assert alice's identity uses up only the asserted share, not alice's requests' share.
-    pub(super) fn client(&self) -> Option<ClientKey> {
-        if self.from_client {
-            return Some(
-                self.admitted
+    pub(super) fn new(
+        request: Message,
+        upstream: Flow,
+        from_client: bool,
+        admitted: Admitted,
+    ) -> Opening {
+        let client = if from_client {
+            Some(
+                admitted
                     .client
-                    .unwrap_or_else(|| ClientKey::source(self.upstream.remote.ip())),
-            );
+                    .unwrap_or_else(|| ClientKey::source(upstream.remote.ip())),
+            )
+        } else {
+            request
+                .header_values("P-Asserted-Identity")
+                .next()
+                .and_then(|asserted| sagw_sip::parse_name_addr(asserted).ok())
+                .map(|na| ClientKey::asserted(na.uri))
+        };
+        Opening {
+            request,
+            upstream,
+            from_client,
+            admitted,
+            client,
         }
-        let asserted = self.request.header_values("P-Asserted-Identity").next()?;
-        let uri = sagw_sip::parse_name_addr(asserted).ok()?.uri;
-        Some(ClientKey::asserted(uri))
     }
 }
 
