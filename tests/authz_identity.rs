@@ -17,7 +17,7 @@ use auth_support::{
 use sagw_client::sa::LegParams;
 use sagw_client::session::RngSend;
 use sagw_client::transport::{Connection, TransportKind};
-use sagw_client::{AuthScheme, Completed, EndpointConfig, Failure, SignatureCheck};
+use sagw_client::{AuthScheme, Completed, Failure, SignatureCheck};
 use sagw_gateway::Running;
 use sagw_sip::Message;
 use tokio::net::UdpSocket;
@@ -59,17 +59,8 @@ async fn sa_of(gw: &Running, c: &Client) -> Option<SaRow> {
     sas(gw).await.into_iter().find(|r| r.epid == epid)
 }
 
-async fn signed_in_with(gw: &Running, kind: TransportKind, cfg: EndpointConfig) -> Client {
-    let who = cfg.aor.clone();
-    let mut c = Client::connect(gw, kind, cfg).await;
-    let (r, _) = c.sign_in().await;
-    let done = r.unwrap_or_else(|f| panic!("{who}: sign-in failed: {f}\n{}", c.trace()));
-    assert_eq!(done.status, 200);
-    c
-}
-
 async fn signed_in(gw: &Running, user: &str, scheme: AuthScheme) -> Client {
-    signed_in_with(
+    Client::signed_in(
         gw,
         TransportKind::Tcp,
         config(user, &format!("{user}-pw"), scheme, 4),
@@ -297,7 +288,7 @@ async fn register_for_another_aor_is_refused_kerberos() {
     cfg.registrar = "sip:example.test".into();
     cfg.password = None;
     cfg.ccache = Some(ccache);
-    let mut alice = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    let mut alice = Client::signed_in(&gw, TransportKind::Tcp, cfg).await;
     for wildcard in [false, true] {
         let m = register_for(&mut alice, "sip:bob@example.test", wildcard);
         let r = alice.send_raw(&m, WAIT).await.expect("an answer");
@@ -470,7 +461,7 @@ async fn the_idle_ttl_follows_the_granted_expires() {
     let gw = gateway(GwOptions::default()).await;
     let mut cfg = config("alice", "alice-pw", AuthScheme::Ntlm, 4);
     cfg.expires = Some(28_000);
-    let c = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    let c = Client::signed_in(&gw, TransportKind::Tcp, cfg).await;
     let sa = sa_of(&gw, &c).await.expect("SA");
     let left = sa.expiry.saturating_sub(now_secs());
     assert!(
@@ -488,7 +479,7 @@ async fn the_idle_ttl_follows_the_granted_expires() {
     .await;
     let mut cfg = config("alice", "alice-pw", AuthScheme::Ntlm, 4);
     cfg.expires = Some(28_000);
-    let c = signed_in_with(&gw, TransportKind::Tcp, cfg).await;
+    let c = Client::signed_in(&gw, TransportKind::Tcp, cfg).await;
     let sa = sa_of(&gw, &c).await.expect("SA");
     let left = sa.expiry.saturating_sub(now_secs());
     assert!(
@@ -582,7 +573,7 @@ async fn a_password_change_with_the_same_size_and_mtime_is_picked_up() {
     })
     .await;
     // The new password works.
-    signed_in_with(
+    Client::signed_in(
         &gw,
         TransportKind::Tcp,
         config("bob", "bob-pw-2", AuthScheme::Ntlm, 4),

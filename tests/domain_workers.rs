@@ -59,14 +59,12 @@ async fn a_slow_domain_does_not_hold_up_signed_traffic() {
     )
     .await;
     // alice is in the credentials file: verified locally, at once.
-    let mut alice = Client::connect(
+    let mut alice = Client::signed_in(
         &gw,
         TransportKind::Tcp,
         config("alice", "alice-pw", AuthScheme::Ntlm, 4),
     )
     .await;
-    let (r, _) = alice.sign_in().await;
-    r.unwrap_or_else(|f| panic!("alice: {f}\n{}", alice.trace()));
     assert_eq!(domain.calls(), 0, "a file user never goes to the domain");
 
     // Four domain sign-ins (UDP and TCP) on two workers: ~600 ms of domain time.

@@ -97,14 +97,12 @@ async fn a_slow_kerberos_acceptor_does_not_hold_up_other_messages() {
         None,
     )
     .await;
-    let mut alice = Client::connect(
+    let mut alice = Client::signed_in(
         &gw,
         TransportKind::Tcp,
         config("alice", "alice-pw", AuthScheme::Ntlm, 4),
     )
     .await;
-    let (r, _) = alice.sign_in().await;
-    r.unwrap_or_else(|f| panic!("NTLM sign-in: {f}\n{}", alice.trace()));
 
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     sock.connect(gw.udp.expect("udp")).await.expect("connect");

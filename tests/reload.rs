@@ -467,14 +467,12 @@ async fn a_credentials_file_with_a_user_or_an_identity_twice_is_refused_at_reloa
             "no hash in the error: {body}"
         );
         // The users in force are the ones loaded before: alice signs in with her password.
-        let mut alice = Client::connect(
+        Client::signed_in(
             &gw,
             TransportKind::Tcp,
             config("alice", "alice-pw", AuthScheme::Ntlm, 4),
         )
         .await;
-        let (r, _) = alice.sign_in().await;
-        r.unwrap_or_else(|f| panic!("alice after {extra:?}: {f}\n{}", alice.trace()));
 
         // And a gateway does not start from that file.
         let source = ConfigSource {

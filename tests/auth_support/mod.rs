@@ -358,6 +358,16 @@ impl Client {
         self.drive(first).await
     }
 
+    /// Over `kind` with `cfg`, signed in (a 200); a failure panics with the client's trace.
+    pub async fn signed_in(gw: &Running, kind: TransportKind, cfg: EndpointConfig) -> Client {
+        let who = cfg.aor.clone();
+        let mut c = Client::connect(gw, kind, cfg).await;
+        let (r, _) = c.sign_in().await;
+        let done = r.unwrap_or_else(|f| panic!("{who}: sign-in failed: {f}\n{}", c.trace()));
+        assert_eq!(done.status, 200);
+        c
+    }
+
     /// A request built and signed by the endpoint.
     pub async fn request(
         &mut self,
