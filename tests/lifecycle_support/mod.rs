@@ -28,6 +28,7 @@ pub fn node_main() {
     sagw_gateway::logging::init(&settings.log_level, settings.log_format);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let ended = rt.block_on(async {
+        let handlers = sagw_gateway::signals::Signals::install();
         let gw = sagw_gateway::start(settings).await.expect("node starts");
         let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
         println!(
@@ -38,7 +39,7 @@ pub fn node_main() {
             addr(gw.metrics_addr)
         );
         gw.set_config_source(source);
-        sagw_gateway::signals::run(gw).await
+        sagw_gateway::signals::run(gw, handlers).await
     });
     // The harness reads the exit status: 0 only when the loop ended on a signal.
     std::process::exit(match ended {

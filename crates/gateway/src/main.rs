@@ -386,6 +386,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %source, workers, cpus, "starting");
+        let handlers = signals::Signals::install();
         let running = match driver::start(settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -393,10 +394,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        // SIGHUP reloads from here; SIGTERM drains, saves the state and stops. READY=1 goes out
-        // from signals::run once its handlers are installed.
+        // SIGHUP reloads from here (one sent while it started waits until now); SIGTERM drains,
+        // saves the state and stops. READY=1 goes out from signals::run.
         running.set_config_source(reload_source(&cli, &level, from));
-        match signals::run(running).await {
+        match signals::run(running, handlers).await {
             Ended::Signalled => ExitCode::SUCCESS,
             Ended::CoreFailed => ExitCode::FAILURE,
         }

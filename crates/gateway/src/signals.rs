@@ -32,7 +32,11 @@ enum Signal {
     Stop,
 }
 
-struct Signals {
+/// The gateway's handlers for SIGHUP, SIGTERM and SIGINT. Installed before the gateway starts
+/// (`install`): a signal that arrives once it says it listens, or while it starts, waits for
+/// `run` instead of taking the default action, which ends the process (a `systemctl reload` or a
+/// SIGHUP sent on the "sagw listening" line killed it).
+pub struct Signals {
     #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
@@ -40,7 +44,8 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> Signals {
+    /// Installs the handlers; needs the tokio runtime.
+    pub fn install() -> Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -95,11 +100,8 @@ impl Signals {
 }
 
 /// Tells the service manager the gateway is ready, serves until SIGTERM or SIGINT (reloading on
-/// SIGHUP), then drains and stops.
-pub async fn run(running: Running) -> Ended {
-    let mut signals = Signals::new();
-    // Only now: a SIGTERM or SIGHUP (`systemctl reload`) the moment READY=1 is out must find the
-    // handlers, not the default action, which ends the process.
+/// SIGHUP), then drains and stops. `signals` were installed before the gateway started.
+pub async fn run(running: Running, mut signals: Signals) -> Ended {
     crate::service::notify_ready("listening");
     let ended = loop {
         tokio::select! {

@@ -20,6 +20,15 @@ fn stopped_gracefully(child: &mut std::process::Child) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.signal().is_none(),
+            "killed by signal {:?}",
+            status.signal()
+        );
+    }
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
@@ -319,6 +328,65 @@ Content-Length: 0\r\n\r\n"
     }
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A SIGHUP sent the moment the gateway says it listens reloads it. Before, the handlers were
+/// installed only after that line: a SIGHUP in between took the default action and ended the
+/// process (CI saw it, killed by signal 1, in `a_reload_keeps_the_filter_rust_log_set`).
+#[test]
+fn a_sighup_the_moment_the_gateway_listens_reloads_it() {
+    let cfg = temp("hup-at-once.toml");
+    std::fs::write(
+        &cfg,
+        "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
+    )
+    .unwrap();
+    for round in 0..3 {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut saw = |what: &str| loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                return false;
+            }
+            if line.contains(what) {
+                return true;
+            }
+        };
+        assert!(
+            saw("sagw listening"),
+            "round {round}: the gateway did not start"
+        );
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            saw("configuration reloaded"),
+            "round {round}: the gateway ended on the SIGHUP instead of reloading: {:?}",
+            child.wait()
+        );
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        stopped_gracefully(&mut child);
+    }
+    let _ = std::fs::remove_file(&cfg);
 }
 
 /// `RUST_LOG` outranks `log.level` (docs/configuration.md), and keeps doing so across reloads, as
