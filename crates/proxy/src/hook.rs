@@ -56,7 +56,7 @@ impl ClientKey {
     fn folded(kind: u8, identity: &str) -> ClientKey {
         use std::hash::{BuildHasher, Hasher};
         let rest = identity.split_once(':').map_or(identity, |(_, rest)| rest);
-        let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
+        let mut h = Self::hasher().build_hasher();
         h.write_u8(kind);
         // Folded on the stack, hashed a slice at a time (a byte at a time cost ~550 instructions
         // a request).
@@ -70,10 +70,22 @@ impl ClientKey {
         ClientKey(h.finish())
     }
 
+    /// The hash's seed, drawn once a process. Asserted identities and UDP source addresses are
+    /// chosen by whoever sends them; under a seed anyone could read in the source, one could
+    /// search offline for an asserted identity whose key is alice's own and use up the share of
+    /// her requests. A key is compared only within the process, never sent.
+    fn hasher() -> foldhash::fast::FixedState {
+        static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(0u64)
+        });
+        foldhash::fast::FixedState::with_seed(*SEED)
+    }
+
     /// A source address, grouped as [`source_key`] groups it.
     pub fn source(ip: std::net::IpAddr) -> ClientKey {
         use std::hash::{BuildHasher, Hasher};
-        let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
+        let mut h = Self::hasher().build_hasher();
         h.write_u8(b's');
         match source_key(ip) {
             std::net::IpAddr::V4(v4) => h.write(&v4.octets()),
@@ -252,3 +264,30 @@ pub trait ClientAuth: Send {
 pub struct NoAuth;
 
 impl ClientAuth for NoAuth {}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientKey;
+    use std::hash::{BuildHasher, Hasher};
+
+    /// What a key was under the seed written in the source (1), which anyone could search for
+    /// collisions offline.
+    fn under_a_known_seed(kind: u8, folded: &[u8]) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(1).build_hasher();
+        h.write_u8(kind);
+        h.write(folded);
+        h.finish()
+    }
+
+    #[test]
+    fn keys_are_not_those_of_a_seed_anyone_can_read() {
+        let alice = ClientKey::identity("sip:alice@example.com");
+        assert_ne!(alice.0, under_a_known_seed(b'i', b"alice@example.com"));
+        assert_ne!(
+            ClientKey::asserted("sip:alice@example.com").0,
+            under_a_known_seed(b'a', b"alice@example.com")
+        );
+        // Within the process, the same identity is the same client.
+        assert_eq!(alice, ClientKey::identity("sip:Alice@example.com"));
+    }
+}
