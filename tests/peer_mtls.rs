@@ -222,3 +222,114 @@ async fn a_peer_is_trusted_by_a_listed_name_under_the_peer_ca_and_nothing_else()
     assert!(verified(&check), "signed for alice: {check:?}");
     assert_eq!(answer, Some(200), "alice's answer relayed to the peer");
 }
+
+/// A reload that takes a name off `proxy.trusted_peer_names` revokes that server's trust at once:
+/// its open connection is closed and its next one is a client's, challenged; a name added is
+/// trusted from the next connection. Before, the names were fixed until a restart, and the
+/// running list stayed while the reload reported it as needing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_takes_a_name_off_the_list_closes_its_connections() {
+    use sagw_gateway::reload::ConfigSource;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pool = ca("pool CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("pool-ca.pem"), pool.cert.pem()).expect("CA");
+    let pair = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .self_signed(&pair)
+        .expect("certificate");
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("cert");
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.path().join("key.pem"))
+        .expect("key file");
+    std::io::Write::write_all(&mut key, pair.serialize_pem().as_bytes()).expect("key");
+    let text = |names: &str| {
+        format!(
+            "[log]\nlevel = \"warn\"\n[listen]\nudp = \"\"\ntcp = \"\"\ntls = \"127.0.0.1:0\"\n\
+             [tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\npeer_ca = \"{d}/pool-ca.pem\"\n\
+             [proxy]\ncore_cpu = \"none\"\ntrusted_peer_names = [{names}]\n[metrics]\nlisten = \"\"\n\
+             [auth]\nenabled = true\nschemes = [\"ntlm\"]\nsip_domain = \"{}\"\nfqdn = \"sagw.example.com\"\n\
+             credentials = \"{d}/users\"\nnonce_key = \"{d}/nonce.key\"\n",
+            auth_support::DOMAIN
+        )
+    };
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, text("\"fe1.pool.example.com\"")).expect("config");
+    let source = ConfigSource {
+        path: Some(path.clone()),
+        ..ConfigSource::default()
+    };
+    let settings = source.load().expect("valid");
+    sagw_gateway::users::add(
+        settings.auth.as_ref().expect("auth"),
+        "alice",
+        "alice-pw",
+        None,
+    )
+    .expect("user");
+    let gw = sagw_gateway::start(source.load().expect("valid"))
+        .await
+        .expect("starts");
+    gw.set_config_source(source);
+
+    let mut alice =
+        Client::connect_tls(&gw, config("alice", "alice-pw", AuthScheme::Ntlm, 4)).await;
+    let (signed_in, _) = alice.sign_in().await;
+    signed_in.unwrap_or_else(|f| panic!("alice signs in: {f:?}"));
+    // Delivers `peer`'s MESSAGE to alice and answers it; `peer`'s final response.
+    async fn through(peer: &mut Peer, alice: &mut Client) -> Option<u16> {
+        let (answer, _) = tokio::join!(peer.message_alice(), async {
+            if let Some(req) = alice
+                .next_request(Instant::now() + Duration::from_secs(2))
+                .await
+            {
+                let reply = alice.response(&req, 200, "OK", "alice");
+                alice.conn.send(&reply).await.expect("answer");
+            }
+        });
+        answer
+    }
+
+    let mut fe1 = Peer::connect(&gw, Some(identity(&pool, "fe1.pool.example.com"))).await;
+    assert_eq!(
+        through(&mut fe1, &mut alice).await,
+        Some(200),
+        "fe1 trusted"
+    );
+
+    std::fs::write(&path, text("\"fe2.pool.example.com\"")).expect("config");
+    let report = gw.reload().expect("reloaded");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|k| k == "proxy.trusted_peer_names")
+            && report.needs_restart.is_empty(),
+        "{report:?}"
+    );
+    // fe1's open connection is closed: its MESSAGE gets nothing, and nothing reaches alice.
+    assert_eq!(fe1.message_alice().await, None, "fe1's connection closed");
+    assert!(
+        alice
+            .next_request(Instant::now() + Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing from fe1 reaches alice"
+    );
+    // Its next connection is a client's; fe2 is trusted from its first.
+    let mut again = Peer::connect(&gw, Some(identity(&pool, "fe1.pool.example.com"))).await;
+    let code = again.message_alice().await;
+    assert!(matches!(code, Some(401 | 407)), "fe1 challenged: {code:?}");
+    let mut fe2 = Peer::connect(&gw, Some(identity(&pool, "fe2.pool.example.com"))).await;
+    assert_eq!(
+        through(&mut fe2, &mut alice).await,
+        Some(200),
+        "fe2 trusted"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}

@@ -95,6 +95,28 @@ fn fixed<T: PartialEq + Clone>(report: &mut ReloadReport, key: &str, old: &T, ne
     old.clone()
 }
 
+/// The servers trusted by their certificate apply live: new handshakes are judged by the new CA
+/// and names, and open connections trusted before are judged again (those no longer trusted are
+/// closed). Revoking a server's trust must not wait for a restart.
+fn plan_peer_trust(
+    r: &mut ReloadReport,
+    old: &Option<crate::inbound_config::PeerTrustSettings>,
+    new: Option<crate::inbound_config::PeerTrustSettings>,
+) -> Option<crate::inbound_config::PeerTrustSettings> {
+    let ca =
+        |p: &Option<crate::inbound_config::PeerTrustSettings>| p.as_ref().map(|p| p.ca.clone());
+    let names = |p: &Option<crate::inbound_config::PeerTrustSettings>| {
+        p.as_ref().map(|p| p.names.clone()).unwrap_or_default()
+    };
+    if ca(old) != ca(&new) {
+        r.applied.push("tls.peer_ca".to_owned());
+    }
+    if names(old) != names(&new) {
+        r.applied.push("proxy.trusted_peer_names".to_owned());
+    }
+    new
+}
+
 /// Next hops by name, probing and outbound TLS apply live (the names are resolved again at
 /// once, the TLS configurations rebuilt, new targets probed); the DNS servers are the
 /// resolver's, built at start.
@@ -320,7 +342,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         ),
         metrics: fixed(&mut r, "metrics.listen", &c.metrics, metrics),
         admin: fixed(&mut r, "admin", &c.admin, admin),
-        peer_trust: fixed(&mut r, "tls.peer_ca", &c.peer_trust, peer_trust),
+        peer_trust: plan_peer_trust(&mut r, &c.peer_trust, peer_trust),
         auth: effective_auth,
         state: fixed(&mut r, "state", &c.state, state),
         hops: plan_hops(&mut r, &c.hops, hops),

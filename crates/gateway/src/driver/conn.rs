@@ -84,7 +84,6 @@ pub(super) async fn accept_task(
     id: ListenerId,
     transport: Transport,
     balancers: Option<Balancers>,
-    peers: Option<Arc<PeerTrust>>,
     shared: Arc<Shared>,
 ) {
     let mut stop = shared.shutdown.clone();
@@ -110,19 +109,23 @@ pub(super) async fn accept_task(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // The certificate in effect now: a reload swaps it for the connections that follow.
-        let tls = match transport {
-            Transport::Tls => shared
-                .tls_server
-                .load_full()
-                .map(tokio_rustls::TlsAcceptor::from),
-            _ => None,
+        // The certificate and the trusted peers in effect now: a reload swaps them for the
+        // connections that follow.
+        let (tls, peers) = match transport {
+            Transport::Tls => (
+                shared
+                    .tls_server
+                    .load_full()
+                    .map(tokio_rustls::TlsAcceptor::from),
+                shared.peers.load_full(),
+            ),
+            _ => (None, None),
         };
         if balancers.as_ref().is_some_and(|b| b.contains(remote.ip())) {
             // Every client behind the balancer shares its address: the per-address cap is for
             // the address the header names, so it is applied once the header is read.
             let setting_up = SettingUp::new(&shared);
-            let (peers, shared) = (peers.clone(), shared.clone());
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let deadline =
                     tokio::time::Instant::now() + shared.settings.load().handshake_timeout;
@@ -165,7 +168,7 @@ pub(super) async fn accept_task(
         let how = SetUp {
             listener: id,
             tls,
-            peers: peers.clone(),
+            peers,
             deadline,
         };
         tokio::spawn(establish(stream, remote, slot, how, setting_up));
@@ -448,6 +451,8 @@ pub(super) enum Closed {
     QueueDropped,
     /// The gateway is stopping.
     Shutdown,
+    /// A reload took away the trust its TLS certificate gave it.
+    NoLongerTrusted,
 }
 
 impl Closed {
@@ -463,6 +468,7 @@ impl Closed {
             Closed::Killed => "killed",
             Closed::QueueDropped => "closed by core",
             Closed::Shutdown => "shutdown",
+            Closed::NoLongerTrusted => "no longer trusted",
         }
     }
 }

@@ -172,12 +172,16 @@ impl GatewayControl {
         } = plan(&current, new);
         let tls_err = |e: tls::TlsError| ReloadError(e.to_string());
         // The files are read again even when their paths did not change: a renewed certificate
-        // is usually written over the old one.
+        // (or peer CA) is usually written over the old one.
+        let peers = match &effective.peer_trust {
+            Some(p) => Some(Arc::new(PeerTrust::load(&p.ca, &p.names).map_err(tls_err)?)),
+            None => None,
+        };
         let server = match self.shared.tls_server.load().as_ref() {
             Some(_) => {
                 let id = tls::load_identity(&effective.cert).map_err(tls_err)?;
                 Some((
-                    tls::server_config(&id, self.shared.peers.as_deref()).map_err(tls_err)?,
+                    tls::server_config(&id, peers.as_deref()).map_err(tls_err)?,
                     id.info,
                 ))
             }
@@ -208,6 +212,9 @@ impl GatewayControl {
             self.shared.tls_server.store(Some(config));
             *cert = Some(info);
         }
+        // Before the core is told (Control::Reconfigure): it judges the connections trusted
+        // by certificate again under these.
+        self.shared.peers.store(peers);
         self.shared.outbound_tls.store(Arc::new(client));
         self.shared
             .per_ip

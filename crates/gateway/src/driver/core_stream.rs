@@ -110,6 +110,11 @@ impl CoreStream {
         self.flow
     }
 
+    /// The certificate chain the TLS client presented, leaf first (none over TCP).
+    pub(super) fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+        self.tls.as_ref().and_then(|t| t.peer_certificates())
+    }
+
     /// `epoll` reported the peer's FIN (or an error) with its readiness: the next reads go on
     /// past a short one, to the end of the stream. A FIN queued with the last data raises no
     /// edge of its own, so the read that would see it must not be saved.

@@ -229,6 +229,7 @@ impl Core {
             Control::Reconfigure { live, limits, done } => {
                 self.edge.reconfigure(*live);
                 self.sip_limits = limits;
+                self.judge_trusted_peers_again();
                 // The reload waits for this; it may have given up meanwhile.
                 let _ = done.send(());
             }
@@ -899,6 +900,33 @@ impl Core {
         }
         debug!(remote = %flow.remote, transport = %flow.transport, flow = flow.id.0, reason = why.label(), "connection closed");
         self.forget_stream(flow);
+    }
+
+    /// After a reload: a connection trusted by its certificate stays open only while the peer
+    /// CA and names in force still make it a trusted peer. One that no longer does is closed
+    /// rather than made a client's: what it sent before was taken as a server's, and the server
+    /// connects again and is judged as a new connection is.
+    fn judge_trusted_peers_again(&mut self) {
+        let peers = self.shared.peers.load_full();
+        let revoked: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| self.edge.is_trusted_stream_flow(s.flow().id))
+            .filter(|(_, s)| {
+                !matches!(
+                    peers.as_ref().map(|p| p.judge(s.peer_certificates())),
+                    Some(PeerVerdict::Trusted(_))
+                )
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in revoked {
+            if let Some(s) = self.streams.get(&seq) {
+                let flow = s.flow();
+                info!(remote = %flow.remote, flow = flow.id.0, "trusted peer no longer trusted after the reload: connection closed");
+            }
+            self.close_stream(seq, Closed::NoLongerTrusted);
+        }
     }
 
     /// A connection of the core's is gone: out of the flow table, the counts and the proxy.

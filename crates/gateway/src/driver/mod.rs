@@ -223,9 +223,10 @@ struct Shared {
     /// The TLS listeners' certificate and settings: a reload swaps it, each handshake takes the
     /// one in effect (connections already open keep theirs).
     tls_server: ArcSwapOption<rustls::ServerConfig>,
-    /// Servers trusted by their TLS certificate (`tls.peer_ca`): fixed until a restart, and
-    /// part of every server configuration a reload builds.
-    peers: Option<Arc<PeerTrust>>,
+    /// Servers trusted by their TLS certificate (`tls.peer_ca`, `proxy.trusted_peer_names`): a
+    /// reload swaps it, each handshake is judged by the one in effect, and the core judges the
+    /// connections trusted before again (`Core::judge_trusted_peers_again`).
+    peers: ArcSwapOption<PeerTrust>,
     /// The address the first TCP listener is bound to: where opened connections leave from.
     outbound_source: Option<IpAddr>,
     /// Connections read and written by the core with bytes their sockets have not taken yet

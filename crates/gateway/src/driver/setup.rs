@@ -265,7 +265,7 @@ async fn start_inner(
         intake: intake_rx,
         in_progress: AtomicUsize::new(control::NOT_COUNTED),
         tls_server: ArcSwapOption::new(tls.acceptor),
-        peers: tls.peers.clone(),
+        peers: ArcSwapOption::new(tls.peers.clone()),
         outbound_source: tcp_addr.map(|a| a.ip()),
         core_backlogged: AtomicUsize::new(0),
     });
@@ -320,16 +320,11 @@ async fn start_inner(
     };
     let exit_rx = spawn_core_thread(core_state, poll, events_rx, running_settings.core_cpu)?;
     for (id, transport, balancers, l) in listeners.streams {
-        let peers = match transport {
-            Transport::Tls => tls.peers.clone(),
-            _ => None,
-        };
         tasks.push(tokio::spawn(accept_task(
             l,
             id,
             transport,
             balancers,
-            peers,
             shared.clone(),
         )));
     }

@@ -203,6 +203,11 @@ impl Edge {
         self.trusted_flows.0.insert(id);
     }
 
+    /// Whether stream flow `id` was trusted with [`Edge::trust_stream_flow`].
+    pub fn is_trusted_stream_flow(&self, id: FlowId) -> bool {
+        self.trusted_flows.0.contains(&id)
+    }
+
     /// A stream flow closed: its registrations are useless now (the client must re-register).
     pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
         self.trusted_flows.0.remove(&flow);
