@@ -203,6 +203,18 @@ Call-ID: n1\r\nCSeq: 1 NOTIFY\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             .contains("gssapi-data="),
         "the NOTIFY took the AP-REP"
     );
+    // Nor does a 2xx of another transaction relayed to the client meanwhile (a late 2xx to an
+    // INVITE, signed with the endpoint's SA when its transaction has ended).
+    let mut late = response_to(&notify, 200, "OK", &[]);
+    core.sign(&mut late, sa, ChallengeFamily::Www, now, &mut rng)
+        .expect("late 2xx signed");
+    assert!(
+        !late
+            .header("Authentication-Info")
+            .expect("signed")
+            .contains("gssapi-data="),
+        "a relayed 2xx took the AP-REP"
+    );
     // The signed final response carries opaque (and the AP-REP when mutual).
     let mut ok = response_to(&m, 200, "OK", &["Expires: 3600"]);
     core.finish_response(&mut ok, &auth, now, &mut rng)

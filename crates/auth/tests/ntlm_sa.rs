@@ -425,6 +425,45 @@ fn a_new_handshake_from_the_same_endpoint_replaces_its_sa() {
     assert_eq!(core.counters().snapshot().sa_replaced, 1);
 }
 
+/// The response to a request verified with an SA that a new handshake of the same endpoint
+/// replaced before the answer came (an INVITE ringing when Lync signs in again, about every 8
+/// hours, or after a 401 to its REGISTER) is signed with the SA that replaced it: the one the
+/// client holds now. Before, the response went out unsigned, and the client dropped it.
+#[test]
+fn a_response_after_the_endpoints_sa_was_replaced_is_signed_with_the_new_one() {
+    let core = core();
+    let mut rng = rng();
+    let mut first = NtlmClient::new("alice", "alice-pw", "aaaaaaaaaa");
+    established(&first.sign_in(&core, t0(), &mut rng));
+    let text = first.request("INVITE", &[]);
+    let invite = first.signed(&text, &mut rng);
+    let auth = established(&core.on_request(&invite, &ctx(), t0(), &mut rng));
+
+    let mut second = NtlmClient::new("alice", "alice-pw", "aaaaaaaaaa");
+    established(&second.sign_in(&core, t0(), &mut rng));
+    let mut ok = response_to(&invite, 200, "OK", &[]);
+    core.finish_response(&mut ok, &auth, t0(), &mut rng)
+        .expect("signed");
+    second
+        .verify_server_signature(&ok)
+        .expect("signed with the SA alice holds now");
+    assert!(first.verify_server_signature(&ok).is_err());
+
+    // Revoked with nothing in its place (signed out, user removed): unsigned, as before.
+    let text = second.request("MESSAGE", &[]);
+    let m = second.signed(&text, &mut rng);
+    let auth = established(&core.on_request(&m, &ctx(), t0(), &mut rng));
+    let sa = core
+        .sa_for_endpoint("sip:alice@example.com", "aaaaaaaaaa", t0())
+        .expect("live");
+    assert!(core.sas().revoke(sa.opaque(), core.counters()));
+    let mut ok = response_to(&m, 200, "OK", &[]);
+    assert!(
+        core.finish_response(&mut ok, &auth, t0(), &mut rng)
+            .is_err()
+    );
+}
+
 #[test]
 fn an_unsigned_request_after_the_sa_is_challenged() {
     let core = core();

@@ -391,6 +391,9 @@ impl SecurityCore {
     /// Signs a message to the client of `sa`: fresh `srand`, next `snum`, the buffer from the message's
     /// final header values, and `Authentication-Info` (or `Proxy-Authentication-Info` where configured
     /// and the client used that family). An existing header of that name is replaced in place.
+    ///
+    /// Never carries the Kerberos AP-REP: only the final response to the final leg does
+    /// ([`finish_response`](Self::finish_response)).
     pub fn sign(
         &self,
         msg: &mut Message,
@@ -398,6 +401,18 @@ impl SecurityCore {
         client_family: ChallengeFamily,
         now: SystemTime,
         rng: &mut dyn Rng,
+    ) -> Result<(), SignError> {
+        self.sign_with(msg, sa, client_family, now, rng, ApRep::Leave)
+    }
+
+    fn sign_with(
+        &self,
+        msg: &mut Message,
+        sa: &SecurityAssociation,
+        client_family: ChallengeFamily,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+        ap_rep: ApRep,
     ) -> Result<(), SignError> {
         let secs = unix_secs(now);
         if !sa.is_live(secs) {
@@ -464,13 +479,12 @@ impl SecurityCore {
             v.push_str(self.info_tails.get(sa.scheme()));
             // The AP-REP (mutual authentication) belongs to the final response to the final leg:
             // a request to the client signed first (a NOTIFY arriving before the registrar's 200),
-            // or a provisional response, took it, and the 200 went without it, so the client's
-            // mutual authentication failed.
-            if let Some(token) = msg
-                .status_code()
-                .is_some_and(|code| code >= 200)
-                .then(|| sa.take_final_token())
-                .flatten()
+            // a provisional response, or a late 2xx of another transaction relayed meanwhile,
+            // took it, and the 200 went without it, so the client's mutual authentication failed.
+            if let Some(token) = (ap_rep == ApRep::Attach
+                && msg.status_code().is_some_and(|code| code >= 200))
+            .then(|| sa.take_final_token())
+            .flatten()
             {
                 v.push_str(", gssapi-data=\"");
                 B64.encode_string(token, v);
@@ -496,7 +510,32 @@ impl SecurityCore {
         rng: &mut dyn Rng,
     ) -> Result<(), SignError> {
         match &auth.binding {
-            Binding::Sa { sa, family, .. } => self.sign(msg, sa, *family, now, rng),
+            Binding::Sa {
+                sa,
+                family,
+                established_now,
+            } => {
+                let ap_rep = if *established_now {
+                    ApRep::Attach
+                } else {
+                    ApRep::Leave
+                };
+                match self.sign_with(msg, sa, *family, now, rng, ap_rep) {
+                    // A new handshake of the same endpoint replaced the SA while the request
+                    // was served (Lync signs in again every 8 hours, and after a 401 to its
+                    // REGISTER): the client holds the new SA now and drops what the old one
+                    // would sign, or an unsigned response. Requests to it take the new one too.
+                    Err(SignError::Expired(_)) => {
+                        match self.sa_for_endpoint(sa.identity(), sa.epid(), now) {
+                            Some(current) if current.opaque() != sa.opaque() => {
+                                self.sign_with(msg, &current, *family, now, rng, ApRep::Leave)
+                            }
+                            _ => Err(SignError::Expired(sa.opaque())),
+                        }
+                    }
+                    signed => signed,
+                }
+            }
             Binding::Digest {
                 family,
                 authentication_info,
@@ -506,6 +545,15 @@ impl SecurityCore {
             }
         }
     }
+}
+
+/// Whether a signed message carries the AP-REP of the Kerberos handshake that made its SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApRep {
+    /// The final response to the final leg: it carries the AP-REP, once.
+    Attach,
+    /// Anything else.
+    Leave,
 }
 
 #[cfg(test)]
