@@ -29,8 +29,11 @@ pub(super) enum Control {
         limits: sagw_sip::Limits,
         done: std::sync::mpsc::SyncSender<()>,
     },
-    /// Open or draining.
-    Intake(Intake),
+    /// Open or draining; `done` is answered once the proxy has it.
+    Intake {
+        intake: Intake,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
 }
 
 /// The authentication stage's parts a reload changes.
@@ -295,13 +298,28 @@ impl Lifecycle for GatewayControl {
     }
 
     fn drain(&self) {
-        let was = self.intake.send_replace(Intake::Draining);
-        if was == Intake::Draining {
+        if self.draining() {
             return;
         }
-        info!("draining: listeners closed, new requests answered 503 with Retry-After");
-        let _ = self.control.send(Control::Intake(Intake::Draining));
+        // The core first, confirmed, then the listeners: once they are closed (what a load
+        // balancer, or a test, sees of a drain), every request the core reads is answered as a
+        // draining gateway's. The other way round, a request sent on an open connection just
+        // after the listeners closed could still be taken in as new work.
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let sent = self
+            .control
+            .send(Control::Intake {
+                intake: Intake::Draining,
+                done: done_tx,
+            })
+            .is_ok();
         self.shared.wake.force();
+        if !sent || done_rx.recv_timeout(CORE_CONFIRM).is_err() {
+            warn!("the core thread did not confirm the drain (stopped or stuck)");
+        }
+        if self.intake.send_replace(Intake::Draining) != Intake::Draining {
+            info!("draining: listeners closed, new requests answered 503 with Retry-After");
+        }
     }
 
     fn draining(&self) -> bool {

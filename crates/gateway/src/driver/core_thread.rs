@@ -233,7 +233,10 @@ impl Core {
                 // The reload waits for this; it may have given up meanwhile.
                 let _ = done.send(());
             }
-            Control::Intake(intake) => self.edge.set_intake(intake),
+            Control::Intake { intake, done } => {
+                self.edge.set_intake(intake);
+                let _ = done.send(());
+            }
         }
     }
 
