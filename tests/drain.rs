@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use auth_support::{Client, DOMAIN, config, unique};
+use auth_support::{Client, DOMAIN, config, unique, verified};
 use lifecycle_support::*;
 use sagw_client::AuthScheme;
 use sagw_client::transport::TransportKind;
@@ -128,6 +128,18 @@ async fn sigterm_refuses_new_work_lets_the_transaction_in_progress_finish_then_s
             let refused = seen.last().expect("answered");
             assert_eq!(refused.status_code(), Some(503), "{r:?}");
             assert_eq!(refused.header("Retry-After").map(str::trim), Some("17"));
+            // A signed-in client's MESSAGE: its 503 is signed with bob's SA (before, it went
+            // unsigned, and a Lync-style client dropped it: the IM just disappeared).
+            let (r, _) = bob
+                .request("MESSAGE", &to, Some(("text/plain", "during the drain")))
+                .await;
+            let done = r.expect("answered");
+            assert_eq!(done.status, 503);
+            assert!(
+                verified(&done.signature),
+                "the 503 is signed for bob: {:?}",
+                done.signature
+            );
             // And over UDP.
             let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
             let local = udp.local_addr().expect("local");

@@ -1619,6 +1619,34 @@ Call-ID: bobcall\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     );
 }
 
+/// A CANCEL that matches no transaction (its INVITE ended, or never reached us) goes through the
+/// stage like any request; its 481 is signed with what the stage admitted it with. Before, the
+/// 481 went out without the note (unsigned), and an SA client dropped it and waited 32 s.
+#[test]
+fn the_481_to_a_cancel_of_no_transaction_is_signed_as_it_was_admitted() {
+    let notes = NoteSpy::default();
+    let mut h = H::registrar();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(notes.clone()));
+    let cancel = "CANCEL sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKgone;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: gonecall\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), cancel);
+    assert!(
+        sent.iter()
+            .any(|s| s.to == Target::Flow(alice()) && s.msg.status_code() == Some(481)),
+        "{:?}",
+        sent.iter()
+            .map(|s| (s.to, s.msg.start_line().to_owned()))
+            .collect::<Vec<_>>()
+    );
+    let log = notes.0.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("481") && l.contains("verified epid=ea")),
+        "the 481 went out without alice's note: {log:#?}"
+    );
+}
+
 /// A stage whose note is the epid of the request it admitted (as the gateway's note is the SA that
 /// verified it), and which records the note each outbound message is signed with.
 #[derive(Clone, Default)]

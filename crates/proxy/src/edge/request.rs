@@ -16,7 +16,7 @@ use super::transaction::{
 };
 use crate::config::{Intake, Mode};
 use crate::edit::{build_response, push_on_top, push_via, set_top_via, top_via};
-use crate::hook::{Answering, InboundContext, InboundVerdict};
+use crate::hook::{Answering, AuthNote, InboundContext, InboundVerdict};
 use crate::registrar::RegisterOutcome;
 use crate::token::{Unique, branch_loop_hash, loop_hash};
 use crate::types::{Action, DropReason, Flow, LimitKind, Now, Report, Target, later};
@@ -93,7 +93,25 @@ fn in_dialog(msg: &Message) -> bool {
     msg.to().is_some_and(|t| t.param("tag").is_some())
 }
 
+fn carries_credentials(msg: &Message) -> bool {
+    msg.header("Authorization").is_some() || msg.header("Proxy-Authorization").is_some()
+}
+
 impl Edge {
+    /// The 503 a draining gateway answers new work with (signed with `admitted`, when the stage
+    /// admitted the request).
+    fn refuse_draining(
+        &mut self,
+        msg: &Message,
+        flow: Flow,
+        admitted: Option<&AuthNote>,
+        now: Now,
+    ) {
+        self.report(Report::Limit(LimitKind::Draining));
+        let retry = self.cfg.retry_after.as_secs().to_string();
+        self.respond_stateless_noted(msg, flow, 503, &[("Retry-After", retry)], admitted, now);
+    }
+
     /// Server transaction `key`, kept whole or as its answer alone (`answered`): the flow that
     /// opened it, and the answer a retransmission of its request gets (none before the first
     /// response, nor after an INVITE 2xx: RFC 6026, the UAS retransmits its 2xx itself).
@@ -186,16 +204,20 @@ impl Edge {
         }
         let belongs_to_open_transaction = ack_or_cancel && opener == Some(true);
         let retransmission = !ack_or_cancel && opener == Some(true);
-        if self.intake == Intake::Draining && !ack_or_cancel && !retransmission && !in_dialog(&msg)
-        {
-            // Before authentication: a gateway going away has nothing to challenge for. The
-            // client tries another gateway, or this one after the restart.
-            self.report(Report::Limit(LimitKind::Draining));
-            let retry = self.cfg.retry_after.as_secs().to_string();
-            self.respond_stateless(&msg, flow, 503, &[("Retry-After", retry)], now);
+        let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
+        let draining = self.intake == Intake::Draining
+            && !ack_or_cancel
+            && !retransmission
+            && !in_dialog(&msg);
+        // A signed-in client's request is judged first, so that its 503 is signed: a client with
+        // an SA drops an unsigned one and its request just disappears. Anything else gets its
+        // 503 before authentication: a gateway going away has nothing to challenge for. The
+        // client tries another gateway, or this one after the restart.
+        let signed_503 = draining && from_client && !probe && carries_credentials(&msg);
+        if draining && !signed_503 {
+            self.refuse_draining(&msg, flow, None, now);
             return;
         }
-        let probe = from_client && method == "OPTIONS" && self.is_probe(&msg, &flow);
         if probe {
             // Answered without a transaction: a probe needs none (a lost answer is the next
             // probe's), and a kept one would let anyone who can forge a prober's source address
@@ -211,6 +233,14 @@ impl Edge {
                 answering: Answering::Unknown,
             };
             match self.auth.inbound(&mut msg, &ctx) {
+                InboundVerdict::Continue { note, .. } if draining => {
+                    self.refuse_draining(&msg, flow, note.as_ref(), now);
+                    return;
+                }
+                InboundVerdict::Respond(_) if draining => {
+                    self.refuse_draining(&msg, flow, None, now);
+                    return;
+                }
                 InboundVerdict::Continue {
                     note,
                     endpoint,
@@ -246,7 +276,7 @@ impl Edge {
                 return;
             }
             "CANCEL" => {
-                self.on_cancel(msg, key, flow, now);
+                self.on_cancel(msg, key, flow, admitted.note.as_ref(), now);
                 return;
             }
             _ => {}
@@ -545,9 +575,18 @@ impl Edge {
         let _ = self.emit_request(to.target, msg, to.endpoint.as_ref(), now);
     }
 
-    pub(super) fn on_cancel(&mut self, msg: Message, key: &str, flow: Flow, now: Now) {
+    /// `admitted`: what the stage said of a CANCEL that matched no transaction (one that matched
+    /// skips the stage): its 481 is signed with it, or a client with an SA drops it and waits.
+    pub(super) fn on_cancel(
+        &mut self,
+        msg: Message,
+        key: &str,
+        flow: Flow,
+        admitted: Option<&AuthNote>,
+        now: Now,
+    ) {
         let Some(st) = self.server.get_mut(key) else {
-            self.respond_stateless(&msg, flow, 481, &[], now);
+            self.respond_stateless_noted(&msg, flow, 481, &[], admitted, now);
             return;
         };
         ensure_to_tag(st, &mut self.ids, 200);
