@@ -905,6 +905,55 @@ Content-Length: 0\r\n\r\n";
     );
 }
 
+/// A call from the servers behind (the registrar's connection) to alice: once that connection
+/// closes (Kamailio closes an idle TCP connection after 120 s, and either side after a restart),
+/// alice's BYE still reaches the registrar, by its address, as any of her requests does. Before,
+/// the Record-Route entry on the server side carried a token naming the server's connection, and
+/// every in-dialog request of alice's got 430 once it closed: the call could not be ended.
+#[test]
+fn a_clients_in_dialog_request_reaches_the_server_after_its_connection_closed() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let sent = h.feed(
+        registrar,
+        &from_registrar("INVITE", "z9hG4bKsc1", &path, ""),
+    );
+    let invite = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice")
+        .msg
+        .clone();
+    let route_set: Vec<String> = invite
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(route_set.len(), 2, "{route_set:?}");
+    h.edge.flow_closed(registrar.id);
+    let bye = format!(
+        "BYE sip:bob@203.0.113.9 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKsc2\r\n\
+Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=alice;epid=ea\r\n\
+To: <sip:bob@example.com>;tag=b\r\nCall-ID: z9hG4bKsc1\r\nCSeq: 2 BYE\r\n\
+Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n",
+        route_set.join(", ")
+    );
+    let sent = h.feed(alice(), &bye);
+    let got: Vec<_> = sent
+        .iter()
+        .map(|s| (s.to, s.msg.start_line().to_owned()))
+        .collect();
+    assert!(
+        sent.iter().any(|s| s.msg.method() == Some("BYE")
+            && s.to.addr() == registrar.remote
+            && s.to != Target::Flow(registrar)),
+        "alice's BYE reaches the registrar by its address: {got:?}"
+    );
+    assert!(
+        !sent.iter().any(|s| s.msg.status_code() == Some(430)),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
     let rec = Recorder::default();

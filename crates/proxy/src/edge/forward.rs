@@ -289,7 +289,20 @@ impl Edge {
                 Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
                 Target::Addr { .. } => None,
             };
-            let rr_in = self.our_uri(upstream.transport, Some(&route_token()), "");
+            // A server that reached us over a connection of its own is reached again by its
+            // address (the Route set beyond our entries, else the next hop), not through that
+            // connection: it closes when idle (Kamailio's after 120 s), and a token naming it
+            // made every in-dialog request of the client's fail with 430 from then on. A
+            // client's flow, a datagram flow (it names the address itself) and a server trusted
+            // by its certificate (it may connect from anywhere) keep their token.
+            let by_token = from_client
+                || !upstream.transport.is_reliable()
+                || self.trusted_flows.contains(&upstream);
+            let rr_in = if by_token {
+                self.our_uri(upstream.transport, Some(&route_token()), "")
+            } else {
+                self.our_uri(upstream.transport, None, "")
+            };
             let rr_out = self.our_uri(out_transport, out_token.as_deref(), "");
             push_on_top(&mut out, "Record-Route", &rr_in);
             push_on_top(&mut out, "Record-Route", &rr_out);
