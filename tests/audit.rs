@@ -422,3 +422,71 @@ async fn a_log_level_changed_by_a_reload_is_audited() {
     assert_eq!(api["fields"]["old"], new, "{api}");
     assert_eq!(api["fields"]["by"], "admin_api", "{api}");
 }
+
+/// A flood of requests anyone can send (Digest credentials with a made-up nonce: refused as
+/// `bad_nonce`) writes at most `REFUSALS_PER_SECOND` audit lines a second,
+/// and one line with the count of the rest. Before, each one was a line written on the core
+/// thread: a flood stalled SIP behind a slow journal and pushed real events out of its rate limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_writes_a_bounded_number_of_audit_lines() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start();
+    let flood = 400usize;
+    let mut s = tokio::net::TcpStream::connect(gw.tcp).await.expect("tcp");
+    let local = s.local_addr().expect("local");
+    let mut batch = String::new();
+    for i in 0..flood {
+        batch.push_str(&format!(
+            "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKfl{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:mallory@{DOMAIN}>;tag=m{i}\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+Call-ID: flood-{i}\r\nCSeq: 1 MESSAGE\r\nProxy-Authorization: Digest username=\"mallory\", \
+realm=\"{DOMAIN}\", nonce=\"made-up-{i}\", uri=\"sip:bob@{DOMAIN}\", \
+response=\"0123456789abcdef0123456789abcdef\"\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+    s.write_all(batch.as_bytes()).await.expect("flood");
+    // Every request answered (challenged), so all of them were judged.
+    let mut answered = Vec::new();
+    let mut buf = [0u8; 65_536];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answered
+        .windows(b"SIP/2.0 40".len())
+        .filter(|w| *w == b"SIP/2.0 40")
+        .count()
+        < flood
+    {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answered.extend_from_slice(&buf[..n]),
+            other => panic!("not every request was answered: {other:?}"),
+        }
+    }
+    // The count of those not written comes within about a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (refused, not_logged) = loop {
+        let events = gw.audit(0);
+        let refused = events
+            .iter()
+            .filter(|e| e["fields"]["outcome"] == "refused")
+            .count();
+        let not_logged: u64 = events
+            .iter()
+            .filter_map(|e| e["fields"]["not_logged"].as_u64())
+            .sum();
+        if refused as u64 + not_logged >= flood as u64 || Instant::now() > deadline {
+            break (refused, not_logged);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // `REFUSALS_PER_SECOND` in crates/gateway/src/audit.rs.
+    let limit = 50;
+    // The flood may straddle a second: two windows' worth at most.
+    assert!(
+        (1..=2 * limit).contains(&refused),
+        "{refused} refusal lines for {flood} refusals"
+    );
+    assert_eq!(
+        refused as u64 + not_logged,
+        flood as u64,
+        "every refusal written or counted"
+    );
+}

@@ -11,16 +11,26 @@
 //! its scheme and the user name it carries (Digest `username`, the user and domain fields of an
 //! NTLM AUTHENTICATE message).
 //!
+//! Refusals are written at most [`REFUSALS_PER_SECOND`] a second: anyone can make one (a
+//! malformed header, a made-up user) for the price of one datagram, and each cost a formatted line
+//! and a blocking write to standard error on the core thread, so a flood stalled SIP for everyone
+//! behind a slow journal and pushed the real events out of journald's rate limit. Over the budget
+//! they are counted, and one `warn` line (`refusals not logged`, with the count) says so within
+//! the next second; `sagw_auth_*` metrics count every one.
+//!
 //! A sign-in is what makes a client's proof: an MS-SIPAE handshake that establishes an SA, or a
 //! REGISTER with valid Digest credentials (every Digest request carries credentials; only its
 //! registrations are sign-ins). A refusal is any request whose credentials or signature failed,
 //! except a stale Digest nonce (the client retries with a fresh one as a matter of course).
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
 use sagw_auth::{Binding, Decision, Reason, Scheme};
 use sagw_proxy::Flow;
 use sagw_sip::{AuthHeader, Message};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::logging::AUDIT;
 
@@ -138,9 +148,82 @@ pub fn decision(decision: &Decision, msg: &Message, flow: &Flow) {
     }
 }
 
+/// How many refusals a second are written (the rest are counted: see the module's text).
+pub const REFUSALS_PER_SECOND: u32 = 50;
+
+/// What the refusals of the current second have used of [`REFUSALS_PER_SECOND`].
+#[derive(Debug, Default)]
+struct RefusalBudget {
+    /// When the current one-second window began.
+    window: Option<Instant>,
+    written: u32,
+    /// Not written since the last report.
+    suppressed: u64,
+}
+
+impl RefusalBudget {
+    /// Whether a refusal at `now` is written; and the count not written in windows now over,
+    /// to report.
+    fn admit(&mut self, now: Instant) -> (bool, Option<u64>) {
+        let report = self.roll(now);
+        if self.written < REFUSALS_PER_SECOND {
+            self.written += 1;
+            (true, report)
+        } else {
+            self.suppressed += 1;
+            (false, report)
+        }
+    }
+
+    /// Starts a new window when the current one is over; the count to report then.
+    fn roll(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .window
+            .is_some_and(|w| now.saturating_duration_since(w) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.window = Some(now);
+        self.written = 0;
+        Some(std::mem::take(&mut self.suppressed)).filter(|n| *n > 0)
+    }
+}
+
+static REFUSALS: Mutex<RefusalBudget> = Mutex::new(RefusalBudget {
+    window: None,
+    written: 0,
+    suppressed: 0,
+});
+
+fn report_suppressed(n: u64) {
+    warn!(target: AUDIT, not_logged = n, per_second = REFUSALS_PER_SECOND, "refusals not logged: more than the audit writes a second");
+}
+
+/// Reports the refusals not written in a window that is over: called every second, so that the
+/// count of a flood that stopped is not left unsaid until the next refusal.
+pub fn flush_suppressed() {
+    let report = match REFUSALS.lock() {
+        Ok(mut b) => b.roll(Instant::now()),
+        Err(p) => p.into_inner().roll(Instant::now()),
+    };
+    if let Some(n) = report {
+        report_suppressed(n);
+    }
+}
+
 /// A refusal: `verified` is the identity and scheme when the credentials held but the request
-/// was not allowed.
+/// was not allowed. Within [`REFUSALS_PER_SECOND`].
 pub fn refused(msg: &Message, flow: &Flow, reason: Reason, verified: Option<(&str, &str)>) {
+    let (write, report) = match REFUSALS.lock() {
+        Ok(mut b) => b.admit(Instant::now()),
+        Err(p) => p.into_inner().admit(Instant::now()),
+    };
+    if let Some(n) = report {
+        report_suppressed(n);
+    }
+    if !write {
+        return;
+    }
     let (scheme, user) = match verified {
         Some((identity, scheme)) => (Some(scheme), Some(identity.to_owned())),
         None => claimed(msg),
@@ -199,6 +282,27 @@ To: <sip:alice@example.com>\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n{auth}Content-L
         assert_eq!(claimed(&m), (Some("ntlm"), None));
         assert_eq!(claimed(&request("")), (None, None));
         assert_eq!(from_aor(&m), "sip:alice@example.com");
+    }
+
+    #[test]
+    fn refusals_over_the_budget_are_counted_and_reported_once_the_second_is_over() {
+        let mut b = RefusalBudget::default();
+        let t = Instant::now();
+        for _ in 0..REFUSALS_PER_SECOND {
+            assert_eq!(b.admit(t), (true, None));
+        }
+        for _ in 0..7 {
+            assert_eq!(b.admit(t + Duration::from_millis(900)), (false, None));
+        }
+        // The next second: written again, and the 7 reported.
+        assert_eq!(b.admit(t + Duration::from_millis(1000)), (true, Some(7)));
+        assert_eq!(b.roll(t + Duration::from_millis(1500)), None);
+        for _ in 0..REFUSALS_PER_SECOND + 2 {
+            b.admit(t + Duration::from_millis(1500));
+        }
+        // Reported by the periodic flush, with no refusal after them.
+        assert_eq!(b.roll(t + Duration::from_millis(2100)), Some(3));
+        assert_eq!(b.roll(t + Duration::from_millis(3200)), None);
     }
 
     #[test]

@@ -825,8 +825,10 @@ async fn housekeeping(
     wake: Arc<CoreWake>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut audit_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = audit_tick.tick() => crate::audit::flush_suppressed(),
             _ = tick.tick() => {
                 core.expire(SystemTime::now());
                 // On the blocking pool: when the file's metadata moved (or its last change is
