@@ -68,6 +68,100 @@ async fn a_clients_route_to_an_internal_address_gets_403_and_no_connection() {
     );
 }
 
+/// A next hop that loose-routes as Kamailio's `loose_route()` does: a request's top Route (its
+/// own) popped, its Via added, relayed to the next Route, which names the gateway (its UDP
+/// listener); the response relayed back, its Via removed. Returns the status codes of the
+/// responses the gateway sent it.
+async fn loose_routing_hop(hop: UdpSocket, gw_udp: std::net::SocketAddr) -> Vec<u16> {
+    let mut buf = vec![0u8; 65_535];
+    let mut statuses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, hop.recv_from(&mut buf)).await {
+        let Ok(mut m) = Message::parse(&buf[..n]) else {
+            continue;
+        };
+        if m.is_request() {
+            let rest: Vec<String> = m
+                .header_values("Route")
+                .skip(1)
+                .map(str::to_owned)
+                .collect();
+            m.remove_header("Route");
+            for r in &rest {
+                m.push_header("Route", r);
+            }
+            let via = format!(
+                "SIP/2.0/UDP {};branch=z9hG4bKkam{}",
+                hop.local_addr().expect("addr"),
+                unique()
+            );
+            m.insert_header(0, "Via", &via);
+        } else {
+            statuses.push(m.status_code().unwrap_or(0));
+            let top_via = m.header_all_indexed("Via").next().map(|(i, _)| i);
+            if let Some(i) = top_via {
+                m.remove_header_at(i);
+            }
+            if m.status_code().is_some_and(|c| c >= 200) {
+                let _ = hop.send_to(&m.to_bytes(), gw_udp).await;
+                break;
+            }
+        }
+        let _ = hop.send_to(&m.to_bytes(), gw_udp).await;
+    }
+    statuses
+}
+
+/// A client's Route set that bounces off the next hop back into the gateway: alice may name the
+/// next hop, and after it the gateway and an internal address. The next hop pops its own entry
+/// and relays the request to the gateway. Before, the gateway, taking a request from the next
+/// hop's address for the next hop's own, popped the entry alice wrote for it and connected to
+/// the internal address (the Redis state store on loopback, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_route_set_bounced_off_the_next_hop_reaches_no_internal_address() {
+    let hop = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let hop_addr = hop.local_addr().expect("addr");
+    let hops = [format!("udp:{hop_addr}")];
+    let gw = gateway(GwOptions {
+        next_hops: &hops,
+        ..GwOptions::default()
+    })
+    .await;
+    let gw_udp = addr(&gw, TransportKind::Udp);
+    let internal = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let internal_addr = internal.local_addr().expect("addr");
+    let mut alice = signed_in(&gw, "alice").await;
+    let mut msg = alice
+        .ep
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain".into(), b"FLUSHALL\r\n".to_vec())),
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    msg.push_header(
+        "Route",
+        &format!(
+            "<sip:{hop_addr};transport=udp;lr>, <sip:{gw_udp};transport=udp;lr>, \
+             <sip:{internal_addr};transport=tcp;lr>"
+        ),
+    );
+    let relaying = tokio::spawn(loose_routing_hop(hop, gw_udp));
+    let (r, _) = alice.drive(msg).await;
+    assert!(
+        !connected(&internal, Duration::from_millis(500)).await,
+        "the gateway connected to {internal_addr} for alice, through the next hop"
+    );
+    let statuses = relaying.await.expect("hop task");
+    assert!(
+        statuses.contains(&403),
+        "the bounced request is refused: {statuses:?}"
+    );
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", alice.trace()));
+    assert_eq!(done.status, 403, "{done:?}");
+}
+
 /// Fixed by "edge: a client's stray response is not reflected": before it the gateway sent the
 /// response to the address in its second Via, over UDP and by opening a TCP connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1520,6 +1520,112 @@ To: <sip:bob@example.com>\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\nContent-Len
     }
 }
 
+/// What the next hop sends back when it loose-routes a request (Kamailio's `loose_route()`): its
+/// own Route entry popped, its Via on top, to the next Route, which names this gateway.
+fn bounced_by_the_hop(forwarded: &Message) -> Message {
+    let mut m = forwarded.clone();
+    let routes: Vec<String> = m
+        .header_values("Route")
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    m.remove_header("Route");
+    for r in &routes {
+        m.push_header("Route", r);
+    }
+    let branch = format!("z9hG4bKkam{}", forwarded.call_id().unwrap_or(""));
+    m.insert_header(
+        0,
+        "Via",
+        &format!("SIP/2.0/TCP 203.0.113.1:5060;branch={branch}"),
+    );
+    m
+}
+
+/// A client's Route set that bounces off the next hop back into the gateway: the next hop pops
+/// its own entry and relays the request here, where, from a next hop's address, its Route set
+/// was followed anywhere. Before, alice's `Route: <hop>, <gateway>, <127.0.0.1:6379>` reached
+/// the gateway's own loopback (the Redis state store, or any internal host): the gateway popped
+/// the entry alice wrote for it and took what followed for the next hop's own choice.
+#[test]
+fn a_clients_route_set_bounced_off_the_next_hop_goes_only_where_a_client_may() {
+    let mut cfg = with_hops(1).edge.config().clone();
+    cfg.trusted_peers = vec!["203.0.113.51".parse().unwrap()];
+    let mut h = H::new(cfg);
+    let hop = flow(9, Transport::Tcp, "203.0.113.1:5060");
+    let routed = |method: &str, branch: &str, to: &str| {
+        format!(
+            "{method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch={branch}\r\n\
+Route: <sip:203.0.113.1:5060;transport=tcp;lr>, <sip:{GW}:5060;transport=tcp;lr>, <sip:{to};transport=tcp;lr>\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>;tag=x\r\n\
+Call-ID: {branch}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for (i, to) in ["127.0.0.1:6379", "10.9.9.9:5060", "192.0.2.10:5070"]
+        .into_iter()
+        .enumerate()
+    {
+        // alice may name the next hop: her request goes there, the rest of her Route set with it.
+        let sent = h.feed(alice(), &routed("MESSAGE", &format!("z9hG4bKbo{i}"), to));
+        assert_eq!(sent.len(), 1, "{to}: {sent:?}");
+        assert_eq!(sent[0].to.addr(), hop.remote, "{to}: {sent:?}");
+        let back = h.feed_msg(hop, bounced_by_the_hop(&sent[0].msg));
+        assert!(
+            !back.iter().any(|s| s.to.addr() == to.parse().unwrap()),
+            "alice's Route reached {to} through the next hop: {back:?}"
+        );
+        assert_eq!(back.len(), 1, "{to}: {back:?}");
+        assert_eq!(back[0].to, Target::Flow(hop), "{to}: {back:?}");
+        assert_eq!(back[0].msg.status_code(), Some(403), "{to}: {back:?}");
+        // Her 2xx ACK, forwarded statelessly, is dropped rather than sent there.
+        let sent = h.feed(alice(), &routed("ACK", &format!("z9hG4bKboa{i}"), to));
+        assert_eq!(sent[0].to.addr(), hop.remote, "{to}: {sent:?}");
+        let back = h.feed_msg(hop, bounced_by_the_hop(&sent[0].msg));
+        assert!(back.is_empty(), "alice's ACK reached {to}: {back:?}");
+    }
+    // Beyond an entry of ours, the next hop's request still goes where a client's or another
+    // server's may: a trusted peer, the next hop itself.
+    for (i, to) in ["203.0.113.51:5060", "203.0.113.1:5060"]
+        .into_iter()
+        .enumerate()
+    {
+        let sent = h.feed(alice(), &routed("MESSAGE", &format!("z9hG4bKbok{i}"), to));
+        let back = h.feed_msg(hop, bounced_by_the_hop(&sent[0].msg));
+        assert_eq!(back.len(), 1, "{to}: {back:?}");
+        assert_eq!(back[0].to.addr(), to.parse().unwrap(), "{to}: {back:?}");
+    }
+    // The next hop's own Route set, not through us, is followed anywhere (it is trusted to).
+    let own = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKown\r\n\
+Route: <sip:10.9.9.9:5060;transport=tcp;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c\r\n\
+To: <sip:bob@example.com>\r\nCall-ID: own\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(hop, own);
+    assert_eq!(
+        sent[0].to.addr(),
+        "10.9.9.9:5060".parse().unwrap(),
+        "{sent:?}"
+    );
+    // A dialog the gateway record-routed: the next hop's in-dialog request reaches alice by the
+    // token of hers in our Record-Route, past the entry of ours without one.
+    let sent = h.feed(alice(), &invite("z9hG4bKborr", "bob", 70));
+    let inv = sent.iter().find(|s| s.msg.is_request()).expect("INVITE");
+    assert_eq!(inv.to.addr(), hop.remote, "{sent:?}");
+    let rr: Vec<String> = inv
+        .msg
+        .header_values("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    let bye = format!(
+        "BYE sip:alice@10.0.0.5:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKbobye\r\n\
+Route: {}, {}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1\r\n\
+To: \"Alice\" <sip:alice@example.com>;tag=a1\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        rr[0], rr[1]
+    );
+    let sent = h.feed(hop, &bye);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, Target::Flow(alice()), "{sent:?}");
+}
+
 #[test]
 fn options_for_the_served_domain_is_answered_by_the_registrar() {
     let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));

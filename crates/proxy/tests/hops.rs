@@ -398,6 +398,63 @@ fn a_name_that_resolves_to_nothing_allowed_is_refused() {
     assert!(sent[0].msg.header("Retry-After").is_some());
 }
 
+/// A client's Route set bounced off the next hop (its own entry popped, relayed back here): a
+/// name below the entry naming this gateway is judged, once resolved, as a client's or another
+/// server's Route would be, not as the next hop's own choice. Before, loopback was reached.
+#[test]
+fn a_name_below_our_entry_in_a_next_hops_request_goes_only_where_a_server_may() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![tcp(HOP1)];
+    let mut h = H::new(cfg);
+    let from_hop = Flow {
+        id: FlowId(9),
+        transport: Transport::Tcp,
+        remote: HOP1.parse().unwrap(),
+    };
+    let bounced = |branch: &str, method: &str| {
+        routed(branch, "sip:internal.example.com:6379;transport=tcp;lr")
+            .replace(
+                "Route: <",
+                &format!("Route: <sip:{GW}:5060;transport=tcp;lr>, <"),
+            )
+            .replace("MESSAGE", method)
+    };
+    h.feed(from_hop, &bounced("z9hG4bKnb1", "MESSAGE"));
+    let want = h.resolves.pop().expect("the name is resolved");
+    h.edge.resolved(want.id, vec![tcp("127.0.0.1:6379")], h.now);
+    let sent = h.drain();
+    assert!(
+        !sent
+            .iter()
+            .any(|s| s.to.addr() == "127.0.0.1:6379".parse().unwrap()),
+        "{sent:?}"
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg.status_code(), Some(403), "{sent:?}");
+    // A 2xx ACK the same way: dropped.
+    assert!(h.feed(from_hop, &bounced("z9hG4bKnb2", "ACK")).is_empty());
+    let want = h.resolves.pop().expect("the name is resolved");
+    h.edge.resolved(want.id, vec![tcp("127.0.0.1:6379")], h.now);
+    let sent = h.drain();
+    assert!(sent.is_empty(), "{sent:?}");
+    // The next hop's own Route to that name, not through us, is followed.
+    h.feed(
+        from_hop,
+        &routed(
+            "z9hG4bKnb3",
+            "sip:internal.example.com:6379;transport=tcp;lr",
+        ),
+    );
+    let want = h.resolves.pop().expect("the name is resolved");
+    h.edge.resolved(want.id, vec![tcp("127.0.0.1:6379")], h.now);
+    let sent = h.drain();
+    assert_eq!(
+        sent[0].to.addr(),
+        "127.0.0.1:6379".parse().unwrap(),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn a_2xx_ack_routed_by_name_waits_for_the_name() {
     let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));

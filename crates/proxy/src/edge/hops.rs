@@ -139,8 +139,12 @@ struct ProbeTx {
 
 /// What waits for a name to be resolved.
 pub(super) enum Parked {
-    /// A request with a server transaction (its `forward` copy waits in it).
-    Request { key: String },
+    /// A request with a server transaction (its `forward` copy waits in it), and how far its
+    /// Route set may take it ([`super::routing::NameTarget::policy`]).
+    Request {
+        key: String,
+        policy: super::routing::RoutePolicy,
+    },
     /// A 2xx ACK, forwarded statelessly once its target is known.
     Ack(Box<ParkedAck>),
 }
@@ -595,11 +599,10 @@ impl Edge {
             return;
         };
         match parked {
-            Parked::Request { key } => {
+            Parked::Request { key, policy } => {
                 let Some(st) = self.server.get(&key) else {
                     return;
                 };
-                let policy = self.route_policy(&st.upstream, st.from_client);
                 let cancelled = st.state != super::transaction::ServerState::Proceeding;
                 if cancelled {
                     return;

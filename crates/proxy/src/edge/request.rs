@@ -453,6 +453,7 @@ impl Edge {
                 let parked = self.park(
                     Parked::Request {
                         key: key.to_owned(),
+                        policy: name.policy,
                     },
                     &name,
                     flow,
@@ -512,7 +513,7 @@ impl Edge {
             .unwrap_or_default();
         let policy = self.route_policy(&flow, from_client);
         let dest = self.route(&mut msg, &flow, policy, now.mono);
-        let ack = ParkedAck {
+        let mut ack = ParkedAck {
             msg,
             policy,
             loop_hash: lh,
@@ -532,6 +533,7 @@ impl Edge {
             },
             Ok(Dest::Addr(transport, addr)) => BranchTo::addr(Target::Addr { transport, addr }),
             Ok(Dest::Name(name)) => {
+                ack.policy = name.policy;
                 // Full: the ACK is dropped (counted), as a lost datagram would be.
                 let _ = self.park(Parked::Ack(Box::new(ack)), &name, flow, now.mono);
                 return;

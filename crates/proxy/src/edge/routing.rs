@@ -28,6 +28,22 @@ pub(super) enum RoutePolicy {
     Server,
 }
 
+impl RoutePolicy {
+    /// The policy for the Route entries below one that names this gateway, in a request that
+    /// found no flow token of ours there to follow. Whoever wrote them, it was not the next hop
+    /// in its own request: a client may name the next hop and then this gateway (a next hop's
+    /// `loose_route()` pops its own entry and relays the rest here), and nothing in an entry
+    /// naming the gateway, a token naming the flow the request came in on included, tells
+    /// whose it is (a Record-Route shows our tokens to the dialog's peer). So they are followed
+    /// only as far as a server's that may be relaying a client's Route set: never `Anywhere`.
+    fn below_our_entry(self) -> RoutePolicy {
+        match self {
+            RoutePolicy::Anywhere | RoutePolicy::Server => RoutePolicy::Server,
+            RoutePolicy::Client => RoutePolicy::Client,
+        }
+    }
+}
+
 /// Where routing sends a request.
 pub(super) enum Dest {
     /// One client flow (a binding, or a flow token of ours).
@@ -47,6 +63,9 @@ pub(super) struct NameTarget {
     pub(super) port: Option<u16>,
     pub(super) transport: Option<Transport>,
     pub(super) secure: bool,
+    /// How far the request may go ([`RoutePolicy`]): the resolved addresses are judged by the
+    /// policy the Route was followed under, not the one of the flow it came in on.
+    pub(super) policy: RoutePolicy,
 }
 
 /// The far end of one branch of a proxied request.
@@ -144,6 +163,7 @@ impl Edge {
     ) -> Result<Dest, u16> {
         let from_client = policy == RoutePolicy::Client;
         let mut token_flow = None;
+        let mut policy = policy;
         while let Some(r) = top_route(msg) {
             let Ok(na) = parse_name_addr(r) else { break };
             let Some(uri) = SipUri::parse(na.uri) else {
@@ -162,6 +182,7 @@ impl Edge {
                 token_flow = Some(named);
             }
             pop_route(msg);
+            policy = policy.below_our_entry();
         }
         if let Some((f, endpoint)) = token_flow {
             // The endpoint the token was issued for; a token without one (a client with no SA,
@@ -184,6 +205,7 @@ impl Edge {
                     port: uri.port,
                     transport: uri.transport(),
                     secure: uri.secure,
+                    policy,
                 }));
             }
             let next = uri.and_then(|uri| {
