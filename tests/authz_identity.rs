@@ -776,3 +776,116 @@ async fn client_identity_headers_never_pass_in_either_direction() {
         text(&r)
     );
 }
+
+/// Identity headers beyond the three above, which servers behind the gateway believe as well: a
+/// voicemail server or PBX takes the mailbox or the redirecting party from `Diversion` or
+/// `History-Info`, an IMS server the served user from `P-Served-User`, a verifier the caller
+/// from a STIR `Identity`, the target of a transfer the referrer from `Referred-By` (compact
+/// `b`). Before, all of them passed from a signed-in client's requests and responses unchanged.
+/// A `Referred-By` naming the client itself (pidgin-sipe's and Lync's REFER) is its own claim of
+/// its proven identity, and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirection_and_referrer_headers_from_a_client_never_pass() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let ceo = format!("<sip:ceo@{DOMAIN}>");
+    let forged = [
+        ("Diversion", format!("{ceo};reason=unconditional")),
+        ("History-Info", format!("{ceo};index=1")),
+        ("P-Served-User", format!("{ceo};sescase=orig")),
+        (
+            "Identity",
+            "eyJhbGciOiJFUzI1NiJ9.e30.c2ln;info=<https://x/c>".to_owned(),
+        ),
+        (
+            "y",
+            "eyJhbGciOiJFUzI1NiJ9.e30.c2ln;info=<https://x/c>".to_owned(),
+        ),
+        ("Identity-Info", "<https://x/c>;alg=rsa-sha1".to_owned()),
+        ("Referred-By", ceo.clone()),
+        ("b", format!("\"CEO\" {ceo}")),
+    ];
+    let gone = |m: &Message, what: &str| {
+        for (h, _) in &forged {
+            assert!(m.header(h).is_none(), "{h} passed in {what}:\n{}", text(m));
+        }
+        for h in ["Identity", "Referred-By"] {
+            assert!(m.header(h).is_none(), "{h} passed in {what}:\n{}", text(m));
+        }
+    };
+    for method in ["MESSAGE", "REFER"] {
+        let mut m = alice
+            .ep
+            .request(
+                method,
+                &format!("sip:bob@{DOMAIN}"),
+                None,
+                alice.rng.as_rng(),
+            )
+            .expect("request");
+        if method == "REFER" {
+            m.push_header("Refer-To", &format!("<sip:carol@{DOMAIN}>"));
+        }
+        for (h, v) in &forged {
+            m.push_header(h, v);
+        }
+        resign(&mut alice, &mut m);
+        let deadline = Instant::now() + WAIT;
+        let bob_side = async {
+            let req = bob
+                .next_request(deadline)
+                .await
+                .unwrap_or_else(|| panic!("bob gets the {method}"));
+            let mut ok = bob.response(&req, 202, "Accepted", "b1");
+            for (h, v) in &forged {
+                ok.push_header(h, v);
+            }
+            resign(&mut bob, &mut ok);
+            bob.conn.send(&ok).await.expect("send");
+            req
+        };
+        let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+        gone(&req, &format!("alice's {method}"));
+        let r = r.expect("alice gets the 202");
+        assert_eq!(r.status_code(), Some(202), "{}", text(&r));
+        gone(&r, &format!("bob's answer to a {method}"));
+    }
+    // Her transfer naming herself as the referrer, as pidgin-sipe writes it (tag and epid
+    // outside the brackets), and with another spelling of her identity: kept.
+    for referrer in [
+        format!("<sip:alice@{DOMAIN}>;tag=a1;epid=0123456789"),
+        format!("\"Alice\" <sips:Alice@{DOMAIN}>"),
+    ] {
+        let mut m = alice
+            .ep
+            .request(
+                "REFER",
+                &format!("sip:bob@{DOMAIN}"),
+                None,
+                alice.rng.as_rng(),
+            )
+            .expect("request");
+        m.push_header("Refer-To", &format!("<sip:carol@{DOMAIN}>"));
+        m.push_header("Referred-By", &referrer);
+        resign(&mut alice, &mut m);
+        let deadline = Instant::now() + WAIT;
+        let bob_side = async {
+            let req = bob
+                .next_request(deadline)
+                .await
+                .expect("bob gets the REFER");
+            let ok = bob.response(&req, 202, "Accepted", "b2");
+            bob.conn.send(&ok).await.expect("send");
+            req
+        };
+        let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+        assert_eq!(
+            req.header("Referred-By"),
+            Some(referrer.as_str()),
+            "alice's own Referred-By:\n{}",
+            text(&req)
+        );
+        assert_eq!(r.and_then(|r| r.status_code()), Some(202));
+    }
+}

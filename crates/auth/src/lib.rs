@@ -64,4 +64,4 @@ pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, Sc
 pub use pool::{PoolJournal, RecordError, SaProgress, SaRecord, SaResume, SaSecret};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};
-pub use security::{SecurityCore, SignError};
+pub use security::{SecurityCore, SignError, uri_names_identity};

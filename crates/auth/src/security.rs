@@ -531,6 +531,13 @@ fn strip_uri_params(uri: &str) -> &str {
     uri.split(';').next().unwrap_or(uri)
 }
 
+/// Whether `uri` (a name-addr's URI, its URI parameters ignored) names `identity`, compared as
+/// the From of a request is: for the other headers in which a client names itself (a REFER's
+/// `Referred-By`), which may stay only when they name the identity it proved.
+pub fn uri_names_identity(uri: &str, identity: &str) -> bool {
+    same_identity(strip_uri_params(uri), identity)
+}
+
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
 fn same_identity(from_uri: &str, identity: &str) -> bool {
     fn norm(s: &str) -> &str {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sagw_auth::{
     Authenticated, Binding, ChallengeFamily, Decision, ResponseVerdict, Rng, Scheme, SecurityCore,
-    Transport, TransportContext,
+    Transport, TransportContext, uri_names_identity,
 };
 use sagw_proxy::hook::{
     Answering, AuthNote, ClientAuth, InboundContext, InboundVerdict, OutboundContext, OutboundKind,
@@ -179,7 +179,7 @@ impl SecurityStage {
             );
         }
         self.core.strip_credentials(msg, Some(auth.credentials_at));
-        strip_identity_headers(msg);
+        strip_identity_headers(msg, Speaker::Proven(&auth.identity));
         let mut asserted = String::with_capacity(auth.identity.len() + 2);
         asserted.push('<');
         asserted.push_str(&auth.identity);
@@ -241,7 +241,7 @@ impl ClientAuth for SecurityStage {
                     // an identity it asserts is its own claim, which nobody downstream may take
                     // for the gateway's.
                     self.core.strip_credentials(msg, None);
-                    strip_identity_headers(msg);
+                    strip_identity_headers(msg, Speaker::Response);
                     InboundVerdict::Continue {
                         note: None,
                         endpoint: None,
@@ -263,7 +263,7 @@ impl ClientAuth for SecurityStage {
                         self.core.counters().dropped_response();
                         InboundVerdict::Drop
                     } else {
-                        strip_identity_headers(msg);
+                        strip_identity_headers(msg, Speaker::Response);
                         InboundVerdict::Continue {
                             note: None,
                             endpoint: None,
@@ -583,16 +583,53 @@ fn is_lowered(key: &str, s: &str) -> bool {
             .all(|(k, b)| k == b.to_ascii_lowercase())
 }
 
-/// Identity headers a client supplies: whoever receives the message must see only the identity the
-/// gateway asserts (for requests it adds its own P-Asserted-Identity after this), never the
-/// client's claim. Remote-Party-ID is the pre-RFC 3325 form some servers still honour.
-fn strip_identity_headers(msg: &mut Message) {
-    for h in [
-        "P-Asserted-Identity",
-        "P-Preferred-Identity",
-        "Remote-Party-ID",
-    ] {
+/// Whose message identity headers are stripped from, and so what it may still say of itself.
+#[derive(Clone, Copy)]
+enum Speaker<'a> {
+    /// A client's request, authenticated as this identity.
+    Proven(&'a str),
+    /// A client's response: nothing in one names a party the client may vouch for.
+    Response,
+}
+
+/// Headers in which a message names whose it is, or on whose behalf it comes: whoever receives
+/// a client's message must see only the identity the gateway asserts (for requests it adds its
+/// own P-Asserted-Identity after this), never the client's claim. Remote-Party-ID is the
+/// pre-RFC 3325 form some servers still honour; a voicemail server or PBX takes the mailbox or
+/// the redirecting party from Diversion (RFC 5806) or History-Info (RFC 7044); an IMS server the
+/// user it serves from P-Served-User (RFC 5502); a verifier the caller from a STIR Identity
+/// (RFC 8224, compact `y`, which the parser does not know as Identity) or the older
+/// Identity-Info. All of them are written by servers on the way, none by a client of this
+/// gateway's.
+const CLAIMED_IDENTITY_HEADERS: [&str; 9] = [
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+    "Diversion",
+    "History-Info",
+    "P-Served-User",
+    "Identity",
+    "y",
+    "Identity-Info",
+];
+
+/// Removes the [`CLAIMED_IDENTITY_HEADERS`] and a `Referred-By` (compact `b`) that names anyone
+/// but the proven identity: the target of a transfer believes the referrer it names, and a
+/// REFER's own (pidgin-sipe and Lync write `Referred-By: <sip:self>;epid=…`) is the only one a
+/// client may vouch for. A referee's INVITE naming the one who referred it loses it: the
+/// gateway cannot tell that referrer's word from the client's.
+fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
+    for h in CLAIMED_IDENTITY_HEADERS {
         msg.remove_header(h);
+    }
+    let own_referrer = match speaker {
+        Speaker::Proven(identity) => msg.header_values("Referred-By").all(|v| {
+            sagw_sip::parse_name_addr(v).is_ok_and(|na| uri_names_identity(na.uri, identity))
+        }),
+        Speaker::Response => false,
+    };
+    if !own_referrer {
+        msg.remove_header("Referred-By");
     }
 }
 
