@@ -153,7 +153,7 @@ async fn a_peer_that_pings_but_never_reads_is_closed_by_the_write_timeout() {
     // the write timeout can close the slow reader (a full queue closes it too, in production).
     let gw = gateway(
         "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 1\n\
-         write_queue_messages = 1000000\nmax_message_bytes = 65535\n",
+         write_queue_messages = 1000000\nwrite_queue_bytes = 1073741824\nmax_message_bytes = 65535\n",
     )
     .await;
     let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
@@ -228,6 +228,162 @@ async fn a_peer_that_pings_but_never_reads_is_closed_by_the_write_timeout() {
     gw.shutdown(support::WAIT).await;
 }
 
+/// Sends padded OPTIONS (each answered at about its own length) on `s` and reads nothing, until
+/// the gateway closes the connection or `budget` bytes have gone: the bytes sent, and whether it
+/// was closed.
+async fn pipeline_without_reading<S>(
+    s: &mut S,
+    to: SocketAddr,
+    from: SocketAddr,
+    budget: usize,
+) -> (usize, bool)
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    let mut sent = 0;
+    while sent < budget {
+        let request = options(to, from, 56_000);
+        let written = timeout(support::WAIT, async {
+            s.write_all(request.as_bytes()).await?;
+            s.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => sent += request.len(),
+            Ok(Err(_)) => return (sent, true),
+            // The gateway stopped reading the connection without closing it.
+            Err(_) => return (sent, false),
+        }
+    }
+    (sent, false)
+}
+
+/// Limits under which only the byte bound of the write queue can close a peer that never reads
+/// within a test's time: the other timers far away, a message count that is never reached.
+const ONLY_THE_BYTE_BOUND: &str = "idle_timeout_secs = 60\nmessage_timeout_secs = 60\n\
+    write_timeout_secs = 60\nwrite_queue_messages = 1000000\nwrite_queue_bytes = 262144\n";
+
+/// Far more than the byte bound (256 KiB) and every socket buffer between the two ends (a few
+/// MB on loopback): a connection still open after this much holds an unbounded backlog.
+const PIPELINE_BUDGET: usize = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_closed_once_its_backlog_passes_the_byte_bound() {
+    let gw = gateway(ONLY_THE_BYTE_BOUND).await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+
+    let mut slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .expect("connect");
+    let (to, from) = (slow.peer_addr().unwrap(), slow.local_addr().unwrap());
+    let (sent, closed) = pipeline_without_reading(&mut slow, to, from, PIPELINE_BUDGET).await;
+    assert!(
+        closed,
+        "a peer that never reads is still connected after {sent} bytes of requests, each \
+         answered at about its length"
+    );
+    assert!(
+        limit_hit_within(&gw, "write_queue_bytes", Duration::from_secs(2)).await >= 1,
+        "counted as the write_queue_bytes limit: {}",
+        scrape(&gw).await
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_peer_that_never_reads_is_closed_once_its_backlog_passes_the_byte_bound() {
+    let gw = gateway(ONLY_THE_BYTE_BOUND).await;
+    let mut good = Client::connect(&gw, Kind::Tls, "good").await;
+    still_served(&mut good).await;
+
+    let tcp = connect_from("127.0.0.1", gw.tls.unwrap(), Some(4096))
+        .await
+        .expect("connect");
+    let (to, from) = (tcp.peer_addr().unwrap(), tcp.local_addr().unwrap());
+    let config = support::tls_client_config(
+        &gw.cert.as_ref().unwrap().cert_path,
+        &[&rustls::version::TLS13],
+    );
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
+        .unwrap()
+        .to_owned();
+    let mut slow = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (sent, closed) = pipeline_without_reading(&mut slow, to, from, PIPELINE_BUDGET).await;
+    assert!(
+        closed,
+        "a TLS peer that never reads is still connected after {sent} bytes of requests, each \
+         answered at about its length"
+    );
+    assert!(
+        limit_hit_within(&gw, "write_queue_bytes", Duration::from_secs(2)).await >= 1,
+        "counted as the write_queue_bytes limit: {}",
+        scrape(&gw).await
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_reads_a_trickle_is_closed_by_the_write_timeout() {
+    // Only the write timeout (2 s) can close it: the byte bound and the message count far away.
+    let gw = gateway(
+        "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 2\n\
+         write_queue_messages = 1000000\nwrite_queue_bytes = 1073741824\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+
+    let slow = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+        .await
+        .expect("connect");
+    let (to, from) = (slow.peer_addr().unwrap(), slow.local_addr().unwrap());
+    let (mut rd, mut wr) = slow.into_split();
+    let started = Instant::now();
+    // Answers of ~5.6 MB, more than the socket buffers hold: a backlog waits in the gateway.
+    let (_, mut closed) = pipeline_without_reading(&mut wr, to, from, 100 * 56_000).await;
+    // Then a trickle: a little read, one more request, a pause. The socket takes a few bytes of
+    // the backlog each round, never all of it, and the backlog only grows.
+    let mut read = 0usize;
+    let mut chunk = vec![0u8; 4096];
+    while !closed && started.elapsed() < Duration::from_secs(8) {
+        let mut this_round = 0;
+        while this_round < 16 * 1024 {
+            match timeout(Duration::from_millis(200), rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Ok(n)) => this_round += n,
+                Err(_) => break,
+            }
+        }
+        read += this_round;
+        if closed {
+            break;
+        }
+        closed = pipeline_without_reading(&mut wr, to, from, 1).await.1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        closed,
+        "a peer that reads a trickle ({read} bytes in {:?}) keeps its growing backlog",
+        started.elapsed()
+    );
+    assert!(
+        limit_hit_within(&gw, "write_timeout", Duration::from_secs(2)).await >= 1,
+        "counted as the write_timeout limit: {}",
+        scrape(&gw).await
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
 /// Fills the gateway's write path to `s` (large responses it never reads), then returns; `tail`
 /// is sent last (when the gateway still reads).
 async fn block_the_gateway_writing_to(s: &mut TcpStream, tail: &[u8]) {
@@ -260,9 +416,11 @@ async fn limit_hit_talking(gw: &Running, limit: &str, within: Duration, good: &m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_message_timers_run_while_a_write_is_blocked() {
-    // The write timeout far away: the idle (2 s) and slow-message (1 s) timers must close these.
+    // The write timeout and the write queue's byte bound far away: the idle (2 s) and
+    // slow-message (1 s) timers must close these.
     let gw = gateway(
-        "idle_timeout_secs = 2\nmessage_timeout_secs = 1\nwrite_timeout_secs = 120\nmax_message_bytes = 65535\n",
+        "idle_timeout_secs = 2\nmessage_timeout_secs = 1\nwrite_timeout_secs = 120\n\
+         write_queue_bytes = 1073741824\nmax_message_bytes = 65535\n",
     )
     .await;
     let mut good = Client::connect(&gw, Kind::Tcp, "good").await;

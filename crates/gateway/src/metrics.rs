@@ -150,13 +150,14 @@ const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
 /// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
 /// without formatting; any other label goes through the map.
-const LIMITS: [&str; 15] = [
+const LIMITS: [&str; 16] = [
     "transactions",
     "transactions_per_client",
     "bindings_per_aor",
     "connections",
     "connections_per_ip",
     "write_queue",
+    "write_queue_bytes",
     "write_timeout",
     "tls_handshake_failed",
     "tls_handshake_timeout",

@@ -192,6 +192,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         idle_timeout,
         message_timeout,
         write_queue,
+        write_queue_bytes,
         write_timeout,
         metrics,
         admin,
@@ -333,6 +334,12 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
             "limits.write_queue_messages",
             &c.write_queue,
             write_queue,
+        ),
+        write_queue_bytes: live(
+            &mut r,
+            "limits.write_queue_bytes",
+            &c.write_queue_bytes,
+            write_queue_bytes,
         ),
         write_timeout: live(
             &mut r,
@@ -628,6 +635,24 @@ mod tests {
         assert_eq!(p.effective.max_connections, 3);
         assert_eq!(p.effective.sip_limits.max_message_bytes, 4096);
         assert_eq!(p.effective.log_level, "debug");
+    }
+
+    #[test]
+    fn the_write_queue_limits_are_live() {
+        let old = settings(HOP_A);
+        let new = settings(&format!(
+            "{HOP_A}[limits]\nwrite_queue_bytes = 2097152\nwrite_queue_messages = 10\n"
+        ));
+        let p = plan(&old, new);
+        let mut applied = p.report.applied.clone();
+        applied.sort();
+        assert_eq!(
+            applied,
+            ["limits.write_queue_bytes", "limits.write_queue_messages"]
+        );
+        assert!(p.report.needs_restart.is_empty());
+        assert_eq!(p.effective.write_queue_bytes, 2 << 20);
+        assert_eq!(p.effective.write_queue, 10);
     }
 
     #[test]

@@ -241,6 +241,8 @@ pub struct LimitsSection {
     pub message_timeout_secs: u64,
     /// Messages queued towards one connection before it is closed as too slow.
     pub write_queue_messages: usize,
+    /// Bytes waiting for one connection's socket before it is closed as too slow.
+    pub write_queue_bytes: usize,
     /// Close a connection when one write to it does not complete within this.
     pub write_timeout_secs: u64,
 }
@@ -256,6 +258,7 @@ impl Default for LimitsSection {
             idle_timeout_secs: 600,
             message_timeout_secs: 30,
             write_queue_messages: 1024,
+            write_queue_bytes: 1 << 20,
             write_timeout_secs: 30,
         }
     }

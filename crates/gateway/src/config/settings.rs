@@ -103,6 +103,8 @@ pub struct Settings {
     pub message_timeout: Duration,
     /// Per-connection queue.
     pub write_queue: usize,
+    /// Bytes waiting for one connection's socket.
+    pub write_queue_bytes: usize,
     /// How long one write to a connection may take.
     pub write_timeout: Duration,
     /// Metrics endpoint.

@@ -30,6 +30,10 @@ fn bounded(key: &str, v: u64, max: u64) -> Result<u64, ConfigError> {
 
 const DAY_SECS: u64 = 86_400;
 const DAY_MS: u64 = DAY_SECS * 1000;
+/// `limits.write_queue_bytes`: two messages of the largest size the parser takes, and a bound
+/// that still means something (past it, `max_connections` of them is more memory than a host has).
+const WRITE_QUEUE_BYTES_MIN: usize = 128 << 10;
+const WRITE_QUEUE_BYTES_MAX: usize = 1 << 30;
 
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
     if v == 0 {
@@ -304,6 +308,15 @@ impl Config {
             DAY_SECS,
         )?;
         positive("limits.write_queue_messages", l.write_queue_messages as u64)?;
+        // At least one message of the largest size the parser takes, with room for what the
+        // gateway adds to it (Via, Record-Route): below that, one large answer behind a short
+        // backlog would close a client that reads.
+        if !(WRITE_QUEUE_BYTES_MIN..=WRITE_QUEUE_BYTES_MAX).contains(&l.write_queue_bytes) {
+            return Err(invalid(
+                "limits.write_queue_bytes",
+                "must be between 131072 (128 KiB) and 1073741824 (1 GiB)",
+            ));
+        }
         bounded("limits.write_timeout_secs", l.write_timeout_secs, DAY_SECS)?;
         positive(
             "tls.handshake_timeout_secs",
@@ -384,6 +397,7 @@ impl Config {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             message_timeout: Duration::from_secs(l.message_timeout_secs),
             write_queue: l.write_queue_messages,
+            write_queue_bytes: l.write_queue_bytes,
             write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
@@ -573,6 +587,32 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap()
+    }
+
+    #[test]
+    fn the_write_queue_holds_two_of_the_largest_messages_and_at_most_a_gib() {
+        let bytes = |v: usize| {
+            Config::parse(&format!("[limits]\nwrite_queue_bytes = {v}"))
+                .and_then(|c| c.validate())
+                .map(|s| s.write_queue_bytes)
+        };
+        assert_eq!(
+            Config::parse("")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .write_queue_bytes,
+            1 << 20
+        );
+        assert_eq!(bytes(131_072).ok(), Some(131_072));
+        assert_eq!(bytes(1 << 30).ok(), Some(1 << 30));
+        for bad in [0, 65_535, 131_071, (1 << 30) + 1] {
+            assert!(
+                err(&format!("[limits]\nwrite_queue_bytes = {bad}"))
+                    .contains("`limits.write_queue_bytes`"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -447,6 +447,9 @@ pub(super) enum Closed {
     MessageTimeout,
     /// The core closed it (its write queue was full).
     Killed,
+    /// A message would have taken the bytes waiting for its socket past
+    /// `limits.write_queue_bytes`.
+    BacklogBytes,
     /// The core dropped its end of the write queue.
     QueueDropped,
     /// The gateway is stopping.
@@ -466,6 +469,7 @@ impl Closed {
             Closed::IdleTimeout => "idle timeout",
             Closed::MessageTimeout => "message timeout",
             Closed::Killed => "killed",
+            Closed::BacklogBytes => "write queue bytes",
             Closed::QueueDropped => "closed by core",
             Closed::Shutdown => "shutdown",
             Closed::NoLongerTrusted => "no longer trusted",

@@ -12,12 +12,12 @@
 //! rustls session, its keys and buffered records included, then moves here), and the
 //! connections the gateway opens to next hops.
 //!
-//! The limits are those of the connection tasks: an idle timer and a slow-message timer (checked
-//! every [`SWEEP`] rather than armed per connection: they are in seconds), a write queue of
-//! `limits.write_queue_messages` messages behind a socket that takes nothing, and
-//! `limits.write_timeout_secs` for a socket to take any byte of what waits for it. A peer that
-//! sends faster than the core reads is read [`READS_PER_PASS`] times a pass, so one connection
-//! never keeps the core from the others.
+//! The limits: an idle timer and a slow-message timer (checked every [`SWEEP`] rather than armed
+//! per connection: they are in seconds), a write queue of at most `limits.write_queue_messages`
+//! messages and `limits.write_queue_bytes` bytes behind a socket that does not take them, and
+//! `limits.write_timeout_secs` for the socket to catch up with what waits for it
+//! ([`DrainDeadline`]). A peer that sends faster than the core reads is read [`READS_PER_PASS`]
+//! times a pass, so one connection never keeps the core from the others.
 
 use std::io::{Read, Write};
 
@@ -50,14 +50,19 @@ pub(super) struct CoreStream {
     tls: Option<Box<rustls::ServerConnection>>,
     flow: Flow,
     framer: StreamFramer,
-    /// Plain TCP: bytes the socket has not taken yet, from `out_at` (over TLS rustls keeps the
-    /// records it could not write).
+    /// Bytes the socket has not taken yet, from `out_at`. Over TLS these are records: what the
+    /// socket refuses is moved out of rustls at once, so that this one buffer holds (and
+    /// `limits.write_queue_bytes` bounds) the backlog on both transports. rustls kept it before,
+    /// unbounded and uncounted but by messages.
     out: Vec<u8>,
     out_at: usize,
+    /// Bytes the socket has taken from `out` since the connection opened: the scale on which a
+    /// [`DrainDeadline`] is set.
+    out_taken: u64,
     /// Messages queued since the socket last took everything.
     queued: usize,
-    /// Since when the socket has taken nothing of what waits for it.
-    stalled_since: Option<Instant>,
+    /// Set while bytes wait for the socket.
+    drain: Option<DrainDeadline>,
     /// A pong owed while other bytes wait: one, however many pings came meanwhile.
     pong_owed: bool,
     last_rx: Instant,
@@ -69,6 +74,25 @@ pub(super) struct CoreStream {
     /// `epoll` said the peer has closed its side (or the socket failed): read to the end.
     end_reported: bool,
     _slot: Option<IpSlot>,
+}
+
+/// While bytes wait for the socket: what it must have taken, within `limits.write_timeout_secs`
+/// of when this was set. Once it has, and bytes still wait, a new deadline covers them.
+///
+/// Why not "since the socket last took a byte", as before: a peer that read a trickle (a segment
+/// now and then, and a request to make the gateway write again) reset that timer each time and
+/// kept a backlog that only grew, for ever. Why not "since the backlog was last empty": a client
+/// that reads all it is sent, on a slow link, while more keeps coming, would be closed although
+/// nothing it is sent waits long. Here what waits must leave within `write_timeout` (30 s by
+/// default), whatever comes after it: every byte leaves within twice that or the connection
+/// closes. A client on a bad mobile link that takes a 100 KB backlog in a few seconds never
+/// comes near it; one that does not keep up with its own backlog is closed, and to hold a full
+/// backlog (`limits.write_queue_bytes`) a peer must read it all every `write_timeout`.
+#[derive(Debug, Clone, Copy)]
+struct DrainDeadline {
+    /// `CoreStream::out_taken` once the socket has taken what waited when this was set.
+    through: u64,
+    set_at: Instant,
 }
 
 /// What one read pass left.
@@ -83,7 +107,8 @@ impl CoreStream {
     /// The stream is non-blocking already (tokio's sockets are, and stay so through `into_std`).
     pub(super) fn new(mut a: Adopted, settings: Arc<Settings>) -> CoreStream {
         if let Some(tls) = a.tls.as_deref_mut() {
-            // Unbounded in rustls: the write queue bounds what waits for the socket.
+            // Unbounded in rustls: `flush` moves what the socket refuses into `out`, which the
+            // write queue's limits bound. A limit here would make rustls take part of a message.
             tls.set_buffer_limit(None);
         }
         let now = Instant::now();
@@ -94,8 +119,9 @@ impl CoreStream {
             framer: StreamFramer::new(settings.sip_limits.clone()),
             out: Vec::new(),
             out_at: 0,
+            out_taken: 0,
             queued: 0,
-            stalled_since: None,
+            drain: None,
             pong_owed: false,
             last_rx: now,
             partial_since: None,
@@ -128,7 +154,12 @@ impl CoreStream {
 
     /// True while bytes wait for the socket.
     pub(super) fn backlogged(&self) -> bool {
-        self.stalled_since.is_some()
+        self.drain.is_some()
+    }
+
+    /// The bytes waiting for the socket.
+    fn waiting(&self) -> usize {
+        self.out.len().saturating_sub(self.out_at)
     }
 
     /// Brings `Shared::core_backlogged` up to date after a read or a write.
@@ -161,18 +192,25 @@ impl CoreStream {
         metrics: &Metrics,
     ) -> (Pass, Option<Closed>) {
         let to_end = self.end_reported;
+        let nothing_waits = self.waiting() == 0;
         let filled = match self.tls.as_deref_mut() {
             None => read_plain(&mut self.sock, &mut self.framer, buf, to_end),
-            Some(tls) => read_tls(&mut self.sock, tls, &mut self.framer, buf, to_end),
+            Some(tls) => read_tls(
+                &mut self.sock,
+                tls,
+                &mut self.framer,
+                buf,
+                to_end,
+                nothing_waits,
+            ),
         };
         let (pass, mut closed, got) = match filled {
             Ok((pass, got)) => (pass, None, got),
             Err((why, got)) => (Pass::Drained, Some(why), got),
         };
-        // Records the reads made rustls owe (a key update's answer) leave through `flush`,
-        // which keeps the stall timer and the write queue's count true: rustls's queue holds
-        // any backlog too, and writing it here behind `flush`'s back left a connection marked
-        // stalled after its backlog had gone.
+        // Records the reads made rustls owe (a key update's answer) leave through `flush`, behind
+        // the records waiting in `out`: written here they would go out of order, and the write
+        // queue's deadline and counts would not see them.
         if closed.is_none()
             && self.tls.as_deref().is_some_and(|t| t.wants_write())
             && let Err(why) = self.flush()
@@ -216,17 +254,23 @@ impl CoreStream {
         (pass, closed)
     }
 
-    /// Queues `bytes` and writes what the socket takes. `Err(Killed)` when the write queue is
-    /// full: the peer does not read.
+    /// Queues `bytes` and writes what the socket takes. `Err(Killed)` when the write queue
+    /// holds its limit of messages, `Err(BacklogBytes)` when `bytes` would take it past its limit
+    /// of bytes: the peer does not read (or not as fast as it asks for answers).
     pub(super) fn send(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        if self.stalled_since.is_some() {
+        if self.backlogged() {
             if self.queued >= self.settings.write_queue {
                 return Err(Closed::Killed);
+            }
+            // Over TLS what waits is records, a little more than the messages in them: the
+            // bound is on what the gateway holds.
+            if self.waiting().saturating_add(bytes.len()) > self.settings.write_queue_bytes {
+                return Err(Closed::BacklogBytes);
             }
             self.queued += 1;
         }
         self.queue(bytes)?;
-        if self.tls.is_none() && self.out.len() == self.out_at {
+        if self.tls.is_none() && self.waiting() == 0 {
             // All of it went.
             return Ok(());
         }
@@ -234,7 +278,7 @@ impl CoreStream {
     }
 
     fn pong(&mut self) -> Result<(), Closed> {
-        if self.stalled_since.is_some() {
+        if self.backlogged() {
             self.pong_owed = true;
             return Ok(());
         }
@@ -245,23 +289,23 @@ impl CoreStream {
     fn queue(&mut self, bytes: &[u8]) -> Result<(), Closed> {
         match self.tls.as_deref_mut() {
             // Nothing waiting: written from the caller's buffer, only what the socket does not
-            // take is copied (most answers leave whole, and the connection keeps no buffer).
+            // take is copied (most answers leave whole, and the connection keeps no buffer). The
+            // `flush` that follows sets the deadline for the rest.
             None if self.out.len() == self.out_at => {
                 let at = write_taken(&mut self.sock, bytes)?;
                 if let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
                     self.out.clear();
                     self.out_at = 0;
                     self.out.extend_from_slice(rest);
-                    // Stalled from now: `flush` would only hear "would block" again.
-                    self.stalled_since.get_or_insert_with(Instant::now);
                 }
                 Ok(())
             }
             None => {
+                compact(&mut self.out, &mut self.out_at);
                 self.out.extend_from_slice(bytes);
                 Ok(())
             }
-            // No buffer limit is set on the session: the write queue above bounds it.
+            // rustls holds the records until the `flush` that follows: written, or moved to `out`.
             Some(tls) => tls
                 .writer()
                 .write_all(bytes)
@@ -273,17 +317,19 @@ impl CoreStream {
     /// is writable.
     pub(super) fn flush(&mut self) -> Result<(), Closed> {
         loop {
-            let (waiting, progressed) = match self.tls.as_deref_mut() {
-                None => write_plain(&mut self.sock, &mut self.out, &mut self.out_at)?,
-                Some(tls) => write_tls(&mut self.sock, tls)?,
-            };
-            if waiting {
-                if progressed || self.stalled_since.is_none() {
-                    self.stalled_since = Some(Instant::now());
+            self.write_out()?;
+            let waiting = self.waiting();
+            if waiting > 0 {
+                let met = self.drain.is_none_or(|d| self.out_taken >= d.through);
+                if met {
+                    self.drain = Some(DrainDeadline {
+                        through: self.out_taken.saturating_add(waiting as u64),
+                        set_at: Instant::now(),
+                    });
                 }
                 return Ok(());
             }
-            self.stalled_since = None;
+            self.drain = None;
             self.queued = 0;
             if !std::mem::take(&mut self.pong_owed) {
                 return Ok(());
@@ -292,12 +338,46 @@ impl CoreStream {
         }
     }
 
+    /// Writes `out`, then (once all of it has gone) rustls's records, as far as the socket takes
+    /// them. The records it refuses are moved to `out`, behind what waits there already.
+    fn write_out(&mut self) -> Result<(), Closed> {
+        let taken = write_taken(
+            &mut self.sock,
+            self.out.get(self.out_at..).unwrap_or_default(),
+        )?;
+        self.out_at += taken;
+        self.out_taken = self.out_taken.saturating_add(taken as u64);
+        if self.out_at == self.out.len() {
+            self.out.clear();
+            self.out_at = 0;
+            // A backlog's buffer is not kept once it has gone: most connections never need one.
+            if self.out.capacity() > READ_CHUNK {
+                self.out = Vec::new();
+            }
+        }
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.out.is_empty() && !write_tls(&mut self.sock, tls)? {
+            return Ok(());
+        }
+        compact(&mut self.out, &mut self.out_at);
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.out) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return Err(Closed::WriteError),
+            }
+        }
+        Ok(())
+    }
+
     /// The timer that has run out at `now`, if one has.
     pub(super) fn expired(&self, now: Instant) -> Option<Closed> {
         let s = &self.settings;
         if self
-            .stalled_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= s.write_timeout)
+            .drain
+            .is_some_and(|d| now.saturating_duration_since(d.set_at) >= s.write_timeout)
         {
             return Some(Closed::WriteTimeout);
         }
@@ -361,12 +441,15 @@ fn read_plain(
     Ok((Pass::More, got))
 }
 
+/// `nothing_waits`: no records wait in the connection's `out`, so an alert may go straight to
+/// the socket (behind them it would break the stream).
 fn read_tls(
     sock: &mut mio::net::TcpStream,
     tls: &mut rustls::ServerConnection,
     framer: &mut StreamFramer,
     buf: &mut [u8],
     to_end: bool,
+    nothing_waits: bool,
 ) -> Filled {
     let mut got = false;
     for _ in 0..READS_PER_PASS {
@@ -385,7 +468,9 @@ fn read_tls(
         };
         if tls.process_new_packets().is_err() {
             // rustls queued an alert saying why: sent if the socket takes it.
-            let _ = tls.write_tls(sock);
+            if nothing_waits {
+                let _ = tls.write_tls(sock);
+            }
             return Err((Closed::ReadError, got));
         }
         got |= plaintext(tls, framer, buf).map_err(|why| (why, got))?;
@@ -451,42 +536,31 @@ fn write_taken(sock: &mut mio::net::TcpStream, bytes: &[u8]) -> Result<usize, Cl
     Ok(at)
 }
 
-/// `(bytes still waiting, the socket took some)`.
-fn write_plain(
-    sock: &mut mio::net::TcpStream,
-    out: &mut Vec<u8>,
-    at: &mut usize,
-) -> Result<(bool, bool), Closed> {
-    let taken = write_taken(sock, out.get(*at..).unwrap_or_default())?;
-    *at += taken;
-    let progressed = taken > 0;
-    if *at < out.len() {
-        return Ok((true, progressed));
+/// Drops what the socket has taken from the front of `out` once that is half of it or more: a
+/// backlog read slowly while more is queued behind it would otherwise keep in memory everything
+/// it was ever sent until it drained. Half: each byte is moved about once.
+fn compact(out: &mut Vec<u8>, at: &mut usize) {
+    if *at > 0 && *at >= out.len() / 2 {
+        out.drain(..*at);
+        *at = 0;
     }
-    out.clear();
-    *at = 0;
-    // A backlog's buffer is not kept once it has gone: most connections never need one.
-    if out.capacity() > READ_CHUNK {
-        *out = Vec::new();
-    }
-    Ok((false, progressed))
 }
 
+/// Writes rustls's records to the socket until it would block: true when some are left.
 fn write_tls(
     sock: &mut mio::net::TcpStream,
     tls: &mut rustls::ServerConnection,
-) -> Result<(bool, bool), Closed> {
-    let mut progressed = false;
+) -> Result<bool, Closed> {
     while tls.wants_write() {
         match tls.write_tls(sock) {
             Ok(0) => return Err(Closed::WriteError),
-            Ok(_) => progressed = true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((true, progressed)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return Err(Closed::WriteError),
         }
     }
-    Ok((false, progressed))
+    Ok(false)
 }
 
 /// The read buffer the core lends each connection in turn.

@@ -692,9 +692,14 @@ impl Core {
             return match sent {
                 Ok(()) => true,
                 Err(why) => {
-                    if why == Closed::Killed {
-                        self.shared.metrics.limit("write_queue");
-                        warn!(remote = %s.flow().remote, transport = %s.flow().transport, "write queue full: closing slow connection");
+                    let full = match why {
+                        Closed::Killed => Some("write_queue"),
+                        Closed::BacklogBytes => Some("write_queue_bytes"),
+                        _ => None,
+                    };
+                    if let Some(limit) = full {
+                        self.shared.metrics.limit(limit);
+                        warn!(remote = %s.flow().remote, transport = %s.flow().transport, limit, "write queue full: closing slow connection");
                     }
                     self.close_stream(seq, why);
                     false

@@ -14,8 +14,9 @@
 //! session to the core (`Event::Adopt`), which frames, answers and writes them itself
 //! (`core_stream`), so a message on a stream costs no channel, no write queue and no wake-up of a
 //! worker. A connection the peer does not read keeps at most `limits.write_queue_messages`
-//! messages waiting and is closed when the socket takes no byte for `limits.write_timeout_secs`;
-//! its reads, idle and slow-message timers go on meanwhile (the core's sweep checks them).
+//! messages and `limits.write_queue_bytes` bytes waiting, and is closed when the socket has not
+//! taken what waits within `limits.write_timeout_secs`; its reads, idle and slow-message timers
+//! go on meanwhile (the core's sweep checks them).
 //!
 //! Connections the gateway opens to next hops stay tokio tasks (see `conn::connection`): they
 //! send `Event`s over one bounded channel (backpressure: a flood slows its own readers, not the
