@@ -954,6 +954,47 @@ Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n",
     );
 }
 
+/// alice, called from behind the next hop, answers with a Record-Route of her own: the caller's
+/// user agent would send its ACK and BYE past the gateway and the next hop, to a host and port
+/// she chose inside the network. The 200 relayed carries the set the INVITE was sent with.
+/// Before, it carried hers.
+#[test]
+fn a_clients_answer_carries_the_record_route_its_request_was_sent_with() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let sent = h.feed(
+        registrar,
+        &from_registrar("INVITE", "z9hG4bKrr1", &path, ""),
+    );
+    let invite = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice")
+        .msg
+        .clone();
+    let sent_set: Vec<String> = invite
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    assert!(!sent_set.is_empty());
+    let mut ok = answer(&invite, 200, "OK");
+    ok.remove_header("Record-Route");
+    ok.push_header("Record-Route", "<sip:10.0.0.99:22;lr>");
+    ok.push_header("Contact", "<sip:alice@10.0.0.5;transport=tcp>");
+    let out = h.feed_msg(alice(), ok);
+    let relayed = out
+        .iter()
+        .find(|s| s.msg.status_code() == Some(200))
+        .expect("200 relayed");
+    assert_eq!(relayed.to, Target::Flow(registrar));
+    let relayed_set: Vec<String> = relayed
+        .msg
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(relayed_set, sent_set);
+}
+
 #[test]
 fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
     let rec = Recorder::default();

@@ -294,10 +294,39 @@ impl Edge {
             answering,
         };
         match self.auth.inbound(msg, &ctx) {
-            InboundVerdict::Continue { .. } => Ok(()),
+            InboundVerdict::Continue { .. } => {
+                if let Some(ct) = self.client.get(ct_key) {
+                    restore_record_route(msg, &ct.request);
+                }
+                Ok(())
+            }
             InboundVerdict::Respond(_) | InboundVerdict::Drop | InboundVerdict::Held => {
                 Err(DropReason::Auth)
             }
         }
+    }
+}
+
+/// A UAS copies the request's Record-Route into its responses (RFC 3261 §12.1.1), and the far end
+/// of the dialog takes its route set from them. A client that wrote a set of its own would send
+/// the servers' user agent (a PSTN gateway, a conference server) past this gateway and the next
+/// hop, with its ACK, BYE and re-INVITEs, to a host and port of the client's choosing inside the
+/// network. So a client's response carries the set the request was sent with, whatever it says
+/// (after its signature was checked: the stage judged it as the client sent it). Late responses,
+/// whose request is gone, are relayed as they are.
+fn restore_record_route(resp: &mut Message, request: &Message) {
+    if resp
+        .header_all("Record-Route")
+        .eq(request.header_all("Record-Route"))
+    {
+        return;
+    }
+    let sent: Vec<String> = request
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    resp.remove_header("Record-Route");
+    for value in &sent {
+        resp.push_header("Record-Route", value);
     }
 }
