@@ -995,6 +995,58 @@ fn a_clients_answer_carries_the_record_route_its_request_was_sent_with() {
     assert_eq!(relayed_set, sent_set);
 }
 
+/// The Record-Route token of alice's connection is in every request of a dialog with her, so
+/// mallory, who once called her (or was called), has it. His out-of-dialog MESSAGE routed by it
+/// goes to the next hop like his other requests, not straight to alice's connection signed for
+/// her, past whatever the servers enforce. Before, it reached alice.
+#[test]
+fn a_clients_out_of_dialog_request_does_not_follow_another_clients_token() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let sent = h.feed(
+        registrar,
+        &from_registrar("INVITE", "z9hG4bKtk1", &path, ""),
+    );
+    let invite = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice")
+        .msg
+        .clone();
+    let alices_token = invite
+        .header_all("Record-Route")
+        .next()
+        .expect("Record-Route")
+        .to_owned();
+    let mallory = flow(7, Transport::Tcp, "198.51.100.7:40007");
+    let message = |branch: &str, to_tag: &str| {
+        format!(
+            "MESSAGE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.7:40007;branch={branch}\r\n\
+Route: {alices_token}\r\nMax-Forwards: 70\r\nFrom: <sip:mallory@example.com>;tag=m;epid=em\r\n\
+To: <sip:alice@example.com>{to_tag}\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\n\
+Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let sent = h.feed(mallory, &message("z9hG4bKtk2", ""));
+    let to: Vec<_> = sent.iter().map(|s| s.to).collect();
+    assert!(
+        !to.contains(&Target::Flow(alice())),
+        "out of a dialog, alice's token took mallory's MESSAGE to her: {to:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|s| s.msg.method() == Some("MESSAGE") && s.to.addr() == registrar.remote),
+        "to the next hop: {to:?}"
+    );
+    // Within a dialog the token is followed (alice's device answers 481 to one it lacks).
+    let sent = h.feed(mallory, &message("z9hG4bKtk3", ";tag=a"));
+    assert!(
+        sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "{:?}",
+        sent.iter().map(|s| s.to).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
     let rec = Recorder::default();

@@ -162,6 +162,13 @@ impl Edge {
         now: Instant,
     ) -> Result<Dest, u16> {
         let from_client = policy == RoutePolicy::Client;
+        // A Record-Route token is a capability for whoever saw it: bob's is in the 180 his
+        // device sent alice. From a client, one is followed only within a dialog (a To tag),
+        // where the device it names answers 481 to a dialog it does not have. Out of a dialog,
+        // alice's MESSAGE or INVITE routed by bob's token went straight to bob's connection,
+        // signed for him, past the next hop and whatever it enforces (blocking, privacy,
+        // archiving); it goes to the next hop now, as her other requests do.
+        let may_follow_tokens = !from_client || msg.to().is_some_and(|t| t.tag().is_some());
         let mut token_flow = None;
         let mut policy = policy;
         while let Some(r) = top_route(msg) {
@@ -175,6 +182,7 @@ impl Edge {
             // A token naming the flow the request came in on changes nothing: its MAC is checked
             // only when it names another flow.
             if let Some(u) = uri.user
+                && may_follow_tokens
                 && flow_token_claim(u)
                     .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
                 && let Some(named) = self.ids.parse_flow_token(u)
