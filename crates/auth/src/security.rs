@@ -527,8 +527,18 @@ fn is_ack_or_cancel(msg: &Message) -> bool {
     matches!(msg.method(), Some("ACK") | Some("CANCEL"))
 }
 
+/// The URI without its parameters. One with an `@` after its first `;`
+/// (`sip:alice@example.com;n=1@example.com`) is returned whole, and so names no identity: the
+/// registrar, as RFC 3261's grammar does, reads the user part up to the last `@`, so such a URI
+/// is another address of record (`alice@example.com;n=1` at example.com) than its first `@`
+/// suggests. Cut at the first `;`, it passed for alice's own, and one account filed bindings
+/// under as many new addresses of record as it liked.
 fn strip_uri_params(uri: &str) -> &str {
-    uri.split(';').next().unwrap_or(uri)
+    match uri.split_once(';') {
+        Some((_, rest)) if rest.contains('@') => uri,
+        Some((head, _)) => head,
+        None => uri,
+    }
 }
 
 /// Whether `uri` (a name-addr's URI, its URI parameters ignored) names `identity`, compared as

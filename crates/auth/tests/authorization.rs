@@ -37,16 +37,29 @@ fn a_register_for_another_aor_is_forbidden_with_the_verified_binding() {
     let mut rng = rng();
     let mut c = NtlmClient::new("alice", "alice-pw", "0a0b0c0d0e");
     established(&c.sign_in(&core, t0(), &mut rng));
-    for extra in [
-        &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
-        &["Contact: *", "Expires: 0"][..],
+    // bob's AOR, and AORs that start like alice's but are others to the registrar, which reads
+    // the user part up to the last `@` (RFC 3261's grammar): `alice@example.com;n=1` at
+    // example.com. Before, the core cut the URI at its first `;`, saw alice's own AOR, and one
+    // account filed bindings under as many new AORs as it liked.
+    for (to, extra) in [
+        (
+            "To: <sip:bob@",
+            &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
+        ),
+        ("To: <sip:bob@", &["Contact: *", "Expires: 0"][..]),
+        (
+            "To: <sip:alice@example.com;n=1@",
+            &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
+        ),
+        (
+            "To: <sip:alice@example.com;user=phone;n=2@",
+            &["Contact: <sip:alice@198.51.100.7:50000;transport=tls>"][..],
+        ),
     ] {
-        let text = c
-            .request("REGISTER", extra)
-            .replace("To: <sip:alice@", "To: <sip:bob@");
+        let text = c.request("REGISTER", extra).replace("To: <sip:alice@", to);
         let m = c.signed(&text, &mut rng);
         let Decision::Forbidden(f) = core.on_request(&m, &ctx(), t0(), &mut rng) else {
-            panic!("a REGISTER for bob's AOR passed");
+            panic!("a REGISTER with {to}… passed");
         };
         assert_eq!((f.status, f.reason), (403, Reason::ForeignAor));
         assert_eq!(f.verified.identity, "sip:alice@example.com");
@@ -63,7 +76,7 @@ fn a_register_for_another_aor_is_forbidden_with_the_verified_binding() {
     );
     let m = c.signed(&text, &mut rng);
     established(&core.on_request(&m, &ctx(), t0(), &mut rng));
-    assert_eq!(core.counters().snapshot().forbidden, 2);
+    assert_eq!(core.counters().snapshot().forbidden, 4);
 }
 
 #[test]
