@@ -83,9 +83,16 @@ impl Registrar {
             if contacts.len() != 1 || header_expires != Some(0) {
                 return bad("Invalid wildcard");
             }
-            let keys: Vec<String> = self
-                .aors
-                .get(aor)
+            // RFC 3261 §10.3 step 6 holds for `*` too: a binding made on the same Call-ID with
+            // this CSeq or a later one outranks it, and the request fails whole. Without this, an
+            // unregistration that arrived late over UDP (or was held back and released within
+            // its nonce's life) removed the binding a later REGISTER had made.
+            let bindings = self.aors.get(aor);
+            if bindings.is_some_and(|m| m.values().any(|b| b.call_id == call_id && b.cseq >= cseq))
+            {
+                return RegisterOutcome::Error(500, "Out Of Order", Vec::new());
+            }
+            let keys: Vec<String> = bindings
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
             for key in keys {
@@ -362,6 +369,31 @@ Call-ID: reg1\r\nCSeq: {cseq} REGISTER\r\n"
         }
         s.push_str("Content-Length: 0\r\n\r\n");
         Message::parse(s.as_bytes()).unwrap()
+    }
+
+    /// `Contact: *` that comes after a later REGISTER on the same Call-ID (reordered over UDP, or
+    /// held back and released) is out of order, as any other would be: the binding stays.
+    #[test]
+    fn a_wildcard_unregistration_older_than_a_binding_is_out_of_order() {
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        r.register(
+            &register("<sip:alice@10.0.0.1>", Some("600"), 6, "e1"),
+            flow(1),
+            None,
+            t0,
+        );
+        assert!(matches!(
+            r.register(&register("*", Some("0"), 5, "e1"), flow(1), None, t0),
+            RegisterOutcome::Error(500, ..)
+        ));
+        assert_eq!(r.lookup("sip:alice@example.com", t0).len(), 1);
+        // A later one removes it.
+        assert!(matches!(
+            r.register(&register("*", Some("0"), 7, "e1"), flow(1), None, t0),
+            RegisterOutcome::Ok { .. }
+        ));
+        assert!(r.lookup("sip:alice@example.com", t0).is_empty());
     }
 
     #[test]
