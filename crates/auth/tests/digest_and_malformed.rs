@@ -183,6 +183,62 @@ fn digest_invite_then_bye_on_the_same_nonce_as_sipp_does() {
     ));
 }
 
+/// Credentials computed for one Request-URI (alice's INVITE to bob, captured over UDP) do not
+/// carry another (the same INVITE to a premium-rate number, sent first): the `uri` they name
+/// must be the request's (RFC 7616 §3.4.6), its URI parameters and ASCII case aside. Before, the
+/// `uri` was checked on ACK only, and the moved INVITE was alice's. A `uri` without a user part
+/// (sipp writes the server's address there) is still taken for any Request-URI.
+#[test]
+fn digest_credentials_name_the_request_uri_they_were_made_for() {
+    let core = core();
+    let mut rng = rng();
+    let invite = |ruri: &str, cseq: u32| {
+        format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKu{cseq}\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\nCall-ID: call-u\r\nCSeq: {cseq} INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let (_, ch) = digest_challenge(&core.on_request(
+        &parse(&invite("sip:bob@example.com", 1)),
+        &ctx(),
+        t0(),
+        &mut rng,
+    ));
+    let for_uri = |uri: &str, nc: u32| {
+        let p = parse_header(&ch[1]).expect("challenge parses");
+        let c = DigestChallenge::from_params(p.pairs()).expect("challenge params");
+        let ha1 = Ha1::compute(c.algorithm.base(), "alice", c.realm, "alice-pw");
+        authorize(&c, "alice", &ha1, "INVITE", uri, "0a4f113b", nc)
+            .expect("authorize")
+            .header_value()
+    };
+    let moved = with_auth(
+        &invite("sip:+19005550100@example.com", 2),
+        "Proxy-Authorization",
+        &for_uri("sip:bob@example.com", 1),
+    );
+    let d = core.on_request(&moved, &ctx(), t0(), &mut rng);
+    assert!(
+        !matches!(d, Decision::Authenticated(_)),
+        "credentials made for sip:bob@ carried an INVITE to another number: {d:?}"
+    );
+    // The count was not used up: the genuine request, with its parameters, still goes through.
+    let genuine = with_auth(
+        &invite("sip:bob@Example.com;transport=udp", 3),
+        "Proxy-Authorization",
+        &for_uri("sip:bob@example.com", 1),
+    );
+    let d = core.on_request(&genuine, &ctx(), t0(), &mut rng);
+    assert!(matches!(d, Decision::Authenticated(_)), "{d:?}");
+    // sipp's form: the server's address, no user part.
+    let sipp = with_auth(
+        &invite("sip:bob@example.com", 4),
+        "Proxy-Authorization",
+        &for_uri("sip:192.0.2.10:5060", 2),
+    );
+    let d = core.on_request(&sipp, &ctx(), t0(), &mut rng);
+    assert!(matches!(d, Decision::Authenticated(_)), "{d:?}");
+}
+
 #[test]
 fn digest_credentials_for_another_realm_are_not_ours() {
     let core = core();

@@ -79,6 +79,11 @@ impl SecurityCore {
                 return fail(reason, reason.is_stale());
             }
         };
+        // Any other request must name its own Request-URI too (RFC 7616 §3.4.6), its parameters
+        // and ASCII case aside: credentials for alice's INVITE to bob, captured over UDP, carried
+        // an INVITE to a premium-rate number sent ahead of it (the nonce count stops a second
+        // use, not a first use moved elsewhere). A `uri` without a user part is taken for any
+        // Request-URI: sipp writes the server's address there, and a REGISTER's is the domain.
         // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
         // (those skip authentication: `belongs_to_open_transaction` in
         // crates/proxy/src/edge/request.rs); it is the ACK of a 2xx, a transaction of its own that
@@ -89,7 +94,13 @@ impl SecurityCore {
         // a fresh count like any request. Other methods keep `uri` unchecked (sipp writes the
         // server's address there; their nonce counts stop replays). The reason is SaMismatch:
         // credentials made for something else, like a realm mismatch.
-        if msg.method() == Some("ACK") && msg.request_uri() != Some(verified.uri) {
+        let uri_ok = if msg.method() == Some("ACK") {
+            msg.request_uri() == Some(verified.uri)
+        } else {
+            msg.request_uri()
+                .is_some_and(|ruri| names_the_request_uri(verified.uri, ruri))
+        };
+        if !uri_ok {
             return fail(Reason::SaMismatch, false);
         }
         // Counted against the identity the credentials proved, not the name as sent: one
@@ -120,4 +131,21 @@ impl SecurityCore {
             evicted: Vec::new(),
         })
     }
+}
+
+/// Whether a Digest `uri` names the request's Request-URI: equal once URI parameters and
+/// headers are left out, ASCII case ignored; or without a user part (the server's own address,
+/// as sipp writes it, or a domain), taken for any.
+fn names_the_request_uri(uri: &str, request_uri: &str) -> bool {
+    fn resource(u: &str) -> &str {
+        let u = u.split('?').next().unwrap_or(u);
+        match u.split_once(';') {
+            // An `@` after the first `;` is part of the user (the last `@` ends it): whole.
+            Some((_, rest)) if rest.contains('@') => u,
+            Some((head, _)) => head,
+            None => u,
+        }
+    }
+    let uri = resource(uri.trim());
+    !uri.contains('@') || uri.eq_ignore_ascii_case(resource(request_uri.trim()))
 }
