@@ -18,7 +18,8 @@
 # for ldbmodify/ldbsearch; libnss-wrapper so tools reach a DC's private winbindd socket; krb5-user
 # for kinit/kvno against its KDC), and iproute2 (ip) for the tests that run in a network namespace
 # of their own whose loopback has a real network's MTU (tests/core_thread.rs), and pidgin-sipe in
-# finch (libpurple's terminal UI) inside tmux, a real Lync-style client (tests/sipe_interop.rs).
+# finch (libpurple's terminal UI) inside tmux, a real Lync-style client (tests/sipe_interop.rs,
+# tests/sipe_edge.rs).
 # Packages' init scripts must not start daemons (smbd, nmbd, winbind, samba-ad-dc would take the
 # ports and /run/samba/winbindd the tests use): when the image has no /usr/sbin/policy-rc.d, one
 # that denies every start (exit 101) is put in place for the install and removed afterwards.
