@@ -1047,6 +1047,52 @@ Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n"
     );
 }
 
+/// A server trusted by its address, not a next hop (an IVR or a PBX beside an embedded
+/// registrar), calls alice over TCP: her ACK and BYE go back over its connection, through the
+/// token in the Record-Route entry on its side. A client may not name it by address, and in
+/// registrar mode there is no next hop to fall back on: without the token her ACK was dropped and
+/// her BYE got 404.
+#[test]
+fn a_clients_in_dialog_requests_reach_a_trusted_server_that_called_it() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.trusted_peers = vec!["203.0.113.51".parse().unwrap()];
+    let mut h = H::new(cfg);
+    h.register(alice(), "alice", "ea");
+    let ivr = flow(12, Transport::Tcp, "203.0.113.51:40123");
+    let sent = h.feed(
+        ivr,
+        "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.51:5060;branch=z9hG4bKivr1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:ivr@example.com>;tag=i\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: ivr-call\r\nCSeq: 1 INVITE\r\nContact: <sip:ivr@203.0.113.51:5060;transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n",
+    );
+    let invite = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("INVITE"))
+        .expect("INVITE to alice")
+        .msg
+        .clone();
+    let route: Vec<String> = invite
+        .header_all("Record-Route")
+        .map(str::to_owned)
+        .collect();
+    let ack = format!(
+        "ACK sip:ivr@203.0.113.51:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKack1\r\n\
+Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:ivr@example.com>;tag=i\r\n\
+Call-ID: ivr-call\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        route.join(", ")
+    );
+    let sent = h.feed(alice(), &ack);
+    assert!(
+        sent.iter()
+            .any(|s| s.msg.method() == Some("ACK") && s.to == Target::Flow(ivr)),
+        "alice's ACK reaches the IVR: {:?}",
+        sent.iter()
+            .map(|s| (s.to, s.msg.start_line().to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn edge_mode_refuses_requests_for_an_ended_sa_and_answers_430_for_a_gone_flow() {
     let rec = Recorder::default();

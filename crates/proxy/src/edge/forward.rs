@@ -3,7 +3,7 @@
 
 use sagw_sip::Message;
 
-use super::routing::BranchTo;
+use super::routing::{BranchTo, RoutePolicy};
 use super::timers::TimerKind;
 use super::transaction::{ClientState, ClientTx, HopFailure, cancel_key};
 use super::{Edge, TrustedFlows, is_client};
@@ -289,15 +289,18 @@ impl Edge {
                 Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
                 Target::Addr { .. } => None,
             };
-            // A server that reached us over a connection of its own is reached again by its
-            // address (the Route set beyond our entries, else the next hop), not through that
-            // connection: it closes when idle (Kamailio's after 120 s), and a token naming it
-            // made every in-dialog request of the client's fail with 430 from then on. A
-            // client's flow, a datagram flow (it names the address itself) and a server trusted
-            // by its certificate (it may connect from anywhere) keep their token.
+            // A next hop that reached us over a connection of its own is reached again by its
+            // address (the Route set beyond our entries, else the next hop, both where a
+            // client's requests may go), not through that connection: it closes when idle
+            // (Kamailio's after 120 s), and a token naming it made every in-dialog request of
+            // the client's fail with 430 from then on. Anything else keeps its token: a client's
+            // flow, a datagram flow (it names the address itself), a server trusted by its
+            // certificate (it may connect from anywhere) or by its address (a client may not
+            // route to it by address: an IVR in registrar mode would lose its ACK and BYE).
             let by_token = from_client
                 || !upstream.transport.is_reliable()
-                || self.trusted_flows.contains(&upstream);
+                || self.trusted_flows.contains(&upstream)
+                || self.route_policy(&upstream, false) != RoutePolicy::Anywhere;
             let rr_in = if by_token {
                 self.our_uri(upstream.transport, Some(&route_token()), "")
             } else {
