@@ -81,6 +81,18 @@ impl Peer {
         gw: &Running,
         cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
     ) -> Peer {
+        let tcp = TcpStream::connect(gw.tls.expect("tls"))
+            .await
+            .expect("connect");
+        Peer::handshake(gw, tcp, cert).await
+    }
+
+    /// The TLS handshake over `tcp`, a connection to the gateway's TLS listener.
+    async fn handshake(
+        gw: &Running,
+        tcp: TcpStream,
+        cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    ) -> Peer {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(&gw.cert.as_ref().expect("cert").cert_path)
@@ -100,9 +112,6 @@ impl Peer {
                 .expect("client cert"),
             None => builder.with_no_client_auth(),
         };
-        let tcp = TcpStream::connect(gw.tls.expect("tls"))
-            .await
-            .expect("connect");
         let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(
                 rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name"),
@@ -302,6 +311,11 @@ async fn a_reload_that_takes_a_name_off_the_list_closes_its_connections() {
         "fe1 trusted"
     );
 
+    // A connection fe1 opened before the reload, whose handshake ends after it.
+    let pending = TcpStream::connect(gw.tls.expect("tls"))
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(&path, text("\"fe2.pool.example.com\"")).expect("config");
     let report = gw.reload().expect("reloaded");
     assert!(
@@ -320,6 +334,22 @@ async fn a_reload_that_takes_a_name_off_the_list_closes_its_connections() {
             .await
             .is_none(),
         "nothing from fe1 reaches alice"
+    );
+    // The handshake that was under way when the reload came is judged under the new names: a
+    // client's (before, under the names in force when the connection was accepted: trusted).
+    let mut late =
+        Peer::handshake(&gw, pending, Some(identity(&pool, "fe1.pool.example.com"))).await;
+    let code = late.message_alice().await;
+    assert!(
+        matches!(code, Some(401 | 407)),
+        "fe1's handshake across the reload challenged: {code:?}"
+    );
+    assert!(
+        alice
+            .next_request(Instant::now() + Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing from that connection reaches alice"
     );
     // Its next connection is a client's; fe2 is trusted from its first.
     let mut again = Peer::connect(&gw, Some(identity(&pool, "fe1.pool.example.com"))).await;

@@ -792,7 +792,18 @@ impl Core {
             return;
         }
         if trust == FlowTrust::PeerCertificate {
-            self.edge.trust_stream_flow(flow.id);
+            // Judged again under the trust in force now: the handshake was judged under the one
+            // in force when the connection was accepted, and a reload in between (which judged
+            // again only the connections the core held) would have left a revoked peer trusted.
+            let peers = self.shared.peers.load();
+            if matches!(
+                peers.as_ref().map(|p| p.judge(s.peer_certificates())),
+                Some(PeerVerdict::Trusted(_))
+            ) {
+                self.edge.trust_stream_flow(flow.id);
+            } else {
+                info!(remote = %flow.remote, flow = flow.id.0, "certificate no longer makes a trusted peer after a reload: a client");
+            }
         }
         // Records the TLS handshake left to send (session tickets).
         let flushed = s.flush();
