@@ -529,9 +529,20 @@ async fn drain(State(s): State<AdminState>) -> Response {
     let Some(l) = s.seams.lifecycle().cloned() else {
         return no_lifecycle();
     };
-    l.drain();
-    info!("draining (admin API)");
-    axum::Json(json!({ "draining": l.draining() })).into_response()
+    // Waits for the core thread to confirm (up to 5 s when it is stuck): off the runtime's
+    // workers, which run the accept loops and TLS handshakes meanwhile.
+    let draining = tokio::task::spawn_blocking(move || {
+        l.drain();
+        l.draining()
+    })
+    .await;
+    match draining {
+        Ok(draining) => {
+            info!("draining (admin API)");
+            axum::Json(json!({ "draining": draining })).into_response()
+        }
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the drain failed"),
+    }
 }
 
 /// `GET /metrics` and nothing else.
