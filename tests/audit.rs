@@ -444,6 +444,7 @@ realm=\"{DOMAIN}\", nonce=\"made-up-{i}\", uri=\"sip:bob@{DOMAIN}\", \
 response=\"0123456789abcdef0123456789abcdef\"\r\nContent-Length: 0\r\n\r\n"
         ));
     }
+    let started = Instant::now();
     s.write_all(batch.as_bytes()).await.expect("flood");
     // Every request answered (challenged), so all of them were judged.
     let mut answered = Vec::new();
@@ -460,6 +461,8 @@ response=\"0123456789abcdef0123456789abcdef\"\r\nContent-Length: 0\r\n\r\n"
             other => panic!("not every request was answered: {other:?}"),
         }
     }
+    // The one-second windows the refusals fell in (on a loaded machine, more than one or two).
+    let windows = started.elapsed().as_secs() as usize + 2;
     // The count of those not written comes within about a second.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (refused, not_logged) = loop {
@@ -479,9 +482,8 @@ response=\"0123456789abcdef0123456789abcdef\"\r\nContent-Length: 0\r\n\r\n"
     };
     // `REFUSALS_PER_SECOND` in crates/gateway/src/audit.rs.
     let limit = 50;
-    // The flood may straddle a second: two windows' worth at most.
     assert!(
-        (1..=2 * limit).contains(&refused),
+        (1..=windows * limit).contains(&refused) && refused < flood,
         "{refused} refusal lines for {flood} refusals"
     );
     assert_eq!(
