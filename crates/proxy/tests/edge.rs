@@ -1941,6 +1941,75 @@ Call-ID: gonecall\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     );
 }
 
+/// A draining gateway: a signed request is judged so that its 503 is signed; the stage's own
+/// refusal (a 403 it signed) stands rather than an unsigned 503; and a handshake leg never
+/// reaches the stage (it would make an SA, or run a worker job, at a gateway going away).
+#[test]
+fn a_draining_gateway_judges_signed_requests_and_starts_no_sign_in() {
+    #[derive(Clone, Default)]
+    struct Judged(Arc<Mutex<Vec<String>>>);
+    impl ClientAuth for Judged {
+        fn inbound(&mut self, msg: &mut Message, _ctx: &InboundContext<'_>) -> InboundVerdict {
+            let from = msg.from().map(|f| f.uri.to_owned()).unwrap_or_default();
+            self.0.lock().unwrap().push(from.clone());
+            if from.contains("mallory") {
+                let mut r = build_response(msg, 403, "Forbidden", Some("f"), &[]).unwrap();
+                r.push_header("X-Signed", "by-the-stage");
+                return InboundVerdict::Respond(r);
+            }
+            InboundVerdict::Continue {
+                note: Some(Arc::new(from)),
+                endpoint: None,
+                client: None,
+            }
+        }
+        fn outbound(&mut self, msg: &mut Message, ctx: &OutboundContext<'_>) -> OutboundVerdict {
+            if let Some(n) = ctx.note.and_then(|n| n.downcast_ref::<String>()) {
+                msg.push_header("X-Signed", n);
+            }
+            OutboundVerdict::Deliver
+        }
+    }
+    let judged = Judged::default();
+    let mut h = H::registrar();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(judged.clone()));
+    h.edge.set_intake(sagw_proxy::Intake::Draining);
+    let request = |user: &str, branch: &str, credentials: &str| {
+        format!(
+            "MESSAGE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=x;epid=e\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: {branch}\r\nCSeq: 1 MESSAGE\r\n{credentials}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |sent: Vec<Sent>| {
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        (
+            sent[0].msg.status_code(),
+            sent[0].msg.header("X-Signed").map(str::to_owned),
+        )
+    };
+    let signed =
+        "Proxy-Authorization: NTLM opaque=\"1\", crand=\"2\", cnum=\"3\", response=\"4\"\r\n";
+    assert_eq!(
+        answer(h.feed(alice(), &request("alice", "z9hG4bKd1", signed))),
+        (Some(503), Some("sip:alice@example.com".to_owned()))
+    );
+    assert_eq!(
+        answer(h.feed(alice(), &request("mallory", "z9hG4bKd2", signed))),
+        (Some(403), Some("by-the-stage".to_owned()))
+    );
+    let leg = "Proxy-Authorization: NTLM qop=\"auth\", gssapi-data=\"TlRMTVNTUAADAAAA\"\r\n";
+    assert_eq!(
+        answer(h.feed(alice(), &request("bob", "z9hG4bKd3", leg))),
+        (Some(503), None)
+    );
+    assert_eq!(
+        *judged.0.lock().unwrap(),
+        ["sip:alice@example.com", "sip:mallory@example.com"],
+        "the handshake leg reached the stage"
+    );
+}
+
 /// A stage whose note is the epid of the request it admitted (as the gateway's note is the SA that
 /// verified it), and which records the note each outbound message is signed with.
 #[derive(Clone, Default)]

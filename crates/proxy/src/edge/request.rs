@@ -93,8 +93,15 @@ fn in_dialog(msg: &Message) -> bool {
     msg.to().is_some_and(|t| t.param("tag").is_some())
 }
 
-fn carries_credentials(msg: &Message) -> bool {
-    msg.header("Authorization").is_some() || msg.header("Proxy-Authorization").is_some()
+/// Credentials the stage can judge without starting or finishing a sign-in: a signature on an SA,
+/// or Digest. A handshake leg (`gssapi-data`: NTLM, Kerberos) would establish an SA, and run a
+/// worker job, at a gateway that is going away.
+fn carries_signed_credentials(msg: &Message) -> bool {
+    let mut values = msg
+        .header_all("Authorization")
+        .chain(msg.header_all("Proxy-Authorization"))
+        .peekable();
+    values.peek().is_some() && values.all(|v| !v.contains("gssapi-data"))
 }
 
 impl Edge {
@@ -213,7 +220,7 @@ impl Edge {
         // an SA drops an unsigned one and its request just disappears. Anything else gets its
         // 503 before authentication: a gateway going away has nothing to challenge for. The
         // client tries another gateway, or this one after the restart.
-        let signed_503 = draining && from_client && !probe && carries_credentials(&msg);
+        let signed_503 = draining && from_client && !probe && carries_signed_credentials(&msg);
         if draining && !signed_503 {
             self.refuse_draining(&msg, flow, None, now);
             return;
@@ -237,7 +244,11 @@ impl Edge {
                     self.refuse_draining(&msg, flow, note.as_ref(), now);
                     return;
                 }
-                InboundVerdict::Respond(_) if draining => {
+                // A challenge would start a sign-in: a plain 503 instead. Any other answer of the
+                // stage's (a 403 it signed, a redirect to the user's home server) stands.
+                InboundVerdict::Respond(resp)
+                    if draining && matches!(resp.status_code(), Some(401 | 407)) =>
+                {
                     self.refuse_draining(&msg, flow, None, now);
                     return;
                 }
