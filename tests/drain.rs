@@ -121,9 +121,11 @@ async fn sigterm_refuses_new_work_lets_the_transaction_in_progress_finish_then_s
                 assert!(Instant::now() < deadline, "still accepting connections");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // A new request on a connection opened before: 503 with Retry-After.
+            // A new request on a connection opened before: 503 with Retry-After. (The
+            // endpoint's `request` writes its target in To: bob's own AOR, or the stage's 403
+            // for a REGISTER of another AOR would stand.)
             let (r, seen) = bob
-                .request("REGISTER", &format!("sip:{DOMAIN}"), None)
+                .request("REGISTER", &format!("sip:bob@{DOMAIN}"), None)
                 .await;
             let refused = seen.last().expect("answered");
             assert_eq!(refused.status_code(), Some(503), "{r:?}");
