@@ -102,6 +102,30 @@ impl Finch {
 
     /// Waits until the log holds every one of `wanted`; panics with the log's sipe lines if it
     /// does not within `limit`.
+    /// sipe showed `text` from `from` (it hands a MESSAGE on only once its signature validated:
+    /// one without is ignored), at least two signatures validated (the 200 to its REGISTER and
+    /// the MESSAGE) and none refused. The log, for further checks.
+    pub async fn showed_signed_message(&self, from: &str, text: &str) -> String {
+        self.wait_log(
+            &[&format!("got message from {from}: {text}")],
+            Duration::from_secs(5),
+        )
+        .await;
+        let log = self.log();
+        let validated = log
+            .matches("signature of incoming message validated")
+            .count();
+        assert!(
+            validated >= 2,
+            "the 200 to REGISTER and the MESSAGE both validated ({validated})"
+        );
+        assert!(
+            !log.contains("signature of incoming message is invalid"),
+            "no signature refused:\n{log}"
+        );
+        log
+    }
+
     pub async fn wait_log(&self, wanted: &[&str], limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {

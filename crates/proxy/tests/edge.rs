@@ -692,6 +692,20 @@ To: <sip:alice@example.com>{to_extra}\r\nCall-ID: {branch}\r\nCSeq: 1 {method}\r
     )
 }
 
+/// The request of `method` among `sent` (one the edge sent on).
+fn sent_request(sent: &[Sent], method: &str) -> Message {
+    sent.iter()
+        .find(|s| s.msg.method() == Some(method))
+        .unwrap_or_else(|| panic!("no {method} sent: {sent:?}"))
+        .msg
+        .clone()
+}
+
+/// `m`'s Record-Route values, in order.
+fn record_route(m: &Message) -> Vec<String> {
+    m.header_all("Record-Route").map(str::to_owned).collect()
+}
+
 #[test]
 fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
     let rec = Recorder::default();
@@ -918,16 +932,8 @@ fn a_clients_in_dialog_request_reaches_the_server_after_its_connection_closed() 
         registrar,
         &from_registrar("INVITE", "z9hG4bKsc1", &path, ""),
     );
-    let invite = sent
-        .iter()
-        .find(|s| s.msg.method() == Some("INVITE"))
-        .expect("INVITE to alice")
-        .msg
-        .clone();
-    let route_set: Vec<String> = invite
-        .header_all("Record-Route")
-        .map(str::to_owned)
-        .collect();
+    let invite = sent_request(&sent, "INVITE");
+    let route_set = record_route(&invite);
     assert_eq!(route_set.len(), 2, "{route_set:?}");
     h.edge.flow_closed(registrar.id);
     let bye = format!(
@@ -966,16 +972,8 @@ fn a_clients_answer_carries_the_record_route_its_request_was_sent_with() {
         registrar,
         &from_registrar("INVITE", "z9hG4bKrr1", &path, ""),
     );
-    let invite = sent
-        .iter()
-        .find(|s| s.msg.method() == Some("INVITE"))
-        .expect("INVITE to alice")
-        .msg
-        .clone();
-    let sent_set: Vec<String> = invite
-        .header_all("Record-Route")
-        .map(str::to_owned)
-        .collect();
+    let invite = sent_request(&sent, "INVITE");
+    let sent_set = record_route(&invite);
     assert!(!sent_set.is_empty());
     let mut ok = answer(&invite, 200, "OK");
     ok.remove_header("Record-Route");
@@ -1007,12 +1005,7 @@ fn a_clients_out_of_dialog_request_does_not_follow_another_clients_token() {
         registrar,
         &from_registrar("INVITE", "z9hG4bKtk1", &path, ""),
     );
-    let invite = sent
-        .iter()
-        .find(|s| s.msg.method() == Some("INVITE"))
-        .expect("INVITE to alice")
-        .msg
-        .clone();
+    let invite = sent_request(&sent, "INVITE");
     let alices_token = invite
         .header_all("Record-Route")
         .next()
@@ -1066,16 +1059,8 @@ Max-Forwards: 70\r\nFrom: <sip:ivr@example.com>;tag=i\r\nTo: <sip:alice@example.
 Call-ID: ivr-call\r\nCSeq: 1 INVITE\r\nContact: <sip:ivr@203.0.113.51:5060;transport=tcp>\r\n\
 Content-Length: 0\r\n\r\n",
     );
-    let invite = sent
-        .iter()
-        .find(|s| s.msg.method() == Some("INVITE"))
-        .expect("INVITE to alice")
-        .msg
-        .clone();
-    let route: Vec<String> = invite
-        .header_all("Record-Route")
-        .map(str::to_owned)
-        .collect();
+    let invite = sent_request(&sent, "INVITE");
+    let route = record_route(&invite);
     let ack = format!(
         "ACK sip:ivr@203.0.113.51:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKack1\r\n\
 Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:ivr@example.com>;tag=i\r\n\
