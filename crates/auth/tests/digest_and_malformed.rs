@@ -184,10 +184,11 @@ fn digest_invite_then_bye_on_the_same_nonce_as_sipp_does() {
 }
 
 /// Credentials computed for one Request-URI (alice's INVITE to bob, captured over UDP) do not
-/// carry another (the same INVITE to a premium-rate number, sent first): the `uri` they name
-/// must be the request's (RFC 7616 §3.4.6), its URI parameters and ASCII case aside. Before, the
-/// `uri` was checked on ACK only, and the moved INVITE was alice's. A `uri` without a user part
-/// (sipp writes the server's address there) is still taken for any Request-URI.
+/// carry another (the same INVITE to a premium-rate number, sent first, or with `user=phone`):
+/// the `uri` they name must be the request's (RFC 7616 §3.4.6). Before, the `uri` was checked on
+/// ACK only, and the moved INVITE was alice's. A `sip:` URI without a user part (sipp writes the
+/// server's address there) is still taken for any Request-URI; a `tel:` URI names a number and is
+/// not.
 #[test]
 fn digest_credentials_name_the_request_uri_they_were_made_for() {
     let core = core();
@@ -221,9 +222,25 @@ fn digest_credentials_name_the_request_uri_they_were_made_for() {
         !matches!(d, Decision::Authenticated(_)),
         "credentials made for sip:bob@ carried an INVITE to another number: {d:?}"
     );
-    // The count was not used up: the genuine request, with its parameters, still goes through.
+    for (ruri, uri) in [
+        ("sip:bob@example.com;user=phone", "sip:bob@example.com"),
+        ("sip:Bob@example.com", "sip:bob@example.com"),
+        (
+            "sip:+19005550199@example.com;user=phone",
+            "tel:+18005550100",
+        ),
+        ("tel:+19005550199", "tel:+18005550100"),
+    ] {
+        let moved = with_auth(&invite(ruri, 2), "Proxy-Authorization", &for_uri(uri, 1));
+        let d = core.on_request(&moved, &ctx(), t0(), &mut rng);
+        assert!(
+            !matches!(d, Decision::Authenticated(_)),
+            "credentials made for {uri} carried {ruri}: {d:?}"
+        );
+    }
+    // The count was not used up: the genuine request still goes through.
     let genuine = with_auth(
-        &invite("sip:bob@Example.com;transport=udp", 3),
+        &invite("sip:bob@example.com", 3),
         "Proxy-Authorization",
         &for_uri("sip:bob@example.com", 1),
     );

@@ -79,21 +79,19 @@ impl SecurityCore {
                 return fail(reason, reason.is_stale());
             }
         };
-        // Any other request must name its own Request-URI too (RFC 7616 §3.4.6), its parameters
-        // and ASCII case aside: credentials for alice's INVITE to bob, captured over UDP, carried
-        // an INVITE to a premium-rate number sent ahead of it (the nonce count stops a second
-        // use, not a first use moved elsewhere). A `uri` without a user part is taken for any
-        // Request-URI: sipp writes the server's address there, and a REGISTER's is the domain.
-        // An ACK that gets here is not the ACK of a transaction the proxy matched on this flow
+        // Any other request must name its own Request-URI too (RFC 7616 §3.4.6): credentials
+        // for alice's INVITE to bob, captured over UDP, carried an INVITE to a premium-rate
+        // number sent ahead of it (the nonce count stops a second use, not a first use moved
+        // elsewhere). See `names_the_request_uri` for the one exception (sipp's). An ACK that
+        // gets here is not the ACK of a transaction the proxy matched on this flow
         // (those skip authentication: `belongs_to_open_transaction` in
         // crates/proxy/src/edge/request.rs); it is the ACK of a 2xx, a transaction of its own that
         // goes end to end and gets no response. It once skipped the nonce-count check, and the
         // `uri` is checked for no method, so one captured ACK's credentials carried any number of
         // ACKs, to any target, while the nonce lived. An ACK must name its own Request-URI (RFC
         // 2617 §3.2.2.5; checked before the count, so a refused ACK does not use one up) and use
-        // a fresh count like any request. Other methods keep `uri` unchecked (sipp writes the
-        // server's address there; their nonce counts stop replays). The reason is SaMismatch:
-        // credentials made for something else, like a realm mismatch.
+        // a fresh count like any request, and no exception. The reason is SaMismatch: credentials
+        // made for something else, like a realm mismatch.
         let uri_ok = if msg.method() == Some("ACK") {
             msg.request_uri() == Some(verified.uri)
         } else {
@@ -133,19 +131,20 @@ impl SecurityCore {
     }
 }
 
-/// Whether a Digest `uri` names the request's Request-URI: equal once URI parameters and
-/// headers are left out, ASCII case ignored; or without a user part (the server's own address,
-/// as sipp writes it, or a domain), taken for any.
+/// Whether a Digest `uri` names the request's Request-URI: the same text (every UA seen,
+/// baresip, Linphone, PJSIP, sofia-sip, sipp, copies its Request-URI; parameters such as
+/// `user=phone` or `maddr` change where a request goes, and a SIP user part is case-sensitive),
+/// or a `sip:`/`sips:` URI without a user part and without parameters or headers (the server's
+/// own address, as sipp writes it), taken for any. A `tel:` URI has no `@` but names a number:
+/// never taken for another.
 fn names_the_request_uri(uri: &str, request_uri: &str) -> bool {
-    fn resource(u: &str) -> &str {
-        let u = u.split('?').next().unwrap_or(u);
-        match u.split_once(';') {
-            // An `@` after the first `;` is part of the user (the last `@` ends it): whole.
-            Some((_, rest)) if rest.contains('@') => u,
-            Some((head, _)) => head,
-            None => u,
-        }
+    let uri = uri.trim();
+    if uri == request_uri.trim() {
+        return true;
     }
-    let uri = resource(uri.trim());
-    !uri.contains('@') || uri.eq_ignore_ascii_case(resource(request_uri.trim()))
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
+        && !rest.contains(['@', ';', '?'])
 }
