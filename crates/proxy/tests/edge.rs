@@ -1988,6 +1988,11 @@ Call-ID: {branch}\r\nCSeq: 1 MESSAGE\r\n{credentials}Content-Length: 0\r\n\r\n"
         answer(h.feed(alice(), &request("bob", "z9hG4bKd3", leg))),
         (Some(503), None)
     );
+    let shouted = "Proxy-Authorization: NTLM qop=\"auth\", GSSAPI-DATA=\"TlRMTVNTUAADAAAA\"\r\n";
+    assert_eq!(
+        answer(h.feed(alice(), &request("bob", "z9hG4bKd4", shouted))),
+        (Some(503), None)
+    );
     assert_eq!(
         *judged.0.lock().unwrap(),
         ["sip:alice@example.com", "sip:mallory@example.com"],
