@@ -311,8 +311,11 @@ async fn a_reload_that_takes_a_name_off_the_list_closes_its_connections() {
         "fe1 trusted"
     );
 
-    // A connection fe1 opened before the reload, whose handshake ends after it.
+    // Connections fe1 and fe2 opened before the reload, whose handshakes end after it.
     let pending = TcpStream::connect(gw.tls.expect("tls"))
+        .await
+        .expect("connect");
+    let pending_fe2 = TcpStream::connect(gw.tls.expect("tls"))
         .await
         .expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -350,6 +353,18 @@ async fn a_reload_that_takes_a_name_off_the_list_closes_its_connections() {
             .await
             .is_none(),
         "nothing from that connection reaches alice"
+    );
+    // fe2's, under way when its name was added, is a trusted peer's.
+    let mut fe2_early = Peer::handshake(
+        &gw,
+        pending_fe2,
+        Some(identity(&pool, "fe2.pool.example.com")),
+    )
+    .await;
+    assert_eq!(
+        through(&mut fe2_early, &mut alice).await,
+        Some(200),
+        "fe2's handshake across the reload trusted"
     );
     // Its next connection is a client's; fe2 is trusted from its first.
     let mut again = Peer::connect(&gw, Some(identity(&pool, "fe1.pool.example.com"))).await;

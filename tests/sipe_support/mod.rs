@@ -100,8 +100,6 @@ impl Finch {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log holds every one of `wanted`; panics with the log's sipe lines if it
-    /// does not within `limit`.
     /// sipe showed `text` from `from` (it hands a MESSAGE on only once its signature validated:
     /// one without is ignored), at least two signatures validated (the 200 to its REGISTER and
     /// the MESSAGE) and none refused. The log, for further checks.
@@ -126,6 +124,8 @@ impl Finch {
         log
     }
 
+    /// Waits until the log holds every one of `wanted`; panics with the log's sipe lines if it
+    /// does not within `limit`.
     pub async fn wait_log(&self, wanted: &[&str], limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {

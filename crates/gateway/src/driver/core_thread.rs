@@ -791,19 +791,24 @@ impl Core {
             self.forget_stream(flow);
             return;
         }
-        if trust == FlowTrust::PeerCertificate {
-            // Judged again under the trust in force now: the handshake was judged under the one
-            // in force when the connection was accepted, and a reload in between (which judged
-            // again only the connections the core held) would have left a revoked peer trusted.
-            let peers = self.shared.peers.load();
-            if matches!(
-                peers.as_ref().map(|p| p.judge(s.peer_certificates())),
-                Some(PeerVerdict::Trusted(_))
-            ) {
+        // Judged under the trust in force now: the handshake was judged under the one in force
+        // when the connection was accepted, and a reload in between judged again only the
+        // connections the core held, so a revoked peer stayed trusted (and a name added was not
+        // trusted on a handshake already under way). A connection without a certificate is
+        // told so at once.
+        let peers = self.shared.peers.load();
+        let verdict = peers.as_ref().map(|p| p.judge(s.peer_certificates()));
+        match (trust, verdict) {
+            (_, Some(PeerVerdict::Trusted(name))) => {
+                if trust != FlowTrust::PeerCertificate {
+                    info!(remote = %flow.remote, peer = %name, "trusted peer by its TLS certificate (named by a reload during its handshake)");
+                }
                 self.edge.trust_stream_flow(flow.id);
-            } else {
+            }
+            (FlowTrust::PeerCertificate, _) => {
                 info!(remote = %flow.remote, flow = flow.id.0, "certificate no longer makes a trusted peer after a reload: a client");
             }
+            (FlowTrust::ByAddress, _) => {}
         }
         // Records the TLS handshake left to send (session tickets).
         let flushed = s.flush();
