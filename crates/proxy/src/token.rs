@@ -104,9 +104,11 @@ impl Unique {
 
 /// Where a flow token is written, each under a MAC of its own: one cannot stand for the other.
 #[derive(Clone, Copy)]
-enum TokenUse {
-    /// Path, Record-Route and the pool's shared bindings: routes requests.
+enum TokenUse<'a> {
+    /// Path and the pool's shared bindings: routes requests, whoever sends them from the servers.
     Route,
+    /// Record-Route: routes the requests of one dialog, this Call-ID's.
+    Dialog(&'a str),
     /// Our Via's `sgf`: routes responses back.
     Via,
 }
@@ -187,6 +189,19 @@ impl Ids {
         self.token_for(TokenUse::Route, flow, endpoint)
     }
 
+    /// [`flow_token`](Self::flow_token) for a Record-Route, under a MAC over the dialog's Call-ID
+    /// too. A Record-Route shows the token to the dialog's peer; bound to the dialog, it routes
+    /// only that dialog's requests: alice, who once called bob, cannot send her MESSAGE straight
+    /// to bob's connection, signed for him, past the servers, by the token in his 180.
+    pub(crate) fn dialog_flow_token(
+        &self,
+        flow: &Flow,
+        endpoint: Option<&SaEndpoint>,
+        call_id: &str,
+    ) -> String {
+        self.token_for(TokenUse::Dialog(call_id), flow, endpoint)
+    }
+
     /// [`flow_token`](Self::flow_token) for our Via's `sgf` (responses find their way back by
     /// it), under a MAC of its own: every recipient of a forwarded request sees it, and it must
     /// not route a request (only Record-Route shows a dialog's peer a Route token).
@@ -194,7 +209,7 @@ impl Ids {
         self.token_for(TokenUse::Via, flow, endpoint)
     }
 
-    fn token_for(&self, using: TokenUse, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
+    fn token_for(&self, using: TokenUse<'_>, flow: &Flow, endpoint: Option<&SaEndpoint>) -> String {
         let extra = endpoint.map_or(0, |e| 2 + 2 * (e.identity.len() + e.epid.len()));
         let mut payload = String::with_capacity(48 + extra);
         push_flow(flow, &mut payload);
@@ -285,12 +300,17 @@ impl Ids {
         s
     }
 
-    fn token_mac(&self, using: TokenUse, payload: &str) -> String {
+    fn token_mac(&self, using: TokenUse<'_>, payload: &str) -> String {
         let mut m = self.mac();
-        m.update(match using {
-            TokenUse::Route => b"flow".as_slice(),
-            TokenUse::Via => b"via-flow".as_slice(),
-        });
+        match using {
+            TokenUse::Route => m.update(b"flow"),
+            TokenUse::Via => m.update(b"via-flow"),
+            TokenUse::Dialog(call_id) => {
+                m.update(b"dialog-flow");
+                m.update(call_id.as_bytes());
+                m.update(b"\0");
+            }
+        }
         m.update(payload.as_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(20);
@@ -303,12 +323,22 @@ impl Ids {
         self.parse_token(TokenUse::Route, token)
     }
 
+    /// Decode a token made by [`Ids::dialog_flow_token`] for the dialog of `call_id`; `None` when
+    /// forged, malformed or made for another dialog.
+    pub(crate) fn parse_dialog_flow_token(
+        &self,
+        token: &str,
+        call_id: &str,
+    ) -> Option<(Flow, Option<SaEndpoint>)> {
+        self.parse_token(TokenUse::Dialog(call_id), token)
+    }
+
     /// Decode a token made by [`Ids::via_flow_token`]; `None` when forged or malformed.
     pub(crate) fn parse_via_flow_token(&self, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
         self.parse_token(TokenUse::Via, token)
     }
 
-    fn parse_token(&self, using: TokenUse, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
+    fn parse_token(&self, using: TokenUse<'_>, token: &str) -> Option<(Flow, Option<SaEndpoint>)> {
         let (payload, mac) = token.rsplit_once('.')?;
         if !constant_time_eq(&self.token_mac(using, payload), mac) {
             return None;
@@ -502,6 +532,32 @@ mod tests {
             fresh.finalize().into_bytes(),
             cached.finalize().into_bytes()
         );
+    }
+
+    /// A Record-Route token routes only its dialog's requests, and is no Path (Route) token,
+    /// nor a Route token one.
+    #[test]
+    fn dialog_tokens_are_bound_to_their_call_id() {
+        let ids = Ids::new(Secret::new([7; 32]));
+        let flow = Flow {
+            id: FlowId(9),
+            transport: Transport::Tcp,
+            remote: "10.1.2.3:5060".parse().unwrap(),
+        };
+        let bob = SaEndpoint {
+            identity: "sip:bob@example.com".into(),
+            epid: "eb".into(),
+        };
+        let t = ids.dialog_flow_token(&flow, Some(&bob), "call-1");
+        assert_eq!(
+            ids.parse_dialog_flow_token(&t, "call-1"),
+            Some((flow, Some(bob.clone())))
+        );
+        assert_eq!(ids.parse_dialog_flow_token(&t, "call-2"), None);
+        assert_eq!(ids.parse_dialog_flow_token(&t, ""), None);
+        assert_eq!(ids.parse_flow_token(&t), None);
+        let path = ids.flow_token(&flow, Some(&bob));
+        assert_eq!(ids.parse_dialog_flow_token(&path, "call-1"), None);
     }
 
     #[test]

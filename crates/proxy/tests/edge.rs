@@ -759,7 +759,9 @@ fn edge_mode_signs_requests_for_the_endpoint_the_path_names() {
         "a token of its own, not a copy of the Path"
     );
     rec.0.lock().unwrap().clear();
-    let bye = from_registrar("BYE", "z9hG4bKb1", &rr_alice_side, ";tag=alice");
+    // In the INVITE's dialog (its Call-ID): the Record-Route token is bound to it.
+    let bye = from_registrar("BYE", "z9hG4bKb1", &rr_alice_side, ";tag=alice")
+        .replace("Call-ID: z9hG4bKb1", "Call-ID: z9hG4bKi1");
     let sent = h.feed(registrar, &bye);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].to, Target::Flow(alice()));
@@ -994,9 +996,10 @@ fn a_clients_answer_carries_the_record_route_its_request_was_sent_with() {
 }
 
 /// The Record-Route token of alice's connection is in every request of a dialog with her, so
-/// mallory, who once called her (or was called), has it. His out-of-dialog MESSAGE routed by it
-/// goes to the next hop like his other requests, not straight to alice's connection signed for
-/// her, past whatever the servers enforce. Before, it reached alice.
+/// mallory, who once called her (or was called), has it. His MESSAGE routed by it, out of that
+/// dialog (with or without a To tag he made up), goes to the next hop like his other requests,
+/// not straight to alice's connection signed for her, past whatever the servers enforce. Before,
+/// it reached alice.
 #[test]
 fn a_clients_out_of_dialog_request_does_not_follow_another_clients_token() {
     let rec = Recorder::default();
@@ -1012,27 +1015,31 @@ fn a_clients_out_of_dialog_request_does_not_follow_another_clients_token() {
         .expect("Record-Route")
         .to_owned();
     let mallory = flow(7, Transport::Tcp, "198.51.100.7:40007");
-    let message = |branch: &str, to_tag: &str| {
+    let message = |branch: &str, call_id: &str, to_tag: &str| {
         format!(
             "MESSAGE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.7:40007;branch={branch}\r\n\
 Route: {alices_token}\r\nMax-Forwards: 70\r\nFrom: <sip:mallory@example.com>;tag=m;epid=em\r\n\
-To: <sip:alice@example.com>{to_tag}\r\nCall-ID: {branch}\r\nCSeq: 1 MESSAGE\r\n\
+To: <sip:alice@example.com>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
 Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    let sent = h.feed(mallory, &message("z9hG4bKtk2", ""));
-    let to: Vec<_> = sent.iter().map(|s| s.to).collect();
-    assert!(
-        !to.contains(&Target::Flow(alice())),
-        "out of a dialog, alice's token took mallory's MESSAGE to her: {to:?}"
-    );
-    assert!(
-        sent.iter()
-            .any(|s| s.msg.method() == Some("MESSAGE") && s.to.addr() == registrar.remote),
-        "to the next hop: {to:?}"
-    );
-    // Within a dialog the token is followed (alice's device answers 481 to one it lacks).
-    let sent = h.feed(mallory, &message("z9hG4bKtk3", ";tag=a"));
+    // Out of a dialog, and with a To tag of mallory's making on a Call-ID of his: to the next
+    // hop, like his other requests (pidgin-sipe shows a MESSAGE whatever its To tag says).
+    for (branch, to_tag) in [("z9hG4bKtk2", ""), ("z9hG4bKtk3", ";tag=forged")] {
+        let sent = h.feed(mallory, &message(branch, branch, to_tag));
+        let to: Vec<_> = sent.iter().map(|s| s.to).collect();
+        assert!(
+            !to.contains(&Target::Flow(alice())),
+            "alice's token took mallory's MESSAGE ({to_tag:?}) to her: {to:?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|s| s.msg.method() == Some("MESSAGE") && s.to.addr() == registrar.remote),
+            "to the next hop: {to:?}"
+        );
+    }
+    // Within the dialog the token was issued for (its Call-ID), it is followed.
+    let sent = h.feed(mallory, &message("z9hG4bKtk4", "z9hG4bKtk1", ";tag=a"));
     assert!(
         sent.iter().any(|s| s.to == Target::Flow(alice())),
         "{:?}",

@@ -278,6 +278,11 @@ impl Edge {
         // only by a dialog's peer or the registrar.
         let via_token = self.ids.via_flow_token(&upstream, upstream_endpoint);
         let route_token = || self.ids.flow_token(&upstream, upstream_endpoint);
+        let call_id = out.call_id().unwrap_or("").to_owned();
+        let dialog_token = || {
+            self.ids
+                .dialog_flow_token(&upstream, upstream_endpoint, &call_id)
+        };
         if let Some(route) = &to.route {
             push_on_top(&mut out, "Route", route);
         }
@@ -286,7 +291,11 @@ impl Edge {
             // RFC 5658 double Record-Route: one entry per side, each with that side's transport
             // and, for a client side, the token of its flow.
             let out_token = match target {
-                Target::Flow(f) => Some(self.ids.flow_token(&f, to.endpoint.as_ref())),
+                Target::Flow(f) => Some(self.ids.dialog_flow_token(
+                    &f,
+                    to.endpoint.as_ref(),
+                    &call_id,
+                )),
                 Target::Addr { .. } => None,
             };
             // A next hop that reached us over a connection of its own is reached again by its
@@ -302,7 +311,7 @@ impl Edge {
                 || self.trusted_flows.contains(&upstream)
                 || self.route_policy(&upstream, false) != RoutePolicy::Anywhere;
             let rr_in = if by_token {
-                self.our_uri(upstream.transport, Some(&route_token()), "")
+                self.our_uri(upstream.transport, Some(&dialog_token()), "")
             } else {
                 self.our_uri(upstream.transport, None, "")
             };

@@ -162,12 +162,14 @@ impl Edge {
         now: Instant,
     ) -> Result<Dest, u16> {
         let from_client = policy == RoutePolicy::Client;
-        // A Record-Route token is a capability for whoever saw it: bob's is in the 180 his
-        // device sent alice. From a client, one is followed only within a dialog (a To tag),
-        // where the device it names answers 481 to a dialog it does not have. Out of a dialog,
-        // alice's MESSAGE or INVITE routed by bob's token went straight to bob's connection,
-        // signed for him, past the next hop and whatever it enforces (blocking, privacy,
-        // archiving); it goes to the next hop now, as her other requests do.
+        // A Record-Route token is seen by the dialog's peer: bob's is in the 180 his device sent
+        // alice. It is bound to its dialog's Call-ID, and from a client only such a token is
+        // followed, within a dialog (a To tag): out of it, alice's MESSAGE or INVITE routed by
+        // bob's token went straight to bob's connection, signed for him, past the next hop and
+        // whatever it enforces (blocking, privacy, archiving), and pidgin-sipe shows a MESSAGE
+        // whatever its To tag says. It goes to the next hop now, as her other requests do. A
+        // Path token (the registrar's requests for a client) is followed from servers only.
+        let call_id = msg.call_id().unwrap_or("").to_owned();
         let may_follow_tokens = !from_client || msg.to().is_some_and(|t| t.tag().is_some());
         let mut token_flow = None;
         let mut policy = policy;
@@ -185,7 +187,11 @@ impl Edge {
                 && may_follow_tokens
                 && flow_token_claim(u)
                     .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
-                && let Some(named) = self.ids.parse_flow_token(u)
+                && let Some(named) = self.ids.parse_dialog_flow_token(u, &call_id).or_else(|| {
+                    (!from_client)
+                        .then(|| self.ids.parse_flow_token(u))
+                        .flatten()
+                })
             {
                 token_flow = Some(named);
             }
