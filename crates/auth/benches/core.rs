@@ -305,10 +305,12 @@ fn bench(c: &mut Criterion) {
         let opaque = Opaque(i.wrapping_mul(2_654_435_761));
         let session =
             sagw_ntlm::NtlmSession::from_exported_session_key(&esk, 0x6298_8255).expect("session");
-        manager.establish(
-            SecurityAssociation::new(sa_fixture::new_sa(opaque, i, session)),
-            &counters,
-        );
+        manager
+            .establish(
+                SecurityAssociation::new(sa_fixture::new_sa(opaque, i, session)),
+                &counters,
+            )
+            .expect("distinct opaques");
         opaques.push(opaque);
     }
     let mut g = c.benchmark_group("sa_manager_1M");

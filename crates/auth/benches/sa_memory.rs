@@ -57,7 +57,7 @@ fn main() {
                 i,
                 session,
             ));
-            manager.establish(sa, &counters);
+            manager.establish(sa, &counters).expect("distinct opaques");
         }
         assert_eq!(manager.len(), n as usize);
         let used = LIVE.load(Ordering::Relaxed) - before;

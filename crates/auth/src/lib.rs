@@ -59,7 +59,9 @@ pub use kerberos::{
     KerberosAccepted, KerberosBackend, KerberosJob, KerberosOutcome, KerberosRejection,
     KerberosReplayRegistry, NoReplayRegistry, ReplayCheck,
 };
-pub use manager::{Established, FinalLegRefusal, SaHandle, SaInfo, SaLookup, SaManager};
+pub use manager::{
+    Established, FinalLegRefusal, OpaqueTaken, SaHandle, SaInfo, SaLookup, SaManager,
+};
 pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, SchemeSet};
 pub use pool::{PoolJournal, RecordError, SaProgress, SaRecord, SaResume, SaSecret};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::counters::{Counters, ExpiryKind};
-use crate::pool::{JournalTable, PoolJournal};
+use crate::pool::{EndedSa, JournalTable, PoolJournal};
 use crate::rng::Rng;
 use crate::sa::{Opaque, SaScheme, SecurityAssociation};
 
@@ -147,6 +147,19 @@ pub struct Established {
     pub replaced: Option<Opaque>,
     /// SAs of the same identity ended to keep it within its cap, least recently used first.
     pub evicted: Vec<Opaque>,
+}
+
+/// A new SA refused because another SA holds its opaque (given back, unused).
+#[derive(Debug)]
+pub struct OpaqueTaken(pub SaHandle);
+
+/// What [`SaManager::install`] does when another SA holds the opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnTaken {
+    /// A handshake's new SA: refused.
+    Refuse,
+    /// An SA taken in from the pool, which the store holds under the opaque: it wins.
+    Displace,
 }
 
 /// The established SAs of a gateway, by `opaque`, by endpoint (identity and epid) and by identity,
@@ -343,16 +356,33 @@ impl SaManager {
     /// Makes `sa` the endpoint's SA; an SA the same identity and epid held before is dropped (a new
     /// handshake from an endpoint replaces its SA), and so is the identity's least recently used SA
     /// when it would otherwise hold more than its cap.
-    pub fn establish(&self, sa: SecurityAssociation, counters: &Counters) -> Established {
-        let established = self.install(Arc::new(sa), counters);
+    ///
+    /// Refused, changing nothing, when another SA holds its opaque by now: the opaque was checked
+    /// when it was drawn ([`fresh_opaque`](Self::fresh_opaque), [`claim_final_leg`](Self::claim_final_leg)),
+    /// but another thread's handshake may have installed an SA under it since, and displacing
+    /// that SA would leave it live in the other indexes and end it for its client unannounced.
+    pub fn establish(
+        &self,
+        sa: SecurityAssociation,
+        counters: &Counters,
+    ) -> Result<Established, OpaqueTaken> {
+        let established = self.install(Arc::new(sa), counters, OnTaken::Refuse)?;
         counters.sa_established(established.handle.scheme());
         self.journal(|j| j.established.push(established.handle.clone()));
-        established
+        Ok(established)
     }
 
     /// Takes in an SA made on another gateway of the pool, or before a restart: it replaces what
     /// this gateway held for the same opaque or endpoint, as a new handshake would. Not counted as
     /// established, and not journaled as new (the pool has it).
+    ///
+    /// An SA held here under the same opaque is most often an older copy of this one. It may be
+    /// another identity's only while this gateway's publication of it is on its way: the store
+    /// refuses an SA whose opaque names another identity's SA or tombstone (docs/security.md
+    /// B11e), and it holds this record, so that publication is refused (or was, and its answer
+    /// is queued). The local SA is ended then as the refusal would end it: unannounced, so that
+    /// nothing revokes the opaque in the pool, and the answer, when it comes, leaves this SA
+    /// alone ([`forget_taken`](Self::forget_taken) checks the identity).
     pub fn adopt(&self, sa: SecurityAssociation, counters: &Counters) -> Established {
         let opaque = sa.opaque().0;
         let previous = self.shard(opaque).lock().remove(&opaque);
@@ -360,7 +390,15 @@ impl SaManager {
             old.revoke();
             self.remove(&old);
         }
-        self.install(Arc::new(sa), counters)
+        match self.install(Arc::new(sa), counters, OnTaken::Displace) {
+            Ok(established) => established,
+            // OnTaken::Displace never refuses.
+            Err(OpaqueTaken(handle)) => Established {
+                handle,
+                replaced: None,
+                evicted: Vec::new(),
+            },
+        }
     }
 
     /// Drops an SA another gateway took over, without ending it (the pool still has it).
@@ -376,6 +414,22 @@ impl SaManager {
         }
     }
 
+    /// Drops `identity`'s SA under `opaque` because the pool refused it: the opaque names another
+    /// identity's SA there (two gateways drew the same opaque, docs/security.md B11e). Not
+    /// journaled: the pool must not revoke the opaque, which is the other identity's. An SA of
+    /// another identity held here under the opaque (adopted from the pool since) stays.
+    pub fn forget_taken(&self, opaque: Opaque, identity: &str) -> bool {
+        let found = self.shard(opaque.0).lock().get(&opaque.0).cloned();
+        match found {
+            Some(sa) if sa.identity().eq_ignore_ascii_case(identity) => {
+                sa.revoke();
+                self.remove(&sa);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Ends an SA the pool says was revoked elsewhere (counted, not journaled again).
     pub fn revoke_from_pool(&self, opaque: Opaque, counters: &Counters) -> bool {
         let ended = self.forget(opaque);
@@ -385,8 +439,29 @@ impl SaManager {
         ended
     }
 
-    fn install(&self, handle: SaHandle, counters: &Counters) -> Established {
+    fn install(
+        &self,
+        handle: SaHandle,
+        counters: &Counters,
+        on_taken: OnTaken,
+    ) -> Result<Established, OpaqueTaken> {
         let opaque = handle.opaque().0;
+        // The opaque first, so that a refusal changes nothing.
+        let displaced = match self.shard(opaque).lock().entry(opaque) {
+            Entry::Vacant(v) => {
+                v.insert(handle.clone());
+                None
+            }
+            Entry::Occupied(e) if Arc::ptr_eq(e.get(), &handle) => None,
+            Entry::Occupied(_) if on_taken == OnTaken::Refuse => return Err(OpaqueTaken(handle)),
+            Entry::Occupied(mut e) => Some(e.insert(handle.clone())),
+        };
+        if let Some(old) = displaced {
+            // Out of its other indexes too (its opaque's entry is the new SA's now, which
+            // remove_tables leaves alone), before the new SA takes its endpoint.
+            old.revoke();
+            self.remove(&old);
+        }
         let (key, identity_key) = self.keys(handle.identity(), handle.epid());
         let previous = self.endpoint_shard(key).lock().insert(key, opaque);
         let mut replaced = None;
@@ -397,9 +472,8 @@ impl SaManager {
             self.unindex_identity(&old);
             counters.sa_replaced();
             replaced = Some(Opaque(prev));
-            self.journal(|j| j.ended.push(old.opaque()));
+            self.journal(|j| j.ended.push(EndedSa::of(&old)));
         }
-        self.shard(opaque).lock().insert(opaque, handle.clone());
         let (first, more) = self.index_identity(&handle, identity_key, key);
         let mut evicted = Vec::with_capacity(usize::from(first.is_some()) + more.len());
         for Indexed {
@@ -410,14 +484,14 @@ impl SaManager {
             victim.revoke();
             self.remove_tables_keyed(victim, *endpoint);
             counters.sa_evicted_identity_cap();
-            self.journal(|j| j.ended.push(victim.opaque()));
+            self.journal(|j| j.ended.push(EndedSa::of(victim)));
             evicted.push(victim.opaque());
         }
-        Established {
+        Ok(Established {
             handle,
             replaced,
             evicted,
-        }
+        })
     }
 
     /// Adds `handle` to its identity's SAs (`key`: its identity key, `endpoint`: its endpoint key);
@@ -546,12 +620,17 @@ impl SaManager {
                 sa.revoke();
                 self.remove(&sa);
                 counters.sa_revoked();
-                self.journal(|j| j.ended.push(sa.opaque()));
+                self.journal(|j| j.ended.push(EndedSa::of(&sa)));
                 true
             }
             // In a pool another gateway may hold it: the revocation goes to the pool.
             None if self.journal.is_some() => {
-                self.journal(|j| j.ended.push(opaque));
+                self.journal(|j| {
+                    j.ended.push(EndedSa {
+                        opaque,
+                        identity: None,
+                    })
+                });
                 true
             }
             None => false,
@@ -769,9 +848,13 @@ mod tests {
         })
         .with_max_per_identity(2);
         let now = 1_767_603_600;
-        m.establish(sa(1, "sip:Alice@example.com", "e1", now), &counters);
-        m.establish(sa(2, "sip:alice@example.com", "e2", now + 1), &counters);
-        let third = m.establish(sa(3, "SIP:ALICE@EXAMPLE.COM", "e3", now + 2), &counters);
+        let est = |opaque, identity, epid, t| {
+            m.establish(sa(opaque, identity, epid, t), &counters)
+                .expect("a free opaque")
+        };
+        est(1, "sip:Alice@example.com", "e1", now);
+        est(2, "sip:alice@example.com", "e2", now + 1);
+        let third = est(3, "SIP:ALICE@EXAMPLE.COM", "e3", now + 2);
         assert_eq!(third.evicted, vec![Opaque(1)]);
         let found = |epid| match m.lookup_endpoint("sip:alice@example.com", epid, now, &counters) {
             SaLookup::Live(sa) => Some(sa.opaque()),
@@ -786,5 +869,50 @@ mod tests {
         assert_eq!((found("e2"), found("e3"), m.len()), (None, None, 0));
         assert!(m.endpoints.iter().all(|s| s.lock().is_empty()));
         assert!(m.identities.iter().all(|s| s.lock().is_empty()));
+    }
+
+    /// Two SAs under one opaque (docs/security.md B11e): a handshake's new SA never displaces
+    /// another's, an SA taken in from the pool does (the store holds it), and the pool's refusal
+    /// of the displaced one, when it comes, leaves the adopted SA alone.
+    #[test]
+    fn an_opaque_names_one_sa_and_a_refusal_ends_only_its_own() {
+        let counters = Counters::default();
+        let mut m = SaManager::new(ManagerLimits {
+            recent_final_legs_max: 8,
+        });
+        m.enable_journal();
+        let now = 1_767_603_600;
+        let live = |m: &SaManager| match m.lookup(Opaque(7), now, &counters) {
+            SaLookup::Live(sa) => Some(sa.identity().to_owned()),
+            _ => None,
+        };
+        assert!(
+            m.establish(sa(7, "sip:alice@example.com", "a", now), &counters)
+                .is_ok()
+        );
+        let refused = m.establish(sa(7, "sip:bob@example.com", "b", now), &counters);
+        assert!(refused.is_err(), "bob's SA displaced alice's");
+        assert_eq!(live(&m).as_deref(), Some("sip:alice@example.com"));
+        assert_eq!(m.len(), 1);
+        assert!(m.drain_journal().established.len() == 1, "only alice's");
+
+        // The pool's refusal of bob's SA (Taken) does not end alice's.
+        assert!(!m.forget_taken(Opaque(7), "sip:bob@example.com"));
+        assert_eq!(live(&m).as_deref(), Some("sip:alice@example.com"));
+
+        // Adopted from the pool, carol's SA under the opaque wins over alice's local one, which
+        // ends unannounced; alice's refusal then leaves carol's SA.
+        let adopted = m.adopt(sa(7, "sip:carol@example.com", "c", now), &counters);
+        assert_eq!(adopted.handle.identity(), "sip:carol@example.com");
+        assert_eq!(live(&m).as_deref(), Some("sip:carol@example.com"));
+        assert!(
+            m.drain_journal().ended.is_empty(),
+            "nothing revoked in the pool"
+        );
+        assert!(!m.forget_taken(Opaque(7), "sip:alice@example.com"));
+        assert!(m.forget_taken(Opaque(7), "SIP:Carol@example.com"));
+        assert_eq!(live(&m), None);
+        assert!(m.endpoints.iter().all(|s| s.lock().is_empty()));
+        assert_eq!(m.revoke_identity("sip:alice@example.com", &counters), 0);
     }
 }

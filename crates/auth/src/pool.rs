@@ -283,9 +283,30 @@ pub struct PoolJournal {
     /// SAs whose window or idle deadline moved.
     pub progressed: Vec<SaProgress>,
     /// SAs ended here (replaced, evicted by the identity cap, revoked).
-    pub ended: Vec<Opaque>,
+    pub ended: Vec<EndedSa>,
     /// Identities all of whose SAs were ended here.
     pub ended_identities: Vec<String>,
+}
+
+/// An SA ended here, as the pool must end it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSa {
+    /// The SA's name on the wire.
+    pub opaque: Opaque,
+    /// Whose SA it was, when this gateway held it: the pool then ends only that identity's SA
+    /// under the opaque, never another's that drew the same one elsewhere (docs/security.md
+    /// B11e). `None`: an operator revoked an opaque this gateway does not hold, which ends
+    /// whatever the pool holds under it.
+    pub identity: Option<String>,
+}
+
+impl EndedSa {
+    pub(crate) fn of(sa: &crate::sa::SecurityAssociation) -> EndedSa {
+        EndedSa {
+            opaque: sa.opaque(),
+            identity: Some(sa.identity().to_owned()),
+        }
+    }
 }
 
 impl PoolJournal {
@@ -304,7 +325,7 @@ impl PoolJournal {
 pub(crate) struct JournalTable {
     pub established: Vec<SaHandle>,
     pub touched: Vec<SaHandle>,
-    pub ended: Vec<Opaque>,
+    pub ended: Vec<EndedSa>,
     pub ended_identities: Vec<String>,
 }
 

@@ -139,7 +139,8 @@ fn ended_sas_and_identities_are_journaled_and_pool_revocations_are_not() {
     let j = a.drain_pool_journal();
     assert_eq!(j.established.len(), 1);
     assert_eq!(j.ended.len(), 1);
-    assert_eq!(j.ended[0], sa.opaque());
+    assert_eq!(j.ended[0].opaque, sa.opaque());
+    assert_eq!(j.ended[0].identity.as_deref(), Some(sa.identity()));
     assert_eq!(a.revoke_identity("sip:alice@example.com"), 1);
     assert_eq!(
         a.drain_pool_journal().ended_identities,

@@ -306,10 +306,14 @@ impl Metrics {
 
     /// The pool's counters (only a pool member has them).
     fn render_pool_counters(&self, out: &mut String) {
-        const POOL: [(&str, &str); 2] = [
+        const POOL: [(&str, &str); 3] = [
             (
                 "sagw_state_claims_total",
                 "SAs fetched from the pool's store for a message signed with one, by result",
+            ),
+            (
+                "sagw_state_opaque_collisions_total",
+                "New SAs refused by the store because another user's SA holds their opaque",
             ),
             (
                 "sagw_state_errors_total",

@@ -50,8 +50,9 @@ pub enum StoreCommand {
     Claim { opaque: u32, generation: u32 },
     /// What moved on SAs this gateway owns: written behind, each only while still owned.
     Checkpoint(Vec<Checkpoint>),
-    /// SAs ended here.
-    Revoke(Vec<u32>),
+    /// SAs ended here, each with its identity when this gateway held it (the pool then ends
+    /// only that identity's SA under the opaque); without, an operator's revocation by opaque.
+    Revoke(Vec<(u32, Option<String>)>),
     /// Identities all of whose SAs ended here.
     RevokeIdentity(Vec<String>),
     /// The bindings this gateway holds for `aor` now (registrar mode): the store keeps them
@@ -98,6 +99,9 @@ pub enum PoolEvent {
     Disowned { opaque: u32 },
     /// Revoked on another gateway.
     Revoked { opaque: u32 },
+    /// A publication refused: the opaque names another identity's SA in the pool (two gateways
+    /// drew the same opaque). `identity`'s SA here ends, unannounced.
+    Taken { opaque: u32, identity: String },
     /// The store does not have an SA this gateway owns (it restarted empty): publish it again.
     Lost { opaque: u32 },
     /// The store is back after a gap: publish again what this gateway owns.
@@ -315,6 +319,15 @@ impl PoolLink {
                 }
                 Vec::new()
             }
+            PoolEvent::Taken { opaque, identity } => {
+                // Only the refused SA goes: the opaque may name another identity's SA here by now
+                // (adopted from the pool), which stays, and stays owned.
+                if self.core.forget_taken_sa(Opaque(opaque), &identity) {
+                    self.owned.remove(&opaque);
+                    warn!(opaque = %Opaque(opaque), "a new security association drew an opaque another user holds in the pool: ended, the client signs in again");
+                }
+                Vec::new()
+            }
             PoolEvent::Lost { opaque } => {
                 if let (Some(generation), Some(sa)) =
                     (self.owned.get(&opaque), self.core.sas().get(Opaque(opaque)))
@@ -512,8 +525,12 @@ impl PoolLink {
                 }
             }
             if !journal.ended.is_empty() {
-                let ended: Vec<u32> = journal.ended.iter().map(|o| o.0).collect();
-                for o in &ended {
+                let ended: Vec<(u32, Option<String>)> = journal
+                    .ended
+                    .into_iter()
+                    .map(|e| (e.opaque.0, e.identity))
+                    .collect();
+                for (o, _) in &ended {
                     self.owned.remove(o);
                 }
                 let _ = self.commands.send(StoreCommand::Revoke(ended));

@@ -215,6 +215,15 @@ impl StoreTask {
                     Ok(PublishOutcome::Revoked) => post(PoolEvent::Revoked { opaque }),
                     // Claimed by another gateway while this one was cut off from the store.
                     Ok(PublishOutcome::Moved) => post(PoolEvent::Disowned { opaque }),
+                    // Another user's SA holds the opaque in the pool: this one ends here.
+                    Ok(PublishOutcome::Taken) => {
+                        self.metrics.inc(
+                            "sagw_state_opaque_collisions_total",
+                            "op=\"publish\"".into(),
+                            1,
+                        );
+                        post(PoolEvent::Taken { opaque, identity })
+                    }
                     Err(e) => {
                         debug!(error = %e, "SA not published (store down): published again when it is back");
                         self.metrics
@@ -304,8 +313,14 @@ impl StoreTask {
                 }
             }
             StoreCommand::Revoke(opaques) => {
-                for o in opaques {
-                    if let Err(e) = self.store.revoke_sa(o).await {
+                for (o, identity) in opaques {
+                    let revoked = match identity {
+                        // Only this identity's SA: after a collision of opaques the pool's SA
+                        // under `o` may be another user's.
+                        Some(i) => self.store.revoke_sa_of(o, &i).await.map(drop),
+                        None => self.store.revoke_sa(o).await.map(drop),
+                    };
+                    if let Err(e) = revoked {
                         warn!(error = %e, "revocation not shared with the pool (store down)");
                         self.metrics
                             .inc("sagw_state_errors_total", "op=\"revoke\"".into(), 1);

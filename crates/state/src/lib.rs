@@ -15,7 +15,7 @@ pub use events::{EVENTS_CHANNEL, StoreEvent};
 pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
     Binding, Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, EventReceiver,
-    PublishOutcome, Store, StoreConfig, StoreError, StoreReplayRegistry,
+    PublishOutcome, RevokeOutcome, Store, StoreConfig, StoreError, StoreReplayRegistry,
 };
 pub use seal::{SealError, Sealer};
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
 use sagw_state::{
-    Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, PoolKey, PublishOutcome, Store,
-    StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
+    Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, PoolKey, PublishOutcome, RevokeOutcome,
+    Store, StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
 };
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
@@ -158,7 +158,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         "gw-a lost the SA to gw-b's claim"
     );
     assert_eq!(
-        a.publish_sa(op, "alice", b"old", "gw-a", 0, now() + 600)
+        a.publish_sa(op, "alice@example.com", b"old", "gw-a", 0, now() + 600)
             .await
             .expect("publish"),
         PublishOutcome::Moved,
@@ -277,7 +277,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
     assert_eq!(r[1].outcome, CheckpointOutcome::Missing, "never published");
     assert_eq!(
-        b.publish_sa(op, "x", b"r", "gw-b", 1, exp)
+        b.publish_sa(op, "alice@example.com", b"r", "gw-b", 1, exp)
             .await
             .expect("publish"),
         PublishOutcome::Revoked
@@ -662,4 +662,160 @@ async fn cluster_with_a_password() {
         next_event(&mut events, Duration::from_secs(1)).await,
         StoreEvent::Revoked(0xABCD_0001)
     );
+}
+
+/// No event but `Resubscribed` within `within`.
+async fn quiet(rx: &mut EventReceiver, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(StoreEvent::Resubscribed)) => continue,
+            Ok(Some(e)) => panic!("unexpected {e:?}"),
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Two users drew the same opaque on two gateways (docs/security.md B11e): bob's publication is
+/// refused and neither it nor bob's revocations touch alice's SA.
+async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
+    let a = Store::connect(&config(urls.clone(), cluster))
+        .await
+        .expect("gw-a connects");
+    let b = Store::connect(&config(urls, cluster))
+        .await
+        .expect("gw-b connects");
+    let mut events = a.subscribe();
+    live(&mut events).await;
+    let exp = now() + 3600;
+    let alice = "alice@example.com";
+    let bob = "bob@example.com";
+
+    // Alice's live SA on gw-a; gw-b makes bob's SA under the same opaque.
+    let op = 0x0C01_1DE5;
+    a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp)
+        .await
+        .expect("published");
+    let r = b
+        .publish_sa(op, bob, b"bob's", "gw-b", 0, exp)
+        .await
+        .expect("publish");
+    assert_eq!(r, PublishOutcome::Taken, "bob's SA took alice's opaque");
+    // Bob's revocation (a password change) ends nothing of alice's, and says nothing to the pool.
+    assert_eq!(
+        b.revoke_identity(bob).await.expect("revoke bob"),
+        Vec::<u32>::new(),
+        "bob's revocation ended alice's SA"
+    );
+    quiet(&mut events, Duration::from_millis(300)).await;
+    let seen = a
+        .peek_sa(op)
+        .await
+        .expect("peek")
+        .expect("alice's SA stays");
+    assert_eq!(seen.sealed_rec, b"alice's");
+    assert_eq!(seen.prev_owner.as_deref(), Some("gw-a"));
+
+    // The same gateway, having forgotten alice's SA (claimed away and back), never overwrites it
+    // with another user's at the same generation.
+    let op2 = 0x0C01_1DE6;
+    a.publish_sa(op2, alice, b"alice's", "gw-a", 0, exp)
+        .await
+        .expect("published");
+    let r = a
+        .publish_sa(op2, bob, b"bob's", "gw-a", 0, exp)
+        .await
+        .expect("publish");
+    assert_eq!(r, PublishOutcome::Taken, "bob's SA replaced alice's");
+    assert_eq!(
+        a.peek_sa(op2)
+            .await
+            .expect("peek")
+            .expect("stays")
+            .sealed_rec,
+        b"alice's"
+    );
+    assert_eq!(
+        b.revoke_identity(bob).await.expect("revoke bob"),
+        Vec::<u32>::new()
+    );
+    assert!(a.sa_exists(op2).await.expect("exists"));
+    quiet(&mut events, Duration::from_millis(300)).await;
+
+    // gw-b ends bob's SA (replaced by his next handshake) before it heard Taken: its revocation
+    // names bob, and leaves alice's SA alone.
+    assert_eq!(
+        b.revoke_sa_of(op, bob).await.expect("revoke"),
+        RevokeOutcome::OtherUser
+    );
+    assert_eq!(
+        b.revoke_sa_of(op, "ALICE@example.com")
+            .await
+            .expect("revoke"),
+        RevokeOutcome::Revoked,
+        "the identity compares as the user sets do, ASCII case folded"
+    );
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(1)).await,
+        StoreEvent::Revoked(op)
+    );
+    // Alice's tombstone keeps her name: bob's SA under the opaque is refused as taken (it would
+    // be refused as revoked otherwise, ending it all the same), and bob cannot lift it.
+    assert_eq!(
+        b.publish_sa(op, bob, b"bob's", "gw-b", 0, exp)
+            .await
+            .expect("publish"),
+        PublishOutcome::Taken
+    );
+    assert_eq!(
+        b.revoke_sa_of(op, bob).await.expect("revoke"),
+        RevokeOutcome::OtherUser
+    );
+    assert_eq!(
+        a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp)
+            .await
+            .expect("publish"),
+        PublishOutcome::Revoked
+    );
+    // An operator's revocation by opaque ends whatever the opaque names.
+    assert!(b.revoke_sa(op2).await.expect("revoke"));
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(1)).await,
+        StoreEvent::Revoked(op2)
+    );
+    // An SA the store never had: tombstoned under the identity named, and published.
+    let op3 = 0x0C01_1DE7;
+    assert_eq!(
+        b.revoke_sa_of(op3, bob).await.expect("revoke"),
+        RevokeOutcome::Absent
+    );
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(1)).await,
+        StoreEvent::Revoked(op3)
+    );
+    assert_eq!(
+        a.publish_sa(op3, alice, b"alice's", "gw-a", 0, exp)
+            .await
+            .expect("publish"),
+        PublishOutcome::Taken
+    );
+    quiet(&mut events, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn opaque_collisions_on_one_server() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    opaque_collisions(vec![redis.url()], false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn opaque_collisions_on_a_three_master_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    opaque_collisions(vec![cluster.urls()[0].clone()], true).await;
 }

@@ -404,7 +404,11 @@ impl SecurityCore {
         {
             return self.fail_leg(leg, scheme, reason);
         }
-        let established = self.sas.establish(sa, &self.counters);
+        // Another thread's handshake installed an SA under this opaque since it was drawn: this
+        // sign-in fails, and the client signs in again under a fresh challenge.
+        let Ok(established) = self.sas.establish(sa, &self.counters) else {
+            return self.fail_leg(leg, scheme, Reason::ReplayedToken);
+        };
         self.counters.handshake_completed(scheme);
         let sa = established.handle;
         Decision::Authenticated(Authenticated {

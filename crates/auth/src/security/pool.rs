@@ -150,6 +150,14 @@ impl SecurityCore {
         self.sas.forget(opaque)
     }
 
+    /// Ends `identity`'s SA under `opaque`, which the pool refused because the opaque names
+    /// another identity's SA there: the client's next message meets no SA and is challenged, so
+    /// it signs in again under a new opaque (docs/security.md B11e). An SA of another identity
+    /// held here under the opaque stays.
+    pub fn forget_taken_sa(&self, opaque: Opaque, identity: &str) -> bool {
+        self.sas.forget_taken(opaque, identity)
+    }
+
     /// Ends an SA revoked on another gateway of the pool.
     pub fn revoke_from_pool(&self, opaque: Opaque) -> bool {
         self.sas.revoke_from_pool(opaque, &self.counters)

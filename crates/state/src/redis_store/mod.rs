@@ -2,7 +2,7 @@
 //!
 //! | key | type | fields |
 //! |---|---|---|
-//! | `sagw:sa:{OPAQUE}` | hash, expires at the SA's hard end | `rec` (sealed record), `owner`, `generation`, `win`, `idle`, `user` (identity, to leave its set on revoke) |
+//! | `sagw:sa:{OPAQUE}` | hash, expires at the SA's hard end | `rec` (sealed record), `owner`, `generation`, `win`, `idle`, `user` (identity: to leave its set on revoke, and so that one user's publication or revocation never touches another's SA under the same opaque); a tombstone is `revoked` and `user` |
 //! | `sagw:user:{identity}` | set of `OPAQUE` | expires with its longest-lived SA |
 //! | `sagw:krb:{hex}` | string, `SET NX PX` | a Kerberos authenticator seen |
 //! | `sagw:reg:{aor}` | hash device → binding ([`Binding`], encoded below) | expires with its last binding |
@@ -257,6 +257,22 @@ pub enum PublishOutcome {
     Revoked,
     /// Another node holds it at this or a later generation: the publisher drops its copy.
     Moved,
+    /// The opaque names another identity's SA, live or revoked (two gateways drew the same
+    /// opaque): the store keeps the first, and the publisher ends its own at once, without
+    /// revoking anything in the pool (docs/security.md B11e).
+    Taken,
+}
+
+/// What became of a revocation of one SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The store had the SA: it is a tombstone now, and `revoke` was published.
+    Revoked,
+    /// The store did not have it (ended, lost, or never published): a tombstone all the same,
+    /// and `revoke` published, for a node that may still hold it.
+    Absent,
+    /// The opaque names another identity's SA or tombstone: nothing changed, nothing published.
+    OtherUser,
 }
 
 /// What became of one checkpoint.

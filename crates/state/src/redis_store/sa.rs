@@ -6,8 +6,8 @@ use super::codec::{corrupt, opt_bytes, parse_u32, parse_u64};
 use super::conn::Batch;
 use super::keys::{sa_key, user_key};
 use super::{
-    Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, PublishOutcome, Store,
-    StoreError, server_error,
+    Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, PublishOutcome,
+    RevokeOutcome, Store, StoreError, server_error,
 };
 use crate::events::{EVENTS_CHANNEL, StoreEvent, parse_opaque};
 use crate::valid_node_id;
@@ -15,7 +15,9 @@ use crate::valid_node_id;
 impl Store {
     /// Publishes a newly established SA owned by `owner` at generation `generation`, expiring at
     /// `hard_expiry_unix`; adds it to its identity's set (whose expiry only grows). Also how an
-    /// owner publishes again what a store that restarted empty lost.
+    /// owner publishes again what a store that restarted empty lost. Refused with
+    /// [`PublishOutcome::Taken`] when the opaque names another identity's SA or tombstone: the
+    /// opaque then leaves the identity's set again.
     pub async fn publish_sa(
         &self,
         opaque: u32,
@@ -31,7 +33,11 @@ impl Store {
         let member = format!("{opaque:08X}");
         let ukey = user_key(identity);
         let mut pipe = redis::pipe();
-        // The set first: if the SA's write fails, an opaque without SA is harmless.
+        // The set first: if the SA's write fails, an opaque without SA is harmless. The other
+        // order would leave an SA its identity's revocation cannot find. The set and the SA are
+        // in two Cluster slots, so one script cannot write both; a member naming another user's
+        // SA (a refused publication, until the SREM below) is harmless too, because a revocation
+        // through the set ends only that identity's SAs (REVOKE_SA checks the user).
         pipe.cmd("SADD").arg(&ukey).arg(&member).ignore();
         pipe.cmd("EXPIREAT")
             .arg(&ukey)
@@ -43,31 +49,48 @@ impl Store {
             .arg(hard_expiry_unix)
             .arg("GT")
             .ignore();
-        self.run(async {
-            let mut c = self.conn();
-            pipe.exec_async(&mut c)
-                .await
-                .map_err(|e| StoreError::from_redis(&e))?;
-            let published: i64 = self
-                .inner
-                .scripts
-                .publish_sa
-                .key(sa_key(opaque))
-                .arg(sealed_rec)
-                .arg(owner)
-                .arg(generation)
-                .arg(identity)
-                .arg(hard_expiry_unix)
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| StoreError::from_redis(&e))?;
-            Ok(match published {
-                1 => PublishOutcome::Published,
-                0 => PublishOutcome::Revoked,
-                _ => PublishOutcome::Moved,
+        let outcome = self
+            .run(async {
+                let mut c = self.conn();
+                pipe.exec_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))?;
+                let published: i64 = self
+                    .inner
+                    .scripts
+                    .publish_sa
+                    .key(sa_key(opaque))
+                    .arg(sealed_rec)
+                    .arg(owner)
+                    .arg(generation)
+                    .arg(identity)
+                    .arg(hard_expiry_unix)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))?;
+                Ok(match published {
+                    1 => PublishOutcome::Published,
+                    0 => PublishOutcome::Revoked,
+                    3 => PublishOutcome::Taken,
+                    _ => PublishOutcome::Moved,
+                })
             })
-        })
-        .await
+            .await?;
+        if outcome == PublishOutcome::Taken {
+            // Best effort: a member left behind is skipped by revoke_identity (see above).
+            let _ = self
+                .run(async {
+                    let mut c = self.conn();
+                    redis::cmd("SREM")
+                        .arg(&ukey)
+                        .arg(&member)
+                        .exec_async(&mut c)
+                        .await
+                        .map_err(|e| StoreError::from_redis(&e))
+                })
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Claims the SA for `node`: bumps its generation, makes `node` its owner, returns the record
@@ -257,15 +280,38 @@ impl Store {
             .collect()
     }
 
-    /// Ends an SA in the pool and publishes `revoke` (even when the store no longer had it: a
-    /// node may still hold it). `true` if the store had it.
+    /// Ends an SA in the pool, whoever's it is, and publishes `revoke` (even when the store no
+    /// longer had it: a node may still hold it). `true` if the store had it. An operator's
+    /// revocation by opaque (docs/pools.md); a gateway ending an SA it made or holds names its
+    /// identity with [`revoke_sa_of`](Self::revoke_sa_of).
     pub async fn revoke_sa(&self, opaque: u32) -> Result<bool, StoreError> {
-        let Some(identity) = self.tombstone(opaque).await? else {
-            return Ok(false);
-        };
+        Ok(self.revoke(opaque, None).await? == RevokeOutcome::Revoked)
+    }
+
+    /// Ends `identity`'s SA under `opaque` in the pool, as [`revoke_sa`](Self::revoke_sa) does;
+    /// refused ([`RevokeOutcome::OtherUser`]: nothing changed, nothing published) when the opaque
+    /// names another identity's SA or tombstone, as after a collision of opaques (docs/security.md
+    /// B11e).
+    pub async fn revoke_sa_of(
+        &self,
+        opaque: u32,
+        identity: &str,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.revoke(opaque, Some(identity)).await
+    }
+
+    async fn revoke(
+        &self,
+        opaque: u32,
+        identity: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let (outcome, user) = self.tombstone(opaque, identity).await?;
+        if outcome == RevokeOutcome::OtherUser {
+            return Ok(outcome);
+        }
         // Leave the identity's set (another slot in a Cluster; a failure leaves a stale member,
         // which revoke_identity skips).
-        if let Ok(id) = std::str::from_utf8(&identity) {
+        if let Some(id) = user.as_deref().and_then(|u| std::str::from_utf8(u).ok()) {
             let key = user_key(id);
             let _ = self
                 .run(async {
@@ -279,26 +325,49 @@ impl Store {
                 })
                 .await;
         }
-        Ok(true)
+        Ok(outcome)
     }
 
-    /// Replaces the SA by a tombstone and publishes `revoke` (the revoke script); its identity,
-    /// `None` when the store did not have it.
-    async fn tombstone(&self, opaque: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Replaces the SA by a tombstone and publishes `revoke` (the revoke script), unless
+    /// `identity` is given and the opaque names another identity's SA; what became of it, and
+    /// the identity the tombstone keeps.
+    async fn tombstone(
+        &self,
+        opaque: u32,
+        identity: Option<&str>,
+    ) -> Result<(RevokeOutcome, Option<Vec<u8>>), StoreError> {
         let event = StoreEvent::Revoked(opaque).encode().unwrap_or_default();
-        self.run(async {
-            let mut c = self.conn();
-            self.inner
-                .scripts
-                .revoke
-                .key(sa_key(opaque))
-                .arg(EVENTS_CHANNEL)
-                .arg(&event)
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| StoreError::from_redis(&e))
-        })
-        .await
+        let reply: Value = self
+            .run(async {
+                let mut c = self.conn();
+                self.inner
+                    .scripts
+                    .revoke
+                    .key(sa_key(opaque))
+                    .arg(EVENTS_CHANNEL)
+                    .arg(&event)
+                    .arg(identity.unwrap_or_default())
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| StoreError::from_redis(&e))
+            })
+            .await?;
+        let items = match reply {
+            Value::Array(items) => items,
+            other => return Err(corrupt("revoke", &other)),
+        };
+        let mut it = items.into_iter();
+        let outcome = match it.next() {
+            Some(Value::Int(1)) => RevokeOutcome::Revoked,
+            Some(Value::Int(0)) => RevokeOutcome::Absent,
+            Some(Value::Int(-1)) => RevokeOutcome::OtherUser,
+            other => return Err(corrupt("revoke", &other.unwrap_or(Value::Nil))),
+        };
+        let user = match it.next() {
+            Some(v) => opt_bytes(v, "revoke")?,
+            None => None,
+        };
+        Ok((outcome, user))
     }
 
     /// Ends every SA of `identity` in the pool and returns them: each replaced by a tombstone and
@@ -325,8 +394,10 @@ impl Store {
         opaques.dedup();
         let mut ended = Vec::with_capacity(opaques.len());
         for o in opaques {
-            // A member whose SA already ended gets a tombstone too (harmless), but is not counted.
-            if self.tombstone(o).await?.is_some() {
+            // A member whose SA already ended gets a tombstone too (harmless), but is not counted;
+            // one naming another identity's SA (a publication refused as Taken whose SREM was
+            // lost) is left alone.
+            if self.tombstone(o, Some(identity)).await?.0 == RevokeOutcome::Revoked {
                 ended.push(o);
             }
         }

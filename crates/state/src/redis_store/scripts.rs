@@ -5,8 +5,13 @@ use redis::Script;
 
 /// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds).
 /// 1 written; 0 revoked; 2 another node holds it at this or a later generation (a node back from
-/// a partition must not take back an SA claimed meanwhile).
+/// a partition must not take back an SA claimed meanwhile); 3 the opaque names another user's SA
+/// or tombstone (two gateways drew the same opaque: the first SA keeps it, docs/security.md
+/// B11e). Users compare as the user sets' keys do, ASCII case folded (Lua's `lower` under the C
+/// locale Redis runs in).
 const PUBLISH_SA: &str = r"
+local u = redis.call('HGET', KEYS[1], 'user')
+if u and string.lower(u) ~= string.lower(ARGV[4]) then return 3 end
 if redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 0 end
 local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
 if o[2] and (tonumber(o[2]) > tonumber(ARGV[3]) or (tonumber(o[2]) == tonumber(ARGV[3]) and o[1] ~= ARGV[2])) then
@@ -48,15 +53,25 @@ return 0
 
 /// Replaces an SA by a tombstone until its end (8 hours when its end is unknown), so that its
 /// owner, told by a checkpoint or a publication, ends it even if it missed the event; publishes
-/// ARGV[2] on ARGV[1]; returns its identity (nil if it was gone).
+/// ARGV[2] on ARGV[1]. ARGV[3]: the user whose SA is meant ('' for whoever's: an operator's
+/// revocation by opaque). The tombstone keeps the user, so that another user's SA cannot be
+/// published under the opaque while it stands. Returns {1, user} when the store had the SA;
+/// {0, user} when it did not (tombstoned and published anyway: a node may still hold it);
+/// {-1} when the opaque names another user's SA or tombstone: nothing changed, nothing
+/// published (a collision of opaques must not let one user's revocation end another's SA).
 const REVOKE_SA: &str = r"
-local u = redis.call('HGET', KEYS[1], 'user')
+local f = redis.call('HMGET', KEYS[1], 'user', 'rec')
+local u = f[1]
+if ARGV[3] ~= '' and u and string.lower(u) ~= string.lower(ARGV[3]) then return {-1} end
+if not u and ARGV[3] ~= '' then u = ARGV[3] end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'revoked', 1)
+if u then redis.call('HSET', KEYS[1], 'user', u) end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('EXPIRE', KEYS[1], 28800) end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return u
+if f[2] then return {1, u} end
+return {0, u}
 ";
 
 /// Removes a binding and returns how many the AOR has left.
