@@ -619,9 +619,7 @@ const CLAIMED_IDENTITY_HEADERS: [&str; 9] = [
 /// client may vouch for. A referee's INVITE naming the one who referred it loses it: the
 /// gateway cannot tell that referrer's word from the client's.
 fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
-    for h in CLAIMED_IDENTITY_HEADERS {
-        msg.remove_header(h);
-    }
+    msg.remove_headers(CLAIMED_IDENTITY_HEADERS);
     let own_referrer = match speaker {
         Speaker::Proven(identity) => msg.header_values("Referred-By").all(|v| {
             sagw_sip::parse_name_addr(v).is_ok_and(|na| uri_names_identity(na.uri, identity))

@@ -180,6 +180,33 @@ fn edits_keep_untouched_bytes_and_wire_names() {
     assert_eq!(again.header_count(), original.header_count());
 }
 
+/// `remove_headers` removes what `remove_header` would for each name, compact forms and other
+/// names' case included, in one pass; the rest stays in order.
+#[test]
+fn remove_headers_is_remove_header_for_each_name() {
+    let raw = b"MESSAGE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+Diversion: <sip:x@example.com>\r\nFrom: <sip:a@example.com>;tag=1\r\ny: abc\r\nTo: <sip:b@example.com>\r\n\
+Call-ID: c\r\nCSeq: 1 MESSAGE\r\nidentity: def\r\nP-Asserted-Identity: <sip:a@example.com>\r\n\
+X-Keep: 1\r\nDIVERSION: <sip:z@example.com>\r\nContent-Length: 0\r\n\r\n";
+    let names = [
+        "P-Asserted-Identity",
+        "Diversion",
+        "Identity",
+        "y",
+        "Absent",
+    ];
+    let mut one_by_one = Message::parse(raw).unwrap();
+    let mut removed = 0;
+    for n in names {
+        removed += one_by_one.remove_header(n);
+    }
+    let mut at_once = Message::parse(raw).unwrap();
+    assert_eq!(at_once.remove_headers(names), removed);
+    assert_eq!(at_once.to_bytes(), one_by_one.to_bytes());
+    assert_eq!(removed, 5);
+    assert!(at_once.header("X-Keep").is_some());
+}
+
 #[test]
 fn start_line_edit_turns_request_into_response() {
     let raw = read("oc2007r2-register-request.sip");
