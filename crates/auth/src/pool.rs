@@ -267,6 +267,8 @@ pub fn generation_snum_base(generation: u32) -> Option<u32> {
 pub struct SaProgress {
     /// The SA.
     pub opaque: Opaque,
+    /// Its identity: the store writes a checkpoint only over that user's record.
+    pub identity: String,
     /// The client's `cnum` replay window ([`SaResume::window`] on the node that takes the SA over).
     pub window: [u8; STATE_LEN],
     /// Unix seconds.
@@ -340,6 +342,7 @@ impl JournalTable {
             })
             .map(|sa| SaProgress {
                 opaque: sa.opaque(),
+                identity: sa.identity().to_owned(),
                 window: sa.window_bytes(),
                 idle_deadline: sa.idle_deadline(),
                 snum: sa.snum(),

@@ -313,7 +313,7 @@ impl Metrics {
             ),
             (
                 "sagw_state_opaque_collisions_total",
-                "New SAs refused by the store because another user's SA holds their opaque",
+                "SAs the store refused to publish (new, or republished after a store outage) because another user's SA or tombstone holds their opaque",
             ),
             (
                 "sagw_state_errors_total",

@@ -82,6 +82,7 @@ pub struct SharedBinding {
 /// One SA's written-behind progress.
 pub struct Checkpoint {
     pub opaque: u32,
+    pub identity: String,
     pub generation: u32,
     pub window: Vec<u8>,
     pub idle_deadline: u64,
@@ -517,6 +518,7 @@ impl PoolLink {
                         p.opaque.0,
                         Checkpoint {
                             opaque: p.opaque.0,
+                            identity: p.identity.clone(),
                             generation: *generation,
                             window: p.window.to_vec(),
                             idle_deadline: p.idle_deadline,

@@ -279,6 +279,7 @@ impl StoreTask {
                     .into_iter()
                     .map(|c| sagw_state::Checkpoint {
                         opaque: c.opaque,
+                        user: c.identity,
                         node: self.node.clone(),
                         generation: c.generation,
                         win: c.window,

@@ -144,6 +144,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     let r = a
         .checkpoint(&[Checkpoint {
             opaque: op,
+            user: "alice@example.com".into(),
             node: "gw-a".into(),
             generation: 0,
             win: vec![1; 40],
@@ -167,6 +168,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     let r = b
         .checkpoint(&[Checkpoint {
             opaque: op,
+            user: "alice@example.com".into(),
             node: "gw-b".into(),
             generation: 1,
             win: win_b.clone(),
@@ -210,6 +212,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     }
     a.checkpoint(&[Checkpoint {
         opaque: many[0],
+        user: "carol".into(),
         node: "gw-a".into(),
         generation: 0,
         win: vec![0; 4],
@@ -222,6 +225,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         .iter()
         .map(|o| Checkpoint {
             opaque: *o,
+            user: "carol".into(),
             node: "gw-a".into(),
             generation: 0,
             win: o.to_be_bytes().to_vec(),
@@ -265,6 +269,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     // A write-behind of `node` at `generation` (the window and deadline do not matter here).
     let cp = |opaque, node: &str, generation| Checkpoint {
         opaque,
+        user: "alice@example.com".into(),
         node: node.into(),
         generation,
         win: vec![0; 37],
@@ -536,6 +541,7 @@ async fn store_down_fails_fast_then_recovers_and_resubscribes() {
         let r = s
             .checkpoint(&[Checkpoint {
                 opaque: 7,
+                user: "x".into(),
                 node: "gw-a".into(),
                 generation: 0,
                 win: vec![],
@@ -729,6 +735,36 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
         .await
         .expect("publish");
     assert_eq!(r, PublishOutcome::Taken, "bob's SA replaced alice's");
+    // Nor does its checkpoint of bob's SA, sent before it heard of the refusal: alice's window
+    // and idle deadline stay hers (her SA would otherwise be claimable again after it idled out).
+    let r = a
+        .checkpoint(&[Checkpoint {
+            opaque: op2,
+            user: bob.into(),
+            node: "gw-a".into(),
+            generation: 0,
+            win: vec![0xB0; 8],
+            idle: exp,
+        }])
+        .await
+        .expect("checkpoint");
+    assert_ne!(
+        r[0].outcome,
+        CheckpointOutcome::Written,
+        "bob's checkpoint was written over alice's SA"
+    );
+    let r = a
+        .checkpoint(&[Checkpoint {
+            opaque: op2,
+            user: "ALICE@example.com".into(),
+            node: "gw-a".into(),
+            generation: 0,
+            win: vec![0xA1; 8],
+            idle: exp,
+        }])
+        .await
+        .expect("checkpoint");
+    assert_eq!(r[0].outcome, CheckpointOutcome::Written, "alice's own");
     assert_eq!(
         a.peek_sa(op2)
             .await

@@ -238,6 +238,8 @@ impl fmt::Debug for Claimed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub opaque: u32,
+    /// Whose SA it is (`publish_sa`'s `user`): a checkpoint writes only over that user's record.
+    pub user: String,
     /// This node (the owner it believes it is).
     pub node: String,
     /// The generation it owns.

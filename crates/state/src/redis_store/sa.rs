@@ -235,7 +235,8 @@ impl Store {
                 .arg(&c.node)
                 .arg(c.generation)
                 .arg(&c.win[..])
-                .arg(c.idle);
+                .arg(c.idle)
+                .arg(&c.user);
             cmds.add(Some(&key), cmd);
         }
         let replies = self

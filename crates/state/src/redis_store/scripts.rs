@@ -37,12 +37,16 @@ redis.call('PUBLISH', ARGV[4], ARGV[2] .. gen .. ARGV[3])
 return {f[1], gen, f[2], f[3], prev}
 ";
 
-/// Writes the window and idle deadline if ARGV[1] still owns the SA at generation ARGV[2].
-/// 1 written, 0 another owner or generation, 2 the store does not have it (lost, e.g. a restart
-/// without persistence), 3 revoked.
+/// Writes the window and idle deadline if ARGV[1] still owns the SA at generation ARGV[2] and it
+/// is ARGV[5]'s (ASCII case ignored, as user sets are keyed): a node's checkpoint of bob's SA,
+/// sent before it heard that the publication under that opaque was refused (another user's
+/// record, an idle one of its own node's among them), would otherwise write bob's window and
+/// deadline into alice's record and make it claimable again. 1 written, 0 another owner,
+/// generation or user, 2 the store does not have it (lost, e.g. a restart without persistence),
+/// 3 revoked.
 const CHECKPOINT: &str = r"
-local o = redis.call('HMGET', KEYS[1], 'owner', 'gen')
-if o[1] == ARGV[1] and o[2] == ARGV[2] then
+local o = redis.call('HMGET', KEYS[1], 'owner', 'gen', 'user')
+if o[1] == ARGV[1] and o[2] == ARGV[2] and (not o[3] or string.lower(o[3]) == string.lower(ARGV[5])) then
   redis.call('HSET', KEYS[1], 'win', ARGV[3], 'idle', ARGV[4])
   return 1
 end
