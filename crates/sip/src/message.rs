@@ -533,10 +533,16 @@ impl Message {
         let ids = names.map(|n| HeaderId::from_name(n.as_bytes()));
         let before = self.headers.len();
         let mut headers = std::mem::take(&mut self.headers);
+        // A known header by its id alone; another by its text, read once per header and compared
+        // (length first) with the names that have no id.
         headers.retain(|e| {
+            if e.id != HeaderId::Other {
+                return !ids.contains(&e.id);
+            }
+            let text = self.text(e.store, e.name);
             !ids.iter()
                 .zip(names)
-                .any(|(id, name)| self.matches(e, *id, name))
+                .any(|(id, name)| *id == HeaderId::Other && text.eq_ignore_ascii_case(name))
         });
         self.headers = headers;
         let removed = before - self.headers.len();
