@@ -114,9 +114,10 @@ pub fn add(
     save(&auth.credentials, &store)
 }
 
-/// Removes a user; false when there was none.
+/// Removes a user; false when there was none. Also from a file the gateway refuses because two
+/// users sign in as one SIP identity: removing one of them is how the operator mends it.
 pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
-    let mut store = load(&auth.credentials, &auth.sip_domain)?;
+    let mut store = FileCredentialStore::load(&auth.credentials)?;
     let removed = store.remove(user);
     if removed {
         save(&auth.credentials, &store)?;
@@ -124,9 +125,10 @@ pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
     Ok(removed)
 }
 
-/// User names in the file, sorted.
+/// User names in the file, sorted; also of a file with two users of one SIP identity (which the
+/// gateway refuses), for the operator to find them.
 pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
-    let store = load(&auth.credentials, &auth.sip_domain)?;
+    let store = FileCredentialStore::load(&auth.credentials)?;
     let mut v: Vec<String> = store.users().map(str::to_owned).collect();
     v.sort();
     Ok(v)
@@ -469,6 +471,28 @@ mod tests {
             .expect("the empty file, once written");
         assert_eq!(r.users, 0);
         assert!(store.nt_hash("alice").is_none());
+    }
+
+    /// Two users signing in as one SIP identity: the gateway refuses the file, and `sagw user
+    /// list` and `remove` still work on it, so the CLI can mend it. Before, both refused too.
+    #[test]
+    fn list_and_remove_mend_a_file_with_one_identity_twice() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let auth = settings_in(dir.path());
+        add(&auth, "alice", "pw-a", None).expect("add");
+        add(&auth, "bob", "pw-b", None).expect("add");
+        // Edited by hand: bob made to sign in as alice.
+        let text = std::fs::read_to_string(&auth.credentials).expect("read");
+        std::fs::write(
+            &auth.credentials,
+            format!("{text}bob sip sip:alice@{}\n", auth.sip_domain),
+        )
+        .expect("write");
+        assert!(load(&auth.credentials, &auth.sip_domain).is_err());
+        assert_eq!(list(&auth).expect("list"), ["alice", "bob"]);
+        assert!(remove(&auth, "bob").expect("remove"));
+        assert!(load(&auth.credentials, &auth.sip_domain).is_ok());
+        assert_eq!(list(&auth).expect("list"), ["alice"]);
     }
 
     #[test]
