@@ -54,6 +54,15 @@ pub trait CredentialStore: Send + Sync {
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool;
 }
 
+/// Whether a file may give two users one `sip` identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SharedIdentities {
+    /// As the gateway reads it: refused.
+    Refused,
+    /// For mending such a file (listing and removing users).
+    Allowed,
+}
+
 /// A credentials-store user as NTLM needs it ([`CredentialStore::ntlm_user`]).
 #[derive(Debug)]
 pub struct NtlmUser {
@@ -243,6 +252,17 @@ impl FileCredentialStore {
 
     /// Loads a file, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, CredentialsError> {
+        Self::load_as(path, SharedIdentities::Refused)
+    }
+
+    /// [`load`](Self::load), but two users with one `sip` identity are taken as written: for
+    /// listing and removing users, which is how an operator mends such a file (the gateway
+    /// refuses it).
+    pub fn load_for_repair(path: &Path) -> Result<Self, CredentialsError> {
+        Self::load_as(path, SharedIdentities::Allowed)
+    }
+
+    fn load_as(path: &Path, shared: SharedIdentities) -> Result<Self, CredentialsError> {
         let p = path.display().to_string();
         #[cfg(unix)]
         {
@@ -260,7 +280,7 @@ impl FileCredentialStore {
             path: p.clone(),
             source,
         })?;
-        Self::parse(&text)
+        Self::parse_as(&text, shared)
     }
 
     /// Parses the file format above (no permission check: that is [`load`](Self::load)'s).
@@ -271,6 +291,10 @@ impl FileCredentialStore {
     /// line takes another user's default identity depends on the SIP domain: that is
     /// [`check_identities`](Self::check_identities).
     pub fn parse(text: &str) -> Result<Self, CredentialsError> {
+        Self::parse_as(text, SharedIdentities::Refused)
+    }
+
+    fn parse_as(text: &str, shared: SharedIdentities) -> Result<Self, CredentialsError> {
         let mut store = FileCredentialStore::new();
         // Where each record was first seen: (user key, kind) -> line.
         let mut seen: HashMap<(String, RecordKind), usize> = HashMap::new();
@@ -341,7 +365,9 @@ impl FileCredentialStore {
                     }
                     once(RecordKind::Sip)?;
                     match owners.entry(rest.to_ascii_lowercase()) {
-                        std::collections::hash_map::Entry::Occupied(o) => {
+                        std::collections::hash_map::Entry::Occupied(o)
+                            if shared == SharedIdentities::Refused =>
+                        {
                             let (first, other) = o.get().clone();
                             return Err(CredentialsError::SharedSipIdentity {
                                 line,
@@ -351,6 +377,7 @@ impl FileCredentialStore {
                                 identity: rest.to_owned(),
                             });
                         }
+                        std::collections::hash_map::Entry::Occupied(_) => {}
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert((line, user.to_owned()));
                         }

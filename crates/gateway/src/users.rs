@@ -117,7 +117,7 @@ pub fn add(
 /// Removes a user; false when there was none. Also from a file the gateway refuses because two
 /// users sign in as one SIP identity: removing one of them is how the operator mends it.
 pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
-    let mut store = FileCredentialStore::load(&auth.credentials)?;
+    let mut store = FileCredentialStore::load_for_repair(&auth.credentials)?;
     let removed = store.remove(user);
     if removed {
         save(&auth.credentials, &store)?;
@@ -128,7 +128,7 @@ pub fn remove(auth: &AuthSettings, user: &str) -> Result<bool, UsersError> {
 /// User names in the file, sorted; also of a file with two users of one SIP identity (which the
 /// gateway refuses), for the operator to find them.
 pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
-    let store = FileCredentialStore::load(&auth.credentials)?;
+    let store = FileCredentialStore::load_for_repair(&auth.credentials)?;
     let mut v: Vec<String> = store.users().map(str::to_owned).collect();
     v.sort();
     Ok(v)
@@ -493,6 +493,18 @@ mod tests {
         assert!(remove(&auth, "bob").expect("remove"));
         assert!(load(&auth.credentials, &auth.sip_domain).is_ok());
         assert_eq!(list(&auth).expect("list"), ["alice"]);
+        // Two `sip` lines naming one identity (refused by the parser itself) too.
+        add(&auth, "carol", "pw-c", Some("sip:desk@example.com")).expect("add");
+        let text = std::fs::read_to_string(&auth.credentials).expect("read");
+        std::fs::write(
+            &auth.credentials,
+            format!("{text}alice sip sip:desk@example.com\n"),
+        )
+        .expect("write");
+        assert!(load(&auth.credentials, &auth.sip_domain).is_err());
+        assert_eq!(list(&auth).expect("list"), ["alice", "carol"]);
+        assert!(remove(&auth, "carol").expect("remove"));
+        assert!(load(&auth.credentials, &auth.sip_domain).is_ok());
     }
 
     #[test]
