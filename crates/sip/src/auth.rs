@@ -17,6 +17,19 @@ pub const MAX_PARAMS: usize = 32;
 /// algorithm. Bounds what a value of empty challenges (`a, b, c, ...`) makes the parser allocate.
 pub const MAX_CHALLENGES: usize = 16;
 
+/// Whether a credentials value holds `gssapi-data` (any case, as parameter names compare)
+/// anywhere: one that does may be an MS-SIPAE handshake leg (NTLM, Kerberos); one that does not
+/// cannot be. Looked for only where a `-` is, without parsing the value.
+pub fn mentions_gssapi_data(value: &str) -> bool {
+    const NAME: &[u8] = b"gssapi-data";
+    let b = value.as_bytes();
+    memchr::memchr_iter(b'-', b).any(|dash| {
+        dash.checked_sub(6)
+            .and_then(|start| b.get(start..start + NAME.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(NAME))
+    })
+}
+
 /// One parameter of an authentication header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthParam<'a> {

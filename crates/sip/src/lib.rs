@@ -63,7 +63,7 @@ mod parse;
 mod scan;
 mod writer;
 
-pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, parse_challenges};
+pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, mentions_gssapi_data, parse_challenges};
 pub use error::{AuthParseError, ParseError};
 pub use framer::{Frame, KeepAliveKind, StreamFramer};
 pub use message::{CSeq, CoreHeaders, Header, Kind, Message};

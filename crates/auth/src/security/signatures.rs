@@ -148,17 +148,10 @@ impl Name {
     }
 }
 
-/// Whether `value` holds `gssapi-data` (any case) anywhere: credentials that do not cannot be
-/// a handshake leg, and are read by [`SignedParams::scan`]; those that do are parsed whole
-/// at once, not scanned up to their token first.
-pub(super) fn mentions_gssapi_data(value: &str) -> bool {
-    let b = value.as_bytes();
-    memchr::memchr_iter(b'-', b).any(|dash| {
-        dash.checked_sub(6)
-            .and_then(|start| b.get(start..start + GSSAPI_DATA.len))
-            .is_some_and(|w| GSSAPI_DATA.is_bytes(w))
-    })
-}
+/// Credentials that do not mention `gssapi-data` cannot be a handshake leg, and are read by
+/// [`SignedParams::scan`]; those that do are parsed whole at once, not scanned up to their token
+/// first.
+pub(super) use sagw_sip::mentions_gssapi_data;
 
 const REALM: Name = Name::new("realm");
 const CRAND: Name = Name::new("crand");

@@ -101,17 +101,7 @@ fn carries_signed_credentials(msg: &Message) -> bool {
         .header_all("Authorization")
         .chain(msg.header_all("Proxy-Authorization"))
         .peekable();
-    values.peek().is_some() && values.all(|v| !names_gssapi_data(v))
-}
-
-/// Whether a credentials value mentions `gssapi-data`, in any case (the stage reads parameter
-/// names so: `GSSAPI-DATA=` is a handshake leg to it).
-fn names_gssapi_data(value: &str) -> bool {
-    const NAME: &[u8] = b"gssapi-data";
-    value
-        .as_bytes()
-        .windows(NAME.len())
-        .any(|w| w.eq_ignore_ascii_case(NAME))
+    values.peek().is_some() && values.all(|v| !sagw_sip::mentions_gssapi_data(v))
 }
 
 impl Edge {
