@@ -277,24 +277,19 @@ impl Edge {
         // recipient of the request and must not route one; the Route one (Record-Route, Path)
         // only by a dialog's peer or the registrar.
         let via_token = self.ids.via_flow_token(&upstream, upstream_endpoint);
-        let route_token = || self.ids.flow_token(&upstream, upstream_endpoint);
-        let call_id = out.call_id().unwrap_or("").to_owned();
-        let dialog_token = || {
-            self.ids
-                .dialog_flow_token(&upstream, upstream_endpoint, &call_id)
-        };
         if let Some(route) = &to.route {
             push_on_top(&mut out, "Route", route);
         }
         let in_dialog = out.to().and_then(|t| t.tag()).is_some();
         if !in_dialog && DIALOG_METHODS.contains(&method.as_str()) {
             // RFC 5658 double Record-Route: one entry per side, each with that side's transport
-            // and, for a client side, the token of its flow.
+            // and, for a client side, the token of its flow, bound to this dialog's Call-ID.
+            let call_id = out.call_id().unwrap_or("");
             let out_token = match target {
                 Target::Flow(f) => Some(self.ids.dialog_flow_token(
                     &f,
                     to.endpoint.as_ref(),
-                    &call_id,
+                    call_id,
                 )),
                 Target::Addr { .. } => None,
             };
@@ -311,7 +306,10 @@ impl Edge {
                 || self.trusted_flows.contains(&upstream)
                 || self.route_policy(&upstream, false) != RoutePolicy::Anywhere;
             let rr_in = if by_token {
-                self.our_uri(upstream.transport, Some(&dialog_token()), "")
+                let token = self
+                    .ids
+                    .dialog_flow_token(&upstream, upstream_endpoint, call_id);
+                self.our_uri(upstream.transport, Some(&token), "")
             } else {
                 self.our_uri(upstream.transport, None, "")
             };
@@ -325,7 +323,8 @@ impl Edge {
             // then route the client's requests by. In either mode.
             out.remove_header("Path");
             if self.cfg.mode == Mode::Edge {
-                let path = self.our_uri(out_transport, Some(&route_token()), ";ob");
+                let token = self.ids.flow_token(&upstream, upstream_endpoint);
+                let path = self.our_uri(out_transport, Some(&token), ";ob");
                 push_on_top(&mut out, "Path", &path);
             }
         }

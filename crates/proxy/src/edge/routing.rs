@@ -169,7 +169,6 @@ impl Edge {
         // whatever it enforces (blocking, privacy, archiving), and pidgin-sipe shows a MESSAGE
         // whatever its To tag says. It goes to the next hop now, as her other requests do. A
         // Path token (the registrar's requests for a client) is followed from servers only.
-        let call_id = msg.call_id().unwrap_or("").to_owned();
         let may_follow_tokens = !from_client || msg.to().is_some_and(|t| t.tag().is_some());
         let mut token_flow = None;
         let mut policy = policy;
@@ -187,11 +186,14 @@ impl Edge {
                 && may_follow_tokens
                 && flow_token_claim(u)
                     .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
-                && let Some(named) = self.ids.parse_dialog_flow_token(u, &call_id).or_else(|| {
-                    (!from_client)
-                        .then(|| self.ids.parse_flow_token(u))
-                        .flatten()
-                })
+                && let Some(named) = self
+                    .ids
+                    .parse_dialog_flow_token(u, msg.call_id().unwrap_or(""))
+                    .or_else(|| {
+                        (!from_client)
+                            .then(|| self.ids.parse_flow_token(u))
+                            .flatten()
+                    })
             {
                 token_flow = Some(named);
             }
