@@ -513,18 +513,7 @@ impl Message {
 
     /// Remove every header named `name` (compact forms included); returns how many were removed.
     pub fn remove_header(&mut self, name: &str) -> usize {
-        let id = HeaderId::from_name(name.as_bytes());
-        let before = self.headers.len();
-        // The entries are moved out for the filter (`matches` reads the text through `self`), so
-        // that no list of verdicts is allocated: this runs several times per message.
-        let mut headers = std::mem::take(&mut self.headers);
-        headers.retain(|e| !self.matches(e, id, name));
-        self.headers = headers;
-        let removed = before - self.headers.len();
-        if removed > 0 {
-            self.edited = true;
-        }
-        removed
+        self.remove_headers([name])
     }
 
     /// [`Message::remove_header`] for each of `names`, in one pass over the headers (nine calls
@@ -532,6 +521,8 @@ impl Message {
     pub fn remove_headers<const N: usize>(&mut self, names: [&str; N]) -> usize {
         let ids = names.map(|n| HeaderId::from_name(n.as_bytes()));
         let before = self.headers.len();
+        // The entries are moved out for the filter (the text is read through `self`), so that no
+        // list of verdicts is allocated: this runs several times per message.
         let mut headers = std::mem::take(&mut self.headers);
         // A known header by its id alone; another by its text, read once per header and compared
         // (length first) with the names that have no id.
