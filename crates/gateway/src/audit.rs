@@ -23,7 +23,6 @@
 //! registrations are sign-ins). A refusal is any request whose credentials or signature failed,
 //! except a stale Digest nonce (the client retries with a fresh one as a matter of course).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -189,7 +188,7 @@ impl RefusalBudget {
     }
 }
 
-static REFUSALS: Mutex<RefusalBudget> = Mutex::new(RefusalBudget {
+static REFUSALS: parking_lot::Mutex<RefusalBudget> = parking_lot::Mutex::new(RefusalBudget {
     window: None,
     written: 0,
     suppressed: 0,
@@ -202,10 +201,7 @@ fn report_suppressed(n: u64) {
 /// Reports the refusals not written in a window that is over: called every second, so that the
 /// count of a flood that stopped is not left unsaid until the next refusal.
 pub fn flush_suppressed() {
-    let report = match REFUSALS.lock() {
-        Ok(mut b) => b.roll(Instant::now()),
-        Err(p) => p.into_inner().roll(Instant::now()),
-    };
+    let report = REFUSALS.lock().roll(Instant::now());
     if let Some(n) = report {
         report_suppressed(n);
     }
@@ -214,10 +210,7 @@ pub fn flush_suppressed() {
 /// A refusal: `verified` is the identity and scheme when the credentials held but the request
 /// was not allowed. Within [`REFUSALS_PER_SECOND`].
 pub fn refused(msg: &Message, flow: &Flow, reason: Reason, verified: Option<(&str, &str)>) {
-    let (write, report) = match REFUSALS.lock() {
-        Ok(mut b) => b.admit(Instant::now()),
-        Err(p) => p.into_inner().admit(Instant::now()),
-    };
+    let (write, report) = REFUSALS.lock().admit(Instant::now());
     if let Some(n) = report {
         report_suppressed(n);
     }
