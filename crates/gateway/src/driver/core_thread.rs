@@ -796,10 +796,8 @@ impl Core {
         // connections the core held, so a revoked peer stayed trusted (and a name added was not
         // trusted on a handshake already under way). A connection without a certificate is
         // told so at once.
-        let peers = self.shared.peers.load();
-        let verdict = peers.as_ref().map(|p| p.judge(s.peer_certificates()));
-        match (trust, verdict) {
-            (_, Some(PeerVerdict::Trusted(name))) => {
+        match (trust, self.trusted_peer_now(&s)) {
+            (_, Some(name)) => {
                 if trust != FlowTrust::PeerCertificate {
                     info!(remote = %flow.remote, peer = %name, "trusted peer by its TLS certificate (named by a reload during its handshake)");
                 }
@@ -931,17 +929,11 @@ impl Core {
     /// rather than made a client's: what it sent before was taken as a server's, and the server
     /// connects again and is judged as a new connection is.
     fn judge_trusted_peers_again(&mut self) {
-        let peers = self.shared.peers.load_full();
         let revoked: Vec<u64> = self
             .streams
             .iter()
             .filter(|(_, s)| self.edge.is_trusted_stream_flow(s.flow().id))
-            .filter(|(_, s)| {
-                !matches!(
-                    peers.as_ref().map(|p| p.judge(s.peer_certificates())),
-                    Some(PeerVerdict::Trusted(_))
-                )
-            })
+            .filter(|(_, s)| self.trusted_peer_now(s).is_none())
             .map(|(seq, _)| *seq)
             .collect();
         for seq in revoked {
@@ -950,6 +942,21 @@ impl Core {
                 info!(remote = %flow.remote, flow = flow.id.0, "trusted peer no longer trusted after the reload: connection closed");
             }
             self.close_stream(seq, Closed::NoLongerTrusted);
+        }
+    }
+
+    /// The listed name `s`'s certificate makes it a trusted peer under, by the peer CA and names
+    /// in force now; `None` for a client.
+    fn trusted_peer_now(&self, s: &CoreStream) -> Option<String> {
+        match self
+            .shared
+            .peers
+            .load()
+            .as_ref()?
+            .judge(s.peer_certificates())
+        {
+            PeerVerdict::Trusted(name) => Some(name),
+            PeerVerdict::NoCertificate | PeerVerdict::Untrusted(_) => None,
         }
     }
 
