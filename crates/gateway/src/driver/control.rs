@@ -4,6 +4,7 @@
 //! and turns the proxy's intake to draining. Which settings are live is decided in
 //! [`crate::reload`].
 
+use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use sagw_proxy::LiveSettings;
@@ -27,12 +28,12 @@ pub(super) enum Control {
     Reconfigure {
         live: Box<LiveSettings>,
         limits: sagw_sip::Limits,
-        done: std::sync::mpsc::SyncSender<()>,
+        done: SyncSender<()>,
     },
     /// Open or draining; `done` is answered once the proxy has it.
     Intake {
         intake: Intake,
-        done: std::sync::mpsc::SyncSender<()>,
+        done: SyncSender<()>,
     },
 }
 
@@ -251,25 +252,40 @@ impl GatewayControl {
                 credentials_reloaded(&a.core, &r, &self.shared.wake);
             }
         }
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        let sent = self
-            .control
-            .send(Control::Reconfigure {
-                live: Box::new(live_settings(&effective, &self.shared.hop_table)),
-                limits: effective.sip_limits.clone(),
-                done: done_tx,
-            })
-            .is_ok();
-        self.shared.wake.force();
+        let live = Box::new(live_settings(&effective, &self.shared.hop_table));
+        let limits = effective.sip_limits.clone();
+        let confirmed = self.tell_core(|done| Control::Reconfigure { live, limits, done });
         self.shared.settings.store(Arc::new(effective));
         // Names added, removed or changed are resolved now, not at their records' expiry.
         self.shared.resolve_again.notify_one();
         // Waited for so that whoever asked (a test, the admin API) sees the new settings in
         // every request sent after the answer.
-        if !sent || done_rx.recv_timeout(CORE_CONFIRM).is_err() {
-            warn!("the core thread did not confirm the new settings (stopped or stuck)");
-        }
+        confirmed.wait("the new settings");
         Ok(report)
+    }
+
+    /// Sends the core `control`, made with the channel the core answers on once it has applied
+    /// it, and wakes the core.
+    fn tell_core(&self, control: impl FnOnce(SyncSender<()>) -> Control) -> CoreConfirmation {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let sent = self.control.send(control(done_tx)).is_ok();
+        self.shared.wake.force();
+        CoreConfirmation(sent.then_some(done_rx))
+    }
+}
+
+/// The core's answer to a [`Control`], to wait for (`None`: it could not be sent).
+struct CoreConfirmation(Option<std::sync::mpsc::Receiver<()>>);
+
+impl CoreConfirmation {
+    /// Waits up to [`CORE_CONFIRM`]; says so when the core did not confirm `what`.
+    fn wait(self, what: &str) {
+        if self
+            .0
+            .is_none_or(|rx| rx.recv_timeout(CORE_CONFIRM).is_err())
+        {
+            warn!("the core thread did not confirm {what} (stopped or stuck)");
+        }
     }
 }
 
@@ -305,18 +321,11 @@ impl Lifecycle for GatewayControl {
         // balancer, or a test, sees of a drain), every request the core reads is answered as a
         // draining gateway's. The other way round, a request sent on an open connection just
         // after the listeners closed could still be taken in as new work.
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        let sent = self
-            .control
-            .send(Control::Intake {
-                intake: Intake::Draining,
-                done: done_tx,
-            })
-            .is_ok();
-        self.shared.wake.force();
-        if !sent || done_rx.recv_timeout(CORE_CONFIRM).is_err() {
-            warn!("the core thread did not confirm the drain (stopped or stuck)");
-        }
+        self.tell_core(|done| Control::Intake {
+            intake: Intake::Draining,
+            done,
+        })
+        .wait("the drain");
         if self.intake.send_replace(Intake::Draining) != Intake::Draining {
             info!("draining: listeners closed, new requests answered 503 with Retry-After");
         }
