@@ -32,6 +32,21 @@ fn stopped_gracefully(child: &mut std::process::Child) {
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
+/// Sends `sig` (`-HUP`, `-TERM`) to `child` with kill(1); it must be delivered.
+fn signal(child: &std::process::Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// A gateway on one TCP port of loopback, JSON logs at info, no metrics, no authentication.
+const TCP_ONLY_JSON: &str = "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n";
+
 fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sagw-bin-{}-{name}", std::process::id()))
 }
@@ -306,14 +321,7 @@ Content-Length: 0\r\n\r\n"
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK"));
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     stopped_gracefully(&mut child);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
@@ -336,11 +344,7 @@ Content-Length: 0\r\n\r\n"
 #[test]
 fn a_sighup_the_moment_the_gateway_listens_reloads_it() {
     let cfg = temp("hup-at-once.toml");
-    std::fs::write(
-        &cfg,
-        "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, TCP_ONLY_JSON).unwrap();
     for round in 0..3 {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
@@ -350,7 +354,6 @@ fn a_sighup_the_moment_the_gateway_listens_reloads_it() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let pid = child.id().to_string();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut saw = |what: &str| loop {
             let mut line = String::new();
@@ -365,25 +368,13 @@ fn a_sighup_the_moment_the_gateway_listens_reloads_it() {
             saw("sagw listening"),
             "round {round}: the gateway did not start"
         );
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&child, "-HUP");
         assert!(
             saw("configuration reloaded"),
             "round {round}: the gateway ended on the SIGHUP instead of reloading: {:?}",
             child.wait()
         );
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&child, "-TERM");
         stopped_gracefully(&mut child);
     }
     let _ = std::fs::remove_file(&cfg);
@@ -394,11 +385,7 @@ fn a_sighup_the_moment_the_gateway_listens_reloads_it() {
 #[test]
 fn a_reload_keeps_the_filter_rust_log_set() {
     let cfg = temp("rust-log.toml");
-    std::fs::write(
-        &cfg,
-        "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, TCP_ONLY_JSON).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
@@ -418,16 +405,6 @@ fn a_reload_keeps_the_filter_rust_log_set() {
         listening = line.contains("sagw listening");
     }
     assert!(listening, "the gateway did not start");
-    let pid = child.id().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     // The file's level changed, then two reloads: the second one's own lines would show under a
     // filter the first one changed.
     std::fs::write(
@@ -438,10 +415,10 @@ fn a_reload_keeps_the_filter_rust_log_set() {
     )
     .unwrap();
     for _ in 0..2 {
-        signal("-HUP");
+        signal(&child, "-HUP");
         std::thread::sleep(Duration::from_millis(700));
     }
-    signal("-TERM");
+    signal(&child, "-TERM");
     stopped_gracefully(&mut child);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
