@@ -71,6 +71,14 @@ pub struct Binding {
     pub(super) contact_key: Option<String>,
 }
 
+impl Binding {
+    /// Whether a REGISTER with `call_id` and `cseq` comes too late for this binding (RFC 3261
+    /// §10.3 steps 6 and 7): the same Call-ID with a CSeq not above the one that made it.
+    pub(super) fn outranks(&self, call_id: &str, cseq: u32) -> bool {
+        self.call_id == call_id && self.cseq >= cseq
+    }
+}
+
 /// The binding key of a device: its instance id, else its MS endpoint id, else its Contact URI.
 pub(super) fn device_key(instance: Option<&str>, epid: Option<&str>, contact: &str) -> String {
     match (instance, epid) {

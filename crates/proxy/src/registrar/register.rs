@@ -88,8 +88,7 @@ impl Registrar {
             // unregistration that arrived late over UDP (or was held back and released within
             // its nonce's life) removed the binding a later REGISTER had made.
             let bindings = self.aors.get(aor);
-            if bindings.is_some_and(|m| m.values().any(|b| b.call_id == call_id && b.cseq >= cseq))
-            {
+            if bindings.is_some_and(|m| m.values().any(|b| b.outranks(call_id, cseq))) {
                 return RegisterOutcome::Error(500, "Out Of Order", Vec::new());
             }
             let keys: Vec<String> = bindings
@@ -133,8 +132,7 @@ impl Registrar {
             // One binding per device: the instance id, else the MS endpoint id, else the URI.
             let key = device_key(instance.as_deref(), epid.as_deref(), na.uri);
             if let Some(old) = self.aors.get(aor).and_then(|m| m.get(&key))
-                && old.call_id == call_id
-                && old.cseq >= cseq
+                && old.outranks(call_id, cseq)
             {
                 return RegisterOutcome::Error(500, "Out Of Order", Vec::new());
             }
