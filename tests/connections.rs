@@ -626,121 +626,255 @@ fn digest_credentials(
         .header_value()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_digest_ack_needs_its_own_uri_and_a_fresh_nonce_count() {
-    // carol is nobody here: the INVITE goes to the next hop, a UDP socket of this test.
-    let hop = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let hop_addr = hop.local_addr().unwrap();
-    let hops = [format!("udp:{hop_addr}")];
-    let gw = auth_support::gateway(GwOptions {
-        schemes: &["digest"],
-        next_hops: &hops,
-        ..Default::default()
-    })
-    .await;
-    let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
-    let call = format!("ack-{}", unique());
-    let ruri = "sip:carol@example.com";
-    let request = |c: &Client, method: &str, ruri: &str, branch: &str, cseq: u32, extra: &str| {
+/// alice's Digest INVITE to carol through the gateway, answered 200 by the next hop (a UDP socket
+/// of the test): what her 2xx ACKs are written from.
+struct AnsweredDigestInvite {
+    gw: Running,
+    alice: Client,
+    hop: tokio::net::UdpSocket,
+    call: String,
+    /// The 200's Contact: the ACK's Request-URI.
+    target: String,
+    /// The route set of the 200, as the ACK's Route headers.
+    route: String,
+    /// `Authorization` or `Proxy-Authorization`, as the challenge asked.
+    header: &'static str,
+    offer: String,
+    /// The credentials of the INVITE that was answered, as sent.
+    invite_credentials: String,
+}
+
+impl AnsweredDigestInvite {
+    const RURI: &'static str = "sip:carol@example.com";
+
+    async fn new() -> Self {
+        // carol is nobody here: the INVITE goes to the next hop.
+        let hop = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let hop_addr = hop.local_addr().unwrap();
+        let hops = [format!("udp:{hop_addr}")];
+        let gw = auth_support::gateway(GwOptions {
+            schemes: &["digest"],
+            next_hops: &hops,
+            ..Default::default()
+        })
+        .await;
+        let alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+        let mut call = AnsweredDigestInvite {
+            gw,
+            alice,
+            hop,
+            call: format!("ack-{}", unique()),
+            target: format!("sip:carol@{hop_addr}"),
+            route: String::new(),
+            header: "Proxy-Authorization",
+            offer: String::new(),
+            invite_credentials: String::new(),
+        };
+        let invite = call.request(&call.alice, "INVITE", Self::RURI, "z9hG4bKinv1", 1, "");
+        call.alice.send(&invite).await;
+        let challenge = call
+            .alice
+            .recv_where("407", |m| matches!(m.status(), Some(401 | 407)))
+            .await;
+        call.offer = digest_offer(&challenge);
+        if challenge.status() == Some(401) {
+            call.header = "Authorization";
+        }
+        call.invite_credentials = digest_credentials(
+            &call.offer,
+            "alice",
+            "alice-pw",
+            "INVITE",
+            Self::RURI,
+            1,
+            None,
+        );
+        let extra = format!("{}: {}\r\n", call.header, call.invite_credentials);
+        let invite = call.request(&call.alice, "INVITE", Self::RURI, "z9hG4bKinv2", 2, &extra);
+        call.alice.send(&invite).await;
+        // The next hop answers 200 with its Contact: the ACK's Request-URI.
+        let mut buf = vec![0u8; 65536];
+        let (invite, gw_udp) = loop {
+            let (n, from) = timeout(support::WAIT, call.hop.recv_from(&mut buf))
+                .await
+                .expect("INVITE at the next hop")
+                .unwrap();
+            let m = Msg::parse(&buf[..n]).expect("parses");
+            if m.method() == Some("INVITE") {
+                break (m, from);
+            }
+        };
+        let ok = invite.reply(200, "OK", "hop", &format!("Contact: <{}>\r\n", call.target));
+        call.hop.send_to(ok.as_bytes(), gw_udp).await.unwrap();
+        let ok = call
+            .alice
+            .recv_where("200", |m| {
+                m.status() == Some(200) && m.cseq_method() == "INVITE"
+            })
+            .await;
+        let mut routes: Vec<String> = ok.all("Record-Route");
+        routes.reverse();
+        call.route = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        call
+    }
+
+    /// A request of alice's dialog (From tag `a1`), as `c` writes it.
+    fn request(
+        &self,
+        c: &Client,
+        method: &str,
+        ruri: &str,
+        branch: &str,
+        cseq: u32,
+        extra: &str,
+    ) -> String {
+        self.request_tagged(c, "a1", method, ruri, branch, cseq, extra)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_tagged(
+        &self,
+        c: &Client,
+        from_tag: &str,
+        method: &str,
+        ruri: &str,
+        branch: &str,
+        cseq: u32,
+        extra: &str,
+    ) -> String {
         format!(
-            "{method} {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+            "{method} {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag={from_tag}\r\n\
 To: <sip:carol@example.com>{totag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n{extra}\
 Content-Length: 0\r\n\r\n",
             c.via(branch),
             c.contact(),
+            call = self.call,
             totag = if method == "ACK" { ";tag=hop" } else { "" },
         )
-    };
-    alice
-        .send(&request(&alice, "INVITE", ruri, "z9hG4bKinv1", 1, ""))
-        .await;
-    let challenge = alice
-        .recv_where("407", |m| matches!(m.status(), Some(401 | 407)))
-        .await;
-    let offer = digest_offer(&challenge);
-    let header = if challenge.status() == Some(407) {
-        "Proxy-Authorization"
-    } else {
-        "Authorization"
-    };
-    let creds = digest_credentials(&offer, "alice", "alice-pw", "INVITE", ruri, 1, None);
-    alice
-        .send(&request(
-            &alice,
-            "INVITE",
-            ruri,
-            "z9hG4bKinv2",
-            2,
-            &format!("{header}: {creds}\r\n"),
-        ))
-        .await;
-    // The next hop answers 200 with its Contact: the ACK's Request-URI.
-    let mut buf = vec![0u8; 65536];
-    let (invite, gw_udp) = loop {
-        let (n, from) = timeout(support::WAIT, hop.recv_from(&mut buf))
-            .await
-            .expect("INVITE at the next hop")
-            .unwrap();
-        let m = Msg::parse(&buf[..n]).expect("parses");
-        if m.method() == Some("INVITE") {
-            break (m, from);
-        }
-    };
-    let target = format!("sip:carol@{hop_addr}");
-    let ok = invite.reply(200, "OK", "hop", &format!("Contact: <{target}>\r\n"));
-    hop.send_to(ok.as_bytes(), gw_udp).await.unwrap();
-    let ok = alice
-        .recv_where("200", |m| {
-            m.status() == Some(200) && m.cseq_method() == "INVITE"
-        })
-        .await;
-    let mut routes: Vec<String> = ok.all("Record-Route");
-    routes.reverse();
-    let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    }
 
+    /// The ACKs that reach the next hop within a few seconds, by their `Subject`, up to and
+    /// including the one named `last`; the whole messages come with them.
+    async fn acks_at_the_hop(&self, last: &str) -> Vec<(String, Msg)> {
+        let mut buf = vec![0u8; 65536];
+        let mut acks = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(deadline, self.hop.recv_from(&mut buf)).await
+        {
+            let m = Msg::parse(&buf[..n]).expect("parses");
+            if m.method() == Some("ACK") {
+                let case = m.header("Subject").unwrap_or("").to_owned();
+                let done = case == last;
+                acks.push((case, m));
+                if done {
+                    break;
+                }
+            }
+        }
+        acks
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_ack_needs_its_own_uri_and_a_fresh_nonce_count() {
+    let mut call = AnsweredDigestInvite::new().await;
+    let (target, route, header) = (call.target.clone(), call.route.clone(), call.header);
     // Three ACKs for the 2xx, each its own transaction; only the last may be forwarded.
     let cases = [
         // The INVITE's nonce count again: a replay of credentials already used.
         ("replayed-nc", 1, target.clone()),
         // A fresh count, but `uri` names another resource than the ACK's Request-URI.
-        ("other-uri", 2, ruri.to_owned()),
+        ("other-uri", 2, AnsweredDigestInvite::RURI.to_owned()),
         // A fresh count and its own Request-URI.
         ("good", 3, target.clone()),
     ];
     for (case, nc, uri) in &cases {
-        let creds = digest_credentials(&offer, "alice", "alice-pw", "ACK", uri, *nc, None);
+        let creds = digest_credentials(&call.offer, "alice", "alice-pw", "ACK", uri, *nc, None);
         let extra = format!("{route}Subject: {case}\r\n{header}: {creds}\r\n");
-        alice
-            .send(&request(
-                &alice,
-                "ACK",
-                &target,
-                &format!("z9hG4bKack{case}"),
-                2,
-                &extra,
-            ))
-            .await;
+        // Another From tag: not the answered INVITE's dialog, so these ACKs stand on their own
+        // credentials.
+        let ack = call.request_tagged(
+            &call.alice,
+            "a2",
+            "ACK",
+            &target,
+            &format!("z9hG4bKack{case}"),
+            2,
+            &extra,
+        );
+        call.alice.send(&ack).await;
     }
     // The ACKs are handled in order: anything forwarded before "good" was let through wrongly.
-    let mut acks = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, hop.recv_from(&mut buf)).await {
-        let m = Msg::parse(&buf[..n]).expect("parses");
-        if m.method() == Some("ACK") {
-            let case = m.header("Subject").unwrap_or("").to_owned();
-            let done = case == "good";
-            acks.push(case);
-            if done {
-                break;
-            }
-        }
-    }
+    let acks: Vec<String> = call
+        .acks_at_the_hop("good")
+        .await
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
     assert_eq!(
         acks,
         ["good"],
         "only the ACK with a fresh nonce count and its own uri reaches the next hop"
     );
-    gw.shutdown(support::WAIT).await;
+    call.gw.shutdown(support::WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_clients_2xx_ack_reaches_the_callee_without_credentials_or_with_the_invites() {
+    // PJSIP sends the ACK of a 2xx without credentials; sipsorcery, doubango and others copy
+    // the INVITE's (RFC 3261 §13.2.2.4: "the same credentials as the INVITE"), and resend that
+    // ACK for each retransmitted 2xx. The callee that gets no ACK hangs up after 32 s.
+    let mut call = AnsweredDigestInvite::new().await;
+    let (target, route, header) = (call.target.clone(), call.route.clone(), call.header);
+    let copied = format!("{header}: {}\r\n", call.invite_credentials);
+    // Not alice's answered INVITE: another connection, another From tag, another CSeq.
+    let mut mallory = Client::connect(&call.gw, Kind::Tcp, "mallory").await;
+    let other_flow = call.request(
+        &mallory,
+        "ACK",
+        &target,
+        "z9hG4bKackm",
+        2,
+        &format!("{route}Subject: other-flow\r\n{copied}"),
+    );
+    mallory.send(&other_flow).await;
+    let sends = [
+        ("other-tag", "a2", 2, copied.clone()),
+        ("other-cseq", "a1", 3, copied.clone()),
+        ("bare", "a1", 2, String::new()),
+        ("copied", "a1", 2, copied.clone()),
+        // The same ACK again, for a retransmitted 2xx.
+        ("copied", "a1", 2, copied.clone()),
+    ];
+    for (case, tag, cseq, creds) in &sends {
+        let ack = call.request_tagged(
+            &call.alice,
+            tag,
+            "ACK",
+            &target,
+            &format!("z9hG4bKack{case}"),
+            *cseq,
+            &format!("{route}Subject: {case}\r\n{creds}"),
+        );
+        call.alice.send(&ack).await;
+    }
+    let mut acks = call.acks_at_the_hop("").await;
+    let cases: Vec<&str> = acks.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        cases,
+        ["bare", "copied", "copied"],
+        "alice's ACKs of the answered INVITE reach the callee, and no other"
+    );
+    let (_, copied) = acks.pop().unwrap();
+    assert_eq!(copied.header("Proxy-Authorization"), None, "{copied:?}");
+    assert_eq!(copied.header("Authorization"), None, "{copied:?}");
+    assert_eq!(
+        copied.header("P-Asserted-Identity"),
+        Some("<sip:alice@example.com>"),
+        "{copied:?}"
+    );
+    call.gw.shutdown(support::WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

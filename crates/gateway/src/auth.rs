@@ -206,6 +206,36 @@ impl SecurityStage {
     }
 }
 
+impl SecurityStage {
+    /// The ACK of a 2xx to a Digest client's INVITE, over the INVITE's flow (the edge found the
+    /// INVITE: [`InboundContext::acknowledges`]): passed on as the INVITE's identity, whatever
+    /// credentials it carries. A Digest client cannot prove this ACK on its own: PJSIP sends it
+    /// without credentials, RFC 3261 §13.2.2.4 has others copy the INVITE's (made for another
+    /// method, `uri` and nonce count) and send it again for each retransmitted 2xx, and an ACK
+    /// cannot be challenged. An SA client signs its ACKs like anything else: `None`, judged as
+    /// usual.
+    fn acknowledging(
+        &mut self,
+        msg: &mut Message,
+        ctx: &InboundContext<'_>,
+    ) -> Option<InboundVerdict> {
+        let note = ctx.acknowledges.filter(|_| msg.method() == Some("ACK"))?;
+        let invite = note.downcast_ref::<Authenticated>()?;
+        if !matches!(invite.binding, Binding::Digest { .. }) {
+            return None;
+        }
+        debug!(identity = %invite.identity, source = %ctx.flow.remote, "ACK of an accepted INVITE passed on as its identity");
+        self.core.strip_credentials(msg, None);
+        strip_identity_headers(msg, Speaker::Proven(&invite.identity));
+        msg.push_header("P-Asserted-Identity", &format!("<{}>", invite.identity));
+        Some(InboundVerdict::Continue {
+            note: Some(note.clone()),
+            endpoint: None,
+            client: Some(sagw_proxy::ClientKey::identity(&invite.identity)),
+        })
+    }
+}
+
 fn transport(t: sagw_proxy::Transport) -> Transport {
     match t {
         sagw_proxy::Transport::Udp => Transport::Udp,
@@ -272,6 +302,9 @@ impl ClientAuth for SecurityStage {
                     }
                 }
             };
+        }
+        if let Some(verdict) = self.acknowledging(msg, ctx) {
+            return verdict;
         }
         let tctx = TransportContext {
             source: ctx.flow.remote,
@@ -701,6 +734,7 @@ mod tests {
             },
             flow_binding: None,
             answering,
+            acknowledges: None,
         };
         assert!(matches!(
             stage.inbound(&mut response(), &ctx(Answering::Unknown)),

@@ -122,6 +122,12 @@ pub struct InboundContext<'a> {
     pub flow_binding: Option<&'a BindingInfo>,
     /// For a response: the request of ours it answers, when there is one.
     pub answering: Answering<'a>,
+    /// For an ACK that matched no transaction (the ACK of a 2xx): what the stage returned for
+    /// the INVITE it acknowledges, when that INVITE came over this same flow, has the ACK's
+    /// Call-ID, CSeq number and From tag, and a 2xx accepted it less than 64×T1 ago. Such an ACK
+    /// may carry no credentials, or a copy of the INVITE's (RFC 3261 §13.2.2.4), or be sent again
+    /// for a retransmitted 2xx.
+    pub acknowledges: Option<&'a AuthNote>,
 }
 
 /// What a response from a client answers.

@@ -2371,3 +2371,65 @@ Call-ID: a{n}\r\nCSeq: 1 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Length: 0\r
     );
     assert!(refused[0].ends_with("note=Some(\"a3\")"), "{log:#?}");
 }
+
+/// A stage that admits everything with a note naming the request, and records, for each ACK it
+/// judges, the note of the INVITE the edge says it acknowledges.
+#[derive(Clone, Default)]
+struct AckSpy(Arc<Mutex<Vec<Option<String>>>>);
+
+impl ClientAuth for AckSpy {
+    fn inbound(&mut self, msg: &mut Message, ctx: &InboundContext<'_>) -> InboundVerdict {
+        if msg.method() == Some("ACK") {
+            let of = ctx
+                .acknowledges
+                .and_then(|n| n.downcast_ref::<String>())
+                .cloned();
+            self.0.lock().unwrap().push(of);
+        }
+        InboundVerdict::Continue {
+            note: Some(Arc::new(format!("admitted {}", msg.start_line()))),
+            endpoint: None,
+            client: None,
+        }
+    }
+}
+
+/// The ACK of a 2xx matches no transaction (another branch), but the edge finds the INVITE it
+/// acknowledges for the stage: sent over the same flow, with the same Call-ID, CSeq number and
+/// From tag, while the accepted transaction is kept (64×T1). The stage passes a Digest client's
+/// ACK on as the INVITE's identity (crates/gateway/src/auth.rs `acknowledging`).
+#[test]
+fn the_ack_of_a_2xx_names_the_invite_it_acknowledges_to_the_stage() {
+    let mut h = with_hops(1);
+    let spy = AckSpy::default();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
+    let sent = h.feed(alice(), &invite("z9hG4bKai1", "carol", 70));
+    let forwarded = &sent.last().unwrap().msg;
+    assert_eq!(forwarded.method(), Some("INVITE"));
+    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let ok = answer(forwarded, 200, "OK");
+    let sent = h.feed_msg(hop, ok);
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(200));
+    let ack = |branch: &str, cseq: u32, tag: &str| {
+        format!(
+            "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={tag};epid=ea\r\nTo: <sip:carol@example.com>;tag=b1\r\n\
+Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let invite_note = Some("admitted INVITE sip:carol@example.com SIP/2.0".to_owned());
+    h.feed(alice(), &ack("z9hG4bKack1", 10, "a1"));
+    // The same ACK again (a retransmitted 2xx), from another flow, of another CSeq, of another
+    // From tag.
+    h.feed(alice(), &ack("z9hG4bKack1", 10, "a1"));
+    h.feed(bob(), &ack("z9hG4bKack2", 10, "a1"));
+    h.feed(alice(), &ack("z9hG4bKack3", 11, "a1"));
+    h.feed(alice(), &ack("z9hG4bKack4", 10, "a2"));
+    // Once the accepted transaction is gone (64×T1), the ACK stands alone.
+    h.advance(h.edge.config().timers.timeout() + Duration::from_secs(1));
+    h.feed(alice(), &ack("z9hG4bKack5", 10, "a1"));
+    assert_eq!(
+        *spy.0.lock().unwrap(),
+        [invite_note.clone(), invite_note, None, None, None, None]
+    );
+}

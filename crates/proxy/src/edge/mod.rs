@@ -2,6 +2,7 @@
 //!
 //! One `Edge` owns every table; its methods are spread over the modules below by concern.
 
+mod accepted;
 mod answered;
 mod forward;
 mod hops;
@@ -55,6 +56,8 @@ pub struct Edge {
     /// Non-INVITE transactions answered here over UDP, kept only to repeat their answer until
     /// Timer J: counted with `server` (limits, statistics), each far smaller.
     answered: self::answered::Answers,
+    /// Clients' INVITEs a 2xx accepted, by what the ACK of that 2xx names (see `accepted`).
+    accepted: self::accepted::AcceptedInvites,
     /// How many of `server` and `answered` each client holds.
     shares: self::shares::ClientShares,
     client: Map<String, Box<ClientTx>>,
@@ -132,6 +135,7 @@ impl Edge {
             auth,
             server: Map::default(),
             answered: Default::default(),
+            accepted: Default::default(),
             shares: Default::default(),
             client: Map::default(),
             timers: BinaryHeap::new(),

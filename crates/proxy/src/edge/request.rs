@@ -72,6 +72,8 @@ pub(super) struct RequestBufs {
     via: String,
     /// The server transaction key.
     key: String,
+    /// What a 2xx ACK names of its INVITE (`accepted::dialog_key`).
+    dialog: String,
 }
 
 /// `s`, copied into `buf` (cleared first).
@@ -167,6 +169,7 @@ impl Edge {
             method: method_buf,
             via: via_buf,
             key,
+            dialog,
         } = bufs;
         let method = copy_into(method_buf, msg.method().unwrap_or(""));
         // Copied and parsed once: stamping and the authentication stage edit the message, and
@@ -233,11 +236,26 @@ impl Edge {
             return;
         }
         if from_client && !belongs_to_open_transaction && !retransmission && !probe {
+            // The ACK of a 2xx to an INVITE of this flow's: the INVITE's note, for the stage.
+            let acknowledges = if method == "ACK" && opener.is_none() {
+                super::accepted::dialog_key(dialog, &msg, "ACK")
+                    .and_then(|d| self.accepted.get(d))
+                    .and_then(|sk| self.server.get(sk))
+                    .filter(|st| {
+                        st.state == ServerState::Accepted
+                            && st.from_client
+                            && opened_by(st.upstream, &flow)
+                    })
+                    .and_then(|st| st.note.clone())
+            } else {
+                None
+            };
             let ctx = InboundContext {
                 flow,
                 now,
                 flow_binding: self.registrar.flow_identity(&flow),
                 answering: Answering::Unknown,
+                acknowledges: acknowledges.as_ref(),
             };
             match self.auth.inbound(&mut msg, &ctx) {
                 InboundVerdict::Continue { note, .. } if draining => {

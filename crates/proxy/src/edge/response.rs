@@ -292,6 +292,7 @@ impl Edge {
             now,
             flow_binding: self.registrar.flow_identity(&flow),
             answering,
+            acknowledges: None,
         };
         match self.auth.inbound(msg, &ctx) {
             InboundVerdict::Continue { .. } => {

@@ -95,6 +95,8 @@ pub(super) struct ServerTx {
     pub(super) interval: Duration,
     /// Whom it counts against in the client shares ([`Opening::client`]).
     pub(super) client: Option<ClientKey>,
+    /// A client's INVITE a 2xx accepted: the key its 2xx ACK finds it by in `Edge::accepted`.
+    pub(super) accepted_as: Option<String>,
 }
 
 /// A request that opens a server transaction: the request, the flow it came on and what the
@@ -143,6 +145,7 @@ impl ServerTx {
             epoch: 0,
             interval,
             client,
+            accepted_as: None,
         }
     }
 }
@@ -370,6 +373,9 @@ impl Edge {
     pub(super) fn close_server(&mut self, key: &str) {
         if let Some(st) = self.server.remove(key) {
             self.shares.give_back(st.client);
+            if let Some(dialog) = &st.accepted_as {
+                self.accepted.remove(dialog, key);
+            }
         }
     }
 
@@ -460,6 +466,18 @@ impl Edge {
         let timers = self.cfg.timers;
         st.epoch += 1;
         let epoch = st.epoch;
+        // A client's INVITE accepted: its 2xx ACK, a transaction of its own, is found by what it
+        // shares with the INVITE (see `accepted`). Taken from the request before it goes.
+        let accepted = (invite && code < 300 && st.from_client)
+            .then(|| {
+                let mut dialog = String::new();
+                st.request.as_ref().and_then(|r| {
+                    super::accepted::dialog_key(&mut dialog, r, "INVITE")?;
+                    Some(dialog)
+                })
+            })
+            .flatten();
+        st.accepted_as.clone_from(&accepted);
         // Final: what is left to do (absorb retransmissions, match the ACK or a CANCEL, pass
         // on a late fork's 2xx) needs neither the request nor the fail-over state.
         st.request = None;
@@ -496,6 +514,9 @@ impl Edge {
         } else {
             st.method.clone()
         };
+        if let Some(dialog) = accepted {
+            self.accepted.insert(dialog, key);
+        }
         self.report(Report::Transaction {
             method,
             status: code,
