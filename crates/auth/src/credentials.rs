@@ -433,7 +433,10 @@ impl FileCredentialStore {
         self.users.entry(user.to_lowercase()).or_default()
     }
 
-    /// Adds a user from a password, keeping only its hashes.
+    /// Adds a user from a password, keeping only its hashes. The user is filed lower case, as
+    /// every lookup folds the name; its Digest HA1 is made over that name too (a Digest response
+    /// is computed over the name the client sends, so clients must send it lower case; NTLM
+    /// ignores the name's case).
     pub fn add_password(
         &mut self,
         user: &str,
@@ -441,10 +444,11 @@ impl FileCredentialStore {
         digest_realms: &[(&str, Algorithm)],
     ) {
         let nt = *NtHash::from_password(password).as_bytes();
+        let filed = key_of(user);
         let ha1: Vec<_> = digest_realms
             .iter()
             .map(|(realm, alg)| {
-                let h = Ha1::compute(*alg, user, realm, password);
+                let h = Ha1::compute(*alg, &filed, realm, password);
                 ((*realm).to_owned(), *alg, h.to_hex())
             })
             .collect();
@@ -682,6 +686,20 @@ mod tests {
                 .is_none()
         );
         assert!(format!("{back:?}").contains("users: 1"));
+    }
+
+    /// A user added as `Bob` is filed and listed as `bob`, so its Digest HA1 is `bob`'s: a client
+    /// computes its response over the name it sends, and the name the operator sees is `bob`.
+    /// Before, the HA1 was `Bob`'s and a client that wrote `bob` was refused a wrong password.
+    #[test]
+    fn the_digest_ha1_is_the_one_of_the_name_as_filed() {
+        let mut s = FileCredentialStore::new();
+        s.add_password("Bob", "pw", &[("r", Algorithm::Md5)]);
+        assert_eq!(s.users().collect::<Vec<_>>(), ["bob"]);
+        assert_eq!(
+            s.digest_ha1("bob", "r", Algorithm::Md5).map(|h| h.to_hex()),
+            Some(Ha1::compute(Algorithm::Md5, "bob", "r", "pw").to_hex())
+        );
     }
 
     /// Names are looked up in any case: borrowed as they are when already lower case, lower-cased

@@ -160,8 +160,16 @@ fn user_command(action: &UserAction, cfg: &Config) -> ExitCode {
                 eprintln!("sagw: empty password (give it on the first line of standard input)");
                 return ExitCode::from(2);
             }
-            sagw_gateway::users::add(&auth, name, password, sip.as_deref())
-                .map(|()| format!("user {name} saved in {}", auth.credentials.display()))
+            sagw_gateway::users::add(&auth, name, password, sip.as_deref()).map(|()| {
+                let filed = name.to_lowercase();
+                let mut text = format!("user {filed} saved in {}", auth.credentials.display());
+                if filed != *name {
+                    text.push_str(&format!(
+                        " (names are filed lower case: Digest clients sign in as {filed})"
+                    ));
+                }
+                text
+            })
         }
         UserAction::Remove { name } => sagw_gateway::users::remove(&auth, name).map(|found| {
             if found {
