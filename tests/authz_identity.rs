@@ -781,7 +781,9 @@ async fn client_identity_headers_never_pass_in_either_direction() {
 /// voicemail server or PBX takes the mailbox or the redirecting party from `Diversion` or
 /// `History-Info`, an IMS server the served user from `P-Served-User`, a verifier the caller
 /// from a STIR `Identity`, the target of a transfer the referrer from `Referred-By` (compact
-/// `b`). Before, all of them passed from a signed-in client's requests and responses unchanged.
+/// `b`), a billing or IMS server the trust domain's `P-Called-Party-ID`, `P-Charging-Vector`,
+/// `P-Charging-Function-Addresses`, `P-Visited-Network-ID`, `P-Profile-Key` and
+/// `P-Asserted-Service`. Before, all of them passed from a signed-in client's requests and responses unchanged.
 /// A `Referred-By` naming the client itself (pidgin-sipe's and Lync's REFER) is its own claim of
 /// its proven identity, and stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -803,6 +805,20 @@ async fn redirection_and_referrer_headers_from_a_client_never_pass() {
             "eyJhbGciOiJFUzI1NiJ9.e30.c2ln;info=<https://x/c>".to_owned(),
         ),
         ("Identity-Info", "<https://x/c>;alg=rsa-sha1".to_owned()),
+        // The trust domain's own (RFC 7315, RFC 5502, RFC 6050): the number that was called,
+        // what to bill and where, the visited network, the served user's profile, the service.
+        ("P-Called-Party-ID", ceo.clone()),
+        (
+            "P-Charging-Vector",
+            "icid-value=\"1234bc9876e\";orig-ioi=home1.net".to_owned(),
+        ),
+        ("P-Charging-Function-Addresses", "ccf=192.1.1.1".to_owned()),
+        ("P-Visited-Network-ID", "\"Visited network\"".to_owned()),
+        ("P-Profile-Key", format!("<sip:ceo-profile@{DOMAIN}>")),
+        (
+            "P-Asserted-Service",
+            "urn:urn-7:3gpp-service.ims.icsi.mmtel".to_owned(),
+        ),
         ("Referred-By", ceo.clone()),
         ("b", format!("\"CEO\" {ceo}")),
     ];

@@ -634,7 +634,7 @@ enum Speaker<'a> {
 /// (RFC 8224, compact `y`, which the parser does not know as Identity) or the older
 /// Identity-Info. All of them are written by servers on the way, none by a client of this
 /// gateway's.
-const CLAIMED_IDENTITY_HEADERS: [&str; 9] = [
+const CLAIMED_IDENTITY_HEADERS: [&str; 15] = [
     "P-Asserted-Identity",
     "P-Preferred-Identity",
     "Remote-Party-ID",
@@ -644,6 +644,16 @@ const CLAIMED_IDENTITY_HEADERS: [&str; 9] = [
     "Identity",
     "y",
     "Identity-Info",
+    // What only the trust domain writes (RFC 7315 §4, RFC 5502, RFC 6050), and the servers
+    // behind believe: the number called, what to bill and where, the visited network, the
+    // served user's profile, the service asserted. `P-Access-Network-Info` stays: a UA writes
+    // its own (RFC 7315 §4.4), and nothing behind the gateway takes it for the network's word.
+    "P-Called-Party-ID",
+    "P-Charging-Vector",
+    "P-Charging-Function-Addresses",
+    "P-Visited-Network-ID",
+    "P-Profile-Key",
+    "P-Asserted-Service",
 ];
 
 /// Removes the [`CLAIMED_IDENTITY_HEADERS`] and a `Referred-By` (compact `b`) that names anyone
