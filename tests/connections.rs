@@ -642,6 +642,9 @@ struct AnsweredDigestInvite {
     offer: String,
     /// The credentials of the INVITE that was answered, as sent.
     invite_credentials: String,
+    /// The next hop's 200, and the gateway's address it went to: sent again for a retransmission.
+    ok: String,
+    gw_udp: Option<SocketAddr>,
 }
 
 impl AnsweredDigestInvite {
@@ -669,6 +672,8 @@ impl AnsweredDigestInvite {
             header: "Proxy-Authorization",
             offer: String::new(),
             invite_credentials: String::new(),
+            ok: String::new(),
+            gw_udp: None,
         };
         let invite = call.request(&call.alice, "INVITE", Self::RURI, "z9hG4bKinv1", 1, "");
         call.alice.send(&invite).await;
@@ -704,8 +709,9 @@ impl AnsweredDigestInvite {
                 break (m, from);
             }
         };
-        let ok = invite.reply(200, "OK", "hop", &format!("Contact: <{}>\r\n", call.target));
-        call.hop.send_to(ok.as_bytes(), gw_udp).await.unwrap();
+        call.ok = invite.reply(200, "OK", "hop", &format!("Contact: <{}>\r\n", call.target));
+        call.gw_udp = Some(gw_udp);
+        call.resend_ok().await;
         let ok = call
             .alice
             .recv_where("200", |m| {
@@ -716,6 +722,12 @@ impl AnsweredDigestInvite {
         routes.reverse();
         call.route = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
         call
+    }
+
+    /// The next hop's 200 (again), sent to the gateway.
+    async fn resend_ok(&mut self) {
+        let to = self.gw_udp.expect("the INVITE reached the hop");
+        self.hop.send_to(self.ok.as_bytes(), to).await.unwrap();
     }
 
     /// A request of alice's dialog (From tag `a1`), as `c` writes it.
@@ -828,44 +840,99 @@ async fn a_digest_clients_2xx_ack_reaches_the_callee_without_credentials_or_with
     let mut call = AnsweredDigestInvite::new().await;
     let (target, route, header) = (call.target.clone(), call.route.clone(), call.header);
     let copied = format!("{header}: {}\r\n", call.invite_credentials);
-    // Not alice's answered INVITE: another connection, another From tag, another CSeq.
+    let call_id = call.call.clone();
+    let ack = |c: &Client,
+               case: &str,
+               from: &str,
+               to_tag: &str,
+               ruri: &str,
+               cseq: u32,
+               creds: &str| {
+        format!(
+            "ACK {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {from}\r\n\
+To: <sip:carol@example.com>;tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\n{route}Subject: {case}\r\n\
+{creds}Content-Length: 0\r\n\r\n",
+            c.via(&format!("z9hG4bKack{case}{}", unique())),
+            call_id,
+        )
+    };
+    let alice = "<sip:alice@example.com>;tag=a1";
+    // Not alice's ACK of the 200 she got: another connection, another From tag, another CSeq,
+    // another To tag (not the 200's), another target than the 200's Contact, another From.
     let mut mallory = Client::connect(&call.gw, Kind::Tcp, "mallory").await;
-    let other_flow = call.request(
-        &mallory,
-        "ACK",
-        &target,
-        "z9hG4bKackm",
-        2,
-        &format!("{route}Subject: other-flow\r\n{copied}"),
-    );
+    let other_flow = ack(&mallory, "other-flow", alice, "hop", &target, 2, &copied);
     mallory.send(&other_flow).await;
-    let sends = [
-        ("other-tag", "a2", 2, copied.clone()),
-        ("other-cseq", "a1", 3, copied.clone()),
-        ("bare", "a1", 2, String::new()),
-        ("copied", "a1", 2, copied.clone()),
-        // The same ACK again, for a retransmitted 2xx.
-        ("copied", "a1", 2, copied.clone()),
-    ];
-    for (case, tag, cseq, creds) in &sends {
-        let ack = call.request_tagged(
+    let premium = target.replace("carol@", "premium@");
+    let wrong = [
+        ack(
             &call.alice,
-            tag,
-            "ACK",
+            "other-tag",
+            "<sip:alice@example.com>;tag=a2",
+            "hop",
             &target,
-            &format!("z9hG4bKack{case}"),
-            *cseq,
-            &format!("{route}Subject: {case}\r\n{creds}"),
-        );
-        call.alice.send(&ack).await;
+            2,
+            &copied,
+        ),
+        ack(&call.alice, "other-cseq", alice, "hop", &target, 3, &copied),
+        ack(&call.alice, "other-to-tag", alice, "fork2", &target, 2, ""),
+        ack(&call.alice, "other-target", alice, "hop", &premium, 2, ""),
+        ack(
+            &call.alice,
+            "other-from",
+            "<sip:ceo@example.com>;tag=a1",
+            "hop",
+            &target,
+            2,
+            "",
+        ),
+    ];
+    for w in &wrong {
+        call.alice.send(w).await;
     }
+    call.alice
+        .send(&ack(&call.alice, "bare", alice, "hop", &target, 2, ""))
+        .await;
+    // One ACK a 2xx: a second before the 2xx comes again is not alice's UA's.
+    call.alice
+        .send(&ack(
+            &call.alice,
+            "unasked",
+            alice,
+            "hop",
+            &target,
+            2,
+            &copied,
+        ))
+        .await;
     let mut acks = call.acks_at_the_hop("").await;
     let cases: Vec<&str> = acks.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(
         cases,
-        ["bare", "copied", "copied"],
-        "alice's ACKs of the answered INVITE reach the callee, and no other"
+        ["bare"],
+        "alice's ACK of the 200 reaches the callee, and no other"
     );
+    // The 200 again (the callee did not see the ACK in time): the same ACK again, as
+    // RFC 3261 §13.2.2.4 has the UA write it, with the INVITE's credentials.
+    call.resend_ok().await;
+    call.alice
+        .recv_where("200 again", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    call.alice
+        .send(&ack(
+            &call.alice,
+            "copied",
+            alice,
+            "hop",
+            &target,
+            2,
+            &copied,
+        ))
+        .await;
+    acks.extend(call.acks_at_the_hop("copied").await);
+    let cases: Vec<&str> = acks.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cases, ["bare", "copied"]);
     let (_, copied) = acks.pop().unwrap();
     assert_eq!(copied.header("Proxy-Authorization"), None, "{copied:?}");
     assert_eq!(copied.header("Authorization"), None, "{copied:?}");

@@ -207,13 +207,13 @@ impl SecurityStage {
 }
 
 impl SecurityStage {
-    /// The ACK of a 2xx to a Digest client's INVITE, over the INVITE's flow (the edge found the
-    /// INVITE: [`InboundContext::acknowledges`]): passed on as the INVITE's identity, whatever
-    /// credentials it carries. A Digest client cannot prove this ACK on its own: PJSIP sends it
-    /// without credentials, RFC 3261 §13.2.2.4 has others copy the INVITE's (made for another
-    /// method, `uri` and nonce count) and send it again for each retransmitted 2xx, and an ACK
-    /// cannot be challenged. An SA client signs its ACKs like anything else: `None`, judged as
-    /// usual.
+    /// The ACK of a 2xx to a Digest client's INVITE, over the INVITE's flow, naming that 2xx (the
+    /// edge found it: [`InboundContext::acknowledges`]): passed on as the INVITE's identity,
+    /// whatever credentials it carries, if its From is that identity as the INVITE's had to be.
+    /// A Digest client cannot prove this ACK on its own: PJSIP sends it without credentials, RFC
+    /// 3261 §13.2.2.4 has others copy the INVITE's (made for another method, `uri` and nonce
+    /// count) and send it again for each retransmitted 2xx, and an ACK cannot be challenged. An
+    /// SA client signs its ACKs like anything else: `None`, judged as usual.
     fn acknowledging(
         &mut self,
         msg: &mut Message,
@@ -223,6 +223,14 @@ impl SecurityStage {
         let invite = note.downcast_ref::<Authenticated>()?;
         if !matches!(invite.binding, Binding::Digest { .. }) {
             return None;
+        }
+        let from_is_its_own = msg
+            .from()
+            .is_some_and(|f| uri_names_identity(f.uri, &invite.identity));
+        if !from_is_its_own {
+            self.core.counters().discarded();
+            debug!(identity = %invite.identity, source = %ctx.flow.remote, "ACK of an accepted INVITE from someone else dropped");
+            return Some(InboundVerdict::Drop);
         }
         debug!(identity = %invite.identity, source = %ctx.flow.remote, "ACK of an accepted INVITE passed on as its identity");
         self.core.strip_credentials(msg, None);

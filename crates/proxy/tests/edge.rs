@@ -2394,42 +2394,92 @@ impl ClientAuth for AckSpy {
     }
 }
 
-/// The ACK of a 2xx matches no transaction (another branch), but the edge finds the INVITE it
+/// The ACK of a 2xx matches no transaction (another branch), but the edge finds the 2xx it
 /// acknowledges for the stage: sent over the same flow, with the same Call-ID, CSeq number and
-/// From tag, while the accepted transaction is kept (64×T1). The stage passes a Digest client's
-/// ACK on as the INVITE's identity (crates/gateway/src/auth.rs `acknowledging`).
+/// From tag, the 2xx's To tag and its Contact as the Request-URI, one ACK a 2xx relayed, within
+/// 64×T1 of the last. The stage passes a Digest client's ACK on as the INVITE's identity
+/// (crates/gateway/src/auth.rs `acknowledging`). Also for a 2xx that came after the transaction
+/// was answered otherwise (another fork's, a late one after a 408): its ACK is as much the
+/// client's.
 #[test]
 fn the_ack_of_a_2xx_names_the_invite_it_acknowledges_to_the_stage() {
     let mut h = with_hops(1);
     let spy = AckSpy::default();
     h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
     let sent = h.feed(alice(), &invite("z9hG4bKai1", "carol", 70));
-    let forwarded = &sent.last().unwrap().msg;
+    let forwarded = sent.last().unwrap().msg.clone();
     assert_eq!(forwarded.method(), Some("INVITE"));
     let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
-    let ok = answer(forwarded, 200, "OK");
-    let sent = h.feed_msg(hop, ok);
+    let sent = h.feed_msg(hop, answer(&forwarded, 200, "OK"));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(200));
-    let ack = |branch: &str, cseq: u32, tag: &str| {
+    let ack = |branch: &str, ruri: &str, cseq: u32, tag: &str, to_tag: &str| {
         format!(
-            "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
-Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={tag};epid=ea\r\nTo: <sip:carol@example.com>;tag=b1\r\n\
+            "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={tag};epid=ea\r\nTo: <sip:carol@example.com>;tag={to_tag}\r\n\
 Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
         )
     };
+    let bob_contact = "sip:bob@10.0.0.6:5060";
     let invite_note = Some("admitted INVITE sip:carol@example.com SIP/2.0".to_owned());
-    h.feed(alice(), &ack("z9hG4bKack1", 10, "a1"));
-    // The same ACK again (a retransmitted 2xx), from another flow, of another CSeq, of another
-    // From tag.
-    h.feed(alice(), &ack("z9hG4bKack1", 10, "a1"));
-    h.feed(bob(), &ack("z9hG4bKack2", 10, "a1"));
-    h.feed(alice(), &ack("z9hG4bKack3", 11, "a1"));
-    h.feed(alice(), &ack("z9hG4bKack4", 10, "a2"));
-    // Once the accepted transaction is gone (64×T1), the ACK stands alone.
+    h.feed(alice(), &ack("z9hG4bKack1", bob_contact, 10, "a1", "b1"));
+    // The same ACK again before the 2xx came again; then from another flow, of another CSeq,
+    // of another From tag, of another To tag, to another target.
+    h.feed(alice(), &ack("z9hG4bKack1", bob_contact, 10, "a1", "b1"));
+    h.feed(bob(), &ack("z9hG4bKack2", bob_contact, 10, "a1", "b1"));
+    h.feed(alice(), &ack("z9hG4bKack3", bob_contact, 11, "a1", "b1"));
+    h.feed(alice(), &ack("z9hG4bKack4", bob_contact, 10, "a2", "b1"));
+    h.feed(alice(), &ack("z9hG4bKack5", bob_contact, 10, "a1", "b2"));
+    h.feed(
+        alice(),
+        &ack("z9hG4bKack6", "sip:premium@10.0.0.6:5060", 10, "a1", "b1"),
+    );
+    // The 2xx again: one more ACK.
+    h.feed_msg(hop, answer(&forwarded, 200, "OK"));
+    h.feed(alice(), &ack("z9hG4bKack7", bob_contact, 10, "a1", "b1"));
+    // Once 64×T1 passed since the last 2xx, the ACK stands alone.
     h.advance(h.edge.config().timers.timeout() + Duration::from_secs(1));
-    h.feed(alice(), &ack("z9hG4bKack5", 10, "a1"));
+    h.feed_msg(hop, answer(&forwarded, 200, "OK"));
+    h.advance(h.edge.config().timers.timeout() + Duration::from_secs(1));
+    h.feed(alice(), &ack("z9hG4bKack8", bob_contact, 10, "a1", "b1"));
+    let n = invite_note.clone();
     assert_eq!(
         *spy.0.lock().unwrap(),
-        [invite_note.clone(), invite_note, None, None, None, None]
+        [n.clone(), None, None, None, None, None, None, n, None]
+    );
+}
+
+/// A fork's 2xx that comes after the INVITE was answered 408 (Timer C, or another branch's
+/// 6xx) still goes to the client, and its ACK is the client's as any other.
+#[test]
+fn the_ack_of_a_2xx_after_a_non_2xx_final_names_the_invite_too() {
+    let mut h = with_hops(1);
+    let spy = AckSpy::default();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
+    let sent = h.feed(alice(), &invite("z9hG4bKai2", "carol", 70));
+    let forwarded = sent.last().unwrap().msg.clone();
+    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let sent = h.feed_msg(hop, answer(&forwarded, 603, "Decline"));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(603));
+    // Another UAS behind the hop answers 200 after all (a fork downstream).
+    let mut late = answer(&forwarded, 200, "OK");
+    let to = late.header("To").unwrap().replace("tag=b1", "tag=b9");
+    late.set_header("To", &to);
+    let sent = h.feed_msg(hop, late);
+    assert_eq!(
+        sent.last().map(|s| s.msg.status_code()),
+        Some(Some(200)),
+        "{sent:?}"
+    );
+    h.feed(
+        alice(),
+        "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKack9\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:carol@example.com>;tag=b9\r\n\
+Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(
+        *spy.0.lock().unwrap(),
+        [Some(
+            "admitted INVITE sip:carol@example.com SIP/2.0".to_owned()
+        )]
     );
 }

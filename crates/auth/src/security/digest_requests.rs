@@ -85,12 +85,14 @@ impl SecurityCore {
         // elsewhere). See `names_the_request_uri` for the one exception (sipp's). An ACK that
         // gets here is not the ACK of a transaction the proxy matched on this flow
         // (those skip authentication: `belongs_to_open_transaction` in
-        // crates/proxy/src/edge/request.rs); it is the ACK of a 2xx, a transaction of its own that
-        // goes end to end and gets no response. It once skipped the nonce-count check, and the
-        // `uri` is checked for no method, so one captured ACK's credentials carried any number of
-        // ACKs, to any target, while the nonce lived. An ACK must name its own Request-URI (RFC
-        // 2617 §3.2.2.5; checked before the count, so a refused ACK does not use one up) and use
-        // a fresh count like any request, and no exception. The reason is SaMismatch: credentials
+        // crates/proxy/src/edge/request.rs), nor the ACK of a 2xx relayed to the client's own
+        // Digest INVITE over this flow (the stage passes those: `acknowledging` in
+        // crates/gateway/src/auth.rs); it is an ACK that stands alone, a transaction of its own
+        // that goes end to end and gets no response. It once skipped the nonce-count check, and
+        // the `uri` is checked for no method, so one captured ACK's credentials carried any number
+        // of ACKs, to any target, while the nonce lived. Such an ACK must name its own
+        // Request-URI (RFC 2617 §3.2.2.5; checked before the count, so a refused ACK does not use
+        // one up) and use a fresh count like any request. The reason is SaMismatch: credentials
         // made for something else, like a realm mismatch.
         let uri_ok = if msg.method() == Some("ACK") {
             msg.request_uri() == Some(verified.uri)

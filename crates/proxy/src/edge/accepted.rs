@@ -1,54 +1,194 @@
-//! The INVITEs of clients that a 2xx accepted, found again by the ACK of that 2xx.
+//! The 2xx answers to clients' INVITEs, found again by the ACK of each.
 //!
 //! The ACK of a 2xx is a transaction of its own (RFC 3261 §13.2.2.4, §17.1.1.3): another branch,
 //! so it matches no server transaction, and it is judged like any request. But a Digest client
 //! has nothing of its own to prove it with: PJSIP sends it without credentials, others copy the
 //! INVITE's into it ("The ACK MUST contain the same credentials as the INVITE", whose method,
 //! `uri` and nonce count are the INVITE's) and send that ACK again for each retransmitted 2xx.
-//! Judged alone, each was dropped, and the callee, never acknowledged, hung up after 32 s. An ACK
-//! that names an INVITE this flow sent and a 2xx accepted (its Call-ID, CSeq number and From
-//! tag), while that transaction is kept (RFC 6026 Accepted, 64×T1), is that INVITE's: the stage
-//! is told what it said of the INVITE ([`crate::hook::InboundContext::acknowledges`]).
+//! Judged alone, each was dropped, and the callee, never acknowledged, hung up after 32 s.
+//!
+//! Each 2xx the gateway relays to a client's INVITE is kept here for 64×T1 (as long as the UAS
+//! retransmits it) under what its ACK shares with it: Call-ID, CSeq number, From tag and the
+//! client's flow (the connection; over UDP its address and port), with the 2xx's To tag and
+//! Contact (the ACK's Request-URI, RFC 3261 §12.1.2). An ACK that names one of them takes one
+//! ACK's worth of it: as many ACKs pass as 2xx were relayed, so nobody else gets ACKs through under
+//! the client's name beyond the one a UA sends per 2xx. The stage is told what it said of the
+//! INVITE ([`crate::hook::InboundContext::acknowledges`]).
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::Instant;
 
 use sagw_sip::Message;
 
 use crate::Map;
+use crate::hook::AuthNote;
+use crate::types::Flow;
+use crate::uri::SipUri;
 
-/// Accepted INVITE server transactions by the dialog key of their ACK: at most one entry per
-/// server transaction, so bounded by `max_transactions`.
-#[derive(Debug, Default)]
-pub(super) struct AcceptedInvites(Map<String, String>);
+/// The 2xx answers relayed to clients' INVITEs in the last 64×T1, by what their ACKs share with
+/// them. At most `cap` dialogs (`max_transactions`: each came through a transaction).
+#[derive(Default)]
+pub(super) struct AcceptedInvites {
+    dialogs: Map<String, Accepted>,
+    /// Keys in the order they were last answered, with the expiry they had then: an entry
+    /// answered again later has a later expiry than its older items, which pass over it.
+    order: VecDeque<(Instant, String)>,
+}
+
+struct Accepted {
+    /// What the stage said of the INVITE.
+    note: AuthNote,
+    /// One per To tag (a forked INVITE may be answered 2xx by several UAS).
+    answers: Vec<Answer>,
+    expires: Instant,
+}
+
+struct Answer {
+    to_tag: String,
+    /// The 2xx's Contact URI: where its ACK goes.
+    target: String,
+    /// 2xx relayed, less the ACKs that passed.
+    unacked: u32,
+}
+
+impl std::fmt::Debug for AcceptedInvites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptedInvites")
+            .field("dialogs", &self.dialogs.len())
+            .finish()
+    }
+}
 
 impl AcceptedInvites {
-    /// Remember that server transaction `server_key`, whose request had `dialog` as its key, was
-    /// accepted. A later INVITE under the same key (a UA that reused its CSeq) takes it over.
-    pub(super) fn insert(&mut self, dialog: String, server_key: &str) {
-        self.0.insert(dialog, server_key.to_owned());
+    /// `ok`, a 2xx to the INVITE that `flow` sent and the stage noted `note`, is on its way to the
+    /// client: one more ACK may pass for it until `expires`. Nothing is kept when `ok` lacks
+    /// what its ACK must name, or once `cap` dialogs are kept (their ACKs are judged alone).
+    pub(super) fn answered(
+        &mut self,
+        ok: &Message,
+        flow: &Flow,
+        note: &AuthNote,
+        now: Instant,
+        expires: Instant,
+        cap: usize,
+    ) {
+        self.expire(now);
+        let mut key = String::new();
+        let Some(key) = dialog_key(&mut key, ok, "INVITE", flow) else {
+            return;
+        };
+        let (Some(to_tag), Some(target)) = (
+            ok.to().and_then(|t| t.tag().map(str::to_owned)),
+            ok.header_values("Contact")
+                .next()
+                .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+                .map(|na| na.uri.to_owned()),
+        ) else {
+            return;
+        };
+        if !self.dialogs.contains_key(key) && self.dialogs.len() >= cap {
+            return;
+        }
+        let dialog = self
+            .dialogs
+            .entry(key.to_owned())
+            .or_insert_with(|| Accepted {
+                note: note.clone(),
+                answers: Vec::new(),
+                expires,
+            });
+        dialog.expires = expires;
+        match dialog.answers.iter_mut().find(|a| a.to_tag == to_tag) {
+            Some(a) => {
+                a.unacked = a.unacked.saturating_add(1);
+                a.target = target;
+            }
+            None => dialog.answers.push(Answer {
+                to_tag,
+                target,
+                unacked: 1,
+            }),
+        }
+        self.order.push_back((expires, key.to_owned()));
     }
 
-    /// The server transaction accepted under `dialog`, if any.
-    pub(super) fn get(&self, dialog: &str) -> Option<&str> {
-        self.0.get(dialog).map(String::as_str)
+    /// The note of the INVITE that `ack`, from `flow`, acknowledges: one of its 2xx had the
+    /// ACK's To tag and a Contact that is the ACK's Request-URI, and was not acknowledged yet.
+    /// Nothing is taken until the stage lets the ACK pass ([`take`](Self::take)): one it drops
+    /// (another From) leaves the 2xx to the client's own ACK.
+    pub(super) fn acknowledged(
+        &mut self,
+        ack: &Message,
+        flow: &Flow,
+        now: Instant,
+    ) -> Option<AuthNote> {
+        self.expire(now);
+        self.find(ack, flow).map(|(dialog, _)| dialog.note.clone())
     }
 
-    /// Forget `dialog`, if it is still `server_key`'s (another INVITE may have taken it over).
-    pub(super) fn remove(&mut self, dialog: &str, server_key: &str) {
-        if self.0.get(dialog).is_some_and(|k| k == server_key) {
-            self.0.remove(dialog);
+    /// `ack` passed: its 2xx's worth is taken.
+    pub(super) fn take(&mut self, ack: &Message, flow: &Flow) {
+        if let Some((dialog, i)) = self.find(ack, flow)
+            && let Some(answer) = dialog.answers.get_mut(i)
+        {
+            answer.unacked -= 1;
+        }
+    }
+
+    fn find(&mut self, ack: &Message, flow: &Flow) -> Option<(&mut Accepted, usize)> {
+        let mut key = String::new();
+        let key = dialog_key(&mut key, ack, "ACK", flow)?;
+        let to_tag = ack.to()?.tag()?;
+        let ruri = SipUri::parse(ack.request_uri()?)?;
+        let dialog = self.dialogs.get_mut(key)?;
+        let i = dialog.answers.iter().position(|a| {
+            a.unacked > 0
+                && a.to_tag == to_tag
+                && SipUri::parse(&a.target).is_some_and(|t| same_target(&t, &ruri))
+        })?;
+        Some((dialog, i))
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front()
+            && *at <= now
+        {
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            if self.dialogs.get(&key).is_some_and(|d| d.expires <= now) {
+                self.dialogs.remove(&key);
+            }
         }
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
+    fn len(&self) -> usize {
+        self.dialogs.len()
     }
 }
 
-/// What an INVITE and the ACK of its 2xx share (RFC 3261 §13.2.2.4, §12.2.1.1): Call-ID, CSeq
-/// number (as a number: `0002` is `2`) and From tag, written into `buf`. `None` when one is
-/// missing, when the CSeq method is not `method`, or when the message has no From tag (no dialog
-/// to find).
-pub(super) fn dialog_key<'b>(buf: &'b mut String, msg: &Message, method: &str) -> Option<&'b str> {
+/// The same request target as far as routing the ACK goes: scheme, user, host (case-insensitive)
+/// and port. Parameters are left out: stacks write a URI back with its parameters re-ordered or
+/// re-cased.
+fn same_target(a: &SipUri<'_>, b: &SipUri<'_>) -> bool {
+    a.secure == b.secure
+        && a.user == b.user
+        && a.host.eq_ignore_ascii_case(b.host)
+        && a.port == b.port
+}
+
+/// What an INVITE, its 2xx and the ACK of that 2xx share (RFC 3261 §13.2.2.4, §12.2.1.1): Call-ID,
+/// CSeq number (as a number: `0002` is `2`) and From tag, and the client's flow (the connection,
+/// or over UDP the address and port), written into `buf`. `None` when one is missing, or when the
+/// CSeq method is not `method`.
+fn dialog_key<'b>(
+    buf: &'b mut String,
+    msg: &Message,
+    method: &str,
+    flow: &Flow,
+) -> Option<&'b str> {
     let cseq = msg.cseq().filter(|c| c.method == method)?;
     let number: u32 = cseq.number.parse().ok()?;
     let call_id = msg.call_id()?;
@@ -56,22 +196,53 @@ pub(super) fn dialog_key<'b>(buf: &'b mut String, msg: &Message, method: &str) -
     let tag = from.tag()?;
     buf.clear();
     buf.push_str(call_id.trim());
-    buf.push('\n');
-    buf.push_str(itoa::Buffer::new().format(number));
-    buf.push('\n');
-    buf.push_str(tag);
+    // A connection is its own flow: a new one from the same address (a NAT's reused port) is
+    // someone else. Datagrams share their listener's flow id: the address says who.
+    let id = if flow.transport.is_reliable() {
+        flow.id.0
+    } else {
+        0
+    };
+    let _ = write!(
+        buf,
+        "\n{number}\n{tag}\n{:?}\n{}\n{id}",
+        flow.transport, flow.remote
+    );
     Some(buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{FlowId, Transport};
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    fn msg(method: &str, cseq: &str, tag: &str) -> Message {
+    fn flow(id: u64) -> Flow {
+        Flow {
+            id: FlowId(id),
+            transport: Transport::Tcp,
+            remote: "198.51.100.1:40001".parse().unwrap(),
+        }
+    }
+
+    fn ok(to_tag: &str) -> Message {
         Message::parse(
             format!(
-                "{method} sip:b@x SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK1\r\n\
-From: <sip:a@x>{tag}\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=t\r\n\
+To: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\nContact: <sip:b@10.0.0.6:5060;transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn ack(ruri: &str, cseq: &str, from_tag: &str, to_tag: &str) -> Message {
+        Message::parse(
+            format!(
+                "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK2\r\n\
+From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
             )
             .as_bytes(),
         )
@@ -79,39 +250,93 @@ From: <sip:a@x>{tag}\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: {cseq}\r\nContent-
     }
 
     #[test]
-    fn an_ack_and_its_invite_share_a_key_and_nothing_else_does() {
-        let (mut a, mut b) = (String::new(), String::new());
-        let invite = dialog_key(&mut a, &msg("INVITE", "2 INVITE", ";tag=t"), "INVITE")
-            .unwrap()
-            .to_owned();
-        assert_eq!(
-            dialog_key(&mut b, &msg("ACK", "0002 ACK", ";tag=t"), "ACK"),
-            Some(invite.as_str())
+    fn an_ack_passes_once_for_each_2xx_it_names_and_nothing_else_does() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(32);
+        let note: AuthNote = Arc::new("invite");
+        let mut accepted = AcceptedInvites::default();
+        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        let good = "sip:b@10.0.0.6:5060;TRANSPORT=TCP";
+        for wrong in [
+            ack(good, "3 ACK", "t", "b1"),
+            ack(good, "2 ACK", "u", "b1"),
+            ack(good, "2 ACK", "t", "b2"),
+            ack(good, "2 INVITE", "t", "b1"),
+            ack("sip:premium@10.0.0.6:5060", "2 ACK", "t", "b1"),
+            ack("sip:b@10.0.0.7:5060", "2 ACK", "t", "b1"),
+        ] {
+            assert!(
+                accepted.acknowledged(&wrong, &flow(1), now).is_none(),
+                "{wrong:?}"
+            );
+        }
+        // Another connection from the same address is someone else.
+        assert!(
+            accepted
+                .acknowledged(&ack(good, "0002 ACK", "t", "b1"), &flow(2), now)
+                .is_none()
         );
-        assert_ne!(
-            dialog_key(&mut b, &msg("ACK", "3 ACK", ";tag=t"), "ACK"),
-            Some(invite.as_str())
+        let first = ack(good, "0002 ACK", "t", "b1");
+        assert!(accepted.acknowledged(&first, &flow(1), now).is_some());
+        // Until it is taken, the 2xx is still there to acknowledge.
+        assert!(accepted.acknowledged(&first, &flow(1), now).is_some());
+        accepted.take(&first, &flow(1));
+        // One ACK a 2xx: the second waits for the 2xx to come again.
+        assert!(
+            accepted
+                .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), now)
+                .is_none()
         );
-        assert_ne!(
-            dialog_key(&mut b, &msg("ACK", "2 ACK", ";tag=u"), "ACK"),
-            Some(invite.as_str())
+        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        assert!(
+            accepted
+                .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), now)
+                .is_some()
         );
-        // An ACK whose CSeq says INVITE, or without a From tag, names no INVITE.
-        assert_eq!(
-            dialog_key(&mut b, &msg("ACK", "2 INVITE", ";tag=t"), "ACK"),
-            None
+        // Gone after 64×T1 from the last 2xx.
+        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        assert!(
+            accepted
+                .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), later)
+                .is_none()
         );
-        assert_eq!(dialog_key(&mut b, &msg("ACK", "2 ACK", ""), "ACK"), None);
+        assert_eq!(accepted.len(), 0);
     }
 
     #[test]
-    fn a_transaction_forgets_only_its_own_entry() {
+    fn no_more_dialogs_than_the_cap_are_kept() {
+        let now = Instant::now();
+        let note: AuthNote = Arc::new("invite");
         let mut accepted = AcceptedInvites::default();
-        accepted.insert("d".into(), "first");
-        accepted.insert("d".into(), "second");
-        accepted.remove("d", "first");
-        assert_eq!(accepted.get("d"), Some("second"));
-        accepted.remove("d", "second");
-        assert_eq!(accepted.len(), 0);
+        accepted.answered(
+            &ok("b1"),
+            &flow(1),
+            &note,
+            now,
+            now + Duration::from_secs(32),
+            1,
+        );
+        accepted.answered(
+            &ok("b1"),
+            &flow(2),
+            &note,
+            now,
+            now + Duration::from_secs(32),
+            1,
+        );
+        assert_eq!(accepted.len(), 1);
+        // The one kept is still answered again.
+        accepted.answered(
+            &ok("b2"),
+            &flow(1),
+            &note,
+            now,
+            now + Duration::from_secs(32),
+            1,
+        );
+        assert_eq!(
+            accepted.dialogs.values().next().map(|d| d.answers.len()),
+            Some(2)
+        );
     }
 }

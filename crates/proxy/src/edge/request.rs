@@ -72,8 +72,6 @@ pub(super) struct RequestBufs {
     via: String,
     /// The server transaction key.
     key: String,
-    /// What a 2xx ACK names of its INVITE (`accepted::dialog_key`).
-    dialog: String,
 }
 
 /// `s`, copied into `buf` (cleared first).
@@ -169,7 +167,6 @@ impl Edge {
             method: method_buf,
             via: via_buf,
             key,
-            dialog,
         } = bufs;
         let method = copy_into(method_buf, msg.method().unwrap_or(""));
         // Copied and parsed once: stamping and the authentication stage edit the message, and
@@ -238,15 +235,7 @@ impl Edge {
         if from_client && !belongs_to_open_transaction && !retransmission && !probe {
             // The ACK of a 2xx to an INVITE of this flow's: the INVITE's note, for the stage.
             let acknowledges = if method == "ACK" && opener.is_none() {
-                super::accepted::dialog_key(dialog, &msg, "ACK")
-                    .and_then(|d| self.accepted.get(d))
-                    .and_then(|sk| self.server.get(sk))
-                    .filter(|st| {
-                        st.state == ServerState::Accepted
-                            && st.from_client
-                            && opened_by(st.upstream, &flow)
-                    })
-                    .and_then(|st| st.note.clone())
+                self.accepted.acknowledged(&msg, &flow, now.mono)
             } else {
                 None
             };
@@ -275,6 +264,9 @@ impl Edge {
                     endpoint,
                     client,
                 } => {
+                    if acknowledges.is_some() {
+                        self.accepted.take(&msg, &flow);
+                    }
                     admitted = Admitted {
                         note,
                         endpoint,

@@ -95,8 +95,6 @@ pub(super) struct ServerTx {
     pub(super) interval: Duration,
     /// Whom it counts against in the client shares ([`Opening::client`]).
     pub(super) client: Option<ClientKey>,
-    /// A client's INVITE a 2xx accepted: the key its 2xx ACK finds it by in `Edge::accepted`.
-    pub(super) accepted_as: Option<String>,
 }
 
 /// A request that opens a server transaction: the request, the flow it came on and what the
@@ -145,7 +143,6 @@ impl ServerTx {
             epoch: 0,
             interval,
             client,
-            accepted_as: None,
         }
     }
 }
@@ -373,9 +370,6 @@ impl Edge {
     pub(super) fn close_server(&mut self, key: &str) {
         if let Some(st) = self.server.remove(key) {
             self.shares.give_back(st.client);
-            if let Some(dialog) = &st.accepted_as {
-                self.accepted.remove(dialog, key);
-            }
         }
     }
 
@@ -455,6 +449,17 @@ impl Edge {
             !reliable
         };
         st.last_response = keep.then(|| resp.to_bytes().into_boxed_slice());
+        // A client's INVITE accepted: its ACK, a transaction of its own, finds this 2xx again.
+        if invite
+            && (200..300).contains(&code)
+            && st.from_client
+            && let Some(note) = &st.note
+        {
+            let expires = later(now.mono, self.cfg.timers.timeout());
+            let cap = self.cfg.max_transactions;
+            self.accepted
+                .answered(&resp, &upstream, note, now.mono, expires, cap);
+        }
         self.actions.push_back(Action::Send {
             to: Target::Flow(upstream),
             message: resp,
@@ -466,18 +471,6 @@ impl Edge {
         let timers = self.cfg.timers;
         st.epoch += 1;
         let epoch = st.epoch;
-        // A client's INVITE accepted: its 2xx ACK, a transaction of its own, is found by what it
-        // shares with the INVITE (see `accepted`). Taken from the request before it goes.
-        let accepted = (invite && code < 300 && st.from_client)
-            .then(|| {
-                let mut dialog = String::new();
-                st.request.as_ref().and_then(|r| {
-                    super::accepted::dialog_key(&mut dialog, r, "INVITE")?;
-                    Some(dialog)
-                })
-            })
-            .flatten();
-        st.accepted_as.clone_from(&accepted);
         // Final: what is left to do (absorb retransmissions, match the ACK or a CANCEL, pass
         // on a late fork's 2xx) needs neither the request nor the fail-over state.
         st.request = None;
@@ -514,9 +507,6 @@ impl Edge {
         } else {
             st.method.clone()
         };
-        if let Some(dialog) = accepted {
-            self.accepted.insert(dialog, key);
-        }
         self.report(Report::Transaction {
             method,
             status: code,
@@ -619,6 +609,17 @@ impl Edge {
         note: Option<AuthNote>,
         now: Now,
     ) {
+        // Another fork's 2xx, a retransmitted one, or one after a non-2xx final: each has an ACK
+        // of its own (see `accepted`).
+        if let Some(note) = &note
+            && self.is_client(&up)
+            && msg.status_code().is_some_and(|c| (200..300).contains(&c))
+        {
+            let expires = later(now.mono, self.cfg.timers.timeout());
+            let cap = self.cfg.max_transactions;
+            self.accepted
+                .answered(&msg, &up, note, now.mono, expires, cap);
+        }
         self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
     }
 }
