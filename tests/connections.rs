@@ -1032,3 +1032,180 @@ To: <sip:{user}@example.com>\r\nCall-ID: reg-{n}\r\nCSeq: 1 REGISTER\r\nContact:
     assert_eq!(failures("unknown_user"), 1, "{page}");
     gw.shutdown(support::WAIT).await;
 }
+
+/// alice, a Digest client over TCP, registered; the next hop, a UDP socket of the test, calls
+/// her. What her requests in that call are written from.
+struct CalledDigestClient {
+    gw: Running,
+    alice: Client,
+    hop: tokio::net::UdpSocket,
+    gw_udp: SocketAddr,
+}
+
+impl CalledDigestClient {
+    async fn new() -> Self {
+        let hop = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let hops = [format!("udp:{}", hop.local_addr().unwrap())];
+        let gw = auth_support::gateway(GwOptions {
+            schemes: &["digest"],
+            next_hops: &hops,
+            ..Default::default()
+        })
+        .await;
+        let gw_udp = gw.udp.expect("UDP listener");
+        let mut alice = Client::connect(&gw, Kind::Tcp, "alice").await;
+        let register = |c: &Client, n: u32, extra: &str| {
+            format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\n\
+To: <sip:alice@example.com>\r\nCall-ID: reg-{}\r\nCSeq: {n} REGISTER\r\nContact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+                c.via(&format!("z9hG4bKreg{n}")),
+                c.local,
+                c.contact()
+            )
+        };
+        alice.send(&register(&alice, 1, "")).await;
+        let challenge = alice.recv_where("401", |m| m.status() == Some(401)).await;
+        let creds = digest_credentials(
+            &digest_offer(&challenge),
+            "alice",
+            "alice-pw",
+            "REGISTER",
+            "sip:example.com",
+            1,
+            None,
+        );
+        alice
+            .send(&register(&alice, 2, &format!("Authorization: {creds}\r\n")))
+            .await;
+        let ok = alice
+            .recv_where("200", |m| m.cseq_method() == "REGISTER")
+            .await;
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        CalledDigestClient {
+            gw,
+            alice,
+            hop,
+            gw_udp,
+        }
+    }
+
+    /// The next hop calls alice's AOR with `to` as the INVITE's To (a trunk's DID, say); alice
+    /// answers 200 with To tag `al`. Returns the INVITE as she got it.
+    async fn call_to(&mut self, call_id: &str, to: &str) -> Msg {
+        let hop_addr = self.hop.local_addr().unwrap();
+        let invite = format!(
+            "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {hop_addr};branch=z9hG4bKhop{call_id}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+15551234@example.com>;tag=h1\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:caller@{hop_addr}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.hop
+            .send_to(invite.as_bytes(), self.gw_udp)
+            .await
+            .unwrap();
+        let got = self
+            .alice
+            .recv_where("INVITE", |m| m.method() == Some("INVITE"))
+            .await;
+        let contact = format!("Contact: {}\r\n", self.alice.contact());
+        let ok = got.reply(200, "OK", "al", &contact);
+        self.alice.send(&ok).await;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = timeout(support::WAIT, self.hop.recv_from(&mut buf))
+                .await
+                .expect("the 200 at the next hop")
+                .unwrap();
+            let m = Msg::parse(&buf[..n]).expect("parses");
+            if m.status() == Some(200) && m.cseq_method() == "INVITE" {
+                break;
+            }
+        }
+        got
+    }
+
+    /// alice's request in the call `invite` made, from `from` with her tag and to the caller's
+    /// `to_tag`, along the route set the INVITE recorded, answered 407 once and sent again
+    /// with her credentials: the answer, or what reached the next hop.
+    async fn in_dialog(&mut self, invite: &Msg, method: &str, from: &str, to_tag: &str) -> Msg {
+        let hop_addr = self.hop.local_addr().unwrap();
+        let ruri = format!("sip:caller@{hop_addr}");
+        let route: String = invite
+            .all("Record-Route")
+            .iter()
+            .map(|r| format!("Route: {r}\r\n"))
+            .collect();
+        let call_id = invite.header("Call-ID").unwrap_or("").to_owned();
+        let request = |c: &Client, cseq: u32, extra: &str| {
+            format!(
+                "{method} {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=al\r\n\
+To: <sip:+15551234@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{route}\
+Contact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+                c.via(&format!("z9hG4bK{method}{cseq}{}", unique())),
+                c.contact()
+            )
+        };
+        self.alice.send(&request(&self.alice, 1, "")).await;
+        let challenge = self
+            .alice
+            .recv_where("407", |m| m.cseq_method() == method)
+            .await;
+        assert_eq!(challenge.status(), Some(407), "{challenge:?}");
+        let creds = digest_credentials(
+            &digest_offer(&challenge),
+            "alice",
+            "alice-pw",
+            method,
+            &ruri,
+            1,
+            None,
+        );
+        let again = request(&self.alice, 2, &format!("Proxy-Authorization: {creds}\r\n"));
+        self.alice.send(&again).await;
+        let mut buf = vec![0u8; 65536];
+        tokio::select! {
+            answer = self.alice.recv_where("answer", |m| m.cseq_method() == method) => answer,
+            got = async {
+                loop {
+                    let (n, _) = self.hop.recv_from(&mut buf).await.unwrap();
+                    let m = Msg::parse(&buf[..n]).expect("parses");
+                    if m.method() == Some(method) {
+                        break m;
+                    }
+                }
+            } => got,
+        }
+    }
+}
+
+/// A called client takes the INVITE's To as its own address in the call (RFC 3261 §12.1.1). A
+/// trunk's DID or a PBX dialling the registered contact makes that To another address than the
+/// client's identity, and its BYE, re-INVITE, REFER and NOTIFY in the call were refused 403: the
+/// callee could not hang up. The gateway delivered that dialog to this connection, and lets the
+/// client's requests in it have that From; nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_addressed_by_another_uri_than_its_identity_can_hang_up() {
+    let mut c = CalledDigestClient::new().await;
+    let did = "sip:+4930123456@example.com";
+    let invite = c.call_to("did-call", did).await;
+    // A request of the call whose To tag is not the caller's: not the dialog delivered.
+    let stray = c.in_dialog(&invite, "INFO", did, "h2").await;
+    assert_eq!(stray.status(), Some(403), "{stray:?}");
+    let bye = c.in_dialog(&invite, "BYE", did, "h1").await;
+    assert_eq!(
+        bye.method(),
+        Some("BYE"),
+        "the BYE reaches the caller: {bye:?}"
+    );
+    assert_eq!(bye.header("From"), Some(format!("<{did}>;tag=al").as_str()));
+    assert_eq!(
+        bye.header("P-Asserted-Identity"),
+        Some("<sip:alice@example.com>"),
+        "the gateway asserts who she is, whatever the dialog calls her"
+    );
+    // Her own address in the same call is hers anyway.
+    let own = c
+        .in_dialog(&invite, "INFO", "sip:alice@example.com", "h1")
+        .await;
+    assert_eq!(own.method(), Some("INFO"), "{own:?}");
+    c.gw.shutdown(support::WAIT).await;
+}

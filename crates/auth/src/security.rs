@@ -250,9 +250,28 @@ impl SecurityCore {
     pub fn on_request_under(
         &self,
         msg: &Message,
+        ctx: &TransportContext,
+        id: PolicyId,
+        policy: &ChallengePolicy,
+        now: SystemTime,
+        rng: &mut dyn Rng,
+    ) -> Decision {
+        self.on_request_in_dialog(msg, ctx, id, policy, None, now, rng)
+    }
+
+    /// [`SecurityCore::on_request_under`] for a request in a dialog that the gateway delivered to
+    /// the client under `dialog_local`, another address than its identity (a PBX that dialled
+    /// its contact, a trunk's DID): the client's From in that dialog is that address (RFC 3261
+    /// §12.1.1), so a From naming it is taken as well as one naming the identity. The proxy
+    /// says which dialogs those are (`InboundContext::dialog_local`); a REGISTER's never counts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_request_in_dialog(
+        &self,
+        msg: &Message,
         _ctx: &TransportContext,
         id: PolicyId,
         policy: &ChallengePolicy,
+        dialog_local: Option<&str>,
         now: SystemTime,
         rng: &mut dyn Rng,
     ) -> Decision {
@@ -289,7 +308,7 @@ impl SecurityCore {
             Ok(Some(Found::Full(c))) => c,
             Ok(Some(Found::Signed(s))) => {
                 let decision = self.signed_request(msg, p, &s, now, rng);
-                return self.enforce_identity(msg, &facts, decision);
+                return self.enforce_identity(msg, &facts, decision, dialog_local);
             }
             Ok(None) => {
                 return self.rechallenge_unless_fresh(msg, p, default_family, None, now, rng);
@@ -330,7 +349,7 @@ impl SecurityCore {
                 ),
             },
         };
-        self.enforce_identity(msg, &facts, decision)
+        self.enforce_identity(msg, &facts, decision, dialog_local)
     }
 
     fn rechallenge_unless_fresh(
@@ -431,6 +450,7 @@ impl SecurityCore {
         msg: &Message,
         facts: &MessageFacts<'_>,
         decision: Decision,
+        dialog_local: Option<&str>,
     ) -> Decision {
         let Decision::Authenticated(auth) = decision else {
             return decision;
@@ -439,9 +459,12 @@ impl SecurityCore {
             .from
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
-        let reason = if !same_identity(from_uri, &auth.identity) {
+        let register = msg.method() == Some("REGISTER");
+        let dialog_address =
+            || !register && dialog_local.is_some_and(|l| same_identity(from_uri, l));
+        let reason = if !same_identity(from_uri, &auth.identity) && !dialog_address() {
             Reason::SaMismatch
-        } else if msg.method() == Some("REGISTER")
+        } else if register
             && !same_identity(
                 facts
                     .to

@@ -322,9 +322,15 @@ impl ClientAuth for SecurityStage {
         let routing = self.routing.load();
         let routed = routing.router.route(listener, msg);
         debug!(policy = routed.name, listener = listener.0, source = %ctx.flow.remote, "challenge policy");
-        let decision =
-            self.core
-                .on_request_under(msg, &tctx, routed.id, &routed.family, now, &mut *self.rng);
+        let decision = self.core.on_request_in_dialog(
+            msg,
+            &tctx,
+            routed.id,
+            &routed.family,
+            ctx.dialog_local,
+            now,
+            &mut *self.rng,
+        );
         crate::audit::decision(&decision, msg, &ctx.flow);
         match decision {
             Decision::Challenge(c) | Decision::Continue(c) => {
@@ -753,6 +759,7 @@ mod tests {
             flow_binding: None,
             answering,
             acknowledges: None,
+            dialog_local: None,
         };
         assert!(matches!(
             stage.inbound(&mut response(), &ctx(Answering::Unknown)),

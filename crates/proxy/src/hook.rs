@@ -128,6 +128,12 @@ pub struct InboundContext<'a> {
     /// may carry no credentials, or a copy of the INVITE's (RFC 3261 §13.2.2.4), or be sent again
     /// for a retransmitted 2xx.
     pub acknowledges: Option<&'a AuthNote>,
+    /// For a request in a dialog (its To has a tag) that the gateway delivered to this flow's
+    /// client (an INVITE, SUBSCRIBE or REFER it answered with a tag): the client's address in
+    /// that dialog, the request's To, when it is not the address of record the client registered
+    /// over this flow. The client writes it as its From in the dialog (RFC 3261 §12.1.1), and it
+    /// may differ from its identity: a PBX that dialled its contact, a trunk's DID.
+    pub dialog_local: Option<&'a str>,
 }
 
 /// What a response from a client answers.

@@ -4,6 +4,7 @@
 
 mod accepted;
 mod answered;
+mod delivered;
 mod forward;
 mod hops;
 mod reconfigure;
@@ -58,6 +59,8 @@ pub struct Edge {
     answered: self::answered::Answers,
     /// Clients' INVITEs a 2xx accepted, by what the ACK of that 2xx names (see `accepted`).
     accepted: self::accepted::AcceptedInvites,
+    /// Dialogs delivered to clients under another address than their own (see `delivered`).
+    delivered: self::delivered::DeliveredDialogs,
     /// How many of `server` and `answered` each client holds.
     shares: self::shares::ClientShares,
     client: Map<String, Box<ClientTx>>,
@@ -136,6 +139,7 @@ impl Edge {
             server: Map::default(),
             answered: Default::default(),
             accepted: Default::default(),
+            delivered: Default::default(),
             shares: Default::default(),
             client: Map::default(),
             timers: BinaryHeap::new(),

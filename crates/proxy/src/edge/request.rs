@@ -239,12 +239,19 @@ impl Edge {
             } else {
                 None
             };
+            // A request in a dialog delivered to this flow under another address.
+            let dialog_local = if in_dialog(&msg) {
+                self.delivered.local_uri(&msg, &flow, now.mono)
+            } else {
+                None
+            };
             let ctx = InboundContext {
                 flow,
                 now,
                 flow_binding: self.registrar.flow_identity(&flow),
                 answering: Answering::Unknown,
                 acknowledges: acknowledges.as_ref(),
+                dialog_local: dialog_local.as_deref(),
             };
             match self.auth.inbound(&mut msg, &ctx) {
                 InboundVerdict::Continue { note, .. } if draining => {

@@ -58,6 +58,13 @@ impl Edge {
             self.report(Report::Dropped(reason));
             return;
         }
+        if from_client && let Some(ct) = self.client.get(ct_key) {
+            // A dialog the client accepted: its requests in it may come from the request's To.
+            let aor = self.registrar.flow_identity(&flow).map(|b| b.aor.as_str());
+            let cap = self.cfg.max_transactions;
+            self.delivered
+                .answered(&ct.request, &msg, &flow, aor, now.mono, cap);
+        }
         let Some(ct) = self.client.get_mut(ct_key) else {
             if method == "CANCEL" {
                 self.report(Report::Dropped(DropReason::Stray));
@@ -293,6 +300,7 @@ impl Edge {
             flow_binding: self.registrar.flow_identity(&flow),
             answering,
             acknowledges: None,
+            dialog_local: None,
         };
         match self.auth.inbound(msg, &ctx) {
             InboundVerdict::Continue { .. } => {
