@@ -95,6 +95,53 @@ fn digest_register_with_every_offered_algorithm() {
     }
 }
 
+/// libre (baresip) v3.12 to v4.6 answer a `stale=true` challenge with `algorithm=` left empty
+/// (it freed the algorithm it had kept, and printed the null); its response is MD5, as an absent
+/// algorithm means (RFC 7616 §3.3). PJSIP's verifier takes an empty one for MD5 too. Refused as
+/// malformed, the client was challenged again without `stale`, gave up, and stayed unregistered
+/// from its first refresh on.
+#[test]
+fn an_empty_algorithm_is_taken_as_none_given() {
+    let core = core();
+    let mut rng = rng();
+    let (_, challenges) =
+        digest_challenge(&core.on_request(&parse(&register("alice", 1)), &ctx(), t0(), &mut rng));
+    let md5 = challenges
+        .iter()
+        .find(|c| c.contains("algorithm=MD5"))
+        .expect("an MD5 challenge");
+    let auth = answer(md5, "alice", "alice-pw", "REGISTER", 1);
+    let start = auth.find("algorithm=MD5").expect("the client names MD5");
+    let empty = format!(
+        "{}algorithm={}",
+        &auth[..start],
+        &auth[start + "algorithm=MD5".len()..]
+    );
+    let empty = if empty.ends_with("algorithm=") {
+        empty
+    } else {
+        // Last, as libre writes it.
+        let without = empty
+            .replace("algorithm=, ", "")
+            .replace(", algorithm=", "");
+        format!("{without}, algorithm=")
+    };
+    assert!(empty.ends_with(", algorithm="), "{empty}");
+    let m = with_auth(&register("alice", 2), "Authorization", &empty);
+    match core.on_request(&m, &ctx(), t0(), &mut rng) {
+        Decision::Authenticated(a) => assert_eq!(a.identity, "sip:alice@example.com"),
+        other => panic!("{empty}: {other:?}"),
+    }
+    // Any other parameter without a value is still malformed.
+    let bad = auth.replace("qop=auth", "qop=");
+    assert_ne!(bad, auth);
+    let m = with_auth(&register("alice", 3), "Authorization", &bad);
+    assert!(
+        matches!(core.on_request(&m, &ctx(), t0(), &mut rng), Decision::Challenge(c) if c.cause == Some(Reason::MalformedHeader)),
+        "{bad}"
+    );
+}
+
 #[test]
 fn digest_wrong_password_stale_nonce_and_replay() {
     let core = core();

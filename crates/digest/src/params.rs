@@ -148,7 +148,8 @@ impl<'a> DigestResponse<'a> {
             nonce,
             uri,
             response,
-            algorithm: get(ALGORITHM),
+            // Empty (libre's `algorithm=` after a stale challenge): as if absent, MD5.
+            algorithm: get(ALGORITHM).filter(|a| !a.is_empty()),
             qop: get(QOP),
             nc: get(NC),
             cnonce: get(CNONCE),

@@ -464,7 +464,10 @@ fn element_params<'a>(
             (c.quoted()?, true)
         } else {
             let t = c.token();
-            if t.is_empty() {
+            // An empty `algorithm=` is what libre (baresip) v3.12 to v4.6 write after a
+            // `stale=true` challenge: taken as given without a value (the Digest layer reads it
+            // as absent, MD5), as PJSIP's verifier does. Any other empty value is malformed.
+            if t.is_empty() && !name.eq_ignore_ascii_case("algorithm") {
                 return Err(AuthParseError::BadParamValue { at: value_at });
             }
             (Cow::Borrowed(t), false)
