@@ -1128,7 +1128,25 @@ CSeq: 1 INVITE\r\nContact: <sip:caller@{hop_addr}>\r\nContent-Length: 0\r\n\r\n"
     /// with her credentials: the answer, or what reached the next hop.
     async fn in_dialog(&mut self, invite: &Msg, method: &str, from: &str, to_tag: &str) -> Msg {
         let hop_addr = self.hop.local_addr().unwrap();
-        let ruri = format!("sip:caller@{hop_addr}");
+        self.in_dialog_to(
+            invite,
+            method,
+            &format!("sip:caller@{hop_addr}"),
+            from,
+            to_tag,
+        )
+        .await
+    }
+
+    /// [`in_dialog`](Self::in_dialog) with another Request-URI than the caller's Contact.
+    async fn in_dialog_to(
+        &mut self,
+        invite: &Msg,
+        method: &str,
+        ruri: &str,
+        from: &str,
+        to_tag: &str,
+    ) -> Msg {
         let route: String = invite
             .all("Record-Route")
             .iter()
@@ -1155,7 +1173,7 @@ Contact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
             "alice",
             "alice-pw",
             method,
-            &ruri,
+            ruri,
             1,
             None,
         );
@@ -1163,7 +1181,9 @@ Contact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
         self.alice.send(&again).await;
         let mut buf = vec![0u8; 65536];
         tokio::select! {
-            answer = self.alice.recv_where("answer", |m| m.cseq_method() == method) => answer,
+            answer = self.alice.recv_where("answer", |m| {
+                m.cseq_method() == method && m.status() != Some(100)
+            }) => answer,
             got = async {
                 loop {
                     let (n, _) = self.hop.recv_from(&mut buf).await.unwrap();
@@ -1185,11 +1205,60 @@ Contact: {}\r\n{extra}Content-Length: 0\r\n\r\n",
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_addressed_by_another_uri_than_its_identity_can_hang_up() {
     let mut c = CalledDigestClient::new().await;
+    let hop_addr = c.hop.local_addr().unwrap();
     let did = "sip:+4930123456@example.com";
     let invite = c.call_to("did-call", did).await;
     // A request of the call whose To tag is not the caller's: not the dialog delivered.
     let stray = c.in_dialog(&invite, "INFO", did, "h2").await;
     assert_eq!(stray.status(), Some(403), "{stray:?}");
+    // Nor one to anyone but the caller (its Contact).
+    let elsewhere = format!("sip:carol@{hop_addr}");
+    let stray = c
+        .in_dialog_to(&invite, "MESSAGE", &elsewhere, did, "h1")
+        .await;
+    assert_eq!(stray.status(), Some(403), "{stray:?}");
+    // Hold: her re-INVITE, and the ACK of its 200 without credentials, as PJSIP sends it.
+    let reinvite = c.in_dialog(&invite, "INVITE", did, "h1").await;
+    assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
+    let ok = reinvite.reply(
+        200,
+        "OK",
+        "h1",
+        &format!("Contact: <sip:caller@{hop_addr}>\r\n"),
+    );
+    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
+    let ok = c
+        .alice
+        .recv_where("200 to the re-INVITE", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    let route: String = ok
+        .all("Record-Route")
+        .iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    let ack = format!(
+        "ACK sip:caller@{hop_addr} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{did}>;tag=al\r\n\
+To: <sip:+15551234@example.com>;tag=h1\r\nCall-ID: did-call\r\nCSeq: 2 ACK\r\n{route}Content-Length: 0\r\n\r\n",
+        c.alice.via(&format!("z9hG4bKreack{}", unique()))
+    );
+    c.alice.send(&ack).await;
+    let mut buf = vec![0u8; 65536];
+    let got = loop {
+        let (n, _) = timeout(support::WAIT, c.hop.recv_from(&mut buf))
+            .await
+            .expect("the ACK of the hold at the caller")
+            .unwrap();
+        let m = Msg::parse(&buf[..n]).expect("parses");
+        if m.method() == Some("ACK") {
+            break m;
+        }
+    };
+    assert_eq!(
+        got.header("P-Asserted-Identity"),
+        Some("<sip:alice@example.com>")
+    );
     let bye = c.in_dialog(&invite, "BYE", did, "h1").await;
     assert_eq!(
         bye.method(),
@@ -1202,10 +1271,106 @@ async fn a_callee_addressed_by_another_uri_than_its_identity_can_hang_up() {
         Some("<sip:alice@example.com>"),
         "the gateway asserts who she is, whatever the dialog calls her"
     );
-    // Her own address in the same call is hers anyway.
-    let own = c
-        .in_dialog(&invite, "INFO", "sip:alice@example.com", "h1")
+    // The BYE ended the dialog: the address is not hers any more.
+    let after = c.in_dialog(&invite, "INFO", did, "h1").await;
+    assert_eq!(after.status(), Some(403), "{after:?}");
+
+    // A tel: URI as the To, as trunks write a number.
+    let invite = c.call_to("tel-call", "tel:+4930123456").await;
+    let bye = c.in_dialog(&invite, "BYE", "tel:+4930123456", "h1").await;
+    assert_eq!(bye.method(), Some("BYE"), "{bye:?}");
+
+    // A call addressed to another user's identity (bob is a user here) lends her nothing.
+    let invite = c.call_to("bobs-call", "sip:bob@example.com").await;
+    let bye = c
+        .in_dialog(&invite, "BYE", "sip:bob@example.com", "h1")
         .await;
-    assert_eq!(own.method(), Some("INFO"), "{own:?}");
+    assert_eq!(bye.status(), Some(403), "{bye:?}");
+    // Her own address in that call is hers anyway.
+    let own = c
+        .in_dialog(&invite, "BYE", "sip:alice@example.com", "h1")
+        .await;
+    assert_eq!(own.method(), Some("BYE"), "{own:?}");
+    c.gw.shutdown(support::WAIT).await;
+}
+
+/// A client that calls itself chooses the INVITE's To: a dialog a client opened lends nothing,
+/// however the client answers it. Before, alice's INVITE to herself with `To: <sip:+1800…>`,
+/// answered 180 by her, let her send requests with that From in the Call-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_calling_itself_does_not_choose_its_own_dialog_address() {
+    let mut c = CalledDigestClient::new().await;
+    let bank = "sip:+18005550100@example.com";
+    let contact = c.alice.contact();
+    let invite = |c: &Client, cseq: u32, extra: &str| {
+        format!(
+            "INVITE sip:alice@example.com SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=self\r\nTo: <{bank}>\r\nCall-ID: self-call\r\nCSeq: {cseq} INVITE\r\n\
+Contact: {contact}\r\n{extra}Content-Length: 0\r\n\r\n",
+            c.via(&format!("z9hG4bKself{cseq}"))
+        )
+    };
+    c.alice.send(&invite(&c.alice, 1, "")).await;
+    let challenge = c.alice.recv_where("407", |m| m.status() == Some(407)).await;
+    let creds = digest_credentials(
+        &digest_offer(&challenge),
+        "alice",
+        "alice-pw",
+        "INVITE",
+        "sip:alice@example.com",
+        1,
+        None,
+    );
+    c.alice
+        .send(&invite(
+            &c.alice,
+            2,
+            &format!("Proxy-Authorization: {creds}\r\n"),
+        ))
+        .await;
+    let got = c
+        .alice
+        .recv_where("her own INVITE", |m| m.method() == Some("INVITE"))
+        .await;
+    c.alice
+        .send(&got.reply(180, "Ringing", "t1", &format!("Contact: {contact}\r\n")))
+        .await;
+    c.alice
+        .recv_where("her 180", |m| m.status() == Some(180))
+        .await;
+    let ruri = c.alice.contact().trim_matches(['<', '>']).to_owned();
+    let message = format!(
+        "MESSAGE {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{bank}>;tag=t1\r\n\
+To: <sip:alice@example.com>;tag=self\r\nCall-ID: self-call\r\nCSeq: 5 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        c.alice.via("z9hG4bKselfmsg")
+    );
+    c.alice.send(&message).await;
+    let challenge = c
+        .alice
+        .recv_where("407", |m| m.cseq_method() == "MESSAGE")
+        .await;
+    let creds = digest_credentials(
+        &digest_offer(&challenge),
+        "alice",
+        "alice-pw",
+        "MESSAGE",
+        &ruri,
+        1,
+        None,
+    );
+    let message = message
+        .replace(
+            "Content-Length: 0",
+            &format!("Proxy-Authorization: {creds}\r\nContent-Length: 0"),
+        )
+        .replace("z9hG4bKselfmsg", "z9hG4bKselfmsg2");
+    c.alice.send(&message).await;
+    let answer = c
+        .alice
+        .recv_where("the MESSAGE's answer", |m| {
+            m.cseq_method() == "MESSAGE" && m.status().is_some()
+        })
+        .await;
+    assert_eq!(answer.status(), Some(403), "{answer:?}");
     c.gw.shutdown(support::WAIT).await;
 }

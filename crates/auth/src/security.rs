@@ -460,8 +460,17 @@ impl SecurityCore {
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
         let register = msg.method() == Some("REGISTER");
-        let dialog_address =
-            || !register && dialog_local.is_some_and(|l| same_identity(from_uri, l));
+        // The dialog's address, unless it is another user's identity: a server behind may address
+        // a client by any To, and a call to alice addressed to bob's identity (a forward, or a
+        // caller's choice) lends her no right to write bob's name.
+        let dialog_address = || {
+            !register
+                && dialog_local.is_some_and(|l| {
+                    uri_is_address(from_uri, l)
+                        && (same_identity(l, &auth.identity)
+                            || !self.credentials.owns_identity(l, &self.config.sip_domain))
+                })
+        };
         let reason = if !same_identity(from_uri, &auth.identity) && !dialog_address() {
             Reason::SaMismatch
         } else if register
@@ -569,6 +578,22 @@ fn strip_uri_params(uri: &str) -> &str {
 /// `Referred-By`), which may stay only when they name the identity it proved.
 pub fn uri_names_identity(uri: &str, identity: &str) -> bool {
     same_identity(strip_uri_params(uri), identity)
+}
+
+/// Whether `uri` (a From's URI, its URI parameters ignored) is `address` (a URI without
+/// parameters): for SIP URIs as identities compare (scheme `sip`/`sips` alike, ASCII case
+/// ignored), any other scheme (`tel:+4930…`) as text, ASCII case ignored.
+pub fn uri_is_address(uri: &str, address: &str) -> bool {
+    fn sip_rest(s: &str) -> Option<&str> {
+        let (scheme, rest) = s.split_once(':')?;
+        (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
+    }
+    let (uri, address) = (trim(strip_uri_params(uri)), trim(strip_uri_params(address)));
+    match (sip_rest(uri), sip_rest(address)) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (None, None) => uri.eq_ignore_ascii_case(address),
+        _ => false,
+    }
 }
 
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.

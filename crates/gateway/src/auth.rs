@@ -224,9 +224,14 @@ impl SecurityStage {
         if !matches!(invite.binding, Binding::Digest { .. }) {
             return None;
         }
-        let from_is_its_own = msg
-            .from()
-            .is_some_and(|f| uri_names_identity(f.uri, &invite.identity));
+        // Its identity, or the address a server gave it in this dialog (a callee's re-INVITE:
+        // see `InboundContext::dialog_local`).
+        let from_is_its_own = msg.from().is_some_and(|f| {
+            uri_names_identity(f.uri, &invite.identity)
+                || ctx
+                    .dialog_local
+                    .is_some_and(|l| sagw_auth::uri_is_address(f.uri, l))
+        });
         if !from_is_its_own {
             self.core.counters().discarded();
             debug!(identity = %invite.identity, source = %ctx.flow.remote, "ACK of an accepted INVITE from someone else dropped");

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sagw_sip::Message;
 
@@ -25,6 +25,12 @@ use crate::Map;
 use crate::hook::AuthNote;
 use crate::types::Flow;
 use crate::uri::SipUri;
+
+/// To tags kept a dialog (a forked INVITE answered 2xx by that many UAS); the rest go unrecorded.
+const MAX_ANSWERS: usize = 16;
+
+/// ACKs owed a 2xx at most.
+const MAX_UNACKED: u32 = 8;
 
 /// The 2xx answers relayed to clients' INVITEs in the last 64×T1, by what their ACKs share with
 /// them. At most `cap` dialogs (`max_transactions`: each came through a transaction).
@@ -62,10 +68,14 @@ impl std::fmt::Debug for AcceptedInvites {
 
 impl AcceptedInvites {
     /// `ok`, a 2xx to the INVITE that `flow` sent and the stage noted `note`, is on its way to the
-    /// client: one more ACK may pass for it until `expires`. Nothing is kept when `ok` lacks
-    /// what its ACK must name, or once `cap` dialogs are kept (their ACKs are judged alone).
+    /// client: one more ACK may pass for it until `expires`. `invite` is that INVITE's key
+    /// ([`dialog_key`], kept by its server transaction): a 2xx that names another Call-ID, CSeq or
+    /// From tag (a callee may relay any 2xx it likes on the branch) is not kept, nor one that
+    /// lacks what its ACK must name, nor more than [`MAX_ANSWERS`] To tags a dialog.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn answered(
         &mut self,
+        invite: &str,
         ok: &Message,
         flow: &Flow,
         note: &AuthNote,
@@ -75,9 +85,9 @@ impl AcceptedInvites {
     ) {
         self.expire(now);
         let mut key = String::new();
-        let Some(key) = dialog_key(&mut key, ok, "INVITE", flow) else {
+        if dialog_key(&mut key, ok, "INVITE", flow) != Some(invite) {
             return;
-        };
+        }
         let (Some(to_tag), Some(target)) = (
             ok.to().and_then(|t| t.tag().map(str::to_owned)),
             ok.header_values("Contact")
@@ -87,30 +97,38 @@ impl AcceptedInvites {
         ) else {
             return;
         };
-        if !self.dialogs.contains_key(key) && self.dialogs.len() >= cap {
+        if !self.dialogs.contains_key(invite) && self.dialogs.len() >= cap {
             return;
         }
         let dialog = self
             .dialogs
-            .entry(key.to_owned())
+            .entry(invite.to_owned())
             .or_insert_with(|| Accepted {
                 note: note.clone(),
                 answers: Vec::new(),
-                expires,
+                expires: now,
             });
-        dialog.expires = expires;
+        let full = dialog.answers.len() >= MAX_ANSWERS;
         match dialog.answers.iter_mut().find(|a| a.to_tag == to_tag) {
             Some(a) => {
-                a.unacked = a.unacked.saturating_add(1);
+                // A UA sends one ACK a 2xx it gets; more than a few unanswered means the 2xx
+                // are not for a UA that is there.
+                a.unacked = (a.unacked + 1).min(MAX_UNACKED);
                 a.target = target;
             }
-            None => dialog.answers.push(Answer {
+            None if !full => dialog.answers.push(Answer {
                 to_tag,
                 target,
                 unacked: 1,
             }),
+            None => {}
         }
-        self.order.push_back((expires, key.to_owned()));
+        // The queue gets an item when the expiry moves by a second or more (a 2xx retransmitted
+        // every 500 ms adds none in between), so that it holds a bounded number per dialog.
+        if expires >= dialog.expires + Duration::from_secs(1) {
+            dialog.expires = expires;
+            self.order.push_back((expires, invite.to_owned()));
+        }
     }
 
     /// The note of the INVITE that `ack`, from `flow`, acknowledges: one of its 2xx had the
@@ -183,7 +201,7 @@ fn same_target(a: &SipUri<'_>, b: &SipUri<'_>) -> bool {
 /// CSeq number (as a number: `0002` is `2`) and From tag, and the client's flow (the connection,
 /// or over UDP the address and port), written into `buf`. `None` when one is missing, or when the
 /// CSeq method is not `method`.
-fn dialog_key<'b>(
+pub(super) fn dialog_key<'b>(
     buf: &'b mut String,
     msg: &Message,
     method: &str,
@@ -249,13 +267,73 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
         .unwrap()
     }
 
+    /// `ok` answered under its own key: the INVITE it answers had its Call-ID, CSeq and From tag.
+    fn answer(
+        accepted: &mut AcceptedInvites,
+        ok: &Message,
+        f: &Flow,
+        note: &AuthNote,
+        now: Instant,
+        expires: Instant,
+        cap: usize,
+    ) {
+        let mut k = String::new();
+        let key = dialog_key(&mut k, ok, "INVITE", f).unwrap().to_owned();
+        accepted.answered(&key, ok, f, note, now, expires, cap);
+    }
+
+    /// Only a 2xx that names the INVITE is kept (a callee relays what it likes on the branch),
+    /// and a dialog keeps a bounded number of To tags.
+    #[test]
+    fn a_2xx_is_kept_only_for_its_invite_and_a_dialog_for_so_many_to_tags() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(32);
+        let note: AuthNote = Arc::new("invite");
+        let mut accepted = AcceptedInvites::default();
+        let mut k = String::new();
+        let invite = dialog_key(&mut k, &ok("b1"), "INVITE", &flow(1))
+            .unwrap()
+            .to_owned();
+        let other_call = Message::parse(
+            ok("b1")
+                .to_bytes()
+                .as_slice()
+                .to_vec()
+                .iter()
+                .map(|b| *b as char)
+                .collect::<String>()
+                .replace("Call-ID: c1", "Call-ID: c2")
+                .as_bytes(),
+        )
+        .unwrap();
+        accepted.answered(&invite, &other_call, &flow(1), &note, now, later, 10);
+        assert_eq!(accepted.len(), 0);
+        for i in 0..(MAX_ANSWERS + 10) {
+            accepted.answered(
+                &invite,
+                &ok(&format!("b{i}")),
+                &flow(1),
+                &note,
+                now,
+                later,
+                10,
+            );
+        }
+        assert_eq!(
+            accepted.dialogs.get(&invite).map(|d| d.answers.len()),
+            Some(MAX_ANSWERS)
+        );
+        // One queue item a second of expiry, not one a 2xx.
+        assert_eq!(accepted.order.len(), 1);
+    }
+
     #[test]
     fn an_ack_passes_once_for_each_2xx_it_names_and_nothing_else_does() {
         let now = Instant::now();
         let later = now + Duration::from_secs(32);
         let note: AuthNote = Arc::new("invite");
         let mut accepted = AcceptedInvites::default();
-        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        answer(&mut accepted, &ok("b1"), &flow(1), &note, now, later, 10);
         let good = "sip:b@10.0.0.6:5060;TRANSPORT=TCP";
         for wrong in [
             ack(good, "3 ACK", "t", "b1"),
@@ -287,14 +365,14 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
                 .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), now)
                 .is_none()
         );
-        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        answer(&mut accepted, &ok("b1"), &flow(1), &note, now, later, 10);
         assert!(
             accepted
                 .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), now)
                 .is_some()
         );
         // Gone after 64×T1 from the last 2xx.
-        accepted.answered(&ok("b1"), &flow(1), &note, now, later, 10);
+        answer(&mut accepted, &ok("b1"), &flow(1), &note, now, later, 10);
         assert!(
             accepted
                 .acknowledged(&ack(good, "2 ACK", "t", "b1"), &flow(1), later)
@@ -308,7 +386,8 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
         let now = Instant::now();
         let note: AuthNote = Arc::new("invite");
         let mut accepted = AcceptedInvites::default();
-        accepted.answered(
+        answer(
+            &mut accepted,
             &ok("b1"),
             &flow(1),
             &note,
@@ -316,7 +395,8 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
             now + Duration::from_secs(32),
             1,
         );
-        accepted.answered(
+        answer(
+            &mut accepted,
             &ok("b1"),
             &flow(2),
             &note,
@@ -326,7 +406,8 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
         );
         assert_eq!(accepted.len(), 1);
         // The one kept is still answered again.
-        accepted.answered(
+        answer(
+            &mut accepted,
             &ok("b2"),
             &flow(1),
             &note,

@@ -1,48 +1,72 @@
-//! Dialogs the gateway delivered to clients, and the address each was delivered under.
+//! Dialogs that servers behind the gateway opened with clients, and the address each was opened
+//! under.
 //!
 //! A called client takes the INVITE's To as its own address for the whole dialog (RFC 3261
 //! §12.1.1): its BYE, re-INVITE, UPDATE, INFO, REFER and NOTIFY carry `From: <that To>`. That To
 //! is the client's identity when the caller addressed it by its address of record, but not when a
 //! server behind the gateway addressed it otherwise: a PBX that dials the registered contact
-//! (`sip:bob@10.0.0.5:5060`), a trunk's DID (`sip:+4930123456@…`), a forwarded call. The security
-//! core lets a request's From be only the proven identity, so such a callee could not hang up,
-//! hold or transfer: 403. Each dialog a client accepted (a 1xx with a To tag or a 2xx to an
-//! INVITE, SUBSCRIBE or REFER the gateway sent it) is kept here under its Call-ID, the client's
-//! tag and flow, with the request's To (the client's local URI) and From tag (the remote one): an
-//! in-dialog request from that flow with those tags may have that From
-//! ([`crate::hook::InboundContext::dialog_local`]).
+//! (`sip:bob@10.0.0.5:5060`), a trunk's DID (`sip:+4930123456@…`, `tel:+4930123456`), a forwarded
+//! call. The security core lets a request's From be only the proven identity, so such a callee
+//! could not hang up, hold or transfer: 403.
+//!
+//! Each such dialog is kept here: an INVITE, SUBSCRIBE or REFER that came from a server (never
+//! from a client: a client would choose the To itself), whose To is not the address of record
+//! registered over the flow, answered by the client with a tag (a 1xx or 2xx). It is found by its
+//! Call-ID, the client's tag and flow, and holds the To (the client's local URI), the From tag
+//! and the remote target (the server side's Contact, refreshed by its re-INVITEs and UPDATEs). A
+//! request from that flow with those tags and that remote target as its Request-URI may have that
+//! From ([`crate::hook::InboundContext::dialog_local`]): it can reach no one but the party that
+//! called. Forgotten when the client turns the request down (a final over 299: a decline, a 487
+//! after CANCEL), after a BYE either way, when its connection closes, and 12 h after its last
+//! request.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sagw_sip::Message;
 
 use crate::Map;
-use crate::types::Flow;
+use crate::types::{Flow, FlowId};
+use crate::uri::SipUri;
 
 /// How long a dialog is kept since it was last used. Calls without session timers can last hours
 /// without a request; a dialog's last request (its BYE) may come after any of them.
 pub(super) const IDLE: Duration = Duration::from_secs(12 * 3600);
 
+/// Dialogs kept for one flow at most: a client has a few calls and subscriptions at a time; one
+/// that answers a flood of INVITEs with a tag each fills only its own share.
+pub(super) const PER_FLOW: usize = 32;
+
 /// The methods whose accepted requests make a dialog with the client (RFC 3261, RFC 6665, RFC
 /// 3515).
 const DIALOG_METHODS: [&str; 3] = ["INVITE", "SUBSCRIBE", "REFER"];
 
-/// Dialogs delivered to clients whose local URI is not the client's registered address of
-/// record; at most `cap` of them, the oldest forgotten first.
+/// Methods that refresh the remote target (RFC 3261 §12.2.2, RFC 3311).
+const TARGET_REFRESH: [&str; 2] = ["INVITE", "UPDATE"];
+
+/// Dialogs delivered to clients under another address than their registered address of record;
+/// at most `cap` of them (`max_transactions`), [`PER_FLOW`] a flow. A new one over either bound is
+/// not kept (the client's requests in it meet the identity rule alone); the ones kept stay.
 #[derive(Default)]
 pub(super) struct DeliveredDialogs {
     dialogs: Map<String, Delivered>,
+    /// The keys of each flow's dialogs, so that a flow's share is counted and its dialogs go
+    /// when its connection closes.
+    by_flow: Map<(FlowId, SocketAddr), Vec<String>>,
     /// Keys in the order they were last refreshed, with the expiry they had then.
     order: VecDeque<(Instant, String)>,
 }
 
 struct Delivered {
-    /// The request's To URI: the client's From in the dialog.
+    /// The request's To URI, without parameters: the client's From in the dialog.
     local_uri: String,
     /// The request's From tag: the To tag of the client's requests in the dialog.
     remote_tag: String,
+    /// The server side's Contact URI: the Request-URI of the client's requests in the dialog.
+    remote_target: String,
+    flow: (FlowId, SocketAddr),
     expires: Instant,
 }
 
@@ -55,10 +79,11 @@ impl std::fmt::Debug for DeliveredDialogs {
 }
 
 impl DeliveredDialogs {
-    /// `response`, from the client at `flow`, answers `request`, which the gateway sent it.
-    /// Kept when it makes a dialog (a 1xx with a To tag or a 2xx to a dialog-making method) and
-    /// the request's To is not `aor`, the address of record the client registered over this flow
-    /// (whose requests the core takes as its own anyway).
+    /// `response`, from the client at `flow`, answers `request`, which the gateway sent it on a
+    /// server's behalf. A 1xx with a To tag or a 2xx to a dialog-making request keeps the dialog
+    /// when the request's To is not `aor` (the address of record the client registered over the
+    /// flow, whose requests the core takes as its own anyway); a final over 299 forgets it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn answered(
         &mut self,
         request: &Message,
@@ -69,42 +94,41 @@ impl DeliveredDialogs {
         cap: usize,
     ) {
         let code = response.status_code().unwrap_or(0);
-        if !(101..300).contains(&code) {
-            return;
-        }
-        if !request
-            .method()
-            .is_some_and(|m| DIALOG_METHODS.contains(&m))
+        if code <= 100
+            || !request
+                .method()
+                .is_some_and(|m| DIALOG_METHODS.contains(&m))
         {
             return;
         }
-        let (Some(to), Some(from), Some(local_tag)) = (
-            request.to(),
-            request.from(),
-            response.to().and_then(|t| t.tag()),
-        ) else {
+        let Some(local_tag) = response.to().and_then(|t| t.tag()) else {
+            return;
+        };
+        let mut key = String::new();
+        let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
+            return;
+        };
+        if code >= 300 {
+            self.remove(key);
+            return;
+        }
+        let (Some(to), Some(from), Some(target)) =
+            (request.to(), request.from(), contact_uri(request))
+        else {
             return;
         };
         let Some(remote_tag) = from.tag() else {
             return;
         };
         let local_uri = strip_params(to.uri);
-        if aor.is_some_and(|a| same_address(a, local_uri)) {
+        if aor.is_some_and(|a| same_address(a, local_uri)) || self.dialogs.contains_key(key) {
             return;
         }
         self.expire(now);
-        let mut key = String::new();
-        let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
+        let flow_key = (flow.id, flow.remote);
+        let mine = self.by_flow.get(&flow_key).map_or(0, Vec::len);
+        if mine >= PER_FLOW || self.dialogs.len() >= cap {
             return;
-        };
-        if self.dialogs.contains_key(key) {
-            return;
-        }
-        while self.dialogs.len() >= cap.max(1) {
-            let Some((_, oldest)) = self.order.pop_front() else {
-                break;
-            };
-            self.dialogs.remove(&oldest);
         }
         let expires = now + IDLE;
         self.dialogs.insert(
@@ -112,15 +136,57 @@ impl DeliveredDialogs {
             Delivered {
                 local_uri: local_uri.to_owned(),
                 remote_tag: remote_tag.to_owned(),
+                remote_target: target.to_owned(),
+                flow: flow_key,
                 expires,
             },
         );
+        self.by_flow
+            .entry(flow_key)
+            .or_default()
+            .push(key.to_owned());
         self.order.push_back((expires, key.to_owned()));
     }
 
+    /// `request` is on its way to the client at `flow`, from a server: in a dialog kept here, a
+    /// re-INVITE or UPDATE moves the remote target to its Contact, and a BYE ends the dialog.
+    pub(super) fn delivering(&mut self, request: &Message, flow: &Flow) {
+        if self.dialogs.is_empty() {
+            return;
+        }
+        let Some(method) = request.method() else {
+            return;
+        };
+        let (Some(local_tag), Some(remote_tag)) = (
+            request.to().and_then(|t| t.tag()),
+            request.from().and_then(|f| f.tag()),
+        ) else {
+            return;
+        };
+        let mut key = String::new();
+        let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
+            return;
+        };
+        if self
+            .dialogs
+            .get(key)
+            .is_none_or(|d| d.remote_tag != remote_tag)
+        {
+            return;
+        }
+        if method == "BYE" {
+            self.remove(key);
+        } else if TARGET_REFRESH.contains(&method)
+            && let Some(target) = contact_uri(request)
+            && let Some(d) = self.dialogs.get_mut(key)
+        {
+            d.remote_target = target.to_owned();
+        }
+    }
+
     /// The local URI of the dialog that `request` (from the client at `flow`, with a To tag) is
-    /// in, when the gateway delivered that dialog to this flow: its From tag is the client's tag,
-    /// its To tag the other party's. Using it keeps the dialog.
+    /// in, when it is one kept here: its From tag is the client's tag, its To tag the other
+    /// party's, its Request-URI the remote target. Using it keeps the dialog.
     pub(super) fn local_uri(
         &mut self,
         request: &Message,
@@ -133,10 +199,17 @@ impl DeliveredDialogs {
         self.expire(now);
         let local_tag = request.from()?.tag()?;
         let remote_tag = request.to()?.tag()?;
+        let ruri = SipUri::parse(request.request_uri()?)?;
         let mut key = String::new();
         let key = dialog_key(&mut key, request.call_id(), local_tag, flow)?;
         let d = self.dialogs.get_mut(key)?;
-        if d.remote_tag != remote_tag {
+        let to_the_caller = SipUri::parse(&d.remote_target).is_some_and(|t| {
+            t.secure == ruri.secure
+                && t.user == ruri.user
+                && t.host.eq_ignore_ascii_case(ruri.host)
+                && t.port == ruri.port
+        });
+        if d.remote_tag != remote_tag || !to_the_caller {
             return None;
         }
         // Refreshed at most twice an IDLE, so that a busy dialog does not grow the queue.
@@ -147,6 +220,46 @@ impl DeliveredDialogs {
         Some(d.local_uri.clone())
     }
 
+    /// The client's own BYE in a dialog kept here passed: the dialog is over.
+    pub(super) fn ended(&mut self, request: &Message, flow: &Flow) {
+        let Some(local_tag) = request.from().and_then(|f| f.tag()) else {
+            return;
+        };
+        let mut key = String::new();
+        if let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) {
+            self.remove(key);
+        }
+    }
+
+    /// The connection `id` closed: its dialogs cannot be used again.
+    pub(super) fn flow_closed(&mut self, id: FlowId) {
+        if self.dialogs.is_empty() {
+            return;
+        }
+        let dialogs = &mut self.dialogs;
+        self.by_flow.retain(|(flow, _), keys| {
+            if *flow != id {
+                return true;
+            }
+            for k in keys.iter() {
+                dialogs.remove(k);
+            }
+            false
+        });
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(d) = self.dialogs.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_flow.get_mut(&d.flow) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_flow.remove(&d.flow);
+            }
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.order.front()
             && *at <= now
@@ -155,7 +268,7 @@ impl DeliveredDialogs {
                 break;
             };
             if self.dialogs.get(&key).is_some_and(|d| d.expires <= now) {
-                self.dialogs.remove(&key);
+                self.remove(&key);
             }
         }
     }
@@ -164,6 +277,14 @@ impl DeliveredDialogs {
     fn len(&self) -> usize {
         self.dialogs.len()
     }
+}
+
+/// The first Contact's URI of `msg`.
+fn contact_uri(msg: &Message) -> Option<&str> {
+    msg.header_values("Contact")
+        .next()
+        .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+        .map(|na| na.uri)
 }
 
 /// A URI without its `;parameters` and `?headers`.
@@ -191,15 +312,10 @@ fn dialog_key<'b>(
     let call_id = call_id?;
     buf.clear();
     buf.push_str(call_id.trim());
-    let id = if flow.transport.is_reliable() {
-        flow.id.0
-    } else {
-        0
-    };
     let _ = write!(
         buf,
-        "\n{local_tag}\n{:?}\n{}\n{id}",
-        flow.transport, flow.remote
+        "\n{local_tag}\n{:?}\n{}\n{}",
+        flow.transport, flow.remote, flow.id.0
     );
     Some(buf)
 }
@@ -207,7 +323,7 @@ fn dialog_key<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FlowId, Transport};
+    use crate::types::Transport;
 
     fn flow(id: u64) -> Flow {
         Flow {
@@ -221,80 +337,153 @@ mod tests {
         Message::parse(
             format!(
                 "INVITE {to} SIP/2.0\r\nVia: SIP/2.0/TCP gw;branch=z9hG4bK1\r\nFrom: <sip:pbx@example.com>;tag=p1\r\n\
-To: <{to}>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+To: <{to}>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.5:5060>\r\nContent-Length: 0\r\n\r\n"
             )
             .as_bytes(),
         )
         .unwrap()
     }
 
-    fn ringing(req: &Message, code: u16, tag: &str) -> Message {
+    fn answer(req: &Message, code: u16, tag: &str) -> Message {
         crate::edit::build_response(req, code, "x", Some(tag), &[]).unwrap()
     }
 
-    fn bye(from_tag: &str, to_tag: &str) -> Message {
+    fn in_dialog(method: &str, ruri: &str, from_tag: &str, to_tag: &str, contact: &str) -> Message {
         Message::parse(
             format!(
-                "BYE sip:pbx@example.com SIP/2.0\r\nVia: SIP/2.0/TCP c;branch=z9hG4bK2\r\n\
+                "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP c;branch=z9hG4bK2\r\n\
 From: <sip:bob@10.0.0.5:5060>;tag={from_tag}\r\nTo: <sip:pbx@example.com>;tag={to_tag}\r\n\
-Call-ID: c1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+Call-ID: c1\r\nCSeq: 1 {method}\r\n{contact}Content-Length: 0\r\n\r\n"
             )
             .as_bytes(),
         )
         .unwrap()
     }
 
+    const PBX: &str = "sip:pbx@192.0.2.5:5060";
+
     #[test]
-    fn a_dialog_delivered_under_another_address_lends_it_to_the_clients_requests() {
+    fn a_dialog_delivered_under_another_address_lends_it_for_requests_to_the_caller() {
         let now = Instant::now();
         let mut d = DeliveredDialogs::default();
         let req = invite("sip:bob@10.0.0.5:5060;ob");
         d.answered(
             &req,
-            &ringing(&req, 180, "b1"),
+            &answer(&req, 180, "b1"),
             &flow(1),
             Some("sip:bob@example.com"),
             now,
             10,
         );
+        let bye = in_dialog("BYE", PBX, "b1", "p1", "");
         assert_eq!(
-            d.local_uri(&bye("b1", "p1"), &flow(1), now).as_deref(),
+            d.local_uri(&bye, &flow(1), now).as_deref(),
             Some("sip:bob@10.0.0.5:5060")
         );
-        // Not another connection, another tag of the client's or of the other party's.
-        assert_eq!(d.local_uri(&bye("b1", "p1"), &flow(2), now), None);
-        assert_eq!(d.local_uri(&bye("b2", "p1"), &flow(1), now), None);
-        assert_eq!(d.local_uri(&bye("b1", "p2"), &flow(1), now), None);
-        // Forgotten after IDLE without a request.
-        assert!(
-            d.local_uri(&bye("b1", "p1"), &flow(1), now + IDLE)
-                .is_none()
+        // Not another connection, tag of the client's or of the other party's, or target.
+        assert_eq!(d.local_uri(&bye, &flow(2), now), None);
+        assert_eq!(
+            d.local_uri(&in_dialog("BYE", PBX, "b2", "p1", ""), &flow(1), now),
+            None
         );
+        assert_eq!(
+            d.local_uri(&in_dialog("BYE", PBX, "b1", "p2", ""), &flow(1), now),
+            None
+        );
+        let carol = "sip:carol@192.0.2.9:5060";
+        assert_eq!(
+            d.local_uri(&in_dialog("MESSAGE", carol, "b1", "p1", ""), &flow(1), now),
+            None
+        );
+        // The caller's re-INVITE moves its target.
+        let reinvite = Message::parse(
+            "INVITE sip:bob@10.0.0.5:5060 SIP/2.0\r\nVia: SIP/2.0/TCP gw;branch=z9hG4bK3\r\n\
+From: <sip:pbx@example.com>;tag=p1\r\nTo: <sip:bob@10.0.0.5:5060>;tag=b1\r\nCall-ID: c1\r\n\
+CSeq: 2 INVITE\r\nContact: <sip:pbx@192.0.2.6:5070>\r\nContent-Length: 0\r\n\r\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        d.delivering(&reinvite, &flow(1));
+        assert_eq!(d.local_uri(&bye, &flow(1), now), None);
+        let bye = in_dialog("BYE", "sip:pbx@192.0.2.6:5070", "b1", "p1", "");
+        assert!(d.local_uri(&bye, &flow(1), now).is_some());
+        // Forgotten after IDLE without a request.
+        assert!(d.local_uri(&bye, &flow(1), now + IDLE).is_none());
         assert_eq!(d.len(), 0);
     }
 
     #[test]
-    fn only_dialogs_under_another_address_than_the_registered_one_are_kept() {
+    fn a_dialog_ends_with_a_decline_a_bye_or_its_connection() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let req = invite("sip:+4930123456@example.com");
+        d.answered(&req, &answer(&req, 180, "b1"), &flow(1), None, now, 10);
+        d.answered(&req, &answer(&req, 487, "b1"), &flow(1), None, now, 10);
+        assert_eq!(d.len(), 0);
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        let from_caller = Message::parse(
+            "BYE sip:bob@10.0.0.5:5060 SIP/2.0\r\nVia: SIP/2.0/TCP gw;branch=z9hG4bK4\r\n\
+From: <sip:pbx@example.com>;tag=p1\r\nTo: <sip:+4930123456@example.com>;tag=b1\r\nCall-ID: c1\r\n\
+CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        d.delivering(&from_caller, &flow(1));
+        assert_eq!(d.len(), 0);
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        d.ended(&in_dialog("BYE", PBX, "b1", "p1", ""), &flow(1));
+        assert_eq!(d.len(), 0);
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        d.flow_closed(FlowId(1));
+        assert_eq!(d.len(), 0);
+        assert!(d.by_flow.is_empty());
+    }
+
+    #[test]
+    fn only_dialogs_under_another_address_are_kept_and_so_many_a_flow() {
         let now = Instant::now();
         let mut d = DeliveredDialogs::default();
         let req = invite("sip:Bob@example.com");
         d.answered(
             &req,
-            &ringing(&req, 200, "b1"),
+            &answer(&req, 200, "b1"),
             &flow(1),
             Some("sip:bob@example.com"),
             now,
             10,
         );
-        // A 100 (no dialog), a final failure, a MESSAGE: no dialog either.
+        // A 100 (no dialog) or a MESSAGE: none either.
         let other = invite("sip:bob@10.0.0.5");
-        d.answered(&other, &ringing(&other, 100, "b1"), &flow(1), None, now, 10);
-        d.answered(&other, &ringing(&other, 486, "b1"), &flow(1), None, now, 10);
+        d.answered(&other, &answer(&other, 100, "b1"), &flow(1), None, now, 10);
         assert_eq!(d.len(), 0);
-        // At the cap, the oldest goes.
-        d.answered(&other, &ringing(&other, 180, "b1"), &flow(1), None, now, 1);
-        d.answered(&other, &ringing(&other, 180, "b2"), &flow(1), None, now, 1);
-        assert_eq!(d.len(), 1);
-        assert!(d.local_uri(&bye("b2", "p1"), &flow(1), now).is_some());
+        for i in 0..(PER_FLOW + 5) {
+            d.answered(
+                &other,
+                &answer(&other, 180, &format!("t{i}")),
+                &flow(1),
+                None,
+                now,
+                1000,
+            );
+        }
+        assert_eq!(d.len(), PER_FLOW);
+        // Another flow has its own share, up to the cap.
+        d.answered(
+            &other,
+            &answer(&other, 180, "u"),
+            &flow(2),
+            None,
+            now,
+            PER_FLOW + 1,
+        );
+        d.answered(
+            &other,
+            &answer(&other, 180, "v"),
+            &flow(3),
+            None,
+            now,
+            PER_FLOW + 1,
+        );
+        assert_eq!(d.len(), PER_FLOW + 1);
     }
 }

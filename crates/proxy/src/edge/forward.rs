@@ -159,7 +159,14 @@ impl Edge {
             msg,
             call,
         ) {
-            OutboundVerdict::Deliver => Ok(()),
+            OutboundVerdict::Deliver => {
+                // A re-INVITE, UPDATE or BYE in a dialog a server opened with a client under
+                // another address (see `delivered`).
+                if let Target::Flow(flow) = to {
+                    self.delivered.delivering(msg, &flow);
+                }
+                Ok(())
+            }
             OutboundVerdict::Refuse(status) => {
                 self.report(Report::Dropped(DropReason::Auth));
                 Err(status)

@@ -220,6 +220,7 @@ impl Edge {
     pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
         self.trusted_flows.0.remove(&flow);
         self.registrar.flow_closed(flow);
+        self.delivered.flow_closed(flow);
         self.report_binding_changes();
         self.prune_stale_timers();
     }

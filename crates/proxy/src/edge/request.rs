@@ -274,6 +274,9 @@ impl Edge {
                     if acknowledges.is_some() {
                         self.accepted.take(&msg, &flow);
                     }
+                    if dialog_local.is_some() && method == "BYE" {
+                        self.delivered.ended(&msg, &flow);
+                    }
                     admitted = Admitted {
                         note,
                         endpoint,

@@ -58,8 +58,16 @@ impl Edge {
             self.report(Report::Dropped(reason));
             return;
         }
-        if from_client && let Some(ct) = self.client.get(ct_key) {
-            // A dialog the client accepted: its requests in it may come from the request's To.
+        if from_client
+            && let Some(ct) = self.client.get(ct_key)
+            && ct
+                .server_key
+                .as_deref()
+                .and_then(|sk| self.server.get(sk))
+                .is_some_and(|st| !st.from_client)
+        {
+            // A dialog a server opened with the client: its requests in it may come from the
+            // request's To (see `delivered`). Not one a client opened: it would choose that To.
             let aor = self.registrar.flow_identity(&flow).map(|b| b.aor.as_str());
             let cap = self.cfg.max_transactions;
             self.delivered
@@ -169,10 +177,13 @@ impl Edge {
                     });
                 }
             } else if let Some(sk) = server_key
-                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
+                && let Some((up, note, ack_key)) = self
+                    .server
+                    .get(&sk)
+                    .map(|s| (s.upstream, s.note.clone(), s.ack_key.clone()))
             {
                 pop_via(&mut msg);
-                self.emit_late_response(up, msg, note, now);
+                self.emit_late_response(up, msg, note, ack_key.as_deref(), now);
             }
             return;
         }
@@ -234,11 +245,14 @@ impl Edge {
                 self.branch_final(&sk, ct_key, msg, now);
             } else if invite
                 && (200..300).contains(&code)
-                && let Some((up, note)) = self.server.get(&sk).map(|s| (s.upstream, s.note.clone()))
+                && let Some((up, note, ack_key)) = self
+                    .server
+                    .get(&sk)
+                    .map(|s| (s.upstream, s.note.clone(), s.ack_key.clone()))
             {
                 // An INVITE 2xx after we already answered (another fork's 2xx, or after a
                 // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
-                self.emit_late_response(up, msg, note, now);
+                self.emit_late_response(up, msg, note, ack_key.as_deref(), now);
             }
         }
     }

@@ -95,6 +95,9 @@ pub(super) struct ServerTx {
     pub(super) interval: Duration,
     /// Whom it counts against in the client shares ([`Opening::client`]).
     pub(super) client: Option<ClientKey>,
+    /// A client's INVITE, once answered: what the ACK of a 2xx to it names
+    /// (`accepted::dialog_key`). Only a 2xx with that key is kept for its ACK.
+    pub(super) ack_key: Option<String>,
 }
 
 /// A request that opens a server transaction: the request, the flow it came on and what the
@@ -143,6 +146,7 @@ impl ServerTx {
             epoch: 0,
             interval,
             client,
+            ack_key: None,
         }
     }
 }
@@ -449,16 +453,25 @@ impl Edge {
             !reliable
         };
         st.last_response = keep.then(|| resp.to_bytes().into_boxed_slice());
-        // A client's INVITE accepted: its ACK, a transaction of its own, finds this 2xx again.
+        // A client's INVITE answered: what its 2xx ACKs name, kept while the request is here
+        // (a 2xx may come after a non-2xx final, from another fork). An accepted one: its ACK, a
+        // transaction of its own, finds this 2xx again.
+        if invite && code >= 200 && st.from_client && st.ack_key.is_none() {
+            let mut k = String::new();
+            st.ack_key = st
+                .request
+                .as_ref()
+                .and_then(|r| super::accepted::dialog_key(&mut k, r, "INVITE", &upstream))
+                .map(str::to_owned);
+        }
         if invite
             && (200..300).contains(&code)
-            && st.from_client
-            && let Some(note) = &st.note
+            && let (Some(note), Some(ack_key)) = (&st.note, &st.ack_key)
         {
             let expires = later(now.mono, self.cfg.timers.timeout());
             let cap = self.cfg.max_transactions;
             self.accepted
-                .answered(&resp, &upstream, note, now.mono, expires, cap);
+                .answered(ack_key, &resp, &upstream, note, now.mono, expires, cap);
         }
         self.actions.push_back(Action::Send {
             to: Target::Flow(upstream),
@@ -607,18 +620,18 @@ impl Edge {
         up: Flow,
         msg: Message,
         note: Option<AuthNote>,
+        ack_key: Option<&str>,
         now: Now,
     ) {
         // Another fork's 2xx, a retransmitted one, or one after a non-2xx final: each has an ACK
-        // of its own (see `accepted`).
-        if let Some(note) = &note
-            && self.is_client(&up)
+        // of its own (see `accepted`), if it names the INVITE (`ack_key`).
+        if let (Some(note), Some(ack_key)) = (&note, ack_key)
             && msg.status_code().is_some_and(|c| (200..300).contains(&c))
         {
             let expires = later(now.mono, self.cfg.timers.timeout());
             let cap = self.cfg.max_transactions;
             self.accepted
-                .answered(&msg, &up, note, now.mono, expires, cap);
+                .answered(ack_key, &msg, &up, note, now.mono, expires, cap);
         }
         self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
     }
