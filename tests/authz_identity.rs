@@ -783,7 +783,8 @@ async fn client_identity_headers_never_pass_in_either_direction() {
 /// from a STIR `Identity`, the target of a transfer the referrer from `Referred-By` (compact
 /// `b`), a billing or IMS server the trust domain's `P-Called-Party-ID`, `P-Charging-Vector`,
 /// `P-Charging-Function-Addresses`, `P-Visited-Network-ID`, `P-Profile-Key` and
-/// `P-Asserted-Service`. Before, all of them passed from a signed-in client's requests and responses unchanged.
+/// `P-Asserted-Service`, RFC 5503's `P-DCS-*`, `P-Private-Network-Indication`, and a
+/// `P-Access-Network-Info` that says `network-provided`. Before, all of them passed from a signed-in client's requests and responses unchanged.
 /// A `Referred-By` naming the client itself (pidgin-sipe's and Lync's REFER) is its own claim of
 /// its proven identity, and stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,6 +819,19 @@ async fn redirection_and_referrer_headers_from_a_client_never_pass() {
         (
             "P-Asserted-Service",
             "urn:urn-7:3gpp-service.ims.icsi.mmtel".to_owned(),
+        ),
+        (
+            "P-DCS-Billing-Info",
+            "0123456789ABCDEF/0123456789@[5555::a55:55ff:fe55:5555]".to_owned(),
+        ),
+        ("P-DCS-Redirect", format!("\"{ceo}\";count=1")),
+        ("P-DCS-Trace-Party-ID", ceo.clone()),
+        ("P-DCS-OSPS", "BLV".to_owned()),
+        ("P-DCS-LAES", "[5555::25:ff:fe12:3456]:5060".to_owned()),
+        ("P-Private-Network-Indication", "example.com".to_owned()),
+        (
+            "P-Access-Network-Info",
+            "3GPP-E-UTRAN-FDD;utran-cell-id-3gpp=262010001;network-provided".to_owned(),
         ),
         ("Referred-By", ceo.clone()),
         ("b", format!("\"CEO\" {ceo}")),

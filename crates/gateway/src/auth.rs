@@ -653,7 +653,7 @@ enum Speaker<'a> {
 /// (RFC 8224, compact `y`, which the parser does not know as Identity) or the older
 /// Identity-Info. All of them are written by servers on the way, none by a client of this
 /// gateway's.
-const CLAIMED_IDENTITY_HEADERS: [&str; 15] = [
+const CLAIMED_IDENTITY_HEADERS: [&str; 21] = [
     "P-Asserted-Identity",
     "P-Preferred-Identity",
     "Remote-Party-ID",
@@ -663,16 +663,24 @@ const CLAIMED_IDENTITY_HEADERS: [&str; 15] = [
     "Identity",
     "y",
     "Identity-Info",
-    // What only the trust domain writes (RFC 7315 §4, RFC 5502, RFC 6050), and the servers
-    // behind believe: the number called, what to bill and where, the visited network, the
-    // served user's profile, the service asserted. `P-Access-Network-Info` stays: a UA writes
-    // its own (RFC 7315 §4.4), and nothing behind the gateway takes it for the network's word.
+    // What only the trust domain writes (RFC 7315 §4, RFC 5502, RFC 6050, RFC 5503, RFC 7316),
+    // and the servers behind believe: the number called, what to bill and where, the visited
+    // network, the served user's profile, the service asserted, the cable network's billing,
+    // redirection, tracing, priority and intercept, the private network. `P-Access-Network-Info`
+    // stays: a UA writes its own (RFC 7315 §4.4), but not one that says `network-provided`
+    // (below).
     "P-Called-Party-ID",
     "P-Charging-Vector",
     "P-Charging-Function-Addresses",
     "P-Visited-Network-ID",
     "P-Profile-Key",
     "P-Asserted-Service",
+    "P-DCS-Billing-Info",
+    "P-DCS-Redirect",
+    "P-DCS-Trace-Party-ID",
+    "P-DCS-OSPS",
+    "P-DCS-LAES",
+    "P-Private-Network-Indication",
 ];
 
 /// Removes the [`CLAIMED_IDENTITY_HEADERS`] and a `Referred-By` (compact `b`) that names anyone
@@ -682,6 +690,15 @@ const CLAIMED_IDENTITY_HEADERS: [&str; 15] = [
 /// gateway cannot tell that referrer's word from the client's.
 fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
     msg.remove_headers(CLAIMED_IDENTITY_HEADERS);
+    // An access network the network vouches for (RFC 7315 §5.4: `network-provided`) is the
+    // network's word, which IMS servers take as such: never a client's.
+    if msg.header_values("P-Access-Network-Info").any(|v| {
+        v.split(';')
+            .skip(1)
+            .any(|p| p.trim().eq_ignore_ascii_case("network-provided"))
+    }) {
+        msg.remove_header("P-Access-Network-Info");
+    }
     let own_referrer = match speaker {
         Speaker::Proven(identity) => msg.header_values("Referred-By").all(|v| {
             sagw_sip::parse_name_addr(v).is_ok_and(|na| uri_names_identity(na.uri, identity))
@@ -775,6 +792,20 @@ mod tests {
             stage.inbound(&mut response(), &ctx(Answering::Request(None))),
             InboundVerdict::Continue { .. }
         ));
+    }
+
+    /// A UA's own access network stays (RFC 7315 §4.4); one the network vouches for does not.
+    #[test]
+    fn only_a_network_provided_access_network_info_is_removed() {
+        let msg = |pani: &str| {
+            Message::parse(format!("MESSAGE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nP-Access-Network-Info: {pani}\r\nContent-Length: 0\r\n\r\n").as_bytes()).expect("request")
+        };
+        let mut own = msg("IEEE-802.11;i-wlan-node-id=ffffff");
+        strip_identity_headers(&mut own, Speaker::Proven("sip:a@example.com"));
+        assert!(own.header("P-Access-Network-Info").is_some());
+        let mut vouched = msg("3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262010001; Network-Provided");
+        strip_identity_headers(&mut vouched, Speaker::Proven("sip:a@example.com"));
+        assert!(vouched.header("P-Access-Network-Info").is_none());
     }
 
     #[test]
