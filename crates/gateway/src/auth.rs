@@ -689,7 +689,9 @@ const CLAIMED_IDENTITY_HEADERS: [&str; 21] = [
 /// client may vouch for. A referee's INVITE naming the one who referred it loses it: the
 /// gateway cannot tell that referrer's word from the client's.
 fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
-    msg.remove_headers(CLAIMED_IDENTITY_HEADERS);
+    static CLAIMED: std::sync::LazyLock<sagw_sip::HeaderNames<21>> =
+        std::sync::LazyLock::new(|| sagw_sip::HeaderNames::new(CLAIMED_IDENTITY_HEADERS));
+    msg.remove_named(&CLAIMED);
     // An access network the network vouches for (RFC 7315 §5.4: `network-provided`) is the
     // network's word, which IMS servers take as such: never a client's.
     if msg.header_values("P-Access-Network-Info").any(|v| {

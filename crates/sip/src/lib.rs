@@ -66,7 +66,7 @@ mod writer;
 pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, mentions_gssapi_data, parse_challenges};
 pub use error::{AuthParseError, ParseError};
 pub use framer::{Frame, KeepAliveKind, StreamFramer};
-pub use message::{CSeq, CoreHeaders, Header, Kind, Message};
+pub use message::{CSeq, CoreHeaders, Header, HeaderNames, Kind, Message};
 pub use name_addr::{NameAddr, ParamPairs, TagAndEpid, parse_name_addr, parse_name_addr_tagged};
 pub use parse::{Limits, VersionPolicy};
 pub use writer::ResponseWriter;

@@ -354,6 +354,55 @@ impl Message {
     }
 }
 
+/// Header names identified once, for [`Message::remove_named`]: a list removed from every
+/// message is not looked up again for each.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderNames<const N: usize> {
+    names: [&'static str; N],
+    ids: [HeaderId; N],
+    /// A bit per known id among the names ([`id_bit`]).
+    known: u64,
+    /// A bit per length of the names without an id ([`length_bit`]).
+    lengths: u64,
+}
+
+impl<const N: usize> HeaderNames<N> {
+    /// `names` (full or compact forms), identified.
+    pub fn new(names: [&'static str; N]) -> Self {
+        let ids = names.map(|n| HeaderId::from_name(n.as_bytes()));
+        let (known, lengths) = masks(&names, &ids);
+        HeaderNames {
+            names,
+            ids,
+            known,
+            lengths,
+        }
+    }
+}
+
+/// The [`HeaderNames`] bit sets of `names`, identified as `ids`.
+fn masks(names: &[&str], ids: &[HeaderId]) -> (u64, u64) {
+    ids.iter()
+        .zip(names)
+        .fold((0, 0), |(known, lengths), (id, name)| match id {
+            HeaderId::Other => (known, lengths | length_bit(name.len())),
+            id => (known | id_bit(*id), lengths),
+        })
+}
+
+// Every known id has its own bit in a `u64`.
+const _: () = assert!((HeaderId::Other as u64) < 64);
+
+/// A known id's bit.
+fn id_bit(id: HeaderId) -> u64 {
+    1 << id as u64
+}
+
+/// A name length's bit; lengths of 63 and over share the last.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
 impl<'a> CSeq<'a> {
     /// A CSeq value split into number and method; None unless `1*DIGIT LWS method`.
     pub fn parse(v: &'a str) -> Option<CSeq<'a>> {
@@ -520,6 +569,25 @@ impl Message {
     /// for the identity headers a client may not send cost ~1 400 instructions a request).
     pub fn remove_headers<const N: usize>(&mut self, names: [&str; N]) -> usize {
         let ids = names.map(|n| HeaderId::from_name(n.as_bytes()));
+        let (known, lengths) = masks(&names, &ids);
+        self.remove_identified(&names, &ids, known, lengths)
+    }
+
+    /// [`Message::remove_headers`] with the names identified once ([`HeaderNames`]), for a list
+    /// removed from every message: a header whose id or length no name has is passed over at the
+    /// cost of a bit test (21 names compared with each header cost ~1 100 instructions a
+    /// request).
+    pub fn remove_named<const N: usize>(&mut self, names: &HeaderNames<N>) -> usize {
+        self.remove_identified(&names.names, &names.ids, names.known, names.lengths)
+    }
+
+    fn remove_identified(
+        &mut self,
+        names: &[&str],
+        ids: &[HeaderId],
+        known: u64,
+        lengths: u64,
+    ) -> usize {
         let before = self.headers.len();
         // The entries are moved out for the filter (the text is read through `self`), so that no
         // list of verdicts is allocated: this runs several times per message.
@@ -528,9 +596,12 @@ impl Message {
         // (length first) with the names that have no id.
         headers.retain(|e| {
             if e.id != HeaderId::Other {
-                return !ids.contains(&e.id);
+                return known & id_bit(e.id) == 0;
             }
             let text = self.text(e.store, e.name);
+            if lengths & length_bit(text.len()) == 0 {
+                return true;
+            }
             !ids.iter()
                 .zip(names)
                 .any(|(id, name)| *id == HeaderId::Other && text.eq_ignore_ascii_case(name))

@@ -239,12 +239,9 @@ impl Edge {
             } else {
                 None
             };
-            // A request in a dialog delivered to this flow under another address.
-            let dialog_local = if in_dialog(&msg) {
-                self.delivered.local_uri(&msg, &flow, now.mono)
-            } else {
-                None
-            };
+            // A request in a dialog delivered to this flow under another address (nothing is
+            // parsed while no such dialog is kept).
+            let dialog_local = self.delivered.local_uri(&msg, &flow, now.mono);
             let ctx = InboundContext {
                 flow,
                 now,
