@@ -1040,6 +1040,8 @@ struct CalledDigestClient {
     alice: Client,
     hop: tokio::net::UdpSocket,
     gw_udp: SocketAddr,
+    /// The 200 of the last [`call_to`](Self::call_to), as the next hop got it.
+    answered: Option<Msg>,
 }
 
 impl CalledDigestClient {
@@ -1086,6 +1088,7 @@ To: <sip:alice@example.com>\r\nCall-ID: reg-{}\r\nCSeq: {n} REGISTER\r\nContact:
             alice,
             hop,
             gw_udp,
+            answered: None,
         }
     }
 
@@ -1117,10 +1120,79 @@ CSeq: 1 INVITE\r\nContact: <sip:caller@{hop_addr}>\r\nContent-Length: 0\r\n\r\n"
                 .unwrap();
             let m = Msg::parse(&buf[..n]).expect("parses");
             if m.status() == Some(200) && m.cseq_method() == "INVITE" {
+                self.answered = Some(m);
                 break;
             }
         }
         got
+    }
+
+    /// The next hop's request in the last call (`did` as alice's address), along the route set
+    /// its 200 recorded: what alice got.
+    async fn caller_sends(&mut self, method: &str, cseq: u32, did: &str, call_id: &str) -> Msg {
+        let hop_addr = self.hop.local_addr().unwrap();
+        let ok = self.answered.as_ref().expect("a call answered");
+        let mut routes = ok.all("Record-Route");
+        routes.reverse();
+        let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let target = ok
+            .header("Contact")
+            .unwrap_or("")
+            .trim_matches(['<', '>'])
+            .to_owned();
+        let request = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {hop_addr};branch=z9hG4bKhop{method}{cseq}{call_id}\r\n\
+Max-Forwards: 70\r\n{route}From: <sip:+15551234@example.com>;tag=h1\r\nTo: <{did}>;tag=al\r\n\
+Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{hop_addr}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.hop
+            .send_to(request.as_bytes(), self.gw_udp)
+            .await
+            .unwrap();
+        self.alice
+            .recv_where(method, |m| m.method() == Some(method))
+            .await
+    }
+
+    /// The next hop's next answer with `code` to a `method`.
+    async fn at_hop(&mut self, what: &str, code: u16, method: &str) -> Msg {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = timeout(support::WAIT, self.hop.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{what} at the next hop"))
+                .unwrap();
+            let m = Msg::parse(&buf[..n]).expect("parses");
+            if m.status() == Some(code) && m.cseq_method() == method {
+                break m;
+            }
+        }
+    }
+
+    /// The next request with `method` at the next hop.
+    async fn request_at_hop(&mut self, what: &str, method: &str) -> Msg {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = timeout(support::WAIT, self.hop.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{what} at the next hop"))
+                .unwrap();
+            let m = Msg::parse(&buf[..n]).expect("parses");
+            if m.method() == Some(method) {
+                break m;
+            }
+        }
+    }
+
+    /// alice's ACK in the call `call_id` (her tag `al`, the caller's `h1`) to `ruri`, from `from`,
+    /// along `route`, without credentials as PJSIP sends it.
+    async fn ack(&mut self, ruri: &str, from: &str, call_id: &str, cseq: u32, route: &str) {
+        let ack = format!(
+            "ACK {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=al\r\n\
+To: <sip:+15551234@example.com>;tag=h1\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\n{route}Content-Length: 0\r\n\r\n",
+            self.alice.via(&format!("z9hG4bKack{}", unique()))
+        );
+        self.alice.send(&ack).await;
     }
 
     /// alice's request in the call `invite` made, from `from` with her tag and to the caller's
@@ -1291,6 +1363,118 @@ To: <sip:+15551234@example.com>;tag=h1\r\nCall-ID: did-call\r\nCSeq: 2 ACK\r\n{r
         .in_dialog(&invite, "BYE", "sip:alice@example.com", "h1")
         .await;
     assert_eq!(own.method(), Some("BYE"), "{own:?}");
+    c.gw.shutdown(support::WAIT).await;
+}
+
+/// A call addressed to another user's identity lends the callee nothing however the server
+/// spelt it: `sips:`, a port, an escaped user part and a password are the same user to the
+/// servers behind. Before, only the exact `sip:user@domain` text was recognised as bob's, and
+/// alice's BYE and ACK with `From: <sips:bob@example.com>` reached the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_identity_in_any_spelling_lends_nothing() {
+    let mut c = CalledDigestClient::new().await;
+    let hop_addr = c.hop.local_addr().unwrap();
+    for (call_id, bob) in [
+        ("sips-bob", "sips:bob@example.com"),
+        ("port-bob", "sip:bob@example.com:5060"),
+        ("escaped-bob", "sip:b%6Fb@example.com"),
+        ("password-bob", "sip:bob:x@example.com"),
+        ("case-bob", "SIP:Bob@Example.COM"),
+    ] {
+        let invite = c.call_to(call_id, bob).await;
+        let bye = c.in_dialog(&invite, "BYE", bob, "h1").await;
+        assert_eq!(bye.status(), Some(403), "{bob}: {bye:?}");
+    }
+    // The ACK of her own re-INVITE in such a call, from bob's address: dropped; from hers: on.
+    let bob = "sips:bob@example.com";
+    let invite = c.call_to("ack-bob", bob).await;
+    let reinvite = c
+        .in_dialog(&invite, "INVITE", "sip:alice@example.com", "h1")
+        .await;
+    assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
+    let ok = reinvite.reply(
+        200,
+        "OK",
+        "h1",
+        &format!("Contact: <sip:caller@{hop_addr}>\r\n"),
+    );
+    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
+    let ok = c
+        .alice
+        .recv_where("200 to the re-INVITE", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    let route: String = ok
+        .all("Record-Route")
+        .iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    let ruri = format!("sip:caller@{hop_addr}");
+    c.ack(&ruri, bob, "ack-bob", 2, &route).await;
+    c.ack(&ruri, "sip:alice@example.com", "ack-bob", 2, &route)
+        .await;
+    let ack = c.request_at_hop("an ACK", "ACK").await;
+    assert_eq!(
+        ack.header("From"),
+        Some("<sip:alice@example.com>;tag=al"),
+        "bob's address never reaches the caller: {ack:?}"
+    );
+    c.gw.shutdown(support::WAIT).await;
+}
+
+/// A request the callee turns down inside the call (a re-INVITE answered 491 in glare, a REFER
+/// declined) does not end the dialog (RFC 3261 §14.1): before, any final over 299 to a server's
+/// INVITE forgot the dialog's address, and the callee's BYE was refused 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_declined_inside_a_delivered_dialog_keeps_it() {
+    let mut c = CalledDigestClient::new().await;
+    let did = "sip:+4930123456@example.com";
+    let invite = c.call_to("glare-call", did).await;
+    let reinvite = c.caller_sends("INVITE", 2, did, "glare-call").await;
+    c.alice
+        .send(&reinvite.reply(491, "Request Pending", "al", ""))
+        .await;
+    c.at_hop("the 491", 491, "INVITE").await;
+    let bye = c.in_dialog(&invite, "BYE", did, "h1").await;
+    assert_eq!(
+        bye.method(),
+        Some("BYE"),
+        "the BYE reaches the caller: {bye:?}"
+    );
+    c.gw.shutdown(support::WAIT).await;
+}
+
+/// The caller's 2xx to the callee's re-INVITE may move its target (RFC 3261 §12.2.1.2): the
+/// callee's ACK and BYE then go to the new Contact. Before, only the caller's own requests moved
+/// it, and the hold's ACK was dropped (the PBX ends the call 32 s later) and the BYE refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_the_caller_moves_in_its_2xx_is_followed() {
+    let mut c = CalledDigestClient::new().await;
+    let hop_addr = c.hop.local_addr().unwrap();
+    let did = "sip:+4930123456@example.com";
+    let invite = c.call_to("moved-call", did).await;
+    let reinvite = c.in_dialog(&invite, "INVITE", did, "h1").await;
+    assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
+    let moved = format!("sip:media-server@{hop_addr}");
+    let ok = reinvite.reply(200, "OK", "h1", &format!("Contact: <{moved}>\r\n"));
+    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
+    let ok = c
+        .alice
+        .recv_where("200 to the re-INVITE", |m| {
+            m.status() == Some(200) && m.cseq_method() == "INVITE"
+        })
+        .await;
+    let route: String = ok
+        .all("Record-Route")
+        .iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    c.ack(&moved, did, "moved-call", 2, &route).await;
+    let ack = c.request_at_hop("the hold's ACK", "ACK").await;
+    assert_eq!(ack.header("From"), Some(format!("<{did}>;tag=al").as_str()));
+    let bye = c.in_dialog_to(&invite, "BYE", &moved, did, "h1").await;
+    assert_eq!(bye.method(), Some("BYE"), "{bye:?}");
     c.gw.shutdown(support::WAIT).await;
 }
 

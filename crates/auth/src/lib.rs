@@ -66,4 +66,4 @@ pub use policy::{AuthPolicy, DigestOffer, PolicyError, PolicyId, PolicyOffer, Sc
 pub use pool::{PoolJournal, RecordError, SaProgress, SaRecord, SaResume, SaSecret};
 pub use rng::{Rng, ScriptedRng, XorShiftRng};
 pub use sa::{GssSession, Mechanism, Opaque, SaScheme, SecurityAssociation};
-pub use security::{SecurityCore, SignError, uri_is_address, uri_names_identity};
+pub use security::{SecurityCore, SignError, uri_names_identity};

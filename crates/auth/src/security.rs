@@ -460,17 +460,8 @@ impl SecurityCore {
             .map(|na| strip_uri_params(na.uri))
             .unwrap_or_default();
         let register = msg.method() == Some("REGISTER");
-        // The dialog's address, unless it is another user's identity: a server behind may address
-        // a client by any To, and a call to alice addressed to bob's identity (a forward, or a
-        // caller's choice) lends her no right to write bob's name.
-        let dialog_address = || {
-            !register
-                && dialog_local.is_some_and(|l| {
-                    uri_is_address(from_uri, l)
-                        && (same_identity(l, &auth.identity)
-                            || !self.credentials.owns_identity(l, &self.config.sip_domain))
-                })
-        };
+        let dialog_address =
+            || !register && self.lends_dialog_address(from_uri, &auth.identity, dialog_local);
         let reason = if !same_identity(from_uri, &auth.identity) && !dialog_address() {
             Reason::SaMismatch
         } else if register
@@ -492,6 +483,35 @@ impl SecurityCore {
             reason_phrase: "Forbidden",
             reason,
             verified: auth,
+        })
+    }
+
+    /// Whether a request of `identity`'s may have `from_uri` as its From because it is the address
+    /// of a dialog delivered to it under another address than its identity (`dialog_local`, see
+    /// `sagw_proxy::InboundContext::dialog_local`): unless that address is another user's
+    /// identity, however it is spelt. A server behind may address a client by any To, and a call
+    /// to alice addressed to bob (a forward, or a caller's choice) lends her no right to write
+    /// bob's name.
+    pub fn lends_dialog_address(
+        &self,
+        from_uri: &str,
+        identity: &str,
+        dialog_local: Option<&str>,
+    ) -> bool {
+        dialog_local.is_some_and(|local| {
+            if !uri_is_address(from_uri, local) {
+                return false;
+            }
+            let canonical = canonical_address(local);
+            if same_identity(&canonical, identity) {
+                return true;
+            }
+            let domain = &self.config.sip_domain;
+            let secure = canonical
+                .strip_prefix("sip:")
+                .map(|rest| format!("sips:{rest}"));
+            !self.credentials.owns_identity(&canonical, domain)
+                && !secure.is_some_and(|s| self.credentials.owns_identity(&s, domain))
         })
     }
 
@@ -583,7 +603,7 @@ pub fn uri_names_identity(uri: &str, identity: &str) -> bool {
 /// Whether `uri` (a From's URI, its URI parameters ignored) is `address` (a URI without
 /// parameters): for SIP URIs as identities compare (scheme `sip`/`sips` alike, ASCII case
 /// ignored), any other scheme (`tel:+4930…`) as text, ASCII case ignored.
-pub fn uri_is_address(uri: &str, address: &str) -> bool {
+fn uri_is_address(uri: &str, address: &str) -> bool {
     fn sip_rest(s: &str) -> Option<&str> {
         let (scheme, rest) = s.split_once(':')?;
         (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
@@ -594,6 +614,44 @@ pub fn uri_is_address(uri: &str, address: &str) -> bool {
         (None, None) => uri.eq_ignore_ascii_case(address),
         _ => false,
     }
+}
+
+/// `uri` as a server behind may take it when it looks for a user: scheme `sip` (for `sips` too),
+/// the user part unescaped and without a password or parameters, the host without a port or
+/// parameters, lower case; any other scheme (`tel:`) as it is, lower case. For asking whether an
+/// address is some user's identity whatever its spelling (`sips:`, `:5060`, `b%6Fb`, `bob:pw`):
+/// each of those reaches bob at a registrar.
+fn canonical_address(uri: &str) -> String {
+    let uri = trim(uri);
+    let sip_rest = uri.split_once(':').and_then(|(scheme, rest)| {
+        (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
+    });
+    let Some(rest) = sip_rest else {
+        return uri.to_ascii_lowercase();
+    };
+    // The user part runs to the last `@`, as the registrar reads it (see `strip_uri_params`).
+    let (user, hostport) = match rest.rsplit_once('@') {
+        Some((user, hostport)) => (Some(user), hostport),
+        None => (None, rest),
+    };
+    let hostport = hostport.split([';', '?']).next().unwrap_or_default();
+    let host = match hostport.find(']') {
+        Some(end) if hostport.starts_with('[') => &hostport[..=end],
+        _ => hostport.split(':').next().unwrap_or_default(),
+    };
+    let mut out = String::from("sip:");
+    if let Some(user) = user {
+        let user = user.split([':', ';']).next().unwrap_or_default();
+        out.extend(
+            percent_encoding::percent_decode_str(user)
+                .decode_utf8_lossy()
+                .chars(),
+        );
+        out.push('@');
+    }
+    out.push_str(host);
+    out.make_ascii_lowercase();
+    out
 }
 
 /// `sip:User@Example.com` and `sip:user@example.com` are one identity; a `sips:` From is the same user.
@@ -633,6 +691,36 @@ fn trim(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_spelling_of_an_address_has_one_canonical_form() {
+        for spelt in [
+            "sip:bob@example.com",
+            " SIPS:Bob@Example.COM ",
+            "sip:bob@example.com:5060",
+            "sip:b%6Fb@example.com",
+            "sip:bob:secret@example.com;transport=tcp",
+            "sip:bob;npdi@example.com?subject=x",
+        ] {
+            assert_eq!(
+                super::canonical_address(spelt),
+                "sip:bob@example.com",
+                "{spelt}"
+            );
+        }
+        assert_eq!(
+            super::canonical_address("sip:[2001:db8::1]:5060;lr"),
+            "sip:[2001:db8::1]"
+        );
+        assert_eq!(
+            super::canonical_address("sip:a@b@Example.com"),
+            "sip:a@b@example.com"
+        );
+        assert_eq!(
+            super::canonical_address("tel:+4930123456"),
+            "tel:+4930123456"
+        );
+    }
+
     #[test]
     fn trim_is_str_trim() {
         let ends = [

@@ -228,9 +228,9 @@ impl SecurityStage {
         // see `InboundContext::dialog_local`).
         let from_is_its_own = msg.from().is_some_and(|f| {
             uri_names_identity(f.uri, &invite.identity)
-                || ctx
-                    .dialog_local
-                    .is_some_and(|l| sagw_auth::uri_is_address(f.uri, l))
+                || self
+                    .core
+                    .lends_dialog_address(f.uri, &invite.identity, ctx.dialog_local)
         });
         if !from_is_its_own {
             self.core.counters().discarded();

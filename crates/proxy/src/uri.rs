@@ -20,6 +20,20 @@ pub struct SipUri<'a> {
 }
 
 impl<'a> SipUri<'a> {
+    /// The same request target as far as routing goes: scheme, user, host (ASCII case ignored),
+    /// port and `maddr` (which sends a request elsewhere than its host, RFC 3261 §19.1.1). The
+    /// other parameters are left out: stacks write a URI back with its parameters re-ordered or
+    /// re-cased. For a request the gateway passes because of where it goes (the ACK of a 2xx, a
+    /// request in a dialog delivered under another address): only to the party that answered.
+    pub fn same_target(&self, other: &SipUri<'_>) -> bool {
+        let maddr = |u: &SipUri<'_>| param_in(u.params, "maddr").map(str::to_ascii_lowercase);
+        self.secure == other.secure
+            && self.user == other.user
+            && self.host.eq_ignore_ascii_case(other.host)
+            && self.port == other.port
+            && maddr(self) == maddr(other)
+    }
+
     /// Parse a SIP or SIPS URI; `None` for other schemes or malformed input.
     pub fn parse(s: &'a str) -> Option<SipUri<'a>> {
         let s = trim(s);

@@ -29,6 +29,10 @@ use crate::uri::SipUri;
 /// To tags kept a dialog (a forked INVITE answered 2xx by that many UAS); the rest go unrecorded.
 const MAX_ANSWERS: usize = 16;
 
+/// The longest To tag or Contact URI kept: a UA's are far shorter, and a callee choosing longer
+/// ones would make each of the 16 answers a dialog hold that much for 32 s.
+const MAX_TEXT: usize = 512;
+
 /// ACKs owed a 2xx at most.
 const MAX_UNACKED: u32 = 8;
 
@@ -89,10 +93,14 @@ impl AcceptedInvites {
             return;
         }
         let (Some(to_tag), Some(target)) = (
-            ok.to().and_then(|t| t.tag().map(str::to_owned)),
+            ok.to()
+                .and_then(|t| t.tag())
+                .filter(|t| t.len() <= MAX_TEXT)
+                .map(str::to_owned),
             ok.header_values("Contact")
                 .next()
                 .and_then(|c| sagw_sip::parse_name_addr(c).ok())
+                .filter(|na| na.uri.len() <= MAX_TEXT)
                 .map(|na| na.uri.to_owned()),
         ) else {
             return;
@@ -163,7 +171,7 @@ impl AcceptedInvites {
         let i = dialog.answers.iter().position(|a| {
             a.unacked > 0
                 && a.to_tag == to_tag
-                && SipUri::parse(&a.target).is_some_and(|t| same_target(&t, &ruri))
+                && SipUri::parse(&a.target).is_some_and(|t| t.same_target(&ruri))
         })?;
         Some((dialog, i))
     }
@@ -185,16 +193,6 @@ impl AcceptedInvites {
     fn len(&self) -> usize {
         self.dialogs.len()
     }
-}
-
-/// The same request target as far as routing the ACK goes: scheme, user, host (case-insensitive)
-/// and port. Parameters are left out: stacks write a URI back with its parameters re-ordered or
-/// re-cased.
-fn same_target(a: &SipUri<'_>, b: &SipUri<'_>) -> bool {
-    a.secure == b.secure
-        && a.user == b.user
-        && a.host.eq_ignore_ascii_case(b.host)
-        && a.port == b.port
 }
 
 /// What an INVITE, its 2xx and the ACK of that 2xx share (RFC 3261 §13.2.2.4, §12.2.1.1): Call-ID,
@@ -325,6 +323,22 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
         );
         // One queue item a second of expiry, not one a 2xx.
         assert_eq!(accepted.order.len(), 1);
+        // Nor a To tag longer than a UA's.
+        let mut k = String::new();
+        let long = "b".repeat(MAX_TEXT + 1);
+        let fresh = ok(&long).to_bytes();
+        let fresh = Message::parse(
+            String::from_utf8(fresh)
+                .unwrap()
+                .replace("Call-ID: c1", "Call-ID: c3")
+                .as_bytes(),
+        )
+        .unwrap();
+        let key = dialog_key(&mut k, &fresh, "INVITE", &flow(1))
+            .unwrap()
+            .to_owned();
+        accepted.answered(&key, &fresh, &flow(1), &note, now, later, 10);
+        assert!(!accepted.dialogs.contains_key(&key));
     }
 
     #[test]
@@ -342,6 +356,13 @@ From: <sip:a@x>;tag={from_tag}\r\nTo: <sip:b@x>;tag={to_tag}\r\nCall-ID: c1\r\nC
             ack(good, "2 INVITE", "t", "b1"),
             ack("sip:premium@10.0.0.6:5060", "2 ACK", "t", "b1"),
             ack("sip:b@10.0.0.7:5060", "2 ACK", "t", "b1"),
+            // Sent on elsewhere than the callee by a server that honours `maddr`.
+            ack(
+                "sip:b@10.0.0.6:5060;transport=tcp;maddr=192.0.2.66",
+                "2 ACK",
+                "t",
+                "b1",
+            ),
         ] {
             assert!(
                 accepted.acknowledged(&wrong, &flow(1), now).is_none(),

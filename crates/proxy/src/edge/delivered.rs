@@ -16,9 +16,10 @@
 //! and the remote target (the server side's Contact, refreshed by its re-INVITEs and UPDATEs). A
 //! request from that flow with those tags and that remote target as its Request-URI may have that
 //! From ([`crate::hook::InboundContext::dialog_local`]): it can reach no one but the party that
-//! called. Forgotten when the client turns the request down (a final over 299: a decline, a 487
-//! after CANCEL), after a BYE either way, when its connection closes, and 12 h after its last
-//! request.
+//! called. The remote target moves with the server side's re-INVITEs and UPDATEs, and with its
+//! 2xx to the client's. Forgotten when the client turns the dialog-making request down (a final
+//! over 299: a decline, a 487 after CANCEL; inside the dialog only a 481), after a BYE either way,
+//! when its connection closes, and 12 h after its last request.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -38,6 +39,10 @@ pub(super) const IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Dialogs kept for one flow at most: a client has a few calls and subscriptions at a time; one
 /// that answers a flood of INVITEs with a tag each fills only its own share.
 pub(super) const PER_FLOW: usize = 32;
+
+/// The longest key, address, tag or target kept: a dialog's are far shorter; a client's tag or a
+/// server's Contact past it is not worth holding for 12 h.
+const MAX_TEXT: usize = 256;
 
 /// The methods whose accepted requests make a dialog with the client (RFC 3261, RFC 6665, RFC
 /// 3515).
@@ -104,16 +109,24 @@ impl DeliveredDialogs {
         let Some(local_tag) = response.to().and_then(|t| t.tag()) else {
             return;
         };
+        let Some(to) = request.to() else {
+            return;
+        };
         let mut key = String::new();
         let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
             return;
         };
+        // Only a dialog-making request outside a dialog makes one; inside one (a re-INVITE, a
+        // REFER) a decline leaves the dialog as it was (RFC 3261 §14.1), unless the client says
+        // it has no such dialog (481, RFC 5057).
+        let initial = to.tag().is_none();
         if code >= 300 {
-            self.remove(key);
+            if initial || code == 481 {
+                self.remove(key);
+            }
             return;
         }
-        let (Some(to), Some(from), Some(target)) =
-            (request.to(), request.from(), contact_uri(request))
+        let (true, Some(from), Some(target)) = (initial, request.from(), contact_uri(request))
         else {
             return;
         };
@@ -121,7 +134,12 @@ impl DeliveredDialogs {
             return;
         };
         let local_uri = strip_params(to.uri);
-        if aor.is_some_and(|a| same_address(a, local_uri)) || self.dialogs.contains_key(key) {
+        if aor.is_some_and(|a| same_address(a, local_uri))
+            || self.dialogs.contains_key(key)
+            || [key, local_uri, remote_tag, target]
+                .iter()
+                .any(|t| t.len() > MAX_TEXT)
+        {
             return;
         }
         self.expire(now);
@@ -145,7 +163,48 @@ impl DeliveredDialogs {
             .entry(flow_key)
             .or_default()
             .push(key.to_owned());
+        self.queue(expires, key);
+    }
+
+    /// Queues `key` for expiry at `expires`. The entries of dialogs forgotten or refreshed since
+    /// stay until their time; when they outnumber the dialogs, only the live ones are kept, so
+    /// that a client answering and declining in a loop grows nothing for 12 h.
+    fn queue(&mut self, expires: Instant, key: &str) {
+        if self.order.len() >= 2 * self.dialogs.len() + 64 {
+            let dialogs = &self.dialogs;
+            self.order
+                .retain(|(at, k)| dialogs.get(k).is_some_and(|d| d.expires == *at));
+        }
         self.order.push_back((expires, key.to_owned()));
+    }
+
+    /// `response`, a 2xx from the server side, answers the client's `request` at `flow`: in a
+    /// dialog kept here, a re-INVITE's or UPDATE's 2xx moves the remote target to its Contact
+    /// (RFC 3261 §12.2.1.2), where the client's ACK and later requests go.
+    pub(super) fn refreshed(&mut self, request: &Message, response: &Message, flow: &Flow) {
+        if self.dialogs.is_empty()
+            || !request
+                .method()
+                .is_some_and(|m| TARGET_REFRESH.contains(&m))
+        {
+            return;
+        }
+        let (Some(local_tag), Some(remote_tag)) = (
+            request.from().and_then(|f| f.tag()),
+            request.to().and_then(|t| t.tag()),
+        ) else {
+            return;
+        };
+        let mut key = String::new();
+        let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
+            return;
+        };
+        if let Some(d) = self.dialogs.get_mut(key)
+            && d.remote_tag == remote_tag
+            && let Some(target) = contact_uri(response).filter(|t| t.len() <= MAX_TEXT)
+        {
+            d.remote_target = target.to_owned();
+        }
     }
 
     /// `request` is on its way to the client at `flow`, from a server: in a dialog kept here, a
@@ -177,7 +236,7 @@ impl DeliveredDialogs {
         if method == "BYE" {
             self.remove(key);
         } else if TARGET_REFRESH.contains(&method)
-            && let Some(target) = contact_uri(request)
+            && let Some(target) = contact_uri(request).filter(|t| t.len() <= MAX_TEXT)
             && let Some(d) = self.dialogs.get_mut(key)
         {
             d.remote_target = target.to_owned();
@@ -203,21 +262,18 @@ impl DeliveredDialogs {
         let mut key = String::new();
         let key = dialog_key(&mut key, request.call_id(), local_tag, flow)?;
         let d = self.dialogs.get_mut(key)?;
-        let to_the_caller = SipUri::parse(&d.remote_target).is_some_and(|t| {
-            t.secure == ruri.secure
-                && t.user == ruri.user
-                && t.host.eq_ignore_ascii_case(ruri.host)
-                && t.port == ruri.port
-        });
+        let to_the_caller = SipUri::parse(&d.remote_target).is_some_and(|t| t.same_target(&ruri));
         if d.remote_tag != remote_tag || !to_the_caller {
             return None;
         }
         // Refreshed at most twice an IDLE, so that a busy dialog does not grow the queue.
+        let local_uri = d.local_uri.clone();
         if d.expires < now + IDLE / 2 {
             d.expires = now + IDLE;
-            self.order.push_back((d.expires, key.to_owned()));
+            let expires = d.expires;
+            self.queue(expires, key);
         }
-        Some(d.local_uri.clone())
+        Some(local_uri)
     }
 
     /// The client's own BYE in a dialog kept here passed: the dialog is over.
@@ -391,10 +447,13 @@ Call-ID: c1\r\nCSeq: 1 {method}\r\n{contact}Content-Length: 0\r\n\r\n"
             None
         );
         let carol = "sip:carol@192.0.2.9:5060";
-        assert_eq!(
-            d.local_uri(&in_dialog("MESSAGE", carol, "b1", "p1", ""), &flow(1), now),
-            None
-        );
+        let elsewhere = "sip:pbx@192.0.2.5:5060;maddr=192.0.2.9";
+        for ruri in [carol, elsewhere] {
+            assert_eq!(
+                d.local_uri(&in_dialog("MESSAGE", ruri, "b1", "p1", ""), &flow(1), now),
+                None
+            );
+        }
         // The caller's re-INVITE moves its target.
         let reinvite = Message::parse(
             "INVITE sip:bob@10.0.0.5:5060 SIP/2.0\r\nVia: SIP/2.0/TCP gw;branch=z9hG4bK3\r\n\
@@ -437,6 +496,95 @@ CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
         d.flow_closed(FlowId(1));
         assert_eq!(d.len(), 0);
         assert!(d.by_flow.is_empty());
+    }
+
+    #[test]
+    fn a_decline_inside_the_dialog_keeps_it_unless_it_is_a_481() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let req = invite("sip:+4930123456@example.com");
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        let reinvite = Message::parse(
+            "INVITE sip:bob@10.0.0.5:5060 SIP/2.0\r\nVia: SIP/2.0/TCP gw;branch=z9hG4bK5\r\n\
+From: <sip:pbx@example.com>;tag=p1\r\nTo: <sip:+4930123456@example.com>;tag=b1\r\nCall-ID: c1\r\n\
+CSeq: 2 INVITE\r\nContact: <sip:pbx@192.0.2.5:5060>\r\nContent-Length: 0\r\n\r\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        for declined in [491, 488, 603] {
+            let no = answer(&reinvite, declined, "b1");
+            d.answered(&reinvite, &no, &flow(1), None, now, 10);
+            assert_eq!(d.len(), 1, "{declined}");
+        }
+        // A 2xx inside it makes nothing new.
+        d.answered(
+            &reinvite,
+            &answer(&reinvite, 200, "b1"),
+            &flow(1),
+            None,
+            now,
+            10,
+        );
+        assert_eq!(d.len(), 1);
+        d.answered(
+            &reinvite,
+            &answer(&reinvite, 481, "b1"),
+            &flow(1),
+            None,
+            now,
+            10,
+        );
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn the_callers_2xx_to_the_clients_refresh_moves_the_target() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let req = invite("sip:+4930123456@example.com");
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        let hold = in_dialog("INVITE", PBX, "b1", "p1", "");
+        let moved = "sip:pbx@192.0.2.7:5080";
+        let ok = crate::edit::build_response(
+            &hold,
+            200,
+            "OK",
+            None,
+            &[("Contact", format!("<{moved}>"))],
+        )
+        .unwrap();
+        // Another dialog's 2xx, or one from the other party's other tag: nothing moves.
+        d.refreshed(&in_dialog("INVITE", PBX, "b2", "p1", ""), &ok, &flow(1));
+        d.refreshed(&in_dialog("INVITE", PBX, "b1", "p2", ""), &ok, &flow(1));
+        d.refreshed(&in_dialog("MESSAGE", PBX, "b1", "p1", ""), &ok, &flow(1));
+        let bye = in_dialog("BYE", moved, "b1", "p1", "");
+        assert_eq!(d.local_uri(&bye, &flow(1), now), None);
+        d.refreshed(&hold, &ok, &flow(1));
+        assert!(d.local_uri(&bye, &flow(1), now).is_some());
+        assert_eq!(
+            d.local_uri(&in_dialog("BYE", PBX, "b1", "p1", ""), &flow(1), now),
+            None
+        );
+    }
+
+    #[test]
+    fn answering_and_declining_in_a_loop_grows_nothing() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let req = invite("sip:+4930123456@example.com");
+        for i in 0..1000 {
+            let tag = format!("b{i}");
+            d.answered(&req, &answer(&req, 180, &tag), &flow(1), None, now, 10);
+            d.answered(&req, &answer(&req, 486, &tag), &flow(1), None, now, 10);
+        }
+        assert_eq!(d.len(), 0);
+        assert!(d.order.len() <= 65, "{}", d.order.len());
+        // Nor texts longer than a dialog's.
+        let long = "x".repeat(MAX_TEXT);
+        d.answered(&req, &answer(&req, 200, &long), &flow(1), None, now, 10);
+        assert_eq!(d.len(), 0);
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        assert_eq!(d.len(), 1);
     }
 
     #[test]

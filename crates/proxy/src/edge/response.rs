@@ -60,6 +60,7 @@ impl Edge {
         }
         if from_client
             && let Some(ct) = self.client.get(ct_key)
+            && ct.state != ClientState::Completed
             && ct
                 .server_key
                 .as_deref()

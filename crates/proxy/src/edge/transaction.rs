@@ -464,6 +464,14 @@ impl Edge {
                 .and_then(|r| super::accepted::dialog_key(&mut k, r, "INVITE", &upstream))
                 .map(str::to_owned);
         }
+        // The server side's 2xx to a client's re-INVITE or UPDATE in a dialog delivered to it
+        // under another address moves that dialog's remote target (see `delivered`).
+        if (200..300).contains(&code)
+            && st.from_client
+            && let Some(request) = &st.request
+        {
+            self.delivered.refreshed(request, &resp, &upstream);
+        }
         if invite
             && (200..300).contains(&code)
             && let (Some(note), Some(ack_key)) = (&st.note, &st.ack_key)
