@@ -52,6 +52,14 @@ pub trait CredentialStore: Send + Sync {
     /// line, or by default as `sip:<user>@<sip_domain>` (any user the store has, whatever
     /// credentials it holds). A domain account mapped to such an identity is refused.
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool;
+    /// Whether some user's identity has `user` as its user part (lower case, unescaped, without
+    /// a password or parameters), at whatever host: the name of a user without a `sip` line, or
+    /// the user part of a `sip` line. A registrar that looks up the user part alone (a stock
+    /// Kamailio, Asterisk) reaches that user by it at any host of its own. By default, only
+    /// the default identity `sip:<user>@<sip_domain>` is asked about.
+    fn owns_user_part(&self, user: &str, sip_domain: &str) -> bool {
+        self.owns_identity(&format!("sip:{user}@{sip_domain}"), sip_domain)
+    }
 }
 
 /// Whether a file may give two users one `sip` identity.
@@ -230,6 +238,9 @@ pub struct FileCredentialStore {
     users: HashMap<String, UserRecord, foldhash::fast::RandomState>,
     /// The `sip` identities users have, lower-cased, with how many users have each.
     sip_identities: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// The user parts of those identities ([`crate::address::canonical_user`]), with how many
+    /// identities have each.
+    sip_user_parts: HashMap<String, u32, foldhash::fast::RandomState>,
     /// The line of each user's `sip` record, for a store [`parse`](Self::parse)d from a file
     /// (errors of [`check_identities`](Self::check_identities) name it).
     sip_lines: HashMap<String, usize, foldhash::fast::RandomState>,
@@ -479,15 +490,23 @@ impl FileCredentialStore {
             .sip_identities
             .entry(uri.to_ascii_lowercase())
             .or_default() += 1;
+        if let Some(user) = identity_user_part(uri) {
+            *self.sip_user_parts.entry(user).or_default() += 1;
+        }
     }
 
     fn forget_sip(&mut self, uri: &str) {
-        let key = uri.to_ascii_lowercase();
-        if let Some(n) = self.sip_identities.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.sip_identities.remove(&key);
+        fn forget(map: &mut HashMap<String, u32, foldhash::fast::RandomState>, key: String) {
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
             }
+        }
+        forget(&mut self.sip_identities, uri.to_ascii_lowercase());
+        if let Some(user) = identity_user_part(uri) {
+            forget(&mut self.sip_user_parts, user);
         }
     }
 
@@ -551,6 +570,12 @@ impl FileCredentialStore {
 
 /// `user` as the store keys it, lower case: borrowed when it is that already, as the names
 /// clients send mostly are, so that a lookup copies nothing.
+/// The user part of a `sip` line's identity, as a registrar looks it up.
+fn identity_user_part(identity: &str) -> Option<String> {
+    let canonical = crate::address::canonical_address(identity);
+    crate::address::address_user(&canonical).map(str::to_owned)
+}
+
 fn key_of(user: &str) -> Cow<'_, str> {
     if user
         .bytes()
@@ -590,6 +615,14 @@ impl CredentialStore for FileCredentialStore {
             nt_hash: NtHash::from_bytes(r.nt?),
             sip_identity: r.sip.clone(),
         })
+    }
+
+    fn owns_user_part(&self, user: &str, _sip_domain: &str) -> bool {
+        self.sip_user_parts.contains_key(user)
+            || self
+                .users
+                .get(key_of(user).as_ref())
+                .is_some_and(|r| r.sip.is_none())
     }
 
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {

@@ -11,6 +11,7 @@
 //! ([`SignatureBuffer`]), owns the SAs ([`SaManager`]) and decides.
 #![warn(missing_docs)]
 
+mod address;
 pub mod buffer;
 pub mod config;
 pub mod counters;

@@ -276,3 +276,52 @@ fn revoking_a_user_ends_all_of_its_sas_and_only_its() {
     let m = bob.signed(&text, &mut rng);
     established(&core.on_request(&m, &ctx(), t0(), &mut rng));
 }
+
+/// A dialog's address is lent to the callee (`lends_dialog_address`) only when it is no other
+/// store user's identity, in any spelling a registrar would map to that user: the exact text of
+/// an identity with a port, its escapes, the user at another host of the registrar's (its
+/// address, an alias: stock Kamailio looks up the user part alone), a `tel:` number that is a
+/// user's. The callee's own addresses and numbers nobody owns are lent.
+#[test]
+fn no_store_users_identity_is_lent_in_any_spelling() {
+    let mut store = store();
+    let realms = [(DIGEST_REALM, sagw_digest::Algorithm::Md5)];
+    store.add_password("carol", "carol-pw", &realms);
+    store
+        .set_sip_identity("carol", "sip:carol@pbx.example.com:5080")
+        .expect("valid identity");
+    store.add_password("dave", "dave-pw", &realms);
+    store
+        .set_sip_identity("dave", "sip:+4930999@example.com")
+        .expect("valid identity");
+    let core = sagw_auth::SecurityCore::new(config(), std::sync::Arc::new(store));
+    let alice = "sip:alice@example.com";
+    let lent = |address: &str| core.lends_dialog_address(address, alice, Some(address));
+    for owned in [
+        "sip:bob@example.com",
+        "sips:bob@example.com",
+        "sip:bob@192.0.2.10",
+        "sip:b%6Fb@192.0.2.10:5060",
+        "sip:carol@pbx.example.com:5080",
+        "sip:c%61rol@pbx.example.com:5080",
+        "sip:carol@pbx.example.com",
+        "tel:+4930999",
+        "sip:+4930999@192.0.2.10;user=phone",
+    ] {
+        assert!(!lent(owned), "{owned} is someone's");
+    }
+    for free in [
+        "sip:alice@10.0.0.5:5060",
+        "sip:+4930123456@example.com",
+        "tel:+4930123456",
+        "sip:sales@example.com",
+    ] {
+        assert!(lent(free), "{free} is nobody else's");
+    }
+    // The From must be the address lent.
+    assert!(!core.lends_dialog_address(
+        "sip:sales@example.com",
+        alice,
+        Some("sip:support@example.com")
+    ));
+}

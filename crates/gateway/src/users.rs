@@ -432,6 +432,10 @@ impl sagw_auth::CredentialStore for ReloadingStore {
             .store
             .owns_identity(identity, sip_domain)
     }
+
+    fn owns_user_part(&self, user: &str, sip_domain: &str) -> bool {
+        self.current.read().store.owns_user_part(user, sip_domain)
+    }
 }
 
 #[cfg(test)]

@@ -40,9 +40,10 @@ pub(super) const IDLE: Duration = Duration::from_secs(12 * 3600);
 /// that answers a flood of INVITEs with a tag each fills only its own share.
 pub(super) const PER_FLOW: usize = 32;
 
-/// The longest key, address, tag or target kept: a dialog's are far shorter; a client's tag or a
-/// server's Contact past it is not worth holding for 12 h.
-const MAX_TEXT: usize = 256;
+/// The longest key, address, tag or target kept: a dialog's are shorter (a GRUU or an
+/// `ms-opaque` Contact included); a client's tag or a server's Contact past it is not worth
+/// holding for 12 h.
+const MAX_TEXT: usize = 1024;
 
 /// The methods whose accepted requests make a dialog with the client (RFC 3261, RFC 6665, RFC
 /// 3515).
@@ -199,8 +200,15 @@ impl DeliveredDialogs {
         let Some(key) = dialog_key(&mut key, request.call_id(), local_tag, flow) else {
             return;
         };
+        // Only a refresh the client sent to the party that called (the current target): one it
+        // sent elsewhere under its own From, answered by a party of its choosing, would make that
+        // party the one the lent address reaches.
+        let Some(ruri) = request.request_uri().and_then(SipUri::parse) else {
+            return;
+        };
         if let Some(d) = self.dialogs.get_mut(key)
             && d.remote_tag == remote_tag
+            && SipUri::parse(&d.remote_target).is_some_and(|t| t.same_target(&ruri))
             && let Some(target) = contact_uri(response).filter(|t| t.len() <= MAX_TEXT)
         {
             d.remote_target = target.to_owned();
@@ -553,7 +561,15 @@ CSeq: 2 INVITE\r\nContact: <sip:pbx@192.0.2.5:5060>\r\nContent-Length: 0\r\n\r\n
             &[("Contact", format!("<{moved}>"))],
         )
         .unwrap();
-        // Another dialog's 2xx, or one from the other party's other tag: nothing moves.
+        // Another dialog's 2xx, or one from the other party's other tag, or to a re-INVITE the
+        // client sent elsewhere than the caller (under its own From, to a party it chose, whose
+        // 2xx would make that party the one the lent address reaches): nothing moves.
+        let elsewhere = "sip:accomplice@198.51.100.66:5060";
+        d.refreshed(
+            &in_dialog("INVITE", elsewhere, "b1", "p1", ""),
+            &ok,
+            &flow(1),
+        );
         d.refreshed(&in_dialog("INVITE", PBX, "b2", "p1", ""), &ok, &flow(1));
         d.refreshed(&in_dialog("INVITE", PBX, "b1", "p2", ""), &ok, &flow(1));
         d.refreshed(&in_dialog("MESSAGE", PBX, "b1", "p1", ""), &ok, &flow(1));
