@@ -12,6 +12,14 @@ pub(crate) fn canonical_address(uri: &str) -> String {
         (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
     });
     let Some(rest) = sip_rest else {
+        // A `tel:` number without its parameters and visual separators (RFC 3966 §4: compared
+        // without them); `tel:+49-30-999` is `sip:+4930999@…;user=phone` to a registrar.
+        if let Some((scheme, rest)) = uri.split_once(':')
+            && scheme.eq_ignore_ascii_case("tel")
+        {
+            let number = rest.split(';').next().unwrap_or_default();
+            return format!("tel:{}", canonical_user(number));
+        }
         return uri.to_ascii_lowercase();
     };
     // The user part runs to the last `@`, as the registrar reads it.
@@ -35,14 +43,32 @@ pub(crate) fn canonical_address(uri: &str) -> String {
 }
 
 /// A SIP URI's user part (`userinfo` before the `@`) as a registrar looks it up: without a
-/// password or user parameters, unescaped, lower case.
+/// password or user parameters, unescaped, lower case; a telephone number (digits, a leading
+/// `+`, visual separators) without its separators (`+49-30-999` is `+4930999`).
 pub(crate) fn canonical_user(userinfo: &str) -> String {
     let user = userinfo.split([':', ';']).next().unwrap_or_default();
     let mut out: String = percent_encoding::percent_decode_str(user)
         .decode_utf8_lossy()
         .into_owned();
     out.make_ascii_lowercase();
+    if is_phone_number(&out) {
+        out.retain(|c| !is_visual_separator(c));
+    }
     out
+}
+
+/// RFC 3966's `visual-separator`.
+fn is_visual_separator(c: char) -> bool {
+    matches!(c, '-' | '.' | '(' | ')')
+}
+
+/// Digits with visual separators and at most a leading `+`, at least one digit.
+fn is_phone_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    digits.chars().any(|c| c.is_ascii_digit())
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || is_visual_separator(c))
 }
 
 /// The user part of a [`canonical_address`]: a SIP URI's, or a `tel:` URI's number (without its
@@ -91,5 +117,22 @@ mod tests {
             Some("+4930123456")
         );
         assert_eq!(address_user("urn:service:sos"), None);
+        assert_eq!(
+            canonical_address("TEL:+49-30-(123).456;ext=1"),
+            "tel:+4930123456"
+        );
+        assert_eq!(
+            canonical_address("sip:+49-30-123456@Example.com;user=phone"),
+            "sip:+4930123456@example.com"
+        );
+        // A name with a dot or a dash is not a number.
+        assert_eq!(
+            canonical_address("sip:bob.smith@example.com"),
+            "sip:bob.smith@example.com"
+        );
+        assert_eq!(
+            canonical_address("sip:-.-@example.com"),
+            "sip:-.-@example.com"
+        );
     }
 }

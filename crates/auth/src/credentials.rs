@@ -52,14 +52,13 @@ pub trait CredentialStore: Send + Sync {
     /// line, or by default as `sip:<user>@<sip_domain>` (any user the store has, whatever
     /// credentials it holds). A domain account mapped to such an identity is refused.
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool;
-    /// Whether some user's identity has `user` as its user part (lower case, unescaped, without
-    /// a password or parameters), at whatever host: the name of a user without a `sip` line, or
-    /// the user part of a `sip` line. A registrar that looks up the user part alone (a stock
-    /// Kamailio, Asterisk) reaches that user by it at any host of its own. By default, only
-    /// the default identity `sip:<user>@<sip_domain>` is asked about.
-    fn owns_user_part(&self, user: &str, sip_domain: &str) -> bool {
-        self.owns_identity(&format!("sip:{user}@{sip_domain}"), sip_domain)
-    }
+    /// How many users' identities have `user` as their user part
+    /// ([`canonical_user`](crate::address::canonical_user): lower case, unescaped, without a
+    /// password, parameters or a number's visual separators), at whatever host: a user without
+    /// a `sip` line by its name (`sip:<user>@<sip_domain>`), the others by their line's user
+    /// part. A registrar that looks up the user part alone (a stock Kamailio, Asterisk) reaches
+    /// each of them by it at any host of its own.
+    fn user_part_owners(&self, user: &str, sip_domain: &str) -> usize;
 }
 
 /// Whether a file may give two users one `sip` identity.
@@ -568,14 +567,14 @@ impl FileCredentialStore {
     }
 }
 
-/// `user` as the store keys it, lower case: borrowed when it is that already, as the names
-/// clients send mostly are, so that a lookup copies nothing.
 /// The user part of a `sip` line's identity, as a registrar looks it up.
 fn identity_user_part(identity: &str) -> Option<String> {
     let canonical = crate::address::canonical_address(identity);
     crate::address::address_user(&canonical).map(str::to_owned)
 }
 
+/// `user` as the store keys it, lower case: borrowed when it is that already, as the names
+/// clients send mostly are, so that a lookup copies nothing.
 fn key_of(user: &str) -> Cow<'_, str> {
     if user
         .bytes()
@@ -617,12 +616,13 @@ impl CredentialStore for FileCredentialStore {
         })
     }
 
-    fn owns_user_part(&self, user: &str, _sip_domain: &str) -> bool {
-        self.sip_user_parts.contains_key(user)
-            || self
-                .users
-                .get(key_of(user).as_ref())
-                .is_some_and(|r| r.sip.is_none())
+    fn user_part_owners(&self, user: &str, _sip_domain: &str) -> usize {
+        let by_line = self.sip_user_parts.get(user).map_or(0, |n| *n as usize);
+        let by_name = self
+            .users
+            .get(key_of(user).as_ref())
+            .is_some_and(|r| r.sip.is_none());
+        by_line + usize::from(by_name)
     }
 
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {
@@ -970,6 +970,9 @@ mod tests {
             }
             fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {
                 self.0.owns_identity(identity, sip_domain)
+            }
+            fn user_part_owners(&self, user: &str, sip_domain: &str) -> usize {
+                self.0.user_part_owners(user, sip_domain)
             }
         }
         let text = "alice nt 8846F7EAEE8FB117AD06BDD830B7586C\n\

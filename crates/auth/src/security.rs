@@ -527,11 +527,12 @@ impl SecurityCore {
             }
             // A user's name at another host of the registrar's (its address, an alias: a stock
             // registrar looks the user part up alone), or a user's number as a `tel:` URI. The
-            // client's own user part is its own, at whatever host (its registered contact).
+            // client's own user part is its own at whatever host (its registered contact), when
+            // no other user's identity has it too (two branches' extension 100).
             match address_user(&canonical) {
                 Some(user) => {
-                    address_user(&canonical_address(identity)) == Some(user)
-                        || !store.owns_user_part(user, domain)
+                    let own = address_user(&canonical_address(identity)) == Some(user);
+                    store.user_part_owners(user, domain) <= usize::from(own)
                 }
                 None => true,
             }

@@ -294,7 +294,24 @@ fn no_store_users_identity_is_lent_in_any_spelling() {
     store
         .set_sip_identity("dave", "sip:+4930999@example.com")
         .expect("valid identity");
+    // Two branches' extension 100: erin's, and frank's at another PBX.
+    store.add_password("erin", "erin-pw", &realms);
+    store
+        .set_sip_identity("erin", "sip:100@branch-a.example.com")
+        .expect("valid identity");
+    store.add_password("frank", "frank-pw", &realms);
+    store
+        .set_sip_identity("frank", "sips:100@pbx-b.example.com:5061")
+        .expect("valid identity");
     let core = sagw_auth::SecurityCore::new(config(), std::sync::Arc::new(store));
+    // Erin's own extension at another host is someone else's too: frank's.
+    let erin = "sip:100@branch-a.example.com";
+    for franks in ["sip:100@pbx-b.example.com", "sip:100@10.0.0.5:5060"] {
+        assert!(
+            !core.lends_dialog_address(franks, erin, Some(franks)),
+            "{franks} may be frank's"
+        );
+    }
     let alice = "sip:alice@example.com";
     let lent = |address: &str| core.lends_dialog_address(address, alice, Some(address));
     for owned in [
@@ -306,7 +323,10 @@ fn no_store_users_identity_is_lent_in_any_spelling() {
         "sip:c%61rol@pbx.example.com:5080",
         "sip:carol@pbx.example.com",
         "tel:+4930999",
+        "tel:+49-30-999",
+        "tel:+49.(30).999;phone-context=example.com",
         "sip:+4930999@192.0.2.10;user=phone",
+        "sip:+49-30-999@192.0.2.10;user=phone",
     ] {
         assert!(!lent(owned), "{owned} is someone's");
     }

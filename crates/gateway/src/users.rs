@@ -433,8 +433,8 @@ impl sagw_auth::CredentialStore for ReloadingStore {
             .owns_identity(identity, sip_domain)
     }
 
-    fn owns_user_part(&self, user: &str, sip_domain: &str) -> bool {
-        self.current.read().store.owns_user_part(user, sip_domain)
+    fn user_part_owners(&self, user: &str, sip_domain: &str) -> usize {
+        self.current.read().store.user_part_owners(user, sip_domain)
     }
 }
 
