@@ -1184,6 +1184,23 @@ Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{hop_addr}>\
         }
     }
 
+    /// The caller answers alice's re-INVITE (as it reached the next hop) 200 with `contact`:
+    /// the route set of her ACK, from the 200 as she got it.
+    async fn accept_reinvite(&mut self, reinvite: &Msg, contact: &str) -> String {
+        let ok = reinvite.reply(200, "OK", "h1", &format!("Contact: <{contact}>\r\n"));
+        self.hop.send_to(ok.as_bytes(), self.gw_udp).await.unwrap();
+        let ok = self
+            .alice
+            .recv_where("200 to the re-INVITE", |m| {
+                m.status() == Some(200) && m.cseq_method() == "INVITE"
+            })
+            .await;
+        ok.all("Record-Route")
+            .iter()
+            .map(|r| format!("Route: {r}\r\n"))
+            .collect()
+    }
+
     /// alice's ACK in the call `call_id` (her tag `al`, the caller's `h1`) to `ruri`, from `from`,
     /// along `route`, without credentials as PJSIP sends it.
     async fn ack(&mut self, ruri: &str, from: &str, call_id: &str, cseq: u32, route: &str) {
@@ -1292,41 +1309,10 @@ async fn a_callee_addressed_by_another_uri_than_its_identity_can_hang_up() {
     // Hold: her re-INVITE, and the ACK of its 200 without credentials, as PJSIP sends it.
     let reinvite = c.in_dialog(&invite, "INVITE", did, "h1").await;
     assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
-    let ok = reinvite.reply(
-        200,
-        "OK",
-        "h1",
-        &format!("Contact: <sip:caller@{hop_addr}>\r\n"),
-    );
-    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
-    let ok = c
-        .alice
-        .recv_where("200 to the re-INVITE", |m| {
-            m.status() == Some(200) && m.cseq_method() == "INVITE"
-        })
-        .await;
-    let route: String = ok
-        .all("Record-Route")
-        .iter()
-        .map(|r| format!("Route: {r}\r\n"))
-        .collect();
-    let ack = format!(
-        "ACK sip:caller@{hop_addr} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{did}>;tag=al\r\n\
-To: <sip:+15551234@example.com>;tag=h1\r\nCall-ID: did-call\r\nCSeq: 2 ACK\r\n{route}Content-Length: 0\r\n\r\n",
-        c.alice.via(&format!("z9hG4bKreack{}", unique()))
-    );
-    c.alice.send(&ack).await;
-    let mut buf = vec![0u8; 65536];
-    let got = loop {
-        let (n, _) = timeout(support::WAIT, c.hop.recv_from(&mut buf))
-            .await
-            .expect("the ACK of the hold at the caller")
-            .unwrap();
-        let m = Msg::parse(&buf[..n]).expect("parses");
-        if m.method() == Some("ACK") {
-            break m;
-        }
-    };
+    let caller = format!("sip:caller@{hop_addr}");
+    let route = c.accept_reinvite(&reinvite, &caller).await;
+    c.ack(&caller, did, "did-call", 2, &route).await;
+    let got = c.request_at_hop("the ACK of the hold", "ACK").await;
     assert_eq!(
         got.header("P-Asserted-Identity"),
         Some("<sip:alice@example.com>")
@@ -1392,25 +1378,8 @@ async fn another_users_identity_in_any_spelling_lends_nothing() {
         .in_dialog(&invite, "INVITE", "sip:alice@example.com", "h1")
         .await;
     assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
-    let ok = reinvite.reply(
-        200,
-        "OK",
-        "h1",
-        &format!("Contact: <sip:caller@{hop_addr}>\r\n"),
-    );
-    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
-    let ok = c
-        .alice
-        .recv_where("200 to the re-INVITE", |m| {
-            m.status() == Some(200) && m.cseq_method() == "INVITE"
-        })
-        .await;
-    let route: String = ok
-        .all("Record-Route")
-        .iter()
-        .map(|r| format!("Route: {r}\r\n"))
-        .collect();
     let ruri = format!("sip:caller@{hop_addr}");
+    let route = c.accept_reinvite(&reinvite, &ruri).await;
     c.ack(&ruri, bob, "ack-bob", 2, &route).await;
     c.ack(&ruri, "sip:alice@example.com", "ack-bob", 2, &route)
         .await;
@@ -1457,19 +1426,7 @@ async fn a_target_the_caller_moves_in_its_2xx_is_followed() {
     let reinvite = c.in_dialog(&invite, "INVITE", did, "h1").await;
     assert_eq!(reinvite.method(), Some("INVITE"), "{reinvite:?}");
     let moved = format!("sip:media-server@{hop_addr}");
-    let ok = reinvite.reply(200, "OK", "h1", &format!("Contact: <{moved}>\r\n"));
-    c.hop.send_to(ok.as_bytes(), c.gw_udp).await.unwrap();
-    let ok = c
-        .alice
-        .recv_where("200 to the re-INVITE", |m| {
-            m.status() == Some(200) && m.cseq_method() == "INVITE"
-        })
-        .await;
-    let route: String = ok
-        .all("Record-Route")
-        .iter()
-        .map(|r| format!("Route: {r}\r\n"))
-        .collect();
+    let route = c.accept_reinvite(&reinvite, &moved).await;
     c.ack(&moved, did, "moved-call", 2, &route).await;
     let ack = c.request_at_hop("the hold's ACK", "ACK").await;
     assert_eq!(ack.header("From"), Some(format!("<{did}>;tag=al").as_str()));
