@@ -240,6 +240,9 @@ pub struct FileCredentialStore {
     /// The user parts of those identities ([`crate::address::canonical_user`]), with how many
     /// identities have each.
     sip_user_parts: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// The user names that a registrar reads otherwise than they are filed (`555-1234` is
+    /// `5551234`), by that reading: the user part of their default identity.
+    spelt_names: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
     /// The line of each user's `sip` record, for a store [`parse`](Self::parse)d from a file
     /// (errors of [`check_identities`](Self::check_identities) name it).
     sip_lines: HashMap<String, usize, foldhash::fast::RandomState>,
@@ -440,7 +443,14 @@ impl FileCredentialStore {
     }
 
     fn record(&mut self, user: &str) -> &mut UserRecord {
-        self.users.entry(user.to_lowercase()).or_default()
+        let key = user.to_lowercase();
+        if !self.users.contains_key(&key) {
+            let read = crate::address::canonical_user(&key);
+            if read != key {
+                self.spelt_names.entry(read).or_default().push(key.clone());
+            }
+        }
+        self.users.entry(key).or_default()
     }
 
     /// Adds a user from a password, keeping only its hashes. The user is filed lower case, as
@@ -513,7 +523,15 @@ impl FileCredentialStore {
     /// signed in to stay until revoked ([`crate::SecurityCore::revoke_user`]).
     pub fn remove(&mut self, user: &str) -> bool {
         self.sip_lines.remove(&user.to_lowercase());
-        match self.users.remove(&user.to_lowercase()) {
+        let key = user.to_lowercase();
+        let read = crate::address::canonical_user(&key);
+        if let Some(names) = self.spelt_names.get_mut(&read) {
+            names.retain(|n| *n != key);
+            if names.is_empty() {
+                self.spelt_names.remove(&read);
+            }
+        }
+        match self.users.remove(&key) {
             Some(r) => {
                 if let Some(sip) = r.sip {
                     self.forget_sip(&sip);
@@ -617,12 +635,14 @@ impl CredentialStore for FileCredentialStore {
     }
 
     fn user_part_owners(&self, user: &str, _sip_domain: &str) -> usize {
+        let by_default = |name: &str| self.users.get(name).is_some_and(|r| r.sip.is_none());
         let by_line = self.sip_user_parts.get(user).map_or(0, |n| *n as usize);
-        let by_name = self
-            .users
-            .get(key_of(user).as_ref())
-            .is_some_and(|r| r.sip.is_none());
-        by_line + usize::from(by_name)
+        let by_name = usize::from(by_default(key_of(user).as_ref()));
+        let by_spelt_name = self
+            .spelt_names
+            .get(user)
+            .map_or(0, |names| names.iter().filter(|n| by_default(n)).count());
+        by_line + by_name + by_spelt_name
     }
 
     fn owns_identity(&self, identity: &str, sip_domain: &str) -> bool {

@@ -530,6 +530,9 @@ impl SecurityCore {
             // client's own user part is its own at whatever host (its registered contact), when
             // no other user's identity has it too (two branches' extension 100).
             match address_user(&canonical) {
+                // Read as the registrar reads it (to the last `@`) it is nobody's; Kamailio and
+                // PJSIP stop at the first.
+                Some(user) if user.contains('@') => false,
                 Some(user) => {
                     let own = address_user(&canonical_address(identity)) == Some(user);
                     store.user_part_owners(user, domain) <= usize::from(own)
@@ -603,18 +606,12 @@ fn is_ack_or_cancel(msg: &Message) -> bool {
     matches!(msg.method(), Some("ACK") | Some("CANCEL"))
 }
 
-/// The URI without its parameters. One with an `@` after its first `;`
-/// (`sip:alice@example.com;n=1@example.com`) is returned whole, and so names no identity: the
-/// registrar, as RFC 3261's grammar does, reads the user part up to the last `@`, so such a URI
-/// is another address of record (`alice@example.com;n=1` at example.com) than its first `@`
-/// suggests. Cut at the first `;`, it passed for alice's own, and one account filed bindings
+/// The URI without its parameters ([`sagw_sip::uri_without_params`]). One with an `@` after its
+/// first `;` (`sip:alice@example.com;n=1@example.com`) is returned whole, and so names no
+/// identity: cut at the first `;`, it passed for alice's own, and one account filed bindings
 /// under as many new addresses of record as it liked.
 fn strip_uri_params(uri: &str) -> &str {
-    match uri.split_once(';') {
-        Some((_, rest)) if rest.contains('@') => uri,
-        Some((head, _)) => head,
-        None => uri,
-    }
+    sagw_sip::uri_without_params(uri)
 }
 
 /// Whether `uri` (a name-addr's URI, its URI parameters ignored) names `identity`, compared as

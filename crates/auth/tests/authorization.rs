@@ -303,6 +303,8 @@ fn no_store_users_identity_is_lent_in_any_spelling() {
     store
         .set_sip_identity("frank", "sips:100@pbx-b.example.com:5061")
         .expect("valid identity");
+    // An account named as a number with separators, without a `sip` line.
+    store.add_password("555-1234", "pw", &realms);
     let core = sagw_auth::SecurityCore::new(config(), std::sync::Arc::new(store));
     // Erin's own extension at another host is someone else's too: frank's.
     let erin = "sip:100@branch-a.example.com";
@@ -327,6 +329,11 @@ fn no_store_users_identity_is_lent_in_any_spelling() {
         "tel:+49.(30).999;phone-context=example.com",
         "sip:+4930999@192.0.2.10;user=phone",
         "sip:+49-30-999@192.0.2.10;user=phone",
+        "sip:5551234@192.0.2.10",
+        "sip:555%2D1234@example.com:5060",
+        "tel:555-1234",
+        // Read by Kamailio as bob at its first `@`.
+        "sip:bob@example.com@evil.example",
     ] {
         assert!(!lent(owned), "{owned} is someone's");
     }

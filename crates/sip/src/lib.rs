@@ -67,6 +67,8 @@ pub use auth::{AuthHeader, AuthHeaderBuilder, AuthParam, mentions_gssapi_data, p
 pub use error::{AuthParseError, ParseError};
 pub use framer::{Frame, KeepAliveKind, StreamFramer};
 pub use message::{CSeq, CoreHeaders, Header, HeaderNames, Kind, Message};
-pub use name_addr::{NameAddr, ParamPairs, TagAndEpid, parse_name_addr, parse_name_addr_tagged};
+pub use name_addr::{
+    NameAddr, ParamPairs, TagAndEpid, parse_name_addr, parse_name_addr_tagged, uri_without_params,
+};
 pub use parse::{Limits, VersionPolicy};
 pub use writer::ResponseWriter;

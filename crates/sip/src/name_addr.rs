@@ -119,6 +119,19 @@ fn unquote(v: &str) -> &str {
         .unwrap_or(v)
 }
 
+/// A URI without its parameters, as the gateway compares identities and addresses. One with an
+/// `@` after its first `;` (`sip:alice@example.com;n=1@example.com`, or RFC 4694's
+/// `sip:+4930123;npdi;rn=+4930000@trunk.example`) is returned whole: its user part runs to the
+/// last `@` (RFC 3261's grammar, as the embedded registrar reads it), so cut at the first `;` it
+/// would pass for another address than it is.
+pub fn uri_without_params(uri: &str) -> &str {
+    match uri.split_once(';') {
+        Some((_, rest)) if rest.contains('@') => uri,
+        Some((head, _)) => head,
+        None => uri,
+    }
+}
+
 /// Parse a `name-addr` (`"Display" <uri>;params`, `Display <uri>;params`, `<uri>;params`) or an
 /// `addr-spec` (`uri;params`) header value.
 ///

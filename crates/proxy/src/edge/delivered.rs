@@ -11,7 +11,9 @@
 //!
 //! Each such dialog is kept here: an INVITE, SUBSCRIBE or REFER that came from a server (never
 //! from a client: a client would choose the To itself), whose To is not the address of record
-//! registered over the flow, answered by the client with a tag (a 1xx or 2xx). It is found by its
+//! registered over the flow and whose From is not that address either (the client's own call
+//! looped back through a proxy that passes To on), answered by the client with a tag (a 1xx or
+//! 2xx). It is found by its
 //! Call-ID, the client's tag and flow, and holds the To (the client's local URI), the From tag
 //! and the remote target (the server side's Contact, refreshed by its re-INVITEs and UPDATEs). A
 //! request from that flow with those tags and that remote target as its Request-URI may have that
@@ -135,7 +137,10 @@ impl DeliveredDialogs {
             return;
         };
         let local_uri = strip_params(to.uri);
-        if aor.is_some_and(|a| same_address(a, local_uri))
+        // Nor when the caller is the client itself (its From is the identity the gateway
+        // enforced): its own call looped back through a proxy that passes To on as it came, whose
+        // To it chose.
+        if aor.is_some_and(|a| same_address(a, local_uri) || same_address(a, from.uri))
             || self.dialogs.contains_key(key)
             || [key, local_uri, remote_tag, target]
                 .iter()
@@ -351,11 +356,10 @@ fn contact_uri(msg: &Message) -> Option<&str> {
         .map(|na| na.uri)
 }
 
-/// A URI without its `;parameters` and `?headers`.
+/// A URI without its parameters, as the security core compares the client's From with it
+/// ([`sagw_sip::uri_without_params`]: a user part with parameters is kept whole).
 fn strip_params(uri: &str) -> &str {
-    let uri = uri.trim();
-    let end = uri.find([';', '?']).unwrap_or(uri.len());
-    &uri[..end]
+    sagw_sip::uri_without_params(uri.trim())
 }
 
 /// `sip:Bob@Example.com` and `sips:bob@example.com` are one address, as identities compare.
@@ -504,6 +508,39 @@ CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
         d.flow_closed(FlowId(1));
         assert_eq!(d.len(), 0);
         assert!(d.by_flow.is_empty());
+    }
+
+    /// A DID with user parameters (RFC 4694's number portability) is kept whole, as the core
+    /// compares the client's From with it: cut at its first `;`, only a From of `sip:+4930123`
+    /// matched, and the callee's BYE, copying the To, was refused.
+    #[test]
+    fn a_to_with_user_parameters_is_kept_as_the_core_reads_it() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let did = "sip:+4930123;npdi;rn=+4930000@trunk.example;user=phone";
+        let req = invite(did);
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), None, now, 10);
+        let bye = in_dialog("BYE", PBX, "b1", "p1", "");
+        assert_eq!(d.local_uri(&bye, &flow(1), now).as_deref(), Some(did));
+    }
+
+    /// The client's own call, looped back to it through a proxy behind that passes To on as it
+    /// came (its other device, or itself): the caller chose that To, and the client is that
+    /// caller (its From is the identity the gateway enforced).
+    #[test]
+    fn a_call_from_the_client_itself_lends_nothing() {
+        let now = Instant::now();
+        let mut d = DeliveredDialogs::default();
+        let text = String::from_utf8(invite("sip:+18005550100@example.com").to_bytes())
+            .unwrap()
+            .replace("From: <sip:pbx@example.com>", "From: <sips:Bob@example.com>");
+        let looped = Message::parse(text.as_bytes()).unwrap();
+        let aor = Some("sip:bob@example.com");
+        d.answered(&looped, &answer(&looped, 200, "b1"), &flow(1), aor, now, 10);
+        assert_eq!(d.len(), 0);
+        let req = invite("sip:+18005550100@example.com");
+        d.answered(&req, &answer(&req, 200, "b1"), &flow(1), aor, now, 10);
+        assert_eq!(d.len(), 1);
     }
 
     #[test]
