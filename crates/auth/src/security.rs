@@ -529,10 +529,17 @@ impl SecurityCore {
             // registrar looks the user part up alone), or a user's number as a `tel:` URI. The
             // client's own user part is its own at whatever host (its registered contact), when
             // no other user's identity has it too (two branches' extension 100).
+            // A user part holding an `@` as written is read to the last `@` here, and to the
+            // first by Kamailio and PJSIP: whose it is depends on who reads it. (An escaped
+            // `%40` is read alike by all.)
+            let written = trim(strip_uri_params(local));
+            if written
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains('@'))
+            {
+                return false;
+            }
             match address_user(&canonical) {
-                // Read as the registrar reads it (to the last `@`) it is nobody's; Kamailio and
-                // PJSIP stop at the first.
-                Some(user) if user.contains('@') => false,
                 Some(user) => {
                     let own = address_user(&canonical_address(identity)) == Some(user);
                     store.user_part_owners(user, domain) <= usize::from(own)

@@ -119,15 +119,16 @@ fn unquote(v: &str) -> &str {
         .unwrap_or(v)
 }
 
-/// A URI without its parameters, as the gateway compares identities and addresses. One with an
-/// `@` after its first `;` (`sip:alice@example.com;n=1@example.com`, or RFC 4694's
-/// `sip:+4930123;npdi;rn=+4930000@trunk.example`) is returned whole: its user part runs to the
-/// last `@` (RFC 3261's grammar, as the embedded registrar reads it), so cut at the first `;` it
-/// would pass for another address than it is.
+/// A URI without its parameters, as the gateway compares identities and addresses: cut at the
+/// first `;` after its user part, which runs to the last `@` (RFC 3261's grammar, as the
+/// embedded registrar reads it). So `sip:alice@example.com;n=1@example.com` keeps its `;n=1`
+/// and is another address than alice's, and RFC 4694's
+/// `sip:+4930123;npdi;rn=+4930000@trunk.example;user=phone` keeps its user parameters and
+/// loses `;user=phone`.
 pub fn uri_without_params(uri: &str) -> &str {
-    match uri.split_once(';') {
-        Some((_, rest)) if rest.contains('@') => uri,
-        Some((head, _)) => head,
+    let host = uri.rfind('@').map_or(0, |at| at + 1);
+    match uri[host..].find(';') {
+        Some(i) => &uri[..host + i],
         None => uri,
     }
 }
@@ -367,6 +368,37 @@ fn take_tag_or_epid<'a>(piece: &'a str, read: &mut TagAndEpid<'a>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_uri_loses_only_the_parameters_after_its_user_part() {
+        for (uri, without) in [
+            (
+                "sip:alice@example.com;transport=tcp",
+                "sip:alice@example.com",
+            ),
+            ("sip:example.com;lr", "sip:example.com"),
+            ("sip:alice@example.com", "sip:alice@example.com"),
+            (
+                "sip:alice@example.com;n=1@example.com",
+                "sip:alice@example.com;n=1@example.com",
+            ),
+            (
+                "sip:alice@example.com;n=1@example.com;transport=tcp",
+                "sip:alice@example.com;n=1@example.com",
+            ),
+            (
+                "sip:+4930123;npdi;rn=+4930000@trunk.example;user=phone",
+                "sip:+4930123;npdi;rn=+4930000@trunk.example",
+            ),
+            (
+                "sip:alice@example.com;maddr=x@y",
+                "sip:alice@example.com;maddr=x@y",
+            ),
+            ("tel:+4930123;phone-context=x", "tel:+4930123"),
+        ] {
+            assert_eq!(super::uri_without_params(uri), without, "{uri}");
+        }
+    }
+
     use super::*;
 
     /// The former `Split`-based lookup, kept as the reference the fast one must agree with.
