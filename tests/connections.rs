@@ -1095,6 +1095,16 @@ To: <sip:alice@example.com>\r\nCall-ID: reg-{}\r\nCSeq: {n} REGISTER\r\nContact:
     /// The next hop calls alice's AOR with `to` as the INVITE's To (a trunk's DID, say); alice
     /// answers 200 with To tag `al`. Returns the INVITE as she got it.
     async fn call_to(&mut self, call_id: &str, to: &str) -> Msg {
+        let got = self.ring(call_id, to).await;
+        let contact = format!("Contact: {}\r\n", self.alice.contact());
+        let ok = got.reply(200, "OK", "al", &contact);
+        self.alice.send(&ok).await;
+        self.answered = Some(self.at_hop("the 200", 200, "INVITE").await);
+        got
+    }
+
+    /// The next hop's INVITE of [`call_to`](Self::call_to), as alice got it, not answered yet.
+    async fn ring(&mut self, call_id: &str, to: &str) -> Msg {
         let hop_addr = self.hop.local_addr().unwrap();
         let invite = format!(
             "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {hop_addr};branch=z9hG4bKhop{call_id}\r\n\
@@ -1105,26 +1115,9 @@ CSeq: 1 INVITE\r\nContact: <sip:caller@{hop_addr}>\r\nContent-Length: 0\r\n\r\n"
             .send_to(invite.as_bytes(), self.gw_udp)
             .await
             .unwrap();
-        let got = self
-            .alice
+        self.alice
             .recv_where("INVITE", |m| m.method() == Some("INVITE"))
-            .await;
-        let contact = format!("Contact: {}\r\n", self.alice.contact());
-        let ok = got.reply(200, "OK", "al", &contact);
-        self.alice.send(&ok).await;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let (n, _) = timeout(support::WAIT, self.hop.recv_from(&mut buf))
-                .await
-                .expect("the 200 at the next hop")
-                .unwrap();
-            let m = Msg::parse(&buf[..n]).expect("parses");
-            if m.status() == Some(200) && m.cseq_method() == "INVITE" {
-                self.answered = Some(m);
-                break;
-            }
-        }
-        got
+            .await
     }
 
     /// The next hop's request in the last call (`did` as alice's address), along the route set
@@ -1411,6 +1404,27 @@ async fn a_request_declined_inside_a_delivered_dialog_keeps_it() {
         Some("BYE"),
         "the BYE reaches the caller: {bye:?}"
     );
+    c.gw.shutdown(support::WAIT).await;
+}
+
+/// A response after the client's final one (a 180 after its 486, which no UA sends) is not
+/// looked at: the declined call lends the client nothing. Without that, a client answering a
+/// server's INVITE 486 and then 180 kept the dialog it had turned down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisional_answer_after_a_decline_lends_nothing() {
+    let mut c = CalledDigestClient::new().await;
+    let did = "sip:+4930123456@example.com";
+    let invite = c.ring("declined-call", did).await;
+    c.alice
+        .send(&invite.reply(486, "Busy Here", "al", ""))
+        .await;
+    c.at_hop("the 486", 486, "INVITE").await;
+    let contact = format!("Contact: {}\r\n", c.alice.contact());
+    c.alice
+        .send(&invite.reply(180, "Ringing", "al", &contact))
+        .await;
+    let bye = c.in_dialog(&invite, "BYE", did, "h1").await;
+    assert_eq!(bye.status(), Some(403), "{bye:?}");
     c.gw.shutdown(support::WAIT).await;
 }
 
