@@ -286,23 +286,18 @@ fn revoking_a_user_ends_all_of_its_sas_and_only_its() {
 fn no_store_users_identity_is_lent_in_any_spelling() {
     let mut store = store();
     let realms = [(DIGEST_REALM, sagw_digest::Algorithm::Md5)];
-    store.add_password("carol", "carol-pw", &realms);
-    store
-        .set_sip_identity("carol", "sip:carol@pbx.example.com:5080")
-        .expect("valid identity");
-    store.add_password("dave", "dave-pw", &realms);
-    store
-        .set_sip_identity("dave", "sip:+4930999@example.com")
-        .expect("valid identity");
-    // Two branches' extension 100: erin's, and frank's at another PBX.
-    store.add_password("erin", "erin-pw", &realms);
-    store
-        .set_sip_identity("erin", "sip:100@branch-a.example.com")
-        .expect("valid identity");
-    store.add_password("frank", "frank-pw", &realms);
-    store
-        .set_sip_identity("frank", "sips:100@pbx-b.example.com:5061")
-        .expect("valid identity");
+    for (user, identity) in [
+        ("carol", "sip:carol@pbx.example.com:5080"),
+        ("dave", "sip:+4930999@example.com"),
+        // Two branches' extension 100: erin's, and frank's at another PBX.
+        ("erin", "sip:100@branch-a.example.com"),
+        ("frank", "sips:100@pbx-b.example.com:5061"),
+    ] {
+        store.add_password(user, "pw", &realms);
+        store
+            .set_sip_identity(user, identity)
+            .expect("valid identity");
+    }
     // An account named as a number with separators, without a `sip` line.
     store.add_password("555-1234", "pw", &realms);
     let core = sagw_auth::SecurityCore::new(config(), std::sync::Arc::new(store));

@@ -230,17 +230,9 @@ pub(super) fn dialog_key<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FlowId, Transport};
+    use crate::edge::test_flow as flow;
     use std::sync::Arc;
     use std::time::Duration;
-
-    fn flow(id: u64) -> Flow {
-        Flow {
-            id: FlowId(id),
-            transport: Transport::Tcp,
-            remote: "198.51.100.1:40001".parse().unwrap(),
-        }
-    }
 
     fn ok(to_tag: &str) -> Message {
         Message::parse(

@@ -391,15 +391,7 @@ fn dialog_key<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Transport;
-
-    fn flow(id: u64) -> Flow {
-        Flow {
-            id: FlowId(id),
-            transport: Transport::Tcp,
-            remote: "198.51.100.1:40001".parse().unwrap(),
-        }
-    }
+    use crate::edge::test_flow as flow;
 
     fn invite(to: &str) -> Message {
         Message::parse(
