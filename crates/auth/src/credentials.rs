@@ -522,8 +522,8 @@ impl FileCredentialStore {
     /// Removes `user` (any case) and all its records; false if it was not there. The SAs it
     /// signed in to stay until revoked ([`crate::SecurityCore::revoke_user`]).
     pub fn remove(&mut self, user: &str) -> bool {
-        self.sip_lines.remove(&user.to_lowercase());
         let key = user.to_lowercase();
+        self.sip_lines.remove(&key);
         let read = crate::address::canonical_user(&key);
         if let Some(names) = self.spelt_names.get_mut(&read) {
             names.retain(|n| *n != key);

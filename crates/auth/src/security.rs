@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use parking_lot::Mutex;
 use sagw_digest::{DigestError, DigestResponse, DigestServer, NonceCounter, NonceKey};
 use sagw_ntlm::{AuthenticateMessage, NtlmAcceptor};
-use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message};
+use sagw_sip::{AuthHeader, AuthHeaderBuilder, Message, uri_without_params};
 
 use crate::address::{address_user, canonical_address};
 use crate::buffer::{BufferParams, Direction, MessageFacts, with_scratch, write_facts};
@@ -458,7 +458,7 @@ impl SecurityCore {
         };
         let from_uri = facts
             .from
-            .map(|na| strip_uri_params(na.uri))
+            .map(|na| uri_without_params(na.uri))
             .unwrap_or_default();
         let register = msg.method() == Some("REGISTER");
         let dialog_address =
@@ -469,7 +469,7 @@ impl SecurityCore {
             && !same_identity(
                 facts
                     .to
-                    .map(|na| strip_uri_params(na.uri))
+                    .map(|na| uri_without_params(na.uri))
                     .unwrap_or_default(),
                 &auth.identity,
             )
@@ -508,16 +508,13 @@ impl SecurityCore {
                 return true;
             }
             let (store, domain) = (&self.credentials, &self.config.sip_domain);
+            let written = trim(uri_without_params(local));
             let secure = canonical
                 .strip_prefix("sip:")
                 .map(|rest| format!("sips:{rest}"));
             // Some user's identity as written (`sip:carol@pbx.example.com:5080`), or as the
             // registrar reads it.
-            let exact = [
-                Some(trim(strip_uri_params(local))),
-                Some(&*canonical),
-                secure.as_deref(),
-            ];
+            let exact = [Some(written), Some(&*canonical), secure.as_deref()];
             if exact
                 .into_iter()
                 .flatten()
@@ -525,20 +522,19 @@ impl SecurityCore {
             {
                 return false;
             }
-            // A user's name at another host of the registrar's (its address, an alias: a stock
-            // registrar looks the user part up alone), or a user's number as a `tel:` URI. The
-            // client's own user part is its own at whatever host (its registered contact), when
-            // no other user's identity has it too (two branches' extension 100).
             // A user part holding an `@` as written is read to the last `@` here, and to the
             // first by Kamailio and PJSIP: whose it is depends on who reads it. (An escaped
             // `%40` is read alike by all.)
-            let written = trim(strip_uri_params(local));
             if written
                 .rsplit_once('@')
                 .is_some_and(|(userinfo, _)| userinfo.contains('@'))
             {
                 return false;
             }
+            // A user's name at another host of the registrar's (its address, an alias: a stock
+            // registrar looks the user part up alone), or a user's number as a `tel:` URI. The
+            // client's own user part is its own at whatever host (its registered contact), when
+            // no other user's identity has it too (two branches' extension 100).
             match address_user(&canonical) {
                 Some(user) => {
                     let own = address_user(&canonical_address(identity)) == Some(user);
@@ -613,19 +609,11 @@ fn is_ack_or_cancel(msg: &Message) -> bool {
     matches!(msg.method(), Some("ACK") | Some("CANCEL"))
 }
 
-/// The URI without its parameters ([`sagw_sip::uri_without_params`]). One with an `@` after its
-/// first `;` (`sip:alice@example.com;n=1@example.com`) is returned whole, and so names no
-/// identity: cut at the first `;`, it passed for alice's own, and one account filed bindings
-/// under as many new addresses of record as it liked.
-fn strip_uri_params(uri: &str) -> &str {
-    sagw_sip::uri_without_params(uri)
-}
-
 /// Whether `uri` (a name-addr's URI, its URI parameters ignored) names `identity`, compared as
 /// the From of a request is: for the other headers in which a client names itself (a REFER's
 /// `Referred-By`), which may stay only when they name the identity it proved.
 pub fn uri_names_identity(uri: &str, identity: &str) -> bool {
-    same_identity(strip_uri_params(uri), identity)
+    same_identity(uri_without_params(uri), identity)
 }
 
 /// Whether `uri` (a From's URI, its URI parameters ignored) is `address` (a URI without
@@ -636,7 +624,10 @@ fn uri_is_address(uri: &str, address: &str) -> bool {
         let (scheme, rest) = s.split_once(':')?;
         (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
     }
-    let (uri, address) = (trim(strip_uri_params(uri)), trim(strip_uri_params(address)));
+    let (uri, address) = (
+        trim(uri_without_params(uri)),
+        trim(uri_without_params(address)),
+    );
     match (sip_rest(uri), sip_rest(address)) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         (None, None) => uri.eq_ignore_ascii_case(address),

@@ -122,7 +122,8 @@ fn unquote(v: &str) -> &str {
 /// A URI without its parameters, as the gateway compares identities and addresses: cut at the
 /// first `;` after its user part, which runs to the last `@` (RFC 3261's grammar, as the
 /// embedded registrar reads it). So `sip:alice@example.com;n=1@example.com` keeps its `;n=1`
-/// and is another address than alice's, and RFC 4694's
+/// and is another address than alice's (cut at the first `;`, it passed for alice's own, and one
+/// account filed bindings under as many new addresses of record as it liked), and RFC 4694's
 /// `sip:+4930123;npdi;rn=+4930000@trunk.example;user=phone` keeps its user parameters and
 /// loses `;user=phone`.
 pub fn uri_without_params(uri: &str) -> &str {
@@ -368,6 +369,8 @@ fn take_tag_or_epid<'a>(piece: &'a str, read: &mut TagAndEpid<'a>) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_uri_loses_only_the_parameters_after_its_user_part() {
         for (uri, without) in [
@@ -395,11 +398,9 @@ mod tests {
             ),
             ("tel:+4930123;phone-context=x", "tel:+4930123"),
         ] {
-            assert_eq!(super::uri_without_params(uri), without, "{uri}");
+            assert_eq!(uri_without_params(uri), without, "{uri}");
         }
     }
-
-    use super::*;
 
     /// The former `Split`-based lookup, kept as the reference the fast one must agree with.
     fn param_in_reference<'a>(params: &'a str, name: &str) -> Option<&'a str> {
