@@ -3,6 +3,8 @@
 #
 #   scripts/bench-sipp.sh [--quick] [--auth] [--servers kamailio,sagw] [--scenarios register,call]
 #                         [--no-build] [--out DIR] [--procs N] [--ceiling]
+#   servers: kamailio, sagw, floor (the I/O floor of a REGISTER flow: a stateless answerer with
+#   sagw's I/O, crates/gateway/examples/udp_floor.rs; register scenario only)
 #
 # For each scenario: one unmeasured warm-up step per server, then measured steps at fixed offered
 # rates, repeated, servers interleaved at every rate so both see the same machine conditions.
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --procs) PROCS="$2"; shift ;;
         --ceiling) CEILING=1 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -102,8 +104,9 @@ fi
 # retransmissions (after a bad step) from reaching the sipps of the other server's next step.
 KAM_PORT=15060
 SAGW_PORT=15062
-declare -A UAS_PORT=([kamailio]=15080 [sagw]=15082)
-declare -A UAC_PORT=([kamailio]=15090 [sagw]=15092)
+FLOOR_PORT=15064
+declare -A UAS_PORT=([kamailio]=15080 [sagw]=15082 [floor]=15084)
+declare -A UAC_PORT=([kamailio]=15090 [sagw]=15092 [floor]=15094)
 CALLEE=callee
 
 WORK=${WORK:-/tmp/sagw-bench}
@@ -112,6 +115,7 @@ MODE=$([ "$CEILING" = 1 ] && echo ceiling || { [ "$QUICK" = 1 ] && echo quick ||
 OUT=${OUT:-"$BENCH/results/$STAMP-$MODE"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 SAGW_BIN=${SAGW_BIN:-"$CARGO_TARGET_DIR/release/sagw"}
+FLOOR_BIN=${FLOOR_BIN:-"$(dirname "$SAGW_BIN")/examples/udp_floor"}
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -195,7 +199,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- servers
 declare -A SERVER_PID=()
-declare -A SERVER_PORT=([kamailio]=$KAM_PORT [sagw]=$SAGW_PORT)
+declare -A SERVER_PORT=([kamailio]=$KAM_PORT [sagw]=$SAGW_PORT [floor]=$FLOOR_PORT)
 declare -A SERVER_NOTE=()
 BG_PIDS=()
 BUILD_NOTE=""
@@ -348,6 +352,27 @@ start_sagw() {
     SERVER_NOTE[sagw]="${BUILD_NOTE:+$BUILD_NOTE; }$("$SAGW_BIN" --version 2>/dev/null | head -1), config $(basename "$cfg"), $threads threads at start, core thread on CPU(s) $core_cpus${SERVER_CPU_QUOTA:+, within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}, binary $SAGW_BIN, tree at git $(cd "$ROOT" && git rev-parse --short HEAD)"
 }
 
+start_floor() {
+    if [ "$BUILD" = 1 ]; then
+        log "building the floor (release example udp_floor)"
+        (cd "$ROOT" && cargo build --release -q -p sagw-gateway --example udp_floor) >"$WORK/floor-build.log" 2>&1 \
+            || { SERVER_NOTE[floor]="NOT RUN: build failed (see $WORK/floor-build.log)"; return 1; }
+    fi
+    if [ ! -x "$FLOOR_BIN" ]; then SERVER_NOTE[floor]="NOT RUN: no binary at $FLOOR_BIN"; return 1; fi
+    udp_bound "$FLOOR_PORT" && die "port $FLOOR_PORT already in use"
+    local cg=""
+    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup floor); SERVER_CGROUP[floor]=$cg; fi
+    # Without --auth the bench's REGISTER expects its 200 at once: no challenge.
+    in_cgroup "$cg" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" $([ "$AUTH" = 1 ] || echo open) >"$WORK/floor.log" 2>&1 &
+    SERVER_PID[floor]=$!
+    if ! wait_port "$FLOOR_PORT" "${SERVER_PID[floor]}"; then
+        SERVER_NOTE[floor]="NOT RUN: did not bind udp $FLOOR_PORT: $(tail -c 400 "$WORK/floor.log" | tr '\n' ' ')"
+        unset 'SERVER_PID[floor]'
+        return 1
+    fi
+    SERVER_NOTE[floor]="the I/O floor: $FLOOR_BIN (a stateless REGISTER answerer with sagw's UDP I/O, pinned to the last CPU; REGISTER only)"
+}
+
 # ---------------------------------------------------------------- sipp
 # Last line of a sipp -trace_stat file as "name=value" lookups.
 stat_get() { # file column-name
@@ -481,7 +506,7 @@ summarize() { # steps.tsv -> markdown on stdout
                     printf "\n### %s (offered %s; medians of the repeats; failed and retrans summed over repeats)\n\n", scen, unit
                     hdr = "| offered |"; sep = "|---:|"
                     for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs, faults /flow | %s rq-wait us/flow, host PSI %% |", sv[i], sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
-                    if (ns == 2) { hdr = hdr " CPU ratio " sv[2] "/" sv[1] " |"; sep = sep "---:|" }
+                    for (i = 2; i <= ns; i++) { hdr = hdr " CPU ratio " sv[i] "/" sv[1] " |"; sep = sep "---:|" }
                     print hdr; print sep; last = scen
                 }
                 line = sprintf("| %s |", rate)
@@ -491,11 +516,14 @@ summarize() { # steps.tsv -> markdown on stdout
                     m[i] = median(cpu[k])
                     line = line sprintf(" %.0f | %d | %d%s | %.1f | %.1f, %.2f | %.1f, %.0f |", median(okps[k]), fail[k], retr[k], (drop[k] ? sprintf(" (%d UDP drops)", drop[k]) : ""), m[i], median(runs[k]), median(flt[k]), median(wait[k]), median(psi[k]))
                 }
-                if (ns == 2) line = line ((m[1] != "" && m[2] != "" && m[1] > 0) ? sprintf(" %.2f |", m[2] / m[1]) : " - |")
+                for (i = 2; i <= ns; i++) line = line ((m[1] != "" && m[i] != "" && m[1] > 0) ? sprintf(" %.2f |", m[i] / m[1]) : " - |")
                 print line
             }
         }' "$1"
 }
+
+# serves <server> <scenario>: the floor answers REGISTERs only.
+serves() { [ "$1" != floor ] || [ "$2" = register ]; }
 
 # ---------------------------------------------------------------- ceilings (--ceiling)
 # clean <steps.tsv line> <rate>: every flow succeeded, none retransmitted, at >= CEIL_PACE of the rate.
@@ -511,12 +539,14 @@ ceilings() { # steps.tsv
     for scen in ${SCENARIOS//,/ }; do
         local -A ceil=() stop=()
         for s in ${ACTIVE//,/ }; do
+            serves "$s" "$scen" || continue
             log "$scen warm-up on $s at $first/s ($PROCS UACs)"
             run_step "$s" "$scen" "$first" "$WARM_SECS" "warmup-$scen-$s" >>"$steps"
             tail -n 1 "$steps" >&2
         done
         for rate in $CEIL_RATES; do
             for s in ${ACTIVE//,/ }; do
+                serves "$s" "$scen" || continue
                 [ -z "${stop[$s]:-}" ] || continue
                 log "$scen ceiling on $s at $rate/s ($PROCS UACs)"
                 run_step "$s" "$scen" "$rate" "$STEP_SECS" "ceiling-$scen-$s-$rate" >>"$steps"
@@ -531,6 +561,7 @@ ceilings() { # steps.tsv
             done
         done
         for s in ${ACTIVE//,/ }; do
+            serves "$s" "$scen" || continue
             echo "| $scen | $s | $PROCS | ${ceil[$s]:-below $first} | ${stop[$s]:-none (all of $CEIL_RATES clean)} |" >>"$OUT/ceilings.md"
         done
         unset ceil stop
@@ -596,6 +627,7 @@ PY
         case "$s" in
             kamailio) start_kamailio; ACTIVE="$ACTIVE,kamailio" ;;
             sagw) if start_sagw; then ACTIVE="$ACTIVE,sagw"; else log "sagw skipped: ${SERVER_NOTE[sagw]}"; fi ;;
+            floor) if start_floor; then ACTIVE="$ACTIVE,floor"; else log "floor skipped: ${SERVER_NOTE[floor]}"; fi ;;
             *) die "unknown server $s" ;;
         esac
     done
@@ -639,6 +671,7 @@ PY
         # WARM_RATE: a lower warm-up rate on a host too busy for the top one (say so with the figures).
         mid=${WARM_RATE:-$mid}
         for s in ${ACTIVE//,/ }; do
+            serves "$s" "$scen" || continue
             log "$scen warm-up on $s at $mid/s"
             run_step "$s" "$scen" "$mid" "$WARM_SECS" "warmup-$scen-$s" >>"$steps"
             tail -n 1 "$steps" >&2
@@ -647,6 +680,7 @@ PY
         for rep in $(seq 1 "$REPS"); do
             for rate in $rates; do
                 for s in ${ACTIVE//,/ }; do
+                    serves "$s" "$scen" || continue
                     [ -z "${BROKEN[$scen,$s]:-}" ] || continue
                     log "$scen on $s at $rate/s, repeat $rep/$REPS"
                     run_step "$s" "$scen" "$rate" "$STEP_SECS" "$scen-$s-$rate-r$rep" >>"$steps"
