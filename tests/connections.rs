@@ -330,6 +330,70 @@ async fn closed_at_the_byte_bound<S>(
     gw.shutdown(support::WAIT).await;
 }
 
+/// The overall budget, `limits.write_backlog_total_bytes`: each connection's own byte bound alone
+/// let `max_connections` peers that never read hold that many full backlogs (10 GiB at the
+/// defaults). Eight such connections are sent a padded OPTIONS each in turn (each answered at
+/// about its length), so their backlogs grow alike: the sum passes the 2 MiB budget when each
+/// holds about 256 KiB, a quarter of its own bound, and the connection with the most is closed
+/// under the overall limit's name; a client that reads is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
+    let gw = gateway(
+        "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 60\n\
+         write_queue_messages = 1000000\nwrite_queue_bytes = 1048576\n\
+         write_backlog_total_bytes = 2097152\n",
+    )
+    .await;
+    let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
+    still_served(&mut good).await;
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let s = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
+            .await
+            .expect("connect");
+        let (to, from) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+        slow.push((s, to, from, true));
+    }
+    let over_budget = "sagw_limit_hits_total{limit=\"write_backlog_total\"}";
+    let mut sent = 0usize;
+    // 400 rounds: 22 MB a connection, far past its socket buffers (a few MB on loopback) and
+    // its own 1 MiB bound.
+    for round in 0..400 {
+        for (s, to, from, open) in slow.iter_mut().filter(|c| c.3) {
+            let request = options(*to, *from, 56_000);
+            let written = timeout(support::WAIT, async {
+                s.write_all(request.as_bytes()).await?;
+                s.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => sent += request.len(),
+                Ok(Err(_)) => *open = false,
+                Err(_) => panic!("the gateway stopped reading a connection without closing it"),
+            }
+        }
+        if round % 8 == 7 && series(&scrape(&gw).await, over_budget) > 0 {
+            break;
+        }
+    }
+    let metrics = scrape(&gw).await;
+    assert!(
+        limit_hit_within(&gw, "write_backlog_total", Duration::from_secs(2)).await >= 1,
+        "eight peers that never read were sent {sent} bytes of requests and none was closed \
+         for the overall budget: {metrics}"
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "sagw_limit_hits_total{limit=\"write_queue_bytes\"}"
+        ),
+        0,
+        "the overall budget closes a connection before any reaches its own bound: {metrics}"
+    );
+    still_served(&mut good).await;
+    gw.shutdown(support::WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_reads_a_trickle_is_closed_by_the_write_timeout() {
     // Only the write timeout (2 s) can close it: the byte bound and the message count far away.

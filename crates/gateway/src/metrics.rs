@@ -150,7 +150,7 @@ const TRANSACTION_CELLS: usize = METHOD_SLOTS * STATUS_SLOTS;
 
 /// The limits the gateway reports (`sagw_proxy::LimitKind::label` and the driver's own), counted
 /// without formatting; any other label goes through the map.
-const LIMITS: [&str; 16] = [
+const LIMITS: [&str; 17] = [
     "transactions",
     "transactions_per_client",
     "bindings_per_aor",
@@ -158,6 +158,7 @@ const LIMITS: [&str; 16] = [
     "connections_per_ip",
     "write_queue",
     "write_queue_bytes",
+    "write_backlog_total",
     "write_timeout",
     "tls_handshake_failed",
     "tls_handshake_timeout",

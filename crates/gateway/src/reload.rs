@@ -193,6 +193,7 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
         message_timeout,
         write_queue,
         write_queue_bytes,
+        write_backlog_total_bytes,
         write_timeout,
         metrics,
         admin,
@@ -340,6 +341,13 @@ pub fn plan(current: &Settings, new: Settings) -> Plan {
             "limits.write_queue_bytes",
             &c.write_queue_bytes,
             write_queue_bytes,
+        ),
+        // The core reads it at each check: applies at once, to the connections open too.
+        write_backlog_total_bytes: live(
+            &mut r,
+            "limits.write_backlog_total_bytes",
+            &c.write_backlog_total_bytes,
+            write_backlog_total_bytes,
         ),
         write_timeout: live(
             &mut r,
@@ -641,18 +649,24 @@ mod tests {
     fn the_write_queue_limits_are_live() {
         let old = settings(HOP_A);
         let new = settings(&format!(
-            "{HOP_A}[limits]\nwrite_queue_bytes = 2097152\nwrite_queue_messages = 10\n"
+            "{HOP_A}[limits]\nwrite_queue_bytes = 2097152\nwrite_queue_messages = 10\n\
+             write_backlog_total_bytes = 4194304\n"
         ));
         let p = plan(&old, new);
         let mut applied = p.report.applied.clone();
         applied.sort();
         assert_eq!(
             applied,
-            ["limits.write_queue_bytes", "limits.write_queue_messages"]
+            [
+                "limits.write_backlog_total_bytes",
+                "limits.write_queue_bytes",
+                "limits.write_queue_messages"
+            ]
         );
         assert!(p.report.needs_restart.is_empty());
         assert_eq!(p.effective.write_queue_bytes, 2 << 20);
         assert_eq!(p.effective.write_queue, 10);
+        assert_eq!(p.effective.write_backlog_total_bytes, 4 << 20);
     }
 
     #[test]

@@ -243,6 +243,9 @@ pub struct LimitsSection {
     pub write_queue_messages: usize,
     /// Bytes waiting for one connection's socket before it is closed as too slow.
     pub write_queue_bytes: usize,
+    /// Bytes waiting for all accepted connections' sockets together; past it the connection
+    /// with the largest backlog is closed. Unset: 256 MiB, or `write_queue_bytes` when larger.
+    pub write_backlog_total_bytes: Option<usize>,
     /// Close a connection when one write to it does not complete within this.
     pub write_timeout_secs: u64,
 }
@@ -259,6 +262,7 @@ impl Default for LimitsSection {
             message_timeout_secs: 30,
             write_queue_messages: 1024,
             write_queue_bytes: 1 << 20,
+            write_backlog_total_bytes: None,
             write_timeout_secs: 30,
         }
     }

@@ -34,6 +34,12 @@ const DAY_MS: u64 = DAY_SECS * 1000;
 /// that still means something (past it, `max_connections` of them is more memory than a host has).
 const WRITE_QUEUE_BYTES_MIN: usize = 128 << 10;
 const WRITE_QUEUE_BYTES_MAX: usize = 1 << 30;
+/// `limits.write_backlog_total_bytes` when unset (or `write_queue_bytes`, when that is more):
+/// a thousand connections' worth of ordinary backlogs (a few hundred KB each), where
+/// `max_connections` full ones were 10 GiB.
+const WRITE_BACKLOG_TOTAL_DEFAULT: usize = 256 << 20;
+/// Its largest: a bound that still bounds.
+const WRITE_BACKLOG_TOTAL_MAX: usize = 1 << 40;
 
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
     if v == 0 {
@@ -317,6 +323,22 @@ impl Config {
                 "must be between 131072 (128 KiB) and 1073741824 (1 GiB)",
             ));
         }
+        // Below one connection's own bound, a single slow reader would be closed by the
+        // overall budget before its own: an error when written so, and unset it follows a
+        // larger `write_queue_bytes` (a configuration written before it existed keeps working).
+        let write_backlog_total_bytes = match l.write_backlog_total_bytes {
+            None => WRITE_BACKLOG_TOTAL_DEFAULT.max(l.write_queue_bytes),
+            Some(v) if (l.write_queue_bytes..=WRITE_BACKLOG_TOTAL_MAX).contains(&v) => v,
+            Some(_) => {
+                return Err(invalid(
+                    "limits.write_backlog_total_bytes",
+                    format!(
+                        "must be between limits.write_queue_bytes ({}) and 1099511627776 (1 TiB)",
+                        l.write_queue_bytes
+                    ),
+                ));
+            }
+        };
         bounded("limits.write_timeout_secs", l.write_timeout_secs, DAY_SECS)?;
         positive(
             "tls.handshake_timeout_secs",
@@ -398,6 +420,7 @@ impl Config {
             message_timeout: Duration::from_secs(l.message_timeout_secs),
             write_queue: l.write_queue_messages,
             write_queue_bytes: l.write_queue_bytes,
+            write_backlog_total_bytes,
             write_timeout: Duration::from_secs(l.write_timeout_secs),
             metrics,
             auth,
@@ -587,6 +610,39 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap()
+    }
+
+    #[test]
+    fn the_overall_backlog_budget_holds_one_connections_bound_and_follows_a_larger_one() {
+        let total = |limits: &str| {
+            Config::parse(&format!("[limits]\n{limits}"))
+                .and_then(|c| c.validate())
+                .map(|s| s.write_backlog_total_bytes)
+        };
+        assert_eq!(total("").ok(), Some(256 << 20));
+        // Unset, it follows a per-connection bound larger than its default: a configuration
+        // written before the budget existed starts as it did.
+        assert_eq!(total("write_queue_bytes = 1073741824").ok(), Some(1 << 30));
+        assert_eq!(
+            total("write_queue_bytes = 131072\nwrite_backlog_total_bytes = 131072").ok(),
+            Some(131_072)
+        );
+        assert_eq!(
+            total("write_backlog_total_bytes = 1099511627776").ok(),
+            Some(1 << 40)
+        );
+        for bad in [
+            "write_backlog_total_bytes = 0",
+            "write_backlog_total_bytes = 1048575",
+            "write_queue_bytes = 2097152\nwrite_backlog_total_bytes = 1048576",
+            "write_backlog_total_bytes = 1099511627777",
+        ] {
+            let e = total(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("`limits.write_backlog_total_bytes`"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -450,6 +450,9 @@ pub(super) enum Closed {
     /// A message would have taken the bytes waiting for its socket past
     /// `limits.write_queue_bytes`.
     BacklogBytes,
+    /// What waited for all accepted connections' sockets passed
+    /// `limits.write_backlog_total_bytes`, and this one's backlog was the largest.
+    BacklogTotal,
     /// The core dropped its end of the write queue.
     QueueDropped,
     /// The gateway is stopping.
@@ -470,6 +473,7 @@ impl Closed {
             Closed::MessageTimeout => "message timeout",
             Closed::Killed => "killed",
             Closed::BacklogBytes => "write queue bytes",
+            Closed::BacklogTotal => "write backlog total",
             Closed::QueueDropped => "closed by core",
             Closed::Shutdown => "shutdown",
             Closed::NoLongerTrusted => "no longer trusted",

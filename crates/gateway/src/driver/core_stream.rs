@@ -71,6 +71,9 @@ pub(super) struct CoreStream {
     settings: Arc<Settings>,
     /// Counted in `Shared::core_backlogged`.
     counted: bool,
+    /// Its bytes in the core's sum of what waits for every connection's socket
+    /// (`limits.write_backlog_total_bytes`): `waiting()` as of the last count.
+    counted_bytes: usize,
     /// `epoll` said the peer has closed its side (or the socket failed): read to the end.
     end_reported: bool,
     _slot: Option<IpSlot>,
@@ -127,6 +130,7 @@ impl CoreStream {
             partial_since: None,
             settings,
             counted: false,
+            counted_bytes: 0,
             end_reported: false,
             _slot: a.slot,
         }
@@ -162,8 +166,19 @@ impl CoreStream {
         self.out.len().saturating_sub(self.out_at)
     }
 
-    /// Brings `Shared::core_backlogged` up to date after a read or a write.
-    pub(super) fn count_backlog(&mut self, counter: &AtomicUsize) {
+    /// Bytes waiting for its socket, as last counted into the core's sum.
+    pub(super) fn counted_bytes(&self) -> usize {
+        self.counted_bytes
+    }
+
+    /// Brings `Shared::core_backlogged` and the core's sum of waiting bytes (`total`) up to date
+    /// after a read or a write.
+    pub(super) fn count_backlog(&mut self, counter: &AtomicUsize, total: &mut usize) {
+        let waiting = self.waiting();
+        *total = total
+            .saturating_sub(self.counted_bytes)
+            .saturating_add(waiting);
+        self.counted_bytes = waiting;
         let backlogged = self.backlogged();
         if backlogged != self.counted {
             if backlogged {
@@ -175,8 +190,10 @@ impl CoreStream {
         }
     }
 
-    /// Takes the connection out of `Shared::core_backlogged` as it closes.
-    pub(super) fn uncount_backlog(&mut self, counter: &AtomicUsize) {
+    /// Takes the connection out of `Shared::core_backlogged` and the core's sum of waiting
+    /// bytes as it closes.
+    pub(super) fn uncount_backlog(&mut self, counter: &AtomicUsize, total: &mut usize) {
+        *total = total.saturating_sub(std::mem::take(&mut self.counted_bytes));
         if std::mem::take(&mut self.counted) {
             counter.fetch_sub(1, Ordering::Relaxed);
         }

@@ -49,6 +49,8 @@ pub(super) struct Core {
     pub(super) registry: mio::Registry,
     /// The connections the core reads and writes, by their flow's sequence number.
     pub(super) streams: HashMap<u64, CoreStream>,
+    /// Bytes waiting for all their sockets together (`limits.write_backlog_total_bytes`).
+    pub(super) backlog_bytes: usize,
     /// Connections to read in the next pass: readable by `epoll`, or left with more to read.
     pub(super) stream_ready: Vec<u64>,
     /// The buffer each connection is read into in turn.
@@ -688,9 +690,9 @@ impl Core {
             .filter(|s| same_flow(&s.flow(), &flow))
         {
             let sent = s.send(&bytes);
-            s.count_backlog(&self.shared.core_backlogged);
+            s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
             return match sent {
-                Ok(()) => true,
+                Ok(()) => self.backlog_bytes == 0 || !self.shed_backlog(seq),
                 Err(why) => {
                     let full = match why {
                         Closed::Killed => Some("write_queue"),
@@ -810,7 +812,7 @@ impl Core {
         }
         // Records the TLS handshake left to send (session tickets).
         let flushed = s.flush();
-        s.count_backlog(&self.shared.core_backlogged);
+        s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
         self.streams.insert(seq, s);
         if let Err(why) = flushed {
             self.close_stream(seq, why);
@@ -836,7 +838,7 @@ impl Core {
                 continue;
             };
             let (pass, closed) = s.read(&mut self.read_buf, &mut messages, &self.shared.metrics);
-            s.count_backlog(&self.shared.core_backlogged);
+            s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
             let flow = s.flow();
             for message in messages.drain(..) {
                 // An answer to an earlier message may have closed it (its peer does not read):
@@ -878,10 +880,38 @@ impl Core {
             return;
         }
         let flushed = s.flush();
-        s.count_backlog(&self.shared.core_backlogged);
+        s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
         if let Err(why) = flushed {
             self.close_stream(seq, why);
         }
+    }
+
+    /// While what waits for all the connections' sockets is past
+    /// `limits.write_backlog_total_bytes`, closes the connection with the largest backlog:
+    /// true when that was `writing`, the one just written to. Why the largest and not the one
+    /// written to: peers that do not read fill the sum, and the next answer to a client that
+    /// reads, whose socket is full for a moment, would otherwise pay for them.
+    fn shed_backlog(&mut self, writing: u64) -> bool {
+        let budget = self.shared.settings.load().write_backlog_total_bytes;
+        let mut closed_writing = false;
+        while self.backlog_bytes > budget {
+            let Some((seq, bytes, flow)) = self
+                .streams
+                .iter()
+                .map(|(seq, s)| (*seq, s.counted_bytes(), s.flow()))
+                .max_by_key(|(_, bytes, _)| *bytes)
+                .filter(|(_, bytes, _)| *bytes > 0)
+            else {
+                // The sum counts open connections only: nothing left to close.
+                self.backlog_bytes = 0;
+                break;
+            };
+            self.shared.metrics.limit("write_backlog_total");
+            warn!(remote = %flow.remote, transport = %flow.transport, backlog = bytes, budget, "bytes waiting for all connections past limits.write_backlog_total_bytes: closing the one with the most");
+            closed_writing |= seq == writing;
+            self.close_stream(seq, Closed::BacklogTotal);
+        }
+        closed_writing
     }
 
     /// Closes the connections whose idle, slow-message or write timer ran out.
@@ -911,7 +941,7 @@ impl Core {
             return;
         };
         let _ = self.registry.deregister(s.socket());
-        s.uncount_backlog(&self.shared.core_backlogged);
+        s.uncount_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
         let flow = s.flow();
         s.close(why);
         match why {

@@ -314,6 +314,7 @@ async fn start_inner(
         udp_out: Vec::with_capacity(udp_batch::BATCH),
         registry: poll.registry().try_clone().map_err(StartError::Core)?,
         streams: HashMap::new(),
+        backlog_bytes: 0,
         stream_ready: Vec::new(),
         read_buf: core_stream::read_buffer(),
         next_sweep: Instant::now() + core_stream::SWEEP,
