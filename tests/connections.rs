@@ -332,15 +332,17 @@ async fn closed_at_the_byte_bound<S>(
 
 /// The overall budget, `limits.write_backlog_total_bytes`: each connection's own byte bound alone
 /// let `max_connections` peers that never read hold that many full backlogs (10 GiB at the
-/// defaults). Eight such connections are sent a padded OPTIONS each in turn (each answered at
-/// about its length), so their backlogs grow alike: the sum passes the 2 MiB budget when each
-/// holds about 256 KiB, a quarter of its own bound, and the connection with the most is closed
-/// under the overall limit's name; a client that reads is served throughout.
+/// defaults). Eight such connections, each under a bound it never reaches here (1 GiB), are
+/// sent a padded OPTIONS each in turn (each answered at about its length) until one is closed:
+/// the 2 MiB budget for all of them closes one, under the overall limit's name, and a client
+/// that reads is served throughout. (Not "each at a quarter of its own bound": the kernel's
+/// socket buffers take a different share of each connection's answers, so their backlogs start
+/// growing at different times.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
     let gw = gateway(
         "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 60\n\
-         write_queue_messages = 1000000\nwrite_queue_bytes = 1048576\n\
+         write_queue_messages = 1000000\nwrite_queue_bytes = 1073741824\n\
          write_backlog_total_bytes = 2097152\n",
     )
     .await;
@@ -357,8 +359,8 @@ async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
     let over_budget = "sagw_limit_hits_total{limit=\"write_backlog_total\"}";
     let mut sent = 0usize;
     // 400 rounds: 22 MB a connection, far past its socket buffers (a few MB on loopback) and
-    // its own 1 MiB bound.
-    for round in 0..400 {
+    // the budget.
+    for _ in 0..400 {
         for (s, to, from, open) in slow.iter_mut().filter(|c| c.3) {
             // One request each (a budget of one byte).
             match pipeline_without_reading(s, *to, *from, 1).await {
@@ -367,7 +369,7 @@ async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
                 (n, _) => sent += n,
             }
         }
-        if round % 8 == 7 && series(&scrape(&gw).await, over_budget) > 0 {
+        if slow.iter().any(|c| !c.3) || series(&scrape(&gw).await, over_budget) > 0 {
             break;
         }
     }
@@ -376,14 +378,6 @@ async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
         limit_hit_within(&gw, "write_backlog_total", Duration::from_secs(2)).await >= 1,
         "eight peers that never read were sent {sent} bytes of requests and none was closed \
          for the overall budget: {metrics}"
-    );
-    assert_eq!(
-        series(
-            &metrics,
-            "sagw_limit_hits_total{limit=\"write_queue_bytes\"}"
-        ),
-        0,
-        "the overall budget closes a connection before any reaches its own bound: {metrics}"
     );
     still_served(&mut good).await;
     gw.shutdown(support::WAIT).await;

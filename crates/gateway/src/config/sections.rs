@@ -243,8 +243,9 @@ pub struct LimitsSection {
     pub write_queue_messages: usize,
     /// Bytes waiting for one connection's socket before it is closed as too slow.
     pub write_queue_bytes: usize,
-    /// Bytes waiting for all accepted connections' sockets together; past it the connection
-    /// with the largest backlog is closed. Unset: 256 MiB, or `write_queue_bytes` when larger.
+    /// What all accepted connections' backlogs may hold together; past it connections are
+    /// closed, clients' first and the largest first. Unset: 256 MiB, or `write_queue_bytes`
+    /// when larger.
     pub write_backlog_total_bytes: Option<usize>,
     /// Close a connection when one write to it does not complete within this.
     pub write_timeout_secs: u64,

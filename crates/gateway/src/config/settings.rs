@@ -105,7 +105,7 @@ pub struct Settings {
     pub write_queue: usize,
     /// Bytes waiting for one connection's socket.
     pub write_queue_bytes: usize,
-    /// Bytes waiting for all accepted connections' sockets together.
+    /// What all accepted connections' backlogs may hold together.
     pub write_backlog_total_bytes: usize,
     /// How long one write to a connection may take.
     pub write_timeout: Duration,

@@ -323,19 +323,17 @@ impl Config {
                 "must be between 131072 (128 KiB) and 1073741824 (1 GiB)",
             ));
         }
-        // Below one connection's own bound, a single slow reader would be closed by the
-        // overall budget before its own: an error when written so, and unset it follows a
-        // larger `write_queue_bytes` (a configuration written before it existed keeps working).
+        // Unset, it follows a larger `write_queue_bytes`, so that a configuration written before
+        // it existed does not have its one connection's bound cut by it. Written, it may be
+        // below that bound (then it is the tighter one for every connection), but it holds at
+        // least what one connection's smallest bound does.
         let write_backlog_total_bytes = match l.write_backlog_total_bytes {
             None => WRITE_BACKLOG_TOTAL_DEFAULT.max(l.write_queue_bytes),
-            Some(v) if (l.write_queue_bytes..=WRITE_BACKLOG_TOTAL_MAX).contains(&v) => v,
+            Some(v) if (WRITE_QUEUE_BYTES_MIN..=WRITE_BACKLOG_TOTAL_MAX).contains(&v) => v,
             Some(_) => {
                 return Err(invalid(
                     "limits.write_backlog_total_bytes",
-                    format!(
-                        "must be between limits.write_queue_bytes ({}) and 1099511627776 (1 TiB)",
-                        l.write_queue_bytes
-                    ),
+                    "must be between 131072 (128 KiB) and 1099511627776 (1 TiB)",
                 ));
             }
         };
@@ -613,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn the_overall_backlog_budget_holds_one_connections_bound_and_follows_a_larger_one() {
+    fn the_overall_backlog_budget_follows_a_larger_connection_bound_unless_written() {
         let total = |limits: &str| {
             Config::parse(&format!("[limits]\n{limits}"))
                 .and_then(|c| c.validate())
@@ -624,8 +622,13 @@ mod tests {
         // written before the budget existed starts as it did.
         assert_eq!(total("write_queue_bytes = 1073741824").ok(), Some(1 << 30));
         assert_eq!(
-            total("write_queue_bytes = 131072\nwrite_backlog_total_bytes = 131072").ok(),
+            total("write_backlog_total_bytes = 131072").ok(),
             Some(131_072)
+        );
+        // Written below one connection's bound, it is the tighter bound.
+        assert_eq!(
+            total("write_queue_bytes = 1073741824\nwrite_backlog_total_bytes = 2097152").ok(),
+            Some(2 << 20)
         );
         assert_eq!(
             total("write_backlog_total_bytes = 1099511627776").ok(),
@@ -633,8 +636,7 @@ mod tests {
         );
         for bad in [
             "write_backlog_total_bytes = 0",
-            "write_backlog_total_bytes = 1048575",
-            "write_queue_bytes = 2097152\nwrite_backlog_total_bytes = 1048576",
+            "write_backlog_total_bytes = 131071",
             "write_backlog_total_bytes = 1099511627777",
         ] {
             let e = total(bad).expect_err(bad).to_string();

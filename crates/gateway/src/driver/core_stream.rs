@@ -71,8 +71,8 @@ pub(super) struct CoreStream {
     settings: Arc<Settings>,
     /// Counted in `Shared::core_backlogged`.
     counted: bool,
-    /// Its bytes in the core's sum of what waits for every connection's socket
-    /// (`limits.write_backlog_total_bytes`): `waiting()` as of the last count.
+    /// Its part of the core's sum of what the connections' backlogs hold
+    /// (`limits.write_backlog_total_bytes`): `held()` as of the last count.
     counted_bytes: usize,
     /// `epoll` said the peer has closed its side (or the socket failed): read to the end.
     end_reported: bool,
@@ -166,19 +166,27 @@ impl CoreStream {
         self.out.len().saturating_sub(self.out_at)
     }
 
-    /// Bytes waiting for its socket, as last counted into the core's sum.
+    /// What its backlog holds, as last counted into the core's sum.
     pub(super) fn counted_bytes(&self) -> usize {
         self.counted_bytes
     }
 
-    /// Brings `Shared::core_backlogged` and the core's sum of waiting bytes (`total`) up to date
-    /// after a read or a write.
+    /// The memory its backlog holds: the buffer's capacity, not only the bytes still waiting in
+    /// it. A peer that reads a large backlog down to a few bytes and stops keeps the whole
+    /// buffer (it is given back once empty), and counting what waits would let many such peers
+    /// hold far more than the sum says.
+    fn held(&self) -> usize {
+        self.out.capacity().max(self.waiting())
+    }
+
+    /// Brings `Shared::core_backlogged` and the core's sum of what backlogs hold (`total`) up to
+    /// date after a read or a write.
     pub(super) fn count_backlog(&mut self, counter: &AtomicUsize, total: &mut usize) {
-        let waiting = self.waiting();
+        let held = self.held();
         *total = total
             .saturating_sub(self.counted_bytes)
-            .saturating_add(waiting);
-        self.counted_bytes = waiting;
+            .saturating_add(held);
+        self.counted_bytes = held;
         let backlogged = self.backlogged();
         if backlogged != self.counted {
             if backlogged {
@@ -190,8 +198,8 @@ impl CoreStream {
         }
     }
 
-    /// Takes the connection out of `Shared::core_backlogged` and the core's sum of waiting
-    /// bytes as it closes.
+    /// Takes the connection out of `Shared::core_backlogged` and the core's sum of what
+    /// backlogs hold as it closes.
     pub(super) fn uncount_backlog(&mut self, counter: &AtomicUsize, total: &mut usize) {
         *total = total.saturating_sub(std::mem::take(&mut self.counted_bytes));
         if std::mem::take(&mut self.counted) {
@@ -365,12 +373,10 @@ impl CoreStream {
         self.out_at += taken;
         self.out_taken = self.out_taken.saturating_add(taken as u64);
         if self.out_at == self.out.len() {
-            self.out.clear();
+            // A backlog's buffer is not kept once it has gone: most connections never need one,
+            // and a connection's `held` is then nothing.
+            self.out = Vec::new();
             self.out_at = 0;
-            // A backlog's buffer is not kept once it has gone: most connections never need one.
-            if self.out.capacity() > READ_CHUNK {
-                self.out = Vec::new();
-            }
         }
         let Some(tls) = self.tls.as_deref_mut() else {
             return Ok(());

@@ -886,30 +886,54 @@ impl Core {
         }
     }
 
-    /// While what waits for all the connections' sockets is past
-    /// `limits.write_backlog_total_bytes`, closes the connection with the largest backlog:
-    /// true when that was `writing`, the one just written to. Why the largest and not the one
-    /// written to: peers that do not read fill the sum, and the next answer to a client that
-    /// reads, whose socket is full for a moment, would otherwise pay for them.
+    /// While what the connections' backlogs hold together is past
+    /// `limits.write_backlog_total_bytes`, closes connections in [`shed_order`]: true when one
+    /// was `writing`, the one just written to. Why not simply the one written to: peers that do
+    /// not read fill the sum, and the next message to a client that reads, whose socket is full
+    /// for a moment, would pay for them. Each is given to its socket once more first: a peer that
+    /// caught up since its last count is not closed for bytes it has taken.
     fn shed_backlog(&mut self, writing: u64) -> bool {
         let budget = self.shared.settings.load().write_backlog_total_bytes;
-        let mut closed_writing = false;
-        while self.backlog_bytes > budget {
-            let Some((seq, bytes, flow)) = self
-                .streams
+        if self.backlog_bytes <= budget {
+            return false;
+        }
+        debug_assert_eq!(
+            self.backlog_bytes,
+            self.streams
+                .values()
+                .map(|s| s.counted_bytes())
+                .sum::<usize>(),
+            "the sum of the connections' backlogs drifted"
+        );
+        let order = shed_order(
+            self.streams
                 .iter()
-                .map(|(seq, s)| (*seq, s.counted_bytes(), s.flow()))
-                .max_by_key(|(_, bytes, _)| *bytes)
-                .filter(|(_, bytes, _)| *bytes > 0)
-            else {
-                // The sum counts open connections only: nothing left to close.
-                self.backlog_bytes = 0;
+                .filter(|(_, s)| s.counted_bytes() > 0)
+                .map(|(seq, s)| (self.edge.is_client(&s.flow()), s.counted_bytes(), *seq))
+                .collect(),
+        );
+        let mut closed_writing = false;
+        for seq in order {
+            if self.backlog_bytes <= budget {
                 break;
+            }
+            let Some(s) = self.streams.get_mut(&seq) else {
+                continue;
             };
-            self.shared.metrics.limit("write_backlog_total");
-            warn!(remote = %flow.remote, transport = %flow.transport, backlog = bytes, budget, "bytes waiting for all connections past limits.write_backlog_total_bytes: closing the one with the most");
+            let flushed = s.flush();
+            s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
+            let (flow, held) = (s.flow(), s.counted_bytes());
+            let why = match flushed {
+                Err(why) => why,
+                Ok(()) if held == 0 || self.backlog_bytes <= budget => continue,
+                Ok(()) => {
+                    self.shared.metrics.limit("write_backlog_total");
+                    warn!(remote = %flow.remote, transport = %flow.transport, backlog = held, budget, "connections' backlogs past limits.write_backlog_total_bytes: closing the one holding the most");
+                    Closed::BacklogTotal
+                }
+            };
             closed_writing |= seq == writing;
-            self.close_stream(seq, Closed::BacklogTotal);
+            self.close_stream(seq, why);
         }
         closed_writing
     }
@@ -1007,9 +1031,32 @@ fn same_flow(held: &Flow, named: &Flow) -> bool {
         && held.remote.port() == named.remote.port()
 }
 
+/// The order in which connections are closed while their backlogs hold more than
+/// `limits.write_backlog_total_bytes` together, from `(is a client's, bytes held, sequence)`:
+/// clients' before servers' (a next hop's or trusted peer's connection carries many clients'
+/// traffic, and its backlog is the one most likely to be large for good reason), and among
+/// each, the one holding the most first. Sorted once: a reload that lowers the budget a long way
+/// may close many at the next write.
+fn shed_order(mut candidates: Vec<(bool, usize, u64)>) -> Vec<u64> {
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    candidates.into_iter().map(|(_, _, seq)| seq).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_holding_the_most_are_closed_first_and_servers_last() {
+        let order = shed_order(vec![
+            (true, 300, 1),
+            (false, 5_000, 2),
+            (true, 4_000, 3),
+            (true, 100, 4),
+            (false, 200, 5),
+        ]);
+        assert_eq!(order, [3, 1, 4, 2, 5]);
+    }
 
     #[test]
     fn a_token_names_a_link_local_peer_whatever_its_scope() {
