@@ -206,6 +206,9 @@ pub struct Gauges {
     pub connections_tcp: AtomicI64,
     /// Open TLS connections.
     pub connections_tls: AtomicI64,
+    /// What the accepted connections' write backlogs hold together (bytes), as of the end of
+    /// the core thread's last pass.
+    pub write_backlog_bytes: AtomicI64,
     /// Set when the gateway is a pool member: the `sagw_state_*` gauges are rendered.
     pub pooled: std::sync::atomic::AtomicBool,
     /// 1 while the state store answers, else 0.
@@ -624,6 +627,12 @@ impl Metrics {
                 "",
                 &self.gauges.connections_tls,
                 "transport=\"tls\"",
+            ),
+            (
+                "sagw_write_backlog_bytes",
+                "Bytes the accepted connections' write backlogs hold together (limits.write_backlog_total_bytes)",
+                &self.gauges.write_backlog_bytes,
+                "",
             ),
         ];
         let pool: [(&str, &str, &AtomicI64, &str); 3] = [

@@ -250,6 +250,10 @@ impl Core {
         g.client_transactions
             .store(s.client_transactions as i64, Ordering::Relaxed);
         g.bindings.store(s.bindings as i64, Ordering::Relaxed);
+        g.write_backlog_bytes.store(
+            i64::try_from(self.backlog_bytes).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         if let Some(p) = &self.pool {
             let ps = p.stats();
             g.pool_owned.store(ps.owned as i64, Ordering::Relaxed);
@@ -840,6 +844,10 @@ impl Core {
             let (pass, closed) = s.read(&mut self.read_buf, &mut messages, &self.shared.metrics);
             s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
             let flow = s.flow();
+            // What a read writes (a TLS key update's records) can grow a backlog's buffer too.
+            if self.backlog_bytes > 0 {
+                self.shed_backlog(seq);
+            }
             for message in messages.drain(..) {
                 // An answer to an earlier message may have closed it (its peer does not read):
                 // what it sent after is not for a flow that is gone.
