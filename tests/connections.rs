@@ -286,6 +286,19 @@ async fn a_tls_peer_that_never_reads_is_closed_once_its_backlog_passes_the_byte_
     let mut good = Client::connect(&gw, Kind::Tls, "good").await;
     still_served(&mut good).await;
 
+    let (mut slow, to, from) = slow_tls_peer(&gw).await;
+    closed_at_the_byte_bound(gw, &mut good, &mut slow, to, from).await;
+}
+
+/// A TLS connection to the gateway with a small receive buffer, for a peer that will not read:
+/// the stream, the gateway's address and its own.
+async fn slow_tls_peer(
+    gw: &Running,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    SocketAddr,
+    SocketAddr,
+) {
     let tcp = connect_from("127.0.0.1", gw.tls.unwrap(), Some(4096))
         .await
         .expect("connect");
@@ -297,11 +310,11 @@ async fn a_tls_peer_that_never_reads_is_closed_once_its_backlog_passes_the_byte_
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
         .unwrap()
         .to_owned();
-    let mut slow = tokio_rustls::TlsConnector::from(config)
+    let s = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .expect("TLS handshake");
-    closed_at_the_byte_bound(gw, &mut good, &mut slow, to, from).await;
+    (s, to, from)
 }
 
 /// `slow` (to the gateway at `to`, from `from`) pipelines padded requests and reads nothing: it
@@ -330,25 +343,25 @@ async fn closed_at_the_byte_bound<S>(
     gw.shutdown(support::WAIT).await;
 }
 
+/// Limits under which only the overall budget (2 MiB) can close a peer that never reads within
+/// a test's time: each connection's own bound (1 GiB) and the timers far away.
+const ONLY_THE_OVERALL_BUDGET: &str = "idle_timeout_secs = 60\nmessage_timeout_secs = 60\n\
+    write_timeout_secs = 60\nwrite_queue_messages = 1000000\nwrite_queue_bytes = 1073741824\n\
+    write_backlog_total_bytes = 2097152\n";
+
 /// The overall budget, `limits.write_backlog_total_bytes`: each connection's own byte bound alone
 /// let `max_connections` peers that never read hold that many full backlogs (10 GiB at the
-/// defaults). Eight such connections, each under a bound it never reaches here (1 GiB), are
-/// sent a padded OPTIONS each in turn (each answered at about its length): the 2 MiB budget for
-/// all of them closes them, under the overall limit's name, what their backlogs hold together
+/// defaults). Eight such connections, each under a bound it never reaches here, are sent a padded
+/// OPTIONS each in turn (each answered at about its length): the budget for all of them closes
+/// them, under the overall limit's name, what their backlogs hold together
 /// (`sagw_write_backlog_bytes`) never shows more, and a client that reads is served throughout.
 /// (The budget is not put at a few connections' own bounds with the backlogs growing alike: the
 /// kernel's socket buffers take a different share of each connection's answers, so one can reach
 /// its own bound first.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
-    let gw = gateway(
-        "idle_timeout_secs = 60\nmessage_timeout_secs = 60\nwrite_timeout_secs = 60\n\
-         write_queue_messages = 1000000\nwrite_queue_bytes = 1073741824\n\
-         write_backlog_total_bytes = 2097152\n",
-    )
-    .await;
+    let gw = gateway(ONLY_THE_OVERALL_BUDGET).await;
     let mut good = Client::connect(&gw, Kind::Tcp, "good").await;
-    still_served(&mut good).await;
     let mut slow = Vec::new();
     for _ in 0..8 {
         let s = connect_from("127.0.0.1", gw.tcp.unwrap(), Some(4096))
@@ -357,13 +370,41 @@ async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
         let (to, from) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
         slow.push((s, to, from, true));
     }
+    held_within_the_overall_budget(gw, &mut good, slow).await;
+}
+
+/// The same over TLS, where what waits is records moved out of rustls into the connection's
+/// buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
+    let gw = gateway(ONLY_THE_OVERALL_BUDGET).await;
+    let mut good = Client::connect(&gw, Kind::Tls, "good").await;
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let (s, to, from) = slow_tls_peer(&gw).await;
+        slow.push((s, to, from, true));
+    }
+    held_within_the_overall_budget(gw, &mut good, slow).await;
+}
+
+/// `slow` (each: the stream, the gateway's address, its own, whether it is open) send padded
+/// requests in turn and read nothing, under [`ONLY_THE_OVERALL_BUDGET`]: some are closed for the
+/// overall budget, what the backlogs hold never shows more than it, and `good` is still served.
+async fn held_within_the_overall_budget<S>(
+    gw: Running,
+    good: &mut Client,
+    mut slow: Vec<(S, SocketAddr, SocketAddr, bool)>,
+) where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    still_served(good).await;
     let over_budget = "sagw_limit_hits_total{limit=\"write_backlog_total\"}";
     let budget = 2u64 << 20;
     let mut sent = 0usize;
     let mut most_held = 0;
-    let started = Instant::now();
+    let mut first_closed: Option<Instant> = None;
     // Up to 400 rounds (22 MB a connection, far past its socket buffers, a few MB on loopback,
-    // and the budget), and at least 1.5 s once one was closed.
+    // and the budget), and 1.5 s more once one was closed.
     for _ in 0..400 {
         for (s, to, from, open) in slow.iter_mut().filter(|c| c.3) {
             // One request each (a budget of one byte).
@@ -380,22 +421,26 @@ async fn peers_that_never_read_hold_no_more_than_the_overall_backlog_budget() {
             "the backlogs hold {held} bytes together, over the {budget}-byte budget"
         );
         most_held = most_held.max(held);
-        let shed = series(&page, over_budget) > 0 || slow.iter().any(|c| !c.3);
-        if slow.iter().all(|c| !c.3) || (shed && started.elapsed() > Duration::from_millis(1500)) {
+        if series(&page, over_budget) > 0 || slow.iter().any(|c| !c.3) {
+            first_closed.get_or_insert_with(Instant::now);
+        }
+        if slow.iter().all(|c| !c.3)
+            || first_closed.is_some_and(|t| t.elapsed() > Duration::from_millis(1500))
+        {
             break;
         }
     }
-    assert!(
-        most_held > 0,
-        "the gauge never showed the peers' backlogs ({sent} bytes of requests sent)"
-    );
     let metrics = scrape(&gw).await;
     assert!(
         limit_hit_within(&gw, "write_backlog_total", Duration::from_secs(2)).await >= 1,
         "eight peers that never read were sent {sent} bytes of requests and none was closed \
          for the overall budget: {metrics}"
     );
-    still_served(&mut good).await;
+    assert!(
+        most_held > 0,
+        "the gauge never showed the peers' backlogs ({sent} bytes of requests sent)"
+    );
+    still_served(good).await;
     gw.shutdown(support::WAIT).await;
 }
 

@@ -244,8 +244,8 @@ pub struct LimitsSection {
     /// Bytes waiting for one connection's socket before it is closed as too slow.
     pub write_queue_bytes: usize,
     /// What all accepted connections' backlogs may hold together; past it connections are
-    /// closed, clients' first and the largest first. Unset: 256 MiB, or `write_queue_bytes`
-    /// when larger.
+    /// closed, clients' first and the largest first. Unset: 256 MiB, or four times
+    /// `write_queue_bytes` when that is larger.
     pub write_backlog_total_bytes: Option<usize>,
     /// Close a connection when one write to it does not complete within this.
     pub write_timeout_secs: u64,

@@ -34,7 +34,8 @@ const DAY_MS: u64 = DAY_SECS * 1000;
 /// that still means something (past it, `max_connections` of them is more memory than a host has).
 const WRITE_QUEUE_BYTES_MIN: usize = 128 << 10;
 const WRITE_QUEUE_BYTES_MAX: usize = 1 << 30;
-/// `limits.write_backlog_total_bytes` when unset (or `write_queue_bytes`, when that is more):
+/// `limits.write_backlog_total_bytes` when unset (or four times `write_queue_bytes`, when that
+/// is more):
 /// a thousand connections' worth of ordinary backlogs (a few hundred KB each), where
 /// `max_connections` full ones were 10 GiB.
 const WRITE_BACKLOG_TOTAL_DEFAULT: usize = 256 << 20;
@@ -324,11 +325,13 @@ impl Config {
             ));
         }
         // Unset, it follows a larger `write_queue_bytes`, so that a configuration written before
-        // it existed does not have its one connection's bound cut by it. Written, it may be
-        // below that bound (then it is the tighter one for every connection), but it holds at
-        // least what one connection's smallest bound does.
+        // it existed does not have its one connection's bound cut by it: four times that, as the
+        // budget counts a backlog's buffer, which holds up to about twice what waits in it after
+        // the half-consumed front is dropped, and doubles as it grows. Written, it may be below
+        // that (then it is the tighter bound for every connection), but it holds at least what
+        // one connection's smallest bound does.
         let write_backlog_total_bytes = match l.write_backlog_total_bytes {
-            None => WRITE_BACKLOG_TOTAL_DEFAULT.max(l.write_queue_bytes),
+            None => WRITE_BACKLOG_TOTAL_DEFAULT.max(l.write_queue_bytes.saturating_mul(4)),
             Some(v) if (WRITE_QUEUE_BYTES_MIN..=WRITE_BACKLOG_TOTAL_MAX).contains(&v) => v,
             Some(_) => {
                 return Err(invalid(
@@ -618,9 +621,10 @@ mod tests {
                 .map(|s| s.write_backlog_total_bytes)
         };
         assert_eq!(total("").ok(), Some(256 << 20));
-        // Unset, it follows a per-connection bound larger than its default: a configuration
-        // written before the budget existed starts as it did.
-        assert_eq!(total("write_queue_bytes = 1073741824").ok(), Some(1 << 30));
+        // Unset, it follows a per-connection bound whose buffer may hold more than its default:
+        // a configuration written before the budget existed keeps its own bound.
+        assert_eq!(total("write_queue_bytes = 1073741824").ok(), Some(4 << 30));
+        assert_eq!(total("write_queue_bytes = 67108864").ok(), Some(256 << 20));
         assert_eq!(
             total("write_backlog_total_bytes = 131072").ok(),
             Some(131_072)

@@ -450,8 +450,9 @@ pub(super) enum Closed {
     /// A message would have taken the bytes waiting for its socket past
     /// `limits.write_queue_bytes`.
     BacklogBytes,
-    /// What waited for all accepted connections' sockets passed
-    /// `limits.write_backlog_total_bytes`, and this one's backlog was the largest.
+    /// What all accepted connections' backlogs hold passed `limits.write_backlog_total_bytes`,
+    /// and this one came first in the order they are closed in (clients' first, the largest
+    /// first).
     BacklogTotal,
     /// The core dropped its end of the write queue.
     QueueDropped,

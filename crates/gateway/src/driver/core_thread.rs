@@ -696,7 +696,7 @@ impl Core {
             let sent = s.send(&bytes);
             s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
             return match sent {
-                Ok(()) => self.backlog_bytes == 0 || !self.shed_backlog(seq),
+                Ok(()) => self.backlog_bytes == 0 || self.shed_backlog(seq) != Shed::Writing,
                 Err(why) => {
                     let full = match why {
                         Closed::Killed => Some("write_queue"),
@@ -845,8 +845,9 @@ impl Core {
             s.count_backlog(&self.shared.core_backlogged, &mut self.backlog_bytes);
             let flow = s.flow();
             // What a read writes (a TLS key update's records) can grow a backlog's buffer too.
-            if self.backlog_bytes > 0 {
-                self.shed_backlog(seq);
+            if self.backlog_bytes > 0 && self.shed_backlog(seq) != Shed::Nothing {
+                // The proxy's actions for the connections closed (their bindings gone).
+                self.run_actions();
             }
             for message in messages.drain(..) {
                 // An answer to an earlier message may have closed it (its peer does not read):
@@ -895,15 +896,15 @@ impl Core {
     }
 
     /// While what the connections' backlogs hold together is past
-    /// `limits.write_backlog_total_bytes`, closes connections in [`shed_order`]: true when one
-    /// was `writing`, the one just written to. Why not simply the one written to: peers that do
+    /// `limits.write_backlog_total_bytes`, closes connections in [`shed_order`], and says whether
+    /// one was `writing` (the one just written to or read). Why not simply that one: peers that do
     /// not read fill the sum, and the next message to a client that reads, whose socket is full
     /// for a moment, would pay for them. Each is given to its socket once more first: a peer that
     /// caught up since its last count is not closed for bytes it has taken.
-    fn shed_backlog(&mut self, writing: u64) -> bool {
+    fn shed_backlog(&mut self, writing: u64) -> Shed {
         let budget = self.shared.settings.load().write_backlog_total_bytes;
         if self.backlog_bytes <= budget {
-            return false;
+            return Shed::Nothing;
         }
         debug_assert_eq!(
             self.backlog_bytes,
@@ -920,7 +921,7 @@ impl Core {
                 .map(|(seq, s)| (self.edge.is_client(&s.flow()), s.counted_bytes(), *seq))
                 .collect(),
         );
-        let mut closed_writing = false;
+        let mut shed = Shed::Nothing;
         for seq in order {
             if self.backlog_bytes <= budget {
                 break;
@@ -936,14 +937,18 @@ impl Core {
                 Ok(()) if held == 0 || self.backlog_bytes <= budget => continue,
                 Ok(()) => {
                     self.shared.metrics.limit("write_backlog_total");
-                    warn!(remote = %flow.remote, transport = %flow.transport, backlog = held, budget, "connections' backlogs past limits.write_backlog_total_bytes: closing the one holding the most");
+                    warn!(remote = %flow.remote, transport = %flow.transport, backlog = held, budget, "connections' backlogs past limits.write_backlog_total_bytes: closing this one (clients' first, the largest first)");
                     Closed::BacklogTotal
                 }
             };
-            closed_writing |= seq == writing;
+            shed = match shed {
+                Shed::Writing => Shed::Writing,
+                _ if seq == writing => Shed::Writing,
+                _ => Shed::Others,
+            };
             self.close_stream(seq, why);
         }
-        closed_writing
+        shed
     }
 
     /// Closes the connections whose idle, slow-message or write timer ran out.
@@ -1037,6 +1042,16 @@ fn same_flow(held: &Flow, named: &Flow) -> bool {
         && held.transport == named.transport
         && held.remote.ip() == named.remote.ip()
         && held.remote.port() == named.remote.port()
+}
+
+/// What [`Core::shed_backlog`] closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shed {
+    Nothing,
+    /// Other connections than the one it was called for.
+    Others,
+    /// The one it was called for (and maybe others).
+    Writing,
 }
 
 /// The order in which connections are closed while their backlogs hold more than
