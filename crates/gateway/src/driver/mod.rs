@@ -52,6 +52,7 @@ use crate::tls::{self, CertInfo};
 
 mod conn;
 mod control;
+mod core_connections;
 mod core_stream;
 mod core_thread;
 mod setup;
