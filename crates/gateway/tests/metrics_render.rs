@@ -252,6 +252,9 @@ sagw_bindings{} 2
 # TYPE sagw_connections gauge
 sagw_connections{transport="tcp"} 3
 sagw_connections{transport="tls"} -1
+# HELP sagw_write_backlog_bytes Bytes the accepted connections' write backlogs hold together (limits.write_backlog_total_bytes)
+# TYPE sagw_write_backlog_bytes gauge
+sagw_write_backlog_bytes{} 0
 "#;
 
 fn check(got: &str, expected: &str) {
@@ -298,7 +301,8 @@ fn empty_registry_renders_only_help_and_gauges() {
                 || line.starts_with("sagw_server_transactions{}")
                 || line.starts_with("sagw_client_transactions{}")
                 || line.starts_with("sagw_bindings{}")
-                || line.starts_with("sagw_connections{"),
+                || line.starts_with("sagw_connections{")
+                || line.starts_with("sagw_write_backlog_bytes{}"),
             "{line}"
         );
     }
