@@ -35,8 +35,7 @@ const DAY_MS: u64 = DAY_SECS * 1000;
 const WRITE_QUEUE_BYTES_MIN: usize = 128 << 10;
 const WRITE_QUEUE_BYTES_MAX: usize = 1 << 30;
 /// `limits.write_backlog_total_bytes` when unset (or four times `write_queue_bytes`, when that
-/// is more):
-/// a thousand connections' worth of ordinary backlogs (a few hundred KB each), where
+/// is more): a thousand connections' worth of ordinary backlogs (a few hundred KB each), where
 /// `max_connections` full ones were 10 GiB.
 const WRITE_BACKLOG_TOTAL_DEFAULT: usize = 256 << 20;
 /// Its largest: a bound that still bounds.
