@@ -115,7 +115,12 @@ MODE=$([ "$CEILING" = 1 ] && echo ceiling || { [ "$QUICK" = 1 ] && echo quick ||
 OUT=${OUT:-"$BENCH/results/$STAMP-$MODE"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 SAGW_BIN=${SAGW_BIN:-"$CARGO_TARGET_DIR/release/sagw"}
-FLOOR_BIN=${FLOOR_BIN:-"$(dirname "$SAGW_BIN")/examples/udp_floor"}
+# Built (without --no-build) under CARGO_TARGET_DIR; with --no-build, beside SAGW_BIN.
+if [ "$BUILD" = 1 ]; then
+    FLOOR_BIN=${FLOOR_BIN:-"$CARGO_TARGET_DIR/release/examples/udp_floor"}
+else
+    FLOOR_BIN=${FLOOR_BIN:-"$(dirname "$SAGW_BIN")/examples/udp_floor"}
+fi
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -355,8 +360,11 @@ start_sagw() {
 start_floor() {
     if [ "$BUILD" = 1 ]; then
         log "building the floor (release example udp_floor)"
-        (cd "$ROOT" && cargo build --release -q -p sagw-gateway --example udp_floor) >"$WORK/floor-build.log" 2>&1 \
-            || { SERVER_NOTE[floor]="NOT RUN: build failed (see $WORK/floor-build.log)"; return 1; }
+        if ! (cd "$ROOT" && cargo build --release -q -p sagw-gateway --example udp_floor) >"$WORK/floor-build.log" 2>&1; then
+            cp "$WORK/floor-build.log" "$OUT/" 2>/dev/null || true
+            SERVER_NOTE[floor]="NOT RUN: build failed (see $OUT/floor-build.log)"
+            return 1
+        fi
     fi
     if [ ! -x "$FLOOR_BIN" ]; then SERVER_NOTE[floor]="NOT RUN: no binary at $FLOOR_BIN"; return 1; fi
     udp_bound "$FLOOR_PORT" && die "port $FLOOR_PORT already in use"
@@ -367,6 +375,7 @@ start_floor() {
     SERVER_PID[floor]=$!
     if ! wait_port "$FLOOR_PORT" "${SERVER_PID[floor]}"; then
         SERVER_NOTE[floor]="NOT RUN: did not bind udp $FLOOR_PORT: $(tail -c 400 "$WORK/floor.log" | tr '\n' ' ')"
+        kill "${SERVER_PID[floor]}" 2>/dev/null || true
         unset 'SERVER_PID[floor]'
         return 1
     fi
@@ -495,6 +504,7 @@ summarize() { # steps.tsv -> markdown on stdout
             okps[k] = okps[k] " " $12; cpu[k] = cpu[k] " " $14; sch[k] = sch[k] " " $15
             wait[k] = wait[k] " " $16; runs[k] = runs[k] " " $17; flt[k] = flt[k] " " $22; psi[k] = psi[k] " " $18; fail[k] += $7; retr[k] += $8 + $9; drop[k] += $21; reps[k]++
             if (!(($1 SUBSEP $3) in seen)) { seen[$1 SUBSEP $3] = 1; order[++no] = $1 SUBSEP $3 }
+            has[$1 SUBSEP $2] = 1
         }
         END {
             ns = split(servers, sv, ",")
@@ -502,21 +512,24 @@ summarize() { # steps.tsv -> markdown on stdout
             for (o = 1; o <= no; o++) {
                 split(order[o], p, SUBSEP); scen = p[1]; rate = p[2]
                 if (scen != last) {
+                    # The servers measured in this scenario (the floor answers REGISTERs only).
+                    nc = 0
+                    for (i = 1; i <= ns; i++) if ((scen SUBSEP sv[i]) in has) cs[++nc] = sv[i]
                     unit = scen == "call" ? "calls/s" : "REGISTER/s"
                     printf "\n### %s (offered %s; medians of the repeats; failed and retrans summed over repeats)\n\n", scen, unit
                     hdr = "| offered |"; sep = "|---:|"
-                    for (i = 1; i <= ns; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs, faults /flow | %s rq-wait us/flow, host PSI %% |", sv[i], sv[i], sv[i], sv[i], sv[i], sv[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
-                    for (i = 2; i <= ns; i++) { hdr = hdr " CPU ratio " sv[i] "/" sv[1] " |"; sep = sep "---:|" }
+                    for (i = 1; i <= nc; i++) { hdr = hdr sprintf(" %s ok/s | %s failed | %s retrans | %s CPU us/flow | %s runs, faults /flow | %s rq-wait us/flow, host PSI %% |", cs[i], cs[i], cs[i], cs[i], cs[i], cs[i]); sep = sep "---:|---:|---:|---:|---:|---:|" }
+                    for (i = 2; i <= nc; i++) { hdr = hdr " CPU ratio " cs[i] "/" cs[1] " |"; sep = sep "---:|" }
                     print hdr; print sep; last = scen
                 }
                 line = sprintf("| %s |", rate)
-                for (i = 1; i <= ns; i++) {
-                    k = scen SUBSEP rate SUBSEP sv[i]
+                for (i = 1; i <= nc; i++) {
+                    k = scen SUBSEP rate SUBSEP cs[i]
                     if (!(k in reps)) { line = line " - | - | - | - | - | - |"; m[i] = ""; continue }
                     m[i] = median(cpu[k])
                     line = line sprintf(" %.0f | %d | %d%s | %.1f | %.1f, %.2f | %.1f, %.0f |", median(okps[k]), fail[k], retr[k], (drop[k] ? sprintf(" (%d UDP drops)", drop[k]) : ""), m[i], median(runs[k]), median(flt[k]), median(wait[k]), median(psi[k]))
                 }
-                for (i = 2; i <= ns; i++) line = line ((m[1] != "" && m[i] != "" && m[1] > 0) ? sprintf(" %.2f |", m[i] / m[1]) : " - |")
+                for (i = 2; i <= nc; i++) line = line ((m[1] != "" && m[i] != "" && m[1] > 0) ? sprintf(" %.2f |", m[i] / m[1]) : " - |")
                 print line
             }
         }' "$1"
