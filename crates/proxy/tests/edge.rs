@@ -2448,6 +2448,47 @@ Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
     );
 }
 
+/// An RFC 2543 client (no `z9hG4bK` cookie) sends the ACK of a 2xx with its INVITE's Via: the
+/// key made of the Call-ID, CSeq number and From tag is the INVITE's, whose server transaction
+/// is kept after the 2xx (Accepted, RFC 6026) to absorb retransmitted INVITEs. An ACK in that
+/// state belongs to the transaction user (RFC 6026 §7.1): it is the 2xx's, judged by the stage as
+/// any 2xx ACK and routed on, not absorbed as a retransmitted ACK of a failure.
+#[test]
+fn an_rfc2543_clients_ack_of_a_2xx_is_forwarded() {
+    let mut h = with_hops(1);
+    let spy = AckSpy::default();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
+    let sent = h.feed(alice(), &invite("old2543", "carol", 70));
+    let forwarded = sent.last().unwrap().msg.clone();
+    assert_eq!(forwarded.method(), Some("INVITE"));
+    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let sent = h.feed_msg(hop, answer(&forwarded, 200, "OK"));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(200));
+    let ack = "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=old2543\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:carol@example.com>;tag=b1\r\n\
+Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), ack);
+    let acks: Vec<_> = sent
+        .iter()
+        .filter(|s| s.msg.method() == Some("ACK"))
+        .collect();
+    assert_eq!(acks.len(), 1, "the 2xx ACK is routed on: {sent:?}");
+    assert_eq!(acks[0].to.addr(), "203.0.113.1:5060".parse().unwrap());
+    assert_eq!(
+        *spy.0.lock().unwrap(),
+        [Some(
+            "admitted INVITE sip:carol@example.com SIP/2.0".to_owned()
+        )],
+        "the stage judged it, told which INVITE it acknowledges"
+    );
+    // A retransmitted INVITE is still absorbed by the transaction, not forwarded again.
+    let sent = h.feed(alice(), &invite("old2543", "carol", 70));
+    assert!(
+        sent.iter().all(|s| s.msg.method() != Some("INVITE")),
+        "{sent:?}"
+    );
+}
+
 /// A fork's 2xx that comes after the INVITE was answered 408 (Timer C, or another branch's
 /// 6xx) still goes to the client, and its ACK is the client's as any other.
 #[test]
