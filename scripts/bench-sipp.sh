@@ -312,6 +312,24 @@ start_kamailio() {
     SERVER_NOTE[kamailio]="kamailio $(kamailio -v 2>/dev/null | awk 'NR==1{print $3}'), -m 2048 -M 16, 2 UDP workers (-n 2, one per core) + its timer/main processes ($(proc_tree "${SERVER_PID[kamailio]}" | wc -l) processes)${KAMAILIO_CPUS:+, all pinned to CPU(s) $KAMAILIO_CPUS}${SERVER_CPU_QUOTA:+, all within a budget of $SERVER_CPU_QUOTA CPU (cgroup quota, $CPU_QUOTA_US us every $CPU_PERIOD_US us)}"
 }
 
+# launch <server> <udp port> <log> <command...>: started in the background (in its own cgroup under
+# SERVER_CPU_QUOTA), its pid in SERVER_PID; fails, the server killed and SERVER_NOTE saying why,
+# when it does not bind the port.
+launch() {
+    local name=$1 port=$2 log=$3 cg=""
+    shift 3
+    udp_bound "$port" && die "port $port already in use"
+    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup "$name"); SERVER_CGROUP[$name]=$cg; fi
+    in_cgroup "$cg" "$@" >"$log" 2>&1 &
+    SERVER_PID[$name]=$!
+    if ! wait_port "$port" "${SERVER_PID[$name]}"; then
+        SERVER_NOTE[$name]="NOT RUN: did not bind udp $port: $(tail -c 400 "$log" | tr '\n' ' ')"
+        kill "${SERVER_PID[$name]}" 2>/dev/null || true
+        unset "SERVER_PID[$name]"
+        return 1
+    fi
+}
+
 start_sagw() {
     local cfg="$BENCH/sagw.toml"
     [ "$AUTH" = 1 ] && cfg="$BENCH/sagw-auth.toml"
@@ -332,17 +350,7 @@ start_sagw() {
         SERVER_NOTE[sagw]="NOT RUN: check-config failed: $(head -c 400 "$WORK/sagw-check.log" | tr '\n' ' ')"
         return 1
     fi
-    udp_bound "$SAGW_PORT" && die "port $SAGW_PORT already in use"
-    local cg=""
-    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup sagw); SERVER_CGROUP[sagw]=$cg; fi
-    in_cgroup "$cg" "$SAGW_BIN" run --config "$cfg" >"$WORK/sagw.log" 2>&1 &
-    SERVER_PID[sagw]=$!
-    if ! wait_port "$SAGW_PORT" "${SERVER_PID[sagw]}"; then
-        SERVER_NOTE[sagw]="NOT RUN: did not bind udp $SAGW_PORT: $(tail -c 400 "$WORK/sagw.log" | tr '\n' ' ')"
-        kill "${SERVER_PID[sagw]}" 2>/dev/null || true
-        unset 'SERVER_PID[sagw]'
-        return 1
-    fi
+    launch sagw "$SAGW_PORT" "$WORK/sagw.log" "$SAGW_BIN" run --config "$cfg" || return 1
     # The core thread starts after the UDP socket is bound (later still within a CPU budget).
     local threads t core_cpus=unknown i
     for i in $(seq 1 50); do
@@ -367,18 +375,9 @@ start_floor() {
         fi
     fi
     if [ ! -x "$FLOOR_BIN" ]; then SERVER_NOTE[floor]="NOT RUN: no binary at $FLOOR_BIN"; return 1; fi
-    udp_bound "$FLOOR_PORT" && die "port $FLOOR_PORT already in use"
-    local cg=""
-    if [ -n "$SERVER_CPU_QUOTA" ]; then cg=$(make_cgroup floor); SERVER_CGROUP[floor]=$cg; fi
     # Without --auth the bench's REGISTER expects its 200 at once: no challenge.
-    in_cgroup "$cg" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" $([ "$AUTH" = 1 ] || echo open) >"$WORK/floor.log" 2>&1 &
-    SERVER_PID[floor]=$!
-    if ! wait_port "$FLOOR_PORT" "${SERVER_PID[floor]}"; then
-        SERVER_NOTE[floor]="NOT RUN: did not bind udp $FLOOR_PORT: $(tail -c 400 "$WORK/floor.log" | tr '\n' ' ')"
-        kill "${SERVER_PID[floor]}" 2>/dev/null || true
-        unset 'SERVER_PID[floor]'
-        return 1
-    fi
+    launch floor "$FLOOR_PORT" "$WORK/floor.log" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" \
+        $([ "$AUTH" = 1 ] || echo open) || return 1
     SERVER_NOTE[floor]="the I/O floor: $FLOOR_BIN (a stateless REGISTER answerer with sagw's UDP I/O, pinned to the last CPU; REGISTER only)"
 }
 
