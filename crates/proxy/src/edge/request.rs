@@ -122,13 +122,6 @@ impl Edge {
     /// Server transaction `key`, kept whole or as its answer alone (`answered`): the flow that
     /// opened it, and the answer a retransmission of its request gets (none before the first
     /// response, nor after an INVITE 2xx: RFC 6026, the UAS retransmits its 2xx itself).
-    /// Whether `key` names an INVITE server transaction that answered 2xx.
-    fn accepted_invite(&self, key: &str) -> bool {
-        self.server
-            .get(key)
-            .is_some_and(|st| st.state == ServerState::Accepted && st.method == "INVITE")
-    }
-
     fn transaction_answer(&self, key: &str) -> Option<(Flow, Option<&[u8]>)> {
         match self.server.get(key) {
             Some(st) => Some((
@@ -212,7 +205,11 @@ impl Edge {
         // An ACK whose key is an INVITE's answered 2xx (Accepted, RFC 6026) is that 2xx's ACK,
         // the transaction user's (§7.1): an RFC 2543 client's, whose key is made of what its
         // INVITE and that ACK share. It is judged and routed as any 2xx ACK.
-        let acks_a_2xx = method == "ACK" && self.accepted_invite(key);
+        let acks_a_2xx = method == "ACK"
+            && self
+                .server
+                .get(key.as_str())
+                .is_some_and(|st| st.accepted_invite());
         let opener = self
             .transaction_answer(key)
             .filter(|_| !acks_a_2xx)
@@ -532,7 +529,7 @@ impl Edge {
             }
             return;
         }
-        if self.server.contains_key(key) && !self.accepted_invite(key) {
+        if self.server.get(key).is_some_and(|st| !st.accepted_invite()) {
             // A retransmitted ACK after the transaction moved on.
             self.report(Report::Dropped(DropReason::Retransmission));
             return;

@@ -113,6 +113,12 @@ pub(super) struct Opening {
 }
 
 impl ServerTx {
+    /// An INVITE's that answered 2xx (Accepted, RFC 6026): an ACK that matches it is the 2xx's,
+    /// the transaction user's (§7.1), not one to absorb.
+    pub(super) fn accepted_invite(&self) -> bool {
+        self.state == ServerState::Accepted && self.method == "INVITE"
+    }
+
     /// A server transaction in Proceeding, before any response or branch.
     pub(super) fn new(
         opening: Opening,
