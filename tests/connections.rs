@@ -1211,10 +1211,18 @@ To: <sip:alice@example.com>\r\nCall-ID: reg-{}\r\nCSeq: {n} REGISTER\r\nContact:
     async fn call_to(&mut self, call_id: &str, to: &str) -> Msg {
         let got = self.ring(call_id, to).await;
         let contact = format!("Contact: {}\r\n", self.alice.contact());
-        let ok = got.reply(200, "OK", "al", &contact);
-        self.alice.send(&ok).await;
-        self.answered = Some(self.at_hop("the 200", 200, "INVITE").await);
+        self.answered = Some(self.alice_answers(&got, 200, "OK", &contact).await);
         got
+    }
+
+    /// Alice answers the next hop's `request` with `code` (To tag `al`, `extra` headers): that
+    /// answer as the next hop got it.
+    async fn alice_answers(&mut self, request: &Msg, code: u16, reason: &str, extra: &str) -> Msg {
+        self.alice
+            .send(&request.reply(code, reason, "al", extra))
+            .await;
+        let method = request.cseq_method();
+        self.at_hop(&format!("the {code}"), code, &method).await
     }
 
     /// The next hop's INVITE of [`call_to`](Self::call_to), as alice got it, not answered yet.
@@ -1508,10 +1516,7 @@ async fn a_request_declined_inside_a_delivered_dialog_keeps_it() {
     let did = "sip:+4930123456@example.com";
     let invite = c.call_to("glare-call", did).await;
     let reinvite = c.caller_sends("INVITE", 2, did, "glare-call").await;
-    c.alice
-        .send(&reinvite.reply(491, "Request Pending", "al", ""))
-        .await;
-    c.at_hop("the 491", 491, "INVITE").await;
+    c.alice_answers(&reinvite, 491, "Request Pending", "").await;
     let bye = c.in_dialog(&invite, "BYE", did, "h1").await;
     assert_eq!(
         bye.method(),
@@ -1529,10 +1534,7 @@ async fn a_provisional_answer_after_a_decline_lends_nothing() {
     let mut c = CalledDigestClient::new().await;
     let did = "sip:+4930123456@example.com";
     let invite = c.ring("declined-call", did).await;
-    c.alice
-        .send(&invite.reply(486, "Busy Here", "al", ""))
-        .await;
-    c.at_hop("the 486", 486, "INVITE").await;
+    c.alice_answers(&invite, 486, "Busy Here", "").await;
     let contact = format!("Contact: {}\r\n", c.alice.contact());
     c.alice
         .send(&invite.reply(180, "Ringing", "al", &contact))

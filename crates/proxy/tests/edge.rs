@@ -2394,6 +2394,34 @@ impl ClientAuth for AckSpy {
     }
 }
 
+/// An edge with one next hop and an [`AckSpy`] as its stage, and alice's INVITE (Via branch
+/// `branch`) forwarded to that hop: the harness, the spy, the INVITE as the hop got it and the
+/// hop's flow.
+fn invite_past_a_spy(branch: &str) -> (H, AckSpy, Message, Flow) {
+    let mut h = with_hops(1);
+    let spy = AckSpy::default();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
+    let sent = h.feed(alice(), &invite(branch, "carol", 70));
+    let forwarded = sent.last().unwrap().msg.clone();
+    assert_eq!(forwarded.method(), Some("INVITE"));
+    (
+        h,
+        spy,
+        forwarded,
+        flow(90, Transport::Tcp, "203.0.113.1:5060"),
+    )
+}
+
+/// Alice's ACK in the call of [`invite`]: its Via branch, Request-URI, CSeq number, From tag and
+/// To tag.
+fn alice_ack(branch: &str, ruri: &str, cseq: u32, tag: &str, to_tag: &str) -> String {
+    format!(
+        "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={tag};epid=ea\r\nTo: <sip:carol@example.com>;tag={to_tag}\r\n\
+Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// The ACK of a 2xx matches no transaction (another branch), but the edge finds the 2xx it
 /// acknowledges for the stage: sent over the same flow, with the same Call-ID, CSeq number and
 /// From tag, the 2xx's To tag and its Contact as the Request-URI, one ACK a 2xx relayed, within
@@ -2403,44 +2431,48 @@ impl ClientAuth for AckSpy {
 /// client's.
 #[test]
 fn the_ack_of_a_2xx_names_the_invite_it_acknowledges_to_the_stage() {
-    let mut h = with_hops(1);
-    let spy = AckSpy::default();
-    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
-    let sent = h.feed(alice(), &invite("z9hG4bKai1", "carol", 70));
-    let forwarded = sent.last().unwrap().msg.clone();
-    assert_eq!(forwarded.method(), Some("INVITE"));
-    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let (mut h, spy, forwarded, hop) = invite_past_a_spy("z9hG4bKai1");
     let sent = h.feed_msg(hop, answer(&forwarded, 200, "OK"));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(200));
-    let ack = |branch: &str, ruri: &str, cseq: u32, tag: &str, to_tag: &str| {
-        format!(
-            "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch={branch}\r\n\
-Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={tag};epid=ea\r\nTo: <sip:carol@example.com>;tag={to_tag}\r\n\
-Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
     let bob_contact = "sip:bob@10.0.0.6:5060";
     let invite_note = Some("admitted INVITE sip:carol@example.com SIP/2.0".to_owned());
-    h.feed(alice(), &ack("z9hG4bKack1", bob_contact, 10, "a1", "b1"));
-    // The same ACK again before the 2xx came again; then from another flow, of another CSeq,
-    // of another From tag, of another To tag, to another target.
-    h.feed(alice(), &ack("z9hG4bKack1", bob_contact, 10, "a1", "b1"));
-    h.feed(bob(), &ack("z9hG4bKack2", bob_contact, 10, "a1", "b1"));
-    h.feed(alice(), &ack("z9hG4bKack3", bob_contact, 11, "a1", "b1"));
-    h.feed(alice(), &ack("z9hG4bKack4", bob_contact, 10, "a2", "b1"));
-    h.feed(alice(), &ack("z9hG4bKack5", bob_contact, 10, "a1", "b2"));
     h.feed(
         alice(),
-        &ack("z9hG4bKack6", "sip:premium@10.0.0.6:5060", 10, "a1", "b1"),
+        &alice_ack("z9hG4bKack1", bob_contact, 10, "a1", "b1"),
     );
+    // The same ACK again before the 2xx came again; then from another flow, of another CSeq,
+    // of another From tag, of another To tag, to another target.
+    for (from, branch, ruri, cseq, tag, to_tag) in [
+        (alice(), "z9hG4bKack1", bob_contact, 10, "a1", "b1"),
+        (bob(), "z9hG4bKack2", bob_contact, 10, "a1", "b1"),
+        (alice(), "z9hG4bKack3", bob_contact, 11, "a1", "b1"),
+        (alice(), "z9hG4bKack4", bob_contact, 10, "a2", "b1"),
+        (alice(), "z9hG4bKack5", bob_contact, 10, "a1", "b2"),
+        (
+            alice(),
+            "z9hG4bKack6",
+            "sip:premium@10.0.0.6:5060",
+            10,
+            "a1",
+            "b1",
+        ),
+    ] {
+        h.feed(from, &alice_ack(branch, ruri, cseq, tag, to_tag));
+    }
     // The 2xx again: one more ACK.
     h.feed_msg(hop, answer(&forwarded, 200, "OK"));
-    h.feed(alice(), &ack("z9hG4bKack7", bob_contact, 10, "a1", "b1"));
+    h.feed(
+        alice(),
+        &alice_ack("z9hG4bKack7", bob_contact, 10, "a1", "b1"),
+    );
     // Once 64×T1 passed since the last 2xx, the ACK stands alone.
     h.advance(h.edge.config().timers.timeout() + Duration::from_secs(1));
     h.feed_msg(hop, answer(&forwarded, 200, "OK"));
     h.advance(h.edge.config().timers.timeout() + Duration::from_secs(1));
-    h.feed(alice(), &ack("z9hG4bKack8", bob_contact, 10, "a1", "b1"));
+    h.feed(
+        alice(),
+        &alice_ack("z9hG4bKack8", bob_contact, 10, "a1", "b1"),
+    );
     let n = invite_note.clone();
     assert_eq!(
         *spy.0.lock().unwrap(),
@@ -2455,19 +2487,11 @@ Call-ID: call-1\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
 /// any 2xx ACK and routed on, not absorbed as a retransmitted ACK of a failure.
 #[test]
 fn an_rfc2543_clients_ack_of_a_2xx_is_forwarded() {
-    let mut h = with_hops(1);
-    let spy = AckSpy::default();
-    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
-    let sent = h.feed(alice(), &invite("old2543", "carol", 70));
-    let forwarded = sent.last().unwrap().msg.clone();
-    assert_eq!(forwarded.method(), Some("INVITE"));
-    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let (mut h, spy, forwarded, hop) = invite_past_a_spy("old2543");
     let sent = h.feed_msg(hop, answer(&forwarded, 200, "OK"));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(200));
-    let ack = "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=old2543\r\n\
-Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:carol@example.com>;tag=b1\r\n\
-Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
-    let sent = h.feed(alice(), ack);
+    let ack = alice_ack("old2543", "sip:bob@10.0.0.6:5060", 10, "a1", "b1");
+    let sent = h.feed(alice(), &ack);
     let acks: Vec<_> = sent
         .iter()
         .filter(|s| s.msg.method() == Some("ACK"))
@@ -2493,12 +2517,7 @@ Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
 /// 6xx) still goes to the client, and its ACK is the client's as any other.
 #[test]
 fn the_ack_of_a_2xx_after_a_non_2xx_final_names_the_invite_too() {
-    let mut h = with_hops(1);
-    let spy = AckSpy::default();
-    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(spy.clone()));
-    let sent = h.feed(alice(), &invite("z9hG4bKai2", "carol", 70));
-    let forwarded = sent.last().unwrap().msg.clone();
-    let hop = flow(90, Transport::Tcp, "203.0.113.1:5060");
+    let (mut h, spy, forwarded, hop) = invite_past_a_spy("z9hG4bKai2");
     let sent = h.feed_msg(hop, answer(&forwarded, 603, "Decline"));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(603));
     // Another UAS behind the hop answers 200 after all (a fork downstream).
@@ -2513,9 +2532,7 @@ fn the_ack_of_a_2xx_after_a_non_2xx_final_names_the_invite_too() {
     );
     h.feed(
         alice(),
-        "ACK sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKack9\r\n\
-Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:carol@example.com>;tag=b9\r\n\
-Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n",
+        &alice_ack("z9hG4bKack9", "sip:bob@10.0.0.6:5060", 10, "a1", "b9"),
     );
     assert_eq!(
         *spy.0.lock().unwrap(),
