@@ -192,6 +192,58 @@ on_both_stores!(
     a_signed_request_replayed_to_another_gateway_is_refused_on_a_redis_cluster
 );
 
+/// A gateway publishes what it owns again whenever its link to the store comes back (a dropped
+/// subscription, a missed probe, the store restarted empty). That publication must carry the
+/// replay window: one without it made the next claimer start from a fresh window, and every
+/// message the owner had verified could be replayed once at another gateway.
+#[tokio::test]
+async fn a_replay_window_survives_the_store_link_coming_back() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    let m =
+        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+            .expect("signed request");
+    let r = c.send_raw(&m, WAIT).await.expect("A answers");
+    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    wait_published(&urls, false, &c).await;
+    // A's write-behind of the window (every 20 ms).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both gateways' subscriptions drop, as on a network blip; each subscribes again and
+    // publishes what it owns.
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.trim(), "2", "both gateways' subscriptions: {killed}");
+    let deadline = Instant::now() + WAIT;
+    while redis
+        .cli(&["CLIENT", "LIST", "TYPE", "pubsub"])
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateways never subscribed again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The publication follows the subscription.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
+    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
+    assert_ne!(
+        r.status_code(),
+        Some(200),
+        "the captured copy replayed at B after A published again: {r:?}"
+    );
+    // The client itself goes on at B with its next number.
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
+}
+
 #[tokio::test]
 async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
     let Some(mut redis) = standalone() else {

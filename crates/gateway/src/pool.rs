@@ -35,13 +35,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// From the core thread to the store task.
 pub enum StoreCommand {
-    /// An SA made here: publish it (encoded record, to be sealed by the task).
+    /// An SA this gateway owns: publish it (encoded record, to be sealed by the task) with where
+    /// it stands (its replay window and idle deadline, which a claimer resumes from).
     Publish {
         opaque: u32,
         identity: String,
         record: Zeroizing<Vec<u8>>,
         generation: u32,
         hard_expiry: u64,
+        window: Vec<u8>,
+        idle_deadline: u64,
     },
     /// Read an SA from the store, changing nothing (a held message is verified against it
     /// before anything is claimed).
@@ -567,6 +570,8 @@ impl PoolLink {
                     record: record.encode(),
                     generation,
                     hard_expiry: sa.hard_expiry(),
+                    window: sa.window_bytes().to_vec(),
+                    idle_deadline: sa.idle_deadline(),
                 });
             }
             Err(e) => {

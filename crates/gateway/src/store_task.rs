@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sagw_auth::SaRecord;
-use sagw_state::{CheckpointOutcome, ClaimAt, PublishOutcome, Sealer, Store, StoreEvent};
+use sagw_state::{
+    CheckpointOutcome, ClaimAt, PublishOutcome, SaProgress, Sealer, Store, StoreEvent,
+};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -196,6 +198,8 @@ impl StoreTask {
                 record,
                 generation,
                 hard_expiry,
+                window,
+                idle_deadline,
             } => {
                 let sealed = self.sealer.seal(&sa_aad(opaque), &record);
                 match self
@@ -207,6 +211,10 @@ impl StoreTask {
                         &self.node,
                         generation,
                         hard_expiry,
+                        Some(SaProgress {
+                            win: &window,
+                            idle: idle_deadline,
+                        }),
                     )
                     .await
                 {

@@ -15,7 +15,7 @@ pub use events::{EVENTS_CHANNEL, StoreEvent};
 pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
     Binding, Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, EventReceiver,
-    PublishOutcome, RevokeOutcome, Store, StoreConfig, StoreError, StoreReplayRegistry,
+    PublishOutcome, RevokeOutcome, SaProgress, Store, StoreConfig, StoreError, StoreReplayRegistry,
 };
 pub use seal::{SealError, Sealer};
 

@@ -7,7 +7,7 @@ use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
 use sagw_state::{
     Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, PoolKey, PublishOutcome, RevokeOutcome,
-    Store, StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
+    SaProgress, Store, StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
 };
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
@@ -88,6 +88,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         "gw-a",
         0,
         exp,
+        None,
     )
     .await
     .expect("published");
@@ -159,9 +160,17 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         "gw-a lost the SA to gw-b's claim"
     );
     assert_eq!(
-        a.publish_sa(op, "alice@example.com", b"old", "gw-a", 0, now() + 600)
-            .await
-            .expect("publish"),
+        a.publish_sa(
+            op,
+            "alice@example.com",
+            b"old",
+            "gw-a",
+            0,
+            now() + 600,
+            None
+        )
+        .await
+        .expect("publish"),
         PublishOutcome::Moved,
         "a node back from a partition does not take back what was claimed meanwhile"
     );
@@ -177,6 +186,27 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         .await
         .expect("checkpoint");
     assert_eq!(r[0].outcome, CheckpointOutcome::Written);
+    // gw-b's link to the store comes back and it publishes what it owns again, with the window
+    // it holds by then: a claimer resumes from that one, not from a fresh window (which would
+    // take once more every message gw-b verified).
+    let win_b = vec![0xA6u8; 40];
+    assert_eq!(
+        b.publish_sa(
+            op,
+            "alice@example.com",
+            b"sealed-record\x00\xff",
+            "gw-b",
+            1,
+            exp,
+            Some(SaProgress {
+                win: &win_b,
+                idle: 223
+            })
+        )
+        .await
+        .expect("publish"),
+        PublishOutcome::Published
+    );
     assert_eq!(
         a.check_owned("gw-b", &[(op, 1)]).await.expect("check"),
         Vec::<u32>::new()
@@ -192,7 +222,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     let c = a.claim_sa(op, "gw-a").await.expect("claim").expect("known");
     assert_eq!(c.generation, 2);
     assert_eq!(c.win.as_deref(), Some(&win_b[..]));
-    assert_eq!(c.idle, Some(222));
+    assert_eq!(c.idle, Some(223));
     assert_eq!(c.prev_owner.as_deref(), Some("gw-b"));
     assert!(matches!(
         next_event(&mut events, Duration::from_secs(1)).await,
@@ -206,7 +236,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     // A batch across many slots, after the scripts were flushed (NOSCRIPT: loaded again).
     let many: Vec<u32> = (0..40u32).map(|i| 0x1000_0000 + i * 7919).collect();
     for o in &many {
-        a.publish_sa(*o, "carol", b"r", "gw-a", 0, exp)
+        a.publish_sa(*o, "carol", b"r", "gw-a", 0, exp, None)
             .await
             .expect("published");
     }
@@ -282,7 +312,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
     assert_eq!(r[0].outcome, CheckpointOutcome::Revoked);
     assert_eq!(r[1].outcome, CheckpointOutcome::Missing, "never published");
     assert_eq!(
-        b.publish_sa(op, "alice@example.com", b"r", "gw-b", 1, exp)
+        b.publish_sa(op, "alice@example.com", b"r", "gw-b", 1, exp, None)
             .await
             .expect("publish"),
         PublishOutcome::Revoked
@@ -297,17 +327,25 @@ async fn suite(urls: Vec<String>, cluster: bool) {
 
     // Revoke an identity: its SAs (in several slots), not another's.
     for o in [0x0000_0001u32, 0x7777_0002, 0xFFFF_FFFE] {
-        a.publish_sa(o, "dave@example.com", b"r", "gw-a", 0, exp)
+        a.publish_sa(o, "dave@example.com", b"r", "gw-a", 0, exp, None)
             .await
             .expect("published");
     }
-    a.publish_sa(0x0000_0009, "erin@example.com", b"r", "gw-a", 0, exp)
+    a.publish_sa(0x0000_0009, "erin@example.com", b"r", "gw-a", 0, exp, None)
         .await
         .expect("published");
     // A short-lived SA later must not shorten the set's life.
-    a.publish_sa(0x0000_0003, "dave@example.com", b"r", "gw-a", 0, now() + 60)
-        .await
-        .expect("published");
+    a.publish_sa(
+        0x0000_0003,
+        "dave@example.com",
+        b"r",
+        "gw-a",
+        0,
+        now() + 60,
+        None,
+    )
+    .await
+    .expect("published");
     // Revoked by another spelling of the identity (the security core folds ASCII case).
     let revoked = b
         .revoke_identity("DAVE@Example.com")
@@ -342,7 +380,7 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         Vec::<u32>::new()
     );
     assert_eq!(
-        a.publish_sa(0x7777_0002, "dave@example.com", b"r", "gw-a", 0, exp)
+        a.publish_sa(0x7777_0002, "dave@example.com", b"r", "gw-a", 0, exp, None)
             .await
             .expect("publish"),
         PublishOutcome::Revoked
@@ -523,7 +561,7 @@ async fn store_down_fails_fast_then_recovers_and_resubscribes() {
     let s = Store::connect(&cfg).await.expect("connects");
     let mut events = s.subscribe();
     live(&mut events).await;
-    s.publish_sa(7, "alice", b"r", "gw-a", 0, now() + 600)
+    s.publish_sa(7, "alice", b"r", "gw-a", 0, now() + 600, None)
         .await
         .expect("published");
 
@@ -578,7 +616,7 @@ async fn store_down_fails_fast_then_recovers_and_resubscribes() {
         _ => panic!("no Resubscribed within 5 s"),
     }
     assert!(t.elapsed() < Duration::from_secs(5));
-    s.publish_sa(8, "alice", b"r", "gw-a", 0, now() + 600)
+    s.publish_sa(8, "alice", b"r", "gw-a", 0, now() + 600, None)
         .await
         .expect("published again");
     assert!(s.revoke_sa(8).await.expect("revoked"));
@@ -660,7 +698,7 @@ async fn cluster_with_a_password() {
         .expect("connects");
     let mut events = s.subscribe();
     live(&mut events).await;
-    s.publish_sa(0xABCD_0001, "zed", b"r", "gw-a", 0, now() + 60)
+    s.publish_sa(0xABCD_0001, "zed", b"r", "gw-a", 0, now() + 60, None)
         .await
         .expect("published");
     assert!(s.revoke_sa(0xABCD_0001).await.expect("revoked"));
@@ -701,11 +739,11 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
 
     // Alice's live SA on gw-a; gw-b makes bob's SA under the same opaque.
     let op = 0x0C01_1DE5;
-    a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp)
+    a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp, None)
         .await
         .expect("published");
     let r = b
-        .publish_sa(op, bob, b"bob's", "gw-b", 0, exp)
+        .publish_sa(op, bob, b"bob's", "gw-b", 0, exp, None)
         .await
         .expect("publish");
     assert_eq!(r, PublishOutcome::Taken, "bob's SA took alice's opaque");
@@ -727,11 +765,11 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
     // The same gateway, having forgotten alice's SA (claimed away and back), never overwrites it
     // with another user's at the same generation.
     let op2 = 0x0C01_1DE6;
-    a.publish_sa(op2, alice, b"alice's", "gw-a", 0, exp)
+    a.publish_sa(op2, alice, b"alice's", "gw-a", 0, exp, None)
         .await
         .expect("published");
     let r = a
-        .publish_sa(op2, bob, b"bob's", "gw-a", 0, exp)
+        .publish_sa(op2, bob, b"bob's", "gw-a", 0, exp, None)
         .await
         .expect("publish");
     assert_eq!(r, PublishOutcome::Taken, "bob's SA replaced alice's");
@@ -800,7 +838,7 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
     // Alice's tombstone keeps her name: bob's SA under the opaque is refused as taken (it would
     // be refused as revoked otherwise, ending it all the same), and bob cannot lift it.
     assert_eq!(
-        b.publish_sa(op, bob, b"bob's", "gw-b", 0, exp)
+        b.publish_sa(op, bob, b"bob's", "gw-b", 0, exp, None)
             .await
             .expect("publish"),
         PublishOutcome::Taken
@@ -810,7 +848,7 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
         RevokeOutcome::OtherUser
     );
     assert_eq!(
-        a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp)
+        a.publish_sa(op, alice, b"alice's", "gw-a", 0, exp, None)
             .await
             .expect("publish"),
         PublishOutcome::Revoked
@@ -832,7 +870,7 @@ async fn opaque_collisions(urls: Vec<String>, cluster: bool) {
         StoreEvent::Revoked(op3)
     );
     assert_eq!(
-        a.publish_sa(op3, alice, b"alice's", "gw-a", 0, exp)
+        a.publish_sa(op3, alice, b"alice's", "gw-a", 0, exp, None)
             .await
             .expect("publish"),
         PublishOutcome::Taken

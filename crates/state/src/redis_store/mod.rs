@@ -234,6 +234,18 @@ impl fmt::Debug for Claimed {
     }
 }
 
+/// Where an SA's owner stands with it, published with the SA: its replay window and idle
+/// deadline. An owner publishing again what it holds (its link to the store came back, or the
+/// store restarted empty) must not leave the record without them: the next claimer would start
+/// from a fresh window and take once more every message the owner had verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaProgress<'a> {
+    /// The replay window's bytes.
+    pub win: &'a [u8],
+    /// Idle deadline, unix seconds.
+    pub idle: u64,
+}
+
 /// What an owner learned about one SA, written behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -7,7 +7,7 @@ use super::conn::Batch;
 use super::keys::{sa_key, user_key};
 use super::{
     Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, PublishOutcome,
-    RevokeOutcome, Store, StoreError, server_error,
+    RevokeOutcome, SaProgress, Store, StoreError, server_error,
 };
 use crate::events::{EVENTS_CHANNEL, StoreEvent, parse_opaque};
 use crate::valid_node_id;
@@ -17,7 +17,9 @@ impl Store {
     /// `hard_expiry_unix`; adds it to its identity's set (whose expiry only grows). Also how an
     /// owner publishes again what a store that restarted empty lost. Refused with
     /// [`PublishOutcome::Taken`] when the opaque names another identity's SA or tombstone: the
-    /// opaque then leaves the identity's set again.
+    /// opaque then leaves the identity's set again. `progress`, the owner's window and idle
+    /// deadline, replaces what the record held (nothing: a claimer starts from a fresh window).
+    #[allow(clippy::too_many_arguments)]
     pub async fn publish_sa(
         &self,
         opaque: u32,
@@ -26,6 +28,7 @@ impl Store {
         owner: &str,
         generation: u32,
         hard_expiry_unix: u64,
+        progress: Option<SaProgress<'_>>,
     ) -> Result<PublishOutcome, StoreError> {
         if !valid_node_id(owner) {
             return Err(StoreError::Invalid("node id"));
@@ -65,6 +68,8 @@ impl Store {
                     .arg(generation)
                     .arg(identity)
                     .arg(hard_expiry_unix)
+                    .arg(progress.map_or(&[][..], |p| p.win))
+                    .arg(progress.map_or(0, |p| p.idle))
                     .invoke_async(&mut c)
                     .await
                     .map_err(|e| StoreError::from_redis(&e))?;

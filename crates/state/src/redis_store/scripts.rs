@@ -3,7 +3,9 @@
 
 use redis::Script;
 
-/// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds).
+/// Publishes an SA: KEYS[1] the SA, ARGV rec, owner, generation, identity, expiry (unix seconds),
+/// the owner's replay window ('' when it has none to give) and idle deadline, which replace what
+/// the record held.
 /// 1 written; 0 revoked; 2 another node holds it at this or a later generation (a node back from
 /// a partition must not take back an SA claimed meanwhile); 3 the opaque names another user's SA
 /// or tombstone (two gateways drew the same opaque: the first SA keeps it, docs/security.md
@@ -19,6 +21,7 @@ if o[2] and (tonumber(o[2]) > tonumber(ARGV[3]) or (tonumber(o[2]) == tonumber(A
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'owner', ARGV[2], 'gen', ARGV[3], 'user', ARGV[4])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'win', ARGV[6], 'idle', ARGV[7]) end
 redis.call('EXPIREAT', KEYS[1], ARGV[5])
 return 1
 ";
