@@ -244,6 +244,39 @@ async fn a_replay_window_survives_the_store_link_coming_back() {
     assert!(ok && !challenged(&seen), "{seen:?}");
 }
 
+/// A gateway stopped by SIGTERM (a rolling upgrade) writes what its last messages moved before it
+/// exits: the SA's next gateway resumes from the window as the stopped one left it, not as its
+/// last periodic write-behind (every 20 ms) did.
+#[tokio::test]
+async fn a_gateway_stopped_gracefully_leaves_its_latest_replay_window() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let mut p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    wait_published(&urls, false, &c).await;
+    // Past the write-behind of the sign-in's own progress.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m =
+        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+            .expect("signed request");
+    let r = c.send_raw(&m, WAIT).await.expect("A answers");
+    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    // Stopped at once, within the 20 ms before the next write-behind.
+    p.a.terminate();
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
+    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
+    assert_ne!(
+        r.status_code(),
+        Some(200),
+        "the copy A verified just before it stopped, replayed at B: {r:?}"
+    );
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
+}
+
 #[tokio::test]
 async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
     let Some(mut redis) = standalone() else {

@@ -212,6 +212,17 @@ command_timeout_ms = 300
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM, as an operator stops it, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "SIGTERM not sent");
+        let exit = self.child.wait().expect("the node exits");
+        assert!(exit.success(), "the node stopped cleanly: {exit}");
+    }
 }
 
 impl Drop for Node {

@@ -546,10 +546,8 @@ impl PoolLink {
                     .send(StoreCommand::RevokeIdentity(journal.ended_identities));
             }
         }
-        if !self.progress.is_empty() && now >= self.last_checkpoint + CHECKPOINT_EVERY {
-            self.last_checkpoint = now;
-            let batch: Vec<Checkpoint> = self.progress.drain().map(|(_, c)| c).collect();
-            let _ = self.commands.send(StoreCommand::Checkpoint(batch));
+        if now >= self.last_checkpoint + CHECKPOINT_EVERY {
+            self.checkpoint(now);
         }
         if now.duration_since(self.last_sweep) > Duration::from_secs(30) {
             self.last_sweep = now;
@@ -559,6 +557,23 @@ impl PoolLink {
             self.unknown.retain(|_, until| *until > now);
             self.unknown_fifo.retain(|(until, _)| *until > now);
         }
+    }
+
+    /// The core thread is stopping: what moved since the last write-behind goes to the store now
+    /// (the store task sends it before it ends), not 20 ms later, when nobody would: the SAs'
+    /// next gateways resume from the windows as this one left them.
+    pub fn flush_before_stop(&mut self, now: Instant) {
+        self.flush(now);
+        self.checkpoint(now);
+    }
+
+    fn checkpoint(&mut self, now: Instant) {
+        if self.progress.is_empty() {
+            return;
+        }
+        self.last_checkpoint = now;
+        let batch: Vec<Checkpoint> = self.progress.drain().map(|(_, c)| c).collect();
+        let _ = self.commands.send(StoreCommand::Checkpoint(batch));
     }
 
     fn publish(&self, sa: &sagw_auth::SecurityAssociation, generation: u32) {

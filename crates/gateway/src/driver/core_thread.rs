@@ -186,6 +186,9 @@ pub(super) fn core_loop(mut core: Core, mut poll: mio::Poll, mut events: mpsc::R
         core.close_stream(seq, Closed::Shutdown);
     }
     core.flush_udp(&mut tx);
+    if let Some(p) = core.pool.as_mut() {
+        p.flush_before_stop(Instant::now());
+    }
     if let Some(slot) = &core.save_bindings {
         let records = core.edge.export_bindings(now());
         match serde_json::to_vec(&records) {
