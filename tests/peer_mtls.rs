@@ -7,11 +7,12 @@
 //! All peers connect from 127.0.0.1, so nothing here is decided by address.
 
 mod auth_support;
+mod dns_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_support::{Client, GwOptions, config, gateway_settings, unique, verified};
+use auth_support::{Client, GwOptions, config, gateway, gateway_settings, unique, verified};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sagw_client::AuthScheme;
 use sagw_gateway::Running;
@@ -230,6 +231,63 @@ async fn a_peer_is_trusted_by_a_listed_name_under_the_peer_ca_and_nothing_else()
     assert_eq!(req.method(), Some("MESSAGE"));
     assert!(verified(&check), "signed for alice: {check:?}");
     assert_eq!(answer, Some(200), "alice's answer relayed to the peer");
+}
+
+/// A forged DNS answer for a TLS next hop's name (here the test's own DNS server says
+/// `pool.test` is 127.0.0.2) does not make its author a trusted server: it connects to the TLS
+/// listener from that address and the hop's port, without a certificate, and is challenged like
+/// any client. Before, an accepted connection at a next hop's address and port was the next hop's,
+/// and its MESSAGE reached a signed-in user unchallenged, signed with her SA (B8a: TLS is what
+/// defeats a forged answer, and it was checked only on the connections the gateway opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_dns_answer_does_not_make_a_trusted_next_hop_of_its_author() {
+    // The forger's socket: 127.0.0.2 and the port it names in its answer.
+    let forger = tokio::net::TcpSocket::new_v4().expect("socket");
+    forger
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let port = forger.local_addr().expect("local").port();
+    let Some(dns) = dns_support::dnsmasq(&["--host-record=pool.test,127.0.0.2".into()]) else {
+        return;
+    };
+    let hops = [format!("tls:pool.test:{port}")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hop_ca = dir.path().join("hop-ca.pem");
+    std::fs::write(&hop_ca, ca("next hop CA").cert.pem()).expect("write CA");
+    let gw = gateway(GwOptions {
+        next_hops: &hops,
+        nameserver: Some(dns.addr),
+        next_hop_ca: Some(hop_ca),
+        ..GwOptions::default()
+    })
+    .await;
+    let mut alice =
+        Client::connect_tls(&gw, config("alice", "alice-pw", AuthScheme::Ntlm, 4)).await;
+    let (signed_in, _) = alice.sign_in().await;
+    signed_in.unwrap_or_else(|f| panic!("alice signs in: {f:?}"));
+    // The gateway resolves its next hops at start, in the background.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tcp = forger
+        .connect(gw.tls.expect("tls"))
+        .await
+        .expect("connect from 127.0.0.2");
+    let mut p = Peer::handshake(&gw, tcp, None).await;
+    let (code, reached) = tokio::join!(p.message_alice(), async {
+        let req = alice
+            .next_request(Instant::now() + Duration::from_millis(1500))
+            .await?;
+        let reply = alice.response(&req, 200, "OK", "alice");
+        alice.conn.send(&reply).await.ok()?;
+        Some(req)
+    });
+    assert!(
+        reached.is_none(),
+        "the forger's MESSAGE reached alice: {reached:?}"
+    );
+    assert!(
+        matches!(code, Some(401 | 407)),
+        "challenged like a client, got {code:?}"
+    );
 }
 
 /// A reload that takes a name off `proxy.trusted_peer_names` revokes that server's trust at once:

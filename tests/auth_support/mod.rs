@@ -66,6 +66,10 @@ pub struct GwOptions<'a> {
     pub next_hops: &'a [String],
     /// More `[auth]` lines.
     pub auth_extra: &'a str,
+    /// `[dns] nameservers` (a test's DNS server), for next hops given by name.
+    pub nameserver: Option<SocketAddr>,
+    /// `[tls] next_hop_ca`, for `tls:` next hops.
+    pub next_hop_ca: Option<PathBuf>,
 }
 
 impl Default for GwOptions<'_> {
@@ -84,6 +88,8 @@ impl Default for GwOptions<'_> {
             mode: "registrar",
             next_hops: &[],
             auth_extra: "",
+            nameserver: None,
+            next_hop_ca: None,
         }
     }
 }
@@ -142,6 +148,7 @@ tcp = "127.0.0.1:0"
 tls = "127.0.0.1:0"
 [tls]
 generated_dir = "{dir}"
+{next_hop_ca}
 [proxy]
 mode = "{mode}"
 next_hops = [{next_hops}]
@@ -151,6 +158,7 @@ t2_ms = 400
 [metrics]
 listen = "127.0.0.1:0"
 {admin}
+{dns}
 [auth]
 enabled = true
 schemes = [{schemes}]
@@ -168,6 +176,15 @@ kerberos_keytab = "{keytab}"
         version = o.version,
         mode = o.mode,
         auth_extra = o.auth_extra,
+        next_hop_ca = o
+            .next_hop_ca
+            .as_ref()
+            .map(|p| format!("next_hop_ca = \"{}\"", p.display()))
+            .unwrap_or_default(),
+        dns = o
+            .nameserver
+            .map(|ns| format!("[dns]\nnameservers = [\"{ns}\"]"))
+            .unwrap_or_default(),
     );
     let settings = Config::parse(&text)
         .expect("test config parses")

@@ -1836,6 +1836,41 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     assert!(h.edge.is_client(&peer));
 }
 
+/// A TLS next hop's address and port make a server of the connection the gateway opened to it
+/// (verified by its certificate), not of a connection accepted from there: whoever DNS names for
+/// the hop (a forged answer's author) can connect from its own port 5061. A `trusted_peers`
+/// address and a certificate still make an accepted one a server's.
+#[test]
+fn an_accepted_tls_connection_from_a_next_hops_address_is_a_client() {
+    let hop = "203.0.113.60:5061";
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Tls,
+        addr: hop.parse().unwrap(),
+    }];
+    cfg.trusted_peers = vec!["203.0.113.61".parse().unwrap()];
+    let mut edge = Edge::new(cfg);
+    let opened = flow(20, Transport::Tls, hop);
+    assert!(
+        !edge.is_client(&opened),
+        "the connection the gateway opened"
+    );
+    let accepted = flow(21, Transport::Tls, hop);
+    edge.accepted_tls_flow(accepted.id);
+    assert!(edge.is_client(&accepted), "accepted from the hop's address");
+    // Over TCP the address is all there is (docs/security.md B8a).
+    let tcp = flow(21, Transport::Tcp, hop);
+    assert!(edge.is_client(&tcp), "no TCP next hop at that address");
+    let peer = flow(22, Transport::Tls, "203.0.113.61:40000");
+    edge.accepted_tls_flow(peer.id);
+    assert!(!edge.is_client(&peer), "a trusted_peers address");
+    edge.trust_stream_flow(accepted.id);
+    assert!(!edge.is_client(&accepted), "a certificate");
+    // The mark ends with the flow: the id may name a connection the gateway opens later.
+    edge.flow_closed(accepted.id);
+    assert!(!edge.is_client(&flow(21, Transport::Tls, hop)));
+}
+
 fn carol() -> Flow {
     flow(3, Transport::Tcp, "198.51.100.3:40003")
 }

@@ -131,6 +131,9 @@ impl Core {
         // connections the core held, so a revoked peer stayed trusted (and a name added was not
         // trusted on a handshake already under way). A connection without a certificate is
         // told so at once.
+        if flow.transport == Transport::Tls {
+            self.edge.accepted_tls_flow(flow.id);
+        }
         match (trust, self.trusted_peer_now(&s)) {
             (_, Some(name)) => {
                 if trust != FlowTrust::PeerCertificate {

@@ -83,16 +83,22 @@ pub struct Edge {
     request_bufs: self::request::RequestBufs,
 }
 
-/// Stream flows whose peer the driver verified as a trusted server when it was established (by
-/// its TLS certificate, see [`Edge::trust_stream_flow`]): servers like a
-/// [`EdgeConfig::trusted_peers`] address, for as long as the flow lives.
+/// What the driver said of stream flows beyond their addresses, for as long as each lives.
 #[derive(Debug, Default)]
-pub(crate) struct TrustedFlows(Set<FlowId>);
+pub(crate) struct TrustedFlows {
+    /// Peers verified as trusted servers when the flow was established (by their TLS
+    /// certificate, see [`Edge::trust_stream_flow`]): servers like a
+    /// [`EdgeConfig::trusted_peers`] address.
+    servers: Set<FlowId>,
+    /// TLS connections the gateway accepted ([`Edge::accepted_tls_flow`]): a TLS next hop's
+    /// address and port do not make them a server's.
+    accepted_tls: Set<FlowId>,
+}
 
 impl TrustedFlows {
     fn contains(&self, flow: &Flow) -> bool {
         // A UDP flow id names a socket shared by every peer: never trusted as a whole.
-        flow.transport.is_reliable() && self.0.contains(&flow.id)
+        flow.transport.is_reliable() && self.servers.contains(&flow.id)
     }
 }
 
@@ -108,19 +114,32 @@ impl std::fmt::Debug for Edge {
 
 /// True when `flow` belongs to a client rather than a next hop or trusted server.
 fn is_client(cfg: &EdgeConfig, trusted: &TrustedFlows, flow: &Flow) -> bool {
-    !trusted.contains(flow) && !is_server(cfg, flow.transport, flow.remote)
+    if trusted.contains(flow) {
+        return false;
+    }
+    // A TLS next hop proves itself by its certificate on the connections the gateway opens to
+    // it. A connection accepted from its address and port proved nothing: the address is
+    // whatever DNS said the hop's name is, a forger's included, and any host may connect from
+    // its own port 5061. Only a certificate or a `trusted_peers` address makes it a server's.
+    if flow.transport == Transport::Tls && trusted.accepted_tls.contains(&flow.id) {
+        return !is_trusted_peer(cfg, flow.remote);
+    }
+    !is_server(cfg, flow.transport, flow.remote)
 }
 
 /// True when `addr` over `transport` is a next hop or a trusted server.
 fn is_server(cfg: &EdgeConfig, transport: Transport, addr: SocketAddr) -> bool {
-    let addr = crate::uri::canonical(addr);
+    let canonical = crate::uri::canonical(addr);
     cfg.next_hops
         .iter()
-        .any(|h| crate::uri::canonical(h.addr) == addr && h.transport == transport)
-        || cfg
-            .trusted_peers
-            .iter()
-            .any(|p| p.to_canonical() == addr.ip())
+        .any(|h| crate::uri::canonical(h.addr) == canonical && h.transport == transport)
+        || is_trusted_peer(cfg, addr)
+}
+
+/// True when `addr` is one of [`EdgeConfig::trusted_peers`].
+fn is_trusted_peer(cfg: &EdgeConfig, addr: SocketAddr) -> bool {
+    let ip = crate::uri::canonical(addr).ip();
+    cfg.trusted_peers.iter().any(|p| p.to_canonical() == ip)
 }
 impl Edge {
     /// A proxy with no authentication stage.
@@ -208,17 +227,27 @@ impl Edge {
     /// until [`Edge::flow_closed`]. Call it before handing the proxy the flow's first message.
     /// Has no effect on UDP flows (their id names a socket every peer shares).
     pub fn trust_stream_flow(&mut self, id: FlowId) {
-        self.trusted_flows.0.insert(id);
+        self.trusted_flows.servers.insert(id);
     }
 
     /// Whether stream flow `id` was trusted with [`Edge::trust_stream_flow`].
     pub fn is_trusted_stream_flow(&self, id: FlowId) -> bool {
-        self.trusted_flows.0.contains(&id)
+        self.trusted_flows.servers.contains(&id)
+    }
+
+    /// The driver accepted TLS flow `id` (a connection a peer opened, not one the gateway opened
+    /// to a next hop and verified): it is a server's only by its certificate
+    /// ([`Edge::trust_stream_flow`]) or a [`EdgeConfig::trusted_peers`] address, never by being
+    /// at a TLS next hop's address and port. Call it before handing the proxy the flow's first
+    /// message.
+    pub fn accepted_tls_flow(&mut self, id: FlowId) {
+        self.trusted_flows.accepted_tls.insert(id);
     }
 
     /// A stream flow closed: its registrations are useless now (the client must re-register).
     pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
-        self.trusted_flows.0.remove(&flow);
+        self.trusted_flows.servers.remove(&flow);
+        self.trusted_flows.accepted_tls.remove(&flow);
         self.registrar.flow_closed(flow);
         self.delivered.flow_closed(flow);
         self.report_binding_changes();
