@@ -203,6 +203,55 @@ fn serving(mut c: Client, until: usize) -> tokio::task::JoinHandle<(Client, Serv
     })
 }
 
+/// Bob, signed in over UDP, gets a MESSAGE and his 200 is lost: the gateway retransmits the
+/// MESSAGE (Timer E), and bob, who keeps a replay window of the gateway's `snum`s as [MS-SIP]
+/// 3.1.5.1 has clients do, must find the copy signed afresh. Before, the copy carried the first
+/// signature again: bob dropped it as a replay, never answered, and alice got 408 for a message
+/// bob had shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_retransmitted_to_a_udp_client_is_signed_again() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut b = Client::connect(
+        &gw,
+        TransportKind::Udp,
+        config("bob", "bob-pw", AuthScheme::Ntlm, 4),
+    )
+    .await;
+    let (r, _) = b.sign_in().await;
+    r.unwrap_or_else(|f| panic!("bob: {f}\n{}", b.trace()));
+    let bob = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + auth_support::WAIT;
+        let first = b.next_request(deadline).await.expect("the MESSAGE");
+        let first_check = b.verify(&first);
+        // Bob's 200 to the first copy is lost: he waits for the retransmission.
+        let again = b.next_request(deadline).await.expect("a retransmission");
+        let again_check = b.verify(&again);
+        let branch = |m: &Message| via_param(m, "branch");
+        assert_eq!(branch(&first), branch(&again), "the same transaction");
+        if verified(&again_check) {
+            let ok = b.response(&again, 200, "OK", "bob");
+            b.conn.send(&ok).await.expect("answer");
+        }
+        (first_check, again_check)
+    });
+    let (r, _) = a
+        .request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain", "hi bob")),
+        )
+        .await;
+    let (first, again) = bob.await.expect("bob");
+    assert!(verified(&first), "{first:?}");
+    assert!(
+        verified(&again),
+        "the retransmitted copy verifies for bob: {again:?}"
+    );
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", a.trace()));
+    assert_eq!(done.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_call_between_two_signed_in_clients() {
     let gw = gateway(GwOptions::default()).await;

@@ -646,7 +646,8 @@ impl ClientAuth for Recorder {
         {
             return OutboundVerdict::Refuse(480);
         }
-        msg.push_header("X-Signed", "yes");
+        // Replaced, as the gateway's signer replaces `Authentication-Info`.
+        msg.set_header("X-Signed", "yes");
         OutboundVerdict::Deliver
     }
 }
@@ -681,6 +682,55 @@ Content-Length: 0\r\n\r\n";
     assert_eq!(back[0].to, Target::Flow(alice()));
     rec.0.lock().unwrap().clear();
     (h, registrar, path)
+}
+
+/// A request the gateway retransmits to a client with an SA over UDP (Timer E) goes through the
+/// outbound stage again, signed afresh: the client keeps a replay window of its `snum`s
+/// ([MS-SIP] 3.1.5.1: one seen is dropped), so a copy of the first signed bytes, sent because
+/// the client's answer was lost, was dropped unanswered and the sender got 408 for a message
+/// delivered.
+#[test]
+fn a_request_retransmitted_to_a_signed_in_client_is_signed_again() {
+    let rec = Recorder::default();
+    let mut h = H::registrar();
+    h.edge = Edge::with_auth(h.edge.config().clone(), Box::new(rec.clone()));
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKrb;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=rb;epid=eb\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: reg-bob\r\nCSeq: 1 REGISTER\r\nAuthorization: NTLM x\r\nContact: <sip:bob@10.0.0.6:5060>\r\n\
+Expires: 3600\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(bob(), reg);
+    assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKm1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9;epid=ea\r\nTo: <sip:bob@example.com>\r\nCall-ID: m1\r\n\
+CSeq: 1 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    let signed = |rec: &Recorder| {
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("out Request MESSAGE") && l.contains("epid=Some(\"eb\")"))
+            .count()
+    };
+    let sent = h.feed(alice(), msg);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, Target::Flow(bob()));
+    assert_eq!(signed(&rec), 1);
+    let re = h.advance(Duration::from_millis(600));
+    assert_eq!(re.len(), 1, "{re:?}");
+    assert_eq!(re[0].to, Target::Flow(bob()));
+    assert_eq!(
+        signed(&rec),
+        2,
+        "the retransmission signed for bob's endpoint again"
+    );
+    assert_eq!(
+        re[0].msg.header_all("X-Signed").count(),
+        1,
+        "signed once, from the unsigned request kept"
+    );
+    // Bob's SA ended meanwhile: nothing is sent unsigned.
+    rec.1.lock().unwrap().push("eb".to_owned());
+    assert!(h.advance(Duration::from_millis(1100)).is_empty());
 }
 
 /// A request from the registrar for alice, routed by `route`.

@@ -136,7 +136,7 @@ impl Edge {
 
     /// Run the outbound stage on a request (to a client, for `endpoint`): `Err(status)` when
     /// it refused the request, which must then not be sent (counted here).
-    fn pass_request(
+    pub(super) fn pass_request(
         &mut self,
         to: Target,
         msg: &mut Message,

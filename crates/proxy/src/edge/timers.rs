@@ -159,9 +159,20 @@ impl Edge {
                     ct.interval.saturating_mul(2).min(timers.t2)
                 };
                 let next = later(now.mono, ct.interval);
+                let (to, endpoint, mut message) =
+                    (ct.target, ct.endpoint.clone(), ct.request.clone());
+                // Signed again, not a copy of the first signature: a client with an SA drops a
+                // `snum` it saw ([MS-SIP] 3.1.5.1), and it saw the first copy if only its answer
+                // was lost. An SA gone meanwhile sends nothing (Timer F ends the transaction).
+                if self
+                    .pass_request(to, &mut message, endpoint.as_ref(), now)
+                    .is_err()
+                {
+                    return;
+                }
                 self.actions.push_back(Action::Send {
-                    to: ct.target,
-                    message: ct.request.clone(),
+                    to,
+                    message,
                     token: None,
                 });
                 self.schedule(next, TimerKind::ClientRetransmit(key, epoch));
