@@ -252,6 +252,46 @@ async fn a_message_retransmitted_to_a_udp_client_is_signed_again() {
     assert_eq!(done.status, 200);
 }
 
+/// A request whose To names another endpoint's epid (a caller's choice, or a request meant for
+/// another device of the same user) is delivered to bob's endpoint signed with his SA; bob
+/// answers from the To he was given, and his signed 200 must reach the caller. Before, the
+/// epid was kept, bob's 200 named it, the gateway took it for another endpoint's answer and
+/// dropped it, and the caller got 408 for a message bob had shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_another_epid_in_to_is_answered_through_the_gateway() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let bob_epid = b.epid();
+    let b_task = serving(b, 1);
+    let mut m =
+        a.ep.request(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("text/plain".into(), b"hi bob".to_vec())),
+            a.rng.as_rng(),
+        )
+        .expect("request");
+    // The signature's buffer has To's URI and tag, not its epid: alice's signature still holds.
+    let to = format!("{};epid=0badc0de", m.header("To").expect("To"));
+    m.set_header("To", &to);
+    let (r, _) = a.drive(m).await;
+    let (_, got) = b_task.await.expect("bob");
+    assert_eq!(got.len(), 1, "bob received the MESSAGE");
+    let (msg, check, answered) = &got[0];
+    assert!(verified(check), "{check:?}");
+    assert!(*answered);
+    let to = msg.to().expect("To");
+    assert_eq!(
+        to.param("epid"),
+        Some(bob_epid.as_str()),
+        "delivered naming the endpoint it went to"
+    );
+    let done = r.unwrap_or_else(|f| panic!("MESSAGE: {f}\n{}", a.trace()));
+    assert_eq!(done.status, 200);
+    assert!(verified(&done.signature), "{done:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_call_between_two_signed_in_clients() {
     let gw = gateway(GwOptions::default()).await;

@@ -560,14 +560,27 @@ impl SecurityStage {
             debug!(identity = %endpoint.identity, "request to an endpoint without a live SA refused");
             return OutboundVerdict::Refuse(480);
         };
-        // The client finds the SA for its answer by the To epid.
+        // The client finds the SA for its answer by the To epid, and copies To into the answer,
+        // which is judged by it: To names the endpoint the request goes to. An epid the request
+        // came with (another device's, or a caller's choice) is replaced, or the endpoint's
+        // signed answer would be taken for another endpoint's and dropped.
         if let Some(to) = msg.header("To")
-            && sagw_sip::parse_name_addr(to)
-                .ok()
-                .is_some_and(|na| na.param("epid").is_none())
+            && let Ok(na) = sagw_sip::parse_name_addr(to)
         {
-            let to = [to, ";epid=", &endpoint.epid].concat();
-            msg.set_header("To", &to);
+            let to = match na.param("epid") {
+                None => Some([to, ";epid=", &endpoint.epid].concat()),
+                Some(epid) if epid != endpoint.epid => {
+                    // `epid` is a slice of `to`: its place is where its address says.
+                    (epid.as_ptr() as usize)
+                        .checked_sub(to.as_ptr() as usize)
+                        .and_then(|at| Some((to.get(..at)?, to.get(at + epid.len()..)?)))
+                        .map(|(before, after)| [before, &endpoint.epid, after].concat())
+                }
+                Some(_) => None,
+            };
+            if let Some(to) = to {
+                msg.set_header("To", &to);
+            }
         }
         match self
             .core
