@@ -481,7 +481,18 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         .await
         .expect("removed");
     assert_eq!(b.bindings_of(aor).await.expect("read").len(), 1);
+    // gw-a tidying a device that gw-b holds now (the client registered there since gw-a read
+    // the AOR): gw-b's binding stays.
     a.remove_binding(aor, "<urn:uuid:2>", "gw-a")
+        .await
+        .expect("removed");
+    let left = b.bindings_of(aor).await.expect("read");
+    assert_eq!(
+        (left.len(), left[0].node.as_str()),
+        (1, "gw-b"),
+        "another node's binding is not removed: {left:?}"
+    );
+    b.remove_binding(aor, "<urn:uuid:2>", "gw-b")
         .await
         .expect("removed");
     a.remove_binding(aor, "<urn:uuid:old>", "gw-a")
@@ -498,8 +509,8 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         }
     }
     assert_eq!(
-        binding_events, 5,
-        "2 puts and 3 removes of {aor} after the first"
+        binding_events, 6,
+        "2 puts and 4 removes of {aor} after the first"
     );
 
     // Refused arguments never reach the store.

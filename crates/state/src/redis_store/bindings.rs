@@ -45,7 +45,9 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a binding (`node`'s) and publishes `binding`.
+    /// Removes `node`'s binding of `device`, and publishes `binding`. Another node's binding of
+    /// the device is left: the client registered there since `node` read the AOR, and the write
+    /// of a node tidying what it no longer holds must not remove it.
     pub async fn remove_binding(
         &self,
         aor: &str,
@@ -63,6 +65,7 @@ impl Store {
                     .remove_binding
                     .key(reg_key(aor))
                     .arg(device)
+                    .arg(node)
                     .invoke_async(&mut c)
                     .await
                     .map_err(|e| StoreError::from_redis(&e))

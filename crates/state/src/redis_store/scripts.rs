@@ -81,9 +81,14 @@ if f[2] then return {1, u} end
 return {0, u}
 ";
 
-/// Removes a binding and returns how many the AOR has left.
+/// Removes the binding of device ARGV[1] if node ARGV[2] holds it (its encoded value starts with a
+/// version byte, the node's length and the node: `codec::encode_binding`); returns how many the
+/// AOR has left.
 const REMOVE_BINDING: &str = r"
-redis.call('HDEL', KEYS[1], ARGV[1])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and #v >= 2 and string.sub(v, 3, 2 + string.byte(v, 2)) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
 return redis.call('HLEN', KEYS[1])
 ";
 
