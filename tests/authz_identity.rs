@@ -92,6 +92,49 @@ fn register_for(c: &mut Client, aor: &str, wildcard: bool) -> Message {
     m
 }
 
+/// alice registers a Contact at the next hop's address (a server's Contact, read from its 200
+/// in one of her own calls): bob's in-dialog BYE to that server, whose Request-URI is that
+/// Contact (a server that does not Record-Route), still reaches the server, not alice. Before,
+/// her binding took it, signed for her: calls with that server never ended, and their DTMF and
+/// transfers went to her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_at_the_next_hops_address_takes_no_other_clients_requests() {
+    let hop = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let hop_addr = hop.local_addr().expect("addr");
+    let hops = [format!("udp:{hop_addr}")];
+    let gw = auth_support::gateway(GwOptions {
+        next_hops: &hops,
+        ..GwOptions::default()
+    })
+    .await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let server_contact = format!("sip:asterisk@{hop_addr}");
+    let aor = alice.ep.config().aor.clone();
+    let mut reg = register_for(&mut alice, &aor, false);
+    reg.set_header("Contact", &format!("<{server_contact}>"));
+    resign(&mut alice, &mut reg);
+    let (r, _) = alice.drive(reg).await;
+    assert_eq!(r.expect("registered").status, 200);
+
+    let mut bye = bob
+        .ep
+        .request("BYE", &server_contact, None, bob.rng.as_rng())
+        .expect("BYE");
+    bye.set_header("To", &format!("<{server_contact}>;tag=srv1"));
+    resign(&mut bob, &mut bye);
+    bob.conn.send(&bye).await.expect("send");
+    let mut buf = vec![0u8; 65536];
+    let (at_hop, at_alice) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), hop.recv_from(&mut buf)),
+        alice.next_request(Instant::now() + Duration::from_secs(2)),
+    );
+    assert!(at_alice.is_none(), "bob's BYE reached alice: {at_alice:?}");
+    let (n, _) = at_hop.expect("bob's BYE reaches the server").expect("recv");
+    let got = Message::parse(&buf[..n]).expect("SIP");
+    assert_eq!(got.method(), Some("BYE"));
+}
+
 /// How a client sees a final response to one of its requests: signed by the gateway for its own
 /// SA (or, with Digest, carrying `Authentication-Info`).
 fn signed_for(c: &mut Client, scheme: AuthScheme, r: &Message) -> bool {

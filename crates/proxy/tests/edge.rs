@@ -684,6 +684,45 @@ Content-Length: 0\r\n\r\n";
     (h, registrar, path)
 }
 
+/// A Contact a client registers with a server's address (a next hop's or a trusted peer's IP,
+/// read from the Contact of a server's 200 in one of its own calls) does not take the requests
+/// other clients send to that server: their in-dialog requests to a server that does not
+/// Record-Route (Asterisk, a PSTN gateway) carry its Contact as Request-URI and nothing else once
+/// the gateway's own Route entries are gone. Before, alice's binding took bob's BYE and ACK,
+/// signed for her.
+#[test]
+fn a_contact_at_a_servers_address_does_not_take_requests_to_the_server() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([6; 32]));
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Udp,
+        addr: "203.0.113.1:5060".parse().unwrap(),
+    }];
+    cfg.trusted_peers = vec!["203.0.113.9".parse().unwrap()];
+    let mut h = H::new(cfg);
+    h.register(bob(), "bob", "eb");
+    for (n, server) in ["203.0.113.1:5060", "203.0.113.9:5070"].iter().enumerate() {
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKra{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ra;epid=ea\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: reg-alice-{n}\r\nCSeq: {} REGISTER\r\nContact: <sip:asterisk@{server}>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n",
+            n + 1
+        );
+        let sent = h.feed(alice(), &reg);
+        assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+        let bye = format!(
+            "BYE sip:asterisk@{server} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKby{n};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1;epid=eb\r\nTo: <sip:asterisk@example.com>;tag=s1\r\n\
+Call-ID: call-{n}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(bob(), &bye);
+        assert!(
+            sent.iter().all(|s| s.to != Target::Flow(alice())),
+            "bob's BYE to the server at {server} went to alice: {sent:?}"
+        );
+    }
+}
+
 /// A request the gateway retransmits to a client with an SA over UDP (Timer E) goes through the
 /// outbound stage again, signed afresh: the client keeps a replay window of its `snum`s
 /// ([MS-SIP] 3.1.5.1: one seen is dropped), so a copy of the first signed bytes, sent because

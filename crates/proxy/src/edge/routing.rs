@@ -6,7 +6,7 @@ use std::time::Instant;
 use sagw_sip::{Message, parse_name_addr};
 
 use super::Edge;
-use crate::config::{Mode, NextHop};
+use crate::config::{Mode, NextHop, RouteTarget};
 use crate::edit::{pop_route, top_route};
 use crate::hook::SaEndpoint;
 use crate::registrar::RemoteBinding;
@@ -136,10 +136,28 @@ impl Edge {
     /// of its owner's own address of record, or a device's address (an IP literal that is not
     /// this gateway's). A Contact is whatever URI its client wrote: one that is another address
     /// of record, a user of a served domain or of any other, must not take that address's
-    /// requests (alice's `Contact: <sip:bob@example.com>` took every request for bob).
+    /// requests (alice's `Contact: <sip:bob@example.com>` took every request for bob). Nor one
+    /// at a server's address (a next hop's, a trusted peer's, a `client_routes` target's): it is
+    /// that server's Contact, copied from one of the client's own calls, and other clients'
+    /// in-dialog requests to a server that does not Record-Route carry it as Request-URI.
     fn contact_names_a_device(&self, uri: &SipUri<'_>, owner: &str) -> bool {
-        uri.aor() == owner
-            || (uri.ip().is_some() && !self.cfg.local.is_local(uri.host, uri.port, uri.transport()))
+        if uri.aor() == owner {
+            return true;
+        }
+        let Some(ip) = uri.ip() else {
+            return false;
+        };
+        let ip = ip.to_canonical();
+        let servers = self.cfg.next_hops.iter().map(|h| h.addr.ip());
+        let routes = self.cfg.client_routes.iter().map(|r| match *r {
+            RouteTarget::Addr(a) => a.ip(),
+            RouteTarget::Host(h) => h,
+        });
+        let at_a_server = servers
+            .chain(self.cfg.trusted_peers.iter().copied())
+            .chain(routes)
+            .any(|s| s.to_canonical() == ip);
+        !at_a_server && !self.cfg.local.is_local(uri.host, uri.port, uri.transport())
     }
 
     pub(super) fn serves(&self, uri: &SipUri<'_>) -> bool {
