@@ -135,6 +135,9 @@ pub enum Reason {
     /// The domain vouched for an account whose SIP identity is a credentials-file user's: a
     /// domain account never takes a file user's identity.
     IdentityTaken,
+    /// An account whose name makes no SIP user of its own: a computer account (`PC1$`), or a
+    /// name with a `%` escape, which the servers behind read as another name.
+    AccountName,
 }
 
 /// What an NTLM failure means to an operator: a wrong password, a clock to fix, a client to
@@ -174,7 +177,7 @@ impl From<&DigestError> for Reason {
 
 impl Reason {
     /// Every reason, for exporters that list each label (also the counters' index order).
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 42] = [
         Reason::MalformedHeader,
         Reason::MalformedToken,
         Reason::UnknownUser,
@@ -216,6 +219,7 @@ impl Reason {
         Reason::DomainRefused,
         Reason::DirectoryUnavailable,
         Reason::IdentityTaken,
+        Reason::AccountName,
     ];
 
     /// The metric and log label: the variant's name in snake case (`wrong_password`).
@@ -262,6 +266,7 @@ impl Reason {
             Reason::DomainRefused => "domain_refused",
             Reason::DirectoryUnavailable => "directory_unavailable",
             Reason::IdentityTaken => "identity_taken",
+            Reason::AccountName => "account_name",
         }
     }
 

@@ -312,7 +312,22 @@ pub(crate) fn run(
                         domain: &verified.domain,
                     },
                 ),
-                None if verified.joined_domain => Ok(default_identity(&verified.user)),
+                None if verified.joined_domain => {
+                    let identity = default_identity(&verified.user);
+                    if crate::kerberos::account_name_makes_an_identity(&verified.user)
+                        && crate::is_valid_sip_identity(&identity)
+                    {
+                        Ok(identity)
+                    } else {
+                        Err(DomainFailure {
+                            reason: Reason::AccountName,
+                            detail: format!(
+                                "account {:?} makes no SIP identity of its own",
+                                verified.user
+                            ),
+                        })
+                    }
+                }
                 None => Err(DomainFailure {
                     reason: Reason::WrongRealm,
                     detail: format!(

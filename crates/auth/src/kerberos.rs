@@ -192,27 +192,51 @@ impl std::fmt::Debug for KerberosOutcome {
 /// speak as `sip:bob@…`; mapping it to `sip:bob/admin@…` would make a SIP user nobody provisions.
 /// SIP users are user principals, so these are refused. So is a principal whose identity would
 /// not be one ([`is_valid_sip_identity`](crate::is_valid_sip_identity)): `alice:phone@REALM` is
-/// legal in Kerberos, but SIP reads `sip:alice:phone@…` as user `alice` with a password.
-pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> Option<String> {
+/// legal in Kerberos, but SIP reads `sip:alice:phone@…` as user `alice` with a password
+/// ([`Reason::PrincipalInstance`] for both). A computer account (`PC1$@REALM`: its key is in the
+/// machine's keytab, which the machine's administrators read) and a name with a `%` escape
+/// (`b%6Fb`, which the servers behind read as `bob`) are refused as [`Reason::AccountName`]
+/// ([`account_name_makes_an_identity`]).
+pub fn principal_to_identity(principal: &str, domain: Option<&str>) -> Result<String, Reason> {
     let (user, realm) = principal.rsplit_once('@').unwrap_or((principal, ""));
     if user.is_empty() || user.contains('/') {
-        return None;
+        return Err(Reason::PrincipalInstance);
+    }
+    if !account_name_makes_an_identity(user) {
+        return Err(Reason::AccountName);
     }
     let host = domain.map_or_else(|| realm.to_ascii_lowercase(), str::to_owned);
     let identity = format!("sip:{}@{}", user.to_ascii_lowercase(), host);
-    crate::is_valid_sip_identity(&identity).then_some(identity)
+    if crate::is_valid_sip_identity(&identity) {
+        Ok(identity)
+    } else {
+        Err(Reason::PrincipalInstance)
+    }
+}
+
+/// Whether an account name a domain or KDC vouched for may become a SIP user part as it is: not
+/// a computer account (`PC1$`) and no `%`, which SIP reads as an escape (an account `b%6Fb` would
+/// be `bob` to every server behind the gateway, while the gateway compares it as written).
+pub fn account_name_makes_an_identity(user: &str) -> bool {
+    !user.ends_with('$') && !user.contains('%')
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::Reason;
+
     #[test]
     fn maps_principals() {
         assert_eq!(
-            super::principal_to_identity("alice@EXAMPLE.TEST", None).as_deref(),
+            super::principal_to_identity("alice@EXAMPLE.TEST", None)
+                .ok()
+                .as_deref(),
             Some("sip:alice@example.test")
         );
         assert_eq!(
-            super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com")).as_deref(),
+            super::principal_to_identity("Bob@CORP.EXAMPLE", Some("example.com"))
+                .ok()
+                .as_deref(),
             Some("sip:bob@example.com")
         );
     }
@@ -224,7 +248,11 @@ mod tests {
             "host/pc1.example.test@EXAMPLE.TEST",
             "@EXAMPLE.TEST",
         ] {
-            assert_eq!(super::principal_to_identity(p, None), None, "{p}");
+            assert_eq!(
+                super::principal_to_identity(p, None),
+                Err(Reason::PrincipalInstance),
+                "{p}"
+            );
         }
     }
 
@@ -236,7 +264,29 @@ mod tests {
             "al ice@EXAMPLE.TEST",
             "alice<@EXAMPLE.TEST",
         ] {
-            assert_eq!(super::principal_to_identity(p, None), None, "{p}");
+            assert_eq!(
+                super::principal_to_identity(p, None),
+                Err(Reason::PrincipalInstance),
+                "{p}"
+            );
+        }
+    }
+
+    /// A computer account's principal (what `kinit -k 'PC1$'` gets from a machine's keytab, which
+    /// its local administrators can read) and a name with an escape (`b%6Fb`, which the servers
+    /// behind read as `bob`) are no SIP user's: NTLM through the domain refuses the first too.
+    #[test]
+    fn refuses_computer_accounts_and_escaped_names() {
+        for p in [
+            "PC1$@EXAMPLE.TEST",
+            "pc1$@EXAMPLE.TEST",
+            "b%6Fb@EXAMPLE.TEST",
+        ] {
+            assert_eq!(
+                super::principal_to_identity(p, None),
+                Err(Reason::AccountName),
+                "{p}"
+            );
         }
     }
 }

@@ -213,6 +213,26 @@ fn a_domain_account_cannot_take_a_file_users_identity() {
     }
 }
 
+/// A domain account whose name SIP reads as another (`b%6Fb`: `bob` to every server behind the
+/// gateway, which compares identities unescaped) gets no identity from its name: before, it
+/// signed in as `sip:b%6fb@…`, a spelling no file user owns, and its requests reached the
+/// servers behind as bob's.
+#[test]
+fn a_domain_account_whose_name_is_an_escape_gets_no_identity() {
+    let mut file = FileCredentialStore::new();
+    file.add_password("bob", "bob-pw", &[]);
+    let core = domain_core(file, fake(&[("b%6Fb", "mallory-pw")]));
+    let mut rng = rng();
+    let mut c = NtlmClient::new("b%6Fb", "mallory-pw", "m1");
+    let (decision, deferred) = sign_in(&mut c, &core, t0(), &mut rng);
+    assert!(deferred, "verified by the domain");
+    assert!(
+        !matches!(decision, Decision::Authenticated(_)),
+        "{decision:?}"
+    );
+    assert_eq!(cause(&decision), Some(Reason::AccountName), "{decision:?}");
+}
+
 #[test]
 fn the_sa_is_the_one_the_file_backend_makes() {
     // The same client, the same randomness: once verified from the file, once by the domain.

@@ -3,6 +3,8 @@
 //! 2-leg handshake, and both sides sign and verify. AES and RC4-HMAC service keys; bad tokens.
 #![cfg(feature = "kerberos-mit")]
 
+#[path = "../../../tests/domain_support/mod.rs"]
+mod domain_support;
 #[path = "../../kerberos/tests/support/mod.rs"]
 mod kdc;
 mod support;
@@ -432,6 +434,56 @@ fn kerberos_sign_in_with_an_rc4_service_key() {
     };
     let core = core_for(k, kdc::RC4_FQDN, &k.rc4_keytab);
     sign_in(&core, k, kdc::RC4_FQDN, false, 37);
+}
+
+/// With the domain's accounts beside a credentials file (`[auth.domain]`), a Kerberos principal
+/// is a domain account: it never takes an identity a file user signs in as, as over NTLM (B14).
+/// Before, domain alice, refused over NTLM, signed in with a ticket as the file's alice. A KDC
+/// alone (no domain, no directory) still serves the file's users under their own names.
+#[test]
+fn a_kerberos_principal_of_the_domain_cannot_take_a_file_users_identity() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let mut file = FileCredentialStore::new();
+    file.add_password("alice", "file-alice-pw", &[]);
+    let file = Arc::new(file);
+    let acceptor = || {
+        let mut cfg = KerberosConfig::new(kdc::AES_FQDN);
+        cfg.keytab = Some(k.aes_keytab.clone());
+        cfg.replay_cache = Some(k.rcache());
+        Box::new(MitKerberos::new(
+            KerberosAcceptor::new(cfg).expect("acceptor"),
+        ))
+    };
+    let with_domain = SecurityCore::new(CoreConfig::new("example.test"), file.clone())
+        .with_kerberos(acceptor(), None)
+        .with_domain_ntlm(
+            Arc::new(domain_support::FakeDomain::with(&[])),
+            sagw_auth::DomainSettings {
+                retry_after_secs: 7,
+            },
+        );
+    let kdc_alone =
+        SecurityCore::new(CoreConfig::new("example.test"), file).with_kerberos(acceptor(), None);
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let mut rng = rng();
+    for (core, taken) in [(&with_domain, true), (&kdc_alone, false)] {
+        let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+        let mut c = KrbClient::new(session, kdc::AES_FQDN);
+        let text = c.request("REGISTER");
+        let m = c.credentials(&text, Some(&ap_req), true);
+        match decide(core, &m, SystemTime::now(), &mut rng) {
+            Decision::Challenge(ch) if taken => {
+                assert_eq!(ch.cause, Some(Reason::IdentityTaken))
+            }
+            Decision::Authenticated(a) if !taken => {
+                assert_eq!(a.identity, "sip:alice@example.test")
+            }
+            other => panic!("domain beside the file: {taken}: {other:?}"),
+        }
+    }
+    assert!(with_domain.sas().is_empty());
 }
 
 #[test]

@@ -78,6 +78,38 @@ pub enum DirectoryBind {
     Anonymous,
 }
 
+/// Attributes Active Directory lets every user write on their own account by default (the
+/// Personal-Information and Web-Information property sets, granted to SELF): as `attribute`, each
+/// user would choose the SIP identity they sign in as.
+const SELF_WRITABLE: &[&str] = &[
+    "telephoneNumber",
+    "otherTelephone",
+    "ipPhone",
+    "otherIpPhone",
+    "homePhone",
+    "otherHomePhone",
+    "mobile",
+    "otherMobile",
+    "pager",
+    "otherPager",
+    "facsimileTelephoneNumber",
+    "otherFacsimileTelephoneNumber",
+    "info",
+    "streetAddress",
+    "street",
+    "postalAddress",
+    "homePostalAddress",
+    "postOfficeBox",
+    "postalCode",
+    "physicalDeliveryOfficeName",
+    "l",
+    "st",
+    "c",
+    "co",
+    "wWWHomePage",
+    "url",
+];
+
 /// Validated `[auth.directory]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryConfig {
@@ -334,5 +366,22 @@ impl DirectorySection {
             negative_ttl: secs("negative_ttl_secs", self.negative_ttl_secs, 86_400)?,
             timeout: secs("timeout_secs", self.timeout_secs, 300)?,
         })
+    }
+}
+
+impl DirectoryConfig {
+    /// A warning when `attribute` is one Active Directory lets each user write on their own
+    /// account by default: logged at start and printed by `sagw check-config` (an operator who
+    /// removed SELF's write permission may keep it).
+    pub fn self_writable_attribute(&self) -> Option<String> {
+        let a = self.attribute.as_deref()?;
+        SELF_WRITABLE
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(a))
+            .then(|| {
+                format!(
+                    "auth.directory.attribute `{a}`: Active Directory lets every user write it on their own account by default (the Personal-Information and Web-Information property sets): each user could choose the SIP identity they sign in as. Use msRTCSIP-PrimaryUserAddress, proxyAddresses or an attribute only administrators write, or remove SELF's write permission on it"
+                )
+            })
     }
 }

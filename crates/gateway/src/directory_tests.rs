@@ -209,6 +209,29 @@ fn section() -> DirectorySection {
     }
 }
 
+/// An `attribute` that Active Directory lets each user write on their own account (the
+/// Personal-Information property set: `otherIpPhone`, which this page's own example named) is
+/// warned about at start and by `check-config`: each user would choose their SIP identity.
+#[test]
+fn an_attribute_users_write_themselves_is_warned_about() {
+    let with = |a: &str| {
+        DirectorySection {
+            attribute: a.into(),
+            ..section()
+        }
+        .validate()
+        .expect("valid")
+        .self_writable_attribute()
+    };
+    for a in ["otherIpPhone", "ipphone", "telephoneNumber", "wWWHomePage"] {
+        let w = with(a).unwrap_or_else(|| panic!("{a} not warned about"));
+        assert!(w.contains("auth.directory.attribute"), "{w}");
+    }
+    for a in ["", "mail", "msRTCSIP-PrimaryUserAddress"] {
+        assert_eq!(with(a), None, "{a}");
+    }
+}
+
 #[test]
 fn the_section_validates() {
     let c = section().validate().expect("valid");

@@ -316,6 +316,14 @@ fn main() -> ExitCode {
         for w in settings.address_trust_beside_names() {
             eprintln!("sagw: warning: {w}");
         }
+        if let Some(w) = settings
+            .auth
+            .as_ref()
+            .and_then(|a| a.directory.as_ref())
+            .and_then(|d| d.self_writable_attribute())
+        {
+            eprintln!("sagw: warning: {w}");
+        }
         if settings.admin.listen.is_some()
             && let Err(e) = sagw_gateway::admin::read_token(&settings.admin.token_file)
         {

@@ -75,7 +75,7 @@ impl SecurityCore {
         directory: &dyn AccountDirectory,
         accepted: &KerberosAccepted,
     ) -> Option<Result<String, Reason>> {
-        principal_to_identity(&accepted.client_principal, None)?;
+        principal_to_identity(&accepted.client_principal, None).ok()?;
         Some(
             crate::domain::directory_identity(
                 directory,

@@ -464,10 +464,12 @@ impl SecurityCore {
             Ok(a) => a,
             Err(rejection) => return self.fail_leg(leg, Scheme::Kerberos, rejection.reason),
         };
-        let Some(mapped) =
-            principal_to_identity(&accepted.client_principal, self.kerberos_domain.as_deref())
-        else {
-            return self.fail_leg(leg, Scheme::Kerberos, Reason::PrincipalInstance);
+        let mapped = match principal_to_identity(
+            &accepted.client_principal,
+            self.kerberos_domain.as_deref(),
+        ) {
+            Ok(mapped) => mapped,
+            Err(reason) => return self.fail_leg(leg, Scheme::Kerberos, reason),
         };
         // With a directory, the principal's SIP identity is the directory's (asked on the
         // worker; inline only when this core does not offload Kerberos).
@@ -483,6 +485,16 @@ impl SecurityCore {
             }
             Some(Err(reason)) => return self.fail_leg(leg, Scheme::Kerberos, reason),
         };
+        // With the domain's or the directory's accounts beside the credentials file, a
+        // principal is one of theirs, as over NTLM (`domain::run`): it never takes an identity a
+        // file user signs in as. (A KDC alone serves the file's own users under their names.)
+        if (self.domain_ntlm.is_some() || self.directory.is_some())
+            && self
+                .credentials
+                .owns_identity(&identity, &self.config.sip_domain)
+        {
+            return self.fail_leg(leg, Scheme::Kerberos, Reason::IdentityTaken);
+        }
         let opaque = self.sas.fresh_opaque(leg.rng);
         let sa = self.new_sa(
             leg,

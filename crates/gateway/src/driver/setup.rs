@@ -210,6 +210,14 @@ async fn start_inner(
     for w in settings.address_trust_beside_names() {
         warn!("{w}");
     }
+    if let Some(w) = settings
+        .auth
+        .as_ref()
+        .and_then(|a| a.directory.as_ref())
+        .and_then(|d| d.self_writable_attribute())
+    {
+        warn!("{w}");
+    }
     let listeners = bind_listeners(&settings).await?;
     let udp_addr = listeners.first(Transport::Udp);
     let tcp_addr = listeners.first(Transport::Tcp);
