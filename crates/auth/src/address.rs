@@ -3,7 +3,8 @@
 
 /// `uri` as a server behind may take it when it looks for a user: scheme `sip` (for `sips` too),
 /// the user part unescaped and without a password or parameters, the host without a port or
-/// parameters, lower case; any other scheme (`tel:`) as it is, lower case. For asking whether an
+/// parameters, lower case; a `tel:` (or `tels:`) number as `tel:` without separators; any other
+/// scheme as it is, lower case. For asking whether an
 /// address is some user's identity whatever its spelling (`sips:`, `:5060`, `b%6Fb`, `bob:pw`):
 /// each of those reaches bob at a registrar.
 pub(crate) fn canonical_address(uri: &str) -> String {
@@ -13,9 +14,10 @@ pub(crate) fn canonical_address(uri: &str) -> String {
     });
     let Some(rest) = sip_rest else {
         // A `tel:` number without its parameters and visual separators (RFC 3966 §4: compared
-        // without them); `tel:+49-30-999` is `sip:+4930999@…;user=phone` to a registrar.
+        // without them); `tel:+49-30-999` is `sip:+4930999@…;user=phone` to a registrar. A
+        // `tels:` one too: no RFC defines it, but Kamailio reads its number as a `tel:` one's.
         if let Some((scheme, rest)) = uri.split_once(':')
-            && scheme.eq_ignore_ascii_case("tel")
+            && (scheme.eq_ignore_ascii_case("tel") || scheme.eq_ignore_ascii_case("tels"))
         {
             let number = rest.split(';').next().unwrap_or_default();
             return format!("tel:{}", canonical_user(number));

@@ -321,6 +321,9 @@ fn no_store_users_identity_is_lent_in_any_spelling() {
         "sip:carol@pbx.example.com",
         "tel:+4930999",
         "tel:+49-30-999",
+        // Kamailio reads a `tels:` URI's number as it does a `tel:` one's.
+        "tels:+4930999",
+        "TELS:+49-30-999",
         "tel:+49.(30).999;phone-context=example.com",
         "sip:+4930999@192.0.2.10;user=phone",
         "sip:+49-30-999@192.0.2.10;user=phone",
