@@ -820,6 +820,65 @@ async fn client_identity_headers_never_pass_in_either_direction() {
     );
 }
 
+/// The headers of a REFER's Refer-To URI go into the INVITE the referee sends (RFC 3515 §2.1):
+/// an identity header or a `Referred-By` smuggled there is one alice vouches for in someone
+/// else's name, and goes; `Replaces` (an attended transfer) and the URI stay. Before, bob saw
+/// the whole URI, and a referee that copies its headers told carol she was referred by the CEO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_inside_a_refer_to_uri_never_pass() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let replaces = "Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2";
+    let ceo = format!("%3Csip%3Aceo%40{DOMAIN}%3E");
+    for (refer_to, kept) in [
+        (
+            format!(
+                "<sip:carol@{DOMAIN}?{replaces}&Referred-By={ceo}&P-Asserted-Identity={ceo}&b={ceo}>"
+            ),
+            format!("<sip:carol@{DOMAIN}?{replaces}>"),
+        ),
+        (
+            format!("\"Carol\" <sip:carol@{DOMAIN}?referred%2Dby={ceo}>;x=1"),
+            format!("\"Carol\" <sip:carol@{DOMAIN}>;x=1"),
+        ),
+        (
+            format!("<sip:carol@{DOMAIN}?{replaces}>"),
+            format!("<sip:carol@{DOMAIN}?{replaces}>"),
+        ),
+    ] {
+        let mut m = alice
+            .ep
+            .request(
+                "REFER",
+                &format!("sip:bob@{DOMAIN}"),
+                None,
+                alice.rng.as_rng(),
+            )
+            .expect("request");
+        m.push_header("Refer-To", &refer_to);
+        resign(&mut alice, &mut m);
+        let deadline = Instant::now() + WAIT;
+        let bob_side = async {
+            let req = bob
+                .next_request(deadline)
+                .await
+                .expect("bob gets the REFER");
+            let ok = bob.response(&req, 202, "Accepted", "b3");
+            bob.conn.send(&ok).await.expect("send");
+            req
+        };
+        let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+        assert_eq!(
+            req.header("Refer-To"),
+            Some(kept.as_str()),
+            "{refer_to}:\n{}",
+            text(&req)
+        );
+        assert_eq!(r.expect("alice gets the 202").status_code(), Some(202));
+    }
+}
+
 /// Identity headers beyond the three above, which servers behind the gateway believe as well: a
 /// voicemail server or PBX takes the mailbox or the redirecting party from `Diversion` or
 /// `History-Info`, an IMS server the served user from `P-Served-User`, a verifier the caller

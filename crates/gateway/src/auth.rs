@@ -723,6 +723,51 @@ fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
     if !own_referrer {
         msg.remove_header("Referred-By");
     }
+    // Only a REFER has a Refer-To (RFC 3515): no other request pays for the look.
+    if msg.method() == Some("REFER") {
+        strip_refer_to_identity(msg);
+    }
+}
+
+/// The headers of a Refer-To URI go into the request the referee sends (RFC 3515 §2.1): one of
+/// the [`CLAIMED_IDENTITY_HEADERS`] or a `Referred-By` there is vouched for in the referee's
+/// name, and is removed from the URI (names compared unescaped, ASCII case ignored); the others
+/// (`Replaces`, `Require`, a body) stay as written.
+fn strip_refer_to_identity(msg: &mut Message) {
+    let edits: Vec<(usize, String)> = msg
+        .header_all_indexed("Refer-To")
+        .filter_map(|(i, v)| {
+            let na = sagw_sip::parse_name_addr(v).ok()?;
+            let (base, headers) = na.uri.split_once('?')?;
+            let kept: Vec<&str> = headers
+                .split('&')
+                .filter(|h| {
+                    let name = h.split_once('=').map_or(*h, |(n, _)| n);
+                    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                    !CLAIMED_IDENTITY_HEADERS
+                        .iter()
+                        .chain(&["Referred-By", "b"])
+                        .any(|c| c.eq_ignore_ascii_case(name.trim()))
+                })
+                .collect();
+            if kept.len() == headers.split('&').count() {
+                return None;
+            }
+            let uri = if kept.is_empty() {
+                base.to_owned()
+            } else {
+                [base, "?", &kept.join("&")].concat()
+            };
+            // The URI is a slice of `v`: its place is where its address says.
+            let at = (na.uri.as_ptr() as usize).checked_sub(v.as_ptr() as usize)?;
+            let (before, after) = (v.get(..at)?, v.get(at + na.uri.len()..)?);
+            Some((i, [before, &uri, after].concat()))
+        })
+        .collect();
+    for (i, value) in edits.into_iter().rev() {
+        msg.remove_header_at(i);
+        msg.insert_header(i, "Refer-To", &value);
+    }
 }
 
 /// A short name for the reason phrase of a status, for generated responses.
