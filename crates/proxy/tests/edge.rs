@@ -605,6 +605,9 @@ impl ClientAuth for Recorder {
                 ctx.flow.id
             )
         });
+        if let Some(lent) = ctx.dialog_local {
+            self.0.lock().unwrap().push(format!("lent {lent}"));
+        }
         if msg.method() == Some("REGISTER") && msg.header("Authorization").is_none() {
             let r = build_response(
                 msg,
@@ -770,6 +773,63 @@ CSeq: 1 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Type: text/plain\r\nContent-
     // Bob's SA ended meanwhile: nothing is sent unsigned.
     rec.1.lock().unwrap().push("eb".to_owned());
     assert!(h.advance(Duration::from_millis(1100)).is_empty());
+}
+
+/// In edge mode a client's own call that comes back to it through the registrar behind (which
+/// passes To on as it came) opens no dialog lent to it: it chose that To. The edge knows it by
+/// its own Via further down the returning INVITE, whose token names the client's flow and
+/// endpoint. Before, only the embedded registrar's binding could tell (registrar mode), and
+/// alice's INVITE to herself with `To: <sip:ceo@…>`, answered 180 by her, lent her the CEO's
+/// address in that dialog. A server's own INVITE (no Via of ours) still lends its To.
+#[test]
+fn edge_mode_a_clients_own_call_looped_back_lends_nothing() {
+    let rec = Recorder::default();
+    let (mut h, registrar, path) = edge_with_signed_in_alice(&rec);
+    let contact = "<sip:alice@10.0.0.5;transport=tcp>";
+    let invite = format!(
+        "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKself1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=self;epid=ea\r\nTo: <sip:ceo@example.com>\r\n\
+Call-ID: self-call\r\nCSeq: 1 INVITE\r\nAuthorization: NTLM x\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(alice(), &invite);
+    let out = sent_request(&sent, "INVITE");
+    // The registrar sends it on to alice's registered contact by the Path it stored.
+    let text = String::from_utf8(out.to_bytes().to_vec()).unwrap();
+    let (_, rest) = text.split_once("\r\n").unwrap();
+    let back = format!(
+        "INVITE sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP 203.0.113.1;branch=z9hG4bKreg1\r\nRoute: {path}\r\n{rest}"
+    );
+    let sent = h.feed(registrar, &back);
+    let delivered = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("her own INVITE comes back to her: {sent:?}"))
+        .msg
+        .clone();
+    let ringing = build_response(
+        &delivered,
+        180,
+        "Ringing",
+        Some("t1"),
+        &[("Contact", contact.into())],
+    )
+    .unwrap();
+    h.feed_msg(alice(), ringing);
+    rec.0.lock().unwrap().clear();
+    let message = "MESSAGE sip:alice@10.0.0.5;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKselfm\r\n\
+Max-Forwards: 70\r\nFrom: <sip:ceo@example.com>;tag=t1;epid=ea\r\nTo: <sip:alice@example.com>;tag=self\r\n\
+Call-ID: self-call\r\nCSeq: 5 MESSAGE\r\nAuthorization: NTLM x\r\nContent-Length: 0\r\n\r\n";
+    h.feed(alice(), message);
+    let log = rec.0.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.starts_with("in MESSAGE")),
+        "the MESSAGE reached the stage: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("lent ")),
+        "her own call lent her the To she chose: {log:?}"
+    );
 }
 
 /// A request from the registrar for alice, routed by `route`.

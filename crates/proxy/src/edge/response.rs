@@ -9,12 +9,29 @@ use super::Edge;
 use super::timers::TimerKind;
 use super::transaction::{ClientState, HopFailure, ServerState};
 use crate::edit::{build_hop_request, pop_via, top_via};
-use crate::hook::{Answering, InboundContext, InboundVerdict};
+use crate::hook::{Answering, InboundContext, InboundVerdict, SaEndpoint};
 use crate::token::BRANCH_PREFIX;
 use crate::types::{Action, DropReason, Flow, Now, Report, Target, later};
 use crate::uri::Via;
 
 impl Edge {
+    /// Whether `request`, on its way to the client at `flow` (its endpoint `to`), passed through
+    /// this gateway before from that same client: a Via of ours below the top one (this hop's)
+    /// whose token names that flow, or an endpoint of the same identity (another connection of
+    /// the client's). Tokens are MACed: nobody else writes one that parses.
+    fn came_from(&self, request: &Message, flow: &Flow, to: Option<&SaEndpoint>) -> bool {
+        request.header_values("Via").skip(1).any(|v| {
+            Via::parse(v)
+                .and_then(|via| via.param("sgf").map(str::to_owned))
+                .and_then(|t| self.ids.parse_via_flow_token(&t))
+                .is_some_and(|(from, endpoint)| {
+                    from == *flow
+                        || matches!((endpoint, to), (Some(e), Some(t))
+                            if e.identity.eq_ignore_ascii_case(&t.identity))
+                })
+        })
+    }
+
     pub(super) fn on_response(
         &mut self,
         mut msg: Message,
@@ -69,10 +86,16 @@ impl Edge {
         {
             // A dialog a server opened with the client: its requests in it may come from the
             // request's To (see `delivered`). Not one a client opened: it would choose that To.
+            // Nor the client's own call come back through a server behind (which passes To on as
+            // it came): the request carries the Via this gateway gave it on the way out, whose
+            // token names the client's flow, or its endpoint, whatever the mode.
             let aor = self.registrar.flow_identity(&flow).map(|b| b.aor.as_str());
+            let own_call = self.came_from(&ct.request, &flow, ct.endpoint.as_ref());
             let cap = self.cfg.max_transactions;
-            self.delivered
-                .answered(&ct.request, &msg, &flow, aor, now.mono, cap);
+            if !own_call {
+                self.delivered
+                    .answered(&ct.request, &msg, &flow, aor, now.mono, cap);
+            }
         }
         let Some(ct) = self.client.get_mut(ct_key) else {
             if method == "CANCEL" {
