@@ -217,6 +217,20 @@ Call-ID: n1\r\nCSeq: 1 NOTIFY\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             .contains("gssapi-data="),
         "a relayed 2xx took the AP-REP"
     );
+    // Nor the 200 to a CANCEL of the final leg's request, signed with that request's note as the
+    // edge signs it, which goes before the request's own final response (its 487).
+    let mut cancelled = response_to(&m, 200, "OK", &[]);
+    let cseq = format!("{} CANCEL", m.cseq().expect("CSeq").number);
+    cancelled.set_header("CSeq", &cseq);
+    core.finish_response(&mut cancelled, &auth, now, &mut rng)
+        .expect("200 to CANCEL signed");
+    assert!(
+        !cancelled
+            .header("Authentication-Info")
+            .expect("signed")
+            .contains("gssapi-data="),
+        "the 200 to a CANCEL took the AP-REP"
+    );
     // The signed final response carries opaque (and the AP-REP when mutual).
     let mut ok = response_to(&m, 200, "OK", &["Expires: 3600"]);
     core.finish_response(&mut ok, &auth, now, &mut rng)

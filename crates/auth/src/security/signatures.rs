@@ -474,8 +474,11 @@ impl SecurityCore {
             // a request to the client signed first (a NOTIFY arriving before the registrar's 200),
             // a provisional response, or a late 2xx of another transaction relayed meanwhile,
             // took it, and the 200 went without it, so the client's mutual authentication failed.
+            // So did the 200 to a CANCEL of that request, signed with its note and sent before
+            // its own final response.
             if let Some(token) = (ap_rep == ApRep::Attach
-                && msg.status_code().is_some_and(|code| code >= 200))
+                && msg.status_code().is_some_and(|code| code >= 200)
+                && msg.cseq().is_none_or(|c| c.method != "CANCEL"))
             .then(|| sa.take_final_token())
             .flatten()
             {
