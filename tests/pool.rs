@@ -12,6 +12,7 @@ use pool_support::*;
 use sagw_client::Step;
 use sagw_client::session::RngSend;
 use sagw_client::transport::TransportKind;
+use sagw_sip::Message;
 use sagw_state::testing::RedisCluster;
 use tokio::time::Instant;
 
@@ -33,6 +34,35 @@ macro_rules! on_both_stores {
             $body(&cluster.urls(), true).await;
         }
     };
+}
+
+/// alice signed in at A, and a signed OPTIONS of hers that A answered 200: the copy an attacker
+/// captured.
+async fn captured_at_a(p: &Pool) -> (Client, Message) {
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    let m =
+        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+            .expect("signed request");
+    let r = c.send_raw(&m, WAIT).await.expect("A answers");
+    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    (c, m)
+}
+
+/// The captured `m` replayed at B is refused, and alice herself goes on at B with her next
+/// number.
+async fn replayed_at_b_is_refused(p: &Pool, mut c: Client, m: &Message, when: &str) {
+    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
+    let r = attacker.send_raw(m, WAIT).await.expect("B answers");
+    assert_ne!(
+        r.status_code(),
+        Some(200),
+        "the captured copy replayed at B {when}: {r:?}"
+    );
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    let (ok, seen) = options(&mut c).await;
+    assert!(ok && !challenged(&seen), "{seen:?}");
 }
 
 /// Not a test: the body of a gateway process the tests below start.
@@ -161,29 +191,12 @@ async fn a_signed_request_replayed_to_another_gateway_is_refused_on(
     cluster: bool,
 ) {
     let p = pool(redis, cluster);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
-    let m =
-        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
-            .expect("signed request");
-    let r = c.send_raw(&m, WAIT).await.expect("A answers");
-    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    let (c, m) = captured_at_a(&p).await;
     wait_published(redis, cluster, &c).await;
     // Let A's write-behind of the window land (it is sent at once; this only rules out a slow
     // machine).
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
-    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
-    assert_ne!(
-        r.status_code(),
-        Some(200),
-        "the captured copy replayed at B: {r:?}"
-    );
-    // The client itself goes on at B with its next number.
-    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
-    let (ok, seen) = options(&mut c).await;
-    assert!(ok && !challenged(&seen), "{seen:?}");
+    replayed_at_b_is_refused(&p, c, &m, "").await;
 }
 
 on_both_stores!(
@@ -201,14 +214,7 @@ async fn a_replay_window_survives_the_store_link_coming_back() {
     let Some(redis) = standalone() else { return };
     let urls = [redis.url()];
     let p = pool(&urls, false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
-    let m =
-        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
-            .expect("signed request");
-    let r = c.send_raw(&m, WAIT).await.expect("A answers");
-    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    let (c, m) = captured_at_a(&p).await;
     wait_published(&urls, false, &c).await;
     // A's write-behind of the window (every 20 ms).
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,17 +237,7 @@ async fn a_replay_window_survives_the_store_link_coming_back() {
     }
     // The publication follows the subscription.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
-    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
-    assert_ne!(
-        r.status_code(),
-        Some(200),
-        "the captured copy replayed at B after A published again: {r:?}"
-    );
-    // The client itself goes on at B with its next number.
-    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
-    let (ok, seen) = options(&mut c).await;
-    assert!(ok && !challenged(&seen), "{seen:?}");
+    replayed_at_b_is_refused(&p, c, &m, "after A published again").await;
 }
 
 /// A gateway stopped by SIGTERM (a rolling upgrade) writes what its last messages moved before it
@@ -252,29 +248,10 @@ async fn a_gateway_stopped_gracefully_leaves_its_latest_replay_window() {
     let Some(redis) = standalone() else { return };
     let urls = [redis.url()];
     let mut p = pool(&urls, false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
-    wait_published(&urls, false, &c).await;
-    // Past the write-behind of the sign-in's own progress.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m =
-        c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
-            .expect("signed request");
-    let r = c.send_raw(&m, WAIT).await.expect("A answers");
-    assert_eq!(r.status_code(), Some(200), "the genuine copy at A");
+    let (c, m) = captured_at_a(&p).await;
     // Stopped at once, within the 20 ms before the next write-behind.
     p.a.terminate();
-    let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "alice").await;
-    let r = attacker.send_raw(&m, WAIT).await.expect("B answers");
-    assert_ne!(
-        r.status_code(),
-        Some(200),
-        "the copy A verified just before it stopped, replayed at B: {r:?}"
-    );
-    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
-    let (ok, seen) = options(&mut c).await;
-    assert!(ok && !challenged(&seen), "{seen:?}");
+    replayed_at_b_is_refused(&p, c, &m, "after A stopped").await;
 }
 
 #[tokio::test]
