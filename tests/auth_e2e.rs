@@ -191,6 +191,17 @@ async fn signed_in(gw: &sagw_gateway::Running, user: &str, scheme: AuthScheme) -
     c
 }
 
+/// A MESSAGE from `a` to bob, built and signed by `a`'s endpoint, not sent.
+fn message_for_bob(a: &mut Client) -> Message {
+    a.ep.request(
+        "MESSAGE",
+        &format!("sip:bob@{DOMAIN}"),
+        Some(("text/plain".into(), b"hi bob".to_vec())),
+        a.rng.as_rng(),
+    )
+    .expect("MESSAGE built and signed")
+}
+
 /// What a serving client received: each request, its signature check, whether it answered.
 type Served = Vec<(Message, SignatureCheck, bool)>;
 
@@ -235,13 +246,8 @@ async fn a_message_retransmitted_to_a_udp_client_is_signed_again() {
         }
         (first_check, again_check)
     });
-    let (r, _) = a
-        .request(
-            "MESSAGE",
-            &format!("sip:bob@{DOMAIN}"),
-            Some(("text/plain", "hi bob")),
-        )
-        .await;
+    let m = message_for_bob(&mut a);
+    let (r, _) = a.drive(m).await;
     let (first, again) = bob.await.expect("bob");
     assert!(verified(&first), "{first:?}");
     assert!(
@@ -264,14 +270,7 @@ async fn a_request_naming_another_epid_in_to_is_answered_through_the_gateway() {
     let b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
     let bob_epid = b.epid();
     let b_task = serving(b, 1);
-    let mut m =
-        a.ep.request(
-            "MESSAGE",
-            &format!("sip:bob@{DOMAIN}"),
-            Some(("text/plain".into(), b"hi bob".to_vec())),
-            a.rng.as_rng(),
-        )
-        .expect("request");
+    let mut m = message_for_bob(&mut a);
     // The signature's buffer has To's URI and tag, not its epid: alice's signature still holds.
     let to = format!("{};epid=0badc0de", m.header("To").expect("To"));
     m.set_header("To", &to);
@@ -615,14 +614,7 @@ async fn credentials_of_ours_that_do_not_parse_are_not_forwarded() {
     let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
     let b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
     let b_task = serving(b, 1);
-    let mut msg =
-        a.ep.request(
-            "MESSAGE",
-            &format!("sip:bob@{DOMAIN}"),
-            Some(("text/plain".into(), b"hi bob".to_vec())),
-            a.rng.as_rng(),
-        )
-        .expect("MESSAGE built and signed");
+    let mut msg = message_for_bob(&mut a);
     let at = (0..msg.header_count())
         .find(|&i| {
             msg.header_at(i).is_some_and(|h| {

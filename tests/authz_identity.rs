@@ -847,36 +847,45 @@ async fn identity_headers_inside_a_refer_to_uri_never_pass() {
             format!("<sip:carol@{DOMAIN}?{replaces}>"),
         ),
     ] {
-        let mut m = alice
-            .ep
-            .request(
-                "REFER",
-                &format!("sip:bob@{DOMAIN}"),
-                None,
-                alice.rng.as_rng(),
-            )
-            .expect("request");
-        m.push_header("Refer-To", &refer_to);
-        resign(&mut alice, &mut m);
-        let deadline = Instant::now() + WAIT;
-        let bob_side = async {
-            let req = bob
-                .next_request(deadline)
-                .await
-                .expect("bob gets the REFER");
-            let ok = bob.response(&req, 202, "Accepted", "b3");
-            bob.conn.send(&ok).await.expect("send");
-            req
-        };
-        let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+        let req = refer_accepted(&mut alice, &mut bob, &[("Refer-To", &refer_to)]).await;
         assert_eq!(
             req.header("Refer-To"),
             Some(kept.as_str()),
             "{refer_to}:\n{}",
             text(&req)
         );
-        assert_eq!(r.expect("alice gets the 202").status_code(), Some(202));
     }
+}
+
+/// alice's REFER to bob with `headers`, signed; bob accepts it (202) and alice gets the 202.
+/// Returns the REFER as bob got it.
+async fn refer_accepted(alice: &mut Client, bob: &mut Client, headers: &[(&str, &str)]) -> Message {
+    let mut m = alice
+        .ep
+        .request(
+            "REFER",
+            &format!("sip:bob@{DOMAIN}"),
+            None,
+            alice.rng.as_rng(),
+        )
+        .expect("request");
+    for (h, v) in headers {
+        m.push_header(h, v);
+    }
+    resign(alice, &mut m);
+    let deadline = Instant::now() + WAIT;
+    let bob_side = async {
+        let req = bob
+            .next_request(deadline)
+            .await
+            .expect("bob gets the REFER");
+        let ok = bob.response(&req, 202, "Accepted", "b2");
+        bob.conn.send(&ok).await.expect("send");
+        req
+    };
+    let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+    assert_eq!(r.and_then(|r| r.status_code()), Some(202));
+    req
 }
 
 /// Identity headers beyond the three above, which servers behind the gateway believe as well: a
@@ -989,35 +998,18 @@ async fn redirection_and_referrer_headers_from_a_client_never_pass() {
         format!("<sip:alice@{DOMAIN}>;tag=a1;epid=0123456789"),
         format!("\"Alice\" <sips:Alice@{DOMAIN}>"),
     ] {
-        let mut m = alice
-            .ep
-            .request(
-                "REFER",
-                &format!("sip:bob@{DOMAIN}"),
-                None,
-                alice.rng.as_rng(),
-            )
-            .expect("request");
-        m.push_header("Refer-To", &format!("<sip:carol@{DOMAIN}>"));
-        m.push_header("Referred-By", &referrer);
-        resign(&mut alice, &mut m);
-        let deadline = Instant::now() + WAIT;
-        let bob_side = async {
-            let req = bob
-                .next_request(deadline)
-                .await
-                .expect("bob gets the REFER");
-            let ok = bob.response(&req, 202, "Accepted", "b2");
-            bob.conn.send(&ok).await.expect("send");
-            req
-        };
-        let (r, req) = tokio::join!(alice.send_raw(&m, WAIT), bob_side);
+        let carol = format!("<sip:carol@{DOMAIN}>");
+        let req = refer_accepted(
+            &mut alice,
+            &mut bob,
+            &[("Refer-To", &carol), ("Referred-By", &referrer)],
+        )
+        .await;
         assert_eq!(
             req.header("Referred-By"),
             Some(referrer.as_str()),
             "alice's own Referred-By:\n{}",
             text(&req)
         );
-        assert_eq!(r.and_then(|r| r.status_code()), Some(202));
     }
 }

@@ -310,18 +310,7 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
-        for w in settings.spoofable_trust() {
-            eprintln!("sagw: warning: {w}");
-        }
-        for w in settings.address_trust_beside_names() {
-            eprintln!("sagw: warning: {w}");
-        }
-        if let Some(w) = settings
-            .auth
-            .as_ref()
-            .and_then(|a| a.directory.as_ref())
-            .and_then(|d| d.self_writable_attribute())
-        {
+        for w in settings.warnings() {
             eprintln!("sagw: warning: {w}");
         }
         if settings.admin.listen.is_some()

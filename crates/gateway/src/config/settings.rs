@@ -193,6 +193,28 @@ impl Settings {
         cfg
     }
 
+    /// Every warning about this configuration, logged at start and printed by `sagw
+    /// check-config`: trust by a forgeable address ([`Settings::spoofable_trust`]), address trust
+    /// beside certificate trust ([`Settings::address_trust_beside_names`]), a directory attribute
+    /// users write themselves (`DirectoryConfig::self_writable_attribute`).
+    pub fn warnings(&self) -> Vec<String> {
+        let directory = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.directory.as_ref())
+            .and_then(|d| d.self_writable_attribute());
+        self.spoofable_trust()
+            .iter()
+            .map(ToString::to_string)
+            .chain(
+                self.address_trust_beside_names()
+                    .iter()
+                    .map(ToString::to_string),
+            )
+            .chain(directory)
+            .collect()
+    }
+
     /// Servers trusted by a source address that can be forged (see [`SpoofableTrust`]): logged
     /// as warnings at start and by `sagw check-config`.
     pub fn spoofable_trust(&self) -> Vec<SpoofableTrust> {

@@ -204,18 +204,7 @@ async fn start_inner(
     restored_bindings: Option<Vec<u8>>,
     workers: Vec<Arc<crate::auth_jobs::AuthWorkers>>,
 ) -> Result<Running, StartError> {
-    for w in settings.spoofable_trust() {
-        warn!("{w}");
-    }
-    for w in settings.address_trust_beside_names() {
-        warn!("{w}");
-    }
-    if let Some(w) = settings
-        .auth
-        .as_ref()
-        .and_then(|a| a.directory.as_ref())
-        .and_then(|d| d.self_writable_attribute())
-    {
+    for w in settings.warnings() {
         warn!("{w}");
     }
     let listeners = bind_listeners(&settings).await?;
