@@ -857,6 +857,25 @@ async fn identity_headers_inside_a_refer_to_uri_never_pass() {
     }
 }
 
+/// A Refer-To with URI headers that does not parse as one name-addr (a raw `<` inside the
+/// brackets, URI headers in an addr-spec, a comma list: a referee's lenient parser may still read
+/// them) is not passed on for the referee to read: it is removed, and the REFER reaches the
+/// referee without one (a malformed REFER, RFC 3515, which the referee refuses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refer_to_with_headers_that_does_not_parse_never_passes() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut bob = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let mut alice = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    for refer_to in [
+        format!("<sip:carol@{DOMAIN}?Referred-By=<sip:ceo@{DOMAIN}>>"),
+        format!("sip:carol@{DOMAIN}?Referred-By=%3Csip:ceo@{DOMAIN}%3E"),
+        format!("<sip:carol@{DOMAIN}?b=%3Csip%3Aceo%40{DOMAIN}%3E>, <sip:dave@{DOMAIN}>"),
+    ] {
+        let req = refer_accepted(&mut alice, &mut bob, &[("Refer-To", &refer_to)]).await;
+        assert_eq!(req.header("Refer-To"), None, "{refer_to}:\n{}", text(&req));
+    }
+}
+
 /// alice's REFER to bob with `headers`, signed; bob accepts it (202) and alice gets the 202.
 /// Returns the REFER as bob got it.
 async fn refer_accepted(alice: &mut Client, bob: &mut Client, headers: &[(&str, &str)]) -> Message {

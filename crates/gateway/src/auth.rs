@@ -732,42 +732,67 @@ fn strip_identity_headers(msg: &mut Message, speaker: Speaker<'_>) {
 /// The headers of a Refer-To URI go into the request the referee sends (RFC 3515 §2.1): one of
 /// the [`CLAIMED_IDENTITY_HEADERS`] or a `Referred-By` there is vouched for in the referee's
 /// name, and is removed from the URI (names compared unescaped, ASCII case ignored); the others
-/// (`Replaces`, `Require`, a body) stay as written.
+/// (`Replaces`, `Require`, a body) stay as written. A Refer-To with URI headers that does not
+/// parse as one name-addr (a raw `<` inside the brackets, headers in an addr-spec, a list) is
+/// removed whole: what it carries cannot be told, and a referee's lenient parser may read it.
 fn strip_refer_to_identity(msg: &mut Message) {
-    let edits: Vec<(usize, String)> = msg
+    let edits: Vec<(usize, Option<String>)> = msg
         .header_all_indexed("Refer-To")
         .filter_map(|(i, v)| {
-            let na = sagw_sip::parse_name_addr(v).ok()?;
-            let (base, headers) = na.uri.split_once('?')?;
-            let kept: Vec<&str> = headers
-                .split('&')
-                .filter(|h| {
-                    let name = h.split_once('=').map_or(*h, |(n, _)| n);
-                    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-                    !CLAIMED_IDENTITY_HEADERS
-                        .iter()
-                        .chain(&["Referred-By", "b"])
-                        .any(|c| c.eq_ignore_ascii_case(name.trim()))
-                })
-                .collect();
-            if kept.len() == headers.split('&').count() {
+            if !v.contains('?') {
                 return None;
             }
-            let uri = if kept.is_empty() {
-                base.to_owned()
-            } else {
-                [base, "?", &kept.join("&")].concat()
-            };
-            // The URI is a slice of `v`: its place is where its address says.
-            let at = (na.uri.as_ptr() as usize).checked_sub(v.as_ptr() as usize)?;
-            let (before, after) = (v.get(..at)?, v.get(at + na.uri.len()..)?);
-            Some((i, [before, &uri, after].concat()))
+            match refer_to_without_identity(v) {
+                Ok(None) => None,
+                Ok(Some(kept)) => Some((i, Some(kept))),
+                Err(()) => Some((i, None)),
+            }
         })
         .collect();
     for (i, value) in edits.into_iter().rev() {
         msg.remove_header_at(i);
-        msg.insert_header(i, "Refer-To", &value);
+        if let Some(value) = value {
+            msg.insert_header(i, "Refer-To", &value);
+        }
     }
+}
+
+/// `v` (a Refer-To value with a `?`) without the identity headers of its URI: `Ok(None)` when it
+/// has none, `Err` when it does not parse as one name-addr whose URI is a slice of it.
+fn refer_to_without_identity(v: &str) -> Result<Option<String>, ()> {
+    let na = sagw_sip::parse_name_addr(v).map_err(|_| ())?;
+    let Some((base, headers)) = na.uri.split_once('?') else {
+        // The `?` is outside the URI (a parameter's value): nothing the referee copies.
+        return Ok(None);
+    };
+    let kept: Vec<&str> = headers
+        .split('&')
+        .filter(|h| {
+            let name = h.split_once('=').map_or(*h, |(n, _)| n);
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            !CLAIMED_IDENTITY_HEADERS
+                .iter()
+                .chain(&["Referred-By", "b"])
+                .any(|c| c.eq_ignore_ascii_case(name.trim()))
+        })
+        .collect();
+    if kept.len() == headers.split('&').count() {
+        return Ok(None);
+    }
+    let uri = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        [base, "?", &kept.join("&")].concat()
+    };
+    // The URI is a slice of `v`: its place is where its address says.
+    let at = (na.uri.as_ptr() as usize)
+        .checked_sub(v.as_ptr() as usize)
+        .ok_or(())?;
+    let (before, after) = (
+        v.get(..at).ok_or(())?,
+        v.get(at + na.uri.len()..).ok_or(())?,
+    );
+    Ok(Some([before, &uri, after].concat()))
 }
 
 /// A short name for the reason phrase of a status, for generated responses.
