@@ -726,6 +726,75 @@ Call-ID: call-{n}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     }
 }
 
+/// The servers behind the next hop (an Asterisk, a PSTN gateway behind Kamailio) are in no list:
+/// a client's request is taken by a registered contact only when its To names that contact's
+/// address of record (alice's request in bob's dialog names bob; bob's BYE to a PSTN gateway
+/// names the number he called, whoever registered that gateway's Contact). A server's request
+/// still reaches a contact whatever its To (a PBX dialling the registered contact), and a
+/// device whose contact shares a next hop's IP on another port is still a device.
+#[test]
+fn a_clients_request_is_taken_by_a_contact_only_for_its_address_of_record() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([6; 32]));
+    let hop = flow(5, Transport::Udp, "203.0.113.1:5060");
+    cfg.next_hops = vec![NextHop {
+        transport: Transport::Udp,
+        addr: hop.remote,
+    }];
+    let mut h = H::new(cfg);
+    h.register(bob(), "bob", "eb");
+    let register = |h: &mut H, n: u32, contact: &str| {
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKrc{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ra;epid=ea\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: reg-alice\r\nCSeq: {n} REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(alice(), &reg);
+        assert_eq!(sent[0].msg.status_code(), Some(200), "{sent:?}");
+    };
+    let request = |method: &str, ruri: &str, to: &str, n: u32| {
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKcq{n};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1;epid=eb\r\nTo: <{to}>;tag=s1\r\n\
+Call-ID: call-c{n}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // A PSTN gateway behind the next hop, at an address no list names.
+    register(&mut h, 1, "sip:gw@10.0.0.50:5060");
+    let sent = h.feed(
+        bob(),
+        &request(
+            "BYE",
+            "sip:gw@10.0.0.50:5060",
+            "sip:+15551234@pstn.example.com",
+            1,
+        ),
+    );
+    assert!(
+        sent.iter().all(|s| s.to != Target::Flow(alice())),
+        "bob's BYE to the PSTN gateway went to alice: {sent:?}"
+    );
+    // In a dialog with alice, bob's request names her: her contact takes it.
+    let sent = h.feed(
+        bob(),
+        &request("INFO", "sip:gw@10.0.0.50:5060", "sip:alice@example.com", 2),
+    );
+    assert!(
+        sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "bob's request in alice's dialog: {sent:?}"
+    );
+    // A contact at the next hop's IP, another port: a device, which the server's request reaches.
+    register(&mut h, 2, "sip:alice@203.0.113.1:5070");
+    let from_server = "OPTIONS sip:alice@203.0.113.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bKsrv1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:pbx@example.com>;tag=p1\r\nTo: <sip:+4930123@example.com>\r\n\
+Call-ID: srv-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(hop, from_server);
+    assert!(
+        sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "the server's request to alice's contact: {sent:?}"
+    );
+}
+
 /// A request the gateway retransmits to a client with an SA over UDP (Timer E) goes through the
 /// outbound stage again, signed afresh: the client keeps a replay window of its `snum`s
 /// ([MS-SIP] 3.1.5.1: one seen is dropped), so a copy of the first signed bytes, sent because

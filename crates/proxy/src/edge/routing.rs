@@ -1,6 +1,7 @@
 //! Where a request goes (RFC 3261 §16.4-16.5): our own Route entries and the flow tokens in them,
 //! the next Route, registered bindings, the next hops.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use sagw_sip::{Message, parse_name_addr};
@@ -137,9 +138,11 @@ impl Edge {
     /// this gateway's). A Contact is whatever URI its client wrote: one that is another address
     /// of record, a user of a served domain or of any other, must not take that address's
     /// requests (alice's `Contact: <sip:bob@example.com>` took every request for bob). Nor one
-    /// at a server's address (a next hop's, a trusted peer's, a `client_routes` target's): it is
-    /// that server's Contact, copied from one of the client's own calls, and other clients'
-    /// in-dialog requests to a server that does not Record-Route carry it as Request-URI.
+    /// at a server's address (a next hop's and port, a trusted peer's, a `client_routes`
+    /// target's): it is that server's Contact, copied from one of the client's own calls, and
+    /// other clients' in-dialog requests to a server that does not Record-Route carry it as
+    /// Request-URI. (Servers behind those are in no list: [`Edge::route`] also asks a client's
+    /// request to name the contact's address of record in its To.)
     fn contact_names_a_device(&self, uri: &SipUri<'_>, owner: &str) -> bool {
         if uri.aor() == owner {
             return true;
@@ -147,16 +150,25 @@ impl Edge {
         let Some(ip) = uri.ip() else {
             return false;
         };
-        let ip = ip.to_canonical();
-        let servers = self.cfg.next_hops.iter().map(|h| h.addr.ip());
-        let routes = self.cfg.client_routes.iter().map(|r| match *r {
-            RouteTarget::Addr(a) => a.ip(),
-            RouteTarget::Host(h) => h,
-        });
-        let at_a_server = servers
-            .chain(self.cfg.trusted_peers.iter().copied())
-            .chain(routes)
-            .any(|s| s.to_canonical() == ip);
+        let addr = crate::uri::canonical(SocketAddr::new(
+            ip,
+            uri.port
+                .unwrap_or(uri.transport().unwrap_or(Transport::Udp).default_port()),
+        ));
+        let at_a_server = self
+            .cfg
+            .next_hops
+            .iter()
+            .any(|h| crate::uri::canonical(h.addr) == addr)
+            || self
+                .cfg
+                .trusted_peers
+                .iter()
+                .any(|p| p.to_canonical() == addr.ip())
+            || self.cfg.client_routes.iter().any(|r| match *r {
+                RouteTarget::Addr(a) => crate::uri::canonical(a) == addr,
+                RouteTarget::Host(h) => h.to_canonical() == addr.ip(),
+            });
         !at_a_server && !self.cfg.local.is_local(uri.host, uri.port, uri.transport())
     }
 
@@ -266,8 +278,21 @@ impl Edge {
         let Some(uri) = SipUri::parse(&ruri) else {
             return Err(416);
         };
+        // A client's request goes to a registered contact only when it is for that contact's
+        // address of record, or for the contact itself (its To: alice's request in bob's dialog
+        // names bob). A Contact is its client's choice: one that copies a server's behind the
+        // next hop would take every other client's in-dialog requests to that server, whose To
+        // names the server's side of the dialog.
         if let Some((owner, b)) = self.registrar.lookup_contact(&ruri, now)
             && self.contact_names_a_device(&uri, owner)
+            && (!from_client
+                || msg
+                    .to()
+                    .and_then(|t| SipUri::parse(t.uri))
+                    .is_some_and(|to| {
+                        let to = to.aor();
+                        to == owner || to == uri.aor()
+                    }))
         {
             return Ok(Dest::Flow(BranchTo::binding(
                 b.flow,
