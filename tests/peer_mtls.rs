@@ -265,8 +265,18 @@ async fn a_forged_dns_answer_does_not_make_a_trusted_next_hop_of_its_author() {
         Client::connect_tls(&gw, config("alice", "alice-pw", AuthScheme::Ntlm, 4)).await;
     let (signed_in, _) = alice.sign_in().await;
     signed_in.unwrap_or_else(|f| panic!("alice signs in: {f:?}"));
-    // The gateway resolves its next hops at start, in the background.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway resolves its next hops at start, in the background: the forger's address is
+    // a next hop once the metrics name it (else a challenge would prove nothing).
+    let target = format!("hop=\"tls:127.0.0.2:{port}\"");
+    let deadline = Instant::now() + auth_support::WAIT;
+    while !auth_support::http(&gw, "GET", "/metrics")
+        .await
+        .1
+        .contains(&target)
+    {
+        assert!(Instant::now() < deadline, "{target} never resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let tcp = forger
         .connect(gw.tls.expect("tls"))
         .await
