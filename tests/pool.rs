@@ -248,6 +248,41 @@ async fn a_gateway_stopped_gracefully_leaves_its_latest_replay_window() {
     replayed_at_b_is_refused(&p, c, &m, "after A stopped").await;
 }
 
+/// A Lync-style client that moves to another gateway sends its burst of requests at once (its
+/// SUBSCRIBEs, a MESSAGE) over its new connection, all signed with the SA the gateway has yet to
+/// claim from the pool. None is lost: over TCP nothing sends it again. Before, B held eight
+/// messages of one SA while it claimed it and dropped the rest unanswered.
+#[tokio::test]
+async fn a_burst_over_a_new_connection_loses_nothing_while_the_sa_is_claimed() {
+    let Some(redis) = standalone() else { return };
+    let urls = [redis.url()];
+    let p = pool(&urls, false);
+    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
+    let (r, _) = c.sign_in().await;
+    assert_eq!(r.expect("signed in at A").status, 200);
+    wait_published(&urls, false, &c).await;
+    move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
+    const BURST: usize = 16;
+    let mut call_ids = std::collections::HashSet::new();
+    for _ in 0..BURST {
+        let m =
+            c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
+                .expect("signed request");
+        call_ids.insert(m.call_id().expect("Call-ID").to_owned());
+        c.conn.send(&m).await.expect("send");
+    }
+    let deadline = Instant::now() + WAIT;
+    while !call_ids.is_empty() {
+        let r = tokio::time::timeout_at(deadline, c.conn.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {BURST} requests never answered", call_ids.len()))
+            .expect("recv");
+        if r.status_code().is_some_and(|code| code >= 200) {
+            call_ids.remove(r.call_id().unwrap_or(""));
+        }
+    }
+}
+
 #[tokio::test]
 async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
     let Some(mut redis) = standalone() else {

@@ -20,8 +20,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-/// Messages held for one SA being claimed.
+/// Datagrams held for one SA being claimed: past them come retransmissions of what is held (its
+/// answer answers them too) or a flood; a new request is sent again by its client.
 const HELD_PER_SA: usize = 8;
+/// Messages held for one SA being claimed that came over a stream, where nothing is sent again:
+/// a client that moved here sends its burst at once (SUBSCRIBEs, a MESSAGE). Past them a message
+/// goes on and is challenged (an SA this node does not hold), never dropped.
+const HELD_PER_SA_STREAM: usize = 64;
 /// Messages held in all.
 const HELD_TOTAL: usize = 4096;
 /// An opaque the pool did not know is not asked for again for this long.
@@ -242,9 +247,16 @@ impl PoolLink {
             return Some(inbound);
         }
         if let Some(held) = self.held.get_mut(&opaque) {
-            if held.messages.len() >= HELD_PER_SA || self.held_total >= HELD_TOTAL {
+            let stream = inbound.flow.transport.is_reliable();
+            let cap = if stream {
+                HELD_PER_SA_STREAM
+            } else {
+                HELD_PER_SA
+            };
+            if held.messages.len() >= cap || self.held_total >= HELD_TOTAL {
                 // UDP retransmissions of what is already held, or a flood: the held copy answers.
-                return None;
+                // Over a stream nothing comes again: challenged rather than lost.
+                return stream.then_some(inbound);
             }
             held.messages.push(inbound);
             self.held_total += 1;
