@@ -417,6 +417,78 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+/// `method` `path` on the admin API with `token` as the bearer: the status line.
+async fn admin_call(gw: &sagw_gateway::Running, method: &str, token: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.admin_addr.expect("admin API"))
+        .await
+        .expect("connect");
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.lines().next().unwrap_or("").to_owned()
+}
+
+/// An operator who replaces a leaked admin token (a new file) and reloads (SIGHUP, or the API
+/// with the old token) has the new one in force and the old one refused at once. Before, the
+/// token was read at start only: the reload said "ok", listed nothing as needing a restart,
+/// and the leaked token kept working until one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_a_replaced_admin_token_in_force() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (dir, _path, gw) = gateway_from_file(&["alice"]).await;
+    let new = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let token_file = dir.path().join("admin.token");
+    std::fs::remove_file(&token_file).expect("remove");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_file)
+        .expect("new token file");
+    std::io::Write::write_all(&mut f, format!("{new}\n").as_bytes()).expect("write");
+    let (status, body) = http(&gw, "POST", "/admin/reload").await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(
+        body.contains("admin.token_file"),
+        "reported as applied: {body}"
+    );
+    assert!(
+        admin_call(&gw, "GET", auth_support::ADMIN_TOKEN, "/admin/sas")
+            .await
+            .contains(" 401 "),
+        "the old token after the reload"
+    );
+    assert!(
+        admin_call(&gw, "GET", new, "/admin/sas")
+            .await
+            .contains(" 200 "),
+        "the new token after the reload"
+    );
+    // A token file others may read fails the reload, and the token in force stays.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(
+        admin_call(&gw, "POST", new, "/admin/reload")
+            .await
+            .contains(" 422 ")
+    );
+    assert!(
+        admin_call(&gw, "GET", new, "/admin/sas")
+            .await
+            .contains(" 200 "),
+        "the token in force after a failed reload"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
 /// Two records of one kind for one user (names differing only in case, as lookups ignore it), or
 /// two users signing in as one SIP identity: which one counts would be the loader's guess. A
 /// reload that meets such a file fails, names the line and the user (never a hash), and keeps the

@@ -76,7 +76,16 @@ impl Token {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         bool::from(self.0.ct_eq(&digest))
     }
+
+    /// True when `other` is the same token (a reload that read the same file).
+    pub fn same_as(&self, other: &Token) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
 }
+
+/// The token in force, which a reload replaces when its file holds another (the gateway's
+/// lifecycle reads `admin.token_file` again at each reload).
+pub type AdminToken = Arc<arc_swap::ArcSwap<Token>>;
 
 /// Reads the token's first line from `path`: refused when the file is missing, empty, or its group
 /// or other users have any permission on it.
@@ -203,8 +212,8 @@ pub type AskCore = Arc<dyn Fn(CoreQuery) -> bool + Send + Sync>;
 /// What the routes work on.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The bearer token.
-    pub token: Token,
+    /// The bearer token in force.
+    pub token: AdminToken,
     /// Extra host names (lower case) besides IP literals and `localhost`.
     pub allowed_hosts: Arc<Vec<String>>,
     /// The registry: its security core lists and revokes SAs; its nudge tells the core thread
@@ -303,7 +312,7 @@ async fn bearer(State(s): State<AdminState>, req: Request, next: Next) -> Respon
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     match presented {
-        Some(t) if s.token.matches(t) => next.run(req).await,
+        Some(t) if s.token.load().matches(t) => next.run(req).await,
         _ => {
             let mut r = problem(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             r.headers_mut()

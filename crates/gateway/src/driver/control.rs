@@ -105,6 +105,9 @@ pub(super) struct GatewayControl {
     /// in use, to tell a renewed file from the same one.
     reloading: Mutex<Option<CertInfo>>,
     auth: Option<AuthLive>,
+    /// The admin API's token in force, when the API runs: read again from `admin.token_file` at
+    /// each reload.
+    admin_token: Option<crate::admin::AdminToken>,
 }
 
 impl GatewayControl {
@@ -114,6 +117,7 @@ impl GatewayControl {
         intake: watch::Sender<Intake>,
         cert: Option<CertInfo>,
         auth: Option<AuthLive>,
+        admin_token: Option<crate::admin::AdminToken>,
     ) -> Self {
         GatewayControl {
             shared,
@@ -122,6 +126,7 @@ impl GatewayControl {
             source: Mutex::new(None),
             reloading: Mutex::new(cert),
             auth,
+            admin_token,
         }
     }
 
@@ -204,6 +209,16 @@ impl GatewayControl {
             ),
             _ => None,
         };
+        // The admin token is read again as the credentials file is: a leaked token replaced in
+        // its file is refused from this reload on, and a file that cannot be read fails the
+        // reload (the token in force stays).
+        let admin_token = match &self.admin_token {
+            Some(_) => Some(
+                crate::admin::read_token(&effective.admin.token_file)
+                    .map_err(|e| ReloadError(e.to_string()))?,
+            ),
+            None => None,
+        };
 
         if let Some((config, info)) = server {
             let renewed = cert.as_ref().map(|c| &c.fingerprint) != Some(&info.fingerprint);
@@ -218,6 +233,15 @@ impl GatewayControl {
         }
         // Before the core is told (Control::Reconfigure): it judges the connections trusted
         // by certificate again under these.
+        if let (Some(cell), Some(token)) = (&self.admin_token, admin_token)
+            && !cell.load().same_as(&token)
+        {
+            cell.store(Arc::new(token));
+            info!(
+                "admin API token replaced from admin.token_file: the previous one is refused from now on"
+            );
+            report.applied.push("admin.token_file".into());
+        }
         self.shared.peers.store(peers);
         self.shared.outbound_tls.store(Arc::new(client));
         self.shared

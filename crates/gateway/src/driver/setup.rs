@@ -326,12 +326,16 @@ async fn start_inner(
             shared.clone(),
         )));
     }
+    let admin = listeners
+        .admin
+        .map(|(l, token)| (l, Arc::new(arc_swap::ArcSwap::from_pointee(token))));
     let control = Arc::new(GatewayControl::new(
         shared.clone(),
         control_tx,
         intake_tx,
         tls.cert.clone(),
         security.as_ref().map(|(_, _, live)| live.clone()),
+        admin.as_ref().map(|(_, token)| token.clone()),
     ));
     let seams = Arc::new(crate::admin::ControlSeams::default());
     seams.attach_lifecycle(control.clone());
@@ -363,7 +367,7 @@ async fn start_inner(
             shared.shutdown.clone(),
         )));
     }
-    if let Some((l, token)) = listeners.admin {
+    if let Some((l, token)) = admin {
         let state = admin_state(token, &shared, &running_settings, &seams, &exit_rx);
         tasks.push(tokio::spawn(crate::http::serve(
             l,
@@ -856,7 +860,7 @@ async fn housekeeping(
 /// room in the event channel: a core too busy to take the question is answered as such, and never
 /// holds up the API's connections.
 fn admin_state(
-    token: crate::admin::Token,
+    token: crate::admin::AdminToken,
     shared: &Shared,
     settings: &Settings,
     seams: &Arc<crate::admin::ControlSeams>,
