@@ -148,6 +148,43 @@ Call-ID: i{n}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         })
     });
     g.finish();
+
+    // What a connection that closes costs the core when many clients are registered (over UDP
+    // here, the flows a closing connection has nothing to do with): anyone may open and close
+    // connections without a byte of SIP.
+    let mut g = c.benchmark_group("flows");
+    let (mut edge, _, _, now) = setup();
+    for i in 0..20_000u32 {
+        let flow = Flow {
+            id: FlowId(0),
+            transport: Transport::Udp,
+            remote: std::net::SocketAddr::from((
+                [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                5060,
+            )),
+        };
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKu{i}\r\n\
+From: <sip:u{i}@example.com>;tag=1\r\nTo: <sip:u{i}@example.com>\r\nCall-ID: u{i}\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:u{i}@{}>\r\nContent-Length: 0\r\n\r\n",
+            flow.remote
+        );
+        feed(
+            &mut edge,
+            flow,
+            Message::parse(reg.as_bytes()).unwrap(),
+            now,
+        );
+    }
+    let mut id = 1_000u64;
+    g.bench_function("close_with_20000_udp_bindings", |bench| {
+        bench.iter(|| {
+            id += 1;
+            edge.flow_closed(FlowId(id));
+            while edge.poll_action().is_some() {}
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

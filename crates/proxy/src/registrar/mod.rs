@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::types::{BindingChange, Flow, FlowId, Now};
+use crate::types::{BindingChange, FlowId, Now};
 use crate::{Map, Set};
 
 mod binding;
@@ -80,8 +80,8 @@ pub struct Registrar {
     aors: Map<String, Map<String, Binding>>,
     /// Expiry index: (deadline, seq) -> (aor, key).
     expiry: BTreeMap<(Instant, u64), (String, String)>,
-    /// Flow -> identity registered over it (latest REGISTER wins).
-    flows: Map<Flow, BindingInfo>,
+    /// Flow -> identity registered over it (latest REGISTER wins); stream flows by id.
+    flows: index::FlowIdentities,
     seq: u64,
     changes: Vec<(String, BindingChange)>,
     evictions: usize,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sagw_sip::{Message, parse_name_addr};
 
 use super::binding::{contact_key, device_key};
-use super::index::{point_contact, set_identity, unindex_flow, unpoint_contact};
+use super::index::{point_contact, unindex_flow, unpoint_contact};
 use super::{Binding, BindingInfo, RegisterOutcome, Registrar};
 use crate::hook::SaEndpoint;
 use crate::types::{BindingChange, Flow};
@@ -291,7 +291,7 @@ impl Registrar {
         b.expires_at = expires_at;
         b.cseq = cseq;
         b.seq = seq;
-        set_identity(&mut self.flows, flow, &b.info);
+        self.flows.set(flow, &b.info);
         true
     }
 
