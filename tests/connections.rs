@@ -591,6 +591,37 @@ async fn idle_and_message_timers_run_while_a_write_is_blocked() {
     gw.shutdown(support::WAIT).await;
 }
 
+/// A phone registered over TCP stays reachable for as long as the registration the gateway
+/// granted it, without sending anything meanwhile: many phones send no RFC 5626 keep-alive (the
+/// 200 asks for none) and only register again at their refresh. Before, the idle timer closed
+/// the connection (600 s by default, 2 s here) and the binding went with it, so calls to the
+/// phone failed for the rest of each registration interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_connection_outlives_the_idle_timer_for_its_registration() {
+    let gw = gateway("idle_timeout_secs = 2\nmessage_timeout_secs = 1\n").await;
+    let mut phone = Client::connect(&gw, Kind::Tcp, "phone").await;
+    assert_eq!(phone.register().await.status(), Some(200));
+    let mut caller = Client::connect(&gw, Kind::Udp, "caller").await;
+    // Silent past the idle limit.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let text = caller.request("MESSAGE", "phone", "z9hG4bKidle1", "idle-1", 1, "hi");
+    caller.send(&text).await;
+    let got = phone
+        .recv_within(Duration::from_secs(2))
+        .await
+        .expect("the MESSAGE reaches the registered phone after the idle limit");
+    assert_eq!(got.method(), Some("MESSAGE"));
+    assert_eq!(
+        series(
+            &scrape(&gw).await,
+            "sagw_limit_hits_total{limit=\"idle_timeout\"}"
+        ),
+        0,
+        "no idle close of a registered connection"
+    );
+    gw.shutdown(support::WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_keeps_talking_outlives_the_idle_timer_and_closes_once_silent() {
     // The idle timer is armed once and moved only when it fires: a peer that talks for longer

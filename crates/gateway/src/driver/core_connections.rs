@@ -14,6 +14,19 @@ impl Core {
     /// id: ids start again at each start while flow tokens outlive it (keyed by the pool key, in
     /// a registrar's Path or a dialog's Record-Route), so an old token's id can name another
     /// peer's connection now.
+    /// A 2xx to a REGISTER granting `for_secs` goes to the client at `flow`: its connection (one
+    /// the core holds) stays open that long, whatever the idle timer says.
+    pub(super) fn registered_over(&mut self, flow: Flow, for_secs: u64) {
+        let seq = ListenerId::seq_of(flow.id);
+        if let Some(s) = self
+            .streams
+            .get_mut(&seq)
+            .filter(|s| same_flow(&s.flow(), &flow))
+        {
+            s.registered(Instant::now(), for_secs);
+        }
+    }
+
     pub(super) fn write_flow(&mut self, flow: Flow, bytes: Vec<u8>) -> bool {
         let id = flow.id;
         let seq = ListenerId::seq_of(id);

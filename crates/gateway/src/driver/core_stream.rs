@@ -32,6 +32,10 @@ const READS_PER_PASS: usize = 4;
 pub(super) const SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// The longest registration that keeps a silent connection open: a day, well past any
+/// `registrar.max_expires_secs` a deployment uses, and a bound on what a 2xx from a registrar
+/// behind (edge mode) may claim.
+const MAX_REGISTERED_SECS: u64 = 86_400;
 
 /// A connection set up by its accept task, handed to the core.
 pub(super) struct Adopted {
@@ -66,6 +70,9 @@ pub(super) struct CoreStream {
     /// A pong owed while other bytes wait: one, however many pings came meanwhile.
     pong_owed: bool,
     last_rx: Instant,
+    /// Until when a registration made over this connection lasts (the last 2xx to a REGISTER
+    /// sent over it): the idle timer does not close it before (see [`CoreStream::registered`]).
+    registered_until: Option<Instant>,
     partial_since: Option<Instant>,
     /// The limits in effect when the connection opened (a reload applies to the next ones).
     settings: Arc<Settings>,
@@ -127,6 +134,7 @@ impl CoreStream {
             drain: None,
             pong_owed: false,
             last_rx: now,
+            registered_until: None,
             partial_since: None,
             settings,
             counted: false,
@@ -410,10 +418,22 @@ impl CoreStream {
         {
             return Some(Closed::MessageTimeout);
         }
-        if now.saturating_duration_since(self.last_rx) >= s.idle_timeout {
+        if now.saturating_duration_since(self.last_rx) >= s.idle_timeout
+            && self.registered_until.is_none_or(|until| now >= until)
+        {
             return Some(Closed::IdleTimeout);
         }
         None
+    }
+
+    /// A 2xx to a REGISTER went out over this connection, granting `for_secs` (the longest of
+    /// its contacts'): the client is reachable only through this connection (RFC 5626 §5.3), and
+    /// many phones send nothing until their refresh (no CRLF keep-alive unless outbound is
+    /// negotiated), so the idle timer leaves the connection open that long. A later 2xx replaces
+    /// it (an unregistration's grants nothing).
+    pub(super) fn registered(&mut self, now: Instant, for_secs: u64) {
+        self.registered_until =
+            Some(now + std::time::Duration::from_secs(for_secs.min(MAX_REGISTERED_SECS)));
     }
 
     /// The end of the connection: over TLS a close_notify when the gateway stops (as the

@@ -622,6 +622,9 @@ impl Core {
                 }
             }
             (Target::Flow(f), t) => {
+                if let Some(secs) = registration_granted(msg) {
+                    self.registered_over(f, secs);
+                }
                 if !self.write_flow(f, bytes) {
                     self.send_failure(t, token);
                 }
@@ -682,4 +685,25 @@ impl Core {
             self.edge.send_failed(&token, now());
         }
     }
+}
+
+/// The longest registration a 2xx to a REGISTER grants, in seconds: its Contacts' `expires`
+/// (RFC 3261 §10.3: each binding's), else its `Expires`. `None` for any other message.
+fn registration_granted(msg: &Message) -> Option<u64> {
+    if !msg.status_code().is_some_and(|c| (200..300).contains(&c))
+        || msg.cseq().is_none_or(|c| c.method != "REGISTER")
+    {
+        return None;
+    }
+    msg.header_values("Contact")
+        .filter_map(|c| {
+            sagw_sip::parse_name_addr(c)
+                .ok()?
+                .param("expires")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .or_else(|| msg.header("Expires")?.trim().parse().ok())
 }
