@@ -619,6 +619,24 @@ async fn a_registered_connection_outlives_the_idle_timer_for_its_registration() 
         0,
         "no idle close of a registered connection"
     );
+    // Unregistered (Contact: *, Expires: 0): the idle timer closes it again.
+    let text = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
+From: <sip:phone@example.com>;tag=u1\r\nTo: <sip:phone@example.com>\r\nCall-ID: unreg-phone\r\n\
+CSeq: 1 REGISTER\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n",
+        phone.via("z9hG4bKunreg")
+    );
+    phone.send(&text).await;
+    let ok = phone
+        .recv_where("the unregistration's 200", |m| {
+            m.cseq_method() == "REGISTER"
+        })
+        .await;
+    assert_eq!(ok.status(), Some(200));
+    assert!(
+        phone.closed_within(Duration::from_secs(4)).await,
+        "closed as idle once nothing is registered over it"
+    );
     gw.shutdown(support::WAIT).await;
 }
 

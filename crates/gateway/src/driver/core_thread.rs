@@ -688,7 +688,8 @@ impl Core {
 }
 
 /// The longest registration a 2xx to a REGISTER grants, in seconds: its Contacts' `expires`
-/// (RFC 3261 §10.3: each binding's), else its `Expires`. `None` for any other message.
+/// (RFC 3261 §10.3: each binding's), else its `Expires`, else none (0: an unregistration's, a
+/// query's with no binding left). `None` for any other message.
 fn registration_granted(msg: &Message) -> Option<u64> {
     if !msg.status_code().is_some_and(|c| (200..300).contains(&c))
         || msg.cseq().is_none_or(|c| c.method != "REGISTER")
@@ -706,4 +707,5 @@ fn registration_granted(msg: &Message) -> Option<u64> {
         })
         .max()
         .or_else(|| msg.header("Expires")?.trim().parse().ok())
+        .or(Some(0))
 }
