@@ -36,12 +36,18 @@ macro_rules! on_both_stores {
     };
 }
 
-/// alice signed in at A, and a signed OPTIONS of hers that A answered 200: the copy an attacker
-/// captured.
-async fn captured_at_a(p: &Pool) -> (Client, Message) {
+/// alice, signed in at A over TCP.
+async fn alice_signed_in_at_a(p: &Pool) -> Client {
     let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
     let (r, _) = c.sign_in().await;
     assert_eq!(r.expect("signed in at A").status, 200);
+    c
+}
+
+/// alice signed in at A, and a signed OPTIONS of hers that A answered 200: the copy an attacker
+/// captured.
+async fn captured_at_a(p: &Pool) -> (Client, Message) {
+    let mut c = alice_signed_in_at_a(p).await;
     let m =
         c.ep.request("OPTIONS", &format!("sip:{DOMAIN}"), None, c.rng.as_rng())
             .expect("signed request");
@@ -74,9 +80,7 @@ fn pool_node() {
 
 async fn failover_after_sigkill(redis: &[String], cluster: bool) {
     let mut p = pool(redis, cluster);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     let (ok, seen) = options(&mut c).await;
     assert!(ok, "signed traffic at A");
     let at_a = snum(&seen);
@@ -151,9 +155,7 @@ async fn a_revocation_at_one_gateway_is_refused_at_the_other_within_a_second_on(
     cluster: bool,
 ) {
     let p = pool(redis, cluster);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     assert!(options(&mut c).await.0);
     // Revoked through B, which does not hold the SA: the pool revokes it.
     let opaque = opaque_of(&c);
@@ -257,9 +259,7 @@ async fn a_burst_over_a_new_connection_loses_nothing_while_the_sa_is_claimed() {
     let Some(redis) = standalone() else { return };
     let urls = [redis.url()];
     let p = pool(&urls, false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     wait_published(&urls, false, &c).await;
     move_to(&mut c, p.b.tcp, TransportKind::Tcp).await;
     const BURST: usize = 16;
@@ -289,9 +289,7 @@ async fn no_established_sa_is_lost_when_redis_stops_and_comes_back_empty() {
         return;
     };
     let p = pool(&[redis.url()], false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     wait_published(&[redis.url()], false, &c).await;
     redis.stop();
     for _ in 0..3 {
@@ -470,9 +468,7 @@ on_both_stores!(
 /// lookup, then it is remembered as unknown, and every copy is challenged as before.
 async fn invented_opaques_cost_one_lookup_each_on(redis: &[String], cluster: bool) {
     let p = pool(redis, cluster);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     let real = opaque_of(&c);
     let invented = ["0BAD0001", "0BAD0002", "0BAD0003"];
     for opaque in invented {
@@ -572,9 +568,7 @@ async fn messages_with_a_made_up_signature_do_not_move_an_sa() {
     let Some(redis) = standalone() else { return };
     let urls = [redis.url()];
     let p = pool(&urls, false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     wait_published(&urls, false, &c).await;
     let before = owner_and_generation(&urls[0], &c);
     let mut attacker = client_to(p.b.tcp, TransportKind::Tcp, "mallory").await;
@@ -626,9 +620,7 @@ async fn an_sa_past_the_last_generation_is_not_taken_over() {
     let Some(redis) = standalone() else { return };
     let urls = [redis.url()];
     let p = pool(&urls, false);
-    let mut c = client_to(p.a.tcp, TransportKind::Tcp, "alice").await;
-    let (r, _) = c.sign_in().await;
-    assert_eq!(r.expect("signed in at A").status, 200);
+    let mut c = alice_signed_in_at_a(&p).await;
     wait_published(&urls, false, &c).await;
     on_the_sa(
         &urls[0],
