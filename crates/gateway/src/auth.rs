@@ -569,13 +569,7 @@ impl SecurityStage {
         {
             let to = match na.param("epid") {
                 None => Some([to, ";epid=", &endpoint.epid].concat()),
-                Some(epid) if epid != endpoint.epid => {
-                    // `epid` is a slice of `to`: its place is where its address says.
-                    (epid.as_ptr() as usize)
-                        .checked_sub(to.as_ptr() as usize)
-                        .and_then(|at| Some((to.get(..at)?, to.get(at + epid.len()..)?)))
-                        .map(|(before, after)| [before, &endpoint.epid, after].concat())
-                }
+                Some(epid) if epid != endpoint.epid => replace_part(to, epid, &endpoint.epid),
                 Some(_) => None,
             };
             if let Some(to) = to {
@@ -784,15 +778,15 @@ fn refer_to_without_identity(v: &str) -> Result<Option<String>, ()> {
     } else {
         [base, "?", &kept.join("&")].concat()
     };
-    // The URI is a slice of `v`: its place is where its address says.
-    let at = (na.uri.as_ptr() as usize)
-        .checked_sub(v.as_ptr() as usize)
-        .ok_or(())?;
-    let (before, after) = (
-        v.get(..at).ok_or(())?,
-        v.get(at + na.uri.len()..).ok_or(())?,
-    );
-    Ok(Some([before, &uri, after].concat()))
+    replace_part(v, na.uri, &uri).map(Some).ok_or(())
+}
+
+/// `whole` with `part`, a slice of it (what a parser of `whole` returned), replaced by `with`:
+/// its place is where its address says. `None` when `part` is not within `whole`.
+fn replace_part(whole: &str, part: &str, with: &str) -> Option<String> {
+    let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let (before, after) = (whole.get(..at)?, whole.get(at + part.len()..)?);
+    Some([before, with, after].concat())
 }
 
 /// A short name for the reason phrase of a status, for generated responses.
@@ -804,6 +798,19 @@ pub fn phrase(code: u16) -> &'static str {
 mod tests {
     use super::setup::core_of;
     use super::*;
+
+    #[test]
+    fn a_part_is_replaced_where_it_is_and_only_when_it_is_a_slice_of_the_whole() {
+        let to = "<sip:bob@example.com>;epid=0badc0de;tag=t1";
+        let epid = &to[27..35];
+        assert_eq!(epid, "0badc0de");
+        assert_eq!(
+            super::replace_part(to, epid, "b0b").as_deref(),
+            Some("<sip:bob@example.com>;epid=b0b;tag=t1")
+        );
+        // Equal text elsewhere (a flag parameter's static ""): not a slice of `to`.
+        assert_eq!(super::replace_part(to, "0badc0de", "b0b"), None);
+    }
 
     #[test]
     fn is_lowered_is_equality_with_the_lower_cased_copy() {
