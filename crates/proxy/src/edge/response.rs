@@ -22,8 +22,8 @@ impl Edge {
     fn came_from(&self, request: &Message, flow: &Flow, to: Option<&SaEndpoint>) -> bool {
         request.header_values("Via").skip(1).any(|v| {
             Via::parse(v)
-                .and_then(|via| via.param("sgf").map(str::to_owned))
-                .and_then(|t| self.ids.parse_via_flow_token(&t))
+                .and_then(|via| via.param("sgf"))
+                .and_then(|t| self.ids.parse_via_flow_token(t))
                 .is_some_and(|(from, endpoint)| {
                     from == *flow
                         || matches!((endpoint, to), (Some(e), Some(t))

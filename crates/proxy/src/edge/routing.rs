@@ -160,11 +160,7 @@ impl Edge {
             .next_hops
             .iter()
             .any(|h| crate::uri::canonical(h.addr) == addr)
-            || self
-                .cfg
-                .trusted_peers
-                .iter()
-                .any(|p| p.to_canonical() == addr.ip())
+            || super::is_trusted_peer(&self.cfg, addr)
             || self.cfg.client_routes.iter().any(|r| match *r {
                 RouteTarget::Addr(a) => crate::uri::canonical(a) == addr,
                 RouteTarget::Host(h) => h.to_canonical() == addr.ip(),

@@ -163,27 +163,18 @@ impl FlowIdentities {
 
     /// Record `info` as the identity registered over `flow` (copied only when it changed).
     pub(super) fn set(&mut self, flow: Flow, info: &BindingInfo) {
-        let slot = if flow.transport.is_reliable() {
-            match self.stream.get_mut(&flow.id) {
-                Some((f, i)) if *f == flow => Some(i),
-                _ => {
-                    self.stream.insert(flow.id, (flow, info.clone()));
-                    None
-                }
-            }
+        let held = if flow.transport.is_reliable() {
+            let (f, i) = self
+                .stream
+                .entry(flow.id)
+                .or_insert_with(|| (flow, info.clone()));
+            *f = flow;
+            i
         } else {
-            match self.datagram.get_mut(&flow) {
-                Some(i) => Some(i),
-                None => {
-                    self.datagram.insert(flow, info.clone());
-                    None
-                }
-            }
+            self.datagram.entry(flow).or_insert_with(|| info.clone())
         };
-        if let Some(i) = slot
-            && i != info
-        {
-            i.clone_from(info);
+        if held != info {
+            held.clone_from(info);
         }
     }
 
