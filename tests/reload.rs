@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use auth_support::{
-    Client, DOMAIN, challenged, config, http, metric, metrics_of, unique, verified,
+    Client, DOMAIN, challenged, config, http, http_as, metric, metrics_of, unique, verified,
     write_admin_token,
 };
 use lifecycle_support::*;
@@ -417,25 +417,6 @@ async fn a_reload_fails_while_the_credentials_file_cannot_be_loaded() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
-/// `method` `path` on the admin API with `token` as the bearer: the status line.
-async fn admin_call(gw: &sagw_gateway::Running, method: &str, token: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(gw.admin_addr.expect("admin API"))
-        .await
-        .expect("connect");
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out.lines().next().unwrap_or("").to_owned()
-}
-
 /// An operator who replaces a leaked admin token (a new file) and reloads (SIGHUP, or the API
 /// with the old token) has the new one in force and the old one refused at once. Before, the
 /// token was read at start only: the reload said "ok", listed nothing as needing a restart,
@@ -461,14 +442,16 @@ async fn a_reload_puts_a_replaced_admin_token_in_force() {
         "reported as applied: {body}"
     );
     assert!(
-        admin_call(&gw, "GET", auth_support::ADMIN_TOKEN, "/admin/sas")
+        http_as(&gw, auth_support::ADMIN_TOKEN, "GET", "/admin/sas")
             .await
+            .0
             .contains(" 401 "),
         "the old token after the reload"
     );
     assert!(
-        admin_call(&gw, "GET", new, "/admin/sas")
+        http_as(&gw, new, "GET", "/admin/sas")
             .await
+            .0
             .contains(" 200 "),
         "the new token after the reload"
     );
@@ -476,13 +459,15 @@ async fn a_reload_puts_a_replaced_admin_token_in_force() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     assert!(
-        admin_call(&gw, "POST", new, "/admin/reload")
+        http_as(&gw, new, "POST", "/admin/reload")
             .await
+            .0
             .contains(" 422 ")
     );
     assert!(
-        admin_call(&gw, "GET", new, "/admin/sas")
+        http_as(&gw, new, "GET", "/admin/sas")
             .await
+            .0
             .contains(" 200 "),
         "the token in force after a failed reload"
     );

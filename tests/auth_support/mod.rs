@@ -544,10 +544,15 @@ impl Client {
 /// Raw HTTP/1.1 on the admin listener (paths under `/admin`, with the bearer token) or the
 /// metrics listener; returns (status line, body).
 pub async fn http(gw: &Running, method: &str, path: &str) -> (String, String) {
+    http_as(gw, ADMIN_TOKEN, method, path).await
+}
+
+/// [`http`] with `token` as the admin API's bearer token.
+pub async fn http_as(gw: &Running, token: &str, method: &str, path: &str) -> (String, String) {
     let (addr, auth) = if path.starts_with("/admin") {
         (
             gw.admin_addr.expect("admin API"),
-            format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"),
+            format!("Authorization: Bearer {token}\r\n"),
         )
     } else {
         (gw.metrics_addr.expect("metrics"), String::new())
