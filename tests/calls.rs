@@ -26,6 +26,12 @@ async fn call_flow(a_kind: Kind, b_kind: Kind) {
         .recv_where("INVITE", |m| m.method() == Some("INVITE"))
         .await;
     assert_eq!(inv.body, sdp.as_bytes(), "body forwarded unchanged");
+    // Addressed to bob's address of record, it reaches him under the Contact he registered.
+    let registered = bob.contact();
+    assert_eq!(
+        inv.start,
+        format!("INVITE {} SIP/2.0", &registered[1..registered.len() - 1]),
+    );
     let vias = inv.all("Via");
     assert_eq!(vias.len(), 2, "{vias:?}");
     assert!(vias[0].contains("branch=z9hG4bK"), "{vias:?}");

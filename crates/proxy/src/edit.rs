@@ -118,6 +118,20 @@ pub(crate) fn push_on_top(msg: &mut Message, name: &str, value: &str) {
     msg.insert_header(index, name, value);
 }
 
+/// Replace a request's Request-URI with `uri`; false (nothing changed) when the start line it
+/// would make does not parse.
+pub(crate) fn set_request_uri(msg: &mut Message, uri: &str) -> bool {
+    let Some(method) = msg.method() else {
+        return false;
+    };
+    let mut line = String::with_capacity(method.len() + uri.len() + 10);
+    line.push_str(method);
+    line.push(' ');
+    line.push_str(uri);
+    line.push_str(" SIP/2.0");
+    msg.set_start_line(&line).is_ok()
+}
+
 /// Standard reason phrase for codes the proxy generates.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {

@@ -181,6 +181,31 @@ pub(crate) fn host_ip(host: &str) -> Option<IpAddr> {
     h.parse().ok()
 }
 
+/// A registered Contact as a Request-URI (RFC 3261 §16.6 step 2): without what §19.1.1 does not
+/// allow there, its `?headers` and its `method` parameter.
+pub(crate) fn request_target(contact: &str) -> std::borrow::Cow<'_, str> {
+    let contact = trim(contact);
+    let uri = match memchr::memchr(b'?', contact.as_bytes()) {
+        Some(q) => contact.get(..q).unwrap_or(contact),
+        None => contact,
+    };
+    // The parameters run to the end once the headers are cut off.
+    let Some(params) = SipUri::parse(uri)
+        .map(|u| u.params)
+        .filter(|p| param_in(p, "method").is_some())
+    else {
+        return std::borrow::Cow::Borrowed(uri);
+    };
+    let head = uri.get(..uri.len() - params.len()).unwrap_or(uri);
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(head.strip_suffix(';').unwrap_or(head));
+    for p in param_parts(params).filter(|p| !param_name(p).eq_ignore_ascii_case("method")) {
+        out.push(';');
+        out.push_str(p);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `str::trim`, without decoding chars when both ends are printable ASCII (the usual case):
 /// every character `trim` removes is either at most 0x20 or not ASCII.
 pub(crate) fn trim(s: &str) -> &str {
@@ -455,6 +480,25 @@ pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_as_request_uri_loses_its_headers_and_method() {
+        for (contact, uri) in [
+            ("sip:bob@10.0.0.6:5060", "sip:bob@10.0.0.6:5060"),
+            (
+                "sip:2001@10.0.0.6;transport=tls;method=INVITE?Subject=x",
+                "sip:2001@10.0.0.6;transport=tls",
+            ),
+            ("sip:bob@h;METHOD=REGISTER;lr", "sip:bob@h;lr"),
+            ("sip:bob@h;method", "sip:bob@h"),
+            // A `;` in the user part is not a parameter.
+            ("sip:a;method=x@h;ob", "sip:a;method=x@h;ob"),
+            ("sip:a;b@h;method=x;ob", "sip:a;b@h;ob"),
+            (" sip:bob@h?X=1 ", "sip:bob@h"),
+        ] {
+            assert_eq!(request_target(contact), uri, "{contact}");
+        }
+    }
 
     /// The str-pattern forms the byte scans replaced, kept to check them against.
     mod reference {

@@ -397,7 +397,14 @@ fn max_forwards_loop_and_bad_requests() {
     assert_eq!(sent[0].msg.status_code(), Some(483));
 
     // Our own forwarded request coming back unchanged is a loop.
+    // The first return is a spiral, not a loop (RFC 3261 §16.3 step 4): it was retargeted to
+    // bob's Contact, and goes on; the same request again is a loop.
     let sent = h.feed(alice(), &invite("z9hG4bKlp", "bob", 70));
+    let mut spiral = sent[1].msg.clone();
+    spiral.remove_header("Record-Route");
+    let sent = h.feed_msg(alice(), spiral);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].to, Target::Flow(bob()));
     let mut looped = sent[1].msg.clone();
     looped.remove_header("Record-Route");
     let sent = h.feed_msg(alice(), looped);
@@ -1386,7 +1393,7 @@ Call-ID: a3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
             "in REGISTER sip:example.com SIP/2.0 FlowId(0)".into(),
             // A response is for its note; the endpoint registered over the flow is not offered.
             "out Response SIP/2.0 200 OK epid=None note=Some(\"a1\")".into(),
-            "out Request MESSAGE sip:bob@example.com SIP/2.0 epid=Some(\"eb\") note=None".into(),
+            "out Request MESSAGE sip:bob@10.0.0.5 SIP/2.0 epid=Some(\"eb\") note=None".into(),
             "in SIP/2.0 200 OK FlowId(0) answering=Some(Some(\"eb\"))".into(),
         ]
     );
@@ -2792,5 +2799,53 @@ fn the_ack_of_a_2xx_after_a_non_2xx_final_names_the_invite_too() {
         [Some(
             "admitted INVITE sip:carol@example.com SIP/2.0".to_owned()
         )]
+    );
+}
+
+/// RFC 3261 §16.6 step 2: a request for an address of record reaches each registered device with
+/// that device's Contact as Request-URI (a PBX or phone routes on it: `sip:2001@pbx` says which
+/// line rang), less what a Request-URI may not carry (headers, `method`). The CANCEL of a
+/// branch names what its INVITE did.
+#[test]
+fn a_request_for_an_address_of_record_goes_to_each_device_under_its_contact() {
+    let (mut h, d1, d2) = two_devices();
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS 10.0.0.6;branch=z9hG4bKdb2x\r\n\
+From: <sip:bob@example.com>;tag=db2;epid=b2\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-b2\r\n\
+CSeq: 3 REGISTER\r\nContact: <sip:2001@10.0.0.6:5061;transport=tls;method=INVITE?Subject=x>\r\n\
+Content-Length: 0\r\n\r\n";
+    assert_eq!(h.feed(d2, reg)[0].msg.status_code(), Some(200));
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKrt1");
+    assert_eq!(to_d1.request_uri(), Some("sip:bob@10.0.0.6:1"));
+    assert_eq!(
+        to_d2.request_uri(),
+        Some("sip:2001@10.0.0.6:5061;transport=tls")
+    );
+    assert_eq!(
+        to_d1.header("To"),
+        Some("<sip:bob@example.com>"),
+        "To keeps the address of record"
+    );
+    h.feed_msg(d2, answer(&to_d2, 180, "Ringing"));
+    let sent = h.feed_msg(d1, answer(&to_d1, 200, "OK"));
+    let cancel = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("CANCEL"))
+        .expect("the other branch is cancelled");
+    assert_eq!(cancel.to, Target::Flow(d2));
+    assert_eq!(cancel.msg.request_uri(), to_d2.request_uri());
+
+    // A request to a contact itself is not rewritten.
+    let sent = h.feed(
+        alice(),
+        &message_to(
+            "alice",
+            "sip:2001@10.0.0.6:5061;transport=tls",
+            "z9hG4bKrt2",
+        ),
+    );
+    let to_contact = sent.iter().find(|s| s.to == Target::Flow(d2)).unwrap();
+    assert_eq!(
+        to_contact.msg.request_uri(),
+        Some("sip:2001@10.0.0.6:5061;transport=tls")
     );
 }

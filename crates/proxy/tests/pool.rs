@@ -302,13 +302,15 @@ fn local_and_remote_bindings_fork_and_local_wins_for_the_same_device() {
     assert!(routes(&local.msg).is_empty());
     assert_eq!(local.msg.header("X-Signed"), Some("yes"));
     assert_eq!(remote.to, to_node2());
+    // The node that holds the device's flow puts its Contact there.
+    assert_eq!(remote.msg.request_uri(), Some("sip:bob@example.com"));
     assert_eq!(routes(&remote.msg), vec![NODE2_ROUTE]);
     assert!(remote.msg.header("X-Signed").is_none());
     assert_eq!(
         h.signed(),
         vec![
             "Response SIP/2.0 100 Trying".to_owned(),
-            "Request INVITE sip:bob@example.com SIP/2.0".to_owned()
+            "Request INVITE sip:bob@198.51.100.2:5060 SIP/2.0".to_owned()
         ],
         "only the local branch passed the outbound stage"
     );
@@ -528,4 +530,33 @@ Call-ID: z9hG4bKd1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
             assert_eq!(sent[0].msg.status_code(), Some(403), "{sent:?}");
         }
     }
+}
+
+/// A request another node of the pool relays to a device held here comes with the address of
+/// record as Request-URI (that node knows the device's flow, not its Contact): this node puts the
+/// device's Contact there, as for a request it looked up itself (RFC 3261 §16.6 step 2).
+#[test]
+fn a_request_relayed_by_another_node_reaches_the_device_under_its_contact() {
+    let mut h = H::new();
+    let bob = flow(5, Transport::Tcp, "198.51.100.3:40000");
+    h.register(bob, "bob", "b1", 3600);
+    let now = h.now;
+    let (_, route) = h
+        .edge
+        .pool_bindings("sip:bob@example.com", now)
+        .pop()
+        .expect("bob's binding, with the Route to it");
+    let relayed = format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TLS {NODE2};branch=z9hG4bKn2i1\r\n\
+Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKa1\r\nRoute: {route}\r\nMax-Forwards: 69\r\n\
+From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\nCall-ID: n2i1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@198.51.100.1:5060>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(node2_flow(), &relayed);
+    let to_bob = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(bob))
+        .unwrap_or_else(|| panic!("the INVITE reaches bob: {sent:?}"));
+    assert_eq!(to_bob.msg.request_uri(), Some("sip:bob@198.51.100.3:40000"));
+    assert!(routes(&to_bob.msg).is_empty(), "{:?}", routes(&to_bob.msg));
 }

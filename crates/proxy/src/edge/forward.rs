@@ -8,7 +8,7 @@ use super::timers::TimerKind;
 use super::transaction::{ClientState, ClientTx, HopFailure, cancel_key};
 use super::{Edge, TrustedFlows, is_client};
 use crate::config::{EdgeConfig, Mode, NextHop};
-use crate::edit::{build_hop_request, push_on_top, push_via};
+use crate::edit::{build_hop_request, push_on_top, push_via, set_request_uri};
 use crate::hook::{
     AuthNote, ClientAuth, OutboundContext, OutboundKind, OutboundVerdict, SaEndpoint,
 };
@@ -275,6 +275,11 @@ impl Edge {
             .and_then(|m| m.trim().parse::<u32>().ok())
             .unwrap_or(71);
         set_max_forwards(&mut out, mf.saturating_sub(1).min(70));
+        if let Some(uri) = &to.request_uri {
+            // A Contact that makes no start line (it parsed as a SIP URI when it registered)
+            // leaves the address of record there.
+            set_request_uri(&mut out, uri);
+        }
         let out_transport = target.transport();
         // One token for the flow the request came from, naming the endpoint at that flow: in the
         // Path and Record-Route, requests that come back through it are signed for that endpoint;

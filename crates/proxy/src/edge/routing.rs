@@ -10,10 +10,10 @@ use super::Edge;
 use crate::config::{Mode, NextHop, RouteTarget};
 use crate::edit::{pop_route, top_route};
 use crate::hook::SaEndpoint;
-use crate::registrar::RemoteBinding;
+use crate::registrar::{Binding, RemoteBinding};
 use crate::token::flow_token_claim;
 use crate::types::{Flow, Target, Transport};
-use crate::uri::SipUri;
+use crate::uri::{SipUri, request_target};
 
 /// How far a request's own Route set is followed (B3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +81,22 @@ pub(super) struct BranchTo {
     /// A Route to push on top of the request for this branch: the node of the pool that holds
     /// the client's flow, with its flow token ([`crate::RemoteBinding::node_route`]).
     pub(super) route: Option<String>,
+    /// The Request-URI for this branch: the Contact of the binding it goes to, when the request
+    /// was addressed to the binding's address of record (RFC 3261 §16.6 step 2). A PBX or a
+    /// phone with several lines reads which one rang from it.
+    pub(super) request_uri: Option<String>,
 }
 
 impl BranchTo {
+    /// A registered binding's flow, for a request addressed to the binding's address of record:
+    /// it goes there under the binding's Contact.
+    pub(super) fn looked_up(b: &Binding) -> BranchTo {
+        BranchTo {
+            request_uri: Some(request_target(&b.info.contact).into_owned()),
+            ..BranchTo::binding(b.flow, b.info.endpoint.clone())
+        }
+    }
+
     /// A registered binding's flow.
     pub(super) fn binding(flow: Flow, endpoint: Option<SaEndpoint>) -> BranchTo {
         BranchTo {
@@ -91,6 +104,7 @@ impl BranchTo {
             endpoint,
             gone: 480,
             route: None,
+            request_uri: None,
         }
     }
 
@@ -101,6 +115,7 @@ impl BranchTo {
             endpoint,
             gone: 430,
             route: None,
+            request_uri: None,
         }
     }
 
@@ -113,6 +128,7 @@ impl BranchTo {
             endpoint: None,
             gone: 480,
             route: Some(binding.node_route.clone()),
+            request_uri: None,
         }
     }
 
@@ -123,6 +139,7 @@ impl BranchTo {
             endpoint: None,
             gone: 480,
             route: None,
+            request_uri: None,
         }
     }
 }
@@ -166,6 +183,32 @@ impl Edge {
                 RouteTarget::Host(h) => h.to_canonical() == addr.ip(),
             });
         !at_a_server && !self.cfg.local.is_local(uri.host, uri.port, uri.transport())
+    }
+
+    /// The Contact to put in the Request-URI of a request routed by our flow token, when the
+    /// request is one another gateway of the pool relays for an address of record that the
+    /// token's flow registered: that gateway knows the device's flow, not its Contact, and
+    /// sends the request as it received it. Registrar mode, out of a dialog, from a server.
+    fn relayed_to_aor(
+        &self,
+        msg: &Message,
+        flow: &Flow,
+        from_client: bool,
+        now: Instant,
+    ) -> Option<String> {
+        if from_client
+            || self.cfg.mode != Mode::Registrar
+            || msg.to().is_some_and(|t| t.tag().is_some())
+        {
+            return None;
+        }
+        let aor = SipUri::parse(msg.request_uri()?)?.aor();
+        let binding = self
+            .registrar
+            .lookup(&aor, now)
+            .into_iter()
+            .find(|b| b.flow == *flow)?;
+        Some(request_target(&binding.info.contact).into_owned())
     }
 
     pub(super) fn serves(&self, uri: &SipUri<'_>) -> bool {
@@ -234,7 +277,9 @@ impl Edge {
                     .flow_identity(&f)
                     .and_then(|b| b.endpoint.clone())
             });
-            return Ok(Dest::Flow(BranchTo::token(f, endpoint)));
+            let mut to = BranchTo::token(f, endpoint);
+            to.request_uri = self.relayed_to_aor(msg, &f, from_client, now);
+            return Ok(Dest::Flow(to));
         }
         if let Some(r) = top_route(msg) {
             let uri = parse_name_addr(r).ok().and_then(|na| SipUri::parse(na.uri));
@@ -307,7 +352,7 @@ impl Edge {
                 .registrar
                 .lookup(&aor, now)
                 .into_iter()
-                .map(|b| BranchTo::binding(b.flow, b.info.endpoint.clone()))
+                .map(BranchTo::looked_up)
                 .chain(
                     self.registrar
                         .lookup_remote(&aor, now)

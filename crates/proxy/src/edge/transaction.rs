@@ -214,8 +214,10 @@ impl ClientTx {
             target: self.target,
             endpoint: self.endpoint.clone(),
             gone: self.gone,
-            // A remote branch's Route is in `request` already, and so in a CANCEL built from it.
+            // A remote branch's Route, and a binding's Request-URI, are in `request` already,
+            // and so in a CANCEL built from it.
             route: None,
+            request_uri: None,
         }
     }
 }
