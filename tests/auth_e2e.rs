@@ -841,3 +841,138 @@ async fn a_contact_naming_another_users_address_takes_none_of_his_requests() {
         panic!("alice got {:?}", Some(got));
     }
 }
+
+/// A CHALLENGE_MESSAGE as an attacker's own server would send it to a victim: the gateway's
+/// server challenge, and a TargetInfo that makes the victim name `target` (MsvAvTargetName, as
+/// Windows adds for the service it believes it reaches: `cifs/fileserver`).
+fn relayed_challenge(gateway_challenge: &[u8], target: Option<&str>) -> Vec<u8> {
+    let u16_at = |at: usize| u16::from_le_bytes([gateway_challenge[at], gateway_challenge[at + 1]]);
+    let u32_at = |at: usize| {
+        u32::from_le_bytes(gateway_challenge[at..at + 4].try_into().expect("4 bytes")) as usize
+    };
+    let info_len = usize::from(u16_at(40));
+    let info_at = u32_at(44);
+    let info = &gateway_challenge[info_at..info_at + info_len];
+    // The gateway's AV pairs without their MsvAvEOL, then ours.
+    let mut av = info[..info.len() - 4].to_vec();
+    if let Some(t) = target {
+        let name: Vec<u8> = t.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        av.extend_from_slice(&9u16.to_le_bytes());
+        av.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        av.extend_from_slice(&name);
+    }
+    av.extend_from_slice(&[0, 0, 0, 0]);
+    let mut out = gateway_challenge[..56].to_vec();
+    // No TargetName; the TargetInfo right after the header.
+    out[12..20].copy_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
+    out[40..42].copy_from_slice(&(av.len() as u16).to_le_bytes());
+    out[42..44].copy_from_slice(&(av.len() as u16).to_le_bytes());
+    out[44..48].copy_from_slice(&56u32.to_le_bytes());
+    out.extend_from_slice(&av);
+    out
+}
+
+/// NTLM relay: an attacker starts a sign-in as alice, takes the gateway's server challenge to a
+/// service alice's computer authenticates to (an SMB share behind a UNC link, say), and sends
+/// the AUTHENTICATE it gets back as its own final leg. That message proves alice's password for
+/// that challenge, but not to whom: the attacker, without the session key, cannot sign. Before,
+/// the gateway took such a final leg as alice's REGISTER (an unsigned final leg was a version-3
+/// client's, whatever version the gateway asked for), binding the attacker's Contact, and took
+/// it under version 3 even when alice's computer had named another service in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ntlm_sign_in_relayed_from_another_service_is_refused() {
+    use base64::Engine as _;
+    use sagw_ntlm::initiator::{ClientInputs, Credentials, MicPolicy, authenticate};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let nt = sagw_ntlm::NtHash::from_password("alice-pw");
+    // (gateway's version, what the final leg claims, the service the victim named, accepted)
+    let cases: [(u8, u8, Option<&str>, bool); 5] = [
+        (4, 3, None, false),
+        (4, 4, None, false),
+        (3, 3, Some("cifs/fileserver.example.com"), false),
+        // Under version 3 an unsigned final leg stays a version-3 client's, which names this
+        // gateway or nothing: the test's relay itself works.
+        (3, 3, Some("sip/sagw.example.com"), true),
+        (3, 3, None, true),
+    ];
+    for (gw_version, claimed, target, accepted) in cases {
+        let gw = gateway(GwOptions {
+            version: gw_version,
+            ..GwOptions::default()
+        })
+        .await;
+        let mut mallory = Client::connect(
+            &gw,
+            TransportKind::Tcp,
+            config("alice", "unknown", AuthScheme::Ntlm, claimed),
+        )
+        .await;
+        let local = mallory.conn.local_addr();
+        let epid = format!("{:010x}", unique());
+        let call = format!("relay-{}", unique());
+        let register = |cseq: u32, auth: &str| {
+            let text = format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKrelay{cseq}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=r{cseq};epid={epid}\r\nTo: <sip:alice@{DOMAIN}>\r\n\
+Call-ID: {call}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:mallory@{local};transport=tcp>\r\n\
+Expires: 600\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(text.as_bytes()).expect("REGISTER parses")
+        };
+        let first = format!(
+            "NTLM qop=\"auth\", realm=\"SIP Communications Service\", targetname=\"sagw.example.com\", \
+version={claimed}, gssapi-data=\"\""
+        );
+        let challenge = mallory
+            .send_raw(&register(1, &first), Duration::from_secs(5))
+            .await
+            .expect("the first leg is answered");
+        assert_eq!(challenge.status_code(), Some(401));
+        let offer = challenge
+            .header_values("WWW-Authenticate")
+            .find(|v| v.starts_with("NTLM") && v.contains("opaque"))
+            .expect("an NTLM CHALLENGE")
+            .to_owned();
+        let opaque = param(&offer, "opaque").expect("opaque");
+        let ours = b64
+            .decode(param(&offer, "gssapi-data").expect("gssapi-data"))
+            .expect("base64");
+
+        // Alice's computer answers the attacker's server.
+        let victim = authenticate(
+            &relayed_challenge(&ours, target),
+            &Credentials {
+                user: "alice",
+                domain: "EXAMPLE",
+                nt_hash: &nt,
+            },
+            &ClientInputs {
+                workstation: "ALICE-PC",
+                client_challenge: [0x42; 8],
+                timestamp: std::time::SystemTime::now(),
+                random_session_key: [0x17; 16],
+                version: [10, 0, 0x61, 0x4A, 0, 0, 0, 0x0F],
+                mic: MicPolicy::Omit,
+            },
+        )
+        .expect("the victim's AUTHENTICATE");
+
+        let last = format!(
+            "NTLM qop=\"auth\", realm=\"SIP Communications Service\", targetname=\"sagw.example.com\", \
+version={claimed}, opaque=\"{opaque}\", gssapi-data=\"{}\"",
+            b64.encode(&victim.message)
+        );
+        let answer = mallory
+            .send_raw(&register(2, &last), Duration::from_secs(5))
+            .await
+            .expect("the final leg is answered");
+        let case = format!("gateway v{gw_version}, final leg v{claimed}, target {target:?}");
+        if accepted {
+            assert_eq!(answer.status_code(), Some(200), "{case}: {answer:?}");
+        } else {
+            assert_ne!(answer.status_code(), Some(200), "{case}: {answer:?}");
+            assert_eq!(answer.status_code(), Some(401), "{case}: {answer:?}");
+        }
+        drop(gw);
+    }
+}

@@ -69,7 +69,8 @@ pub enum Reason {
     HandshakeLimit,
     /// Kerberos refused the AP-REQ for a reason not listed below.
     KerberosRejected,
-    /// The Kerberos ticket is for another service principal than `sip/<fqdn>` of this gateway.
+    /// The Kerberos ticket is for another service principal than `sip/<fqdn>` of this gateway, or
+    /// the NTLM AUTHENTICATE names another service (MsvAvTargetName): made for it, relayed here.
     WrongService,
     /// The Kerberos ticket has expired or is not yet valid.
     TicketExpired,
@@ -150,6 +151,7 @@ impl From<&NtlmError> for Reason {
             NtlmError::NotNtlmV2 { .. } => Reason::WeakNtlm,
             NtlmError::MissingFlags { .. } => Reason::WeakNtlm,
             NtlmError::BadMic => Reason::BadMic,
+            NtlmError::WrongTarget => Reason::WrongService,
             _ => Reason::MalformedToken,
         }
     }

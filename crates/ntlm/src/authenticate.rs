@@ -18,6 +18,7 @@ const NT_PROOF_LEN: usize = 16;
 const AV_EOL: u16 = 0;
 const AV_FLAGS: u16 = 6;
 const AV_TIMESTAMP: u16 = 7;
+const AV_TARGET_NAME: u16 = 9;
 /// MsvAvFlags bit: the client provides a MIC.
 const AV_FLAG_MIC_PRESENT: u32 = 0x2;
 
@@ -43,6 +44,8 @@ pub(crate) struct V2Response<'a> {
     pub(crate) av_timestamp: Option<u64>,
     /// MsvAvFlags among the client's AV pairs, if any.
     pub(crate) av_flags: Option<u32>,
+    /// MsvAvTargetName (the SPN the client meant), UTF-16LE, if any.
+    pub(crate) av_target_name: Option<&'a [u8]>,
 }
 
 /// A bounds-checked view of an AUTHENTICATE_MESSAGE ([MS-NLMP] 2.2.1.3).
@@ -178,6 +181,7 @@ fn parse_nt_response(nt: &[u8]) -> Result<NtResponse<'_>, NtlmError> {
 
     let mut av_timestamp = None;
     let mut av_flags = None;
+    let mut av_target_name = None;
     let mut at = V2_BLOB_HEADER_LEN;
     loop {
         let id = le_u16(blob, at).ok_or(NtlmError::Malformed("AV pairs not terminated"))?;
@@ -205,6 +209,14 @@ fn parse_nt_response(nt: &[u8]) -> Result<NtResponse<'_>, NtlmError> {
                     return Err(NtlmError::Malformed("duplicate MsvAvTimestamp"));
                 }
             }
+            AV_TARGET_NAME => {
+                if value.len() % 2 != 0 {
+                    return Err(NtlmError::Malformed("MsvAvTargetName length"));
+                }
+                if av_target_name.replace(value).is_some() {
+                    return Err(NtlmError::Malformed("duplicate MsvAvTargetName"));
+                }
+            }
             _ => {}
         }
         at += 4 + len;
@@ -215,6 +227,7 @@ fn parse_nt_response(nt: &[u8]) -> Result<NtResponse<'_>, NtlmError> {
         blob_timestamp,
         av_timestamp,
         av_flags,
+        av_target_name,
     }))
 }
 

@@ -39,6 +39,11 @@ pub struct AcceptorConfig {
     pub include_timestamp: bool,
     /// VERSION field of the CHALLENGE (debug information only).
     pub version: [u8; 8],
+    /// The name clients authenticate to (the `targetname` of the SIP challenge, the gateway's
+    /// FQDN). An AUTHENTICATE whose MsvAvTargetName names a service other than `sip/<name>` or
+    /// `<name>` was made for someone else and relayed here: refused ([`NtlmError::WrongTarget`]).
+    /// Empty: not checked.
+    pub target_name: String,
 }
 
 impl AcceptorConfig {
@@ -50,6 +55,7 @@ impl AcceptorConfig {
     /// Defaults: 15 min skew, no timestamp (like OCS 2007 R2), version 6.1.7601 rev 15.
     pub fn new(identity: ServerIdentity) -> Self {
         AcceptorConfig {
+            target_name: identity.dns_computer.clone(),
             identity,
             max_clock_skew: Self::DEFAULT_MAX_CLOCK_SKEW,
             include_timestamp: false,
@@ -84,6 +90,9 @@ struct ChallengeTemplate {
     max_clock_skew: Duration,
     /// `max_clock_skew` in FILETIME ticks (100 ns).
     max_skew_ticks: i128,
+    /// The MsvAvTargetName values taken (lower-case): `sip/<target_name>` and `<target_name>`;
+    /// empty when not checked.
+    targets: Box<[String]>,
 }
 
 fn utf16le(s: &str) -> Vec<u8> {
@@ -151,6 +160,12 @@ impl ChallengeTemplate {
             timestamp_at,
             max_clock_skew: config.max_clock_skew,
             max_skew_ticks: (config.max_clock_skew.as_nanos() / 100) as i128,
+            targets: if config.target_name.is_empty() {
+                Box::default()
+            } else {
+                let name = config.target_name.to_lowercase();
+                Box::new([format!("sip/{name}"), name])
+            },
         }
     }
 
@@ -458,6 +473,24 @@ impl PendingHandshake {
             return Err(NtlmError::Malformed(
                 "EncryptedRandomSessionKey is not 16 bytes",
             ));
+        }
+        // The service the client meant ([MS-NLMP] 3.2.5.1.2 MsvAvTargetName): NTProofStr binds
+        // only the 8-byte server challenge, which an attacker can hand to any service its victim
+        // authenticates to. Windows names that service here, inside what NTProofStr covers.
+        if let Some(name) = v2.av_target_name
+            && !name.is_empty()
+            && !self.template.targets.is_empty()
+        {
+            let units: Vec<u16> = name
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let name = String::from_utf16(&units)
+                .map_err(|_| NtlmError::Malformed("MsvAvTargetName is not UTF-16"))?
+                .to_lowercase();
+            if !self.template.targets.contains(&name) {
+                return Err(NtlmError::WrongTarget);
+            }
         }
         Ok(Prechecked {
             server_challenge: self.server_challenge,

@@ -37,6 +37,10 @@ pub enum NtlmError {
     /// NTProofStr mismatch: wrong password, user or domain, or an answer to another challenge.
     #[error("NTLMv2 response does not match (wrong password or not an answer to this challenge)")]
     WrongPassword,
+    /// The AUTHENTICATE names another service (MsvAvTargetName) than this acceptor's: it was
+    /// made for that service and relayed here.
+    #[error("the AUTHENTICATE_MESSAGE was made for another service")]
+    WrongTarget,
     /// The client flagged a MIC and it does not match.
     #[error("AUTHENTICATE_MESSAGE MIC does not match")]
     BadMic,

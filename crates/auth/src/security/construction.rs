@@ -14,6 +14,7 @@ impl SecurityCore {
                 max_clock_skew: n.max_clock_skew,
                 include_timestamp: n.include_timestamp,
                 version: n.version,
+                target_name: n.targetname.clone(),
             })
         });
         let digest = config.digest.as_ref().map(|d| DigestState {

@@ -276,6 +276,14 @@ impl SecurityCore {
             Ok(a) => a,
             Err(e) => return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e)),
         };
+        // Signed, under version 4 (notes §6.1): an AUTHENTICATE proves the password for the
+        // server challenge only, and an attacker can have the victim's computer compute one for
+        // ours at any service it reaches (NTLM relay). The signature proves the sender holds the
+        // session key. A version-3 client signs from its next request only, so a gateway set to
+        // version 3 takes an unsigned final leg, with the target check as its defence.
+        if self.config.version >= 4 && h.param("response").is_none() {
+            return self.fail_leg(leg, Scheme::Ntlm, Reason::Unsigned);
+        }
         let user = auth.user();
         // An unknown user costs the same work as a wrong password, so response times do not tell
         // which account names exist.
