@@ -564,3 +564,49 @@ async fn tls_next_hop_is_verified_against_the_configured_ca() {
     imp.abort();
     let _ = std::fs::remove_file(&ca);
 }
+
+/// A peer that sends nothing but RFC 5626 pings, as fast as it can, and reads its pongs: each
+/// ping had a write of its own on the core thread (and over TLS a record), 362 of them for a
+/// segment, so a few MB/s from one host took the core thread from everyone. The pings of a read
+/// pass now get one pong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_pings_gets_one_pong_a_read() {
+    use tokio::io::AsyncReadExt;
+    let gw = gateway("").await;
+    let to = gw.tcp.expect("tcp listener");
+    let mut s = TcpStream::connect(to).await.expect("connect");
+    let from = s.local_addr().expect("local address");
+    let pings = 2000;
+    let mut bytes = b"\r\n\r\n".repeat(pings);
+    bytes.extend_from_slice(
+        format!(
+            "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/TCP {from};branch=z9hG4bKpf1\r\nFrom: <sip:p@x>;tag=p\r\n\
+To: <sip:{to}>\r\nCall-ID: pings-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            unique()
+        )
+        .as_bytes(),
+    );
+    s.write_all(&bytes).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let answered = tokio::time::timeout(support::WAIT, async {
+        while !got.windows(7).any(|w| w == b"SIP/2.0") {
+            let n = s.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "no answer to the OPTIONS");
+    let pongs = got
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
+        / 2;
+    assert!(pongs >= 1, "the pings are answered");
+    assert!(
+        pongs <= 20,
+        "{pongs} pongs for {pings} pings sent in one write"
+    );
+    gw.shutdown(support::WAIT).await;
+}

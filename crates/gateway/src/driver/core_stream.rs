@@ -253,19 +253,16 @@ impl CoreStream {
         if got {
             self.last_rx = Instant::now();
         }
+        // One pong for all the pings of a pass: a peer that sends nothing but pings (362 in a
+        // segment) had a write, and over TLS a record, made for each on the core thread.
+        let mut pinged = false;
         loop {
             match self.framer.next_frame() {
                 Ok(Some(Frame::Message(message))) => {
                     self.partial_since = None;
                     messages.push(message);
                 }
-                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => {
-                    if closed.is_none()
-                        && let Err(why) = self.pong()
-                    {
-                        closed = Some(why);
-                    }
-                }
+                Ok(Some(Frame::KeepAlive(KeepAliveKind::Ping))) => pinged = true,
                 Ok(Some(Frame::KeepAlive(KeepAliveKind::Pong))) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -277,6 +274,12 @@ impl CoreStream {
                     return (Pass::Drained, Some(Closed::ParseError));
                 }
             }
+        }
+        if pinged
+            && closed.is_none()
+            && let Err(why) = self.pong()
+        {
+            closed = Some(why);
         }
         // A lone CRLF may be held back by the framer (pong or half a ping): not a partial message.
         if self.framer.buffered() > 4 {
