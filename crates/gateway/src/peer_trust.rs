@@ -46,13 +46,27 @@ pub enum Refusal {
     Chain(String),
     /// It verifies, but none of its DNS names is in `proxy.trusted_peer_names`.
     NameNotListed,
+    /// More certificates than [`MAX_CHAIN`]: not looked at.
+    ChainTooLong(usize),
 }
+
+/// The most certificates a peer's chain may have: its own, and up to four intermediates (real
+/// chains have one or two). Any client may send a chain, and the verifier explores the paths
+/// through its intermediates: ten that name each other cost it hundreds of milliseconds, on the
+/// core thread when a connection is adopted.
+pub const MAX_CHAIN: usize = 5;
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Chain(why) => write!(f, "does not verify against tls.peer_ca: {why}"),
             Refusal::NameNotListed => f.write_str("names no host in proxy.trusted_peer_names"),
+            Refusal::ChainTooLong(n) => {
+                write!(
+                    f,
+                    "a chain of {n} certificates (at most {MAX_CHAIN} are read)"
+                )
+            }
         }
     }
 }
@@ -105,6 +119,9 @@ impl PeerTrust {
         let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
             return PeerVerdict::NoCertificate;
         };
+        if intermediates.len() >= MAX_CHAIN {
+            return PeerVerdict::Untrusted(Refusal::ChainTooLong(intermediates.len() + 1));
+        }
         if let Err(e) = self
             .webpki
             .verify_client_cert(leaf, intermediates, UnixTime::now())
@@ -268,6 +285,28 @@ mod tests {
             t.judge(Some(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])])),
             PeerVerdict::Untrusted(Refusal::Chain(_))
         ));
+    }
+
+    /// A chain of intermediates that name each other is not explored: the verifier's paths
+    /// through them cost it hundreds of milliseconds a connection.
+    #[test]
+    fn a_chain_longer_than_the_limit_is_not_verified() {
+        let pool = ca("pool CA");
+        let t = trust(&pool, &["fe1.pool.example.com"]);
+        let mut chain = vec![leaf(&pool, &["fe1.pool.example.com"])];
+        for i in 0..MAX_CHAIN {
+            chain.push(ca(&format!("loop CA {i}")).cert.der().clone());
+        }
+        assert_eq!(
+            t.judge(Some(&chain)),
+            PeerVerdict::Untrusted(Refusal::ChainTooLong(MAX_CHAIN + 1))
+        );
+        // The leaf with four intermediates beside it is still judged.
+        chain.truncate(MAX_CHAIN);
+        assert_eq!(
+            t.judge(Some(&chain)),
+            PeerVerdict::Trusted("fe1.pool.example.com".into())
+        );
     }
 
     #[test]
