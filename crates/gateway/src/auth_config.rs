@@ -409,7 +409,7 @@ impl AuthSection {
         let digest_realm = if self.digest_realm.trim().is_empty() {
             sip_domain.clone()
         } else {
-            plain("auth.digest_realm", &self.digest_realm)?
+            realm_of_records("auth.digest_realm", &self.digest_realm)?
         };
         let mut director = Vec::new();
         for (k, v) in &self.director {
@@ -466,7 +466,9 @@ impl AuthSection {
                 None => digest_algorithms.clone(),
             };
             let realm = match &p.digest_realm {
-                Some(r) if !r.trim().is_empty() => plain(&format!("{key}.digest_realm"), r)?,
+                Some(r) if !r.trim().is_empty() => {
+                    realm_of_records(&format!("{key}.digest_realm"), r)?
+                }
                 _ => digest_realm.clone(),
             };
             let register = match p.register_challenge {
@@ -709,6 +711,19 @@ fn plain(key: &str, v: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A Digest realm, which the credentials file writes at the end of each `ha1` record: where a
+/// `#` begins a comment. `Acme #2` was written and read back as `Acme`, and every sign-in failed.
+fn realm_of_records(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = plain(key, v)?;
+    if v.contains('#') {
+        return Err(invalid(
+            key,
+            "must not contain `#`, which begins a comment in the credentials file",
+        ));
+    }
+    Ok(v)
+}
+
 fn schemes(key: &str, list: &[String]) -> Result<sagw_auth::SchemeSet, ConfigError> {
     let mut set = sagw_auth::SchemeSet::EMPTY;
     for s in list {
@@ -776,5 +791,22 @@ mod tests {
         // Without them, no warning.
         let s = Config::embedded().unwrap().validate().unwrap();
         assert!(s.auth.expect("auth on").deprecated.is_empty());
+    }
+
+    #[test]
+    fn a_digest_realm_with_a_comment_mark_is_refused() {
+        for text in [
+            "[auth]\ndigest_realm = \"Acme #2\"\n",
+            "[auth]\n[auth.policy.internal]\nschemes = [\"digest\"]\ndigest_realm = \"Acme #2\"\n",
+        ] {
+            let e = Config::parse(text).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("digest_realm"), "{e}");
+            assert!(e.to_string().contains('#'), "{e}");
+        }
+        let s = Config::parse("[auth]\ndigest_realm = \"Acme 2\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(s.auth.is_some());
     }
 }
