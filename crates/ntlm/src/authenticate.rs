@@ -71,18 +71,16 @@ pub struct AuthenticateMessage<'a> {
 
 impl fmt::Debug for AuthenticateMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // As `derive(Debug)` wrote it when each name had a field of its own.
+        // Without the responses and the encrypted key: with the server challenge they are an
+        // offline-crackable record of the user's password (a NetNTLMv2 hash).
         f.debug_struct("AuthenticateMessage")
-            .field("bytes", &self.bytes)
+            .field("len", &self.bytes.len())
             .field("flags", &self.flags)
-            .field("lm_response", &self.lm_response)
-            .field("nt_response", &self.nt_response)
-            .field("encrypted_session_key", &self.encrypted_session_key)
             .field("user", &self.user())
             .field("domain", &self.domain())
             .field("workstation", &self.workstation())
             .field("version", &self.version)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -345,12 +345,21 @@ pub struct Accepted {
 /// What [`PendingHandshake::precheck`] found in an AUTHENTICATE_MESSAGE that passed the checks
 /// needing no key: what a domain controller needs to verify the NTLMv2 response
 /// (`wbcAuthenticateUserEx` / NETLOGON: the server challenge and the NT response). Public data:
-/// all of it travelled in clear.
-#[derive(Debug, Clone, Copy)]
+/// all of it travelled in clear, but together it is an offline-crackable record of the user's
+/// password, so `Debug` shows none of it.
+#[derive(Clone, Copy)]
 pub struct Prechecked<'a> {
     server_challenge: [u8; 8],
     nt_proof_str: [u8; 16],
     blob: &'a [u8],
+}
+
+impl fmt::Debug for Prechecked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prechecked")
+            .field("blob_len", &self.blob.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prechecked<'_> {

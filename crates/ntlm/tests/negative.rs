@@ -497,3 +497,21 @@ fn initiator_refuses_weak_challenges() {
         .is_err()
     );
 }
+
+/// `Debug` of a parsed AUTHENTICATE and of its precheck shows none of the NT response: with the
+/// server challenge it is a record of the password that can be cracked offline.
+#[test]
+fn debug_output_carries_no_response() {
+    let bytes = b64(AUTHENTICATE_B64);
+    let msg = AuthenticateMessage::parse(&bytes).unwrap();
+    let pending = acceptor_a().challenge(SERVER_CHALLENGE_A, clock_a());
+    let pre = pending.precheck(&msg).unwrap();
+    let proof: Vec<String> = pre.nt_response()[..4].iter().map(u8::to_string).collect();
+    let proof = proof.join(", ");
+    for text in [format!("{msg:?}"), format!("{pre:?}")] {
+        assert!(!text.contains(&proof), "{text}");
+        assert!(!text.contains("nt_response"), "{text}");
+        assert!(!text.contains("encrypted_session_key"), "{text}");
+    }
+    assert!(format!("{msg:?}").contains("user"));
+}

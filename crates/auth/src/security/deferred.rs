@@ -117,10 +117,14 @@ impl SecurityCore {
         if let Err(e) = final_leg.pending.check_client_time(final_leg.auth, leg.now) {
             return self.fail_leg(leg, Scheme::Ntlm, Reason::from(&e));
         }
+        // The server challenge too (it hashes the opaque, the epid and the window): the domain
+        // vouched for the response to that challenge, and the same bytes under another epid
+        // answer another one.
         let key = sha256(
             &[
                 final_leg.opaque.to_string().as_bytes(),
                 b"\0",
+                &pre.server_challenge(),
                 final_leg.bytes,
             ]
             .concat(),
