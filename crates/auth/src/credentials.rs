@@ -349,6 +349,11 @@ impl FileCredentialStore {
                     let mut bytes = [0u8; 16];
                     sagw_hex::decode_to_slice(rest, &mut bytes)
                         .map_err(|_| syntax("nt wants 32 hex digits (the NT hash)"))?;
+                    // `sagw user add` refuses an empty password; a line written by hand must not
+                    // bring one back (anyone who knows the user name would sign in).
+                    if bytes == *NtHash::from_password("").as_bytes() {
+                        return Err(syntax("nt is the hash of an empty password"));
+                    }
                     store.record(user).nt = Some(bytes);
                 }
                 "ha1" => {
@@ -705,6 +710,18 @@ mod tests {
             let err = FileCredentialStore::parse(&format!("alice nt {bad}\n")).unwrap_err();
             assert!(err.to_string().contains("32 hex digits"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_hash_of_an_empty_password_is_refused() {
+        let err = FileCredentialStore::parse(
+            "alice nt 8846f7eaee8fb117ad06bdd830b7586c\nbob nt 31D6CFE0D16AE931B73C59D7E0C089C0\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CredentialsError::Syntax { line: 2, what } if what.contains("empty password")),
+            "{err}"
+        );
     }
 
     #[test]
