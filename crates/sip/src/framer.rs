@@ -49,6 +49,9 @@ pub struct StreamFramer {
     failed: Option<ParseError>,
 }
 
+/// The most buffer a framer keeps once everything in it was framed: a few ordinary messages.
+const RETAINED_CAPACITY: usize = 16 * 1024;
+
 impl StreamFramer {
     /// A framer with the given limits.
     pub fn new(limits: Limits) -> Self {
@@ -133,6 +136,12 @@ impl StreamFramer {
                 self.pos += used;
                 self.need = 0;
                 self.scanned = 0;
+                // A large message's buffer is not kept for the connection's life: ten thousand
+                // connections that each sent one 64 KB request, then only pings, held 1 GB.
+                if self.pos == self.buf.len() && self.buf.capacity() > RETAINED_CAPACITY {
+                    self.buf = Vec::new();
+                    self.pos = 0;
+                }
                 Ok(Some(Frame::Message(message)))
             }
             Err(ParseError::Incomplete) => {
@@ -220,5 +229,7 @@ To: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length:\r\n\t 30000\r\
         assert_eq!(f.need, head.len() + 30_000);
         f.push(&vec![b'a'; 30_000]);
         assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+        // Framed whole: the 30 KB buffer is not kept.
+        assert_eq!(f.buf.capacity(), 0);
     }
 }
