@@ -95,7 +95,7 @@ pub struct AuthSection {
     pub kerberos_workers: usize,
     /// AP-REQs waiting for a worker at most; one more gets 503.
     pub kerberos_queue: usize,
-    /// How many of those one source (an IPv4 address, an IPv6 /64) may have at once; absent: a
+    /// How many of those one source (an IPv4 address, an IPv6 /56) may have at once; absent: a
     /// quarter of the queue.
     pub kerberos_queue_per_source: Option<usize>,
     /// `[auth.directory]`: SIP identities of domain accounts from LDAP.

@@ -15,7 +15,7 @@
 //!
 //! A retransmission of a request whose job is running (same token) is dropped: the answer to the
 //! original will come. A full queue answers 503 with Retry-After, and so does a source (an IPv4
-//! address, an IPv6 /64, as [`crate::per_ip`] counts them) that holds its share of the queue
+//! address, an IPv6 /56, as [`crate::per_ip`] counts them) that holds its share of the queue
 //! already: without it one host that sent sign-ins faster than the domain or the KDC answered held
 //! the whole queue, and every other client got 503 until it drained.
 

@@ -29,7 +29,7 @@ pub struct DomainSection {
     pub workers: usize,
     /// Sign-ins waiting for a worker at most; one more gets 503.
     pub queue: usize,
-    /// Of those, how many one source (an IPv4 address, an IPv6 /64) may have; absent: a quarter.
+    /// Of those, how many one source (an IPv4 address, an IPv6 /56) may have; absent: a quarter.
     pub queue_per_source: Option<usize>,
     /// libwbclient's soname or path.
     pub library: String,

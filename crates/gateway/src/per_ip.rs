@@ -3,9 +3,10 @@
 //!
 //! The cap is per source *address*, and many legitimate clients share one: an office or a hotel
 //! behind one NAT address. The default (config/default.toml) is therefore a few hundred, not a
-//! handful; see docs/configuration.md. IPv6 sources count per /64, the block one subscriber or one
-//! LAN usually gets: capping single IPv6 addresses would cost an attacker nothing (a host has
-//! 2^64 of them), and a /64 is what a NAT'd IPv4 address is to an office. Next hops and trusted
+//! handful; see docs/configuration.md. IPv6 sources count per /56, the block one subscriber site usually gets (RFC 6177):
+//! capping single IPv6 addresses would cost an attacker nothing (a host has 2^64 of them), nor
+//! would capping /64s (a home's /56 holds 256), and a /56 is what a NAT'd IPv4 address is to an
+//! office. Next hops and trusted
 //! peers, servers the operator listed, are never capped (they still count towards
 //! `max_connections`). Connections the gateway opens itself are not counted here.
 
@@ -155,17 +156,19 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+    fn ipv6_counts_per_56_and_mapped_ipv4_as_ipv4() {
         assert_eq!(
-            source_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
+            source_key(ip("2001:db8:1:2ff:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:200::")
         );
         assert_eq!(source_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
         let t = PerIp::new(1, Vec::new());
         let _a = t.admit(ip("2001:db8:1:2::1"));
         assert!(matches!(t.admit(ip("2001:db8:1:2::2")), Admission::Refused));
+        // Another /64 of the same /56: the same site.
+        assert!(matches!(t.admit(ip("2001:db8:1:3::1")), Admission::Refused));
         assert!(matches!(
-            t.admit(ip("2001:db8:1:3::1")),
+            t.admit(ip("2001:db8:1:100::1")),
             Admission::Counted(_)
         ));
         let _v4 = t.admit(ip("192.0.2.7"));

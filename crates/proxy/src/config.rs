@@ -173,7 +173,7 @@ pub struct EdgeConfig {
     /// Live server transactions above which new requests get 503.
     pub max_transactions: usize,
     /// Of those, how many one client may hold (the identity its requests proved, else its
-    /// source address: an IPv4 address, an IPv6 /64); one more request from it gets 503. A
+    /// source address: an IPv4 address, an IPv6 /56); one more request from it gets 503. A
     /// request from a next hop or trusted peer counts against a share of the identity its
     /// P-Asserted-Identity names, if any, apart from that identity's own requests. [`EdgeConfig::new`] sets 25 000, a quarter of its
     /// `max_transactions`: set both together.

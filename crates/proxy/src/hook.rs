@@ -97,12 +97,14 @@ impl ClientKey {
 
 /// The address a source is counted under (connections per address, a client's share of the
 /// transactions or of the sign-in queues): IPv4 as is (an IPv4-mapped IPv6 address too), IPv6 by
-/// its /64, what one subscriber or LAN gets (single IPv6 addresses cost an attacker nothing).
+/// its /56, what one subscriber site usually gets (RFC 6177): single IPv6 addresses cost an
+/// attacker nothing, and a /64 little more (twenty /64s of one home's /56 took every connection
+/// slot under the per-address cap).
 pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
         std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
+            u128::from(v6) & !((1u128 << 72) - 1),
         )),
     }
 }

@@ -227,7 +227,7 @@ impl Default for TimersSection {
 pub struct LimitsSection {
     /// Concurrent TCP+TLS connections.
     pub max_connections: usize,
-    /// Concurrent accepted connections from one source address (IPv6: one /64).
+    /// Concurrent accepted connections from one source address (IPv6: one /56).
     pub max_connections_per_ip: usize,
     /// Message (and UDP datagram) size.
     pub max_message_bytes: usize,

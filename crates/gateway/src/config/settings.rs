@@ -93,7 +93,7 @@ pub struct Settings {
     pub timers: Timers,
     /// Connection limit.
     pub max_connections: usize,
-    /// Accepted connections per source address (IPv6: per /64).
+    /// Accepted connections per source address (IPv6: per /56).
     pub max_connections_per_ip: usize,
     /// Message limits for the parser.
     pub sip_limits: sagw_sip::Limits,

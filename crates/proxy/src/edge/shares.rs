@@ -97,8 +97,13 @@ mod tests {
             ClientKey::source(ip("2001:db8::1")),
             ClientKey::source(ip("2001:db8::ffff:2"))
         );
-        assert_ne!(
+        // One /56, one site.
+        assert_eq!(
             ClientKey::source(ip("2001:db8:0:1::1")),
+            ClientKey::source(ip("2001:db8::1"))
+        );
+        assert_ne!(
+            ClientKey::source(ip("2001:db8:0:100::1")),
             ClientKey::source(ip("2001:db8::1"))
         );
         assert_ne!(
