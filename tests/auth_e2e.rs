@@ -976,3 +976,60 @@ version={claimed}, opaque=\"{opaque}\", gssapi-data=\"{}\"",
         drop(gw);
     }
 }
+
+/// A called client's 2xx to INVITE is retransmitted by its own UAS core until the ACK arrives
+/// (RFC 3261 §13.3.1.4), on any transport: the copies are the same signed message, the same
+/// `cnum`. The gateway dropped every copy after the first as a replay, so a caller whose first
+/// 200 was lost on its UDP link never got one (the callee then gave up on the ACK and hung up).
+/// A copy of a 2xx to INVITE is now relayed when its signature verifies; any other replayed
+/// message is still dropped (`crates/auth/tests/ntlm_sa.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callees_retransmitted_2xx_reaches_the_caller() {
+    let gw = gateway(GwOptions::default()).await;
+    let mut a = signed_in(&gw, "alice", AuthScheme::Ntlm).await;
+    let mut b = signed_in(&gw, "bob", AuthScheme::Ntlm).await;
+    let invite =
+        a.ep.request(
+            "INVITE",
+            &format!("sip:bob@{DOMAIN}"),
+            Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
+            a.rng.as_rng(),
+        )
+        .expect("INVITE");
+    a.conn.send(&invite).await.expect("send INVITE");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let got = b.next_request(deadline).await.expect("B gets the INVITE");
+    assert_eq!(got.method(), Some("INVITE"));
+    let ok = b.response(&got, 200, "OK", "bt");
+    b.conn.send(&ok).await.expect("200");
+    b.conn.send(&ok).await.expect("the same 200 again");
+    let mut oks = Vec::new();
+    while let Some(m) = a
+        .next_response(tokio::time::Instant::now() + Duration::from_secs(2))
+        .await
+    {
+        if m.status_code() == Some(200) {
+            oks.push(m);
+        }
+    }
+    assert_eq!(
+        oks.len(),
+        2,
+        "the caller gets the 200 and its retransmission"
+    );
+    // And the caller's ACK for each copy: the same ACK twice (§13.2.2.4), both relayed.
+    let dialog = Dialog::caller(&oks[0]);
+    let ack = dialog.request(&mut a, "ACK", 1);
+    a.conn.send(&ack).await.expect("ACK");
+    a.conn.send(&ack).await.expect("the same ACK again");
+    let mut acks = 0;
+    while let Some(m) = b
+        .next_request(tokio::time::Instant::now() + Duration::from_secs(2))
+        .await
+    {
+        if m.method() == Some("ACK") {
+            acks += 1;
+        }
+    }
+    assert_eq!(acks, 2, "the callee gets the ACK and its retransmission");
+}

@@ -625,8 +625,29 @@ fn responses_from_the_client_are_verified() {
         core.on_response(&m, t0()),
         ResponseVerdict::Verified(_)
     ));
+    // The same 2xx to INVITE again is alice's UAS retransmitting it until the ACK: relayed. A
+    // copy changed under its cnum is not.
     assert!(matches!(
         core.on_response(&m, t0()),
+        ResponseVerdict::Verified(_)
+    ));
+    let changed = parse(
+        &String::from_utf8(m.to_bytes())
+            .expect("utf8")
+            .replace("tag=c1", "tag=c2"),
+    );
+    assert!(matches!(
+        core.on_response(&changed, t0()),
+        ResponseVerdict::Drop(Reason::BadSignature)
+    ));
+    // Any other response seen again is a replay.
+    let other = c.signed(&text.replace("5 INVITE", "6 MESSAGE"), &mut rng);
+    assert!(matches!(
+        core.on_response(&other, t0()),
+        ResponseVerdict::Verified(_)
+    ));
+    assert!(matches!(
+        core.on_response(&other, t0()),
         ResponseVerdict::Drop(Reason::Replay)
     ));
     let m2 = c.signed(&text, &mut rng);
@@ -644,7 +665,7 @@ fn responses_from_the_client_are_verified() {
         core.on_response(&unsigned, t0()),
         ResponseVerdict::Unsigned
     ));
-    assert_eq!(core.counters().snapshot().dropped_responses, 2);
+    assert_eq!(core.counters().snapshot().dropped_responses, 3);
 }
 
 #[test]

@@ -306,11 +306,17 @@ impl SecurityCore {
             return Err(Reason::Unsigned);
         };
         let cnum: u32 = cnum_text.parse().map_err(|_| Reason::MalformedHeader)?;
-        match sa.check_cnum(cnum) {
-            ReplayVerdict::Fresh => {}
+        // A 2xx to INVITE is retransmitted by the client's own UAS core until the ACK comes
+        // (RFC 3261 §13.3.1.4, on every transport), the same signed message each time, and a
+        // caller sends its ACK again for each copy (§13.2.2.4): each copy is relayed, as a proxy
+        // relays every 2xx and 2xx ACK, when its signature verifies. A copy tells the other party
+        // nothing the first did not.
+        let retransmission = match sa.check_cnum(cnum) {
+            ReplayVerdict::Fresh => false,
+            ReplayVerdict::Replayed if repeated_by_design(msg, dir) => true,
             ReplayVerdict::Replayed => return Err(Reason::Replay),
             ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
-        }
+        };
         let params = BufferParams {
             scheme: token,
             rand: crand,
@@ -335,10 +341,13 @@ impl SecurityCore {
             }
         })?;
         // Two copies of one message racing each other: only one wins the number.
-        match sa.accept_cnum(cnum) {
-            ReplayVerdict::Fresh => {}
-            ReplayVerdict::Replayed => return Err(Reason::Replay),
-            ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
+        if !retransmission {
+            match sa.accept_cnum(cnum) {
+                ReplayVerdict::Fresh => {}
+                ReplayVerdict::Replayed if repeated_by_design(msg, dir) => {}
+                ReplayVerdict::Replayed => return Err(Reason::Replay),
+                ReplayVerdict::TooOld => return Err(Reason::OutsideWindow),
+            }
         }
         sa.touch(unix_secs(now));
         self.counters.verified(sa.scheme().into());
@@ -550,6 +559,18 @@ enum ApRep {
     Attach,
     /// Anything else.
     Leave,
+}
+
+/// A message its sender sends again unchanged as the protocol asks: a 2xx response to INVITE,
+/// an ACK.
+fn repeated_by_design(msg: &Message, dir: Direction) -> bool {
+    match dir {
+        Direction::Response => {
+            msg.status_code().is_some_and(|c| (200..300).contains(&c))
+                && msg.cseq().is_some_and(|c| c.method == "INVITE")
+        }
+        Direction::Request => msg.method() == Some("ACK"),
+    }
 }
 
 #[cfg(test)]
