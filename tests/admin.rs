@@ -487,10 +487,13 @@ async fn connections_that_never_read_their_answers_do_not_hold_the_listener() {
     // window of a few answers and a small segment size (which keeps the kernel from growing the
     // gateway's send buffer to megabytes on loopback): the gateway's writes stall after a few
     // hundred answers.
+    // Eight connections from each of eight addresses (one source holds at most eight).
     let mut held = Vec::new();
-    for _ in 0..64 {
+    for i in 0..64u8 {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
+        let from = SocketAddr::from(([127, 0, 0, 1 + i / 8], 0));
+        s.bind(&from.into()).expect("bind a loopback address");
         s.set_recv_buffer_size(1024).expect("SO_RCVBUF");
         s.set_tcp_mss(256).expect("TCP_MAXSEG");
         s.connect(&addr.into()).expect("connect");
@@ -535,6 +538,52 @@ async fn connections_that_never_read_their_answers_do_not_hold_the_listener() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(held);
+}
+
+/// One host that keeps connections open (re-opening them as they time out) holds at most eight
+/// of the listener's 64: before, it held them all and the load balancer's health checks were
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_every_connection_of_the_admin_listener() {
+    let gw = gateway(GwOptions::default()).await;
+    let addr = gw.admin_addr.expect("admin");
+    let mut held = Vec::new();
+    for _ in 0..sagw_gateway::http::MAX_CONNECTIONS_PER_SOURCE {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Accepted and held: each is answered.
+    for s in &mut held {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(health(addr).await, None, "a ninth from that address");
+    // Another host's health check goes through.
+    let other = tokio::net::TcpSocket::new_v4().expect("socket");
+    other
+        .bind(SocketAddr::from(([127, 0, 0, 2], 0)))
+        .expect("bind 127.0.0.2");
+    let mut s = other.connect(addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     drop(held);
 }
 

@@ -33,10 +33,16 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read buffer per connection (its minimum is 8 KiB): bounds a request head.
 const MAX_BUF: usize = 16 * 1024;
 
-/// Serve `app` on `listener` until `stop` changes: at most `max_connections` at once (one more is
-/// closed as soon as it is accepted, so a flood of idle connections costs the gateway a socket
-/// each for no longer than the accept). A request's head must be in within `request_timeout`, and
-/// its body within `request_timeout` of the head (see [`REQUEST_TIMEOUT`]).
+/// Connections one source address (IPv6: its /56) may hold on an HTTP listener, of its
+/// `max_connections`: one host that kept every connection open (re-opened as they time out)
+/// starved the health checks of the load balancer and the monitoring.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
+
+/// Serve `app` on `listener` until `stop` changes: at most `max_connections` at once, and
+/// [`MAX_CONNECTIONS_PER_SOURCE`] from one source (one more is closed as soon as it is accepted,
+/// so a flood of idle connections costs the gateway a socket each for no longer than the accept).
+/// A request's head must be in within `request_timeout`, and its body within `request_timeout`
+/// of the head (see [`REQUEST_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -45,6 +51,7 @@ pub async fn serve(
     what: &'static str,
     mut stop: watch::Receiver<bool>,
 ) {
+    let per_source = crate::per_ip::PerIp::new(MAX_CONNECTIONS_PER_SOURCE, Vec::new());
     let app = app.layer(axum::middleware::from_fn_with_state(
         request_timeout,
         read_body_within,
@@ -61,6 +68,14 @@ pub async fn serve(
                 // EMFILE and the like: wait rather than spin on the error.
                 debug!(listener = what, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match per_source.admit(peer.ip()) {
+            crate::per_ip::Admission::Counted(slot) => slot,
+            crate::per_ip::Admission::Exempt | crate::per_ip::Admission::Refused => {
+                debug!(listener = what, %peer, "connection refused: its source holds its share");
+                drop(sock);
                 continue;
             }
         };
@@ -87,7 +102,7 @@ pub async fn serve(
                 }
                 _ = stop.changed() => {}
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }
