@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/setup-debian.sh [--build]
 # Installs what building and testing sagw needs on Debian. With --build (scripts/run.sh), only what
-# building the binaries needs: the MIT krb5 headers and libclang for the Kerberos acceptor
-# (libgssapi's bindgen). Without it, also what the tests run: an MIT KDC plus client tools for the
+# building the binaries needs: a C compiler and the C library's headers (rustc links with `cc`, and
+# ring builds C), the MIT krb5 headers and libclang for the Kerberos acceptor (libgssapi's bindgen). Without it, also what the tests run: an MIT KDC plus client tools for the
 # Kerberos tests, Kamailio, the registrar behind the gateway in the edge-mode tests
 # (tests/edge_registrar.rs), baresip (baresip-core: a stock SIP phone on libre) for the
 # interoperability test with standard SIP clients (tests/baresip_default.rs), Redis 7
@@ -25,7 +25,7 @@
 # that denies every start (exit 101) is put in place for the install and removed afterwards.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
-pkgs=(pkg-config libkrb5-dev libclang-dev)
+pkgs=(gcc libc6-dev pkg-config libkrb5-dev libclang-dev)
 if [ "${1:-}" != "--build" ]; then
   pkgs+=(krb5-kdc krb5-admin-server krb5-user kamailio baresip-core redis-server redis-tools systemd haproxy dnsmasq-base
          samba samba-dsdb-modules samba-ad-provision samba-vfs-modules winbind libwbclient0 ldb-tools libnss-wrapper

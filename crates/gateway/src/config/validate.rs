@@ -340,9 +340,11 @@ impl Config {
             }
         };
         bounded("limits.write_timeout_secs", l.write_timeout_secs, DAY_SECS)?;
-        positive(
+        // Bounded as documented: `Instant::now()` plus 2^63 s panicked the accept task.
+        bounded(
             "tls.handshake_timeout_secs",
             self.tls.handshake_timeout_secs,
+            3600,
         )?;
         positive("proxy.max_transactions", self.proxy.max_transactions as u64)?;
         let max_transactions_per_client = match self.proxy.max_transactions_per_client {
@@ -476,6 +478,19 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(()) => panic!("accepted: {text}"),
         }
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_bounded_as_documented() {
+        for v in ["0", "3601", "18446744073709551615"] {
+            let e = err(&format!("[tls]\nhandshake_timeout_secs = {v}\n"));
+            assert!(e.contains("tls.handshake_timeout_secs"), "{v}: {e}");
+        }
+        assert!(
+            Config::parse("[tls]\nhandshake_timeout_secs = 3600\n")
+                .and_then(|c| c.validate())
+                .is_ok()
+        );
     }
 
     #[test]
