@@ -212,7 +212,37 @@ impl Settings {
                     .map(ToString::to_string),
             )
             .chain(directory)
+            .chain(self.open_without_authentication())
             .collect()
+    }
+
+    /// Listeners anyone may reach while nothing is authenticated, and a metrics listener open
+    /// beyond the host (it has no token; it shows the next hops and the load): a configuration
+    /// made for a benchmark and started in production made the gateway an open relay into the
+    /// servers behind it, with one line in the start log and nothing from `check-config`.
+    fn open_without_authentication(&self) -> Vec<String> {
+        let beyond = |a: &SocketAddr| !a.ip().is_loopback();
+        let mut out = Vec::new();
+        if self.auth.is_none() {
+            let open: Vec<String> = self
+                .listeners
+                .iter()
+                .filter(|l| beyond(&l.addr))
+                .map(|l| format!("{} {}", l.name, l.addr))
+                .collect();
+            if !open.is_empty() {
+                out.push(format!(
+                    "authentication is disabled ([auth] enabled = false) and listeners are open beyond this host ({}): every request from anyone is relayed unauthenticated",
+                    open.join(", ")
+                ));
+            }
+        }
+        if let Some(m) = self.metrics.filter(|m| beyond(m)) {
+            out.push(format!(
+                "metrics.listen = {m} is open beyond this host without a token: anyone who reaches it reads the next hops and the load"
+            ));
+        }
+        out
     }
 
     /// Servers trusted by a source address that can be forged (see [`SpoofableTrust`]): logged
