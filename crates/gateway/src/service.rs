@@ -25,12 +25,13 @@ fn state_directory_from(value: &str) -> Option<PathBuf> {
 
 /// The configuration keys that name files the gateway writes or keeps (its data), as opposed to
 /// files the operator provides (certificates, keytab, CA): those stay as written.
-pub const DATA_PATH_KEYS: [&str; 5] = [
+pub const DATA_PATH_KEYS: [&str; 6] = [
     "tls.generated_dir",
     "auth.credentials",
     "auth.nonce_key",
     "state.key_file",
     "state.snapshot",
+    "admin.token_file",
 ];
 
 /// Takes every relative data path of `cfg` ([`DATA_PATH_KEYS`]) under `dir`; absolute and empty
@@ -38,12 +39,15 @@ pub const DATA_PATH_KEYS: [&str; 5] = [
 /// (key, new path), for the log.
 pub fn place_data_under(cfg: &mut Config, dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut moved = Vec::new();
-    let fields: [(&'static str, &mut String); 5] = [
+    // The admin token among them: `sagw admin new-token` writes it. Left out, the CLI wrote it
+    // under the operator's working directory while the service read it from its own.
+    let fields: [(&'static str, &mut String); 6] = [
         (DATA_PATH_KEYS[0], &mut cfg.tls.generated_dir),
         (DATA_PATH_KEYS[1], &mut cfg.auth.credentials),
         (DATA_PATH_KEYS[2], &mut cfg.auth.nonce_key),
         (DATA_PATH_KEYS[3], &mut cfg.state.key_file),
         (DATA_PATH_KEYS[4], &mut cfg.state.snapshot),
+        (DATA_PATH_KEYS[5], &mut cfg.admin.token_file),
     ];
     for (key, value) in fields {
         let trimmed = value.trim();
@@ -113,6 +117,7 @@ mod tests {
         assert_eq!(cfg.auth.nonce_key, "/var/lib/sagw/sagw-data/nonce.key");
         assert_eq!(cfg.state.key_file, "/var/lib/sagw/sagw-data/pool.key");
         assert_eq!(cfg.state.snapshot, "/var/lib/sagw/sagw-data/state.snapshot");
+        assert_eq!(cfg.admin.token_file, "/var/lib/sagw/sagw-data/admin.token");
         // Files the operator provides stay where the file says.
         assert_eq!(cfg.tls.cert, "cert.pem");
         assert_eq!(cfg.tls.key, "key.pem");
