@@ -474,6 +474,39 @@ async fn a_reload_puts_a_replaced_admin_token_in_force() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+/// An API off since start (no token file then) is not turned on by a reload after the token was
+/// written: the reload says it needs a restart. Before, it answered "ok" with nothing to restart,
+/// and the operator waited for an API that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_written_after_the_start_is_reported_as_needing_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    write_key(&dir.path().join("key.pem"), &key);
+    let text = format!(
+        "{}{}",
+        gateway_config(dir.path(), ""),
+        write_admin_token(dir.path())
+    );
+    let path = dir.path().join("sagw.toml");
+    std::fs::write(&path, &text).expect("config");
+    std::fs::remove_file(dir.path().join("admin.token")).expect("no token yet");
+    let gw = start_from_file(&path).await;
+    assert_eq!(gw.admin_addr, None, "no token, no API");
+    let report = gw.reload().expect("reloaded");
+    assert!(
+        !report.needs_restart.iter().any(|k| k == "admin.token_file"),
+        "{report:?}"
+    );
+    write_admin_token(dir.path());
+    let report = gw.reload().expect("reloaded");
+    assert!(
+        report.needs_restart.iter().any(|k| k == "admin.token_file"),
+        "{report:?}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
 /// Two records of one kind for one user (names differing only in case, as lookups ignore it), or
 /// two users signing in as one SIP identity: which one counts would be the loader's guess. A
 /// reload that meets such a file fails, names the line and the user (never a hash), and keeps the

@@ -217,7 +217,18 @@ impl GatewayControl {
                 crate::admin::read_token(&effective.admin.token_file)
                     .map_err(|e| ReloadError(e.to_string()))?,
             ),
-            None => None,
+            None => {
+                // Off since start (no usable token then, or no listener): a token written since
+                // does not turn it on without a restart, and the operator is told so rather
+                // than "ok".
+                if effective.admin.listen.is_some()
+                    && crate::admin::read_token(&effective.admin.token_file).is_ok()
+                    && !report.needs_restart.iter().any(|k| k.starts_with("admin"))
+                {
+                    report.needs_restart.push("admin.token_file".into());
+                }
+                None
+            }
         };
 
         if let Some((config, info)) = server {
