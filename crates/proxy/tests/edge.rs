@@ -491,8 +491,10 @@ fn next_hop_fail_over_then_503() {
     );
 }
 
+/// A MESSAGE no next hop answers: every hop tried, then the transaction ends unanswered (no 408
+/// to a non-INVITE, RFC 4320 §4.2: the client's own Timer F ends it).
 #[test]
-fn silent_next_hop_fails_over_then_times_out_408() {
+fn silent_next_hop_fails_over_then_the_message_ends_unanswered() {
     let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
     cfg.next_hops = ["203.0.113.1:5060", "203.0.113.2:5060"]
         .iter()
@@ -518,12 +520,14 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         sent.last().unwrap().to.addr(),
         "203.0.113.2:5060".parse().unwrap()
     );
-    // The last hop gets the full 64*T1, then 408.
+    // The last hop gets the full 64*T1, then nothing goes to alice.
     let sent = h.advance(Duration::from_secs(32));
-    let last = sent.last().unwrap();
-    assert_eq!(last.to, Target::Flow(alice()));
-    assert_eq!(last.msg.status_code(), Some(408));
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "{sent:?}"
+    );
     assert_eq!(h.edge.stats().client_transactions, 0);
+    assert_eq!(h.edge.stats().server_transactions, 0);
 }
 
 #[test]
@@ -1576,10 +1580,11 @@ fn forks_wait_for_every_branch_and_send_the_best_failure() {
     let sent = h.feed_msg(d2, answer(&to_d2, 486, "Busy Here"));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].msg.method(), Some("ACK"));
-    // d1 rejects too: the best of the two goes to alice.
+    // d1 rejects too: the best of the two goes to alice (the busy one: a 480 says nothing of
+    // the user).
     let sent = h.feed_msg(d1, answer(&to_d1, 480, "Temporarily Unavailable"));
     assert_eq!(sent.last().unwrap().to, Target::Flow(alice()));
-    assert_eq!(sent.last().unwrap().msg.status_code(), Some(480));
+    assert_eq!(sent.last().unwrap().msg.status_code(), Some(486));
     assert_eq!(
         sent.iter()
             .filter(|s| s.to == Target::Flow(alice()))
@@ -2848,4 +2853,110 @@ Content-Length: 0\r\n\r\n";
         to_contact.msg.request_uri(),
         Some("sip:2001@10.0.0.6:5061;transport=tls")
     );
+}
+
+/// Timer C is reset by every provisional after the first (RFC 3261 §16.7 step 2, a MUST): a
+/// callee that keeps the call alive with a 180 a minute (a queue's early media, a PSTN gateway)
+/// is not cancelled at Timer C after its first 180. Before, every call ringing longer than Timer
+/// C was cut.
+#[test]
+fn later_provisionals_reset_timer_c() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([3; 32]));
+    cfg.timers.timer_c = Duration::from_secs(10);
+    let mut h = H::new(cfg);
+    h.register(bob(), "bob", "eb");
+    let sent = h.feed(alice(), &invite("z9hG4bKtcr", "bob", 70));
+    let fwd = sent[1].msg.clone();
+    h.feed_msg(bob(), answer(&fwd, 183, "Session Progress"));
+    for _ in 0..3 {
+        let sent = h.advance(Duration::from_secs(8));
+        assert!(
+            !sent.iter().any(|s| s.msg.method() == Some("CANCEL")),
+            "{sent:?}"
+        );
+        h.feed_msg(bob(), answer(&fwd, 180, "Ringing"));
+    }
+    // Silence past Timer C: cancelled then.
+    let sent = h.advance(Duration::from_secs(11));
+    assert!(
+        sent.iter().any(|s| s.msg.method() == Some("CANCEL")),
+        "{sent:?}"
+    );
+}
+
+/// RFC 3261 §16.7 step 6 among forks: a busy device's 486 is the answer, not the 480 of a device
+/// that is gone or the 408 of one that never answered (they say nothing about the user); a 503 is
+/// sent on as 500, not as this gateway being unavailable.
+#[test]
+fn a_busy_device_is_the_answer_over_a_gone_or_silent_one_and_503_becomes_500() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKrank1");
+    let sent = h.feed_msg(d2, answer(&to_d2, 486, "Busy Here"));
+    assert!(
+        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        "held while d1 rings: {sent:?}"
+    );
+    let sent = h.feed_msg(d1, answer(&to_d1, 480, "Temporarily Unavailable"));
+    let up = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code().is_some())
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(up.msg.status_code(), Some(486));
+
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKrank2");
+    h.feed_msg(d2, answer(&to_d2, 503, "Service Unavailable"));
+    let sent = h.feed_msg(d1, answer(&to_d1, 500, "Server Internal Error"));
+    let up = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code().is_some())
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(up.msg.status_code(), Some(500), "500 ranks before 503");
+
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKrank3");
+    h.feed_msg(d2, answer(&to_d2, 503, "Service Unavailable"));
+    let mut only_503 = answer(&to_d1, 503, "Service Unavailable");
+    only_503.push_header("Retry-After", "120");
+    let sent = h.feed_msg(d1, only_503);
+    let up = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code().is_some())
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(up.msg.status_code(), Some(500), "a 503 goes on as 500");
+    assert!(up.msg.header("Retry-After").is_none());
+}
+
+/// A non-INVITE over UDP that got a provisional keeps being retransmitted, every T2 (RFC 3261
+/// §17.1.2.2), so a lost final answer is recovered; and one that gets no final answer is not
+/// answered 408 (RFC 4320 §4.2): the client's own timer ends it. Before, the first 100 stopped
+/// the retransmissions and the client got 408 32 s later.
+#[test]
+fn a_non_invite_over_udp_is_retransmitted_after_a_provisional_and_never_answered_408() {
+    let mut h = H::registrar();
+    h.register(bob(), "bob", "eb");
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKnir1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: nir-1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    let fwd = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(bob()))
+        .expect("to bob")
+        .msg
+        .clone();
+    h.feed_msg(bob(), answer(&fwd, 100, "Trying"));
+    let sent = h.advance(Duration::from_secs(10));
+    let copies = sent
+        .iter()
+        .filter(|s| s.to == Target::Flow(bob()) && s.msg.method() == Some("MESSAGE"))
+        .count();
+    assert!(copies >= 2, "retransmitted every T2 (4 s): {copies}");
+    let sent = h.advance(Duration::from_secs(40));
+    assert!(
+        !sent
+            .iter()
+            .any(|s| s.to == Target::Flow(alice()) && s.msg.status_code() == Some(408)),
+        "{sent:?}"
+    );
+    assert_eq!(h.edge.stats().client_transactions, 0);
+    assert_eq!(h.edge.stats().server_transactions, 0);
 }

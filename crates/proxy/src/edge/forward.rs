@@ -400,6 +400,11 @@ impl Edge {
             };
             let Some(hop) = st.hops.pop_front() else {
                 let code = last_failure.status();
+                if code == 408 && st.method != "INVITE" {
+                    // No 408 to a non-INVITE (RFC 4320 §4.2): the client's own timer ends it.
+                    self.close_server(key);
+                    return;
+                }
                 let extra = if code == 503 {
                     vec![("Retry-After", self.retry_after_secs().to_string())]
                 } else {

@@ -145,9 +145,12 @@ impl Edge {
         let server_key = ct.server_key.clone();
         // Taken now: a finished transaction over a stream leaves the table below.
         let hop = ct.hop;
+        // A 503 after a provisional is the far end's answer relayed by the hop, which is up: it
+        // neither counts against the hop nor fails over (the callee was reached through it).
+        let from_the_hop = ct.state == ClientState::Trying;
         match hop {
             // Any answer but 503 shows the target is alive (and brings a down one back).
-            Some(h) if code != 503 => self.hop_alive(h, now),
+            Some(h) if code != 503 || !from_the_hop => self.hop_alive(h, now),
             // A 503 counts against it where probing will bring it back; without probing only
             // when there is another target to fail over to (below), as before probing.
             Some(h) if code >= 200 && self.cfg.probe.interval.is_some() => self.hop_failed(h, now),
@@ -169,6 +172,15 @@ impl Edge {
                         TimerKind::ClientTimeout(ct_key.to_owned(), epoch),
                     );
                 } else {
+                    // Over UDP the request is still sent again, every T2 (RFC 3261 §17.1.2.2):
+                    // its final answer may be lost like any datagram.
+                    if !ct.target.transport().is_reliable() {
+                        ct.interval = self.cfg.timers.t2;
+                        self.schedule(
+                            later(now.mono, self.cfg.timers.t2),
+                            TimerKind::ClientRetransmit(ct_key.to_owned(), epoch),
+                        );
+                    }
                     self.schedule(
                         later(now.mono, self.cfg.timers.timeout()),
                         TimerKind::ClientTimeout(ct_key.to_owned(), epoch),
@@ -177,6 +189,14 @@ impl Edge {
                 if cancel {
                     self.send_cancel(ct_key, now);
                 }
+            } else if ct.method == "INVITE" && code > 100 && !ct.timer_c_fired {
+                // Each later provisional restarts Timer C (RFC 3261 §16.7 step 2).
+                ct.epoch += 1;
+                let epoch = ct.epoch;
+                self.schedule(
+                    later(now.mono, self.cfg.timers.timer_c),
+                    TimerKind::ClientTimeout(ct_key.to_owned(), epoch),
+                );
             }
             if code == 100 {
                 return;
@@ -243,6 +263,7 @@ impl Edge {
             );
         }
         if code == 503
+            && from_the_hop
             && let (Some(h), Some(sk)) = (hop, server_key.as_deref())
             && self
                 .server
@@ -266,6 +287,19 @@ impl Edge {
                 self.send_upstream(&sk, msg, now);
                 self.cancel_branches(&sk, Some(ct_key), now);
             } else if still_open {
+                // A 503 from a device, or from beyond a next hop that relayed the callee's
+                // provisional, says that one is unavailable, not this gateway: sent on as 500
+                // (RFC 3261 §16.7 step 6), without the Retry-After that would keep the caller
+                // off this gateway. A next hop's own 503 with no other hop left is this
+                // gateway's: it cannot serve anything now, and says so.
+                if code == 503
+                    && (hop.is_none() || !from_the_hop)
+                    && msg
+                        .set_start_line("SIP/2.0 500 Server Internal Error")
+                        .is_ok()
+                {
+                    msg.remove_header("Retry-After");
+                }
                 self.branch_final(&sk, ct_key, msg, now);
             } else if invite
                 && (200..300).contains(&code)

@@ -582,11 +582,10 @@ impl Edge {
         let Some(st) = self.server.get_mut(sk) else {
             return;
         };
-        let rank = |c: u16| if c >= 600 { 0 } else { c };
         let better = st
             .best
             .as_ref()
-            .is_none_or(|b| rank(code) < rank(b.status_code().unwrap_or(699)));
+            .is_none_or(|b| final_rank(code) < final_rank(b.status_code().unwrap_or(699)));
         if better {
             st.best = Some(resp);
         }
@@ -598,8 +597,26 @@ impl Edge {
         }
     }
 
+    /// A branch of a non-INVITE request ended without a final response (a timeout): no 408 is
+    /// made up for it (RFC 4320 §4.2; the client's own timer ends its transaction, and a 408
+    /// arriving late would be taken for an answer). The best answer of the other branches goes
+    /// up once they are done; with none, the server transaction ends unanswered.
+    pub(super) fn branch_gave_up(&mut self, sk: &str, ct_key: &str, now: Now) {
+        if self.other_pending(sk, ct_key) {
+            return;
+        }
+        match self.server.get_mut(sk).and_then(|st| st.best.take()) {
+            Some(best) => self.send_upstream(sk, best, now),
+            None => self.close_server(sk),
+        }
+    }
+
     /// [`Edge::branch_final`] with a response of our own.
     pub(super) fn branch_failed(&mut self, sk: &str, ct_key: &str, code: u16, now: Now) {
+        if code == 408 && self.server.get(sk).is_some_and(|st| st.method != "INVITE") {
+            self.branch_gave_up(sk, ct_key, now);
+            return;
+        }
         let ids = &mut self.ids;
         let resp = self.server.get_mut(sk).and_then(|st| {
             ensure_to_tag(st, ids, code);
@@ -650,6 +667,24 @@ impl Edge {
                 .answered(ack_key, &msg, &up, note, now.mono, expires, cap);
         }
         self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
+    }
+}
+
+/// The order of final answers among a request's branches (lower first, RFC 3261 §16.7 step 6):
+/// a 6xx ends the search; then the lowest class. Within 4xx, the answers a caller can act on
+/// (credentials, a format, an extension, an address to complete) first, and last those that say
+/// nothing of the callee (a timeout, a gone flow, unavailable, terminated): a busy device's 486
+/// is the answer, not the 480 of another that is off. Within 5xx, 503 last.
+fn final_rank(code: u16) -> (u8, u8, u16) {
+    match code {
+        600.. => (0, 0, code),
+        300..=399 => (1, 0, code),
+        401 | 407 | 415 | 420 | 484 => (2, 0, code),
+        408 | 430 | 480 | 487 => (2, 2, code),
+        400..=499 => (2, 1, code),
+        503 => (3, 1, code),
+        500..=599 => (3, 0, code),
+        _ => (4, 0, code),
     }
 }
 
