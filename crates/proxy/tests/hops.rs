@@ -614,3 +614,78 @@ fn udp_clients_each_have_their_own_share_of_waiting_requests() {
     );
     assert_eq!(h.resolves.len(), 65);
 }
+
+/// An INVITE the first next hop did not answer in time (fail-over) goes to the second; the first
+/// answering late is dealt with here, not relayed beside the second's answers: its 180 gets a
+/// CANCEL (the callee it reached stops ringing), its 487 an ACK, and the caller hears only the
+/// second hop. Its 2xx, had it come, would go on (end to end). Before, the first hop's
+/// transaction was forgotten at the fail-over: its 180 and its final answer reached the caller,
+/// and its branch could not be cancelled.
+#[test]
+fn a_next_hop_given_up_for_the_next_one_is_cancelled_when_it_answers_late() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![hop(HOP1), hop(HOP2)];
+    let mut h = H::new(cfg);
+    let invite = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfo1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), invite);
+    let to_hop1 = sent
+        .iter()
+        .find(|s| s.to.addr() == HOP1.parse().unwrap())
+        .expect("to hop 1")
+        .msg
+        .clone();
+    let sent = h.advance(Duration::from_millis(4100));
+    let to_hop2 = sent
+        .iter()
+        .find(|s| s.to.addr() == HOP2.parse().unwrap() && s.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("failed over: {sent:?}"))
+        .msg
+        .clone();
+    let to_alice = |sent: &[Sent]| -> Vec<u16> {
+        sent.iter()
+            .filter(|s| s.to == Target::Flow(alice()))
+            .filter_map(|s| s.msg.status_code())
+            .collect()
+    };
+
+    // Hop 1 rings late: cancelled, not relayed.
+    let sent = h.answer(hop(HOP1), &to_hop1, 180);
+    assert!(to_alice(&sent).is_empty(), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|s| s.to.addr() == HOP1.parse().unwrap() && s.msg.method() == Some("CANCEL")),
+        "{sent:?}"
+    );
+    // Its 487: ACKed there, not relayed.
+    let sent = h.answer(hop(HOP1), &to_hop1, 487);
+    assert!(to_alice(&sent).is_empty(), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|s| s.to.addr() == HOP1.parse().unwrap() && s.msg.method() == Some("ACK")),
+        "{sent:?}"
+    );
+    // Hop 2's answers are the caller's.
+    let sent = h.answer(hop(HOP2), &to_hop2, 180);
+    assert_eq!(to_alice(&sent), [180]);
+    let sent = h.answer(hop(HOP2), &to_hop2, 486);
+    assert_eq!(to_alice(&sent), [486]);
+
+    // Another call, once hop 1 is tried again (retry_after): it answers 200 after the
+    // fail-over. A 2xx goes on to the caller.
+    h.advance(Duration::from_secs(40));
+    let invite2 = invite
+        .replace("z9hG4bKfo1", "z9hG4bKfo2")
+        .replace("fo1", "fo2");
+    let sent = h.feed(alice(), &invite2);
+    let to_hop1 = sent
+        .iter()
+        .find(|s| s.to.addr() == HOP1.parse().unwrap())
+        .expect("to hop 1")
+        .msg
+        .clone();
+    h.advance(Duration::from_millis(4100));
+    let sent = h.answer(hop(HOP1), &to_hop1, 200);
+    assert_eq!(to_alice(&sent), [200]);
+}

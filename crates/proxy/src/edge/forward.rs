@@ -391,6 +391,30 @@ impl Edge {
         Ok(())
     }
 
+    /// A branch given up for the next hop (no answer in time, or its hop went down) while the
+    /// hop may still answer: kept, apart from its server transaction, until Timer B, so that what
+    /// the hop sends late is dealt with here. A provisional gets a CANCEL, a non-2xx an ACK, a
+    /// 2xx to INVITE goes on to the caller (end to end, RFC 6026); nothing else reaches the
+    /// caller, whose request runs on the next hop now. Before, it was forgotten: the hop's 180
+    /// and its final answer reached the caller beside the next hop's, and its branch could not be
+    /// cancelled, so the callee reached through it rang on with nobody calling.
+    pub(super) fn detach_branch(&mut self, ck: &str, now: Now) {
+        let timeout = self.cfg.timers.timeout();
+        let Some(ct) = self.client.get_mut(ck) else {
+            return;
+        };
+        ct.server_key = None;
+        ct.hop = None;
+        ct.cancel_pending = ct.method == "INVITE";
+        // Its retransmissions and timers end here.
+        ct.epoch += 1;
+        let epoch = ct.epoch;
+        self.schedule(
+            later(now.mono, timeout),
+            TimerKind::ClientTimeout(ck.to_owned(), epoch),
+        );
+    }
+
     /// Forward to the next target that is not known to be down; 503 (or 408 after a timeout)
     /// when none is left.
     pub(super) fn try_next_hop(&mut self, key: &str, last_failure: HopFailure, now: Now) {

@@ -329,7 +329,7 @@ impl Edge {
             .filter_map(|(k, ct)| Some((k.clone(), ct.server_key.clone()?)))
             .collect();
         for (ck, sk) in waiting {
-            self.client.remove(&ck);
+            self.detach_branch(&ck, now);
             self.try_next_hop(&sk, HopFailure::Transport, now);
         }
     }

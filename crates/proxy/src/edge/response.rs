@@ -111,27 +111,7 @@ impl Edge {
                 self.report(Report::Dropped(DropReason::Stray));
                 return;
             }
-            pop_via(&mut msg);
-            // The token names the endpoint at its flow when the request came from one with an
-            // SA: the response is signed for it, as one with its transaction would be.
-            let (target, endpoint) = match sgf.and_then(|t| self.ids.parse_via_flow_token(&t)) {
-                Some((f, endpoint)) => (Some(Target::Flow(f)), endpoint),
-                None if from_client => (None, None),
-                None => (
-                    top_via(&msg).and_then(|v| {
-                        let v = Via::parse(v)?;
-                        Some(Target::Addr {
-                            transport: v.transport()?,
-                            addr: v.response_addr()?,
-                        })
-                    }),
-                    None,
-                ),
-            };
-            match target {
-                Some(t) => self.emit_relayed_response(t, msg, endpoint.as_ref(), now),
-                None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
-            }
+            self.relay_without_transaction(msg, sgf.as_deref(), from_client, now);
             return;
         };
         if ct.method == "CANCEL" {
@@ -208,6 +188,7 @@ impl Edge {
             return;
         }
         // Final response.
+        let detached = server_key.is_none();
         if ct.state == ClientState::Completed {
             // Retransmission: re-ACK a non-2xx; a 2xx is end to end, pass it on.
             let ack = ct.ack.clone();
@@ -228,6 +209,8 @@ impl Edge {
             {
                 pop_via(&mut msg);
                 self.emit_late_response(up, msg, note, ack_key.as_deref(), now);
+            } else if detached && method == "INVITE" {
+                self.relay_without_transaction(msg, sgf.as_deref(), from_client, now);
             }
             return;
         }
@@ -277,6 +260,12 @@ impl Edge {
             self.try_next_hop(sk, HopFailure::Transport, now);
             return;
         }
+        if server_key.is_none() && invite && (200..300).contains(&code) {
+            // A branch given up for the next hop (`detach_branch`) answered after all: a 2xx to
+            // INVITE is end to end and goes on to the caller, who sorts out two dialogs.
+            self.relay_without_transaction(msg, sgf.as_deref(), from_client, now);
+            return;
+        }
         if let Some(sk) = server_key {
             pop_via(&mut msg);
             let still_open = self
@@ -312,6 +301,38 @@ impl Edge {
                 // timeout): 2xx responses to INVITE are end to end, the caller sorts them out.
                 self.emit_late_response(up, msg, note, ack_key.as_deref(), now);
             }
+        }
+    }
+
+    /// Relays a response that has no server transaction to follow (a 2xx retransmitted after
+    /// its transaction ended, a branch given up): by the flow token in our Via, else by the next
+    /// Via. The token names the endpoint at its flow when the request came from one with an SA:
+    /// the response is signed for it, as one with its transaction would be.
+    fn relay_without_transaction(
+        &mut self,
+        mut msg: Message,
+        sgf: Option<&str>,
+        from_client: bool,
+        now: Now,
+    ) {
+        pop_via(&mut msg);
+        let (target, endpoint) = match sgf.and_then(|t| self.ids.parse_via_flow_token(t)) {
+            Some((f, endpoint)) => (Some(Target::Flow(f)), endpoint),
+            None if from_client => (None, None),
+            None => (
+                top_via(&msg).and_then(|v| {
+                    let v = Via::parse(v)?;
+                    Some(Target::Addr {
+                        transport: v.transport()?,
+                        addr: v.response_addr()?,
+                    })
+                }),
+                None,
+            ),
+        };
+        match target {
+            Some(t) => self.emit_relayed_response(t, msg, endpoint.as_ref(), now),
+            None => self.report(Report::Dropped(DropReason::ResponseUnroutable)),
         }
     }
 

@@ -208,16 +208,24 @@ impl Edge {
                     }
                     return;
                 }
-                self.client.remove(&key);
                 if state == ClientState::Trying
                     && let Some(h) = hop
                 {
                     self.hop_failed(h, now);
                 }
                 match (sk, hop) {
-                    (Some(sk), Some(_)) => self.try_next_hop(&sk, HopFailure::Timeout, now),
-                    (Some(sk), None) => self.branch_failed(&sk, &key, 408, now),
-                    (None, _) => {}
+                    (Some(sk), Some(_)) => {
+                        // The hop may answer yet: kept, apart from the request, until Timer B.
+                        self.detach_branch(&key, now);
+                        self.try_next_hop(&sk, HopFailure::Timeout, now);
+                    }
+                    (Some(sk), None) => {
+                        self.client.remove(&key);
+                        self.branch_failed(&sk, &key, 408, now);
+                    }
+                    (None, _) => {
+                        self.client.remove(&key);
+                    }
                 }
             }
             TimerKind::ClientCleanup(key, epoch) => {
