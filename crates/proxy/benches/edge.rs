@@ -180,7 +180,7 @@ CSeq: 1 REGISTER\r\nContact: <sip:u{i}@{}>\r\nContent-Length: 0\r\n\r\n",
     g.bench_function("close_with_20000_udp_bindings", |bench| {
         bench.iter(|| {
             id += 1;
-            edge.flow_closed(FlowId(id));
+            edge.flow_closed(FlowId(id), now);
             while edge.poll_action().is_some() {}
         })
     });

@@ -553,7 +553,7 @@ Call-ID: call-1\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n";
 fn flow_close_removes_bindings() {
     let mut h = H::registrar();
     h.register(alice(), "alice", "ea");
-    h.edge.flow_closed(FlowId(1));
+    h.edge.flow_closed(FlowId(1), h.now);
     assert_eq!(h.edge.registrar().len(), 0);
     let sent = h.feed(bob(), &invite("z9hG4bKfc", "alice", 70));
     assert_eq!(sent.last().unwrap().msg.status_code(), Some(404));
@@ -1168,7 +1168,7 @@ fn a_clients_in_dialog_request_reaches_the_server_after_its_connection_closed() 
     let invite = sent_request(&sent, "INVITE");
     let route_set = record_route(&invite);
     assert_eq!(route_set.len(), 2, "{route_set:?}");
-    h.edge.flow_closed(registrar.id);
+    h.edge.flow_closed(registrar.id, h.now);
     let bye = format!(
         "BYE sip:bob@203.0.113.9 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKsc2\r\n\
 Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=alice;epid=ea\r\n\
@@ -2064,7 +2064,7 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         "nor is its answer signed"
     );
     // Closed: the id is forgotten.
-    h.edge.flow_closed(peer.id);
+    h.edge.flow_closed(peer.id, h.now);
     assert!(h.edge.is_client(&peer));
 }
 
@@ -2099,7 +2099,13 @@ fn an_accepted_tls_connection_from_a_next_hops_address_is_a_client() {
     edge.trust_stream_flow(accepted.id);
     assert!(!edge.is_client(&accepted), "a certificate");
     // The mark ends with the flow: the id may name a connection the gateway opens later.
-    edge.flow_closed(accepted.id);
+    edge.flow_closed(
+        accepted.id,
+        sagw_proxy::Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        },
+    );
     assert!(!edge.is_client(&flow(21, Transport::Tls, hop)));
 }
 
@@ -2961,4 +2967,31 @@ Call-ID: nir-1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
     );
     assert_eq!(h.edge.stats().client_transactions, 0);
     assert_eq!(h.edge.stats().server_transactions, 0);
+}
+
+/// A device ringing over a connection that closes (its app killed, its network changed) fails its
+/// branch at once: the caller gets the other device's answer now. Before, the branch waited for
+/// Timer C and 64×T1 more, three and a half minutes of ringback, and then 408.
+#[test]
+fn a_ringing_branch_whose_connection_closes_fails_at_once() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKgone1");
+    h.feed_msg(d2, answer(&to_d2, 180, "Ringing"));
+    let sent = h.feed_msg(d1, answer(&to_d1, 486, "Busy Here"));
+    assert!(
+        !sent
+            .iter()
+            .any(|s| s.to == Target::Flow(alice()) && s.msg.status_code() == Some(486)),
+        "held while d2 rings: {sent:?}"
+    );
+    let now = h.now;
+    h.edge.flow_closed(d2.id, now);
+    let sent = h.drain();
+    let finals: Vec<u16> = sent
+        .iter()
+        .filter(|s| s.to == Target::Flow(alice()))
+        .filter_map(|s| s.msg.status_code())
+        .filter(|c| *c >= 200)
+        .collect();
+    assert_eq!(finals, [486], "{sent:?}");
 }

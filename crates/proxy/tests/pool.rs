@@ -340,8 +340,8 @@ fn a_closed_flow_leaves_remote_bindings_alone() {
     let bob_tcp = flow(4, Transport::Tcp, "198.51.100.3:40000");
     h.register(bob_tcp, "bob", "b1", 3600);
     h.remote("bob", "e:b2", 600).unwrap();
-    h.edge.flow_closed(FlowId(4));
-    h.edge.flow_closed(FlowId(7));
+    h.edge.flow_closed(FlowId(4), h.now);
+    h.edge.flow_closed(FlowId(7), h.now);
     assert_eq!(h.edge.stats().bindings, 0);
     assert_eq!(h.edge.registrar().remote_len(), 1);
     let sent = h.feed(alice(), &message("z9hG4bKc1", "bob"));

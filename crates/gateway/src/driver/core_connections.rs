@@ -375,7 +375,7 @@ impl Core {
     /// A connection of the core's is gone: out of the flow table, the counts and the proxy.
     fn forget_stream(&mut self, flow: Flow) {
         self.shared.unregister_connection(&flow);
-        self.edge.flow_closed(flow.id);
+        self.edge.flow_closed(flow.id, super::now());
     }
 }
 

@@ -376,7 +376,7 @@ impl Core {
                 }
             }
             Event::AuthJob(done) => self.job_done(*done),
-            Event::Closed(id) => self.edge.flow_closed(id),
+            Event::Closed(id) => self.edge.flow_closed(id, now()),
             Event::OutboundClosed((transport, addr)) => {
                 self.edge.connection_lost(transport, addr, now());
             }

@@ -385,10 +385,47 @@ impl Edge {
             TimerKind::ClientTimeout(branch.clone(), 0),
         );
         self.client.insert(branch.clone(), Box::new(ct));
+        if let Target::Flow(f) = target
+            && f.transport.is_reliable()
+        {
+            self.note_stream_branch(f.id, &branch);
+        }
         if let Some(st) = self.server.get_mut(key) {
             st.branches.push(branch);
         }
         Ok(())
+    }
+
+    /// Files `branch` under the stream flow it went out on. The keys of transactions that
+    /// ended stay until the list doubles past its live ones, so a long-lived connection (a
+    /// trunk's, a busy client's) keeps a list as long as what it has open, not all it ever had.
+    fn note_stream_branch(&mut self, flow: crate::types::FlowId, branch: &str) {
+        let client = &self.client;
+        let keys = self.stream_branches.entry(flow).or_default();
+        if keys.len() >= 32 && keys.len().is_power_of_two() {
+            keys.retain(|k| client.contains_key(k));
+        }
+        keys.push(branch.to_owned());
+    }
+
+    /// The stream flow `flow` closed: its branches that have no final answer fail now, as a
+    /// send over it would (480, or 430 for a flow a token named), instead of waiting for Timer
+    /// C or B. Before, a callee whose app was killed while ringing kept the caller hearing
+    /// ringback for three and a half minutes, and then got 408 rather than the other devices'
+    /// answer.
+    pub(super) fn fail_branches_over(&mut self, flow: crate::types::FlowId, now: Now) {
+        let Some(keys) = self.stream_branches.remove(&flow) else {
+            return;
+        };
+        for key in keys {
+            let open = self.client.get(&key).is_some_and(|ct| {
+                matches!(ct.target, Target::Flow(f) if f.id == flow)
+                    && ct.state != ClientState::Completed
+            });
+            if open {
+                self.fail_send(&SendToken(key), now);
+            }
+        }
     }
 
     /// A branch given up for the next hop (no answer in time, or its hop went down) while the

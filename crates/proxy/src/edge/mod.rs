@@ -64,6 +64,10 @@ pub struct Edge {
     /// How many of `server` and `answered` each client holds.
     shares: self::shares::ClientShares,
     client: Map<String, Box<ClientTx>>,
+    /// The client transactions sent over each stream flow, by key (some may have ended since:
+    /// pruned as the list grows, checked when the flow closes): a closed connection fails its
+    /// branches at once instead of at Timer C.
+    stream_branches: Map<crate::types::FlowId, Vec<String>>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
     /// Clean-up timers, by their instant on the clean-up grid. Kept apart from the heap: there
@@ -161,6 +165,7 @@ impl Edge {
             delivered: Default::default(),
             shares: Default::default(),
             client: Map::default(),
+            stream_branches: Map::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             cleanups: BTreeMap::new(),
@@ -245,7 +250,8 @@ impl Edge {
     }
 
     /// A stream flow closed: its registrations are useless now (the client must re-register).
-    pub fn flow_closed(&mut self, flow: crate::types::FlowId) {
+    pub fn flow_closed(&mut self, flow: crate::types::FlowId, now: Now) {
+        self.fail_branches_over(flow, now);
         self.trusted_flows.servers.remove(&flow);
         self.trusted_flows.accepted_tls.remove(&flow);
         self.registrar.flow_closed(flow);
