@@ -2995,3 +2995,39 @@ fn a_ringing_branch_whose_connection_closes_fails_at_once() {
         .collect();
     assert_eq!(finals, [486], "{sent:?}");
 }
+
+/// A dialog with a server behind that does not Record-Route (Asterisk's PJSIP by default, one of
+/// a pair of B2BUAs): the caller's in-dialog requests and 2xx ACK name that server in their
+/// Request-URI and carry no Route of its. They go to it when it is a configured next hop, not to
+/// the first next hop up, which knows nothing of the dialog (the ACK lost, the BYE answered 481,
+/// the call left up on the other server).
+#[test]
+fn in_dialog_requests_go_to_the_next_hop_their_request_uri_names() {
+    let mut h = with_hops(2);
+    let hop2 = "203.0.113.2:5060".parse().unwrap();
+    for (method, branch) in [("ACK", "z9hG4bKid1"), ("BYE", "z9hG4bKid2")] {
+        let req = format!(
+            "{method} sip:s@203.0.113.2:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:carol@example.com>;tag=s1\r\n\
+Call-ID: id-1\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(alice(), &req);
+        let out = sent
+            .iter()
+            .find(|s| s.msg.method() == Some(method))
+            .unwrap_or_else(|| panic!("{method} forwarded: {sent:?}"));
+        assert_eq!(out.to.addr(), hop2, "{method}");
+    }
+    // Out of a dialog the Request-URI is the callee, not a hop: the first next hop takes it.
+    let sent = h.feed(
+        alice(),
+        "MESSAGE sip:s@203.0.113.2:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKid3\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:s@203.0.113.2>\r\n\
+Call-ID: id-3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+    );
+    let out = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("MESSAGE"))
+        .expect("forwarded");
+    assert_eq!(out.to.addr(), "203.0.113.1:5060".parse().unwrap());
+}

@@ -373,6 +373,16 @@ impl Edge {
         if self.cfg.local.is_local(uri.host, uri.port, uri.transport()) && uri.user.is_none() {
             return Err(404);
         }
+        if from_client
+            && (msg.method() == Some("ACK") || msg.to().is_some_and(|t| t.tag().is_some()))
+            && let Some(hop) = self.next_hop_named_by(&uri)
+        {
+            // In a dialog with a server that does not Record-Route (Asterisk's PJSIP by
+            // default, one of a pair of B2BUAs), the Request-URI is that server: the request
+            // goes there, not to the first next hop up, which knows nothing of the dialog.
+            let to = self.hop_transport(policy, hop);
+            return Ok(Dest::Addr(to.transport, to.addr));
+        }
         if from_client && !self.cfg.next_hops.is_empty() {
             return Ok(Dest::Hops);
         }
@@ -381,6 +391,19 @@ impl Edge {
             Mode::Registrar => Err(404),
             Mode::Edge => Err(480),
         }
+    }
+
+    /// The configured next hop a URI names by its address and port (over the URI's transport,
+    /// UDP by default, which [`Edge::hop_transport`] then puts right).
+    fn next_hop_named_by(&self, uri: &SipUri<'_>) -> Option<NextHop> {
+        uri.ip()?;
+        let transport = uri.transport().unwrap_or(Transport::Udp);
+        let addr = crate::uri::canonical(uri.socket_addr(transport)?);
+        self.cfg
+            .next_hops
+            .iter()
+            .any(|h| crate::uri::canonical(h.addr) == addr)
+            .then_some(NextHop { transport, addr })
     }
 
     /// True when a client's Route may name `addr`: a next hop, or an operator-listed target.
