@@ -286,6 +286,55 @@ pub fn tls_keys(
         .collect()
 }
 
+/// What a start builds its TLS from, built the same way: the listener's certificate and key (a
+/// key that is not the certificate's fails here as it fails a start; a generated pair only once
+/// a start made it), the peer CA, the next hops' CA and client certificates. Before, check-config
+/// looked only at the keys' modes and said "OK" to a pair that made the start fail.
+pub fn tls_files(settings: &crate::Settings) -> Result<Vec<String>, CheckError> {
+    let mut lines = Vec::new();
+    let peers = match &settings.peer_trust {
+        Some(p) => Some(
+            crate::peer_trust::PeerTrust::load(&p.ca, &p.names).map_err(|e| CheckError {
+                key: "tls.peer_ca",
+                why: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let tls_listener = settings
+        .listeners
+        .iter()
+        .any(|l| l.transport == sagw_proxy::Transport::Tls);
+    let made = match &settings.cert {
+        crate::config::CertSource::Files { .. } => true,
+        crate::config::CertSource::Generated { dir, .. } => {
+            dir.join("sagw-cert.pem").exists() && dir.join("sagw-key.pem").exists()
+        }
+    };
+    if tls_listener && made {
+        let cert_key = match &settings.cert {
+            crate::config::CertSource::Files { .. } => "tls.cert",
+            crate::config::CertSource::Generated { .. } => "tls.generated_dir",
+        };
+        let fail = |e: &dyn std::fmt::Display| CheckError {
+            key: cert_key,
+            why: e.to_string(),
+        };
+        let id = crate::tls::load_identity(&settings.cert).map_err(|e| fail(&e))?;
+        crate::tls::server_config(&id, peers.as_ref()).map_err(|e| fail(&e))?;
+        lines.push(format!(
+            "TLS certificate: {} (sha256 {}), with its key",
+            id.info.cert_path.display(),
+            id.info.fingerprint
+        ));
+    }
+    crate::tls_client::OutboundTls::load(&settings.hops.outbound_tls).map_err(|e| CheckError {
+        key: "tls.next_hop_ca",
+        why: e.to_string(),
+    })?;
+    Ok(lines)
+}
+
 /// `auth.nonce_key`, the Digest nonce key of a gateway alone.
 pub fn nonce_key(a: &AuthSettings) -> Result<String, CheckError> {
     secret_file("auth.nonce_key", &a.nonce_key, "digest nonce key")

@@ -208,6 +208,7 @@ fn check_files(
         &settings.cert,
         &settings.hops.outbound_tls,
     )?);
+    lines.extend(check::tls_files(settings)?);
     if let Some(a) = &settings.auth {
         lines.push(check::credentials(a)?);
         lines.extend(check::kerberos(a)?);

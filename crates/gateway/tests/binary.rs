@@ -553,4 +553,29 @@ fn check_config_reads_the_credentials_file_and_the_tls_keys() {
         err.contains("`tls.key`") && err.contains("chmod 600"),
         "{err}"
     );
+
+    // A key that is not the certificate's, and a next hops' CA that is not there: a start fails
+    // on each, and so does check-config (it said OK to both).
+    mode(&key, 0o600);
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&key, other.serialize_pem()).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2), "a key of another certificate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`tls.cert`"), "{err}");
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    assert!(check().status.success());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[tls]\n",
+            &format!("[tls]\nnext_hop_ca = \"{d}/nowhere.pem\"\n"),
+        ),
+    )
+    .unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2), "a missing next-hop CA");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nowhere.pem"), "{err}");
 }

@@ -315,9 +315,19 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "SystemCallFilter=@system-service",
+        "LimitCORE=0",
     ] {
         assert!(unit.contains(needle), "the unit lacks {needle}");
     }
+    // A reload is checked before the signal, which reports nothing back: a failing
+    // check-config fails `systemctl reload` and sends no signal.
+    let check = unit
+        .find("ExecReload=/usr/local/bin/sagw --config /etc/sagw/sagw.toml check-config")
+        .expect("the unit checks the configuration on reload");
+    let signal = unit
+        .find("ExecReload=/bin/kill -HUP $MAINPID")
+        .expect("SIGHUP");
+    assert!(check < signal, "check-config before the signal");
     let tmp = tempfile::tempdir().expect("tempdir");
     let man = tmp.path().join("man");
     let out = Command::new(BIN)
