@@ -547,6 +547,19 @@ impl FileCredentialStore {
         }
     }
 
+    /// How many users have no HA1 for `realm` and `algorithm`: they cannot sign in with Digest
+    /// there.
+    pub fn users_without_ha1(&self, realm: &str, algorithm: Algorithm) -> usize {
+        self.users
+            .values()
+            .filter(|r| {
+                !r.ha1
+                    .iter()
+                    .any(|(rr, a, _)| rr == realm && *a == algorithm)
+            })
+            .count()
+    }
+
     /// The user names, lower case, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)

@@ -244,6 +244,14 @@ pub fn credentials(a: &AuthSettings) -> Result<String, CheckError> {
     ))
 }
 
+/// [`crate::users::digest_gaps`] of the credentials file, when it loads.
+pub fn digest_gaps(a: &AuthSettings) -> Vec<String> {
+    match crate::users::load(&a.credentials, &a.sip_domain) {
+        Ok(store) if a.credentials.exists() => crate::users::digest_gaps(a, &store),
+        _ => Vec::new(),
+    }
+}
+
 /// The TLS private keys a start reads (the listener's, when configured as files, and the client
 /// keys presented to next hops): readable, and by nobody but the gateway's user and group.
 pub fn tls_keys(

@@ -357,6 +357,11 @@ fn main() -> ExitCode {
         for l in files.unwrap_or_default() {
             println!("{l}");
         }
+        if let Some(a) = &settings.auth {
+            for w in sagw_gateway::check::digest_gaps(a) {
+                eprintln!("sagw: warning: {w}");
+            }
+        }
         println!("configuration OK ({source})");
         return ExitCode::SUCCESS;
     }

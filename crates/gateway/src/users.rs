@@ -134,6 +134,29 @@ pub fn list(auth: &AuthSettings) -> Result<Vec<String>, UsersError> {
     Ok(v)
 }
 
+/// Warnings for the Digest realms and algorithms the policies offer that users have no HA1 for:
+/// those users cannot sign in with Digest there. HA1 values are per realm, and the default realm
+/// is `auth.sip_domain`: users added before the domain was set (the README's first steps) were
+/// refused as unknown by every Digest client, with nothing said at start or by check-config.
+pub fn digest_gaps(auth: &AuthSettings, store: &FileCredentialStore) -> Vec<String> {
+    if !auth.digest {
+        return Vec::new();
+    }
+    let total = store.users().count();
+    auth.digest_realms()
+        .into_iter()
+        .filter_map(|(realm, algorithm)| {
+            let n = store.users_without_ha1(realm, algorithm);
+            (n > 0).then(|| {
+                format!(
+                    "{n} of {total} users have no Digest HA1 for realm \"{realm}\" ({}): they cannot sign in with Digest there (added under another realm, or before auth.sip_domain was set?); add them again with `sagw user add NAME` and their password",
+                    algorithm.token()
+                )
+            })
+        })
+        .collect()
+}
+
 /// The credentials file as the running gateway sees it: reloaded when the file changes, so
 /// `sagw user add` takes effect without a restart. A file that fails to load (half-written by hand,
 /// made readable to others) keeps the previous users and is reported.
@@ -287,6 +310,11 @@ impl ReloadingStore {
     /// Number of users loaded.
     pub fn user_count(&self) -> usize {
         self.current.read().store.users().count()
+    }
+
+    /// [`digest_gaps`] of the users in force.
+    pub fn digest_gaps(&self, auth: &AuthSettings) -> Vec<String> {
+        digest_gaps(auth, &self.current.read().store)
     }
 
     /// The periodic check: reloads when the file changed; `Some` when it did reload, with the

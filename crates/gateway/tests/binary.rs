@@ -579,3 +579,54 @@ fn check_config_reads_the_credentials_file_and_the_tls_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nowhere.pem"), "{err}");
 }
+
+/// Users added under one SIP domain have Digest HA1 values for that realm only: once the domain
+/// (the default Digest realm) changes, Digest refuses them all as unknown. check-config says so,
+/// with the count and the remedy; before, it printed "configuration OK".
+#[test]
+fn users_without_an_ha1_for_the_realm_in_force_are_warned_about() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cfg = dir.path().join("sagw.toml");
+    let write = |domain: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[admin]\nlisten = \"\"\n\
+                 [auth]\nschemes = [\"ntlm\", \"digest\"]\nsip_domain = \"{domain}\"\ncredentials = \"{d}/users\"\n\
+                 [state]\nkey_file = \"{d}/pool.key\"\nsnapshot = \"\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("a.example");
+    let mut add = Command::new(BIN)
+        .args(["--config"])
+        .arg(&cfg)
+        .args(["user", "add", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"alice-pw\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!check().contains("no Digest HA1"), "{}", check());
+    write("b.example");
+    let err = check();
+    assert!(
+        err.contains("1 of 1 users have no Digest HA1 for realm \"b.example\"")
+            && err.contains("sagw user add"),
+        "{err}"
+    );
+}

@@ -305,6 +305,9 @@ pub fn build_core_with_backend(
     if store.user_count() == 0 {
         warn!(path = %a.credentials.display(), "no users yet: every request will be challenged (add some with `sagw user add NAME`)");
     }
+    for w in store.digest_gaps(a) {
+        warn!("{w}");
+    }
     let mut cfg = CoreConfig::new(a.sip_domain.clone());
     cfg.realm = a.realm.clone();
     cfg.version = a.version;
