@@ -127,7 +127,13 @@ pub fn load_identity(source: &CertSource) -> Result<Identity, TlsError> {
         CertSource::Generated { dir, names } => {
             let cert = dir.join("sagw-cert.pem");
             let key = dir.join("sagw-key.pem");
-            let fresh = if cert.exists() && key.exists() {
+            // Made again when its names are not the ones configured now: a name added to
+            // `tls.subject_names` was reported applied by a reload while the old certificate,
+            // without it, stayed for good.
+            let fresh = if cert.exists()
+                && key.exists()
+                && names_of(&cert).as_ref() == Some(&name_set(names))
+            {
                 false
             } else {
                 generate(dir, &cert, &key, names)?;
@@ -150,6 +156,44 @@ pub fn load_identity(source: &CertSource) -> Result<Identity, TlsError> {
             generated_now,
         },
     })
+}
+
+/// The names a generated certificate is made for, as its subject alternative names read: DNS
+/// names lower case, IP addresses in their canonical text.
+fn name_set(names: &[String]) -> std::collections::BTreeSet<String> {
+    names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => n.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The subject alternative names of the certificate in `cert` (PEM), as [`name_set`] writes
+/// them; `None` when it does not read.
+fn names_of(cert: &Path) -> Option<std::collections::BTreeSet<String>> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let der = CertificateDer::from_pem_file(cert).ok()?;
+    let (_, parsed) = X509Certificate::from_der(der.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value
+        .general_names
+        .iter()
+        .map(|g| match g {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 fn generate(dir: &Path, cert: &Path, key: &Path, names: &[String]) -> Result<(), TlsError> {
@@ -254,6 +298,27 @@ mod tests {
         assert_eq!(a.info.fingerprint, b.info.fingerprint);
         server_config(&b, None).unwrap();
         client_config(&b.info.cert_path).unwrap();
+        // A name added: made again, for the new names; then reused again.
+        let more = CertSource::Generated {
+            dir: dir.clone(),
+            names: vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "sip.example.com".into(),
+            ],
+        };
+        let c = load_identity(&more).unwrap();
+        assert!(c.info.generated_now);
+        assert_ne!(c.info.fingerprint, a.info.fingerprint);
+        assert_eq!(
+            names_of(&c.info.cert_path),
+            Some(name_set(&[
+                "SIP.example.com".into(),
+                "localhost".into(),
+                "127.0.0.1".into()
+            ]))
+        );
+        assert!(!load_identity(&more).unwrap().info.generated_now);
         assert!(!format!("{b:?}").contains("PRIVATE"));
         let _ = std::fs::remove_dir_all(&dir);
     }
