@@ -224,11 +224,9 @@ enabled = false
     )
 }
 
-/// A gateway started from a configuration file in a new directory (a generated certificate, the
-/// admin API, `users` added): the directory, the file, the gateway.
-async fn gateway_from_file(
-    users: &[&str],
-) -> (tempfile::TempDir, std::path::PathBuf, sagw_gateway::Running) {
+/// A new directory with a certificate, its key and an admin token, and the configuration text
+/// that uses them (not written yet).
+fn directory_with_config() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("dir");
     let (cert, key) = certificate();
     std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
@@ -238,6 +236,15 @@ async fn gateway_from_file(
         gateway_config(dir.path(), ""),
         write_admin_token(dir.path())
     );
+    (dir, text)
+}
+
+/// A gateway started from a configuration file in a new directory (a generated certificate, the
+/// admin API, `users` added): the directory, the file, the gateway.
+async fn gateway_from_file(
+    users: &[&str],
+) -> (tempfile::TempDir, std::path::PathBuf, sagw_gateway::Running) {
+    let (dir, text) = directory_with_config();
     add_users(&text, users);
     let path = dir.path().join("sagw.toml");
     std::fs::write(&path, &text).expect("config");
@@ -479,15 +486,7 @@ async fn a_reload_puts_a_replaced_admin_token_in_force() {
 /// and the operator waited for an API that never came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_written_after_the_start_is_reported_as_needing_a_restart() {
-    let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = certificate();
-    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
-    write_key(&dir.path().join("key.pem"), &key);
-    let text = format!(
-        "{}{}",
-        gateway_config(dir.path(), ""),
-        write_admin_token(dir.path())
-    );
+    let (dir, text) = directory_with_config();
     let path = dir.path().join("sagw.toml");
     std::fs::write(&path, &text).expect("config");
     std::fs::remove_file(dir.path().join("admin.token")).expect("no token yet");

@@ -47,6 +47,17 @@ fn signal(child: &std::process::Child, sig: &str) {
 /// A gateway on one TCP port of loopback, JSON logs at info, no metrics, no authentication.
 const TCP_ONLY_JSON: &str = "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n";
 
+/// What `sagw check-config` writes on standard error for `cfg` (its warnings), which it accepts.
+fn check_config_warnings(cfg: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sagw-bin-{}-{name}", std::process::id()))
 }
@@ -266,13 +277,7 @@ fn listeners_open_to_all_without_authentication_are_warned_about() {
     let cfg = temp("open.toml");
     let check = |text: &str| {
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["check-config", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        check_config_warnings(&cfg)
     };
     let err = check("[metrics]\nlisten = \"0.0.0.0:9464\"\n[auth]\nenabled = false\n");
     let open = err
@@ -612,15 +617,7 @@ fn users_without_an_ha1_for_the_realm_in_force_are_warned_about() {
         .unwrap();
     add.stdin.take().unwrap().write_all(b"alice-pw\n").unwrap();
     assert!(add.wait().unwrap().success());
-    let check = || {
-        let out = Command::new(BIN)
-            .args(["check-config", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let check = || check_config_warnings(&cfg);
     assert!(!check().contains("no Digest HA1"), "{}", check());
     write("b.example");
     let err = check();
