@@ -629,13 +629,15 @@ fn a_next_hop_given_up_for_the_next_one_is_cancelled_when_it_answers_late() {
     let invite = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfo1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
 Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
-    let sent = h.feed(alice(), invite);
-    let to_hop1 = sent
-        .iter()
-        .find(|s| s.to.addr() == HOP1.parse().unwrap())
-        .expect("to hop 1")
-        .msg
-        .clone();
+    // The request as sent to hop 1.
+    let sent_to_hop1 = |sent: &[Sent]| {
+        sent.iter()
+            .find(|s| s.to.addr() == HOP1.parse().unwrap())
+            .expect("to hop 1")
+            .msg
+            .clone()
+    };
+    let to_hop1 = sent_to_hop1(&h.feed(alice(), invite));
     let sent = h.advance(Duration::from_millis(4100));
     let to_hop2 = sent
         .iter()
@@ -649,7 +651,6 @@ Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Lengt
             .filter_map(|s| s.msg.status_code())
             .collect()
     };
-
     let to_hop1_a = |sent: &[Sent], method: &str| {
         sent.iter()
             .any(|s| s.to.addr() == HOP1.parse().unwrap() && s.msg.method() == Some(method))
@@ -674,13 +675,7 @@ Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Lengt
     let invite2 = invite
         .replace("z9hG4bKfo1", "z9hG4bKfo2")
         .replace("fo1", "fo2");
-    let sent = h.feed(alice(), &invite2);
-    let to_hop1 = sent
-        .iter()
-        .find(|s| s.to.addr() == HOP1.parse().unwrap())
-        .expect("to hop 1")
-        .msg
-        .clone();
+    let to_hop1 = sent_to_hop1(&h.feed(alice(), &invite2));
     h.advance(Duration::from_millis(4100));
     let sent = h.answer(hop(HOP1), &to_hop1, 200);
     assert_eq!(to_alice(&sent), [200]);
