@@ -641,3 +641,54 @@ async fn an_sa_past_the_last_generation_is_not_taken_over() {
     let (ok, seen) = options(&mut c).await;
     assert!(ok && !challenged(&seen), "{seen:?}");
 }
+
+/// The settings of an in-process pool gateway with node id `node` on `redis`.
+fn in_process_node(dir: &std::path::Path, node: &str, redis: &str) -> sagw_gateway::Settings {
+    let d = dir.display();
+    let text = format!(
+        "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[proxy]\ncore_cpu = \"none\"\n\
+         [metrics]\nlisten = \"\"\n[admin]\nlisten = \"\"\n\
+         [auth]\nenabled = true\nsip_domain = \"{DOMAIN}\"\ncredentials = \"{d}/users\"\nnonce_key = \"{d}/{node}.nonce\"\n\
+         [state]\nbackend = \"redis\"\nredis = [\"{redis}\"]\nkey_file = \"{d}/pool.key\"\nnode_id = \"{node}\"\n"
+    );
+    sagw_gateway::Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .expect("valid")
+}
+
+/// Two running gateways with one `state.node_id` took each other's SAs as their own: the second
+/// now fails to start, saying why, once the first's hold has not lapsed in a hold's time. A
+/// gateway stopped gracefully lets go of its id, and the next start under it is at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_with_a_node_id_in_use_does_not_start() {
+    let Some(redis) = standalone() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    users(dir.path());
+    let first = sagw_gateway::start(in_process_node(dir.path(), "dup", &redis.url()))
+        .await
+        .expect("the first starts");
+    let t = tokio::time::Instant::now();
+    let second = sagw_gateway::start(in_process_node(dir.path(), "dup", &redis.url())).await;
+    let Err(e) = second else {
+        panic!("a second gateway started with node id dup");
+    };
+    assert!(e.to_string().contains("state.node_id = \"dup\""), "{e}");
+    assert!(
+        t.elapsed() >= sagw_gateway::state::NODE_HOLD,
+        "waited a hold's time first"
+    );
+    // Another id starts at once beside it.
+    let other = sagw_gateway::start(in_process_node(dir.path(), "other", &redis.url()))
+        .await
+        .expect("another node id starts");
+    other.shutdown(Duration::from_secs(2)).await;
+    // Stopped gracefully, the first lets go: the next start under its id does not wait.
+    first.shutdown(Duration::from_secs(2)).await;
+    let t = tokio::time::Instant::now();
+    let again = sagw_gateway::start(in_process_node(dir.path(), "dup", &redis.url()))
+        .await
+        .expect("starts under the id let go");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    again.shutdown(Duration::from_secs(2)).await;
+}

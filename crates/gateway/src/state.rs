@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use sagw_auth::SecurityCore;
 use sagw_state::redis_store::redact_url;
-use sagw_state::{PoolKey, Sealer, Store, StoreConfig, StoreError};
+use sagw_state::{NodeHold, PoolKey, Sealer, Store, StoreConfig, StoreError};
 use tracing::{info, warn};
 
 use crate::state_config::{StateBackend, StateSettings};
@@ -29,7 +29,22 @@ pub enum StateError {
         /// What went wrong.
         why: String,
     },
+    /// Another running gateway of the pool has this node id.
+    #[error(
+        "another running gateway of the pool has state.node_id = \"{node}\" (it holds it in the store, and held it for {waited_secs} s more): give every gateway a node_id of its own"
+    )]
+    NodeTaken {
+        /// The node id.
+        node: String,
+        /// How long this start waited for the hold to lapse.
+        waited_secs: u64,
+    },
 }
+
+/// How long a gateway's hold on its node id lasts without being extended (every second, by the
+/// store task): a gateway killed without letting go keeps its id this long, and a start under
+/// that id waits it out.
+pub const NODE_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Keys and the pool, as set up at start.
 pub struct StateSetup {
@@ -41,13 +56,16 @@ pub struct StateSetup {
     pub store: Option<Store>,
     /// Memory backend: the snapshot file.
     pub snapshot: Option<PathBuf>,
+    /// This run's hold on its node id in the store (drawn at each start).
+    pub instance: String,
 }
 
 impl StateSetup {
     /// Loads (or creates) the pool key and, for a pool, opens the store and checks that the pool
     /// shares this key. A store that cannot be reached does not stop the start: the gateway
     /// serves from memory and joins the pool when the store is back.
-    pub async fn open(s: &StateSettings) -> Result<StateSetup, StateError> {
+    pub async fn open(s: &StateSettings, node: &str) -> Result<StateSetup, StateError> {
+        let instance = instance_id();
         let key =
             PoolKey::load_or_create(&s.key_file).map_err(|e| StateError::Key(e.to_string()))?;
         let sealer = Arc::new(Sealer::new(&key));
@@ -78,7 +96,10 @@ impl StateSetup {
                 };
                 let store = Store::open(&cfg).map_err(|e| err(e.to_string()))?;
                 match store.check_pool_key(&key.fingerprint()).await {
-                    Ok(()) => info!(store = %shown, cluster, "state shared through Redis"),
+                    Ok(()) => {
+                        info!(store = %shown, cluster, "state shared through Redis");
+                        hold_node(&store, node, &instance).await?;
+                    }
                     Err(e @ (StoreError::KeyMismatch { .. } | StoreError::Auth(_))) => {
                         return Err(err(e.to_string()));
                     }
@@ -94,6 +115,7 @@ impl StateSetup {
             sealer,
             store,
             snapshot,
+            instance,
         })
     }
 
@@ -164,6 +186,52 @@ pub fn digest_node(node_id: &str) -> u16 {
     let h = ring::digest::digest(&ring::digest::SHA256, node_id.as_bytes());
     let n = u16::from_be_bytes([h.as_ref()[0], h.as_ref()[1]]);
     n.max(1)
+}
+
+/// 16 random hex digits naming this run of the gateway in the store's node holds.
+fn instance_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    // Without the system's randomness the start fails elsewhere; the clock keeps two starts
+    // apart meanwhile.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (t as u64).to_be_bytes();
+    }
+    sagw_hex::encode(b)
+}
+
+/// Takes `node` for this run, waiting out the hold of a gateway that stopped without letting go
+/// (killed: its hold lapses within [`NODE_HOLD`]); a hold still extended after that is another
+/// running gateway's, and the start fails. A store that does not answer is left to the store
+/// task, which holds the id once it is back.
+async fn hold_node(store: &Store, node: &str, instance: &str) -> Result<(), StateError> {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match store.hold_node(node, instance, NODE_HOLD).await {
+            Ok(NodeHold::Held) => return Ok(()),
+            Ok(NodeHold::HeldByOther(_)) if started.elapsed() > NODE_HOLD + NODE_HOLD / 5 => {
+                return Err(StateError::NodeTaken {
+                    node: node.to_owned(),
+                    waited_secs: started.elapsed().as_secs(),
+                });
+            }
+            Ok(NodeHold::HeldByOther(_)) => {
+                if !told {
+                    warn!(node = %node, "the node id is held in the store by another run: waiting for it to lapse (a gateway that stopped without letting go), or for its holder to be found running");
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                warn!(node = %node, error = %e, "the node id could not be held at start: the store task holds it once the store answers");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The node id: `state.node_id`, else the host name and the first SIP port configured.

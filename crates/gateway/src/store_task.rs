@@ -12,7 +12,7 @@ use sagw_state::{
     CheckpointOutcome, ClaimAt, PublishOutcome, SaProgress, Sealer, Store, StoreEvent,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::pool::{ClaimOutcome, FetchOutcome, PoolEvent, PoolSa, SharedBinding, StoreCommand};
 
@@ -24,6 +24,8 @@ pub struct StoreTask {
     pub sealer: Arc<Sealer>,
     /// This gateway's node id.
     pub node: String,
+    /// This run's hold on it (`StateSetup::instance`): extended every second, let go at the end.
+    pub instance: String,
     /// Whether the store answers; the core thread holds no message while it does not.
     pub up: Arc<AtomicBool>,
     /// Where `sagw_state_*` go.
@@ -89,6 +91,7 @@ impl StoreTask {
         let mut was_up = true;
         let mut subscribed = false;
         let mut events_open = true;
+        let mut told_taken: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 cmd = commands.recv() => {
@@ -139,6 +142,9 @@ impl StoreTask {
                 }
                 _ = probe.tick() => {
                     let up = self.store.ping().await.is_ok();
+                    if up {
+                        self.hold_node(&mut told_taken).await;
+                    }
                     self.up.store(up, Ordering::Relaxed);
                     self.metrics
                         .gauges
@@ -154,7 +160,30 @@ impl StoreTask {
                 }
             }
         }
+        // Let go of the node id: a start under it need not wait for the hold to lapse.
+        if let Err(e) = self.store.release_node(&self.node, &self.instance).await {
+            debug!(error = %e, "node id not let go: its hold lapses by itself");
+        }
         debug!("store task stopped");
+    }
+
+    /// Extends this run's hold on its node id. Another run holding it (its hold taken while the
+    /// store did not answer ours) is another gateway with this node id: said every 30 s.
+    async fn hold_node(&self, told: &mut Option<tokio::time::Instant>) {
+        match self
+            .store
+            .hold_node(&self.node, &self.instance, crate::state::NODE_HOLD)
+            .await
+        {
+            Ok(sagw_state::NodeHold::Held) => *told = None,
+            Ok(sagw_state::NodeHold::HeldByOther(_)) => {
+                if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    error!(node = %self.node, "another running gateway of the pool has this state.node_id: the two take each other's security associations; give every gateway a node_id of its own");
+                    *told = Some(tokio::time::Instant::now());
+                }
+            }
+            Err(e) => debug!(error = %e, "node id hold not extended"),
+        }
     }
 
     fn count_claim(&self, result: &str) {

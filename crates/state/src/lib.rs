@@ -15,7 +15,8 @@ pub use events::{EVENTS_CHANNEL, StoreEvent};
 pub use keys::{KeyError, PoolKey};
 pub use redis_store::{
     Binding, Checkpoint, CheckpointOutcome, CheckpointResult, ClaimAt, Claimed, EventReceiver,
-    PublishOutcome, RevokeOutcome, SaProgress, Store, StoreConfig, StoreError, StoreReplayRegistry,
+    NodeHold, PublishOutcome, RevokeOutcome, SaProgress, Store, StoreConfig, StoreError,
+    StoreReplayRegistry,
 };
 pub use seal::{SealError, Sealer};
 

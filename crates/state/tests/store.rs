@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sagw_auth::{KerberosReplayRegistry, ReplayCheck};
 use sagw_state::testing::{RedisCluster, RedisServer};
 use sagw_state::{
-    Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, PoolKey, PublishOutcome, RevokeOutcome,
-    SaProgress, Store, StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
+    Checkpoint, CheckpointOutcome, ClaimAt, EventReceiver, NodeHold, PoolKey, PublishOutcome,
+    RevokeOutcome, SaProgress, Store, StoreConfig, StoreError, StoreEvent, StoreReplayRegistry,
 };
 
 fn config(urls: Vec<String>, cluster: bool) -> StoreConfig {
@@ -519,6 +519,34 @@ async fn suite(urls: Vec<String>, cluster: bool) {
         Err(StoreError::Invalid("node id"))
     );
     a.ping().await.expect("ping");
+
+    // A node id is one running gateway's: a second instance under it is told who holds it,
+    // until the first lets go or its hold lapses.
+    let hold = Duration::from_millis(400);
+    assert_eq!(a.hold_node("gw-n", "i1", hold).await, Ok(NodeHold::Held));
+    assert_eq!(
+        b.hold_node("gw-n", "i2", hold).await,
+        Ok(NodeHold::HeldByOther("i1".into()))
+    );
+    assert_eq!(a.hold_node("gw-n", "i1", hold).await, Ok(NodeHold::Held));
+    b.release_node("gw-n", "i2").await.expect("release");
+    assert_eq!(
+        b.hold_node("gw-n", "i2", hold).await,
+        Ok(NodeHold::HeldByOther("i1".into())),
+        "another instance's release changes nothing"
+    );
+    a.release_node("gw-n", "i1").await.expect("release");
+    assert_eq!(b.hold_node("gw-n", "i2", hold).await, Ok(NodeHold::Held));
+    tokio::time::sleep(hold + Duration::from_millis(200)).await;
+    assert_eq!(
+        a.hold_node("gw-n", "i3", hold).await,
+        Ok(NodeHold::Held),
+        "a hold not extended lapses"
+    );
+    assert_eq!(
+        a.hold_node("bad node", "i1", hold).await,
+        Err(StoreError::Invalid("node id"))
+    );
 }
 
 /// `SCRIPT FLUSH` on every node of the server or cluster under test.

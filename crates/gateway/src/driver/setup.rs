@@ -49,7 +49,8 @@ pub async fn start_with_kerberos_backend(
 }
 
 async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, StartError> {
-    let state = crate::state::StateSetup::open(&settings.state).await?;
+    let state =
+        crate::state::StateSetup::open(&settings.state, &crate::state::node_id(&settings)).await?;
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
@@ -188,7 +189,8 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    let state = crate::state::StateSetup::open(&settings.state).await?;
+    let state =
+        crate::state::StateSetup::open(&settings.state, &crate::state::node_id(&settings)).await?;
     start_inner(settings, auth, None, state, None, Vec::new()).await
 }
 
@@ -752,6 +754,7 @@ fn join_pool(
                 store: store.clone(),
                 sealer: state.sealer.clone(),
                 node,
+                instance: state.instance.clone(),
                 up,
                 metrics: metrics.clone(),
             };

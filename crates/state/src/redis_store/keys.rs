@@ -18,6 +18,10 @@ pub(super) fn reg_key(aor: &str) -> String {
     format!("sagw:reg:{{{aor}}}")
 }
 
+pub(super) fn node_key(node: &str) -> String {
+    format!("sagw:node:{{{node}}}")
+}
+
 pub(super) fn krb_key(key: &[u8; 32]) -> String {
     format!("sagw:krb:{{{}}}", sagw_hex::encode(key))
 }

@@ -8,6 +8,7 @@
 //! | `sagw:reg:{aor}` | hash device → binding ([`Binding`], encoded below) | expires with its last binding |
 //! | `sagw:regs` | set of AORs | index for [`Store::all_bindings`] |
 //! | `sagw:pool-key-id` | string | the pool key's fingerprint |
+//! | `sagw:node:{node}` | string, `PX` | the running gateway (its instance, drawn at each start) that holds the node id |
 //!
 //! Every operation on one SA is one key, hence one Cluster slot: claims, checkpoints and revokes
 //! are Lua scripts on that key (EVALSHA, loaded again on `NOSCRIPT`). What spans keys (an SA and
@@ -29,6 +30,7 @@ mod bindings;
 mod codec;
 mod conn;
 mod keys;
+mod node;
 mod replay;
 mod sa;
 mod scripts;
@@ -45,6 +47,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use conn::Conn;
 use scripts::Scripts;
 
+pub use node::NodeHold;
 pub use replay::StoreReplayRegistry;
 pub use subscriber::{EVENT_QUEUE, EventReceiver};
 

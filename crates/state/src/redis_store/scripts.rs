@@ -92,12 +92,33 @@ end
 return redis.call('HLEN', KEYS[1])
 ";
 
+/// KEYS[1] = `sagw:node:{node}`; ARGV = instance, hold in ms. Takes or extends the hold when it is
+/// free or this instance's; returns the holder otherwise (nil when held now).
+const HOLD_NODE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then
+  return v
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// KEYS[1] = `sagw:node:{node}`; ARGV = instance. Deletes the hold when it is this instance's.
+const RELEASE_NODE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 pub(super) struct Scripts {
     pub(super) publish_sa: Script,
     pub(super) claim: Script,
     pub(super) checkpoint: Script,
     pub(super) revoke: Script,
     pub(super) remove_binding: Script,
+    pub(super) hold_node: Script,
+    pub(super) release_node: Script,
 }
 
 impl Scripts {
@@ -108,6 +129,8 @@ impl Scripts {
             checkpoint: Script::new(CHECKPOINT),
             revoke: Script::new(REVOKE_SA),
             remove_binding: Script::new(REMOVE_BINDING),
+            hold_node: Script::new(HOLD_NODE),
+            release_node: Script::new(RELEASE_NODE),
         }
     }
 }
