@@ -680,3 +680,35 @@ Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Lengt
     let sent = h.answer(hop(HOP1), &to_hop1, 200);
     assert_eq!(to_alice(&sent), [200]);
 }
+
+/// The other order: the hop given up stays silent, and the next hop's answer goes to the caller
+/// at once. The branch given up was still counted among the request's open branches: the next
+/// hop's 486 was held for it for good, and the transaction with it.
+#[test]
+fn the_next_hops_answer_is_not_held_for_the_hop_given_up() {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![hop(HOP1), hop(HOP2)];
+    let mut h = H::new(cfg);
+    let invite = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfo3\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: fo3\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    h.feed(alice(), invite);
+    let sent = h.advance(Duration::from_millis(4100));
+    let to_hop2 = sent
+        .iter()
+        .find(|s| s.to.addr() == HOP2.parse().unwrap() && s.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("failed over: {sent:?}"))
+        .msg
+        .clone();
+    let sent = h.answer(hop(HOP2), &to_hop2, 486);
+    let finals: Vec<u16> = sent
+        .iter()
+        .filter(|s| s.to == Target::Flow(alice()))
+        .filter_map(|s| s.msg.status_code())
+        .collect();
+    assert_eq!(finals, [486], "{sent:?}");
+    // Everything ends once the timers run out.
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.edge.stats().server_transactions, 0);
+    assert_eq!(h.edge.stats().client_transactions, 0);
+}

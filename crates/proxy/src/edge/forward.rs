@@ -440,7 +440,16 @@ impl Edge {
         let Some(ct) = self.client.get_mut(ck) else {
             return;
         };
-        ct.server_key = None;
+        // No longer one of the request's branches: the answer of the next hop is not held
+        // waiting for this one's (which never comes to the request).
+        if let Some(sk) = ct.server_key.take()
+            && let Some(st) = self.server.get_mut(&sk)
+        {
+            st.branches.retain(|b| b != ck);
+        }
+        let Some(ct) = self.client.get_mut(ck) else {
+            return;
+        };
         ct.hop = None;
         ct.cancel_pending = ct.method == "INVITE";
         // Its retransmissions and timers end here.
@@ -463,7 +472,7 @@ impl Edge {
                 let code = last_failure.status();
                 if code == 408 && st.method != "INVITE" {
                     // No 408 to a non-INVITE (RFC 4320 §4.2): the client's own timer ends it.
-                    self.close_server(key);
+                    self.end_unanswered(key, now);
                     return;
                 }
                 let extra = if code == 503 {
