@@ -526,9 +526,13 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         !sent.iter().any(|s| s.to == Target::Flow(alice())),
         "{sent:?}"
     );
-    assert_eq!(h.edge.stats().server_transactions, 0);
-    // The last hop's branch waits one Timer B more for a late answer (`detach_branch`).
+    // alice's retransmission meanwhile is taken for one: not forwarded again.
+    let again = h.feed(alice(), msg);
+    assert!(again.is_empty(), "{again:?}");
+    // The transaction lasts Timer J's time; the last hop's branch waits one Timer B more for a
+    // late answer (`detach_branch`).
     h.advance(Duration::from_secs(33));
+    assert_eq!(h.edge.stats().server_transactions, 0);
     assert_eq!(h.edge.stats().client_transactions, 0);
 }
 
@@ -2958,7 +2962,7 @@ Call-ID: nir-1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         .filter(|s| s.to == Target::Flow(bob()) && s.msg.method() == Some("MESSAGE"))
         .count();
     assert!(copies >= 2, "retransmitted every T2 (4 s): {copies}");
-    let sent = h.advance(Duration::from_secs(40));
+    let sent = h.advance(Duration::from_secs(80));
     assert!(
         !sent
             .iter()
@@ -3030,4 +3034,34 @@ Call-ID: id-3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
         .find(|s| s.msg.method() == Some("MESSAGE"))
         .expect("forwarded");
     assert_eq!(out.to.addr(), "203.0.113.1:5060".parse().unwrap());
+}
+
+/// A send over a connection that fails says it is gone: the branches still open over it fail
+/// too (here a ringing INVITE's, whose caller then gets the other device's answer), as when its
+/// close is reported. The driver reports no close for a connection it no longer has.
+#[test]
+fn a_failed_send_over_a_connection_fails_its_other_branches() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKsf1");
+    h.feed_msg(d2, answer(&to_d2, 180, "Ringing"));
+    h.feed_msg(d1, answer(&to_d1, 486, "Busy Here"));
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKsf2\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: sf-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    let token = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(d2))
+        .and_then(|s| s.token.clone())
+        .expect("the MESSAGE to d2, with its token");
+    let now = h.now;
+    h.edge.send_failed(&token, now);
+    let sent = h.drain();
+    let invite_finals: Vec<u16> = sent
+        .iter()
+        .filter(|s| s.to == Target::Flow(alice()))
+        .filter(|s| s.msg.cseq().is_some_and(|c| c.method == "INVITE"))
+        .filter_map(|s| s.msg.status_code())
+        .collect();
+    assert_eq!(invite_finals, [486], "{sent:?}");
 }

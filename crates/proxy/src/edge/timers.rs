@@ -279,7 +279,16 @@ impl Edge {
         let hop = ct.hop;
         let gone = ct.gone;
         let sk = ct.server_key.clone();
+        let target = ct.target;
         self.client.remove(&token.0);
+        // A send over a stream flow that failed: the connection is gone, and with it what else
+        // went over it (a ringing branch sends nothing more, and no close will come for a flow
+        // the driver no longer has: its entry in `stream_branches` would stay for good).
+        if let Target::Flow(f) = target
+            && f.transport.is_reliable()
+        {
+            self.fail_branches_over(f.id, now);
+        }
         let Some(sk) = sk else { return };
         match hop {
             Some(h) => {

@@ -607,8 +607,26 @@ impl Edge {
         }
         match self.server.get_mut(sk).and_then(|st| st.best.take()) {
             Some(best) => self.send_upstream(sk, best, now),
-            None => self.close_server(sk),
+            None => self.end_unanswered(sk, now),
         }
+    }
+
+    /// A non-INVITE that no branch answered: kept for Timer J's time, unanswered, so that the
+    /// client's retransmissions meanwhile are taken as what they are (before, the transaction
+    /// went at once and a retransmission was forwarded again as a new request).
+    pub(super) fn end_unanswered(&mut self, sk: &str, now: Now) {
+        let timeout = self.cfg.timers.timeout();
+        let Some(st) = self.server.get_mut(sk) else {
+            return;
+        };
+        st.hops.clear();
+        st.forward = None;
+        st.epoch += 1;
+        let epoch = st.epoch;
+        self.schedule(
+            later(now.mono, timeout),
+            TimerKind::ServerCleanup(sk.to_owned(), epoch),
+        );
     }
 
     /// [`Edge::branch_final`] with a response of our own.
