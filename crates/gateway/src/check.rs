@@ -328,7 +328,24 @@ pub fn tls_files(settings: &crate::Settings) -> Result<Vec<String>, CheckError> 
             key: cert_key,
             why: e.to_string(),
         };
-        let id = crate::tls::load_identity(&settings.cert).map_err(|e| fail(&e))?;
+        // The files as they are: a check writes nothing (run as another user, it would leave a
+        // key the service cannot read), so a generated pair is read, not made again.
+        let as_files = match &settings.cert {
+            crate::config::CertSource::Generated { dir, names } => {
+                if !crate::tls::generated_names_match(dir, names) {
+                    lines.push(format!(
+                        "TLS certificate: the generated one in {} is not for tls.subject_names: the next start or reload makes it again (a new key and fingerprint)",
+                        dir.display()
+                    ));
+                }
+                crate::config::CertSource::Files {
+                    cert: dir.join("sagw-cert.pem"),
+                    key: dir.join("sagw-key.pem"),
+                }
+            }
+            files => files.clone(),
+        };
+        let id = crate::tls::load_identity(&as_files).map_err(|e| fail(&e))?;
         crate::tls::server_config(&id, peers.as_ref()).map_err(|e| fail(&e))?;
         lines.push(format!(
             "TLS certificate: {} (sha256 {}), with its key",

@@ -36,7 +36,13 @@ pub enum Command {
     /// Run the gateway (the default).
     Run,
     /// Validate the configuration and exit (0 when valid).
-    CheckConfig,
+    CheckConfig {
+        /// Leave out what asks another service (the domain through winbind, the directory over
+        /// LDAP): what a reload does not depend on. The service's `systemctl reload` uses it, so
+        /// that a domain controller's hiccup does not keep a renewed certificate out.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Manage the credentials file of `[auth] credentials` (hashes only, mode 600).
     User {
         /// What to do with the file.

@@ -158,6 +158,11 @@ pub fn load_identity(source: &CertSource) -> Result<Identity, TlsError> {
     })
 }
 
+/// Whether the generated certificate in `dir` is there and names exactly `names`.
+pub(crate) fn generated_names_match(dir: &Path, names: &[String]) -> bool {
+    names_of(&dir.join("sagw-cert.pem")).as_ref() == Some(&name_set(names))
+}
+
 /// The names a generated certificate is made for, as its subject alternative names read: DNS
 /// names lower case, IP addresses in their canonical text.
 fn name_set(names: &[String]) -> std::collections::BTreeSet<String> {

@@ -627,3 +627,47 @@ fn users_without_an_ha1_for_the_realm_in_force_are_warned_about() {
         "{err}"
     );
 }
+
+/// check-config writes nothing: a generated certificate that is not for `tls.subject_names` is
+/// reported and left as it is (run as another user, making it again would leave a key the
+/// service cannot read); the start makes it again.
+#[test]
+fn check_config_leaves_a_generated_certificate_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cfg = dir.path().join("sagw.toml");
+    let write = |names: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[listen]\nudp = \"\"\ntcp = \"\"\ntls = \"127.0.0.1:0\"\n[tls]\ngenerated_dir = \"{d}/gen\"\nsubject_names = [{names}]\n\
+                 [metrics]\nlisten = \"\"\n[admin]\nlisten = \"\"\n[auth]\nenabled = false\n\
+                 [state]\nkey_file = \"{d}/pool.key\"\nsnapshot = \"\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("\"localhost\"");
+    // Made by a start's loading of it (the same function), not by check-config.
+    let settings = sagw_gateway::Config::parse(&std::fs::read_to_string(&cfg).unwrap())
+        .unwrap()
+        .validate()
+        .unwrap();
+    sagw_gateway::tls::load_identity(&settings.cert).expect("generated");
+    let key = dir.path().join("gen/sagw-key.pem");
+    let before = std::fs::read(&key).unwrap();
+    write("\"localhost\", \"sip.example.com\"");
+    let out = Command::new(BIN)
+        .args(["check-config", "--offline", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("is not for tls.subject_names"), "{text}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key was left as it was"
+    );
+}

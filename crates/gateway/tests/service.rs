@@ -322,7 +322,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     // A reload is checked before the signal, which reports nothing back: a failing
     // check-config fails `systemctl reload` and sends no signal.
     let check = unit
-        .find("ExecReload=/usr/local/bin/sagw --config /etc/sagw/sagw.toml check-config")
+        .find("ExecReload=/usr/local/bin/sagw --config /etc/sagw/sagw.toml check-config --offline")
         .expect("the unit checks the configuration on reload");
     let signal = unit
         .find("ExecReload=/bin/kill -HUP $MAINPID")
