@@ -393,8 +393,9 @@ fn the_replay_registry_refuses_an_authenticator_used_on_another_node() {
     let mut c = KrbClient::new(session, kdc::AES_FQDN);
     let mut rng = rng();
     let now = SystemTime::now();
+    // Signed: without mutual authentication a version-4 client signs the AP-REQ's request.
     let text = c.request("REGISTER");
-    let m = c.credentials(&text, Some(&ap_req), false);
+    let m = c.credentials(&text, Some(&ap_req), true);
     assert!(matches!(
         decide(&a, &m, now, &mut rng),
         Decision::Authenticated(_)
@@ -420,7 +421,7 @@ fn the_replay_registry_refuses_an_authenticator_used_on_another_node() {
     flipped[at + 5] ^= 0x20;
     let c_node = node(true);
     let text = c.request("REGISTER");
-    let m2 = c.credentials(&text, Some(&flipped), false);
+    let m2 = c.credentials(&text, Some(&flipped), true);
     match decide(&c_node, &m2, now, &mut rng) {
         Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
         other => panic!("flipped ap-options dodged the registry: {other:?}"),
@@ -431,9 +432,10 @@ fn the_replay_registry_refuses_an_authenticator_used_on_another_node() {
     registry
         .down
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ap_req2, _s) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let text = c.request("REGISTER");
-    let m3 = c.credentials(&text, Some(&ap_req2), false);
+    let (ap_req2, s2) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c2 = KrbClient::new(s2, kdc::AES_FQDN);
+    let text = c2.request("REGISTER");
+    let m3 = c2.credentials(&text, Some(&ap_req2), true);
     assert!(matches!(
         decide(&b, &m3, now, &mut rng),
         Decision::Authenticated(_)
@@ -539,4 +541,97 @@ fn kerberos_bad_tokens_are_challenged_with_a_reason() {
     );
     assert!(core.sas().is_empty());
     let _ = Duration::ZERO;
+}
+
+/// Under version 4 an AP-REQ that completes the client's context (no mutual authentication, no
+/// AP-REP) comes in a signed request (notes §6.1): without the signature nothing ties the ticket
+/// to the request around it, and whoever captured a victim's AP-REQ (a server the victim's
+/// client also signs in to, a tap on a plain link) had any request of its choosing taken as the
+/// victim's. Refused now, as an NTLM final leg is; with mutual authentication the client cannot
+/// sign yet, and is taken.
+#[test]
+fn an_unsigned_ap_req_that_needs_no_ap_rep_is_refused_under_version_4() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
+    let mut rng = rng();
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), false);
+    match decide(&core, &m, SystemTime::now(), &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::Unsigned)),
+        other => panic!("an unsigned AP-REQ was taken: {other:?}"),
+    }
+    // Mutual: the client has no key to sign with until the AP-REP; taken unsigned.
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), true).expect("AP-REQ");
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), false);
+    assert!(
+        matches!(
+            decide(&core, &m, SystemTime::now(), &mut rng),
+            Decision::Authenticated(_)
+        ),
+        "mutual authentication, unsigned"
+    );
+}
+
+/// A worker's outcome is for the request it was run for, judged again at once: one that request
+/// did not take (dropped before the stage) goes when it has been judged, and the same token in
+/// another request is a new job, which the replay cache refuses. Before, the outcome waited 10 s
+/// for any request with that token to take it, past the replay cache.
+#[test]
+fn an_outcome_its_request_did_not_take_is_not_left_for_another() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab).with_kerberos_offload();
+    let mut rng = rng();
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), true);
+    let now = SystemTime::now();
+    let Decision::Deferred(job) = core.on_request(&m, &ctx(), now, &mut rng) else {
+        panic!("offloaded");
+    };
+    let outcome = std::thread::scope(|s| s.spawn(|| core.run_job(&job)).join().expect("worker"));
+    core.job_done(*job.key(), outcome, now);
+    // Its request never reached the stage again (dropped on the way): judged, all the same.
+    core.job_judged(job.key(), now);
+    assert_eq!(core.jobs_waiting(), 0);
+    // The same request from elsewhere: a new job, and the replay cache has seen the token.
+    let Decision::Deferred(again) = core.on_request(&m, &ctx(), now, &mut rng) else {
+        panic!("not taken from a leftover outcome");
+    };
+    match judge_deferred(&core, &again, &m, Scheme::Kerberos, now, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::ReplayedToken)),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A ticket past its end (MIT takes one up to its clock skew late) makes no SA: bounded by that
+/// end, it would be over before its first message. Here the gateway's clock is two days on.
+#[test]
+fn a_ticket_past_its_end_makes_no_sa() {
+    let Some(k) = kdc::kdc(kdc::KdcOptions::default()) else {
+        return;
+    };
+    let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
+    let mut rng = rng();
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
+    let text = c.request("REGISTER");
+    let m = c.credentials(&text, Some(&ap_req), true);
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    match decide(&core, &m, later, &mut rng) {
+        Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::TicketExpired)),
+        other => panic!("{other:?}"),
+    }
+    assert!(core.sas().is_empty());
 }

@@ -94,6 +94,15 @@ impl SecurityCore {
             .insert(key, outcome.into(), unix_secs(now));
     }
 
+    /// The request of job `key` was judged again (synchronously, after [`job_done`](Self::job_done)):
+    /// an outcome it did not take (the request was dropped before the authentication stage: a
+    /// transaction of another flow under its key, a drain) goes now. Left for its 10 s, it was
+    /// there for any request with the same token to take, past the replay cache the token had
+    /// already passed: a captured sign-in used from another flow.
+    pub fn job_judged(&self, key: &[u8; 32], now: SystemTime) {
+        let _ = self.finished.lock().take(key, unix_secs(now));
+    }
+
     /// Outcomes filed and not yet taken (tests, gauges).
     pub fn jobs_waiting(&self) -> usize {
         self.finished.lock().len()

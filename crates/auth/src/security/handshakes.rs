@@ -472,6 +472,21 @@ impl SecurityCore {
             Ok(a) => a,
             Err(rejection) => return self.fail_leg(leg, Scheme::Kerberos, rejection.reason),
         };
+        // MIT takes a ticket up to its clock skew past its end: an SA bounded by that end would
+        // be over before its first message (the final response unsigned, every request after it
+        // challenged).
+        if accepted.ticket_end.is_some_and(|end| end <= leg.now) {
+            return self.fail_leg(leg, Scheme::Kerberos, Reason::TicketExpired);
+        }
+        // Under version 4 an AP-REQ that completes the client's context (no AP-REP to send) comes
+        // signed (notes §6.1): unsigned, nothing ties the ticket to the request around it, and a
+        // captured AP-REQ carried any request as its owner's (the same rule as NTLM's final leg).
+        if self.config.version >= 4
+            && accepted.ap_rep.is_none()
+            && leg.presented.header.param("response").is_none()
+        {
+            return self.fail_leg(leg, Scheme::Kerberos, Reason::Unsigned);
+        }
         let mapped = match principal_to_identity(
             &accepted.client_principal,
             self.kerberos_domain.as_deref(),

@@ -64,7 +64,24 @@ pub(crate) fn kerberos_config(a: &AuthSettings) -> sagw_kerberos::KerberosConfig
     k.keytab = a.keytab.clone();
     k.realm = a.kerberos_realm.clone();
     k.max_clock_skew = a.kerberos_skew;
+    k.replay_cache = replay_cache(a, std::env::var_os("KRB5RCACHENAME").is_some());
     k
+}
+
+/// MIT's replay cache beside the credentials file, in the gateway's data directory, unless the
+/// environment names one (`KRB5RCACHENAME`). MIT's default is under `/var/tmp`, which the
+/// service's `PrivateTmp=yes` empties at every stop (and a container starts without): an AP-REQ
+/// captured before a restart was taken again after it, within the clock skew.
+fn replay_cache(a: &AuthSettings, named_by_environment: bool) -> Option<String> {
+    if named_by_environment {
+        return None;
+    }
+    let dir = a
+        .credentials
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    Some(format!("file2:{}", dir.join("krb5.rcache2").display()))
 }
 
 /// Whether Kerberos can be served: `Ok(None)` when no policy offers it, `Ok(Some(acceptor))`
@@ -428,6 +445,27 @@ pub(super) fn core_of(text: &str) -> (SecurityCore, PolicyRouter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Kerberos replay cache is kept with the gateway's data (which a service's restart
+    /// keeps), not under /var/tmp (which `PrivateTmp=yes` empties at every stop): an AP-REQ
+    /// captured before a restart must not be taken after it.
+    #[test]
+    fn the_kerberos_replay_cache_lives_beside_the_credentials_file() {
+        let a = crate::Config::parse("[auth]\ncredentials = \"/var/lib/sagw/sagw-data/users\"\n")
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        assert_eq!(
+            replay_cache(&a, false).as_deref(),
+            Some("file2:/var/lib/sagw/sagw-data/krb5.rcache2")
+        );
+        assert_eq!(replay_cache(&a, true), None, "KRB5RCACHENAME decides");
+        assert_eq!(
+            kerberos_config(&a).replay_cache.is_some(),
+            std::env::var_os("KRB5RCACHENAME").is_none()
+        );
+    }
 
     #[test]
     fn the_identity_caps_reach_the_core_and_are_bounded() {

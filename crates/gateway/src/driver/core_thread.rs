@@ -443,6 +443,7 @@ impl Core {
             },
             now,
         );
+        security.job_judged(&done.key, now.wall);
     }
 
     /// The admin API's question.
