@@ -48,6 +48,8 @@ fn aor(c: &Client) -> String {
 struct Edge {
     gw: Running,
     kam: Kamailio,
+    /// The clients' source address, when not 127.0.0.1 (which is Kamailio's).
+    clients_from: Option<std::net::IpAddr>,
 }
 
 /// None when Kamailio is not installed (and CI is not set): the test skips.
@@ -60,7 +62,11 @@ async fn edge(o: GwOptions<'_>) -> Option<Edge> {
         ..o
     })
     .await;
-    Some(Edge { gw, kam })
+    Some(Edge {
+        gw,
+        kam,
+        clients_from: None,
+    })
 }
 
 fn ntlm(user: &str) -> EndpointConfig {
@@ -72,7 +78,12 @@ impl Edge {
     /// Contact stored), signed by the gateway for the new SA, with an Expires. Returns the client
     /// and that 200.
     async fn sign_in(&self, kind: TransportKind, cfg: EndpointConfig) -> (Client, Message) {
-        let mut c = connect(&self.gw, kind, cfg).await;
+        let mut c = match self.clients_from {
+            Some(ip) => {
+                Client::connect_from(Some(ip), auth_support::addr(&self.gw, kind), kind, cfg).await
+            }
+            None => connect(&self.gw, kind, cfg).await,
+        };
         let who = format!("{} over {kind:?}", aor(&c));
         let (r, seen) = c.sign_in().await;
         let done = r.unwrap_or_else(|f| panic!("{who}: sign-in failed: {f}\n{}", c.trace()));
@@ -777,4 +788,34 @@ async fn ended_sa_gets_480_not_an_unsigned_request() {
         seen.last().map(text).unwrap_or_default()
     );
     assert!(verified(&done.signature), "{done:?}");
+}
+
+/// Kamailio reached over TCP, as docs/deployment.md sets it up: its requests for the gateway's
+/// clients (bob's IM, calls, BYEs) come over a connection it opens itself, from an ephemeral
+/// port, which is a server's only by `trusted_peers`. Without it (the deployment guide's example
+/// before), every request Kamailio sent a client was challenged 407, and the client got nothing.
+/// The clients connect from 127.0.0.2: 127.0.0.1 is Kamailio's, and trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_im_and_calls_with_kamailio_over_tcp() {
+    let Some(kam) = kamailio_support::kamailio() else {
+        return;
+    };
+    let hops = [format!("tcp:127.0.0.1:{}", kam.port)];
+    let gw = gateway(GwOptions {
+        mode: "edge",
+        next_hops: &hops,
+        proxy_extra: "trusted_peers = [\"127.0.0.1\"]",
+        ..GwOptions::default()
+    })
+    .await;
+    let e = Edge {
+        gw,
+        kam,
+        clients_from: Some([127, 0, 0, 2].into()),
+    };
+    let (a, _) = e.sign_in(TransportKind::Tcp, ntlm("alice")).await;
+    let (b, _) = e.sign_in(TransportKind::Tcp, ntlm("bob")).await;
+    im_and_calls(&e, a, b)
+        .await
+        .assert_clean("NTLM over TCP, Kamailio over TCP");
 }

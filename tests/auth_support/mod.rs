@@ -70,6 +70,8 @@ pub struct GwOptions<'a> {
     pub nameserver: Option<SocketAddr>,
     /// `[tls] next_hop_ca`, for `tls:` next hops.
     pub next_hop_ca: Option<PathBuf>,
+    /// More `[proxy]` lines.
+    pub proxy_extra: &'a str,
 }
 
 impl Default for GwOptions<'_> {
@@ -90,6 +92,7 @@ impl Default for GwOptions<'_> {
             auth_extra: "",
             nameserver: None,
             next_hop_ca: None,
+            proxy_extra: "",
         }
     }
 }
@@ -152,6 +155,7 @@ generated_dir = "{dir}"
 [proxy]
 mode = "{mode}"
 next_hops = [{next_hops}]
+{proxy_extra}
 [timers]
 t1_ms = 50
 t2_ms = 400
@@ -176,6 +180,7 @@ kerberos_keytab = "{keytab}"
         version = o.version,
         mode = o.mode,
         auth_extra = o.auth_extra,
+        proxy_extra = o.proxy_extra,
         next_hop_ca = o
             .next_hop_ca
             .as_ref()

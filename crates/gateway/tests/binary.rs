@@ -47,6 +47,11 @@ fn signal(child: &std::process::Child, sig: &str) {
 /// A gateway on one TCP port of loopback, JSON logs at info, no metrics, no authentication.
 const TCP_ONLY_JSON: &str = "[log]\nlevel = \"info\"\nformat = \"json\"\n[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[metrics]\nlisten = \"\"\n[auth]\nenabled = false\n";
 
+/// A warning of another test's concern than the spoofable-trust test's.
+fn is_another_warning(line: &str) -> bool {
+    line.contains("authentication is disabled") || line.contains("is not in proxy.trusted_peers")
+}
+
 /// What `sagw check-config` writes on standard error for `cfg` (its warnings), which it accepts.
 fn check_config_warnings(cfg: &std::path::Path) -> String {
     let out = Command::new(BIN)
@@ -196,10 +201,11 @@ fn trust_by_a_spoofable_udp_source_address_is_warned_about() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    // Besides the one about authentication being off on listeners open to all (below).
+    // Besides the one about authentication being off on listeners open to all (below), and the
+    // one about a TCP next hop not in trusted_peers (its own test).
     let warnings: Vec<&str> = err
         .lines()
-        .filter(|l| l.contains("warning") && !l.contains("authentication is disabled"))
+        .filter(|l| l.contains("warning") && !is_another_warning(l))
         .collect();
     assert_eq!(warnings.len(), 2, "{err}");
     let peer = warnings
@@ -216,9 +222,14 @@ fn trust_by_a_spoofable_udp_source_address_is_warned_about() {
         .expect("hop warned");
     assert!(hop.contains("next_hops") && hop.contains("tls"), "{hop}");
     assert!(
-        !err.contains("192.0.2.11"),
-        "a TCP next hop is not warned about: {err}"
+        !warnings.iter().any(|l| l.contains("192.0.2.11")),
+        "a TCP next hop is not spoofable: {err}"
     );
+    let tcp_hop = err
+        .lines()
+        .find(|l| l.contains("tcp:192.0.2.11:5060 is not in proxy.trusted_peers"))
+        .unwrap_or_else(|| panic!("a TCP next hop outside trusted_peers, in edge mode: {err}"));
+    assert!(tcp_hop.contains("challenged"), "{tcp_hop}");
 
     // Servers over TCP only and no UDP listener: nothing to forge.
     std::fs::write(
@@ -236,7 +247,7 @@ fn trust_by_a_spoofable_udp_source_address_is_warned_about() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.lines()
-            .any(|l| l.contains("warning") && !l.contains("authentication is disabled")),
+            .any(|l| l.contains("warning") && !is_another_warning(l)),
         "{err}"
     );
 
@@ -670,4 +681,23 @@ fn check_config_leaves_a_generated_certificate_as_it_is() {
         before,
         "the key was left as it was"
     );
+}
+
+/// A TCP next hop in edge mode is warned about until its address is a trusted peer: a server
+/// that sends the clients' requests over a connection of its own is challenged otherwise (what
+/// tests/edge_registrar.rs shows with Kamailio).
+#[test]
+fn a_tcp_next_hop_outside_trusted_peers_is_warned_about_in_edge_mode() {
+    let cfg = temp("tcp_hop.toml");
+    let base = "[listen]\nudp = \"\"\ntcp = \"127.0.0.1:0\"\ntls = \"\"\n[proxy]\nmode = \"edge\"\nnext_hops = [\"tcp:192.0.2.11:5060\"]\n";
+    std::fs::write(&cfg, base).unwrap();
+    let err = check_config_warnings(&cfg);
+    assert!(
+        err.contains("tcp:192.0.2.11:5060 is not in proxy.trusted_peers"),
+        "{err}"
+    );
+    std::fs::write(&cfg, format!("{base}trusted_peers = [\"192.0.2.11\"]\n")).unwrap();
+    let err = check_config_warnings(&cfg);
+    assert!(!err.contains("is not in proxy.trusted_peers"), "{err}");
+    let _ = std::fs::remove_file(&cfg);
 }

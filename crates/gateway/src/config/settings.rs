@@ -213,6 +213,35 @@ impl Settings {
             )
             .chain(directory)
             .chain(self.open_without_authentication())
+            .chain(self.tcp_next_hops_not_trusted())
+            .collect()
+    }
+
+    /// Edge mode with a next hop reached over TCP whose address is not a trusted peer: a server
+    /// such as Kamailio (default `tcp_reuse_port = no`) sends the requests for the gateway's
+    /// clients (IMs, calls, BYEs, NOTIFYs, through their Path) over a connection it opens itself,
+    /// from an ephemeral port, which only `trusted_peers` makes a server's: without it every one
+    /// of them was challenged and no client received anything.
+    fn tcp_next_hops_not_trusted(&self) -> Vec<String> {
+        if self.mode != Mode::Edge {
+            return Vec::new();
+        }
+        self.next_hops
+            .iter()
+            .filter(|h| h.transport == Transport::Tcp)
+            .filter(|h| {
+                !self
+                    .trusted_peers
+                    .iter()
+                    .any(|p| p.to_canonical() == h.addr.ip().to_canonical())
+            })
+            .map(|h| {
+                format!(
+                    "proxy.next_hops: tcp:{} is not in proxy.trusted_peers: the requests it sends your clients over a connection of its own (Kamailio's default) are challenged, and clients receive no IM, call or BYE; add \"{}\" to proxy.trusted_peers (no client may share that address)",
+                    h.addr,
+                    h.addr.ip()
+                )
+            })
             .collect()
     }
 
