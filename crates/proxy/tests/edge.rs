@@ -1250,10 +1250,12 @@ fn a_clients_out_of_dialog_request_does_not_follow_another_clients_token() {
         .expect("Record-Route")
         .to_owned();
     let mallory = flow(7, Transport::Tcp, "198.51.100.7:40007");
+    // His route set as a dialog's would be: this gateway's entry on his side first (its token,
+    // were there one, names his own flow and is not followed), then alice's.
     let message = |branch: &str, call_id: &str, to_tag: &str| {
         format!(
             "MESSAGE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.7:40007;branch={branch}\r\n\
-Route: {alices_token}\r\nMax-Forwards: 70\r\nFrom: <sip:mallory@example.com>;tag=m;epid=em\r\n\
+Route: <sip:{GW}:5060;transport=tcp;lr>\r\nRoute: {alices_token}\r\nMax-Forwards: 70\r\nFrom: <sip:mallory@example.com>;tag=m;epid=em\r\n\
 To: <sip:alice@example.com>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
 Authorization: NTLM x\r\nContent-Length: 0\r\n\r\n"
         )
@@ -3064,4 +3066,39 @@ Call-ID: sf-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         .filter_map(|s| s.msg.status_code())
         .collect();
     assert_eq!(invite_finals, [486], "{sent:?}");
+}
+
+/// alice called through the registrar behind the gateway, then her connection was replaced (she
+/// reconnected, the gateway restarted, her NAT gave her another port). Her BYE carries the route
+/// set of the call, whose first entry of ours is her own side, with her old connection's token:
+/// not followed. Before, the BYE went back to her old connection (430, the far end never hung up).
+#[test]
+fn a_clients_in_dialog_request_after_it_reconnected_goes_to_the_far_end() {
+    let (mut h, registrar) = edge_behind_registrar();
+    let sent = h.feed(alice(), &invite("z9hG4bKrc1", "bob", 70));
+    let fwd = sent_request(&sent, "INVITE");
+    let ok = answer(&fwd, 200, "OK");
+    let sent = h.feed_msg(registrar, ok);
+    let ok = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code() == Some(200))
+        .expect("the 200 reaches alice")
+        .msg
+        .clone();
+    let rr: Vec<String> = ok.header_all("Record-Route").map(str::to_owned).collect();
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    // Her route set: the Record-Route reversed; her own side first.
+    let route = format!("Route: {}\r\nRoute: {}\r\n", rr[1], rr[0]);
+    let again = flow(11, Transport::Tcp, "198.51.100.1:40011");
+    let bye = format!(
+        "BYE sip:bob@10.0.0.6:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKrc2\r\n{route}\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1;epid=ea\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+Call-ID: call-1\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(again, &bye);
+    let out = sent
+        .iter()
+        .find(|s| s.msg.method() == Some("BYE"))
+        .unwrap_or_else(|| panic!("the BYE goes on: {sent:?}"));
+    assert_eq!(out.to.addr(), registrar.remote, "to the far end's side");
 }

@@ -241,6 +241,13 @@ impl Edge {
         let may_follow_tokens = !from_client || msg.to().is_some_and(|t| t.tag().is_some());
         let mut token_flow = None;
         let mut policy = policy;
+        // A client's first Route entry of ours is its own side of the dialog (the caller's
+        // route set is the Record-Route reversed, the callee's in order, and this gateway wrote
+        // its two entries one per side): its token names where the client was, not where the
+        // request goes. Followed, a client that had reconnected (a new connection, the gateway
+        // restarted, a NAT's new port) sent its BYE or re-SUBSCRIBE back to its own old flow,
+        // and never to the far end, when the far side's entry carries no token (a server's).
+        let mut own_entry = from_client;
         while let Some(r) = top_route(msg) {
             let Ok(na) = parse_name_addr(r) else { break };
             let Some(uri) = SipUri::parse(na.uri) else {
@@ -251,7 +258,9 @@ impl Edge {
             }
             // A token naming the flow the request came in on changes nothing: its MAC is checked
             // only when it names another flow.
+            let own = std::mem::take(&mut own_entry);
             if let Some(u) = uri.user
+                && !own
                 && may_follow_tokens
                 && flow_token_claim(u)
                     .is_some_and(|f| !(f.id == inflow.id && f.remote == inflow.remote))
