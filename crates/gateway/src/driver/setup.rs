@@ -252,7 +252,7 @@ async fn start_inner(
         wake: wake.clone(),
         runtime: tokio::runtime::Handle::current(),
         flows: Mutex::new(FlowTable::default()),
-        next_flow: AtomicU64::new(1),
+        next_flow: AtomicU64::new(first_connection_seq()),
         connections: AtomicUsize::new(0),
         per_ip,
         shutdown: shutdown_rx,
@@ -769,6 +769,25 @@ fn join_pool(
     }
 }
 
+/// Where this run's connection counter starts: anywhere below 2^40 (never 0, a UDP socket's). Flow
+/// tokens outlive a restart (their key is the pool key's), and they name a connection by its
+/// counter and its peer's address and port: counted from 1 at every start, the k-th connection
+/// after a restart from the address and port alice's k-th had (a load balancer's, say) took the
+/// requests a registrar still routed by her old Path, signed for her.
+fn first_connection_seq() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let drawn = ring::rand::SystemRandom::new().fill(&mut b).is_ok();
+    let seq = if drawn {
+        u64::from_le_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    };
+    (seq & ((1 << 40) - 1)).max(1)
+}
+
 /// Starts the core thread, pinned as `proxy.core_cpu` says. The receiver learns how the thread
 /// ended, a panic included: `Running::stopped` and `shutdown` wait on it, and a gateway whose core
 /// panicked stops instead of accepting connections it no longer serves.
@@ -997,4 +1016,21 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_connection_seq;
+
+    /// Each run counts its connections from its own random place below 2^40, never 0 (a UDP
+    /// socket's): two runs do not number their connections alike.
+    #[test]
+    fn each_run_numbers_its_connections_from_its_own_place() {
+        let runs: Vec<u64> = (0..8).map(|_| first_connection_seq()).collect();
+        assert!(runs.iter().all(|s| (1..1 << 40).contains(s)), "{runs:?}");
+        let mut distinct = runs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), runs.len(), "{runs:?}");
+    }
 }
