@@ -3102,3 +3102,27 @@ Call-ID: call-1\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n"
         .unwrap_or_else(|| panic!("the BYE goes on: {sent:?}"));
     assert_eq!(out.to.addr(), registrar.remote, "to the far end's side");
 }
+
+/// The Path says `ob` (RFC 5626: this edge keeps the flow alive with the client's keep-alives)
+/// for clients over a stream, whose CRLF pings it answers, not over UDP, where keep-alives are
+/// STUN, which it does not answer.
+#[test]
+fn the_path_says_ob_only_for_clients_over_a_stream() {
+    let (mut h, registrar) = edge_behind_registrar();
+    for (f, ob) in [(alice(), true), (bob(), false)] {
+        let t = f.transport.via_token();
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{t} 10.0.0.5;branch=z9hG4bKob{}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:u@example.com>;tag=o\r\nTo: <sip:u@example.com>\r\n\
+Call-ID: ob-{}\r\nCSeq: 1 REGISTER\r\nContact: <sip:u@10.0.0.5>\r\nContent-Length: 0\r\n\r\n",
+            f.id.0, f.id.0
+        );
+        let sent = h.feed(f, &reg);
+        let out = sent
+            .iter()
+            .find(|s| s.to.addr() == registrar.remote)
+            .expect("to the registrar");
+        let path = out.msg.header("Path").expect("Path");
+        assert_eq!(path.contains(";ob"), ob, "{:?}: {path}", f.transport);
+    }
+}

@@ -336,7 +336,16 @@ impl Edge {
             out.remove_header("Path");
             if self.cfg.mode == Mode::Edge {
                 let token = self.ids.flow_token(&upstream, upstream_endpoint);
-                let path = self.our_uri(out_transport, Some(&token), ";ob");
+                // `ob` (RFC 5626 §5.1) says this edge keeps the client's flow alive with the
+                // keep-alives the client sends: CRLF pings over a stream, which it answers. Over
+                // UDP they are STUN, which it does not answer: a client told `ob` found its flow
+                // failed at every keep-alive and registered again and again.
+                let ob = if upstream.transport.is_reliable() {
+                    ";ob"
+                } else {
+                    ""
+                };
+                let path = self.our_uri(out_transport, Some(&token), ob);
                 push_on_top(&mut out, "Path", &path);
             }
         }
