@@ -543,6 +543,16 @@ fn kerberos_bad_tokens_are_challenged_with_a_reason() {
     let _ = Duration::ZERO;
 }
 
+/// alice's REGISTER carrying a new AP-REQ for the AES service (`mutual` authentication asked or
+/// not), signed when `signed`: what a client sends on the Kerberos leg.
+fn alice_ap_req_register(k: &kdc::TestKdc, mutual: bool, signed: bool) -> Message {
+    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
+    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), mutual).expect("AP-REQ");
+    let mut c = KrbClient::new(session, kdc::AES_FQDN);
+    let text = c.request("REGISTER");
+    c.credentials(&text, Some(&ap_req), signed)
+}
+
 /// Under version 4 an AP-REQ that completes the client's context (no mutual authentication, no
 /// AP-REP) comes in a signed request (notes §6.1): without the signature nothing ties the ticket
 /// to the request around it, and whoever captured a victim's AP-REQ (a server the victim's
@@ -556,20 +566,13 @@ fn an_unsigned_ap_req_that_needs_no_ap_rep_is_refused_under_version_4() {
     };
     let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
     let mut rng = rng();
-    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
-    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient::new(session, kdc::AES_FQDN);
-    let text = c.request("REGISTER");
-    let m = c.credentials(&text, Some(&ap_req), false);
+    let m = alice_ap_req_register(k, false, false);
     match decide(&core, &m, SystemTime::now(), &mut rng) {
         Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::Unsigned)),
         other => panic!("an unsigned AP-REQ was taken: {other:?}"),
     }
     // Mutual: the client has no key to sign with until the AP-REP; taken unsigned.
-    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), true).expect("AP-REQ");
-    let mut c = KrbClient::new(session, kdc::AES_FQDN);
-    let text = c.request("REGISTER");
-    let m = c.credentials(&text, Some(&ap_req), false);
+    let m = alice_ap_req_register(k, true, false);
     assert!(
         matches!(
             decide(&core, &m, SystemTime::now(), &mut rng),
@@ -590,11 +593,7 @@ fn an_outcome_its_request_did_not_take_is_not_left_for_another() {
     };
     let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab).with_kerberos_offload();
     let mut rng = rng();
-    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
-    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient::new(session, kdc::AES_FQDN);
-    let text = c.request("REGISTER");
-    let m = c.credentials(&text, Some(&ap_req), true);
+    let m = alice_ap_req_register(k, false, true);
     let now = SystemTime::now();
     let Decision::Deferred(job) = core.on_request(&m, &ctx(), now, &mut rng) else {
         panic!("offloaded");
@@ -623,11 +622,7 @@ fn a_ticket_past_its_end_makes_no_sa() {
     };
     let core = core_for(k, kdc::AES_FQDN, &k.aes_keytab);
     let mut rng = rng();
-    let ccache = k.kinit(kdc::ALICE, kdc::ALICE_PW, None);
-    let (ap_req, session) = initiate(kdc::AES_FQDN, Some(&ccache), false).expect("AP-REQ");
-    let mut c = KrbClient::new(session, kdc::AES_FQDN);
-    let text = c.request("REGISTER");
-    let m = c.credentials(&text, Some(&ap_req), true);
+    let m = alice_ap_req_register(k, false, true);
     let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
     match decide(&core, &m, later, &mut rng) {
         Decision::Challenge(ch) => assert_eq!(ch.cause, Some(Reason::TicketExpired)),

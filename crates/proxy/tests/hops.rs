@@ -615,6 +615,18 @@ fn udp_clients_each_have_their_own_share_of_waiting_requests() {
     assert_eq!(h.resolves.len(), 65);
 }
 
+/// Two UDP next hops, and alice's INVITE (branch and Call-ID from `tag`).
+fn two_hops_and_an_invite(tag: &str) -> (H, String) {
+    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
+    cfg.next_hops = vec![hop(HOP1), hop(HOP2)];
+    let invite = format!(
+        "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bK{tag}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
+Call-ID: {tag}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n"
+    );
+    (H::new(cfg), invite)
+}
+
 /// An INVITE the first next hop did not answer in time (fail-over) goes to the second; the first
 /// answering late is dealt with here, not relayed beside the second's answers: its 180 gets a
 /// CANCEL (the callee it reached stops ringing), its 487 an ACK, and the caller hears only the
@@ -623,12 +635,8 @@ fn udp_clients_each_have_their_own_share_of_waiting_requests() {
 /// and its branch could not be cancelled.
 #[test]
 fn a_next_hop_given_up_for_the_next_one_is_cancelled_when_it_answers_late() {
-    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
-    cfg.next_hops = vec![hop(HOP1), hop(HOP2)];
-    let mut h = H::new(cfg);
-    let invite = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfo1\r\n\
-Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
-Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let (mut h, invite) = two_hops_and_an_invite("fo1");
+    let invite = invite.as_str();
     // The request as sent to hop 1.
     let sent_to_hop1 = |sent: &[Sent]| {
         sent.iter()
@@ -686,13 +694,8 @@ Call-ID: fo1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Lengt
 /// hop's 486 was held for it for good, and the transaction with it.
 #[test]
 fn the_next_hops_answer_is_not_held_for_the_hop_given_up() {
-    let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
-    cfg.next_hops = vec![hop(HOP1), hop(HOP2)];
-    let mut h = H::new(cfg);
-    let invite = "INVITE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKfo3\r\n\
-Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\n\
-Call-ID: fo3\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
-    h.feed(alice(), invite);
+    let (mut h, invite) = two_hops_and_an_invite("fo3");
+    h.feed(alice(), &invite);
     let sent = h.advance(Duration::from_millis(4100));
     let to_hop2 = sent
         .iter()
