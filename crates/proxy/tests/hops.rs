@@ -615,6 +615,16 @@ fn udp_clients_each_have_their_own_share_of_waiting_requests() {
     assert_eq!(h.resolves.len(), 65);
 }
 
+/// Past the fail-over timer: the INVITE as sent to hop 2.
+fn failed_over_to_hop2(h: &mut H) -> Message {
+    let sent = h.advance(Duration::from_millis(4100));
+    sent.iter()
+        .find(|s| s.to.addr() == HOP2.parse().unwrap() && s.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("failed over: {sent:?}"))
+        .msg
+        .clone()
+}
+
 /// Two UDP next hops, and alice's INVITE (branch and Call-ID from `tag`).
 fn two_hops_and_an_invite(tag: &str) -> (H, String) {
     let mut cfg = EdgeConfig::new(local(), Secret::new([7; 32]));
@@ -646,13 +656,7 @@ fn a_next_hop_given_up_for_the_next_one_is_cancelled_when_it_answers_late() {
             .clone()
     };
     let to_hop1 = sent_to_hop1(&h.feed(alice(), invite));
-    let sent = h.advance(Duration::from_millis(4100));
-    let to_hop2 = sent
-        .iter()
-        .find(|s| s.to.addr() == HOP2.parse().unwrap() && s.msg.method() == Some("INVITE"))
-        .unwrap_or_else(|| panic!("failed over: {sent:?}"))
-        .msg
-        .clone();
+    let to_hop2 = failed_over_to_hop2(&mut h);
     let to_alice = |sent: &[Sent]| -> Vec<u16> {
         sent.iter()
             .filter(|s| s.to == Target::Flow(alice()))
@@ -696,13 +700,7 @@ fn a_next_hop_given_up_for_the_next_one_is_cancelled_when_it_answers_late() {
 fn the_next_hops_answer_is_not_held_for_the_hop_given_up() {
     let (mut h, invite) = two_hops_and_an_invite("fo3");
     h.feed(alice(), &invite);
-    let sent = h.advance(Duration::from_millis(4100));
-    let to_hop2 = sent
-        .iter()
-        .find(|s| s.to.addr() == HOP2.parse().unwrap() && s.msg.method() == Some("INVITE"))
-        .unwrap_or_else(|| panic!("failed over: {sent:?}"))
-        .msg
-        .clone();
+    let to_hop2 = failed_over_to_hop2(&mut h);
     let sent = h.answer(hop(HOP2), &to_hop2, 486);
     let finals: Vec<u16> = sent
         .iter()
