@@ -3126,3 +3126,39 @@ Call-ID: ob-{}\r\nCSeq: 1 REGISTER\r\nContact: <sip:u@10.0.0.5>\r\nContent-Lengt
         assert_eq!(path.contains(";ob"), ob, "{:?}: {path}", f.transport);
     }
 }
+
+/// Two devices challenge the forked INVITE (a 401 and a 407, each its own realm): the 401 that
+/// goes to the caller carries both challenges (RFC 3261 §16.7 step 7, a MUST), so that the caller
+/// can answer both. Before, one device's challenge was lost.
+#[test]
+fn the_challenges_of_every_branch_go_up_together() {
+    let (mut h, d1, d2) = two_devices();
+    let (to_d1, to_d2) = fork_invite(&mut h, "z9hG4bKch1");
+    let challenged = |req: &Message, code: u16, name: &str, realm: &str| {
+        let mut r = answer(req, code, "Unauthorized");
+        r.push_header(
+            name,
+            &format!("Digest realm=\"{realm}\", nonce=\"n\", qop=\"auth\""),
+        );
+        r
+    };
+    h.feed_msg(
+        d2,
+        challenged(&to_d2, 407, "Proxy-Authenticate", "d2.example.com"),
+    );
+    let sent = h.feed_msg(
+        d1,
+        challenged(&to_d1, 401, "WWW-Authenticate", "d1.example.com"),
+    );
+    let up = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code().is_some_and(|c| c >= 400))
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(up.msg.status_code(), Some(401));
+    let www: Vec<&str> = up.msg.header_all("WWW-Authenticate").collect();
+    let proxy: Vec<&str> = up.msg.header_all("Proxy-Authenticate").collect();
+    assert_eq!(www.len(), 1, "{www:?}");
+    assert!(www[0].contains("d1.example.com"));
+    assert_eq!(proxy.len(), 1, "{proxy:?}");
+    assert!(proxy[0].contains("d2.example.com") && proxy[0].contains("qop=\"auth\""));
+}

@@ -84,6 +84,9 @@ pub(super) struct ServerTx {
     pub(super) branches: Vec<String>,
     /// The best non-2xx final response of the finished branches (RFC 3261 §16.7 step 6).
     pub(super) best: Option<Message>,
+    /// The challenges (`WWW-Authenticate`, `Proxy-Authenticate`) of the branches' 401 and 407
+    /// answers other than `best`: a 401 or 407 sent upstream carries them all (§16.7 step 7).
+    pub(super) challenges: Vec<(&'static str, String)>,
     pub(super) started: Instant,
     /// To tag of the responses made here, made on first use: a proxied transaction whose
     /// responses all come from downstream never needs one.
@@ -145,6 +148,7 @@ impl ServerTx {
             last_response: None,
             branches: Vec::new(),
             best: None,
+            challenges: Vec::new(),
             started,
             to_tag: None,
             loop_hash,
@@ -586,13 +590,24 @@ impl Edge {
             .best
             .as_ref()
             .is_none_or(|b| final_rank(code) < final_rank(b.status_code().unwrap_or(699)));
-        if better {
-            st.best = Some(resp);
+        // The challenges of whichever 401/407 is not kept.
+        let set_aside = if better {
+            st.best.replace(resp)
+        } else {
+            Some(resp)
+        };
+        if let Some(other) = set_aside {
+            keep_challenges(&mut st.challenges, &other);
         }
         if pending && code < 600 {
             return;
         }
-        if let Some(best) = st.best.take() {
+        if let Some(mut best) = st.best.take() {
+            if matches!(best.status_code(), Some(401 | 407)) {
+                for (name, value) in std::mem::take(&mut st.challenges) {
+                    best.push_header(name, &value);
+                }
+            }
             self.send_upstream(sk, best, now);
         }
     }
@@ -685,6 +700,22 @@ impl Edge {
                 .answered(ack_key, &msg, &up, note, now.mono, expires, cap);
         }
         self.emit_response(Target::Flow(up), msg, None, note.as_ref(), now);
+    }
+}
+
+/// The challenges of a 401 or 407 answer, kept for the one that goes upstream: at most 16 (a
+/// request forks to a few devices; a branch answering with many challenges gets no more room).
+fn keep_challenges(kept: &mut Vec<(&'static str, String)>, resp: &Message) {
+    if !matches!(resp.status_code(), Some(401 | 407)) {
+        return;
+    }
+    for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+        // Whole lines: a challenge's parameters have commas of their own.
+        for value in resp.header_all(name) {
+            if kept.len() < 16 {
+                kept.push((name, value.to_owned()));
+            }
+        }
     }
 }
 
