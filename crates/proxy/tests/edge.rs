@@ -492,7 +492,9 @@ fn next_hop_fail_over_then_503() {
 }
 
 /// A MESSAGE no next hop answers: every hop tried, then the transaction ends unanswered (no 408
-/// to a non-INVITE, RFC 4320 §4.2: the client's own Timer F ends it).
+/// to a non-INVITE, RFC 4320 §4.2: the client's own Timer F ends it). From a UDP client it is kept
+/// for Timer J, so that the client's retransmissions are not forwarded again; from a stream
+/// client it goes at once. Neither holds a drain up.
 #[test]
 fn silent_next_hop_fails_over_then_the_message_ends_unanswered() {
     let mut cfg = EdgeConfig::new(local(), Secret::new([5; 32]));
@@ -503,11 +505,12 @@ fn silent_next_hop_fails_over_then_the_message_ends_unanswered() {
             addr: a.parse().unwrap(),
         })
         .collect();
-    let mut h = H::new(cfg);
-    let msg = "MESSAGE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKs1\r\n\
+    let mut h = H::new(cfg.clone());
+    let carol = flow(0, Transport::Udp, "198.51.100.3:5062");
+    let msg = "MESSAGE sip:carol@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKs1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:carol@example.com>\r\nCall-ID: s1\r\n\
 CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
-    let sent = h.feed(alice(), msg);
+    let sent = h.feed(carol, msg);
     assert_eq!(sent.len(), 1);
     // Retransmissions at 0.5, 1.5, 3.5 s; fail-over at 4 s.
     let sent = h.advance(Duration::from_millis(4001));
@@ -520,20 +523,31 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         sent.last().unwrap().to.addr(),
         "203.0.113.2:5060".parse().unwrap()
     );
-    // The last hop gets the full 64*T1, then nothing goes to alice.
+    // The last hop gets the full 64*T1, then nothing goes to the client.
     let sent = h.advance(Duration::from_secs(32));
     assert!(
-        !sent.iter().any(|s| s.to == Target::Flow(alice())),
+        !sent.iter().any(|s| s.to == Target::Flow(carol)),
         "{sent:?}"
     );
-    // alice's retransmission meanwhile is taken for one: not forwarded again.
-    let again = h.feed(alice(), msg);
+    assert_eq!(
+        h.edge.transactions_in_progress(),
+        0,
+        "a drain waits for nothing"
+    );
+    // Its retransmission meanwhile is taken for one: not forwarded again.
+    let again = h.feed(carol, msg);
     assert!(again.is_empty(), "{again:?}");
     // The transaction lasts Timer J's time; the last hop's branch waits one Timer B more for a
     // late answer (`detach_branch`).
     h.advance(Duration::from_secs(33));
     assert_eq!(h.edge.stats().server_transactions, 0);
     assert_eq!(h.edge.stats().client_transactions, 0);
+
+    // From a stream client: gone as soon as it is given up.
+    let mut h = H::new(cfg);
+    h.feed(alice(), &msg.replace("SIP/2.0/UDP", "SIP/2.0/TCP"));
+    h.advance(Duration::from_secs(37));
+    assert_eq!(h.edge.stats().server_transactions, 0);
 }
 
 #[test]
@@ -3161,4 +3175,42 @@ fn the_challenges_of_every_branch_go_up_together() {
     assert!(www[0].contains("d1.example.com"));
     assert_eq!(proxy.len(), 1, "{proxy:?}");
     assert!(proxy[0].contains("d2.example.com") && proxy[0].contains("qop=\"auth\""));
+}
+
+/// The same when the request ends with a branch that never answers (a MESSAGE to a device gone
+/// silent): the 401 that goes up at its timeout carries the other challenges too.
+#[test]
+fn the_challenges_go_up_together_after_a_silent_branch_too() {
+    let (mut h, d1, d2) = two_devices();
+    let d3 = flow(4, Transport::Udp, "198.51.100.10:5070");
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6;branch=z9hG4bKd3\r\n\
+From: <sip:bob@example.com>;tag=d3;epid=b3\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-b3\r\n\
+CSeq: 3 REGISTER\r\nContact: <sip:bob@10.0.0.6:3>\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(h.feed(d3, reg)[0].msg.status_code(), Some(200));
+    let msg = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5;branch=z9hG4bKch2\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: ch-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = h.feed(alice(), msg);
+    let to = |f: Flow| {
+        sent.iter()
+            .find(|s| s.to == Target::Flow(f))
+            .expect("a branch")
+            .msg
+            .clone()
+    };
+    let (to_d1, to_d2) = (to(d1), to(d2));
+    let mut r1 = answer(&to_d1, 401, "Unauthorized");
+    r1.push_header("WWW-Authenticate", "Digest realm=\"d1\", nonce=\"n\"");
+    let mut r2 = answer(&to_d2, 407, "Proxy Authentication Required");
+    r2.push_header("Proxy-Authenticate", "Digest realm=\"d2\", nonce=\"n\"");
+    h.feed_msg(d1, r1);
+    h.feed_msg(d2, r2);
+    // d3 stays silent: its branch ends at Timer F.
+    let sent = h.advance(Duration::from_secs(40));
+    let up = sent
+        .iter()
+        .find(|s| s.to == Target::Flow(alice()) && s.msg.status_code().is_some_and(|c| c >= 400))
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(up.msg.status_code(), Some(401));
+    assert_eq!(up.msg.header_all("Proxy-Authenticate").count(), 1);
 }

@@ -602,14 +602,25 @@ impl Edge {
         if pending && code < 600 {
             return;
         }
-        if let Some(mut best) = st.best.take() {
-            if matches!(best.status_code(), Some(401 | 407)) {
-                for (name, value) in std::mem::take(&mut st.challenges) {
-                    best.push_header(name, &value);
-                }
+        self.send_best(sk, now);
+    }
+
+    /// Sends the best final answer kept for `sk` upstream, a 401 or 407 with the other branches'
+    /// challenges (§16.7 step 7); false when there is none.
+    fn send_best(&mut self, sk: &str, now: Now) -> bool {
+        let Some(st) = self.server.get_mut(sk) else {
+            return false;
+        };
+        let Some(mut best) = st.best.take() else {
+            return false;
+        };
+        if matches!(best.status_code(), Some(401 | 407)) {
+            for (name, value) in std::mem::take(&mut st.challenges) {
+                best.push_header(name, &value);
             }
-            self.send_upstream(sk, best, now);
         }
+        self.send_upstream(sk, best, now);
+        true
     }
 
     /// A branch of a non-INVITE request ended without a final response (a timeout): no 408 is
@@ -620,20 +631,26 @@ impl Edge {
         if self.other_pending(sk, ct_key) {
             return;
         }
-        match self.server.get_mut(sk).and_then(|st| st.best.take()) {
-            Some(best) => self.send_upstream(sk, best, now),
-            None => self.end_unanswered(sk, now),
+        if !self.send_best(sk, now) {
+            self.end_unanswered(sk, now);
         }
     }
 
-    /// A non-INVITE that no branch answered: kept for Timer J's time, unanswered, so that the
-    /// client's retransmissions meanwhile are taken as what they are (before, the transaction
-    /// went at once and a retransmission was forwarded again as a new request).
+    /// A non-INVITE that no branch answered: completed without an answer, and kept for Timer
+    /// J's time over UDP, so that the client's retransmissions meanwhile are taken as what they
+    /// are (before, the transaction went at once and a retransmission was forwarded again as a
+    /// new request); over a stream no retransmission comes (Timer J is 0), and it goes now. Not
+    /// in progress either way: a drain does not wait for it.
     pub(super) fn end_unanswered(&mut self, sk: &str, now: Now) {
         let timeout = self.cfg.timers.timeout();
         let Some(st) = self.server.get_mut(sk) else {
             return;
         };
+        if st.upstream.transport.is_reliable() {
+            self.close_server(sk);
+            return;
+        }
+        st.state = ServerState::Completed;
         st.hops.clear();
         st.forward = None;
         st.epoch += 1;
