@@ -64,7 +64,7 @@ impl StateSetup {
     /// Loads (or creates) the pool key and, for a pool, opens the store and checks that the pool
     /// shares this key. A store that cannot be reached does not stop the start: the gateway
     /// serves from memory and joins the pool when the store is back.
-    pub async fn open(s: &StateSettings, node: &str) -> Result<StateSetup, StateError> {
+    pub async fn open(s: &StateSettings) -> Result<StateSetup, StateError> {
         let instance = instance_id();
         let key =
             PoolKey::load_or_create(&s.key_file).map_err(|e| StateError::Key(e.to_string()))?;
@@ -96,10 +96,7 @@ impl StateSetup {
                 };
                 let store = Store::open(&cfg).map_err(|e| err(e.to_string()))?;
                 match store.check_pool_key(&key.fingerprint()).await {
-                    Ok(()) => {
-                        info!(store = %shown, cluster, "state shared through Redis");
-                        hold_node(&store, node, &instance).await?;
-                    }
+                    Ok(()) => info!(store = %shown, cluster, "state shared through Redis"),
                     Err(e @ (StoreError::KeyMismatch { .. } | StoreError::Auth(_))) => {
                         return Err(err(e.to_string()));
                     }
@@ -117,6 +114,14 @@ impl StateSetup {
             snapshot,
             instance,
         })
+    }
+
+    /// Takes `node` for this run in the pool's store (nothing without one): see [`hold_node`].
+    pub async fn hold_node(&self, node: &str) -> Result<(), StateError> {
+        match &self.store {
+            Some(store) => hold_node(store, node, &self.instance).await,
+            None => Ok(()),
+        }
     }
 
     /// Takes back the SAs a previous run saved (memory backend). NTLM SAs only if the

@@ -72,6 +72,10 @@ pub(crate) fn kerberos_config(a: &AuthSettings) -> sagw_kerberos::KerberosConfig
 /// environment names one (`KRB5RCACHENAME`). MIT's default is under `/var/tmp`, which the
 /// service's `PrivateTmp=yes` empties at every stop (and a container starts without): an AP-REQ
 /// captured before a restart was taken again after it, within the clock skew.
+///
+/// The file must be one this process can write: MIT opens it only when it stores an
+/// authenticator, and a store that fails refuses the sign-in. One it cannot open (a read-only
+/// directory, a file another user made) leaves MIT's default, with a warning.
 fn replay_cache(a: &AuthSettings, named_by_environment: bool) -> Option<String> {
     if named_by_environment {
         return None;
@@ -81,7 +85,29 @@ fn replay_cache(a: &AuthSettings, named_by_environment: bool) -> Option<String> 
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    Some(format!("file2:{}", dir.join("krb5.rcache2").display()))
+    let path = dir.join("krb5.rcache2");
+    // Nothing is left behind (check-config builds this too, maybe as another user): an existing
+    // file is opened for writing, else a probe is made in the directory and removed.
+    let usable = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map(drop)
+    } else {
+        let probe = dir.join(format!(".sagw-rcache-probe-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+    };
+    match usable {
+        Ok(()) => Some(format!("file2:{}", path.display())),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the Kerberos replay cache cannot be kept with the data: MIT's default under /var/tmp is used, which a service with PrivateTmp loses at each stop");
+            None
+        }
+    }
 }
 
 /// Whether Kerberos can be served: `Ok(None)` when no policy offers it, `Ok(Some(acceptor))`
@@ -451,20 +477,39 @@ mod tests {
     /// captured before a restart must not be taken after it.
     #[test]
     fn the_kerberos_replay_cache_lives_beside_the_credentials_file() {
-        let a = crate::Config::parse("[auth]\ncredentials = \"/var/lib/sagw/sagw-data/users\"\n")
+        let dir = tempfile::tempdir().expect("dir");
+        let users = dir.path().join("users");
+        let a = crate::Config::parse(&format!("[auth]\ncredentials = \"{}\"\n", users.display()))
             .and_then(|c| c.validate())
             .expect("valid")
             .auth
             .expect("auth on");
+        let cache = dir.path().join("krb5.rcache2");
         assert_eq!(
-            replay_cache(&a, false).as_deref(),
-            Some("file2:/var/lib/sagw/sagw-data/krb5.rcache2")
+            replay_cache(&a, false),
+            Some(format!("file2:{}", cache.display()))
+        );
+        assert!(
+            !cache.exists(),
+            "nothing is made (MIT makes it at the first sign-in)"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "no probe left behind"
         );
         assert_eq!(replay_cache(&a, true), None, "KRB5RCACHENAME decides");
         assert_eq!(
             kerberos_config(&a).replay_cache.is_some(),
             std::env::var_os("KRB5RCACHENAME").is_none()
         );
+        // A directory it cannot write: MIT's default, not a cache every sign-in fails on.
+        let read_only = crate::Config::parse("[auth]\ncredentials = \"/proc/sagw-none/users\"\n")
+            .and_then(|c| c.validate())
+            .expect("valid")
+            .auth
+            .expect("auth on");
+        assert_eq!(replay_cache(&read_only, false), None);
     }
 
     #[test]

@@ -49,8 +49,7 @@ pub async fn start_with_kerberos_backend(
 }
 
 async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, StartError> {
-    let state =
-        crate::state::StateSetup::open(&settings.state, &crate::state::node_id(&settings)).await?;
+    let state = crate::state::StateSetup::open(&settings.state).await?;
     let Some(a) = settings.auth.clone() else {
         warn!(
             "authentication is disabled ([auth] enabled = false): every request passes unauthenticated"
@@ -153,6 +152,14 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
             .enable_pool_journal();
     }
     let core = Arc::new(core);
+    // The pool is joined (below, with authentication on): its node id is this run's from here,
+    // and let go again if the start fails after all.
+    let node = crate::state::node_id(&settings);
+    state.hold_node(&node).await?;
+    let held = state
+        .store
+        .clone()
+        .map(|s| (s, node, state.instance.clone()));
     let restored_bindings = state.restore(&core, users.print(), SystemTime::now());
     info!(realm = %a.realm, fqdn = %a.fqdn, "client authentication on");
     for (i, p) in a.policies.iter().enumerate() {
@@ -173,7 +180,7 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
         core: core.clone(),
         users: users.clone(),
     };
-    start_inner(
+    let started = start_inner(
         settings,
         Box::new(stage),
         Some((core, users, live)),
@@ -181,7 +188,13 @@ async fn start_auth(settings: Settings, seams: AuthSeams) -> Result<Running, Sta
         restored_bindings,
         workers,
     )
-    .await
+    .await;
+    if started.is_err()
+        && let Some((store, node, instance)) = held
+    {
+        let _ = store.release_node(&node, &instance).await;
+    }
+    started
 }
 
 /// Bind everything and start serving, with `auth` as the client authentication stage.
@@ -189,8 +202,7 @@ pub async fn start_with_auth(
     settings: Settings,
     auth: Box<dyn ClientAuth>,
 ) -> Result<Running, StartError> {
-    let state =
-        crate::state::StateSetup::open(&settings.state, &crate::state::node_id(&settings)).await?;
+    let state = crate::state::StateSetup::open(&settings.state).await?;
     start_inner(settings, auth, None, state, None, Vec::new()).await
 }
 
