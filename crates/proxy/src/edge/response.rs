@@ -260,7 +260,7 @@ impl Edge {
             self.try_next_hop(sk, HopFailure::Transport, now);
             return;
         }
-        if server_key.is_none() && invite && (200..300).contains(&code) {
+        if detached && invite && (200..300).contains(&code) {
             // A branch given up for the next hop (`detach_branch`) answered after all: a 2xx to
             // INVITE is end to end and goes on to the caller, who sorts out two dialogs.
             self.relay_without_transaction(msg, sgf.as_deref(), from_client, now);

@@ -172,11 +172,7 @@ impl Edge {
             uri.port
                 .unwrap_or(uri.transport().unwrap_or(Transport::Udp).default_port()),
         ));
-        let at_a_server = self
-            .cfg
-            .next_hops
-            .iter()
-            .any(|h| crate::uri::canonical(h.addr) == addr)
+        let at_a_server = self.is_next_hop_addr(addr)
             || super::is_trusted_peer(&self.cfg, addr)
             || self.cfg.client_routes.iter().any(|r| match *r {
                 RouteTarget::Addr(a) => crate::uri::canonical(a) == addr,
@@ -408,11 +404,17 @@ impl Edge {
         uri.ip()?;
         let transport = uri.transport().unwrap_or(Transport::Udp);
         let addr = crate::uri::canonical(uri.socket_addr(transport)?);
+        self.is_next_hop_addr(addr)
+            .then_some(NextHop { transport, addr })
+    }
+
+    /// Whether `addr` (canonical) is a configured next hop's address and port, over whichever
+    /// transport.
+    fn is_next_hop_addr(&self, addr: SocketAddr) -> bool {
         self.cfg
             .next_hops
             .iter()
             .any(|h| crate::uri::canonical(h.addr) == addr)
-            .then_some(NextHop { transport, addr })
     }
 
     /// True when a client's Route may name `addr`: a next hop, or an operator-listed target.
