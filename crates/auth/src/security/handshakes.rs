@@ -281,7 +281,7 @@ impl SecurityCore {
         // ours at any service it reaches (NTLM relay). The signature proves the sender holds the
         // session key. A version-3 client signs from its next request only, so a gateway set to
         // version 3 takes an unsigned final leg, with the target check as its defence.
-        if self.config.version >= 4 && h.param("response").is_none() {
+        if self.unsigned_under_version_4(leg) {
             return self.fail_leg(leg, Scheme::Ntlm, Reason::Unsigned);
         }
         let user = auth.user();
@@ -397,6 +397,13 @@ impl SecurityCore {
         })
     }
 
+    /// A final leg that completes the client's context without the signature a version-4
+    /// client sends with it (notes §6.1), at a gateway asking for version 4: refused, as it may
+    /// be another service's token relayed or captured.
+    fn unsigned_under_version_4(&self, leg: &Leg<'_>) -> bool {
+        self.config.version >= 4 && leg.presented.header.param("response").is_none()
+    }
+
     /// Verifies the signature a version-4 final leg already carries, then makes the SA live.
     pub(super) fn finish_handshake(
         &self,
@@ -481,10 +488,7 @@ impl SecurityCore {
         // Under version 4 an AP-REQ that completes the client's context (no AP-REP to send) comes
         // signed (notes §6.1): unsigned, nothing ties the ticket to the request around it, and a
         // captured AP-REQ carried any request as its owner's (the same rule as NTLM's final leg).
-        if self.config.version >= 4
-            && accepted.ap_rep.is_none()
-            && leg.presented.header.param("response").is_none()
-        {
+        if accepted.ap_rep.is_none() && self.unsigned_under_version_4(leg) {
             return self.fail_leg(leg, Scheme::Kerberos, Reason::Unsigned);
         }
         let mapped = match principal_to_identity(
