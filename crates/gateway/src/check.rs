@@ -313,37 +313,31 @@ pub fn tls_files(settings: &crate::Settings) -> Result<Vec<String>, CheckError> 
         .listeners
         .iter()
         .any(|l| l.transport == sagw_proxy::Transport::Tls);
-    let made = match &settings.cert {
-        crate::config::CertSource::Files { .. } => true,
-        crate::config::CertSource::Generated { dir, .. } => {
-            dir.join("sagw-cert.pem").exists() && dir.join("sagw-key.pem").exists()
+    // The files as they are: a check writes nothing (run as another user, it would leave a key
+    // the service cannot read), so a generated pair is read as files, not made again, and only
+    // once a start made it.
+    let (cert_key, as_files, made) = match &settings.cert {
+        files @ crate::config::CertSource::Files { .. } => ("tls.cert", files.clone(), true),
+        crate::config::CertSource::Generated { dir, names } => {
+            let (cert, key) = (dir.join("sagw-cert.pem"), dir.join("sagw-key.pem"));
+            let made = cert.exists() && key.exists();
+            if tls_listener && made && !crate::tls::generated_names_match(dir, names) {
+                lines.push(format!(
+                    "TLS certificate: the generated one in {} is not for tls.subject_names: the next start or reload makes it again (a new key and fingerprint)",
+                    dir.display()
+                ));
+            }
+            (
+                "tls.generated_dir",
+                crate::config::CertSource::Files { cert, key },
+                made,
+            )
         }
     };
     if tls_listener && made {
-        let cert_key = match &settings.cert {
-            crate::config::CertSource::Files { .. } => "tls.cert",
-            crate::config::CertSource::Generated { .. } => "tls.generated_dir",
-        };
         let fail = |e: &dyn std::fmt::Display| CheckError {
             key: cert_key,
             why: e.to_string(),
-        };
-        // The files as they are: a check writes nothing (run as another user, it would leave a
-        // key the service cannot read), so a generated pair is read, not made again.
-        let as_files = match &settings.cert {
-            crate::config::CertSource::Generated { dir, names } => {
-                if !crate::tls::generated_names_match(dir, names) {
-                    lines.push(format!(
-                        "TLS certificate: the generated one in {} is not for tls.subject_names: the next start or reload makes it again (a new key and fingerprint)",
-                        dir.display()
-                    ));
-                }
-                crate::config::CertSource::Files {
-                    cert: dir.join("sagw-cert.pem"),
-                    key: dir.join("sagw-key.pem"),
-                }
-            }
-            files => files.clone(),
         };
         let id = crate::tls::load_identity(&as_files).map_err(|e| fail(&e))?;
         crate::tls::server_config(&id, peers.as_ref()).map_err(|e| fail(&e))?;

@@ -195,17 +195,22 @@ pub fn digest_node(node_id: &str) -> u16 {
 
 /// 16 random hex digits naming this run of the gateway in the store's node holds.
 fn instance_id() -> String {
+    sagw_hex::encode(run_random().to_be_bytes())
+}
+
+/// 64 bits that tell this run of the gateway from others (its node hold, where it starts
+/// numbering connections), not a secret: from the system's randomness, else the clock's
+/// nanoseconds (without randomness the start fails elsewhere; the clock keeps runs apart
+/// meanwhile).
+pub(crate) fn run_random() -> u64 {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
-    // Without the system's randomness the start fails elsewhere; the clock keeps two starts
-    // apart meanwhile.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = (t as u64).to_be_bytes();
+    if ring::rand::SystemRandom::new().fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
     }
-    sagw_hex::encode(b)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// Takes `node` for this run, waiting out the hold of a gateway that stopped without letting go

@@ -130,10 +130,7 @@ pub fn load_identity(source: &CertSource) -> Result<Identity, TlsError> {
             // Made again when its names are not the ones configured now: a name added to
             // `tls.subject_names` was reported applied by a reload while the old certificate,
             // without it, stayed for good.
-            let fresh = if cert.exists()
-                && key.exists()
-                && names_of(&cert).as_ref() == Some(&name_set(names))
-            {
+            let fresh = if key.exists() && generated_names_match(dir, names) {
                 false
             } else {
                 generate(dir, &cert, &key, names)?;

@@ -787,17 +787,7 @@ fn join_pool(
 /// after a restart from the address and port alice's k-th had (a load balancer's, say) took the
 /// requests a registrar still routed by her old Path, signed for her.
 fn first_connection_seq() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    let drawn = ring::rand::SystemRandom::new().fill(&mut b).is_ok();
-    let seq = if drawn {
-        u64::from_le_bytes(b)
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    };
-    (seq & ((1 << 40) - 1)).max(1)
+    (crate::state::run_random() & ((1 << 40) - 1)).max(1)
 }
 
 /// Starts the core thread, pinned as `proxy.core_cpu` says. The receiver learns how the thread
